@@ -1,0 +1,99 @@
+// format/header.h — parse and validate one safetensors file's header.
+//
+// Provides `TensorInfo`, `Header` and the parsers. Validation follows the safetensors
+// reference exactly, and is stricter where the reference is unsafe or misleading
+// (duplicate names get their own error; JSON nesting depth is bounded). The parser
+// never allocates from an unvalidated length and never trusts a shape product.
+//
+//   Result<Header> h = ReadHeaderFile("model-00001-of-00002.safetensors");
+//   if (!h.ok()) return h.status();   // "model-...: tensor 'w': data_offsets [0, 8) ..."
+//   for (const TensorInfo& t : h->tensors)            // in file-offset order
+//     std::cout << t.name << " " << DtypeName(t.dtype) << " " << t.size() << "\n";
+//   const TensorInfo* w = h->Find("lm_head.weight");  // nullptr when absent
+#ifndef SHARDLOAD_FORMAT_HEADER_H_
+#define SHARDLOAD_FORMAT_HEADER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "format/dtype.h"
+#include "format/status.h"
+
+namespace shardload {
+
+// kMaxHeaderLength: the largest header the reference accepts (decimal 100 MB).
+inline constexpr uint64_t kMaxHeaderLength = 100'000'000;
+
+// TensorInfo: one tensor entry. `begin`/`end` are the data_offsets, relative to the
+// start of the data section (file offset Header::data_start). Names may hold any
+// Unicode, including NUL; they are never C strings.
+struct TensorInfo {
+  std::string name;
+  Dtype dtype = Dtype::kU8;
+  std::vector<uint64_t> shape;
+  uint64_t begin = 0;
+  uint64_t end = 0;
+
+  uint64_t size() const { return end - begin; }
+  friend bool operator==(const TensorInfo&, const TensorInfo&) = default;
+};
+
+// Header: a validated header. Tensors are in file-offset order (ties by end), and
+// tile [0, data_size) exactly. `metadata` is `__metadata__` (empty when absent or null).
+struct Header {
+  uint64_t header_length = 0;  // N, the 8-byte little-endian prefix
+  uint64_t data_start = 0;     // 8 + N: file offset of the data section
+  uint64_t data_size = 0;      // bytes of the data section (file size - data_start)
+  std::vector<TensorInfo> tensors;
+  std::map<std::string, std::string> metadata;
+  std::unordered_map<std::string, size_t> by_name;  // name → index into tensors
+
+  // Find: the tensor called `name`, or nullptr. O(1).
+  const TensorInfo* Find(std::string_view name) const;
+};
+
+// ParseOptions: knobs of header validation. Defaults match the reference, except
+// where noted.
+struct ParseOptions {
+  // max_depth: deepest JSON nesting accepted (the top-level object is depth 1).
+  // Default 32: a valid header needs 3; deeper input is rejected before recursion
+  // can exhaust the stack.
+  int max_depth = 32;
+  // reject_unknown_fields: an unknown key inside a tensor entry is an error when true.
+  // Default false: ignored, like the reference.
+  bool reject_unknown_fields = false;
+};
+
+// ParseHeaderLength: read N from the first 8 bytes (`prefix` holds at least
+// min(8, file_size) bytes of the file) and check it against the file size.
+// Errors (all data_loss or invalid_argument with "<label>: " first):
+//   "<label>: file is N bytes, too small for the 8-byte header length"
+//   "<label>: header length N exceeds the limit of 100000000 bytes"
+//   "<label>: header length N runs past the end of the file (M bytes)"
+Result<uint64_t> ParseHeaderLength(std::span<const std::byte> prefix, uint64_t file_size,
+                                   std::string_view label);
+
+// ParseHeader: validate the N header bytes `json` of a file of `file_size` bytes.
+// `label` (usually the file name) starts every error message.
+// Thread safety: reentrant; no shared state.
+Result<Header> ParseHeader(std::string_view json, uint64_t file_size, std::string_view label,
+                           const ParseOptions& options = {});
+
+// ParseBuffer: validate a whole safetensors file held in memory.
+Result<Header> ParseBuffer(std::span<const std::byte> file, std::string_view label,
+                           const ParseOptions& options = {});
+
+// ReadHeaderFile: open `path`, read the prefix and header with positional reads,
+// validate against the file's size. The label in errors is `path` as given.
+// Errors: not_found / permission_denied from open; the parse errors above.
+Result<Header> ReadHeaderFile(const std::string& path, const ParseOptions& options = {});
+
+}  // namespace shardload
+
+#endif  // SHARDLOAD_FORMAT_HEADER_H_

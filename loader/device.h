@@ -1,0 +1,78 @@
+// loader/device.h — where a tensor goes, written the way PyTorch writes it.
+//
+// Provides `Device` ("cpu", "cuda", "cuda:1") and `DeviceMap` (name patterns → device,
+// first match wins, then the default), as `map_location` / `device_map` users expect.
+//
+//   Result<Device> d = ParseDevice("cuda:1");        // {kCuda, 1}
+//   Result<DeviceMap> m = ParseDeviceMap("lm_head.*=cpu,*=cuda:0");
+//   Device where = m->Resolve("model.layers.0.mlp.up_proj.weight");   // cuda:0
+#ifndef SHARDLOAD_LOADER_DEVICE_H_
+#define SHARDLOAD_LOADER_DEVICE_H_
+
+#include <regex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "format/status.h"
+
+namespace shardload {
+
+// Device: a host or CUDA device. `cuda` without an index means index 0.
+struct Device {
+  enum class Kind { kCpu, kCuda };
+  Kind kind = Kind::kCpu;
+  int index = 0;  // always 0 for kCpu
+
+  bool is_cpu() const { return kind == Kind::kCpu; }
+  bool is_cuda() const { return kind == Kind::kCuda; }
+  // ToString: "cpu" or "cuda:N".
+  std::string ToString() const;
+  friend bool operator==(const Device&, const Device&) = default;
+  friend auto operator<=>(const Device&, const Device&) = default;
+};
+
+// ParseDevice: "cpu", "cuda", "cuda:N" (N a non-negative decimal integer).
+// Errors: invalid_argument "invalid device 'gpu': expected cpu, cuda or cuda:N".
+// Whether the CUDA device exists is checked at load time, not here.
+Result<Device> ParseDevice(std::string_view text);
+
+// DeviceMap: ordered (pattern → device) rules plus a default device.
+// A pattern is a glob over the whole tensor name (target name, after renames):
+// `*` matches any run of characters, `?` one character, everything else itself.
+// A pattern that starts with "re:" is an ECMAScript regex for the rest, matched
+// against the whole name. Thread safety: const methods may be called concurrently.
+class DeviceMap {
+ public:
+  DeviceMap() = default;
+  explicit DeviceMap(Device default_device) : default_(default_device) {}
+
+  // AddRule: append a rule; rules are tried in order. Errors: invalid_argument for a
+  // malformed regex ("invalid device-map pattern 're:(': ...").
+  Status AddRule(std::string_view pattern, Device device);
+  void set_default(Device d) { default_ = d; }
+  const Device& default_device() const { return default_; }
+
+  // Resolve: the device of the first rule whose pattern matches `name`, else default.
+  Device Resolve(std::string_view name) const;
+
+  // Devices: every distinct device the map can produce (rules and default), sorted.
+  std::vector<Device> Devices() const;
+
+ private:
+  struct Rule {
+    std::string pattern;
+    std::regex re;
+    Device device;
+  };
+  std::vector<Rule> rules_;
+  Device default_;
+};
+
+// ParseDeviceMap: "PATTERN=DEVICE,PATTERN=DEVICE,..."; a bare DEVICE entry sets the
+// default. Example: "lm_head.*=cpu,cuda:0". Errors: invalid_argument naming the entry.
+Result<DeviceMap> ParseDeviceMap(std::string_view text);
+
+}  // namespace shardload
+
+#endif  // SHARDLOAD_LOADER_DEVICE_H_
