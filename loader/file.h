@@ -1,0 +1,88 @@
+// loader/file.h — reading checkpoint files without ever taking a SIGBUS.
+//
+// Provides `ReadableFile`, one small interface over three ways to read bytes:
+//   - `PreadFile`   positional reads (pread, EINTR and short reads handled);
+//   - `MappedFile`  a read-only mapping (Boost.Interprocess) for zero-copy host views,
+//                   copies out of it re-check the file size first;
+//   - `DirectFile`  O_DIRECT reads through aligned windows (cold loads that bypass the
+//                   page cache); falls back to an error the caller can handle where the
+//                   filesystem refuses O_DIRECT (tmpfs).
+// The size is taken at open; every read checks it again when the file may have been
+// truncated, so a file truncated or replaced mid-load gives data_loss, never SIGBUS
+// and never stale or zero bytes reported as success.
+//
+//   SL_ASSIGN_OR_RETURN(std::unique_ptr<ReadableFile> f, OpenFile(path, IoMode::kPread));
+//   std::vector<std::byte> buf(4096);
+//   SL_RETURN_IF_ERROR(f->ReadAt(0, buf));   // exactly buf.size() bytes or an error
+#ifndef SHARDLOAD_LOADER_FILE_H_
+#define SHARDLOAD_LOADER_FILE_H_
+
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "format/status.h"
+
+namespace shardload {
+
+// IoMode: how the streaming path reads files. kAuto picks from measurements
+// (see docs/ARCHITECTURE.md and bench/RESULTS.md for the current choice).
+enum class IoMode { kAuto, kPread, kMmap, kDirect };
+
+// IoModeName / ParseIoMode: "auto", "pread", "mmap", "direct".
+std::string_view IoModeName(IoMode mode);
+Result<IoMode> ParseIoMode(std::string_view text);
+
+// ReadableFile: an open, read-only file of a fixed expected size.
+// Thread safety: ReadAt / ReadVAt may be called concurrently from several threads.
+class ReadableFile {
+ public:
+  virtual ~ReadableFile() = default;
+
+  // path: the path the file was opened with (used in every error message).
+  virtual const std::string& path() const = 0;
+  // size: the size at open.
+  virtual uint64_t size() const = 0;
+
+  // ReadAt: fill `out` with the bytes at [offset, offset + out.size()).
+  // Errors: out_of_range when the range passes size(); data_loss
+  // "<path>: file shrank to N bytes while reading (expected M)" / "<path>: short read at
+  // offset X" when the file was truncated; ErrnoToStatus for I/O errors (EIO → data_loss).
+  virtual Status ReadAt(uint64_t offset, std::span<std::byte> out) const = 0;
+
+  // ReadVAt: scatter the bytes at [offset, offset + total iov length) into `iov`, in
+  // order (preadv where the mode allows, else a loop). Same errors as ReadAt.
+  virtual Status ReadVAt(uint64_t offset, std::span<const iovec> iov) const;
+
+  // CheckUnchanged: data_loss if the file on disk is now shorter than size() or is no
+  // longer the same inode (replaced by rename).
+  virtual Status CheckUnchanged() const = 0;
+};
+
+// OpenFile: open `path` for reading in `mode` (kAuto means kPread here; the streaming
+// engine resolves kAuto before calling). Errors: not_found, permission_denied,
+// invalid_argument for a directory; unimplemented when kDirect is refused by the
+// filesystem.
+Result<std::unique_ptr<ReadableFile>> OpenFile(const std::string& path, IoMode mode);
+
+// MappedFile: a whole file mapped read-only, for zero-copy views.
+// Lifetime: views returned by Bytes() stay valid while the MappedFile lives. Reading a
+// view after the file was truncated by another process is the caller's hazard (SIGBUS);
+// the loader itself only copies through ReadAt, which checks first.
+class MappedFile : public ReadableFile {
+ public:
+  // Open: map `path` (an empty file gives an empty mapping, never an mmap of length 0).
+  static Result<std::unique_ptr<MappedFile>> Open(const std::string& path);
+  // Bytes: the whole mapping. The data section of a safetensors file need not be
+  // aligned for its dtype: copy (memcpy) rather than reinterpret_cast unaligned data.
+  virtual std::span<const std::byte> Bytes() const = 0;
+};
+
+}  // namespace shardload
+
+#endif  // SHARDLOAD_LOADER_FILE_H_
