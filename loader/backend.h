@@ -1,0 +1,74 @@
+// loader/backend.h — how the loader reaches devices it does not know about.
+//
+// Provides `DeviceBackend`, the interface the CUDA package implements
+// (cuda/cuda_backend.h) so that loader/ never includes CUDA headers. A load whose
+// targets are all on `cpu` needs no backend; a load with any `cuda:N` target takes one
+// through LoadOptions::backend.
+//
+//   shardload::cuda::CudaBackend cuda;           // probes the runtime once
+//   LoadOptions options;
+//   options.backend = &cuda;                     // nullptr: host only
+//   options.devices = *ParseDeviceMap("cuda:0");
+#ifndef SHARDLOAD_LOADER_BACKEND_H_
+#define SHARDLOAD_LOADER_BACKEND_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "format/status.h"
+#include "loader/device.h"
+#include "loader/sink.h"
+
+namespace shardload {
+
+// DeviceAllocation: device memory owned by the backend; freed by the destructor.
+// Lifetime: must not outlive the backend that made it.
+class DeviceAllocation {
+ public:
+  virtual ~DeviceAllocation() = default;
+  virtual void* data() const = 0;
+  virtual uint64_t size() const = 0;
+  virtual Device device() const = 0;
+};
+
+// SinkOptions: staging ring geometry for a sink.
+struct SinkOptions {
+  // slot_count: staging slots in the ring. Default 4. Valid: 1..64.
+  int slot_count = 4;
+  // slot_bytes: bytes per slot (and the planner's maximum span). Default 64 MiB.
+  // Valid: 4 KiB .. 1 GiB, a multiple of 4096.
+  uint64_t slot_bytes = 64ull << 20;
+};
+
+// DeviceBackend: allocation, sinks and probing for one kind of accelerator.
+// Thread safety: all methods may be called concurrently.
+class DeviceBackend {
+ public:
+  virtual ~DeviceBackend() = default;
+
+  // name: "cuda".
+  virtual std::string name() const = 0;
+
+  // DeviceCount: usable devices; 0 when there is no driver or device (never an error).
+  virtual int DeviceCount() const = 0;
+
+  // DescribeDevice: "NVIDIA H100 80GB HBM3 (cuda:0, 79.1 GiB, PCIe Gen5 x16)" or an
+  // error for an index out of range.
+  virtual Result<std::string> DescribeDevice(int index) const = 0;
+
+  // Allocate: `bytes` of device memory on `device` (aligned to at least 256 bytes).
+  // Errors: resource_exhausted "cuda:0: out of memory allocating N bytes (F free)",
+  // invalid_argument for a device that does not exist.
+  virtual Result<std::unique_ptr<DeviceAllocation>> Allocate(const Device& device,
+                                                             uint64_t bytes) = 0;
+
+  // MakeSink: a sink that delivers to destinations on this backend's devices (and may
+  // also serve host destinations in the same load). Pinned staging memory is bounded by
+  // slot_count × slot_bytes and reused across loads where possible.
+  virtual Result<std::unique_ptr<Sink>> MakeSink(const SinkOptions& options) = 0;
+};
+
+}  // namespace shardload
+
+#endif  // SHARDLOAD_LOADER_BACKEND_H_
