@@ -67,6 +67,12 @@ class DeviceBackend {
   // also serve host destinations in the same load). Pinned staging memory is bounded by
   // slot_count × slot_bytes and reused across loads where possible.
   virtual Result<std::unique_ptr<Sink>> MakeSink(const SinkOptions& options) = 0;
+
+  // MeasureHostToDeviceGBps: the pinned host-to-device copy ceiling of `device`:
+  // GB/s (10^9 bytes/s) of cudaMemcpyAsync from one pinned buffer of `bytes`, best of
+  // `repeats`. Used by `shardload bench` as the same-run ceiling.
+  virtual Result<double> MeasureHostToDeviceGBps(const Device& device, uint64_t bytes,
+                                                 int repeats) = 0;
 };
 
 }  // namespace shardload
