@@ -1,0 +1,156 @@
+// loader/device.cc — Device parsing and the pattern → device map (see device.h).
+#include "loader/device.h"
+
+#include <algorithm>
+#include <charconv>
+#include <limits>
+#include <set>
+
+namespace shardload {
+namespace {
+
+constexpr std::string_view kRegexPrefix = "re:";
+
+Status InvalidDevice(std::string_view text) {
+  return InvalidArgumentError("invalid device '" + std::string(text) +
+                              "': expected cpu, cuda or cuda:N");
+}
+
+// GlobMatch: whole-string glob match, `*` any run, `?` one character. Iterative with
+// one backtrack point, so it is linear-ish and never recurses.
+bool GlobMatch(std::string_view pattern, std::string_view name) {
+  size_t p = 0;
+  size_t n = 0;
+  size_t star = std::string_view::npos;  // position of the last `*` in pattern
+  size_t star_n = 0;                     // name position that `*` is matched up to
+  while (n < name.size()) {
+    if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == name[n]) &&
+        pattern[p] != '*') {
+      ++p;
+      ++n;
+    } else if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      star_n = n;
+    } else if (star != std::string_view::npos) {
+      p = star + 1;
+      n = ++star_n;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace
+
+std::string Device::ToString() const {
+  if (is_cpu()) return "cpu";
+  return "cuda:" + std::to_string(index);
+}
+
+Result<Device> ParseDevice(std::string_view text) {
+  if (text == "cpu") return Device{Device::Kind::kCpu, 0};
+  if (text == "cuda") return Device{Device::Kind::kCuda, 0};
+  constexpr std::string_view kCudaColon = "cuda:";
+  if (text.size() <= kCudaColon.size() || text.substr(0, kCudaColon.size()) != kCudaColon) {
+    return InvalidDevice(text);
+  }
+  std::string_view digits = text.substr(kCudaColon.size());
+  // Decimal digits only, no sign, no leading zero (as PyTorch), fits an int.
+  if (!std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+      (digits.size() > 1 && digits[0] == '0')) {
+    return InvalidDevice(text);
+  }
+  int index = 0;
+  auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), index);
+  if (ec != std::errc() || ptr != digits.data() + digits.size()) return InvalidDevice(text);
+  return Device{Device::Kind::kCuda, index};
+}
+
+Status DeviceMap::AddRule(std::string_view pattern, Device device) {
+  Rule rule;
+  rule.pattern = std::string(pattern);
+  rule.device = device;
+  if (pattern.substr(0, kRegexPrefix.size()) == kRegexPrefix) {
+    try {
+      rule.re = std::regex(std::string(pattern.substr(kRegexPrefix.size())),
+                           std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      return InvalidArgumentError("invalid device-map pattern '" + std::string(pattern) +
+                                  "': " + e.what());
+    }
+  }
+  rules_.push_back(std::move(rule));
+  return OkStatus();
+}
+
+Device DeviceMap::Resolve(std::string_view name) const {
+  for (const Rule& rule : rules_) {
+    std::string_view pattern = rule.pattern;
+    if (pattern.substr(0, kRegexPrefix.size()) == kRegexPrefix) {
+      try {
+        if (std::regex_match(name.begin(), name.end(), rule.re)) return rule.device;
+      } catch (const std::regex_error&) {
+        // The engine gave up (complexity limits): the rule does not match this name.
+      }
+    } else if (GlobMatch(pattern, name)) {
+      return rule.device;
+    }
+  }
+  return default_;
+}
+
+std::vector<Device> DeviceMap::Devices() const {
+  std::set<Device> all;
+  all.insert(default_);
+  for (const Rule& rule : rules_) all.insert(rule.device);
+  return std::vector<Device>(all.begin(), all.end());
+}
+
+Result<DeviceMap> ParseDeviceMap(std::string_view text) {
+  if (Trim(text).empty()) return InvalidArgumentError("empty device map");
+  DeviceMap map;
+  bool default_set = false;
+  size_t pos = 0;
+  while (true) {
+    size_t comma = text.find(',', pos);
+    std::string_view raw =
+        text.substr(pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos);
+    std::string_view entry = Trim(raw);
+    auto bad_entry = [&](std::string_view why) {
+      return InvalidArgumentError("invalid device-map entry '" + std::string(entry) +
+                                  "': " + std::string(why));
+    };
+    if (entry.empty()) return bad_entry("empty entry");
+    // A device never contains '=', so the last '=' separates pattern from device
+    // (a regex pattern may contain '=' itself).
+    size_t eq = entry.rfind('=');
+    if (eq == std::string_view::npos) {
+      Result<Device> device = ParseDevice(entry);
+      if (!device.ok()) return bad_entry(device.status().message());
+      if (default_set) return bad_entry("the default device is already set");
+      map.set_default(*device);
+      default_set = true;
+    } else {
+      std::string_view pattern = Trim(entry.substr(0, eq));
+      std::string_view device_text = Trim(entry.substr(eq + 1));
+      if (pattern.empty()) return bad_entry("empty pattern");
+      Result<Device> device = ParseDevice(device_text);
+      if (!device.ok()) return bad_entry(device.status().message());
+      Status added = map.AddRule(pattern, *device);
+      if (!added.ok()) return bad_entry(added.message());
+    }
+    if (comma == std::string_view::npos) break;
+    pos = comma + 1;
+  }
+  return map;
+}
+
+}  // namespace shardload
