@@ -1,0 +1,834 @@
+#include "format/writer.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <random>
+#include <set>
+#include <utility>
+
+namespace shardload {
+namespace {
+
+constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the reference's MAX_HEADER_SIZE
+constexpr size_t kMinBuffer = 4096;
+constexpr size_t kMaxBuffer = size_t{1} << 30;
+constexpr uint64_t kMaxInMemoryFile = uint64_t{1} << 30;
+
+std::string Quote(std::string_view name) {
+  // Names in messages: printable as-is, except that control bytes are escaped so a
+  // message stays on one line.
+  std::string out = "'";
+  for (unsigned char c : name) {
+    if (c < 0x20 || c == 0x7f) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  out += "'";
+  return out;
+}
+
+// Decodes the code point at s[i]; returns its byte length, 0 when malformed.
+size_t DecodeUtf8(std::string_view s, size_t i, uint32_t* cp) {
+  const auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  unsigned char c = b(i);
+  if (c < 0x80) {
+    *cp = c;
+    return 1;
+  }
+  size_t len;
+  uint32_t v;
+  uint32_t min;
+  if ((c & 0xe0) == 0xc0) {
+    len = 2, v = c & 0x1f, min = 0x80;
+  } else if ((c & 0xf0) == 0xe0) {
+    len = 3, v = c & 0x0f, min = 0x800;
+  } else if ((c & 0xf8) == 0xf0) {
+    len = 4, v = c & 0x07, min = 0x10000;
+  } else {
+    return 0;
+  }
+  if (s.size() - i < len) return 0;
+  for (size_t k = 1; k < len; ++k) {
+    if ((b(i + k) & 0xc0) != 0x80) return 0;
+    v = (v << 6) | (b(i + k) & 0x3f);
+  }
+  if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff)) return 0;
+  *cp = v;
+  return len;
+}
+
+void AppendHex4(std::string* out, uint32_t v) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  *out += "\\u";
+  for (int shift = 12; shift >= 0; shift -= 4) *out += kHex[(v >> shift) & 15];
+}
+
+// Python's json.dumps(ensure_ascii=True) string form. `s` must be valid UTF-8.
+std::string EscapePythonJsonString(std::string_view s) {
+  std::string out = "\"";
+  for (size_t i = 0; i < s.size();) {
+    uint32_t cp = 0;
+    size_t len = DecodeUtf8(s, i, &cp);
+    if (len == 0) len = 1, cp = 0xfffd;  // unreachable for validated input
+    i += len;
+    switch (cp) {
+      case '"': out += "\\\""; continue;
+      case '\\': out += "\\\\"; continue;
+      case '\b': out += "\\b"; continue;
+      case '\f': out += "\\f"; continue;
+      case '\n': out += "\\n"; continue;
+      case '\r': out += "\\r"; continue;
+      case '\t': out += "\\t"; continue;
+      default: break;
+    }
+    if (cp >= 0x20 && cp <= 0x7e) {
+      out += static_cast<char>(cp);
+    } else if (cp < 0x10000) {
+      AppendHex4(&out, cp);
+    } else {
+      uint32_t v = cp - 0x10000;
+      AppendHex4(&out, 0xd800 | (v >> 10));
+      AppendHex4(&out, 0xdc00 | (v & 0x3ff));
+    }
+  }
+  out += "\"";
+  return out;
+}
+
+Status CheckUtf8(std::string_view s, std::string_view what, std::string_view label) {
+  size_t bad = 0;
+  if (IsValidUtf8(s, &bad)) return OkStatus();
+  return InvalidArgumentError(std::string(label) + ": " + std::string(what) +
+                              " is not valid UTF-8 (byte " + std::to_string(bad) + ")");
+}
+
+// Fd: an owned file descriptor.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const { return fd_; }
+  // Reset: take ownership of `fd`, closing the one held.
+  void Reset(int fd) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+  }
+  // Close: close now and report the error (a failed close can mean lost data).
+  Status Close(std::string_view label) {
+    int fd = fd_;
+    fd_ = -1;
+    if (fd >= 0 && ::close(fd) != 0) return ErrnoToStatus(errno, std::string(label) + ": close");
+    return OkStatus();
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// TempFileGuard: removes the temporary file unless Release()d after the rename.
+class TempFileGuard {
+ public:
+  explicit TempFileGuard(std::string path) : path_(std::move(path)) {}
+  TempFileGuard(const TempFileGuard&) = delete;
+  TempFileGuard& operator=(const TempFileGuard&) = delete;
+  ~TempFileGuard() {
+    if (!path_.empty()) ::unlink(path_.c_str());
+  }
+  void Release() { path_.clear(); }
+
+ private:
+  std::string path_;
+};
+
+Status WriteAll(int fd, const std::byte* p, size_t n, std::string_view label) {
+  while (n > 0) {
+    size_t chunk = std::min<size_t>(n, size_t{1} << 30);
+    ssize_t w = ::write(fd, p, chunk);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoToStatus(errno, std::string(label) + ": write");
+    }
+    if (w == 0) return InternalError(std::string(label) + ": write returned 0 bytes");
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return OkStatus();
+}
+
+// BufferedWriter: large sequential writes to one fd.
+class BufferedWriter {
+ public:
+  BufferedWriter(int fd, std::string_view label) : fd_(fd), label_(label) {}
+
+  Status Init(size_t capacity) {
+    buffer_.reset(new (std::nothrow) std::byte[capacity]);
+    if (!buffer_) {
+      return ResourceExhaustedError(std::string(label_) + ": cannot allocate a " +
+                                    std::to_string(capacity) + "-byte write buffer");
+    }
+    capacity_ = capacity;
+    return OkStatus();
+  }
+
+  Status Append(std::span<const std::byte> data) {
+    if (data.size() <= capacity_ - used_) {
+      std::memcpy(buffer_.get() + used_, data.data(), data.size());
+      used_ += data.size();
+      return OkStatus();
+    }
+    SL_RETURN_IF_ERROR(Flush());
+    if (data.size() >= capacity_) return WriteAll(fd_, data.data(), data.size(), label_);
+    std::memcpy(buffer_.get(), data.data(), data.size());
+    used_ = data.size();
+    return OkStatus();
+  }
+
+  // Generate: `size` bytes produced by `fill` straight into the buffer.
+  Status Generate(uint64_t size, const TensorFill& fill, std::string_view tensor_name) {
+    uint64_t offset = 0;
+    while (offset < size) {
+      if (used_ == capacity_) SL_RETURN_IF_ERROR(Flush());
+      size_t chunk = static_cast<size_t>(std::min<uint64_t>(size - offset, capacity_ - used_));
+      Status s = fill(offset, std::span<std::byte>(buffer_.get() + used_, chunk));
+      if (!s.ok()) {
+        return Status(s.code(), std::string(label_) + ": tensor " + Quote(tensor_name) + ": " +
+                                    s.message());
+      }
+      used_ += chunk;
+      offset += chunk;
+    }
+    return OkStatus();
+  }
+
+  Status Flush() {
+    Status s = WriteAll(fd_, buffer_.get(), used_, label_);
+    used_ = 0;
+    return s;
+  }
+
+ private:
+  int fd_;
+  std::string_view label_;
+  std::unique_ptr<std::byte[]> buffer_;
+  size_t capacity_ = 0;
+  size_t used_ = 0;
+};
+
+std::string UniqueSuffix() {
+  static std::atomic<uint64_t> counter{0};
+  static const uint64_t seed = [] {
+    std::random_device rd;
+    return (uint64_t{rd()} << 32) ^ rd() ^
+           static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  }();
+  uint64_t n = counter.fetch_add(1);
+  uint64_t x = seed + n * 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  x ^= x >> 31;
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%d.%llu.%016llx", static_cast<int>(::getpid()),
+                static_cast<unsigned long long>(n), static_cast<unsigned long long>(x));
+  return buf;
+}
+
+std::pair<std::string, std::string> SplitDirBase(const std::string& path) {
+  size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos) return {".", path};
+  if (slash == 0) return {"/", path.substr(1)};
+  return {path.substr(0, slash), path.substr(slash + 1)};
+}
+
+Status SyncDirectory(const std::string& dir) {
+  Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.get() < 0) return ErrnoToStatus(errno, dir + ": open directory");
+  if (::fsync(fd.get()) != 0 && errno != EINVAL && errno != EROFS) {
+    return ErrnoToStatus(errno, dir + ": fsync directory");
+  }
+  return fd.Close(dir);
+}
+
+std::string ShardFileName(const std::string& prefix, size_t index, size_t count) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "-%05zu-of-%05zu.safetensors", index + 1, count);
+  return prefix + buf;
+}
+
+Status ValidatePrefix(const std::string& prefix) {
+  if (prefix.empty() || prefix == "." || prefix == ".." ||
+      prefix.find('/') != std::string::npos || prefix.find('\0') != std::string::npos) {
+    return InvalidArgumentError("invalid shard prefix " + Quote(prefix) +
+                                ": must be a non-empty file name without '/'");
+  }
+  return OkStatus();
+}
+
+// IsOurCheckpointFile: names an earlier write with this prefix may have left.
+bool IsOurCheckpointFile(const std::string& name, const std::string& prefix) {
+  if (name == prefix + ".safetensors" || name == prefix + ".safetensors.index.json") return true;
+  // <prefix>-NNNNN-of-NNNNN.safetensors
+  if (name.size() != prefix.size() + 28 || name.compare(0, prefix.size(), prefix) != 0) {
+    return false;
+  }
+  std::string_view rest = std::string_view(name).substr(prefix.size());
+  if (rest[0] != '-' || rest.substr(6, 4) != "-of-" || rest.substr(15) != ".safetensors") {
+    return false;
+  }
+  for (size_t i : {1, 2, 3, 4, 5, 10, 11, 12, 13, 14}) {
+    if (rest[i] < '0' || rest[i] > '9') return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+TensorToWrite TensorToWrite::FromBytes(std::string name, Dtype dtype, std::vector<uint64_t> shape,
+                                       std::span<const std::byte> data) {
+  TensorToWrite t;
+  t.name = std::move(name);
+  t.dtype = dtype;
+  t.shape = std::move(shape);
+  t.data = data;
+  return t;
+}
+
+TensorToWrite TensorToWrite::FromGenerator(std::string name, Dtype dtype,
+                                           std::vector<uint64_t> shape, TensorFill fill) {
+  TensorToWrite t;
+  t.name = std::move(name);
+  t.dtype = dtype;
+  t.shape = std::move(shape);
+  t.fill = std::move(fill);
+  return t;
+}
+
+bool IsValidUtf8(std::string_view s, size_t* bad_offset) {
+  for (size_t i = 0; i < s.size();) {
+    uint32_t cp;
+    size_t len = DecodeUtf8(s, i, &cp);
+    if (len == 0) {
+      if (bad_offset) *bad_offset = i;
+      return false;
+    }
+    i += len;
+  }
+  return true;
+}
+
+std::string EscapeJsonString(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 2);
+  out += '"';
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          AppendHex4(&out, c);
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+Result<FileLayout> SerializeHeader(std::span<const TensorToWrite> tensors,
+                                   const std::optional<Metadata>& metadata,
+                                   std::string_view label) {
+  const std::string lbl(label);
+  std::vector<uint64_t> sizes(tensors.size());
+  std::set<std::string_view> seen;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const TensorToWrite& t = tensors[i];
+    SL_RETURN_IF_ERROR(CheckUtf8(t.name, "tensor name " + Quote(t.name), lbl));
+    if (t.name == "__metadata__") {
+      return InvalidArgumentError(lbl + ": tensor name '__metadata__' is reserved");
+    }
+    if (!seen.insert(t.name).second) {
+      return InvalidArgumentError(lbl + ": duplicate tensor name " + Quote(t.name));
+    }
+    Result<uint64_t> size = TensorByteSize(t.dtype, t.shape);
+    if (!size.ok()) {
+      return Status(size.status().code(),
+                    lbl + ": tensor " + Quote(t.name) + ": " + size.status().message());
+    }
+    sizes[i] = *size;
+    if (t.fill) {
+      if (!t.data.empty()) {
+        return InvalidArgumentError(lbl + ": tensor " + Quote(t.name) +
+                                    ": both data and a generator are set");
+      }
+    } else if (t.data.size() != *size) {
+      return InvalidArgumentError(lbl + ": tensor " + Quote(t.name) + ": data is " +
+                                  std::to_string(t.data.size()) + " bytes, but " +
+                                  std::string(DtypeName(t.dtype)) + ShapeToString(t.shape) +
+                                  " needs " + std::to_string(*size) + " bytes");
+    }
+  }
+  if (metadata) {
+    for (const auto& [k, v] : *metadata) {
+      SL_RETURN_IF_ERROR(CheckUtf8(k, "metadata key " + Quote(k), lbl));
+      SL_RETURN_IF_ERROR(CheckUtf8(v, "metadata value of " + Quote(k), lbl));
+    }
+  }
+
+  FileLayout layout;
+  layout.order.resize(tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) layout.order[i] = i;
+  std::sort(layout.order.begin(), layout.order.end(), [&](size_t a, size_t b) {
+    if (tensors[a].dtype != tensors[b].dtype) return tensors[a].dtype > tensors[b].dtype;
+    return tensors[a].name < tensors[b].name;
+  });
+
+  std::string json = "{";
+  bool first = true;
+  if (metadata) {
+    json += "\"__metadata__\":{";
+    bool first_kv = true;
+    for (const auto& [k, v] : *metadata) {
+      if (!first_kv) json += ',';
+      first_kv = false;
+      json += EscapeJsonString(k);
+      json += ':';
+      json += EscapeJsonString(v);
+    }
+    json += '}';
+    first = false;
+  }
+  layout.begin.resize(tensors.size());
+  layout.end.resize(tensors.size());
+  uint64_t offset = 0;
+  for (size_t k : layout.order) {
+    const TensorToWrite& t = tensors[k];
+    uint64_t end;
+    if (__builtin_add_overflow(offset, sizes[k], &end)) {
+      return OutOfRangeError(lbl + ": data section size overflows 64 bits at tensor " +
+                             Quote(t.name));
+    }
+    layout.begin[k] = offset;
+    layout.end[k] = end;
+    if (!first) json += ',';
+    first = false;
+    json += EscapeJsonString(t.name);
+    json += ":{\"dtype\":\"";
+    json += DtypeName(t.dtype);
+    json += "\",\"shape\":[";
+    for (size_t d = 0; d < t.shape.size(); ++d) {
+      if (d) json += ',';
+      json += std::to_string(t.shape[d]);
+    }
+    json += "],\"data_offsets\":[";
+    json += std::to_string(offset);
+    json += ',';
+    json += std::to_string(end);
+    json += "]}";
+    offset = end;
+    if (json.size() > kMaxHeaderBytes) {  // stop growing a header that cannot be written
+      return ResourceExhaustedError(lbl + ": header is more than " +
+                                    std::to_string(kMaxHeaderBytes) +
+                                    " bytes, over the limit of " +
+                                    std::to_string(kMaxHeaderBytes) + " bytes");
+    }
+  }
+  json += '}';
+  uint64_t n = (json.size() + 7) / 8 * 8;
+  if (n > kMaxHeaderBytes) {
+    return ResourceExhaustedError(lbl + ": header is " + std::to_string(n) +
+                                  " bytes, over the limit of " +
+                                  std::to_string(kMaxHeaderBytes) + " bytes");
+  }
+  json.resize(n, ' ');
+  layout.data_size = offset;
+  if (__builtin_add_overflow(offset, 8 + n, &layout.file_size)) {
+    return OutOfRangeError(lbl + ": file size overflows 64 bits");
+  }
+  layout.prefix.resize(8);
+  for (int i = 0; i < 8; ++i) layout.prefix[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+  layout.prefix += json;
+  return layout;
+}
+
+Result<std::string> SerializeToString(std::span<const TensorToWrite> tensors,
+                                      const std::optional<Metadata>& metadata,
+                                      std::string_view label) {
+  SL_ASSIGN_OR_RETURN(FileLayout layout, SerializeHeader(tensors, metadata, label));
+  if (layout.file_size > kMaxInMemoryFile) {
+    return ResourceExhaustedError(std::string(label) + ": file would be " +
+                                  std::to_string(layout.file_size) +
+                                  " bytes, too large to build in memory (limit 1 GiB)");
+  }
+  std::string out = std::move(layout.prefix);
+  size_t data_start = out.size();
+  out.resize(static_cast<size_t>(layout.file_size));
+  for (size_t k : layout.order) {
+    const TensorToWrite& t = tensors[k];
+    auto* dst = reinterpret_cast<std::byte*>(out.data()) + data_start + layout.begin[k];
+    uint64_t size = layout.end[k] - layout.begin[k];
+    if (!t.fill) {
+      if (size) std::memcpy(dst, t.data.data(), size);
+      continue;
+    }
+    constexpr uint64_t kChunk = uint64_t{8} << 20;
+    for (uint64_t off = 0; off < size; off += kChunk) {
+      size_t chunk = static_cast<size_t>(std::min(kChunk, size - off));
+      Status s = t.fill(off, std::span<std::byte>(dst + off, chunk));
+      if (!s.ok()) {
+        return Status(s.code(),
+                      std::string(label) + ": tensor " + Quote(t.name) + ": " + s.message());
+      }
+    }
+  }
+  return out;
+}
+
+Status WriteFile(const std::string& path, std::span<const TensorToWrite> tensors,
+                 const std::optional<Metadata>& metadata, const WriteOptions& options) {
+  if (options.buffer_bytes < kMinBuffer || options.buffer_bytes > kMaxBuffer) {
+    return InvalidArgumentError(path + ": write buffer_bytes " +
+                                std::to_string(options.buffer_bytes) +
+                                " is outside [4096, 1073741824]");
+  }
+  if (path.empty() || path.back() == '/') {
+    return InvalidArgumentError("invalid output path '" + path + "': names a directory");
+  }
+  SL_ASSIGN_OR_RETURN(FileLayout layout, SerializeHeader(tensors, metadata, path));
+
+  auto [dir, base] = SplitDirBase(path);
+  std::string temp;
+  Fd fd;
+  for (int attempt = 0;; ++attempt) {
+    temp = (dir == "/" ? "/" : dir + "/") + "." + base + ".tmp." + UniqueSuffix();
+    int raw = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (raw >= 0) {
+      fd.Reset(raw);
+      break;
+    }
+    if (errno != EEXIST || attempt >= 16) {
+      return ErrnoToStatus(errno, path + ": create temporary file in " + dir);
+    }
+  }
+  TempFileGuard guard(temp);
+
+  BufferedWriter writer(fd.get(), path);
+  SL_RETURN_IF_ERROR(writer.Init(options.buffer_bytes));
+  SL_RETURN_IF_ERROR(writer.Append(std::as_bytes(std::span(layout.prefix))));
+  for (size_t k : layout.order) {
+    const TensorToWrite& t = tensors[k];
+    if (t.fill) {
+      SL_RETURN_IF_ERROR(writer.Generate(layout.end[k] - layout.begin[k], t.fill, t.name));
+    } else {
+      SL_RETURN_IF_ERROR(writer.Append(t.data));
+    }
+  }
+  SL_RETURN_IF_ERROR(writer.Flush());
+  if (options.sync && ::fsync(fd.get()) != 0) return ErrnoToStatus(errno, path + ": fsync");
+  SL_RETURN_IF_ERROR(fd.Close(path));
+  if (::rename(temp.c_str(), path.c_str()) != 0) return ErrnoToStatus(errno, path + ": rename");
+  guard.Release();
+  if (options.sync) SL_RETURN_IF_ERROR(SyncDirectory(dir));
+  return OkStatus();
+}
+
+Result<uint64_t> ParseByteSize(std::string_view text) {
+  const std::string quoted = "'" + std::string(text) + "'";
+  auto bad = [&](std::string_view why) {
+    return InvalidArgumentError("invalid byte size " + quoted + ": " + std::string(why));
+  };
+  size_t i = 0;
+  uint64_t whole = 0;
+  size_t whole_digits = 0;
+  bool overflow = false;
+  while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
+    if (__builtin_mul_overflow(whole, 10, &whole) ||
+        __builtin_add_overflow(whole, static_cast<uint64_t>(text[i] - '0'), &whole)) {
+      overflow = true;
+    }
+    ++i, ++whole_digits;
+  }
+  std::string_view frac;
+  if (i < text.size() && text[i] == '.') {
+    size_t start = ++i;
+    while (i < text.size() && text[i] >= '0' && text[i] <= '9') ++i;
+    frac = text.substr(start, i - start);
+    if (frac.empty()) return bad("expected digits after '.'");
+  }
+  if (whole_digits == 0) return bad("expected a number such as 5GB, 2GiB or 1048576");
+  if (i < text.size() && text[i] == ' ') ++i;
+  std::string_view unit = text.substr(i);
+  if (!unit.empty() && unit.back() == 'b') {
+    return bad("a lowercase 'b' means bits; use 'B' for bytes");
+  }
+  std::string u;
+  for (char c : unit) u += static_cast<char>(c >= 'a' && c <= 'z' ? c - 32 : c);
+  struct Unit {
+    const char* name;
+    uint64_t factor;
+  };
+  static constexpr Unit kUnits[] = {
+      {"", 1},
+      {"B", 1},
+      {"KB", 1'000},
+      {"MB", 1'000'000},
+      {"GB", 1'000'000'000},
+      {"TB", 1'000'000'000'000},
+      {"KIB", uint64_t{1} << 10},
+      {"MIB", uint64_t{1} << 20},
+      {"GIB", uint64_t{1} << 30},
+      {"TIB", uint64_t{1} << 40},
+  };
+  const Unit* found = nullptr;
+  for (const Unit& cand : kUnits) {
+    if (u == cand.name) found = &cand;
+  }
+  if (!found) return bad("unknown unit '" + std::string(unit) + "' (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)");
+  if (!frac.empty() && unit.empty()) return bad("a fraction needs a unit (e.g. 1.5GB)");
+  uint64_t value;
+  if (overflow || __builtin_mul_overflow(whole, found->factor, &value)) {
+    return OutOfRangeError("byte size " + quoted + " does not fit in 64 bits");
+  }
+  // Fraction: floor(0.frac * factor), exactly, digit by digit (factor ≤ 2^40, so
+  // remainder * 10 never overflows).
+  uint64_t frac_bytes = 0;
+  unsigned __int128 num = 0, den = 1;
+  for (char c : frac) {
+    if (den > (unsigned __int128)1 << 100) break;  // further digits cannot change the floor
+    num = num * 10 + static_cast<unsigned>(c - '0');
+    den *= 10;
+  }
+  frac_bytes = static_cast<uint64_t>(num * found->factor / den);
+  if (__builtin_add_overflow(value, frac_bytes, &value)) {
+    return OutOfRangeError("byte size " + quoted + " does not fit in 64 bits");
+  }
+  return value;
+}
+
+Result<ShardPlan> PlanShards(std::span<const TensorToWrite> tensors, const ShardOptions& options) {
+  SL_RETURN_IF_ERROR(ValidatePrefix(options.prefix));
+  if (options.num_shards < 0) {
+    return InvalidArgumentError("num_shards must be >= 0, got " +
+                                std::to_string(options.num_shards));
+  }
+  if (options.num_shards == 0 && options.max_shard_size == 0) {
+    return InvalidArgumentError("max_shard_size must be > 0");
+  }
+  if (options.num_shards > 0 && static_cast<size_t>(options.num_shards) > tensors.size() &&
+      !(options.num_shards == 1 && tensors.empty())) {
+    return InvalidArgumentError("num_shards " + std::to_string(options.num_shards) +
+                                " exceeds the number of tensors (" +
+                                std::to_string(tensors.size()) + ")");
+  }
+  std::vector<uint64_t> sizes(tensors.size());
+  ShardPlan plan;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    Result<uint64_t> size = TensorByteSize(tensors[i].dtype, tensors[i].shape);
+    if (!size.ok()) {
+      return Status(size.status().code(),
+                    "tensor " + Quote(tensors[i].name) + ": " + size.status().message());
+    }
+    sizes[i] = *size;
+    if (__builtin_add_overflow(plan.total_size, *size, &plan.total_size)) {
+      return OutOfRangeError("total checkpoint size overflows 64 bits");
+    }
+  }
+
+  if (tensors.empty()) {
+    plan.shards.emplace_back();
+  } else if (options.num_shards == 0) {
+    std::vector<size_t> current;
+    uint64_t current_size = 0;
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      if (sizes[i] > options.max_shard_size) {
+        plan.shards.push_back({i});  // oversize: its own shard, the current one continues
+        continue;
+      }
+      if (!current.empty() && current_size + sizes[i] > options.max_shard_size) {
+        plan.shards.push_back(std::move(current));
+        current.clear();
+        current_size = 0;
+      }
+      current.push_back(i);
+      current_size += sizes[i];
+    }
+    if (!current.empty()) plan.shards.push_back(std::move(current));
+  } else {
+    const size_t n = tensors.size();
+    const size_t shards = static_cast<size_t>(options.num_shards);
+    std::vector<uint64_t> prefix(n + 1, 0);
+    for (size_t i = 0; i < n; ++i) prefix[i + 1] = prefix[i] + sizes[i];
+    std::vector<size_t> cuts = {0};
+    for (size_t k = 1; k < shards; ++k) {
+      unsigned __int128 target128 = (unsigned __int128)plan.total_size * k / shards;
+      uint64_t target = static_cast<uint64_t>(target128);
+      size_t lo = cuts.back() + 1;   // each shard gets at least one tensor
+      size_t hi = n - (shards - k);  // leave one tensor for each remaining shard
+      size_t c = static_cast<size_t>(
+          std::lower_bound(prefix.begin() + lo, prefix.begin() + hi + 1, target) - prefix.begin());
+      if (c > hi) c = hi;
+      if (c > lo && target - prefix[c - 1] <= prefix[c] - target) --c;
+      cuts.push_back(c);
+    }
+    cuts.push_back(n);
+    for (size_t k = 0; k < shards; ++k) {
+      std::vector<size_t> shard;
+      for (size_t i = cuts[k]; i < cuts[k + 1]; ++i) shard.push_back(i);
+      plan.shards.push_back(std::move(shard));
+    }
+  }
+
+  for (size_t s = 0; s < plan.shards.size(); ++s) {
+    uint64_t bytes = 0;
+    for (size_t i : plan.shards[s]) bytes += sizes[i];
+    plan.shard_bytes.push_back(bytes);
+    plan.files.push_back(plan.shards.size() == 1
+                             ? options.prefix + ".safetensors"
+                             : ShardFileName(options.prefix, s, plan.shards.size()));
+  }
+  if (plan.shards.size() > 1) plan.index_file = options.prefix + ".safetensors.index.json";
+  return plan;
+}
+
+Result<std::string> SerializeIndex(std::span<const TensorToWrite> tensors, const ShardPlan& plan,
+                                   const Metadata& user_metadata) {
+  std::map<std::string, std::string> meta;  // key → JSON value text, sorted
+  meta["total_size"] = std::to_string(plan.total_size);
+  for (const auto& [k, v] : user_metadata) {
+    if (k == "total_size") {
+      return InvalidArgumentError("index metadata key 'total_size' is reserved");
+    }
+    SL_RETURN_IF_ERROR(CheckUtf8(k, "index metadata key " + Quote(k), "index"));
+    SL_RETURN_IF_ERROR(CheckUtf8(v, "index metadata value of " + Quote(k), "index"));
+    meta[k] = EscapePythonJsonString(v);
+  }
+  std::map<std::string_view, size_t> weight_map;  // name → shard
+  for (size_t s = 0; s < plan.shards.size(); ++s) {
+    for (size_t i : plan.shards[s]) {
+      if (i >= tensors.size()) return InvalidArgumentError("shard plan does not match the tensors");
+      SL_RETURN_IF_ERROR(CheckUtf8(tensors[i].name, "tensor name " + Quote(tensors[i].name), "index"));
+      if (!weight_map.emplace(tensors[i].name, s).second) {
+        return InvalidArgumentError("index: duplicate tensor name " + Quote(tensors[i].name));
+      }
+    }
+  }
+  std::string out = "{\n  \"metadata\": {";
+  bool first = true;
+  for (const auto& [k, v] : meta) {
+    out += first ? "\n    " : ",\n    ";
+    first = false;
+    out += EscapePythonJsonString(k);
+    out += ": ";
+    out += v;
+  }
+  out += "\n  },\n  \"weight_map\": {";
+  first = true;
+  for (const auto& [name, s] : weight_map) {
+    out += first ? "\n    " : ",\n    ";
+    first = false;
+    out += EscapePythonJsonString(name);
+    out += ": ";
+    out += EscapePythonJsonString(plan.files[s]);
+  }
+  out += first ? "}\n}\n" : "\n  }\n}\n";
+  return out;
+}
+
+namespace {
+
+// WriteTextFile: a small text file, atomically (temp + rename), like WriteFile.
+Status WriteTextFile(const std::string& path, std::string_view text, const WriteOptions& options) {
+  auto [dir, base] = SplitDirBase(path);
+  std::string temp = dir + "/." + base + ".tmp." + UniqueSuffix();
+  Fd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666));
+  if (fd.get() < 0) return ErrnoToStatus(errno, path + ": create temporary file in " + dir);
+  TempFileGuard guard(temp);
+  SL_RETURN_IF_ERROR(
+      WriteAll(fd.get(), reinterpret_cast<const std::byte*>(text.data()), text.size(), path));
+  if (options.sync && ::fsync(fd.get()) != 0) return ErrnoToStatus(errno, path + ": fsync");
+  SL_RETURN_IF_ERROR(fd.Close(path));
+  if (::rename(temp.c_str(), path.c_str()) != 0) return ErrnoToStatus(errno, path + ": rename");
+  guard.Release();
+  if (options.sync) SL_RETURN_IF_ERROR(SyncDirectory(dir));
+  return OkStatus();
+}
+
+}  // namespace
+
+Result<ShardedWriteResult> WriteSharded(const std::string& dir,
+                                        std::span<const TensorToWrite> tensors,
+                                        const ShardOptions& options) {
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0) return ErrnoToStatus(errno, dir);
+  if (!S_ISDIR(st.st_mode)) return InvalidArgumentError(dir + ": not a directory");
+
+  ShardedWriteResult result;
+  SL_ASSIGN_OR_RETURN(result.plan, PlanShards(tensors, options));
+  const ShardPlan& plan = result.plan;
+  std::string index_text;
+  if (!plan.index_file.empty()) {
+    SL_ASSIGN_OR_RETURN(index_text, SerializeIndex(tensors, plan, options.metadata));
+  }
+  Metadata file_metadata = {{"format", "pt"}};
+  if (plan.shards.size() == 1) {
+    for (const auto& [k, v] : options.metadata) file_metadata[k] = v;
+  }
+  const std::string base = dir.empty() || dir.back() == '/' ? dir : dir + "/";
+  for (size_t s = 0; s < plan.shards.size(); ++s) {
+    std::vector<TensorToWrite> shard;
+    shard.reserve(plan.shards[s].size());
+    for (size_t i : plan.shards[s]) shard.push_back(tensors[i]);
+    SL_RETURN_IF_ERROR(WriteFile(base + plan.files[s], shard, file_metadata, options.write));
+    SL_ASSIGN_OR_RETURN(FileLayout layout, SerializeHeader(shard, file_metadata, plan.files[s]));
+    result.file_sizes.push_back(layout.file_size);
+  }
+  if (!plan.index_file.empty()) {
+    SL_RETURN_IF_ERROR(WriteTextFile(base + plan.index_file, index_text, options.write));
+  }
+  if (options.remove_stale) {
+    std::set<std::string> keep(plan.files.begin(), plan.files.end());
+    if (!plan.index_file.empty()) keep.insert(plan.index_file);
+    std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), &::closedir);
+    if (!d) return ErrnoToStatus(errno, dir + ": list directory");
+    std::vector<std::string> stale;
+    while (dirent* e = ::readdir(d.get())) {
+      std::string name = e->d_name;
+      if (!keep.count(name) && IsOurCheckpointFile(name, options.prefix)) stale.push_back(name);
+    }
+    std::sort(stale.begin(), stale.end());
+    for (const std::string& name : stale) {
+      if (::unlink((base + name).c_str()) != 0 && errno != ENOENT) {
+        return ErrnoToStatus(errno, base + name + ": remove stale checkpoint file");
+      }
+      result.removed.push_back(name);
+    }
+  }
+  return result;
+}
+
+}  // namespace shardload

@@ -1,0 +1,229 @@
+// format/writer.h — write safetensors files and sharded checkpoints.
+//
+// Provides `TensorToWrite` (a named tensor whose bytes come from memory or from a
+// chunked generator), `SerializeHeader` / `SerializeToString` (the exact bytes the
+// Hugging Face reference writes), `WriteFile` (one file, written atomically),
+// `PlanShards` / `WriteSharded` (huggingface_hub-style shards plus
+// `model.safetensors.index.json`) and `ParseByteSize` ("5GB", "2GiB").
+//
+//   std::vector<float> w(4096 * 4096);
+//   std::vector<TensorToWrite> tensors;
+//   tensors.push_back(TensorToWrite::FromBytes("w", Dtype::kF32, {4096, 4096},
+//                                              std::as_bytes(std::span(w))));
+//   tensors.push_back(TensorToWrite::FromGenerator(
+//       "big", Dtype::kBF16, {1 << 30},
+//       [](uint64_t offset, std::span<std::byte> out) { /* fill out */ return OkStatus(); }));
+//   SL_RETURN_IF_ERROR(WriteFile("/ckpt/model.safetensors", tensors, Metadata{{"format", "pt"}}));
+//
+//   ShardOptions shard;
+//   SL_ASSIGN_OR_RETURN(shard.max_shard_size, ParseByteSize("5GB"));
+//   SL_ASSIGN_OR_RETURN(ShardedWriteResult r, WriteSharded("/ckpt", tensors, shard));
+//
+// Layout (same as the reference `prepare`): tensors sorted by dtype alignment,
+// largest first, then by name (byte order); the JSON header is compact, in that
+// order, with `__metadata__` first when present (its keys sorted by byte order;
+// the reference keeps them in hash order, so files with two or more metadata keys
+// match the reference byte for byte only up to the order of those keys), then
+// padded with spaces to a multiple of 8 bytes, so every tensor starts aligned to
+// its element size.
+#ifndef SHARDLOAD_FORMAT_WRITER_H_
+#define SHARDLOAD_FORMAT_WRITER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "format/dtype.h"
+#include "format/status.h"
+
+namespace shardload {
+
+// Metadata: the string → string `__metadata__` map (or user metadata of an index).
+using Metadata = std::map<std::string, std::string>;
+
+// TensorFill: fills `out` with the tensor bytes [offset, offset + out.size()).
+// The writer calls it with increasing, contiguous offsets covering the tensor once,
+// in chunks of at most WriteOptions::buffer_bytes; a non-OK return aborts the write
+// and is reported with the file and tensor name in front. Called from the writing
+// thread only.
+using TensorFill = std::function<Status(uint64_t offset, std::span<std::byte> out)>;
+
+// TensorToWrite: one tensor to serialize. Its bytes come from `fill` when it is set,
+// otherwise from `data` (which must then hold exactly TensorByteSize(dtype, shape)
+// bytes and stay valid until the write returns). The writer never copies the struct's
+// data into an intermediate whole-file buffer.
+struct TensorToWrite {
+  std::string name;
+  Dtype dtype = Dtype::kU8;
+  std::vector<uint64_t> shape;
+  std::span<const std::byte> data;
+  TensorFill fill;
+
+  // FromBytes: a tensor whose bytes are `data` (not copied; must outlive the write).
+  static TensorToWrite FromBytes(std::string name, Dtype dtype, std::vector<uint64_t> shape,
+                                 std::span<const std::byte> data);
+  // FromGenerator: a tensor whose bytes are produced by `fill` while writing.
+  static TensorToWrite FromGenerator(std::string name, Dtype dtype, std::vector<uint64_t> shape,
+                                     TensorFill fill);
+};
+
+// WriteOptions: knobs of the file writer.
+struct WriteOptions {
+  // buffer_bytes: size of the write buffer (and of the chunks given to generators).
+  // Default 8 MiB. Must be in [4096, 1 GiB]; tensors from memory larger than the
+  // buffer are written straight from their span.
+  size_t buffer_bytes = size_t{8} << 20;
+  // sync: fsync the file before the rename and the directory after it. Default true
+  // (durable); false is only for scratch files where speed matters more.
+  bool sync = true;
+};
+
+// FileLayout: where each tensor goes in a file. `order[i]` is the index (into the
+// input) of the i-th tensor in the file; `begin[k]`/`end[k]` are the data_offsets of
+// input tensor k. `prefix` is the 8-byte length plus the padded header.
+struct FileLayout {
+  std::string prefix;
+  std::vector<size_t> order;
+  std::vector<uint64_t> begin;
+  std::vector<uint64_t> end;
+  uint64_t data_size = 0;
+  uint64_t file_size = 0;
+};
+
+// SerializeHeader: validate `tensors` and lay them out. `label` (a file name) starts
+// every error message. `metadata` absent → no `__metadata__` key; present but
+// empty → `"__metadata__":{}` (as the reference does).
+// Errors (invalid_argument unless noted):
+//   "<label>: duplicate tensor name 'w'"
+//   "<label>: tensor name '__metadata__' is reserved"
+//   "<label>: tensor name is not valid UTF-8 (byte 3)"  (likewise metadata keys/values)
+//   "<label>: tensor 'w': data is 8 bytes, but F32[3] needs 12 bytes"
+//   "<label>: tensor 'w': both data and a generator are set"
+//   "<label>: tensor 'w': F4[3] is 12 bits, ..." (from TensorByteSize; out_of_range on overflow)
+//   "<label>: header is N bytes, over the limit of 100000000 bytes" (resource_exhausted;
+//   "is more than 100000000 bytes" when building stopped early)
+// Thread safety: reentrant.
+Result<FileLayout> SerializeHeader(std::span<const TensorToWrite> tensors,
+                                   const std::optional<Metadata>& metadata,
+                                   std::string_view label);
+
+// SerializeToString: the whole file in memory (for small files and tests). Same
+// errors as SerializeHeader, plus generator errors; resource_exhausted when the file
+// would be larger than 1 GiB.
+Result<std::string> SerializeToString(std::span<const TensorToWrite> tensors,
+                                      const std::optional<Metadata>& metadata,
+                                      std::string_view label = "<memory>");
+
+// WriteFile: write `tensors` to `path` atomically: a uniquely named temporary file
+// in the same directory is written, fsynced, renamed over `path`, and the directory
+// is fsynced. An existing file at `path` is never truncated or modified in place
+// (readers that mapped it keep seeing the old bytes). On any error the temporary
+// file is removed and `path` is untouched. Errors: those of SerializeHeader with
+// `path` as label, generator errors ("<path>: tensor 'w': <generator message>"),
+// and system errors ("<path>: write: No space left on device", codes from errno).
+// Thread safety: distinct paths may be written concurrently.
+Status WriteFile(const std::string& path, std::span<const TensorToWrite> tensors,
+                 const std::optional<Metadata>& metadata, const WriteOptions& options = {});
+
+// ParseByteSize: a byte count from text. Accepts an integer or a decimal number
+// followed by an optional unit: B, KB/MB/GB/TB (powers of 10, like huggingface_hub),
+// KiB/MiB/GiB/TiB (powers of 2); units are case-insensitive except that the final
+// "B" must be uppercase ("5Gb" is rejected: elsewhere a lowercase b means bits);
+// one optional space between number and unit. A fraction is allowed with a unit ("1.5GB" = 1500000000)
+// and the result is rounded down to a whole byte; a fraction without a unit is an error.
+// Errors: invalid_argument "invalid byte size '12XB': ..." naming the text;
+// out_of_range when the value does not fit in 64 bits.
+Result<uint64_t> ParseByteSize(std::string_view text);
+
+// kDefaultMaxShardSize: huggingface_hub's default max_shard_size ("5GB").
+inline constexpr uint64_t kDefaultMaxShardSize = 5'000'000'000;
+
+// ShardOptions: how WriteSharded splits a checkpoint.
+struct ShardOptions {
+  // max_shard_size: greedy split limit in tensor bytes (headers not counted), used
+  // when num_shards is 0. Default 5 GB. Must be > 0.
+  uint64_t max_shard_size = kDefaultMaxShardSize;
+  // num_shards: when > 0, split into exactly this many shards with balanced bytes
+  // (tensors keep their order; each shard gets at least one tensor, so it must not
+  // exceed the number of tensors). Default 0 (greedy by max_shard_size).
+  int num_shards = 0;
+  // prefix: shard files are "<prefix>-00001-of-00003.safetensors", a single file is
+  // "<prefix>.safetensors", the index "<prefix>.safetensors.index.json".
+  // Default "model". Must be non-empty, without '/' or NUL, and not "." or "..".
+  std::string prefix = "model";
+  // metadata: user metadata. Sharded: merged into the index's "metadata" (the key
+  // "total_size" is reserved there). One shard: merged into the file's __metadata__
+  // over {"format": "pt"} (a user "format" wins, as in huggingface_hub). Default empty.
+  Metadata metadata;
+  // remove_stale: after a successful write, delete files in the folder from an
+  // earlier write with the same prefix ("<prefix>-NNNNN-of-NNNNN.safetensors",
+  // "<prefix>.safetensors", the index) that the new checkpoint does not use, like
+  // huggingface_hub. Default true.
+  bool remove_stale = true;
+  // write: options for each file.
+  WriteOptions write;
+};
+
+// ShardPlan: the split, before any I/O. `shards[s]` lists input indices in order;
+// `files[s]` is the file name of shard s; `index_file` is empty for one shard.
+struct ShardPlan {
+  std::vector<std::vector<size_t>> shards;
+  std::vector<std::string> files;
+  std::string index_file;
+  std::vector<uint64_t> shard_bytes;  // tensor bytes per shard
+  uint64_t total_size = 0;            // sum of tensor bytes (the index's total_size)
+};
+
+// PlanShards: split `tensors` (pure, no I/O). Greedy (num_shards == 0): walk the
+// tensors in the given order, start a new shard when adding the next tensor would
+// pass max_shard_size; a tensor larger than the maximum gets a shard of its own.
+// Balanced (num_shards = N): cut the ordered list into N contiguous non-empty runs
+// whose byte totals are as close to total/N as the tensor boundaries allow.
+// No tensors → one empty shard. Errors: invalid_argument for invalid options
+// ("num_shards 4 exceeds the number of tensors (3)", "max_shard_size must be > 0",
+// "invalid shard prefix 'a/b'") and the per-tensor size errors of SerializeHeader.
+Result<ShardPlan> PlanShards(std::span<const TensorToWrite> tensors, const ShardOptions& options);
+
+// SerializeIndex: the text of `model.safetensors.index.json` for a plan, formatted
+// like Python's `json.dumps(index, indent=2, sort_keys=True) + "\n"` (the form
+// transformers writes; non-ASCII escaped as \uXXXX):
+//   {"metadata": {"total_size": N, ...user}, "weight_map": {name: file, ...}}.
+// Errors: invalid_argument when user metadata uses "total_size" or is not UTF-8.
+Result<std::string> SerializeIndex(std::span<const TensorToWrite> tensors, const ShardPlan& plan,
+                                   const Metadata& user_metadata);
+
+// ShardedWriteResult: what WriteSharded wrote (file names relative to the folder).
+struct ShardedWriteResult {
+  ShardPlan plan;
+  std::vector<uint64_t> file_sizes;  // per shard file, in bytes
+  std::vector<std::string> removed;  // stale files deleted (remove_stale)
+};
+
+// WriteSharded: PlanShards, then write every shard into the existing folder `dir`
+// with WriteFile (each shard's __metadata__ is {"format": "pt"}), then the index
+// (when there are 2+ shards) last, all atomically. Errors: those of PlanShards,
+// SerializeIndex and WriteFile; not_found when `dir` does not exist. Files already
+// written stay when a later one fails (each is complete and valid on its own).
+Result<ShardedWriteResult> WriteSharded(const std::string& dir,
+                                        std::span<const TensorToWrite> tensors,
+                                        const ShardOptions& options);
+
+// EscapeJsonString: `s` as a JSON string literal with quotes, escaped like
+// serde_json (\" \\ \b \f \n \r \t, other control characters as \u00xx, everything
+// else verbatim). `s` must be valid UTF-8 (callers check with IsValidUtf8).
+std::string EscapeJsonString(std::string_view s);
+
+// IsValidUtf8: whether `s` is well-formed UTF-8 (no overlong forms, surrogates or
+// code points above U+10FFFF). On failure `*bad_offset` (if given) is the offset of
+// the first bad byte.
+bool IsValidUtf8(std::string_view s, size_t* bad_offset = nullptr);
+
+}  // namespace shardload
+
+#endif  // SHARDLOAD_FORMAT_WRITER_H_
