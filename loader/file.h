@@ -62,6 +62,19 @@ class ReadableFile {
   // CheckUnchanged: data_loss if the file on disk is now shorter than size() or is no
   // longer the same inode (replaced by rename).
   virtual Status CheckUnchanged() const = 0;
+
+  // ReadWindowAt: read [offset, offset + length) into `buffer` and return the part of
+  // `buffer` that holds exactly those bytes. Buffered modes read to the start of
+  // `buffer` (needs `length` bytes); DirectFile reads the 4096-aligned window around
+  // the range (buffer 4096-aligned and at least length + 8192 bytes) and returns the
+  // trimmed middle. Errors: those of ReadAt; invalid_argument for a buffer that is too
+  // small or misaligned. Thread safety: as ReadAt.
+  virtual Result<std::span<const std::byte>> ReadWindowAt(uint64_t offset, uint64_t length,
+                                                          std::span<std::byte> buffer) const;
+
+  // direct_io: true when reads bypass the page cache (O_DIRECT). The streaming engine
+  // then reads aligned windows into staging slots rather than into destination memory.
+  virtual bool direct_io() const { return false; }
 };
 
 // OpenFile: open `path` for reading in `mode` (kAuto means kPread here; the streaming

@@ -1,0 +1,498 @@
+// loader/file.cc — PreadFile, MappedFile and DirectFile (see loader/file.h).
+#include "loader/file.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <boost/interprocess/file_mapping.hpp>
+#include <boost/interprocess/mapped_region.hpp>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <mutex>
+#include <vector>
+
+namespace shardload {
+namespace {
+
+constexpr uint64_t kDirectAlignment = 4096;
+// kMaxSyscallBytes: the most one read(2) is asked for (Linux caps a read near 2 GiB).
+constexpr uint64_t kMaxSyscallBytes = 1ull << 30;
+// kDirectBounceBytes: bounce buffer size for DirectFile::ReadAt into unaligned memory.
+constexpr uint64_t kDirectBounceBytes = 8ull << 20;
+
+// Fd: an owned file descriptor, closed by the destructor.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) {
+      Reset();
+      fd_ = std::exchange(o.fd_, -1);
+    }
+    return *this;
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() { Reset(); }
+  int get() const { return fd_; }
+
+ private:
+  void Reset() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  int fd_ = -1;
+};
+
+// AlignedBuffer: heap memory aligned to kDirectAlignment, freed by the destructor.
+struct FreeDeleter {
+  void operator()(std::byte* p) const { std::free(p); }
+};
+using AlignedBuffer = std::unique_ptr<std::byte, FreeDeleter>;
+
+Result<AlignedBuffer> AllocateAligned(uint64_t bytes) {
+  void* p = nullptr;
+  int rc = posix_memalign(&p, kDirectAlignment, std::max<uint64_t>(bytes, kDirectAlignment));
+  if (rc != 0) return ErrnoToStatus(rc, "allocating " + std::to_string(bytes) + " aligned bytes");
+  return AlignedBuffer(static_cast<std::byte*>(p));
+}
+
+uint64_t RoundDown(uint64_t v, uint64_t a) { return v / a * a; }
+uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+Status RangeError(const std::string& path, uint64_t offset, uint64_t length, uint64_t size) {
+  return OutOfRangeError(path + ": read of " + std::to_string(length) + " bytes at offset " +
+                         std::to_string(offset) + " passes the end of the file (" +
+                         std::to_string(size) + " bytes)");
+}
+
+Status CheckRange(const std::string& path, uint64_t offset, uint64_t length, uint64_t size) {
+  if (offset > size || length > size - offset) return RangeError(path, offset, length, size);
+  return OkStatus();
+}
+
+Status ShrankError(const std::string& path, uint64_t now, uint64_t expected) {
+  return DataLossError(path + ": file shrank to " + std::to_string(now) +
+                       " bytes while reading (expected " + std::to_string(expected) + ")");
+}
+
+// ShortReadError: the error for a read that ended early at `offset`: "shrank" when
+// the file is now shorter than at open, else "short read".
+Status ShortReadError(int fd, const std::string& path, uint64_t size, uint64_t offset) {
+  struct stat st;
+  if (::fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_size) < size) {
+    return ShrankError(path, static_cast<uint64_t>(st.st_size), size);
+  }
+  return DataLossError(path + ": short read at offset " + std::to_string(offset));
+}
+
+Status ReadError(int err, const std::string& path, uint64_t offset) {
+  return ErrnoToStatus(err, path + ": read at offset " + std::to_string(offset));
+}
+
+struct Opened {
+  Fd fd;
+  struct stat st;
+};
+
+Result<Opened> OpenForRead(const std::string& path, int extra_flags) {
+  Opened o;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | extra_flags);
+  if (fd < 0) {
+    int err = errno;
+    if (err == EINVAL && (extra_flags & O_DIRECT)) {
+      return UnimplementedError(path + ": the filesystem refuses O_DIRECT");
+    }
+    return ErrnoToStatus(err, path);
+  }
+  o.fd = Fd(fd);
+  if (::fstat(fd, &o.st) != 0) return ErrnoToStatus(errno, path + ": fstat");
+  if (S_ISDIR(o.st.st_mode)) return InvalidArgumentError(path + ": is a directory");
+  return o;
+}
+
+// FdFile: the state shared by every mode: the path, the size and identity at open,
+// and a descriptor kept open for fstat (and for reads in the positional modes).
+class FdFile {
+ public:
+  FdFile(std::string path, Opened o)
+      : path_(std::move(path)),
+        fd_(std::move(o.fd)),
+        size_(static_cast<uint64_t>(o.st.st_size)),
+        dev_(o.st.st_dev),
+        ino_(o.st.st_ino) {}
+
+  Status CheckUnchangedImpl() const {
+    struct stat st;
+    if (::fstat(fd_.get(), &st) != 0) return ErrnoToStatus(errno, path_ + ": fstat");
+    if (static_cast<uint64_t>(st.st_size) < size_) {
+      return ShrankError(path_, static_cast<uint64_t>(st.st_size), size_);
+    }
+    if (::stat(path_.c_str(), &st) != 0) {
+      int err = errno;
+      if (err == ENOENT) return DataLossError(path_ + ": file was removed while loading");
+      return ErrnoToStatus(err, path_ + ": stat");
+    }
+    if (st.st_ino != ino_ || st.st_dev != dev_) {
+      return DataLossError(path_ + ": file was replaced while loading (inode changed)");
+    }
+    return OkStatus();
+  }
+
+  // CurrentSizeCovers: OK when the file is still at least `end` bytes long.
+  Status CurrentSizeCovers(uint64_t end) const {
+    struct stat st;
+    if (::fstat(fd_.get(), &st) != 0) return ErrnoToStatus(errno, path_ + ": fstat");
+    if (static_cast<uint64_t>(st.st_size) < end) {
+      return ShrankError(path_, static_cast<uint64_t>(st.st_size), size_);
+    }
+    return OkStatus();
+  }
+
+  // PreadAll: positional read of exactly out.size() bytes (EINTR and short reads handled).
+  Status PreadAll(uint64_t offset, std::span<std::byte> out) const {
+    uint64_t done = 0;
+    while (done < out.size()) {
+      uint64_t want = std::min<uint64_t>(out.size() - done, kMaxSyscallBytes);
+      ssize_t r = ::pread(fd_.get(), out.data() + done, want, static_cast<off_t>(offset + done));
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        return ReadError(errno, path_, offset + done);
+      }
+      if (r == 0) return ShortReadError(fd_.get(), path_, size_, offset + done);
+      done += static_cast<uint64_t>(r);
+    }
+    return OkStatus();
+  }
+
+  std::string path_;
+  Fd fd_;
+  uint64_t size_;
+  dev_t dev_;
+  ino_t ino_;
+};
+
+// ---------------------------------------------------------------------------------
+// PreadFile
+
+class PreadFile final : public ReadableFile {
+ public:
+  PreadFile(std::string path, Opened o) : f_(std::move(path), std::move(o)) {}
+  const std::string& path() const override { return f_.path_; }
+  uint64_t size() const override { return f_.size_; }
+  Status CheckUnchanged() const override { return f_.CheckUnchangedImpl(); }
+
+  Status ReadAt(uint64_t offset, std::span<std::byte> out) const override {
+    SL_RETURN_IF_ERROR(CheckRange(f_.path_, offset, out.size(), f_.size_));
+    return f_.PreadAll(offset, out);
+  }
+
+  Status ReadVAt(uint64_t offset, std::span<const iovec> iov) const override {
+    uint64_t total = 0;
+    for (const iovec& v : iov) total += v.iov_len;
+    SL_RETURN_IF_ERROR(CheckRange(f_.path_, offset, total, f_.size_));
+    std::vector<iovec> pending(iov.begin(), iov.end());
+    size_t first = 0;
+    uint64_t pos = offset;
+    while (first < pending.size()) {
+      if (pending[first].iov_len == 0) {
+        ++first;
+        continue;
+      }
+      int count = static_cast<int>(std::min<size_t>(pending.size() - first, IOV_MAX));
+      ssize_t r = ::preadv(f_.fd_.get(), pending.data() + first, count, static_cast<off_t>(pos));
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        return ReadError(errno, f_.path_, pos);
+      }
+      if (r == 0) return ShortReadError(f_.fd_.get(), f_.path_, f_.size_, pos);
+      pos += static_cast<uint64_t>(r);
+      uint64_t left = static_cast<uint64_t>(r);
+      while (left > 0) {
+        iovec& v = pending[first];
+        uint64_t take = std::min<uint64_t>(left, v.iov_len);
+        v.iov_base = static_cast<std::byte*>(v.iov_base) + take;
+        v.iov_len -= take;
+        left -= take;
+        if (v.iov_len == 0) ++first;
+      }
+    }
+    return OkStatus();
+  }
+
+ private:
+  FdFile f_;
+};
+
+// ---------------------------------------------------------------------------------
+// SIGBUS guard for copies out of a mapping. The size is checked before every copy;
+// this guard closes the remaining window (the file truncated between the check and
+// the copy): a fault inside a guarded copy jumps back and becomes data_loss. Faults
+// anywhere else go to the handler that was installed before ours.
+
+thread_local sigjmp_buf* t_bus_jump = nullptr;
+struct sigaction g_previous_bus_action;
+
+void BusHandler(int sig, siginfo_t* info, void* context) {
+  if (t_bus_jump != nullptr) siglongjmp(*t_bus_jump, 1);
+  const struct sigaction& prev = g_previous_bus_action;
+  if (prev.sa_flags & SA_SIGINFO) {
+    if (prev.sa_sigaction != nullptr) prev.sa_sigaction(sig, info, context);
+    return;
+  }
+  if (prev.sa_handler == SIG_DFL || prev.sa_handler == SIG_IGN) {
+    // Restore the default action; returning re-executes the faulting access, which
+    // then terminates the process as it would have without us.
+    ::signal(SIGBUS, SIG_DFL);
+    return;
+  }
+  prev.sa_handler(sig);
+}
+
+void InstallBusGuard() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa;
+    std::memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = BusHandler;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    ::sigaction(SIGBUS, &sa, &g_previous_bus_action);
+  });
+}
+
+// GuardedCopy: memcpy that returns false instead of dying when the source faults.
+__attribute__((noinline)) bool GuardedCopy(void* dst, const void* src, size_t n) {
+  sigjmp_buf jump;
+  if (sigsetjmp(jump, 0) != 0) {
+    t_bus_jump = nullptr;
+    return false;
+  }
+  t_bus_jump = &jump;
+  std::memcpy(dst, src, n);
+  t_bus_jump = nullptr;
+  return true;
+}
+
+// ---------------------------------------------------------------------------------
+// MappedFile
+
+class MappedFileImpl final : public MappedFile {
+ public:
+  MappedFileImpl(std::string path, Opened o) : f_(std::move(path), std::move(o)) {}
+
+  Status Map() {
+    if (f_.size_ == 0) return OkStatus();
+    try {
+      namespace bip = boost::interprocess;
+      mapping_ = bip::file_mapping(f_.path_.c_str(), bip::read_only);
+      region_ = bip::mapped_region(mapping_, bip::read_only, 0, f_.size_);
+      region_.advise(bip::mapped_region::advice_sequential);
+      region_.advise(bip::mapped_region::advice_willneed);
+    } catch (const std::exception& e) {
+      return InternalError(f_.path_ + ": cannot map the file: " + e.what());
+    }
+    if (region_.get_size() < f_.size_) {
+      return InternalError(f_.path_ + ": mapping is shorter than the file");
+    }
+    InstallBusGuard();
+    return OkStatus();
+  }
+
+  const std::string& path() const override { return f_.path_; }
+  uint64_t size() const override { return f_.size_; }
+  Status CheckUnchanged() const override { return f_.CheckUnchangedImpl(); }
+
+  std::span<const std::byte> Bytes() const override {
+    if (f_.size_ == 0) return {};
+    return {static_cast<const std::byte*>(region_.get_address()), f_.size_};
+  }
+
+  Status ReadAt(uint64_t offset, std::span<std::byte> out) const override {
+    iovec v{out.data(), out.size()};
+    return ReadVAt(offset, std::span<const iovec>(&v, 1));
+  }
+
+  Status ReadVAt(uint64_t offset, std::span<const iovec> iov) const override {
+    uint64_t total = 0;
+    for (const iovec& v : iov) total += v.iov_len;
+    SL_RETURN_IF_ERROR(CheckRange(f_.path_, offset, total, f_.size_));
+    if (total == 0) return OkStatus();
+    SL_RETURN_IF_ERROR(f_.CurrentSizeCovers(offset + total));
+    const std::byte* base = static_cast<const std::byte*>(region_.get_address());
+    uint64_t pos = offset;
+    for (const iovec& v : iov) {
+      if (!GuardedCopy(v.iov_base, base + pos, v.iov_len)) {
+        return ShortReadError(f_.fd_.get(), f_.path_, f_.size_, pos);
+      }
+      pos += v.iov_len;
+    }
+    return OkStatus();
+  }
+
+ private:
+  FdFile f_;
+  boost::interprocess::file_mapping mapping_;
+  boost::interprocess::mapped_region region_;
+};
+
+// ---------------------------------------------------------------------------------
+// DirectFile
+
+class DirectFile final : public ReadableFile {
+ public:
+  DirectFile(std::string path, Opened o) : f_(std::move(path), std::move(o)) {}
+
+  // Probe: some filesystems accept O_DIRECT at open and refuse it at read time.
+  Status Probe() const {
+    if (f_.size_ == 0) return OkStatus();
+    SL_ASSIGN_OR_RETURN(AlignedBuffer buf, AllocateAligned(kDirectAlignment));
+    ssize_t r;
+    do {
+      r = ::pread(f_.fd_.get(), buf.get(), kDirectAlignment, 0);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+      if (errno == EINVAL) return UnimplementedError(f_.path_ + ": the filesystem refuses O_DIRECT");
+      return ReadError(errno, f_.path_, 0);
+    }
+    return OkStatus();
+  }
+
+  const std::string& path() const override { return f_.path_; }
+  uint64_t size() const override { return f_.size_; }
+  Status CheckUnchanged() const override { return f_.CheckUnchangedImpl(); }
+  bool direct_io() const override { return true; }
+
+  Result<std::span<const std::byte>> ReadWindowAt(uint64_t offset, uint64_t length,
+                                                  std::span<std::byte> buffer) const override {
+    SL_RETURN_IF_ERROR(CheckRange(f_.path_, offset, length, f_.size_));
+    if (length == 0) return std::span<const std::byte>();
+    uint64_t start = RoundDown(offset, kDirectAlignment);
+    uint64_t end = RoundUp(offset + length, kDirectAlignment);
+    uint64_t window = end - start;
+    if (reinterpret_cast<uintptr_t>(buffer.data()) % kDirectAlignment != 0 ||
+        buffer.size() < window) {
+      return InvalidArgumentError(f_.path_ + ": O_DIRECT window of " + std::to_string(window) +
+                                  " bytes needs a 4096-aligned buffer of at least that size (got " +
+                                  std::to_string(buffer.size()) + ")");
+    }
+    uint64_t needed = offset + length - start;  // bytes of the window that must arrive
+    uint64_t done = 0;
+    while (done < needed) {
+      uint64_t want = std::min<uint64_t>(window - done, kMaxSyscallBytes);
+      ssize_t r = ::pread(f_.fd_.get(), buffer.data() + done, want, static_cast<off_t>(start + done));
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        return ReadError(errno, f_.path_, start + done);
+      }
+      if (r == 0) return ShortReadError(f_.fd_.get(), f_.path_, f_.size_, start + done);
+      done += static_cast<uint64_t>(r);
+      if (done < needed && done % kDirectAlignment != 0) {
+        // A partial block before the range is complete: the file ended early.
+        return ShortReadError(f_.fd_.get(), f_.path_, f_.size_, start + done);
+      }
+    }
+    return std::span<const std::byte>(buffer.data() + (offset - start), length);
+  }
+
+  Status ReadAt(uint64_t offset, std::span<std::byte> out) const override {
+    SL_RETURN_IF_ERROR(CheckRange(f_.path_, offset, out.size(), f_.size_));
+    if (out.empty()) return OkStatus();
+    uint64_t chunk = std::min<uint64_t>(kDirectBounceBytes, out.size());
+    SL_ASSIGN_OR_RETURN(AlignedBuffer bounce, AllocateAligned(chunk + 2 * kDirectAlignment));
+    std::span<std::byte> buffer(bounce.get(), chunk + 2 * kDirectAlignment);
+    uint64_t done = 0;
+    while (done < out.size()) {
+      uint64_t n = std::min<uint64_t>(chunk, out.size() - done);
+      SL_ASSIGN_OR_RETURN(std::span<const std::byte> got, ReadWindowAt(offset + done, n, buffer));
+      std::memcpy(out.data() + done, got.data(), n);
+      done += n;
+    }
+    return OkStatus();
+  }
+
+ private:
+  FdFile f_;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------
+// ReadableFile defaults and factories
+
+Status ReadableFile::ReadVAt(uint64_t offset, std::span<const iovec> iov) const {
+  uint64_t pos = offset;
+  for (const iovec& v : iov) {
+    SL_RETURN_IF_ERROR(ReadAt(pos, {static_cast<std::byte*>(v.iov_base), v.iov_len}));
+    pos += v.iov_len;
+  }
+  return OkStatus();
+}
+
+Result<std::span<const std::byte>> ReadableFile::ReadWindowAt(uint64_t offset, uint64_t length,
+                                                              std::span<std::byte> buffer) const {
+  if (buffer.size() < length) {
+    return InvalidArgumentError(path() + ": read of " + std::to_string(length) +
+                                " bytes into a buffer of " + std::to_string(buffer.size()));
+  }
+  SL_RETURN_IF_ERROR(ReadAt(offset, buffer.first(length)));
+  return std::span<const std::byte>(buffer.data(), length);
+}
+
+std::string_view IoModeName(IoMode mode) {
+  switch (mode) {
+    case IoMode::kAuto: return "auto";
+    case IoMode::kPread: return "pread";
+    case IoMode::kMmap: return "mmap";
+    case IoMode::kDirect: return "direct";
+  }
+  return "auto";
+}
+
+Result<IoMode> ParseIoMode(std::string_view text) {
+  if (text == "auto") return IoMode::kAuto;
+  if (text == "pread") return IoMode::kPread;
+  if (text == "mmap") return IoMode::kMmap;
+  if (text == "direct") return IoMode::kDirect;
+  return InvalidArgumentError("invalid io mode '" + std::string(text) +
+                              "': expected auto, pread, mmap or direct");
+}
+
+Result<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path) {
+  SL_ASSIGN_OR_RETURN(Opened o, OpenForRead(path, 0));
+  auto f = std::make_unique<MappedFileImpl>(path, std::move(o));
+  SL_RETURN_IF_ERROR(f->Map());
+  return std::unique_ptr<MappedFile>(std::move(f));
+}
+
+Result<std::unique_ptr<ReadableFile>> OpenFile(const std::string& path, IoMode mode) {
+  switch (mode) {
+    case IoMode::kAuto:
+    case IoMode::kPread: {
+      SL_ASSIGN_OR_RETURN(Opened o, OpenForRead(path, 0));
+      return std::unique_ptr<ReadableFile>(std::make_unique<PreadFile>(path, std::move(o)));
+    }
+    case IoMode::kMmap: {
+      SL_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> m, MappedFile::Open(path));
+      return std::unique_ptr<ReadableFile>(std::move(m));
+    }
+    case IoMode::kDirect: {
+      SL_ASSIGN_OR_RETURN(Opened o, OpenForRead(path, O_DIRECT));
+      auto f = std::make_unique<DirectFile>(path, std::move(o));
+      SL_RETURN_IF_ERROR(f->Probe());
+      return std::unique_ptr<ReadableFile>(std::move(f));
+    }
+  }
+  return InvalidArgumentError("invalid io mode");
+}
+
+}  // namespace shardload

@@ -1,0 +1,226 @@
+// loader/stream.cc — reader threads pulling planned spans into a Sink.
+#include "loader/stream.h"
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace shardload {
+namespace {
+
+// InterleaveShards: span indices ordered round-robin over shards (each shard's spans
+// keep their planned, offset-sorted order), so neighbouring readers hit different files.
+std::vector<size_t> InterleaveShards(std::span<const ReadSpan> spans, size_t shard_count) {
+  std::vector<std::vector<size_t>> per_shard(shard_count);
+  for (size_t i = 0; i < spans.size(); ++i) per_shard[spans[i].shard].push_back(i);
+  std::vector<size_t> order;
+  order.reserve(spans.size());
+  for (size_t round = 0; order.size() < spans.size(); ++round) {
+    for (const std::vector<size_t>& s : per_shard) {
+      if (round < s.size()) order.push_back(s[round]);
+    }
+  }
+  return order;
+}
+
+// Shared state of one Stream call.
+struct Run {
+  std::mutex mu;
+  std::condition_variable cv;
+  Status first_error;   // guarded by mu
+  uint64_t done = 0;    // guarded by mu
+  int running = 0;      // guarded by mu
+  std::atomic<bool> stop{false};
+  std::atomic<size_t> next{0};
+
+  void Fail(Status s) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (first_error.ok()) first_error = std::move(s);
+    }
+    stop.store(true);
+    cv.notify_all();
+  }
+};
+
+Status ValidateSpans(std::span<const ReadableFile* const> files, std::span<const ReadSpan> spans,
+                     uint64_t* total) {
+  *total = 0;
+  for (const ReadSpan& s : spans) {
+    if (s.shard >= files.size() || files[s.shard] == nullptr) {
+      return InvalidArgumentError("span names shard " + std::to_string(s.shard) + " of " +
+                                  std::to_string(files.size()) + " open files");
+    }
+    const ReadableFile& f = *files[s.shard];
+    if (s.file_offset > f.size() || s.length > f.size() - s.file_offset) {
+      return InvalidArgumentError(f.path() + ": span [" + std::to_string(s.file_offset) + ", " +
+                                  std::to_string(s.file_offset + s.length) +
+                                  ") passes the end of the file (" + std::to_string(f.size()) +
+                                  " bytes)");
+    }
+    *total += s.length;  // each length is bounded by its file's size: no overflow in practice
+  }
+  return OkStatus();
+}
+
+Status CheckFiles(std::span<const ReadableFile* const> files, std::span<const ReadSpan> spans) {
+  std::vector<bool> used(files.size(), false);
+  for (const ReadSpan& s : spans) used[s.shard] = true;
+  for (size_t i = 0; i < files.size(); ++i) {
+    if (used[i]) SL_RETURN_IF_ERROR(files[i]->CheckUnchanged());
+  }
+  return OkStatus();
+}
+
+void ReadLoop(std::span<const ReadableFile* const> files, std::span<const ReadSpan> spans,
+              const std::vector<size_t>& order, Sink& sink, const StreamOptions& options, Run& run) {
+  std::vector<iovec> iov;
+  while (!run.stop.load(std::memory_order_relaxed)) {
+    if (options.cancel != nullptr && options.cancel->load()) {
+      run.Fail(CancelledError("load cancelled"));
+      break;
+    }
+    size_t k = run.next.fetch_add(1);
+    if (k >= order.size()) break;
+    const ReadSpan& span = spans[order[k]];
+    const ReadableFile& file = *files[span.shard];
+    Status st;
+    if (span.length == 0) {
+      // Nothing to read (empty tensors): nothing to deliver.
+    } else if (options.allow_direct_targets && !file.direct_io() && sink.DirectTargets(span, &iov)) {
+      st = file.ReadVAt(span.file_offset, iov);
+    } else {
+      Result<StagingSlot> slot = sink.AcquireSlot();
+      if (!slot.ok()) {
+        st = slot.status();
+      } else if (run.stop.load()) {
+        sink.ReleaseSlot(*slot);
+        break;
+      } else {
+        Result<std::span<const std::byte>> window =
+            file.ReadWindowAt(span.file_offset, span.length, slot->memory);
+        if (!window.ok()) {
+          sink.ReleaseSlot(*slot);
+          st = window.status();
+        } else {
+          st = sink.Commit(*slot, span, *window);
+        }
+      }
+    }
+    if (!st.ok()) {
+      run.Fail(std::move(st));
+      break;
+    }
+    {
+      std::lock_guard<std::mutex> lock(run.mu);
+      run.done += span.length;
+    }
+    run.cv.notify_all();
+  }
+  {
+    std::lock_guard<std::mutex> lock(run.mu);
+    --run.running;
+  }
+  run.cv.notify_all();
+}
+
+}  // namespace
+
+Status Stream(std::span<const ReadableFile* const> files, std::span<const ReadSpan> spans,
+              Sink& sink, const StreamOptions& options) {
+  auto abort_with = [&sink](Status s) {
+    sink.Abort();
+    return s;
+  };
+  if (options.threads < 0 || options.threads > 256) {
+    return abort_with(InvalidArgumentError("invalid threads " + std::to_string(options.threads) +
+                                           ": expected 0..256 (0 = hardware threads)"));
+  }
+  uint64_t total = 0;
+  if (Status s = ValidateSpans(files, spans, &total); !s.ok()) return abort_with(s);
+  if (options.check_unchanged) {
+    if (Status s = CheckFiles(files, spans); !s.ok()) return abort_with(s);
+  }
+  if (options.cancel != nullptr && options.cancel->load()) {
+    return abort_with(CancelledError("load cancelled"));
+  }
+
+  const std::vector<size_t> order = InterleaveShards(spans, files.size());
+  int threads = options.threads > 0
+                    ? options.threads
+                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  threads = static_cast<int>(std::min<size_t>(threads, std::max<size_t>(1, spans.size())));
+
+  Run run;
+  std::vector<std::thread> readers;
+  readers.reserve(threads);
+  for (int i = 0; i < threads; ++i) {
+    {
+      std::lock_guard<std::mutex> lock(run.mu);
+      ++run.running;
+    }
+    try {
+      readers.emplace_back(
+          [&] { ReadLoop(files, spans, order, sink, options, run); });
+    } catch (const std::exception& e) {
+      {
+        std::lock_guard<std::mutex> lock(run.mu);
+        --run.running;
+      }
+      if (readers.empty()) {
+        run.Fail(ResourceExhaustedError(std::string("cannot start a reader thread: ") + e.what()));
+      }
+      break;  // go on with the readers that did start
+    }
+  }
+
+  // Report progress and watch the cancel flag until every reader has stopped.
+  uint64_t reported = 0;
+  {
+    std::unique_lock<std::mutex> lock(run.mu);
+    while (true) {
+      run.cv.wait_for(lock, std::chrono::milliseconds(20),
+                      [&] { return run.running == 0 || run.done != reported; });
+      bool finished = run.running == 0;
+      uint64_t done = run.done;
+      if (options.cancel != nullptr && options.cancel->load() && !run.stop.load()) {
+        lock.unlock();
+        run.Fail(CancelledError("load cancelled"));
+        lock.lock();
+      }
+      if (options.progress && done != reported && !run.stop.load() && done != total) {
+        lock.unlock();
+        bool go_on = options.progress(done, total);
+        lock.lock();
+        if (!go_on) {
+          lock.unlock();
+          run.Fail(CancelledError("load cancelled by the progress callback"));
+          lock.lock();
+        }
+      }
+      reported = done;
+      if (finished) break;
+    }
+  }
+  for (std::thread& t : readers) t.join();
+
+  Status status;
+  {
+    std::lock_guard<std::mutex> lock(run.mu);
+    status = run.first_error;
+  }
+  if (!status.ok()) return abort_with(status);
+  if (options.check_unchanged) {
+    if (Status s = CheckFiles(files, spans); !s.ok()) return abort_with(s);
+  }
+  if (Status s = sink.Finish(); !s.ok()) return abort_with(s);
+  if (options.progress) options.progress(total, total);  // complete: nothing left to cancel
+  return OkStatus();
+}
+
+}  // namespace shardload

@@ -1,0 +1,63 @@
+// loader/stream.h — the streaming engine: planned reads → a Sink, on several threads.
+//
+// Provides `Stream`, which drives reader threads over a list of planned `ReadSpan`s.
+// Spans of different shards are interleaved so that several files are read at once.
+// Per span a reader either reads straight into destination memory (when the sink's
+// DirectTargets gives iovecs: the zero-extra-copy host path) or borrows a staging slot,
+// reads into it (an aligned window for O_DIRECT files) and commits it to the sink.
+// On any error or cancel every reader stops, the sink is aborted and the FIRST error is
+// returned; a load never reports partial success.
+//
+//   std::vector<const ReadableFile*> files = ...;    // one per shard, index = ReadSpan::shard
+//   SL_RETURN_IF_ERROR(sink.Begin(plan.destinations, slot_bytes));
+//   StreamOptions options;
+//   options.progress = [](uint64_t done, uint64_t total) { return true; };
+//   SL_RETURN_IF_ERROR(Stream(files, plan.spans, sink, options));
+#ifndef SHARDLOAD_LOADER_STREAM_H_
+#define SHARDLOAD_LOADER_STREAM_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <span>
+
+#include "format/status.h"
+#include "loader/file.h"
+#include "loader/sink.h"
+
+namespace shardload {
+
+// StreamOptions: knobs of one Stream call.
+struct StreamOptions {
+  // threads: reader threads; 0 = std::thread::hardware_concurrency(). Default 0.
+  // Valid: 0..256.
+  int threads = 0;
+  // progress: called on the calling thread with (bytes read, total bytes of all spans),
+  // non-decreasing, ending with (total, total) once the sink has finished. Returning
+  // false before that cancels the load (Stream then returns cancelled); the final
+  // call's answer is ignored. Default: none.
+  std::function<bool(uint64_t done, uint64_t total)> progress;
+  // cancel: when it becomes true the load stops and returns cancelled. Default: none.
+  const std::atomic<bool>* cancel = nullptr;
+  // check_unchanged: before reading, check that every file still has its size and
+  // inode from open (CheckUnchanged), and again after the last read. Default true.
+  bool check_unchanged = true;
+  // allow_direct_targets: let the sink take reads straight into destination memory.
+  // Default true; false forces every span through the staging ring (tests, benchmarks).
+  bool allow_direct_targets = true;
+};
+
+// Stream: read every span of `spans` from `files[span.shard]` and deliver it to `sink`.
+// The caller has called sink.Begin(...); Stream calls sink.Finish() on success and
+// sink.Abort() on failure. Errors: invalid_argument for bad options or a span that
+// names a missing shard or passes its file's end ("<path>: span [a, b) passes the end of
+// the file (N bytes)"); the first error of a read, a commit or the final Finish; data_loss
+// from CheckUnchanged; cancelled "load cancelled" (cancel flag) or "load cancelled by the
+// progress callback". Thread safety: `files` must allow concurrent reads (every
+// ReadableFile does); the call itself blocks until all readers have stopped.
+Status Stream(std::span<const ReadableFile* const> files, std::span<const ReadSpan> spans,
+              Sink& sink, const StreamOptions& options);
+
+}  // namespace shardload
+
+#endif  // SHARDLOAD_LOADER_STREAM_H_
