@@ -1,0 +1,151 @@
+// `shardload hash PATH [--json] [--no-check]`: the XXH3-64 of every tensor, sorted by
+// name, plus one layout-free digest of the whole checkpoint, so two checkpoints can be
+// compared whatever their sharding. Hashes recorded in the shards' `__metadata__` are
+// checked as the bytes are read (a mismatch exits 1) unless --no-check is given.
+//
+// Text output, one line per tensor, then the digest:
+//   2d06800538d394c2  F32[2, 3]  model.embed.weight
+//   digest 9a1c...  2 tensors, 48 bytes
+// JSON output (--json):
+//   {"tensors":[{"name":"a","dtype":"F32","shape":[2,3],"xxh3":"2d06800538d394c2"}],
+//    "digest":"9a1c...","total_bytes":48}
+// Errors: one line on stderr, exit 1 (and {"error":{"code","message"}} on stdout under
+// --json); usage errors exit 2.
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <string_view>
+
+#include "cli/commands.h"
+#include "format/checksum.h"
+#include "format/dtype.h"
+#include "loader/checkpoint.h"
+#include "loader/checkpoint_hash.h"
+
+namespace shardload::cli {
+namespace {
+
+constexpr char kHashUsage[] =
+    "usage: shardload hash PATH [--json] [--no-check]\n"
+    "\n"
+    "Print the XXH3-64 of every tensor's bytes, sorted by name, and a digest of the\n"
+    "whole checkpoint that does not depend on its sharding.\n"
+    "  PATH        a .safetensors file, an index .json, or a checkpoint folder\n"
+    "  --json      {\"tensors\":[{\"name\",\"dtype\",\"shape\",\"xxh3\"}],\"digest\",\"total_bytes\"}\n"
+    "  --no-check  do not fail when a hash recorded in the file differs\n";
+
+// JsonString: `s` as a JSON string literal (quotes, backslashes and control characters
+// escaped; other bytes verbatim, since names were validated as UTF-8).
+std::string JsonString(std::string_view s) {
+  std::string out = "\"";
+  for (char ch : s) {
+    unsigned char c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          char buf[8];
+          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+          out += buf;
+        } else {
+          out.push_back(ch);
+        }
+    }
+  }
+  out.push_back('"');
+  return out;
+}
+
+// TextName: the name as is, or JSON-quoted when it holds a control character (so one
+// tensor is always one line).
+std::string TextName(std::string_view s) {
+  for (char ch : s) {
+    unsigned char c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c == 0x7f) return JsonString(s);
+  }
+  return std::string(s);
+}
+
+int Fail(const Status& status, bool json) {
+  std::cerr << "shardload hash: " << status.ToString() << "\n";
+  if (json) {
+    std::cout << "{\"error\":{\"code\":" << JsonString(StatusCodeName(status.code()))
+              << ",\"message\":" << JsonString(status.message()) << "}}\n";
+  }
+  return 1;
+}
+
+}  // namespace
+
+int RunHash(const Args& args) {
+  bool json = false;
+  bool check = true;
+  std::string path;
+  for (const std::string& a : args) {
+    if (a == "--help" || a == "-h") {
+      std::cout << kHashUsage;
+      return 0;
+    } else if (a == "--json") {
+      json = true;
+    } else if (a == "--no-check") {
+      check = false;
+    } else if (a.starts_with("-")) {
+      std::cerr << "shardload hash: unknown option '" << a << "'\n" << kHashUsage;
+      return 2;
+    } else if (path.empty()) {
+      path = a;
+    } else {
+      std::cerr << "shardload hash: more than one PATH ('" << path << "', '" << a << "')\n"
+                << kHashUsage;
+      return 2;
+    }
+  }
+  if (path.empty()) {
+    std::cerr << "shardload hash: missing PATH\n" << kHashUsage;
+    return 2;
+  }
+
+  Result<Checkpoint> ckpt = Checkpoint::Open(path);
+  if (!ckpt.ok()) return Fail(ckpt.status(), json);
+  HashOptions options;
+  options.check_recorded = check;
+  Result<CheckpointDigest> digest = HashCheckpoint(*ckpt, options);
+  if (!digest.ok()) return Fail(digest.status(), json);
+
+  const uint64_t all = LayoutFreeDigest(digest->tensors);
+  if (json) {
+    std::string out = "{\"tensors\":[";
+    bool first = true;
+    for (const TensorDigest& t : digest->tensors) {
+      if (!first) out += ",";
+      first = false;
+      out += "{\"name\":" + JsonString(t.name) + ",\"dtype\":\"" +
+             std::string(DtypeName(t.dtype)) + "\",\"shape\":[";
+      for (size_t i = 0; i < t.shape.size(); ++i) {
+        if (i) out += ",";
+        out += std::to_string(t.shape[i]);
+      }
+      out += "],\"xxh3\":\"" + FormatXxh3(t.xxh3) + "\"}";
+    }
+    out += "],\"digest\":\"" + FormatXxh3(all) + "\",\"total_bytes\":" +
+           std::to_string(ckpt->total_bytes()) + "}\n";
+    std::cout << out;
+  } else {
+    for (const TensorDigest& t : digest->tensors) {
+      std::cout << FormatXxh3(t.xxh3) << "  " << DtypeName(t.dtype) << ShapeToString(t.shape)
+                << "  " << TextName(t.name) << "\n";
+    }
+    std::cout << "digest " << FormatXxh3(all) << "  " << digest->tensors.size()
+              << " tensors, " << ckpt->total_bytes() << " bytes\n";
+  }
+  for (const std::string& w : ckpt->warnings()) std::cerr << "warning: " << w << "\n";
+  return 0;
+}
+
+}  // namespace shardload::cli

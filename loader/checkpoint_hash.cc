@@ -1,0 +1,125 @@
+// loader/checkpoint_hash.cc — per-tensor XXH3 over a whole checkpoint (see the header).
+#include "loader/checkpoint_hash.h"
+
+#include <algorithm>
+#include <memory>
+#include <numeric>
+#include <string_view>
+#include <utility>
+
+#include "format/checksum.h"
+#include "loader/file.h"
+
+namespace shardload {
+namespace {
+
+constexpr uint64_t kMinChunk = 4096;
+constexpr uint64_t kMaxChunk = uint64_t{1} << 30;
+
+void AppendU64(std::string& out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+void AppendBytes(std::string& out, std::string_view s) {
+  AppendU64(out, s.size());
+  out.append(s);
+}
+
+}  // namespace
+
+Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOptions& options) {
+  if (options.chunk_bytes < kMinChunk || options.chunk_bytes > kMaxChunk) {
+    return InvalidArgumentError("HashOptions.chunk_bytes is " +
+                                std::to_string(options.chunk_bytes) +
+                                ", must be between 4096 and 1073741824");
+  }
+  const std::vector<StoredTensor>& tensors = ckpt.tensors();
+  const std::vector<ShardInfo>& shards = ckpt.shards();
+
+  CheckpointDigest result;
+  result.tensors.resize(tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const StoredTensor& t = tensors[i];
+    result.tensors[i].name = t.name;
+    result.tensors[i].dtype = t.dtype;
+    result.tensors[i].shape = t.shape;
+    result.tensors[i].bytes = t.bytes;
+  }
+
+  // File order: by shard, then by offset, so reads go forward through each file.
+  std::vector<size_t> order(tensors.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return std::pair(tensors[a].shard, tensors[a].file_offset) <
+           std::pair(tensors[b].shard, tensors[b].file_offset);
+  });
+
+  // One buffer for every read; never larger than the biggest tensor needs.
+  uint64_t largest = 0;
+  for (const StoredTensor& t : tensors) largest = std::max(largest, t.bytes);
+  std::vector<std::byte> buffer(static_cast<size_t>(std::min(options.chunk_bytes, largest)));
+
+  std::unique_ptr<ReadableFile> file;
+  ChecksumMap recorded;
+  size_t open_shard = shards.size();  // none yet
+  for (size_t idx : order) {
+    const StoredTensor& t = tensors[idx];
+    if (t.shard >= shards.size()) {
+      return InternalError("tensor '" + t.name + "' names shard " + std::to_string(t.shard) +
+                           " of " + std::to_string(shards.size()));
+    }
+    const ShardInfo& shard = shards[t.shard];
+    if (t.shard != open_shard) {
+      file.reset();
+      SL_ASSIGN_OR_RETURN(file, OpenFile(shard.path, IoMode::kPread));
+      SL_ASSIGN_OR_RETURN(recorded, ParseChecksumMetadata(shard.metadata, shard.file));
+      open_shard = t.shard;
+    }
+    Xxh3Hasher hasher;
+    uint64_t done = 0;
+    while (done < t.bytes) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(t.bytes - done, buffer.size()));
+      std::span<std::byte> piece(buffer.data(), n);
+      Status read = file->ReadAt(t.file_offset + done, piece);
+      if (!read.ok()) {
+        return Status(read.code(), read.message() + " (reading tensor '" + t.name + "')");
+      }
+      hasher.Update(piece);
+      done += n;
+    }
+    TensorDigest& d = result.tensors[idx];
+    d.xxh3 = hasher.Digest();
+    if (auto it = recorded.find(t.name); it != recorded.end()) {
+      d.recorded = it->second;
+      ++result.recorded;
+      if (it->second == d.xxh3) {
+        ++result.matched;
+      } else if (options.check_recorded) {
+        return CheckTensorChecksum(shard.file, t.name, t.bytes, it->second, d.xxh3);
+      }
+    }
+  }
+  return result;
+}
+
+uint64_t LayoutFreeDigest(std::span<const TensorDigest> tensors) {
+  std::vector<const TensorDigest*> sorted;
+  sorted.reserve(tensors.size());
+  for (const TensorDigest& t : tensors) sorted.push_back(&t);
+  std::stable_sort(sorted.begin(), sorted.end(),
+                   [](const TensorDigest* a, const TensorDigest* b) { return a->name < b->name; });
+  Xxh3Hasher hasher;
+  std::string record;
+  for (const TensorDigest* t : sorted) {
+    record.clear();
+    AppendBytes(record, t->name);
+    AppendBytes(record, DtypeName(t->dtype));
+    AppendU64(record, t->shape.size());
+    for (uint64_t dim : t->shape) AppendU64(record, dim);
+    AppendU64(record, t->xxh3);
+    hasher.Update(std::as_bytes(std::span(record)));
+  }
+  return hasher.Digest();
+}
+
+}  // namespace shardload

@@ -1,0 +1,85 @@
+// loader/checkpoint_hash.h — XXH3 of every tensor of a checkpoint, checked against the
+// hashes its shards record.
+//
+// Provides `HashCheckpoint`: reads every tensor's bytes with positional reads (shard by
+// shard, in file-offset order, through one reusable buffer, so memory stays at
+// `HashOptions::chunk_bytes` whatever the tensor sizes) and returns one `TensorDigest`
+// per tensor, sorted by name. Hashes recorded in a shard's `__metadata__`
+// (format/checksum.h) are compared as the bytes go by. `LayoutFreeDigest` folds the
+// per-tensor results into one value that depends only on names, dtypes, shapes and
+// bytes, not on how tensors are split into shards or ordered in files.
+//
+//   SL_ASSIGN_OR_RETURN(Checkpoint ckpt, Checkpoint::Open("/models/llama"));
+//   SL_ASSIGN_OR_RETURN(CheckpointDigest d, HashCheckpoint(ckpt));
+//   for (const TensorDigest& t : d.tensors) std::cout << FormatXxh3(t.xxh3) << " " << t.name;
+//   std::cout << FormatXxh3(LayoutFreeDigest(d.tensors)) << "\n";
+#ifndef SHARDLOAD_LOADER_CHECKPOINT_HASH_H_
+#define SHARDLOAD_LOADER_CHECKPOINT_HASH_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "format/dtype.h"
+#include "format/status.h"
+#include "loader/checkpoint.h"
+
+namespace shardload {
+
+// HashOptions: how HashCheckpoint reads and checks. Invalid values give
+// invalid_argument before any read.
+struct HashOptions {
+  // chunk_bytes: the size of each positional read (and of the one buffer allocated).
+  // Default 8 MiB; must be in [4096, 1 GiB].
+  uint64_t chunk_bytes = uint64_t{8} << 20;
+  // check_recorded: when true (default), a tensor whose shard records a hash that
+  // differs from its bytes fails the call with data_loss (CheckTensorChecksum's
+  // message, labelled with the shard file); when false, mismatches are only reported
+  // through TensorDigest::recorded.
+  bool check_recorded = true;
+};
+
+// TensorDigest: one tensor's identity and the XXH3-64 of its bytes. `recorded` is the
+// hash its shard's `__metadata__` records for it, if any.
+struct TensorDigest {
+  std::string name;
+  Dtype dtype = Dtype::kU8;
+  std::vector<uint64_t> shape;
+  uint64_t bytes = 0;
+  uint64_t xxh3 = 0;
+  std::optional<uint64_t> recorded;
+  friend bool operator==(const TensorDigest&, const TensorDigest&) = default;
+};
+
+// CheckpointDigest: every tensor (sorted by name, as Checkpoint::tensors()), plus
+// counts of the recorded hashes that were found and that matched.
+struct CheckpointDigest {
+  std::vector<TensorDigest> tensors;
+  size_t recorded = 0;  // tensors whose shard records a hash
+  size_t matched = 0;   // ... and whose bytes match it
+};
+
+// HashCheckpoint: hash every tensor of `ckpt`.
+// Errors: invalid_argument for bad options; the shard open/read errors of
+// loader/file.h (data_loss when a shard shrank since Open — never SIGBUS); the
+// malformed-value error of ParseChecksumMetadata; with check_recorded, data_loss
+// "<file>: tensor 'w': XXH3 of its N bytes is X, recorded Y" at the first mismatch
+// (in file order). A recorded key naming a tensor the shard does not hold is ignored.
+// Thread safety: reads `ckpt` through const methods only; may run concurrently with
+// other readers of the same Checkpoint.
+Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOptions& options = {});
+
+// LayoutFreeDigest: the XXH3-64 of a canonical serialization of `tensors` sorted by
+// name: for each tensor, little-endian u64 length + name bytes, u64 length + dtype
+// name, u64 rank, each dimension as u64, then its u64 xxh3. Two checkpoints holding the
+// same tensors (names, dtypes, shapes, bytes) give the same value however they are
+// sharded; any difference changes it (up to hash collisions). `tensors` need not be
+// sorted (a sorted copy is hashed); duplicate names are hashed as given.
+uint64_t LayoutFreeDigest(std::span<const TensorDigest> tensors);
+
+}  // namespace shardload
+
+#endif  // SHARDLOAD_LOADER_CHECKPOINT_HASH_H_
