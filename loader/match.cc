@@ -1,0 +1,742 @@
+// loader/match.cc — rename rules and load_state_dict-style key matching (see match.h).
+#include "loader/match.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <limits>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace shardload {
+namespace {
+
+// Quote: "name" with '"', '\' and control bytes escaped, for one-line messages.
+std::string Quote(std::string_view name) {
+  std::string out = "\"";
+  for (char c : name) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (u < 0x20 || u == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\x%02x", u);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  out += '"';
+  return out;
+}
+
+// Plain: like Quote without the quotes (torch does not quote names in size mismatch
+// messages; we keep that, but still escape).
+std::string Plain(std::string_view name) {
+  std::string q = Quote(name);
+  return q.substr(1, q.size() - 2);
+}
+
+// Utf8Length: length of the valid UTF-8 sequence starting at s[i], or 0.
+size_t Utf8Length(std::string_view s, size_t i) {
+  unsigned char c = static_cast<unsigned char>(s[i]);
+  size_t n;
+  uint32_t cp;
+  if (c < 0x80) return 1;
+  if ((c & 0xe0) == 0xc0) {
+    n = 2;
+    cp = c & 0x1f;
+  } else if ((c & 0xf0) == 0xe0) {
+    n = 3;
+    cp = c & 0x0f;
+  } else if ((c & 0xf8) == 0xf0) {
+    n = 4;
+    cp = c & 0x07;
+  } else {
+    return 0;
+  }
+  if (i + n > s.size()) return 0;
+  for (size_t k = 1; k < n; ++k) {
+    unsigned char d = static_cast<unsigned char>(s[i + k]);
+    if ((d & 0xc0) != 0x80) return 0;
+    cp = (cp << 6) | (d & 0x3f);
+  }
+  static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < kMin[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+  return n;
+}
+
+void AppendJsonString(std::string* out, std::string_view s) {
+  *out += '"';
+  for (size_t i = 0; i < s.size();) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c == '"' || c == '\\') {
+      *out += '\\';
+      *out += static_cast<char>(c);
+      ++i;
+    } else if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+      *out += buf;
+      ++i;
+    } else if (c < 0x80) {
+      *out += static_cast<char>(c);
+      ++i;
+    } else if (size_t n = Utf8Length(s, i); n > 0) {
+      out->append(s.substr(i, n));
+      i += n;
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\u%04x", c);  // invalid byte: keep it visible
+      *out += buf;
+      ++i;
+    }
+  }
+  *out += '"';
+}
+
+std::string DtypeShape(Dtype dtype, std::span<const uint64_t> shape) {
+  return std::string(DtypeName(dtype)) + ShapeToString(shape);
+}
+
+bool IsFloatCastDtype(Dtype d) {
+  return d == Dtype::kF32 || d == Dtype::kF16 || d == Dtype::kBF16;
+}
+
+// ConvertSedReplacement: sed replacement syntax → std::regex_replace format syntax.
+Result<std::string> ConvertSedReplacement(std::string_view sed) {
+  std::string out;
+  for (size_t i = 0; i < sed.size(); ++i) {
+    char c = sed[i];
+    if (c == '\\') {
+      if (i + 1 == sed.size()) return InvalidArgumentError("trailing backslash in replacement");
+      char n = sed[++i];
+      if (n == '0') {
+        out += "$&";
+      } else if (n >= '1' && n <= '9') {
+        out += '$';
+        out += n;
+      } else if (n == 'n') {
+        out += '\n';
+      } else if (n == 't') {
+        out += '\t';
+      } else if (n == '$') {
+        out += "$$";
+      } else {
+        out += n;  // "\&" → '&', "\\" → '\', "\/" → '/'
+      }
+    } else if (c == '&') {
+      out += "$&";
+    } else if (c == '$') {
+      out += "$$";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+// ReplacementToSed: the inverse, for ToString.
+std::string ReplacementToSed(std::string_view fmt) {
+  std::string out;
+  for (size_t i = 0; i < fmt.size(); ++i) {
+    char c = fmt[i];
+    if (c == '$' && i + 1 < fmt.size()) {
+      char n = fmt[i + 1];
+      if (n == '&') {
+        out += '&';
+        ++i;
+        continue;
+      }
+      if (n >= '1' && n <= '9') {
+        out += '\\';
+        out += n;
+        ++i;
+        continue;
+      }
+      if (n == '$') {
+        out += '$';
+        ++i;
+        continue;
+      }
+    }
+    if (c == '\\' || c == '&' || c == '/') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::string EscapeDelimiter(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 1 < s.size()) {
+      out += s[i];
+      out += s[++i];
+    } else if (s[i] == '/') {
+      out += "\\/";
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+// LeadingComponents: the longest prefix ending in '.' shared by every name in `names`
+// (empty when there is none or `names` is empty).
+std::string LeadingComponents(const std::vector<std::string_view>& names) {
+  if (names.empty()) return "";
+  std::string_view common = names[0];
+  for (std::string_view n : names) {
+    size_t k = 0;
+    while (k < common.size() && k < n.size() && common[k] == n[k]) ++k;
+    common = common.substr(0, k);
+  }
+  size_t dot = common.rfind('.');
+  if (dot == std::string_view::npos) return "";
+  return std::string(common.substr(0, dot + 1));
+}
+
+// PrefixOp: one auto_prefix candidate.
+struct PrefixOp {
+  bool strip = true;
+  std::string prefix;
+
+  // Transform: the rewritten name, or nullopt when the op does not apply.
+  std::optional<std::string> Transform(std::string_view name) const {
+    if (strip) {
+      if (name.size() <= prefix.size() || name.substr(0, prefix.size()) != prefix) {
+        return std::nullopt;
+      }
+      return std::string(name.substr(prefix.size()));
+    }
+    return prefix + std::string(name);
+  }
+  std::string ToString() const { return (strip ? "strip:" : "add:") + prefix; }
+};
+
+std::string JoinQuoted(const std::vector<std::string>& names) {
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (i > 0) out += ", ";
+    out += Quote(names[i]);
+  }
+  return out;
+}
+
+}  // namespace
+
+bool IsCastable(Dtype from, Dtype to) {
+  return from == to || (IsFloatCastDtype(from) && IsFloatCastDtype(to));
+}
+
+RenameRule RenameRule::StripPrefix(std::string prefix) {
+  RenameRule rule;
+  rule.kind = Kind::kStripPrefix;
+  rule.text = std::move(prefix);
+  return rule;
+}
+
+RenameRule RenameRule::AddPrefix(std::string prefix) {
+  RenameRule rule;
+  rule.kind = Kind::kAddPrefix;
+  rule.text = std::move(prefix);
+  return rule;
+}
+
+Result<std::string> RenameRule::Apply(std::string_view name) const {
+  switch (kind) {
+    case Kind::kStripPrefix:
+      if (name.substr(0, std::min(name.size(), text.size())) == text) {
+        return std::string(name.substr(text.size()));
+      }
+      return std::string(name);
+    case Kind::kAddPrefix:
+      return text + std::string(name);
+    case Kind::kRegex:
+      if (regex == nullptr) {
+        return InvalidArgumentError("rename rule '" + ToString() + "' has no compiled regex");
+      }
+      try {
+        auto flags = global ? std::regex_constants::format_default
+                            : std::regex_constants::format_first_only;
+        std::string input(name);
+        return std::regex_replace(input, *regex, replacement, flags);
+      } catch (const std::regex_error& e) {
+        return InternalError("rename rule '" + ToString() + "' failed on " + Quote(name) +
+                             ": " + e.what());
+      }
+  }
+  return InternalError("unknown rename rule kind");
+}
+
+std::string RenameRule::ToString() const {
+  switch (kind) {
+    case Kind::kStripPrefix:
+      return "strip:" + text;
+    case Kind::kAddPrefix:
+      return "add:" + text;
+    case Kind::kRegex:
+      return "s/" + EscapeDelimiter(text) + "/" + ReplacementToSed(replacement) + "/" +
+             (global ? "g" : "");
+  }
+  return "?";
+}
+
+Result<RenameRule> ParseRenameRule(std::string_view expr) {
+  auto bad = [&](std::string_view why) {
+    return InvalidArgumentError("invalid rename rule '" + std::string(expr) +
+                                "': " + std::string(why));
+  };
+  constexpr std::string_view kStrip = "strip:";
+  constexpr std::string_view kAdd = "add:";
+  if (expr.substr(0, kStrip.size()) == kStrip || expr.substr(0, kAdd.size()) == kAdd) {
+    bool strip = expr.substr(0, kStrip.size()) == kStrip;
+    std::string prefix(expr.substr(strip ? kStrip.size() : kAdd.size()));
+    if (prefix.empty()) return bad("empty prefix");
+    return strip ? RenameRule::StripPrefix(std::move(prefix))
+                 : RenameRule::AddPrefix(std::move(prefix));
+  }
+  if (expr.size() < 2 || expr[0] != 's') {
+    return bad("expected s/REGEX/REPLACEMENT/[g], strip:PREFIX or add:PREFIX");
+  }
+  char delim = expr[1];
+  if (delim == '\\' || delim == '\n' ||
+      std::isalnum(static_cast<unsigned char>(delim))) {
+    return bad("the delimiter must not be a letter, digit, backslash or newline");
+  }
+  // Split the two delimited parts; "\<delim>" becomes <delim>, other escapes are kept.
+  std::string parts[2];
+  size_t i = 2;
+  for (int part = 0; part < 2; ++part) {
+    bool closed = false;
+    while (i < expr.size()) {
+      char c = expr[i];
+      if (c == '\\' && i + 1 < expr.size()) {
+        if (expr[i + 1] == delim) {
+          parts[part] += delim;
+        } else {
+          parts[part] += c;
+          parts[part] += expr[i + 1];
+        }
+        i += 2;
+        continue;
+      }
+      ++i;
+      if (c == delim) {
+        closed = true;
+        break;
+      }
+      parts[part] += c;
+    }
+    if (!closed) return bad("missing closing delimiter");
+  }
+  std::string_view flags = expr.substr(i);
+  RenameRule rule;
+  rule.kind = RenameRule::Kind::kRegex;
+  for (char f : flags) {
+    if (f != 'g') return bad(std::string("unknown flag '") + f + "'");
+    if (rule.global) return bad("flag 'g' given twice");
+    rule.global = true;
+  }
+  if (parts[0].empty()) return bad("empty regex");
+  try {
+    rule.regex = std::make_shared<const std::regex>(parts[0], std::regex::ECMAScript);
+  } catch (const std::regex_error& e) {
+    return bad(e.what());
+  }
+  Result<std::string> replacement = ConvertSedReplacement(parts[1]);
+  if (!replacement.ok()) return bad(replacement.status().message());
+  rule.text = std::move(parts[0]);
+  rule.replacement = std::move(*replacement);
+  return rule;
+}
+
+Result<MatchReport> Match(std::span<const StoredTensor> stored,
+                          const std::map<std::string, std::string>& metadata,
+                          std::span<const Target> targets, const MatchOptions& options) {
+  constexpr uint64_t kMaxCount = std::numeric_limits<uint32_t>::max();
+  if (stored.size() > kMaxCount || targets.size() > kMaxCount) {
+    return InvalidArgumentError("too many tensors to match (more than 2^32 - 1)");
+  }
+
+  // ---- Validate the inputs.
+  std::unordered_map<std::string_view, uint32_t> target_by_name;
+  target_by_name.reserve(targets.size());
+  for (uint32_t t = 0; t < targets.size(); ++t) {
+    const Target& target = targets[t];
+    if (!target_by_name.emplace(target.name, t).second) {
+      return InvalidArgumentError("duplicate target name " + Quote(target.name));
+    }
+    Result<uint64_t> bytes = TensorByteSize(target.dtype, target.shape);
+    if (!bytes.ok()) return bytes.status().WithPrefix("target " + Quote(target.name));
+  }
+  std::unordered_map<std::string_view, uint32_t> stored_by_name;
+  stored_by_name.reserve(stored.size());
+  for (uint32_t s = 0; s < stored.size(); ++s) {
+    const StoredTensor& st = stored[s];
+    if (!stored_by_name.emplace(st.name, s).second) {
+      return InvalidArgumentError("duplicate stored tensor name " + Quote(st.name));
+    }
+    Result<uint64_t> bytes = TensorByteSize(st.dtype, st.shape);
+    if (!bytes.ok()) return bytes.status().WithPrefix("stored tensor " + Quote(st.name));
+    if (*bytes != st.bytes) {
+      return InvalidArgumentError("stored tensor " + Quote(st.name) + ": " +
+                                  std::to_string(st.bytes) + " bytes do not match " +
+                                  DtypeShape(st.dtype, st.shape) + " (" +
+                                  std::to_string(*bytes) + " bytes)");
+    }
+  }
+  std::unordered_map<std::string_view, std::string_view> caller_alias;
+  for (const auto& [target_name, stored_name] : options.aliases) {
+    if (target_name.empty() || stored_name.empty()) {
+      return InvalidArgumentError("empty alias name");
+    }
+    if (!caller_alias.emplace(target_name, stored_name).second) {
+      return InvalidArgumentError("alias for " + Quote(target_name) + " is given twice");
+    }
+  }
+
+  // ---- 1. Renames and collisions.
+  auto apply_renames = [&](std::string_view name) -> Result<std::string> {
+    std::string out(name);
+    for (const RenameRule& rule : options.renames) {
+      Result<std::string> next = rule.Apply(out);
+      if (!next.ok()) {
+        return InvalidArgumentError("rename rule '" + rule.ToString() + "' on " +
+                                    Quote(name) + ": " + next.status().message());
+      }
+      out = std::move(*next);
+    }
+    return out;
+  };
+  std::vector<std::string> model_name(stored.size());
+  for (uint32_t s = 0; s < stored.size(); ++s) {
+    SL_ASSIGN_OR_RETURN(model_name[s], apply_renames(stored[s].name));
+  }
+  std::unordered_map<std::string_view, std::vector<uint32_t>> by_model_name;
+  by_model_name.reserve(stored.size());
+  for (uint32_t s = 0; s < stored.size(); ++s) by_model_name[model_name[s]].push_back(s);
+  std::vector<bool> colliding(stored.size(), false);
+  std::vector<std::string> collision_messages;
+  for (const auto& [name, group] : by_model_name) {
+    if (group.size() < 2) continue;
+    std::vector<std::string> originals;
+    for (uint32_t s : group) {
+      colliding[s] = true;
+      originals.push_back(stored[s].name);
+    }
+    std::sort(originals.begin(), originals.end());
+    std::string msg = group.size() == 2 ? "rename rules map both " : "rename rules map ";
+    for (size_t k = 0; k < originals.size(); ++k) {
+      if (k > 0) msg += (k + 1 == originals.size()) ? " and " : ", ";
+      msg += Quote(originals[k]);
+    }
+    msg += " to " + Quote(name) + ".";
+    collision_messages.push_back(std::move(msg));
+  }
+  std::sort(collision_messages.begin(), collision_messages.end());
+
+  // ---- 2. Direct matches.
+  constexpr uint32_t kNone = std::numeric_limits<uint32_t>::max();
+  std::vector<uint32_t> source(targets.size(), kNone);  // target → stored
+  std::vector<bool> via_rename(targets.size(), false);
+  std::vector<bool> via_alias(targets.size(), false);
+  std::vector<bool> used(stored.size(), false);
+  for (uint32_t s = 0; s < stored.size(); ++s) {
+    if (colliding[s]) continue;
+    auto it = target_by_name.find(model_name[s]);
+    if (it == target_by_name.end()) continue;
+    source[it->second] = s;
+    via_rename[it->second] = model_name[s] != stored[s].name;
+    used[s] = true;
+  }
+
+  // ---- 3. auto_prefix.
+  std::optional<PrefixOp> chosen;
+  if (options.auto_prefix) {
+    std::unordered_map<std::string_view, uint32_t> unmatched_targets;
+    std::vector<std::string_view> unmatched_target_names;
+    for (uint32_t t = 0; t < targets.size(); ++t) {
+      if (source[t] != kNone) continue;
+      unmatched_targets.emplace(targets[t].name, t);
+      unmatched_target_names.push_back(targets[t].name);
+    }
+    std::vector<uint32_t> unmatched_stored;
+    std::vector<std::string_view> unmatched_stored_names;
+    for (uint32_t s = 0; s < stored.size(); ++s) {
+      if (used[s] || colliding[s]) continue;
+      unmatched_stored.push_back(s);
+      unmatched_stored_names.push_back(model_name[s]);
+    }
+    if (!unmatched_targets.empty() && !unmatched_stored.empty()) {
+      std::vector<std::string> prefixes = {"module.", "model.",
+                                           LeadingComponents(unmatched_stored_names),
+                                           LeadingComponents(unmatched_target_names)};
+      size_t best_count = 0;
+      std::vector<std::string> seen;
+      for (const std::string& prefix : prefixes) {
+        if (prefix.empty() ||
+            std::find(seen.begin(), seen.end(), prefix) != seen.end()) {
+          continue;
+        }
+        seen.push_back(prefix);
+        for (bool strip : {true, false}) {
+          PrefixOp op{strip, prefix};
+          size_t count = 0;
+          for (uint32_t s : unmatched_stored) {
+            std::optional<std::string> name = op.Transform(model_name[s]);
+            if (name && unmatched_targets.count(*name) > 0) ++count;
+          }
+          if (count > best_count) {
+            best_count = count;
+            chosen = op;
+          }
+        }
+      }
+      if (chosen) {
+        for (uint32_t s : unmatched_stored) {
+          std::optional<std::string> name = chosen->Transform(model_name[s]);
+          if (!name) continue;
+          auto it = unmatched_targets.find(*name);
+          if (it == unmatched_targets.end()) continue;
+          source[it->second] = s;
+          via_rename[it->second] = true;
+          used[s] = true;
+          model_name[s] = std::move(*name);
+        }
+      }
+    }
+  }
+
+  // ---- 4. Aliases (tied weights). Caller entries first; they win per target.
+  std::unordered_map<std::string_view, uint32_t> by_final_name;  // non-colliding
+  by_final_name.reserve(stored.size());
+  for (uint32_t s = 0; s < stored.size(); ++s) {
+    if (!colliding[s]) by_final_name.emplace(model_name[s], s);
+  }
+  std::unordered_map<uint32_t, uint32_t> alias_source;  // target → stored
+  for (const auto& [target_name, stored_name] : caller_alias) {
+    auto t = target_by_name.find(target_name);
+    if (t == target_by_name.end()) continue;  // not in this model: ignored
+    uint32_t s = kNone;
+    if (auto f = by_final_name.find(stored_name); f != by_final_name.end()) {
+      s = f->second;
+    } else if (auto o = stored_by_name.find(stored_name);
+               o != stored_by_name.end() && !colliding[o->second]) {
+      s = o->second;
+    }
+    if (s != kNone) alias_source.emplace(t->second, s);
+  }
+  if (options.aliases_from_metadata) {
+    for (const auto& [key, value] : metadata) {
+      auto s = stored_by_name.find(value);
+      if (s == stored_by_name.end() || colliding[s->second]) continue;
+      if (stored_by_name.count(key) > 0) continue;  // not an alias: key is a tensor
+      SL_ASSIGN_OR_RETURN(std::string name, apply_renames(key));
+      auto t = target_by_name.find(name);
+      if (t == target_by_name.end() && chosen) {
+        std::optional<std::string> alt = chosen->Transform(name);
+        if (alt) t = target_by_name.find(*alt);
+      }
+      if (t == target_by_name.end()) continue;  // not in this model: ignored
+      alias_source.emplace(t->second, s->second);  // keeps a caller entry
+    }
+  }
+  for (const auto& [t, s] : alias_source) {
+    if (source[t] != kNone) continue;  // the checkpoint has the target itself
+    source[t] = s;
+    via_alias[t] = true;
+    used[s] = true;
+  }
+
+  // ---- 5. Shape and dtype checks; 6. missing and unexpected.
+  MatchReport report;
+  std::vector<std::pair<std::string_view, std::string>> mismatch_errors;
+  for (uint32_t t = 0; t < targets.size(); ++t) {
+    const Target& target = targets[t];
+    uint32_t s = source[t];
+    if (s == kNone) {
+      report.missing.push_back(target.name);
+      continue;
+    }
+    const StoredTensor& st = stored[s];
+    bool shape_ok = st.shape == target.shape;
+    bool dtype_ok = st.dtype == target.dtype ||
+                    (options.allow_cast && IsCastable(st.dtype, target.dtype));
+    if (!shape_ok || st.dtype != target.dtype) {
+      report.mismatched.push_back(Mismatch{target.name, st.name,
+                                           DtypeShape(st.dtype, st.shape),
+                                           DtypeShape(target.dtype, target.shape),
+                                           !(shape_ok && dtype_ok)});
+    }
+    if (!shape_ok) {
+      mismatch_errors.emplace_back(
+          target.name, "size mismatch for " + Plain(target.name) +
+                           ": copying a param with shape " + ShapeToString(st.shape) +
+                           " from checkpoint, the shape in current model is " +
+                           ShapeToString(target.shape) + ".");
+      continue;
+    }
+    if (!dtype_ok) {
+      std::string msg = "dtype mismatch for " + Plain(target.name) +
+                        ": copying a param with dtype " + std::string(DtypeName(st.dtype)) +
+                        " from checkpoint, the dtype in current model is " +
+                        std::string(DtypeName(target.dtype));
+      msg += IsCastable(st.dtype, target.dtype) ? "; allow_cast would convert it." : ".";
+      mismatch_errors.emplace_back(target.name, std::move(msg));
+      continue;
+    }
+    report.matched.push_back(MatchedPair{s, t, st.name, target.name, via_rename[t],
+                                         via_alias[t], st.dtype, target.dtype});
+  }
+  for (uint32_t s = 0; s < stored.size(); ++s) {
+    if (!used[s] && !colliding[s]) report.unexpected.push_back(model_name[s]);
+  }
+  for (uint32_t s = 0; s < stored.size(); ++s) {
+    if (model_name[s] != stored[s].name) report.renamed.push_back({stored[s].name, model_name[s]});
+  }
+  if (chosen) report.auto_prefix = chosen->ToString();
+
+  std::sort(report.matched.begin(), report.matched.end(),
+            [](const MatchedPair& a, const MatchedPair& b) { return a.target_name < b.target_name; });
+  std::sort(report.missing.begin(), report.missing.end());
+  std::sort(report.unexpected.begin(), report.unexpected.end());
+  std::sort(report.mismatched.begin(), report.mismatched.end(),
+            [](const Mismatch& a, const Mismatch& b) { return a.name < b.name; });
+  std::sort(report.renamed.begin(), report.renamed.end(),
+            [](const Renamed& a, const Renamed& b) { return a.from < b.from; });
+  std::sort(mismatch_errors.begin(), mismatch_errors.end());
+
+  std::vector<std::string> errors = collision_messages;
+  if (options.strict && !report.unexpected.empty()) {
+    errors.push_back("Unexpected key(s) in state_dict: " + JoinQuoted(report.unexpected) + ".");
+  }
+  if (options.strict && !report.missing.empty()) {
+    errors.push_back("Missing key(s) in state_dict: " + JoinQuoted(report.missing) + ".");
+  }
+  for (auto& [name, msg] : mismatch_errors) errors.push_back(std::move(msg));
+  if (!errors.empty()) {
+    std::string msg = "Error(s) in loading state_dict:";
+    for (const std::string& e : errors) msg += " " + e;
+    report.status = InvalidArgumentError(std::move(msg));
+  }
+  return report;
+}
+
+std::string MatchReport::ToString() const {
+  size_t renamed_count = 0, alias_count = 0, cast_count = 0;
+  for (const MatchedPair& m : matched) {
+    renamed_count += m.via_rename;
+    alias_count += m.via_alias;
+    cast_count += m.stored_dtype != m.dtype;
+  }
+  std::string out = "match: " + status.ToString() + "\n";
+  out += "matched: " + std::to_string(matched.size()) + " (" + std::to_string(renamed_count) +
+         " via rename, " + std::to_string(alias_count) + " via alias, " +
+         std::to_string(cast_count) + " cast)\n";
+  for (const MatchedPair& m : matched) {
+    if (!m.via_rename && !m.via_alias && m.stored_dtype == m.dtype) continue;
+    out += "  " + Quote(m.target_name) + " <- " + Quote(m.stored_name);
+    if (m.via_alias) out += " (alias)";
+    if (m.stored_dtype != m.dtype) {
+      out += " (cast " + std::string(DtypeName(m.stored_dtype)) + " -> " +
+             std::string(DtypeName(m.dtype)) + ")";
+    }
+    out += "\n";
+  }
+  auto list = [&](const char* title, const std::vector<std::string>& names) {
+    out += std::string(title) + ": " + std::to_string(names.size()) + "\n";
+    for (const std::string& n : names) out += "  " + Quote(n) + "\n";
+  };
+  list("missing", missing);
+  list("unexpected", unexpected);
+  out += "mismatched: " + std::to_string(mismatched.size()) + "\n";
+  for (const Mismatch& m : mismatched) {
+    out += "  " + Quote(m.name) + ": checkpoint " + m.checkpoint + ", model " + m.target +
+           (m.is_error ? "" : " (cast)") + "\n";
+  }
+  out += "renamed: " + std::to_string(renamed.size()) + "\n";
+  for (const Renamed& r : renamed) out += "  " + Quote(r.from) + " -> " + Quote(r.to) + "\n";
+  if (!auto_prefix.empty()) out += "auto prefix: " + auto_prefix + "\n";
+  return out;
+}
+
+std::string MatchReport::ToJson() const {
+  std::string out = "{\"ok\":";
+  out += status.ok() ? "true" : "false";
+  out += ",\"error\":";
+  if (status.ok()) {
+    out += "null";
+  } else {
+    out += "{\"code\":";
+    AppendJsonString(&out, StatusCodeName(status.code()));
+    out += ",\"message\":";
+    AppendJsonString(&out, status.message());
+    out += "}";
+  }
+  out += ",\"matched\":[";
+  for (size_t i = 0; i < matched.size(); ++i) {
+    const MatchedPair& m = matched[i];
+    if (i > 0) out += ",";
+    out += "{\"stored\":";
+    AppendJsonString(&out, m.stored_name);
+    out += ",\"target\":";
+    AppendJsonString(&out, m.target_name);
+    out += ",\"via_rename\":";
+    out += m.via_rename ? "true" : "false";
+    out += ",\"via_alias\":";
+    out += m.via_alias ? "true" : "false";
+    out += ",\"stored_dtype\":";
+    AppendJsonString(&out, DtypeName(m.stored_dtype));
+    out += ",\"dtype\":";
+    AppendJsonString(&out, DtypeName(m.dtype));
+    out += "}";
+  }
+  auto names = [&](const char* key, const std::vector<std::string>& list) {
+    out += std::string("],\"") + key + "\":[";
+    for (size_t i = 0; i < list.size(); ++i) {
+      if (i > 0) out += ",";
+      AppendJsonString(&out, list[i]);
+    }
+  };
+  names("missing", missing);
+  names("unexpected", unexpected);
+  out += "],\"mismatched\":[";
+  for (size_t i = 0; i < mismatched.size(); ++i) {
+    const Mismatch& m = mismatched[i];
+    if (i > 0) out += ",";
+    out += "{\"name\":";
+    AppendJsonString(&out, m.name);
+    out += ",\"stored_name\":";
+    AppendJsonString(&out, m.stored_name);
+    out += ",\"checkpoint\":";
+    AppendJsonString(&out, m.checkpoint);
+    out += ",\"target\":";
+    AppendJsonString(&out, m.target);
+    out += ",\"error\":";
+    out += m.is_error ? "true" : "false";
+    out += "}";
+  }
+  out += "],\"renamed\":[";
+  for (size_t i = 0; i < renamed.size(); ++i) {
+    if (i > 0) out += ",";
+    out += "{\"from\":";
+    AppendJsonString(&out, renamed[i].from);
+    out += ",\"to\":";
+    AppendJsonString(&out, renamed[i].to);
+    out += "}";
+  }
+  out += "],\"auto_prefix\":";
+  AppendJsonString(&out, auto_prefix);
+  out += "}";
+  return out;
+}
+
+}  // namespace shardload
