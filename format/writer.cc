@@ -72,6 +72,23 @@ size_t DecodeUtf8(std::string_view s, size_t i, uint32_t* cp) {
   return len;
 }
 
+// SWAR helpers over 8 bytes at a time (the header of a big checkpoint is megabytes of
+// names; the per-byte loops would dominate).
+constexpr uint64_t kOnes = 0x0101010101010101ULL;
+constexpr uint64_t kHighs = 0x8080808080808080ULL;
+uint64_t Load8(const char* p) {
+  uint64_t w;
+  std::memcpy(&w, p, 8);
+  return w;
+}
+// HasByteBelow: some byte of `w` is < n (n <= 128).
+bool HasByteBelow(uint64_t w, uint64_t n) { return ((w - kOnes * n) & ~w & kHighs) != 0; }
+// HasByte: some byte of `w` equals `b`.
+bool HasByte(uint64_t w, uint64_t b) {
+  uint64_t x = w ^ (kOnes * b);
+  return ((x - kOnes) & ~x & kHighs) != 0;
+}
+
 void AppendHex4(std::string* out, uint32_t v) {
   static constexpr char kHex[] = "0123456789abcdef";
   *out += "\\u";
@@ -110,11 +127,14 @@ std::string EscapePythonJsonString(std::string_view s) {
   return out;
 }
 
-Status CheckUtf8(std::string_view s, std::string_view what, std::string_view label) {
+// CheckUtf8: "<label>: <kind> '<subject>' is not valid UTF-8 (byte N)" when `s` is not.
+Status CheckUtf8(std::string_view s, std::string_view kind, std::string_view subject,
+                 std::string_view label) {
   size_t bad = 0;
   if (IsValidUtf8(s, &bad)) return OkStatus();
-  return InvalidArgumentError(std::string(label) + ": " + std::string(what) +
-                              " is not valid UTF-8 (byte " + std::to_string(bad) + ")");
+  return InvalidArgumentError(std::string(label) + ": " + std::string(kind) + " " +
+                              Quote(subject) + " is not valid UTF-8 (byte " +
+                              std::to_string(bad) + ")");
 }
 
 // Fd: an owned file descriptor.
@@ -287,7 +307,7 @@ Status ValidatePrefix(const std::string& prefix) {
 bool IsOurCheckpointFile(const std::string& name, const std::string& prefix) {
   if (name == prefix + ".safetensors" || name == prefix + ".safetensors.index.json") return true;
   // <prefix>-NNNNN-of-NNNNN.safetensors
-  if (name.size() != prefix.size() + 28 || name.compare(0, prefix.size(), prefix) != 0) {
+  if (name.size() != prefix.size() + 27 || name.compare(0, prefix.size(), prefix) != 0) {
     return false;
   }
   std::string_view rest = std::string_view(name).substr(prefix.size());
@@ -324,6 +344,14 @@ TensorToWrite TensorToWrite::FromGenerator(std::string name, Dtype dtype,
 
 bool IsValidUtf8(std::string_view s, size_t* bad_offset) {
   for (size_t i = 0; i < s.size();) {
+    if (s.size() - i >= 8 && (Load8(s.data() + i) & kHighs) == 0) {  // 8 ASCII bytes
+      i += 8;
+      continue;
+    }
+    if (static_cast<unsigned char>(s[i]) < 0x80) {
+      ++i;
+      continue;
+    }
     uint32_t cp;
     size_t len = DecodeUtf8(s, i, &cp);
     if (len == 0) {
@@ -339,7 +367,18 @@ std::string EscapeJsonString(std::string_view s) {
   std::string out;
   out.reserve(s.size() + 2);
   out += '"';
-  for (unsigned char c : s) {
+  size_t run = 0;  // start of the pending run of bytes copied verbatim
+  for (size_t i = 0; i < s.size(); ++i) {
+    while (s.size() - i >= 8) {  // skip 8 plain bytes at a time
+      uint64_t w = Load8(s.data() + i);
+      if (HasByteBelow(w, 0x20) || HasByte(w, '"') || HasByte(w, '\\')) break;
+      i += 8;
+    }
+    if (i == s.size()) break;
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(s.data() + run, i - run);
+    run = i + 1;
     switch (c) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;
@@ -348,14 +387,10 @@ std::string EscapeJsonString(std::string_view s) {
       case '\n': out += "\\n"; break;
       case '\r': out += "\\r"; break;
       case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          AppendHex4(&out, c);
-        } else {
-          out += static_cast<char>(c);
-        }
+      default: AppendHex4(&out, c);
     }
   }
+  out.append(s.data() + run, s.size() - run);
   out += '"';
   return out;
 }
@@ -368,7 +403,7 @@ Result<FileLayout> SerializeHeader(std::span<const TensorToWrite> tensors,
   std::set<std::string_view> seen;
   for (size_t i = 0; i < tensors.size(); ++i) {
     const TensorToWrite& t = tensors[i];
-    SL_RETURN_IF_ERROR(CheckUtf8(t.name, "tensor name " + Quote(t.name), lbl));
+    SL_RETURN_IF_ERROR(CheckUtf8(t.name, "tensor name", t.name, lbl));
     if (t.name == "__metadata__") {
       return InvalidArgumentError(lbl + ": tensor name '__metadata__' is reserved");
     }
@@ -395,8 +430,8 @@ Result<FileLayout> SerializeHeader(std::span<const TensorToWrite> tensors,
   }
   if (metadata) {
     for (const auto& [k, v] : *metadata) {
-      SL_RETURN_IF_ERROR(CheckUtf8(k, "metadata key " + Quote(k), lbl));
-      SL_RETURN_IF_ERROR(CheckUtf8(v, "metadata value of " + Quote(k), lbl));
+      SL_RETURN_IF_ERROR(CheckUtf8(k, "metadata key", k, lbl));
+      SL_RETURN_IF_ERROR(CheckUtf8(v, "metadata value of", k, lbl));
     }
   }
 
@@ -723,15 +758,15 @@ Result<std::string> SerializeIndex(std::span<const TensorToWrite> tensors, const
     if (k == "total_size") {
       return InvalidArgumentError("index metadata key 'total_size' is reserved");
     }
-    SL_RETURN_IF_ERROR(CheckUtf8(k, "index metadata key " + Quote(k), "index"));
-    SL_RETURN_IF_ERROR(CheckUtf8(v, "index metadata value of " + Quote(k), "index"));
+    SL_RETURN_IF_ERROR(CheckUtf8(k, "index metadata key", k, "index"));
+    SL_RETURN_IF_ERROR(CheckUtf8(v, "index metadata value of", k, "index"));
     meta[k] = EscapePythonJsonString(v);
   }
   std::map<std::string_view, size_t> weight_map;  // name → shard
   for (size_t s = 0; s < plan.shards.size(); ++s) {
     for (size_t i : plan.shards[s]) {
       if (i >= tensors.size()) return InvalidArgumentError("shard plan does not match the tensors");
-      SL_RETURN_IF_ERROR(CheckUtf8(tensors[i].name, "tensor name " + Quote(tensors[i].name), "index"));
+      SL_RETURN_IF_ERROR(CheckUtf8(tensors[i].name, "tensor name", tensors[i].name, "index"));
       if (!weight_map.emplace(tensors[i].name, s).second) {
         return InvalidArgumentError("index: duplicate tensor name " + Quote(tensors[i].name));
       }

@@ -1,0 +1,638 @@
+// Tests of format/writer.h: exact bytes (checked against what the Hugging Face
+// reference writes for the same input), validation errors, atomic replacement,
+// generators, byte-size parsing, sharding and the index file.
+#include "format/writer.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "format/header.h"
+
+namespace shardload {
+namespace {
+
+using namespace std::string_literals;
+using V = std::vector<TensorToWrite>;
+
+std::span<const std::byte> Bytes(const std::string& s) {
+  return std::as_bytes(std::span(s.data(), s.size()));
+}
+
+std::string FromHex(std::string_view hex) {
+  std::string out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
+    out += static_cast<char>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16));
+  }
+  return out;
+}
+
+// ExpectedFile: 8-byte length + `header` (already padded, as the reference writes
+// it) + data. Fails the test when the literal is not padded to a multiple of 8.
+std::string ExpectedFile(const std::string& header, const std::string& data) {
+  EXPECT_EQ(header.size() % 8, 0u) << "test literal not padded";
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
+  return out + header + data;
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<std::string> ListDir(const std::string& dir) {
+  std::vector<std::string> names;
+  DIR* d = opendir(dir.c_str());
+  if (!d) return names;
+  while (dirent* e = readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(n);
+  }
+  closedir(d);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::string MakeScratchDir(const std::string& name) {
+  const char* base = std::getenv("TEST_TMPDIR");
+  std::string tmpl = std::string(base ? base : "/tmp") + "/writer_" + name + "_XXXXXX";
+  char* made = mkdtemp(tmpl.data());
+  EXPECT_NE(made, nullptr);
+  return tmpl;
+}
+
+// The reference (safetensors 0.8.0, numpy.save) output for {"w": F32 [1.0, 2.0]}.
+TEST(WriterTest, SingleTensorMatchesReferenceBytes) {
+  std::string data = FromHex("0000803f00000040");
+  std::vector<TensorToWrite> t = {TensorToWrite::FromBytes("w", Dtype::kF32, {2}, Bytes(data))};
+  Result<std::string> out = SerializeToString(t, std::nullopt);
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_EQ(*out, ExpectedFile(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}  )", data));
+}
+
+// Alignment order: dtype descending (I64 > F64 > F32 > F16 > U8 > BOOL), then name;
+// every tensor starts at a multiple of its element size; metadata first.
+TEST(WriterTest, OrdersByDtypeAlignmentThenNameLikeReference) {
+  std::string a = FromHex("01"), ab = FromHex("0203"), b = FromHex("0700000000000000"),
+              c = FromHex("01"), m = FromHex("003c"), y = FromHex("00004040"),
+              z = FromHex("000000000000e03f");
+  std::vector<TensorToWrite> t = {
+      TensorToWrite::FromBytes("a", Dtype::kU8, {1}, Bytes(a)),
+      TensorToWrite::FromBytes("z", Dtype::kF64, {1}, Bytes(z)),
+      TensorToWrite::FromBytes("m", Dtype::kF16, {1}, Bytes(m)),
+      TensorToWrite::FromBytes("b", Dtype::kI64, {1}, Bytes(b)),
+      TensorToWrite::FromBytes("c", Dtype::kBOOL, {1}, Bytes(c)),
+      TensorToWrite::FromBytes("y", Dtype::kF32, {1}, Bytes(y)),
+      TensorToWrite::FromBytes("ab", Dtype::kU8, {2}, Bytes(ab)),
+  };
+  Result<std::string> out = SerializeToString(t, Metadata{{"format", "pt"}});
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  const std::string header =
+      R"({"__metadata__":{"format":"pt"},"b":{"dtype":"I64","shape":[1],"data_offsets":[0,8]},)"
+      R"("z":{"dtype":"F64","shape":[1],"data_offsets":[8,16]},"y":{"dtype":"F32","shape":[1],"data_offsets":[16,20]},)"
+      R"("m":{"dtype":"F16","shape":[1],"data_offsets":[20,22]},"a":{"dtype":"U8","shape":[1],"data_offsets":[22,23]},)"
+      R"("ab":{"dtype":"U8","shape":[2],"data_offsets":[23,25]},"c":{"dtype":"BOOL","shape":[1],"data_offsets":[25,26]}}  )";
+  EXPECT_EQ(*out, ExpectedFile(header, FromHex("0700000000000000000000000000e03f00004040003c01020301")));
+
+  Result<FileLayout> layout = SerializeHeader(t, Metadata{{"format", "pt"}}, "x");
+  ASSERT_TRUE(layout.ok());
+  EXPECT_EQ(layout->order, (std::vector<size_t>{3, 1, 5, 2, 0, 6, 4}));
+  for (size_t k = 0; k < t.size(); ++k) {
+    EXPECT_EQ((layout->prefix.size() + layout->begin[k]) % DtypeAlignment(t[k].dtype), 0u) << k;
+  }
+}
+
+TEST(WriterTest, EmptyMetadataScalarAndZeroSizedTensors) {
+  std::string s = FromHex("0000000000000040");
+  std::vector<TensorToWrite> t = {
+      TensorToWrite::FromBytes("s", Dtype::kF64, {}, Bytes(s)),
+      TensorToWrite::FromBytes("e", Dtype::kF32, {2, 0}, {}),
+  };
+  Result<std::string> out = SerializeToString(t, Metadata{});
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_EQ(*out, ExpectedFile(R"({"__metadata__":{},"s":{"dtype":"F64","shape":[],"data_offsets":[0,8]},)"
+                               R"("e":{"dtype":"F32","shape":[2,0],"data_offsets":[8,8]}}  )",
+                               s));
+  // No tensors, no metadata: the reference writes "{}" padded to 8.
+  Result<std::string> empty = SerializeToString({}, std::nullopt);
+  ASSERT_TRUE(empty.ok());
+  EXPECT_EQ(*empty, ExpectedFile("{}      ", ""));
+}
+
+// Names with control characters, NUL, quotes, backslashes, DEL and non-ASCII: serde_json
+// escaping (short forms, \u00xx lowercase, everything else raw), byte-order sorting.
+TEST(WriterTest, EscapesNamesLikeSerdeJson) {
+  const std::vector<std::string> names = {"\0"s,       "\x01\x1f"s,         "\"q\""s,
+                                          "back\\slash/"s, "\x7f"s,       "caf\xc3\xa9"s,
+                                          "\xf0\x9f\x98\x80"s, "\b\f\n\r\t"s};
+  std::vector<std::string> data;
+  for (size_t i = 0; i < names.size(); ++i) data.push_back(std::string(1, static_cast<char>(i)));
+  std::vector<TensorToWrite> t;
+  for (size_t i = 0; i < names.size(); ++i) {
+    t.push_back(TensorToWrite::FromBytes(names[i], Dtype::kU8, {1}, Bytes(data[i])));
+  }
+  Result<std::string> out = SerializeToString(t, std::nullopt);
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  const std::string header =
+      R"({"\u0000":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"\u0001\u001f":{"dtype":"U8","shape":[1],"data_offsets":[1,2]},)"
+      R"("\b\f\n\r\t":{"dtype":"U8","shape":[1],"data_offsets":[2,3]},"\"q\"":{"dtype":"U8","shape":[1],"data_offsets":[3,4]},)"
+      R"("back\\slash/":{"dtype":"U8","shape":[1],"data_offsets":[4,5]},"caf)" "\xc3\xa9" R"(":{"dtype":"U8","shape":[1],"data_offsets":[5,6]},)"
+      "\"\x7f\"" R"(:{"dtype":"U8","shape":[1],"data_offsets":[6,7]},")" "\xf0\x9f\x98\x80" R"(":{"dtype":"U8","shape":[1],"data_offsets":[7,8]}})";
+  EXPECT_EQ(*out, ExpectedFile(header, FromHex("0001070203050406")));
+}
+
+TEST(WriterTest, MetadataIsEscapedAndSortedByKey) {
+  Result<std::string> out =
+      SerializeToString({}, Metadata{{"z", "1"}, {"a\"", "x\ny"}, {"m", ""}});
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(*out, ExpectedFile(R"({"__metadata__":{"a\"":"x\ny","m":"","z":"1"}}  )", ""));
+}
+
+void ExpectError(const Result<std::string>& r, StatusCode code, const std::string& message) {
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), code) << r.status().ToString();
+  EXPECT_EQ(r.status().message(), message);
+}
+
+TEST(WriterTest, RejectsInvalidInputWithNamedErrors) {
+  std::string four(4, 'x'), eight(8, 'x');
+  ExpectError(SerializeToString(V{TensorToWrite::FromBytes("w", Dtype::kF32, {3}, Bytes(eight))},
+                                std::nullopt, "m.safetensors"),
+              StatusCode::kInvalidArgument,
+              "m.safetensors: tensor 'w': data is 8 bytes, but F32[3] needs 12 bytes");
+  ExpectError(SerializeToString(V{TensorToWrite::FromBytes("w", Dtype::kF32, {1}, Bytes(four)),
+                                 TensorToWrite::FromBytes("w", Dtype::kU8, {4}, Bytes(four))},
+                                std::nullopt, "m.safetensors"),
+              StatusCode::kInvalidArgument, "m.safetensors: duplicate tensor name 'w'");
+  ExpectError(SerializeToString(V{TensorToWrite::FromBytes("__metadata__", Dtype::kU8, {4}, Bytes(four))},
+                                std::nullopt, "m.safetensors"),
+              StatusCode::kInvalidArgument, "m.safetensors: tensor name '__metadata__' is reserved");
+  ExpectError(SerializeToString(V{TensorToWrite::FromBytes("ab\xc3(", Dtype::kU8, {4}, Bytes(four))},
+                                std::nullopt, "m.safetensors"),
+              StatusCode::kInvalidArgument,
+              "m.safetensors: tensor name 'ab\xc3(' is not valid UTF-8 (byte 2)");
+  // Encoded surrogate and overlong NUL are not UTF-8 either.
+  EXPECT_FALSE(IsValidUtf8("\xed\xa0\x80"));
+  EXPECT_FALSE(IsValidUtf8("\xc0\x80"));
+  EXPECT_FALSE(IsValidUtf8("\xf4\x90\x80\x80"));
+  EXPECT_TRUE(IsValidUtf8("\xf4\x8f\xbf\xbf"));
+  ExpectError(SerializeToString({}, Metadata{{"k", "\xff"}}, "m.safetensors"),
+              StatusCode::kInvalidArgument,
+              "m.safetensors: metadata value of 'k' is not valid UTF-8 (byte 0)");
+  ExpectError(SerializeToString(V{TensorToWrite::FromBytes("f", Dtype::kF4, {3}, {})}, std::nullopt,
+                                "m.safetensors"),
+              StatusCode::kInvalidArgument,
+              "m.safetensors: tensor 'f': F4[3] is 12 bits, which does not end on a byte boundary");
+  ExpectError(SerializeToString(V{TensorToWrite::FromBytes("o", Dtype::kI32, {4294967296, 4294967296}, {})},
+                                std::nullopt, "m.safetensors"),
+              StatusCode::kOutOfRange,
+              "m.safetensors: tensor 'o': overflow computing element count of shape "
+              "[4294967296, 4294967296]");
+  TensorToWrite both = TensorToWrite::FromBytes("w", Dtype::kU8, {4}, Bytes(four));
+  both.fill = [](uint64_t, std::span<std::byte>) { return OkStatus(); };
+  ExpectError(SerializeToString(V{both}, std::nullopt, "m.safetensors"), StatusCode::kInvalidArgument,
+              "m.safetensors: tensor 'w': both data and a generator are set");
+}
+
+// The header limit (100,000,000 bytes after padding) is the reference's: exactly the
+// limit is accepted, one byte more (which pads to limit + 8) is refused.
+TEST(WriterTest, HeaderSizeLimitIsInclusive) {
+  const std::string overhead = R"({"":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}})";
+  std::string name(100'000'000 - overhead.size(), 'n');
+  std::vector<TensorToWrite> t = {TensorToWrite::FromBytes(name, Dtype::kU8, {0}, {})};
+  Result<FileLayout> ok = SerializeHeader(t, std::nullopt, "big");
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->prefix.size(), 100'000'008u);
+  t[0].name += "n";
+  Result<FileLayout> bad = SerializeHeader(t, std::nullopt, "big");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(bad.status().message(), "big: header is 100000008 bytes, over the limit of 100000000 bytes");
+}
+
+TEST(WriterTest, WriteFileWritesReferenceBytesAndLeavesNoTempFiles) {
+  std::string dir = MakeScratchDir("basic");
+  std::string data = FromHex("0000803f00000040");
+  std::vector<TensorToWrite> t = {TensorToWrite::FromBytes("w", Dtype::kF32, {2}, Bytes(data))};
+  ASSERT_TRUE(WriteFile(dir + "/m.safetensors", t, std::nullopt).ok());
+  EXPECT_EQ(ReadAll(dir + "/m.safetensors"),
+            ExpectedFile(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}  )", data));
+  EXPECT_EQ(ListDir(dir), std::vector<std::string>{"m.safetensors"});
+}
+
+// Generators: called once per byte range, in order, in chunks no larger than the
+// buffer; data from memory larger than the buffer goes straight through.
+TEST(WriterTest, GeneratorsFillInContiguousChunksAndMatchInMemoryBytes) {
+  std::string dir = MakeScratchDir("gen");
+  const uint64_t size = 3 * 4096 + 100;  // U8 bytes
+  std::vector<std::pair<uint64_t, size_t>> calls;
+  auto fill = [&](uint64_t offset, std::span<std::byte> out) {
+    calls.emplace_back(offset, out.size());
+    for (size_t i = 0; i < out.size(); ++i) out[i] = std::byte((offset + i) * 7 % 251);
+    return OkStatus();
+  };
+  std::string big(20000, '\0');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i % 253);
+  std::vector<TensorToWrite> t = {
+      TensorToWrite::FromGenerator("g", Dtype::kU8, {size}, fill),
+      TensorToWrite::FromBytes("big", Dtype::kF32, {5000}, Bytes(big)),
+  };
+  WriteOptions options;
+  options.buffer_bytes = 4096;
+  ASSERT_TRUE(WriteFile(dir + "/g.safetensors", t, std::nullopt, options).ok());
+  uint64_t expect_offset = 0;
+  for (auto [offset, n] : calls) {
+    EXPECT_EQ(offset, expect_offset);
+    EXPECT_LE(n, 4096u);
+    EXPECT_GT(n, 0u);
+    expect_offset += n;
+  }
+  EXPECT_EQ(expect_offset, size);
+  std::string gen(size, '\0');
+  for (uint64_t i = 0; i < size; ++i) gen[i] = static_cast<char>(i * 7 % 251);
+  std::vector<TensorToWrite> mem = {TensorToWrite::FromBytes("g", Dtype::kU8, {size}, Bytes(gen)),
+                                    TensorToWrite::FromBytes("big", Dtype::kF32, {5000}, Bytes(big))};
+  Result<std::string> expected = SerializeToString(mem, std::nullopt);
+  ASSERT_TRUE(expected.ok());
+  EXPECT_EQ(ReadAll(dir + "/g.safetensors"), *expected);
+}
+
+// Atomic replacement: a reader that mapped the old file keeps its bytes; a failed
+// write leaves the old file (same inode, same bytes) and no temporary file.
+TEST(WriterTest, ReplacesAtomicallyAndFailuresLeaveOldFileUntouched) {
+  std::string dir = MakeScratchDir("atomic");
+  std::string path = dir + "/model.safetensors";
+  std::string v1(4096, 'a'), v2(4096, 'b');
+  ASSERT_TRUE(WriteFile(path, V{TensorToWrite::FromBytes("w", Dtype::kU8, {4096}, Bytes(v1))},
+                        std::nullopt).ok());
+  const std::string old_bytes = ReadAll(path);
+  int fd = open(path.c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  void* map = mmap(nullptr, old_bytes.size(), PROT_READ, MAP_SHARED, fd, 0);
+  ASSERT_NE(map, MAP_FAILED);
+  close(fd);
+  struct stat before;
+  ASSERT_EQ(stat(path.c_str(), &before), 0);
+
+  // Failing generator, half-way through: error names file and tensor.
+  TensorToWrite failing = TensorToWrite::FromGenerator(
+      "w", Dtype::kU8, {100000}, [](uint64_t offset, std::span<std::byte> out) {
+        if (offset >= 8192) return DataLossError("source went away");
+        std::memset(out.data(), 1, out.size());
+        return OkStatus();
+      });
+  WriteOptions small;
+  small.buffer_bytes = 4096;
+  Status s = WriteFile(path, V{failing}, std::nullopt, small);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+  EXPECT_EQ(s.message(), path + ": tensor 'w': source went away");
+  struct stat after_fail;
+  ASSERT_EQ(stat(path.c_str(), &after_fail), 0);
+  EXPECT_EQ(after_fail.st_ino, before.st_ino);
+  EXPECT_EQ(ReadAll(path), old_bytes);
+  EXPECT_EQ(ListDir(dir), std::vector<std::string>{"model.safetensors"});
+
+  // Invalid input: nothing is created at all.
+  Status invalid = WriteFile(path, V{TensorToWrite::FromBytes("w", Dtype::kF32, {3}, Bytes(v1))},
+                             std::nullopt);
+  EXPECT_EQ(invalid.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReadAll(path), old_bytes);
+  EXPECT_EQ(ListDir(dir), std::vector<std::string>{"model.safetensors"});
+
+  // Successful rewrite: new inode, new bytes; the old mapping still reads the old bytes.
+  ASSERT_TRUE(WriteFile(path, V{TensorToWrite::FromBytes("w", Dtype::kU8, {4096}, Bytes(v2))},
+                        std::nullopt).ok());
+  struct stat after;
+  ASSERT_EQ(stat(path.c_str(), &after), 0);
+  EXPECT_NE(after.st_ino, before.st_ino);
+  EXPECT_EQ(ReadAll(path).substr(ReadAll(path).size() - 4096), v2);
+  EXPECT_EQ(std::string(static_cast<const char*>(map), old_bytes.size()), old_bytes);
+  munmap(map, old_bytes.size());
+  EXPECT_EQ(ListDir(dir), std::vector<std::string>{"model.safetensors"});
+}
+
+TEST(WriterTest, WriteFileSystemAndOptionErrors) {
+  std::string dir = MakeScratchDir("errors");
+  Status missing = WriteFile(dir + "/nope/m.safetensors", {}, std::nullopt);
+  EXPECT_EQ(missing.code(), StatusCode::kNotFound);
+  EXPECT_EQ(missing.message(), dir + "/nope/m.safetensors: create temporary file in " + dir +
+                                   "/nope: No such file or directory");
+  WriteOptions tiny;
+  tiny.buffer_bytes = 100;
+  Status bad = WriteFile(dir + "/m.safetensors", {}, std::nullopt, tiny);
+  EXPECT_EQ(bad.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad.message(), dir + "/m.safetensors: write buffer_bytes 100 is outside [4096, 1073741824]");
+  // The target is a directory: the rename fails and the temporary file is removed.
+  ASSERT_EQ(mkdir((dir + "/d").c_str(), 0755), 0);
+  Status isdir = WriteFile(dir + "/d", {}, std::nullopt);
+  EXPECT_FALSE(isdir.ok());
+  EXPECT_EQ(isdir.message().rfind(dir + "/d: rename: ", 0), 0u) << isdir.message();
+  EXPECT_EQ(ListDir(dir), std::vector<std::string>{"d"});
+}
+
+TEST(ByteSizeTest, ParsesDecimalAndBinaryUnits) {
+  const std::pair<const char*, uint64_t> good[] = {
+      {"123", 123},
+      {"0", 0},
+      {"5GB", 5'000'000'000},
+      {"5 GB", 5'000'000'000},
+      {"2GiB", uint64_t{2} << 30},
+      {"100MB", 100'000'000},
+      {"512KiB", 512 * 1024},
+      {"1.5GB", 1'500'000'000},
+      {"0.5KiB", 512},
+      {"1.0000000001KB", 1000},
+      {"7B", 7},
+      {"3kB", 3000},
+      {"1tiB", uint64_t{1} << 40},
+      {"18446744073709551615", 18446744073709551615ull},
+  };
+  for (const auto& [text, value] : good) {
+    Result<uint64_t> r = ParseByteSize(text);
+    ASSERT_TRUE(r.ok()) << text << ": " << r.status().ToString();
+    EXPECT_EQ(*r, value) << text;
+  }
+  const std::pair<const char*, const char*> bad[] = {
+      {"", "invalid byte size '': expected a number such as 5GB, 2GiB or 1048576"},
+      {"GB", "invalid byte size 'GB': expected a number such as 5GB, 2GiB or 1048576"},
+      {"-1GB", "invalid byte size '-1GB': expected a number such as 5GB, 2GiB or 1048576"},
+      {"12XB", "invalid byte size '12XB': unknown unit 'XB' (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"},
+      {"5Gb", "invalid byte size '5Gb': a lowercase 'b' means bits; use 'B' for bytes"},
+      {"1.5", "invalid byte size '1.5': a fraction needs a unit (e.g. 1.5GB)"},
+      {"1.GB", "invalid byte size '1.GB': expected digits after '.'"},
+      {"5  GB", "invalid byte size '5  GB': unknown unit ' GB' (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"},
+  };
+  for (const auto& [text, message] : bad) {
+    Result<uint64_t> r = ParseByteSize(text);
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << text;
+    EXPECT_EQ(r.status().message(), message);
+  }
+  for (const char* text : {"18446744073709551616", "20000000000GB", "16777216TiB"}) {
+    Result<uint64_t> r = ParseByteSize(text);
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_EQ(r.status().code(), StatusCode::kOutOfRange);
+    EXPECT_EQ(r.status().message(), "byte size '" + std::string(text) + "' does not fit in 64 bits");
+  }
+}
+
+std::vector<TensorToWrite> SizedTensors(const std::vector<uint64_t>& sizes) {
+  std::vector<TensorToWrite> t;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    t.push_back(TensorToWrite::FromGenerator(
+        "t" + std::to_string(i), Dtype::kU8, {sizes[i]}, [i](uint64_t, std::span<std::byte> out) {
+          std::memset(out.data(), static_cast<int>(i + 1), out.size());
+          return OkStatus();
+        }));
+  }
+  return t;
+}
+
+std::vector<std::vector<size_t>> Shards(const Result<ShardPlan>& plan) {
+  EXPECT_TRUE(plan.ok()) << plan.status().ToString();
+  return plan.ok() ? plan->shards : std::vector<std::vector<size_t>>{};
+}
+
+// huggingface_hub's documented example: [6, 6, 2, 6, 2, 2] with a 10 limit → [6], [6+2], [6+2+2].
+TEST(ShardTest, GreedyMatchesHuggingFaceHub) {
+  ShardOptions o;
+  o.max_shard_size = 10;
+  Result<ShardPlan> plan = PlanShards(SizedTensors({6, 6, 2, 6, 2, 2}), o);
+  EXPECT_EQ(Shards(plan), (std::vector<std::vector<size_t>>{{0}, {1, 2}, {3, 4, 5}}));
+  EXPECT_EQ(plan->files, (std::vector<std::string>{"model-00001-of-00003.safetensors",
+                                                   "model-00002-of-00003.safetensors",
+                                                   "model-00003-of-00003.safetensors"}));
+  EXPECT_EQ(plan->index_file, "model.safetensors.index.json");
+  EXPECT_EQ(plan->total_size, 24u);
+  EXPECT_EQ(plan->shard_bytes, (std::vector<uint64_t>{6, 8, 10}));
+  // Exactly at the limit stays in the shard.
+  EXPECT_EQ(Shards(PlanShards(SizedTensors({5, 5, 1}), o)),
+            (std::vector<std::vector<size_t>>{{0, 1}, {2}}));
+}
+
+// A tensor over the limit gets its own shard at once; the open shard keeps filling
+// (the hub's order, so the oversize shard can come before smaller earlier tensors).
+TEST(ShardTest, OversizeTensorGetsItsOwnShard) {
+  ShardOptions o;
+  o.max_shard_size = 10;
+  EXPECT_EQ(Shards(PlanShards(SizedTensors({3, 20, 4, 4}), o)),
+            (std::vector<std::vector<size_t>>{{1}, {0, 2}, {3}}));
+}
+
+TEST(ShardTest, SingleShardHasNoIndexAndPrefixIsConfigurable) {
+  ShardOptions o;
+  o.prefix = "diffusion_pytorch_model";
+  Result<ShardPlan> plan = PlanShards(SizedTensors({1, 2, 3}), o);
+  EXPECT_EQ(Shards(plan), (std::vector<std::vector<size_t>>{{0, 1, 2}}));
+  EXPECT_EQ(plan->files, std::vector<std::string>{"diffusion_pytorch_model.safetensors"});
+  EXPECT_EQ(plan->index_file, "");
+  o.max_shard_size = 3;
+  plan = PlanShards(SizedTensors({1, 2, 3}), o);
+  EXPECT_EQ(plan->files[1], "diffusion_pytorch_model-00002-of-00002.safetensors");
+  EXPECT_EQ(plan->index_file, "diffusion_pytorch_model.safetensors.index.json");
+}
+
+TEST(ShardTest, BalancedSplitIntoExactlyNShards) {
+  ShardOptions o;
+  o.num_shards = 3;
+  EXPECT_EQ(Shards(PlanShards(SizedTensors({4, 4, 4, 4, 4, 4}), o)),
+            (std::vector<std::vector<size_t>>{{0, 1}, {2, 3}, {4, 5}}));
+  o.num_shards = 2;
+  EXPECT_EQ(Shards(PlanShards(SizedTensors({10, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}), o)),
+            (std::vector<std::vector<size_t>>{{0}, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}}));
+  // One huge tensor first: every shard still gets at least one tensor.
+  o.num_shards = 3;
+  Result<ShardPlan> plan = PlanShards(SizedTensors({100, 1, 1, 1}), o);
+  EXPECT_EQ(Shards(plan), (std::vector<std::vector<size_t>>{{0}, {1}, {2, 3}}));
+  EXPECT_EQ(plan->shard_bytes, (std::vector<uint64_t>{100, 1, 2}));
+  // Many equal tensors: per-shard bytes within one tensor of total / N.
+  o.num_shards = 7;
+  std::vector<uint64_t> sizes(1000, 3);
+  plan = PlanShards(SizedTensors(sizes), o);
+  ASSERT_EQ(plan->shards.size(), 7u);
+  for (uint64_t b : plan->shard_bytes) EXPECT_LE(b > 3000 / 7 ? b - 3000 / 7 : 3000 / 7 - b, 3u);
+  o.num_shards = 1;
+  EXPECT_EQ(PlanShards(SizedTensors({1, 2}), o)->files,
+            std::vector<std::string>{"model.safetensors"});
+}
+
+TEST(ShardTest, InvalidShardOptions) {
+  ShardOptions o;
+  o.num_shards = 4;
+  Result<ShardPlan> r = PlanShards(SizedTensors({1, 2, 3}), o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(r.status().message(), "num_shards 4 exceeds the number of tensors (3)");
+  o = ShardOptions();
+  o.max_shard_size = 0;
+  r = PlanShards(SizedTensors({1}), o);
+  EXPECT_EQ(r.status().message(), "max_shard_size must be > 0");
+  o = ShardOptions();
+  o.prefix = "a/b";
+  r = PlanShards(SizedTensors({1}), o);
+  EXPECT_EQ(r.status().message(), "invalid shard prefix 'a/b': must be a non-empty file name without '/'");
+  o.prefix = "..";
+  EXPECT_FALSE(PlanShards(SizedTensors({1}), o).ok());
+}
+
+// Same text as Python's json.dumps(index, indent=2, sort_keys=True) + "\n" (generated
+// with CPython 3.11 for this input).
+TEST(ShardTest, IndexTextMatchesPythonJsonDumps) {
+  std::vector<TensorToWrite> t = SizedTensors({4, 4, 4});
+  t[0].name = "z";
+  t[1].name = "caf\xc3\xa9";
+  t[2].name = "a\n";
+  ShardPlan plan;
+  plan.shards = {{1, 2}, {0}};
+  plan.files = {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"};
+  plan.total_size = 12;
+  Result<std::string> text =
+      SerializeIndex(t, plan, {{"b", "x\xc3\xa9\xf0\x9f\x98\x80\x7f\""}, {"a", "1"}});
+  ASSERT_TRUE(text.ok()) << text.status().ToString();
+  EXPECT_EQ(*text, R"({
+  "metadata": {
+    "a": "1",
+    "b": "x\u00e9\ud83d\ude00\u007f\"",
+    "total_size": 12
+  },
+  "weight_map": {
+    "a\n": "model-00001-of-00002.safetensors",
+    "caf\u00e9": "model-00001-of-00002.safetensors",
+    "z": "model-00002-of-00002.safetensors"
+  }
+}
+)");
+  Result<std::string> reserved = SerializeIndex(t, plan, {{"total_size", "1"}});
+  ASSERT_FALSE(reserved.ok());
+  EXPECT_EQ(reserved.status().message(), "index metadata key 'total_size' is reserved");
+}
+
+TEST(ShardTest, WriteShardedFilesIndexAndStaleCleanup) {
+  std::string dir = MakeScratchDir("sharded");
+  std::vector<TensorToWrite> t = SizedTensors({8, 8, 8, 8, 8, 8});
+  ShardOptions o;
+  o.num_shards = 3;
+  o.metadata = {{"note", "hi"}};
+  Result<ShardedWriteResult> r = WriteSharded(dir, t, o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(ListDir(dir), (std::vector<std::string>{"model-00001-of-00003.safetensors",
+                                                    "model-00002-of-00003.safetensors",
+                                                    "model-00003-of-00003.safetensors",
+                                                    "model.safetensors.index.json"}));
+  // Each shard: exactly the single-file bytes of its tensors with {"format": "pt"}.
+  for (size_t s = 0; s < 3; ++s) {
+    std::vector<TensorToWrite> shard = {t[2 * s], t[2 * s + 1]};
+    Result<std::string> expected = SerializeToString(shard, Metadata{{"format", "pt"}});
+    ASSERT_TRUE(expected.ok());
+    EXPECT_EQ(ReadAll(dir + "/" + r->plan.files[s]), *expected);
+    EXPECT_EQ(r->file_sizes[s], expected->size());
+  }
+  std::string index = ReadAll(dir + "/model.safetensors.index.json");
+  EXPECT_NE(index.find("\"note\": \"hi\",\n    \"total_size\": 48\n"), std::string::npos) << index;
+  EXPECT_NE(index.find("\"t5\": \"model-00003-of-00003.safetensors\"\n"), std::string::npos);
+
+  // Rewrite as 2 shards: the 3-shard files go; unrelated files stay.
+  std::ofstream(dir + "/config.json") << "{}";
+  std::ofstream(dir + "/other-00001-of-00002.safetensors") << "x";
+  o.num_shards = 2;
+  r = WriteSharded(dir, t, o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->removed, (std::vector<std::string>{"model-00001-of-00003.safetensors",
+                                                  "model-00002-of-00003.safetensors",
+                                                  "model-00003-of-00003.safetensors"}));
+  EXPECT_EQ(ListDir(dir), (std::vector<std::string>{"config.json", "model-00001-of-00002.safetensors",
+                                                    "model-00002-of-00002.safetensors",
+                                                    "model.safetensors.index.json",
+                                                    "other-00001-of-00002.safetensors"}));
+  // One shard: model.safetensors with user metadata in its header, and no index.
+  o.num_shards = 0;
+  r = WriteSharded(dir, t, o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(ListDir(dir), (std::vector<std::string>{"config.json", "model.safetensors",
+                                                    "other-00001-of-00002.safetensors"}));
+  Result<std::string> single = SerializeToString(t, Metadata{{"format", "pt"}, {"note", "hi"}});
+  ASSERT_TRUE(single.ok());
+  EXPECT_EQ(ReadAll(dir + "/model.safetensors"), *single);
+
+  Result<ShardedWriteResult> nodir = WriteSharded(dir + "/missing", t, o);
+  ASSERT_FALSE(nodir.ok());
+  EXPECT_EQ(nodir.status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(nodir.status().message(), dir + "/missing: No such file or directory");
+}
+
+// Round trip through the project's header parser: every dtype, names that need
+// escaping, metadata, scalar and empty tensors.
+TEST(WriterRoundTripTest, ParseBufferReadsBackWhatWasWritten) {
+  std::vector<std::string> storage;
+  std::vector<TensorToWrite> t;
+  storage.reserve(kDtypeCount + 2);
+  for (int i = 0; i < kDtypeCount; ++i) {
+    Dtype d = static_cast<Dtype>(i);
+    std::vector<uint64_t> shape = {2, 4};
+    uint64_t n = *TensorByteSize(d, shape);
+    storage.push_back(std::string(n, static_cast<char>('A' + i)));
+    t.push_back(TensorToWrite::FromBytes("layer." + std::to_string(i) + "\n\"\xc3\xa9",
+                                         d, shape, Bytes(storage.back())));
+  }
+  storage.push_back(std::string(8, 'S'));
+  t.push_back(TensorToWrite::FromBytes("\0scalar"s, Dtype::kI64, {}, Bytes(storage.back())));
+  t.push_back(TensorToWrite::FromBytes("empty", Dtype::kBF16, {3, 0, 2}, {}));
+  Metadata md = {{"format", "pt"}, {"k\tey", "v\x01"}};
+  Result<std::string> file = SerializeToString(t, md, "rt.safetensors");
+  ASSERT_TRUE(file.ok()) << file.status().ToString();
+  Result<Header> h = ParseBuffer(Bytes(*file), "rt.safetensors");
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  EXPECT_EQ(h->metadata, md);
+  EXPECT_EQ(h->data_start % 8, 0u);
+  ASSERT_EQ(h->tensors.size(), t.size());
+  for (size_t k = 0; k < t.size(); ++k) {
+    const TensorInfo* info = h->Find(t[k].name);
+    ASSERT_NE(info, nullptr) << k;
+    EXPECT_EQ(info->dtype, t[k].dtype);
+    EXPECT_EQ(info->shape, t[k].shape);
+    EXPECT_EQ((h->data_start + info->begin) % DtypeAlignment(t[k].dtype), 0u) << k;
+    std::string stored = file->substr(h->data_start + info->begin, info->size());
+    EXPECT_EQ(stored, std::string(reinterpret_cast<const char*>(t[k].data.data()), t[k].data.size()));
+  }
+}
+
+TEST(WriterRoundTripTest, ReadHeaderFileReadsShards) {
+  std::string dir = MakeScratchDir("rt_shards");
+  std::vector<TensorToWrite> t = SizedTensors({100, 7, 64, 1, 300});
+  ShardOptions o;
+  o.max_shard_size = 128;
+  Result<ShardedWriteResult> r = WriteSharded(dir, t, o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  size_t found = 0;
+  for (size_t s = 0; s < r->plan.files.size(); ++s) {
+    Result<Header> h = ReadHeaderFile(dir + "/" + r->plan.files[s]);
+    ASSERT_TRUE(h.ok()) << h.status().ToString();
+    EXPECT_EQ(h->metadata, (std::map<std::string, std::string>{{"format", "pt"}}));
+    ASSERT_EQ(h->tensors.size(), r->plan.shards[s].size());
+    for (size_t i : r->plan.shards[s]) {
+      const TensorInfo* info = h->Find(t[i].name);
+      ASSERT_NE(info, nullptr);
+      EXPECT_EQ(info->shape, t[i].shape);
+      ++found;
+    }
+  }
+  EXPECT_EQ(found, t.size());
+}
+
+}  // namespace
+}  // namespace shardload
