@@ -1,0 +1,601 @@
+// format/header.cc — safetensors header framing, JSON parse (simdjson DOM) and
+// validation. See format/header.h for the contract and the reference notes (§1, §5)
+// for the rules. Everything here is a pure function of its inputs except
+// ReadHeaderFile, which does positional reads of one file.
+//
+// Order of checks (it decides which error a file with several faults reports):
+//   1. framing: the 8-byte length, its limit, and that the header fits in the file;
+//   2. JSON: UTF-8, syntax, nesting depth, negative zero, top level an object;
+//   3. each entry in JSON order: __metadata__ shape, tensor schema, dtype, shape,
+//      data_offsets, end >= begin, byte size (overflow, byte boundary, match);
+//   4. duplicate tensor names;
+//   5. after sorting by (begin, end, name): the tiling of [0, data end);
+//   6. the data section ends exactly at the end of the file.
+#include "format/header.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <numeric>
+#include <string>
+#include <utility>
+
+#include <simdjson.h>
+
+namespace shardload {
+namespace {
+
+// kMaxNameBytesInMessage: names longer than this are cut (with "...") in messages.
+constexpr size_t kMaxNameBytesInMessage = 200;
+// kMaxShapeDimsInMessage: shapes with more dimensions are abbreviated in messages.
+constexpr size_t kMaxShapeDimsInMessage = 16;
+// kMinDepth / kMaxDepth: the accepted range of ParseOptions::max_depth.
+constexpr int kMinDepth = 3;
+constexpr int kMaxDepth = 10000;
+// kReusedParserLimit: headers up to this size are parsed with a per-thread parser
+// whose buffers are kept for the next call (resident: about 4x the largest header).
+constexpr size_t kReusedParserLimit = 16u << 20;
+
+constexpr std::string_view kMetadataKey = "__metadata__";
+
+// QuoteForMessage: `text` between single quotes, with control bytes, DEL and
+// backslash escaped (\xNN, \\) and cut after kMaxNameBytesInMessage bytes (on a
+// UTF-8 boundary), so that any name can be shown on one terminal line.
+std::string QuoteForMessage(std::string_view text) {
+  std::string out = "'";
+  size_t limit = text.size();
+  bool cut = false;
+  if (limit > kMaxNameBytesInMessage) {
+    limit = kMaxNameBytesInMessage;
+    // Do not split a UTF-8 sequence: back up over continuation bytes.
+    while (limit > 0 && (static_cast<unsigned char>(text[limit]) & 0xC0) == 0x80) --limit;
+    cut = true;
+  }
+  for (size_t i = 0; i < limit; ++i) {
+    unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c < 0x20 || c == 0x7F) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xF];
+    } else if (c == '\\') {
+      out += "\\\\";
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  out += "'";
+  if (cut) out += "... (" + std::to_string(text.size()) + " bytes)";
+  return out;
+}
+
+// ShapeForMessage: ShapeToString, abbreviated beyond kMaxShapeDimsInMessage dims.
+std::string ShapeForMessage(std::span<const uint64_t> shape) {
+  if (shape.size() <= kMaxShapeDimsInMessage) return ShapeToString(shape);
+  std::string s = "[";
+  for (size_t i = 0; i < 8; ++i) s += std::to_string(shape[i]) + ", ";
+  s += "... " + std::to_string(shape.size() - 10) + " more ..., ";
+  s += std::to_string(shape[shape.size() - 2]) + ", " + std::to_string(shape.back()) + "]";
+  return s;
+}
+
+std::string Range(uint64_t begin, uint64_t end) {
+  return "[" + std::to_string(begin) + ", " + std::to_string(end) + ")";
+}
+
+// TypeName: how a JSON value's kind is named in messages ("an array", "null").
+std::string_view TypeName(simdjson::dom::element_type type) {
+  using T = simdjson::dom::element_type;
+  switch (type) {
+    case T::OBJECT: return "an object";
+    case T::ARRAY: return "an array";
+    case T::STRING: return "a string";
+    case T::INT64:
+    case T::UINT64:
+    case T::DOUBLE: return "a number";
+    case T::BOOL: return "a boolean";
+    case T::NULL_VALUE: return "null";
+  }
+  return "an unknown value";
+}
+
+// Context of one header parse: builds the messages.
+class HeaderParser {
+ public:
+  HeaderParser(std::string_view label, const ParseOptions& options)
+      : label_(label), options_(options) {}
+
+  Result<Header> Parse(const char* json, size_t size, bool padded, uint64_t file_size);
+
+ private:
+  Status Error(StatusCode code, std::string_view what) const {
+    std::string m;
+    m.reserve(label_.size() + 2 + what.size());
+    m.append(label_).append(": ").append(what);
+    return Status(code, std::move(m));
+  }
+  Status TensorError(StatusCode code, std::string_view name, std::string_view what) const {
+    return Error(code, "tensor " + QuoteForMessage(name) + ": " + std::string(what));
+  }
+
+  Status CheckNoNegativeZero(const char* json, size_t size) const;
+  Status ReadMetadata(simdjson::dom::element value, Header& header) const;
+  Status ReadTensor(std::string_view name, simdjson::dom::element value, TensorInfo& out) const;
+  Status ReadUnsigned(std::string_view name, std::string_view field, size_t index,
+                      simdjson::dom::element value, uint64_t& out) const;
+  Status CheckTiling(Header& header) const;
+
+  std::string_view label_;
+  const ParseOptions& options_;
+};
+
+Status HeaderParser::ReadUnsigned(std::string_view name, std::string_view field, size_t index,
+                                  simdjson::dom::element value, uint64_t& out) const {
+  using T = simdjson::dom::element_type;
+  switch (value.type()) {
+    case T::UINT64:
+      out = value.get_uint64().value_unsafe();
+      return OkStatus();
+    case T::INT64: {
+      int64_t v = value.get_int64().value_unsafe();
+      if (v >= 0) {
+        out = static_cast<uint64_t>(v);
+        return OkStatus();
+      }
+      return TensorError(StatusCode::kInvalidArgument, name,
+                         std::string(field) + "[" + std::to_string(index) +
+                             "] must be a non-negative integer, got " + std::to_string(v));
+    }
+    case T::DOUBLE:
+      return TensorError(StatusCode::kInvalidArgument, name,
+                         std::string(field) + "[" + std::to_string(index) +
+                             "] must be a non-negative integer, got a number with a fraction "
+                             "or exponent");
+    default:
+      return TensorError(StatusCode::kInvalidArgument, name,
+                         std::string(field) + "[" + std::to_string(index) +
+                             "] must be a non-negative integer, got " +
+                             std::string(TypeName(value.type())));
+  }
+}
+
+Status HeaderParser::ReadMetadata(simdjson::dom::element value, Header& header) const {
+  using T = simdjson::dom::element_type;
+  if (value.type() == T::NULL_VALUE) return OkStatus();  // same as absent
+  if (value.type() != T::OBJECT) {
+    return Error(StatusCode::kInvalidArgument,
+                 "__metadata__ must be an object of strings, got " +
+                     std::string(TypeName(value.type())));
+  }
+  simdjson::dom::object object = value.get_object().value_unsafe();
+  for (simdjson::dom::key_value_pair kv : object) {
+    if (kv.value.type() != T::STRING) {
+      return Error(StatusCode::kInvalidArgument,
+                   "__metadata__ key " + QuoteForMessage(kv.key) + " has " +
+                       std::string(TypeName(kv.value.type())) + " value; values must be strings");
+    }
+    std::string_view text = kv.value.get_string().value_unsafe();
+    auto [it, inserted] = header.metadata.try_emplace(std::string(kv.key), text);
+    if (!inserted) {
+      return Error(StatusCode::kInvalidArgument,
+                   "__metadata__ has duplicate key " + QuoteForMessage(kv.key));
+    }
+  }
+  return OkStatus();
+}
+
+Status HeaderParser::ReadTensor(std::string_view name, simdjson::dom::element value,
+                                TensorInfo& out) const {
+  using T = simdjson::dom::element_type;
+  if (value.type() != T::OBJECT) {
+    return TensorError(StatusCode::kInvalidArgument, name,
+                       "entry must be an object, got " + std::string(TypeName(value.type())));
+  }
+  bool have_dtype = false, have_shape = false, have_offsets = false;
+  simdjson::dom::object fields = value.get_object().value_unsafe();
+  for (simdjson::dom::key_value_pair kv : fields) {
+    std::string_view key = kv.key;
+    if (key == "dtype") {
+      if (have_dtype) return TensorError(StatusCode::kInvalidArgument, name, "duplicate field 'dtype'");
+      have_dtype = true;
+      if (kv.value.type() != T::STRING) {
+        return TensorError(StatusCode::kInvalidArgument, name,
+                           "dtype must be a string, got " + std::string(TypeName(kv.value.type())));
+      }
+      Result<Dtype> dtype = DtypeFromName(kv.value.get_string().value_unsafe());
+      if (!dtype.ok()) {
+        // DtypeFromName's message ("unknown dtype 'f32'") does not escape the name.
+        return TensorError(StatusCode::kInvalidArgument, name,
+                           "unknown dtype " +
+                               QuoteForMessage(kv.value.get_string().value_unsafe()));
+      }
+      out.dtype = *dtype;
+    } else if (key == "shape") {
+      if (have_shape) return TensorError(StatusCode::kInvalidArgument, name, "duplicate field 'shape'");
+      have_shape = true;
+      if (kv.value.type() != T::ARRAY) {
+        return TensorError(StatusCode::kInvalidArgument, name,
+                           "shape must be an array, got " + std::string(TypeName(kv.value.type())));
+      }
+      simdjson::dom::array dims = kv.value.get_array().value_unsafe();
+      out.shape.reserve(dims.size());  // size() saturates at 2^24-1; only a hint
+      size_t i = 0;
+      for (simdjson::dom::element dim : dims) {
+        uint64_t d = 0;
+        SL_RETURN_IF_ERROR(ReadUnsigned(name, "shape", i++, dim, d));
+        out.shape.push_back(d);
+      }
+    } else if (key == "data_offsets") {
+      if (have_offsets) {
+        return TensorError(StatusCode::kInvalidArgument, name, "duplicate field 'data_offsets'");
+      }
+      have_offsets = true;
+      if (kv.value.type() != T::ARRAY) {
+        return TensorError(StatusCode::kInvalidArgument, name,
+                           "data_offsets must be an array of 2 integers, got " +
+                               std::string(TypeName(kv.value.type())));
+      }
+      uint64_t offsets[2] = {0, 0};
+      size_t count = 0;
+      simdjson::dom::array elements = kv.value.get_array().value_unsafe();
+      for (simdjson::dom::element e : elements) {
+        if (count < 2) SL_RETURN_IF_ERROR(ReadUnsigned(name, "data_offsets", count, e, offsets[count]));
+        ++count;
+      }
+      if (count != 2) {
+        return TensorError(StatusCode::kInvalidArgument, name,
+                           "data_offsets must be an array of 2 integers, got " +
+                               std::to_string(count) + (count == 1 ? " element" : " elements"));
+      }
+      out.begin = offsets[0];
+      out.end = offsets[1];
+    } else if (options_.reject_unknown_fields) {
+      return TensorError(StatusCode::kInvalidArgument, name,
+                         "unknown field " + QuoteForMessage(key));
+    }
+  }
+  if (!have_dtype) return TensorError(StatusCode::kInvalidArgument, name, "missing field 'dtype'");
+  if (!have_shape) return TensorError(StatusCode::kInvalidArgument, name, "missing field 'shape'");
+  if (!have_offsets) {
+    return TensorError(StatusCode::kInvalidArgument, name, "missing field 'data_offsets'");
+  }
+  if (out.end < out.begin) {
+    return TensorError(StatusCode::kInvalidArgument, name,
+                       "data_offsets " + Range(out.begin, out.end) + " end before they begin");
+  }
+  Result<uint64_t> bytes = TensorByteSize(out.dtype, out.shape);
+  if (!bytes.ok()) {
+    // Keep dtype.h's wording for ordinary shapes; abbreviate pathological ones.
+    if (out.shape.size() <= kMaxShapeDimsInMessage) {
+      return TensorError(bytes.status().code(), name, bytes.status().message());
+    }
+    std::string what = std::string(DtypeName(out.dtype)) + ShapeForMessage(out.shape);
+    return TensorError(bytes.status().code(), name,
+                       bytes.status().code() == StatusCode::kOutOfRange
+                           ? "overflow computing the byte size of " + what
+                           : what + " does not end on a byte boundary");
+  }
+  if (out.end - out.begin != *bytes) {
+    return TensorError(StatusCode::kInvalidArgument, name,
+                       "data_offsets " + Range(out.begin, out.end) + " do not match " +
+                           std::string(DtypeName(out.dtype)) + ShapeForMessage(out.shape) + " (" +
+                           std::to_string(*bytes) + (*bytes == 1 ? " byte)" : " bytes)"));
+  }
+  return OkStatus();
+}
+
+// CheckNoNegativeZero: simdjson reads the integer `-0` as 0, but the reference
+// (serde_json) reads it as a float and rejects it as a shape or offset. A header has
+// no other use for numbers, so any `-0` number is rejected. Only the bytes around a
+// "-0" pair are examined closely; finding them is one memchr pass.
+Status HeaderParser::CheckNoNegativeZero(const char* json, size_t size) const {
+  const char* end = json + size;
+  const char* p = json;  // string-state scan position; bytes before it are classified
+  bool in_string = false;
+  for (const char* hit = json;
+       (hit = static_cast<const char*>(std::memchr(hit, '-', end - hit))) != nullptr; ++hit) {
+    if (hit + 1 >= end || hit[1] != '0') continue;
+    // Advance the string state up to the hit. The JSON is already valid, so outside
+    // strings a backslash never occurs and inside one it starts an escape.
+    while (p < hit) {
+      char c = *p;
+      if (in_string && c == '\\') {
+        p += 2;
+        continue;
+      }
+      if (c == '"') in_string = !in_string;
+      ++p;
+    }
+    if (p != hit || in_string) continue;
+    const char* next = hit + 2;
+    bool is_float = next < end && (*next == '.' || *next == 'e' || *next == 'E');
+    bool is_exponent = hit > json && (hit[-1] == 'e' || hit[-1] == 'E');
+    if (!is_float && !is_exponent) {
+      return Error(StatusCode::kInvalidArgument,
+                   "header has the number -0 at header byte " + std::to_string(hit - json) +
+                       "; shape and data_offsets entries must be non-negative integers");
+    }
+  }
+  return OkStatus();
+}
+
+Status HeaderParser::CheckTiling(Header& header) const {
+  std::vector<TensorInfo>& tensors = header.tensors;
+  auto less = [](const TensorInfo& a, const TensorInfo& b) {
+    if (a.begin != b.begin) return a.begin < b.begin;
+    if (a.end != b.end) return a.end < b.end;
+    return a.name < b.name;
+  };
+  // Writers usually emit offset order; sort (an index, then one permutation) only
+  // when needed.
+  if (!std::is_sorted(tensors.begin(), tensors.end(), less)) {
+    std::vector<uint32_t> order(tensors.size());
+    std::iota(order.begin(), order.end(), 0u);
+    std::sort(order.begin(), order.end(),
+              [&](uint32_t a, uint32_t b) { return less(tensors[a], tensors[b]); });
+    std::vector<TensorInfo> sorted;
+    sorted.reserve(tensors.size());
+    for (uint32_t i : order) sorted.push_back(std::move(tensors[i]));
+    tensors = std::move(sorted);
+  }
+  header.by_name.reserve(tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (!header.by_name.try_emplace(tensors[i].name, i).second) {
+      return Error(StatusCode::kInvalidArgument,
+                   "duplicate tensor name " + QuoteForMessage(tensors[i].name));
+    }
+  }
+  uint64_t running = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const TensorInfo& t = tensors[i];
+    if (t.begin > running) {
+      return TensorError(StatusCode::kInvalidArgument, t.name,
+                         "data_offsets " + Range(t.begin, t.end) + " leave a gap after byte " +
+                             std::to_string(running));
+    }
+    if (t.begin < running) {
+      const TensorInfo& prev = tensors[i - 1];  // running > 0 implies i > 0
+      return TensorError(StatusCode::kInvalidArgument, t.name,
+                         "data_offsets " + Range(t.begin, t.end) + " overlap tensor " +
+                             QuoteForMessage(prev.name) + " at " + Range(prev.begin, prev.end));
+    }
+    running = t.end;
+  }
+  header.data_size = running;
+  return OkStatus();
+}
+
+Result<Header> HeaderParser::Parse(const char* json, size_t size, bool padded,
+                                   uint64_t file_size) {
+  if (options_.max_depth < kMinDepth || options_.max_depth > kMaxDepth) {
+    return InvalidArgumentError("ParseOptions.max_depth must be in [" +
+                                std::to_string(kMinDepth) + ", " + std::to_string(kMaxDepth) +
+                                "], got " + std::to_string(options_.max_depth));
+  }
+  if (size > kMaxHeaderLength) {
+    return Error(StatusCode::kInvalidArgument,
+                 "header length " + std::to_string(size) + " exceeds the limit of " +
+                     std::to_string(kMaxHeaderLength) + " bytes");
+  }
+  Header header;
+  header.header_length = size;
+  header.data_start = 8 + size;  // size <= 1e8: no overflow
+  if (file_size < header.data_start) {
+    return Error(StatusCode::kDataLoss, "header length " + std::to_string(size) +
+                                            " runs past the end of the file (" +
+                                            std::to_string(file_size) + " bytes)");
+  }
+
+  simdjson::padded_string copy;
+  if (!padded) {
+    copy = simdjson::padded_string(json, size);
+    if (copy.data() == nullptr) {
+      return Error(StatusCode::kResourceExhausted,
+                   "cannot allocate " + std::to_string(size) + " bytes to parse the header");
+    }
+    json = copy.data();
+  }
+  // Reuse this thread's parser for headers up to kReusedParserLimit: a fresh parser's
+  // buffers (about 14 bytes per header byte, virtual) cost more in page faults than
+  // the parse itself. Larger headers get a one-off parser, freed on return.
+  thread_local simdjson::dom::parser reused_parser;
+  std::unique_ptr<simdjson::dom::parser> one_off;
+  simdjson::dom::parser* parser = &reused_parser;
+  if (size > kReusedParserLimit) {
+    one_off = std::make_unique<simdjson::dom::parser>();
+    parser = one_off.get();
+  }
+  simdjson::error_code err = simdjson::SUCCESS;
+  size_t depth = static_cast<size_t>(options_.max_depth);
+  if (parser->capacity() < size || parser->max_depth() != depth) {
+    err = parser->allocate(std::max<size_t>({size, parser->capacity(), 64}), depth);
+  }
+  simdjson::dom::element root;
+  if (!err) err = parser->parse(json, size, /*realloc_if_needed=*/false).get(root);
+  if (err) {
+    switch (err) {
+      case simdjson::UTF8_ERROR:
+        return Error(StatusCode::kInvalidArgument, "header is not valid UTF-8");
+      case simdjson::DEPTH_ERROR:
+        return Error(StatusCode::kInvalidArgument,
+                     "header nests deeper than " + std::to_string(options_.max_depth) +
+                         " levels");
+      case simdjson::MEMALLOC:
+        return Error(StatusCode::kResourceExhausted,
+                     "cannot allocate memory to parse a header of " + std::to_string(size) +
+                         " bytes");
+      default:
+        return Error(StatusCode::kInvalidArgument,
+                     std::string("header is not valid JSON: ") + simdjson::error_message(err));
+    }
+  }
+  SL_RETURN_IF_ERROR(CheckNoNegativeZero(json, size));
+  if (root.type() != simdjson::dom::element_type::OBJECT) {
+    return Error(StatusCode::kInvalidArgument,
+                 "header must be a JSON object, got " + std::string(TypeName(root.type())));
+  }
+  simdjson::dom::object top = root.get_object().value_unsafe();
+  header.tensors.reserve(top.size());  // saturates at 2^24-1; only a hint
+  bool have_metadata = false;
+  for (simdjson::dom::key_value_pair kv : top) {
+    if (kv.key == kMetadataKey) {
+      if (have_metadata) return Error(StatusCode::kInvalidArgument, "duplicate __metadata__ entry");
+      have_metadata = true;
+      SL_RETURN_IF_ERROR(ReadMetadata(kv.value, header));
+      continue;
+    }
+    TensorInfo& t = header.tensors.emplace_back();
+    t.name.assign(kv.key.data(), kv.key.size());
+    SL_RETURN_IF_ERROR(ReadTensor(kv.key, kv.value, t));
+  }
+  SL_RETURN_IF_ERROR(CheckTiling(header));
+
+  uint64_t data_end = 0;
+  if (__builtin_add_overflow(header.data_start, header.data_size, &data_end)) {
+    return Error(StatusCode::kOutOfRange,
+                 "data section of " + std::to_string(header.data_size) + " bytes after byte " +
+                     std::to_string(header.data_start) + " ends past the largest file offset");
+  }
+  if (data_end < file_size) {
+    return Error(StatusCode::kInvalidArgument,
+                 "data section ends at byte " + std::to_string(data_end) + " but the file has " +
+                     std::to_string(file_size) + " bytes");
+  }
+  if (data_end > file_size) {
+    return Error(StatusCode::kDataLoss,
+                 "data section ends at byte " + std::to_string(data_end) +
+                     " but the file is truncated at " + std::to_string(file_size) + " bytes");
+  }
+  return header;
+}
+
+// Fd: an owned file descriptor, closed on destruction.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// PreadFully: read `size` bytes at `offset`, retrying on EINTR and short reads.
+// Returns the number of bytes read (less than `size` only at end of file).
+Result<size_t> PreadFully(int fd, char* buf, size_t size, uint64_t offset,
+                          const std::string& path) {
+  size_t done = 0;
+  while (done < size) {
+    ssize_t n = ::pread(fd, buf + done, size - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoToStatus(errno, path);
+    }
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  return done;
+}
+
+}  // namespace
+
+const TensorInfo* Header::Find(std::string_view name) const {
+  // by_name is keyed by std::string; heterogeneous lookup would need a custom hash.
+  auto it = by_name.find(std::string(name));
+  return it == by_name.end() ? nullptr : &tensors[it->second];
+}
+
+Result<uint64_t> ParseHeaderLength(std::span<const std::byte> prefix, uint64_t file_size,
+                                   std::string_view label) {
+  std::string l(label);
+  if (file_size < 8) {
+    return DataLossError(l + ": file is " + std::to_string(file_size) +
+                         (file_size == 1 ? " byte" : " bytes") +
+                         ", too small for the 8-byte header length");
+  }
+  if (prefix.size() < 8) {
+    return InvalidArgumentError(l + ": ParseHeaderLength needs the first 8 bytes of the file, got " +
+                                std::to_string(prefix.size()));
+  }
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<uint8_t>(prefix[i]);
+  if (n > kMaxHeaderLength) {
+    return InvalidArgumentError(l + ": header length " + std::to_string(n) +
+                                " exceeds the limit of " + std::to_string(kMaxHeaderLength) +
+                                " bytes");
+  }
+  if (n > file_size - 8) {
+    return DataLossError(l + ": header length " + std::to_string(n) +
+                         " runs past the end of the file (" + std::to_string(file_size) +
+                         " bytes)");
+  }
+  return n;
+}
+
+Result<Header> ParseHeader(std::string_view json, uint64_t file_size, std::string_view label,
+                           const ParseOptions& options) {
+  try {
+    return HeaderParser(label, options).Parse(json.data(), json.size(), /*padded=*/false, file_size);
+  } catch (const std::bad_alloc&) {
+    return ResourceExhaustedError(std::string(label) + ": out of memory parsing the header");
+  }
+}
+
+Result<Header> ParseBuffer(std::span<const std::byte> file, std::string_view label,
+                           const ParseOptions& options) {
+  SL_ASSIGN_OR_RETURN(uint64_t n,
+                      ParseHeaderLength(file.first(std::min<size_t>(file.size(), 8)),
+                                        file.size(), label));
+  std::string_view json(reinterpret_cast<const char*>(file.data()) + 8, n);
+  return ParseHeader(json, file.size(), label, options);
+}
+
+Result<Header> ReadHeaderFile(const std::string& path, const ParseOptions& options) {
+  try {
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (fd.get() < 0) return ErrnoToStatus(errno, path);
+    struct stat st;
+    if (::fstat(fd.get(), &st) != 0) return ErrnoToStatus(errno, path);
+    if (!S_ISREG(st.st_mode)) return InvalidArgumentError(path + ": not a regular file");
+    uint64_t file_size = static_cast<uint64_t>(st.st_size);
+
+    std::byte prefix[8] = {};
+    SL_ASSIGN_OR_RETURN(size_t got,
+                        PreadFully(fd.get(), reinterpret_cast<char*>(prefix),
+                                   std::min<uint64_t>(file_size, 8), 0, path));
+    if (got < std::min<uint64_t>(file_size, 8)) {
+      return DataLossError(path + ": file shrank to " + std::to_string(got) +
+                           " bytes while its header was read");
+    }
+    SL_ASSIGN_OR_RETURN(uint64_t n,
+                        ParseHeaderLength(std::span<const std::byte>(prefix, got), file_size, path));
+    // n is now at most kMaxHeaderLength and inside the file: safe to allocate, with
+    // simdjson's padding so the parser needs no second copy.
+    std::unique_ptr<char[]> buf(new (std::nothrow) char[n + simdjson::SIMDJSON_PADDING]);
+    if (!buf) {
+      return ResourceExhaustedError(path + ": cannot allocate " + std::to_string(n) +
+                                    " bytes for the header");
+    }
+    SL_ASSIGN_OR_RETURN(got, PreadFully(fd.get(), buf.get(), n, 8, path));
+    if (got < n) {
+      return DataLossError(path + ": file shrank while its header was read (got " +
+                           std::to_string(got) + " of " + std::to_string(n) + " header bytes)");
+    }
+    std::memset(buf.get() + n, 0, simdjson::SIMDJSON_PADDING);
+    return HeaderParser(path, options).Parse(buf.get(), n, /*padded=*/true, file_size);
+  } catch (const std::bad_alloc&) {
+    return ResourceExhaustedError(path + ": out of memory reading the header");
+  }
+}
+
+}  // namespace shardload
