@@ -1,0 +1,287 @@
+// format/index.cc — `*.safetensors.index.json` parsing (simdjson DOM). See index.h.
+#include "format/index.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <unordered_set>
+
+#include <simdjson.h>
+
+namespace shardload {
+namespace {
+
+constexpr std::string_view kSuffix = ".safetensors";
+// kIndexMaxDepth: an index needs 2 levels (3 with nested metadata values); deeper
+// input is rejected by the parser, never recursed into.
+constexpr size_t kIndexMaxDepth = 64;
+constexpr size_t kMaxNameBytesInMessage = 200;
+
+// Quote: `text` in single quotes, control bytes as \xNN, cut after 200 bytes.
+std::string Quote(std::string_view text) {
+  std::string out = "'";
+  size_t limit = std::min(text.size(), kMaxNameBytesInMessage);
+  while (limit < text.size() && limit > 0 &&
+         (static_cast<unsigned char>(text[limit]) & 0xC0) == 0x80) {
+    --limit;  // do not split a UTF-8 sequence
+  }
+  for (size_t i = 0; i < limit; ++i) {
+    unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c < 0x20 || c == 0x7F) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xF];
+    } else if (c == '\\') {
+      out += "\\\\";
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  out += "'";
+  if (limit < text.size()) out += "... (" + std::to_string(text.size()) + " bytes)";
+  return out;
+}
+
+std::string_view TypeName(simdjson::dom::element_type type) {
+  using T = simdjson::dom::element_type;
+  switch (type) {
+    case T::OBJECT: return "an object";
+    case T::ARRAY: return "an array";
+    case T::STRING: return "a string";
+    case T::INT64:
+    case T::UINT64:
+    case T::DOUBLE: return "a number";
+    case T::BOOL: return "a boolean";
+    case T::NULL_VALUE: return "null";
+  }
+  return "an unknown value";
+}
+
+// ParseDecimal: a string of 1-20 decimal digits that fits in 64 bits.
+std::optional<uint64_t> ParseDecimal(std::string_view s) {
+  if (s.empty() || s.size() > 20) return std::nullopt;
+  uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    if (__builtin_mul_overflow(v, 10u, &v) || __builtin_add_overflow(v, uint64_t(c - '0'), &v)) {
+      return std::nullopt;
+    }
+  }
+  return v;
+}
+
+Status ReadMetadata(simdjson::dom::element value, std::string_view label, ShardIndex& index) {
+  using T = simdjson::dom::element_type;
+  std::string l(label);
+  if (value.type() != T::OBJECT) {
+    return InvalidArgumentError(l + ": metadata must be an object, got " +
+                                std::string(TypeName(value.type())));
+  }
+  simdjson::dom::object object = value.get_object().value_unsafe();
+  for (simdjson::dom::key_value_pair kv : object) {
+    std::string text;
+    if (kv.value.type() == T::STRING) {
+      text = std::string(kv.value.get_string().value_unsafe());
+    } else {
+      text = simdjson::to_string(kv.value);  // numbers in decimal, others minified
+    }
+    if (kv.key == "total_size") {
+      using T2 = simdjson::dom::element_type;
+      if (kv.value.type() == T2::UINT64) {
+        index.total_size = kv.value.get_uint64().value_unsafe();
+      } else if (kv.value.type() == T2::INT64 && kv.value.get_int64().value_unsafe() >= 0) {
+        index.total_size = static_cast<uint64_t>(kv.value.get_int64().value_unsafe());
+      } else if (kv.value.type() == T2::STRING) {
+        index.total_size = ParseDecimal(text);
+      }
+    }
+    if (!index.metadata.try_emplace(std::string(kv.key), std::move(text)).second) {
+      return InvalidArgumentError(l + ": metadata has duplicate key " + Quote(kv.key));
+    }
+  }
+  return OkStatus();
+}
+
+Result<ShardIndex> ParseIndexImpl(std::string_view json, std::string_view label) {
+  std::string l(label);
+  simdjson::padded_string padded(json.data(), json.size());
+  if (padded.data() == nullptr && !json.empty()) {
+    return ResourceExhaustedError(l + ": cannot allocate " + std::to_string(json.size()) +
+                                  " bytes to parse the index");
+  }
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  simdjson::error_code err = parser.allocate(std::max<size_t>(json.size(), 64), kIndexMaxDepth);
+  if (!err) err = parser.parse(padded).get(root);
+  if (err == simdjson::UTF8_ERROR) return InvalidArgumentError(l + ": index is not valid UTF-8");
+  if (err == simdjson::MEMALLOC) {
+    return ResourceExhaustedError(l + ": cannot allocate memory to parse the index");
+  }
+  if (err) {
+    return InvalidArgumentError(l + ": index is not valid JSON: " + simdjson::error_message(err));
+  }
+  using T = simdjson::dom::element_type;
+  if (root.type() != T::OBJECT) {
+    return InvalidArgumentError(l + ": index must be a JSON object, got " +
+                                std::string(TypeName(root.type())));
+  }
+  ShardIndex index;
+  simdjson::dom::object top = root.get_object().value_unsafe();
+  // Top-level keys, checked for duplicates (an index has a handful of them).
+  std::vector<std::string_view> seen;
+  simdjson::dom::element weight_map;
+  bool have_weight_map = false;
+  for (simdjson::dom::key_value_pair kv : top) {
+    if (std::find(seen.begin(), seen.end(), kv.key) != seen.end()) {
+      return InvalidArgumentError(l + ": duplicate key " + Quote(kv.key));
+    }
+    seen.push_back(kv.key);
+    if (kv.key == "weight_map") {
+      weight_map = kv.value;
+      have_weight_map = true;
+    } else if (kv.key == "metadata") {
+      SL_RETURN_IF_ERROR(ReadMetadata(kv.value, label, index));
+    }
+  }
+  if (!have_weight_map) return InvalidArgumentError(l + ": missing 'weight_map'");
+  if (weight_map.type() != T::OBJECT) {
+    return InvalidArgumentError(l + ": weight_map must be an object, got " +
+                                std::string(TypeName(weight_map.type())));
+  }
+  simdjson::dom::object entries = weight_map.get_object().value_unsafe();
+  index.weight_map.reserve(entries.size());  // size() saturates; only a hint
+  // Shard names repeat for every tensor: validate each distinct name once.
+  std::unordered_set<std::string_view> shards;
+  for (simdjson::dom::key_value_pair kv : entries) {
+    if (kv.value.type() != T::STRING) {
+      return InvalidArgumentError(l + ": tensor " + Quote(kv.key) +
+                                  ": shard must be a string, got " +
+                                  std::string(TypeName(kv.value.type())));
+    }
+    std::string_view shard = kv.value.get_string().value_unsafe();
+    if (!shards.contains(shard)) {
+      SL_RETURN_IF_ERROR(ValidateShardFileName(shard, l + ": tensor " + Quote(kv.key)));
+      if (shards.size() == kMaxShardCount) {
+        return InvalidArgumentError(l + ": index names more than " +
+                                    std::to_string(kMaxShardCount) + " shard files");
+      }
+      shards.insert(shard);  // views into the parser's string buffer, alive until return
+    }
+    index.weight_map.emplace_back(std::string(kv.key), std::string(shard));
+  }
+  std::sort(index.weight_map.begin(), index.weight_map.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (size_t i = 1; i < index.weight_map.size(); ++i) {
+    if (index.weight_map[i].first == index.weight_map[i - 1].first) {
+      return InvalidArgumentError(l + ": weight_map lists tensor " +
+                                  Quote(index.weight_map[i].first) + " twice");
+    }
+  }
+  index.shard_files.assign(shards.begin(), shards.end());
+  std::sort(index.shard_files.begin(), index.shard_files.end());
+  return index;
+}
+
+// Fd: an owned file descriptor, closed on destruction.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
+const std::string* ShardIndex::ShardOf(std::string_view tensor) const {
+  auto it = std::lower_bound(weight_map.begin(), weight_map.end(), tensor,
+                             [](const auto& entry, std::string_view t) { return entry.first < t; });
+  if (it == weight_map.end() || it->first != tensor) return nullptr;
+  return &it->second;
+}
+
+Status ValidateShardFileName(std::string_view name, std::string_view label) {
+  auto bad = [&](std::string_view why) {
+    return InvalidArgumentError(std::string(label) + ": shard file name " + Quote(name) + " " +
+                                std::string(why));
+  };
+  if (name.empty()) return InvalidArgumentError(std::string(label) + ": shard file name is empty");
+  if (name.find('\0') != std::string_view::npos) return bad("contains a NUL byte");
+  if (name[0] == '/' || name[0] == '\\') return bad("is an absolute path");
+  if (name.size() >= 2 && name[1] == ':' &&
+      ((name[0] >= 'A' && name[0] <= 'Z') || (name[0] >= 'a' && name[0] <= 'z'))) {
+    return bad("starts with a drive letter");
+  }
+  // A ".." component, with either separator.
+  size_t start = 0;
+  for (size_t i = 0; i <= name.size(); ++i) {
+    if (i == name.size() || name[i] == '/' || name[i] == '\\') {
+      if (name.substr(start, i - start) == "..") return bad("refers to the parent folder ('..')");
+      start = i + 1;
+    }
+  }
+  if (name.find_first_of("/\\") != std::string_view::npos) {
+    return bad("contains a path separator; shards must be plain file names in the checkpoint "
+               "folder");
+  }
+  if (name.size() <= kSuffix.size() || !name.ends_with(kSuffix)) {
+    return bad("does not end in .safetensors");
+  }
+  return OkStatus();
+}
+
+Result<ShardIndex> ParseIndex(std::string_view json, std::string_view label) {
+  try {
+    return ParseIndexImpl(json, label);
+  } catch (const std::bad_alloc&) {
+    return ResourceExhaustedError(std::string(label) + ": out of memory parsing the index");
+  }
+}
+
+Result<ShardIndex> ReadIndexFile(const std::string& path) {
+  try {
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (fd.get() < 0) return ErrnoToStatus(errno, path);
+    struct stat st;
+    if (::fstat(fd.get(), &st) != 0) return ErrnoToStatus(errno, path);
+    if (!S_ISREG(st.st_mode)) return InvalidArgumentError(path + ": not a regular file");
+    uint64_t size = static_cast<uint64_t>(st.st_size);
+    if (size > kMaxIndexFileSize) {
+      return InvalidArgumentError(path + ": index file is " + std::to_string(size) +
+                                  " bytes, above the limit of " +
+                                  std::to_string(kMaxIndexFileSize));
+    }
+    std::string text(size, '\0');
+    size_t done = 0;
+    while (done < size) {
+      ssize_t n = ::pread(fd.get(), text.data() + done, size - done, static_cast<off_t>(done));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return ErrnoToStatus(errno, path);
+      }
+      if (n == 0) {
+        return DataLossError(path + ": file shrank while it was read (got " +
+                             std::to_string(done) + " of " + std::to_string(size) + " bytes)");
+      }
+      done += static_cast<size_t>(n);
+    }
+    return ParseIndexImpl(text, path);
+  } catch (const std::bad_alloc&) {
+    return ResourceExhaustedError(path + ": out of memory reading the index");
+  }
+}
+
+}  // namespace shardload
