@@ -110,6 +110,10 @@ Result<Opened> OpenForRead(const std::string& path, int extra_flags) {
   if (fd < 0) {
     int err = errno;
     if (err == EINVAL && (extra_flags & O_DIRECT)) {
+      struct stat st;
+      if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+        return InvalidArgumentError(path + ": is a directory");
+      }
       return UnimplementedError(path + ": the filesystem refuses O_DIRECT");
     }
     return ErrnoToStatus(err, path);

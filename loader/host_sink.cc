@@ -49,6 +49,7 @@ Result<std::unique_ptr<HostSink>> HostSink::Create(const SinkOptions& options) {
   return std::unique_ptr<HostSink>(new HostSink(options));
 }
 
+HostSink::HostSink(const SinkOptions& options) : options_(options) {}
 HostSink::~HostSink() = default;
 
 Status HostSink::Begin(std::span<const Destination> destinations, uint64_t slot_bytes) {

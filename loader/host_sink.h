@@ -60,7 +60,7 @@ class HostSink final : public Sink {
   int slots_in_use() const;
 
  private:
-  explicit HostSink(const SinkOptions& options) : options_(options) {}
+  explicit HostSink(const SinkOptions& options);
   Status Deliver(const CopyRegion& region, std::span<const std::byte> bytes) const;
 
   struct Ring;

@@ -150,6 +150,10 @@ Status Stream(std::span<const ReadableFile* const> files, std::span<const ReadSp
     return abort_with(CancelledError("load cancelled"));
   }
 
+  if (options.progress && !options.progress(0, total)) {
+    return abort_with(CancelledError("load cancelled by the progress callback"));
+  }
+
   const std::vector<size_t> order = InterleaveShards(spans, files.size());
   int threads = options.threads > 0
                     ? options.threads

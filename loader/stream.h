@@ -32,8 +32,9 @@ struct StreamOptions {
   // threads: reader threads; 0 = std::thread::hardware_concurrency(). Default 0.
   // Valid: 0..256.
   int threads = 0;
-  // progress: called on the calling thread with (bytes read, total bytes of all spans),
-  // non-decreasing, ending with (total, total) once the sink has finished. Returning
+  // progress: called on the calling thread with (bytes read, total bytes of all spans):
+  // first (0, total) before any read, then non-decreasing values as spans complete,
+  // and last (total, total) once the sink has finished. Returning
   // false before that cancels the load (Stream then returns cancelled); the final
   // call's answer is ignored. Default: none.
   std::function<bool(uint64_t done, uint64_t total)> progress;

@@ -1,0 +1,219 @@
+// tests/file_test.cc — PreadFile, MappedFile and DirectFile: exact bytes, every error.
+#include "loader/file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "tests/io_util.h"
+
+namespace shardload {
+namespace {
+
+using testing::RandomBytes;
+using testing::TempDir;
+using testing::WriteBytes;
+
+class FileModeTest : public ::testing::TestWithParam<IoMode> {
+ protected:
+  // Open `path` in the test's mode; skips the test where O_DIRECT is refused.
+  std::unique_ptr<ReadableFile> OpenOrSkip(const std::string& path) {
+    Result<std::unique_ptr<ReadableFile>> f = OpenFile(path, GetParam());
+    if (!f.ok() && f.status().code() == StatusCode::kUnimplemented) {
+      skipped_ = f.status().message();
+      return nullptr;
+    }
+    EXPECT_TRUE(f.ok()) << f.status().ToString();
+    return f.ok() ? std::move(*f) : nullptr;
+  }
+  std::string skipped_;
+};
+
+#define OPEN_OR_SKIP(var, path)                                            \
+  std::unique_ptr<ReadableFile> var = OpenOrSkip(path);                    \
+  if (!skipped_.empty()) GTEST_SKIP() << "O_DIRECT refused here: " << skipped_; \
+  ASSERT_NE(var, nullptr)
+
+TEST_P(FileModeTest, ReadAtIsByteExactAtUnalignedOffsets) {
+  std::string dir = TempDir("file");
+  std::vector<std::byte> data = RandomBytes(3 * 4096 + 123, 1);
+  ASSERT_TRUE(WriteBytes(dir + "/f", data));
+  OPEN_OR_SKIP(f, dir + "/f");
+  EXPECT_EQ(f->size(), data.size());
+  EXPECT_EQ(f->path(), dir + "/f");
+  const std::pair<uint64_t, uint64_t> cases[] = {
+      {0, data.size()}, {1, 4095}, {4095, 2}, {4096, 4096}, {5000, 7000}, {data.size() - 1, 1},
+      {data.size(), 0}, {123, 0}};
+  for (auto [off, len] : cases) {
+    std::vector<std::byte> out(len, std::byte{0xee});
+    ASSERT_TRUE(f->ReadAt(off, out).ok()) << off << "+" << len;
+    EXPECT_EQ(0, std::memcmp(out.data(), data.data() + off, len)) << off << "+" << len;
+  }
+}
+
+TEST_P(FileModeTest, ReadVAtScattersInOrder) {
+  std::string dir = TempDir("file");
+  std::vector<std::byte> data = RandomBytes(20000, 2);
+  ASSERT_TRUE(WriteBytes(dir + "/f", data));
+  OPEN_OR_SKIP(f, dir + "/f");
+  std::vector<std::byte> a(100), b(0), c(9000), d(1);
+  std::vector<iovec> iov = {{a.data(), a.size()}, {b.data(), 0}, {c.data(), c.size()},
+                            {d.data(), d.size()}};
+  ASSERT_TRUE(f->ReadVAt(777, iov).ok());
+  EXPECT_EQ(0, std::memcmp(a.data(), data.data() + 777, 100));
+  EXPECT_EQ(0, std::memcmp(c.data(), data.data() + 877, 9000));
+  EXPECT_EQ(d[0], data[9877]);
+}
+
+TEST_P(FileModeTest, ReadWindowAtReturnsExactlyTheRange) {
+  std::string dir = TempDir("file");
+  std::vector<std::byte> data = RandomBytes(50000, 3);
+  ASSERT_TRUE(WriteBytes(dir + "/f", data));
+  OPEN_OR_SKIP(f, dir + "/f");
+  alignas(4096) static std::byte buffer[16384 + 8192];
+  for (auto [off, len] : std::vector<std::pair<uint64_t, uint64_t>>{
+           {0, 16384}, {1, 16384}, {4095, 10}, {49999, 1}, {40000, 10000}}) {
+    Result<std::span<const std::byte>> got = f->ReadWindowAt(off, len, buffer);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    ASSERT_EQ(got->size(), len);
+    EXPECT_EQ(0, std::memcmp(got->data(), data.data() + off, len)) << off;
+  }
+}
+
+TEST_P(FileModeTest, ReadPastEndIsOutOfRange) {
+  std::string dir = TempDir("file");
+  ASSERT_TRUE(WriteBytes(dir + "/f", RandomBytes(100, 4)));
+  OPEN_OR_SKIP(f, dir + "/f");
+  std::vector<std::byte> out(10);
+  Status s = f->ReadAt(95, out);
+  EXPECT_EQ(s.code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(s.message(),
+            dir + "/f: read of 10 bytes at offset 95 passes the end of the file (100 bytes)");
+  s = f->ReadAt(~0ull - 3, out);  // offset + length overflows
+  EXPECT_EQ(s.code(), StatusCode::kOutOfRange);
+}
+
+TEST_P(FileModeTest, TruncatedFileIsDataLossNeverSigbus) {
+  std::string dir = TempDir("file");
+  std::vector<std::byte> data = RandomBytes(64 * 1024, 5);
+  ASSERT_TRUE(WriteBytes(dir + "/f", data));
+  OPEN_OR_SKIP(f, dir + "/f");
+  ASSERT_TRUE(f->CheckUnchanged().ok());
+  ASSERT_EQ(::truncate((dir + "/f").c_str(), 10000), 0);
+  std::string shrank = dir + "/f: file shrank to 10000 bytes while reading (expected 65536)";
+  std::vector<std::byte> out(8192);
+  Status s = f->ReadAt(40000, out);  // wholly past the new end
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+  EXPECT_EQ(s.message(), shrank);
+  s = f->ReadAt(8192, out);  // straddles the new end
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+  EXPECT_EQ(s.message(), shrank);
+  s = f->ReadAt(0, std::span<std::byte>(out).first(4096));  // still inside: fine
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(0, std::memcmp(out.data(), data.data(), 4096));
+  s = f->CheckUnchanged();
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+  EXPECT_EQ(s.message(), shrank);
+}
+
+TEST_P(FileModeTest, ReplacedFileIsDataLoss) {
+  std::string dir = TempDir("file");
+  ASSERT_TRUE(WriteBytes(dir + "/f", RandomBytes(5000, 6)));
+  OPEN_OR_SKIP(f, dir + "/f");
+  ASSERT_TRUE(WriteBytes(dir + "/g", RandomBytes(5000, 7)));
+  ASSERT_EQ(std::rename((dir + "/g").c_str(), (dir + "/f").c_str()), 0);
+  Status s = f->CheckUnchanged();
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+  EXPECT_EQ(s.message(), dir + "/f: file was replaced while loading (inode changed)");
+  ASSERT_EQ(std::remove((dir + "/f").c_str()), 0);
+  s = f->CheckUnchanged();
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+  EXPECT_EQ(s.message(), dir + "/f: file was removed while loading");
+}
+
+TEST_P(FileModeTest, EmptyFile) {
+  std::string dir = TempDir("file");
+  ASSERT_TRUE(WriteBytes(dir + "/e", {}));
+  OPEN_OR_SKIP(f, dir + "/e");
+  EXPECT_EQ(f->size(), 0u);
+  EXPECT_TRUE(f->ReadAt(0, {}).ok());
+  std::byte b;
+  EXPECT_EQ(f->ReadAt(0, {&b, 1}).code(), StatusCode::kOutOfRange);
+}
+
+TEST_P(FileModeTest, MissingFileAndDirectory) {
+  std::string dir = TempDir("file");
+  Result<std::unique_ptr<ReadableFile>> f = OpenFile(dir + "/nope", GetParam());
+  ASSERT_FALSE(f.ok());
+  EXPECT_EQ(f.status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(f.status().message(), dir + "/nope: No such file or directory");
+  f = OpenFile(dir, GetParam());
+  ASSERT_FALSE(f.ok());
+  EXPECT_EQ(f.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(f.status().message(), dir + ": is a directory");
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, FileModeTest,
+                         ::testing::Values(IoMode::kPread, IoMode::kMmap, IoMode::kDirect),
+                         [](const ::testing::TestParamInfo<IoMode>& p) {
+                           return std::string(IoModeName(p.param));
+                         });
+
+TEST(FileTest, DirectIoOnRealFilesystem) {
+  // /var/tmp is a disk-backed filesystem on the CI machines, where O_DIRECT works.
+  std::string dir = TempDir("direct", "/var/tmp");
+  std::vector<std::byte> data = RandomBytes(1 << 20, 8);
+  ASSERT_TRUE(WriteBytes(dir + "/f", data));
+  Result<std::unique_ptr<ReadableFile>> f = OpenFile(dir + "/f", IoMode::kDirect);
+  if (!f.ok() && f.status().code() == StatusCode::kUnimplemented) {
+    std::remove((dir + "/f").c_str());
+    ::rmdir(dir.c_str());
+    GTEST_SKIP() << "O_DIRECT refused on /var/tmp: " << f.status().message();
+  }
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  EXPECT_TRUE((*f)->direct_io());
+  std::vector<std::byte> out(300000);
+  ASSERT_TRUE((*f)->ReadAt(12345, out).ok());
+  EXPECT_EQ(0, std::memcmp(out.data(), data.data() + 12345, out.size()));
+  // A misaligned or too-small window buffer is refused, not read into.
+  std::vector<std::byte> small(4096 * 3);
+  Result<std::span<const std::byte>> w = (*f)->ReadWindowAt(1, 8192, small);
+  EXPECT_EQ(w.status().code(), StatusCode::kInvalidArgument);
+  std::remove((dir + "/f").c_str());
+  ::rmdir(dir.c_str());
+}
+
+TEST(FileTest, MappedBytesViewTheWholeFile) {
+  std::string dir = TempDir("file");
+  std::vector<std::byte> data = RandomBytes(10000, 9);
+  ASSERT_TRUE(WriteBytes(dir + "/f", data));
+  Result<std::unique_ptr<MappedFile>> m = MappedFile::Open(dir + "/f");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  ASSERT_EQ((*m)->Bytes().size(), data.size());
+  EXPECT_EQ(0, std::memcmp((*m)->Bytes().data(), data.data(), data.size()));
+  ASSERT_TRUE(WriteBytes(dir + "/e", {}));
+  m = MappedFile::Open(dir + "/e");
+  ASSERT_TRUE(m.ok());
+  EXPECT_TRUE((*m)->Bytes().empty());
+}
+
+TEST(FileTest, IoModeNames) {
+  for (IoMode m : {IoMode::kAuto, IoMode::kPread, IoMode::kMmap, IoMode::kDirect}) {
+    Result<IoMode> back = ParseIoMode(IoModeName(m));
+    ASSERT_TRUE(back.ok());
+    EXPECT_EQ(*back, m);
+  }
+  Result<IoMode> bad = ParseIoMode("Direct");
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad.status().message(), "invalid io mode 'Direct': expected auto, pread, mmap or direct");
+}
+
+}  // namespace
+}  // namespace shardload
