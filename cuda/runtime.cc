@@ -1,0 +1,491 @@
+// The CUDA runtime probe and RAII handles (see cuda/runtime.h).
+#include "cuda/runtime.h"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cuda/status.h"
+
+namespace shardload::cuda {
+namespace {
+
+constexpr uint64_t kPage = 4096;
+
+struct ProbeState {
+  int count = 0;
+  Status status;
+  std::vector<DeviceProperties> devices;
+};
+
+std::string ReadSysfsLine(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  if (!in || !std::getline(in, line)) return {};
+  return line;
+}
+
+// PcieGeneration: "32.0 GT/s PCIe" → 5; 0 when unknown.
+int PcieGeneration(const std::string& speed) {
+  if (speed.empty()) return 0;
+  char* end = nullptr;
+  double gts = std::strtod(speed.c_str(), &end);
+  if (end == speed.c_str()) return 0;
+  if (gts >= 60) return 6;
+  if (gts >= 30) return 5;
+  if (gts >= 15) return 4;
+  if (gts >= 7.5) return 3;
+  if (gts >= 4.5) return 2;
+  if (gts >= 2) return 1;
+  return 0;
+}
+
+int ParseWidth(const std::string& text) {
+  if (text.empty()) return 0;
+  char* end = nullptr;
+  long width = std::strtol(text.c_str(), &end, 10);
+  if (end == text.c_str() || width < 0 || width > 64) return 0;
+  return static_cast<int>(width);
+}
+
+DeviceProperties ProbeOne(int index) {
+  DeviceProperties props;
+  props.index = index;
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, index) == cudaSuccess) {
+    props.name = prop.name;
+    props.total_memory = prop.totalGlobalMem;
+    props.compute_major = prop.major;
+    props.compute_minor = prop.minor;
+    props.async_engine_count = prop.asyncEngineCount;
+  } else {
+    (void)cudaGetLastError();
+    props.name = "unknown CUDA device";
+  }
+  char bus_id[64] = {};
+  if (cudaDeviceGetPCIBusId(bus_id, sizeof(bus_id), index) == cudaSuccess) {
+    std::string id(bus_id);
+    std::transform(id.begin(), id.end(), id.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    props.pci_bus_id = id;
+    const std::string dir = "/sys/bus/pci/devices/" + id + "/";
+    props.pcie_max_generation = PcieGeneration(ReadSysfsLine(dir + "max_link_speed"));
+    props.pcie_max_width = ParseWidth(ReadSysfsLine(dir + "max_link_width"));
+    props.pcie_current_generation = PcieGeneration(ReadSysfsLine(dir + "current_link_speed"));
+    props.pcie_current_width = ParseWidth(ReadSysfsLine(dir + "current_link_width"));
+  } else {
+    (void)cudaGetLastError();
+  }
+  return props;
+}
+
+const ProbeState& Probe() {
+  static const ProbeState* state = [] {
+    auto* s = new ProbeState();  // process lifetime: never destroyed (no teardown order issues)
+    int count = 0;
+    cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess) {
+      (void)cudaGetLastError();
+      s->count = 0;
+      s->status = CudaCallStatus(err, "cudaGetDeviceCount", kNoDevice);
+      return s;
+    }
+    s->count = std::max(count, 0);
+    for (int i = 0; i < s->count; ++i) s->devices.push_back(ProbeOne(i));
+    return s;
+  }();
+  return *state;
+}
+
+Status NoSuchDevice(int index) {
+  const ProbeState& state = Probe();
+  std::string message = CudaDeviceLabel(index) + ": no such CUDA device (" +
+                        std::to_string(state.count) +
+                        (state.count == 1 ? " device" : " devices");
+  if (!state.status.ok()) message += ": " + state.status.message();
+  message += ")";
+  return InvalidArgumentError(std::move(message));
+}
+
+uint64_t RoundUpToPage(uint64_t bytes) { return (bytes + kPage - 1) / kPage * kPage; }
+
+}  // namespace
+
+int DeviceCount() { return Probe().count; }
+
+Status ProbeStatus() { return Probe().status; }
+
+Result<DeviceProperties> GetDeviceProperties(int index) {
+  const ProbeState& state = Probe();
+  if (index < 0 || index >= state.count) return NoSuchDevice(index);
+  return state.devices[index];
+}
+
+Status CheckDevice(int index) {
+  if (index < 0 || index >= DeviceCount()) return NoSuchDevice(index);
+  return OkStatus();
+}
+
+std::string DescribeDeviceProperties(const DeviceProperties& props) {
+  char gib[32];
+  std::snprintf(gib, sizeof(gib), "%.1f GiB",
+                static_cast<double>(props.total_memory) / (1024.0 * 1024.0 * 1024.0));
+  std::string text = props.name + " (" + CudaDeviceLabel(props.index) + ", " + gib;
+  if (props.pcie_max_generation > 0) {
+    text += ", PCIe Gen" + std::to_string(props.pcie_max_generation);
+    if (props.pcie_max_width > 0) text += " x" + std::to_string(props.pcie_max_width);
+    if (props.pcie_current_generation > 0 &&
+        (props.pcie_current_generation != props.pcie_max_generation ||
+         props.pcie_current_width != props.pcie_max_width)) {
+      text += ", now Gen" + std::to_string(props.pcie_current_generation) + " x" +
+              std::to_string(props.pcie_current_width);
+    }
+  }
+  return text + ")";
+}
+
+Result<MemoryInfo> GetMemoryInfo(int device) {
+  SL_ASSIGN_OR_RETURN(ScopedDevice scope, ScopedDevice::Enter(device));
+  size_t free_bytes = 0;
+  size_t total_bytes = 0;
+  cudaError_t err = cudaMemGetInfo(&free_bytes, &total_bytes);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    return CudaCallStatus(err, "cudaMemGetInfo", device);
+  }
+  return MemoryInfo{free_bytes, total_bytes};
+}
+
+// ---- ScopedDevice ----------------------------------------------------------------
+
+Result<ScopedDevice> ScopedDevice::Enter(int device) {
+  SL_RETURN_IF_ERROR(CheckDevice(device));
+  int previous = 0;
+  cudaError_t err = cudaGetDevice(&previous);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    return CudaCallStatus(err, "cudaGetDevice", device);
+  }
+  if (previous == device) return ScopedDevice(previous, false);
+  err = cudaSetDevice(device);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    return CudaCallStatus(err, "cudaSetDevice", device);
+  }
+  return ScopedDevice(previous, true);
+}
+
+ScopedDevice::ScopedDevice(ScopedDevice&& other) noexcept
+    : previous_(other.previous_), restore_(std::exchange(other.restore_, false)) {}
+
+ScopedDevice::~ScopedDevice() {
+  if (restore_ && cudaSetDevice(previous_) != cudaSuccess) (void)cudaGetLastError();
+}
+
+// ---- PinnedBuffer ----------------------------------------------------------------
+
+const char* PinnedModeName(PinnedMode mode) {
+  return mode == PinnedMode::kHostAlloc ? "host_alloc" : "host_register";
+}
+
+Result<PinnedBuffer> PinnedBuffer::Allocate(uint64_t bytes, PinnedMode mode) {
+  if (bytes == 0) return InvalidArgumentError("pinned buffer of 0 bytes requested");
+  if (bytes > (uint64_t{1} << 46)) {
+    return InvalidArgumentError("pinned buffer of " + std::to_string(bytes) +
+                                " bytes requested (more than 64 TiB)");
+  }
+  const std::string what =
+      " (allocating " + std::to_string(bytes) + " bytes of pinned memory)";
+  PinnedBuffer buffer;
+  buffer.mode_ = mode;
+  if (mode == PinnedMode::kHostAlloc) {
+    void* p = nullptr;
+    cudaError_t err = cudaHostAlloc(&p, bytes, cudaHostAllocPortable);
+    if (err != cudaSuccess) {
+      (void)cudaGetLastError();
+      Status s = CudaCallStatus(err, "cudaHostAlloc", kNoDevice);
+      return Status(s.code(), s.message() + what);
+    }
+    buffer.data_ = p;
+    buffer.size_ = bytes;
+    return buffer;
+  }
+  const uint64_t rounded = RoundUpToPage(bytes);
+  void* p = std::aligned_alloc(kPage, rounded);
+  if (p == nullptr) {
+    return ResourceExhaustedError("aligned_alloc: out of memory" + what);
+  }
+  cudaError_t err = cudaHostRegister(p, rounded, cudaHostRegisterPortable);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    std::free(p);
+    Status s = CudaCallStatus(err, "cudaHostRegister", kNoDevice);
+    return Status(s.code(), s.message() + what);
+  }
+  buffer.data_ = p;
+  buffer.size_ = bytes;
+  return buffer;
+}
+
+PinnedBuffer::PinnedBuffer(PinnedBuffer&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
+      mode_(other.mode_) {}
+
+PinnedBuffer& PinnedBuffer::operator=(PinnedBuffer&& other) noexcept {
+  if (this != &other) {
+    Reset();
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+    mode_ = other.mode_;
+  }
+  return *this;
+}
+
+PinnedBuffer::~PinnedBuffer() { Reset(); }
+
+void PinnedBuffer::Reset() {
+  if (data_ == nullptr) return;
+  if (mode_ == PinnedMode::kHostAlloc) {
+    if (cudaFreeHost(data_) != cudaSuccess) (void)cudaGetLastError();
+  } else {
+    if (cudaHostUnregister(data_) != cudaSuccess) (void)cudaGetLastError();
+    std::free(data_);
+  }
+  data_ = nullptr;
+  size_ = 0;
+}
+
+// ---- DeviceBuffer ----------------------------------------------------------------
+
+Result<DeviceBuffer> DeviceBuffer::Allocate(int device, uint64_t bytes) {
+  SL_ASSIGN_OR_RETURN(ScopedDevice scope, ScopedDevice::Enter(device));
+  DeviceBuffer buffer;
+  buffer.device_ = device;
+  if (bytes == 0) return buffer;
+  void* p = nullptr;
+  cudaError_t err = cudaMalloc(&p, bytes);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();  // allocation failures are not sticky; clear them
+    if (err == cudaErrorMemoryAllocation) {
+      size_t free_bytes = 0;
+      size_t total_bytes = 0;
+      std::string free_text = "free memory unknown";
+      if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) {
+        free_text = std::to_string(free_bytes) + " bytes free of " +
+                    std::to_string(total_bytes);
+      } else {
+        (void)cudaGetLastError();
+      }
+      return ResourceExhaustedError(CudaDeviceLabel(device) + ": out of memory allocating " +
+                                    std::to_string(bytes) + " bytes (" + free_text + ")");
+    }
+    return CudaCallStatus(err, "cudaMalloc", device);
+  }
+  buffer.data_ = p;
+  buffer.size_ = bytes;
+  return buffer;
+}
+
+DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
+      device_(other.device_) {}
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
+  if (this != &other) {
+    Reset();
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+    device_ = other.device_;
+  }
+  return *this;
+}
+
+DeviceBuffer::~DeviceBuffer() { Reset(); }
+
+void DeviceBuffer::Reset() {
+  if (data_ == nullptr) return;
+  Result<ScopedDevice> scope = ScopedDevice::Enter(device_);
+  if (cudaFree(data_) != cudaSuccess) (void)cudaGetLastError();
+  data_ = nullptr;
+  size_ = 0;
+}
+
+// ---- Stream ----------------------------------------------------------------------
+
+Result<Stream> Stream::Create(int device) {
+  SL_ASSIGN_OR_RETURN(ScopedDevice scope, ScopedDevice::Enter(device));
+  cudaStream_t s = nullptr;
+  cudaError_t err = cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    return CudaCallStatus(err, "cudaStreamCreateWithFlags", device);
+  }
+  Stream stream;
+  stream.stream_ = s;
+  stream.device_ = device;
+  return stream;
+}
+
+Stream::Stream(Stream&& other) noexcept
+    : stream_(std::exchange(other.stream_, nullptr)), device_(other.device_) {}
+
+Stream& Stream::operator=(Stream&& other) noexcept {
+  if (this != &other) {
+    Reset();
+    stream_ = std::exchange(other.stream_, nullptr);
+    device_ = other.device_;
+  }
+  return *this;
+}
+
+Stream::~Stream() { Reset(); }
+
+void Stream::Reset() {
+  if (stream_ == nullptr) return;
+  Result<ScopedDevice> scope = ScopedDevice::Enter(device_);
+  // cudaStreamDestroy returns at once; work still queued completes before the
+  // stream's resources are released.
+  if (cudaStreamDestroy(stream_) != cudaSuccess) (void)cudaGetLastError();
+  stream_ = nullptr;
+}
+
+Status Stream::Synchronize() const {
+  cudaError_t err = cudaStreamSynchronize(stream_);
+  if (err != cudaSuccess) (void)cudaGetLastError();
+  return CudaCallStatus(err, "cudaStreamSynchronize", device_);
+}
+
+// ---- Event -----------------------------------------------------------------------
+
+Result<Event> Event::Create(int device, bool timing, bool blocking_sync) {
+  SL_ASSIGN_OR_RETURN(ScopedDevice scope, ScopedDevice::Enter(device));
+  unsigned flags = cudaEventDefault;
+  if (!timing) flags |= cudaEventDisableTiming;
+  if (blocking_sync) flags |= cudaEventBlockingSync;
+  cudaEvent_t e = nullptr;
+  cudaError_t err = cudaEventCreateWithFlags(&e, flags);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    return CudaCallStatus(err, "cudaEventCreateWithFlags", device);
+  }
+  Event event;
+  event.event_ = e;
+  event.device_ = device;
+  return event;
+}
+
+Event::Event(Event&& other) noexcept
+    : event_(std::exchange(other.event_, nullptr)), device_(other.device_) {}
+
+Event& Event::operator=(Event&& other) noexcept {
+  if (this != &other) {
+    Reset();
+    event_ = std::exchange(other.event_, nullptr);
+    device_ = other.device_;
+  }
+  return *this;
+}
+
+Event::~Event() { Reset(); }
+
+void Event::Reset() {
+  if (event_ == nullptr) return;
+  Result<ScopedDevice> scope = ScopedDevice::Enter(device_);
+  if (cudaEventDestroy(event_) != cudaSuccess) (void)cudaGetLastError();
+  event_ = nullptr;
+}
+
+Status Event::Record(const Stream& stream) const {
+  if (stream.device() != device_) {
+    return InvalidArgumentError("cudaEventRecord: event of " + CudaDeviceLabel(device_) +
+                                " recorded on a stream of " + CudaDeviceLabel(stream.device()));
+  }
+  SL_ASSIGN_OR_RETURN(ScopedDevice scope, ScopedDevice::Enter(device_));
+  cudaError_t err = cudaEventRecord(event_, stream.get());
+  if (err != cudaSuccess) (void)cudaGetLastError();
+  return CudaCallStatus(err, "cudaEventRecord", device_);
+}
+
+Status Event::Synchronize() const {
+  cudaError_t err = cudaEventSynchronize(event_);
+  if (err != cudaSuccess) (void)cudaGetLastError();
+  return CudaCallStatus(err, "cudaEventSynchronize", device_);
+}
+
+Result<bool> Event::Query() const {
+  cudaError_t err = cudaEventQuery(event_);
+  if (err == cudaSuccess) return true;
+  if (err == cudaErrorNotReady) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  (void)cudaGetLastError();
+  return CudaCallStatus(err, "cudaEventQuery", device_);
+}
+
+Result<float> Event::ElapsedMs(const Event& start, const Event& stop) {
+  float ms = 0;
+  cudaError_t err = cudaEventElapsedTime(&ms, start.event_, stop.event_);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    return CudaCallStatus(err, "cudaEventElapsedTime", stop.device_);
+  }
+  return ms;
+}
+
+// ---- copies ----------------------------------------------------------------------
+
+Status CopyHostToDeviceAsync(void* dst, const void* src, uint64_t bytes, const Stream& stream) {
+  SL_ASSIGN_OR_RETURN(ScopedDevice scope, ScopedDevice::Enter(stream.device()));
+  cudaError_t err = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream.get());
+  if (err != cudaSuccess) (void)cudaGetLastError();
+  return CudaCallStatus(err, "cudaMemcpyAsync", stream.device());
+}
+
+Status CopyDeviceToHostAsync(void* dst, const void* src, uint64_t bytes, const Stream& stream) {
+  SL_ASSIGN_OR_RETURN(ScopedDevice scope, ScopedDevice::Enter(stream.device()));
+  cudaError_t err = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream.get());
+  if (err != cudaSuccess) (void)cudaGetLastError();
+  return CudaCallStatus(err, "cudaMemcpyAsync", stream.device());
+}
+
+Status CopyDeviceToHost(int device, void* dst, const void* src, uint64_t bytes) {
+  SL_ASSIGN_OR_RETURN(ScopedDevice scope, ScopedDevice::Enter(device));
+  cudaError_t err = cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost);
+  if (err != cudaSuccess) (void)cudaGetLastError();
+  return CudaCallStatus(err, "cudaMemcpy", device);
+}
+
+Status CopyHostToDevice(int device, void* dst, const void* src, uint64_t bytes) {
+  SL_ASSIGN_OR_RETURN(ScopedDevice scope, ScopedDevice::Enter(device));
+  cudaError_t err = cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice);
+  if (err != cudaSuccess) (void)cudaGetLastError();
+  return CudaCallStatus(err, "cudaMemcpy", device);
+}
+
+Status FillDevice(int device, void* dst, int byte_value, uint64_t bytes) {
+  SL_ASSIGN_OR_RETURN(ScopedDevice scope, ScopedDevice::Enter(device));
+  cudaError_t err = cudaMemset(dst, byte_value, bytes);
+  if (err == cudaSuccess) err = cudaDeviceSynchronize();
+  if (err != cudaSuccess) (void)cudaGetLastError();
+  return CudaCallStatus(err, "cudaMemset", device);
+}
+
+Status SynchronizeDevice(int device) {
+  SL_ASSIGN_OR_RETURN(ScopedDevice scope, ScopedDevice::Enter(device));
+  cudaError_t err = cudaDeviceSynchronize();
+  if (err != cudaSuccess) (void)cudaGetLastError();
+  return CudaCallStatus(err, "cudaDeviceSynchronize", device);
+}
+
+}  // namespace shardload::cuda

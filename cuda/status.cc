@@ -1,0 +1,50 @@
+// CUDA error codes → Status (see cuda/status.h).
+#include "cuda/status.h"
+
+#include <cuda_runtime_api.h>
+
+#include <string>
+
+namespace shardload::cuda {
+
+std::string CudaDeviceLabel(int device) { return "cuda:" + std::to_string(device); }
+
+std::string CudaErrorName(int error) {
+  const char* name = cudaGetErrorName(static_cast<cudaError_t>(error));
+  std::string text = name == nullptr ? std::string() : std::string(name);
+  if (text.empty() || text.rfind("cuda", 0) != 0) {
+    return "cudaErrorUnknownCode(" + std::to_string(error) + ")";
+  }
+  return text;
+}
+
+std::string CudaErrorText(int error) {
+  const char* text = cudaGetErrorString(static_cast<cudaError_t>(error));
+  return text == nullptr ? std::string("unknown error") : std::string(text);
+}
+
+Status CudaCallStatus(int error, std::string_view call, int device) {
+  if (error == cudaSuccess) return OkStatus();
+  std::string message(call);
+  if (device != kNoDevice) message += "(" + CudaDeviceLabel(device) + ")";
+  message += ": " + CudaErrorName(error) + ": " + CudaErrorText(error);
+  switch (static_cast<cudaError_t>(error)) {
+    case cudaErrorMemoryAllocation:
+      return ResourceExhaustedError(std::move(message));
+    case cudaErrorNoDevice:
+    case cudaErrorInsufficientDriver:
+    case cudaErrorInitializationError:
+    case cudaErrorDevicesUnavailable:
+    case cudaErrorSystemDriverMismatch:
+    case cudaErrorCompatNotSupportedOnDevice:
+      return UnavailableError(std::move(message));
+    case cudaErrorInvalidValue:
+    case cudaErrorInvalidDevice:
+    case cudaErrorInvalidDevicePointer:
+      return InvalidArgumentError(std::move(message));
+    default:
+      return InternalError(std::move(message));
+  }
+}
+
+}  // namespace shardload::cuda
