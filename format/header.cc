@@ -177,8 +177,8 @@ Status HeaderParser::ReadMetadata(simdjson::dom::element value, Header& header) 
   for (simdjson::dom::key_value_pair kv : object) {
     if (kv.value.type() != T::STRING) {
       return Error(StatusCode::kInvalidArgument,
-                   "__metadata__ key " + QuoteForMessage(kv.key) + " has " +
-                       std::string(TypeName(kv.value.type())) + " value; values must be strings");
+                   "__metadata__ key " + QuoteForMessage(kv.key) + " must map to a string, got " +
+                       std::string(TypeName(kv.value.type())));
     }
     std::string_view text = kv.value.get_string().value_unsafe();
     auto [it, inserted] = header.metadata.try_emplace(std::string(kv.key), text);
