@@ -11,12 +11,13 @@
 namespace shardload {
 namespace {
 
-// Quote: "name" with '"', '\' and control bytes escaped, for one-line messages.
-std::string Quote(std::string_view name) {
-  std::string out = "\"";
+// Escape: `name` with `quote`, '\' and control bytes backslash-escaped (\xHH), so a
+// message stays on one line whatever the tensor name holds.
+std::string Escape(std::string_view name, char quote) {
+  std::string out;
   for (char c : name) {
     unsigned char u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
+    if (c == quote || c == '\\') {
       out += '\\';
       out += c;
     } else if (u < 0x20 || u == 0x7f) {
@@ -27,16 +28,18 @@ std::string Quote(std::string_view name) {
       out += c;
     }
   }
-  out += '"';
   return out;
 }
 
-// Plain: like Quote without the quotes (torch does not quote names in size mismatch
-// messages; we keep that, but still escape).
-std::string Plain(std::string_view name) {
-  std::string q = Quote(name);
-  return q.substr(1, q.size() - 2);
-}
+// Quote: "name", as torch lists keys in its messages.
+std::string Quote(std::string_view name) { return '"' + Escape(name, '"') + '"'; }
+
+// Single: 'name', as the project's other messages name tensors.
+std::string Single(std::string_view name) { return "'" + Escape(name, '\'') + "'"; }
+
+// Plain: the escaped name without quotes (torch does not quote names in size mismatch
+// messages).
+std::string Plain(std::string_view name) { return Escape(name, '"'); }
 
 // Utf8Length: length of the valid UTF-8 sequence starting at s[i], or 0.
 size_t Utf8Length(std::string_view s, size_t i) {
@@ -269,7 +272,7 @@ Result<std::string> RenameRule::Apply(std::string_view name) const {
         std::string input(name);
         return std::regex_replace(input, *regex, replacement, flags);
       } catch (const std::regex_error& e) {
-        return InternalError("rename rule '" + ToString() + "' failed on " + Quote(name) +
+        return InternalError("rename rule '" + ToString() + "' failed on " + Single(name) +
                              ": " + e.what());
       }
   }
@@ -372,22 +375,22 @@ Result<MatchReport> Match(std::span<const StoredTensor> stored,
   for (uint32_t t = 0; t < targets.size(); ++t) {
     const Target& target = targets[t];
     if (!target_by_name.emplace(target.name, t).second) {
-      return InvalidArgumentError("duplicate target name " + Quote(target.name));
+      return InvalidArgumentError("duplicate target name " + Single(target.name));
     }
     Result<uint64_t> bytes = TensorByteSize(target.dtype, target.shape);
-    if (!bytes.ok()) return bytes.status().WithPrefix("target " + Quote(target.name));
+    if (!bytes.ok()) return bytes.status().WithPrefix("target " + Single(target.name));
   }
   std::unordered_map<std::string_view, uint32_t> stored_by_name;
   stored_by_name.reserve(stored.size());
   for (uint32_t s = 0; s < stored.size(); ++s) {
     const StoredTensor& st = stored[s];
     if (!stored_by_name.emplace(st.name, s).second) {
-      return InvalidArgumentError("duplicate stored tensor name " + Quote(st.name));
+      return InvalidArgumentError("duplicate stored tensor name " + Single(st.name));
     }
     Result<uint64_t> bytes = TensorByteSize(st.dtype, st.shape);
-    if (!bytes.ok()) return bytes.status().WithPrefix("stored tensor " + Quote(st.name));
+    if (!bytes.ok()) return bytes.status().WithPrefix("stored tensor " + Single(st.name));
     if (*bytes != st.bytes) {
-      return InvalidArgumentError("stored tensor " + Quote(st.name) + ": " +
+      return InvalidArgumentError("stored tensor " + Single(st.name) + ": " +
                                   std::to_string(st.bytes) + " bytes do not match " +
                                   DtypeShape(st.dtype, st.shape) + " (" +
                                   std::to_string(*bytes) + " bytes)");
@@ -399,7 +402,7 @@ Result<MatchReport> Match(std::span<const StoredTensor> stored,
       return InvalidArgumentError("empty alias name");
     }
     if (!caller_alias.emplace(target_name, stored_name).second) {
-      return InvalidArgumentError("alias for " + Quote(target_name) + " is given twice");
+      return InvalidArgumentError("alias for " + Single(target_name) + " is given twice");
     }
   }
 
@@ -410,7 +413,7 @@ Result<MatchReport> Match(std::span<const StoredTensor> stored,
       Result<std::string> next = rule.Apply(out);
       if (!next.ok()) {
         return InvalidArgumentError("rename rule '" + rule.ToString() + "' on " +
-                                    Quote(name) + ": " + next.status().message());
+                                    Single(name) + ": " + next.status().message());
       }
       out = std::move(*next);
     }

@@ -533,19 +533,19 @@ TEST(MatchTest, InvalidInputsAreErrorResults) {
     EXPECT_EQ(r.status().message(), message);
   };
   check(Match(stored, kNoMetadata, Targets({{"t", Dtype::kF32, {1}}, {"t", Dtype::kF32, {2}}}), {}),
-        "duplicate target name \"t\"");
+        "duplicate target name 't'");
   auto dup = stored;
   dup.push_back(dup[0]);
-  check(Match(dup, kNoMetadata, {}, {}), "duplicate stored tensor name \"a\"");
+  check(Match(dup, kNoMetadata, {}, {}), "duplicate stored tensor name 'a'");
   auto bad_bytes = stored;
   bad_bytes[0].bytes = 8;
   check(Match(bad_bytes, kNoMetadata, {}, {}),
-        "stored tensor \"a\": 8 bytes do not match F32[1] (4 bytes)");
+        "stored tensor 'a': 8 bytes do not match F32[1] (4 bytes)");
   check(Match(stored, kNoMetadata, Targets({{"f4", Dtype::kF4, {3}}}), {}),
-        "target \"f4\": F4[3] is 12 bits, which does not end on a byte boundary");
+        "target 'f4': F4[3] is 12 bits, which does not end on a byte boundary");
   MatchOptions twice;
   twice.aliases = {{"x", "a"}, {"x", "b"}};
-  check(Match(stored, kNoMetadata, {}, twice), "alias for \"x\" is given twice");
+  check(Match(stored, kNoMetadata, {}, twice), "alias for 'x' is given twice");
   MatchOptions empty;
   empty.aliases = {{"", "a"}};
   check(Match(stored, kNoMetadata, {}, empty), "empty alias name");
@@ -555,12 +555,12 @@ TEST(MatchTest, InvalidInputsAreErrorResults) {
   broken.text = "x";
   uncompiled.renames.push_back(broken);
   check(Match(stored, kNoMetadata, {}, uncompiled),
-        "rename rule 's/x//' on \"a\": rename rule 's/x//' has no compiled regex");
+        "rename rule 's/x//' on 'a': rename rule 's/x//' has no compiled regex");
   std::vector<Target> overflow = {Target{"big", Dtype::kF64, {1ull << 62, 4}}};
   Result<MatchReport> o = Match(stored, kNoMetadata, overflow, {});
   ASSERT_FALSE(o.ok());
   EXPECT_EQ(o.status().code(), StatusCode::kOutOfRange);
-  EXPECT_EQ(o.status().message().rfind("target \"big\": ", 0), 0u) << o.status().message();
+  EXPECT_EQ(o.status().message().rfind("target 'big': ", 0), 0u) << o.status().message();
 }
 
 TEST(MatchTest, OddNamesAreEscapedInMessages) {

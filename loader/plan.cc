@@ -1,0 +1,244 @@
+// loader/plan.cc — coalescing planner and arena layout (see plan.h).
+#include "loader/plan.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <numeric>
+#include <string>
+#include <tuple>
+
+namespace shardload {
+namespace {
+
+// Q: 'name' with quotes, backslashes and control bytes escaped (one-line messages).
+std::string Q(std::string_view name) {
+  std::string out = "'";
+  for (char c : name) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if (c == '\'' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (u < 0x20 || u == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\x%02x", u);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
+}
+
+std::string Range(uint64_t begin, uint64_t bytes) {
+  return "[" + std::to_string(begin) + ", " + std::to_string(begin + bytes) + ")";
+}
+
+// SplitUnit: the smallest whole number of bytes holding whole elements of `dtype`
+// (1 for F4, 3 for F6_*, the element size otherwise).
+uint64_t SplitUnit(Dtype dtype) {
+  uint64_t bits = static_cast<uint64_t>(DtypeBits(dtype));
+  return std::lcm(bits, uint64_t{8}) / 8;
+}
+
+// Used: one stored tensor that is read, with the destinations it feeds.
+struct Used {
+  uint32_t stored;
+  uint32_t shard;
+  uint64_t offset;
+  uint64_t bytes;
+  std::vector<uint32_t> dests;  // ascending
+};
+
+}  // namespace
+
+Result<LoadPlan> MakePlan(std::span<const StoredTensor> stored, const MatchReport& report,
+                          std::span<const Target> targets, const DeviceMap& devices,
+                          const PlanOptions& options) {
+  if (!report.status.ok()) return report.status;
+  if (options.max_span_bytes == 0 || options.max_span_bytes % 4096 != 0) {
+    return InvalidArgumentError("max_span_bytes must be a positive multiple of 4096, got " +
+                                std::to_string(options.max_span_bytes));
+  }
+  if (report.matched.size() > std::numeric_limits<uint32_t>::max()) {
+    return InvalidArgumentError("too many destinations (more than 2^32 - 1)");
+  }
+
+  LoadPlan plan;
+  plan.destinations.reserve(report.matched.size());
+  std::vector<bool> target_seen(targets.size(), false);
+  std::vector<int64_t> used_index(stored.size(), -1);  // stored → index into `used`
+  std::vector<Used> used;
+  for (const MatchedPair& pair : report.matched) {
+    if (pair.stored >= stored.size()) {
+      return InvalidArgumentError("match report refers to stored tensor " +
+                                  std::to_string(pair.stored) + ", but the catalog has " +
+                                  std::to_string(stored.size()) + " tensors");
+    }
+    if (pair.target >= targets.size()) {
+      return InvalidArgumentError("match report refers to target " +
+                                  std::to_string(pair.target) + ", but there are " +
+                                  std::to_string(targets.size()) + " targets");
+    }
+    const StoredTensor& st = stored[pair.stored];
+    const Target& target = targets[pair.target];
+    if (target_seen[pair.target]) {
+      return InvalidArgumentError("target " + Q(target.name) + " is matched twice");
+    }
+    target_seen[pair.target] = true;
+    if (st.shape != target.shape || !IsCastable(st.dtype, target.dtype)) {
+      return InvalidArgumentError("target " + Q(target.name) + ": stored tensor " +
+                                  Q(st.name) + " is " + std::string(DtypeName(st.dtype)) +
+                                  ShapeToString(st.shape) + ", the target " +
+                                  std::string(DtypeName(target.dtype)) +
+                                  ShapeToString(target.shape));
+    }
+    SL_ASSIGN_OR_RETURN(uint64_t src_bytes, TensorByteSize(st.dtype, st.shape));
+    if (src_bytes != st.bytes) {
+      return InvalidArgumentError("stored tensor " + Q(st.name) + ": " +
+                                  std::to_string(st.bytes) + " bytes do not match " +
+                                  std::string(DtypeName(st.dtype)) + ShapeToString(st.shape) +
+                                  " (" + std::to_string(src_bytes) + " bytes)");
+    }
+    if (st.file_offset > std::numeric_limits<uint64_t>::max() - st.bytes) {
+      return InvalidArgumentError("stored tensor " + Q(st.name) + ": byte range at offset " +
+                                  std::to_string(st.file_offset) + " of " +
+                                  std::to_string(st.bytes) + " bytes overflows");
+    }
+    Result<uint64_t> dst_bytes = TensorByteSize(target.dtype, target.shape);
+    if (!dst_bytes.ok()) return dst_bytes.status().WithPrefix("target " + Q(target.name));
+
+    Destination d;
+    d.ptr = target.data;
+    d.bytes = *dst_bytes;
+    d.device = target.device.has_value() ? *target.device : devices.Resolve(target.name);
+    d.src_dtype = st.dtype;
+    d.dst_dtype = target.dtype;
+    d.name = target.name;
+    uint32_t dest_index = static_cast<uint32_t>(plan.destinations.size());
+    plan.destinations.push_back(std::move(d));
+    if (plan.delivered_bytes > std::numeric_limits<uint64_t>::max() - *dst_bytes) {
+      return InvalidArgumentError("destinations exceed 2^64 bytes in total");
+    }
+    plan.delivered_bytes += *dst_bytes;
+
+    if (st.bytes == 0) continue;  // nothing to read
+    if (used_index[pair.stored] < 0) {
+      used_index[pair.stored] = static_cast<int64_t>(used.size());
+      used.push_back(Used{pair.stored, st.shard, st.file_offset, st.bytes, {}});
+    }
+    used[used_index[pair.stored]].dests.push_back(dest_index);
+  }
+
+  std::sort(used.begin(), used.end(), [](const Used& a, const Used& b) {
+    return std::tie(a.shard, a.offset) < std::tie(b.shard, b.offset);
+  });
+  for (size_t i = 1; i < used.size(); ++i) {
+    const Used& a = used[i - 1];
+    const Used& b = used[i];
+    if (a.shard == b.shard && b.offset < a.offset + a.bytes) {
+      return InvalidArgumentError(
+          "shard " + std::to_string(a.shard) + ": stored tensors " + Q(stored[a.stored].name) +
+          " " + Range(a.offset, a.bytes) + " and " + Q(stored[b.stored].name) + " " +
+          Range(b.offset, b.bytes) + " overlap");
+    }
+  }
+
+  const uint64_t max_span = options.max_span_bytes;
+  bool open = false;
+  ReadSpan span;
+  auto flush = [&] {
+    if (!open) return;
+    plan.read_bytes += span.length;
+    plan.spans.push_back(std::move(span));
+    span = ReadSpan{};
+    open = false;
+  };
+  auto add_regions = [&](const Used& u, uint64_t src_offset, uint64_t length,
+                         uint64_t dst_offset) {
+    for (uint32_t dest : u.dests) {
+      span.regions.push_back(CopyRegion{src_offset, length, dest, dst_offset});
+    }
+  };
+  for (const Used& u : used) {
+    uint64_t span_end = span.file_offset + span.length;
+    if (open && u.shard == span.shard && u.offset - span_end <= options.max_gap_bytes &&
+        u.offset + u.bytes - span.file_offset <= max_span) {
+      add_regions(u, u.offset - span.file_offset, u.bytes, 0);
+      span.length = u.offset + u.bytes - span.file_offset;
+      continue;
+    }
+    flush();
+    if (u.bytes <= max_span) {
+      open = true;
+      span.shard = u.shard;
+      span.file_offset = u.offset;
+      span.length = u.bytes;
+      add_regions(u, 0, u.bytes, 0);
+      continue;
+    }
+    // Larger than a span: element-aligned pieces; the last one stays open.
+    uint64_t unit = SplitUnit(stored[u.stored].dtype);
+    uint64_t chunk = max_span - max_span % unit;
+    for (uint64_t pos = 0; pos < u.bytes; pos += chunk) {
+      flush();
+      uint64_t length = std::min(chunk, u.bytes - pos);
+      open = true;
+      span.shard = u.shard;
+      span.file_offset = u.offset + pos;
+      span.length = length;
+      add_regions(u, 0, length, pos);
+    }
+  }
+  flush();
+  return plan;
+}
+
+Result<ArenaLayout> LayoutArenas(std::span<const Destination> destinations,
+                                 uint64_t alignment) {
+  if (alignment == 0 || (alignment & (alignment - 1)) != 0) {
+    return InvalidArgumentError("arena alignment must be a power of two, got " +
+                                std::to_string(alignment));
+  }
+  ArenaLayout layout;
+  layout.offsets.reserve(destinations.size());
+  constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
+  for (const Destination& d : destinations) {
+    if (d.ptr != nullptr) {
+      layout.offsets.push_back(kNotInArena);
+      continue;
+    }
+    uint64_t& end = layout.bytes_per_device[d.device];
+    if (end > kMax - (alignment - 1)) {
+      return OutOfRangeError("arena for " + d.device.ToString() + " exceeds 2^64 bytes");
+    }
+    uint64_t offset = (end + alignment - 1) & ~(alignment - 1);
+    if (offset > kMax - d.bytes || offset + d.bytes == kNotInArena) {
+      return OutOfRangeError("arena for " + d.device.ToString() + " exceeds 2^64 bytes");
+    }
+    layout.offsets.push_back(offset);
+    end = offset + d.bytes;
+  }
+  return layout;
+}
+
+Status AssignArenaPointers(const ArenaLayout& layout, const std::map<Device, void*>& bases,
+                           std::vector<Destination>* destinations) {
+  if (layout.offsets.size() != destinations->size()) {
+    return InvalidArgumentError("layout has " + std::to_string(layout.offsets.size()) +
+                                " offsets for " + std::to_string(destinations->size()) +
+                                " destinations");
+  }
+  for (size_t i = 0; i < destinations->size(); ++i) {
+    if (layout.offsets[i] == kNotInArena) continue;
+    Destination& d = (*destinations)[i];
+    auto it = bases.find(d.device);
+    if (it == bases.end() || it->second == nullptr) {
+      if (d.bytes == 0) continue;  // nothing will be written there
+      return NotFoundError("no arena base for device " + d.device.ToString());
+    }
+    d.ptr = static_cast<std::byte*>(it->second) + layout.offsets[i];
+  }
+  return OkStatus();
+}
+
+}  // namespace shardload

@@ -1,0 +1,117 @@
+// loader/plan.h — the load planner: matched tensors → coalesced file reads.
+//
+// Provides `MakePlan`, a pure function (no I/O) that turns a checkpoint catalog and a
+// successful MatchReport into one `Destination` per matched target and a list of
+// `ReadSpan`s per shard, sorted by file offset, where neighbouring tensors share one
+// read of up to `max_span_bytes` (the sink's slot size); and `LayoutArenas`, which
+// places arena-backed destinations (null `ptr`) in one block per device.
+//
+//   SL_ASSIGN_OR_RETURN(MatchReport report, Match(catalog, metadata, targets, {}));
+//   if (!report.status.ok()) return report.status;
+//   SL_ASSIGN_OR_RETURN(LoadPlan plan, MakePlan(catalog, report, targets, devices, {}));
+//   SL_ASSIGN_OR_RETURN(ArenaLayout layout, LayoutArenas(plan.destinations));
+//   ... allocate layout.bytes_per_device[d] per device, then
+//   SL_RETURN_IF_ERROR(AssignArenaPointers(layout, bases, &plan.destinations));
+//   SL_RETURN_IF_ERROR(sink.Begin(plan.destinations, PlanOptions{}.max_span_bytes));
+//   ... stream plan.spans into the sink.
+//
+// Shape of a plan:
+//   - destinations[i] is report.matched[i]'s target: ptr = Target::data (null for
+//     arena placement), bytes at the target dtype, device = Target::device or the
+//     DeviceMap's choice for the target name, src/dst dtype from the pair.
+//   - Every byte of every destination's source tensor is delivered by exactly one
+//     region of one span. A stored tensor that feeds several destinations (tied
+//     weights) is read once; its span carries one region per destination, with the
+//     same src range (so regions of a span may share source bytes — only then).
+//   - Spans are sorted by (shard, file_offset) and never overlap. Tensors are taken in
+//     file order and appended to the open span while the hole before them is at most
+//     `max_gap_bytes` and the span stays within `max_span_bytes`; a hole left by
+//     tensors that are not loaded is read and dropped. A tensor larger than
+//     `max_span_bytes` is split at element boundaries into spans of its own (the
+//     regions carry dst_offset); its last piece may be extended by its neighbours.
+//   - Zero-byte tensors get a destination and no region.
+#ifndef SHARDLOAD_LOADER_PLAN_H_
+#define SHARDLOAD_LOADER_PLAN_H_
+
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <span>
+#include <vector>
+
+#include "format/status.h"
+#include "loader/device.h"
+#include "loader/match.h"
+#include "loader/sink.h"
+#include "loader/stored_tensor.h"
+
+namespace shardload {
+
+// PlanOptions: read geometry. Validated by MakePlan.
+struct PlanOptions {
+  // max_span_bytes: the longest single read, equal to the sink's slot size.
+  // Default 64 MiB. Must be a positive multiple of 4096 (O_DIRECT windows).
+  uint64_t max_span_bytes = 64ull << 20;
+  // max_gap_bytes: the longest run of bytes that are not loaded which a span may read
+  // over to join two tensors into one read. Default 1 MiB; 0 joins only tensors that
+  // touch. Any value is valid (it is bounded by max_span_bytes in effect).
+  uint64_t max_gap_bytes = 1ull << 20;
+};
+
+// LoadPlan: what to read and where it goes. `read_bytes` is the sum of span lengths;
+// `delivered_bytes` the sum of destination bytes (at the destination dtype; a tied
+// tensor counts once per destination).
+struct LoadPlan {
+  std::vector<Destination> destinations;
+  std::vector<ReadSpan> spans;
+  uint64_t read_bytes = 0;
+  uint64_t delivered_bytes = 0;
+};
+
+// MakePlan: plan the load of `report`'s matched pairs. `stored` and `targets` must be
+// the spans `report` was made from. Pure, deterministic and thread-safe.
+// Errors:
+//   - the report's own status, unchanged, when it is not OK (a failed match);
+//   - invalid_argument "max_span_bytes must be a positive multiple of 4096, got N";
+//   - invalid_argument for a report that does not fit the inputs: "match report
+//     refers to stored tensor 7, but the catalog has 3 tensors", "... target 5, but
+//     there are 2 targets", "target 'x' is matched twice", "target 'x': stored tensor
+//     'y' is F16[2], the target F32[3]" (shape differs or dtypes not castable);
+//   - invalid_argument for a catalog that cannot be read as described: "stored tensor
+//     'w': N bytes do not match F32[3] (12 bytes)", "stored tensor 'w': byte range at
+//     offset X of N bytes overflows", "shard 0: stored tensors 'a' [64, 80) and 'b'
+//     [72, 88) overlap".
+Result<LoadPlan> MakePlan(std::span<const StoredTensor> stored, const MatchReport& report,
+                          std::span<const Target> targets, const DeviceMap& devices,
+                          const PlanOptions& options);
+
+// kNotInArena: ArenaLayout offset of a destination that has its own memory.
+inline constexpr uint64_t kNotInArena = std::numeric_limits<uint64_t>::max();
+
+// ArenaLayout: arena placement for load_file-style loads. `offsets[i]` is destination
+// i's byte offset in its device's arena, or kNotInArena when its ptr is already set.
+// `bytes_per_device` holds only devices with at least one arena destination (a
+// device whose arena destinations are all empty maps to 0).
+struct ArenaLayout {
+  std::map<Device, uint64_t> bytes_per_device;
+  std::vector<uint64_t> offsets;
+};
+
+// LayoutArenas: place every destination with a null ptr in its device's arena, in
+// order, each at an offset aligned to `alignment` (default 256, what CUDA allocations
+// and vectorized casts want). Errors: invalid_argument "arena alignment must be a
+// power of two, got N"; out_of_range "arena for cuda:0 exceeds 2^64 bytes" on overflow.
+Result<ArenaLayout> LayoutArenas(std::span<const Destination> destinations,
+                                 uint64_t alignment = 256);
+
+// AssignArenaPointers: set ptr = bases[device] + offsets[i] for each arena-placed
+// destination of `destinations` (the same list `layout` was made from). Errors:
+// invalid_argument "layout has N offsets for M destinations", not_found "no arena
+// base for device cuda:1" (a device with non-empty arena destinations but no base;
+// empty ones are left null).
+Status AssignArenaPointers(const ArenaLayout& layout, const std::map<Device, void*>& bases,
+                           std::vector<Destination>* destinations);
+
+}  // namespace shardload
+
+#endif  // SHARDLOAD_LOADER_PLAN_H_
