@@ -1,0 +1,152 @@
+// Tests of cli/sample_model.h (the models behind `shardload write-sample`): naming,
+// scaling to the requested size, tensor counts, determinism of the generator, and a
+// small end-to-end write read back through the header parser.
+#include "cli/sample_model.h"
+
+#include <cstdlib>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "format/header.h"
+#include "format/writer.h"
+
+namespace shardload::cli {
+namespace {
+
+std::set<std::string> Names(const SampleModel& m) {
+  std::set<std::string> names;
+  for (const TensorToWrite& t : m.tensors) names.insert(t.name);
+  return names;
+}
+
+TEST(SampleModelTest, TinyHasLlamaNamesAndIsAFewKilobytes) {
+  SampleOptions o;
+  o.layout = SampleLayout::kTiny;
+  Result<SampleModel> m = BuildSampleModel(o);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->tensors.size(), 21u);  // embed + 2 × 9 + norm + lm_head
+  EXPECT_EQ(m->total_bytes, 12448u);
+  std::set<std::string> names = Names(*m);
+  for (const char* n :
+       {"model.embed_tokens.weight", "model.layers.1.self_attn.q_proj.weight",
+        "model.layers.1.self_attn.k_proj.weight", "model.layers.1.self_attn.v_proj.weight",
+        "model.layers.1.self_attn.o_proj.weight", "model.layers.0.mlp.gate_proj.weight",
+        "model.layers.0.mlp.up_proj.weight", "model.layers.0.mlp.down_proj.weight",
+        "model.layers.0.input_layernorm.weight", "model.layers.0.post_attention_layernorm.weight",
+        "model.norm.weight", "lm_head.weight"}) {
+    EXPECT_TRUE(names.count(n)) << n;
+  }
+  EXPECT_EQ(m->tensors.front().name, "model.embed_tokens.weight");
+  EXPECT_EQ(m->tensors.front().shape, (std::vector<uint64_t>{32, 16}));
+  EXPECT_EQ(m->tensors.back().name, "lm_head.weight");
+}
+
+TEST(SampleModelTest, LlamaScalesToTheRequestedSize) {
+  for (uint64_t target : {uint64_t{1} << 20, uint64_t{100'000'000}, uint64_t{1} << 30,
+                          uint64_t{16} << 30}) {
+    SampleOptions o;
+    o.target_bytes = target;
+    Result<SampleModel> m = BuildSampleModel(o);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    double ratio = static_cast<double>(m->total_bytes) / static_cast<double>(target);
+    EXPECT_GT(ratio, 0.9) << target << ": " << m->Describe();
+    EXPECT_LT(ratio, 1.1) << target << ": " << m->Describe();
+    EXPECT_EQ(m->tensors.size(), 3u + 9u * m->layers);
+    EXPECT_EQ(m->hidden % 16, 0);
+  }
+  // 16 GiB of BF16 looks like an 8B-class model.
+  SampleOptions big;
+  big.target_bytes = uint64_t{16} << 30;
+  Result<SampleModel> m = BuildSampleModel(big);
+  ASSERT_TRUE(m.ok());
+  EXPECT_GE(m->hidden, 3000);
+  EXPECT_LE(m->hidden, 5000);
+  EXPECT_EQ(m->vocab, 32000);
+}
+
+TEST(SampleModelTest, MoeHasAboutNineteenThousandExpertTensorsAtAFewGiB) {
+  SampleOptions o;
+  o.layout = SampleLayout::kMoe;
+  o.target_bytes = uint64_t{4} << 30;
+  Result<SampleModel> m = BuildSampleModel(o);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->experts, 128);
+  EXPECT_EQ(m->layers, 48);
+  EXPECT_EQ(m->tensors.size(), 18771u);
+  std::set<std::string> names = Names(*m);
+  EXPECT_TRUE(names.count("model.layers.3.mlp.experts.57.down_proj.weight"));
+  EXPECT_TRUE(names.count("model.layers.47.mlp.experts.127.gate_proj.weight"));
+  EXPECT_TRUE(names.count("model.layers.0.mlp.gate.weight"));
+  double ratio = static_cast<double>(m->total_bytes) / static_cast<double>(o.target_bytes);
+  EXPECT_GT(ratio, 0.9);
+  EXPECT_LT(ratio, 1.1);
+  // Small targets fall back to fewer layers and experts but keep the naming.
+  o.target_bytes = 1 << 20;
+  m = BuildSampleModel(o);
+  ASSERT_TRUE(m.ok());
+  EXPECT_LT(m->experts, 128);
+  EXPECT_TRUE(Names(*m).count("model.layers.0.mlp.experts.0.up_proj.weight"));
+}
+
+TEST(SampleModelTest, InvalidOptions) {
+  SampleOptions o;
+  o.target_bytes = 1000;
+  Result<SampleModel> m = BuildSampleModel(o);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(m.status().message(), "target size 1000 bytes is too small for layout llama (minimum 65536)");
+  Result<SampleLayout> l = ParseSampleLayout("gpt");
+  ASSERT_FALSE(l.ok());
+  EXPECT_EQ(l.status().message(), "unknown layout 'gpt' (use llama, moe or tiny)");
+}
+
+std::string Fill(uint64_t seed, uint64_t stream, uint64_t offset, size_t n) {
+  std::string out(n, '\0');
+  FillSampleBytes(seed, stream, offset, std::as_writable_bytes(std::span(out.data(), n)));
+  return out;
+}
+
+TEST(SampleModelTest, GeneratorIsDeterministicAndIndependentOfChunking) {
+  std::string whole = Fill(7, 3, 0, 1000);
+  EXPECT_EQ(whole, Fill(7, 3, 0, 1000));
+  std::string pieces = Fill(7, 3, 0, 5) + Fill(7, 3, 5, 3) + Fill(7, 3, 8, 19) + Fill(7, 3, 27, 973);
+  EXPECT_EQ(pieces, whole);
+  EXPECT_NE(Fill(8, 3, 0, 1000), whole);
+  EXPECT_NE(Fill(7, 4, 0, 1000), whole);
+  // Not degenerate: most byte values appear.
+  std::set<char> values(whole.begin(), whole.end());
+  EXPECT_GT(values.size(), 200u);
+}
+
+TEST(SampleModelTest, WritesAShardedTinyCheckpointThatParses) {
+  const char* base = std::getenv("TEST_TMPDIR");
+  std::string dir = std::string(base ? base : "/tmp") + "/sample_XXXXXX";
+  ASSERT_NE(mkdtemp(dir.data()), nullptr);
+  SampleOptions o;
+  o.layout = SampleLayout::kTiny;
+  o.dtype = Dtype::kF32;
+  o.seed = 42;
+  Result<SampleModel> m = BuildSampleModel(o);
+  ASSERT_TRUE(m.ok());
+  ShardOptions s;
+  s.num_shards = 3;
+  Result<ShardedWriteResult> r = WriteSharded(dir, m->tensors, s);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(r->plan.files.size(), 3u);
+  size_t tensors = 0;
+  for (const std::string& f : r->plan.files) {
+    Result<Header> h = ReadHeaderFile(dir + "/" + f);
+    ASSERT_TRUE(h.ok()) << h.status().ToString();
+    tensors += h->tensors.size();
+    for (const TensorInfo& t : h->tensors) EXPECT_EQ(t.dtype, Dtype::kF32);
+  }
+  EXPECT_EQ(tensors, m->tensors.size());
+  // Balanced: no shard holds more than half the bytes of the three.
+  for (uint64_t b : r->plan.shard_bytes) EXPECT_LT(b, m->total_bytes / 2);
+}
+
+}  // namespace
+}  // namespace shardload::cli
