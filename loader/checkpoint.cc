@@ -1,0 +1,466 @@
+// loader/checkpoint.cc — resolve a checkpoint path, read every shard header and check
+// the shard set as a whole (see loader/checkpoint.h for the rules and messages).
+#include "loader/checkpoint.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <filesystem>
+#include <mutex>
+#include <new>
+#include <system_error>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+
+#include "format/header.h"
+#include "format/index.h"
+#include "loader/file.h"
+
+namespace shardload {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::string_view kIndexSuffix = ".safetensors.index.json";
+constexpr std::string_view kFileSuffix = ".safetensors";
+constexpr std::string_view kDefaultIndex = "model.safetensors.index.json";
+constexpr std::string_view kDefaultFile = "model.safetensors";
+constexpr int kMaxReadThreads = 256;
+constexpr int kDefaultReadThreads = 8;
+
+bool EndsWith(std::string_view s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+std::string Quote(std::string_view s) { return "'" + std::string(s) + "'"; }
+
+// ShardHeader: what reading one shard yields.
+struct ShardHeader {
+  uint64_t size = 0;
+  Header header;
+};
+
+// Relabel: `s` (whose message starts with "<path>: ", as the format readers write it)
+// with `label` in place of the path; other messages get "<label>: " put in front.
+Status Relabel(const Status& s, const std::string& path, const std::string& label) {
+  std::string_view msg = s.message();
+  if (msg.size() > path.size() && msg.substr(0, path.size()) == path &&
+      msg.substr(path.size(), 2) == ": ") {
+    return Status(s.code(), label + std::string(msg.substr(path.size())));
+  }
+  return s.WithPrefix(label);
+}
+
+// ReadShardHeader: ReadHeaderFile (positional reads, validation) on `path`, with errors
+// relabelled from the path to `label` (the file name within the checkpoint folder).
+Result<ShardHeader> ReadShardHeader(const std::string& path, const std::string& label) {
+  Result<Header> h = ReadHeaderFile(path);
+  if (!h.ok()) return Relabel(h.status(), path, label);
+  ShardHeader out;
+  // The parser checked that the data section ends exactly at the end of the file.
+  out.size = h->data_start + h->data_size;
+  out.header = std::move(*h);
+  return out;
+}
+
+// ReadAllHeaders: read every shard's header, `threads` at a time. The first error in
+// shard order is returned, so the message does not depend on scheduling.
+Result<std::vector<ShardHeader>> ReadAllHeaders(const std::vector<ShardInfo>& shards,
+                                                int threads) {
+  std::vector<std::optional<Result<ShardHeader>>> results(shards.size());
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i = next.fetch_add(1); i < shards.size(); i = next.fetch_add(1)) {
+      results[i].emplace(ReadShardHeader(shards[i].path, shards[i].file));
+    }
+  };
+  size_t n_threads = std::min<size_t>(static_cast<size_t>(threads), shards.size());
+  std::vector<std::thread> pool;
+  if (n_threads > 1) {
+    try {
+      for (size_t t = 0; t + 1 < n_threads; ++t) pool.emplace_back(work);
+    } catch (const std::system_error&) {
+      // Fewer threads than asked for: the ones started and this one do the work.
+    }
+  }
+  work();
+  for (std::thread& t : pool) t.join();
+
+  std::vector<ShardHeader> out;
+  out.reserve(shards.size());
+  for (auto& r : results) {
+    if (!r->ok()) return r->status();
+    out.push_back(std::move(**r));
+  }
+  return out;
+}
+
+// Candidates: the names in `dir` that end in `suffix` (regular files or links to them),
+// sorted.
+Result<std::vector<std::string>> ListCandidates(const fs::path& dir, std::string_view suffix,
+                                                const std::string& label) {
+  std::error_code ec;
+  fs::directory_iterator it(dir, ec);
+  if (ec) return ErrnoToStatus(ec.value(), label + ": cannot list folder");
+  std::vector<std::string> out;
+  for (fs::directory_iterator end; it != end; it.increment(ec)) {
+    if (ec) return ErrnoToStatus(ec.value(), label + ": cannot list folder");
+    std::string name = it->path().filename().string();
+    if (!EndsWith(name, suffix)) continue;
+    std::error_code type_ec;
+    if (!fs::is_regular_file(it->path(), type_ec)) continue;  // follows symlinks
+    out.push_back(std::move(name));
+  }
+  if (ec) return ErrnoToStatus(ec.value(), label + ": cannot list folder");
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string JoinNames(const std::vector<std::string>& names) {
+  std::string out;
+  for (const std::string& n : names) {
+    if (!out.empty()) out += ", ";
+    out += n;
+  }
+  return out;
+}
+
+// Resolved: what a path given to Open names.
+struct Resolved {
+  std::string folder;
+  std::string file;  // relative to folder
+  bool is_index = false;
+};
+
+// Resolve: apply the file / index / folder rules of Checkpoint::Open.
+Result<Resolved> Resolve(const std::string& path) {
+  if (path.empty()) return InvalidArgumentError("checkpoint path is empty");
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) {
+      return NotFoundError(path + ": no such file or directory");
+    }
+    return ErrnoToStatus(errno, path);
+  }
+  Resolved r;
+  if (S_ISDIR(st.st_mode)) {
+    r.folder = path;
+    SL_ASSIGN_OR_RETURN(std::vector<std::string> indexes, ListCandidates(path, kIndexSuffix, path));
+    if (std::find(indexes.begin(), indexes.end(), kDefaultIndex) != indexes.end()) {
+      r.file = kDefaultIndex;
+      r.is_index = true;
+      return r;
+    }
+    if (indexes.size() == 1) {
+      r.file = indexes[0];
+      r.is_index = true;
+      return r;
+    }
+    if (indexes.size() > 1) {
+      return InvalidArgumentError(path + ": folder holds several index files and no " +
+                                  std::string(kDefaultIndex) + ": " + JoinNames(indexes));
+    }
+    SL_ASSIGN_OR_RETURN(std::vector<std::string> files, ListCandidates(path, kFileSuffix, path));
+    if (std::find(files.begin(), files.end(), kDefaultFile) != files.end()) {
+      r.file = kDefaultFile;
+      return r;
+    }
+    if (files.size() == 1) {
+      r.file = files[0];
+      return r;
+    }
+    if (files.empty()) {
+      return NotFoundError(path + ": folder holds no .safetensors file or index");
+    }
+    return InvalidArgumentError(path + ": folder holds several .safetensors files and no index: " +
+                                JoinNames(files));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return InvalidArgumentError(path + ": not a regular file or folder");
+  }
+  fs::path p(path);
+  r.folder = p.has_parent_path() ? p.parent_path().string() : std::string(".");
+  r.file = p.filename().string();
+  r.is_index = EndsWith(r.file, ".json");
+  return r;
+}
+
+std::string JoinPath(const std::string& folder, const std::string& file) {
+  if (!folder.empty() && folder.back() == '/') return folder + file;
+  return folder + "/" + file;
+}
+
+// CheckShardPath: the shard exists, is a regular file, and its real path lies inside
+// the real checkpoint folder `real_folder`.
+Status CheckShardPath(const std::string& index_label, const std::string& real_folder,
+                      const ShardInfo& shard) {
+  const std::string& f = shard.file;
+  if (f.empty() || f.front() == '/') {
+    return InvalidArgumentError(index_label + ": shard " + Quote(f) +
+                                " is not a relative file name");
+  }
+  std::error_code ec;
+  fs::path real = fs::canonical(shard.path, ec);
+  if (ec) {
+    if (ec == std::errc::no_such_file_or_directory || ec == std::errc::not_a_directory) {
+      return NotFoundError(index_label + ": shard " + Quote(f) + " does not exist");
+    }
+    return ErrnoToStatus(ec.value(), index_label + ": shard " + Quote(f));
+  }
+  std::string real_s = real.string();
+  std::string prefix = real_folder == "/" ? real_folder : real_folder + "/";
+  if (real_s.size() <= prefix.size() || real_s.compare(0, prefix.size(), prefix) != 0) {
+    return InvalidArgumentError(index_label + ": shard " + Quote(f) + " resolves to " +
+                                Quote(real_s) + ", outside the checkpoint folder " +
+                                Quote(real_folder));
+  }
+  struct stat st;
+  if (::stat(real_s.c_str(), &st) != 0) {
+    return ErrnoToStatus(errno, index_label + ": shard " + Quote(f));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return InvalidArgumentError(index_label + ": shard " + Quote(f) + " is not a regular file");
+  }
+  return OkStatus();
+}
+
+bool NameLess(const StoredTensor& a, const StoredTensor& b) { return a.name < b.name; }
+
+}  // namespace
+
+struct Checkpoint::Lazy {
+  struct Slot {
+    std::mutex mu;
+    std::unique_ptr<MappedFile> map;  // set once, then never changed
+  };
+  explicit Lazy(size_t n) : slots(std::make_unique<Slot[]>(n)) {}
+  std::unique_ptr<Slot[]> slots;
+};
+
+Checkpoint::Checkpoint() = default;
+Checkpoint::Checkpoint(Checkpoint&&) noexcept = default;
+Checkpoint& Checkpoint::operator=(Checkpoint&&) noexcept = default;
+Checkpoint::~Checkpoint() = default;
+
+Result<Checkpoint> Checkpoint::Open(const std::string& path, const CatalogOptions& options) {
+  if (options.read_threads < 0 || options.read_threads > kMaxReadThreads) {
+    return InvalidArgumentError("CatalogOptions.read_threads must be between 0 and " +
+                                std::to_string(kMaxReadThreads) + ", got " +
+                                std::to_string(options.read_threads));
+  }
+  if (options.max_shards < 1) {
+    return InvalidArgumentError("CatalogOptions.max_shards must be at least 1");
+  }
+  SL_ASSIGN_OR_RETURN(Resolved where, Resolve(path));
+
+  Checkpoint ckpt;
+  ckpt.folder_ = where.folder;
+  std::vector<std::pair<std::string, std::string>> weight_map;
+  if (where.is_index) {
+    ckpt.index_file_ = where.file;
+    const std::string& label = ckpt.index_file_;
+    std::string index_path = JoinPath(where.folder, where.file);
+    Result<ShardIndex> parsed = ReadIndexFile(index_path);
+    if (!parsed.ok()) return Relabel(parsed.status(), index_path, label);
+    ShardIndex index = std::move(*parsed);
+    std::vector<std::string> files = index.shard_files;
+    std::sort(files.begin(), files.end());
+    files.erase(std::unique(files.begin(), files.end()), files.end());
+    if (files.size() > options.max_shards) {
+      return InvalidArgumentError(label + ": index names " + std::to_string(files.size()) +
+                                  " shards, more than the limit of " +
+                                  std::to_string(options.max_shards));
+    }
+    std::error_code ec;
+    fs::path real_folder = fs::canonical(where.folder, ec);
+    if (ec) return ErrnoToStatus(ec.value(), where.folder + ": cannot resolve folder");
+    for (std::string& f : files) {
+      ShardInfo s;
+      s.path = JoinPath(where.folder, f);
+      s.file = std::move(f);
+      SL_RETURN_IF_ERROR(CheckShardPath(label, real_folder.string(), s));
+      ckpt.shards_.push_back(std::move(s));
+    }
+    weight_map = std::move(index.weight_map);
+    ckpt.metadata_ = std::move(index.metadata);
+    ckpt.index_total_size_ = index.total_size;
+  } else {
+    ShardInfo s;
+    s.path = JoinPath(where.folder, where.file);
+    s.file = where.file;
+    ckpt.shards_.push_back(std::move(s));
+  }
+
+  int threads = options.read_threads == 0 ? kDefaultReadThreads : options.read_threads;
+  SL_ASSIGN_OR_RETURN(std::vector<ShardHeader> headers, ReadAllHeaders(ckpt.shards_, threads));
+
+  size_t tensor_count = 0;
+  for (size_t i = 0; i < headers.size(); ++i) {
+    ShardInfo& s = ckpt.shards_[i];
+    s.size = headers[i].size;
+    s.header_length = headers[i].header.header_length;
+    s.data_start = headers[i].header.data_start;
+    tensor_count += headers[i].header.tensors.size();
+  }
+
+  // Every index entry must be in the shard it names (checked while names are intact).
+  if (ckpt.sharded()) {
+    std::unordered_map<std::string_view, uint32_t> shard_of_file;
+    for (size_t i = 0; i < ckpt.shards_.size(); ++i) {
+      shard_of_file.emplace(ckpt.shards_[i].file, static_cast<uint32_t>(i));
+    }
+    for (const auto& [name, file] : weight_map) {
+      auto it = shard_of_file.find(file);
+      if (it == shard_of_file.end()) {
+        return InternalError(ckpt.index_file_ + ": index maps " + Quote(name) + " to " +
+                             Quote(file) + ", which is missing from the index's shard list");
+      }
+      if (headers[it->second].header.Find(name) == nullptr) {
+        return InvalidArgumentError(ckpt.index_file_ + ": index maps " + Quote(name) + " to " +
+                                    Quote(file) + " but that shard has no tensor " + Quote(name));
+      }
+    }
+  }
+
+  // One catalog over all shards, names moved out of the headers.
+  try {
+    ckpt.tensors_.reserve(tensor_count);
+  } catch (const std::bad_alloc&) {
+    return ResourceExhaustedError(path + ": cannot allocate a catalog of " +
+                                  std::to_string(tensor_count) + " tensors");
+  }
+  uint64_t total = 0;
+  for (size_t i = 0; i < headers.size(); ++i) {
+    Header& h = headers[i].header;
+    for (TensorInfo& t : h.tensors) {
+      StoredTensor st;
+      st.name = std::move(t.name);
+      st.dtype = t.dtype;
+      st.shape = std::move(t.shape);
+      st.shard = static_cast<uint32_t>(i);
+      st.file_offset = h.data_start + t.begin;  // bounded by the file size: no overflow
+      st.bytes = t.end - t.begin;
+      if (__builtin_add_overflow(total, st.bytes, &total)) {
+        return OutOfRangeError(path + ": total tensor bytes overflow 64 bits");
+      }
+      ckpt.tensors_.push_back(std::move(st));
+    }
+    if (!ckpt.sharded()) ckpt.metadata_ = std::move(h.metadata);
+    ckpt.shards_[i].metadata = ckpt.sharded() ? std::move(h.metadata) : ckpt.metadata_;
+  }
+  headers.clear();
+  ckpt.total_bytes_ = total;
+
+  // Sorted by name; writers usually emit names in order, so check before sorting.
+  if (!std::is_sorted(ckpt.tensors_.begin(), ckpt.tensors_.end(), NameLess)) {
+    std::sort(ckpt.tensors_.begin(), ckpt.tensors_.end(), NameLess);
+  }
+  for (size_t i = 1; i < ckpt.tensors_.size(); ++i) {
+    const StoredTensor& a = ckpt.tensors_[i - 1];
+    const StoredTensor& b = ckpt.tensors_[i];
+    if (a.name == b.name) {
+      uint32_t lo = std::min(a.shard, b.shard), hi = std::max(a.shard, b.shard);
+      return InvalidArgumentError("tensor " + Quote(a.name) + " is stored in both " +
+                                  Quote(ckpt.shards_[lo].file) + " and " +
+                                  Quote(ckpt.shards_[hi].file));
+    }
+  }
+
+  if (ckpt.sharded()) {
+    // Tensors the index does not list.
+    std::unordered_set<std::string_view> listed;
+    listed.reserve(weight_map.size());
+    for (const auto& entry : weight_map) listed.insert(entry.first);
+    std::vector<const StoredTensor*> unlisted;
+    if (listed.size() != ckpt.tensors_.size()) {
+      for (const StoredTensor& t : ckpt.tensors_) {
+        if (!listed.contains(t.name)) unlisted.push_back(&t);
+      }
+    }
+    auto describe = [&](const StoredTensor& t) {
+      return ckpt.index_file_ + ": shard " + Quote(ckpt.shards_[t.shard].file) +
+             " holds tensor " + Quote(t.name) + ", which the index does not list";
+    };
+    if (!unlisted.empty() && options.strict_index) {
+      std::string msg = describe(*unlisted[0]);
+      if (unlisted.size() > 1) msg += " (and " + std::to_string(unlisted.size() - 1) + " more)";
+      return InvalidArgumentError(std::move(msg));
+    }
+    for (const StoredTensor* t : unlisted) ckpt.warnings_.push_back(describe(*t));
+    if (ckpt.index_total_size_ && *ckpt.index_total_size_ != total) {
+      ckpt.warnings_.push_back(ckpt.index_file_ + ": metadata total_size is " +
+                               std::to_string(*ckpt.index_total_size_) + " but the shards hold " +
+                               std::to_string(total) + " tensor bytes");
+    }
+  }
+
+  ckpt.lazy_ = std::make_unique<Lazy>(ckpt.shards_.size());
+  return ckpt;
+}
+
+const StoredTensor* Checkpoint::Find(std::string_view name) const {
+  auto it = std::lower_bound(tensors_.begin(), tensors_.end(), name,
+                             [](const StoredTensor& t, std::string_view n) { return t.name < n; });
+  if (it == tensors_.end() || it->name != name) return nullptr;
+  return &*it;
+}
+
+std::pair<uint64_t, uint64_t> Checkpoint::DataOffsets(const StoredTensor& t) const {
+  uint64_t begin = t.file_offset - shards_[t.shard].data_start;
+  return {begin, begin + t.bytes};
+}
+
+Result<std::span<const std::byte>> Checkpoint::MappedBytes(std::string_view name) const {
+  const StoredTensor* t = Find(name);
+  if (t == nullptr) return NotFoundError("tensor " + Quote(name) + " is not in the checkpoint");
+  const ShardInfo& shard = shards_[t->shard];
+  Lazy::Slot& slot = lazy_->slots[t->shard];
+  const MappedFile* map = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(slot.mu);
+    if (slot.map == nullptr) {
+      SL_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> m, MappedFile::Open(shard.path));
+      if (m->size() != shard.size) {
+        return DataLossError(shard.file + ": file is now " + std::to_string(m->size()) +
+                             " bytes, was " + std::to_string(shard.size) +
+                             " when the checkpoint was opened");
+      }
+      slot.map = std::move(m);
+    }
+    map = slot.map.get();
+  }
+  std::span<const std::byte> all = map->Bytes();
+  if (all.size() < t->file_offset + t->bytes) {
+    return DataLossError(shard.file + ": mapping is " + std::to_string(all.size()) +
+                         " bytes, too short for tensor " + Quote(t->name) + " (ends at " +
+                         std::to_string(t->file_offset + t->bytes) + ")");
+  }
+  return all.subspan(t->file_offset, t->bytes);
+}
+
+Result<std::vector<std::byte>> Checkpoint::ReadTensor(std::string_view name) const {
+  const StoredTensor* t = Find(name);
+  if (t == nullptr) return NotFoundError("tensor " + Quote(name) + " is not in the checkpoint");
+  const ShardInfo& shard = shards_[t->shard];
+  SL_ASSIGN_OR_RETURN(std::unique_ptr<ReadableFile> f, OpenFile(shard.path, IoMode::kPread));
+  if (f->size() != shard.size) {
+    return DataLossError(shard.file + ": file is now " + std::to_string(f->size()) +
+                         " bytes, was " + std::to_string(shard.size) +
+                         " when the checkpoint was opened");
+  }
+  std::vector<std::byte> out;
+  try {
+    out.resize(t->bytes);
+  } catch (const std::bad_alloc&) {
+    return ResourceExhaustedError("cannot allocate " + std::to_string(t->bytes) +
+                                  " bytes for tensor " + Quote(t->name));
+  }
+  SL_RETURN_IF_ERROR(f->ReadAt(t->file_offset, out));
+  return out;
+}
+
+}  // namespace shardload

@@ -1,0 +1,164 @@
+// loader/checkpoint.h — one catalog over every tensor of a checkpoint.
+//
+// Provides `Checkpoint`, opened from a single `.safetensors` file, a sharded index
+// (`*.safetensors.index.json`) or a folder holding either, and `CatalogOptions`.
+// Opening reads only the headers (positional reads, shards in parallel) and checks the
+// shard set as a whole: every shard the index names exists inside the folder, every
+// index entry is in the shard it names, no tensor is stored twice, and every stored
+// tensor is listed. The result is one name-sorted `StoredTensor` list that matching
+// and planning work on, plus the shard list, the metadata and any warnings.
+//
+//   SL_ASSIGN_OR_RETURN(Checkpoint ckpt, Checkpoint::Open("/models/llama-8b"));
+//   for (const StoredTensor& t : ckpt.tensors())        // sorted by name
+//     std::cout << t.name << " in " << ckpt.shards()[t.shard].file << "\n";
+//   if (const StoredTensor* w = ckpt.Find("lm_head.weight")) { ... }
+//   SL_ASSIGN_OR_RETURN(std::vector<std::byte> bytes, ckpt.ReadTensor("lm_head.weight"));
+//   for (const std::string& w : ckpt.warnings()) std::cerr << "warning: " << w << "\n";
+//
+// Error messages start with the file they are about, named relative to the checkpoint
+// folder ("model.safetensors.index.json: shard 'model-00003-of-00003.safetensors' does
+// not exist"), except errors about the path given to Open, which use it as given.
+#ifndef SHARDLOAD_LOADER_CHECKPOINT_H_
+#define SHARDLOAD_LOADER_CHECKPOINT_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "format/status.h"
+#include "loader/stored_tensor.h"
+
+namespace shardload {
+
+// CatalogOptions: how Checkpoint::Open treats a shard set. Invalid values (see each
+// field) make Open fail with invalid_argument before any file is touched.
+struct CatalogOptions {
+  // strict_index: a tensor stored in a shard but absent from the index's weight_map is
+  // an error when true (default), a warning in Checkpoint::warnings() when false.
+  bool strict_index = true;
+  // read_threads: threads reading shard headers in parallel. 0 (default) means
+  // min(number of shards, 8); must be between 0 and 256.
+  int read_threads = 0;
+  // max_shards: the most shard files an index may name. Default 10000 (as
+  // huggingface.js); must be at least 1.
+  size_t max_shards = 10000;
+};
+
+// ShardInfo: one file of the checkpoint (the only file for a single-file checkpoint).
+struct ShardInfo {
+  std::string path;           // path used to open it: checkpoint folder + "/" + file
+  std::string file;           // file name relative to the checkpoint folder
+  uint64_t size = 0;          // file size in bytes when the header was read
+  uint64_t header_length = 0; // N, the 8-byte little-endian prefix
+  uint64_t data_start = 0;    // 8 + N: file offset of the data section
+  std::map<std::string, std::string> metadata;  // this file's `__metadata__`
+};
+
+// Checkpoint: an opened checkpoint's catalog. Move-only.
+// Thread safety: every const method may be called concurrently from several threads
+// (the lazy mappings behind MappedBytes are created under a per-shard lock).
+// Lifetime: spans from MappedBytes stay valid while the Checkpoint lives (moving the
+// Checkpoint keeps them valid).
+class Checkpoint {
+ public:
+  // Open: resolve `path` and build the catalog.
+  //  - a file ending in ".json" is a sharded index; any other file is a single
+  //    safetensors file;
+  //  - a folder: its "model.safetensors.index.json", else its only
+  //    "*.safetensors.index.json", else "model.safetensors", else its only
+  //    "*.safetensors".
+  // Errors:
+  //  - not_found "<path>: no such file or directory"; not_found "<path>: folder holds no
+  //    .safetensors file or index" for a folder without candidates;
+  //  - invalid_argument "<path>: folder holds several .safetensors files and no index:
+  //    a.safetensors, b.safetensors" (sorted; the same for several index files and no
+  //    model.safetensors.index.json);
+  //  - the index parser's errors (format/index.h); too many shards (invalid_argument);
+  //  - not_found "<index>: shard 'f' does not exist", checked for every shard before
+  //    any header is read; invalid_argument "<index>: shard 'f' resolves to '/x/f',
+  //    outside the checkpoint folder '/y'" (symlinks are resolved with realpath);
+  //    invalid_argument "<index>: shard 'f' is not a regular file";
+  //  - header errors of each shard (format/header.h), labelled with the shard's file;
+  //  - invalid_argument "<index>: index maps 'x' to 'f' but that shard has no tensor 'x'";
+  //  - invalid_argument "tensor 'x' is stored in both 'a' and 'b'";
+  //  - with strict_index, invalid_argument "<index>: shard 'f' holds tensor 'y', which
+  //    the index does not list" (plus " (and N more)" when there are others).
+  // Warnings (warnings()): unlisted tensors without strict_index, one per tensor;
+  // "<index>: metadata total_size is N but the shards hold M tensor bytes".
+  static Result<Checkpoint> Open(const std::string& path, const CatalogOptions& options = {});
+
+  Checkpoint(Checkpoint&&) noexcept;
+  Checkpoint& operator=(Checkpoint&&) noexcept;
+  Checkpoint(const Checkpoint&) = delete;
+  Checkpoint& operator=(const Checkpoint&) = delete;
+  ~Checkpoint();
+
+  // folder: the checkpoint folder (the directory given, or the directory holding the
+  // file given), as a path usable for opening files; never empty ("." at worst).
+  const std::string& folder() const { return folder_; }
+  // index_file: the index's file name relative to folder(), or empty when the
+  // checkpoint is a single safetensors file.
+  const std::string& index_file() const { return index_file_; }
+  // sharded: true when opened through an index.
+  bool sharded() const { return !index_file_.empty(); }
+
+  // tensors: every stored tensor, sorted by name (byte-wise, which is code point order
+  // for UTF-8), names unique across the checkpoint.
+  const std::vector<StoredTensor>& tensors() const { return tensors_; }
+  // Find: the tensor called `name`, or nullptr. O(log n).
+  const StoredTensor* Find(std::string_view name) const;
+  // shards: the files, in index order for a sharded checkpoint (sorted by name, unique),
+  // or the single file. StoredTensor::shard indexes this list.
+  const std::vector<ShardInfo>& shards() const { return shards_; }
+  // metadata: the index's "metadata" object for a sharded checkpoint (as strings, as
+  // format/index.h gives them); for a single file, its `__metadata__`.
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // index_total_size: the index's metadata.total_size when present.
+  std::optional<uint64_t> index_total_size() const { return index_total_size_; }
+  // total_bytes: the sum of every tensor's bytes (headers not counted).
+  uint64_t total_bytes() const { return total_bytes_; }
+  // warnings: problems that did not stop Open (see Open), in the order found.
+  const std::vector<std::string>& warnings() const { return warnings_; }
+
+  // DataOffsets: the tensor's data_offsets [begin, end) as written in its shard's header.
+  std::pair<uint64_t, uint64_t> DataOffsets(const StoredTensor& t) const;
+
+  // MappedBytes: a zero-copy view of tensor `name`'s bytes in a read-only mapping of its
+  // shard (mapped on first use, then kept). The view stays valid while the Checkpoint
+  // lives. It need not be aligned for the dtype: memcpy out of it rather than casting.
+  // Hazard: if another process truncates the shard after it was mapped, touching the
+  // view raises SIGBUS; that is the caller's risk (ReadTensor is the safe path).
+  // Errors: not_found "tensor 'x' is not in the checkpoint"; the mapping's open errors;
+  // data_loss "<file>: file is now N bytes, too short for tensor 'x' (ends at M)".
+  Result<std::span<const std::byte>> MappedBytes(std::string_view name) const;
+
+  // ReadTensor: a copy of tensor `name`'s bytes, read with positional reads (safe
+  // against truncation: a shorter file gives data_loss, never SIGBUS).
+  // Errors: not_found as above; open and read errors of the shard, data_loss
+  // "<file>: file shrank ..." when the file no longer holds the tensor.
+  Result<std::vector<std::byte>> ReadTensor(std::string_view name) const;
+
+ private:
+  struct Lazy;  // per-shard mappings and their locks
+  Checkpoint();
+
+  std::string folder_;
+  std::string index_file_;
+  std::vector<StoredTensor> tensors_;
+  std::vector<ShardInfo> shards_;
+  std::map<std::string, std::string> metadata_;
+  std::optional<uint64_t> index_total_size_;
+  uint64_t total_bytes_ = 0;
+  std::vector<std::string> warnings_;
+  std::unique_ptr<Lazy> lazy_;
+};
+
+}  // namespace shardload
+
+#endif  // SHARDLOAD_LOADER_CHECKPOINT_H_

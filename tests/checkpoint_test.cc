@@ -1,0 +1,480 @@
+// Tests of Checkpoint::Open (loader/checkpoint.h): path resolution, the shard-set
+// rules with their exact codes and messages, lookup, and tensor bytes.
+#include "loader/checkpoint.h"
+
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/fixtures.h"
+
+namespace shardload {
+namespace {
+
+using ::shardload::testing::FixtureTensor;
+using ::shardload::testing::IndexJson;
+using ::shardload::testing::MakeTestDir;
+using ::shardload::testing::SafetensorsBytes;
+using ::shardload::testing::TensorData;
+using ::shardload::testing::WriteFile;
+
+constexpr char kShard1[] = "model-00001-of-00002.safetensors";
+constexpr char kShard2[] = "model-00002-of-00002.safetensors";
+constexpr char kIndex[] = "model.safetensors.index.json";
+
+std::string RealPath(const std::string& p) {
+  char* r = ::realpath(p.c_str(), nullptr);
+  std::string out = r != nullptr ? r : "";
+  ::free(r);
+  return out;
+}
+
+std::string AsString(std::span<const std::byte> b) {
+  return std::string(reinterpret_cast<const char*>(b.data()), b.size());
+}
+
+// A two-shard checkpoint: shard 1 holds "b.w" and "a.w", shard 2 holds "c.w".
+struct Sharded {
+  std::string dir;
+  std::vector<FixtureTensor> shard1 = {{"b.w", "F32", {2, 3}, ""}, {"a.w", "BF16", {5}, ""}};
+  std::vector<FixtureTensor> shard2 = {{"c.w", "U8", {7}, ""}};
+  std::vector<std::pair<std::string, std::string>> weight_map = {
+      {"a.w", kShard1}, {"b.w", kShard1}, {"c.w", kShard2}};
+  uint64_t total = 24 + 10 + 7;
+};
+
+Sharded WriteSharded(const std::string& tag, bool write_index = true) {
+  Sharded s;
+  s.dir = MakeTestDir(tag);
+  EXPECT_TRUE(WriteFile(s.dir + "/" + kShard1, SafetensorsBytes(s.shard1, {{"format", "pt"}})));
+  EXPECT_TRUE(WriteFile(s.dir + "/" + kShard2, SafetensorsBytes(s.shard2, {{"format", "pt"}})));
+  if (write_index) {
+    EXPECT_TRUE(WriteFile(s.dir + "/" + kIndex,
+                          IndexJson(s.weight_map, {{"producer", "test"}}, s.total)));
+  }
+  return s;
+}
+
+TEST(CheckpointOpen, SingleFileByPath) {
+  std::string dir = MakeTestDir("single");
+  std::vector<FixtureTensor> ts = {{"zeta", "F32", {2, 2}, ""}, {"alpha", "I64", {}, ""}};
+  std::string bytes = SafetensorsBytes(ts, {{"format", "pt"}});
+  ASSERT_TRUE(WriteFile(dir + "/weights.safetensors", bytes));
+
+  Result<Checkpoint> c = Checkpoint::Open(dir + "/weights.safetensors");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_FALSE(c->sharded());
+  EXPECT_EQ(c->folder(), dir);
+  ASSERT_EQ(c->shards().size(), 1u);
+  const ShardInfo& s = c->shards()[0];
+  EXPECT_EQ(s.file, "weights.safetensors");
+  EXPECT_EQ(s.path, dir + "/weights.safetensors");
+  EXPECT_EQ(s.size, bytes.size());
+  EXPECT_EQ(s.data_start, bytes.size() - 16 - 8);
+  EXPECT_EQ(s.header_length, s.data_start - 8);
+  EXPECT_EQ(c->metadata(), (std::map<std::string, std::string>{{"format", "pt"}}));
+  EXPECT_EQ(s.metadata, c->metadata());
+  EXPECT_EQ(c->total_bytes(), 24u);
+  EXPECT_TRUE(c->warnings().empty());
+  ASSERT_EQ(c->tensors().size(), 2u);
+  // Sorted by name although the file stores zeta first.
+  EXPECT_EQ(c->tensors()[0],
+            (StoredTensor{"alpha", Dtype::kI64, {}, 0, s.data_start + 16, 8}));
+  EXPECT_EQ(c->tensors()[1],
+            (StoredTensor{"zeta", Dtype::kF32, {2, 2}, 0, s.data_start, 16}));
+  EXPECT_EQ(c->DataOffsets(c->tensors()[0]), (std::pair<uint64_t, uint64_t>{16, 24}));
+  EXPECT_EQ(c->DataOffsets(c->tensors()[1]), (std::pair<uint64_t, uint64_t>{0, 16}));
+  ASSERT_NE(c->Find("zeta"), nullptr);
+  EXPECT_EQ(c->Find("zeta")->name, "zeta");
+  EXPECT_EQ(c->Find("zet"), nullptr);
+  EXPECT_EQ(c->Find("zetaa"), nullptr);
+  EXPECT_EQ(c->Find(""), nullptr);
+}
+
+TEST(CheckpointOpen, RelativeFileNameHasDotFolder) {
+  std::string dir = MakeTestDir("relative");
+  ASSERT_TRUE(WriteFile(dir + "/m.safetensors", SafetensorsBytes({{"x", "U8", {1}, ""}})));
+  char old_cwd[4096];
+  ASSERT_NE(::getcwd(old_cwd, sizeof old_cwd), nullptr);
+  ASSERT_EQ(::chdir(dir.c_str()), 0);
+  Result<Checkpoint> c = Checkpoint::Open("m.safetensors");
+  ASSERT_EQ(::chdir(old_cwd), 0);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->folder(), ".");
+  EXPECT_EQ(c->shards()[0].path, "./m.safetensors");
+}
+
+TEST(CheckpointOpen, FolderPrefersModelSafetensors) {
+  std::string dir = MakeTestDir("prefers");
+  ASSERT_TRUE(WriteFile(dir + "/model.safetensors", SafetensorsBytes({{"m", "U8", {1}, ""}})));
+  ASSERT_TRUE(WriteFile(dir + "/extra.safetensors", SafetensorsBytes({{"e", "U8", {1}, ""}})));
+  Result<Checkpoint> c = Checkpoint::Open(dir);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->shards()[0].file, "model.safetensors");
+  EXPECT_NE(c->Find("m"), nullptr);
+  EXPECT_EQ(c->Find("e"), nullptr);
+}
+
+TEST(CheckpointOpen, FolderWithOneOtherFile) {
+  std::string dir = MakeTestDir("onefile");
+  ASSERT_TRUE(WriteFile(dir + "/weights.safetensors", SafetensorsBytes({{"w", "U8", {3}, ""}})));
+  ASSERT_TRUE(WriteFile(dir + "/README.md", "not a checkpoint"));
+  Result<Checkpoint> c = Checkpoint::Open(dir + "/");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->shards()[0].file, "weights.safetensors");
+  EXPECT_EQ(c->shards()[0].path, dir + "/weights.safetensors");
+}
+
+TEST(CheckpointOpen, FolderWithSeveralFilesAndNoIndexListsThemSorted) {
+  std::string dir = MakeTestDir("several");
+  for (const char* f : {"c.safetensors", "a.safetensors", "b.safetensors"}) {
+    ASSERT_TRUE(WriteFile(dir + "/" + f, SafetensorsBytes({{"w", "U8", {1}, ""}})));
+  }
+  Result<Checkpoint> c = Checkpoint::Open(dir);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status(), InvalidArgumentError(dir + ": folder holds several .safetensors files "
+                                                   "and no index: a.safetensors, b.safetensors, "
+                                                   "c.safetensors"));
+}
+
+TEST(CheckpointOpen, FolderWithSeveralIndexesAndNoDefaultListsThem) {
+  std::string dir = MakeTestDir("indexes");
+  ASSERT_TRUE(WriteFile(dir + "/b.safetensors.index.json", IndexJson({})));
+  ASSERT_TRUE(WriteFile(dir + "/a.safetensors.index.json", IndexJson({})));
+  Result<Checkpoint> c = Checkpoint::Open(dir);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status(), InvalidArgumentError(dir + ": folder holds several index files and no "
+                                                   "model.safetensors.index.json: "
+                                                   "a.safetensors.index.json, "
+                                                   "b.safetensors.index.json"));
+}
+
+TEST(CheckpointOpen, EmptyFolderIsNotFound) {
+  std::string dir = MakeTestDir("empty");
+  ASSERT_TRUE(WriteFile(dir + "/notes.txt", "x"));
+  Result<Checkpoint> c = Checkpoint::Open(dir);
+  EXPECT_EQ(c.status(), NotFoundError(dir + ": folder holds no .safetensors file or index"));
+}
+
+TEST(CheckpointOpen, MissingPathIsNotFound) {
+  std::string dir = MakeTestDir("missing");
+  Result<Checkpoint> c = Checkpoint::Open(dir + "/nope.safetensors");
+  EXPECT_EQ(c.status(), NotFoundError(dir + "/nope.safetensors: no such file or directory"));
+  EXPECT_EQ(Checkpoint::Open("").status(), InvalidArgumentError("checkpoint path is empty"));
+}
+
+TEST(CheckpointOpen, InvalidOptionsAreErrors) {
+  std::string dir = MakeTestDir("options");
+  CatalogOptions o;
+  o.read_threads = -1;
+  EXPECT_EQ(Checkpoint::Open(dir, o).status(),
+            InvalidArgumentError("CatalogOptions.read_threads must be between 0 and 256, got -1"));
+  o.read_threads = 257;
+  EXPECT_EQ(Checkpoint::Open(dir, o).status(),
+            InvalidArgumentError("CatalogOptions.read_threads must be between 0 and 256, got 257"));
+  o = CatalogOptions();
+  o.max_shards = 0;
+  EXPECT_EQ(Checkpoint::Open(dir, o).status(),
+            InvalidArgumentError("CatalogOptions.max_shards must be at least 1"));
+}
+
+TEST(CheckpointOpen, ShardHeaderErrorsNameTheShardFile) {
+  Sharded s = WriteSharded("badshard");
+  ASSERT_TRUE(WriteFile(s.dir + "/" + kShard2, "abcd"));
+  Result<Checkpoint> c = Checkpoint::Open(s.dir);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().message(), std::string(kShard2) +
+                                      ": file is 4 bytes, too small for the 8-byte header length");
+}
+
+void ExpectShardedCatalog(const Checkpoint& c, const Sharded& s) {
+  EXPECT_TRUE(c.sharded());
+  EXPECT_EQ(c.index_file(), kIndex);
+  ASSERT_EQ(c.shards().size(), 2u);
+  EXPECT_EQ(c.shards()[0].file, kShard1);
+  EXPECT_EQ(c.shards()[1].file, kShard2);
+  EXPECT_EQ(c.shards()[0].path, s.dir + "/" + kShard1);
+  EXPECT_EQ(c.shards()[1].metadata, (std::map<std::string, std::string>{{"format", "pt"}}));
+  EXPECT_EQ(c.index_total_size(), std::optional<uint64_t>(s.total));
+  EXPECT_EQ(c.metadata().at("producer"), "test");
+  EXPECT_EQ(c.total_bytes(), s.total);
+  EXPECT_TRUE(c.warnings().empty());
+  ASSERT_EQ(c.tensors().size(), 3u);
+  EXPECT_EQ(c.tensors()[0].name, "a.w");
+  EXPECT_EQ(c.tensors()[1].name, "b.w");
+  EXPECT_EQ(c.tensors()[2].name, "c.w");
+  const uint64_t d1 = c.shards()[0].data_start, d2 = c.shards()[1].data_start;
+  EXPECT_EQ(c.tensors()[0], (StoredTensor{"a.w", Dtype::kBF16, {5}, 0, d1 + 24, 10}));
+  EXPECT_EQ(c.tensors()[1], (StoredTensor{"b.w", Dtype::kF32, {2, 3}, 0, d1, 24}));
+  EXPECT_EQ(c.tensors()[2], (StoredTensor{"c.w", Dtype::kU8, {7}, 1, d2, 7}));
+  EXPECT_EQ(c.shards()[0].size, d1 + 34);
+  EXPECT_EQ(c.shards()[1].size, d2 + 7);
+}
+
+TEST(CheckpointOpen, ShardedByFolder) {
+  Sharded s = WriteSharded("byfolder");
+  Result<Checkpoint> c = Checkpoint::Open(s.dir);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ExpectShardedCatalog(*c, s);
+}
+
+TEST(CheckpointOpen, ShardedByIndexPath) {
+  Sharded s = WriteSharded("byindex");
+  Result<Checkpoint> c = Checkpoint::Open(s.dir + "/" + kIndex);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ExpectShardedCatalog(*c, s);
+}
+
+TEST(CheckpointOpen, FolderIndexWinsOverFiles) {
+  Sharded s = WriteSharded("indexwins");
+  ASSERT_TRUE(WriteFile(s.dir + "/model.safetensors", SafetensorsBytes({{"m", "U8", {1}, ""}})));
+  Result<Checkpoint> c = Checkpoint::Open(s.dir);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_TRUE(c->sharded());
+  EXPECT_EQ(c->Find("m"), nullptr);
+}
+
+TEST(CheckpointOpen, FolderWithOnlyANonDefaultIndex) {
+  Sharded s = WriteSharded("otherindex", /*write_index=*/false);
+  ASSERT_TRUE(WriteFile(s.dir + "/diffusion_pytorch_model.safetensors.index.json",
+                        IndexJson(s.weight_map, {}, s.total)));
+  Result<Checkpoint> c = Checkpoint::Open(s.dir);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->index_file(), "diffusion_pytorch_model.safetensors.index.json");
+  EXPECT_EQ(c->tensors().size(), 3u);
+}
+
+TEST(CheckpointShardSet, MissingShardIsNamedBeforeAnyHeaderIsRead) {
+  Sharded s = WriteSharded("missingshard");
+  // Shard 1 is corrupt; it would fail to parse, but the missing shard 3 is found first.
+  ASSERT_TRUE(WriteFile(s.dir + "/" + kShard1, "garbage!"));
+  s.weight_map.push_back({"d.w", "model-00003-of-00003.safetensors"});
+  ASSERT_TRUE(WriteFile(s.dir + "/" + kIndex, IndexJson(s.weight_map)));
+  Result<Checkpoint> c = Checkpoint::Open(s.dir);
+  EXPECT_EQ(c.status(), NotFoundError("model.safetensors.index.json: shard "
+                                      "'model-00003-of-00003.safetensors' does not exist"));
+}
+
+TEST(CheckpointShardSet, SymlinkLeavingTheFolderIsRejected) {
+  Sharded s = WriteSharded("escape");
+  std::string outside = MakeTestDir("outside");
+  ASSERT_TRUE(WriteFile(outside + "/stolen.safetensors",
+                        SafetensorsBytes({{"c.w", "U8", {7}, ""}})));
+  ASSERT_EQ(::unlink((s.dir + "/" + kShard2).c_str()), 0);
+  ASSERT_EQ(::symlink((outside + "/stolen.safetensors").c_str(), (s.dir + "/" + kShard2).c_str()),
+            0);
+  Result<Checkpoint> c = Checkpoint::Open(s.dir);
+  EXPECT_EQ(c.status(),
+            InvalidArgumentError("model.safetensors.index.json: shard '" + std::string(kShard2) +
+                                 "' resolves to '" + RealPath(outside) +
+                                 "/stolen.safetensors', outside the checkpoint folder '" +
+                                 RealPath(s.dir) + "'"));
+}
+
+TEST(CheckpointShardSet, SymlinkInsideTheFolderIsAccepted) {
+  Sharded s = WriteSharded("inside");
+  ASSERT_EQ(::mkdir((s.dir + "/blobs").c_str(), 0755), 0);
+  ASSERT_EQ(::rename((s.dir + "/" + kShard2).c_str(), (s.dir + "/blobs/abc123").c_str()), 0);
+  ASSERT_EQ(::symlink("blobs/abc123", (s.dir + "/" + kShard2).c_str()), 0);
+  Result<Checkpoint> c = Checkpoint::Open(s.dir);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->tensors().size(), 3u);
+}
+
+TEST(CheckpointShardSet, ShardThatIsAFolderIsRejected) {
+  Sharded s = WriteSharded("dirshard");
+  ASSERT_EQ(::unlink((s.dir + "/" + kShard2).c_str()), 0);
+  ASSERT_EQ(::mkdir((s.dir + "/" + kShard2).c_str(), 0755), 0);
+  Result<Checkpoint> c = Checkpoint::Open(s.dir);
+  EXPECT_EQ(c.status(), InvalidArgumentError("model.safetensors.index.json: shard '" +
+                                             std::string(kShard2) + "' is not a regular file"));
+}
+
+TEST(CheckpointShardSet, IndexEntryMissingFromItsShard) {
+  Sharded s = WriteSharded("notinshard");
+  s.weight_map[2] = {"c.w", kShard1};  // c.w really lives in shard 2
+  ASSERT_TRUE(WriteFile(s.dir + "/" + kIndex, IndexJson(s.weight_map)));
+  Result<Checkpoint> c = Checkpoint::Open(s.dir);
+  EXPECT_EQ(c.status(), InvalidArgumentError("model.safetensors.index.json: index maps 'c.w' to '" +
+                                             std::string(kShard1) +
+                                             "' but that shard has no tensor 'c.w'"));
+}
+
+TEST(CheckpointShardSet, IndexEntryForAnAbsentTensor) {
+  Sharded s = WriteSharded("absent");
+  s.weight_map.push_back({"ghost", kShard2});
+  ASSERT_TRUE(WriteFile(s.dir + "/" + kIndex, IndexJson(s.weight_map)));
+  Result<Checkpoint> c = Checkpoint::Open(s.dir);
+  EXPECT_EQ(c.status(), InvalidArgumentError("model.safetensors.index.json: index maps 'ghost' to '" +
+                                             std::string(kShard2) +
+                                             "' but that shard has no tensor 'ghost'"));
+}
+
+TEST(CheckpointShardSet, TensorStoredInTwoShards) {
+  Sharded s = WriteSharded("twice");
+  s.shard2.push_back({"a.w", "BF16", {5}, ""});
+  ASSERT_TRUE(WriteFile(s.dir + "/" + kShard2, SafetensorsBytes(s.shard2)));
+  Result<Checkpoint> c = Checkpoint::Open(s.dir);
+  EXPECT_EQ(c.status(), InvalidArgumentError("tensor 'a.w' is stored in both '" +
+                                             std::string(kShard1) + "' and '" + kShard2 + "'"));
+}
+
+TEST(CheckpointShardSet, UnlistedTensorIsAnErrorWhenStrict) {
+  Sharded s = WriteSharded("unlisted");
+  s.shard2.push_back({"z.extra", "U8", {1}, ""});
+  s.shard2.push_back({"y.extra", "U8", {2}, ""});
+  ASSERT_TRUE(WriteFile(s.dir + "/" + kShard2, SafetensorsBytes(s.shard2)));
+  Result<Checkpoint> c = Checkpoint::Open(s.dir);
+  EXPECT_EQ(c.status(),
+            InvalidArgumentError("model.safetensors.index.json: shard '" + std::string(kShard2) +
+                                 "' holds tensor 'y.extra', which the index does not list "
+                                 "(and 1 more)"));
+}
+
+TEST(CheckpointShardSet, UnlistedTensorIsAWarningWhenNotStrict) {
+  Sharded s = WriteSharded("unlistedwarn");
+  s.shard2.push_back({"z.extra", "U8", {1}, ""});
+  ASSERT_TRUE(WriteFile(s.dir + "/" + kShard2, SafetensorsBytes(s.shard2)));
+  CatalogOptions o;
+  o.strict_index = false;
+  Result<Checkpoint> c = Checkpoint::Open(s.dir, o);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->tensors().size(), 4u);
+  EXPECT_NE(c->Find("z.extra"), nullptr);
+  EXPECT_EQ(c->warnings(),
+            (std::vector<std::string>{
+                "model.safetensors.index.json: shard '" + std::string(kShard2) +
+                    "' holds tensor 'z.extra', which the index does not list",
+                "model.safetensors.index.json: metadata total_size is 41 but the shards hold "
+                "42 tensor bytes"}));
+}
+
+TEST(CheckpointShardSet, TotalSizeMismatchIsOnlyAWarning) {
+  Sharded s = WriteSharded("totalsize");
+  ASSERT_TRUE(WriteFile(s.dir + "/" + kIndex, IndexJson(s.weight_map, {}, 1000)));
+  Result<Checkpoint> c = Checkpoint::Open(s.dir);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->warnings(),
+            (std::vector<std::string>{"model.safetensors.index.json: metadata total_size is 1000 "
+                                      "but the shards hold 41 tensor bytes"}));
+}
+
+TEST(CheckpointShardSet, NoTotalSizeNoWarning) {
+  Sharded s = WriteSharded("nototal");
+  ASSERT_TRUE(WriteFile(s.dir + "/" + kIndex, IndexJson(s.weight_map)));
+  Result<Checkpoint> c = Checkpoint::Open(s.dir);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->index_total_size(), std::nullopt);
+  EXPECT_TRUE(c->warnings().empty());
+}
+
+TEST(CheckpointShardSet, TooManyShards) {
+  Sharded s = WriteSharded("toomany");
+  CatalogOptions o;
+  o.max_shards = 1;
+  EXPECT_EQ(Checkpoint::Open(s.dir, o).status(),
+            InvalidArgumentError("model.safetensors.index.json: index names 2 shards, more than "
+                                 "the limit of 1"));
+}
+
+TEST(CheckpointShardSet, ManyShardsReadInParallel) {
+  std::string dir = MakeTestDir("many");
+  std::vector<std::pair<std::string, std::string>> wm;
+  uint64_t total = 0;
+  for (int i = 0; i < 40; ++i) {
+    char file[64];
+    std::snprintf(file, sizeof file, "model-%05d-of-00040.safetensors", i + 1);
+    std::vector<FixtureTensor> ts = {{"layer." + std::to_string(i) + ".w", "F16", {3, 1}, ""},
+                                     {"layer." + std::to_string(i) + ".b", "F16", {3}, ""}};
+    ASSERT_TRUE(WriteFile(dir + "/" + file, SafetensorsBytes(ts)));
+    for (const FixtureTensor& t : ts) wm.push_back({t.name, file});
+    total += 12;
+  }
+  ASSERT_TRUE(WriteFile(dir + "/" + kIndex, IndexJson(wm, {}, total)));
+  for (int threads : {1, 4, 0}) {
+    CatalogOptions o;
+    o.read_threads = threads;
+    Result<Checkpoint> c = Checkpoint::Open(dir, o);
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    ASSERT_EQ(c->tensors().size(), 80u);
+    EXPECT_EQ(c->shards().size(), 40u);
+    EXPECT_TRUE(c->warnings().empty());
+    for (size_t i = 1; i < c->tensors().size(); ++i) {
+      EXPECT_LT(c->tensors()[i - 1].name, c->tensors()[i].name);
+    }
+    const StoredTensor* t = c->Find("layer.17.b");
+    ASSERT_NE(t, nullptr);
+    EXPECT_EQ(c->shards()[t->shard].file, "model-00018-of-00040.safetensors");
+  }
+}
+
+TEST(CheckpointBytes, MappedBytesAndReadTensorAreByteExact) {
+  Sharded s = WriteSharded("bytes");
+  Result<Checkpoint> c = Checkpoint::Open(s.dir);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  std::vector<FixtureTensor> all = s.shard1;
+  all.insert(all.end(), s.shard2.begin(), s.shard2.end());
+  for (const FixtureTensor& t : all) {
+    Result<std::span<const std::byte>> m = c->MappedBytes(t.name);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    EXPECT_EQ(AsString(*m), TensorData(t)) << t.name;
+    Result<std::vector<std::byte>> r = c->ReadTensor(t.name);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(AsString(*r), TensorData(t)) << t.name;
+  }
+  // The view survives a move of the Checkpoint.
+  std::span<const std::byte> view = *c->MappedBytes("c.w");
+  Checkpoint moved = std::move(*c);
+  EXPECT_EQ(AsString(view), TensorData(s.shard2[0]));
+  EXPECT_EQ(moved.MappedBytes("c.w")->data(), view.data());
+}
+
+TEST(CheckpointBytes, UnknownTensorIsNotFound) {
+  Sharded s = WriteSharded("unknown");
+  Result<Checkpoint> c = Checkpoint::Open(s.dir);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->MappedBytes("nope").status(),
+            NotFoundError("tensor 'nope' is not in the checkpoint"));
+  EXPECT_EQ(c->ReadTensor("nope").status(), NotFoundError("tensor 'nope' is not in the checkpoint"));
+}
+
+TEST(CheckpointBytes, TruncatedShardIsDataLossNotSigbus) {
+  Sharded s = WriteSharded("truncated");
+  Result<Checkpoint> c = Checkpoint::Open(s.dir);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  uint64_t size = c->shards()[1].size;
+  ASSERT_EQ(::truncate((s.dir + "/" + kShard2).c_str(), static_cast<off_t>(size - 3)), 0);
+  std::string expected = std::string(kShard2) + ": file is now " + std::to_string(size - 3) +
+                         " bytes, was " + std::to_string(size) +
+                         " when the checkpoint was opened";
+  EXPECT_EQ(c->ReadTensor("c.w").status(), DataLossError(expected));
+  EXPECT_EQ(c->MappedBytes("c.w").status(), DataLossError(expected));
+  // The other shard is untouched.
+  EXPECT_TRUE(c->ReadTensor("a.w").ok());
+}
+
+TEST(CheckpointBytes, ConcurrentMappedBytesShareOneMapping) {
+  Sharded s = WriteSharded("concurrent");
+  Result<Checkpoint> c = Checkpoint::Open(s.dir);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  std::vector<const std::byte*> seen(8, nullptr);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      Result<std::span<const std::byte>> m = c->MappedBytes("b.w");
+      if (m.ok()) seen[i] = m->data();
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (const std::byte* p : seen) EXPECT_EQ(p, seen[0]);
+  EXPECT_NE(seen[0], nullptr);
+}
+
+}  // namespace
+}  // namespace shardload
