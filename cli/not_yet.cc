@@ -12,7 +12,6 @@ int NotYet(const char* name) {
 }
 }  // namespace
 
-int RunInspect(const Args&) { return NotYet("inspect"); }
 int RunLoad(const Args&) { return NotYet("load"); }
 int RunVerify(const Args&) { return NotYet("verify"); }
 int RunBench(const Args&) { return NotYet("bench"); }

@@ -1,0 +1,396 @@
+// `shardload inspect PATH [--json]`: list a checkpoint's files, tensors and metadata.
+//
+// PATH is a .safetensors file, an index (*.safetensors.index.json) or a folder holding
+// either (resolved as Checkpoint::Open does). Without flags a short human summary;
+// with --json exactly
+//   {"files":[...],"metadata":{...},"tensors":[{"name","dtype","shape",
+//    "data_offsets":[b,e],"file"}],"total_bytes":N}
+// tensors sorted by name, `file` relative to the checkpoint folder, `data_offsets` as
+// in the shard's header. `metadata` is the index's "metadata" object for a sharded
+// checkpoint and the file's `__metadata__` for a single file (an empty object when it
+// has none). Warnings of the catalog go to stderr as "shardload inspect: warning: ...".
+// Errors: exit 1 (2 for bad usage) with "shardload inspect: <message>" on stderr, and
+// under --json {"error":{"code":"<StatusCodeName>","message":"..."}} on stdout.
+// The output is built in one string and written with one call.
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cli/commands.h"
+#include "format/dtype.h"
+#include "format/status.h"
+#include "loader/checkpoint.h"
+
+namespace shardload::cli {
+namespace {
+
+constexpr char kInspectUsage[] =
+    "usage: shardload inspect PATH [--json]\n"
+    "  PATH    a .safetensors file, a *.safetensors.index.json, or a folder holding either\n"
+    "  --json  machine-readable output: files, metadata, tensors (sorted by name), total_bytes\n";
+
+// OutputBuffer: the JSON text, in anonymous memory mapped for it (grown with mremap).
+// It bypasses malloc, whose first large allocation after the catalog frees its
+// per-tensor blocks would first consolidate them, and its pages are faulted in
+// once up front (MAP_POPULATE) instead of one fault per 4 KiB while writing.
+// Allocation failure is reported by ok() == false; appends are then dropped.
+class OutputBuffer {
+ public:
+  explicit OutputBuffer(size_t capacity) { Grow(std::max<size_t>(capacity, 4096)); }
+  OutputBuffer(const OutputBuffer&) = delete;
+  OutputBuffer& operator=(const OutputBuffer&) = delete;
+  ~OutputBuffer() {
+    if (data_ != nullptr) ::munmap(data_, capacity_);
+  }
+
+  bool ok() const { return data_ != nullptr; }
+  std::string_view view() const { return std::string_view(data_ == nullptr ? "" : data_, size_); }
+
+  void append(const char* p, size_t n) {
+    if (n > capacity_ - size_ && !Grow(size_ + n)) return;
+    std::memcpy(data_ + size_, p, n);
+    size_ += n;
+  }
+  OutputBuffer& operator+=(std::string_view s) {
+    append(s.data(), s.size());
+    return *this;
+  }
+  OutputBuffer& operator+=(char c) {
+    if (size_ == capacity_ && !Grow(size_ + 1)) return *this;
+    data_[size_++] = c;
+    return *this;
+  }
+
+ private:
+  bool Grow(size_t need) {
+    if (failed_) return false;
+    size_t cap = std::max(need, capacity_ * 2);
+    cap = (cap + 4095) & ~size_t{4095};
+    void* p = data_ == nullptr
+                  ? ::mmap(nullptr, cap, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0)
+                  : ::mremap(data_, capacity_, cap, MREMAP_MAYMOVE);
+    if (p == MAP_FAILED) {
+      failed_ = true;
+      if (data_ != nullptr) ::munmap(data_, capacity_);
+      data_ = nullptr;
+      size_ = capacity_ = 0;
+      return false;
+    }
+    data_ = static_cast<char*>(p);
+    capacity_ = cap;
+    return true;
+  }
+
+  char* data_ = nullptr;
+  size_t size_ = 0;
+  size_t capacity_ = 0;
+  bool failed_ = false;
+};
+
+template <typename Out>
+void AppendUint(Out& out, uint64_t v) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, static_cast<size_t>(end - buf));
+}
+
+// Utf8SequenceLength: the length of the valid UTF-8 sequence starting at s[i], or 0 when
+// the bytes there are not valid UTF-8 (overlongs, surrogates and > U+10FFFF rejected).
+size_t Utf8SequenceLength(std::string_view s, size_t i) {
+  auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  unsigned char c = byte(i);
+  size_t n = s.size() - i;
+  auto cont = [&](size_t k) { return (byte(k) & 0xC0) == 0x80; };
+  if (c >= 0xC2 && c <= 0xDF) return n >= 2 && cont(i + 1) ? 2 : 0;
+  if (c >= 0xE0 && c <= 0xEF) {
+    if (n < 3 || !cont(i + 1) || !cont(i + 2)) return 0;
+    unsigned char c1 = byte(i + 1);
+    if (c == 0xE0 && c1 < 0xA0) return 0;  // overlong
+    if (c == 0xED && c1 >= 0xA0) return 0; // surrogate
+    return 3;
+  }
+  if (c >= 0xF0 && c <= 0xF4) {
+    if (n < 4 || !cont(i + 1) || !cont(i + 2) || !cont(i + 3)) return 0;
+    unsigned char c1 = byte(i + 1);
+    if (c == 0xF0 && c1 < 0x90) return 0;  // overlong
+    if (c == 0xF4 && c1 >= 0x90) return 0; // > U+10FFFF
+    return 4;
+  }
+  return 0;
+}
+
+// NeedsAttention: whether any byte of the 8 in `w` is < 0x20, '"', '\\' or >= 0x80
+// (the classic "has zero byte" bit trick; exact, no false negatives).
+bool NeedsAttention(uint64_t w) {
+  constexpr uint64_t kOnes = 0x0101010101010101ull;
+  constexpr uint64_t kHigh = 0x8080808080808080ull;
+  auto has_zero = [](uint64_t x) { return (x - kOnes) & ~x & kHigh; };
+  uint64_t below_space = (w - kOnes * 0x20) & ~w & kHigh;  // bytes < 0x20 (when < 0x80)
+  return ((w & kHigh) | below_space | has_zero(w ^ (kOnes * '"')) |
+          has_zero(w ^ (kOnes * '\\'))) != 0;
+}
+
+// AppendJsonString: `s` as a JSON string: quotes, backslashes and control characters
+// escaped (NUL as \u0000), valid UTF-8 passed through, invalid bytes as \ufffd.
+template <typename Out>
+void AppendJsonString(Out& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out += '"';
+  size_t run = 0;  // start of the pending run of bytes copied verbatim
+  size_t i = 0;
+  while (i < s.size()) {
+    // Fast path: skip 8 plain ASCII bytes at a time (no control, quote, backslash, or
+    // byte >= 0x80 among them).
+    while (i + 8 <= s.size()) {
+      uint64_t w;
+      std::memcpy(&w, s.data() + i, 8);
+      if (NeedsAttention(w)) break;
+      i += 8;
+    }
+    if (i >= s.size()) break;
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+      ++i;
+      continue;
+    }
+    if (c >= 0x80) {
+      size_t len = Utf8SequenceLength(s, i);
+      if (len != 0) {
+        i += len;
+        continue;
+      }
+    }
+    out.append(s.data() + run, i - run);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      default:
+        if (c < 0x20) {
+          out += "\\u00";
+          out += kHex[c >> 4];
+          out += kHex[c & 0xF];
+        } else {
+          out += "\\ufffd";  // a byte that does not start valid UTF-8
+        }
+    }
+    ++i;
+    run = i;
+  }
+  out.append(s.data() + run, s.size() - run);
+  out += '"';
+}
+
+// HumanBytes: "512 B", "1.50 KiB", "14.96 GiB".
+std::string HumanBytes(uint64_t n) {
+  static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  if (n < 1024) return std::to_string(n) + " B";
+  double v = static_cast<double>(n);
+  int u = 0;
+  while (v >= 1024.0 && u < 6) {
+    v /= 1024.0;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f %s", v, kUnits[u]);
+  return buf;
+}
+
+bool WriteAll(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return true;
+}
+
+// RenderJson: the --json document into `out`.
+void RenderJson(const Checkpoint& ckpt, OutputBuffer& out) {
+  out += "{\"files\":[";
+  for (size_t i = 0; i < ckpt.shards().size(); ++i) {
+    if (i) out += ',';
+    AppendJsonString(out, ckpt.shards()[i].file);
+  }
+  out += "],\"metadata\":{";
+  bool first = true;
+  for (const auto& [k, v] : ckpt.metadata()) {
+    if (!first) out += ',';
+    first = false;
+    AppendJsonString(out, k);
+    out += ':';
+    AppendJsonString(out, v);
+  }
+  out += "},\"tensors\":[";
+  // File names escaped once per shard, not once per tensor.
+  std::vector<std::string> files;
+  files.reserve(ckpt.shards().size());
+  for (const ShardInfo& s : ckpt.shards()) {
+    std::string f;
+    AppendJsonString(f, s.file);
+    files.push_back(std::move(f));
+  }
+  first = true;
+  for (const StoredTensor& t : ckpt.tensors()) {
+    out += first ? "{\"name\":" : ",{\"name\":";
+    first = false;
+    AppendJsonString(out, t.name);
+    out += ",\"dtype\":\"";
+    out += DtypeName(t.dtype);
+    out += "\",\"shape\":[";
+    for (size_t d = 0; d < t.shape.size(); ++d) {
+      if (d) out += ',';
+      AppendUint(out, t.shape[d]);
+    }
+    auto [b, e] = ckpt.DataOffsets(t);
+    out += "],\"data_offsets\":[";
+    AppendUint(out, b);
+    out += ',';
+    AppendUint(out, e);
+    out += "],\"file\":";
+    out += files[t.shard];
+    out += '}';
+  }
+  out += "],\"total_bytes\":";
+  AppendUint(out, ckpt.total_bytes());
+  out += "}\n";
+}
+
+// JsonSizeEstimate: about the size of RenderJson's output (plain-ASCII names assumed).
+size_t JsonSizeEstimate(const Checkpoint& ckpt) {
+  size_t estimate = 4096;
+  for (const ShardInfo& s : ckpt.shards()) estimate += s.file.size() + 4;
+  for (const StoredTensor& t : ckpt.tensors()) {
+    estimate += t.name.size() + 96 + ckpt.shards()[t.shard].file.size() + 8 * t.shape.size();
+  }
+  return estimate;
+}
+
+std::string RenderHuman(const Checkpoint& ckpt) {
+  std::string out;
+  out += "checkpoint: " + ckpt.folder();
+  if (ckpt.sharded()) {
+    out += " (index " + ckpt.index_file() + ", " + std::to_string(ckpt.shards().size()) +
+           (ckpt.shards().size() == 1 ? " shard)\n" : " shards)\n");
+  } else {
+    out += " (single file)\n";
+  }
+  out += "files:\n";
+  for (const ShardInfo& s : ckpt.shards()) {
+    out += "  " + s.file + "  " + HumanBytes(s.size) + " (" + std::to_string(s.size) + " bytes)\n";
+  }
+  out += "tensors: " + std::to_string(ckpt.tensors().size()) + "\n";
+  out += "total bytes: " + HumanBytes(ckpt.total_bytes()) + " (" +
+         std::to_string(ckpt.total_bytes()) + " bytes)\n";
+  std::array<uint64_t, kDtypeCount> count{}, bytes{};
+  for (const StoredTensor& t : ckpt.tensors()) {
+    ++count[static_cast<int>(t.dtype)];
+    bytes[static_cast<int>(t.dtype)] += t.bytes;  // sum ≤ total_bytes: no overflow
+  }
+  out += "dtypes:\n";
+  for (int d = 0; d < kDtypeCount; ++d) {
+    if (count[d] == 0) continue;
+    char line[128];
+    std::snprintf(line, sizeof line, "  %-12s %10llu tensors  %s\n",
+                  std::string(DtypeName(static_cast<Dtype>(d))).c_str(),
+                  static_cast<unsigned long long>(count[d]), HumanBytes(bytes[d]).c_str());
+    out += line;
+  }
+  if (!ckpt.metadata().empty()) {
+    out += "metadata:\n";
+    for (const auto& [k, v] : ckpt.metadata()) out += "  " + k + " = " + v + "\n";
+  }
+  if (!ckpt.warnings().empty()) {
+    out += "warnings:\n";
+    for (const std::string& w : ckpt.warnings()) out += "  " + w + "\n";
+  }
+  return out;
+}
+
+int Fail(const Status& status, bool json, int exit_code) {
+  std::string err = "shardload inspect: " + status.message() + "\n";
+  WriteAll(STDERR_FILENO, err);
+  if (json) {
+    std::string out = "{\"error\":{\"code\":";
+    AppendJsonString(out, StatusCodeName(status.code()));
+    out += ",\"message\":";
+    AppendJsonString(out, status.message());
+    out += "}}\n";
+    WriteAll(STDOUT_FILENO, out);
+  }
+  return exit_code;
+}
+
+}  // namespace
+
+int RunInspect(const Args& args) {
+  bool json = false;
+  std::string path;
+  int paths = 0;
+  std::string bad;
+  for (const std::string& a : args) {
+    if (a == "--json") {
+      json = true;
+    } else if (a == "--help" || a == "-h") {
+      WriteAll(STDOUT_FILENO, kInspectUsage);
+      return 0;
+    } else if (a.size() > 1 && a[0] == '-' && bad.empty()) {
+      bad = "unknown option '" + a + "'";
+    } else if (a.size() <= 1 || a[0] != '-') {
+      path = a;
+      ++paths;
+    }
+  }
+  if (bad.empty() && paths != 1) {
+    bad = paths == 0 ? "missing PATH" : "expected one PATH, got " + std::to_string(paths);
+  }
+  if (!bad.empty()) {
+    int rc = Fail(InvalidArgumentError(bad), json, 2);
+    WriteAll(STDERR_FILENO, kInspectUsage);
+    return rc;
+  }
+
+  Result<Checkpoint> ckpt = Checkpoint::Open(path);
+  if (!ckpt.ok()) return Fail(ckpt.status(), json, 1);
+
+  bool written = false;
+  if (json) {
+    std::string warn;
+    for (const std::string& w : ckpt->warnings()) warn += "shardload inspect: warning: " + w + "\n";
+    if (!warn.empty()) WriteAll(STDERR_FILENO, warn);
+    OutputBuffer out(JsonSizeEstimate(*ckpt));
+    RenderJson(*ckpt, out);
+    if (!out.ok()) {
+      return Fail(ResourceExhaustedError("cannot allocate memory for the output"), json, 1);
+    }
+    written = WriteAll(STDOUT_FILENO, out.view());
+  } else {
+    written = WriteAll(STDOUT_FILENO, RenderHuman(*ckpt));
+  }
+  if (!written) {
+    std::string err = "shardload inspect: cannot write output\n";
+    WriteAll(STDERR_FILENO, err);
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace shardload::cli
