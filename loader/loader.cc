@@ -1,0 +1,250 @@
+// loader/loader.cc — LoadInto / LoadAll / VerifyCheckpoint: match → plan → arenas →
+// sink → stream.
+#include "loader/loader.h"
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <thread>
+#include <utility>
+
+#include "format/header.h"
+#include "loader/host_sink.h"
+#include "loader/plan.h"
+#include "loader/stream.h"
+
+namespace shardload {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+IoMode ResolveIoMode(IoMode mode) { return mode == IoMode::kAuto ? kAutoIoMode : mode; }
+
+int ResolveThreads(int threads) {
+  return threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+// OpenShards: a ReadableFile for every shard some span reads (nullptr for the others),
+// each checked against the size its header was read from.
+Status OpenShards(const Checkpoint& ckpt, std::span<const ReadSpan> spans, IoMode mode,
+                  std::vector<std::unique_ptr<ReadableFile>>* owned,
+                  std::vector<const ReadableFile*>* files) {
+  const std::vector<ShardInfo>& shards = ckpt.shards();
+  std::vector<bool> used(shards.size(), false);
+  for (const ReadSpan& s : spans) {
+    if (s.shard < used.size()) used[s.shard] = true;
+  }
+  owned->clear();
+  owned->resize(shards.size());
+  files->assign(shards.size(), nullptr);
+  for (size_t i = 0; i < shards.size(); ++i) {
+    if (!used[i]) continue;
+    SL_ASSIGN_OR_RETURN((*owned)[i], OpenFile(shards[i].path, mode));
+    if ((*owned)[i]->size() != shards[i].size) {
+      return DataLossError(shards[i].file + ": file is now " + std::to_string((*owned)[i]->size()) +
+                           " bytes, but its header was read from " +
+                           std::to_string(shards[i].size) + " bytes");
+    }
+    (*files)[i] = (*owned)[i].get();
+  }
+  return OkStatus();
+}
+
+// MakeSink: the host sink when every destination is on cpu, else the backend's.
+Result<std::unique_ptr<Sink>> MakeSink(std::span<const Destination> destinations,
+                                       const LoadOptions& options) {
+  for (const Destination& d : destinations) {
+    if (d.device.is_cpu()) continue;
+    if (options.backend == nullptr) {
+      return FailedPreconditionError("tensor '" + d.name + "' goes to " + d.device.ToString() +
+                                     " but no device backend was given (LoadOptions::backend)");
+    }
+    return options.backend->MakeSink(options.sink);
+  }
+  SL_ASSIGN_OR_RETURN(std::unique_ptr<HostSink> host, HostSink::Create(options.sink));
+  return std::unique_ptr<Sink>(std::move(host));
+}
+
+StreamOptions MakeStreamOptions(const LoadOptions& options) {
+  StreamOptions s;
+  s.threads = options.threads;
+  s.progress = options.progress;
+  s.cancel = options.cancel;
+  return s;
+}
+
+// Execute: begin the sink, open the shards and stream the plan.
+Status Execute(const Checkpoint& ckpt, const LoadPlan& plan, const LoadOptions& options,
+               LoadStats* stats) {
+  SL_ASSIGN_OR_RETURN(std::unique_ptr<Sink> sink, MakeSink(plan.destinations, options));
+  std::vector<std::unique_ptr<ReadableFile>> owned;
+  std::vector<const ReadableFile*> files;
+  stats->io = ResolveIoMode(options.io);
+  stats->threads = ResolveThreads(options.threads);
+  SL_RETURN_IF_ERROR(OpenShards(ckpt, plan.spans, stats->io, &owned, &files));
+  SL_RETURN_IF_ERROR(sink->Begin(plan.destinations, options.sink.slot_bytes));
+  SL_RETURN_IF_ERROR(Stream(files, plan.spans, *sink, MakeStreamOptions(options)));
+  stats->read_bytes = plan.read_bytes;
+  stats->delivered_bytes = plan.delivered_bytes;
+  stats->tensors = plan.destinations.size();
+  return OkStatus();
+}
+
+Result<LoadPlan> MatchAndPlan(const Checkpoint& ckpt, std::span<const Target> targets,
+                              const LoadOptions& options, MatchReport* report) {
+  SL_RETURN_IF_ERROR(ValidateLoadOptions(options));
+  SL_ASSIGN_OR_RETURN(*report, Match(ckpt.tensors(), ckpt.metadata(), targets, options.match));
+  if (!report->status.ok()) return report->status;
+  PlanOptions plan_options;
+  plan_options.max_span_bytes = options.sink.slot_bytes;
+  plan_options.max_gap_bytes = options.max_gap_bytes;
+  return MakePlan(ckpt.tensors(), *report, targets, options.devices, plan_options);
+}
+
+// AllTargets: one target per stored tensor, named as the renames make it.
+Result<std::vector<Target>> AllTargets(const Checkpoint& ckpt, const MatchOptions& match) {
+  std::vector<Target> targets;
+  targets.reserve(ckpt.tensors().size());
+  for (const StoredTensor& t : ckpt.tensors()) {
+    std::string name = t.name;
+    for (const RenameRule& rule : match.renames) {
+      Result<std::string> renamed = rule.Apply(name);
+      if (!renamed.ok()) return renamed.status().WithPrefix("rename rule '" + rule.ToString() + "' on '" + t.name + "'");
+      name = std::move(*renamed);
+    }
+    targets.push_back(Target{std::move(name), t.dtype, t.shape, std::nullopt, nullptr});
+  }
+  return targets;
+}
+
+}  // namespace
+
+Status ValidateLoadOptions(const LoadOptions& options) {
+  if (options.threads < 0 || options.threads > 256) {
+    return InvalidArgumentError("invalid threads " + std::to_string(options.threads) +
+                                ": expected 0..256 (0 = hardware threads)");
+  }
+  return ValidateSinkOptions(options.sink);
+}
+
+LoadedCheckpoint::~LoadedCheckpoint() = default;
+
+const LoadedTensor* LoadedCheckpoint::Find(std::string_view name) const {
+  auto it = std::lower_bound(tensors.begin(), tensors.end(), name,
+                             [](const LoadedTensor& t, std::string_view n) { return t.name < n; });
+  return it != tensors.end() && it->name == name ? &*it : nullptr;
+}
+
+Result<LoadResult> LoadInto(const Checkpoint& checkpoint, std::span<const Target> targets,
+                            const LoadOptions& options) {
+  Clock::time_point start = Clock::now();
+  LoadResult result;
+  SL_ASSIGN_OR_RETURN(LoadPlan plan, MatchAndPlan(checkpoint, targets, options, &result.report));
+  for (const Destination& d : plan.destinations) {
+    if (d.ptr == nullptr && d.bytes > 0) {
+      return InvalidArgumentError("target '" + d.name +
+                                  "' has no data pointer: LoadInto writes into caller memory "
+                                  "(use LoadAll for loader-owned arenas)");
+    }
+  }
+  SL_RETURN_IF_ERROR(Execute(checkpoint, plan, options, &result));
+  result.seconds = SecondsSince(start);
+  return result;
+}
+
+Result<LoadedCheckpoint> LoadAll(const Checkpoint& checkpoint, const LoadOptions& options,
+                                 std::span<const Target> targets) {
+  Clock::time_point start = Clock::now();
+  std::vector<Target> all;
+  if (targets.empty()) {
+    SL_ASSIGN_OR_RETURN(all, AllTargets(checkpoint, options.match));
+    targets = all;
+  }
+  for (const Target& t : targets) {
+    if (t.data != nullptr) {
+      return InvalidArgumentError("target '" + t.name +
+                                  "' has a data pointer: LoadAll places tensors in its own "
+                                  "arenas (use LoadInto for caller memory)");
+    }
+  }
+  LoadedCheckpoint out;
+  SL_ASSIGN_OR_RETURN(LoadPlan plan, MatchAndPlan(checkpoint, targets, options, &out.report));
+  SL_ASSIGN_OR_RETURN(ArenaLayout layout, LayoutArenas(plan.destinations, 256));
+  std::map<Device, void*> bases;
+  for (const auto& [device, bytes] : layout.bytes_per_device) {
+    if (device.is_cpu()) {
+      SL_ASSIGN_OR_RETURN(out.host_arena_, HostArena::Allocate(bytes, HostArenaOptions{}));
+      bases[device] = out.host_arena_->data();
+    } else {
+      if (options.backend == nullptr) {
+        return FailedPreconditionError("tensors go to " + device.ToString() +
+                                       " but no device backend was given (LoadOptions::backend)");
+      }
+      SL_ASSIGN_OR_RETURN(std::unique_ptr<DeviceAllocation> a,
+                          options.backend->Allocate(device, bytes));
+      bases[device] = a->data();
+      out.device_arenas_.push_back(std::move(a));
+    }
+  }
+  SL_RETURN_IF_ERROR(AssignArenaPointers(layout, bases, &plan.destinations));
+  SL_RETURN_IF_ERROR(Execute(checkpoint, plan, options, &out));
+  out.tensors.reserve(plan.destinations.size());
+  for (size_t i = 0; i < plan.destinations.size(); ++i) {
+    const Destination& d = plan.destinations[i];
+    const Target& t = targets[out.report.matched[i].target];
+    out.tensors.push_back(LoadedTensor{d.name, d.dst_dtype, t.shape, d.device, d.ptr, d.bytes});
+  }
+  std::sort(out.tensors.begin(), out.tensors.end(),
+            [](const LoadedTensor& a, const LoadedTensor& b) { return a.name < b.name; });
+  out.seconds = SecondsSince(start);
+  return out;
+}
+
+Result<VerifyReport> VerifyCheckpoint(const Checkpoint& checkpoint, const LoadOptions& options) {
+  Clock::time_point start = Clock::now();
+  SL_RETURN_IF_ERROR(ValidateLoadOptions(options));
+  // One span per slot-sized piece of every file, delivering nothing: every byte is read.
+  std::vector<ReadSpan> spans;
+  VerifyReport report;
+  const std::vector<ShardInfo>& shards = checkpoint.shards();
+  const uint64_t step = options.sink.slot_bytes;
+  for (uint32_t i = 0; i < shards.size(); ++i) {
+    for (uint64_t at = 0; at < shards[i].size; at += step) {
+      spans.push_back(ReadSpan{i, at, std::min(step, shards[i].size - at), {}});
+    }
+    report.bytes += shards[i].size;
+  }
+  std::vector<std::unique_ptr<ReadableFile>> owned;
+  std::vector<const ReadableFile*> files;
+  SL_RETURN_IF_ERROR(OpenShards(checkpoint, spans, ResolveIoMode(options.io), &owned, &files));
+  SL_ASSIGN_OR_RETURN(std::unique_ptr<HostSink> sink, HostSink::Create(options.sink));
+  SL_RETURN_IF_ERROR(sink->Begin({}, options.sink.slot_bytes));
+  SL_RETURN_IF_ERROR(Stream(files, spans, *sink, MakeStreamOptions(options)));
+  // The headers must still say what the catalog was built from.
+  std::vector<std::vector<const StoredTensor*>> by_shard(shards.size());
+  for (const StoredTensor& t : checkpoint.tensors()) by_shard[t.shard].push_back(&t);
+  for (uint32_t i = 0; i < shards.size(); ++i) {
+    Result<Header> h = ReadHeaderFile(shards[i].path);
+    if (!h.ok()) return h.status();
+    if (h->header_length != shards[i].header_length || h->tensors.size() != by_shard[i].size()) {
+      return DataLossError(shards[i].file + ": header changed while verifying");
+    }
+    for (const StoredTensor* t : by_shard[i]) {
+      const TensorInfo* info = h->Find(t->name);
+      if (info == nullptr || info->dtype != t->dtype || info->shape != t->shape ||
+          std::make_pair(info->begin, info->end) != checkpoint.DataOffsets(*t)) {
+        return DataLossError(shards[i].file + ": header changed while verifying (tensor '" +
+                             t->name + "')");
+      }
+    }
+  }
+  report.files = shards.size();
+  report.seconds = SecondsSince(start);
+  return report;
+}
+
+}  // namespace shardload

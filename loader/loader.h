@@ -1,0 +1,170 @@
+// loader/loader.h — the public façade: load a checkpoint into memory, PyTorch style.
+//
+// Provides `LoadOptions`, `LoadInto` (load_state_dict style: into buffers the caller
+// owns), `LoadAll` (load_file style: into arenas the loader owns, one per device, with
+// tensors as views) and `VerifyCheckpoint` (read every byte of every shard through the
+// same pipeline). All three stream planned, coalesced reads on several threads into a
+// sink (host memory, or a device through LoadOptions::backend) and never report partial
+// success: on any error or cancel nothing may be assumed written.
+//
+//   SL_ASSIGN_OR_RETURN(Checkpoint ckpt, Checkpoint::Open("/models/llama-8b"));
+//
+//   // load_file: every tensor into a host arena.
+//   SL_ASSIGN_OR_RETURN(LoadedCheckpoint all, LoadAll(ckpt, LoadOptions{}));
+//   const LoadedTensor* w = all.Find("lm_head.weight");   // w->data, w->dtype, w->shape
+//
+//   // load_state_dict: into the model's own buffers, non-strict, stripping "module.".
+//   std::vector<Target> targets = {{"lm_head.weight", Dtype::kBF16, {32000, 4096},
+//                                   std::nullopt, my_buffer}};
+//   LoadOptions options;
+//   options.match.strict = false;
+//   options.match.renames.push_back(*ParseRenameRule("s/^module\\.//"));
+//   options.progress = [](uint64_t done, uint64_t total) { return true; };
+//   SL_ASSIGN_OR_RETURN(LoadResult r, LoadInto(ckpt, targets, options));
+//   std::cout << r.report.missing.size() << " missing, " << r.gbps() << " GB/s\n";
+#ifndef SHARDLOAD_LOADER_LOADER_H_
+#define SHARDLOAD_LOADER_LOADER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "format/dtype.h"
+#include "format/status.h"
+#include "loader/arena.h"
+#include "loader/backend.h"
+#include "loader/checkpoint.h"
+#include "loader/device.h"
+#include "loader/file.h"
+#include "loader/match.h"
+
+namespace shardload {
+
+// kAutoIoMode: what IoMode::kAuto resolves to, chosen from the host-load measurements
+// in bench/RESULTS.md (## Host load).
+inline constexpr IoMode kAutoIoMode = IoMode::kPread;
+
+// LoadOptions: everything a load can be told. Invalid values are invalid_argument
+// errors naming the field; nothing is clamped.
+struct LoadOptions {
+  // match: key matching (strict by default, like torch's load_state_dict).
+  MatchOptions match;
+  // devices: where each target goes when its Target::device is unset. Default: cpu.
+  DeviceMap devices;
+  // io: how files are read. Default kAuto (= kAutoIoMode). kDirect fails with
+  // unimplemented on filesystems that refuse O_DIRECT.
+  IoMode io = IoMode::kAuto;
+  // threads: reader threads; 0 (default) = hardware threads. Valid 0..256.
+  int threads = 0;
+  // sink: staging ring (default 4 slots × 64 MiB); slot_bytes is also the longest read.
+  SinkOptions sink;
+  // max_gap_bytes: the largest hole of unloaded bytes one read may cover to join two
+  // tensors. Default 1 MiB.
+  uint64_t max_gap_bytes = 1 << 20;
+  // progress: (bytes read, bytes to read); first (0, total), last (total, total).
+  // Return false to cancel. Called on the thread that called the load. Default none.
+  std::function<bool(uint64_t done, uint64_t total)> progress;
+  // cancel: set to true from any thread to stop the load (cancelled). Default none.
+  const std::atomic<bool>* cancel = nullptr;
+  // backend: reaches cuda devices; nullptr (default) means host only, and a load with
+  // any cuda destination then fails with failed_precondition.
+  DeviceBackend* backend = nullptr;
+};
+
+// ValidateLoadOptions: invalid_argument for threads outside 0..256 or a bad sink
+// geometry (see SinkOptions). Devices are checked when a load resolves them.
+Status ValidateLoadOptions(const LoadOptions& options);
+
+// LoadStats: what a load moved and how long it took.
+struct LoadStats {
+  uint64_t read_bytes = 0;       // bytes read from files (spans, gaps included)
+  uint64_t delivered_bytes = 0;  // bytes written to destinations (at their dtype)
+  size_t tensors = 0;            // destinations written
+  double seconds = 0;            // wall time of the whole call (match, plan, alloc, read)
+  IoMode io = IoMode::kPread;    // the mode used (kAuto resolved)
+  int threads = 0;               // reader threads used
+  // gbps: delivered_bytes / seconds in GB/s (10^9 bytes per second); 0 when no time.
+  double gbps() const { return seconds > 0 ? delivered_bytes / seconds / 1e9 : 0; }
+};
+
+// LoadResult: the outcome of LoadInto: the match report (OK status) and the stats.
+struct LoadResult : LoadStats {
+  MatchReport report;
+};
+
+// LoadedTensor: one tensor of a LoadAll result: a view into its device's arena.
+struct LoadedTensor {
+  std::string name;  // target name (after renames)
+  Dtype dtype = Dtype::kU8;
+  std::vector<uint64_t> shape;
+  Device device;
+  void* data = nullptr;  // host pointer on cpu, device pointer on cuda; 256-byte aligned
+  uint64_t bytes = 0;
+};
+
+// LoadedCheckpoint: the tensors of LoadAll and the arenas that hold them. Move-only.
+// Lifetime: every LoadedTensor::data is valid while this object lives.
+class LoadedCheckpoint : public LoadStats {
+ public:
+  LoadedCheckpoint() = default;
+  LoadedCheckpoint(LoadedCheckpoint&&) noexcept = default;
+  LoadedCheckpoint& operator=(LoadedCheckpoint&&) noexcept = default;
+  LoadedCheckpoint(const LoadedCheckpoint&) = delete;
+  LoadedCheckpoint& operator=(const LoadedCheckpoint&) = delete;
+  ~LoadedCheckpoint();
+
+  MatchReport report;
+  // tensors: sorted by name.
+  std::vector<LoadedTensor> tensors;
+  // Find: the tensor called `name`, or nullptr. O(log n).
+  const LoadedTensor* Find(std::string_view name) const;
+
+ private:
+  friend Result<LoadedCheckpoint> LoadAll(const Checkpoint&, const LoadOptions&,
+                                          std::span<const Target>);
+  std::unique_ptr<HostArena> host_arena_;
+  std::vector<std::unique_ptr<DeviceAllocation>> device_arenas_;
+};
+
+// LoadInto: load the checkpoint into the caller's buffers (Target::data, which must be
+// set for every target that matches and outlive the call). Errors: the match report's
+// status (strict failures, size mismatches) unchanged; invalid_argument "target 'x' has
+// no data pointer: LoadInto writes into caller memory (use LoadAll for loader-owned
+// arenas)"; failed_precondition "tensor 'x' goes to cuda:0 but no device backend was
+// given"; the plan's, open, read, sink and stream errors (data_loss for files changed
+// since the header was read; cancelled). Thread safety: concurrent loads are
+// independent.
+Result<LoadResult> LoadInto(const Checkpoint& checkpoint, std::span<const Target> targets,
+                            const LoadOptions& options);
+
+// LoadAll: load every tensor (when `targets` is empty: one target per stored tensor,
+// named after the renames in options.match, with its stored dtype and shape) or the
+// given targets (their `data` must be null) into arenas owned by the result, one per
+// device. Errors: as LoadInto, plus resource_exhausted when an arena cannot be had and
+// invalid_argument "target 'x' has a data pointer: LoadAll places tensors in its own
+// arenas (use LoadInto for caller memory)". On error every arena is freed.
+Result<LoadedCheckpoint> LoadAll(const Checkpoint& checkpoint, const LoadOptions& options,
+                                 std::span<const Target> targets = {});
+
+// VerifyReport: what VerifyCheckpoint read.
+struct VerifyReport {
+  size_t files = 0;
+  uint64_t bytes = 0;  // every byte of every shard, headers included
+  double seconds = 0;
+};
+
+// VerifyCheckpoint: read every byte of every shard through the streaming pipeline
+// (options.io, threads, sink geometry, progress and cancel apply; matching does not)
+// and check that each file still has the size, inode and header it was opened with.
+// Errors: data_loss "<file>: file is now N bytes, but its header was read from M
+// bytes" and the stream's read errors; cancelled.
+Result<VerifyReport> VerifyCheckpoint(const Checkpoint& checkpoint, const LoadOptions& options);
+
+}  // namespace shardload
+
+#endif  // SHARDLOAD_LOADER_LOADER_H_

@@ -1,0 +1,334 @@
+// tests/loader_test.cc — the façade end to end: LoadAll / LoadInto / VerifyCheckpoint
+// over real sharded files, every io mode, byte-exact; matching outcomes, casts, cancel,
+// invalid options, freed arenas; a cross-check against files the Hugging Face
+// reference writes (skipped when python safetensors is not importable).
+#include "loader/loader.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "format/writer.h"
+#include "loader/cast.h"
+#include "loader/host_sink.h"
+#include "tests/io_util.h"
+
+namespace shardload {
+namespace {
+
+using testing::RandomBytes;
+using testing::TempDir;
+
+struct Source {
+  std::string name;
+  Dtype dtype;
+  std::vector<uint64_t> shape;
+  std::vector<std::byte> bytes;
+};
+
+// WriteCheckpoint: a 3-shard checkpoint of tensors with random bytes (some large
+// enough to be split over several 64 KiB spans, some empty).
+std::vector<Source> WriteCheckpoint(const std::string& dir, int shards = 3) {
+  std::vector<Source> src = {
+      {"model.embed.weight", Dtype::kF32, {300, 129}},
+      {"model.layers.0.attn.w", Dtype::kF16, {64, 64}},
+      {"model.layers.0.mlp.w", Dtype::kBF16, {257, 131}},
+      {"model.layers.0.norm", Dtype::kF32, {64}},
+      {"model.layers.1.attn.w", Dtype::kF16, {64, 64}},
+      {"model.layers.1.mlp.w", Dtype::kBF16, {257, 131}},
+      {"model.layers.1.norm", Dtype::kF32, {64}},
+      {"model.empty", Dtype::kF32, {0, 5}},
+      {"model.scalar", Dtype::kI64, {}},
+      {"lm_head.weight", Dtype::kF32, {300, 129}},
+  };
+  std::vector<TensorToWrite> tw;
+  uint32_t seed = 1;
+  for (Source& s : src) {
+    s.bytes = RandomBytes(*TensorByteSize(s.dtype, s.shape), seed++);
+    tw.push_back(TensorToWrite::FromBytes(s.name, s.dtype, s.shape, s.bytes));
+  }
+  ShardOptions opt;
+  opt.num_shards = shards;
+  Result<ShardedWriteResult> r = WriteSharded(dir, tw, opt);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return src;
+}
+
+const Source& Find(const std::vector<Source>& src, const std::string& name) {
+  for (const Source& s : src) {
+    if (s.name == name) return s;
+  }
+  std::abort();
+}
+
+class LoaderTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = TempDir("loader");
+    src_ = WriteCheckpoint(dir_);
+    Result<Checkpoint> c = Checkpoint::Open(dir_);
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    ckpt_ = std::make_unique<Checkpoint>(std::move(*c));
+    options_.sink.slot_bytes = 64 << 10;  // small spans: many reads, split tensors
+    options_.sink.slot_count = 2;
+  }
+  std::string dir_;
+  std::vector<Source> src_;
+  std::unique_ptr<Checkpoint> ckpt_;
+  LoadOptions options_;
+};
+
+TEST_F(LoaderTest, LoadAllEveryIoModeIsByteExact) {
+  for (IoMode mode : {IoMode::kAuto, IoMode::kPread, IoMode::kMmap, IoMode::kDirect}) {
+    for (int threads : {1, 3}) {
+      LoadOptions o = options_;
+      o.io = mode;
+      o.threads = threads;
+      Result<LoadedCheckpoint> all = LoadAll(*ckpt_, o);
+      if (!all.ok() && all.status().code() == StatusCode::kUnimplemented) {
+        std::printf("skipping %s: %s\n", std::string(IoModeName(mode)).c_str(),
+                    all.status().message().c_str());
+        continue;
+      }
+      ASSERT_TRUE(all.ok()) << all.status().ToString();
+      EXPECT_EQ(all->io, mode == IoMode::kAuto ? kAutoIoMode : mode);
+      ASSERT_EQ(all->tensors.size(), src_.size());
+      for (const Source& s : src_) {
+        const LoadedTensor* t = all->Find(s.name);
+        ASSERT_NE(t, nullptr) << s.name;
+        EXPECT_EQ(t->dtype, s.dtype);
+        EXPECT_EQ(t->shape, s.shape);
+        EXPECT_TRUE(t->device.is_cpu());
+        ASSERT_EQ(t->bytes, s.bytes.size());
+        EXPECT_EQ(reinterpret_cast<uintptr_t>(t->data) % 256, 0u) << s.name;
+        EXPECT_EQ(0, std::memcmp(t->data, s.bytes.data(), s.bytes.size()))
+            << s.name << " via " << IoModeName(mode);
+      }
+      EXPECT_EQ(all->report.matched.size(), src_.size());
+      EXPECT_GT(all->seconds, 0);
+    }
+  }
+}
+
+TEST_F(LoaderTest, LoadIntoCallerBuffersWithRenamesAndNonStrict) {
+  // The model calls its tensors "module.<name>", lacks lm_head, and has an extra key.
+  options_.match.strict = false;
+  options_.match.renames.push_back(RenameRule::AddPrefix("module."));
+  std::vector<std::vector<std::byte>> buffers;
+  std::vector<Target> targets;
+  for (const Source& s : src_) {
+    if (s.name == "lm_head.weight") continue;
+    buffers.emplace_back(s.bytes.size() + 1);  // +1: never a zero-size allocation
+    targets.push_back(Target{"module." + s.name, s.dtype, s.shape, std::nullopt, buffers.back().data()});
+  }
+  std::vector<float> extra(4);
+  targets.push_back(Target{"module.extra", Dtype::kF32, {4}, std::nullopt, extra.data()});
+  std::vector<std::pair<uint64_t, uint64_t>> progress;
+  options_.progress = [&](uint64_t done, uint64_t total) {
+    progress.push_back({done, total});
+    return true;
+  };
+  Result<LoadResult> r = LoadInto(*ckpt_, targets, options_);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->report.missing, std::vector<std::string>{"module.extra"});
+  EXPECT_EQ(r->report.unexpected, std::vector<std::string>{"module.lm_head.weight"});
+  for (size_t i = 0; i + 1 < targets.size(); ++i) {
+    const Source& s = Find(src_, targets[i].name.substr(7));
+    EXPECT_EQ(0, std::memcmp(buffers[i].data(), s.bytes.data(), s.bytes.size())) << s.name;
+  }
+  ASSERT_GE(progress.size(), 2u);
+  EXPECT_EQ(progress.front().first, 0u);
+  EXPECT_EQ(progress.back().first, progress.back().second);
+  EXPECT_EQ(progress.back().second, r->read_bytes);
+  for (size_t i = 1; i < progress.size(); ++i) EXPECT_LE(progress[i - 1].first, progress[i].first);
+}
+
+TEST_F(LoaderTest, StrictFailureIsThePyTorchMessage) {
+  std::vector<float> w(300 * 129);
+  std::vector<Target> targets = {{"lm_head.weight", Dtype::kF32, {300, 129}, std::nullopt, w.data()},
+                                 {"nope", Dtype::kF32, {1}, std::nullopt, w.data()}};
+  Result<LoadResult> r = LoadInto(*ckpt_, targets, options_);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(r.status().message().rfind("Error(s) in loading state_dict: Unexpected key(s) in state_dict: ", 0), 0u)
+      << r.status().message();
+  EXPECT_NE(r.status().message().find("Missing key(s) in state_dict: \"nope\"."), std::string::npos);
+}
+
+TEST_F(LoaderTest, CastOnLoad) {
+  options_.match.allow_cast = true;
+  options_.match.strict = false;
+  const Source& s = Find(src_, "model.embed.weight");  // F32 in the file
+  std::vector<uint16_t> bf16(300 * 129);
+  std::vector<Target> targets = {{s.name, Dtype::kBF16, s.shape, std::nullopt, bf16.data()}};
+  Result<LoadResult> r = LoadInto(*ckpt_, targets, options_);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  for (size_t i = 0; i < bf16.size(); ++i) {
+    float f;
+    std::memcpy(&f, s.bytes.data() + 4 * i, 4);
+    ASSERT_EQ(bf16[i], F32ToBF16Bits(f)) << i;
+  }
+}
+
+TEST_F(LoaderTest, LoadIntoNeedsCallerMemoryAndLoadAllRefusesIt) {
+  std::vector<Target> targets = {{"model.layers.0.norm", Dtype::kF32, {64}, std::nullopt, nullptr}};
+  options_.match.strict = false;
+  Result<LoadResult> r = LoadInto(*ckpt_, targets, options_);
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(r.status().message(),
+            "target 'model.layers.0.norm' has no data pointer: LoadInto writes into caller memory "
+            "(use LoadAll for loader-owned arenas)");
+  float buf[64];
+  targets[0].data = buf;
+  Result<LoadedCheckpoint> a = LoadAll(*ckpt_, options_, targets);
+  EXPECT_EQ(a.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(a.status().message(),
+            "target 'model.layers.0.norm' has a data pointer: LoadAll places tensors in its own "
+            "arenas (use LoadInto for caller memory)");
+}
+
+TEST_F(LoaderTest, CudaWithoutBackendIsAFailedPrecondition) {
+  options_.devices = *ParseDeviceMap("lm_head.*=cuda:0,cpu");
+  int arenas = LiveHostArenas();
+  Result<LoadedCheckpoint> a = LoadAll(*ckpt_, options_);
+  EXPECT_EQ(a.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(a.status().message(),
+            "tensors go to cuda:0 but no device backend was given (LoadOptions::backend)");
+  EXPECT_EQ(LiveHostArenas(), arenas);
+}
+
+TEST_F(LoaderTest, InvalidOptionsAreErrorsNotClamped) {
+  LoadOptions o = options_;
+  o.threads = 1000;
+  Result<LoadedCheckpoint> a = LoadAll(*ckpt_, o);
+  EXPECT_EQ(a.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(a.status().message(), "invalid threads 1000: expected 0..256 (0 = hardware threads)");
+  o = options_;
+  o.sink.slot_count = 65;
+  a = LoadAll(*ckpt_, o);
+  EXPECT_EQ(a.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(a.status().message(), "invalid slot_count 65: expected 1..64");
+  o = options_;
+  o.sink.slot_bytes = 1000;
+  Result<VerifyReport> v = VerifyCheckpoint(*ckpt_, o);
+  EXPECT_EQ(v.status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(LoaderTest, CancelFreesTheArenaAndTheRing) {
+  int arenas = LiveHostArenas();
+  int rings = LiveStagingRings();
+  std::atomic<bool> cancel{true};
+  options_.cancel = &cancel;
+  Result<LoadedCheckpoint> a = LoadAll(*ckpt_, options_);
+  EXPECT_EQ(a.status().code(), StatusCode::kCancelled);
+  EXPECT_EQ(a.status().message(), "load cancelled");
+  EXPECT_EQ(LiveHostArenas(), arenas);
+  EXPECT_EQ(LiveStagingRings(), rings);
+  options_.cancel = nullptr;
+  options_.progress = [](uint64_t, uint64_t) { return false; };
+  a = LoadAll(*ckpt_, options_);
+  EXPECT_EQ(a.status().code(), StatusCode::kCancelled);
+  EXPECT_EQ(a.status().message(), "load cancelled by the progress callback");
+  EXPECT_EQ(LiveHostArenas(), arenas);
+  EXPECT_EQ(LiveStagingRings(), rings);
+}
+
+TEST_F(LoaderTest, ArenaLivesWithTheResult) {
+  int arenas = LiveHostArenas();
+  {
+    Result<LoadedCheckpoint> a = LoadAll(*ckpt_, options_);
+    ASSERT_TRUE(a.ok());
+    EXPECT_EQ(LiveHostArenas(), arenas + 1);
+    LoadedCheckpoint moved = std::move(*a);
+    EXPECT_EQ(LiveHostArenas(), arenas + 1);
+    EXPECT_NE(moved.Find("lm_head.weight"), nullptr);
+    EXPECT_EQ(moved.Find("missing"), nullptr);
+  }
+  EXPECT_EQ(LiveHostArenas(), arenas);
+}
+
+TEST_F(LoaderTest, ShardChangedSinceOpenIsDataLoss) {
+  const ShardInfo& shard = ckpt_->shards()[1];
+  ASSERT_EQ(::truncate(shard.path.c_str(), static_cast<off_t>(shard.size - 8)), 0);
+  int arenas = LiveHostArenas();
+  Result<LoadedCheckpoint> a = LoadAll(*ckpt_, options_);
+  EXPECT_EQ(a.status().code(), StatusCode::kDataLoss);
+  EXPECT_EQ(a.status().message(), shard.file + ": file is now " + std::to_string(shard.size - 8) +
+                                      " bytes, but its header was read from " +
+                                      std::to_string(shard.size) + " bytes");
+  EXPECT_EQ(LiveHostArenas(), arenas);
+  Result<VerifyReport> v = VerifyCheckpoint(*ckpt_, options_);
+  EXPECT_EQ(v.status().code(), StatusCode::kDataLoss);
+  EXPECT_EQ(v.status().message(), a.status().message());
+}
+
+TEST_F(LoaderTest, VerifyReadsEveryByte) {
+  for (IoMode mode : {IoMode::kPread, IoMode::kMmap, IoMode::kDirect}) {
+    options_.io = mode;
+    uint64_t last = 0;
+    options_.progress = [&](uint64_t done, uint64_t) {
+      last = done;
+      return true;
+    };
+    Result<VerifyReport> v = VerifyCheckpoint(*ckpt_, options_);
+    if (!v.ok() && v.status().code() == StatusCode::kUnimplemented) continue;
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    uint64_t total = 0;
+    for (const ShardInfo& s : ckpt_->shards()) total += s.size;
+    EXPECT_EQ(v->bytes, total);
+    EXPECT_EQ(last, total);
+    EXPECT_EQ(v->files, 3u);
+  }
+}
+
+// Files written by the Hugging Face reference load byte-exact through every mode.
+TEST(LoaderReferenceTest, FilesWrittenByTheReference) {
+  if (std::system("python3 -c 'import safetensors, numpy' >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "python3 with safetensors and numpy is not available";
+  }
+  std::string dir = TempDir("reference");
+  std::string script =
+      "import numpy as np\n"
+      "from safetensors.numpy import save_file\n"
+      "rng = np.random.default_rng(3)\n"
+      "t = {'a': rng.standard_normal((33, 17)).astype(np.float32),\n"
+      "     'b': rng.integers(-9, 9, (1000,), dtype=np.int8),\n"
+      "     'c': rng.standard_normal((5, 7, 9)).astype(np.float16),\n"
+      "     'd': np.zeros((0,), dtype=np.float64)}\n"
+      "save_file(t, '" + dir + "/model.safetensors', metadata={'format': 'pt'})\n"
+      "for k, v in t.items(): v.tofile('" + dir + "/' + k + '.raw')\n";
+  std::string py = dir + "/make.py";
+  ASSERT_TRUE(testing::WriteBytes(py, std::as_bytes(std::span(script.data(), script.size()))));
+  ASSERT_EQ(std::system(("python3 " + py).c_str()), 0);
+  Result<Checkpoint> c = Checkpoint::Open(dir + "/model.safetensors");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  for (IoMode mode : {IoMode::kPread, IoMode::kMmap, IoMode::kDirect}) {
+    LoadOptions o;
+    o.io = mode;
+    Result<LoadedCheckpoint> a = LoadAll(*c, o);
+    if (!a.ok() && a.status().code() == StatusCode::kUnimplemented) continue;
+    ASSERT_TRUE(a.ok()) << a.status().ToString();
+    for (const char* name : {"a", "b", "c", "d"}) {
+      std::FILE* f = std::fopen((dir + "/" + name + ".raw").c_str(), "rb");
+      ASSERT_NE(f, nullptr);
+      std::vector<char> want(1 << 20);
+      want.resize(std::fread(want.data(), 1, want.size(), f));
+      std::fclose(f);
+      const LoadedTensor* t = a->Find(name);
+      ASSERT_NE(t, nullptr);
+      ASSERT_EQ(t->bytes, want.size()) << name;
+      EXPECT_EQ(0, std::memcmp(t->data, want.data(), want.size())) << name;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace shardload
