@@ -116,8 +116,9 @@ class Checkpoint {
   // shards: the files, in index order for a sharded checkpoint (sorted by name, unique),
   // or the single file. StoredTensor::shard indexes this list.
   const std::vector<ShardInfo>& shards() const { return shards_; }
-  // metadata: the index's "metadata" object for a sharded checkpoint (as strings, as
-  // format/index.h gives them); for a single file, its `__metadata__`.
+  // metadata: the index's "metadata" object for a sharded checkpoint, as format/index.h
+  // gives it (string values as they are, any other value as its JSON text, so a
+  // numeric total_size appears as "41"); for a single file, its `__metadata__`.
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   // index_total_size: the index's metadata.total_size when present.
   std::optional<uint64_t> index_total_size() const { return index_total_size_; }

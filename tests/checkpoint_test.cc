@@ -261,6 +261,25 @@ TEST(CheckpointShardSet, MissingShardIsNamedBeforeAnyHeaderIsRead) {
                                       "'model-00003-of-00003.safetensors' does not exist"));
 }
 
+TEST(CheckpointShardSet, IndexErrorsNameTheIndexFile) {
+  Sharded s = WriteSharded("badindex");
+  ASSERT_TRUE(WriteFile(s.dir + "/" + kIndex, IndexJson({{"w", "../evil.safetensors"}})));
+  EXPECT_EQ(Checkpoint::Open(s.dir).status(),
+            InvalidArgumentError("model.safetensors.index.json: tensor 'w': shard file name "
+                                 "'../evil.safetensors' refers to the parent folder ('..')"));
+  ASSERT_TRUE(WriteFile(s.dir + "/" + kIndex, "{}"));
+  EXPECT_EQ(Checkpoint::Open(s.dir + "/" + kIndex).status(),
+            InvalidArgumentError("model.safetensors.index.json: missing 'weight_map'"));
+}
+
+TEST(CheckpointShardSet, IndexMetadataKeepsTotalSizeAsText) {
+  Sharded s = WriteSharded("metatext");
+  Result<Checkpoint> c = Checkpoint::Open(s.dir);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->metadata(), (std::map<std::string, std::string>{{"producer", "test"},
+                                                               {"total_size", "41"}}));
+}
+
 TEST(CheckpointShardSet, SymlinkLeavingTheFolderIsRejected) {
   Sharded s = WriteSharded("escape");
   std::string outside = MakeTestDir("outside");

@@ -128,6 +128,15 @@ TEST(InspectErrors, MissingPath) {
   EXPECT_EQ(plain.out, "");
 }
 
+TEST(InspectErrors, InvalidUtf8InAMessageBecomesReplacementCharacter) {
+  std::string dir = MakeTestDir("utf8");
+  std::string path = dir + "/bad\xff\xc3.safetensors";  // invalid UTF-8 in the path
+  RunResult r = RunInspect("--json '" + path + "'");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out, "{\"error\":{\"code\":\"not_found\",\"message\":\"" + dir +
+                       "/bad\\ufffd\\ufffd.safetensors: no such file or directory\"}}\n");
+}
+
 TEST(InspectErrors, ShardSetErrorAsJson) {
   std::string dir = WriteShardedFixture();
   ASSERT_TRUE(WriteFile(dir + "/model.safetensors.index.json",
