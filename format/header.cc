@@ -412,7 +412,10 @@ Result<Header> HeaderParser::Parse(const char* json, size_t size, bool padded,
     parser = one_off.get();
   }
   simdjson::error_code err = simdjson::SUCCESS;
-  size_t depth = static_cast<size_t>(options_.max_depth);
+  // simdjson counts one level more than we do for a container that holds a value
+  // ("[1]" needs 2, "[]" needs 1); our depth is the container nesting. (An empty
+  // container one level below max_depth is therefore also accepted.)
+  size_t depth = static_cast<size_t>(options_.max_depth) + 1;
   if (parser->capacity() < size || parser->max_depth() != depth) {
     err = parser->allocate(std::max<size_t>({size, parser->capacity(), 64}), depth);
   }
