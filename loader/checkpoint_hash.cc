@@ -59,6 +59,13 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
   for (const StoredTensor& t : tensors) largest = std::max(largest, t.bytes);
   std::vector<std::byte> buffer(static_cast<size_t>(std::min(options.chunk_bytes, largest)));
 
+  // Hashes recorded for the whole checkpoint in the index's metadata.
+  ChecksumMap index_recorded;
+  if (ckpt.sharded()) {
+    SL_ASSIGN_OR_RETURN(index_recorded,
+                        ParseChecksumMetadata(ckpt.metadata(), ckpt.index_file()));
+  }
+
   std::unique_ptr<ReadableFile> file;
   ChecksumMap recorded;
   size_t open_shard = shards.size();  // none yet
@@ -89,14 +96,24 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
     }
     TensorDigest& d = result.tensors[idx];
     d.xxh3 = hasher.Digest();
-    if (auto it = recorded.find(t.name); it != recorded.end()) {
-      d.recorded = it->second;
-      ++result.recorded;
-      if (it->second == d.xxh3) {
-        ++result.matched;
-      } else if (options.check_recorded) {
-        return CheckTensorChecksum(shard.file, t.name, t.bytes, it->second, d.xxh3);
+    // The shard's own record first, then the index's; every record present must match.
+    bool any = false, all_match = true;
+    for (auto [sums, label] : {std::pair(&recorded, &shard.file),
+                               std::pair(&index_recorded, &ckpt.index_file())}) {
+      auto it = sums->find(t.name);
+      if (it == sums->end()) continue;
+      if (!any) d.recorded = it->second;
+      any = true;
+      if (it->second != d.xxh3) {
+        all_match = false;
+        if (options.check_recorded) {
+          return CheckTensorChecksum(*label, t.name, t.bytes, it->second, d.xxh3);
+        }
       }
+    }
+    if (any) {
+      ++result.recorded;
+      if (all_match) ++result.matched;
     }
   }
   return result;

@@ -4,8 +4,9 @@
 // Provides `HashCheckpoint`: reads every tensor's bytes with positional reads (shard by
 // shard, in file-offset order, through one reusable buffer, so memory stays at
 // `HashOptions::chunk_bytes` whatever the tensor sizes) and returns one `TensorDigest`
-// per tensor, sorted by name. Hashes recorded in a shard's `__metadata__`
-// (format/checksum.h) are compared as the bytes go by. `LayoutFreeDigest` folds the
+// per tensor, sorted by name. Hashes recorded in a shard's `__metadata__` or, for a
+// sharded checkpoint, in the index's "metadata" object (format/checksum.h,
+// format/checksum_writer.h) are compared as the bytes go by. `LayoutFreeDigest` folds the
 // per-tensor results into one value that depends only on names, dtypes, shapes and
 // bytes, not on how tensors are split into shards or ordered in files.
 //
@@ -43,7 +44,7 @@ struct HashOptions {
 };
 
 // TensorDigest: one tensor's identity and the XXH3-64 of its bytes. `recorded` is the
-// hash its shard's `__metadata__` records for it, if any.
+// hash recorded for it, if any: its shard's `__metadata__` entry, else the index's.
 struct TensorDigest {
   std::string name;
   Dtype dtype = Dtype::kU8;
@@ -58,16 +59,18 @@ struct TensorDigest {
 // counts of the recorded hashes that were found and that matched.
 struct CheckpointDigest {
   std::vector<TensorDigest> tensors;
-  size_t recorded = 0;  // tensors whose shard records a hash
-  size_t matched = 0;   // ... and whose bytes match it
+  size_t recorded = 0;  // tensors with a recorded hash (shard or index)
+  size_t matched = 0;   // ... whose bytes match every record
 };
 
 // HashCheckpoint: hash every tensor of `ckpt`.
 // Errors: invalid_argument for bad options; the shard open/read errors of
 // loader/file.h (data_loss when a shard shrank since Open — never SIGBUS); the
-// malformed-value error of ParseChecksumMetadata; with check_recorded, data_loss
-// "<file>: tensor 'w': XXH3 of its N bytes is X, recorded Y" at the first mismatch
-// (in file order). A recorded key naming a tensor the shard does not hold is ignored.
+// malformed-value error of ParseChecksumMetadata (shard or index); with
+// check_recorded, data_loss "<file>: tensor 'w': XXH3 of its N bytes is X, recorded Y"
+// at the first mismatch in file order, <file> being the shard or the index that holds
+// the record. A record naming a tensor that is not there (in that shard, or in the
+// checkpoint for the index) is ignored.
 // Thread safety: reads `ckpt` through const methods only; may run concurrently with
 // other readers of the same Checkpoint.
 Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOptions& options = {});
