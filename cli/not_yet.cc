@@ -15,7 +15,6 @@ int NotYet(const char* name) {
 int RunLoad(const Args&) { return NotYet("load"); }
 int RunVerify(const Args&) { return NotYet("verify"); }
 int RunBench(const Args&) { return NotYet("bench"); }
-int RunHash(const Args&) { return NotYet("hash"); }
 int RunReshard(const Args&) { return NotYet("reshard"); }
 
 }  // namespace shardload::cli
