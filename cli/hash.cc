@@ -73,7 +73,7 @@ std::string TextName(std::string_view s) {
 }
 
 int Fail(const Status& status, bool json) {
-  std::cerr << "shardload hash: " << status.ToString() << "\n";
+  std::cerr << "shardload hash: " << status.message() << "\n";
   if (json) {
     std::cout << "{\"error\":{\"code\":" << JsonString(StatusCodeName(status.code()))
               << ",\"message\":" << JsonString(status.message()) << "}}\n";
