@@ -79,6 +79,11 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
     if (t.shard != open_shard) {
       file.reset();
       SL_ASSIGN_OR_RETURN(file, OpenFile(shard.path, IoMode::kPread));
+      if (file->size() != shard.size) {
+        return DataLossError(shard.path + ": file changed since the checkpoint was opened: now " +
+                             std::to_string(file->size()) + " bytes, was " +
+                             std::to_string(shard.size));
+      }
       SL_ASSIGN_OR_RETURN(recorded, ParseChecksumMetadata(shard.metadata, shard.file));
       open_shard = t.shard;
     }
