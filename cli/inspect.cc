@@ -8,15 +8,20 @@
 // tensors sorted by name, `file` relative to the checkpoint folder, `data_offsets` as
 // in the shard's header. `metadata` is the index's "metadata" object for a sharded
 // checkpoint and the file's `__metadata__` for a single file (an empty object when it
-// has none). Warnings of the catalog go to stderr as "shardload inspect: warning: ...".
+// has none); its values are always strings (an index's non-string values, such as a
+// numeric total_size, as their JSON text: "total_size":"41"). Shards' own
+// `__metadata__` are not shown for sharded checkpoints. Strings are escaped (quote,
+// backslash, control characters, NUL as \u0000); valid UTF-8 is passed through and
+// bytes that are not valid UTF-8 (possible only in paths) become \ufffd.
+// Warnings of the catalog go to stderr as "shardload inspect: warning: ..." under --json
+// (stdout stays pure JSON) and into the summary otherwise.
 // Errors: exit 1 (2 for bad usage) with "shardload inspect: <message>" on stderr, and
 // under --json {"error":{"code":"<StatusCodeName>","message":"..."}} on stdout.
-// The output is built in one string and written with one call.
+// The output is built in one buffer and written with one write loop.
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
-
 #include <array>
 #include <cerrno>
 #include <charconv>

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <exception>
 #include <filesystem>
 #include <mutex>
 #include <new>
@@ -247,6 +248,16 @@ Checkpoint& Checkpoint::operator=(Checkpoint&&) noexcept = default;
 Checkpoint::~Checkpoint() = default;
 
 Result<Checkpoint> Checkpoint::Open(const std::string& path, const CatalogOptions& options) {
+  try {
+    return OpenImpl(path, options);
+  } catch (const std::bad_alloc&) {
+    return ResourceExhaustedError(path + ": out of memory building the checkpoint catalog");
+  } catch (const std::exception& e) {  // e.g. std::filesystem or std::thread internals
+    return InternalError(path + ": " + e.what());
+  }
+}
+
+Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOptions& options) {
   if (options.read_threads < 0 || options.read_threads > kMaxReadThreads) {
     return InvalidArgumentError("CatalogOptions.read_threads must be between 0 and " +
                                 std::to_string(kMaxReadThreads) + ", got " +
@@ -327,12 +338,7 @@ Result<Checkpoint> Checkpoint::Open(const std::string& path, const CatalogOption
   }
 
   // One catalog over all shards, names moved out of the headers.
-  try {
-    ckpt.tensors_.reserve(tensor_count);
-  } catch (const std::bad_alloc&) {
-    return ResourceExhaustedError(path + ": cannot allocate a catalog of " +
-                                  std::to_string(tensor_count) + " tensors");
-  }
+  ckpt.tensors_.reserve(tensor_count);
   uint64_t total = 0;
   for (size_t i = 0; i < headers.size(); ++i) {
     Header& h = headers[i].header;

@@ -148,6 +148,8 @@ class Checkpoint {
  private:
   struct Lazy;  // per-shard mappings and their locks
   Checkpoint();
+  // OpenImpl: Open without the catch-all for allocation failures.
+  static Result<Checkpoint> OpenImpl(const std::string& path, const CatalogOptions& options);
 
   std::string folder_;
   std::string index_file_;
