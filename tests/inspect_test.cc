@@ -103,6 +103,18 @@ TEST(InspectJson, SingleFileEscapesNamesAndKeepsItsMetadata) {
             "\"total_bytes\":13}\n");
 }
 
+TEST(InspectJson, WarningsGoToStderrAndStdoutStaysJson) {
+  std::string dir = WriteShardedFixture();
+  ASSERT_TRUE(WriteFile(dir + "/model.safetensors.index.json",
+                        IndexJson({{"a.w", kShard1}, {"b.w", kShard1}, {"c.w", kShard2}}, {}, 7)));
+  RunResult r = RunInspect("--json " + dir);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err, "shardload inspect: warning: model.safetensors.index.json: metadata "
+                   "total_size is 7 but the shards hold 41 tensor bytes\n");
+  EXPECT_EQ(r.out.rfind("{\"files\":[", 0), 0u) << r.out;
+  EXPECT_NE(r.out.find("\"metadata\":{\"total_size\":\"7\"},"), std::string::npos) << r.out;
+}
+
 TEST(InspectJson, EmptyMetadataIsAnEmptyObject) {
   std::string dir = MakeTestDir("nometa");
   ASSERT_TRUE(WriteFile(dir + "/x.safetensors", SafetensorsBytes({{"w", "F16", {2}, ""}})));
