@@ -54,9 +54,11 @@ struct CopyRegion {
 
 // ReadSpan: one contiguous read of `length` bytes at absolute `file_offset` of shard
 // `shard`, at most the plan's slot size, with the regions it feeds (sorted by
-// src_offset, not overlapping). Bytes of a span not covered by a region are read and
-// dropped (gaps left by tensors that are not loaded, when coalescing over them is
-// cheaper than another read).
+// src_offset, not overlapping — except that a tied stored tensor feeding several
+// destinations has one region per destination over the same source bytes, so a sink
+// must not assume each source byte goes to one place). Bytes of a span not covered
+// by a region are read and dropped (gaps left by tensors that are not loaded, when
+// coalescing over them is cheaper than another read).
 struct ReadSpan {
   uint32_t shard = 0;
   uint64_t file_offset = 0;
