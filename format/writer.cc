@@ -211,6 +211,7 @@ class BufferedWriter {
   }
 
   Status Append(std::span<const std::byte> data) {
+    if (data.empty()) return OkStatus();  // an empty span may have a null pointer
     if (data.size() <= capacity_ - used_) {
       std::memcpy(buffer_.get() + used_, data.data(), data.size());
       used_ += data.size();
