@@ -49,7 +49,7 @@ if ! "$cxx" -fsanitize=fuzzer,address,undefined "$probe" -o "$out/obj/probe" 2>"
   exit 77
 fi
 
-flags=(-std=c++20 -g -O1 -fno-omit-frame-pointer -I"$root"
+flags=(-std=c++20 -gline-tables-only -O1 -fno-omit-frame-pointer -I"$root"
        -fsanitize=address,undefined,unsigned-integer-overflow -fno-sanitize-recover=all
        -fsanitize-ignorelist="$root/fuzz/ubsan_ignorelist.txt"
        -D_GLIBCXX_ASSERTIONS -Wall -Wno-sign-compare ${FUZZ_EXTRA_FLAGS:-})
