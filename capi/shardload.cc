@@ -1,0 +1,874 @@
+// capi/shardload.cc — the C API (capi/shardload.h) over the C++ library.
+//
+// Every exported function catches everything (no exception crosses the C boundary),
+// turns a non-OK Status into its sl_status and stores the message in a thread-local
+// for sl_last_error(). Loaded results are shared_ptr-owned so that DLPack exports keep
+// the arenas alive after the sl_loaded handle is freed.
+#include "capi/shardload.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cuda/cuda_backend.h"
+#include "format/dtype.h"
+#include "format/status.h"
+#include "format/writer.h"
+#include "loader/checkpoint.h"
+#include "loader/device.h"
+#include "loader/file.h"
+#include "loader/loader.h"
+#include "loader/match.h"
+
+namespace {
+
+using shardload::Checkpoint;
+using shardload::Device;
+using shardload::Dtype;
+using shardload::LoadedCheckpoint;
+using shardload::LoadOptions;
+using shardload::MatchReport;
+using shardload::Result;
+using shardload::Status;
+using shardload::StatusCode;
+using shardload::Target;
+
+thread_local std::string t_last_error;
+thread_local sl_status t_last_code = SL_OK;
+
+// Fail: record `status` as this thread's last error and return its code.
+sl_status Fail(const Status& status) {
+  t_last_error = status.message();
+  t_last_code = static_cast<sl_status>(status.code());
+  return t_last_code;
+}
+
+sl_status Fail(StatusCode code, std::string message) {
+  return Fail(Status(code, std::move(message)));
+}
+
+// Guard: run `body` (returning sl_status), converting any exception to an error.
+template <typename F>
+sl_status Guard(F&& body) {
+  try {
+    return body();
+  } catch (const std::bad_alloc&) {
+    return Fail(StatusCode::kResourceExhausted, "out of host memory");
+  } catch (const std::exception& e) {
+    return Fail(StatusCode::kInternal, std::string("unexpected exception: ") + e.what());
+  } catch (...) {
+    return Fail(StatusCode::kInternal, "unexpected exception");
+  }
+}
+
+// DtypeCName: NUL-terminated, static name of a dtype.
+const char* DtypeCName(Dtype dtype) {
+  static const std::vector<std::string>* names = [] {
+    auto* v = new std::vector<std::string>();
+    for (int i = 0; i < shardload::kDtypeCount; ++i) {
+      v->emplace_back(shardload::DtypeName(static_cast<Dtype>(i)));
+    }
+    return v;
+  }();
+  return (*names)[static_cast<size_t>(dtype)].c_str();
+}
+
+// Backend: the process-wide CUDA backend, created on first use and never destroyed
+// (device arenas must not outlive it, and DLPack deleters may run at any time).
+shardload::DeviceBackend* Backend() {
+  static shardload::DeviceBackend* backend = new shardload::cuda::CudaBackend();
+  return backend;
+}
+
+std::string QuoteName(std::string_view name) { return "'" + std::string(name) + "'"; }
+
+std::atomic<size_t> g_live_arena_sets{0};
+
+}  // namespace
+
+// ----------------------------------------------------------------- handle types
+
+struct sl_checkpoint {
+  explicit sl_checkpoint(Checkpoint c) : ckpt(std::move(c)) {
+    for (const auto& [k, v] : ckpt.metadata()) metadata.emplace_back(&k, &v);
+  }
+  Checkpoint ckpt;
+  std::vector<std::pair<const std::string*, const std::string*>> metadata;
+};
+
+struct sl_options {
+  LoadOptions load;
+  sl_progress_fn progress = nullptr;
+  void* progress_user = nullptr;
+};
+
+struct sl_report {
+  MatchReport report;
+  std::string json;
+};
+
+namespace {
+
+// LoadedState: a LoadAll result and the strings its getters lend; shared by the
+// handle and every DLPack export.
+struct LoadedState {
+  explicit LoadedState(LoadedCheckpoint l) : loaded(std::move(l)) {
+    devices.reserve(loaded.tensors.size());
+    for (const auto& t : loaded.tensors) devices.push_back(t.device.ToString());
+    g_live_arena_sets.fetch_add(1);
+  }
+  ~LoadedState() { g_live_arena_sets.fetch_sub(1); }
+  LoadedCheckpoint loaded;
+  std::vector<std::string> devices;
+};
+
+// Export: one DLPack tensor and the reference that keeps its arena alive.
+struct Export {
+  DLManagedTensor managed;
+  std::shared_ptr<LoadedState> keep;
+  std::vector<int64_t> shape;
+};
+
+void DeleteExport(DLManagedTensor* self) {
+  if (self == nullptr) return;
+  delete static_cast<Export*>(self->manager_ctx);
+}
+
+// DlType: the DLPack type of a dtype, or nullopt when DLPack has none.
+std::optional<DLDataType> DlType(Dtype d) {
+  auto make = [](DLDataTypeCode code, int bits) {
+    return DLDataType{static_cast<uint8_t>(code), static_cast<uint8_t>(bits), 1};
+  };
+  switch (d) {
+    case Dtype::kBOOL: return make(kDLBool, 8);
+    case Dtype::kU8: return make(kDLUInt, 8);
+    case Dtype::kI8: return make(kDLInt, 8);
+    case Dtype::kI16: return make(kDLInt, 16);
+    case Dtype::kU16: return make(kDLUInt, 16);
+    case Dtype::kF16: return make(kDLFloat, 16);
+    case Dtype::kBF16: return make(kDLBfloat, 16);
+    case Dtype::kI32: return make(kDLInt, 32);
+    case Dtype::kU32: return make(kDLUInt, 32);
+    case Dtype::kF32: return make(kDLFloat, 32);
+    case Dtype::kC64: return make(kDLComplex, 64);
+    case Dtype::kF64: return make(kDLFloat, 64);
+    case Dtype::kI64: return make(kDLInt, 64);
+    case Dtype::kU64: return make(kDLUInt, 64);
+    default: return std::nullopt;
+  }
+}
+
+// ToTargets: C targets into C++ ones. `need_data` is true for sl_load_into.
+Result<std::vector<Target>> ToTargets(const sl_target* targets, size_t count) {
+  if (count > 0 && targets == nullptr) {
+    return shardload::InvalidArgumentError("targets is NULL but target_count is " +
+                                           std::to_string(count));
+  }
+  std::vector<Target> out;
+  out.reserve(count);
+  for (size_t i = 0; i < count; ++i) {
+    const sl_target& t = targets[i];
+    if (t.name == nullptr && t.name_len > 0) {
+      return shardload::InvalidArgumentError("target " + std::to_string(i) + " has a NULL name");
+    }
+    Target target;
+    target.name.assign(t.name == nullptr ? "" : t.name, t.name_len);
+    if (t.dtype == nullptr) {
+      return shardload::InvalidArgumentError("target " + QuoteName(target.name) +
+                                             " has no dtype");
+    }
+    Result<Dtype> dtype = shardload::DtypeFromName(t.dtype);
+    if (!dtype.ok()) return dtype.status().WithPrefix("target " + QuoteName(target.name));
+    target.dtype = *dtype;
+    if (t.ndim > 0 && t.shape == nullptr) {
+      return shardload::InvalidArgumentError("target " + QuoteName(target.name) +
+                                             " has a NULL shape but ndim " +
+                                             std::to_string(t.ndim));
+    }
+    target.shape.assign(t.shape, t.shape + t.ndim);
+    if (t.device != nullptr) {
+      Result<Device> device = shardload::ParseDevice(t.device);
+      if (!device.ok()) return device.status().WithPrefix("target " + QuoteName(target.name));
+      target.device = *device;
+    }
+    target.data = t.data;
+    out.push_back(std::move(target));
+  }
+  return out;
+}
+
+// EffectiveOptions: the stored options with the C progress callback bound and the
+// CUDA backend attached when any device involved is a cuda device.
+LoadOptions EffectiveOptions(const sl_options* options, const std::vector<Target>& targets) {
+  LoadOptions load = options->load;
+  if (options->progress != nullptr) {
+    sl_progress_fn fn = options->progress;
+    void* user = options->progress_user;
+    load.progress = [fn, user](uint64_t done, uint64_t total) {
+      return fn(done, total, user) != 0;
+    };
+  }
+  bool cuda = false;
+  for (const Device& d : load.devices.Devices()) cuda = cuda || d.is_cuda();
+  for (const Target& t : targets) cuda = cuda || (t.device && t.device->is_cuda());
+  if (cuda) load.backend = Backend();
+  return load;
+}
+
+std::string_view ReportItem(const MatchReport& r, sl_report_list list, size_t i) {
+  switch (list) {
+    case SL_REPORT_MATCHED: return r.matched[i].target_name;
+    case SL_REPORT_MISSING: return r.missing[i];
+    case SL_REPORT_UNEXPECTED: return r.unexpected[i];
+    case SL_REPORT_MISMATCHED: return r.mismatched[i].name;
+    case SL_REPORT_RENAMED: return r.renamed[i].from;
+  }
+  return {};
+}
+
+size_t ReportCount(const MatchReport& r, int list) {
+  switch (list) {
+    case SL_REPORT_MATCHED: return r.matched.size();
+    case SL_REPORT_MISSING: return r.missing.size();
+    case SL_REPORT_UNEXPECTED: return r.unexpected.size();
+    case SL_REPORT_MISMATCHED: return r.mismatched.size();
+    case SL_REPORT_RENAMED: return r.renamed.size();
+  }
+  return 0;
+}
+
+void GiveReport(MatchReport report, sl_report** out) {
+  if (out == nullptr) return;
+  auto* r = new sl_report{std::move(report), ""};
+  r->json = r->report.ToJson();
+  *out = r;
+}
+
+Status NullArgument(const char* what) {
+  return shardload::InvalidArgumentError(std::string(what) + " is NULL");
+}
+
+// ToWrite: C tensor views into writer inputs.
+Result<std::vector<shardload::TensorToWrite>> ToWrite(const sl_tensor_view* tensors,
+                                                      size_t count) {
+  if (count > 0 && tensors == nullptr) return NullArgument("tensors");
+  std::vector<shardload::TensorToWrite> out;
+  out.reserve(count);
+  for (size_t i = 0; i < count; ++i) {
+    const sl_tensor_view& t = tensors[i];
+    std::string name(t.name == nullptr ? "" : t.name, t.name == nullptr ? 0 : t.name_len);
+    if (t.dtype == nullptr) {
+      return shardload::InvalidArgumentError("tensor " + QuoteName(name) + " has no dtype");
+    }
+    Result<Dtype> dtype = shardload::DtypeFromName(t.dtype);
+    if (!dtype.ok()) return dtype.status().WithPrefix("tensor " + QuoteName(name));
+    if (t.ndim > 0 && t.shape == nullptr) {
+      return shardload::InvalidArgumentError("tensor " + QuoteName(name) + " has a NULL shape");
+    }
+    std::vector<uint64_t> shape(t.shape, t.shape + t.ndim);
+    Result<uint64_t> bytes = shardload::TensorByteSize(*dtype, shape);
+    if (!bytes.ok()) return bytes.status().WithPrefix("tensor " + QuoteName(name));
+    if (*bytes > 0 && t.data == nullptr) {
+      return shardload::InvalidArgumentError("tensor " + QuoteName(name) + " has NULL data");
+    }
+    out.push_back(shardload::TensorToWrite::FromBytes(
+        std::move(name), *dtype, std::move(shape),
+        std::span<const std::byte>(static_cast<const std::byte*>(t.data), *bytes)));
+  }
+  return out;
+}
+
+Result<shardload::Metadata> ToMetadata(const char* const* keys, const char* const* values,
+                                       size_t count) {
+  shardload::Metadata m;
+  if (count > 0 && (keys == nullptr || values == nullptr)) {
+    return NullArgument("metadata keys or values");
+  }
+  for (size_t i = 0; i < count; ++i) {
+    if (keys[i] == nullptr || values[i] == nullptr) {
+      return shardload::InvalidArgumentError("metadata entry " + std::to_string(i) +
+                                             " is NULL");
+    }
+    m[keys[i]] = values[i];
+  }
+  return m;
+}
+
+// FdCloser: closes a file descriptor on scope exit.
+struct FdCloser {
+  int fd = -1;
+  ~FdCloser() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+}  // namespace
+
+struct sl_loaded {
+  std::shared_ptr<LoadedState> state;
+};
+
+// ----------------------------------------------------------------- basics
+
+extern "C" {
+
+const char* sl_status_name(int status) {
+  switch (status) {
+    case SL_OK: return "ok";
+    case SL_CANCELLED: return "cancelled";
+    case SL_INVALID_ARGUMENT: return "invalid_argument";
+    case SL_NOT_FOUND: return "not_found";
+    case SL_ALREADY_EXISTS: return "already_exists";
+    case SL_PERMISSION_DENIED: return "permission_denied";
+    case SL_RESOURCE_EXHAUSTED: return "resource_exhausted";
+    case SL_FAILED_PRECONDITION: return "failed_precondition";
+    case SL_ABORTED: return "aborted";
+    case SL_OUT_OF_RANGE: return "out_of_range";
+    case SL_UNIMPLEMENTED: return "unimplemented";
+    case SL_INTERNAL: return "internal";
+    case SL_UNAVAILABLE: return "unavailable";
+    case SL_DATA_LOSS: return "data_loss";
+    default: return "unknown";
+  }
+}
+
+const char* sl_last_error(void) { return t_last_error.c_str(); }
+
+sl_status sl_last_error_code(void) { return t_last_code; }
+
+const char* sl_version(void) { return "0.1.0"; }
+
+// ----------------------------------------------------------------- checkpoints
+
+sl_status sl_checkpoint_open(const char* path, sl_checkpoint** out) {
+  return Guard([&] {
+    if (path == nullptr) return Fail(NullArgument("path"));
+    if (out == nullptr) return Fail(NullArgument("out"));
+    *out = nullptr;
+    Result<Checkpoint> ckpt = Checkpoint::Open(path);
+    if (!ckpt.ok()) return Fail(ckpt.status());
+    *out = new sl_checkpoint(std::move(ckpt).value());
+    return SL_OK;
+  });
+}
+
+void sl_checkpoint_free(sl_checkpoint* checkpoint) { delete checkpoint; }
+
+size_t sl_checkpoint_tensor_count(const sl_checkpoint* checkpoint) {
+  return checkpoint == nullptr ? 0 : checkpoint->ckpt.tensors().size();
+}
+
+sl_status sl_checkpoint_tensor(const sl_checkpoint* checkpoint, size_t index,
+                               sl_tensor_info* out) {
+  return Guard([&] {
+    if (checkpoint == nullptr) return Fail(NullArgument("checkpoint"));
+    if (out == nullptr) return Fail(NullArgument("out"));
+    const auto& tensors = checkpoint->ckpt.tensors();
+    if (index >= tensors.size()) {
+      return Fail(StatusCode::kOutOfRange, "tensor index " + std::to_string(index) +
+                                               " is out of range (" +
+                                               std::to_string(tensors.size()) + " tensors)");
+    }
+    const shardload::StoredTensor& t = tensors[index];
+    out->name = t.name.c_str();
+    out->name_len = t.name.size();
+    out->dtype = DtypeCName(t.dtype);
+    out->shape = t.shape.data();
+    out->ndim = t.shape.size();
+    out->file = checkpoint->ckpt.shards()[t.shard].file.c_str();
+    out->file_offset = t.file_offset;
+    out->bytes = t.bytes;
+    return SL_OK;
+  });
+}
+
+sl_status sl_checkpoint_find(const sl_checkpoint* checkpoint, const char* name,
+                             size_t name_len, size_t* index) {
+  return Guard([&] {
+    if (checkpoint == nullptr) return Fail(NullArgument("checkpoint"));
+    if (index == nullptr) return Fail(NullArgument("index"));
+    if (name == nullptr && name_len > 0) return Fail(NullArgument("name"));
+    std::string_view n(name == nullptr ? "" : name, name_len);
+    const shardload::StoredTensor* t = checkpoint->ckpt.Find(n);
+    if (t == nullptr) {
+      return Fail(StatusCode::kNotFound, "tensor " + QuoteName(n) + " is not in the checkpoint");
+    }
+    *index = static_cast<size_t>(t - checkpoint->ckpt.tensors().data());
+    return SL_OK;
+  });
+}
+
+size_t sl_checkpoint_metadata_count(const sl_checkpoint* checkpoint) {
+  return checkpoint == nullptr ? 0 : checkpoint->metadata.size();
+}
+
+sl_status sl_checkpoint_metadata(const sl_checkpoint* checkpoint, size_t index,
+                                 const char** key, const char** value) {
+  return Guard([&] {
+    if (checkpoint == nullptr) return Fail(NullArgument("checkpoint"));
+    if (index >= checkpoint->metadata.size()) {
+      return Fail(StatusCode::kOutOfRange,
+                  "metadata index " + std::to_string(index) + " is out of range (" +
+                      std::to_string(checkpoint->metadata.size()) + " entries)");
+    }
+    if (key != nullptr) *key = checkpoint->metadata[index].first->c_str();
+    if (value != nullptr) *value = checkpoint->metadata[index].second->c_str();
+    return SL_OK;
+  });
+}
+
+size_t sl_checkpoint_shard_count(const sl_checkpoint* checkpoint) {
+  return checkpoint == nullptr ? 0 : checkpoint->ckpt.shards().size();
+}
+
+sl_status sl_checkpoint_shard(const sl_checkpoint* checkpoint, size_t index, const char** file) {
+  return Guard([&] {
+    if (checkpoint == nullptr) return Fail(NullArgument("checkpoint"));
+    if (file == nullptr) return Fail(NullArgument("file"));
+    const auto& shards = checkpoint->ckpt.shards();
+    if (index >= shards.size()) {
+      return Fail(StatusCode::kOutOfRange, "shard index " + std::to_string(index) +
+                                               " is out of range (" +
+                                               std::to_string(shards.size()) + " shards)");
+    }
+    *file = shards[index].file.c_str();
+    return SL_OK;
+  });
+}
+
+sl_status sl_checkpoint_read(const sl_checkpoint* checkpoint, size_t index, uint64_t offset,
+                             uint64_t bytes, void* dst) {
+  return Guard([&] {
+    if (checkpoint == nullptr) return Fail(NullArgument("checkpoint"));
+    const auto& tensors = checkpoint->ckpt.tensors();
+    if (index >= tensors.size()) {
+      return Fail(StatusCode::kOutOfRange, "tensor index " + std::to_string(index) +
+                                               " is out of range (" +
+                                               std::to_string(tensors.size()) + " tensors)");
+    }
+    const shardload::StoredTensor& t = tensors[index];
+    if (offset > t.bytes || bytes > t.bytes - offset) {
+      return Fail(StatusCode::kOutOfRange,
+                  "tensor " + QuoteName(t.name) + ": bytes [" + std::to_string(offset) + ", " +
+                      std::to_string(offset) + " + " + std::to_string(bytes) +
+                      ") are outside its " + std::to_string(t.bytes) + " bytes");
+    }
+    if (bytes == 0) return SL_OK;
+    if (dst == nullptr) return Fail(NullArgument("dst"));
+    const shardload::ShardInfo& shard = checkpoint->ckpt.shards()[t.shard];
+    FdCloser fd{::open(shard.path.c_str(), O_RDONLY | O_CLOEXEC)};
+    if (fd.fd < 0) return Fail(shardload::ErrnoToStatus(errno, shard.file + ": open"));
+    auto* p = static_cast<char*>(dst);
+    uint64_t done = 0;
+    while (done < bytes) {
+      uint64_t want = std::min<uint64_t>(bytes - done, uint64_t{1} << 30);
+      ssize_t n = ::pread(fd.fd, p + done, want, static_cast<off_t>(t.file_offset + offset + done));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return Fail(shardload::ErrnoToStatus(errno, shard.file + ": read"));
+      }
+      if (n == 0) {
+        return Fail(StatusCode::kDataLoss,
+                    shard.file + ": file ended at byte " +
+                        std::to_string(t.file_offset + offset + done) + " while reading tensor " +
+                        QuoteName(t.name));
+      }
+      done += static_cast<uint64_t>(n);
+    }
+    return SL_OK;
+  });
+}
+
+// ----------------------------------------------------------------- options
+
+sl_status sl_options_new(sl_options** out) {
+  return Guard([&] {
+    if (out == nullptr) return Fail(NullArgument("out"));
+    *out = new sl_options();
+    return SL_OK;
+  });
+}
+
+void sl_options_free(sl_options* options) { delete options; }
+
+sl_status sl_options_set_device(sl_options* options, const char* device_or_map) {
+  return Guard([&] {
+    if (options == nullptr) return Fail(NullArgument("options"));
+    if (device_or_map == nullptr) return Fail(NullArgument("device"));
+    Result<shardload::DeviceMap> map = shardload::ParseDeviceMap(device_or_map);
+    if (!map.ok()) return Fail(map.status());
+    options->load.devices = std::move(map).value();
+    return SL_OK;
+  });
+}
+
+sl_status sl_options_set_strict(sl_options* options, int strict) {
+  if (options == nullptr) return Fail(NullArgument("options"));
+  options->load.match.strict = strict != 0;
+  return SL_OK;
+}
+
+sl_status sl_options_add_rename(sl_options* options, const char* rule) {
+  return Guard([&] {
+    if (options == nullptr) return Fail(NullArgument("options"));
+    if (rule == nullptr) return Fail(NullArgument("rule"));
+    Result<shardload::RenameRule> r = shardload::ParseRenameRule(rule);
+    if (!r.ok()) return Fail(r.status());
+    options->load.match.renames.push_back(std::move(r).value());
+    return SL_OK;
+  });
+}
+
+sl_status sl_options_set_auto_prefix(sl_options* options, int enabled) {
+  if (options == nullptr) return Fail(NullArgument("options"));
+  options->load.match.auto_prefix = enabled != 0;
+  return SL_OK;
+}
+
+sl_status sl_options_add_alias(sl_options* options, const char* target_name,
+                               const char* stored_name) {
+  return Guard([&] {
+    if (options == nullptr) return Fail(NullArgument("options"));
+    if (target_name == nullptr || stored_name == nullptr || *target_name == '\0' ||
+        *stored_name == '\0') {
+      return Fail(StatusCode::kInvalidArgument, "empty alias name");
+    }
+    options->load.match.aliases.emplace_back(target_name, stored_name);
+    return SL_OK;
+  });
+}
+
+sl_status sl_options_set_allow_cast(sl_options* options, int allow) {
+  if (options == nullptr) return Fail(NullArgument("options"));
+  options->load.match.allow_cast = allow != 0;
+  return SL_OK;
+}
+
+sl_status sl_options_set_threads(sl_options* options, int threads) {
+  if (options == nullptr) return Fail(NullArgument("options"));
+  if (threads < 0 || threads > 256) {
+    return Fail(StatusCode::kInvalidArgument,
+                "threads must be between 0 and 256, got " + std::to_string(threads));
+  }
+  options->load.threads = threads;
+  return SL_OK;
+}
+
+sl_status sl_options_set_io(sl_options* options, const char* mode) {
+  return Guard([&] {
+    if (options == nullptr) return Fail(NullArgument("options"));
+    if (mode == nullptr) return Fail(NullArgument("mode"));
+    Result<shardload::IoMode> m = shardload::ParseIoMode(mode);
+    if (!m.ok()) return Fail(m.status());
+    options->load.io = *m;
+    return SL_OK;
+  });
+}
+
+sl_status sl_options_set_progress(sl_options* options, sl_progress_fn fn, void* user_data) {
+  if (options == nullptr) return Fail(NullArgument("options"));
+  options->progress = fn;
+  options->progress_user = user_data;
+  return SL_OK;
+}
+
+// ----------------------------------------------------------------- reports
+
+sl_status sl_report_status(const sl_report* report, const char** message) {
+  if (report == nullptr) return Fail(NullArgument("report"));
+  if (message != nullptr) *message = report->report.status.message().c_str();
+  return static_cast<sl_status>(report->report.status.code());
+}
+
+size_t sl_report_count(const sl_report* report, sl_report_list list) {
+  return report == nullptr ? 0 : ReportCount(report->report, list);
+}
+
+sl_status sl_report_item(const sl_report* report, sl_report_list list, size_t index,
+                         const char** name, size_t* len) {
+  return Guard([&] {
+    if (report == nullptr) return Fail(NullArgument("report"));
+    if (static_cast<int>(list) < SL_REPORT_MATCHED || static_cast<int>(list) > SL_REPORT_RENAMED) {
+      return Fail(StatusCode::kInvalidArgument,
+                  "unknown report list " + std::to_string(static_cast<int>(list)));
+    }
+    size_t count = ReportCount(report->report, list);
+    if (index >= count) {
+      return Fail(StatusCode::kOutOfRange, "report entry " + std::to_string(index) +
+                                               " is out of range (" + std::to_string(count) +
+                                               " entries)");
+    }
+    std::string_view item = ReportItem(report->report, list, index);
+    if (name != nullptr) *name = item.data();
+    if (len != nullptr) *len = item.size();
+    return SL_OK;
+  });
+}
+
+sl_status sl_report_mismatch(const sl_report* report, size_t index, const char** name,
+                             const char** checkpoint, const char** target, int* is_error) {
+  return Guard([&] {
+    if (report == nullptr) return Fail(NullArgument("report"));
+    const auto& list = report->report.mismatched;
+    if (index >= list.size()) {
+      return Fail(StatusCode::kOutOfRange, "report entry " + std::to_string(index) +
+                                               " is out of range (" +
+                                               std::to_string(list.size()) + " entries)");
+    }
+    if (name != nullptr) *name = list[index].name.c_str();
+    if (checkpoint != nullptr) *checkpoint = list[index].checkpoint.c_str();
+    if (target != nullptr) *target = list[index].target.c_str();
+    if (is_error != nullptr) *is_error = list[index].is_error ? 1 : 0;
+    return SL_OK;
+  });
+}
+
+sl_status sl_report_renamed(const sl_report* report, size_t index, const char** from,
+                            const char** to) {
+  return Guard([&] {
+    if (report == nullptr) return Fail(NullArgument("report"));
+    const auto& list = report->report.renamed;
+    if (index >= list.size()) {
+      return Fail(StatusCode::kOutOfRange, "report entry " + std::to_string(index) +
+                                               " is out of range (" +
+                                               std::to_string(list.size()) + " entries)");
+    }
+    if (from != nullptr) *from = list[index].from.c_str();
+    if (to != nullptr) *to = list[index].to.c_str();
+    return SL_OK;
+  });
+}
+
+const char* sl_report_json(const sl_report* report) {
+  return report == nullptr ? "" : report->json.c_str();
+}
+
+void sl_report_free(sl_report* report) { delete report; }
+
+// ----------------------------------------------------------------- loads
+
+sl_status sl_load_into(const sl_checkpoint* checkpoint, const sl_target* targets,
+                       size_t target_count, const sl_options* options, sl_report** report_out) {
+  return Guard([&] {
+    if (report_out != nullptr) *report_out = nullptr;
+    if (checkpoint == nullptr) return Fail(NullArgument("checkpoint"));
+    if (options == nullptr) return Fail(NullArgument("options"));
+    Result<std::vector<Target>> converted = ToTargets(targets, target_count);
+    if (!converted.ok()) return Fail(converted.status());
+    const Checkpoint& ckpt = checkpoint->ckpt;
+    // Match first so that the report reaches the caller also when matching fails.
+    Result<MatchReport> report =
+        shardload::Match(ckpt.tensors(), ckpt.metadata(), *converted, options->load.match);
+    if (!report.ok()) return Fail(report.status());
+    if (!report->status.ok()) {
+      Status failed = report->status;
+      GiveReport(std::move(report).value(), report_out);
+      return Fail(failed);
+    }
+    LoadOptions load = EffectiveOptions(options, *converted);
+    Result<shardload::LoadResult> result = shardload::LoadInto(ckpt, *converted, load);
+    if (!result.ok()) {
+      GiveReport(std::move(report).value(), report_out);
+      return Fail(result.status());
+    }
+    GiveReport(std::move(result->report), report_out);
+    return SL_OK;
+  });
+}
+
+sl_status sl_load_all(const sl_checkpoint* checkpoint, const sl_options* options,
+                      const sl_target* targets, size_t target_count, sl_loaded** out,
+                      sl_report** report_out) {
+  return Guard([&] {
+    if (report_out != nullptr) *report_out = nullptr;
+    if (out != nullptr) *out = nullptr;
+    if (checkpoint == nullptr) return Fail(NullArgument("checkpoint"));
+    if (options == nullptr) return Fail(NullArgument("options"));
+    if (out == nullptr) return Fail(NullArgument("out"));
+    Result<std::vector<Target>> converted = ToTargets(targets, target_count);
+    if (!converted.ok()) return Fail(converted.status());
+    const Checkpoint& ckpt = checkpoint->ckpt;
+    std::optional<MatchReport> pre;
+    if (!converted->empty()) {
+      Result<MatchReport> report =
+          shardload::Match(ckpt.tensors(), ckpt.metadata(), *converted, options->load.match);
+      if (!report.ok()) return Fail(report.status());
+      if (!report->status.ok()) {
+        Status failed = report->status;
+        GiveReport(std::move(report).value(), report_out);
+        return Fail(failed);
+      }
+      pre = std::move(report).value();
+    }
+    LoadOptions load = EffectiveOptions(options, *converted);
+    Result<LoadedCheckpoint> loaded = shardload::LoadAll(ckpt, load, *converted);
+    if (!loaded.ok()) {
+      if (pre) GiveReport(std::move(*pre), report_out);
+      return Fail(loaded.status());
+    }
+    GiveReport(loaded->report, report_out);
+    auto state = std::make_shared<LoadedState>(std::move(loaded).value());
+    *out = new sl_loaded{std::move(state)};
+    return SL_OK;
+  });
+}
+
+size_t sl_loaded_count(const sl_loaded* loaded) {
+  return loaded == nullptr ? 0 : loaded->state->loaded.tensors.size();
+}
+
+sl_status sl_loaded_get(const sl_loaded* loaded, size_t index, sl_loaded_tensor* out) {
+  return Guard([&] {
+    if (loaded == nullptr) return Fail(NullArgument("loaded"));
+    if (out == nullptr) return Fail(NullArgument("out"));
+    const auto& tensors = loaded->state->loaded.tensors;
+    if (index >= tensors.size()) {
+      return Fail(StatusCode::kOutOfRange, "tensor index " + std::to_string(index) +
+                                               " is out of range (" +
+                                               std::to_string(tensors.size()) + " tensors)");
+    }
+    const shardload::LoadedTensor& t = tensors[index];
+    out->name = t.name.c_str();
+    out->name_len = t.name.size();
+    out->dtype = DtypeCName(t.dtype);
+    out->shape = t.shape.data();
+    out->ndim = t.shape.size();
+    out->device = loaded->state->devices[index].c_str();
+    out->data = t.data;
+    out->bytes = t.bytes;
+    return SL_OK;
+  });
+}
+
+sl_status sl_loaded_find(const sl_loaded* loaded, const char* name, size_t name_len,
+                         size_t* index) {
+  return Guard([&] {
+    if (loaded == nullptr) return Fail(NullArgument("loaded"));
+    if (index == nullptr) return Fail(NullArgument("index"));
+    if (name == nullptr && name_len > 0) return Fail(NullArgument("name"));
+    std::string_view n(name == nullptr ? "" : name, name_len);
+    const shardload::LoadedTensor* t = loaded->state->loaded.Find(n);
+    if (t == nullptr) {
+      return Fail(StatusCode::kNotFound, "tensor " + QuoteName(n) + " was not loaded");
+    }
+    *index = static_cast<size_t>(t - loaded->state->loaded.tensors.data());
+    return SL_OK;
+  });
+}
+
+sl_status sl_loaded_export_dlpack(sl_loaded* loaded, size_t index, int flags,
+                                  DLManagedTensor** out) {
+  return Guard([&] {
+    if (loaded == nullptr) return Fail(NullArgument("loaded"));
+    if (out == nullptr) return Fail(NullArgument("out"));
+    *out = nullptr;
+    if ((flags & ~SL_DLPACK_AS_BYTES) != 0) {
+      return Fail(StatusCode::kInvalidArgument, "unknown DLPack export flags " +
+                                                    std::to_string(flags));
+    }
+    const auto& tensors = loaded->state->loaded.tensors;
+    if (index >= tensors.size()) {
+      return Fail(StatusCode::kOutOfRange, "tensor index " + std::to_string(index) +
+                                               " is out of range (" +
+                                               std::to_string(tensors.size()) + " tensors)");
+    }
+    const shardload::LoadedTensor& t = tensors[index];
+    auto e = std::make_unique<Export>();
+    DLDataType type;
+    if (flags & SL_DLPACK_AS_BYTES) {
+      type = DLDataType{kDLUInt, 8, 1};
+      int bits = shardload::DtypeBits(t.dtype);
+      if (t.shape.empty() || bits % 8 != 0) {
+        e->shape.push_back(static_cast<int64_t>(t.bytes));
+      } else {
+        for (uint64_t d : t.shape) e->shape.push_back(static_cast<int64_t>(d));
+        e->shape.back() *= bits / 8;  // cannot overflow: the product is t.bytes
+      }
+    } else {
+      std::optional<DLDataType> dl = DlType(t.dtype);
+      if (!dl) {
+        return Fail(StatusCode::kUnimplemented,
+                    "tensor " + QuoteName(t.name) + ": dtype " +
+                        std::string(shardload::DtypeName(t.dtype)) +
+                        " has no DLPack type; export it with SL_DLPACK_AS_BYTES");
+      }
+      type = *dl;
+      for (uint64_t d : t.shape) e->shape.push_back(static_cast<int64_t>(d));
+    }
+    e->keep = loaded->state;
+    DLTensor& dl = e->managed.dl_tensor;
+    dl.data = t.data;
+    dl.device.device_type = t.device.is_cuda() ? kDLCUDA : kDLCPU;
+    dl.device.device_id = t.device.is_cuda() ? t.device.index : 0;
+    dl.ndim = static_cast<int32_t>(e->shape.size());
+    dl.dtype = type;
+    dl.shape = e->shape.data();
+    dl.strides = nullptr;
+    dl.byte_offset = 0;
+    e->managed.manager_ctx = e.get();
+    e->managed.deleter = &DeleteExport;
+    *out = &e.release()->managed;
+    return SL_OK;
+  });
+}
+
+void sl_loaded_free(sl_loaded* loaded) { delete loaded; }
+
+size_t sl_live_arena_sets(void) { return g_live_arena_sets.load(); }
+
+// ----------------------------------------------------------------- writing
+
+sl_status sl_save_file(const char* path, const sl_tensor_view* tensors, size_t tensor_count,
+                       const char* const* metadata_keys, const char* const* metadata_values,
+                       size_t metadata_count) {
+  return Guard([&] {
+    if (path == nullptr) return Fail(NullArgument("path"));
+    Result<std::vector<shardload::TensorToWrite>> write = ToWrite(tensors, tensor_count);
+    if (!write.ok()) return Fail(write.status().WithPrefix(path));
+    std::optional<shardload::Metadata> metadata;
+    if (metadata_count > 0) {
+      Result<shardload::Metadata> m = ToMetadata(metadata_keys, metadata_values, metadata_count);
+      if (!m.ok()) return Fail(m.status().WithPrefix(path));
+      metadata = std::move(m).value();
+    }
+    Status s = shardload::WriteFile(path, *write, metadata);
+    if (!s.ok()) return Fail(s);
+    return SL_OK;
+  });
+}
+
+sl_status sl_save_sharded(const char* dir, const sl_tensor_view* tensors, size_t tensor_count,
+                          const char* max_shard_size, const char* prefix,
+                          const char* const* metadata_keys, const char* const* metadata_values,
+                          size_t metadata_count) {
+  return Guard([&] {
+    if (dir == nullptr) return Fail(NullArgument("dir"));
+    Result<std::vector<shardload::TensorToWrite>> write = ToWrite(tensors, tensor_count);
+    if (!write.ok()) return Fail(write.status().WithPrefix(dir));
+    shardload::ShardOptions options;
+    if (max_shard_size != nullptr) {
+      Result<uint64_t> size = shardload::ParseByteSize(max_shard_size);
+      if (!size.ok()) return Fail(size.status());
+      options.max_shard_size = *size;
+    }
+    if (prefix != nullptr) options.prefix = prefix;
+    Result<shardload::Metadata> m = ToMetadata(metadata_keys, metadata_values, metadata_count);
+    if (!m.ok()) return Fail(m.status().WithPrefix(dir));
+    options.metadata = std::move(m).value();
+    Result<shardload::ShardedWriteResult> r = shardload::WriteSharded(dir, *write, options);
+    if (!r.ok()) return Fail(r.status());
+    return SL_OK;
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,372 @@
+/* capi/shardload.h — the C API of shardload (plain C99; usable from C, Rust, Go, ctypes).
+ *
+ * Provides opaque handles over the C++ library: `sl_checkpoint` (an opened checkpoint:
+ * one .safetensors file, a sharded index, or a folder holding either), `sl_options`
+ * (devices, strict matching, renames, aliases, casts, threads, I/O mode, progress),
+ * `sl_report` (the load_state_dict-style match report), `sl_loaded` (tensors the loader
+ * placed in its own arenas, exportable as DLPack tensors), and writers for single-file
+ * and sharded checkpoints. Link with libshardload.so, which exports only `sl_*` symbols.
+ *
+ *   sl_checkpoint* ckpt = NULL;
+ *   if (sl_checkpoint_open("/models/llama", &ckpt) != SL_OK) {
+ *     fprintf(stderr, "%s\n", sl_last_error());
+ *     return 1;
+ *   }
+ *   sl_options* opt = NULL;
+ *   sl_options_new(&opt);
+ *   sl_options_set_device(opt, "cpu");
+ *   sl_loaded* loaded = NULL;
+ *   if (sl_load_all(ckpt, opt, &loaded, NULL) == SL_OK) {
+ *     sl_loaded_tensor t;
+ *     sl_loaded_get(loaded, 0, &t);              // t.name, t.dtype, t.shape, t.data
+ *     DLManagedTensor* dl = NULL;
+ *     sl_loaded_export_dlpack(loaded, 0, 0, &dl);  // keeps the arena alive
+ *     sl_loaded_free(loaded);                    // dl stays valid
+ *     dl->deleter(dl);                           // last reference: arena freed
+ *   }
+ *   sl_options_free(opt);
+ *   sl_checkpoint_free(ckpt);
+ *
+ * Stability: the functions, enums and structs here only grow. Struct fields are never
+ * reordered or removed; new functions are added instead of changing signatures.
+ * Status values equal shardload's canonical codes (format/status.h).
+ *
+ * Errors: every fallible call returns an `sl_status`. When it is not SL_OK, the message
+ * (naming the file and, where it applies, the tensor) is available from sl_last_error()
+ * on the same thread until that thread's next failing call; successful calls leave it
+ * unchanged. No C++ exception crosses this API.
+ *
+ * Ownership: each `*_new` / `*_open` / `sl_load_*` output is owned by the caller and is
+ * released by its `*_free` function. Every `*_free` accepts NULL (a no-op); freeing the
+ * same handle twice is a programming error (not detected). Strings and arrays that a
+ * getter returns are borrowed from the handle they came from and stay valid until it
+ * is freed (or, for sl_last_error, until the thread's next failing call).
+ *
+ * Thread safety: sl_checkpoint and sl_loaded may be read and loaded from concurrently
+ * (getters, sl_load_*, exports, DLPack deleters may run on any thread). An sl_options
+ * must not be modified while a load that uses it runs; an sl_report is immutable.
+ */
+#ifndef SHARDLOAD_CAPI_SHARDLOAD_H_
+#define SHARDLOAD_CAPI_SHARDLOAD_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "capi/dlpack.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* sl_status: the outcome of a call; the values are shardload's canonical codes. */
+typedef enum sl_status {
+  SL_OK = 0,
+  SL_CANCELLED = 1,
+  SL_UNKNOWN = 2,
+  SL_INVALID_ARGUMENT = 3,
+  SL_NOT_FOUND = 5,
+  SL_ALREADY_EXISTS = 6,
+  SL_PERMISSION_DENIED = 7,
+  SL_RESOURCE_EXHAUSTED = 8,
+  SL_FAILED_PRECONDITION = 9,
+  SL_ABORTED = 10,
+  SL_OUT_OF_RANGE = 11,
+  SL_UNIMPLEMENTED = 12,
+  SL_INTERNAL = 13,
+  SL_UNAVAILABLE = 14,
+  SL_DATA_LOSS = 15
+} sl_status;
+
+/* sl_status_name: "ok", "invalid_argument", "data_loss", ... ("unknown" for values not
+ * listed above). The string is static. */
+const char* sl_status_name(int status);
+
+/* sl_last_error: the message of the last failing call on this thread ("" when none).
+ * Borrowed: valid until this thread's next failing call. */
+const char* sl_last_error(void);
+
+/* sl_last_error_code: the status of the last failing call on this thread (SL_OK when
+ * none). */
+sl_status sl_last_error_code(void);
+
+/* sl_version: the library version, e.g. "0.1.0". Static string. */
+const char* sl_version(void);
+
+/* ----------------------------------------------------------------- checkpoints */
+
+/* sl_checkpoint: an opened checkpoint's catalog (headers only; no tensor data read). */
+typedef struct sl_checkpoint sl_checkpoint;
+
+/* sl_checkpoint_open: open `path` (a .safetensors file, an index .json, or a folder).
+ * On success *out is a new handle. Errors: SL_INVALID_ARGUMENT for NULL arguments, and
+ * every error of Checkpoint::Open (not found, malformed headers, bad shard sets), with
+ * the message naming the file. */
+sl_status sl_checkpoint_open(const char* path, sl_checkpoint** out);
+
+/* sl_checkpoint_free: release the handle (NULL: no-op). Tensors already loaded from it
+ * (sl_loaded, DLPack exports) stay valid. */
+void sl_checkpoint_free(sl_checkpoint* checkpoint);
+
+/* sl_tensor_info: one stored tensor, as the catalog lists it. All pointers are borrowed
+ * from the checkpoint. `name` is NUL-terminated but may itself contain NUL bytes, so
+ * `name_len` is authoritative. `file` is the shard file relative to the checkpoint
+ * folder. `file_offset` is the absolute offset of the first byte in that file. */
+typedef struct sl_tensor_info {
+  const char* name;
+  size_t name_len;
+  const char* dtype; /* "F32", "BF16", "F8_E4M3", ... */
+  const uint64_t* shape;
+  size_t ndim;
+  const char* file;
+  uint64_t file_offset;
+  uint64_t bytes;
+} sl_tensor_info;
+
+/* sl_checkpoint_tensor_count: the number of stored tensors (0 for NULL). */
+size_t sl_checkpoint_tensor_count(const sl_checkpoint* checkpoint);
+
+/* sl_checkpoint_tensor: tensor `index` (name order, byte-wise) into *out.
+ * Errors: SL_OUT_OF_RANGE "tensor index N is out of range (M tensors)". */
+sl_status sl_checkpoint_tensor(const sl_checkpoint* checkpoint, size_t index,
+                               sl_tensor_info* out);
+
+/* sl_checkpoint_find: the index of the tensor called name[0..name_len).
+ * Errors: SL_NOT_FOUND "tensor 'x' is not in the checkpoint". */
+sl_status sl_checkpoint_find(const sl_checkpoint* checkpoint, const char* name,
+                             size_t name_len, size_t* index);
+
+/* sl_checkpoint_metadata_count / sl_checkpoint_metadata: the checkpoint's metadata
+ * (a single file's __metadata__, or a sharded index's "metadata"), sorted by key.
+ * Errors: SL_OUT_OF_RANGE for an index past the end. */
+size_t sl_checkpoint_metadata_count(const sl_checkpoint* checkpoint);
+sl_status sl_checkpoint_metadata(const sl_checkpoint* checkpoint, size_t index,
+                                 const char** key, const char** value);
+
+/* sl_checkpoint_shard_count / sl_checkpoint_shard: the shard files (relative to the
+ * checkpoint folder) in index order, or the single file. */
+size_t sl_checkpoint_shard_count(const sl_checkpoint* checkpoint);
+sl_status sl_checkpoint_shard(const sl_checkpoint* checkpoint, size_t index, const char** file);
+
+/* sl_checkpoint_read: copy bytes [offset, offset + bytes) of stored tensor `index` into
+ * host memory `dst` with positional reads (safe against truncated files). Used for
+ * slices. Errors: SL_OUT_OF_RANGE for a bad index or a range past the tensor's end
+ * ("tensor 'x': bytes [a, b) are outside its N bytes"); the shard's open/read errors;
+ * SL_DATA_LOSS "<file>: file ended at byte N while reading tensor 'x'". */
+sl_status sl_checkpoint_read(const sl_checkpoint* checkpoint, size_t index, uint64_t offset,
+                             uint64_t bytes, void* dst);
+
+/* ----------------------------------------------------------------- options */
+
+/* sl_options: how a load matches names and where it puts tensors. Defaults: device
+ * "cpu", strict, no renames or aliases, aliases from __metadata__ on, no casts, threads
+ * 0 (hardware threads), io "auto", no progress callback. */
+typedef struct sl_options sl_options;
+
+/* sl_progress_fn: called on the loading thread with (bytes read, bytes to read) — first
+ * (0, total), last (total, total). Return nonzero to go on, 0 to cancel the load, which
+ * then fails with SL_CANCELLED. */
+typedef int (*sl_progress_fn)(uint64_t done, uint64_t total, void* user_data);
+
+/* sl_options_new: default options into *out. sl_options_free: release (NULL: no-op). */
+sl_status sl_options_new(sl_options** out);
+void sl_options_free(sl_options* options);
+
+/* sl_options_set_device: a device ("cpu", "cuda", "cuda:1") or a device map
+ * "PATTERN=DEVICE,...,DEFAULT" (globs over target names; first match wins).
+ * Errors: SL_INVALID_ARGUMENT naming the bad entry; the options are unchanged then. */
+sl_status sl_options_set_device(sl_options* options, const char* device_or_map);
+
+/* sl_options_set_strict: nonzero (default) fails loads with missing or unexpected keys. */
+sl_status sl_options_set_strict(sl_options* options, int strict);
+
+/* sl_options_add_rename: append a rename rule applied to checkpoint names: sed-style
+ * "s/REGEX/REPL/[g]", "strip:PREFIX" or "add:PREFIX".
+ * Errors: SL_INVALID_ARGUMENT "invalid rename rule 'EXPR': <why>". */
+sl_status sl_options_add_rename(sl_options* options, const char* rule);
+
+/* sl_options_set_auto_prefix: nonzero tries one common prefix strip/add when targets
+ * stay unmatched (see loader/match.h). Default 0. */
+sl_status sl_options_set_auto_prefix(sl_options* options, int enabled);
+
+/* sl_options_add_alias: tied weight — a target with no stored tensor of its own is
+ * filled from `stored_name`. Errors: SL_INVALID_ARGUMENT for empty names. */
+sl_status sl_options_add_alias(sl_options* options, const char* target_name,
+                               const char* stored_name);
+
+/* sl_options_set_allow_cast: nonzero accepts F32/F16/BF16 differences (converted while
+ * loading). Default 0. */
+sl_status sl_options_set_allow_cast(sl_options* options, int allow);
+
+/* sl_options_set_threads: reader threads, 0 (default) = hardware threads; 0..256.
+ * Errors: SL_INVALID_ARGUMENT "threads must be between 0 and 256, got N". */
+sl_status sl_options_set_threads(sl_options* options, int threads);
+
+/* sl_options_set_io: "auto" (default), "pread", "mmap" or "direct".
+ * Errors: SL_INVALID_ARGUMENT for other strings. */
+sl_status sl_options_set_io(sl_options* options, const char* mode);
+
+/* sl_options_set_progress: progress callback and its user data (fn NULL: none). */
+sl_status sl_options_set_progress(sl_options* options, sl_progress_fn fn, void* user_data);
+
+/* ----------------------------------------------------------------- match report */
+
+/* sl_report: what matched, what is missing, unexpected, mismatched or renamed. */
+typedef struct sl_report sl_report;
+
+/* sl_report_list: which list of a report to read. */
+typedef enum sl_report_list {
+  SL_REPORT_MATCHED = 0,    /* target names that received data */
+  SL_REPORT_MISSING = 1,    /* target names with no stored tensor */
+  SL_REPORT_UNEXPECTED = 2, /* stored names (after renames) no target wanted */
+  SL_REPORT_MISMATCHED = 3, /* target names whose shape/dtype differ (or were cast) */
+  SL_REPORT_RENAMED = 4     /* original stored names that rename rules rewrote */
+} sl_report_list;
+
+/* sl_report_status: SL_OK when the load could go on, else the failure's code;
+ * *message (may be NULL) gets the PyTorch-style message ("" when OK). */
+sl_status sl_report_status(const sl_report* report, const char** message);
+
+/* sl_report_count: entries in `list` (0 for NULL or an unknown list). */
+size_t sl_report_count(const sl_report* report, sl_report_list list);
+
+/* sl_report_item: entry `index` of `list` as a borrowed name (length in *len when len is
+ * not NULL). Errors: SL_OUT_OF_RANGE; SL_INVALID_ARGUMENT for an unknown list. */
+sl_status sl_report_item(const sl_report* report, sl_report_list list, size_t index,
+                         const char** name, size_t* len);
+
+/* sl_report_mismatch: details of SL_REPORT_MISMATCHED entry `index`: the stored and
+ * target dtype+shape ("F32[10, 5]") and whether it is an error (0: an allowed cast). */
+sl_status sl_report_mismatch(const sl_report* report, size_t index, const char** name,
+                             const char** checkpoint, const char** target, int* is_error);
+
+/* sl_report_renamed: SL_REPORT_RENAMED entry `index`: original and new name. */
+sl_status sl_report_renamed(const sl_report* report, size_t index, const char** from,
+                            const char** to);
+
+/* sl_report_json: the whole report as JSON (see MatchReport::ToJson). Borrowed. */
+const char* sl_report_json(const sl_report* report);
+
+/* sl_report_free: release (NULL: no-op). */
+void sl_report_free(sl_report* report);
+
+/* ----------------------------------------------------------------- loads */
+
+/* sl_target: one tensor the caller expects (like one entry of a model's state_dict).
+ * `name` has `name_len` bytes (it need not be NUL-terminated). `device` NULL means the
+ * options' device map decides. `data` is caller memory of exactly dtype × shape bytes
+ * on that device (sl_load_into), or NULL (sl_load_all with targets). */
+typedef struct sl_target {
+  const char* name;
+  size_t name_len;
+  const char* dtype;
+  const uint64_t* shape;
+  size_t ndim;
+  const char* device;
+  void* data;
+} sl_target;
+
+/* sl_load_into: load_state_dict — load the checkpoint into the targets' memory, which
+ * must stay valid for the call. When report_out is not NULL it receives the match
+ * report whenever matching ran, also when the load then failed (strict failures and
+ * size mismatches come back as SL_INVALID_ARGUMENT with the report's message). On any
+ * error nothing may be assumed written. Errors: invalid targets or options
+ * (SL_INVALID_ARGUMENT), SL_FAILED_PRECONDITION for a cuda target in a build or on a
+ * machine without CUDA devices, read errors, SL_DATA_LOSS, SL_CANCELLED. */
+sl_status sl_load_into(const sl_checkpoint* checkpoint, const sl_target* targets,
+                       size_t target_count, const sl_options* options, sl_report** report_out);
+
+/* sl_loaded: tensors placed by the loader in arenas it owns (one per device).
+ * Reference counted: the handle and every DLPack export hold a reference; the arenas
+ * are freed when the last one goes. */
+typedef struct sl_loaded sl_loaded;
+
+/* sl_load_all: load_file — load every stored tensor (target_count 0; names after the
+ * options' renames) or the given targets (each `data` must be NULL) into arenas.
+ * report_out as for sl_load_into. Errors: as sl_load_into, plus SL_RESOURCE_EXHAUSTED
+ * when an arena cannot be allocated. */
+sl_status sl_load_all(const sl_checkpoint* checkpoint, const sl_options* options,
+                      const sl_target* targets, size_t target_count, sl_loaded** out,
+                      sl_report** report_out);
+
+/* sl_loaded_tensor: one loaded tensor; pointers borrowed from the sl_loaded. `device`
+ * is "cpu" or "cuda:N"; `data` is a host or device pointer, 256-byte aligned. */
+typedef struct sl_loaded_tensor {
+  const char* name;
+  size_t name_len;
+  const char* dtype;
+  const uint64_t* shape;
+  size_t ndim;
+  const char* device;
+  void* data;
+  uint64_t bytes;
+} sl_loaded_tensor;
+
+/* sl_loaded_count: the number of loaded tensors (0 for NULL); sorted by name. */
+size_t sl_loaded_count(const sl_loaded* loaded);
+
+/* sl_loaded_get: tensor `index` into *out. Errors: SL_OUT_OF_RANGE. */
+sl_status sl_loaded_get(const sl_loaded* loaded, size_t index, sl_loaded_tensor* out);
+
+/* sl_loaded_find: index of the tensor called name[0..name_len). Errors: SL_NOT_FOUND. */
+sl_status sl_loaded_find(const sl_loaded* loaded, const char* name, size_t name_len,
+                         size_t* index);
+
+/* SL_DLPACK_AS_BYTES: export the tensor's raw bytes as a uint8 tensor whose last
+ * dimension is multiplied by the element size ([bytes] for scalars and sub-byte
+ * dtypes); for dtypes a consumer cannot take natively. */
+#define SL_DLPACK_AS_BYTES 1
+
+/* sl_loaded_export_dlpack: tensor `index` as a new DLManagedTensor (compact, row-major,
+ * strides NULL). The export holds a reference on the loaded arenas: its memory stays
+ * valid after sl_loaded_free until its deleter runs (call it exactly once, from any
+ * thread). Dtype codes: F16/F32/F64 float, BF16 bfloat, I* int, U* uint, BOOL bool
+ * (code 6, DLPack 0.8), C64 complex. Errors: SL_OUT_OF_RANGE; SL_INVALID_ARGUMENT for
+ * unknown flags; SL_UNIMPLEMENTED "tensor 'x': dtype F8_E4M3 has no DLPack type;
+ * export it with SL_DLPACK_AS_BYTES" for F4/F6/F8 dtypes without the flag. */
+sl_status sl_loaded_export_dlpack(sl_loaded* loaded, size_t index, int flags,
+                                  DLManagedTensor** out);
+
+/* sl_loaded_free: drop the handle's reference (NULL: no-op). */
+void sl_loaded_free(sl_loaded* loaded);
+
+/* sl_live_arena_sets: how many loaded results (handles or exports keeping them) are
+ * alive in this process; for leak checks in tests. */
+size_t sl_live_arena_sets(void);
+
+/* ----------------------------------------------------------------- writing */
+
+/* sl_tensor_view: a host tensor to write: name (name_len bytes), dtype, shape and
+ * exactly dtype × shape bytes at `data`. */
+typedef struct sl_tensor_view {
+  const char* name;
+  size_t name_len;
+  const char* dtype;
+  const uint64_t* shape;
+  size_t ndim;
+  const void* data;
+} sl_tensor_view;
+
+/* sl_save_file: write one .safetensors file atomically (same bytes as the Hugging Face
+ * reference). metadata_keys/values: metadata_count NUL-terminated strings each; with
+ * metadata_count 0 no __metadata__ is written. Errors: the writer's (duplicate names,
+ * sizes that do not match, system errors naming the path). */
+sl_status sl_save_file(const char* path, const sl_tensor_view* tensors, size_t tensor_count,
+                       const char* const* metadata_keys, const char* const* metadata_values,
+                       size_t metadata_count);
+
+/* sl_save_sharded: write a huggingface_hub-style checkpoint into the existing folder
+ * `dir`: "<prefix>-0000k-of-0000n.safetensors" shards of at most `max_shard_size`
+ * tensor bytes ("5GB", "100MB", "2GiB"; NULL = "5GB") and
+ * "<prefix>.safetensors.index.json", or "<prefix>.safetensors" when one shard suffices.
+ * prefix NULL = "model". Metadata goes to the index (or the single file). Errors: the
+ * writer's; SL_INVALID_ARGUMENT "invalid byte size '...': ...". */
+sl_status sl_save_sharded(const char* dir, const sl_tensor_view* tensors, size_t tensor_count,
+                          const char* max_shard_size, const char* prefix,
+                          const char* const* metadata_keys, const char* const* metadata_values,
+                          size_t metadata_count);
+
+#ifdef __cplusplus
+}  /* extern "C" */
+#endif
+
+#endif /* SHARDLOAD_CAPI_SHARDLOAD_H_ */

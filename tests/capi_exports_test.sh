@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# tests/capi_exports_test.sh — libshardload.so exports the C API and nothing of the C++
+# library. The only other defined dynamic symbols allowed are the two libstdc++
+# std::string members that libsimdjson.so imports: gold keeps a shared library's
+# references exported whatever the version script says (they are the same weak
+# template instantiations libstdc++ itself exports, so nothing is interposed).
+set -euo pipefail
+lib="$1"
+if ! command -v nm >/dev/null; then echo "SKIP: nm not found"; exit 0; fi
+syms=$(nm -D --defined-only "$lib" | awk '{print $3}')
+allowed='^(sl_.*|_ZNSt7__cxx1112basic_stringIcSt11char_traitsIcESaIcEE10_M_disposeEv|_ZNSt7__cxx1112basic_stringIcSt11char_traitsIcESaIcEE9_M_createERmm)$'
+bad=$(echo "$syms" | grep -Ev "$allowed" || true)
+if [ -n "$bad" ]; then echo "unexpected exported symbols:"; echo "$bad"; exit 1; fi
+# Every function the header declares is exported.
+for f in sl_checkpoint_open sl_load_into sl_load_all sl_loaded_export_dlpack sl_save_file \
+         sl_save_sharded sl_last_error sl_report_json sl_options_set_progress; do
+  echo "$syms" | grep -qx "$f" || { echo "missing export $f"; exit 1; }
+done
+n=$(echo "$syms" | grep -c '^sl_')
+echo "libshardload.so exports $n sl_* symbols and no C++ library symbol"

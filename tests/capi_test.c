@@ -1,0 +1,588 @@
+/* tests/capi_test.c — the C API from a C99 program linked against libshardload.so.
+ *
+ * Writes fixtures through sl_save_file / sl_save_sharded, then opens, lists, loads both
+ * ways (sl_load_into, sl_load_all), checks strict / non-strict reports, renames, casts,
+ * DLPack exports (fields and lifetime), progress and cancel, and the exact code and
+ * message of errors. Prints "N passed, N failed" and exits non-zero on any failure. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "capi/shardload.h"
+
+static int g_failed = 0;
+static int g_checks = 0;
+static int g_cases_passed = 0;
+static int g_cases_failed = 0;
+
+#define CHECK(cond)                                                          \
+  do {                                                                       \
+    ++g_checks;                                                              \
+    if (!(cond)) {                                                           \
+      ++g_failed;                                                            \
+      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+    }                                                                        \
+  } while (0)
+
+#define CHECK_OK(expr)                                                                 \
+  do {                                                                                 \
+    sl_status s_ = (expr);                                                             \
+    ++g_checks;                                                                        \
+    if (s_ != SL_OK) {                                                                 \
+      ++g_failed;                                                                      \
+      fprintf(stderr, "%s:%d: %s returned %s: %s\n", __FILE__, __LINE__, #expr,        \
+              sl_status_name(s_), sl_last_error());                                    \
+    }                                                                                  \
+  } while (0)
+
+/* CHECK_ERR: expr fails with `code` and exactly `msg` as sl_last_error(). */
+#define CHECK_ERR(expr, code, msg)                                                      \
+  do {                                                                                  \
+    sl_status s_ = (expr);                                                              \
+    ++g_checks;                                                                         \
+    if (s_ != (code) || strcmp(sl_last_error(), (msg)) != 0 ||                          \
+        sl_last_error_code() != (code)) {                                               \
+      ++g_failed;                                                                       \
+      fprintf(stderr, "%s:%d: %s\n  got      %s: %s\n  expected %s: %s\n", __FILE__,    \
+              __LINE__, #expr, sl_status_name(s_), sl_last_error(), sl_status_name(code), \
+              (msg));                                                                   \
+    }                                                                                   \
+  } while (0)
+
+static char g_dir[4096];
+
+static const char* Path(const char* name) {
+  static char buf[8192];
+  snprintf(buf, sizeof buf, "%s/%s", g_dir, name);
+  return buf;
+}
+
+static void RunCase(const char* name, void (*fn)(void)) {
+  int before = g_failed;
+  fn();
+  if (g_failed == before) {
+    ++g_cases_passed;
+    printf("[ OK ] %s\n", name);
+  } else {
+    ++g_cases_failed;
+    printf("[FAIL] %s\n", name);
+  }
+}
+
+/* ---------------------------------------------------------------- fixtures */
+
+static float g_a[6] = {1.5f, -2.0f, 3.25f, 4.0f, 5.5f, -6.75f};  /* a: F32[2, 3] */
+static int64_t g_b[4] = {10, -20, 30, 1LL << 40};               /* b: I64[4] */
+static uint16_t g_c[2] = {0x3F80, 0xC000};                       /* c: BF16[2] = 1, -2 */
+static uint8_t g_nul[1] = {7};                                   /* "n\0l": U8[1] */
+static uint8_t g_f8[4] = {0x38, 0x40, 0xB8, 0x00};               /* f8: F8_E4M3[2, 2] */
+
+static const uint64_t kShapeA[2] = {2, 3};
+static const uint64_t kShapeB[1] = {4};
+static const uint64_t kShapeC[1] = {2};
+static const uint64_t kShapeNul[1] = {1};
+static const uint64_t kShapeF8[2] = {2, 2};
+
+/* WriteSingle: single.safetensors with a, b, c, "n\0l", f8 and metadata format=pt. */
+static void WriteSingle(void) {
+  sl_tensor_view t[5] = {
+      {"a", 1, "F32", kShapeA, 2, g_a},
+      {"b", 1, "I64", kShapeB, 1, g_b},
+      {"c", 1, "BF16", kShapeC, 1, g_c},
+      {"n\0l", 3, "U8", kShapeNul, 1, g_nul},
+      {"f8", 2, "F8_E4M3", kShapeF8, 2, g_f8},
+  };
+  const char* keys[1] = {"format"};
+  const char* values[1] = {"pt"};
+  CHECK_OK(sl_save_file(Path("single.safetensors"), t, 5, keys, values, 1));
+}
+
+/* ---------------------------------------------------------------- cases */
+
+static void TestVersionAndNames(void) {
+  CHECK(strcmp(sl_version(), "0.1.0") == 0);
+  CHECK(strcmp(sl_status_name(SL_OK), "ok") == 0);
+  CHECK(strcmp(sl_status_name(SL_DATA_LOSS), "data_loss") == 0);
+  CHECK(strcmp(sl_status_name(SL_INVALID_ARGUMENT), "invalid_argument") == 0);
+  CHECK(strcmp(sl_status_name(4), "unknown") == 0);
+}
+
+static void TestOpenAndList(void) {
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("single.safetensors"), &ck));
+  if (ck == NULL) return;
+  CHECK(sl_checkpoint_tensor_count(ck) == 5);
+  CHECK(sl_checkpoint_shard_count(ck) == 1);
+  const char* file = NULL;
+  CHECK_OK(sl_checkpoint_shard(ck, 0, &file));
+  CHECK(file != NULL && strcmp(file, "single.safetensors") == 0);
+
+  /* Sorted by name, byte-wise: a, b, c, f8, "n\0l". */
+  const char* expect_names[5] = {"a", "b", "c", "f8", "n\0l"};
+  size_t expect_len[5] = {1, 1, 1, 2, 3};
+  const char* expect_dtype[5] = {"F32", "I64", "BF16", "F8_E4M3", "U8"};
+  uint64_t expect_bytes[5] = {24, 32, 4, 4, 1};
+  for (size_t i = 0; i < 5; ++i) {
+    sl_tensor_info info;
+    CHECK_OK(sl_checkpoint_tensor(ck, i, &info));
+    CHECK(info.name_len == expect_len[i]);
+    CHECK(memcmp(info.name, expect_names[i], expect_len[i]) == 0);
+    CHECK(strcmp(info.dtype, expect_dtype[i]) == 0);
+    CHECK(info.bytes == expect_bytes[i]);
+    CHECK(strcmp(info.file, "single.safetensors") == 0);
+  }
+  sl_tensor_info a;
+  CHECK_OK(sl_checkpoint_tensor(ck, 0, &a));
+  CHECK(a.ndim == 2 && a.shape[0] == 2 && a.shape[1] == 3);
+
+  size_t index = 99;
+  CHECK_OK(sl_checkpoint_find(ck, "n\0l", 3, &index));
+  CHECK(index == 4);
+  CHECK_ERR(sl_checkpoint_find(ck, "zz", 2, &index), SL_NOT_FOUND,
+            "tensor 'zz' is not in the checkpoint");
+  CHECK_ERR(sl_checkpoint_tensor(ck, 5, &a), SL_OUT_OF_RANGE,
+            "tensor index 5 is out of range (5 tensors)");
+
+  CHECK(sl_checkpoint_metadata_count(ck) == 1);
+  const char *k = NULL, *v = NULL;
+  CHECK_OK(sl_checkpoint_metadata(ck, 0, &k, &v));
+  CHECK(k && v && strcmp(k, "format") == 0 && strcmp(v, "pt") == 0);
+  CHECK_ERR(sl_checkpoint_metadata(ck, 1, &k, &v), SL_OUT_OF_RANGE,
+            "metadata index 1 is out of range (1 entries)");
+
+  /* Partial reads: elements 2..4 of a. */
+  float part[3] = {0};
+  CHECK_OK(sl_checkpoint_read(ck, 0, 2 * sizeof(float), sizeof part, part));
+  CHECK(part[0] == g_a[2] && part[1] == g_a[3] && part[2] == g_a[4]);
+  CHECK_ERR(sl_checkpoint_read(ck, 0, 20, 8, part), SL_OUT_OF_RANGE,
+            "tensor 'a': bytes [20, 20 + 8) are outside its 24 bytes");
+  sl_checkpoint_free(ck);
+}
+
+static void TestOpenErrors(void) {
+  sl_checkpoint* ck = (sl_checkpoint*)0x1;
+  char missing[8192];
+  snprintf(missing, sizeof missing, "%s", Path("nope.safetensors"));
+  char expect[8300];
+  snprintf(expect, sizeof expect, "%s: no such file or directory", missing);
+  CHECK_ERR(sl_checkpoint_open(missing, &ck), SL_NOT_FOUND, expect);
+  CHECK(ck == NULL);
+  CHECK_ERR(sl_checkpoint_open(NULL, &ck), SL_INVALID_ARGUMENT, "path is NULL");
+
+  /* A file whose header length runs past the end. */
+  FILE* f = fopen(Path("bad.safetensors"), "wb");
+  CHECK(f != NULL);
+  if (f != NULL) {
+    uint64_t n = 1000;
+    fwrite(&n, 8, 1, f);
+    fwrite("{}", 1, 2, f);
+    fclose(f);
+  }
+  sl_status s = sl_checkpoint_open(Path("bad.safetensors"), &ck);
+  CHECK(s == SL_INVALID_ARGUMENT || s == SL_DATA_LOSS);
+  CHECK(strstr(sl_last_error(), "bad.safetensors") != NULL);
+  CHECK(ck == NULL);
+}
+
+static void TestLoadAllAndDlpack(void) {
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("single.safetensors"), &ck));
+  sl_options* opt = NULL;
+  CHECK_OK(sl_options_new(&opt));
+  CHECK_OK(sl_options_set_threads(opt, 2));
+  size_t live_before = sl_live_arena_sets();
+  sl_loaded* loaded = NULL;
+  sl_report* report = NULL;
+  CHECK_OK(sl_load_all(ck, opt, NULL, 0, &loaded, &report));
+  if (loaded == NULL) return;
+  CHECK(sl_live_arena_sets() == live_before + 1);
+  CHECK(sl_loaded_count(loaded) == 5);
+  CHECK(sl_report_count(report, SL_REPORT_MATCHED) == 5);
+  CHECK(sl_report_count(report, SL_REPORT_MISSING) == 0);
+  const char* msg = NULL;
+  CHECK(sl_report_status(report, &msg) == SL_OK && strcmp(msg, "") == 0);
+  sl_report_free(report);
+
+  size_t ia = 99;
+  CHECK_OK(sl_loaded_find(loaded, "a", 1, &ia));
+  sl_loaded_tensor t;
+  CHECK_OK(sl_loaded_get(loaded, ia, &t));
+  CHECK(strcmp(t.dtype, "F32") == 0 && strcmp(t.device, "cpu") == 0 && t.bytes == 24);
+  CHECK(((uintptr_t)t.data % 256) == 0);
+  CHECK(memcmp(t.data, g_a, sizeof g_a) == 0);
+  CHECK_ERR(sl_loaded_find(loaded, "q", 1, &ia), SL_NOT_FOUND, "tensor 'q' was not loaded");
+
+  size_t ib = 99, ic = 99, i8 = 99;
+  CHECK_OK(sl_loaded_find(loaded, "b", 1, &ib));
+  CHECK_OK(sl_loaded_find(loaded, "c", 1, &ic));
+  CHECK_OK(sl_loaded_find(loaded, "f8", 2, &i8));
+
+  DLManagedTensor* da = NULL;
+  DLManagedTensor* db = NULL;
+  DLManagedTensor* dc = NULL;
+  CHECK_OK(sl_loaded_export_dlpack(loaded, ia, 0, &da));
+  CHECK_OK(sl_loaded_export_dlpack(loaded, ib, 0, &db));
+  CHECK_OK(sl_loaded_export_dlpack(loaded, ic, 0, &dc));
+  if (da == NULL || db == NULL || dc == NULL) return;
+  CHECK(da->dl_tensor.device.device_type == kDLCPU && da->dl_tensor.device.device_id == 0);
+  CHECK(da->dl_tensor.ndim == 2 && da->dl_tensor.shape[0] == 2 && da->dl_tensor.shape[1] == 3);
+  CHECK(da->dl_tensor.strides == NULL && da->dl_tensor.byte_offset == 0);
+  CHECK(da->dl_tensor.dtype.code == kDLFloat && da->dl_tensor.dtype.bits == 32 &&
+        da->dl_tensor.dtype.lanes == 1);
+  CHECK(da->dl_tensor.data == t.data);
+  CHECK(db->dl_tensor.dtype.code == kDLInt && db->dl_tensor.dtype.bits == 64);
+  CHECK(dc->dl_tensor.dtype.code == kDLBfloat && dc->dl_tensor.dtype.bits == 16);
+
+  /* F8 has no DLPack type; as bytes it is U8[2, 2]. */
+  DLManagedTensor* d8 = NULL;
+  CHECK_ERR(sl_loaded_export_dlpack(loaded, i8, 0, &d8), SL_UNIMPLEMENTED,
+            "tensor 'f8': dtype F8_E4M3 has no DLPack type; export it with SL_DLPACK_AS_BYTES");
+  CHECK(d8 == NULL);
+  CHECK_OK(sl_loaded_export_dlpack(loaded, i8, SL_DLPACK_AS_BYTES, &d8));
+  if (d8 != NULL) {
+    CHECK(d8->dl_tensor.dtype.code == kDLUInt && d8->dl_tensor.dtype.bits == 8);
+    CHECK(d8->dl_tensor.ndim == 2 && d8->dl_tensor.shape[1] == 2);
+    CHECK(memcmp(d8->dl_tensor.data, g_f8, 4) == 0);
+    d8->deleter(d8);
+  }
+  /* As bytes, a is U8[2, 12]. */
+  DLManagedTensor* dab = NULL;
+  CHECK_OK(sl_loaded_export_dlpack(loaded, ia, SL_DLPACK_AS_BYTES, &dab));
+  if (dab != NULL) {
+    CHECK(dab->dl_tensor.ndim == 2 && dab->dl_tensor.shape[0] == 2 &&
+          dab->dl_tensor.shape[1] == 12);
+    dab->deleter(dab);
+  }
+  CHECK_ERR(sl_loaded_export_dlpack(loaded, 9, 0, &d8), SL_OUT_OF_RANGE,
+            "tensor index 9 is out of range (5 tensors)");
+  CHECK_ERR(sl_loaded_export_dlpack(loaded, 0, 4, &d8), SL_INVALID_ARGUMENT,
+            "unknown DLPack export flags 4");
+
+  /* The exports keep the arena alive after the handle and the checkpoint are gone. */
+  sl_loaded_free(loaded);
+  sl_checkpoint_free(ck);
+  CHECK(sl_live_arena_sets() == live_before + 1);
+  const float* pa = (const float*)da->dl_tensor.data;
+  CHECK(pa[5] == g_a[5]);
+  const int64_t* pb = (const int64_t*)db->dl_tensor.data;
+  CHECK(pb[3] == (1LL << 40));
+  da->deleter(da);
+  db->deleter(db);
+  CHECK(sl_live_arena_sets() == live_before + 1);
+  dc->deleter(dc);
+  CHECK(sl_live_arena_sets() == live_before);
+  sl_options_free(opt);
+}
+
+static void TestLoadIntoStrictFailure(void) {
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("single.safetensors"), &ck));
+  sl_options* opt = NULL;
+  CHECK_OK(sl_options_new(&opt));
+  float a[6] = {0};
+  float extra[2] = {0};
+  uint64_t two = 2;
+  sl_target targets[2] = {
+      {"a", 1, "F32", kShapeA, 2, NULL, a},
+      {"extra", 5, "F32", &two, 1, NULL, extra},
+  };
+  sl_report* report = NULL;
+  CHECK_ERR(sl_load_into(ck, targets, 2, opt, &report), SL_INVALID_ARGUMENT,
+            "Error(s) in loading state_dict: Unexpected key(s) in state_dict: \"b\", \"c\", "
+            "\"f8\", \"n\\x00l\". Missing key(s) in state_dict: \"extra\".");
+  CHECK(report != NULL);
+  if (report != NULL) {
+    const char* msg = NULL;
+    CHECK(sl_report_status(report, &msg) == SL_INVALID_ARGUMENT);
+    CHECK(msg != NULL && strcmp(msg, sl_last_error()) == 0);
+    CHECK(sl_report_count(report, SL_REPORT_MISSING) == 1);
+    CHECK(sl_report_count(report, SL_REPORT_UNEXPECTED) == 4);
+    const char* name = NULL;
+    size_t len = 0;
+    CHECK_OK(sl_report_item(report, SL_REPORT_MISSING, 0, &name, &len));
+    CHECK(len == 5 && memcmp(name, "extra", 5) == 0);
+    CHECK_OK(sl_report_item(report, SL_REPORT_UNEXPECTED, 3, &name, &len));
+    CHECK(len == 3 && memcmp(name, "n\0l", 3) == 0);
+    CHECK_ERR(sl_report_item(report, SL_REPORT_MISSING, 1, &name, &len), SL_OUT_OF_RANGE,
+              "report entry 1 is out of range (1 entries)");
+    CHECK_ERR(sl_report_item(report, (sl_report_list)9, 0, &name, &len), SL_INVALID_ARGUMENT,
+              "unknown report list 9");
+    CHECK(strstr(sl_report_json(report), "\"missing\":[\"extra\"]") != NULL);
+  }
+  /* Nothing is written on failure. */
+  CHECK(a[0] == 0.0f && a[5] == 0.0f);
+  sl_report_free(report);
+
+  /* A size mismatch is an error in non-strict mode too. */
+  CHECK_OK(sl_options_set_strict(opt, 0));
+  uint64_t wrong[2] = {3, 2};
+  sl_target bad = {"a", 1, "F32", wrong, 2, NULL, a};
+  CHECK_ERR(sl_load_into(ck, &bad, 1, opt, &report), SL_INVALID_ARGUMENT,
+            "Error(s) in loading state_dict: size mismatch for a: copying a param with shape "
+            "[2, 3] from checkpoint, the shape in current model is [3, 2].");
+  CHECK(sl_report_count(report, SL_REPORT_MISMATCHED) == 1);
+  const char *mn = NULL, *mc = NULL, *mt = NULL;
+  int is_error = 0;
+  CHECK_OK(sl_report_mismatch(report, 0, &mn, &mc, &mt, &is_error));
+  CHECK(mn && strcmp(mn, "a") == 0 && strcmp(mc, "F32[2, 3]") == 0 &&
+        strcmp(mt, "F32[3, 2]") == 0 && is_error == 1);
+  sl_report_free(report);
+
+  /* A target with no data pointer. */
+  sl_target nodata = {"a", 1, "F32", kShapeA, 2, NULL, NULL};
+  CHECK_ERR(sl_load_into(ck, &nodata, 1, opt, NULL), SL_INVALID_ARGUMENT,
+            "target 'a' has no data pointer: LoadInto writes into caller memory (use LoadAll "
+            "for loader-owned arenas)");
+  sl_target baddtype = {"a", 1, "f32", kShapeA, 2, NULL, a};
+  CHECK_ERR(sl_load_into(ck, &baddtype, 1, opt, NULL), SL_INVALID_ARGUMENT,
+            "target 'a': unknown dtype 'f32'");
+  sl_options_free(opt);
+  sl_checkpoint_free(ck);
+}
+
+static void TestLoadIntoNonStrictAndCast(void) {
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("single.safetensors"), &ck));
+  sl_options* opt = NULL;
+  CHECK_OK(sl_options_new(&opt));
+  CHECK_OK(sl_options_set_strict(opt, 0));
+  float a[6] = {0};
+  int64_t b[4] = {0};
+  float extra[1] = {42.0f};
+  uint64_t one = 1;
+  sl_target targets[3] = {
+      {"a", 1, "F32", kShapeA, 2, "cpu", a},
+      {"b", 1, "I64", kShapeB, 1, NULL, b},
+      {"extra", 5, "F32", &one, 1, NULL, extra},
+  };
+  sl_report* report = NULL;
+  CHECK_OK(sl_load_into(ck, targets, 3, opt, &report));
+  CHECK(memcmp(a, g_a, sizeof a) == 0);
+  CHECK(memcmp(b, g_b, sizeof b) == 0);
+  CHECK(extra[0] == 42.0f);
+  CHECK(sl_report_count(report, SL_REPORT_MATCHED) == 2);
+  CHECK(sl_report_count(report, SL_REPORT_MISSING) == 1);
+  CHECK(sl_report_count(report, SL_REPORT_UNEXPECTED) == 3);
+  sl_report_free(report);
+
+  /* allow_cast: BF16 c into an F32 buffer. */
+  float c[2] = {0};
+  sl_target cast = {"c", 1, "F32", kShapeC, 1, NULL, c};
+  CHECK_ERR(sl_load_into(ck, &cast, 1, opt, NULL), SL_INVALID_ARGUMENT,
+            "Error(s) in loading state_dict: dtype mismatch for c: copying a param with dtype "
+            "BF16 from checkpoint, the dtype in current model is F32; allow_cast would convert it.");
+  CHECK_OK(sl_options_set_allow_cast(opt, 1));
+  CHECK_OK(sl_load_into(ck, &cast, 1, opt, &report));
+  CHECK(c[0] == 1.0f && c[1] == -2.0f);
+  CHECK(sl_report_count(report, SL_REPORT_MISMATCHED) == 1);
+  int is_error = 1;
+  CHECK_OK(sl_report_mismatch(report, 0, NULL, NULL, NULL, &is_error));
+  CHECK(is_error == 0);
+  sl_report_free(report);
+  sl_options_free(opt);
+  sl_checkpoint_free(ck);
+}
+
+/* Sharded checkpoint with DDP-style "module." names, three shards. */
+static void TestShardedRenamesAndAliases(void) {
+  mkdir(Path("sharded"), 0755);
+  float w0[64], w1[64], w2[64];
+  for (int i = 0; i < 64; ++i) {
+    w0[i] = (float)i;
+    w1[i] = (float)(100 + i);
+    w2[i] = (float)(-i);
+  }
+  uint64_t shape[1] = {64};
+  sl_tensor_view t[3] = {
+      {"module.l0.weight", 16, "F32", shape, 1, w0},
+      {"module.l1.weight", 16, "F32", shape, 1, w1},
+      {"module.l2.weight", 16, "F32", shape, 1, w2},
+  };
+  const char* keys[1] = {"note"};
+  const char* values[1] = {"capi"};
+  CHECK_ERR(sl_save_sharded(Path("sharded"), t, 3, "12XB", NULL, NULL, NULL, 0),
+            SL_INVALID_ARGUMENT,
+            "invalid byte size '12XB': unknown unit 'XB' (use B, KB, MB, GB, TB, KiB, MiB, GiB, "
+            "TiB)");
+  CHECK_OK(sl_save_sharded(Path("sharded"), t, 3, "256B", NULL, keys, values, 1));
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("sharded"), &ck));
+  if (ck == NULL) return;
+  CHECK(sl_checkpoint_shard_count(ck) == 3);
+  const char* file = NULL;
+  CHECK_OK(sl_checkpoint_shard(ck, 2, &file));
+  CHECK(file && strcmp(file, "model-00003-of-00003.safetensors") == 0);
+  sl_tensor_info info;
+  CHECK_OK(sl_checkpoint_tensor(ck, 1, &info));
+  CHECK(strcmp(info.file, "model-00002-of-00003.safetensors") == 0);
+
+  sl_options* opt = NULL;
+  CHECK_OK(sl_options_new(&opt));
+  CHECK_ERR(sl_options_add_rename(opt, "s/^module\\."), SL_INVALID_ARGUMENT,
+            "invalid rename rule 's/^module\\.': missing closing delimiter");
+  CHECK_OK(sl_options_add_rename(opt, "s/^module\\.//"));
+  /* "head.weight" is tied to l0 through an alias. */
+  CHECK_OK(sl_options_add_alias(opt, "head.weight", "l0.weight"));
+  CHECK_ERR(sl_options_add_alias(opt, "", "x"), SL_INVALID_ARGUMENT, "empty alias name");
+  float r0[64], r1[64], r2[64], head[64];
+  sl_target targets[4] = {
+      {"l0.weight", 9, "F32", shape, 1, NULL, r0},
+      {"l1.weight", 9, "F32", shape, 1, NULL, r1},
+      {"l2.weight", 9, "F32", shape, 1, NULL, r2},
+      {"head.weight", 11, "F32", shape, 1, NULL, head},
+  };
+  sl_report* report = NULL;
+  CHECK_OK(sl_load_into(ck, targets, 4, opt, &report));
+  CHECK(memcmp(r0, w0, sizeof w0) == 0);
+  CHECK(memcmp(r1, w1, sizeof w1) == 0);
+  CHECK(memcmp(r2, w2, sizeof w2) == 0);
+  CHECK(memcmp(head, w0, sizeof w0) == 0);
+  CHECK(sl_report_count(report, SL_REPORT_MATCHED) == 4);
+  CHECK(sl_report_count(report, SL_REPORT_RENAMED) == 3);
+  const char *from = NULL, *to = NULL;
+  CHECK_OK(sl_report_renamed(report, 0, &from, &to));
+  CHECK(from && strcmp(from, "module.l0.weight") == 0 && strcmp(to, "l0.weight") == 0);
+  sl_report_free(report);
+
+  /* load_all applies the renames to the arena names. */
+  sl_loaded* loaded = NULL;
+  CHECK_OK(sl_load_all(ck, opt, NULL, 0, &loaded, NULL));
+  size_t i2 = 99;
+  CHECK_OK(sl_loaded_find(loaded, "l2.weight", 9, &i2));
+  sl_loaded_tensor lt;
+  CHECK_OK(sl_loaded_get(loaded, i2, &lt));
+  CHECK(memcmp(lt.data, w2, sizeof w2) == 0);
+  sl_loaded_free(loaded);
+  sl_options_free(opt);
+  sl_checkpoint_free(ck);
+}
+
+static int g_progress_calls = 0;
+static uint64_t g_progress_first_done = 99;
+static uint64_t g_progress_total = 0;
+
+static int CancelAtOnce(uint64_t done, uint64_t total, void* user) {
+  ++g_progress_calls;
+  if (g_progress_calls == 1) g_progress_first_done = done;
+  g_progress_total = total;
+  return *(int*)user;
+}
+
+static void TestProgressAndCancel(void) {
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("single.safetensors"), &ck));
+  sl_options* opt = NULL;
+  CHECK_OK(sl_options_new(&opt));
+  int go_on = 1;
+  CHECK_OK(sl_options_set_progress(opt, CancelAtOnce, &go_on));
+  sl_loaded* loaded = NULL;
+  CHECK_OK(sl_load_all(ck, opt, NULL, 0, &loaded, NULL));
+  CHECK(g_progress_calls >= 2);
+  CHECK(g_progress_first_done == 0);
+  CHECK(g_progress_total == 65);
+  sl_loaded_free(loaded);
+
+  go_on = 0;
+  g_progress_calls = 0;
+  loaded = (sl_loaded*)0x1;
+  sl_status s = sl_load_all(ck, opt, NULL, 0, &loaded, NULL);
+  CHECK(s == SL_CANCELLED);
+  CHECK(sl_last_error_code() == SL_CANCELLED);
+  CHECK(loaded == NULL);
+  CHECK(g_progress_calls == 1);
+  sl_options_free(opt);
+  sl_checkpoint_free(ck);
+}
+
+static void TestOptionErrors(void) {
+  sl_options* opt = NULL;
+  CHECK_OK(sl_options_new(&opt));
+  CHECK_ERR(sl_options_set_device(opt, "gpu"), SL_INVALID_ARGUMENT,
+            "invalid device-map entry 'gpu': invalid device 'gpu': expected cpu, cuda or cuda:N");
+  CHECK_OK(sl_options_set_device(opt, "lm_head.*=cpu,cuda:1"));
+  CHECK_OK(sl_options_set_device(opt, "cpu"));
+  CHECK_ERR(sl_options_set_threads(opt, -1), SL_INVALID_ARGUMENT,
+            "threads must be between 0 and 256, got -1");
+  CHECK_ERR(sl_options_set_threads(opt, 257), SL_INVALID_ARGUMENT,
+            "threads must be between 0 and 256, got 257");
+  CHECK_ERR(sl_options_set_io(opt, "fast"), SL_INVALID_ARGUMENT,
+            "invalid io mode 'fast': expected auto, pread, mmap or direct");
+  CHECK_OK(sl_options_set_io(opt, "mmap"));
+  CHECK_ERR(sl_options_set_strict(NULL, 1), SL_INVALID_ARGUMENT, "options is NULL");
+  CHECK_ERR(sl_options_new(NULL), SL_INVALID_ARGUMENT, "out is NULL");
+
+  /* With mmap and a checkpoint: still loads. */
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("single.safetensors"), &ck));
+  sl_loaded* loaded = NULL;
+  CHECK_OK(sl_load_all(ck, opt, NULL, 0, &loaded, NULL));
+  CHECK(sl_loaded_count(loaded) == 5);
+  sl_loaded_free(loaded);
+
+  /* A cuda destination: loads where a CUDA device exists, else a clear error. */
+  CHECK_OK(sl_options_set_device(opt, "cuda:0"));
+  loaded = NULL;
+  sl_status s = sl_load_all(ck, opt, NULL, 0, &loaded, NULL);
+  if (s == SL_OK) {
+    DLManagedTensor* d = NULL;
+    CHECK_OK(sl_loaded_export_dlpack(loaded, 0, 0, &d));
+    CHECK(d && d->dl_tensor.device.device_type == kDLCUDA && d->dl_tensor.device.device_id == 0);
+    if (d) d->deleter(d);
+    sl_loaded_free(loaded);
+  } else {
+    printf("  (no CUDA device: %s: %s)\n", sl_status_name(s), sl_last_error());
+    CHECK(s == SL_INVALID_ARGUMENT);
+    CHECK(strncmp(sl_last_error(), "cuda:0: no such CUDA device (0 devices", 38) == 0);
+    CHECK(loaded == NULL);
+  }
+  sl_options_free(opt);
+  sl_checkpoint_free(ck);
+}
+
+static void TestFreeNullAndWriteErrors(void) {
+  sl_checkpoint_free(NULL);
+  sl_options_free(NULL);
+  sl_report_free(NULL);
+  sl_loaded_free(NULL);
+  CHECK(sl_checkpoint_tensor_count(NULL) == 0);
+  CHECK(sl_loaded_count(NULL) == 0);
+  CHECK(sl_report_count(NULL, SL_REPORT_MISSING) == 0);
+  CHECK(strcmp(sl_report_json(NULL), "") == 0);
+
+  float x[2] = {1, 2};
+  uint64_t shape[1] = {3};
+  sl_tensor_view bad = {"x", 1, "F32", shape, 1, x};
+  /* The writer sees only the bytes the shape implies; a duplicate name is refused. */
+  sl_tensor_view dup[2] = {{"x", 1, "F32", shape, 1, x}, {"x", 1, "F32", shape, 1, x}};
+  (void)bad;
+  char expect[8300];
+  snprintf(expect, sizeof expect, "%s: duplicate tensor name 'x'", Path("dup.safetensors"));
+  CHECK_ERR(sl_save_file(Path("dup.safetensors"), dup, 2, NULL, NULL, 0), SL_INVALID_ARGUMENT,
+            expect);
+  sl_tensor_view unknown = {"x", 1, "F128", shape, 1, x};
+  snprintf(expect, sizeof expect, "%s: tensor 'x': unknown dtype 'F128'", Path("u.safetensors"));
+  CHECK_ERR(sl_save_file(Path("u.safetensors"), &unknown, 1, NULL, NULL, 0), SL_INVALID_ARGUMENT,
+            expect);
+}
+
+int main(void) {
+  const char* tmp = getenv("TEST_TMPDIR");
+  snprintf(g_dir, sizeof g_dir, "%s/capi_test", tmp != NULL ? tmp : "/tmp");
+  mkdir(g_dir, 0755);
+  WriteSingle();
+  RunCase("VersionAndNames", TestVersionAndNames);
+  RunCase("OpenAndList", TestOpenAndList);
+  RunCase("OpenErrors", TestOpenErrors);
+  RunCase("LoadAllAndDlpack", TestLoadAllAndDlpack);
+  RunCase("LoadIntoStrictFailure", TestLoadIntoStrictFailure);
+  RunCase("LoadIntoNonStrictAndCast", TestLoadIntoNonStrictAndCast);
+  RunCase("ShardedRenamesAndAliases", TestShardedRenamesAndAliases);
+  RunCase("ProgressAndCancel", TestProgressAndCancel);
+  RunCase("OptionErrors", TestOptionErrors);
+  RunCase("FreeNullAndWriteErrors", TestFreeNullAndWriteErrors);
+  printf("%d checks, %d failed\n", g_checks, g_failed);
+  printf("%d passed, %d failed\n", g_cases_passed, g_cases_failed);
+  return g_cases_failed == 0 ? 0 : 1;
+}
