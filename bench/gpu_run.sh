@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# bench/gpu_run.sh — what a GPU session runs (docs/GPU.md explains the whole procedure).
+#
+#   bench/gpu_run.sh prepare        # here, on the build machine (Bazel, no GPU needed):
+#                                   #   bazel build -c opt the CUDA tests, the CLI and
+#                                   #   cuda_bench; copy them and every shared library
+#                                   #   ldd names (except glibc's own) into .carry/
+#   bench/gpu_run.sh run [OUTDIR]   # on the GPU machine (no Bazel there), from the repo
+#                                   #   root with .carry/ carried: the CUDA tests, cuda_bench,
+#                                   #   a >=16 GB sample, `shardload bench --device cuda:0`,
+#                                   #   `shardload load`, and the Hugging Face reference
+#                                   #   (safetensors.torch.load_file(..., device="cuda:0"))
+#                                   #   timed in the same run; everything lands in OUTDIR
+#                                   #   (default $OUT, else ./gpu-out), summary.txt last.
+#   bench/gpu_run.sh selftest       # host-side checks of this script (used by CI:
+#                                   #   tests/cuda_gpu_run_test.sh)
+#
+# Environment knobs for `run` (read by this script only, never by the library):
+#   SAMPLE_SIZE (default 16GiB), SAMPLE_SHARDS (8), SAMPLE_DIR (/tmp/shardload-gpu-sample),
+#   REPEAT (3), SKIP_SAMPLE=1 (tests and cuda_bench only), SKIP_TESTS=1 (sample part
+#   only), BENCH_ARGS (extra cuda_bench args).
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+CARRY="$ROOT/.carry"
+BINARIES=(
+  "tests/cuda_gpu_test"
+  "tests/cuda_probe_test"
+  "tests/cuda_sink_host_test"
+  "tests/cuda_cast_math_test"
+  "bench/cuda_bench"
+  "cli/shardload"
+)
+
+# system_lib: libraries every Linux has, never copied (the GPU machine's newer glibc
+# must be used, and libcuda comes from its driver).
+system_lib() {
+  case "$(basename "$1")" in
+    linux-vdso.so*|ld-linux*|libc.so*|libm.so*|libdl.so*|librt.so*|libpthread.so*|libcuda.so*) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+# copy_libs BINARY DEST: every non-system library BINARY needs, resolved by ldd.
+copy_libs() {
+  local bin="$1" dest="$2" lib
+  ldd "$bin" | awk '/=>/ { print $3 } !/=>/ && /^\s*\// { print $1 }' | while read -r lib; do
+    [ -n "$lib" ] && [ -f "$lib" ] || continue
+    system_lib "$lib" && continue
+    cp -L -n "$lib" "$dest/" || return 1
+  done
+}
+
+prepare() {
+  cd "$ROOT" || exit 1
+  local targets=()
+  for b in "${BINARIES[@]}"; do targets+=("//${b%/*}:${b##*/}"); done
+  bazel build -c opt "${targets[@]}" || { echo "gpu_run prepare: bazel build failed" >&2; exit 1; }
+  rm -rf "$CARRY"
+  mkdir -p "$CARRY/bin" "$CARRY/lib" || exit 1
+  local bin_dir
+  bin_dir="$(bazel info -c opt bazel-bin 2>/dev/null)" || bin_dir="$ROOT/bazel-bin"
+  for b in "${BINARIES[@]}"; do
+    cp -L "$bin_dir/$b" "$CARRY/bin/" || { echo "gpu_run prepare: missing $b" >&2; exit 1; }
+    chmod u+w "$CARRY/bin/$(basename "$b")"
+    copy_libs "$bin_dir/$b" "$CARRY/lib" || { echo "gpu_run prepare: ldd copy failed for $b" >&2; exit 1; }
+  done
+  # libstdc++ / libgcc_s from this Debian build are kept apart: used on the GPU machine
+  # only when its own are missing or older (run() decides with ldd).
+  mkdir -p "$CARRY/lib-fallback"
+  for l in "$CARRY"/lib/libstdc++.so* "$CARRY"/lib/libgcc_s.so*; do
+    [ -e "$l" ] && mv "$l" "$CARRY/lib-fallback/"
+  done
+  cp "$ROOT/bench/gpu_run.sh" "$CARRY/"
+  local size
+  size="$(du -sm "$CARRY" | cut -f1)"
+  echo "gpu_run prepare: .carry/ holds $(ls "$CARRY/bin" | wc -l) binaries and $(ls "$CARRY/lib" | wc -l) libraries, ${size} MiB"
+  if [ "$size" -gt 60 ]; then
+    echo "gpu_run prepare: .carry/ is ${size} MiB, over the 64 MiB a device call can carry" >&2
+    exit 1
+  fi
+}
+
+# libs_resolve BIN: true when ldd finds every library of BIN.
+libs_resolve() { ! ldd "$1" 2>&1 | grep -q "not found"; }
+
+run() {
+  local out="${1:-${OUT:-$ROOT/gpu-out}}"
+  mkdir -p "$out" || exit 1
+  local bin="$CARRY/bin"
+  [ -x "$bin/shardload" ] || { echo "gpu_run run: $bin/shardload missing (run 'prepare' first and carry .carry/)" >&2; exit 1; }
+  export LD_LIBRARY_PATH="$CARRY/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  if ! libs_resolve "$bin/cuda_gpu_test" || ! "$bin/cuda_probe_test" --gtest_list_tests >/dev/null 2>&1; then
+    export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$CARRY/lib-fallback"
+  fi
+  local summary="$out/summary.txt"
+  : > "$summary"
+  say() { echo "$*" | tee -a "$summary"; }
+  say "machine: nproc=$(nproc) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')\""
+  command -v nvidia-smi >/dev/null && nvidia-smi -L 2>&1 | tee -a "$summary"
+
+  local failed=0
+  local tests=(cuda_probe_test cuda_cast_math_test cuda_sink_host_test cuda_gpu_test)
+  [ "${SKIP_TESTS:-0}" = "1" ] && tests=()
+  for t in "${tests[@]}"; do
+    "$bin/$t" --gtest_output="xml:$out/$t.xml" > "$out/$t.log" 2>&1
+    local rc=$?
+    say "test $t: rc=$rc $(grep -E '^\[  (PASSED|FAILED)  \] [0-9]+ test|^\[  SKIPPED \] [0-9]+ test' "$out/$t.log" | tr '\n' ' ')"
+    [ $rc -eq 0 ] || failed=1
+  done
+
+  if [ "${SKIP_TESTS:-0}" != "1" ]; then
+    # shellcheck disable=SC2086
+    "$bin/cuda_bench" ${BENCH_ARGS:-} > "$out/cuda_bench.txt" 2>&1
+    say "cuda_bench: rc=$? $(grep -E '^(gpu|ceiling)' "$out/cuda_bench.txt" | tr '\n' ' ')"
+  fi
+
+  if [ "${SKIP_SAMPLE:-0}" = "1" ]; then
+    say "sample: skipped (SKIP_SAMPLE=1)"
+    return $failed
+  fi
+  local dir="${SAMPLE_DIR:-/tmp/shardload-gpu-sample}"
+  local size="${SAMPLE_SIZE:-16GiB}" shards="${SAMPLE_SHARDS:-8}" repeat="${REPEAT:-3}"
+  if [ ! -f "$dir/model.safetensors.index.json" ]; then
+    rm -rf "$dir"
+    local t0=$SECONDS
+    "$bin/shardload" write-sample "$dir" --size "$size" --shards "$shards" --layout llama \
+      --dtype bf16 > "$out/write_sample.txt" 2>&1 || { say "write-sample failed: $(tail -1 "$out/write_sample.txt")"; return 1; }
+    say "sample: $dir ($size, $shards shards) written in $((SECONDS - t0)) s"
+  fi
+  "$bin/shardload" bench "$dir" --device cuda:0 --repeat "$repeat" --json > "$out/bench_cuda.json" 2> "$out/bench_cuda.err"
+  say "shardload bench --device cuda:0: rc=$? $(head -c 600 "$out/bench_cuda.json")"
+  "$bin/shardload" bench "$dir" --device cpu --repeat "$repeat" --json > "$out/bench_cpu.json" 2> "$out/bench_cpu.err"
+  say "shardload bench --device cpu: rc=$? $(head -c 400 "$out/bench_cpu.json")"
+  "$bin/shardload" load "$dir" --device cuda:0 --json > "$out/load_cuda.json" 2> "$out/load_cuda.err"
+  say "shardload load --device cuda:0: rc=$? $(grep -o '"gbps":[0-9.e+-]*' "$out/load_cuda.json")"
+
+  # The Hugging Face reference in the same run: safetensors.torch.load_file per shard
+  # straight to cuda:0 (hot page cache: the files were just read), best of $repeat.
+  python3 - "$dir" "$repeat" > "$out/reference.txt" 2>&1 <<'EOF'
+import glob, os, sys, time
+try:
+    import torch
+    from safetensors.torch import load_file
+except Exception as e:  # noqa: BLE001
+    print(f"SKIP: reference needs torch and safetensors: {e}")
+    sys.exit(0)
+if not torch.cuda.is_available():
+    print("SKIP: torch sees no CUDA device")
+    sys.exit(0)
+d, repeat = sys.argv[1], int(sys.argv[2])
+files = sorted(glob.glob(os.path.join(d, "*.safetensors")))
+total = sum(os.path.getsize(f) for f in files)
+best = None
+for _ in range(repeat):
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    n = 0
+    for f in files:
+        sd = load_file(f, device="cuda:0")
+        n += len(sd)
+        del sd
+    torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    best = dt if best is None else min(best, dt)
+print(f"reference safetensors.torch.load_file device=cuda:0 files={len(files)} tensors={n} "
+      f"bytes={total} seconds={best:.3f} gbps={total / best / 1e9:.3f}")
+EOF
+  say "$(tail -1 "$out/reference.txt")"
+  python3 - "$out" <<'EOF' | tee -a "$summary"
+import json, re, sys
+out = sys.argv[1]
+def load_json(path):
+    try:
+        return json.load(open(path))
+    except (OSError, ValueError):
+        return {}
+bench = load_json(f"{out}/bench_cuda.json")
+load = load_json(f"{out}/load_cuda.json")
+ours = bench.get("median_gbps") or bench.get("best_gbps") or load.get("gbps")
+def find(path, pattern):
+    try:
+        m = re.search(pattern, open(path).read())
+    except OSError:
+        return None
+    return float(m.group(1)) if m else None
+ref = find(f"{out}/reference.txt", r"gbps=([0-9.]+)")
+ceiling = find(f"{out}/cuda_bench.txt", r"h2d_pinned_best_gbps=([0-9.]+)")
+same_run_h2d = (bench.get("ceilings") or {}).get("h2d_gbps")
+if same_run_h2d:
+    print(f"ratio: shardload bench's own pinned H2D ceiling {same_run_h2d} GB/s; "
+          f"load / that = {ours / same_run_h2d:.3f}" if ours else "")
+print(f"ratio: shardload cuda:0 {ours} GB/s; reference {ref} GB/s; pinned H2D ceiling {ceiling} GB/s")
+if ours and ref:
+    print(f"ratio: shardload / reference = {ours / ref:.2f}x")
+if ours and ceiling:
+    print(f"ratio: shardload / pinned H2D ceiling = {ours / ceiling:.3f}")
+EOF
+  return $failed
+}
+
+selftest() {
+  # The pieces of this script that do not need a GPU: argument handling, library
+  # filtering and ldd resolution of a freshly built binary.
+  system_lib /lib/x86_64-linux-gnu/libc.so.6 || { echo "selftest: libc not treated as system" >&2; return 1; }
+  system_lib /usr/lib/x86_64-linux-gnu/libcuda.so.1 || { echo "selftest: libcuda must come from the driver" >&2; return 1; }
+  if system_lib /usr/lib/x86_64-linux-gnu/libsimdjson.so.14; then
+    echo "selftest: libsimdjson wrongly treated as system" >&2
+    return 1
+  fi
+  local bin="${1:-}"
+  if [ -n "$bin" ]; then
+    local tmp
+    tmp="$(mktemp -d)" || return 1
+    copy_libs "$bin" "$tmp" || { rm -rf "$tmp"; echo "selftest: copy_libs failed" >&2; return 1; }
+    if ls "$tmp" | grep -qE '^(libc|libm|ld-linux)'; then
+      rm -rf "$tmp"
+      echo "selftest: a glibc library was copied" >&2
+      return 1
+    fi
+    if ldd "$bin" | grep -q "not found"; then
+      rm -rf "$tmp"
+      echo "selftest: $bin has unresolved libraries" >&2
+      return 1
+    fi
+    echo "selftest: copy_libs $bin -> $(ls "$tmp" | tr '\n' ' ')"
+    rm -rf "$tmp"
+  fi
+  echo "selftest: ok"
+}
+
+case "${1:-}" in
+  prepare) prepare ;;
+  run) shift; run "$@" ;;
+  selftest) shift; selftest "$@" ;;
+  *) sed -n '2,22p' "$0" >&2; exit 2 ;;
+esac
