@@ -76,8 +76,8 @@ struct TensorToWrite {
 // WriteOptions: knobs of the file writer.
 struct WriteOptions {
   // buffer_bytes: size of the write buffer (and of the chunks given to generators).
-  // Default 8 MiB. Must be in [4096, 1 GiB]; tensors from memory larger than the
-  // buffer are written straight from their span.
+  // Default 8 MiB. Must be in [4096, 1 GiB]; tensors from memory of a quarter of
+  // the buffer or more are written straight from their span (no copy).
   size_t buffer_bytes = size_t{8} << 20;
   // sync: fsync the file before the rename and the directory after it. Default true
   // (durable); false is only for scratch files where speed matters more.
