@@ -1,0 +1,565 @@
+"""shardload for Python: fast safetensors loading into torch tensors.
+
+API compatible with the ``safetensors.torch`` functions of the same names:
+
+    import shardload
+    tensors = shardload.load_file("model.safetensors")            # dict name -> tensor
+    tensors = shardload.load_file("/models/llama", device="cuda:0")  # sharded folder
+    with shardload.safe_open("model.safetensors", framework="pt") as f:
+        w = f.get_tensor("lm_head.weight")
+        rows = f.get_slice("embed.weight")[0:16]                 # reads only those rows
+    missing, unexpected = shardload.load_model(model, "/models/llama", strict=True)
+    shardload.save_file({"w": torch.zeros(3)}, "out.safetensors", metadata={"k": "v"})
+    shardload.save_sharded(model.state_dict(), "/ckpt", max_shard_size="5GB")
+
+Tensors from ``load_file`` are zero-copy views of the loader's arenas, handed over
+through DLPack; the arena is freed when the last tensor that uses it is freed.
+The native library is found as described in ``shardload._lib``
+(``set_library_path``, ``SHARDLOAD_LIBRARY``, or next to this package).
+"""
+import ctypes
+
+from ._lib import ShardloadError, set_library_path  # noqa: F401
+from . import _lib
+
+__all__ = ["load_file", "load", "safe_open", "load_model", "load_state_dict_into",
+           "save_file", "save_sharded", "save_model", "ShardloadError", "set_library_path",
+           "version"]
+
+
+def version():
+    """The native library's version string."""
+    return _lib.lib().sl_version().decode()
+
+
+# ----------------------------------------------------------------------------- dtypes
+
+# (safetensors name, torch attribute) — the same mapping as safetensors.torch.
+_DTYPE_NAMES = [
+    ("F64", "float64"), ("F32", "float32"), ("F16", "float16"), ("BF16", "bfloat16"),
+    ("I64", "int64"), ("I32", "int32"), ("I16", "int16"), ("I8", "int8"), ("U8", "uint8"),
+    ("BOOL", "bool"), ("C64", "complex64"), ("U64", "uint64"), ("U32", "uint32"),
+    ("U16", "uint16"), ("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2"),
+    ("F8_E8M0", "float8_e8m0fnu"), ("F8_E4M3FNUZ", "float8_e4m3fnuz"),
+    ("F8_E5M2FNUZ", "float8_e5m2fnuz"),
+]
+# Dtypes torch takes natively through DLPack in every version we support; the others
+# are exported as bytes and reinterpreted with Tensor.view(dtype).
+_DLPACK_NATIVE = {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "C64"}
+
+
+def _torch():
+    import torch  # imported lazily: the C API part of this package needs no torch
+    return torch
+
+
+def _torch_dtype(name):
+    torch = _torch()
+    for st, attr in _DTYPE_NAMES:
+        if st == name:
+            dt = getattr(torch, attr, None)
+            if dt is not None:
+                return dt
+            break
+    raise ShardloadError("unimplemented", "dtype %s is not supported by torch %s" %
+                         (name, torch.__version__))
+
+
+def _dtype_name(torch_dtype):
+    torch = _torch()
+    for st, attr in _DTYPE_NAMES:
+        if getattr(torch, attr, None) == torch_dtype:
+            return st
+    raise ShardloadError("invalid_argument", "torch dtype %s has no safetensors dtype" %
+                         torch_dtype)
+
+
+# ----------------------------------------------------------------------------- DLPack
+
+_CAPSULE_NAME = b"dltensor"
+_pythonapi = ctypes.pythonapi
+_pythonapi.PyCapsule_New.restype = ctypes.py_object
+_pythonapi.PyCapsule_New.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+
+
+class _DLTensorHead(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("device_type", ctypes.c_int),
+                ("device_id", ctypes.c_int32)]
+
+
+_DELETER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+def _call_deleter(managed):
+    # DLManagedTensor: DLTensor (48 bytes on LP64), manager_ctx, deleter.
+    fn_ptr = ctypes.c_void_p.from_address(managed + 48 + 8).value
+    if fn_ptr:
+        _DELETER(fn_ptr)(managed)
+
+
+def _from_loaded(loaded, index, info):
+    """A torch tensor viewing tensor `index` of an sl_loaded (zero-copy)."""
+    torch = _torch()
+    from torch.utils import dlpack
+    l = _lib.lib()
+    dtype_name = info.dtype.decode()
+    target_dtype = _torch_dtype(dtype_name)
+    native = dtype_name in _DLPACK_NATIVE
+    managed = ctypes.c_void_p()
+    _lib.check(l.sl_loaded_export_dlpack(loaded, index, 0 if native else _lib.SL_DLPACK_AS_BYTES,
+                                         ctypes.byref(managed)))
+    try:
+        capsule = _pythonapi.PyCapsule_New(managed, _CAPSULE_NAME, None)
+        tensor = dlpack.from_dlpack(capsule)
+    except BaseException:
+        _call_deleter(managed.value)
+        raise
+    if not native:
+        shape = [info.shape[i] for i in range(info.ndim)]
+        tensor = tensor.view(target_dtype).reshape(shape)
+    return tensor
+
+
+def _decode(ptr, length):
+    return ctypes.string_at(ptr, length).decode("utf-8", "surrogateescape")
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+class _Checkpoint:
+    """An owned sl_checkpoint handle."""
+
+    def __init__(self, path):
+        l = _lib.lib()
+        h = ctypes.c_void_p()
+        _lib.check(l.sl_checkpoint_open(str(path).encode(), ctypes.byref(h)))
+        self.handle = h
+        self.infos = []
+        for i in range(l.sl_checkpoint_tensor_count(h)):
+            info = _lib.TensorInfo()
+            _lib.check(l.sl_checkpoint_tensor(h, i, ctypes.byref(info)))
+            self.infos.append(info)
+        self.names = [_decode(i.name, i.name_len) for i in self.infos]
+        self.index = {n: k for k, n in enumerate(self.names)}
+
+    def offset_order(self):
+        """Stored names in file order: by shard (index order), then offset."""
+        shard_rank = {}
+        l = _lib.lib()
+        for i in range(l.sl_checkpoint_shard_count(self.handle)):
+            f = ctypes.c_char_p()
+            _lib.check(l.sl_checkpoint_shard(self.handle, i, ctypes.byref(f)))
+            shard_rank[f.value] = i
+        order = sorted(range(len(self.infos)),
+                       key=lambda k: (shard_rank.get(self.infos[k].file, 0),
+                                      self.infos[k].file_offset))
+        return [self.names[k] for k in order]
+
+    def metadata(self):
+        l = _lib.lib()
+        out = {}
+        for i in range(l.sl_checkpoint_metadata_count(self.handle)):
+            k = ctypes.c_char_p()
+            v = ctypes.c_char_p()
+            _lib.check(l.sl_checkpoint_metadata(self.handle, i, ctypes.byref(k), ctypes.byref(v)))
+            out[k.value.decode()] = v.value.decode()
+        return out
+
+    def close(self):
+        if self.handle:
+            _lib.lib().sl_checkpoint_free(self.handle)
+            self.handle = None
+
+    def __del__(self):
+        self.close()
+
+
+def _load_all(ckpt, options):
+    """Every tensor of an open checkpoint as a dict of zero-copy torch tensors."""
+    l = _lib.lib()
+    loaded = ctypes.c_void_p()
+    _lib.check(l.sl_load_all(ckpt.handle, options.handle, None, 0, ctypes.byref(loaded), None))
+    try:
+        by_name = {}
+        for i in range(l.sl_loaded_count(loaded)):
+            info = _lib.LoadedTensor()
+            _lib.check(l.sl_loaded_get(loaded, i, ctypes.byref(info)))
+            by_name[_decode(info.name, info.name_len)] = _from_loaded(loaded, i, info)
+        # Like safetensors: file order (shard, then offset); renamed names follow, sorted.
+        out = {}
+        for name in ckpt.offset_order():
+            if name in by_name:
+                out[name] = by_name.pop(name)
+        for name in sorted(by_name):
+            out[name] = by_name[name]
+        return out
+    finally:
+        l.sl_loaded_free(loaded)
+
+
+def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto"):
+    """Load every tensor of a checkpoint (file, index .json or folder) as torch tensors.
+
+    ``device``: "cpu", "cuda", "cuda:N", an int (CUDA ordinal), a torch.device or a device
+    map "PATTERN=DEVICE,...,DEFAULT". ``renames``: sed-style rules applied to names.
+    Raises ShardloadError (code and message from the library) on any failure."""
+    ckpt = _Checkpoint(filename)
+    try:
+        options = _lib.Options(device=_device_string(device), strict=False, renames=renames,
+                               threads=threads, io=io)
+        try:
+            return _load_all(ckpt, options)
+        finally:
+            options.close()
+    finally:
+        ckpt.close()
+
+
+def load(data):
+    """Like safetensors.torch.load: tensors from the bytes of a .safetensors file."""
+    import os
+    import tempfile
+    fd, path = tempfile.mkstemp(suffix=".safetensors")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return load_file(path)
+    finally:
+        os.unlink(path)
+
+
+def _device_string(device):
+    if isinstance(device, int):
+        return "cuda:%d" % device
+    return str(device)
+
+
+# ----------------------------------------------------------------------------- safe_open
+
+class _Slice:
+    """A lazy view of one stored tensor; indexing reads only the rows it needs."""
+
+    def __init__(self, owner, name):
+        self._owner = owner
+        self._name = name
+        self._info = owner._ckpt.infos[owner._ckpt.index[name]]
+
+    def get_shape(self):
+        return [self._info.shape[i] for i in range(self._info.ndim)]
+
+    def get_dtype(self):
+        return self._info.dtype.decode()
+
+    def __getitem__(self, key):
+        torch = _torch()
+        shape = self.get_shape()
+        if not isinstance(key, tuple):
+            key = (key,)
+        if len(shape) == 0:
+            return self._owner._read_rows(self._name, 0, 0)[key]
+        first = key[0] if key else slice(None)
+        if isinstance(first, int):
+            i = first + shape[0] if first < 0 else first
+            if not 0 <= i < shape[0]:
+                raise IndexError("index %d is out of bounds for dimension 0 with size %d" %
+                                 (first, shape[0]))
+            lo, hi = i, i + 1
+            local = i - lo
+        elif isinstance(first, slice):
+            start, stop, step = first.indices(shape[0])
+            if step <= 0:
+                raise ValueError("step must be greater than zero")
+            count = len(range(start, stop, step))
+            if count == 0:
+                lo = hi = start if start < shape[0] else shape[0]
+            else:
+                lo, hi = start, start + (count - 1) * step + 1
+            local = slice(start - lo, (start - lo) + count * step if count else 0, step)
+        else:  # Ellipsis, tensors, ...: read everything, let torch index
+            return self._owner._read_rows(self._name, 0, shape[0])[key]
+        rows = self._owner._read_rows(self._name, lo, hi)
+        return rows[(local,) + tuple(key[1:])]
+
+
+class safe_open:
+    """Context manager compatible with ``safetensors.safe_open(..., framework="pt")``."""
+
+    def __init__(self, filename, framework="pt", device="cpu"):
+        if framework not in ("pt", "torch"):
+            raise ShardloadError("unimplemented",
+                                 "framework '%s' is not supported (only \"pt\")" % framework)
+        self._device = _device_string(device)
+        self._ckpt = _Checkpoint(filename)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def close(self):
+        self._ckpt.close()
+
+    def keys(self):
+        return list(self._ckpt.names)
+
+    def offset_keys(self):
+        return self._ckpt.offset_order()
+
+    def metadata(self):
+        m = self._ckpt.metadata()
+        return m if m else None
+
+    def _info(self, name):
+        try:
+            return self._ckpt.infos[self._ckpt.index[name]]
+        except KeyError:
+            raise ShardloadError("not_found", "tensor '%s' is not in the checkpoint" % name)
+
+    def get_slice(self, name):
+        self._info(name)
+        return _Slice(self, name)
+
+    def _read_rows(self, name, lo, hi):
+        """Rows [lo, hi) of dimension 0 (the whole tensor for a scalar), on the device."""
+        torch = _torch()
+        info = self._info(name)
+        dtype = _torch_dtype(info.dtype.decode())
+        shape = [info.shape[i] for i in range(info.ndim)]
+        if shape:
+            row_bytes = info.bytes // shape[0] if shape[0] else 0
+            out_shape = [hi - lo] + shape[1:]
+        else:
+            row_bytes, lo, hi = info.bytes, 0, 1
+            out_shape = []
+        nbytes = (hi - lo) * row_bytes
+        buf = torch.empty(nbytes, dtype=torch.uint8)
+        if nbytes:
+            _lib.check(_lib.lib().sl_checkpoint_read(self._ckpt.handle, self._ckpt.index[name],
+                                                     lo * row_bytes, nbytes, buf.data_ptr()))
+        t = buf.view(dtype).reshape(out_shape)
+        if self._device != "cpu":
+            t = t.to(self._device)
+        return t
+
+    def get_tensor(self, name):
+        info = self._info(name)
+        shape = [info.shape[i] for i in range(info.ndim)]
+        if self._device == "cpu":
+            return self._read_rows(name, 0, shape[0] if shape else 1)
+        options = _lib.Options(device=self._device, strict=False)
+        try:
+            l = _lib.lib()
+            raw = name.encode("utf-8", "surrogateescape")
+            target = _lib.Target(raw, len(raw), info.dtype, info.shape, info.ndim, None, None)
+            loaded = ctypes.c_void_p()
+            _lib.check(l.sl_load_all(self._ckpt.handle, options.handle, ctypes.byref(target), 1,
+                                     ctypes.byref(loaded), None))
+            try:
+                li = _lib.LoadedTensor()
+                _lib.check(l.sl_loaded_get(loaded, 0, ctypes.byref(li)))
+                return _from_loaded(loaded, 0, li)
+            finally:
+                l.sl_loaded_free(loaded)
+        finally:
+            options.close()
+
+
+# ----------------------------------------------------------------------------- load_model
+
+def _shared_groups(state_dict):
+    """Groups (sorted lists) of state_dict names whose tensors share storage."""
+    by_storage = {}
+    for name, t in state_dict.items():
+        if t.device.type == "meta":
+            continue
+        try:
+            storage = t.untyped_storage() if hasattr(t, "untyped_storage") else t.storage()
+            key = (t.device, storage.data_ptr())
+        except Exception:  # tensors without storage
+            continue
+        if key[1] == 0:
+            continue
+        by_storage.setdefault(key, []).append(name)
+    return [sorted(g) for g in by_storage.values() if len(g) > 1]
+
+
+def _covers_storage(t):
+    storage = t.untyped_storage() if hasattr(t, "untyped_storage") else t.storage()
+    nbytes = storage.nbytes() if hasattr(storage, "nbytes") else storage.size() * t.element_size()
+    return t.data_ptr() == storage.data_ptr() and t.numel() * t.element_size() == nbytes
+
+
+def _remove_duplicate_names(state_dict, preferred_names=()):
+    """keep name -> names to drop, for tied tensors (as safetensors.torch does)."""
+    preferred = set(preferred_names)
+    out = {}
+    for group in _shared_groups(state_dict):
+        complete = {n for n in group if _covers_storage(state_dict[n])} or set(group)
+        keep = sorted(complete)[0]
+        pref = complete & preferred
+        if pref:
+            keep = sorted(pref)[0]
+        out[keep] = sorted(n for n in group if n != keep)
+    return out
+
+
+def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames=(),
+                         allow_cast=False, threads=0):
+    """load_state_dict straight into ``module``'s parameter and buffer storage.
+
+    Every state_dict entry that is contiguous, of a supported dtype and on the target
+    device becomes a target whose memory the loader writes directly (no intermediate
+    copy); modules with other entries fall back to load_file + load_state_dict.
+    Returns the report: a dict with lists "matched", "missing", "unexpected",
+    "mismatched", "renamed". Raises ShardloadError with the PyTorch-style message when
+    ``strict`` and keys are missing or unexpected, or on size mismatches."""
+    torch = _torch()
+    dev = torch.device(_device_string(device))
+    state = module.state_dict(keep_vars=True)
+    direct = all(t.is_contiguous() and t.device == dev for t in state.values())
+    ckpt = _Checkpoint(filename)
+    options = _lib.Options(device=str(dev), strict=strict, renames=renames,
+                           allow_cast=allow_cast, threads=threads)
+    l = _lib.lib()
+    try:
+        if direct:
+            keep = []
+            targets = (_lib.Target * max(len(state), 1))()
+            for i, (name, t) in enumerate(state.items()):
+                raw = name.encode("utf-8", "surrogateescape")
+                shape = _lib.shape_array(list(t.shape))
+                keep.append((raw, shape))
+                dname = _dtype_name(t.dtype).encode()
+                targets[i] = _lib.Target(raw, len(raw), dname, shape, t.dim(), None,
+                                         t.data_ptr() if t.numel() else None)
+            report = ctypes.c_void_p()
+            with torch.no_grad():
+                status = l.sl_load_into(ckpt.handle, targets, len(state), options.handle,
+                                        ctypes.byref(report))
+            try:
+                lists = _lib.report_lists(report) if report.value else None
+            finally:
+                l.sl_report_free(report)
+            _lib.check(status)
+            return lists
+        loaded = _load_all(ckpt, _lib.Options(device=str(dev), strict=False, renames=renames))
+        result = module.load_state_dict(loaded, strict=strict)
+        return {"matched": sorted(set(state) - set(result.missing_keys)),
+                "missing": list(result.missing_keys),
+                "unexpected": list(result.unexpected_keys), "mismatched": [], "renamed": []}
+    finally:
+        options.close()
+        ckpt.close()
+
+
+def load_model(model, filename, strict=True, device="cpu"):
+    """Like safetensors.torch.load_model: load into ``model``, returning
+    ``(missing, unexpected)``; tied weights (shared storage in the model, aliases that
+    save_model wrote to __metadata__) are not reported missing. With ``strict``,
+    missing or unexpected keys raise RuntimeError in safetensors' wording (after the
+    matching keys were loaded, as safetensors does)."""
+    model_state = model.state_dict()
+    with safe_open(filename) as f:
+        file_keys = f.keys()
+    to_removes = _remove_duplicate_names(model_state, preferred_names=file_keys)
+    report = load_state_dict_into(model, filename, strict=False, device=device)
+    missing = set(report["missing"])
+    unexpected = list(report["unexpected"])
+    for group in to_removes.values():
+        for name in group:
+            if name not in missing:
+                if name in file_keys:
+                    unexpected.append(name)
+            else:
+                missing.remove(name)
+    if strict and (missing or unexpected):
+        missing_keys = ", ".join('"%s"' % k for k in sorted(missing))
+        unexpected_keys = ", ".join('"%s"' % k for k in sorted(unexpected))
+        error = "Error(s) in loading state_dict for %s:" % model.__class__.__name__
+        if missing:
+            error += "\n    Missing key(s) in state_dict: %s" % missing_keys
+        if unexpected:
+            error += "\n    Unexpected key(s) in state_dict: %s" % unexpected_keys
+        raise RuntimeError(error)
+    return missing, unexpected
+
+
+# ----------------------------------------------------------------------------- saving
+
+def _views(tensors):
+    """TensorView array for a dict of tensors, plus the objects that keep it valid."""
+    torch = _torch()
+    keep = []
+    views = (_lib.TensorView * max(len(tensors), 1))()
+    for i, (name, t) in enumerate(tensors.items()):
+        if not isinstance(t, torch.Tensor):
+            raise ShardloadError("invalid_argument",
+                                 "tensor '%s' is a %s, not a torch.Tensor" % (name, type(t)))
+        if t.layout != torch.strided:
+            raise ShardloadError("invalid_argument", "tensor '%s' is not dense" % name)
+        c = t.detach().to("cpu").contiguous()
+        raw = name.encode("utf-8", "surrogateescape")
+        shape = _lib.shape_array(list(c.shape))
+        dname = _dtype_name(c.dtype).encode()
+        keep.append((c, raw, shape, dname))
+        views[i] = _lib.TensorView(raw, len(raw), dname, shape, c.dim(),
+                                   c.data_ptr() if c.numel() else None)
+    return views, keep
+
+
+def _metadata_arrays(metadata):
+    items = list((metadata or {}).items())
+    for k, v in items:
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise ShardloadError("invalid_argument", "metadata keys and values must be str")
+    keys = (ctypes.c_char_p * max(len(items), 1))(*[k.encode() for k, _ in items])
+    values = (ctypes.c_char_p * max(len(items), 1))(*[v.encode() for _, v in items])
+    return keys, values, len(items)
+
+
+def save_file(tensors, filename, metadata=None):
+    """Write ``tensors`` (dict name -> torch tensor) to one .safetensors file atomically,
+    byte for byte as safetensors.torch.save_file does (with at most one metadata key)."""
+    views, keep = _views(tensors)
+    if metadata is None:
+        keys = values = None
+        count = 0
+    else:
+        keys, values, count = _metadata_arrays(metadata)
+    l = _lib.lib()
+    if metadata is not None and count == 0:
+        # An empty dict writes "__metadata__":{} like the reference: the C API writes no
+        # metadata for count 0, so go through a one-key map and refuse instead.
+        raise ShardloadError("unimplemented", "an empty metadata dict is not supported; "
+                             "pass None or at least one entry")
+    _lib.check(l.sl_save_file(str(filename).encode(), views, len(tensors), keys, values, count))
+    del keep
+
+
+def save_sharded(tensors, folder, max_shard_size="5GB", metadata=None, prefix="model"):
+    """Write a huggingface_hub-style sharded checkpoint into the existing ``folder``:
+    ``<prefix>-0000k-of-0000n.safetensors`` plus ``<prefix>.safetensors.index.json``,
+    or ``<prefix>.safetensors`` alone when one shard suffices. ``max_shard_size``: an
+    int (bytes) or text such as "5GB", "500MB", "2GiB"."""
+    views, keep = _views(tensors)
+    keys, values, count = _metadata_arrays(metadata)
+    size = str(max_shard_size) if isinstance(max_shard_size, int) else max_shard_size
+    _lib.check(_lib.lib().sl_save_sharded(str(folder).encode(), views, len(tensors),
+                                          size.encode(), prefix.encode(), keys, values, count))
+    del keep
+
+
+def save_model(model, filename, metadata=None):
+    """Like safetensors.torch.save_model: tied tensors are written once and the dropped
+    names recorded in __metadata__ (dropped -> kept), which load_model reads back."""
+    state = model.state_dict()
+    to_removes = _remove_duplicate_names(state)
+    metadata = dict(metadata or {})
+    for keep_name, names in to_removes.items():
+        for name in names:
+            metadata.setdefault(name, keep_name)
+            del state[name]
+    metadata.setdefault("format", "pt")
+    save_file({k: v.contiguous() for k, v in state.items()}, filename, metadata=metadata)

@@ -1,0 +1,230 @@
+"""ctypes bindings to libshardload.so (capi/shardload.h).
+
+The library is found, in order: the path given to ``set_library_path``; the
+``SHARDLOAD_LIBRARY`` environment variable (read here, on the Python side only); a
+``libshardload.so`` next to this package. Nothing is compiled for a Python version, so
+the same files work on any CPython 3 with ctypes.
+"""
+import ctypes
+import os
+import threading
+
+_lock = threading.Lock()
+_lib = None
+_explicit_path = None
+
+
+class ShardloadError(RuntimeError):
+    """An error from the C library: ``code`` is the status name ("not_found", ...)."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class TensorInfo(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_void_p),
+        ("name_len", ctypes.c_size_t),
+        ("dtype", ctypes.c_char_p),
+        ("shape", ctypes.POINTER(ctypes.c_uint64)),
+        ("ndim", ctypes.c_size_t),
+        ("file", ctypes.c_char_p),
+        ("file_offset", ctypes.c_uint64),
+        ("bytes", ctypes.c_uint64),
+    ]
+
+
+class Target(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("name_len", ctypes.c_size_t),
+        ("dtype", ctypes.c_char_p),
+        ("shape", ctypes.POINTER(ctypes.c_uint64)),
+        ("ndim", ctypes.c_size_t),
+        ("device", ctypes.c_char_p),
+        ("data", ctypes.c_void_p),
+    ]
+
+
+class LoadedTensor(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_void_p),
+        ("name_len", ctypes.c_size_t),
+        ("dtype", ctypes.c_char_p),
+        ("shape", ctypes.POINTER(ctypes.c_uint64)),
+        ("ndim", ctypes.c_size_t),
+        ("device", ctypes.c_char_p),
+        ("data", ctypes.c_void_p),
+        ("bytes", ctypes.c_uint64),
+    ]
+
+
+class TensorView(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("name_len", ctypes.c_size_t),
+        ("dtype", ctypes.c_char_p),
+        ("shape", ctypes.POINTER(ctypes.c_uint64)),
+        ("ndim", ctypes.c_size_t),
+        ("data", ctypes.c_void_p),
+    ]
+
+
+PROGRESS_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_void_p)
+
+SL_DLPACK_AS_BYTES = 1
+REPORT_MATCHED, REPORT_MISSING, REPORT_UNEXPECTED, REPORT_MISMATCHED, REPORT_RENAMED = range(5)
+
+_P = ctypes.c_void_p
+_SIGNATURES = {
+    "sl_status_name": (ctypes.c_char_p, [ctypes.c_int]),
+    "sl_last_error": (ctypes.c_char_p, []),
+    "sl_version": (ctypes.c_char_p, []),
+    "sl_checkpoint_open": (ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(_P)]),
+    "sl_checkpoint_free": (None, [_P]),
+    "sl_checkpoint_tensor_count": (ctypes.c_size_t, [_P]),
+    "sl_checkpoint_tensor": (ctypes.c_int, [_P, ctypes.c_size_t, ctypes.POINTER(TensorInfo)]),
+    "sl_checkpoint_find": (ctypes.c_int, [_P, ctypes.c_char_p, ctypes.c_size_t,
+                                          ctypes.POINTER(ctypes.c_size_t)]),
+    "sl_checkpoint_metadata_count": (ctypes.c_size_t, [_P]),
+    "sl_checkpoint_metadata": (ctypes.c_int, [_P, ctypes.c_size_t,
+                                              ctypes.POINTER(ctypes.c_char_p),
+                                              ctypes.POINTER(ctypes.c_char_p)]),
+    "sl_checkpoint_shard_count": (ctypes.c_size_t, [_P]),
+    "sl_checkpoint_shard": (ctypes.c_int, [_P, ctypes.c_size_t, ctypes.POINTER(ctypes.c_char_p)]),
+    "sl_checkpoint_read": (ctypes.c_int, [_P, ctypes.c_size_t, ctypes.c_uint64,
+                                          ctypes.c_uint64, _P]),
+    "sl_options_new": (ctypes.c_int, [ctypes.POINTER(_P)]),
+    "sl_options_free": (None, [_P]),
+    "sl_options_set_device": (ctypes.c_int, [_P, ctypes.c_char_p]),
+    "sl_options_set_strict": (ctypes.c_int, [_P, ctypes.c_int]),
+    "sl_options_add_rename": (ctypes.c_int, [_P, ctypes.c_char_p]),
+    "sl_options_add_alias": (ctypes.c_int, [_P, ctypes.c_char_p, ctypes.c_char_p]),
+    "sl_options_set_allow_cast": (ctypes.c_int, [_P, ctypes.c_int]),
+    "sl_options_set_threads": (ctypes.c_int, [_P, ctypes.c_int]),
+    "sl_options_set_io": (ctypes.c_int, [_P, ctypes.c_char_p]),
+    "sl_options_set_progress": (ctypes.c_int, [_P, PROGRESS_FN, _P]),
+    "sl_report_status": (ctypes.c_int, [_P, ctypes.POINTER(ctypes.c_char_p)]),
+    "sl_report_count": (ctypes.c_size_t, [_P, ctypes.c_int]),
+    "sl_report_item": (ctypes.c_int, [_P, ctypes.c_int, ctypes.c_size_t,
+                                      ctypes.POINTER(ctypes.c_void_p),
+                                      ctypes.POINTER(ctypes.c_size_t)]),
+    "sl_report_json": (ctypes.c_char_p, [_P]),
+    "sl_report_free": (None, [_P]),
+    "sl_load_into": (ctypes.c_int, [_P, ctypes.POINTER(Target), ctypes.c_size_t, _P,
+                                    ctypes.POINTER(_P)]),
+    "sl_load_all": (ctypes.c_int, [_P, _P, ctypes.POINTER(Target), ctypes.c_size_t,
+                                   ctypes.POINTER(_P), ctypes.POINTER(_P)]),
+    "sl_loaded_count": (ctypes.c_size_t, [_P]),
+    "sl_loaded_get": (ctypes.c_int, [_P, ctypes.c_size_t, ctypes.POINTER(LoadedTensor)]),
+    "sl_loaded_export_dlpack": (ctypes.c_int, [_P, ctypes.c_size_t, ctypes.c_int,
+                                               ctypes.POINTER(_P)]),
+    "sl_loaded_free": (None, [_P]),
+    "sl_live_arena_sets": (ctypes.c_size_t, []),
+    "sl_save_file": (ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(TensorView), ctypes.c_size_t,
+                                    ctypes.POINTER(ctypes.c_char_p),
+                                    ctypes.POINTER(ctypes.c_char_p), ctypes.c_size_t]),
+    "sl_save_sharded": (ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(TensorView),
+                                       ctypes.c_size_t, ctypes.c_char_p, ctypes.c_char_p,
+                                       ctypes.POINTER(ctypes.c_char_p),
+                                       ctypes.POINTER(ctypes.c_char_p), ctypes.c_size_t]),
+}
+
+
+def set_library_path(path):
+    """Use the libshardload.so at ``path`` (before the first call into the library)."""
+    global _explicit_path, _lib
+    with _lock:
+        if _lib is not None and _explicit_path != path:
+            raise RuntimeError("libshardload.so is already loaded from another path")
+        _explicit_path = path
+
+
+def _candidates():
+    if _explicit_path:
+        return [_explicit_path]
+    env = os.environ.get("SHARDLOAD_LIBRARY")
+    if env:
+        return [env]
+    return [os.path.join(os.path.dirname(os.path.abspath(__file__)), "libshardload.so")]
+
+
+def lib():
+    """The loaded library (loaded and typed on first use)."""
+    global _lib
+    with _lock:
+        if _lib is None:
+            paths = _candidates()
+            path = next((p for p in paths if os.path.exists(p)), None)
+            if path is None:
+                raise ShardloadError(
+                    "not_found",
+                    "libshardload.so not found (looked at %s); call "
+                    "shardload.set_library_path(PATH) or set SHARDLOAD_LIBRARY" % ", ".join(paths))
+            handle = ctypes.CDLL(path)
+            for name, (restype, argtypes) in _SIGNATURES.items():
+                fn = getattr(handle, name)
+                fn.restype = restype
+                fn.argtypes = argtypes
+            _lib = handle
+        return _lib
+
+
+def check(status):
+    """Raise ShardloadError for a non-zero sl_status."""
+    if status != 0:
+        l = lib()
+        raise ShardloadError(l.sl_status_name(status).decode(),
+                             l.sl_last_error().decode("utf-8", "replace"))
+
+
+def shape_array(shape):
+    arr = (ctypes.c_uint64 * max(len(shape), 1))(*shape)
+    return arr
+
+
+class Options:
+    """An owned sl_options handle."""
+
+    def __init__(self, device="cpu", strict=True, renames=(), aliases=(), allow_cast=False,
+                 threads=0, io="auto"):
+        l = lib()
+        h = ctypes.c_void_p()
+        check(l.sl_options_new(ctypes.byref(h)))
+        self.handle = h
+        check(l.sl_options_set_device(h, str(device).encode()))
+        check(l.sl_options_set_strict(h, 1 if strict else 0))
+        for r in renames:
+            check(l.sl_options_add_rename(h, r.encode()))
+        for target, stored in aliases:
+            check(l.sl_options_add_alias(h, target.encode(), stored.encode()))
+        check(l.sl_options_set_allow_cast(h, 1 if allow_cast else 0))
+        check(l.sl_options_set_threads(h, int(threads)))
+        check(l.sl_options_set_io(h, io.encode()))
+
+    def close(self):
+        if self.handle:
+            lib().sl_options_free(self.handle)
+            self.handle = None
+
+    def __del__(self):
+        self.close()
+
+
+def report_lists(report):
+    """A report handle as a dict of lists (names decoded as UTF-8 with surrogateescape)."""
+    l = lib()
+    out = {}
+    for key, which in (("matched", REPORT_MATCHED), ("missing", REPORT_MISSING),
+                       ("unexpected", REPORT_UNEXPECTED), ("mismatched", REPORT_MISMATCHED),
+                       ("renamed", REPORT_RENAMED)):
+        items = []
+        for i in range(l.sl_report_count(report, which)):
+            p = ctypes.c_void_p()
+            n = ctypes.c_size_t()
+            check(l.sl_report_item(report, which, i, ctypes.byref(p), ctypes.byref(n)))
+            items.append(ctypes.string_at(p, n.value).decode("utf-8", "surrogateescape"))
+        out[key] = items
+    return out

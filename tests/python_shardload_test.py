@@ -1,0 +1,351 @@
+"""tests/python_shardload_test.py — the Python package (python/shardload) with real torch.
+
+Run by tests/python_test.sh: argv[1] is libshardload.so. Compares against
+safetensors.torch where that package is importable (those cases skip otherwise).
+Writes a JUnit XML file to $XML_OUTPUT_FILE when set, one <testcase> per test.
+"""
+import gc
+import json
+import os
+import sys
+import tempfile
+import unittest
+import xml.etree.ElementTree as ET
+
+import torch
+
+import shardload
+from shardload import _lib
+
+try:
+    import safetensors.torch as st
+    from safetensors import safe_open as st_safe_open
+except ImportError:  # the reference is optional
+    st = None
+
+
+def needs_reference(fn):
+    return unittest.skipIf(st is None, "safetensors is not importable")(fn)
+
+
+def sample_tensors():
+    g = torch.Generator().manual_seed(7)
+    return {
+        "f32": torch.randn(4, 5, generator=g),
+        "f16": torch.randn(3, 2, generator=g).half(),
+        "bf16": torch.randn(6, generator=g).bfloat16(),
+        "f64": torch.randn(2, 2, generator=g).double(),
+        "i64": torch.arange(-5, 5, dtype=torch.int64),
+        "i32": torch.arange(12, dtype=torch.int32).reshape(3, 4),
+        "i16": torch.tensor([-3, 7], dtype=torch.int16),
+        "i8": torch.tensor([-128, 0, 127], dtype=torch.int8),
+        "u8": torch.tensor([0, 200, 255], dtype=torch.uint8),
+        "bool": torch.tensor([True, False, True]),
+        "c64": torch.randn(3, generator=g, dtype=torch.complex64),
+        "scalar": torch.tensor(2.5),
+        "empty": torch.zeros(0, 4),
+    }
+
+
+def same(a, b):
+    return (a.dtype == b.dtype and list(a.shape) == list(b.shape) and
+            a.contiguous().view(torch.uint8).tolist() == b.contiguous().view(torch.uint8).tolist()
+            if a.numel() and a.dim() else
+            a.dtype == b.dtype and list(a.shape) == list(b.shape) and torch.equal(a, b))
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self, tie=False):
+        super().__init__()
+        self.embed = torch.nn.Embedding(10, 4)
+        self.proj = torch.nn.Linear(4, 4)
+        self.head = torch.nn.Linear(4, 10, bias=False)
+        if tie:
+            self.head.weight = self.embed.weight
+
+
+class PythonTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(dir=os.environ.get("TEST_TMPDIR"))
+        self.dir = self.tmp.name
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    # -------------------------------------------------------------- load_file
+
+    def test_round_trip_every_dtype(self):
+        tensors = sample_tensors()
+        shardload.save_file(tensors, self.path("a.safetensors"), metadata={"format": "pt"})
+        loaded = shardload.load_file(self.path("a.safetensors"))
+        self.assertEqual(sorted(loaded), sorted(tensors))
+        for name, t in tensors.items():
+            self.assertTrue(same(loaded[name], t), name)
+
+    @needs_reference
+    def test_matches_reference_load_file(self):
+        tensors = sample_tensors()
+        st.save_file(tensors, self.path("ref.safetensors"), metadata={"k": "v"})
+        ours = shardload.load_file(self.path("ref.safetensors"))
+        ref = st.load_file(self.path("ref.safetensors"))
+        self.assertEqual(list(ours), list(ref))
+        for name in ref:
+            self.assertTrue(same(ours[name], ref[name]), name)
+
+    @needs_reference
+    def test_save_file_bytes_match_reference(self):
+        tensors = sample_tensors()
+        shardload.save_file(tensors, self.path("ours.safetensors"), metadata={"format": "pt"})
+        st.save_file(tensors, self.path("ref.safetensors"), metadata={"format": "pt"})
+        with open(self.path("ours.safetensors"), "rb") as a, \
+                open(self.path("ref.safetensors"), "rb") as b:
+            self.assertEqual(a.read(), b.read())
+
+    def test_zero_copy_lifetime(self):
+        lib = _lib.lib()
+        gc.collect()
+        before = lib.sl_live_arena_sets()
+        t = torch.arange(1000, dtype=torch.float32)
+        shardload.save_file({"x": t, "y": t * 2}, self.path("z.safetensors"))
+        loaded = shardload.load_file(self.path("z.safetensors"))
+        self.assertEqual(lib.sl_live_arena_sets(), before + 1)
+        x = loaded["x"]
+        self.assertEqual(x.data_ptr() % 256, 0)
+        del loaded
+        gc.collect()
+        self.assertEqual(lib.sl_live_arena_sets(), before + 1)  # x still holds the arena
+        self.assertTrue(torch.equal(x, t))
+        del x
+        gc.collect()
+        self.assertEqual(lib.sl_live_arena_sets(), before)
+
+    def test_load_bytes(self):
+        shardload.save_file({"w": torch.ones(3)}, self.path("b.safetensors"))
+        with open(self.path("b.safetensors"), "rb") as f:
+            data = f.read()
+        self.assertTrue(torch.equal(shardload.load(data)["w"], torch.ones(3)))
+
+    def test_errors(self):
+        missing = self.path("nope.safetensors")
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shardload.load_file(missing)
+        self.assertEqual(cm.exception.code, "not_found")
+        self.assertEqual(str(cm.exception), missing + ": no such file or directory")
+        shardload.save_file({"w": torch.ones(3)}, self.path("w.safetensors"))
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shardload.load_file(self.path("w.safetensors"), device="gpu")
+        self.assertEqual(cm.exception.code, "invalid_argument")
+        self.assertEqual(str(cm.exception), "invalid device-map entry 'gpu': invalid device "
+                         "'gpu': expected cpu, cuda or cuda:N")
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shardload.save_file({"w": [1, 2]}, self.path("x.safetensors"))
+        self.assertEqual(str(cm.exception), "tensor 'w' is a <class 'list'>, not a torch.Tensor")
+
+    def test_float8(self):
+        if not hasattr(torch, "float8_e4m3fn"):
+            # Write F8 bytes through the C API and expect a clear error from load_file.
+            import ctypes
+            data = (ctypes.c_uint8 * 4)(0x38, 0x40, 0xB8, 0)
+            shape = _lib.shape_array([2, 2])
+            view = _lib.TensorView(b"f8", 2, b"F8_E4M3", shape, 2, ctypes.addressof(data))
+            _lib.check(_lib.lib().sl_save_file(self.path("f8.safetensors").encode(),
+                                               ctypes.byref(view), 1, None, None, 0))
+            with self.assertRaises(shardload.ShardloadError) as cm:
+                shardload.load_file(self.path("f8.safetensors"))
+            self.assertEqual(cm.exception.code, "unimplemented")
+            self.assertEqual(str(cm.exception),
+                             "dtype F8_E4M3 is not supported by torch %s" % torch.__version__)
+            return
+        t = torch.tensor([1.0, 2.0, -1.0, 0.0]).to(torch.float8_e4m3fn).reshape(2, 2)
+        shardload.save_file({"f8": t}, self.path("f8.safetensors"))
+        got = shardload.load_file(self.path("f8.safetensors"))["f8"]
+        self.assertEqual(got.dtype, torch.float8_e4m3fn)
+        self.assertTrue(same(got, t))
+
+    # -------------------------------------------------------------- sharded
+
+    def test_sharded_save_and_load(self):
+        tensors = {"layer.%d.w" % i: torch.full((64,), float(i)) for i in range(5)}
+        shardload.save_sharded(tensors, self.dir, max_shard_size="600B",
+                               metadata={"note": "x"})
+        with open(self.path("model.safetensors.index.json")) as f:
+            index = json.load(f)
+        self.assertEqual(index["metadata"]["total_size"], 5 * 256)
+        self.assertEqual(len(set(index["weight_map"].values())), 5 // 2 + 1)
+        loaded = shardload.load_file(self.dir)
+        for name, t in tensors.items():
+            self.assertTrue(torch.equal(loaded[name], t), name)
+        with shardload.safe_open(self.dir, framework="pt") as f:
+            self.assertEqual(f.metadata()["note"], "x")
+            self.assertEqual(f.keys(), sorted(tensors))
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shardload.save_sharded(tensors, self.dir, max_shard_size="12XB")
+        self.assertEqual(str(cm.exception), "invalid byte size '12XB': unknown unit 'XB' "
+                         "(use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")
+
+    # -------------------------------------------------------------- safe_open
+
+    def test_safe_open_and_slices(self):
+        w = torch.arange(60, dtype=torch.float32).reshape(6, 10)
+        v = torch.arange(5, dtype=torch.int64)
+        shardload.save_file({"w": w, "v": v}, self.path("s.safetensors"),
+                            metadata={"format": "pt"})
+        with shardload.safe_open(self.path("s.safetensors"), framework="pt") as f:
+            self.assertEqual(f.keys(), ["v", "w"])
+            self.assertEqual(f.metadata(), {"format": "pt"})
+            self.assertTrue(torch.equal(f.get_tensor("w"), w))
+            s = f.get_slice("w")
+            self.assertEqual(s.get_shape(), [6, 10])
+            self.assertEqual(s.get_dtype(), "F32")
+            cases = [(slice(1, 3),), (slice(None), slice(2, 5)), (2,), (slice(0, 6, 2),),
+                     (slice(4, 100),), (slice(3, 3),), (-1, slice(1, 4)), (Ellipsis, 1)]
+            for key in cases:
+                self.assertTrue(torch.equal(s[key if len(key) > 1 else key[0]],
+                                            w[key if len(key) > 1 else key[0]]), key)
+            self.assertTrue(torch.equal(f.get_slice("v")[1:4], v[1:4]))
+            with self.assertRaises(shardload.ShardloadError) as cm:
+                f.get_tensor("nope")
+            self.assertEqual(str(cm.exception), "tensor 'nope' is not in the checkpoint")
+
+    @needs_reference
+    def test_safe_open_matches_reference(self):
+        tensors = sample_tensors()
+        st.save_file(tensors, self.path("r.safetensors"), metadata={"a": "b"})
+        with shardload.safe_open(self.path("r.safetensors"), framework="pt") as ours, \
+                st_safe_open(self.path("r.safetensors"), framework="pt") as ref:
+            self.assertEqual(sorted(ours.keys()), sorted(ref.keys()))
+            self.assertEqual(ours.metadata(), ref.metadata())
+            for k in ref.keys():
+                self.assertTrue(same(ours.get_tensor(k), ref.get_tensor(k)), k)
+            self.assertTrue(torch.equal(ours.get_slice("f32")[1:3],
+                                        ref.get_slice("f32")[1:3]))
+            self.assertTrue(torch.equal(ours.get_slice("i32")[:, 1:3],
+                                        ref.get_slice("i32")[:, 1:3]))
+
+    # -------------------------------------------------------------- load_model
+
+    def test_load_model_strict_in_place(self):
+        src = Tiny()
+        shardload.save_file(src.state_dict(), self.path("m.safetensors"))
+        dst = Tiny()
+        ptrs = {k: v.data_ptr() for k, v in dst.state_dict().items()}
+        missing, unexpected = shardload.load_model(dst, self.path("m.safetensors"))
+        self.assertEqual((missing, unexpected), (set(), []))
+        for k, v in dst.state_dict().items():
+            self.assertTrue(torch.equal(v, src.state_dict()[k]), k)
+            self.assertEqual(v.data_ptr(), ptrs[k], k)  # written in place
+
+    def test_load_model_missing_and_unexpected(self):
+        src = Tiny()
+        state = src.state_dict()
+        state["extra.weight"] = torch.ones(2)
+        del state["proj.bias"]
+        shardload.save_file(state, self.path("m.safetensors"))
+        dst = Tiny()
+        with self.assertRaises(RuntimeError) as cm:
+            shardload.load_model(dst, self.path("m.safetensors"))
+        self.assertEqual(str(cm.exception),
+                         "Error(s) in loading state_dict for Tiny:\n"
+                         "    Missing key(s) in state_dict: \"proj.bias\"\n"
+                         "    Unexpected key(s) in state_dict: \"extra.weight\"")
+        dst = Tiny()
+        missing, unexpected = shardload.load_model(dst, self.path("m.safetensors"), strict=False)
+        self.assertEqual((missing, unexpected), ({"proj.bias"}, ["extra.weight"]))
+        self.assertTrue(torch.equal(dst.proj.weight, src.proj.weight))
+
+    def test_load_model_size_mismatch(self):
+        state = Tiny().state_dict()
+        state["proj.bias"] = torch.zeros(5)
+        shardload.save_file(state, self.path("m.safetensors"))
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shardload.load_model(Tiny(), self.path("m.safetensors"), strict=False)
+        self.assertEqual(str(cm.exception),
+                         "Error(s) in loading state_dict: size mismatch for proj.bias: copying a "
+                         "param with shape [5] from checkpoint, the shape in current model is [4].")
+
+    def test_tied_weights(self):
+        src = Tiny(tie=True)
+        shardload.save_model(src, self.path("t.safetensors"))
+        with shardload.safe_open(self.path("t.safetensors")) as f:
+            self.assertNotIn("head.weight", f.keys())
+            self.assertEqual(f.metadata()["head.weight"], "embed.weight")
+        dst = Tiny(tie=True)
+        self.assertEqual(shardload.load_model(dst, self.path("t.safetensors")), (set(), []))
+        self.assertTrue(torch.equal(dst.head.weight, src.embed.weight))
+        self.assertEqual(dst.head.weight.data_ptr(), dst.embed.weight.data_ptr())
+        # An untied model is filled through the metadata alias.
+        untied = Tiny()
+        self.assertEqual(shardload.load_model(untied, self.path("t.safetensors")), (set(), []))
+        self.assertTrue(torch.equal(untied.head.weight, src.embed.weight))
+
+    @needs_reference
+    def test_tied_weights_match_reference(self):
+        src = Tiny(tie=True)
+        st.save_model(src, self.path("ref.safetensors"))
+        ours, ref = Tiny(tie=True), Tiny(tie=True)
+        self.assertEqual(shardload.load_model(ours, self.path("ref.safetensors")),
+                         tuple(st.load_model(ref, self.path("ref.safetensors"))))
+        for k, v in ref.state_dict().items():
+            self.assertTrue(torch.equal(ours.state_dict()[k], v), k)
+
+    def test_load_state_dict_into_renames(self):
+        src = Tiny()
+        shardload.save_file({"module." + k: v for k, v in src.state_dict().items()},
+                            self.path("ddp.safetensors"))
+        dst = Tiny()
+        report = shardload.load_state_dict_into(dst, self.path("ddp.safetensors"),
+                                                renames=["s/^module\\.//"])
+        self.assertEqual(len(report["renamed"]), 4)
+        self.assertEqual(report["missing"], [])
+        self.assertTrue(torch.equal(dst.embed.weight, src.embed.weight))
+
+
+class _XmlResult(unittest.TextTestResult):
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.cases = []
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self.cases.append((test.id(), None))
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self.cases.append((test.id(), ("failure", self._exc_info_to_string(err, test))))
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self.cases.append((test.id(), ("error", self._exc_info_to_string(err, test))))
+
+    def addSkip(self, test, reason):
+        super().addSkip(test, reason)
+        self.cases.append((test.id(), ("skipped", reason)))
+
+
+def main():
+    shardload.set_library_path(os.path.abspath(sys.argv[1]))
+    suite = unittest.defaultTestLoader.loadTestsFromTestCase(PythonTest)
+    runner = unittest.TextTestRunner(verbosity=2, resultclass=_XmlResult)
+    result = runner.run(suite)
+    out = os.environ.get("XML_OUTPUT_FILE")
+    if out:
+        suites = ET.Element("testsuites")
+        s = ET.SubElement(suites, "testsuite", name="python_shardload_test",
+                          tests=str(len(result.cases)),
+                          failures=str(len(result.failures)), errors=str(len(result.errors)))
+        for name, outcome in result.cases:
+            case = ET.SubElement(s, "testcase", name=name, classname="PythonTest")
+            if outcome is not None:
+                ET.SubElement(case, outcome[0], message=outcome[1][:200]).text = outcome[1]
+        ET.ElementTree(suites).write(out)
+    passed = len(result.cases) - len(result.failures) - len(result.errors) - len(result.skipped)
+    print("%d passed, %d failed, %d skipped" % (passed, len(result.failures) + len(result.errors),
+                                                len(result.skipped)))
+    sys.exit(0 if result.wasSuccessful() else 1)
+
+
+if __name__ == "__main__":
+    main()
