@@ -34,8 +34,9 @@ namespace shardload {
 // invalid_argument before any read.
 struct HashOptions {
   // chunk_bytes: the size of each positional read (and of the one buffer allocated).
-  // Default 8 MiB; must be in [4096, 1 GiB].
-  uint64_t chunk_bytes = uint64_t{8} << 20;
+  // Default 1 MiB (stays in cache between the read and the hash; measured faster than
+  // 8 MiB, see bench/RESULTS.md); must be in [4096, 1 GiB].
+  uint64_t chunk_bytes = uint64_t{1} << 20;
   // check_recorded: when true (default), a tensor whose shard records a hash that
   // differs from its bytes fails the call with data_loss (CheckTensorChecksum's
   // message, labelled with the shard file); when false, mismatches are only reported
