@@ -1,6 +1,6 @@
 """tests/python_shardload_test.py — the Python package (python/shardload) with real torch.
 
-Run by tests/python_test.sh: argv[1] is libshardload.so. Compares against
+Run by python/run_with_torch.sh: argv[1] is libshardload.so. Compares against
 safetensors.torch where that package is importable (those cases skip otherwise).
 Writes a JUnit XML file to $XML_OUTPUT_FILE when set, one <testcase> per test.
 """

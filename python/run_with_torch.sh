@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/python_test.sh SCRIPT LIBSHARDLOAD [ARGS...] — run a Python test or example with
+# python/run_with_torch.sh SCRIPT LIBSHARDLOAD [ARGS...] — run a Python test or example with
 # the shardload package (python/) and libshardload.so. The interpreter is the first of
 # /usr/bin/python3 (Debian's python3-torch, installed by tools/setup) and `python3` on
 # PATH that can import torch; without one the test is skipped (exit 0, "SKIP" printed).
