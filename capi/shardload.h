@@ -282,8 +282,12 @@ typedef struct sl_loaded sl_loaded;
 
 /* sl_load_all: load_file — load every stored tensor (target_count 0; names after the
  * options' renames) or the given targets (each `data` must be NULL) into arenas.
- * report_out as for sl_load_into. Errors: as sl_load_into, plus SL_RESOURCE_EXHAUSTED
- * when an arena cannot be allocated. */
+ * report_out (may be NULL) receives the report on success, and on a failed match when
+ * targets were given (without targets a match can only fail on colliding renames, which
+ * the error message names). On error *out is NULL and every arena is freed.
+ * Errors: as sl_load_into, plus SL_INVALID_ARGUMENT "target 'x' has a data pointer:
+ * LoadAll places tensors in its own arenas (use LoadInto for caller memory)" and
+ * SL_RESOURCE_EXHAUSTED when an arena cannot be allocated. */
 sl_status sl_load_all(const sl_checkpoint* checkpoint, const sl_options* options,
                       const sl_target* targets, size_t target_count, sl_loaded** out,
                       sl_report** report_out);

@@ -59,9 +59,18 @@ static const char* Path(const char* name) {
   return buf;
 }
 
+/* Case outcomes, written as JUnit XML to $XML_OUTPUT_FILE (Bazel) at the end. */
+static const char* g_case_names[64];
+static int g_case_ok[64];
+static int g_case_count = 0;
+
 static void RunCase(const char* name, void (*fn)(void)) {
   int before = g_failed;
   fn();
+  if (g_case_count < 64) {
+    g_case_names[g_case_count] = name;
+    g_case_ok[g_case_count++] = g_failed == before;
+  }
   if (g_failed == before) {
     ++g_cases_passed;
     printf("[ OK ] %s\n", name);
@@ -459,6 +468,48 @@ static void TestShardedRenamesAndAliases(void) {
   sl_checkpoint_free(ck);
 }
 
+/* sl_load_all with targets: a subset, non-strict, into arenas. */
+static void TestLoadAllWithTargets(void) {
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("single.safetensors"), &ck));
+  sl_options* opt = NULL;
+  CHECK_OK(sl_options_new(&opt));
+  sl_target targets[2] = {
+      {"b", 1, "I64", kShapeB, 1, "cpu", NULL},
+      {"a", 1, "F32", kShapeA, 2, NULL, NULL},
+  };
+  sl_loaded* loaded = NULL;
+  sl_report* report = NULL;
+  /* Strict: the other three stored tensors are unexpected. */
+  CHECK_ERR(sl_load_all(ck, opt, targets, 2, &loaded, &report), SL_INVALID_ARGUMENT,
+            "Error(s) in loading state_dict: Unexpected key(s) in state_dict: \"c\", \"f8\", "
+            "\"n\\x00l\".");
+  CHECK(loaded == NULL);
+  CHECK(report != NULL && sl_report_count(report, SL_REPORT_UNEXPECTED) == 3);
+  sl_report_free(report);
+  CHECK_OK(sl_options_set_strict(opt, 0));
+  CHECK_OK(sl_load_all(ck, opt, targets, 2, &loaded, &report));
+  CHECK(sl_loaded_count(loaded) == 2);
+  sl_loaded_tensor t;
+  CHECK_OK(sl_loaded_get(loaded, 1, &t)); /* sorted: a, b */
+  CHECK(t.name_len == 1 && t.name[0] == 'b' && memcmp(t.data, g_b, sizeof g_b) == 0);
+  CHECK(sl_report_count(report, SL_REPORT_MATCHED) == 2);
+  sl_report_free(report);
+  sl_loaded_free(loaded);
+  /* A data pointer is refused. */
+  int64_t mine[4];
+  targets[0].data = mine;
+  loaded = (sl_loaded*)0x1;
+  CHECK_ERR(sl_load_all(ck, opt, targets, 2, &loaded, NULL), SL_INVALID_ARGUMENT,
+            "target 'b' has a data pointer: LoadAll places tensors in its own arenas (use "
+            "LoadInto for caller memory)");
+  CHECK(loaded == NULL);
+  CHECK_ERR(sl_load_all(ck, opt, NULL, 2, &loaded, NULL), SL_INVALID_ARGUMENT,
+            "targets is NULL but target_count is 2");
+  sl_options_free(opt);
+  sl_checkpoint_free(ck);
+}
+
 static int g_progress_calls = 0;
 static uint64_t g_progress_first_done = 99;
 static uint64_t g_progress_total = 0;
@@ -579,9 +630,23 @@ int main(void) {
   RunCase("LoadIntoStrictFailure", TestLoadIntoStrictFailure);
   RunCase("LoadIntoNonStrictAndCast", TestLoadIntoNonStrictAndCast);
   RunCase("ShardedRenamesAndAliases", TestShardedRenamesAndAliases);
+  RunCase("LoadAllWithTargets", TestLoadAllWithTargets);
   RunCase("ProgressAndCancel", TestProgressAndCancel);
   RunCase("OptionErrors", TestOptionErrors);
   RunCase("FreeNullAndWriteErrors", TestFreeNullAndWriteErrors);
+  const char* xml = getenv("XML_OUTPUT_FILE");
+  FILE* x = xml != NULL ? fopen(xml, "w") : NULL;
+  if (x != NULL) {
+    fprintf(x, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n"
+               "<testsuite name=\"capi_test\" tests=\"%d\" failures=\"%d\">\n",
+            g_case_count, g_cases_failed);
+    for (int i = 0; i < g_case_count; ++i) {
+      fprintf(x, "<testcase name=\"%s\" classname=\"capi_test\">%s</testcase>\n",
+              g_case_names[i], g_case_ok[i] ? "" : "<failure message=\"see log\"/>");
+    }
+    fprintf(x, "</testsuite>\n</testsuites>\n");
+    fclose(x);
+  }
   printf("%d checks, %d failed\n", g_checks, g_failed);
   printf("%d passed, %d failed\n", g_cases_passed, g_cases_failed);
   return g_cases_failed == 0 ? 0 : 1;

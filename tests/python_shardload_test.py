@@ -144,6 +144,16 @@ class PythonTest(unittest.TestCase):
             shardload.save_file({"w": [1, 2]}, self.path("x.safetensors"))
         self.assertEqual(str(cm.exception), "tensor 'w' is a <class 'list'>, not a torch.Tensor")
 
+    def test_cuda_without_device(self):
+        if torch.cuda.is_available():
+            self.skipTest("a CUDA device is present")
+        shardload.save_file({"w": torch.ones(3)}, self.path("w.safetensors"))
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shardload.load_file(self.path("w.safetensors"), device="cuda:0")
+        self.assertEqual(cm.exception.code, "invalid_argument")
+        self.assertTrue(str(cm.exception).startswith("cuda:0: no such CUDA device (0 devices"),
+                        str(cm.exception))
+
     def test_float8(self):
         if not hasattr(torch, "float8_e4m3fn"):
             # Write F8 bytes through the C API and expect a clear error from load_file.
