@@ -392,15 +392,6 @@ Result<Header> HeaderParser::Parse(const char* json, size_t size, bool padded,
                                             std::to_string(file_size) + " bytes)");
   }
 
-  simdjson::padded_string copy;
-  if (!padded) {
-    copy = simdjson::padded_string(json, size);
-    if (copy.data() == nullptr) {
-      return Error(StatusCode::kResourceExhausted,
-                   "cannot allocate " + std::to_string(size) + " bytes to parse the header");
-    }
-    json = copy.data();
-  }
   // Reuse this thread's parser for headers up to kReusedParserLimit: a fresh parser's
   // buffers (about 14 bytes per header byte, virtual) cost more in page faults than
   // the parse itself. Larger headers get a one-off parser, freed on return.
@@ -420,7 +411,9 @@ Result<Header> HeaderParser::Parse(const char* json, size_t size, bool padded,
     err = parser->allocate(std::max<size_t>({size, parser->capacity(), 64}), depth);
   }
   simdjson::dom::element root;
-  if (!err) err = parser->parse(json, size, /*realloc_if_needed=*/false).get(root);
+  // Unpadded input is copied into the parser's own padded buffer (reused, like the
+  // parser); the DOM keeps its strings in the parser, never pointing into `json`.
+  if (!err) err = parser->parse(json, size, /*realloc_if_needed=*/!padded).get(root);
   if (err) {
     switch (err) {
       case simdjson::UTF8_ERROR:
