@@ -12,9 +12,6 @@ int NotYet(const char* name) {
 }
 }  // namespace
 
-int RunLoad(const Args&) { return NotYet("load"); }
-int RunVerify(const Args&) { return NotYet("verify"); }
-int RunBench(const Args&) { return NotYet("bench"); }
 int RunReshard(const Args&) { return NotYet("reshard"); }
 
 }  // namespace shardload::cli

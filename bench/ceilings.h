@@ -1,0 +1,44 @@
+// bench/ceilings.h — same-run physical ceilings for load benchmarks.
+//
+// Provides measurements that a load's throughput is compared against in the same run:
+// multi-threaded memcpy, a `dd bs=16M`-style buffered sequential read of files, an
+// O_DIRECT read with several requests in flight, and dropping the page cache.
+//
+//   SL_ASSIGN_OR_RETURN(double memcpy_gbps, MeasureMemcpyGBps(2, 256 << 20, 3));
+//   SL_ASSIGN_OR_RETURN(double dd_gbps, MeasureBufferedReadGBps(files, 16 << 20));
+//   SL_RETURN_IF_ERROR(DropPageCache());   // root only
+#ifndef SHARDLOAD_BENCH_CEILINGS_H_
+#define SHARDLOAD_BENCH_CEILINGS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "format/status.h"
+
+namespace shardload::bench {
+
+// MeasureMemcpyGBps: GB/s (10^9 B/s) of `threads` threads each copying its share of
+// `bytes` between two pre-faulted buffers; best of `repeats`. Errors: invalid_argument
+// for threads < 1 or repeats < 1; resource_exhausted when the buffers cannot be had.
+Result<double> MeasureMemcpyGBps(int threads, uint64_t bytes, int repeats);
+
+// MeasureBufferedReadGBps: GB/s of reading every file in `paths` front to back with
+// read(2) into one `block_bytes` buffer on one thread, like `dd if=F of=/dev/null
+// bs=16M` per file. Errors: open/read errors naming the file.
+Result<double> MeasureBufferedReadGBps(const std::vector<std::string>& paths, uint64_t block_bytes);
+
+// MeasureDirectReadGBps: GB/s of reading every file with O_DIRECT in `block_bytes`
+// aligned blocks, `in_flight` threads pulling blocks from a shared cursor (so that many
+// requests are outstanding at once). Errors: unimplemented where O_DIRECT is refused.
+Result<double> MeasureDirectReadGBps(const std::vector<std::string>& paths, uint64_t block_bytes,
+                                     int in_flight);
+
+// DropPageCache: sync, then write 3 to /proc/sys/vm/drop_caches. Errors:
+// permission_denied "cannot drop the page cache (needs root): /proc/sys/vm/drop_caches:
+// Permission denied".
+Status DropPageCache();
+
+}  // namespace shardload::bench
+
+#endif  // SHARDLOAD_BENCH_CEILINGS_H_

@@ -1,0 +1,229 @@
+// `shardload bench PATH [options]`: load throughput against ceilings measured in the
+// same run.
+//
+// Ceilings: memcpy on every hardware thread; a buffered sequential read of the shards
+// like `dd if=F of=/dev/null bs=16M` (page cache when hot); an O_DIRECT read of the
+// shards with several requests in flight; and, for a cuda device, the backend's pinned
+// host-to-device copy. The load is LoadAll (arena allocation included) repeated
+// --repeat times; with --cold the page cache is dropped before each load (root only).
+// The binding ceiling is memcpy when hot and the O_DIRECT read when cold (or the H2D
+// copy when that is lower). Exit 1 on any error, 2 on bad usage.
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench/ceilings.h"
+#include "cli/backend.h"
+#include "cli/commands.h"
+#include "cli/load_common.h"
+#include "loader/checkpoint.h"
+#include "loader/loader.h"
+
+namespace shardload::cli {
+namespace {
+
+constexpr char kBenchUsage[] =
+    "usage: shardload bench PATH [--device cpu|cuda:N] [--io auto|pread|mmap|direct] [--cold]\n"
+    "                      [--repeat N] [--threads N] [--json]\n";
+
+struct BenchArgs {
+  std::string path;
+  Device device;
+  LoadOptions options;
+  bool cold = false;
+  bool json = false;
+  int repeat = 3;
+};
+
+Result<BenchArgs> ParseBenchArgs(const Args& args) {
+  BenchArgs a;
+  FlagReader f(args);
+  while (f.Next()) {
+    if (f.IsPositional() && a.path.empty()) {
+      a.path = f.arg();
+    } else if (f.Is("--device")) {
+      SL_ASSIGN_OR_RETURN(std::string v, f.Value());
+      SL_ASSIGN_OR_RETURN(a.device, ParseDevice(v));
+    } else if (f.Is("--io")) {
+      SL_ASSIGN_OR_RETURN(std::string v, f.Value());
+      SL_ASSIGN_OR_RETURN(a.options.io, ParseIoMode(v));
+    } else if (f.Is("--cold")) {
+      a.cold = true;
+    } else if (f.Is("--json")) {
+      a.json = true;
+    } else if (f.Is("--repeat")) {
+      SL_ASSIGN_OR_RETURN(int64_t n, f.IntValue(1, 1000));
+      a.repeat = static_cast<int>(n);
+    } else if (f.Is("--threads")) {
+      SL_ASSIGN_OR_RETURN(int64_t n, f.IntValue(0, 256));
+      a.options.threads = static_cast<int>(n);
+    } else {
+      return InvalidArgumentError("unexpected argument '" + f.arg() + "'");
+    }
+  }
+  if (a.path.empty()) return InvalidArgumentError("missing PATH");
+  a.options.devices = DeviceMap(a.device);
+  return a;
+}
+
+std::string Num(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.3f", v);
+  return b;
+}
+
+std::string OptNum(const Result<double>& v) { return v.ok() ? Num(*v) : "null"; }
+
+int Run(const BenchArgs& a) {
+  Result<Checkpoint> ckpt = Checkpoint::Open(a.path);
+  if (!ckpt.ok()) {
+    PrintError("bench", ckpt.status());
+    return 1;
+  }
+  std::vector<std::string> paths;
+  uint64_t file_bytes = 0;
+  for (const ShardInfo& s : ckpt->shards()) {
+    paths.push_back(s.path);
+    file_bytes += s.size;
+  }
+  LoadOptions options = a.options;
+  if (a.device.is_cuda()) {
+    options.backend = CliBackend();
+    if (options.backend == nullptr) {
+      PrintError("bench", FailedPreconditionError(a.device.ToString() +
+                                                  " needs the CUDA backend, which this build lacks"));
+      return 1;
+    }
+  }
+  if (a.cold) {
+    if (Status s = bench::DropPageCache(); !s.ok()) {
+      PrintError("bench --cold", s);
+      return 1;
+    }
+  }
+
+  // Ceilings, from this run.
+  int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  Result<double> memcpy_gbps = bench::MeasureMemcpyGBps(hw, 256ull << 20, 5);
+  Result<double> direct_gbps = bench::MeasureDirectReadGBps(paths, 16ull << 20, 8);
+  if (!a.cold) (void)bench::MeasureBufferedReadGBps(paths, 16ull << 20);  // warm the cache
+  else if (Status s = bench::DropPageCache(); !s.ok()) return PrintError("bench", s), 1;
+  Result<double> dd_gbps = bench::MeasureBufferedReadGBps(paths, 16ull << 20);
+  Result<double> h2d_gbps = UnimplementedError("no cuda device asked for");
+  if (a.device.is_cuda()) h2d_gbps = options.backend->MeasureHostToDeviceGBps(a.device, 256ull << 20, 5);
+  for (const Result<double>* r : {&memcpy_gbps, &dd_gbps}) {
+    if (!r->ok()) {
+      PrintError("bench", r->status());
+      return 1;
+    }
+  }
+
+  // The load, repeated.
+  std::vector<double> runs;
+  LoadStats last;
+  for (int i = 0; i < a.repeat; ++i) {
+    if (a.cold) {
+      if (Status s = bench::DropPageCache(); !s.ok()) return PrintError("bench", s), 1;
+    }
+    Result<LoadedCheckpoint> loaded = LoadAll(*ckpt, options);
+    if (!loaded.ok()) {
+      PrintError("bench", loaded.status());
+      return 1;
+    }
+    runs.push_back(loaded->gbps());
+    last = *loaded;
+  }
+  std::vector<double> sorted = runs;
+  std::sort(sorted.begin(), sorted.end());
+  double best = sorted.back();
+  double median = sorted[sorted.size() / 2];
+
+  // load_state_dict style: LoadInto buffers that already exist (the arena of one more
+  // LoadAll, so the pages are faulted in), which leaves out the allocation.
+  std::vector<double> into_runs;
+  {
+    Result<LoadedCheckpoint> owner = LoadAll(*ckpt, options);
+    if (!owner.ok()) return PrintError("bench", owner.status()), 1;
+    std::vector<Target> targets;
+    for (const LoadedTensor& t : owner->tensors) {
+      targets.push_back(Target{t.name, t.dtype, t.shape, t.device, t.data});
+    }
+    for (int i = 0; i < a.repeat; ++i) {
+      if (a.cold) {
+        if (Status s = bench::DropPageCache(); !s.ok()) return PrintError("bench", s), 1;
+      }
+      Result<LoadResult> r = LoadInto(*ckpt, targets, options);
+      if (!r.ok()) return PrintError("bench", r.status()), 1;
+      into_runs.push_back(r->gbps());
+    }
+    std::sort(into_runs.begin(), into_runs.end());
+  }
+  double into_median = into_runs[into_runs.size() / 2];
+
+  std::string binding = a.cold ? "direct_read" : "memcpy";
+  double ceiling = a.cold ? (direct_gbps.ok() ? *direct_gbps : *dd_gbps) : *memcpy_gbps;
+  if (a.cold && !direct_gbps.ok()) binding = "buffered_read";
+  if (h2d_gbps.ok() && *h2d_gbps < ceiling) {
+    binding = "h2d";
+    ceiling = *h2d_gbps;
+  }
+
+  if (a.json) {
+    std::string o = "{\"files\":" + std::to_string(paths.size()) +
+                    ",\"bytes\":" + std::to_string(last.delivered_bytes) +
+                    ",\"device\":" + JsonQuoted(a.device.ToString()) +
+                    ",\"io\":" + JsonQuoted(IoModeName(last.io)) +
+                    ",\"threads\":" + std::to_string(last.threads) +
+                    ",\"cold\":" + (a.cold ? "true" : "false") +
+                    ",\"ceilings\":{\"memcpy_gbps\":" + OptNum(memcpy_gbps) +
+                    ",\"buffered_read_gbps\":" + OptNum(dd_gbps) +
+                    ",\"direct_read_gbps\":" + OptNum(direct_gbps) +
+                    ",\"h2d_gbps\":" + OptNum(h2d_gbps) + "},\"runs_gbps\":[";
+    for (size_t i = 0; i < runs.size(); ++i) o += (i ? "," : "") + Num(runs[i]);
+    o += "],\"best_gbps\":" + Num(best) + ",\"median_gbps\":" + Num(median) +
+         ",\"load_into_median_gbps\":" + Num(into_median) +
+         ",\"binding\":" + JsonQuoted(binding) + ",\"median_fraction_of_binding\":" +
+         Num(median / ceiling) + ",\"median_vs_buffered_read\":" + Num(median / *dd_gbps) + "}\n";
+    std::cout << o;
+    return 0;
+  }
+  std::printf("checkpoint: %zu files, %.3f GB of tensors (%s load, io %s, %d threads, %s)\n",
+              paths.size(), last.delivered_bytes / 1e9, a.cold ? "cold" : "hot",
+              std::string(IoModeName(last.io)).c_str(), last.threads, a.device.ToString().c_str());
+  std::printf("ceilings (same run):\n");
+  std::printf("  memcpy, %d threads           %8s GB/s\n", hw, Num(*memcpy_gbps).c_str());
+  std::printf("  buffered read, bs=16M (dd)   %8s GB/s%s\n", Num(*dd_gbps).c_str(),
+              a.cold ? " (cold)" : " (page cache)");
+  std::printf("  O_DIRECT read, 8 in flight   %8s GB/s\n", OptNum(direct_gbps).c_str());
+  if (a.device.is_cuda()) std::printf("  pinned H2D                   %8s GB/s\n", OptNum(h2d_gbps).c_str());
+  std::printf("load (LoadAll, arena included), %d runs: best %s GB/s, median %s GB/s\n", a.repeat,
+              Num(best).c_str(), Num(median).c_str());
+  std::printf("median = %.2f x the binding ceiling (%s), %.2f x the buffered read\n", median / ceiling,
+              binding.c_str(), median / *dd_gbps);
+  std::printf("LoadInto existing buffers, median %s GB/s = %.2f x binding, %.2f x buffered read\n",
+              Num(into_median).c_str(), into_median / ceiling, into_median / *dd_gbps);
+  return 0;
+}
+
+}  // namespace
+
+int RunBench(const Args& args) {
+  for (const std::string& s : args) {
+    if (s == "--help" || s == "-h") {
+      std::cout << kBenchUsage;
+      return 0;
+    }
+  }
+  Result<BenchArgs> a = ParseBenchArgs(args);
+  if (!a.ok()) {
+    PrintError("bench", a.status());
+    std::cerr << kBenchUsage;
+    return 2;
+  }
+  return Run(*a);
+}
+
+}  // namespace shardload::cli

@@ -1,0 +1,102 @@
+// cli/load_common.cc — flag reading, JSON quoting, progress bar.
+#include "cli/load_common.h"
+
+#include <unistd.h>
+
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+namespace shardload::cli {
+
+bool FlagReader::Next() {
+  if (next_ >= args_.size()) return false;
+  const std::string& a = args_[next_++];
+  has_inline_ = false;
+  positional_ = !(a.size() > 1 && a[0] == '-');
+  if (!positional_ && a.rfind("--", 0) == 0) {
+    size_t eq = a.find('=');
+    if (eq != std::string::npos) {
+      name_ = a.substr(0, eq);
+      inline_value_ = a.substr(eq + 1);
+      has_inline_ = true;
+      return true;
+    }
+  }
+  name_ = a;
+  return true;
+}
+
+Result<std::string> FlagReader::Value() {
+  if (has_inline_) return inline_value_;
+  if (next_ >= args_.size()) return InvalidArgumentError(name_ + " needs a value");
+  return args_[next_++];
+}
+
+Result<int64_t> FlagReader::IntValue(int64_t lo, int64_t hi) {
+  SL_ASSIGN_OR_RETURN(std::string v, Value());
+  int64_t n = 0;
+  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (ec != std::errc() || end != v.data() + v.size() || n < lo || n > hi) {
+    return InvalidArgumentError("invalid " + name_ + " '" + v + "': expected an integer in " +
+                                std::to_string(lo) + ".." + std::to_string(hi));
+  }
+  return n;
+}
+
+std::string JsonQuoted(std::string_view s) {
+  std::string out = "\"";
+  for (size_t i = 0; i < s.size(); ++i) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    char buf[8];
+    if (c == '"') {
+      out += "\\\"";
+    } else if (c == '\\') {
+      out += "\\\\";
+    } else if (c < 0x20 || c == 0x7f) {
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else if (c < 0x80) {
+      out += static_cast<char>(c);
+    } else {
+      // Copy a valid UTF-8 sequence; escape stray bytes.
+      size_t n = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c <= 0xDF ? 2 : 0;
+      bool ok = n > 0 && i + n <= s.size();
+      for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) & 0xC0) == 0x80;
+      if (ok) {
+        out.append(s.substr(i, n));
+        i += n - 1;
+      } else {
+        std::snprintf(buf, sizeof buf, "\\u%04x", c);
+        out += buf;
+      }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+std::function<bool(uint64_t, uint64_t)> MakeProgressBar() {
+  if (!::isatty(STDERR_FILENO)) return {};
+  auto last = std::make_shared<std::chrono::steady_clock::time_point>();
+  return [last](uint64_t done, uint64_t total) {
+    auto now = std::chrono::steady_clock::now();
+    if (done != total && now - *last < std::chrono::milliseconds(100)) return true;
+    *last = now;
+    int pct = total == 0 ? 100 : static_cast<int>(done * 100 / total);
+    int fill = pct / 5;
+    std::fprintf(stderr, "\r[%.*s%*s] %3d%%  %.2f/%.2f GB", fill, "####################",
+                 20 - fill, "", pct, done / 1e9, total / 1e9);
+    if (done == total) std::fprintf(stderr, "\n");
+    std::fflush(stderr);
+    return true;
+  };
+}
+
+void PrintError(std::string_view cmd, const Status& status) {
+  std::cerr << "shardload " << cmd << ": " << status.message() << "\n";
+}
+
+}  // namespace shardload::cli
