@@ -124,6 +124,51 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
   return result;
 }
 
+Result<RecordedChecksums> RecordedChecksums::FromCheckpoint(const Checkpoint& ckpt) {
+  RecordedChecksums out;
+  out.index_file_ = ckpt.index_file();
+  const std::vector<ShardInfo>& shards = ckpt.shards();
+  std::vector<ChecksumMap> per_shard(shards.size());
+  for (size_t i = 0; i < shards.size(); ++i) {
+    SL_ASSIGN_OR_RETURN(per_shard[i], ParseChecksumMetadata(shards[i].metadata, shards[i].file));
+  }
+  ChecksumMap index_sums;
+  if (ckpt.sharded()) {
+    SL_ASSIGN_OR_RETURN(index_sums, ParseChecksumMetadata(ckpt.metadata(), ckpt.index_file()));
+  }
+  for (const StoredTensor& t : ckpt.tensors()) {
+    if (t.shard >= shards.size()) continue;
+    Record r;
+    if (auto it = per_shard[t.shard].find(t.name); it != per_shard[t.shard].end()) {
+      r.shard = it->second;
+      r.shard_file = shards[t.shard].file;
+    }
+    if (auto it = index_sums.find(t.name); it != index_sums.end()) r.index = it->second;
+    if (r.shard || r.index) out.records_.emplace(t.name, std::move(r));
+  }
+  return out;
+}
+
+const uint64_t* RecordedChecksums::Find(std::string_view name) const {
+  auto it = records_.find(name);
+  if (it == records_.end()) return nullptr;
+  return it->second.shard ? &*it->second.shard : &*it->second.index;
+}
+
+Status RecordedChecksums::Check(std::string_view name, std::span<const std::byte> bytes) const {
+  auto it = records_.find(name);
+  if (it == records_.end()) return OkStatus();
+  const uint64_t actual = Xxh3(bytes);
+  const Record& r = it->second;
+  if (r.shard) {
+    SL_RETURN_IF_ERROR(CheckTensorChecksum(r.shard_file, name, bytes.size(), *r.shard, actual));
+  }
+  if (r.index) {
+    SL_RETURN_IF_ERROR(CheckTensorChecksum(index_file_, name, bytes.size(), *r.index, actual));
+  }
+  return OkStatus();
+}
+
 uint64_t LayoutFreeDigest(std::span<const TensorDigest> tensors) {
   std::vector<const TensorDigest*> sorted;
   sorted.reserve(tensors.size());

@@ -19,9 +19,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "format/dtype.h"
@@ -76,6 +79,39 @@ struct CheckpointDigest {
 // Thread safety: reads `ckpt` through const methods only; may run concurrently with
 // other readers of the same Checkpoint.
 Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOptions& options = {});
+
+// RecordedChecksums: every hash a checkpoint records (shard `__metadata__` and index
+// "metadata"), gathered once, for checking tensors loaded some other way (e.g. the
+// bytes a load copied into host memory: `load --verify`).
+//
+//   SL_ASSIGN_OR_RETURN(RecordedChecksums sums, RecordedChecksums::FromCheckpoint(ckpt));
+//   SL_RETURN_IF_ERROR(sums.Check("lm_head.weight", host_bytes));
+// Thread safety: const methods may be called concurrently.
+class RecordedChecksums {
+ public:
+  // FromCheckpoint: parse the records of every shard and of the index. A record for a
+  // tensor that is not stored where it claims (another shard, or not in the
+  // checkpoint) is dropped. Errors: ParseChecksumMetadata's data_loss for a malformed
+  // value.
+  static Result<RecordedChecksums> FromCheckpoint(const Checkpoint& ckpt);
+
+  // size: the number of tensors with at least one record.
+  size_t size() const { return records_.size(); }
+  // Find: the recorded hash of `name` (the shard's record when both exist), or nullptr.
+  const uint64_t* Find(std::string_view name) const;
+  // Check: OK when `name` has no record or every record equals Xxh3(bytes); else
+  // data_loss from CheckTensorChecksum labelled with the file holding the record.
+  Status Check(std::string_view name, std::span<const std::byte> bytes) const;
+
+ private:
+  struct Record {
+    std::optional<uint64_t> shard;  // from the tensor's shard
+    std::optional<uint64_t> index;  // from the index
+    std::string shard_file;
+  };
+  std::map<std::string, Record, std::less<>> records_;
+  std::string index_file_;
+};
 
 // LayoutFreeDigest: the XXH3-64 of a canonical serialization of `tensors` sorted by
 // name: for each tensor, little-endian u64 length + name bytes, u64 length + dtype

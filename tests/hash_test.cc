@@ -45,6 +45,8 @@ uint64_t HashOf(const FixtureTensor& t) {
   return Xxh3(std::as_bytes(std::span(data)));
 }
 
+std::string Hex(const FixtureTensor& t) { return FormatXxh3(HashOf(t)); }
+
 std::string SingleFile(const std::map<std::string, std::string>& metadata = {}) {
   std::string dir = MakeTestDir("single");
   EXPECT_TRUE(WriteFile(dir + "/model.safetensors", SafetensorsBytes(Tensors(), metadata)));
@@ -226,6 +228,53 @@ TEST(HashCheckpointTest, SameSizeChangeIsCaughtByRecordedHashes) {
                 FormatXxh3(HashOf(tensors[1])));
 }
 
+TEST(RecordedChecksumsTest, ShardAndIndexRecordsCheckLoadedBytes) {
+  const auto& t = Tensors();
+  std::string dir = MakeTestDir("recorded");
+  std::map<std::string, std::string> shard1_md, index_md;
+  // Shard 1 records c.w (correct) and a.w (which lives in shard 2: dropped).
+  AddChecksumsToMetadata({{"c.w", HashOf(t[4])}, {"a.w", 42}}, shard1_md);
+  // The index records b.w (correct), big (wrong) and a tensor that does not exist.
+  AddChecksumsToMetadata({{"b.w", HashOf(t[0])}, {"big", 7}, {"ghost", 1}}, index_md);
+  ASSERT_TRUE(WriteFile(dir + "/" + kShard1, SafetensorsBytes({t[4], t[2], t[0]}, shard1_md)));
+  ASSERT_TRUE(WriteFile(dir + "/" + kShard2, SafetensorsBytes({t[3], t[1]})));
+  ASSERT_TRUE(WriteFile(dir + "/model.safetensors.index.json",
+                        IndexJson({{"a.w", kShard2}, {"b.w", kShard1}, {"big", kShard1},
+                                   {"c.w", kShard1}, {"empty", kShard2}},
+                                  index_md)));
+  Result<Checkpoint> ckpt = Checkpoint::Open(dir);
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
+  Result<RecordedChecksums> sums = RecordedChecksums::FromCheckpoint(*ckpt);
+  ASSERT_TRUE(sums.ok()) << sums.status().ToString();
+  EXPECT_EQ(sums->size(), 3u);
+  EXPECT_EQ(sums->Find("a.w"), nullptr);
+  EXPECT_EQ(sums->Find("ghost"), nullptr);
+  ASSERT_NE(sums->Find("c.w"), nullptr);
+  EXPECT_EQ(*sums->Find("c.w"), HashOf(t[4]));
+  ASSERT_NE(sums->Find("big"), nullptr);
+  EXPECT_EQ(*sums->Find("big"), 7u);
+
+  auto bytes = [](const FixtureTensor& f) { return TensorData(f); };
+  std::string c = bytes(t[4]), b = bytes(t[0]), big = bytes(t[2]), a = bytes(t[1]);
+  EXPECT_TRUE(sums->Check("c.w", std::as_bytes(std::span(c))).ok());
+  EXPECT_TRUE(sums->Check("b.w", std::as_bytes(std::span(b))).ok());
+  EXPECT_TRUE(sums->Check("a.w", std::as_bytes(std::span(a))).ok());  // no record
+  Status bad_big = sums->Check("big", std::as_bytes(std::span(big)));
+  EXPECT_EQ(bad_big, DataLossError("model.safetensors.index.json: tensor 'big': XXH3 of its "
+                                   "10000 bytes is " + Hex(t[2]) + ", recorded 0000000000000007"));
+  c[0] ^= 1;
+  Status bad_c = sums->Check("c.w", std::as_bytes(std::span(c)));
+  EXPECT_EQ(bad_c, DataLossError(std::string(kShard1) + ": tensor 'c.w': XXH3 of its 7 bytes is " +
+                                 FormatXxh3(Xxh3(std::as_bytes(std::span(c)))) +
+                                 ", recorded " + Hex(t[4])));
+
+  // HashCheckpoint sees the same records.
+  Result<CheckpointDigest> d = HashCheckpoint(*ckpt, {.check_recorded = false});
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d->recorded, 3u);
+  EXPECT_EQ(d->matched, 2u);
+}
+
 // ---- the CLI ----
 
 struct RunResult {
@@ -244,8 +293,6 @@ RunResult RunHashCli(const std::string& args) {
   r.err = ReadFile(scratch + "/err").value_or("<no stderr>");
   return r;
 }
-
-std::string Hex(const FixtureTensor& t) { return FormatXxh3(HashOf(t)); }
 
 TEST(HashCliTest, TextOutputSortedByNameWithDigest) {
   const auto& t = Tensors();
