@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# `shardload load` and `shardload verify` end to end on a tiny sharded checkpoint:
+# JSON reports, strict / non-strict outcomes with their exit codes, --expect from
+# `inspect --json` and from a hand-written spec, --rename, every --io mode, and
+# verify on an intact and a truncated checkpoint.
+# Usage: load_cli_test.sh PATH_TO_SHARDLOAD
+set -uo pipefail
+bin="$1"
+tmp="${TEST_TMPDIR:-$(mktemp -d)}/load_cli"
+rm -rf "$tmp" && mkdir -p "$tmp"
+fails=0
+check() {  # check DESCRIPTION COMMAND...
+  local what="$1"; shift
+  if "$@"; then echo "ok: $what"; else echo "FAIL: $what"; fails=$((fails + 1)); fi
+}
+
+"$bin" write-sample "$tmp/m" --layout tiny --shards 3 --seed 5 >/dev/null || { echo "FAIL: write-sample"; exit 1; }
+
+out="$("$bin" load "$tmp/m" --json 2>"$tmp/err")"; rc=$?
+check "load exits 0" test $rc -eq 0
+check "load --json: 21 matched, nothing else" grep -q '^{"matched":21,"missing":\[\],"unexpected":\[\],"mismatched":\[\],"renamed":\[\],"bytes":12448,"seconds":[0-9.]*,"gbps":[0-9.]*,"error":null}$' <<<"$out"
+check "quiet stderr when not a terminal" test ! -s "$tmp/err"
+
+for io in pread mmap direct auto; do
+  out="$("$bin" load "$tmp/m" --json --io $io --threads 3 2>&1)"; rc=$?
+  if grep -q "refuses O_DIRECT" <<<"$out"; then echo "skip: --io $io refused here"; continue; fi
+  check "--io $io loads" test $rc -eq 0
+done
+
+# --expect from inspect --json: everything matches.
+"$bin" inspect --json "$tmp/m" >"$tmp/spec.json"
+out="$("$bin" load "$tmp/m" --expect "$tmp/spec.json" --json 2>/dev/null)"; rc=$?
+check "--expect inspect output exits 0" test $rc -eq 0
+check "--expect inspect output: 21 matched" grep -q '^{"matched":21,' <<<"$out"
+
+# A model without lm_head, with an extra key and a wrong shape.
+cat >"$tmp/model.json" <<'JSON'
+[{"name": "model.norm.weight", "dtype": "BF16", "shape": [16]},
+ {"name": "model.embed_tokens.weight", "dtype": "BF16", "shape": [32, 15]},
+ {"name": "extra.bias", "dtype": "F32", "shape": [4]}]
+JSON
+out="$("$bin" load "$tmp/m" --expect "$tmp/model.json" --json 2>"$tmp/err")"; rc=$?
+check "strict mismatch exits 1" test $rc -eq 1
+check "missing listed" grep -q '"missing":\["extra.bias"\]' <<<"$out"
+check "unexpected listed, sorted" grep -q '"unexpected":\["lm_head.weight","model.layers.0.input_layernorm.weight",' <<<"$out"
+check "size mismatch listed" grep -q '"mismatched":\[{"name":"model.embed_tokens.weight","checkpoint":"BF16\[32, 16\]","target":"BF16\[32, 15\]"}\]' <<<"$out"
+check "error object" grep -q '"error":{"code":"invalid_argument","message":"Error(s) in loading state_dict: ' <<<"$out"
+check "one-line reason on stderr" grep -q '^shardload load: Error(s) in loading state_dict' "$tmp/err"
+
+out="$("$bin" load "$tmp/m" --expect "$tmp/model.json" --non-strict --json 2>/dev/null)"; rc=$?
+check "non-strict still fails on a size mismatch" test $rc -eq 1
+
+cat >"$tmp/ok.json" <<'JSON'
+[{"name": "module.model.norm.weight", "dtype": "BF16", "shape": [16]}]
+JSON
+out="$("$bin" load "$tmp/m" --expect "$tmp/ok.json" --non-strict --rename 'add:module.' --json 2>/dev/null)"; rc=$?
+check "non-strict with a rename exits 0" test $rc -eq 0
+check "one matched, 20 unexpected" grep -q '^{"matched":1,"missing":\[\],"unexpected":\["module.lm_head.weight",' <<<"$out"
+check "renames reported" grep -q '"renamed":\[{"from":"lm_head.weight","to":"module.lm_head.weight"}' <<<"$out"
+check "bytes of the one tensor" grep -q '"bytes":32,' <<<"$out"
+
+# Usage errors exit 2.
+"$bin" load "$tmp/m" --io fast >/dev/null 2>"$tmp/err"; rc=$?
+check "bad --io exits 2" test $rc -eq 2
+check "bad --io names the value" grep -q "^shardload load: invalid io mode 'fast': expected auto, pread, mmap or direct$" "$tmp/err"
+"$bin" load "$tmp/m" --threads 999 >/dev/null 2>"$tmp/err"; rc=$?
+check "bad --threads exits 2" test $rc -eq 2
+"$bin" load "$tmp/none" --json >"$tmp/out" 2>/dev/null; rc=$?
+check "missing checkpoint exits 1" test $rc -eq 1
+check "missing checkpoint: error object" grep -q '"error":{"code":"not_found",' "$tmp/out"
+
+# verify: OK, then a truncated shard is data_loss.
+out="$("$bin" verify "$tmp/m" 2>&1)"; rc=$?
+check "verify exits 0" test $rc -eq 0
+check "verify says OK" grep -q "^OK: 3 files, 14608 bytes read in " <<<"$out"
+truncate -s 4000 "$tmp/m/model-00002-of-00003.safetensors"
+out="$("$bin" verify "$tmp/m" --json 2>/dev/null)"; rc=$?
+check "verify of a truncated shard exits 1" test $rc -eq 1
+check "verify names the file" grep -q '"code":"data_loss"\|"code":"invalid_argument"' <<<"$out"
+check "verify error mentions the shard" grep -q 'model-00002-of-00003.safetensors' <<<"$out"
+
+echo "$fails failed"
+test $fails -eq 0
