@@ -248,6 +248,22 @@ class PythonTest(unittest.TestCase):
             self.assertTrue(torch.equal(v, src.state_dict()[k]), k)
             self.assertEqual(v.data_ptr(), ptrs[k], k)  # written in place
 
+    def test_load_model_zero_size_and_buffers(self):
+        class WithEmpty(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = torch.nn.Linear(3, 2)
+                self.empty = torch.nn.Parameter(torch.zeros(0, 3))
+                self.register_buffer("steps", torch.tensor(0, dtype=torch.int64))
+
+        src = WithEmpty()
+        src.steps.fill_(41)
+        shardload.save_file(src.state_dict(), self.path("e.safetensors"))
+        dst = WithEmpty()
+        self.assertEqual(shardload.load_model(dst, self.path("e.safetensors")), (set(), []))
+        self.assertEqual(int(dst.steps), 41)
+        self.assertTrue(torch.equal(dst.lin.weight, src.lin.weight))
+
     def test_load_model_missing_and_unexpected(self):
         src = Tiny()
         state = src.state_dict()

@@ -405,6 +405,10 @@ def _remove_duplicate_names(state_dict, preferred_names=()):
     return out
 
 
+_EMPTY = ctypes.create_string_buffer(1)
+_EMPTY_ADDRESS = ctypes.addressof(_EMPTY)
+
+
 def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames=(),
                          allow_cast=False, threads=0):
     """load_state_dict straight into ``module``'s parameter and buffer storage.
@@ -417,6 +421,8 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     ``strict`` and keys are missing or unexpected, or on size mismatches."""
     torch = _torch()
     dev = torch.device(_device_string(device))
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
     state = module.state_dict(keep_vars=True)
     direct = all(t.is_contiguous() and t.device == dev for t in state.values())
     ckpt = _Checkpoint(filename)
@@ -432,8 +438,9 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
                 shape = _lib.shape_array(list(t.shape))
                 keep.append((raw, shape))
                 dname = _dtype_name(t.dtype).encode()
+                # Zero-element entries get a valid dummy address: nothing is written.
                 targets[i] = _lib.Target(raw, len(raw), dname, shape, t.dim(), None,
-                                         t.data_ptr() if t.numel() else None)
+                                         t.data_ptr() if t.numel() else _EMPTY_ADDRESS)
             report = ctypes.c_void_p()
             with torch.no_grad():
                 status = l.sl_load_into(ckpt.handle, targets, len(state), options.handle,
