@@ -50,7 +50,14 @@ const std::string& Dir() {
   return dir;
 }
 
+// Written: the files the previous input left in Dir(), removed before the next one.
+std::vector<std::string>& Written() {
+  static std::vector<std::string> written;
+  return written;
+}
+
 void Write(const std::string& name, std::string_view bytes) {
+  Written().push_back(name);
   std::string path = Dir() + "/" + name;
   int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
@@ -70,14 +77,8 @@ void Write(const std::string& name, std::string_view bytes) {
 }
 
 void RemoveAll() {
-  static const char* const kNames[] = {
-      "model.safetensors", "model.safetensors.index.json",
-      "model-00001-of-00001.safetensors", "model-00001-of-00002.safetensors",
-      "model-00002-of-00002.safetensors", "model-00001-of-00003.safetensors",
-      "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors",
-      "model-00001-of-00004.safetensors", "model-00002-of-00004.safetensors",
-      "model-00003-of-00004.safetensors", "model-00004-of-00004.safetensors"};
-  for (const char* name : kNames) unlink((Dir() + "/" + name).c_str());
+  for (const std::string& name : Written()) unlink((Dir() + "/" + name).c_str());
+  Written().clear();
 }
 
 std::string ShardName(size_t k, size_t n) {
@@ -166,7 +167,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<TensorDigest> reversed(digest->tensors.rbegin(), digest->tensors.rend());
   Check(LayoutFreeDigest(reversed) == LayoutFreeDigest(digest->tensors));
 
-  // With checking on, the call fails exactly when a recorded hash differs.
+  // With checking on, the call fails exactly when a recorded hash differs (with no
+  // records it cannot differ from the pass above; skipped to keep runs fast).
+  if (digest->recorded == 0) return 0;
   Result<CheckpointDigest> checked = HashCheckpoint(ckpt);
   Check(checked.ok() == (digest->matched == digest->recorded));
   if (!checked.ok()) Check(checked.status().code() == StatusCode::kDataLoss);
