@@ -222,6 +222,16 @@ struct CudaSink::Impl {
     return first;
   }
 
+  // SlotCompleted: true when every event of the slot's last commit has completed
+  // successfully (an error or "not ready" is false: the blocking path reports errors).
+  bool SlotCompleted(int id) const {
+    for (int d : slots[id].devices) {
+      Result<bool> done = devices[d]->events[id].Query();
+      if (!done.ok() || !*done) return false;
+    }
+    return true;
+  }
+
   // DrainLocked: waits (releasing the lock meanwhile) until no slot is in flight or
   // being reclaimed, then synchronises every stream of the load. Returns the first
   // error met.
@@ -627,6 +637,15 @@ Result<StagingSlot> CudaSink::AcquireSlot() {
       if (s.state == SlotState::kInFlight && (oldest < 0 || s.seq < m.slots[oldest].seq)) {
         oldest = i;
       }
+    }
+    // A slot whose copies have already completed (streams finish out of order) is
+    // taken without blocking; cudaEventQuery does not wait.
+    for (int i = 0; i < static_cast<int>(m.slots.size()); ++i) {
+      Slot& s = m.slots[i];
+      if (s.state != SlotState::kInFlight || !m.SlotCompleted(i)) continue;
+      s.devices.clear();
+      s.state = SlotState::kLent;
+      return m.MakeSlot(i);
     }
     if (oldest < 0) {  // every slot is lent or being reclaimed by another reader
       m.cv.wait(lock);
