@@ -56,6 +56,8 @@ class Xxh3Hasher {
  public:
   // Xxh3Hasher: a hasher over zero bytes.
   Xxh3Hasher();
+  // Xxh3Hasher(other) / operator=: a hasher at the same point as `other`, continuing
+  // independently of it.
   Xxh3Hasher(const Xxh3Hasher& other);
   Xxh3Hasher& operator=(const Xxh3Hasher& other);
 
