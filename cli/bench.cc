@@ -77,25 +77,22 @@ std::string Num(double v) {
 
 std::string OptNum(const Result<double>& v) { return v.ok() ? Num(*v) : "null"; }
 
+int Failed(const Status& s) {
+  PrintError("bench", s);
+  return 1;
+}
+
 int Run(const BenchArgs& a) {
   Result<Checkpoint> ckpt = Checkpoint::Open(a.path);
-  if (!ckpt.ok()) {
-    PrintError("bench", ckpt.status());
-    return 1;
-  }
+  if (!ckpt.ok()) return Failed(ckpt.status());
   std::vector<std::string> paths;
-  uint64_t file_bytes = 0;
-  for (const ShardInfo& s : ckpt->shards()) {
-    paths.push_back(s.path);
-    file_bytes += s.size;
-  }
+  for (const ShardInfo& s : ckpt->shards()) paths.push_back(s.path);
   LoadOptions options = a.options;
   if (a.device.is_cuda()) {
     options.backend = CliBackend();
     if (options.backend == nullptr) {
-      PrintError("bench", FailedPreconditionError(a.device.ToString() +
-                                                  " needs the CUDA backend, which this build lacks"));
-      return 1;
+      return Failed(FailedPreconditionError(a.device.ToString() +
+                                            " needs the CUDA backend, which this build lacks"));
     }
   }
   if (a.cold) {
@@ -110,15 +107,12 @@ int Run(const BenchArgs& a) {
   Result<double> memcpy_gbps = bench::MeasureMemcpyGBps(hw, 256ull << 20, 5);
   Result<double> direct_gbps = bench::MeasureDirectReadGBps(paths, 16ull << 20, 8);
   if (!a.cold) (void)bench::MeasureBufferedReadGBps(paths, 16ull << 20);  // warm the cache
-  else if (Status s = bench::DropPageCache(); !s.ok()) return PrintError("bench", s), 1;
+  else if (Status s = bench::DropPageCache(); !s.ok()) return Failed(s);
   Result<double> dd_gbps = bench::MeasureBufferedReadGBps(paths, 16ull << 20);
   Result<double> h2d_gbps = UnimplementedError("no cuda device asked for");
   if (a.device.is_cuda()) h2d_gbps = options.backend->MeasureHostToDeviceGBps(a.device, 256ull << 20, 5);
   for (const Result<double>* r : {&memcpy_gbps, &dd_gbps}) {
-    if (!r->ok()) {
-      PrintError("bench", r->status());
-      return 1;
-    }
+    if (!r->ok()) return Failed(r->status());
   }
 
   // The load, repeated.
@@ -126,13 +120,10 @@ int Run(const BenchArgs& a) {
   LoadStats last;
   for (int i = 0; i < a.repeat; ++i) {
     if (a.cold) {
-      if (Status s = bench::DropPageCache(); !s.ok()) return PrintError("bench", s), 1;
+      if (Status s = bench::DropPageCache(); !s.ok()) return Failed(s);
     }
     Result<LoadedCheckpoint> loaded = LoadAll(*ckpt, options);
-    if (!loaded.ok()) {
-      PrintError("bench", loaded.status());
-      return 1;
-    }
+    if (!loaded.ok()) return Failed(loaded.status());
     runs.push_back(loaded->gbps());
     last = *loaded;
   }
@@ -146,17 +137,17 @@ int Run(const BenchArgs& a) {
   std::vector<double> into_runs;
   {
     Result<LoadedCheckpoint> owner = LoadAll(*ckpt, options);
-    if (!owner.ok()) return PrintError("bench", owner.status()), 1;
+    if (!owner.ok()) return Failed(owner.status());
     std::vector<Target> targets;
     for (const LoadedTensor& t : owner->tensors) {
       targets.push_back(Target{t.name, t.dtype, t.shape, t.device, t.data});
     }
     for (int i = 0; i < a.repeat; ++i) {
       if (a.cold) {
-        if (Status s = bench::DropPageCache(); !s.ok()) return PrintError("bench", s), 1;
+        if (Status s = bench::DropPageCache(); !s.ok()) return Failed(s);
       }
       Result<LoadResult> r = LoadInto(*ckpt, targets, options);
-      if (!r.ok()) return PrintError("bench", r.status()), 1;
+      if (!r.ok()) return Failed(r.status());
       into_runs.push_back(r->gbps());
     }
     std::sort(into_runs.begin(), into_runs.end());

@@ -200,20 +200,12 @@ int RunLoad(const Args& args) {
     targets = std::move(*t);
   }
   // Match first, so that a failed match still prints its whole report.
-  std::vector<Target> all;
-  std::span<const Target> match_targets = targets;
   if (targets.empty()) {
-    for (const StoredTensor& t : ckpt->tensors()) {
-      std::string name = t.name;
-      for (const RenameRule& rule : a.options.match.renames) {
-        Result<std::string> r = rule.Apply(name);
-        if (!r.ok()) return Fail(a, empty, r.status());
-        name = *r;
-      }
-      all.push_back(Target{name, t.dtype, t.shape, std::nullopt, nullptr});
-    }
-    match_targets = all;
+    Result<std::vector<Target>> all = CheckpointTargets(*ckpt, a.options.match);
+    if (!all.ok()) return Fail(a, empty, all.status());
+    targets = std::move(*all);
   }
+  std::span<const Target> match_targets = targets;
   Result<MatchReport> report = Match(ckpt->tensors(), ckpt->metadata(), match_targets, a.options.match);
   if (!report.ok()) return Fail(a, empty, report.status());
   if (!report->status.ok()) {

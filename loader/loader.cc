@@ -105,22 +105,6 @@ Result<LoadPlan> MatchAndPlan(const Checkpoint& ckpt, std::span<const Target> ta
   return MakePlan(ckpt.tensors(), *report, targets, options.devices, plan_options);
 }
 
-// AllTargets: one target per stored tensor, named as the renames make it.
-Result<std::vector<Target>> AllTargets(const Checkpoint& ckpt, const MatchOptions& match) {
-  std::vector<Target> targets;
-  targets.reserve(ckpt.tensors().size());
-  for (const StoredTensor& t : ckpt.tensors()) {
-    std::string name = t.name;
-    for (const RenameRule& rule : match.renames) {
-      Result<std::string> renamed = rule.Apply(name);
-      if (!renamed.ok()) return renamed.status().WithPrefix("rename rule '" + rule.ToString() + "' on '" + t.name + "'");
-      name = std::move(*renamed);
-    }
-    targets.push_back(Target{std::move(name), t.dtype, t.shape, std::nullopt, nullptr});
-  }
-  return targets;
-}
-
 }  // namespace
 
 Status ValidateLoadOptions(const LoadOptions& options) {
@@ -129,6 +113,23 @@ Status ValidateLoadOptions(const LoadOptions& options) {
                                 ": expected 0..256 (0 = hardware threads)");
   }
   return ValidateSinkOptions(options.sink);
+}
+
+Result<std::vector<Target>> CheckpointTargets(const Checkpoint& checkpoint, const MatchOptions& match) {
+  std::vector<Target> targets;
+  targets.reserve(checkpoint.tensors().size());
+  for (const StoredTensor& t : checkpoint.tensors()) {
+    std::string name = t.name;
+    for (const RenameRule& rule : match.renames) {
+      Result<std::string> renamed = rule.Apply(name);
+      if (!renamed.ok()) {
+        return renamed.status().WithPrefix("rename rule '" + rule.ToString() + "' on '" + t.name + "'");
+      }
+      name = std::move(*renamed);
+    }
+    targets.push_back(Target{std::move(name), t.dtype, t.shape, std::nullopt, nullptr});
+  }
+  return targets;
 }
 
 LoadedCheckpoint::~LoadedCheckpoint() = default;
@@ -161,7 +162,7 @@ Result<LoadedCheckpoint> LoadAll(const Checkpoint& checkpoint, const LoadOptions
   Clock::time_point start = Clock::now();
   std::vector<Target> all;
   if (targets.empty()) {
-    SL_ASSIGN_OR_RETURN(all, AllTargets(checkpoint, options.match));
+    SL_ASSIGN_OR_RETURN(all, CheckpointTargets(checkpoint, options.match));
     targets = all;
   }
   for (const Target& t : targets) {

@@ -151,6 +151,12 @@ Result<LoadResult> LoadInto(const Checkpoint& checkpoint, std::span<const Target
 Result<LoadedCheckpoint> LoadAll(const Checkpoint& checkpoint, const LoadOptions& options,
                                  std::span<const Target> targets = {});
 
+// CheckpointTargets: one target per stored tensor of `checkpoint` (name order), named as
+// `match.renames` rewrite it, with the stored dtype and shape, no device and no data:
+// what LoadAll loads when given no targets. Errors: a rename rule that cannot be
+// applied ("rename rule 'R' on 'x': ...").
+Result<std::vector<Target>> CheckpointTargets(const Checkpoint& checkpoint, const MatchOptions& match);
+
 // VerifyReport: what VerifyCheckpoint read.
 struct VerifyReport {
   size_t files = 0;
