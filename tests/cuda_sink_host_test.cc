@@ -210,6 +210,42 @@ TEST(CudaSinkHostTest, BackendSinksShareTheCachedRing) {
   EXPECT_EQ(backend.cached_staging_bytes(), 0u);
 }
 
+TEST(CudaSinkHostTest, ManyReadersOnFewSlotsStayByteExact) {
+  // More readers than slots: most AcquireSlot calls wait; every load must still be exact.
+  std::unique_ptr<CudaSink> sink = MakeSink(2, kSlot);
+  for (int load = 0; load < 4; ++load) {
+    SinkScenario sc = MakeScenario(900 + load, MixedTensors());
+    std::vector<ReadSpan> spans = MakeSpans(sc, kSlot, 64);
+    HostTargets t = MakeTargets(sc);
+    DriveOptions o;
+    o.threads = 8;
+    o.slot_bytes = kSlot;
+    o.use_direct = load % 2 == 0;
+    Status s = DriveSink(*sink, sc, spans, t.dests, o);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    ExpectDelivered(sc, t);
+  }
+  EXPECT_EQ(sink->ring_allocations(), 1);
+}
+
+TEST(CudaSinkHostTest, DestroyingAnOpenSinkDrainsAndKeepsTheRing) {
+  auto pool = std::make_shared<StagingPool>();
+  std::vector<std::byte> buf(64);
+  Destination d{buf.data(), 64, Device{}, Dtype::kU8, Dtype::kU8, "t"};
+  {
+    std::unique_ptr<CudaSink> sink = MakeSink(2, kSlot, pool);
+    ASSERT_TRUE(sink->Begin(std::span<const Destination>(&d, 1), kSlot).ok());
+    Result<StagingSlot> slot = sink->AcquireSlot();
+    ASSERT_TRUE(slot.ok());
+    ReadSpan span{0, 0, 64, {{0, 64, 0, 0}}};
+    std::memset(slot->memory.data(), 0x5A, 64);
+    ASSERT_TRUE(sink->Commit(*slot, span, slot->memory.first(64)).ok());
+    // No Finish: the destructor ends the load.
+  }
+  EXPECT_EQ(buf[63], std::byte{0x5A});
+  EXPECT_EQ(pool->cached_bytes(), 2 * (kSlot + 8192));
+}
+
 TEST(CudaSinkHostTest, AcquireSlotBlocksUntilASlotIsReleased) {
   std::unique_ptr<CudaSink> sink = MakeSink(1, kSlot);
   std::vector<std::byte> buf(16);
