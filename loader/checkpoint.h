@@ -64,7 +64,8 @@ struct ShardInfo {
 // Thread safety: every const method may be called concurrently from several threads
 // (the lazy mappings behind MappedBytes are created under a per-shard lock).
 // Lifetime: spans from MappedBytes stay valid while the Checkpoint lives (moving the
-// Checkpoint keeps them valid).
+// Checkpoint keeps them valid: they then belong to the moved-to object). A moved-from
+// Checkpoint may only be destroyed or assigned to.
 class Checkpoint {
  public:
   // Open: resolve `path` and build the catalog.
@@ -74,12 +75,15 @@ class Checkpoint {
   //    "*.safetensors.index.json", else "model.safetensors", else its only
   //    "*.safetensors".
   // Errors:
-  //  - not_found "<path>: no such file or directory"; not_found "<path>: folder holds no
-  //    .safetensors file or index" for a folder without candidates;
+  //  - invalid_argument "checkpoint path is empty"; not_found "<path>: no such file or
+  //    directory"; invalid_argument "<path>: not a regular file or folder";
+  //    not_found "<path>: folder holds no .safetensors file or index" for a folder
+  //    without candidates;
   //  - invalid_argument "<path>: folder holds several .safetensors files and no index:
   //    a.safetensors, b.safetensors" (sorted; the same for several index files and no
   //    model.safetensors.index.json);
-  //  - the index parser's errors (format/index.h); too many shards (invalid_argument);
+  //  - the index parser's errors (format/index.h), labelled with the index's file name;
+  //    invalid_argument "<index>: index names N shards, more than the limit of M";
   //  - not_found "<index>: shard 'f' does not exist", checked for every shard before
   //    any header is read; invalid_argument "<index>: shard 'f' resolves to '/x/f',
   //    outside the checkpoint folder '/y'" (symlinks are resolved with realpath);
@@ -89,8 +93,11 @@ class Checkpoint {
   //  - invalid_argument "tensor 'x' is stored in both 'a' and 'b'";
   //  - with strict_index, invalid_argument "<index>: shard 'f' holds tensor 'y', which
   //    the index does not list" (plus " (and N more)" when there are others).
+  //  - resource_exhausted when memory runs out (no exception leaves Open).
   // Warnings (warnings()): unlisted tensors without strict_index, one per tensor;
   // "<index>: metadata total_size is N but the shards hold M tensor bytes".
+  // Thread safety: Open may run concurrently with other Opens; it starts up to
+  // `read_threads` threads and joins them before returning.
   static Result<Checkpoint> Open(const std::string& path, const CatalogOptions& options = {});
 
   Checkpoint(Checkpoint&&) noexcept;
