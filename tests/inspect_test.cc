@@ -226,6 +226,28 @@ TEST(InspectHuman, HumanUnits) {
       << r.out;
 }
 
+// Every ASCII byte (NUL and controls included) and multi-byte UTF-8 in a name must come
+// back unchanged through a strict JSON parser (Python's json module).
+TEST(InspectJson, EveryAsciiByteRoundTripsThroughPythonJson) {
+  if (std::system("python3 -c 'import json' >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "python3 is not available";
+  }
+  std::string dir = MakeTestDir("allbytes");
+  std::string name;
+  for (int c = 0; c < 128; ++c) name += static_cast<char>(c);
+  name += "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xef\xbf\xbf";
+  ASSERT_TRUE(WriteFile(dir + "/model.safetensors", SafetensorsBytes({{name, "U8", {1}, ""}})));
+  ASSERT_TRUE(WriteFile(dir + "/name.bin", name));
+  RunResult r = RunInspect("--json " + dir + "/model.safetensors");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_TRUE(WriteFile(dir + "/out.json", r.out));
+  std::string cmd = "python3 -c 'import json,sys; d=json.load(open(sys.argv[1], encoding=\"utf-8\")); "
+                    "want=open(sys.argv[2],\"rb\").read().decode(\"utf-8\"); "
+                    "sys.exit(0 if d[\"tensors\"][0][\"name\"] == want else 1)' " +
+                    dir + "/out.json " + dir + "/name.bin";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << r.out;
+}
+
 // Cross-check against the Hugging Face reference: a file written by Python safetensors
 // must be described exactly as Python reads its header.
 TEST(InspectJson, MatchesPythonSafetensors) {
