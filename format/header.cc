@@ -558,7 +558,9 @@ Result<Header> ParseBuffer(std::span<const std::byte> file, std::string_view lab
 
 Result<Header> ReadHeaderFile(const std::string& path, const ParseOptions& options) {
   try {
-    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    // O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then rejects it.
+    // (It changes nothing for reads of a regular file.)
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
     if (fd.get() < 0) return ErrnoToStatus(errno, path);
     struct stat st;
     if (::fstat(fd.get(), &st) != 0) return ErrnoToStatus(errno, path);

@@ -253,7 +253,7 @@ Result<ShardIndex> ParseIndex(std::string_view json, std::string_view label) {
 
 Result<ShardIndex> ReadIndexFile(const std::string& path) {
   try {
-    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
     if (fd.get() < 0) return ErrnoToStatus(errno, path);
     struct stat st;
     if (::fstat(fd.get(), &st) != 0) return ErrnoToStatus(errno, path);

@@ -4,6 +4,8 @@
 #include "format/header.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -337,6 +339,10 @@ TEST(ReadHeaderFileTest, ErrorsNameThePath) {
   EXPECT_EQ(ReadHeaderFile(missing).status(),
             NotFoundError(missing + ": No such file or directory"));
   EXPECT_EQ(ReadHeaderFile(TempDir()).status(), InvalidArgumentError(TempDir() + ": not a regular file"));
+  std::string fifo = TempDir() + "/read_fifo.safetensors";
+  ::unlink(fifo.c_str());
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_EQ(ReadHeaderFile(fifo).status(), InvalidArgumentError(fifo + ": not a regular file"));
   std::string truncated = TempDir() + "/read_truncated.safetensors";
   std::ofstream(truncated, std::ios::binary) << Le64(1000) << "{}";
   EXPECT_EQ(ReadHeaderFile(truncated).status(),

@@ -3,6 +3,8 @@
 #include "format/index.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <fstream>
@@ -178,6 +180,10 @@ TEST(IndexTest, ReadIndexFile) {
   EXPECT_EQ(ReadIndexFile(dir + "/missing.index.json").status(),
             NotFoundError(dir + "/missing.index.json: No such file or directory"));
   EXPECT_EQ(ReadIndexFile(dir).status(), InvalidArgumentError(dir + ": not a regular file"));
+  std::string fifo = dir + "/index_fifo.json";
+  ::unlink(fifo.c_str());
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_EQ(ReadIndexFile(fifo).status(), InvalidArgumentError(fifo + ": not a regular file"));
 }
 
 }  // namespace
