@@ -1,0 +1,188 @@
+// `shardload reshard PATH OUT (--max-shard-size S | --shards N) [--prefix P]
+// [--no-checksums] [--no-sync]`: rewrite a checkpoint into new shards.
+//
+// Every tensor is streamed from its source shard with positional reads (never the whole
+// tensor in memory) into huggingface_hub-style shards written by format/writer.h. By
+// default each tensor's XXH3 is recorded (format/checksum_writer.h: in the new index,
+// or the file's `__metadata__` when one shard results) and the written checkpoint is
+// read back and checked against those records before the command reports success.
+// The source's metadata is carried over (without "total_size", which the writer
+// recomputes, and without old "shardload.xxh3.*" records).
+//
+//   shardload reshard /models/llama /tmp/llama-2g --max-shard-size 2GB
+//   wrote 5 files into /tmp/llama-2g: 291 tensors, 16060522496 bytes; XXH3 verified
+//   digest 9e3c5a0d1b2f4e67
+//
+// Errors: one line on stderr and exit 1; usage errors exit 2.
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "format/checksum.h"
+#include "format/checksum_writer.h"
+#include "format/writer.h"
+#include "loader/checkpoint.h"
+#include "loader/checkpoint_hash.h"
+#include "loader/file.h"
+
+namespace shardload::cli {
+namespace {
+
+constexpr char kReshardUsage[] =
+    "usage: shardload reshard PATH OUT (--max-shard-size S | --shards N) [--prefix P]\n"
+    "                         [--no-checksums] [--no-sync]\n"
+    "\n"
+    "Rewrite the checkpoint at PATH into new shards in the folder OUT (created when\n"
+    "missing; it must not be PATH's folder).\n"
+    "  --max-shard-size S  split greedily like huggingface_hub (e.g. 5GB, 2GiB)\n"
+    "  --shards N          split into exactly N shards of balanced size\n"
+    "  --prefix P          file names P-00001-of-0000N.safetensors (default model)\n"
+    "  --no-checksums      do not record per-tensor XXH3 (nor verify the result)\n"
+    "  --no-sync           skip fsync (scratch data only)\n";
+
+int Fail(const std::string& message) {
+  std::cerr << "shardload reshard: " << message << "\n";
+  return 1;
+}
+
+int Usage(const std::string& message) {
+  std::cerr << "shardload reshard: " << message << "\n" << kReshardUsage;
+  return 2;
+}
+
+// RealPath: the canonical path, or empty when it cannot be resolved.
+std::string RealPath(const std::string& path) {
+  char buf[PATH_MAX];
+  return ::realpath(path.c_str(), buf) != nullptr ? std::string(buf) : std::string();
+}
+
+}  // namespace
+
+int RunReshard(const Args& args) {
+  std::vector<std::string> positional;
+  std::optional<uint64_t> max_shard_size;
+  std::optional<int> shards;
+  std::string prefix = "model";
+  bool checksums = true, sync = true;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&](std::string* out) {
+      if (i + 1 >= args.size()) return false;
+      *out = args[++i];
+      return true;
+    };
+    std::string v;
+    if (a == "--help" || a == "-h") {
+      std::cout << kReshardUsage;
+      return 0;
+    } else if (a == "--max-shard-size") {
+      if (!value(&v)) return Usage("--max-shard-size needs a value");
+      Result<uint64_t> size = ParseByteSize(v);
+      if (!size.ok()) return Usage(size.status().message());
+      max_shard_size = *size;
+    } else if (a == "--shards") {
+      if (!value(&v)) return Usage("--shards needs a value");
+      char* end = nullptr;
+      long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || n < 1 || n > 100000) {
+        return Usage("--shards must be an integer between 1 and 100000, got '" + v + "'");
+      }
+      shards = static_cast<int>(n);
+    } else if (a == "--prefix") {
+      if (!value(&v)) return Usage("--prefix needs a value");
+      prefix = v;
+    } else if (a == "--no-checksums") {
+      checksums = false;
+    } else if (a == "--no-sync") {
+      sync = false;
+    } else if (a.starts_with("-")) {
+      return Usage("unknown option '" + a + "'");
+    } else {
+      positional.push_back(a);
+    }
+  }
+  if (positional.size() != 2) return Usage("expected PATH and OUT");
+  if (max_shard_size.has_value() == shards.has_value()) {
+    return Usage("give exactly one of --max-shard-size and --shards");
+  }
+  const std::string& out = positional[1];
+
+  Result<Checkpoint> ckpt = Checkpoint::Open(positional[0]);
+  if (!ckpt.ok()) return Fail(ckpt.status().message());
+  if (::mkdir(out.c_str(), 0755) != 0 && errno != EEXIST) {
+    return Fail(ErrnoToStatus(errno, out + ": mkdir").message());
+  }
+  std::string out_real = RealPath(out);
+  if (out_real.empty()) return Fail(out + ": cannot resolve the output folder");
+  if (out_real == RealPath(ckpt->folder())) {
+    return Fail(out + ": is the checkpoint's own folder; write the new shards elsewhere");
+  }
+
+  // One open file per source shard; generators read through them.
+  std::vector<std::unique_ptr<ReadableFile>> files;
+  for (const ShardInfo& s : ckpt->shards()) {
+    Result<std::unique_ptr<ReadableFile>> f = OpenFile(s.path, IoMode::kPread);
+    if (!f.ok()) return Fail(f.status().message());
+    if ((*f)->size() != s.size) {
+      return Fail(s.path + ": file changed since the checkpoint was opened: now " +
+                  std::to_string((*f)->size()) + " bytes, was " + std::to_string(s.size));
+    }
+    files.push_back(std::move(*f));
+  }
+  std::vector<TensorToWrite> tensors;
+  tensors.reserve(ckpt->tensors().size());
+  for (const StoredTensor& t : ckpt->tensors()) {
+    const ReadableFile* file = files[t.shard].get();
+    const uint64_t base = t.file_offset;
+    tensors.push_back(TensorToWrite::FromGenerator(
+        t.name, t.dtype, t.shape, [file, base](uint64_t offset, std::span<std::byte> piece) {
+          return file->ReadAt(base + offset, piece);
+        }));
+  }
+
+  ShardOptions options;
+  if (max_shard_size) options.max_shard_size = *max_shard_size;
+  if (shards) options.num_shards = *shards;
+  options.prefix = prefix;
+  options.write.sync = sync;
+  for (const auto& [k, v] : ckpt->metadata()) {
+    if (k == "total_size" || k.starts_with(kChecksumKeyPrefix)) continue;
+    options.metadata.emplace(k, v);
+  }
+  Result<ShardedWriteResult> written = checksums
+                                           ? WriteShardedWithChecksums(out, tensors, options)
+                                           : WriteSharded(out, tensors, options);
+  if (!written.ok()) return Fail(written.status().message());
+
+  const size_t file_count =
+      written->plan.files.size() + (written->plan.index_file.empty() ? 0 : 1);
+  std::cout << "wrote " << file_count << (file_count == 1 ? " file" : " files") << " into "
+            << out << ": " << tensors.size() << " tensors, " << written->plan.total_size
+            << " bytes";
+  if (!checksums) {
+    std::cout << "\n";
+    return 0;
+  }
+  // Read the result back: every record written must match the bytes on disk.
+  Result<Checkpoint> result = Checkpoint::Open(out);
+  if (!result.ok()) return Fail(result.status().message());
+  Result<CheckpointDigest> digest = HashCheckpoint(*result);
+  if (!digest.ok()) return Fail(digest.status().message());
+  if (digest->recorded != result->tensors().size()) {
+    return Fail(out + ": " + std::to_string(digest->recorded) + " of " +
+                std::to_string(result->tensors().size()) + " tensors carry an XXH3 record");
+  }
+  std::cout << "; XXH3 verified\ndigest " << FormatXxh3(LayoutFreeDigest(digest->tensors))
+            << "\n";
+  return 0;
+}
+
+}  // namespace shardload::cli

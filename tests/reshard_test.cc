@@ -1,0 +1,138 @@
+// Tests of `shardload reshard` (cli/reshard.cc), run as a subprocess on fixtures: the
+// new shards hold the same tensors (same per-tensor XXH3 and layout-free digest), carry
+// XXH3 records that read back clean, keep the source metadata, and bad usage fails.
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "format/checksum.h"
+#include "gtest/gtest.h"
+#include "loader/checkpoint.h"
+#include "loader/checkpoint_hash.h"
+#include "tests/fixtures.h"
+
+namespace shardload {
+namespace {
+
+using ::shardload::testing::FixtureTensor;
+using ::shardload::testing::IndexJson;
+using ::shardload::testing::MakeTestDir;
+using ::shardload::testing::ReadFile;
+using ::shardload::testing::SafetensorsBytes;
+using ::shardload::testing::WriteFile;
+
+struct RunResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+RunResult Reshard(const std::string& args) {
+  std::string scratch = MakeTestDir("run");
+  std::string cmd =
+      "cli/shardload reshard " + args + " >" + scratch + "/out 2>" + scratch + "/err";
+  RunResult r;
+  int status = std::system(cmd.c_str());
+  if (status != -1 && WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
+  r.out = ReadFile(scratch + "/out").value_or("<no stdout>");
+  r.err = ReadFile(scratch + "/err").value_or("<no stderr>");
+  return r;
+}
+
+// A two-shard source with index metadata (and a stale XXH3 record to be dropped).
+std::string Source() {
+  std::string dir = MakeTestDir("src");
+  EXPECT_TRUE(WriteFile(dir + "/a.safetensors",
+                        SafetensorsBytes({{"w1", "F32", {64, 33}, ""}, {"b1", "BF16", {7}, ""}})));
+  EXPECT_TRUE(WriteFile(dir + "/b.safetensors",
+                        SafetensorsBytes({{"w2", "U8", {5000}, ""}, {"s", "I64", {}, ""}})));
+  EXPECT_TRUE(WriteFile(dir + "/model.safetensors.index.json",
+                        IndexJson({{"b1", "a.safetensors"}, {"s", "b.safetensors"},
+                                   {"w1", "a.safetensors"}, {"w2", "b.safetensors"}},
+                                  {{"producer", "test"}, {"shardload.xxh3.w1", "0000000000000000"}},
+                                  8448 + 14 + 5000 + 8)));
+  return dir;
+}
+
+CheckpointDigest Digest(const std::string& dir) {
+  Result<Checkpoint> ckpt = Checkpoint::Open(dir);
+  EXPECT_TRUE(ckpt.ok()) << ckpt.status().ToString();
+  HashOptions options;
+  options.check_recorded = false;
+  Result<CheckpointDigest> d = HashCheckpoint(*ckpt, options);
+  EXPECT_TRUE(d.ok()) << d.status().ToString();
+  return *d;
+}
+
+TEST(ReshardTest, ThreeBalancedShardsHoldTheSameTensors) {
+  std::string src = Source();
+  std::string out = MakeTestDir("out") + "/new";
+  RunResult r = Reshard(src + " " + out + " --shards 3 --no-sync");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  CheckpointDigest before = Digest(src);
+  CheckpointDigest after = Digest(out);
+  EXPECT_EQ(r.out, "wrote 4 files into " + out + ": 4 tensors, 13470 bytes; XXH3 verified\n"
+                   "digest " + FormatXxh3(LayoutFreeDigest(before.tensors)) + "\n");
+  EXPECT_EQ(r.err, "");
+  ASSERT_EQ(after.tensors.size(), 4u);
+  EXPECT_EQ(after.recorded, 4u);
+  EXPECT_EQ(after.matched, 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(after.tensors[i].xxh3, before.tensors[i].xxh3) << before.tensors[i].name;
+    EXPECT_EQ(after.tensors[i].recorded, before.tensors[i].xxh3);
+  }
+  Result<Checkpoint> ckpt = Checkpoint::Open(out);
+  ASSERT_TRUE(ckpt.ok());
+  EXPECT_EQ(ckpt->shards().size(), 3u);
+  EXPECT_EQ(ckpt->shards()[0].file, "model-00001-of-00003.safetensors");
+  EXPECT_EQ(ckpt->metadata().at("producer"), "test");
+  EXPECT_EQ(ckpt->metadata().at("shardload.xxh3.w1"), FormatXxh3(before.tensors[2].xxh3));  // sorted: b1, s, w1, w2
+  EXPECT_EQ(ckpt->index_total_size(), 13470u);
+}
+
+TEST(ReshardTest, OneFileWithoutChecksums) {
+  std::string src = Source();
+  std::string out = MakeTestDir("one");
+  RunResult r = Reshard(src + " " + out + " --max-shard-size 1GB --prefix m --no-checksums");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "wrote 1 file into " + out + ": 4 tensors, 13470 bytes\n");
+  Result<Checkpoint> ckpt = Checkpoint::Open(out + "/m.safetensors");
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
+  EXPECT_EQ(ckpt->metadata().count("shardload.xxh3.w1"), 0u);
+  EXPECT_EQ(ckpt->metadata().at("producer"), "test");
+  EXPECT_EQ(LayoutFreeDigest(Digest(out).tensors), LayoutFreeDigest(Digest(src).tensors));
+}
+
+TEST(ReshardTest, Errors) {
+  std::string src = Source();
+  RunResult same = Reshard(src + " " + src + " --shards 2");
+  EXPECT_EQ(same.exit_code, 1);
+  EXPECT_EQ(same.err, "shardload reshard: " + src +
+                          ": is the checkpoint's own folder; write the new shards elsewhere\n");
+  RunResult both = Reshard(src + " /tmp/x --shards 2 --max-shard-size 1GB");
+  EXPECT_EQ(both.exit_code, 2);
+  EXPECT_TRUE(both.err.starts_with(
+      "shardload reshard: give exactly one of --max-shard-size and --shards\nusage:"))
+      << both.err;
+  RunResult bad_size = Reshard(src + " /tmp/x --max-shard-size 12XB");
+  EXPECT_EQ(bad_size.exit_code, 2);
+  EXPECT_TRUE(bad_size.err.starts_with("shardload reshard: invalid byte size '12XB'"))
+      << bad_size.err;
+  RunResult bad_n = Reshard(src + " /tmp/x --shards 0");
+  EXPECT_EQ(bad_n.exit_code, 2);
+  EXPECT_TRUE(bad_n.err.starts_with(
+      "shardload reshard: --shards must be an integer between 1 and 100000, got '0'\n"))
+      << bad_n.err;
+  RunResult too_many = Reshard(src + " " + MakeTestDir("many") + " --shards 5");
+  EXPECT_EQ(too_many.exit_code, 1);
+  EXPECT_EQ(too_many.err,
+            "shardload reshard: num_shards 5 exceeds the number of tensors (4)\n");
+  RunResult missing = Reshard("/nonexistent/ckpt /tmp/x --shards 1");
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_EQ(missing.err, "shardload reshard: /nonexistent/ckpt: no such file or directory\n");
+}
+
+}  // namespace
+}  // namespace shardload
