@@ -28,6 +28,7 @@ BINARIES=(
   "tests/cuda_probe_test"
   "tests/cuda_sink_host_test"
   "tests/cuda_cast_math_test"
+  "tests/cuda_loader_test"
   "bench/cuda_bench"
   "cli/shardload"
 )
@@ -100,7 +101,7 @@ run() {
   command -v nvidia-smi >/dev/null && nvidia-smi -L 2>&1 | tee -a "$summary"
 
   local failed=0
-  local tests=(cuda_probe_test cuda_cast_math_test cuda_sink_host_test cuda_gpu_test)
+  local tests=(cuda_probe_test cuda_cast_math_test cuda_sink_host_test cuda_gpu_test cuda_loader_test)
   [ "${SKIP_TESTS:-0}" = "1" ] && tests=()
   for t in "${tests[@]}"; do
     "$bin/$t" --gtest_output="xml:$out/$t.xml" > "$out/$t.log" 2>&1
