@@ -10,6 +10,9 @@ namespace shardload {
 namespace {
 
 constexpr std::string_view kRegexPrefix = "re:";
+// kMaxRegexNameBytes: std::regex recurses per character; longer names would risk the
+// stack (the same bound as rename rules, loader/match.h).
+constexpr size_t kMaxRegexNameBytes = 1024;
 
 Status InvalidDevice(std::string_view text) {
   return InvalidArgumentError("invalid device '" + std::string(text) +
@@ -95,6 +98,7 @@ Device DeviceMap::Resolve(std::string_view name) const {
   for (const Rule& rule : rules_) {
     std::string_view pattern = rule.pattern;
     if (pattern.substr(0, kRegexPrefix.size()) == kRegexPrefix) {
+      if (name.size() > kMaxRegexNameBytes) continue;  // see device.h
       try {
         if (std::regex_match(name.begin(), name.end(), rule.re)) return rule.device;
       } catch (const std::regex_error&) {

@@ -41,7 +41,9 @@ Result<Device> ParseDevice(std::string_view text);
 // A pattern is a glob over the whole tensor name (target name, after renames):
 // `*` matches any run of characters, `?` one character, everything else itself.
 // A pattern that starts with "re:" is an ECMAScript regex for the rest, matched
-// against the whole name. Thread safety: const methods may be called concurrently.
+// against the whole name; a regex rule never matches a name longer than 1024 bytes
+// (std::regex recursion is bounded that way; glob rules have no limit).
+// Thread safety: const methods may be called concurrently.
 class DeviceMap {
  public:
   DeviceMap() = default;

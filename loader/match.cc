@@ -37,6 +37,13 @@ std::string Quote(std::string_view name) { return '"' + Escape(name, '"') + '"';
 // Single: 'name', as the project's other messages name tensors.
 std::string Single(std::string_view name) { return "'" + Escape(name, '\'') + "'"; }
 
+// Short: Single(name), cut to its first 64 bytes and "..." when longer (for messages
+// about names that may be huge).
+std::string Short(std::string_view name) {
+  if (name.size() <= 64) return Single(name);
+  return "'" + Escape(name.substr(0, 64), '\'') + "...'";
+}
+
 // Plain: the escaped name without quotes (torch does not quote names in size mismatch
 // messages).
 std::string Plain(std::string_view name) { return Escape(name, '"'); }
@@ -266,13 +273,19 @@ Result<std::string> RenameRule::Apply(std::string_view name) const {
       if (regex == nullptr) {
         return InvalidArgumentError("rename rule '" + ToString() + "' has no compiled regex");
       }
+      if (name.size() > kMaxRegexNameBytes) {
+        return InvalidArgumentError("name of " + std::to_string(name.size()) +
+                                    " bytes is longer than the " +
+                                    std::to_string(kMaxRegexNameBytes) +
+                                    "-byte limit for regex rules");
+      }
       try {
         auto flags = global ? std::regex_constants::format_default
                             : std::regex_constants::format_first_only;
         std::string input(name);
         return std::regex_replace(input, *regex, replacement, flags);
       } catch (const std::regex_error& e) {
-        return InternalError("rename rule '" + ToString() + "' failed on " + Single(name) +
+        return InternalError("rename rule '" + ToString() + "' failed on " + Short(name) +
                              ": " + e.what());
       }
   }
@@ -413,7 +426,7 @@ Result<MatchReport> Match(std::span<const StoredTensor> stored,
       Result<std::string> next = rule.Apply(out);
       if (!next.ok()) {
         return InvalidArgumentError("rename rule '" + rule.ToString() + "' on " +
-                                    Single(name) + ": " + next.status().message());
+                                    Short(name) + ": " + next.status().message());
       }
       out = std::move(*next);
     }
@@ -542,7 +555,9 @@ Result<MatchReport> Match(std::span<const StoredTensor> stored,
       auto s = stored_by_name.find(value);
       if (s == stored_by_name.end() || colliding[s->second]) continue;
       if (stored_by_name.count(key) > 0) continue;  // not an alias: key is a tensor
-      SL_ASSIGN_OR_RETURN(std::string name, apply_renames(key));
+      Result<std::string> renamed = apply_renames(key);
+      if (!renamed.ok()) continue;  // metadata is free text: not an alias we can use
+      std::string name = std::move(*renamed);
       auto t = target_by_name.find(name);
       if (t == target_by_name.end() && chosen) {
         std::optional<std::string> alt = chosen->Transform(name);

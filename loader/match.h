@@ -65,6 +65,11 @@ struct Target {
   void* data = nullptr;
 };
 
+// kMaxRegexNameBytes: the longest name a regex rule is applied to. std::regex
+// recurses once per input character, so an unbounded name (tensor names come from
+// untrusted headers) could overflow the stack; real names are far shorter.
+inline constexpr size_t kMaxRegexNameBytes = 1024;
+
 // RenameRule: one rewrite of checkpoint tensor names. Value type; copies share the
 // compiled regex, which is immutable, so rules may be used from several threads.
 struct RenameRule {
@@ -84,7 +89,9 @@ struct RenameRule {
   static RenameRule AddPrefix(std::string prefix);
 
   // Apply: `name` rewritten by this rule. Errors: invalid_argument for a kRegex rule
-  // without a compiled regex; internal when the regex engine gives up on `name`.
+  // without a compiled regex, or for a name longer than kMaxRegexNameBytes ("name of
+  // N bytes is longer than the 1024-byte limit for regex rules"); internal when the
+  // regex engine gives up on `name`.
   Result<std::string> Apply(std::string_view name) const;
 
   // ToString: "strip:PREFIX", "add:PREFIX" or the sed form "s/REGEX/REPLACEMENT/[g]"
@@ -127,7 +134,8 @@ struct MatchOptions {
   std::vector<std::pair<std::string, std::string>> aliases;
   // aliases_from_metadata: also use the alias entries safetensors `save_model` writes
   // to __metadata__ (removed name → kept name). An entry counts only when its value
-  // is a stored tensor name and its key is not; its key goes through the renames.
+  // is a stored tensor name and its key is not; its key goes through the renames
+  // (an entry whose key a rule cannot be applied to is ignored).
   // Caller aliases win over metadata ones for the same target. Default true.
   bool aliases_from_metadata = true;
   // allow_cast: accept dtype differences among F32, F16 and BF16 (the data is

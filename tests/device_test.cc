@@ -88,6 +88,15 @@ TEST(DeviceMapTest, RegexRulesMatchTheWholeName) {
   EXPECT_EQ(map.Resolve("layers"), Cuda(1));
 }
 
+TEST(DeviceMapTest, RegexRulesSkipNamesLongerThan1024Bytes) {
+  DeviceMap map(kCpu);
+  ASSERT_TRUE(map.AddRule("re:(a|b)*", Cuda(1)).ok());
+  ASSERT_TRUE(map.AddRule("a*", Cuda(2)).ok());
+  EXPECT_EQ(map.Resolve(std::string(1024, 'a')), Cuda(1));
+  // 50,000 bytes would overflow the stack inside std::regex; the glob still applies.
+  EXPECT_EQ(map.Resolve(std::string(50000, 'a')), Cuda(2));
+}
+
 TEST(DeviceMapTest, MalformedRegexIsAnError) {
   DeviceMap map;
   Status s = map.AddRule("re:(", Cuda(0));

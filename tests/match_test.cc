@@ -563,6 +563,36 @@ TEST(MatchTest, InvalidInputsAreErrorResults) {
   EXPECT_EQ(o.status().message().rfind("target 'big': ", 0), 0u) << o.status().message();
 }
 
+TEST(MatchTest, HugeNamesNeverReachTheRegexEngine) {
+  // std::regex recurses per character; a 50,000-byte name would overflow the stack.
+  std::string huge(50000, 'a');
+  auto stored = Catalog({{huge, Dtype::kF32, {1}}, {"ok", Dtype::kF32, {1}}});
+  MatchOptions options;
+  options.renames.push_back(*ParseRenameRule("s/^(.*)\\.gamma$/\\1.weight/"));
+  Result<MatchReport> r = Match(stored, kNoMetadata, Targets({{"ok", Dtype::kF32, {1}}}), options);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(r.status().message(),
+            "rename rule 's/^(.*)\\.gamma$/\\1.weight/' on '" + std::string(64, 'a') +
+                "...': name of 50000 bytes is longer than the 1024-byte limit for regex rules");
+  // At the limit it works; prefix rules have no limit.
+  std::string longest(kMaxRegexNameBytes - 6, 'b');
+  EXPECT_EQ(*options.renames[0].Apply(longest + ".gamma"), longest + ".weight");
+  MatchOptions strip;
+  strip.strict = false;
+  strip.renames.push_back(RenameRule::StripPrefix("a"));
+  Result<MatchReport> s = Match(stored, kNoMetadata, Targets({{"ok", Dtype::kF32, {1}}}), strip);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(s->unexpected, (Names{std::string(49999, 'a')}));
+  // A huge metadata key is free text, not an alias: ignored, not an error.
+  std::map<std::string, std::string> metadata = {{std::string(50000, 'k'), "ok"}};
+  Result<MatchReport> m =
+      Match(Catalog({{"ok", Dtype::kF32, {1}}}), metadata, Targets({{"ok", Dtype::kF32, {1}}}),
+            options);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_TRUE(m->status.ok());
+}
+
 TEST(MatchTest, OddNamesAreEscapedInMessages) {
   std::string nul("a\0b", 3);
   auto stored = Catalog({{"q\"uote", Dtype::kF32, {1}}, {nul, Dtype::kF32, {1}},
