@@ -136,7 +136,8 @@ size_t Utf8SequenceLength(std::string_view s, size_t i) {
 }
 
 // NeedsAttention: whether any byte of the 8 in `w` is < 0x20, '"', '\\' or >= 0x80
-// (the classic "has zero byte" bit trick; exact, no false negatives).
+// (the classic "has zero byte" bit tricks). Never a false negative; a rare false
+// positive only sends those bytes through the byte-by-byte loop.
 bool NeedsAttention(uint64_t w) {
   constexpr uint64_t kOnes = 0x0101010101010101ull;
   constexpr uint64_t kHigh = 0x8080808080808080ull;
