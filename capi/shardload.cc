@@ -590,17 +590,16 @@ sl_status sl_report_status(const sl_report* report, const char** message) {
   return static_cast<sl_status>(report->report.status.code());
 }
 
-size_t sl_report_count(const sl_report* report, sl_report_list list) {
+size_t sl_report_count(const sl_report* report, int list) {
   return report == nullptr ? 0 : ReportCount(report->report, list);
 }
 
-sl_status sl_report_item(const sl_report* report, sl_report_list list, size_t index,
+sl_status sl_report_item(const sl_report* report, int list, size_t index,
                          const char** name, size_t* len) {
   return Guard([&] {
     if (report == nullptr) return Fail(NullArgument("report"));
-    if (static_cast<int>(list) < SL_REPORT_MATCHED || static_cast<int>(list) > SL_REPORT_RENAMED) {
-      return Fail(StatusCode::kInvalidArgument,
-                  "unknown report list " + std::to_string(static_cast<int>(list)));
+    if (list < SL_REPORT_MATCHED || list > SL_REPORT_RENAMED) {
+      return Fail(StatusCode::kInvalidArgument, "unknown report list " + std::to_string(list));
     }
     size_t count = ReportCount(report->report, list);
     if (index >= count) {
@@ -608,7 +607,8 @@ sl_status sl_report_item(const sl_report* report, sl_report_list list, size_t in
                                                " is out of range (" + std::to_string(count) +
                                                " entries)");
     }
-    std::string_view item = ReportItem(report->report, list, index);
+    std::string_view item =
+        ReportItem(report->report, static_cast<sl_report_list>(list), index);
     if (name != nullptr) *name = item.data();
     if (len != nullptr) *len = item.size();
     return SL_OK;

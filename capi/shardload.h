@@ -226,12 +226,13 @@ typedef enum sl_report_list {
  * *message (may be NULL) gets the PyTorch-style message ("" when OK). */
 sl_status sl_report_status(const sl_report* report, const char** message);
 
-/* sl_report_count: entries in `list` (0 for NULL or an unknown list). */
-size_t sl_report_count(const sl_report* report, sl_report_list list);
+/* sl_report_count: entries in `list`, an sl_report_list value (0 for NULL or an unknown
+ * list). Lists are passed as int so that any value from another language is defined. */
+size_t sl_report_count(const sl_report* report, int list);
 
 /* sl_report_item: entry `index` of `list` as a borrowed name (length in *len when len is
  * not NULL). Errors: SL_OUT_OF_RANGE; SL_INVALID_ARGUMENT for an unknown list. */
-sl_status sl_report_item(const sl_report* report, sl_report_list list, size_t index,
+sl_status sl_report_item(const sl_report* report, int list, size_t index,
                          const char** name, size_t* len);
 
 /* sl_report_mismatch: details of SL_REPORT_MISMATCHED entry `index`: the stored and

@@ -316,7 +316,7 @@ static void TestLoadIntoStrictFailure(void) {
     CHECK(len == 3 && memcmp(name, "n\0l", 3) == 0);
     CHECK_ERR(sl_report_item(report, SL_REPORT_MISSING, 1, &name, &len), SL_OUT_OF_RANGE,
               "report entry 1 is out of range (1 entries)");
-    CHECK_ERR(sl_report_item(report, (sl_report_list)9, 0, &name, &len), SL_INVALID_ARGUMENT,
+    CHECK_ERR(sl_report_item(report, 9, 0, &name, &len), SL_INVALID_ARGUMENT,
               "unknown report list 9");
     CHECK(strstr(sl_report_json(report), "\"missing\":[\"extra\"]") != NULL);
   }
