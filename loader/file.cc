@@ -335,6 +335,7 @@ class MappedFileImpl final : public MappedFile {
     const std::byte* base = static_cast<const std::byte*>(region_.get_address());
     uint64_t pos = offset;
     for (const iovec& v : iov) {
+      if (v.iov_len == 0) continue;
       if (!GuardedCopy(v.iov_base, base + pos, v.iov_len)) {
         return ShortReadError(f_.fd_.get(), f_.path_, f_.size_, pos);
       }

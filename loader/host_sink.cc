@@ -138,7 +138,7 @@ Status HostSink::Deliver(const CopyRegion& r, std::span<const std::byte> bytes) 
                                   ") do not fit its destination of " + std::to_string(d.bytes) +
                                   " bytes");
     }
-    std::memcpy(dst_base + r.dst_offset, src, r.length);
+    if (r.length > 0) std::memcpy(dst_base + r.dst_offset, src, r.length);
     return OkStatus();
   }
   const uint64_t se = static_cast<uint64_t>(DtypeBits(d.src_dtype)) / 8;

@@ -109,8 +109,10 @@ TEST_F(LoaderTest, LoadAllEveryIoModeIsByteExact) {
         EXPECT_TRUE(t->device.is_cpu());
         ASSERT_EQ(t->bytes, s.bytes.size());
         EXPECT_EQ(reinterpret_cast<uintptr_t>(t->data) % 256, 0u) << s.name;
-        EXPECT_EQ(0, std::memcmp(t->data, s.bytes.data(), s.bytes.size()))
-            << s.name << " via " << IoModeName(mode);
+        if (!s.bytes.empty()) {
+          EXPECT_EQ(0, std::memcmp(t->data, s.bytes.data(), s.bytes.size()))
+              << s.name << " via " << IoModeName(mode);
+        }
       }
       EXPECT_EQ(all->report.matched.size(), src_.size());
       EXPECT_GT(all->seconds, 0);
@@ -142,7 +144,9 @@ TEST_F(LoaderTest, LoadIntoCallerBuffersWithRenamesAndNonStrict) {
   EXPECT_EQ(r->report.unexpected, std::vector<std::string>{"module.lm_head.weight"});
   for (size_t i = 0; i + 1 < targets.size(); ++i) {
     const Source& s = Find(src_, targets[i].name.substr(7));
-    EXPECT_EQ(0, std::memcmp(buffers[i].data(), s.bytes.data(), s.bytes.size())) << s.name;
+    if (!s.bytes.empty()) {
+      EXPECT_EQ(0, std::memcmp(buffers[i].data(), s.bytes.data(), s.bytes.size())) << s.name;
+    }
   }
   ASSERT_GE(progress.size(), 2u);
   EXPECT_EQ(progress.front().first, 0u);
@@ -325,7 +329,7 @@ TEST(LoaderReferenceTest, FilesWrittenByTheReference) {
       const LoadedTensor* t = a->Find(name);
       ASSERT_NE(t, nullptr);
       ASSERT_EQ(t->bytes, want.size()) << name;
-      EXPECT_EQ(0, std::memcmp(t->data, want.data(), want.size())) << name;
+      if (!want.empty()) EXPECT_EQ(0, std::memcmp(t->data, want.data(), want.size())) << name;
     }
   }
 }

@@ -107,6 +107,7 @@ void ExpectDelivered(const Fixture& fx) {
   for (size_t i = 0; i < fx.destinations.size(); ++i) {
     auto [s, t] = fx.sources[i];
     auto [off, size] = fx.shards[s].tensors[t];
+    if (size == 0) continue;
     ASSERT_EQ(0, std::memcmp(fx.buffers[i].data(), fx.shards[s].data.data() + off, size))
         << fx.destinations[i].name;
   }
