@@ -42,8 +42,8 @@ struct FreeDeleter {
 
 }  // namespace
 
-// Ring: the staging memory, slot i at base() + i * stride.
-struct Ring {
+// StagingRing: the staging memory, slot i at base() + i * stride.
+struct StagingRing {
   bool pinned = false;
   PinnedBuffer pinned_memory;
   std::unique_ptr<std::byte, FreeDeleter> host_memory;
@@ -63,9 +63,9 @@ struct Ring {
 
 namespace {
 
-Result<std::unique_ptr<Ring>> AllocateRing(int count, uint64_t slot_bytes, bool pinned,
+Result<std::unique_ptr<StagingRing>> AllocateRing(int count, uint64_t slot_bytes, bool pinned,
                                            PinnedMode mode) {
-  auto ring = std::make_unique<Ring>();
+  auto ring = std::make_unique<StagingRing>();
   ring->slot_count = count;
   ring->slot_bytes = (slot_bytes + kPage - 1) / kPage * kPage;
   ring->stride = ring->slot_bytes + kSlotPadding;
@@ -90,7 +90,7 @@ Result<std::unique_ptr<Ring>> AllocateRing(int count, uint64_t slot_bytes, bool 
 
 struct StagingPool::State {
   mutable std::mutex mu;
-  std::unique_ptr<Ring> ring;
+  std::unique_ptr<StagingRing> ring;
 };
 
 StagingPool::StagingPool() : state_(std::make_unique<State>()) {}
@@ -107,7 +107,7 @@ bool StagingPool::cached_is_pinned() const {
 }
 
 void StagingPool::Clear() {
-  std::unique_ptr<Ring> dropped;
+  std::unique_ptr<StagingRing> dropped;
   std::lock_guard<std::mutex> lock(state_->mu);
   dropped = std::move(state_->ring);
 }
@@ -179,7 +179,7 @@ struct CudaSink::Impl {
 
   mutable std::mutex mu;
   std::condition_variable cv;
-  std::unique_ptr<Ring> ring;
+  std::unique_ptr<StagingRing> ring;
   int ring_allocations = 0;
   std::vector<Slot> slots;
   std::vector<std::unique_ptr<DeviceState>> devices;  // index: device id
@@ -522,7 +522,7 @@ CudaSink::~CudaSink() {
     }
   }
   if (impl_->pool && impl_->ring) {
-    std::unique_ptr<Ring> previous;
+    std::unique_ptr<StagingRing> previous;
     std::lock_guard<std::mutex> lock(impl_->pool->state_->mu);
     previous = std::move(impl_->pool->state_->ring);
     impl_->pool->state_->ring = std::move(impl_->ring);
@@ -555,7 +555,7 @@ Status CudaSink::Begin(std::span<const Destination> destinations, uint64_t slot_
     m.ring.reset();
     if (m.pool) {
       std::lock_guard<std::mutex> pool_lock(m.pool->state_->mu);
-      std::unique_ptr<Ring>& cached = m.pool->state_->ring;
+      std::unique_ptr<StagingRing>& cached = m.pool->state_->ring;
       if (cached && cached->Fits(count, slot_bytes, need_pinned, m.options.pinned_mode)) {
         m.ring = std::move(cached);
       } else {
