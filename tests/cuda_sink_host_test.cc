@@ -72,7 +72,7 @@ void ExpectDelivered(const SinkScenario& sc, const HostTargets& t) {
     if (sc.tensors[i].skip) continue;
     std::vector<std::byte> want = ExpectedBytes(sc, i);
     ASSERT_EQ(want.size(), t.buffers[k].size());
-    EXPECT_TRUE(std::memcmp(want.data(), t.buffers[k].data(), want.size()) == 0)
+    EXPECT_TRUE(want.empty() || std::memcmp(want.data(), t.buffers[k].data(), want.size()) == 0)
         << "tensor " << sc.tensors[i].name << " differs";
     ++k;
   }
