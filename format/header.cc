@@ -27,6 +27,7 @@
 #include <utility>
 
 #include <simdjson.h>
+#include <xxhash.h>
 
 namespace shardload {
 namespace {
@@ -344,12 +345,9 @@ Status HeaderParser::CheckTiling(Header& header) const {
     for (uint32_t i : order) sorted.push_back(std::move(tensors[i]));
     tensors = std::move(sorted);
   }
-  header.by_name.reserve(tensors.size());
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    if (!header.by_name.try_emplace(tensors[i].name, i).second) {
-      return Error(StatusCode::kInvalidArgument,
-                   "duplicate tensor name " + QuoteForMessage(tensors[i].name));
-    }
+  if (size_t dup = header.by_name.Build(tensors); dup != NameIndex::kNotFound) {
+    return Error(StatusCode::kInvalidArgument,
+                 "duplicate tensor name " + QuoteForMessage(tensors[dup].name));
   }
   uint64_t running = 0;
   for (size_t i = 0; i < tensors.size(); ++i) {
@@ -505,10 +503,52 @@ Result<size_t> PreadFully(int fd, char* buf, size_t size, uint64_t offset,
 
 }  // namespace
 
+size_t NameIndex::Build(const std::vector<TensorInfo>& tensors) {
+  size_ = 0;
+  slots_.clear();
+  // Capacity: a power of two at least twice the entry count (load <= 1/2), min 8.
+  size_t capacity = 8;
+  while (capacity < 2 * tensors.size()) capacity *= 2;
+  slots_.assign(capacity, 0);
+  const size_t mask = capacity - 1;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const std::string& name = tensors[i].name;
+    uint64_t hash = XXH3_64bits(name.data(), name.size());
+    uint64_t tag = hash & 0xFFFFFFFF00000000ull;
+    for (size_t s = static_cast<size_t>(hash) & mask;; s = (s + 1) & mask) {
+      uint64_t slot = slots_[s];
+      if (slot == 0) {
+        slots_[s] = tag | (static_cast<uint64_t>(i) + 1);
+        ++size_;
+        break;
+      }
+      if ((slot & 0xFFFFFFFF00000000ull) == tag &&
+          tensors[static_cast<uint32_t>(slot) - 1].name == name) {
+        return i;
+      }
+    }
+  }
+  return kNotFound;
+}
+
+size_t NameIndex::Lookup(std::string_view name, const std::vector<TensorInfo>& tensors) const {
+  if (slots_.empty()) return kNotFound;
+  uint64_t hash = XXH3_64bits(name.data(), name.size());
+  uint64_t tag = hash & 0xFFFFFFFF00000000ull;
+  const size_t mask = slots_.size() - 1;
+  for (size_t s = static_cast<size_t>(hash) & mask;; s = (s + 1) & mask) {
+    uint64_t slot = slots_[s];
+    if (slot == 0) return kNotFound;
+    if ((slot & 0xFFFFFFFF00000000ull) == tag) {
+      size_t i = static_cast<uint32_t>(slot) - 1;
+      if (i < tensors.size() && tensors[i].name == name) return i;
+    }
+  }
+}
+
 const TensorInfo* Header::Find(std::string_view name) const {
-  // by_name is keyed by std::string; heterogeneous lookup would need a custom hash.
-  auto it = by_name.find(std::string(name));
-  return it == by_name.end() ? nullptr : &tensors[it->second];
+  size_t i = by_name.Lookup(name, tensors);
+  return i == NameIndex::kNotFound ? nullptr : &tensors[i];
 }
 
 Result<uint64_t> ParseHeaderLength(std::span<const std::byte> prefix, uint64_t file_size,

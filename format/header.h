@@ -19,7 +19,6 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "format/dtype.h"
@@ -44,6 +43,43 @@ struct TensorInfo {
   friend bool operator==(const TensorInfo&, const TensorInfo&) = default;
 };
 
+// NameIndex: a flat open-addressing hash index from tensor name to position in a
+// `std::vector<TensorInfo>` it does not own (normally Header::tensors). One array of
+// power-of-two size (at least twice the entry count), each slot holding a position and
+// 32 bits of the name's XXH3 hash; linear probing; names are compared against the
+// vector, so an index is only meaningful together with the vector it was built from
+// (positions, not pointers: copying or moving the pair keeps it valid).
+// Thread safety: const methods may run concurrently; Build needs exclusive access.
+//
+//   NameIndex index;
+//   size_t dup = index.Build(tensors);            // kNotFound: all names distinct
+//   size_t i = index.Lookup("w", tensors);        // kNotFound when absent
+class NameIndex {
+ public:
+  // kNotFound: what Build and Lookup return for "none".
+  static constexpr size_t kNotFound = ~size_t{0};
+
+  // Build: index the names of `tensors` (fewer than 2^32 entries), replacing any
+  // previous content. Returns kNotFound when all names are distinct, else the position
+  // of the first tensor whose name repeats an earlier one (the index then holds the
+  // entries before it). Allocates one array; throws std::bad_alloc like std::vector.
+  size_t Build(const std::vector<TensorInfo>& tensors);
+
+  // Lookup: the position in `tensors` (the vector given to Build) of the tensor
+  // called `name`, or kNotFound. O(1) expected; computes one hash, no allocation.
+  size_t Lookup(std::string_view name, const std::vector<TensorInfo>& tensors) const;
+
+  // size: the number of names indexed.
+  size_t size() const { return size_; }
+  // empty: size() == 0.
+  bool empty() const { return size_ == 0; }
+
+ private:
+  // Each slot: (hash >> 32) << 32 | (position + 1); 0 is an empty slot.
+  std::vector<uint64_t> slots_;
+  size_t size_ = 0;
+};
+
 // Header: a validated header. Tensors are in file-offset order (ties by end), and
 // tile [0, data_size) exactly. `metadata` is `__metadata__` (empty when absent or null).
 struct Header {
@@ -52,9 +88,9 @@ struct Header {
   uint64_t data_size = 0;      // bytes of the data section (file size - data_start)
   std::vector<TensorInfo> tensors;
   std::map<std::string, std::string> metadata;
-  std::unordered_map<std::string, size_t> by_name;  // name → index into tensors
+  NameIndex by_name;  // name → index into tensors (see NameIndex::Lookup)
 
-  // Find: the tensor called `name`, or nullptr. O(1).
+  // Find: the tensor called `name`, or nullptr. O(1) expected, no allocation.
   const TensorInfo* Find(std::string_view name) const;
 };
 

@@ -56,8 +56,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     pos = t.end;
     Result<uint64_t> bytes = TensorByteSize(t.dtype, t.shape);
     Check(bytes.ok() && *bytes == t.size());
-    auto it = h.by_name.find(t.name);
-    Check(it != h.by_name.end() && it->second == i);
+    Check(h.by_name.Lookup(t.name, h.tensors) == i);
     Check(h.Find(t.name) == &t);
   }
   Check(pos == h.data_size);

@@ -231,6 +231,47 @@ Status CheckShardPath(const std::string& index_label, const std::string& real_fo
 
 bool NameLess(const StoredTensor& a, const StoredTensor& b) { return a.name < b.name; }
 
+// SortByName: sort `tensors` by name (byte order, as std::string's operator<). Writers
+// usually emit names in order, so it checks first. Otherwise it sorts small
+// (key, position) pairs instead of the entries: the key is the 8 bytes (big-endian,
+// zero-padded) after the prefix that all names share, which orders the pairs exactly
+// like the names whenever two keys differ (a shorter name pads with zeros, and so
+// sorts first); only equal keys compare the names. Then one permutation pass moves
+// every entry once.
+void SortByName(std::vector<StoredTensor>& tensors) {
+  if (std::is_sorted(tensors.begin(), tensors.end(), NameLess)) return;
+  std::string_view first = tensors[0].name;  // unsorted: not empty
+  size_t common = first.size();
+  for (const StoredTensor& t : tensors) {
+    size_t n = std::min(common, t.name.size());
+    size_t k = 0;
+    while (k < n && t.name[k] == first[k]) ++k;
+    common = k;
+  }
+  struct Key {
+    uint64_t key;
+    size_t pos;  // as large as the pair's padding allows anyway
+  };
+  std::vector<Key> keys(tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    std::string_view rest = std::string_view(tensors[i].name).substr(common);
+    uint64_t key = 0;
+    for (size_t b = 0; b < 8; ++b) {
+      key = (key << 8) | (b < rest.size() ? static_cast<unsigned char>(rest[b]) : 0u);
+    }
+    keys[i] = {key, i};
+  }
+  std::sort(keys.begin(), keys.end(), [&](const Key& a, const Key& b) {
+    if (a.key != b.key) return a.key < b.key;
+    return std::string_view(tensors[a.pos].name).substr(common) <
+           std::string_view(tensors[b.pos].name).substr(common);
+  });
+  std::vector<StoredTensor> sorted;
+  sorted.reserve(tensors.size());
+  for (const Key& k : keys) sorted.push_back(std::move(tensors[k.pos]));
+  tensors = std::move(sorted);
+}
+
 }  // namespace
 
 struct Checkpoint::Lazy {
@@ -361,10 +402,7 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
   headers.clear();
   ckpt.total_bytes_ = total;
 
-  // Sorted by name; writers usually emit names in order, so check before sorting.
-  if (!std::is_sorted(ckpt.tensors_.begin(), ckpt.tensors_.end(), NameLess)) {
-    std::sort(ckpt.tensors_.begin(), ckpt.tensors_.end(), NameLess);
-  }
+  SortByName(ckpt.tensors_);
   for (size_t i = 1; i < ckpt.tensors_.size(); ++i) {
     const StoredTensor& a = ckpt.tensors_[i - 1];
     const StoredTensor& b = ckpt.tensors_[i];

@@ -291,11 +291,37 @@ TEST(HeaderTest, ReturnsOffsetOrderIndexAndFrame) {
   const std::string nul_name("n\0ul", 4);
   EXPECT_EQ(h->tensors[0], (TensorInfo{nul_name, Dtype::kI64, {1}, 0, 8}));
   EXPECT_EQ(h->tensors[1], (TensorInfo{"b", Dtype::kF16, {2, 3}, 8, 20}));
-  EXPECT_EQ(h->by_name.at(nul_name), 0u);
+  EXPECT_EQ(h->by_name.Lookup(nul_name, h->tensors), 0u);
   EXPECT_EQ(h->Find("b"), &h->tensors[1]);
   EXPECT_EQ(h->Find(nul_name)->size(), 8u);
   EXPECT_EQ(h->Find("n"), nullptr);  // the NUL is part of the name, not its end
   EXPECT_EQ(h->metadata.at("format"), "pt");
+}
+
+TEST(NameIndexTest, LookupFindsEveryNameAndNothingElse) {
+  NameIndex empty;  // never built: every lookup misses
+  std::vector<TensorInfo> tensors;
+  EXPECT_EQ(empty.Lookup("w", tensors), NameIndex::kNotFound);
+  EXPECT_TRUE(empty.empty());
+  EXPECT_EQ(empty.Build(tensors), NameIndex::kNotFound);
+  EXPECT_EQ(empty.Lookup("", tensors), NameIndex::kNotFound);
+  // Enough names to fill many probe chains; prefixes, NUL bytes and the empty name.
+  for (int i = 0; i < 5000; ++i) tensors.push_back({"layer." + std::to_string(i)});
+  tensors.push_back({std::string("layer.1\0", 8)});
+  tensors.push_back({""});
+  NameIndex index;
+  ASSERT_EQ(index.Build(tensors), NameIndex::kNotFound);
+  EXPECT_EQ(index.size(), tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) EXPECT_EQ(index.Lookup(tensors[i].name, tensors), i);
+  EXPECT_EQ(index.Lookup("layer.", tensors), NameIndex::kNotFound);
+  EXPECT_EQ(index.Lookup("layer.5000", tensors), NameIndex::kNotFound);
+  EXPECT_EQ(index.Lookup(std::string("layer.2\0", 8), tensors), NameIndex::kNotFound);
+  // A repeated name: Build reports the position of the second occurrence.
+  tensors.push_back({"layer.17"});
+  EXPECT_EQ(index.Build(tensors), tensors.size() - 1);
+  tensors.pop_back();
+  ASSERT_EQ(index.Build(tensors), NameIndex::kNotFound);  // rebuilt from scratch
+  EXPECT_EQ(index.size(), tensors.size());
 }
 
 TEST(HeaderTest, ConcurrentParsesOnTwoThreads) {
