@@ -6,9 +6,10 @@
 // Text output, one line per tensor, then the digest:
 //   2d06800538d394c2  F32[2, 3]  model.embed.weight
 //   digest 9a1c...  2 tensors, 48 bytes
+//   records 2 of 2 tensors carry an XXH3 record; all match     (only when some do)
 // JSON output (--json):
 //   {"tensors":[{"name":"a","dtype":"F32","shape":[2,3],"xxh3":"2d06800538d394c2"}],
-//    "digest":"9a1c...","total_bytes":48}
+//    "digest":"9a1c...","total_bytes":48,"recorded":2,"matched":2}
 // Errors: one line on stderr, exit 1 (and {"error":{"code","message"}} on stdout under
 // --json); usage errors exit 2.
 #include <cstdio>
@@ -31,7 +32,8 @@ constexpr char kHashUsage[] =
     "Print the XXH3-64 of every tensor's bytes, sorted by name, and a digest of the\n"
     "whole checkpoint that does not depend on its sharding.\n"
     "  PATH        a .safetensors file, an index .json, or a checkpoint folder\n"
-    "  --json      {\"tensors\":[{\"name\",\"dtype\",\"shape\",\"xxh3\"}],\"digest\",\"total_bytes\"}\n"
+    "  --json      {\"tensors\":[{\"name\",\"dtype\",\"shape\",\"xxh3\"}],\"digest\",\"total_bytes\",\n"
+    "              \"recorded\",\"matched\"}\n"
     "  --no-check  do not fail when a hash recorded in the file differs\n";
 
 // JsonString: `s` as a JSON string literal (quotes, backslashes and control characters
@@ -134,7 +136,9 @@ int RunHash(const Args& args) {
       out += "],\"xxh3\":\"" + FormatXxh3(t.xxh3) + "\"}";
     }
     out += "],\"digest\":\"" + FormatXxh3(all) + "\",\"total_bytes\":" +
-           std::to_string(ckpt->total_bytes()) + "}\n";
+           std::to_string(ckpt->total_bytes()) + ",\"recorded\":" +
+           std::to_string(digest->recorded) + ",\"matched\":" + std::to_string(digest->matched) +
+           "}\n";
     std::cout << out;
   } else {
     for (const TensorDigest& t : digest->tensors) {
@@ -143,6 +147,15 @@ int RunHash(const Args& args) {
     }
     std::cout << "digest " << FormatXxh3(all) << "  " << digest->tensors.size()
               << " tensors, " << ckpt->total_bytes() << " bytes\n";
+    if (digest->recorded > 0) {
+      std::cout << "records " << digest->recorded << " of " << digest->tensors.size()
+                << " tensors carry an XXH3 record; ";
+      if (digest->matched == digest->recorded) {
+        std::cout << "all match\n";
+      } else {
+        std::cout << digest->recorded - digest->matched << " differ\n";
+      }
+    }
   }
   for (const std::string& w : ckpt->warnings()) std::cerr << "warning: " << w << "\n";
   return 0;

@@ -332,7 +332,7 @@ TEST(HashCliTest, JsonOutputWithNastyNames) {
                        "{\"name\":\"q\\\"b\\\\s\",\"dtype\":\"U8\",\"shape\":[1],\"xxh3\":\"" +
                        Hex(tensors[0]) + "\"}],"
                        "\"digest\":\"" + FormatXxh3(LayoutFreeDigest(d->tensors)) +
-                       "\",\"total_bytes\":5}\n");
+                       "\",\"total_bytes\":5,\"recorded\":0,\"matched\":0}\n");
   // Text mode keeps one line per tensor: names with control characters are quoted.
   RunResult text = RunHashCli(dir);
   EXPECT_EQ(text.exit_code, 0) << text.err;
@@ -354,7 +354,22 @@ TEST(HashCliTest, RecordedMismatchFailsUnlessNoCheck) {
   EXPECT_EQ(r.out, "{\"error\":{\"code\":\"data_loss\",\"message\":\"" + msg + "\"}}\n");
   RunResult relaxed = RunHashCli("--no-check " + dir);
   EXPECT_EQ(relaxed.exit_code, 0) << relaxed.err;
-  EXPECT_TRUE(relaxed.out.ends_with(" 5 tensors, 10041 bytes\n")) << relaxed.out;
+  EXPECT_TRUE(relaxed.out.ends_with(
+      " 5 tensors, 10041 bytes\nrecords 1 of 5 tensors carry an XXH3 record; 1 differ\n"))
+      << relaxed.out;
+  RunResult relaxed_json = RunHashCli("--no-check --json " + dir);
+  EXPECT_EQ(relaxed_json.exit_code, 0) << relaxed_json.err;
+  EXPECT_TRUE(relaxed_json.out.ends_with(",\"total_bytes\":10041,\"recorded\":1,\"matched\":0}\n"))
+      << relaxed_json.out;
+
+  // Correct records: reported as matching.
+  std::map<std::string, std::string> good;
+  AddChecksumsToMetadata({{"c.w", HashOf(Tensors()[4])}, {"big", HashOf(Tensors()[2])}}, good);
+  RunResult ok = RunHashCli(SingleFile(good));
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_TRUE(ok.out.ends_with(
+      " 5 tensors, 10041 bytes\nrecords 2 of 5 tensors carry an XXH3 record; all match\n"))
+      << ok.out;
 }
 
 TEST(HashCliTest, UsageErrors) {
