@@ -236,8 +236,8 @@ bool NameLess(const StoredTensor& a, const StoredTensor& b) { return a.name < b.
 // (key, position) pairs instead of the entries: the key is the 8 bytes (big-endian,
 // zero-padded) after the prefix that all names share, which orders the pairs exactly
 // like the names whenever two keys differ (a shorter name pads with zeros, and so
-// sorts first); only equal keys compare the names. Then one permutation pass moves
-// every entry once.
+// sorts first); only equal keys compare the names. Then the permutation is applied in
+// place.
 void SortByName(std::vector<StoredTensor>& tensors) {
   if (std::is_sorted(tensors.begin(), tensors.end(), NameLess)) return;
   std::string_view first = tensors[0].name;  // unsorted: not empty
@@ -266,10 +266,21 @@ void SortByName(std::vector<StoredTensor>& tensors) {
     return std::string_view(tensors[a.pos].name).substr(common) <
            std::string_view(tensors[b.pos].name).substr(common);
   });
-  std::vector<StoredTensor> sorted;
-  sorted.reserve(tensors.size());
-  for (const Key& k : keys) sorted.push_back(std::move(tensors[k.pos]));
-  tensors = std::move(sorted);
+  // Apply the permutation in place, one cycle at a time (entry i takes the entry at
+  // keys[i].pos): no second array of entries to fault in.
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (keys[i].pos == i) continue;
+    StoredTensor held = std::move(tensors[i]);
+    size_t at = i;
+    while (keys[at].pos != i) {
+      size_t from = keys[at].pos;
+      tensors[at] = std::move(tensors[from]);
+      keys[at].pos = at;
+      at = from;
+    }
+    tensors[at] = std::move(held);
+    keys[at].pos = at;
+  }
 }
 
 }  // namespace
@@ -403,7 +414,8 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
   ckpt.total_bytes_ = total;
 
   SortByName(ckpt.tensors_);
-  for (size_t i = 1; i < ckpt.tensors_.size(); ++i) {
+  // One shard's names are distinct already (the header parser rejects duplicates).
+  for (size_t i = 1; ckpt.shards_.size() > 1 && i < ckpt.tensors_.size(); ++i) {
     const StoredTensor& a = ckpt.tensors_[i - 1];
     const StoredTensor& b = ckpt.tensors_[i];
     if (a.name == b.name) {

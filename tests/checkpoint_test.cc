@@ -6,7 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -95,6 +97,39 @@ TEST(CheckpointOpen, SingleFileByPath) {
   EXPECT_EQ(c->Find("zet"), nullptr);
   EXPECT_EQ(c->Find("zetaa"), nullptr);
   EXPECT_EQ(c->Find(""), nullptr);
+}
+
+TEST(CheckpointOpen, CatalogIsInByteOrderOfNamesWhateverTheFileOrder) {
+  // Names that share long prefixes, tie on their first 8 bytes after the common prefix,
+  // are prefixes of each other, or hold NUL and bytes >= 0x80, in a shuffled file order.
+  std::vector<std::string> names = {"p.", std::string("p.\0", 3), std::string("p.\0\0", 4)};
+  for (int i = 0; i < 300; ++i) {
+    std::string n = "p.layers." + std::to_string(i % 37) + ".experts." + std::to_string(i);
+    names.push_back(n);
+    if (i % 50 == 0) names.push_back(n + ".w");
+  }
+  names.push_back("p.\xc3\xa9");
+  names.push_back("p.\x7f");
+  std::mt19937 rng(7);
+  std::shuffle(names.begin(), names.end(), rng);
+  std::vector<FixtureTensor> ts;
+  for (const std::string& n : names) ts.push_back({n, "U8", {1}, ""});
+  std::string dir = MakeTestDir("catalog_order");
+  ASSERT_TRUE(WriteFile(dir + "/model.safetensors", SafetensorsBytes(ts)));
+  Result<Checkpoint> c = Checkpoint::Open(dir);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  std::vector<std::string> got;
+  for (const StoredTensor& t : c->tensors()) got.push_back(t.name);
+  std::vector<std::string> want = names;
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(got, want);
+  for (const std::string& n : names) {
+    ASSERT_NE(c->Find(n), nullptr) << n;
+    const auto [b, e] = c->DataOffsets(*c->Find(n));
+    EXPECT_EQ(e - b, 1u);
+    // File order is the shuffled order: the tensor keeps its own offset.
+    EXPECT_EQ(b, static_cast<uint64_t>(std::find(names.begin(), names.end(), n) - names.begin()));
+  }
 }
 
 TEST(CheckpointOpen, RelativeFileNameHasDotFolder) {
