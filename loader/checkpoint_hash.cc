@@ -2,13 +2,9 @@
 #include "loader/checkpoint_hash.h"
 
 #include <algorithm>
-#include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <numeric>
 #include <string_view>
-#include <system_error>
-#include <thread>
 #include <utility>
 
 #include "format/checksum.h"
@@ -28,128 +24,6 @@ void AppendBytes(std::string& out, std::string_view s) {
   AppendU64(out, s.size());
   out.append(s);
 }
-
-// Piece: one positional read of `length` bytes at `offset` of tensor `tensor`'s shard;
-// `last` marks the tensor's final piece.
-struct Piece {
-  size_t tensor;
-  uint64_t offset;
-  size_t length;
-  bool last;
-};
-
-// ReadAhead: a reader thread that reads `pieces` in order into two buffers, one piece
-// ahead of the consumer. Take(k) waits for piece k (its bytes, or the read's error);
-// Release(k) hands its buffer back. The destructor stops and joins the thread, so an
-// early return of the consumer is always safe.
-class ReadAhead {
- public:
-  ReadAhead(const Checkpoint& ckpt, const std::vector<Piece>& pieces, size_t buffer_bytes)
-      : ckpt_(ckpt), pieces_(pieces) {
-    for (Slot& s : slots_) s.buffer.resize(buffer_bytes);
-  }
-  ReadAhead(const ReadAhead&) = delete;
-  ReadAhead& operator=(const ReadAhead&) = delete;
-  ~ReadAhead() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    if (thread_.joinable()) thread_.join();
-  }
-
-  // Start: launch the reader. Errors: resource_exhausted when no thread can be had.
-  Status Start() {
-    try {
-      thread_ = std::thread([this] { Run(); });
-    } catch (const std::system_error& e) {
-      return ResourceExhaustedError(std::string("cannot start the hashing reader thread: ") +
-                                    e.what());
-    }
-    return OkStatus();
-  }
-
-  Result<std::span<const std::byte>> Take(size_t k) {
-    Slot& s = slots_[k % 2];
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return s.full; });
-    if (!s.status.ok()) return s.status;
-    return std::span<const std::byte>(s.buffer.data(), pieces_[k].length);
-  }
-
-  void Release(size_t k) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      slots_[k % 2].full = false;
-    }
-    cv_.notify_all();
-  }
-
- private:
-  struct Slot {
-    std::vector<std::byte> buffer;
-    Status status;
-    bool full = false;
-  };
-
-  void Run() {
-    const std::vector<StoredTensor>& tensors = ckpt_.tensors();
-    const std::vector<ShardInfo>& shards = ckpt_.shards();
-    std::unique_ptr<ReadableFile> file;
-    uint32_t open_shard = 0;
-    bool opened = false;
-    for (size_t k = 0; k < pieces_.size(); ++k) {
-      Slot& s = slots_[k % 2];
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return stop_ || !s.full; });
-        if (stop_) return;
-      }
-      const Piece& p = pieces_[k];
-      const StoredTensor& t = tensors[p.tensor];
-      Status status;
-      if (!opened || t.shard != open_shard) {
-        file.reset();
-        status = Open(shards[t.shard], &file);
-        open_shard = t.shard;
-        opened = status.ok();
-      }
-      if (status.ok() && p.length > 0) {
-        status = file->ReadAt(p.offset, std::span<std::byte>(s.buffer.data(), p.length));
-        if (!status.ok()) {
-          status = Status(status.code(),
-                          status.message() + " (reading tensor '" + t.name + "')");
-        }
-      }
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        s.status = status;
-        s.full = true;
-      }
-      cv_.notify_all();
-      if (!status.ok()) return;  // the consumer stops at this piece
-    }
-  }
-
-  static Status Open(const ShardInfo& shard, std::unique_ptr<ReadableFile>* out) {
-    SL_ASSIGN_OR_RETURN(*out, OpenFile(shard.path, IoMode::kPread));
-    if ((*out)->size() != shard.size) {
-      return DataLossError(shard.path + ": file changed since the checkpoint was opened: now " +
-                           std::to_string((*out)->size()) + " bytes, was " +
-                           std::to_string(shard.size));
-    }
-    return OkStatus();
-  }
-
-  const Checkpoint& ckpt_;
-  const std::vector<Piece>& pieces_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  Slot slots_[2];
-  bool stop_ = false;
-  std::thread thread_;
-};
 
 }  // namespace
 
@@ -180,57 +54,56 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
            std::pair(tensors[b].shard, tensors[b].file_offset);
   });
 
-  // Records: every shard's, then the index's (parsed before any read).
-  std::vector<ChecksumMap> shard_recorded(shards.size());
-  for (size_t i = 0; i < shards.size(); ++i) {
-    SL_ASSIGN_OR_RETURN(shard_recorded[i],
-                        ParseChecksumMetadata(shards[i].metadata, shards[i].file));
-  }
+  // One buffer for every read; never larger than the biggest tensor needs.
+  uint64_t largest = 0;
+  for (const StoredTensor& t : tensors) largest = std::max(largest, t.bytes);
+  std::vector<std::byte> buffer(static_cast<size_t>(std::min(options.chunk_bytes, largest)));
+
+  // Hashes recorded for the whole checkpoint in the index's metadata.
   ChecksumMap index_recorded;
   if (ckpt.sharded()) {
     SL_ASSIGN_OR_RETURN(index_recorded,
                         ParseChecksumMetadata(ckpt.metadata(), ckpt.index_file()));
   }
 
-  // The reads, in file order, each at most chunk_bytes; a tensor of 0 bytes is one
-  // empty piece so that every tensor ends with a `last` piece.
-  std::vector<Piece> pieces;
-  uint64_t largest = 0;
+  std::unique_ptr<ReadableFile> file;
+  ChecksumMap recorded;
+  size_t open_shard = shards.size();  // none yet
   for (size_t idx : order) {
     const StoredTensor& t = tensors[idx];
     if (t.shard >= shards.size()) {
       return InternalError("tensor '" + t.name + "' names shard " + std::to_string(t.shard) +
                            " of " + std::to_string(shards.size()));
     }
-    largest = std::max(largest, t.bytes);
+    const ShardInfo& shard = shards[t.shard];
+    if (t.shard != open_shard) {
+      file.reset();
+      SL_ASSIGN_OR_RETURN(file, OpenFile(shard.path, IoMode::kPread));
+      if (file->size() != shard.size) {
+        return DataLossError(shard.path + ": file changed since the checkpoint was opened: now " +
+                             std::to_string(file->size()) + " bytes, was " +
+                             std::to_string(shard.size));
+      }
+      SL_ASSIGN_OR_RETURN(recorded, ParseChecksumMetadata(shard.metadata, shard.file));
+      open_shard = t.shard;
+    }
+    Xxh3Hasher hasher;
     uint64_t done = 0;
-    do {
-      const uint64_t n = std::min<uint64_t>(t.bytes - done, options.chunk_bytes);
-      pieces.push_back(Piece{idx, t.file_offset + done, static_cast<size_t>(n),
-                             done + n == t.bytes});
+    while (done < t.bytes) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(t.bytes - done, buffer.size()));
+      std::span<std::byte> piece(buffer.data(), n);
+      Status read = file->ReadAt(t.file_offset + done, piece);
+      if (!read.ok()) {
+        return Status(read.code(), read.message() + " (reading tensor '" + t.name + "')");
+      }
+      hasher.Update(piece);
       done += n;
-    } while (done < t.bytes);
-  }
-
-  // A reader thread fills one buffer while this thread hashes the other.
-  const size_t buffer_bytes = static_cast<size_t>(std::min(options.chunk_bytes, largest));
-  ReadAhead reader(ckpt, pieces, buffer_bytes);
-  SL_RETURN_IF_ERROR(reader.Start());
-  Xxh3Hasher hasher;
-  for (size_t k = 0; k < pieces.size(); ++k) {
-    const Piece& p = pieces[k];
-    SL_ASSIGN_OR_RETURN(std::span<const std::byte> bytes, reader.Take(k));
-    hasher.Update(bytes);
-    reader.Release(k);
-    if (!p.last) continue;
-
-    const StoredTensor& t = tensors[p.tensor];
-    TensorDigest& d = result.tensors[p.tensor];
+    }
+    TensorDigest& d = result.tensors[idx];
     d.xxh3 = hasher.Digest();
-    hasher.Reset();
     // The shard's own record first, then the index's; every record present must match.
     bool any = false, all_match = true;
-    for (auto [sums, label] : {std::pair(&shard_recorded[t.shard], &shards[t.shard].file),
+    for (auto [sums, label] : {std::pair(&recorded, &shard.file),
                                std::pair(&index_recorded, &ckpt.index_file())}) {
       auto it = sums->find(t.name);
       if (it == sums->end()) continue;

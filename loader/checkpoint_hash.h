@@ -2,8 +2,7 @@
 // hashes its shards record.
 //
 // Provides `HashCheckpoint`: reads every tensor's bytes with positional reads (shard by
-// shard, in file-offset order, on a helper thread that fills one of two reusable buffers
-// while the caller's thread hashes the other, so memory stays at 2 ×
+// shard, in file-offset order, through one reusable buffer, so memory stays at
 // `HashOptions::chunk_bytes` whatever the tensor sizes) and returns one `TensorDigest`
 // per tensor, sorted by name. Hashes recorded in a shard's `__metadata__` or, for a
 // sharded checkpoint, in the index's "metadata" object (format/checksum.h,
@@ -37,7 +36,7 @@ namespace shardload {
 // HashOptions: how HashCheckpoint reads and checks. Invalid values give
 // invalid_argument before any read.
 struct HashOptions {
-  // chunk_bytes: the size of each positional read (and of each of the two buffers).
+  // chunk_bytes: the size of each positional read (and of the one buffer allocated).
   // Default 1 MiB (stays in cache between the read and the hash; measured faster than
   // 8 MiB, see bench/RESULTS.md); must be in [4096, 1 GiB].
   uint64_t chunk_bytes = uint64_t{1} << 20;
@@ -77,10 +76,8 @@ struct CheckpointDigest {
 // at the first mismatch in file order, <file> being the shard or the index that holds
 // the record. A record naming a tensor that is not there (in that shard, or in the
 // checkpoint for the index) is ignored.
-// Errors also include resource_exhausted when the reader thread cannot be started.
-// Thread safety: reads `ckpt` through const methods only (from the caller's thread and
-// one helper thread it starts and always joins before returning); may run
-// concurrently with other readers of the same Checkpoint.
+// Thread safety: reads `ckpt` through const methods only; may run concurrently with
+// other readers of the same Checkpoint.
 Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOptions& options = {});
 
 // RecordedChecksums: every hash a checkpoint records (shard `__metadata__` and index
