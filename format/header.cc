@@ -511,20 +511,33 @@ size_t NameIndex::Build(const std::vector<TensorInfo>& tensors) {
   while (capacity < 2 * tensors.size()) capacity *= 2;
   slots_.assign(capacity, 0);
   const size_t mask = capacity - 1;
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    const std::string& name = tensors[i].name;
-    uint64_t hash = XXH3_64bits(name.data(), name.size());
-    uint64_t tag = hash & 0xFFFFFFFF00000000ull;
-    for (size_t s = static_cast<size_t>(hash) & mask;; s = (s + 1) & mask) {
-      uint64_t slot = slots_[s];
-      if (slot == 0) {
-        slots_[s] = tag | (static_cast<uint64_t>(i) + 1);
-        ++size_;
-        break;
-      }
-      if ((slot & 0xFFFFFFFF00000000ull) == tag &&
-          tensors[static_cast<uint32_t>(slot) - 1].name == name) {
-        return i;
+  uint64_t* slots = slots_.data();
+  // In blocks: hash a block of names (read in order), prefetch their slots, then
+  // insert, so that the random slot accesses of a block overlap instead of each
+  // waiting for its own cache miss.
+  constexpr size_t kBlock = 32;
+  uint64_t hashes[kBlock];
+  for (size_t base = 0; base < tensors.size(); base += kBlock) {
+    const size_t n = std::min(kBlock, tensors.size() - base);
+    for (size_t k = 0; k < n; ++k) {
+      const std::string& name = tensors[base + k].name;
+      hashes[k] = XXH3_64bits(name.data(), name.size());
+      __builtin_prefetch(&slots[static_cast<size_t>(hashes[k]) & mask], 1);
+    }
+    for (size_t k = 0; k < n; ++k) {
+      const size_t i = base + k;
+      const uint64_t tag = hashes[k] & 0xFFFFFFFF00000000ull;
+      for (size_t s = static_cast<size_t>(hashes[k]) & mask;; s = (s + 1) & mask) {
+        uint64_t slot = slots[s];
+        if (slot == 0) {
+          slots[s] = tag | (static_cast<uint64_t>(i) + 1);
+          ++size_;
+          break;
+        }
+        if ((slot & 0xFFFFFFFF00000000ull) == tag &&
+            tensors[static_cast<uint32_t>(slot) - 1].name == tensors[i].name) {
+          return i;
+        }
       }
     }
   }
