@@ -231,13 +231,24 @@ Status CheckShardPath(const std::string& index_label, const std::string& real_fo
 
 bool NameLess(const StoredTensor& a, const StoredTensor& b) { return a.name < b.name; }
 
+// KeyAt: bytes [offset, offset + 8) of `name` as a big-endian number, zero-padded.
+uint64_t KeyAt(std::string_view name, size_t offset) {
+  uint64_t key = 0;
+  for (size_t b = 0; b < 8; ++b) {
+    size_t at = offset + b;
+    key = (key << 8) | (at < name.size() ? static_cast<unsigned char>(name[at]) : 0u);
+  }
+  return key;
+}
+
 // SortByName: sort `tensors` by name (byte order, as std::string's operator<). Writers
 // usually emit names in order, so it checks first. Otherwise it sorts small
-// (key, position) pairs instead of the entries: the key is the 8 bytes (big-endian,
-// zero-padded) after the prefix that all names share, which orders the pairs exactly
-// like the names whenever two keys differ (a shorter name pads with zeros, and so
-// sorts first); only equal keys compare the names. Then the permutation is applied in
-// place.
+// (key, position) pairs instead of the entries, most significant bytes first: the key
+// is 8 bytes of the name (big-endian, zero-padded) starting after the prefix that all
+// names share; a run of equal keys is split into the names that end within those 8
+// bytes (each a prefix of the longer ones: ordered by length, first) and the rest,
+// which are keyed on their next 8 bytes (an explicit work list, not recursion, so long
+// names cannot exhaust the stack). Then the permutation is applied in place.
 void SortByName(std::vector<StoredTensor>& tensors) {
   if (std::is_sorted(tensors.begin(), tensors.end(), NameLess)) return;
   std::string_view first = tensors[0].name;  // unsorted: not empty
@@ -250,22 +261,40 @@ void SortByName(std::vector<StoredTensor>& tensors) {
   }
   struct Key {
     uint64_t key;
-    size_t pos;  // as large as the pair's padding allows anyway
+    size_t pos;
   };
   std::vector<Key> keys(tensors.size());
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    std::string_view rest = std::string_view(tensors[i].name).substr(common);
-    uint64_t key = 0;
-    for (size_t b = 0; b < 8; ++b) {
-      key = (key << 8) | (b < rest.size() ? static_cast<unsigned char>(rest[b]) : 0u);
+  for (size_t i = 0; i < tensors.size(); ++i) keys[i].pos = i;
+  struct Work {
+    size_t begin, end, offset;
+  };
+  std::vector<Work> work = {{0, keys.size(), common}};
+  while (!work.empty()) {
+    const Work w = work.back();
+    work.pop_back();
+    Key* lo = keys.data() + w.begin;
+    Key* hi = keys.data() + w.end;
+    for (Key* k = lo; k != hi; ++k) k->key = KeyAt(tensors[k->pos].name, w.offset);
+    std::sort(lo, hi, [](const Key& a, const Key& b) { return a.key < b.key; });
+    for (Key* run = lo; run != hi;) {
+      Key* run_end = run + 1;
+      while (run_end != hi && run_end->key == run->key) ++run_end;
+      if (run_end - run > 1) {
+        const size_t next = w.offset + 8;
+        Key* rest = std::partition(run, run_end, [&](const Key& k) {
+          return tensors[k.pos].name.size() <= next;
+        });
+        std::sort(run, rest, [&](const Key& a, const Key& b) {
+          return tensors[a.pos].name.size() < tensors[b.pos].name.size();
+        });
+        if (run_end - rest > 1) {
+          work.push_back({static_cast<size_t>(rest - keys.data()),
+                          static_cast<size_t>(run_end - keys.data()), next});
+        }
+      }
+      run = run_end;
     }
-    keys[i] = {key, i};
   }
-  std::sort(keys.begin(), keys.end(), [&](const Key& a, const Key& b) {
-    if (a.key != b.key) return a.key < b.key;
-    return std::string_view(tensors[a.pos].name).substr(common) <
-           std::string_view(tensors[b.pos].name).substr(common);
-  });
   // Apply the permutation in place, one cycle at a time (entry i takes the entry at
   // keys[i].pos): no second array of entries to fault in.
   for (size_t i = 0; i < keys.size(); ++i) {

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstring>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -111,6 +112,13 @@ TEST(CheckpointOpen, CatalogIsInByteOrderOfNamesWhateverTheFileOrder) {
   names.push_back("p.\xc3\xa9");
   names.push_back("p.\x7f");
   std::mt19937 rng(7);
+  // Random names over a 3-byte alphabet (with NUL), up to 40 bytes: long equal runs.
+  std::set<std::string> seen(names.begin(), names.end());
+  for (int i = 0; i < 400; ++i) {
+    std::string n = "p.";
+    for (size_t len = rng() % 41; n.size() < 2 + len;) n += "ab\0"[rng() % 3];
+    if (seen.insert(n).second) names.push_back(n);
+  }
   std::shuffle(names.begin(), names.end(), rng);
   std::vector<FixtureTensor> ts;
   for (const std::string& n : names) ts.push_back({n, "U8", {1}, ""});
