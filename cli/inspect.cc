@@ -18,6 +18,7 @@
 // Errors: exit 1 (2 for bad usage) with "shardload inspect: <message>" on stderr, and
 // under --json {"error":{"code":"<StatusCodeName>","message":"..."}} on stdout.
 // The output is built in one buffer and written with one write loop.
+#include <malloc.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -374,6 +375,12 @@ int RunInspect(const Args& args) {
     return rc;
   }
 
+  // A one-shot process: keep freed memory in the heap (no trimming, large blocks from
+  // the heap rather than their own mappings) so that later allocations, such as the
+  // catalog after the header buffer is freed, reuse pages already faulted in.
+  // (Process-wide malloc policy, set by the command, never by the library.)
+  ::mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's largest accepted value
+  ::mallopt(M_TRIM_THRESHOLD, 1 << 30);
   Result<Checkpoint> ckpt = Checkpoint::Open(path);
   if (!ckpt.ok()) return Fail(ckpt.status(), json, 1);
 
