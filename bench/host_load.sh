@@ -3,7 +3,8 @@
 #
 # Usage: bench/host_load.sh [CKPT_DIR] [SHARDLOAD_BIN]
 #   CKPT_DIR       checkpoint to load (default /tmp/shardload_host_ckpt; written with
-#                  `shardload write-sample --layout llama --size 2GiB --shards 4` when absent)
+#                  `shardload write-sample --layout llama --size 2300MiB --shards 4 --dtype f16`
+#                  when absent: F16, because the numpy reference cannot read BF16)
 #   SHARDLOAD_BIN  default bazel-bin/cli/shardload (build it with `bazel build -c opt //cli:shardload`)
 # Runs, hot (page cache warm) and cold (page cache dropped before each load; needs root):
 #   shardload bench CKPT --io pread|mmap|direct --json   (same-run ceilings included)
@@ -18,7 +19,7 @@ repeat="${REPEAT:-5}"
 out="$(mktemp -d)"
 
 if [ ! -e "$ckpt/model.safetensors.index.json" ]; then
-  "$bin" write-sample "$ckpt" --layout llama --size 2GiB --shards 4 --seed 1 >/dev/null
+  "$bin" write-sample "$ckpt" --layout llama --size 2300MiB --shards 4 --seed 1 --dtype f16 >/dev/null
 fi
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
