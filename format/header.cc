@@ -106,6 +106,13 @@ std::string_view TypeName(simdjson::dom::element_type type) {
   return "an unknown value";
 }
 
+// KeyIs: key == literal, with the literal's length known at compile time (an inline
+// compare instead of a memcmp call per field).
+template <size_t N>
+bool KeyIs(std::string_view key, const char (&literal)[N]) {
+  return key.size() == N - 1 && std::memcmp(key.data(), literal, N - 1) == 0;
+}
+
 // Context of one header parse: builds the messages.
 class HeaderParser {
  public:
@@ -134,6 +141,10 @@ class HeaderParser {
 
   std::string_view label_;
   const ParseOptions& options_;
+  // The dtype of the last entry that named one (a cache for DtypeFromName);
+  // last_dtype_name_ views DtypeName's static text.
+  mutable std::string_view last_dtype_name_;
+  mutable Dtype last_dtype_ = Dtype::kU8;
 };
 
 Status HeaderParser::ReadUnsigned(std::string_view name, std::string_view field, size_t index,
@@ -202,14 +213,21 @@ Status HeaderParser::ReadTensor(std::string_view name, simdjson::dom::element va
   simdjson::dom::object fields = value.get_object().value_unsafe();
   for (simdjson::dom::key_value_pair kv : fields) {
     std::string_view key = kv.key;
-    if (key == "dtype") {
+    if (KeyIs(key, "dtype")) {
       if (have_dtype) return TensorError(StatusCode::kInvalidArgument, name, "duplicate field 'dtype'");
       have_dtype = true;
       if (kv.value.type() != T::STRING) {
         return TensorError(StatusCode::kInvalidArgument, name,
                            "dtype must be a string, got " + std::string(TypeName(kv.value.type())));
       }
-      Result<Dtype> dtype = DtypeFromName(kv.value.get_string().value_unsafe());
+      std::string_view dtype_name = kv.value.get_string().value_unsafe();
+      // Headers hold long runs of one dtype. (The cache starts empty, and no dtype is
+      // called "": an empty name never hits it.)
+      if (!last_dtype_name_.empty() && dtype_name == last_dtype_name_) {
+        out.dtype = last_dtype_;
+        continue;
+      }
+      Result<Dtype> dtype = DtypeFromName(dtype_name);
       if (!dtype.ok()) {
         // DtypeFromName's message ("unknown dtype 'f32'") does not escape the name.
         return TensorError(StatusCode::kInvalidArgument, name,
@@ -217,7 +235,9 @@ Status HeaderParser::ReadTensor(std::string_view name, simdjson::dom::element va
                                QuoteForMessage(kv.value.get_string().value_unsafe()));
       }
       out.dtype = *dtype;
-    } else if (key == "shape") {
+      last_dtype_name_ = DtypeName(*dtype);
+      last_dtype_ = *dtype;
+    } else if (KeyIs(key, "shape")) {
       if (have_shape) return TensorError(StatusCode::kInvalidArgument, name, "duplicate field 'shape'");
       have_shape = true;
       if (kv.value.type() != T::ARRAY) {
@@ -232,7 +252,7 @@ Status HeaderParser::ReadTensor(std::string_view name, simdjson::dom::element va
         SL_RETURN_IF_ERROR(ReadUnsigned(name, "shape", i++, dim, d));
         out.shape.push_back(d);
       }
-    } else if (key == "data_offsets") {
+    } else if (KeyIs(key, "data_offsets")) {
       if (have_offsets) {
         return TensorError(StatusCode::kInvalidArgument, name, "duplicate field 'data_offsets'");
       }

@@ -191,6 +191,18 @@ TEST(HeaderTest, DuplicateFieldInAnEntry) {
 TEST(HeaderTest, DtypeNamesAreExact) {
   ExpectError(Parse("{" + Entry("a", "bf16", "[1]", 0, 2) + "}", 2), StatusCode::kInvalidArgument,
               "tensor 'a': unknown dtype 'bf16'");
+  // After valid entries (whose dtype the parser remembers): still exact, "" included.
+  const std::string ok = Entry("a", "BF16", "[1]", 0, 2) + "," + Entry("b", "BF16", "[1]", 2, 4);
+  ExpectError(Parse("{" + ok + "," + Entry("c", "BF16 ", "[1]", 4, 6) + "}", 6),
+              StatusCode::kInvalidArgument, "tensor 'c': unknown dtype 'BF16 '");
+  ExpectError(Parse("{" + ok + "," + Entry("c", "", "[1]", 4, 6) + "}", 6),
+              StatusCode::kInvalidArgument, "tensor 'c': unknown dtype ''");
+  Result<Header> h = Parse("{" + ok + "," + Entry("c", "F16", "[1]", 4, 6) + "," +
+                           Entry("d", "BF16", "[1]", 6, 8) + "}", 8);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  EXPECT_EQ(h->Find("b")->dtype, Dtype::kBF16);
+  EXPECT_EQ(h->Find("c")->dtype, Dtype::kF16);
+  EXPECT_EQ(h->Find("d")->dtype, Dtype::kBF16);
 }
 
 TEST(HeaderTest, ShapeEntriesAreUnsignedIntegers) {
