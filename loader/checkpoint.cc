@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cerrno>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <mutex>
@@ -231,24 +233,32 @@ Status CheckShardPath(const std::string& index_label, const std::string& real_fo
 
 bool NameLess(const StoredTensor& a, const StoredTensor& b) { return a.name < b.name; }
 
-// KeyAt: bytes [offset, offset + 8) of `name` as a big-endian number, zero-padded.
-uint64_t KeyAt(std::string_view name, size_t offset) {
+// KeyAt: bytes [offset, offset + 8) of the `size` bytes at `data` as a big-endian
+// number, zero-padded past the end.
+uint64_t KeyAt(const char* data, size_t size, size_t offset) {
+  if (offset + 8 <= size) {
+    uint64_t key;
+    std::memcpy(&key, data + offset, 8);
+    if constexpr (std::endian::native == std::endian::little) key = __builtin_bswap64(key);
+    return key;
+  }
   uint64_t key = 0;
   for (size_t b = 0; b < 8; ++b) {
     size_t at = offset + b;
-    key = (key << 8) | (at < name.size() ? static_cast<unsigned char>(name[at]) : 0u);
+    key = (key << 8) | (at < size ? static_cast<unsigned char>(data[at]) : 0u);
   }
   return key;
 }
 
 // SortByName: sort `tensors` by name (byte order, as std::string's operator<). Writers
 // usually emit names in order, so it checks first. Otherwise it sorts small
-// (key, position) pairs instead of the entries, most significant bytes first: the key
-// is 8 bytes of the name (big-endian, zero-padded) starting after the prefix that all
-// names share; a run of equal keys is split into the names that end within those 8
-// bytes (each a prefix of the longer ones: ordered by length, first) and the rest,
-// which are keyed on their next 8 bytes (an explicit work list, not recursion, so long
-// names cannot exhaust the stack). Then the permutation is applied in place.
+// (key, name, position) records instead of the entries, most significant bytes
+// first: the key is 8 bytes of the name (big-endian, zero-padded) starting after the
+// prefix that all names share; a run of equal keys is split into the names that end
+// within those 8 bytes (each a prefix of the longer ones: ordered by length, first)
+// and the rest, which are keyed on their next 8 bytes (an explicit work list, not
+// recursion, so long names cannot exhaust the stack). Then the permutation is applied
+// in place.
 void SortByName(std::vector<StoredTensor>& tensors) {
   if (std::is_sorted(tensors.begin(), tensors.end(), NameLess)) return;
   std::string_view first = tensors[0].name;  // unsorted: not empty
@@ -261,10 +271,14 @@ void SortByName(std::vector<StoredTensor>& tensors) {
   }
   struct Key {
     uint64_t key;
+    const char* data;  // the name's bytes (owned by tensors[pos])
+    size_t size;
     size_t pos;
   };
   std::vector<Key> keys(tensors.size());
-  for (size_t i = 0; i < tensors.size(); ++i) keys[i].pos = i;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    keys[i] = {0, tensors[i].name.data(), tensors[i].name.size(), i};
+  }
   struct Work {
     size_t begin, end, offset;
   };
@@ -274,19 +288,18 @@ void SortByName(std::vector<StoredTensor>& tensors) {
     work.pop_back();
     Key* lo = keys.data() + w.begin;
     Key* hi = keys.data() + w.end;
-    for (Key* k = lo; k != hi; ++k) k->key = KeyAt(tensors[k->pos].name, w.offset);
+    for (Key* k = lo; k != hi; ++k) {
+      if (hi - k > 8) __builtin_prefetch(k[8].data + w.offset);
+      k->key = KeyAt(k->data, k->size, w.offset);
+    }
     std::sort(lo, hi, [](const Key& a, const Key& b) { return a.key < b.key; });
     for (Key* run = lo; run != hi;) {
       Key* run_end = run + 1;
       while (run_end != hi && run_end->key == run->key) ++run_end;
       if (run_end - run > 1) {
         const size_t next = w.offset + 8;
-        Key* rest = std::partition(run, run_end, [&](const Key& k) {
-          return tensors[k.pos].name.size() <= next;
-        });
-        std::sort(run, rest, [&](const Key& a, const Key& b) {
-          return tensors[a.pos].name.size() < tensors[b.pos].name.size();
-        });
+        Key* rest = std::partition(run, run_end, [&](const Key& k) { return k.size <= next; });
+        std::sort(run, rest, [](const Key& a, const Key& b) { return a.size < b.size; });
         if (run_end - rest > 1) {
           work.push_back({static_cast<size_t>(rest - keys.data()),
                           static_cast<size_t>(run_end - keys.data()), next});
