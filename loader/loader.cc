@@ -178,7 +178,7 @@ Result<LoadedCheckpoint> LoadAll(const Checkpoint& checkpoint, const LoadOptions
   std::map<Device, void*> bases;
   for (const auto& [device, bytes] : layout.bytes_per_device) {
     if (device.is_cpu()) {
-      SL_ASSIGN_OR_RETURN(out.host_arena_, HostArena::Allocate(bytes, HostArenaOptions{}));
+      SL_ASSIGN_OR_RETURN(out.host_arena_, HostArena::Allocate(bytes, options.host_arena));
       bases[device] = out.host_arena_->data();
     } else {
       if (options.backend == nullptr) {

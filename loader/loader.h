@@ -63,6 +63,9 @@ struct LoadOptions {
   int threads = 0;
   // sink: staging ring (default 4 slots × 64 MiB); slot_bytes is also the longest read.
   SinkOptions sink;
+  // host_arena: how LoadAll prepares its host arena (pre-faulted, 4 KiB pages by
+  // default; see HostArenaOptions).
+  HostArenaOptions host_arena;
   // max_gap_bytes: the largest hole of unloaded bytes one read may cover to join two
   // tensors. Default 1 MiB.
   uint64_t max_gap_bytes = 1 << 20;
