@@ -1,10 +1,11 @@
 // cli/backend.h — the one place the `shardload` command gets its device backend.
 //
-// Provides `CliBackend()`: the DeviceBackend used for `--device cuda[:N]`, or nullptr
-// in a host-only build. The CUDA package wires `cuda::CudaBackend` in here
-// (cli/backend.cc) and nowhere else.
+// Provides `CliBackend()`: the DeviceBackend used for `--device cuda[:N]`, always the
+// process-wide `cuda::CudaBackend` (cli/backend.cc, the only place the command wires
+// it in). Without a driver or device it reports 0 devices, and cuda loads fail with
+// a clear error while cpu loads never touch CUDA.
 //
-//   DeviceBackend* backend = CliBackend();   // nullptr: cpu only
+//   DeviceBackend* backend = CliBackend();
 #ifndef SHARDLOAD_CLI_BACKEND_H_
 #define SHARDLOAD_CLI_BACKEND_H_
 
@@ -13,7 +14,7 @@
 namespace shardload::cli {
 
 // CliBackend: the process-wide backend (created on first call, never destroyed before
-// exit), or nullptr when this build has none. Thread-safe.
+// exit); never nullptr. Thread-safe.
 DeviceBackend* CliBackend();
 
 }  // namespace shardload::cli

@@ -182,7 +182,8 @@ struct Renamed {
 // "c".' (strict only), then one per erroneous mismatch, by target name:
 // 'size mismatch for k: copying a param with shape [10, 5] from checkpoint, the shape
 // in current model is [10, 4].' or 'dtype mismatch for k: copying a param with dtype
-// F16 from checkpoint, the dtype in current model is I32.'. Names are quoted with
+// F16 from checkpoint, the dtype in current model is I32.' (ending instead in
+// '; allow_cast would convert it.' when both dtypes are among F32/F16/BF16). Names are quoted with
 // control characters, '"' and '\' escaped.
 struct MatchReport {
   Status status;
