@@ -178,19 +178,26 @@ Status HostSink::Commit(const StagingSlot& slot, const ReadSpan& span,
 
 bool HostSink::DirectTargets(const ReadSpan& span, std::vector<iovec>* iov) {
   iov->clear();
+  auto refuse = [iov] {
+    iov->clear();  // never leave a partial list behind
+    return false;
+  };
   uint64_t pos = 0;
   for (const CopyRegion& r : span.regions) {
-    if (r.src_offset != pos || r.dest >= destinations_.size()) return false;
+    if (r.src_offset != pos || r.dest >= destinations_.size()) return refuse();
     const Destination& d = destinations_[r.dest];
-    if (d.src_dtype != d.dst_dtype) return false;
-    if (r.dst_offset > d.bytes || r.length > d.bytes - r.dst_offset) return false;
-    iov->push_back({static_cast<std::byte*>(d.ptr) + r.dst_offset, r.length});
+    if (d.src_dtype != d.dst_dtype) return refuse();
+    if (r.dst_offset > d.bytes || r.length > d.bytes - r.dst_offset) return refuse();
+    std::byte* base = static_cast<std::byte*>(d.ptr) + r.dst_offset;
+    if (!iov->empty() &&
+        static_cast<std::byte*>(iov->back().iov_base) + iov->back().iov_len == base) {
+      iov->back().iov_len += r.length;  // destination memory continues: one entry
+    } else {
+      iov->push_back({base, r.length});
+    }
     pos += r.length;
   }
-  if (pos != span.length || iov->empty()) {
-    iov->clear();
-    return false;
-  }
+  if (pos != span.length || iov->empty()) return refuse();
   return true;
 }
 

@@ -52,6 +52,10 @@ class HostSink final : public Sink {
   Status Commit(const StagingSlot& slot, const ReadSpan& span,
                 std::span<const std::byte> bytes) override;
   void ReleaseSlot(const StagingSlot& slot) override;
+  // DirectTargets: true when every region is uncast and the regions tile the span in
+  // order (no gap, no tied repeat). Consecutive regions whose destination memory is
+  // contiguous (neighbours in an arena laid out in file order) share one iovec, so a
+  // whole span can be a single read. On false `iov` is left empty.
   bool DirectTargets(const ReadSpan& span, std::vector<iovec>* iov) override;
   Status Finish() override;
   void Abort() override;

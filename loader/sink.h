@@ -102,7 +102,9 @@ class Sink {
 
   // DirectTargets: when the sink can take the span's bytes straight into destination
   // memory with no staging (host memory, no cast, regions covering the whole span),
-  // fill `iov` with one entry per region in order and return true. Default: false.
+  // fill `iov` with the regions' destination memory in order (one entry per region, or
+  // fewer where a sink merges regions whose memory is contiguous) and return true.
+  // Default: false.
   virtual bool DirectTargets(const ReadSpan& span, std::vector<iovec>* iov) {
     (void)span;
     (void)iov;

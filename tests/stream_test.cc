@@ -378,6 +378,65 @@ TEST(HostSinkTest, RejectsCudaDestinationsAndUnsupportedCasts) {
   EXPECT_EQ(s.message(), "tensor 'w': cannot cast F32 to I32");
 }
 
+TEST(HostSinkTest, DirectTargetsMergeRegionsWhoseMemoryIsContiguous) {
+  // An arena laid out in file order: a, b and d are back to back there; c lives
+  // elsewhere, and e sits in the arena *before* a (contiguous memory, wrong order).
+  alignas(64) std::byte arena[64] = {};
+  std::byte other[8] = {};
+  std::vector<Destination> dests = {
+      {arena + 8, 16, Device{}, Dtype::kU8, Dtype::kU8, "a"},
+      {arena + 24, 8, Device{}, Dtype::kU8, Dtype::kU8, "b"},
+      {other, 8, Device{}, Dtype::kU8, Dtype::kU8, "c"},
+      {arena + 32, 8, Device{}, Dtype::kU8, Dtype::kU8, "d"},
+      {arena, 8, Device{}, Dtype::kU8, Dtype::kU8, "e"},
+  };
+  std::unique_ptr<HostSink> sink = std::move(*HostSink::Create(SinkOptions{1, 4096}));
+  ASSERT_TRUE(sink->Begin(dests, 4096).ok());
+  std::vector<iovec> iov;
+  ReadSpan span{0, 100, 40, {{0, 16, 0, 0}, {16, 8, 1, 0}, {24, 8, 2, 0}, {32, 8, 3, 0}}};
+  ASSERT_TRUE(sink->DirectTargets(span, &iov));
+  ASSERT_EQ(iov.size(), 3u);  // a+b, c, d
+  EXPECT_EQ(iov[0].iov_base, arena + 8);
+  EXPECT_EQ(iov[0].iov_len, 24u);
+  EXPECT_EQ(iov[1].iov_base, other);
+  EXPECT_EQ(iov[1].iov_len, 8u);
+  EXPECT_EQ(iov[2].iov_base, arena + 32);
+  EXPECT_EQ(iov[2].iov_len, 8u);
+
+  // Pieces of one tensor continue it; memory that is contiguous only backwards
+  // (a's start right after e's end, but a read first) is not merged.
+  ReadSpan pieces{0, 0, 16, {{0, 8, 0, 0}, {8, 8, 0, 8}}};
+  ASSERT_TRUE(sink->DirectTargets(pieces, &iov));
+  ASSERT_EQ(iov.size(), 1u);
+  EXPECT_EQ(iov[0].iov_base, arena + 8);
+  EXPECT_EQ(iov[0].iov_len, 16u);
+  ReadSpan backwards{0, 0, 16, {{0, 8, 0, 8}, {8, 8, 4, 0}}};
+  ASSERT_TRUE(sink->DirectTargets(backwards, &iov));
+  ASSERT_EQ(iov.size(), 2u);
+  EXPECT_EQ(iov[0].iov_base, arena + 16);
+  EXPECT_EQ(iov[1].iov_base, arena);
+
+  // Tied regions (same source bytes twice) cannot be one read into place.
+  ReadSpan tied{0, 0, 8, {{0, 8, 3, 0}, {0, 8, 4, 0}}};
+  EXPECT_FALSE(sink->DirectTargets(tied, &iov));
+  EXPECT_TRUE(iov.empty());
+
+  // Streamed for real (preadv through the merged iovecs), every byte lands in place.
+  std::string dir = TempDir("merge");
+  std::vector<std::byte> file = RandomBytes(200, 7);
+  ASSERT_TRUE(WriteBytes(dir + "/f", file));
+  std::unique_ptr<ReadableFile> f = std::move(*OpenFile(dir + "/f", IoMode::kPread));
+  const ReadableFile* files[] = {f.get()};
+  StreamOptions opt;
+  opt.threads = 1;
+  Status s = Stream(files, std::span<const ReadSpan>(&span, 1), *sink, opt);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(std::memcmp(arena + 8, file.data() + 100, 24), 0);
+  EXPECT_EQ(std::memcmp(other, file.data() + 124, 8), 0);
+  EXPECT_EQ(std::memcmp(arena + 32, file.data() + 132, 8), 0);
+  EXPECT_EQ(sink->slots_in_use(), 0);
+}
+
 TEST(HostSinkTest, CastsWhileStreaming) {
   std::string dir = TempDir("cast");
   std::vector<float> values(3000);
