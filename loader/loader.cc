@@ -174,7 +174,7 @@ Result<LoadedCheckpoint> LoadAll(const Checkpoint& checkpoint, const LoadOptions
   }
   LoadedCheckpoint out;
   SL_ASSIGN_OR_RETURN(LoadPlan plan, MatchAndPlan(checkpoint, targets, options, &out.report));
-  SL_ASSIGN_OR_RETURN(ArenaLayout layout, LayoutArenas(plan.destinations, 256));
+  SL_ASSIGN_OR_RETURN(ArenaLayout layout, LayoutArenas(plan.destinations, plan.spans, 256));
   std::map<Device, void*> bases;
   for (const auto& [device, bytes] : layout.bytes_per_device) {
     if (device.is_cpu()) {

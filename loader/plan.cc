@@ -194,19 +194,38 @@ Result<LoadPlan> MakePlan(std::span<const StoredTensor> stored, const MatchRepor
 }
 
 Result<ArenaLayout> LayoutArenas(std::span<const Destination> destinations,
-                                 uint64_t alignment) {
+                                 std::span<const ReadSpan> spans, uint64_t alignment) {
   if (alignment == 0 || (alignment & (alignment - 1)) != 0) {
     return InvalidArgumentError("arena alignment must be a power of two, got " +
                                 std::to_string(alignment));
   }
-  ArenaLayout layout;
-  layout.offsets.reserve(destinations.size());
-  constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
-  for (const Destination& d : destinations) {
-    if (d.ptr != nullptr) {
-      layout.offsets.push_back(kNotInArena);
-      continue;
+  // Placement order: each destination at its first region in span order (file order
+  // within a shard), then those that no region reaches, in destination order.
+  std::vector<size_t> order;
+  order.reserve(destinations.size());
+  std::vector<bool> placed(destinations.size(), false);
+  for (size_t s = 0; s < spans.size(); ++s) {
+    for (const CopyRegion& r : spans[s].regions) {
+      if (r.dest >= destinations.size()) {
+        return InvalidArgumentError("span " + std::to_string(s) + " has a region for destination " +
+                                    std::to_string(r.dest) + ", but there are " +
+                                    std::to_string(destinations.size()) + " destinations");
+      }
+      if (placed[r.dest]) continue;
+      placed[r.dest] = true;
+      order.push_back(r.dest);
     }
+  }
+  for (size_t i = 0; i < destinations.size(); ++i) {
+    if (!placed[i]) order.push_back(i);
+  }
+
+  ArenaLayout layout;
+  layout.offsets.assign(destinations.size(), kNotInArena);
+  constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
+  for (size_t i : order) {
+    const Destination& d = destinations[i];
+    if (d.ptr != nullptr) continue;
     uint64_t& end = layout.bytes_per_device[d.device];
     if (end > kMax - (alignment - 1)) {
       return OutOfRangeError("arena for " + d.device.ToString() + " exceeds 2^64 bytes");
@@ -215,7 +234,7 @@ Result<ArenaLayout> LayoutArenas(std::span<const Destination> destinations,
     if (offset > kMax - d.bytes || offset + d.bytes == kNotInArena) {
       return OutOfRangeError("arena for " + d.device.ToString() + " exceeds 2^64 bytes");
     }
-    layout.offsets.push_back(offset);
+    layout.offsets[i] = offset;
     end = offset + d.bytes;
   }
   return layout;

@@ -4,12 +4,13 @@
 // successful MatchReport into one `Destination` per matched target and a list of
 // `ReadSpan`s per shard, sorted by file offset, where neighbouring tensors share one
 // read of up to `max_span_bytes` (the sink's slot size); and `LayoutArenas`, which
-// places arena-backed destinations (null `ptr`) in one block per device.
+// places arena-backed destinations (null `ptr`) in one block per device, in the order
+// the plan reads them (file order).
 //
 //   SL_ASSIGN_OR_RETURN(MatchReport report, Match(catalog, metadata, targets, {}));
 //   if (!report.status.ok()) return report.status;
 //   SL_ASSIGN_OR_RETURN(LoadPlan plan, MakePlan(catalog, report, targets, devices, {}));
-//   SL_ASSIGN_OR_RETURN(ArenaLayout layout, LayoutArenas(plan.destinations));
+//   SL_ASSIGN_OR_RETURN(ArenaLayout layout, LayoutArenas(plan.destinations, plan.spans));
 //   ... allocate layout.bytes_per_device[d] per device, then
 //   SL_RETURN_IF_ERROR(AssignArenaPointers(layout, bases, &plan.destinations));
 //   SL_RETURN_IF_ERROR(sink.Begin(plan.destinations, PlanOptions{}.max_span_bytes));
@@ -97,12 +98,23 @@ struct ArenaLayout {
   std::vector<uint64_t> offsets;
 };
 
-// LayoutArenas: place every destination with a null ptr in its device's arena, in
-// order, each at an offset aligned to `alignment` (default 256, what CUDA allocations
-// and vectorized casts want). Errors: invalid_argument "arena alignment must be a
-// power of two, got N"; out_of_range "arena for cuda:0 exceeds 2^64 bytes" on overflow.
+// LayoutArenas: place every destination with a null ptr in its device's arena, in the
+// order the plan reads them: destinations are taken in the order their first region
+// appears when walking `spans` (span by span, each span's regions in order — for a
+// MakePlan plan that is shard by shard in file order), then every destination no
+// region names (zero-byte tensors; all of them when `spans` is empty) in destination
+// order. So tensors that are neighbours in a file are neighbours in the arena, a span's
+// regions land in one run of memory (fewer iovecs for a direct read, fewer device
+// copies), and a tied stored tensor's destinations are placed one after the other,
+// each with its own space. Each offset is aligned to `alignment` (default 256, what
+// CUDA allocations and vectorized casts want), so tensors whose size is not a multiple
+// of it are followed by padding. `destinations` and `spans` must be one plan's (the
+// offsets index `destinations`). Pure and thread-safe.
+// Errors: invalid_argument "arena alignment must be a power of two, got N";
+// invalid_argument "span 3 has a region for destination 9, but there are 4
+// destinations"; out_of_range "arena for cuda:0 exceeds 2^64 bytes" on overflow.
 Result<ArenaLayout> LayoutArenas(std::span<const Destination> destinations,
-                                 uint64_t alignment = 256);
+                                 std::span<const ReadSpan> spans, uint64_t alignment = 256);
 
 // AssignArenaPointers: set ptr = bases[device] + offsets[i] for each arena-placed
 // destination of `destinations` (the same list `layout` was made from). Errors:

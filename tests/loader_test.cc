@@ -6,12 +6,14 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -243,6 +245,29 @@ TEST_F(LoaderTest, CancelFreesTheArenaAndTheRing) {
   EXPECT_EQ(a.status().message(), "load cancelled by the progress callback");
   EXPECT_EQ(LiveHostArenas(), arenas);
   EXPECT_EQ(LiveStagingRings(), rings);
+}
+
+TEST_F(LoaderTest, ArenaFollowsFileOrder) {
+  // Stored tensors in read order: by shard, then file offset. Their arena addresses
+  // must rise in that order (target-name order differs: embed is written first, lm_head
+  // last, but the names sort the other way), each 256-aligned right after the last.
+  std::vector<StoredTensor> by_file = ckpt_->tensors();
+  std::sort(by_file.begin(), by_file.end(), [](const StoredTensor& a, const StoredTensor& b) {
+    return std::tie(a.shard, a.file_offset) < std::tie(b.shard, b.file_offset);
+  });
+  ASSERT_NE(by_file.front().name, ckpt_->tensors().front().name);  // the orders differ
+  Result<LoadedCheckpoint> all = LoadAll(*ckpt_, options_);
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  const std::byte* expected = nullptr;
+  for (const StoredTensor& s : by_file) {
+    if (s.bytes == 0) continue;  // empty tensors are placed after all the others
+    const LoadedTensor* t = all->Find(s.name);
+    ASSERT_NE(t, nullptr) << s.name;
+    const auto* at = static_cast<const std::byte*>(t->data);
+    if (expected != nullptr) EXPECT_EQ(at, expected) << s.name;
+    uintptr_t end = reinterpret_cast<uintptr_t>(at) + t->bytes;
+    expected = reinterpret_cast<const std::byte*>((end + 255) / 256 * 256);
+  }
 }
 
 TEST_F(LoaderTest, ArenaLivesWithTheResult) {

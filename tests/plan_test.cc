@@ -294,6 +294,126 @@ TEST(PlanTest, ReportsThatDoNotFitTheInputsAreRejected) {
   check(overlap, good, targets, "shard 0: stored tensors 'a' [100, 116) and 'b' [108, 116) overlap");
 }
 
+// Offsets: name → arena offset (kNotInArena for caller memory), for readable checks.
+std::map<std::string, uint64_t> Offsets(const LoadPlan& plan, const ArenaLayout& layout) {
+  std::map<std::string, uint64_t> out;
+  for (size_t i = 0; i < plan.destinations.size(); ++i) {
+    out[plan.destinations[i].name] = layout.offsets.at(i);
+  }
+  return out;
+}
+
+using OffsetMap = std::map<std::string, uint64_t>;
+
+TEST(ArenaLayoutTest, DestinationsFollowFileOrderAcrossShards) {
+  // File order: shard 0 holds d, b, e (empty); shard 1 holds a, c. Destination (name)
+  // order is a, b, c, d, e; the arena must follow the reads instead.
+  auto stored = Catalog({{"a", Dtype::kF32, {3}, 1},
+                         {"d", Dtype::kF32, {100}, 0},
+                         {"b", Dtype::kF16, {5}, 0},
+                         {"c", Dtype::kF32, {64}, 1},
+                         {"e", Dtype::kF32, {0}, 0}});
+  std::vector<Target> targets = SameTargets(stored);
+  LoadPlan plan = MustPlan(stored, MustMatch(stored, targets), targets);
+  ASSERT_EQ(DescribeAll(plan), (Strings{"shard 0 @100+410: [0+400->3@0] [400+10->1@0]",
+                                        "shard 1 @100+268: [0+12->0@0] [12+256->2@0]"}));
+
+  Result<ArenaLayout> layout = LayoutArenas(plan.destinations, plan.spans);
+  ASSERT_TRUE(layout.ok()) << layout.status().ToString();
+  // d [0, 400), b [512, 522), a [768, 780), c [1024, 1280), then the empty e.
+  EXPECT_EQ(Offsets(plan, *layout),
+            (OffsetMap{{"d", 0}, {"b", 512}, {"a", 768}, {"c", 1024}, {"e", 1280}}));
+  EXPECT_EQ(layout->bytes_per_device, (std::map<Device, uint64_t>{{kCpu, 1280}}));
+
+  // Alignment 4: padding only where a size is not a multiple of 4 (b's 10 bytes).
+  Result<ArenaLayout> packed = LayoutArenas(plan.destinations, plan.spans, 4);
+  ASSERT_TRUE(packed.ok()) << packed.status().ToString();
+  EXPECT_EQ(Offsets(plan, *packed),
+            (OffsetMap{{"d", 0}, {"b", 400}, {"a", 412}, {"c", 424}, {"e", 680}}));
+  EXPECT_EQ(packed->bytes_per_device, (std::map<Device, uint64_t>{{kCpu, 680}}));
+
+  // Without spans (or for destinations no region names) the order is destination order.
+  Result<ArenaLayout> unplanned = LayoutArenas(plan.destinations, {}, 4);
+  ASSERT_TRUE(unplanned.ok());
+  EXPECT_EQ(Offsets(plan, *unplanned),
+            (OffsetMap{{"a", 0}, {"b", 12}, {"c", 24}, {"d", 280}, {"e", 680}}));
+
+  // Each device's arena follows the file order of its own tensors; caller memory is
+  // skipped and takes no space.
+  std::vector<Destination> mixed = plan.destinations;
+  int own[100];
+  mixed[DestIndex(plan, "d")].ptr = own;
+  mixed[DestIndex(plan, "c")].device = Cuda(0);
+  mixed[DestIndex(plan, "b")].device = Cuda(0);
+  Result<ArenaLayout> split = LayoutArenas(mixed, plan.spans, 4);
+  ASSERT_TRUE(split.ok()) << split.status().ToString();
+  EXPECT_EQ(Offsets(plan, *split),
+            (OffsetMap{{"d", kNotInArena}, {"b", 0}, {"a", 0}, {"c", 12}, {"e", 12}}));
+  EXPECT_EQ(split->bytes_per_device,
+            (std::map<Device, uint64_t>{{kCpu, 12}, {Cuda(0), 268}}));
+}
+
+TEST(ArenaLayoutTest, RegionsOfASpanLandContiguously) {
+  // Sizes that are multiples of the alignment leave no padding: the span's three
+  // regions become one run of arena memory, in file order (z, x, y).
+  auto stored = Catalog({{"z", Dtype::kF32, {64}}, {"x", Dtype::kBF16, {256}},
+                         {"y", Dtype::kU8, {512}}});
+  std::vector<Target> targets = SameTargets(stored);
+  LoadPlan plan = MustPlan(stored, MustMatch(stored, targets), targets);
+  ASSERT_EQ(plan.spans.size(), 1u);
+  Result<ArenaLayout> layout = LayoutArenas(plan.destinations, plan.spans);
+  ASSERT_TRUE(layout.ok()) << layout.status().ToString();
+  EXPECT_EQ(Offsets(plan, *layout), (OffsetMap{{"z", 0}, {"x", 256}, {"y", 768}}));
+  const ReadSpan& span = plan.spans[0];
+  for (const CopyRegion& r : span.regions) {
+    EXPECT_EQ(layout->offsets[r.dest] + r.dst_offset, r.src_offset) << plan.destinations[r.dest].name;
+  }
+}
+
+TEST(ArenaLayoutTest, SplitTensorIsPlacedOnceAtItsFirstPiece) {
+  auto stored = Catalog({{"small", Dtype::kU8, {8}}, {"big", Dtype::kF32, {2500}},
+                         {"after", Dtype::kU8, {16}}});
+  std::vector<Target> targets = SameTargets(stored);
+  PlanOptions options;
+  options.max_span_bytes = 4096;
+  LoadPlan plan = MustPlan(stored, MustMatch(stored, targets), targets, options);
+  ASSERT_EQ(plan.spans.size(), 4u);  // small | big | big | big's tail + after
+  Result<ArenaLayout> layout = LayoutArenas(plan.destinations, plan.spans);
+  ASSERT_TRUE(layout.ok()) << layout.status().ToString();
+  // small [0, 8), big [256, 10256), after at 10496 (10256 rounded up to 256).
+  EXPECT_EQ(Offsets(plan, *layout), (OffsetMap{{"small", 0}, {"big", 256}, {"after", 10496}}));
+  EXPECT_EQ(layout->bytes_per_device, (std::map<Device, uint64_t>{{kCpu, 10512}}));
+}
+
+TEST(ArenaLayoutTest, TiedDestinationsEachGetTheirOwnSpace) {
+  // norm comes first in the file, then embed, which also feeds lm_head.
+  auto stored = Catalog({{"norm", Dtype::kF32, {1}}, {"embed", Dtype::kF32, {64}}});
+  std::vector<Target> targets = {Target{"embed", Dtype::kF32, {64}},
+                                 Target{"lm_head", Dtype::kF32, {64}},
+                                 Target{"norm", Dtype::kF32, {1}}};
+  MatchOptions options;
+  options.aliases = {{"lm_head", "embed"}};
+  LoadPlan plan = MustPlan(stored, MustMatch(stored, targets, options), targets);
+  ASSERT_EQ(DescribeAll(plan),
+            (Strings{"shard 0 @100+260: [0+4->2@0] [4+256->0@0] [4+256->1@0]"}));
+  Result<ArenaLayout> layout = LayoutArenas(plan.destinations, plan.spans);
+  ASSERT_TRUE(layout.ok()) << layout.status().ToString();
+  EXPECT_EQ(Offsets(plan, *layout), (OffsetMap{{"norm", 0}, {"embed", 256}, {"lm_head", 512}}));
+  EXPECT_EQ(layout->bytes_per_device, (std::map<Device, uint64_t>{{kCpu, 768}}));
+}
+
+TEST(ArenaLayoutTest, RejectsSpansThatNameUnknownDestinations) {
+  std::vector<Destination> dests = {{nullptr, 4, kCpu}, {nullptr, 4, kCpu}};
+  std::vector<ReadSpan> spans(2);
+  spans[0].regions = {CopyRegion{0, 4, 1, 0}};
+  spans[1].regions = {CopyRegion{0, 4, 0, 0}, CopyRegion{4, 4, 2, 0}};
+  Result<ArenaLayout> l = LayoutArenas(dests, spans);
+  ASSERT_FALSE(l.ok());
+  EXPECT_EQ(l.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(l.status().message(),
+            "span 1 has a region for destination 2, but there are 2 destinations");
+}
+
 TEST(ArenaLayoutTest, OneAlignedBlockPerDevice) {
   int own;
   std::vector<Destination> dests(5);
@@ -302,13 +422,13 @@ TEST(ArenaLayoutTest, OneAlignedBlockPerDevice) {
   dests[2] = {&own, 4, Cuda(0)};
   dests[3] = {nullptr, 1, Cuda(0)};
   dests[4] = {nullptr, 0, Cuda(1)};
-  Result<ArenaLayout> layout = LayoutArenas(dests);
+  Result<ArenaLayout> layout = LayoutArenas(dests, {});
   ASSERT_TRUE(layout.ok()) << layout.status().ToString();
   EXPECT_EQ(layout->offsets, (std::vector<uint64_t>{0, 0, kNotInArena, 256, 0}));
   EXPECT_EQ(layout->bytes_per_device,
             (std::map<Device, uint64_t>{{kCpu, 300}, {Cuda(0), 257}, {Cuda(1), 0}}));
 
-  Result<ArenaLayout> small = LayoutArenas(dests, 8);
+  Result<ArenaLayout> small = LayoutArenas(dests, {}, 8);
   ASSERT_TRUE(small.ok());
   EXPECT_EQ(small->offsets[3], 16u);
 
@@ -323,7 +443,7 @@ TEST(ArenaLayoutTest, OneAlignedBlockPerDevice) {
   EXPECT_EQ(dests[4].ptr, nullptr);  // empty, and cuda:1 has no base
 
   std::vector<Destination> needs_base = {{nullptr, 4, Cuda(3)}};
-  Result<ArenaLayout> l3 = LayoutArenas(needs_base);
+  Result<ArenaLayout> l3 = LayoutArenas(needs_base, {});
   Status missing = AssignArenaPointers(*l3, bases, &needs_base);
   EXPECT_EQ(missing.code(), StatusCode::kNotFound);
   EXPECT_EQ(missing.message(), "no arena base for device cuda:3");
@@ -335,7 +455,7 @@ TEST(ArenaLayoutTest, OneAlignedBlockPerDevice) {
 TEST(ArenaLayoutTest, RejectsBadAlignmentAndOverflow) {
   std::vector<Destination> dests = {{nullptr, 1, kCpu}};
   for (uint64_t bad : {uint64_t{0}, uint64_t{3}, uint64_t{96}}) {
-    Result<ArenaLayout> l = LayoutArenas(dests, bad);
+    Result<ArenaLayout> l = LayoutArenas(dests, {}, bad);
     ASSERT_FALSE(l.ok());
     EXPECT_EQ(l.status().code(), StatusCode::kInvalidArgument);
     EXPECT_EQ(l.status().message(),
@@ -343,7 +463,7 @@ TEST(ArenaLayoutTest, RejectsBadAlignmentAndOverflow) {
   }
   std::vector<Destination> huge = {{nullptr, ~uint64_t{0} - 100, Cuda(0)},
                                    {nullptr, 1, Cuda(0)}};
-  Result<ArenaLayout> l = LayoutArenas(huge);
+  Result<ArenaLayout> l = LayoutArenas(huge, {});
   ASSERT_FALSE(l.ok());
   EXPECT_EQ(l.status().code(), StatusCode::kOutOfRange);
   EXPECT_EQ(l.status().message(), "arena for cuda:0 exceeds 2^64 bytes");
@@ -474,6 +594,31 @@ TEST(PlanPropertyTest, EveryDestinationByteIsDeliveredExactlyOnce) {
       EXPECT_EQ(covered_to, span.length);  // a span ends with loaded bytes
     }
     EXPECT_EQ(plan.read_bytes, read);
+
+    // Arena layout (alignment 1, so no padding): destinations are packed back to back
+    // in the order of their first region in the reads, then the region-less (empty) ones.
+    Result<ArenaLayout> arena = LayoutArenas(plan.destinations, plan.spans, 1);
+    ASSERT_TRUE(arena.ok()) << arena.status().ToString();
+    std::vector<bool> seen(plan.destinations.size(), false);
+    uint64_t arena_end = 0;
+    for (const ReadSpan& span : plan.spans) {
+      for (const CopyRegion& r : span.regions) {
+        if (seen[r.dest]) continue;
+        seen[r.dest] = true;
+        ASSERT_EQ(arena->offsets[r.dest], arena_end) << plan.destinations[r.dest].name;
+        ASSERT_EQ(r.dst_offset, 0u);  // placed at its first piece
+        arena_end += plan.destinations[r.dest].bytes;
+      }
+    }
+    for (size_t i = 0; i < plan.destinations.size(); ++i) {
+      if (seen[i]) continue;
+      EXPECT_EQ(plan.destinations[i].bytes, 0u) << plan.destinations[i].name;
+      EXPECT_EQ(arena->offsets[i], arena_end) << plan.destinations[i].name;
+    }
+    if (!plan.destinations.empty()) {
+      EXPECT_EQ(arena->bytes_per_device, (std::map<Device, uint64_t>{{kCpu, arena_end}}));
+    }
+
     uint64_t unique_needed = 0;
     std::vector<bool> counted(stored.size(), false);
     for (size_t i = 0; i < plan.destinations.size(); ++i) {
