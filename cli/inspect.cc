@@ -17,9 +17,8 @@
 // (stdout stays pure JSON) and into the summary otherwise.
 // Errors: exit 1 (2 for bad usage) with "shardload inspect: <message>" on stderr, and
 // under --json {"error":{"code":"<StatusCodeName>","message":"..."}} on stdout.
-// The output is built in one buffer and written with one write loop.
+// The JSON is rendered into a fixed 1 MiB block written out each time it fills.
 #include <malloc.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -28,6 +27,8 @@
 #include <charconv>
 #include <cstdio>
 #include <cstring>
+#include <memory>
+#include <new>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -45,26 +46,31 @@ constexpr char kInspectUsage[] =
     "  PATH    a .safetensors file, a *.safetensors.index.json, or a folder holding either\n"
     "  --json  machine-readable output: files, metadata, tensors (sorted by name), total_bytes\n";
 
-// OutputBuffer: the JSON text, in anonymous memory mapped for it (grown with mremap).
-// It bypasses malloc, whose first large allocation after the catalog frees its
-// per-tensor blocks would first consolidate them, and its pages are faulted in
-// once up front (MAP_POPULATE) instead of one fault per 4 KiB while writing.
-// Allocation failure is reported by ok() == false; appends are then dropped.
+// OutputBuffer: the JSON text, rendered into one fixed block (kOutputChunk bytes) that
+// is written to `fd` each time it fills, and by Flush at the end, so the memory touched
+// stays the same whatever the checkpoint's size (a 100k-tensor listing is ~15 MB).
+// Allocation failure (at construction) is reported by ok() == false and nothing is
+// written; a failed write is reported by Flush() == false and later data is dropped.
 class OutputBuffer {
  public:
-  explicit OutputBuffer(size_t capacity) { Grow(std::max<size_t>(capacity, 4096)); }
+  static constexpr size_t kOutputChunk = 1 << 20;
+
+  explicit OutputBuffer(int fd) : fd_(fd), data_(new (std::nothrow) char[kOutputChunk]) {}
   OutputBuffer(const OutputBuffer&) = delete;
   OutputBuffer& operator=(const OutputBuffer&) = delete;
-  ~OutputBuffer() {
-    if (data_ != nullptr) ::munmap(data_, capacity_);
-  }
 
   bool ok() const { return data_ != nullptr; }
-  std::string_view view() const { return std::string_view(data_ == nullptr ? "" : data_, size_); }
 
   void append(const char* p, size_t n) {
-    if (n > capacity_ - size_ && !Grow(size_ + n)) return;
-    std::memcpy(data_ + size_, p, n);
+    while (n > kOutputChunk - size_) {
+      size_t fit = kOutputChunk - size_;
+      std::memcpy(data_.get() + size_, p, fit);
+      size_ = kOutputChunk;
+      p += fit;
+      n -= fit;
+      Drain();
+    }
+    std::memcpy(data_.get() + size_, p, n);
     size_ += n;
   }
   OutputBuffer& operator+=(std::string_view s) {
@@ -72,36 +78,24 @@ class OutputBuffer {
     return *this;
   }
   OutputBuffer& operator+=(char c) {
-    if (size_ == capacity_ && !Grow(size_ + 1)) return *this;
+    if (size_ == kOutputChunk) Drain();
     data_[size_++] = c;
     return *this;
   }
 
- private:
-  bool Grow(size_t need) {
-    if (failed_) return false;
-    size_t cap = std::max(need, capacity_ * 2);
-    cap = (cap + 4095) & ~size_t{4095};
-    void* p = data_ == nullptr
-                  ? ::mmap(nullptr, cap, PROT_READ | PROT_WRITE,
-                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0)
-                  : ::mremap(data_, capacity_, cap, MREMAP_MAYMOVE);
-    if (p == MAP_FAILED) {
-      failed_ = true;
-      if (data_ != nullptr) ::munmap(data_, capacity_);
-      data_ = nullptr;
-      size_ = capacity_ = 0;
-      return false;
-    }
-    data_ = static_cast<char*>(p);
-    capacity_ = cap;
-    return true;
+  // Flush: writes what is buffered; false when this or any earlier write failed.
+  bool Flush() {
+    Drain();
+    return !write_failed_;
   }
 
-  char* data_ = nullptr;
+ private:
+  void Drain();
+
+  int fd_;
+  std::unique_ptr<char[]> data_;
   size_t size_ = 0;
-  size_t capacity_ = 0;
-  bool failed_ = false;
+  bool write_failed_ = false;
 };
 
 template <typename Out>
@@ -230,6 +224,13 @@ bool WriteAll(int fd, std::string_view data) {
   return true;
 }
 
+void OutputBuffer::Drain() {
+  if (!write_failed_ && size_ > 0) {
+    write_failed_ = !WriteAll(fd_, std::string_view(data_.get(), size_));
+  }
+  size_ = 0;
+}
+
 // RenderJson: the --json document into `out`.
 void RenderJson(const Checkpoint& ckpt, OutputBuffer& out) {
   out += "{\"files\":[";
@@ -255,10 +256,17 @@ void RenderJson(const Checkpoint& ckpt, OutputBuffer& out) {
     AppendJsonString(f, s.file);
     files.push_back(std::move(f));
   }
-  first = true;
-  for (const StoredTensor& t : ckpt.tensors()) {
-    out += first ? "{\"name\":" : ",{\"name\":";
-    first = false;
+  // Names live in their own heap blocks, which are not in catalog (name) order when the
+  // writer's order differed: fetch a few entries ahead.
+  constexpr size_t kAhead = 8;
+  const std::vector<StoredTensor>& tensors = ckpt.tensors();
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (i + kAhead < tensors.size()) {
+      __builtin_prefetch(tensors[i + kAhead].name.data());
+      __builtin_prefetch(tensors[i + kAhead].shape.data());
+    }
+    const StoredTensor& t = tensors[i];
+    out += i == 0 ? "{\"name\":" : ",{\"name\":";
     AppendJsonString(out, t.name);
     out += ",\"dtype\":\"";
     out += DtypeName(t.dtype);
@@ -279,16 +287,6 @@ void RenderJson(const Checkpoint& ckpt, OutputBuffer& out) {
   out += "],\"total_bytes\":";
   AppendUint(out, ckpt.total_bytes());
   out += "}\n";
-}
-
-// JsonSizeEstimate: about the size of RenderJson's output (plain-ASCII names assumed).
-size_t JsonSizeEstimate(const Checkpoint& ckpt) {
-  size_t estimate = 4096;
-  for (const ShardInfo& s : ckpt.shards()) estimate += s.file.size() + 4;
-  for (const StoredTensor& t : ckpt.tensors()) {
-    estimate += t.name.size() + 96 + ckpt.shards()[t.shard].file.size() + 8 * t.shape.size();
-  }
-  return estimate;
 }
 
 std::string RenderHuman(const Checkpoint& ckpt) {
@@ -389,12 +387,12 @@ int RunInspect(const Args& args) {
     std::string warn;
     for (const std::string& w : ckpt->warnings()) warn += "shardload inspect: warning: " + w + "\n";
     if (!warn.empty()) WriteAll(STDERR_FILENO, warn);
-    OutputBuffer out(JsonSizeEstimate(*ckpt));
-    RenderJson(*ckpt, out);
+    OutputBuffer out(STDOUT_FILENO);
     if (!out.ok()) {
       return Fail(ResourceExhaustedError("cannot allocate memory for the output"), json, 1);
     }
-    written = WriteAll(STDOUT_FILENO, out.view());
+    RenderJson(*ckpt, out);
+    written = out.Flush();
   } else {
     written = WriteAll(STDOUT_FILENO, RenderHuman(*ckpt));
   }
