@@ -231,8 +231,6 @@ Status CheckShardPath(const std::string& index_label, const std::string& real_fo
   return OkStatus();
 }
 
-bool NameLess(const StoredTensor& a, const StoredTensor& b) { return a.name < b.name; }
-
 // KeyAt: bytes [offset, offset + 8) of the `size` bytes at `data` as a big-endian
 // number, zero-padded past the end.
 uint64_t KeyAt(const char* data, size_t size, size_t offset) {
@@ -250,34 +248,31 @@ uint64_t KeyAt(const char* data, size_t size, size_t offset) {
   return key;
 }
 
-// SortByName: sort `tensors` by name (byte order, as std::string's operator<). Writers
-// usually emit names in order, so it checks first. Otherwise it sorts small
-// (key, name, position) records instead of the entries, most significant bytes
-// first: the key is 8 bytes of the name (big-endian, zero-padded) starting after the
-// prefix that all names share; a run of equal keys is split into the names that end
-// within those 8 bytes (each a prefix of the longer ones: ordered by length, first)
-// and the rest, which are keyed on their next 8 bytes (an explicit work list, not
-// recursion, so long names cannot exhaust the stack). Then the permutation is applied
-// in place.
-void SortByName(std::vector<StoredTensor>& tensors) {
-  if (std::is_sorted(tensors.begin(), tensors.end(), NameLess)) return;
-  std::string_view first = tensors[0].name;  // unsorted: not empty
+// NameKey: one record of the name sort: 8 bytes of the name as a big-endian number,
+// the name's bytes (owned by the header entry), and the entry's position in the
+// catalog's original (shard, then header) order.
+struct NameKey {
+  uint64_t key;
+  const char* data;
+  size_t size;
+  size_t pos;
+};
+
+// SortNameKeys: sorts `keys` by name (byte order, as std::string's operator<), most
+// significant bytes first: the key is 8 bytes of the name (big-endian, zero-padded)
+// starting after the prefix that all names share; a run of equal keys is split into
+// the names that end within those 8 bytes (each a prefix of the longer ones: ordered
+// by length, first) and the rest, which are keyed on their next 8 bytes (an explicit
+// work list, not recursion, so long names cannot exhaust the stack).
+void SortNameKeys(std::vector<NameKey>& keys) {
+  if (keys.empty()) return;
+  std::string_view first(keys[0].data, keys[0].size);
   size_t common = first.size();
-  for (const StoredTensor& t : tensors) {
-    size_t n = std::min(common, t.name.size());
-    size_t k = 0;
-    while (k < n && t.name[k] == first[k]) ++k;
-    common = k;
-  }
-  struct Key {
-    uint64_t key;
-    const char* data;  // the name's bytes (owned by tensors[pos])
-    size_t size;
-    size_t pos;
-  };
-  std::vector<Key> keys(tensors.size());
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    keys[i] = {0, tensors[i].name.data(), tensors[i].name.size(), i};
+  for (const NameKey& k : keys) {
+    size_t n = std::min(common, k.size);
+    size_t i = 0;
+    while (i < n && k.data[i] == first[i]) ++i;
+    common = i;
   }
   struct Work {
     size_t begin, end, offset;
@@ -286,20 +281,21 @@ void SortByName(std::vector<StoredTensor>& tensors) {
   while (!work.empty()) {
     const Work w = work.back();
     work.pop_back();
-    Key* lo = keys.data() + w.begin;
-    Key* hi = keys.data() + w.end;
-    for (Key* k = lo; k != hi; ++k) {
+    NameKey* lo = keys.data() + w.begin;
+    NameKey* hi = keys.data() + w.end;
+    for (NameKey* k = lo; k != hi; ++k) {
       if (hi - k > 8) __builtin_prefetch(k[8].data + w.offset);
       k->key = KeyAt(k->data, k->size, w.offset);
     }
-    std::sort(lo, hi, [](const Key& a, const Key& b) { return a.key < b.key; });
-    for (Key* run = lo; run != hi;) {
-      Key* run_end = run + 1;
+    std::sort(lo, hi, [](const NameKey& a, const NameKey& b) { return a.key < b.key; });
+    for (NameKey* run = lo; run != hi;) {
+      NameKey* run_end = run + 1;
       while (run_end != hi && run_end->key == run->key) ++run_end;
       if (run_end - run > 1) {
         const size_t next = w.offset + 8;
-        Key* rest = std::partition(run, run_end, [&](const Key& k) { return k.size <= next; });
-        std::sort(run, rest, [](const Key& a, const Key& b) { return a.size < b.size; });
+        NameKey* rest =
+            std::partition(run, run_end, [&](const NameKey& k) { return k.size <= next; });
+        std::sort(run, rest, [](const NameKey& a, const NameKey& b) { return a.size < b.size; });
         if (run_end - rest > 1) {
           work.push_back({static_cast<size_t>(rest - keys.data()),
                           static_cast<size_t>(run_end - keys.data()), next});
@@ -307,21 +303,6 @@ void SortByName(std::vector<StoredTensor>& tensors) {
       }
       run = run_end;
     }
-  }
-  // Apply the permutation in place, one cycle at a time (entry i takes the entry at
-  // keys[i].pos): no second array of entries to fault in.
-  for (size_t i = 0; i < keys.size(); ++i) {
-    if (keys[i].pos == i) continue;
-    StoredTensor held = std::move(tensors[i]);
-    size_t at = i;
-    while (keys[at].pos != i) {
-      size_t from = keys[at].pos;
-      tensors[at] = std::move(tensors[from]);
-      keys[at].pos = at;
-      at = from;
-    }
-    tensors[at] = std::move(held);
-    keys[at].pos = at;
   }
 }
 
@@ -431,31 +412,80 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
     }
   }
 
-  // One catalog over all shards, names moved out of the headers.
-  ckpt.tensors_.reserve(tensor_count);
+  // One catalog over all shards, in name order, names moved out of the headers. Writers
+  // usually emit names in order, so that is checked first; otherwise the names are
+  // sorted as small records (SortNameKeys) and the catalog is filled by gathering the
+  // header entries in that order (each entry written once, no permutation pass).
+  std::vector<size_t> first_pos(headers.size() + 1, 0);  // shard i: [first_pos[i], [i+1])
+  for (size_t i = 0; i < headers.size(); ++i) {
+    first_pos[i + 1] = first_pos[i] + headers[i].header.tensors.size();
+  }
+  bool in_order = true;
+  {
+    const std::string* prev = nullptr;
+    for (size_t i = 0; i < headers.size() && in_order; ++i) {
+      for (const TensorInfo& t : headers[i].header.tensors) {
+        if (prev != nullptr && t.name < *prev) {
+          in_order = false;
+          break;
+        }
+        prev = &t.name;
+      }
+    }
+  }
+  ckpt.tensors_.reserve(tensor_count);  // before `keys`: it takes the freed header buffer
+  std::vector<NameKey> keys;
+  if (!in_order) {
+    keys.reserve(tensor_count);
+    size_t pos = 0;
+    for (const ShardHeader& sh : headers) {
+      for (const TensorInfo& t : sh.header.tensors) {
+        keys.push_back({0, t.name.data(), t.name.size(), pos++});
+      }
+    }
+    SortNameKeys(keys);
+  }
+  // EntryAt: the header entry at catalog position `pos` and its shard.
+  auto entry_at = [&](size_t pos, uint32_t& shard) -> TensorInfo& {
+    size_t i = headers.size() == 1
+                   ? 0
+                   : static_cast<size_t>(std::upper_bound(first_pos.begin(), first_pos.end(), pos) -
+                                         first_pos.begin()) - 1;
+    shard = static_cast<uint32_t>(i);
+    return headers[i].header.tensors[pos - first_pos[i]];
+  };
   uint64_t total = 0;
+  constexpr size_t kAhead = 8;  // gather prefetch distance
+  for (size_t n = 0; n < tensor_count; ++n) {
+    uint32_t shard = 0;
+    if (!in_order && n + kAhead < tensor_count) {
+      uint32_t unused;
+      const char* ahead = reinterpret_cast<const char*>(&entry_at(keys[n + kAhead].pos, unused));
+      __builtin_prefetch(ahead);
+      __builtin_prefetch(ahead + sizeof(TensorInfo) - 1);
+    }
+    TensorInfo& t = entry_at(in_order ? n : keys[n].pos, shard);
+    StoredTensor st;
+    st.name = std::move(t.name);
+    st.dtype = t.dtype;
+    st.shape = std::move(t.shape);
+    st.shard = shard;
+    st.file_offset = headers[shard].header.data_start + t.begin;  // ≤ file size: no overflow
+    st.bytes = t.end - t.begin;
+    if (__builtin_add_overflow(total, st.bytes, &total)) {
+      return OutOfRangeError(path + ": total tensor bytes overflow 64 bits");
+    }
+    ckpt.tensors_.push_back(std::move(st));
+  }
   for (size_t i = 0; i < headers.size(); ++i) {
     Header& h = headers[i].header;
-    for (TensorInfo& t : h.tensors) {
-      StoredTensor st;
-      st.name = std::move(t.name);
-      st.dtype = t.dtype;
-      st.shape = std::move(t.shape);
-      st.shard = static_cast<uint32_t>(i);
-      st.file_offset = h.data_start + t.begin;  // bounded by the file size: no overflow
-      st.bytes = t.end - t.begin;
-      if (__builtin_add_overflow(total, st.bytes, &total)) {
-        return OutOfRangeError(path + ": total tensor bytes overflow 64 bits");
-      }
-      ckpt.tensors_.push_back(std::move(st));
-    }
     if (!ckpt.sharded()) ckpt.metadata_ = std::move(h.metadata);
     ckpt.shards_[i].metadata = ckpt.sharded() ? std::move(h.metadata) : ckpt.metadata_;
   }
+  keys = std::vector<NameKey>();
   headers.clear();
   ckpt.total_bytes_ = total;
 
-  SortByName(ckpt.tensors_);
   // One shard's names are distinct already (the header parser rejects duplicates).
   for (size_t i = 1; ckpt.shards_.size() > 1 && i < ckpt.tensors_.size(); ++i) {
     const StoredTensor& a = ckpt.tensors_[i - 1];
