@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <boost/interprocess/file_mapping.hpp>
+#include <boost/interprocess/detail/os_file_functions.hpp>
 #include <boost/interprocess/mapped_region.hpp>
 #include <cerrno>
 #include <cstdlib>
@@ -104,8 +104,16 @@ struct Opened {
   struct stat st;
 };
 
-Result<Opened> OpenForRead(const std::string& path, int extra_flags) {
+// AdoptFd: take ownership of `fd` (closed on error too) and fstat it.
+Result<Opened> AdoptFd(int fd, const std::string& path) {
   Opened o;
+  o.fd = Fd(fd);
+  if (::fstat(fd, &o.st) != 0) return ErrnoToStatus(errno, path + ": fstat");
+  if (S_ISDIR(o.st.st_mode)) return InvalidArgumentError(path + ": is a directory");
+  return o;
+}
+
+Result<Opened> OpenForRead(const std::string& path, int extra_flags) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | extra_flags);
   if (fd < 0) {
     int err = errno;
@@ -118,10 +126,7 @@ Result<Opened> OpenForRead(const std::string& path, int extra_flags) {
     }
     return ErrnoToStatus(err, path);
   }
-  o.fd = Fd(fd);
-  if (::fstat(fd, &o.st) != 0) return ErrnoToStatus(errno, path + ": fstat");
-  if (S_ISDIR(o.st.st_mode)) return InvalidArgumentError(path + ": is a directory");
-  return o;
+  return AdoptFd(fd, path);
 }
 
 // FdFile: the state shared by every mode: the path, the size and identity at open,
@@ -290,16 +295,36 @@ __attribute__((noinline)) bool GuardedCopy(void* dst, const void* src, size_t n)
 // ---------------------------------------------------------------------------------
 // MappedFile
 
+// DescriptorMapping: a Boost.Interprocess "MemoryMappable" over a descriptor we hold.
+// bip::file_mapping would re-open the file by path, and a file renamed over that path
+// after our open/fstat would then be mapped in its place — another inode, possibly
+// shorter than the size we checked, so touching the view past its end is a SIGBUS.
+// mapped_region only needs get_mapping_handle(), so handing it our own descriptor maps
+// exactly the inode whose size and identity FdFile recorded. Nothing is re-opened.
+class DescriptorMapping {
+ public:
+  explicit DescriptorMapping(int fd) : fd_(fd) {}
+  boost::interprocess::mapping_handle_t get_mapping_handle() const {
+    return boost::interprocess::ipcdetail::mapping_handle_from_file_handle(fd_);
+  }
+
+ private:
+  int fd_;
+};
+
 class MappedFileImpl final : public MappedFile {
  public:
   MappedFileImpl(std::string path, Opened o) : f_(std::move(path), std::move(o)) {}
 
+  // Map: map the first size() bytes of the descriptor opened (and fstat'ed) at open.
+  // The mapping holds its own reference to the inode; the descriptor stays open for
+  // fstat checks. A file truncated below size() between the fstat and the mmap is
+  // caught by the size check after mapping (data_loss).
   Status Map() {
     if (f_.size_ == 0) return OkStatus();
     try {
       namespace bip = boost::interprocess;
-      mapping_ = bip::file_mapping(f_.path_.c_str(), bip::read_only);
-      region_ = bip::mapped_region(mapping_, bip::read_only, 0, f_.size_);
+      region_ = bip::mapped_region(DescriptorMapping(f_.fd_.get()), bip::read_only, 0, f_.size_);
       region_.advise(bip::mapped_region::advice_sequential);
       region_.advise(bip::mapped_region::advice_willneed);
     } catch (const std::exception& e) {
@@ -308,6 +333,7 @@ class MappedFileImpl final : public MappedFile {
     if (region_.get_size() < f_.size_) {
       return InternalError(f_.path_ + ": mapping is shorter than the file");
     }
+    SL_RETURN_IF_ERROR(f_.CurrentSizeCovers(f_.size_));
     InstallBusGuard();
     return OkStatus();
   }
@@ -346,7 +372,6 @@ class MappedFileImpl final : public MappedFile {
 
  private:
   FdFile f_;
-  boost::interprocess::file_mapping mapping_;
   boost::interprocess::mapped_region region_;
 };
 
@@ -472,11 +497,27 @@ Result<IoMode> ParseIoMode(std::string_view text) {
                               "': expected auto, pread, mmap or direct");
 }
 
-Result<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path) {
-  SL_ASSIGN_OR_RETURN(Opened o, OpenForRead(path, 0));
+namespace {
+
+Result<std::unique_ptr<MappedFile>> MapOpened(const std::string& path, Opened o) {
   auto f = std::make_unique<MappedFileImpl>(path, std::move(o));
   SL_RETURN_IF_ERROR(f->Map());
   return std::unique_ptr<MappedFile>(std::move(f));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path) {
+  SL_ASSIGN_OR_RETURN(Opened o, OpenForRead(path, 0));
+  return MapOpened(path, std::move(o));
+}
+
+Result<std::unique_ptr<MappedFile>> MappedFile::FromDescriptor(int fd, const std::string& path) {
+  if (fd < 0) {
+    return InvalidArgumentError(path + ": invalid file descriptor " + std::to_string(fd));
+  }
+  SL_ASSIGN_OR_RETURN(Opened o, AdoptFd(fd, path));
+  return MapOpened(path, std::move(o));
 }
 
 Result<std::unique_ptr<ReadableFile>> OpenFile(const std::string& path, IoMode mode) {

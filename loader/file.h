@@ -84,13 +84,26 @@ class ReadableFile {
 Result<std::unique_ptr<ReadableFile>> OpenFile(const std::string& path, IoMode mode);
 
 // MappedFile: a whole file mapped read-only, for zero-copy views.
+// The mapping is made from the descriptor that was opened and fstat'ed, never by
+// re-opening the path, so a file renamed over the path in the meantime is not mapped
+// in place of the one whose size was checked (CheckUnchanged then reports the
+// replacement; the view keeps the original bytes).
 // Lifetime: views returned by Bytes() stay valid while the MappedFile lives. Reading a
 // view after the file was truncated by another process is the caller's hazard (SIGBUS);
 // the loader itself only copies through ReadAt, which checks first.
 class MappedFile : public ReadableFile {
  public:
   // Open: map `path` (an empty file gives an empty mapping, never an mmap of length 0).
+  // Errors: those of OpenFile; data_loss "<path>: file shrank to N bytes while reading
+  // (expected M)" when it was truncated between the fstat and the mapping; internal
+  // when mmap fails.
   static Result<std::unique_ptr<MappedFile>> Open(const std::string& path);
+  // FromDescriptor: map the file open as `fd` (readable; ownership is taken and the
+  // descriptor is closed when the MappedFile goes, or at once on error). `path` names
+  // it in messages and is what CheckUnchanged compares the descriptor's inode with.
+  // Errors: invalid_argument "<path>: invalid file descriptor -1" (nothing closed),
+  // "<path>: is a directory"; otherwise as Open.
+  static Result<std::unique_ptr<MappedFile>> FromDescriptor(int fd, const std::string& path);
   // Bytes: the whole mapping. The data section of a safetensors file need not be
   // aligned for its dtype: copy (memcpy) rather than reinterpret_cast unaligned data.
   virtual std::span<const std::byte> Bytes() const = 0;

@@ -182,10 +182,17 @@ TEST(FileTest, DirectIoOnRealFilesystem) {
   std::vector<std::byte> out(300000);
   ASSERT_TRUE((*f)->ReadAt(12345, out).ok());
   EXPECT_EQ(0, std::memcmp(out.data(), data.data() + 12345, out.size()));
-  // A misaligned or too-small window buffer is refused, not read into.
-  std::vector<std::byte> small(4096 * 3);
-  Result<std::span<const std::byte>> w = (*f)->ReadWindowAt(1, 8192, small);
+  // A misaligned or too-small window buffer is refused, not read into. (Both are
+  // carved from an aligned point: a heap vector may happen to be 4096-aligned.)
+  std::vector<std::byte> space(4096 * 5);
+  std::byte* aligned = space.data() + (4096 - reinterpret_cast<uintptr_t>(space.data()) % 4096) % 4096;
+  Result<std::span<const std::byte>> w =
+      (*f)->ReadWindowAt(1, 8192, std::span<std::byte>(aligned + 1, 4096 * 3));
   EXPECT_EQ(w.status().code(), StatusCode::kInvalidArgument);
+  w = (*f)->ReadWindowAt(1, 8192, std::span<std::byte>(aligned, 4096 * 2));
+  EXPECT_EQ(w.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(w.status().message(), dir + "/f: O_DIRECT window of 12288 bytes needs a 4096-aligned "
+                                        "buffer of at least that size (got 8192)");
   std::remove((dir + "/f").c_str());
   ::rmdir(dir.c_str());
 }
@@ -202,6 +209,53 @@ TEST(FileTest, MappedBytesViewTheWholeFile) {
   m = MappedFile::Open(dir + "/e");
   ASSERT_TRUE(m.ok());
   EXPECT_TRUE((*m)->Bytes().empty());
+}
+
+TEST(FileTest, MappingIsOfTheOpenedFileNotOfWhatThePathNamesNow) {
+  // Open, then rename another file over the path before mapping: the mapping must be
+  // of the descriptor's inode. A map by path would see the new file — different bytes
+  // (same size) or, shorter, a mapping past its end where reading Bytes() is a SIGBUS.
+  std::string dir = TempDir("file");
+  std::vector<std::byte> original = RandomBytes(3 * 4096 + 17, 10);
+  for (uint64_t replacement_size : {original.size(), uint64_t{10}}) {
+    SCOPED_TRACE("replacement of " + std::to_string(replacement_size) + " bytes");
+    ASSERT_TRUE(WriteBytes(dir + "/f", original));
+    int fd = ::open((dir + "/f").c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(WriteBytes(dir + "/g", RandomBytes(replacement_size, 11)));
+    ASSERT_EQ(std::rename((dir + "/g").c_str(), (dir + "/f").c_str()), 0);
+
+    Result<std::unique_ptr<MappedFile>> m = MappedFile::FromDescriptor(fd, dir + "/f");
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    EXPECT_EQ((*m)->path(), dir + "/f");
+    ASSERT_EQ((*m)->size(), original.size());
+    std::span<const std::byte> view = (*m)->Bytes();
+    ASSERT_EQ(view.size(), original.size());
+    EXPECT_EQ(0, std::memcmp(view.data(), original.data(), original.size()));
+    std::vector<std::byte> out(100);
+    ASSERT_TRUE((*m)->ReadAt(original.size() - 100, out).ok());
+    EXPECT_EQ(0, std::memcmp(out.data(), original.data() + original.size() - 100, 100));
+    Status s = (*m)->CheckUnchanged();
+    EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+    EXPECT_EQ(s.message(), dir + "/f: file was replaced while loading (inode changed)");
+    m->reset();
+    EXPECT_EQ(::fcntl(fd, F_GETFD), -1);  // the MappedFile owned and closed it
+  }
+}
+
+TEST(FileTest, MappingFromABadDescriptor) {
+  Result<std::unique_ptr<MappedFile>> m = MappedFile::FromDescriptor(-1, "model.safetensors");
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(m.status().message(), "model.safetensors: invalid file descriptor -1");
+  std::string dir = TempDir("file");
+  int fd = ::open(dir.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  m = MappedFile::FromDescriptor(fd, dir);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(m.status().message(), dir + ": is a directory");
+  EXPECT_EQ(::fcntl(fd, F_GETFD), -1);  // closed on error too
 }
 
 TEST(FileTest, IoModeNames) {
