@@ -20,6 +20,7 @@
 #include "cli/commands.h"
 #include "format/checksum.h"
 #include "format/dtype.h"
+#include "format/text.h"
 #include "loader/checkpoint.h"
 #include "loader/checkpoint_hash.h"
 
@@ -36,40 +37,12 @@ constexpr char kHashUsage[] =
     "              \"recorded\",\"matched\"}\n"
     "  --no-check  do not fail when a hash recorded in the file differs\n";
 
-// JsonString: `s` as a JSON string literal (quotes, backslashes and control characters
-// escaped; other bytes verbatim, since names were validated as UTF-8).
-std::string JsonString(std::string_view s) {
-  std::string out = "\"";
-  for (char ch : s) {
-    unsigned char c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      default:
-        if (c < 0x20 || c == 0x7f) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-          out += buf;
-        } else {
-          out.push_back(ch);
-        }
-    }
-  }
-  out.push_back('"');
-  return out;
-}
-
 // TextName: the name as is, or JSON-quoted when it holds a control character (so one
 // tensor is always one line).
 std::string TextName(std::string_view s) {
   for (char ch : s) {
     unsigned char c = static_cast<unsigned char>(ch);
-    if (c < 0x20 || c == 0x7f) return JsonString(s);
+    if (c < 0x20 || c == 0x7f) return JsonQuoted(s);
   }
   return std::string(s);
 }
@@ -77,8 +50,8 @@ std::string TextName(std::string_view s) {
 int Fail(const Status& status, bool json) {
   std::cerr << "shardload hash: " << status.message() << "\n";
   if (json) {
-    std::cout << "{\"error\":{\"code\":" << JsonString(StatusCodeName(status.code()))
-              << ",\"message\":" << JsonString(status.message()) << "}}\n";
+    std::cout << "{\"error\":{\"code\":" << JsonQuoted(StatusCodeName(status.code()))
+              << ",\"message\":" << JsonQuoted(status.message()) << "}}\n";
   }
   return 1;
 }
@@ -127,7 +100,7 @@ int RunHash(const Args& args) {
     for (const TensorDigest& t : digest->tensors) {
       if (!first) out += ",";
       first = false;
-      out += "{\"name\":" + JsonString(t.name) + ",\"dtype\":\"" +
+      out += "{\"name\":" + JsonQuoted(t.name) + ",\"dtype\":\"" +
              std::string(DtypeName(t.dtype)) + "\",\"shape\":[";
       for (size_t i = 0; i < t.shape.size(); ++i) {
         if (i) out += ",";

@@ -46,38 +46,6 @@ Result<int64_t> FlagReader::IntValue(int64_t lo, int64_t hi) {
   return n;
 }
 
-std::string JsonQuoted(std::string_view s) {
-  std::string out = "\"";
-  for (size_t i = 0; i < s.size(); ++i) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    char buf[8];
-    if (c == '"') {
-      out += "\\\"";
-    } else if (c == '\\') {
-      out += "\\\\";
-    } else if (c < 0x20 || c == 0x7f) {
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else if (c < 0x80) {
-      out += static_cast<char>(c);
-    } else {
-      // Copy a valid UTF-8 sequence; escape stray bytes.
-      size_t n = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c <= 0xDF ? 2 : 0;
-      bool ok = n > 0 && i + n <= s.size();
-      for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) & 0xC0) == 0x80;
-      if (ok) {
-        out.append(s.substr(i, n));
-        i += n - 1;
-      } else {
-        std::snprintf(buf, sizeof buf, "\\u%04x", c);
-        out += buf;
-      }
-    }
-  }
-  out += '"';
-  return out;
-}
-
 std::function<bool(uint64_t, uint64_t)> MakeProgressBar() {
   if (!::isatty(STDERR_FILENO)) return {};
   auto last = std::make_shared<std::chrono::steady_clock::time_point>();

@@ -1,7 +1,7 @@
 // cli/load_common.h — pieces shared by `shardload load`, `verify` and `bench`.
 //
-// Provides a small flag reader (`FlagReader`), JSON string escaping (`JsonQuoted`), a
-// terminal progress bar (`MakeProgressBar`) and `PrintError` for the commands' error
+// Provides a small flag reader (`FlagReader`), JSON string escaping (`JsonQuoted`, from
+// format/text.h), a terminal progress bar (`MakeProgressBar`) and `PrintError` for the commands' error
 // output. CLI-only; not part of the library.
 //
 //   FlagReader flags(args);
@@ -19,6 +19,7 @@
 
 #include "cli/commands.h"
 #include "format/status.h"
+#include "format/text.h"  // JsonQuoted, used with these helpers
 
 namespace shardload::cli {
 
@@ -47,9 +48,6 @@ class FlagReader {
   bool positional_ = false;
 };
 
-// JsonQuoted: `s` as a JSON string literal (", \ and control characters escaped; bytes
-// that are not valid UTF-8 become \u00XX).
-std::string JsonQuoted(std::string_view s);
 
 // MakeProgressBar: a progress callback drawing "[#####     ] 45%  1.02/2.25 GB" on
 // stderr when stderr is a terminal, or an empty function when it is not.

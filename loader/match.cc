@@ -8,102 +8,31 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "format/text.h"
+
 namespace shardload {
 namespace {
 
-// Escape: `name` with `quote`, '\' and control bytes backslash-escaped (\xHH), so a
-// message stays on one line whatever the tensor name holds.
-std::string Escape(std::string_view name, char quote) {
-  std::string out;
-  for (char c : name) {
-    unsigned char u = static_cast<unsigned char>(c);
-    if (c == quote || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (u < 0x20 || u == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof(buf), "\\x%02x", u);
-      out += buf;
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
 // Quote: "name", as torch lists keys in its messages.
-std::string Quote(std::string_view name) { return '"' + Escape(name, '"') + '"'; }
+std::string Quote(std::string_view name) { return QuoteForMessage(name, '"'); }
 
 // Single: 'name', as the project's other messages name tensors.
-std::string Single(std::string_view name) { return "'" + Escape(name, '\'') + "'"; }
+std::string Single(std::string_view name) { return QuoteForMessage(name, '\''); }
 
 // Short: Single(name), cut to its first 64 bytes and "..." when longer (for messages
 // about names that may be huge).
 std::string Short(std::string_view name) {
   if (name.size() <= 64) return Single(name);
-  return "'" + Escape(name.substr(0, 64), '\'') + "...'";
+  std::string q = QuoteForMessage(name.substr(0, 64), '\'');
+  q.insert(q.size() - 1, "...");
+  return q;
 }
 
 // Plain: the escaped name without quotes (torch does not quote names in size mismatch
 // messages).
-std::string Plain(std::string_view name) { return Escape(name, '"'); }
-
-// Utf8Length: length of the valid UTF-8 sequence starting at s[i], or 0.
-size_t Utf8Length(std::string_view s, size_t i) {
-  unsigned char c = static_cast<unsigned char>(s[i]);
-  size_t n;
-  uint32_t cp;
-  if (c < 0x80) return 1;
-  if ((c & 0xe0) == 0xc0) {
-    n = 2;
-    cp = c & 0x1f;
-  } else if ((c & 0xf0) == 0xe0) {
-    n = 3;
-    cp = c & 0x0f;
-  } else if ((c & 0xf8) == 0xf0) {
-    n = 4;
-    cp = c & 0x07;
-  } else {
-    return 0;
-  }
-  if (i + n > s.size()) return 0;
-  for (size_t k = 1; k < n; ++k) {
-    unsigned char d = static_cast<unsigned char>(s[i + k]);
-    if ((d & 0xc0) != 0x80) return 0;
-    cp = (cp << 6) | (d & 0x3f);
-  }
-  static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
-  if (cp < kMin[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-  return n;
-}
-
-void AppendJsonString(std::string* out, std::string_view s) {
-  *out += '"';
-  for (size_t i = 0; i < s.size();) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c == '"' || c == '\\') {
-      *out += '\\';
-      *out += static_cast<char>(c);
-      ++i;
-    } else if (c < 0x20 || c == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-      *out += buf;
-      ++i;
-    } else if (c < 0x80) {
-      *out += static_cast<char>(c);
-      ++i;
-    } else if (size_t n = Utf8Length(s, i); n > 0) {
-      out->append(s.substr(i, n));
-      i += n;
-    } else {
-      char buf[8];
-      std::snprintf(buf, sizeof(buf), "\\u%04x", c);  // invalid byte: keep it visible
-      *out += buf;
-      ++i;
-    }
-  }
-  *out += '"';
+std::string Plain(std::string_view name) {
+  std::string q = QuoteForMessage(name, '"');
+  return q.substr(1, q.size() - 2);
 }
 
 std::string DtypeShape(Dtype dtype, std::span<const uint64_t> shape) {

@@ -7,27 +7,13 @@
 #include <string>
 #include <tuple>
 
+#include "format/text.h"
+
 namespace shardload {
 namespace {
 
 // Q: 'name' with quotes, backslashes and control bytes escaped (one-line messages).
-std::string Q(std::string_view name) {
-  std::string out = "'";
-  for (char c : name) {
-    unsigned char u = static_cast<unsigned char>(c);
-    if (c == '\'' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (u < 0x20 || u == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof(buf), "\\x%02x", u);
-      out += buf;
-    } else {
-      out += c;
-    }
-  }
-  return out + "'";
-}
+std::string Q(std::string_view name) { return QuoteForMessage(name, '\''); }
 
 std::string Range(uint64_t begin, uint64_t bytes) {
   return "[" + std::to_string(begin) + ", " + std::to_string(begin + bytes) + ")";

@@ -1,0 +1,44 @@
+#include "format/text.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace shardload {
+namespace {
+
+using namespace std::string_literals;
+
+TEST(TextTest, JsonQuotedEscapesWhatJsonRequires) {
+  EXPECT_EQ(JsonQuoted("plain.name"), "\"plain.name\"");
+  EXPECT_EQ(JsonQuoted("q\"b\\s"), "\"q\\\"b\\\\s\"");
+  EXPECT_EQ(JsonQuoted("a\nb\tc\rd\be\ff"), "\"a\\nb\\tc\\rd\\be\\ff\"");
+  EXPECT_EQ(JsonQuoted("nul\0x\x01\x7f"s), "\"nul\\u0000x\\u0001\\u007f\"");
+}
+
+TEST(TextTest, JsonQuotedKeepsValidUtf8AndShowsStrayBytes) {
+  EXPECT_EQ(JsonQuoted("caf\xc3\xa9 \xe4\xb8\xad \xf0\x9f\x98\x80"), "\"caf\xc3\xa9 \xe4\xb8\xad \xf0\x9f\x98\x80\"");
+  EXPECT_EQ(JsonQuoted("e\xff"), "\"e\\u00ff\"");
+  EXPECT_EQ(JsonQuoted("\xc0\xaf"), "\"\\u00c0\\u00af\"");      // overlong '/'
+  EXPECT_EQ(JsonQuoted("\xed\xa0\x80"), "\"\\u00ed\\u00a0\\u0080\"");  // UTF-8 surrogate
+  EXPECT_EQ(JsonQuoted("\xe4\xb8"), "\"\\u00e4\\u00b8\"");      // cut short
+}
+
+TEST(TextTest, AppendJsonStringAppends) {
+  std::string out = "[";
+  AppendJsonString(&out, "a");
+  out += ",";
+  AppendJsonString(&out, "");
+  EXPECT_EQ(out, "[\"a\",\"\"");
+}
+
+TEST(TextTest, QuoteForMessageKeepsOneLine) {
+  EXPECT_EQ(QuoteForMessage("w", '\''), "'w'");
+  EXPECT_EQ(QuoteForMessage("it's\\", '\''), "'it\\'s\\\\'");
+  EXPECT_EQ(QuoteForMessage("a\"b", '"'), "\"a\\\"b\"");
+  EXPECT_EQ(QuoteForMessage("l1\nl2\0\x7f"s, '\''), "'l1\\x0al2\\x00\\x7f'");
+  EXPECT_EQ(QuoteForMessage("caf\xc3\xa9", '\''), "'caf\xc3\xa9'");
+}
+
+}  // namespace
+}  // namespace shardload
