@@ -13,6 +13,7 @@
 #include <unordered_set>
 
 #include <simdjson.h>
+#include "format/scoped_fd.h"
 
 namespace shardload {
 namespace {
@@ -189,20 +190,7 @@ Result<ShardIndex> ParseIndexImpl(std::string_view json, std::string_view label)
   return index;
 }
 
-// Fd: an owned file descriptor, closed on destruction.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
+using Fd = ScopedFd;
 
 }  // namespace
 

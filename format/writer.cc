@@ -15,6 +15,7 @@
 #include <random>
 #include <set>
 #include <utility>
+#include "format/scoped_fd.h"
 
 namespace shardload {
 namespace {
@@ -137,33 +138,7 @@ Status CheckUtf8(std::string_view s, std::string_view kind, std::string_view sub
                               std::to_string(bad) + ")");
 }
 
-// Fd: an owned file descriptor.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-  // Reset: take ownership of `fd`, closing the one held.
-  void Reset(int fd) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = fd;
-  }
-  // Close: close now and report the error (a failed close can mean lost data).
-  Status Close(std::string_view label) {
-    int fd = fd_;
-    fd_ = -1;
-    if (fd >= 0 && ::close(fd) != 0) return ErrnoToStatus(errno, std::string(label) + ": close");
-    return OkStatus();
-  }
-
- private:
-  int fd_ = -1;
-};
+using Fd = ScopedFd;
 
 // TempFileGuard: removes the temporary file unless Release()d after the rename.
 class TempFileGuard {

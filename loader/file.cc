@@ -17,6 +17,7 @@
 #include <exception>
 #include <mutex>
 #include <vector>
+#include "format/scoped_fd.h"
 
 namespace shardload {
 namespace {
@@ -27,31 +28,7 @@ constexpr uint64_t kMaxSyscallBytes = 1ull << 30;
 // kDirectBounceBytes: bounce buffer size for DirectFile::ReadAt into unaligned memory.
 constexpr uint64_t kDirectBounceBytes = 8ull << 20;
 
-// Fd: an owned file descriptor, closed by the destructor.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) {
-      Reset();
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() { Reset(); }
-  int get() const { return fd_; }
-
- private:
-  void Reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-  int fd_ = -1;
-};
+using Fd = ScopedFd;
 
 // AlignedBuffer: heap memory aligned to kDirectAlignment, freed by the destructor.
 struct FreeDeleter {

@@ -1,0 +1,65 @@
+// format/scoped_fd.h — an owned POSIX file descriptor.
+//
+// Provides `ScopedFd`, the project's one RAII owner of a file descriptor: closed by the
+// destructor, movable, never copied.
+//
+//   ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+//   if (!fd.valid()) return ErrnoToStatus(errno, path + ": open");
+//   ::pread(fd.get(), buf, n, 0);           // closed when fd goes out of scope
+#ifndef SHARDLOAD_FORMAT_SCOPED_FD_H_
+#define SHARDLOAD_FORMAT_SCOPED_FD_H_
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "format/status.h"
+
+namespace shardload {
+
+// ScopedFd: owns one descriptor (or none, -1). Thread safety: a value type; the
+// descriptor itself may be used for positional reads from several threads.
+class ScopedFd {
+ public:
+  ScopedFd() = default;
+  // ScopedFd(fd): take ownership of `fd` (a negative value means none).
+  explicit ScopedFd(int fd) : fd_(fd) {}
+  ScopedFd(ScopedFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  ScopedFd& operator=(ScopedFd&& o) noexcept {
+    if (this != &o) Reset(std::exchange(o.fd_, -1));
+    return *this;
+  }
+  ScopedFd(const ScopedFd&) = delete;
+  ScopedFd& operator=(const ScopedFd&) = delete;
+  ~ScopedFd() { Reset(-1); }
+
+  int get() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+
+  // Reset: close the descriptor held (errors ignored) and take ownership of `fd`.
+  void Reset(int fd = -1) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+  }
+
+  // Release: give up ownership without closing; returns the descriptor.
+  int Release() { return std::exchange(fd_, -1); }
+
+  // Close: close now and report a failure ("<label>: close: <strerror>"), which after
+  // writing can mean lost data. Holding none is OK.
+  Status Close(std::string_view label) {
+    int fd = std::exchange(fd_, -1);
+    if (fd >= 0 && ::close(fd) != 0) return ErrnoToStatus(errno, std::string(label) + ": close");
+    return OkStatus();
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+}  // namespace shardload
+
+#endif  // SHARDLOAD_FORMAT_SCOPED_FD_H_
