@@ -269,6 +269,7 @@ void SortNameKeys(std::vector<NameKey>& keys) {
   std::string_view first(keys[0].data, keys[0].size);
   size_t common = first.size();
   for (const NameKey& k : keys) {
+    if (k.size >= common && std::memcmp(k.data, first.data(), common) == 0) continue;
     size_t n = std::min(common, k.size);
     size_t i = 0;
     while (i < n && k.data[i] == first[i]) ++i;
