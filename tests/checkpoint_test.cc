@@ -140,6 +140,35 @@ TEST(CheckpointOpen, CatalogIsInByteOrderOfNamesWhateverTheFileOrder) {
   }
 }
 
+TEST(CheckpointOpen, CatalogGathersEntriesAcrossShardsInNameOrder) {
+  // Names interleave across three shards (and are out of order inside two): each entry
+  // must keep its own shard, dtype, shape and offsets after the sort.
+  std::string dir = MakeTestDir("gather_shards");
+  const std::vector<std::vector<FixtureTensor>> shards = {
+      {{"m", "U8", {3}, ""}, {"b", "F32", {2}, ""}},
+      {{"a", "I64", {1, 1}, ""}, {"z", "U8", {5}, ""}, {"c", "BF16", {2, 2}, ""}},
+      {{"n", "U8", {}, ""}}};
+  const std::vector<std::string> files = {"s-1.safetensors", "s-2.safetensors", "s-3.safetensors"};
+  std::vector<std::pair<std::string, std::string>> weight_map;
+  for (size_t i = 0; i < shards.size(); ++i) {
+    ASSERT_TRUE(WriteFile(dir + "/" + files[i], SafetensorsBytes(shards[i])));
+    for (const FixtureTensor& t : shards[i]) weight_map.push_back({t.name, files[i]});
+  }
+  ASSERT_TRUE(WriteFile(dir + "/" + kIndex, IndexJson(weight_map)));
+  Result<Checkpoint> c = Checkpoint::Open(dir);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_EQ(c->tensors().size(), 6u);
+  const uint64_t d0 = c->shards()[0].data_start, d1 = c->shards()[1].data_start,
+                 d2 = c->shards()[2].data_start;
+  EXPECT_EQ(c->tensors()[0], (StoredTensor{"a", Dtype::kI64, {1, 1}, 1, d1, 8}));
+  EXPECT_EQ(c->tensors()[1], (StoredTensor{"b", Dtype::kF32, {2}, 0, d0 + 3, 8}));
+  EXPECT_EQ(c->tensors()[2], (StoredTensor{"c", Dtype::kBF16, {2, 2}, 1, d1 + 13, 8}));
+  EXPECT_EQ(c->tensors()[3], (StoredTensor{"m", Dtype::kU8, {3}, 0, d0, 3}));
+  EXPECT_EQ(c->tensors()[4], (StoredTensor{"n", Dtype::kU8, {}, 2, d2, 1}));
+  EXPECT_EQ(c->tensors()[5], (StoredTensor{"z", Dtype::kU8, {5}, 1, d1 + 8, 5}));
+  EXPECT_EQ(c->total_bytes(), 3u + 8 + 8 + 5 + 8 + 1);
+}
+
 TEST(CheckpointOpen, RelativeFileNameHasDotFolder) {
   std::string dir = MakeTestDir("relative");
   ASSERT_TRUE(WriteFile(dir + "/m.safetensors", SafetensorsBytes({{"x", "U8", {1}, ""}})));
