@@ -39,6 +39,7 @@ constexpr char kLoadUsage[] =
     "  --rename RULE              's/REGEX/REPL/', 'strip:PREFIX' or 'add:PREFIX' (repeatable)\n"
     "  --threads N                reader threads (default: hardware threads)\n"
     "  --io auto|pread|mmap|direct  how files are read (default auto)\n"
+    "  --verify                   check recorded XXH3 hashes on the bytes read\n"
     "  --json                     one JSON object on stdout\n";
 
 struct LoadArgs {
@@ -58,6 +59,8 @@ Result<LoadArgs> ParseLoadArgs(const Args& args) {
       a.path = f.arg();
     } else if (f.Is("--json")) {
       a.json = true;
+    } else if (f.Is("--verify")) {
+      a.options.verify = true;
     } else if (f.Is("--strict")) {
       a.options.match.strict = true;
     } else if (f.Is("--non-strict")) {

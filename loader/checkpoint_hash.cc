@@ -156,15 +156,19 @@ const uint64_t* RecordedChecksums::Find(std::string_view name) const {
 }
 
 Status RecordedChecksums::Check(std::string_view name, std::span<const std::byte> bytes) const {
+  if (records_.find(name) == records_.end()) return OkStatus();
+  return CheckXxh3(name, bytes.size(), Xxh3(bytes));
+}
+
+Status RecordedChecksums::CheckXxh3(std::string_view name, uint64_t bytes, uint64_t actual) const {
   auto it = records_.find(name);
   if (it == records_.end()) return OkStatus();
-  const uint64_t actual = Xxh3(bytes);
   const Record& r = it->second;
   if (r.shard) {
-    SL_RETURN_IF_ERROR(CheckTensorChecksum(r.shard_file, name, bytes.size(), *r.shard, actual));
+    SL_RETURN_IF_ERROR(CheckTensorChecksum(r.shard_file, name, bytes, *r.shard, actual));
   }
   if (r.index) {
-    SL_RETURN_IF_ERROR(CheckTensorChecksum(index_file_, name, bytes.size(), *r.index, actual));
+    SL_RETURN_IF_ERROR(CheckTensorChecksum(index_file_, name, bytes, *r.index, actual));
   }
   return OkStatus();
 }

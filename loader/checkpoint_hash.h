@@ -102,6 +102,9 @@ class RecordedChecksums {
   // Check: OK when `name` has no record or every record equals Xxh3(bytes); else
   // data_loss from CheckTensorChecksum labelled with the file holding the record.
   Status Check(std::string_view name, std::span<const std::byte> bytes) const;
+  // CheckXxh3: as Check, for a tensor of `bytes` bytes whose XXH3 `actual` was computed
+  // elsewhere (while streaming, or by HashCheckpoint).
+  Status CheckXxh3(std::string_view name, uint64_t bytes, uint64_t actual) const;
 
  private:
   struct Record {

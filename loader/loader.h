@@ -77,6 +77,17 @@ struct LoadOptions {
   // backend: reaches cuda devices; nullptr (default) means host only, and a load with
   // any cuda destination then fails with failed_precondition.
   DeviceBackend* backend = nullptr;
+  // verify: check every loaded tensor against the XXH3 hash its checkpoint records
+  // (shard `__metadata__` or index "metadata", format/checksum.h) on the bytes this
+  // load actually read, while streaming: each region is hashed on the reader thread
+  // right after its read (in the staging slot before the copy/cast, or in destination
+  // memory after a direct read), so a cast tensor is checked on its stored bytes. A
+  // tensor split over several spans is hashed piece by piece in file order; a piece that
+  // arrives before its predecessor is copied aside until the gap is filled (at most the
+  // tensor's size, in practice a few spans). Tensors without a record are not checked.
+  // A mismatch fails the load with data_loss "<file>: tensor 'w': XXH3 of its N bytes
+  // is X, recorded Y" (<file>: the shard or index holding the record). Default false.
+  bool verify = false;
 };
 
 // ValidateLoadOptions: invalid_argument for threads outside 0..256 or a bad sink
@@ -140,7 +151,8 @@ class LoadedCheckpoint : public LoadStats {
 // no data pointer: LoadInto writes into caller memory (use LoadAll for loader-owned
 // arenas)"; failed_precondition "tensor 'x' goes to cuda:0 but no device backend was
 // given"; the plan's, open, read, sink and stream errors (data_loss for files changed
-// since the header was read; cancelled). Thread safety: concurrent loads are
+// since the header was read, or with options.verify a tensor whose bytes differ from
+// its recorded XXH3; cancelled). Thread safety: concurrent loads are
 // independent.
 Result<LoadResult> LoadInto(const Checkpoint& checkpoint, std::span<const Target> targets,
                             const LoadOptions& options);

@@ -77,6 +77,46 @@ Status CheckFiles(std::span<const ReadableFile* const> files, std::span<const Re
   return OkStatus();
 }
 
+// ObserveStaged: options.observe_region over each region of a span read into `bytes`.
+Status ObserveStaged(const ReadSpan& span, std::span<const std::byte> bytes,
+                     const StreamOptions& options) {
+  for (const CopyRegion& r : span.regions) {
+    if (r.src_offset > bytes.size() || r.length > bytes.size() - r.src_offset) {
+      return InternalError("region [" + std::to_string(r.src_offset) + ", +" +
+                           std::to_string(r.length) + ") passes its span (" +
+                           std::to_string(bytes.size()) + " bytes)");
+    }
+    SL_RETURN_IF_ERROR(options.observe_region(span, r, bytes.subspan(r.src_offset, r.length)));
+  }
+  return OkStatus();
+}
+
+// ObserveDirect: the same over a span read straight into `iov`. The regions tile the
+// span in order (DirectTargets' contract), so a region's bytes sit at its src_offset in
+// the concatenation of the iovecs, inside a single iovec (merging joins whole regions).
+Status ObserveDirect(const ReadSpan& span, const std::vector<iovec>& iov,
+                     const StreamOptions& options) {
+  size_t k = 0;
+  uint64_t base = 0;  // span offset of iov[k]
+  for (const CopyRegion& r : span.regions) {
+    while (k < iov.size() && r.src_offset >= base + iov[k].iov_len && r.length > 0) {
+      base += iov[k].iov_len;
+      ++k;
+    }
+    std::span<const std::byte> bytes;
+    if (r.length > 0) {
+      if (k == iov.size() || r.src_offset + r.length > base + iov[k].iov_len) {
+        return InternalError("region [" + std::to_string(r.src_offset) + ", +" +
+                             std::to_string(r.length) + ") is not inside one direct target");
+      }
+      bytes = std::span<const std::byte>(
+          static_cast<const std::byte*>(iov[k].iov_base) + (r.src_offset - base), r.length);
+    }
+    SL_RETURN_IF_ERROR(options.observe_region(span, r, bytes));
+  }
+  return OkStatus();
+}
+
 void ReadLoop(std::span<const ReadableFile* const> files, std::span<const ReadSpan> spans,
               const std::vector<size_t>& order, Sink& sink, const StreamOptions& options, Run& run) {
   std::vector<iovec> iov;
@@ -94,6 +134,7 @@ void ReadLoop(std::span<const ReadableFile* const> files, std::span<const ReadSp
       // Nothing to read (empty tensors): nothing to deliver.
     } else if (options.allow_direct_targets && !file.direct_io() && sink.DirectTargets(span, &iov)) {
       st = file.ReadVAt(span.file_offset, iov);
+      if (st.ok() && options.observe_region) st = ObserveDirect(span, iov, options);
     } else {
       Result<StagingSlot> slot = sink.AcquireSlot();
       if (!slot.ok()) {
@@ -107,6 +148,13 @@ void ReadLoop(std::span<const ReadableFile* const> files, std::span<const ReadSp
         if (!window.ok()) {
           sink.ReleaseSlot(*slot);
           st = window.status();
+        } else if (options.observe_region) {
+          st = ObserveStaged(span, *window, options);
+          if (st.ok()) {
+            st = sink.Commit(*slot, span, *window);
+          } else {
+            sink.ReleaseSlot(*slot);
+          }
         } else {
           st = sink.Commit(*slot, span, *window);
         }

@@ -46,13 +46,24 @@ struct StreamOptions {
   // allow_direct_targets: let the sink take reads straight into destination memory.
   // Default true; false forces every span through the staging ring (tests, benchmarks).
   bool allow_direct_targets = true;
+  // observe_region: when set, called on the reader thread once per region of every
+  // span with that region's SOURCE bytes (file bytes, before any cast), right after
+  // they were read: inside the staging slot before Commit, or in destination memory
+  // right after the direct read (while they are still in cache). Regions of one span
+  // are observed in order; spans arrive in any order and concurrently, so the callback
+  // must be thread-safe. A non-OK status fails the load with that status (the slot is
+  // released, the sink aborted). Used by LoadOptions::verify. Default: none.
+  std::function<Status(const ReadSpan& span, const CopyRegion& region,
+                       std::span<const std::byte> source)>
+      observe_region;
 };
 
 // Stream: read every span of `spans` from `files[span.shard]` and deliver it to `sink`.
 // The caller has called sink.Begin(...); Stream calls sink.Finish() on success and
 // sink.Abort() on failure. Errors: invalid_argument for bad options or a span that
 // names a missing shard or passes its file's end ("<path>: span [a, b) passes the end of
-// the file (N bytes)"); the first error of a read, a commit or the final Finish; data_loss
+// the file (N bytes)"); the first error of a read, an observe_region call, a commit or
+// the final Finish; data_loss
 // from CheckUnchanged; cancelled "load cancelled" (cancel flag) or "load cancelled by the
 // progress callback". Thread safety: `files` must allow concurrent reads (every
 // ReadableFile does); the call itself blocks until all readers have stopped.

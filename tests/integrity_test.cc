@@ -1,0 +1,253 @@
+// Tests of recorded-XXH3 checking: `shardload verify` (every mismatching tensor named)
+// and LoadOptions::verify (hashes checked on the streamed bytes: direct and staged
+// paths, casts, tied and split tensors). Files are written with WriteFileWithChecksums
+// and then corrupted by flipping one byte of a tensor's data.
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "format/checksum.h"
+#include "format/checksum_writer.h"
+#include "format/dtype.h"
+#include "format/writer.h"
+#include "gtest/gtest.h"
+#include "loader/arena.h"
+#include "loader/checkpoint.h"
+#include "loader/loader.h"
+#include "tests/fixtures.h"
+
+namespace shardload {
+namespace {
+
+using ::shardload::testing::MakeTestDir;
+using ::shardload::testing::PatternBytes;
+using ::shardload::testing::ReadFile;
+
+// Three tensors: a (F32[64], 256 bytes), big (U8[20000], split by 4 KiB slots), c (F32[3]).
+struct Model {
+  std::string a = PatternBytes(256, 1);
+  std::string big = PatternBytes(20000, 2);
+  std::string c = PatternBytes(12, 3);
+  std::string dir;
+  std::string path;
+
+  static std::span<const std::byte> Bytes(const std::string& s) {
+    return std::as_bytes(std::span(s.data(), s.size()));
+  }
+
+  explicit Model(bool with_checksums = true) {
+    dir = MakeTestDir("integrity");
+    path = dir + "/model.safetensors";
+    std::vector<TensorToWrite> tensors = {
+        TensorToWrite::FromBytes("a", Dtype::kF32, {64}, Bytes(a)),
+        TensorToWrite::FromBytes("big", Dtype::kU8, {20000}, Bytes(big)),
+        TensorToWrite::FromBytes("c", Dtype::kF32, {3}, Bytes(c))};
+    WriteOptions options;
+    options.sync = false;
+    Status s = with_checksums
+                   ? WriteFileWithChecksums(path, tensors, Metadata{{"format", "pt"}}, options)
+                       : shardload::WriteFile(path, tensors, Metadata{{"format", "pt"}}, options);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+  }
+
+  // Flip: invert byte `at` of tensor `name`'s data in the file; returns the
+  // "XXH3 of its N bytes is X, recorded Y" tail expected for it.
+  std::string Flip(const std::string& name, uint64_t at) {
+    Result<Checkpoint> ckpt = Checkpoint::Open(path);
+    EXPECT_TRUE(ckpt.ok()) << ckpt.status().ToString();
+    const StoredTensor* t = nullptr;
+    for (const StoredTensor& s : ckpt->tensors()) {
+      if (s.name == name) t = &s;
+    }
+    EXPECT_NE(t, nullptr);
+    std::string file = *ReadFile(path);
+    std::string& data = name == "a" ? a : name == "big" ? big : c;
+    uint64_t before = Xxh3(Bytes(data));
+    data[at] = static_cast<char>(~data[at]);
+    file[t->file_offset + at] = data[at];
+    EXPECT_TRUE(::shardload::testing::WriteFile(path, file));
+    return "model.safetensors: tensor '" + name + "': XXH3 of its " + std::to_string(data.size()) +
+           " bytes is " + FormatXxh3(Xxh3(Bytes(data))) + ", recorded " + FormatXxh3(before);
+  }
+};
+
+struct RunResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+RunResult RunCli(const std::string& args) {
+  std::string scratch = MakeTestDir("run");
+  std::string cmd = "cli/shardload " + args + " >" + scratch + "/out 2>" + scratch + "/err";
+  RunResult r;
+  int status = std::system(cmd.c_str());
+  if (status != -1 && WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
+  r.out = ReadFile(scratch + "/out").value_or("<no stdout>");
+  r.err = ReadFile(scratch + "/err").value_or("<no stderr>");
+  return r;
+}
+
+std::string SecondLine(const std::string& s) {
+  size_t nl = s.find('\n');
+  return nl == std::string::npos ? "" : s.substr(nl + 1);
+}
+
+TEST(VerifyCliTest, CleanFileMatchesEveryRecord) {
+  Model m;
+  RunResult r = RunCli("verify " + m.dir);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("OK: 1 files, ", 0), 0u) << r.out;
+  EXPECT_EQ(SecondLine(r.out), "XXH3: all 3 recorded tensors match\n");
+  EXPECT_EQ(r.err, "");
+}
+
+TEST(VerifyCliTest, NamesEveryMismatchingTensor) {
+  Model m;
+  std::string a = m.Flip("a", 7);
+  std::string big = m.Flip("big", 12345);
+  RunResult r = RunCli("verify " + m.path);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(r.err, "shardload verify: " + a + "\nshardload verify: " + big +
+                       "\nshardload verify: 2 of 3 recorded tensors do not match their XXH3\n");
+}
+
+TEST(VerifyCliTest, JsonListsTheMismatches) {
+  Model m;
+  std::string c = m.Flip("c", 0);
+  RunResult r = RunCli("verify " + m.path + " --json");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out,
+            "{\"ok\":false,\"error\":{\"code\":\"data_loss\",\"message\":\"1 of 3 recorded "
+            "tensors do not match their XXH3\"},\"mismatched\":[{\"name\":\"c\",\"message\":\"" +
+                c + "\"}]}\n");
+}
+
+TEST(VerifyCliTest, WithoutRecordsChecksConsistencyOnly) {
+  Model m(/*with_checksums=*/false);
+  m.Flip("a", 3);  // undetectable without a record
+  RunResult r = RunCli("verify " + m.path);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(SecondLine(r.out), "no XXH3 records: checked consistency only\n");
+}
+
+// Load helpers.
+Result<LoadedCheckpoint> Load(const Model& m, LoadOptions options, std::vector<Target> targets = {}) {
+  Result<Checkpoint> ckpt = Checkpoint::Open(m.path);
+  if (!ckpt.ok()) return ckpt.status();
+  return LoadAll(*ckpt, options, targets);
+}
+
+LoadOptions Verifying(uint64_t slot_bytes = uint64_t{1} << 20, int threads = 2) {
+  LoadOptions o;
+  o.verify = true;
+  o.threads = threads;
+  o.sink.slot_bytes = slot_bytes;
+  return o;
+}
+
+void ExpectBytes(const LoadedCheckpoint& loaded, const std::string& name, const std::string& want) {
+  const LoadedTensor* t = loaded.Find(name);
+  ASSERT_NE(t, nullptr) << name;
+  ASSERT_EQ(t->bytes, want.size());
+  EXPECT_EQ(std::string(static_cast<const char*>(t->data), t->bytes), want) << name;
+}
+
+TEST(LoadVerifyTest, DefaultIsOff) { EXPECT_FALSE(LoadOptions{}.verify); }
+
+TEST(LoadVerifyTest, CleanFileLoadsOnEveryPath) {
+  Model m;
+  for (uint64_t slot : {uint64_t{4096}, uint64_t{1} << 20}) {
+    for (int threads : {1, 4}) {
+      Result<LoadedCheckpoint> r = Load(m, Verifying(slot, threads));
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      ExpectBytes(*r, "a", m.a);
+      ExpectBytes(*r, "big", m.big);
+      ExpectBytes(*r, "c", m.c);
+    }
+  }
+}
+
+TEST(LoadVerifyTest, FlippedByteFailsTheLoadNamingFileAndTensor) {
+  Model m;
+  std::string want = m.Flip("a", 100);
+  ASSERT_TRUE(Load(m, LoadOptions{}).ok());  // unchecked, the load "works"
+  int arenas = LiveHostArenas();
+  Result<LoadedCheckpoint> r = Load(m, Verifying());
+  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss);
+  EXPECT_EQ(r.status().message(), want);
+  EXPECT_EQ(LiveHostArenas(), arenas);  // nothing kept
+}
+
+TEST(LoadVerifyTest, SplitTensorIsCheckedAcrossSpans) {
+  Model m;
+  std::string want = m.Flip("big", 15000);
+  for (int threads : {1, 3}) {
+    Result<LoadedCheckpoint> r = Load(m, Verifying(4096, threads));
+    EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << threads;
+    EXPECT_EQ(r.status().message(), want) << threads;
+  }
+}
+
+TEST(LoadVerifyTest, CastTensorIsCheckedOnItsStoredBytes) {
+  Model m;
+  LoadOptions o = Verifying(4096, 2);
+  o.match.allow_cast = true;
+  o.match.strict = false;
+  std::vector<Target> targets = {{"a", Dtype::kF16, {64}, std::nullopt, nullptr}};
+  Result<LoadedCheckpoint> clean = Load(m, o, targets);  // staged path: cast in Commit
+  ASSERT_TRUE(clean.ok()) << clean.status().ToString();
+  EXPECT_EQ(clean->Find("a")->bytes, 128u);
+  std::string want = m.Flip("a", 0);
+  Result<LoadedCheckpoint> r = Load(m, o, targets);
+  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss);
+  EXPECT_EQ(r.status().message(), want);
+}
+
+TEST(LoadVerifyTest, TiedTensorIsCheckedForEachDestination) {
+  Model m;
+  LoadOptions o = Verifying();
+  o.match.strict = false;
+  o.match.aliases.push_back({"a_tied", "a"});
+  std::vector<Target> targets = {{"a", Dtype::kF32, {64}, std::nullopt, nullptr},
+                                 {"a_tied", Dtype::kF32, {64}, std::nullopt, nullptr}};
+  Result<LoadedCheckpoint> clean = Load(m, o, targets);
+  ASSERT_TRUE(clean.ok()) << clean.status().ToString();
+  ExpectBytes(*clean, "a", m.a);
+  ExpectBytes(*clean, "a_tied", m.a);
+  std::string want = m.Flip("a", 255);
+  Result<LoadedCheckpoint> r = Load(m, o, targets);
+  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss);
+  EXPECT_EQ(r.status().message(), want);
+}
+
+TEST(LoadVerifyTest, LoadIntoCallerBuffersFailsToo) {
+  Model m;
+  std::string want = m.Flip("c", 11);
+  std::vector<std::byte> buf(12);
+  std::vector<Target> targets = {{"c", Dtype::kF32, {3}, std::nullopt, buf.data()}};
+  LoadOptions o = Verifying();
+  o.match.strict = false;
+  Result<Checkpoint> ckpt = Checkpoint::Open(m.path);
+  ASSERT_TRUE(ckpt.ok());
+  Result<LoadResult> r = LoadInto(*ckpt, targets, o);
+  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss);
+  EXPECT_EQ(r.status().message(), want);
+}
+
+TEST(LoadVerifyTest, CliLoadVerifyFails) {
+  Model m;
+  std::string want = m.Flip("big", 1);
+  RunResult r = RunCli("load " + m.path + " --verify");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find(want), std::string::npos) << r.err;
+  RunResult unchecked = RunCli("load " + m.path);
+  EXPECT_EQ(unchecked.exit_code, 0) << unchecked.err;
+}
+
+}  // namespace
+}  // namespace shardload
