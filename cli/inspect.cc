@@ -98,6 +98,13 @@ class OutputBuffer {
     return *this;
   }
 
+  // AppendUint: `v` in decimal, written straight into the block.
+  void AppendUint(uint64_t v) {
+    if (kOutputChunk - size_ < 20) Drain();  // 20: the digits of 2^64 - 1
+    char* end = std::to_chars(data_ + size_, data_ + kOutputChunk, v).ptr;
+    size_ = static_cast<size_t>(end - data_);
+  }
+
   // Flush: writes what is buffered; false when this or any earlier write failed.
   bool Flush() {
     Drain();
@@ -112,13 +119,6 @@ class OutputBuffer {
   size_t size_ = 0;
   bool write_failed_ = false;
 };
-
-template <typename Out>
-void AppendUint(Out& out, uint64_t v) {
-  char buf[24];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
-  out.append(buf, static_cast<size_t>(end - buf));
-}
 
 // Utf8SequenceLength: the length of the valid UTF-8 sequence starting at s[i], or 0 when
 // the bytes there are not valid UTF-8 (overlongs, surrogates and > U+10FFFF rejected).
@@ -288,19 +288,19 @@ void RenderJson(const Checkpoint& ckpt, OutputBuffer& out) {
     out += "\",\"shape\":[";
     for (size_t d = 0; d < t.shape.size(); ++d) {
       if (d) out += ',';
-      AppendUint(out, t.shape[d]);
+      out.AppendUint(t.shape[d]);
     }
     auto [b, e] = ckpt.DataOffsets(t);
     out += "],\"data_offsets\":[";
-    AppendUint(out, b);
+    out.AppendUint(b);
     out += ',';
-    AppendUint(out, e);
+    out.AppendUint(e);
     out += "],\"file\":";
     out += files[t.shard];
     out += '}';
   }
   out += "],\"total_bytes\":";
-  AppendUint(out, ckpt.total_bytes());
+  out.AppendUint(ckpt.total_bytes());
   out += "}\n";
 }
 
