@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <sys/wait.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -101,6 +102,39 @@ TEST(InspectJson, SingleFileEscapesNamesAndKeepsItsMetadata) {
             "{\"name\":\"scalar\",\"dtype\":\"F64\",\"shape\":[],"
             "\"data_offsets\":[5,13],\"file\":\"model.safetensors\"}],"
             "\"total_bytes\":13}\n");
+}
+
+TEST(InspectJson, ListingLongerThanTheOutputBlockIsWrittenWhole) {
+  // ~1 MB of JSON (several of the command's 256 KiB output blocks), names stored in
+  // reverse name order, one escaped character in each name so escapes also straddle
+  // block boundaries somewhere.
+  constexpr int kCount = 6000;
+  std::vector<FixtureTensor> ts;
+  for (int i = kCount - 1; i >= 0; --i) {
+    char name[32];
+    std::snprintf(name, sizeof name, "layer.%05d.", i);
+    ts.push_back({std::string(name) + std::string(100, 'w') + "\"q", "U8", {1}, ""});
+  }
+  std::string dir = MakeTestDir("long_listing");
+  ASSERT_TRUE(WriteFile(dir + "/model.safetensors", SafetensorsBytes(ts)));
+  std::string want = "{\"files\":[\"model.safetensors\"],\"metadata\":{},\"tensors\":[";
+  for (int i = 0; i < kCount; ++i) {
+    char name[32];
+    std::snprintf(name, sizeof name, "layer.%05d.", i);
+    const int at = kCount - 1 - i;  // position in the file
+    if (i) want += ',';
+    want += "{\"name\":\"" + std::string(name) + std::string(100, 'w') +
+            "\\\"q\",\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[" +
+            std::to_string(at) + "," + std::to_string(at + 1) +
+            "],\"file\":\"model.safetensors\"}";
+  }
+  want += "],\"total_bytes\":" + std::to_string(kCount) + "}\n";
+  ASSERT_GT(want.size(), 3u * (256 << 10));
+  RunResult r = RunInspect(dir + "/model.safetensors --json");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  EXPECT_EQ(r.out.size(), want.size());
+  EXPECT_TRUE(r.out == want);  // not EXPECT_EQ: a mismatch would print 1 MB twice
 }
 
 TEST(InspectJson, WarningsGoToStderrAndStdoutStaysJson) {
