@@ -28,6 +28,7 @@
 
 #include <simdjson.h>
 #include <xxhash.h>
+#include "format/scoped_fd.h"
 
 namespace shardload {
 namespace {
@@ -489,20 +490,7 @@ Result<Header> HeaderParser::Parse(const char* json, size_t size, bool padded,
   return header;
 }
 
-// Fd: an owned file descriptor, closed on destruction.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
+using Fd = ScopedFd;
 
 // PreadFully: read `size` bytes at `offset`, retrying on EINTR and short reads.
 // Returns the number of bytes read (less than `size` only at end of file).
