@@ -5,13 +5,12 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
-#include <mutex>
 #include <thread>
 #include <utility>
 
-#include "format/checksum.h"
 #include "format/header.h"
 #include "loader/checkpoint_hash.h"
+#include "loader/stream_verifier.h"
 #include "loader/host_sink.h"
 #include "loader/plan.h"
 #include "loader/stream.h"
@@ -80,95 +79,25 @@ StreamOptions MakeStreamOptions(const LoadOptions& options) {
   return s;
 }
 
-// StreamVerifier: LoadOptions::verify. Hashes the source bytes of every destination
-// whose stored tensor has a recorded XXH3 as the engine observes them (observe_region,
-// reader threads). A region covering the whole tensor is hashed and checked at once;
-// a split tensor is fed to its own hasher in source order under its own mutex, pieces
-// that arrive early being copied into `pending` until their turn.
-class StreamVerifier {
- public:
-  static Result<std::unique_ptr<StreamVerifier>> Create(const Checkpoint& ckpt,
-                                                        const LoadPlan& plan,
-                                                        const MatchReport& report) {
-    auto v = std::unique_ptr<StreamVerifier>(new StreamVerifier());
-    SL_ASSIGN_OR_RETURN(v->sums_, RecordedChecksums::FromCheckpoint(ckpt));
-    v->tensors_ = std::vector<Tensor>(plan.destinations.size());
-    if (report.matched.size() != plan.destinations.size()) {
-      return InternalError("verify: the plan has " + std::to_string(plan.destinations.size()) +
-                           " destinations for " + std::to_string(report.matched.size()) +
-                           " matched tensors");
-    }
-    for (size_t i = 0; i < plan.destinations.size(); ++i) {
-      const StoredTensor& stored = ckpt.tensors()[report.matched[i].stored];
-      Tensor& t = v->tensors_[i];
-      t.recorded = v->sums_.Find(stored.name) != nullptr;
-      t.name = stored.name;
-      t.bytes = stored.bytes;
-    }
-    return v;
-  }
-
-  // Observe: one region's source bytes (any reader thread).
-  Status Observe(const CopyRegion& region, std::span<const std::byte> bytes) {
-    if (region.dest >= tensors_.size()) return InternalError("verify: region names no destination");
-    Tensor& t = tensors_[region.dest];
-    if (!t.recorded) return OkStatus();
-    if (region.dst_offset == 0 && region.length == t.bytes) {
-      return sums_.CheckXxh3(t.name, t.bytes, Xxh3(bytes));
-    }
-    std::lock_guard<std::mutex> lock(t.mu);
-    if (region.dst_offset != t.next) {
-      t.pending.emplace(region.dst_offset, std::vector<std::byte>(bytes.begin(), bytes.end()));
-      return OkStatus();
-    }
-    t.hasher.Update(bytes);
-    t.next += bytes.size();
-    for (auto it = t.pending.begin(); it != t.pending.end() && it->first == t.next;
-         it = t.pending.erase(it)) {
-      t.hasher.Update(it->second);
-      t.next += it->second.size();
-    }
-    if (t.next == t.bytes) return sums_.CheckXxh3(t.name, t.bytes, t.hasher.Digest());
-    return OkStatus();
-  }
-
-  // Finish: after a successful stream: check empty tensors (never observed) and that
-  // every split tensor was seen whole.
-  Status Finish() {
-    for (Tensor& t : tensors_) {
-      if (!t.recorded) continue;
-      if (t.bytes == 0) {
-        SL_RETURN_IF_ERROR(sums_.CheckXxh3(t.name, 0, Xxh3({})));
-      } else if (t.next != 0 && t.next != t.bytes) {
-        return InternalError("verify: tensor '" + t.name + "' was streamed up to byte " +
-                             std::to_string(t.next) + " of " + std::to_string(t.bytes));
-      }
-    }
-    return OkStatus();
-  }
-
- private:
-  struct Tensor {
-    bool recorded = false;
-    std::string name;  // stored name (the records' key)
-    uint64_t bytes = 0;  // stored (source) size
-    std::mutex mu;
-    Xxh3Hasher hasher;  // split tensors: bytes [0, next) hashed so far
-    uint64_t next = 0;
-    std::map<uint64_t, std::vector<std::byte>> pending;  // early pieces by offset
-  };
-  StreamVerifier() = default;
-  RecordedChecksums sums_;
-  std::vector<Tensor> tensors_;
-};
-
 // Execute: begin the sink, open the shards and stream the plan.
 Status Execute(const Checkpoint& ckpt, const LoadPlan& plan, const LoadOptions& options,
                const MatchReport& report, LoadStats* stats) {
   std::unique_ptr<StreamVerifier> verifier;
   StreamOptions stream_options = MakeStreamOptions(options);
   if (options.verify) {
-    SL_ASSIGN_OR_RETURN(verifier, StreamVerifier::Create(ckpt, plan, report));
+    if (report.matched.size() != plan.destinations.size()) {
+      return InternalError("verify: the plan has " + std::to_string(plan.destinations.size()) +
+                           " destinations for " + std::to_string(report.matched.size()) +
+                           " matched tensors");
+    }
+    SL_ASSIGN_OR_RETURN(RecordedChecksums sums, RecordedChecksums::FromCheckpoint(ckpt));
+    std::vector<StreamVerifier::Source> sources;
+    sources.reserve(report.matched.size());
+    for (const MatchedPair& m : report.matched) {
+      const StoredTensor& stored = ckpt.tensors()[m.stored];
+      sources.push_back({stored.name, stored.bytes});
+    }
+    verifier = std::make_unique<StreamVerifier>(std::move(sums), sources);
     stream_options.observe_region = [v = verifier.get()](const ReadSpan&, const CopyRegion& r,
                                                          std::span<const std::byte> bytes) {
       return v->Observe(r, bytes);

@@ -16,7 +16,9 @@
 #include "gtest/gtest.h"
 #include "loader/arena.h"
 #include "loader/checkpoint.h"
+#include "loader/checkpoint_hash.h"
 #include "loader/loader.h"
+#include "loader/stream_verifier.h"
 #include "tests/fixtures.h"
 
 namespace shardload {
@@ -247,6 +249,57 @@ TEST(LoadVerifyTest, CliLoadVerifyFails) {
   EXPECT_NE(r.err.find(want), std::string::npos) << r.err;
   RunResult unchecked = RunCli("load " + m.path);
   EXPECT_EQ(unchecked.exit_code, 0) << unchecked.err;
+}
+
+// StreamVerifier directly: pieces of a split tensor in any order.
+RecordedChecksums Sums(const Model& m) {
+  Result<Checkpoint> ckpt = Checkpoint::Open(m.path);
+  EXPECT_TRUE(ckpt.ok());
+  Result<RecordedChecksums> sums = RecordedChecksums::FromCheckpoint(*ckpt);
+  EXPECT_TRUE(sums.ok());
+  return std::move(*sums);
+}
+
+Status Feed(StreamVerifier& v, const std::string& data, std::vector<uint64_t> starts,
+            uint64_t piece) {
+  for (uint64_t at : starts) {
+    uint64_t n = std::min<uint64_t>(piece, data.size() - at);
+    SL_RETURN_IF_ERROR(v.Observe(CopyRegion{0, n, 0, at}, Model::Bytes(data).subspan(at, n)));
+  }
+  return v.Finish();
+}
+
+TEST(StreamVerifierTest, PiecesInAnyOrderGiveTheWholeHash) {
+  Model m;
+  const StreamVerifier::Source sources[] = {{"big", 20000}};
+  for (std::vector<uint64_t> order : {std::vector<uint64_t>{0, 8192, 16384},
+                                      std::vector<uint64_t>{16384, 8192, 0},
+                                      std::vector<uint64_t>{8192, 0, 16384}}) {
+    StreamVerifier v(Sums(m), sources);
+    EXPECT_TRUE(Feed(v, m.big, order, 8192).ok()) << order[0];
+  }
+  std::string bad = m.big;
+  bad[9000] ^= 1;
+  StreamVerifier v(Sums(m), sources);
+  Status s = Feed(v, bad, {16384, 8192, 0}, 8192);
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+  EXPECT_EQ(s.message(), "model.safetensors: tensor 'big': XXH3 of its 20000 bytes is " +
+                             FormatXxh3(Xxh3(Model::Bytes(bad))) + ", recorded " +
+                             FormatXxh3(Xxh3(Model::Bytes(m.big))));
+}
+
+TEST(StreamVerifierTest, MissingOrRepeatedPiecesAreInternalErrors) {
+  Model m;
+  const StreamVerifier::Source sources[] = {{"big", 20000}};
+  StreamVerifier missing(Sums(m), sources);
+  Status s = Feed(missing, m.big, {0, 16384}, 8192);
+  EXPECT_EQ(s.code(), StatusCode::kInternal);
+  EXPECT_EQ(s.message(), "verify: tensor 'big' was streamed up to byte 8192 of 20000");
+  StreamVerifier twice(Sums(m), sources);
+  s = Feed(twice, m.big, {0, 0}, 8192);
+  EXPECT_EQ(s.code(), StatusCode::kInternal);
+  EXPECT_EQ(s.message(),
+            "verify: region [0, +8192) of destination 0 of tensor 'big' was already hashed");
 }
 
 }  // namespace

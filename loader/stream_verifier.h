@@ -1,0 +1,80 @@
+// loader/stream_verifier.h — checks recorded XXH3 hashes on bytes as they stream by.
+//
+// Provides `StreamVerifier`, the machinery of LoadOptions::verify: the streaming engine
+// hands it every region's source bytes (StreamOptions::observe_region, reader threads)
+// and it hashes each destination's stored tensor and compares the result with the
+// checkpoint's records (RecordedChecksums). A region covering a whole tensor is hashed
+// and checked at once; a tensor split over several spans is fed to its own hasher in
+// source order, a piece that arrives before its predecessor being copied aside until the
+// gap is filled (memory: at most the tensor's size; in practice a few spans, since
+// readers take spans in file order).
+//
+//   StreamVerifier v(std::move(sums), {{"w", 4096}});      // destination 0 = stored "w"
+//   options.observe_region = [&v](const ReadSpan&, const CopyRegion& r,
+//                                 std::span<const std::byte> b) { return v.Observe(r, b); };
+//   SL_RETURN_IF_ERROR(Stream(files, spans, sink, options));
+//   SL_RETURN_IF_ERROR(v.Finish());
+#ifndef SHARDLOAD_LOADER_STREAM_VERIFIER_H_
+#define SHARDLOAD_LOADER_STREAM_VERIFIER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "format/checksum.h"
+#include "format/status.h"
+#include "loader/checkpoint_hash.h"
+#include "loader/sink.h"
+
+namespace shardload {
+
+// StreamVerifier: see the file comment. Thread safety: Observe may be called from any
+// number of threads at once; Finish after every Observe has returned. Not copyable.
+class StreamVerifier {
+ public:
+  // Source: the stored tensor behind one destination: its name (the records' key) and
+  // its stored size in bytes (the source bytes regions carry, before any cast).
+  struct Source {
+    std::string name;
+    uint64_t bytes = 0;
+  };
+
+  // StreamVerifier: destination i of the load is `sources[i]`. Destinations whose
+  // tensor has no record are not hashed.
+  StreamVerifier(RecordedChecksums sums, std::span<const Source> sources);
+  StreamVerifier(const StreamVerifier&) = delete;
+  StreamVerifier& operator=(const StreamVerifier&) = delete;
+
+  // Observe: `bytes` are the source bytes of `region` (region.length of them, at
+  // source offset region.dst_offset of tensor region.dest). Errors: data_loss from
+  // RecordedChecksums::CheckXxh3 once the tensor is complete and differs ("<file>:
+  // tensor 'w': XXH3 of its N bytes is X, recorded Y"); internal for a region naming no
+  // destination, of the wrong length, passing the tensor's end or repeating a piece.
+  Status Observe(const CopyRegion& region, std::span<const std::byte> bytes);
+
+  // Finish: after a successful stream: checks recorded empty tensors (never observed)
+  // and fails with internal if a split tensor was not seen whole.
+  Status Finish();
+
+ private:
+  struct Tensor {
+    bool recorded = false;
+    Source source;
+    std::mutex mu;
+    Xxh3Hasher hasher;  // split tensors: bytes [0, next) hashed so far
+    uint64_t next = 0;
+    std::map<uint64_t, std::vector<std::byte>> pending;  // early pieces by offset
+  };
+  RecordedChecksums sums_;
+  std::unique_ptr<Tensor[]> tensors_;
+  size_t count_ = 0;
+};
+
+}  // namespace shardload
+
+#endif  // SHARDLOAD_LOADER_STREAM_VERIFIER_H_
