@@ -91,28 +91,40 @@ Status ObserveStaged(const ReadSpan& span, std::span<const std::byte> bytes,
   return OkStatus();
 }
 
-// ObserveDirect: the same over a span read straight into `iov`. The regions tile the
-// span in order (DirectTargets' contract), so a region's bytes sit at its src_offset in
-// the concatenation of the iovecs, inside a single iovec (merging joins whole regions).
-Status ObserveDirect(const ReadSpan& span, const std::vector<iovec>& iov,
-                     const StreamOptions& options) {
+// kObservedChunk: with observe_region on the direct path, each region is read and
+// observed in pieces of at most this size, so the observer sees bytes still in cache.
+constexpr uint64_t kObservedChunk = uint64_t{512} << 10;
+
+// ReadObservedDirect: read a span straight into `iov` (its destination memory) region by
+// region, in kObservedChunk pieces, calling observe_region on each piece right after its
+// read. The regions tile the span in order (DirectTargets' contract), so a region's
+// bytes sit at its src_offset in the concatenation of the iovecs, inside a single iovec
+// (merging joins whole regions).
+Status ReadObservedDirect(const ReadableFile& file, const ReadSpan& span,
+                          const std::vector<iovec>& iov, const StreamOptions& options) {
   size_t k = 0;
   uint64_t base = 0;  // span offset of iov[k]
   for (const CopyRegion& r : span.regions) {
-    while (k < iov.size() && r.src_offset >= base + iov[k].iov_len && r.length > 0) {
+    if (r.length == 0) {
+      SL_RETURN_IF_ERROR(options.observe_region(span, r, {}));
+      continue;
+    }
+    while (k < iov.size() && r.src_offset >= base + iov[k].iov_len) {
       base += iov[k].iov_len;
       ++k;
     }
-    std::span<const std::byte> bytes;
-    if (r.length > 0) {
-      if (k == iov.size() || r.src_offset + r.length > base + iov[k].iov_len) {
-        return InternalError("region [" + std::to_string(r.src_offset) + ", +" +
-                             std::to_string(r.length) + ") is not inside one direct target");
-      }
-      bytes = std::span<const std::byte>(
-          static_cast<const std::byte*>(iov[k].iov_base) + (r.src_offset - base), r.length);
+    if (k == iov.size() || r.src_offset < base || r.src_offset + r.length > base + iov[k].iov_len) {
+      return InternalError("region [" + std::to_string(r.src_offset) + ", +" +
+                           std::to_string(r.length) + ") is not inside one direct target");
     }
-    SL_RETURN_IF_ERROR(options.observe_region(span, r, bytes));
+    std::byte* memory = static_cast<std::byte*>(iov[k].iov_base) + (r.src_offset - base);
+    for (uint64_t at = 0; at < r.length; at += kObservedChunk) {
+      const uint64_t n = std::min(kObservedChunk, r.length - at);
+      std::span<std::byte> piece(memory + at, n);
+      SL_RETURN_IF_ERROR(file.ReadAt(span.file_offset + r.src_offset + at, piece));
+      SL_RETURN_IF_ERROR(options.observe_region(
+          span, CopyRegion{r.src_offset + at, n, r.dest, r.dst_offset + at}, piece));
+    }
   }
   return OkStatus();
 }
@@ -133,8 +145,8 @@ void ReadLoop(std::span<const ReadableFile* const> files, std::span<const ReadSp
     if (span.length == 0) {
       // Nothing to read (empty tensors): nothing to deliver.
     } else if (options.allow_direct_targets && !file.direct_io() && sink.DirectTargets(span, &iov)) {
-      st = file.ReadVAt(span.file_offset, iov);
-      if (st.ok() && options.observe_region) st = ObserveDirect(span, iov, options);
+      st = options.observe_region ? ReadObservedDirect(file, span, iov, options)
+                                  : file.ReadVAt(span.file_offset, iov);
     } else {
       Result<StagingSlot> slot = sink.AcquireSlot();
       if (!slot.ok()) {

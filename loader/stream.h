@@ -46,13 +46,15 @@ struct StreamOptions {
   // allow_direct_targets: let the sink take reads straight into destination memory.
   // Default true; false forces every span through the staging ring (tests, benchmarks).
   bool allow_direct_targets = true;
-  // observe_region: when set, called on the reader thread once per region of every
-  // span with that region's SOURCE bytes (file bytes, before any cast), right after
-  // they were read: inside the staging slot before Commit, or in destination memory
-  // right after the direct read (while they are still in cache). Regions of one span
-  // are observed in order; spans arrive in any order and concurrently, so the callback
-  // must be thread-safe. A non-OK status fails the load with that status (the slot is
-  // released, the sink aborted). Used by LoadOptions::verify. Default: none.
+  // observe_region: when set, called on the reader thread with the SOURCE bytes (file
+  // bytes, before any cast) of every region of every span, right after they were read:
+  // inside the staging slot before Commit (the whole region at once), or on the direct
+  // path in destination memory, where the region is read and observed in consecutive
+  // pieces of at most 512 KiB (a CopyRegion with src_offset/dst_offset advanced and the
+  // piece's length), so the bytes are still in cache. Regions and pieces of one span
+  // are observed in order on one thread; spans arrive in any order and concurrently, so
+  // the callback must be thread-safe. A non-OK status fails the load with that status
+  // (the slot is released, the sink aborted). Used by LoadOptions::verify. Default: none.
   std::function<Status(const ReadSpan& span, const CopyRegion& region,
                        std::span<const std::byte> source)>
       observe_region;

@@ -241,6 +241,38 @@ TEST(LoadVerifyTest, LoadIntoCallerBuffersFailsToo) {
   EXPECT_EQ(r.status().message(), want);
 }
 
+// A tensor above the direct path's 512 KiB observation piece: read and hashed in pieces.
+TEST(LoadVerifyTest, LargeTensorOnTheDirectPathIsHashedInPieces) {
+  std::string data = PatternBytes(1300000, 9);
+  std::string dir = MakeTestDir("integrity-large");
+  std::string path = dir + "/model.safetensors";
+  std::vector<TensorToWrite> tensors = {
+      TensorToWrite::FromBytes("large", Dtype::kU8, {1300000}, Model::Bytes(data))};
+  WriteOptions wo;
+  wo.sync = false;
+  ASSERT_TRUE(WriteFileWithChecksums(path, tensors, std::nullopt, wo).ok());
+  Result<Checkpoint> ckpt = Checkpoint::Open(path);
+  ASSERT_TRUE(ckpt.ok());
+  LoadOptions o = Verifying(uint64_t{2} << 20, 2);
+  Result<LoadedCheckpoint> clean = LoadAll(*ckpt, o);
+  ASSERT_TRUE(clean.ok()) << clean.status().ToString();
+  ExpectBytes(*clean, "large", data);
+
+  std::string file = *ReadFile(path);
+  const uint64_t at = ckpt->tensors()[0].file_offset + 1299999;  // the last piece
+  file[at] = static_cast<char>(~file[at]);
+  ASSERT_TRUE(::shardload::testing::WriteFile(path, file));
+  std::string bad = data;
+  bad[1299999] = file[at];
+  Result<Checkpoint> again = Checkpoint::Open(path);
+  ASSERT_TRUE(again.ok());
+  Result<LoadedCheckpoint> r = LoadAll(*again, o);
+  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss);
+  EXPECT_EQ(r.status().message(), "model.safetensors: tensor 'large': XXH3 of its 1300000 bytes is " +
+                                      FormatXxh3(Xxh3(Model::Bytes(bad))) + ", recorded " +
+                                      FormatXxh3(Xxh3(Model::Bytes(data))));
+}
+
 TEST(LoadVerifyTest, CliLoadVerifyFails) {
   Model m;
   std::string want = m.Flip("big", 1);
