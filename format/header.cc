@@ -29,12 +29,11 @@
 #include <simdjson.h>
 #include <xxhash.h>
 #include "format/scoped_fd.h"
+#include "format/text.h"
 
 namespace shardload {
 namespace {
 
-// kMaxNameBytesInMessage: names longer than this are cut (with "...") in messages.
-constexpr size_t kMaxNameBytesInMessage = 200;
 // kMaxShapeDimsInMessage: shapes with more dimensions are abbreviated in messages.
 constexpr size_t kMaxShapeDimsInMessage = 16;
 // kMinDepth / kMaxDepth: the accepted range of ParseOptions::max_depth.
@@ -46,36 +45,7 @@ constexpr size_t kReusedParserLimit = 16u << 20;
 
 constexpr std::string_view kMetadataKey = "__metadata__";
 
-// QuoteForMessage: `text` between single quotes, with control bytes, DEL and
-// backslash escaped (\xNN, \\) and cut after kMaxNameBytesInMessage bytes (on a
-// UTF-8 boundary), so that any name can be shown on one terminal line.
-std::string QuoteForMessage(std::string_view text) {
-  std::string out = "'";
-  size_t limit = text.size();
-  bool cut = false;
-  if (limit > kMaxNameBytesInMessage) {
-    limit = kMaxNameBytesInMessage;
-    // Do not split a UTF-8 sequence: back up over continuation bytes.
-    while (limit > 0 && (static_cast<unsigned char>(text[limit]) & 0xC0) == 0x80) --limit;
-    cut = true;
-  }
-  for (size_t i = 0; i < limit; ++i) {
-    unsigned char c = static_cast<unsigned char>(text[i]);
-    if (c < 0x20 || c == 0x7F) {
-      static constexpr char kHex[] = "0123456789abcdef";
-      out += "\\x";
-      out += kHex[c >> 4];
-      out += kHex[c & 0xF];
-    } else if (c == '\\') {
-      out += "\\\\";
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  out += "'";
-  if (cut) out += "... (" + std::to_string(text.size()) + " bytes)";
-  return out;
-}
+std::string QuoteForMessage(std::string_view text) { return QuoteNameForMessage(text); }
 
 // ShapeForMessage: ShapeToString, abbreviated beyond kMaxShapeDimsInMessage dims.
 std::string ShapeForMessage(std::span<const uint64_t> shape) {

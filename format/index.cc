@@ -14,6 +14,7 @@
 
 #include <simdjson.h>
 #include "format/scoped_fd.h"
+#include "format/text.h"
 
 namespace shardload {
 namespace {
@@ -22,33 +23,8 @@ constexpr std::string_view kSuffix = ".safetensors";
 // kIndexMaxDepth: an index needs 2 levels (3 with nested metadata values); deeper
 // input is rejected by the parser, never recursed into.
 constexpr size_t kIndexMaxDepth = 64;
-constexpr size_t kMaxNameBytesInMessage = 200;
 
-// Quote: `text` in single quotes, control bytes as \xNN, cut after 200 bytes.
-std::string Quote(std::string_view text) {
-  std::string out = "'";
-  size_t limit = std::min(text.size(), kMaxNameBytesInMessage);
-  while (limit < text.size() && limit > 0 &&
-         (static_cast<unsigned char>(text[limit]) & 0xC0) == 0x80) {
-    --limit;  // do not split a UTF-8 sequence
-  }
-  for (size_t i = 0; i < limit; ++i) {
-    unsigned char c = static_cast<unsigned char>(text[i]);
-    if (c < 0x20 || c == 0x7F) {
-      static constexpr char kHex[] = "0123456789abcdef";
-      out += "\\x";
-      out += kHex[c >> 4];
-      out += kHex[c & 0xF];
-    } else if (c == '\\') {
-      out += "\\\\";
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  out += "'";
-  if (limit < text.size()) out += "... (" + std::to_string(text.size()) + " bytes)";
-  return out;
-}
+std::string Quote(std::string_view text) { return QuoteNameForMessage(text); }
 
 std::string_view TypeName(simdjson::dom::element_type type) {
   using T = simdjson::dom::element_type;

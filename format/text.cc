@@ -99,4 +99,29 @@ std::string QuoteForMessage(std::string_view s, char quote) {
   return out;
 }
 
+std::string QuoteNameForMessage(std::string_view name) {
+  std::string out = "'";
+  size_t limit = name.size();
+  bool cut = false;
+  if (limit > kMaxNameBytesInMessage) {
+    limit = kMaxNameBytesInMessage;
+    // Do not split a UTF-8 sequence: back up over continuation bytes.
+    while (limit > 0 && (static_cast<unsigned char>(name[limit]) & 0xC0) == 0x80) --limit;
+    cut = true;
+  }
+  for (size_t i = 0; i < limit; ++i) {
+    unsigned char c = static_cast<unsigned char>(name[i]);
+    if (c < 0x20 || c == 0x7F) {
+      AppendHexEscape(&out, "\\x%02x", c);
+    } else if (c == '\\') {
+      out += "\\\\";
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  out += "'";
+  if (cut) out += "... (" + std::to_string(name.size()) + " bytes)";
+  return out;
+}
+
 }  // namespace shardload

@@ -9,6 +9,7 @@
 #ifndef SHARDLOAD_FORMAT_TEXT_H_
 #define SHARDLOAD_FORMAT_TEXT_H_
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -28,6 +29,15 @@ std::string JsonQuoted(std::string_view s);
 // bytes (and DEL) escaped as \<quote>, \\ and \xHH, so an error message stays on one
 // line. Other bytes are copied as they are.
 std::string QuoteForMessage(std::string_view s, char quote);
+
+// kMaxNameBytesInMessage: names longer than this are cut in QuoteNameForMessage.
+inline constexpr size_t kMaxNameBytesInMessage = 200;
+
+// QuoteNameForMessage: `name` between single quotes, with control bytes and DEL as
+// \xHH and '\' as \\, cut after kMaxNameBytesInMessage bytes (never inside a UTF-8
+// sequence) and then followed by "... (N bytes)", so that any name from an untrusted
+// header fits on one line of an error message. The parsers' messages use it.
+std::string QuoteNameForMessage(std::string_view name);
 
 }  // namespace shardload
 
