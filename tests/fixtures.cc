@@ -2,6 +2,7 @@
 #include "tests/fixtures.h"
 
 #include <stdlib.h>
+#include <sys/wait.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -148,6 +149,17 @@ std::string MakeTestDir(std::string_view tag) {
     std::abort();
   }
   return templ;
+}
+
+RunResult RunShardload(const std::string& args) {
+  std::string scratch = MakeTestDir("run");
+  std::string cmd = "cli/shardload " + args + " >" + scratch + "/out 2>" + scratch + "/err";
+  RunResult r;
+  int status = std::system(cmd.c_str());
+  if (status != -1 && WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
+  r.out = ReadFile(scratch + "/out").value_or("<no stdout>");
+  r.err = ReadFile(scratch + "/err").value_or("<no stderr>");
+  return r;
 }
 
 }  // namespace shardload::testing

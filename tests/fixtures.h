@@ -68,6 +68,17 @@ std::optional<std::string> ReadFile(const std::string& path);
 // whose name starts with `tag`. Aborts the test program if it cannot be created.
 std::string MakeTestDir(std::string_view tag);
 
+// RunResult: what a command run by RunShardload did.
+struct RunResult {
+  int exit_code = -1;  // -1 when it did not exit normally
+  std::string out;     // its stdout
+  std::string err;     // its stderr
+};
+
+// RunShardload: run `cli/shardload ARGS` (runfiles-relative: the test target must have
+// //cli:shardload in its data) through the shell, capturing stdout and stderr.
+RunResult RunShardload(const std::string& args);
+
 }  // namespace shardload::testing
 
 #endif  // SHARDLOAD_TESTS_FIXTURES_H_

@@ -20,6 +20,8 @@ namespace {
 using ::shardload::testing::FixtureTensor;
 using ::shardload::testing::IndexJson;
 using ::shardload::testing::MakeTestDir;
+using ::shardload::testing::RunResult;
+using ::shardload::testing::RunShardload;
 using ::shardload::testing::ReadFile;
 using ::shardload::testing::SafetensorsBytes;
 using ::shardload::testing::TensorData;
@@ -277,22 +279,7 @@ TEST(RecordedChecksumsTest, ShardAndIndexRecordsCheckLoadedBytes) {
 
 // ---- the CLI ----
 
-struct RunResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-RunResult RunHashCli(const std::string& args) {
-  std::string scratch = MakeTestDir("run");
-  std::string cmd = "cli/shardload hash " + args + " >" + scratch + "/out 2>" + scratch + "/err";
-  RunResult r;
-  int status = std::system(cmd.c_str());
-  if (status != -1 && WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
-  r.out = ReadFile(scratch + "/out").value_or("<no stdout>");
-  r.err = ReadFile(scratch + "/err").value_or("<no stderr>");
-  return r;
-}
+RunResult RunHashCli(const std::string& args) { return RunShardload("hash " + args); }
 
 TEST(HashCliTest, TextOutputSortedByNameWithDigest) {
   const auto& t = Tensors();

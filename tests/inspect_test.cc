@@ -17,6 +17,8 @@ namespace {
 using ::shardload::testing::FixtureTensor;
 using ::shardload::testing::IndexJson;
 using ::shardload::testing::MakeTestDir;
+using ::shardload::testing::RunResult;
+using ::shardload::testing::RunShardload;
 using ::shardload::testing::ReadFile;
 using ::shardload::testing::SafetensorsBytes;
 using ::shardload::testing::WriteFile;
@@ -24,23 +26,8 @@ using ::shardload::testing::WriteFile;
 constexpr char kShard1[] = "model-00001-of-00002.safetensors";
 constexpr char kShard2[] = "model-00002-of-00002.safetensors";
 
-struct RunResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
 // RunInspect: `cli/shardload inspect ARGS` (runfiles-relative), capturing stdout and stderr.
-RunResult RunInspect(const std::string& args) {
-  std::string scratch = MakeTestDir("run");
-  std::string cmd = "cli/shardload inspect " + args + " >" + scratch + "/out 2>" + scratch + "/err";
-  RunResult r;
-  int status = std::system(cmd.c_str());
-  if (status != -1 && WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
-  r.out = ReadFile(scratch + "/out").value_or("<no stdout>");
-  r.err = ReadFile(scratch + "/err").value_or("<no stderr>");
-  return r;
-}
+RunResult RunInspect(const std::string& args) { return RunShardload("inspect " + args); }
 
 std::string WriteShardedFixture() {
   std::string dir = MakeTestDir("sharded");

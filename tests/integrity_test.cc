@@ -25,6 +25,8 @@ namespace shardload {
 namespace {
 
 using ::shardload::testing::MakeTestDir;
+using ::shardload::testing::RunResult;
+using ::shardload::testing::RunShardload;
 using ::shardload::testing::PatternBytes;
 using ::shardload::testing::ReadFile;
 
@@ -76,22 +78,7 @@ struct Model {
   }
 };
 
-struct RunResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-RunResult RunCli(const std::string& args) {
-  std::string scratch = MakeTestDir("run");
-  std::string cmd = "cli/shardload " + args + " >" + scratch + "/out 2>" + scratch + "/err";
-  RunResult r;
-  int status = std::system(cmd.c_str());
-  if (status != -1 && WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
-  r.out = ReadFile(scratch + "/out").value_or("<no stdout>");
-  r.err = ReadFile(scratch + "/err").value_or("<no stderr>");
-  return r;
-}
+RunResult RunCli(const std::string& args) { return RunShardload(args); }
 
 std::string SecondLine(const std::string& s) {
   size_t nl = s.find('\n');

@@ -19,27 +19,13 @@ namespace {
 using ::shardload::testing::FixtureTensor;
 using ::shardload::testing::IndexJson;
 using ::shardload::testing::MakeTestDir;
+using ::shardload::testing::RunResult;
+using ::shardload::testing::RunShardload;
 using ::shardload::testing::ReadFile;
 using ::shardload::testing::SafetensorsBytes;
 using ::shardload::testing::WriteFile;
 
-struct RunResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-RunResult Reshard(const std::string& args) {
-  std::string scratch = MakeTestDir("run");
-  std::string cmd =
-      "cli/shardload reshard " + args + " >" + scratch + "/out 2>" + scratch + "/err";
-  RunResult r;
-  int status = std::system(cmd.c_str());
-  if (status != -1 && WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
-  r.out = ReadFile(scratch + "/out").value_or("<no stdout>");
-  r.err = ReadFile(scratch + "/err").value_or("<no stderr>");
-  return r;
-}
+RunResult Reshard(const std::string& args) { return RunShardload("reshard " + args); }
 
 // A two-shard source with index metadata (and a stale XXH3 record to be dropped).
 std::string Source() {
