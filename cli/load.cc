@@ -37,6 +37,9 @@ constexpr char kLoadUsage[] =
     "  --strict | --non-strict    fail on missing/unexpected keys (default strict)\n"
     "  --expect SPEC.json         targets: [{\"name\",\"dtype\",\"shape\"}] or inspect --json output\n"
     "  --rename RULE              's/REGEX/REPL/', 'strip:PREFIX' or 'add:PREFIX' (repeatable)\n"
+    "  --auto-prefix              reconcile one common prefix (module., model.) when keys differ\n"
+    "  --alias TARGET=STORED      fill TARGET from stored tensor STORED (tied weights; repeatable)\n"
+    "  --allow-cast               F32/F16/BF16 targets may load tensors of another of those dtypes\n"
     "  --threads N                reader threads (default: hardware threads)\n"
     "  --io auto|pread|mmap|direct  how files are read (default auto)\n"
     "  --verify                   check recorded XXH3 hashes on the bytes read\n"
@@ -82,6 +85,17 @@ Result<LoadArgs> ParseLoadArgs(const Args& args) {
       SL_ASSIGN_OR_RETURN(std::string v, f.Value());
       SL_ASSIGN_OR_RETURN(RenameRule rule, ParseRenameRule(v));
       a.options.match.renames.push_back(std::move(rule));
+    } else if (f.Is("--auto-prefix")) {
+      a.options.match.auto_prefix = true;
+    } else if (f.Is("--allow-cast")) {
+      a.options.match.allow_cast = true;
+    } else if (f.Is("--alias")) {
+      SL_ASSIGN_OR_RETURN(std::string v, f.Value());
+      size_t eq = v.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == v.size()) {
+        return InvalidArgumentError("invalid --alias '" + v + "': expected TARGET=STORED");
+      }
+      a.options.match.aliases.emplace_back(v.substr(0, eq), v.substr(eq + 1));
     } else if (f.Is("--threads")) {
       SL_ASSIGN_OR_RETURN(int64_t n, f.IntValue(0, 256));
       a.options.threads = static_cast<int>(n);

@@ -79,5 +79,36 @@ check "verify of a truncated shard exits 1" test $rc -eq 1
 check "verify names the file" grep -q '"code":"data_loss"\|"code":"invalid_argument"' <<<"$out"
 check "verify error mentions the shard" grep -q 'model-00002-of-00003.safetensors' <<<"$out"
 
+# --auto-prefix: a DDP-style model ("module." on every name) matches without a rule.
+# (A fresh checkpoint: the verify checks above truncated a shard of the first one.)
+"$bin" write-sample "$tmp/m2" --layout tiny --shards 3 --seed 5 >/dev/null || { echo "FAIL: write-sample m2"; exit 1; }
+python3 - "$tmp/spec.json" "$tmp/ddp.json" <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1]))["tensors"]
+json.dump([{"name": "module." + x["name"], "dtype": x["dtype"], "shape": x["shape"]} for x in t],
+          open(sys.argv[2], "w"))
+PY
+out="$("$bin" load "$tmp/m2" --expect "$tmp/ddp.json" --json 2>/dev/null)"; rc=$?
+check "module.-prefixed model fails strict without --auto-prefix" test $rc -eq 1
+out="$("$bin" load "$tmp/m2" --expect "$tmp/ddp.json" --auto-prefix --json 2>/dev/null)"; rc=$?
+check "--auto-prefix exits 0" test $rc -eq 0
+check "--auto-prefix: 21 matched, nothing missing" grep -q '^{"matched":21,"missing":\[\],"unexpected":\[\]' <<<"$out"
+
+# --alias: a tied head filled from the embedding; --allow-cast: an F32 target of a BF16 tensor.
+cat >"$tmp/tied.json" <<'JSON'
+[{"name": "model.norm.weight", "dtype": "F32", "shape": [16]},
+ {"name": "tied.head", "dtype": "BF16", "shape": [32, 16]},
+ {"name": "model.embed_tokens.weight", "dtype": "BF16", "shape": [32, 16]}]
+JSON
+out="$("$bin" load "$tmp/m2" --expect "$tmp/tied.json" --non-strict --json 2>/dev/null)"; rc=$?
+check "F32 target of a BF16 tensor fails without --allow-cast" test $rc -eq 1
+check "dtype mismatch named" grep -q '"mismatched":\[{"name":"model.norm.weight","checkpoint":"BF16\[16\]","target":"F32\[16\]"}' <<<"$out"
+out="$("$bin" load "$tmp/m2" --expect "$tmp/tied.json" --non-strict --allow-cast --alias tied.head=model.embed_tokens.weight --json 2>/dev/null)"; rc=$?
+check "--allow-cast --alias exits 0" test $rc -eq 0
+check "--alias fills the tied head: 3 matched, none missing" grep -q '^{"matched":3,"missing":\[\],' <<<"$out"
+out="$("$bin" load "$tmp/m2" --alias nonsense 2>&1)"; rc=$?
+check "--alias without = is a usage error" test $rc -eq 2
+check "--alias error names the value" grep -q "invalid --alias 'nonsense': expected TARGET=STORED" <<<"$out"
+
 echo "$fails failed"
 test $fails -eq 0
