@@ -164,7 +164,9 @@ TEST_F(CudaLoaderTest, LoadAllOntoTheGpuAndSplitWithAHostByteExact) {
         const FileTensor& f = Stored(t.name);
         EXPECT_EQ(t.device, options.devices.Resolve(t.name)) << t.name;
         ASSERT_EQ(t.bytes, f.end - f.begin) << t.name;
-        if (t.device.is_cuda()) EXPECT_EQ(reinterpret_cast<uintptr_t>(t.data) % 256, 0u);
+        if (t.device.is_cuda()) {
+          EXPECT_EQ(reinterpret_cast<uintptr_t>(t.data) % 256, 0u);
+        }
         std::vector<std::byte> got = Contents(t.device, t.data, t.bytes);
         EXPECT_EQ(std::memcmp(got.data(), data_.data() + f.begin, t.bytes), 0) << t.name;
       }
