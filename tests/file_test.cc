@@ -54,7 +54,9 @@ TEST_P(FileModeTest, ReadAtIsByteExactAtUnalignedOffsets) {
   for (auto [off, len] : cases) {
     std::vector<std::byte> out(len, std::byte{0xee});
     ASSERT_TRUE(f->ReadAt(off, out).ok()) << off << "+" << len;
-    if (len > 0) EXPECT_EQ(0, std::memcmp(out.data(), data.data() + off, len)) << off << "+" << len;
+    if (len > 0) {
+      EXPECT_EQ(0, std::memcmp(out.data(), data.data() + off, len)) << off << "+" << len;
+    }
   }
 }
 

@@ -264,7 +264,9 @@ TEST_F(LoaderTest, ArenaFollowsFileOrder) {
     const LoadedTensor* t = all->Find(s.name);
     ASSERT_NE(t, nullptr) << s.name;
     const auto* at = static_cast<const std::byte*>(t->data);
-    if (expected != nullptr) EXPECT_EQ(at, expected) << s.name;
+    if (expected != nullptr) {
+      EXPECT_EQ(at, expected) << s.name;
+    }
     uintptr_t end = reinterpret_cast<uintptr_t>(at) + t->bytes;
     expected = reinterpret_cast<const std::byte*>((end + 255) / 256 * 256);
   }
@@ -354,7 +356,9 @@ TEST(LoaderReferenceTest, FilesWrittenByTheReference) {
       const LoadedTensor* t = a->Find(name);
       ASSERT_NE(t, nullptr);
       ASSERT_EQ(t->bytes, want.size()) << name;
-      if (!want.empty()) EXPECT_EQ(0, std::memcmp(t->data, want.data(), want.size())) << name;
+      if (!want.empty()) {
+        EXPECT_EQ(0, std::memcmp(t->data, want.data(), want.size())) << name;
+      }
     }
   }
 }
