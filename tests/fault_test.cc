@@ -302,7 +302,14 @@ TEST(CycleTest, ThousandLoadsAndUnloadsDoNotGrow) {
     if (::testing::Test::HasFatalFailure()) return;
   }
   uint64_t after = ResidentBytes();
+#if defined(__SANITIZE_ADDRESS__)
+  // ASan keeps freed memory in its quarantine, so RSS grows by design there; its leak
+  // checker covers this build instead.
+  (void)before;
+  (void)after;
+#else
   EXPECT_LE(after, before + (uint64_t{2} << 20)) << "RSS grew from " << before << " to " << after;
+#endif
   EXPECT_EQ(LiveHostArenas(), 0);
   EXPECT_EQ(LiveStagingRings(), 0);
 }
