@@ -1,42 +1,82 @@
 #!/usr/bin/env python3
 """Counts test cases in Bazel's JUnit XML files and prints 'N passed, N failed'.
 
+usage: count_tests.py [TESTLOGS] [--save FILE] [--add FILE] [--label NAME]
+  TESTLOGS     a bazel-testlogs folder to count (none: count nothing)
+  --save FILE  write this folder's counts to FILE and print a summary line for it only
+  --add FILE   add the counts saved in FILE, then print the closing line
+  --label      a name for this pass in the summary line (e.g. normal, asan)
+
 Exit status 1 when any case failed or no test case ran at all."""
+import json
 import os
 import sys
 import xml.etree.ElementTree as ET
 
-root = sys.argv[1] if len(sys.argv) > 1 else "bazel-testlogs"
-passed = failed = skipped = 0
-for dirpath, _, files in os.walk(root, followlinks=True):
-    if "test.xml" not in files:
-        continue
-    try:
-        tree = ET.parse(os.path.join(dirpath, "test.xml"))
-    except ET.ParseError:
-        failed += 1
-        continue
-    cases = tree.getroot().iter("testcase")
-    any_case = False
-    for case in cases:
-        any_case = True
-        if case.find("failure") is not None or case.find("error") is not None:
+
+def count(root):
+    passed = failed = skipped = 0
+    for dirpath, _, files in os.walk(root, followlinks=True):
+        if "test.xml" not in files:
+            continue
+        try:
+            tree = ET.parse(os.path.join(dirpath, "test.xml"))
+        except ET.ParseError:
             failed += 1
-        elif case.find("skipped") is not None or case.get("result") == "skipped" \
-                or case.get("status") == "notrun":
-            skipped += 1
-        else:
-            passed += 1
-    if not any_case:
-        # A target with no cases (a crashed binary or a plain sh_test): count the
-        # target itself from its suite attributes.
-        suite = tree.getroot().find("testsuite")
-        if suite is not None and int(suite.get("failures", 0)) + int(suite.get("errors", 0)) > 0:
-            failed += 1
-        else:
-            passed += 1
-line = f"{passed} passed, {failed} failed"
-if skipped:
-    line += f", {skipped} skipped"
-print(line)
-sys.exit(1 if failed or passed + skipped == 0 else 0)
+            continue
+        any_case = False
+        for case in tree.getroot().iter("testcase"):
+            any_case = True
+            if case.find("failure") is not None or case.find("error") is not None:
+                failed += 1
+            elif case.find("skipped") is not None or case.get("result") == "skipped" \
+                    or case.get("status") == "notrun":
+                skipped += 1
+            else:
+                passed += 1
+        if not any_case:
+            # A target with no cases (a crashed binary or a plain sh_test): count the
+            # target itself from its suite attributes.
+            suite = tree.getroot().find("testsuite")
+            if suite is not None and \
+                    int(suite.get("failures", 0)) + int(suite.get("errors", 0)) > 0:
+                failed += 1
+            else:
+                passed += 1
+    return {"passed": passed, "failed": failed, "skipped": skipped}
+
+
+def line(c):
+    text = f"{c['passed']} passed, {c['failed']} failed"
+    if c["skipped"]:
+        text += f", {c['skipped']} skipped"
+    return text
+
+
+args = sys.argv[1:]
+root = save = add = None
+label = "tests"
+while args:
+    a = args.pop(0)
+    if a == "--save":
+        save = args.pop(0)
+    elif a == "--add":
+        add = args.pop(0)
+    elif a == "--label":
+        label = args.pop(0)
+    else:
+        root = a
+c = count(root) if root else {"passed": 0, "failed": 0, "skipped": 0}
+if save:
+    with open(save, "w") as f:
+        json.dump(c, f)
+    print(f"{label} pass: passed={c['passed']} failed={c['failed']} skipped={c['skipped']}")
+    sys.exit(1 if c["failed"] else 0)
+if add:
+    with open(add) as f:
+        prev = json.load(f)
+    if root:
+        print(f"{label} pass: passed={c['passed']} failed={c['failed']} skipped={c['skipped']}")
+    c = {k: c[k] + prev.get(k, 0) for k in c}
+print(line(c))
+sys.exit(1 if c["failed"] or c["passed"] + c["skipped"] == 0 else 0)
