@@ -72,7 +72,20 @@ Result<ShardedWriteResult> WriteShardedWithChecksums(const std::string& dir,
   SL_ASSIGN_OR_RETURN(ChecksumMap sums,
                       ComputeChecksums(tensors, dir, options.write.buffer_bytes));
   ShardOptions with_sums = options;
+  // Every shard records the hashes of its own tensors; the index (or the single file)
+  // records all of them.
   AddChecksumsToMetadata(sums, with_sums.metadata);
+  with_sums.shard_metadata = [&sums, tensors, user = options.shard_metadata](
+                                 size_t shard, std::span<const size_t> indices) {
+    Metadata m = user ? user(shard, indices) : Metadata{};
+    ChecksumMap mine;
+    for (size_t i : indices) {
+      auto it = sums.find(tensors[i].name);
+      if (it != sums.end()) mine.insert(*it);
+    }
+    AddChecksumsToMetadata(mine, m);
+    return m;
+  };
   return WriteSharded(dir, tensors, with_sums);
 }
 

@@ -3,8 +3,9 @@
 // Provides `ComputeChecksums` and wrappers over format/writer.h that record one
 // `shardload.xxh3.<name>` entry per tensor (format/checksum.h): in the file's
 // `__metadata__` for WriteFileWithChecksums; for WriteShardedWithChecksums in the
-// index's "metadata" object (a single-shard result gets them in its `__metadata__`),
-// since WriteSharded gives every shard the fixed `{"format": "pt"}`.
+// index's "metadata" object (a single-shard result gets them in its `__metadata__`)
+// and, per shard, each shard's own tensors in its `__metadata__` next to
+// `{"format": "pt"}`.
 // `shardload hash` / HashCheckpoint check both places when reading.
 //
 // Tensors with a generator (`TensorToWrite::fill`) are generated twice: once to hash,
@@ -50,7 +51,9 @@ Status WriteFileWithChecksums(const std::string& path, std::span<const TensorToW
                               const WriteOptions& options = {});
 
 // WriteShardedWithChecksums: WriteSharded with the checksum of every tensor added to
-// `options.metadata` (so they land in the index, or in the file when one shard results).
+// `options.metadata` (so they land in the index, or in the file when one shard results)
+// and, when sharded, each shard's own tensors' checksums in that shard's __metadata__
+// (through ShardOptions::shard_metadata, after any the caller set there).
 // Errors: those of ComputeChecksums (labelled with `dir`) and WriteSharded.
 Result<ShardedWriteResult> WriteShardedWithChecksums(const std::string& dir,
                                                      std::span<const TensorToWrite> tensors,

@@ -814,8 +814,12 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
     std::vector<TensorToWrite> shard;
     shard.reserve(plan.shards[s].size());
     for (size_t i : plan.shards[s]) shard.push_back(tensors[i]);
-    SL_RETURN_IF_ERROR(WriteFile(base + plan.files[s], shard, file_metadata, options.write));
-    SL_ASSIGN_OR_RETURN(FileLayout layout, SerializeHeader(shard, file_metadata, plan.files[s]));
+    Metadata shard_metadata = file_metadata;
+    if (options.shard_metadata && plan.shards.size() > 1) {
+      for (auto& [k, v] : options.shard_metadata(s, plan.shards[s])) shard_metadata[k] = v;
+    }
+    SL_RETURN_IF_ERROR(WriteFile(base + plan.files[s], shard, shard_metadata, options.write));
+    SL_ASSIGN_OR_RETURN(FileLayout layout, SerializeHeader(shard, shard_metadata, plan.files[s]));
     result.file_sizes.push_back(layout.file_size);
   }
   if (!plan.index_file.empty()) {

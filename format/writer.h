@@ -161,6 +161,10 @@ struct ShardOptions {
   // "total_size" is reserved there). One shard: merged into the file's __metadata__
   // over {"format": "pt"} (a user "format" wins, as in huggingface_hub). Default empty.
   Metadata metadata;
+  // shard_metadata: extra `__metadata__` entries for each shard file (sharded writes
+  // only), given the shard's number and the input indices it holds; merged over
+  // {"format": "pt"}. Used to record per-tensor checksums in every shard. Default none.
+  std::function<Metadata(size_t shard, std::span<const size_t> tensor_indices)> shard_metadata;
   // remove_stale: after a successful write, delete files in the folder from an
   // earlier write with the same prefix ("<prefix>-NNNNN-of-NNNNN.safetensors",
   // "<prefix>.safetensors", the index) that the new checkpoint does not use, like

@@ -79,7 +79,7 @@ TEST(ChecksumWriterTest, SingleFileRecordsEveryTensorAndReadsBackClean) {
   EXPECT_EQ(d->matched, 3u);
 }
 
-TEST(ChecksumWriterTest, ShardedRecordsInTheIndexAndAMismatchIsCaught) {
+TEST(ChecksumWriterTest, ShardedRecordsInEachShardAndTheIndexAndAMismatchIsCaught) {
   Fixture f;
   std::string dir = MakeTestDir("cw-sharded");
   ShardOptions options;
@@ -98,7 +98,21 @@ TEST(ChecksumWriterTest, ShardedRecordsInTheIndexAndAMismatchIsCaught) {
   EXPECT_EQ(d->recorded, 3u);
   EXPECT_EQ(d->matched, 3u);
 
-  // Flip one byte of tensor "c" in its shard: the index's record catches it.
+  // Each shard records exactly its own tensors next to {"format": "pt"}.
+  size_t shard_records = 0;
+  for (const auto& shard : ckpt->shards()) {
+    Result<Header> h = ReadHeaderFile(shard.path);
+    ASSERT_TRUE(h.ok()) << h.status().ToString();
+    EXPECT_EQ(h->metadata.at("format"), "pt");
+    for (const TensorInfo& t : h->tensors) {
+      ASSERT_EQ(h->metadata.count("shardload.xxh3." + t.name), 1u) << shard.path << " " << t.name;
+      ++shard_records;
+    }
+    EXPECT_EQ(h->metadata.size(), h->tensors.size() + 1) << shard.path;
+  }
+  EXPECT_EQ(shard_records, 3u);
+
+  // Flip one byte of tensor "c" in its shard: the shard's own record catches it first.
   const StoredTensor* c = ckpt->Find("c");
   ASSERT_NE(c, nullptr);
   std::string shard_path = ckpt->shards()[c->shard].path;
@@ -113,7 +127,7 @@ TEST(ChecksumWriterTest, ShardedRecordsInTheIndexAndAMismatchIsCaught) {
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), StatusCode::kDataLoss);
   EXPECT_EQ(bad.status().message(),
-            "model.safetensors.index.json: tensor 'c': XXH3 of its 3 bytes is " +
+            ckpt->shards()[c->shard].file + ": tensor 'c': XXH3 of its 3 bytes is " +
                 FormatXxh3(Xxh3(std::as_bytes(std::span(changed)))) + ", recorded " +
                 FormatXxh3(Xxh3(std::as_bytes(std::span(f.c)))));
 }
