@@ -2,7 +2,9 @@
 """Counts test cases in Bazel's JUnit XML files and prints 'N passed, N failed'.
 
 usage: count_tests.py [TESTLOGS] [--save FILE] [--add FILE] [--label NAME]
+                     [--exclude PKG/TARGET,...]
   TESTLOGS     a bazel-testlogs folder to count (none: count nothing)
+  --exclude    targets not run in this pass (their old logs from another pass are skipped)
   --save FILE  write this folder's counts to FILE and print a summary line for it only
   --add FILE   add the counts saved in FILE, then print the closing line
   --label      a name for this pass in the summary line (e.g. normal, asan)
@@ -14,10 +16,12 @@ import sys
 import xml.etree.ElementTree as ET
 
 
-def count(root):
+def count(root, exclude):
     passed = failed = skipped = 0
     for dirpath, _, files in os.walk(root, followlinks=True):
         if "test.xml" not in files:
+            continue
+        if os.path.relpath(dirpath, root) in exclude:
             continue
         try:
             tree = ET.parse(os.path.join(dirpath, "test.xml"))
@@ -56,6 +60,7 @@ def line(c):
 args = sys.argv[1:]
 root = save = add = None
 label = "tests"
+exclude = set()
 while args:
     a = args.pop(0)
     if a == "--save":
@@ -64,9 +69,11 @@ while args:
         add = args.pop(0)
     elif a == "--label":
         label = args.pop(0)
+    elif a == "--exclude":
+        exclude = set(t for t in args.pop(0).split(",") if t)
     else:
         root = a
-c = count(root) if root else {"passed": 0, "failed": 0, "skipped": 0}
+c = count(root, exclude) if root else {"passed": 0, "failed": 0, "skipped": 0}
 if save:
     with open(save, "w") as f:
         json.dump(c, f)
