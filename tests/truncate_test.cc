@@ -73,6 +73,12 @@ struct Case {
 class TruncateTest : public ::testing::TestWithParam<Case> {
  protected:
   void SetUp() override {
+#if defined(__SANITIZE_THREAD__)
+    // The mmap guard turns a SIGBUS into an error by siglongjmp out of the signal
+    // handler, which ThreadSanitizer does not support (it aborts or hangs the process);
+    // the plain and ASan builds run these cases.
+    if (GetParam().mode == IoMode::kMmap) GTEST_SKIP() << "SIGBUS guard not testable under TSan";
+#endif
     dir_ = TempDir("trunc");
     path_ = dir_ + "/model.safetensors";
     data_ = RandomBytes(kFileBytes, 11);
