@@ -30,6 +30,7 @@
 #include <xxhash.h>
 #include "format/scoped_fd.h"
 #include "format/text.h"
+#include "format/json_kind.h"
 
 namespace shardload {
 namespace {
@@ -61,21 +62,7 @@ std::string Range(uint64_t begin, uint64_t end) {
   return "[" + std::to_string(begin) + ", " + std::to_string(end) + ")";
 }
 
-// TypeName: how a JSON value's kind is named in messages ("an array", "null").
-std::string_view TypeName(simdjson::dom::element_type type) {
-  using T = simdjson::dom::element_type;
-  switch (type) {
-    case T::OBJECT: return "an object";
-    case T::ARRAY: return "an array";
-    case T::STRING: return "a string";
-    case T::INT64:
-    case T::UINT64:
-    case T::DOUBLE: return "a number";
-    case T::BOOL: return "a boolean";
-    case T::NULL_VALUE: return "null";
-  }
-  return "an unknown value";
-}
+std::string_view TypeName(simdjson::dom::element_type type) { return JsonKindName(type); }
 
 // KeyIs: key == literal, with the literal's length known at compile time (an inline
 // compare instead of a memcmp call per field).

@@ -15,6 +15,7 @@
 #include <simdjson.h>
 #include "format/scoped_fd.h"
 #include "format/text.h"
+#include "format/json_kind.h"
 
 namespace shardload {
 namespace {
@@ -26,20 +27,7 @@ constexpr size_t kIndexMaxDepth = 64;
 
 std::string Quote(std::string_view text) { return QuoteNameForMessage(text); }
 
-std::string_view TypeName(simdjson::dom::element_type type) {
-  using T = simdjson::dom::element_type;
-  switch (type) {
-    case T::OBJECT: return "an object";
-    case T::ARRAY: return "an array";
-    case T::STRING: return "a string";
-    case T::INT64:
-    case T::UINT64:
-    case T::DOUBLE: return "a number";
-    case T::BOOL: return "a boolean";
-    case T::NULL_VALUE: return "null";
-  }
-  return "an unknown value";
-}
+std::string_view TypeName(simdjson::dom::element_type type) { return JsonKindName(type); }
 
 // ParseDecimal: a string of 1-20 decimal digits that fits in 64 bits.
 std::optional<uint64_t> ParseDecimal(std::string_view s) {
