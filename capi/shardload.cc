@@ -57,6 +57,15 @@ sl_status Fail(StatusCode code, std::string message) {
   return Fail(Status(code, std::move(message)));
 }
 
+// OutOfRange: the out_of_range error of an index accessor: "<what> N is out of range
+// (M <unit>)".
+sl_status OutOfRange(const char* what, size_t index, size_t count, const char* unit) {
+  return Fail(StatusCode::kOutOfRange, std::string(what) + " " + std::to_string(index) +
+                                           " is out of range (" + std::to_string(count) +
+                                           " " + unit + ")");
+}
+
+
 // Guard: run `body` (returning sl_status), converting any exception to an error.
 template <typename F>
 sl_status Guard(F&& body) {
@@ -374,11 +383,7 @@ sl_status sl_checkpoint_tensor(const sl_checkpoint* checkpoint, size_t index,
     if (checkpoint == nullptr) return Fail(NullArgument("checkpoint"));
     if (out == nullptr) return Fail(NullArgument("out"));
     const auto& tensors = checkpoint->ckpt.tensors();
-    if (index >= tensors.size()) {
-      return Fail(StatusCode::kOutOfRange, "tensor index " + std::to_string(index) +
-                                               " is out of range (" +
-                                               std::to_string(tensors.size()) + " tensors)");
-    }
+    if (index >= tensors.size()) return OutOfRange("tensor index", index, tensors.size(), "tensors");
     const shardload::StoredTensor& t = tensors[index];
     out->name = t.name.c_str();
     out->name_len = t.name.size();
@@ -417,9 +422,7 @@ sl_status sl_checkpoint_metadata(const sl_checkpoint* checkpoint, size_t index,
   return Guard([&] {
     if (checkpoint == nullptr) return Fail(NullArgument("checkpoint"));
     if (index >= checkpoint->metadata.size()) {
-      return Fail(StatusCode::kOutOfRange,
-                  "metadata index " + std::to_string(index) + " is out of range (" +
-                      std::to_string(checkpoint->metadata.size()) + " entries)");
+      return OutOfRange("metadata index", index, checkpoint->metadata.size(), "entries");
     }
     if (key != nullptr) *key = checkpoint->metadata[index].first->c_str();
     if (value != nullptr) *value = checkpoint->metadata[index].second->c_str();
@@ -436,11 +439,7 @@ sl_status sl_checkpoint_shard(const sl_checkpoint* checkpoint, size_t index, con
     if (checkpoint == nullptr) return Fail(NullArgument("checkpoint"));
     if (file == nullptr) return Fail(NullArgument("file"));
     const auto& shards = checkpoint->ckpt.shards();
-    if (index >= shards.size()) {
-      return Fail(StatusCode::kOutOfRange, "shard index " + std::to_string(index) +
-                                               " is out of range (" +
-                                               std::to_string(shards.size()) + " shards)");
-    }
+    if (index >= shards.size()) return OutOfRange("shard index", index, shards.size(), "shards");
     *file = shards[index].file.c_str();
     return SL_OK;
   });
@@ -451,11 +450,7 @@ sl_status sl_checkpoint_read(const sl_checkpoint* checkpoint, size_t index, uint
   return Guard([&] {
     if (checkpoint == nullptr) return Fail(NullArgument("checkpoint"));
     const auto& tensors = checkpoint->ckpt.tensors();
-    if (index >= tensors.size()) {
-      return Fail(StatusCode::kOutOfRange, "tensor index " + std::to_string(index) +
-                                               " is out of range (" +
-                                               std::to_string(tensors.size()) + " tensors)");
-    }
+    if (index >= tensors.size()) return OutOfRange("tensor index", index, tensors.size(), "tensors");
     const shardload::StoredTensor& t = tensors[index];
     if (offset > t.bytes || bytes > t.bytes - offset) {
       return Fail(StatusCode::kOutOfRange,
@@ -602,11 +597,7 @@ sl_status sl_report_item(const sl_report* report, int list, size_t index,
       return Fail(StatusCode::kInvalidArgument, "unknown report list " + std::to_string(list));
     }
     size_t count = ReportCount(report->report, list);
-    if (index >= count) {
-      return Fail(StatusCode::kOutOfRange, "report entry " + std::to_string(index) +
-                                               " is out of range (" + std::to_string(count) +
-                                               " entries)");
-    }
+    if (index >= count) return OutOfRange("report entry", index, count, "entries");
     std::string_view item =
         ReportItem(report->report, static_cast<sl_report_list>(list), index);
     if (name != nullptr) *name = item.data();
@@ -620,11 +611,7 @@ sl_status sl_report_mismatch(const sl_report* report, size_t index, const char**
   return Guard([&] {
     if (report == nullptr) return Fail(NullArgument("report"));
     const auto& list = report->report.mismatched;
-    if (index >= list.size()) {
-      return Fail(StatusCode::kOutOfRange, "report entry " + std::to_string(index) +
-                                               " is out of range (" +
-                                               std::to_string(list.size()) + " entries)");
-    }
+    if (index >= list.size()) return OutOfRange("report entry", index, list.size(), "entries");
     if (name != nullptr) *name = list[index].name.c_str();
     if (checkpoint != nullptr) *checkpoint = list[index].checkpoint.c_str();
     if (target != nullptr) *target = list[index].target.c_str();
@@ -638,11 +625,7 @@ sl_status sl_report_renamed(const sl_report* report, size_t index, const char** 
   return Guard([&] {
     if (report == nullptr) return Fail(NullArgument("report"));
     const auto& list = report->report.renamed;
-    if (index >= list.size()) {
-      return Fail(StatusCode::kOutOfRange, "report entry " + std::to_string(index) +
-                                               " is out of range (" +
-                                               std::to_string(list.size()) + " entries)");
-    }
+    if (index >= list.size()) return OutOfRange("report entry", index, list.size(), "entries");
     if (from != nullptr) *from = list[index].from.c_str();
     if (to != nullptr) *to = list[index].to.c_str();
     return SL_OK;
@@ -732,11 +715,7 @@ sl_status sl_loaded_get(const sl_loaded* loaded, size_t index, sl_loaded_tensor*
     if (loaded == nullptr) return Fail(NullArgument("loaded"));
     if (out == nullptr) return Fail(NullArgument("out"));
     const auto& tensors = loaded->state->loaded.tensors;
-    if (index >= tensors.size()) {
-      return Fail(StatusCode::kOutOfRange, "tensor index " + std::to_string(index) +
-                                               " is out of range (" +
-                                               std::to_string(tensors.size()) + " tensors)");
-    }
+    if (index >= tensors.size()) return OutOfRange("tensor index", index, tensors.size(), "tensors");
     const shardload::LoadedTensor& t = tensors[index];
     out->name = t.name.c_str();
     out->name_len = t.name.size();
@@ -777,11 +756,7 @@ sl_status sl_loaded_export_dlpack(sl_loaded* loaded, size_t index, int flags,
                                                     std::to_string(flags));
     }
     const auto& tensors = loaded->state->loaded.tensors;
-    if (index >= tensors.size()) {
-      return Fail(StatusCode::kOutOfRange, "tensor index " + std::to_string(index) +
-                                               " is out of range (" +
-                                               std::to_string(tensors.size()) + " tensors)");
-    }
+    if (index >= tensors.size()) return OutOfRange("tensor index", index, tensors.size(), "tensors");
     const shardload::LoadedTensor& t = tensors[index];
     auto e = std::make_unique<Export>();
     DLDataType type;
