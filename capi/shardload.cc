@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "cuda/cuda_backend.h"
+#include "format/checksum_writer.h"
 #include "format/dtype.h"
 #include "format/status.h"
 #include "format/writer.h"
@@ -313,6 +314,11 @@ Result<shardload::Metadata> ToMetadata(const char* const* keys, const char* cons
   return m;
 }
 
+// UnknownSaveFlags: the error of a save call given flag bits it does not know.
+sl_status UnknownSaveFlags(int flags) {
+  return Fail(StatusCode::kInvalidArgument, "unknown save flags " + std::to_string(flags));
+}
+
 // FdCloser: closes a file descriptor on scope exit.
 struct FdCloser {
   int fd = -1;
@@ -577,6 +583,12 @@ sl_status sl_options_set_progress(sl_options* options, sl_progress_fn fn, void* 
   return SL_OK;
 }
 
+sl_status sl_options_set_verify(sl_options* options, int verify) {
+  if (options == nullptr) return Fail(NullArgument("options"));
+  options->load.verify = verify != 0;
+  return SL_OK;
+}
+
 // ----------------------------------------------------------------- reports
 
 sl_status sl_report_status(const sl_report* report, const char** message) {
@@ -806,17 +818,27 @@ size_t sl_live_arena_sets(void) { return g_live_arena_sets.load(); }
 sl_status sl_save_file(const char* path, const sl_tensor_view* tensors, size_t tensor_count,
                        const char* const* metadata_keys, const char* const* metadata_values,
                        size_t metadata_count) {
+  return sl_save_file_ex(path, tensors, tensor_count, metadata_keys, metadata_values,
+                         metadata_count, 0);
+}
+
+sl_status sl_save_file_ex(const char* path, const sl_tensor_view* tensors, size_t tensor_count,
+                          const char* const* metadata_keys, const char* const* metadata_values,
+                          size_t metadata_count, int flags) {
   return Guard([&] {
     if (path == nullptr) return Fail(NullArgument("path"));
+    if ((flags & ~(SL_SAVE_EMPTY_METADATA | SL_SAVE_CHECKSUMS)) != 0) return UnknownSaveFlags(flags);
     Result<std::vector<shardload::TensorToWrite>> write = ToWrite(tensors, tensor_count);
     if (!write.ok()) return Fail(write.status().WithPrefix(path));
     std::optional<shardload::Metadata> metadata;
-    if (metadata_count > 0) {
+    if (metadata_count > 0 || (flags & SL_SAVE_EMPTY_METADATA) != 0) {
       Result<shardload::Metadata> m = ToMetadata(metadata_keys, metadata_values, metadata_count);
       if (!m.ok()) return Fail(m.status().WithPrefix(path));
       metadata = std::move(m).value();
     }
-    Status s = shardload::WriteFile(path, *write, metadata);
+    Status s = (flags & SL_SAVE_CHECKSUMS) != 0
+                   ? shardload::WriteFileWithChecksums(path, *write, metadata)
+                   : shardload::WriteFile(path, *write, metadata);
     if (!s.ok()) return Fail(s);
     return SL_OK;
   });
@@ -826,8 +848,18 @@ sl_status sl_save_sharded(const char* dir, const sl_tensor_view* tensors, size_t
                           const char* max_shard_size, const char* prefix,
                           const char* const* metadata_keys, const char* const* metadata_values,
                           size_t metadata_count) {
+  return sl_save_sharded_ex(dir, tensors, tensor_count, max_shard_size, prefix, metadata_keys,
+                            metadata_values, metadata_count, 0);
+}
+
+sl_status sl_save_sharded_ex(const char* dir, const sl_tensor_view* tensors,
+                             size_t tensor_count, const char* max_shard_size, const char* prefix,
+                             const char* const* metadata_keys,
+                             const char* const* metadata_values, size_t metadata_count,
+                             int flags) {
   return Guard([&] {
     if (dir == nullptr) return Fail(NullArgument("dir"));
+    if ((flags & ~SL_SAVE_CHECKSUMS) != 0) return UnknownSaveFlags(flags);
     Result<std::vector<shardload::TensorToWrite>> write = ToWrite(tensors, tensor_count);
     if (!write.ok()) return Fail(write.status().WithPrefix(dir));
     shardload::ShardOptions options;
@@ -840,7 +872,10 @@ sl_status sl_save_sharded(const char* dir, const sl_tensor_view* tensors, size_t
     Result<shardload::Metadata> m = ToMetadata(metadata_keys, metadata_values, metadata_count);
     if (!m.ok()) return Fail(m.status().WithPrefix(dir));
     options.metadata = std::move(m).value();
-    Result<shardload::ShardedWriteResult> r = shardload::WriteSharded(dir, *write, options);
+    Result<shardload::ShardedWriteResult> r =
+        (flags & SL_SAVE_CHECKSUMS) != 0
+            ? shardload::WriteShardedWithChecksums(dir, *write, options)
+            : shardload::WriteSharded(dir, *write, options);
     if (!r.ok()) return Fail(r.status());
     return SL_OK;
   });

@@ -2,7 +2,8 @@
  *
  * Provides opaque handles over the C++ library: `sl_checkpoint` (an opened checkpoint:
  * one .safetensors file, a sharded index, or a folder holding either), `sl_options`
- * (devices, strict matching, renames, aliases, casts, threads, I/O mode, progress),
+ * (devices, strict matching, renames, aliases, casts, threads, I/O mode, progress,
+ * verification against recorded hashes),
  * `sl_report` (the load_state_dict-style match report), `sl_loaded` (tensors the loader
  * placed in its own arenas, exportable as DLPack tensors), and writers for single-file
  * and sharded checkpoints. Link with libshardload.so, which exports only `sl_*` symbols.
@@ -159,7 +160,7 @@ sl_status sl_checkpoint_read(const sl_checkpoint* checkpoint, size_t index, uint
 
 /* sl_options: how a load matches names and where it puts tensors. Defaults: device
  * "cpu", strict, no renames or aliases, aliases from __metadata__ on, no casts, threads
- * 0 (hardware threads), io "auto", no progress callback. */
+ * 0 (hardware threads), io "auto", no progress callback, no verification. */
 typedef struct sl_options sl_options;
 
 /* sl_progress_fn: called on the loading thread with (bytes read, bytes to read) — first
@@ -207,6 +208,15 @@ sl_status sl_options_set_io(sl_options* options, const char* mode);
 
 /* sl_options_set_progress: progress callback and its user data (fn NULL: none). */
 sl_status sl_options_set_progress(sl_options* options, sl_progress_fn fn, void* user_data);
+
+/* sl_options_set_verify: nonzero checks every loaded tensor against the XXH3-64 hash its
+ * checkpoint records (`shardload.xxh3.<name>` in a file's __metadata__ or the index's
+ * "metadata", as SL_SAVE_CHECKSUMS, `shardload reshard` and `shardload hash --write`
+ * record them) on the bytes the load read; tensors without a record are not checked.
+ * A mismatch fails sl_load_into / sl_load_all with SL_DATA_LOSS "<file>: tensor 'w':
+ * XXH3 of its N bytes is X, recorded Y". Default 0. Added in 0.1.1; sl_options is
+ * opaque, so this is a new setter and no struct layout changes. */
+sl_status sl_options_set_verify(sl_options* options, int verify);
 
 /* ----------------------------------------------------------------- match report */
 
@@ -363,12 +373,41 @@ sl_status sl_save_file(const char* path, const sl_tensor_view* tensors, size_t t
  * `dir`: "<prefix>-0000k-of-0000n.safetensors" shards of at most `max_shard_size`
  * tensor bytes ("5GB", "100MB", "2GiB"; NULL = "5GB") and
  * "<prefix>.safetensors.index.json", or "<prefix>.safetensors" when one shard suffices.
- * prefix NULL = "model". Metadata goes to the index (or the single file). Errors: the
+ * prefix NULL = "model". Metadata goes to the index's "metadata" (each shard's
+ * __metadata__ is {"format": "pt"}), or, when one shard suffices, into the file's
+ * __metadata__ over {"format": "pt"} (a user "format" wins). Errors: the
  * writer's; SL_INVALID_ARGUMENT "invalid byte size '...': ...". */
 sl_status sl_save_sharded(const char* dir, const sl_tensor_view* tensors, size_t tensor_count,
                           const char* max_shard_size, const char* prefix,
                           const char* const* metadata_keys, const char* const* metadata_values,
                           size_t metadata_count);
+
+/* Flags of sl_save_file_ex / sl_save_sharded_ex (bitwise or).
+ * SL_SAVE_EMPTY_METADATA: sl_save_file_ex only — write `"__metadata__":{}` when
+ *   metadata_count is 0 (safetensors' save_file(..., metadata={})); without it no
+ *   __metadata__ is written for count 0. Shard files always carry __metadata__.
+ * SL_SAVE_CHECKSUMS: also record the XXH3-64 of every tensor as
+ *   `shardload.xxh3.<name>` metadata (format/checksum_writer.h): in the file's
+ *   __metadata__; sharded, in the index's "metadata" and in each shard's __metadata__
+ *   for its own tensors. A user key of that form for a written tensor is replaced.
+ *   Loads with sl_options_set_verify check them. */
+#define SL_SAVE_EMPTY_METADATA 1
+#define SL_SAVE_CHECKSUMS 2
+
+/* sl_save_file_ex: sl_save_file with `flags`. Errors: those of sl_save_file, and
+ * SL_INVALID_ARGUMENT "unknown save flags N" for bits other than the two above. */
+sl_status sl_save_file_ex(const char* path, const sl_tensor_view* tensors, size_t tensor_count,
+                          const char* const* metadata_keys, const char* const* metadata_values,
+                          size_t metadata_count, int flags);
+
+/* sl_save_sharded_ex: sl_save_sharded with `flags` (SL_SAVE_CHECKSUMS only; metadata
+ * goes where sl_save_sharded puts it). Errors: those of sl_save_sharded, and
+ * SL_INVALID_ARGUMENT "unknown save flags N" for any other bit. */
+sl_status sl_save_sharded_ex(const char* dir, const sl_tensor_view* tensors,
+                             size_t tensor_count, const char* max_shard_size, const char* prefix,
+                             const char* const* metadata_keys,
+                             const char* const* metadata_values, size_t metadata_count,
+                             int flags);
 
 #ifdef __cplusplus
 }  /* extern "C" */

@@ -2,7 +2,8 @@
  *
  * Writes fixtures through sl_save_file / sl_save_sharded, then opens, lists, loads both
  * ways (sl_load_into, sl_load_all), checks strict / non-strict reports, renames, casts,
- * DLPack exports (fields and lifetime), progress and cancel, and the exact code and
+ * DLPack exports (fields and lifetime), progress and cancel, save flags (empty
+ * metadata, checksums), verify against recorded hashes, and the exact code and
  * message of errors. Prints "N passed, N failed" and exits non-zero on any failure. */
 #include <stdint.h>
 #include <stdio.h>
@@ -618,6 +619,266 @@ static void TestFreeNullAndWriteErrors(void) {
             expect);
 }
 
+
+/* ---------------------------------------------------------------- saving flags, verify */
+
+/* ReadHeaderText: the JSON header of a .safetensors file into buf ("" on failure). */
+static void ReadHeaderText(const char* path, char* buf, size_t size) {
+  buf[0] = '\0';
+  FILE* f = fopen(path, "rb");
+  if (f == NULL) return;
+  uint64_t n = 0;
+  if (fread(&n, 8, 1, f) == 1 && n < size) {
+    size_t got = fread(buf, 1, (size_t)n, f);
+    buf[got] = '\0';
+  }
+  fclose(f);
+}
+
+/* StartsWith: whether s begins with prefix. */
+static int StartsWith(const char* s, const char* prefix) {
+  return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* FlipByte: xor byte `offset` of the file with 0x01. */
+static void FlipByte(const char* path, uint64_t offset) {
+  FILE* f = fopen(path, "r+b");
+  CHECK(f != NULL);
+  if (f == NULL) return;
+  CHECK(fseek(f, (long)offset, SEEK_SET) == 0);
+  int c = fgetc(f);
+  CHECK(c != EOF);
+  CHECK(fseek(f, (long)offset, SEEK_SET) == 0);
+  fputc(c ^ 0x01, f);
+  fclose(f);
+}
+
+/* MetadataValue: the value of metadata `key` of an open checkpoint, or NULL. */
+static const char* MetadataValue(const sl_checkpoint* ck, const char* key) {
+  for (size_t i = 0; i < sl_checkpoint_metadata_count(ck); ++i) {
+    const char *k = NULL, *v = NULL;
+    if (sl_checkpoint_metadata(ck, i, &k, &v) == SL_OK && strcmp(k, key) == 0) return v;
+  }
+  return NULL;
+}
+
+/* IsHex16: 16 lowercase hex digits, as format/checksum.h writes an XXH3. */
+static int IsHex16(const char* v) {
+  if (v == NULL || strlen(v) != 16) return 0;
+  for (int i = 0; i < 16; ++i) {
+    if (!((v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f'))) return 0;
+  }
+  return 1;
+}
+
+static void TestSaveFlags(void) {
+  float x[2] = {1, 2};
+  uint64_t shape[1] = {2};
+  sl_tensor_view t = {"x", 1, "F32", shape, 1, x};
+  char header[4096];
+  /* SL_SAVE_EMPTY_METADATA with no entries: "__metadata__":{} (safetensors' metadata={}). */
+  CHECK_OK(sl_save_file_ex(Path("empty_md.safetensors"), &t, 1, NULL, NULL, 0,
+                           SL_SAVE_EMPTY_METADATA));
+  ReadHeaderText(Path("empty_md.safetensors"), header, sizeof header);
+  CHECK(StartsWith(header, "{\"__metadata__\":{},\"x\":{\"dtype\":\"F32\",\"shape\":[2],"
+                          "\"data_offsets\":[0,8]}}"));
+  /* Without the flag (and through sl_save_file): no __metadata__ at all. */
+  CHECK_OK(sl_save_file_ex(Path("no_md.safetensors"), &t, 1, NULL, NULL, 0, 0));
+  ReadHeaderText(Path("no_md.safetensors"), header, sizeof header);
+  CHECK(StartsWith(header, "{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}"));
+  /* Entries: the flag changes nothing. */
+  const char* keys[2] = {"b", "a"};
+  const char* values[2] = {"2", "1"};
+  CHECK_OK(sl_save_file_ex(Path("md.safetensors"), &t, 1, keys, values, 2,
+                           SL_SAVE_EMPTY_METADATA));
+  ReadHeaderText(Path("md.safetensors"), header, sizeof header);
+  CHECK(StartsWith(header, "{\"__metadata__\":{\"a\":\"1\",\"b\":\"2\"},\"x\":{"));
+  CHECK_ERR(sl_save_file_ex(Path("f.safetensors"), &t, 1, NULL, NULL, 0, 4), SL_INVALID_ARGUMENT,
+            "unknown save flags 4");
+  CHECK_ERR(sl_save_sharded_ex(g_dir, &t, 1, NULL, "flags", NULL, NULL, 0,
+                               SL_SAVE_EMPTY_METADATA),
+            SL_INVALID_ARGUMENT, "unknown save flags 1");
+  char expect[8300];
+  snprintf(expect, sizeof expect, "%s: metadata entry 0 is NULL", Path("n.safetensors"));
+  const char* null_key[1] = {NULL};
+  CHECK_ERR(sl_save_file_ex(Path("n.safetensors"), &t, 1, null_key, values, 1, 0),
+            SL_INVALID_ARGUMENT, expect);
+}
+
+/* Checksums written with SL_SAVE_CHECKSUMS, checked by loads with verify on. */
+static void TestVerifySingleFile(void) {
+  const char* keys[1] = {"format"};
+  const char* values[1] = {"pt"};
+  sl_tensor_view t[2] = {
+      {"a", 1, "F32", kShapeA, 2, g_a},
+      {"b", 1, "I64", kShapeB, 1, g_b},
+  };
+  const char* path = Path("verify.safetensors");
+  char file[8192];
+  snprintf(file, sizeof file, "%s", path);
+  CHECK_OK(sl_save_file_ex(file, t, 2, keys, values, 1, SL_SAVE_CHECKSUMS));
+  sl_options* opt = NULL;
+  CHECK_OK(sl_options_new(&opt));
+  CHECK_ERR(sl_options_set_verify(NULL, 1), SL_INVALID_ARGUMENT, "options is NULL");
+  CHECK_OK(sl_options_set_verify(opt, 1));
+
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open(file, &ck));
+  if (ck == NULL) return;
+  CHECK(sl_checkpoint_metadata_count(ck) == 3);
+  CHECK(MetadataValue(ck, "format") != NULL && strcmp(MetadataValue(ck, "format"), "pt") == 0);
+  CHECK(IsHex16(MetadataValue(ck, "shardload.xxh3.a")));
+  char recorded_b[17] = {0};
+  CHECK(IsHex16(MetadataValue(ck, "shardload.xxh3.b")));
+  if (IsHex16(MetadataValue(ck, "shardload.xxh3.b"))) {
+    memcpy(recorded_b, MetadataValue(ck, "shardload.xxh3.b"), 16);
+  }
+  sl_tensor_info info_b;
+  CHECK_OK(sl_checkpoint_tensor(ck, 1, &info_b));
+  uint64_t b_offset = info_b.file_offset;
+  sl_loaded* loaded = NULL;
+  CHECK_OK(sl_load_all(ck, opt, NULL, 0, &loaded, NULL));
+  CHECK(sl_loaded_count(loaded) == 2);
+  sl_loaded_free(loaded);
+  sl_checkpoint_free(ck);
+
+  /* Flip the low bit of b[0]; the XXH3 of the changed bytes is what a checksummed save
+   * of those bytes records. */
+  FlipByte(file, b_offset);
+  int64_t flipped[4] = {g_b[0] ^ 1, g_b[1], g_b[2], g_b[3]};
+  sl_tensor_view fb = {"b", 1, "I64", kShapeB, 1, flipped};
+  CHECK_OK(sl_save_file_ex(Path("flipped_b.safetensors"), &fb, 1, NULL, NULL, 0,
+                           SL_SAVE_CHECKSUMS));
+  char actual_b[17] = {0};
+  sl_checkpoint* fck = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("flipped_b.safetensors"), &fck));
+  if (fck != NULL && IsHex16(MetadataValue(fck, "shardload.xxh3.b"))) {
+    memcpy(actual_b, MetadataValue(fck, "shardload.xxh3.b"), 16);
+  }
+  sl_checkpoint_free(fck);
+  CHECK(strcmp(actual_b, recorded_b) != 0);
+
+  /* The message names the file by its name in the checkpoint's folder. */
+  char expect[256];
+  snprintf(expect, sizeof expect,
+           "verify.safetensors: tensor 'b': XXH3 of its 32 bytes is %s, recorded %s", actual_b,
+           recorded_b);
+  CHECK_OK(sl_checkpoint_open(file, &ck));
+  if (ck == NULL) return;
+  loaded = (sl_loaded*)0x1;
+  CHECK_ERR(sl_load_all(ck, opt, NULL, 0, &loaded, NULL), SL_DATA_LOSS, expect);
+  CHECK(loaded == NULL);
+  /* sl_load_into reports it the same way. */
+  float ra[6];
+  int64_t rb[4];
+  sl_target targets[2] = {
+      {"a", 1, "F32", kShapeA, 2, NULL, ra},
+      {"b", 1, "I64", kShapeB, 1, NULL, rb},
+  };
+  CHECK_ERR(sl_load_into(ck, targets, 2, opt, NULL), SL_DATA_LOSS, expect);
+  /* Only the loaded tensors are checked: a alone loads. */
+  CHECK_OK(sl_options_set_strict(opt, 0));
+  CHECK_OK(sl_load_into(ck, targets, 1, opt, NULL));
+  CHECK(memcmp(ra, g_a, sizeof ra) == 0);
+  /* Without verify the changed byte goes through unnoticed: verify is what caught it. */
+  CHECK_OK(sl_options_set_verify(opt, 0));
+  CHECK_OK(sl_load_into(ck, targets, 2, opt, NULL));
+  CHECK(rb[0] == (g_b[0] ^ 1) && rb[3] == g_b[3]);
+  /* verify with every io mode. */
+  CHECK_OK(sl_options_set_verify(opt, 1));
+  const char* modes[3] = {"pread", "mmap", "auto"};
+  for (int m = 0; m < 3; ++m) {
+    CHECK_OK(sl_options_set_io(opt, modes[m]));
+    CHECK_ERR(sl_load_into(ck, targets, 2, opt, NULL), SL_DATA_LOSS, expect);
+  }
+  sl_options_free(opt);
+  sl_checkpoint_free(ck);
+}
+
+/* Sharded: each shard records its own tensors, the index all of them. */
+static void TestVerifySharded(void) {
+  mkdir(Path("vsharded"), 0755);
+  float w[3][64];
+  for (int i = 0; i < 64; ++i) {
+    w[0][i] = (float)i;
+    w[1][i] = (float)(2 * i);
+    w[2][i] = (float)(3 * i);
+  }
+  uint64_t shape[1] = {64};
+  sl_tensor_view t[3] = {
+      {"l0", 2, "F32", shape, 1, w[0]},
+      {"l1", 2, "F32", shape, 1, w[1]},
+      {"l2", 2, "F32", shape, 1, w[2]},
+  };
+  const char* keys[1] = {"note"};
+  const char* values[1] = {"v"};
+  CHECK_OK(sl_save_sharded_ex(Path("vsharded"), t, 3, "256B", NULL, keys, values, 1,
+                              SL_SAVE_CHECKSUMS));
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("vsharded"), &ck));
+  if (ck == NULL) return;
+  CHECK(sl_checkpoint_shard_count(ck) == 3);
+  /* Index metadata: note, total_size and the three hashes. */
+  CHECK(sl_checkpoint_metadata_count(ck) == 5);
+  CHECK(MetadataValue(ck, "note") != NULL && strcmp(MetadataValue(ck, "note"), "v") == 0);
+  CHECK(IsHex16(MetadataValue(ck, "shardload.xxh3.l0")));
+  char recorded_l2[17] = {0};
+  if (IsHex16(MetadataValue(ck, "shardload.xxh3.l2"))) {
+    memcpy(recorded_l2, MetadataValue(ck, "shardload.xxh3.l2"), 16);
+  }
+  CHECK(recorded_l2[0] != '\0');
+  /* The third shard alone: {"format": "pt"} and its own tensor's hash, the same value. */
+  sl_checkpoint* shard = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("vsharded/model-00003-of-00003.safetensors"), &shard));
+  if (shard != NULL) {
+    CHECK(sl_checkpoint_metadata_count(shard) == 2);
+    CHECK(MetadataValue(shard, "format") && strcmp(MetadataValue(shard, "format"), "pt") == 0);
+    CHECK(MetadataValue(shard, "shardload.xxh3.l2") &&
+          strcmp(MetadataValue(shard, "shardload.xxh3.l2"), recorded_l2) == 0);
+    CHECK(MetadataValue(shard, "note") == NULL);
+    sl_checkpoint_free(shard);
+  }
+  sl_options* opt = NULL;
+  CHECK_OK(sl_options_new(&opt));
+  CHECK_OK(sl_options_set_verify(opt, 1));
+  sl_loaded* loaded = NULL;
+  CHECK_OK(sl_load_all(ck, opt, NULL, 0, &loaded, NULL));
+  CHECK(sl_loaded_count(loaded) == 3);
+  sl_loaded_free(loaded);
+  sl_tensor_info info;
+  CHECK_OK(sl_checkpoint_tensor(ck, 2, &info));
+  sl_checkpoint_free(ck);
+
+  FlipByte(Path("vsharded/model-00003-of-00003.safetensors"), info.file_offset + 4);
+  /* w[2][1] (3.0f) with the low bit of its first (little-endian) byte flipped. */
+  uint32_t bits;
+  memcpy(&bits, &w[2][1], 4);
+  bits ^= 1;
+  memcpy(&w[2][1], &bits, 4);
+  CHECK_OK(sl_save_file_ex(Path("flipped_l2.safetensors"), &t[2], 1, NULL, NULL, 0,
+                           SL_SAVE_CHECKSUMS));
+  char actual_l2[17] = {0};
+  sl_checkpoint* fck = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("flipped_l2.safetensors"), &fck));
+  if (fck != NULL && IsHex16(MetadataValue(fck, "shardload.xxh3.l2"))) {
+    memcpy(actual_l2, MetadataValue(fck, "shardload.xxh3.l2"), 16);
+  }
+  sl_checkpoint_free(fck);
+  char expect[8500];
+  snprintf(expect, sizeof expect,
+           "model-00003-of-00003.safetensors: tensor 'l2': XXH3 of its 256 bytes is %s, "
+           "recorded %s", actual_l2, recorded_l2);
+  CHECK_OK(sl_checkpoint_open(Path("vsharded"), &ck));
+  if (ck != NULL) {
+    loaded = (sl_loaded*)0x1;
+    CHECK_ERR(sl_load_all(ck, opt, NULL, 0, &loaded, NULL), SL_DATA_LOSS, expect);
+    CHECK(loaded == NULL);
+    CHECK(sl_live_arena_sets() == 0);
+    sl_checkpoint_free(ck);
+  }
+  sl_options_free(opt);
+}
+
 int main(void) {
   const char* tmp = getenv("TEST_TMPDIR");
   snprintf(g_dir, sizeof g_dir, "%s/capi_test", tmp != NULL ? tmp : "/tmp");
@@ -634,6 +895,9 @@ int main(void) {
   RunCase("ProgressAndCancel", TestProgressAndCancel);
   RunCase("OptionErrors", TestOptionErrors);
   RunCase("FreeNullAndWriteErrors", TestFreeNullAndWriteErrors);
+  RunCase("SaveFlags", TestSaveFlags);
+  RunCase("VerifySingleFile", TestVerifySingleFile);
+  RunCase("VerifySharded", TestVerifySharded);
   const char* xml = getenv("XML_OUTPUT_FILE");
   FILE* x = xml != NULL ? fopen(xml, "w") : NULL;
   if (x != NULL) {
