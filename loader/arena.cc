@@ -1,4 +1,5 @@
-// loader/arena.cc — HostArena: anonymous mapping, huge pages, parallel pre-fault.
+// loader/arena.cc — HostArena: anonymous mapping, huge pages, parallel pre-fault;
+// HostArenaPool: mappings kept for reuse.
 #include "loader/arena.h"
 
 #include <sys/mman.h>
@@ -9,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <exception>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -31,26 +33,139 @@ void Prefault(std::byte* p, uint64_t n) {
   }
 }
 
+// PrefaultParallel: Prefault [data, data + rounded) on `threads` threads (2 MiB pieces).
+void PrefaultParallel(std::byte* data, uint64_t rounded, int threads) {
+  uint64_t per = (rounded / kHugePage + threads - 1) / threads * kHugePage;
+  if (threads == 1 || rounded <= kHugePage * 4) {
+    Prefault(data, rounded);
+    return;
+  }
+  std::vector<std::thread> pool;
+  for (uint64_t off = 0; off < rounded; off += per) {
+    uint64_t n = std::min(per, rounded - off);
+    try {
+      pool.emplace_back([data, off, n] { Prefault(data + off, n); });
+    } catch (const std::exception&) {
+      Prefault(data + off, n);  // no thread to be had: do this part here
+    }
+  }
+  for (std::thread& t : pool) t.join();
+}
+
 }  // namespace
+
+// HostArenaPoolState: what a pool and the arenas it lent share.
+struct HostArenaPoolState {
+  struct Entry {
+    std::byte* data;
+    uint64_t mapped;
+    bool populated;
+  };
+  std::mutex mu;
+  uint64_t max_cached_bytes = 0;
+  uint64_t cached_bytes = 0;
+  bool closed = false;          // the pool object is gone: unmap what comes back
+  std::vector<Entry> entries;   // oldest first
+
+  // Take: the smallest entry of at least `mapped` bytes, removed from the cache.
+  bool Take(uint64_t mapped, Entry* out) {
+    std::lock_guard<std::mutex> lock(mu);
+    size_t best = entries.size();
+    for (size_t i = 0; i < entries.size(); ++i) {
+      if (entries[i].mapped >= mapped &&
+          (best == entries.size() || entries[i].mapped < entries[best].mapped)) {
+        best = i;
+      }
+    }
+    if (best == entries.size()) return false;
+    *out = entries[best];
+    cached_bytes -= out->mapped;
+    entries.erase(entries.begin() + static_cast<std::ptrdiff_t>(best));
+    return true;
+  }
+
+  // Give: keep `e` for reuse, evicting the oldest entries past the limit; unmaps what
+  // is not kept (outside the lock).
+  void Give(Entry e) {
+    std::vector<Entry> drop;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (closed || e.mapped > max_cached_bytes) {
+        drop.push_back(e);
+      } else {
+        while (cached_bytes + e.mapped > max_cached_bytes) {
+          drop.push_back(entries.front());
+          cached_bytes -= entries.front().mapped;
+          entries.erase(entries.begin());
+        }
+        entries.push_back(e);
+        cached_bytes += e.mapped;
+      }
+    }
+    for (const Entry& d : drop) ::munmap(d.data, d.mapped);
+  }
+
+  // Clear: unmap every cached entry; `close` also makes later returns unmap.
+  void Clear(bool close) {
+    std::vector<Entry> drop;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      drop.swap(entries);
+      cached_bytes = 0;
+      if (close) closed = true;
+    }
+    for (const Entry& d : drop) ::munmap(d.data, d.mapped);
+  }
+};
+
+HostArenaPool::HostArenaPool(uint64_t max_cached_bytes)
+    : state_(std::make_shared<HostArenaPoolState>()) {
+  state_->max_cached_bytes = max_cached_bytes;
+}
+
+HostArenaPool::~HostArenaPool() { state_->Clear(/*close=*/true); }
+
+uint64_t HostArenaPool::cached_bytes() const {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  return state_->cached_bytes;
+}
+
+void HostArenaPool::Trim() { state_->Clear(/*close=*/false); }
 
 int LiveHostArenas() { return g_live_arenas.load(); }
 
 Result<std::unique_ptr<HostArena>> HostArena::Allocate(uint64_t bytes,
-                                                        const HostArenaOptions& options) {
+                                                        const HostArenaOptions& options,
+                                                        HostArenaPool* pool) {
   if (options.prefault_threads < 0 || options.prefault_threads > 256) {
     return InvalidArgumentError("invalid prefault_threads " +
                                 std::to_string(options.prefault_threads) + ": expected 0..256");
   }
+  std::shared_ptr<HostArenaPoolState> state = pool != nullptr ? pool->state_ : nullptr;
   if (bytes == 0) {
     g_live_arenas.fetch_add(1);
-    return std::unique_ptr<HostArena>(new HostArena(nullptr, 0, 0));
+    return std::unique_ptr<HostArena>(new HostArena(nullptr, 0, 0, true, false, nullptr));
   }
   if (bytes > (1ull << 50)) {
     return ResourceExhaustedError("cannot allocate a host arena of " + std::to_string(bytes) +
                                   " bytes: larger than the address space allows");
   }
-  // Map one huge page more than needed, then trim, so the arena starts 2 MiB aligned.
   uint64_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
+  int threads = options.prefault_threads > 0
+                    ? options.prefault_threads
+                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  HostArenaPoolState::Entry reuse{};
+  if (state != nullptr && state->Take(rounded, &reuse)) {
+    bool populated = reuse.populated;
+    if (options.prefault && !populated) {
+      PrefaultParallel(reuse.data, reuse.mapped, threads);
+      populated = true;
+    }
+    g_live_arenas.fetch_add(1);
+    return std::unique_ptr<HostArena>(
+        new HostArena(reuse.data, bytes, reuse.mapped, populated, true, std::move(state)));
+  }
+  // Map one huge page more than needed, then trim, so the arena starts 2 MiB aligned.
   uint64_t mapped = rounded + kHugePage;
   void* raw = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (raw == MAP_FAILED) {
@@ -64,32 +179,20 @@ Result<std::unique_ptr<HostArena>> HostArena::Allocate(uint64_t bytes,
   if (end > aligned + rounded) ::munmap(reinterpret_cast<void*>(aligned + rounded), end - (aligned + rounded));
   std::byte* data = reinterpret_cast<std::byte*>(aligned);
   if (options.huge_pages) ::madvise(data, rounded, MADV_HUGEPAGE);  // advisory; failure is fine
-  if (options.prefault) {
-    int threads = options.prefault_threads > 0
-                      ? options.prefault_threads
-                      : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    uint64_t per = (rounded / kHugePage + threads - 1) / threads * kHugePage;
-    if (threads == 1 || rounded <= kHugePage * 4) {
-      Prefault(data, rounded);
-    } else {
-      std::vector<std::thread> pool;
-      for (uint64_t off = 0; off < rounded; off += per) {
-        uint64_t n = std::min(per, rounded - off);
-        try {
-          pool.emplace_back([data, off, n] { Prefault(data + off, n); });
-        } catch (const std::exception&) {
-          Prefault(data + off, n);  // no thread to be had: do this part here
-        }
-      }
-      for (std::thread& t : pool) t.join();
-    }
-  }
+  if (options.prefault) PrefaultParallel(data, rounded, threads);
   g_live_arenas.fetch_add(1);
-  return std::unique_ptr<HostArena>(new HostArena(data, bytes, rounded));
+  return std::unique_ptr<HostArena>(
+      new HostArena(data, bytes, rounded, options.prefault, false, std::move(state)));
 }
 
 HostArena::~HostArena() {
-  if (data_ != nullptr) ::munmap(data_, mapped_);
+  if (data_ != nullptr) {
+    if (pool_ != nullptr) {
+      pool_->Give(HostArenaPoolState::Entry{data_, mapped_, populated_});
+    } else {
+      ::munmap(data_, mapped_);
+    }
+  }
   g_live_arenas.fetch_sub(1);
 }
 

@@ -1,12 +1,19 @@
 // loader/arena.h — one large host allocation per load, tensors as aligned views.
 //
-// Provides `HostArena`: an anonymous private mapping, asked for transparent huge pages
-// and pre-faulted (in parallel) so that filling 2 GiB does not take 500k page faults
-// on the load's critical path. Unmapped by the destructor. `LiveHostArenas()` counts
-// arenas alive in the process (tests use it to check that failed loads free memory).
+// Provides `HostArena`: an anonymous private mapping, pre-faulted (in parallel) so that
+// filling 2 GiB does not take 500k page faults on the load's critical path, unmapped by
+// the destructor; and `HostArenaPool`, which keeps the mappings of destroyed arenas for
+// the next Allocate, so that a process that loads again (a server reloading or swapping
+// weights) skips the kernel's page faults and zeroing. `LiveHostArenas()` counts arenas
+// alive in the process (tests use it to check that failed loads free memory).
 //
 //   SL_ASSIGN_OR_RETURN(std::unique_ptr<HostArena> arena, HostArena::Allocate(bytes, {}));
 //   std::byte* w = arena->data() + offset_of_w;   // offsets from the plan's layout
+//
+//   HostArenaPool pool;                             // keeps up to 64 GiB by default
+//   auto a = HostArena::Allocate(bytes, {}, &pool); // fresh memory the first time
+//   a.reset();                                      // the mapping goes back to the pool
+//   auto b = HostArena::Allocate(bytes, {}, &pool); // reuses it: b->reused() is true
 #ifndef SHARDLOAD_LOADER_ARENA_H_
 #define SHARDLOAD_LOADER_ARENA_H_
 
@@ -34,29 +41,73 @@ struct HostArenaOptions {
   int prefault_threads = 0;
 };
 
-// HostArena: `size()` bytes of zero-initialized host memory, 2 MiB aligned.
-// Thread safety: the memory is plain memory; the object itself is immutable.
-// Lifetime: views into data() are valid until the arena is destroyed.
+class HostArenaPool;
+struct HostArenaPoolState;
+
+// HostArena: `size()` bytes of host memory, 2 MiB aligned: zero-initialized when
+// freshly mapped; when taken from a pool (`reused()`), holding whatever its previous
+// user left there. Thread safety: the memory is plain memory; the object itself is
+// immutable. Lifetime: views into data() are valid until the arena is destroyed; then
+// the mapping is unmapped, or handed back to the pool it came from (which may outlive
+// the arena or not: the pool's state is shared).
 class HostArena {
  public:
-  // Allocate: an arena of `bytes` (0 is allowed and maps nothing).
-  // Errors: invalid_argument for bad options; resource_exhausted
-  // "cannot allocate a host arena of N bytes: <strerror>" when mmap fails.
+  // Allocate: an arena of `bytes` (0 is allowed and maps nothing). With a `pool`, the
+  // smallest cached mapping that is large enough is reused (no page faults, no
+  // zeroing, not pre-faulted again when it was pre-faulted before); without one, or
+  // when none fits, fresh memory is mapped (and pre-faulted per `options`). Thread-safe
+  // with respect to the pool. Errors: invalid_argument for bad options;
+  // resource_exhausted "cannot allocate a host arena of N bytes: <strerror>" when mmap
+  // fails.
   static Result<std::unique_ptr<HostArena>> Allocate(uint64_t bytes,
-                                                     const HostArenaOptions& options);
+                                                     const HostArenaOptions& options,
+                                                     HostArenaPool* pool = nullptr);
   ~HostArena();
   HostArena(const HostArena&) = delete;
   HostArena& operator=(const HostArena&) = delete;
 
   std::byte* data() const { return data_; }
   uint64_t size() const { return size_; }
+  // reused: true when the memory came from a pool (its bytes are not zero).
+  bool reused() const { return reused_; }
 
  private:
-  HostArena(std::byte* data, uint64_t size, uint64_t mapped)
-      : data_(data), size_(size), mapped_(mapped) {}
+  HostArena(std::byte* data, uint64_t size, uint64_t mapped, bool populated, bool reused,
+            std::shared_ptr<HostArenaPoolState> pool)
+      : data_(data), size_(size), mapped_(mapped), populated_(populated), reused_(reused),
+        pool_(std::move(pool)) {}
   std::byte* data_;
   uint64_t size_;
   uint64_t mapped_;
+  bool populated_;  // every page was pre-faulted
+  bool reused_;
+  std::shared_ptr<HostArenaPoolState> pool_;  // null: unmap on destruction
+};
+
+// HostArenaPool: a cache of host arena mappings for reuse across loads. Memory kept
+// here stays mapped and resident (it counts in the process's RSS) until it is reused,
+// trimmed, or the pool is destroyed. Pass it to HostArena::Allocate, or to LoadAll
+// through LoadOptions::host_arena_pool. Thread safety: every method may be called from
+// any thread; arenas may be allocated from and returned to one pool concurrently.
+// Lifetime: arenas may outlive the pool (they then unmap their memory themselves).
+class HostArenaPool {
+ public:
+  // HostArenaPool: keep at most `max_cached_bytes` of returned mappings (default
+  // 64 GiB). A returned mapping that would push the cache past it evicts the oldest
+  // cached mappings first; one larger than the limit by itself is unmapped.
+  explicit HostArenaPool(uint64_t max_cached_bytes = 64ull << 30);
+  ~HostArenaPool();  // unmaps every cached mapping
+  HostArenaPool(const HostArenaPool&) = delete;
+  HostArenaPool& operator=(const HostArenaPool&) = delete;
+
+  // cached_bytes: bytes of mappings waiting for reuse now.
+  uint64_t cached_bytes() const;
+  // Trim: unmap every cached mapping (arenas in use are not affected).
+  void Trim();
+
+ private:
+  friend class HostArena;
+  std::shared_ptr<HostArenaPoolState> state_;
 };
 
 // LiveHostArenas: the number of HostArena objects currently alive in the process.

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <map>
 #include <thread>
 #include <utility>
@@ -156,6 +157,29 @@ Result<std::vector<Target>> CheckpointTargets(const Checkpoint& checkpoint, cons
   return targets;
 }
 
+namespace {
+
+// ZeroArenaPadding: zero every byte of `arena` that no cpu destination covers (the
+// alignment padding), so a reused arena holds nothing of its previous load.
+void ZeroArenaPadding(const HostArena& arena, std::span<const Destination> destinations) {
+  std::vector<std::pair<std::byte*, uint64_t>> used;
+  std::byte* begin = arena.data();
+  std::byte* end = begin + arena.size();
+  for (const Destination& d : destinations) {
+    std::byte* p = static_cast<std::byte*>(d.ptr);
+    if (d.device.is_cpu() && p >= begin && p < end) used.emplace_back(p, d.bytes);
+  }
+  std::sort(used.begin(), used.end());
+  std::byte* at = begin;
+  for (const auto& [p, n] : used) {
+    if (p > at) std::memset(at, 0, static_cast<size_t>(p - at));
+    at = std::max(at, p + n);
+  }
+  if (end > at) std::memset(at, 0, static_cast<size_t>(end - at));
+}
+
+}  // namespace
+
 LoadedCheckpoint::~LoadedCheckpoint() = default;
 
 const LoadedTensor* LoadedCheckpoint::Find(std::string_view name) const {
@@ -202,7 +226,8 @@ Result<LoadedCheckpoint> LoadAll(const Checkpoint& checkpoint, const LoadOptions
   std::map<Device, void*> bases;
   for (const auto& [device, bytes] : layout.bytes_per_device) {
     if (device.is_cpu()) {
-      SL_ASSIGN_OR_RETURN(out.host_arena_, HostArena::Allocate(bytes, options.host_arena));
+      SL_ASSIGN_OR_RETURN(out.host_arena_, HostArena::Allocate(bytes, options.host_arena,
+                                                               options.host_arena_pool));
       bases[device] = out.host_arena_->data();
     } else {
       if (options.backend == nullptr) {
@@ -216,6 +241,9 @@ Result<LoadedCheckpoint> LoadAll(const Checkpoint& checkpoint, const LoadOptions
     }
   }
   SL_RETURN_IF_ERROR(AssignArenaPointers(layout, bases, &plan.destinations));
+  if (out.host_arena_ != nullptr && out.host_arena_->reused()) {
+    ZeroArenaPadding(*out.host_arena_, plan.destinations);
+  }
   SL_RETURN_IF_ERROR(Execute(checkpoint, plan, options, out.report, &out));
   out.tensors.reserve(plan.destinations.size());
   for (size_t i = 0; i < plan.destinations.size(); ++i) {

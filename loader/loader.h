@@ -66,6 +66,13 @@ struct LoadOptions {
   // host_arena: how LoadAll prepares its host arena (pre-faulted, 4 KiB pages by
   // default; see HostArenaOptions).
   HostArenaOptions host_arena;
+  // host_arena_pool: where LoadAll takes its host arena from and where the arena's
+  // memory goes when the LoadedCheckpoint is destroyed (see HostArenaPool): a process
+  // that loads again skips the page faults and zeroing of fresh memory. Not owned; may
+  // be shared by concurrent loads. nullptr (default): fresh memory for every load,
+  // unmapped when the result is destroyed. A reused arena's padding between tensors is
+  // zeroed, so a LoadAll result holds the same bytes either way.
+  HostArenaPool* host_arena_pool = nullptr;
   // max_gap_bytes: the largest hole of unloaded bytes one read may cover to join two
   // tensors. Default 1 MiB.
   uint64_t max_gap_bytes = 1 << 20;

@@ -286,6 +286,67 @@ TEST_F(LoaderTest, ArenaLivesWithTheResult) {
   EXPECT_EQ(LiveHostArenas(), arenas);
 }
 
+TEST_F(LoaderTest, PooledLoadAllReusesTheArenaAndHoldsTheSameBytes) {
+  HostArenaPool pool;
+  options_.host_arena_pool = &pool;
+  int arenas = LiveHostArenas();
+  const void* first_base = nullptr;
+  {
+    Result<LoadedCheckpoint> a = LoadAll(*ckpt_, options_);
+    ASSERT_TRUE(a.ok()) << a.status().ToString();
+    first_base = a->Find("model.embed.weight")->data;
+    // Scribble over the whole arena, padding included, before giving it back.
+    const LoadedTensor* lo = &a->tensors.front();
+    const LoadedTensor* hi = &a->tensors.front();
+    for (const LoadedTensor& t : a->tensors) {
+      if (t.data < lo->data) lo = &t;
+      if (t.data > hi->data) hi = &t;
+    }
+    std::memset(lo->data, 0xAB,
+                static_cast<std::byte*>(hi->data) + hi->bytes - static_cast<std::byte*>(lo->data));
+    EXPECT_EQ(pool.cached_bytes(), 0u);
+  }
+  EXPECT_EQ(LiveHostArenas(), arenas);
+  EXPECT_EQ(pool.cached_bytes(), 2u << 20);  // one 2 MiB-rounded mapping kept
+  Result<LoadedCheckpoint> b = LoadAll(*ckpt_, options_);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_EQ(pool.cached_bytes(), 0u);
+  EXPECT_EQ(b->Find("model.embed.weight")->data, first_base);  // the same memory
+  std::vector<const LoadedTensor*> by_address;
+  for (const LoadedTensor& t : b->tensors) by_address.push_back(&t);
+  std::sort(by_address.begin(), by_address.end(),
+            [](const LoadedTensor* x, const LoadedTensor* y) { return x->data < y->data; });
+  for (size_t i = 0; i < by_address.size(); ++i) {
+    const LoadedTensor* t = by_address[i];
+    const Source& s = Find(src_, t->name);
+    ASSERT_EQ(t->bytes, s.bytes.size());
+    if (!s.bytes.empty()) EXPECT_EQ(0, std::memcmp(t->data, s.bytes.data(), s.bytes.size())) << s.name;
+    // The padding up to the next tensor is zero again, as in a fresh arena.
+    if (i + 1 < by_address.size()) {
+      const auto* end = static_cast<const std::byte*>(t->data) + t->bytes;
+      const auto* next = static_cast<const std::byte*>(by_address[i + 1]->data);
+      for (const std::byte* p = end; p < next; ++p) {
+        ASSERT_EQ(*p, std::byte{0}) << "padding after " << t->name;
+      }
+    }
+  }
+}
+
+TEST_F(LoaderTest, FailedPooledLoadGivesTheArenaBack) {
+  HostArenaPool pool;
+  options_.host_arena_pool = &pool;
+  std::atomic<bool> cancel{true};
+  options_.cancel = &cancel;
+  int arenas = LiveHostArenas();
+  Result<LoadedCheckpoint> a = LoadAll(*ckpt_, options_);
+  EXPECT_EQ(a.status().code(), StatusCode::kCancelled);
+  EXPECT_EQ(a.status().message(), "load cancelled");
+  EXPECT_EQ(LiveHostArenas(), arenas);
+  EXPECT_EQ(pool.cached_bytes(), 2u << 20);
+  pool.Trim();
+  EXPECT_EQ(pool.cached_bytes(), 0u);
+}
+
 TEST_F(LoaderTest, ShardChangedSinceOpenIsDataLoss) {
   const ShardInfo& shard = ckpt_->shards()[1];
   ASSERT_EQ(::truncate(shard.path.c_str(), static_cast<off_t>(shard.size - 8)), 0);

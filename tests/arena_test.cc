@@ -1,0 +1,150 @@
+// tests/arena_test.cc — HostArena and HostArenaPool: alignment, zeroed fresh memory,
+// reuse (best fit, the same memory back), the cache limit and eviction, arenas that
+// outlive their pool, concurrent use, and option errors.
+#include "loader/arena.h"
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace shardload {
+namespace {
+
+constexpr uint64_t kMiB = 1ull << 20;
+
+std::unique_ptr<HostArena> MustAllocate(uint64_t bytes, HostArenaPool* pool,
+                                        HostArenaOptions options = {}) {
+  Result<std::unique_ptr<HostArena>> a = HostArena::Allocate(bytes, options, pool);
+  EXPECT_TRUE(a.ok()) << a.status().ToString();
+  return a.ok() ? std::move(*a) : nullptr;
+}
+
+TEST(HostArenaTest, FreshMemoryIsZeroAligned2MiBAndNotReused) {
+  std::unique_ptr<HostArena> a = MustAllocate(3 * kMiB + 5, nullptr);
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(a->size(), 3 * kMiB + 5);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(a->data()) % (2 * kMiB), 0u);
+  EXPECT_FALSE(a->reused());
+  for (uint64_t i = 0; i < a->size(); i += 4093) ASSERT_EQ(a->data()[i], std::byte{0}) << i;
+}
+
+TEST(HostArenaTest, BadPrefaultThreadsIsInvalidArgument) {
+  HostArenaOptions o;
+  o.prefault_threads = 257;
+  Result<std::unique_ptr<HostArena>> a = HostArena::Allocate(kMiB, o);
+  EXPECT_EQ(a.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(a.status().message(), "invalid prefault_threads 257: expected 0..256");
+}
+
+TEST(HostArenaPoolTest, ReturnedMemoryIsReusedWithItsBytes) {
+  HostArenaPool pool;
+  int live = LiveHostArenas();
+  std::unique_ptr<HostArena> a = MustAllocate(5 * kMiB, &pool);
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(LiveHostArenas(), live + 1);
+  std::byte* base = a->data();
+  std::memset(base, 0x5A, a->size());
+  a.reset();
+  EXPECT_EQ(LiveHostArenas(), live);
+  EXPECT_EQ(pool.cached_bytes(), 6 * kMiB);  // rounded up to 2 MiB
+  // A smaller arena fits in the cached mapping: the same memory, not zeroed.
+  std::unique_ptr<HostArena> b = MustAllocate(kMiB, &pool);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(b->data(), base);
+  EXPECT_EQ(b->size(), kMiB);
+  EXPECT_TRUE(b->reused());
+  EXPECT_EQ(b->data()[kMiB - 1], std::byte{0x5A});
+  EXPECT_EQ(pool.cached_bytes(), 0u);
+  // Nothing cached now: the next one is fresh.
+  std::unique_ptr<HostArena> c = MustAllocate(kMiB, &pool);
+  ASSERT_NE(c, nullptr);
+  EXPECT_FALSE(c->reused());
+  EXPECT_NE(c->data(), base);
+}
+
+TEST(HostArenaPoolTest, TooSmallMappingsAreNotUsedAndBestFitWins) {
+  HostArenaPool pool;
+  std::unique_ptr<HostArena> small = MustAllocate(2 * kMiB, &pool);
+  std::unique_ptr<HostArena> big = MustAllocate(8 * kMiB, &pool);
+  std::unique_ptr<HostArena> mid = MustAllocate(4 * kMiB, &pool);
+  std::byte* big_base = big->data();
+  std::byte* mid_base = mid->data();
+  small.reset();
+  big.reset();
+  mid.reset();
+  EXPECT_EQ(pool.cached_bytes(), 14 * kMiB);
+  std::unique_ptr<HostArena> x = MustAllocate(3 * kMiB, &pool);  // 4 MiB fits best
+  EXPECT_EQ(x->data(), mid_base);
+  std::unique_ptr<HostArena> y = MustAllocate(6 * kMiB, &pool);  // only 8 MiB fits
+  EXPECT_EQ(y->data(), big_base);
+  std::unique_ptr<HostArena> z = MustAllocate(4 * kMiB, &pool);  // 2 MiB left: too small
+  EXPECT_FALSE(z->reused());
+  EXPECT_EQ(pool.cached_bytes(), 2 * kMiB);
+}
+
+TEST(HostArenaPoolTest, LimitEvictsTheOldestAndRefusesOversizedMappings) {
+  HostArenaPool pool(6 * kMiB);
+  std::unique_ptr<HostArena> a = MustAllocate(2 * kMiB, &pool);
+  std::unique_ptr<HostArena> b = MustAllocate(4 * kMiB, &pool);
+  std::unique_ptr<HostArena> c = MustAllocate(2 * kMiB, &pool);
+  std::unique_ptr<HostArena> huge = MustAllocate(8 * kMiB, &pool);
+  std::byte* b_base = b->data();
+  a.reset();  // cached: 2
+  b.reset();  // cached: 2 + 4 = 6
+  EXPECT_EQ(pool.cached_bytes(), 6 * kMiB);
+  c.reset();  // 8 > 6: evicts the oldest (a), keeps b and c
+  EXPECT_EQ(pool.cached_bytes(), 6 * kMiB);
+  huge.reset();  // larger than the limit by itself: unmapped, the cache unchanged
+  EXPECT_EQ(pool.cached_bytes(), 6 * kMiB);
+  std::unique_ptr<HostArena> d = MustAllocate(3 * kMiB, &pool);
+  EXPECT_EQ(d->data(), b_base);
+  pool.Trim();
+  EXPECT_EQ(pool.cached_bytes(), 0u);
+}
+
+TEST(HostArenaPoolTest, ZeroLimitKeepsNothing) {
+  HostArenaPool pool(0);
+  MustAllocate(2 * kMiB, &pool).reset();
+  EXPECT_EQ(pool.cached_bytes(), 0u);
+}
+
+TEST(HostArenaPoolTest, ArenaMayOutliveItsPool) {
+  std::unique_ptr<HostArena> a;
+  int live = LiveHostArenas();
+  {
+    HostArenaPool pool;
+    a = MustAllocate(2 * kMiB, &pool);
+    MustAllocate(2 * kMiB, &pool).reset();
+    EXPECT_EQ(pool.cached_bytes(), 2 * kMiB);
+  }  // the pool unmaps its cache; `a` still works and unmaps itself later
+  std::memset(a->data(), 1, a->size());
+  a.reset();
+  EXPECT_EQ(LiveHostArenas(), live);
+}
+
+TEST(HostArenaPoolTest, ConcurrentAllocateAndReturn) {
+  HostArenaPool pool(64 * kMiB);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&pool, t] {
+      for (int i = 0; i < 50; ++i) {
+        uint64_t bytes = (1 + (t + i) % 4) * kMiB;
+        Result<std::unique_ptr<HostArena>> a = HostArena::Allocate(bytes, {}, &pool);
+        ASSERT_TRUE(a.ok());
+        std::memset((*a)->data(), t + 1, bytes);  // no two live arenas share memory
+        for (uint64_t k = 0; k < bytes; k += 4096) {
+          ASSERT_EQ((*a)->data()[k], std::byte(t + 1));
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_LE(pool.cached_bytes(), 64 * kMiB);
+}
+
+}  // namespace
+}  // namespace shardload
