@@ -23,6 +23,15 @@ namespace shardload::bench {
 // for threads < 1 or repeats < 1; resource_exhausted when the buffers cannot be had.
 Result<double> MeasureMemcpyGBps(int threads, uint64_t bytes, int repeats);
 
+// MeasureFreshMemoryGBps: GB/s of filling `bytes` of never-used anonymous memory on
+// `threads` threads: map it, then write every byte (memset), including the kernel's
+// page faults and zeroing (not the unmap). The faster of two ways is returned: touching
+// the memory directly (faults inside memset) and pre-faulting with MADV_POPULATE_WRITE
+// first (what HostArena does). No load into fresh memory (LoadAll without a pool, or
+// any reader that allocates its result) can beat it. Errors: invalid_argument for
+// threads < 1; resource_exhausted when the memory cannot be mapped.
+Result<double> MeasureFreshMemoryGBps(int threads, uint64_t bytes);
+
 // MeasureBufferedReadGBps: GB/s of reading every file in `paths` front to back with
 // read(2) into one `block_bytes` buffer on one thread, like `dd if=F of=/dev/null
 // bs=16M` per file. Errors: open/read errors naming the file.

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# `shardload bench` end to end on a tiny sharded checkpoint: the --json report's
+# fields (ceilings of the same run incl. the fresh-memory fill, LoadAll runs, the
+# pooled reload, LoadInto), that each ratio is the quotient of the numbers it names,
+# the human report, and usage errors.
+# Usage: bench_cli_test.sh PATH_TO_SHARDLOAD
+set -uo pipefail
+bin="$1"
+tmp="${TEST_TMPDIR:-$(mktemp -d)}/bench_cli"
+rm -rf "$tmp" && mkdir -p "$tmp"
+fails=0
+check() {  # check DESCRIPTION COMMAND...
+  local what="$1"; shift
+  if "$@"; then echo "ok: $what"; else echo "FAIL: $what"; fails=$((fails + 1)); fi
+}
+
+"$bin" write-sample "$tmp/m" --layout tiny --shards 3 --seed 5 >/dev/null || { echo "FAIL: write-sample"; exit 1; }
+
+out="$("$bin" bench "$tmp/m" --repeat 2 --io pread --threads 2 --json 2>"$tmp/err")"; rc=$?
+check "bench --json exits 0" test $rc -eq 0
+echo "$out"
+check "bench --json fields and ratios" python3 - "$out" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["files"] == 3 and r["bytes"] == 12448, r
+assert r["device"] == "cpu" and r["io"] == "pread" and r["threads"] == 2 and r["cold"] is False, r
+c = r["ceilings"]
+for k in ("memcpy_gbps", "buffered_read_gbps", "fresh_memory_gbps"):
+    assert isinstance(c[k], float) and c[k] > 0, (k, c)
+assert c["h2d_gbps"] is None, c
+assert len(r["runs_gbps"]) == 2 and all(x > 0 for x in r["runs_gbps"]), r
+assert r["best_gbps"] == max(r["runs_gbps"]), r
+for k in ("median_gbps", "pooled_median_gbps", "load_into_median_gbps"):
+    assert r[k] > 0, (k, r)
+binding = {"memcpy": c["memcpy_gbps"], "fresh_memory": c["fresh_memory_gbps"]}
+assert r["binding"] == min(binding, key=binding.get), r
+assert r["reuse_binding"] == "memcpy", r
+def near(a, b):  # the report prints 3 decimals
+    return abs(a - b) <= 0.002 + 0.002 * abs(b)
+assert near(r["median_fraction_of_binding"], r["median_gbps"] / binding[r["binding"]]), r
+assert near(r["median_vs_buffered_read"], r["median_gbps"] / c["buffered_read_gbps"]), r
+assert near(r["pooled_fraction_of_binding"], r["pooled_median_gbps"] / c["memcpy_gbps"]), r
+assert near(r["load_into_fraction_of_binding"], r["load_into_median_gbps"] / c["memcpy_gbps"]), r
+PY
+check "quiet stderr" test ! -s "$tmp/err"
+
+out="$("$bin" bench "$tmp/m" --repeat 1 2>&1)"; rc=$?
+check "human report exits 0" test $rc -eq 0
+check "human report lists the fresh-memory ceiling" grep -q '^  fresh memory fill, [0-9]* threads *[0-9.]* GB/s$' <<<"$out"
+check "human report has the pooled reload" grep -q '^LoadAll reloading through a pool, median [0-9.]* GB/s = [0-9.]* x memcpy, ' <<<"$out"
+check "human report names the binding ceiling" grep -Eq '^median = [0-9.]+ x the binding ceiling \((memcpy|fresh_memory)\)' <<<"$out"
+
+out="$("$bin" bench "$tmp/m" --repeat 0 2>&1)"; rc=$?
+check "--repeat 0 is a usage error" test $rc -eq 2
+check "--repeat 0 names the range" grep -q '^shardload bench: ' <<<"$out"
+out="$("$bin" bench 2>&1)"; rc=$?
+check "no PATH is a usage error" test $rc -eq 2
+check "no PATH says so" grep -q 'missing PATH' <<<"$out"
+out="$("$bin" bench "$tmp/nope" --json 2>&1)"; rc=$?
+check "a missing checkpoint exits 1" test $rc -eq 1
+
+echo "$fails failed"
+test $fails -eq 0
