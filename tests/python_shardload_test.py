@@ -196,6 +196,268 @@ class PythonTest(unittest.TestCase):
         self.assertEqual(str(cm.exception), "invalid byte size '12XB': unknown unit 'XB' "
                          "(use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")
 
+
+    # -------------------------------------------------------------- metadata on save
+
+    def header(self, path):
+        """(header length, parsed JSON header) of a .safetensors file."""
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            return n, json.loads(f.read(n))
+
+    def data_bytes(self, path):
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            f.seek(8 + n)
+            return f.read()
+
+    @needs_reference
+    def test_save_file_metadata_matches_reference(self):
+        tensors = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3),
+                   "b": torch.tensor([1, 2], dtype=torch.int16)}
+        # None, {} and one key: the same bytes as the reference.
+        for md in (None, {}, {"format": "pt"}, {"k\u00e9y": "v\u00e0lue \"q\""}):
+            ours, ref = self.path("o.safetensors"), self.path("r.safetensors")
+            shardload.save_file(tensors, ours, metadata=md)
+            st.save_file(tensors, ref, metadata=md)
+            with open(ours, "rb") as a, open(ref, "rb") as b:
+                self.assertEqual(a.read(), b.read(), md)
+            with shardload.safe_open(ours) as f, st_safe_open(ref, framework="pt") as g:
+                self.assertEqual(f.metadata(), g.metadata(), md)
+        # Several keys: this writer sorts them, the reference writes hash order, so the
+        # bytes may differ in the order of the __metadata__ entries only: compare the
+        # header length, the parsed headers and the data bytes.
+        md = {"zeta": "1", "alpha": "2", "format": "pt", "mid": "x" * 40}
+        ours, ref = self.path("o.safetensors"), self.path("r.safetensors")
+        shardload.save_file(tensors, ours, metadata=md)
+        st.save_file(tensors, ref, metadata=md)
+        (n_ours, h_ours), (n_ref, h_ref) = self.header(ours), self.header(ref)
+        self.assertEqual(n_ours, n_ref)
+        self.assertEqual(h_ours, h_ref)
+        self.assertEqual(h_ours["__metadata__"], md)
+        self.assertEqual(list(h_ours["__metadata__"]), sorted(md))
+        self.assertEqual(self.data_bytes(ours), self.data_bytes(ref))
+        self.assertEqual(os.path.getsize(ours), os.path.getsize(ref))
+        with st_safe_open(ours, framework="pt") as g:  # the reference reads ours
+            self.assertEqual(g.metadata(), md)
+        with shardload.safe_open(ref) as f:
+            self.assertEqual(f.metadata(), md)
+
+    def test_save_file_metadata_errors(self):
+        t = {"w": torch.ones(2)}
+        out = self.path("bad.safetensors")
+        cases = [({1: "a"}, "argument 'metadata': 'int' object is not an instance of 'str'"),
+                 ({"a": 1}, "argument 'metadata': 'int' object is not an instance of 'str'"),
+                 ({"a": None}, "argument 'metadata': 'None' is not an instance of 'str'"),
+                 ({"a": b"x"}, "argument 'metadata': 'bytes' object is not an instance of 'str'"),
+                 ([("a", "b")], "argument 'metadata': 'list' object is not an instance of 'dict'"),
+                 ("ab", "argument 'metadata': 'str' object is not an instance of 'dict'")]
+        for md, message in cases:
+            with self.assertRaises(TypeError) as cm:
+                shardload.save_file(t, out, metadata=md)
+            self.assertEqual(str(cm.exception), message)
+            if st is not None:  # the reference raises the same error
+                with self.assertRaises(TypeError) as ref:
+                    st.save_file(t, out, metadata=md)
+                self.assertEqual(str(ref.exception), message)
+            self.assertFalse(os.path.exists(out))
+            with self.assertRaises(TypeError) as cm:
+                shardload.save_sharded(t, self.dir, metadata=md)
+            self.assertEqual(str(cm.exception), message)
+        with self.assertRaises(UnicodeEncodeError):
+            shardload.save_file(t, out, metadata={"\ud800": "x"})
+        self.assertFalse(os.path.exists(out))
+
+    def test_safe_open_metadata_empty_and_absent(self):
+        t = {"w": torch.ones(2)}
+        shardload.save_file(t, self.path("none.safetensors"))
+        shardload.save_file(t, self.path("empty.safetensors"), metadata={})
+        self.assertNotIn("__metadata__", self.header(self.path("none.safetensors"))[1])
+        self.assertEqual(self.header(self.path("empty.safetensors"))[1]["__metadata__"], {})
+        with shardload.safe_open(self.path("none.safetensors")) as f:
+            self.assertIsNone(f.metadata())
+        with shardload.safe_open(self.path("empty.safetensors")) as f:
+            self.assertEqual(f.metadata(), {})
+        os.mkdir(self.path("folder"))
+        shardload.save_file(t, self.path("folder/model.safetensors"), metadata={})
+        with shardload.safe_open(self.path("folder")) as f:
+            self.assertEqual(f.metadata(), {})
+
+    def test_sharded_metadata_as_the_writer_puts_it(self):
+        tensors = {"layer.%d.w" % i: torch.full((64,), float(i)) for i in range(3)}
+        shardload.save_sharded(tensors, self.dir, max_shard_size="256B",
+                               metadata={"note": "n", "format": "mine"})
+        with open(self.path("model.safetensors.index.json")) as f:
+            index = json.load(f)
+        self.assertEqual(index["metadata"], {"total_size": 768, "note": "n", "format": "mine"})
+        for k in range(1, 4):
+            _, h = self.header(self.path("model-%05d-of-00003.safetensors" % k))
+            self.assertEqual(h["__metadata__"], {"format": "pt"})
+        one = self.path("one")
+        os.mkdir(one)
+        shardload.save_sharded(tensors, one, metadata={"note": "n", "format": "mine"})
+        self.assertEqual(os.listdir(one), ["model.safetensors"])
+        _, h = self.header(os.path.join(one, "model.safetensors"))
+        self.assertEqual(h["__metadata__"], {"format": "mine", "note": "n"})
+
+    # -------------------------------------------------------------- verify
+
+    def recorded(self, path, name):
+        with shardload.safe_open(path) as f:
+            return f.metadata()["shardload.xxh3." + name]
+
+    def flip_byte(self, path, name, byte=0):
+        """xor the low bit of byte `byte` of stored tensor `name` in a single file."""
+        n, h = self.header(path)
+        offset = 8 + n + h[name]["data_offsets"][0] + byte
+        with open(path, "r+b") as f:
+            f.seek(offset)
+            b = f.read(1)[0]
+            f.seek(offset)
+            f.write(bytes([b ^ 1]))
+
+    def xxh3_of(self, name, tensor):
+        """The XXH3 a checksummed save records for `tensor` (hex)."""
+        p = self.path("hash-%s.safetensors" % name)
+        shardload.save_file({name: tensor}, p, checksums=True)
+        return self.recorded(p, name)
+
+    def test_verify_single_file(self):
+        w = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+        v = torch.arange(5, dtype=torch.int64)
+        path = self.path("c.safetensors")
+        shardload.save_file({"w": w, "v": v}, path, metadata={"format": "pt"}, checksums=True)
+        with shardload.safe_open(path) as f:
+            md = f.metadata()
+        self.assertEqual(sorted(md), ["format", "shardload.xxh3.v", "shardload.xxh3.w"])
+        self.assertRegex(md["shardload.xxh3.w"], "^[0-9a-f]{16}$")
+        self.assertTrue(torch.equal(shardload.load_file(path, verify=True)["w"], w))
+
+        self.flip_byte(path, "w")
+        bad = w.clone()
+        bad.view(torch.uint8)[0, 0] ^= 1
+        message = "c.safetensors: tensor 'w': XXH3 of its 48 bytes is %s, recorded %s" % (
+            self.xxh3_of("w", bad), md["shardload.xxh3.w"])
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shardload.load_file(path, verify=True)
+        self.assertEqual((cm.exception.code, str(cm.exception)), ("data_loss", message))
+        # Without verify the changed bytes load: verify is what catches them.
+        self.assertTrue(torch.equal(shardload.load_file(path)["w"], bad))
+        for io in ("pread", "mmap"):
+            with self.assertRaises(shardload.ShardloadError) as cm:
+                shardload.load_file(path, verify=True, io=io, threads=1)
+            self.assertEqual(str(cm.exception), message)
+
+        with shardload.safe_open(path, verify=True) as f:
+            self.assertTrue(torch.equal(f.get_tensor("v"), v))
+            self.assertTrue(torch.equal(f.get_slice("v")[1:3], v[1:3]))
+            for read in (lambda: f.get_tensor("w"), lambda: f.get_slice("w")[2:3],
+                         f.get_tensors):
+                with self.assertRaises(shardload.ShardloadError) as cm:
+                    read()
+                self.assertEqual((cm.exception.code, str(cm.exception)), ("data_loss", message))
+        with shardload.safe_open(path) as f:  # no verify: positional reads, no check
+            self.assertTrue(torch.equal(f.get_tensor("w"), bad))
+
+    def test_verify_load_model(self):
+        src = Tiny()
+        path = self.path("m.safetensors")
+        shardload.save_file(src.state_dict(), path, checksums=True)
+        dst = Tiny()
+        self.assertEqual(shardload.load_model(dst, path, verify=True), (set(), []))
+        self.assertTrue(torch.equal(dst.proj.bias, src.proj.bias))
+        recorded = self.recorded(path, "proj.bias")
+        self.flip_byte(path, "proj.bias", byte=5)
+        bad = src.proj.bias.detach().clone()
+        bad.view(torch.uint8)[5] ^= 1
+        message = ("m.safetensors: tensor 'proj.bias': XXH3 of its 16 bytes is %s, recorded %s"
+                   % (self.xxh3_of("proj.bias", bad), recorded))
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shardload.load_model(Tiny(), path, verify=True)
+        self.assertEqual((cm.exception.code, str(cm.exception)), ("data_loss", message))
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shardload.load_state_dict_into(Tiny(), path, verify=True)
+        self.assertEqual(str(cm.exception), message)
+        # The fallback path (a non-contiguous parameter) verifies as well.
+        odd = Tiny()
+        odd.proj.weight = torch.nn.Parameter(torch.zeros(4, 4).t())
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shardload.load_state_dict_into(odd, path, verify=True)
+        self.assertEqual(str(cm.exception), message)
+        dst = Tiny()
+        shardload.load_model(dst, path)  # no verify: loads the changed bytes
+        self.assertTrue(torch.equal(dst.proj.bias, bad))
+
+    def test_verify_sharded(self):
+        tensors = {"layer.%d.w" % i: torch.full((64,), float(i)) for i in range(3)}
+        shardload.save_sharded(tensors, self.dir, max_shard_size="256B", checksums=True)
+        with open(self.path("model.safetensors.index.json")) as f:
+            index = json.load(f)["metadata"]
+        self.assertEqual(sorted(index), ["shardload.xxh3.layer.0.w", "shardload.xxh3.layer.1.w",
+                                         "shardload.xxh3.layer.2.w", "total_size"])
+        shard2 = self.path("model-00002-of-00003.safetensors")
+        _, h = self.header(shard2)
+        self.assertEqual(h["__metadata__"], {"format": "pt", "shardload.xxh3.layer.1.w":
+                                             index["shardload.xxh3.layer.1.w"]})
+        loaded = shardload.load_file(self.dir, verify=True)
+        self.assertTrue(torch.equal(loaded["layer.2.w"], tensors["layer.2.w"]))
+        self.flip_byte(shard2, "layer.1.w", byte=7)
+        bad = tensors["layer.1.w"].clone()
+        bad.view(torch.uint8)[7] ^= 1
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shardload.load_file(self.dir, verify=True)
+        self.assertEqual((cm.exception.code, str(cm.exception)), (
+            "data_loss", "model-00002-of-00003.safetensors: tensor 'layer.1.w': XXH3 of its 256 "
+            "bytes is %s, recorded %s" % (self.xxh3_of("layer.1.w", bad),
+                                          index["shardload.xxh3.layer.1.w"])))
+
+    # -------------------------------------------------------------- safe_open edge cases
+
+    @needs_reference
+    def test_safe_open_edge_cases_match_reference(self):
+        tensors = {"s": torch.tensor(3.5), "i": torch.tensor(7, dtype=torch.int64),
+                   "e": torch.zeros(0, 4), "e2": torch.zeros(3, 0),
+                   "w": torch.arange(12.0).reshape(3, 4), "v": torch.arange(5)}
+        path = self.path("edge.safetensors")
+        st.save_file(tensors, path)
+
+        def outcome(fn):
+            try:
+                r = fn()
+            except Exception as e:  # the reference's and ours must fail alike
+                return ("error", type(e).__name__, str(e))
+            return ("ok", r.dtype, list(r.shape), r.tolist())
+
+        keys = [(), Ellipsis, slice(None), 0, -1, 2, 7, slice(1, 3), slice(5, 10), slice(0, 0),
+                slice(None, None, 2), slice(None, None, -1), slice(1, 2, 0), (slice(None), 1),
+                (slice(None), slice(1, 3)), (0, 0), (-1, slice(1, 3)), (Ellipsis, 1),
+                (slice(None), slice(None), slice(None)), (slice(None, None, -1), 0),
+                (slice(None), slice(0, 2, 0)), (0, slice(None, None, -1)), slice(3, 1), -6]
+        with shardload.safe_open(path) as ours, st_safe_open(path, framework="pt") as ref:
+            self.assertEqual(ours.keys(), ref.keys())
+            # File order; the reference orders tensors that share data_offsets (the
+            # empty ones, [0, 0]) by hash, differently per process: compare the
+            # offsets sequence and the sets.
+            _, h = self.header(path)
+            offsets = lambda names: [h[n]["data_offsets"] for n in names]
+            self.assertEqual(offsets(ours.offset_keys()), offsets(ref.offset_keys()))
+            self.assertEqual(sorted(ours.offset_keys()), sorted(ref.offset_keys()))
+            self.assertEqual(ours.metadata(), ref.metadata())
+            ours_all, ref_all = ours.get_tensors(), ref.get_tensors()
+            self.assertEqual(list(ours_all), ours.offset_keys())
+            self.assertEqual(sorted(ours_all), sorted(ref_all))
+            for name in tensors:
+                self.assertTrue(same(ours_all[name], ref_all[name]), name)
+                self.assertEqual(outcome(lambda: ours.get_tensor(name)),
+                                 outcome(lambda: ref.get_tensor(name)), name)
+                self.assertEqual(ours.get_slice(name).get_shape(),
+                                 ref.get_slice(name).get_shape(), name)
+                self.assertEqual(ours.get_slice(name).get_dtype(),
+                                 ref.get_slice(name).get_dtype(), name)
+                for key in keys:
+                    self.assertEqual(outcome(lambda: ours.get_slice(name)[key]),
+                                     outcome(lambda: ref.get_slice(name)[key]), (name, key))
+
     # -------------------------------------------------------------- safe_open
 
     def test_safe_open_and_slices(self):

@@ -11,6 +11,8 @@ API compatible with the ``safetensors.torch`` functions of the same names:
     missing, unexpected = shardload.load_model(model, "/models/llama", strict=True)
     shardload.save_file({"w": torch.zeros(3)}, "out.safetensors", metadata={"k": "v"})
     shardload.save_sharded(model.state_dict(), "/ckpt", max_shard_size="5GB")
+    shardload.save_file(tensors, "c.safetensors", checksums=True)  # records XXH3s
+    tensors = shardload.load_file("c.safetensors", verify=True)     # checks them
 
 Tensors from ``load_file`` are zero-copy views of the loader's arenas, handed over
 through DLPack; the arena is freed when the last tensor that uses it is freed.
@@ -130,6 +132,7 @@ class _Checkpoint:
     """An owned sl_checkpoint handle."""
 
     def __init__(self, path):
+        self.handle = None  # set first: __del__ runs also when the open below fails
         l = _lib.lib()
         h = ctypes.c_void_p()
         _lib.check(l.sl_checkpoint_open(str(path).encode(), ctypes.byref(h)))
@@ -197,16 +200,20 @@ def _load_all(ckpt, options):
         l.sl_loaded_free(loaded)
 
 
-def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto"):
+def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verify=False):
     """Load every tensor of a checkpoint (file, index .json or folder) as torch tensors.
 
     ``device``: "cpu", "cuda", "cuda:N", an int (CUDA ordinal), a torch.device or a device
     map "PATTERN=DEVICE,...,DEFAULT". ``renames``: sed-style rules applied to names.
-    Raises ShardloadError (code and message from the library) on any failure."""
+    ``verify``: check each tensor against the XXH3 the checkpoint records
+    (``shardload.xxh3.<name>`` metadata, see ``save_file(checksums=True)``); a mismatch
+    raises ShardloadError("data_loss", "<file>: tensor 'w': XXH3 of its N bytes is X,
+    recorded Y"). Raises ShardloadError (code and message from the library) on any
+    failure."""
     ckpt = _Checkpoint(filename)
     try:
         options = _lib.Options(device=_device_string(device), strict=False, renames=renames,
-                               threads=threads, io=io)
+                               threads=threads, io=io, verify=verify)
         try:
             return _load_all(ckpt, options)
         finally:
@@ -253,10 +260,14 @@ class _Slice:
     def __getitem__(self, key):
         torch = _torch()
         shape = self.get_shape()
+        if len(shape) == 0:  # a scalar: read it, torch indexes it (and words errors)
+            return self._owner._read_rows(self._name, 0, 0)[key]
+        # safetensors fails on invalid keys exactly as torch indexing does: index a
+        # storage-less tensor of the same shape first to raise the same errors (too many
+        # indices, zero or negative steps, out-of-range ints) before reading anything.
+        torch.empty(shape, dtype=torch.uint8, device="meta")[key]
         if not isinstance(key, tuple):
             key = (key,)
-        if len(shape) == 0:
-            return self._owner._read_rows(self._name, 0, 0)[key]
         first = key[0] if key else slice(None)
         if isinstance(first, int):
             i = first + shape[0] if first < 0 else first
@@ -282,13 +293,20 @@ class _Slice:
 
 
 class safe_open:
-    """Context manager compatible with ``safetensors.safe_open(..., framework="pt")``."""
+    """Context manager compatible with ``safetensors.safe_open(..., framework="pt")``.
 
-    def __init__(self, filename, framework="pt", device="cpu"):
+    ``verify=True`` (not in safetensors) checks every tensor read against its recorded
+    XXH3: get_tensor/get_tensors then load through the verifying loader, and get_slice
+    reads (and checks) the whole tensor before indexing it; a mismatch raises
+    ShardloadError with code "data_loss"."""
+
+    def __init__(self, filename, framework="pt", device="cpu", *, verify=False):
         if framework not in ("pt", "torch"):
             raise ShardloadError("unimplemented",
                                  "framework '%s' is not supported (only \"pt\")" % framework)
         self._device = _device_string(device)
+        self._verify = bool(verify)
+        self._filename = str(filename)
         self._ckpt = _Checkpoint(filename)
 
     def __enter__(self):
@@ -308,8 +326,21 @@ class safe_open:
         return self._ckpt.offset_order()
 
     def metadata(self):
+        """The metadata dict; None when the file has no ``__metadata__`` ({} when it has
+        an empty one, as safetensors tells them apart)."""
         m = self._ckpt.metadata()
-        return m if m else None
+        if m:
+            return m
+        return {} if _has_empty_metadata(self._filename, self._ckpt) else None
+
+    def get_tensors(self):
+        """Every tensor as a dict in file order (like safetensors' get_tensors), loaded
+        in one pass with zero-copy tensors as load_file returns."""
+        options = _lib.Options(device=self._device, strict=False, verify=self._verify)
+        try:
+            return _load_all(self._ckpt, options)
+        finally:
+            options.close()
 
     def _info(self, name):
         try:
@@ -321,12 +352,37 @@ class safe_open:
         self._info(name)
         return _Slice(self, name)
 
+    def _loaded_tensor(self, name):
+        """Tensor `name` through the loader (on the device, verified when asked)."""
+        info = self._info(name)
+        options = _lib.Options(device=self._device, strict=False, verify=self._verify)
+        try:
+            l = _lib.lib()
+            raw = name.encode("utf-8", "surrogateescape")
+            target = _lib.Target(raw, len(raw), info.dtype, info.shape, info.ndim, None, None)
+            loaded = ctypes.c_void_p()
+            _lib.check(l.sl_load_all(self._ckpt.handle, options.handle, ctypes.byref(target), 1,
+                                     ctypes.byref(loaded), None))
+            try:
+                li = _lib.LoadedTensor()
+                _lib.check(l.sl_loaded_get(loaded, 0, ctypes.byref(li)))
+                return _from_loaded(loaded, 0, li)
+            finally:
+                l.sl_loaded_free(loaded)
+        finally:
+            options.close()
+
     def _read_rows(self, name, lo, hi):
         """Rows [lo, hi) of dimension 0 (the whole tensor for a scalar), on the device."""
         torch = _torch()
         info = self._info(name)
         dtype = _torch_dtype(info.dtype.decode())
         shape = [info.shape[i] for i in range(info.ndim)]
+        if self._verify:  # a hash covers the whole tensor: read and check all of it
+            whole = self._loaded_tensor(name)
+            if not shape or (lo, hi) == (0, shape[0]):
+                return whole
+            return whole[lo:hi].clone()  # do not keep the whole tensor alive for a slice
         if shape:
             row_bytes = info.bytes // shape[0] if shape[0] else 0
             out_shape = [hi - lo] + shape[1:]
@@ -346,24 +402,30 @@ class safe_open:
     def get_tensor(self, name):
         info = self._info(name)
         shape = [info.shape[i] for i in range(info.ndim)]
-        if self._device == "cpu":
+        if self._device == "cpu" and not self._verify:
             return self._read_rows(name, 0, shape[0] if shape else 1)
-        options = _lib.Options(device=self._device, strict=False)
-        try:
-            l = _lib.lib()
-            raw = name.encode("utf-8", "surrogateescape")
-            target = _lib.Target(raw, len(raw), info.dtype, info.shape, info.ndim, None, None)
-            loaded = ctypes.c_void_p()
-            _lib.check(l.sl_load_all(self._ckpt.handle, options.handle, ctypes.byref(target), 1,
-                                     ctypes.byref(loaded), None))
-            try:
-                li = _lib.LoadedTensor()
-                _lib.check(l.sl_loaded_get(loaded, 0, ctypes.byref(li)))
-                return _from_loaded(loaded, 0, li)
-            finally:
-                l.sl_loaded_free(loaded)
-        finally:
-            options.close()
+        return self._loaded_tensor(name)
+
+
+def _has_empty_metadata(filename, ckpt):
+    """Whether a single-file checkpoint's header holds ``"__metadata__": {}`` (the C API
+    lists entries only, so an empty object and none look alike there)."""
+    import json
+    import os
+    import struct
+    l = _lib.lib()
+    if l.sl_checkpoint_shard_count(ckpt.handle) != 1 or filename.endswith(".json"):
+        return False
+    f = ctypes.c_char_p()
+    _lib.check(l.sl_checkpoint_shard(ckpt.handle, 0, ctypes.byref(f)))
+    base = filename if os.path.isdir(filename) else os.path.dirname(filename)
+    try:
+        with open(os.path.join(base, f.value.decode("utf-8", "surrogateescape")), "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+    except (OSError, ValueError, struct.error):
+        return False  # the library validated this header; a race leaves it "none"
+    return isinstance(header, dict) and header.get("__metadata__") == {}
 
 
 # ----------------------------------------------------------------------------- load_model
@@ -410,7 +472,7 @@ _EMPTY_ADDRESS = ctypes.addressof(_EMPTY)
 
 
 def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames=(),
-                         allow_cast=False, threads=0):
+                         allow_cast=False, threads=0, verify=False):
     """load_state_dict straight into ``module``'s parameter and buffer storage.
 
     Every state_dict entry that is contiguous, of a supported dtype and on the target
@@ -418,7 +480,9 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     copy); modules with other entries fall back to load_file + load_state_dict.
     Returns the report: a dict with lists "matched", "missing", "unexpected",
     "mismatched", "renamed". Raises ShardloadError with the PyTorch-style message when
-    ``strict`` and keys are missing or unexpected, or on size mismatches."""
+    ``strict`` and keys are missing or unexpected, or on size mismatches; with
+    ``verify``, ShardloadError("data_loss", ...) for a tensor whose bytes differ from
+    its recorded XXH3 (the module may then be partly written)."""
     torch = _torch()
     dev = torch.device(_device_string(device))
     if dev.type == "cuda" and dev.index is None:
@@ -427,7 +491,7 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     direct = all(t.is_contiguous() and t.device == dev for t in state.values())
     ckpt = _Checkpoint(filename)
     options = _lib.Options(device=str(dev), strict=strict, renames=renames,
-                           allow_cast=allow_cast, threads=threads)
+                           allow_cast=allow_cast, threads=threads, verify=verify)
     l = _lib.lib()
     try:
         if direct:
@@ -451,7 +515,8 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
                 l.sl_report_free(report)
             _lib.check(status)
             return lists
-        loaded = _load_all(ckpt, _lib.Options(device=str(dev), strict=False, renames=renames))
+        loaded = _load_all(ckpt, _lib.Options(device=str(dev), strict=False, renames=renames,
+                                              threads=threads, verify=verify))
         result = module.load_state_dict(loaded, strict=strict)
         return {"matched": sorted(set(state) - set(result.missing_keys)),
                 "missing": list(result.missing_keys),
@@ -461,17 +526,17 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
         ckpt.close()
 
 
-def load_model(model, filename, strict=True, device="cpu"):
+def load_model(model, filename, strict=True, device="cpu", *, verify=False):
     """Like safetensors.torch.load_model: load into ``model``, returning
     ``(missing, unexpected)``; tied weights (shared storage in the model, aliases that
     save_model wrote to __metadata__) are not reported missing. With ``strict``,
     missing or unexpected keys raise RuntimeError in safetensors' wording (after the
-    matching keys were loaded, as safetensors does)."""
+    matching keys were loaded, as safetensors does). ``verify``: as in load_file."""
     model_state = model.state_dict()
     with safe_open(filename) as f:
         file_keys = f.keys()
     to_removes = _remove_duplicate_names(model_state, preferred_names=file_keys)
-    report = load_state_dict_into(model, filename, strict=False, device=device)
+    report = load_state_dict_into(model, filename, strict=False, device=device, verify=verify)
     missing = set(report["missing"])
     unexpected = list(report["unexpected"])
     for group in to_removes.values():
@@ -516,45 +581,62 @@ def _views(tensors):
     return views, keep
 
 
+def _type_phrase(value):
+    # pyo3's wording in safetensors' TypeErrors: "'None'" or "'int' object".
+    return "'None'" if value is None else "'%s' object" % type(value).__name__
+
+
 def _metadata_arrays(metadata):
-    items = list((metadata or {}).items())
+    """C arrays for a str -> str dict; TypeError worded like safetensors otherwise."""
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise TypeError("argument 'metadata': %s is not an instance of 'dict'" %
+                        _type_phrase(metadata))
+    items = list(metadata.items())
     for k, v in items:
-        if not isinstance(k, str) or not isinstance(v, str):
-            raise ShardloadError("invalid_argument", "metadata keys and values must be str")
+        for x in (k, v):
+            if not isinstance(x, str):
+                raise TypeError("argument 'metadata': %s is not an instance of 'str'" %
+                                _type_phrase(x))
     keys = (ctypes.c_char_p * max(len(items), 1))(*[k.encode() for k, _ in items])
     values = (ctypes.c_char_p * max(len(items), 1))(*[v.encode() for _, v in items])
     return keys, values, len(items)
 
 
-def save_file(tensors, filename, metadata=None):
+def save_file(tensors, filename, metadata=None, *, checksums=False):
     """Write ``tensors`` (dict name -> torch tensor) to one .safetensors file atomically,
-    byte for byte as safetensors.torch.save_file does (with at most one metadata key)."""
+    as safetensors.torch.save_file does: the same bytes when ``metadata`` has at most
+    one key (the reference writes several keys in hash order, this writer sorts them;
+    the parsed metadata is the same). ``metadata``: a str -> str dict, written as
+    ``__metadata__`` (an empty dict writes ``{}``, None writes none); other types raise
+    TypeError as safetensors does. ``checksums`` (not in safetensors): also record each
+    tensor's XXH3 as ``shardload.xxh3.<name>`` metadata, for ``verify=True`` loads."""
+    keys, values, count = _metadata_arrays(metadata)
     views, keep = _views(tensors)
-    if metadata is None:
-        keys = values = None
-        count = 0
-    else:
-        keys, values, count = _metadata_arrays(metadata)
-    l = _lib.lib()
-    if metadata is not None and count == 0:
-        # An empty dict writes "__metadata__":{} like the reference: the C API writes no
-        # metadata for count 0, so go through a one-key map and refuse instead.
-        raise ShardloadError("unimplemented", "an empty metadata dict is not supported; "
-                             "pass None or at least one entry")
-    _lib.check(l.sl_save_file(str(filename).encode(), views, len(tensors), keys, values, count))
+    flags = (0 if metadata is None else _lib.SL_SAVE_EMPTY_METADATA) | \
+        (_lib.SL_SAVE_CHECKSUMS if checksums else 0)
+    _lib.check(_lib.lib().sl_save_file_ex(str(filename).encode(), views, len(tensors), keys,
+                                          values, count, flags))
     del keep
 
 
-def save_sharded(tensors, folder, max_shard_size="5GB", metadata=None, prefix="model"):
+def save_sharded(tensors, folder, max_shard_size="5GB", metadata=None, prefix="model", *,
+                 checksums=False):
     """Write a huggingface_hub-style sharded checkpoint into the existing ``folder``:
     ``<prefix>-0000k-of-0000n.safetensors`` plus ``<prefix>.safetensors.index.json``,
     or ``<prefix>.safetensors`` alone when one shard suffices. ``max_shard_size``: an
-    int (bytes) or text such as "5GB", "500MB", "2GiB"."""
-    views, keep = _views(tensors)
+    int (bytes) or text such as "5GB", "500MB", "2GiB". ``metadata`` (str -> str) goes
+    to the index's "metadata" next to total_size, each shard's ``__metadata__`` being
+    {"format": "pt"}; with one shard it is merged into the file's ``__metadata__`` over
+    {"format": "pt"}. ``checksums``: record each tensor's XXH3 in the index and, per
+    shard, in that shard's ``__metadata__``."""
     keys, values, count = _metadata_arrays(metadata)
+    views, keep = _views(tensors)
     size = str(max_shard_size) if isinstance(max_shard_size, int) else max_shard_size
-    _lib.check(_lib.lib().sl_save_sharded(str(folder).encode(), views, len(tensors),
-                                          size.encode(), prefix.encode(), keys, values, count))
+    _lib.check(_lib.lib().sl_save_sharded_ex(str(folder).encode(), views, len(tensors),
+                                             size.encode(), prefix.encode(), keys, values, count,
+                                             _lib.SL_SAVE_CHECKSUMS if checksums else 0))
     del keep
 
 

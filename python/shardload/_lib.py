@@ -75,6 +75,8 @@ class TensorView(ctypes.Structure):
 PROGRESS_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_void_p)
 
 SL_DLPACK_AS_BYTES = 1
+SL_SAVE_EMPTY_METADATA = 1
+SL_SAVE_CHECKSUMS = 2
 REPORT_MATCHED, REPORT_MISSING, REPORT_UNEXPECTED, REPORT_MISMATCHED, REPORT_RENAMED = range(5)
 
 _P = ctypes.c_void_p
@@ -106,6 +108,7 @@ _SIGNATURES = {
     "sl_options_set_threads": (ctypes.c_int, [_P, ctypes.c_int]),
     "sl_options_set_io": (ctypes.c_int, [_P, ctypes.c_char_p]),
     "sl_options_set_progress": (ctypes.c_int, [_P, PROGRESS_FN, _P]),
+    "sl_options_set_verify": (ctypes.c_int, [_P, ctypes.c_int]),
     "sl_report_status": (ctypes.c_int, [_P, ctypes.POINTER(ctypes.c_char_p)]),
     "sl_report_count": (ctypes.c_size_t, [_P, ctypes.c_int]),
     "sl_report_item": (ctypes.c_int, [_P, ctypes.c_int, ctypes.c_size_t,
@@ -130,6 +133,15 @@ _SIGNATURES = {
                                        ctypes.c_size_t, ctypes.c_char_p, ctypes.c_char_p,
                                        ctypes.POINTER(ctypes.c_char_p),
                                        ctypes.POINTER(ctypes.c_char_p), ctypes.c_size_t]),
+    "sl_save_file_ex": (ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(TensorView),
+                                       ctypes.c_size_t, ctypes.POINTER(ctypes.c_char_p),
+                                       ctypes.POINTER(ctypes.c_char_p), ctypes.c_size_t,
+                                       ctypes.c_int]),
+    "sl_save_sharded_ex": (ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(TensorView),
+                                          ctypes.c_size_t, ctypes.c_char_p, ctypes.c_char_p,
+                                          ctypes.POINTER(ctypes.c_char_p),
+                                          ctypes.POINTER(ctypes.c_char_p), ctypes.c_size_t,
+                                          ctypes.c_int]),
 }
 
 
@@ -189,7 +201,8 @@ class Options:
     """An owned sl_options handle."""
 
     def __init__(self, device="cpu", strict=True, renames=(), aliases=(), allow_cast=False,
-                 threads=0, io="auto"):
+                 threads=0, io="auto", verify=False):
+        self.handle = None  # set first: __del__ runs also when a setter below fails
         l = lib()
         h = ctypes.c_void_p()
         check(l.sl_options_new(ctypes.byref(h)))
@@ -203,6 +216,7 @@ class Options:
         check(l.sl_options_set_allow_cast(h, 1 if allow_cast else 0))
         check(l.sl_options_set_threads(h, int(threads)))
         check(l.sl_options_set_io(h, io.encode()))
+        check(l.sl_options_set_verify(h, 1 if verify else 0))
 
     def close(self):
         if self.handle:
