@@ -25,9 +25,9 @@ Result<double> MeasureMemcpyGBps(int threads, uint64_t bytes, int repeats);
 
 // MeasureFreshMemoryGBps: GB/s of filling `bytes` of never-used anonymous memory on
 // `threads` threads: map it, then write every byte (memset), including the kernel's
-// page faults and zeroing (not the unmap). The faster of two ways is returned: touching
-// the memory directly (faults inside memset) and pre-faulting with MADV_POPULATE_WRITE
-// first (what HostArena does). No load into fresh memory (LoadAll without a pool, or
+// page faults and zeroing (not the unmap). The best of four fills is returned: twice
+// each of touching the memory directly (faults inside memset) and pre-faulting with
+// MADV_POPULATE_WRITE first (what HostArena does). No load into fresh memory (LoadAll without a pool, or
 // any reader that allocates its result) can beat it. Errors: invalid_argument for
 // threads < 1; resource_exhausted when the memory cannot be mapped.
 Result<double> MeasureFreshMemoryGBps(int threads, uint64_t bytes);
