@@ -32,7 +32,7 @@ namespace shardload::cli {
 namespace {
 
 constexpr char kBenchUsage[] =
-    "usage: shardload bench PATH [--device cpu|cuda:N] [--io auto|pread|mmap|direct] [--cold]\n"
+    "usage: shardload bench PATH [--device cpu|cuda:N] [--io auto|pread|mmap|direct|uring] [--cold]\n"
     "                      [--repeat N] [--threads N] [--json]\n";
 
 struct BenchArgs {

@@ -41,7 +41,7 @@ constexpr char kLoadUsage[] =
     "  --alias TARGET=STORED      fill TARGET from stored tensor STORED (tied weights; repeatable)\n"
     "  --allow-cast               F32/F16/BF16 targets may load tensors of another of those dtypes\n"
     "  --threads N                reader threads (default: hardware threads)\n"
-    "  --io auto|pread|mmap|direct  how files are read (default auto)\n"
+    "  --io auto|pread|mmap|direct|uring  how files are read (default auto)\n"
     "  --verify                   check recorded XXH3 hashes on the bytes read\n"
     "  --json                     one JSON object on stdout\n";
 

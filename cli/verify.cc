@@ -22,7 +22,7 @@ namespace shardload::cli {
 namespace {
 
 constexpr char kVerifyUsage[] =
-    "usage: shardload verify PATH [--io auto|pread|mmap|direct] [--threads N] [--json]\n";
+    "usage: shardload verify PATH [--io auto|pread|mmap|direct|uring] [--threads N] [--json]\n";
 
 struct HashCheck {
   size_t recorded = 0;              // tensors with a record

@@ -1,4 +1,4 @@
-// loader/file.cc — PreadFile, MappedFile and DirectFile (see loader/file.h).
+// loader/file.cc — PreadFile, MappedFile, DirectFile and UringFile (see loader/file.h).
 #include "loader/file.h"
 
 #include <fcntl.h>
@@ -16,8 +16,10 @@
 #include <cstring>
 #include <exception>
 #include <mutex>
+#include <optional>
 #include <vector>
 #include "format/scoped_fd.h"
+#include "loader/uring.h"
 
 namespace shardload {
 namespace {
@@ -431,6 +433,291 @@ class DirectFile final : public ReadableFile {
   FdFile f_;
 };
 
+
+// ---------------------------------------------------------------------------------
+// UringFile
+
+// kMaxUringRetries: -EAGAIN / -EINTR completions tolerated in a row for one request.
+constexpr int kMaxUringRetries = 1000;
+constexpr int kMaxQueueDepth = 1024;
+constexpr uint64_t kMaxChunkBytes = uint64_t{1} << 30;
+
+class UringFile final : public ReadableFile {
+ public:
+  UringFile(std::string path, Opened o, UringOptions options)
+      : f_(std::move(path), std::move(o)), options_(std::move(options)) {}
+
+  // Start: keep `ring` for the first reader and read the first block through it, so
+  // that a ring that cannot read (io_uring_enter refused, O_DIRECT refused at read
+  // time) is reported at open.
+  Status Start(std::unique_ptr<UringRing> ring) {
+    idle_.push_back(std::move(ring));
+    if (f_.size_ == 0) return OkStatus();
+    SL_ASSIGN_OR_RETURN(AlignedBuffer buf, AllocateAligned(kDirectAlignment));
+    std::vector<iovec> iovs = {{buf.get(), kDirectAlignment}};
+    std::vector<Request> requests = {
+        {0, 1, 0, kDirectAlignment, std::min<uint64_t>(kDirectAlignment, f_.size_), 0}};
+    Status s = Run(iovs, requests, /*probe=*/true);
+    if (!s.ok() && options_.direct && s.code() == StatusCode::kInvalidArgument) {
+      return UnimplementedError(f_.path_ + ": the filesystem refuses O_DIRECT");
+    }
+    return s;
+  }
+
+  const std::string& path() const override { return f_.path_; }
+  uint64_t size() const override { return f_.size_; }
+  Status CheckUnchanged() const override { return f_.CheckUnchangedImpl(); }
+  bool direct_io() const override { return options_.direct; }
+
+  Status ReadAt(uint64_t offset, std::span<std::byte> out) const override {
+    SL_RETURN_IF_ERROR(CheckRange(f_.path_, offset, out.size(), f_.size_));
+    if (out.empty()) return OkStatus();
+    if (!options_.direct) {
+      iovec v{out.data(), out.size()};
+      return ReadBuffered(offset, std::span<const iovec>(&v, 1));
+    }
+    // O_DIRECT into memory of any alignment: through an aligned bounce buffer.
+    uint64_t chunk = std::min<uint64_t>(kDirectBounceBytes, out.size());
+    SL_ASSIGN_OR_RETURN(AlignedBuffer bounce, AllocateAligned(chunk + 2 * kDirectAlignment));
+    std::span<std::byte> buffer(bounce.get(), chunk + 2 * kDirectAlignment);
+    for (uint64_t done = 0; done < out.size();) {
+      uint64_t n = std::min<uint64_t>(chunk, out.size() - done);
+      SL_ASSIGN_OR_RETURN(std::span<const std::byte> got, ReadWindowAt(offset + done, n, buffer));
+      std::memcpy(out.data() + done, got.data(), n);
+      done += n;
+    }
+    return OkStatus();
+  }
+
+  Status ReadVAt(uint64_t offset, std::span<const iovec> iov) const override {
+    if (options_.direct) return ReadableFile::ReadVAt(offset, iov);
+    uint64_t total = 0;
+    for (const iovec& v : iov) total += v.iov_len;
+    SL_RETURN_IF_ERROR(CheckRange(f_.path_, offset, total, f_.size_));
+    return ReadBuffered(offset, iov);
+  }
+
+  Result<std::span<const std::byte>> ReadWindowAt(uint64_t offset, uint64_t length,
+                                                  std::span<std::byte> buffer) const override {
+    if (!options_.direct) return ReadableFile::ReadWindowAt(offset, length, buffer);
+    SL_RETURN_IF_ERROR(CheckRange(f_.path_, offset, length, f_.size_));
+    if (length == 0) return std::span<const std::byte>();
+    const uint64_t start = RoundDown(offset, kDirectAlignment);
+    const uint64_t end = RoundUp(offset + length, kDirectAlignment);
+    const uint64_t window = end - start;
+    if (reinterpret_cast<uintptr_t>(buffer.data()) % kDirectAlignment != 0 ||
+        buffer.size() < window) {
+      return InvalidArgumentError(f_.path_ + ": O_DIRECT window of " + std::to_string(window) +
+                                  " bytes needs a 4096-aligned buffer of at least that size (got " +
+                                  std::to_string(buffer.size()) + ")");
+    }
+    // Chunks of the window; each must deliver its bytes up to the range's end (the
+    // last block may stop early at the end of the file).
+    const uint64_t needed_end = offset + length;
+    std::vector<iovec> iovs;
+    std::vector<Request> requests;
+    for (uint64_t at = start; at < end; at += options_.chunk_bytes) {
+      const uint64_t n = std::min<uint64_t>(options_.chunk_bytes, end - at);
+      const uint64_t required = std::min<uint64_t>(n, needed_end - at);
+      iovs.push_back({buffer.data() + (at - start), n});
+      requests.push_back({iovs.size() - 1, iovs.size(), at, n, required, 0});
+    }
+    SL_RETURN_IF_ERROR(Run(iovs, requests, /*probe=*/false));
+    return std::span<const std::byte>(buffer.data() + (offset - start), length);
+  }
+
+ private:
+  // Request: one queued read: iovs[iov_first, iov_end) at `offset`; `left` bytes still
+  // to read, of which the first `required` must arrive (an O_DIRECT window may pass the
+  // end of the file by less than a block).
+  struct Request {
+    size_t iov_first;
+    size_t iov_end;
+    uint64_t offset;
+    uint64_t left;
+    uint64_t required;
+    int retries;
+  };
+
+  // RingLease: a ring borrowed from the file's idle list for one read, given back by
+  // the destructor unless the read left it unusable.
+  class RingLease {
+   public:
+    RingLease(const UringFile& file, std::unique_ptr<UringRing> ring)
+        : file_(file), ring_(std::move(ring)) {}
+    ~RingLease() {
+      if (ring_ != nullptr && !broken_) {
+        std::lock_guard<std::mutex> lock(file_.mu_);
+        file_.idle_.push_back(std::move(ring_));
+      }
+    }
+    UringRing& ring() { return *ring_; }
+    void MarkBroken() { broken_ = true; }
+
+   private:
+    const UringFile& file_;
+    std::unique_ptr<UringRing> ring_;
+    bool broken_ = false;
+  };
+
+  Result<std::unique_ptr<UringRing>> Borrow() const {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!idle_.empty()) {
+        std::unique_ptr<UringRing> ring = std::move(idle_.back());
+        idle_.pop_back();
+        return ring;
+      }
+    }
+    Result<std::unique_ptr<UringRing>> ring =
+        UringRing::Create(static_cast<unsigned>(options_.queue_depth));
+    if (!ring.ok()) return ring.status().WithPrefix(f_.path_);
+    return ring;
+  }
+
+  // ReadBuffered: `iov` at `offset` as chunks of at most chunk_bytes (and IOV_MAX
+  // iovecs), an iovec longer than a chunk being cut.
+  Status ReadBuffered(uint64_t offset, std::span<const iovec> iov) const {
+    std::vector<iovec> iovs;
+    std::vector<Request> requests;
+    uint64_t pos = offset;
+    Request open{0, 0, offset, 0, 0, 0};
+    auto close_request = [&] {
+      if (open.left > 0) {
+        open.iov_end = iovs.size();
+        open.required = open.left;
+        requests.push_back(open);
+      }
+      open = Request{iovs.size(), iovs.size(), pos, 0, 0, 0};
+    };
+    for (const iovec& v : iov) {
+      std::byte* base = static_cast<std::byte*>(v.iov_base);
+      for (uint64_t at = 0; at < v.iov_len;) {
+        if (open.left == options_.chunk_bytes || iovs.size() - open.iov_first == IOV_MAX) {
+          close_request();
+        }
+        const uint64_t n = std::min<uint64_t>(v.iov_len - at, options_.chunk_bytes - open.left);
+        iovs.push_back({base + at, n});
+        open.left += n;
+        pos += n;
+        at += n;
+      }
+    }
+    close_request();
+    return Run(iovs, requests, /*probe=*/false);
+  }
+
+  // Run: every request through one borrowed ring, at most queue_depth in flight. On an
+  // error no new request is queued, the ones in flight are waited for (the memory they
+  // read into is the caller's), and the first error is returned.
+  Status Run(std::vector<iovec>& iovs, std::vector<Request>& requests, bool probe) const {
+    if (requests.empty()) return OkStatus();
+    SL_ASSIGN_OR_RETURN(std::unique_ptr<UringRing> borrowed, Borrow());
+    RingLease lease(*this, std::move(borrowed));
+    UringRing& ring = lease.ring();
+    const unsigned depth = static_cast<unsigned>(options_.queue_depth);
+    std::vector<size_t> again;  // requests to (re)queue before new ones
+    size_t next = 0;
+    unsigned in_flight = 0;
+    Status error;
+    while (true) {
+      while (error.ok() && in_flight < depth) {
+        size_t r;
+        if (!again.empty()) {
+          r = again.back();
+          again.pop_back();
+        } else if (next < requests.size()) {
+          r = next++;
+        } else {
+          break;
+        }
+        const Request& q = requests[r];
+        if (!ring.QueueReadV(f_.fd_.get(), &iovs[q.iov_first],
+                             static_cast<unsigned>(q.iov_end - q.iov_first), q.offset, r)) {
+          again.push_back(r);
+          break;
+        }
+        ++in_flight;
+      }
+      if (in_flight == 0) break;
+      if (Status s = ring.SubmitAndWait(1); !s.ok()) {
+        // The kernel may still be writing into the caller's memory; this ring is not
+        // used again. Only a kernel that stops accepting io_uring_enter gets here.
+        lease.MarkBroken();
+        if (s.code() == StatusCode::kFailedPrecondition) return s.WithPrefix(f_.path_);
+        return InternalError(f_.path_ + ": " + s.message());
+      }
+      while (std::optional<UringCompletion> c = ring.PopCompletion()) {
+        --in_flight;
+        if (c->tag >= requests.size()) {
+          if (error.ok()) error = InternalError(f_.path_ + ": io_uring completion for an unknown request");
+          continue;
+        }
+        Request& q = requests[c->tag];
+        int32_t res = c->result;
+        if (options_.completion_hook) {
+          res = options_.completion_hook(
+              q.offset, static_cast<uint32_t>(std::min<uint64_t>(q.left, UINT32_MAX)), res);
+        }
+        if (!error.ok()) continue;  // draining after an error
+        if (res == -EAGAIN || res == -EINTR) {
+          if (++q.retries > kMaxUringRetries) {
+            error = ReadError(-res, f_.path_, q.offset);
+          } else {
+            again.push_back(c->tag);
+          }
+          continue;
+        }
+        if (res < 0) {
+          if (probe && (res == -ENOSYS || res == -EPERM || res == -EOPNOTSUPP)) {
+            error = UringUnavailable("IORING_OP_READV", -res).WithPrefix(f_.path_);
+          } else {
+            error = ReadError(-res, f_.path_, q.offset);
+          }
+          continue;
+        }
+        const uint64_t got = static_cast<uint64_t>(res);
+        if (got > q.left) {
+          error = InternalError(f_.path_ + ": io_uring read at offset " + std::to_string(q.offset) +
+                                " returned " + std::to_string(got) + " bytes, more than the " +
+                                std::to_string(q.left) + " asked for");
+          continue;
+        }
+        if (got >= q.required) continue;  // complete (the rest, if any, lies past the end)
+        if (got == 0 || (options_.direct && got % kDirectAlignment != 0)) {
+          // Nothing more, or a partial block before the range is complete: the file ended.
+          error = ShortReadError(f_.fd_.get(), f_.path_, f_.size_, q.offset + got);
+          continue;
+        }
+        Advance(iovs, q, got);
+        again.push_back(c->tag);
+      }
+    }
+    return error;
+  }
+
+  // Advance: drop the first `got` bytes (fewer than q.left) of request `q`.
+  static void Advance(std::vector<iovec>& iovs, Request& q, uint64_t got) {
+    q.offset += got;
+    q.left -= got;
+    q.required -= got;
+    q.retries = 0;
+    while (got > 0) {
+      iovec& v = iovs[q.iov_first];
+      const uint64_t take = std::min<uint64_t>(got, v.iov_len);
+      v.iov_base = static_cast<std::byte*>(v.iov_base) + take;
+      v.iov_len -= take;
+      got -= take;
+      if (v.iov_len == 0) ++q.iov_first;
+    }
+  }
+
+  FdFile f_;
+  UringOptions options_;
+  mutable std::mutex mu_;
+  mutable std::vector<std::unique_ptr<UringRing>> idle_;  // guarded by mu_
+};
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------
@@ -461,6 +748,7 @@ std::string_view IoModeName(IoMode mode) {
     case IoMode::kPread: return "pread";
     case IoMode::kMmap: return "mmap";
     case IoMode::kDirect: return "direct";
+    case IoMode::kUring: return "uring";
   }
   return "auto";
 }
@@ -470,8 +758,23 @@ Result<IoMode> ParseIoMode(std::string_view text) {
   if (text == "pread") return IoMode::kPread;
   if (text == "mmap") return IoMode::kMmap;
   if (text == "direct") return IoMode::kDirect;
+  if (text == "uring") return IoMode::kUring;
   return InvalidArgumentError("invalid io mode '" + std::string(text) +
-                              "': expected auto, pread, mmap or direct");
+                              "': expected auto, pread, mmap, direct or uring");
+}
+
+Status ValidateUringOptions(const UringOptions& options) {
+  if (options.queue_depth < 1 || options.queue_depth > kMaxQueueDepth) {
+    return InvalidArgumentError("io_uring queue depth " + std::to_string(options.queue_depth) +
+                                ": expected 1.." + std::to_string(kMaxQueueDepth));
+  }
+  if (options.chunk_bytes < kDirectAlignment || options.chunk_bytes > kMaxChunkBytes ||
+      options.chunk_bytes % kDirectAlignment != 0) {
+    return InvalidArgumentError("io_uring chunk of " + std::to_string(options.chunk_bytes) +
+                                " bytes: expected a multiple of 4096 from 4096 to " +
+                                std::to_string(kMaxChunkBytes));
+  }
+  return OkStatus();
 }
 
 namespace {
@@ -497,7 +800,8 @@ Result<std::unique_ptr<MappedFile>> MappedFile::FromDescriptor(int fd, const std
   return MapOpened(path, std::move(o));
 }
 
-Result<std::unique_ptr<ReadableFile>> OpenFile(const std::string& path, IoMode mode) {
+Result<std::unique_ptr<ReadableFile>> OpenFile(const std::string& path, IoMode mode,
+                                               const UringOptions& uring) {
   switch (mode) {
     case IoMode::kAuto:
     case IoMode::kPread: {
@@ -512,6 +816,16 @@ Result<std::unique_ptr<ReadableFile>> OpenFile(const std::string& path, IoMode m
       SL_ASSIGN_OR_RETURN(Opened o, OpenForRead(path, O_DIRECT));
       auto f = std::make_unique<DirectFile>(path, std::move(o));
       SL_RETURN_IF_ERROR(f->Probe());
+      return std::unique_ptr<ReadableFile>(std::move(f));
+    }
+    case IoMode::kUring: {
+      SL_RETURN_IF_ERROR(ValidateUringOptions(uring));
+      SL_ASSIGN_OR_RETURN(Opened o, OpenForRead(path, uring.direct ? O_DIRECT : 0));
+      Result<std::unique_ptr<UringRing>> ring =
+          UringRing::Create(static_cast<unsigned>(uring.queue_depth));
+      if (!ring.ok()) return ring.status().WithPrefix(path);
+      auto f = std::make_unique<UringFile>(path, std::move(o), uring);
+      SL_RETURN_IF_ERROR(f->Start(std::move(*ring)));
       return std::unique_ptr<ReadableFile>(std::move(f));
     }
   }

@@ -1,12 +1,15 @@
 // loader/file.h — reading checkpoint files without ever taking a SIGBUS.
 //
-// Provides `ReadableFile`, one small interface over three ways to read bytes:
+// Provides `ReadableFile`, one small interface over four ways to read bytes:
 //   - `PreadFile`   positional reads (pread, EINTR and short reads handled);
 //   - `MappedFile`  a read-only mapping (Boost.Interprocess) for zero-copy host views,
 //                   copies out of it re-check the file size first;
 //   - `DirectFile`  O_DIRECT reads through aligned windows (cold loads that bypass the
 //                   page cache); falls back to an error the caller can handle where the
-//                   filesystem refuses O_DIRECT (tmpfs).
+//                   filesystem refuses O_DIRECT (tmpfs);
+//   - `UringFile`   (IoMode::kUring) reads through io_uring (loader/uring.h), several
+//                   chunks of each read in flight per calling thread, buffered or
+//                   O_DIRECT (UringOptions).
 // The size is taken at open; every read checks it again when the file may have been
 // truncated, so a file truncated or replaced mid-load gives data_loss, never SIGBUS
 // and never stale or zero bytes reported as success.
@@ -21,6 +24,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -32,9 +36,9 @@ namespace shardload {
 
 // IoMode: how the streaming path reads files. kAuto picks from measurements
 // (see docs/ARCHITECTURE.md and bench/RESULTS.md for the current choice).
-enum class IoMode { kAuto, kPread, kMmap, kDirect };
+enum class IoMode { kAuto, kPread, kMmap, kDirect, kUring };
 
-// IoModeName / ParseIoMode: "auto", "pread", "mmap", "direct".
+// IoModeName / ParseIoMode: "auto", "pread", "mmap", "direct", "uring".
 std::string_view IoModeName(IoMode mode);
 Result<IoMode> ParseIoMode(std::string_view text);
 
@@ -77,11 +81,41 @@ class ReadableFile {
   virtual bool direct_io() const { return false; }
 };
 
+// UringOptions: how an IoMode::kUring file reads. Each thread that calls ReadAt /
+// ReadVAt / ReadWindowAt borrows an io_uring of its own from the file (created on
+// first need, kept for the file's lifetime), splits the read into chunks and keeps up
+// to `queue_depth` of them in flight. Short completions and -EAGAIN / -EINTR are
+// resubmitted for the remainder; errors are those of the pread path (same messages).
+struct UringOptions {
+  // queue_depth: chunks in flight per reading thread. Default 4. Valid 1..1024.
+  int queue_depth = 4;
+  // chunk_bytes: the most one queued read asks for. Default 1 MiB. Valid: a multiple
+  // of 4096 from 4096 to 1 GiB.
+  uint64_t chunk_bytes = uint64_t{1} << 20;
+  // direct: open with O_DIRECT and read 4096-aligned windows through staging slots
+  // (direct_io() is true, as for kDirect) instead of buffered reads straight into
+  // destination memory. Default false (see bench/RESULTS.md "### io_uring").
+  bool direct = false;
+  // completion_hook: testing hook. When set, every completion's result (bytes read or
+  // -errno) passes through it before it is handled: (file offset of the request, bytes
+  // asked for, result) → result to use. Lets tests inject short reads, -EAGAIN, -EINTR
+  // or errors. Called concurrently from the reading threads. Default: none.
+  std::function<int32_t(uint64_t offset, uint32_t length, int32_t result)> completion_hook;
+};
+
+// ValidateUringOptions: invalid_argument "io_uring queue depth N: expected 1..1024" or
+// "io_uring chunk of N bytes: expected a multiple of 4096 from 4096 to 1073741824".
+Status ValidateUringOptions(const UringOptions& options);
+
 // OpenFile: open `path` for reading in `mode` (kAuto means kPread here; the streaming
-// engine resolves kAuto before calling). Errors: not_found, permission_denied,
-// invalid_argument for a directory; unimplemented when kDirect is refused by the
-// filesystem.
-Result<std::unique_ptr<ReadableFile>> OpenFile(const std::string& path, IoMode mode);
+// engine resolves kAuto before calling); `uring` applies to kUring only.
+// Errors: not_found, permission_denied, invalid_argument for a directory or bad
+// `uring`; unimplemented when kDirect (or kUring with uring.direct) is refused by the
+// filesystem; for kUring, failed_precondition "<path>: io_uring is unavailable:
+// io_uring_setup: <strerror> (<ERRNO>)" when the kernel or a sandbox refuses io_uring
+// (a first read of the file through the ring is made here to be sure).
+Result<std::unique_ptr<ReadableFile>> OpenFile(const std::string& path, IoMode mode,
+                                               const UringOptions& uring = {});
 
 // MappedFile: a whole file mapped read-only, for zero-copy views.
 // The mapping is made from the descriptor that was opened and fstat'ed, never by

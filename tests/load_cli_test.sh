@@ -21,9 +21,9 @@ check "load exits 0" test $rc -eq 0
 check "load --json: 21 matched, nothing else" grep -q '^{"matched":21,"missing":\[\],"unexpected":\[\],"mismatched":\[\],"renamed":\[\],"bytes":12448,"seconds":[0-9.]*,"gbps":[0-9.]*,"error":null}$' <<<"$out"
 check "quiet stderr when not a terminal" test ! -s "$tmp/err"
 
-for io in pread mmap direct auto; do
+for io in pread mmap direct uring auto; do
   out="$("$bin" load "$tmp/m" --json --io $io --threads 3 2>&1)"; rc=$?
-  if grep -q "refuses O_DIRECT" <<<"$out"; then echo "skip: --io $io refused here"; continue; fi
+  if grep -q "refuses O_DIRECT\|io_uring is unavailable" <<<"$out"; then echo "skip: --io $io refused here"; continue; fi
   check "--io $io loads" test $rc -eq 0
 done
 
@@ -62,7 +62,7 @@ check "bytes of the one tensor" grep -q '"bytes":32,' <<<"$out"
 # Usage errors exit 2.
 "$bin" load "$tmp/m" --io fast >/dev/null 2>"$tmp/err"; rc=$?
 check "bad --io exits 2" test $rc -eq 2
-check "bad --io names the value" grep -q "^shardload load: invalid io mode 'fast': expected auto, pread, mmap or direct$" "$tmp/err"
+check "bad --io names the value" grep -q "^shardload load: invalid io mode 'fast': expected auto, pread, mmap, direct or uring$" "$tmp/err"
 "$bin" load "$tmp/m" --threads 999 >/dev/null 2>"$tmp/err"; rc=$?
 check "bad --threads exits 2" test $rc -eq 2
 "$bin" load "$tmp/none" --json >"$tmp/out" 2>/dev/null; rc=$?
