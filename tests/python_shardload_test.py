@@ -140,9 +140,10 @@ class PythonTest(unittest.TestCase):
         self.assertEqual(cm.exception.code, "invalid_argument")
         self.assertEqual(str(cm.exception), "invalid device-map entry 'gpu': invalid device "
                          "'gpu': expected cpu, cuda or cuda:N")
-        with self.assertRaises(shardload.ShardloadError) as cm:
+        with self.assertRaises(ValueError) as cm:  # safetensors' type and words
             shardload.save_file({"w": [1, 2]}, self.path("x.safetensors"))
-        self.assertEqual(str(cm.exception), "tensor 'w' is a <class 'list'>, not a torch.Tensor")
+        self.assertEqual(str(cm.exception), "Key `w` is invalid, expected torch.Tensor but "
+                         "received <class 'list'>")
 
     def test_cuda_without_device(self):
         if torch.cuda.is_available():
@@ -198,6 +199,70 @@ class PythonTest(unittest.TestCase):
 
 
     # -------------------------------------------------------------- metadata on save
+
+    def test_save_file_refusals_like_reference(self):
+        w = torch.arange(12.0).reshape(3, 4)
+        out = self.path("o.safetensors")
+        shared = ("\n            Some tensors share memory, this will lead to duplicate memory on "
+                  "disk and potential differences when loading them again: [%s].\n            A "
+                  "potential way to correctly save your model is to use `save_model`.\n       "
+                  "     More information at https://huggingface.co/docs/safetensors/torch_shared"
+                  "_tensors\n            ")
+        noncontig = ("You are trying to save a non contiguous tensor: `a` which is not allowed. "
+                     "It either means you are trying to save tensors which are reference of each "
+                     "other in which case it's recommended to save only the full tensors, and "
+                     "reslice at load time, or simply call `.contiguous()` on your tensor to "
+                     "pack it before saving.")
+        cases = [
+            ([1], ValueError, "Expected a dict of [str, torch.Tensor] but received "
+                              "<class 'list'>"),
+            ({"s": torch.eye(2).to_sparse()}, ValueError,
+             "You are trying to save a sparse tensors: `['s']` which this library does not "
+             "support. You can make it a dense tensor before saving with `.to_dense()` but be "
+             "aware this might make a much larger file than needed."),
+            ({"a": w, "b": w}, RuntimeError, shared % repr({"a", "b"})),
+            ({"a": w, "b": w[1]}, RuntimeError, shared % repr({"a", "b"})),
+            ({"a": torch.zeros(3, 4).t()}, ValueError, noncontig),
+        ]
+        for tensors, kind, message in cases:
+            with self.assertRaises(kind) as cm:
+                shardload.save_file(tensors, out)
+            self.assertEqual(str(cm.exception), message)
+            self.assertFalse(os.path.exists(out))
+            if st is not None:
+                with self.assertRaises(kind) as ref:
+                    st.save_file(tensors, self.path("r.safetensors"))
+                self.assertEqual(str(ref.exception), message)
+        # Disjoint views of one storage are not shared memory.
+        shardload.save_file({"a": w[0], "b": w[1]}, out)
+        loaded = shardload.load_file(out)
+        self.assertTrue(torch.equal(loaded["a"], w[0]) and torch.equal(loaded["b"], w[1]))
+        # save_sharded copies instead of refusing (huggingface_hub-style writer).
+        shardload.save_sharded({"a": w.t()}, self.dir)
+        self.assertTrue(torch.equal(shardload.load_file(self.dir)["a"], w.t().contiguous()))
+
+    @needs_reference
+    def test_save_model_bytes_match_reference(self):
+        for tie in (False, True):
+            for md in (None, {"x": "y"}):
+                if tie and md:
+                    continue  # two keys: sorted here, hash order there
+                m = Tiny(tie=tie)
+                shardload.save_model(m, self.path("o.safetensors"), metadata=md)
+                st.save_model(m, self.path("r.safetensors"), metadata=md)
+                with open(self.path("o.safetensors"), "rb") as a, \
+                        open(self.path("r.safetensors"), "rb") as b:
+                    self.assertEqual(a.read(), b.read(), (tie, md))
+        m = Tiny()
+        m.proj.weight = torch.nn.Parameter(torch.zeros(4, 4).t())
+        with self.assertRaises(ValueError) as cm:
+            shardload.save_model(m, self.path("o.safetensors"), force_contiguous=False)
+        with self.assertRaises(ValueError) as ref:
+            st.save_model(m, self.path("r.safetensors"), force_contiguous=False)
+        self.assertEqual(str(cm.exception), str(ref.exception))
+        self.assertTrue(str(cm.exception).endswith(
+            " Or use save_model(..., force_contiguous=True), read the docs for potential "
+            "caveats."))
 
     def header(self, path):
         """(header length, parsed JSON header) of a .safetensors file."""

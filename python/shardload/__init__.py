@@ -430,35 +430,28 @@ def _has_empty_metadata(filename, ckpt):
 
 # ----------------------------------------------------------------------------- load_model
 
-def _shared_groups(state_dict):
-    """Groups (sorted lists) of state_dict names whose tensors share storage."""
-    by_storage = {}
-    for name, t in state_dict.items():
-        if t.device.type == "meta":
-            continue
-        try:
-            storage = t.untyped_storage() if hasattr(t, "untyped_storage") else t.storage()
-            key = (t.device, storage.data_ptr())
-        except Exception:  # tensors without storage
-            continue
-        if key[1] == 0:
-            continue
-        by_storage.setdefault(key, []).append(name)
-    return [sorted(g) for g in by_storage.values() if len(g) > 1]
-
-
 def _covers_storage(t):
-    storage = t.untyped_storage() if hasattr(t, "untyped_storage") else t.storage()
-    nbytes = storage.nbytes() if hasattr(storage, "nbytes") else storage.size() * t.element_size()
-    return t.data_ptr() == storage.data_ptr() and t.numel() * t.element_size() == nbytes
+    ptr, nbytes = _storage_of(t)
+    return t.data_ptr() == ptr and t.numel() * t.element_size() == nbytes
 
 
 def _remove_duplicate_names(state_dict, preferred_names=()):
-    """keep name -> names to drop, for tied tensors (as safetensors.torch does)."""
+    """keep name -> names to drop, for tied tensors (as safetensors.torch does: groups of
+    tensors that overlap in memory keep the alphabetically first name among those
+    covering the whole storage, preferring `preferred_names`). RuntimeError in
+    safetensors' words when no tensor of a group covers its storage."""
     preferred = set(preferred_names)
     out = {}
-    for group in _shared_groups(state_dict):
-        complete = {n for n in group if _covers_storage(state_dict[n])} or set(group)
+    for group in _overlapping_groups(state_dict):
+        complete = {n for n in group if _covers_storage(state_dict[n])}
+        if not complete:
+            raise RuntimeError(
+                "Error while trying to find names to remove to save state dict, but found no "
+                "suitable name to keep for saving amongst: %s. None is covering the entire "
+                "storage.Refusing to save/load the model since you could be storing much more "
+                "memory than needed. Please refer to "
+                "https://huggingface.co/docs/safetensors/torch_shared_tensors for more "
+                "information. Or open an issue." % group)
         keep = sorted(complete)[0]
         pref = complete & preferred
         if pref:
@@ -560,17 +553,106 @@ def load_model(model, filename, strict=True, device="cpu", *, verify=False):
 
 # ----------------------------------------------------------------------------- saving
 
-def _views(tensors):
-    """TensorView array for a dict of tensors, plus the objects that keep it valid."""
+def _check_tensor_dict(tensors):
+    """safetensors' checks of the tensors to save, with its exception types and words:
+    a dict of dense torch tensors."""
     torch = _torch()
+    if not isinstance(tensors, dict):
+        raise ValueError("Expected a dict of [str, torch.Tensor] but received %s" %
+                         type(tensors))
+    sparse = []
+    for k, v in tensors.items():
+        if not isinstance(v, torch.Tensor):
+            raise ValueError("Key `%s` is invalid, expected torch.Tensor but received %s" %
+                             (k, type(v)))
+        if v.layout != torch.strided:
+            sparse.append(k)
+    if sparse:
+        raise ValueError(
+            "You are trying to save a sparse tensors: `%s` which this library does not support."
+            " You can make it a dense tensor before saving with `.to_dense()` but be aware this"
+            " might make a much larger file than needed." % sparse)
+
+
+def _storage_of(t):
+    """(data_ptr, nbytes) of a tensor's storage; (0, 0) when it has none (meta)."""
+    try:
+        storage = t.untyped_storage() if hasattr(t, "untyped_storage") else t.storage()
+        nbytes = storage.nbytes() if hasattr(storage, "nbytes") else \
+            storage.size() * t.element_size()
+        return storage.data_ptr(), nbytes
+    except (NotImplementedError, RuntimeError):
+        return 0, 0
+
+
+def _overlapping_groups(tensors):
+    """Sets of names whose tensors overlap in memory (safetensors' _find_shared_tensors
+    followed by its filter: same storage and intersecting byte ranges)."""
+    by_storage = {}
+    for k, v in tensors.items():
+        ptr, nbytes = _storage_of(v)
+        if v.device.type != "meta" and ptr != 0 and nbytes != 0:
+            by_storage.setdefault((v.device, ptr, nbytes), []).append(k)
+    groups = []
+    for names in by_storage.values():
+        if len(names) < 2:
+            continue
+        areas = []
+        for name in names:
+            t = tensors[name]
+            stop = t.data_ptr() + _span_bytes(t) if t.nelement() else t.data_ptr()
+            areas.append((t.data_ptr(), stop, name))
+        areas.sort()
+        current = {areas[0][2]}
+        last_stop = areas[0][1]
+        for start, stop, name in areas[1:]:
+            if start >= last_stop:
+                if len(current) > 1:
+                    groups.append(current)
+                current = {name}
+            else:
+                current.add(name)
+            last_stop = stop
+        if len(current) > 1:
+            groups.append(current)
+    return groups
+
+
+def _span_bytes(t):
+    """Bytes from a strided tensor's first element to the end of its last one."""
+    last = sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()))
+    return (last + 1) * t.element_size()
+
+
+def _check_save_file_tensors(tensors):
+    """save_file's refusals, as safetensors words them: shared memory (RuntimeError) and
+    non-contiguous tensors (ValueError)."""
+    failing = _overlapping_groups(tensors)
+    if failing:
+        raise RuntimeError(
+            "\n            Some tensors share memory, this will lead to duplicate memory on disk and "
+            "potential differences when loading them again: %s.\n            A potential way "
+            "to correctly save your model is to use `save_model`.\n            More information "
+            "at https://huggingface.co/docs/safetensors/torch_shared_tensors\n            "
+            % failing)
+    for k, v in tensors.items():
+        if not v.is_contiguous():
+            raise ValueError(
+                "You are trying to save a non contiguous tensor: `%s` which is not allowed. It "
+                "either means you are trying to save tensors which are reference of each other "
+                "in which case it's recommended to save only the full tensors, and reslice at "
+                "load time, or simply call `.contiguous()` on your tensor to pack it before "
+                "saving." % k)
+
+
+def _views(tensors):
+    """TensorView array for a dict of tensors (checked by _check_tensor_dict), plus the
+    objects that keep it valid. Tensors are copied to host memory and made contiguous
+    where they are not."""
+    _check_tensor_dict(tensors)
     keep = []
     views = (_lib.TensorView * max(len(tensors), 1))()
     for i, (name, t) in enumerate(tensors.items()):
-        if not isinstance(t, torch.Tensor):
-            raise ShardloadError("invalid_argument",
-                                 "tensor '%s' is a %s, not a torch.Tensor" % (name, type(t)))
-        if t.layout != torch.strided:
-            raise ShardloadError("invalid_argument", "tensor '%s' is not dense" % name)
         c = t.detach().to("cpu").contiguous()
         raw = name.encode("utf-8", "surrogateescape")
         shape = _lib.shape_array(list(c.shape))
@@ -611,7 +693,12 @@ def save_file(tensors, filename, metadata=None, *, checksums=False):
     the parsed metadata is the same). ``metadata``: a str -> str dict, written as
     ``__metadata__`` (an empty dict writes ``{}``, None writes none); other types raise
     TypeError as safetensors does. ``checksums`` (not in safetensors): also record each
-    tensor's XXH3 as ``shardload.xxh3.<name>`` metadata, for ``verify=True`` loads."""
+    tensor's XXH3 as ``shardload.xxh3.<name>`` metadata, for ``verify=True`` loads.
+    Refused like safetensors does: a non-dict or non-tensor values (ValueError), sparse
+    or non-contiguous tensors (ValueError), tensors sharing memory (RuntimeError; use
+    save_model). Tensors on a GPU are copied to host memory first."""
+    _check_tensor_dict(tensors)
+    _check_save_file_tensors(tensors)
     keys, values, count = _metadata_arrays(metadata)
     views, keep = _views(tensors)
     flags = (0 if metadata is None else _lib.SL_SAVE_EMPTY_METADATA) | \
@@ -640,15 +727,26 @@ def save_sharded(tensors, folder, max_shard_size="5GB", metadata=None, prefix="m
     del keep
 
 
-def save_model(model, filename, metadata=None):
-    """Like safetensors.torch.save_model: tied tensors are written once and the dropped
-    names recorded in __metadata__ (dropped -> kept), which load_model reads back."""
+def save_model(model, filename, metadata=None, force_contiguous=True):
+    """Like safetensors.torch.save_model (same bytes): tied tensors are written once and
+    the dropped names recorded in __metadata__ (dropped -> kept; a user entry of that
+    name wins), which load_model reads back. Without ties and metadata, no __metadata__
+    is written. ``force_contiguous=False`` leaves non-contiguous tensors to save_file's
+    ValueError, extended with safetensors' hint."""
     state = model.state_dict()
     to_removes = _remove_duplicate_names(state)
-    metadata = dict(metadata or {})
+    if metadata is not None:
+        metadata = dict(metadata)
     for keep_name, names in to_removes.items():
         for name in names:
+            if metadata is None:
+                metadata = {}
             metadata.setdefault(name, keep_name)
             del state[name]
-    metadata.setdefault("format", "pt")
-    save_file({k: v.contiguous() for k, v in state.items()}, filename, metadata=metadata)
+    if force_contiguous:
+        state = {k: v.contiguous() for k, v in state.items()}
+    try:
+        save_file(state, filename, metadata=metadata)
+    except ValueError as e:
+        raise ValueError(str(e) + " Or use save_model(..., force_contiguous=True), read the "
+                         "docs for potential caveats.")
