@@ -202,8 +202,9 @@ sl_status sl_options_set_allow_cast(sl_options* options, int allow);
  * Errors: SL_INVALID_ARGUMENT "threads must be between 0 and 256, got N". */
 sl_status sl_options_set_threads(sl_options* options, int threads);
 
-/* sl_options_set_io: "auto" (default), "pread", "mmap" or "direct".
- * Errors: SL_INVALID_ARGUMENT for other strings. */
+/* sl_options_set_io: "auto" (default), "pread", "mmap", "direct" or "uring".
+ * Errors: SL_INVALID_ARGUMENT for other strings; "uring" where io_uring is
+ * unavailable makes the load fail with SL_FAILED_PRECONDITION. */
 sl_status sl_options_set_io(sl_options* options, const char* mode);
 
 /* sl_options_set_progress: progress callback and its user data (fn NULL: none). */

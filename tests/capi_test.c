@@ -560,7 +560,7 @@ static void TestOptionErrors(void) {
   CHECK_ERR(sl_options_set_threads(opt, 257), SL_INVALID_ARGUMENT,
             "threads must be between 0 and 256, got 257");
   CHECK_ERR(sl_options_set_io(opt, "fast"), SL_INVALID_ARGUMENT,
-            "invalid io mode 'fast': expected auto, pread, mmap or direct");
+            "invalid io mode 'fast': expected auto, pread, mmap, direct or uring");
   CHECK_OK(sl_options_set_io(opt, "mmap"));
   CHECK_ERR(sl_options_set_strict(NULL, 1), SL_INVALID_ARGUMENT, "options is NULL");
   CHECK_ERR(sl_options_new(NULL), SL_INVALID_ARGUMENT, "out is NULL");
