@@ -176,6 +176,58 @@ class PythonTest(unittest.TestCase):
         self.assertEqual(got.dtype, torch.float8_e4m3fn)
         self.assertTrue(same(got, t))
 
+
+    def test_progress_and_cancel(self):
+        tensors = {"w%d" % i: torch.full((256,), float(i)) for i in range(4)}
+        path = self.path("p.safetensors")
+        shardload.save_file(tensors, path)
+        calls = []
+        loaded = shardload.load_file(path, progress=lambda d, t: calls.append((d, t)))
+        self.assertTrue(torch.equal(loaded["w3"], tensors["w3"]))
+        self.assertGreaterEqual(len(calls), 2)
+        self.assertEqual(calls[0], (0, 4096))
+        self.assertEqual(calls[-1], (4096, 4096))
+        self.assertEqual([d for d, _ in calls], sorted(d for d, _ in calls))
+        # False cancels.
+        calls.clear()
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shardload.load_file(path, progress=lambda d, t: calls.append(d) or False)
+        self.assertEqual((cm.exception.code, str(cm.exception)),
+                         ("cancelled", "load cancelled by the progress callback"))
+        self.assertEqual(calls, [0])
+        # An exception in the callable cancels the load and reaches the caller.
+
+        class Stop(Exception):
+            pass
+
+        def boom(done, total):
+            raise Stop("stop at %d/%d" % (done, total))
+
+        with self.assertRaises(Stop) as cm:
+            shardload.load_file(path, progress=boom)
+        self.assertEqual(str(cm.exception), "stop at 0/4096")
+        with self.assertRaises(TypeError) as cm:
+            shardload.load_file(path, progress=3)
+        self.assertEqual(str(cm.exception), "progress must be callable(done, total), got int")
+        # load_model: in place (sl_load_into) and through the fallback path.
+        src = Tiny()
+        shardload.save_file(src.state_dict(), self.path("m.safetensors"))
+        seen = []
+        dst = Tiny()
+        shardload.load_model(dst, self.path("m.safetensors"), progress=lambda d, t: seen.append(t))
+        total = sum(v.numel() * v.element_size() for v in src.state_dict().values())
+        self.assertEqual(set(seen), {total})
+        self.assertTrue(torch.equal(dst.head.weight, src.head.weight))
+        odd = Tiny()
+        odd.proj.weight = torch.nn.Parameter(torch.zeros(4, 4).t())
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shardload.load_state_dict_into(odd, self.path("m.safetensors"),
+                                           progress=lambda d, t: False)
+        self.assertEqual(cm.exception.code, "cancelled")
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shardload.load_model(Tiny(), self.path("m.safetensors"), progress=lambda d, t: False)
+        self.assertEqual(cm.exception.code, "cancelled")
+
     # -------------------------------------------------------------- sharded
 
     def test_sharded_save_and_load(self):

@@ -181,7 +181,7 @@ def _load_all(ckpt, options):
     """Every tensor of an open checkpoint as a dict of zero-copy torch tensors."""
     l = _lib.lib()
     loaded = ctypes.c_void_p()
-    _lib.check(l.sl_load_all(ckpt.handle, options.handle, None, 0, ctypes.byref(loaded), None))
+    options.check(l.sl_load_all(ckpt.handle, options.handle, None, 0, ctypes.byref(loaded), None))
     try:
         by_name = {}
         for i in range(l.sl_loaded_count(loaded)):
@@ -200,7 +200,8 @@ def _load_all(ckpt, options):
         l.sl_loaded_free(loaded)
 
 
-def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verify=False):
+def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verify=False,
+              progress=None):
     """Load every tensor of a checkpoint (file, index .json or folder) as torch tensors.
 
     ``device``: "cpu", "cuda", "cuda:N", an int (CUDA ordinal), a torch.device or a device
@@ -208,12 +209,14 @@ def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verif
     ``verify``: check each tensor against the XXH3 the checkpoint records
     (``shardload.xxh3.<name>`` metadata, see ``save_file(checksums=True)``); a mismatch
     raises ShardloadError("data_loss", "<file>: tensor 'w': XXH3 of its N bytes is X,
-    recorded Y"). Raises ShardloadError (code and message from the library) on any
-    failure."""
+    recorded Y"). ``progress``: called as progress(bytes_done, bytes_total) on this
+    thread, first (0, total), last (total, total); returning False cancels the load
+    (ShardloadError "cancelled"), an exception it raises cancels it and propagates.
+    Raises ShardloadError (code and message from the library) on any failure."""
     ckpt = _Checkpoint(filename)
     try:
         options = _lib.Options(device=_device_string(device), strict=False, renames=renames,
-                               threads=threads, io=io, verify=verify)
+                               threads=threads, io=io, verify=verify, progress=progress)
         try:
             return _load_all(ckpt, options)
         finally:
@@ -465,7 +468,7 @@ _EMPTY_ADDRESS = ctypes.addressof(_EMPTY)
 
 
 def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames=(),
-                         allow_cast=False, threads=0, verify=False):
+                         allow_cast=False, threads=0, verify=False, progress=None):
     """load_state_dict straight into ``module``'s parameter and buffer storage.
 
     Every state_dict entry that is contiguous, of a supported dtype and on the target
@@ -475,7 +478,8 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     "mismatched", "renamed". Raises ShardloadError with the PyTorch-style message when
     ``strict`` and keys are missing or unexpected, or on size mismatches; with
     ``verify``, ShardloadError("data_loss", ...) for a tensor whose bytes differ from
-    its recorded XXH3 (the module may then be partly written)."""
+    its recorded XXH3 (the module may then be partly written). ``progress``: as in
+    load_file."""
     torch = _torch()
     dev = torch.device(_device_string(device))
     if dev.type == "cuda" and dev.index is None:
@@ -484,7 +488,8 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     direct = all(t.is_contiguous() and t.device == dev for t in state.values())
     ckpt = _Checkpoint(filename)
     options = _lib.Options(device=str(dev), strict=strict, renames=renames,
-                           allow_cast=allow_cast, threads=threads, verify=verify)
+                           allow_cast=allow_cast, threads=threads, verify=verify,
+                           progress=progress)
     l = _lib.lib()
     try:
         if direct:
@@ -506,10 +511,14 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
                 lists = _lib.report_lists(report) if report.value else None
             finally:
                 l.sl_report_free(report)
-            _lib.check(status)
+            options.check(status)
             return lists
-        loaded = _load_all(ckpt, _lib.Options(device=str(dev), strict=False, renames=renames,
-                                              threads=threads, verify=verify))
+        fallback = _lib.Options(device=str(dev), strict=False, renames=renames,
+                                threads=threads, verify=verify, progress=progress)
+        try:
+            loaded = _load_all(ckpt, fallback)
+        finally:
+            fallback.close()
         result = module.load_state_dict(loaded, strict=strict)
         return {"matched": sorted(set(state) - set(result.missing_keys)),
                 "missing": list(result.missing_keys),
@@ -519,17 +528,19 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
         ckpt.close()
 
 
-def load_model(model, filename, strict=True, device="cpu", *, verify=False):
+def load_model(model, filename, strict=True, device="cpu", *, verify=False, progress=None):
     """Like safetensors.torch.load_model: load into ``model``, returning
     ``(missing, unexpected)``; tied weights (shared storage in the model, aliases that
     save_model wrote to __metadata__) are not reported missing. With ``strict``,
     missing or unexpected keys raise RuntimeError in safetensors' wording (after the
-    matching keys were loaded, as safetensors does). ``verify``: as in load_file."""
+    matching keys were loaded, as safetensors does). ``verify``, ``progress``: as in
+    load_file."""
     model_state = model.state_dict()
     with safe_open(filename) as f:
         file_keys = f.keys()
     to_removes = _remove_duplicate_names(model_state, preferred_names=file_keys)
-    report = load_state_dict_into(model, filename, strict=False, device=device, verify=verify)
+    report = load_state_dict_into(model, filename, strict=False, device=device, verify=verify,
+                                  progress=progress)
     missing = set(report["missing"])
     unexpected = list(report["unexpected"])
     for group in to_removes.values():

@@ -201,8 +201,9 @@ class Options:
     """An owned sl_options handle."""
 
     def __init__(self, device="cpu", strict=True, renames=(), aliases=(), allow_cast=False,
-                 threads=0, io="auto", verify=False):
+                 threads=0, io="auto", verify=False, progress=None):
         self.handle = None  # set first: __del__ runs also when a setter below fails
+        self.error = None  # an exception the progress callable raised
         l = lib()
         h = ctypes.c_void_p()
         check(l.sl_options_new(ctypes.byref(h)))
@@ -217,6 +218,31 @@ class Options:
         check(l.sl_options_set_threads(h, int(threads)))
         check(l.sl_options_set_io(h, io.encode()))
         check(l.sl_options_set_verify(h, 1 if verify else 0))
+        if progress is not None:
+            if not callable(progress):
+                raise TypeError("progress must be callable(done, total), got %s" %
+                                type(progress).__name__)
+
+            def trampoline(done, total, _user):
+                # Runs on the loading thread (the caller's). False cancels; an exception
+                # cancels too and is raised again by check() once the load returns.
+                if self.error is not None:
+                    return 0
+                try:
+                    return 0 if progress(done, total) is False else 1
+                except BaseException as e:  # noqa: B902 -- handed back to the caller
+                    self.error = e
+                    return 0
+
+            self._progress = PROGRESS_FN(trampoline)  # kept alive as long as the options
+            check(l.sl_options_set_progress(h, self._progress, None))
+
+    def check(self, status):
+        """check(status), raising first what the progress callable raised."""
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        check(status)
 
     def close(self):
         if self.handle:
