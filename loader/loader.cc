@@ -34,7 +34,7 @@ int ResolveThreads(int threads) {
 // OpenShards: a ReadableFile for every shard some span reads (nullptr for the others),
 // each checked against the size its header was read from.
 Status OpenShards(const Checkpoint& ckpt, std::span<const ReadSpan> spans, IoMode mode,
-                  std::vector<std::unique_ptr<ReadableFile>>* owned,
+                  const UringOptions& uring, std::vector<std::unique_ptr<ReadableFile>>* owned,
                   std::vector<const ReadableFile*>* files) {
   const std::vector<ShardInfo>& shards = ckpt.shards();
   std::vector<bool> used(shards.size(), false);
@@ -46,7 +46,7 @@ Status OpenShards(const Checkpoint& ckpt, std::span<const ReadSpan> spans, IoMod
   files->assign(shards.size(), nullptr);
   for (size_t i = 0; i < shards.size(); ++i) {
     if (!used[i]) continue;
-    SL_ASSIGN_OR_RETURN((*owned)[i], OpenFile(shards[i].path, mode));
+    SL_ASSIGN_OR_RETURN((*owned)[i], OpenFile(shards[i].path, mode, uring));
     if ((*owned)[i]->size() != shards[i].size) {
       return DataLossError(shards[i].file + ": file is now " + std::to_string((*owned)[i]->size()) +
                            " bytes, but its header was read from " +
@@ -109,7 +109,7 @@ Status Execute(const Checkpoint& ckpt, const LoadPlan& plan, const LoadOptions& 
   std::vector<const ReadableFile*> files;
   stats->io = ResolveIoMode(options.io);
   stats->threads = ResolveThreads(options.threads);
-  SL_RETURN_IF_ERROR(OpenShards(ckpt, plan.spans, stats->io, &owned, &files));
+  SL_RETURN_IF_ERROR(OpenShards(ckpt, plan.spans, stats->io, options.uring, &owned, &files));
   SL_RETURN_IF_ERROR(sink->Begin(plan.destinations, options.sink.slot_bytes));
   SL_RETURN_IF_ERROR(Stream(files, plan.spans, *sink, stream_options));
   if (verifier != nullptr) SL_RETURN_IF_ERROR(verifier->Finish());
@@ -137,6 +137,7 @@ Status ValidateLoadOptions(const LoadOptions& options) {
     return InvalidArgumentError("invalid threads " + std::to_string(options.threads) +
                                 ": expected 0..256 (0 = hardware threads)");
   }
+  SL_RETURN_IF_ERROR(ValidateUringOptions(options.uring));
   return ValidateSinkOptions(options.sink);
 }
 
@@ -273,7 +274,7 @@ Result<VerifyReport> VerifyCheckpoint(const Checkpoint& checkpoint, const LoadOp
   }
   std::vector<std::unique_ptr<ReadableFile>> owned;
   std::vector<const ReadableFile*> files;
-  SL_RETURN_IF_ERROR(OpenShards(checkpoint, spans, ResolveIoMode(options.io), &owned, &files));
+  SL_RETURN_IF_ERROR(OpenShards(checkpoint, spans, ResolveIoMode(options.io), options.uring, &owned, &files));
   SL_ASSIGN_OR_RETURN(std::unique_ptr<HostSink> sink, HostSink::Create(options.sink));
   SL_RETURN_IF_ERROR(sink->Begin({}, options.sink.slot_bytes));
   SL_RETURN_IF_ERROR(Stream(files, spans, *sink, MakeStreamOptions(options)));

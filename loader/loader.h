@@ -59,6 +59,9 @@ struct LoadOptions {
   // io: how files are read. Default kAuto (= kAutoIoMode). kDirect fails with
   // unimplemented on filesystems that refuse O_DIRECT.
   IoMode io = IoMode::kAuto;
+  // uring: queue depth, chunk size and O_DIRECT choice of IoMode::kUring reads (see
+  // UringOptions for defaults and valid values); ignored by the other modes.
+  UringOptions uring;
   // threads: reader threads; 0 (default) = hardware threads. Valid 0..256.
   int threads = 0;
   // sink: staging ring (default 4 slots × 64 MiB); slot_bytes is also the longest read.
@@ -97,8 +100,9 @@ struct LoadOptions {
   bool verify = false;
 };
 
-// ValidateLoadOptions: invalid_argument for threads outside 0..256 or a bad sink
-// geometry (see SinkOptions). Devices are checked when a load resolves them.
+// ValidateLoadOptions: invalid_argument for threads outside 0..256, bad uring options
+// (ValidateUringOptions) or a bad sink geometry (see SinkOptions). Devices are checked
+// when a load resolves them.
 Status ValidateLoadOptions(const LoadOptions& options);
 
 // LoadStats: what a load moved and how long it took.

@@ -544,6 +544,47 @@ TEST_F(UringLoadTest, LoadAllIsByteExactWithTinySlotsAndVerify) {
   }
 }
 
+TEST_F(UringLoadTest, LoadOptionsCarryTheRingGeometry) {
+  for (bool direct : {false, true}) {
+    LoadOptions o = UringLoad(4096, 2);
+    o.uring.queue_depth = 2;
+    o.uring.chunk_bytes = 4096;
+    o.uring.direct = direct;
+    std::atomic<int> completions{0};
+    o.uring.completion_hook = [&](uint64_t, uint32_t length, int32_t res) {
+      ++completions;
+      EXPECT_LE(length, 4096u);  // chunks of at most chunk_bytes
+      return res;
+    };
+    Result<LoadedCheckpoint> r = LoadAll(*ckpt_, o);
+    if (!r.ok() && r.status().code() == StatusCode::kUnimplemented) {
+      GTEST_SKIP() << r.status().message();  // O_DIRECT refused where the test runs
+    }
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    for (size_t i = 0; i < m_.names.size(); ++i) {
+      const LoadedTensor* t = r->Find(m_.names[i]);
+      ASSERT_NE(t, nullptr);
+      ASSERT_EQ(std::string(static_cast<const char*>(t->data), t->bytes), m_.bytes[i]) << m_.names[i];
+    }
+    uint64_t data_bytes = 0;
+    for (const std::string& b : m_.bytes) data_bytes += b.size();
+    EXPECT_GE(static_cast<uint64_t>(completions.load()), data_bytes / 4096);
+  }
+}
+
+TEST_F(UringLoadTest, InvalidRingGeometryIsRejected) {
+  LoadOptions o = UringLoad(4096, 2);
+  o.uring.queue_depth = 0;
+  EXPECT_EQ(ValidateLoadOptions(o), InvalidArgumentError("io_uring queue depth 0: expected 1..1024"));
+  Result<LoadedCheckpoint> r = LoadAll(*ckpt_, o);
+  EXPECT_EQ(r.status(), InvalidArgumentError("io_uring queue depth 0: expected 1..1024"));
+  o.uring.queue_depth = 4;
+  o.uring.chunk_bytes = 5000;
+  EXPECT_EQ(VerifyCheckpoint(*ckpt_, o).status(),
+            InvalidArgumentError("io_uring chunk of 5000 bytes: expected a multiple of 4096 from 4096 "
+                                 "to 1073741824"));
+}
+
 TEST_F(UringLoadTest, LoadIntoIsByteExactOnASubset) {
   std::vector<std::vector<char>> buffers;
   std::vector<Target> targets;
