@@ -620,6 +620,43 @@ static void TestFreeNullAndWriteErrors(void) {
 }
 
 
+/* A device map on a host-only machine: entries that name a cuda device but match no
+ * tensor cost nothing; a matching one fails with the missing device. */
+static void TestDeviceMapOnHost(void) {
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("single.safetensors"), &ck));
+  if (ck == NULL) return;
+  sl_options* opt = NULL;
+  CHECK_OK(sl_options_new(&opt));
+  CHECK_OK(sl_options_set_device(opt, "lm_head.*=cuda:0,a=cpu,cpu"));
+  sl_loaded* loaded = NULL;
+  CHECK_OK(sl_load_all(ck, opt, NULL, 0, &loaded, NULL));
+  CHECK(sl_loaded_count(loaded) == 5);
+  for (size_t i = 0; i < sl_loaded_count(loaded); ++i) {
+    sl_loaded_tensor t;
+    CHECK_OK(sl_loaded_get(loaded, i, &t));
+    CHECK(strcmp(t.device, "cpu") == 0);
+  }
+  sl_loaded_free(loaded);
+  CHECK_OK(sl_options_set_device(opt, "b=cuda:0,cpu"));
+  loaded = NULL;
+  sl_status s = sl_load_all(ck, opt, NULL, 0, &loaded, NULL);
+  if (s == SL_OK) {  /* a machine with a CUDA device */
+    size_t b = 99;
+    sl_loaded_tensor t;
+    CHECK_OK(sl_loaded_find(loaded, "b", 1, &b));
+    CHECK_OK(sl_loaded_get(loaded, b, &t));
+    CHECK(strcmp(t.device, "cuda:0") == 0);
+    sl_loaded_free(loaded);
+  } else {
+    CHECK(s == SL_INVALID_ARGUMENT);
+    CHECK(strncmp(sl_last_error(), "cuda:0: no such CUDA device (0 devices", 38) == 0);
+    CHECK(loaded == NULL);
+  }
+  sl_options_free(opt);
+  sl_checkpoint_free(ck);
+}
+
 /* ---------------------------------------------------------------- saving flags, verify */
 
 /* ReadHeaderText: the JSON header of a .safetensors file into buf ("" on failure). */
@@ -895,6 +932,7 @@ int main(void) {
   RunCase("ProgressAndCancel", TestProgressAndCancel);
   RunCase("OptionErrors", TestOptionErrors);
   RunCase("FreeNullAndWriteErrors", TestFreeNullAndWriteErrors);
+  RunCase("DeviceMapOnHost", TestDeviceMapOnHost);
   RunCase("SaveFlags", TestSaveFlags);
   RunCase("VerifySingleFile", TestVerifySingleFile);
   RunCase("VerifySharded", TestVerifySharded);
