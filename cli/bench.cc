@@ -33,7 +33,8 @@ namespace {
 
 constexpr char kBenchUsage[] =
     "usage: shardload bench PATH [--device cpu|cuda:N] [--io auto|pread|mmap|direct|uring] [--cold]\n"
-    "                      [--repeat N] [--threads N] [--json]\n";
+    "                      [--repeat N] [--threads N] [--uring-depth N] [--uring-chunk BYTES]\n"
+    "                      [--uring-direct] [--json]\n";
 
 struct BenchArgs {
   std::string path;
@@ -66,11 +67,20 @@ Result<BenchArgs> ParseBenchArgs(const Args& args) {
     } else if (f.Is("--threads")) {
       SL_ASSIGN_OR_RETURN(int64_t n, f.IntValue(0, 256));
       a.options.threads = static_cast<int>(n);
+    } else if (f.Is("--uring-depth")) {
+      SL_ASSIGN_OR_RETURN(int64_t n, f.IntValue(1, 1024));
+      a.options.uring.queue_depth = static_cast<int>(n);
+    } else if (f.Is("--uring-chunk")) {
+      SL_ASSIGN_OR_RETURN(int64_t n, f.IntValue(4096, int64_t{1} << 30));
+      a.options.uring.chunk_bytes = static_cast<uint64_t>(n);
+    } else if (f.Is("--uring-direct")) {
+      a.options.uring.direct = true;
     } else {
       return InvalidArgumentError("unexpected argument '" + f.arg() + "'");
     }
   }
   if (a.path.empty()) return InvalidArgumentError("missing PATH");
+  SL_RETURN_IF_ERROR(ValidateUringOptions(a.options.uring));
   a.options.devices = DeviceMap(a.device);
   return a;
 }
@@ -202,6 +212,11 @@ int Run(const BenchArgs& a) {
                     ",\"device\":" + JsonQuoted(a.device.ToString()) +
                     ",\"io\":" + JsonQuoted(IoModeName(last.io)) +
                     ",\"threads\":" + std::to_string(last.threads) +
+                    (last.io == IoMode::kUring
+                         ? ",\"uring\":{\"queue_depth\":" + std::to_string(options.uring.queue_depth) +
+                               ",\"chunk_bytes\":" + std::to_string(options.uring.chunk_bytes) +
+                               ",\"direct\":" + (options.uring.direct ? "true" : "false") + "}"
+                         : std::string()) +
                     ",\"cold\":" + (a.cold ? "true" : "false") +
                     ",\"ceilings\":{\"memcpy_gbps\":" + OptNum(memcpy_gbps) +
                     ",\"buffered_read_gbps\":" + OptNum(dd_gbps) +
