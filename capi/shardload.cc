@@ -309,7 +309,10 @@ Result<shardload::Metadata> ToMetadata(const char* const* keys, const char* cons
       return shardload::InvalidArgumentError("metadata entry " + std::to_string(i) +
                                              " is NULL");
     }
-    m[keys[i]] = values[i];
+    if (!m.emplace(keys[i], values[i]).second) {
+      return shardload::InvalidArgumentError("metadata key " + QuoteName(keys[i]) +
+                                             " appears twice");
+    }
   }
   return m;
 }

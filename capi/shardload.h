@@ -365,7 +365,8 @@ typedef struct sl_tensor_view {
 /* sl_save_file: write one .safetensors file atomically (same bytes as the Hugging Face
  * reference). metadata_keys/values: metadata_count NUL-terminated strings each; with
  * metadata_count 0 no __metadata__ is written. Errors: the writer's (duplicate names,
- * sizes that do not match, system errors naming the path). */
+ * sizes that do not match, system errors naming the path); SL_INVALID_ARGUMENT
+ * "<path>: metadata key 'k' appears twice" and "<path>: metadata entry N is NULL". */
 sl_status sl_save_file(const char* path, const sl_tensor_view* tensors, size_t tensor_count,
                        const char* const* metadata_keys, const char* const* metadata_values,
                        size_t metadata_count);

@@ -740,6 +740,16 @@ static void TestSaveFlags(void) {
   const char* null_key[1] = {NULL};
   CHECK_ERR(sl_save_file_ex(Path("n.safetensors"), &t, 1, null_key, values, 1, 0),
             SL_INVALID_ARGUMENT, expect);
+  const char* twice[2] = {"k", "k"};
+  snprintf(expect, sizeof expect, "%s: metadata key 'k' appears twice", Path("n.safetensors"));
+  CHECK_ERR(sl_save_file_ex(Path("n.safetensors"), &t, 1, twice, values, 2, 0),
+            SL_INVALID_ARGUMENT, expect);
+  snprintf(expect, sizeof expect, "%s: metadata key 'k' appears twice", g_dir);
+  CHECK_ERR(sl_save_sharded_ex(g_dir, &t, 1, NULL, "twice", twice, values, 2, 0),
+            SL_INVALID_ARGUMENT, expect);
+  struct stat st;
+  CHECK(stat(Path("n.safetensors"), &st) != 0);
+  CHECK(stat(Path("twice.safetensors"), &st) != 0);
 }
 
 /* Checksums written with SL_SAVE_CHECKSUMS, checked by loads with verify on. */
