@@ -1,9 +1,11 @@
-/* examples/c_load.c — the C API end to end: write a small sharded checkpoint into DIR,
- * open it, list it, load it into loader-owned memory, hand one tensor out as DLPack.
+/* examples/c_load.c — the C API end to end: write a small sharded checkpoint into DIR
+ * (recording each tensor's XXH3), open it, list it, load it into loader-owned memory
+ * checking those hashes, hand one tensor out as DLPack.
  *
  *   bazel build //examples:c_load && bazel-bin/examples/c_load /tmp/ckpt
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "capi/shardload.h"
 
@@ -28,8 +30,9 @@ int main(int argc, char** argv) {
       {"layers.1.weight", 15, "F32", shape, 2, w[1]},
       {"layers.2.weight", 15, "F32", shape, 2, w[2]},
   };
-  if (sl_save_sharded(argv[1], views, 3, "300B", NULL, NULL, NULL, 0) != SL_OK)
-    return Fail("sl_save_sharded");
+  if (sl_save_sharded_ex(argv[1], views, 3, "300B", NULL, NULL, NULL, 0, SL_SAVE_CHECKSUMS) !=
+      SL_OK)
+    return Fail("sl_save_sharded_ex");
 
   sl_checkpoint* ckpt = NULL;
   if (sl_checkpoint_open(argv[1], &ckpt) != SL_OK) return Fail("sl_checkpoint_open");
@@ -44,6 +47,15 @@ int main(int argc, char** argv) {
 
   sl_options* options = NULL;
   if (sl_options_new(&options) != SL_OK) return Fail("sl_options_new");
+  /* Check every tensor against the hash recorded when it was saved (data_loss if not). */
+  if (sl_options_set_verify(options, 1) != SL_OK) return Fail("sl_options_set_verify");
+  size_t hashes = 0;
+  for (size_t i = 0; i < sl_checkpoint_metadata_count(ckpt); ++i) {
+    const char *key = NULL, *value = NULL;
+    if (sl_checkpoint_metadata(ckpt, i, &key, &value) != SL_OK) return Fail("metadata");
+    if (strncmp(key, "shardload.xxh3.", 15) == 0) ++hashes;
+  }
+  printf("%zu recorded hashes, verify on\n", hashes);
   sl_loaded* loaded = NULL;
   sl_report* report = NULL;
   if (sl_load_all(ckpt, options, NULL, 0, &loaded, &report) != SL_OK) return Fail("sl_load_all");

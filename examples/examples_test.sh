@@ -10,6 +10,7 @@ echo "$out"
 expect() { grep -qxF -- "$1" <<<"$2" || { echo "missing line: $1"; exit 1; }; }
 expect "3 tensors in 3 shards" "$out"
 expect "  layers.1.weight F32 [8, 8] in model-00002-of-00003.safetensors" "$out"
+expect "3 recorded hashes, verify on" "$out"
 expect "matched 3, missing 0, unexpected 0" "$out"
 expect "  layers.2.weight on cpu: first 200 last 263" "$out"
 expect "dlpack: ndim 2 shape [8, 8] code 2 bits 32 device 1; element 9 = 109" "$out"
