@@ -549,7 +549,9 @@ class PythonTest(unittest.TestCase):
                 slice(None, None, 2), slice(None, None, -1), slice(1, 2, 0), (slice(None), 1),
                 (slice(None), slice(1, 3)), (0, 0), (-1, slice(1, 3)), (Ellipsis, 1),
                 (slice(None), slice(None), slice(None)), (slice(None, None, -1), 0),
-                (slice(None), slice(0, 2, 0)), (0, slice(None, None, -1)), slice(3, 1), -6]
+                (slice(None), slice(0, 2, 0)), (0, slice(None, None, -1)), slice(3, 1), -6,
+                [0, 1], torch.tensor([0]), (slice(None), torch.tensor([1])), None, (None, 0),
+                1.5]
         with shardload.safe_open(path) as ours, st_safe_open(path, framework="pt") as ref:
             self.assertEqual(ours.keys(), ref.keys())
             # File order; the reference orders tensors that share data_offsets (the
