@@ -3,7 +3,8 @@
 // Every exported function catches everything (no exception crosses the C boundary),
 // turns a non-OK Status into its sl_status and stores the message in a thread-local
 // for sl_last_error(). Loaded results are shared_ptr-owned so that DLPack exports keep
-// the arenas alive after the sl_loaded handle is freed.
+// the arenas alive after the sl_loaded handle is freed. Host pools are shared_ptr-owned
+// by their handle and by every sl_options set with them.
 #include "capi/shardload.h"
 
 #include <fcntl.h>
@@ -25,6 +26,7 @@
 #include "format/dtype.h"
 #include "format/status.h"
 #include "format/writer.h"
+#include "loader/arena.h"
 #include "loader/checkpoint.h"
 #include "loader/device.h"
 #include "loader/file.h"
@@ -116,10 +118,18 @@ struct sl_checkpoint {
   std::vector<std::pair<const std::string*, const std::string*>> metadata;
 };
 
+struct sl_host_pool {
+  std::shared_ptr<shardload::HostArenaPool> pool;
+};
+
 struct sl_options {
   LoadOptions load;
   sl_progress_fn progress = nullptr;
   void* progress_user = nullptr;
+  // host_pool: the pool of sl_options_set_host_pool (a reference of its own, so that
+  // the sl_host_pool handle may be freed first); load.host_arena_pool is set from it
+  // per load.
+  std::shared_ptr<shardload::HostArenaPool> host_pool;
 };
 
 struct sl_report {
@@ -232,6 +242,7 @@ LoadOptions EffectiveOptions(const sl_options* options, const std::vector<Target
   for (const Device& d : load.devices.Devices()) cuda = cuda || d.is_cuda();
   for (const Target& t : targets) cuda = cuda || (t.device && t.device->is_cuda());
   if (cuda) load.backend = Backend();
+  load.host_arena_pool = options->host_pool.get();
   return load;
 }
 
@@ -589,6 +600,38 @@ sl_status sl_options_set_progress(sl_options* options, sl_progress_fn fn, void* 
 sl_status sl_options_set_verify(sl_options* options, int verify) {
   if (options == nullptr) return Fail(NullArgument("options"));
   options->load.verify = verify != 0;
+  return SL_OK;
+}
+
+// ----------------------------------------------------------------- host memory pool
+
+sl_status sl_host_pool_new(uint64_t max_cached_bytes, sl_host_pool** out) {
+  return Guard([&] {
+    if (out == nullptr) return Fail(NullArgument("out"));
+    *out = nullptr;
+    *out = new sl_host_pool{std::make_shared<shardload::HostArenaPool>(max_cached_bytes)};
+    return SL_OK;
+  });
+}
+
+void sl_host_pool_free(sl_host_pool* pool) { delete pool; }
+
+uint64_t sl_host_pool_cached_bytes(const sl_host_pool* pool) {
+  return pool == nullptr ? 0 : pool->pool->cached_bytes();
+}
+
+sl_status sl_host_pool_trim(sl_host_pool* pool) {
+  if (pool == nullptr) return Fail(NullArgument("pool"));
+  pool->pool->Trim();
+  return SL_OK;
+}
+
+sl_status sl_options_set_host_pool(sl_options* options, sl_host_pool* pool) {
+  if (options == nullptr) return Fail(NullArgument("options"));
+  // Release the old reference after taking the new one (they may be the same pool).
+  std::shared_ptr<shardload::HostArenaPool> keep =
+      pool == nullptr ? nullptr : pool->pool;
+  options->host_pool.swap(keep);
   return SL_OK;
 }
 

@@ -5,8 +5,8 @@
  * (devices, strict matching, renames, aliases, casts, threads, I/O mode, progress,
  * verification against recorded hashes),
  * `sl_report` (the load_state_dict-style match report), `sl_loaded` (tensors the loader
- * placed in its own arenas, exportable as DLPack tensors), and writers for single-file
- * and sharded checkpoints. Link with libshardload.so, which exports only `sl_*` symbols.
+ * placed in its own arenas, exportable as DLPack tensors), `sl_host_pool` (arena memory
+ * reused across loads), and writers for single-file and sharded checkpoints. Link with libshardload.so, which exports only `sl_*` symbols.
  *
  *   sl_checkpoint* ckpt = NULL;
  *   if (sl_checkpoint_open("/models/llama", &ckpt) != SL_OK) {
@@ -44,7 +44,8 @@
  * is freed (or, for sl_last_error, until the thread's next failing call).
  *
  * Thread safety: sl_checkpoint and sl_loaded may be read and loaded from concurrently
- * (getters, sl_load_*, exports, DLPack deleters may run on any thread). An sl_options
+ * (getters, sl_load_*, exports, DLPack deleters may run on any thread); an
+ * sl_host_pool may be used from any thread. An sl_options
  * must not be modified while a load that uses it runs; an sl_report is immutable.
  */
 #ifndef SHARDLOAD_CAPI_SHARDLOAD_H_
@@ -160,7 +161,8 @@ sl_status sl_checkpoint_read(const sl_checkpoint* checkpoint, size_t index, uint
 
 /* sl_options: how a load matches names and where it puts tensors. Defaults: device
  * "cpu", strict, no renames or aliases, aliases from __metadata__ on, no casts, threads
- * 0 (hardware threads), io "auto", no progress callback, no verification. */
+ * 0 (hardware threads), io "auto", no progress callback, no verification, no host
+ * memory pool. */
 typedef struct sl_options sl_options;
 
 /* sl_progress_fn: called on the loading thread with (bytes read, bytes to read) — first
@@ -218,6 +220,64 @@ sl_status sl_options_set_progress(sl_options* options, sl_progress_fn fn, void* 
  * XXH3 of its N bytes is X, recorded Y". Default 0. Added in 0.1.1; sl_options is
  * opaque, so this is a new setter and no struct layout changes. */
 sl_status sl_options_set_verify(sl_options* options, int verify);
+
+/* ----------------------------------------------------------------- host memory pool */
+
+/* sl_host_pool: a cache of host arena memory reused across sl_load_all calls. When a
+ * pooled result's arena dies (the sl_loaded handle and every DLPack export of it are
+ * gone), its mapping stays mapped in the pool instead of going back to the kernel, and
+ * the next pooled sl_load_all takes the smallest cached mapping large enough for its
+ * cpu tensors: no page faults, no zeroing of fresh memory (on small VMs that costs more
+ * than reading the checkpoint from the page cache). The padding between tensors of a
+ * reused arena is zeroed, so a pooled result holds the same bytes as a fresh one.
+ * Memory kept in the pool counts in the process's resident set until it is reused,
+ * trimmed, or the pool goes away. Only host (cpu) arenas are pooled; sl_load_into
+ * writes into caller memory and ignores the pool.
+ *
+ *   sl_host_pool* pool = NULL;
+ *   sl_host_pool_new(8ull << 30, &pool);   // keep at most 8 GiB for reuse
+ *   sl_options_set_host_pool(opt, pool);   // opt now holds a reference too
+ *   sl_load_all(ckpt, opt, NULL, 0, &a, NULL);  ... sl_loaded_free(a);  // arena cached
+ *   sl_load_all(ckpt, opt, NULL, 0, &b, NULL);  // reuses a's memory
+ *   sl_host_pool_free(pool);               // the handle's reference
+ *
+ * Thread safety: every sl_host_pool_* call may run on any thread, concurrently with
+ * loads that use the pool; one pool may serve many sl_options and concurrent loads.
+ * Lifetime: reference counted. The handle holds one reference and every sl_options it
+ * was set on holds one (until sl_options_free or another sl_options_set_host_pool);
+ * the pool, and the memory it caches, is released when the last reference goes.
+ * Arenas lent from a pool may outlive it (a loaded result or a DLPack export kept after
+ * the pool is gone): they then unmap their memory themselves when they die. */
+typedef struct sl_host_pool sl_host_pool;
+
+/* SL_HOST_POOL_DEFAULT_MAX_CACHED_BYTES: the C++ HostArenaPool default, 64 GiB. */
+#define SL_HOST_POOL_DEFAULT_MAX_CACHED_BYTES (64ull << 30)
+
+/* sl_host_pool_new: a new, empty pool into *out that keeps at most `max_cached_bytes`
+ * of returned arena memory (mappings are 2 MiB-rounded). An arena returned while the
+ * cache is full evicts the oldest cached mappings first; one larger than the limit by
+ * itself is unmapped at once (0 therefore caches nothing). Nothing is allocated until a
+ * pooled load returns memory. Errors: SL_INVALID_ARGUMENT "out is NULL". */
+sl_status sl_host_pool_new(uint64_t max_cached_bytes, sl_host_pool** out);
+
+/* sl_host_pool_free: drop the handle's reference (NULL: no-op). When no sl_options
+ * holds the pool any more, every cached mapping is unmapped now; arenas in use are not
+ * affected. */
+void sl_host_pool_free(sl_host_pool* pool);
+
+/* sl_host_pool_cached_bytes: bytes of mappings waiting for reuse now (0 for NULL). */
+uint64_t sl_host_pool_cached_bytes(const sl_host_pool* pool);
+
+/* sl_host_pool_trim: unmap every cached mapping now (arenas in use are not affected and
+ * still return to the pool when they die). Errors: SL_INVALID_ARGUMENT "pool is NULL". */
+sl_status sl_host_pool_trim(sl_host_pool* pool);
+
+/* sl_options_set_host_pool: make sl_load_all with these options take its host arena
+ * from `pool` and return it there (NULL: no pool, fresh memory for every load, the
+ * default). The options hold a reference on the pool, so `pool` may be freed before
+ * them. Like every setter, not while a load uses the options. Added in 0.1.1.
+ * Errors: SL_INVALID_ARGUMENT "options is NULL". */
+sl_status sl_options_set_host_pool(sl_options* options, sl_host_pool* pool);
 
 /* ----------------------------------------------------------------- match report */
 

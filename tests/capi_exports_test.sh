@@ -13,7 +13,9 @@ bad=$(echo "$syms" | grep -Ev "$allowed" || true)
 if [ -n "$bad" ]; then echo "unexpected exported symbols:"; echo "$bad"; exit 1; fi
 # Every function the header declares is exported.
 for f in sl_checkpoint_open sl_load_into sl_load_all sl_loaded_export_dlpack sl_save_file \
-         sl_save_sharded sl_last_error sl_report_json sl_options_set_progress; do
+         sl_save_sharded sl_last_error sl_report_json sl_options_set_progress \
+         sl_host_pool_new sl_host_pool_free sl_host_pool_cached_bytes sl_host_pool_trim \
+         sl_options_set_host_pool; do
   echo "$syms" | grep -qx "$f" || { echo "missing export $f"; exit 1; }
 done
 n=$(echo "$syms" | grep -c '^sl_')

@@ -3,13 +3,17 @@
  * Writes fixtures through sl_save_file / sl_save_sharded, then opens, lists, loads both
  * ways (sl_load_into, sl_load_all), checks strict / non-strict reports, renames, casts,
  * DLPack exports (fields and lifetime), progress and cancel, save flags (empty
- * metadata, checksums), verify against recorded hashes, and the exact code and
- * message of errors. Prints "N passed, N failed" and exits non-zero on any failure. */
+ * metadata, checksums), verify against recorded hashes, host memory pools (reuse,
+ * limits, trim, lifetime against exports), and the exact code and message of errors. Prints "N passed, N failed" and exits non-zero on any failure. */
+#define _DEFAULT_SOURCE /* mincore */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "capi/shardload.h"
 
@@ -657,6 +661,212 @@ static void TestDeviceMapOnHost(void) {
   sl_checkpoint_free(ck);
 }
 
+/* ---------------------------------------------------------------- host memory pool */
+
+/* IsMapped: 1 when the page holding `p` is mapped in this process, 0 when it is not
+ * (mincore fails with ENOMEM), -1 on any other outcome. */
+static int IsMapped(const void* p) {
+  long page = sysconf(_SC_PAGESIZE);
+  void* base = (void*)((uintptr_t)p / (uintptr_t)page * (uintptr_t)page);
+  unsigned char vec[1];
+  if (mincore(base, (size_t)page, vec) == 0) return 1;
+  return errno == ENOMEM ? 0 : -1;
+}
+
+/* CheckSingleBytes: every tensor of a single.safetensors load holds the fixture bytes. */
+static void CheckSingleBytes(const sl_loaded* loaded) {
+  struct {
+    const char* name;
+    size_t len;
+    const void* bytes;
+    uint64_t size;
+  } want[5] = {{"a", 1, g_a, sizeof g_a},
+               {"b", 1, g_b, sizeof g_b},
+               {"c", 1, g_c, sizeof g_c},
+               {"n\0l", 3, g_nul, sizeof g_nul},
+               {"f8", 2, g_f8, sizeof g_f8}};
+  CHECK(sl_loaded_count(loaded) == 5);
+  for (int i = 0; i < 5; ++i) {
+    size_t index = 99;
+    sl_loaded_tensor t;
+    CHECK_OK(sl_loaded_find(loaded, want[i].name, want[i].len, &index));
+    CHECK_OK(sl_loaded_get(loaded, index, &t));
+    CHECK(t.bytes == want[i].size && memcmp(t.data, want[i].bytes, want[i].size) == 0);
+  }
+}
+
+/* LoadedData: the data pointer of tensor `name` of a loaded result (NULL if absent). */
+static void* LoadedData(const sl_loaded* loaded, const char* name) {
+  size_t index = 0;
+  sl_loaded_tensor t;
+  if (sl_loaded_find(loaded, name, strlen(name), &index) != SL_OK) return NULL;
+  if (sl_loaded_get(loaded, index, &t) != SL_OK) return NULL;
+  return t.data;
+}
+
+/* A second load through the pool reuses the first one's arena once it was freed, and
+ * holds the file's bytes even though the first user scribbled over its tensors. */
+static void TestHostPoolReuse(void) {
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("single.safetensors"), &ck));
+  sl_options* opt = NULL;
+  CHECK_OK(sl_options_new(&opt));
+  sl_host_pool* pool = NULL;
+  CHECK_OK(sl_host_pool_new(SL_HOST_POOL_DEFAULT_MAX_CACHED_BYTES, &pool));
+  if (ck == NULL || opt == NULL || pool == NULL) return;
+  CHECK(sl_host_pool_cached_bytes(pool) == 0);
+  CHECK_OK(sl_options_set_host_pool(opt, pool));
+  CHECK_OK(sl_options_set_host_pool(opt, pool)); /* setting it again keeps one reference */
+  size_t live_before = sl_live_arena_sets();
+
+  sl_loaded* first = NULL;
+  CHECK_OK(sl_load_all(ck, opt, NULL, 0, &first, NULL));
+  if (first == NULL) return;
+  CheckSingleBytes(first);
+  void* first_a = LoadedData(first, "a");
+  CHECK(first_a != NULL);
+  CHECK(sl_host_pool_cached_bytes(pool) == 0); /* lent out, not cached */
+  /* Scribble over every tensor: the next user must not see it. */
+  for (size_t i = 0; i < sl_loaded_count(first); ++i) {
+    sl_loaded_tensor t;
+    CHECK_OK(sl_loaded_get(first, i, &t));
+    memset(t.data, 0xAB, t.bytes);
+  }
+  sl_loaded_free(first);
+  CHECK(sl_live_arena_sets() == live_before);
+  CHECK(sl_host_pool_cached_bytes(pool) == (2u << 20)); /* one 2 MiB-rounded mapping */
+  CHECK(IsMapped(first_a) == 1);                         /* kept, not unmapped */
+
+  sl_loaded* second = NULL;
+  CHECK_OK(sl_load_all(ck, opt, NULL, 0, &second, NULL));
+  if (second == NULL) return;
+  CHECK(LoadedData(second, "a") == first_a); /* the same memory */
+  CHECK(sl_host_pool_cached_bytes(pool) == 0);
+  CheckSingleBytes(second);
+
+  /* Without the pool a load maps fresh memory and leaves the cache alone. */
+  CHECK_OK(sl_options_set_host_pool(opt, NULL));
+  sl_loaded* fresh = NULL;
+  CHECK_OK(sl_load_all(ck, opt, NULL, 0, &fresh, NULL));
+  if (fresh != NULL) {
+    CHECK(LoadedData(fresh, "a") != first_a);
+    CheckSingleBytes(fresh);
+  }
+  sl_loaded_free(fresh);
+  CHECK(sl_host_pool_cached_bytes(pool) == 0);
+
+  sl_loaded_free(second);
+  CHECK(sl_host_pool_cached_bytes(pool) == (2u << 20));
+  CHECK_OK(sl_host_pool_trim(pool));
+  CHECK(sl_host_pool_cached_bytes(pool) == 0);
+  CHECK(IsMapped(first_a) == 0); /* trimmed: unmapped */
+  CHECK(sl_live_arena_sets() == live_before);
+  sl_host_pool_free(pool);
+  sl_options_free(opt);
+  sl_checkpoint_free(ck);
+}
+
+/* The options hold a reference: the pool handle may be freed before them and the
+ * options keep reusing memory. A pool smaller than two arenas keeps only one. */
+static void TestHostPoolLifetimeAndLimit(void) {
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("single.safetensors"), &ck));
+  sl_options* opt = NULL;
+  CHECK_OK(sl_options_new(&opt));
+  sl_host_pool* pool = NULL;
+  CHECK_OK(sl_host_pool_new(2u << 20, &pool)); /* room for one arena */
+  if (ck == NULL || opt == NULL || pool == NULL) return;
+  CHECK_OK(sl_options_set_host_pool(opt, pool));
+  sl_loaded* a = NULL;
+  sl_loaded* b = NULL;
+  CHECK_OK(sl_load_all(ck, opt, NULL, 0, &a, NULL));
+  CHECK_OK(sl_load_all(ck, opt, NULL, 0, &b, NULL));
+  if (a == NULL || b == NULL) return;
+  void* pa = LoadedData(a, "a");
+  void* pb = LoadedData(b, "a");
+  CHECK(pa != pb);
+  sl_loaded_free(a);
+  CHECK(sl_host_pool_cached_bytes(pool) == (2u << 20));
+  sl_loaded_free(b); /* evicts a's mapping (the oldest) to stay within 2 MiB */
+  CHECK(sl_host_pool_cached_bytes(pool) == (2u << 20));
+  CHECK(IsMapped(pa) == 0);
+  CHECK(IsMapped(pb) == 1);
+
+  sl_host_pool_free(pool); /* the options still hold the pool */
+  sl_loaded* c = NULL;
+  CHECK_OK(sl_load_all(ck, opt, NULL, 0, &c, NULL));
+  if (c != NULL) {
+    CHECK(LoadedData(c, "a") == pb);
+    CheckSingleBytes(c);
+  }
+  sl_loaded_free(c);
+  CHECK(IsMapped(pb) == 1); /* back in the pool the options hold */
+  sl_options_free(opt);      /* last reference: the cache is unmapped */
+  CHECK(IsMapped(pb) == 0);
+
+  /* max_cached_bytes 0 caches nothing. */
+  sl_host_pool* none = NULL;
+  CHECK_OK(sl_host_pool_new(0, &none));
+  CHECK_OK(sl_options_new(&opt));
+  if (none == NULL || opt == NULL) return;
+  CHECK_OK(sl_options_set_host_pool(opt, none));
+  sl_loaded* d = NULL;
+  CHECK_OK(sl_load_all(ck, opt, NULL, 0, &d, NULL));
+  void* pd = d != NULL ? LoadedData(d, "a") : NULL;
+  sl_loaded_free(d);
+  CHECK(sl_host_pool_cached_bytes(none) == 0);
+  CHECK(pd != NULL && IsMapped(pd) == 0);
+  sl_host_pool_free(none);
+  sl_options_free(opt);
+  sl_checkpoint_free(ck);
+}
+
+/* A DLPack export of a pooled load outlives the pool: its memory stays valid, and when
+ * it is deleted the arena unmaps itself (the pool is gone) and nothing leaks. */
+static void TestHostPoolOutlivedByExport(void) {
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("single.safetensors"), &ck));
+  sl_options* opt = NULL;
+  CHECK_OK(sl_options_new(&opt));
+  sl_host_pool* pool = NULL;
+  CHECK_OK(sl_host_pool_new(SL_HOST_POOL_DEFAULT_MAX_CACHED_BYTES, &pool));
+  if (ck == NULL || opt == NULL || pool == NULL) return;
+  CHECK_OK(sl_options_set_host_pool(opt, pool));
+  size_t live_before = sl_live_arena_sets();
+  sl_loaded* loaded = NULL;
+  CHECK_OK(sl_load_all(ck, opt, NULL, 0, &loaded, NULL));
+  if (loaded == NULL) return;
+  size_t ia = 99;
+  CHECK_OK(sl_loaded_find(loaded, "a", 1, &ia));
+  DLManagedTensor* da = NULL;
+  CHECK_OK(sl_loaded_export_dlpack(loaded, ia, 0, &da));
+  if (da == NULL) return;
+  sl_loaded_free(loaded);
+  CHECK(sl_host_pool_cached_bytes(pool) == 0); /* the export still holds the arena */
+  sl_host_pool_free(pool);
+  sl_options_free(opt); /* the pool itself is gone now */
+  CHECK(sl_live_arena_sets() == live_before + 1);
+  CHECK(memcmp(da->dl_tensor.data, g_a, sizeof g_a) == 0);
+  void* data = da->dl_tensor.data;
+  da->deleter(da);
+  CHECK(sl_live_arena_sets() == live_before);
+  CHECK(IsMapped(data) == 0); /* unmapped by the arena, not left in a dead pool */
+  sl_checkpoint_free(ck);
+}
+
+static void TestHostPoolNullArguments(void) {
+  CHECK_ERR(sl_host_pool_new(1, NULL), SL_INVALID_ARGUMENT, "out is NULL");
+  CHECK_ERR(sl_host_pool_trim(NULL), SL_INVALID_ARGUMENT, "pool is NULL");
+  sl_host_pool* pool = NULL;
+  CHECK_OK(sl_host_pool_new(1, &pool));
+  CHECK_ERR(sl_options_set_host_pool(NULL, pool), SL_INVALID_ARGUMENT, "options is NULL");
+  CHECK(sl_host_pool_cached_bytes(NULL) == 0);
+  CHECK(sl_host_pool_cached_bytes(pool) == 0);
+  CHECK_OK(sl_host_pool_trim(pool)); /* an empty pool trims to nothing */
+  sl_host_pool_free(pool);
+  sl_host_pool_free(NULL);
+}
+
 /* ---------------------------------------------------------------- saving flags, verify */
 
 /* ReadHeaderText: the JSON header of a .safetensors file into buf ("" on failure). */
@@ -946,6 +1156,10 @@ int main(void) {
   RunCase("SaveFlags", TestSaveFlags);
   RunCase("VerifySingleFile", TestVerifySingleFile);
   RunCase("VerifySharded", TestVerifySharded);
+  RunCase("HostPoolReuse", TestHostPoolReuse);
+  RunCase("HostPoolLifetimeAndLimit", TestHostPoolLifetimeAndLimit);
+  RunCase("HostPoolOutlivedByExport", TestHostPoolOutlivedByExport);
+  RunCase("HostPoolNullArguments", TestHostPoolNullArguments);
   const char* xml = getenv("XML_OUTPUT_FILE");
   FILE* x = xml != NULL ? fopen(xml, "w") : NULL;
   if (x != NULL) {

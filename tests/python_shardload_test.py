@@ -710,6 +710,130 @@ class PythonTest(unittest.TestCase):
         self.assertTrue(torch.equal(dst.embed.weight, src.embed.weight))
 
 
+    # -------------------------------------------------------------- host memory pool
+
+    def test_host_pool_reuses_memory_with_reference_bytes(self):
+        tensors = sample_tensors()
+        path = self.path("p.safetensors")
+        (st.save_file if st is not None else shardload.save_file)(tensors, path)
+        expected = st.load_file(path) if st is not None else tensors
+        with shardload.HostMemoryPool() as pool:
+            self.assertEqual(pool.cached_bytes, 0)
+            first = shardload.load_file(path, pool=pool)
+            ptrs = {k: v.data_ptr() for k, v in first.items() if v.numel()}
+            self.assertEqual(pool.cached_bytes, 0)  # lent out
+            for v in first.values():  # scribble: the next load must not show it
+                if v.numel():
+                    v.reshape(-1).view(torch.uint8).fill_(0xAB)
+            del first, v
+            gc.collect()
+            self.assertEqual(pool.cached_bytes, 2 << 20)  # one 2 MiB-rounded arena
+            second = shardload.load_file(path, pool=pool)
+            self.assertEqual(pool.cached_bytes, 0)
+            self.assertEqual({k: v.data_ptr() for k, v in second.items() if v.numel()}, ptrs)
+            self.assertEqual(list(second), list(expected))
+            for name in expected:
+                self.assertTrue(same(second[name], expected[name]), name)
+            del second
+            gc.collect()
+            self.assertEqual(pool.cached_bytes, 2 << 20)
+            pool.trim()
+            self.assertEqual(pool.cached_bytes, 0)
+            third = shardload.load_file(path, pool=pool)  # nothing cached: fresh memory
+            for name in expected:
+                self.assertTrue(same(third[name], expected[name]), name)
+
+    def test_host_pool_other_loaders(self):
+        t = torch.arange(64, dtype=torch.float32)
+        path = self.path("o.safetensors")
+        shardload.save_file({"t": t}, path)
+        with open(path, "rb") as f:
+            data = f.read()
+        with shardload.HostMemoryPool() as pool:
+            ptr = shardload.load_file(path, pool=pool)["t"].data_ptr()
+            gc.collect()
+            self.assertEqual(pool.cached_bytes, 2 << 20)
+            x = shardload.load(data, pool=pool)["t"]
+            self.assertEqual(x.data_ptr(), ptr)
+            self.assertTrue(torch.equal(x, t))
+            del x
+            gc.collect()
+            with shardload.safe_open(path, verify=True, pool=pool) as f:  # loader reads
+                y = f.get_tensor("t")
+                self.assertEqual(y.data_ptr(), ptr)
+                self.assertTrue(torch.equal(y, t))
+                del y
+                gc.collect()
+                self.assertEqual(f.get_tensors()["t"].data_ptr(), ptr)
+            gc.collect()
+            # load_state_dict_into's fallback (a non-contiguous parameter) loads into a
+            # temporary pooled arena and gives it back.
+            src = Tiny()
+            mpath = self.path("m.safetensors")
+            shardload.save_file(src.state_dict(), mpath)
+            pool.trim()
+            odd = Tiny()
+            odd.proj.weight = torch.nn.Parameter(torch.zeros(4, 4).t())
+            shardload.load_state_dict_into(odd, mpath, pool=pool)
+            gc.collect()
+            self.assertTrue(torch.equal(odd.proj.weight, src.proj.weight))
+            self.assertEqual(pool.cached_bytes, 2 << 20)
+            dst = Tiny()
+            self.assertEqual(shardload.load_model(dst, mpath, pool=pool), (set(), []))
+            self.assertTrue(torch.equal(dst.head.weight, src.head.weight))
+
+    def test_host_pool_tensors_outlive_the_pool(self):
+        lib = _lib.lib()
+        t = torch.arange(100, dtype=torch.int64)
+        path = self.path("l.safetensors")
+        shardload.save_file({"t": t}, path)
+        gc.collect()
+        before = lib.sl_live_arena_sets()
+        with shardload.HostMemoryPool(max_cached_bytes=64 << 20) as pool:
+            x = shardload.load_file(path, pool=pool)["t"]
+        gc.collect()
+        self.assertTrue(pool.closed)
+        self.assertEqual(lib.sl_live_arena_sets(), before + 1)
+        self.assertTrue(torch.equal(x, t))
+        del x
+        gc.collect()
+        self.assertEqual(lib.sl_live_arena_sets(), before)
+
+    def test_host_pool_errors(self):
+        path = self.path("e.safetensors")
+        shardload.save_file({"t": torch.ones(2)}, path)
+        pool = shardload.HostMemoryPool(max_cached_bytes=0)
+        shardload.load_file(path, pool=pool)  # dropped at once
+        gc.collect()
+        self.assertEqual(pool.cached_bytes, 0)  # a limit of 0 keeps nothing
+        self.assertEqual(repr(pool), "HostMemoryPool(max_cached_bytes=0, cached_bytes=0)")
+        pool.close()
+        pool.close()  # idempotent
+        self.assertEqual(repr(pool), "HostMemoryPool(closed)")
+        for use in (lambda: pool.cached_bytes, pool.trim,
+                    lambda: shardload.load_file(path, pool=pool),
+                    lambda: shardload.safe_open(path, pool=pool),
+                    lambda: shardload.load_state_dict_into(Tiny(), path, pool=pool)):
+            with self.assertRaises(ValueError) as cm:
+                use()
+            self.assertEqual(str(cm.exception), "HostMemoryPool is closed")
+        for use, got in ((lambda: shardload.load_file(path, pool="big"), "str"),
+                         (lambda: shardload.safe_open(path, pool=1), "int")):
+            with self.assertRaises(TypeError) as cm:
+                use()
+            self.assertEqual(str(cm.exception),
+                             "pool must be a shardload.HostMemoryPool or None, got " + got)
+        for bad, kind, message in (
+                (-1, ValueError, "max_cached_bytes must be between 0 and 2**64 - 1, got -1"),
+                (1 << 64, ValueError,
+                 "max_cached_bytes must be between 0 and 2**64 - 1, got %d" % (1 << 64)),
+                (1.5, TypeError, "max_cached_bytes must be an int, got float"),
+                (True, TypeError, "max_cached_bytes must be an int, got bool")):
+            with self.assertRaises(kind) as cm:
+                shardload.HostMemoryPool(max_cached_bytes=bad)
+            self.assertEqual(str(cm.exception), message)
+
+
 class _XmlResult(unittest.TextTestResult):
     def __init__(self, *a, **k):
         super().__init__(*a, **k)

@@ -15,18 +15,25 @@ API compatible with the ``safetensors.torch`` functions of the same names:
     tensors = shardload.load_file("c.safetensors", verify=True)     # checks them
 
 Tensors from ``load_file`` are zero-copy views of the loader's arenas, handed over
-through DLPack; the arena is freed when the last tensor that uses it is freed.
+through DLPack; the arena is freed when the last tensor that uses it is freed, or,
+with ``pool=HostMemoryPool()``, kept for the next load to reuse (a server that
+reloads or swaps weights skips the kernel's page faults and zeroing):
+
+    pool = shardload.HostMemoryPool(max_cached_bytes=16 << 30)
+    sd = shardload.load_file("model.safetensors", pool=pool)
+    del sd                                                       # arena -> pool
+    sd = shardload.load_file("model.safetensors", pool=pool)     # reuses it
 The native library is found as described in ``shardload._lib``
 (``set_library_path``, ``SHARDLOAD_LIBRARY``, or next to this package).
 """
 import ctypes
 
-from ._lib import ShardloadError, set_library_path  # noqa: F401
+from ._lib import HostMemoryPool, ShardloadError, set_library_path  # noqa: F401
 from . import _lib
 
 __all__ = ["load_file", "load", "safe_open", "load_model", "load_state_dict_into",
-           "save_file", "save_sharded", "save_model", "ShardloadError", "set_library_path",
-           "version"]
+           "save_file", "save_sharded", "save_model", "HostMemoryPool", "ShardloadError",
+           "set_library_path", "version"]
 
 
 def version():
@@ -201,7 +208,7 @@ def _load_all(ckpt, options):
 
 
 def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verify=False,
-              progress=None):
+              progress=None, pool=None):
     """Load every tensor of a checkpoint (file, index .json or folder) as torch tensors.
 
     ``device``: "cpu", "cuda", "cuda:N", an int (CUDA ordinal), a torch.device or a device
@@ -212,11 +219,15 @@ def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verif
     recorded Y"). ``progress``: called as progress(bytes_done, bytes_total) on this
     thread, first (0, total), last (total, total); returning False cancels the load
     (ShardloadError "cancelled"), an exception it raises cancels it and propagates.
-    Raises ShardloadError (code and message from the library) on any failure."""
+    ``pool``: a HostMemoryPool to take the host arena from; the arena returns to it
+    once every returned cpu tensor has been garbage-collected (None: fresh memory).
+    Raises ShardloadError (code and message from the library) on any failure,
+    ValueError for a closed pool."""
     ckpt = _Checkpoint(filename)
     try:
         options = _lib.Options(device=_device_string(device), strict=False, renames=renames,
-                               threads=threads, io=io, verify=verify, progress=progress)
+                               threads=threads, io=io, verify=verify, progress=progress,
+                               pool=pool)
         try:
             return _load_all(ckpt, options)
         finally:
@@ -225,15 +236,16 @@ def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verif
         ckpt.close()
 
 
-def load(data):
-    """Like safetensors.torch.load: tensors from the bytes of a .safetensors file."""
+def load(data, *, pool=None):
+    """Like safetensors.torch.load: tensors from the bytes of a .safetensors file.
+    ``pool``: as in load_file."""
     import os
     import tempfile
     fd, path = tempfile.mkstemp(suffix=".safetensors")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        return load_file(path)
+        return load_file(path, pool=pool)
     finally:
         os.unlink(path)
 
@@ -301,14 +313,19 @@ class safe_open:
     ``verify=True`` (not in safetensors) checks every tensor read against its recorded
     XXH3: get_tensor/get_tensors then load through the verifying loader, and get_slice
     reads (and checks) the whole tensor before indexing it; a mismatch raises
-    ShardloadError with code "data_loss"."""
+    ShardloadError with code "data_loss". ``pool`` (not in safetensors): a
+    HostMemoryPool for the arenas of get_tensors and of the loads get_tensor makes with
+    ``verify`` (as in load_file); a plain cpu get_tensor reads into a torch-allocated
+    tensor and does not use it. TypeError / ValueError here for a bad or closed pool."""
 
-    def __init__(self, filename, framework="pt", device="cpu", *, verify=False):
+    def __init__(self, filename, framework="pt", device="cpu", *, verify=False, pool=None):
         if framework not in ("pt", "torch"):
             raise ShardloadError("unimplemented",
                                  "framework '%s' is not supported (only \"pt\")" % framework)
         self._device = _device_string(device)
         self._verify = bool(verify)
+        _lib.check_pool(pool)
+        self._pool = pool
         self._filename = str(filename)
         self._ckpt = _Checkpoint(filename)
 
@@ -339,7 +356,8 @@ class safe_open:
     def get_tensors(self):
         """Every tensor as a dict in file order (like safetensors' get_tensors), loaded
         in one pass with zero-copy tensors as load_file returns."""
-        options = _lib.Options(device=self._device, strict=False, verify=self._verify)
+        options = _lib.Options(device=self._device, strict=False, verify=self._verify,
+                               pool=self._pool)
         try:
             return _load_all(self._ckpt, options)
         finally:
@@ -358,7 +376,8 @@ class safe_open:
     def _loaded_tensor(self, name):
         """Tensor `name` through the loader (on the device, verified when asked)."""
         info = self._info(name)
-        options = _lib.Options(device=self._device, strict=False, verify=self._verify)
+        options = _lib.Options(device=self._device, strict=False, verify=self._verify,
+                               pool=self._pool)
         try:
             l = _lib.lib()
             raw = name.encode("utf-8", "surrogateescape")
@@ -468,7 +487,7 @@ _EMPTY_ADDRESS = ctypes.addressof(_EMPTY)
 
 
 def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames=(),
-                         allow_cast=False, threads=0, verify=False, progress=None):
+                         allow_cast=False, threads=0, verify=False, progress=None, pool=None):
     """load_state_dict straight into ``module``'s parameter and buffer storage.
 
     Every state_dict entry that is contiguous, of a supported dtype and on the target
@@ -479,7 +498,8 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     ``strict`` and keys are missing or unexpected, or on size mismatches; with
     ``verify``, ShardloadError("data_loss", ...) for a tensor whose bytes differ from
     its recorded XXH3 (the module may then be partly written). ``progress``: as in
-    load_file."""
+    load_file. ``pool``: a HostMemoryPool for the fallback's temporary arena (the
+    direct path allocates nothing); checked for being open either way."""
     torch = _torch()
     dev = torch.device(_device_string(device))
     if dev.type == "cuda" and dev.index is None:
@@ -489,7 +509,7 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     ckpt = _Checkpoint(filename)
     options = _lib.Options(device=str(dev), strict=strict, renames=renames,
                            allow_cast=allow_cast, threads=threads, verify=verify,
-                           progress=progress)
+                           progress=progress, pool=pool)
     l = _lib.lib()
     try:
         if direct:
@@ -514,7 +534,7 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
             options.check(status)
             return lists
         fallback = _lib.Options(device=str(dev), strict=False, renames=renames,
-                                threads=threads, verify=verify, progress=progress)
+                                threads=threads, verify=verify, progress=progress, pool=pool)
         try:
             loaded = _load_all(ckpt, fallback)
         finally:
@@ -528,19 +548,20 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
         ckpt.close()
 
 
-def load_model(model, filename, strict=True, device="cpu", *, verify=False, progress=None):
+def load_model(model, filename, strict=True, device="cpu", *, verify=False, progress=None,
+               pool=None):
     """Like safetensors.torch.load_model: load into ``model``, returning
     ``(missing, unexpected)``; tied weights (shared storage in the model, aliases that
     save_model wrote to __metadata__) are not reported missing. With ``strict``,
     missing or unexpected keys raise RuntimeError in safetensors' wording (after the
     matching keys were loaded, as safetensors does). ``verify``, ``progress``: as in
-    load_file."""
+    load_file; ``pool``: as in load_state_dict_into."""
     model_state = model.state_dict()
     with safe_open(filename) as f:
         file_keys = f.keys()
     to_removes = _remove_duplicate_names(model_state, preferred_names=file_keys)
     report = load_state_dict_into(model, filename, strict=False, device=device, verify=verify,
-                                  progress=progress)
+                                  progress=progress, pool=pool)
     missing = set(report["missing"])
     unexpected = list(report["unexpected"])
     for group in to_removes.values():

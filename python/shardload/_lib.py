@@ -109,6 +109,11 @@ _SIGNATURES = {
     "sl_options_set_io": (ctypes.c_int, [_P, ctypes.c_char_p]),
     "sl_options_set_progress": (ctypes.c_int, [_P, PROGRESS_FN, _P]),
     "sl_options_set_verify": (ctypes.c_int, [_P, ctypes.c_int]),
+    "sl_options_set_host_pool": (ctypes.c_int, [_P, _P]),
+    "sl_host_pool_new": (ctypes.c_int, [ctypes.c_uint64, ctypes.POINTER(_P)]),
+    "sl_host_pool_free": (None, [_P]),
+    "sl_host_pool_cached_bytes": (ctypes.c_uint64, [_P]),
+    "sl_host_pool_trim": (ctypes.c_int, [_P]),
     "sl_report_status": (ctypes.c_int, [_P, ctypes.POINTER(ctypes.c_char_p)]),
     "sl_report_count": (ctypes.c_size_t, [_P, ctypes.c_int]),
     "sl_report_item": (ctypes.c_int, [_P, ctypes.c_int, ctypes.c_size_t,
@@ -197,11 +202,112 @@ def shape_array(shape):
     return arr
 
 
+DEFAULT_MAX_CACHED_BYTES = 64 << 30
+
+
+class HostMemoryPool:
+    """Host memory reused across loads (an ``sl_host_pool``).
+
+    Pass it as ``pool=`` to ``load_file`` (and the other loading functions). When every
+    tensor of a pooled load has been garbage-collected, its arena's memory goes back to
+    the pool instead of to the kernel, and the next pooled load of a checkpoint that
+    fits reuses it: no page faults, no zeroing of fresh memory, which on small machines
+    costs more than reading a checkpoint from the page cache. The tensors hold the same
+    bytes either way. Memory kept in the pool stays resident until reused, ``trim()``-ed
+    or the pool is closed::
+
+        with shardload.HostMemoryPool(max_cached_bytes=8 << 30) as pool:
+            sd = shardload.load_file("model.safetensors", pool=pool)
+            del sd                          # the arena returns to the pool ...
+            sd = shardload.load_file("model.safetensors", pool=pool)  # ... and is reused
+
+    ``max_cached_bytes``: the most memory kept for reuse (default 64 GiB; arenas are
+    rounded to 2 MiB); returning more evicts the oldest cached arenas; 0 keeps nothing.
+    Thread-safe: one pool may serve concurrent loads from several threads. Tensors from
+    a pooled load stay valid after the pool is closed (their memory is then freed when
+    they go). Using a closed pool raises ValueError."""
+
+    def __init__(self, max_cached_bytes=DEFAULT_MAX_CACHED_BYTES):
+        self._handle = None  # set first: __del__ runs also when the checks below fail
+        self._lock = threading.Lock()
+        if isinstance(max_cached_bytes, bool) or not isinstance(max_cached_bytes, int):
+            raise TypeError("max_cached_bytes must be an int, got %s" %
+                            type(max_cached_bytes).__name__)
+        if not 0 <= max_cached_bytes < 1 << 64:
+            raise ValueError("max_cached_bytes must be between 0 and 2**64 - 1, got %d" %
+                             max_cached_bytes)
+        h = ctypes.c_void_p()
+        check(lib().sl_host_pool_new(max_cached_bytes, ctypes.byref(h)))
+        self._handle = h
+        self.max_cached_bytes = max_cached_bytes
+
+    def _live_handle(self):
+        # Called with self._lock held.
+        if not self._handle:
+            raise ValueError("HostMemoryPool is closed")
+        return self._handle
+
+    @property
+    def cached_bytes(self):
+        """Bytes of arena memory waiting for reuse now."""
+        with self._lock:
+            return lib().sl_host_pool_cached_bytes(self._live_handle())
+
+    @property
+    def closed(self):
+        return not self._handle
+
+    def trim(self):
+        """Free every cached arena now (tensors in use are not affected)."""
+        with self._lock:
+            check(lib().sl_host_pool_trim(self._live_handle()))
+
+    def attach(self, options_handle):
+        """Set this pool on an sl_options handle (which then holds its own reference)."""
+        with self._lock:
+            check(lib().sl_options_set_host_pool(options_handle, self._live_handle()))
+
+    def close(self):
+        """Free the pool and the memory it caches (idempotent)."""
+        with self._lock:
+            if self._handle:
+                lib().sl_host_pool_free(self._handle)
+                self._handle = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        if getattr(self, "_lock", None) is not None:
+            self.close()
+
+    def __repr__(self):
+        if not self._handle:
+            return "HostMemoryPool(closed)"
+        return "HostMemoryPool(max_cached_bytes=%d, cached_bytes=%d)" % (
+            self.max_cached_bytes, self.cached_bytes)
+
+
+def check_pool(pool):
+    """TypeError unless ``pool`` is a HostMemoryPool or None; ValueError if it is closed."""
+    if pool is None:
+        return
+    if not isinstance(pool, HostMemoryPool):
+        raise TypeError("pool must be a shardload.HostMemoryPool or None, got %s" %
+                        type(pool).__name__)
+    if pool.closed:
+        raise ValueError("HostMemoryPool is closed")
+
+
 class Options:
     """An owned sl_options handle."""
 
     def __init__(self, device="cpu", strict=True, renames=(), aliases=(), allow_cast=False,
-                 threads=0, io="auto", verify=False, progress=None):
+                 threads=0, io="auto", verify=False, progress=None, pool=None):
         self.handle = None  # set first: __del__ runs also when a setter below fails
         self.error = None  # an exception the progress callable raised
         l = lib()
@@ -218,6 +324,9 @@ class Options:
         check(l.sl_options_set_threads(h, int(threads)))
         check(l.sl_options_set_io(h, io.encode()))
         check(l.sl_options_set_verify(h, 1 if verify else 0))
+        if pool is not None:
+            check_pool(pool)
+            pool.attach(h)  # raises ValueError too if it was closed since
         if progress is not None:
             if not callable(progress):
                 raise TypeError("progress must be callable(done, total), got %s" %
