@@ -1,19 +1,30 @@
 #!/usr/bin/env bash
-# python/run_with_torch.sh SCRIPT LIBSHARDLOAD [ARGS...] — run a Python test or example with
+# python/run_with_torch.sh [--python PY] SCRIPT LIBSHARDLOAD [ARGS...] — run a Python test or example with
 # the shardload package (python/) and libshardload.so. The interpreter is the first of
 # /usr/bin/python3 (Debian's python3-torch, installed by tools/setup) and `python3` on
-# PATH that can import torch; without one the test is skipped (exit 0, "SKIP" printed).
+# PATH that can import torch; without one the test is skipped (exit 0, "SKIP" printed,
+# and a JUnit file with one skipped case written to $XML_OUTPUT_FILE under Bazel).
+# With --python PY first, only PY is tried (skipped when it is missing or lacks torch).
 set -euo pipefail
+candidates=(/usr/bin/python3 python3)
+if [ "${1:-}" = "--python" ]; then
+  candidates=("$2"); shift 2
+fi
 script="$1"; shift
 lib="$1"; shift
 py=""
-for cand in /usr/bin/python3 python3; do
+for cand in "${candidates[@]}"; do
   if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import torch' >/dev/null 2>&1; then
     py="$cand"; break
   fi
 done
 if [ -z "$py" ]; then
-  echo "SKIP: no Python interpreter here can import torch (tools/setup installs python3-torch)"
+  why="no Python interpreter here can import torch (${candidates[*]}; tools/setup installs them)"
+  echo "SKIP: $why"
+  if [ -n "${XML_OUTPUT_FILE:-}" ]; then  # tell Bazel (and tools/count_tests.py) it skipped
+    printf '<?xml version="1.0" encoding="UTF-8"?>\n<testsuites><testsuite name="%s" tests="1" skipped="1"><testcase name="%s" classname="run_with_torch"><skipped message="%s"/></testcase></testsuite></testsuites>\n' \
+      "$(basename "$script")" "$(basename "$script")" "$why" >"$XML_OUTPUT_FILE"
+  fi
   exit 0
 fi
 export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}"
