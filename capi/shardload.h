@@ -45,8 +45,8 @@
  *
  * Thread safety: sl_checkpoint and sl_loaded may be read and loaded from concurrently
  * (getters, sl_load_*, exports, DLPack deleters may run on any thread); an
- * sl_host_pool may be used from any thread. An sl_options
- * must not be modified while a load that uses it runs; an sl_report is immutable.
+ * sl_host_pool may be used from any thread. An sl_options must not be modified while a
+ * load that uses it runs; an sl_report is immutable.
  */
 #ifndef SHARDLOAD_CAPI_SHARDLOAD_H_
 #define SHARDLOAD_CAPI_SHARDLOAD_H_
@@ -247,7 +247,8 @@ sl_status sl_options_set_verify(sl_options* options, int verify);
  * was set on holds one (until sl_options_free or another sl_options_set_host_pool);
  * the pool, and the memory it caches, is released when the last reference goes.
  * Arenas lent from a pool may outlive it (a loaded result or a DLPack export kept after
- * the pool is gone): they then unmap their memory themselves when they die. */
+ * the pool is gone): they then unmap their memory themselves when they die. Added in
+ * 0.1.1 (new functions only). */
 typedef struct sl_host_pool sl_host_pool;
 
 /* SL_HOST_POOL_DEFAULT_MAX_CACHED_BYTES: the C++ HostArenaPool default, 64 GiB. */

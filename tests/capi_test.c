@@ -7,6 +7,7 @@
  * limits, trim, lifetime against exports), and the exact code and message of errors. Prints "N passed, N failed" and exits non-zero on any failure. */
 #define _DEFAULT_SOURCE /* mincore */
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -854,6 +855,68 @@ static void TestHostPoolOutlivedByExport(void) {
   sl_checkpoint_free(ck);
 }
 
+/* PoolWorker: loads through the shared pool again and again, checking every byte. */
+struct PoolWork {
+  const sl_checkpoint* ck;
+  const sl_options* opt;
+  int failures;
+};
+
+static void* PoolWorker(void* arg) {
+  struct PoolWork* w = (struct PoolWork*)arg;
+  for (int i = 0; i < 25; ++i) {
+    sl_loaded* loaded = NULL;
+    if (sl_load_all(w->ck, w->opt, NULL, 0, &loaded, NULL) != SL_OK) {
+      ++w->failures;
+      continue;
+    }
+    void* a = LoadedData(loaded, "a");
+    void* b = LoadedData(loaded, "b");
+    if (a == NULL || b == NULL || memcmp(a, g_a, sizeof g_a) != 0 ||
+        memcmp(b, g_b, sizeof g_b) != 0) {
+      ++w->failures;
+    }
+    if (a != NULL) memset(a, 0xCD, sizeof g_a); /* dirty it for the next user */
+    sl_loaded_free(loaded);
+  }
+  return NULL;
+}
+
+/* Four threads share one pool (and one sl_options): every load holds the file's bytes,
+ * the cache stays within its limit, and every arena is accounted for at the end. */
+static void TestHostPoolConcurrentLoads(void) {
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("single.safetensors"), &ck));
+  sl_options* opt = NULL;
+  CHECK_OK(sl_options_new(&opt));
+  sl_host_pool* pool = NULL;
+  CHECK_OK(sl_host_pool_new(4u << 20, &pool)); /* room for two of the four arenas */
+  if (ck == NULL || opt == NULL || pool == NULL) return;
+  CHECK_OK(sl_options_set_threads(opt, 1));
+  CHECK_OK(sl_options_set_host_pool(opt, pool));
+  size_t live_before = sl_live_arena_sets();
+  struct PoolWork work[4];
+  pthread_t threads[4];
+  int started[4] = {0, 0, 0, 0};
+  for (int i = 0; i < 4; ++i) {
+    work[i].ck = ck;
+    work[i].opt = opt;
+    work[i].failures = 0;
+    started[i] = pthread_create(&threads[i], NULL, PoolWorker, &work[i]) == 0;
+    CHECK(started[i]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    if (started[i]) pthread_join(threads[i], NULL);
+    CHECK(work[i].failures == 0);
+  }
+  CHECK(sl_live_arena_sets() == live_before);
+  uint64_t cached = sl_host_pool_cached_bytes(pool);
+  CHECK(cached >= (2u << 20) && cached <= (4u << 20));
+  sl_host_pool_free(pool);
+  sl_options_free(opt);
+  sl_checkpoint_free(ck);
+}
+
 static void TestHostPoolNullArguments(void) {
   CHECK_ERR(sl_host_pool_new(1, NULL), SL_INVALID_ARGUMENT, "out is NULL");
   CHECK_ERR(sl_host_pool_trim(NULL), SL_INVALID_ARGUMENT, "pool is NULL");
@@ -1159,6 +1222,7 @@ int main(void) {
   RunCase("HostPoolReuse", TestHostPoolReuse);
   RunCase("HostPoolLifetimeAndLimit", TestHostPoolLifetimeAndLimit);
   RunCase("HostPoolOutlivedByExport", TestHostPoolOutlivedByExport);
+  RunCase("HostPoolConcurrentLoads", TestHostPoolConcurrentLoads);
   RunCase("HostPoolNullArguments", TestHostPoolNullArguments);
   const char* xml = getenv("XML_OUTPUT_FILE");
   FILE* x = xml != NULL ? fopen(xml, "w") : NULL;
