@@ -7,7 +7,7 @@
 #                  when absent: F16, because the numpy reference cannot read BF16)
 #   SHARDLOAD_BIN  default bazel-bin/cli/shardload (build it with `bazel build -c opt //cli:shardload`)
 # Runs, hot (page cache warm) and cold (page cache dropped before each load; needs root):
-#   shardload bench CKPT --io pread|mmap|direct --json   (same-run ceilings included)
+#   shardload bench CKPT --io pread|mmap|direct|uring --json   (same-run ceilings included)
 #   bench/hf_reference_load.py CKPT                       (the Hugging Face reference peer)
 # and prints one markdown table of GB/s and ratios. Large files stay under /tmp; delete
 # the checkpoint afterwards (rm -rf CKPT_DIR).
@@ -23,8 +23,12 @@ if [ ! -e "$ckpt/model.safetensors.index.json" ]; then
 fi
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-for io in pread mmap direct; do
-  "$bin" bench "$ckpt" --io "$io" --repeat "$repeat" --json >"$out/hot_$io.json"
+for io in pread mmap direct uring; do
+  if ! "$bin" bench "$ckpt" --io "$io" --repeat "$repeat" --json >"$out/hot_$io.json"; then
+    # Only io_uring may be missing (kernel or sandbox); any other failure is fatal.
+    if [ "$io" = uring ]; then echo "skip: --io uring failed (io_uring unavailable?)"; rm -f "$out/hot_uring.json"; continue; fi
+    exit 1
+  fi
   "$bin" bench "$ckpt" --io "$io" --repeat 3 --cold --json >"$out/cold_$io.json"
 done
 python3 "$here/hf_reference_load.py" "$ckpt" --repeat "$repeat" >"$out/hf_hot.json"
@@ -44,7 +48,9 @@ print()
 print("| run | io | LoadAll median GB/s | LoadInto median GB/s | memcpy ceiling | dd bs=16M read | O_DIRECT ceiling | LoadAll / binding | LoadAll / dd | LoadInto / dd | LoadAll / HF ref |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 for temp in ("hot", "cold"):
-    for io in ("pread", "mmap", "direct"):
+    for io in ("pread", "mmap", "direct", "uring"):
+        if not os.path.exists(os.path.join(d, f"{temp}_{io}.json")):
+            continue
         r = load(f"{temp}_{io}.json")
         c = r["ceilings"]
         ref = hf_hot if temp == "hot" else hf_cold
