@@ -508,6 +508,41 @@ LoadOptions UringLoad(uint64_t slot_bytes, int threads) {
   return o;
 }
 
+// A whole load on a thread whose io_uring_setup fails (the readers it starts inherit the
+// filter): `uring` is failed_precondition naming the shard, `auto` loads every byte.
+TEST(UringUnavailableTest, LoadAllAutoStillWorks) {
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "seccomp filters are not installed under sanitizers";
+#endif
+  Sharded m = WriteShardedCheckpoint(TempDir("uring_ckpt"), 12, 3);
+  Result<Checkpoint> ckpt = Checkpoint::Open(m.dir);
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
+  bool installed = false;
+  Status uring;
+  Result<LoadedCheckpoint> automatic = InternalError("not run");
+  std::thread t([&] {
+    installed = DenyUringSetupOnThisThread(ENOSYS);
+    if (!installed) return;
+    uring = LoadAll(*ckpt, UringLoad(4096, 2)).status();
+    LoadOptions o = UringLoad(4096, 2);
+    o.io = IoMode::kAuto;
+    automatic = LoadAll(*ckpt, o);
+  });
+  t.join();
+  if (!installed) GTEST_SKIP() << "seccomp unavailable here";
+  EXPECT_EQ(uring.code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(uring.message(), ckpt->shards()[0].path +
+                                 ": io_uring is unavailable: io_uring_setup: Function not "
+                                 "implemented (ENOSYS)" + DisabledSuffix());
+  ASSERT_TRUE(automatic.ok()) << automatic.status().ToString();
+  EXPECT_EQ(automatic->io, IoMode::kPread);
+  for (size_t i = 0; i < m.names.size(); ++i) {
+    const LoadedTensor* tensor = automatic->Find(m.names[i]);
+    ASSERT_NE(tensor, nullptr);
+    EXPECT_EQ(std::string(static_cast<const char*>(tensor->data), tensor->bytes), m.bytes[i]);
+  }
+}
+
 class UringLoadTest : public ::testing::Test {
  protected:
   void SetUp() override {
