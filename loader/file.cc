@@ -650,7 +650,9 @@ class UringFile final : public ReadableFile {
       while (std::optional<UringCompletion> c = ring.PopCompletion()) {
         --in_flight;
         if (c->tag >= requests.size()) {
-          if (error.ok()) error = InternalError(f_.path_ + ": io_uring completion for an unknown request");
+          if (error.ok()) {
+            error = InternalError(f_.path_ + ": io_uring completion for an unknown request");
+          }
           continue;
         }
         Request& q = requests[c->tag];

@@ -23,14 +23,22 @@ constexpr int kMaxBusyRetries = 5000;
 
 std::string ErrnoName(int err) {
   switch (err) {
-    case ENOSYS: return "ENOSYS";
-    case EPERM: return "EPERM";
-    case EACCES: return "EACCES";
-    case EINVAL: return "EINVAL";
-    case ENOMEM: return "ENOMEM";
-    case EFAULT: return "EFAULT";
-    case EMFILE: return "EMFILE";
-    default: return "errno " + std::to_string(err);
+    case ENOSYS:
+      return "ENOSYS";
+    case EPERM:
+      return "EPERM";
+    case EACCES:
+      return "EACCES";
+    case EINVAL:
+      return "EINVAL";
+    case ENOMEM:
+      return "ENOMEM";
+    case EFAULT:
+      return "EFAULT";
+    case EMFILE:
+      return "EMFILE";
+    default:
+      return "errno " + std::to_string(err);
   }
 }
 
@@ -133,7 +141,8 @@ Result<std::unique_ptr<UringRing>> UringRing::Create(unsigned entries) {
   return ring;
 }
 
-bool UringRing::QueueReadV(int fd, const iovec* iov, unsigned count, uint64_t offset, uint64_t tag) {
+bool UringRing::QueueReadV(int fd, const iovec* iov, unsigned count, uint64_t offset,
+                           uint64_t tag) {
   const unsigned head = LoadAcquire(sq_head_);
   if (queued_tail_ - head >= sq_entries_) return false;
   const unsigned index = queued_tail_ & sq_mask_;
@@ -163,7 +172,9 @@ Status UringRing::SubmitAndWait(unsigned wait_for) {
     if (r < 0) {
       int err = errno;
       if (err == EINTR) continue;
-      if (err == ENOSYS || err == EPERM || err == EACCES) return UringUnavailable("io_uring_enter", err);
+      if (err == ENOSYS || err == EPERM || err == EACCES) {
+        return UringUnavailable("io_uring_enter", err);
+      }
       if (err == EAGAIN || err == EBUSY) {
         // The kernel is short of resources now. Completions that are ready free some:
         // let the caller reap them; otherwise back off briefly and try again.

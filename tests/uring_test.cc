@@ -4,6 +4,8 @@
 // case (a seccomp filter on one thread), and LoadAll / LoadInto / VerifyCheckpoint
 // byte-exact on sharded checkpoints with tiny slots, verify, cancel and truncation.
 // Every test skips (with the reason) where io_uring is unavailable.
+#include "loader/uring.h"
+
 #include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -12,8 +14,8 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
@@ -37,7 +39,6 @@
 #include "loader/host_sink.h"
 #include "loader/loader.h"
 #include "loader/stream.h"
-#include "loader/uring.h"
 #include "tests/io_util.h"
 
 namespace shardload {
@@ -54,10 +55,10 @@ std::string UringUnavailableHere() {
   return ring.status().ToString();
 }
 
-#define SKIP_WITHOUT_URING()                                              \
-  do {                                                                    \
-    std::string why = UringUnavailableHere();                             \
-    if (!why.empty()) GTEST_SKIP() << "io_uring unavailable: " << why;    \
+#define SKIP_WITHOUT_URING()                                           \
+  do {                                                                 \
+    std::string why = UringUnavailableHere();                          \
+    if (!why.empty()) GTEST_SKIP() << "io_uring unavailable: " << why; \
   } while (0)
 
 // DirectDir: a folder on a filesystem that takes O_DIRECT (/var/tmp; tmpfs may not).
@@ -83,7 +84,8 @@ TEST(UringRingTest, EntriesOutOfRange) {
     Result<std::unique_ptr<UringRing>> r = UringRing::Create(n);
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
-    EXPECT_EQ(r.status().message(), "io_uring queue depth " + std::to_string(n) + ": expected 1..4096");
+    EXPECT_EQ(r.status().message(),
+              "io_uring queue depth " + std::to_string(n) + ": expected 1..4096");
   }
 }
 
@@ -145,7 +147,8 @@ bool DenyUringSetupOnThisThread(int err) {
   sock_filter filter[] = {
       BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
       BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (static_cast<unsigned>(err) & SECCOMP_RET_DATA)),
+      BPF_STMT(BPF_RET | BPF_K,
+               SECCOMP_RET_ERRNO | (static_cast<unsigned>(err) & SECCOMP_RET_DATA)),
       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
   };
   sock_fprog prog{static_cast<unsigned short>(sizeof(filter) / sizeof(filter[0])), filter};
@@ -186,8 +189,8 @@ TEST(UringUnavailableTest, ExplicitUringFailsAutoDoesNot) {
     t.join();
     if (!installed) GTEST_SKIP() << "seccomp unavailable here";
     EXPECT_EQ(uring.code(), StatusCode::kFailedPrecondition);
-    EXPECT_EQ(uring.message(), dir + "/f: io_uring is unavailable: io_uring_setup: " + c.text +
-                                   DisabledSuffix());
+    EXPECT_EQ(uring.message(),
+              dir + "/f: io_uring is unavailable: io_uring_setup: " + c.text + DisabledSuffix());
     EXPECT_TRUE(pread.ok()) << pread.ToString();
     EXPECT_EQ(0, std::memcmp(out.data(), data.data(), data.size()));
   }
@@ -237,14 +240,21 @@ TEST_P(UringFileTest, ReadAtIsByteExact) {
   OPEN_URING_OR_SKIP(f, options_);
   EXPECT_EQ(f->size(), data_.size());
   EXPECT_EQ(f->direct_io(), options_.direct);
-  const std::pair<uint64_t, uint64_t> cases[] = {
-      {0, data_.size()}, {1, 4095}, {4095, 2}, {4096, 65536}, {5000, 200000},
-      {data_.size() - 1, 1}, {data_.size() - 5000, 5000}, {data_.size(), 0}};
+  const std::pair<uint64_t, uint64_t> cases[] = {{0, data_.size()},
+                                                 {1, 4095},
+                                                 {4095, 2},
+                                                 {4096, 65536},
+                                                 {5000, 200000},
+                                                 {data_.size() - 1, 1},
+                                                 {data_.size() - 5000, 5000},
+                                                 {data_.size(), 0}};
   for (auto [off, len] : cases) {
     std::vector<std::byte> out(len, std::byte{0xee});
     Status s = f->ReadAt(off, out);
     ASSERT_TRUE(s.ok()) << off << "+" << len << ": " << s.ToString();
-    if (len > 0) EXPECT_EQ(0, std::memcmp(out.data(), data_.data() + off, len)) << off << "+" << len;
+    if (len > 0) {
+      EXPECT_EQ(0, std::memcmp(out.data(), data_.data() + off, len)) << off << "+" << len;
+    }
   }
 }
 
@@ -266,7 +276,9 @@ TEST_P(UringFileTest, ReadVAtScattersManyPiecesInOrder) {
     ASSERT_TRUE(s.ok()) << s.ToString();
     uint64_t at = off;
     for (const auto& p : pieces) {
-      if (!p.empty()) ASSERT_EQ(0, std::memcmp(p.data(), data_.data() + at, p.size())) << at;
+      if (!p.empty()) {
+        ASSERT_EQ(0, std::memcmp(p.data(), data_.data() + at, p.size())) << at;
+      }
       at += p.size();
     }
   }
@@ -297,7 +309,8 @@ TEST_P(UringFileTest, ConcurrentReadersEachUseTheirOwnRing) {
       std::vector<std::byte> out(70000);
       for (int i = 0; i < 20; ++i) {
         uint64_t off = gen() % (data_.size() - out.size());
-        if (!f->ReadAt(off, out).ok() || std::memcmp(out.data(), data_.data() + off, out.size()) != 0) {
+        if (!f->ReadAt(off, out).ok() ||
+            std::memcmp(out.data(), data_.data() + off, out.size()) != 0) {
           ++bad;
         }
       }
@@ -344,7 +357,8 @@ TEST_P(UringFileTest, ErrorCompletionNamesTheFileAndOffset) {
   uint64_t start = 200000 < first + options_.chunk_bytes
                        ? first
                        : first + (200000 - first) / options_.chunk_bytes * options_.chunk_bytes;
-  EXPECT_EQ(s.message(), path_ + ": read at offset " + std::to_string(start) + ": Input/output error");
+  EXPECT_EQ(s.message(),
+            path_ + ": read at offset " + std::to_string(start) + ": Input/output error");
 }
 
 TEST_P(UringFileTest, ZeroCompletionIsAShortRead) {
@@ -366,12 +380,15 @@ TEST_P(UringFileTest, CompletionLargerThanAskedIsInternal) {
   };
   std::string skip;
   Result<std::unique_ptr<ReadableFile>> f = OpenFile(path_, IoMode::kUring, options_);
-  if (!f.ok() && f.status().code() == StatusCode::kUnimplemented) GTEST_SKIP() << f.status().message();
+  if (!f.ok() && f.status().code() == StatusCode::kUnimplemented) {
+    GTEST_SKIP() << f.status().message();
+  }
   // The first read at open already goes through the hook.
   ASSERT_FALSE(f.ok());
   EXPECT_EQ(f.status().code(), StatusCode::kInternal);
-  EXPECT_EQ(f.status().message(),
-            path_ + ": io_uring read at offset 0 returned 4097 bytes, more than the 4096 asked for");
+  EXPECT_EQ(
+      f.status().message(),
+      path_ + ": io_uring read at offset 0 returned 4097 bytes, more than the 4096 asked for");
 }
 
 TEST_P(UringFileTest, TruncatedFileIsDataLoss) {
@@ -397,19 +414,21 @@ TEST_P(UringFileTest, ReadPastEndIsOutOfRange) {
   std::vector<std::byte> out(10);
   Status s = f->ReadAt(data_.size() - 5, out);
   EXPECT_EQ(s.code(), StatusCode::kOutOfRange);
-  EXPECT_EQ(s.message(), path_ + ": read of 10 bytes at offset " + std::to_string(data_.size() - 5) +
-                             " passes the end of the file (" + std::to_string(data_.size()) + " bytes)");
+  EXPECT_EQ(s.message(), path_ + ": read of 10 bytes at offset " +
+                             std::to_string(data_.size() - 5) + " passes the end of the file (" +
+                             std::to_string(data_.size()) + " bytes)");
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Geometries, UringFileTest,
-    ::testing::Values(Geometry{false, 1, 4096}, Geometry{false, 4, 65536},
-                      Geometry{false, 8, uint64_t{1} << 20}, Geometry{true, 1, 4096},
-                      Geometry{true, 4, 65536}, Geometry{true, 8, uint64_t{1} << 20}),
-    [](const ::testing::TestParamInfo<Geometry>& i) {
-      return std::string(i.param.direct ? "direct" : "buffered") + "_depth" +
-             std::to_string(i.param.depth) + "_chunk" + std::to_string(i.param.chunk);
-    });
+INSTANTIATE_TEST_SUITE_P(Geometries, UringFileTest,
+                         ::testing::Values(Geometry{false, 1, 4096}, Geometry{false, 4, 65536},
+                                           Geometry{false, 8, uint64_t{1} << 20},
+                                           Geometry{true, 1, 4096}, Geometry{true, 4, 65536},
+                                           Geometry{true, 8, uint64_t{1} << 20}),
+                         [](const ::testing::TestParamInfo<Geometry>& i) {
+                           return std::string(i.param.direct ? "direct" : "buffered") + "_depth" +
+                                  std::to_string(i.param.depth) + "_chunk" +
+                                  std::to_string(i.param.chunk);
+                         });
 
 TEST(UringOptionsTest, InvalidOptionsAreRejected) {
   std::string dir = TempDir("uring");
@@ -422,10 +441,13 @@ TEST(UringOptionsTest, InvalidOptionsAreRejected) {
   for (const Case& c :
        {Case{0, 4096, "io_uring queue depth 0: expected 1..1024"},
         Case{1025, 4096, "io_uring queue depth 1025: expected 1..1024"},
-        Case{4, 4095, "io_uring chunk of 4095 bytes: expected a multiple of 4096 from 4096 to 1073741824"},
-        Case{4, 0, "io_uring chunk of 0 bytes: expected a multiple of 4096 from 4096 to 1073741824"},
+        Case{4, 4095,
+             "io_uring chunk of 4095 bytes: expected a multiple of 4096 from 4096 to 1073741824"},
+        Case{4, 0,
+             "io_uring chunk of 0 bytes: expected a multiple of 4096 from 4096 to 1073741824"},
         Case{4, (uint64_t{1} << 30) + 4096,
-             "io_uring chunk of 1073745920 bytes: expected a multiple of 4096 from 4096 to 1073741824"}}) {
+             "io_uring chunk of 1073745920 bytes: expected a multiple of 4096 from 4096 to "
+             "1073741824"}}) {
     UringOptions o;
     o.queue_depth = c.depth;
     o.chunk_bytes = c.chunk;
@@ -448,7 +470,8 @@ TEST(UringOptionsTest, ModeNameRoundTrips) {
   ASSERT_TRUE(m.ok());
   EXPECT_EQ(*m, IoMode::kUring);
   Result<IoMode> bad = ParseIoMode("io_uring");
-  EXPECT_EQ(bad.status().message(), "invalid io mode 'io_uring': expected auto, pread, mmap, direct or uring");
+  EXPECT_EQ(bad.status().message(),
+            "invalid io mode 'io_uring': expected auto, pread, mmap, direct or uring");
 }
 
 TEST(UringOptionsTest, EmptyFileAndMissingFile) {
@@ -487,9 +510,9 @@ Sharded WriteShardedCheckpoint(const std::string& dir, int count, uint32_t seed)
   }
   std::vector<TensorToWrite> tensors;
   for (int i = 0; i < count; ++i) {
-    tensors.push_back(TensorToWrite::FromBytes(
-        m.names[i], Dtype::kU8, {m.bytes[i].size()},
-        std::as_bytes(std::span(m.bytes[i].data(), m.bytes[i].size()))));
+    tensors.push_back(
+        TensorToWrite::FromBytes(m.names[i], Dtype::kU8, {m.bytes[i].size()},
+                                 std::as_bytes(std::span(m.bytes[i].data(), m.bytes[i].size()))));
   }
   ShardOptions so;
   so.num_shards = 3;
@@ -533,7 +556,8 @@ TEST(UringUnavailableTest, LoadAllAutoStillWorks) {
   EXPECT_EQ(uring.code(), StatusCode::kFailedPrecondition);
   EXPECT_EQ(uring.message(), ckpt->shards()[0].path +
                                  ": io_uring is unavailable: io_uring_setup: Function not "
-                                 "implemented (ENOSYS)" + DisabledSuffix());
+                                 "implemented (ENOSYS)" +
+                                 DisabledSuffix());
   ASSERT_TRUE(automatic.ok()) << automatic.status().ToString();
   EXPECT_EQ(automatic->io, IoMode::kPread);
   for (size_t i = 0; i < m.names.size(); ++i) {
@@ -599,7 +623,8 @@ TEST_F(UringLoadTest, LoadOptionsCarryTheRingGeometry) {
     for (size_t i = 0; i < m_.names.size(); ++i) {
       const LoadedTensor* t = r->Find(m_.names[i]);
       ASSERT_NE(t, nullptr);
-      ASSERT_EQ(std::string(static_cast<const char*>(t->data), t->bytes), m_.bytes[i]) << m_.names[i];
+      ASSERT_EQ(std::string(static_cast<const char*>(t->data), t->bytes), m_.bytes[i])
+          << m_.names[i];
     }
     uint64_t data_bytes = 0;
     for (const std::string& b : m_.bytes) data_bytes += b.size();
@@ -610,14 +635,16 @@ TEST_F(UringLoadTest, LoadOptionsCarryTheRingGeometry) {
 TEST_F(UringLoadTest, InvalidRingGeometryIsRejected) {
   LoadOptions o = UringLoad(4096, 2);
   o.uring.queue_depth = 0;
-  EXPECT_EQ(ValidateLoadOptions(o), InvalidArgumentError("io_uring queue depth 0: expected 1..1024"));
+  EXPECT_EQ(ValidateLoadOptions(o),
+            InvalidArgumentError("io_uring queue depth 0: expected 1..1024"));
   Result<LoadedCheckpoint> r = LoadAll(*ckpt_, o);
   EXPECT_EQ(r.status(), InvalidArgumentError("io_uring queue depth 0: expected 1..1024"));
   o.uring.queue_depth = 4;
   o.uring.chunk_bytes = 5000;
-  EXPECT_EQ(VerifyCheckpoint(*ckpt_, o).status(),
-            InvalidArgumentError("io_uring chunk of 5000 bytes: expected a multiple of 4096 from 4096 "
-                                 "to 1073741824"));
+  EXPECT_EQ(
+      VerifyCheckpoint(*ckpt_, o).status(),
+      InvalidArgumentError("io_uring chunk of 5000 bytes: expected a multiple of 4096 from 4096 "
+                           "to 1073741824"));
 }
 
 TEST_F(UringLoadTest, LoadIntoIsByteExactOnASubset) {
@@ -628,15 +655,16 @@ TEST_F(UringLoadTest, LoadIntoIsByteExactOnASubset) {
   buffers.reserve(which.size());
   for (size_t i : which) {
     buffers.emplace_back(m_.bytes[i].size(), '\x5a');
-    targets.push_back({m_.names[i], Dtype::kU8, {m_.bytes[i].size()}, std::nullopt,
-                       buffers.back().data()});
+    targets.push_back(
+        {m_.names[i], Dtype::kU8, {m_.bytes[i].size()}, std::nullopt, buffers.back().data()});
   }
   LoadOptions o = UringLoad(4096, 2);
   o.match.strict = false;
   Result<LoadResult> r = LoadInto(*ckpt_, targets, o);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   for (size_t k = 0; k < which.size(); ++k) {
-    EXPECT_EQ(std::string(buffers[k].begin(), buffers[k].end()), m_.bytes[which[k]]) << m_.names[which[k]];
+    EXPECT_EQ(std::string(buffers[k].begin(), buffers[k].end()), m_.bytes[which[k]])
+        << m_.names[which[k]];
   }
 }
 
@@ -757,11 +785,13 @@ TEST_P(UringStreamTest, ByteExactAndObservedOnce) {
   std::vector<int> observed(dests_.size(), 0);
   bool bytes_ok = true;
   StreamOptions o;
-  o.observe_region = [&](const ReadSpan& span, const CopyRegion& r, std::span<const std::byte> src) {
+  o.observe_region = [&](const ReadSpan& span, const CopyRegion& r,
+                         std::span<const std::byte> src) {
     std::lock_guard<std::mutex> lock(mu);
     observed[r.dest] += static_cast<int>(src.size());
-    bytes_ok = bytes_ok && src.size() == r.length &&
-               std::memcmp(src.data(), data_.data() + span.file_offset + r.src_offset, r.length) == 0;
+    bytes_ok =
+        bytes_ok && src.size() == r.length &&
+        std::memcmp(src.data(), data_.data() + span.file_offset + r.src_offset, r.length) == 0;
     return OkStatus();
   };
   Status s = Run(nullptr, o);
@@ -828,7 +858,9 @@ TEST_P(UringStreamTest, TruncatedMidLoadIsDataLoss) {
   std::atomic<int> completions{0};
   Status s = Run(
       [&](uint64_t, uint32_t, int32_t res) {
-        if (++completions == 6) EXPECT_EQ(::truncate(path_.c_str(), 0), 0);
+        if (++completions == 6) {
+          EXPECT_EQ(::truncate(path_.c_str(), 0), 0);
+        }
         return res;
       },
       StreamOptions{});
@@ -854,13 +886,13 @@ TEST_P(UringStreamTest, ReplacedMidLoadIsDataLoss) {
   EXPECT_EQ(s, DataLossError(path_ + ": file was replaced while loading (inode changed)"));
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Paths, UringStreamTest,
-    ::testing::Values(StreamCase{false, true}, StreamCase{false, false}, StreamCase{true, false}),
-    [](const ::testing::TestParamInfo<StreamCase>& i) {
-      return std::string(i.param.direct_file ? "odirect" : "buffered") +
-             (i.param.direct_targets ? "_direct_targets" : "_staged");
-    });
+INSTANTIATE_TEST_SUITE_P(Paths, UringStreamTest,
+                         ::testing::Values(StreamCase{false, true}, StreamCase{false, false},
+                                           StreamCase{true, false}),
+                         [](const ::testing::TestParamInfo<StreamCase>& i) {
+                           return std::string(i.param.direct_file ? "odirect" : "buffered") +
+                                  (i.param.direct_targets ? "_direct_targets" : "_staged");
+                         });
 
 }  // namespace
 }  // namespace shardload
