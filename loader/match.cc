@@ -4,9 +4,11 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <deque>
+#include <functional>
 #include <limits>
+#include <numeric>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "format/text.h"
 
@@ -142,6 +144,114 @@ std::string LeadingComponents(const std::vector<std::string_view>& names) {
   return std::string(common.substr(0, dot + 1));
 }
 
+// NameIndex: an open-addressing (linear probing) hash index from names to uint32 ids,
+// kept at most ~2/3 full. It stores views: the caller keeps every inserted name alive
+// for the index's lifetime. One flat allocation instead of a node per name, which
+// matters for checkpoints of tens of thousands of tensors.
+class NameIndex {
+ public:
+  static constexpr uint32_t kNone = std::numeric_limits<uint32_t>::max();
+
+  // NameIndex: an empty index sized for `expected` names (it grows past that).
+  explicit NameIndex(size_t expected) { Reset(CapacityFor(expected)); }
+
+  // Insert: add `name` → `id` unless `name` is present. Returns the id already held
+  // for `name`, or kNone when it was added.
+  uint32_t Insert(std::string_view name, uint32_t id) {
+    if (3 * (size_ + 1) > 2 * slots_.size()) Grow();
+    uint32_t hash = Hash(name);
+    size_t i = hash & mask_;
+    while (slots_[i].id != kNone) {
+      if (slots_[i].hash == hash && slots_[i].name == name) return slots_[i].id;
+      i = (i + 1) & mask_;
+    }
+    slots_[i] = Slot{name, hash, id};
+    ++size_;
+    return kNone;
+  }
+
+  // Find: the id of `name`, or kNone.
+  uint32_t Find(std::string_view name) const {
+    uint32_t hash = Hash(name);
+    size_t i = hash & mask_;
+    while (slots_[i].id != kNone) {
+      if (slots_[i].hash == hash && slots_[i].name == name) return slots_[i].id;
+      i = (i + 1) & mask_;
+    }
+    return kNone;
+  }
+
+ private:
+  struct Slot {
+    std::string_view name;
+    uint32_t hash = 0;
+    uint32_t id = kNone;
+  };
+
+  // Hash: the low 32 bits of std::hash (murmur-based in libstdc++, well mixed), enough
+  // to index up to 2^32 slots.
+  static uint32_t Hash(std::string_view name) {
+    return static_cast<uint32_t>(std::hash<std::string_view>{}(name));
+  }
+
+  static size_t CapacityFor(size_t expected) {
+    size_t capacity = 16;
+    while (2 * capacity < 3 * expected + 3) capacity *= 2;
+    return capacity;
+  }
+
+  void Reset(size_t capacity) {
+    slots_.assign(capacity, Slot{});
+    mask_ = capacity - 1;
+    size_ = 0;
+  }
+
+  void Grow() {
+    std::vector<Slot> old = std::move(slots_);
+    Reset(old.size() * 2);
+    for (const Slot& slot : old) {
+      if (slot.id != kNone) Insert(slot.name, slot.id);
+    }
+  }
+
+  std::vector<Slot> slots_;
+  size_t mask_ = 0;
+  size_t size_ = 0;
+};
+
+// SortedByName: the indices of `targets` in ascending name order. Target lists are
+// often sorted already (a model's state_dict order, or a catalog made of a few sorted
+// shards), so ascending runs are found first and merged; many runs fall back to a
+// plain sort.
+std::vector<uint32_t> SortedByName(std::span<const Target> targets) {
+  std::vector<uint32_t> order(targets.size());
+  std::iota(order.begin(), order.end(), 0u);
+  auto less = [&](uint32_t a, uint32_t b) { return targets[a].name < targets[b].name; };
+  std::vector<size_t> bounds = {0};  // starts of ascending runs, then the end
+  for (size_t i = 1; i < order.size(); ++i) {
+    if (less(order[i], order[i - 1])) bounds.push_back(i);
+  }
+  bounds.push_back(order.size());
+  if (bounds.size() > 258) {
+    std::sort(order.begin(), order.end(), less);
+    return order;
+  }
+  while (bounds.size() > 2) {  // merge neighbouring runs pairwise
+    std::vector<size_t> next = {0};
+    for (size_t k = 0; k + 1 < bounds.size(); k += 2) {
+      if (k + 2 < bounds.size()) {
+        std::inplace_merge(order.begin() + bounds[k], order.begin() + bounds[k + 1],
+                           order.begin() + bounds[k + 2], less);
+        next.push_back(bounds[k + 2]);
+      } else {
+        next.push_back(bounds[k + 1]);
+      }
+    }
+    bounds = std::move(next);
+  }
+  return order;
+}
+
 // PrefixOp: one auto_prefix candidate.
 struct PrefixOp {
   bool strip = true;
@@ -157,6 +267,21 @@ struct PrefixOp {
     }
     return prefix + std::string(name);
   }
+
+  // Lookup: index.Find(*Transform(name)), or kNone when the op does not apply, without
+  // building a string for a strip (`scratch` holds the name an add builds).
+  uint32_t Lookup(std::string_view name, const NameIndex& index, std::string* scratch) const {
+    if (strip) {
+      if (name.size() <= prefix.size() || name.substr(0, prefix.size()) != prefix) {
+        return NameIndex::kNone;
+      }
+      return index.Find(name.substr(prefix.size()));
+    }
+    scratch->assign(prefix);
+    scratch->append(name);
+    return index.Find(*scratch);
+  }
+
   std::string ToString() const { return (strip ? "strip:" : "add:") + prefix; }
 };
 
@@ -310,23 +435,22 @@ Result<MatchReport> Match(std::span<const StoredTensor> stored,
   if (stored.size() > kMaxCount || targets.size() > kMaxCount) {
     return InvalidArgumentError("too many tensors to match (more than 2^32 - 1)");
   }
+  constexpr uint32_t kNone = NameIndex::kNone;
 
   // ---- Validate the inputs.
-  std::unordered_map<std::string_view, uint32_t> target_by_name;
-  target_by_name.reserve(targets.size());
+  NameIndex target_by_name(targets.size());
   for (uint32_t t = 0; t < targets.size(); ++t) {
     const Target& target = targets[t];
-    if (!target_by_name.emplace(target.name, t).second) {
+    if (target_by_name.Insert(target.name, t) != kNone) {
       return InvalidArgumentError("duplicate target name " + Single(target.name));
     }
     Result<uint64_t> bytes = TensorByteSize(target.dtype, target.shape);
     if (!bytes.ok()) return bytes.status().WithPrefix("target " + Single(target.name));
   }
-  std::unordered_map<std::string_view, uint32_t> stored_by_name;
-  stored_by_name.reserve(stored.size());
+  NameIndex stored_by_name(stored.size());
   for (uint32_t s = 0; s < stored.size(); ++s) {
     const StoredTensor& st = stored[s];
-    if (!stored_by_name.emplace(st.name, s).second) {
+    if (stored_by_name.Insert(st.name, s) != kNone) {
       return InvalidArgumentError("duplicate stored tensor name " + Single(st.name));
     }
     Result<uint64_t> bytes = TensorByteSize(st.dtype, st.shape);
@@ -349,6 +473,8 @@ Result<MatchReport> Match(std::span<const StoredTensor> stored,
   }
 
   // ---- 1. Renames and collisions.
+  // model_name[s] views either stored[s].name (not rewritten, the common case: no copy)
+  // or a rewritten name owned by `owned_names` (a deque: its elements never move).
   auto apply_renames = [&](std::string_view name) -> Result<std::string> {
     std::string out(name);
     for (const RenameRule& rule : options.renames) {
@@ -361,57 +487,72 @@ Result<MatchReport> Match(std::span<const StoredTensor> stored,
     }
     return out;
   };
-  std::vector<std::string> model_name(stored.size());
-  for (uint32_t s = 0; s < stored.size(); ++s) {
-    SL_ASSIGN_OR_RETURN(model_name[s], apply_renames(stored[s].name));
-  }
-  std::unordered_map<std::string_view, std::vector<uint32_t>> by_model_name;
-  by_model_name.reserve(stored.size());
-  for (uint32_t s = 0; s < stored.size(); ++s) by_model_name[model_name[s]].push_back(s);
+  std::deque<std::string> owned_names;
+  std::vector<std::string_view> model_name(stored.size());
+  for (uint32_t s = 0; s < stored.size(); ++s) model_name[s] = stored[s].name;
+  // is_renamed: whether model_name[s] differs from the stored name (by content).
+  auto is_renamed = [&](uint32_t s) {
+    return model_name[s].data() != stored[s].name.data() && model_name[s] != stored[s].name;
+  };
   std::vector<bool> colliding(stored.size(), false);
   std::vector<std::string> collision_messages;
-  for (const auto& [name, group] : by_model_name) {
-    if (group.size() < 2) continue;
-    std::vector<std::string> originals;
-    for (uint32_t s : group) {
-      colliding[s] = true;
-      originals.push_back(stored[s].name);
+  if (!options.renames.empty()) {
+    for (uint32_t s = 0; s < stored.size(); ++s) {
+      SL_ASSIGN_OR_RETURN(std::string name, apply_renames(stored[s].name));
+      if (name != stored[s].name) model_name[s] = owned_names.emplace_back(std::move(name));
     }
-    std::sort(originals.begin(), originals.end());
-    std::string msg = group.size() == 2 ? "rename rules map both " : "rename rules map ";
-    for (size_t k = 0; k < originals.size(); ++k) {
-      if (k > 0) msg += (k + 1 == originals.size()) ? " and " : ", ";
-      msg += Quote(originals[k]);
+    // Without renames the names are the stored names, already known to be distinct.
+    NameIndex by_model_name(stored.size());
+    std::map<uint32_t, std::vector<uint32_t>> groups;  // first holder → all holders
+    for (uint32_t s = 0; s < stored.size(); ++s) {
+      uint32_t first = by_model_name.Insert(model_name[s], s);
+      if (first == kNone) continue;
+      std::vector<uint32_t>& group = groups[first];
+      if (group.empty()) group.push_back(first);
+      group.push_back(s);
     }
-    msg += " to " + Quote(name) + ".";
-    collision_messages.push_back(std::move(msg));
+    for (const auto& [first, group] : groups) {
+      std::vector<std::string_view> originals;
+      for (uint32_t s : group) {
+        colliding[s] = true;
+        originals.push_back(stored[s].name);
+      }
+      std::sort(originals.begin(), originals.end());
+      std::string msg = group.size() == 2 ? "rename rules map both " : "rename rules map ";
+      for (size_t k = 0; k < originals.size(); ++k) {
+        if (k > 0) msg += (k + 1 == originals.size()) ? " and " : ", ";
+        msg += Quote(originals[k]);
+      }
+      msg += " to " + Quote(model_name[first]) + ".";
+      collision_messages.push_back(std::move(msg));
+    }
+    std::sort(collision_messages.begin(), collision_messages.end());
   }
-  std::sort(collision_messages.begin(), collision_messages.end());
 
   // ---- 2. Direct matches.
-  constexpr uint32_t kNone = std::numeric_limits<uint32_t>::max();
   std::vector<uint32_t> source(targets.size(), kNone);  // target → stored
   std::vector<bool> via_rename(targets.size(), false);
   std::vector<bool> via_alias(targets.size(), false);
   std::vector<bool> used(stored.size(), false);
   for (uint32_t s = 0; s < stored.size(); ++s) {
     if (colliding[s]) continue;
-    auto it = target_by_name.find(model_name[s]);
-    if (it == target_by_name.end()) continue;
-    source[it->second] = s;
-    via_rename[it->second] = model_name[s] != stored[s].name;
+    uint32_t t = target_by_name.Find(model_name[s]);
+    if (t == kNone) continue;
+    source[t] = s;
+    via_rename[t] = is_renamed(s);
     used[s] = true;
   }
 
   // ---- 3. auto_prefix.
   std::optional<PrefixOp> chosen;
   if (options.auto_prefix) {
-    std::unordered_map<std::string_view, uint32_t> unmatched_targets;
     std::vector<std::string_view> unmatched_target_names;
     for (uint32_t t = 0; t < targets.size(); ++t) {
-      if (source[t] != kNone) continue;
-      unmatched_targets.emplace(targets[t].name, t);
-      unmatched_target_names.push_back(targets[t].name);
+      if (source[t] == kNone) unmatched_target_names.push_back(targets[t].name);
+    }
+    NameIndex unmatched_targets(unmatched_target_names.size());
+    for (uint32_t t = 0; t < targets.size(); ++t) {
+      if (source[t] == kNone) unmatched_targets.Insert(targets[t].name, t);
     }
     std::vector<uint32_t> unmatched_stored;
     std::vector<std::string_view> unmatched_stored_names;
@@ -420,12 +561,13 @@ Result<MatchReport> Match(std::span<const StoredTensor> stored,
       unmatched_stored.push_back(s);
       unmatched_stored_names.push_back(model_name[s]);
     }
-    if (!unmatched_targets.empty() && !unmatched_stored.empty()) {
+    if (!unmatched_target_names.empty() && !unmatched_stored.empty()) {
       std::vector<std::string> prefixes = {"module.", "model.",
                                            LeadingComponents(unmatched_stored_names),
                                            LeadingComponents(unmatched_target_names)};
       size_t best_count = 0;
       std::vector<std::string> seen;
+      std::string scratch;
       for (const std::string& prefix : prefixes) {
         if (prefix.empty() ||
             std::find(seen.begin(), seen.end(), prefix) != seen.end()) {
@@ -436,8 +578,7 @@ Result<MatchReport> Match(std::span<const StoredTensor> stored,
           PrefixOp op{strip, prefix};
           size_t count = 0;
           for (uint32_t s : unmatched_stored) {
-            std::optional<std::string> name = op.Transform(model_name[s]);
-            if (name && unmatched_targets.count(*name) > 0) ++count;
+            if (op.Lookup(model_name[s], unmatched_targets, &scratch) != kNone) ++count;
           }
           if (count > best_count) {
             best_count = count;
@@ -447,53 +588,50 @@ Result<MatchReport> Match(std::span<const StoredTensor> stored,
       }
       if (chosen) {
         for (uint32_t s : unmatched_stored) {
-          std::optional<std::string> name = chosen->Transform(model_name[s]);
-          if (!name) continue;
-          auto it = unmatched_targets.find(*name);
-          if (it == unmatched_targets.end()) continue;
-          source[it->second] = s;
-          via_rename[it->second] = true;
+          uint32_t t = chosen->Lookup(model_name[s], unmatched_targets, &scratch);
+          if (t == kNone) continue;
+          source[t] = s;
+          via_rename[t] = true;
           used[s] = true;
-          model_name[s] = std::move(*name);
+          model_name[s] = owned_names.emplace_back(*chosen->Transform(model_name[s]));
         }
       }
     }
   }
 
   // ---- 4. Aliases (tied weights). Caller entries first; they win per target.
-  std::unordered_map<std::string_view, uint32_t> by_final_name;  // non-colliding
-  by_final_name.reserve(stored.size());
-  for (uint32_t s = 0; s < stored.size(); ++s) {
-    if (!colliding[s]) by_final_name.emplace(model_name[s], s);
-  }
   std::unordered_map<uint32_t, uint32_t> alias_source;  // target → stored
-  for (const auto& [target_name, stored_name] : caller_alias) {
-    auto t = target_by_name.find(target_name);
-    if (t == target_by_name.end()) continue;  // not in this model: ignored
-    uint32_t s = kNone;
-    if (auto f = by_final_name.find(stored_name); f != by_final_name.end()) {
-      s = f->second;
-    } else if (auto o = stored_by_name.find(stored_name);
-               o != stored_by_name.end() && !colliding[o->second]) {
-      s = o->second;
+  if (!caller_alias.empty()) {
+    NameIndex by_final_name(stored.size());  // non-colliding; the first holder wins
+    for (uint32_t s = 0; s < stored.size(); ++s) {
+      if (!colliding[s]) by_final_name.Insert(model_name[s], s);
     }
-    if (s != kNone) alias_source.emplace(t->second, s);
+    for (const auto& [target_name, stored_name] : caller_alias) {
+      uint32_t t = target_by_name.Find(target_name);
+      if (t == kNone) continue;  // not in this model: ignored
+      uint32_t s = by_final_name.Find(stored_name);
+      if (s == kNone) {
+        uint32_t o = stored_by_name.Find(stored_name);
+        if (o != kNone && !colliding[o]) s = o;
+      }
+      if (s != kNone) alias_source.emplace(t, s);
+    }
   }
   if (options.aliases_from_metadata) {
     for (const auto& [key, value] : metadata) {
-      auto s = stored_by_name.find(value);
-      if (s == stored_by_name.end() || colliding[s->second]) continue;
-      if (stored_by_name.count(key) > 0) continue;  // not an alias: key is a tensor
+      uint32_t s = stored_by_name.Find(value);
+      if (s == kNone || colliding[s]) continue;
+      if (stored_by_name.Find(key) != kNone) continue;  // not an alias: key is a tensor
       Result<std::string> renamed = apply_renames(key);
       if (!renamed.ok()) continue;  // metadata is free text: not an alias we can use
       std::string name = std::move(*renamed);
-      auto t = target_by_name.find(name);
-      if (t == target_by_name.end() && chosen) {
+      uint32_t t = target_by_name.Find(name);
+      if (t == kNone && chosen) {
         std::optional<std::string> alt = chosen->Transform(name);
-        if (alt) t = target_by_name.find(*alt);
+        if (alt) t = target_by_name.Find(*alt);
       }
-      if (t == target_by_name.end()) continue;  // not in this model: ignored
-      alias_source.emplace(t->second, s->second);  // keeps a caller entry
+      if (t == kNone) continue;  // not in this model: ignored
+      alias_source.emplace(t, s);  // keeps a caller entry
     }
   }
   for (const auto& [t, s] : alias_source) {
@@ -504,9 +642,13 @@ Result<MatchReport> Match(std::span<const StoredTensor> stored,
   }
 
   // ---- 5. Shape and dtype checks; 6. missing and unexpected.
+  // Targets are visited in name order, so matched, missing, mismatched and the
+  // mismatch messages come out sorted (target names are distinct).
+  std::vector<uint32_t> order = SortedByName(targets);
   MatchReport report;
-  std::vector<std::pair<std::string_view, std::string>> mismatch_errors;
-  for (uint32_t t = 0; t < targets.size(); ++t) {
+  report.matched.reserve(targets.size());
+  std::vector<std::string> mismatch_errors;
+  for (uint32_t t : order) {
     const Target& target = targets[t];
     uint32_t s = source[t];
     if (s == kNone) {
@@ -524,11 +666,10 @@ Result<MatchReport> Match(std::span<const StoredTensor> stored,
                                            !(shape_ok && dtype_ok)});
     }
     if (!shape_ok) {
-      mismatch_errors.emplace_back(
-          target.name, "size mismatch for " + Plain(target.name) +
-                           ": copying a param with shape " + ShapeToString(st.shape) +
-                           " from checkpoint, the shape in current model is " +
-                           ShapeToString(target.shape) + ".");
+      mismatch_errors.push_back("size mismatch for " + Plain(target.name) +
+                                ": copying a param with shape " + ShapeToString(st.shape) +
+                                " from checkpoint, the shape in current model is " +
+                                ShapeToString(target.shape) + ".");
       continue;
     }
     if (!dtype_ok) {
@@ -537,38 +678,36 @@ Result<MatchReport> Match(std::span<const StoredTensor> stored,
                         " from checkpoint, the dtype in current model is " +
                         std::string(DtypeName(target.dtype));
       msg += IsCastable(st.dtype, target.dtype) ? "; allow_cast would convert it." : ".";
-      mismatch_errors.emplace_back(target.name, std::move(msg));
+      mismatch_errors.push_back(std::move(msg));
       continue;
     }
     report.matched.push_back(MatchedPair{s, t, st.name, target.name, via_rename[t],
                                          via_alias[t], st.dtype, target.dtype});
   }
+  std::vector<std::string_view> unexpected;
+  std::vector<uint32_t> renamed;
   for (uint32_t s = 0; s < stored.size(); ++s) {
-    if (!used[s] && !colliding[s]) report.unexpected.push_back(model_name[s]);
+    if (!used[s] && !colliding[s]) unexpected.push_back(model_name[s]);
+    if (is_renamed(s)) renamed.push_back(s);
   }
-  for (uint32_t s = 0; s < stored.size(); ++s) {
-    if (model_name[s] != stored[s].name) report.renamed.push_back({stored[s].name, model_name[s]});
+  std::sort(unexpected.begin(), unexpected.end());
+  report.unexpected.assign(unexpected.begin(), unexpected.end());
+  std::sort(renamed.begin(), renamed.end(),
+            [&](uint32_t a, uint32_t b) { return stored[a].name < stored[b].name; });
+  report.renamed.reserve(renamed.size());
+  for (uint32_t s : renamed) {
+    report.renamed.push_back({stored[s].name, std::string(model_name[s])});
   }
   if (chosen) report.auto_prefix = chosen->ToString();
 
-  std::sort(report.matched.begin(), report.matched.end(),
-            [](const MatchedPair& a, const MatchedPair& b) { return a.target_name < b.target_name; });
-  std::sort(report.missing.begin(), report.missing.end());
-  std::sort(report.unexpected.begin(), report.unexpected.end());
-  std::sort(report.mismatched.begin(), report.mismatched.end(),
-            [](const Mismatch& a, const Mismatch& b) { return a.name < b.name; });
-  std::sort(report.renamed.begin(), report.renamed.end(),
-            [](const Renamed& a, const Renamed& b) { return a.from < b.from; });
-  std::sort(mismatch_errors.begin(), mismatch_errors.end());
-
-  std::vector<std::string> errors = collision_messages;
+  std::vector<std::string> errors = std::move(collision_messages);
   if (options.strict && !report.unexpected.empty()) {
     errors.push_back("Unexpected key(s) in state_dict: " + JoinQuoted(report.unexpected) + ".");
   }
   if (options.strict && !report.missing.empty()) {
     errors.push_back("Missing key(s) in state_dict: " + JoinQuoted(report.missing) + ".");
   }
-  for (auto& [name, msg] : mismatch_errors) errors.push_back(std::move(msg));
+  for (std::string& msg : mismatch_errors) errors.push_back(std::move(msg));
   if (!errors.empty()) {
     std::string msg = "Error(s) in loading state_dict:";
     for (const std::string& e : errors) msg += " " + e;

@@ -26,13 +26,18 @@ uint64_t SplitUnit(Dtype dtype) {
   return std::lcm(bits, uint64_t{8}) / 8;
 }
 
-// Used: one stored tensor that is read, with the destinations it feeds.
+constexpr uint32_t kNoDest = std::numeric_limits<uint32_t>::max();
+
+// Used: one stored tensor that is read, with the destinations it feeds: a list
+// threaded through MakePlan's `next_dest` (first_dest, then next_dest[first_dest], …,
+// ascending), so the common one-destination tensor costs no allocation.
 struct Used {
   uint32_t stored;
   uint32_t shard;
   uint64_t offset;
   uint64_t bytes;
-  std::vector<uint32_t> dests;  // ascending
+  uint32_t first_dest;
+  uint32_t last_dest;
 };
 
 }  // namespace
@@ -54,6 +59,8 @@ Result<LoadPlan> MakePlan(std::span<const StoredTensor> stored, const MatchRepor
   std::vector<bool> target_seen(targets.size(), false);
   std::vector<int64_t> used_index(stored.size(), -1);  // stored → index into `used`
   std::vector<Used> used;
+  used.reserve(report.matched.size());
+  std::vector<uint32_t> next_dest(report.matched.size(), kNoDest);  // see Used
   for (const MatchedPair& pair : report.matched) {
     if (pair.stored >= stored.size()) {
       return InvalidArgumentError("match report refers to stored tensor " +
@@ -110,14 +117,24 @@ Result<LoadPlan> MakePlan(std::span<const StoredTensor> stored, const MatchRepor
     if (st.bytes == 0) continue;  // nothing to read
     if (used_index[pair.stored] < 0) {
       used_index[pair.stored] = static_cast<int64_t>(used.size());
-      used.push_back(Used{pair.stored, st.shard, st.file_offset, st.bytes, {}});
+      used.push_back(Used{pair.stored, st.shard, st.file_offset, st.bytes, dest_index, dest_index});
+    } else {
+      Used& u = used[used_index[pair.stored]];
+      next_dest[u.last_dest] = dest_index;
+      u.last_dest = dest_index;
     }
-    used[used_index[pair.stored]].dests.push_back(dest_index);
   }
 
-  std::sort(used.begin(), used.end(), [](const Used& a, const Used& b) {
+  auto by_position = [](const Used& a, const Used& b) {
     return std::tie(a.shard, a.offset) < std::tie(b.shard, b.offset);
-  });
+  };
+  // A strictly increasing list (matched order often is file order) is the one order
+  // the sort could produce; skip it then.
+  bool in_order = true;
+  for (size_t i = 1; i < used.size() && in_order; ++i) {
+    in_order = by_position(used[i - 1], used[i]);
+  }
+  if (!in_order) std::sort(used.begin(), used.end(), by_position);
   for (size_t i = 1; i < used.size(); ++i) {
     const Used& a = used[i - 1];
     const Used& b = used[i];
@@ -141,7 +158,7 @@ Result<LoadPlan> MakePlan(std::span<const StoredTensor> stored, const MatchRepor
   };
   auto add_regions = [&](const Used& u, uint64_t src_offset, uint64_t length,
                          uint64_t dst_offset) {
-    for (uint32_t dest : u.dests) {
+    for (uint32_t dest = u.first_dest; dest != kNoDest; dest = next_dest[dest]) {
       span.regions.push_back(CopyRegion{src_offset, length, dest, dst_offset});
     }
   };
