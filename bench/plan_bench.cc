@@ -6,7 +6,10 @@
 // written: matching and planning never touch data): 48 layers × 128 experts × 3
 // projections of BF16[768, 2048] plus attention, norms, router, embedding and head,
 // 18,867 tensors, ~61 GB over 16 shards.
-//   BM_MatchMoe  Match() of the full model (strict, names as stored).
+//   BM_MatchMoe  Match() of the full model (strict, names as stored), targets in the
+//                model's own order (numeric layer/expert order, not sorted by name).
+//   BM_MatchMoeSorted  the same with targets sorted by name, as LoadInto gets them from
+//                a LoadedCheckpoint (the `shardload bench` LoadInto case).
 //   BM_MatchMoePrefix  the same with auto_prefix reconciling a "module." on every name.
 //   BM_PlanMoe   MakePlan() of the match, default options (64 MiB spans, 1 MiB gaps).
 // Each reports `cpu_ms` (thread CPU time per call, robust on a busy machine) and
@@ -115,8 +118,13 @@ void Report(benchmark::State& state, double seconds, const Model& m) {
   }
 }
 
-void MatchBench(benchmark::State& state, const std::string& prefix, bool auto_prefix) {
+void MatchBench(benchmark::State& state, const std::string& prefix, bool auto_prefix,
+                bool sorted_targets = false) {
   Model m = MoeModel(prefix);
+  if (sorted_targets) {
+    std::sort(m.targets.begin(), m.targets.end(),
+              [](const Target& a, const Target& b) { return a.name < b.name; });
+  }
   MatchOptions options;
   options.auto_prefix = auto_prefix;
   double start = ThreadCpuSeconds();
@@ -133,6 +141,9 @@ void MatchBench(benchmark::State& state, const std::string& prefix, bool auto_pr
 
 void BM_MatchMoe(benchmark::State& state) { MatchBench(state, "", false); }
 BENCHMARK(BM_MatchMoe)->Unit(benchmark::kMillisecond);
+
+void BM_MatchMoeSorted(benchmark::State& state) { MatchBench(state, "", false, true); }
+BENCHMARK(BM_MatchMoeSorted)->Unit(benchmark::kMillisecond);
 
 void BM_MatchMoePrefix(benchmark::State& state) { MatchBench(state, "module.", true); }
 BENCHMARK(BM_MatchMoePrefix)->Unit(benchmark::kMillisecond);

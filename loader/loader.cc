@@ -248,12 +248,17 @@ Result<LoadedCheckpoint> LoadAll(const Checkpoint& checkpoint, const LoadOptions
   SL_RETURN_IF_ERROR(Execute(checkpoint, plan, options, out.report, &out));
   out.tensors.reserve(plan.destinations.size());
   for (size_t i = 0; i < plan.destinations.size(); ++i) {
-    const Destination& d = plan.destinations[i];
+    Destination& d = plan.destinations[i];
     const Target& t = targets[out.report.matched[i].target];
-    out.tensors.push_back(LoadedTensor{d.name, d.dst_dtype, t.shape, d.device, d.ptr, d.bytes});
+    out.tensors.push_back(
+        LoadedTensor{std::move(d.name), d.dst_dtype, t.shape, d.device, d.ptr, d.bytes});
   }
-  std::sort(out.tensors.begin(), out.tensors.end(),
-            [](const LoadedTensor& a, const LoadedTensor& b) { return a.name < b.name; });
+  // Destinations follow report.matched, which Match sorts by target name, so this is
+  // normally already in order; names are distinct, so skipping the sort then is exact.
+  auto by_name = [](const LoadedTensor& a, const LoadedTensor& b) { return a.name < b.name; };
+  if (!std::is_sorted(out.tensors.begin(), out.tensors.end(), by_name)) {
+    std::sort(out.tensors.begin(), out.tensors.end(), by_name);
+  }
   out.seconds = SecondsSince(start);
   return out;
 }

@@ -233,7 +233,12 @@ std::vector<uint32_t> SortedByName(std::span<const Target> targets) {
   }
   bounds.push_back(order.size());
   if (bounds.size() > 258) {
-    std::sort(order.begin(), order.end(), less);
+    // Sort (name, index) pairs: comparisons then read the names without going through
+    // the (large) Target records.
+    std::vector<std::pair<std::string_view, uint32_t>> keyed(targets.size());
+    for (uint32_t t = 0; t < targets.size(); ++t) keyed[t] = {targets[t].name, t};
+    std::sort(keyed.begin(), keyed.end());  // names are distinct: a total order
+    for (size_t i = 0; i < keyed.size(); ++i) order[i] = keyed[i].second;
     return order;
   }
   while (bounds.size() > 2) {  // merge neighbouring runs pairwise
