@@ -35,12 +35,19 @@ for k in ("median_gbps", "pooled_median_gbps", "load_into_median_gbps"):
 binding = {"memcpy": c["memcpy_gbps"], "fresh_memory": c["fresh_memory_gbps"]}
 assert r["binding"] == min(binding, key=binding.get), r
 assert r["reuse_binding"] == "memcpy", r
-def near(a, b):  # the report prints 3 decimals
-    return abs(a - b) <= 0.002 + 0.002 * abs(b)
-assert near(r["median_fraction_of_binding"], r["median_gbps"] / binding[r["binding"]]), r
-assert near(r["median_vs_buffered_read"], r["median_gbps"] / c["buffered_read_gbps"]), r
-assert near(r["pooled_fraction_of_binding"], r["pooled_median_gbps"] / c["memcpy_gbps"]), r
-assert near(r["load_into_fraction_of_binding"], r["load_into_median_gbps"] / c["memcpy_gbps"]), r
+def quotient_of(ratio, n, d):
+    # Every number is printed with 3 decimals: the ratio was computed from values within
+    # 0.0005 of n and d, and is itself rounded to within 0.0005.
+    e = 0.0005
+    lo = max(n - e, 0) / (d + e)
+    hi = (n + e) / max(d - e, 1e-9)
+    return lo - e <= ratio <= hi + e
+assert quotient_of(r["median_fraction_of_binding"], r["median_gbps"], binding[r["binding"]]), r
+assert quotient_of(r["median_vs_buffered_read"], r["median_gbps"], c["buffered_read_gbps"]), r
+assert quotient_of(r["pooled_fraction_of_binding"], r["pooled_median_gbps"], c["memcpy_gbps"]), r
+assert quotient_of(r["load_into_fraction_of_binding"], r["load_into_median_gbps"], c["memcpy_gbps"]), r
+# And a wrong ratio is caught: twice the quotient is not one.
+assert not quotient_of(2 * r["median_gbps"] / binding[r["binding"]] + 0.01, r["median_gbps"], binding[r["binding"]]), r
 PY
 check "quiet stderr" test ! -s "$tmp/err"
 
