@@ -5,14 +5,8 @@
 # the human report, and usage errors.
 # Usage: bench_cli_test.sh PATH_TO_SHARDLOAD
 set -uo pipefail
-bin="$1"
-tmp="${TEST_TMPDIR:-$(mktemp -d)}/bench_cli"
-rm -rf "$tmp" && mkdir -p "$tmp"
-fails=0
-check() {  # check DESCRIPTION COMMAND...
-  local what="$1"; shift
-  if "$@"; then echo "ok: $what"; else echo "FAIL: $what"; fails=$((fails + 1)); fi
-}
+source "$(dirname "$0")/cli_check.sh"
+cli_check_setup bench_cli "$1"
 
 "$bin" write-sample "$tmp/m" --layout tiny --shards 3 --seed 5 >/dev/null || { echo "FAIL: write-sample"; exit 1; }
 
@@ -66,5 +60,4 @@ check "no PATH says so" grep -q 'missing PATH' <<<"$out"
 out="$("$bin" bench "$tmp/nope" --json 2>&1)"; rc=$?
 check "a missing checkpoint exits 1" test $rc -eq 1
 
-echo "$fails failed"
-test $fails -eq 0
+cli_check_done

@@ -5,14 +5,8 @@
 # verify on an intact and a truncated checkpoint.
 # Usage: load_cli_test.sh PATH_TO_SHARDLOAD
 set -uo pipefail
-bin="$1"
-tmp="${TEST_TMPDIR:-$(mktemp -d)}/load_cli"
-rm -rf "$tmp" && mkdir -p "$tmp"
-fails=0
-check() {  # check DESCRIPTION COMMAND...
-  local what="$1"; shift
-  if "$@"; then echo "ok: $what"; else echo "FAIL: $what"; fails=$((fails + 1)); fi
-}
+source "$(dirname "$0")/cli_check.sh"
+cli_check_setup load_cli "$1"
 
 "$bin" write-sample "$tmp/m" --layout tiny --shards 3 --seed 5 >/dev/null || { echo "FAIL: write-sample"; exit 1; }
 
@@ -110,5 +104,4 @@ out="$("$bin" load "$tmp/m2" --alias nonsense 2>&1)"; rc=$?
 check "--alias without = is a usage error" test $rc -eq 2
 check "--alias error names the value" grep -q "invalid --alias 'nonsense': expected TARGET=STORED" <<<"$out"
 
-echo "$fails failed"
-test $fails -eq 0
+cli_check_done

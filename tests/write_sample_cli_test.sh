@@ -2,14 +2,8 @@
 # `shardload write-sample` end to end: output, files, determinism, and one-line errors
 # with a non-zero exit. Usage: write_sample_cli_test.sh PATH_TO_SHARDLOAD
 set -uo pipefail
-bin="$1"
-tmp="${TEST_TMPDIR:-$(mktemp -d)}/write_sample_cli"
-rm -rf "$tmp" && mkdir -p "$tmp"
-fails=0
-check() {  # check DESCRIPTION CONDITION...
-  local what="$1"; shift
-  if "$@"; then echo "ok: $what"; else echo "FAIL: $what"; fails=$((fails + 1)); fi
-}
+source "$(dirname "$0")/cli_check.sh"
+cli_check_setup write_sample_cli "$1"
 
 out="$("$bin" write-sample "$tmp/a" --layout tiny --shards 3 --seed 5 2>&1)"; rc=$?
 check "tiny write exits 0" test $rc -eq 0
@@ -66,5 +60,4 @@ else
   echo "skip: python3 cannot import safetensors and numpy"
 fi
 
-echo "$fails failure(s)"
-[ $fails -eq 0 ]
+cli_check_done
