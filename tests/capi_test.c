@@ -705,18 +705,29 @@ static void* LoadedData(const sl_loaded* loaded, const char* name) {
   return t.data;
 }
 
+/* OpenPooled: single.safetensors, fresh options and a pool of `max_cached` bytes set on
+ * them. Returns 1 when all three exist (failures are CHECKed). */
+static int OpenPooled(uint64_t max_cached, sl_checkpoint** ck, sl_options** opt,
+                      sl_host_pool** pool) {
+  *ck = NULL;
+  *opt = NULL;
+  *pool = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("single.safetensors"), ck));
+  CHECK_OK(sl_options_new(opt));
+  CHECK_OK(sl_host_pool_new(max_cached, pool));
+  if (*ck == NULL || *opt == NULL || *pool == NULL) return 0;
+  CHECK(sl_host_pool_cached_bytes(*pool) == 0);
+  CHECK_OK(sl_options_set_host_pool(*opt, *pool));
+  return 1;
+}
+
 /* A second load through the pool reuses the first one's arena once it was freed, and
  * holds the file's bytes even though the first user scribbled over its tensors. */
 static void TestHostPoolReuse(void) {
-  sl_checkpoint* ck = NULL;
-  CHECK_OK(sl_checkpoint_open(Path("single.safetensors"), &ck));
-  sl_options* opt = NULL;
-  CHECK_OK(sl_options_new(&opt));
-  sl_host_pool* pool = NULL;
-  CHECK_OK(sl_host_pool_new(SL_HOST_POOL_DEFAULT_MAX_CACHED_BYTES, &pool));
-  if (ck == NULL || opt == NULL || pool == NULL) return;
-  CHECK(sl_host_pool_cached_bytes(pool) == 0);
-  CHECK_OK(sl_options_set_host_pool(opt, pool));
+  sl_checkpoint* ck;
+  sl_options* opt;
+  sl_host_pool* pool;
+  if (!OpenPooled(SL_HOST_POOL_DEFAULT_MAX_CACHED_BYTES, &ck, &opt, &pool)) return;
   CHECK_OK(sl_options_set_host_pool(opt, pool)); /* setting it again keeps one reference */
   size_t live_before = sl_live_arena_sets();
 
@@ -770,14 +781,10 @@ static void TestHostPoolReuse(void) {
 /* The options hold a reference: the pool handle may be freed before them and the
  * options keep reusing memory. A pool smaller than two arenas keeps only one. */
 static void TestHostPoolLifetimeAndLimit(void) {
-  sl_checkpoint* ck = NULL;
-  CHECK_OK(sl_checkpoint_open(Path("single.safetensors"), &ck));
-  sl_options* opt = NULL;
-  CHECK_OK(sl_options_new(&opt));
-  sl_host_pool* pool = NULL;
-  CHECK_OK(sl_host_pool_new(2u << 20, &pool)); /* room for one arena */
-  if (ck == NULL || opt == NULL || pool == NULL) return;
-  CHECK_OK(sl_options_set_host_pool(opt, pool));
+  sl_checkpoint* ck;
+  sl_options* opt;
+  sl_host_pool* pool;
+  if (!OpenPooled(2u << 20, &ck, &opt, &pool)) return; /* room for one arena */
   sl_loaded* a = NULL;
   sl_loaded* b = NULL;
   CHECK_OK(sl_load_all(ck, opt, NULL, 0, &a, NULL));
@@ -825,14 +832,10 @@ static void TestHostPoolLifetimeAndLimit(void) {
 /* A DLPack export of a pooled load outlives the pool: its memory stays valid, and when
  * it is deleted the arena unmaps itself (the pool is gone) and nothing leaks. */
 static void TestHostPoolOutlivedByExport(void) {
-  sl_checkpoint* ck = NULL;
-  CHECK_OK(sl_checkpoint_open(Path("single.safetensors"), &ck));
-  sl_options* opt = NULL;
-  CHECK_OK(sl_options_new(&opt));
-  sl_host_pool* pool = NULL;
-  CHECK_OK(sl_host_pool_new(SL_HOST_POOL_DEFAULT_MAX_CACHED_BYTES, &pool));
-  if (ck == NULL || opt == NULL || pool == NULL) return;
-  CHECK_OK(sl_options_set_host_pool(opt, pool));
+  sl_checkpoint* ck;
+  sl_options* opt;
+  sl_host_pool* pool;
+  if (!OpenPooled(SL_HOST_POOL_DEFAULT_MAX_CACHED_BYTES, &ck, &opt, &pool)) return;
   size_t live_before = sl_live_arena_sets();
   sl_loaded* loaded = NULL;
   CHECK_OK(sl_load_all(ck, opt, NULL, 0, &loaded, NULL));
@@ -885,15 +888,11 @@ static void* PoolWorker(void* arg) {
 /* Four threads share one pool (and one sl_options): every load holds the file's bytes,
  * the cache stays within its limit, and every arena is accounted for at the end. */
 static void TestHostPoolConcurrentLoads(void) {
-  sl_checkpoint* ck = NULL;
-  CHECK_OK(sl_checkpoint_open(Path("single.safetensors"), &ck));
-  sl_options* opt = NULL;
-  CHECK_OK(sl_options_new(&opt));
-  sl_host_pool* pool = NULL;
-  CHECK_OK(sl_host_pool_new(4u << 20, &pool)); /* room for two of the four arenas */
-  if (ck == NULL || opt == NULL || pool == NULL) return;
+  sl_checkpoint* ck;
+  sl_options* opt;
+  sl_host_pool* pool;
+  if (!OpenPooled(4u << 20, &ck, &opt, &pool)) return; /* room for two of the four arenas */
   CHECK_OK(sl_options_set_threads(opt, 1));
-  CHECK_OK(sl_options_set_host_pool(opt, pool));
   size_t live_before = sl_live_arena_sets();
   struct PoolWork work[4];
   pthread_t threads[4];
