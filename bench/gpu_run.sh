@@ -6,7 +6,8 @@
 #                                   #   cuda_bench; copy them and every shared library
 #                                   #   ldd names (except glibc's own) into .carry/
 #   bench/gpu_run.sh run [OUTDIR]   # on the GPU machine (no Bazel there), from the repo
-#                                   #   root with .carry/ carried: the CUDA tests, cuda_bench,
+#                                   #   root with .carry/ carried: the CUDA tests, the
+#                                   #   Python tests with CUDA tensors, cuda_bench,
 #                                   #   a >=16 GB sample, `shardload bench --device cuda:0`,
 #                                   #   `shardload load`, and the Hugging Face reference
 #                                   #   (safetensors.torch.load_file(..., device="cuda:0"))
@@ -31,6 +32,7 @@ BINARIES=(
   "tests/cuda_loader_test"
   "bench/cuda_bench"
   "cli/shardload"
+  "capi/libshardload.so"
 )
 
 # system_lib: libraries every Linux has, never copied (the GPU machine's newer glibc
@@ -111,6 +113,14 @@ run() {
   done
 
   if [ "${SKIP_TESTS:-0}" != "1" ]; then
+    # The Python package with CUDA tensors, on the machine's own torch and safetensors
+    # (tests/python_shardload_test.py: its test_cuda_* cases run only where torch sees a
+    # device).
+    PYTHONPATH="$ROOT/python${PYTHONPATH:+:$PYTHONPATH}" XML_OUTPUT_FILE="$out/python_test.xml" \
+      python3 "$ROOT/tests/python_shardload_test.py" "$bin/libshardload.so" > "$out/python_test.log" 2>&1
+    local prc=$?
+    say "test python_shardload_test ($(python3 -c 'import sys, torch, safetensors; print("python", sys.version.split()[0], "torch", torch.__version__, "safetensors", safetensors.__version__)' 2>&1 | tail -1)): rc=$prc $(tail -n 1 "$out/python_test.log")"
+    [ $prc -eq 0 ] || failed=1
     # shellcheck disable=SC2086
     "$bin/cuda_bench" ${BENCH_ARGS:-} > "$out/cuda_bench.txt" 2>&1
     say "cuda_bench: rc=$? $(grep -E '^(gpu|ceiling)' "$out/cuda_bench.txt" | tr '\n' ' ')"
@@ -234,5 +244,5 @@ case "${1:-}" in
   prepare) prepare ;;
   run) shift; run "$@" ;;
   selftest) shift; selftest "$@" ;;
-  *) sed -n '2,22p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,/^set -uo pipefail/{/^set -uo/!p}' "$0" >&2; exit 2 ;;
 esac

@@ -28,6 +28,10 @@ def needs_reference(fn):
     return unittest.skipIf(st is None, "safetensors is not importable")(fn)
 
 
+def needs_cuda(fn):
+    return unittest.skipUnless(torch.cuda.is_available(), "no CUDA device")(fn)
+
+
 def sample_tensors():
     g = torch.Generator().manual_seed(7)
     return {
@@ -615,6 +619,160 @@ class PythonTest(unittest.TestCase):
                                         ref.get_slice("f32")[1:3]))
             self.assertTrue(torch.equal(ours.get_slice("i32")[:, 1:3],
                                         ref.get_slice("i32")[:, 1:3]))
+
+    # -------------------------------------------------------------- CUDA tensors
+    # (torch with a CUDA device: the GPU machine's torch 2.11; skipped elsewhere)
+
+    @needs_cuda
+    @needs_reference
+    def test_cuda_load_file_matches_reference(self):
+        tensors = sample_tensors()
+        st.save_file(tensors, self.path("g.safetensors"), metadata={"k": "v"})
+        ref = st.load_file(self.path("g.safetensors"), device="cuda:0")
+        for device in ("cuda:0", "cuda", 0, torch.device("cuda", 0)):
+            ours = shardload.load_file(self.path("g.safetensors"), device=device)
+            self.assertEqual(sorted(ours), sorted(ref))
+            for name, t in ref.items():
+                self.assertEqual(ours[name].device, torch.device("cuda", 0), (device, name))
+                self.assertTrue(same(ours[name].cpu(), t.cpu()), (device, name))
+                if ours[name].numel():
+                    self.assertEqual(ours[name].data_ptr() % 256, 0, name)
+
+    @needs_cuda
+    @needs_reference
+    def test_cuda_sharded_matches_reference(self):
+        g = torch.Generator().manual_seed(3)
+        tensors = {"layer.%d.w" % i: torch.randn(64, 33, generator=g).bfloat16()
+                   for i in range(12)}
+        tensors["head"] = torch.randn(100, generator=g)
+        os.makedirs(self.path("sh"))
+        shardload.save_sharded(tensors, self.path("sh"), max_shard_size=20000)
+        ours = shardload.load_file(self.path("sh"), device="cuda:0")
+        for shard in sorted(os.listdir(self.path("sh"))):
+            if not shard.endswith(".safetensors"):
+                continue
+            for name, t in st.load_file(os.path.join(self.path("sh"), shard),
+                                        device="cuda:0").items():
+                self.assertTrue(torch.equal(ours[name], t), name)
+        self.assertEqual(sorted(ours), sorted(tensors))
+
+    @needs_cuda
+    def test_cuda_zero_copy_lifetime(self):
+        lib = _lib.lib()
+        gc.collect()
+        before = lib.sl_live_arena_sets()
+        t = torch.arange(1 << 20, dtype=torch.float32)
+        shardload.save_file({"x": t, "y": t * 2}, self.path("z.safetensors"))
+        loaded = shardload.load_file(self.path("z.safetensors"), device="cuda:0")
+        self.assertEqual(lib.sl_live_arena_sets(), before + 1)
+        x = loaded["x"]
+        del loaded
+        gc.collect()
+        self.assertEqual(lib.sl_live_arena_sets(), before + 1)  # x still holds the arena
+        self.assertTrue(torch.equal(x.cpu(), t))
+        self.assertTrue(torch.equal(x * 2, (t * 2).cuda()))  # usable by kernels
+        del x
+        gc.collect()
+        torch.cuda.synchronize()
+        self.assertEqual(lib.sl_live_arena_sets(), before)
+        # Many loads and frees: the device arenas do not pile up.
+        free_before = torch.cuda.mem_get_info()[0]
+        for _ in range(20):
+            d = shardload.load_file(self.path("z.safetensors"), device="cuda:0")
+            del d
+            gc.collect()
+        torch.cuda.synchronize()
+        self.assertEqual(lib.sl_live_arena_sets(), before)
+        self.assertGreater(torch.cuda.mem_get_info()[0], free_before - (64 << 20))
+
+    @needs_cuda
+    @needs_reference
+    def test_cuda_safe_open_matches_reference(self):
+        tensors = sample_tensors()
+        st.save_file(tensors, self.path("r.safetensors"))
+        with shardload.safe_open(self.path("r.safetensors"), framework="pt",
+                                 device="cuda:0") as ours, \
+                st_safe_open(self.path("r.safetensors"), framework="pt",
+                             device="cuda:0") as ref:
+            for k in ref.keys():
+                a, b = ours.get_tensor(k), ref.get_tensor(k)
+                self.assertEqual(a.device, b.device, k)
+                self.assertTrue(same(a.cpu(), b.cpu()), k)
+            for key in (slice(1, 3), (slice(None), slice(1, 4))):
+                a, b = ours.get_slice("f32")[key], ref.get_slice("f32")[key]
+                self.assertEqual(a.device, b.device)
+                self.assertTrue(torch.equal(a, b))
+
+    @needs_cuda
+    def test_cuda_load_model_in_place_and_tied(self):
+        src = Tiny()
+        shardload.save_file(src.state_dict(), self.path("m.safetensors"))
+        dst = Tiny().cuda()
+        ptrs = {k: v.data_ptr() for k, v in dst.state_dict().items()}
+        self.assertEqual(shardload.load_model(dst, self.path("m.safetensors"), device="cuda:0"),
+                         (set(), []))
+        for k, v in dst.state_dict().items():
+            self.assertEqual(v.device, torch.device("cuda", 0), k)
+            self.assertTrue(torch.equal(v.cpu(), src.state_dict()[k]), k)
+            self.assertEqual(v.data_ptr(), ptrs[k], k)  # written into the module's storage
+        tied_src = Tiny(tie=True)
+        shardload.save_model(tied_src, self.path("t.safetensors"))
+        tied = Tiny(tie=True).cuda()
+        self.assertEqual(shardload.load_model(tied, self.path("t.safetensors"), device="cuda"),
+                         (set(), []))
+        self.assertEqual(tied.head.weight.data_ptr(), tied.embed.weight.data_ptr())
+        self.assertTrue(torch.equal(tied.head.weight.cpu(), tied_src.embed.weight))
+
+    @needs_cuda
+    @needs_reference
+    def test_cuda_load_model_matches_reference(self):
+        src = Tiny(tie=True)
+        st.save_model(src, self.path("ref.safetensors"))
+        ours, ref = Tiny(tie=True).cuda(), Tiny(tie=True).cuda()
+        self.assertEqual(shardload.load_model(ours, self.path("ref.safetensors"), device="cuda:0"),
+                         tuple(st.load_model(ref, self.path("ref.safetensors"), device="cuda:0")))
+        for k, v in ref.state_dict().items():
+            self.assertTrue(torch.equal(ours.state_dict()[k], v), k)
+
+    @needs_cuda
+    def test_cuda_cast_on_device(self):
+        g = torch.Generator().manual_seed(11)
+        w = torch.randn(257, 129, generator=g)
+        w[0, :4] = torch.tensor([0.0, -0.0, float("inf"), 1e-40])  # zero signs, inf, subnormal
+        shardload.save_file({"lin.weight": w, "lin.bias": torch.randn(257, generator=g)},
+                            self.path("c.safetensors"))
+
+        class Lin(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = torch.nn.Linear(129, 257)
+
+        for dtype in (torch.bfloat16, torch.float16):
+            dst = Lin().to(device="cuda:0", dtype=dtype)
+            report = shardload.load_state_dict_into(dst, self.path("c.safetensors"),
+                                                    device="cuda:0", allow_cast=True)
+            self.assertEqual(sorted(report["matched"]), ["lin.bias", "lin.weight"])
+            want = w.to(dtype)  # torch's own rounding (nearest even)
+            got = dst.lin.weight.detach().cpu()
+            self.assertEqual(got.view(torch.int16).tolist(), want.view(torch.int16).tolist(),
+                             dtype)
+
+    @needs_cuda
+    def test_cuda_verify_detects_a_flipped_byte(self):
+        w = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+        path = self.path("c.safetensors")
+        shardload.save_file({"w": w}, path, checksums=True)
+        self.assertTrue(torch.equal(shardload.load_file(path, device="cuda:0",
+                                                        verify=True)["w"].cpu(), w))
+        recorded = self.recorded(path, "w")
+        self.flip_byte(path, "w")
+        bad = w.clone()
+        bad.view(torch.uint8)[0, 0] ^= 1
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shardload.load_file(path, device="cuda:0", verify=True)
+        self.assertEqual((cm.exception.code, str(cm.exception)), (
+            "data_loss", "c.safetensors: tensor 'w': XXH3 of its 48 bytes is %s, recorded %s"
+            % (self.xxh3_of("w", bad), recorded)))
 
     # -------------------------------------------------------------- load_model
 
