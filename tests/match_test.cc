@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <random>
+
 namespace shardload {
 namespace {
 
@@ -664,6 +667,57 @@ TEST(MatchTest, NineteenThousandTensorsMatchQuickly) {
   EXPECT_TRUE(r.status.ok()) << r.status.message().substr(0, 200);
   EXPECT_EQ(r.matched.size(), 19000u);
   EXPECT_EQ(r.auto_prefix, "strip:model.");
+}
+
+// Report lists must come out sorted by name however the targets are ordered: in model
+// order (numeric, a few dozen ascending runs by name), reversed (one run per target)
+// and shuffled, which take different sorting paths inside Match.
+TEST(MatchTest, ReportListsAreSortedWhateverTheTargetOrder) {
+  std::vector<Spec> specs;
+  for (int i = 0; i < 600; ++i) specs.push_back({"w." + std::to_string(i), Dtype::kF16, {2}});
+  auto stored = Catalog(specs);
+  std::vector<Spec> model;  // 550 of the stored names, in numeric order, and 20 absent ones
+  for (int i = 0; i < 600; ++i) {
+    if (i % 12 != 5) model.push_back(specs[i]);
+    if (i % 30 == 7) model.push_back({"x." + std::to_string(i), Dtype::kF16, {2}});
+  }
+  ASSERT_EQ(model.size(), 570u);
+  Names matched_names, want_pairs, want_missing, want_unexpected;
+  for (const Spec& s : model) {
+    if (s.name[0] == 'w') matched_names.push_back(s.name);
+    if (s.name[0] == 'x') want_missing.push_back(s.name);
+  }
+  for (int i = 5; i < 600; i += 12) want_unexpected.push_back("w." + std::to_string(i));
+  std::sort(matched_names.begin(), matched_names.end());  // by target name, not by pair text
+  for (const std::string& n : matched_names) want_pairs.push_back(n + "<-" + n);
+  std::sort(want_missing.begin(), want_missing.end());
+  std::sort(want_unexpected.begin(), want_unexpected.end());
+  ASSERT_EQ(want_pairs.size(), 550u);
+  ASSERT_EQ(want_missing.size(), 20u);
+  ASSERT_EQ(want_unexpected.size(), 50u);
+
+  std::vector<Spec> reversed(model.rbegin(), model.rend());
+  std::sort(reversed.begin(), reversed.end(),
+            [](const Spec& a, const Spec& b) { return a.name > b.name; });
+  std::vector<Spec> shuffled = model;
+  std::mt19937 rng(7);
+  std::shuffle(shuffled.begin(), shuffled.end(), rng);
+  MatchOptions options;
+  options.strict = false;
+  for (const std::vector<Spec>* order : {&model, &reversed, &shuffled}) {
+    auto targets = Targets(*order);
+    MatchReport r = MustMatch(stored, targets, options);
+    EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+    EXPECT_EQ(Pairs(r), want_pairs);
+    EXPECT_EQ(r.missing, want_missing);
+    EXPECT_EQ(r.unexpected, want_unexpected);
+    for (const MatchedPair& m : r.matched) {  // indices agree with the names
+      ASSERT_LT(m.stored, stored.size());
+      ASSERT_LT(m.target, targets.size());
+      EXPECT_EQ(stored[m.stored].name, m.stored_name);
+      EXPECT_EQ(targets[m.target].name, m.target_name);
+    }
+  }
 }
 
 }  // namespace
