@@ -8,7 +8,7 @@ set -uo pipefail
 source "$(dirname "$0")/cli_check.sh"
 cli_check_setup bench_cli "$1"
 
-"$bin" write-sample "$tmp/m" --layout tiny --shards 3 --seed 5 >/dev/null || { echo "FAIL: write-sample"; exit 1; }
+cli_check_tiny_checkpoint "$tmp/m"
 
 out="$("$bin" bench "$tmp/m" --repeat 2 --io pread --threads 2 --json 2>"$tmp/err")"; rc=$?
 check "bench --json exits 0" test $rc -eq 0

@@ -2,6 +2,7 @@
 #
 #   source "$(dirname "$0")/cli_check.sh"
 #   cli_check_setup load_cli "$1"     # bin=$1, tmp=a fresh scratch folder, fails=0
+#   cli_check_tiny_checkpoint "$tmp/m"
 #   check "load exits 0" test $rc -eq 0
 #   cli_check_done                    # prints "N failed"; the test's exit status
 
@@ -12,6 +13,13 @@ cli_check_setup() {
   tmp="${TEST_TMPDIR:-$(mktemp -d)}/$1"
   rm -rf "$tmp" && mkdir -p "$tmp"
   fails=0
+}
+
+# cli_check_tiny_checkpoint DIR: `write-sample DIR --layout tiny --shards 3 --seed 5`
+# (21 BF16 tensors, 12448 bytes, 3 shards); exits the test when that fails.
+cli_check_tiny_checkpoint() {
+  "$bin" write-sample "$1" --layout tiny --shards 3 --seed 5 >/dev/null ||
+    { echo "FAIL: write-sample $1"; exit 1; }
 }
 
 # check DESCRIPTION COMMAND...: run COMMAND; print "ok: DESCRIPTION" or

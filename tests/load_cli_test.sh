@@ -8,7 +8,7 @@ set -uo pipefail
 source "$(dirname "$0")/cli_check.sh"
 cli_check_setup load_cli "$1"
 
-"$bin" write-sample "$tmp/m" --layout tiny --shards 3 --seed 5 >/dev/null || { echo "FAIL: write-sample"; exit 1; }
+cli_check_tiny_checkpoint "$tmp/m"
 
 out="$("$bin" load "$tmp/m" --json 2>"$tmp/err")"; rc=$?
 check "load exits 0" test $rc -eq 0
