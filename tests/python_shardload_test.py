@@ -389,6 +389,36 @@ class PythonTest(unittest.TestCase):
             shardload.save_file(t, out, metadata={"\ud800": "x"})
         self.assertFalse(os.path.exists(out))
 
+    def test_save_metadata_with_nul_is_refused(self):
+        # C strings end at a NUL: a key or value holding one would be cut short and
+        # written wrong, so it is refused before anything is written.
+        t = {"w": torch.ones(2)}
+        out = self.path("nul.safetensors")
+        for md, message in [
+                ({"a\0b": "x"}, "metadata key 'a\\x00b' holds a NUL character, which "
+                                 "shardload cannot write"),
+                ({"k": "x\0y"}, "metadata value of 'k' holds a NUL character, which "
+                                 "shardload cannot write")]:
+            with self.assertRaises(ValueError) as cm:
+                shardload.save_file(t, out, metadata=md)
+            self.assertEqual(str(cm.exception), message)
+            self.assertFalse(os.path.exists(out))
+            with self.assertRaises(ValueError) as cm:
+                shardload.save_sharded(t, self.dir, metadata=md)
+            self.assertEqual(str(cm.exception), message)
+            self.assertFalse(os.path.exists(os.path.join(self.dir, "model.safetensors")))
+
+    def test_get_slice_bool_keys_index_like_torch(self):
+        # A bool is an int to isinstance, but torch indexes with it as a mask (a new
+        # dimension of size 1 or 0), not as row 1 or 0.
+        w = torch.arange(24, dtype=torch.float32).reshape(2, 3, 4)
+        shardload.save_file({"w": w}, self.path("b.safetensors"))
+        with shardload.safe_open(self.path("b.safetensors")) as f:
+            for key in (True, False, (True, 0), (0, True), (slice(None), True)):
+                got = f.get_slice("w")[key]
+                self.assertEqual(list(got.shape), list(w[key].shape), key)
+                self.assertTrue(torch.equal(got, w[key]), key)
+
     def test_safe_open_metadata_empty_and_absent(self):
         t = {"w": torch.ones(2)}
         shardload.save_file(t, self.path("none.safetensors"))
@@ -555,7 +585,7 @@ class PythonTest(unittest.TestCase):
                 (slice(None), slice(None), slice(None)), (slice(None, None, -1), 0),
                 (slice(None), slice(0, 2, 0)), (0, slice(None, None, -1)), slice(3, 1), -6,
                 [0, 1], torch.tensor([0]), (slice(None), torch.tensor([1])), None, (None, 0),
-                1.5]
+                1.5, True, False, (True, 0), (0, True)]
         with shardload.safe_open(path) as ours, st_safe_open(path, framework="pt") as ref:
             self.assertEqual(ours.keys(), ref.keys())
             # File order; the reference orders tensors that share data_offsets (the

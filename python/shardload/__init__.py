@@ -284,7 +284,7 @@ class _Slice:
         if not isinstance(key, tuple):
             key = (key,)
         first = key[0] if key else slice(None)
-        if isinstance(first, int):
+        if isinstance(first, int) and not isinstance(first, bool):  # torch: bool = mask
             i = first + shape[0] if first < 0 else first
             if not 0 <= i < shape[0]:
                 raise IndexError("index %d is out of bounds for dimension 0 with size %d" %
@@ -700,6 +700,20 @@ def _type_phrase(value):
     return "'None'" if value is None else "'%s' object" % type(value).__name__
 
 
+def _quote_name(name):
+    """'name' for a message: quote and backslash escaped, control characters and DEL as
+    \\xHH, as the library quotes names."""
+    out = []
+    for c in name:
+        if c in "'\\":
+            out.append("\\" + c)
+        elif ord(c) < 32 or ord(c) == 127:
+            out.append("\\x%02x" % ord(c))
+        else:
+            out.append(c)
+    return "'" + "".join(out) + "'"
+
+
 def _metadata_arrays(metadata):
     """C arrays for a str -> str dict; TypeError worded like safetensors otherwise."""
     if metadata is None:
@@ -713,6 +727,14 @@ def _metadata_arrays(metadata):
             if not isinstance(x, str):
                 raise TypeError("argument 'metadata': %s is not an instance of 'str'" %
                                 _type_phrase(x))
+    # The C API takes NUL-terminated strings: refuse what it would silently cut short.
+    for k, v in items:
+        if "\0" in k:
+            raise ValueError("metadata key %s holds a NUL character, which shardload cannot "
+                             "write" % _quote_name(k))
+        if "\0" in v:
+            raise ValueError("metadata value of %s holds a NUL character, which shardload "
+                             "cannot write" % _quote_name(k))
     keys = (ctypes.c_char_p * max(len(items), 1))(*[k.encode() for k, _ in items])
     values = (ctypes.c_char_p * max(len(items), 1))(*[v.encode() for _, v in items])
     return keys, values, len(items)
