@@ -441,23 +441,74 @@ class DirectFile final : public ReadableFile {
 constexpr int kMaxUringRetries = 1000;
 constexpr int kMaxQueueDepth = 1024;
 constexpr uint64_t kMaxChunkBytes = uint64_t{1} << 30;
+// kMaxIdleRings: idle rings the process keeps for later reads (each holds a descriptor
+// and a few pages); a ring given back past this is closed.
+constexpr size_t kMaxIdleRings = 32;
+
+// IdleRings: rings not in use by any read, shared by every UringFile of the process. A
+// ring is not tied to a file (each request names its descriptor), so reads of any file
+// reuse one: the rings alive are those in use (one per concurrently reading thread)
+// plus at most kMaxIdleRings, however many files are open. (Keeping rings per file made
+// descriptors grow as files x threads: 163 shards read by 16 threads needed ~2,800
+// ring descriptors, past the common 1,024 limit, and the load failed with EMFILE.)
+// Every ring here has been drained: nothing queued, nothing in flight.
+class IdleRings {
+ public:
+  static IdleRings& Get() {
+    static IdleRings* rings = new IdleRings();  // never destroyed: readers may run at exit
+    return *rings;
+  }
+  // Take: the smallest idle ring with room for `depth` requests, or null.
+  std::unique_ptr<UringRing> Take(unsigned depth) {
+    std::lock_guard<std::mutex> lock(mu_);
+    size_t best = idle_.size();
+    for (size_t i = 0; i < idle_.size(); ++i) {
+      if (idle_[i]->entries() >= depth &&
+          (best == idle_.size() || idle_[i]->entries() < idle_[best]->entries())) {
+        best = i;
+      }
+    }
+    if (best == idle_.size()) return nullptr;
+    std::unique_ptr<UringRing> ring = std::move(idle_[best]);
+    idle_.erase(idle_.begin() + static_cast<std::ptrdiff_t>(best));
+    return ring;
+  }
+  // Give: keep `ring` for a later read, or close it when kMaxIdleRings are idle already.
+  void Give(std::unique_ptr<UringRing> ring) {
+    std::unique_ptr<UringRing> drop;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (idle_.size() < kMaxIdleRings) {
+        idle_.push_back(std::move(ring));
+      } else {
+        drop = std::move(ring);
+      }
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::unique_ptr<UringRing>> idle_;  // guarded by mu_
+};
 
 class UringFile final : public ReadableFile {
  public:
   UringFile(std::string path, Opened o, UringOptions options)
       : f_(std::move(path), std::move(o)), options_(std::move(options)) {}
 
-  // Start: keep `ring` for the first reader and read the first block through it, so
-  // that a ring that cannot read (io_uring_enter refused, O_DIRECT refused at read
-  // time) is reported at open.
+  // Start: read the first block through `ring` (made at open), so that a ring that
+  // cannot read (io_uring_enter refused, O_DIRECT refused at read time) is reported at
+  // open; the ring then goes to IdleRings for later reads.
   Status Start(std::unique_ptr<UringRing> ring) {
-    idle_.push_back(std::move(ring));
-    if (f_.size_ == 0) return OkStatus();
+    if (f_.size_ == 0) {
+      IdleRings::Get().Give(std::move(ring));
+      return OkStatus();
+    }
     SL_ASSIGN_OR_RETURN(AlignedBuffer buf, AllocateAligned(kDirectAlignment));
     std::vector<iovec> iovs = {{buf.get(), kDirectAlignment}};
     std::vector<Request> requests = {
         {0, 1, 0, kDirectAlignment, std::min<uint64_t>(kDirectAlignment, f_.size_), 0}};
-    Status s = Run(iovs, requests, /*probe=*/true);
+    Status s = Run(iovs, requests, /*probe=*/true, std::move(ring));
     if (!s.ok() && options_.direct && s.code() == StatusCode::kInvalidArgument) {
       return UnimplementedError(f_.path_ + ": the filesystem refuses O_DIRECT");
     }
@@ -539,36 +590,25 @@ class UringFile final : public ReadableFile {
     int retries;
   };
 
-  // RingLease: a ring borrowed from the file's idle list for one read, given back by
-  // the destructor unless the read left it unusable.
+  // RingLease: a ring borrowed from IdleRings for one read, given back by the
+  // destructor unless the read left it unusable.
   class RingLease {
    public:
-    RingLease(const UringFile& file, std::unique_ptr<UringRing> ring)
-        : file_(file), ring_(std::move(ring)) {}
+    explicit RingLease(std::unique_ptr<UringRing> ring) : ring_(std::move(ring)) {}
     ~RingLease() {
-      if (ring_ != nullptr && !broken_) {
-        std::lock_guard<std::mutex> lock(file_.mu_);
-        file_.idle_.push_back(std::move(ring_));
-      }
+      if (ring_ != nullptr && !broken_) IdleRings::Get().Give(std::move(ring_));
     }
     UringRing& ring() { return *ring_; }
     void MarkBroken() { broken_ = true; }
 
    private:
-    const UringFile& file_;
     std::unique_ptr<UringRing> ring_;
     bool broken_ = false;
   };
 
   Result<std::unique_ptr<UringRing>> Borrow() const {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (!idle_.empty()) {
-        std::unique_ptr<UringRing> ring = std::move(idle_.back());
-        idle_.pop_back();
-        return ring;
-      }
-    }
+    const unsigned depth = static_cast<unsigned>(options_.queue_depth);
+    if (std::unique_ptr<UringRing> idle = IdleRings::Get().Take(depth)) return idle;
     Result<std::unique_ptr<UringRing>> ring =
         UringRing::Create(static_cast<unsigned>(options_.queue_depth));
     if (!ring.ok()) return ring.status().WithPrefix(f_.path_);
@@ -610,10 +650,17 @@ class UringFile final : public ReadableFile {
   // Run: every request through one borrowed ring, at most queue_depth in flight. On an
   // error no new request is queued, the ones in flight are waited for (the memory they
   // read into is the caller's), and the first error is returned.
-  Status Run(std::vector<iovec>& iovs, std::vector<Request>& requests, bool probe) const {
-    if (requests.empty()) return OkStatus();
-    SL_ASSIGN_OR_RETURN(std::unique_ptr<UringRing> borrowed, Borrow());
-    RingLease lease(*this, std::move(borrowed));
+  // `ring_to_use`, when given, is used (then given to IdleRings) instead of a borrowed one.
+  Status Run(std::vector<iovec>& iovs, std::vector<Request>& requests, bool probe,
+             std::unique_ptr<UringRing> ring_to_use = nullptr) const {
+    if (requests.empty()) {
+      if (ring_to_use != nullptr) IdleRings::Get().Give(std::move(ring_to_use));
+      return OkStatus();
+    }
+    if (ring_to_use == nullptr) {
+      SL_ASSIGN_OR_RETURN(ring_to_use, Borrow());
+    }
+    RingLease lease(std::move(ring_to_use));
     UringRing& ring = lease.ring();
     const unsigned depth = static_cast<unsigned>(options_.queue_depth);
     std::vector<size_t> again;  // requests to (re)queue before new ones
@@ -716,8 +763,6 @@ class UringFile final : public ReadableFile {
 
   FdFile f_;
   UringOptions options_;
-  mutable std::mutex mu_;
-  mutable std::vector<std::unique_ptr<UringRing>> idle_;  // guarded by mu_
 };
 
 }  // namespace

@@ -81,10 +81,12 @@ class ReadableFile {
   virtual bool direct_io() const { return false; }
 };
 
-// UringOptions: how an IoMode::kUring file reads. Each thread that calls ReadAt /
-// ReadVAt / ReadWindowAt borrows an io_uring of its own from the file (created on
-// first need, kept for the file's lifetime), splits the read into chunks and keeps up
-// to `queue_depth` of them in flight. Short completions and -EAGAIN / -EINTR are
+// UringOptions: how an IoMode::kUring file reads. Each ReadAt / ReadVAt /
+// ReadWindowAt borrows an idle io_uring for its duration from a cache shared by every
+// kUring file of the process (created when none is idle; at most 32 idle rings are
+// kept), splits the read into chunks and keeps up to `queue_depth` of them in flight.
+// So the rings alive are about one per concurrently reading thread, not one per file
+// and thread: descriptors stay within limits for checkpoints of hundreds of shards. Short completions and -EAGAIN / -EINTR are
 // resubmitted for the remainder; errors are those of the pread path (same messages).
 struct UringOptions {
   // queue_depth: chunks in flight per reading thread. Default 4. Valid 1..1024.

@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -429,6 +430,60 @@ INSTANTIATE_TEST_SUITE_P(Geometries, UringFileTest,
                                   std::to_string(i.param.depth) + "_chunk" +
                                   std::to_string(i.param.chunk);
                          });
+
+// OpenDescriptors: the number of descriptors this process has open now.
+size_t OpenDescriptors() {
+  size_t n = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    (void)e;
+    ++n;
+  }
+  return n;
+}
+
+// Rings are shared by the files of the process: 100 open files read by 8 threads hold
+// 100 file descriptors plus about one ring per reading thread (and a bounded number of
+// idle ones), not a ring per file and thread (a checkpoint of hundreds of shards read by
+// 16 threads then ran out of descriptors with EMFILE).
+TEST(UringScaleTest, RingsDoNotMultiplyWithFilesTimesThreads) {
+  SKIP_WITHOUT_URING();
+  std::string dir = TempDir("uring_scale");
+  std::vector<std::byte> data = RandomBytes(3 * 4096 + 5, 17);
+  ASSERT_TRUE(WriteBytes(dir + "/f", data));
+  const size_t before = OpenDescriptors();
+  constexpr int kFiles = 100;
+  constexpr int kThreads = 8;
+  std::vector<std::unique_ptr<ReadableFile>> files;
+  for (int i = 0; i < kFiles; ++i) {
+    Result<std::unique_ptr<ReadableFile>> f = OpenFile(dir + "/f", IoMode::kUring);
+    ASSERT_TRUE(f.ok()) << i << ": " << f.status().ToString();
+    files.push_back(std::move(*f));
+  }
+  std::atomic<int> bad{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<std::byte> out(data.size());
+      for (int round = 0; round < 3; ++round) {
+        for (int i = 0; i < kFiles; ++i) {
+          const ReadableFile& f = *files[(i * 7 + t * 13 + round) % kFiles];
+          if (!f.ReadAt(0, out).ok() || std::memcmp(out.data(), data.data(), out.size()) != 0) {
+            ++bad;
+          }
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(bad.load(), 0);
+  const size_t opened = OpenDescriptors() - before;
+  // 100 files, at most 32 idle rings and one in use per thread; per file and thread it
+  // was 100 + 100 (the rings made at open) + up to 8 per file.
+  EXPECT_LE(opened, static_cast<size_t>(kFiles + 32 + kThreads)) << opened;
+  files.clear();
+  EXPECT_LE(OpenDescriptors() - before, static_cast<size_t>(32 + kThreads));
+  std::system(("rm -rf '" + dir + "'").c_str());
+}
 
 TEST(UringOptionsTest, InvalidOptionsAreRejected) {
   std::string dir = TempDir("uring");
