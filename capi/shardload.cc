@@ -450,6 +450,23 @@ sl_status sl_checkpoint_metadata(const sl_checkpoint* checkpoint, size_t index,
   });
 }
 
+sl_status sl_checkpoint_metadata_n(const sl_checkpoint* checkpoint, size_t index,
+                                   const char** key, size_t* key_len, const char** value,
+                                   size_t* value_len) {
+  return Guard([&] {
+    if (checkpoint == nullptr) return Fail(NullArgument("checkpoint"));
+    if (index >= checkpoint->metadata.size()) {
+      return OutOfRange("metadata index", index, checkpoint->metadata.size(), "entries");
+    }
+    const auto& [k, v] = checkpoint->metadata[index];
+    if (key != nullptr) *key = k->c_str();
+    if (key_len != nullptr) *key_len = k->size();
+    if (value != nullptr) *value = v->c_str();
+    if (value_len != nullptr) *value_len = v->size();
+    return SL_OK;
+  });
+}
+
 size_t sl_checkpoint_shard_count(const sl_checkpoint* checkpoint) {
   return checkpoint == nullptr ? 0 : checkpoint->ckpt.shards().size();
 }

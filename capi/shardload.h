@@ -144,6 +144,15 @@ size_t sl_checkpoint_metadata_count(const sl_checkpoint* checkpoint);
 sl_status sl_checkpoint_metadata(const sl_checkpoint* checkpoint, size_t index,
                                  const char** key, const char** value);
 
+/* sl_checkpoint_metadata_n: sl_checkpoint_metadata plus the byte lengths of the key and
+ * value. Metadata strings may hold NUL characters (a backslash-u0000 escape in the
+ * JSON), where the NUL-terminated strings of sl_checkpoint_metadata end early; use
+ * this to read them whole. Any out pointer may be NULL. The strings live as long as
+ * the checkpoint. Added in 0.1.1. Errors: as sl_checkpoint_metadata. */
+sl_status sl_checkpoint_metadata_n(const sl_checkpoint* checkpoint, size_t index,
+                                   const char** key, size_t* key_len, const char** value,
+                                   size_t* value_len);
+
 /* sl_checkpoint_shard_count / sl_checkpoint_shard: the shard files (relative to the
  * checkpoint folder) in index order, or the single file. */
 size_t sl_checkpoint_shard_count(const sl_checkpoint* checkpoint);

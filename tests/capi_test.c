@@ -1198,6 +1198,39 @@ static void TestVerifySharded(void) {
   sl_options_free(opt);
 }
 
+/* Metadata keys and values holding NUL ("\u0000" in the JSON): sl_checkpoint_metadata_n
+ * gives them whole, with their lengths; the NUL-terminated form ends at the NUL. */
+static void TestMetadataWithNul(void) {
+  const char header[] =
+      "{\"__metadata__\":{\"a\\u0000b\":\"x\\u0000y\",\"a\\u0000c\":\"2\"},"
+      "\"t\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}";
+  FILE* f = fopen(Path("nul_meta.safetensors"), "wb");
+  CHECK(f != NULL);
+  if (f == NULL) return;
+  uint64_t n = sizeof header - 1;
+  fwrite(&n, 8, 1, f);
+  fwrite(header, 1, n, f);
+  fwrite("\x07", 1, 1, f);
+  fclose(f);
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("nul_meta.safetensors"), &ck));
+  if (ck == NULL) return;
+  CHECK(sl_checkpoint_metadata_count(ck) == 2);
+  const char *k = NULL, *v = NULL;
+  size_t kn = 0, vn = 0;
+  CHECK_OK(sl_checkpoint_metadata_n(ck, 0, &k, &kn, &v, &vn));
+  CHECK(kn == 3 && memcmp(k, "a\0b", 3) == 0 && vn == 3 && memcmp(v, "x\0y", 3) == 0);
+  CHECK_OK(sl_checkpoint_metadata_n(ck, 1, &k, &kn, &v, &vn));
+  CHECK(kn == 3 && memcmp(k, "a\0c", 3) == 0 && vn == 1 && memcmp(v, "2", 1) == 0);
+  CHECK_OK(sl_checkpoint_metadata_n(ck, 1, NULL, NULL, NULL, &vn));
+  CHECK(vn == 1);
+  CHECK_ERR(sl_checkpoint_metadata_n(ck, 2, &k, &kn, &v, &vn), SL_OUT_OF_RANGE,
+            "metadata index 2 is out of range (2 entries)");
+  CHECK_ERR(sl_checkpoint_metadata_n(NULL, 0, &k, &kn, &v, &vn), SL_INVALID_ARGUMENT,
+            "checkpoint is NULL");
+  sl_checkpoint_free(ck);
+}
+
 int main(void) {
   const char* tmp = getenv("TEST_TMPDIR");
   snprintf(g_dir, sizeof g_dir, "%s/capi_test", tmp != NULL ? tmp : "/tmp");
@@ -1215,6 +1248,7 @@ int main(void) {
   RunCase("OptionErrors", TestOptionErrors);
   RunCase("FreeNullAndWriteErrors", TestFreeNullAndWriteErrors);
   RunCase("DeviceMapOnHost", TestDeviceMapOnHost);
+  RunCase("MetadataWithNul", TestMetadataWithNul);
   RunCase("SaveFlags", TestSaveFlags);
   RunCase("VerifySingleFile", TestVerifySingleFile);
   RunCase("VerifySharded", TestVerifySharded);

@@ -408,6 +408,21 @@ class PythonTest(unittest.TestCase):
             self.assertEqual(str(cm.exception), message)
             self.assertFalse(os.path.exists(os.path.join(self.dir, "model.safetensors")))
 
+    def test_metadata_with_nul_reads_whole(self):
+        # safetensors writes NUL characters in metadata as \u0000; they must come back
+        # whole (a NUL-terminated read would cut "a\0b" to "a" and merge the keys).
+        path = self.path("nul_meta.safetensors")
+        header = json.dumps({"__metadata__": {"a\0b": "x\0y", "a\0c": "2"},
+                             "t": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}})
+        with open(path, "wb") as f:
+            f.write(len(header).to_bytes(8, "little") + header.encode() + b"\x07")
+        expect = {"a\0b": "x\0y", "a\0c": "2"}
+        with shardload.safe_open(path) as f:
+            self.assertEqual(f.metadata(), expect)
+        if st is not None:
+            with st_safe_open(path, framework="pt") as g:
+                self.assertEqual(g.metadata(), expect)
+
     def test_get_slice_bool_keys_index_like_torch(self):
         # A bool is an int to isinstance, but torch indexes with it as a mask (a new
         # dimension of size 1 or 0), not as row 1 or 0.

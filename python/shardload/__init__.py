@@ -169,10 +169,13 @@ class _Checkpoint:
         l = _lib.lib()
         out = {}
         for i in range(l.sl_checkpoint_metadata_count(self.handle)):
-            k = ctypes.c_char_p()
-            v = ctypes.c_char_p()
-            _lib.check(l.sl_checkpoint_metadata(self.handle, i, ctypes.byref(k), ctypes.byref(v)))
-            out[k.value.decode()] = v.value.decode()
+            # With lengths: keys and values may hold NUL characters.
+            k, v = ctypes.c_void_p(), ctypes.c_void_p()
+            kn, vn = ctypes.c_size_t(), ctypes.c_size_t()
+            _lib.check(l.sl_checkpoint_metadata_n(self.handle, i, ctypes.byref(k),
+                                                  ctypes.byref(kn), ctypes.byref(v),
+                                                  ctypes.byref(vn)))
+            out[ctypes.string_at(k, kn.value).decode()] = ctypes.string_at(v, vn.value).decode()
         return out
 
     def close(self):
