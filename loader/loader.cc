@@ -7,6 +7,7 @@
 #include <cstring>
 #include <map>
 #include <thread>
+#include <unordered_set>
 #include <utility>
 
 #include "format/header.h"
@@ -144,6 +145,7 @@ Status ValidateLoadOptions(const LoadOptions& options) {
 Result<std::vector<Target>> CheckpointTargets(const Checkpoint& checkpoint, const MatchOptions& match) {
   std::vector<Target> targets;
   targets.reserve(checkpoint.tensors().size());
+  std::unordered_set<std::string> seen;
   for (const StoredTensor& t : checkpoint.tensors()) {
     std::string name = t.name;
     for (const RenameRule& rule : match.renames) {
@@ -153,6 +155,9 @@ Result<std::vector<Target>> CheckpointTargets(const Checkpoint& checkpoint, cons
       }
       name = std::move(*renamed);
     }
+    // Names the renames map together give one target: Match then reports the
+    // collision (a second target of the same name would be "duplicate target name").
+    if (!seen.insert(name).second) continue;
     targets.push_back(Target{std::move(name), t.dtype, t.shape, std::nullopt, nullptr});
   }
   return targets;

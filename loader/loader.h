@@ -179,8 +179,9 @@ Result<LoadedCheckpoint> LoadAll(const Checkpoint& checkpoint, const LoadOptions
 
 // CheckpointTargets: one target per stored tensor of `checkpoint` (name order), named as
 // `match.renames` rewrite it, with the stored dtype and shape, no device and no data:
-// what LoadAll loads when given no targets. Errors: a rename rule that cannot be
-// applied ("rename rule 'R' on 'x': ...").
+// what LoadAll loads when given no targets. Stored names that the renames map to one
+// name give one target (the first in name order), so that Match reports the collision.
+// Errors: a rename rule that cannot be applied ("rename rule 'R' on 'x': ...").
 Result<std::vector<Target>> CheckpointTargets(const Checkpoint& checkpoint, const MatchOptions& match);
 
 // VerifyReport: what VerifyCheckpoint read.

@@ -122,6 +122,28 @@ TEST_F(LoaderTest, LoadAllEveryIoModeIsByteExact) {
   }
 }
 
+// LoadAll without targets makes one per renamed stored name; renames that map two
+// stored names together are then Match's collision, not a duplicate target.
+TEST_F(LoaderTest, LoadAllWithCollidingRenamesNamesTheCollision) {
+  LoadOptions o = options_;
+  o.match.strict = false;
+  o.match.renames.push_back(*ParseRenameRule("s/^model\\.layers\\.1\\./model.layers.0./"));
+  Result<LoadedCheckpoint> a = LoadAll(*ckpt_, o);
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(a.status().message(),
+            "Error(s) in loading state_dict: "
+            "rename rules map both \"model.layers.0.attn.w\" and \"model.layers.1.attn.w\" "
+            "to \"model.layers.0.attn.w\". "
+            "rename rules map both \"model.layers.0.mlp.w\" and \"model.layers.1.mlp.w\" "
+            "to \"model.layers.0.mlp.w\". "
+            "rename rules map both \"model.layers.0.norm\" and \"model.layers.1.norm\" "
+            "to \"model.layers.0.norm\".");
+  Result<std::vector<Target>> targets = CheckpointTargets(*ckpt_, o.match);
+  ASSERT_TRUE(targets.ok()) << targets.status().ToString();
+  EXPECT_EQ(targets->size(), src_.size() - 3);
+}
+
 TEST_F(LoaderTest, LoadIntoCallerBuffersWithRenamesAndNonStrict) {
   // The model calls its tensors "module.<name>", lacks lm_head, and has an extra key.
   options_.match.strict = false;
