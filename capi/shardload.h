@@ -236,9 +236,10 @@ sl_status sl_options_set_verify(sl_options* options, int verify);
  * pooled result's arena dies (the sl_loaded handle and every DLPack export of it are
  * gone), its mapping stays mapped in the pool instead of going back to the kernel, and
  * the next pooled sl_load_all takes the smallest cached mapping large enough for its
- * cpu tensors: no page faults, no zeroing of fresh memory (on small VMs that costs more
- * than reading the checkpoint from the page cache). The padding between tensors of a
- * reused arena is zeroed, so a pooled result holds the same bytes as a fresh one.
+ * cpu tensors (and at most twice their 2 MiB-rounded size, so that a small load does
+ * not pin a large arena): no page faults, no zeroing of fresh memory (on small VMs
+ * that costs more than reading the checkpoint from the page cache). The padding
+ * between tensors of a reused arena is zeroed, so a pooled result holds the same bytes as a fresh one.
  * Memory kept in the pool counts in the process's resident set until it is reused,
  * trimmed, or the pool goes away. Only host (cpu) arenas are pooled; sl_load_into
  * writes into caller memory and ignores the pool.

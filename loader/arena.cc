@@ -67,12 +67,14 @@ struct HostArenaPoolState {
   bool closed = false;          // the pool object is gone: unmap what comes back
   std::vector<Entry> entries;   // oldest first
 
-  // Take: the smallest entry of at least `mapped` bytes, removed from the cache.
+  // Take: the smallest entry of at least `mapped` bytes and at most twice that,
+  // removed from the cache. (A larger one is left for a load of its size: taken by a
+  // small load, it would stay pinned, unusable, for as long as that result lives.)
   bool Take(uint64_t mapped, Entry* out) {
     std::lock_guard<std::mutex> lock(mu);
     size_t best = entries.size();
     for (size_t i = 0; i < entries.size(); ++i) {
-      if (entries[i].mapped >= mapped &&
+      if (entries[i].mapped >= mapped && entries[i].mapped / 2 <= mapped &&
           (best == entries.size() || entries[i].mapped < entries[best].mapped)) {
         best = i;
       }

@@ -53,9 +53,10 @@ struct HostArenaPoolState;
 class HostArena {
  public:
   // Allocate: an arena of `bytes` (0 is allowed and maps nothing). With a `pool`, the
-  // smallest cached mapping that is large enough is reused (no page faults, no
-  // zeroing, not pre-faulted again when it was pre-faulted before); without one, or
-  // when none fits, fresh memory is mapped (and pre-faulted per `options`). Thread-safe
+  // smallest cached mapping that is large enough, and at most twice the 2 MiB-rounded
+  // size, is reused (no page faults, no zeroing, not pre-faulted again when it was
+  // pre-faulted before); without one, or when none fits, fresh memory is mapped (and
+  // pre-faulted per `options`). Thread-safe
   // with respect to the pool. Errors: invalid_argument for bad options;
   // resource_exhausted "cannot allocate a host arena of N bytes: <strerror>" when mmap
   // fails.

@@ -51,11 +51,12 @@ TEST(HostArenaPoolTest, ReturnedMemoryIsReusedWithItsBytes) {
   a.reset();
   EXPECT_EQ(LiveHostArenas(), live);
   EXPECT_EQ(pool.cached_bytes(), 6 * kMiB);  // rounded up to 2 MiB
-  // A smaller arena fits in the cached mapping: the same memory, not zeroed.
-  std::unique_ptr<HostArena> b = MustAllocate(kMiB, &pool);
+  // A smaller arena (4 MiB rounded, at least half the mapping) fits in the cached
+  // mapping: the same memory, not zeroed.
+  std::unique_ptr<HostArena> b = MustAllocate(3 * kMiB, &pool);
   ASSERT_NE(b, nullptr);
   EXPECT_EQ(b->data(), base);
-  EXPECT_EQ(b->size(), kMiB);
+  EXPECT_EQ(b->size(), 3 * kMiB);
   EXPECT_TRUE(b->reused());
   EXPECT_EQ(b->data()[kMiB - 1], std::byte{0x5A});
   EXPECT_EQ(pool.cached_bytes(), 0u);
@@ -84,6 +85,25 @@ TEST(HostArenaPoolTest, TooSmallMappingsAreNotUsedAndBestFitWins) {
   std::unique_ptr<HostArena> z = MustAllocate(4 * kMiB, &pool);  // 2 MiB left: too small
   EXPECT_FALSE(z->reused());
   EXPECT_EQ(pool.cached_bytes(), 2 * kMiB);
+}
+
+// A small load does not take a cached mapping more than twice its (2 MiB-rounded)
+// size: one tensor loaded through the pool would otherwise pin a whole checkpoint's
+// arena, and the next full reload would map all of it afresh.
+TEST(HostArenaPoolTest, MuchLargerMappingsAreLeftForLoadsTheirSize) {
+  HostArenaPool pool;
+  std::unique_ptr<HostArena> big = MustAllocate(64 * kMiB, &pool);
+  std::byte* big_base = big->data();
+  big.reset();
+  EXPECT_EQ(pool.cached_bytes(), 64 * kMiB);
+  std::unique_ptr<HostArena> tiny = MustAllocate(kMiB, &pool);  // 2 MiB: 32x smaller
+  EXPECT_FALSE(tiny->reused());
+  EXPECT_NE(tiny->data(), big_base);
+  EXPECT_EQ(pool.cached_bytes(), 64 * kMiB);
+  std::unique_ptr<HostArena> half = MustAllocate(31 * kMiB, &pool);  // 32 MiB rounded
+  EXPECT_TRUE(half->reused());
+  EXPECT_EQ(half->data(), big_base);
+  EXPECT_EQ(pool.cached_bytes(), 0u);
 }
 
 TEST(HostArenaPoolTest, LimitEvictsTheOldestAndRefusesOversizedMappings) {

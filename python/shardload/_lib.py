@@ -215,8 +215,9 @@ class HostMemoryPool:
     Pass it as ``pool=`` to ``load_file`` (and the other loading functions). When every
     tensor of a pooled load has been garbage-collected, its arena's memory goes back to
     the pool instead of to the kernel, and the next pooled load of a checkpoint that
-    fits reuses it: no page faults, no zeroing of fresh memory, which on small machines
-    costs more than reading a checkpoint from the page cache. The tensors hold the same
+    fits (needing at least half of it) reuses it: no page faults, no zeroing of fresh
+    memory, which on small machines costs more than reading a checkpoint from the page
+    cache. The tensors hold the same
     bytes either way. Memory kept in the pool stays resident until reused, ``trim()``-ed
     or the pool is closed::
 
