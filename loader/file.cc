@@ -688,8 +688,10 @@ class UringFile final : public ReadableFile {
       }
       if (in_flight == 0) break;
       if (Status s = ring.SubmitAndWait(1); !s.ok()) {
-        // The kernel may still be writing into the caller's memory; this ring is not
-        // used again. Only a kernel that stops accepting io_uring_enter gets here.
+        // This ring is not used again. Requests the kernel accepted before the failure
+        // may still be writing into the caller's memory after we return (see
+        // UringRing::SubmitAndWait): only a kernel that stops accepting io_uring_enter,
+        // or refuses submissions for ~5 s while reads are slow, gets here.
         lease.MarkBroken();
         if (s.code() == StatusCode::kFailedPrecondition) return s.WithPrefix(f_.path_);
         return InternalError(f_.path_ + ": " + s.message());

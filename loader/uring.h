@@ -76,6 +76,12 @@ class UringRing {
   // Errors: failed_precondition (UringUnavailable) for ENOSYS, EPERM or EACCES (a
   // sandbox that allows setup but not enter); internal "io_uring_enter: <strerror>" for
   // any other failure or too many retries (the ring should then be dropped).
+  // Lifetime hazard on error: requests the kernel accepted before the failure may still
+  // be in flight and go on writing into their buffers after this returns; destroying
+  // the ring does not wait for them. The retry limit can be reached that way: requests
+  // in flight that take over ~5 s (slow storage, large chunks) while every new
+  // submission is refused with EAGAIN. Not handled: no error seen in practice leaves
+  // requests in flight, and waiting for them needs the io_uring_enter that just failed.
   Status SubmitAndWait(unsigned wait_for);
 
   // PopCompletion: the oldest completion not yet reaped, or nullopt when none is ready.
