@@ -408,6 +408,25 @@ class PythonTest(unittest.TestCase):
             self.assertEqual(str(cm.exception), message)
             self.assertFalse(os.path.exists(os.path.join(self.dir, "model.safetensors")))
 
+    def test_save_non_str_names_are_type_errors(self):
+        out = self.path("names.safetensors")
+        for tensors, message in [
+                ({1: torch.ones(2)}, "argument 'tensor_dict': 'int' object is not an instance "
+                                     "of 'str'"),
+                ({b"w": torch.ones(2)}, "argument 'tensor_dict': 'bytes' object is not an "
+                                        "instance of 'str'")]:
+            with self.assertRaises(TypeError) as cm:
+                shardload.save_file(tensors, out, metadata={"k": 1})  # names come first
+            self.assertEqual(str(cm.exception), message)
+            if st is not None:
+                with self.assertRaises(TypeError) as ref:
+                    st.save_file(tensors, out, metadata={"k": 1})
+                self.assertEqual(str(ref.exception), message)
+            with self.assertRaises(TypeError) as cm:
+                shardload.save_sharded(tensors, self.dir)
+            self.assertEqual(str(cm.exception), message)
+            self.assertFalse(os.path.exists(out))
+
     def test_metadata_with_nul_reads_whole(self):
         # safetensors writes NUL characters in metadata as \u0000; they must come back
         # whole (a NUL-terminated read would cut "a\0b" to "a" and merge the keys).

@@ -698,6 +698,14 @@ def _views(tensors):
     return views, keep
 
 
+def _check_names(tensors):
+    """TypeError, in safetensors' words, for a tensor name that is not a str."""
+    for k in tensors:
+        if not isinstance(k, str):
+            raise TypeError("argument 'tensor_dict': %s is not an instance of 'str'" %
+                            _type_phrase(k))
+
+
 def _type_phrase(value):
     # pyo3's wording in safetensors' TypeErrors: "'None'" or "'int' object".
     return "'None'" if value is None else "'%s' object" % type(value).__name__
@@ -756,6 +764,7 @@ def save_file(tensors, filename, metadata=None, *, checksums=False):
     save_model). Tensors on a GPU are copied to host memory first."""
     _check_tensor_dict(tensors)
     _check_save_file_tensors(tensors)
+    _check_names(tensors)  # safetensors checks the names before the metadata
     keys, values, count = _metadata_arrays(metadata)
     views, keep = _views(tensors)
     flags = (0 if metadata is None else _lib.SL_SAVE_EMPTY_METADATA) | \
@@ -775,6 +784,8 @@ def save_sharded(tensors, folder, max_shard_size="5GB", metadata=None, prefix="m
     {"format": "pt"}; with one shard it is merged into the file's ``__metadata__`` over
     {"format": "pt"}. ``checksums``: record each tensor's XXH3 in the index and, per
     shard, in that shard's ``__metadata__``."""
+    _check_tensor_dict(tensors)
+    _check_names(tensors)
     keys, values, count = _metadata_arrays(metadata)
     views, keep = _views(tensors)
     size = str(max_shard_size) if isinstance(max_shard_size, int) else max_shard_size
