@@ -451,7 +451,10 @@ constexpr size_t kMaxIdleRings = 32;
 // plus at most kMaxIdleRings, however many files are open. (Keeping rings per file made
 // descriptors grow as files x threads: 163 shards read by 16 threads needed ~2,800
 // ring descriptors, past the common 1,024 limit, and the load failed with EMFILE.)
-// Every ring here has been drained: nothing queued, nothing in flight.
+// Every ring here has been drained: nothing queued, nothing in flight. After fork() the
+// child drops the rings it inherited (their ring memory is shared with the parent's
+// instance: a child submitting through one would corrupt the parent's reads) and makes
+// its own (files opened before the fork then read through the child's rings too).
 class IdleRings {
  public:
   static IdleRings& Get() {
@@ -460,7 +463,9 @@ class IdleRings {
   }
   // Take: the smallest idle ring with room for `depth` requests, or null.
   std::unique_ptr<UringRing> Take(unsigned depth) {
+    std::vector<std::unique_ptr<UringRing>> inherited;  // closed outside the lock
     std::lock_guard<std::mutex> lock(mu_);
+    DropInherited(&inherited);
     size_t best = idle_.size();
     for (size_t i = 0; i < idle_.size(); ++i) {
       if (idle_[i]->entries() >= depth &&
@@ -476,8 +481,10 @@ class IdleRings {
   // Give: keep `ring` for a later read, or close it when kMaxIdleRings are idle already.
   void Give(std::unique_ptr<UringRing> ring) {
     std::unique_ptr<UringRing> drop;
+    std::vector<std::unique_ptr<UringRing>> inherited;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      DropInherited(&inherited);
       if (idle_.size() < kMaxIdleRings) {
         idle_.push_back(std::move(ring));
       } else {
@@ -487,7 +494,16 @@ class IdleRings {
   }
 
  private:
+  // DropInherited: in a process forked since the rings were kept, move them to `out`.
+  void DropInherited(std::vector<std::unique_ptr<UringRing>>* out) {
+    const pid_t pid = ::getpid();
+    if (pid == pid_) return;
+    out->swap(idle_);
+    pid_ = pid;
+  }
+
   std::mutex mu_;
+  pid_t pid_ = ::getpid();                        // the process the rings belong to
   std::vector<std::unique_ptr<UringRing>> idle_;  // guarded by mu_
 };
 

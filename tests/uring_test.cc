@@ -11,6 +11,7 @@
 #include <linux/seccomp.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -482,6 +483,49 @@ TEST(UringScaleTest, RingsDoNotMultiplyWithFilesTimesThreads) {
   EXPECT_LE(opened, static_cast<size_t>(kFiles + 32 + kThreads)) << opened;
   files.clear();
   EXPECT_LE(OpenDescriptors() - before, static_cast<size_t>(32 + kThreads));
+  std::system(("rm -rf '" + dir + "'").c_str());
+}
+
+// A child made by fork() (a data-loader worker, say) does not read through the rings the
+// parent keeps idle: their rings are shared memory with the parent's kernel instance,
+// and a child submitting through one leaves the parent's ring state behind the kernel's.
+TEST(UringScaleTest, ForkedChildDoesNotShareTheParentsRings) {
+  SKIP_WITHOUT_URING();
+  std::string dir = TempDir("uring_fork");
+  std::vector<std::byte> data = RandomBytes(200000, 23);
+  ASSERT_TRUE(WriteBytes(dir + "/f", data));
+  UringOptions options;
+  options.chunk_bytes = 4096;  // many submissions per read
+  Result<std::unique_ptr<ReadableFile>> f = OpenFile(dir + "/f", IoMode::kUring, options);
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  std::vector<std::byte> out(data.size());
+  ASSERT_TRUE((*f)->ReadAt(0, out).ok());  // the parent's rings are idle now
+  fflush(nullptr);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // In the child: open and read the file a few times through io_uring.
+    Result<std::unique_ptr<ReadableFile>> g = OpenFile(dir + "/f", IoMode::kUring, options);
+    if (!g.ok()) ::_exit(2);
+    std::vector<std::byte> buf(data.size());
+    for (int i = 0; i < 3; ++i) {
+      if (!(*g)->ReadAt(0, buf).ok() || std::memcmp(buf.data(), data.data(), buf.size()) != 0) {
+        ::_exit(3);
+      }
+    }
+    ::_exit(0);
+  }
+  int wstatus = 0;
+  ASSERT_EQ(::waitpid(child, &wstatus, 0), child);
+  ASSERT_TRUE(WIFEXITED(wstatus));
+  EXPECT_EQ(WEXITSTATUS(wstatus), 0);
+  // The parent reads exactly as before.
+  for (int i = 0; i < 3; ++i) {
+    std::fill(out.begin(), out.end(), std::byte{0});
+    Status s = (*f)->ReadAt(0, out);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    ASSERT_EQ(0, std::memcmp(out.data(), data.data(), out.size())) << i;
+  }
   std::system(("rm -rf '" + dir + "'").c_str());
 }
 
