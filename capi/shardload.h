@@ -354,7 +354,10 @@ typedef struct sl_target {
  * size mismatches come back as SL_INVALID_ARGUMENT with the report's message). On any
  * error nothing may be assumed written. Errors: invalid targets or options
  * (SL_INVALID_ARGUMENT), SL_FAILED_PRECONDITION for a cuda target in a build or on a
- * machine without CUDA devices, read errors, SL_DATA_LOSS, SL_CANCELLED. */
+ * machine without CUDA devices, read errors, SL_DATA_LOSS, SL_CANCELLED. Targets whose
+ * memory overlaps (tied weights) are written in no defined order, possibly at once:
+ * give such targets separate buffers, or one target and an alias, unless they are
+ * known to receive the same stored tensor. */
 sl_status sl_load_into(const sl_checkpoint* checkpoint, const sl_target* targets,
                        size_t target_count, const sl_options* options, sl_report** report_out);
 

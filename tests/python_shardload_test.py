@@ -408,6 +408,42 @@ class PythonTest(unittest.TestCase):
             self.assertEqual(str(cm.exception), message)
             self.assertFalse(os.path.exists(os.path.join(self.dir, "model.safetensors")))
 
+    def test_tied_parameters_get_the_last_entry_like_torch(self):
+        # A checkpoint holding both names of a tied parameter with different data: torch
+        # copies the entries in state_dict order, so the last one wins. The file stores
+        # b.weight first, so writing in file order would leave a.weight's data.
+        class TiedPair(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a = torch.nn.Linear(2, 2, bias=False)
+                self.b = torch.nn.Linear(2, 2, bias=False)
+                self.b.weight = self.a.weight
+
+        header = json.dumps({
+            "a.weight": {"dtype": "F32", "shape": [2, 2], "data_offsets": [16, 32]},
+            "b.weight": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}).encode()
+        header += b" " * (-len(header) % 8)
+        path = self.path("untied.safetensors")
+        with open(path, "wb") as f:
+            f.write(len(header).to_bytes(8, "little") + header +
+                    torch.full((4,), 2.0).numpy().tobytes() + torch.ones(4).numpy().tobytes())
+        expect = TiedPair()
+        expect.load_state_dict({"a.weight": torch.ones(2, 2), "b.weight": torch.full((2, 2), 2.0)})
+        self.assertTrue(torch.equal(expect.a.weight, torch.full((2, 2), 2.0)))
+        for threads in (1, 2):
+            m = TiedPair()
+            report = shardload.load_state_dict_into(m, path, threads=threads)
+            self.assertEqual(report["matched"], ["a.weight", "b.weight"])
+            self.assertTrue(torch.equal(m.a.weight, expect.a.weight), m.a.weight)
+            self.assertEqual(m.a.weight.data_ptr(), m.b.weight.data_ptr())
+        m = TiedPair()
+        self.assertEqual(shardload.load_model(m, path, strict=False), (set(), ["b.weight"]))
+        self.assertTrue(torch.equal(m.a.weight, expect.a.weight), m.a.weight)
+        if st is not None:
+            r = TiedPair()
+            self.assertEqual(st.load_model(r, path, strict=False), (set(), ["b.weight"]))
+            self.assertTrue(torch.equal(r.a.weight, expect.a.weight))
+
     def test_save_non_str_names_are_type_errors(self):
         out = self.path("names.safetensors")
         for tensors, message in [

@@ -502,7 +502,9 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     ``verify``, ShardloadError("data_loss", ...) for a tensor whose bytes differ from
     its recorded XXH3 (the module may then be partly written). ``progress``: as in
     load_file. ``pool``: a HostMemoryPool for the fallback's temporary arena (the
-    direct path allocates nothing); checked for being open either way."""
+    direct path allocates nothing but scratch copies of tied entries that several
+    checkpoint tensors could feed, copied in state_dict order afterwards as torch
+    does); checked for being open either way."""
     torch = _torch()
     dev = torch.device(_device_string(device))
     if dev.type == "cuda" and dev.index is None:
@@ -517,15 +519,25 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     try:
         if direct:
             keep = []
+            # Entries sharing memory (tied weights) that several checkpoint tensors may
+            # feed: the loader writes its targets in no set order, torch in state_dict
+            # order (the last entry wins). Such entries load into scratch tensors that
+            # are copied in state_dict order afterwards.
+            scratch = {}
+            for group in _overlapping_groups(state):
+                if renames or len(group & set(ckpt.names)) > 1:
+                    for name in group:
+                        scratch[name] = torch.empty_like(state[name])
             targets = (_lib.Target * max(len(state), 1))()
             for i, (name, t) in enumerate(state.items()):
                 raw = name.encode("utf-8", "surrogateescape")
                 shape = _lib.shape_array(list(t.shape))
                 keep.append((raw, shape))
                 dname = _dtype_name(t.dtype).encode()
+                dst = scratch.get(name, t)
                 # Zero-element entries get a valid dummy address: nothing is written.
                 targets[i] = _lib.Target(raw, len(raw), dname, shape, t.dim(), None,
-                                         t.data_ptr() if t.numel() else _EMPTY_ADDRESS)
+                                         dst.data_ptr() if t.numel() else _EMPTY_ADDRESS)
             report = ctypes.c_void_p()
             with torch.no_grad():
                 status = l.sl_load_into(ckpt.handle, targets, len(state), options.handle,
@@ -535,6 +547,12 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
             finally:
                 l.sl_report_free(report)
             options.check(status)
+            if scratch:
+                matched = set(lists["matched"])
+                with torch.no_grad():
+                    for name in state:
+                        if name in scratch and name in matched:
+                            state[name].copy_(scratch[name])
             return lists
         fallback = _lib.Options(device=str(dev), strict=False, renames=renames,
                                 threads=threads, verify=verify, progress=progress, pool=pool)
