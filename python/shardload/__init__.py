@@ -524,8 +524,12 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
             # order (the last entry wins). Such entries load into scratch tensors that
             # are copied in state_dict order afterwards.
             scratch = {}
-            for group in _overlapping_groups(state):
-                if renames or len(group & set(ckpt.names)) > 1:
+            groups = _overlapping_groups(state)
+            # Names a checkpoint tensor can feed: its own, and save_model's aliases.
+            fed = set(ckpt.names) | {k for k, v in ckpt.metadata().items()
+                                     if v in ckpt.index} if groups else set()
+            for group in groups:
+                if renames or len(group & fed) > 1:
                     for name in group:
                         scratch[name] = torch.empty_like(state[name])
             targets = (_lib.Target * max(len(state), 1))()
