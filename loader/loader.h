@@ -164,7 +164,9 @@ class LoadedCheckpoint : public LoadStats {
 // given"; the plan's, open, read, sink and stream errors (data_loss for files changed
 // since the header was read, or with options.verify a tensor whose bytes differ from
 // its recorded XXH3; cancelled). Thread safety: concurrent loads are
-// independent.
+// independent. Targets whose buffers overlap (tied weights) are written in no defined
+// order, possibly by several threads at once: give them separate buffers, or one
+// target and an alias, unless they receive the same stored tensor.
 Result<LoadResult> LoadInto(const Checkpoint& checkpoint, std::span<const Target> targets,
                             const LoadOptions& options);
 
