@@ -137,6 +137,11 @@ class FdFile {
   }
 
   // CurrentSizeCovers: OK when the file is still at least `end` bytes long.
+  // Buffered reads call it AFTER copying too: a truncation that races a read can zero
+  // the tail of the page holding the new end of file while the kernel copies it, and the
+  // read still reports every byte (it checked the size before copying). The kernel sets
+  // the new size before it zeroes, so a size check after the copy sees any such
+  // truncation, and the read becomes data_loss instead of returning zeros.
   Status CurrentSizeCovers(uint64_t end) const {
     struct stat st;
     if (::fstat(fd_.get(), &st) != 0) return ErrnoToStatus(errno, path_ + ": fstat");
@@ -181,7 +186,8 @@ class PreadFile final : public ReadableFile {
 
   Status ReadAt(uint64_t offset, std::span<std::byte> out) const override {
     SL_RETURN_IF_ERROR(CheckRange(f_.path_, offset, out.size(), f_.size_));
-    return f_.PreadAll(offset, out);
+    SL_RETURN_IF_ERROR(f_.PreadAll(offset, out));
+    return f_.CurrentSizeCovers(offset + out.size());  // see CurrentSizeCovers
   }
 
   Status ReadVAt(uint64_t offset, std::span<const iovec> iov) const override {
@@ -214,7 +220,7 @@ class PreadFile final : public ReadableFile {
         if (v.iov_len == 0) ++first;
       }
     }
-    return OkStatus();
+    return f_.CurrentSizeCovers(offset + total);  // see CurrentSizeCovers
   }
 
  private:
@@ -346,7 +352,7 @@ class MappedFileImpl final : public MappedFile {
       }
       pos += v.iov_len;
     }
-    return OkStatus();
+    return f_.CurrentSizeCovers(offset + total);  // see CurrentSizeCovers
   }
 
  private:
@@ -541,7 +547,8 @@ class UringFile final : public ReadableFile {
     if (out.empty()) return OkStatus();
     if (!options_.direct) {
       iovec v{out.data(), out.size()};
-      return ReadBuffered(offset, std::span<const iovec>(&v, 1));
+      SL_RETURN_IF_ERROR(ReadBuffered(offset, std::span<const iovec>(&v, 1)));
+      return f_.CurrentSizeCovers(offset + out.size());  // see CurrentSizeCovers
     }
     // O_DIRECT into memory of any alignment: through an aligned bounce buffer.
     uint64_t chunk = std::min<uint64_t>(kDirectBounceBytes, out.size());
@@ -561,7 +568,8 @@ class UringFile final : public ReadableFile {
     uint64_t total = 0;
     for (const iovec& v : iov) total += v.iov_len;
     SL_RETURN_IF_ERROR(CheckRange(f_.path_, offset, total, f_.size_));
-    return ReadBuffered(offset, iov);
+    SL_RETURN_IF_ERROR(ReadBuffered(offset, iov));
+    return f_.CurrentSizeCovers(offset + total);  // see CurrentSizeCovers
   }
 
   Result<std::span<const std::byte>> ReadWindowAt(uint64_t offset, uint64_t length,
