@@ -39,6 +39,7 @@
 #include "cli/commands.h"
 #include "format/dtype.h"
 #include "format/status.h"
+#include "format/text.h"
 #include "loader/checkpoint.h"
 
 namespace shardload::cli {
@@ -120,97 +121,9 @@ class OutputBuffer {
   bool write_failed_ = false;
 };
 
-// Utf8SequenceLength: the length of the valid UTF-8 sequence starting at s[i], or 0 when
-// the bytes there are not valid UTF-8 (overlongs, surrogates and > U+10FFFF rejected).
-size_t Utf8SequenceLength(std::string_view s, size_t i) {
-  auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-  unsigned char c = byte(i);
-  size_t n = s.size() - i;
-  auto cont = [&](size_t k) { return (byte(k) & 0xC0) == 0x80; };
-  if (c >= 0xC2 && c <= 0xDF) return n >= 2 && cont(i + 1) ? 2 : 0;
-  if (c >= 0xE0 && c <= 0xEF) {
-    if (n < 3 || !cont(i + 1) || !cont(i + 2)) return 0;
-    unsigned char c1 = byte(i + 1);
-    if (c == 0xE0 && c1 < 0xA0) return 0;  // overlong
-    if (c == 0xED && c1 >= 0xA0) return 0; // surrogate
-    return 3;
-  }
-  if (c >= 0xF0 && c <= 0xF4) {
-    if (n < 4 || !cont(i + 1) || !cont(i + 2) || !cont(i + 3)) return 0;
-    unsigned char c1 = byte(i + 1);
-    if (c == 0xF0 && c1 < 0x90) return 0;  // overlong
-    if (c == 0xF4 && c1 >= 0x90) return 0; // > U+10FFFF
-    return 4;
-  }
-  return 0;
-}
-
-// NeedsAttention: whether any byte of the 8 in `w` is < 0x20, '"', '\\' or >= 0x80
-// (the classic "has zero byte" bit tricks). Never a false negative; a rare false
-// positive only sends those bytes through the byte-by-byte loop.
-bool NeedsAttention(uint64_t w) {
-  constexpr uint64_t kOnes = 0x0101010101010101ull;
-  constexpr uint64_t kHigh = 0x8080808080808080ull;
-  auto has_zero = [](uint64_t x) { return (x - kOnes) & ~x & kHigh; };
-  uint64_t below_space = (w - kOnes * 0x20) & ~w & kHigh;  // bytes < 0x20 (when < 0x80)
-  return ((w & kHigh) | below_space | has_zero(w ^ (kOnes * '"')) |
-          has_zero(w ^ (kOnes * '\\'))) != 0;
-}
-
-// AppendJsonString: `s` as a JSON string: quotes, backslashes and control characters
-// escaped (NUL as \u0000), valid UTF-8 passed through, invalid bytes as \ufffd.
-template <typename Out>
-void AppendJsonString(Out& out, std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  out += '"';
-  size_t run = 0;  // start of the pending run of bytes copied verbatim
-  size_t i = 0;
-  while (i < s.size()) {
-    // Fast path: skip 8 plain ASCII bytes at a time (no control, quote, backslash, or
-    // byte >= 0x80 among them).
-    while (i + 8 <= s.size()) {
-      uint64_t w;
-      std::memcpy(&w, s.data() + i, 8);
-      if (NeedsAttention(w)) break;
-      i += 8;
-    }
-    if (i >= s.size()) break;
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
-      ++i;
-      continue;
-    }
-    if (c >= 0x80) {
-      size_t len = Utf8SequenceLength(s, i);
-      if (len != 0) {
-        i += len;
-        continue;
-      }
-    }
-    out.append(s.data() + run, i - run);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      default:
-        if (c < 0x20) {
-          out += "\\u00";
-          out += kHex[c >> 4];
-          out += kHex[c & 0xF];
-        } else {
-          out += "\\ufffd";  // a byte that does not start valid UTF-8
-        }
-    }
-    ++i;
-    run = i;
-  }
-  out.append(s.data() + run, s.size() - run);
-  out += '"';
-}
+// kInspectJson: how `inspect --json` writes strings (DEL as it is, an invalid byte —
+// possible only in file names — as U+FFFD).
+constexpr JsonStringStyle kInspectJson{.escape_del = false, .replace_invalid = true};
 
 // HumanBytes: "512 B", "1.50 KiB", "14.96 GiB".
 std::string HumanBytes(uint64_t n) {
@@ -251,16 +164,16 @@ void RenderJson(const Checkpoint& ckpt, OutputBuffer& out) {
   out += "{\"files\":[";
   for (size_t i = 0; i < ckpt.shards().size(); ++i) {
     if (i) out += ',';
-    AppendJsonString(out, ckpt.shards()[i].file);
+    AppendJsonStringTo(out, ckpt.shards()[i].file, kInspectJson);
   }
   out += "],\"metadata\":{";
   bool first = true;
   for (const auto& [k, v] : ckpt.metadata()) {
     if (!first) out += ',';
     first = false;
-    AppendJsonString(out, k);
+    AppendJsonStringTo(out, k, kInspectJson);
     out += ':';
-    AppendJsonString(out, v);
+    AppendJsonStringTo(out, v, kInspectJson);
   }
   out += "},\"tensors\":[";
   // File names escaped once per shard, not once per tensor.
@@ -268,7 +181,7 @@ void RenderJson(const Checkpoint& ckpt, OutputBuffer& out) {
   files.reserve(ckpt.shards().size());
   for (const ShardInfo& s : ckpt.shards()) {
     std::string f;
-    AppendJsonString(f, s.file);
+    AppendJsonStringTo(f, s.file, kInspectJson);
     files.push_back(std::move(f));
   }
   // Names live in their own heap blocks, which are not in catalog (name) order when the
@@ -282,7 +195,7 @@ void RenderJson(const Checkpoint& ckpt, OutputBuffer& out) {
     }
     const StoredTensor& t = tensors[i];
     out += i == 0 ? "{\"name\":" : ",{\"name\":";
-    AppendJsonString(out, t.name);
+    AppendJsonStringTo(out, t.name, kInspectJson);
     out += ",\"dtype\":\"";
     out += DtypeName(t.dtype);
     out += "\",\"shape\":[";
@@ -372,9 +285,9 @@ int Fail(const Status& status, bool json, int exit_code) {
   WriteAll(STDERR_FILENO, err);
   if (json) {
     std::string out = "{\"error\":{\"code\":";
-    AppendJsonString(out, StatusCodeName(status.code()));
+    AppendJsonStringTo(out, StatusCodeName(status.code()), kInspectJson);
     out += ",\"message\":";
-    AppendJsonString(out, status.message());
+    AppendJsonStringTo(out, status.message(), kInspectJson);
     out += "}}\n";
     WriteAll(STDOUT_FILENO, out);
   }

@@ -6,35 +6,6 @@
 namespace shardload {
 namespace {
 
-// Utf8Length: the length of the valid UTF-8 sequence starting at s[i] (a lead byte
-// ≥ 0x80), or 0 when it is not one (overlong forms, surrogates, > U+10FFFF, cut short).
-size_t Utf8Length(std::string_view s, size_t i) {
-  unsigned char c = static_cast<unsigned char>(s[i]);
-  size_t n;
-  uint32_t cp;
-  if ((c & 0xe0) == 0xc0) {
-    n = 2;
-    cp = c & 0x1f;
-  } else if ((c & 0xf0) == 0xe0) {
-    n = 3;
-    cp = c & 0x0f;
-  } else if ((c & 0xf8) == 0xf0) {
-    n = 4;
-    cp = c & 0x07;
-  } else {
-    return 0;
-  }
-  if (i + n > s.size()) return 0;
-  for (size_t k = 1; k < n; ++k) {
-    unsigned char d = static_cast<unsigned char>(s[i + k]);
-    if ((d & 0xc0) != 0x80) return 0;
-    cp = (cp << 6) | (d & 0x3f);
-  }
-  static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
-  if (cp < kMin[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-  return n;
-}
-
 void AppendHexEscape(std::string* out, const char* format, unsigned char c) {
   char buf[8];
   std::snprintf(buf, sizeof(buf), format, c);
@@ -43,37 +14,7 @@ void AppendHexEscape(std::string* out, const char* format, unsigned char c) {
 
 }  // namespace
 
-void AppendJsonString(std::string* out, std::string_view s) {
-  *out += '"';
-  for (size_t i = 0; i < s.size();) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c == '"' || c == '\\') {
-      *out += '\\';
-      *out += static_cast<char>(c);
-      ++i;
-    } else if (c < 0x20 || c == 0x7f) {
-      switch (c) {
-        case '\b': *out += "\\b"; break;
-        case '\f': *out += "\\f"; break;
-        case '\n': *out += "\\n"; break;
-        case '\r': *out += "\\r"; break;
-        case '\t': *out += "\\t"; break;
-        default: AppendHexEscape(out, "\\u%04x", c);
-      }
-      ++i;
-    } else if (c < 0x80) {
-      *out += static_cast<char>(c);
-      ++i;
-    } else if (size_t n = Utf8Length(s, i); n > 0) {
-      out->append(s.substr(i, n));
-      i += n;
-    } else {
-      AppendHexEscape(out, "\\u%04x", c);
-      ++i;
-    }
-  }
-  *out += '"';
-}
+void AppendJsonString(std::string* out, std::string_view s) { AppendJsonStringTo(*out, s); }
 
 std::string JsonQuoted(std::string_view s) {
   std::string out;

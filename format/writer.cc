@@ -15,7 +15,9 @@
 #include <random>
 #include <set>
 #include <utility>
+
 #include "format/scoped_fd.h"
+#include "format/text.h"
 
 namespace shardload {
 namespace {
@@ -73,21 +75,13 @@ size_t DecodeUtf8(std::string_view s, size_t i, uint32_t* cp) {
   return len;
 }
 
-// SWAR helpers over 8 bytes at a time (the header of a big checkpoint is megabytes of
-// names; the per-byte loops would dominate).
-constexpr uint64_t kOnes = 0x0101010101010101ULL;
+// Load8 / kHighs: 8 bytes at a time for IsValidUtf8 (the header of a big checkpoint is
+// megabytes of names; a per-byte loop would dominate).
 constexpr uint64_t kHighs = 0x8080808080808080ULL;
 uint64_t Load8(const char* p) {
   uint64_t w;
   std::memcpy(&w, p, 8);
   return w;
-}
-// HasByteBelow: some byte of `w` is < n (n <= 128).
-bool HasByteBelow(uint64_t w, uint64_t n) { return ((w - kOnes * n) & ~w & kHighs) != 0; }
-// HasByte: some byte of `w` equals `b`.
-bool HasByte(uint64_t w, uint64_t b) {
-  uint64_t x = w ^ (kOnes * b);
-  return ((x - kOnes) & ~x & kHighs) != 0;
 }
 
 void AppendHex4(std::string* out, uint32_t v) {
@@ -342,32 +336,7 @@ bool IsValidUtf8(std::string_view s, size_t* bad_offset) {
 std::string EscapeJsonString(std::string_view s) {
   std::string out;
   out.reserve(s.size() + 2);
-  out += '"';
-  size_t run = 0;  // start of the pending run of bytes copied verbatim
-  for (size_t i = 0; i < s.size(); ++i) {
-    while (s.size() - i >= 8) {  // skip 8 plain bytes at a time
-      uint64_t w = Load8(s.data() + i);
-      if (HasByteBelow(w, 0x20) || HasByte(w, '"') || HasByte(w, '\\')) break;
-      i += 8;
-    }
-    if (i == s.size()) break;
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    out.append(s.data() + run, i - run);
-    run = i + 1;
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default: AppendHex4(&out, c);
-    }
-  }
-  out.append(s.data() + run, s.size() - run);
-  out += '"';
+  AppendJsonStringTo(out, s, {.escape_del = false, .replace_invalid = true});
   return out;
 }
 

@@ -32,6 +32,29 @@ TEST(TextTest, AppendJsonStringAppends) {
   EXPECT_EQ(out, "[\"a\",\"\"");
 }
 
+TEST(TextTest, AppendJsonStringToStylesInsideAndOutsideLongAsciiRuns) {
+  // DEL and a stray byte in the middle of runs long enough for the 8-byte fast path.
+  const std::string s = std::string("abcdefgh\x7fijklmnop\xffqrstuvwxyz0123") + "\xc3\xa9";
+  std::string by_default, like_inspect;
+  AppendJsonStringTo(by_default, s);
+  AppendJsonStringTo(like_inspect, s, {.escape_del = false, .replace_invalid = true});
+  EXPECT_EQ(by_default, "\"abcdefgh\\u007fijklmnop\\u00ffqrstuvwxyz0123\xc3\xa9\"");
+  EXPECT_EQ(like_inspect, "\"abcdefgh\x7fijklmnop\\ufffdqrstuvwxyz0123\xc3\xa9\"");
+  std::string via_string;
+  AppendJsonString(&via_string, s);
+  EXPECT_EQ(via_string, by_default);
+}
+
+TEST(TextTest, Utf8SequenceLengthRejectsOverlongsSurrogatesAndCutSequences) {
+  EXPECT_EQ(Utf8SequenceLength("\xc3\xa9", 0), 2u);
+  EXPECT_EQ(Utf8SequenceLength("\xe2\x82\xac", 0), 3u);
+  EXPECT_EQ(Utf8SequenceLength("\xf0\x9f\x98\x80", 0), 4u);
+  EXPECT_EQ(Utf8SequenceLength("\xc0\xaf", 0), 0u);          // overlong '/'
+  EXPECT_EQ(Utf8SequenceLength("\xed\xa0\x80", 0), 0u);      // surrogate U+D800
+  EXPECT_EQ(Utf8SequenceLength("\xf4\x90\x80\x80", 0), 0u);  // past U+10FFFF
+  EXPECT_EQ(Utf8SequenceLength("\xe2\x82", 0), 0u);          // cut short
+}
+
 TEST(TextTest, QuoteForMessageKeepsOneLine) {
   EXPECT_EQ(QuoteForMessage("w", '\''), "'w'");
   EXPECT_EQ(QuoteForMessage("it's\\", '\''), "'it\\'s\\\\'");
