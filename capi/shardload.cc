@@ -341,6 +341,15 @@ struct FdCloser {
   }
 };
 
+// SetLoadOption: the body of the plain setters: `options` must not be NULL, then
+// `update` changes its LoadOptions.
+template <typename F>
+sl_status SetLoadOption(sl_options* options, F&& update) {
+  if (options == nullptr) return Fail(NullArgument("options"));
+  update(options->load);
+  return SL_OK;
+}
+
 }  // namespace
 
 struct sl_loaded {
@@ -545,9 +554,7 @@ sl_status sl_options_set_device(sl_options* options, const char* device_or_map) 
 }
 
 sl_status sl_options_set_strict(sl_options* options, int strict) {
-  if (options == nullptr) return Fail(NullArgument("options"));
-  options->load.match.strict = strict != 0;
-  return SL_OK;
+  return SetLoadOption(options, [&](shardload::LoadOptions& o) { o.match.strict = strict != 0; });
 }
 
 sl_status sl_options_add_rename(sl_options* options, const char* rule) {
@@ -562,9 +569,7 @@ sl_status sl_options_add_rename(sl_options* options, const char* rule) {
 }
 
 sl_status sl_options_set_auto_prefix(sl_options* options, int enabled) {
-  if (options == nullptr) return Fail(NullArgument("options"));
-  options->load.match.auto_prefix = enabled != 0;
-  return SL_OK;
+  return SetLoadOption(options, [&](shardload::LoadOptions& o) { o.match.auto_prefix = enabled != 0; });
 }
 
 sl_status sl_options_add_alias(sl_options* options, const char* target_name,
@@ -581,9 +586,7 @@ sl_status sl_options_add_alias(sl_options* options, const char* target_name,
 }
 
 sl_status sl_options_set_allow_cast(sl_options* options, int allow) {
-  if (options == nullptr) return Fail(NullArgument("options"));
-  options->load.match.allow_cast = allow != 0;
-  return SL_OK;
+  return SetLoadOption(options, [&](shardload::LoadOptions& o) { o.match.allow_cast = allow != 0; });
 }
 
 sl_status sl_options_set_threads(sl_options* options, int threads) {
@@ -615,9 +618,7 @@ sl_status sl_options_set_progress(sl_options* options, sl_progress_fn fn, void* 
 }
 
 sl_status sl_options_set_verify(sl_options* options, int verify) {
-  if (options == nullptr) return Fail(NullArgument("options"));
-  options->load.verify = verify != 0;
-  return SL_OK;
+  return SetLoadOption(options, [&](shardload::LoadOptions& o) { o.verify = verify != 0; });
 }
 
 // ----------------------------------------------------------------- host memory pool
