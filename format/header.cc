@@ -447,24 +447,6 @@ Result<Header> HeaderParser::Parse(const char* json, size_t size, bool padded,
   return header;
 }
 
-using Fd = ScopedFd;
-
-// PreadFully: read `size` bytes at `offset`, retrying on EINTR and short reads.
-// Returns the number of bytes read (less than `size` only at end of file).
-Result<size_t> PreadFully(int fd, char* buf, size_t size, uint64_t offset,
-                          const std::string& path) {
-  size_t done = 0;
-  while (done < size) {
-    ssize_t n = ::pread(fd, buf + done, size - done, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoToStatus(errno, path);
-    }
-    if (n == 0) break;
-    done += static_cast<size_t>(n);
-  }
-  return done;
-}
 
 }  // namespace
 
@@ -576,14 +558,8 @@ Result<Header> ParseBuffer(std::span<const std::byte> file, std::string_view lab
 
 Result<Header> ReadHeaderFile(const std::string& path, const ParseOptions& options) {
   try {
-    // O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then rejects it.
-    // (It changes nothing for reads of a regular file.)
-    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
-    if (fd.get() < 0) return ErrnoToStatus(errno, path);
-    struct stat st;
-    if (::fstat(fd.get(), &st) != 0) return ErrnoToStatus(errno, path);
-    if (!S_ISREG(st.st_mode)) return InvalidArgumentError(path + ": not a regular file");
-    uint64_t file_size = static_cast<uint64_t>(st.st_size);
+    uint64_t file_size = 0;
+    SL_ASSIGN_OR_RETURN(ScopedFd fd, OpenRegularFile(path, &file_size));
 
     std::byte prefix[8] = {};
     SL_ASSIGN_OR_RETURN(size_t got,

@@ -154,7 +154,6 @@ Result<ShardIndex> ParseIndexImpl(std::string_view json, std::string_view label)
   return index;
 }
 
-using Fd = ScopedFd;
 
 }  // namespace
 
@@ -205,30 +204,18 @@ Result<ShardIndex> ParseIndex(std::string_view json, std::string_view label) {
 
 Result<ShardIndex> ReadIndexFile(const std::string& path) {
   try {
-    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
-    if (fd.get() < 0) return ErrnoToStatus(errno, path);
-    struct stat st;
-    if (::fstat(fd.get(), &st) != 0) return ErrnoToStatus(errno, path);
-    if (!S_ISREG(st.st_mode)) return InvalidArgumentError(path + ": not a regular file");
-    uint64_t size = static_cast<uint64_t>(st.st_size);
+    uint64_t size = 0;
+    SL_ASSIGN_OR_RETURN(ScopedFd fd, OpenRegularFile(path, &size));
     if (size > kMaxIndexFileSize) {
       return InvalidArgumentError(path + ": index file is " + std::to_string(size) +
                                   " bytes, above the limit of " +
                                   std::to_string(kMaxIndexFileSize));
     }
     std::string text(size, '\0');
-    size_t done = 0;
-    while (done < size) {
-      ssize_t n = ::pread(fd.get(), text.data() + done, size - done, static_cast<off_t>(done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return ErrnoToStatus(errno, path);
-      }
-      if (n == 0) {
-        return DataLossError(path + ": file shrank while it was read (got " +
-                             std::to_string(done) + " of " + std::to_string(size) + " bytes)");
-      }
-      done += static_cast<size_t>(n);
+    SL_ASSIGN_OR_RETURN(size_t done, PreadFully(fd.get(), text.data(), size, 0, path));
+    if (done < size) {
+      return DataLossError(path + ": file shrank while it was read (got " +
+                           std::to_string(done) + " of " + std::to_string(size) + " bytes)");
     }
     return ParseIndexImpl(text, path);
   } catch (const std::bad_alloc&) {

@@ -1,7 +1,8 @@
 // format/scoped_fd.h — an owned POSIX file descriptor.
 //
 // Provides `ScopedFd`, the project's one RAII owner of a file descriptor: closed by the
-// destructor, movable, never copied.
+// destructor, movable, never copied; `OpenRegularFile` and `PreadFully`, the open and
+// read steps the header and index readers share.
 //
 //   ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
 //   if (!fd.valid()) return ErrnoToStatus(errno, path + ": open");
@@ -9,9 +10,12 @@
 #ifndef SHARDLOAD_FORMAT_SCOPED_FD_H_
 #define SHARDLOAD_FORMAT_SCOPED_FD_H_
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -59,6 +63,38 @@ class ScopedFd {
  private:
   int fd_ = -1;
 };
+
+// OpenRegularFile: `path` opened read-only (O_NONBLOCK: opening a FIFO must not wait
+// for a writer; fstat then rejects it — it changes nothing for reads of a regular file),
+// with its size in `*size`. Errors: the open or fstat errno as ErrnoToStatus(errno,
+// path); invalid_argument "<path>: not a regular file".
+inline Result<ScopedFd> OpenRegularFile(const std::string& path, uint64_t* size) {
+  ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  if (!fd.valid()) return ErrnoToStatus(errno, path);
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return ErrnoToStatus(errno, path);
+  if (!S_ISREG(st.st_mode)) return InvalidArgumentError(path + ": not a regular file");
+  *size = static_cast<uint64_t>(st.st_size);
+  return fd;
+}
+
+// PreadFully: read `size` bytes at `offset`, retrying on EINTR and short reads.
+// Returns the number of bytes read (less than `size` only at end of file). Errors: the
+// read errno as ErrnoToStatus(errno, path).
+inline Result<size_t> PreadFully(int fd, char* buf, size_t size, uint64_t offset,
+                                 const std::string& path) {
+  size_t done = 0;
+  while (done < size) {
+    ssize_t n = ::pread(fd, buf + done, size - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoToStatus(errno, path);
+    }
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  return done;
+}
 
 }  // namespace shardload
 
