@@ -447,7 +447,6 @@ Result<Header> HeaderParser::Parse(const char* json, size_t size, bool padded,
   return header;
 }
 
-
 }  // namespace
 
 size_t NameIndex::Build(const std::vector<TensorInfo>& tensors) {

@@ -154,7 +154,6 @@ Result<ShardIndex> ParseIndexImpl(std::string_view json, std::string_view label)
   return index;
 }
 
-
 }  // namespace
 
 const std::string* ShardIndex::ShardOf(std::string_view tensor) const {
