@@ -1,0 +1,88 @@
+// cuda/fake/fake_control.h — the test-side controls of the fake CUDA runtime.
+//
+// Provides what tests need to steer and inspect `//cuda/fake:cudart`, a stand-in for
+// the CUDA runtime that lets every cuda/ code path run on machines without a GPU.
+// The fake implements the runtime calls cuda/ makes (and LaunchCastKernel) on the host:
+// two devices of 4 GiB each whose memory lies behind addresses the host cannot touch
+// (a PROT_NONE reservation: dereferencing a device pointer on the host faults, as it
+// would on a GPU); one worker thread per stream that runs copies, casts, event records
+// and waits in order, later than they were queued (a random delay of up to
+// SetMaxDelayMicros), so work the caller has not waited for is really still pending;
+// strict argument checks (device ranges inside live allocations, memcpy kinds, events
+// and streams on the same device, pinned memory registered once). What it cannot say
+// is anything about speed or about real GPU behaviour beyond the documented API
+// contracts: that needs the GPU run in docs/GPU.md.
+//
+// Binaries link it through the `_fake` variants of the cuda/ libraries
+// (cuda/defs.bzl); this header is CUDA-free so tests outside cuda/ may include it.
+//
+//   shardload::cuda::fake::ResetCounters();
+//   shardload::cuda::fake::FailAsync("cudaMemcpyAsync", /*after=*/3, /*error=*/700);
+//   ... load ...
+//   EXPECT_EQ(shardload::cuda::fake::Snapshot().pageable_async_copies, 0u);
+#ifndef SHARDLOAD_CUDA_FAKE_FAKE_CONTROL_H_
+#define SHARDLOAD_CUDA_FAKE_FAKE_CONTROL_H_
+
+#include <cstdint>
+#include <string_view>
+
+namespace shardload::cuda::fake {
+
+// kDevices / kDeviceBytes: the fake's fixed geometry.
+inline constexpr int kDevices = 2;
+inline constexpr uint64_t kDeviceBytes = uint64_t{4} << 30;
+
+// Counters: what the fake has seen. "live" values are current, the others count since
+// the last ResetCounters (or process start).
+struct Counters {
+  uint64_t live_device_bytes[kDevices] = {};  // cudaMalloc'd, not yet freed
+  uint64_t live_device_allocations = 0;
+  uint64_t live_pinned_bytes = 0;     // cudaHostAlloc + cudaHostRegister, not released
+  uint64_t peak_pinned_bytes = 0;     // highest live_pinned_bytes
+  uint64_t live_streams = 0;
+  uint64_t live_events = 0;
+  uint64_t async_copies = 0;          // cudaMemcpyAsync calls queued
+  uint64_t pageable_async_copies = 0; // ... whose host side was not pinned memory
+  uint64_t kernel_launches = 0;       // LaunchCastKernel calls queued
+  uint64_t failed_calls = 0;          // calls that returned an error (injected or not)
+  // host_release_with_pending_work: cudaFreeHost / cudaHostUnregister of memory that
+  // queued copies still read or write (the fake then waits for them, like the real
+  // runtime, but a correct caller never lets it come to that).
+  uint64_t host_release_with_pending_work = 0;
+};
+
+// Snapshot: the counters now. Thread-safe.
+Counters Snapshot();
+
+// ResetCounters: zero the non-live counters (peak_pinned_bytes restarts at the live
+// value). Thread-safe.
+void ResetCounters();
+
+// FailCall: the call named `call` ("cudaMalloc", "cudaHostAlloc", "cudaMemcpyAsync",
+// "cudaEventRecord", "cudaStreamCreateWithFlags", "LaunchCastKernel", ...) returns
+// `error` (a cudaError_t value) at its (after + 1)-th invocation from now, once, without
+// doing anything. Several rules may be pending. Thread-safe.
+void FailCall(std::string_view call, int after, int error);
+
+// FailAsync: the (after + 1)-th queued operation of kind `call` ("cudaMemcpyAsync" or
+// "LaunchCastKernel") from now is accepted, then fails when the stream runs it: it
+// writes nothing, and the stream, every event recorded on it afterwards, and
+// cudaStreamSynchronize / cudaDeviceSynchronize report `error` from then on (CUDA's
+// sticky errors), until the stream is destroyed. Thread-safe.
+void FailAsync(std::string_view call, int after, int error);
+
+// ClearFailures: drop pending FailCall / FailAsync rules. Thread-safe.
+void ClearFailures();
+
+// PauseStreams: while true, no stream starts another queued operation (one already
+// running finishes), so queued work stays pending for as long as a test needs; a
+// stream being destroyed still drains. Thread-safe.
+void PauseStreams(bool paused);
+
+// SetMaxDelayMicros: each queued operation waits a random 0..`micros` µs before it
+// runs (default 200; 0 runs them as soon as the worker gets to them). Thread-safe.
+void SetMaxDelayMicros(int micros);
+
+}  // namespace shardload::cuda::fake
+
+#endif  // SHARDLOAD_CUDA_FAKE_FAKE_CONTROL_H_

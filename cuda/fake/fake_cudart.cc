@@ -1,0 +1,1025 @@
+// The fake CUDA runtime (see cuda/fake/fake_control.h): the runtime calls cuda/ makes,
+// and LaunchCastKernel, implemented on the host with the checks and the asynchrony
+// that make ordering and lifetime bugs show up as wrong bytes or errors.
+//
+// Model. One mutex guards all state. Each device owns a PROT_NONE reservation of
+// kDeviceBytes (the addresses handed out) and a separate read-write backing of the
+// same size (MAP_NORESERVE: pages exist once touched); an allocation at device address
+// base + off lives at backing + off. Each stream has a FIFO of operations and one
+// worker thread; an operation stays at the head of its queue while it runs, so the
+// host memory it reads or writes is known to be in use until it completes. Events
+// count how often they were recorded and how many of those records have run.
+#include <cuda_runtime_api.h>
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "cuda/cast_kernels.h"
+#include "cuda/cast_math.h"
+#include "cuda/fake/fake_control.h"
+
+struct CUevent_st {
+  int device = 0;
+  unsigned flags = 0;
+  uint64_t recorded = 0;   // records queued
+  uint64_t completed = 0;  // highest record that has run
+  cudaError_t error = cudaSuccess;
+  std::chrono::steady_clock::time_point when;
+  bool live = true;  // false after cudaEventDestroy (the object is kept while queued
+                     // records or waits still name it)
+};
+
+namespace shardload::cuda::fake {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr uint64_t kAlign = 512;
+constexpr uint64_t kPage = 4096;
+constexpr uint64_t kGarbageFillLimit = uint64_t{64} << 20;
+
+enum class OpKind { kCopy, kCast, kRecord, kWait };
+
+struct Op {
+  OpKind kind = OpKind::kCopy;
+  // kCopy: dst/src are host addresses (device ones already translated to backing).
+  std::byte* dst = nullptr;
+  const std::byte* src = nullptr;
+  uint64_t bytes = 0;
+  std::vector<std::byte> staged;  // the snapshot of a pageable source
+  // kCast
+  CastKind cast = CastKind::kF32ToF16;
+  uint64_t count = 0;
+  cudaError_t deferred_error = cudaSuccess;  // a launch that faults when it runs
+  // kRecord / kWait
+  CUevent_st* event = nullptr;
+  uint64_t generation = 0;
+  // the host range (pinned memory) the operation reads or writes, for release checks
+  const std::byte* host_lo = nullptr;
+  uint64_t host_bytes = 0;
+  bool fail = false;  // injected asynchronous failure
+  cudaError_t fail_error = cudaSuccess;
+};
+
+}  // namespace
+}  // namespace shardload::cuda::fake
+
+struct CUstream_st {
+  int device = 0;
+  std::deque<shardload::cuda::fake::Op> queue;
+  uint64_t queued = 0;
+  uint64_t done = 0;
+  cudaError_t error = cudaSuccess;  // sticky after an asynchronous failure
+  bool stop = false;
+  std::thread worker;
+  std::mt19937 rng;
+};
+
+namespace shardload::cuda::fake {
+namespace {
+
+struct Rule {
+  std::string call;
+  int remaining = 0;
+  cudaError_t error = cudaSuccess;
+};
+
+struct Block {
+  uint64_t rounded = 0;    // bytes reserved (a multiple of kAlign)
+  uint64_t requested = 0;  // bytes asked for: the only ones that may be touched
+};
+
+struct FakeDevice {
+  std::byte* addresses = nullptr;  // PROT_NONE: what callers see
+  std::byte* backing = nullptr;    // read-write: where the bytes are
+  std::map<uint64_t, Block> live;  // offset → block
+  uint64_t used = 0;
+};
+
+struct PinnedRange {
+  uint64_t bytes = 0;
+  bool host_alloc = false;  // cudaHostAlloc (else cudaHostRegister)
+};
+
+struct State {
+  std::mutex mu;
+  std::condition_variable cv;  // any operation completed
+  FakeDevice devices[kDevices];
+  std::map<const std::byte*, PinnedRange> pinned;  // start → range
+  std::set<CUstream_st*> streams;
+  std::set<CUevent_st*> events;
+  std::vector<CUevent_st*> destroyed_events;  // destroyed while queued work named them
+  std::vector<Rule> call_rules;
+  std::vector<Rule> async_rules;
+  Counters counters;
+  int max_delay_us = 200;
+  bool paused = false;  // PauseStreams: workers start nothing new
+  uint32_t seed = 1;
+};
+
+thread_local int current_device = 0;
+thread_local cudaError_t last_error = cudaSuccess;
+
+State& S() {
+  static State* state = [] {
+    auto* s = new State();  // process lifetime: workers may run during exit
+    for (auto& d : s->devices) {
+      void* a = mmap(nullptr, kDeviceBytes, PROT_NONE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      void* b = mmap(nullptr, kDeviceBytes, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      if (a == MAP_FAILED || b == MAP_FAILED) std::abort();
+      d.addresses = static_cast<std::byte*>(a);
+      d.backing = static_cast<std::byte*>(b);
+    }
+    return s;
+  }();
+  return *state;
+}
+
+cudaError_t Fail(State& s, cudaError_t err) {
+  ++s.counters.failed_calls;
+  last_error = err;
+  return err;
+}
+
+// Injected: the error of a pending FailCall rule for `call` (consuming it), or success.
+cudaError_t Injected(State& s, std::string_view call) {
+  for (auto it = s.call_rules.begin(); it != s.call_rules.end(); ++it) {
+    if (it->call != call) continue;
+    if (it->remaining-- > 0) continue;
+    const cudaError_t err = it->error;
+    s.call_rules.erase(it);
+    return err;
+  }
+  return cudaSuccess;
+}
+
+// TakeAsyncRule: whether this queued operation of `call` is to fail when it runs.
+bool TakeAsyncRule(State& s, std::string_view call, cudaError_t* error) {
+  for (auto it = s.async_rules.begin(); it != s.async_rules.end(); ++it) {
+    if (it->call != call) continue;
+    if (it->remaining-- > 0) continue;
+    *error = it->error;
+    s.async_rules.erase(it);
+    return true;
+  }
+  return false;
+}
+
+bool ValidDevice(int device) { return device >= 0 && device < kDevices; }
+
+// DeviceOf: the device whose address range holds `p`, or -1 (host memory).
+int DeviceOf(const State& s, const void* p) {
+  const auto* b = static_cast<const std::byte*>(p);
+  for (int d = 0; d < kDevices; ++d) {
+    if (b >= s.devices[d].addresses && b < s.devices[d].addresses + kDeviceBytes) return d;
+  }
+  return -1;
+}
+
+// Translate: the backing address of device range [p, p + bytes) on `device`, or null
+// when the range is not inside one live allocation.
+std::byte* Translate(State& s, int device, const void* p, uint64_t bytes) {
+  FakeDevice& d = s.devices[device];
+  const uint64_t off = static_cast<uint64_t>(static_cast<const std::byte*>(p) - d.addresses);
+  auto it = d.live.upper_bound(off);
+  if (it == d.live.begin()) return nullptr;
+  --it;
+  const uint64_t size = it->second.requested;
+  if (off < it->first || off - it->first > size || bytes > size - (off - it->first)) {
+    return nullptr;
+  }
+  return d.backing + off;
+}
+
+// PinnedContains: whether host range [p, p + bytes) lies inside one pinned range.
+bool PinnedContains(const State& s, const void* p, uint64_t bytes) {
+  const auto* b = static_cast<const std::byte*>(p);
+  auto it = s.pinned.upper_bound(b);
+  if (it == s.pinned.begin()) return false;
+  --it;
+  return b >= it->first && b - it->first <= static_cast<std::ptrdiff_t>(it->second.bytes) &&
+         bytes <= it->second.bytes - static_cast<uint64_t>(b - it->first);
+}
+
+bool LiveStream(const State& s, CUstream_st* stream) { return s.streams.count(stream) > 0; }
+bool LiveEvent(const State& s, CUevent_st* event) { return s.events.count(event) > 0; }
+
+void RunCast(const Op& op) {
+  auto load16 = [&](uint64_t i) {
+    uint16_t v;
+    std::memcpy(&v, op.src + 2 * i, 2);
+    return v;
+  };
+  auto load32 = [&](uint64_t i) {
+    uint32_t v;
+    std::memcpy(&v, op.src + 4 * i, 4);
+    return v;
+  };
+  for (uint64_t i = 0; i < op.count; ++i) {
+    switch (op.cast) {
+      case CastKind::kF32ToF16: {
+        const uint16_t v = F32BitsToF16Bits(load32(i));
+        std::memcpy(op.dst + 2 * i, &v, 2);
+        break;
+      }
+      case CastKind::kF32ToBf16: {
+        const uint16_t v = F32BitsToBf16Bits(load32(i));
+        std::memcpy(op.dst + 2 * i, &v, 2);
+        break;
+      }
+      case CastKind::kF16ToF32: {
+        const uint32_t v = F16BitsToF32Bits(load16(i));
+        std::memcpy(op.dst + 4 * i, &v, 4);
+        break;
+      }
+      case CastKind::kBf16ToF32: {
+        const uint32_t v = Bf16BitsToF32Bits(load16(i));
+        std::memcpy(op.dst + 4 * i, &v, 4);
+        break;
+      }
+      case CastKind::kF16ToBf16: {
+        const uint16_t v = F16BitsToBf16Bits(load16(i));
+        std::memcpy(op.dst + 2 * i, &v, 2);
+        break;
+      }
+      case CastKind::kBf16ToF16: {
+        const uint16_t v = Bf16BitsToF16Bits(load16(i));
+        std::memcpy(op.dst + 2 * i, &v, 2);
+        break;
+      }
+    }
+  }
+}
+
+void Worker(CUstream_st* stream) {
+  State& s = S();
+  std::unique_lock<std::mutex> lock(s.mu);
+  while (true) {
+    s.cv.wait(lock, [&] {
+      return stream->queue.empty() ? stream->stop : (!s.paused || stream->stop);
+    });
+    if (stream->queue.empty()) return;  // stopped and drained
+    Op& op = stream->queue.front();
+    if (op.kind == OpKind::kWait) {
+      CUevent_st* e = op.event;
+      s.cv.wait(lock, [&] { return e->completed >= op.generation; });
+    }
+    const int max_delay = s.max_delay_us;
+    const bool skip = stream->error != cudaSuccess;  // a failed stream runs nothing more
+    lock.unlock();
+    if (max_delay > 0 && op.kind != OpKind::kWait) {
+      std::uniform_int_distribution<int> delay(0, max_delay);
+      std::this_thread::sleep_for(std::chrono::microseconds(delay(stream->rng)));
+    }
+    cudaError_t failure = cudaSuccess;
+    if (op.fail) {
+      failure = op.fail_error;
+    } else if (op.deferred_error != cudaSuccess) {
+      failure = op.deferred_error;
+    } else if (!skip) {
+      if (op.kind == OpKind::kCopy && op.bytes > 0) {
+        std::memcpy(op.dst, op.staged.empty() ? op.src : op.staged.data(), op.bytes);
+      } else if (op.kind == OpKind::kCast) {
+        RunCast(op);
+      }
+    }
+    lock.lock();
+    if (failure != cudaSuccess && stream->error == cudaSuccess) stream->error = failure;
+    if (op.kind == OpKind::kRecord) {
+      CUevent_st* e = op.event;
+      if (op.generation > e->completed) {
+        e->completed = op.generation;
+        e->error = stream->error;
+        e->when = Clock::now();
+      }
+    }
+    stream->queue.pop_front();
+    ++stream->done;
+    s.cv.notify_all();
+  }
+}
+
+// Enqueue: append `op` to `stream` (the lock is held); returns its position.
+uint64_t Enqueue(State& s, CUstream_st* stream, Op op) {
+  stream->queue.push_back(std::move(op));
+  s.cv.notify_all();
+  return ++stream->queued;
+}
+
+void WaitStreamLocked(State& s, std::unique_lock<std::mutex>& lock, CUstream_st* stream,
+                      uint64_t upto) {
+  s.cv.wait(lock, [&] { return stream->done >= upto; });
+}
+
+// WaitHostRangeLocked: waits until no queued operation reads or writes host memory in
+// [p, p + bytes); counts it when there was one.
+void WaitHostRangeLocked(State& s, std::unique_lock<std::mutex>& lock, const std::byte* p,
+                         uint64_t bytes) {
+  bool counted = false;
+  while (true) {
+    bool pending = false;
+    for (CUstream_st* st : s.streams) {
+      for (const Op& op : st->queue) {
+        if (op.host_bytes > 0 && op.host_lo < p + bytes && p < op.host_lo + op.host_bytes) {
+          pending = true;
+        }
+      }
+    }
+    if (!pending) return;
+    if (!counted) ++s.counters.host_release_with_pending_work;
+    counted = true;
+    s.cv.wait(lock);
+  }
+}
+
+// WaitDeviceLocked: waits until every stream of `device` has run what was queued. The
+// scan restarts after each wait: other threads may create or destroy streams meanwhile.
+void WaitDeviceLocked(State& s, std::unique_lock<std::mutex>& lock, int device) {
+  while (true) {
+    bool busy = false;
+    for (CUstream_st* st : s.streams) {
+      if (st->device == device && st->done < st->queued) busy = true;
+    }
+    if (!busy) return;
+    s.cv.wait(lock);
+  }
+}
+
+const char* ErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInitializationError: return "cudaErrorInitializationError";
+    case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
+    case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
+    case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
+    case cudaErrorHostMemoryAlreadyRegistered: return "cudaErrorHostMemoryAlreadyRegistered";
+    case cudaErrorHostMemoryNotRegistered: return "cudaErrorHostMemoryNotRegistered";
+    case cudaErrorMisalignedAddress: return "cudaErrorMisalignedAddress";
+    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    case cudaErrorInvalidDeviceFunction: return "cudaErrorInvalidDeviceFunction";
+    case cudaErrorNotSupported: return "cudaErrorNotSupported";
+    case cudaErrorUnknown: return "cudaErrorUnknown";
+    default: return nullptr;
+  }
+}
+
+const char* ErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInitializationError: return "initialization error";
+    case cudaErrorInsufficientDriver:
+      return "CUDA driver version is insufficient for CUDA runtime version";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidDevicePointer: return "invalid device pointer";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorNotReady: return "device not ready";
+    case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
+    case cudaErrorHostMemoryAlreadyRegistered:
+      return "part or all of the requested memory range is already mapped";
+    case cudaErrorHostMemoryNotRegistered:
+      return "pointer does not correspond to a registered memory region";
+    case cudaErrorMisalignedAddress: return "misaligned address";
+    case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaErrorInvalidDeviceFunction: return "invalid device function";
+    case cudaErrorNotSupported: return "operation not supported";
+    case cudaErrorUnknown: return "unknown error";
+    default: return "unrecognized error code";
+  }
+}
+
+// CopyArgs: a validated copy: addresses the worker may use directly.
+struct CopyArgs {
+  std::byte* dst = nullptr;
+  const std::byte* src = nullptr;
+  bool src_host = false;
+  bool dst_host = false;
+  int device = -1;  // a device involved (for the legacy-stream path)
+};
+
+cudaError_t CheckCopy(State& s, void* dst, const void* src, uint64_t bytes, cudaMemcpyKind kind,
+                      CopyArgs* out) {
+  if (dst == nullptr || src == nullptr) return cudaErrorInvalidValue;
+  const int dd = DeviceOf(s, dst);
+  const int sd = DeviceOf(s, src);
+  if (kind == cudaMemcpyDefault) {
+    kind = dd >= 0 ? (sd >= 0 ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+                   : (sd >= 0 ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
+  }
+  const bool want_dst_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+  const bool want_src_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+  if ((dd >= 0) != want_dst_device || (sd >= 0) != want_src_device) return cudaErrorInvalidValue;
+  out->dst_host = dd < 0;
+  out->src_host = sd < 0;
+  out->device = dd >= 0 ? dd : sd;
+  out->dst = dd >= 0 ? Translate(s, dd, dst, bytes) : static_cast<std::byte*>(dst);
+  out->src = sd >= 0 ? Translate(s, sd, src, bytes) : static_cast<const std::byte*>(src);
+  if (out->dst == nullptr || out->src == nullptr) return cudaErrorInvalidValue;
+  return cudaSuccess;
+}
+
+}  // namespace
+
+// ---- controls ----------------------------------------------------------------------
+
+Counters Snapshot() {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  Counters c = s.counters;
+  c.live_device_allocations = 0;
+  for (int d = 0; d < kDevices; ++d) {
+    c.live_device_bytes[d] = s.devices[d].used;
+    c.live_device_allocations += s.devices[d].live.size();
+  }
+  c.live_streams = s.streams.size();
+  c.live_events = s.events.size();
+  return c;
+}
+
+void ResetCounters() {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  const uint64_t live_pinned = s.counters.live_pinned_bytes;
+  s.counters = Counters();
+  s.counters.live_pinned_bytes = live_pinned;
+  s.counters.peak_pinned_bytes = live_pinned;
+}
+
+void FailCall(std::string_view call, int after, int error) {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  s.call_rules.push_back(Rule{std::string(call), after, static_cast<cudaError_t>(error)});
+}
+
+void FailAsync(std::string_view call, int after, int error) {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  s.async_rules.push_back(Rule{std::string(call), after, static_cast<cudaError_t>(error)});
+}
+
+void ClearFailures() {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  s.call_rules.clear();
+  s.async_rules.clear();
+}
+
+void PauseStreams(bool paused) {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  s.paused = paused;
+  s.cv.notify_all();
+}
+
+void SetMaxDelayMicros(int micros) {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  s.max_delay_us = std::max(micros, 0);
+}
+
+}  // namespace shardload::cuda::fake
+
+// ---- the cast kernels ----------------------------------------------------------------
+
+namespace shardload::cuda {
+
+int LaunchCastKernel(CastKind kind, const void* src, void* dst, uint64_t count,
+                     CUstream_st* stream) {
+  using namespace fake;  // NOLINT: the fake's internals
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (count == 0) return cudaSuccess;
+  if (cudaError_t e = Injected(s, "LaunchCastKernel"); e != cudaSuccess) return Fail(s, e);
+  if (src == nullptr || dst == nullptr) return Fail(s, cudaErrorInvalidValue);
+  // A launch goes to a stream of the current device, or fails (as with real kernels).
+  if (!LiveStream(s, stream) || stream->device != current_device) {
+    return Fail(s, cudaErrorInvalidResourceHandle);
+  }
+  uint64_t in = 4, out = 2;
+  switch (kind) {
+    case CastKind::kF32ToF16:
+    case CastKind::kF32ToBf16:
+      break;
+    case CastKind::kF16ToF32:
+    case CastKind::kBf16ToF32:
+      in = 2;
+      out = 4;
+      break;
+    case CastKind::kF16ToBf16:
+    case CastKind::kBf16ToF16:
+      in = 2;
+      break;
+    default:
+      return Fail(s, cudaErrorInvalidValue);
+  }
+  if (reinterpret_cast<uintptr_t>(dst) % out != 0) return Fail(s, cudaErrorMisalignedAddress);
+  Op op;
+  op.kind = OpKind::kCast;
+  op.cast = kind;
+  op.count = count;
+  // The kernel reads and writes device memory of the stream's device only; anything
+  // else faults when it runs, as an out-of-bounds kernel access would.
+  if (count > (uint64_t{1} << 40) || DeviceOf(s, src) != stream->device ||
+      DeviceOf(s, dst) != stream->device) {
+    op.deferred_error = cudaErrorIllegalAddress;
+  } else {
+    op.src = Translate(s, stream->device, src, count * in);
+    op.dst = Translate(s, stream->device, dst, count * out);
+    if (op.src == nullptr || op.dst == nullptr) op.deferred_error = cudaErrorIllegalAddress;
+  }
+  cudaError_t async_error = cudaSuccess;
+  if (TakeAsyncRule(s, "LaunchCastKernel", &async_error)) {
+    op.fail = true;
+    op.fail_error = async_error;
+  }
+  ++s.counters.kernel_launches;
+  Enqueue(s, stream, std::move(op));
+  return cudaSuccess;
+}
+
+}  // namespace shardload::cuda
+
+// ---- the runtime API ---------------------------------------------------------------
+
+using shardload::cuda::fake::CheckCopy;
+using shardload::cuda::fake::Clock;
+using shardload::cuda::fake::CopyArgs;
+using shardload::cuda::fake::current_device;
+using shardload::cuda::fake::DeviceOf;
+using shardload::cuda::fake::Enqueue;
+using shardload::cuda::fake::Fail;
+using shardload::cuda::fake::Injected;
+using shardload::cuda::fake::kAlign;
+using shardload::cuda::fake::kDeviceBytes;
+using shardload::cuda::fake::kDevices;
+using shardload::cuda::fake::kGarbageFillLimit;
+using shardload::cuda::fake::kPage;
+using shardload::cuda::fake::last_error;
+using shardload::cuda::fake::LiveEvent;
+using shardload::cuda::fake::LiveStream;
+using shardload::cuda::fake::Op;
+using shardload::cuda::fake::OpKind;
+using shardload::cuda::fake::PinnedContains;
+using shardload::cuda::fake::S;
+using shardload::cuda::fake::State;
+using shardload::cuda::fake::TakeAsyncRule;
+using shardload::cuda::fake::Translate;
+using shardload::cuda::fake::ValidDevice;
+using shardload::cuda::fake::WaitDeviceLocked;
+using shardload::cuda::fake::WaitHostRangeLocked;
+using shardload::cuda::fake::WaitStreamLocked;
+
+#define FAKE_INJECT(s, name)                                              \
+  do {                                                                    \
+    if (cudaError_t injected = Injected(s, name); injected != cudaSuccess) \
+      return Fail(s, injected);                                           \
+  } while (0)
+
+extern "C" {
+
+cudaError_t CUDARTAPI cudaGetLastError(void) { return std::exchange(last_error, cudaSuccess); }
+
+cudaError_t CUDARTAPI cudaPeekAtLastError(void) { return last_error; }
+
+const char* CUDARTAPI cudaGetErrorName(cudaError_t error) {
+  return shardload::cuda::fake::ErrorName(error);
+}
+
+const char* CUDARTAPI cudaGetErrorString(cudaError_t error) {
+  return shardload::cuda::fake::ErrorString(error);
+}
+
+cudaError_t CUDARTAPI cudaGetDeviceCount(int* count) {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  FAKE_INJECT(s, "cudaGetDeviceCount");
+  if (count == nullptr) return Fail(s, cudaErrorInvalidValue);
+  *count = kDevices;
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaGetDeviceProperties(struct cudaDeviceProp* prop, int device) {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  FAKE_INJECT(s, "cudaGetDeviceProperties");
+  if (prop == nullptr) return Fail(s, cudaErrorInvalidValue);
+  if (!ValidDevice(device)) return Fail(s, cudaErrorInvalidDevice);
+  std::memset(prop, 0, sizeof(*prop));
+  std::snprintf(prop->name, sizeof(prop->name), "shardload fake CUDA device %d", device);
+  prop->totalGlobalMem = kDeviceBytes;
+  prop->major = 9;
+  prop->minor = 0;
+  prop->asyncEngineCount = 2;
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaDeviceGetPCIBusId(char* bus_id, int len, int device) {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  (void)bus_id;
+  (void)len;
+  if (!ValidDevice(device)) return Fail(s, cudaErrorInvalidDevice);
+  return Fail(s, cudaErrorNotSupported);  // no PCI device behind a fake
+}
+
+cudaError_t CUDARTAPI cudaGetDevice(int* device) {
+  if (device == nullptr) return last_error = cudaErrorInvalidValue;
+  *device = current_device;
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaSetDevice(int device) {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  FAKE_INJECT(s, "cudaSetDevice");
+  if (!ValidDevice(device)) return Fail(s, cudaErrorInvalidDevice);
+  current_device = device;
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  FAKE_INJECT(s, "cudaMemGetInfo");
+  if (free_bytes == nullptr || total_bytes == nullptr) return Fail(s, cudaErrorInvalidValue);
+  *total_bytes = kDeviceBytes;
+  *free_bytes = kDeviceBytes - s.devices[current_device].used;
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaMalloc(void** ptr, size_t size) {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  FAKE_INJECT(s, "cudaMalloc");
+  if (ptr == nullptr) return Fail(s, cudaErrorInvalidValue);
+  if (size == 0) {
+    *ptr = nullptr;
+    return cudaSuccess;
+  }
+  auto& d = s.devices[current_device];
+  if (size > kDeviceBytes) return Fail(s, cudaErrorMemoryAllocation);
+  const uint64_t want = (size + kAlign - 1) / kAlign * kAlign;
+  uint64_t at = 0;  // first fit
+  bool found = false;
+  for (const auto& [off, block] : d.live) {
+    if (off - at >= want) {
+      found = true;
+      break;
+    }
+    at = off + block.rounded;
+  }
+  if (!found && kDeviceBytes - at >= want) found = true;
+  if (!found) return Fail(s, cudaErrorMemoryAllocation);
+  d.live[at] = {want, size};
+  d.used += want;
+  // Fresh device memory holds garbage, not zeros: callers must not rely on either.
+  std::memset(d.backing + at, 0xA5, std::min<uint64_t>(want, kGarbageFillLimit));
+  *ptr = d.addresses + at;
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaFree(void* ptr) {
+  State& s = S();
+  std::unique_lock<std::mutex> lock(s.mu);
+  FAKE_INJECT(s, "cudaFree");
+  if (ptr == nullptr) return cudaSuccess;
+  const int dev = DeviceOf(s, ptr);
+  if (dev < 0) return Fail(s, cudaErrorInvalidValue);
+  auto& d = s.devices[dev];
+  const uint64_t off = static_cast<uint64_t>(static_cast<std::byte*>(ptr) - d.addresses);
+  auto it = d.live.find(off);
+  if (it == d.live.end()) return Fail(s, cudaErrorInvalidValue);  // not an allocation start
+  // cudaFree synchronises: queued work on the device finishes first.
+  WaitDeviceLocked(s, lock, dev);
+  const uint64_t bytes = it->second.rounded;
+  d.used -= bytes;
+  d.live.erase(it);
+  const uint64_t lo = (off + kPage - 1) / kPage * kPage;
+  const uint64_t hi = (off + bytes) / kPage * kPage;
+  if (hi > lo) madvise(d.backing + lo, hi - lo, MADV_DONTNEED);
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaHostAlloc(void** ptr, size_t size, unsigned int flags) {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  (void)flags;
+  FAKE_INJECT(s, "cudaHostAlloc");
+  if (ptr == nullptr || size == 0) return Fail(s, cudaErrorInvalidValue);
+  const uint64_t rounded = (size + kPage - 1) / kPage * kPage;
+  void* p = std::aligned_alloc(kPage, rounded);
+  if (p == nullptr) return Fail(s, cudaErrorMemoryAllocation);
+  s.pinned[static_cast<std::byte*>(p)] = {size, true};
+  s.counters.live_pinned_bytes += size;
+  s.counters.peak_pinned_bytes = std::max(s.counters.peak_pinned_bytes, s.counters.live_pinned_bytes);
+  *ptr = p;
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaFreeHost(void* ptr) {
+  State& s = S();
+  std::unique_lock<std::mutex> lock(s.mu);
+  FAKE_INJECT(s, "cudaFreeHost");
+  if (ptr == nullptr) return cudaSuccess;
+  auto it = s.pinned.find(static_cast<std::byte*>(ptr));
+  if (it == s.pinned.end() || !it->second.host_alloc) return Fail(s, cudaErrorInvalidValue);
+  WaitHostRangeLocked(s, lock, it->first, it->second.bytes);
+  it = s.pinned.find(static_cast<std::byte*>(ptr));
+  s.counters.live_pinned_bytes -= it->second.bytes;
+  s.pinned.erase(it);
+  std::free(ptr);
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaHostRegister(void* ptr, size_t size, unsigned int flags) {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  (void)flags;
+  FAKE_INJECT(s, "cudaHostRegister");
+  if (ptr == nullptr || size == 0 || DeviceOf(s, ptr) >= 0) return Fail(s, cudaErrorInvalidValue);
+  const auto* p = static_cast<const std::byte*>(ptr);
+  for (const auto& [start, range] : s.pinned) {
+    if (start < p + size && p < start + range.bytes) {
+      return Fail(s, cudaErrorHostMemoryAlreadyRegistered);
+    }
+  }
+  s.pinned[p] = {size, false};
+  s.counters.live_pinned_bytes += size;
+  s.counters.peak_pinned_bytes = std::max(s.counters.peak_pinned_bytes, s.counters.live_pinned_bytes);
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaHostUnregister(void* ptr) {
+  State& s = S();
+  std::unique_lock<std::mutex> lock(s.mu);
+  FAKE_INJECT(s, "cudaHostUnregister");
+  auto it = s.pinned.find(static_cast<std::byte*>(ptr));
+  if (it == s.pinned.end() || it->second.host_alloc) {
+    return Fail(s, cudaErrorHostMemoryNotRegistered);
+  }
+  WaitHostRangeLocked(s, lock, it->first, it->second.bytes);
+  it = s.pinned.find(static_cast<std::byte*>(ptr));
+  s.counters.live_pinned_bytes -= it->second.bytes;
+  s.pinned.erase(it);
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags) {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  (void)flags;
+  FAKE_INJECT(s, "cudaStreamCreateWithFlags");
+  if (stream == nullptr) return Fail(s, cudaErrorInvalidValue);
+  auto* st = new CUstream_st();
+  st->device = current_device;
+  st->rng.seed(s.seed++);
+  s.streams.insert(st);
+  st->worker = std::thread(shardload::cuda::fake::Worker, st);
+  *stream = st;
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaStreamDestroy(cudaStream_t stream) {
+  State& s = S();
+  std::unique_lock<std::mutex> lock(s.mu);
+  FAKE_INJECT(s, "cudaStreamDestroy");
+  if (!LiveStream(s, stream)) return Fail(s, cudaErrorInvalidResourceHandle);
+  // Queued work completes before the stream goes away (the real call returns at once;
+  // waiting here only changes timing).
+  stream->stop = true;
+  s.cv.notify_all();
+  lock.unlock();
+  stream->worker.join();
+  lock.lock();
+  s.streams.erase(stream);
+  delete stream;
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaStreamSynchronize(cudaStream_t stream) {
+  State& s = S();
+  std::unique_lock<std::mutex> lock(s.mu);
+  FAKE_INJECT(s, "cudaStreamSynchronize");
+  if (!LiveStream(s, stream)) return Fail(s, cudaErrorInvalidResourceHandle);
+  WaitStreamLocked(s, lock, stream, stream->queued);
+  if (stream->error != cudaSuccess) return Fail(s, stream->error);
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event,
+                                          unsigned int flags) {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  (void)flags;
+  FAKE_INJECT(s, "cudaStreamWaitEvent");
+  if (!LiveStream(s, stream) || !LiveEvent(s, event)) {
+    return Fail(s, cudaErrorInvalidResourceHandle);
+  }
+  if (event->recorded == 0) return cudaSuccess;  // never recorded: nothing to wait for
+  Op op;
+  op.kind = OpKind::kWait;
+  op.event = event;
+  op.generation = event->recorded;
+  Enqueue(s, stream, std::move(op));
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaDeviceSynchronize(void) {
+  State& s = S();
+  std::unique_lock<std::mutex> lock(s.mu);
+  FAKE_INJECT(s, "cudaDeviceSynchronize");
+  WaitDeviceLocked(s, lock, current_device);
+  for (CUstream_st* st : s.streams) {
+    if (st->device == current_device && st->error != cudaSuccess) return Fail(s, st->error);
+  }
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags) {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  FAKE_INJECT(s, "cudaEventCreateWithFlags");
+  if (event == nullptr) return Fail(s, cudaErrorInvalidValue);
+  auto* e = new CUevent_st();
+  e->device = current_device;
+  e->flags = flags;
+  s.events.insert(e);
+  *event = e;
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaEventDestroy(cudaEvent_t event) {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  FAKE_INJECT(s, "cudaEventDestroy");
+  if (!LiveEvent(s, event)) return Fail(s, cudaErrorInvalidResourceHandle);
+  s.events.erase(event);
+  event->live = false;
+  // Freed once no queued record or wait names it (the real call may also return
+  // before such work has run).
+  s.destroyed_events.push_back(event);
+  auto named = [&](CUevent_st* e) {
+    for (CUstream_st* st : s.streams) {
+      for (const Op& op : st->queue) {
+        if (op.event == e) return true;
+      }
+    }
+    return false;
+  };
+  std::erase_if(s.destroyed_events, [&](CUevent_st* e) {
+    if (named(e)) return false;
+    delete e;
+    return true;
+  });
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  FAKE_INJECT(s, "cudaEventRecord");
+  if (!LiveEvent(s, event) || !LiveStream(s, stream) || event->device != stream->device) {
+    return Fail(s, cudaErrorInvalidResourceHandle);
+  }
+  Op op;
+  op.kind = OpKind::kRecord;
+  op.event = event;
+  op.generation = ++event->recorded;
+  Enqueue(s, stream, std::move(op));
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaEventQuery(cudaEvent_t event) {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  FAKE_INJECT(s, "cudaEventQuery");
+  if (!LiveEvent(s, event)) return Fail(s, cudaErrorInvalidResourceHandle);
+  if (event->completed < event->recorded) return Fail(s, cudaErrorNotReady);
+  if (event->error != cudaSuccess) return Fail(s, event->error);
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaEventSynchronize(cudaEvent_t event) {
+  State& s = S();
+  std::unique_lock<std::mutex> lock(s.mu);
+  FAKE_INJECT(s, "cudaEventSynchronize");
+  if (!LiveEvent(s, event)) return Fail(s, cudaErrorInvalidResourceHandle);
+  const uint64_t target = event->recorded;
+  s.cv.wait(lock, [&] { return event->completed >= target; });
+  if (event->error != cudaSuccess) return Fail(s, event->error);
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  FAKE_INJECT(s, "cudaEventElapsedTime");
+  if (ms == nullptr) return Fail(s, cudaErrorInvalidValue);
+  if (!LiveEvent(s, start) || !LiveEvent(s, end) || (start->flags & cudaEventDisableTiming) ||
+      (end->flags & cudaEventDisableTiming) || start->recorded == 0 || end->recorded == 0) {
+    return Fail(s, cudaErrorInvalidResourceHandle);
+  }
+  if (start->completed < start->recorded || end->completed < end->recorded) {
+    return Fail(s, cudaErrorNotReady);
+  }
+  *ms = std::chrono::duration<float, std::milli>(end->when - start->when).count();
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaMemcpyAsync(void* dst, const void* src, size_t count,
+                                      enum cudaMemcpyKind kind, cudaStream_t stream) {
+  State& s = S();
+  std::unique_lock<std::mutex> lock(s.mu);
+  FAKE_INJECT(s, "cudaMemcpyAsync");
+  if (!LiveStream(s, stream)) return Fail(s, cudaErrorInvalidResourceHandle);
+  if (count == 0) return cudaSuccess;
+  CopyArgs args;
+  if (cudaError_t e = CheckCopy(s, dst, src, count, kind, &args); e != cudaSuccess) {
+    return Fail(s, e);
+  }
+  Op op;
+  op.kind = OpKind::kCopy;
+  op.dst = args.dst;
+  op.src = args.src;
+  op.bytes = count;
+  ++s.counters.async_copies;
+  bool pageable_dst = false;
+  if (args.src_host && !args.dst_host) {
+    if (PinnedContains(s, src, count)) {
+      op.host_lo = args.src;  // read when the copy runs: must stay untouched until then
+      op.host_bytes = count;
+    } else {
+      ++s.counters.pageable_async_copies;  // the runtime stages it now, synchronously
+      op.staged.assign(args.src, args.src + count);
+    }
+  } else if (args.dst_host && !args.src_host) {
+    if (PinnedContains(s, dst, count)) {
+      op.host_lo = args.dst;
+      op.host_bytes = count;
+    } else {
+      ++s.counters.pageable_async_copies;
+      pageable_dst = true;  // returns only once the bytes are there
+    }
+  }
+  cudaError_t async_error = cudaSuccess;
+  if (TakeAsyncRule(s, "cudaMemcpyAsync", &async_error)) {
+    op.fail = true;
+    op.fail_error = async_error;
+  }
+  const uint64_t position = Enqueue(s, stream, std::move(op));
+  if (pageable_dst) WaitStreamLocked(s, lock, stream, position);
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaMemcpy(void* dst, const void* src, size_t count,
+                                 enum cudaMemcpyKind kind) {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  FAKE_INJECT(s, "cudaMemcpy");
+  if (count == 0) return cudaSuccess;
+  CopyArgs args;
+  if (cudaError_t e = CheckCopy(s, dst, src, count, kind, &args); e != cudaSuccess) {
+    return Fail(s, e);
+  }
+  std::memmove(args.dst, args.src, count);  // the legacy stream: done when it returns
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaMemset(void* ptr, int value, size_t count) {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  FAKE_INJECT(s, "cudaMemset");
+  if (count == 0) return cudaSuccess;
+  const int dev = DeviceOf(s, ptr);
+  std::byte* at = dev >= 0 ? Translate(s, dev, ptr, count) : nullptr;
+  if (at == nullptr) return Fail(s, cudaErrorInvalidValue);
+  std::memset(at, value, count);
+  return cudaSuccess;
+}
+
+}  // extern "C"
