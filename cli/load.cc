@@ -16,6 +16,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -150,7 +151,25 @@ Result<std::vector<Target>> ParseExpect(const std::string& path) {
   return targets;
 }
 
-std::string ReportJson(const MatchReport& r, const LoadStats* stats, const Status& error) {
+// Placement: tensors and bytes per device of a loaded checkpoint ("cpu", "cuda:0", ...),
+// in device order.
+struct Placed {
+  size_t tensors = 0;
+  uint64_t bytes = 0;
+};
+std::map<std::string, Placed> Placement(const LoadedCheckpoint* loaded) {
+  std::map<std::string, Placed> out;
+  if (loaded == nullptr) return out;
+  for (const LoadedTensor& t : loaded->tensors) {
+    Placed& p = out[t.device.ToString()];
+    ++p.tensors;
+    p.bytes += t.bytes;
+  }
+  return out;
+}
+
+std::string ReportJson(const MatchReport& r, const LoadedCheckpoint* loaded, const Status& error) {
+  const LoadStats* stats = loaded;
   std::string o = "{\"matched\":" + std::to_string(r.matched.size()) + ",\"missing\":[";
   for (size_t i = 0; i < r.missing.size(); ++i) o += (i ? "," : "") + JsonQuoted(r.missing[i]);
   o += "],\"unexpected\":[";
@@ -166,8 +185,15 @@ std::string ReportJson(const MatchReport& r, const LoadStats* stats, const Statu
     o += (i ? "," : "") + std::string("{\"from\":") + JsonQuoted(r.renamed[i].from) +
          ",\"to\":" + JsonQuoted(r.renamed[i].to) + "}";
   }
+  o += "],\"devices\":{";
+  bool first = true;
+  for (const auto& [device, placed] : Placement(loaded)) {
+    o += (first ? "" : ",") + JsonQuoted(device) + ":{\"tensors\":" +
+         std::to_string(placed.tensors) + ",\"bytes\":" + std::to_string(placed.bytes) + "}";
+    first = false;
+  }
   char nums[160];
-  std::snprintf(nums, sizeof nums, "],\"bytes\":%llu,\"seconds\":%.6f,\"gbps\":%.3f,\"error\":",
+  std::snprintf(nums, sizeof nums, "},\"bytes\":%llu,\"seconds\":%.6f,\"gbps\":%.3f,\"error\":",
                 static_cast<unsigned long long>(stats ? stats->delivered_bytes : 0),
                 stats ? stats->seconds : 0.0, stats ? stats->gbps() : 0.0);
   o += nums;
@@ -245,6 +271,13 @@ int RunLoad(const Args& args) {
     std::printf("loaded %zu tensors, %.3f GB in %.3f s: %.2f GB/s (io %s, %d threads)\n",
                 loaded->tensors.size(), loaded->delivered_bytes / 1e9, loaded->seconds,
                 loaded->gbps(), std::string(IoModeName(loaded->io)).c_str(), loaded->threads);
+    std::string where = "placed:";
+    for (const auto& [device, placed] : Placement(&*loaded)) {
+      where += " " + device + " " + std::to_string(placed.tensors) + " tensors " +
+               std::to_string(placed.bytes) + " bytes;";
+    }
+    if (!where.empty() && where.back() == ';') where.pop_back();
+    std::cout << where << "\n";
   }
   return 0;
 }

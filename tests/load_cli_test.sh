@@ -12,7 +12,7 @@ cli_check_tiny_checkpoint "$tmp/m"
 
 out="$("$bin" load "$tmp/m" --json 2>"$tmp/err")"; rc=$?
 check "load exits 0" test $rc -eq 0
-check "load --json: 21 matched, nothing else" grep -q '^{"matched":21,"missing":\[\],"unexpected":\[\],"mismatched":\[\],"renamed":\[\],"bytes":12448,"seconds":[0-9.]*,"gbps":[0-9.]*,"error":null}$' <<<"$out"
+check "load --json: 21 matched, nothing else, all on cpu" grep -q '^{"matched":21,"missing":\[\],"unexpected":\[\],"mismatched":\[\],"renamed":\[\],"devices":{"cpu":{"tensors":21,"bytes":12448}},"bytes":12448,"seconds":[0-9.]*,"gbps":[0-9.]*,"error":null}$' <<<"$out"
 check "quiet stderr when not a terminal" test ! -s "$tmp/err"
 
 for io in pread mmap direct uring auto; do

@@ -1,0 +1,441 @@
+// The GPU paths of the loader against the fake CUDA runtime (cuda/fake/fake_control.h):
+// first that the fake really exposes the bugs it is meant to (copies from pinned memory
+// run later than they are queued, device memory cannot be touched from the host, copies
+// are bounds-checked), then what a machine without a GPU could not check before: that a
+// load never hands pageable or file-backed memory to a copy, that pinned memory stays
+// within the configured ring whatever the checkpoint size, that a slot is reused only
+// after its copies completed, that injected CUDA failures (asynchronous copy faults,
+// refused copies, kernel failures, pinned and device allocation failures, cancel) give
+// errors naming the tensor and device and leave no device memory, pinned memory,
+// streams or events behind, and that concurrent loads onto two devices are byte-exact.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cuda/cuda_backend.h"
+#include "cuda/fake/fake_control.h"
+#include "cuda/runtime.h"
+#include "loader/checkpoint.h"
+#include "loader/device.h"
+#include "loader/loader.h"
+#include "tests/fixtures.h"
+
+namespace shardload::cuda {
+namespace {
+
+using testing::FixtureTensor;
+
+// CUDA error codes (cudaError_t values) for the fake's injections.
+constexpr int kInvalidValue = 1;
+constexpr int kMemoryAllocation = 2;
+constexpr int kInvalidDeviceFunction = 98;
+constexpr int kIllegalAddress = 700;
+constexpr int kLaunchFailure = 719;
+
+const Device kCuda0{Device::Kind::kCuda, 0};
+
+// Stored: what a checkpoint written by WriteSharded holds.
+struct Stored {
+  std::string dir;
+  std::map<std::string, std::string> bytes;  // tensor name → stored bytes
+};
+
+// WriteSharded: `shards` files of `per_shard` F32 tensors of `elements` each, plus an
+// index; tensor names "layers.<shard>.<k>.weight".
+Stored WriteSharded(const std::string& tag, int shards, int per_shard, uint64_t elements) {
+  Stored out;
+  out.dir = testing::MakeTestDir(tag);
+  std::vector<std::pair<std::string, std::string>> weight_map;
+  for (int s = 0; s < shards; ++s) {
+    const std::string file = "model-0000" + std::to_string(s + 1) + "-of-0000" +
+                             std::to_string(shards) + ".safetensors";
+    std::vector<FixtureTensor> tensors;
+    for (int k = 0; k < per_shard; ++k) {
+      FixtureTensor t{"layers." + std::to_string(s) + "." + std::to_string(k) + ".weight", "F32",
+                      {elements}, ""};
+      t.data = testing::PatternBytes(elements * 4, static_cast<uint32_t>(s * 1000 + k));
+      out.bytes[t.name] = t.data;
+      weight_map.emplace_back(t.name, file);
+      tensors.push_back(std::move(t));
+    }
+    EXPECT_TRUE(testing::WriteFile(out.dir + "/" + file, testing::SafetensorsBytes(tensors)));
+  }
+  EXPECT_TRUE(testing::WriteFile(out.dir + "/model.safetensors.index.json",
+                                 testing::IndexJson(weight_map)));
+  return out;
+}
+
+std::string DeviceBytes(const LoadedTensor& t) {
+  std::string got(t.bytes, '\0');
+  if (t.device.is_cuda()) {
+    Status s = CopyDeviceToHost(t.device.index, got.data(), t.data, t.bytes);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+  } else {
+    std::memcpy(got.data(), t.data, t.bytes);
+  }
+  return got;
+}
+
+void ExpectByteExact(const Stored& stored, const LoadedCheckpoint& loaded) {
+  ASSERT_EQ(loaded.tensors.size(), stored.bytes.size());
+  for (const LoadedTensor& t : loaded.tensors) {
+    auto it = stored.bytes.find(t.name);
+    ASSERT_NE(it, stored.bytes.end()) << t.name;
+    EXPECT_TRUE(DeviceBytes(t) == it->second) << t.name << " differs on " << t.device.ToString();
+  }
+}
+
+LoadOptions Options(DeviceBackend* backend, const char* map, int slots, uint64_t slot_bytes) {
+  LoadOptions o;
+  o.backend = backend;
+  o.devices = *ParseDeviceMap(map);
+  o.sink.slot_count = slots;
+  o.sink.slot_bytes = slot_bytes;
+  o.threads = 3;
+  return o;
+}
+
+// Nothing left: no device memory, pinned memory, stream or event (checked once every
+// backend of a test is gone).
+void ExpectNothingLive() {
+  const fake::Counters c = fake::Snapshot();
+  EXPECT_EQ(c.live_device_allocations, 0u);
+  EXPECT_EQ(c.live_device_bytes[0] + c.live_device_bytes[1], 0u);
+  EXPECT_EQ(c.live_pinned_bytes, 0u);
+  EXPECT_EQ(c.live_streams, 0u);
+  EXPECT_EQ(c.live_events, 0u);
+  EXPECT_EQ(c.host_release_with_pending_work, 0u);
+}
+
+class FakeCudaTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(DeviceCount(), fake::kDevices) << ProbeStatus().ToString();
+    fake::ClearFailures();
+    fake::PauseStreams(false);
+    fake::SetMaxDelayMicros(200);
+    fake::ResetCounters();
+  }
+  void TearDown() override {
+    fake::ClearFailures();
+    fake::PauseStreams(false);
+  }
+};
+
+// ---- the fake itself -----------------------------------------------------------------
+
+TEST_F(FakeCudaTest, PinnedSourcesAreReadWhenTheCopyRunsNotWhenItIsQueued) {
+  {
+    Result<PinnedBuffer> host = PinnedBuffer::Allocate(4096);
+    Result<DeviceBuffer> dev = DeviceBuffer::Allocate(0, 4096);
+    Result<Stream> stream = Stream::Create(0);
+    Result<Event> done = Event::Create(0, false, false);
+    ASSERT_TRUE(host.ok() && dev.ok() && stream.ok() && done.ok());
+    std::memset(host->data(), 1, 4096);
+    fake::PauseStreams(true);
+    ASSERT_TRUE(CopyHostToDeviceAsync(dev->data(), host->data(), 4096, *stream).ok());
+    ASSERT_TRUE(done->Record(*stream).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    Result<bool> ready = done->Query();
+    ASSERT_TRUE(ready.ok());
+    EXPECT_FALSE(*ready);  // still queued
+    std::memset(host->data(), 2, 4096);  // what a premature slot reuse would do
+    fake::PauseStreams(false);
+    ASSERT_TRUE(done->Synchronize().ok());
+    std::string got(4096, '\0');
+    ASSERT_TRUE(CopyDeviceToHost(0, got.data(), dev->data(), 4096).ok());
+    EXPECT_EQ(got, std::string(4096, '\2'));
+    EXPECT_EQ(fake::Snapshot().pageable_async_copies, 0u);
+  }
+  ExpectNothingLive();
+}
+
+TEST_F(FakeCudaTest, CopiesAreBoundsCheckedAndPageableOnesAreCounted) {
+  Result<DeviceBuffer> dev = DeviceBuffer::Allocate(1, 1000);
+  ASSERT_TRUE(dev.ok());
+  std::vector<char> host(1001, 'x');
+  // One byte past what was allocated (cudaMalloc's rounding does not make it valid).
+  Status s = CopyHostToDevice(1, dev->data(), host.data(), 1001);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "cudaMemcpy(cuda:1): cudaErrorInvalidValue: invalid argument");
+  ASSERT_TRUE(CopyHostToDevice(1, dev->data(), host.data(), 1000).ok());
+  Result<Stream> stream = Stream::Create(1);
+  ASSERT_TRUE(stream.ok());
+  ASSERT_TRUE(CopyHostToDeviceAsync(dev->data(), host.data(), 1000, *stream).ok());
+  ASSERT_TRUE(stream->Synchronize().ok());
+  EXPECT_EQ(fake::Snapshot().pageable_async_copies, 1u);
+  // A host address where a device one belongs is refused.
+  s = CopyHostToDevice(1, host.data(), host.data(), 10);
+  EXPECT_EQ(s.message(), "cudaMemcpy(cuda:1): cudaErrorInvalidValue: invalid argument");
+}
+
+TEST_F(FakeCudaTest, DevicePointersCannotBeDereferencedOnTheHost) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  Result<DeviceBuffer> dev = DeviceBuffer::Allocate(0, 256);
+  ASSERT_TRUE(dev.ok());
+  volatile char* p = static_cast<volatile char*>(dev->data());
+  EXPECT_DEATH({ p[0] = 1; }, "");
+}
+
+// ---- loads on the fake devices ---------------------------------------------------------
+
+TEST_F(FakeCudaTest, PinnedMemoryStaysWithinTheRingAndNoCopyReadsPageableMemory) {
+  // 24 MiB over 3 shards through a ring of 2 × 1 MiB, onto both devices and the host.
+  Stored stored = WriteSharded("fake_ring", 3, 6, (1u << 20) / 4 + 1000);
+  Result<Checkpoint> ckpt = Checkpoint::Open(stored.dir);
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
+  {
+    CudaBackend backend;
+    const uint64_t ring = 2 * ((1u << 20) + 8192);
+    for (const char* map : {"cuda:0", "layers.1.*=cuda:1,layers.2.3.*=cpu,cuda:0"}) {
+      SCOPED_TRACE(map);
+      Result<LoadedCheckpoint> all = LoadAll(*ckpt, Options(&backend, map, 2, 1u << 20));
+      ASSERT_TRUE(all.ok()) << all.status().ToString();
+      ExpectByteExact(stored, *all);
+      const fake::Counters c = fake::Snapshot();
+      EXPECT_GT(c.async_copies, 24u);
+      EXPECT_EQ(c.pageable_async_copies, 0u);
+      EXPECT_EQ(c.peak_pinned_bytes, ring);
+      EXPECT_EQ(c.host_release_with_pending_work, 0u);
+    }
+    EXPECT_EQ(backend.cached_staging_bytes(), ring);
+  }
+  ExpectNothingLive();
+}
+
+TEST_F(FakeCudaTest, ASlotIsReusedOnlyAfterItsCopiesComplete) {
+  Stored stored = WriteSharded("fake_reuse", 1, 4, 8192);
+  Result<Checkpoint> ckpt = Checkpoint::Open(stored.dir);
+  ASSERT_TRUE(ckpt.ok());
+  CudaBackend backend;
+  LoadOptions o = Options(&backend, "cuda:0", 1, 4096);
+  o.threads = 1;
+  fake::PauseStreams(true);  // the first slot's copy cannot complete
+  std::atomic<bool> finished{false};
+  Result<LoadedCheckpoint> all = InternalError("not run");
+  std::thread loader([&] {
+    all = LoadAll(*ckpt, o);
+    finished = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_FALSE(finished.load());
+  EXPECT_LE(fake::Snapshot().async_copies, 1u);  // nothing queued into the busy slot
+  fake::PauseStreams(false);
+  loader.join();
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  ExpectByteExact(stored, *all);
+  EXPECT_EQ(fake::Snapshot().async_copies, 32u);  // 128 KiB of tensors in 4 KiB spans
+}
+
+TEST_F(FakeCudaTest, ManyLoadsAndTheirEndLeaveNothingBehind) {
+  Stored stored = WriteSharded("fake_many", 2, 5, 3000);
+  Result<Checkpoint> ckpt = Checkpoint::Open(stored.dir);
+  ASSERT_TRUE(ckpt.ok());
+  {
+    CudaBackend backend;
+    for (int i = 0; i < 20; ++i) {
+      Result<LoadedCheckpoint> all =
+          LoadAll(*ckpt, Options(&backend, i % 2 ? "cuda:1" : "layers.0.*=cuda:0,cuda:1", 3, 8192));
+      ASSERT_TRUE(all.ok()) << all.status().ToString();
+      ExpectByteExact(stored, *all);
+    }
+    const fake::Counters c = fake::Snapshot();
+    EXPECT_EQ(c.live_device_allocations, 0u);  // every result is gone
+    EXPECT_EQ(c.live_pinned_bytes, backend.cached_staging_bytes());  // the one kept ring
+    EXPECT_EQ(c.live_streams, 0u);
+    EXPECT_EQ(c.live_events, 0u);
+  }
+  ExpectNothingLive();
+}
+
+TEST_F(FakeCudaTest, AnAsynchronousCopyFaultNamesTensorAndDeviceAndFreesEverything) {
+  Stored stored = WriteSharded("fake_async_fault", 2, 4, 4096);
+  Result<Checkpoint> ckpt = Checkpoint::Open(stored.dir);
+  ASSERT_TRUE(ckpt.ok());
+  {
+    CudaBackend backend;
+    fake::FailAsync("cudaMemcpyAsync", 3, kIllegalAddress);
+    Result<LoadedCheckpoint> all = LoadAll(*ckpt, Options(&backend, "cuda:1", 2, 16384));
+    ASSERT_FALSE(all.ok());
+    EXPECT_EQ(all.status().code(), StatusCode::kInternal);
+    const std::string m = all.status().message();
+    EXPECT_EQ(m.rfind("copy of tensor 'layers.", 0), 0u) << m;
+    EXPECT_NE(m.find(" to cuda:1 failed: "), std::string::npos) << m;
+    EXPECT_NE(m.find("(cuda:1): cudaErrorIllegalAddress: an illegal memory access was encountered"),
+              std::string::npos)
+        << m;
+    EXPECT_EQ(fake::Snapshot().live_device_allocations, 0u);
+    // The failed stream went with its sink: the next load is whole.
+    Result<LoadedCheckpoint> again = LoadAll(*ckpt, Options(&backend, "cuda:1", 2, 16384));
+    ASSERT_TRUE(again.ok()) << again.status().ToString();
+    ExpectByteExact(stored, *again);
+  }
+  ExpectNothingLive();
+}
+
+TEST_F(FakeCudaTest, ARefusedCopyNamesTheTensorAndDevice) {
+  Stored stored = WriteSharded("fake_refused", 1, 6, 2048);
+  Result<Checkpoint> ckpt = Checkpoint::Open(stored.dir);
+  ASSERT_TRUE(ckpt.ok());
+  {
+    CudaBackend backend;
+    LoadOptions o = Options(&backend, "cuda:0", 2, 8192);
+    o.threads = 1;  // spans go in file order: the third copy is tensor 2's
+    fake::FailCall("cudaMemcpyAsync", 2, kInvalidValue);
+    Result<LoadedCheckpoint> all = LoadAll(*ckpt, o);
+    ASSERT_FALSE(all.ok());
+    EXPECT_EQ(all.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(all.status().message(),
+              "tensor 'layers.0.2.weight': cudaMemcpyAsync(cuda:0): cudaErrorInvalidValue: "
+              "invalid argument");
+  }
+  ExpectNothingLive();
+}
+
+TEST_F(FakeCudaTest, CastKernelFailuresNameTheTensor) {
+  Stored stored = WriteSharded("fake_kernel", 1, 3, 1024);
+  Result<Checkpoint> ckpt = Checkpoint::Open(stored.dir);
+  ASSERT_TRUE(ckpt.ok());
+  {
+    CudaBackend backend;
+    std::vector<std::unique_ptr<DeviceAllocation>> buffers;
+    std::vector<Target> targets;
+    for (const auto& [name, bytes] : stored.bytes) {
+      Result<std::unique_ptr<DeviceAllocation>> b = backend.Allocate(kCuda0, bytes.size() / 2);
+      ASSERT_TRUE(b.ok());
+      targets.push_back(Target{name, Dtype::kBF16, {1024}, kCuda0, (*b)->data()});
+      buffers.push_back(std::move(b).value());
+    }
+    LoadOptions o = Options(&backend, "cuda:0", 2, 4096);
+    o.match.allow_cast = true;
+    o.threads = 1;
+    fake::FailCall("LaunchCastKernel", 1, kInvalidDeviceFunction);
+    Result<LoadResult> r = LoadInto(*ckpt, targets, o);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kInternal);
+    EXPECT_EQ(r.status().message(),
+              "tensor 'layers.0.1.weight': cast kernel F32->BF16(cuda:0): "
+              "cudaErrorInvalidDeviceFunction: invalid device function");
+    fake::FailAsync("LaunchCastKernel", 0, kLaunchFailure);
+    r = LoadInto(*ckpt, targets, o);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().message().rfind("copy of tensor 'layers.0.0.weight' to cuda:0 failed: ", 0),
+              0u)
+        << r.status().message();
+    EXPECT_NE(r.status().message().find("cudaErrorLaunchFailure: unspecified launch failure"),
+              std::string::npos);
+    // Without injected failures the same load is exact (the kernel's host twin).
+    r = LoadInto(*ckpt, targets, o);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+  }
+  ExpectNothingLive();
+}
+
+TEST_F(FakeCudaTest, AllocationFailuresAreResourceExhaustedAndFreeWhatWasTaken) {
+  Stored stored = WriteSharded("fake_alloc", 2, 3, 5000);
+  Result<Checkpoint> ckpt = Checkpoint::Open(stored.dir);
+  ASSERT_TRUE(ckpt.ok());
+  {
+    CudaBackend backend;
+    // Pinned staging cannot be had.
+    fake::FailCall("cudaHostAlloc", 0, kMemoryAllocation);
+    Result<LoadedCheckpoint> all = LoadAll(*ckpt, Options(&backend, "cuda:0", 2, 65536));
+    ASSERT_FALSE(all.ok());
+    EXPECT_EQ(all.status().code(), StatusCode::kResourceExhausted);
+    EXPECT_EQ(all.status().message(),
+              "cudaHostAlloc: cudaErrorMemoryAllocation: out of memory (allocating " +
+                  std::to_string(2 * (65536 + 8192)) + " bytes of pinned memory)");
+    EXPECT_EQ(fake::Snapshot().live_device_allocations, 0u);
+    // The second device's arena cannot be had: the first one's is freed.
+    fake::FailCall("cudaMalloc", 1, kMemoryAllocation);
+    all = LoadAll(*ckpt, Options(&backend, "layers.1.*=cuda:1,cuda:0", 2, 65536));
+    ASSERT_FALSE(all.ok());
+    EXPECT_EQ(all.status().code(), StatusCode::kResourceExhausted);
+    EXPECT_EQ(all.status().message().rfind("cuda:1: out of memory allocating ", 0), 0u)
+        << all.status().message();
+    EXPECT_EQ(fake::Snapshot().live_device_allocations, 0u);
+  }
+  ExpectNothingLive();
+}
+
+TEST_F(FakeCudaTest, CancelWhileCopiesArePendingFreesEverything) {
+  Stored stored = WriteSharded("fake_cancel", 2, 8, 4096);
+  Result<Checkpoint> ckpt = Checkpoint::Open(stored.dir);
+  ASSERT_TRUE(ckpt.ok());
+  {
+    CudaBackend backend;
+    // The streams are paused, so the readers fill both slots and wait: the load is
+    // surely in the middle when the first progress report comes. The callback cancels
+    // (by its return value, or through LoadOptions::cancel) and lets the queued copies
+    // run, which the abort must wait for before freeing the arena and the ring.
+    for (bool by_flag : {false, true}) {
+      SCOPED_TRACE(by_flag ? "cancel flag" : "progress callback");
+      LoadOptions o = Options(&backend, "cuda:0", 2, 16384);
+      o.threads = 2;
+      std::atomic<bool> cancel{false};
+      int mid_calls = 0;
+      if (by_flag) o.cancel = &cancel;
+      o.progress = [&](uint64_t done, uint64_t total) {
+        if (done == 0 || done == total) return true;
+        ++mid_calls;
+        cancel = true;
+        fake::PauseStreams(false);
+        return by_flag;
+      };
+      fake::PauseStreams(true);
+      Result<LoadedCheckpoint> all = LoadAll(*ckpt, o);
+      fake::PauseStreams(false);
+      ASSERT_FALSE(all.ok());
+      EXPECT_EQ(all.status().code(), StatusCode::kCancelled);
+      EXPECT_EQ(all.status().message(), by_flag ? "load cancelled"
+                                                : "load cancelled by the progress callback");
+      EXPECT_EQ(mid_calls, 1);
+      const fake::Counters c = fake::Snapshot();
+      EXPECT_EQ(c.live_device_allocations, 0u);
+      EXPECT_EQ(c.live_streams, 0u);
+      EXPECT_EQ(c.host_release_with_pending_work, 0u);
+    }
+  }
+  ExpectNothingLive();
+}
+
+TEST_F(FakeCudaTest, ConcurrentLoadsOntoTwoDevicesAreByteExact) {
+  Stored stored = WriteSharded("fake_concurrent", 3, 4, 6000);
+  Result<Checkpoint> ckpt = Checkpoint::Open(stored.dir);
+  ASSERT_TRUE(ckpt.ok());
+  {
+    CudaBackend backend;
+    const char* maps[] = {"cuda:0", "cuda:1", "layers.1.*=cuda:0,cuda:1", "layers.0.*=cpu,cuda:0"};
+    std::vector<std::thread> threads;
+    std::atomic<int> good{0};
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < 5; ++i) {
+          Result<LoadedCheckpoint> all = LoadAll(*ckpt, Options(&backend, maps[t], 2, 8192));
+          if (!all.ok()) {
+            ADD_FAILURE() << all.status().ToString();
+            return;
+          }
+          ExpectByteExact(stored, *all);
+          for (const LoadedTensor& x : all->tensors) {
+            EXPECT_EQ(x.device, ParseDeviceMap(maps[t])->Resolve(x.name));
+          }
+          ++good;
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(good.load(), 20);
+    EXPECT_EQ(fake::Snapshot().pageable_async_copies, 0u);
+  }
+  ExpectNothingLive();
+}
+
+}  // namespace
+}  // namespace shardload::cuda
