@@ -19,11 +19,13 @@
 # Environment knobs for `run` (read by this script only, never by the library):
 #   SAMPLE_SIZE (default 16GiB), SAMPLE_SHARDS (8), SAMPLE_DIR (/tmp/shardload-gpu-sample),
 #   REPEAT (3), SKIP_SAMPLE=1 (tests and cuda_bench only), SKIP_TESTS=1 (sample part
-#   only), BENCH_ARGS (extra cuda_bench args).
+#   only), SKIP_PYTHON=1 (no Python tests), BENCH_ARGS (extra cuda_bench args),
+#   CARRY_DIR (default <repo>/.carry; tests/cuda_gpu_run_fake_test.sh points it at the
+#   fake-CUDA builds to rehearse `run` on a machine without a GPU).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-CARRY="$ROOT/.carry"
+CARRY="${CARRY_DIR:-$ROOT/.carry}"
 BINARIES=(
   "tests/cuda_gpu_test"
   "tests/cuda_probe_test"
@@ -112,7 +114,7 @@ run() {
     [ $rc -eq 0 ] || failed=1
   done
 
-  if [ "${SKIP_TESTS:-0}" != "1" ]; then
+  if [ "${SKIP_TESTS:-0}" != "1" ] && [ "${SKIP_PYTHON:-0}" != "1" ]; then
     # The Python package with CUDA tensors, on the machine's own torch and safetensors
     # (tests/python_shardload_test.py: its test_cuda_* cases run only where torch sees a
     # device).
@@ -121,6 +123,8 @@ run() {
     local prc=$?
     say "test python_shardload_test ($(python3 -c 'import sys, torch, safetensors; print("python", sys.version.split()[0], "torch", torch.__version__, "safetensors", safetensors.__version__)' 2>&1 | tail -1)): rc=$prc $(tail -n 1 "$out/python_test.log")"
     [ $prc -eq 0 ] || failed=1
+  fi
+  if [ "${SKIP_TESTS:-0}" != "1" ]; then
     # shellcheck disable=SC2086
     "$bin/cuda_bench" ${BENCH_ARGS:-} > "$out/cuda_bench.txt" 2>&1
     say "cuda_bench: rc=$? $(grep -E '^(gpu|ceiling)' "$out/cuda_bench.txt" | tr '\n' ' ')"

@@ -233,6 +233,30 @@ TEST_F(FakeCudaTest, ASlotIsReusedOnlyAfterItsCopiesComplete) {
   EXPECT_EQ(fake::Snapshot().async_copies, 32u);  // 128 KiB of tensors in 4 KiB spans
 }
 
+TEST_F(FakeCudaTest, TensorsContiguousOnBothSidesShareOneCopyPerSpan) {
+  // 200 tensors of 256 bytes: back to back in the file and in the 256-aligned arena,
+  // so each 16 KiB span is one cudaMemcpyAsync. At 260 bytes the arena pads each
+  // tensor to 512 and every tensor (or piece of one) is a copy of its own: the known
+  // per-tensor cost of many small odd-sized tensors on the GPU path (ARCHITECTURE.md).
+  for (uint64_t elements : {uint64_t{64}, uint64_t{65}}) {
+    SCOPED_TRACE("elements=" + std::to_string(elements));
+    Stored stored = WriteSharded("fake_merge_" + std::to_string(elements), 1, 200, elements);
+    Result<Checkpoint> ckpt = Checkpoint::Open(stored.dir);
+    ASSERT_TRUE(ckpt.ok());
+    CudaBackend backend;
+    fake::ResetCounters();
+    Result<LoadedCheckpoint> all = LoadAll(*ckpt, Options(&backend, "cuda:0", 2, 16384));
+    ASSERT_TRUE(all.ok()) << all.status().ToString();
+    ExpectByteExact(stored, *all);
+    const uint64_t copies = fake::Snapshot().async_copies;
+    if (elements == 64) {
+      EXPECT_LE(copies, 8u);  // 51200 bytes in spans of at most 16 KiB (4, plus edges)
+    } else {
+      EXPECT_GE(copies, 200u);
+    }
+  }
+}
+
 TEST_F(FakeCudaTest, ManyLoadsAndTheirEndLeaveNothingBehind) {
   Stored stored = WriteSharded("fake_many", 2, 5, 3000);
   Result<Checkpoint> ckpt = Checkpoint::Open(stored.dir);

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# A rehearsal of `bench/gpu_run.sh run` (what a GPU session runs) on this machine: the
+# carried binaries are the fake-CUDA builds (cuda/fake: two fake devices), linked under
+# the names the script expects, and the sample is small. Every step the script takes on
+# the GPU machine must run and report rc=0 in summary.txt: the CUDA tests (which run
+# their GPU cases on the fake devices), cuda_bench, write-sample, `shardload bench
+# --device cuda:0` and `--device cpu`, `shardload load --device cuda:0`, and the ratio
+# lines. The reference needs torch with CUDA, so it reports SKIP here. No number this
+# produces means anything about a GPU.
+# Usage: cuda_gpu_run_fake_test.sh GPU_RUN_SH NAME=PATH...
+set -uo pipefail
+script="$1"
+shift
+work="${TEST_TMPDIR:-$(mktemp -d)}/gpu_run_fake"
+rm -rf "$work" && mkdir -p "$work/carry/bin" "$work/carry/lib" "$work/out"
+for pair in "$@"; do
+  # Symlinks keep each binary's $ORIGIN-relative libraries (Bazel's _solib) resolvable.
+  ln -s "$(readlink -f "${pair#*=}")" "$work/carry/bin/${pair%%=*}" || exit 1
+done
+CARRY_DIR="$work/carry" SKIP_PYTHON=1 SAMPLE_DIR="$work/sample" SAMPLE_SIZE=48MiB \
+  SAMPLE_SHARDS=3 REPEAT=2 BENCH_ARGS="--quick --max-mib 64 --source-mib 64" \
+  "$script" run "$work/out" >"$work/run.log" 2>&1
+rc=$?
+cat "$work/run.log"
+fails=0
+check() {
+  local what="$1"; shift
+  if "$@"; then echo "ok: $what"; else echo "FAIL: $what"; fails=$((fails + 1)); fi
+}
+summary="$work/out/summary.txt"
+check "run exits 0" test $rc -eq 0
+for t in cuda_probe_test cuda_cast_math_test cuda_sink_host_test cuda_gpu_test cuda_loader_test; do
+  check "$t ran and passed" grep -q "^test $t: rc=0 \[  PASSED  \] [0-9]* test" "$summary"
+done
+check "cuda_gpu_test ran its GPU cases (none skipped)" bash -c "! grep -q '^test cuda_gpu_test: .*SKIPPED' '$summary'"
+check "cuda_bench ran" grep -q "^cuda_bench: rc=0 gpu \"shardload fake CUDA device 0 (cuda:0, 4.0 GiB)\"" "$summary"
+check "the sample was written" grep -q "^sample: $work/sample (48MiB, 3 shards) written" "$summary"
+check "bench --device cuda:0 ran" grep -q '^shardload bench --device cuda:0: rc=0 {"files":3,.*"device":"cuda:0"' "$summary"
+check "bench --device cpu ran" grep -q '^shardload bench --device cpu: rc=0 {"files":3,' "$summary"
+check "load --device cuda:0 ran" grep -q '^shardload load --device cuda:0: rc=0 "gbps":' "$summary"
+check "the reference skips without torch CUDA" grep -q "^SKIP: " "$summary"
+check "the ratio lines are printed" grep -q "^ratio: shardload bench's own pinned H2D ceiling [0-9.]* GB/s; load / that = [0-9.]*$" "$summary"
+echo "$fails failed"
+[ "$fails" -eq 0 ]
