@@ -186,7 +186,7 @@ TEST_F(FakeCudaTest, DevicePointersCannotBeDereferencedOnTheHost) {
 // ---- loads on the fake devices ---------------------------------------------------------
 
 TEST_F(FakeCudaTest, PinnedMemoryStaysWithinTheRingAndNoCopyReadsPageableMemory) {
-  // 24 MiB over 3 shards through a ring of 2 × 1 MiB, onto both devices and the host.
+  // 18 MiB over 3 shards through a ring of 2 × 1 MiB, onto both devices and the host.
   Stored stored = WriteSharded("fake_ring", 3, 6, (1u << 20) / 4 + 1000);
   Result<Checkpoint> ckpt = Checkpoint::Open(stored.dir);
   ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
