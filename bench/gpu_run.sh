@@ -19,7 +19,10 @@
 # Environment knobs for `run` (read by this script only, never by the library):
 #   SAMPLE_SIZE (default 16GiB), SAMPLE_SHARDS (8), SAMPLE_DIR (/tmp/shardload-gpu-sample),
 #   REPEAT (3), SKIP_SAMPLE=1 (tests and cuda_bench only), SKIP_TESTS=1 (sample part
-#   only), SKIP_PYTHON=1 (no Python tests), BENCH_ARGS (extra cuda_bench args),
+#   only), SKIP_PYTHON=1 (no Python tests), SKIP_COLD=1 (no cold bench; it drops the
+#   page cache, root only), SKIP_MOE=1 (no many-tensor comparison), MOE_SIZE (4GiB: an
+#   MoE-layout sample and a llama one of this size, benched in alternation),
+#   BENCH_ARGS (extra cuda_bench args),
 #   CARRY_DIR (default <repo>/.carry; tests/cuda_gpu_run_fake_test.sh points it at the
 #   fake-CUDA builds to rehearse `run` on a machine without a GPU).
 set -uo pipefail
@@ -147,6 +150,32 @@ run() {
   say "shardload bench --device cuda:0: rc=$? $(head -c 600 "$out/bench_cuda.json")"
   "$bin/shardload" bench "$dir" --device cpu --repeat "$repeat" --json > "$out/bench_cpu.json" 2> "$out/bench_cpu.err"
   say "shardload bench --device cpu: rc=$? $(head -c 400 "$out/bench_cpu.json")"
+  if [ "${SKIP_COLD:-0}" != "1" ]; then
+    # Cold: the page cache is dropped before every load and before the O_DIRECT ceiling.
+    "$bin/shardload" bench "$dir" --device cuda:0 --cold --repeat 2 --json > "$out/bench_cuda_cold.json" 2> "$out/bench_cuda_cold.err"
+    say "shardload bench --device cuda:0 --cold: rc=$? $(head -c 600 "$out/bench_cuda_cold.json") $(tail -1 "$out/bench_cuda_cold.err")"
+  fi
+  if [ "${SKIP_MOE:-0}" != "1" ]; then
+    # Many small tensors against the same bytes in few large ones, alternated so that
+    # drift hits both: write-sample --layout moe (~19k tensors) and --layout llama.
+    local moe_size="${MOE_SIZE:-4GiB}"
+    for layout in moe llama; do
+      local ldir="$dir-$layout-$moe_size"
+      if [ ! -f "$ldir/model.safetensors.index.json" ]; then
+        rm -rf "$ldir"
+        "$bin/shardload" write-sample "$ldir" --size "$moe_size" --shards 4 --layout "$layout" \
+          --dtype bf16 > "$out/write_sample_$layout.txt" 2>&1 || { say "write-sample $layout failed: $(tail -1 "$out/write_sample_$layout.txt")"; return 1; }
+        say "sample: $ldir: $(head -1 "$out/write_sample_$layout.txt")"
+      fi
+    done
+    for round in 1 2; do
+      for layout in moe llama; do
+        "$bin/shardload" bench "$dir-$layout-$moe_size" --device cuda:0 --repeat "$repeat" --json \
+          > "$out/bench_cuda_${layout}_$round.json" 2> "$out/bench_cuda_${layout}_$round.err"
+        say "shardload bench --device cuda:0 $layout round $round: rc=$? $(grep -o '"median_gbps":[0-9.]*' "$out/bench_cuda_${layout}_$round.json")"
+      done
+    done
+  fi
   "$bin/shardload" load "$dir" --device cuda:0 --json > "$out/load_cuda.json" 2> "$out/load_cuda.err"
   say "shardload load --device cuda:0: rc=$? $(grep -o '"gbps":[0-9.e+-]*' "$out/load_cuda.json")"
 
@@ -210,6 +239,23 @@ if ours and ref:
     print(f"ratio: shardload / reference = {ours / ref:.2f}x")
 if ours and ceiling:
     print(f"ratio: shardload / pinned H2D ceiling = {ours / ceiling:.3f}")
+cold = load_json(f"{out}/bench_cuda_cold.json")
+if cold:
+    c = cold.get("ceilings") or {}
+    direct = c.get("direct_read_gbps")
+    med = cold.get("median_gbps")
+    if med and direct:
+        print(f"ratio: cold load {med} GB/s / O_DIRECT read {direct} GB/s = {med / direct:.3f} "
+              f"(binding {cold.get('binding')}: {cold.get('median_fraction_of_binding')})")
+pairs = []
+for rnd in (1, 2):
+    moe = load_json(f"{out}/bench_cuda_moe_{rnd}.json").get("median_gbps")
+    llama = load_json(f"{out}/bench_cuda_llama_{rnd}.json").get("median_gbps")
+    if moe and llama:
+        pairs.append(moe / llama)
+if pairs:
+    print("ratio: moe (~19k tensors) / llama, same bytes, per round = " +
+          ", ".join(f"{p:.3f}" for p in pairs))
 EOF
   return $failed
 }

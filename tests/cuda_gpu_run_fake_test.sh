@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # A rehearsal of `bench/gpu_run.sh run` (what a GPU session runs) on this machine: the
 # carried binaries are the fake-CUDA builds (cuda/fake: two fake devices), linked under
-# the names the script expects, and the sample is small. Every step the script takes on
-# the GPU machine must run and report rc=0 in summary.txt: the CUDA tests (which run
+# the names the script expects, and the samples are small. Every step the script takes
+# on the GPU machine must run and report rc=0 in summary.txt: the CUDA tests (which run
 # their GPU cases on the fake devices), cuda_bench, write-sample, `shardload bench
-# --device cuda:0` and `--device cpu`, `shardload load --device cuda:0`, and the ratio
-# lines. The reference needs torch with CUDA, so it reports SKIP here. No number this
+# --device cuda:0` hot, cold (as root) and on MoE/llama samples of the same size,
+# `--device cpu`, `shardload load --device cuda:0`, and the ratio lines. The reference needs torch with CUDA, so it reports SKIP here. No number this
 # produces means anything about a GPU.
 # Usage: cuda_gpu_run_fake_test.sh GPU_RUN_SH NAME=PATH...
 set -uo pipefail
@@ -17,8 +17,12 @@ for pair in "$@"; do
   # Symlinks keep each binary's $ORIGIN-relative libraries (Bazel's _solib) resolvable.
   ln -s "$(readlink -f "${pair#*=}")" "$work/carry/bin/${pair%%=*}" || exit 1
 done
+# The cold bench drops the page cache, which needs root; elsewhere it is left out.
+skip_cold=0
+[ "$(id -u)" -eq 0 ] || skip_cold=1
 CARRY_DIR="$work/carry" SKIP_PYTHON=1 SAMPLE_DIR="$work/sample" SAMPLE_SIZE=48MiB \
-  SAMPLE_SHARDS=3 REPEAT=2 BENCH_ARGS="--quick --max-mib 64 --source-mib 64" \
+  SAMPLE_SHARDS=3 REPEAT=2 MOE_SIZE=24MiB SKIP_COLD=$skip_cold \
+  BENCH_ARGS="--quick --max-mib 64 --source-mib 64" \
   "$script" run "$work/out" >"$work/run.log" 2>&1
 rc=$?
 cat "$work/run.log"
@@ -37,6 +41,16 @@ check "cuda_bench ran" grep -q "^cuda_bench: rc=0 gpu \"shardload fake CUDA devi
 check "the sample was written" grep -q "^sample: $work/sample (48MiB, 3 shards) written" "$summary"
 check "bench --device cuda:0 ran" grep -q '^shardload bench --device cuda:0: rc=0 {"files":3,.*"device":"cuda:0"' "$summary"
 check "bench --device cpu ran" grep -q '^shardload bench --device cpu: rc=0 {"files":3,' "$summary"
+if [ $skip_cold -eq 0 ]; then
+  check "bench --device cuda:0 --cold ran" grep -q '^shardload bench --device cuda:0 --cold: rc=0 {"files":3,.*"cold":true' "$summary"
+  check "the cold ratio line is printed" grep -q "^ratio: cold load [0-9.]* GB/s / O_DIRECT read [0-9.]* GB/s = [0-9.]* (binding " "$summary"
+fi
+for layout in moe llama; do
+  for round in 1 2; do
+    check "bench $layout round $round ran" grep -q "^shardload bench --device cuda:0 $layout round $round: rc=0 \"median_gbps\":[0-9.]*$" "$summary"
+  done
+done
+check "the moe/llama ratio line is printed" grep -q "^ratio: moe (~19k tensors) / llama, same bytes, per round = [0-9.]*, [0-9.]*$" "$summary"
 check "load --device cuda:0 ran" grep -q '^shardload load --device cuda:0: rc=0 "gbps":' "$summary"
 check "the reference skips without torch CUDA" grep -q "^SKIP: " "$summary"
 check "the ratio lines are printed" grep -q "^ratio: shardload bench's own pinned H2D ceiling [0-9.]* GB/s; load / that = [0-9.]*$" "$summary"
