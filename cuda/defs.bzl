@@ -7,75 +7,40 @@ code paths on machines without a GPU). Each library depends on its runtime direc
 so the runtime's archive always comes after its users on the link line.
 """
 
+# (name, source, header, libraries of this package it uses, other dependencies)
+_LIBRARIES = [
+    ("status", "status.cc", "status.h", [], ["//format:status"]),
+    ("runtime", "runtime.cc", "runtime.h", ["status"], ["//format:status"]),
+    ("cast", "cast.cc", "cast.h", ["runtime", "status"], ["//format:dtype", "//format:status"]),
+    ("sink", "cuda_sink.cc", "cuda_sink.h", ["cast", "runtime", "status"], [
+        "//format:dtype",
+        "//format:status",
+        "//loader:cast",
+        "//loader:sink",
+    ]),
+    ("backend", "cuda_backend.cc", "cuda_backend.h", ["runtime", "sink", "status"], [
+        "//format:status",
+        "//loader:sink",
+    ]),
+]
+
 def shardload_cuda_libraries(suffix, runtime, kernels):
     """Defines status, runtime, cast, sink and backend with `suffix`.
 
     Args:
       suffix: appended to every target name ("" or "_fake").
       runtime: the label providing the cuda* functions.
-      kernels: the label providing LaunchCastKernel (cuda/cast_kernels.h).
+      kernels: the label providing LaunchCastKernel (cuda/cast_kernels.h); used by cast.
     """
-    native.cc_library(
-        name = "status" + suffix,
-        srcs = ["status.cc"],
-        hdrs = ["status.h"],
-        linkstatic = True,
-        deps = [
-            "//format:status",
-            runtime,
-        ],
-    )
-    native.cc_library(
-        name = "runtime" + suffix,
-        srcs = ["runtime.cc"],
-        hdrs = ["runtime.h"],
-        linkstatic = True,
-        deps = [
-            ":status" + suffix,
-            "//format:status",
-            runtime,
-        ],
-    )
-    native.cc_library(
-        name = "cast" + suffix,
-        srcs = ["cast.cc"],
-        hdrs = ["cast.h"],
-        linkstatic = True,
-        deps = [
-            ":runtime" + suffix,
-            ":status" + suffix,
-            "//format:dtype",
-            "//format:status",
-        ] + ([kernels] if kernels != runtime else []) + [runtime],
-    )
-    native.cc_library(
-        name = "sink" + suffix,
-        srcs = ["cuda_sink.cc"],
-        hdrs = ["cuda_sink.h"],
-        linkstatic = True,
-        linkopts = ["-lpthread"],
-        deps = [
-            ":cast" + suffix,
-            ":runtime" + suffix,
-            ":status" + suffix,
-            "//format:dtype",
-            "//format:status",
-            "//loader:cast",
-            "//loader:sink",
-            runtime,
-        ],
-    )
-    native.cc_library(
-        name = "backend" + suffix,
-        srcs = ["cuda_backend.cc"],
-        hdrs = ["cuda_backend.h"],
-        linkstatic = True,
-        deps = [
-            ":runtime" + suffix,
-            ":sink" + suffix,
-            ":status" + suffix,
-            "//format:status",
-            "//loader:sink",
-            runtime,
-        ],
-    )
+    for name, src, hdr, local, other in _LIBRARIES:
+        deps = [":" + d + suffix for d in local] + other
+        if name == "cast" and kernels != runtime:
+            deps.append(kernels)
+        native.cc_library(
+            name = name + suffix,
+            srcs = [src],
+            hdrs = [hdr],
+            linkstatic = True,
+            linkopts = ["-lpthread"] if name == "sink" else [],
+            deps = deps + [runtime],
+        )

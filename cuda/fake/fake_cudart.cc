@@ -221,50 +221,26 @@ bool PinnedContains(const State& s, const void* p, uint64_t bytes) {
 bool LiveStream(const State& s, CUstream_st* stream) { return s.streams.count(stream) > 0; }
 bool LiveEvent(const State& s, CUevent_st* event) { return s.events.count(event) > 0; }
 
-void RunCast(const Op& op) {
-  auto load16 = [&](uint64_t i) {
-    uint16_t v;
-    std::memcpy(&v, op.src + 2 * i, 2);
-    return v;
-  };
-  auto load32 = [&](uint64_t i) {
-    uint32_t v;
-    std::memcpy(&v, op.src + 4 * i, 4);
-    return v;
-  };
+// CastLoop: the kernels' host twin: element i of `op.src` (In, any alignment) converted
+// by `convert` into element i of `op.dst` (Out).
+template <typename In, typename Out>
+void CastLoop(const Op& op, Out (*convert)(In)) {
   for (uint64_t i = 0; i < op.count; ++i) {
-    switch (op.cast) {
-      case CastKind::kF32ToF16: {
-        const uint16_t v = F32BitsToF16Bits(load32(i));
-        std::memcpy(op.dst + 2 * i, &v, 2);
-        break;
-      }
-      case CastKind::kF32ToBf16: {
-        const uint16_t v = F32BitsToBf16Bits(load32(i));
-        std::memcpy(op.dst + 2 * i, &v, 2);
-        break;
-      }
-      case CastKind::kF16ToF32: {
-        const uint32_t v = F16BitsToF32Bits(load16(i));
-        std::memcpy(op.dst + 4 * i, &v, 4);
-        break;
-      }
-      case CastKind::kBf16ToF32: {
-        const uint32_t v = Bf16BitsToF32Bits(load16(i));
-        std::memcpy(op.dst + 4 * i, &v, 4);
-        break;
-      }
-      case CastKind::kF16ToBf16: {
-        const uint16_t v = F16BitsToBf16Bits(load16(i));
-        std::memcpy(op.dst + 2 * i, &v, 2);
-        break;
-      }
-      case CastKind::kBf16ToF16: {
-        const uint16_t v = Bf16BitsToF16Bits(load16(i));
-        std::memcpy(op.dst + 2 * i, &v, 2);
-        break;
-      }
-    }
+    In x;
+    std::memcpy(&x, op.src + sizeof(In) * i, sizeof(In));
+    const Out y = convert(x);
+    std::memcpy(op.dst + sizeof(Out) * i, &y, sizeof(Out));
+  }
+}
+
+void RunCast(const Op& op) {
+  switch (op.cast) {
+    case CastKind::kF32ToF16: return CastLoop<uint32_t, uint16_t>(op, F32BitsToF16Bits);
+    case CastKind::kF32ToBf16: return CastLoop<uint32_t, uint16_t>(op, F32BitsToBf16Bits);
+    case CastKind::kF16ToF32: return CastLoop<uint16_t, uint32_t>(op, F16BitsToF32Bits);
+    case CastKind::kBf16ToF32: return CastLoop<uint16_t, uint32_t>(op, Bf16BitsToF32Bits);
+    case CastKind::kF16ToBf16: return CastLoop<uint16_t, uint16_t>(op, F16BitsToBf16Bits);
+    case CastKind::kBf16ToF16: return CastLoop<uint16_t, uint16_t>(op, Bf16BitsToF16Bits);
   }
 }
 
