@@ -325,6 +325,21 @@ void WaitHostRangeLocked(State& s, std::unique_lock<std::mutex>& lock, const std
   }
 }
 
+// AddPinnedLocked / ReleasePinnedLocked: record a pinned range; forget the one starting
+// at `p` once no queued operation uses it any more.
+void AddPinnedLocked(State& s, const std::byte* p, uint64_t bytes, bool host_alloc) {
+  s.pinned[p] = {bytes, host_alloc};
+  s.counters.live_pinned_bytes += bytes;
+  s.counters.peak_pinned_bytes = std::max(s.counters.peak_pinned_bytes, s.counters.live_pinned_bytes);
+}
+
+void ReleasePinnedLocked(State& s, std::unique_lock<std::mutex>& lock, const std::byte* p) {
+  WaitHostRangeLocked(s, lock, p, s.pinned.at(p).bytes);
+  auto it = s.pinned.find(p);
+  s.counters.live_pinned_bytes -= it->second.bytes;
+  s.pinned.erase(it);
+}
+
 // WaitDeviceLocked: waits until every stream of `device` has run what was queued. The
 // scan restarts after each wait: other threads may create or destroy streams meanwhile.
 void WaitDeviceLocked(State& s, std::unique_lock<std::mutex>& lock, int device) {
@@ -710,9 +725,7 @@ cudaError_t CUDARTAPI cudaHostAlloc(void** ptr, size_t size, unsigned int flags)
   const uint64_t rounded = (size + kPage - 1) / kPage * kPage;
   void* p = std::aligned_alloc(kPage, rounded);
   if (p == nullptr) return Fail(s, cudaErrorMemoryAllocation);
-  s.pinned[static_cast<std::byte*>(p)] = {size, true};
-  s.counters.live_pinned_bytes += size;
-  s.counters.peak_pinned_bytes = std::max(s.counters.peak_pinned_bytes, s.counters.live_pinned_bytes);
+  AddPinnedLocked(s, static_cast<std::byte*>(p), size, /*host_alloc=*/true);
   *ptr = p;
   return cudaSuccess;
 }
@@ -724,10 +737,7 @@ cudaError_t CUDARTAPI cudaFreeHost(void* ptr) {
   if (ptr == nullptr) return cudaSuccess;
   auto it = s.pinned.find(static_cast<std::byte*>(ptr));
   if (it == s.pinned.end() || !it->second.host_alloc) return Fail(s, cudaErrorInvalidValue);
-  WaitHostRangeLocked(s, lock, it->first, it->second.bytes);
-  it = s.pinned.find(static_cast<std::byte*>(ptr));
-  s.counters.live_pinned_bytes -= it->second.bytes;
-  s.pinned.erase(it);
+  ReleasePinnedLocked(s, lock, it->first);
   std::free(ptr);
   return cudaSuccess;
 }
@@ -744,9 +754,7 @@ cudaError_t CUDARTAPI cudaHostRegister(void* ptr, size_t size, unsigned int flag
       return Fail(s, cudaErrorHostMemoryAlreadyRegistered);
     }
   }
-  s.pinned[p] = {size, false};
-  s.counters.live_pinned_bytes += size;
-  s.counters.peak_pinned_bytes = std::max(s.counters.peak_pinned_bytes, s.counters.live_pinned_bytes);
+  AddPinnedLocked(s, p, size, /*host_alloc=*/false);
   return cudaSuccess;
 }
 
@@ -758,10 +766,7 @@ cudaError_t CUDARTAPI cudaHostUnregister(void* ptr) {
   if (it == s.pinned.end() || it->second.host_alloc) {
     return Fail(s, cudaErrorHostMemoryNotRegistered);
   }
-  WaitHostRangeLocked(s, lock, it->first, it->second.bytes);
-  it = s.pinned.find(static_cast<std::byte*>(ptr));
-  s.counters.live_pinned_bytes -= it->second.bytes;
-  s.pinned.erase(it);
+  ReleasePinnedLocked(s, lock, it->first);
   return cudaSuccess;
 }
 
