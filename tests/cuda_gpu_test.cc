@@ -389,8 +389,16 @@ TEST_F(CudaGpuTest, HostToDeviceCeilingIsPlausible) {
   CudaBackend backend;
   Result<double> gbps = backend.MeasureHostToDeviceGBps(Cuda(0), 256ull << 20, 5);
   ASSERT_TRUE(gbps.ok()) << gbps.status().ToString();
-  EXPECT_GT(*gbps, 1.0);
-  EXPECT_LT(*gbps, 1000.0);
+  Result<DeviceProperties> props = GetDeviceProperties(0);
+  ASSERT_TRUE(props.ok());
+  if (props->name.rfind("shardload fake CUDA device", 0) == 0) {
+    // The fake runtime (cuda/fake) copies with the host's memcpy, instrumented under
+    // sanitizers: only the measuring code is checked there, not the rate.
+    EXPECT_GT(*gbps, 0.0);
+  } else {
+    EXPECT_GT(*gbps, 1.0);
+    EXPECT_LT(*gbps, 1000.0);
+  }
   std::cout << "[ ceiling  ] pinned H2D cuda:0 256 MiB: " << *gbps << " GB/s\n";
 }
 
