@@ -231,6 +231,9 @@ def find(path, pattern):
 ref = find(f"{out}/reference.txt", r"gbps=([0-9.]+)")
 ceiling = find(f"{out}/cuda_bench.txt", r"h2d_pinned_best_gbps=([0-9.]+)")
 same_run_h2d = (bench.get("ceilings") or {}).get("h2d_gbps")
+if bench.get("ring_bytes"):
+    print(f"pinned: staging held after the loads {bench.get('staging_bytes')} bytes; "
+          f"the ring {bench.get('ring_bytes')} bytes")
 if same_run_h2d:
     print(f"ratio: shardload bench's own pinned H2D ceiling {same_run_h2d} GB/s; "
           f"load / that = {ours / same_run_h2d:.3f}" if ours else "")

@@ -10,9 +10,17 @@
 
 namespace shardload::cli {
 
-DeviceBackend* CliBackend() {
+namespace {
+
+cuda::CudaBackend* Backend() {
   static cuda::CudaBackend* const backend = new cuda::CudaBackend();
   return backend;
 }
+
+}  // namespace
+
+DeviceBackend* CliBackend() { return Backend(); }
+
+uint64_t CliStagingBytes() { return Backend()->cached_staging_bytes(); }
 
 }  // namespace shardload::cli

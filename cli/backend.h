@@ -6,8 +6,12 @@
 // a clear error while cpu loads never touch CUDA.
 //
 //   DeviceBackend* backend = CliBackend();
+//   ... loads ...
+//   uint64_t held = CliStagingBytes();  // the cached staging ring
 #ifndef SHARDLOAD_CLI_BACKEND_H_
 #define SHARDLOAD_CLI_BACKEND_H_
+
+#include <cstdint>
 
 #include "loader/backend.h"
 
@@ -16,6 +20,10 @@ namespace shardload::cli {
 // CliBackend: the process-wide backend (created on first call, never destroyed before
 // exit); never nullptr. Thread-safe.
 DeviceBackend* CliBackend();
+
+// CliStagingBytes: the staging memory (pinned for cuda loads) that backend keeps now
+// for the next load: one ring at most. Thread-safe.
+uint64_t CliStagingBytes();
 
 }  // namespace shardload::cli
 

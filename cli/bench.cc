@@ -212,6 +212,10 @@ int Run(const BenchArgs& a) {
     ceiling = *fresh_gbps;
   }
 
+  // The staging ring the loads used (slots + the 8 KiB O_DIRECT margin each), and for a
+  // cuda load what the backend still holds: pinned memory stays within one ring.
+  const uint64_t ring_bytes =
+      static_cast<uint64_t>(options.sink.slot_count) * (options.sink.slot_bytes + 8192);
   if (a.json) {
     std::string o = "{\"files\":" + std::to_string(paths.size()) +
                     ",\"bytes\":" + std::to_string(last.delivered_bytes) +
@@ -237,7 +241,9 @@ int Run(const BenchArgs& a) {
          Num(median / ceiling) + ",\"median_vs_buffered_read\":" + Num(median / *dd_gbps) +
          ",\"reuse_binding\":" + JsonQuoted(reuse_binding) +
          ",\"pooled_fraction_of_binding\":" + OptNum(pooled_fraction) +
-         ",\"load_into_fraction_of_binding\":" + Num(into_median / reuse_ceiling) + "}\n";
+         ",\"load_into_fraction_of_binding\":" + Num(into_median / reuse_ceiling) +
+         ",\"staging_bytes\":" + (a.device.is_cuda() ? std::to_string(CliStagingBytes()) : "null") +
+         ",\"ring_bytes\":" + std::to_string(ring_bytes) + "}\n";
     std::cout << o;
     return 0;
   }
@@ -263,6 +269,11 @@ int Run(const BenchArgs& a) {
   std::printf("LoadInto existing buffers, median %s GB/s = %.2f x %s, %.2f x buffered read\n",
               Num(into_median).c_str(), into_median / reuse_ceiling, reuse_binding.c_str(),
               into_median / *dd_gbps);
+  if (a.device.is_cuda()) {
+    std::printf("pinned staging held after the loads: %llu bytes (the ring: %llu bytes)\n",
+                static_cast<unsigned long long>(CliStagingBytes()),
+                static_cast<unsigned long long>(ring_bytes));
+  }
   return 0;
 }
 

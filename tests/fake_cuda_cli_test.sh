@@ -4,7 +4,8 @@
 # `--device-map` place every tensor where the map says (counted against the index),
 # `--verify` checks hashes on device loads and names a corrupted tensor, a missing
 # device is a clear error, and `bench --device cuda:0 --json` reports the pinned H2D
-# ceiling with ratios that are the quotients of the numbers they name.
+# ceiling with ratios that are the quotients of the numbers they name, and holds one
+# staging ring after its loads.
 # Usage: fake_cuda_cli_test.sh PATH_TO_SHARDLOAD_FAKE_CUDA
 set -uo pipefail
 source "$(dirname "$0")/cli_check.sh"
@@ -86,6 +87,8 @@ assert r["device"] == "cuda:0" and r["files"] == 3 and r["bytes"] == 12448, r
 c = r["ceilings"]
 assert isinstance(c["h2d_gbps"], float) and c["h2d_gbps"] > 0, c
 assert r["pooled_median_gbps"] is None and r["pooled_fraction_of_binding"] is None, r
+# The pinned staging the backend holds after all those loads is one ring, no more.
+assert r["ring_bytes"] == 4 * ((64 << 20) + 8192) and r["staging_bytes"] == r["ring_bytes"], r
 reuse = min(c["memcpy_gbps"], c["h2d_gbps"])
 assert r["reuse_binding"] == ("h2d" if c["h2d_gbps"] < c["memcpy_gbps"] else "memcpy"), r
 e = 0.0005
