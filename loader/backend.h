@@ -32,13 +32,18 @@ class DeviceAllocation {
   virtual Device device() const = 0;
 };
 
-// SinkOptions: staging ring geometry for a sink.
+// kDefaultSlotBytes: 64 MiB less the 8 KiB O_DIRECT margin every slot carries, so that
+// a slot takes 64 MiB and the default ring of 4 slots exactly 256 MiB.
+inline constexpr uint64_t kDefaultSlotBytes = (uint64_t{64} << 20) - 8192;
+
+// SinkOptions: staging ring geometry for a sink. The ring takes
+// slot_count × (slot_bytes + 8 KiB) bytes (pinned for GPU loads): 256 MiB by default.
 struct SinkOptions {
   // slot_count: staging slots in the ring. Default 4. Valid: 1..64.
   int slot_count = 4;
-  // slot_bytes: bytes per slot (and the planner's maximum span). Default 64 MiB.
-  // Valid: 4 KiB .. 1 GiB, a multiple of 4096.
-  uint64_t slot_bytes = 64ull << 20;
+  // slot_bytes: bytes per slot (and the planner's maximum span). Default
+  // kDefaultSlotBytes (64 MiB − 8 KiB). Valid: 4 KiB .. 1 GiB, a multiple of 4096.
+  uint64_t slot_bytes = kDefaultSlotBytes;
 };
 
 // DeviceBackend: allocation, sinks and probing for one kind of accelerator.

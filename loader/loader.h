@@ -64,7 +64,8 @@ struct LoadOptions {
   UringOptions uring;
   // threads: reader threads; 0 (default) = hardware threads. Valid 0..256.
   int threads = 0;
-  // sink: staging ring (default 4 slots × 64 MiB); slot_bytes is also the longest read.
+  // sink: staging ring (default 4 slots of 64 MiB − 8 KiB, 256 MiB with their O_DIRECT
+  // margins); slot_bytes is also the longest read.
   SinkOptions sink;
   // host_arena: how LoadAll prepares its host arena (pre-faulted, 4 KiB pages by
   // default; see HostArenaOptions).

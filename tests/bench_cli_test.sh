@@ -22,7 +22,7 @@ c = r["ceilings"]
 for k in ("memcpy_gbps", "buffered_read_gbps", "fresh_memory_gbps"):
     assert isinstance(c[k], float) and c[k] > 0, (k, c)
 assert c["h2d_gbps"] is None, c
-assert r["staging_bytes"] is None and r["ring_bytes"] == 4 * ((64 << 20) + 8192), r
+assert r["staging_bytes"] is None and r["ring_bytes"] == 4 * (64 << 20), r
 assert len(r["runs_gbps"]) == 2 and all(x > 0 for x in r["runs_gbps"]), r
 assert r["best_gbps"] == max(r["runs_gbps"]), r
 for k in ("median_gbps", "pooled_median_gbps", "load_into_median_gbps"):

@@ -51,7 +51,7 @@ for layout in moe llama; do
   done
 done
 check "the moe/llama ratio line is printed" grep -q "^ratio: moe (~19k tensors) / llama, same bytes, per round = [0-9.]*, [0-9.]*$" "$summary"
-check "the pinned line is printed" grep -q "^pinned: staging held after the loads 268468224 bytes; the ring 268468224 bytes$" "$summary"
+check "the pinned line is printed" grep -q "^pinned: staging held after the loads 268435456 bytes; the ring 268435456 bytes$" "$summary"
 check "load --device cuda:0 ran" grep -q '^shardload load --device cuda:0: rc=0 "gbps":' "$summary"
 check "the reference skips without torch CUDA" grep -q "^SKIP: " "$summary"
 check "the ratio lines are printed" grep -q "^ratio: shardload bench's own pinned H2D ceiling [0-9.]* GB/s; load / that = [0-9.]*$" "$summary"

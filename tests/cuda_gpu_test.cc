@@ -380,7 +380,7 @@ TEST_F(CudaGpuTest, MisalignedCastDestinationIsRefusedAtBegin) {
   d.name = "odd";
   Result<std::unique_ptr<CudaSink>> sink = CudaSink::Create(CudaSinkOptions());
   ASSERT_TRUE(sink.ok());
-  Status s = (*sink)->Begin(std::span<const Destination>(&d, 1), 64ull << 20);
+  Status s = (*sink)->Begin(std::span<const Destination>(&d, 1), kDefaultSlotBytes);
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(s.message(), "tensor 'odd' (cuda:0): destination is not aligned to 2 bytes, as a cast requires");
 }
