@@ -8,11 +8,12 @@
 #   bench/gpu_run.sh run [OUTDIR]   # on the GPU machine (no Bazel there), from the repo
 #                                   #   root with .carry/ carried: the CUDA tests, the
 #                                   #   Python tests with CUDA tensors, cuda_bench,
-#                                   #   a >=16 GB sample, `shardload bench --device cuda:0`,
-#                                   #   `shardload load`, and the Hugging Face reference
+#                                   #   a >=16 GB sample, `shardload bench --device cuda:0`
+#                                   #   hot, cold and MoE vs llama, `shardload load`, and
+#                                   #   the Hugging Face reference
 #                                   #   (safetensors.torch.load_file(..., device="cuda:0"))
-#                                   #   timed in the same run; everything lands in OUTDIR
-#                                   #   (default $OUT, else ./gpu-out), summary.txt last.
+#                                   #   timed in the same run; OUTDIR (default $OUT, else
+#                                   #   ./gpu-out) gets summary.txt and gpu-run-logs.tar.gz.
 #   bench/gpu_run.sh selftest       # host-side checks of this script (used by CI:
 #                                   #   tests/cuda_gpu_run_test.sh)
 #
@@ -92,11 +93,30 @@ prepare() {
 # libs_resolve BIN: true when ldd finds every library of BIN.
 libs_resolve() { ! ldd "$1" 2>&1 | grep -q "not found"; }
 
+# run OUTDIR: the steps below write their many logs into a scratch folder; OUTDIR gets
+# only summary.txt and gpu-run-logs.tar.gz (everything), because the device tool brings
+# back at most 8 files from $OUT.
 run() {
-  local out="${1:-${OUT:-$ROOT/gpu-out}}"
-  mkdir -p "$out" || exit 1
+  local dest="${1:-${OUT:-$ROOT/gpu-out}}"
+  mkdir -p "$dest" || exit 1
+  local work
+  work="$(mktemp -d "${TMPDIR:-/tmp}/gpu-run.XXXXXX")" || exit 1
+  run_steps "$work"
+  local rc=$?
+  if [ -f "$work/summary.txt" ]; then
+    cp "$work/summary.txt" "$dest/summary.txt"
+    tar -czf "$dest/gpu-run-logs.tar.gz" -C "$work" . || rc=1
+    echo "gpu_run: $dest/summary.txt and $dest/gpu-run-logs.tar.gz (rc=$rc)"
+  fi
+  rm -rf "$work"
+  return $rc
+}
+
+# run_steps WORK: every step of `run`, each file into WORK, headlines into WORK/summary.txt.
+run_steps() {
+  local out="$1"
   local bin="$CARRY/bin"
-  [ -x "$bin/shardload" ] || { echo "gpu_run run: $bin/shardload missing (run 'prepare' first and carry .carry/)" >&2; exit 1; }
+  [ -x "$bin/shardload" ] || { echo "gpu_run run: $bin/shardload missing (run 'prepare' first and carry .carry/)" >&2; return 1; }
   export LD_LIBRARY_PATH="$CARRY/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   if ! libs_resolve "$bin/cuda_gpu_test" || ! "$bin/cuda_probe_test" --gtest_list_tests >/dev/null 2>&1; then
     export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$CARRY/lib-fallback"
