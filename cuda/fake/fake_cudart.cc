@@ -498,10 +498,11 @@ void SetMaxDelayMicros(int micros) {
 // ---- the cast kernels ----------------------------------------------------------------
 
 namespace shardload::cuda {
+namespace fake {
+namespace {
 
-int LaunchCastKernel(CastKind kind, const void* src, void* dst, uint64_t count,
-                     CUstream_st* stream) {
-  using namespace fake;  // NOLINT: the fake's internals
+// LaunchCast: LaunchCastKernel on the fake: checked like a launch, queued like a kernel.
+int LaunchCast(CastKind kind, const void* src, void* dst, uint64_t count, CUstream_st* stream) {
   State& s = S();
   std::lock_guard<std::mutex> lock(s.mu);
   if (count == 0) return cudaSuccess;
@@ -551,6 +552,14 @@ int LaunchCastKernel(CastKind kind, const void* src, void* dst, uint64_t count,
   ++s.counters.kernel_launches;
   Enqueue(s, stream, std::move(op));
   return cudaSuccess;
+}
+
+}  // namespace
+}  // namespace fake
+
+int LaunchCastKernel(CastKind kind, const void* src, void* dst, uint64_t count,
+                     CUstream_st* stream) {
+  return fake::LaunchCast(kind, src, dst, count, stream);
 }
 
 }  // namespace shardload::cuda
