@@ -23,6 +23,8 @@
 #   only), SKIP_PYTHON=1 (no Python tests), SKIP_COLD=1 (no cold bench; it drops the
 #   page cache, root only), SKIP_MOE=1 (no many-tensor comparison), MOE_SIZE (4GiB: an
 #   MoE-layout sample and a llama one of this size, benched in alternation),
+#   SKIP_IO_MODES=1 (no per-io-mode benches: hot mmap/direct/uring, cold direct/uring,
+#   the numbers `--io auto` is to be chosen from),
 #   BENCH_ARGS (extra cuda_bench args),
 #   CARRY_DIR (default <repo>/.carry; tests/cuda_gpu_run_fake_test.sh points it at the
 #   fake-CUDA builds to rehearse `run` on a machine without a GPU).
@@ -175,6 +177,21 @@ run_steps() {
     "$bin/shardload" bench "$dir" --device cuda:0 --cold --repeat 2 --json > "$out/bench_cuda_cold.json" 2> "$out/bench_cuda_cold.err"
     say "shardload bench --device cuda:0 --cold: rc=$? $(head -c 600 "$out/bench_cuda_cold.json") $(tail -1 "$out/bench_cuda_cold.err")"
   fi
+  if [ "${SKIP_IO_MODES:-0}" != "1" ]; then
+    local mode
+    for mode in mmap direct uring; do
+      "$bin/shardload" bench "$dir" --device cuda:0 --io "$mode" --repeat "$repeat" --json \
+        > "$out/bench_cuda_hot_$mode.json" 2> "$out/bench_cuda_hot_$mode.err"
+      say "shardload bench --device cuda:0 --io $mode: rc=$? $(grep -o '"median_gbps":[0-9.]*' "$out/bench_cuda_hot_$mode.json") $(tail -1 "$out/bench_cuda_hot_$mode.err")"
+    done
+    if [ "${SKIP_COLD:-0}" != "1" ]; then
+      for mode in direct uring; do
+        "$bin/shardload" bench "$dir" --device cuda:0 --io "$mode" --cold --repeat 2 --json \
+          > "$out/bench_cuda_cold_$mode.json" 2> "$out/bench_cuda_cold_$mode.err"
+        say "shardload bench --device cuda:0 --io $mode --cold: rc=$? $(grep -o '"median_gbps":[0-9.]*' "$out/bench_cuda_cold_$mode.json") $(tail -1 "$out/bench_cuda_cold_$mode.err")"
+      done
+    fi
+  fi
   if [ "${SKIP_MOE:-0}" != "1" ]; then
     # Many small tensors against the same bytes in few large ones, alternated so that
     # drift hits both: write-sample --layout moe (~19k tensors) and --layout llama.
@@ -270,6 +287,16 @@ if cold:
     if med and direct:
         print(f"ratio: cold load {med} GB/s / O_DIRECT read {direct} GB/s = {med / direct:.3f} "
               f"(binding {cold.get('binding')}: {cold.get('median_fraction_of_binding')})")
+modes = []
+for name, path in (("hot auto", "bench_cuda"), ("hot mmap", "bench_cuda_hot_mmap"),
+                   ("hot direct", "bench_cuda_hot_direct"), ("hot uring", "bench_cuda_hot_uring"),
+                   ("cold auto", "bench_cuda_cold"), ("cold direct", "bench_cuda_cold_direct"),
+                   ("cold uring", "bench_cuda_cold_uring")):
+    r = load_json(f"{out}/{path}.json")
+    if r.get("median_gbps"):
+        modes.append(f"{name} ({r.get('io')}) {r['median_gbps']}")
+if len(modes) > 1:
+    print("io modes, median GB/s onto cuda:0: " + "; ".join(modes))
 pairs = []
 for rnd in (1, 2):
     moe = load_json(f"{out}/bench_cuda_moe_{rnd}.json").get("median_gbps")

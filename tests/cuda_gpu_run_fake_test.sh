@@ -48,6 +48,15 @@ if [ $skip_cold -eq 0 ]; then
   check "bench --device cuda:0 --cold ran" grep -q '^shardload bench --device cuda:0 --cold: rc=0 {"files":3,.*"cold":true' "$summary"
   check "the cold ratio line is printed" grep -q "^ratio: cold load [0-9.]* GB/s / O_DIRECT read [0-9.]* GB/s = [0-9.]* (binding " "$summary"
 fi
+for mode in mmap direct uring; do
+  check "bench --io $mode ran" grep -q "^shardload bench --device cuda:0 --io $mode: rc=0 \"median_gbps\":[0-9.]* *$" "$summary"
+done
+if [ $skip_cold -eq 0 ]; then
+  for mode in direct uring; do
+    check "bench --io $mode --cold ran" grep -q "^shardload bench --device cuda:0 --io $mode --cold: rc=0 \"median_gbps\":[0-9.]* *$" "$summary"
+  done
+fi
+check "the io-mode line is printed" grep -q "^io modes, median GB/s onto cuda:0: hot auto (pread) [0-9.]*; hot mmap (mmap) [0-9.]*; hot direct (direct) [0-9.]*; hot uring (uring) [0-9.]*" "$summary"
 for layout in moe llama; do
   for round in 1 2; do
     check "bench $layout round $round ran" grep -q "^shardload bench --device cuda:0 $layout round $round: rc=0 \"median_gbps\":[0-9.]*$" "$summary"
