@@ -103,10 +103,13 @@ run() {
   mkdir -p "$dest" || exit 1
   local work
   work="$(mktemp -d "${TMPDIR:-/tmp}/gpu-run.XXXXXX")" || exit 1
-  run_steps "$work"
+  # The summary is written straight into OUTDIR, so a run stopped at the device call's
+  # time limit still brings back the lines it had reached.
+  rm -f "$dest/summary.txt" "$dest/gpu-run-logs.tar.gz"
+  run_steps "$work" "$dest/summary.txt"
   local rc=$?
-  if [ -f "$work/summary.txt" ]; then
-    cp "$work/summary.txt" "$dest/summary.txt"
+  if [ -f "$dest/summary.txt" ]; then
+    cp "$dest/summary.txt" "$work/summary.txt"
     tar -czf "$dest/gpu-run-logs.tar.gz" -C "$work" . || rc=1
     echo "gpu_run: $dest/summary.txt and $dest/gpu-run-logs.tar.gz (rc=$rc)"
   fi
@@ -114,7 +117,7 @@ run() {
   return $rc
 }
 
-# run_steps WORK: every step of `run`, each file into WORK, headlines into WORK/summary.txt.
+# run_steps WORK SUMMARY: every step of `run`, each file into WORK, headlines into SUMMARY.
 run_steps() {
   local out="$1"
   local bin="$CARRY/bin"
@@ -123,7 +126,7 @@ run_steps() {
   if ! libs_resolve "$bin/cuda_gpu_test" || ! "$bin/cuda_probe_test" --gtest_list_tests >/dev/null 2>&1; then
     export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$CARRY/lib-fallback"
   fi
-  local summary="$out/summary.txt"
+  local summary="$2"
   : > "$summary"
   say() { echo "$*" | tee -a "$summary"; }
   say "machine: nproc=$(nproc) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')\""
