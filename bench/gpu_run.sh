@@ -25,7 +25,8 @@
 #   MoE-layout sample and a llama one of this size, benched in alternation),
 #   SKIP_IO_MODES=1 (no per-io-mode benches: hot mmap/direct/uring, cold direct/uring,
 #   the numbers `--io auto` is to be chosen from),
-#   BENCH_ARGS (extra cuda_bench args),
+#   BENCH_ARGS (extra cuda_bench args), STEP_LIMIT_SCALE (1: multiplies each step's
+#   time limit, 240 s for a test binary, 180-300 s for the other steps),
 #   CARRY_DIR (default <repo>/.carry; tests/cuda_gpu_run_fake_test.sh points it at the
 #   fake-CUDA builds to rehearse `run` on a machine without a GPU).
 set -uo pipefail
@@ -92,6 +93,15 @@ prepare() {
   fi
 }
 
+# limit SECONDS CMD...: CMD under `timeout` (exit 124 when it runs out), so that a hung
+# step (a deadlock seen first on a real GPU, say) costs STEP_LIMIT_SCALE × SECONDS, not
+# the whole device call.
+limit() {
+  local seconds="$1"
+  shift
+  timeout --kill-after=10 "$((seconds * ${STEP_LIMIT_SCALE:-1}))" "$@"
+}
+
 # libs_resolve BIN: true when ldd finds every library of BIN.
 libs_resolve() { ! ldd "$1" 2>&1 | grep -q "not found"; }
 
@@ -136,7 +146,7 @@ run_steps() {
   local tests=(cuda_probe_test cuda_cast_math_test cuda_sink_host_test cuda_gpu_test cuda_loader_test)
   [ "${SKIP_TESTS:-0}" = "1" ] && tests=()
   for t in "${tests[@]}"; do
-    "$bin/$t" --gtest_output="xml:$out/$t.xml" > "$out/$t.log" 2>&1
+    limit 240 "$bin/$t" --gtest_output="xml:$out/$t.xml" > "$out/$t.log" 2>&1
     local rc=$?
     say "test $t: rc=$rc $(grep -E '^\[  (PASSED|FAILED)  \] [0-9]+ test|^\[  SKIPPED \] [0-9]+ test' "$out/$t.log" | tr '\n' ' ')"
     [ $rc -eq 0 ] || failed=1
@@ -147,14 +157,14 @@ run_steps() {
     # (tests/python_shardload_test.py: its test_cuda_* cases run only where torch sees a
     # device).
     PYTHONPATH="$ROOT/python${PYTHONPATH:+:$PYTHONPATH}" XML_OUTPUT_FILE="$out/python_test.xml" \
-      python3 "$ROOT/tests/python_shardload_test.py" "$bin/libshardload.so" > "$out/python_test.log" 2>&1
+      limit 300 python3 "$ROOT/tests/python_shardload_test.py" "$bin/libshardload.so" > "$out/python_test.log" 2>&1
     local prc=$?
     say "test python_shardload_test ($(python3 -c 'import sys, torch, safetensors; print("python", sys.version.split()[0], "torch", torch.__version__, "safetensors", safetensors.__version__)' 2>&1 | tail -1)): rc=$prc $(tail -n 1 "$out/python_test.log")"
     [ $prc -eq 0 ] || failed=1
   fi
   if [ "${SKIP_TESTS:-0}" != "1" ]; then
     # shellcheck disable=SC2086
-    "$bin/cuda_bench" ${BENCH_ARGS:-} > "$out/cuda_bench.txt" 2>&1
+    limit 240 "$bin/cuda_bench" ${BENCH_ARGS:-} > "$out/cuda_bench.txt" 2>&1
     say "cuda_bench: rc=$? $(grep -E '^(gpu|ceiling)' "$out/cuda_bench.txt" | tr '\n' ' ')"
   fi
 
@@ -167,29 +177,29 @@ run_steps() {
   if [ ! -f "$dir/model.safetensors.index.json" ]; then
     rm -rf "$dir"
     local t0=$SECONDS
-    "$bin/shardload" write-sample "$dir" --size "$size" --shards "$shards" --layout llama \
+    limit 300 "$bin/shardload" write-sample "$dir" --size "$size" --shards "$shards" --layout llama \
       --dtype bf16 > "$out/write_sample.txt" 2>&1 || { say "write-sample failed: $(tail -1 "$out/write_sample.txt")"; return 1; }
     say "sample: $dir ($size, $shards shards) written in $((SECONDS - t0)) s"
   fi
-  "$bin/shardload" bench "$dir" --device cuda:0 --repeat "$repeat" --json > "$out/bench_cuda.json" 2> "$out/bench_cuda.err"
+  limit 180 "$bin/shardload" bench "$dir" --device cuda:0 --repeat "$repeat" --json > "$out/bench_cuda.json" 2> "$out/bench_cuda.err"
   say "shardload bench --device cuda:0: rc=$? $(head -c 600 "$out/bench_cuda.json")"
-  "$bin/shardload" bench "$dir" --device cpu --repeat "$repeat" --json > "$out/bench_cpu.json" 2> "$out/bench_cpu.err"
+  limit 180 "$bin/shardload" bench "$dir" --device cpu --repeat "$repeat" --json > "$out/bench_cpu.json" 2> "$out/bench_cpu.err"
   say "shardload bench --device cpu: rc=$? $(head -c 400 "$out/bench_cpu.json")"
   if [ "${SKIP_COLD:-0}" != "1" ]; then
     # Cold: the page cache is dropped before every load and before the O_DIRECT ceiling.
-    "$bin/shardload" bench "$dir" --device cuda:0 --cold --repeat 2 --json > "$out/bench_cuda_cold.json" 2> "$out/bench_cuda_cold.err"
+    limit 240 "$bin/shardload" bench "$dir" --device cuda:0 --cold --repeat 2 --json > "$out/bench_cuda_cold.json" 2> "$out/bench_cuda_cold.err"
     say "shardload bench --device cuda:0 --cold: rc=$? $(head -c 600 "$out/bench_cuda_cold.json") $(tail -1 "$out/bench_cuda_cold.err")"
   fi
   if [ "${SKIP_IO_MODES:-0}" != "1" ]; then
     local mode
     for mode in mmap direct uring; do
-      "$bin/shardload" bench "$dir" --device cuda:0 --io "$mode" --repeat "$repeat" --json \
+      limit 180 "$bin/shardload" bench "$dir" --device cuda:0 --io "$mode" --repeat "$repeat" --json \
         > "$out/bench_cuda_hot_$mode.json" 2> "$out/bench_cuda_hot_$mode.err"
       say "shardload bench --device cuda:0 --io $mode: rc=$? $(grep -o '"median_gbps":[0-9.]*' "$out/bench_cuda_hot_$mode.json") $(tail -1 "$out/bench_cuda_hot_$mode.err")"
     done
     if [ "${SKIP_COLD:-0}" != "1" ]; then
       for mode in direct uring; do
-        "$bin/shardload" bench "$dir" --device cuda:0 --io "$mode" --cold --repeat 2 --json \
+        limit 240 "$bin/shardload" bench "$dir" --device cuda:0 --io "$mode" --cold --repeat 2 --json \
           > "$out/bench_cuda_cold_$mode.json" 2> "$out/bench_cuda_cold_$mode.err"
         say "shardload bench --device cuda:0 --io $mode --cold: rc=$? $(grep -o '"median_gbps":[0-9.]*' "$out/bench_cuda_cold_$mode.json") $(tail -1 "$out/bench_cuda_cold_$mode.err")"
       done
@@ -203,25 +213,25 @@ run_steps() {
       local ldir="$dir-$layout-$moe_size"
       if [ ! -f "$ldir/model.safetensors.index.json" ]; then
         rm -rf "$ldir"
-        "$bin/shardload" write-sample "$ldir" --size "$moe_size" --shards 4 --layout "$layout" \
+        limit 300 "$bin/shardload" write-sample "$ldir" --size "$moe_size" --shards 4 --layout "$layout" \
           --dtype bf16 > "$out/write_sample_$layout.txt" 2>&1 || { say "write-sample $layout failed: $(tail -1 "$out/write_sample_$layout.txt")"; return 1; }
         say "sample: $ldir: $(head -1 "$out/write_sample_$layout.txt")"
       fi
     done
     for round in 1 2; do
       for layout in moe llama; do
-        "$bin/shardload" bench "$dir-$layout-$moe_size" --device cuda:0 --repeat "$repeat" --json \
+        limit 180 "$bin/shardload" bench "$dir-$layout-$moe_size" --device cuda:0 --repeat "$repeat" --json \
           > "$out/bench_cuda_${layout}_$round.json" 2> "$out/bench_cuda_${layout}_$round.err"
         say "shardload bench --device cuda:0 $layout round $round: rc=$? $(grep -o '"median_gbps":[0-9.]*' "$out/bench_cuda_${layout}_$round.json")"
       done
     done
   fi
-  "$bin/shardload" load "$dir" --device cuda:0 --json > "$out/load_cuda.json" 2> "$out/load_cuda.err"
+  limit 180 "$bin/shardload" load "$dir" --device cuda:0 --json > "$out/load_cuda.json" 2> "$out/load_cuda.err"
   say "shardload load --device cuda:0: rc=$? $(grep -o '"gbps":[0-9.e+-]*' "$out/load_cuda.json")"
 
   # The Hugging Face reference in the same run: safetensors.torch.load_file per shard
   # straight to cuda:0 (hot page cache: the files were just read), best of $repeat.
-  python3 - "$dir" "$repeat" > "$out/reference.txt" 2>&1 <<'EOF'
+  limit 300 python3 - "$dir" "$repeat" > "$out/reference.txt" 2>&1 <<'EOF'
 import glob, os, sys, time
 try:
     import torch
