@@ -149,6 +149,21 @@ class PythonTest(unittest.TestCase):
         self.assertEqual(str(cm.exception), "Key `w` is invalid, expected torch.Tensor but "
                          "received <class 'list'>")
 
+    def test_bare_cuda_means_the_current_device(self):
+        # torch and safetensors read device="cuda" as torch.cuda.current_device(); so does
+        # the package when torch sees a device (simulated: this check needs no GPU).
+        from unittest import mock
+        self.assertEqual(shardload._device_string("cpu"), "cpu")
+        self.assertEqual(shardload._device_string(2), "cuda:2")
+        with mock.patch.object(torch.cuda, "is_available", return_value=True), \
+                mock.patch.object(torch.cuda, "current_device", return_value=1):
+            self.assertEqual(shardload._device_string("cuda"), "cuda:1")
+            self.assertEqual(shardload._device_string(torch.device("cuda")), "cuda:1")
+            self.assertEqual(shardload._device_string("cuda:0"), "cuda:0")
+            self.assertEqual(shardload._device_string("w*=cuda,cpu"), "w*=cuda,cpu")
+        with mock.patch.object(torch.cuda, "is_available", return_value=False):
+            self.assertEqual(shardload._device_string("cuda"), "cuda")
+
     def test_cuda_without_device(self):
         if torch.cuda.is_available():
             self.skipTest("a CUDA device is present")

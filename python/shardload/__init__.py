@@ -214,8 +214,8 @@ def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verif
               progress=None, pool=None):
     """Load every tensor of a checkpoint (file, index .json or folder) as torch tensors.
 
-    ``device``: "cpu", "cuda", "cuda:N", an int (CUDA ordinal), a torch.device or a device
-    map "PATTERN=DEVICE,...,DEFAULT". ``renames``: sed-style rules applied to names.
+    ``device``: "cpu", "cuda" (the current CUDA device, as in torch), "cuda:N", an int
+    (CUDA ordinal), a torch.device or a device map "PATTERN=DEVICE,...,DEFAULT". ``renames``: sed-style rules applied to names.
     ``verify``: check each tensor against the XXH3 the checkpoint records
     (``shardload.xxh3.<name>`` metadata, see ``save_file(checksums=True)``); a mismatch
     raises ShardloadError("data_loss", "<file>: tensor 'w': XXH3 of its N bytes is X,
@@ -254,9 +254,19 @@ def load(data, *, pool=None):
 
 
 def _device_string(device):
+    """The device (map) string for the C API. A bare "cuda" (or torch.device("cuda")) is
+    the current CUDA device, as torch and safetensors read it, when torch sees one."""
     if isinstance(device, int):
         return "cuda:%d" % device
-    return str(device)
+    text = str(device)
+    if text == "cuda":
+        try:
+            torch = _torch()
+        except ImportError:
+            return text
+        if torch.cuda.is_available():
+            return "cuda:%d" % torch.cuda.current_device()
+    return text
 
 
 # ----------------------------------------------------------------------------- safe_open
