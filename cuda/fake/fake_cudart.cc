@@ -40,8 +40,6 @@ struct CUevent_st {
   uint64_t completed = 0;  // highest record that has run
   cudaError_t error = cudaSuccess;
   std::chrono::steady_clock::time_point when;
-  bool live = true;  // false after cudaEventDestroy (the object is kept while queued
-                     // records or waits still name it)
 };
 
 namespace shardload::cuda::fake {
@@ -353,55 +351,42 @@ void WaitDeviceLocked(State& s, std::unique_lock<std::mutex>& lock, int device) 
   }
 }
 
-const char* ErrorName(cudaError_t e) {
-  switch (e) {
-    case cudaSuccess: return "cudaSuccess";
-    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
-    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
-    case cudaErrorInitializationError: return "cudaErrorInitializationError";
-    case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
-    case cudaErrorNoDevice: return "cudaErrorNoDevice";
-    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
-    case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
-    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
-    case cudaErrorNotReady: return "cudaErrorNotReady";
-    case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
-    case cudaErrorHostMemoryAlreadyRegistered: return "cudaErrorHostMemoryAlreadyRegistered";
-    case cudaErrorHostMemoryNotRegistered: return "cudaErrorHostMemoryNotRegistered";
-    case cudaErrorMisalignedAddress: return "cudaErrorMisalignedAddress";
-    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
-    case cudaErrorInvalidDeviceFunction: return "cudaErrorInvalidDeviceFunction";
-    case cudaErrorNotSupported: return "cudaErrorNotSupported";
-    case cudaErrorUnknown: return "cudaErrorUnknown";
-    default: return nullptr;
-  }
-}
+// kErrors: the codes the fake returns, with the runtime's own names and texts.
+struct ErrorInfo {
+  cudaError_t code;
+  const char* name;
+  const char* text;
+};
+constexpr ErrorInfo kErrors[] = {
+    {cudaSuccess, "cudaSuccess", "no error"},
+    {cudaErrorInvalidValue, "cudaErrorInvalidValue", "invalid argument"},
+    {cudaErrorMemoryAllocation, "cudaErrorMemoryAllocation", "out of memory"},
+    {cudaErrorInitializationError, "cudaErrorInitializationError", "initialization error"},
+    {cudaErrorInsufficientDriver, "cudaErrorInsufficientDriver",
+     "CUDA driver version is insufficient for CUDA runtime version"},
+    {cudaErrorNoDevice, "cudaErrorNoDevice", "no CUDA-capable device is detected"},
+    {cudaErrorInvalidDevice, "cudaErrorInvalidDevice", "invalid device ordinal"},
+    {cudaErrorInvalidDevicePointer, "cudaErrorInvalidDevicePointer", "invalid device pointer"},
+    {cudaErrorInvalidResourceHandle, "cudaErrorInvalidResourceHandle", "invalid resource handle"},
+    {cudaErrorNotReady, "cudaErrorNotReady", "device not ready"},
+    {cudaErrorIllegalAddress, "cudaErrorIllegalAddress",
+     "an illegal memory access was encountered"},
+    {cudaErrorHostMemoryAlreadyRegistered, "cudaErrorHostMemoryAlreadyRegistered",
+     "part or all of the requested memory range is already mapped"},
+    {cudaErrorHostMemoryNotRegistered, "cudaErrorHostMemoryNotRegistered",
+     "pointer does not correspond to a registered memory region"},
+    {cudaErrorMisalignedAddress, "cudaErrorMisalignedAddress", "misaligned address"},
+    {cudaErrorLaunchFailure, "cudaErrorLaunchFailure", "unspecified launch failure"},
+    {cudaErrorInvalidDeviceFunction, "cudaErrorInvalidDeviceFunction", "invalid device function"},
+    {cudaErrorNotSupported, "cudaErrorNotSupported", "operation not supported"},
+    {cudaErrorUnknown, "cudaErrorUnknown", "unknown error"},
+};
 
-const char* ErrorString(cudaError_t e) {
-  switch (e) {
-    case cudaSuccess: return "no error";
-    case cudaErrorInvalidValue: return "invalid argument";
-    case cudaErrorMemoryAllocation: return "out of memory";
-    case cudaErrorInitializationError: return "initialization error";
-    case cudaErrorInsufficientDriver:
-      return "CUDA driver version is insufficient for CUDA runtime version";
-    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
-    case cudaErrorInvalidDevice: return "invalid device ordinal";
-    case cudaErrorInvalidDevicePointer: return "invalid device pointer";
-    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
-    case cudaErrorNotReady: return "device not ready";
-    case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
-    case cudaErrorHostMemoryAlreadyRegistered:
-      return "part or all of the requested memory range is already mapped";
-    case cudaErrorHostMemoryNotRegistered:
-      return "pointer does not correspond to a registered memory region";
-    case cudaErrorMisalignedAddress: return "misaligned address";
-    case cudaErrorLaunchFailure: return "unspecified launch failure";
-    case cudaErrorInvalidDeviceFunction: return "invalid device function";
-    case cudaErrorNotSupported: return "operation not supported";
-    case cudaErrorUnknown: return "unknown error";
-    default: return "unrecognized error code";
+const ErrorInfo* FindError(cudaError_t e) {
+  for (const ErrorInfo& info : kErrors) {
+    if (info.code == e) return &info;
   }
+  return nullptr;
 }
 
 // CopyArgs: a validated copy: addresses the worker may use directly.
@@ -410,7 +395,6 @@ struct CopyArgs {
   const std::byte* src = nullptr;
   bool src_host = false;
   bool dst_host = false;
-  int device = -1;  // a device involved (for the legacy-stream path)
 };
 
 cudaError_t CheckCopy(State& s, void* dst, const void* src, uint64_t bytes, cudaMemcpyKind kind,
@@ -427,7 +411,6 @@ cudaError_t CheckCopy(State& s, void* dst, const void* src, uint64_t bytes, cuda
   if ((dd >= 0) != want_dst_device || (sd >= 0) != want_src_device) return cudaErrorInvalidValue;
   out->dst_host = dd < 0;
   out->src_host = sd < 0;
-  out->device = dd >= 0 ? dd : sd;
   out->dst = dd >= 0 ? Translate(s, dd, dst, bytes) : static_cast<std::byte*>(dst);
   out->src = sd >= 0 ? Translate(s, sd, src, bytes) : static_cast<const std::byte*>(src);
   if (out->dst == nullptr || out->src == nullptr) return cudaErrorInvalidValue;
@@ -567,7 +550,6 @@ int LaunchCastKernel(CastKind kind, const void* src, void* dst, uint64_t count,
 // ---- the runtime API ---------------------------------------------------------------
 
 using shardload::cuda::fake::CheckCopy;
-using shardload::cuda::fake::Clock;
 using shardload::cuda::fake::CopyArgs;
 using shardload::cuda::fake::current_device;
 using shardload::cuda::fake::DeviceOf;
@@ -591,7 +573,6 @@ using shardload::cuda::fake::TakeAsyncRule;
 using shardload::cuda::fake::Translate;
 using shardload::cuda::fake::ValidDevice;
 using shardload::cuda::fake::WaitDeviceLocked;
-using shardload::cuda::fake::WaitHostRangeLocked;
 using shardload::cuda::fake::WaitStreamLocked;
 
 #define FAKE_INJECT(s, name)                                              \
@@ -607,11 +588,13 @@ cudaError_t CUDARTAPI cudaGetLastError(void) { return std::exchange(last_error, 
 cudaError_t CUDARTAPI cudaPeekAtLastError(void) { return last_error; }
 
 const char* CUDARTAPI cudaGetErrorName(cudaError_t error) {
-  return shardload::cuda::fake::ErrorName(error);
+  const auto* info = shardload::cuda::fake::FindError(error);
+  return info != nullptr ? info->name : nullptr;
 }
 
 const char* CUDARTAPI cudaGetErrorString(cudaError_t error) {
-  return shardload::cuda::fake::ErrorString(error);
+  const auto* info = shardload::cuda::fake::FindError(error);
+  return info != nullptr ? info->text : "unrecognized error code";
 }
 
 cudaError_t CUDARTAPI cudaGetDeviceCount(int* count) {
@@ -869,7 +852,6 @@ cudaError_t CUDARTAPI cudaEventDestroy(cudaEvent_t event) {
   FAKE_INJECT(s, "cudaEventDestroy");
   if (!LiveEvent(s, event)) return Fail(s, cudaErrorInvalidResourceHandle);
   s.events.erase(event);
-  event->live = false;
   // Freed once no queued record or wait names it (the real call may also return
   // before such work has run).
   s.destroyed_events.push_back(event);
