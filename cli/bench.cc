@@ -214,8 +214,7 @@ int Run(const BenchArgs& a) {
 
   // The staging ring the loads used (slots + the 8 KiB O_DIRECT margin each), and for a
   // cuda load what the backend still holds: pinned memory stays within one ring.
-  const uint64_t ring_bytes =
-      static_cast<uint64_t>(options.sink.slot_count) * (options.sink.slot_bytes + 8192);
+  const uint64_t ring_bytes = RingBytes(options.sink);
   if (a.json) {
     std::string o = "{\"files\":" + std::to_string(paths.size()) +
                     ",\"bytes\":" + std::to_string(last.delivered_bytes) +

@@ -20,7 +20,7 @@ namespace shardload::cuda {
 namespace {
 
 constexpr uint64_t kPage = 4096;
-constexpr uint64_t kSlotPadding = 2 * kPage;  // room for O_DIRECT windows (loader/sink.h)
+constexpr uint64_t kSlotPadding = kSlotMarginBytes;  // room for O_DIRECT windows
 constexpr uint64_t kMinSlotBytes = 4096;
 constexpr uint64_t kMaxSlotBytes = uint64_t{1} << 30;
 constexpr int kMaxSlots = 64;

@@ -32,9 +32,13 @@ class DeviceAllocation {
   virtual Device device() const = 0;
 };
 
-// kDefaultSlotBytes: 64 MiB less the 8 KiB O_DIRECT margin every slot carries, so that
-// a slot takes 64 MiB and the default ring of 4 slots exactly 256 MiB.
-inline constexpr uint64_t kDefaultSlotBytes = (uint64_t{64} << 20) - 8192;
+// kSlotMarginBytes: what each staging slot holds beyond slot_bytes, so that an O_DIRECT
+// window (the span widened to 4096-byte boundaries at both ends) fits (loader/sink.h).
+inline constexpr uint64_t kSlotMarginBytes = 2 * 4096;
+
+// kDefaultSlotBytes: 64 MiB less that margin, so that a slot takes 64 MiB and the
+// default ring of 4 slots exactly 256 MiB.
+inline constexpr uint64_t kDefaultSlotBytes = (uint64_t{64} << 20) - kSlotMarginBytes;
 
 // SinkOptions: staging ring geometry for a sink. The ring takes
 // slot_count × (slot_bytes + 8 KiB) bytes (pinned for GPU loads): 256 MiB by default.
@@ -45,6 +49,12 @@ struct SinkOptions {
   // kDefaultSlotBytes (64 MiB − 8 KiB). Valid: 4 KiB .. 1 GiB, a multiple of 4096.
   uint64_t slot_bytes = kDefaultSlotBytes;
 };
+
+// RingBytes: the staging memory a sink with `options` holds:
+// slot_count × (slot_bytes + kSlotMarginBytes) (slot_bytes as validated: a multiple of 4096).
+inline uint64_t RingBytes(const SinkOptions& options) {
+  return static_cast<uint64_t>(options.slot_count) * (options.slot_bytes + kSlotMarginBytes);
+}
 
 // DeviceBackend: allocation, sinks and probing for one kind of accelerator.
 // Thread safety: all methods may be called concurrently.

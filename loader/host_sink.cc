@@ -14,7 +14,7 @@ namespace shardload {
 namespace {
 
 std::atomic<int> g_live_rings{0};
-constexpr uint64_t kPad = 2 * 4096;
+constexpr uint64_t kPad = kSlotMarginBytes;
 
 }  // namespace
 
