@@ -143,6 +143,7 @@ Status HeaderParser::ReadMetadata(simdjson::dom::element value, Header& header) 
                  "__metadata__ must be an object of strings, got " +
                      std::string(TypeName(value.type())));
   }
+  header.has_metadata = true;
   simdjson::dom::object object = value.get_object().value_unsafe();
   for (simdjson::dom::key_value_pair kv : object) {
     if (kv.value.type() != T::STRING) {

@@ -81,13 +81,15 @@ class NameIndex {
 };
 
 // Header: a validated header. Tensors are in file-offset order (ties by end), and
-// tile [0, data_size) exactly. `metadata` is `__metadata__` (empty when absent or null).
+// tile [0, data_size) exactly. `metadata` is `__metadata__` (empty when absent or null);
+// `has_metadata` tells an empty `{}` (true) from an absent or null one (false).
 struct Header {
   uint64_t header_length = 0;  // N, the 8-byte little-endian prefix
   uint64_t data_start = 0;     // 8 + N: file offset of the data section
   uint64_t data_size = 0;      // bytes of the data section (file size - data_start)
   std::vector<TensorInfo> tensors;
   std::map<std::string, std::string> metadata;
+  bool has_metadata = false;  // `__metadata__` is an object, possibly empty
   NameIndex by_name;  // name → index into tensors (see NameIndex::Lookup)
 
   // Find: the tensor called `name`, or nullptr. O(1) expected, no allocation.

@@ -49,6 +49,7 @@ Status ReadMetadata(simdjson::dom::element value, std::string_view label, ShardI
     return InvalidArgumentError(l + ": metadata must be an object, got " +
                                 std::string(TypeName(value.type())));
   }
+  index.has_metadata = true;
   simdjson::dom::object object = value.get_object().value_unsafe();
   for (simdjson::dom::key_value_pair kv : object) {
     std::string text;

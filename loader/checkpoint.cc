@@ -374,6 +374,7 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
     }
     weight_map = std::move(index.weight_map);
     ckpt.metadata_ = std::move(index.metadata);
+    ckpt.has_metadata_ = index.has_metadata;
     ckpt.index_total_size_ = index.total_size;
   } else {
     ShardInfo s;
@@ -480,7 +481,10 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
   }
   for (size_t i = 0; i < headers.size(); ++i) {
     Header& h = headers[i].header;
-    if (!ckpt.sharded()) ckpt.metadata_ = std::move(h.metadata);
+    if (!ckpt.sharded()) {
+      ckpt.metadata_ = std::move(h.metadata);
+      ckpt.has_metadata_ = h.has_metadata;
+    }
     ckpt.shards_[i].metadata = ckpt.sharded() ? std::move(h.metadata) : ckpt.metadata_;
   }
   keys = std::vector<NameKey>();

@@ -127,6 +127,9 @@ class Checkpoint {
   // gives it (string values as they are, any other value as its JSON text, so a
   // numeric total_size appears as "41"); for a single file, its `__metadata__`.
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // has_metadata: whether that metadata object is there at all: true for an empty `{}`,
+  // false when absent (or, for a single file, `null`), as safetensors tells them apart.
+  bool has_metadata() const { return has_metadata_; }
   // index_total_size: the index's metadata.total_size when present.
   std::optional<uint64_t> index_total_size() const { return index_total_size_; }
   // total_bytes: the sum of every tensor's bytes (headers not counted).
@@ -163,6 +166,7 @@ class Checkpoint {
   std::vector<StoredTensor> tensors_;
   std::vector<ShardInfo> shards_;
   std::map<std::string, std::string> metadata_;
+  bool has_metadata_ = false;
   std::optional<uint64_t> index_total_size_;
   uint64_t total_bytes_ = 0;
   std::vector<std::string> warnings_;

@@ -82,6 +82,7 @@ TEST(CheckpointOpen, SingleFileByPath) {
   EXPECT_EQ(s.data_start, bytes.size() - 16 - 8);
   EXPECT_EQ(s.header_length, s.data_start - 8);
   EXPECT_EQ(c->metadata(), (std::map<std::string, std::string>{{"format", "pt"}}));
+  EXPECT_TRUE(c->has_metadata());
   EXPECT_EQ(s.metadata, c->metadata());
   EXPECT_EQ(c->total_bytes(), 24u);
   EXPECT_TRUE(c->warnings().empty());
@@ -350,6 +351,37 @@ TEST(CheckpointShardSet, IndexMetadataKeepsTotalSizeAsText) {
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->metadata(), (std::map<std::string, std::string>{{"producer", "test"},
                                                                {"total_size", "41"}}));
+  EXPECT_TRUE(c->has_metadata());
+}
+
+TEST(CheckpointOpen, EmptyMetadataIsToldFromNone) {
+  std::string dir = MakeTestDir("empty_metadata");
+  // A file: `{}` as __metadata__ versus none (the fixture omits an empty map).
+  std::string json = "{\"__metadata__\":{}}";
+  std::string file(8, '\0');
+  for (int i = 0; i < 8; ++i) file[i] = static_cast<char>((json.size() >> (8 * i)) & 0xff);
+  ASSERT_TRUE(WriteFile(dir + "/empty.safetensors", file + json));
+  ASSERT_TRUE(WriteFile(dir + "/none.safetensors", SafetensorsBytes({{"t", "U8", {2}, ""}})));
+  Result<Checkpoint> empty = Checkpoint::Open(dir + "/empty.safetensors");
+  ASSERT_TRUE(empty.ok()) << empty.status().ToString();
+  EXPECT_TRUE(empty->has_metadata());
+  EXPECT_TRUE(empty->metadata().empty());
+  Result<Checkpoint> none = Checkpoint::Open(dir + "/none.safetensors");
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_FALSE(none->has_metadata());
+  // An index: the shards' __metadata__ do not count, only the index's "metadata".
+  Sharded s = WriteSharded("index_no_metadata", /*write_index=*/false);
+  ASSERT_TRUE(WriteFile(s.dir + "/" + kIndex,
+                        std::string("{\"weight_map\":{\"a.w\":\"") + kShard1 + "\",\"b.w\":\"" +
+                            kShard1 + "\",\"c.w\":\"" + kShard2 + "\"}}"));
+  Result<Checkpoint> index = Checkpoint::Open(s.dir);
+  ASSERT_TRUE(index.ok()) << index.status().ToString();
+  EXPECT_FALSE(index->has_metadata());
+  ASSERT_TRUE(WriteFile(s.dir + "/" + kIndex, IndexJson(s.weight_map)));  // "metadata":{}
+  index = Checkpoint::Open(s.dir);
+  ASSERT_TRUE(index.ok()) << index.status().ToString();
+  EXPECT_TRUE(index->has_metadata());
+  EXPECT_TRUE(index->metadata().empty());
 }
 
 TEST(CheckpointShardSet, SymlinkLeavingTheFolderIsRejected) {

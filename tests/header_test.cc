@@ -281,12 +281,27 @@ TEST(HeaderTest, MetadataRules) {
   Result<Header> h = Parse("{\"__metadata__\":{\"format\":\"pt\",\"\":\"\\u00e9\"}}");
   ASSERT_TRUE(h.ok()) << h.status().ToString();
   EXPECT_EQ(h->metadata, (std::map<std::string, std::string>{{"format", "pt"}, {"", "\xc3\xa9"}}));
+  EXPECT_TRUE(h->has_metadata);
   ExpectError(Parse("{\"__metadata__\":{\"n\":true}}"), StatusCode::kInvalidArgument,
               "__metadata__ key 'n' must map to a string, got a boolean");
   ExpectError(Parse("{\"__metadata__\":\"pt\"}"), StatusCode::kInvalidArgument,
               "__metadata__ must be an object of strings, got a string");
   ExpectError(Parse("{\"__metadata__\":{\"k\":\"1\",\"k\":\"1\"}}"), StatusCode::kInvalidArgument,
               "__metadata__ has duplicate key 'k'");
+}
+
+TEST(HeaderTest, EmptyMetadataIsToldFromNone) {
+  // safetensors: `{}` is an (empty) metadata map, absent and `null` are none.
+  for (const auto& [json, has] : std::vector<std::pair<std::string, bool>>{
+           {"{}", false},
+           {"{\"__metadata__\":null}", false},
+           {"{\"__metadata__\":{}}", true},
+           {"{\"__metadata__\":{\"k\":\"v\"}}", true}}) {
+    Result<Header> h = Parse(json);
+    ASSERT_TRUE(h.ok()) << json << ": " << h.status().ToString();
+    EXPECT_EQ(h->has_metadata, has) << json;
+    EXPECT_EQ(h->metadata.empty(), json.find("\"k\"") == std::string::npos) << json;
+  }
 }
 
 // ---------------------------------------------------------------- result structure

@@ -117,6 +117,16 @@ TEST(IndexTest, WeightMapSortedShardsDistinctAndSorted) {
   EXPECT_EQ(r->ShardOf("m"), nullptr);
 }
 
+TEST(IndexTest, EmptyMetadataIsToldFromNone) {
+  Result<ShardIndex> none = ParseIndex("{\"weight_map\":{}}", kLabel);
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_FALSE(none->has_metadata);
+  Result<ShardIndex> empty = ParseIndex("{\"metadata\":{},\"weight_map\":{}}", kLabel);
+  ASSERT_TRUE(empty.ok()) << empty.status().ToString();
+  EXPECT_TRUE(empty->has_metadata);
+  EXPECT_TRUE(empty->metadata.empty());
+}
+
 TEST(IndexTest, TotalSizeIsAdvisory) {
   auto total = [](std::string_view value) {
     Result<ShardIndex> r =
