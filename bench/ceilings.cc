@@ -15,6 +15,8 @@
 #include <mutex>
 #include <thread>
 
+#include "loader/arena.h"
+
 namespace shardload::bench {
 namespace {
 
@@ -64,7 +66,7 @@ Result<double> FillFresh(int threads, uint64_t bytes, bool prefault) {
     }
     for (std::thread& t : pool) t.join();
   };
-  if (prefault) run([](char* q, uint64_t n) { ::madvise(q, n, 23 /* MADV_POPULATE_WRITE */); });
+  if (prefault) run([](char* q, uint64_t n) { PrefaultPages(reinterpret_cast<std::byte*>(q), n); });
   run([](char* q, uint64_t n) { std::memset(q, 1, n); });
   double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   ::munmap(p, bytes);
@@ -72,6 +74,11 @@ Result<double> FillFresh(int threads, uint64_t bytes, bool prefault) {
 }
 
 }  // namespace
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
 
 Result<double> MeasureFreshMemoryGBps(int threads, uint64_t bytes) {
   if (threads < 1) return InvalidArgumentError("fresh-memory ceiling needs threads >= 1");

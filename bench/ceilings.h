@@ -18,6 +18,9 @@
 
 namespace shardload::bench {
 
+// Median: the median of `v` (the upper one for an even count). `v` must not be empty.
+double Median(std::vector<double> v);
+
 // MeasureMemcpyGBps: GB/s (10^9 B/s) of `threads` threads each copying its share of
 // `bytes` between two pre-faulted buffers; best of `repeats`. Errors: invalid_argument
 // for threads < 1 or repeats < 1; resource_exhausted when the buffers cannot be had.
@@ -27,7 +30,7 @@ Result<double> MeasureMemcpyGBps(int threads, uint64_t bytes, int repeats);
 // `threads` threads: map it, then write every byte (memset), including the kernel's
 // page faults and zeroing (not the unmap). The best of four fills is returned: twice
 // each of touching the memory directly (faults inside memset) and pre-faulting with
-// MADV_POPULATE_WRITE first (what HostArena does). No load into fresh memory (LoadAll without a pool, or
+// PrefaultPages first (what HostArena does). No load into fresh memory (LoadAll without a pool, or
 // any reader that allocates its result) can beat it. Errors: invalid_argument for
 // threads < 1; resource_exhausted when the memory cannot be mapped.
 Result<double> MeasureFreshMemoryGBps(int threads, uint64_t bytes);

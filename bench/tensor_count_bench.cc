@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench/ceilings.h"
 #include "loader/arena.h"
 #include "loader/checkpoint.h"
 #include "loader/loader.h"
@@ -37,11 +38,6 @@ struct Case {
   std::vector<double> into_gbps;
   std::vector<double> pooled_gbps;
 };
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 double Best(const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); }
 

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/ceilings.h"
 #include "cli/sample_model.h"
 #include "format/writer.h"
 
@@ -30,15 +31,11 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   using namespace shardload;
+  using bench::Median;
   const std::string dir = argc > 1 ? argv[1] : "/dev/shm";
   const uint64_t mib = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 512;
   const int rounds = argc > 3 ? std::atoi(argv[3]) : 7;

@@ -26,6 +26,7 @@
 #include "cli/backend.h"
 #include "cli/commands.h"
 #include "cli/load_common.h"
+#include "format/text.h"
 #include "loader/checkpoint.h"
 #include "loader/loader.h"
 
@@ -99,6 +100,20 @@ int Failed(const Status& s) {
   return 1;
 }
 
+// Timed: the GB/s of `runs` calls of `once` (a callable returning Result<double>) after
+// `warmups` untimed ones, each call preceded by a page-cache drop when `cold`. The
+// first error of a drop or a call is returned.
+template <typename F>
+Result<std::vector<double>> Timed(int warmups, int runs, bool cold, F&& once) {
+  std::vector<double> gbps;
+  for (int i = 0; i < warmups + runs; ++i) {
+    if (cold) SL_RETURN_IF_ERROR(bench::DropPageCache());
+    SL_ASSIGN_OR_RETURN(double g, once());
+    if (i >= warmups) gbps.push_back(g);
+  }
+  return gbps;
+}
+
 int Run(const BenchArgs& a) {
   Result<Checkpoint> ckpt = Checkpoint::Open(a.path);
   if (!ckpt.ok()) return Failed(ckpt.status());
@@ -126,10 +141,8 @@ int Run(const BenchArgs& a) {
   if (!a.cold) (void)bench::MeasureBufferedReadGBps(paths, 16ull << 20);  // warm the cache
   else if (Status s = bench::DropPageCache(); !s.ok()) return Failed(s);
   Result<double> dd_gbps = bench::MeasureBufferedReadGBps(paths, 16ull << 20);
-  uint64_t tensor_bytes = 0;
-  for (const StoredTensor& t : ckpt->tensors()) tensor_bytes += t.bytes;
   Result<double> fresh_gbps = UnimplementedError("not a cpu load");
-  if (a.device.is_cpu()) fresh_gbps = bench::MeasureFreshMemoryGBps(hw, tensor_bytes);
+  if (a.device.is_cpu()) fresh_gbps = bench::MeasureFreshMemoryGBps(hw, ckpt->total_bytes());
   Result<double> h2d_gbps = UnimplementedError("no cuda device asked for");
   if (a.device.is_cuda()) h2d_gbps = options.backend->MeasureHostToDeviceGBps(a.device, 256ull << 20, 5);
   for (const Result<double>* r : {&memcpy_gbps, &dd_gbps}) {
@@ -137,64 +150,46 @@ int Run(const BenchArgs& a) {
   }
 
   // The load, repeated.
-  std::vector<double> runs;
   LoadStats last;
-  for (int i = 0; i < a.repeat; ++i) {
-    if (a.cold) {
-      if (Status s = bench::DropPageCache(); !s.ok()) return Failed(s);
-    }
-    Result<LoadedCheckpoint> loaded = LoadAll(*ckpt, options);
-    if (!loaded.ok()) return Failed(loaded.status());
-    runs.push_back(loaded->gbps());
-    last = *loaded;
-  }
-  std::vector<double> sorted = runs;
-  std::sort(sorted.begin(), sorted.end());
-  double best = sorted.back();
-  double median = sorted[sorted.size() / 2];
+  Result<std::vector<double>> runs = Timed(0, a.repeat, a.cold, [&]() -> Result<double> {
+    SL_ASSIGN_OR_RETURN(LoadedCheckpoint loaded, LoadAll(*ckpt, options));
+    last = loaded;
+    return loaded.gbps();
+  });
+  if (!runs.ok()) return Failed(runs.status());
+  double best = *std::max_element(runs->begin(), runs->end());
+  double median = bench::Median(*runs);
 
   // A reload: LoadAll through a host pool, after one load that fills the pool (cpu
   // only: a cuda load's arena is device memory, which the pool does not hold).
-  std::vector<double> pooled_runs;
+  Result<double> pooled_median = UnimplementedError("not a cpu load");
   if (a.device.is_cpu()) {
     HostArenaPool pool;
     LoadOptions pooled = options;
     pooled.host_arena_pool = &pool;
-    for (int i = 0; i <= a.repeat; ++i) {
-      if (a.cold) {
-        if (Status s = bench::DropPageCache(); !s.ok()) return Failed(s);
-      }
-      Result<LoadedCheckpoint> loaded = LoadAll(*ckpt, pooled);
-      if (!loaded.ok()) return Failed(loaded.status());
-      if (i > 0) pooled_runs.push_back(loaded->gbps());
-    }
-    std::sort(pooled_runs.begin(), pooled_runs.end());
+    Result<std::vector<double>> pooled_runs =
+        Timed(1, a.repeat, a.cold, [&]() -> Result<double> {
+          SL_ASSIGN_OR_RETURN(LoadedCheckpoint loaded, LoadAll(*ckpt, pooled));
+          return loaded.gbps();
+        });
+    if (!pooled_runs.ok()) return Failed(pooled_runs.status());
+    pooled_median = bench::Median(*pooled_runs);
   }
-  Result<double> pooled_median = UnimplementedError("not a cpu load");
-  if (!pooled_runs.empty()) pooled_median = pooled_runs[pooled_runs.size() / 2];
-
 
   // load_state_dict style: LoadInto buffers that already exist (the arena of one more
   // LoadAll, so the pages are faulted in), which leaves out the allocation.
-  std::vector<double> into_runs;
-  {
-    Result<LoadedCheckpoint> owner = LoadAll(*ckpt, options);
-    if (!owner.ok()) return Failed(owner.status());
-    std::vector<Target> targets;
-    for (const LoadedTensor& t : owner->tensors) {
-      targets.push_back(Target{t.name, t.dtype, t.shape, t.device, t.data});
-    }
-    for (int i = 0; i < a.repeat; ++i) {
-      if (a.cold) {
-        if (Status s = bench::DropPageCache(); !s.ok()) return Failed(s);
-      }
-      Result<LoadResult> r = LoadInto(*ckpt, targets, options);
-      if (!r.ok()) return Failed(r.status());
-      into_runs.push_back(r->gbps());
-    }
-    std::sort(into_runs.begin(), into_runs.end());
+  Result<LoadedCheckpoint> owner = LoadAll(*ckpt, options);
+  if (!owner.ok()) return Failed(owner.status());
+  std::vector<Target> targets;
+  for (const LoadedTensor& t : owner->tensors) {
+    targets.push_back(Target{t.name, t.dtype, t.shape, t.device, t.data});
   }
-  double into_median = into_runs[into_runs.size() / 2];
+  Result<std::vector<double>> into_runs = Timed(0, a.repeat, a.cold, [&]() -> Result<double> {
+    SL_ASSIGN_OR_RETURN(LoadResult r, LoadInto(*ckpt, targets, options));
+    return r.gbps();
+  });
+  if (!into_runs.ok()) return Failed(into_runs.status());
+  double into_median = bench::Median(*into_runs);
 
   std::string reuse_binding = a.cold ? "direct_read" : "memcpy";
   double reuse_ceiling = a.cold ? (direct_gbps.ok() ? *direct_gbps : *dd_gbps) : *memcpy_gbps;
@@ -232,7 +227,7 @@ int Run(const BenchArgs& a) {
                     ",\"direct_read_gbps\":" + OptNum(direct_gbps) +
                     ",\"fresh_memory_gbps\":" + OptNum(fresh_gbps) +
                     ",\"h2d_gbps\":" + OptNum(h2d_gbps) + "},\"runs_gbps\":[";
-    for (size_t i = 0; i < runs.size(); ++i) o += (i ? "," : "") + Num(runs[i]);
+    for (size_t i = 0; i < runs->size(); ++i) o += (i ? "," : "") + Num((*runs)[i]);
     o += "],\"best_gbps\":" + Num(best) + ",\"median_gbps\":" + Num(median) +
          ",\"pooled_median_gbps\":" + OptNum(pooled_median) +
          ",\"load_into_median_gbps\":" + Num(into_median) +

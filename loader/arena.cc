@@ -19,13 +19,8 @@
 #endif
 
 namespace shardload {
-namespace {
 
-std::atomic<int> g_live_arenas{0};
-constexpr uint64_t kHugePage = 2ull << 20;
-
-// Prefault: fault [p, p + n) in, page by page only where MADV_POPULATE_WRITE is missing.
-void Prefault(std::byte* p, uint64_t n) {
+void PrefaultPages(std::byte* p, uint64_t n) {
   if (::madvise(p, n, MADV_POPULATE_WRITE) == 0) return;
   long page = ::sysconf(_SC_PAGESIZE);
   for (uint64_t i = 0; i < n; i += static_cast<uint64_t>(page)) {
@@ -33,20 +28,25 @@ void Prefault(std::byte* p, uint64_t n) {
   }
 }
 
-// PrefaultParallel: Prefault [data, data + rounded) on `threads` threads (2 MiB pieces).
+namespace {
+
+std::atomic<int> g_live_arenas{0};
+constexpr uint64_t kHugePage = 2ull << 20;
+
+// PrefaultParallel: PrefaultPages [data, data + rounded) on `threads` threads (2 MiB pieces).
 void PrefaultParallel(std::byte* data, uint64_t rounded, int threads) {
   uint64_t per = (rounded / kHugePage + threads - 1) / threads * kHugePage;
   if (threads == 1 || rounded <= kHugePage * 4) {
-    Prefault(data, rounded);
+    PrefaultPages(data, rounded);
     return;
   }
   std::vector<std::thread> pool;
   for (uint64_t off = 0; off < rounded; off += per) {
     uint64_t n = std::min(per, rounded - off);
     try {
-      pool.emplace_back([data, off, n] { Prefault(data + off, n); });
+      pool.emplace_back([data, off, n] { PrefaultPages(data + off, n); });
     } catch (const std::exception&) {
-      Prefault(data + off, n);  // no thread to be had: do this part here
+      PrefaultPages(data + off, n);  // no thread to be had: do this part here
     }
   }
   for (std::thread& t : pool) t.join();

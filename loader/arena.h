@@ -44,6 +44,14 @@ struct HostArenaOptions {
 class HostArenaPool;
 struct HostArenaPoolState;
 
+// PrefaultPages: fault every page of [p, p + n) in for writing: one
+// madvise(MADV_POPULATE_WRITE), or, where the kernel lacks it (before Linux 5.14), a
+// zero byte written to the start of each page. For fresh anonymous memory (all zero
+// already): `p` must be page-aligned and the range mapped writable. Thread-safe on
+// disjoint ranges. HostArena's prefault uses it
+// (on several threads for large arenas).
+void PrefaultPages(std::byte* p, uint64_t n);
+
 // HostArena: `size()` bytes of host memory, 2 MiB aligned: zero-initialized when
 // freshly mapped; when taken from a pool (`reused()`), holding whatever its previous
 // user left there. Thread safety: the memory is plain memory; the object itself is
@@ -93,10 +101,14 @@ class HostArena {
 // Lifetime: arenas may outlive the pool (they then unmap their memory themselves).
 class HostArenaPool {
  public:
+  // kDefaultMaxCachedBytes: the default cache limit, 64 GiB (also the C API's
+  // SL_HOST_POOL_DEFAULT_MAX_CACHED_BYTES and Python's DEFAULT_MAX_CACHED_BYTES).
+  static constexpr uint64_t kDefaultMaxCachedBytes = uint64_t{64} << 30;
+
   // HostArenaPool: keep at most `max_cached_bytes` of returned mappings (default
-  // 64 GiB). A returned mapping that would push the cache past it evicts the oldest
-  // cached mappings first; one larger than the limit by itself is unmapped.
-  explicit HostArenaPool(uint64_t max_cached_bytes = 64ull << 30);
+  // kDefaultMaxCachedBytes). A returned mapping that would push the cache past it evicts
+  // the oldest cached mappings first; one larger than the limit by itself is unmapped.
+  explicit HostArenaPool(uint64_t max_cached_bytes = kDefaultMaxCachedBytes);
   ~HostArenaPool();  // unmaps every cached mapping
   HostArenaPool(const HostArenaPool&) = delete;
   HostArenaPool& operator=(const HostArenaPool&) = delete;
