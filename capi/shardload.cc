@@ -341,13 +341,15 @@ struct FdCloser {
   }
 };
 
-// SetLoadOption: the body of the plain setters: `options` must not be NULL, then
-// `update` changes its LoadOptions.
+// SetOption: the body of every sl_options setter: `options` must not be NULL, then
+// `update(*options)` changes it and returns the call's status (SL_OK, or a Fail(...)
+// for a refused value, leaving the options as they were).
 template <typename F>
-sl_status SetLoadOption(sl_options* options, F&& update) {
-  if (options == nullptr) return Fail(NullArgument("options"));
-  update(options->load);
-  return SL_OK;
+sl_status SetOption(sl_options* options, F&& update) {
+  return Guard([&]() -> sl_status {
+    if (options == nullptr) return Fail(NullArgument("options"));
+    return update(*options);
+  });
 }
 
 }  // namespace
@@ -384,7 +386,7 @@ const char* sl_last_error(void) { return t_last_error.c_str(); }
 
 sl_status sl_last_error_code(void) { return t_last_code; }
 
-const char* sl_version(void) { return "0.1.0"; }
+const char* sl_version(void) { return "0.1.1"; }
 
 // ----------------------------------------------------------------- checkpoints
 
@@ -446,17 +448,13 @@ size_t sl_checkpoint_metadata_count(const sl_checkpoint* checkpoint) {
   return checkpoint == nullptr ? 0 : checkpoint->metadata.size();
 }
 
+int sl_checkpoint_has_metadata(const sl_checkpoint* checkpoint) {
+  return checkpoint != nullptr && checkpoint->ckpt.has_metadata() ? 1 : 0;
+}
+
 sl_status sl_checkpoint_metadata(const sl_checkpoint* checkpoint, size_t index,
                                  const char** key, const char** value) {
-  return Guard([&] {
-    if (checkpoint == nullptr) return Fail(NullArgument("checkpoint"));
-    if (index >= checkpoint->metadata.size()) {
-      return OutOfRange("metadata index", index, checkpoint->metadata.size(), "entries");
-    }
-    if (key != nullptr) *key = checkpoint->metadata[index].first->c_str();
-    if (value != nullptr) *value = checkpoint->metadata[index].second->c_str();
-    return SL_OK;
-  });
+  return sl_checkpoint_metadata_n(checkpoint, index, key, nullptr, value, nullptr);
 }
 
 sl_status sl_checkpoint_metadata_n(const sl_checkpoint* checkpoint, size_t index,
@@ -543,85 +541,99 @@ sl_status sl_options_new(sl_options** out) {
 void sl_options_free(sl_options* options) { delete options; }
 
 sl_status sl_options_set_device(sl_options* options, const char* device_or_map) {
-  return Guard([&] {
-    if (options == nullptr) return Fail(NullArgument("options"));
+  return SetOption(options, [&](sl_options& o) {
     if (device_or_map == nullptr) return Fail(NullArgument("device"));
     Result<shardload::DeviceMap> map = shardload::ParseDeviceMap(device_or_map);
     if (!map.ok()) return Fail(map.status());
-    options->load.devices = std::move(map).value();
+    o.load.devices = std::move(map).value();
     return SL_OK;
   });
 }
 
 sl_status sl_options_set_strict(sl_options* options, int strict) {
-  return SetLoadOption(options, [&](shardload::LoadOptions& o) { o.match.strict = strict != 0; });
+  return SetOption(options, [&](sl_options& o) {
+    o.load.match.strict = strict != 0;
+    return SL_OK;
+  });
 }
 
 sl_status sl_options_add_rename(sl_options* options, const char* rule) {
-  return Guard([&] {
-    if (options == nullptr) return Fail(NullArgument("options"));
+  return SetOption(options, [&](sl_options& o) {
     if (rule == nullptr) return Fail(NullArgument("rule"));
     Result<shardload::RenameRule> r = shardload::ParseRenameRule(rule);
     if (!r.ok()) return Fail(r.status());
-    options->load.match.renames.push_back(std::move(r).value());
+    o.load.match.renames.push_back(std::move(r).value());
     return SL_OK;
   });
 }
 
 sl_status sl_options_set_auto_prefix(sl_options* options, int enabled) {
-  return SetLoadOption(options, [&](shardload::LoadOptions& o) { o.match.auto_prefix = enabled != 0; });
+  return SetOption(options, [&](sl_options& o) {
+    o.load.match.auto_prefix = enabled != 0;
+    return SL_OK;
+  });
 }
 
 sl_status sl_options_add_alias(sl_options* options, const char* target_name,
                                const char* stored_name) {
-  return Guard([&] {
-    if (options == nullptr) return Fail(NullArgument("options"));
+  return SetOption(options, [&](sl_options& o) {
     if (target_name == nullptr || stored_name == nullptr || *target_name == '\0' ||
         *stored_name == '\0') {
       return Fail(StatusCode::kInvalidArgument, "empty alias name");
     }
-    options->load.match.aliases.emplace_back(target_name, stored_name);
+    o.load.match.aliases.emplace_back(target_name, stored_name);
     return SL_OK;
   });
 }
 
 sl_status sl_options_set_allow_cast(sl_options* options, int allow) {
-  return SetLoadOption(options, [&](shardload::LoadOptions& o) { o.match.allow_cast = allow != 0; });
+  return SetOption(options, [&](sl_options& o) {
+    o.load.match.allow_cast = allow != 0;
+    return SL_OK;
+  });
 }
 
 sl_status sl_options_set_threads(sl_options* options, int threads) {
-  if (options == nullptr) return Fail(NullArgument("options"));
-  if (threads < 0 || threads > 256) {
-    return Fail(StatusCode::kInvalidArgument,
-                "threads must be between 0 and 256, got " + std::to_string(threads));
-  }
-  options->load.threads = threads;
-  return SL_OK;
+  return SetOption(options, [&](sl_options& o) {
+    if (threads < 0 || threads > 256) {
+      return Fail(StatusCode::kInvalidArgument,
+                  "threads must be between 0 and 256, got " + std::to_string(threads));
+    }
+    o.load.threads = threads;
+    return SL_OK;
+  });
 }
 
 sl_status sl_options_set_io(sl_options* options, const char* mode) {
-  return Guard([&] {
-    if (options == nullptr) return Fail(NullArgument("options"));
+  return SetOption(options, [&](sl_options& o) {
     if (mode == nullptr) return Fail(NullArgument("mode"));
     Result<shardload::IoMode> m = shardload::ParseIoMode(mode);
     if (!m.ok()) return Fail(m.status());
-    options->load.io = *m;
+    o.load.io = *m;
     return SL_OK;
   });
 }
 
 sl_status sl_options_set_progress(sl_options* options, sl_progress_fn fn, void* user_data) {
-  if (options == nullptr) return Fail(NullArgument("options"));
-  options->progress = fn;
-  options->progress_user = user_data;
-  return SL_OK;
+  return SetOption(options, [&](sl_options& o) {
+    o.progress = fn;
+    o.progress_user = user_data;
+    return SL_OK;
+  });
 }
 
 sl_status sl_options_set_verify(sl_options* options, int verify) {
-  return SetLoadOption(options, [&](shardload::LoadOptions& o) { o.verify = verify != 0; });
+  return SetOption(options, [&](sl_options& o) {
+    o.load.verify = verify != 0;
+    return SL_OK;
+  });
 }
 
 // ----------------------------------------------------------------- host memory pool
+
+static_assert(SL_HOST_POOL_DEFAULT_MAX_CACHED_BYTES ==
+                  shardload::HostArenaPool::kDefaultMaxCachedBytes,
+              "the C API's default pool limit must be the library's");
 
 sl_status sl_host_pool_new(uint64_t max_cached_bytes, sl_host_pool** out) {
   return Guard([&] {
@@ -645,12 +657,10 @@ sl_status sl_host_pool_trim(sl_host_pool* pool) {
 }
 
 sl_status sl_options_set_host_pool(sl_options* options, sl_host_pool* pool) {
-  if (options == nullptr) return Fail(NullArgument("options"));
-  // Release the old reference after taking the new one (they may be the same pool).
-  std::shared_ptr<shardload::HostArenaPool> keep =
-      pool == nullptr ? nullptr : pool->pool;
-  options->host_pool.swap(keep);
-  return SL_OK;
+  return SetOption(options, [&](sl_options& o) {
+    o.host_pool = pool == nullptr ? nullptr : pool->pool;  // shared_ptr: self-assignment safe
+    return SL_OK;
+  });
 }
 
 // ----------------------------------------------------------------- reports

@@ -91,7 +91,7 @@ const char* sl_last_error(void);
  * none). */
 sl_status sl_last_error_code(void);
 
-/* sl_version: the library version, e.g. "0.1.0". Static string. */
+/* sl_version: the library version, "0.1.1" for this header. Static string. */
 const char* sl_version(void);
 
 /* ----------------------------------------------------------------- checkpoints */
@@ -149,6 +149,12 @@ sl_status sl_checkpoint_metadata(const sl_checkpoint* checkpoint, size_t index,
  * JSON), where the NUL-terminated strings of sl_checkpoint_metadata end early; use
  * this to read them whole. Any out pointer may be NULL. The strings live as long as
  * the checkpoint. Added in 0.1.1. Errors: as sl_checkpoint_metadata. */
+/* sl_checkpoint_has_metadata: 1 when the checkpoint has a metadata object at all, even
+ * an empty `{}` (a single file's __metadata__, a sharded index's "metadata"); 0 when it
+ * is absent (or, in a single file, null) and for NULL. Tells safetensors' `{}` from
+ * None where sl_checkpoint_metadata_count is 0 for both. Added in 0.1.1. */
+int sl_checkpoint_has_metadata(const sl_checkpoint* checkpoint);
+
 sl_status sl_checkpoint_metadata_n(const sl_checkpoint* checkpoint, size_t index,
                                    const char** key, size_t* key_len, const char** value,
                                    size_t* value_len);

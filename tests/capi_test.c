@@ -117,7 +117,7 @@ static void WriteSingle(void) {
 /* ---------------------------------------------------------------- cases */
 
 static void TestVersionAndNames(void) {
-  CHECK(strcmp(sl_version(), "0.1.0") == 0);
+  CHECK(strcmp(sl_version(), "0.1.1") == 0);
   CHECK(strcmp(sl_status_name(SL_OK), "ok") == 0);
   CHECK(strcmp(sl_status_name(SL_DATA_LOSS), "data_loss") == 0);
   CHECK(strcmp(sl_status_name(SL_INVALID_ARGUMENT), "invalid_argument") == 0);
@@ -991,10 +991,20 @@ static void TestSaveFlags(void) {
   ReadHeaderText(Path("empty_md.safetensors"), header, sizeof header);
   CHECK(StartsWith(header, "{\"__metadata__\":{},\"x\":{\"dtype\":\"F32\",\"shape\":[2],"
                           "\"data_offsets\":[0,8]}}"));
+  /* ... which a reader tells from none: */
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("empty_md.safetensors"), &ck));
+  CHECK(sl_checkpoint_metadata_count(ck) == 0 && sl_checkpoint_has_metadata(ck) == 1);
+  sl_checkpoint_free(ck);
+  CHECK(sl_checkpoint_has_metadata(NULL) == 0);
   /* Without the flag (and through sl_save_file): no __metadata__ at all. */
   CHECK_OK(sl_save_file_ex(Path("no_md.safetensors"), &t, 1, NULL, NULL, 0, 0));
   ReadHeaderText(Path("no_md.safetensors"), header, sizeof header);
   CHECK(StartsWith(header, "{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}"));
+  ck = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("no_md.safetensors"), &ck));
+  CHECK(sl_checkpoint_metadata_count(ck) == 0 && sl_checkpoint_has_metadata(ck) == 0);
+  sl_checkpoint_free(ck);
   /* Entries: the flag changes nothing. */
   const char* keys[2] = {"b", "a"};
   const char* values[2] = {"2", "1"};

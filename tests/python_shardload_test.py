@@ -7,6 +7,7 @@ Writes a JUnit XML file to $XML_OUTPUT_FILE when set, one <testcase> per test.
 import gc
 import json
 import os
+import re
 import sys
 import tempfile
 import unittest
@@ -984,6 +985,20 @@ class PythonTest(unittest.TestCase):
 
 
     # -------------------------------------------------------------- host memory pool
+
+    def test_constants_match_the_c_header(self):
+        # The ctypes layer repeats values shardload.h defines; they must agree.
+        with open(os.path.join("capi", "shardload.h")) as f:
+            header = f.read()
+        m = re.search(r"#define SL_HOST_POOL_DEFAULT_MAX_CACHED_BYTES \((\d+)ull << (\d+)\)",
+                      header)
+        self.assertIsNotNone(m)
+        self.assertEqual(_lib.DEFAULT_MAX_CACHED_BYTES, int(m.group(1)) << int(m.group(2)))
+        with shardload.HostMemoryPool() as pool:
+            self.assertEqual(pool.max_cached_bytes, _lib.DEFAULT_MAX_CACHED_BYTES)
+        m = re.search(r'sl_version: the library version, "([0-9.]+)"', header)
+        self.assertIsNotNone(m)
+        self.assertEqual(shardload.version(), m.group(1))
 
     def test_host_pool_reuses_memory_with_reference_bytes(self):
         tensors = sample_tensors()

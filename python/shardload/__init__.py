@@ -175,7 +175,7 @@ class _Checkpoint:
             _lib.check(l.sl_checkpoint_metadata_n(self.handle, i, ctypes.byref(k),
                                                   ctypes.byref(kn), ctypes.byref(v),
                                                   ctypes.byref(vn)))
-            out[ctypes.string_at(k, kn.value).decode()] = ctypes.string_at(v, vn.value).decode()
+            out[_decode(k, kn.value)] = _decode(v, vn.value)
         return out
 
     def close(self):
@@ -339,7 +339,6 @@ class safe_open:
         self._verify = bool(verify)
         _lib.check_pool(pool)
         self._pool = pool
-        self._filename = str(filename)
         self._ckpt = _Checkpoint(filename)
 
     def __enter__(self):
@@ -361,16 +360,19 @@ class safe_open:
     def metadata(self):
         """The metadata dict; None when the file has no ``__metadata__`` ({} when it has
         an empty one, as safetensors tells them apart)."""
-        m = self._ckpt.metadata()
-        if m:
-            return m
-        return {} if _has_empty_metadata(self._filename, self._ckpt) else None
+        if not _lib.lib().sl_checkpoint_has_metadata(self._ckpt.handle):
+            return None
+        return self._ckpt.metadata()
+
+    def _options(self):
+        """Non-strict load options for this handle's device, verify and pool."""
+        return _lib.Options(device=self._device, strict=False, verify=self._verify,
+                            pool=self._pool)
 
     def get_tensors(self):
         """Every tensor as a dict in file order (like safetensors' get_tensors), loaded
         in one pass with zero-copy tensors as load_file returns."""
-        options = _lib.Options(device=self._device, strict=False, verify=self._verify,
-                               pool=self._pool)
+        options = self._options()
         try:
             return _load_all(self._ckpt, options)
         finally:
@@ -389,8 +391,7 @@ class safe_open:
     def _loaded_tensor(self, name):
         """Tensor `name` through the loader (on the device, verified when asked)."""
         info = self._info(name)
-        options = _lib.Options(device=self._device, strict=False, verify=self._verify,
-                               pool=self._pool)
+        options = self._options()
         try:
             l = _lib.lib()
             raw = name.encode("utf-8", "surrogateescape")
@@ -440,27 +441,6 @@ class safe_open:
         if self._device == "cpu" and not self._verify:
             return self._read_rows(name, 0, shape[0] if shape else 1)
         return self._loaded_tensor(name)
-
-
-def _has_empty_metadata(filename, ckpt):
-    """Whether a single-file checkpoint's header holds ``"__metadata__": {}`` (the C API
-    lists entries only, so an empty object and none look alike there)."""
-    import json
-    import os
-    import struct
-    l = _lib.lib()
-    if l.sl_checkpoint_shard_count(ckpt.handle) != 1 or filename.endswith(".json"):
-        return False
-    f = ctypes.c_char_p()
-    _lib.check(l.sl_checkpoint_shard(ckpt.handle, 0, ctypes.byref(f)))
-    base = filename if os.path.isdir(filename) else os.path.dirname(filename)
-    try:
-        with open(os.path.join(base, f.value.decode("utf-8", "surrogateescape")), "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(n))
-    except (OSError, ValueError, struct.error):
-        return False  # the library validated this header; a race leaves it "none"
-    return isinstance(header, dict) and header.get("__metadata__") == {}
 
 
 # ----------------------------------------------------------------------------- load_model
@@ -522,65 +502,77 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     state = module.state_dict(keep_vars=True)
     direct = all(t.is_contiguous() and t.device == dev for t in state.values())
     ckpt = _Checkpoint(filename)
-    options = _lib.Options(device=str(dev), strict=strict, renames=renames,
-                           allow_cast=allow_cast, threads=threads, verify=verify,
-                           progress=progress, pool=pool)
-    l = _lib.lib()
     try:
         if direct:
-            keep = []
-            # Entries sharing memory (tied weights) that several checkpoint tensors may
-            # feed: the loader writes its targets in no set order, torch in state_dict
-            # order (the last entry wins). Such entries load into scratch tensors that
-            # are copied in state_dict order afterwards.
-            scratch = {}
-            groups = _overlapping_groups(state)
-            # Names a checkpoint tensor can feed: its own, and save_model's aliases.
-            fed = set(ckpt.names) | {k for k, v in ckpt.metadata().items()
-                                     if v in ckpt.index} if groups else set()
-            for group in groups:
-                if renames or len(group & fed) > 1:
-                    for name in group:
-                        scratch[name] = torch.empty_like(state[name])
-            targets = (_lib.Target * max(len(state), 1))()
-            for i, (name, t) in enumerate(state.items()):
-                raw = name.encode("utf-8", "surrogateescape")
-                shape = _lib.shape_array(list(t.shape))
-                keep.append((raw, shape))
-                dname = _dtype_name(t.dtype).encode()
-                dst = scratch.get(name, t)
-                # Zero-element entries get a valid dummy address: nothing is written.
-                targets[i] = _lib.Target(raw, len(raw), dname, shape, t.dim(), None,
-                                         dst.data_ptr() if t.numel() else _EMPTY_ADDRESS)
-            report = ctypes.c_void_p()
-            with torch.no_grad():
-                status = l.sl_load_into(ckpt.handle, targets, len(state), options.handle,
-                                        ctypes.byref(report))
-            try:
-                lists = _lib.report_lists(report) if report.value else None
-            finally:
-                l.sl_report_free(report)
-            options.check(status)
-            if scratch:
-                matched = set(lists["matched"])
-                with torch.no_grad():
-                    for name in state:
-                        if name in scratch and name in matched:
-                            state[name].copy_(scratch[name])
-            return lists
-        fallback = _lib.Options(device=str(dev), strict=False, renames=renames,
-                                threads=threads, verify=verify, progress=progress, pool=pool)
+            return _load_into_state(ckpt, state, dev, strict=strict, renames=renames,
+                                    allow_cast=allow_cast, threads=threads, verify=verify,
+                                    progress=progress, pool=pool)
+        options = _lib.Options(device=str(dev), strict=False, renames=renames,
+                               threads=threads, verify=verify, progress=progress, pool=pool)
         try:
-            loaded = _load_all(ckpt, fallback)
+            loaded = _load_all(ckpt, options)
         finally:
-            fallback.close()
+            options.close()
         result = module.load_state_dict(loaded, strict=strict)
         return {"matched": sorted(set(state) - set(result.missing_keys)),
                 "missing": list(result.missing_keys),
                 "unexpected": list(result.unexpected_keys), "mismatched": [], "renamed": []}
     finally:
-        options.close()
         ckpt.close()
+
+
+def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, verify,
+                     progress, pool):
+    """load_state_dict_into's direct path: the loader writes each entry of ``state``
+    (contiguous, on ``dev``) in place. Returns the report lists."""
+    torch = _torch()
+    options = _lib.Options(device=str(dev), strict=strict, renames=renames,
+                           allow_cast=allow_cast, threads=threads, verify=verify,
+                           progress=progress, pool=pool)
+    l = _lib.lib()
+    try:
+        keep = []
+        # Entries sharing memory (tied weights) that several checkpoint tensors may
+        # feed: the loader writes its targets in no set order, torch in state_dict
+        # order (the last entry wins). Such entries load into scratch tensors that
+        # are copied in state_dict order afterwards.
+        scratch = {}
+        groups = _overlapping_groups(state)
+        # Names a checkpoint tensor can feed: its own, and save_model's aliases.
+        fed = set(ckpt.names) | {k for k, v in ckpt.metadata().items()
+                                 if v in ckpt.index} if groups else set()
+        for group in groups:
+            if renames or len(group & fed) > 1:
+                for name in group:
+                    scratch[name] = torch.empty_like(state[name])
+        targets = (_lib.Target * max(len(state), 1))()
+        for i, (name, t) in enumerate(state.items()):
+            raw = name.encode("utf-8", "surrogateescape")
+            shape = _lib.shape_array(list(t.shape))
+            keep.append((raw, shape))
+            dname = _dtype_name(t.dtype).encode()
+            dst = scratch.get(name, t)
+            # Zero-element entries get a valid dummy address: nothing is written.
+            targets[i] = _lib.Target(raw, len(raw), dname, shape, t.dim(), None,
+                                     dst.data_ptr() if t.numel() else _EMPTY_ADDRESS)
+        report = ctypes.c_void_p()
+        with torch.no_grad():
+            status = l.sl_load_into(ckpt.handle, targets, len(state), options.handle,
+                                    ctypes.byref(report))
+        try:
+            lists = _lib.report_lists(report) if report.value else None
+        finally:
+            l.sl_report_free(report)
+        options.check(status)
+        if scratch:
+            matched = set(lists["matched"])
+            with torch.no_grad():
+                for name in state:
+                    if name in scratch and name in matched:
+                        state[name].copy_(scratch[name])
+        return lists
+    finally:
+        options.close()
 
 
 def load_model(model, filename, strict=True, device="cpu", *, verify=False, progress=None,
@@ -716,7 +708,6 @@ def _views(tensors):
     """TensorView array for a dict of tensors (checked by _check_tensor_dict), plus the
     objects that keep it valid. Tensors are copied to host memory and made contiguous
     where they are not."""
-    _check_tensor_dict(tensors)
     keep = []
     views = (_lib.TensorView * max(len(tensors), 1))()
     for i, (name, t) in enumerate(tensors.items()):

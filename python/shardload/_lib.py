@@ -91,6 +91,7 @@ _SIGNATURES = {
     "sl_checkpoint_find": (ctypes.c_int, [_P, ctypes.c_char_p, ctypes.c_size_t,
                                           ctypes.POINTER(ctypes.c_size_t)]),
     "sl_checkpoint_metadata_count": (ctypes.c_size_t, [_P]),
+    "sl_checkpoint_has_metadata": (ctypes.c_int, [_P]),
     "sl_checkpoint_metadata": (ctypes.c_int, [_P, ctypes.c_size_t,
                                               ctypes.POINTER(ctypes.c_char_p),
                                               ctypes.POINTER(ctypes.c_char_p)]),
