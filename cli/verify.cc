@@ -1,7 +1,7 @@
 // `shardload verify PATH [--io MODE] [--threads N] [--json]`: read every byte of every
 // shard through the loading pipeline and check that the files are still what their
-// headers describe, then hash every tensor (HashCheckpoint) and compare the XXH3 hashes
-// the checkpoint records (shard `__metadata__`, index "metadata"). Prints "OK: ..."
+// headers describe, hashing, in the same pass, every tensor for which the checkpoint
+// records an XXH3 (shard `__metadata__`, index "metadata") and comparing. Prints "OK: ..."
 // (exit 0), or the error (exit 1); every tensor that differs from its record is named on
 // its own stderr line, followed by "N of M recorded tensors do not match their XXH3";
 // bad usage exits 2. With no records it says so and checks consistency only.
@@ -14,8 +14,8 @@
 
 #include "cli/commands.h"
 #include "cli/load_common.h"
+#include "format/text.h"
 #include "loader/checkpoint.h"
-#include "loader/checkpoint_hash.h"
 #include "loader/loader.h"
 
 namespace shardload::cli {
@@ -24,39 +24,15 @@ namespace {
 constexpr char kVerifyUsage[] =
     "usage: shardload verify PATH [--io auto|pread|mmap|direct|uring] [--threads N] [--json]\n";
 
-struct HashCheck {
-  size_t recorded = 0;              // tensors with a record
-  std::vector<std::string> names;   // tensors whose bytes differ from a record
-  std::vector<Status> mismatches;   // one data_loss per name
-};
-
-// CheckRecordedHashes: hash every tensor and compare with every record it has.
-Result<HashCheck> CheckRecordedHashes(const Checkpoint& ckpt) {
-  SL_ASSIGN_OR_RETURN(RecordedChecksums sums, RecordedChecksums::FromCheckpoint(ckpt));
-  HashCheck out;
-  out.recorded = sums.size();
-  if (sums.size() == 0) return out;
-  HashOptions options;
-  options.check_recorded = false;  // collect every mismatch, not just the first
-  SL_ASSIGN_OR_RETURN(CheckpointDigest digest, HashCheckpoint(ckpt, options));
-  for (const TensorDigest& t : digest.tensors) {
-    Status s = sums.CheckXxh3(t.name, t.bytes, t.xxh3);
-    if (!s.ok()) {
-      out.names.push_back(t.name);
-      out.mismatches.push_back(std::move(s));
-    }
-  }
-  return out;
-}
-
-void PrintJsonError(const Status& s, const HashCheck* check) {
+void PrintJsonError(const Status& s, const std::vector<HashMismatch>* mismatches) {
   std::cout << "{\"ok\":false,\"error\":{\"code\":" << JsonQuoted(StatusCodeName(s.code()))
             << ",\"message\":" << JsonQuoted(s.message()) << "}";
-  if (check != nullptr) {
+  if (mismatches != nullptr) {
     std::cout << ",\"mismatched\":[";
-    for (size_t i = 0; i < check->names.size(); ++i) {
-      std::cout << (i ? "," : "") << "{\"name\":" << JsonQuoted(check->names[i])
-                << ",\"message\":" << JsonQuoted(check->mismatches[i].message()) << "}";
+    for (size_t i = 0; i < mismatches->size(); ++i) {
+      const HashMismatch& m = (*mismatches)[i];
+      std::cout << (i ? "," : "") << "{\"name\":" << JsonQuoted(m.name)
+                << ",\"message\":" << JsonQuoted(m.error.message()) << "}";
     }
     std::cout << "]";
   }
@@ -97,20 +73,20 @@ int RunVerify(const Args& args) {
     return 2;
   }
   if (!json) options.progress = MakeProgressBar();
+  options.verify = true;  // hash every recorded tensor in the same pass, listing mismatches
   Result<Checkpoint> ckpt = Checkpoint::Open(path);
   Result<VerifyReport> r = ckpt.ok() ? VerifyCheckpoint(*ckpt, options) : Result<VerifyReport>(ckpt.status());
-  Result<HashCheck> check = r.ok() ? CheckRecordedHashes(*ckpt) : Result<HashCheck>(r.status());
-  if (!check.ok()) {
-    if (json) PrintJsonError(check.status(), nullptr);
-    PrintError("verify", check.status());
+  if (!r.ok()) {
+    if (json) PrintJsonError(r.status(), nullptr);
+    PrintError("verify", r.status());
     return 1;
   }
-  if (!check->mismatches.empty()) {
-    Status summary = DataLossError(std::to_string(check->names.size()) + " of " +
-                                   std::to_string(check->recorded) +
+  if (!r->mismatches.empty()) {
+    Status summary = DataLossError(std::to_string(r->mismatches.size()) + " of " +
+                                   std::to_string(r->recorded) +
                                    " recorded tensors do not match their XXH3");
-    if (json) PrintJsonError(summary, &*check);
-    for (const Status& s : check->mismatches) PrintError("verify", s);
+    if (json) PrintJsonError(summary, &r->mismatches);
+    for (const HashMismatch& m : r->mismatches) PrintError("verify", m.error);
     PrintError("verify", summary);
     return 1;
   }
@@ -119,14 +95,14 @@ int RunVerify(const Args& args) {
     std::printf("{\"ok\":true,\"files\":%zu,\"bytes\":%llu,\"seconds\":%.6f,\"gbps\":%.3f,"
                 "\"recorded\":%zu}\n",
                 r->files, static_cast<unsigned long long>(r->bytes), r->seconds, gbps,
-                check->recorded);
+                r->recorded);
   } else {
     std::printf("OK: %zu files, %llu bytes read in %.3f s (%.2f GB/s)\n", r->files,
                 static_cast<unsigned long long>(r->bytes), r->seconds, gbps);
-    if (check->recorded == 0) {
+    if (r->recorded == 0) {
       std::printf("no XXH3 records: checked consistency only\n");
     } else {
-      std::printf("XXH3: all %zu recorded tensors match\n", check->recorded);
+      std::printf("XXH3: all %zu recorded tensors match\n", r->recorded);
     }
   }
   return 0;

@@ -268,29 +268,113 @@ Result<LoadedCheckpoint> LoadAll(const Checkpoint& checkpoint, const LoadOptions
   return out;
 }
 
+namespace {
+
+// ReadOnlySink: a HostSink's staging ring whose commits deliver nothing. VerifyCheckpoint
+// reads through it; its spans' regions exist only for the hashing observer.
+class ReadOnlySink final : public Sink {
+ public:
+  explicit ReadOnlySink(std::unique_ptr<HostSink> ring) : ring_(std::move(ring)) {}
+  Status Begin(std::span<const Destination>, uint64_t slot_bytes) override {
+    return ring_->Begin({}, slot_bytes);
+  }
+  Result<StagingSlot> AcquireSlot() override { return ring_->AcquireSlot(); }
+  Status Commit(const StagingSlot& slot, const ReadSpan&, std::span<const std::byte>) override {
+    ring_->ReleaseSlot(slot);
+    return OkStatus();
+  }
+  void ReleaseSlot(const StagingSlot& slot) override { ring_->ReleaseSlot(slot); }
+  Status Finish() override { return ring_->Finish(); }
+  void Abort() override { ring_->Abort(); }
+
+ private:
+  std::unique_ptr<HostSink> ring_;
+};
+
+// AddTensorRegions: a region, for the hashing observer, for each piece of a tensor in
+// `span`. `tensors`: the span's shard's non-empty tensors by file offset; `next`: the
+// first of them that may still overlap, advanced as the shard's spans go by in order;
+// `base`: Checkpoint::tensors().data(), a tensor's position there being its
+// destination index.
+void AddTensorRegions(std::span<const StoredTensor* const> tensors, const StoredTensor* base,
+                      size_t* next, ReadSpan* span) {
+  const uint64_t begin = span->file_offset, end = begin + span->length;
+  while (*next < tensors.size() && tensors[*next]->file_offset + tensors[*next]->bytes <= begin) {
+    ++*next;
+  }
+  for (size_t k = *next; k < tensors.size() && tensors[k]->file_offset < end; ++k) {
+    const StoredTensor& t = *tensors[k];
+    const uint64_t from = std::max(begin, t.file_offset);
+    const uint64_t to = std::min(end, t.file_offset + t.bytes);
+    span->regions.push_back(CopyRegion{from - begin, to - from,
+                                       static_cast<uint32_t>(&t - base),
+                                       from - t.file_offset});
+  }
+}
+
+}  // namespace
+
 Result<VerifyReport> VerifyCheckpoint(const Checkpoint& checkpoint, const LoadOptions& options) {
   Clock::time_point start = Clock::now();
   SL_RETURN_IF_ERROR(ValidateLoadOptions(options));
-  // One span per slot-sized piece of every file, delivering nothing: every byte is read.
-  std::vector<ReadSpan> spans;
   VerifyReport report;
   const std::vector<ShardInfo>& shards = checkpoint.shards();
+  const std::vector<StoredTensor>& tensors = checkpoint.tensors();
+  std::vector<std::vector<const StoredTensor*>> by_shard(shards.size());
+  for (const StoredTensor& t : tensors) by_shard[t.shard].push_back(&t);
+
+  // With verify: a hashing observer over every tensor (destination i = tensors[i]).
+  std::unique_ptr<StreamVerifier> verifier;
+  StreamOptions stream_options = MakeStreamOptions(options);
+  if (options.verify) {
+    SL_ASSIGN_OR_RETURN(RecordedChecksums sums, RecordedChecksums::FromCheckpoint(checkpoint));
+    if (sums.size() > 0) {
+      std::vector<StreamVerifier::Source> sources;
+      sources.reserve(tensors.size());
+      for (const StoredTensor& t : tensors) sources.push_back({t.name, t.bytes});
+      verifier = std::make_unique<StreamVerifier>(std::move(sums), sources, /*collect=*/true);
+      stream_options.observe_region = [v = verifier.get()](const ReadSpan&, const CopyRegion& r,
+                                                           std::span<const std::byte> bytes) {
+        return v->Observe(r, bytes);
+      };
+    }
+  }
+
+  // One span per slot-sized piece of every file, delivering nothing: every byte is read.
+  std::vector<ReadSpan> spans;
   const uint64_t step = options.sink.slot_bytes;
   for (uint32_t i = 0; i < shards.size(); ++i) {
+    std::vector<const StoredTensor*> in_file;
+    if (verifier != nullptr) {
+      for (const StoredTensor* t : by_shard[i]) {
+        if (t->bytes > 0) in_file.push_back(t);
+      }
+      std::sort(in_file.begin(), in_file.end(), [](const StoredTensor* a, const StoredTensor* b) {
+        return a->file_offset < b->file_offset;
+      });
+    }
+    size_t next = 0;
     for (uint64_t at = 0; at < shards[i].size; at += step) {
       spans.push_back(ReadSpan{i, at, std::min(step, shards[i].size - at), {}});
+      if (verifier != nullptr) AddTensorRegions(in_file, tensors.data(), &next, &spans.back());
     }
     report.bytes += shards[i].size;
   }
   std::vector<std::unique_ptr<ReadableFile>> owned;
   std::vector<const ReadableFile*> files;
   SL_RETURN_IF_ERROR(OpenShards(checkpoint, spans, ResolveIoMode(options.io), options.uring, &owned, &files));
-  SL_ASSIGN_OR_RETURN(std::unique_ptr<HostSink> sink, HostSink::Create(options.sink));
-  SL_RETURN_IF_ERROR(sink->Begin({}, options.sink.slot_bytes));
-  SL_RETURN_IF_ERROR(Stream(files, spans, *sink, MakeStreamOptions(options)));
+  SL_ASSIGN_OR_RETURN(std::unique_ptr<HostSink> ring, HostSink::Create(options.sink));
+  ReadOnlySink sink(std::move(ring));
+  SL_RETURN_IF_ERROR(sink.Begin({}, options.sink.slot_bytes));
+  SL_RETURN_IF_ERROR(Stream(files, spans, sink, stream_options));
+  if (verifier != nullptr) {
+    SL_RETURN_IF_ERROR(verifier->Finish());
+    report.recorded = verifier->recorded();
+    for (StreamVerifier::Mismatch& m : verifier->TakeMismatches()) {
+      report.mismatches.push_back(HashMismatch{std::move(m.name), std::move(m.error)});
+    }
+  }
   // The headers must still say what the catalog was built from.
-  std::vector<std::vector<const StoredTensor*>> by_shard(shards.size());
-  for (const StoredTensor& t : checkpoint.tensors()) by_shard[t.shard].push_back(&t);
   for (uint32_t i = 0; i < shards.size(); ++i) {
     Result<Header> h = ReadHeaderFile(shards[i].path);
     if (!h.ok()) return h.status();

@@ -187,18 +187,31 @@ Result<LoadedCheckpoint> LoadAll(const Checkpoint& checkpoint, const LoadOptions
 // Errors: a rename rule that cannot be applied ("rename rule 'R' on 'x': ...").
 Result<std::vector<Target>> CheckpointTargets(const Checkpoint& checkpoint, const MatchOptions& match);
 
-// VerifyReport: what VerifyCheckpoint read.
+// HashMismatch: a tensor whose bytes differ from the XXH3 its checkpoint records.
+struct HashMismatch {
+  std::string name;
+  Status error;  // data_loss "<file>: tensor 'w': XXH3 of its N bytes is X, recorded Y"
+};
+
+// VerifyReport: what VerifyCheckpoint read and, with options.verify, what it found.
 struct VerifyReport {
   size_t files = 0;
   uint64_t bytes = 0;  // every byte of every shard, headers included
   double seconds = 0;
+  size_t recorded = 0;  // options.verify: tensors with a recorded XXH3 (all checked)
+  std::vector<HashMismatch> mismatches;  // options.verify: every mismatch, in name order
 };
 
 // VerifyCheckpoint: read every byte of every shard through the streaming pipeline
 // (options.io, threads, sink geometry, progress and cancel apply; matching does not)
 // and check that each file still has the size, inode and header it was opened with.
+// With options.verify, every tensor with a recorded XXH3 is hashed in the same pass, as
+// its bytes stream by (as LoadOptions::verify does), and every mismatch is listed in
+// the report rather than failing the call: one read of the files checks both.
 // Errors: data_loss "<file>: file is now N bytes, but its header was read from M
-// bytes" and the stream's read errors; cancelled.
+// bytes" and "<file>: header changed while verifying"; the stream's read errors;
+// cancelled; with options.verify, ParseChecksumMetadata's data_loss for a malformed
+// record.
 Result<VerifyReport> VerifyCheckpoint(const Checkpoint& checkpoint, const LoadOptions& options);
 
 }  // namespace shardload

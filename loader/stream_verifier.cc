@@ -1,6 +1,7 @@
 // loader/stream_verifier.cc — recorded-XXH3 checks on streamed regions (see the header).
 #include "loader/stream_verifier.h"
 
+#include <algorithm>
 #include <string>
 #include <utility>
 
@@ -14,12 +15,35 @@ std::string RegionText(const CopyRegion& r) {
 
 }  // namespace
 
-StreamVerifier::StreamVerifier(RecordedChecksums sums, std::span<const Source> sources)
-    : sums_(std::move(sums)), tensors_(new Tensor[sources.size()]), count_(sources.size()) {
+StreamVerifier::StreamVerifier(RecordedChecksums sums, std::span<const Source> sources,
+                               bool collect)
+    : sums_(std::move(sums)),
+      tensors_(new Tensor[sources.size()]),
+      count_(sources.size()),
+      collect_(collect) {
   for (size_t i = 0; i < sources.size(); ++i) {
     tensors_[i].source = sources[i];
     tensors_[i].recorded = sums_.Find(sources[i].name) != nullptr;
+    if (tensors_[i].recorded) ++recorded_;
   }
+}
+
+Status StreamVerifier::Checked(size_t dest, uint64_t xxh3) {
+  const Source& source = tensors_[dest].source;
+  Status s = sums_.CheckXxh3(source.name, source.bytes, xxh3);
+  if (s.ok() || !collect_) return s;
+  std::lock_guard<std::mutex> lock(mismatches_mu_);
+  mismatches_.push_back(Mismatch{dest, source.name, std::move(s)});
+  return OkStatus();
+}
+
+std::vector<StreamVerifier::Mismatch> StreamVerifier::TakeMismatches() {
+  std::lock_guard<std::mutex> lock(mismatches_mu_);
+  std::vector<Mismatch> out = std::move(mismatches_);
+  mismatches_.clear();
+  std::sort(out.begin(), out.end(),
+            [](const Mismatch& a, const Mismatch& b) { return a.dest < b.dest; });
+  return out;
 }
 
 Status StreamVerifier::Observe(const CopyRegion& region, std::span<const std::byte> bytes) {
@@ -32,9 +56,7 @@ Status StreamVerifier::Observe(const CopyRegion& region, std::span<const std::by
     return InternalError("verify: " + RegionText(region) + " does not fit tensor '" +
                          t.source.name + "' (" + std::to_string(size) + " bytes)");
   }
-  if (region.dst_offset == 0 && region.length == size) {
-    return sums_.CheckXxh3(t.source.name, size, Xxh3(bytes));
-  }
+  if (region.dst_offset == 0 && region.length == size) return Checked(region.dest, Xxh3(bytes));
   std::lock_guard<std::mutex> lock(t.mu);
   if (region.dst_offset < t.next) {
     return InternalError("verify: " + RegionText(region) + " of tensor '" + t.source.name +
@@ -55,7 +77,7 @@ Status StreamVerifier::Observe(const CopyRegion& region, std::span<const std::by
     t.hasher.Update(it->second);
     t.next += it->second.size();
   }
-  if (t.next == size) return sums_.CheckXxh3(t.source.name, size, t.hasher.Digest());
+  if (t.next == size) return Checked(region.dest, t.hasher.Digest());
   return OkStatus();
 }
 
@@ -64,7 +86,7 @@ Status StreamVerifier::Finish() {
     Tensor& t = tensors_[i];
     if (!t.recorded) continue;
     if (t.source.bytes == 0) {
-      SL_RETURN_IF_ERROR(sums_.CheckXxh3(t.source.name, 0, Xxh3({})));
+      SL_RETURN_IF_ERROR(Checked(i, Xxh3({})));
     } else if ((t.next != 0 || !t.pending.empty()) && t.next != t.source.bytes) {
       return InternalError("verify: tensor '" + t.source.name + "' was streamed up to byte " +
                            std::to_string(t.next) + " of " + std::to_string(t.source.bytes));

@@ -44,9 +44,19 @@ class StreamVerifier {
     uint64_t bytes = 0;
   };
 
+  // Mismatch: a tensor whose bytes differ from its record (collecting mode).
+  struct Mismatch {
+    size_t dest = 0;    // its destination index
+    std::string name;   // its stored name
+    Status error;       // data_loss, RecordedChecksums::CheckXxh3's message
+  };
+
   // StreamVerifier: destination i of the load is `sources[i]`. Destinations whose
-  // tensor has no record are not hashed.
-  StreamVerifier(RecordedChecksums sums, std::span<const Source> sources);
+  // tensor has no record are not hashed. When `collect` is false (LoadOptions::verify),
+  // the first mismatch is returned by Observe or Finish and fails the stream; when
+  // true (VerifyCheckpoint), mismatches are kept and listed by TakeMismatches, Observe
+  // and Finish failing only for internal errors.
+  StreamVerifier(RecordedChecksums sums, std::span<const Source> sources, bool collect = false);
   StreamVerifier(const StreamVerifier&) = delete;
   StreamVerifier& operator=(const StreamVerifier&) = delete;
 
@@ -61,7 +71,17 @@ class StreamVerifier {
   // and fails with internal if a split tensor was not seen whole.
   Status Finish();
 
+  // recorded: the number of destinations whose tensor has a record (each is checked).
+  size_t recorded() const { return recorded_; }
+
+  // TakeMismatches: collecting mode, after Finish: every mismatch, by destination index.
+  std::vector<Mismatch> TakeMismatches();
+
  private:
+  // Checked: the outcome of comparing a complete tensor with its record: in collecting
+  // mode a mismatch is kept and OK returned.
+  Status Checked(size_t dest, uint64_t xxh3);
+
   struct Tensor {
     bool recorded = false;
     Source source;
@@ -73,6 +93,10 @@ class StreamVerifier {
   RecordedChecksums sums_;
   std::unique_ptr<Tensor[]> tensors_;
   size_t count_ = 0;
+  size_t recorded_ = 0;
+  bool collect_ = false;
+  std::mutex mismatches_mu_;
+  std::vector<Mismatch> mismatches_;  // guarded by mismatches_mu_
 };
 
 }  // namespace shardload

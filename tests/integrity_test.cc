@@ -148,6 +148,66 @@ void ExpectBytes(const LoadedCheckpoint& loaded, const std::string& name, const 
 
 TEST(LoadVerifyTest, DefaultIsOff) { EXPECT_FALSE(LoadOptions{}.verify); }
 
+// VerifyCheckpoint with verify: one pass reads every byte and hashes every recorded
+// tensor, listing each mismatch (in name order) instead of stopping at the first.
+Result<VerifyReport> VerifyFile(const Model& m, LoadOptions options) {
+  Result<Checkpoint> ckpt = Checkpoint::Open(m.path);
+  if (!ckpt.ok()) return ckpt.status();
+  return VerifyCheckpoint(*ckpt, options);
+}
+
+TEST(VerifyCheckpointTest, CleanFileEveryPathEveryRecordChecked) {
+  Model m;
+  for (IoMode io : {IoMode::kPread, IoMode::kMmap, IoMode::kDirect}) {
+    for (uint64_t slot : {uint64_t{4096}, uint64_t{1} << 20}) {
+      for (int threads : {1, 4}) {
+        LoadOptions o = Verifying(slot, threads);
+        o.io = io;
+        Result<VerifyReport> r = VerifyFile(m, o);
+        if (!r.ok() && r.status().code() == StatusCode::kUnimplemented) continue;  // no O_DIRECT
+        ASSERT_TRUE(r.ok()) << r.status().ToString();
+        EXPECT_EQ(r->recorded, 3u);
+        EXPECT_TRUE(r->mismatches.empty()) << r->mismatches[0].error.ToString();
+      }
+    }
+  }
+}
+
+TEST(VerifyCheckpointTest, ListsEveryMismatchInNameOrder) {
+  Model m;
+  std::string c = m.Flip("c", 2);
+  std::string big = m.Flip("big", 15000);  // split over 4 KiB spans
+  std::string a = m.Flip("a", 0);
+  for (int threads : {1, 3}) {
+    Result<VerifyReport> r = VerifyFile(m, Verifying(4096, threads));
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->recorded, 3u);
+    ASSERT_EQ(r->mismatches.size(), 3u) << threads;
+    EXPECT_EQ(r->mismatches[0].name, "a");
+    EXPECT_EQ(r->mismatches[0].error, DataLossError(a));
+    EXPECT_EQ(r->mismatches[1].name, "big");
+    EXPECT_EQ(r->mismatches[1].error, DataLossError(big));
+    EXPECT_EQ(r->mismatches[2].name, "c");
+    EXPECT_EQ(r->mismatches[2].error, DataLossError(c));
+  }
+}
+
+TEST(VerifyCheckpointTest, WithoutVerifyOrRecordsNothingIsHashed) {
+  Model m;
+  m.Flip("a", 1);
+  LoadOptions o = Verifying(4096, 2);
+  o.verify = false;
+  Result<VerifyReport> r = VerifyFile(m, o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->recorded, 0u);
+  EXPECT_TRUE(r->mismatches.empty());
+  Model plain(/*with_checksums=*/false);
+  r = VerifyFile(plain, Verifying(4096, 2));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->recorded, 0u);
+  EXPECT_TRUE(r->mismatches.empty());
+}
+
 TEST(LoadVerifyTest, CleanFileLoadsOnEveryPath) {
   Model m;
   for (uint64_t slot : {uint64_t{4096}, uint64_t{1} << 20}) {
