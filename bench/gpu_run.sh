@@ -102,6 +102,25 @@ limit() {
   timeout --kill-after=10 "$((seconds * ${STEP_LIMIT_SCALE:-1}))" "$@"
 }
 
+# bench_step SECONDS NAME SHOW LABEL PATH ARGS...: `shardload bench PATH ARGS... --json`
+# under limit, into $out/NAME.json and $out/NAME.err, then one summary line
+# "shardload bench LABEL: rc=N ..." with, for SHOW=json, the report's first 600
+# characters, for SHOW=median its median only, and the last stderr line if any. Uses the
+# caller's (run's) $bin, $out and say.
+bench_step() {
+  local seconds="$1" name="$2" show="$3" label="$4" path="$5"
+  shift 5
+  limit "$seconds" "$bin/shardload" bench "$path" "$@" --json > "$out/$name.json" 2> "$out/$name.err"
+  local rc=$? shown err
+  if [ "$show" = json ]; then
+    shown=$(head -c 600 "$out/$name.json")
+  else
+    shown=$(grep -o '"median_gbps":[0-9.]*' "$out/$name.json")
+  fi
+  err=$(tail -1 "$out/$name.err")
+  say "shardload bench $label: rc=$rc $shown${err:+ $err}"
+}
+
 # libs_resolve BIN: true when ldd finds every library of BIN.
 libs_resolve() { ! ldd "$1" 2>&1 | grep -q "not found"; }
 
@@ -181,27 +200,22 @@ run_steps() {
       --dtype bf16 > "$out/write_sample.txt" 2>&1 || { say "write-sample failed: $(tail -1 "$out/write_sample.txt")"; return 1; }
     say "sample: $dir ($size, $shards shards) written in $((SECONDS - t0)) s"
   fi
-  limit 180 "$bin/shardload" bench "$dir" --device cuda:0 --repeat "$repeat" --json > "$out/bench_cuda.json" 2> "$out/bench_cuda.err"
-  say "shardload bench --device cuda:0: rc=$? $(head -c 600 "$out/bench_cuda.json")"
-  limit 180 "$bin/shardload" bench "$dir" --device cpu --repeat "$repeat" --json > "$out/bench_cpu.json" 2> "$out/bench_cpu.err"
-  say "shardload bench --device cpu: rc=$? $(head -c 400 "$out/bench_cpu.json")"
+  bench_step 180 bench_cuda json "--device cuda:0" "$dir" --device cuda:0 --repeat "$repeat"
+  bench_step 180 bench_cpu json "--device cpu" "$dir" --device cpu --repeat "$repeat"
   if [ "${SKIP_COLD:-0}" != "1" ]; then
     # Cold: the page cache is dropped before every load and before the O_DIRECT ceiling.
-    limit 240 "$bin/shardload" bench "$dir" --device cuda:0 --cold --repeat 2 --json > "$out/bench_cuda_cold.json" 2> "$out/bench_cuda_cold.err"
-    say "shardload bench --device cuda:0 --cold: rc=$? $(head -c 600 "$out/bench_cuda_cold.json") $(tail -1 "$out/bench_cuda_cold.err")"
+    bench_step 240 bench_cuda_cold json "--device cuda:0 --cold" "$dir" --device cuda:0 --cold --repeat 2
   fi
   if [ "${SKIP_IO_MODES:-0}" != "1" ]; then
     local mode
     for mode in mmap direct uring; do
-      limit 180 "$bin/shardload" bench "$dir" --device cuda:0 --io "$mode" --repeat "$repeat" --json \
-        > "$out/bench_cuda_hot_$mode.json" 2> "$out/bench_cuda_hot_$mode.err"
-      say "shardload bench --device cuda:0 --io $mode: rc=$? $(grep -o '"median_gbps":[0-9.]*' "$out/bench_cuda_hot_$mode.json") $(tail -1 "$out/bench_cuda_hot_$mode.err")"
+      bench_step 180 "bench_cuda_hot_$mode" median "--device cuda:0 --io $mode" "$dir" \
+        --device cuda:0 --io "$mode" --repeat "$repeat"
     done
     if [ "${SKIP_COLD:-0}" != "1" ]; then
       for mode in direct uring; do
-        limit 240 "$bin/shardload" bench "$dir" --device cuda:0 --io "$mode" --cold --repeat 2 --json \
-          > "$out/bench_cuda_cold_$mode.json" 2> "$out/bench_cuda_cold_$mode.err"
-        say "shardload bench --device cuda:0 --io $mode --cold: rc=$? $(grep -o '"median_gbps":[0-9.]*' "$out/bench_cuda_cold_$mode.json") $(tail -1 "$out/bench_cuda_cold_$mode.err")"
+        bench_step 240 "bench_cuda_cold_$mode" median "--device cuda:0 --io $mode --cold" "$dir" \
+          --device cuda:0 --io "$mode" --cold --repeat 2
       done
     fi
   fi
@@ -220,9 +234,8 @@ run_steps() {
     done
     for round in 1 2; do
       for layout in moe llama; do
-        limit 180 "$bin/shardload" bench "$dir-$layout-$moe_size" --device cuda:0 --repeat "$repeat" --json \
-          > "$out/bench_cuda_${layout}_$round.json" 2> "$out/bench_cuda_${layout}_$round.err"
-        say "shardload bench --device cuda:0 $layout round $round: rc=$? $(grep -o '"median_gbps":[0-9.]*' "$out/bench_cuda_${layout}_$round.json")"
+        bench_step 180 "bench_cuda_${layout}_$round" median "--device cuda:0 $layout round $round" \
+          "$dir-$layout-$moe_size" --device cuda:0 --repeat "$repeat"
       done
     done
   fi

@@ -30,8 +30,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
-#include <new>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -323,11 +321,10 @@ int RunInspect(const Args& args) {
     return rc;
   }
 
-  // A one-shot process: keep freed memory in the heap (no trimming, large blocks from
-  // the heap rather than their own mappings) so that later allocations, such as the
+  // A one-shot process: keep freed memory in the heap (no trimming; ReserveHugePageHeap
+  // turns off per-block mappings) so that later allocations, such as the
   // catalog after the header buffer is freed, reuse pages already faulted in.
   // (Process-wide malloc policy, set by the command, never by the library.)
-  ::mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's largest accepted value
   ::mallopt(M_TRIM_THRESHOLD, 1 << 30);
   ReserveHugePageHeap(kHugePageHeapBytes);
   Result<Checkpoint> ckpt = Checkpoint::Open(path);

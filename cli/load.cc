@@ -24,6 +24,7 @@
 #include "cli/commands.h"
 #include "cli/load_common.h"
 #include "format/dtype.h"
+#include "format/text.h"
 #include "loader/checkpoint.h"
 #include "loader/loader.h"
 #include "loader/match.h"
@@ -151,17 +152,17 @@ Result<std::vector<Target>> ParseExpect(const std::string& path) {
   return targets;
 }
 
-// Placement: tensors and bytes per device of a loaded checkpoint ("cpu", "cuda:0", ...),
-// in device order.
+// Placement: tensors and bytes per device of a loaded checkpoint, in device order (cpu,
+// then cuda:0, cuda:1, ..., cuda:10: Device's ordering, not the names').
 struct Placed {
   size_t tensors = 0;
   uint64_t bytes = 0;
 };
-std::map<std::string, Placed> Placement(const LoadedCheckpoint* loaded) {
-  std::map<std::string, Placed> out;
+std::map<Device, Placed> Placement(const LoadedCheckpoint* loaded) {
+  std::map<Device, Placed> out;
   if (loaded == nullptr) return out;
   for (const LoadedTensor& t : loaded->tensors) {
-    Placed& p = out[t.device.ToString()];
+    Placed& p = out[t.device];
     ++p.tensors;
     p.bytes += t.bytes;
   }
@@ -188,7 +189,7 @@ std::string ReportJson(const MatchReport& r, const LoadedCheckpoint* loaded, con
   o += "],\"devices\":{";
   bool first = true;
   for (const auto& [device, placed] : Placement(loaded)) {
-    o += (first ? "" : ",") + JsonQuoted(device) + ":{\"tensors\":" +
+    o += (first ? "" : ",") + JsonQuoted(device.ToString()) + ":{\"tensors\":" +
          std::to_string(placed.tensors) + ",\"bytes\":" + std::to_string(placed.bytes) + "}";
     first = false;
   }
@@ -273,10 +274,10 @@ int RunLoad(const Args& args) {
                 loaded->gbps(), std::string(IoModeName(loaded->io)).c_str(), loaded->threads);
     std::string where = "placed:";
     for (const auto& [device, placed] : Placement(&*loaded)) {
-      where += " " + device + " " + std::to_string(placed.tensors) + " tensors " +
+      where += " " + device.ToString() + " " + std::to_string(placed.tensors) + " tensors " +
                std::to_string(placed.bytes) + " bytes;";
     }
-    if (!where.empty() && where.back() == ';') where.pop_back();
+    if (where.back() == ';') where.pop_back();
     std::cout << where << "\n";
   }
   return 0;

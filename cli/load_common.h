@@ -1,8 +1,8 @@
 // cli/load_common.h — pieces shared by `shardload load`, `verify` and `bench`.
 //
-// Provides a small flag reader (`FlagReader`), JSON string escaping (`JsonQuoted`, from
-// format/text.h), a terminal progress bar (`MakeProgressBar`) and `PrintError` for the commands' error
-// output. CLI-only; not part of the library.
+// Provides a small flag reader (`FlagReader`), a terminal progress bar
+// (`MakeProgressBar`) and `PrintError` for the commands' error output. CLI-only; not
+// part of the library.
 //
 //   FlagReader flags(args);
 //   while (flags.Next()) {
@@ -19,7 +19,6 @@
 
 #include "cli/commands.h"
 #include "format/status.h"
-#include "format/text.h"  // JsonQuoted, used with these helpers
 
 namespace shardload::cli {
 

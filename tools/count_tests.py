@@ -50,6 +50,11 @@ def count(root, exclude):
     return {"passed": passed, "failed": failed, "skipped": skipped}
 
 
+def pass_line(label, c):
+    """The per-pass line: '<label> pass: passed=N failed=N skipped=N'."""
+    return f"{label} pass: passed={c['passed']} failed={c['failed']} skipped={c['skipped']}"
+
+
 def line(c):
     text = f"{c['passed']} passed, {c['failed']} failed"
     if c["skipped"]:
@@ -77,13 +82,13 @@ c = count(root, exclude) if root else {"passed": 0, "failed": 0, "skipped": 0}
 if save:
     with open(save, "w") as f:
         json.dump(c, f)
-    print(f"{label} pass: passed={c['passed']} failed={c['failed']} skipped={c['skipped']}")
+    print(pass_line(label, c))
     sys.exit(1 if c["failed"] else 0)
 if add:
     with open(add) as f:
         prev = json.load(f)
     if root:
-        print(f"{label} pass: passed={c['passed']} failed={c['failed']} skipped={c['skipped']}")
+        print(pass_line(label, c))
     c = {k: c[k] + prev.get(k, 0) for k in c}
 print(line(c))
 sys.exit(1 if c["failed"] or c["passed"] + c["skipped"] == 0 else 0)
