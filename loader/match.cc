@@ -706,11 +706,12 @@ Result<MatchReport> Match(std::span<const StoredTensor> stored,
   if (chosen) report.auto_prefix = chosen->ToString();
 
   std::vector<std::string> errors = std::move(collision_messages);
-  if (options.strict && !report.unexpected.empty()) {
-    errors.push_back("Unexpected key(s) in state_dict: " + JoinQuoted(report.unexpected) + ".");
-  }
+  // PyTorch's order: it inserts Unexpected, then Missing, at the front of its list.
   if (options.strict && !report.missing.empty()) {
     errors.push_back("Missing key(s) in state_dict: " + JoinQuoted(report.missing) + ".");
+  }
+  if (options.strict && !report.unexpected.empty()) {
+    errors.push_back("Unexpected key(s) in state_dict: " + JoinQuoted(report.unexpected) + ".");
   }
   for (std::string& msg : mismatch_errors) errors.push_back(std::move(msg));
   if (!errors.empty()) {

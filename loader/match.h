@@ -178,8 +178,8 @@ struct Renamed {
 // `status` is OK when the load may go on, else invalid_argument with the PyTorch-style
 // message "Error(s) in loading state_dict: <msg> <msg> ...", where the messages are,
 // in order: rename collisions ('rename rules map both "a" and "b" to "c".'), then
-// 'Unexpected key(s) in state_dict: "a", "b".' and 'Missing key(s) in state_dict:
-// "c".' (strict only), then one per erroneous mismatch, by target name:
+// 'Missing key(s) in state_dict: "c".' and 'Unexpected key(s) in state_dict: "a",
+// "b".' (strict only; torch's order), then one per erroneous mismatch, by target name:
 // 'size mismatch for k: copying a param with shape [10, 5] from checkpoint, the shape
 // in current model is [10, 4].' or 'dtype mismatch for k: copying a param with dtype
 // F16 from checkpoint, the dtype in current model is I32.' (ending instead in

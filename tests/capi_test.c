@@ -305,8 +305,8 @@ static void TestLoadIntoStrictFailure(void) {
   };
   sl_report* report = NULL;
   CHECK_ERR(sl_load_into(ck, targets, 2, opt, &report), SL_INVALID_ARGUMENT,
-            "Error(s) in loading state_dict: Unexpected key(s) in state_dict: \"b\", \"c\", "
-            "\"f8\", \"n\\x00l\". Missing key(s) in state_dict: \"extra\".");
+            "Error(s) in loading state_dict: Missing key(s) in state_dict: \"extra\". "
+            "Unexpected key(s) in state_dict: \"b\", \"c\", \"f8\", \"n\\x00l\".");
   CHECK(report != NULL);
   if (report != NULL) {
     const char* msg = NULL;

@@ -240,11 +240,11 @@ MatchReport Reference(const std::vector<StoredTensor>& stored,
     for (size_t i = 0; i < names.size(); ++i) out += (i ? ", " : "") + RefQuote(names[i]);
     return out;
   };
-  if (options.strict && !report.unexpected.empty()) {
-    errors.push_back("Unexpected key(s) in state_dict: " + join(report.unexpected) + ".");
-  }
   if (options.strict && !report.missing.empty()) {
     errors.push_back("Missing key(s) in state_dict: " + join(report.missing) + ".");
+  }
+  if (options.strict && !report.unexpected.empty()) {
+    errors.push_back("Unexpected key(s) in state_dict: " + join(report.unexpected) + ".");
   }
   for (const std::string& e : mismatch_errors) errors.push_back(e);
   if (!errors.empty()) {

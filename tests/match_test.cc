@@ -87,8 +87,8 @@ TEST(MatchTest, StrictListsAllUnexpectedThenAllMissing) {
   MatchReport r = MustMatch(stored, targets, {});
   EXPECT_EQ(r.status.code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(r.status.message(),
-            "Error(s) in loading state_dict: Unexpected key(s) in state_dict: \"a\", \"b\", "
-            "\"w\". Missing key(s) in state_dict: \"c\", \"d\".");
+            "Error(s) in loading state_dict: Missing key(s) in state_dict: \"c\", \"d\". "
+            "Unexpected key(s) in state_dict: \"a\", \"b\", \"w\".");
   EXPECT_EQ(r.unexpected, (Names{"a", "b", "w"}));
   EXPECT_EQ(r.missing, (Names{"c", "d"}));
   EXPECT_EQ(Pairs(r), (Names{"shared<-shared"}));
@@ -147,15 +147,17 @@ TEST(MatchTest, ScalarVersusOneElementIsASizeMismatch) {
             "shape [1] from checkpoint, the shape in current model is [].");
 }
 
-TEST(MatchTest, ErrorOrderIsUnexpectedMissingThenMismatchesByName) {
+// As torch.nn.Module.load_state_dict (checked with torch 1.13 and 2.x): Missing, then
+// Unexpected, then the per-key errors.
+TEST(MatchTest, ErrorOrderIsMissingUnexpectedThenMismatchesByName) {
   auto stored = Catalog({{"z", Dtype::kF32, {2}}, {"y", Dtype::kF16, {2}},
                          {"u", Dtype::kF32, {1}}});
   auto targets = Targets({{"z", Dtype::kF32, {3}}, {"y", Dtype::kI32, {2}},
                           {"m", Dtype::kF32, {1}}});
   MatchReport r = MustMatch(stored, targets, {});
   EXPECT_EQ(r.status.message(),
-            "Error(s) in loading state_dict: Unexpected key(s) in state_dict: \"u\". "
-            "Missing key(s) in state_dict: \"m\". dtype mismatch for y: copying a param "
+            "Error(s) in loading state_dict: Missing key(s) in state_dict: \"m\". "
+            "Unexpected key(s) in state_dict: \"u\". dtype mismatch for y: copying a param "
             "with dtype F16 from checkpoint, the dtype in current model is I32. size "
             "mismatch for z: copying a param with shape [2] from checkpoint, the shape in "
             "current model is [3].");
@@ -409,8 +411,8 @@ TEST(MatchTest, AutoPrefixDoesNothingWhenNoPrefixHelps) {
   EXPECT_EQ(r.auto_prefix, "");
   EXPECT_TRUE(r.renamed.empty());
   EXPECT_EQ(r.status.message(),
-            "Error(s) in loading state_dict: Unexpected key(s) in state_dict: \"x.a\", "
-            "\"y.b\". Missing key(s) in state_dict: \"z.a\".");
+            "Error(s) in loading state_dict: Missing key(s) in state_dict: \"z.a\". "
+            "Unexpected key(s) in state_dict: \"x.a\", \"y.b\".");
 }
 
 TEST(MatchTest, CallerAliasFillsTiedTargetsFromOneStoredTensor) {
@@ -642,7 +644,7 @@ TEST(MatchTest, JsonAndTextReports) {
   MatchReport failed = MustMatch(stored, targets, {});
   std::string json = failed.ToJson();
   EXPECT_EQ(json.rfind("{\"ok\":false,\"error\":{\"code\":\"invalid_argument\",\"message\":"
-                       "\"Error(s) in loading state_dict: Unexpected key(s) in state_dict: ",
+                       "\"Error(s) in loading state_dict: Missing key(s) in state_dict: ",
                        0),
             0u)
       << json;
