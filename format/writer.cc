@@ -671,8 +671,8 @@ Result<ShardPlan> PlanShards(std::span<const TensorToWrite> tensors, const Shard
       size_t hi = n - (shards - k);  // leave one tensor for each remaining shard
       size_t c = static_cast<size_t>(
           std::lower_bound(prefix.begin() + lo, prefix.begin() + hi + 1, target) - prefix.begin());
-      if (c > hi) c = hi;
-      if (c > lo && target - prefix[c - 1] <= prefix[c] - target) --c;
+      if (c > hi) c = hi;  // clamped: prefix[c] < target, and c is the closest cut
+      if (c > lo && prefix[c] >= target && target - prefix[c - 1] <= prefix[c] - target) --c;
       cuts.push_back(c);
     }
     cuts.push_back(n);

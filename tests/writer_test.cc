@@ -460,6 +460,12 @@ TEST(ShardTest, BalancedSplitIntoExactlyNShards) {
   Result<ShardPlan> plan = PlanShards(SizedTensors({100, 1, 1, 1}), o);
   EXPECT_EQ(Shards(plan), (std::vector<std::vector<size_t>>{{0}, {1}, {2, 3}}));
   EXPECT_EQ(plan->shard_bytes, (std::vector<uint64_t>{100, 1, 2}));
+  // One huge tensor last: the cut sits as late as the last shard's one tensor allows
+  // (3 + 100 bytes, not 2 + 101: a clamped cut is already the closest one).
+  o.num_shards = 2;
+  plan = PlanShards(SizedTensors({1, 1, 1, 100}), o);
+  EXPECT_EQ(Shards(plan), (std::vector<std::vector<size_t>>{{0, 1, 2}, {3}}));
+  EXPECT_EQ(plan->shard_bytes, (std::vector<uint64_t>{3, 100}));
   // Many equal tensors: per-shard bytes within one tensor of total / N.
   o.num_shards = 7;
   std::vector<uint64_t> sizes(1000, 3);
