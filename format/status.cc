@@ -42,6 +42,16 @@ Status Status::WithPrefix(std::string_view prefix) const {
   return Status(code_, std::move(m));
 }
 
+Status Status::Relabeled(std::string_view path, std::string_view label) const {
+  if (ok()) return *this;
+  std::string_view msg = message_;
+  if (msg.size() > path.size() && msg.substr(0, path.size()) == path &&
+      msg.substr(path.size(), 2) == ": ") {
+    return Status(code_, std::string(label) + std::string(msg.substr(path.size())));
+  }
+  return WithPrefix(label);
+}
+
 Status ErrnoToStatus(int err, std::string_view what) {
   std::string m(what);
   m += ": ";

@@ -65,6 +65,12 @@ class [[nodiscard]] Status {
   // WithPrefix: the same code with "prefix: " put before the message (OK stays OK).
   Status WithPrefix(std::string_view prefix) const;
 
+  // Relabeled: the same code, a message that starts with "<path>: " (as the format
+  // readers word errors) starting with "<label>: " instead; any other message gets
+  // "<label>: " put in front. OK stays OK. E.g. a shard's full path replaced by its
+  // file name relative to the checkpoint folder.
+  Status Relabeled(std::string_view path, std::string_view label) const;
+
   friend bool operator==(const Status& a, const Status& b) {
     return a.code_ == b.code_ && a.message_ == b.message_;
   }

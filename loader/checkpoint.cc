@@ -21,6 +21,7 @@
 
 #include "format/header.h"
 #include "format/index.h"
+#include "format/text.h"
 #include "loader/file.h"
 
 namespace shardload {
@@ -39,30 +40,17 @@ bool EndsWith(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
 }
 
-std::string Quote(std::string_view s) { return "'" + std::string(s) + "'"; }
-
 // ShardHeader: what reading one shard yields.
 struct ShardHeader {
   uint64_t size = 0;
   Header header;
 };
 
-// Relabel: `s` (whose message starts with "<path>: ", as the format readers write it)
-// with `label` in place of the path; other messages get "<label>: " put in front.
-Status Relabel(const Status& s, const std::string& path, const std::string& label) {
-  std::string_view msg = s.message();
-  if (msg.size() > path.size() && msg.substr(0, path.size()) == path &&
-      msg.substr(path.size(), 2) == ": ") {
-    return Status(s.code(), label + std::string(msg.substr(path.size())));
-  }
-  return s.WithPrefix(label);
-}
-
 // ReadShardHeader: ReadHeaderFile (positional reads, validation) on `path`, with errors
 // relabelled from the path to `label` (the file name within the checkpoint folder).
 Result<ShardHeader> ReadShardHeader(const std::string& path, const std::string& label) {
   Result<Header> h = ReadHeaderFile(path);
-  if (!h.ok()) return Relabel(h.status(), path, label);
+  if (!h.ok()) return h.status().Relabeled(path, label);
   ShardHeader out;
   // The parser checked that the data section ends exactly at the end of the file.
   out.size = h->data_start + h->data_size;
@@ -203,30 +191,30 @@ Status CheckShardPath(const std::string& index_label, const std::string& real_fo
                       const ShardInfo& shard) {
   const std::string& f = shard.file;
   if (f.empty() || f.front() == '/') {
-    return InvalidArgumentError(index_label + ": shard " + Quote(f) +
+    return InvalidArgumentError(index_label + ": shard " + QuoteForMessage(f, '\'') +
                                 " is not a relative file name");
   }
   std::error_code ec;
   fs::path real = fs::canonical(shard.path, ec);
   if (ec) {
     if (ec == std::errc::no_such_file_or_directory || ec == std::errc::not_a_directory) {
-      return NotFoundError(index_label + ": shard " + Quote(f) + " does not exist");
+      return NotFoundError(index_label + ": shard " + QuoteForMessage(f, '\'') + " does not exist");
     }
-    return ErrnoToStatus(ec.value(), index_label + ": shard " + Quote(f));
+    return ErrnoToStatus(ec.value(), index_label + ": shard " + QuoteForMessage(f, '\''));
   }
   std::string real_s = real.string();
   std::string prefix = real_folder == "/" ? real_folder : real_folder + "/";
   if (real_s.size() <= prefix.size() || real_s.compare(0, prefix.size(), prefix) != 0) {
-    return InvalidArgumentError(index_label + ": shard " + Quote(f) + " resolves to " +
-                                Quote(real_s) + ", outside the checkpoint folder " +
-                                Quote(real_folder));
+    return InvalidArgumentError(index_label + ": shard " + QuoteForMessage(f, '\'') + " resolves to " +
+                                QuoteForMessage(real_s, '\'') + ", outside the checkpoint folder " +
+                                QuoteForMessage(real_folder, '\''));
   }
   struct stat st;
   if (::stat(real_s.c_str(), &st) != 0) {
-    return ErrnoToStatus(errno, index_label + ": shard " + Quote(f));
+    return ErrnoToStatus(errno, index_label + ": shard " + QuoteForMessage(f, '\''));
   }
   if (!S_ISREG(st.st_mode)) {
-    return InvalidArgumentError(index_label + ": shard " + Quote(f) + " is not a regular file");
+    return InvalidArgumentError(index_label + ": shard " + QuoteForMessage(f, '\'') + " is not a regular file");
   }
   return OkStatus();
 }
@@ -352,7 +340,7 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
     const std::string& label = ckpt.index_file_;
     std::string index_path = JoinPath(where.folder, where.file);
     Result<ShardIndex> parsed = ReadIndexFile(index_path);
-    if (!parsed.ok()) return Relabel(parsed.status(), index_path, label);
+    if (!parsed.ok()) return parsed.status().Relabeled(index_path, label);
     ShardIndex index = std::move(*parsed);
     std::vector<std::string> files = index.shard_files;
     std::sort(files.begin(), files.end());
@@ -404,12 +392,12 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
     for (const auto& [name, file] : weight_map) {
       auto it = shard_of_file.find(file);
       if (it == shard_of_file.end()) {
-        return InternalError(ckpt.index_file_ + ": index maps " + Quote(name) + " to " +
-                             Quote(file) + ", which is missing from the index's shard list");
+        return InternalError(ckpt.index_file_ + ": index maps " + QuoteNameForMessage(name) + " to " +
+                             QuoteForMessage(file, '\'') + ", which is missing from the index's shard list");
       }
       if (headers[it->second].header.Find(name) == nullptr) {
-        return InvalidArgumentError(ckpt.index_file_ + ": index maps " + Quote(name) + " to " +
-                                    Quote(file) + " but that shard has no tensor " + Quote(name));
+        return InvalidArgumentError(ckpt.index_file_ + ": index maps " + QuoteNameForMessage(name) + " to " +
+                                    QuoteForMessage(file, '\'') + " but that shard has no tensor " + QuoteNameForMessage(name));
       }
     }
   }
@@ -497,9 +485,9 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
     const StoredTensor& b = ckpt.tensors_[i];
     if (a.name == b.name) {
       uint32_t lo = std::min(a.shard, b.shard), hi = std::max(a.shard, b.shard);
-      return InvalidArgumentError("tensor " + Quote(a.name) + " is stored in both " +
-                                  Quote(ckpt.shards_[lo].file) + " and " +
-                                  Quote(ckpt.shards_[hi].file));
+      return InvalidArgumentError("tensor " + QuoteNameForMessage(a.name) + " is stored in both " +
+                                  QuoteForMessage(ckpt.shards_[lo].file, '\'') + " and " +
+                                  QuoteForMessage(ckpt.shards_[hi].file, '\''));
     }
   }
 
@@ -515,8 +503,8 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
       }
     }
     auto describe = [&](const StoredTensor& t) {
-      return ckpt.index_file_ + ": shard " + Quote(ckpt.shards_[t.shard].file) +
-             " holds tensor " + Quote(t.name) + ", which the index does not list";
+      return ckpt.index_file_ + ": shard " + QuoteForMessage(ckpt.shards_[t.shard].file, '\'') +
+             " holds tensor " + QuoteNameForMessage(t.name) + ", which the index does not list";
     };
     if (!unlisted.empty() && options.strict_index) {
       std::string msg = describe(*unlisted[0]);
@@ -549,7 +537,7 @@ std::pair<uint64_t, uint64_t> Checkpoint::DataOffsets(const StoredTensor& t) con
 
 Result<std::span<const std::byte>> Checkpoint::MappedBytes(std::string_view name) const {
   const StoredTensor* t = Find(name);
-  if (t == nullptr) return NotFoundError("tensor " + Quote(name) + " is not in the checkpoint");
+  if (t == nullptr) return NotFoundError("tensor " + QuoteNameForMessage(name) + " is not in the checkpoint");
   const ShardInfo& shard = shards_[t->shard];
   Lazy::Slot& slot = lazy_->slots[t->shard];
   const MappedFile* map = nullptr;
@@ -569,7 +557,7 @@ Result<std::span<const std::byte>> Checkpoint::MappedBytes(std::string_view name
   std::span<const std::byte> all = map->Bytes();
   if (all.size() < t->file_offset + t->bytes) {
     return DataLossError(shard.file + ": mapping is " + std::to_string(all.size()) +
-                         " bytes, too short for tensor " + Quote(t->name) + " (ends at " +
+                         " bytes, too short for tensor " + QuoteNameForMessage(t->name) + " (ends at " +
                          std::to_string(t->file_offset + t->bytes) + ")");
   }
   return all.subspan(t->file_offset, t->bytes);
@@ -577,7 +565,7 @@ Result<std::span<const std::byte>> Checkpoint::MappedBytes(std::string_view name
 
 Result<std::vector<std::byte>> Checkpoint::ReadTensor(std::string_view name) const {
   const StoredTensor* t = Find(name);
-  if (t == nullptr) return NotFoundError("tensor " + Quote(name) + " is not in the checkpoint");
+  if (t == nullptr) return NotFoundError("tensor " + QuoteNameForMessage(name) + " is not in the checkpoint");
   const ShardInfo& shard = shards_[t->shard];
   SL_ASSIGN_OR_RETURN(std::unique_ptr<ReadableFile> f, OpenFile(shard.path, IoMode::kPread));
   if (f->size() != shard.size) {
@@ -590,7 +578,7 @@ Result<std::vector<std::byte>> Checkpoint::ReadTensor(std::string_view name) con
     out.resize(t->bytes);
   } catch (const std::bad_alloc&) {
     return ResourceExhaustedError("cannot allocate " + std::to_string(t->bytes) +
-                                  " bytes for tensor " + Quote(t->name));
+                                  " bytes for tensor " + QuoteNameForMessage(t->name));
   }
   SL_RETURN_IF_ERROR(f->ReadAt(t->file_offset, out));
   return out;

@@ -377,7 +377,7 @@ Result<VerifyReport> VerifyCheckpoint(const Checkpoint& checkpoint, const LoadOp
   // The headers must still say what the catalog was built from.
   for (uint32_t i = 0; i < shards.size(); ++i) {
     Result<Header> h = ReadHeaderFile(shards[i].path);
-    if (!h.ok()) return h.status();
+    if (!h.ok()) return h.status().Relabeled(shards[i].path, shards[i].file);
     if (h->header_length != shards[i].header_length || h->tensors.size() != by_shard[i].size()) {
       return DataLossError(shards[i].file + ": header changed while verifying");
     }

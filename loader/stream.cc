@@ -129,6 +129,38 @@ Status ReadObservedDirect(const ReadableFile& file, const ReadSpan& span,
   return OkStatus();
 }
 
+// DeliverSpan: read `span` and deliver it: straight into destination memory where the
+// sink allows, else through a staging slot (observed, then committed). Sets *stopped,
+// reading nothing, when the run stopped while it waited for a slot. A slot not yet
+// handed to Commit goes back to the sink on every exit, exceptions included.
+Status DeliverSpan(const ReadableFile& file, const ReadSpan& span, Sink& sink,
+                   const StreamOptions& options, const Run& run, std::vector<iovec>& iov,
+                   bool* stopped) {
+  if (span.length == 0) return OkStatus();  // empty tensors: nothing to read or deliver
+  if (options.allow_direct_targets && !file.direct_io() && sink.DirectTargets(span, &iov)) {
+    return options.observe_region ? ReadObservedDirect(file, span, iov, options)
+                                  : file.ReadVAt(span.file_offset, iov);
+  }
+  SL_ASSIGN_OR_RETURN(StagingSlot slot, sink.AcquireSlot());
+  struct Lent {
+    Sink& sink;
+    const StagingSlot& slot;
+    bool held = true;
+    ~Lent() {
+      if (held) sink.ReleaseSlot(slot);
+    }
+  } lent{sink, slot};
+  if (run.stop.load()) {
+    *stopped = true;
+    return OkStatus();
+  }
+  SL_ASSIGN_OR_RETURN(std::span<const std::byte> window,
+                      file.ReadWindowAt(span.file_offset, span.length, slot.memory));
+  if (options.observe_region) SL_RETURN_IF_ERROR(ObserveStaged(span, window, options));
+  lent.held = false;  // Commit frees the slot itself, on success and on error
+  return sink.Commit(slot, span, window);
+}
+
 void ReadLoop(std::span<const ReadableFile* const> files, std::span<const ReadSpan> spans,
               const std::vector<size_t>& order, Sink& sink, const StreamOptions& options, Run& run) {
   std::vector<iovec> iov;
@@ -142,36 +174,18 @@ void ReadLoop(std::span<const ReadableFile* const> files, std::span<const ReadSp
     const ReadSpan& span = spans[order[k]];
     const ReadableFile& file = *files[span.shard];
     Status st;
-    if (span.length == 0) {
-      // Nothing to read (empty tensors): nothing to deliver.
-    } else if (options.allow_direct_targets && !file.direct_io() && sink.DirectTargets(span, &iov)) {
-      st = options.observe_region ? ReadObservedDirect(file, span, iov, options)
-                                  : file.ReadVAt(span.file_offset, iov);
-    } else {
-      Result<StagingSlot> slot = sink.AcquireSlot();
-      if (!slot.ok()) {
-        st = slot.status();
-      } else if (run.stop.load()) {
-        sink.ReleaseSlot(*slot);
-        break;
-      } else {
-        Result<std::span<const std::byte>> window =
-            file.ReadWindowAt(span.file_offset, span.length, slot->memory);
-        if (!window.ok()) {
-          sink.ReleaseSlot(*slot);
-          st = window.status();
-        } else if (options.observe_region) {
-          st = ObserveStaged(span, *window, options);
-          if (st.ok()) {
-            st = sink.Commit(*slot, span, *window);
-          } else {
-            sink.ReleaseSlot(*slot);
-          }
-        } else {
-          st = sink.Commit(*slot, span, *window);
-        }
-      }
+    bool stopped = false;
+    try {
+      st = DeliverSpan(file, span, sink, options, run, iov, &stopped);
+    } catch (const std::exception& e) {
+      // Out of memory on a reader thread (an allocation in an observer, a sink or a
+      // message): an error for the load, never std::terminate.
+      st = ResourceExhaustedError(file.path() + ": reading bytes [" +
+                                  std::to_string(span.file_offset) + ", " +
+                                  std::to_string(span.file_offset + span.length) +
+                                  "): " + e.what());
     }
+    if (stopped) break;
     if (!st.ok()) {
       run.Fail(std::move(st));
       break;

@@ -30,6 +30,7 @@ StreamVerifier::StreamVerifier(RecordedChecksums sums, std::span<const Source> s
 
 Status StreamVerifier::Checked(size_t dest, uint64_t xxh3) {
   const Source& source = tensors_[dest].source;
+  tensors_[dest].checked.store(true, std::memory_order_relaxed);
   Status s = sums_.CheckXxh3(source.name, source.bytes, xxh3);
   if (s.ok() || !collect_) return s;
   std::lock_guard<std::mutex> lock(mismatches_mu_);
@@ -87,7 +88,11 @@ Status StreamVerifier::Finish() {
     if (!t.recorded) continue;
     if (t.source.bytes == 0) {
       SL_RETURN_IF_ERROR(Checked(i, Xxh3({})));
-    } else if ((t.next != 0 || !t.pending.empty()) && t.next != t.source.bytes) {
+    } else if (!t.checked.load(std::memory_order_relaxed)) {
+      if (t.next == 0 && t.pending.empty()) {
+        return InternalError("verify: tensor '" + t.source.name + "' (" +
+                             std::to_string(t.source.bytes) + " bytes) was never streamed");
+      }
       return InternalError("verify: tensor '" + t.source.name + "' was streamed up to byte " +
                            std::to_string(t.next) + " of " + std::to_string(t.source.bytes));
     }

@@ -17,6 +17,7 @@
 #ifndef SHARDLOAD_LOADER_STREAM_VERIFIER_H_
 #define SHARDLOAD_LOADER_STREAM_VERIFIER_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -68,7 +69,9 @@ class StreamVerifier {
   Status Observe(const CopyRegion& region, std::span<const std::byte> bytes);
 
   // Finish: after a successful stream: checks recorded empty tensors (never observed)
-  // and fails with internal if a split tensor was not seen whole.
+  // and fails with internal if a recorded non-empty tensor was not seen whole ("verify:
+  // tensor 'w' (N bytes) was never streamed" / "... was streamed up to byte K of N"), so
+  // a region that never reached the verifier cannot pass as checked.
   Status Finish();
 
   // recorded: the number of destinations whose tensor has a record (each is checked).
@@ -84,6 +87,7 @@ class StreamVerifier {
 
   struct Tensor {
     bool recorded = false;
+    std::atomic<bool> checked{false};  // compared with its record (Checked ran)
     Source source;
     std::mutex mu;
     Xxh3Hasher hasher;  // split tensors: bytes [0, next) hashed so far

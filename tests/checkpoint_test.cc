@@ -448,6 +448,23 @@ TEST(CheckpointShardSet, TensorStoredInTwoShards) {
                                              std::string(kShard1) + "' and '" + kShard2 + "'"));
 }
 
+TEST(CheckpointShardSet, NamesInShardSetMessagesAreEscaped) {
+  // A name with a newline stays one line in the message (control bytes as \xHH, as
+  // every message quotes names).
+  const std::string odd = "it's\nodd";
+  Sharded s = WriteSharded("twice_odd", /*write_index=*/false);
+  s.shard1.push_back({odd, "U8", {1}, ""});
+  s.shard2.push_back({odd, "U8", {1}, ""});
+  s.weight_map.push_back({odd, kShard1});
+  ASSERT_TRUE(WriteFile(s.dir + "/" + kShard1, SafetensorsBytes(s.shard1)));
+  ASSERT_TRUE(WriteFile(s.dir + "/" + kShard2, SafetensorsBytes(s.shard2)));
+  ASSERT_TRUE(WriteFile(s.dir + "/" + kIndex, IndexJson(s.weight_map)));
+  Result<Checkpoint> c = Checkpoint::Open(s.dir);
+  EXPECT_EQ(c.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(c.status().message(), ("tensor 'it's\\x0aodd' is stored in both '" +
+                                   std::string(kShard1) + "' and '" + kShard2 + "'"));
+}
+
 TEST(CheckpointShardSet, UnlistedTensorIsAnErrorWhenStrict) {
   Sharded s = WriteSharded("unlisted");
   s.shard2.push_back({"z.extra", "U8", {1}, ""});

@@ -374,6 +374,10 @@ TEST(StreamVerifierTest, MissingOrRepeatedPiecesAreInternalErrors) {
   Status s = Feed(missing, m.big, {0, 16384}, 8192);
   EXPECT_EQ(s.code(), StatusCode::kInternal);
   EXPECT_EQ(s.message(), "verify: tensor 'big' was streamed up to byte 8192 of 20000");
+  StreamVerifier never(Sums(m), sources);
+  s = Feed(never, m.big, {}, 8192);  // a recorded tensor no region reached
+  EXPECT_EQ(s.code(), StatusCode::kInternal);
+  EXPECT_EQ(s.message(), "verify: tensor 'big' (20000 bytes) was never streamed");
   StreamVerifier twice(Sums(m), sources);
   s = Feed(twice, m.big, {0, 0}, 8192);
   EXPECT_EQ(s.code(), StatusCode::kInternal);

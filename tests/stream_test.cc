@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <functional>
+#include <new>
 #include <cstring>
 #include <random>
 #include <string>
@@ -340,6 +341,27 @@ TEST_F(StreamTest, RegionOutsideItsDestinationFailsAndFreesSlots) {
                                ", " + std::to_string(d.bytes + r.length) +
                                ") do not fit its destination of " + std::to_string(d.bytes) +
                                " bytes");
+    EXPECT_EQ(sink_->slots_in_use(), 0);
+  }
+}
+
+// An exception on a reader thread (out of memory in an observer, say) is an error of
+// the load naming the file and bytes, never std::terminate; the slot goes back.
+TEST_F(StreamTest, ExceptionOnAReaderIsResourceExhaustedAndFreesSlots) {
+  for (bool direct : {false, true}) {
+    ASSERT_TRUE(sink_->Begin(fx_.destinations, 4096).ok());
+    StreamOptions opt;
+    opt.threads = 1;  // the first span read is the first in the plan
+    opt.allow_direct_targets = direct;
+    opt.observe_region = [](const ReadSpan&, const CopyRegion&,
+                            std::span<const std::byte>) -> Status { throw std::bad_alloc(); };
+    Status s = Stream(opened_.files, fx_.spans, *sink_, opt);
+    const ReadSpan& first = fx_.spans[0];
+    EXPECT_EQ(s, ResourceExhaustedError(fx_.shards[first.shard].path + ": reading bytes [" +
+                                        std::to_string(first.file_offset) + ", " +
+                                        std::to_string(first.file_offset + first.length) +
+                                        "): std::bad_alloc"))
+        << direct;
     EXPECT_EQ(sink_->slots_in_use(), 0);
   }
 }
