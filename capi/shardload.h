@@ -363,7 +363,11 @@ typedef struct sl_target {
  * machine without CUDA devices, read errors, SL_DATA_LOSS, SL_CANCELLED. Targets whose
  * memory overlaps (tied weights) are written in no defined order, possibly at once:
  * give such targets separate buffers, or one target and an alias, unless they are
- * known to receive the same stored tensor. */
+ * known to receive the same stored tensor. Device targets: the copies run on the
+ * loader's own CUDA streams and do not wait for other GPU work, so nothing may still
+ * use target memory when this is called (synchronize first); they are complete when it
+ * returns. A cuda:N target in pinned host memory or in another device's memory is
+ * SL_INVALID_ARGUMENT. */
 sl_status sl_load_into(const sl_checkpoint* checkpoint, const sl_target* targets,
                        size_t target_count, const sl_options* options, sl_report** report_out);
 

@@ -284,6 +284,8 @@ struct CudaSink::Impl {
 
   Status ValidateDestinations(std::span<const Destination> dests, std::vector<bool>* cuda_used,
                               std::vector<bool>* cuda_cast) const;
+  // CheckDestinationMemory: CheckDeviceMemory over runs of nearby device destinations.
+  Status CheckDestinationMemory(std::span<const Destination> dests) const;
   Status PlanRegions(const ReadSpan& span, std::span<const std::byte> bytes,
                      std::vector<PlannedRegion>* planned) const;
   Status Deliver(int id, const ReadSpan& span, std::span<const std::byte> bytes);
@@ -329,6 +331,38 @@ Status CudaSink::Impl::ValidateDestinations(std::span<const Destination> dests,
         (*cuda_cast)[d.device.index] = true;
       }
     }
+  }
+  return CheckDestinationMemory(dests);
+}
+
+Status CudaSink::Impl::CheckDestinationMemory(std::span<const Destination> dests) const {
+  // Device destinations by (device, address), in runs of memory at most kRunGap apart:
+  // one arena, or a caching allocator's segment, is one run. Checking each run's two
+  // ends finds a host pointer or another device's memory given for a cuda:N tensor
+  // (plain copies would reach it through unified addressing; a cast kernel would fault)
+  // with two queries per run, not two per tensor.
+  constexpr uint64_t kRunGap = uint64_t{64} << 10;
+  std::vector<const Destination*> on_device;
+  for (const Destination& d : dests) {
+    if (d.device.is_cuda() && d.bytes > 0) on_device.push_back(&d);
+  }
+  std::sort(on_device.begin(), on_device.end(), [](const Destination* a, const Destination* b) {
+    return std::make_pair(a->device.index, reinterpret_cast<uintptr_t>(a->ptr)) <
+           std::make_pair(b->device.index, reinterpret_cast<uintptr_t>(b->ptr));
+  });
+  for (size_t i = 0; i < on_device.size();) {
+    const Destination& first = *on_device[i];
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(first.ptr);
+    uintptr_t end = begin + first.bytes;
+    size_t j = i + 1;
+    for (; j < on_device.size() && on_device[j]->device == first.device; ++j) {
+      const uintptr_t p = reinterpret_cast<uintptr_t>(on_device[j]->ptr);
+      if (p > end + kRunGap) break;
+      end = std::max<uintptr_t>(end, p + on_device[j]->bytes);
+    }
+    Status s = CheckDeviceMemory(first.device.index, first.ptr, end - begin);
+    if (!s.ok()) return Status(s.code(), TensorText(first) + ": destination " + s.message());
+    i = j;
   }
   return OkStatus();
 }
@@ -428,9 +462,10 @@ Status CudaSink::Impl::Deliver(int id, const ReadSpan& span, std::span<const std
     DeviceState& ds = *devices[dev];
     const Stream& stream =
         ds.streams[ds.next_stream.fetch_add(1, std::memory_order_relaxed) % ds.streams.size()];
-    Result<ScopedDevice> scope = ScopedDevice::Enter(dev);
-    if (!scope.ok()) {
-      failure = scope.status();
+    // Readers are the loader's own threads: the device stays current (see
+    // MakeDeviceCurrent; restoring would create a context on device 0).
+    if (Status s = MakeDeviceCurrent(dev); !s.ok()) {
+      failure = s;
       break;
     }
     used_streams.push_back(&stream);

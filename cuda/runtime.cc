@@ -190,6 +190,49 @@ ScopedDevice::~ScopedDevice() {
   if (restore_ && cudaSetDevice(previous_) != cudaSuccess) (void)cudaGetLastError();
 }
 
+Status MakeDeviceCurrent(int device) {
+  SL_RETURN_IF_ERROR(CheckDevice(device));
+  int current = -1;
+  cudaError_t err = cudaGetDevice(&current);
+  if (err == cudaSuccess && current == device) return OkStatus();
+  if (err == cudaSuccess) err = cudaSetDevice(device);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    return CudaCallStatus(err, current == -1 ? "cudaGetDevice" : "cudaSetDevice", device);
+  }
+  return OkStatus();
+}
+
+Status CheckDeviceMemory(int device, const void* ptr, uint64_t bytes) {
+  if (bytes == 0) return OkStatus();
+  SL_ASSIGN_OR_RETURN(ScopedDevice scope, ScopedDevice::Enter(device));
+  const auto* first = static_cast<const std::byte*>(ptr);
+  for (const std::byte* p : {first, first + (bytes - 1)}) {
+    cudaPointerAttributes attr{};
+    cudaError_t err = cudaPointerGetAttributes(&attr, p);
+    if (err != cudaSuccess) {
+      // Older drivers answer invalid_value for memory they do not know: accept it, as
+      // for cudaMemoryTypeUnregistered.
+      (void)cudaGetLastError();
+      if (err == cudaErrorInvalidValue) continue;
+      return CudaCallStatus(err, "cudaPointerGetAttributes", device);
+    }
+    std::string what;
+    if (attr.type == cudaMemoryTypeHost) {
+      what = "pinned host";
+    } else if (attr.type == cudaMemoryTypeDevice && attr.device != device) {
+      what = "cuda:" + std::to_string(attr.device);
+    } else {
+      continue;  // device memory of `device`, managed, or unknown to CUDA
+    }
+    char at[32];
+    std::snprintf(at, sizeof at, "%p", static_cast<const void*>(p));
+    return InvalidArgumentError(std::string("memory at ") + at + " is " + what +
+                                " memory, not memory of cuda:" + std::to_string(device));
+  }
+  return OkStatus();
+}
+
 // ---- PinnedBuffer ----------------------------------------------------------------
 
 const char* PinnedModeName(PinnedMode mode) {
@@ -469,6 +512,9 @@ Status CopyDeviceToHost(int device, void* dst, const void* src, uint64_t bytes) 
 Status CopyHostToDevice(int device, void* dst, const void* src, uint64_t bytes) {
   SL_ASSIGN_OR_RETURN(ScopedDevice scope, ScopedDevice::Enter(device));
   cudaError_t err = cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice);
+  // From pageable memory cudaMemcpy may return before the last bytes reach the device;
+  // work on other (non-blocking) streams, such as a test's kernel, would not wait.
+  if (err == cudaSuccess) err = cudaDeviceSynchronize();
   if (err != cudaSuccess) (void)cudaGetLastError();
   return CudaCallStatus(err, "cudaMemcpy", device);
 }

@@ -97,6 +97,23 @@ class ScopedDevice {
   bool restore_ = false;
 };
 
+// MakeDeviceCurrent: make `device` current for the calling thread and leave it so
+// (cudaGetDevice, then cudaSetDevice only when it differs). For threads the loader
+// owns (Stream's readers, which live for one load): a ScopedDevice there would set the
+// thread back to its previous device, device 0 on a fresh thread, and since CUDA 12
+// cudaSetDevice creates that device's context (hundreds of MiB on a GPU the load never
+// uses). Errors: CheckDevice's or CUDA's. Thread-safe (per-thread state).
+Status MakeDeviceCurrent(int device);
+
+// CheckDeviceMemory: OK when CUDA knows [ptr, ptr + bytes) (both ends) as memory of
+// `device`: device memory there, or managed memory. `bytes` = 0 checks nothing. Queried
+// with cudaPointerGetAttributes while `device` is current (ScopedDevice).
+// Errors: invalid_argument "memory at 0x... is <what> memory, not memory of cuda:N"
+// for pinned host memory ("host"), device memory of another device ("cuda:M"); memory
+// CUDA does not know (plain host memory, or an allocator's mapping it cannot see) is
+// accepted: the copy then fails on its own if it cannot reach it. Thread-safe.
+Status CheckDeviceMemory(int device, const void* ptr, uint64_t bytes);
+
 // PinnedMode: how PinnedBuffer obtains page-locked memory. Both give memory every
 // device can DMA from (portable). Which is faster to allocate and to copy from is
 // measured by bench/cuda_bench.cc on the GPU machine; kHostAlloc is the default.

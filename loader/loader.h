@@ -168,6 +168,13 @@ class LoadedCheckpoint : public LoadStats {
 // independent. Targets whose buffers overlap (tied weights) are written in no defined
 // order, possibly by several threads at once: give them separate buffers, or one
 // target and an alias, unless they receive the same stored tensor.
+// Device targets: the copies run on the backend's own streams, which do not wait for
+// GPU work queued elsewhere; no work may still read or write target memory when
+// LoadInto is called (synchronize the streams that used it first, as the Python
+// package does with torch.cuda.synchronize). A cuda:N target whose memory is pinned
+// host memory or another device's is invalid_argument "tensor 'x' (cuda:N):
+// destination memory at 0x... is cuda:M memory, not memory of cuda:N". The copies
+// are complete when LoadInto returns.
 Result<LoadResult> LoadInto(const Checkpoint& checkpoint, std::span<const Target> targets,
                             const LoadOptions& options);
 

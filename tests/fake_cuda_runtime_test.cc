@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <iostream>
 #include <map>
@@ -457,6 +458,83 @@ TEST_F(FakeCudaTest, CancelWhileCopiesArePendingFreesEverything) {
       EXPECT_EQ(c.live_streams, 0u);
       EXPECT_EQ(c.host_release_with_pending_work, 0u);
     }
+  }
+  ExpectNothingLive();
+}
+
+// A load onto cuda:1 from a thread whose current device is cuda:1 (as a rank of a
+// multi-GPU server sets it) makes no CUDA context on cuda:0: the reader threads keep
+// the device they switch to instead of restoring a fresh thread's default, device 0,
+// which since CUDA 12 would create a context there (hundreds of MiB per process).
+TEST_F(FakeCudaTest, ALoadOntoOneDeviceMakesNoContextOnAnother) {
+  Stored stored = WriteSharded("fake_contexts", 2, 3, 5000);
+  Result<Checkpoint> ckpt = Checkpoint::Open(stored.dir);
+  ASSERT_TRUE(ckpt.ok());
+  std::thread rank([&] {
+    Result<ScopedDevice> on1 = ScopedDevice::Enter(1);
+    ASSERT_TRUE(on1.ok()) << on1.status().ToString();
+    fake::ForgetContexts();
+    {
+      CudaBackend backend;
+      LoadOptions o = Options(&backend, "cuda:1", 2, 8192);
+      Result<LoadedCheckpoint> all = LoadAll(*ckpt, o);
+      ASSERT_TRUE(all.ok()) << all.status().ToString();
+      ExpectByteExact(stored, *all);
+      std::vector<Target> targets;
+      for (const LoadedTensor& t : all->tensors) {
+        targets.push_back(Target{t.name, t.dtype, t.shape, t.device, t.data});
+      }
+      Result<LoadResult> into = LoadInto(*ckpt, targets, o);
+      ASSERT_TRUE(into.ok()) << into.status().ToString();
+    }
+    const fake::Counters c = fake::Snapshot();
+    EXPECT_FALSE(c.contexts[0]);
+    EXPECT_TRUE(c.contexts[1]);
+  });
+  rank.join();
+  ExpectNothingLive();
+}
+
+// A cuda:N destination whose memory is pinned host memory or another device's is
+// refused before anything is copied, naming the tensor (a plain copy would reach it
+// through unified addressing; a cast kernel would fault).
+TEST_F(FakeCudaTest, DestinationMemoryOfAnotherKindOrDeviceIsRefused) {
+  Stored stored = WriteSharded("fake_wrong_memory", 1, 2, 256);
+  Result<Checkpoint> ckpt = Checkpoint::Open(stored.dir);
+  ASSERT_TRUE(ckpt.ok());
+  {
+    CudaBackend backend;
+    Result<DeviceBuffer> on0 = DeviceBuffer::Allocate(0, 2 * 1024);
+    Result<DeviceBuffer> on1 = DeviceBuffer::Allocate(1, 2 * 1024);
+    Result<PinnedBuffer> pinned = PinnedBuffer::Allocate(2 * 1024);
+    ASSERT_TRUE(on0.ok() && on1.ok() && pinned.ok());
+    const Device cuda1{Device::Kind::kCuda, 1};
+    auto targets_at = [&](std::byte* base) {
+      return std::vector<Target>{
+          Target{"layers.0.0.weight", Dtype::kF32, {256}, cuda1, base},
+          Target{"layers.0.1.weight", Dtype::kF32, {256}, cuda1, base + 1024}};
+    };
+    auto where = [](const void* p) {
+      char at[32];
+      std::snprintf(at, sizeof at, "%p", p);
+      return std::string(at);
+    };
+    LoadOptions o = Options(&backend, "cuda:1", 2, 4096);
+    Result<LoadResult> r = LoadInto(*ckpt, targets_at(static_cast<std::byte*>(on0->data())), o);
+    EXPECT_EQ(r.status(), InvalidArgumentError("tensor 'layers.0.0.weight' (cuda:1): destination "
+                                               "memory at " + where(on0->data()) +
+                                               " is cuda:0 memory, not memory of cuda:1"));
+    r = LoadInto(*ckpt, targets_at(static_cast<std::byte*>(pinned->data())), o);
+    EXPECT_EQ(r.status(), InvalidArgumentError("tensor 'layers.0.0.weight' (cuda:1): destination "
+                                               "memory at " + where(pinned->data()) +
+                                               " is pinned host memory, not memory of cuda:1"));
+    EXPECT_EQ(fake::Snapshot().async_copies, 0u);
+    r = LoadInto(*ckpt, targets_at(static_cast<std::byte*>(on1->data())), o);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    std::string got(1024, '\0');
+    ASSERT_TRUE(CopyDeviceToHost(1, got.data(), static_cast<std::byte*>(on1->data()) + 1024,
+                                 1024).ok());
+    EXPECT_TRUE(got == stored.bytes["layers.0.1.weight"]);
   }
   ExpectNothingLive();
 }

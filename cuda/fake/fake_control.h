@@ -49,6 +49,11 @@ struct Counters {
   // queued copies still read or write (the fake then waits for them, like the real
   // runtime, but a correct caller never lets it come to that).
   uint64_t host_release_with_pending_work = 0;
+  // contexts[d]: whether a real CUDA >= 12 runtime would hold a context on device d by
+  // now: cudaSetDevice(d) creates one, as does any call needing a context (allocation,
+  // stream, event, copy, launch, synchronize) made while d was current. A live value,
+  // cleared only by ForgetContexts.
+  bool contexts[kDevices] = {};
 };
 
 // Snapshot: the counters now. Thread-safe.
@@ -70,6 +75,10 @@ void FailCall(std::string_view call, int after, int error);
 // cudaStreamSynchronize / cudaDeviceSynchronize report `error` from then on (CUDA's
 // sticky errors), until the stream is destroyed. Thread-safe.
 void FailAsync(std::string_view call, int after, int error);
+
+// ForgetContexts: clear Counters::contexts (as if no device had a context yet), so a
+// test can see which devices one load touches. Thread-safe.
+void ForgetContexts();
 
 // ClearFailures: drop pending FailCall / FailAsync rules. Thread-safe.
 void ClearFailures();

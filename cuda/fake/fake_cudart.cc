@@ -127,6 +127,10 @@ struct State {
   Counters counters;
   int max_delay_us = 200;
   bool paused = false;  // PauseStreams: workers start nothing new
+  // context[d]: whether a real runtime would have created device d's primary context
+  // by now: cudaSetDevice(d) (CUDA >= 12 initializes it), or a call that needs a
+  // context made while d was current. ForgetContexts clears it.
+  bool context[kDevices] = {};
   uint32_t seed = 1;
 };
 
@@ -181,6 +185,9 @@ bool TakeAsyncRule(State& s, std::string_view call, cudaError_t* error) {
 }
 
 bool ValidDevice(int device) { return device >= 0 && device < kDevices; }
+
+// UseContext: a call that needs a context on the current device (see State::context).
+void UseContext(State& s) { s.context[current_device] = true; }
 
 // DeviceOf: the device whose address range holds `p`, or -1 (host memory).
 int DeviceOf(const State& s, const void* p) {
@@ -432,7 +439,14 @@ Counters Snapshot() {
   }
   c.live_streams = s.streams.size();
   c.live_events = s.events.size();
+  for (int d = 0; d < kDevices; ++d) c.contexts[d] = s.context[d];
   return c;
+}
+
+void ForgetContexts() {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  for (bool& c : s.context) c = false;
 }
 
 void ResetCounters() {
@@ -490,6 +504,7 @@ int LaunchCast(CastKind kind, const void* src, void* dst, uint64_t count, CUstre
   std::lock_guard<std::mutex> lock(s.mu);
   if (count == 0) return cudaSuccess;
   if (cudaError_t e = Injected(s, "LaunchCastKernel"); e != cudaSuccess) return Fail(s, e);
+  UseContext(s);
   if (src == nullptr || dst == nullptr) return Fail(s, cudaErrorInvalidValue);
   // A launch goes to a stream of the current device, or fails (as with real kernels).
   if (!LiveStream(s, stream) || stream->device != current_device) {
@@ -571,6 +586,7 @@ using shardload::cuda::fake::S;
 using shardload::cuda::fake::State;
 using shardload::cuda::fake::TakeAsyncRule;
 using shardload::cuda::fake::Translate;
+using shardload::cuda::fake::UseContext;
 using shardload::cuda::fake::ValidDevice;
 using shardload::cuda::fake::WaitDeviceLocked;
 using shardload::cuda::fake::WaitStreamLocked;
@@ -642,6 +658,7 @@ cudaError_t CUDARTAPI cudaSetDevice(int device) {
   FAKE_INJECT(s, "cudaSetDevice");
   if (!ValidDevice(device)) return Fail(s, cudaErrorInvalidDevice);
   current_device = device;
+  UseContext(s);  // CUDA >= 12: cudaSetDevice initializes the device's primary context
   return cudaSuccess;
 }
 
@@ -649,6 +666,7 @@ cudaError_t CUDARTAPI cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   State& s = S();
   std::lock_guard<std::mutex> lock(s.mu);
   FAKE_INJECT(s, "cudaMemGetInfo");
+  UseContext(s);
   if (free_bytes == nullptr || total_bytes == nullptr) return Fail(s, cudaErrorInvalidValue);
   *total_bytes = kDeviceBytes;
   *free_bytes = kDeviceBytes - s.devices[current_device].used;
@@ -659,6 +677,7 @@ cudaError_t CUDARTAPI cudaMalloc(void** ptr, size_t size) {
   State& s = S();
   std::lock_guard<std::mutex> lock(s.mu);
   FAKE_INJECT(s, "cudaMalloc");
+  UseContext(s);
   if (ptr == nullptr) return Fail(s, cudaErrorInvalidValue);
   if (size == 0) {
     *ptr = nullptr;
@@ -713,6 +732,7 @@ cudaError_t CUDARTAPI cudaHostAlloc(void** ptr, size_t size, unsigned int flags)
   std::lock_guard<std::mutex> lock(s.mu);
   (void)flags;
   FAKE_INJECT(s, "cudaHostAlloc");
+  UseContext(s);
   if (ptr == nullptr || size == 0) return Fail(s, cudaErrorInvalidValue);
   const uint64_t rounded = (size + kPage - 1) / kPage * kPage;
   void* p = std::aligned_alloc(kPage, rounded);
@@ -739,6 +759,7 @@ cudaError_t CUDARTAPI cudaHostRegister(void* ptr, size_t size, unsigned int flag
   std::lock_guard<std::mutex> lock(s.mu);
   (void)flags;
   FAKE_INJECT(s, "cudaHostRegister");
+  UseContext(s);
   if (ptr == nullptr || size == 0 || DeviceOf(s, ptr) >= 0) return Fail(s, cudaErrorInvalidValue);
   const auto* p = static_cast<const std::byte*>(ptr);
   for (const auto& [start, range] : s.pinned) {
@@ -767,6 +788,7 @@ cudaError_t CUDARTAPI cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned i
   std::lock_guard<std::mutex> lock(s.mu);
   (void)flags;
   FAKE_INJECT(s, "cudaStreamCreateWithFlags");
+  UseContext(s);
   if (stream == nullptr) return Fail(s, cudaErrorInvalidValue);
   auto* st = new CUstream_st();
   st->device = current_device;
@@ -810,6 +832,7 @@ cudaError_t CUDARTAPI cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event
   std::lock_guard<std::mutex> lock(s.mu);
   (void)flags;
   FAKE_INJECT(s, "cudaStreamWaitEvent");
+  UseContext(s);
   if (!LiveStream(s, stream) || !LiveEvent(s, event)) {
     return Fail(s, cudaErrorInvalidResourceHandle);
   }
@@ -826,6 +849,7 @@ cudaError_t CUDARTAPI cudaDeviceSynchronize(void) {
   State& s = S();
   std::unique_lock<std::mutex> lock(s.mu);
   FAKE_INJECT(s, "cudaDeviceSynchronize");
+  UseContext(s);
   WaitDeviceLocked(s, lock, current_device);
   for (CUstream_st* st : s.streams) {
     if (st->device == current_device && st->error != cudaSuccess) return Fail(s, st->error);
@@ -837,6 +861,7 @@ cudaError_t CUDARTAPI cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int 
   State& s = S();
   std::lock_guard<std::mutex> lock(s.mu);
   FAKE_INJECT(s, "cudaEventCreateWithFlags");
+  UseContext(s);
   if (event == nullptr) return Fail(s, cudaErrorInvalidValue);
   auto* e = new CUevent_st();
   e->device = current_device;
@@ -875,6 +900,7 @@ cudaError_t CUDARTAPI cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   State& s = S();
   std::lock_guard<std::mutex> lock(s.mu);
   FAKE_INJECT(s, "cudaEventRecord");
+  UseContext(s);
   if (!LiveEvent(s, event) || !LiveStream(s, stream) || event->device != stream->device) {
     return Fail(s, cudaErrorInvalidResourceHandle);
   }
@@ -928,6 +954,7 @@ cudaError_t CUDARTAPI cudaMemcpyAsync(void* dst, const void* src, size_t count,
   State& s = S();
   std::unique_lock<std::mutex> lock(s.mu);
   FAKE_INJECT(s, "cudaMemcpyAsync");
+  UseContext(s);
   if (!LiveStream(s, stream)) return Fail(s, cudaErrorInvalidResourceHandle);
   if (count == 0) return cudaSuccess;
   CopyArgs args;
@@ -973,6 +1000,7 @@ cudaError_t CUDARTAPI cudaMemcpy(void* dst, const void* src, size_t count,
   State& s = S();
   std::lock_guard<std::mutex> lock(s.mu);
   FAKE_INJECT(s, "cudaMemcpy");
+  UseContext(s);
   if (count == 0) return cudaSuccess;
   CopyArgs args;
   if (cudaError_t e = CheckCopy(s, dst, src, count, kind, &args); e != cudaSuccess) {
@@ -982,10 +1010,39 @@ cudaError_t CUDARTAPI cudaMemcpy(void* dst, const void* src, size_t count,
   return cudaSuccess;
 }
 
+cudaError_t CUDARTAPI cudaPointerGetAttributes(struct cudaPointerAttributes* attributes,
+                                               const void* ptr) {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  FAKE_INJECT(s, "cudaPointerGetAttributes");
+  UseContext(s);
+  if (attributes == nullptr) return Fail(s, cudaErrorInvalidValue);
+  *attributes = cudaPointerAttributes{};
+  const int dev = DeviceOf(s, ptr);
+  if (dev >= 0 && Translate(s, dev, ptr, 1) != nullptr) {
+    attributes->type = cudaMemoryTypeDevice;
+    attributes->device = dev;
+    attributes->devicePointer = const_cast<void*>(ptr);
+  } else if (dev < 0 && PinnedContains(s, ptr, 1)) {
+    attributes->type = cudaMemoryTypeHost;
+    attributes->device = current_device;
+    attributes->devicePointer = const_cast<void*>(ptr);
+    attributes->hostPointer = const_cast<void*>(ptr);
+  } else {
+    // CUDA >= 11: memory the runtime does not know (plain host memory, a freed device
+    // range) is "unregistered", and the call succeeds.
+    attributes->type = cudaMemoryTypeUnregistered;
+    attributes->device = -2;
+    if (dev < 0) attributes->hostPointer = const_cast<void*>(ptr);
+  }
+  return cudaSuccess;
+}
+
 cudaError_t CUDARTAPI cudaMemset(void* ptr, int value, size_t count) {
   State& s = S();
   std::lock_guard<std::mutex> lock(s.mu);
   FAKE_INJECT(s, "cudaMemset");
+  UseContext(s);
   if (count == 0) return cudaSuccess;
   const int dev = DeviceOf(s, ptr);
   std::byte* at = dev >= 0 ? Translate(s, dev, ptr, count) : nullptr;

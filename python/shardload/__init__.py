@@ -555,6 +555,12 @@ def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, 
             # Zero-element entries get a valid dummy address: nothing is written.
             targets[i] = _lib.Target(raw, len(raw), dname, shape, t.dim(), None,
                                      dst.data_ptr() if t.numel() else _EMPTY_ADDRESS)
+        if dev.type == "cuda":
+            # The loader's copies run on its own streams, which do not wait for work
+            # torch queued on its streams: kernels still writing these parameters (a
+            # model initialized on the GPU) or still reading a block the caching
+            # allocator just handed to a scratch tensor. Let that work finish first.
+            torch.cuda.synchronize(dev)
         report = ctypes.c_void_p()
         with torch.no_grad():
             status = l.sl_load_into(ckpt.handle, targets, len(state), options.handle,
