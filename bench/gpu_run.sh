@@ -159,7 +159,14 @@ run_steps() {
   : > "$summary"
   say() { echo "$*" | tee -a "$summary"; }
   say "machine: nproc=$(nproc) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')\""
-  command -v nvidia-smi >/dev/null && nvidia-smi -L 2>&1 | tee -a "$summary"
+  local gpu_listed=0
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi -L 2>&1 | tee -a "$summary"
+    nvidia-smi -L 2>/dev/null | grep -q '^GPU ' && gpu_listed=1
+    # The static CUDA 13 runtime needs driver r580 or newer; with an older one it sees
+    # no device and every GPU test skips itself (and passes).
+    say "driver: $(nvidia-smi --query-gpu=driver_version,persistence_mode --format=csv,noheader 2>&1 | head -1) (CUDA 13 needs >= 580)"
+  fi
 
   local failed=0
   local tests=(cuda_probe_test cuda_cast_math_test cuda_sink_host_test cuda_gpu_test cuda_loader_test)
@@ -170,6 +177,14 @@ run_steps() {
     say "test $t: rc=$rc $(grep -E '^\[  (PASSED|FAILED)  \] [0-9]+ test|^\[  SKIPPED \] [0-9]+ test' "$out/$t.log" | tr '\n' ' ')"
     [ $rc -eq 0 ] || failed=1
   done
+  if [ "$gpu_listed" = 1 ] && [ "${#tests[@]}" -gt 0 ]; then
+    local blind
+    blind=$(cd "$out" && grep -l "no CUDA device" cuda_*.log 2>/dev/null | tr '\n' ' ')
+    if [ -n "$blind" ]; then
+      say "ERROR: nvidia-smi lists a GPU but the CUDA runtime saw none in: $blind($(grep -h -m1 -o 'no CUDA device.*' "$out"/cuda_probe_test.log 2>/dev/null | head -1)); the GPU cases did not run"
+      failed=1
+    fi
+  fi
 
   if [ "${SKIP_TESTS:-0}" != "1" ] && [ "${SKIP_PYTHON:-0}" != "1" ]; then
     # The Python package with CUDA tensors, on the machine's own torch and safetensors
