@@ -341,7 +341,9 @@ TEST_F(LoaderTest, PooledLoadAllReusesTheArenaAndHoldsTheSameBytes) {
     const LoadedTensor* t = by_address[i];
     const Source& s = Find(src_, t->name);
     ASSERT_EQ(t->bytes, s.bytes.size());
-    if (!s.bytes.empty()) EXPECT_EQ(0, std::memcmp(t->data, s.bytes.data(), s.bytes.size())) << s.name;
+    if (!s.bytes.empty()) {
+      EXPECT_EQ(0, std::memcmp(t->data, s.bytes.data(), s.bytes.size())) << s.name;
+    }
     // The padding up to the next tensor is zero again, as in a fresh arena.
     if (i + 1 < by_address.size()) {
       const auto* end = static_cast<const std::byte*>(t->data) + t->bytes;
