@@ -270,10 +270,40 @@ Status HeaderParser::ReadTensor(std::string_view name, simdjson::dom::element va
   return OkStatus();
 }
 
+// InShapeOrOffsets: whether the number at `hit` (outside strings) is a direct element
+// of a "shape" or "data_offsets" array: walking back over the array's numbers, commas
+// and whitespace reaches '[', then ':', then the key. Those arrays hold plain numbers
+// once valid, so the walk is short.
+bool InShapeOrOffsets(const char* json, const char* hit) {
+  const char* p = hit;
+  auto skip_back = [&](auto keep) {
+    while (p > json && keep(p[-1])) --p;
+  };
+  auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
+  skip_back([&](char c) {
+    return is_space(c) || c == ',' || c == '-' || c == '+' || c == '.' || c == 'e' ||
+           c == 'E' || (c >= '0' && c <= '9');
+  });
+  if (p == json || p[-1] != '[') return false;
+  --p;
+  skip_back(is_space);
+  if (p == json || p[-1] != ':') return false;
+  --p;
+  skip_back(is_space);
+  for (std::string_view key : {std::string_view("\"shape\""), std::string_view("\"data_offsets\"")}) {
+    if (static_cast<size_t>(p - json) >= key.size() &&
+        std::string_view(p - key.size(), key.size()) == key) {
+      return true;
+    }
+  }
+  return false;
+}
+
 // CheckNoNegativeZero: simdjson reads the integer `-0` as 0, but the reference
-// (serde_json) reads it as a float and rejects it as a shape or offset. A header has
-// no other use for numbers, so any `-0` number is rejected. Only the bytes around a
-// "-0" pair are examined closely; finding them is one memchr pass.
+// (serde_json) reads it as the float -0.0, which it rejects as a shape or offset entry
+// and ignores in fields it does not know. So a `-0` in a "shape" or "data_offsets"
+// array is rejected, anywhere else accepted. Only the bytes around a "-0" pair are
+// examined closely; finding them is one memchr pass.
 Status HeaderParser::CheckNoNegativeZero(const char* json, size_t size) const {
   const char* end = json + size;
   const char* p = json;  // string-state scan position; bytes before it are classified
@@ -296,7 +326,7 @@ Status HeaderParser::CheckNoNegativeZero(const char* json, size_t size) const {
     const char* next = hit + 2;
     bool is_float = next < end && (*next == '.' || *next == 'e' || *next == 'E');
     bool is_exponent = hit > json && (hit[-1] == 'e' || hit[-1] == 'E');
-    if (!is_float && !is_exponent) {
+    if (!is_float && !is_exponent && InShapeOrOffsets(json, hit)) {
       return Error(StatusCode::kInvalidArgument,
                    "header has the number -0 at header byte " + std::to_string(hit - json) +
                        "; shape and data_offsets entries must be non-negative integers");

@@ -134,6 +134,19 @@ TEST(HeaderTest, NegativeZeroIsRejectedButNotInStringsOrExponents) {
                            1);
   ASSERT_TRUE(h.ok()) << h.status().ToString();
   EXPECT_EQ(h->metadata.at("q\"-0"), "\\-0");
+  // In shape too (after other entries and spaces), and with the reference: -0 in a
+  // field it ignores is a float it ignores (accepted), as is -0 nested deeper.
+  std::string shape = "{" + Entry("a", "U8", "[1, -0]", 0, 0) + "}";
+  ExpectError(Parse(shape, 0), StatusCode::kInvalidArgument,
+              "header has the number -0 at header byte " + std::to_string(shape.find("-0")) +
+                  "; shape and data_offsets entries must be non-negative integers");
+  h = Parse("{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"x\":-0,\"y\":[-0],\"z\":{\"shape\":[[-0]]},"
+            "\"data_offsets\":[0,1]}}",
+            1);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  // In __metadata__ a number is a type error, as in the reference.
+  ExpectError(Parse("{\"__metadata__\":{\"k\":-0}}"), StatusCode::kInvalidArgument,
+              "__metadata__ key 'k' must map to a string, got a number");
 }
 
 // ---------------------------------------------------------------- options
