@@ -2,9 +2,12 @@
 #include "loader/checkpoint_hash.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <memory>
 #include <numeric>
 #include <string_view>
+#include <system_error>
+#include <thread>
 #include <utility>
 
 #include "format/checksum.h"
@@ -33,6 +36,10 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
                                 std::to_string(options.chunk_bytes) +
                                 ", must be between 4096 and 1073741824");
   }
+  if (options.threads < 0 || options.threads > 256) {
+    return InvalidArgumentError("HashOptions.threads is " + std::to_string(options.threads) +
+                                ", must be between 0 and 256");
+  }
   const std::vector<StoredTensor>& tensors = ckpt.tensors();
   const std::vector<ShardInfo>& shards = ckpt.shards();
 
@@ -40,6 +47,10 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
   result.tensors.resize(tensors.size());
   for (size_t i = 0; i < tensors.size(); ++i) {
     const StoredTensor& t = tensors[i];
+    if (t.shard >= shards.size()) {
+      return InternalError("tensor '" + t.name + "' names shard " + std::to_string(t.shard) +
+                           " of " + std::to_string(shards.size()));
+    }
     result.tensors[i].name = t.name;
     result.tensors[i].dtype = t.dtype;
     result.tensors[i].shape = t.shape;
@@ -54,56 +65,108 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
            std::pair(tensors[b].shard, tensors[b].file_offset);
   });
 
-  // One buffer for every read; never larger than the biggest tensor needs.
-  uint64_t largest = 0;
-  for (const StoredTensor& t : tensors) largest = std::max(largest, t.bytes);
-  std::vector<std::byte> buffer(static_cast<size_t>(std::min(options.chunk_bytes, largest)));
-
-  // Hashes recorded for the whole checkpoint in the index's metadata.
+  // The records: each shard's, and the whole checkpoint's in the index's metadata.
+  std::vector<ChecksumMap> recorded(shards.size());
+  for (size_t i = 0; i < shards.size(); ++i) {
+    SL_ASSIGN_OR_RETURN(recorded[i], ParseChecksumMetadata(shards[i].metadata, shards[i].file));
+  }
   ChecksumMap index_recorded;
   if (ckpt.sharded()) {
     SL_ASSIGN_OR_RETURN(index_recorded,
                         ParseChecksumMetadata(ckpt.metadata(), ckpt.index_file()));
   }
 
-  std::unique_ptr<ReadableFile> file;
-  ChecksumMap recorded;
-  size_t open_shard = shards.size();  // none yet
-  for (size_t idx : order) {
-    const StoredTensor& t = tensors[idx];
-    if (t.shard >= shards.size()) {
-      return InternalError("tensor '" + t.name + "' names shard " + std::to_string(t.shard) +
-                           " of " + std::to_string(shards.size()));
+  // Runs of `order` of about equal bytes, one per thread.
+  uint64_t total = 0, largest = 0;
+  for (const StoredTensor& t : tensors) {
+    total += t.bytes;
+    largest = std::max(largest, t.bytes);
+  }
+  size_t threads = options.threads > 0
+                       ? static_cast<size_t>(options.threads)
+                       : std::max<size_t>(1, std::thread::hardware_concurrency());
+  threads = std::max<size_t>(1, std::min(threads, order.size()));
+  // A run ends after the tensor that brings it to its share of the bytes.
+  std::vector<size_t> run_begin = {0};
+  unsigned __int128 acc = 0;
+  for (size_t pos = 0; pos + 1 < order.size() && run_begin.size() < threads; ++pos) {
+    acc += tensors[order[pos]].bytes;
+    if (acc * threads >= static_cast<unsigned __int128>(total) * run_begin.size()) {
+      run_begin.push_back(pos + 1);
     }
-    const ShardInfo& shard = shards[t.shard];
-    if (t.shard != open_shard) {
-      file.reset();
-      SL_ASSIGN_OR_RETURN(file, OpenFile(shard.path, IoMode::kPread));
-      if (file->size() != shard.size) {
-        return DataLossError(shard.path + ": file changed since the checkpoint was opened: now " +
-                             std::to_string(file->size()) + " bytes, was " +
+  }
+  run_begin.push_back(order.size());
+
+  // Each run: hash its tensors in order; stop at its first read error, noting where.
+  struct RunError {
+    size_t pos = SIZE_MAX;  // position in `order` of the failing tensor
+    Status status;
+  };
+  std::vector<RunError> errors(run_begin.size() - 1);
+  const size_t buffer_bytes = static_cast<size_t>(std::min(options.chunk_bytes, largest));
+  auto hash_run = [&](size_t r) {
+    std::vector<std::byte> buffer(buffer_bytes);
+    std::unique_ptr<ReadableFile> file;
+    size_t open_shard = shards.size();  // none yet
+    for (size_t pos = run_begin[r]; pos < run_begin[r + 1]; ++pos) {
+      const StoredTensor& t = tensors[order[pos]];
+      const ShardInfo& shard = shards[t.shard];
+      Status st;
+      if (t.shard != open_shard) {
+        file.reset();
+        Result<std::unique_ptr<ReadableFile>> opened = OpenFile(shard.path, IoMode::kPread);
+        if (!opened.ok()) {
+          st = opened.status();
+        } else if ((*opened)->size() != shard.size) {
+          st = DataLossError(shard.path + ": file changed since the checkpoint was opened: now " +
+                             std::to_string((*opened)->size()) + " bytes, was " +
                              std::to_string(shard.size));
+        } else {
+          file = std::move(opened).value();
+          open_shard = t.shard;
+        }
       }
-      SL_ASSIGN_OR_RETURN(recorded, ParseChecksumMetadata(shard.metadata, shard.file));
-      open_shard = t.shard;
-    }
-    Xxh3Hasher hasher;
-    uint64_t done = 0;
-    while (done < t.bytes) {
-      size_t n = static_cast<size_t>(std::min<uint64_t>(t.bytes - done, buffer.size()));
-      std::span<std::byte> piece(buffer.data(), n);
-      Status read = file->ReadAt(t.file_offset + done, piece);
-      if (!read.ok()) {
-        return Status(read.code(), read.message() + " (reading tensor '" + t.name + "')");
+      Xxh3Hasher hasher;
+      for (uint64_t done = 0; st.ok() && done < t.bytes;) {
+        size_t n = static_cast<size_t>(std::min<uint64_t>(t.bytes - done, buffer.size()));
+        std::span<std::byte> piece(buffer.data(), n);
+        Status read = file->ReadAt(t.file_offset + done, piece);
+        if (!read.ok()) {
+          st = Status(read.code(), read.message() + " (reading tensor '" + t.name + "')");
+          break;
+        }
+        hasher.Update(piece);
+        done += n;
       }
-      hasher.Update(piece);
-      done += n;
+      if (!st.ok()) {
+        errors[r] = RunError{pos, std::move(st)};
+        return;
+      }
+      result.tensors[order[pos]].xxh3 = hasher.Digest();
     }
+  };
+  std::vector<std::thread> pool;
+  for (size_t r = 1; r < errors.size(); ++r) {
+    try {
+      pool.emplace_back(hash_run, r);
+    } catch (const std::system_error&) {
+      hash_run(r);  // no thread to be had: this run here
+    }
+  }
+  hash_run(0);
+  for (std::thread& t : pool) t.join();
+
+  // In file order: the first read error, or with check_recorded the first mismatch.
+  size_t r = 0;
+  for (size_t pos = 0; pos < order.size(); ++pos) {
+    while (pos >= run_begin[r + 1]) ++r;
+    if (errors[r].pos == pos) return errors[r].status;
+    const size_t idx = order[pos];
+    const StoredTensor& t = tensors[idx];
     TensorDigest& d = result.tensors[idx];
-    d.xxh3 = hasher.Digest();
     // The shard's own record first, then the index's; every record present must match.
     bool any = false, all_match = true;
-    for (auto [sums, label] : {std::pair(&recorded, &shard.file),
+    for (auto [sums, label] : {std::pair(&recorded[t.shard], &shards[t.shard].file),
                                std::pair(&index_recorded, &ckpt.index_file())}) {
       auto it = sums->find(t.name);
       if (it == sums->end()) continue;

@@ -36,10 +36,14 @@ namespace shardload {
 // HashOptions: how HashCheckpoint reads and checks. Invalid values give
 // invalid_argument before any read.
 struct HashOptions {
-  // chunk_bytes: the size of each positional read (and of the one buffer allocated).
+  // chunk_bytes: the size of each positional read (and of each thread's one buffer).
   // Default 1 MiB (stays in cache between the read and the hash; measured faster than
   // 8 MiB, see bench/RESULTS.md); must be in [4096, 1 GiB].
   uint64_t chunk_bytes = uint64_t{1} << 20;
+  // threads: how many threads read and hash, each a run of tensors in file order of
+  // about equal bytes, with its own file handles and buffer; 0 (default) = the
+  // hardware's threads. Must be in [0, 256]. Results and errors do not depend on it.
+  int threads = 0;
   // check_recorded: when true (default), a tensor whose shard records a hash that
   // differs from its bytes fails the call with data_loss (CheckTensorChecksum's
   // message, labelled with the shard file); when false, mismatches are only reported
@@ -67,14 +71,15 @@ struct CheckpointDigest {
   size_t matched = 0;   // ... whose bytes match every record
 };
 
-// HashCheckpoint: hash every tensor of `ckpt`.
+// HashCheckpoint: hash every tensor of `ckpt` (on options.threads threads).
 // Errors: invalid_argument for bad options; the shard open/read errors of
 // loader/file.h with " (reading tensor 'w')" appended; data_loss "<path>: file changed
 // since the checkpoint was opened: now N bytes, was M" (never SIGBUS); the
 // malformed-value error of ParseChecksumMetadata (shard or index); with
 // check_recorded, data_loss "<file>: tensor 'w': XXH3 of its N bytes is X, recorded Y"
 // at the first mismatch in file order, <file> being the shard or the index that holds
-// the record. A record naming a tensor that is not there (in that shard, or in the
+// the record. Of several errors, the one at the earliest tensor in file order is
+// returned, whatever the thread count (records are parsed before any read). A record naming a tensor that is not there (in that shard, or in the
 // checkpoint for the index) is ignored.
 // Thread safety: reads `ckpt` through const methods only; may run concurrently with
 // other readers of the same Checkpoint.

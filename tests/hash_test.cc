@@ -109,6 +109,61 @@ TEST(HashCheckpointTest, ShardingDoesNotChangeDigests) {
   EXPECT_EQ(LayoutFreeDigest(single->tensors), LayoutFreeDigest(sharded->tensors));
 }
 
+// Any thread count gives the same digests, and the same error: the one at the first
+// tensor in file order (here two recorded mismatches, in two shards, and a shard that
+// changed size, each run of tensors finding its own).
+TEST(HashCheckpointTest, ThreadCountChangesNeitherDigestsNorTheError) {
+  const std::string dir = Sharded();
+  Result<CheckpointDigest> one = [&] {
+    HashOptions o;
+    o.threads = 1;
+    return HashDir(dir, o);
+  }();
+  ASSERT_TRUE(one.ok()) << one.status().ToString();
+  for (int threads : {0, 2, 3, 5, 64}) {
+    HashOptions o;
+    o.threads = threads;
+    o.chunk_bytes = 4096;
+    Result<CheckpointDigest> d = HashDir(dir, o);
+    ASSERT_TRUE(d.ok()) << threads << ": " << d.status().ToString();
+    EXPECT_EQ(d->tensors, one->tensors) << threads;
+  }
+  // Records: c.w (first in shard 1's file order) and a.w (shard 2) both wrong.
+  const auto& t = Tensors();
+  std::map<std::string, std::string> md1 = {{"format", "pt"}}, md2 = md1;
+  AddChecksumsToMetadata({{"c.w", 1}, {"big", HashOf(t[2])}}, md1);
+  AddChecksumsToMetadata({{"a.w", 2}}, md2);
+  ASSERT_TRUE(WriteFile(dir + "/" + kShard1, SafetensorsBytes({t[4], t[2], t[0]}, md1)));
+  ASSERT_TRUE(WriteFile(dir + "/" + kShard2, SafetensorsBytes({t[3], t[1]}, md2)));
+  for (int threads : {1, 2, 5}) {
+    HashOptions o;
+    o.threads = threads;
+    Result<CheckpointDigest> d = HashDir(dir, o);
+    EXPECT_EQ(d.status(), DataLossError(std::string(kShard1) + ": tensor 'c.w': XXH3 of its 7 "
+                                        "bytes is " + Hex(t[4]) + ", recorded 0000000000000001"))
+        << threads;
+  }
+  // Shard 2 shrinks after Open: with no mismatch before it, that is the error.
+  ASSERT_TRUE(WriteFile(dir + "/" + kShard1, SafetensorsBytes({t[4], t[2], t[0]})));
+  Result<Checkpoint> ckpt = Checkpoint::Open(dir);
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
+  const ShardInfo& s2 = ckpt->shards()[1];
+  ASSERT_EQ(::truncate(s2.path.c_str(), static_cast<off_t>(s2.size - 1)), 0);
+  for (int threads : {1, 2, 5}) {
+    HashOptions o;
+    o.threads = threads;
+    Result<CheckpointDigest> d = HashCheckpoint(*ckpt, o);
+    EXPECT_EQ(d.status(), DataLossError(s2.path + ": file changed since the checkpoint was "
+                                        "opened: now " + std::to_string(s2.size - 1) +
+                                        " bytes, was " + std::to_string(s2.size)))
+        << threads;
+  }
+  HashOptions bad;
+  bad.threads = 257;
+  EXPECT_EQ(HashCheckpoint(*ckpt, bad).status(),
+            InvalidArgumentError("HashOptions.threads is 257, must be between 0 and 256"));
+}
+
 TEST(HashCheckpointTest, LayoutFreeDigestFollowsItsDocumentedEncoding) {
   std::vector<TensorDigest> t = {{"b", Dtype::kF32, {2, 3}, 24, 7, std::nullopt},
                                  {"a", Dtype::kU8, {}, 1, 9, std::nullopt}};
