@@ -149,15 +149,15 @@ sl_status sl_checkpoint_metadata(const sl_checkpoint* checkpoint, size_t index,
  * JSON), where the NUL-terminated strings of sl_checkpoint_metadata end early; use
  * this to read them whole. Any out pointer may be NULL. The strings live as long as
  * the checkpoint. Added in 0.1.1. Errors: as sl_checkpoint_metadata. */
+sl_status sl_checkpoint_metadata_n(const sl_checkpoint* checkpoint, size_t index,
+                                   const char** key, size_t* key_len, const char** value,
+                                   size_t* value_len);
+
 /* sl_checkpoint_has_metadata: 1 when the checkpoint has a metadata object at all, even
  * an empty `{}` (a single file's __metadata__, a sharded index's "metadata"); 0 when it
  * is absent (or, in a single file, null) and for NULL. Tells safetensors' `{}` from
  * None where sl_checkpoint_metadata_count is 0 for both. Added in 0.1.1. */
 int sl_checkpoint_has_metadata(const sl_checkpoint* checkpoint);
-
-sl_status sl_checkpoint_metadata_n(const sl_checkpoint* checkpoint, size_t index,
-                                   const char** key, size_t* key_len, const char** value,
-                                   size_t* value_len);
 
 /* sl_checkpoint_shard_count / sl_checkpoint_shard: the shard files (relative to the
  * checkpoint folder) in index order, or the single file. */

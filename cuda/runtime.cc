@@ -512,11 +512,15 @@ Status CopyDeviceToHost(int device, void* dst, const void* src, uint64_t bytes) 
 Status CopyHostToDevice(int device, void* dst, const void* src, uint64_t bytes) {
   SL_ASSIGN_OR_RETURN(ScopedDevice scope, ScopedDevice::Enter(device));
   cudaError_t err = cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice);
+  const char* call = "cudaMemcpy";
   // From pageable memory cudaMemcpy may return before the last bytes reach the device;
   // work on other (non-blocking) streams, such as a test's kernel, would not wait.
-  if (err == cudaSuccess) err = cudaDeviceSynchronize();
+  if (err == cudaSuccess) {
+    err = cudaDeviceSynchronize();
+    call = "cudaDeviceSynchronize";
+  }
   if (err != cudaSuccess) (void)cudaGetLastError();
-  return CudaCallStatus(err, "cudaMemcpy", device);
+  return CudaCallStatus(err, call, device);
 }
 
 Status FillDevice(int device, void* dst, int byte_value, uint64_t bytes) {

@@ -270,10 +270,11 @@ Status HeaderParser::ReadTensor(std::string_view name, simdjson::dom::element va
   return OkStatus();
 }
 
-// InShapeOrOffsets: whether the number at `hit` (outside strings) is a direct element
-// of a "shape" or "data_offsets" array: walking back over the array's numbers, commas
-// and whitespace reaches '[', then ':', then the key. Those arrays hold plain numbers
-// once valid, so the walk is short.
+// InShapeOrOffsets: whether the number at `hit` (outside strings, at nesting depth 3:
+// inside an array inside a tensor entry) is a direct element of that entry's "shape" or
+// "data_offsets" array: walking back over the array's numbers, commas and whitespace
+// reaches '[', then ':', then the key, itself opening after '{' or ','. Those arrays
+// hold plain numbers once valid, so the walk is short.
 bool InShapeOrOffsets(const char* json, const char* hit) {
   const char* p = hit;
   auto skip_back = [&](auto keep) {
@@ -291,10 +292,13 @@ bool InShapeOrOffsets(const char* json, const char* hit) {
   --p;
   skip_back(is_space);
   for (std::string_view key : {std::string_view("\"shape\""), std::string_view("\"data_offsets\"")}) {
-    if (static_cast<size_t>(p - json) >= key.size() &&
-        std::string_view(p - key.size(), key.size()) == key) {
-      return true;
+    if (static_cast<size_t>(p - json) < key.size() ||
+        std::string_view(p - key.size(), key.size()) != key) {
+      continue;
     }
+    p -= key.size();  // at the key's opening quote, which must open a key ("a\"shape": no)
+    skip_back(is_space);
+    return p > json && (p[-1] == '{' || p[-1] == ',');
   }
   return false;
 }
@@ -308,6 +312,7 @@ Status HeaderParser::CheckNoNegativeZero(const char* json, size_t size) const {
   const char* end = json + size;
   const char* p = json;  // string-state scan position; bytes before it are classified
   bool in_string = false;
+  int depth = 0;  // open objects and arrays before p, outside strings
   for (const char* hit = json;
        (hit = static_cast<const char*>(std::memchr(hit, '-', end - hit))) != nullptr; ++hit) {
     if (hit + 1 >= end || hit[1] != '0') continue;
@@ -319,10 +324,15 @@ Status HeaderParser::CheckNoNegativeZero(const char* json, size_t size) const {
         p += 2;
         continue;
       }
-      if (c == '"') in_string = !in_string;
+      if (c == '"') {
+        in_string = !in_string;
+      } else if (!in_string) {
+        if (c == '{' || c == '[') ++depth;
+        if (c == '}' || c == ']') --depth;
+      }
       ++p;
     }
-    if (p != hit || in_string) continue;
+    if (p != hit || in_string || depth != 3) continue;
     const char* next = hit + 2;
     bool is_float = next < end && (*next == '.' || *next == 'e' || *next == 'E');
     bool is_exponent = hit > json && (hit[-1] == 'e' || hit[-1] == 'E');

@@ -104,11 +104,12 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
   };
   std::vector<RunError> errors(run_begin.size() - 1);
   const size_t buffer_bytes = static_cast<size_t>(std::min(options.chunk_bytes, largest));
-  auto hash_run = [&](size_t r) {
+  auto hash_run_or_throw = [&](size_t r, size_t* at) {
     std::vector<std::byte> buffer(buffer_bytes);
     std::unique_ptr<ReadableFile> file;
     size_t open_shard = shards.size();  // none yet
     for (size_t pos = run_begin[r]; pos < run_begin[r + 1]; ++pos) {
+      *at = pos;
       const StoredTensor& t = tensors[order[pos]];
       const ShardInfo& shard = shards[t.shard];
       Status st;
@@ -145,7 +146,20 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
       result.tensors[order[pos]].xxh3 = hasher.Digest();
     }
   };
+  // hash_run: hash_run_or_throw with an exception (out of memory for the buffer or a
+  // message) recorded as the run's error at the tensor it reached: never std::terminate
+  // on a worker, never unwinding past joinable threads here.
+  auto hash_run = [&](size_t r) {
+    size_t at = run_begin[r];
+    try {
+      hash_run_or_throw(r, &at);
+    } catch (const std::exception& e) {
+      errors[r] = RunError{at, ResourceExhaustedError("hashing tensor '" +
+                                                      tensors[order[at]].name + "': " + e.what())};
+    }
+  };
   std::vector<std::thread> pool;
+  pool.reserve(errors.size());  // emplace_back below never reallocates (or throws bad_alloc)
   for (size_t r = 1; r < errors.size(); ++r) {
     try {
       pool.emplace_back(hash_run, r);

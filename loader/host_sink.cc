@@ -162,18 +162,19 @@ Status HostSink::Deliver(const CopyRegion& r, std::span<const std::byte> bytes) 
 
 Status HostSink::Commit(const StagingSlot& slot, const ReadSpan& span,
                         std::span<const std::byte> bytes) {
-  Status status;
+  // The slot goes back on every exit, an exception (out of memory for a message)
+  // included: a slot lost would leave readers waiting for it.
+  struct Release {
+    HostSink* sink;
+    const StagingSlot& slot;
+    ~Release() { sink->ReleaseSlot(slot); }
+  } release{this, slot};
   if (bytes.size() != span.length) {
-    status = InvalidArgumentError("commit of " + std::to_string(bytes.size()) +
-                                  " bytes for a span of " + std::to_string(span.length));
-  } else {
-    for (const CopyRegion& r : span.regions) {
-      status = Deliver(r, bytes);
-      if (!status.ok()) break;
-    }
+    return InvalidArgumentError("commit of " + std::to_string(bytes.size()) +
+                                " bytes for a span of " + std::to_string(span.length));
   }
-  ReleaseSlot(slot);
-  return status;
+  for (const CopyRegion& r : span.regions) SL_RETURN_IF_ERROR(Deliver(r, bytes));
+  return OkStatus();
 }
 
 bool HostSink::DirectTargets(const ReadSpan& span, std::vector<iovec>* iov) {

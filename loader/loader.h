@@ -214,7 +214,9 @@ struct VerifyReport {
 // and check that each file still has the size, inode and header it was opened with.
 // With options.verify, every tensor with a recorded XXH3 is hashed in the same pass, as
 // its bytes stream by (as LoadOptions::verify does), and every mismatch is listed in
-// the report rather than failing the call: one read of the files checks both.
+// the report rather than failing the call: one read of the files checks both. Memory
+// beyond the ring: early pieces of split tensors held until their predecessors are
+// hashed (StreamVerifier; at worst about threads - 1 slots per tensor).
 // Errors: data_loss "<file>: file is now N bytes, but its header was read from M
 // bytes" and "<file>: header changed while verifying"; the stream's read errors;
 // cancelled; with options.verify, ParseChecksumMetadata's data_loss for a malformed
