@@ -340,7 +340,10 @@ Result<VerifyReport> VerifyCheckpoint(const Checkpoint& checkpoint, const LoadOp
     }
   }
 
-  // One span per slot-sized piece of every file, delivering nothing: every byte is read.
+  // Spans of at most a slot over every byte of every file, delivering nothing. When
+  // hashing, a span that would end inside a tensor ends before it instead (unless the
+  // tensor starts the span): only tensors larger than a slot are split, and their
+  // pieces are the only ones the verifier may have to hold until their turn.
   std::vector<ReadSpan> spans;
   const uint64_t step = options.sink.slot_bytes;
   for (uint32_t i = 0; i < shards.size(); ++i) {
@@ -353,9 +356,14 @@ Result<VerifyReport> VerifyCheckpoint(const Checkpoint& checkpoint, const LoadOp
         return a->file_offset < b->file_offset;
       });
     }
-    size_t next = 0;
-    for (uint64_t at = 0; at < shards[i].size; at += step) {
-      spans.push_back(ReadSpan{i, at, std::min(step, shards[i].size - at), {}});
+    size_t next = 0, cut = 0;
+    for (uint64_t at = 0, end = 0; at < shards[i].size; at = end) {
+      end = at + std::min(step, shards[i].size - at);
+      while (cut < in_file.size() && in_file[cut]->file_offset + in_file[cut]->bytes <= end) ++cut;
+      if (cut < in_file.size() && in_file[cut]->file_offset < end && in_file[cut]->file_offset > at) {
+        end = in_file[cut]->file_offset;  // the tensor that would be cut starts the next span
+      }
+      spans.push_back(ReadSpan{i, at, end - at, {}});
       if (verifier != nullptr) AddTensorRegions(in_file, tensors.data(), &next, &spans.back());
     }
     report.bytes += shards[i].size;
