@@ -19,8 +19,8 @@
 #
 # Environment knobs for `run` (read by this script only, never by the library):
 #   SAMPLE_SIZE (default 16GiB), SAMPLE_SHARDS (8), SAMPLE_DIR (/tmp/shardload-gpu-sample),
-#   REPEAT (3), SKIP_SAMPLE=1 (tests and cuda_bench only), SKIP_TESTS=1 (sample part
-#   only), SKIP_PYTHON=1 (no Python tests), SKIP_COLD=1 (no cold bench; it drops the
+#   REPEAT (3), SKIP_SAMPLE=1 (tests and cuda_bench only), SKIP_TESTS=1 (no test
+#   binaries, no Python tests), SKIP_PYTHON=1 (no Python tests), SKIP_CUDA_BENCH=1, SKIP_COLD=1 (no cold bench; it drops the
 #   page cache, root only), SKIP_MOE=1 (no many-tensor comparison), MOE_SIZE (4GiB: an
 #   MoE-layout sample and a llama one of this size, benched in alternation),
 #   SKIP_IO_MODES=1 (no per-io-mode benches: hot mmap/direct/uring, cold direct/uring,
@@ -121,6 +121,52 @@ bench_step() {
   say "shardload bench $label: rc=$rc $shown${err:+ $err}"
 }
 
+# reference_step DIR REPEAT: the Hugging Face reference in the same run (uses run's
+# $out and say).
+reference_step() {
+  # The Hugging Face reference in the same run: safetensors.torch.load_file per shard
+  # straight to cuda:0 (hot page cache: the files were just read), best of $repeat.
+  limit 300 python3 - "$1" "$2" > "$out/reference.txt" 2>&1 <<'EOF'
+import glob, os, sys, time
+try:
+    import torch
+    from safetensors.torch import load_file
+except Exception as e:  # noqa: BLE001
+    print(f"SKIP: reference needs torch and safetensors: {e}")
+    sys.exit(0)
+if not torch.cuda.is_available():
+    print("SKIP: torch sees no CUDA device")
+    sys.exit(0)
+d, repeat = sys.argv[1], int(sys.argv[2])
+files = sorted(glob.glob(os.path.join(d, "*.safetensors")))
+total = sum(os.path.getsize(f) for f in files)
+best = None
+for _ in range(repeat):
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    n = 0
+    for f in files:
+        sd = load_file(f, device="cuda:0")
+        n += len(sd)
+        del sd
+    torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    best = dt if best is None else min(best, dt)
+print(f"reference safetensors.torch.load_file device=cuda:0 files={len(files)} tensors={n} "
+      f"bytes={total} seconds={best:.3f} gbps={total / best / 1e9:.3f}")
+EOF
+  say "$(tail -1 "$out/reference.txt")"
+}
+
+# cuda_bench_step: bench/cuda_bench.cc (pinned allocation per mode, H2D ceilings,
+# pageable H2D, CudaSink against the ceiling); uses run's $bin, $out and say.
+cuda_bench_step() {
+  [ "${SKIP_CUDA_BENCH:-0}" = "1" ] && return 0
+  # shellcheck disable=SC2086
+  limit 240 "$bin/cuda_bench" ${BENCH_ARGS:-} > "$out/cuda_bench.txt" 2>&1
+  say "cuda_bench: rc=$? $(grep -E '^(gpu|ceiling)' "$out/cuda_bench.txt" | tr '\n' ' ')"
+}
+
 # libs_resolve BIN: true when ldd finds every library of BIN.
 libs_resolve() { ! ldd "$1" 2>&1 | grep -q "not found"; }
 
@@ -196,14 +242,10 @@ run_steps() {
     say "test python_shardload_test ($(python3 -c 'import sys, torch, safetensors; print("python", sys.version.split()[0], "torch", torch.__version__, "safetensors", safetensors.__version__)' 2>&1 | tail -1)): rc=$prc $(tail -n 1 "$out/python_test.log")"
     [ $prc -eq 0 ] || failed=1
   fi
-  if [ "${SKIP_TESTS:-0}" != "1" ]; then
-    # shellcheck disable=SC2086
-    limit 240 "$bin/cuda_bench" ${BENCH_ARGS:-} > "$out/cuda_bench.txt" 2>&1
-    say "cuda_bench: rc=$? $(grep -E '^(gpu|ceiling)' "$out/cuda_bench.txt" | tr '\n' ' ')"
-  fi
 
   if [ "${SKIP_SAMPLE:-0}" = "1" ]; then
     say "sample: skipped (SKIP_SAMPLE=1)"
+    cuda_bench_step
     return $failed
   fi
   local dir="${SAMPLE_DIR:-/tmp/shardload-gpu-sample}"
@@ -215,12 +257,47 @@ run_steps() {
       --dtype bf16 > "$out/write_sample.txt" 2>&1 || { say "write-sample failed: $(tail -1 "$out/write_sample.txt")"; return 1; }
     say "sample: $dir ($size, $shards shards) written in $((SECONDS - t0)) s"
   fi
+  # In the order the goals need them, so that a call stopped at its time limit has
+  # brought back the most important numbers: hot onto the GPU and the reference (goals
+  # >= 0.9 of pinned H2D, >= 5x safetensors), cold (>= 0.9 of O_DIRECT), many tensors
+  # (within 10%), then the ceilings' details, the host path, and the io modes.
   bench_step 180 bench_cuda json "--device cuda:0" "$dir" --device cuda:0 --repeat "$repeat"
-  bench_step 180 bench_cpu json "--device cpu" "$dir" --device cpu --repeat "$repeat"
+  reference_step "$dir" "$repeat"
   if [ "${SKIP_COLD:-0}" != "1" ]; then
     # Cold: the page cache is dropped before every load and before the O_DIRECT ceiling.
     bench_step 240 bench_cuda_cold json "--device cuda:0 --cold" "$dir" --device cuda:0 --cold --repeat 2
   fi
+  if [ "${SKIP_MOE:-0}" != "1" ]; then
+    # Many small tensors against the same bytes in few large ones, alternated so that
+    # drift hits both: write-sample --layout moe (~19k tensors) and --layout llama.
+    local moe_size="${MOE_SIZE:-4GiB}" moe_ok=1
+    for layout in moe llama; do
+      local ldir="$dir-$layout-$moe_size"
+      if [ ! -f "$ldir/model.safetensors.index.json" ]; then
+        rm -rf "$ldir"
+        limit 300 "$bin/shardload" write-sample "$ldir" --size "$moe_size" --shards 4 --layout "$layout" \
+          --dtype bf16 > "$out/write_sample_$layout.txt" 2>&1 || {
+          say "write-sample $layout failed: $(tail -1 "$out/write_sample_$layout.txt")"
+          moe_ok=0
+          failed=1
+          break
+        }
+        say "sample: $ldir: $(head -1 "$out/write_sample_$layout.txt")"
+      fi
+    done
+    for round in 1 2; do
+      [ "$moe_ok" = 1 ] || break
+      for layout in moe llama; do
+        bench_step 180 "bench_cuda_${layout}_$round" median "--device cuda:0 $layout round $round" \
+          "$dir-$layout-$moe_size" --device cuda:0 --repeat "$repeat"
+      done
+    done
+  fi
+  limit 180 "$bin/shardload" load "$dir" --device cuda:0 --json > "$out/load_cuda.json" 2> "$out/load_cuda.err"
+  say "shardload load --device cuda:0: rc=$? $(grep -o '"gbps":[0-9.e+-]*' "$out/load_cuda.json")"
+
+  cuda_bench_step
+  bench_step 180 bench_cpu json "--device cpu" "$dir" --device cpu --repeat "$repeat"
   if [ "${SKIP_IO_MODES:-0}" != "1" ]; then
     local mode
     for mode in mmap direct uring; do
@@ -234,61 +311,6 @@ run_steps() {
       done
     fi
   fi
-  if [ "${SKIP_MOE:-0}" != "1" ]; then
-    # Many small tensors against the same bytes in few large ones, alternated so that
-    # drift hits both: write-sample --layout moe (~19k tensors) and --layout llama.
-    local moe_size="${MOE_SIZE:-4GiB}"
-    for layout in moe llama; do
-      local ldir="$dir-$layout-$moe_size"
-      if [ ! -f "$ldir/model.safetensors.index.json" ]; then
-        rm -rf "$ldir"
-        limit 300 "$bin/shardload" write-sample "$ldir" --size "$moe_size" --shards 4 --layout "$layout" \
-          --dtype bf16 > "$out/write_sample_$layout.txt" 2>&1 || { say "write-sample $layout failed: $(tail -1 "$out/write_sample_$layout.txt")"; return 1; }
-        say "sample: $ldir: $(head -1 "$out/write_sample_$layout.txt")"
-      fi
-    done
-    for round in 1 2; do
-      for layout in moe llama; do
-        bench_step 180 "bench_cuda_${layout}_$round" median "--device cuda:0 $layout round $round" \
-          "$dir-$layout-$moe_size" --device cuda:0 --repeat "$repeat"
-      done
-    done
-  fi
-  limit 180 "$bin/shardload" load "$dir" --device cuda:0 --json > "$out/load_cuda.json" 2> "$out/load_cuda.err"
-  say "shardload load --device cuda:0: rc=$? $(grep -o '"gbps":[0-9.e+-]*' "$out/load_cuda.json")"
-
-  # The Hugging Face reference in the same run: safetensors.torch.load_file per shard
-  # straight to cuda:0 (hot page cache: the files were just read), best of $repeat.
-  limit 300 python3 - "$dir" "$repeat" > "$out/reference.txt" 2>&1 <<'EOF'
-import glob, os, sys, time
-try:
-    import torch
-    from safetensors.torch import load_file
-except Exception as e:  # noqa: BLE001
-    print(f"SKIP: reference needs torch and safetensors: {e}")
-    sys.exit(0)
-if not torch.cuda.is_available():
-    print("SKIP: torch sees no CUDA device")
-    sys.exit(0)
-d, repeat = sys.argv[1], int(sys.argv[2])
-files = sorted(glob.glob(os.path.join(d, "*.safetensors")))
-total = sum(os.path.getsize(f) for f in files)
-best = None
-for _ in range(repeat):
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    n = 0
-    for f in files:
-        sd = load_file(f, device="cuda:0")
-        n += len(sd)
-        del sd
-    torch.cuda.synchronize()
-    dt = time.perf_counter() - t0
-    best = dt if best is None else min(best, dt)
-print(f"reference safetensors.torch.load_file device=cuda:0 files={len(files)} tensors={n} "
-      f"bytes={total} seconds={best:.3f} gbps={total / best / 1e9:.3f}")
-EOF
-  say "$(tail -1 "$out/reference.txt")"
   python3 - "$out" <<'EOF' | tee -a "$summary"
 import json, re, sys
 out = sys.argv[1]
