@@ -171,8 +171,9 @@ cuda_bench_step() {
 libs_resolve() { ! ldd "$1" 2>&1 | grep -q "not found"; }
 
 # run OUTDIR: the steps below write their many logs into a scratch folder; OUTDIR gets
-# only summary.txt and gpu-run-logs.tar.gz (everything), because the device tool brings
-# back at most 8 files from $OUT.
+# only summary.txt, test-logs.tar.gz (the test logs, written as soon as the tests ran)
+# and gpu-run-logs.tar.gz (everything, at the end), because the device tool brings back
+# at most 8 files from $OUT.
 run() {
   local dest="${1:-${OUT:-$ROOT/gpu-out}}"
   mkdir -p "$dest" || exit 1
@@ -180,7 +181,7 @@ run() {
   work="$(mktemp -d "${TMPDIR:-/tmp}/gpu-run.XXXXXX")" || exit 1
   # The summary is written straight into OUTDIR, so a run stopped at the device call's
   # time limit still brings back the lines it had reached.
-  rm -f "$dest/summary.txt" "$dest/gpu-run-logs.tar.gz"
+  rm -f "$dest/summary.txt" "$dest/gpu-run-logs.tar.gz" "$dest/test-logs.tar.gz"
   run_steps "$work" "$dest/summary.txt"
   local rc=$?
   if [ -f "$dest/summary.txt" ]; then
@@ -221,7 +222,10 @@ run_steps() {
     limit 240 "$bin/$t" --gtest_output="xml:$out/$t.xml" > "$out/$t.log" 2>&1
     local rc=$?
     say "test $t: rc=$rc $(grep -E '^\[  (PASSED|FAILED)  \] [0-9]+ test|^\[  SKIPPED \] [0-9]+ test' "$out/$t.log" | tr '\n' ' ')"
-    [ $rc -eq 0 ] || failed=1
+    if [ $rc -ne 0 ]; then
+      failed=1
+      say "  failed in $t: $(grep -E '^\[  FAILED  \] [A-Za-z_]' "$out/$t.log" | sed 's/^\[  FAILED  \] //' | head -20 | tr '\n' ' ')$(tail -n 3 "$out/$t.log" | tr '\n' ' ')"
+    fi
   done
   if [ "$gpu_listed" = 1 ] && [ "${#tests[@]}" -gt 0 ]; then
     local blind
@@ -240,7 +244,15 @@ run_steps() {
       limit 300 python3 "$ROOT/tests/python_shardload_test.py" "$bin/libshardload.so" > "$out/python_test.log" 2>&1
     local prc=$?
     say "test python_shardload_test ($(python3 -c 'import sys, torch, safetensors; print("python", sys.version.split()[0], "torch", torch.__version__, "safetensors", safetensors.__version__)' 2>&1 | tail -1)): rc=$prc $(tail -n 1 "$out/python_test.log")"
-    [ $prc -eq 0 ] || failed=1
+    if [ $prc -ne 0 ]; then
+      failed=1
+      say "  failed in python: $(grep -E '^(FAIL|ERROR): ' "$out/python_test.log" | head -20 | tr '\n' ' ')"
+    fi
+  fi
+  # The test logs now, in their own archive: a call stopped at its time limit later
+  # still brings back why a test failed.
+  if [ "${SKIP_TESTS:-0}" != "1" ]; then
+    (cd "$out" && tar -czf "$(dirname "$summary")/test-logs.tar.gz" ./*.log ./*.xml 2>/dev/null)
   fi
 
   if [ "${SKIP_SAMPLE:-0}" = "1" ]; then

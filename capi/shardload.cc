@@ -388,6 +388,8 @@ sl_status sl_last_error_code(void) { return t_last_code; }
 
 const char* sl_version(void) { return "0.1.1"; }
 
+int sl_cuda_device_count(void) { return Backend()->DeviceCount(); }
+
 // ----------------------------------------------------------------- checkpoints
 
 sl_status sl_checkpoint_open(const char* path, sl_checkpoint** out) {

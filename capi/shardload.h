@@ -94,6 +94,12 @@ sl_status sl_last_error_code(void);
 /* sl_version: the library version, "0.1.1" for this header. Static string. */
 const char* sl_version(void);
 
+/* sl_cuda_device_count: how many CUDA devices the library can load onto: 0 without a
+ * driver or device, or with a driver too old for its CUDA 13 runtime (r580 or newer is
+ * needed), whatever other CUDA software in the process sees. Probed once, on first
+ * use; never fails; thread-safe. Added in 0.1.1. */
+int sl_cuda_device_count(void);
+
 /* ----------------------------------------------------------------- checkpoints */
 
 /* sl_checkpoint: an opened checkpoint's catalog (headers only; no tensor data read). */

@@ -582,6 +582,9 @@ static void TestOptionErrors(void) {
   CHECK_OK(sl_options_set_device(opt, "cuda:0"));
   loaded = NULL;
   sl_status s = sl_load_all(ck, opt, NULL, 0, &loaded, NULL);
+  /* sl_cuda_device_count agrees with what a load onto cuda:0 finds. */
+  CHECK((s == SL_OK) == (sl_cuda_device_count() > 0));
+  CHECK(sl_cuda_device_count() >= 0);
   if (s == SL_OK) {
     DLManagedTensor* d = NULL;
     CHECK_OK(sl_loaded_export_dlpack(loaded, 0, 0, &d));

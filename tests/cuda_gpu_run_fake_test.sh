@@ -34,7 +34,8 @@ check() {
 summary="$work/out/summary.txt"
 check "run exits 0" test $rc -eq 0
 # What comes back from a device call is at most 8 files: the summary and one archive.
-check "OUTDIR holds summary.txt and the archive only" test "$(ls "$work/out" | tr '\n' ' ')" = "gpu-run-logs.tar.gz summary.txt "
+check "OUTDIR holds summary.txt and the two archives only" test "$(ls "$work/out" | tr '\n' ' ')" = "gpu-run-logs.tar.gz summary.txt test-logs.tar.gz "
+check "the test archive holds the test logs" bash -c "tar -tzf '$work/out/test-logs.tar.gz' | grep -qx './cuda_gpu_test.log'"
 check "the archive holds every log" bash -c "tar -tzf '$work/out/gpu-run-logs.tar.gz' | grep -qx './cuda_gpu_test.log' && tar -tzf '$work/out/gpu-run-logs.tar.gz' | grep -qx './bench_cuda_cold.json\|./bench_cuda_moe_2.json'"
 for t in cuda_probe_test cuda_cast_math_test cuda_sink_host_test cuda_gpu_test cuda_loader_test; do
   check "$t ran and passed" grep -q "^test $t: rc=0 \[  PASSED  \] [0-9]* test" "$summary"

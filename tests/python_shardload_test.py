@@ -30,7 +30,10 @@ def needs_reference(fn):
 
 
 def needs_cuda(fn):
-    return unittest.skipUnless(torch.cuda.is_available(), "no CUDA device")(fn)
+    # Both must see a device: torch (its own CUDA runtime) and shardload (its static CUDA
+    # 13 runtime, which needs a newer driver); test_cuda_views_agree says when they differ.
+    return unittest.skipUnless(torch.cuda.is_available() and shardload.cuda_device_count() > 0,
+                               "no CUDA device")(fn)
 
 
 def sample_tensors():
@@ -165,8 +168,17 @@ class PythonTest(unittest.TestCase):
         with mock.patch.object(torch.cuda, "is_available", return_value=False):
             self.assertEqual(shardload._device_string("cuda"), "cuda")
 
+    def test_cuda_views_agree(self):
+        # One clear failure, instead of every test_cuda_* case failing or skipping, when
+        # torch and shardload disagree (e.g. a driver too old for CUDA 13).
+        ours, theirs = shardload.cuda_device_count(), torch.cuda.device_count()
+        self.assertGreaterEqual(ours, 0)
+        self.assertEqual(ours > 0, theirs > 0,
+                         "torch sees %d CUDA devices, shardload %d (its CUDA 13 runtime needs "
+                         "driver >= 580)" % (theirs, ours))
+
     def test_cuda_without_device(self):
-        if torch.cuda.is_available():
+        if torch.cuda.is_available() or shardload.cuda_device_count() > 0:
             self.skipTest("a CUDA device is present")
         shardload.save_file({"w": torch.ones(3)}, self.path("w.safetensors"))
         with self.assertRaises(shardload.ShardloadError) as cm:

@@ -33,7 +33,13 @@ from . import _lib
 
 __all__ = ["load_file", "load", "safe_open", "load_model", "load_state_dict_into",
            "save_file", "save_sharded", "save_model", "HostMemoryPool", "ShardloadError",
-           "set_library_path", "version"]
+           "set_library_path", "version", "cuda_device_count"]
+
+
+def cuda_device_count():
+    """How many CUDA devices shardload can load onto (its own CUDA 13 runtime's view: 0
+    without a device, or with a driver older than r580, even where torch sees some)."""
+    return _lib.lib().sl_cuda_device_count()
 
 
 def version():

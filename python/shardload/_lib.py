@@ -84,6 +84,7 @@ _SIGNATURES = {
     "sl_status_name": (ctypes.c_char_p, [ctypes.c_int]),
     "sl_last_error": (ctypes.c_char_p, []),
     "sl_version": (ctypes.c_char_p, []),
+    "sl_cuda_device_count": (ctypes.c_int, []),
     "sl_checkpoint_open": (ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(_P)]),
     "sl_checkpoint_free": (None, [_P]),
     "sl_checkpoint_tensor_count": (ctypes.c_size_t, [_P]),
