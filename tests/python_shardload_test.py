@@ -4,6 +4,7 @@ Run by python/run_with_torch.sh: argv[1] is libshardload.so. Compares against
 safetensors.torch where that package is importable (those cases skip otherwise).
 Writes a JUnit XML file to $XML_OUTPUT_FILE when set, one <testcase> per test.
 """
+import functools
 import gc
 import json
 import os
@@ -32,8 +33,13 @@ def needs_reference(fn):
 def needs_cuda(fn):
     # Both must see a device: torch (its own CUDA runtime) and shardload (its static CUDA
     # 13 runtime, which needs a newer driver); test_cuda_views_agree says when they differ.
-    return unittest.skipUnless(torch.cuda.is_available() and shardload.cuda_device_count() > 0,
-                               "no CUDA device")(fn)
+    # Asked when the test runs: the library's path is set only after this module loads.
+    @functools.wraps(fn)
+    def run_if_cuda(self, *args, **kwargs):
+        if not (torch.cuda.is_available() and shardload.cuda_device_count() > 0):
+            self.skipTest("no CUDA device")
+        return fn(self, *args, **kwargs)
+    return run_if_cuda
 
 
 def sample_tensors():
