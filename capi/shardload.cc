@@ -352,6 +352,29 @@ sl_status SetOption(sl_options* options, F&& update) {
   });
 }
 
+// SetFlag: a boolean setter: the LoadOptions field `field` returns becomes value != 0.
+template <typename F>
+sl_status SetFlag(sl_options* options, int value, F&& field) {
+  return SetOption(options, [&](sl_options& o) {
+    field(o.load) = value != 0;
+    return SL_OK;
+  });
+}
+
+// SetParsed: a setter taking text: NULL `text` is NullArgument(`what`), then `parse`
+// (returning a Result) must accept it, and `apply(options, value)` stores the value.
+template <typename Parse, typename Apply>
+sl_status SetParsed(sl_options* options, const char* text, const char* what, Parse&& parse,
+                    Apply&& apply) {
+  return SetOption(options, [&](sl_options& o) {
+    if (text == nullptr) return Fail(NullArgument(what));
+    auto value = parse(text);
+    if (!value.ok()) return Fail(value.status());
+    apply(o, std::move(value).value());
+    return SL_OK;
+  });
+}
+
 }  // namespace
 
 struct sl_loaded {
@@ -543,37 +566,24 @@ sl_status sl_options_new(sl_options** out) {
 void sl_options_free(sl_options* options) { delete options; }
 
 sl_status sl_options_set_device(sl_options* options, const char* device_or_map) {
-  return SetOption(options, [&](sl_options& o) {
-    if (device_or_map == nullptr) return Fail(NullArgument("device"));
-    Result<shardload::DeviceMap> map = shardload::ParseDeviceMap(device_or_map);
-    if (!map.ok()) return Fail(map.status());
-    o.load.devices = std::move(map).value();
-    return SL_OK;
-  });
+  return SetParsed(options, device_or_map, "device", shardload::ParseDeviceMap,
+                   [](sl_options& o, shardload::DeviceMap map) { o.load.devices = std::move(map); });
 }
 
 sl_status sl_options_set_strict(sl_options* options, int strict) {
-  return SetOption(options, [&](sl_options& o) {
-    o.load.match.strict = strict != 0;
-    return SL_OK;
-  });
+  return SetFlag(options, strict, [](shardload::LoadOptions& l) -> bool& { return l.match.strict; });
 }
 
 sl_status sl_options_add_rename(sl_options* options, const char* rule) {
-  return SetOption(options, [&](sl_options& o) {
-    if (rule == nullptr) return Fail(NullArgument("rule"));
-    Result<shardload::RenameRule> r = shardload::ParseRenameRule(rule);
-    if (!r.ok()) return Fail(r.status());
-    o.load.match.renames.push_back(std::move(r).value());
-    return SL_OK;
-  });
+  return SetParsed(options, rule, "rule", shardload::ParseRenameRule,
+                   [](sl_options& o, shardload::RenameRule r) {
+                     o.load.match.renames.push_back(std::move(r));
+                   });
 }
 
 sl_status sl_options_set_auto_prefix(sl_options* options, int enabled) {
-  return SetOption(options, [&](sl_options& o) {
-    o.load.match.auto_prefix = enabled != 0;
-    return SL_OK;
-  });
+  return SetFlag(options, enabled,
+                 [](shardload::LoadOptions& l) -> bool& { return l.match.auto_prefix; });
 }
 
 sl_status sl_options_add_alias(sl_options* options, const char* target_name,
@@ -589,10 +599,8 @@ sl_status sl_options_add_alias(sl_options* options, const char* target_name,
 }
 
 sl_status sl_options_set_allow_cast(sl_options* options, int allow) {
-  return SetOption(options, [&](sl_options& o) {
-    o.load.match.allow_cast = allow != 0;
-    return SL_OK;
-  });
+  return SetFlag(options, allow,
+                 [](shardload::LoadOptions& l) -> bool& { return l.match.allow_cast; });
 }
 
 sl_status sl_options_set_threads(sl_options* options, int threads) {
@@ -607,13 +615,8 @@ sl_status sl_options_set_threads(sl_options* options, int threads) {
 }
 
 sl_status sl_options_set_io(sl_options* options, const char* mode) {
-  return SetOption(options, [&](sl_options& o) {
-    if (mode == nullptr) return Fail(NullArgument("mode"));
-    Result<shardload::IoMode> m = shardload::ParseIoMode(mode);
-    if (!m.ok()) return Fail(m.status());
-    o.load.io = *m;
-    return SL_OK;
-  });
+  return SetParsed(options, mode, "mode", shardload::ParseIoMode,
+                   [](sl_options& o, shardload::IoMode m) { o.load.io = m; });
 }
 
 sl_status sl_options_set_progress(sl_options* options, sl_progress_fn fn, void* user_data) {
@@ -625,10 +628,7 @@ sl_status sl_options_set_progress(sl_options* options, sl_progress_fn fn, void* 
 }
 
 sl_status sl_options_set_verify(sl_options* options, int verify) {
-  return SetOption(options, [&](sl_options& o) {
-    o.load.verify = verify != 0;
-    return SL_OK;
-  });
+  return SetFlag(options, verify, [](shardload::LoadOptions& l) -> bool& { return l.verify; });
 }
 
 // ----------------------------------------------------------------- host memory pool
