@@ -215,6 +215,8 @@ run_steps() {
     say "driver: $(nvidia-smi --query-gpu=driver_version,persistence_mode --format=csv,noheader 2>&1 | head -1) (CUDA 13 needs >= 580)"
   fi
 
+  say "shardload devices: $(limit 60 "$bin/shardload" devices 2>&1 | tr '\n' ';')"
+
   local failed=0
   local tests=(cuda_probe_test cuda_cast_math_test cuda_sink_host_test cuda_gpu_test cuda_loader_test)
   [ "${SKIP_TESTS:-0}" = "1" ] && tests=()

@@ -7,6 +7,7 @@
 #include "cli/backend.h"
 
 #include "cuda/cuda_backend.h"
+#include "cuda/runtime.h"
 
 namespace shardload::cli {
 
@@ -22,5 +23,10 @@ cuda::CudaBackend* Backend() {
 DeviceBackend* CliBackend() { return Backend(); }
 
 uint64_t CliStagingBytes() { return Backend()->cached_staging_bytes(); }
+
+Status CliDeviceProbe() {
+  (void)Backend()->DeviceCount();  // the probe runs once, on first use
+  return cuda::ProbeStatus();
+}
 
 }  // namespace shardload::cli

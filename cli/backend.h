@@ -13,6 +13,7 @@
 
 #include <cstdint>
 
+#include "format/status.h"
 #include "loader/backend.h"
 
 namespace shardload::cli {
@@ -24,6 +25,11 @@ DeviceBackend* CliBackend();
 // CliStagingBytes: the staging memory (pinned for cuda loads) that backend keeps now
 // for the next load: one ring at most. Thread-safe.
 uint64_t CliStagingBytes();
+
+// CliDeviceProbe: why the backend sees no CUDA device (the CUDA probe's error, e.g.
+// unavailable "cudaGetDeviceCount: cudaErrorInsufficientDriver: ..."), or OK when the
+// probe succeeded. Thread-safe.
+Status CliDeviceProbe();
 
 }  // namespace shardload::cli
 

@@ -30,6 +30,8 @@ int RunBench(const Args& args);
 int RunHash(const Args& args);
 // RunReshard: `shardload reshard PATH OUT --max-shard-size S`.
 int RunReshard(const Args& args);
+// RunDevices: `shardload devices [--json]`.
+int RunDevices(const Args& args);
 
 }  // namespace shardload::cli
 

@@ -19,6 +19,7 @@ constexpr char kUsage[] =
     "  bench PATH [options]             load throughput against same-run ceilings\n"
     "  hash PATH [--json]               per-tensor XXH3 hashes\n"
     "  reshard PATH OUT --max-shard-size S  rewrite a checkpoint into new shards\n"
+    "  devices [--json]                 cpu and the CUDA devices loads can use (or why none)\n"
     "\n"
     "Run 'shardload COMMAND --help' for a command's options.\n";
 
@@ -39,6 +40,7 @@ int main(int argc, char** argv) {
   if (cmd == "bench") return RunBench(args);
   if (cmd == "hash") return RunHash(args);
   if (cmd == "reshard") return RunReshard(args);
+  if (cmd == "devices") return RunDevices(args);
   std::cerr << "shardload: unknown command '" << cmd << "'\n" << kUsage;
   return 2;
 }

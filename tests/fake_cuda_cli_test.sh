@@ -97,4 +97,10 @@ def quotient_of(ratio, n, d):
 assert quotient_of(r["load_into_fraction_of_binding"], r["load_into_median_gbps"], reuse), r
 PY
 
+out="$("$bin" devices)"; rc=$?
+check "devices lists cpu and the two fake devices" test "$out" = "cpu
+cuda:0  shardload fake CUDA device 0 (cuda:0, 4.0 GiB)
+cuda:1  shardload fake CUDA device 1 (cuda:1, 4.0 GiB)"
+check "devices --json has no probe error" grep -q '"cuda_probe":null}$' <<<"$("$bin" devices --json)"
+
 cli_check_done

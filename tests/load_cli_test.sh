@@ -104,4 +104,27 @@ out="$("$bin" load "$tmp/m2" --alias nonsense 2>&1)"; rc=$?
 check "--alias without = is a usage error" test $rc -eq 2
 check "--alias error names the value" grep -q "invalid --alias 'nonsense': expected TARGET=STORED" <<<"$out"
 
+# devices: cpu first, then each CUDA device the library sees, or the probe's reason.
+text="$("$bin" devices)"; rc=$?
+check "devices exits 0" test $rc -eq 0
+check "devices lists cpu first" test "$(head -1 <<<"$text")" = "cpu"
+json="$("$bin" devices --json)"
+check "devices --json agrees with the text" python3 - "$text" "$json" <<'PY'
+import json, sys
+lines, report = sys.argv[1].splitlines(), json.loads(sys.argv[2])
+names = [d["device"] for d in report["devices"]]
+assert names[0] == "cpu", names
+cuda = names[1:]
+assert cuda == ["cuda:%d" % i for i in range(len(cuda))], cuda
+if cuda:
+    assert report["cuda_probe"] is None, report
+    assert [l.split("  ")[0] for l in lines[1:]] == cuda, lines
+else:  # this machine: the reason is printed
+    assert lines[1:] == ["no CUDA device" + (": %s: %s" % (report["cuda_probe"]["code"],
+                         report["cuda_probe"]["message"]) if report["cuda_probe"] else "")], lines
+PY
+out="$("$bin" devices --all 2>&1)"; rc=$?
+check "devices rejects an unknown argument" test $rc -eq 2
+check "devices names the argument" grep -q "shardload devices: unexpected argument '--all'" <<<"$out"
+
 cli_check_done
