@@ -11,8 +11,9 @@
 #include <cstring>
 #include <exception>
 #include <mutex>
-#include <thread>
 #include <vector>
+
+#include "loader/parallel.h"
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
@@ -40,16 +41,10 @@ void PrefaultParallel(std::byte* data, uint64_t rounded, int threads) {
     PrefaultPages(data, rounded);
     return;
   }
-  std::vector<std::thread> pool;
-  for (uint64_t off = 0; off < rounded; off += per) {
-    uint64_t n = std::min(per, rounded - off);
-    try {
-      pool.emplace_back([data, off, n] { PrefaultPages(data + off, n); });
-    } catch (const std::exception&) {
-      PrefaultPages(data + off, n);  // no thread to be had: do this part here
-    }
-  }
-  for (std::thread& t : pool) t.join();
+  RunParts((rounded + per - 1) / per, [&](size_t part) {
+    const uint64_t off = per * part;
+    PrefaultPages(data + off, std::min(per, rounded - off));
+  });
 }
 
 }  // namespace
@@ -153,9 +148,7 @@ Result<std::unique_ptr<HostArena>> HostArena::Allocate(uint64_t bytes,
                                   " bytes: larger than the address space allows");
   }
   uint64_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
-  int threads = options.prefault_threads > 0
-                    ? options.prefault_threads
-                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int threads = ResolveThreadCount(options.prefault_threads);
   HostArenaPoolState::Entry reuse{};
   if (state != nullptr && state->Take(rounded, &reuse)) {
     bool populated = reuse.populated;

@@ -13,7 +13,6 @@
 #include <filesystem>
 #include <mutex>
 #include <new>
-#include <system_error>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -23,6 +22,7 @@
 #include "format/index.h"
 #include "format/text.h"
 #include "loader/file.h"
+#include "loader/parallel.h"
 
 namespace shardload {
 namespace {
@@ -69,17 +69,8 @@ Result<std::vector<ShardHeader>> ReadAllHeaders(const std::vector<ShardInfo>& sh
       results[i].emplace(ReadShardHeader(shards[i].path, shards[i].file));
     }
   };
-  size_t n_threads = std::min<size_t>(static_cast<size_t>(threads), shards.size());
-  std::vector<std::thread> pool;
-  if (n_threads > 1) {
-    try {
-      for (size_t t = 0; t + 1 < n_threads; ++t) pool.emplace_back(work);
-    } catch (const std::system_error&) {
-      // Fewer threads than asked for: the ones started and this one do the work.
-    }
-  }
-  work();
-  for (std::thread& t : pool) t.join();
+  RunParts(std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(threads), shards.size())),
+           [&](size_t) { work(); });
 
   std::vector<ShardHeader> out;
   out.reserve(shards.size());

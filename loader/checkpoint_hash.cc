@@ -6,12 +6,11 @@
 #include <memory>
 #include <numeric>
 #include <string_view>
-#include <system_error>
-#include <thread>
 #include <utility>
 
 #include "format/checksum.h"
 #include "loader/file.h"
+#include "loader/parallel.h"
 
 namespace shardload {
 namespace {
@@ -82,10 +81,8 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
     total += t.bytes;
     largest = std::max(largest, t.bytes);
   }
-  size_t threads = options.threads > 0
-                       ? static_cast<size_t>(options.threads)
-                       : std::max<size_t>(1, std::thread::hardware_concurrency());
-  threads = std::max<size_t>(1, std::min(threads, order.size()));
+  const size_t threads = std::max<size_t>(
+      1, std::min(static_cast<size_t>(ResolveThreadCount(options.threads)), order.size()));
   // A run ends after the tensor that brings it to its share of the bytes.
   std::vector<size_t> run_begin = {0};
   unsigned __int128 acc = 0;
@@ -146,10 +143,10 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
       result.tensors[order[pos]].xxh3 = hasher.Digest();
     }
   };
-  // hash_run: hash_run_or_throw with an exception (out of memory for the buffer or a
-  // message) recorded as the run's error at the tensor it reached: never std::terminate
-  // on a worker, never unwinding past joinable threads here.
-  auto hash_run = [&](size_t r) {
+  // Each run on its own thread; an exception (out of memory for the buffer or a
+  // message) is recorded as the run's error at the tensor it reached, never
+  // std::terminate on a worker.
+  RunParts(errors.size(), [&](size_t r) {
     size_t at = run_begin[r];
     try {
       hash_run_or_throw(r, &at);
@@ -157,18 +154,7 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
       errors[r] = RunError{at, ResourceExhaustedError("hashing tensor '" +
                                                       tensors[order[at]].name + "': " + e.what())};
     }
-  };
-  std::vector<std::thread> pool;
-  pool.reserve(errors.size());  // emplace_back below never reallocates (or throws bad_alloc)
-  for (size_t r = 1; r < errors.size(); ++r) {
-    try {
-      pool.emplace_back(hash_run, r);
-    } catch (const std::system_error&) {
-      hash_run(r);  // no thread to be had: this run here
-    }
-  }
-  hash_run(0);
-  for (std::thread& t : pool) t.join();
+  });
 
   // In file order: the first read error, or with check_recorded the first mismatch.
   size_t r = 0;

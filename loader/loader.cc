@@ -14,6 +14,7 @@
 #include "loader/checkpoint_hash.h"
 #include "loader/stream_verifier.h"
 #include "loader/host_sink.h"
+#include "loader/parallel.h"
 #include "loader/plan.h"
 #include "loader/stream.h"
 
@@ -27,10 +28,6 @@ double SecondsSince(Clock::time_point start) {
 }
 
 IoMode ResolveIoMode(IoMode mode) { return mode == IoMode::kAuto ? kAutoIoMode : mode; }
-
-int ResolveThreads(int threads) {
-  return threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-}
 
 // OpenShards: a ReadableFile for every shard some span reads (nullptr for the others),
 // each checked against the size its header was read from.
@@ -109,7 +106,7 @@ Status Execute(const Checkpoint& ckpt, const LoadPlan& plan, const LoadOptions& 
   std::vector<std::unique_ptr<ReadableFile>> owned;
   std::vector<const ReadableFile*> files;
   stats->io = ResolveIoMode(options.io);
-  stats->threads = ResolveThreads(options.threads);
+  stats->threads = ResolveThreadCount(options.threads);
   SL_RETURN_IF_ERROR(OpenShards(ckpt, plan.spans, stats->io, options.uring, &owned, &files));
   SL_RETURN_IF_ERROR(sink->Begin(plan.destinations, options.sink.slot_bytes));
   SL_RETURN_IF_ERROR(Stream(files, plan.spans, *sink, stream_options));

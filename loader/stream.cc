@@ -10,6 +10,8 @@
 #include <thread>
 #include <vector>
 
+#include "loader/parallel.h"
+
 namespace shardload {
 namespace {
 
@@ -229,9 +231,7 @@ Status Stream(std::span<const ReadableFile* const> files, std::span<const ReadSp
   }
 
   const std::vector<size_t> order = InterleaveShards(spans, files.size());
-  int threads = options.threads > 0
-                    ? options.threads
-                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int threads = ResolveThreadCount(options.threads);
   threads = static_cast<int>(std::min<size_t>(threads, std::max<size_t>(1, spans.size())));
 
   Run run;
