@@ -85,6 +85,12 @@ struct CheckpointDigest {
 // other readers of the same Checkpoint.
 Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOptions& options = {});
 
+// HashMismatch: a tensor whose bytes differ from the XXH3 its checkpoint records.
+struct HashMismatch {
+  std::string name;
+  Status error;  // data_loss "<file>: tensor 'w': XXH3 of its N bytes is X, recorded Y"
+};
+
 // RecordedChecksums: every hash a checkpoint records (shard `__metadata__` and index
 // "metadata"), gathered once, for checking tensors loaded some other way (e.g. the
 // bytes a load copied into host memory: `load --verify`).

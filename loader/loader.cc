@@ -97,10 +97,7 @@ Status Execute(const Checkpoint& ckpt, const LoadPlan& plan, const LoadOptions& 
       sources.push_back({stored.name, stored.bytes});
     }
     verifier = std::make_unique<StreamVerifier>(std::move(sums), sources);
-    stream_options.observe_region = [v = verifier.get()](const ReadSpan&, const CopyRegion& r,
-                                                         std::span<const std::byte> bytes) {
-      return v->Observe(r, bytes);
-    };
+    stream_options.observe_region = verifier->Observer();
   }
   SL_ASSIGN_OR_RETURN(std::unique_ptr<Sink> sink, MakeSink(plan.destinations, options));
   std::vector<std::unique_ptr<ReadableFile>> owned;
@@ -330,10 +327,7 @@ Result<VerifyReport> VerifyCheckpoint(const Checkpoint& checkpoint, const LoadOp
       sources.reserve(tensors.size());
       for (const StoredTensor& t : tensors) sources.push_back({t.name, t.bytes});
       verifier = std::make_unique<StreamVerifier>(std::move(sums), sources, /*collect=*/true);
-      stream_options.observe_region = [v = verifier.get()](const ReadSpan&, const CopyRegion& r,
-                                                           std::span<const std::byte> bytes) {
-        return v->Observe(r, bytes);
-      };
+      stream_options.observe_region = verifier->Observer();
     }
   }
 
@@ -375,9 +369,7 @@ Result<VerifyReport> VerifyCheckpoint(const Checkpoint& checkpoint, const LoadOp
   if (verifier != nullptr) {
     SL_RETURN_IF_ERROR(verifier->Finish());
     report.recorded = verifier->recorded();
-    for (StreamVerifier::Mismatch& m : verifier->TakeMismatches()) {
-      report.mismatches.push_back(HashMismatch{std::move(m.name), std::move(m.error)});
-    }
+    report.mismatches = verifier->TakeMismatches();
   }
   // The headers must still say what the catalog was built from.
   for (uint32_t i = 0; i < shards.size(); ++i) {

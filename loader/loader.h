@@ -39,6 +39,7 @@
 #include "loader/arena.h"
 #include "loader/backend.h"
 #include "loader/checkpoint.h"
+#include "loader/checkpoint_hash.h"
 #include "loader/device.h"
 #include "loader/file.h"
 #include "loader/match.h"
@@ -193,12 +194,6 @@ Result<LoadedCheckpoint> LoadAll(const Checkpoint& checkpoint, const LoadOptions
 // name give one target (the first in name order), so that Match reports the collision.
 // Errors: a rename rule that cannot be applied ("rename rule 'R' on 'x': ...").
 Result<std::vector<Target>> CheckpointTargets(const Checkpoint& checkpoint, const MatchOptions& match);
-
-// HashMismatch: a tensor whose bytes differ from the XXH3 its checkpoint records.
-struct HashMismatch {
-  std::string name;
-  Status error;  // data_loss "<file>: tensor 'w': XXH3 of its N bytes is X, recorded Y"
-};
 
 // VerifyReport: what VerifyCheckpoint read and, with options.verify, what it found.
 struct VerifyReport {

@@ -34,16 +34,18 @@ Status StreamVerifier::Checked(size_t dest, uint64_t xxh3) {
   Status s = sums_.CheckXxh3(source.name, source.bytes, xxh3);
   if (s.ok() || !collect_) return s;
   std::lock_guard<std::mutex> lock(mismatches_mu_);
-  mismatches_.push_back(Mismatch{dest, source.name, std::move(s)});
+  mismatches_.emplace_back(dest, HashMismatch{source.name, std::move(s)});
   return OkStatus();
 }
 
-std::vector<StreamVerifier::Mismatch> StreamVerifier::TakeMismatches() {
+std::vector<HashMismatch> StreamVerifier::TakeMismatches() {
   std::lock_guard<std::mutex> lock(mismatches_mu_);
-  std::vector<Mismatch> out = std::move(mismatches_);
+  std::sort(mismatches_.begin(), mismatches_.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<HashMismatch> out;
+  out.reserve(mismatches_.size());
+  for (auto& [dest, m] : mismatches_) out.push_back(std::move(m));
   mismatches_.clear();
-  std::sort(out.begin(), out.end(),
-            [](const Mismatch& a, const Mismatch& b) { return a.dest < b.dest; });
   return out;
 }
 

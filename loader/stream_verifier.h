@@ -25,6 +25,7 @@
 #include <mutex>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "format/checksum.h"
@@ -43,13 +44,6 @@ class StreamVerifier {
   struct Source {
     std::string name;
     uint64_t bytes = 0;
-  };
-
-  // Mismatch: a tensor whose bytes differ from its record (collecting mode).
-  struct Mismatch {
-    size_t dest = 0;    // its destination index
-    std::string name;   // its stored name
-    Status error;       // data_loss, RecordedChecksums::CheckXxh3's message
   };
 
   // StreamVerifier: destination i of the load is `sources[i]`. Destinations whose
@@ -77,8 +71,17 @@ class StreamVerifier {
   // recorded: the number of destinations whose tensor has a record (each is checked).
   size_t recorded() const { return recorded_; }
 
-  // TakeMismatches: collecting mode, after Finish: every mismatch, by destination index.
-  std::vector<Mismatch> TakeMismatches();
+  // TakeMismatches: collecting mode, after Finish: every mismatch (error: CheckXxh3's
+  // data_loss), by destination index.
+  std::vector<HashMismatch> TakeMismatches();
+
+  // Observer: Observe as a StreamOptions::observe_region callback (the span is not
+  // needed). The verifier must outlive the stream.
+  auto Observer() {
+    return [this](const ReadSpan&, const CopyRegion& region, std::span<const std::byte> bytes) {
+      return Observe(region, bytes);
+    };
+  }
 
  private:
   // Checked: the outcome of comparing a complete tensor with its record: in collecting
@@ -100,7 +103,7 @@ class StreamVerifier {
   size_t recorded_ = 0;
   bool collect_ = false;
   std::mutex mismatches_mu_;
-  std::vector<Mismatch> mismatches_;  // guarded by mismatches_mu_
+  std::vector<std::pair<size_t, HashMismatch>> mismatches_;  // by destination; mismatches_mu_
 };
 
 }  // namespace shardload
