@@ -50,9 +50,7 @@ int RunDevices(const Args& args) {
   if (count == 0) text += "no CUDA device" + (probe.ok() ? std::string() : ": " + probe.ToString()) + "\n";
   if (json) {
     std::cout << "{\"devices\":[" << list << "],\"cuda_probe\":"
-              << (probe.ok() ? std::string("null")
-                             : "{\"code\":" + JsonQuoted(StatusCodeName(probe.code())) +
-                                   ",\"message\":" + JsonQuoted(probe.message()) + "}")
+              << (probe.ok() ? std::string("null") : StatusJson(probe))
               << "}\n";
   } else {
     std::cout << text;

@@ -18,6 +18,7 @@
 #include <string_view>
 
 #include "cli/commands.h"
+#include "cli/load_common.h"
 #include "format/checksum.h"
 #include "format/dtype.h"
 #include "format/text.h"
@@ -50,8 +51,7 @@ std::string TextName(std::string_view s) {
 int Fail(const Status& status, bool json) {
   std::cerr << "shardload hash: " << status.message() << "\n";
   if (json) {
-    std::cout << "{\"error\":{\"code\":" << JsonQuoted(StatusCodeName(status.code()))
-              << ",\"message\":" << JsonQuoted(status.message()) << "}}\n";
+    std::cout << "{\"error\":" << StatusJson(status) << "}\n";
   }
   return 1;
 }

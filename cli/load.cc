@@ -201,8 +201,7 @@ std::string ReportJson(const MatchReport& r, const LoadedCheckpoint* loaded, con
   if (error.ok()) {
     o += "null";
   } else {
-    o += "{\"code\":" + JsonQuoted(StatusCodeName(error.code())) +
-         ",\"message\":" + JsonQuoted(error.message()) + "}";
+    o += StatusJson(error);
   }
   return o + "}\n";
 }

@@ -1,4 +1,4 @@
-// cli/load_common.cc — flag reading, JSON quoting, progress bar.
+// cli/load_common.cc — flag reading, error output (text and JSON), progress bar.
 #include "cli/load_common.h"
 
 #include <unistd.h>
@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
+
+#include "format/text.h"
 
 namespace shardload::cli {
 
@@ -65,6 +67,11 @@ std::function<bool(uint64_t, uint64_t)> MakeProgressBar() {
 
 void PrintError(std::string_view cmd, const Status& status) {
   std::cerr << "shardload " << cmd << ": " << status.message() << "\n";
+}
+
+std::string StatusJson(const Status& status) {
+  return "{\"code\":" + JsonQuoted(StatusCodeName(status.code())) +
+         ",\"message\":" + JsonQuoted(status.message()) + "}";
 }
 
 }  // namespace shardload::cli

@@ -55,6 +55,10 @@ std::function<bool(uint64_t, uint64_t)> MakeProgressBar();
 // PrintError: "shardload CMD: message" on stderr.
 void PrintError(std::string_view cmd, const Status& status);
 
+// StatusJson: {"code":"<StatusCodeName>","message":"..."} for a non-OK status, as the
+// commands' --json output reports errors.
+std::string StatusJson(const Status& status);
+
 }  // namespace shardload::cli
 
 #endif  // SHARDLOAD_CLI_LOAD_COMMON_H_

@@ -25,8 +25,7 @@ constexpr char kVerifyUsage[] =
     "usage: shardload verify PATH [--io auto|pread|mmap|direct|uring] [--threads N] [--json]\n";
 
 void PrintJsonError(const Status& s, const std::vector<HashMismatch>* mismatches) {
-  std::cout << "{\"ok\":false,\"error\":{\"code\":" << JsonQuoted(StatusCodeName(s.code()))
-            << ",\"message\":" << JsonQuoted(s.message()) << "}";
+  std::cout << "{\"ok\":false,\"error\":" << StatusJson(s);
   if (mismatches != nullptr) {
     std::cout << ",\"mismatched\":[";
     for (size_t i = 0; i < mismatches->size(); ++i) {
