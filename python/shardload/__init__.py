@@ -189,6 +189,13 @@ class _Checkpoint:
             _lib.lib().sl_checkpoint_free(self.handle)
             self.handle = None
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
     def __del__(self):
         self.close()
 
@@ -232,17 +239,11 @@ def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verif
     once every returned cpu tensor has been garbage-collected (None: fresh memory).
     Raises ShardloadError (code and message from the library) on any failure,
     ValueError for a closed pool."""
-    ckpt = _Checkpoint(filename)
-    try:
-        options = _lib.Options(device=_device_string(device), strict=False, renames=renames,
-                               threads=threads, io=io, verify=verify, progress=progress,
-                               pool=pool)
-        try:
-            return _load_all(ckpt, options)
-        finally:
-            options.close()
-    finally:
-        ckpt.close()
+    with _Checkpoint(filename) as ckpt, \
+            _lib.Options(device=_device_string(device), strict=False, renames=renames,
+                         threads=threads, io=io, verify=verify, progress=progress,
+                         pool=pool) as options:
+        return _load_all(ckpt, options)
 
 
 def load(data, *, pool=None):
@@ -378,11 +379,8 @@ class safe_open:
     def get_tensors(self):
         """Every tensor as a dict in file order (like safetensors' get_tensors), loaded
         in one pass with zero-copy tensors as load_file returns."""
-        options = self._options()
-        try:
+        with self._options() as options:
             return _load_all(self._ckpt, options)
-        finally:
-            options.close()
 
     def _info(self, name):
         try:
@@ -397,22 +395,19 @@ class safe_open:
     def _loaded_tensor(self, name):
         """Tensor `name` through the loader (on the device, verified when asked)."""
         info = self._info(name)
-        options = self._options()
-        try:
-            l = _lib.lib()
-            raw = name.encode("utf-8", "surrogateescape")
-            target = _lib.Target(raw, len(raw), info.dtype, info.shape, info.ndim, None, None)
-            loaded = ctypes.c_void_p()
+        l = _lib.lib()
+        raw = name.encode("utf-8", "surrogateescape")
+        target = _lib.Target(raw, len(raw), info.dtype, info.shape, info.ndim, None, None)
+        loaded = ctypes.c_void_p()
+        with self._options() as options:
             _lib.check(l.sl_load_all(self._ckpt.handle, options.handle, ctypes.byref(target), 1,
                                      ctypes.byref(loaded), None))
-            try:
-                li = _lib.LoadedTensor()
-                _lib.check(l.sl_loaded_get(loaded, 0, ctypes.byref(li)))
-                return _from_loaded(loaded, 0, li)
-            finally:
-                l.sl_loaded_free(loaded)
+        try:
+            li = _lib.LoadedTensor()
+            _lib.check(l.sl_loaded_get(loaded, 0, ctypes.byref(li)))
+            return _from_loaded(loaded, 0, li)
         finally:
-            options.close()
+            l.sl_loaded_free(loaded)
 
     def _read_rows(self, name, lo, hi):
         """Rows [lo, hi) of dimension 0 (the whole tensor for a scalar), on the device."""
@@ -507,24 +502,18 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
         dev = torch.device("cuda", torch.cuda.current_device())
     state = module.state_dict(keep_vars=True)
     direct = all(t.is_contiguous() and t.device == dev for t in state.values())
-    ckpt = _Checkpoint(filename)
-    try:
+    with _Checkpoint(filename) as ckpt:
         if direct:
             return _load_into_state(ckpt, state, dev, strict=strict, renames=renames,
                                     allow_cast=allow_cast, threads=threads, verify=verify,
                                     progress=progress, pool=pool)
-        options = _lib.Options(device=str(dev), strict=False, renames=renames,
-                               threads=threads, verify=verify, progress=progress, pool=pool)
-        try:
+        with _lib.Options(device=str(dev), strict=False, renames=renames, threads=threads,
+                          verify=verify, progress=progress, pool=pool) as options:
             loaded = _load_all(ckpt, options)
-        finally:
-            options.close()
         result = module.load_state_dict(loaded, strict=strict)
         return {"matched": sorted(set(state) - set(result.missing_keys)),
                 "missing": list(result.missing_keys),
                 "unexpected": list(result.unexpected_keys), "mismatched": [], "renamed": []}
-    finally:
-        ckpt.close()
 
 
 def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, verify,

@@ -365,6 +365,13 @@ class Options:
             lib().sl_options_free(self.handle)
             self.handle = None
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
     def __del__(self):
         self.close()
 
