@@ -12,6 +12,7 @@
 #include <exception>
 #include <filesystem>
 #include <mutex>
+#include <numeric>
 #include <new>
 #include <thread>
 #include <unordered_map>
@@ -512,6 +513,16 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
 
   ckpt.lazy_ = std::make_unique<Lazy>(ckpt.shards_.size());
   return ckpt;
+}
+
+std::vector<size_t> Checkpoint::FileOrder() const {
+  std::vector<size_t> order(tensors_.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return std::pair(tensors_[a].shard, tensors_[a].file_offset) <
+           std::pair(tensors_[b].shard, tensors_[b].file_offset);
+  });
+  return order;
 }
 
 const StoredTensor* Checkpoint::Find(std::string_view name) const {

@@ -120,6 +120,9 @@ class Checkpoint {
   const std::vector<StoredTensor>& tensors() const { return tensors_; }
   // Find: the tensor called `name`, or nullptr. O(log n).
   const StoredTensor* Find(std::string_view name) const;
+  // FileOrder: indexes into tensors() by shard, then file offset: the order in which
+  // reads go forward through each file. O(n log n), computed on each call.
+  std::vector<size_t> FileOrder() const;
   // shards: the files, in index order for a sharded checkpoint (sorted by name, unique),
   // or the single file. StoredTensor::shard indexes this list.
   const std::vector<ShardInfo>& shards() const { return shards_; }

@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
-#include <numeric>
 #include <string_view>
 #include <utility>
 
@@ -56,13 +55,8 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
     result.tensors[i].bytes = t.bytes;
   }
 
-  // File order: by shard, then by offset, so reads go forward through each file.
-  std::vector<size_t> order(tensors.size());
-  std::iota(order.begin(), order.end(), size_t{0});
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return std::pair(tensors[a].shard, tensors[a].file_offset) <
-           std::pair(tensors[b].shard, tensors[b].file_offset);
-  });
+  // File order, so reads go forward through each file.
+  const std::vector<size_t> order = ckpt.FileOrder();
 
   // The records: each shard's, and the whole checkpoint's in the index's metadata.
   std::vector<ChecksumMap> recorded(shards.size());

@@ -337,16 +337,14 @@ Result<VerifyReport> VerifyCheckpoint(const Checkpoint& checkpoint, const LoadOp
   // pieces are the only ones the verifier may have to hold until their turn.
   std::vector<ReadSpan> spans;
   const uint64_t step = options.sink.slot_bytes;
-  for (uint32_t i = 0; i < shards.size(); ++i) {
-    std::vector<const StoredTensor*> in_file;
-    if (verifier != nullptr) {
-      for (const StoredTensor* t : by_shard[i]) {
-        if (t->bytes > 0) in_file.push_back(t);
-      }
-      std::sort(in_file.begin(), in_file.end(), [](const StoredTensor* a, const StoredTensor* b) {
-        return a->file_offset < b->file_offset;
-      });
+  std::vector<std::vector<const StoredTensor*>> in_files(shards.size());  // non-empty, by offset
+  if (verifier != nullptr) {
+    for (size_t k : checkpoint.FileOrder()) {
+      if (tensors[k].bytes > 0) in_files[tensors[k].shard].push_back(&tensors[k]);
     }
+  }
+  for (uint32_t i = 0; i < shards.size(); ++i) {
+    const std::vector<const StoredTensor*>& in_file = in_files[i];
     size_t next = 0, cut = 0;
     for (uint64_t at = 0, end = 0; at < shards[i].size; at = end) {
       end = at + std::min(step, shards[i].size - at);

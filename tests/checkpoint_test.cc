@@ -345,6 +345,15 @@ TEST(CheckpointShardSet, IndexErrorsNameTheIndexFile) {
             InvalidArgumentError("model.safetensors.index.json: missing 'weight_map'"));
 }
 
+TEST(CheckpointShardSet, FileOrderIsByShardThenOffset) {
+  Sharded s = WriteSharded("file_order");  // shard 1: b.w then a.w; shard 2: c.w
+  Result<Checkpoint> c = Checkpoint::Open(s.dir);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  std::vector<std::string> names;
+  for (size_t k : c->FileOrder()) names.push_back(c->tensors()[k].name);
+  EXPECT_EQ(names, (std::vector<std::string>{"b.w", "a.w", "c.w"}));
+}
+
 TEST(CheckpointShardSet, IndexMetadataKeepsTotalSizeAsText) {
   Sharded s = WriteSharded("metatext");
   Result<Checkpoint> c = Checkpoint::Open(s.dir);
