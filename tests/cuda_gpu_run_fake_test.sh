@@ -9,6 +9,10 @@
 # produces means anything about a GPU.
 # Usage: cuda_gpu_run_fake_test.sh GPU_RUN_SH NAME=PATH...
 set -uo pipefail
+# The gtest binaries this runs would write their results (even a --gtest_list_tests
+# listing) into Bazel's XML_OUTPUT_FILE, which is this test's own result file: they
+# would be counted as this test's cases.
+unset XML_OUTPUT_FILE
 script="$1"
 shift
 work="${TEST_TMPDIR:-$(mktemp -d)}/gpu_run_fake"
