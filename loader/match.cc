@@ -636,6 +636,10 @@ Result<MatchReport> Match(std::span<const StoredTensor> stored,
         if (alt) t = target_by_name.Find(*alt);
       }
       if (t == kNone) continue;  // not in this model: ignored
+      // A note is a hint, not the caller's word: one whose shapes differ (the model
+      // ties a view of the kept tensor, e.g. its first rows) leaves the target missing,
+      // as torch leaves it, instead of failing the load with a size mismatch.
+      if (stored[s].shape != targets[t].shape) continue;
       alias_source.emplace(t, s);  // keeps a caller entry
     }
   }

@@ -135,7 +135,9 @@ struct MatchOptions {
   // aliases_from_metadata: also use the alias entries safetensors `save_model` writes
   // to __metadata__ (removed name → kept name). An entry counts only when its value
   // is a stored tensor name and its key is not; its key goes through the renames
-  // (an entry whose key a rule cannot be applied to is ignored).
+  // (an entry whose key a rule cannot be applied to is ignored), and the target's
+  // shape equals the stored tensor's (otherwise the target stays missing: a model
+  // may tie a view of part of the kept tensor).
   // Caller aliases win over metadata ones for the same target. Default true.
   bool aliases_from_metadata = true;
   // allow_cast: accept dtype differences among F32, F16 and BF16 (the data is

@@ -503,6 +503,28 @@ TEST(MatchTest, SaveModelMetadataAliases) {
             "Error(s) in loading state_dict: Missing key(s) in state_dict: \"lm_head.weight\".");
 }
 
+TEST(MatchTest, MetadataAliasOfAnotherShapeLeavesTheTargetMissing) {
+  // The model ties "head" to the first rows of "embed"; save_model noted head -> embed.
+  // The note cannot feed a [6, 4] target from an [8, 4] tensor: "head" stays missing
+  // (torch and safetensors' load_model report it so), not a size mismatch.
+  auto stored = Catalog({{"embed", Dtype::kF32, {8, 4}}});
+  std::map<std::string, std::string> metadata = {{"head", "embed"}};
+  auto targets = Targets({{"embed", Dtype::kF32, {8, 4}}, {"head", Dtype::kF32, {6, 4}}});
+  MatchOptions options;
+  options.strict = false;
+  MatchReport r = MustMatch(stored, targets, options, metadata);
+  EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_EQ(Pairs(r), (Names{"embed<-embed"}));
+  EXPECT_EQ(r.missing, (Names{"head"}));
+  EXPECT_TRUE(r.mismatched.empty());
+  // The caller's own alias is the caller's word: the same shapes are a size mismatch.
+  options.aliases = {{"head", "embed"}};
+  MatchReport r2 = MustMatch(stored, targets, options, metadata);
+  EXPECT_EQ(r2.status.message(),
+            "Error(s) in loading state_dict: size mismatch for head: copying a param with "
+            "shape [8, 4] from checkpoint, the shape in current model is [6, 4].");
+}
+
 TEST(MatchTest, MetadataAliasKeysGoThroughRenamesAndCallerAliasesWin) {
   auto stored = Catalog({{"module.embed", Dtype::kF32, {4}}, {"module.pos", Dtype::kF32, {4}}});
   std::map<std::string, std::string> metadata = {{"module.head", "module.embed"}};

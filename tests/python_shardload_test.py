@@ -523,6 +523,62 @@ class PythonTest(unittest.TestCase):
                 self.assertEqual(list(got.shape), list(w[key].shape), key)
                 self.assertTrue(torch.equal(got, w[key]), key)
 
+    def test_get_slice_bool_list_masks(self):
+        w = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+        shardload.save_file({"w": w}, self.path("m.safetensors"))
+        with shardload.safe_open(self.path("m.safetensors")) as f:
+            for key in ([True, False, True], (slice(None), [False, True, True, False]),
+                        ([True, True, False], 1)):
+                self.assertTrue(torch.equal(f.get_slice("w")[key], w[key]), key)
+            with self.assertRaises(IndexError):  # a mask of the wrong length, as torch
+                f.get_slice("w")[[True, False]]
+
+    def test_safe_open_after_close(self):
+        w = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+        shardload.save_file({"w": w}, self.path("c.safetensors"), metadata={"k": "v"})
+        with shardload.safe_open(self.path("c.safetensors")) as f:
+            s = f.get_slice("w")
+        gc.collect()
+        # The slice holds the file: its shape and rows are still right after the close.
+        self.assertEqual((s.get_shape(), s.get_dtype()), ([3, 4], "F32"))
+        self.assertTrue(torch.equal(s[1:3], w[1:3]))
+        for call in (lambda: f.get_tensor("w"), lambda: f.metadata(), lambda: f.keys(),
+                     lambda: f.get_slice("w"), lambda: f.get_tensors(),
+                     lambda: f.offset_keys()):
+            with self.assertRaises(shardload.ShardloadError) as cm:
+                call()
+            self.assertEqual((cm.exception.code, str(cm.exception)),
+                             ("failed_precondition", "File is closed"))
+
+    def test_names_and_paths_of_the_wrong_type(self):
+        w = torch.ones(2)
+        with self.assertRaises(TypeError) as cm:
+            shardload.save_file({"w": w}, None)
+        self.assertEqual(str(cm.exception), "argument 'filename': expected str, bytes or "
+                         "os.PathLike object, not NoneType")
+        self.assertFalse(os.path.exists("None"))
+        import pathlib
+        shardload.save_file({"w": w}, os.fsencode(self.path("b.safetensors")))
+        shardload.save_file({"w": w}, pathlib.Path(self.path("p.safetensors")))
+        for path in (os.fsencode(self.path("b.safetensors")), pathlib.Path(self.path("p.safetensors"))):
+            self.assertTrue(torch.equal(shardload.load_file(path)["w"], w))
+        with shardload.safe_open(self.path("p.safetensors")) as f:
+            with self.assertRaises(TypeError) as cm:
+                f.get_tensor(1)
+            self.assertEqual(str(cm.exception),
+                             "argument 'name': 'int' object is not an instance of 'str'")
+
+    @needs_reference
+    def test_file_order_puts_an_empty_tensor_first_like_reference(self):
+        # "z0" is [172, 172] and "i32" [172, 192]: the reference orders by start, then end.
+        path = self.path("z.safetensors")
+        st.save_file({"i32": torch.arange(5, dtype=torch.int32), "z0": torch.zeros(0)}, path)
+        with shardload.safe_open(path) as ours, st_safe_open(path, framework="pt") as ref:
+            self.assertEqual(ours.offset_keys(), ref.offset_keys())
+            self.assertEqual(ours.offset_keys(), ["z0", "i32"])
+            self.assertEqual(list(ours.get_tensors()), list(ref.get_tensors()))
+        self.assertEqual(list(shardload.load_file(path)), list(st.load_file(path)))
+
     def test_safe_open_metadata_empty_and_absent(self):
         t = {"w": torch.ones(2)}
         shardload.save_file(t, self.path("none.safetensors"))
@@ -989,6 +1045,70 @@ class PythonTest(unittest.TestCase):
                          tuple(st.load_model(ref, self.path("ref.safetensors"))))
         for k, v in ref.state_dict().items():
             self.assertTrue(torch.equal(ours.state_dict()[k], v), k)
+
+    def test_load_model_converts_dtypes_like_torch(self):
+        # An fp16 checkpoint into a default fp32 model (the loader converts), and an F32
+        # value for an int64 buffer (torch's copy_ converts): as model.load_state_dict.
+        class WithSteps(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = torch.nn.Linear(3, 2)
+                self.register_buffer("steps", torch.tensor(0, dtype=torch.int64))
+
+        src = WithSteps().half()
+        src.steps = torch.tensor(7, dtype=torch.int64)
+        path = self.path("h.safetensors")
+        shardload.save_file(src.state_dict(), path)
+        ours, ref = WithSteps(), WithSteps()
+        self.assertEqual(shardload.load_model(ours, path), (set(), []))
+        ref.load_state_dict(shardload.load_file(path))
+        for k, v in ref.state_dict().items():
+            self.assertTrue(same(ours.state_dict()[k], v), k)
+        self.assertEqual(ours.lin.weight.dtype, torch.float32)
+        state = {k: v.float() for k, v in src.state_dict().items()}
+        shardload.save_file(state, self.path("f.safetensors"))
+        ours = WithSteps().bfloat16()
+        self.assertEqual(shardload.load_model(ours, self.path("f.safetensors")), (set(), []))
+        self.assertEqual((int(ours.steps), ours.steps.dtype), (7, torch.int64))
+        self.assertTrue(torch.equal(ours.lin.weight, state["lin.weight"].bfloat16()))
+
+    def test_load_model_runs_module_load_hooks(self):
+        # BatchNorm's _load_from_state_dict fills in a missing num_batches_tracked; a
+        # post hook runs once: both are skipped by writing into storage directly.
+        src = torch.nn.BatchNorm1d(2)
+        src.running_mean.fill_(3)
+        state = {k: v for k, v in src.state_dict().items() if "num_batches" not in k}
+        shardload.save_file(state, self.path("bn.safetensors"))
+        dst = torch.nn.BatchNorm1d(2)
+        self.assertEqual(shardload.load_model(dst, self.path("bn.safetensors")), (set(), []))
+        self.assertTrue(torch.equal(dst.running_mean, src.running_mean))
+        if hasattr(torch.nn.Module, "register_load_state_dict_post_hook"):
+            calls = []
+            m = Tiny()
+            m.register_load_state_dict_post_hook(lambda module, keys: calls.append(module))
+            shardload.save_file(Tiny().state_dict(), self.path("t.safetensors"))
+            self.assertEqual(shardload.load_model(m, self.path("t.safetensors")), (set(), []))
+            self.assertEqual(len(calls), 1)
+
+    def test_load_model_tie_to_part_of_a_tensor(self):
+        # The model ties "head" to the first rows of "embed": save_model writes embed
+        # and the note head -> embed; loading it back reports nothing missing.
+        class Part(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.embed = torch.nn.Parameter(torch.randn(8, 4))
+                self.register_buffer("head", self.embed.data[:6])
+
+        src = Part()
+        shardload.save_model(src, self.path("p.safetensors"))
+        dst = Part()
+        self.assertEqual(shardload.load_model(dst, self.path("p.safetensors")), (set(), []))
+        self.assertTrue(torch.equal(dst.embed, src.embed))
+        self.assertTrue(torch.equal(dst.head, src.embed[:6]))
+        if st is not None:
+            ref = Part()
+            self.assertEqual(tuple(st.load_model(ref, self.path("p.safetensors"))),
+                             (set(), []))
 
     def test_load_state_dict_into_renames(self):
         src = Tiny()

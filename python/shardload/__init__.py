@@ -27,6 +27,7 @@ The native library is found as described in ``shardload._lib``
 (``set_library_path``, ``SHARDLOAD_LIBRARY``, or next to this package).
 """
 import ctypes
+import os
 
 from ._lib import HostMemoryPool, ShardloadError, set_library_path  # noqa: F401
 from . import _lib
@@ -141,14 +142,25 @@ def _decode(ptr, length):
 
 # ----------------------------------------------------------------------------- checkpoints
 
+def _path_bytes(path):
+    """A path argument as bytes for the C API: str, bytes or os.PathLike, as open()
+    takes them; TypeError (safetensors' words) for anything else, such as None."""
+    try:
+        return os.fsencode(path)
+    except TypeError:
+        raise TypeError("argument 'filename': expected str, bytes or os.PathLike object, "
+                        "not %s" % type(path).__name__) from None
+
+
 class _Checkpoint:
-    """An owned sl_checkpoint handle."""
+    """An owned sl_checkpoint handle. ``infos`` point into the handle (valid until
+    close()); ``names``, ``shapes`` and ``dtypes`` are Python copies that stay valid."""
 
     def __init__(self, path):
         self.handle = None  # set first: __del__ runs also when the open below fails
         l = _lib.lib()
         h = ctypes.c_void_p()
-        _lib.check(l.sl_checkpoint_open(str(path).encode(), ctypes.byref(h)))
+        _lib.check(l.sl_checkpoint_open(_path_bytes(path), ctypes.byref(h)))
         self.handle = h
         self.infos = []
         for i in range(l.sl_checkpoint_tensor_count(h)):
@@ -156,19 +168,24 @@ class _Checkpoint:
             _lib.check(l.sl_checkpoint_tensor(h, i, ctypes.byref(info)))
             self.infos.append(info)
         self.names = [_decode(i.name, i.name_len) for i in self.infos]
+        self.shapes = [[i.shape[d] for d in range(i.ndim)] for i in self.infos]
+        self.dtypes = [i.dtype.decode() for i in self.infos]
         self.index = {n: k for k, n in enumerate(self.names)}
 
     def offset_order(self):
-        """Stored names in file order: by shard (index order), then offset."""
+        """Stored names in file order: by shard (index order), then start and end offset
+        (safetensors' order; a zero-size tensor comes before the one starting where it
+        sits)."""
         shard_rank = {}
         l = _lib.lib()
         for i in range(l.sl_checkpoint_shard_count(self.handle)):
             f = ctypes.c_char_p()
             _lib.check(l.sl_checkpoint_shard(self.handle, i, ctypes.byref(f)))
             shard_rank[f.value] = i
-        order = sorted(range(len(self.infos)),
-                       key=lambda k: (shard_rank.get(self.infos[k].file, 0),
-                                      self.infos[k].file_offset))
+        infos = self.infos
+        order = sorted(range(len(infos)),
+                       key=lambda k: (shard_rank.get(infos[k].file, 0), infos[k].file_offset,
+                                      infos[k].bytes))
         return [self.names[k] for k in order]
 
     def metadata(self):
@@ -278,25 +295,44 @@ def _device_string(device):
 
 # ----------------------------------------------------------------------------- safe_open
 
-class _Slice:
-    """A lazy view of one stored tensor; indexing reads only the rows it needs."""
+def _bool_lists_as_masks(key):
+    """`key` with each list of Python bools as a bool tensor: torch reads such a list
+    as a mask, but cannot size one on the meta device."""
+    def fix(k):
+        if isinstance(k, list) and k and all(isinstance(e, bool) for e in k):
+            return _torch().tensor(k, dtype=_torch().bool)
+        return k
+    return tuple(fix(k) for k in key) if isinstance(key, tuple) else fix(key)
 
-    def __init__(self, owner, name):
+
+class _Slice:
+    """A lazy view of one stored tensor; indexing reads only the rows it needs. It
+    keeps the checkpoint open: it works after its safe_open is closed, as in
+    safetensors."""
+
+    def __init__(self, owner, ckpt, name):
         self._owner = owner
+        self._ckpt = ckpt
         self._name = name
-        self._info = owner._ckpt.infos[owner._ckpt.index[name]]
+        k = ckpt.index[name]
+        self._shape = ckpt.shapes[k]
+        self._dtype = ckpt.dtypes[k]
 
     def get_shape(self):
-        return [self._info.shape[i] for i in range(self._info.ndim)]
+        return list(self._shape)
 
     def get_dtype(self):
-        return self._info.dtype.decode()
+        return self._dtype
+
+    def _read_rows(self, lo, hi):
+        return self._owner._read_rows(self._ckpt, self._name, lo, hi)
 
     def __getitem__(self, key):
         torch = _torch()
         shape = self.get_shape()
         if len(shape) == 0:  # a scalar: read it, torch indexes it (and words errors)
-            return self._owner._read_rows(self._name, 0, 0)[key]
+            return self._read_rows(0, 0)[key]
+        key = _bool_lists_as_masks(key)
         # safetensors fails on invalid keys exactly as torch indexing does: index a
         # storage-less tensor of the same shape first to raise the same errors (too many
         # indices, zero or negative steps, out-of-range ints) before reading anything.
@@ -322,8 +358,8 @@ class _Slice:
                 lo, hi = start, start + (count - 1) * step + 1
             local = slice(start - lo, (start - lo) + count * step if count else 0, step)
         else:  # Ellipsis, tensors, ...: read everything, let torch index
-            return self._owner._read_rows(self._name, 0, shape[0])[key]
-        rows = self._owner._read_rows(self._name, lo, hi)
+            return self._read_rows(0, shape[0])[key]
+        rows = self._read_rows(lo, hi)
         return rows[(local,) + tuple(key[1:])]
 
 
@@ -336,7 +372,9 @@ class safe_open:
     ShardloadError with code "data_loss". ``pool`` (not in safetensors): a
     HostMemoryPool for the arenas of get_tensors and of the loads get_tensor makes with
     ``verify`` (as in load_file); a plain cpu get_tensor reads into a torch-allocated
-    tensor and does not use it. TypeError / ValueError here for a bad or closed pool."""
+    tensor and does not use it. TypeError / ValueError here for a bad or closed pool.
+    After close(), every method raises ShardloadError("failed_precondition", "File is
+    closed"); slices taken before keep working (they hold the file open)."""
 
     def __init__(self, filename, framework="pt", device="cpu", *, verify=False, pool=None):
         if framework not in ("pt", "torch"):
@@ -356,20 +394,27 @@ class safe_open:
         return False
 
     def close(self):
-        self._ckpt.close()
+        # Dropping the reference closes the handle at once unless a slice still uses it.
+        self._ckpt = None
+
+    def _open(self):
+        if self._ckpt is None:
+            raise ShardloadError("failed_precondition", "File is closed")
+        return self._ckpt
 
     def keys(self):
-        return list(self._ckpt.names)
+        return list(self._open().names)
 
     def offset_keys(self):
-        return self._ckpt.offset_order()
+        return self._open().offset_order()
 
     def metadata(self):
         """The metadata dict; None when the file has no ``__metadata__`` ({} when it has
         an empty one, as safetensors tells them apart)."""
-        if not _lib.lib().sl_checkpoint_has_metadata(self._ckpt.handle):
+        ckpt = self._open()
+        if not _lib.lib().sl_checkpoint_has_metadata(ckpt.handle):
             return None
-        return self._ckpt.metadata()
+        return ckpt.metadata()
 
     def _options(self):
         """Non-strict load options for this handle's device, verify and pool."""
@@ -379,28 +424,34 @@ class safe_open:
     def get_tensors(self):
         """Every tensor as a dict in file order (like safetensors' get_tensors), loaded
         in one pass with zero-copy tensors as load_file returns."""
+        ckpt = self._open()
         with self._options() as options:
-            return _load_all(self._ckpt, options)
+            return _load_all(ckpt, options)
 
-    def _info(self, name):
+    @staticmethod
+    def _info(ckpt, name):
+        if not isinstance(name, str):
+            raise TypeError("argument 'name': %s is not an instance of 'str'" %
+                            _type_phrase(name))
         try:
-            return self._ckpt.infos[self._ckpt.index[name]]
+            return ckpt.infos[ckpt.index[name]]
         except KeyError:
             raise ShardloadError("not_found", "tensor '%s' is not in the checkpoint" % name)
 
     def get_slice(self, name):
-        self._info(name)
-        return _Slice(self, name)
+        ckpt = self._open()
+        self._info(ckpt, name)
+        return _Slice(self, ckpt, name)
 
-    def _loaded_tensor(self, name):
+    def _loaded_tensor(self, ckpt, name):
         """Tensor `name` through the loader (on the device, verified when asked)."""
-        info = self._info(name)
+        info = self._info(ckpt, name)
         l = _lib.lib()
         raw = name.encode("utf-8", "surrogateescape")
         target = _lib.Target(raw, len(raw), info.dtype, info.shape, info.ndim, None, None)
         loaded = ctypes.c_void_p()
         with self._options() as options:
-            _lib.check(l.sl_load_all(self._ckpt.handle, options.handle, ctypes.byref(target), 1,
+            _lib.check(l.sl_load_all(ckpt.handle, options.handle, ctypes.byref(target), 1,
                                      ctypes.byref(loaded), None))
         try:
             li = _lib.LoadedTensor()
@@ -409,14 +460,14 @@ class safe_open:
         finally:
             l.sl_loaded_free(loaded)
 
-    def _read_rows(self, name, lo, hi):
+    def _read_rows(self, ckpt, name, lo, hi):
         """Rows [lo, hi) of dimension 0 (the whole tensor for a scalar), on the device."""
         torch = _torch()
-        info = self._info(name)
+        info = self._info(ckpt, name)
         dtype = _torch_dtype(info.dtype.decode())
         shape = [info.shape[i] for i in range(info.ndim)]
         if self._verify:  # a hash covers the whole tensor: read and check all of it
-            whole = self._loaded_tensor(name)
+            whole = self._loaded_tensor(ckpt, name)
             if not shape or (lo, hi) == (0, shape[0]):
                 return whole
             return whole[lo:hi].clone()  # do not keep the whole tensor alive for a slice
@@ -429,7 +480,7 @@ class safe_open:
         nbytes = (hi - lo) * row_bytes
         buf = torch.empty(nbytes, dtype=torch.uint8)
         if nbytes:
-            _lib.check(_lib.lib().sl_checkpoint_read(self._ckpt.handle, self._ckpt.index[name],
+            _lib.check(_lib.lib().sl_checkpoint_read(ckpt.handle, ckpt.index[name],
                                                      lo * row_bytes, nbytes, buf.data_ptr()))
         t = buf.view(dtype).reshape(out_shape)
         if self._device != "cpu":
@@ -437,11 +488,12 @@ class safe_open:
         return t
 
     def get_tensor(self, name):
-        info = self._info(name)
+        ckpt = self._open()
+        info = self._info(ckpt, name)
         shape = [info.shape[i] for i in range(info.ndim)]
         if self._device == "cpu" and not self._verify:
-            return self._read_rows(name, 0, shape[0] if shape else 1)
-        return self._loaded_tensor(name)
+            return self._read_rows(ckpt, name, 0, shape[0] if shape else 1)
+        return self._loaded_tensor(ckpt, name)
 
 
 # ----------------------------------------------------------------------------- load_model
@@ -496,24 +548,63 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     direct path allocates nothing but scratch copies of tied entries that several
     checkpoint tensors could feed, copied in state_dict order afterwards as torch
     does); checked for being open either way."""
+    with _Checkpoint(filename) as ckpt:
+        return _load_state_dict(module, ckpt, strict, device, renames=renames,
+                                allow_cast=allow_cast, threads=threads, verify=verify,
+                                progress=progress, pool=pool)
+
+
+def _needs_torch_load(module, state):
+    """Whether only torch's own load_state_dict loads ``module`` right: a state_dict
+    entry that is not a tensor (extra state), or a module that overrides
+    load_state_dict / _load_from_state_dict (BatchNorm fills in a missing
+    num_batches_tracked there) or has load_state_dict hooks. Writing into parameter
+    storage directly would skip that code."""
+    torch = _torch()
+    base = torch.nn.Module
+    if any(not isinstance(t, torch.Tensor) for t in state.values()):
+        return True
+    if type(module).load_state_dict is not base.load_state_dict:
+        return True
+    for m in module.modules():
+        if type(m)._load_from_state_dict is not base._load_from_state_dict:
+            return True
+        if getattr(m, "_load_state_dict_pre_hooks", None) or \
+                getattr(m, "_load_state_dict_post_hooks", None):
+            return True
+    return False
+
+
+def _load_state_dict(module, ckpt, strict, device, *, renames, allow_cast, threads, verify,
+                     progress, pool, torch_path=False):
+    """load_state_dict_into on an open checkpoint; ``torch_path`` forces the fallback
+    through torch's load_state_dict."""
     torch = _torch()
     dev = torch.device(_device_string(device))
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
     state = module.state_dict(keep_vars=True)
-    direct = all(t.is_contiguous() and t.device == dev for t in state.values())
-    with _Checkpoint(filename) as ckpt:
-        if direct:
-            return _load_into_state(ckpt, state, dev, strict=strict, renames=renames,
-                                    allow_cast=allow_cast, threads=threads, verify=verify,
-                                    progress=progress, pool=pool)
-        with _lib.Options(device=str(dev), strict=False, renames=renames, threads=threads,
-                          verify=verify, progress=progress, pool=pool) as options:
-            loaded = _load_all(ckpt, options)
-        result = module.load_state_dict(loaded, strict=strict)
-        return {"matched": sorted(set(state) - set(result.missing_keys)),
-                "missing": list(result.missing_keys),
-                "unexpected": list(result.unexpected_keys), "mismatched": [], "renamed": []}
+    direct = not torch_path and not _needs_torch_load(module, state) and \
+        all(t.is_contiguous() and t.device == dev for t in state.values())
+    if direct:
+        return _load_into_state(ckpt, state, dev, strict=strict, renames=renames,
+                                allow_cast=allow_cast, threads=threads, verify=verify,
+                                progress=progress, pool=pool)
+    with _lib.Options(device=str(dev), strict=False, renames=renames, threads=threads,
+                      verify=verify, progress=progress, pool=pool) as options:
+        loaded = _load_all(ckpt, options)
+    if not renames:
+        # save_model's tie notes (dropped name -> kept name), as the direct path reads
+        # them: only for a model entry of the same shape that the file lacks.
+        for key, value in ckpt.metadata().items():
+            if key in state and key not in loaded and value in loaded and \
+                    isinstance(state[key], torch.Tensor) and \
+                    loaded[value].shape == state[key].shape:
+                loaded[key] = loaded[value]
+    result = module.load_state_dict(loaded, strict=strict)
+    return {"matched": sorted(set(state) - set(result.missing_keys)),
+            "missing": list(result.missing_keys),
+            "unexpected": list(result.unexpected_keys), "mismatched": [], "renamed": []}
 
 
 def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, verify,
@@ -576,20 +667,40 @@ def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, 
         options.close()
 
 
+_CASTABLE = {"F32", "F16", "BF16"}
+
+
 def load_model(model, filename, strict=True, device="cpu", *, verify=False, progress=None,
                pool=None):
     """Like safetensors.torch.load_model: load into ``model``, returning
     ``(missing, unexpected)``; tied weights (shared storage in the model, aliases that
-    save_model wrote to __metadata__) are not reported missing. With ``strict``,
+    save_model wrote to __metadata__) are not reported missing. A tensor stored in
+    another dtype than its model entry is converted, as torch's load_state_dict does
+    (F32/F16/BF16 by the loader, others through torch). With ``strict``,
     missing or unexpected keys raise RuntimeError in safetensors' wording (after the
     matching keys were loaded, as safetensors does). ``verify``, ``progress``: as in
     load_file; ``pool``: as in load_state_dict_into."""
     model_state = model.state_dict()
-    with safe_open(filename) as f:
-        file_keys = f.keys()
-    to_removes = _remove_duplicate_names(model_state, preferred_names=file_keys)
-    report = load_state_dict_into(model, filename, strict=False, device=device, verify=verify,
-                                  progress=progress, pool=pool)
+    with _Checkpoint(filename) as ckpt:
+        file_keys = ckpt.names
+        to_removes = _remove_duplicate_names(model_state, preferred_names=file_keys)
+        # Entries fed from another dtype: F32/F16/BF16 the loader converts; any other
+        # pair (an F32 value for an int64 buffer) goes through torch's copy_.
+        torch_path = False
+        for name, t in model_state.items():
+            k = ckpt.index.get(name)
+            if k is None or not hasattr(t, "dtype"):
+                continue
+            try:
+                wanted = _dtype_name(t.dtype)
+            except ShardloadError:  # no safetensors dtype: torch words the error
+                wanted = None
+            stored = ckpt.dtypes[k]
+            if stored != wanted and not (stored in _CASTABLE and wanted in _CASTABLE):
+                torch_path = True
+        report = _load_state_dict(model, ckpt, False, device, renames=(), allow_cast=True,
+                                  threads=0, verify=verify, progress=progress, pool=pool,
+                                  torch_path=torch_path)
     missing = set(report["missing"])
     unexpected = list(report["unexpected"])
     for group in to_removes.values():
@@ -793,7 +904,7 @@ def save_file(tensors, filename, metadata=None, *, checksums=False):
     views, keep = _views(tensors)
     flags = (0 if metadata is None else _lib.SL_SAVE_EMPTY_METADATA) | \
         (_lib.SL_SAVE_CHECKSUMS if checksums else 0)
-    _lib.check(_lib.lib().sl_save_file_ex(str(filename).encode(), views, len(tensors), keys,
+    _lib.check(_lib.lib().sl_save_file_ex(_path_bytes(filename), views, len(tensors), keys,
                                           values, count, flags))
     del keep
 
@@ -813,7 +924,7 @@ def save_sharded(tensors, folder, max_shard_size="5GB", metadata=None, prefix="m
     keys, values, count = _metadata_arrays(metadata)
     views, keep = _views(tensors)
     size = str(max_shard_size) if isinstance(max_shard_size, int) else max_shard_size
-    _lib.check(_lib.lib().sl_save_sharded_ex(str(folder).encode(), views, len(tensors),
+    _lib.check(_lib.lib().sl_save_sharded_ex(_path_bytes(folder), views, len(tensors),
                                              size.encode(), prefix.encode(), keys, values, count,
                                              _lib.SL_SAVE_CHECKSUMS if checksums else 0))
     del keep
