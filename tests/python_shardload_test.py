@@ -4,6 +4,7 @@ Run by python/run_with_torch.sh: argv[1] is libshardload.so. Compares against
 safetensors.torch where that package is importable (those cases skip otherwise).
 Writes a JUnit XML file to $XML_OUTPUT_FILE when set, one <testcase> per test.
 """
+import ctypes
 import functools
 import gc
 import json
@@ -213,6 +214,51 @@ class PythonTest(unittest.TestCase):
         got = shardload.load_file(self.path("f8.safetensors"))["f8"]
         self.assertEqual(got.dtype, torch.float8_e4m3fn)
         self.assertTrue(same(got, t))
+
+    def test_float4_packs_two_values_per_element_like_reference(self):
+        # F4 loads as torch.float4_e2m1fn_x2 (torch 2.8+): the stored shape counts values,
+        # torch's counts bytes (the last dimension halved), as safetensors does.
+        if not hasattr(torch, "float4_e2m1fn_x2"):
+            self.skipTest("torch %s has no float4_e2m1fn_x2" % torch.__version__)
+        g = torch.Generator().manual_seed(3)
+        x = torch.randint(0, 256, (3, 4), dtype=torch.uint8, generator=g)
+        t = {"x": x.view(torch.float4_e2m1fn_x2), "r": x[0].clone().view(torch.float4_e2m1fn_x2)}
+        ours, ref = self.path("o.safetensors"), self.path("r.safetensors")
+        shardload.save_file(t, ours)
+        _, h = self.header(ours)
+        self.assertEqual((h["x"]["dtype"], h["x"]["shape"], h["r"]["shape"]), ("F4", [3, 8], [8]))
+        bits = lambda v: v.view(torch.uint8).tolist()
+        if st is not None:
+            st.save_file(t, ref)
+            with open(ours, "rb") as a, open(ref, "rb") as b:
+                self.assertEqual(a.read(), b.read())
+            for name, v in st.load_file(ref).items():
+                self.assertEqual(bits(shardload.load_file(ref)[name]), bits(v), name)
+        got = shardload.load_file(ours)
+        self.assertEqual((got["x"].dtype, list(got["x"].shape)), (torch.float4_e2m1fn_x2, [3, 4]))
+        self.assertEqual(bits(got["x"]), x.tolist())
+        with shardload.safe_open(ours) as f:
+            self.assertEqual(bits(f.get_tensor("x")), x.tolist())
+            s = f.get_slice("x")
+            self.assertEqual((s.get_shape(), s.get_dtype()), ([3, 8], "F4"))
+            self.assertEqual(bits(s[1:3]), x[1:3].tolist())  # keys index torch's shape
+            self.assertEqual(bits(f.get_slice("r")[1:3]), x[0, 1:3].tolist())
+        # Loaded in place into a module buffer of that dtype.
+        m = torch.nn.Module()
+        m.register_buffer("x", torch.zeros(3, 4, dtype=torch.uint8).view(torch.float4_e2m1fn_x2))
+        m.register_buffer("r", torch.zeros(4, dtype=torch.uint8).view(torch.float4_e2m1fn_x2))
+        self.assertEqual(shardload.load_model(m, ours), (set(), []))
+        self.assertEqual(bits(m.x), x.tolist())
+        # An odd last dimension cannot be two values a byte.
+        raw = (ctypes.c_uint8 * 3)(1, 2, 3)
+        view = _lib.TensorView(b"y", 1, b"F4", _lib.shape_array([2, 3]), 2, ctypes.addressof(raw))
+        _lib.check(_lib.lib().sl_save_file(self.path("odd.safetensors").encode(),
+                                           ctypes.byref(view), 1, None, None, 0))
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shardload.load_file(self.path("odd.safetensors"))
+        self.assertEqual((cm.exception.code, str(cm.exception)), (
+            "invalid_argument", "tensor 'y': dtype F4 loads as torch.float4_e2m1fn_x2, which "
+            "needs a last dimension divisible by 2; got [2, 3]"))
 
 
     def test_progress_and_cancel(self):

@@ -57,8 +57,11 @@ _DTYPE_NAMES = [
     ("BOOL", "bool"), ("C64", "complex64"), ("U64", "uint64"), ("U32", "uint32"),
     ("U16", "uint16"), ("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2"),
     ("F8_E8M0", "float8_e8m0fnu"), ("F8_E4M3FNUZ", "float8_e4m3fnuz"),
-    ("F8_E5M2FNUZ", "float8_e5m2fnuz"),
+    ("F8_E5M2FNUZ", "float8_e5m2fnuz"), ("F4", "float4_e2m1fn_x2"),
 ]
+# Stored dtypes whose torch dtype packs several values in one element: F4 loads as
+# torch.float4_e2m1fn_x2 (two values a byte), its last dimension halved, as safetensors.
+_PACKED = {"F4": 2}
 # Dtypes torch takes natively through DLPack in every version we support; the others
 # are exported as bytes and reinterpreted with Tensor.view(dtype).
 _DLPACK_NATIVE = {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "C64"}
@@ -79,6 +82,31 @@ def _torch_dtype(name):
             break
     raise ShardloadError("unimplemented", "dtype %s is not supported by torch %s" %
                          (name, torch.__version__))
+
+
+def _torch_shape(name, dtype_name, shape):
+    """The torch shape of a stored tensor: its stored shape, but for a packed dtype
+    (F4) the last dimension divided by the values per element. ShardloadError
+    ("invalid_argument") when that does not divide, as safetensors refuses it."""
+    per = _PACKED.get(dtype_name)
+    if per is None:
+        return list(shape)
+    if not shape or shape[-1] % per:
+        raise ShardloadError("invalid_argument",
+                             "tensor %s: dtype %s loads as %s, which needs a last dimension "
+                             "divisible by %d; got %s" % (_quote_name(name), dtype_name,
+                                                          _torch_dtype(dtype_name), per,
+                                                          list(shape)))
+    return list(shape[:-1]) + [shape[-1] // per]
+
+
+def _stored_shape(t):
+    """The shape to store for torch tensor ``t``: for torch.float4_e2m1fn_x2 (F4) the
+    last dimension counts values, twice the elements, as safetensors writes it."""
+    shape = list(t.shape)
+    if shape and t.dtype == getattr(_torch(), "float4_e2m1fn_x2", None):
+        shape[-1] *= _PACKED["F4"]
+    return shape
 
 
 def _dtype_name(torch_dtype):
@@ -131,7 +159,8 @@ def _from_loaded(loaded, index, info):
         _call_deleter(managed.value)
         raise
     if not native:
-        shape = [info.shape[i] for i in range(info.ndim)]
+        shape = _torch_shape(_decode(info.name, info.name_len), dtype_name,
+                             [info.shape[i] for i in range(info.ndim)])
         tensor = tensor.view(target_dtype).reshape(shape)
     return tensor
 
@@ -329,7 +358,7 @@ class _Slice:
 
     def __getitem__(self, key):
         torch = _torch()
-        shape = self.get_shape()
+        shape = _torch_shape(self._name, self._dtype, self._shape)  # keys index torch's
         if len(shape) == 0:  # a scalar: read it, torch indexes it (and words errors)
             return self._read_rows(0, 0)[key]
         key = _bool_lists_as_masks(key)
@@ -464,8 +493,9 @@ class safe_open:
         """Rows [lo, hi) of dimension 0 (the whole tensor for a scalar), on the device."""
         torch = _torch()
         info = self._info(ckpt, name)
-        dtype = _torch_dtype(info.dtype.decode())
-        shape = [info.shape[i] for i in range(info.ndim)]
+        dtype_name = info.dtype.decode()
+        dtype = _torch_dtype(dtype_name)
+        shape = _torch_shape(name, dtype_name, [info.shape[i] for i in range(info.ndim)])
         if self._verify:  # a hash covers the whole tensor: read and check all of it
             whole = self._loaded_tensor(ckpt, name)
             if not shape or (lo, hi) == (0, shape[0]):
@@ -490,7 +520,7 @@ class safe_open:
     def get_tensor(self, name):
         ckpt = self._open()
         info = self._info(ckpt, name)
-        shape = [info.shape[i] for i in range(info.ndim)]
+        shape = _torch_shape(name, info.dtype.decode(), [info.shape[i] for i in range(info.ndim)])
         if self._device == "cpu" and not self._verify:
             return self._read_rows(ckpt, name, 0, shape[0] if shape else 1)
         return self._loaded_tensor(ckpt, name)
@@ -634,7 +664,7 @@ def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, 
         targets = (_lib.Target * max(len(state), 1))()
         for i, (name, t) in enumerate(state.items()):
             raw = name.encode("utf-8", "surrogateescape")
-            shape = _lib.shape_array(list(t.shape))
+            shape = _lib.shape_array(_stored_shape(t))
             keep.append((raw, shape))
             dname = _dtype_name(t.dtype).encode()
             dst = scratch.get(name, t)
@@ -825,7 +855,7 @@ def _views(tensors):
     for i, (name, t) in enumerate(tensors.items()):
         c = t.detach().to("cpu").contiguous()
         raw = name.encode("utf-8", "surrogateescape")
-        shape = _lib.shape_array(list(c.shape))
+        shape = _lib.shape_array(_stored_shape(c))
         dname = _dtype_name(c.dtype).encode()
         keep.append((c, raw, shape, dname))
         views[i] = _lib.TensorView(raw, len(raw), dname, shape, c.dim(),
