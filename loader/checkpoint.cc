@@ -177,10 +177,29 @@ std::string JoinPath(const std::string& folder, const std::string& file) {
   return folder + "/" + file;
 }
 
+// HubBlobsFolder: for a checkpoint folder laid out as the Hugging Face hub cache
+// (<repo>/snapshots/<revision>/, whose files are symlinks into <repo>/blobs/), the real
+// path of that blobs folder; "" for any other folder.
+std::string HubBlobsFolder(const std::string& real_folder) {
+  fs::path folder(real_folder);
+  if (folder.parent_path().filename() != "snapshots") return "";
+  fs::path blobs = folder.parent_path().parent_path() / "blobs";
+  std::error_code ec;
+  fs::path real = fs::canonical(blobs, ec);
+  return !ec && fs::is_directory(real, ec) ? real.string() : std::string();
+}
+
+// Inside: whether real path `p` lies below real folder `folder`.
+bool Inside(const std::string& p, const std::string& folder) {
+  std::string prefix = folder == "/" ? folder : folder + "/";
+  return p.size() > prefix.size() && p.compare(0, prefix.size(), prefix) == 0;
+}
+
 // CheckShardPath: the shard exists, is a regular file, and its real path lies inside
-// the real checkpoint folder `real_folder`.
+// the real checkpoint folder `real_folder`, or in `blobs_folder` (HubBlobsFolder) when
+// that is not empty.
 Status CheckShardPath(const std::string& index_label, const std::string& real_folder,
-                      const ShardInfo& shard) {
+                      const std::string& blobs_folder, const ShardInfo& shard) {
   const std::string& f = shard.file;
   if (f.empty() || f.front() == '/') {
     return InvalidArgumentError(index_label + ": shard " + QuoteForMessage(f, '\'') +
@@ -195,8 +214,7 @@ Status CheckShardPath(const std::string& index_label, const std::string& real_fo
     return ErrnoToStatus(ec.value(), index_label + ": shard " + QuoteForMessage(f, '\''));
   }
   std::string real_s = real.string();
-  std::string prefix = real_folder == "/" ? real_folder : real_folder + "/";
-  if (real_s.size() <= prefix.size() || real_s.compare(0, prefix.size(), prefix) != 0) {
+  if (!Inside(real_s, real_folder) && (blobs_folder.empty() || !Inside(real_s, blobs_folder))) {
     return InvalidArgumentError(index_label + ": shard " + QuoteForMessage(f, '\'') + " resolves to " +
                                 QuoteForMessage(real_s, '\'') + ", outside the checkpoint folder " +
                                 QuoteForMessage(real_folder, '\''));
@@ -345,11 +363,12 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
     std::error_code ec;
     fs::path real_folder = fs::canonical(where.folder, ec);
     if (ec) return ErrnoToStatus(ec.value(), where.folder + ": cannot resolve folder");
+    const std::string blobs_folder = HubBlobsFolder(real_folder.string());
     for (std::string& f : files) {
       ShardInfo s;
       s.path = JoinPath(where.folder, f);
       s.file = std::move(f);
-      SL_RETURN_IF_ERROR(CheckShardPath(label, real_folder.string(), s));
+      SL_RETURN_IF_ERROR(CheckShardPath(label, real_folder.string(), blobs_folder, s));
       ckpt.shards_.push_back(std::move(s));
     }
     weight_map = std::move(index.weight_map);

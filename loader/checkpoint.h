@@ -86,7 +86,9 @@ class Checkpoint {
   //    invalid_argument "<index>: index names N shards, more than the limit of M";
   //  - not_found "<index>: shard 'f' does not exist", checked for every shard before
   //    any header is read; invalid_argument "<index>: shard 'f' resolves to '/x/f',
-  //    outside the checkpoint folder '/y'" (symlinks are resolved with realpath);
+  //    outside the checkpoint folder '/y'" (symlinks are resolved with realpath; in a
+  //    Hugging Face hub cache snapshot, <repo>/snapshots/<rev>/, the shards' targets
+  //    may also lie in <repo>/blobs/);
   //    invalid_argument "<index>: shard 'f' is not a regular file";
   //  - header errors of each shard (format/header.h), labelled with the shard's file;
   //  - invalid_argument "<index>: index maps 'x' to 'f' but that shard has no tensor 'x'";

@@ -419,6 +419,35 @@ TEST(CheckpointShardSet, SymlinkInsideTheFolderIsAccepted) {
   EXPECT_EQ(c->tensors().size(), 3u);
 }
 
+TEST(CheckpointShardSet, HubCacheSnapshotLinksIntoItsBlobs) {
+  // The Hugging Face hub cache: <repo>/snapshots/<rev>/ holds symlinks to ../../blobs/.
+  std::string repo = MakeTestDir("models--org--tiny");
+  ASSERT_EQ(::mkdir((repo + "/blobs").c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir((repo + "/snapshots").c_str(), 0755), 0);
+  std::string snap = repo + "/snapshots/0123abcd";
+  ASSERT_EQ(::mkdir(snap.c_str(), 0755), 0);
+  ASSERT_TRUE(WriteFile(repo + "/blobs/b1", SafetensorsBytes({{"a.w", "F32", {2}, ""}})));
+  ASSERT_TRUE(WriteFile(repo + "/blobs/b2", SafetensorsBytes({{"b.w", "U8", {3}, ""}})));
+  ASSERT_TRUE(WriteFile(repo + "/blobs/b3", IndexJson({{"a.w", "s1.safetensors"},
+                                                        {"b.w", "s2.safetensors"}})));
+  ASSERT_EQ(::symlink("../../blobs/b1", (snap + "/s1.safetensors").c_str()), 0);
+  ASSERT_EQ(::symlink("../../blobs/b2", (snap + "/s2.safetensors").c_str()), 0);
+  ASSERT_EQ(::symlink("../../blobs/b3", (snap + "/" + kIndex).c_str()), 0);
+  Result<Checkpoint> c = Checkpoint::Open(snap);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->tensors().size(), 2u);
+  // Only that layout: the same links from a folder not under snapshots/ are refused.
+  std::string other = repo + "/elsewhere";
+  ASSERT_EQ(::mkdir(other.c_str(), 0755), 0);
+  ASSERT_EQ(::symlink("../blobs/b1", (other + "/s1.safetensors").c_str()), 0);
+  ASSERT_EQ(::symlink("../blobs/b2", (other + "/s2.safetensors").c_str()), 0);
+  ASSERT_EQ(::symlink("../blobs/b3", (other + "/" + kIndex).c_str()), 0);
+  EXPECT_EQ(Checkpoint::Open(other).status(),
+            InvalidArgumentError("model.safetensors.index.json: shard 's1.safetensors' resolves "
+                                 "to '" + RealPath(repo) + "/blobs/b1', outside the checkpoint "
+                                 "folder '" + RealPath(other) + "'"));
+}
+
 TEST(CheckpointShardSet, ShardThatIsAFolderIsRejected) {
   Sharded s = WriteSharded("dirshard");
   ASSERT_EQ(::unlink((s.dir + "/" + kShard2).c_str()), 0);
