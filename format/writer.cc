@@ -489,8 +489,49 @@ Result<std::string> SerializeToString(std::span<const TensorToWrite> tensors,
   return out;
 }
 
-Status WriteFile(const std::string& path, std::span<const TensorToWrite> tensors,
-                 const std::optional<Metadata>& metadata, const WriteOptions& options) {
+namespace {
+
+// StagedFile: a complete, fsynced temporary file next to its destination, published
+// (renamed over the destination) on demand; removed when destroyed unpublished.
+class StagedFile {
+ public:
+  StagedFile(std::string temp, std::string path) : guard_(temp), temp_(std::move(temp)),
+                                                   path_(std::move(path)) {}
+
+  // Publish: rename the temporary file over the destination.
+  Status Publish() {
+    if (::rename(temp_.c_str(), path_.c_str()) != 0) return ErrnoToStatus(errno, path_ + ": rename");
+    guard_.Release();
+    return OkStatus();
+  }
+
+ private:
+  TempFileGuard guard_;
+  std::string temp_;
+  std::string path_;
+};
+
+// CreateTempFile: a new, uniquely named ".<base>.tmp.<suffix>" file next to `path`.
+Status CreateTempFile(const std::string& path, std::string* temp, Fd* fd) {
+  auto [dir, base] = SplitDirBase(path);
+  for (int attempt = 0;; ++attempt) {
+    *temp = (dir == "/" ? "/" : dir + "/") + "." + base + ".tmp." + UniqueSuffix();
+    int raw = ::open(temp->c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (raw >= 0) {
+      fd->Reset(raw);
+      return OkStatus();
+    }
+    if (errno != EEXIST || attempt >= 16) {
+      return ErrnoToStatus(errno, path + ": create temporary file in " + dir);
+    }
+  }
+}
+
+// StageFile: WriteFile up to, not including, the rename.
+Result<std::unique_ptr<StagedFile>> StageFile(const std::string& path,
+                                              std::span<const TensorToWrite> tensors,
+                                              const std::optional<Metadata>& metadata,
+                                              const WriteOptions& options) {
   if (options.buffer_bytes < kMinBuffer || options.buffer_bytes > kMaxBuffer) {
     return InvalidArgumentError(path + ": write buffer_bytes " +
                                 std::to_string(options.buffer_bytes) +
@@ -500,22 +541,10 @@ Status WriteFile(const std::string& path, std::span<const TensorToWrite> tensors
     return InvalidArgumentError("invalid output path '" + path + "': names a directory");
   }
   SL_ASSIGN_OR_RETURN(FileLayout layout, SerializeHeader(tensors, metadata, path));
-
-  auto [dir, base] = SplitDirBase(path);
   std::string temp;
   Fd fd;
-  for (int attempt = 0;; ++attempt) {
-    temp = (dir == "/" ? "/" : dir + "/") + "." + base + ".tmp." + UniqueSuffix();
-    int raw = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (raw >= 0) {
-      fd.Reset(raw);
-      break;
-    }
-    if (errno != EEXIST || attempt >= 16) {
-      return ErrnoToStatus(errno, path + ": create temporary file in " + dir);
-    }
-  }
-  TempFileGuard guard(temp);
+  SL_RETURN_IF_ERROR(CreateTempFile(path, &temp, &fd));
+  auto staged = std::make_unique<StagedFile>(temp, path);  // removes temp on any error
 
   BufferedWriter writer(fd.get(), path);
   SL_RETURN_IF_ERROR(writer.Init(options.buffer_bytes));
@@ -531,9 +560,31 @@ Status WriteFile(const std::string& path, std::span<const TensorToWrite> tensors
   SL_RETURN_IF_ERROR(writer.Flush());
   if (options.sync && ::fsync(fd.get()) != 0) return ErrnoToStatus(errno, path + ": fsync");
   SL_RETURN_IF_ERROR(fd.Close(path));
-  if (::rename(temp.c_str(), path.c_str()) != 0) return ErrnoToStatus(errno, path + ": rename");
-  guard.Release();
-  if (options.sync) SL_RETURN_IF_ERROR(SyncDirectory(dir));
+  return staged;
+}
+
+// StageTextFile: a small text file, staged like StageFile.
+Result<std::unique_ptr<StagedFile>> StageTextFile(const std::string& path, std::string_view text,
+                                                  const WriteOptions& options) {
+  std::string temp;
+  Fd fd;
+  SL_RETURN_IF_ERROR(CreateTempFile(path, &temp, &fd));
+  auto staged = std::make_unique<StagedFile>(temp, path);
+  SL_RETURN_IF_ERROR(
+      WriteAll(fd.get(), reinterpret_cast<const std::byte*>(text.data()), text.size(), path));
+  if (options.sync && ::fsync(fd.get()) != 0) return ErrnoToStatus(errno, path + ": fsync");
+  SL_RETURN_IF_ERROR(fd.Close(path));
+  return staged;
+}
+
+}  // namespace
+
+Status WriteFile(const std::string& path, std::span<const TensorToWrite> tensors,
+                 const std::optional<Metadata>& metadata, const WriteOptions& options) {
+  SL_ASSIGN_OR_RETURN(std::unique_ptr<StagedFile> staged,
+                      StageFile(path, tensors, metadata, options));
+  SL_RETURN_IF_ERROR(staged->Publish());
+  if (options.sync) SL_RETURN_IF_ERROR(SyncDirectory(SplitDirBase(path).first));
   return OkStatus();
 }
 
@@ -739,27 +790,6 @@ Result<std::string> SerializeIndex(std::span<const TensorToWrite> tensors, const
   return out;
 }
 
-namespace {
-
-// WriteTextFile: a small text file, atomically (temp + rename), like WriteFile.
-Status WriteTextFile(const std::string& path, std::string_view text, const WriteOptions& options) {
-  auto [dir, base] = SplitDirBase(path);
-  std::string temp = dir + "/." + base + ".tmp." + UniqueSuffix();
-  Fd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666));
-  if (fd.get() < 0) return ErrnoToStatus(errno, path + ": create temporary file in " + dir);
-  TempFileGuard guard(temp);
-  SL_RETURN_IF_ERROR(
-      WriteAll(fd.get(), reinterpret_cast<const std::byte*>(text.data()), text.size(), path));
-  if (options.sync && ::fsync(fd.get()) != 0) return ErrnoToStatus(errno, path + ": fsync");
-  SL_RETURN_IF_ERROR(fd.Close(path));
-  if (::rename(temp.c_str(), path.c_str()) != 0) return ErrnoToStatus(errno, path + ": rename");
-  guard.Release();
-  if (options.sync) SL_RETURN_IF_ERROR(SyncDirectory(dir));
-  return OkStatus();
-}
-
-}  // namespace
-
 Result<ShardedWriteResult> WriteSharded(const std::string& dir,
                                         std::span<const TensorToWrite> tensors,
                                         const ShardOptions& options) {
@@ -779,6 +809,10 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
     for (const auto& [k, v] : options.metadata) file_metadata[k] = v;
   }
   const std::string base = dir.empty() || dir.back() == '/' ? dir : dir + "/";
+  // Every file is written and fsynced under a temporary name first; only when all of
+  // them are complete are they renamed into place, the index last. A failure before
+  // that (a full disk, a generator's error) leaves whatever the folder held untouched.
+  std::vector<std::unique_ptr<StagedFile>> staged;
   for (size_t s = 0; s < plan.shards.size(); ++s) {
     std::vector<TensorToWrite> shard;
     shard.reserve(plan.shards[s].size());
@@ -787,13 +821,19 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
     if (options.shard_metadata && plan.shards.size() > 1) {
       for (auto& [k, v] : options.shard_metadata(s, plan.shards[s])) shard_metadata[k] = v;
     }
-    SL_RETURN_IF_ERROR(WriteFile(base + plan.files[s], shard, shard_metadata, options.write));
+    SL_ASSIGN_OR_RETURN(std::unique_ptr<StagedFile> file,
+                        StageFile(base + plan.files[s], shard, shard_metadata, options.write));
+    staged.push_back(std::move(file));
     SL_ASSIGN_OR_RETURN(FileLayout layout, SerializeHeader(shard, shard_metadata, plan.files[s]));
     result.file_sizes.push_back(layout.file_size);
   }
   if (!plan.index_file.empty()) {
-    SL_RETURN_IF_ERROR(WriteTextFile(base + plan.index_file, index_text, options.write));
+    SL_ASSIGN_OR_RETURN(std::unique_ptr<StagedFile> index,
+                        StageTextFile(base + plan.index_file, index_text, options.write));
+    staged.push_back(std::move(index));
   }
+  for (std::unique_ptr<StagedFile>& file : staged) SL_RETURN_IF_ERROR(file->Publish());
+  if (options.write.sync) SL_RETURN_IF_ERROR(SyncDirectory(dir));
   if (options.remove_stale) {
     std::set<std::string> keep(plan.files.begin(), plan.files.end());
     if (!plan.index_file.empty()) keep.insert(plan.index_file);

@@ -210,10 +210,15 @@ struct ShardedWriteResult {
 };
 
 // WriteSharded: PlanShards, then write every shard into the existing folder `dir`
-// with WriteFile (each shard's __metadata__ is {"format": "pt"}), then the index
-// (when there are 2+ shards) last, all atomically. Errors: those of PlanShards,
-// SerializeIndex and WriteFile; not_found when `dir` does not exist. Files already
-// written stay when a later one fails (each is complete and valid on its own).
+// (each shard's __metadata__ is {"format": "pt"}) and the index (when there are 2+
+// shards). Every file is first written and fsynced under a temporary name; only when
+// all are complete are they renamed into place, shards first and the index last, and
+// the folder fsynced. So an error while writing (a full disk, a generator's error)
+// leaves the folder as it was, temporary files removed, and an earlier checkpoint
+// there intact; the folder needs room for the new files next to the old ones.
+// (Renames failing midway, or a crash between them, can still leave a mix, which a
+// load reports as an inconsistent shard set, never as wrong data.) Errors: those of
+// PlanShards, SerializeIndex and WriteFile; not_found when `dir` does not exist.
 Result<ShardedWriteResult> WriteSharded(const std::string& dir,
                                         std::span<const TensorToWrite> tensors,
                                         const ShardOptions& options);

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -579,6 +580,31 @@ TEST(ShardTest, WriteShardedFilesIndexAndStaleCleanup) {
   ASSERT_FALSE(nodir.ok());
   EXPECT_EQ(nodir.status().code(), StatusCode::kNotFound);
   EXPECT_EQ(nodir.status().message(), dir + "/missing: No such file or directory");
+}
+
+TEST(ShardTest, FailedShardedWriteLeavesTheFolderAsItWas) {
+  // An earlier 2-shard checkpoint; the new one fails while writing its second shard
+  // (a generator error stands for a full disk): no file of the old one changes and
+  // no temporary file stays.
+  std::string dir = MakeScratchDir("sharded_fail");
+  std::vector<TensorToWrite> old_tensors = SizedTensors({8, 8, 8, 8});
+  ShardOptions o;
+  o.num_shards = 2;
+  ASSERT_TRUE(WriteSharded(dir, old_tensors, o).ok());
+  std::vector<std::string> before = ListDir(dir);
+  std::map<std::string, std::string> old_bytes;
+  for (const std::string& f : before) old_bytes[f] = ReadAll(dir + "/" + f);
+
+  std::vector<TensorToWrite> t = SizedTensors({16, 16, 16, 16});
+  t[3] = TensorToWrite::FromGenerator("t3", Dtype::kU8, {16},
+                                      [](uint64_t, std::span<std::byte>) {
+                                        return DataLossError("device full");
+                                      });
+  Result<ShardedWriteResult> r = WriteSharded(dir, t, o);
+  EXPECT_EQ(r.status(), DataLossError(dir + "/model-00002-of-00002.safetensors: tensor 't3': "
+                                      "device full"));
+  EXPECT_EQ(ListDir(dir), before);
+  for (const std::string& f : before) EXPECT_EQ(ReadAll(dir + "/" + f), old_bytes[f]) << f;
 }
 
 // Round trip through the project's header parser: every dtype, names that need
