@@ -179,7 +179,10 @@ MatchReport Reference(const std::vector<StoredTensor>& stored,
         std::optional<std::string> alt = RefTransform(chosen->first, chosen->second, *name);
         if (alt && target_index.count(*alt) > 0) target = *alt;
       }
-      if (target) alias.emplace(*target, stored_index[value]);
+      // A note of another shape is ignored (the target stays missing).
+      if (target && stored[stored_index[value]].shape == targets[target_index[*target]].shape) {
+        alias.emplace(*target, stored_index[value]);
+      }
     }
   }
   for (const auto& [target, s] : alias) {
