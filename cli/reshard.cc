@@ -3,17 +3,22 @@
 //
 // Every tensor is streamed from its source shard with positional reads (never the whole
 // tensor in memory) into huggingface_hub-style shards written by format/writer.h. By
-// default each tensor's XXH3 is recorded (format/checksum_writer.h: in the new index,
-// or the file's `__metadata__` when one shard results) and the written checkpoint is
+// default each tensor's XXH3 is computed first and checked against any hash the source
+// records (a corrupt source fails before anything is written, instead of being copied
+// under fresh records), then recorded (format/checksum_writer.h: in the new index, or
+// the file's `__metadata__` when one shard results), and the written checkpoint is
 // read back and checked against those records before the command reports success.
 // The source's metadata is carried over (without "total_size", which the writer
-// recomputes, and without old "shardload.xxh3.*" records).
+// recomputes, and without old "shardload.xxh3.*" records). The new files replace
+// OUT's earlier checkpoint of the same prefix only once all are written (its files the
+// new one does not use are then removed, and listed); on an error, SIGINT or SIGTERM,
+// OUT is left as it was.
 //
 //   shardload reshard /models/llama /tmp/llama-2g --max-shard-size 2GB
 //   wrote 5 files into /tmp/llama-2g: 291 tensors, 16060522496 bytes; XXH3 verified
 //   digest 9e3c5a0d1b2f4e67
 //
-// Errors: one line on stderr and exit 1; usage errors exit 2.
+// Errors: one line on stderr and exit 1; usage errors exit 2; 128 + N after signal N.
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -26,6 +31,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/interrupt.h"
 #include "format/checksum.h"
 #include "format/checksum_writer.h"
 #include "format/writer.h"
@@ -41,11 +47,14 @@ constexpr char kReshardUsage[] =
     "                         [--no-checksums] [--no-sync]\n"
     "\n"
     "Rewrite the checkpoint at PATH into new shards in the folder OUT (created when\n"
-    "missing; it must not be PATH's folder).\n"
+    "missing; it must not be PATH's folder). Files of an earlier checkpoint with the\n"
+    "same prefix in OUT are replaced, or removed when unused, once the new one is\n"
+    "complete; on an error OUT is left as it was.\n"
     "  --max-shard-size S  split greedily like huggingface_hub (e.g. 5GB, 2GiB)\n"
     "  --shards N          split into exactly N shards of balanced size\n"
     "  --prefix P          file names P-00001-of-0000N.safetensors (default model)\n"
-    "  --no-checksums      do not record per-tensor XXH3 (nor verify the result)\n"
+    "  --no-checksums      do not hash: no check of the source's recorded XXH3, no\n"
+    "                      new records, no read-back\n"
     "  --no-sync           skip fsync (scratch data only)\n";
 
 int Fail(const std::string& message) {
@@ -117,12 +126,8 @@ int RunReshard(const Args& args) {
 
   Result<Checkpoint> ckpt = Checkpoint::Open(positional[0]);
   if (!ckpt.ok()) return Fail(ckpt.status().message());
-  if (::mkdir(out.c_str(), 0755) != 0 && errno != EEXIST) {
-    return Fail(ErrnoToStatus(errno, out + ": mkdir").message());
-  }
-  std::string out_real = RealPath(out);
-  if (out_real.empty()) return Fail(out + ": cannot resolve the output folder");
-  if (out_real == RealPath(ckpt->folder())) {
+  std::string out_real = RealPath(out);  // empty while OUT does not exist
+  if (!out_real.empty() && out_real == RealPath(ckpt->folder())) {
     return Fail(out + ": is the checkpoint's own folder; write the new shards elsewhere");
   }
 
@@ -143,9 +148,10 @@ int RunReshard(const Args& args) {
     const ReadableFile* file = files[t.shard].get();
     const uint64_t base = t.file_offset;
     tensors.push_back(TensorToWrite::FromGenerator(
-        t.name, t.dtype, t.shape, [file, base](uint64_t offset, std::span<std::byte> piece) {
+        t.name, t.dtype, t.shape,
+        Interruptible([file, base](uint64_t offset, std::span<std::byte> piece) {
           return file->ReadAt(base + offset, piece);
-        }));
+        })));
   }
 
   ShardOptions options;
@@ -157,9 +163,36 @@ int RunReshard(const Args& args) {
     if (k == "total_size" || k.starts_with(kChecksumKeyPrefix)) continue;
     options.metadata.emplace(k, v);
   }
-  Result<ShardedWriteResult> written = checksums
-                                           ? WriteShardedWithChecksums(out, tensors, options)
-                                           : WriteSharded(out, tensors, options);
+  // Option errors (more shards than tensors, a bad prefix) before OUT is created.
+  if (Result<ShardPlan> plan = PlanShards(tensors, options); !plan.ok()) {
+    return Usage(plan.status().message());
+  }
+  if (::mkdir(out.c_str(), 0755) != 0 && errno != EEXIST) {
+    return Fail(ErrnoToStatus(errno, out + ": mkdir").message());
+  }
+  StopOnSignals();
+  auto interrupted = [&] {
+    std::cerr << "shardload reshard: interrupted by signal " << InterruptSignal() << "; " << out
+              << " is as it was\n";
+    return 128 + InterruptSignal();
+  };
+  Result<ShardedWriteResult> written = InvalidArgumentError("not written");
+  if (checksums) {
+    // Hash the source once, check what it records, then write with those hashes.
+    Result<ChecksumMap> sums = ComputeChecksums(tensors, positional[0], options.write.buffer_bytes);
+    if (InterruptSignal() != 0) return interrupted();
+    if (!sums.ok()) return Fail(sums.status().message());
+    Result<RecordedChecksums> recorded = RecordedChecksums::FromCheckpoint(*ckpt);
+    if (!recorded.ok()) return Fail(recorded.status().message());
+    for (const StoredTensor& t : ckpt->tensors()) {
+      Status s = recorded->CheckXxh3(t.name, t.bytes, sums->at(t.name));
+      if (!s.ok()) return Fail(s.message() + "; nothing was written");
+    }
+    written = WriteShardedWithChecksums(out, tensors, options, *sums);
+  } else {
+    written = WriteSharded(out, tensors, options);
+  }
+  if (InterruptSignal() != 0) return interrupted();
   if (!written.ok()) return Fail(written.status().message());
 
   const size_t file_count =
@@ -167,8 +200,12 @@ int RunReshard(const Args& args) {
   std::cout << "wrote " << file_count << (file_count == 1 ? " file" : " files") << " into "
             << out << ": " << tensors.size() << " tensors, " << written->plan.total_size
             << " bytes";
+  auto list_removed = [&] {
+    for (const std::string& r : written->removed) std::cout << "  removed stale " << r << "\n";
+  };
   if (!checksums) {
     std::cout << "\n";
+    list_removed();
     return 0;
   }
   // Read the result back: every record written must match the bytes on disk.
@@ -182,6 +219,7 @@ int RunReshard(const Args& args) {
   }
   std::cout << "; XXH3 verified\ndigest " << FormatXxh3(LayoutFreeDigest(digest->tensors))
             << "\n";
+  list_removed();
   return 0;
 }
 

@@ -1,6 +1,8 @@
 // `shardload write-sample DIR --size S [--shards N | --max-shard-size S]
 //                          [--layout llama|moe|tiny] [--dtype bf16] [--seed N]`
 // Writes a synthetic checkpoint with real Hugging Face tensor names (cli/sample_model.h).
+// Errors: one line on stderr; exit 2 for usage errors (unknown or malformed options),
+// 1 for anything else, 128 + N after signal N (DIR is then left as it was).
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -9,6 +11,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/interrupt.h"
 #include "cli/sample_model.h"
 #include "format/dtype.h"
 #include "format/writer.h"
@@ -36,6 +39,11 @@ constexpr char kHelp[] =
 int Fail(const std::string& message) {
   std::cerr << "shardload write-sample: " << message << "\n";
   return 1;
+}
+
+int Usage(const std::string& message) {
+  std::cerr << "shardload write-sample: " << message << "\n";
+  return 2;
 }
 
 bool ParseUint(const std::string& s, uint64_t* out) {
@@ -90,62 +98,77 @@ int RunWriteSample(const Args& args) {
     if (a.rfind("--", 0) == 0) {
       std::string key = a, value;
       size_t eq = a.find('=');
+      if (eq != std::string::npos) key = a.substr(0, eq);
+      if (key != "--size" && key != "--shards" && key != "--max-shard-size" &&
+          key != "--layout" && key != "--dtype" && key != "--seed") {
+        return Usage("unknown option '" + key + "' (see --help)");
+      }
       if (eq != std::string::npos) {
-        key = a.substr(0, eq);
         value = a.substr(eq + 1);
       } else {
-        if (i + 1 >= args.size()) return Fail("option " + a + " needs a value");
+        if (i + 1 >= args.size()) return Usage("option " + a + " needs a value");
         value = args[++i];
       }
       if (key == "--size") {
         Result<uint64_t> size = ParseByteSize(value);
-        if (!size.ok()) return Fail(size.status().message());
+        if (!size.ok()) return Usage(size.status().message());
         sample.target_bytes = *size;
       } else if (key == "--shards") {
         uint64_t n = 0;
         if (!ParseUint(value, &n) || n == 0 || n > 99999) {
-          return Fail("--shards must be an integer in [1, 99999], got '" + value + "'");
+          return Usage("--shards must be an integer in [1, 99999], got '" + value + "'");
         }
         shards.num_shards = static_cast<int>(n);
         have_shards = true;
       } else if (key == "--max-shard-size") {
         Result<uint64_t> size = ParseByteSize(value);
-        if (!size.ok()) return Fail(size.status().message());
-        if (*size == 0) return Fail("--max-shard-size must be > 0");
+        if (!size.ok()) return Usage(size.status().message());
+        if (*size == 0) return Usage("--max-shard-size must be > 0");
         shards.max_shard_size = *size;
         shards.num_shards = 0;
         have_max = true;
       } else if (key == "--layout") {
         Result<SampleLayout> layout = ParseSampleLayout(value);
-        if (!layout.ok()) return Fail(layout.status().message());
+        if (!layout.ok()) return Usage(layout.status().message());
         sample.layout = *layout;
         layout_name = value;
       } else if (key == "--dtype") {
         Result<Dtype> dtype = DtypeFromName(Upper(value));
-        if (!dtype.ok()) return Fail("unknown dtype '" + value + "'");
+        if (!dtype.ok()) return Usage("unknown dtype '" + value + "'");
         sample.dtype = *dtype;
       } else if (key == "--seed") {
-        if (!ParseUint(value, &sample.seed)) return Fail("--seed must be an unsigned integer, got '" + value + "'");
-      } else {
-        return Fail("unknown option '" + a + "' (see --help)");
+        if (!ParseUint(value, &sample.seed)) {
+          return Usage("--seed must be an unsigned integer, got '" + value + "'");
+        }
       }
       continue;
     }
-    if (!dir.empty()) return Fail("unexpected argument '" + a + "' (one DIR only)");
+    if (!dir.empty()) return Usage("unexpected argument '" + a + "' (one DIR only)");
     dir = a;
   }
-  if (dir.empty()) return Fail("missing DIR (usage: shardload write-sample DIR --size 2GiB --shards 3)");
-  if (have_shards && have_max) return Fail("--shards and --max-shard-size are exclusive");
+  if (dir.empty()) return Usage("missing DIR (usage: shardload write-sample DIR --size 2GiB --shards 3)");
+  if (have_shards && have_max) return Usage("--shards and --max-shard-size are exclusive");
 
   Result<SampleModel> model = BuildSampleModel(sample);
   if (!model.ok()) return Fail(model.status().message());
+  // Option errors (more shards than tensors) before DIR is created.
+  if (Result<ShardPlan> plan = PlanShards(model->tensors, shards); !plan.ok()) {
+    return Usage(plan.status().message());
+  }
+  for (TensorToWrite& t : model->tensors) t.fill = Interruptible(std::move(t.fill));
 
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return Fail(dir + ": cannot create directory: " + ec.message());
 
+  StopOnSignals();
   auto start = std::chrono::steady_clock::now();
   Result<ShardedWriteResult> written = WriteSharded(dir, model->tensors, shards);
+  if (int sig = InterruptSignal(); sig != 0) {
+    std::cerr << "shardload write-sample: interrupted by signal " << sig << "; " << dir
+              << " is as it was\n";
+    return 128 + sig;
+  }
   if (!written.ok()) return Fail(written.status().message());
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 

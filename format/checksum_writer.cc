@@ -71,6 +71,13 @@ Result<ShardedWriteResult> WriteShardedWithChecksums(const std::string& dir,
                                                      const ShardOptions& options) {
   SL_ASSIGN_OR_RETURN(ChecksumMap sums,
                       ComputeChecksums(tensors, dir, options.write.buffer_bytes));
+  return WriteShardedWithChecksums(dir, tensors, options, sums);
+}
+
+Result<ShardedWriteResult> WriteShardedWithChecksums(const std::string& dir,
+                                                     std::span<const TensorToWrite> tensors,
+                                                     const ShardOptions& options,
+                                                     const ChecksumMap& sums) {
   ShardOptions with_sums = options;
   // Every shard records the hashes of its own tensors; the index (or the single file)
   // records all of them.

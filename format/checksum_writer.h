@@ -59,6 +59,14 @@ Result<ShardedWriteResult> WriteShardedWithChecksums(const std::string& dir,
                                                      std::span<const TensorToWrite> tensors,
                                                      const ShardOptions& options);
 
+// WriteShardedWithChecksums (precomputed): the same, recording `sums` (ComputeChecksums
+// of `tensors`, e.g. checked against a source's records first) instead of hashing the
+// tensors again. Tensors without an entry in `sums` get no record.
+Result<ShardedWriteResult> WriteShardedWithChecksums(const std::string& dir,
+                                                     std::span<const TensorToWrite> tensors,
+                                                     const ShardOptions& options,
+                                                     const ChecksumMap& sums);
+
 }  // namespace shardload
 
 #endif  // SHARDLOAD_FORMAT_CHECKSUM_WRITER_H_

@@ -2,6 +2,7 @@
 // new shards hold the same tensors (same per-tensor XXH3 and layout-free digest), carry
 // XXH3 records that read back clean, keep the source metadata, and bad usage fails.
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <string>
@@ -27,18 +28,27 @@ using ::shardload::testing::WriteFile;
 
 RunResult Reshard(const std::string& args) { return RunShardload("reshard " + args); }
 
-// A two-shard source with index metadata (and a stale XXH3 record to be dropped).
-std::string Source() {
+CheckpointDigest Digest(const std::string& dir);
+
+// A two-shard source with index metadata and an XXH3 record for w1 (the old records are
+// not carried over: the new ones replace them). `w1_record`: the recorded value, the
+// right one when empty.
+std::string Source(std::string w1_record = "") {
   std::string dir = MakeTestDir("src");
   EXPECT_TRUE(WriteFile(dir + "/a.safetensors",
                         SafetensorsBytes({{"w1", "F32", {64, 33}, ""}, {"b1", "BF16", {7}, ""}})));
   EXPECT_TRUE(WriteFile(dir + "/b.safetensors",
                         SafetensorsBytes({{"w2", "U8", {5000}, ""}, {"s", "I64", {}, ""}})));
-  EXPECT_TRUE(WriteFile(dir + "/model.safetensors.index.json",
-                        IndexJson({{"b1", "a.safetensors"}, {"s", "b.safetensors"},
-                                   {"w1", "a.safetensors"}, {"w2", "b.safetensors"}},
-                                  {{"producer", "test"}, {"shardload.xxh3.w1", "0000000000000000"}},
-                                  8448 + 14 + 5000 + 8)));
+  auto write_index = [&](const std::string& record) {
+    EXPECT_TRUE(WriteFile(dir + "/model.safetensors.index.json",
+                          IndexJson({{"b1", "a.safetensors"}, {"s", "b.safetensors"},
+                                     {"w1", "a.safetensors"}, {"w2", "b.safetensors"}},
+                                    {{"producer", "test"}, {"shardload.xxh3.w1", record}},
+                                    8448 + 14 + 5000 + 8)));
+  };
+  write_index("0000000000000000");
+  if (w1_record.empty()) w1_record = FormatXxh3(Digest(dir).tensors[2].xxh3);  // b1, s, w1, w2
+  write_index(w1_record);
   return dir;
 }
 
@@ -111,13 +121,52 @@ TEST(ReshardTest, Errors) {
   EXPECT_TRUE(bad_n.err.starts_with(
       "shardload reshard: --shards must be an integer between 1 and 100000, got '0'\n"))
       << bad_n.err;
-  RunResult too_many = Reshard(src + " " + MakeTestDir("many") + " --shards 5");
-  EXPECT_EQ(too_many.exit_code, 1);
-  EXPECT_EQ(too_many.err,
-            "shardload reshard: num_shards 5 exceeds the number of tensors (4)\n");
+  // Option errors are found before OUT is created.
+  std::string many = MakeTestDir("many") + "/out";
+  RunResult too_many = Reshard(src + " " + many + " --shards 5");
+  EXPECT_EQ(too_many.exit_code, 2);
+  EXPECT_TRUE(too_many.err.starts_with(
+      "shardload reshard: num_shards 5 exceeds the number of tensors (4)\nusage:"))
+      << too_many.err;
+  RunResult bad_prefix = Reshard(src + " " + many + " --shards 2 --prefix a/b");
+  EXPECT_EQ(bad_prefix.exit_code, 2);
+  EXPECT_TRUE(bad_prefix.err.starts_with("shardload reshard: invalid shard prefix 'a/b'"))
+      << bad_prefix.err;
+  EXPECT_NE(::access(many.c_str(), F_OK), 0);
   RunResult missing = Reshard("/nonexistent/ckpt /tmp/x --shards 1");
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_EQ(missing.err, "shardload reshard: /nonexistent/ckpt: no such file or directory\n");
+}
+
+TEST(ReshardTest, CorruptSourceIsRefusedBeforeAnythingIsWritten) {
+  // The source records a hash its bytes do not have: copying it under fresh records
+  // would launder the corruption, so nothing is written and OUT keeps what it held.
+  std::string src = Source("0123456789abcdef");
+  std::string out = MakeTestDir("keep");
+  ASSERT_TRUE(WriteFile(out + "/model.safetensors", SafetensorsBytes({{"old", "U8", {3}, ""}})));
+  std::optional<std::string> old_bytes = ReadFile(out + "/model.safetensors");
+  ASSERT_TRUE(old_bytes.has_value());
+  RunResult r = Reshard(src + " " + out + " --shards 1 --no-sync");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "shardload reshard: model.safetensors.index.json: tensor 'w1': XXH3 of its "
+                   "8448 bytes is " + FormatXxh3(Digest(src).tensors[2].xxh3) +
+                   ", recorded 0123456789abcdef; nothing was written\n");
+  EXPECT_EQ(ReadFile(out + "/model.safetensors"), old_bytes);
+  // Without hashing, the bytes are copied and no record vouches for them.
+  RunResult plain = Reshard(src + " " + out + " --shards 1 --no-sync --no-checksums");
+  EXPECT_EQ(plain.exit_code, 0) << plain.err;
+}
+
+TEST(ReshardTest, ReplacedFilesOfAnEarlierCheckpointAreListed) {
+  std::string src = Source();
+  std::string out = MakeTestDir("relist");
+  ASSERT_EQ(Reshard(src + " " + out + " --shards 3 --no-sync").exit_code, 0);
+  RunResult r = Reshard(src + " " + out + " --shards 2 --no-sync");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(r.out.ends_with("\n  removed stale model-00001-of-00003.safetensors\n"
+                              "  removed stale model-00002-of-00003.safetensors\n"
+                              "  removed stale model-00003-of-00003.safetensors\n"))
+      << r.out;
 }
 
 }  // namespace

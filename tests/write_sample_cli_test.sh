@@ -22,24 +22,43 @@ check "rewrite exits 0" test $rc -eq 0
 check "single model.safetensors" test "$(ls "$tmp/a")" = "model.safetensors"
 check "stale shards reported" grep -q "removed stale model-00001-of-00003.safetensors" <<<"$out"
 
-expect_error() {  # expect_error MESSAGE ARGS...
-  local msg="$1"; shift
+expect_error() {  # expect_error EXIT_CODE MESSAGE ARGS... (2: bad usage, 1: the rest)
+  local want="$1" msg="$2"; shift 2
   local err rc
   err="$("$bin" write-sample "$@" 2>&1 >/dev/null)"; rc=$?
-  check "error '$msg'" test $rc -ne 0 -a "$err" = "shardload write-sample: $msg"
+  check "error '$msg' (exit $want)" test $rc -eq "$want" -a "$err" = "shardload write-sample: $msg"
 }
-expect_error "target size 1000 bytes is too small for layout llama (minimum 65536)" "$tmp/x" --size 1KB
-expect_error "invalid byte size '5Gb': a lowercase 'b' means bits; use 'B' for bytes" "$tmp/x" --size 5Gb
-expect_error "unknown dtype 'f5'" "$tmp/x" --dtype f5
-expect_error "unknown layout 'gpt' (use llama, moe or tiny)" "$tmp/x" --layout gpt
-expect_error "num_shards 50 exceeds the number of tensors (21)" "$tmp/x" --layout tiny --shards 50
-expect_error "--shards must be an integer in [1, 99999], got '0'" "$tmp/x" --shards 0
-expect_error "--shards and --max-shard-size are exclusive" "$tmp/x" --shards 2 --max-shard-size 1MB
-expect_error "missing DIR (usage: shardload write-sample DIR --size 2GiB --shards 3)" --size 1GB
-expect_error "unknown option '--sise' (see --help)" "$tmp/x" --sise 1GB
-expect_error "option --seed needs a value" "$tmp/x" --seed
+expect_error 1 "target size 1000 bytes is too small for layout llama (minimum 65536)" "$tmp/x" --size 1KB
+expect_error 2 "invalid byte size '5Gb': a lowercase 'b' means bits; use 'B' for bytes" "$tmp/x" --size 5Gb
+expect_error 2 "unknown dtype 'f5'" "$tmp/x" --dtype f5
+expect_error 2 "unknown layout 'gpt' (use llama, moe or tiny)" "$tmp/x" --layout gpt
+expect_error 2 "num_shards 50 exceeds the number of tensors (21)" "$tmp/x" --layout tiny --shards 50
+expect_error 2 "--shards must be an integer in [1, 99999], got '0'" "$tmp/x" --shards 0
+expect_error 2 "--shards and --max-shard-size are exclusive" "$tmp/x" --shards 2 --max-shard-size 1MB
+expect_error 2 "missing DIR (usage: shardload write-sample DIR --size 2GiB --shards 3)" --size 1GB
+expect_error 2 "unknown option '--sise' (see --help)" "$tmp/x" --sise 1GB
+expect_error 2 "unknown option '--json' (see --help)" "$tmp/x" --json
+expect_error 2 "unknown option '--bogus' (see --help)" "$tmp/x" --bogus=1
+expect_error 2 "option --seed needs a value" "$tmp/x" --seed
+check "no DIR is made for a usage error" test ! -e "$tmp/x"
 touch "$tmp/file"
-expect_error "$tmp/file/d: cannot create directory: Not a directory" "$tmp/file/d" --layout tiny
+expect_error 1 "$tmp/file/d: cannot create directory: Not a directory" "$tmp/file/d" --layout tiny
+
+# SIGINT while writing: the temporary file goes, the checkpoint already there stays.
+cli_check_tiny_checkpoint "$tmp/sig"
+before="$(cd "$tmp/sig" && ls -A && md5sum ./*)"
+"$bin" write-sample "$tmp/sig" --size 8GiB --no-sync >/dev/null 2>"$tmp/sig.err" &
+pid=$!
+for _ in $(seq 600); do  # until the temporary file exists (at most 30 s)
+  compgen -G "$tmp/sig/.model*.tmp.*" >/dev/null && break
+  sleep 0.05
+done
+kill -INT $pid
+wait $pid; rc=$?
+check "SIGINT exits 130" test $rc -eq 130
+check "SIGINT says so" test "$(cat "$tmp/sig.err")" = \
+  "shardload write-sample: interrupted by signal 2; $tmp/sig is as it was"
+check "SIGINT leaves the folder as it was" test "$(cd "$tmp/sig" && ls -A && md5sum ./*)" = "$before"
 
 # The Hugging Face reference reads what we wrote (skipped without it).
 if python3 -c 'import safetensors, numpy' >/dev/null 2>&1; then
