@@ -95,7 +95,9 @@ std::string Num(double v) {
 
 std::string OptNum(const Result<double>& v) { return v.ok() ? Num(*v) : "null"; }
 
-int Failed(const Status& s) {
+// Failed: the error on stderr, and as {"error":{...}} on stdout under --json.
+int Failed(bool json, const Status& s) {
+  if (json) std::cout << "{\"error\":" << StatusJson(s) << "}\n";
   PrintError("bench", s);
   return 1;
 }
@@ -116,22 +118,19 @@ Result<std::vector<double>> Timed(int warmups, int runs, bool cold, F&& once) {
 
 int Run(const BenchArgs& a) {
   Result<Checkpoint> ckpt = Checkpoint::Open(a.path);
-  if (!ckpt.ok()) return Failed(ckpt.status());
+  if (!ckpt.ok()) return Failed(a.json, ckpt.status());
   std::vector<std::string> paths;
   for (const ShardInfo& s : ckpt->shards()) paths.push_back(s.path);
   LoadOptions options = a.options;
   if (a.device.is_cuda()) {
     options.backend = CliBackend();
     if (options.backend == nullptr) {
-      return Failed(FailedPreconditionError(a.device.ToString() +
+      return Failed(a.json, FailedPreconditionError(a.device.ToString() +
                                             " needs the CUDA backend, which this build lacks"));
     }
   }
   if (a.cold) {
-    if (Status s = bench::DropPageCache(); !s.ok()) {
-      PrintError("bench --cold", s);
-      return 1;
-    }
+    if (Status s = bench::DropPageCache(); !s.ok()) return Failed(a.json, s);
   }
 
   // Ceilings, from this run.
@@ -139,14 +138,14 @@ int Run(const BenchArgs& a) {
   Result<double> memcpy_gbps = bench::MeasureMemcpyGBps(hw, 256ull << 20, 5);
   Result<double> direct_gbps = bench::MeasureDirectReadGBps(paths, 16ull << 20, 8);
   if (!a.cold) (void)bench::MeasureBufferedReadGBps(paths, 16ull << 20);  // warm the cache
-  else if (Status s = bench::DropPageCache(); !s.ok()) return Failed(s);
+  else if (Status s = bench::DropPageCache(); !s.ok()) return Failed(a.json, s);
   Result<double> dd_gbps = bench::MeasureBufferedReadGBps(paths, 16ull << 20);
   Result<double> fresh_gbps = UnimplementedError("not a cpu load");
   if (a.device.is_cpu()) fresh_gbps = bench::MeasureFreshMemoryGBps(hw, ckpt->total_bytes());
   Result<double> h2d_gbps = UnimplementedError("no cuda device asked for");
   if (a.device.is_cuda()) h2d_gbps = options.backend->MeasureHostToDeviceGBps(a.device, 256ull << 20, 5);
   for (const Result<double>* r : {&memcpy_gbps, &dd_gbps}) {
-    if (!r->ok()) return Failed(r->status());
+    if (!r->ok()) return Failed(a.json, r->status());
   }
 
   // The load, repeated.
@@ -156,7 +155,7 @@ int Run(const BenchArgs& a) {
     last = loaded;
     return loaded.gbps();
   });
-  if (!runs.ok()) return Failed(runs.status());
+  if (!runs.ok()) return Failed(a.json, runs.status());
   double best = *std::max_element(runs->begin(), runs->end());
   double median = bench::Median(*runs);
 
@@ -172,14 +171,14 @@ int Run(const BenchArgs& a) {
           SL_ASSIGN_OR_RETURN(LoadedCheckpoint loaded, LoadAll(*ckpt, pooled));
           return loaded.gbps();
         });
-    if (!pooled_runs.ok()) return Failed(pooled_runs.status());
+    if (!pooled_runs.ok()) return Failed(a.json, pooled_runs.status());
     pooled_median = bench::Median(*pooled_runs);
   }
 
   // load_state_dict style: LoadInto buffers that already exist (the arena of one more
   // LoadAll, so the pages are faulted in), which leaves out the allocation.
   Result<LoadedCheckpoint> owner = LoadAll(*ckpt, options);
-  if (!owner.ok()) return Failed(owner.status());
+  if (!owner.ok()) return Failed(a.json, owner.status());
   std::vector<Target> targets;
   for (const LoadedTensor& t : owner->tensors) {
     targets.push_back(Target{t.name, t.dtype, t.shape, t.device, t.data});
@@ -188,7 +187,7 @@ int Run(const BenchArgs& a) {
     SL_ASSIGN_OR_RETURN(LoadResult r, LoadInto(*ckpt, targets, options));
     return r.gbps();
   });
-  if (!into_runs.ok()) return Failed(into_runs.status());
+  if (!into_runs.ok()) return Failed(a.json, into_runs.status());
   double into_median = bench::Median(*into_runs);
 
   std::string reuse_binding = a.cold ? "direct_read" : "memcpy";
@@ -281,11 +280,7 @@ int RunBench(const Args& args) {
     }
   }
   Result<BenchArgs> a = ParseBenchArgs(args);
-  if (!a.ok()) {
-    PrintError("bench", a.status());
-    std::cerr << kBenchUsage;
-    return 2;
-  }
+  if (!a.ok()) return UsageError("bench", a.status(), kBenchUsage, args);
   return Run(*a);
 }
 

@@ -29,9 +29,8 @@ int RunDevices(const Args& args) {
       return 0;
     }
     if (a != "--json") {
-      PrintError("devices", InvalidArgumentError("unexpected argument '" + a + "'"));
-      std::cerr << kDevicesUsage;
-      return 2;
+      return UsageError("devices", InvalidArgumentError("unexpected argument '" + a + "'"),
+                        kDevicesUsage, args);
     }
     json = true;
   }

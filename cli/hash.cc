@@ -71,19 +71,18 @@ int RunHash(const Args& args) {
     } else if (a == "--no-check") {
       check = false;
     } else if (a.starts_with("-")) {
-      std::cerr << "shardload hash: unknown option '" << a << "'\n" << kHashUsage;
-      return 2;
+      return UsageError("hash", InvalidArgumentError("unknown option '" + a + "'"), kHashUsage,
+                        args);
     } else if (path.empty()) {
       path = a;
     } else {
-      std::cerr << "shardload hash: more than one PATH ('" << path << "', '" << a << "')\n"
-                << kHashUsage;
-      return 2;
+      return UsageError("hash",
+                        InvalidArgumentError("more than one PATH ('" + path + "', '" + a + "')"),
+                        kHashUsage, args);
     }
   }
   if (path.empty()) {
-    std::cerr << "shardload hash: missing PATH\n" << kHashUsage;
-    return 2;
+    return UsageError("hash", InvalidArgumentError("missing PATH"), kHashUsage, args);
   }
 
   Result<Checkpoint> ckpt = Checkpoint::Open(path);

@@ -222,11 +222,7 @@ int RunLoad(const Args& args) {
     }
   }
   Result<LoadArgs> parsed = ParseLoadArgs(args);
-  if (!parsed.ok()) {
-    PrintError("load", parsed.status());
-    std::cerr << kLoadUsage;
-    return 2;
-  }
+  if (!parsed.ok()) return UsageError("load", parsed.status(), kLoadUsage, args);
   LoadArgs& a = *parsed;
   MatchReport empty;
   for (const Device& d : a.options.devices.Devices()) {

@@ -74,4 +74,17 @@ std::string StatusJson(const Status& status) {
          ",\"message\":" + JsonQuoted(status.message()) + "}";
 }
 
+int UsageError(std::string_view cmd, const Status& status, std::string_view usage,
+               const Args& args) {
+  for (const std::string& a : args) {
+    if (a == "--json") {
+      std::cout << "{\"error\":" << StatusJson(status) << "}\n";
+      break;
+    }
+  }
+  PrintError(cmd, status);
+  std::cerr << usage;
+  return 2;
+}
+
 }  // namespace shardload::cli

@@ -59,6 +59,12 @@ void PrintError(std::string_view cmd, const Status& status);
 // commands' --json output reports errors.
 std::string StatusJson(const Status& status);
 
+// UsageError: a command's bad usage: "shardload CMD: message" and `usage` on stderr,
+// plus {"error":{...}} on stdout when `args` hold "--json" (the output a script asked
+// for, even when the arguments are wrong). Returns 2, the exit status for bad usage.
+int UsageError(std::string_view cmd, const Status& status, std::string_view usage,
+               const Args& args);
+
 }  // namespace shardload::cli
 
 #endif  // SHARDLOAD_CLI_LOAD_COMMON_H_

@@ -11,24 +11,31 @@ constexpr char kUsage[] =
     "usage: shardload COMMAND [ARGS]\n"
     "\n"
     "commands:\n"
-    "  inspect PATH [--json]            list tensors, dtypes, shapes and metadata\n"
-    "  write-sample DIR --size S --shards N [--layout llama|moe|tiny] [--dtype bf16] [--seed N]\n"
-    "                                   write a synthetic checkpoint\n"
-    "  load PATH [options]              load a checkpoint and report matching and throughput\n"
-    "  verify PATH                      read every byte and check consistency and hashes\n"
+    "  inspect PATH [--json]            files, tensor count, bytes, dtypes, metadata\n"
+    "                                   (--json: every tensor's name, dtype, shape, offsets)\n"
+    "  load PATH [options]              load a checkpoint; report matching and throughput\n"
+    "  verify PATH [options]            read every byte; check consistency and recorded hashes\n"
     "  bench PATH [options]             load throughput against same-run ceilings\n"
-    "  hash PATH [--json]               per-tensor XXH3 hashes\n"
-    "  reshard PATH OUT --max-shard-size S  rewrite a checkpoint into new shards\n"
+    "  hash PATH [--json] [--no-check]  per-tensor XXH3 hashes and a layout-free digest\n"
+    "  reshard PATH OUT (--max-shard-size S | --shards N) [options]\n"
+    "                                   rewrite a checkpoint into new shards\n"
+    "  write-sample DIR [--size S] [--shards N | --max-shard-size S] [options]\n"
+    "                                   write a synthetic checkpoint\n"
     "  devices [--json]                 cpu and the CUDA devices loads can use (or why none)\n"
     "\n"
-    "Run 'shardload COMMAND --help' for a command's options.\n";
+    "Run 'shardload COMMAND --help' for a command's options. Exit status: 0 on success,\n"
+    "1 on an error, 2 on bad usage.\n";
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+  if (argc < 2) {
     std::cerr << kUsage;
-    return argc < 2 ? 2 : 0;
+    return 2;
+  }
+  if (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+    std::cout << kUsage;  // asked for: to stdout, as each command's --help
+    return 0;
   }
   std::string cmd = argv[1];
   shardload::cli::Args args(argv + 2, argv + argc);

@@ -66,11 +66,7 @@ int RunVerify(const Args& args) {
     }
   }
   if (usage.ok() && path.empty()) usage = InvalidArgumentError("missing PATH");
-  if (!usage.ok()) {
-    PrintError("verify", usage);
-    std::cerr << kVerifyUsage;
-    return 2;
-  }
+  if (!usage.ok()) return UsageError("verify", usage, kVerifyUsage, args);
   if (!json) options.progress = MakeProgressBar();
   options.verify = true;  // hash every recorded tensor in the same pass, listing mismatches
   Result<Checkpoint> ckpt = Checkpoint::Open(path);

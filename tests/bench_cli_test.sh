@@ -58,7 +58,12 @@ check "--repeat 0 names the range" grep -q '^shardload bench: ' <<<"$out"
 out="$("$bin" bench 2>&1)"; rc=$?
 check "no PATH is a usage error" test $rc -eq 2
 check "no PATH says so" grep -q 'missing PATH' <<<"$out"
-out="$("$bin" bench "$tmp/nope" --json 2>&1)"; rc=$?
+out="$("$bin" bench "$tmp/nope" --json 2>/dev/null)"; rc=$?
 check "a missing checkpoint exits 1" test $rc -eq 1
+check "a missing checkpoint under --json prints the error object" test "$out" = \
+  "{\"error\":{\"code\":\"not_found\",\"message\":\"$tmp/nope: no such file or directory\"}}"
+out="$("$bin" bench "$tmp/m" --repeat x --json 2>/dev/null)"; rc=$?
+check "a usage error under --json exits 2 with the error object" test $rc -eq 2 -a "$out" = \
+  '{"error":{"code":"invalid_argument","message":"invalid --repeat '"'x'"': expected an integer in 1..1000"}}'
 
 cli_check_done

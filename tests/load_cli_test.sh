@@ -127,4 +127,15 @@ out="$("$bin" devices --all 2>&1)"; rc=$?
 check "devices rejects an unknown argument" test $rc -eq 2
 check "devices names the argument" grep -q "shardload devices: unexpected argument '--all'" <<<"$out"
 
+# Usage errors under --json: the error object on stdout too, for every command.
+for cmd in "load $tmp/m --threads abc" "verify $tmp/m --bogus" "hash $tmp/m --bogus" "devices --bogus"; do
+  out="$("$bin" $cmd --json 2>/dev/null)"; rc=$?
+  check "$cmd --json: exit 2 and an invalid_argument error object" python3 - "$rc" "$out" <<'PY'
+import json, sys
+assert sys.argv[1] == "2", sys.argv[1]
+e = json.loads(sys.argv[2])["error"]
+assert e["code"] == "invalid_argument" and e["message"], e
+PY
+done
+
 cli_check_done
