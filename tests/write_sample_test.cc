@@ -3,7 +3,10 @@
 // small end-to-end write read back through the header parser.
 #include "cli/sample_model.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <set>
 #include <string>
 #include <vector>
@@ -119,6 +122,50 @@ TEST(SampleModelTest, GeneratorIsDeterministicAndIndependentOfChunking) {
   // Not degenerate: most byte values appear.
   std::set<char> values(whole.begin(), whole.end());
   EXPECT_GT(values.size(), 200u);
+}
+
+// Float samples hold finite values below 2 in magnitude (no NaN or Inf from random
+// exponent bits), whatever the chunking of the generator's calls; BOOL holds 0 and 1.
+TEST(SampleModelTest, FloatValuesAreFiniteAndBoolsAreZeroOrOne) {
+  for (Dtype dtype : {Dtype::kF32, Dtype::kF16, Dtype::kBF16, Dtype::kF64, Dtype::kBOOL}) {
+    SampleOptions o;
+    o.layout = SampleLayout::kTiny;
+    o.dtype = dtype;
+    Result<SampleModel> m = BuildSampleModel(o);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    const TensorToWrite& t = m->tensors[0];
+    const size_t n = static_cast<size_t>(*TensorByteSize(t.dtype, t.shape));
+    std::vector<std::byte> whole(n), pieces(n);
+    ASSERT_TRUE(t.fill(0, whole).ok());
+    for (size_t at = 0; at < n; at += 7) {  // odd-sized calls at odd offsets
+      size_t k = std::min<size_t>(7, n - at);
+      ASSERT_TRUE(t.fill(at, std::span(pieces).subspan(at, k)).ok());
+    }
+    EXPECT_EQ(whole, pieces) << DtypeName(dtype);
+    const size_t size = DtypeBits(dtype) / 8;
+    for (size_t i = 0; i < n; i += size) {
+      double v = 0;
+      if (dtype == Dtype::kF32) {
+        float f;
+        std::memcpy(&f, &whole[i], 4);
+        v = f;
+      } else if (dtype == Dtype::kF64) {
+        std::memcpy(&v, &whole[i], 8);
+      } else if (dtype == Dtype::kBOOL) {
+        v = static_cast<double>(whole[i]);
+        ASSERT_TRUE(v == 0 || v == 1) << i;
+        continue;
+      } else {  // F16 / BF16: the exponent field below all ones means finite
+        uint16_t h;
+        std::memcpy(&h, &whole[i], 2);
+        uint16_t exp = dtype == Dtype::kF16 ? (h >> 10) & 0x1f : (h >> 7) & 0xff;
+        uint16_t top = dtype == Dtype::kF16 ? 0x1f : 0xff;
+        ASSERT_LT(exp, top / 2 + 1) << DtypeName(dtype) << " element " << i / 2;  // |x| < 2
+        continue;
+      }
+      ASSERT_TRUE(std::isfinite(v) && std::fabs(v) < 2) << DtypeName(dtype) << " " << v;
+    }
+  }
 }
 
 TEST(SampleModelTest, WritesAShardedTinyCheckpointThatParses) {
