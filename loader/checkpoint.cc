@@ -534,6 +534,26 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
   return ckpt;
 }
 
+std::string Checkpoint::DescribeBytes(uint32_t shard, uint64_t begin, uint64_t end) const {
+  const StoredTensor* first = nullptr;
+  const StoredTensor* last = nullptr;
+  size_t count = 0;
+  for (const StoredTensor& t : tensors_) {
+    if (t.shard != shard || t.bytes == 0 || t.file_offset >= end ||
+        t.file_offset + t.bytes <= begin) {
+      continue;
+    }
+    ++count;
+    if (first == nullptr || t.file_offset < first->file_offset) first = &t;
+    if (last == nullptr || t.file_offset > last->file_offset) last = &t;
+  }
+  std::string range = "bytes [" + std::to_string(begin) + ", " + std::to_string(end) + ")";
+  if (count == 0) return range + ", outside any tensor";
+  if (count == 1) return range + " of tensor " + QuoteForMessage(first->name, '\'');
+  return range + ": tensors " + QuoteForMessage(first->name, '\'') + " to " +
+         QuoteForMessage(last->name, '\'') + " (" + std::to_string(count) + ")";
+}
+
 std::vector<size_t> Checkpoint::FileOrder() const {
   std::vector<size_t> order(tensors_.size());
   std::iota(order.begin(), order.end(), size_t{0});

@@ -125,6 +125,10 @@ class Checkpoint {
   // FileOrder: indexes into tensors() by shard, then file offset: the order in which
   // reads go forward through each file. O(n log n), computed on each call.
   std::vector<size_t> FileOrder() const;
+  // DescribeBytes: what bytes [begin, end) of shard `shard` hold, for error messages:
+  // "bytes [a, b) of tensor 'x'", "bytes [a, b): tensors 'x' to 'y' (N)" (first and
+  // last by offset), or "bytes [a, b), outside any tensor". O(number of tensors).
+  std::string DescribeBytes(uint32_t shard, uint64_t begin, uint64_t end) const;
   // shards: the files, in index order for a sharded checkpoint (sorted by name, unique),
   // or the single file. StoredTensor::shard indexes this list.
   const std::vector<ShardInfo>& shards() const { return shards_; }

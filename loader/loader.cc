@@ -70,11 +70,14 @@ Result<std::unique_ptr<Sink>> MakeSink(std::span<const Destination> destinations
   return std::unique_ptr<Sink>(std::move(host));
 }
 
-StreamOptions MakeStreamOptions(const LoadOptions& options) {
+StreamOptions MakeStreamOptions(const Checkpoint& ckpt, const LoadOptions& options) {
   StreamOptions s;
   s.threads = options.threads;
   s.progress = options.progress;
   s.cancel = options.cancel;
+  s.describe_span = [&ckpt](const ReadSpan& span) {
+    return ckpt.DescribeBytes(span.shard, span.file_offset, span.file_offset + span.length);
+  };
   return s;
 }
 
@@ -82,7 +85,7 @@ StreamOptions MakeStreamOptions(const LoadOptions& options) {
 Status Execute(const Checkpoint& ckpt, const LoadPlan& plan, const LoadOptions& options,
                const MatchReport& report, LoadStats* stats) {
   std::unique_ptr<StreamVerifier> verifier;
-  StreamOptions stream_options = MakeStreamOptions(options);
+  StreamOptions stream_options = MakeStreamOptions(ckpt, options);
   if (options.verify) {
     if (report.matched.size() != plan.destinations.size()) {
       return InternalError("verify: the plan has " + std::to_string(plan.destinations.size()) +
@@ -319,7 +322,7 @@ Result<VerifyReport> VerifyCheckpoint(const Checkpoint& checkpoint, const LoadOp
 
   // With verify: a hashing observer over every tensor (destination i = tensors[i]).
   std::unique_ptr<StreamVerifier> verifier;
-  StreamOptions stream_options = MakeStreamOptions(options);
+  StreamOptions stream_options = MakeStreamOptions(checkpoint, options);
   if (options.verify) {
     SL_ASSIGN_OR_RETURN(RecordedChecksums sums, RecordedChecksums::FromCheckpoint(checkpoint));
     if (sums.size() > 0) {

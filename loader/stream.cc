@@ -93,6 +93,12 @@ Status ObserveStaged(const ReadSpan& span, std::span<const std::byte> bytes,
   return OkStatus();
 }
 
+// Described: a failed read's status with options.describe_span's text appended.
+Status Described(Status s, const ReadSpan& span, const StreamOptions& options) {
+  if (s.ok() || !options.describe_span) return s;
+  return Status(s.code(), s.message() + " (" + options.describe_span(span) + ")");
+}
+
 // kObservedChunk: with observe_region on the direct path, each region is read and
 // observed in pieces of at most this size, so the observer sees bytes still in cache.
 constexpr uint64_t kObservedChunk = uint64_t{512} << 10;
@@ -123,7 +129,8 @@ Status ReadObservedDirect(const ReadableFile& file, const ReadSpan& span,
     for (uint64_t at = 0; at < r.length; at += kObservedChunk) {
       const uint64_t n = std::min(kObservedChunk, r.length - at);
       std::span<std::byte> piece(memory + at, n);
-      SL_RETURN_IF_ERROR(file.ReadAt(span.file_offset + r.src_offset + at, piece));
+      SL_RETURN_IF_ERROR(
+          Described(file.ReadAt(span.file_offset + r.src_offset + at, piece), span, options));
       SL_RETURN_IF_ERROR(options.observe_region(
           span, CopyRegion{r.src_offset + at, n, r.dest, r.dst_offset + at}, piece));
     }
@@ -141,7 +148,7 @@ Status DeliverSpan(const ReadableFile& file, const ReadSpan& span, Sink& sink,
   if (span.length == 0) return OkStatus();  // empty tensors: nothing to read or deliver
   if (options.allow_direct_targets && !file.direct_io() && sink.DirectTargets(span, &iov)) {
     return options.observe_region ? ReadObservedDirect(file, span, iov, options)
-                                  : file.ReadVAt(span.file_offset, iov);
+                                  : Described(file.ReadVAt(span.file_offset, iov), span, options);
   }
   SL_ASSIGN_OR_RETURN(StagingSlot slot, sink.AcquireSlot());
   struct Lent {
@@ -156,8 +163,10 @@ Status DeliverSpan(const ReadableFile& file, const ReadSpan& span, Sink& sink,
     *stopped = true;
     return OkStatus();
   }
-  SL_ASSIGN_OR_RETURN(std::span<const std::byte> window,
-                      file.ReadWindowAt(span.file_offset, span.length, slot.memory));
+  Result<std::span<const std::byte>> read =
+      file.ReadWindowAt(span.file_offset, span.length, slot.memory);
+  if (!read.ok()) return Described(read.status(), span, options);
+  std::span<const std::byte> window = *read;
   if (options.observe_region) SL_RETURN_IF_ERROR(ObserveStaged(span, window, options));
   lent.held = false;  // Commit frees the slot itself, on success and on error
   return sink.Commit(slot, span, window);

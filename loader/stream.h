@@ -58,6 +58,11 @@ struct StreamOptions {
   std::function<Status(const ReadSpan& span, const CopyRegion& region,
                        std::span<const std::byte> source)>
       observe_region;
+  // describe_span: when set, a failed read of a span (a file that shrank, an I/O error)
+  // gets " (<description>)" appended to its message, e.g. the tensors stored in the
+  // span's bytes (Checkpoint::DescribeBytes). Called on the reader thread, only after
+  // a failure. Default: none.
+  std::function<std::string(const ReadSpan& span)> describe_span;
 };
 
 // Stream: read every span of `spans` from `files[span.shard]` and deliver it to `sink`.

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <regex>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -383,6 +384,51 @@ TEST_F(LoaderTest, ShardChangedSinceOpenIsDataLoss) {
   Result<VerifyReport> v = VerifyCheckpoint(*ckpt_, options_);
   EXPECT_EQ(v.status().code(), StatusCode::kDataLoss);
   EXPECT_EQ(v.status().message(), a.status().message());
+}
+
+TEST_F(LoaderTest, ShardShrinkingMidLoadNamesTheTensorsOfTheFailedRead) {
+  // The shard is cut after the pre-read check (in the first progress call, before any
+  // read): the read that fails names its bytes and the tensors stored there.
+  const ShardInfo& shard = ckpt_->shards()[0];
+  const std::string path = shard.path;
+  options_.threads = 1;
+  options_.io = IoMode::kPread;
+  options_.progress = [&](uint64_t done, uint64_t) {
+    if (done == 0) {
+      EXPECT_EQ(::truncate(path.c_str(), 1000), 0);
+    }
+    return true;
+  };
+  Result<LoadedCheckpoint> a = LoadAll(*ckpt_, options_);
+  EXPECT_EQ(a.status().code(), StatusCode::kDataLoss);
+  EXPECT_TRUE(std::regex_match(
+      a.status().message(),
+      std::regex(path + R"(: file shrank to 1000 bytes while reading \(expected \d+\) )"
+                        R"(\(bytes \[\d+, \d+\)( of tensor '[^']+'|: tensors '[^']+' to '[^']+' \(\d+\))\))")))
+      << a.status().message();
+}
+
+TEST_F(LoaderTest, DescribeBytesNamesTheTensorsStoredThere) {
+  // The first two non-empty tensors of a shard holding two or more, by offset.
+  std::vector<std::vector<const StoredTensor*>> by_shard(ckpt_->shards().size());
+  for (size_t i : ckpt_->FileOrder()) {
+    const StoredTensor& t = ckpt_->tensors()[i];
+    if (t.bytes > 0) by_shard[t.shard].push_back(&t);
+  }
+  uint32_t shard = 0;
+  while (shard < by_shard.size() && by_shard[shard].size() < 2) ++shard;
+  ASSERT_LT(shard, by_shard.size());
+  const StoredTensor& a = *by_shard[shard][0];
+  const StoredTensor& b = *by_shard[shard][1];
+  auto range = [](uint64_t x, uint64_t y) {
+    return "bytes [" + std::to_string(x) + ", " + std::to_string(y) + ")";
+  };
+  EXPECT_EQ(ckpt_->DescribeBytes(shard, a.file_offset + 1, a.file_offset + 2),
+            range(a.file_offset + 1, a.file_offset + 2) + " of tensor '" + a.name + "'");
+  EXPECT_EQ(ckpt_->DescribeBytes(shard, a.file_offset, b.file_offset + 1),
+            range(a.file_offset, b.file_offset + 1) + ": tensors '" + a.name + "' to '" +
+                b.name + "' (2)");
+  EXPECT_EQ(ckpt_->DescribeBytes(shard, 0, 8), range(0, 8) + ", outside any tensor");
 }
 
 TEST_F(LoaderTest, VerifyReadsEveryByte) {
