@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <iostream>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -118,6 +119,8 @@ Result<std::vector<Target>> ParseExpect(const std::string& path) {
   simdjson::dom::parser parser;
   simdjson::dom::element root;
   if (auto err = parser.load(path).get(root); err) {
+    // simdjson says only "Error reading the file."; errno says why (fopen's).
+    if (int e = errno; err == simdjson::IO_ERROR && e != 0) return ErrnoToStatus(e, path);
     return InvalidArgumentError(path + ": " + simdjson::error_message(err));
   }
   simdjson::dom::array list;
@@ -148,6 +151,13 @@ Result<std::vector<Target>> ParseExpect(const std::string& path) {
       t.shape.push_back(v);
     }
     targets.push_back(std::move(t));
+  }
+  std::set<std::string_view> names;
+  for (size_t k = 0; k < targets.size(); ++k) {
+    if (!names.insert(targets[k].name).second) {
+      return InvalidArgumentError(path + ": tensors[" + std::to_string(k) + "]: name " +
+                                  QuoteForMessage(targets[k].name, '\'') + " is given twice");
+    }
   }
   return targets;
 }

@@ -127,6 +127,20 @@ out="$("$bin" devices --all 2>&1)"; rc=$?
 check "devices rejects an unknown argument" test $rc -eq 2
 check "devices names the argument" grep -q "shardload devices: unexpected argument '--all'" <<<"$out"
 
+# --expect errors name the file: missing (not_found), a name given twice.
+cli_check_tiny_checkpoint "$tmp/m3"
+out="$("$bin" load "$tmp/m3" --expect "$tmp/no-such.json" --json 2>/dev/null)"; rc=$?
+check "--expect of a missing file is not_found" python3 - "$rc" "$out" "$tmp/no-such.json" <<'PY'
+import json, sys
+assert sys.argv[1] == "1", sys.argv[1]
+assert json.loads(sys.argv[2])["error"] == {"code": "not_found",
+    "message": sys.argv[3] + ": No such file or directory"}, sys.argv[2]
+PY
+echo '[{"name":"a","dtype":"F32","shape":[1]},{"name":"a","dtype":"F32","shape":[1]}]' >"$tmp/twice.json"
+err="$("$bin" load "$tmp/m3" --expect "$tmp/twice.json" 2>&1 >/dev/null)"
+check "--expect with a name twice names the file and entry" test "$err" = \
+  "shardload load: $tmp/twice.json: tensors[1]: name 'a' is given twice"
+
 # Usage errors under --json: the error object on stdout too, for every command.
 for cmd in "load $tmp/m --threads abc" "verify $tmp/m --bogus" "hash $tmp/m --bogus" "devices --bogus"; do
   out="$("$bin" $cmd --json 2>/dev/null)"; rc=$?
