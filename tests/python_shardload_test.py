@@ -142,6 +142,11 @@ class PythonTest(unittest.TestCase):
         with open(self.path("b.safetensors"), "rb") as f:
             data = f.read()
         self.assertTrue(torch.equal(shardload.load(data)["w"], torch.ones(3)))
+        with self.assertRaises(shardload.ShardloadError) as cm:  # names the bytes
+            shardload.load(data[:-4])
+        self.assertEqual((cm.exception.code, str(cm.exception)), (
+            "data_loss", "<bytes>: data section ends at byte 76 but the file is truncated "
+            "at 72 bytes"))
 
     def test_errors(self):
         missing = self.path("nope.safetensors")

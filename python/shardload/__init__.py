@@ -295,13 +295,17 @@ def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verif
 def load(data, *, pool=None):
     """Like safetensors.torch.load: tensors from the bytes of a .safetensors file.
     ``pool``: as in load_file."""
-    import os
     import tempfile
     fd, path = tempfile.mkstemp(suffix=".safetensors")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        return load_file(path, pool=pool)
+        try:
+            return load_file(path, pool=pool)
+        except ShardloadError as e:  # name the bytes, not the temporary file
+            message = e.message.replace(path, "<bytes>").replace(os.path.basename(path),
+                                                                 "<bytes>")
+            raise ShardloadError(e.code, message) from None
     finally:
         os.unlink(path)
 
