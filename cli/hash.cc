@@ -36,7 +36,7 @@ constexpr char kHashUsage[] =
     "  PATH        a .safetensors file, an index .json, or a checkpoint folder\n"
     "  --json      {\"tensors\":[{\"name\",\"dtype\",\"shape\",\"xxh3\"}],\"digest\",\"total_bytes\",\n"
     "              \"recorded\",\"matched\"}\n"
-    "  --no-check  do not fail when a hash recorded in the file differs\n";
+    "  --no-check  do not fail when a hash recorded in the file differs or is malformed\n";
 
 // TextName: the name as is, or JSON-quoted when it holds a control character (so one
 // tensor is always one line).

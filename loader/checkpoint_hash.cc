@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "format/checksum.h"
+#include "format/text.h"
 #include "loader/file.h"
 #include "loader/parallel.h"
 
@@ -59,14 +60,24 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
   const std::vector<size_t> order = ckpt.FileOrder();
 
   // The records: each shard's, and the whole checkpoint's in the index's metadata.
+  // Without check_recorded, a file whose records do not parse contributes none.
+  auto records_of = [&](const std::map<std::string, std::string>& metadata, const std::string& label,
+                        ChecksumMap* out) -> Status {
+    Result<ChecksumMap> parsed = ParseChecksumMetadata(metadata, label);
+    if (parsed.ok()) {
+      *out = std::move(*parsed);
+    } else if (options.check_recorded) {
+      return parsed.status();
+    }
+    return OkStatus();
+  };
   std::vector<ChecksumMap> recorded(shards.size());
   for (size_t i = 0; i < shards.size(); ++i) {
-    SL_ASSIGN_OR_RETURN(recorded[i], ParseChecksumMetadata(shards[i].metadata, shards[i].file));
+    SL_RETURN_IF_ERROR(records_of(shards[i].metadata, shards[i].file, &recorded[i]));
   }
   ChecksumMap index_recorded;
   if (ckpt.sharded()) {
-    SL_ASSIGN_OR_RETURN(index_recorded,
-                        ParseChecksumMetadata(ckpt.metadata(), ckpt.index_file()));
+    SL_RETURN_IF_ERROR(records_of(ckpt.metadata(), ckpt.index_file(), &index_recorded));
   }
 
   // Runs of `order` of about equal bytes, one per thread.
@@ -124,7 +135,8 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
         std::span<std::byte> piece(buffer.data(), n);
         Status read = file->ReadAt(t.file_offset + done, piece);
         if (!read.ok()) {
-          st = Status(read.code(), read.message() + " (reading tensor '" + t.name + "')");
+          st = Status(read.code(),
+                      read.message() + " (reading tensor " + QuoteForMessage(t.name, '\'') + ")");
           break;
         }
         hasher.Update(piece);
@@ -145,8 +157,9 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
     try {
       hash_run_or_throw(r, &at);
     } catch (const std::exception& e) {
-      errors[r] = RunError{at, ResourceExhaustedError("hashing tensor '" +
-                                                      tensors[order[at]].name + "': " + e.what())};
+      errors[r] = RunError{at, ResourceExhaustedError(
+                                   "hashing tensor " + QuoteForMessage(tensors[order[at]].name, '\'') +
+                                   ": " + e.what())};
     }
   });
 

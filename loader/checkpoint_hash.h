@@ -46,8 +46,10 @@ struct HashOptions {
   int threads = 0;
   // check_recorded: when true (default), a tensor whose shard records a hash that
   // differs from its bytes fails the call with data_loss (CheckTensorChecksum's
-  // message, labelled with the shard file); when false, mismatches are only reported
-  // through TensorDigest::recorded.
+  // message, labelled with the shard file), and so does a malformed record (data_loss
+  // "<file>: __metadata__ key 'shardload.xxh3.w': 'zz' is not a 16-digit hex XXH3
+  // value"); when false, mismatches are only reported through TensorDigest::recorded,
+  // and a file whose records do not parse contributes none.
   bool check_recorded = true;
 };
 

@@ -227,6 +227,16 @@ TEST(HashCheckpointTest, MalformedRecordedHashIsDataLoss) {
   EXPECT_EQ(d.status().message(),
             "model.safetensors: __metadata__ key 'shardload.xxh3.big': '12' is not a 16-digit "
             "hex XXH3 value");
+  // Without checking (hash --no-check) the digests are still computed; the malformed
+  // file's records are left out.
+  Result<Checkpoint> ckpt = Checkpoint::Open(SingleFile({{"shardload.xxh3.big", "12"}}));
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
+  HashOptions no_check;
+  no_check.check_recorded = false;
+  Result<CheckpointDigest> unchecked = HashCheckpoint(*ckpt, no_check);
+  ASSERT_TRUE(unchecked.ok()) << unchecked.status().ToString();
+  EXPECT_EQ(unchecked->recorded, 0u);
+  EXPECT_FALSE(unchecked->tensors.empty());
 }
 
 TEST(HashCheckpointTest, InvalidChunkSize) {
