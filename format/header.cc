@@ -7,7 +7,8 @@
 //   1. framing: the 8-byte length, its limit, and that the header fits in the file;
 //   2. JSON: UTF-8, syntax, nesting depth, negative zero, top level an object;
 //   3. each entry in JSON order: __metadata__ shape, tensor schema, dtype, shape,
-//      data_offsets, end >= begin, byte size (overflow, byte boundary, match);
+//      data_offsets, end >= begin, byte size (overflow, byte boundary, match); an
+//      entry failing these whose name appears again reports the duplicate instead;
 //   4. duplicate tensor names;
 //   5. after sorting by (begin, end, name): the tiling of [0, data end);
 //   6. the data section ends exactly at the end of the file.
@@ -465,7 +466,18 @@ Result<Header> HeaderParser::Parse(const char* json, size_t size, bool padded,
     }
     TensorInfo& t = header.tensors.emplace_back();
     t.name.assign(kv.key.data(), kv.key.size());
-    SL_RETURN_IF_ERROR(ReadTensor(kv.key, kv.value, t));
+    if (Status s = ReadTensor(kv.key, kv.value, t); !s.ok()) {
+      // An entry whose name comes again is one the reference ignores (it keeps the
+      // last): the duplicate is the fault to report, not what is wrong with this one.
+      int seen = 0;
+      for (simdjson::dom::key_value_pair other : top) {
+        if (other.key == kv.key && ++seen == 2) {
+          return Error(StatusCode::kInvalidArgument,
+                       "duplicate tensor name " + QuoteForMessage(t.name));
+        }
+      }
+      return s;
+    }
   }
   SL_RETURN_IF_ERROR(CheckTiling(header));
 

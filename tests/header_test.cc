@@ -292,6 +292,16 @@ TEST(HeaderTest, DataEndsExactlyAtEndOfFile) {
 TEST(HeaderTest, DuplicateTensorNamesHaveTheirOwnError) {
   ExpectError(Parse("{" + Entry("a", "U8", "[4]", 0, 4) + "," + Entry("a", "U8", "[4]", 4, 8) + "}", 8),
               StatusCode::kInvalidArgument, "duplicate tensor name 'a'");
+  // Also when the first of them is invalid (the reference would keep the valid last
+  // one): the duplicate is the fault reported, whatever the entry's own error.
+  ExpectError(Parse("{" + Entry("a", "U8", "[1]", 0, 2) + "," + Entry("a", "U8", "[1]", 0, 1) + "}", 1),
+              StatusCode::kInvalidArgument, "duplicate tensor name 'a'");
+  ExpectError(Parse("{" + Entry("a", "U8", "[4294967296, 4294967296]", 0, 1) + "," +
+                    Entry("a", "U8", "[1]", 0, 1) + "}", 1),
+              StatusCode::kInvalidArgument, "duplicate tensor name 'a'");
+  // A single invalid entry keeps its own error.
+  ExpectError(Parse("{" + Entry("a", "U8", "[1]", 0, 2) + "}", 2), StatusCode::kInvalidArgument,
+              "tensor 'a': data_offsets [0, 2) do not match U8[1] (1 byte)");
 }
 
 TEST(HeaderTest, MetadataRules) {
