@@ -49,6 +49,7 @@ struct BenchArgs {
 
 Result<BenchArgs> ParseBenchArgs(const Args& args) {
   BenchArgs a;
+  bool uring_flag = false;  // any --uring-* flag given
   FlagReader f(args);
   while (f.Next()) {
     if (f.IsPositional() && a.path.empty()) {
@@ -70,18 +71,24 @@ Result<BenchArgs> ParseBenchArgs(const Args& args) {
       SL_ASSIGN_OR_RETURN(int64_t n, f.IntValue(0, 256));
       a.options.threads = static_cast<int>(n);
     } else if (f.Is("--uring-depth")) {
+      uring_flag = true;
       SL_ASSIGN_OR_RETURN(int64_t n, f.IntValue(1, 1024));
       a.options.uring.queue_depth = static_cast<int>(n);
     } else if (f.Is("--uring-chunk")) {
+      uring_flag = true;
       SL_ASSIGN_OR_RETURN(int64_t n, f.IntValue(4096, int64_t{1} << 30));
       a.options.uring.chunk_bytes = static_cast<uint64_t>(n);
     } else if (f.Is("--uring-direct")) {
+      uring_flag = true;
       a.options.uring.direct = true;
     } else {
       return InvalidArgumentError("unexpected argument '" + f.arg() + "'");
     }
   }
   if (a.path.empty()) return InvalidArgumentError("missing PATH");
+  if (uring_flag && a.options.io != IoMode::kUring) {
+    return InvalidArgumentError("--uring-depth, --uring-chunk and --uring-direct need --io uring");
+  }
   SL_RETURN_IF_ERROR(ValidateUringOptions(a.options.uring));
   a.options.devices = DeviceMap(a.device);
   return a;

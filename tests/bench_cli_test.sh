@@ -55,6 +55,9 @@ check "human report names the binding ceiling" grep -Eq '^median = [0-9.]+ x the
 out="$("$bin" bench "$tmp/m" --repeat 0 2>&1)"; rc=$?
 check "--repeat 0 is a usage error" test $rc -eq 2
 check "--repeat 0 names the range" grep -q '^shardload bench: ' <<<"$out"
+out="$("$bin" bench "$tmp/m" --uring-depth 8 2>&1)"; rc=$?
+check "--uring-* without --io uring is a usage error" test $rc -eq 2
+check "--uring-* without --io uring says so" grep -q '^shardload bench: --uring-depth, --uring-chunk and --uring-direct need --io uring$' <<<"$out"
 out="$("$bin" bench 2>&1)"; rc=$?
 check "no PATH is a usage error" test $rc -eq 2
 check "no PATH says so" grep -q 'missing PATH' <<<"$out"
