@@ -1141,6 +1141,29 @@ class PythonTest(unittest.TestCase):
             self.assertEqual(shardload.load_model(m, self.path("t.safetensors")), (set(), []))
             self.assertEqual(len(calls), 1)
 
+    def test_load_model_assign_fills_a_meta_model(self):
+        # A model built on the meta device takes the loaded tensors themselves (torch's
+        # load_state_dict(assign=True)); tied weights stay tied through the tie note.
+        src = Tiny(tie=True)
+        path = self.path("a.safetensors")
+        shardload.save_model(src, path)
+        if not hasattr(torch.nn.Module, "register_load_state_dict_post_hook") or \
+                "assign" not in __import__("inspect").signature(
+                    torch.nn.Module.load_state_dict).parameters:
+            with self.assertRaises(shardload.ShardloadError) as cm:
+                shardload.load_model(Tiny(tie=True), path, assign=True)
+            self.assertEqual(cm.exception.code, "unimplemented")
+            return
+        with torch.device("meta"):
+            dst = Tiny(tie=True)
+        self.assertEqual(shardload.load_model(dst, path, assign=True), (set(), []))
+        for k, v in src.state_dict().items():
+            got = dst.state_dict()[k]
+            self.assertEqual(got.device.type, "cpu", k)
+            self.assertTrue(torch.equal(got, v), k)
+        self.assertEqual(dst.head.weight.data_ptr(), dst.embed.weight.data_ptr())
+        self.assertIsInstance(dst.embed.weight, torch.nn.Parameter)
+
     def test_load_model_tie_to_part_of_a_tensor(self):
         # The model ties "head" to the first rows of "embed": save_model writes embed
         # and the note head -> embed; loading it back reports nothing missing.

@@ -567,7 +567,8 @@ _EMPTY_ADDRESS = ctypes.addressof(_EMPTY)
 
 
 def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames=(),
-                         allow_cast=False, threads=0, verify=False, progress=None, pool=None):
+                         allow_cast=False, threads=0, verify=False, progress=None, pool=None,
+                         assign=False):
     """load_state_dict straight into ``module``'s parameter and buffer storage.
 
     Every state_dict entry that is contiguous, of a supported dtype and on the target
@@ -581,11 +582,15 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     load_file. ``pool``: a HostMemoryPool for the fallback's temporary arena (the
     direct path allocates nothing but scratch copies of tied entries that several
     checkpoint tensors could feed, copied in state_dict order afterwards as torch
-    does); checked for being open either way."""
+    does); checked for being open either way. ``assign``: as torch's
+    ``load_state_dict(assign=True)`` (torch 2.1 and later): the module's entries become
+    the loaded tensors, zero-copy views of the loader's arena on ``device``, instead of
+    being written into; what a model built on the meta device needs. ShardloadError
+    ("unimplemented") on an older torch."""
     with _Checkpoint(filename) as ckpt:
         return _load_state_dict(module, ckpt, strict, device, renames=renames,
                                 allow_cast=allow_cast, threads=threads, verify=verify,
-                                progress=progress, pool=pool)
+                                progress=progress, pool=pool, assign=assign)
 
 
 def _needs_torch_load(module, state):
@@ -610,10 +615,16 @@ def _needs_torch_load(module, state):
 
 
 def _load_state_dict(module, ckpt, strict, device, *, renames, allow_cast, threads, verify,
-                     progress, pool, torch_path=False):
-    """load_state_dict_into on an open checkpoint; ``torch_path`` forces the fallback
-    through torch's load_state_dict."""
+                     progress, pool, torch_path=False, assign=False):
+    """load_state_dict_into on an open checkpoint; ``torch_path`` (implied by
+    ``assign``) forces the fallback through torch's load_state_dict."""
     torch = _torch()
+    if assign:
+        import inspect
+        if "assign" not in inspect.signature(torch.nn.Module.load_state_dict).parameters:
+            raise ShardloadError("unimplemented", "assign=True needs torch 2.1 or later, not %s"
+                                 % torch.__version__)
+        torch_path = True
     dev = torch.device(_device_string(device))
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
@@ -635,7 +646,10 @@ def _load_state_dict(module, ckpt, strict, device, *, renames, allow_cast, threa
                     isinstance(state[key], torch.Tensor) and \
                     loaded[value].shape == state[key].shape:
                 loaded[key] = loaded[value]
-    result = module.load_state_dict(loaded, strict=strict)
+    if assign:
+        result = module.load_state_dict(loaded, strict=strict, assign=True)
+    else:
+        result = module.load_state_dict(loaded, strict=strict)
     return {"matched": sorted(set(state) - set(result.missing_keys)),
             "missing": list(result.missing_keys),
             "unexpected": list(result.unexpected_keys), "mismatched": [], "renamed": []}
@@ -705,7 +719,7 @@ _CASTABLE = {"F32", "F16", "BF16"}
 
 
 def load_model(model, filename, strict=True, device="cpu", *, verify=False, progress=None,
-               pool=None):
+               pool=None, assign=False):
     """Like safetensors.torch.load_model: load into ``model``, returning
     ``(missing, unexpected)``; tied weights (shared storage in the model, aliases that
     save_model wrote to __metadata__) are not reported missing. A tensor stored in
@@ -713,7 +727,9 @@ def load_model(model, filename, strict=True, device="cpu", *, verify=False, prog
     (F32/F16/BF16 by the loader, others through torch). With ``strict``,
     missing or unexpected keys raise RuntimeError in safetensors' wording (after the
     matching keys were loaded, as safetensors does). ``verify``, ``progress``: as in
-    load_file; ``pool``: as in load_state_dict_into."""
+    load_file; ``pool``, ``assign`` (not in safetensors: a model built on the meta
+    device takes the loaded tensors themselves, zero-copy): as in
+    load_state_dict_into."""
     model_state = model.state_dict()
     with _Checkpoint(filename) as ckpt:
         file_keys = ckpt.names
@@ -734,7 +750,7 @@ def load_model(model, filename, strict=True, device="cpu", *, verify=False, prog
                 torch_path = True
         report = _load_state_dict(model, ckpt, False, device, renames=(), allow_cast=True,
                                   threads=0, verify=verify, progress=progress, pool=pool,
-                                  torch_path=torch_path)
+                                  torch_path=torch_path, assign=assign)
     missing = set(report["missing"])
     unexpected = list(report["unexpected"])
     for group in to_removes.values():
