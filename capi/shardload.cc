@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -287,7 +288,12 @@ Result<std::vector<shardload::TensorToWrite>> ToWrite(const sl_tensor_view* tens
   out.reserve(count);
   for (size_t i = 0; i < count; ++i) {
     const sl_tensor_view& t = tensors[i];
-    std::string name(t.name == nullptr ? "" : t.name, t.name == nullptr ? 0 : t.name_len);
+    if (t.name == nullptr && t.name_len > 0) {
+      return shardload::InvalidArgumentError("tensor " + std::to_string(i) +
+                                             " has a NULL name of " + std::to_string(t.name_len) +
+                                             " bytes");
+    }
+    std::string name(t.name == nullptr ? "" : t.name, t.name_len);
     if (t.dtype == nullptr) {
       return shardload::InvalidArgumentError("tensor " + QuoteName(name) + " has no dtype");
     }
@@ -846,6 +852,18 @@ sl_status sl_loaded_export_dlpack(sl_loaded* loaded, size_t index, int flags,
     const auto& tensors = loaded->state->loaded.tensors;
     if (index >= tensors.size()) return OutOfRange("tensor index", index, tensors.size(), "tensors");
     const shardload::LoadedTensor& t = tensors[index];
+    // DLPack's dimensions are int64_t: a zero-element tensor may declare larger ones.
+    constexpr uint64_t kMaxDim = uint64_t{std::numeric_limits<int64_t>::max()};
+    const uint64_t element_bytes = (flags & SL_DLPACK_AS_BYTES) ? shardload::DtypeBits(t.dtype) / 8 : 1;
+    for (size_t k = 0; k < t.shape.size(); ++k) {
+      const uint64_t limit = k + 1 == t.shape.size() && element_bytes > 1 ? kMaxDim / element_bytes
+                                                                          : kMaxDim;
+      if (t.shape[k] > limit) {
+        return Fail(StatusCode::kOutOfRange,
+                    "tensor " + QuoteName(t.name) + ": dimension " + std::to_string(k) + " (" +
+                        std::to_string(t.shape[k]) + ") does not fit DLPack's int64_t");
+      }
+    }
     auto e = std::make_unique<Export>();
     DLDataType type;
     if (flags & SL_DLPACK_AS_BYTES) {
@@ -855,7 +873,7 @@ sl_status sl_loaded_export_dlpack(sl_loaded* loaded, size_t index, int flags,
         e->shape.push_back(static_cast<int64_t>(t.bytes));
       } else {
         for (uint64_t d : t.shape) e->shape.push_back(static_cast<int64_t>(d));
-        e->shape.back() *= bits / 8;  // cannot overflow: the product is t.bytes
+        e->shape.back() *= bits / 8;  // checked above against INT64_MAX / (bits / 8)
       }
     } else {
       std::optional<DLDataType> dl = DlType(t.dtype);

@@ -6,7 +6,10 @@
  * verification against recorded hashes),
  * `sl_report` (the load_state_dict-style match report), `sl_loaded` (tensors the loader
  * placed in its own arenas, exportable as DLPack tensors), `sl_host_pool` (arena memory
- * reused across loads), and writers for single-file and sharded checkpoints. Link with libshardload.so, which exports only `sl_*` symbols.
+ * reused across loads), and writers for single-file and sharded checkpoints. Link with
+ * libshardload.so (SONAME libshardload.so; it needs libsimdjson.so.14, libxxhash.so.0
+ * and the C/C++ runtime at run time), which exports the `sl_*` symbols and, besides them, only two
+ * weak libstdc++ std::string members that libstdc++ itself exports.
  *
  *   sl_checkpoint* ckpt = NULL;
  *   if (sl_checkpoint_open("/models/llama", &ckpt) != SL_OK) {
@@ -17,7 +20,7 @@
  *   sl_options_new(&opt);
  *   sl_options_set_device(opt, "cpu");
  *   sl_loaded* loaded = NULL;
- *   if (sl_load_all(ckpt, opt, &loaded, NULL) == SL_OK) {
+ *   if (sl_load_all(ckpt, opt, NULL, 0, &loaded, NULL) == SL_OK) {
  *     sl_loaded_tensor t;
  *     sl_loaded_get(loaded, 0, &t);              // t.name, t.dtype, t.shape, t.data
  *     DLManagedTensor* dl = NULL;
@@ -28,14 +31,27 @@
  *   sl_options_free(opt);
  *   sl_checkpoint_free(ckpt);
  *
- * Stability: the functions, enums and structs here only grow. Struct fields are never
- * reordered or removed; new functions are added instead of changing signatures.
- * Status values equal shardload's canonical codes (format/status.h).
+ * Stability: new functions are added instead of changing signatures, and the structs
+ * callers allocate or fill (sl_tensor_info, sl_target, sl_loaded_tensor,
+ * sl_tensor_view) keep their layout: a field is never added, removed or reordered (a
+ * new layout would come with new functions). Status values equal shardload's canonical
+ * codes (format/status.h); codes may be added, so bindings should read an sl_status
+ * as an integer and treat values they do not know as errors (sl_status_name names
+ * them).
+ *
+ * Signals: a load with io "mmap" installs, once per process, a SIGBUS handler
+ * (SA_SIGINFO | SA_NODEFER | SA_ONSTACK) that turns a fault inside the loader's own
+ * copies from a mapping (a file truncated under it) into SL_DATA_LOSS and passes every
+ * other SIGBUS to the handler installed before it. The other io modes install nothing.
  *
  * Errors: every fallible call returns an `sl_status`. When it is not SL_OK, the message
  * (naming the file and, where it applies, the tensor) is available from sl_last_error()
  * on the same thread until that thread's next failing call; successful calls leave it
- * unchanged. No C++ exception crosses this API.
+ * unchanged. No C++ exception crosses this API. Every function taking a handle or an
+ * out pointer returns SL_INVALID_ARGUMENT ("<what> is NULL") when one is NULL, besides
+ * the errors listed with it; counts and other non-status getters return 0 for NULL.
+ * Shapes whose element count overflows 64 bits are SL_OUT_OF_RANGE ("overflow
+ * computing element count") wherever a shape is taken (targets, tensors to save).
  *
  * Ownership: each `*_new` / `*_open` / `sl_load_*` output is owned by the caller and is
  * released by its `*_free` function. Every `*_free` accepts NULL (a no-op); freeing the
@@ -166,14 +182,16 @@ sl_status sl_checkpoint_metadata_n(const sl_checkpoint* checkpoint, size_t index
 int sl_checkpoint_has_metadata(const sl_checkpoint* checkpoint);
 
 /* sl_checkpoint_shard_count / sl_checkpoint_shard: the shard files (relative to the
- * checkpoint folder) in index order, or the single file. */
+ * checkpoint folder) in index order, or the single file. Errors: SL_OUT_OF_RANGE for
+ * an index past the end. */
 size_t sl_checkpoint_shard_count(const sl_checkpoint* checkpoint);
 sl_status sl_checkpoint_shard(const sl_checkpoint* checkpoint, size_t index, const char** file);
 
 /* sl_checkpoint_read: copy bytes [offset, offset + bytes) of stored tensor `index` into
  * host memory `dst` with positional reads (safe against truncated files). Used for
  * slices. Errors: SL_OUT_OF_RANGE for a bad index or a range past the tensor's end
- * ("tensor 'x': bytes [a, b) are outside its N bytes"); the shard's open/read errors;
+ * ("tensor 'x': bytes [offset, offset + bytes) are outside its N bytes", with the
+ * numbers); the shard's open/read errors;
  * SL_DATA_LOSS "<file>: file ended at byte N while reading tensor 'x'". */
 sl_status sl_checkpoint_read(const sl_checkpoint* checkpoint, size_t index, uint64_t offset,
                              uint64_t bytes, void* dst);
@@ -188,7 +206,8 @@ typedef struct sl_options sl_options;
 
 /* sl_progress_fn: called on the loading thread with (bytes read, bytes to read) — first
  * (0, total), last (total, total). Return nonzero to go on, 0 to cancel the load, which
- * then fails with SL_CANCELLED. */
+ * then fails with SL_CANCELLED; the answer to the last call, made once every byte is
+ * in place, is ignored (there is nothing left to cancel: the load succeeds). */
 typedef int (*sl_progress_fn)(uint64_t done, uint64_t total, void* user_data);
 
 /* sl_options_new: default options into *out. sl_options_free: release (NULL: no-op). */
@@ -317,7 +336,9 @@ typedef enum sl_report_list {
 } sl_report_list;
 
 /* sl_report_status: SL_OK when the load could go on, else the failure's code;
- * *message (may be NULL) gets the PyTorch-style message ("" when OK). */
+ * *message (may be NULL) gets the PyTorch-style message ("" when OK). This returns the
+ * report's status and does not set sl_last_error; for a NULL report it returns
+ * SL_INVALID_ARGUMENT and sets it ("report is NULL"). */
 sl_status sl_report_status(const sl_report* report, const char** message);
 
 /* sl_report_count: entries in `list`, an sl_report_list value (0 for NULL or an unknown
@@ -330,11 +351,13 @@ sl_status sl_report_item(const sl_report* report, int list, size_t index,
                          const char** name, size_t* len);
 
 /* sl_report_mismatch: details of SL_REPORT_MISMATCHED entry `index`: the stored and
- * target dtype+shape ("F32[10, 5]") and whether it is an error (0: an allowed cast). */
+ * target dtype+shape ("F32[10, 5]") and whether it is an error (0: an allowed cast).
+ * Any out pointer may be NULL. Errors: SL_OUT_OF_RANGE for an index past the end. */
 sl_status sl_report_mismatch(const sl_report* report, size_t index, const char** name,
                              const char** checkpoint, const char** target, int* is_error);
 
-/* sl_report_renamed: SL_REPORT_RENAMED entry `index`: original and new name. */
+/* sl_report_renamed: SL_REPORT_RENAMED entry `index`: original and new name. Errors:
+ * SL_OUT_OF_RANGE for an index past the end. */
 sl_status sl_report_renamed(const sl_report* report, size_t index, const char** from,
                             const char** to);
 
@@ -365,8 +388,9 @@ typedef struct sl_target {
  * report whenever matching ran, also when the load then failed (strict failures and
  * size mismatches come back as SL_INVALID_ARGUMENT with the report's message). On any
  * error nothing may be assumed written. Errors: invalid targets or options
- * (SL_INVALID_ARGUMENT), SL_FAILED_PRECONDITION for a cuda target in a build or on a
- * machine without CUDA devices, read errors, SL_DATA_LOSS, SL_CANCELLED. Targets whose
+ * (SL_INVALID_ARGUMENT), SL_INVALID_ARGUMENT "cuda:N: no such CUDA device (M devices:
+ * <probe's reason>)" for a cuda target the machine lacks (sl_cuda_device_count() says
+ * how many there are), read errors, SL_DATA_LOSS, SL_CANCELLED. Targets whose
  * memory overlaps (tied weights) are written in no defined order, possibly at once:
  * give such targets separate buffers, or one target and an alias, unless they are
  * known to receive the same stored tensor. Device targets: the copies run on the
@@ -384,9 +408,9 @@ typedef struct sl_loaded sl_loaded;
 
 /* sl_load_all: load_file — load every stored tensor (target_count 0; names after the
  * options' renames) or the given targets (each `data` must be NULL) into arenas.
- * report_out (may be NULL) receives the report on success, and on a failed match when
- * targets were given (without targets a match can only fail on colliding renames, which
- * the error message names). On error *out is NULL and every arena is freed.
+ * report_out (may be NULL) receives the report whenever matching ran, also when the
+ * load failed after it (free it with sl_report_free in either case; it stays NULL when
+ * the call failed before matching). On error *out is NULL and every arena is freed.
  * Errors: as sl_load_into, plus SL_INVALID_ARGUMENT "target 'x' has a data pointer:
  * LoadAll places tensors in its own arenas (use LoadInto for caller memory)" and
  * SL_RESOURCE_EXHAUSTED when an arena cannot be allocated. */
@@ -395,7 +419,8 @@ sl_status sl_load_all(const sl_checkpoint* checkpoint, const sl_options* options
                       sl_report** report_out);
 
 /* sl_loaded_tensor: one loaded tensor; pointers borrowed from the sl_loaded. `device`
- * is "cpu" or "cuda:N"; `data` is a host or device pointer, 256-byte aligned. */
+ * is "cpu" or "cuda:N"; `data` is a host or device pointer, 256-byte aligned (NULL for
+ * a tensor of zero bytes). */
 typedef struct sl_loaded_tensor {
   const char* name;
   size_t name_len;
@@ -426,9 +451,11 @@ sl_status sl_loaded_find(const sl_loaded* loaded, const char* name, size_t name_
  * strides NULL). The export holds a reference on the loaded arenas: its memory stays
  * valid after sl_loaded_free until its deleter runs (call it exactly once, from any
  * thread). Dtype codes: F16/F32/F64 float, BF16 bfloat, I* int, U* uint, BOOL bool
- * (code 6, DLPack 0.8), C64 complex. Errors: SL_OUT_OF_RANGE; SL_INVALID_ARGUMENT for
- * unknown flags; SL_UNIMPLEMENTED "tensor 'x': dtype F8_E4M3 has no DLPack type;
- * export it with SL_DLPACK_AS_BYTES" for F4/F6/F8 dtypes without the flag. */
+ * (code 6, DLPack 0.8), C64 complex. Errors: SL_OUT_OF_RANGE for an index past the
+ * end, and "tensor 'x': dimension K (N) does not fit DLPack's int64_t" (a zero-element
+ * tensor may declare dimensions up to 2^64 - 1); SL_INVALID_ARGUMENT for unknown flags;
+ * SL_UNIMPLEMENTED "tensor 'x': dtype F8_E4M3 has no DLPack type; export it with
+ * SL_DLPACK_AS_BYTES" for F4/F6/F8 dtypes without the flag. */
 sl_status sl_loaded_export_dlpack(sl_loaded* loaded, size_t index, int flags,
                                   DLManagedTensor** out);
 
@@ -441,8 +468,8 @@ size_t sl_live_arena_sets(void);
 
 /* ----------------------------------------------------------------- writing */
 
-/* sl_tensor_view: a host tensor to write: name (name_len bytes), dtype, shape and
- * exactly dtype × shape bytes at `data`. */
+/* sl_tensor_view: a host tensor to write: name (name_len bytes; NULL only with
+ * name_len 0), dtype, shape and exactly dtype × shape bytes at `data`. */
 typedef struct sl_tensor_view {
   const char* name;
   size_t name_len;
@@ -456,7 +483,9 @@ typedef struct sl_tensor_view {
  * reference). metadata_keys/values: metadata_count NUL-terminated strings each; with
  * metadata_count 0 no __metadata__ is written. Errors: the writer's (duplicate names,
  * sizes that do not match, system errors naming the path); SL_INVALID_ARGUMENT
- * "<path>: metadata key 'k' appears twice" and "<path>: metadata entry N is NULL". */
+ * "<path>: metadata key 'k' appears twice", "<path>: metadata entry N is NULL" and
+ * "<path>: tensor N has a NULL name of K bytes"; SL_OUT_OF_RANGE for a shape whose element
+ * count overflows. */
 sl_status sl_save_file(const char* path, const sl_tensor_view* tensors, size_t tensor_count,
                        const char* const* metadata_keys, const char* const* metadata_values,
                        size_t metadata_count);

@@ -259,7 +259,9 @@ void InstallBusGuard() {
     std::memset(&sa, 0, sizeof(sa));
     sa.sa_sigaction = BusHandler;
     sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    // SA_ONSTACK: run on the thread's alternate signal stack where it has one, as
+    // runtimes that install those (Go) require of handlers set up by foreign code.
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
     ::sigaction(SIGBUS, &sa, &g_previous_bus_action);
   });
 }

@@ -18,5 +18,10 @@ for f in sl_checkpoint_open sl_load_into sl_load_all sl_loaded_export_dlpack sl_
          sl_options_set_host_pool; do
   echo "$syms" | grep -qx "$f" || { echo "missing export $f"; exit 1; }
 done
+# The SONAME, so that programs linked against the .so do not record its build path.
+if command -v readelf >/dev/null; then
+  soname=$(readelf -d "$lib" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+  [ "$soname" = "$(basename "$lib")" ] || { echo "SONAME is '$soname', not $(basename "$lib")"; exit 1; }
+fi
 n=$(echo "$syms" | grep -c '^sl_')
 echo "libshardload.so exports $n sl_* symbols and no C++ library symbol"

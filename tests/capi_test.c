@@ -628,6 +628,50 @@ static void TestFreeNullAndWriteErrors(void) {
 }
 
 
+/* Zero-element tensors may declare dimensions past INT64_MAX (the format allows any
+ * 64-bit value when another dimension is 0): DLPack's int64_t cannot hold them, so the
+ * export is refused rather than handing out a negative shape. A NULL name with a length
+ * is refused when saving. */
+static void TestDlpackHugeDimsAndNullNames(void) {
+  const uint64_t huge[2] = {0, 1ull << 63};
+  const uint64_t big[2] = {0, 1ull << 62};
+  sl_tensor_view views[2] = {{"huge", 4, "F32", huge, 2, NULL}, {"big", 3, "F32", big, 2, NULL}};
+  CHECK_OK(sl_save_file(Path("hugedims.safetensors"), views, 2, NULL, NULL, 0));
+  sl_checkpoint* ck = NULL;
+  sl_options* opt = NULL;
+  sl_loaded* loaded = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("hugedims.safetensors"), &ck));
+  CHECK_OK(sl_options_new(&opt));
+  CHECK_OK(sl_load_all(ck, opt, NULL, 0, &loaded, NULL));
+  size_t ih = 99, ib = 99;
+  CHECK_OK(sl_loaded_find(loaded, "huge", 4, &ih));
+  CHECK_OK(sl_loaded_find(loaded, "big", 3, &ib));
+  DLManagedTensor* dl = NULL;
+  CHECK_ERR(sl_loaded_export_dlpack(loaded, ih, 0, &dl), SL_OUT_OF_RANGE,
+            "tensor 'huge': dimension 1 (9223372036854775808) does not fit DLPack's int64_t");
+  CHECK(dl == NULL);
+  /* 2^62 fits as F32 elements, not as bytes (4 * 2^62). */
+  CHECK_OK(sl_loaded_export_dlpack(loaded, ib, 0, &dl));
+  CHECK(dl != NULL && dl->dl_tensor.shape[0] == 0 && dl->dl_tensor.shape[1] == (int64_t)(1ull << 62));
+  if (dl != NULL) dl->deleter(dl);
+  dl = NULL;
+  CHECK_ERR(sl_loaded_export_dlpack(loaded, ib, SL_DLPACK_AS_BYTES, &dl), SL_OUT_OF_RANGE,
+            "tensor 'big': dimension 1 (4611686018427387904) does not fit DLPack's int64_t");
+  sl_loaded_free(loaded);
+  sl_options_free(opt);
+  sl_checkpoint_free(ck);
+
+  float x[1] = {1};
+  uint64_t one[1] = {1};
+  sl_tensor_view unnamed = {NULL, 5, "F32", one, 1, x};
+  char expect[8300];
+  snprintf(expect, sizeof expect, "%s: tensor 0 has a NULL name of 5 bytes",
+           Path("unnamed.safetensors"));
+  CHECK_ERR(sl_save_file(Path("unnamed.safetensors"), &unnamed, 1, NULL, NULL, 0),
+            SL_INVALID_ARGUMENT, expect);
+  CHECK(access(Path("unnamed.safetensors"), F_OK) != 0);
+}
+
 /* A device map on a host-only machine: entries that name a cuda device but match no
  * tensor cost nothing; a matching one fails with the missing device. */
 static void TestDeviceMapOnHost(void) {
@@ -1261,6 +1305,7 @@ int main(void) {
   RunCase("OptionErrors", TestOptionErrors);
   RunCase("FreeNullAndWriteErrors", TestFreeNullAndWriteErrors);
   RunCase("DeviceMapOnHost", TestDeviceMapOnHost);
+  RunCase("DlpackHugeDimsAndNullNames", TestDlpackHugeDimsAndNullNames);
   RunCase("MetadataWithNul", TestMetadataWithNul);
   RunCase("SaveFlags", TestSaveFlags);
   RunCase("VerifySingleFile", TestVerifySingleFile);
