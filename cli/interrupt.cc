@@ -29,6 +29,12 @@ void StopOnSignals() {
 
 int InterruptSignal() { return g_signal.load(std::memory_order_relaxed); }
 
+int EndStopOnSignals() {
+  ::signal(SIGINT, SIG_DFL);
+  ::signal(SIGTERM, SIG_DFL);
+  return InterruptSignal();
+}
+
 TensorFill Interruptible(TensorFill fill) {
   if (!fill) return fill;
   return [fill = std::move(fill)](uint64_t offset, std::span<std::byte> out) {

@@ -8,7 +8,8 @@
 //   StopOnSignals();
 //   for (TensorToWrite& t : tensors) t.fill = Interruptible(std::move(t.fill));
 //   ... WriteSharded(...) fails with cancelled "interrupted by signal 2" ...
-//   if (InterruptSignal() != 0) return 128 + InterruptSignal();
+//   Result<ShardedWriteResult> w = WriteSharded(...);
+//   if (int sig = EndStopOnSignals(); sig != 0 && !w.ok()) return 128 + sig;  // as it was
 #ifndef SHARDLOAD_CLI_INTERRUPT_H_
 #define SHARDLOAD_CLI_INTERRUPT_H_
 
@@ -22,6 +23,12 @@ void StopOnSignals();
 
 // InterruptSignal: the signal that arrived since StopOnSignals, or 0. Any thread.
 int InterruptSignal();
+
+// EndStopOnSignals: SIGINT and SIGTERM act as usual again (kill the process); returns
+// InterruptSignal(). Call when the writing is over, whatever its outcome: a signal
+// that came after the last generator call did not stop the write, so the caller must
+// tell "interrupted, nothing changed" (the write failed) from "done anyway".
+int EndStopOnSignals();
 
 // Interruptible: `fill` that first fails with cancelled "interrupted by signal N" once
 // a signal arrived; an empty `fill` stays empty.

@@ -18,7 +18,9 @@
 //   wrote 5 files into /tmp/llama-2g: 291 tensors, 16060522496 bytes; XXH3 verified
 //   digest 9e3c5a0d1b2f4e67
 //
-// Errors: one line on stderr and exit 1; usage errors exit 2; 128 + N after signal N.
+// Errors: one line on stderr and exit 1; usage errors exit 2; 128 + N after signal N
+// (OUT is left as it was when the signal stopped the write; the message says when it
+// came too late to stop it).
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -171,16 +173,16 @@ int RunReshard(const Args& args) {
     return Fail(ErrnoToStatus(errno, out + ": mkdir").message());
   }
   StopOnSignals();
-  auto interrupted = [&] {
-    std::cerr << "shardload reshard: interrupted by signal " << InterruptSignal() << "; " << out
+  auto interrupted = [&](int sig) {
+    std::cerr << "shardload reshard: interrupted by signal " << sig << "; " << out
               << " is as it was\n";
-    return 128 + InterruptSignal();
+    return 128 + sig;
   };
   Result<ShardedWriteResult> written = InvalidArgumentError("not written");
   if (checksums) {
     // Hash the source once, check what it records, then write with those hashes.
     Result<ChecksumMap> sums = ComputeChecksums(tensors, positional[0], options.write.buffer_bytes);
-    if (InterruptSignal() != 0) return interrupted();
+    if (int sig = InterruptSignal(); sig != 0) return interrupted(sig);
     if (!sums.ok()) return Fail(sums.status().message());
     Result<RecordedChecksums> recorded = RecordedChecksums::FromCheckpoint(*ckpt);
     if (!recorded.ok()) return Fail(recorded.status().message());
@@ -192,8 +194,13 @@ int RunReshard(const Args& args) {
   } else {
     written = WriteSharded(out, tensors, options);
   }
-  if (InterruptSignal() != 0) return interrupted();
-  if (!written.ok()) return Fail(written.status().message());
+  const int sig = EndStopOnSignals();
+  if (!written.ok()) return sig != 0 ? interrupted(sig) : Fail(written.status().message());
+  if (sig != 0) {  // it came after the last read: the write completed
+    std::cerr << "shardload reshard: signal " << sig << " came after the new files were in "
+              << "place; " << out << " holds the new checkpoint, not read back\n";
+    return 128 + sig;
+  }
 
   const size_t file_count =
       written->plan.files.size() + (written->plan.index_file.empty() ? 0 : 1);

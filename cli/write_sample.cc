@@ -2,7 +2,8 @@
 //                          [--layout llama|moe|tiny] [--dtype bf16] [--seed N]`
 // Writes a synthetic checkpoint with real Hugging Face tensor names (cli/sample_model.h).
 // Errors: one line on stderr; exit 2 for usage errors (unknown or malformed options),
-// 1 for anything else, 128 + N after signal N (DIR is then left as it was).
+// 1 for anything else, 128 + N after signal N (DIR is left as it was when the signal
+// stopped the write; the message says when it came too late to stop it).
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -25,7 +26,9 @@ constexpr char kHelp[] =
     "\n"
     "Writes a synthetic checkpoint into DIR (created when missing): real Hugging Face\n"
     "tensor names, shapes scaled to about --size bytes of tensor data, deterministic\n"
-    "random bytes from --seed.\n"
+    "values from --seed (floats finite and below 2 in magnitude, bools 0 or 1). An\n"
+    "earlier checkpoint in DIR is replaced only once the new one is complete; on an\n"
+    "error, SIGINT or SIGTERM before that, DIR is left as it was.\n"
     "\n"
     "  --size S            tensor bytes, e.g. 2GiB, 500MB (default 1GiB; ignored by tiny)\n"
     "  --shards N          split into exactly N shards of balanced size (default 1)\n"
@@ -164,9 +167,14 @@ int RunWriteSample(const Args& args) {
   StopOnSignals();
   auto start = std::chrono::steady_clock::now();
   Result<ShardedWriteResult> written = WriteSharded(dir, model->tensors, shards);
-  if (int sig = InterruptSignal(); sig != 0) {
-    std::cerr << "shardload write-sample: interrupted by signal " << sig << "; " << dir
-              << " is as it was\n";
+  if (int sig = EndStopOnSignals(); sig != 0) {
+    if (!written.ok()) {
+      std::cerr << "shardload write-sample: interrupted by signal " << sig << "; " << dir
+                << " is as it was\n";
+    } else {  // it came after the last generator call: the write completed
+      std::cerr << "shardload write-sample: signal " << sig << " came after the new files "
+                << "were in place; " << dir << " holds the new checkpoint\n";
+    }
     return 128 + sig;
   }
   if (!written.ok()) return Fail(written.status().message());

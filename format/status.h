@@ -4,11 +4,11 @@
 // non-OK Status). No exception leaves the library; every error travels as one of
 // these. Messages name the file and, where it applies, the tensor and byte offset.
 //
-//   shardload::Result<Header> h = ParseHeaderFile("model.safetensors");
+//   shardload::Result<Header> h = ReadHeaderFile("model.safetensors");
 //   if (!h.ok()) { std::cerr << h.status().ToString() << "\n"; return 1; }
 //   for (const TensorInfo& t : h->tensors) ...
 //
-//   SL_ASSIGN_OR_RETURN(Header header, ParseHeaderFile(path));
+//   SL_ASSIGN_OR_RETURN(Header header, ReadHeaderFile(path));
 //   SL_RETURN_IF_ERROR(ValidateSomething(header));
 #ifndef SHARDLOAD_FORMAT_STATUS_H_
 #define SHARDLOAD_FORMAT_STATUS_H_

@@ -216,8 +216,10 @@ struct ShardedWriteResult {
 // the folder fsynced. So an error while writing (a full disk, a generator's error)
 // leaves the folder as it was, temporary files removed, and an earlier checkpoint
 // there intact; the folder needs room for the new files next to the old ones.
-// (Renames failing midway, or a crash between them, can still leave a mix, which a
-// load reports as an inconsistent shard set, never as wrong data.) Errors: those of
+// (Renames failing midway, or a crash between them, can still leave a mix: refused by a
+// load as an inconsistent shard set when the layouts differ, but loading silently when
+// old and new share file names and tensor layout; recorded XXH3s in the new index,
+// WriteShardedWithChecksums, let a verifying load catch that.) Errors: those of
 // PlanShards, SerializeIndex and WriteFile; not_found when `dir` does not exist.
 Result<ShardedWriteResult> WriteSharded(const std::string& dir,
                                         std::span<const TensorToWrite> tensors,

@@ -1,9 +1,10 @@
 // loader/checkpoint_hash.h — XXH3 of every tensor of a checkpoint, checked against the
 // hashes its shards record.
 //
-// Provides `HashCheckpoint`: reads every tensor's bytes with positional reads (shard by
-// shard, in file-offset order, through one reusable buffer, so memory stays at
-// `HashOptions::chunk_bytes` whatever the tensor sizes) and returns one `TensorDigest`
+// Provides `HashCheckpoint`: reads every tensor's bytes with positional reads (runs of
+// tensors in file order, one per thread, each through one reusable buffer, so memory
+// stays at threads × `HashOptions::chunk_bytes` whatever the tensor sizes) and returns
+// one `TensorDigest`
 // per tensor, sorted by name. Hashes recorded in a shard's `__metadata__` or, for a
 // sharded checkpoint, in the index's "metadata" object (format/checksum.h,
 // format/checksum_writer.h) are compared as the bytes go by. `LayoutFreeDigest` folds the
