@@ -523,6 +523,11 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
       return InvalidArgumentError(std::move(msg));
     }
     for (const StoredTensor* t : unlisted) ckpt.warnings_.push_back(describe(*t));
+    if (weight_map.empty()) {
+      // Valid, but a checkpoint of nothing: the shards next to it are not read.
+      ckpt.warnings_.push_back(ckpt.index_file_ + ": weight_map is empty; the checkpoint "
+                                                  "has no tensors");
+    }
     if (ckpt.index_total_size_ && *ckpt.index_total_size_ != total) {
       ckpt.warnings_.push_back(ckpt.index_file_ + ": metadata total_size is " +
                                std::to_string(*ckpt.index_total_size_) + " but the shards hold " +

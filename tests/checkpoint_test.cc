@@ -228,6 +228,20 @@ TEST(CheckpointOpen, FolderWithSeveralIndexesAndNoDefaultListsThem) {
                                                    "b.safetensors.index.json"));
 }
 
+TEST(CheckpointOpen, EmptyWeightMapIsAWarning) {
+  // An index listing nothing next to a shard: a valid checkpoint of no tensors, said so.
+  std::string dir = MakeTestDir("emptymap");
+  ASSERT_TRUE(WriteFile(dir + "/model-00001-of-00001.safetensors",
+                        SafetensorsBytes({{"w", "U8", {3}, ""}})));
+  ASSERT_TRUE(WriteFile(dir + "/model.safetensors.index.json", IndexJson({})));
+  Result<Checkpoint> c = Checkpoint::Open(dir);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_TRUE(c->tensors().empty());
+  EXPECT_EQ(c->warnings(), std::vector<std::string>{
+                               "model.safetensors.index.json: weight_map is empty; the "
+                               "checkpoint has no tensors"});
+}
+
 TEST(CheckpointOpen, EmptyFolderIsNotFound) {
   std::string dir = MakeTestDir("empty");
   ASSERT_TRUE(WriteFile(dir + "/notes.txt", "x"));
