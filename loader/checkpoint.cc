@@ -178,15 +178,17 @@ std::string JoinPath(const std::string& folder, const std::string& file) {
 }
 
 // HubBlobsFolder: for a checkpoint folder laid out as the Hugging Face hub cache
-// (<repo>/snapshots/<revision>/, whose files are symlinks into <repo>/blobs/), the real
-// path of that blobs folder; "" for any other folder.
+// (<repo>/snapshots/<revision>/, whose files are symlinks into <repo>/blobs/), the path
+// of that blobs folder; "" for any other folder. `real_folder` is canonical, so
+// <repo> is a real directory; blobs must be one too, not a symlink (a "blobs" link to
+// "/" would otherwise admit every file on the system).
 std::string HubBlobsFolder(const std::string& real_folder) {
   fs::path folder(real_folder);
   if (folder.parent_path().filename() != "snapshots") return "";
   fs::path blobs = folder.parent_path().parent_path() / "blobs";
   std::error_code ec;
-  fs::path real = fs::canonical(blobs, ec);
-  return !ec && fs::is_directory(real, ec) ? real.string() : std::string();
+  fs::file_status st = fs::symlink_status(blobs, ec);
+  return !ec && fs::is_directory(st) ? blobs.string() : std::string();
 }
 
 // Inside: whether real path `p` lies below real folder `folder`.

@@ -450,6 +450,21 @@ TEST(CheckpointShardSet, HubCacheSnapshotLinksIntoItsBlobs) {
   Result<Checkpoint> c = Checkpoint::Open(snap);
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->tensors().size(), 2u);
+  // A blobs/ that is itself a symlink (to "/", say) admits nothing outside the folder.
+  std::string evil = MakeTestDir("models--org--evil");
+  ASSERT_EQ(::mkdir((evil + "/snapshots").c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir((evil + "/snapshots/r").c_str(), 0755), 0);
+  ASSERT_EQ(::symlink("/", (evil + "/blobs").c_str()), 0);
+  ASSERT_EQ(::symlink((RealPath(repo) + "/blobs/b1").c_str(),
+                      (evil + "/snapshots/r/s1.safetensors").c_str()), 0);
+  ASSERT_EQ(::symlink((RealPath(repo) + "/blobs/b2").c_str(),
+                      (evil + "/snapshots/r/s2.safetensors").c_str()), 0);
+  ASSERT_TRUE(WriteFile(evil + "/snapshots/r/" + kIndex,
+                        IndexJson({{"a.w", "s1.safetensors"}, {"b.w", "s2.safetensors"}})));
+  EXPECT_EQ(Checkpoint::Open(evil + "/snapshots/r").status(),
+            InvalidArgumentError("model.safetensors.index.json: shard 's1.safetensors' resolves "
+                                 "to '" + RealPath(repo) + "/blobs/b1', outside the checkpoint "
+                                 "folder '" + RealPath(evil) + "/snapshots/r'"));
   // Only that layout: the same links from a folder not under snapshots/ are refused.
   std::string other = repo + "/elsewhere";
   ASSERT_EQ(::mkdir(other.c_str(), 0755), 0);

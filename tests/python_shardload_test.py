@@ -1140,6 +1140,17 @@ class PythonTest(unittest.TestCase):
             shardload.save_file(Tiny().state_dict(), self.path("t.safetensors"))
             self.assertEqual(shardload.load_model(m, self.path("t.safetensors")), (set(), []))
             self.assertEqual(len(calls), 1)
+        # load_state_dict_into keeps writing in place (its own report, renames, errors):
+        # hooks are load_model's concern.
+        ddp = {"module." + k: v for k, v in src.state_dict().items()}
+        shardload.save_file(ddp, self.path("ddp_bn.safetensors"))
+        dst = torch.nn.BatchNorm1d(2)
+        ptr = dst.running_mean.data_ptr()
+        report = shardload.load_state_dict_into(dst, self.path("ddp_bn.safetensors"),
+                                                renames=["s/^module\\.//"])
+        self.assertEqual(len(report["renamed"]), len(ddp))
+        self.assertEqual(dst.running_mean.data_ptr(), ptr)
+        self.assertTrue(torch.equal(dst.running_mean, src.running_mean))
 
     def test_load_model_assign_fills_a_meta_model(self):
         # A model built on the meta device takes the loaded tensors themselves (torch's
@@ -1163,6 +1174,9 @@ class PythonTest(unittest.TestCase):
             self.assertTrue(torch.equal(got, v), k)
         self.assertEqual(dst.head.weight.data_ptr(), dst.embed.weight.data_ptr())
         self.assertIsInstance(dst.embed.weight, torch.nn.Parameter)
+        # One Parameter, as before the load (an optimizer must not see it twice).
+        self.assertIs(dst.head.weight, dst.embed.weight)
+        self.assertEqual(len(list(dst.parameters())), len(list(src.parameters())))
 
     def test_load_model_tie_to_part_of_a_tensor(self):
         # The model ties "head" to the first rows of "embed": save_model writes embed

@@ -573,7 +573,9 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
 
     Every state_dict entry that is contiguous, of a supported dtype and on the target
     device becomes a target whose memory the loader writes directly (no intermediate
-    copy); modules with other entries fall back to load_file + load_state_dict.
+    copy; modules' load_state_dict hooks and _load_from_state_dict overrides do not run:
+    load_model runs them); modules with other entries fall back to load_file +
+    load_state_dict.
     Returns the report: a dict with lists "matched", "missing", "unexpected",
     "mismatched", "renamed". Raises ShardloadError with the PyTorch-style message when
     ``strict`` and keys are missing or unexpected, or on size mismatches; with
@@ -594,15 +596,13 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
 
 
 def _needs_torch_load(module, state):
-    """Whether only torch's own load_state_dict loads ``module`` right: a state_dict
-    entry that is not a tensor (extra state), or a module that overrides
-    load_state_dict / _load_from_state_dict (BatchNorm fills in a missing
-    num_batches_tracked there) or has load_state_dict hooks. Writing into parameter
-    storage directly would skip that code."""
+    """Whether only torch's own load_state_dict loads ``module`` as torch would: a
+    module that overrides load_state_dict / _load_from_state_dict (BatchNorm fills in a
+    missing num_batches_tracked there) or has load_state_dict hooks. Writing into
+    parameter storage directly would skip that code (load_model's concern; extra state
+    is checked by every path)."""
     torch = _torch()
     base = torch.nn.Module
-    if any(not isinstance(t, torch.Tensor) for t in state.values()):
-        return True
     if type(module).load_state_dict is not base.load_state_dict:
         return True
     for m in module.modules():
@@ -629,8 +629,9 @@ def _load_state_dict(module, ckpt, strict, device, *, renames, allow_cast, threa
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
     state = module.state_dict(keep_vars=True)
-    direct = not torch_path and not _needs_torch_load(module, state) and \
-        all(t.is_contiguous() and t.device == dev for t in state.values())
+    direct = not torch_path and \
+        all(isinstance(t, torch.Tensor) and t.is_contiguous() and t.device == dev
+            for t in state.values())
     if direct:
         return _load_into_state(ckpt, state, dev, strict=strict, renames=renames,
                                 allow_cast=allow_cast, threads=threads, verify=verify,
@@ -647,12 +648,36 @@ def _load_state_dict(module, ckpt, strict, device, *, renames, allow_cast, threa
                     loaded[value].shape == state[key].shape:
                 loaded[key] = loaded[value]
     if assign:
+        tied = _tied_names(module)
         result = module.load_state_dict(loaded, strict=strict, assign=True)
+        _retie(module, tied)
     else:
         result = module.load_state_dict(loaded, strict=strict)
     return {"matched": sorted(set(state) - set(result.missing_keys)),
             "missing": list(result.missing_keys),
             "unexpected": list(result.unexpected_keys), "mismatched": [], "renamed": []}
+
+
+def _tied_names(module):
+    """Groups of parameter or buffer names that are one object in ``module`` (tied
+    weights: ``head.weight = embed.weight``), each group as a list of names."""
+    groups = {}
+    for name, p in module.named_parameters(remove_duplicate=False):
+        groups.setdefault(("p", id(p)), []).append(name)
+    for name, b in module.named_buffers(remove_duplicate=False):
+        groups.setdefault(("b", id(b)), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def _retie(module, groups):
+    """Make each group of names one object again, the first name's (after
+    load_state_dict(assign=True), which gives every name its own Parameter)."""
+    for names in groups:
+        owner, _, attr = names[0].rpartition(".")
+        first = getattr(module.get_submodule(owner) if owner else module, attr)
+        for name in names[1:]:
+            owner, _, attr = name.rpartition(".")
+            setattr(module.get_submodule(owner) if owner else module, attr, first)
 
 
 def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, verify,
@@ -734,9 +759,11 @@ def load_model(model, filename, strict=True, device="cpu", *, verify=False, prog
     with _Checkpoint(filename) as ckpt:
         file_keys = ckpt.names
         to_removes = _remove_duplicate_names(model_state, preferred_names=file_keys)
-        # Entries fed from another dtype: F32/F16/BF16 the loader converts; any other
-        # pair (an F32 value for an int64 buffer) goes through torch's copy_.
-        torch_path = False
+        # Through torch's own load_state_dict when the model has load hooks (torch runs
+        # them, safetensors' load_model too), or for an entry fed from another dtype the
+        # loader does not convert (F32/F16/BF16 it does; an F32 value for an int64
+        # buffer goes through torch's copy_).
+        torch_path = _needs_torch_load(model, model_state)
         for name, t in model_state.items():
             k = ckpt.index.get(name)
             if k is None or not hasattr(t, "dtype"):
