@@ -853,9 +853,12 @@ sl_status sl_loaded_export_dlpack(sl_loaded* loaded, size_t index, int flags,
     if (index >= tensors.size()) return OutOfRange("tensor index", index, tensors.size(), "tensors");
     const shardload::LoadedTensor& t = tensors[index];
     // DLPack's dimensions are int64_t: a zero-element tensor may declare larger ones.
+    // (As bytes, scalars and sub-byte dtypes export the single dimension [t.bytes].)
     constexpr uint64_t kMaxDim = uint64_t{std::numeric_limits<int64_t>::max()};
-    const uint64_t element_bytes = (flags & SL_DLPACK_AS_BYTES) ? shardload::DtypeBits(t.dtype) / 8 : 1;
-    for (size_t k = 0; k < t.shape.size(); ++k) {
+    const int dtype_bits = shardload::DtypeBits(t.dtype);
+    const bool flat = (flags & SL_DLPACK_AS_BYTES) && (t.shape.empty() || dtype_bits % 8 != 0);
+    const uint64_t element_bytes = (flags & SL_DLPACK_AS_BYTES) ? dtype_bits / 8 : 1;
+    for (size_t k = 0; !flat && k < t.shape.size(); ++k) {
       const uint64_t limit = k + 1 == t.shape.size() && element_bytes > 1 ? kMaxDim / element_bytes
                                                                           : kMaxDim;
       if (t.shape[k] > limit) {

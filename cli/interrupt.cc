@@ -16,6 +16,11 @@ static_assert(std::atomic<int>::is_always_lock_free);
 
 extern "C" void RecordStopSignal(int sig) { g_signal.store(sig, std::memory_order_relaxed); }
 
+constexpr int kStopSignals[] = {SIGINT, SIGTERM};
+// The dispositions StopOnSignals replaced, restored by EndStopOnSignals.
+struct sigaction g_saved[2];
+bool g_installed[2] = {false, false};
+
 }  // namespace
 
 void StopOnSignals() {
@@ -23,15 +28,23 @@ void StopOnSignals() {
   sa.sa_handler = RecordStopSignal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESETHAND;  // no SA_RESTART: a blocked write returns EINTR and retries
-  ::sigaction(SIGINT, &sa, nullptr);
-  ::sigaction(SIGTERM, &sa, nullptr);
+  for (int k = 0; k < 2; ++k) {
+    struct sigaction current;
+    ::sigaction(kStopSignals[k], nullptr, &current);
+    // A signal the process was started ignoring (a background job's SIGINT, nohup)
+    // stays ignored: Ctrl-C meant for the foreground must not stop this write.
+    if (current.sa_handler == SIG_IGN) continue;
+    g_installed[k] = ::sigaction(kStopSignals[k], &sa, &g_saved[k]) == 0;
+  }
 }
 
 int InterruptSignal() { return g_signal.load(std::memory_order_relaxed); }
 
 int EndStopOnSignals() {
-  ::signal(SIGINT, SIG_DFL);
-  ::signal(SIGTERM, SIG_DFL);
+  for (int k = 0; k < 2; ++k) {
+    if (g_installed[k]) ::sigaction(kStopSignals[k], &g_saved[k], nullptr);
+    g_installed[k] = false;
+  }
   return InterruptSignal();
 }
 

@@ -17,15 +17,16 @@
 
 namespace shardload::cli {
 
-// StopOnSignals: installs the one-shot SIGINT/SIGTERM handlers (SA_RESETHAND). Call
-// once, from the main thread, before writing.
+// StopOnSignals: installs the one-shot SIGINT/SIGTERM handlers (SA_RESETHAND), except
+// for a signal the process ignores (it stays ignored). Call once, from the main
+// thread, before writing.
 void StopOnSignals();
 
 // InterruptSignal: the signal that arrived since StopOnSignals, or 0. Any thread.
 int InterruptSignal();
 
-// EndStopOnSignals: SIGINT and SIGTERM act as usual again (kill the process); returns
-// InterruptSignal(). Call when the writing is over, whatever its outcome: a signal
+// EndStopOnSignals: SIGINT and SIGTERM get back the dispositions StopOnSignals found;
+// returns InterruptSignal(). Call when the writing is over, whatever its outcome: a signal
 // that came after the last generator call did not stop the write, so the caller must
 // tell "interrupted, nothing changed" (the write failed) from "done anyway".
 int EndStopOnSignals();

@@ -169,9 +169,14 @@ int RunReshard(const Args& args) {
   if (Result<ShardPlan> plan = PlanShards(tensors, options); !plan.ok()) {
     return Usage(plan.status().message());
   }
-  if (::mkdir(out.c_str(), 0755) != 0 && errno != EEXIST) {
-    return Fail(ErrnoToStatus(errno, out + ": mkdir").message());
-  }
+  // OUT is made only once nothing can refuse the source (below), so that a refusal or
+  // an early signal leaves no trace.
+  auto make_out = [&]() -> std::optional<int> {
+    if (::mkdir(out.c_str(), 0755) != 0 && errno != EEXIST) {
+      return Fail(ErrnoToStatus(errno, out + ": mkdir").message());
+    }
+    return std::nullopt;
+  };
   StopOnSignals();
   auto interrupted = [&](int sig) {
     std::cerr << "shardload reshard: interrupted by signal " << sig << "; " << out
@@ -190,8 +195,10 @@ int RunReshard(const Args& args) {
       Status s = recorded->CheckXxh3(t.name, t.bytes, sums->at(t.name));
       if (!s.ok()) return Fail(s.message() + "; nothing was written");
     }
+    if (std::optional<int> rc = make_out()) return *rc;
     written = WriteShardedWithChecksums(out, tensors, options, *sums);
   } else {
+    if (std::optional<int> rc = make_out()) return *rc;
     written = WriteSharded(out, tensors, options);
   }
   const int sig = EndStopOnSignals();

@@ -86,38 +86,43 @@ Shape ChooseMoe(uint64_t params) {
   return Shape{};  // unreachable: the last config always yields a shape
 }
 
-// TopByteMask: for the float dtypes, the mask of each element's most significant
-// byte (little-endian: its last) that clears the exponent's top bit, so every value is
-// finite and below 2 in magnitude, as weights are (random bits would give NaN and Inf);
-// BOOL keeps 0 or 1; 0xff (no change) for the integer and sub-byte dtypes.
-uint8_t TopByteMask(Dtype dtype) {
+// ValueShaping: how random bits become plausible weights: in every `size`-byte float
+// (little-endian: its top byte last) the top byte is ANDed with `mask`, which clears
+// the exponent's highest bit, so every value is finite and below 2 in magnitude (random
+// bits would give NaN and Inf); `fnuz`: the FNUZ formats' one NaN, 0x80, becomes 0.
+// BOOL keeps 0 or 1. Integer and sub-byte dtypes (F4/F6 have no NaN or Inf) keep their
+// bits: size 0.
+struct ValueShaping {
+  uint64_t size = 0;
+  uint8_t mask = 0xff;
+  bool fnuz = false;
+};
+
+ValueShaping ShapingFor(Dtype dtype) {
   switch (dtype) {
-    case Dtype::kF64: case Dtype::kF32: case Dtype::kF16: case Dtype::kBF16:
-    case Dtype::kF8_E4M3: case Dtype::kF8_E5M2: case Dtype::kF8_E4M3FNUZ:
-    case Dtype::kF8_E5M2FNUZ:
-      return 0xbf;  // bit 6 of the top byte: the exponent's highest bit
-    case Dtype::kF8_E8M0:
-      return 0x7f;  // a pure exponent: at most 2^0
-    case Dtype::kBOOL:
-      return 0x01;
-    default:
-      return 0xff;
+    case Dtype::kF64: return {8, 0xbf};
+    case Dtype::kF32: case Dtype::kC64: return {4, 0xbf};  // C64: two F32s
+    case Dtype::kF16: case Dtype::kBF16: return {2, 0xbf};
+    case Dtype::kF8_E4M3: case Dtype::kF8_E5M2: return {1, 0xbf};
+    case Dtype::kF8_E4M3FNUZ: case Dtype::kF8_E5M2FNUZ: return {1, 0xbf, true};
+    case Dtype::kF8_E8M0: return {1, 0x7f};  // a pure exponent: at most 2^0
+    case Dtype::kBOOL: return {1, 0x01};
+    default: return {};
   }
 }
 
 TensorToWrite Make(std::string name, Dtype dtype, std::vector<uint64_t> shape, uint64_t seed,
                    uint64_t stream) {
-  const uint8_t mask = TopByteMask(dtype);
-  const uint64_t size = DtypeBits(dtype) / 8;  // 0 for sub-byte dtypes (mask 0xff)
+  const ValueShaping v = ShapingFor(dtype);
   return TensorToWrite::FromGenerator(
       std::move(name), dtype, std::move(shape),
-      [seed, stream, mask, size](uint64_t offset, std::span<std::byte> out) {
+      [seed, stream, v](uint64_t offset, std::span<std::byte> out) {
         FillSampleBytes(seed, stream, offset, out);
-        if (mask != 0xff) {
-          // The first top byte at or after `offset`, then every `size` bytes.
-          for (uint64_t i = (size - 1 - offset % size) % size; i < out.size(); i += size) {
-            out[i] &= static_cast<std::byte>(mask);
-          }
+        if (v.size == 0) return OkStatus();
+        // The first top byte at or after `offset`, then every `size` bytes.
+        for (uint64_t i = (v.size - 1 - offset % v.size) % v.size; i < out.size(); i += v.size) {
+          out[i] &= static_cast<std::byte>(v.mask);
+          if (v.fnuz && out[i] == std::byte{0x80}) out[i] = std::byte{0};
         }
         return OkStatus();
       });

@@ -4,8 +4,9 @@
 // Provides `SampleOptions` and `BuildSampleModel`, which choose a realistic model
 // shape for a target size and return the tensors (real Hugging Face naming, bytes from
 // a deterministic generator, so nothing is held in memory) ready for WriteSharded.
-// Float tensors hold finite values below 2 in magnitude (the random bits with each
-// element's top exponent bit cleared), BOOL tensors 0 and 1.
+// Float tensors hold finite values (F64/F32/C64/F16/BF16/F8 below 2 in magnitude: the
+// random bits with each element's top exponent bit cleared; F4/F6 have no NaN or Inf),
+// BOOL tensors 0 and 1.
 //
 //   SampleOptions o;
 //   o.layout = SampleLayout::kLlama;

@@ -26,7 +26,7 @@ constexpr char kHelp[] =
     "\n"
     "Writes a synthetic checkpoint into DIR (created when missing): real Hugging Face\n"
     "tensor names, shapes scaled to about --size bytes of tensor data, deterministic\n"
-    "values from --seed (floats finite and below 2 in magnitude, bools 0 or 1). An\n"
+    "values from --seed (floats finite, most below 2 in magnitude; bools 0 or 1). An\n"
     "earlier checkpoint in DIR is replaced only once the new one is complete; on an\n"
     "error, SIGINT or SIGTERM before that, DIR is left as it was.\n"
     "\n"

@@ -661,6 +661,20 @@ static void TestDlpackHugeDimsAndNullNames(void) {
   sl_options_free(opt);
   sl_checkpoint_free(ck);
 
+  /* A sub-byte dtype exports as its bytes, [0]: its declared dimensions do not matter. */
+  sl_tensor_view f4 = {"f4", 2, "F4", huge, 2, NULL};
+  CHECK_OK(sl_save_file(Path("hugef4.safetensors"), &f4, 1, NULL, NULL, 0));
+  CHECK_OK(sl_checkpoint_open(Path("hugef4.safetensors"), &ck));
+  CHECK_OK(sl_options_new(&opt));
+  CHECK_OK(sl_load_all(ck, opt, NULL, 0, &loaded, NULL));
+  dl = NULL;
+  CHECK_OK(sl_loaded_export_dlpack(loaded, 0, SL_DLPACK_AS_BYTES, &dl));
+  CHECK(dl != NULL && dl->dl_tensor.ndim == 1 && dl->dl_tensor.shape[0] == 0);
+  if (dl != NULL) dl->deleter(dl);
+  sl_loaded_free(loaded);
+  sl_options_free(opt);
+  sl_checkpoint_free(ck);
+
   float x[1] = {1};
   uint64_t one[1] = {1};
   sl_tensor_view unnamed = {NULL, 5, "F32", one, 1, x};

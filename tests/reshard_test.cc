@@ -152,6 +152,10 @@ TEST(ReshardTest, CorruptSourceIsRefusedBeforeAnythingIsWritten) {
                    "8448 bytes is " + FormatXxh3(Digest(src).tensors[2].xxh3) +
                    ", recorded 0123456789abcdef; nothing was written\n");
   EXPECT_EQ(ReadFile(out + "/model.safetensors"), old_bytes);
+  // An OUT that did not exist is not made for a refused source.
+  std::string fresh = MakeTestDir("fresh") + "/out";
+  EXPECT_EQ(Reshard(src + " " + fresh + " --shards 1 --no-sync").exit_code, 1);
+  EXPECT_NE(::access(fresh.c_str(), F_OK), 0);
   // Without hashing, the bytes are copied and no record vouches for them.
   RunResult plain = Reshard(src + " " + out + " --shards 1 --no-sync --no-checksums");
   EXPECT_EQ(plain.exit_code, 0) << plain.err;

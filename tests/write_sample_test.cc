@@ -168,6 +168,48 @@ TEST(SampleModelTest, FloatValuesAreFiniteAndBoolsAreZeroOrOne) {
   }
 }
 
+// The 8-bit floats and C64: no NaN or Inf encoding appears (E4M3: S.1111.111; E5M2:
+// exponent 11111; the FNUZ formats: 0x80; E8M0: 0xff), C64's two F32s below 2.
+TEST(SampleModelTest, EightBitFloatsAndComplexAreFinite) {
+  for (Dtype dtype : {Dtype::kF8_E4M3, Dtype::kF8_E5M2, Dtype::kF8_E4M3FNUZ,
+                      Dtype::kF8_E5M2FNUZ, Dtype::kF8_E8M0, Dtype::kC64}) {
+    SampleOptions o;
+    o.layout = SampleLayout::kTiny;
+    o.dtype = dtype;
+    Result<SampleModel> m = BuildSampleModel(o);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    size_t zeros = 0, n_total = 0;
+    for (const TensorToWrite& t : m->tensors) {
+      const size_t n = static_cast<size_t>(*TensorByteSize(t.dtype, t.shape));
+      std::vector<std::byte> b(n);
+      ASSERT_TRUE(t.fill(3, b).ok());  // an odd offset: the masking follows the element
+      std::vector<std::byte> aligned(n + 3);
+      ASSERT_TRUE(t.fill(0, aligned).ok());
+      for (size_t i = 0; i + 3 < n; ++i) ASSERT_EQ(b[i], aligned[i + 3]) << i;
+      for (size_t i = 0; i < n; ++i) {
+        const uint8_t x = static_cast<uint8_t>(aligned[i]);
+        n_total += 1;
+        zeros += x == 0;
+        switch (dtype) {
+          case Dtype::kF8_E4M3: ASSERT_NE(x & 0x7f, 0x7f) << i; break;
+          case Dtype::kF8_E5M2: ASSERT_NE((x >> 2) & 0x1f, 0x1f) << i; break;
+          case Dtype::kF8_E4M3FNUZ: case Dtype::kF8_E5M2FNUZ: ASSERT_NE(x, 0x80) << i; break;
+          case Dtype::kF8_E8M0: ASSERT_NE(x, 0xff) << i; break;
+          default: break;
+        }
+      }
+      if (dtype == Dtype::kC64) {
+        for (size_t i = 0; i + 4 <= n; i += 4) {
+          float f;
+          std::memcpy(&f, &aligned[i], 4);
+          ASSERT_TRUE(std::isfinite(f) && std::fabs(f) < 2) << f;
+        }
+      }
+    }
+    EXPECT_LT(zeros * 8, n_total) << DtypeName(dtype);  // still random, not zeroed out
+  }
+}
+
 TEST(SampleModelTest, WritesAShardedTinyCheckpointThatParses) {
   const char* base = std::getenv("TEST_TMPDIR");
   std::string dir = std::string(base ? base : "/tmp") + "/sample_XXXXXX";
