@@ -123,6 +123,10 @@ struct sl_host_pool {
   std::shared_ptr<shardload::HostArenaPool> pool;
 };
 
+struct sl_cancel_token {
+  std::shared_ptr<std::atomic<bool>> flag;
+};
+
 struct sl_options {
   LoadOptions load;
   sl_progress_fn progress = nullptr;
@@ -131,6 +135,9 @@ struct sl_options {
   // the sl_host_pool handle may be freed first); load.host_arena_pool is set from it
   // per load.
   std::shared_ptr<shardload::HostArenaPool> host_pool;
+  // cancel: the flag of sl_options_set_cancel_token (a reference of its own, like
+  // host_pool); load.cancel points at it per load.
+  std::shared_ptr<std::atomic<bool>> cancel;
 };
 
 struct sl_report {
@@ -244,6 +251,7 @@ LoadOptions EffectiveOptions(const sl_options* options, const std::vector<Target
   for (const Target& t : targets) cuda = cuda || (t.device && t.device->is_cuda());
   if (cuda) load.backend = Backend();
   load.host_arena_pool = options->host_pool.get();
+  load.cancel = options->cancel.get();
   return load;
 }
 
@@ -415,7 +423,7 @@ const char* sl_last_error(void) { return t_last_error.c_str(); }
 
 sl_status sl_last_error_code(void) { return t_last_code; }
 
-const char* sl_version(void) { return "0.1.1"; }
+const char* sl_version(void) { return "0.1.2"; }
 
 int sl_cuda_device_count(void) { return Backend()->DeviceCount(); }
 
@@ -667,6 +675,36 @@ sl_status sl_host_pool_trim(sl_host_pool* pool) {
 sl_status sl_options_set_host_pool(sl_options* options, sl_host_pool* pool) {
   return SetOption(options, [&](sl_options& o) {
     o.host_pool = pool == nullptr ? nullptr : pool->pool;  // shared_ptr: self-assignment safe
+    return SL_OK;
+  });
+}
+
+// ----------------------------------------------------------------- cancel tokens
+
+sl_status sl_cancel_token_new(sl_cancel_token** out) {
+  return Guard([&] {
+    if (out == nullptr) return Fail(NullArgument("out"));
+    *out = nullptr;
+    *out = new sl_cancel_token{std::make_shared<std::atomic<bool>>(false)};
+    return SL_OK;
+  });
+}
+
+void sl_cancel_token_free(sl_cancel_token* token) { delete token; }
+
+sl_status sl_cancel_token_cancel(sl_cancel_token* token) {
+  if (token == nullptr) return Fail(NullArgument("token"));
+  token->flag->store(true);
+  return SL_OK;
+}
+
+int sl_cancel_token_is_cancelled(const sl_cancel_token* token) {
+  return token != nullptr && token->flag->load() ? 1 : 0;
+}
+
+sl_status sl_options_set_cancel_token(sl_options* options, sl_cancel_token* token) {
+  return SetOption(options, [&](sl_options& o) {
+    o.cancel = token == nullptr ? nullptr : token->flag;
     return SL_OK;
   });
 }

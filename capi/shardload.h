@@ -107,7 +107,7 @@ const char* sl_last_error(void);
  * none). */
 sl_status sl_last_error_code(void);
 
-/* sl_version: the library version, "0.1.1" for this header. Static string. */
+/* sl_version: the library version, "0.1.2" for this header. Static string. */
 const char* sl_version(void);
 
 /* sl_cuda_device_count: how many CUDA devices the library can load onto: 0 without a
@@ -320,6 +320,44 @@ sl_status sl_host_pool_trim(sl_host_pool* pool);
  * them. Like every setter, not while a load uses the options. Added in 0.1.1.
  * Errors: SL_INVALID_ARGUMENT "options is NULL". */
 sl_status sl_options_set_host_pool(sl_options* options, sl_host_pool* pool);
+
+/* ----------------------------------------------------------------- cancel tokens */
+
+/* sl_cancel_token: a flag that stops loads from any thread, for servers that abort a
+ * load on shutdown or when its request goes away (the progress callback can cancel
+ * too, but only from the loading thread and only when progress moves).
+ *
+ *   sl_cancel_token* stop = NULL;
+ *   sl_cancel_token_new(&stop);
+ *   sl_options_set_cancel_token(opt, stop);  // opt now holds a reference too
+ *   ... another thread: sl_cancel_token_cancel(stop);
+ *   sl_load_all(...) == SL_CANCELLED ("load cancelled"); nothing is kept
+ *
+ * A cancelled token stays cancelled: every later load with options that hold it fails
+ * with SL_CANCELLED at once (make a new token for the next load). Lifetime: reference
+ * counted like sl_host_pool (the handle and each sl_options holding it). Thread safety:
+ * every call may run on any thread, concurrently with loads. Added in 0.1.2. */
+typedef struct sl_cancel_token sl_cancel_token;
+
+/* sl_cancel_token_new: a new, not cancelled token into *out. Errors:
+ * SL_INVALID_ARGUMENT "out is NULL". sl_cancel_token_free: drop the handle's reference
+ * (NULL: no-op). */
+sl_status sl_cancel_token_new(sl_cancel_token** out);
+void sl_cancel_token_free(sl_cancel_token* token);
+
+/* sl_cancel_token_cancel: cancel every load using the token, running or later: each
+ * stops at its next span (a few milliseconds) and fails with SL_CANCELLED "load
+ * cancelled", its arenas freed. Errors: SL_INVALID_ARGUMENT "token is NULL". */
+sl_status sl_cancel_token_cancel(sl_cancel_token* token);
+
+/* sl_cancel_token_is_cancelled: 1 once cancelled, else 0 (0 for NULL). */
+int sl_cancel_token_is_cancelled(const sl_cancel_token* token);
+
+/* sl_options_set_cancel_token: loads with these options stop when `token` is cancelled
+ * (NULL: no token, the default). The options hold a reference, so `token` may be freed
+ * first. Not while a load uses the options. Errors: SL_INVALID_ARGUMENT "options is
+ * NULL". */
+sl_status sl_options_set_cancel_token(sl_options* options, sl_cancel_token* token);
 
 /* ----------------------------------------------------------------- match report */
 

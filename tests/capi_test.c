@@ -117,7 +117,7 @@ static void WriteSingle(void) {
 /* ---------------------------------------------------------------- cases */
 
 static void TestVersionAndNames(void) {
-  CHECK(strcmp(sl_version(), "0.1.1") == 0);
+  CHECK(strcmp(sl_version(), "0.1.2") == 0);
   CHECK(strcmp(sl_status_name(SL_OK), "ok") == 0);
   CHECK(strcmp(sl_status_name(SL_DATA_LOSS), "data_loss") == 0);
   CHECK(strcmp(sl_status_name(SL_INVALID_ARGUMENT), "invalid_argument") == 0);
@@ -684,6 +684,63 @@ static void TestDlpackHugeDimsAndNullNames(void) {
   CHECK_ERR(sl_save_file(Path("unnamed.safetensors"), &unnamed, 1, NULL, NULL, 0),
             SL_INVALID_ARGUMENT, expect);
   CHECK(access(Path("unnamed.safetensors"), F_OK) != 0);
+}
+
+/* Cancel tokens: a cancelled token fails loads with SL_CANCELLED and frees what they
+ * allocated; cancel works from another thread; the options keep the token alive. */
+static sl_cancel_token* g_token = NULL;
+
+static void* CancelFromThread(void* arg) {
+  (void)arg;
+  sl_cancel_token_cancel(g_token);
+  return NULL;
+}
+
+static int CancelOnFirstCall(uint64_t done, uint64_t total, void* user) {
+  (void)total;
+  (void)user;
+  if (done == 0) {  /* before any read: another thread cancels, and is waited for */
+    pthread_t t;
+    pthread_create(&t, NULL, CancelFromThread, NULL);
+    pthread_join(t, NULL);
+  }
+  return 1;
+}
+
+static void TestCancelToken(void) {
+  sl_checkpoint* ck = NULL;
+  sl_options* opt = NULL;
+  sl_loaded* loaded = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("single.safetensors"), &ck));
+  CHECK_OK(sl_options_new(&opt));
+  CHECK_OK(sl_cancel_token_new(&g_token));
+  CHECK(sl_cancel_token_is_cancelled(g_token) == 0);
+  CHECK_OK(sl_options_set_cancel_token(opt, g_token));
+  CHECK_OK(sl_load_all(ck, opt, NULL, 0, &loaded, NULL));  /* not cancelled: loads */
+  sl_loaded_free(loaded);
+  loaded = NULL;
+
+  size_t live = sl_live_arena_sets();
+  CHECK_OK(sl_options_set_progress(opt, CancelOnFirstCall, NULL));
+  CHECK_ERR(sl_load_all(ck, opt, NULL, 0, &loaded, NULL), SL_CANCELLED, "load cancelled");
+  CHECK(loaded == NULL && sl_live_arena_sets() == live);
+  CHECK(sl_cancel_token_is_cancelled(g_token) == 1);
+  /* It stays cancelled, also with the handle freed (the options hold it). */
+  sl_cancel_token_free(g_token);
+  g_token = NULL;
+  CHECK_OK(sl_options_set_progress(opt, NULL, NULL));
+  CHECK_ERR(sl_load_all(ck, opt, NULL, 0, &loaded, NULL), SL_CANCELLED, "load cancelled");
+  CHECK_OK(sl_options_set_cancel_token(opt, NULL));  /* detached: loads again */
+  CHECK_OK(sl_load_all(ck, opt, NULL, 0, &loaded, NULL));
+  sl_loaded_free(loaded);
+
+  CHECK_ERR(sl_cancel_token_new(NULL), SL_INVALID_ARGUMENT, "out is NULL");
+  CHECK_ERR(sl_cancel_token_cancel(NULL), SL_INVALID_ARGUMENT, "token is NULL");
+  CHECK(sl_cancel_token_is_cancelled(NULL) == 0);
+  CHECK_ERR(sl_options_set_cancel_token(NULL, NULL), SL_INVALID_ARGUMENT, "options is NULL");
+  sl_cancel_token_free(NULL);
+  sl_options_free(opt);
+  sl_checkpoint_free(ck);
 }
 
 /* A device map on a host-only machine: entries that name a cuda device but match no
@@ -1319,6 +1376,7 @@ int main(void) {
   RunCase("OptionErrors", TestOptionErrors);
   RunCase("FreeNullAndWriteErrors", TestFreeNullAndWriteErrors);
   RunCase("DeviceMapOnHost", TestDeviceMapOnHost);
+  RunCase("CancelToken", TestCancelToken);
   RunCase("DlpackHugeDimsAndNullNames", TestDlpackHugeDimsAndNullNames);
   RunCase("MetadataWithNul", TestMetadataWithNul);
   RunCase("SaveFlags", TestSaveFlags);
