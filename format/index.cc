@@ -100,15 +100,15 @@ Result<ShardIndex> ParseIndexImpl(std::string_view json, std::string_view label)
   }
   ShardIndex index;
   simdjson::dom::object top = root.get_object().value_unsafe();
-  // Top-level keys, checked for duplicates (an index has a handful of them).
-  std::vector<std::string_view> seen;
+  // Top-level keys, checked for duplicates. A hash set: a valid index has a handful,
+  // but a hostile one may hold millions (a linear scan made that quadratic).
+  std::unordered_set<std::string_view> seen;
   simdjson::dom::element weight_map;
   bool have_weight_map = false;
   for (simdjson::dom::key_value_pair kv : top) {
-    if (std::find(seen.begin(), seen.end(), kv.key) != seen.end()) {
+    if (!seen.insert(kv.key).second) {
       return InvalidArgumentError(l + ": duplicate key " + Quote(kv.key));
     }
-    seen.push_back(kv.key);
     if (kv.key == "weight_map") {
       weight_map = kv.value;
       have_weight_map = true;
