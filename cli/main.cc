@@ -1,4 +1,6 @@
 // The `shardload` command: dispatches to one subcommand (cli/commands.h).
+#include <sys/resource.h>
+
 #include <cstring>
 #include <iostream>
 #include <string>
@@ -26,9 +28,21 @@ constexpr char kUsage[] =
     "Run 'shardload COMMAND --help' for a command's options. Exit status: 0 on success,\n"
     "1 on an error, 2 on bad usage.\n";
 
+// RaiseOpenFileLimit: the soft RLIMIT_NOFILE up to the hard one. A load keeps every
+// shard open, and the usual soft limit of 1024 would stop at about 1000 shards (the
+// catalog accepts up to 10,000). A program, not the library, decides its limits.
+void RaiseOpenFileLimit() {
+  struct rlimit r;
+  if (::getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
+    r.rlim_cur = r.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &r);  // best effort: on failure the old limit stays
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  RaiseOpenFileLimit();
   if (argc < 2) {
     std::cerr << kUsage;
     return 2;

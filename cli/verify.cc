@@ -70,6 +70,9 @@ int RunVerify(const Args& args) {
   if (!json) options.progress = MakeProgressBar();
   options.verify = true;  // hash every recorded tensor in the same pass, listing mismatches
   Result<Checkpoint> ckpt = Checkpoint::Open(path);
+  if (ckpt.ok()) {
+    for (const std::string& w : ckpt->warnings()) std::cerr << "shardload verify: warning: " << w << "\n";
+  }
   Result<VerifyReport> r = ckpt.ok() ? VerifyCheckpoint(*ckpt, options) : Result<VerifyReport>(ckpt.status());
   if (!r.ok()) {
     if (json) PrintJsonError(r.status(), nullptr);

@@ -113,10 +113,13 @@ std::string JoinNames(const std::vector<std::string>& names) {
 }
 
 // Resolved: what a path given to Open names.
+std::string JoinPath(const std::string& folder, const std::string& file);
+
 struct Resolved {
   std::string folder;
   std::string file;  // relative to folder
   bool is_index = false;
+  std::vector<std::string> warnings;
 };
 
 // Resolve: apply the file / index / folder rules of Checkpoint::Open.
@@ -136,6 +139,15 @@ Result<Resolved> Resolve(const std::string& path) {
     if (std::find(indexes.begin(), indexes.end(), kDefaultIndex) != indexes.end()) {
       r.file = kDefaultIndex;
       r.is_index = true;
+      struct stat single;
+      if (::stat(JoinPath(path, std::string(kDefaultFile)).c_str(), &single) == 0 &&
+          S_ISREG(single.st_mode)) {
+        // Two checkpoints in one folder; transformers' from_pretrained would take the
+        // single file. Say which one this is.
+        r.warnings.push_back(path + ": holds both " + std::string(kDefaultIndex) + " and " +
+                             std::string(kDefaultFile) + "; loading the index (transformers "
+                             "loads " + std::string(kDefaultFile) + ")");
+      }
       return r;
     }
     if (indexes.size() == 1) {
@@ -346,6 +358,7 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
 
   Checkpoint ckpt;
   ckpt.folder_ = where.folder;
+  ckpt.warnings_ = std::move(where.warnings);
   std::vector<std::pair<std::string, std::string>> weight_map;
   if (where.is_index) {
     ckpt.index_file_ = where.file;

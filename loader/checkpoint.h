@@ -97,7 +97,9 @@ class Checkpoint {
   //    the index does not list" (plus " (and N more)" when there are others).
   //  - resource_exhausted when memory runs out (no exception leaves Open).
   // Warnings (warnings()): unlisted tensors without strict_index, one per tensor;
-  // "<index>: weight_map is empty; the checkpoint has no tensors";
+  // "<index>: weight_map is empty; the checkpoint has no tensors"; "<folder>: holds
+  // both model.safetensors.index.json and model.safetensors; loading the index
+  // (transformers loads model.safetensors)";
   // "<index>: metadata total_size is N but the shards hold M tensor bytes".
   // Thread safety: Open may run concurrently with other Opens; it starts up to
   // `read_threads` threads and joins them before returning.

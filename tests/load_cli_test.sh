@@ -141,6 +141,16 @@ err="$("$bin" load "$tmp/m3" --expect "$tmp/twice.json" 2>&1 >/dev/null)"
 check "--expect with a name twice names the file and entry" test "$err" = \
   "shardload load: $tmp/twice.json: tensors[1]: name 'a' is given twice"
 
+# More shards than the soft open-file limit: the command raises it to the hard limit
+# (a load keeps every shard open). Only where the hard limit leaves room.
+if [ "$(ulimit -Hn)" = unlimited ] || [ "$(ulimit -Hn)" -gt 1200 ]; then
+  "$bin" write-sample "$tmp/many" --layout moe --size 32MiB --shards 700 --no-sync >/dev/null
+  out="$(ulimit -Sn 256; "$bin" load "$tmp/many" 2>&1)"; rc=$?
+  check "700 shards load under a soft limit of 256 open files" test $rc -eq 0
+  check "every tensor of the 700 shards" grep -q "^placed: cpu [0-9]* tensors" <<<"$out"
+  rm -rf "$tmp/many"
+fi
+
 # Usage errors under --json: the error object on stdout too, for every command.
 for cmd in "load $tmp/m --threads abc" "verify $tmp/m --bogus" "hash $tmp/m --bogus" "devices --bogus"; do
   out="$("$bin" $cmd --json 2>/dev/null)"; rc=$?
