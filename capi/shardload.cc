@@ -491,6 +491,20 @@ int sl_checkpoint_has_metadata(const sl_checkpoint* checkpoint) {
   return checkpoint != nullptr && checkpoint->ckpt.has_metadata() ? 1 : 0;
 }
 
+size_t sl_checkpoint_warning_count(const sl_checkpoint* checkpoint) {
+  return checkpoint == nullptr ? 0 : checkpoint->ckpt.warnings().size();
+}
+
+sl_status sl_checkpoint_warning(const sl_checkpoint* checkpoint, size_t index,
+                                const char** message) {
+  if (checkpoint == nullptr) return Fail(NullArgument("checkpoint"));
+  if (message == nullptr) return Fail(NullArgument("message"));
+  const std::vector<std::string>& w = checkpoint->ckpt.warnings();
+  if (index >= w.size()) return OutOfRange("warning index", index, w.size(), "warnings");
+  *message = w[index].c_str();
+  return SL_OK;
+}
+
 sl_status sl_checkpoint_metadata(const sl_checkpoint* checkpoint, size_t index,
                                  const char** key, const char** value) {
   return sl_checkpoint_metadata_n(checkpoint, index, key, nullptr, value, nullptr);

@@ -181,6 +181,16 @@ sl_status sl_checkpoint_metadata_n(const sl_checkpoint* checkpoint, size_t index
  * None where sl_checkpoint_metadata_count is 0 for both. Added in 0.1.1. */
 int sl_checkpoint_has_metadata(const sl_checkpoint* checkpoint);
 
+/* sl_checkpoint_warning_count / sl_checkpoint_warning: what Checkpoint::Open found
+ * questionable but not wrong enough to refuse, as one-line messages naming the file
+ * (an empty weight_map, tensors the index does not list, a total_size that disagrees,
+ * a folder holding both an index and model.safetensors). Borrowed strings, valid until
+ * the checkpoint is freed. Errors: SL_OUT_OF_RANGE for an index past the end. Added in
+ * 0.1.2. */
+size_t sl_checkpoint_warning_count(const sl_checkpoint* checkpoint);
+sl_status sl_checkpoint_warning(const sl_checkpoint* checkpoint, size_t index,
+                                const char** message);
+
 /* sl_checkpoint_shard_count / sl_checkpoint_shard: the shard files (relative to the
  * checkpoint folder) in index order, or the single file. Errors: SL_OUT_OF_RANGE for
  * an index past the end. */

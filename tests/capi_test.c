@@ -607,6 +607,7 @@ static void TestFreeNullAndWriteErrors(void) {
   sl_report_free(NULL);
   sl_loaded_free(NULL);
   CHECK(sl_checkpoint_tensor_count(NULL) == 0);
+  CHECK(sl_checkpoint_warning_count(NULL) == 0);
   CHECK(sl_loaded_count(NULL) == 0);
   CHECK(sl_report_count(NULL, SL_REPORT_MISSING) == 0);
   CHECK(strcmp(sl_report_json(NULL), "") == 0);
@@ -684,6 +685,31 @@ static void TestDlpackHugeDimsAndNullNames(void) {
   CHECK_ERR(sl_save_file(Path("unnamed.safetensors"), &unnamed, 1, NULL, NULL, 0),
             SL_INVALID_ARGUMENT, expect);
   CHECK(access(Path("unnamed.safetensors"), F_OK) != 0);
+}
+
+/* Catalog warnings: an index listing nothing opens, and says so. */
+static void TestCheckpointWarnings(void) {
+  char dir[8300];
+  snprintf(dir, sizeof dir, "%s", Path("emptymap"));
+  mkdir(dir, 0755);
+  char index[8400];
+  snprintf(index, sizeof index, "%s/model.safetensors.index.json", dir);
+  FILE* f = fopen(index, "w");
+  CHECK(f != NULL);
+  if (f == NULL) return;
+  fputs("{\"metadata\": {}, \"weight_map\": {}}", f);
+  fclose(f);
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open(dir, &ck));
+  CHECK(sl_checkpoint_tensor_count(ck) == 0);
+  CHECK(sl_checkpoint_warning_count(ck) == 1);
+  const char* w = NULL;
+  CHECK_OK(sl_checkpoint_warning(ck, 0, &w));
+  CHECK(w != NULL && strcmp(w, "model.safetensors.index.json: weight_map is empty; the "
+                               "checkpoint has no tensors") == 0);
+  CHECK_ERR(sl_checkpoint_warning(ck, 1, &w), SL_OUT_OF_RANGE,
+            "warning index 1 is out of range (1 warnings)");
+  sl_checkpoint_free(ck);
 }
 
 /* Cancel tokens: a cancelled token fails loads with SL_CANCELLED and frees what they
@@ -1377,6 +1403,7 @@ int main(void) {
   RunCase("FreeNullAndWriteErrors", TestFreeNullAndWriteErrors);
   RunCase("DeviceMapOnHost", TestDeviceMapOnHost);
   RunCase("CancelToken", TestCancelToken);
+  RunCase("CheckpointWarnings", TestCheckpointWarnings);
   RunCase("DlpackHugeDimsAndNullNames", TestDlpackHugeDimsAndNullNames);
   RunCase("MetadataWithNul", TestMetadataWithNul);
   RunCase("SaveFlags", TestSaveFlags);

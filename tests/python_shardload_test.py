@@ -27,6 +27,19 @@ except ImportError:  # the reference is optional
     st = None
 
 
+def warnings_caught():
+    import warnings
+    cm = warnings.catch_warnings(record=True)
+    class _Ctx:
+        def __enter__(self):
+            self.log = cm.__enter__()
+            warnings.simplefilter("always")
+            return self.log
+        def __exit__(self, *exc):
+            return cm.__exit__(*exc)
+    return _Ctx()
+
+
 def needs_reference(fn):
     return unittest.skipIf(st is None, "safetensors is not importable")(fn)
 
@@ -629,6 +642,17 @@ class PythonTest(unittest.TestCase):
             self.assertEqual(ours.offset_keys(), ["z0", "i32"])
             self.assertEqual(list(ours.get_tensors()), list(ref.get_tensors()))
         self.assertEqual(list(shardload.load_file(path)), list(st.load_file(path)))
+
+    def test_checkpoint_warnings_are_python_warnings(self):
+        # An index listing nothing beside a shard: an empty result, but not a silent one.
+        shardload.save_file({"w": torch.ones(2)}, self.path("model-00001-of-00001.safetensors"))
+        with open(self.path("model.safetensors.index.json"), "w") as f:
+            json.dump({"metadata": {}, "weight_map": {}}, f)
+        with warnings_caught() as caught:
+            self.assertEqual(shardload.load_file(self.dir), {})
+        self.assertEqual([(w.category, str(w.message)) for w in caught], [
+            (shardload.ShardloadWarning,
+             "model.safetensors.index.json: weight_map is empty; the checkpoint has no tensors")])
 
     def test_safe_open_metadata_empty_and_absent(self):
         t = {"w": torch.ones(2)}

@@ -29,11 +29,14 @@ The native library is found as described in ``shardload._lib``
 import ctypes
 import os
 
-from ._lib import HostMemoryPool, ShardloadError, set_library_path  # noqa: F401
+import warnings
+
+from ._lib import HostMemoryPool, ShardloadError, ShardloadWarning, set_library_path  # noqa: F401
 from . import _lib
 
 __all__ = ["load_file", "load", "safe_open", "load_model", "load_state_dict_into",
            "save_file", "save_sharded", "save_model", "HostMemoryPool", "ShardloadError",
+           "ShardloadWarning",
            "set_library_path", "version", "cuda_device_count"]
 
 
@@ -191,6 +194,10 @@ class _Checkpoint:
         h = ctypes.c_void_p()
         _lib.check(l.sl_checkpoint_open(_path_bytes(path), ctypes.byref(h)))
         self.handle = h
+        for i in range(l.sl_checkpoint_warning_count(h)):
+            text = ctypes.c_char_p()
+            _lib.check(l.sl_checkpoint_warning(h, i, ctypes.byref(text)))
+            warnings.warn(text.value.decode("utf-8", "replace"), ShardloadWarning, stacklevel=3)
         self.infos = []
         for i in range(l.sl_checkpoint_tensor_count(h)):
             info = _lib.TensorInfo()

@@ -23,6 +23,11 @@ class ShardloadError(RuntimeError):
         self.message = message
 
 
+class ShardloadWarning(UserWarning):
+    """What opening a checkpoint found questionable but loadable (an empty weight_map,
+    tensors the index does not list, ...), issued through the warnings module."""
+
+
 class TensorInfo(ctypes.Structure):
     _fields_ = [
         ("name", ctypes.c_void_p),
@@ -93,6 +98,9 @@ _SIGNATURES = {
                                           ctypes.POINTER(ctypes.c_size_t)]),
     "sl_checkpoint_metadata_count": (ctypes.c_size_t, [_P]),
     "sl_checkpoint_has_metadata": (ctypes.c_int, [_P]),
+    "sl_checkpoint_warning_count": (ctypes.c_size_t, [_P]),
+    "sl_checkpoint_warning": (ctypes.c_int, [_P, ctypes.c_size_t,
+                                             ctypes.POINTER(ctypes.c_char_p)]),
     "sl_checkpoint_metadata": (ctypes.c_int, [_P, ctypes.c_size_t,
                                               ctypes.POINTER(ctypes.c_char_p),
                                               ctypes.POINTER(ctypes.c_char_p)]),
