@@ -188,9 +188,8 @@ Status ValidateShardFileName(std::string_view name, std::string_view label) {
     return bad("contains a path separator; shards must be plain file names in the checkpoint "
                "folder");
   }
-  if (name.size() <= kSuffix.size() || !name.ends_with(kSuffix)) {
-    return bad("does not end in .safetensors");
-  }
+  if (!name.ends_with(kSuffix)) return bad("does not end in .safetensors");
+  if (name.size() == kSuffix.size()) return bad("has nothing before .safetensors");
   return OkStatus();
 }
 

@@ -75,7 +75,7 @@ std::vector<IndexCase> IndexCases() {
       {"shard/nul", wm("\"a\\u0000.safetensors\""),
        bad_name("x", "'a\\x00.safetensors' contains a NUL byte")},
       {"shard/only_suffix", wm("\".safetensors\""),
-       bad_name("x", "'.safetensors' does not end in .safetensors")},
+       bad_name("x", "'.safetensors' has nothing before .safetensors")},
       {"metadata/not_object", "{\"metadata\":[],\"weight_map\":{}}",
        InvalidArgumentError(L("metadata must be an object, got an array"))},
       {"metadata/duplicate_key", "{\"metadata\":{\"k\":1,\"k\":2},\"weight_map\":{}}",
