@@ -497,12 +497,14 @@ size_t sl_checkpoint_warning_count(const sl_checkpoint* checkpoint) {
 
 sl_status sl_checkpoint_warning(const sl_checkpoint* checkpoint, size_t index,
                                 const char** message) {
-  if (checkpoint == nullptr) return Fail(NullArgument("checkpoint"));
-  if (message == nullptr) return Fail(NullArgument("message"));
-  const std::vector<std::string>& w = checkpoint->ckpt.warnings();
-  if (index >= w.size()) return OutOfRange("warning index", index, w.size(), "warnings");
-  *message = w[index].c_str();
-  return SL_OK;
+  return Guard([&] {
+    if (checkpoint == nullptr) return Fail(NullArgument("checkpoint"));
+    if (message == nullptr) return Fail(NullArgument("message"));
+    const std::vector<std::string>& w = checkpoint->ckpt.warnings();
+    if (index >= w.size()) return OutOfRange("warning index", index, w.size(), "warnings");
+    *message = w[index].c_str();
+    return SL_OK;
+  });
 }
 
 sl_status sl_checkpoint_metadata(const sl_checkpoint* checkpoint, size_t index,
@@ -681,9 +683,11 @@ uint64_t sl_host_pool_cached_bytes(const sl_host_pool* pool) {
 }
 
 sl_status sl_host_pool_trim(sl_host_pool* pool) {
-  if (pool == nullptr) return Fail(NullArgument("pool"));
-  pool->pool->Trim();
-  return SL_OK;
+  return Guard([&] {
+    if (pool == nullptr) return Fail(NullArgument("pool"));
+    pool->pool->Trim();
+    return SL_OK;
+  });
 }
 
 sl_status sl_options_set_host_pool(sl_options* options, sl_host_pool* pool) {
@@ -707,9 +711,11 @@ sl_status sl_cancel_token_new(sl_cancel_token** out) {
 void sl_cancel_token_free(sl_cancel_token* token) { delete token; }
 
 sl_status sl_cancel_token_cancel(sl_cancel_token* token) {
-  if (token == nullptr) return Fail(NullArgument("token"));
-  token->flag->store(true);
-  return SL_OK;
+  return Guard([&] {
+    if (token == nullptr) return Fail(NullArgument("token"));
+    token->flag->store(true);
+    return SL_OK;
+  });
 }
 
 int sl_cancel_token_is_cancelled(const sl_cancel_token* token) {
@@ -726,7 +732,7 @@ sl_status sl_options_set_cancel_token(sl_options* options, sl_cancel_token* toke
 // ----------------------------------------------------------------- reports
 
 sl_status sl_report_status(const sl_report* report, const char** message) {
-  if (report == nullptr) return Fail(NullArgument("report"));
+  if (report == nullptr) return Guard([&] { return Fail(NullArgument("report")); });
   if (message != nullptr) *message = report->report.status.message().c_str();
   return static_cast<sl_status>(report->report.status.code());
 }

@@ -183,8 +183,8 @@ int sl_checkpoint_has_metadata(const sl_checkpoint* checkpoint);
 
 /* sl_checkpoint_warning_count / sl_checkpoint_warning: what Checkpoint::Open found
  * questionable but not wrong enough to refuse, as one-line messages naming the file
- * (an empty weight_map, tensors the index does not list, a total_size that disagrees,
- * a folder holding both an index and model.safetensors). Borrowed strings, valid until
+ * (an empty weight_map, a total_size that disagrees, a folder holding both an index
+ * and model.safetensors; a shard tensor the index does not list is an error here). Borrowed strings, valid until
  * the checkpoint is freed. Errors: SL_OUT_OF_RANGE for an index past the end. Added in
  * 0.1.2. */
 size_t sl_checkpoint_warning_count(const sl_checkpoint* checkpoint);
@@ -344,7 +344,7 @@ sl_status sl_options_set_host_pool(sl_options* options, sl_host_pool* pool);
  *   sl_load_all(...) == SL_CANCELLED ("load cancelled"); nothing is kept
  *
  * A cancelled token stays cancelled: every later load with options that hold it fails
- * with SL_CANCELLED at once (make a new token for the next load). Lifetime: reference
+ * with SL_CANCELLED before allocating anything (make a new token for the next load). Lifetime: reference
  * counted like sl_host_pool (the handle and each sl_options holding it). Thread safety:
  * every call may run on any thread, concurrently with loads. Added in 0.1.2. */
 typedef struct sl_cancel_token sl_cancel_token;
@@ -356,8 +356,11 @@ sl_status sl_cancel_token_new(sl_cancel_token** out);
 void sl_cancel_token_free(sl_cancel_token* token);
 
 /* sl_cancel_token_cancel: cancel every load using the token, running or later: each
- * stops at its next span (a few milliseconds) and fails with SL_CANCELLED "load
- * cancelled", its arenas freed. Errors: SL_INVALID_ARGUMENT "token is NULL". */
+ * stops at its next check — before its arenas are allocated, every 64 MiB per thread
+ * while the host arena is pre-faulted, before the shards are opened, and before each
+ * span is read (a span is at most one staging slot, 64 MiB by default) — and fails
+ * with SL_CANCELLED "load cancelled", its arenas freed. Errors: SL_INVALID_ARGUMENT
+ * "token is NULL". */
 sl_status sl_cancel_token_cancel(sl_cancel_token* token);
 
 /* sl_cancel_token_is_cancelled: 1 once cancelled, else 0 (0 for NULL). */

@@ -10,7 +10,8 @@
 #include <cstring>
 #include <memory>
 #include <new>
-#include <unordered_set>
+#include <set>
+#include <vector>
 
 #include <simdjson.h>
 #include "format/scoped_fd.h"
@@ -100,15 +101,19 @@ Result<ShardIndex> ParseIndexImpl(std::string_view json, std::string_view label)
   }
   ShardIndex index;
   simdjson::dom::object top = root.get_object().value_unsafe();
-  // Top-level keys, checked for duplicates. A hash set: a valid index has a handful,
-  // but a hostile one may hold millions (a linear scan made that quadratic).
-  std::unordered_set<std::string_view> seen;
+  // Top-level keys, checked for duplicates by sorting: a valid index has a handful, but
+  // a hostile one may hold millions, where a linear scan is quadratic and a hash set can
+  // be flooded with keys of one std::hash value. (Which duplicate is named when there
+  // are several: the smallest.)
+  std::vector<std::string_view> keys;
+  for (simdjson::dom::key_value_pair kv : top) keys.push_back(kv.key);
+  std::sort(keys.begin(), keys.end());
+  if (auto dup = std::adjacent_find(keys.begin(), keys.end()); dup != keys.end()) {
+    return InvalidArgumentError(l + ": duplicate key " + Quote(*dup));
+  }
   simdjson::dom::element weight_map;
   bool have_weight_map = false;
   for (simdjson::dom::key_value_pair kv : top) {
-    if (!seen.insert(kv.key).second) {
-      return InvalidArgumentError(l + ": duplicate key " + Quote(kv.key));
-    }
     if (kv.key == "weight_map") {
       weight_map = kv.value;
       have_weight_map = true;
@@ -123,8 +128,9 @@ Result<ShardIndex> ParseIndexImpl(std::string_view json, std::string_view label)
   }
   simdjson::dom::object entries = weight_map.get_object().value_unsafe();
   index.weight_map.reserve(entries.size());  // size() saturates; only a hint
-  // Shard names repeat for every tensor: validate each distinct name once.
-  std::unordered_set<std::string_view> shards;
+  // Shard names repeat for every tensor: validate each distinct name once. An ordered
+  // set: a hash set could be flooded with names of one std::hash value.
+  std::set<std::string_view> shards;
   for (simdjson::dom::key_value_pair kv : entries) {
     if (kv.value.type() != T::STRING) {
       return InvalidArgumentError(l + ": tensor " + Quote(kv.key) +

@@ -34,17 +34,32 @@ namespace {
 std::atomic<int> g_live_arenas{0};
 constexpr uint64_t kHugePage = 2ull << 20;
 
-// PrefaultParallel: PrefaultPages [data, data + rounded) on `threads` threads (2 MiB pieces).
-void PrefaultParallel(std::byte* data, uint64_t rounded, int threads) {
+// kPrefaultStep: how much one thread prefaults between looks at the cancel flag.
+constexpr uint64_t kPrefaultStep = uint64_t{64} << 20;
+
+// PrefaultCancellable: PrefaultPages of [p, p + n) in kPrefaultStep pieces, stopping
+// early once *cancel (when given) is set.
+void PrefaultCancellable(std::byte* p, uint64_t n, const std::atomic<bool>* cancel) {
+  for (uint64_t off = 0; off < n; off += kPrefaultStep) {
+    if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) return;
+    PrefaultPages(p + off, std::min(kPrefaultStep, n - off));
+  }
+}
+
+// PrefaultParallel: PrefaultPages [data, data + rounded) on `threads` threads (2 MiB
+// pieces); true when it completed, false when *cancel stopped it.
+bool PrefaultParallel(std::byte* data, uint64_t rounded, int threads,
+                      const std::atomic<bool>* cancel) {
   uint64_t per = (rounded / kHugePage + threads - 1) / threads * kHugePage;
   if (threads == 1 || rounded <= kHugePage * 4) {
-    PrefaultPages(data, rounded);
-    return;
+    PrefaultCancellable(data, rounded, cancel);
+  } else {
+    RunParts((rounded + per - 1) / per, [&](size_t part) {
+      const uint64_t off = per * part;
+      PrefaultCancellable(data + off, std::min(per, rounded - off), cancel);
+    });
   }
-  RunParts((rounded + per - 1) / per, [&](size_t part) {
-    const uint64_t off = per * part;
-    PrefaultPages(data + off, std::min(per, rounded - off));
-  });
+  return cancel == nullptr || !cancel->load();
 }
 
 }  // namespace
@@ -153,12 +168,15 @@ Result<std::unique_ptr<HostArena>> HostArena::Allocate(uint64_t bytes,
   if (state != nullptr && state->Take(rounded, &reuse)) {
     bool populated = reuse.populated;
     if (options.prefault && !populated) {
-      PrefaultParallel(reuse.data, reuse.mapped, threads);
-      populated = true;
+      populated = PrefaultParallel(reuse.data, reuse.mapped, threads, options.cancel);
     }
     g_live_arenas.fetch_add(1);
-    return std::unique_ptr<HostArena>(
+    std::unique_ptr<HostArena> arena(
         new HostArena(reuse.data, bytes, reuse.mapped, populated, true, std::move(state)));
+    if (options.cancel != nullptr && options.cancel->load()) {
+      return CancelledError("load cancelled");  // the arena goes back to the pool
+    }
+    return arena;
   }
   // Map one huge page more than needed, then trim, so the arena starts 2 MiB aligned.
   uint64_t mapped = rounded + kHugePage;
@@ -174,10 +192,14 @@ Result<std::unique_ptr<HostArena>> HostArena::Allocate(uint64_t bytes,
   if (end > aligned + rounded) ::munmap(reinterpret_cast<void*>(aligned + rounded), end - (aligned + rounded));
   std::byte* data = reinterpret_cast<std::byte*>(aligned);
   if (options.huge_pages) ::madvise(data, rounded, MADV_HUGEPAGE);  // advisory; failure is fine
-  if (options.prefault) PrefaultParallel(data, rounded, threads);
+  bool populated = options.prefault && PrefaultParallel(data, rounded, threads, options.cancel);
   g_live_arenas.fetch_add(1);
-  return std::unique_ptr<HostArena>(
-      new HostArena(data, bytes, rounded, options.prefault, false, std::move(state)));
+  std::unique_ptr<HostArena> arena(
+      new HostArena(data, bytes, rounded, populated, false, std::move(state)));
+  if (options.cancel != nullptr && options.cancel->load()) {
+    return CancelledError("load cancelled");  // unmapped (or pooled) by the arena
+  }
+  return arena;
 }
 
 HostArena::~HostArena() {

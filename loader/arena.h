@@ -17,6 +17,7 @@
 #ifndef SHARDLOAD_LOADER_ARENA_H_
 #define SHARDLOAD_LOADER_ARENA_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -39,6 +40,10 @@ struct HostArenaOptions {
   // prefault_threads: threads used to pre-fault; 0 = hardware threads. Default 0.
   // Valid: 0..256.
   int prefault_threads = 0;
+  // cancel: when set (from any thread), the prefault stops within 64 MiB per thread
+  // and Allocate returns cancelled "load cancelled", its memory released (or pooled).
+  // LoadAll points it at LoadOptions::cancel. Default none.
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 class HostArenaPool;

@@ -144,7 +144,9 @@ Result<Resolved> Resolve(const std::string& path) {
           S_ISREG(single.st_mode)) {
         // Two checkpoints in one folder; transformers' from_pretrained would take the
         // single file. Say which one this is.
-        r.warnings.push_back(path + ": holds both " + std::string(kDefaultIndex) + " and " +
+        std::string folder = path;
+        while (folder.size() > 1 && folder.back() == '/') folder.pop_back();
+        r.warnings.push_back(folder + ": holds both " + std::string(kDefaultIndex) + " and " +
                              std::string(kDefaultFile) + "; loading the index (transformers "
                              "loads " + std::string(kDefaultFile) + ")");
       }
@@ -519,13 +521,17 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
 
   if (ckpt.sharded()) {
     // Tensors the index does not list.
-    std::unordered_set<std::string_view> listed;
-    listed.reserve(weight_map.size());
-    for (const auto& entry : weight_map) listed.insert(entry.first);
+    // weight_map is sorted by name and unique (ParseIndex): binary search, not a hash
+    // set an index's names could flood.
+    auto listed = [&](const std::string& name) {
+      auto it = std::lower_bound(weight_map.begin(), weight_map.end(), name,
+                                 [](const auto& entry, const std::string& n) { return entry.first < n; });
+      return it != weight_map.end() && it->first == name;
+    };
     std::vector<const StoredTensor*> unlisted;
-    if (listed.size() != ckpt.tensors_.size()) {
+    if (weight_map.size() != ckpt.tensors_.size()) {
       for (const StoredTensor& t : ckpt.tensors_) {
-        if (!listed.contains(t.name)) unlisted.push_back(&t);
+        if (!listed(t.name)) unlisted.push_back(&t);
       }
     }
     auto describe = [&](const StoredTensor& t) {

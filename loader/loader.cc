@@ -81,6 +81,13 @@ StreamOptions MakeStreamOptions(const Checkpoint& ckpt, const LoadOptions& optio
   return s;
 }
 
+// CheckCancel: cancelled "load cancelled" once options.cancel is set: checked before
+// each costly step (arena allocation, opening shards), not only between spans.
+Status CheckCancel(const LoadOptions& options) {
+  if (options.cancel != nullptr && options.cancel->load()) return CancelledError("load cancelled");
+  return OkStatus();
+}
+
 // Execute: begin the sink, open the shards and stream the plan.
 Status Execute(const Checkpoint& ckpt, const LoadPlan& plan, const LoadOptions& options,
                const MatchReport& report, LoadStats* stats) {
@@ -107,6 +114,7 @@ Status Execute(const Checkpoint& ckpt, const LoadPlan& plan, const LoadOptions& 
   std::vector<const ReadableFile*> files;
   stats->io = ResolveIoMode(options.io);
   stats->threads = ResolveThreadCount(options.threads);
+  SL_RETURN_IF_ERROR(CheckCancel(options));
   SL_RETURN_IF_ERROR(OpenShards(ckpt, plan.spans, stats->io, options.uring, &owned, &files));
   SL_RETURN_IF_ERROR(sink->Begin(plan.destinations, options.sink.slot_bytes));
   SL_RETURN_IF_ERROR(Stream(files, plan.spans, *sink, stream_options));
@@ -194,6 +202,7 @@ const LoadedTensor* LoadedCheckpoint::Find(std::string_view name) const {
 Result<LoadResult> LoadInto(const Checkpoint& checkpoint, std::span<const Target> targets,
                             const LoadOptions& options) {
   Clock::time_point start = Clock::now();
+  SL_RETURN_IF_ERROR(CheckCancel(options));
   LoadResult result;
   SL_ASSIGN_OR_RETURN(LoadPlan plan, MatchAndPlan(checkpoint, targets, options, &result.report));
   for (const Destination& d : plan.destinations) {
@@ -211,6 +220,7 @@ Result<LoadResult> LoadInto(const Checkpoint& checkpoint, std::span<const Target
 Result<LoadedCheckpoint> LoadAll(const Checkpoint& checkpoint, const LoadOptions& options,
                                  std::span<const Target> targets) {
   Clock::time_point start = Clock::now();
+  SL_RETURN_IF_ERROR(CheckCancel(options));
   std::vector<Target> all;
   if (targets.empty()) {
     SL_ASSIGN_OR_RETURN(all, CheckpointTargets(checkpoint, options.match));
@@ -227,9 +237,12 @@ Result<LoadedCheckpoint> LoadAll(const Checkpoint& checkpoint, const LoadOptions
   SL_ASSIGN_OR_RETURN(LoadPlan plan, MatchAndPlan(checkpoint, targets, options, &out.report));
   SL_ASSIGN_OR_RETURN(ArenaLayout layout, LayoutArenas(plan.destinations, plan.spans, 256));
   std::map<Device, void*> bases;
+  HostArenaOptions arena_options = options.host_arena;
+  if (arena_options.cancel == nullptr) arena_options.cancel = options.cancel;
   for (const auto& [device, bytes] : layout.bytes_per_device) {
+    SL_RETURN_IF_ERROR(CheckCancel(options));
     if (device.is_cpu()) {
-      SL_ASSIGN_OR_RETURN(out.host_arena_, HostArena::Allocate(bytes, options.host_arena,
+      SL_ASSIGN_OR_RETURN(out.host_arena_, HostArena::Allocate(bytes, arena_options,
                                                                options.host_arena_pool));
       bases[device] = out.host_arena_->data();
     } else {

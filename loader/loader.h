@@ -84,7 +84,9 @@ struct LoadOptions {
   // progress: (bytes read, bytes to read); first (0, total), last (total, total).
   // Return false to cancel. Called on the thread that called the load. Default none.
   std::function<bool(uint64_t done, uint64_t total)> progress;
-  // cancel: set to true from any thread to stop the load (cancelled). Default none.
+  // cancel: set to true from any thread to stop the load (cancelled "load cancelled"):
+  // checked before the arenas are allocated, every 64 MiB per thread of the host
+  // arena's prefault, before the shards are opened, and before each span. Default none.
   const std::atomic<bool>* cancel = nullptr;
   // backend: reaches cuda devices; nullptr (default) means host only, and a load with
   // any cuda destination then fails with failed_precondition.

@@ -4,6 +4,7 @@
 #include "loader/arena.h"
 
 #include <cstdint>
+#include <atomic>
 #include <cstring>
 #include <memory>
 #include <thread>
@@ -38,6 +39,29 @@ TEST(HostArenaTest, BadPrefaultThreadsIsInvalidArgument) {
   Result<std::unique_ptr<HostArena>> a = HostArena::Allocate(kMiB, o);
   EXPECT_EQ(a.status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(a.status().message(), "invalid prefault_threads 257: expected 0..256");
+}
+
+TEST(HostArenaTest, CancelledPrefaultReleasesTheMemory) {
+  // A cancelled flag stops the prefault (checked every 64 MiB per thread) and the
+  // allocation fails, its memory unmapped, or back in the pool it came from.
+  std::atomic<bool> cancel{true};
+  HostArenaOptions options;
+  options.cancel = &cancel;
+  int live = LiveHostArenas();
+  Result<std::unique_ptr<HostArena>> a = HostArena::Allocate(uint64_t{1} << 30, options);
+  EXPECT_EQ(a.status(), CancelledError("load cancelled"));
+  EXPECT_EQ(LiveHostArenas(), live);
+  HostArenaPool pool;
+  {
+    Result<std::unique_ptr<HostArena>> fresh = HostArena::Allocate(8 << 20, {}, &pool);
+    ASSERT_TRUE(fresh.ok());
+  }
+  ASSERT_GT(pool.cached_bytes(), 0u);
+  Result<std::unique_ptr<HostArena>> pooled = HostArena::Allocate(8 << 20, options, &pool);
+  EXPECT_EQ(pooled.status(), CancelledError("load cancelled"));
+  EXPECT_GT(pool.cached_bytes(), 0u);  // the mapping went back
+  cancel = false;
+  EXPECT_TRUE(HostArena::Allocate(8 << 20, options, &pool).ok());
 }
 
 TEST(HostArenaPoolTest, ReturnedMemoryIsReusedWithItsBytes) {

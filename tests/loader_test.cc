@@ -359,13 +359,21 @@ TEST_F(LoaderTest, PooledLoadAllReusesTheArenaAndHoldsTheSameBytes) {
 TEST_F(LoaderTest, FailedPooledLoadGivesTheArenaBack) {
   HostArenaPool pool;
   options_.host_arena_pool = &pool;
-  std::atomic<bool> cancel{true};
-  options_.cancel = &cancel;
+  // A failure once the arena exists (the progress callback cancels before any read;
+  // a cancel flag set beforehand would stop the load before allocating).
+  options_.progress = [](uint64_t, uint64_t) { return false; };
   int arenas = LiveHostArenas();
   Result<LoadedCheckpoint> a = LoadAll(*ckpt_, options_);
   EXPECT_EQ(a.status().code(), StatusCode::kCancelled);
-  EXPECT_EQ(a.status().message(), "load cancelled");
+  EXPECT_EQ(a.status().message(), "load cancelled by the progress callback");
   EXPECT_EQ(LiveHostArenas(), arenas);
+  EXPECT_EQ(pool.cached_bytes(), 2u << 20);
+  // Cancelled beforehand: nothing is taken from the pool or allocated at all.
+  options_.progress = nullptr;
+  std::atomic<bool> cancel{true};
+  options_.cancel = &cancel;
+  a = LoadAll(*ckpt_, options_);
+  EXPECT_EQ(a.status(), CancelledError("load cancelled"));
   EXPECT_EQ(pool.cached_bytes(), 2u << 20);
   pool.Trim();
   EXPECT_EQ(pool.cached_bytes(), 0u);

@@ -25,7 +25,7 @@ class ShardloadError(RuntimeError):
 
 class ShardloadWarning(UserWarning):
     """What opening a checkpoint found questionable but loadable (an empty weight_map,
-    tensors the index does not list, ...), issued through the warnings module."""
+    a total_size that disagrees, ...), issued through the warnings module."""
 
 
 class TensorInfo(ctypes.Structure):
