@@ -355,6 +355,18 @@ struct FdCloser {
   }
 };
 
+// NewHandle: the body of every handle constructor without inputs to check: `out` must
+// not be NULL, then *out = make() (NULL while make runs, so a failure leaves it NULL).
+template <typename T, typename Make>
+sl_status NewHandle(T** out, Make&& make) {
+  return Guard([&] {
+    if (out == nullptr) return Fail(NullArgument("out"));
+    *out = nullptr;
+    *out = make();
+    return SL_OK;
+  });
+}
+
 // SetOption: the body of every sl_options setter: `options` must not be NULL, then
 // `update(*options)` changes it and returns the call's status (SL_OK, or a Fail(...)
 // for a refused value, leaving the options as they were).
@@ -586,11 +598,7 @@ sl_status sl_checkpoint_read(const sl_checkpoint* checkpoint, size_t index, uint
 // ----------------------------------------------------------------- options
 
 sl_status sl_options_new(sl_options** out) {
-  return Guard([&] {
-    if (out == nullptr) return Fail(NullArgument("out"));
-    *out = new sl_options();
-    return SL_OK;
-  });
+  return NewHandle(out, [] { return new sl_options(); });
 }
 
 void sl_options_free(sl_options* options) { delete options; }
@@ -668,11 +676,8 @@ static_assert(SL_HOST_POOL_DEFAULT_MAX_CACHED_BYTES ==
               "the C API's default pool limit must be the library's");
 
 sl_status sl_host_pool_new(uint64_t max_cached_bytes, sl_host_pool** out) {
-  return Guard([&] {
-    if (out == nullptr) return Fail(NullArgument("out"));
-    *out = nullptr;
-    *out = new sl_host_pool{std::make_shared<shardload::HostArenaPool>(max_cached_bytes)};
-    return SL_OK;
+  return NewHandle(out, [&] {
+    return new sl_host_pool{std::make_shared<shardload::HostArenaPool>(max_cached_bytes)};
   });
 }
 
@@ -700,11 +705,8 @@ sl_status sl_options_set_host_pool(sl_options* options, sl_host_pool* pool) {
 // ----------------------------------------------------------------- cancel tokens
 
 sl_status sl_cancel_token_new(sl_cancel_token** out) {
-  return Guard([&] {
-    if (out == nullptr) return Fail(NullArgument("out"));
-    *out = nullptr;
-    *out = new sl_cancel_token{std::make_shared<std::atomic<bool>>(false)};
-    return SL_OK;
+  return NewHandle(out, [] {
+    return new sl_cancel_token{std::make_shared<std::atomic<bool>>(false)};
   });
 }
 

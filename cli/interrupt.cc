@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <iostream>
 #include <string>
 #include <utility>
 
@@ -46,6 +47,18 @@ int EndStopOnSignals() {
     g_installed[k] = false;
   }
   return InterruptSignal();
+}
+
+int SignalExit(std::string_view cmd, int sig, bool stopped, const std::string& folder,
+               std::string_view late_note) {
+  std::cerr << "shardload " << cmd << ": ";
+  if (stopped) {
+    std::cerr << "interrupted by signal " << sig << "; " << folder << " is as it was\n";
+  } else {
+    std::cerr << "signal " << sig << " came after the new files were in place; " << folder
+              << " holds the new checkpoint" << late_note << "\n";
+  }
+  return 128 + sig;
 }
 
 TensorFill Interruptible(TensorFill fill) {

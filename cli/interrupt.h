@@ -9,9 +9,12 @@
 //   for (TensorToWrite& t : tensors) t.fill = Interruptible(std::move(t.fill));
 //   ... WriteSharded(...) fails with cancelled "interrupted by signal 2" ...
 //   Result<ShardedWriteResult> w = WriteSharded(...);
-//   if (int sig = EndStopOnSignals(); sig != 0 && !w.ok()) return 128 + sig;  // as it was
+//   if (int sig = EndStopOnSignals(); sig != 0) return SignalExit("cmd", sig, !w.ok(), dir);
 #ifndef SHARDLOAD_CLI_INTERRUPT_H_
 #define SHARDLOAD_CLI_INTERRUPT_H_
+
+#include <string>
+#include <string_view>
 
 #include "format/writer.h"
 
@@ -30,6 +33,14 @@ int InterruptSignal();
 // that came after the last generator call did not stop the write, so the caller must
 // tell "interrupted, nothing changed" (the write failed) from "done anyway".
 int EndStopOnSignals();
+
+// SignalExit: the report of a write that signal `sig` (nonzero) reached, on stderr, and
+// the exit status 128 + sig. `stopped`: the write failed, so the signal stopped it and
+// `folder` is as it was ("shardload CMD: interrupted by signal N; FOLDER is as it was");
+// otherwise it came too late ("shardload CMD: signal N came after the new files were in
+// place; FOLDER holds the new checkpoint<late_note>").
+int SignalExit(std::string_view cmd, int sig, bool stopped, const std::string& folder,
+               std::string_view late_note = "");
 
 // Interruptible: `fill` that first fails with cancelled "interrupted by signal N" once
 // a signal arrived; an empty `fill` stays empty.

@@ -169,45 +169,32 @@ int RunReshard(const Args& args) {
   if (Result<ShardPlan> plan = PlanShards(tensors, options); !plan.ok()) {
     return Usage(plan.status().message());
   }
-  // OUT is made only once nothing can refuse the source (below), so that a refusal or
-  // an early signal leaves no trace.
-  auto make_out = [&]() -> std::optional<int> {
-    if (::mkdir(out.c_str(), 0755) != 0 && errno != EEXIST) {
-      return Fail(ErrnoToStatus(errno, out + ": mkdir").message());
-    }
-    return std::nullopt;
-  };
   StopOnSignals();
-  auto interrupted = [&](int sig) {
-    std::cerr << "shardload reshard: interrupted by signal " << sig << "; " << out
-              << " is as it was\n";
-    return 128 + sig;
-  };
-  Result<ShardedWriteResult> written = InvalidArgumentError("not written");
+  std::optional<ChecksumMap> sums;
   if (checksums) {
-    // Hash the source once, check what it records, then write with those hashes.
-    Result<ChecksumMap> sums = ComputeChecksums(tensors, positional[0], options.write.buffer_bytes);
-    if (int sig = InterruptSignal(); sig != 0) return interrupted(sig);
-    if (!sums.ok()) return Fail(sums.status().message());
+    // Hash the source once and check what it records, before OUT is touched (a refusal
+    // or an early signal leaves no trace); the write then records these hashes.
+    Result<ChecksumMap> computed =
+        ComputeChecksums(tensors, positional[0], options.write.buffer_bytes);
+    if (int sig = InterruptSignal(); sig != 0) return SignalExit("reshard", sig, true, out);
+    if (!computed.ok()) return Fail(computed.status().message());
     Result<RecordedChecksums> recorded = RecordedChecksums::FromCheckpoint(*ckpt);
     if (!recorded.ok()) return Fail(recorded.status().message());
     for (const StoredTensor& t : ckpt->tensors()) {
-      Status s = recorded->CheckXxh3(t.name, t.bytes, sums->at(t.name));
+      Status s = recorded->CheckXxh3(t.name, t.bytes, computed->at(t.name));
       if (!s.ok()) return Fail(s.message() + "; nothing was written");
     }
-    if (std::optional<int> rc = make_out()) return *rc;
-    written = WriteShardedWithChecksums(out, tensors, options, *sums);
-  } else {
-    if (std::optional<int> rc = make_out()) return *rc;
-    written = WriteSharded(out, tensors, options);
+    sums = std::move(*computed);
   }
-  const int sig = EndStopOnSignals();
-  if (!written.ok()) return sig != 0 ? interrupted(sig) : Fail(written.status().message());
-  if (sig != 0) {  // it came after the last read: the write completed
-    std::cerr << "shardload reshard: signal " << sig << " came after the new files were in "
-              << "place; " << out << " holds the new checkpoint, not read back\n";
-    return 128 + sig;
+  if (::mkdir(out.c_str(), 0755) != 0 && errno != EEXIST) {
+    return Fail(ErrnoToStatus(errno, out + ": mkdir").message());
   }
+  Result<ShardedWriteResult> written = sums ? WriteShardedWithChecksums(out, tensors, options, *sums)
+                                            : WriteSharded(out, tensors, options);
+  if (int sig = EndStopOnSignals(); sig != 0) {
+    return SignalExit("reshard", sig, !written.ok(), out, ", not read back");
+  }
+  if (!written.ok()) return Fail(written.status().message());
 
   const size_t file_count =
       written->plan.files.size() + (written->plan.index_file.empty() ? 0 : 1);

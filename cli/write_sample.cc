@@ -167,16 +167,7 @@ int RunWriteSample(const Args& args) {
   StopOnSignals();
   auto start = std::chrono::steady_clock::now();
   Result<ShardedWriteResult> written = WriteSharded(dir, model->tensors, shards);
-  if (int sig = EndStopOnSignals(); sig != 0) {
-    if (!written.ok()) {
-      std::cerr << "shardload write-sample: interrupted by signal " << sig << "; " << dir
-                << " is as it was\n";
-    } else {  // it came after the last generator call: the write completed
-      std::cerr << "shardload write-sample: signal " << sig << " came after the new files "
-                << "were in place; " << dir << " holds the new checkpoint\n";
-    }
-    return 128 + sig;
-  }
+  if (int sig = EndStopOnSignals(); sig != 0) return SignalExit("write-sample", sig, !written.ok(), dir);
   if (!written.ok()) return Fail(written.status().message());
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 

@@ -208,6 +208,11 @@ class _Checkpoint:
         self.dtypes = [i.dtype.decode() for i in self.infos]
         self.index = {n: k for k, n in enumerate(self.names)}
 
+    def torch_shape(self, name):
+        """The torch shape of stored tensor ``name`` (_torch_shape of its stored one)."""
+        k = self.index[name]
+        return _torch_shape(name, self.dtypes[k], self.shapes[k])
+
     def offset_order(self):
         """Stored names in file order: by shard (index order), then start and end offset
         (safetensors' order; a zero-size tensor comes before the one starting where it
@@ -369,7 +374,7 @@ class _Slice:
 
     def __getitem__(self, key):
         torch = _torch()
-        shape = _torch_shape(self._name, self._dtype, self._shape)  # keys index torch's
+        shape = self._ckpt.torch_shape(self._name)  # keys index torch's shape
         if len(shape) == 0:  # a scalar: read it, torch indexes it (and words errors)
             return self._read_rows(0, 0)[key]
         key = _bool_lists_as_masks(key)
@@ -504,9 +509,8 @@ class safe_open:
         """Rows [lo, hi) of dimension 0 (the whole tensor for a scalar), on the device."""
         torch = _torch()
         info = self._info(ckpt, name)
-        dtype_name = info.dtype.decode()
-        dtype = _torch_dtype(dtype_name)
-        shape = _torch_shape(name, dtype_name, [info.shape[i] for i in range(info.ndim)])
+        dtype = _torch_dtype(ckpt.dtypes[ckpt.index[name]])
+        shape = ckpt.torch_shape(name)
         if self._verify:  # a hash covers the whole tensor: read and check all of it
             whole = self._loaded_tensor(ckpt, name)
             if not shape or (lo, hi) == (0, shape[0]):
@@ -530,8 +534,8 @@ class safe_open:
 
     def get_tensor(self, name):
         ckpt = self._open()
-        info = self._info(ckpt, name)
-        shape = _torch_shape(name, info.dtype.decode(), [info.shape[i] for i in range(info.ndim)])
+        self._info(ckpt, name)  # TypeError / not_found
+        shape = ckpt.torch_shape(name)
         if self._device == "cpu" and not self._verify:
             return self._read_rows(ckpt, name, 0, shape[0] if shape else 1)
         return self._loaded_tensor(ckpt, name)
