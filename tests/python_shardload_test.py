@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import unittest
 import xml.etree.ElementTree as ET
 
@@ -329,6 +330,72 @@ class PythonTest(unittest.TestCase):
         with self.assertRaises(shardload.ShardloadError) as cm:
             shardload.load_model(Tiny(), self.path("m.safetensors"), progress=lambda d, t: False)
         self.assertEqual(cm.exception.code, "cancelled")
+
+    def test_cancel_token(self):
+        tensors = {"w%d" % i: torch.full((256,), float(i)) for i in range(4)}
+        path = self.path("c.safetensors")
+        shardload.save_file(tensors, path)
+        lib = _lib.lib()
+        token = shardload.CancelToken()
+        self.assertFalse(token.cancelled)
+        self.assertEqual(repr(token), "CancelToken(cancelled=False)")
+        loaded = shardload.load_file(path, cancel=token)  # not cancelled: loads
+        self.assertTrue(torch.equal(loaded["w2"], tensors["w2"]))
+        del loaded
+        gc.collect()
+        before = lib.sl_live_arena_sets()
+
+        # Cancelled from another thread while the load runs: the load stops at its next
+        # check, raises, and keeps no arena.
+        def cancel_elsewhere(done, total):
+            if done == 0:
+                t = threading.Thread(target=token.cancel)
+                t.start()
+                t.join()
+            return True
+
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shardload.load_file(path, progress=cancel_elsewhere, cancel=token)
+        self.assertEqual((cm.exception.code, str(cm.exception)), ("cancelled", "load cancelled"))
+        self.assertTrue(token.cancelled)
+        self.assertEqual(repr(token), "CancelToken(cancelled=True)")
+        self.assertEqual(lib.sl_live_arena_sets(), before)
+        # A cancelled token stays cancelled: later loads fail before any progress.
+        calls = []
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shardload.load_file(path, progress=lambda d, t: calls.append(d), cancel=token)
+        self.assertEqual((cm.exception.code, str(cm.exception)), ("cancelled", "load cancelled"))
+        self.assertEqual(calls, [])
+        token.cancel()  # idempotent
+        # load_state_dict_into (in place) and load_model: nothing is written.
+        src = Tiny()
+        shardload.save_file(src.state_dict(), self.path("m.safetensors"))
+        dst = Tiny()
+        with torch.no_grad():
+            for p in dst.parameters():
+                p.fill_(7.0)
+        for load in (shardload.load_state_dict_into, shardload.load_model):
+            with self.assertRaises(shardload.ShardloadError) as cm:
+                load(dst, self.path("m.safetensors"), cancel=token)
+            self.assertEqual((cm.exception.code, str(cm.exception)),
+                             ("cancelled", "load cancelled"))
+            self.assertTrue(all(bool((p == 7.0).all()) for p in dst.parameters()))
+        # A fresh token loads again; closing one makes it unusable (ValueError).
+        with shardload.CancelToken() as fresh:
+            shardload.load_model(dst, self.path("m.safetensors"), cancel=fresh)
+            self.assertTrue(torch.equal(dst.head.weight, src.head.weight))
+        self.assertTrue(fresh.closed)
+        self.assertEqual(repr(fresh), "CancelToken(closed)")
+        for call in (lambda: shardload.load_file(path, cancel=fresh), fresh.cancel,
+                     lambda: fresh.cancelled):
+            with self.assertRaises(ValueError) as cm:
+                call()
+            self.assertEqual(str(cm.exception), "CancelToken is closed")
+        with self.assertRaises(TypeError) as cm:
+            shardload.load_file(path, cancel=True)
+        self.assertEqual(str(cm.exception),
+                         "cancel must be a shardload.CancelToken or None, got bool")
+        token.close()
 
     # -------------------------------------------------------------- sharded
 

@@ -23,6 +23,9 @@ reloads or swaps weights skips the kernel's page faults and zeroing):
     sd = shardload.load_file("model.safetensors", pool=pool)
     del sd                                                       # arena -> pool
     sd = shardload.load_file("model.safetensors", pool=pool)     # reuses it
+
+A load can be stopped from another thread with a ``CancelToken`` (``cancel=token``).
+
 The native library is found as described in ``shardload._lib``
 (``set_library_path``, ``SHARDLOAD_LIBRARY``, or next to this package).
 """
@@ -31,12 +34,13 @@ import os
 
 import warnings
 
-from ._lib import HostMemoryPool, ShardloadError, ShardloadWarning, set_library_path  # noqa: F401
+from ._lib import (CancelToken, HostMemoryPool, ShardloadError, ShardloadWarning,  # noqa: F401
+                   set_library_path)
 from . import _lib
 
 __all__ = ["load_file", "load", "safe_open", "load_model", "load_state_dict_into",
-           "save_file", "save_sharded", "save_model", "HostMemoryPool", "ShardloadError",
-           "ShardloadWarning",
+           "save_file", "save_sharded", "save_model", "HostMemoryPool", "CancelToken",
+           "ShardloadError", "ShardloadWarning",
            "set_library_path", "version", "cuda_device_count"]
 
 
@@ -282,7 +286,7 @@ def _load_all(ckpt, options):
 
 
 def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verify=False,
-              progress=None, pool=None):
+              progress=None, pool=None, cancel=None):
     """Load every tensor of a checkpoint (file, index .json or folder) as torch tensors.
 
     ``device``: "cpu", "cuda" (the current CUDA device, as in torch), "cuda:N", an int
@@ -295,12 +299,14 @@ def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verif
     (ShardloadError "cancelled"), an exception it raises cancels it and propagates.
     ``pool``: a HostMemoryPool to take the host arena from; the arena returns to it
     once every returned cpu tensor has been garbage-collected (None: fresh memory).
+    ``cancel``: a CancelToken that another thread may cancel (ShardloadError
+    "cancelled", "load cancelled").
     Raises ShardloadError (code and message from the library) on any failure,
-    ValueError for a closed pool."""
+    ValueError for a closed pool or token."""
     with _Checkpoint(filename) as ckpt, \
             _lib.Options(device=_device_string(device), strict=False, renames=renames,
                          threads=threads, io=io, verify=verify, progress=progress,
-                         pool=pool) as options:
+                         pool=pool, cancel=cancel) as options:
         return _load_all(ckpt, options)
 
 
@@ -579,7 +585,7 @@ _EMPTY_ADDRESS = ctypes.addressof(_EMPTY)
 
 def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames=(),
                          allow_cast=False, threads=0, verify=False, progress=None, pool=None,
-                         assign=False):
+                         assign=False, cancel=None):
     """load_state_dict straight into ``module``'s parameter and buffer storage.
 
     Every state_dict entry that is contiguous, of a supported dtype and on the target
@@ -599,11 +605,12 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     ``load_state_dict(assign=True)`` (torch 2.1 and later): the module's entries become
     the loaded tensors, zero-copy views of the loader's arena on ``device``, instead of
     being written into; what a model built on the meta device needs. ShardloadError
-    ("unimplemented") on an older torch."""
+    ("unimplemented") on an older torch. ``cancel``: as in load_file (the module may
+    then be partly written)."""
     with _Checkpoint(filename) as ckpt:
         return _load_state_dict(module, ckpt, strict, device, renames=renames,
                                 allow_cast=allow_cast, threads=threads, verify=verify,
-                                progress=progress, pool=pool, assign=assign)
+                                progress=progress, pool=pool, assign=assign, cancel=cancel)
 
 
 def _needs_torch_load(module, state):
@@ -626,7 +633,7 @@ def _needs_torch_load(module, state):
 
 
 def _load_state_dict(module, ckpt, strict, device, *, renames, allow_cast, threads, verify,
-                     progress, pool, torch_path=False, assign=False):
+                     progress, pool, torch_path=False, assign=False, cancel=None):
     """load_state_dict_into on an open checkpoint; ``torch_path`` (implied by
     ``assign``) forces the fallback through torch's load_state_dict."""
     torch = _torch()
@@ -646,9 +653,9 @@ def _load_state_dict(module, ckpt, strict, device, *, renames, allow_cast, threa
     if direct:
         return _load_into_state(ckpt, state, dev, strict=strict, renames=renames,
                                 allow_cast=allow_cast, threads=threads, verify=verify,
-                                progress=progress, pool=pool)
+                                progress=progress, pool=pool, cancel=cancel)
     with _lib.Options(device=str(dev), strict=False, renames=renames, threads=threads,
-                      verify=verify, progress=progress, pool=pool) as options:
+                      verify=verify, progress=progress, pool=pool, cancel=cancel) as options:
         loaded = _load_all(ckpt, options)
     if not renames:
         # save_model's tie notes (dropped name -> kept name), as the direct path reads
@@ -692,13 +699,13 @@ def _retie(module, groups):
 
 
 def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, verify,
-                     progress, pool):
+                     progress, pool, cancel):
     """load_state_dict_into's direct path: the loader writes each entry of ``state``
     (contiguous, on ``dev``) in place. Returns the report lists."""
     torch = _torch()
     options = _lib.Options(device=str(dev), strict=strict, renames=renames,
                            allow_cast=allow_cast, threads=threads, verify=verify,
-                           progress=progress, pool=pool)
+                           progress=progress, pool=pool, cancel=cancel)
     l = _lib.lib()
     try:
         keep = []
@@ -755,7 +762,7 @@ _CASTABLE = {"F32", "F16", "BF16"}
 
 
 def load_model(model, filename, strict=True, device="cpu", *, verify=False, progress=None,
-               pool=None, assign=False):
+               pool=None, assign=False, cancel=None):
     """Like safetensors.torch.load_model: load into ``model``, returning
     ``(missing, unexpected)``; tied weights (shared storage in the model, aliases that
     save_model wrote to __metadata__) are not reported missing. A tensor stored in
@@ -764,7 +771,7 @@ def load_model(model, filename, strict=True, device="cpu", *, verify=False, prog
     missing or unexpected keys raise RuntimeError in safetensors' wording (after the
     matching keys were loaded, as safetensors does). ``verify``, ``progress``: as in
     load_file; ``pool``, ``assign`` (not in safetensors: a model built on the meta
-    device takes the loaded tensors themselves, zero-copy): as in
+    device takes the loaded tensors themselves, zero-copy), ``cancel``: as in
     load_state_dict_into."""
     model_state = model.state_dict()
     with _Checkpoint(filename) as ckpt:
@@ -788,7 +795,7 @@ def load_model(model, filename, strict=True, device="cpu", *, verify=False, prog
                 torch_path = True
         report = _load_state_dict(model, ckpt, False, device, renames=(), allow_cast=True,
                                   threads=0, verify=verify, progress=progress, pool=pool,
-                                  torch_path=torch_path, assign=assign)
+                                  torch_path=torch_path, assign=assign, cancel=cancel)
     missing = set(report["missing"])
     unexpected = list(report["unexpected"])
     for group in to_removes.values():

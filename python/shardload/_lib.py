@@ -124,6 +124,11 @@ _SIGNATURES = {
     "sl_options_set_progress": (ctypes.c_int, [_P, PROGRESS_FN, _P]),
     "sl_options_set_verify": (ctypes.c_int, [_P, ctypes.c_int]),
     "sl_options_set_host_pool": (ctypes.c_int, [_P, _P]),
+    "sl_options_set_cancel_token": (ctypes.c_int, [_P, _P]),
+    "sl_cancel_token_new": (ctypes.c_int, [ctypes.POINTER(_P)]),
+    "sl_cancel_token_free": (None, [_P]),
+    "sl_cancel_token_cancel": (ctypes.c_int, [_P]),
+    "sl_cancel_token_is_cancelled": (ctypes.c_int, [_P]),
     "sl_host_pool_new": (ctypes.c_int, [ctypes.c_uint64, ctypes.POINTER(_P)]),
     "sl_host_pool_free": (None, [_P]),
     "sl_host_pool_cached_bytes": (ctypes.c_uint64, [_P]),
@@ -318,11 +323,101 @@ def check_pool(pool):
         raise ValueError("HostMemoryPool is closed")
 
 
+class CancelToken:
+    """Stops loads from any thread (an ``sl_cancel_token``).
+
+    Pass it as ``cancel=`` to ``load_file``, ``load_state_dict_into`` or ``load_model``;
+    ``cancel()`` from another thread (a request handler whose client went away, a
+    shutdown hook) makes every load holding the token raise
+    ShardloadError("cancelled", "load cancelled") at its next check: before its memory is
+    allocated, every 64 MiB while host memory is faulted in, before the shards are
+    opened and before each read of at most 64 MiB. The load's memory is freed; a
+    ``load_state_dict_into`` may have written part of the module. The loading thread
+    releases the GIL while it loads, so the cancelling thread runs::
+
+        token = shardload.CancelToken()
+        threading.Timer(5.0, token.cancel).start()    # give up after 5 s
+        sd = shardload.load_file("model", device="cuda:0", cancel=token)
+
+    A cancelled token stays cancelled: later loads with it fail at once (make a new
+    token per request). Unlike ``progress`` returning False, cancelling needs no
+    progress to be made. Thread-safe; ``cancel()`` may be called any number of times
+    (after ``close()`` it raises ValueError). A load running with the token holds its
+    own reference, so closing the token object does not disturb it."""
+
+    def __init__(self):
+        self._handle = None  # set first: __del__ runs also when the call below fails
+        self._lock = threading.Lock()
+        h = ctypes.c_void_p()
+        check(lib().sl_cancel_token_new(ctypes.byref(h)))
+        self._handle = h
+
+    def _live_handle(self):
+        # Called with self._lock held.
+        if not self._handle:
+            raise ValueError("CancelToken is closed")
+        return self._handle
+
+    def cancel(self):
+        """Cancel every load using this token, running or later (idempotent)."""
+        with self._lock:
+            check(lib().sl_cancel_token_cancel(self._live_handle()))
+
+    @property
+    def cancelled(self):
+        """Whether ``cancel()`` was called."""
+        with self._lock:
+            return bool(lib().sl_cancel_token_is_cancelled(self._live_handle()))
+
+    @property
+    def closed(self):
+        return not self._handle
+
+    def attach(self, options_handle):
+        """Set this token on an sl_options handle (which then holds its own reference)."""
+        with self._lock:
+            check(lib().sl_options_set_cancel_token(options_handle, self._live_handle()))
+
+    def close(self):
+        """Drop this object's reference (idempotent); loads holding the token keep it."""
+        with self._lock:
+            if self._handle:
+                lib().sl_cancel_token_free(self._handle)
+                self._handle = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        if getattr(self, "_lock", None) is not None:
+            self.close()
+
+    def __repr__(self):
+        if not self._handle:
+            return "CancelToken(closed)"
+        return "CancelToken(cancelled=%s)" % self.cancelled
+
+
+def check_cancel_token(token):
+    """TypeError unless ``token`` is a CancelToken or None; ValueError if it is closed."""
+    if token is None:
+        return
+    if not isinstance(token, CancelToken):
+        raise TypeError("cancel must be a shardload.CancelToken or None, got %s" %
+                        type(token).__name__)
+    if token.closed:
+        raise ValueError("CancelToken is closed")
+
+
 class Options:
     """An owned sl_options handle."""
 
     def __init__(self, device="cpu", strict=True, renames=(), aliases=(), allow_cast=False,
-                 threads=0, io="auto", verify=False, progress=None, pool=None):
+                 threads=0, io="auto", verify=False, progress=None, pool=None, cancel=None):
         self.handle = None  # set first: __del__ runs also when a setter below fails
         self.error = None  # an exception the progress callable raised
         l = lib()
@@ -342,6 +437,9 @@ class Options:
         if pool is not None:
             check_pool(pool)
             pool.attach(h)  # raises ValueError too if it was closed since
+        if cancel is not None:
+            check_cancel_token(cancel)
+            cancel.attach(h)  # raises ValueError too if it was closed since
         if progress is not None:
             if not callable(progress):
                 raise TypeError("progress must be callable(done, total), got %s" %
