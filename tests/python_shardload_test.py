@@ -162,6 +162,26 @@ class PythonTest(unittest.TestCase):
             "data_loss", "<bytes>: data section ends at byte 76 but the file is truncated "
             "at 72 bytes"))
 
+    def test_save_bytes(self):
+        tensors = {"w": torch.arange(6, dtype=torch.float16).reshape(2, 3),
+                   "b": torch.tensor([True, False])}
+        data = shardload.save(tensors, metadata={"epoch": "3"})
+        self.assertIsInstance(data, bytes)
+        shardload.save_file(tensors, self.path("s.safetensors"), metadata={"epoch": "3"})
+        with open(self.path("s.safetensors"), "rb") as f:
+            self.assertEqual(data, f.read())
+        if st is not None:
+            self.assertEqual(data, st.save(tensors, metadata={"epoch": "3"}))
+            self.assertEqual(shardload.save({}), st.save({}))
+        back = shardload.load(data)
+        self.assertEqual(list(back), ["w", "b"])
+        self.assertTrue(torch.equal(back["w"], tensors["w"]))
+        with_sums = shardload.save(tensors, checksums=True)
+        self.assertTrue(torch.equal(shardload.load(with_sums)["b"], tensors["b"]))
+        self.assertIn(b'"shardload.xxh3.w"', with_sums)
+        with self.assertRaises(ValueError):  # refused as save_file refuses it
+            shardload.save({"t": torch.zeros(4, 4).t()})
+
     def test_errors(self):
         missing = self.path("nope.safetensors")
         with self.assertRaises(shardload.ShardloadError) as cm:

@@ -39,7 +39,7 @@ from ._lib import (CancelToken, HostMemoryPool, ShardloadError, ShardloadWarning
 from . import _lib
 
 __all__ = ["load_file", "load", "safe_open", "load_model", "load_state_dict_into",
-           "save_file", "save_sharded", "save_model", "HostMemoryPool", "CancelToken",
+           "save_file", "save", "save_sharded", "save_model", "HostMemoryPool", "CancelToken",
            "ShardloadError", "ShardloadWarning",
            "set_library_path", "version", "cuda_device_count"]
 
@@ -1002,6 +1002,22 @@ def save_file(tensors, filename, metadata=None, *, checksums=False):
     _lib.check(_lib.lib().sl_save_file_ex(_path_bytes(filename), views, len(tensors), keys,
                                           values, count, flags))
     del keep
+
+
+def save(tensors, metadata=None, *, checksums=False):
+    """Like safetensors.torch.save: the bytes of the .safetensors file that
+    ``save_file(tensors, path, metadata, checksums=checksums)`` writes (written to a
+    temporary file, read back and removed). Refuses what save_file refuses; errors
+    name ``<bytes>``, not the temporary file."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "tensors.safetensors")
+        try:
+            save_file(tensors, path, metadata=metadata, checksums=checksums)
+        except ShardloadError as e:  # name the bytes, not the temporary file
+            raise ShardloadError(e.code, e.message.replace(path, "<bytes>")) from None
+        with open(path, "rb") as f:
+            return f.read()
 
 
 def save_sharded(tensors, folder, max_shard_size="5GB", metadata=None, prefix="model", *,
