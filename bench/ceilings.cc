@@ -66,7 +66,7 @@ Result<double> FillFresh(int threads, uint64_t bytes, bool prefault) {
     }
     for (std::thread& t : pool) t.join();
   };
-  if (prefault) run([](char* q, uint64_t n) { PrefaultPages(reinterpret_cast<std::byte*>(q), n); });
+  if (prefault) run([](char* q, uint64_t n) { (void)PrefaultPages(reinterpret_cast<std::byte*>(q), n); });
   run([](char* q, uint64_t n) { std::memset(q, 1, n); });
   double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   ::munmap(p, bytes);

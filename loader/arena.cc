@@ -21,12 +21,20 @@
 
 namespace shardload {
 
-void PrefaultPages(std::byte* p, uint64_t n) {
-  if (::madvise(p, n, MADV_POPULATE_WRITE) == 0) return;
-  long page = ::sysconf(_SC_PAGESIZE);
-  for (uint64_t i = 0; i < n; i += static_cast<uint64_t>(page)) {
-    reinterpret_cast<volatile char*>(p)[i] = 0;
+int PrefaultPages(std::byte* p, uint64_t n) {
+  while (::madvise(p, n, MADV_POPULATE_WRITE) != 0) {
+    if (errno == EINTR || errno == EAGAIN) continue;
+    // EINVAL: a kernel without MADV_POPULATE_WRITE (before 5.14): touch each page.
+    // Anything else (ENOMEM, EFAULT, EHWPOISON) is the memory itself failing, where a
+    // touch would bring the OOM killer or a SIGBUS instead of an error.
+    if (errno != EINVAL) return errno;
+    long page = ::sysconf(_SC_PAGESIZE);
+    for (uint64_t i = 0; i < n; i += static_cast<uint64_t>(page)) {
+      reinterpret_cast<volatile char*>(p)[i] = 0;
+    }
+    return 0;
   }
+  return 0;
 }
 
 namespace {
@@ -38,28 +46,51 @@ constexpr uint64_t kHugePage = 2ull << 20;
 constexpr uint64_t kPrefaultStep = uint64_t{64} << 20;
 
 // PrefaultCancellable: PrefaultPages of [p, p + n) in kPrefaultStep pieces, stopping
-// early once *cancel (when given) is set.
-void PrefaultCancellable(std::byte* p, uint64_t n, const std::atomic<bool>* cancel) {
+// early once *cancel (when given) is set or *error is; the first failure's errno goes
+// to *error.
+void PrefaultCancellable(std::byte* p, uint64_t n, const std::atomic<bool>* cancel,
+                         std::atomic<int>* error) {
   for (uint64_t off = 0; off < n; off += kPrefaultStep) {
     if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) return;
-    PrefaultPages(p + off, std::min(kPrefaultStep, n - off));
+    if (error->load(std::memory_order_relaxed) != 0) return;
+    if (int err = PrefaultPages(p + off, std::min(kPrefaultStep, n - off)); err != 0) {
+      int expected = 0;
+      error->compare_exchange_strong(expected, err);
+      return;
+    }
   }
 }
 
+// PrefaultResult: how PrefaultParallel ended.
+struct PrefaultResult {
+  bool completed = false;  // every page faulted in
+  int error = 0;           // errno of a failed populate (then not completed)
+};
+
 // PrefaultParallel: PrefaultPages [data, data + rounded) on `threads` threads (2 MiB
-// pieces); true when it completed, false when *cancel stopped it.
-bool PrefaultParallel(std::byte* data, uint64_t rounded, int threads,
-                      const std::atomic<bool>* cancel) {
+// pieces); incomplete when *cancel stopped it or a populate failed.
+PrefaultResult PrefaultParallel(std::byte* data, uint64_t rounded, int threads,
+                                const std::atomic<bool>* cancel) {
+  std::atomic<int> error{0};
   uint64_t per = (rounded / kHugePage + threads - 1) / threads * kHugePage;
   if (threads == 1 || rounded <= kHugePage * 4) {
-    PrefaultCancellable(data, rounded, cancel);
+    PrefaultCancellable(data, rounded, cancel, &error);
   } else {
     RunParts((rounded + per - 1) / per, [&](size_t part) {
       const uint64_t off = per * part;
-      PrefaultCancellable(data + off, std::min(per, rounded - off), cancel);
+      PrefaultCancellable(data + off, std::min(per, rounded - off), cancel, &error);
     });
   }
-  return cancel == nullptr || !cancel->load();
+  PrefaultResult result;
+  result.error = error.load();
+  result.completed = result.error == 0 && (cancel == nullptr || !cancel->load());
+  return result;
+}
+
+// PrefaultFailed: the resource_exhausted error for a populate that failed with `err`.
+Status PrefaultFailed(uint64_t bytes, int err) {
+  return ResourceExhaustedError("cannot allocate a host arena of " + std::to_string(bytes) +
+                                " bytes: faulting its pages in failed: " + std::strerror(err));
 }
 
 }  // namespace
@@ -167,12 +198,16 @@ Result<std::unique_ptr<HostArena>> HostArena::Allocate(uint64_t bytes,
   HostArenaPoolState::Entry reuse{};
   if (state != nullptr && state->Take(rounded, &reuse)) {
     bool populated = reuse.populated;
+    int error = 0;
     if (options.prefault && !populated) {
-      populated = PrefaultParallel(reuse.data, reuse.mapped, threads, options.cancel);
+      PrefaultResult r = PrefaultParallel(reuse.data, reuse.mapped, threads, options.cancel);
+      populated = r.completed;
+      error = r.error;
     }
     g_live_arenas.fetch_add(1);
     std::unique_ptr<HostArena> arena(
         new HostArena(reuse.data, bytes, reuse.mapped, populated, true, std::move(state)));
+    if (error != 0) return PrefaultFailed(bytes, error);  // the arena goes back to the pool
     if (options.cancel != nullptr && options.cancel->load()) {
       return CancelledError("load cancelled");  // the arena goes back to the pool
     }
@@ -180,7 +215,9 @@ Result<std::unique_ptr<HostArena>> HostArena::Allocate(uint64_t bytes,
   }
   // Map one huge page more than needed, then trim, so the arena starts 2 MiB aligned.
   uint64_t mapped = rounded + kHugePage;
-  void* raw = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  // Without MAP_NORESERVE: the kernel's overcommit check refuses an arena the machine
+  // clearly cannot hold here, as an error, instead of the OOM killer during the load.
+  void* raw = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (raw == MAP_FAILED) {
     return ResourceExhaustedError("cannot allocate a host arena of " + std::to_string(bytes) +
                                   " bytes: " + std::strerror(errno));
@@ -192,10 +229,12 @@ Result<std::unique_ptr<HostArena>> HostArena::Allocate(uint64_t bytes,
   if (end > aligned + rounded) ::munmap(reinterpret_cast<void*>(aligned + rounded), end - (aligned + rounded));
   std::byte* data = reinterpret_cast<std::byte*>(aligned);
   if (options.huge_pages) ::madvise(data, rounded, MADV_HUGEPAGE);  // advisory; failure is fine
-  bool populated = options.prefault && PrefaultParallel(data, rounded, threads, options.cancel);
+  PrefaultResult prefaulted;
+  if (options.prefault) prefaulted = PrefaultParallel(data, rounded, threads, options.cancel);
   g_live_arenas.fetch_add(1);
   std::unique_ptr<HostArena> arena(
-      new HostArena(data, bytes, rounded, populated, false, std::move(state)));
+      new HostArena(data, bytes, rounded, prefaulted.completed, false, std::move(state)));
+  if (prefaulted.error != 0) return PrefaultFailed(bytes, prefaulted.error);  // unmapped
   if (options.cancel != nullptr && options.cancel->load()) {
     return CancelledError("load cancelled");  // unmapped (or pooled) by the arena
   }

@@ -50,12 +50,14 @@ class HostArenaPool;
 struct HostArenaPoolState;
 
 // PrefaultPages: fault every page of [p, p + n) in for writing: one
-// madvise(MADV_POPULATE_WRITE), or, where the kernel lacks it (before Linux 5.14), a
-// zero byte written to the start of each page. For fresh anonymous memory (all zero
-// already): `p` must be page-aligned and the range mapped writable. Thread-safe on
-// disjoint ranges. HostArena's prefault uses it
-// (on several threads for large arenas).
-void PrefaultPages(std::byte* p, uint64_t n);
+// madvise(MADV_POPULATE_WRITE), or, where the kernel lacks it (before Linux 5.14,
+// EINVAL), a zero byte written to the start of each page. Returns 0, or the errno of a
+// populate the memory itself refused (ENOMEM: the machine cannot back it; EFAULT,
+// EHWPOISON), in which case some pages may be resident and none is touched further. For
+// fresh anonymous memory (all zero already): `p` must be page-aligned and the range
+// mapped writable. Thread-safe on disjoint ranges. HostArena's prefault uses it (on
+// several threads for large arenas).
+int PrefaultPages(std::byte* p, uint64_t n);
 
 // HostArena: `size()` bytes of host memory, 2 MiB aligned: zero-initialized when
 // freshly mapped; when taken from a pool (`reused()`), holding whatever its previous
@@ -72,7 +74,8 @@ class HostArena {
   // pre-faulted per `options`). Thread-safe
   // with respect to the pool. Errors: invalid_argument for bad options;
   // resource_exhausted "cannot allocate a host arena of N bytes: <strerror>" when mmap
-  // fails.
+  // fails (the kernel's overcommit check refuses an arena the machine clearly cannot
+  // hold), "...: faulting its pages in failed: <strerror>" when the pre-fault does.
   static Result<std::unique_ptr<HostArena>> Allocate(uint64_t bytes,
                                                      const HostArenaOptions& options,
                                                      HostArenaPool* pool = nullptr);

@@ -3,8 +3,13 @@
 // outlive their pool, concurrent use, and option errors.
 #include "loader/arena.h"
 
-#include <cstdint>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <thread>
@@ -39,6 +44,42 @@ TEST(HostArenaTest, BadPrefaultThreadsIsInvalidArgument) {
   Result<std::unique_ptr<HostArena>> a = HostArena::Allocate(kMiB, o);
   EXPECT_EQ(a.status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(a.status().message(), "invalid prefault_threads 257: expected 0..256");
+}
+
+TEST(HostArenaTest, ArenaTheMachineCannotHoldIsResourceExhausted) {
+  // 64 TiB: the kernel's overcommit check (modes 0 and 2) refuses it at mmap time, so
+  // the load fails with an error instead of the OOM killer faulting it in. (It used to
+  // be mapped MAP_NORESERVE, which skips that check.)
+  std::FILE* f = std::fopen("/proc/sys/vm/overcommit_memory", "r");
+  int mode = -1;
+  if (f != nullptr) {
+    if (std::fscanf(f, "%d", &mode) != 1) mode = -1;
+    std::fclose(f);
+  }
+  if (mode != 0 && mode != 2) GTEST_SKIP() << "overcommit_memory is " << mode;
+  HostArenaOptions options;
+  options.prefault = false;  // nothing is touched even where the mapping succeeded
+  int live = LiveHostArenas();
+  Result<std::unique_ptr<HostArena>> a = HostArena::Allocate(uint64_t{1} << 46, options);
+  EXPECT_EQ(a.status(), ResourceExhaustedError("cannot allocate a host arena of "
+                                               "70368744177664 bytes: Cannot allocate memory"));
+  EXPECT_EQ(LiveHostArenas(), live);
+}
+
+TEST(HostArenaTest, FailedPopulateIsReportedNotTouched) {
+  // A populate the memory refuses (here: a shared mapping past the end of its file,
+  // EFAULT; for an arena, ENOMEM) returns its errno; touching the pages instead, as
+  // for a kernel without MADV_POPULATE_WRITE, would raise SIGBUS (or call the OOM
+  // killer).
+  int fd = ::memfd_create("arena_test", 0);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::ftruncate(fd, 4096), 0);
+  void* p = ::mmap(nullptr, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ASSERT_NE(p, MAP_FAILED);
+  EXPECT_EQ(PrefaultPages(static_cast<std::byte*>(p), 8192), EFAULT);
+  EXPECT_EQ(PrefaultPages(static_cast<std::byte*>(p), 4096), 0);
+  ::munmap(p, 8192);
+  ::close(fd);
 }
 
 TEST(HostArenaTest, CancelledPrefaultReleasesTheMemory) {
