@@ -51,7 +51,19 @@ std::string_view Trim(std::string_view s) {
   return s;
 }
 
+// EntryContinues: whether a device-map entry cut at a comma is a regex pattern that
+// does not yet end in "=DEVICE", so the comma belongs to the regex.
+bool EntryContinues(std::string_view entry) {
+  if (entry.substr(0, kRegexPrefix.size()) != kRegexPrefix) return false;
+  size_t eq = entry.rfind('=');
+  return eq == std::string_view::npos || !ParseDevice(Trim(entry.substr(eq + 1))).ok();
+}
+
 }  // namespace
+
+Device Device::Normalized() const {
+  return is_cpu() ? Device{Kind::kCpu, 0} : *this;
+}
 
 std::string Device::ToString() const {
   if (is_cpu()) return "cpu";
@@ -62,10 +74,17 @@ Result<Device> ParseDevice(std::string_view text) {
   if (text == "cpu") return Device{Device::Kind::kCpu, 0};
   if (text == "cuda") return Device{Device::Kind::kCuda, 0};
   constexpr std::string_view kCudaColon = "cuda:";
-  if (text.size() <= kCudaColon.size() || text.substr(0, kCudaColon.size()) != kCudaColon) {
+  constexpr std::string_view kCpuColon = "cpu:";
+  Device::Kind kind = Device::Kind::kCuda;
+  std::string_view digits;
+  if (text.size() > kCudaColon.size() && text.substr(0, kCudaColon.size()) == kCudaColon) {
+    digits = text.substr(kCudaColon.size());
+  } else if (text.size() > kCpuColon.size() && text.substr(0, kCpuColon.size()) == kCpuColon) {
+    kind = Device::Kind::kCpu;  // torch accepts "cpu:N"; there is one host memory
+    digits = text.substr(kCpuColon.size());
+  } else {
     return InvalidDevice(text);
   }
-  std::string_view digits = text.substr(kCudaColon.size());
   // Decimal digits only, no sign, no leading zero (as PyTorch), fits an int.
   if (!std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
       (digits.size() > 1 && digits[0] == '0')) {
@@ -74,13 +93,14 @@ Result<Device> ParseDevice(std::string_view text) {
   int index = 0;
   auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), index);
   if (ec != std::errc() || ptr != digits.data() + digits.size()) return InvalidDevice(text);
-  return Device{Device::Kind::kCuda, index};
+  if (kind == Device::Kind::kCpu) return Device{kind, 0};
+  return Device{kind, index};
 }
 
 Status DeviceMap::AddRule(std::string_view pattern, Device device) {
   Rule rule;
   rule.pattern = std::string(pattern);
-  rule.device = device;
+  rule.device = device.Normalized();
   if (pattern.substr(0, kRegexPrefix.size()) == kRegexPrefix) {
     try {
       rule.re = std::regex(std::string(pattern.substr(kRegexPrefix.size())),
@@ -122,12 +142,17 @@ Result<DeviceMap> ParseDeviceMap(std::string_view text) {
   if (Trim(text).empty()) return InvalidArgumentError("empty device map");
   DeviceMap map;
   bool default_set = false;
-  size_t pos = 0;
+  size_t start = 0;  // where the current entry starts
+  size_t pos = 0;    // where to look for its ending comma
   while (true) {
     size_t comma = text.find(',', pos);
-    std::string_view raw =
-        text.substr(pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos);
+    std::string_view raw = text.substr(
+        start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
     std::string_view entry = Trim(raw);
+    if (comma != std::string_view::npos && EntryContinues(entry)) {
+      pos = comma + 1;  // a comma inside a regex ("re:x{1,2}=cuda:1")
+      continue;
+    }
     auto bad_entry = [&](std::string_view why) {
       return InvalidArgumentError("invalid device-map entry '" + std::string(entry) +
                                   "': " + std::string(why));
@@ -152,7 +177,7 @@ Result<DeviceMap> ParseDeviceMap(std::string_view text) {
       if (!added.ok()) return bad_entry(added.message());
     }
     if (comma == std::string_view::npos) break;
-    pos = comma + 1;
+    start = pos = comma + 1;
   }
   return map;
 }

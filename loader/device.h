@@ -22,17 +22,22 @@ namespace shardload {
 struct Device {
   enum class Kind { kCpu, kCuda };
   Kind kind = Kind::kCpu;
-  int index = 0;  // always 0 for kCpu
+  int index = 0;  // 0 for kCpu (the loader normalizes any other, see Normalized)
 
   bool is_cpu() const { return kind == Kind::kCpu; }
   bool is_cuda() const { return kind == Kind::kCuda; }
+  // Normalized: this device with a kCpu index set to 0 (one host memory, as torch's
+  // "cpu:1" is the same memory as "cpu"). DeviceMap and MakePlan store devices
+  // normalized, so every host tensor of a load lands in one host arena.
+  Device Normalized() const;
   // ToString: "cpu" or "cuda:N".
   std::string ToString() const;
   friend bool operator==(const Device&, const Device&) = default;
   friend auto operator<=>(const Device&, const Device&) = default;
 };
 
-// ParseDevice: "cpu", "cuda", "cuda:N" (N a non-negative decimal integer).
+// ParseDevice: "cpu", "cuda", "cuda:N" (N a non-negative decimal integer without a
+// sign or leading zero, as torch), and torch's "cpu:N", which is "cpu".
 // Errors: invalid_argument "invalid device 'gpu': expected cpu, cuda or cuda:N".
 // Whether the CUDA device exists is checked at load time, not here.
 Result<Device> ParseDevice(std::string_view text);
@@ -47,12 +52,12 @@ Result<Device> ParseDevice(std::string_view text);
 class DeviceMap {
  public:
   DeviceMap() = default;
-  explicit DeviceMap(Device default_device) : default_(default_device) {}
+  explicit DeviceMap(Device default_device) : default_(default_device.Normalized()) {}
 
   // AddRule: append a rule; rules are tried in order. Errors: invalid_argument for a
   // malformed regex ("invalid device-map pattern 're:(': ...").
   Status AddRule(std::string_view pattern, Device device);
-  void set_default(Device d) { default_ = d; }
+  void set_default(Device d) { default_ = d.Normalized(); }
   const Device& default_device() const { return default_; }
 
   // Resolve: the device of the first rule whose pattern matches `name`, else default.
@@ -72,7 +77,10 @@ class DeviceMap {
 };
 
 // ParseDeviceMap: "PATTERN=DEVICE,PATTERN=DEVICE,..."; a bare DEVICE entry sets the
-// default. Example: "lm_head.*=cpu,cuda:0". Errors: invalid_argument naming the entry.
+// default. Example: "lm_head.*=cpu,cuda:0". A regex pattern may hold commas: an entry
+// starting with "re:" runs to the first comma after which the text so far ends in
+// "=DEVICE" ("re:layers\.[0-9]{1,2}\..*=cuda:1,cpu" is one rule and a default). Errors:
+// invalid_argument naming the entry.
 Result<DeviceMap> ParseDeviceMap(std::string_view text);
 
 }  // namespace shardload

@@ -242,6 +242,9 @@ Result<LoadedCheckpoint> LoadAll(const Checkpoint& checkpoint, const LoadOptions
   for (const auto& [device, bytes] : layout.bytes_per_device) {
     SL_RETURN_IF_ERROR(CheckCancel(options));
     if (device.is_cpu()) {
+      if (out.host_arena_ != nullptr) {  // MakePlan normalizes cpu devices: one arena
+        return InternalError("a second host arena was laid out (" + device.ToString() + ")");
+      }
       SL_ASSIGN_OR_RETURN(out.host_arena_, HostArena::Allocate(bytes, arena_options,
                                                                options.host_arena_pool));
       bases[device] = out.host_arena_->data();

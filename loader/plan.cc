@@ -103,7 +103,8 @@ Result<LoadPlan> MakePlan(std::span<const StoredTensor> stored, const MatchRepor
     Destination d;
     d.ptr = target.data;
     d.bytes = *dst_bytes;
-    d.device = target.device.has_value() ? *target.device : devices.Resolve(target.name);
+    d.device = (target.device.has_value() ? *target.device : devices.Resolve(target.name))
+                   .Normalized();  // one host arena, whatever index a cpu Device carries
     d.src_dtype = st.dtype;
     d.dst_dtype = target.dtype;
     d.name = target.name;

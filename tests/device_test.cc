@@ -18,12 +18,17 @@ TEST(DeviceTest, ParsesPyTorchSpellings) {
   EXPECT_EQ(ParseDevice("cuda:12")->ToString(), "cuda:12");
   EXPECT_EQ(ParseDevice("cuda")->ToString(), "cuda:0");
   EXPECT_EQ(kCpu.ToString(), "cpu");
+  // torch's "cpu:N" is the one host memory.
+  EXPECT_EQ(*ParseDevice("cpu:0"), kCpu);
+  EXPECT_EQ(*ParseDevice("cpu:3"), kCpu);
+  EXPECT_EQ((Device{Device::Kind::kCpu, 3}).Normalized(), kCpu);
+  EXPECT_EQ(Cuda(3).Normalized(), Cuda(3));
 }
 
 TEST(DeviceTest, RejectsEverythingElseWithExactMessage) {
   for (const char* bad : {"gpu", "", "CPU", "cuda:", "cuda:-1", "cuda:+1", "cuda:01",
                           "cuda:1x", "cuda: 1", "cuda:2147483648", "cuda:99999999999999999999",
-                          "cpu:0", "mps", "cuda:1:2", " cpu"}) {
+                          "cpu:", "cpu:01", "cpu:-1", "cpu:x", "mps", "cuda:1:2", " cpu"}) {
     Result<Device> d = ParseDevice(bad);
     ASSERT_FALSE(d.ok()) << bad;
     EXPECT_EQ(d.status().code(), StatusCode::kInvalidArgument) << bad;
@@ -126,6 +131,28 @@ TEST(ParseDeviceMapTest, DefaultMayComeFirstAndRegexMayHoldEquals) {
   Result<DeviceMap> only_rule = ParseDeviceMap("x=cuda:1");
   ASSERT_TRUE(only_rule.ok());
   EXPECT_EQ(only_rule->Resolve("y"), kCpu);  // default stays cpu
+}
+
+TEST(ParseDeviceMapTest, RegexMayHoldCommas) {
+  Result<DeviceMap> m = ParseDeviceMap("re:layers\\.[0-9]{1,2}\\..*=cuda:1,re:(a,b|c)=cpu:0,cuda:0");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->Resolve("layers.12.w"), Cuda(1));
+  EXPECT_EQ(m->Resolve("layers.123.w"), Cuda(0));
+  EXPECT_EQ(m->Resolve("a,b"), kCpu);
+  EXPECT_EQ(m->Resolve("c"), kCpu);
+  EXPECT_EQ(m->Resolve("a"), Cuda(0));
+  // A cpu:N rule or default is stored as cpu.
+  Result<DeviceMap> cpu1 = ParseDeviceMap("x=cpu:1,cpu:2");
+  ASSERT_TRUE(cpu1.ok());
+  EXPECT_EQ(cpu1->Resolve("x"), kCpu);
+  EXPECT_EQ(cpu1->default_device(), kCpu);
+  EXPECT_EQ(cpu1->Devices(), std::vector<Device>{kCpu});
+  // A regex that never reaches "=DEVICE" is reported whole.
+  Result<DeviceMap> open = ParseDeviceMap("re:a{1,2},cpu");
+  ASSERT_FALSE(open.ok());
+  EXPECT_EQ(open.status().message(),
+            "invalid device-map entry 're:a{1,2},cpu': invalid device 're:a{1,2},cpu': "
+            "expected cpu, cuda or cuda:N");
 }
 
 TEST(ParseDeviceMapTest, ErrorsNameTheEntry) {

@@ -233,6 +233,29 @@ TEST_F(LoaderTest, CudaWithoutBackendIsAFailedPrecondition) {
   EXPECT_EQ(LiveHostArenas(), arenas);
 }
 
+TEST_F(LoaderTest, CpuDevicesWithAnIndexShareTheOneHostArena) {
+  // A Device{kCpu, 1} (torch's "cpu:1" is the same memory) used to get an arena of
+  // its own that replaced, and freed, the first: tensors read freed memory.
+  Result<std::vector<Target>> targets = CheckpointTargets(*ckpt_, options_.match);
+  ASSERT_TRUE(targets.ok()) << targets.status().ToString();
+  for (size_t i = 0; i < targets->size(); ++i) {
+    (*targets)[i].device = Device{Device::Kind::kCpu, static_cast<int>(i % 2)};
+  }
+  Result<LoadedCheckpoint> all = LoadAll(*ckpt_, options_, *targets);
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  for (const Source& s : src_) {
+    const LoadedTensor* t = all->Find(s.name);
+    ASSERT_NE(t, nullptr) << s.name;
+    EXPECT_EQ(t->device, (Device{Device::Kind::kCpu, 0})) << s.name;
+    ASSERT_EQ(t->bytes, s.bytes.size());
+    if (!s.bytes.empty()) EXPECT_EQ(0, std::memcmp(t->data, s.bytes.data(), t->bytes)) << s.name;
+  }
+  options_.devices.set_default(Device{Device::Kind::kCpu, 5});
+  Result<LoadedCheckpoint> by_map = LoadAll(*ckpt_, options_);
+  ASSERT_TRUE(by_map.ok()) << by_map.status().ToString();
+  EXPECT_EQ(by_map->tensors.front().device, (Device{Device::Kind::kCpu, 0}));
+}
+
 TEST_F(LoaderTest, InvalidOptionsAreErrorsNotClamped) {
   LoadOptions o = options_;
   o.threads = 1000;
