@@ -76,7 +76,8 @@ Status ReadMetadata(simdjson::dom::element value, std::string_view label, ShardI
   return OkStatus();
 }
 
-Result<ShardIndex> ParseIndexImpl(std::string_view json, std::string_view label) {
+Result<ShardIndex> ParseIndexImpl(std::string_view json, std::string_view label,
+                                  size_t max_shards) {
   std::string l(label);
   simdjson::padded_string padded(json.data(), json.size());
   if (padded.data() == nullptr && !json.empty()) {
@@ -140,9 +141,9 @@ Result<ShardIndex> ParseIndexImpl(std::string_view json, std::string_view label)
     std::string_view shard = kv.value.get_string().value_unsafe();
     if (!shards.contains(shard)) {
       SL_RETURN_IF_ERROR(ValidateShardFileName(shard, l + ": tensor " + Quote(kv.key)));
-      if (shards.size() == kMaxShardCount) {
+      if (shards.size() == max_shards) {
         return InvalidArgumentError(l + ": index names more than " +
-                                    std::to_string(kMaxShardCount) + " shard files");
+                                    std::to_string(max_shards) + " shard files");
       }
       shards.insert(shard);  // views into the parser's string buffer, alive until return
     }
@@ -199,15 +200,16 @@ Status ValidateShardFileName(std::string_view name, std::string_view label) {
   return OkStatus();
 }
 
-Result<ShardIndex> ParseIndex(std::string_view json, std::string_view label) {
+Result<ShardIndex> ParseIndex(std::string_view json, std::string_view label,
+                              size_t max_shards) {
   try {
-    return ParseIndexImpl(json, label);
+    return ParseIndexImpl(json, label, max_shards);
   } catch (const std::bad_alloc&) {
     return ResourceExhaustedError(std::string(label) + ": out of memory parsing the index");
   }
 }
 
-Result<ShardIndex> ReadIndexFile(const std::string& path) {
+Result<ShardIndex> ReadIndexFile(const std::string& path, size_t max_shards) {
   try {
     uint64_t size = 0;
     SL_ASSIGN_OR_RETURN(ScopedFd fd, OpenRegularFile(path, &size));
@@ -222,7 +224,7 @@ Result<ShardIndex> ReadIndexFile(const std::string& path) {
       return DataLossError(path + ": file shrank while it was read (got " +
                            std::to_string(done) + " of " + std::to_string(size) + " bytes)");
     }
-    return ParseIndexImpl(text, path);
+    return ParseIndexImpl(text, path, max_shards);
   } catch (const std::bad_alloc&) {
     return ResourceExhaustedError(path + ": out of memory reading the index");
   }

@@ -68,16 +68,18 @@ Status ValidateShardFileName(std::string_view name, std::string_view label);
 //   "<label>: weight_map lists tensor 'x' twice"
 //   "<label>: tensor 'x': shard must be a string, got a number"
 //   "<label>: tensor 'x': shard file name '../a.safetensors' ..." (ValidateShardFileName)
-//   "<label>: index names more than 10000 shard files"
+//   "<label>: index names more than 10000 shard files" (`max_shards`, default
+//   kMaxShardCount; a larger one is allowed)
 //   "<label>: metadata must be an object, got ..." / "<label>: metadata has duplicate key 'k'"
 // Unknown top-level keys are ignored. Thread safety: reentrant, no shared state.
-Result<ShardIndex> ParseIndex(std::string_view json, std::string_view label);
+Result<ShardIndex> ParseIndex(std::string_view json, std::string_view label,
+                              size_t max_shards = kMaxShardCount);
 
 // ReadIndexFile: read `path` (at most kMaxIndexFileSize bytes) and ParseIndex it with
-// `path` as the label. Errors: not_found / permission_denied from open;
+// `path` as the label and `max_shards`. Errors: not_found / permission_denied from open;
 // invalid_argument "<path>: not a regular file" or "... index file is N bytes, above
 // the limit of M"; data_loss when the file shrinks while read; ParseIndex's errors.
-Result<ShardIndex> ReadIndexFile(const std::string& path);
+Result<ShardIndex> ReadIndexFile(const std::string& path, size_t max_shards = kMaxShardCount);
 
 }  // namespace shardload
 

@@ -366,17 +366,10 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
     ckpt.index_file_ = where.file;
     const std::string& label = ckpt.index_file_;
     std::string index_path = JoinPath(where.folder, where.file);
-    Result<ShardIndex> parsed = ReadIndexFile(index_path);
+    Result<ShardIndex> parsed = ReadIndexFile(index_path, options.max_shards);
     if (!parsed.ok()) return parsed.status().Relabeled(index_path, label);
     ShardIndex index = std::move(*parsed);
-    std::vector<std::string> files = index.shard_files;
-    std::sort(files.begin(), files.end());
-    files.erase(std::unique(files.begin(), files.end()), files.end());
-    if (files.size() > options.max_shards) {
-      return InvalidArgumentError(label + ": index names " + std::to_string(files.size()) +
-                                  " shards, more than the limit of " +
-                                  std::to_string(options.max_shards));
-    }
+    std::vector<std::string> files = index.shard_files;  // distinct, sorted, <= max_shards
     std::error_code ec;
     fs::path real_folder = fs::canonical(where.folder, ec);
     if (ec) return ErrnoToStatus(ec.value(), where.folder + ": cannot resolve folder");

@@ -46,7 +46,7 @@ struct CatalogOptions {
   // min(number of shards, 8); must be between 0 and 256.
   int read_threads = 0;
   // max_shards: the most shard files an index may name. Default 10000 (as
-  // huggingface.js); must be at least 1.
+  // huggingface.js); must be at least 1; may be raised above the default.
   size_t max_shards = 10000;
 };
 
@@ -83,7 +83,7 @@ class Checkpoint {
   //    a.safetensors, b.safetensors" (sorted; the same for several index files and no
   //    model.safetensors.index.json);
   //  - the index parser's errors (format/index.h), labelled with the index's file name;
-  //    invalid_argument "<index>: index names N shards, more than the limit of M";
+  //    invalid_argument "<index>: index names more than M shard files" (max_shards);
   //  - not_found "<index>: shard 'f' does not exist", checked for every shard before
   //    any header is read; invalid_argument "<index>: shard 'f' resolves to '/x/f',
   //    outside the checkpoint folder '/y'" (symlinks are resolved with realpath; in a

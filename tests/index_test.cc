@@ -174,6 +174,12 @@ TEST(IndexTest, ShardCountLimit) {
   // 100,000 distinct shards: rejected at the 10,001st.
   EXPECT_EQ(ParseIndex(index(100'000), kLabel).status(),
             InvalidArgumentError(L("index names more than 10000 shard files")));
+  // The limit is a parameter (CatalogOptions::max_shards): raised, lowered.
+  Result<ShardIndex> raised = ParseIndex(index(kMaxShardCount + 1), kLabel, 20'000);
+  ASSERT_TRUE(raised.ok()) << raised.status().ToString();
+  EXPECT_EQ(raised->shard_files.size(), kMaxShardCount + 1);
+  EXPECT_EQ(ParseIndex(index(3), kLabel, 2).status(),
+            InvalidArgumentError(L("index names more than 2 shard files")));
 }
 
 TEST(IndexTest, ValidateShardFileNameDirectly) {
