@@ -608,10 +608,16 @@ Result<Header> ParseBuffer(std::span<const std::byte> file, std::string_view lab
   return ParseHeader(json, file.size(), label, options);
 }
 
-Result<Header> ReadHeaderFile(const std::string& path, const ParseOptions& options) {
+Result<Header> ReadHeaderFile(const std::string& path, const ParseOptions& options,
+                              FileIdentity* identity) {
   try {
     uint64_t file_size = 0;
     SL_ASSIGN_OR_RETURN(ScopedFd fd, OpenRegularFile(path, &file_size));
+    if (identity != nullptr) {
+      struct stat st;
+      if (::fstat(fd.get(), &st) != 0) return ErrnoToStatus(errno, path);
+      *identity = IdentityOf(st);
+    }
 
     std::byte prefix[8] = {};
     SL_ASSIGN_OR_RETURN(size_t got,

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "format/dtype.h"
+#include "format/scoped_fd.h"
 #include "format/status.h"
 
 namespace shardload {
@@ -128,9 +129,11 @@ Result<Header> ParseBuffer(std::span<const std::byte> file, std::string_view lab
                            const ParseOptions& options = {});
 
 // ReadHeaderFile: open `path`, read the prefix and header with positional reads,
-// validate against the file's size. The label in errors is `path` as given.
-// Errors: not_found / permission_denied from open; the parse errors above.
-Result<Header> ReadHeaderFile(const std::string& path, const ParseOptions& options = {});
+// validate against the file's size. The label in errors is `path` as given. With
+// `identity`, the opened file's FileIdentity (taken before the header is read) goes
+// there. Errors: not_found / permission_denied from open; the parse errors above.
+Result<Header> ReadHeaderFile(const std::string& path, const ParseOptions& options = {},
+                              FileIdentity* identity = nullptr);
 
 }  // namespace shardload
 

@@ -64,6 +64,24 @@ class ScopedFd {
   int fd_ = -1;
 };
 
+// FileIdentity: which file an fstat saw and when it was last modified: device, inode
+// and modification time (ns). Equal identities mean the same inode, unmodified (to the
+// filesystem's timestamp resolution); a file renamed over the path, or written in
+// place, compares unequal.
+struct FileIdentity {
+  uint64_t device = 0;
+  uint64_t inode = 0;
+  int64_t mtime_ns = 0;
+  friend bool operator==(const FileIdentity&, const FileIdentity&) = default;
+};
+
+// IdentityOf: the FileIdentity of an fstat/stat result.
+inline FileIdentity IdentityOf(const struct stat& st) {
+  return FileIdentity{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino),
+                      static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 +
+                          static_cast<int64_t>(st.st_mtim.tv_nsec)};
+}
+
 // OpenRegularFile: `path` opened read-only (O_NONBLOCK: opening a FIFO must not wait
 // for a writer; fstat then rejects it — it changes nothing for reads of a regular file),
 // with its size in `*size`. Errors: the open or fstat errno as ErrnoToStatus(errno,

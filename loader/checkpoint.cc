@@ -44,15 +44,16 @@ bool EndsWith(std::string_view s, std::string_view suffix) {
 // ShardHeader: what reading one shard yields.
 struct ShardHeader {
   uint64_t size = 0;
+  FileIdentity identity;
   Header header;
 };
 
 // ReadShardHeader: ReadHeaderFile (positional reads, validation) on `path`, with errors
 // relabelled from the path to `label` (the file name within the checkpoint folder).
 Result<ShardHeader> ReadShardHeader(const std::string& path, const std::string& label) {
-  Result<Header> h = ReadHeaderFile(path);
-  if (!h.ok()) return h.status().Relabeled(path, label);
   ShardHeader out;
+  Result<Header> h = ReadHeaderFile(path, {}, &out.identity);
+  if (!h.ok()) return h.status().Relabeled(path, label);
   // The parser checked that the data section ends exactly at the end of the file.
   out.size = h->data_start + h->data_size;
   out.header = std::move(*h);
@@ -399,6 +400,7 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
   for (size_t i = 0; i < headers.size(); ++i) {
     ShardInfo& s = ckpt.shards_[i];
     s.size = headers[i].size;
+    s.identity = headers[i].identity;
     s.header_length = headers[i].header.header_length;
     s.data_start = headers[i].header.data_start;
     tensor_count += headers[i].header.tensors.size();
@@ -595,6 +597,20 @@ std::pair<uint64_t, uint64_t> Checkpoint::DataOffsets(const StoredTensor& t) con
   return {begin, begin + t.bytes};
 }
 
+Status CheckShardFile(const ShardInfo& shard, const ReadableFile& file) {
+  if (file.size() != shard.size) {
+    return DataLossError(shard.file + ": file is now " + std::to_string(file.size()) +
+                         " bytes, but its header was read from " + std::to_string(shard.size) +
+                         " bytes");
+  }
+  std::optional<FileIdentity> now = file.identity();
+  if (now.has_value() && *now != shard.identity) {
+    return DataLossError(shard.file + ": file was replaced or modified since the checkpoint "
+                         "was opened (open the checkpoint again)");
+  }
+  return OkStatus();
+}
+
 Result<std::span<const std::byte>> Checkpoint::MappedBytes(std::string_view name) const {
   const StoredTensor* t = Find(name);
   if (t == nullptr) return NotFoundError("tensor " + QuoteNameForMessage(name) + " is not in the checkpoint");
@@ -605,11 +621,7 @@ Result<std::span<const std::byte>> Checkpoint::MappedBytes(std::string_view name
     std::lock_guard<std::mutex> lock(slot.mu);
     if (slot.map == nullptr) {
       SL_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> m, MappedFile::Open(shard.path));
-      if (m->size() != shard.size) {
-        return DataLossError(shard.file + ": file is now " + std::to_string(m->size()) +
-                             " bytes, was " + std::to_string(shard.size) +
-                             " when the checkpoint was opened");
-      }
+      SL_RETURN_IF_ERROR(CheckShardFile(shard, *m));
       slot.map = std::move(m);
     }
     map = slot.map.get();
@@ -628,11 +640,7 @@ Result<std::vector<std::byte>> Checkpoint::ReadTensor(std::string_view name) con
   if (t == nullptr) return NotFoundError("tensor " + QuoteNameForMessage(name) + " is not in the checkpoint");
   const ShardInfo& shard = shards_[t->shard];
   SL_ASSIGN_OR_RETURN(std::unique_ptr<ReadableFile> f, OpenFile(shard.path, IoMode::kPread));
-  if (f->size() != shard.size) {
-    return DataLossError(shard.file + ": file is now " + std::to_string(f->size()) +
-                         " bytes, was " + std::to_string(shard.size) +
-                         " when the checkpoint was opened");
-  }
+  SL_RETURN_IF_ERROR(CheckShardFile(shard, *f));
   std::vector<std::byte> out;
   try {
     out.resize(t->bytes);

@@ -31,6 +31,7 @@
 #include <string_view>
 #include <vector>
 
+#include "format/scoped_fd.h"
 #include "format/status.h"
 #include "loader/stored_tensor.h"
 
@@ -58,7 +59,18 @@ struct ShardInfo {
   uint64_t header_length = 0; // N, the 8-byte little-endian prefix
   uint64_t data_start = 0;    // 8 + N: file offset of the data section
   std::map<std::string, std::string> metadata;  // this file's `__metadata__`
+  FileIdentity identity;      // device, inode and mtime of the file the header came from
 };
+
+class ReadableFile;
+
+// CheckShardFile: OK when `file`, opened from `shard.path` after the checkpoint was
+// opened, is the file the catalog describes. Errors (data_loss): "<file>: file is now N
+// bytes, but its header was read from M bytes"; "<file>: file was replaced or modified
+// since the checkpoint was opened (open the checkpoint again)" when its inode or
+// modification time differ (its bytes may no longer be where the header said: a Hugging
+// Face download renames new files over old ones of the same size). Thread-safe.
+Status CheckShardFile(const ShardInfo& shard, const ReadableFile& file);
 
 // Checkpoint: an opened checkpoint's catalog. Move-only.
 // Thread safety: every const method may be called concurrently from several threads
@@ -158,13 +170,15 @@ class Checkpoint {
   // Hazard: if another process truncates the shard after it was mapped, touching the
   // view raises SIGBUS; that is the caller's risk (ReadTensor is the safe path).
   // Errors: not_found "tensor 'x' is not in the checkpoint"; the mapping's open errors;
-  // data_loss "<file>: file is now N bytes, too short for tensor 'x' (ends at M)".
+  // CheckShardFile's data_loss when the shard changed since Open (checked when it is
+  // first mapped).
   Result<std::span<const std::byte>> MappedBytes(std::string_view name) const;
 
   // ReadTensor: a copy of tensor `name`'s bytes, read with positional reads (safe
   // against truncation: a shorter file gives data_loss, never SIGBUS).
-  // Errors: not_found as above; open and read errors of the shard, data_loss
-  // "<file>: file shrank ..." when the file no longer holds the tensor.
+  // Errors: not_found as above; open and read errors of the shard; CheckShardFile's
+  // data_loss when the shard changed since Open; the read's data_loss when it shrinks
+  // while read.
   Result<std::vector<std::byte>> ReadTensor(std::string_view name) const;
 
  private:

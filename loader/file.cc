@@ -117,7 +117,8 @@ class FdFile {
         fd_(std::move(o.fd)),
         size_(static_cast<uint64_t>(o.st.st_size)),
         dev_(o.st.st_dev),
-        ino_(o.st.st_ino) {}
+        ino_(o.st.st_ino),
+        identity_(IdentityOf(o.st)) {}
 
   Status CheckUnchangedImpl() const {
     struct stat st;
@@ -172,6 +173,7 @@ class FdFile {
   uint64_t size_;
   dev_t dev_;
   ino_t ino_;
+  FileIdentity identity_;
 };
 
 // ---------------------------------------------------------------------------------
@@ -183,6 +185,7 @@ class PreadFile final : public ReadableFile {
   const std::string& path() const override { return f_.path_; }
   uint64_t size() const override { return f_.size_; }
   Status CheckUnchanged() const override { return f_.CheckUnchangedImpl(); }
+  std::optional<FileIdentity> identity() const override { return f_.identity_; }
 
   Status ReadAt(uint64_t offset, std::span<std::byte> out) const override {
     SL_RETURN_IF_ERROR(CheckRange(f_.path_, offset, out.size(), f_.size_));
@@ -328,6 +331,7 @@ class MappedFileImpl final : public MappedFile {
   const std::string& path() const override { return f_.path_; }
   uint64_t size() const override { return f_.size_; }
   Status CheckUnchanged() const override { return f_.CheckUnchangedImpl(); }
+  std::optional<FileIdentity> identity() const override { return f_.identity_; }
 
   std::span<const std::byte> Bytes() const override {
     if (f_.size_ == 0) return {};
@@ -387,6 +391,7 @@ class DirectFile final : public ReadableFile {
   const std::string& path() const override { return f_.path_; }
   uint64_t size() const override { return f_.size_; }
   Status CheckUnchanged() const override { return f_.CheckUnchangedImpl(); }
+  std::optional<FileIdentity> identity() const override { return f_.identity_; }
   bool direct_io() const override { return true; }
 
   Result<std::span<const std::byte>> ReadWindowAt(uint64_t offset, uint64_t length,
@@ -542,6 +547,7 @@ class UringFile final : public ReadableFile {
   const std::string& path() const override { return f_.path_; }
   uint64_t size() const override { return f_.size_; }
   Status CheckUnchanged() const override { return f_.CheckUnchangedImpl(); }
+  std::optional<FileIdentity> identity() const override { return f_.identity_; }
   bool direct_io() const override { return options_.direct; }
 
   Status ReadAt(uint64_t offset, std::span<std::byte> out) const override {

@@ -26,10 +26,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 
+#include "format/scoped_fd.h"
 #include "format/status.h"
 
 namespace shardload {
@@ -75,6 +77,10 @@ class ReadableFile {
   // small or misaligned. Thread safety: as ReadAt.
   virtual Result<std::span<const std::byte>> ReadWindowAt(uint64_t offset, uint64_t length,
                                                           std::span<std::byte> buffer) const;
+
+  // identity: the file's FileIdentity when it was opened (none for files that are not
+  // opened from a path, such as test doubles).
+  virtual std::optional<FileIdentity> identity() const { return std::nullopt; }
 
   // direct_io: true when reads bypass the page cache (O_DIRECT). The streaming engine
   // then reads aligned windows into staging slots rather than into destination memory.

@@ -45,11 +45,7 @@ Status OpenShards(const Checkpoint& ckpt, std::span<const ReadSpan> spans, IoMod
   for (size_t i = 0; i < shards.size(); ++i) {
     if (!used[i]) continue;
     SL_ASSIGN_OR_RETURN((*owned)[i], OpenFile(shards[i].path, mode, uring));
-    if ((*owned)[i]->size() != shards[i].size) {
-      return DataLossError(shards[i].file + ": file is now " + std::to_string((*owned)[i]->size()) +
-                           " bytes, but its header was read from " +
-                           std::to_string(shards[i].size) + " bytes");
-    }
+    SL_RETURN_IF_ERROR(CheckShardFile(shards[i], *(*owned)[i]));
     (*files)[i] = (*owned)[i].get();
   }
   return OkStatus();

@@ -214,8 +214,8 @@ struct VerifyReport {
 // the report rather than failing the call: one read of the files checks both. Memory
 // beyond the ring: early pieces of split tensors held until their predecessors are
 // hashed (StreamVerifier; at worst about threads - 1 slots per tensor).
-// Errors: data_loss "<file>: file is now N bytes, but its header was read from M
-// bytes" and "<file>: header changed while verifying"; the stream's read errors;
+// Errors: CheckShardFile's data_loss (checkpoint.h: other size, or replaced or
+// modified since Open) and "<file>: header changed while verifying"; the stream's read errors;
 // cancelled; with options.verify, ParseChecksumMetadata's data_loss for a malformed
 // record.
 Result<VerifyReport> VerifyCheckpoint(const Checkpoint& checkpoint, const LoadOptions& options);

@@ -663,8 +663,8 @@ TEST(CheckpointBytes, TruncatedShardIsDataLossNotSigbus) {
   uint64_t size = c->shards()[1].size;
   ASSERT_EQ(::truncate((s.dir + "/" + kShard2).c_str(), static_cast<off_t>(size - 3)), 0);
   std::string expected = std::string(kShard2) + ": file is now " + std::to_string(size - 3) +
-                         " bytes, was " + std::to_string(size) +
-                         " when the checkpoint was opened";
+                         " bytes, but its header was read from " + std::to_string(size) +
+                         " bytes";
   EXPECT_EQ(c->ReadTensor("c.w").status(), DataLossError(expected));
   EXPECT_EQ(c->MappedBytes("c.w").status(), DataLossError(expected));
   // The other shard is untouched.

@@ -4,6 +4,8 @@
 // reference writes (skipped when python safetensors is not importable).
 #include "loader/loader.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -415,6 +417,61 @@ TEST_F(LoaderTest, ShardChangedSinceOpenIsDataLoss) {
   Result<VerifyReport> v = VerifyCheckpoint(*ckpt_, options_);
   EXPECT_EQ(v.status().code(), StatusCode::kDataLoss);
   EXPECT_EQ(v.status().message(), a.status().message());
+}
+
+// ReadFile: the whole file at `path`.
+std::vector<std::byte> ReadFile(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  std::vector<std::byte> out;
+  if (f == nullptr) return out;
+  std::byte buf[65536];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.insert(out.end(), buf, buf + n);
+  std::fclose(f);
+  return out;
+}
+
+TEST_F(LoaderTest, ShardReplacedOrModifiedSinceOpenIsDataLoss) {
+  // A file of the same size renamed over a shard (what a Hugging Face download does)
+  // may hold other bytes at the offsets the catalog read: every later read refuses it
+  // instead of loading whatever is there now.
+  const ShardInfo& shard = ckpt_->shards()[1];
+  std::vector<std::byte> bytes = ReadFile(shard.path);
+  ASSERT_EQ(bytes.size(), shard.size);
+  for (uint64_t i = shard.data_start; i < bytes.size(); ++i) bytes[i] ^= std::byte{0x5a};
+  ASSERT_TRUE(testing::WriteBytes(shard.path + ".new", bytes));
+  ASSERT_EQ(std::rename((shard.path + ".new").c_str(), shard.path.c_str()), 0);
+  const std::string replaced = shard.file +
+                               ": file was replaced or modified since the checkpoint was opened "
+                               "(open the checkpoint again)";
+  int arenas = LiveHostArenas();
+  for (IoMode mode : {IoMode::kPread, IoMode::kMmap}) {
+    options_.io = mode;
+    EXPECT_EQ(LoadAll(*ckpt_, options_).status(), DataLossError(replaced));
+    EXPECT_EQ(VerifyCheckpoint(*ckpt_, options_).status(), DataLossError(replaced));
+  }
+  EXPECT_EQ(LiveHostArenas(), arenas);
+  std::string in_shard;
+  for (const StoredTensor& t : ckpt_->tensors()) {
+    if (t.shard == 1) in_shard = t.name;
+  }
+  ASSERT_FALSE(in_shard.empty());
+  EXPECT_EQ(ckpt_->ReadTensor(in_shard).status(), DataLossError(replaced));
+  EXPECT_EQ(ckpt_->MappedBytes(in_shard).status(), DataLossError(replaced));
+
+  // Written in place (same inode, a new modification time): refused too.
+  Result<Checkpoint> again = Checkpoint::Open(dir_);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_TRUE(LoadAll(*again, options_).ok());
+  std::FILE* f = std::fopen(shard.path.c_str(), "r+b");
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(std::fseek(f, static_cast<long>(shard.data_start), SEEK_SET), 0);
+  ASSERT_EQ(std::fputc(0, f), 0);
+  std::fclose(f);
+  // An mtime surely different from the one seen at Open, whatever the clock's tick.
+  struct timespec times[2] = {{0, UTIME_OMIT}, {12345, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, shard.path.c_str(), times, 0), 0);
+  EXPECT_EQ(LoadAll(*again, options_).status(), DataLossError(replaced));
 }
 
 TEST_F(LoaderTest, ShardShrinkingMidLoadNamesTheTensorsOfTheFailedRead) {
