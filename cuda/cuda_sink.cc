@@ -14,6 +14,7 @@
 
 #include "cuda/cast.h"
 #include "cuda/status.h"
+#include "format/text.h"
 #include "loader/cast.h"
 
 namespace shardload::cuda {
@@ -31,7 +32,7 @@ std::string DeviceText(const Device& device) {
 }
 
 std::string TensorText(const Destination& d) {
-  return "tensor '" + d.name + "' (" + DeviceText(d.device) + ")";
+  return "tensor " + QuoteNameForMessage(d.name) + " (" + DeviceText(d.device) + ")";
 }
 
 uint64_t ElementBytes(Dtype dtype) { return static_cast<uint64_t>(DtypeBits(dtype)) / 8; }
@@ -198,7 +199,7 @@ struct CudaSink::Impl {
 
   std::string SlotWhat(const Slot& slot) const {
     if (slot.first_dest >= destinations.size()) return "staging slot";
-    std::string text = "tensor '" + destinations[slot.first_dest].name + "'";
+    std::string text = "tensor " + QuoteNameForMessage(destinations[slot.first_dest].name);
     if (slot.device_regions > 1) {
       text += " and " + std::to_string(slot.device_regions - 1) + " more region" +
               (slot.device_regions > 2 ? "s" : "");
@@ -301,7 +302,7 @@ Status CudaSink::Impl::ValidateDestinations(std::span<const Destination> dests,
     if (d.device.is_cuda()) {
       if (count < 0) count = DeviceCount();
       Status s = CheckDevice(d.device.index);
-      if (!s.ok()) return Status(s.code(), "tensor '" + d.name + "': " + s.message());
+      if (!s.ok()) return Status(s.code(), "tensor " + QuoteNameForMessage(d.name) + ": " + s.message());
       if (cuda_used->size() < static_cast<size_t>(count)) cuda_used->resize(count, false);
       if (cuda_cast->size() < static_cast<size_t>(count)) cuda_cast->resize(count, false);
       (*cuda_used)[d.device.index] = true;
@@ -481,7 +482,7 @@ Status CudaSink::Impl::Deliver(int id, const ReadSpan& span, std::span<const std
       if (err == cudaSuccess) return OkStatus();
       (void)cudaGetLastError();
       Status s = CudaCallStatus(err, "cudaMemcpyAsync", dev);
-      return Status(s.code(), "tensor '" + run_dest->name + "': " + s.message());
+      return Status(s.code(), "tensor " + QuoteNameForMessage(run_dest->name) + ": " + s.message());
     };
     for (const PlannedRegion& p : planned) {
       if (!p.dest->device.is_cuda() || p.dest->device.index != dev) continue;
@@ -509,12 +510,12 @@ Status CudaSink::Impl::Deliver(int id, const ReadSpan& span, std::span<const std
       if (err != cudaSuccess) {
         (void)cudaGetLastError();
         Status s = CudaCallStatus(err, "cudaMemcpyAsync", dev);
-        failure = Status(s.code(), "tensor '" + p.dest->name + "': " + s.message());
+        failure = Status(s.code(), "tensor " + QuoteNameForMessage(p.dest->name) + ": " + s.message());
         break;
       }
       Status s = CastOnDevice(p.dest->src_dtype, p.dest->dst_dtype, scratch, p.dst, p.count, stream);
       if (!s.ok()) {
-        failure = Status(s.code(), "tensor '" + p.dest->name + "': " + s.message());
+        failure = Status(s.code(), "tensor " + QuoteNameForMessage(p.dest->name) + ": " + s.message());
         break;
       }
     }

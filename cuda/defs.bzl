@@ -15,6 +15,7 @@ _LIBRARIES = [
     ("sink", "cuda_sink.cc", "cuda_sink.h", ["cast", "runtime", "status"], [
         "//format:dtype",
         "//format:status",
+        "//format:text",
         "//loader:cast",
         "//loader:sink",
     ]),

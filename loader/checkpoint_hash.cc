@@ -47,7 +47,7 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
   for (size_t i = 0; i < tensors.size(); ++i) {
     const StoredTensor& t = tensors[i];
     if (t.shard >= shards.size()) {
-      return InternalError("tensor '" + t.name + "' names shard " + std::to_string(t.shard) +
+      return InternalError("tensor " + QuoteNameForMessage(t.name) + " names shard " + std::to_string(t.shard) +
                            " of " + std::to_string(shards.size()));
     }
     result.tensors[i].name = t.name;

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <string>
 
+#include "format/text.h"
 #include "loader/cast.h"
 
 namespace shardload {
@@ -59,17 +60,17 @@ Status HostSink::Begin(std::span<const Destination> destinations, uint64_t slot_
   }
   for (const Destination& d : destinations) {
     if (!d.device.is_cpu()) {
-      return FailedPreconditionError("tensor '" + d.name + "': device cuda:" +
+      return FailedPreconditionError("tensor " + QuoteNameForMessage(d.name) + ": device cuda:" +
                                      std::to_string(d.device.index) +
                                      " needs a device backend; the host sink delivers to cpu only");
     }
     if (!CastSupported(d.src_dtype, d.dst_dtype)) {
-      return InvalidArgumentError("tensor '" + d.name + "': cannot cast " +
+      return InvalidArgumentError("tensor " + QuoteNameForMessage(d.name) + ": cannot cast " +
                                   std::string(DtypeName(d.src_dtype)) + " to " +
                                   std::string(DtypeName(d.dst_dtype)));
     }
     if (d.ptr == nullptr && d.bytes > 0) {
-      return InvalidArgumentError("tensor '" + d.name + "': destination pointer is null");
+      return InvalidArgumentError("tensor " + QuoteNameForMessage(d.name) + ": destination pointer is null");
     }
   }
   std::lock_guard<std::mutex> lock(mu_);
@@ -124,7 +125,7 @@ Status HostSink::Deliver(const CopyRegion& r, std::span<const std::byte> bytes) 
   }
   const Destination& d = destinations_[r.dest];
   if (r.src_offset > bytes.size() || r.length > bytes.size() - r.src_offset) {
-    return InvalidArgumentError("tensor '" + d.name + "': region [" + std::to_string(r.src_offset) +
+    return InvalidArgumentError("tensor " + QuoteNameForMessage(d.name) + ": region [" + std::to_string(r.src_offset) +
                                 ", +" + std::to_string(r.length) + ") passes the end of its span (" +
                                 std::to_string(bytes.size()) + " bytes)");
   }
@@ -132,7 +133,7 @@ Status HostSink::Deliver(const CopyRegion& r, std::span<const std::byte> bytes) 
   auto* dst_base = static_cast<std::byte*>(d.ptr);
   if (d.src_dtype == d.dst_dtype) {
     if (r.dst_offset > d.bytes || r.length > d.bytes - r.dst_offset) {
-      return InvalidArgumentError("tensor '" + d.name + "' (cpu): bytes [" +
+      return InvalidArgumentError("tensor " + QuoteNameForMessage(d.name) + " (cpu): bytes [" +
                                   std::to_string(r.dst_offset) + ", " +
                                   std::to_string(r.dst_offset + r.length) +
                                   ") do not fit its destination of " + std::to_string(d.bytes) +
@@ -144,7 +145,7 @@ Status HostSink::Deliver(const CopyRegion& r, std::span<const std::byte> bytes) 
   const uint64_t se = static_cast<uint64_t>(DtypeBits(d.src_dtype)) / 8;
   const uint64_t de = static_cast<uint64_t>(DtypeBits(d.dst_dtype)) / 8;
   if (r.length % se != 0 || r.dst_offset % se != 0) {
-    return InvalidArgumentError("tensor '" + d.name + "': cast region at byte " +
+    return InvalidArgumentError("tensor " + QuoteNameForMessage(d.name) + ": cast region at byte " +
                                 std::to_string(r.dst_offset) + " (+" + std::to_string(r.length) +
                                 ") does not fall on " + std::string(DtypeName(d.src_dtype)) +
                                 " element boundaries");
@@ -152,7 +153,7 @@ Status HostSink::Deliver(const CopyRegion& r, std::span<const std::byte> bytes) 
   uint64_t count = r.length / se;
   uint64_t dst_pos = r.dst_offset / se * de;
   if (dst_pos > d.bytes || count > (d.bytes - dst_pos) / de) {
-    return InvalidArgumentError("tensor '" + d.name + "' (cpu): " + std::to_string(count) +
+    return InvalidArgumentError("tensor " + QuoteNameForMessage(d.name) + " (cpu): " + std::to_string(count) +
                                 " elements at element " + std::to_string(r.dst_offset / se) +
                                 " do not fit its destination of " + std::to_string(d.bytes) +
                                 " bytes");

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "format/header.h"
+#include "format/text.h"
 #include "loader/checkpoint_hash.h"
 #include "loader/stream_verifier.h"
 #include "loader/host_sink.h"
@@ -57,7 +58,7 @@ Result<std::unique_ptr<Sink>> MakeSink(std::span<const Destination> destinations
   for (const Destination& d : destinations) {
     if (d.device.is_cpu()) continue;
     if (options.backend == nullptr) {
-      return FailedPreconditionError("tensor '" + d.name + "' goes to " + d.device.ToString() +
+      return FailedPreconditionError("tensor " + QuoteNameForMessage(d.name) + " goes to " + d.device.ToString() +
                                      " but no device backend was given (LoadOptions::backend)");
     }
     return options.backend->MakeSink(options.sink);
@@ -152,7 +153,7 @@ Result<std::vector<Target>> CheckpointTargets(const Checkpoint& checkpoint, cons
     for (const RenameRule& rule : match.renames) {
       Result<std::string> renamed = rule.Apply(name);
       if (!renamed.ok()) {
-        return renamed.status().WithPrefix("rename rule '" + rule.ToString() + "' on '" + t.name + "'");
+        return renamed.status().WithPrefix("rename rule '" + rule.ToString() + "' on " + QuoteNameForMessage(t.name));
       }
       name = std::move(*renamed);
     }
@@ -203,8 +204,8 @@ Result<LoadResult> LoadInto(const Checkpoint& checkpoint, std::span<const Target
   SL_ASSIGN_OR_RETURN(LoadPlan plan, MatchAndPlan(checkpoint, targets, options, &result.report));
   for (const Destination& d : plan.destinations) {
     if (d.ptr == nullptr && d.bytes > 0) {
-      return InvalidArgumentError("target '" + d.name +
-                                  "' has no data pointer: LoadInto writes into caller memory "
+      return InvalidArgumentError("target " + QuoteNameForMessage(d.name) +
+                                  " has no data pointer: LoadInto writes into caller memory "
                                   "(use LoadAll for loader-owned arenas)");
     }
   }
@@ -224,8 +225,8 @@ Result<LoadedCheckpoint> LoadAll(const Checkpoint& checkpoint, const LoadOptions
   }
   for (const Target& t : targets) {
     if (t.data != nullptr) {
-      return InvalidArgumentError("target '" + t.name +
-                                  "' has a data pointer: LoadAll places tensors in its own "
+      return InvalidArgumentError("target " + QuoteNameForMessage(t.name) +
+                                  " has a data pointer: LoadAll places tensors in its own "
                                   "arenas (use LoadInto for caller memory)");
     }
   }
@@ -395,8 +396,8 @@ Result<VerifyReport> VerifyCheckpoint(const Checkpoint& checkpoint, const LoadOp
       const TensorInfo* info = h->Find(t->name);
       if (info == nullptr || info->dtype != t->dtype || info->shape != t->shape ||
           std::make_pair(info->begin, info->end) != checkpoint.DataOffsets(*t)) {
-        return DataLossError(shards[i].file + ": header changed while verifying (tensor '" +
-                             t->name + "')");
+        return DataLossError(shards[i].file + ": header changed while verifying (tensor " +
+                             QuoteNameForMessage(t->name) + ")");
       }
     }
   }

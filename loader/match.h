@@ -111,8 +111,9 @@ struct RenameRule {
 // (missing delimiter, unknown flag, empty regex, a malformed regex, an empty prefix).
 Result<RenameRule> ParseRenameRule(std::string_view expr);
 
-// MatchOptions: how checkpoint names are reconciled with targets. Every default is
-// torch's load_state_dict(strict=True) behaviour plus safetensors' metadata aliases.
+// MatchOptions: how checkpoint names are reconciled with targets. The key-matching
+// defaults are torch's load_state_dict(strict=True) behaviour plus safetensors'
+// metadata aliases; dtypes are stricter than torch (see allow_cast).
 struct MatchOptions {
   // strict: missing or unexpected keys fail the load (default true, as torch).
   bool strict = true;
@@ -141,7 +142,10 @@ struct MatchOptions {
   // Caller aliases win over metadata ones for the same target. Default true.
   bool aliases_from_metadata = true;
   // allow_cast: accept dtype differences among F32, F16 and BF16 (the data is
-  // converted on the way); default false, where any dtype difference is an error.
+  // converted on the way); default false, where any dtype difference is an error, in
+  // strict and non-strict matching alike. Unlike torch, whose copy_ converts any pair
+  // (an I64 checkpoint value into an F32 parameter loads there), other pairs are never
+  // converted; the Python package's load_model converts them through torch.
   bool allow_cast = false;
 };
 

@@ -5,6 +5,8 @@
 #include <string>
 #include <utility>
 
+#include "format/text.h"
+
 namespace shardload {
 namespace {
 
@@ -56,20 +58,21 @@ Status StreamVerifier::Observe(const CopyRegion& region, std::span<const std::by
   const uint64_t size = t.source.bytes;
   if (bytes.size() != region.length || region.dst_offset > size ||
       region.length > size - region.dst_offset) {
-    return InternalError("verify: " + RegionText(region) + " does not fit tensor '" +
-                         t.source.name + "' (" + std::to_string(size) + " bytes)");
+    return InternalError("verify: " + RegionText(region) + " does not fit tensor " +
+                         QuoteNameForMessage(t.source.name) + " (" + std::to_string(size) +
+                         " bytes)");
   }
   if (region.dst_offset == 0 && region.length == size) return Checked(region.dest, Xxh3(bytes));
   std::lock_guard<std::mutex> lock(t.mu);
   if (region.dst_offset < t.next) {
-    return InternalError("verify: " + RegionText(region) + " of tensor '" + t.source.name +
-                         "' was already hashed");
+    return InternalError("verify: " + RegionText(region) + " of tensor " +
+                         QuoteNameForMessage(t.source.name) + " was already hashed");
   }
   if (region.dst_offset > t.next) {
     if (!t.pending.emplace(region.dst_offset, std::vector<std::byte>(bytes.begin(), bytes.end()))
              .second) {
-      return InternalError("verify: " + RegionText(region) + " of tensor '" + t.source.name +
-                           "' arrived twice");
+      return InternalError("verify: " + RegionText(region) + " of tensor " +
+                           QuoteNameForMessage(t.source.name) + " arrived twice");
     }
     return OkStatus();
   }
@@ -92,10 +95,10 @@ Status StreamVerifier::Finish() {
       SL_RETURN_IF_ERROR(Checked(i, Xxh3({})));
     } else if (!t.checked.load(std::memory_order_relaxed)) {
       if (t.next == 0 && t.pending.empty()) {
-        return InternalError("verify: tensor '" + t.source.name + "' (" +
+        return InternalError("verify: tensor " + QuoteNameForMessage(t.source.name) + " (" +
                              std::to_string(t.source.bytes) + " bytes) was never streamed");
       }
-      return InternalError("verify: tensor '" + t.source.name + "' was streamed up to byte " +
+      return InternalError("verify: tensor " + QuoteNameForMessage(t.source.name) + " was streamed up to byte " +
                            std::to_string(t.next) + " of " + std::to_string(t.source.bytes));
     }
   }

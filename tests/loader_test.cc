@@ -223,6 +223,14 @@ TEST_F(LoaderTest, LoadIntoNeedsCallerMemoryAndLoadAllRefusesIt) {
   EXPECT_EQ(a.status().message(),
             "target 'model.layers.0.norm' has a data pointer: LoadAll places tensors in its own "
             "arenas (use LoadInto for caller memory)");
+  // Names in messages are escaped and bounded (a name can come from an untrusted header).
+  std::string odd = "evil\nname" + std::string(300, 'x');
+  targets = {{odd, Dtype::kF32, {64}, std::nullopt, buf}};
+  a = LoadAll(*ckpt_, options_, targets);
+  EXPECT_EQ(a.status().message(),
+            "target 'evil\\x0aname" + std::string(191, 'x') +
+                "'... (309 bytes) has a data pointer: LoadAll places tensors in its own "
+                "arenas (use LoadInto for caller memory)");
 }
 
 TEST_F(LoaderTest, CudaWithoutBackendIsAFailedPrecondition) {
