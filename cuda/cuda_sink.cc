@@ -47,6 +47,7 @@ struct FreeDeleter {
 struct StagingRing {
   bool pinned = false;
   PinnedBuffer pinned_memory;
+  PinnedMode requested_mode = PinnedMode::kHostAlloc;  // pinned_memory.mode() may differ
   std::unique_ptr<std::byte, FreeDeleter> host_memory;
   int slot_count = 0;
   uint64_t slot_bytes = 0;  // span bytes a slot takes (rounded up to 4096)
@@ -58,7 +59,7 @@ struct StagingRing {
   uint64_t total_bytes() const { return stride * static_cast<uint64_t>(slot_count); }
   bool Fits(int count, uint64_t bytes, bool need_pinned, PinnedMode mode) const {
     return slot_count == count && slot_bytes >= bytes &&
-           (!need_pinned || (pinned && pinned_memory.mode() == mode));
+           (!need_pinned || (pinned && requested_mode == mode));
   }
 };
 
@@ -74,6 +75,7 @@ Result<std::unique_ptr<StagingRing>> AllocateRing(int count, uint64_t slot_bytes
   ring->pinned = pinned;
   if (pinned) {
     SL_ASSIGN_OR_RETURN(ring->pinned_memory, PinnedBuffer::Allocate(total, mode));
+    ring->requested_mode = mode;
   } else {
     auto* p = static_cast<std::byte*>(std::aligned_alloc(kPage, total));
     if (p == nullptr) {

@@ -3,8 +3,12 @@
 
 #include <cuda_runtime_api.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -239,6 +243,31 @@ const char* PinnedModeName(PinnedMode mode) {
   return mode == PinnedMode::kHostAlloc ? "host_alloc" : "host_register";
 }
 
+namespace {
+
+// KernelCanWriteInto: false when a read(2) into `p` fails with EFAULT: the memory is
+// usable from user space but not by the kernel (cudaHostAlloc memory under some gVisor
+// versions), so file reads into it would fail. One byte through a pipe; true when
+// the probe itself cannot run (then the reads will say what is wrong).
+bool KernelCanWriteInto(void* p) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return true;
+  const char byte = 0;
+  bool ok = true;
+  if (::write(fds[1], &byte, 1) == 1) {
+    ssize_t r;
+    do {
+      r = ::read(fds[0], p, 1);
+    } while (r < 0 && errno == EINTR);
+    ok = !(r < 0 && errno == EFAULT);
+  }
+  ::close(fds[0]);
+  ::close(fds[1]);
+  return ok;
+}
+
+}  // namespace
+
 Result<PinnedBuffer> PinnedBuffer::Allocate(uint64_t bytes, PinnedMode mode) {
   if (bytes == 0) return InvalidArgumentError("pinned buffer of 0 bytes requested");
   if (bytes > (uint64_t{1} << 46)) {
@@ -259,7 +288,9 @@ Result<PinnedBuffer> PinnedBuffer::Allocate(uint64_t bytes, PinnedMode mode) {
     }
     buffer.data_ = p;
     buffer.size_ = bytes;
-    return buffer;
+    if (KernelCanWriteInto(p)) return buffer;
+    buffer.Reset();  // reads into it would fail with EFAULT: register plain memory
+    buffer.mode_ = mode = PinnedMode::kHostRegister;
   }
   const uint64_t rounded = RoundUpToPage(bytes);
   void* p = std::aligned_alloc(kPage, rounded);

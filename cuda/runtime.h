@@ -131,7 +131,11 @@ const char* PinnedModeName(PinnedMode mode);
 class PinnedBuffer {
  public:
   PinnedBuffer() = default;
-  // Allocate: `bytes` (> 0) of pinned memory. Errors: invalid_argument for 0 bytes;
+  // Allocate: `bytes` (> 0) of pinned memory. kHostAlloc memory is probed with a
+  // one-byte read(2) into it: where the kernel cannot write there (EFAULT, as with
+  // cudaHostAlloc memory under some gVisor versions, which would make every file read
+  // into a staging slot fail), it is freed and kHostRegister memory is returned
+  // instead; mode() says which. Errors: invalid_argument for 0 bytes;
   // resource_exhausted "cudaHostAlloc: cudaErrorMemoryAllocation: out of memory
   // (allocating N bytes of pinned memory)"; unavailable without a driver.
   static Result<PinnedBuffer> Allocate(uint64_t bytes, PinnedMode mode = PinnedMode::kHostAlloc);

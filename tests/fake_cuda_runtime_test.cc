@@ -128,6 +128,7 @@ class FakeCudaTest : public ::testing::Test {
   void TearDown() override {
     fake::ClearFailures();
     fake::PauseStreams(false);
+    fake::SetHostAllocKernelInaccessible(false);
   }
 };
 
@@ -237,6 +238,42 @@ TEST_F(FakeCudaTest, EveryIoModeDeliversByteExactToDevices) {
       EXPECT_EQ(fake::Snapshot().pageable_async_copies, 0u);
     }
   }
+  ExpectNothingLive();
+}
+
+TEST_F(FakeCudaTest, PinnedMemoryTheKernelCannotWriteIsReplacedByRegisteredMemory) {
+  // Under some gVisor versions a read(2) into cudaHostAlloc memory fails with EFAULT:
+  // every file read into a staging slot would fail. PinnedBuffer probes the memory and
+  // registers plain memory instead; loads then read into it as usual.
+  fake::SetHostAllocKernelInaccessible(true);
+  {
+    Result<PinnedBuffer> b = PinnedBuffer::Allocate(3 * 4096 + 5);
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    EXPECT_EQ(b->mode(), PinnedMode::kHostRegister);
+    std::memset(b->data(), 0x5a, b->size());  // plain, user-writable memory
+    EXPECT_EQ(fake::Snapshot().live_pinned_bytes, 4 * 4096u);
+    Result<PinnedBuffer> registered = PinnedBuffer::Allocate(4096, PinnedMode::kHostRegister);
+    ASSERT_TRUE(registered.ok());
+    EXPECT_EQ(registered->mode(), PinnedMode::kHostRegister);
+  }
+  EXPECT_EQ(fake::Snapshot().live_pinned_bytes, 0u);
+  Stored stored = WriteSharded("fake_efault", 2, 5, 3001);
+  Result<Checkpoint> ckpt = Checkpoint::Open(stored.dir);
+  ASSERT_TRUE(ckpt.ok());
+  {
+    CudaBackend backend;
+    for (IoMode io : {IoMode::kPread, IoMode::kMmap}) {
+      for (int round = 0; round < 2; ++round) {  // the second reuses the cached ring
+        LoadOptions o = Options(&backend, "cuda:0", 3, 8192);
+        o.io = io;
+        Result<LoadedCheckpoint> all = LoadAll(*ckpt, o);
+        ASSERT_TRUE(all.ok()) << all.status().ToString();
+        ExpectByteExact(stored, *all);
+      }
+    }
+    EXPECT_EQ(fake::Snapshot().peak_pinned_bytes, backend.cached_staging_bytes());
+  }
+  fake::SetHostAllocKernelInaccessible(false);
   ExpectNothingLive();
 }
 

@@ -83,6 +83,12 @@ void ForgetContexts();
 // ClearFailures: drop pending FailCall / FailAsync rules. Thread-safe.
 void ClearFailures();
 
+// SetHostAllocKernelInaccessible: while true, cudaHostAlloc hands out memory the
+// kernel cannot write into (a PROT_NONE mapping: a read(2) into it fails with EFAULT),
+// as some gVisor versions did with real pinned memory. Host code cannot touch it
+// either, so only PinnedBuffer's probe may meet it before it is freed. Thread-safe.
+void SetHostAllocKernelInaccessible(bool inaccessible);
+
 // PauseStreams: while true, no stream starts another queued operation (one already
 // running finishes), so queued work stays pending for as long as a test needs; a
 // stream being destroyed still drains. Thread-safe.

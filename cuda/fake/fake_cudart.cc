@@ -112,6 +112,7 @@ struct FakeDevice {
 struct PinnedRange {
   uint64_t bytes = 0;
   bool host_alloc = false;  // cudaHostAlloc (else cudaHostRegister)
+  uint64_t unmapped = 0;    // > 0: a PROT_NONE mapping of this size (munmap, not free)
 };
 
 struct State {
@@ -127,6 +128,7 @@ struct State {
   Counters counters;
   int max_delay_us = 200;
   bool paused = false;  // PauseStreams: workers start nothing new
+  bool host_alloc_kernel_inaccessible = false;  // SetHostAllocKernelInaccessible
   // context[d]: whether a real runtime would have created device d's primary context
   // by now: cudaSetDevice(d) (CUDA >= 12 initializes it), or a call that needs a
   // context made while d was current. ForgetContexts clears it.
@@ -332,8 +334,9 @@ void WaitHostRangeLocked(State& s, std::unique_lock<std::mutex>& lock, const std
 
 // AddPinnedLocked / ReleasePinnedLocked: record a pinned range; forget the one starting
 // at `p` once no queued operation uses it any more.
-void AddPinnedLocked(State& s, const std::byte* p, uint64_t bytes, bool host_alloc) {
-  s.pinned[p] = {bytes, host_alloc};
+void AddPinnedLocked(State& s, const std::byte* p, uint64_t bytes, bool host_alloc,
+                     uint64_t unmapped = 0) {
+  s.pinned[p] = {bytes, host_alloc, unmapped};
   s.counters.live_pinned_bytes += bytes;
   s.counters.peak_pinned_bytes = std::max(s.counters.peak_pinned_bytes, s.counters.live_pinned_bytes);
 }
@@ -475,6 +478,12 @@ void ClearFailures() {
   std::lock_guard<std::mutex> lock(s.mu);
   s.call_rules.clear();
   s.async_rules.clear();
+}
+
+void SetHostAllocKernelInaccessible(bool inaccessible) {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  s.host_alloc_kernel_inaccessible = inaccessible;
 }
 
 void PauseStreams(bool paused) {
@@ -735,6 +744,13 @@ cudaError_t CUDARTAPI cudaHostAlloc(void** ptr, size_t size, unsigned int flags)
   UseContext(s);
   if (ptr == nullptr || size == 0) return Fail(s, cudaErrorInvalidValue);
   const uint64_t rounded = (size + kPage - 1) / kPage * kPage;
+  if (s.host_alloc_kernel_inaccessible) {
+    void* m = ::mmap(nullptr, rounded, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return Fail(s, cudaErrorMemoryAllocation);
+    AddPinnedLocked(s, static_cast<std::byte*>(m), size, /*host_alloc=*/true, rounded);
+    *ptr = m;
+    return cudaSuccess;
+  }
   void* p = std::aligned_alloc(kPage, rounded);
   if (p == nullptr) return Fail(s, cudaErrorMemoryAllocation);
   AddPinnedLocked(s, static_cast<std::byte*>(p), size, /*host_alloc=*/true);
@@ -749,8 +765,13 @@ cudaError_t CUDARTAPI cudaFreeHost(void* ptr) {
   if (ptr == nullptr) return cudaSuccess;
   auto it = s.pinned.find(static_cast<std::byte*>(ptr));
   if (it == s.pinned.end() || !it->second.host_alloc) return Fail(s, cudaErrorInvalidValue);
+  const uint64_t unmapped = it->second.unmapped;
   ReleasePinnedLocked(s, lock, it->first);
-  std::free(ptr);
+  if (unmapped > 0) {
+    ::munmap(ptr, unmapped);
+  } else {
+    std::free(ptr);
+  }
   return cudaSuccess;
 }
 
