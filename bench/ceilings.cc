@@ -195,14 +195,16 @@ Result<double> MeasureDirectReadGBps(const std::vector<std::string>& paths, uint
 
 Status DropPageCache() {
   ::sync();
+  auto failed = [](int err) {
+    // EACCES/EPERM: not root. ENOENT: a kernel (or sandbox, such as gVisor) without it.
+    return ErrnoToStatus(err, std::string("cannot drop the page cache") +
+                                  (err == EACCES || err == EPERM ? " (needs root)" : "") +
+                                  ": /proc/sys/vm/drop_caches");
+  };
   int fd = ::open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return ErrnoToStatus(errno, "cannot drop the page cache (needs root): /proc/sys/vm/drop_caches");
-  }
+  if (fd < 0) return failed(errno);
   FdCloser closer{fd};
-  if (::write(fd, "3\n", 2) != 2) {
-    return ErrnoToStatus(errno, "cannot drop the page cache (needs root): /proc/sys/vm/drop_caches");
-  }
+  if (::write(fd, "3\n", 2) != 2) return failed(errno);
   return OkStatus();
 }
 

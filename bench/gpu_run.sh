@@ -25,9 +25,10 @@
 #   MoE-layout sample and a llama one of this size, benched in alternation),
 #   SKIP_IO_MODES=1 (no per-io-mode benches: hot mmap/direct/uring, cold direct/uring,
 #   the numbers `--io auto` is to be chosen from),
-#   BENCH_ARGS (extra cuda_bench args), STEP_LIMIT_SCALE (1: multiplies each step's
-#   time limit, 240 s for a test binary, 180-300 s for the other steps),
-#   CARRY_DIR (default <repo>/.carry; tests/cuda_gpu_run_fake_test.sh points it at the
+#   BENCH_ARGS (extra cuda_bench args), STEP_LIMIT_SCALE (a positive integer, default 1:
+#   multiplies each step's time limit, 120 s for a test binary, 180-300 s for the others),
+#   RUN_BUDGET_S (540: steps after this many seconds are skipped, so a 600 s device
+#   call ends by itself with its archive), CARRY_DIR (default <repo>/.carry; tests/cuda_gpu_run_fake_test.sh points it at the
 #   fake-CUDA builds to rehearse `run` on a machine without a GPU).
 set -uo pipefail
 
@@ -84,6 +85,14 @@ prepare() {
     [ -e "$l" ] && mv "$l" "$CARRY/lib-fallback/"
   done
   cp "$ROOT/bench/gpu_run.sh" "$CARRY/"
+  # STAMP: which commit the binaries were built from (run prints it first).
+  {
+    git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo "unknown commit"
+    if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+      echo "tracked files modified"
+    fi
+    date -u +%Y-%m-%dT%H:%M:%SZ
+  } | tr '\n' ' ' > "$CARRY/STAMP"
   local size
   size="$(du -sm "$CARRY" | cut -f1)"
   echo "gpu_run prepare: .carry/ holds $(ls "$CARRY/bin" | wc -l) binaries and $(ls "$CARRY/lib" | wc -l) libraries, ${size} MiB"
@@ -102,6 +111,17 @@ limit() {
   timeout --kill-after=10 "$((seconds * ${STEP_LIMIT_SCALE:-1}))" "$@"
 }
 
+# out_of_time WHAT: true (and says WHAT was skipped) once the run has used RUN_BUDGET_S
+# seconds (default 540), so that a device call of 600 s still ends by itself and
+# brings back the full log archive instead of being cut off mid-step.
+out_of_time() {
+  if [ "$SECONDS" -ge "${RUN_BUDGET_S:-540}" ]; then
+    say "$1: skipped (the run has used $SECONDS s of its RUN_BUDGET_S=${RUN_BUDGET_S:-540})"
+    return 0
+  fi
+  return 1
+}
+
 # bench_step SECONDS NAME SHOW LABEL PATH ARGS...: `shardload bench PATH ARGS... --json`
 # under limit, into $out/NAME.json and $out/NAME.err, then one summary line
 # "shardload bench LABEL: rc=N ..." with, for SHOW=json, the report's first 600
@@ -110,6 +130,7 @@ limit() {
 bench_step() {
   local seconds="$1" name="$2" show="$3" label="$4" path="$5"
   shift 5
+  out_of_time "shardload bench $label" && return 0
   limit "$seconds" "$bin/shardload" bench "$path" "$@" --json > "$out/$name.json" 2> "$out/$name.err"
   local rc=$? shown err
   if [ "$show" = json ]; then
@@ -117,7 +138,10 @@ bench_step() {
   else
     shown=$(grep -o '"median_gbps":[0-9.]*' "$out/$name.json")
   fi
-  err=$(tail -1 "$out/$name.err")
+  # A failed or stopped bench: its last stderr line (the error, or under --json the
+  # last number it measured before a time limit stopped it).
+  err=""
+  [ $rc -ne 0 ] && err=$(tail -1 "$out/$name.err")
   say "shardload bench $label: rc=$rc $shown${err:+ $err}"
 }
 
@@ -126,7 +150,7 @@ bench_step() {
 reference_step() {
   # The Hugging Face reference in the same run: safetensors.torch.load_file per shard
   # straight to cuda:0 (hot page cache: the files were just read), best of $repeat.
-  limit 300 python3 - "$1" "$2" > "$out/reference.txt" 2>&1 <<'EOF'
+  LD_LIBRARY_PATH="$PY_LD" limit 300 "$PY" - "$1" "$2" > "$out/reference.txt" 2>&1 <<'EOF'
 import glob, os, sys, time
 try:
     import torch
@@ -162,6 +186,7 @@ EOF
 # pageable H2D, CudaSink against the ceiling); uses run's $bin, $out and say.
 cuda_bench_step() {
   [ "${SKIP_CUDA_BENCH:-0}" = "1" ] && return 0
+  out_of_time "cuda_bench" && return 0
   # shellcheck disable=SC2086
   limit 240 "$bin/cuda_bench" ${BENCH_ARGS:-} > "$out/cuda_bench.txt" 2>&1
   say "cuda_bench: rc=$? $(grep -E '^(gpu|ceiling)' "$out/cuda_bench.txt" | tr '\n' ' ')"
@@ -175,6 +200,10 @@ libs_resolve() { ! ldd "$1" 2>&1 | grep -q "not found"; }
 # and gpu-run-logs.tar.gz (everything, at the end), because the device tool brings back
 # at most 8 files from $OUT.
 run() {
+  if ! [[ "${STEP_LIMIT_SCALE:-1}" =~ ^[1-9][0-9]*$ ]]; then
+    echo "gpu_run run: STEP_LIMIT_SCALE must be a positive integer, not '${STEP_LIMIT_SCALE}'" >&2
+    return 2
+  fi
   local dest="${1:-${OUT:-$ROOT/gpu-out}}"
   mkdir -p "$dest" || exit 1
   local work
@@ -193,139 +222,58 @@ run() {
   return $rc
 }
 
-# run_steps WORK SUMMARY: every step of `run`, each file into WORK, headlines into SUMMARY.
-run_steps() {
-  local out="$1"
-  local bin="$CARRY/bin"
-  [ -x "$bin/shardload" ] || { echo "gpu_run run: $bin/shardload missing (run 'prepare' first and carry .carry/)" >&2; return 1; }
-  export LD_LIBRARY_PATH="$CARRY/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  if ! libs_resolve "$bin/cuda_gpu_test" || ! "$bin/cuda_probe_test" --gtest_list_tests >/dev/null 2>&1; then
-    export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$CARRY/lib-fallback"
-  fi
-  local summary="$2"
-  : > "$summary"
-  say() { echo "$*" | tee -a "$summary"; }
-  say "machine: nproc=$(nproc) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')\""
-  local gpu_listed=0
-  if command -v nvidia-smi >/dev/null; then
-    nvidia-smi -L 2>&1 | tee -a "$summary"
-    nvidia-smi -L 2>/dev/null | grep -q '^GPU ' && gpu_listed=1
-    # The static CUDA 13 runtime needs driver r580 or newer; with an older one it sees
-    # no device and every GPU test skips itself (and passes).
-    say "driver: $(nvidia-smi --query-gpu=driver_version,persistence_mode --format=csv,noheader 2>&1 | head -1) (CUDA 13 needs >= 580)"
-  fi
+# size_bytes SIZE: bytes of a write-sample size ("16GiB", "512MiB", "4GB", "1000"), or
+# nothing when it cannot tell.
+size_bytes() {
+  local s="$1" n unit
+  n="${s%%[!0-9]*}"
+  unit="${s#"$n"}"
+  [ -n "$n" ] || return 0
+  case "$unit" in
+    ""|B) echo "$n" ;;
+    KiB) echo $((n << 10)) ;;
+    MiB) echo $((n << 20)) ;;
+    GiB) echo $((n << 30)) ;;
+    TiB) echo $((n << 40)) ;;
+    KB|kB) echo $((n * 1000)) ;;
+    MB) echo $((n * 1000000)) ;;
+    GB) echo $((n * 1000000000)) ;;
+  esac
+}
 
-  say "shardload devices: $(limit 60 "$bin/shardload" devices 2>&1 | tr '\n' ';')"
+# free_bytes DIR: bytes available on DIR's filesystem (its nearest existing parent).
+free_bytes() {
+  local d="$1"
+  while [ ! -d "$d" ]; do d="$(dirname "$d")"; done
+  df -P -B1 "$d" 2>/dev/null | awk 'NR == 2 { print $4 }'
+}
 
-  local failed=0
-  local tests=(cuda_probe_test cuda_cast_math_test cuda_sink_host_test cuda_gpu_test cuda_loader_test)
-  [ "${SKIP_TESTS:-0}" = "1" ] && tests=()
-  for t in "${tests[@]}"; do
-    limit 240 "$bin/$t" --gtest_output="xml:$out/$t.xml" > "$out/$t.log" 2>&1
-    local rc=$?
-    say "test $t: rc=$rc $(grep -E '^\[  (PASSED|FAILED)  \] [0-9]+ test|^\[  SKIPPED \] [0-9]+ test' "$out/$t.log" | tr '\n' ' ')"
-    if [ $rc -ne 0 ]; then
-      failed=1
-      say "  failed in $t: $(grep -E '^\[  FAILED  \] [A-Za-z_]' "$out/$t.log" | sed 's/^\[  FAILED  \] //' | head -20 | tr '\n' ' ')$(tail -n 3 "$out/$t.log" | tr '\n' ' ')"
-    fi
-  done
-  if [ "$gpu_listed" = 1 ] && [ "${#tests[@]}" -gt 0 ]; then
-    local blind
-    blind=$(cd "$out" && grep -l "no CUDA device" cuda_*.log 2>/dev/null | tr '\n' ' ')
-    if [ -n "$blind" ]; then
-      say "ERROR: nvidia-smi lists a GPU but the CUDA runtime saw none in: $blind($(grep -h -m1 -o 'no CUDA device.*' "$out"/cuda_probe_test.log 2>/dev/null | head -1)); the GPU cases did not run"
-      failed=1
-    fi
+# write_sample DIR SIZE SHARDS LAYOUT LOG: `shardload write-sample` unless DIR already
+# holds one (a second call on the same machine), after checking the disk has room
+# (size + 5%); says what it did. Fails (rc 1) without room or when the write fails.
+write_sample() {
+  local dir="$1" size="$2" shards="$3" layout="$4" log="$5" need avail t0
+  if [ -f "$dir/model.safetensors.index.json" ]; then
+    say "sample: reusing $dir ($(du -sh "$dir" 2>/dev/null | cut -f1))"
+    return 0
   fi
+  rm -rf "$dir"
+  need="$(size_bytes "$size")"
+  avail="$(free_bytes "$dir")"
+  if [ -n "$need" ] && [ -n "$avail" ] && [ "$avail" -lt $((need + need / 20)) ]; then
+    say "sample: $dir ($size): only $((avail >> 20)) MiB free on $(df -P "$(dirname "$dir")" | awk 'NR == 2 { print $6 }'), not written"
+    return 1
+  fi
+  t0=$SECONDS
+  limit 300 "$bin/shardload" write-sample "$dir" --size "$size" --shards "$shards" --layout "$layout" \
+    --dtype bf16 > "$log" 2>&1 || { say "write-sample $layout failed: $(tail -1 "$log")"; return 1; }
+  say "sample: $dir ($size, $shards shards, $layout) written in $((SECONDS - t0)) s"
+}
 
-  if [ "${SKIP_TESTS:-0}" != "1" ] && [ "${SKIP_PYTHON:-0}" != "1" ]; then
-    # The Python package with CUDA tensors, on the machine's own torch and safetensors
-    # (tests/python_shardload_test.py: its test_cuda_* cases run only where torch sees a
-    # device).
-    PYTHONPATH="$ROOT/python${PYTHONPATH:+:$PYTHONPATH}" XML_OUTPUT_FILE="$out/python_test.xml" \
-      limit 300 python3 "$ROOT/tests/python_shardload_test.py" "$bin/libshardload.so" > "$out/python_test.log" 2>&1
-    local prc=$?
-    say "test python_shardload_test ($(python3 -c 'import sys, torch, safetensors; print("python", sys.version.split()[0], "torch", torch.__version__, "safetensors", safetensors.__version__)' 2>&1 | tail -1)): rc=$prc $(tail -n 1 "$out/python_test.log")"
-    if [ $prc -ne 0 ]; then
-      failed=1
-      say "  failed in python: $(grep -E '^(FAIL|ERROR): ' "$out/python_test.log" | head -20 | tr '\n' ' ')"
-    fi
-  fi
-  # The test logs now, in their own archive: a call stopped at its time limit later
-  # still brings back why a test failed.
-  if [ "${SKIP_TESTS:-0}" != "1" ]; then
-    (cd "$out" && tar -czf "$(dirname "$summary")/test-logs.tar.gz" ./*.log ./*.xml 2>/dev/null)
-  fi
-
-  if [ "${SKIP_SAMPLE:-0}" = "1" ]; then
-    say "sample: skipped (SKIP_SAMPLE=1)"
-    cuda_bench_step
-    return $failed
-  fi
-  local dir="${SAMPLE_DIR:-/tmp/shardload-gpu-sample}"
-  local size="${SAMPLE_SIZE:-16GiB}" shards="${SAMPLE_SHARDS:-8}" repeat="${REPEAT:-3}"
-  if [ ! -f "$dir/model.safetensors.index.json" ]; then
-    rm -rf "$dir"
-    local t0=$SECONDS
-    limit 300 "$bin/shardload" write-sample "$dir" --size "$size" --shards "$shards" --layout llama \
-      --dtype bf16 > "$out/write_sample.txt" 2>&1 || { say "write-sample failed: $(tail -1 "$out/write_sample.txt")"; return 1; }
-    say "sample: $dir ($size, $shards shards) written in $((SECONDS - t0)) s"
-  fi
-  # In the order the goals need them, so that a call stopped at its time limit has
-  # brought back the most important numbers: hot onto the GPU and the reference (goals
-  # >= 0.9 of pinned H2D, >= 5x safetensors), cold (>= 0.9 of O_DIRECT), many tensors
-  # (within 10%), then the ceilings' details, the host path, and the io modes.
-  bench_step 180 bench_cuda json "--device cuda:0" "$dir" --device cuda:0 --repeat "$repeat"
-  reference_step "$dir" "$repeat"
-  if [ "${SKIP_COLD:-0}" != "1" ]; then
-    # Cold: the page cache is dropped before every load and before the O_DIRECT ceiling.
-    bench_step 240 bench_cuda_cold json "--device cuda:0 --cold" "$dir" --device cuda:0 --cold --repeat 2
-  fi
-  if [ "${SKIP_MOE:-0}" != "1" ]; then
-    # Many small tensors against the same bytes in few large ones, alternated so that
-    # drift hits both: write-sample --layout moe (~19k tensors) and --layout llama.
-    local moe_size="${MOE_SIZE:-4GiB}" moe_ok=1
-    for layout in moe llama; do
-      local ldir="$dir-$layout-$moe_size"
-      if [ ! -f "$ldir/model.safetensors.index.json" ]; then
-        rm -rf "$ldir"
-        limit 300 "$bin/shardload" write-sample "$ldir" --size "$moe_size" --shards 4 --layout "$layout" \
-          --dtype bf16 > "$out/write_sample_$layout.txt" 2>&1 || {
-          say "write-sample $layout failed: $(tail -1 "$out/write_sample_$layout.txt")"
-          moe_ok=0
-          failed=1
-          break
-        }
-        say "sample: $ldir: $(head -1 "$out/write_sample_$layout.txt")"
-      fi
-    done
-    for round in 1 2; do
-      [ "$moe_ok" = 1 ] || break
-      for layout in moe llama; do
-        bench_step 180 "bench_cuda_${layout}_$round" median "--device cuda:0 $layout round $round" \
-          "$dir-$layout-$moe_size" --device cuda:0 --repeat "$repeat"
-      done
-    done
-  fi
-  limit 180 "$bin/shardload" load "$dir" --device cuda:0 --json > "$out/load_cuda.json" 2> "$out/load_cuda.err"
-  say "shardload load --device cuda:0: rc=$? $(grep -o '"gbps":[0-9.e+-]*' "$out/load_cuda.json")"
-
-  cuda_bench_step
-  bench_step 180 bench_cpu json "--device cpu" "$dir" --device cpu --repeat "$repeat"
-  if [ "${SKIP_IO_MODES:-0}" != "1" ]; then
-    local mode
-    for mode in mmap direct uring; do
-      bench_step 180 "bench_cuda_hot_$mode" median "--device cuda:0 --io $mode" "$dir" \
-        --device cuda:0 --io "$mode" --repeat "$repeat"
-    done
-    if [ "${SKIP_COLD:-0}" != "1" ]; then
-      for mode in direct uring; do
-        bench_step 240 "bench_cuda_cold_$mode" median "--device cuda:0 --io $mode --cold" "$dir" \
-          --device cuda:0 --io "$mode" --cold --repeat 2
-      done
-    fi
-  fi
-  python3 - "$out" <<'EOF' | tee -a "$summary"
+# ratios: the ratio lines from what the steps so far wrote into $out (run's); printed
+# after the cold step and again at the end, so a call stopped at its limit keeps them.
+ratios() {
+  "$PY" - "$out" <<'EOF'
 import json, re, sys
 out = sys.argv[1]
 def load_json(path):
@@ -348,10 +296,11 @@ same_run_h2d = (bench.get("ceilings") or {}).get("h2d_gbps")
 if bench.get("ring_bytes"):
     print(f"pinned: staging held after the loads {bench.get('staging_bytes')} bytes; "
           f"the ring {bench.get('ring_bytes')} bytes")
-if same_run_h2d:
+if same_run_h2d and ours:
     print(f"ratio: shardload bench's own pinned H2D ceiling {same_run_h2d} GB/s; "
-          f"load / that = {ours / same_run_h2d:.3f}" if ours else "")
-print(f"ratio: shardload cuda:0 {ours} GB/s; reference {ref} GB/s; pinned H2D ceiling {ceiling} GB/s")
+          f"load / that = {ours / same_run_h2d:.3f}")
+print(f"ratio: shardload cuda:0 {ours} GB/s (median); reference {ref} GB/s (best of its runs); "
+      f"pinned H2D ceiling {ceiling} GB/s (cuda_bench)")
 if ours and ref:
     print(f"ratio: shardload / reference = {ours / ref:.2f}x")
 if ours and ceiling:
@@ -361,9 +310,17 @@ if cold:
     c = cold.get("ceilings") or {}
     direct = c.get("direct_read_gbps")
     med = cold.get("median_gbps")
+    hot_read = (bench.get("ceilings") or {}).get("buffered_read_gbps")
     if med and direct:
         print(f"ratio: cold load {med} GB/s / O_DIRECT read {direct} GB/s = {med / direct:.3f} "
               f"(binding {cold.get('binding')}: {cold.get('median_fraction_of_binding')})")
+    elif med:
+        print(f"ratio: cold load {med} GB/s; no O_DIRECT ceiling this run (binding "
+              f"{cold.get('binding')}), so no cold ratio")
+    if hot_read and c.get("buffered_read_gbps") and c["buffered_read_gbps"] >= hot_read / 2:
+        print(f"WARNING: the cold buffered read ({c['buffered_read_gbps']} GB/s) is at least half "
+              f"the hot one ({hot_read} GB/s): the cache drop may not have reached the disk "
+              "(tmpfs, or a host page cache under the VM); the cold numbers are suspect")
 modes = []
 for name, path in (("hot auto", "bench_cuda"), ("hot mmap", "bench_cuda_hot_mmap"),
                    ("hot direct", "bench_cuda_hot_direct"), ("hot uring", "bench_cuda_hot_uring"),
@@ -384,6 +341,160 @@ if pairs:
     print("ratio: moe (~19k tensors) / llama, same bytes, per round = " +
           ", ".join(f"{p:.3f}" for p in pairs))
 EOF
+}
+
+# run_steps WORK SUMMARY: every step of `run`, each file into WORK, headlines into SUMMARY.
+run_steps() {
+  local out="$1"
+  local bin="$CARRY/bin"
+  [ -x "$bin/shardload" ] || { echo "gpu_run run: $bin/shardload missing (run 'prepare' first and carry .carry/)" >&2; return 1; }
+  # PY: the interpreter with torch (the image's python3; its venv if python3 lacks it).
+  # PY_LD: the carried libraries (libshardload.so's simdjson and xxhash) for Python;
+  # the C++ binaries get the Debian libstdc++ fallback too when the machine's own is
+  # missing or older, which Python and torch must never see.
+  PY=python3
+  if ! python3 -c 'import torch' >/dev/null 2>&1 && [ -x /opt/torch/.venv/bin/python3 ]; then
+    PY=/opt/torch/.venv/bin/python3
+  fi
+  PY_LD="$CARRY/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export LD_LIBRARY_PATH="$PY_LD"
+  if ! libs_resolve "$bin/cuda_gpu_test" || ! "$bin/cuda_probe_test" --gtest_list_tests >/dev/null 2>&1; then
+    export LD_LIBRARY_PATH="$PY_LD:$CARRY/lib-fallback"
+  fi
+  local summary="$2"
+  : > "$summary"
+  say() { echo "$*" | tee -a "$summary"; }
+  say "machine: nproc=$(nproc) kernel=$(uname -r) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')\""
+  say "binaries: $(cat "$CARRY/STAMP" 2>/dev/null || echo "no STAMP (prepare writes one)")"
+  # gVisor (its kernel reports 4.4.0) has no drop_caches, ignores O_DIRECT (reads come
+  # from a page cache) and has io_uring off: cold, direct and uring numbers would be
+  # missing or false there, so those steps are left out and the summary says why.
+  local gvisor=0 skip_cold="${SKIP_COLD:-0}"
+  [ "$(uname -r)" = "4.4.0" ] && gvisor=1
+  if [ "$gvisor" = 1 ]; then
+    say "sandbox: gVisor (kernel 4.4.0): O_DIRECT is not honoured and io_uring is off there; the direct and uring steps are skipped"
+  fi
+  if [ "$skip_cold" != 1 ] && ! [ -w /proc/sys/vm/drop_caches ]; then
+    say "cold: not measurable on this machine (/proc/sys/vm/drop_caches is missing or not writable); the cold steps are skipped"
+    skip_cold=1
+  fi
+  local gpu_listed=0
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi -L 2>&1 | tee -a "$summary"
+    nvidia-smi -L 2>/dev/null | grep -q '^GPU ' && gpu_listed=1
+    # The static CUDA 13 runtime needs driver r580 or newer; with an older one it sees
+    # no device and every GPU test skips itself (and passes).
+    say "driver: $(nvidia-smi --query-gpu=driver_version,persistence_mode --format=csv,noheader 2>&1 | head -1) (CUDA 13 needs >= 580)"
+  fi
+
+  say "shardload devices: $(limit 60 "$bin/shardload" devices 2>&1 | tr '\n' ';')"
+
+  local failed=0
+  local tests=(cuda_probe_test cuda_cast_math_test cuda_sink_host_test cuda_gpu_test cuda_loader_test)
+  [ "${SKIP_TESTS:-0}" = "1" ] && tests=()
+  for t in "${tests[@]}"; do
+    limit 120 "$bin/$t" --gtest_output="xml:$out/$t.xml" > "$out/$t.log" 2>&1
+    local rc=$?
+    say "test $t: rc=$rc $(grep -E '^\[  (PASSED|FAILED)  \] [0-9]+ test|^\[  SKIPPED \] [0-9]+ test' "$out/$t.log" | tr '\n' ' ')"
+    if [ $rc -ne 0 ]; then
+      failed=1
+      # A real GPU fault poisons the whole process: the first failure is the one to read.
+      say "  failed in $t (the first one counts; a GPU fault fails every later case): $(grep -E '^\[  FAILED  \] [A-Za-z_]' "$out/$t.log" | sed 's/^\[  FAILED  \] //' | head -20 | tr '\n' ' ')$(tail -n 3 "$out/$t.log" | tr '\n' ' ')"
+    fi
+  done
+  if [ "$gpu_listed" = 1 ] && [ "${#tests[@]}" -gt 0 ]; then
+    local blind
+    blind=$(cd "$out" && grep -l "no CUDA device" cuda_*.log 2>/dev/null | tr '\n' ' ')
+    if [ -n "$blind" ]; then
+      say "ERROR: nvidia-smi lists a GPU but the CUDA runtime saw none in: $blind($(grep -h -m1 -o 'no CUDA device.*' "$out"/cuda_probe_test.log 2>/dev/null | head -1)); the GPU cases did not run"
+      failed=1
+    fi
+  fi
+
+  if [ "${SKIP_TESTS:-0}" != "1" ] && [ "${SKIP_PYTHON:-0}" != "1" ]; then
+    # The Python package with CUDA tensors, on the machine's own torch and safetensors
+    # (tests/python_shardload_test.py: its test_cuda_* cases run only where torch sees a
+    # device).
+    PYTHONPATH="$ROOT/python${PYTHONPATH:+:$PYTHONPATH}" XML_OUTPUT_FILE="$out/python_test.xml" \
+      LD_LIBRARY_PATH="$PY_LD" limit 180 "$PY" "$ROOT/tests/python_shardload_test.py" "$bin/libshardload.so" > "$out/python_test.log" 2>&1
+    local prc=$?
+    say "test python_shardload_test ($(LD_LIBRARY_PATH="$PY_LD" "$PY" -c 'import sys, torch, safetensors; print("python", sys.version.split()[0], "torch", torch.__version__, "safetensors", safetensors.__version__)' 2>&1 | tail -1)): rc=$prc $(tail -n 1 "$out/python_test.log")"
+    if [ $prc -ne 0 ]; then
+      failed=1
+      say "  failed in python: $(grep -E '^(FAIL|ERROR): ' "$out/python_test.log" | head -20 | tr '\n' ' ')"
+    fi
+  fi
+  # The test logs now, in their own archive: a call stopped at its time limit later
+  # still brings back why a test failed.
+  if [ "${SKIP_TESTS:-0}" != "1" ]; then
+    (cd "$out" && tar -czf "$(dirname "$summary")/test-logs.tar.gz" ./*.log ./*.xml 2>/dev/null)
+  fi
+
+  if [ "${SKIP_SAMPLE:-0}" = "1" ]; then
+    say "sample: skipped (SKIP_SAMPLE=1)"
+    cuda_bench_step
+    return $failed
+  fi
+  local size="${SAMPLE_SIZE:-16GiB}" shards="${SAMPLE_SHARDS:-8}" repeat="${REPEAT:-3}"
+  local dir="${SAMPLE_DIR:-/tmp/shardload-gpu-sample}-$size"
+  if ! write_sample "$dir" "$size" "$shards" llama "$out/write_sample.txt"; then
+    cuda_bench_step  # the ceilings at least
+    return 1
+  fi
+  # In the order the goals need them, so that a call stopped at its time limit has
+  # brought back the most important numbers: hot onto the GPU and the reference (goals
+  # >= 0.9 of pinned H2D, >= 5x safetensors), many tensors (within 10%), cold (>= 0.9
+  # of O_DIRECT), then the ceilings' details, the host path, and the io modes.
+  bench_step 180 bench_cuda json "--device cuda:0" "$dir" --device cuda:0 --repeat "$repeat"
+  reference_step "$dir" "$repeat"
+  if [ "${SKIP_MOE:-0}" != "1" ]; then
+    # Many small tensors against the same bytes in few large ones, alternated so that
+    # drift hits both: write-sample --layout moe (~19k tensors) and --layout llama.
+    local moe_size="${MOE_SIZE:-4GiB}" moe_ok=1
+    for layout in moe llama; do
+      write_sample "$dir-$layout-$moe_size" "$moe_size" 4 "$layout" "$out/write_sample_$layout.txt" ||
+        { moe_ok=0; failed=1; break; }
+    done
+    for round in 1 2; do
+      [ "$moe_ok" = 1 ] || break
+      for layout in moe llama; do
+        bench_step 180 "bench_cuda_${layout}_$round" median "--device cuda:0 $layout round $round" \
+          "$dir-$layout-$moe_size" --device cuda:0 --repeat "$repeat"
+      done
+    done
+  fi
+  if [ "$skip_cold" != "1" ]; then
+    # Cold: the page cache is dropped before every load and before the O_DIRECT ceiling.
+    bench_step 240 bench_cuda_cold json "--device cuda:0 --cold" "$dir" --device cuda:0 --cold --repeat 1
+  fi
+  say "ratios so far:"
+  ratios | tee -a "$summary"
+  if ! out_of_time "shardload load --device cuda:0"; then
+    limit 180 "$bin/shardload" load "$dir" --device cuda:0 --json > "$out/load_cuda.json" 2> "$out/load_cuda.err"
+    say "shardload load --device cuda:0: rc=$? $(grep -o '"gbps":[0-9.e+-]*' "$out/load_cuda.json")"
+  fi
+
+  cuda_bench_step
+  bench_step 180 bench_cpu json "--device cpu" "$dir" --device cpu --repeat "$repeat"
+  if [ "${SKIP_IO_MODES:-0}" != "1" ]; then
+    local mode modes=(mmap direct uring) cold_modes=(direct uring)
+    if [ "$gvisor" = 1 ]; then
+      modes=(mmap)
+      cold_modes=()
+    fi
+    for mode in "${modes[@]}"; do
+      bench_step 180 "bench_cuda_hot_$mode" median "--device cuda:0 --io $mode" "$dir" \
+        --device cuda:0 --io "$mode" --repeat "$repeat"
+    done
+    if [ "$skip_cold" != "1" ]; then
+      for mode in "${cold_modes[@]}"; do
+        bench_step 240 "bench_cuda_cold_$mode" median "--device cuda:0 --io $mode --cold" "$dir" \
+          --device cuda:0 --io "$mode" --cold --repeat 1
+      done
+    fi
+  fi
+  say "ratios at the end:"
+  ratios | tee -a "$summary"
   return $failed
 }
 

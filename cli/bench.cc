@@ -109,16 +109,28 @@ int Failed(bool json, const Status& s) {
   return 1;
 }
 
+// Progress: under --json, one line on stderr per number as soon as it is measured
+// ("bench: <what> <GB/s>"), so a run stopped from outside (a time limit) still leaves
+// what it measured; the report on stdout comes only at the end.
+void Progress(const BenchArgs& a, const std::string& what, const Result<double>& gbps) {
+  if (a.json) std::cerr << "bench: " << what << " " << OptNum(gbps) << " GB/s" << std::endl;
+}
+
 // Timed: the GB/s of `runs` calls of `once` (a callable returning Result<double>) after
 // `warmups` untimed ones, each call preceded by a page-cache drop when `cold`. The
-// first error of a drop or a call is returned.
+// first error of a drop or a call is returned. Each timed run goes to Progress as
+// "<label> run N".
 template <typename F>
-Result<std::vector<double>> Timed(int warmups, int runs, bool cold, F&& once) {
+Result<std::vector<double>> Timed(const BenchArgs& a, const std::string& label, int warmups,
+                                  int runs, bool cold, F&& once) {
   std::vector<double> gbps;
   for (int i = 0; i < warmups + runs; ++i) {
     if (cold) SL_RETURN_IF_ERROR(bench::DropPageCache());
     SL_ASSIGN_OR_RETURN(double g, once());
-    if (i >= warmups) gbps.push_back(g);
+    if (i >= warmups) {
+      gbps.push_back(g);
+      Progress(a, label + " run " + std::to_string(gbps.size()), g);
+    }
   }
   return gbps;
 }
@@ -154,10 +166,15 @@ int Run(const BenchArgs& a) {
   for (const Result<double>* r : {&memcpy_gbps, &dd_gbps}) {
     if (!r->ok()) return Failed(a.json, r->status());
   }
+  Progress(a, "ceiling memcpy", memcpy_gbps);
+  Progress(a, "ceiling buffered_read", dd_gbps);
+  Progress(a, "ceiling direct_read", direct_gbps);
+  if (fresh_gbps.ok()) Progress(a, "ceiling fresh_memory", fresh_gbps);
+  if (a.device.is_cuda()) Progress(a, "ceiling h2d", h2d_gbps);
 
   // The load, repeated.
   LoadStats last;
-  Result<std::vector<double>> runs = Timed(0, a.repeat, a.cold, [&]() -> Result<double> {
+  Result<std::vector<double>> runs = Timed(a, "LoadAll", 0, a.repeat, a.cold, [&]() -> Result<double> {
     SL_ASSIGN_OR_RETURN(LoadedCheckpoint loaded, LoadAll(*ckpt, options));
     last = loaded;
     return loaded.gbps();
@@ -174,7 +191,7 @@ int Run(const BenchArgs& a) {
     LoadOptions pooled = options;
     pooled.host_arena_pool = &pool;
     Result<std::vector<double>> pooled_runs =
-        Timed(1, a.repeat, a.cold, [&]() -> Result<double> {
+        Timed(a, "pooled LoadAll", 1, a.repeat, a.cold, [&]() -> Result<double> {
           SL_ASSIGN_OR_RETURN(LoadedCheckpoint loaded, LoadAll(*ckpt, pooled));
           return loaded.gbps();
         });
@@ -190,7 +207,7 @@ int Run(const BenchArgs& a) {
   for (const LoadedTensor& t : owner->tensors) {
     targets.push_back(Target{t.name, t.dtype, t.shape, t.device, t.data});
   }
-  Result<std::vector<double>> into_runs = Timed(0, a.repeat, a.cold, [&]() -> Result<double> {
+  Result<std::vector<double>> into_runs = Timed(a, "LoadInto", 0, a.repeat, a.cold, [&]() -> Result<double> {
     SL_ASSIGN_OR_RETURN(LoadResult r, LoadInto(*ckpt, targets, options));
     return r.gbps();
   });

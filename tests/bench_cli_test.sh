@@ -44,7 +44,23 @@ assert quotient_of(r["load_into_fraction_of_binding"], r["load_into_median_gbps"
 # And a wrong ratio is caught: twice the quotient is not one.
 assert not quotient_of(2 * r["median_gbps"] / binding[r["binding"]] + 0.01, r["median_gbps"], binding[r["binding"]]), r
 PY
-check "quiet stderr" test ! -s "$tmp/err"
+# Under --json, stderr carries each number as soon as it is measured (what a run killed
+# at a time limit leaves), and the same numbers as the report.
+check "progress lines on stderr" python3 - "$out" "$tmp/err" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+lines = open(sys.argv[2]).read().splitlines()
+c = r["ceilings"]
+assert all(l.startswith("bench: ") and l.endswith(" GB/s") for l in lines), lines
+what = [l[len("bench: "):].rsplit(" ", 2)[0] for l in lines]
+assert what == ["ceiling memcpy", "ceiling buffered_read", "ceiling direct_read",
+                "ceiling fresh_memory", "LoadAll run 1", "LoadAll run 2",
+                "pooled LoadAll run 1", "pooled LoadAll run 2", "LoadInto run 1",
+                "LoadInto run 2"], what
+values = {w: l.rsplit(" ", 2)[1] for w, l in zip(what, lines)}
+assert float(values["LoadAll run 1"]) == r["runs_gbps"][0], (values, r)
+assert float(values["ceiling memcpy"]) == c["memcpy_gbps"], (values, c)
+PY
 
 out="$("$bin" bench "$tmp/m" --repeat 1 2>&1)"; rc=$?
 check "human report exits 0" test $rc -eq 0

@@ -46,7 +46,27 @@ for t in cuda_probe_test cuda_cast_math_test cuda_sink_host_test cuda_gpu_test c
 done
 check "cuda_gpu_test ran its GPU cases (none skipped)" bash -c "! grep -q '^test cuda_gpu_test: .*SKIPPED' '$summary'"
 check "cuda_bench ran" grep -q "^cuda_bench: rc=0 gpu \"shardload fake CUDA device 0 (cuda:0, 4.0 GiB)\"" "$summary"
-check "the sample was written" grep -q "^sample: $work/sample (48MiB, 3 shards) written" "$summary"
+check "the sample was written" grep -q "^sample: $work/sample-48MiB (48MiB, 3 shards, llama) written in [0-9]* s$" "$summary"
+check "the MoE sample was written" grep -q "^sample: $work/sample-48MiB-moe-24MiB (24MiB, 4 shards, moe) written" "$summary"
+check "the machine line names the kernel" grep -q "^machine: nproc=[0-9]* kernel=$(uname -r) " "$summary"
+check "the ratios are printed after the cold step and at the end" \
+  bash -c "grep -qx 'ratios so far:' '$summary' && grep -qx 'ratios at the end:' '$summary'"
+# A fractional STEP_LIMIT_SCALE used to abort the whole run at its first step (bash
+# arithmetic) and still exit 0; it is refused before anything runs.
+CARRY_DIR="$work/carry" STEP_LIMIT_SCALE=0.5 "$script" run "$work/out-bad-scale" >"$work/bad_scale.log" 2>&1
+check "a fractional STEP_LIMIT_SCALE is refused (exit 2)" test $? -eq 2
+check "... saying why" grep -q "^gpu_run run: STEP_LIMIT_SCALE must be a positive integer, not '0.5'$" "$work/bad_scale.log"
+# A second run reuses the samples and says so.
+CARRY_DIR="$work/carry" SKIP_TESTS=1 SAMPLE_DIR="$work/sample" SAMPLE_SIZE=48MiB SAMPLE_SHARDS=3 \
+  REPEAT=1 SKIP_MOE=1 SKIP_COLD=1 SKIP_IO_MODES=1 SKIP_CUDA_BENCH=1 \
+  "$script" run "$work/out2" >"$work/run2.log" 2>&1
+check "a second run reuses the sample" grep -q "^sample: reusing $work/sample-48MiB (" "$work/out2/summary.txt"
+# Out of budget: the steps are skipped, saying so, and the run still ends with its archive.
+CARRY_DIR="$work/carry" SKIP_TESTS=1 SAMPLE_DIR="$work/sample" SAMPLE_SIZE=48MiB SAMPLE_SHARDS=3 \
+  SKIP_MOE=1 SKIP_COLD=1 RUN_BUDGET_S=0 "$script" run "$work/out3" >"$work/run3.log" 2>&1
+check "a run out of budget skips its steps and says so" \
+  grep -q "^shardload bench --device cuda:0: skipped (the run has used [0-9]* s of its RUN_BUDGET_S=0)$" "$work/out3/summary.txt"
+check "... and still writes its archive" test -s "$work/out3/gpu-run-logs.tar.gz"
 check "bench --device cuda:0 ran" grep -q '^shardload bench --device cuda:0: rc=0 {"files":3,.*"device":"cuda:0"' "$summary"
 check "bench --device cpu ran" grep -q '^shardload bench --device cpu: rc=0 {"files":3,' "$summary"
 if [ $skip_cold -eq 0 ]; then
