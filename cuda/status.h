@@ -38,7 +38,10 @@ std::string CudaErrorText(int error);
 // is kNoDevice). Codes: cudaErrorMemoryAllocation → resource_exhausted;
 // cudaErrorNoDevice / cudaErrorInsufficientDriver / driver-not-loaded style errors →
 // unavailable; cudaErrorInvalidValue / cudaErrorInvalidDevice → invalid_argument;
-// anything else → internal. Thread safety: pure function.
+// anything else → internal. The sticky errors (illegal address, launch failure and
+// timeout, misaligned address, illegal instruction, device assert, uncorrectable ECC...)
+// end with " (a sticky error: CUDA on this device is unusable in this process until it
+// restarts)". Thread safety: pure function.
 Status CudaCallStatus(int error, std::string_view call, int device);
 
 }  // namespace shardload::cuda

@@ -44,6 +44,10 @@ TEST(CudaStatusTest, NamesCallDeviceAndCudaError) {
   EXPECT_EQ(s.code(), StatusCode::kInternal);
   EXPECT_EQ(s.message().rfind("cudaStreamSynchronize(cuda:1): cudaErrorIllegalAddress: ", 0), 0u)
       << s.message();
+  const std::string sticky = " (a sticky error: CUDA on this device is unusable in this "
+                             "process until it restarts)";
+  EXPECT_TRUE(s.message().ends_with(sticky)) << s.message();
+  EXPECT_FALSE(CudaCallStatus(kCudaErrorMemoryAllocation, "cudaMalloc", 3).message().ends_with(sticky));
   EXPECT_EQ(CudaErrorName(987654), "cudaErrorUnknownCode(987654)");
 }
 
