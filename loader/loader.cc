@@ -110,7 +110,7 @@ Status Execute(const Checkpoint& ckpt, const LoadPlan& plan, const LoadOptions& 
   std::vector<std::unique_ptr<ReadableFile>> owned;
   std::vector<const ReadableFile*> files;
   stats->io = ResolveIoMode(options.io);
-  stats->threads = ResolveThreadCount(options.threads);
+  stats->threads = StreamThreadCount(options.threads, plan.spans.size());
   SL_RETURN_IF_ERROR(CheckCancel(options));
   SL_RETURN_IF_ERROR(OpenShards(ckpt, plan.spans, stats->io, options.uring, &owned, &files));
   SL_RETURN_IF_ERROR(sink->Begin(plan.destinations, options.sink.slot_bytes));

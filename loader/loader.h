@@ -116,7 +116,7 @@ struct LoadStats {
   size_t tensors = 0;            // destinations written
   double seconds = 0;            // wall time of the whole call (match, plan, alloc, read)
   IoMode io = IoMode::kPread;    // the mode used (kAuto resolved)
-  int threads = 0;               // reader threads used
+  int threads = 0;               // reader threads started (at most one per span)
   // gbps: delivered_bytes / seconds in GB/s (10^9 bytes per second); 0 when no time.
   double gbps() const { return seconds > 0 ? delivered_bytes / seconds / 1e9 : 0; }
 };

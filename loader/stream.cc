@@ -216,6 +216,11 @@ void ReadLoop(std::span<const ReadableFile* const> files, std::span<const ReadSp
 
 }  // namespace
 
+int StreamThreadCount(int threads, size_t span_count) {
+  return static_cast<int>(
+      std::min<size_t>(ResolveThreadCount(threads), std::max<size_t>(1, span_count)));
+}
+
 Status Stream(std::span<const ReadableFile* const> files, std::span<const ReadSpan> spans,
               Sink& sink, const StreamOptions& options) {
   auto abort_with = [&sink](Status s) {
@@ -240,8 +245,7 @@ Status Stream(std::span<const ReadableFile* const> files, std::span<const ReadSp
   }
 
   const std::vector<size_t> order = InterleaveShards(spans, files.size());
-  int threads = ResolveThreadCount(options.threads);
-  threads = static_cast<int>(std::min<size_t>(threads, std::max<size_t>(1, spans.size())));
+  const int threads = StreamThreadCount(options.threads, spans.size());
 
   Run run;
   std::vector<std::thread> readers;

@@ -65,6 +65,10 @@ struct StreamOptions {
   std::function<std::string(const ReadSpan& span)> describe_span;
 };
 
+// StreamThreadCount: how many reader threads Stream starts for `threads` (0 = hardware
+// threads) and `span_count` spans: never more than the spans, at least one.
+int StreamThreadCount(int threads, size_t span_count);
+
 // Stream: read every span of `spans` from `files[span.shard]` and deliver it to `sink`.
 // The caller has called sink.Begin(...); Stream calls sink.Finish() on success and
 // sink.Abort() on failure. Errors: invalid_argument for bad options or a span that

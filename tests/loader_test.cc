@@ -266,6 +266,21 @@ TEST_F(LoaderTest, CpuDevicesWithAnIndexShareTheOneHostArena) {
   EXPECT_EQ(by_map->tensors.front().device, (Device{Device::Kind::kCpu, 0}));
 }
 
+TEST(LoaderStatsTest, ThreadsAreTheReadersStarted) {
+  // One tensor, one span: one reader, whatever was asked for.
+  std::string dir = TempDir("one_span");
+  const std::byte bytes[3] = {std::byte{1}, std::byte{2}, std::byte{3}};
+  std::vector<TensorToWrite> tw = {TensorToWrite::FromBytes("w", Dtype::kU8, {3}, bytes)};
+  ASSERT_TRUE(WriteFile(dir + "/model.safetensors", tw, std::nullopt).ok());
+  Result<Checkpoint> c = Checkpoint::Open(dir);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  LoadOptions o;
+  o.threads = 8;
+  Result<LoadedCheckpoint> all = LoadAll(*c, o);
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  EXPECT_EQ(all->threads, 1);
+}
+
 TEST_F(LoaderTest, InvalidOptionsAreErrorsNotClamped) {
   LoadOptions o = options_;
   o.threads = 1000;
