@@ -26,6 +26,7 @@
 #include "format/checksum_writer.h"
 #include "format/dtype.h"
 #include "format/status.h"
+#include "format/text.h"
 #include "format/writer.h"
 #include "loader/arena.h"
 #include "loader/checkpoint.h"
@@ -103,7 +104,7 @@ shardload::DeviceBackend* Backend() {
   return backend;
 }
 
-std::string QuoteName(std::string_view name) { return "'" + std::string(name) + "'"; }
+std::string QuoteName(std::string_view name) { return shardload::QuoteNameForMessage(name); }
 
 std::atomic<size_t> g_live_arena_sets{0};
 
@@ -347,14 +348,6 @@ sl_status UnknownSaveFlags(int flags) {
   return Fail(StatusCode::kInvalidArgument, "unknown save flags " + std::to_string(flags));
 }
 
-// FdCloser: closes a file descriptor on scope exit.
-struct FdCloser {
-  int fd = -1;
-  ~FdCloser() {
-    if (fd >= 0) ::close(fd);
-  }
-};
-
 // NewHandle: the body of every handle constructor without inputs to check: `out` must
 // not be NULL, then *out = make() (NULL while make runs, so a failure leaves it NULL).
 template <typename T, typename Make>
@@ -572,24 +565,15 @@ sl_status sl_checkpoint_read(const sl_checkpoint* checkpoint, size_t index, uint
     if (bytes == 0) return SL_OK;
     if (dst == nullptr) return Fail(NullArgument("dst"));
     const shardload::ShardInfo& shard = checkpoint->ckpt.shards()[t.shard];
-    FdCloser fd{::open(shard.path.c_str(), O_RDONLY | O_CLOEXEC)};
-    if (fd.fd < 0) return Fail(shardload::ErrnoToStatus(errno, shard.file + ": open"));
-    auto* p = static_cast<char*>(dst);
-    uint64_t done = 0;
-    while (done < bytes) {
-      uint64_t want = std::min<uint64_t>(bytes - done, uint64_t{1} << 30);
-      ssize_t n = ::pread(fd.fd, p + done, want, static_cast<off_t>(t.file_offset + offset + done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return Fail(shardload::ErrnoToStatus(errno, shard.file + ": read"));
-      }
-      if (n == 0) {
-        return Fail(StatusCode::kDataLoss,
-                    shard.file + ": file ended at byte " +
-                        std::to_string(t.file_offset + offset + done) + " while reading tensor " +
-                        QuoteName(t.name));
-      }
-      done += static_cast<uint64_t>(n);
+    shardload::Result<std::unique_ptr<shardload::ReadableFile>> file =
+        shardload::OpenFile(shard.path, shardload::IoMode::kPread);
+    if (!file.ok()) return Fail(file.status().Relabeled(shard.path, shard.file));
+    if (shardload::Status s = shardload::CheckShardFile(shard, **file); !s.ok()) return Fail(s);
+    shardload::Status read = (*file)->ReadAt(
+        t.file_offset + offset, std::span<std::byte>(static_cast<std::byte*>(dst), bytes));
+    if (!read.ok()) {
+      return Fail(shardload::Status(read.code(), read.Relabeled(shard.path, shard.file).message() +
+                                                     " (reading tensor " + QuoteName(t.name) + ")"));
     }
     return SL_OK;
   });

@@ -201,8 +201,11 @@ sl_status sl_checkpoint_shard(const sl_checkpoint* checkpoint, size_t index, con
  * host memory `dst` with positional reads (safe against truncated files). Used for
  * slices. Errors: SL_OUT_OF_RANGE for a bad index or a range past the tensor's end
  * ("tensor 'x': bytes [offset, offset + bytes) are outside its N bytes", with the
- * numbers); the shard's open/read errors;
- * SL_DATA_LOSS "<file>: file ended at byte N while reading tensor 'x'". */
+ * numbers); the shard's open errors; SL_DATA_LOSS when the shard's size or header
+ * changed since the checkpoint was opened ("<file>: file is now N bytes, but its header
+ * was read from M bytes", "<file>: file was replaced since the checkpoint was opened
+ * and its header differs (open the checkpoint again)"), or when a read comes up short
+ * ("<file>: ... (reading tensor 'x')"). */
 sl_status sl_checkpoint_read(const sl_checkpoint* checkpoint, size_t index, uint64_t offset,
                              uint64_t bytes, void* dst);
 

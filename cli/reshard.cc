@@ -138,10 +138,7 @@ int RunReshard(const Args& args) {
   for (const ShardInfo& s : ckpt->shards()) {
     Result<std::unique_ptr<ReadableFile>> f = OpenFile(s.path, IoMode::kPread);
     if (!f.ok()) return Fail(f.status().message());
-    if ((*f)->size() != s.size) {
-      return Fail(s.path + ": file changed since the checkpoint was opened: now " +
-                  std::to_string((*f)->size()) + " bytes, was " + std::to_string(s.size));
-    }
+    if (Status same = CheckShardFile(s, **f); !same.ok()) return Fail(same.message());
     files.push_back(std::move(*f));
   }
   std::vector<TensorToWrite> tensors;

@@ -7,6 +7,8 @@
 #define XXH_STATIC_LINKING_ONLY  // exposes XXH3_state_t's size for in-object storage
 #include <xxhash.h>
 
+#include "format/text.h"
+
 namespace shardload {
 namespace {
 
@@ -116,7 +118,8 @@ Result<ChecksumMap> ParseChecksumMetadata(const std::map<std::string, std::strin
        it != metadata.end() && it->first.starts_with(kChecksumKeyPrefix); ++it) {
     Result<uint64_t> hash = ParseXxh3(it->second);
     if (!hash.ok()) {
-      return DataLossError(std::string(label) + ": __metadata__ key '" + it->first + "': " +
+      return DataLossError(std::string(label) + ": __metadata__ key " +
+                           QuoteNameForMessage(it->first) + ": " +
                            hash.status().message());
     }
     out.emplace(it->first.substr(kChecksumKeyPrefix.size()), *hash);
@@ -127,8 +130,8 @@ Result<ChecksumMap> ParseChecksumMetadata(const std::map<std::string, std::strin
 Status CheckTensorChecksum(std::string_view label, std::string_view tensor_name,
                            uint64_t bytes, uint64_t expected, uint64_t actual) {
   if (expected == actual) return OkStatus();
-  return DataLossError(std::string(label) + ": tensor '" + std::string(tensor_name) +
-                       "': XXH3 of its " + std::to_string(bytes) + " bytes is " +
+  return DataLossError(std::string(label) + ": tensor " + QuoteNameForMessage(tensor_name) +
+                       ": XXH3 of its " + std::to_string(bytes) + " bytes is " +
                        FormatXxh3(actual) + ", recorded " + FormatXxh3(expected));
 }
 

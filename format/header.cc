@@ -609,14 +609,14 @@ Result<Header> ParseBuffer(std::span<const std::byte> file, std::string_view lab
 }
 
 Result<Header> ReadHeaderFile(const std::string& path, const ParseOptions& options,
-                              FileIdentity* identity) {
+                              HeaderFileFacts* facts) {
   try {
     uint64_t file_size = 0;
     SL_ASSIGN_OR_RETURN(ScopedFd fd, OpenRegularFile(path, &file_size));
-    if (identity != nullptr) {
+    if (facts != nullptr) {
       struct stat st;
       if (::fstat(fd.get(), &st) != 0) return ErrnoToStatus(errno, path);
-      *identity = IdentityOf(st);
+      facts->identity = IdentityOf(st);
     }
 
     std::byte prefix[8] = {};
@@ -642,6 +642,7 @@ Result<Header> ReadHeaderFile(const std::string& path, const ParseOptions& optio
                            std::to_string(got) + " of " + std::to_string(n) + " header bytes)");
     }
     std::memset(buf.get() + n, 0, simdjson::SIMDJSON_PADDING);
+    if (facts != nullptr) facts->header_xxh3 = XXH3_64bits(buf.get(), n);
     return HeaderParser(path, options).Parse(buf.get(), n, /*padded=*/true, file_size);
   } catch (const std::bad_alloc&) {
     return ResourceExhaustedError(path + ": out of memory reading the header");

@@ -128,12 +128,20 @@ Result<Header> ParseHeader(std::string_view json, uint64_t file_size, std::strin
 Result<Header> ParseBuffer(std::span<const std::byte> file, std::string_view label,
                            const ParseOptions& options = {});
 
+// HeaderFileFacts: what ReadHeaderFile saw of the file besides the header: its
+// FileIdentity (taken before the header was read) and the XXH3-64 of its JSON header
+// bytes (the N bytes after the 8-byte length).
+struct HeaderFileFacts {
+  FileIdentity identity;
+  uint64_t header_xxh3 = 0;
+};
+
 // ReadHeaderFile: open `path`, read the prefix and header with positional reads,
 // validate against the file's size. The label in errors is `path` as given. With
-// `identity`, the opened file's FileIdentity (taken before the header is read) goes
-// there. Errors: not_found / permission_denied from open; the parse errors above.
+// `facts`, what HeaderFileFacts holds goes there. Errors: not_found / permission_denied
+// from open; the parse errors above.
 Result<Header> ReadHeaderFile(const std::string& path, const ParseOptions& options = {},
-                              FileIdentity* identity = nullptr);
+                              HeaderFileFacts* facts = nullptr);
 
 }  // namespace shardload
 

@@ -64,14 +64,18 @@ class ScopedFd {
   int fd_ = -1;
 };
 
-// FileIdentity: which file an fstat saw and when it was last modified: device, inode
-// and modification time (ns). Equal identities mean the same inode, unmodified (to the
-// filesystem's timestamp resolution); a file renamed over the path, or written in
-// place, compares unequal.
+// FileIdentity: which file an fstat saw and when it last changed: device, inode,
+// modification and status-change times (ns). A file renamed over the path or written
+// since compares unequal (ctime, which no user call can set back, changes with every
+// write, extract or chmod; a reused inode number gets a new ctime). Equal identities do
+// not prove equal bytes (timestamps have a resolution), and unequal ones do not prove
+// different bytes (a chmod, a FUSE inode renumbering): callers use it as a cheap first
+// check.
 struct FileIdentity {
   uint64_t device = 0;
   uint64_t inode = 0;
   int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;
   friend bool operator==(const FileIdentity&, const FileIdentity&) = default;
 };
 
@@ -79,7 +83,9 @@ struct FileIdentity {
 inline FileIdentity IdentityOf(const struct stat& st) {
   return FileIdentity{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino),
                       static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 +
-                          static_cast<int64_t>(st.st_mtim.tv_nsec)};
+                          static_cast<int64_t>(st.st_mtim.tv_nsec),
+                      static_cast<int64_t>(st.st_ctim.tv_sec) * 1'000'000'000 +
+                          static_cast<int64_t>(st.st_ctim.tv_nsec)};
 }
 
 // OpenRegularFile: `path` opened read-only (O_NONBLOCK: opening a FIFO must not wait

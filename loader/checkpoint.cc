@@ -8,6 +8,7 @@
 #include <atomic>
 #include <bit>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <filesystem>
@@ -19,6 +20,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "format/checksum.h"
 #include "format/header.h"
 #include "format/index.h"
 #include "format/text.h"
@@ -44,7 +46,7 @@ bool EndsWith(std::string_view s, std::string_view suffix) {
 // ShardHeader: what reading one shard yields.
 struct ShardHeader {
   uint64_t size = 0;
-  FileIdentity identity;
+  HeaderFileFacts facts;
   Header header;
 };
 
@@ -52,7 +54,7 @@ struct ShardHeader {
 // relabelled from the path to `label` (the file name within the checkpoint folder).
 Result<ShardHeader> ReadShardHeader(const std::string& path, const std::string& label) {
   ShardHeader out;
-  Result<Header> h = ReadHeaderFile(path, {}, &out.identity);
+  Result<Header> h = ReadHeaderFile(path, {}, &out.facts);
   if (!h.ok()) return h.status().Relabeled(path, label);
   // The parser checked that the data section ends exactly at the end of the file.
   out.size = h->data_start + h->data_size;
@@ -400,7 +402,8 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
   for (size_t i = 0; i < headers.size(); ++i) {
     ShardInfo& s = ckpt.shards_[i];
     s.size = headers[i].size;
-    s.identity = headers[i].identity;
+    s.identity = headers[i].facts.identity;
+    s.header_xxh3 = headers[i].facts.header_xxh3;
     s.header_length = headers[i].header.header_length;
     s.data_start = headers[i].header.data_start;
     tensor_count += headers[i].header.tensors.size();
@@ -604,9 +607,24 @@ Status CheckShardFile(const ShardInfo& shard, const ReadableFile& file) {
                          " bytes");
   }
   std::optional<FileIdentity> now = file.identity();
-  if (now.has_value() && *now != shard.identity) {
-    return DataLossError(shard.file + ": file was replaced or modified since the checkpoint "
-                         "was opened (open the checkpoint again)");
+  if (!now.has_value() || *now == shard.identity) return OkStatus();
+  // Changed on disk since Open: the layout still holds if the header bytes are the same.
+  const uint64_t n = shard.header_length;
+  std::unique_ptr<std::byte, decltype(&std::free)> buffer(
+      static_cast<std::byte*>(std::aligned_alloc(4096, (8 + n + 8192 + 4095) / 4096 * 4096)),
+      &std::free);
+  if (buffer == nullptr) {
+    return ResourceExhaustedError(shard.file + ": cannot allocate " + std::to_string(8 + n) +
+                                  " bytes to check its header again");
+  }
+  SL_ASSIGN_OR_RETURN(std::span<const std::byte> bytes,
+                      file.ReadWindowAt(0, 8 + n, std::span<std::byte>(buffer.get(),
+                                                                       8 + n + 8192)));
+  uint64_t length = 0;
+  for (int i = 7; i >= 0; --i) length = (length << 8) | std::to_integer<uint64_t>(bytes[i]);
+  if (length != n || Xxh3(bytes.subspan(8)) != shard.header_xxh3) {
+    return DataLossError(shard.file + ": file was replaced since the checkpoint was opened "
+                         "and its header differs (open the checkpoint again)");
   }
   return OkStatus();
 }

@@ -59,17 +59,22 @@ struct ShardInfo {
   uint64_t header_length = 0; // N, the 8-byte little-endian prefix
   uint64_t data_start = 0;    // 8 + N: file offset of the data section
   std::map<std::string, std::string> metadata;  // this file's `__metadata__`
-  FileIdentity identity;      // device, inode and mtime of the file the header came from
+  FileIdentity identity;      // the file the header came from (format/scoped_fd.h)
+  uint64_t header_xxh3 = 0;   // XXH3-64 of its JSON header bytes
 };
 
 class ReadableFile;
 
 // CheckShardFile: OK when `file`, opened from `shard.path` after the checkpoint was
-// opened, is the file the catalog describes. Errors (data_loss): "<file>: file is now N
-// bytes, but its header was read from M bytes"; "<file>: file was replaced or modified
-// since the checkpoint was opened (open the checkpoint again)" when its inode or
-// modification time differ (its bytes may no longer be where the header said: a Hugging
-// Face download renames new files over old ones of the same size). Thread-safe.
+// opened, still has the layout the catalog read: the same size, and either the same
+// FileIdentity (device, inode, mtime, ctime) or, when that differs (a rewrite, a
+// rename over it, but also a chmod, a `touch` or a FUSE inode renumbering), the same
+// header bytes, read again from `file` and compared by XXH3. Tensor bytes themselves
+// are not compared (LoadOptions::verify does that). Errors (data_loss): "<file>: file
+// is now N bytes, but its header was read from M bytes"; "<file>: file was replaced
+// since the checkpoint was opened and its header differs (open the checkpoint again)"
+// (a Hugging Face download renames new files over old ones, possibly of the same size:
+// the tensors would be read at the old offsets); the re-read's own errors. Thread-safe.
 Status CheckShardFile(const ShardInfo& shard, const ReadableFile& file);
 
 // Checkpoint: an opened checkpoint's catalog. Move-only.

@@ -120,10 +120,8 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
         Result<std::unique_ptr<ReadableFile>> opened = OpenFile(shard.path, IoMode::kPread);
         if (!opened.ok()) {
           st = opened.status();
-        } else if ((*opened)->size() != shard.size) {
-          st = DataLossError(shard.path + ": file changed since the checkpoint was opened: now " +
-                             std::to_string((*opened)->size()) + " bytes, was " +
-                             std::to_string(shard.size));
+        } else if (Status same = CheckShardFile(shard, **opened); !same.ok()) {
+          st = same;
         } else {
           file = std::move(opened).value();
           open_shard = t.shard;
@@ -136,7 +134,7 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
         Status read = file->ReadAt(t.file_offset + done, piece);
         if (!read.ok()) {
           st = Status(read.code(),
-                      read.message() + " (reading tensor " + QuoteForMessage(t.name, '\'') + ")");
+                      read.message() + " (reading tensor " + QuoteNameForMessage(t.name) + ")");
           break;
         }
         hasher.Update(piece);
@@ -158,7 +156,7 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
       hash_run_or_throw(r, &at);
     } catch (const std::exception& e) {
       errors[r] = RunError{at, ResourceExhaustedError(
-                                   "hashing tensor " + QuoteForMessage(tensors[order[at]].name, '\'') +
+                                   "hashing tensor " + QuoteNameForMessage(tensors[order[at]].name) +
                                    ": " + e.what())};
     }
   });

@@ -76,8 +76,8 @@ struct CheckpointDigest {
 
 // HashCheckpoint: hash every tensor of `ckpt` (on options.threads threads).
 // Errors: invalid_argument for bad options; the shard open/read errors of
-// loader/file.h with " (reading tensor 'w')" appended; data_loss "<path>: file changed
-// since the checkpoint was opened: now N bytes, was M" (never SIGBUS); the
+// loader/file.h with " (reading tensor 'w')" appended; CheckShardFile's data_loss for a
+// shard whose size or header changed since the checkpoint was opened (never SIGBUS); the
 // malformed-value error of ParseChecksumMetadata (shard or index); with
 // check_recorded, data_loss "<file>: tensor 'w': XXH3 of its N bytes is X, recorded Y"
 // at the first mismatch in file order, <file> being the shard or the index that holds

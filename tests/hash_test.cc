@@ -153,9 +153,9 @@ TEST(HashCheckpointTest, ThreadCountChangesNeitherDigestsNorTheError) {
     HashOptions o;
     o.threads = threads;
     Result<CheckpointDigest> d = HashCheckpoint(*ckpt, o);
-    EXPECT_EQ(d.status(), DataLossError(s2.path + ": file changed since the checkpoint was "
-                                        "opened: now " + std::to_string(s2.size - 1) +
-                                        " bytes, was " + std::to_string(s2.size)))
+    EXPECT_EQ(d.status(), DataLossError(s2.file + ": file is now " + std::to_string(s2.size - 1) +
+                                        " bytes, but its header was read from " +
+                                        std::to_string(s2.size) + " bytes"))
         << threads;
   }
   HashOptions bad;
@@ -260,10 +260,10 @@ TEST(HashCheckpointTest, FileTruncatedAfterOpenIsDataLossNotACrash) {
   Result<CheckpointDigest> d = HashCheckpoint(*ckpt);
   ASSERT_FALSE(d.ok());
   EXPECT_EQ(d.status().code(), StatusCode::kDataLoss) << d.status().ToString();
-  EXPECT_EQ(d.status().message(), shard.path +
-                                      ": file changed since the checkpoint was opened: now " +
-                                      std::to_string(shard.size - 100) + " bytes, was " +
-                                      std::to_string(shard.size));
+  EXPECT_EQ(d.status().message(), shard.file + ": file is now " +
+                                      std::to_string(shard.size - 100) +
+                                      " bytes, but its header was read from " +
+                                      std::to_string(shard.size) + " bytes");
 }
 
 // A shard whose bytes change after Open but keep their size: only recorded hashes can

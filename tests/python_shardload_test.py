@@ -741,6 +741,31 @@ class PythonTest(unittest.TestCase):
             (shardload.ShardloadWarning,
              "model.safetensors.index.json: weight_map is empty; the checkpoint has no tensors")])
 
+    def test_safe_open_refuses_a_shard_replaced_with_another_layout(self):
+        # A file of the same size with another header renamed over the one safe_open
+        # read: its tensors are not where the handle thinks, so reads fail (data_loss)
+        # instead of returning other bytes. A touched file (same bytes) still reads.
+        path = self.path("r.safetensors")
+        shardload.save_file({"a": torch.zeros(4), "b": torch.ones(4)}, path)
+        with open(path, "rb") as f:
+            data = f.read()
+        with shardload.safe_open(path, framework="pt") as f:
+            os.utime(path, (12345, 12345))
+            self.assertTrue(torch.equal(f.get_tensor("a"), torch.zeros(4)))
+            swapped = data.replace(b'"a":', b'"c":', 1).replace(b'"b":', b'"a":', 1)
+            self.assertEqual(len(swapped), len(data))
+            with open(path + ".new", "wb") as g:
+                g.write(swapped)
+            os.replace(path + ".new", path)
+            expected = ("data_loss", "r.safetensors: file was replaced since the checkpoint "
+                        "was opened and its header differs (open the checkpoint again)")
+            for read in (lambda: f.get_tensor("a"), lambda: f.get_slice("a")[0:2],
+                         lambda: f.get_tensors()):
+                with self.assertRaises(shardload.ShardloadError) as cm:
+                    read()
+                self.assertEqual((cm.exception.code, str(cm.exception)), expected)
+        self.assertTrue(torch.equal(shardload.load_file(path)["a"], torch.ones(4)))
+
     def test_safe_open_metadata_empty_and_absent(self):
         t = {"w": torch.ones(2)}
         shardload.save_file(t, self.path("none.safetensors"))
