@@ -51,12 +51,34 @@ std::string_view Trim(std::string_view s) {
   return s;
 }
 
-// EntryContinues: whether a device-map entry cut at a comma is a regex pattern that
-// does not yet end in "=DEVICE", so the comma belongs to the regex.
+// EntryContinues: whether a device-map entry cut at a comma is a regex pattern with a
+// bracket still open there ('{', '[' or '(' not yet closed, escapes and classes
+// respected), so the comma belongs to the regex ("re:x{1,2}=cuda:1"). Anything else
+// ends at the comma as before, so a typo such as "re:a=cuda:o,b=cpu" stays an error.
 bool EntryContinues(std::string_view entry) {
   if (entry.substr(0, kRegexPrefix.size()) != kRegexPrefix) return false;
-  size_t eq = entry.rfind('=');
-  return eq == std::string_view::npos || !ParseDevice(Trim(entry.substr(eq + 1))).ok();
+  int braces = 0;
+  int parens = 0;
+  bool in_class = false;
+  for (size_t i = kRegexPrefix.size(); i < entry.size(); ++i) {
+    const char c = entry[i];
+    if (c == '\\') {
+      ++i;  // the next character is literal
+    } else if (in_class) {
+      if (c == ']') in_class = false;
+    } else if (c == '[') {
+      in_class = true;
+    } else if (c == '{') {
+      ++braces;
+    } else if (c == '}') {
+      braces = std::max(0, braces - 1);
+    } else if (c == '(') {
+      ++parens;
+    } else if (c == ')') {
+      parens = std::max(0, parens - 1);
+    }
+  }
+  return in_class || braces > 0 || parens > 0;
 }
 
 }  // namespace

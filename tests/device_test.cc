@@ -147,11 +147,30 @@ TEST(ParseDeviceMapTest, RegexMayHoldCommas) {
   EXPECT_EQ(cpu1->Resolve("x"), kCpu);
   EXPECT_EQ(cpu1->default_device(), kCpu);
   EXPECT_EQ(cpu1->Devices(), std::vector<Device>{kCpu});
-  // A regex that never reaches "=DEVICE" is reported whole.
-  Result<DeviceMap> open = ParseDeviceMap("re:a{1,2},cpu");
+  // A bracket-free comma ends the entry, so typos stay errors (they used to be joined
+  // into one regex rule, silently sending every tensor to the default).
+  for (const char* typo : {"re:attn.*=cuda:o,re:mlp.*=cuda:1", "re:attn.*=gpu,mlp.*=cpu",
+                           "re:x=cuda:01,y=cpu"}) {
+    Result<DeviceMap> bad = ParseDeviceMap(typo);
+    EXPECT_FALSE(bad.ok()) << typo;
+    EXPECT_EQ(bad.status().message().rfind("invalid device-map entry 're:", 0), 0u)
+        << bad.status().message();
+  }
+  Result<DeviceMap> bare = ParseDeviceMap("re:a,b=cpu");
+  ASSERT_FALSE(bare.ok());
+  EXPECT_EQ(bare.status().message(),
+            "invalid device-map entry 're:a': invalid device 're:a': expected cpu, cuda or "
+            "cuda:N");
+  // Escaped brackets and brackets inside a class open nothing.
+  Result<DeviceMap> escaped = ParseDeviceMap("re:a\\{x=cuda:1,re:[{]y=cuda:0,cpu");
+  ASSERT_TRUE(escaped.ok()) << escaped.status().ToString();
+  EXPECT_EQ(escaped->Resolve("a{x"), Cuda(1));
+  EXPECT_EQ(escaped->Resolve("{y"), Cuda(0));
+  // A regex whose bracket never closes is reported whole.
+  Result<DeviceMap> open = ParseDeviceMap("re:a{1,2,cpu");
   ASSERT_FALSE(open.ok());
   EXPECT_EQ(open.status().message(),
-            "invalid device-map entry 're:a{1,2},cpu': invalid device 're:a{1,2},cpu': "
+            "invalid device-map entry 're:a{1,2,cpu': invalid device 're:a{1,2,cpu': "
             "expected cpu, cuda or cuda:N");
 }
 
