@@ -205,9 +205,11 @@ Result<std::unique_ptr<HostArena>> HostArena::Allocate(uint64_t bytes,
       error = r.error;
     }
     g_live_arenas.fetch_add(1);
-    std::unique_ptr<HostArena> arena(
-        new HostArena(reuse.data, bytes, reuse.mapped, populated, true, std::move(state)));
-    if (error != 0) return PrefaultFailed(bytes, error);  // the arena goes back to the pool
+    // A failed populate means memory is short: unmap the mapping rather than keep it
+    // cached (no pool state for it).
+    std::unique_ptr<HostArena> arena(new HostArena(reuse.data, bytes, reuse.mapped, populated,
+                                                   true, error != 0 ? nullptr : std::move(state)));
+    if (error != 0) return PrefaultFailed(bytes, error);  // unmapped
     if (options.cancel != nullptr && options.cancel->load()) {
       return CancelledError("load cancelled");  // the arena goes back to the pool
     }
@@ -233,7 +235,8 @@ Result<std::unique_ptr<HostArena>> HostArena::Allocate(uint64_t bytes,
   if (options.prefault) prefaulted = PrefaultParallel(data, rounded, threads, options.cancel);
   g_live_arenas.fetch_add(1);
   std::unique_ptr<HostArena> arena(
-      new HostArena(data, bytes, rounded, prefaulted.completed, false, std::move(state)));
+      new HostArena(data, bytes, rounded, prefaulted.completed, false,
+                    prefaulted.error != 0 ? nullptr : std::move(state)));
   if (prefaulted.error != 0) return PrefaultFailed(bytes, prefaulted.error);  // unmapped
   if (options.cancel != nullptr && options.cancel->load()) {
     return CancelledError("load cancelled");  // unmapped (or pooled) by the arena

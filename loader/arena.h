@@ -74,8 +74,11 @@ class HostArena {
   // pre-faulted per `options`). Thread-safe
   // with respect to the pool. Errors: invalid_argument for bad options;
   // resource_exhausted "cannot allocate a host arena of N bytes: <strerror>" when mmap
-  // fails (the kernel's overcommit check refuses an arena the machine clearly cannot
-  // hold), "...: faulting its pages in failed: <strerror>" when the pre-fault does.
+  // fails (the kernel's overcommit heuristic refuses an arena larger than RAM plus swap;
+  // it knows nothing of cgroup limits), "...: faulting its pages in failed: <strerror>"
+  // when the pre-fault does (its memory is then unmapped, not pooled). Short of that, a
+  // machine or container out of memory may still meet the OOM killer while faulting
+  // pages in: the kernel's page allocator calls it before any ENOMEM comes back.
   static Result<std::unique_ptr<HostArena>> Allocate(uint64_t bytes,
                                                      const HostArenaOptions& options,
                                                      HostArenaPool* pool = nullptr);
