@@ -351,6 +351,20 @@ class PythonTest(unittest.TestCase):
             shardload.load_model(Tiny(), self.path("m.safetensors"), progress=lambda d, t: False)
         self.assertEqual(cm.exception.code, "cancelled")
 
+    def test_cpu_with_an_index_is_cpu(self):
+        # torch's "cpu:N" devices are the one host memory: loads take them as "cpu".
+        src = Tiny()
+        shardload.save_file(src.state_dict(), self.path("cpuN.safetensors"))
+        for device in ("cpu:0", torch.device("cpu", 1), "cpu:1"):
+            loaded = shardload.load_file(self.path("cpuN.safetensors"), device=device)
+            self.assertEqual(loaded["head.weight"].device, torch.device("cpu"))
+            self.assertTrue(torch.equal(loaded["head.weight"], src.head.weight))
+            dst = Tiny()
+            shardload.load_model(dst, self.path("cpuN.safetensors"), device=device)
+            self.assertTrue(torch.equal(dst.head.weight, src.head.weight))
+        self.assertEqual(shardload._device_string("cpu:3"), "cpu")
+        self.assertEqual(shardload._device_string("cpu:03"), "cpu:03")  # refused later
+
     def test_cancel_token(self):
         tensors = {"w%d" % i: torch.full((256,), float(i)) for i in range(4)}
         path = self.path("c.safetensors")
@@ -365,18 +379,37 @@ class PythonTest(unittest.TestCase):
         gc.collect()
         before = lib.sl_live_arena_sets()
 
-        # Cancelled from another thread while the load runs: the load stops at its next
-        # check, raises, and keeps no arena.
-        def cancel_elsewhere(done, total):
+        # A load running on a worker thread, cancelled from this one while it runs: it
+        # stops at its next check, raises there, and keeps no arena. (Its progress
+        # callback only holds the load at its first call until the cancel was sent, so
+        # that the load cannot finish first; ctypes releases the GIL during the C call.)
+        started = threading.Event()
+        sent = threading.Event()
+        outcome = []
+
+        def hold_until_sent(done, total):
             if done == 0:
-                t = threading.Thread(target=token.cancel)
-                t.start()
-                t.join()
+                started.set()
+                sent.wait(10)
             return True
 
-        with self.assertRaises(shardload.ShardloadError) as cm:
-            shardload.load_file(path, progress=cancel_elsewhere, cancel=token)
-        self.assertEqual((cm.exception.code, str(cm.exception)), ("cancelled", "load cancelled"))
+        def worker():
+            try:
+                shardload.load_file(path, progress=hold_until_sent, cancel=token)
+                outcome.append(None)
+            except shardload.ShardloadError as e:
+                outcome.append(e)
+
+        t = threading.Thread(target=worker)
+        t.start()
+        self.assertTrue(started.wait(10))
+        token.cancel()
+        sent.set()
+        t.join(10)
+        self.assertFalse(t.is_alive())
+        self.assertEqual(len(outcome), 1)
+        self.assertIsNotNone(outcome[0], "the load was not cancelled")
+        self.assertEqual((outcome[0].code, str(outcome[0])), ("cancelled", "load cancelled"))
         self.assertTrue(token.cancelled)
         self.assertEqual(repr(token), "CancelToken(cancelled=True)")
         self.assertEqual(lib.sl_live_arena_sets(), before)

@@ -330,10 +330,14 @@ def load(data, *, pool=None):
 
 def _device_string(device):
     """The device (map) string for the C API. A bare "cuda" (or torch.device("cuda")) is
-    the current CUDA device, as torch and safetensors read it, when torch sees one."""
+    the current CUDA device, as torch and safetensors read it, when torch sees one;
+    "cpu:N" is "cpu" (torch's cpu tensors all report device "cpu")."""
     if isinstance(device, int):
         return "cuda:%d" % device
     text = str(device)
+    if text.startswith("cpu:") and text[4:].isdigit() and \
+            (text[4:] == "0" or not text[4:].startswith("0")):
+        return "cpu"
     if text == "cuda":
         try:
             torch = _torch()
@@ -1006,9 +1010,11 @@ def save_file(tensors, filename, metadata=None, *, checksums=False):
 
 def save(tensors, metadata=None, *, checksums=False):
     """Like safetensors.torch.save: the bytes of the .safetensors file that
-    ``save_file(tensors, path, metadata, checksums=checksums)`` writes (written to a
-    temporary file, read back and removed). Refuses what save_file refuses; errors
-    name ``<bytes>``, not the temporary file."""
+    ``save_file(tensors, path, metadata, checksums=checksums)`` writes. Unlike
+    safetensors, which builds them in memory, they are written to a temporary file
+    under ``tempfile.gettempdir()`` (which needs room for them: ShardloadError
+    "resource_exhausted"/"data_loss" from the writer otherwise), read back and removed.
+    Refuses what save_file refuses; errors name ``<bytes>``, not the temporary file."""
     import tempfile
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "tensors.safetensors")
