@@ -105,10 +105,15 @@ prepare() {
 # limit SECONDS CMD...: CMD under `timeout` (exit 124 when it runs out), so that a hung
 # step (a deadlock seen first on a real GPU, say) costs STEP_LIMIT_SCALE × SECONDS, not
 # the whole device call.
+# Never past the run's budget either (RUN_BUDGET_S, see out_of_time): a step started
+# late gets what is left of it, at least 5 s.
 limit() {
-  local seconds="$1"
+  local seconds="$(($1 * ${STEP_LIMIT_SCALE:-1}))"
   shift
-  timeout --kill-after=10 "$((seconds * ${STEP_LIMIT_SCALE:-1}))" "$@"
+  local left=$((${RUN_BUDGET_S:-540} - SECONDS))
+  [ "$left" -lt 5 ] && left=5
+  [ "$left" -lt "$seconds" ] && seconds="$left"
+  timeout --kill-after=10 "$seconds" "$@"
 }
 
 # out_of_time WHAT: true (and says WHAT was skipped) once the run has used RUN_BUDGET_S
@@ -148,6 +153,7 @@ bench_step() {
 # reference_step DIR REPEAT: the Hugging Face reference in the same run (uses run's
 # $out and say).
 reference_step() {
+  out_of_time "reference" && return 0
   # The Hugging Face reference in the same run: safetensors.torch.load_file per shard
   # straight to cuda:0 (hot page cache: the files were just read), best of $repeat.
   LD_LIBRARY_PATH="$PY_LD" limit 300 "$PY" - "$1" "$2" > "$out/reference.txt" 2>&1 <<'EOF'
@@ -204,6 +210,10 @@ run() {
     echo "gpu_run run: STEP_LIMIT_SCALE must be a positive integer, not '${STEP_LIMIT_SCALE}'" >&2
     return 2
   fi
+  if ! [[ "${RUN_BUDGET_S:-540}" =~ ^[0-9]+$ ]]; then
+    echo "gpu_run run: RUN_BUDGET_S must be a whole number of seconds, not '${RUN_BUDGET_S}'" >&2
+    return 2
+  fi
   local dest="${1:-${OUT:-$ROOT/gpu-out}}"
   mkdir -p "$dest" || exit 1
   local work
@@ -257,6 +267,7 @@ write_sample() {
     say "sample: reusing $dir ($(du -sh "$dir" 2>/dev/null | cut -f1))"
     return 0
   fi
+  out_of_time "sample $dir" && return 1
   rm -rf "$dir"
   need="$(size_bytes "$size")"
   avail="$(free_bytes "$dir")"
@@ -273,7 +284,7 @@ write_sample() {
 # ratios: the ratio lines from what the steps so far wrote into $out (run's); printed
 # after the cold step and again at the end, so a call stopped at its limit keeps them.
 ratios() {
-  "$PY" - "$out" <<'EOF'
+  LD_LIBRARY_PATH="$PY_LD" "$PY" - "$out" <<'EOF'
 import json, re, sys
 out = sys.argv[1]
 def load_json(path):
@@ -393,6 +404,7 @@ run_steps() {
   local tests=(cuda_probe_test cuda_cast_math_test cuda_sink_host_test cuda_gpu_test cuda_loader_test)
   [ "${SKIP_TESTS:-0}" = "1" ] && tests=()
   for t in "${tests[@]}"; do
+    out_of_time "test $t" && { failed=1; continue; }
     limit 120 "$bin/$t" --gtest_output="xml:$out/$t.xml" > "$out/$t.log" 2>&1
     local rc=$?
     say "test $t: rc=$rc $(grep -E '^\[  (PASSED|FAILED)  \] [0-9]+ test|^\[  SKIPPED \] [0-9]+ test' "$out/$t.log" | tr '\n' ' ')"
@@ -411,7 +423,8 @@ run_steps() {
     fi
   fi
 
-  if [ "${SKIP_TESTS:-0}" != "1" ] && [ "${SKIP_PYTHON:-0}" != "1" ]; then
+  if [ "${SKIP_TESTS:-0}" != "1" ] && [ "${SKIP_PYTHON:-0}" != "1" ] &&
+    ! out_of_time "test python_shardload_test"; then
     # The Python package with CUDA tensors, on the machine's own torch and safetensors
     # (tests/python_shardload_test.py: its test_cuda_* cases run only where torch sees a
     # device).

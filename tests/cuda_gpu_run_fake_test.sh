@@ -66,7 +66,10 @@ CARRY_DIR="$work/carry" SKIP_TESTS=1 SAMPLE_DIR="$work/sample" SAMPLE_SIZE=48MiB
   SKIP_MOE=1 SKIP_COLD=1 RUN_BUDGET_S=0 "$script" run "$work/out3" >"$work/run3.log" 2>&1
 check "a run out of budget skips its steps and says so" \
   grep -q "^shardload bench --device cuda:0: skipped (the run has used [0-9]* s of its RUN_BUDGET_S=0)$" "$work/out3/summary.txt"
+check "... the reference too" grep -q "^reference: skipped (the run has used" "$work/out3/summary.txt"
 check "... and still writes its archive" test -s "$work/out3/gpu-run-logs.tar.gz"
+CARRY_DIR="$work/carry" RUN_BUDGET_S=soon "$script" run "$work/out-bad-budget" >"$work/bad_budget.log" 2>&1
+check "a RUN_BUDGET_S that is no number is refused (exit 2)" test $? -eq 2
 check "bench --device cuda:0 ran" grep -q '^shardload bench --device cuda:0: rc=0 {"files":3,.*"device":"cuda:0"' "$summary"
 check "bench --device cpu ran" grep -q '^shardload bench --device cpu: rc=0 {"files":3,' "$summary"
 if [ $skip_cold -eq 0 ]; then
