@@ -245,11 +245,23 @@ const char* PinnedModeName(PinnedMode mode) {
 
 namespace {
 
-// KernelCanWriteInto: false when a read(2) into `p` fails with EFAULT: the memory is
+// KernelCanWriteInto: false when a read into `p` fails with EFAULT: the memory is
 // usable from user space but not by the kernel (cudaHostAlloc memory under some gVisor
-// versions), so file reads into it would fail. One byte through a pipe; true when
-// the probe itself cannot run (then the reads will say what is wrong).
+// versions), so file reads into it would fail. One byte read from a file (this
+// program's own executable), else through a pipe; true when the probe itself cannot
+// run (then the loads' reads will say what is wrong).
 bool KernelCanWriteInto(void* p) {
+  const int exe = ::open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+  if (exe >= 0) {
+    ssize_t r;
+    do {
+      r = ::pread(exe, p, 1, 0);
+    } while (r < 0 && errno == EINTR);
+    const int err = errno;
+    ::close(exe);
+    if (r == 1) return true;
+    if (r < 0 && err == EFAULT) return false;
+  }
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return true;
   const char byte = 0;
