@@ -35,8 +35,8 @@ namespace {
 
 constexpr char kBenchUsage[] =
     "usage: shardload bench PATH [--device cpu|cuda:N] [--io auto|pread|mmap|direct|uring] [--cold]\n"
-    "                      [--repeat N] [--threads N] [--uring-depth N] [--uring-chunk BYTES]\n"
-    "                      [--uring-direct] [--json]\n";
+    "                      [--repeat N] [--threads N] [--slots N] [--slot-size SIZE]\n"
+    "                      [--uring-depth N] [--uring-chunk BYTES] [--uring-direct] [--json]\n";
 
 struct BenchArgs {
   std::string path;
@@ -70,6 +70,10 @@ Result<BenchArgs> ParseBenchArgs(const Args& args) {
     } else if (f.Is("--threads")) {
       SL_ASSIGN_OR_RETURN(int64_t n, f.IntValue(0, 256));
       a.options.threads = static_cast<int>(n);
+    } else if (Result<bool> sink = ParseSinkFlag(f, &a.options.sink); !sink.ok()) {
+      return sink.status();
+    } else if (*sink) {
+      // --slots / --slot-size
     } else if (f.Is("--uring-depth")) {
       uring_flag = true;
       SL_ASSIGN_OR_RETURN(int64_t n, f.IntValue(1, 1024));
@@ -260,7 +264,9 @@ int Run(const BenchArgs& a) {
          ",\"pooled_fraction_of_binding\":" + OptNum(pooled_fraction) +
          ",\"load_into_fraction_of_binding\":" + Num(into_median / reuse_ceiling) +
          ",\"staging_bytes\":" + (a.device.is_cuda() ? std::to_string(CliStagingBytes()) : "null") +
-         ",\"ring_bytes\":" + std::to_string(ring_bytes) + "}\n";
+         ",\"ring_bytes\":" + std::to_string(ring_bytes) +
+         ",\"slots\":" + std::to_string(options.sink.slot_count) +
+         ",\"slot_bytes\":" + std::to_string(options.sink.slot_bytes) + "}\n";
     std::cout << o;
     return 0;
   }

@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "format/text.h"
+#include "format/writer.h"
 
 namespace shardload::cli {
 
@@ -46,6 +47,25 @@ Result<int64_t> FlagReader::IntValue(int64_t lo, int64_t hi) {
                                 std::to_string(lo) + ".." + std::to_string(hi));
   }
   return n;
+}
+
+Result<bool> ParseSinkFlag(FlagReader& flags, SinkOptions* sink) {
+  if (flags.Is("--slots")) {
+    SL_ASSIGN_OR_RETURN(int64_t n, flags.IntValue(1, 64));
+    sink->slot_count = static_cast<int>(n);
+    return true;
+  }
+  if (flags.Is("--slot-size")) {
+    SL_ASSIGN_OR_RETURN(std::string v, flags.Value());
+    Result<uint64_t> bytes = ParseByteSize(v);
+    if (!bytes.ok() || *bytes < 4096 || *bytes > (uint64_t{1} << 30) || *bytes % 4096 != 0) {
+      return InvalidArgumentError("invalid --slot-size '" + v +
+                                  "': expected a multiple of 4096 bytes in 4KiB..1GiB");
+    }
+    sink->slot_bytes = *bytes;
+    return true;
+  }
+  return false;
 }
 
 std::function<bool(uint64_t, uint64_t)> MakeProgressBar() {

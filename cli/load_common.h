@@ -19,6 +19,7 @@
 
 #include "cli/commands.h"
 #include "format/status.h"
+#include "loader/backend.h"
 
 namespace shardload::cli {
 
@@ -47,6 +48,12 @@ class FlagReader {
   bool positional_ = false;
 };
 
+
+// ParseSinkFlag: when the reader is at "--slots N" (staging slots, 1..64) or
+// "--slot-size SIZE" (bytes per slot, "16MiB", a multiple of 4096 in 4 KiB..1 GiB),
+// store it in `sink` and return true; false for any other flag. Errors:
+// invalid_argument naming the flag and its valid range.
+Result<bool> ParseSinkFlag(FlagReader& flags, SinkOptions* sink);
 
 // MakeProgressBar: a progress callback drawing "[#####     ] 45%  1.02/2.25 GB" on
 // stderr when stderr is a terminal, or an empty function when it is not.

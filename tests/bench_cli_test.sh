@@ -68,6 +68,22 @@ check "human report lists the fresh-memory ceiling" grep -q '^  fresh memory fil
 check "human report has the pooled reload" grep -q '^LoadAll reloading through a pool, median [0-9.]* GB/s = [0-9.]* x memcpy, ' <<<"$out"
 check "human report names the binding ceiling" grep -Eq '^median = [0-9.]+ x the binding ceiling \((memcpy|fresh_memory)\)' <<<"$out"
 
+# The ring geometry is an option (what a GPU session tries against the default).
+out="$("$bin" bench "$tmp/m" --repeat 1 --slots 16 --slot-size 16MiB --json 2>/dev/null)"; rc=$?
+check "bench --slots --slot-size exits 0" test $rc -eq 0
+check "bench --slots --slot-size sets the ring" python3 -c '
+import json, sys
+r = json.loads(sys.argv[1])
+assert (r["slots"], r["slot_bytes"], r["ring_bytes"]) == (16, 16 << 20, 16 * ((16 << 20) + 8192)), r
+' "$out"
+out="$("$bin" bench "$tmp/m" --slot-size 5000 2>&1)"; rc=$?
+check "--slot-size 5000 is a usage error" test $rc -eq 2
+check "... naming the rule" grep -q "^shardload bench: invalid --slot-size '5000': expected a multiple of 4096 bytes in 4KiB..1GiB$" <<<"$out"
+out="$("$bin" bench "$tmp/m" --slots 65 2>&1)"; rc=$?
+check "--slots 65 is a usage error" test $rc -eq 2
+out="$("$bin" load "$tmp/m" --slots 2 --slot-size 8KiB --json)"; rc=$?
+check "load takes --slots and --slot-size" test $rc -eq 0
+check "... and loads" grep -q '"error":null' <<<"$out"
 out="$("$bin" bench "$tmp/m" --repeat 0 2>&1)"; rc=$?
 check "--repeat 0 is a usage error" test $rc -eq 2
 check "--repeat 0 names the range" grep -q '^shardload bench: ' <<<"$out"
