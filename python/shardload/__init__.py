@@ -188,7 +188,7 @@ def _path_bytes(path):
                         "not %s" % type(path).__name__) from None
 
 
-class _Checkpoint:
+class _Checkpoint(_lib.Closing):
     """An owned sl_checkpoint handle. ``infos`` point into the handle (valid until
     close()); ``names``, ``shapes`` and ``dtypes`` are Python copies that stay valid."""
 
@@ -250,16 +250,6 @@ class _Checkpoint:
         if self.handle:
             _lib.lib().sl_checkpoint_free(self.handle)
             self.handle = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-    def __del__(self):
-        self.close()
 
 
 def _load_all(ckpt, options):

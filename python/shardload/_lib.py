@@ -224,7 +224,60 @@ def shape_array(shape):
 DEFAULT_MAX_CACHED_BYTES = 64 << 30
 
 
-class HostMemoryPool:
+class Closing:
+    """Context-manager and finalizer plumbing for objects with an idempotent close()."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        self.close()
+
+
+class _SharedHandle(Closing):
+    """A reference-counted C handle (sl_host_pool, sl_cancel_token) behind a lock:
+    ``_FREE`` names the C function that drops this object's reference; a closed object
+    raises ValueError ("<Class> is closed") from every use."""
+
+    _FREE = None
+
+    def __init__(self, new, *args):
+        self._handle = None  # set first: __del__ runs also when the call below fails
+        self._lock = threading.Lock()
+        h = ctypes.c_void_p()
+        check(new(*args, ctypes.byref(h)))
+        self._handle = h
+
+    def _live_handle(self):
+        # Called with self._lock held.
+        if not self._handle:
+            raise ValueError("%s is closed" % type(self).__name__)
+        return self._handle
+
+    def _call(self, fn):
+        """fn(handle) under the lock, for a live handle."""
+        with self._lock:
+            return fn(self._live_handle())
+
+    @property
+    def closed(self):
+        return not self._handle
+
+    def close(self):
+        """Drop this object's reference (idempotent)."""
+        if getattr(self, "_lock", None) is None:
+            return  # __init__ did not get that far
+        with self._lock:
+            if self._handle:
+                getattr(lib(), self._FREE)(self._handle)
+                self._handle = None
+
+
+class HostMemoryPool(_SharedHandle):
     """Host memory reused across loads (an ``sl_host_pool``).
 
     Pass it as ``pool=`` to ``load_file`` (and the other loading functions). When every
@@ -247,63 +300,30 @@ class HostMemoryPool:
     a pooled load stay valid after the pool is closed (their memory is then freed when
     they go). Using a closed pool raises ValueError."""
 
+    _FREE = "sl_host_pool_free"  # frees the pool and the memory it caches
+
     def __init__(self, max_cached_bytes=DEFAULT_MAX_CACHED_BYTES):
-        self._handle = None  # set first: __del__ runs also when the checks below fail
-        self._lock = threading.Lock()
         if isinstance(max_cached_bytes, bool) or not isinstance(max_cached_bytes, int):
             raise TypeError("max_cached_bytes must be an int, got %s" %
                             type(max_cached_bytes).__name__)
         if not 0 <= max_cached_bytes < 1 << 64:
             raise ValueError("max_cached_bytes must be between 0 and 2**64 - 1, got %d" %
                              max_cached_bytes)
-        h = ctypes.c_void_p()
-        check(lib().sl_host_pool_new(max_cached_bytes, ctypes.byref(h)))
-        self._handle = h
+        super().__init__(lib().sl_host_pool_new, max_cached_bytes)
         self.max_cached_bytes = max_cached_bytes
-
-    def _live_handle(self):
-        # Called with self._lock held.
-        if not self._handle:
-            raise ValueError("HostMemoryPool is closed")
-        return self._handle
 
     @property
     def cached_bytes(self):
         """Bytes of arena memory waiting for reuse now."""
-        with self._lock:
-            return lib().sl_host_pool_cached_bytes(self._live_handle())
-
-    @property
-    def closed(self):
-        return not self._handle
+        return self._call(lib().sl_host_pool_cached_bytes)
 
     def trim(self):
         """Free every cached arena now (tensors in use are not affected)."""
-        with self._lock:
-            check(lib().sl_host_pool_trim(self._live_handle()))
+        self._call(lambda h: check(lib().sl_host_pool_trim(h)))
 
     def attach(self, options_handle):
         """Set this pool on an sl_options handle (which then holds its own reference)."""
-        with self._lock:
-            check(lib().sl_options_set_host_pool(options_handle, self._live_handle()))
-
-    def close(self):
-        """Free the pool and the memory it caches (idempotent)."""
-        with self._lock:
-            if self._handle:
-                lib().sl_host_pool_free(self._handle)
-                self._handle = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-    def __del__(self):
-        if getattr(self, "_lock", None) is not None:
-            self.close()
+        self._call(lambda h: check(lib().sl_options_set_host_pool(options_handle, h)))
 
     def __repr__(self):
         if not self._handle:
@@ -323,7 +343,7 @@ def check_pool(pool):
         raise ValueError("HostMemoryPool is closed")
 
 
-class CancelToken:
+class CancelToken(_SharedHandle):
     """Stops loads from any thread (an ``sl_cancel_token``).
 
     Pass it as ``cancel=`` to ``load_file``, ``load_state_dict_into`` or ``load_model``;
@@ -345,56 +365,23 @@ class CancelToken:
     (after ``close()`` it raises ValueError). A load running with the token holds its
     own reference, so closing the token object does not disturb it."""
 
-    def __init__(self):
-        self._handle = None  # set first: __del__ runs also when the call below fails
-        self._lock = threading.Lock()
-        h = ctypes.c_void_p()
-        check(lib().sl_cancel_token_new(ctypes.byref(h)))
-        self._handle = h
+    _FREE = "sl_cancel_token_free"  # loads holding the token keep their reference
 
-    def _live_handle(self):
-        # Called with self._lock held.
-        if not self._handle:
-            raise ValueError("CancelToken is closed")
-        return self._handle
+    def __init__(self):
+        super().__init__(lib().sl_cancel_token_new)
 
     def cancel(self):
         """Cancel every load using this token, running or later (idempotent)."""
-        with self._lock:
-            check(lib().sl_cancel_token_cancel(self._live_handle()))
+        self._call(lambda h: check(lib().sl_cancel_token_cancel(h)))
 
     @property
     def cancelled(self):
         """Whether ``cancel()`` was called."""
-        with self._lock:
-            return bool(lib().sl_cancel_token_is_cancelled(self._live_handle()))
-
-    @property
-    def closed(self):
-        return not self._handle
+        return bool(self._call(lib().sl_cancel_token_is_cancelled))
 
     def attach(self, options_handle):
         """Set this token on an sl_options handle (which then holds its own reference)."""
-        with self._lock:
-            check(lib().sl_options_set_cancel_token(options_handle, self._live_handle()))
-
-    def close(self):
-        """Drop this object's reference (idempotent); loads holding the token keep it."""
-        with self._lock:
-            if self._handle:
-                lib().sl_cancel_token_free(self._handle)
-                self._handle = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-    def __del__(self):
-        if getattr(self, "_lock", None) is not None:
-            self.close()
+        self._call(lambda h: check(lib().sl_options_set_cancel_token(options_handle, h)))
 
     def __repr__(self):
         if not self._handle:
@@ -413,7 +400,7 @@ def check_cancel_token(token):
         raise ValueError("CancelToken is closed")
 
 
-class Options:
+class Options(Closing):
     """An owned sl_options handle."""
 
     def __init__(self, device="cpu", strict=True, renames=(), aliases=(), allow_cast=False,
@@ -470,16 +457,6 @@ class Options:
         if self.handle:
             lib().sl_options_free(self.handle)
             self.handle = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-    def __del__(self):
-        self.close()
 
 
 def report_lists(report):
