@@ -332,11 +332,12 @@ if cold:
         print(f"WARNING: the cold buffered read ({c['buffered_read_gbps']} GB/s) is at least half "
               f"the hot one ({hot_read} GB/s): the cache drop may not have reached the disk "
               "(tmpfs, or a host page cache under the VM); the cold numbers are suspect")
-ring16 = load_json(f"{out}/bench_cuda_ring16.json").get("median_gbps")
-if ring16 and ours:
-    print(f"ratio: ring 16 x 16 MiB {ring16} GB/s / default ring 4 x 64 MiB {ours} GB/s = "
-          f"{ring16 / ours:.3f}" + (f"; / pinned H2D ceiling {ring16 / same_run_h2d:.3f}"
-                                    if same_run_h2d else ""))
+for slots, size in ((4, 64), (8, 32)):
+    other = load_json(f"{out}/bench_cuda_ring{slots}.json").get("median_gbps")
+    if other and ours:
+        print(f"ratio: ring {slots} x {size} MiB {other} GB/s / default ring 16 x 16 MiB "
+              f"{ours} GB/s = {other / ours:.3f}" +
+              (f"; / pinned H2D ceiling {other / same_run_h2d:.3f}" if same_run_h2d else ""))
 modes = []
 for name, path in (("hot auto", "bench_cuda"), ("hot mmap", "bench_cuda_hot_mmap"),
                    ("hot direct", "bench_cuda_hot_direct"), ("hot uring", "bench_cuda_hot_uring"),
@@ -465,11 +466,15 @@ run_steps() {
   # of O_DIRECT), then the ceilings' details, the host path, and the io modes.
   bench_step 180 bench_cuda json "--device cuda:0" "$dir" --device cuda:0 --repeat "$repeat"
   reference_step "$dir" "$repeat"
-  # The default ring (4 x 64 MiB) allows four reads into pinned slots at a time; the
-  # same 256 MiB as 16 x 16 MiB allows sixteen. Which one reaches the pinned ceiling is
-  # what the default is to be chosen from.
-  bench_step 180 bench_cuda_ring16 median "--device cuda:0 --slots 16 --slot-size 16MiB" "$dir" \
-    --device cuda:0 --slots 16 --slot-size 16MiB --repeat "$repeat"
+  # Reads into the pinned ring run one per slot: the default 16 x 16 MiB allows sixteen
+  # at a time, 4 x 64 MiB (the first default) four, 8 x 32 MiB eight, all 256 MiB. The
+  # default is to be chosen from these.
+  local slots slot_size
+  for slots in 4 8; do
+    slot_size="$((256 / slots))MiB"
+    bench_step 180 "bench_cuda_ring$slots" median "--device cuda:0 --slots $slots --slot-size $slot_size" \
+      "$dir" --device cuda:0 --slots "$slots" --slot-size "$slot_size" --repeat "$repeat"
+  done
   if [ "${SKIP_MOE:-0}" != "1" ]; then
     # Many small tensors against the same bytes in few large ones, alternated so that
     # drift hits both: write-sample --layout moe (~19k tensors) and --layout llama.

@@ -361,7 +361,7 @@ void sl_cancel_token_free(sl_cancel_token* token);
 /* sl_cancel_token_cancel: cancel every load using the token, running or later: each
  * stops at its next check — before its arenas are allocated, every 64 MiB per thread
  * while the host arena is pre-faulted, before the shards are opened, and before each
- * span is read (a span is at most one staging slot, 64 MiB by default) — and fails
+ * span is read (a span is at most one staging slot, 16 MiB by default) — and fails
  * with SL_CANCELLED "load cancelled", its arenas freed. Errors: SL_INVALID_ARGUMENT
  * "token is NULL". */
 sl_status sl_cancel_token_cancel(sl_cancel_token* token);

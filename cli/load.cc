@@ -45,8 +45,8 @@ constexpr char kLoadUsage[] =
     "  --allow-cast               F32/F16/BF16 targets may load tensors of another of those dtypes\n"
     "  --threads N                reader threads (default: hardware threads)\n"
     "  --io auto|pread|mmap|direct|uring  how files are read (default auto)\n"
-    "  --slots N                  staging slots in the ring (default 4)\n"
-    "  --slot-size SIZE           bytes per slot, a multiple of 4096 (default 64MiB minus 8KiB)\n"
+    "  --slots N                  staging slots in the ring (default 16)\n"
+    "  --slot-size SIZE           bytes per slot, a multiple of 4096 (default 16MiB minus 8KiB)\n"
     "  --verify                   check recorded XXH3 hashes on the bytes read\n"
     "  --json                     one JSON object on stdout\n";
 

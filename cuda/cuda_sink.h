@@ -2,7 +2,7 @@
 //
 // Provides `CudaSink` (implements loader/sink.h) and `StagingPool`. The sink owns a
 // ring of staging slots in pinned host memory (each slot is slot_bytes + 8 KiB,
-// 4096-aligned, so O_DIRECT windows fit; by default 4 × 64 MiB = 256 MiB in all). Reader threads fill a
+// 4096-aligned, so O_DIRECT windows fit; by default 16 × 16 MiB = 256 MiB in all). Reader threads fill a
 // slot; Commit issues one cudaMemcpyAsync per run of contiguous regions on a
 // per-device stream (round-robin over `streams_per_device` streams), records the
 // slot's event on every device it touched and returns without waiting, so the read
@@ -47,7 +47,7 @@ namespace shardload::cuda {
 
 // CudaSinkOptions: geometry and tuning of a CudaSink.
 struct CudaSinkOptions {
-  // ring: slot count (default 4, valid 1..64) and slot bytes (default 64 MiB − 8 KiB, valid
+  // ring: slot count (default 16, valid 1..64) and slot bytes (default 16 MiB − 8 KiB, valid
   // 4 KiB .. 1 GiB, a multiple of 4096), as documented in loader/backend.h. Pinned
   // staging memory is slot_count × (slot_bytes + 8 KiB).
   SinkOptions ring;

@@ -36,17 +36,24 @@ class DeviceAllocation {
 // window (the span widened to 4096-byte boundaries at both ends) fits (loader/sink.h).
 inline constexpr uint64_t kSlotMarginBytes = 2 * 4096;
 
-// kDefaultSlotBytes: 64 MiB less that margin, so that a slot takes 64 MiB and the
-// default ring of 4 slots exactly 256 MiB.
-inline constexpr uint64_t kDefaultSlotBytes = (uint64_t{64} << 20) - kSlotMarginBytes;
+// kDefaultSlotBytes: 16 MiB less that margin, so that a slot takes 16 MiB and the
+// default ring of kDefaultSlotCount slots exactly 256 MiB.
+inline constexpr uint64_t kDefaultSlotBytes = (uint64_t{16} << 20) - kSlotMarginBytes;
+
+// kDefaultSlotCount: 16 slots. Reads into the ring run one per slot, so the slot count
+// bounds how many are in flight: with 4 slots of 64 MiB a GPU load could keep only four
+// page-cache reads going (about 4 x 8 GB/s, short of a PCIe Gen5 link's ~50 GB/s); 16
+// slots of 16 MiB hold the same 256 MiB. Host loads measured the same with either
+// (bench/RESULTS.md, "Ring geometry").
+inline constexpr int kDefaultSlotCount = 16;
 
 // SinkOptions: staging ring geometry for a sink. The ring takes
 // slot_count × (slot_bytes + 8 KiB) bytes (pinned for GPU loads): 256 MiB by default.
 struct SinkOptions {
-  // slot_count: staging slots in the ring. Default 4. Valid: 1..64.
-  int slot_count = 4;
+  // slot_count: staging slots in the ring. Default kDefaultSlotCount (16). Valid: 1..64.
+  int slot_count = kDefaultSlotCount;
   // slot_bytes: bytes per slot (and the planner's maximum span). Default
-  // kDefaultSlotBytes (64 MiB − 8 KiB). Valid: 4 KiB .. 1 GiB, a multiple of 4096.
+  // kDefaultSlotBytes (16 MiB − 8 KiB). Valid: 4 KiB .. 1 GiB, a multiple of 4096.
   uint64_t slot_bytes = kDefaultSlotBytes;
 };
 

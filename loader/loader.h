@@ -65,7 +65,7 @@ struct LoadOptions {
   UringOptions uring;
   // threads: reader threads; 0 (default) = hardware threads. Valid 0..256.
   int threads = 0;
-  // sink: staging ring (default 4 slots of 64 MiB − 8 KiB, 256 MiB with their O_DIRECT
+  // sink: staging ring (default 16 slots of 16 MiB − 8 KiB, 256 MiB with their O_DIRECT
   // margins); slot_bytes is also the longest read.
   SinkOptions sink;
   // host_arena: how LoadAll prepares its host arena (pre-faulted, 4 KiB pages by

@@ -72,8 +72,11 @@ CARRY_DIR="$work/carry" RUN_BUDGET_S=soon "$script" run "$work/out-bad-budget" >
 check "a RUN_BUDGET_S that is no number is refused (exit 2)" test $? -eq 2
 check "bench --device cuda:0 ran" grep -q '^shardload bench --device cuda:0: rc=0 {"files":3,.*"device":"cuda:0"' "$summary"
 check "bench --device cpu ran" grep -q '^shardload bench --device cpu: rc=0 {"files":3,' "$summary"
-check "bench with a 16 x 16 MiB ring ran" grep -q '^shardload bench --device cuda:0 --slots 16 --slot-size 16MiB: rc=0 "median_gbps":[0-9.]*$' "$summary"
-check "the ring ratio line is printed" grep -q '^ratio: ring 16 x 16 MiB [0-9.]* GB/s / default ring 4 x 64 MiB [0-9.]* GB/s = [0-9.]*; / pinned H2D ceiling [0-9.]*$' "$summary"
+for ring in "4 64" "8 32"; do
+  set -- $ring
+  check "bench with a $1 x $2 MiB ring ran" grep -q "^shardload bench --device cuda:0 --slots $1 --slot-size $2MiB: rc=0 \"median_gbps\":[0-9.]*$" "$summary"
+  check "the $1 x $2 MiB ring ratio line is printed" grep -q "^ratio: ring $1 x $2 MiB [0-9.]* GB/s / default ring 16 x 16 MiB [0-9.]* GB/s = [0-9.]*; / pinned H2D ceiling [0-9.]*$" "$summary"
+done
 if [ $skip_cold -eq 0 ]; then
   check "bench --device cuda:0 --cold ran" grep -q '^shardload bench --device cuda:0 --cold: rc=0 {"files":3,.*"cold":true' "$summary"
   check "the cold ratio line is printed" grep -q "^ratio: cold load [0-9.]* GB/s / O_DIRECT read [0-9.]* GB/s = [0-9.]* (binding " "$summary"

@@ -351,7 +351,7 @@ class CancelToken(_SharedHandle):
     shutdown hook) makes every load holding the token raise
     ShardloadError("cancelled", "load cancelled") at its next check: before its memory is
     allocated, every 64 MiB while host memory is faulted in, before the shards are
-    opened and before each read of at most 64 MiB. The load's memory is freed; a
+    opened and before each read of at most 16 MiB. The load's memory is freed; a
     ``load_state_dict_into`` may have written part of the module. The loading thread
     releases the GIL while it loads, so the cancelling thread runs::
 
