@@ -141,7 +141,7 @@ Result<double> MeasureBufferedReadGBps(const std::vector<std::string>& paths, ui
 }
 
 Result<double> MeasureDirectReadGBps(const std::vector<std::string>& paths, uint64_t block_bytes,
-                                     int in_flight) {
+                                     int in_flight, uint64_t max_bytes) {
   if (in_flight < 1 || block_bytes % 4096 != 0 || block_bytes == 0) {
     return InvalidArgumentError("O_DIRECT ceiling needs in_flight >= 1 and 4096-multiple blocks");
   }
@@ -160,7 +160,9 @@ Result<double> MeasureDirectReadGBps(const std::vector<std::string>& paths, uint
     fds.push_back(std::unique_ptr<FdCloser>(new FdCloser{fd}));
     off_t size = ::lseek(fd, 0, SEEK_END);
     if (size < 0) return ErrnoToStatus(errno, p + ": lseek");
-    for (uint64_t at = 0; at < static_cast<uint64_t>(size); at += block_bytes) jobs.push_back({fd, at});
+    uint64_t end = static_cast<uint64_t>(size);
+    if (max_bytes > 0) end = std::min(end, std::max(block_bytes, max_bytes / paths.size()));
+    for (uint64_t at = 0; at < end; at += block_bytes) jobs.push_back({fd, at});
   }
   // Interleave files so requests to several files are in flight at once.
   std::atomic<size_t> next{0};

@@ -40,11 +40,13 @@ Result<double> MeasureFreshMemoryGBps(int threads, uint64_t bytes);
 // bs=16M` per file. Errors: open/read errors naming the file.
 Result<double> MeasureBufferedReadGBps(const std::vector<std::string>& paths, uint64_t block_bytes);
 
-// MeasureDirectReadGBps: GB/s of reading every file with O_DIRECT in `block_bytes`
+// MeasureDirectReadGBps: GB/s of reading the files with O_DIRECT in `block_bytes`
 // aligned blocks, `in_flight` threads pulling blocks from a shared cursor (so that many
-// requests are outstanding at once). Errors: unimplemented where O_DIRECT is refused.
+// requests are outstanding at once): every byte, or with `max_bytes` > 0 about that many
+// in all, the same share from the start of each file (a rate needs no 16 GiB of disk
+// reads). Errors: unimplemented where O_DIRECT is refused.
 Result<double> MeasureDirectReadGBps(const std::vector<std::string>& paths, uint64_t block_bytes,
-                                     int in_flight);
+                                     int in_flight, uint64_t max_bytes = 0);
 
 // DropPageCache: sync, then write 3 to /proc/sys/vm/drop_caches. Errors:
 // permission_denied "cannot drop the page cache (needs root): /proc/sys/vm/drop_caches:
