@@ -307,6 +307,10 @@ same_run_h2d = (bench.get("ceilings") or {}).get("h2d_gbps")
 if bench.get("ring_bytes"):
     print(f"pinned: staging held after the loads {bench.get('staging_bytes')} bytes; "
           f"the ring {bench.get('ring_bytes')} bytes")
+if bench.get("last_seconds"):
+    print(f"time: the last LoadAll onto cuda:0 took {bench['last_seconds']} s, of which "
+          f"{bench.get('last_arena_seconds')} s allocating its arena (cudaMalloc); "
+          f"LoadInto (no allocation) median {bench.get('load_into_median_gbps')} GB/s")
 if same_run_h2d and ours:
     print(f"ratio: shardload bench's own pinned H2D ceiling {same_run_h2d} GB/s; "
           f"load / that = {ours / same_run_h2d:.3f}")

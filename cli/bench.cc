@@ -266,6 +266,8 @@ int Run(const BenchArgs& a) {
          ",\"load_into_fraction_of_binding\":" + Num(into_median / reuse_ceiling) +
          ",\"staging_bytes\":" + (a.device.is_cuda() ? std::to_string(CliStagingBytes()) : "null") +
          ",\"ring_bytes\":" + std::to_string(ring_bytes) +
+         ",\"last_arena_seconds\":" + Num(last.arena_seconds) +
+         ",\"last_seconds\":" + Num(last.seconds) +
          ",\"slots\":" + std::to_string(options.sink.slot_count) +
          ",\"slot_bytes\":" + std::to_string(options.sink.slot_bytes) + "}\n";
     std::cout << o;

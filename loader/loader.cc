@@ -236,6 +236,7 @@ Result<LoadedCheckpoint> LoadAll(const Checkpoint& checkpoint, const LoadOptions
   std::map<Device, void*> bases;
   HostArenaOptions arena_options = options.host_arena;
   if (arena_options.cancel == nullptr) arena_options.cancel = options.cancel;
+  const Clock::time_point arenas_start = Clock::now();
   for (const auto& [device, bytes] : layout.bytes_per_device) {
     SL_RETURN_IF_ERROR(CheckCancel(options));
     if (device.is_cpu()) {
@@ -256,6 +257,7 @@ Result<LoadedCheckpoint> LoadAll(const Checkpoint& checkpoint, const LoadOptions
       out.device_arenas_.push_back(std::move(a));
     }
   }
+  out.arena_seconds = SecondsSince(arenas_start);
   SL_RETURN_IF_ERROR(AssignArenaPointers(layout, bases, &plan.destinations));
   if (out.host_arena_ != nullptr && out.host_arena_->reused()) {
     ZeroArenaPadding(*out.host_arena_, plan.destinations);

@@ -25,6 +25,7 @@ assert c["h2d_gbps"] is None, c
 assert r["staging_bytes"] is None and r["ring_bytes"] == 4 * (64 << 20), r
 assert len(r["runs_gbps"]) == 2 and all(x > 0 for x in r["runs_gbps"]), r
 assert r["best_gbps"] == max(r["runs_gbps"]), r
+assert 0 <= r["last_arena_seconds"] <= r["last_seconds"] and r["last_seconds"] > 0, r
 for k in ("median_gbps", "pooled_median_gbps", "load_into_median_gbps"):
     assert r[k] > 0, (k, r)
 binding = {"memcpy": c["memcpy_gbps"], "fresh_memory": c["fresh_memory_gbps"]}

@@ -96,6 +96,7 @@ for layout in moe llama; do
   done
 done
 check "the moe/llama ratio line is printed" grep -q "^ratio: moe (~19k tensors) / llama, same bytes, per round = [0-9.]*, [0-9.]*$" "$summary"
+check "the time line is printed" grep -q "^time: the last LoadAll onto cuda:0 took [0-9.]* s, of which [0-9.]* s allocating its arena (cudaMalloc); LoadInto (no allocation) median [0-9.]* GB/s$" "$summary"
 check "the pinned line is printed" grep -q "^pinned: staging held after the loads 268435456 bytes; the ring 268435456 bytes$" "$summary"
 check "load --device cuda:0 ran" grep -q '^shardload load --device cuda:0: rc=0 "gbps":' "$summary"
 check "the reference skips without torch CUDA" grep -q "^SKIP: " "$summary"

@@ -279,6 +279,14 @@ TEST(LoaderStatsTest, ThreadsAreTheReadersStarted) {
   Result<LoadedCheckpoint> all = LoadAll(*c, o);
   ASSERT_TRUE(all.ok()) << all.status().ToString();
   EXPECT_EQ(all->threads, 1);
+  // The arena's allocation is part of the call's time and reported on its own.
+  EXPECT_GT(all->arena_seconds, 0);
+  EXPECT_LE(all->arena_seconds, all->seconds);
+  std::byte out[3];
+  std::vector<Target> into = {{"w", Dtype::kU8, {3}, std::nullopt, out}};
+  Result<LoadResult> r = LoadInto(*c, into, o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->arena_seconds, 0);
 }
 
 TEST_F(LoaderTest, InvalidOptionsAreErrorsNotClamped) {
