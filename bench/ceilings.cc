@@ -150,7 +150,7 @@ Result<double> MeasureDirectReadGBps(const std::vector<std::string>& paths, uint
     uint64_t offset;
   };
   std::vector<std::unique_ptr<FdCloser>> fds;
-  std::vector<Job> jobs;
+  std::vector<uint64_t> sizes;
   for (const std::string& p : paths) {
     int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
     if (fd < 0) {
@@ -160,11 +160,23 @@ Result<double> MeasureDirectReadGBps(const std::vector<std::string>& paths, uint
     fds.push_back(std::unique_ptr<FdCloser>(new FdCloser{fd}));
     off_t size = ::lseek(fd, 0, SEEK_END);
     if (size < 0) return ErrnoToStatus(errno, p + ": lseek");
-    uint64_t end = static_cast<uint64_t>(size);
-    if (max_bytes > 0) end = std::min(end, std::max(block_bytes, max_bytes / paths.size()));
-    for (uint64_t at = 0; at < end; at += block_bytes) jobs.push_back({fd, at});
+    sizes.push_back(static_cast<uint64_t>(size));
   }
-  // Interleave files so requests to several files are in flight at once.
+  // Blocks round-robin over the files (block k of every file before block k + 1 of
+  // any), up to max_bytes in all when it is set.
+  std::vector<Job> jobs;
+  uint64_t queued = 0;
+  for (uint64_t at = 0; max_bytes == 0 || queued < max_bytes; at += block_bytes) {
+    bool any = false;
+    for (size_t f = 0; f < fds.size() && (max_bytes == 0 || queued < max_bytes); ++f) {
+      if (at >= sizes[f]) continue;
+      jobs.push_back({fds[f]->fd, at});
+      queued += std::min(block_bytes, sizes[f] - at);
+      any = true;
+    }
+    if (!any) break;
+  }
+  // Threads pull jobs in that order, so requests to several files are in flight at once.
   std::atomic<size_t> next{0};
   std::atomic<uint64_t> total{0};
   std::mutex mu;

@@ -11,7 +11,7 @@
 //   BM_MatchMoeSorted  the same with targets sorted by name, as LoadInto gets them from
 //                a LoadedCheckpoint (the `shardload bench` LoadInto case).
 //   BM_MatchMoePrefix  the same with auto_prefix reconciling a "module." on every name.
-//   BM_PlanMoe   MakePlan() of the match, default options (64 MiB spans, 1 MiB gaps).
+//   BM_PlanMoe   MakePlan() of the match, default options (16 MiB − 8 KiB spans, 1 MiB gaps).
 // Each reports `cpu_ms` (thread CPU time per call, robust on a busy machine) and
 // `vs_memcpy_load`: that time as a fraction of copying
 // the checkpoint's bytes at this machine's single-thread memcpy rate, measured in the

@@ -53,7 +53,8 @@ std::string_view Trim(std::string_view s) {
 
 // EntryContinues: whether a device-map entry cut at a comma is a regex pattern with a
 // bracket still open there ('{', '[' or '(' not yet closed, escapes and classes
-// respected), so the comma belongs to the regex ("re:x{1,2}=cuda:1"). Anything else
+// respected) or ending in an escaping '\', so the comma belongs to the regex
+// ("re:x{1,2}=cuda:1", "re:a\,b=cpu"). Anything else
 // ends at the comma as before, so a typo such as "re:a=cuda:o,b=cpu" stays an error.
 bool EntryContinues(std::string_view entry) {
   if (entry.substr(0, kRegexPrefix.size()) != kRegexPrefix) return false;
@@ -63,6 +64,7 @@ bool EntryContinues(std::string_view entry) {
   for (size_t i = kRegexPrefix.size(); i < entry.size(); ++i) {
     const char c = entry[i];
     if (c == '\\') {
+      if (i + 1 == entry.size()) return true;  // "\," : an escaped comma
       ++i;  // the next character is literal
     } else if (in_class) {
       if (c == ']') in_class = false;

@@ -78,9 +78,10 @@ class DeviceMap {
 
 // ParseDeviceMap: "PATTERN=DEVICE,PATTERN=DEVICE,..."; a bare DEVICE entry sets the
 // default. Example: "lm_head.*=cpu,cuda:0". A regex pattern may hold commas inside
-// brackets: a comma where a "re:" entry has a '{', '[' or '(' still open belongs to the
-// regex ("re:layers\.[0-9]{1,2}\..*=cuda:1,cpu" is one rule and a default; "re:(a,b)"
-// too); any other comma ends the entry. Errors: invalid_argument naming the entry.
+// brackets or escaped: a comma where a "re:" entry has a '{', '[' or '(' still open, or
+// right after a '\', belongs to the regex ("re:layers\.[0-9]{1,2}\..*=cuda:1,cpu" is one
+// rule and a default; "re:(a,b)" and "re:a\,b" too); any other comma ends the entry.
+// Errors: invalid_argument naming the entry.
 Result<DeviceMap> ParseDeviceMap(std::string_view text);
 
 }  // namespace shardload

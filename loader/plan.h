@@ -41,6 +41,7 @@
 #include <vector>
 
 #include "format/status.h"
+#include "loader/backend.h"
 #include "loader/device.h"
 #include "loader/match.h"
 #include "loader/sink.h"
@@ -51,8 +52,9 @@ namespace shardload {
 // PlanOptions: read geometry. Validated by MakePlan.
 struct PlanOptions {
   // max_span_bytes: the longest single read, equal to the sink's slot size.
-  // Default 64 MiB. Must be a positive multiple of 4096 (O_DIRECT windows).
-  uint64_t max_span_bytes = 64ull << 20;
+  // Default kDefaultSlotBytes (16 MiB − 8 KiB, the default slot). Must be a positive
+  // multiple of 4096 (O_DIRECT windows).
+  uint64_t max_span_bytes = kDefaultSlotBytes;
   // max_gap_bytes: the longest run of bytes that are not loaded which a span may read
   // over to join two tensors into one read. Default 1 MiB; 0 joins only tensors that
   // touch. Any value is valid (it is bounded by max_span_bytes in effect).

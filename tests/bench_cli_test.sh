@@ -22,7 +22,8 @@ c = r["ceilings"]
 for k in ("memcpy_gbps", "buffered_read_gbps", "fresh_memory_gbps"):
     assert isinstance(c[k], float) and c[k] > 0, (k, c)
 assert c["h2d_gbps"] is None, c
-assert r["staging_bytes"] is None and r["ring_bytes"] == 4 * (64 << 20), r
+assert r["staging_bytes"] is None and r["ring_bytes"] == 16 * (16 << 20), r
+assert (r["slots"], r["slot_bytes"]) == (16, (16 << 20) - 8192), r  # the default ring
 assert len(r["runs_gbps"]) == 2 and all(x > 0 for x in r["runs_gbps"]), r
 assert r["best_gbps"] == max(r["runs_gbps"]), r
 assert 0 <= r["last_arena_seconds"] <= r["last_seconds"] and r["last_seconds"] > 0, r
@@ -70,12 +71,12 @@ check "human report has the pooled reload" grep -q '^LoadAll reloading through a
 check "human report names the binding ceiling" grep -Eq '^median = [0-9.]+ x the binding ceiling \((memcpy|fresh_memory)\)' <<<"$out"
 
 # The ring geometry is an option (what a GPU session tries against the default).
-out="$("$bin" bench "$tmp/m" --repeat 1 --slots 16 --slot-size 16MiB --json 2>/dev/null)"; rc=$?
+out="$("$bin" bench "$tmp/m" --repeat 1 --slots 8 --slot-size 32MiB --json 2>/dev/null)"; rc=$?
 check "bench --slots --slot-size exits 0" test $rc -eq 0
 check "bench --slots --slot-size sets the ring" python3 -c '
 import json, sys
 r = json.loads(sys.argv[1])
-assert (r["slots"], r["slot_bytes"], r["ring_bytes"]) == (16, 16 << 20, 16 * ((16 << 20) + 8192)), r
+assert (r["slots"], r["slot_bytes"], r["ring_bytes"]) == (8, 32 << 20, 8 * ((32 << 20) + 8192)), r
 ' "$out"
 out="$("$bin" bench "$tmp/m" --slot-size 5000 2>&1)"; rc=$?
 check "--slot-size 5000 is a usage error" test $rc -eq 2
@@ -85,6 +86,11 @@ check "--slots 65 is a usage error" test $rc -eq 2
 out="$("$bin" load "$tmp/m" --slots 2 --slot-size 8KiB --json)"; rc=$?
 check "load takes --slots and --slot-size" test $rc -eq 0
 check "... and loads" grep -q '"error":null' <<<"$out"
+# They take effect: an 8 KiB slot is shorter than the 12448-byte checkpoint's largest
+# read would be, so the load reads in more, smaller spans and starts more readers.
+big="$("$bin" load "$tmp/m" --threads 8 | grep -o '[0-9]* threads)' | cut -d' ' -f1)"
+small="$("$bin" load "$tmp/m" --threads 8 --slot-size 4KiB | grep -o '[0-9]* threads)' | cut -d' ' -f1)"
+check "a smaller --slot-size makes more spans (more readers: ${big:-?} vs ${small:-?})" test "${big:-0}" -gt 0 -a "${big:-0}" -lt "${small:-0}"
 out="$("$bin" bench "$tmp/m" --repeat 0 2>&1)"; rc=$?
 check "--repeat 0 is a usage error" test $rc -eq 2
 check "--repeat 0 names the range" grep -q '^shardload bench: ' <<<"$out"

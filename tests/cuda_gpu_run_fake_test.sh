@@ -25,7 +25,7 @@ done
 skip_cold=0
 [ "$(id -u)" -eq 0 ] || skip_cold=1
 CARRY_DIR="$work/carry" SKIP_PYTHON=1 SAMPLE_DIR="$work/sample" SAMPLE_SIZE=48MiB \
-  SAMPLE_SHARDS=3 REPEAT=2 MOE_SIZE=24MiB SKIP_COLD=$skip_cold \
+  SAMPLE_SHARDS=3 REPEAT=2 MOE_SIZE=24MiB SKIP_COLD=$skip_cold RUN_BUDGET_S=100000 \
   BENCH_ARGS="--quick --max-mib 64 --source-mib 64" \
   "$script" run "$work/out" >"$work/run.log" 2>&1
 rc=$?

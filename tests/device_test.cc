@@ -161,6 +161,11 @@ TEST(ParseDeviceMapTest, RegexMayHoldCommas) {
   EXPECT_EQ(bare.status().message(),
             "invalid device-map entry 're:a': invalid device 're:a': expected cpu, cuda or "
             "cuda:N");
+  // An escaped comma belongs to the regex.
+  Result<DeviceMap> comma = ParseDeviceMap("re:a\\,b=cuda:1,cpu");
+  ASSERT_TRUE(comma.ok()) << comma.status().ToString();
+  EXPECT_EQ(comma->Resolve("a,b"), Cuda(1));
+  EXPECT_EQ(comma->Resolve("a"), kCpu);
   // Escaped brackets and brackets inside a class open nothing.
   Result<DeviceMap> escaped = ParseDeviceMap("re:a\\{x=cuda:1,re:[{]y=cuda:0,cpu");
   ASSERT_TRUE(escaped.ok()) << escaped.status().ToString();

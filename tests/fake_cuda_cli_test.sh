@@ -88,7 +88,8 @@ c = r["ceilings"]
 assert isinstance(c["h2d_gbps"], float) and c["h2d_gbps"] > 0, c
 assert r["pooled_median_gbps"] is None and r["pooled_fraction_of_binding"] is None, r
 # The pinned staging the backend holds after all those loads is one ring, no more.
-assert r["ring_bytes"] == 4 * (64 << 20) and r["staging_bytes"] == r["ring_bytes"], r
+assert r["ring_bytes"] == 16 * (16 << 20) and r["staging_bytes"] == r["ring_bytes"], r
+assert (r["slots"], r["slot_bytes"]) == (16, (16 << 20) - 8192), r
 reuse = min(c["memcpy_gbps"], c["h2d_gbps"])
 assert r["reuse_binding"] == ("h2d" if c["h2d_gbps"] < c["memcpy_gbps"] else "memcpy"), r
 e = 0.0005

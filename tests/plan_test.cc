@@ -224,16 +224,20 @@ TEST(PlanTest, NineteenThousandSmallTensorsBecomeAHandfulOfSpans) {
   MatchReport report = MustMatch(stored, targets);
   ASSERT_EQ(report.matched.size(), 19000u);
   LoadPlan plan = MustPlan(stored, report, targets);
-  // 4750 × 4 KiB loaded with 128-byte holes per shard (~20 MB): one read per shard.
-  EXPECT_EQ(plan.spans.size(), 4u);
+  // 4750 × 4 KiB loaded with 128-byte holes per shard (~20 MB): two reads per shard
+  // with the default 16 MiB − 8 KiB spans (one with 64 MiB spans).
+  EXPECT_EQ(plan.spans.size(), 8u);
   uint64_t regions = 0;
   for (const ReadSpan& s : plan.spans) {
-    EXPECT_LE(s.length, 64u << 20);
+    EXPECT_LE(s.length, kDefaultSlotBytes);
     regions += s.regions.size();
   }
   EXPECT_EQ(regions, 19000u);
   EXPECT_EQ(plan.delivered_bytes, 19000u * 4096u);
-  EXPECT_EQ(plan.read_bytes, plan.delivered_bytes + (19000u - 4u) * 128u);
+  EXPECT_EQ(plan.read_bytes, plan.delivered_bytes + (19000u - 8u) * 128u);
+  PlanOptions wide;
+  wide.max_span_bytes = 64u << 20;
+  EXPECT_EQ(MustPlan(stored, report, targets, wide).spans.size(), 4u);
 }
 
 TEST(PlanTest, InvalidOptionsAndFailedReports) {

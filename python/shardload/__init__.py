@@ -325,7 +325,7 @@ def _device_string(device):
     if isinstance(device, int):
         return "cuda:%d" % device
     text = str(device)
-    if text.startswith("cpu:") and text[4:].isdigit() and \
+    if text.startswith("cpu:") and text[4:].isascii() and text[4:].isdigit() and \
             (text[4:] == "0" or not text[4:].startswith("0")):
         return "cpu"
     if text == "cuda":
