@@ -115,7 +115,8 @@ struct LoadStats {
   uint64_t delivered_bytes = 0;  // bytes written to destinations (at their dtype)
   size_t tensors = 0;            // destinations written
   double seconds = 0;            // wall time of the whole call (match, plan, alloc, read)
-  double arena_seconds = 0;      // of which allocating LoadAll's arenas (0 for LoadInto)
+  double arena_seconds = 0;      // of which allocating LoadAll's arenas (0 for LoadInto;
+                                 // not the staging ring, made once per backend or sink)
   IoMode io = IoMode::kPread;    // the mode used (kAuto resolved)
   int threads = 0;               // reader threads started (at most one per span)
   // gbps: delivered_bytes / seconds in GB/s (10^9 bytes per second); 0 when no time.
