@@ -369,14 +369,19 @@ run_steps() {
   local out="$1"
   local bin="$CARRY/bin"
   [ -x "$bin/shardload" ] || { echo "gpu_run run: $bin/shardload missing (run 'prepare' first and carry .carry/)" >&2; return 1; }
-  # PY: the interpreter with torch (the image's python3; its venv if python3 lacks it).
+  # PY: the first interpreter that has torch (the image's python3, its venv, the
+  # system's), else python3.
   # PY_LD: the carried libraries (libshardload.so's simdjson and xxhash) for Python;
   # the C++ binaries get the Debian libstdc++ fallback too when the machine's own is
   # missing or older, which Python and torch must never see.
   PY=python3
-  if ! python3 -c 'import torch' >/dev/null 2>&1 && [ -x /opt/torch/.venv/bin/python3 ]; then
-    PY=/opt/torch/.venv/bin/python3
-  fi
+  local candidate
+  for candidate in python3 /opt/torch/.venv/bin/python3 /usr/bin/python3; do
+    if command -v "$candidate" >/dev/null && "$candidate" -c 'import torch' >/dev/null 2>&1; then
+      PY="$candidate"
+      break
+    fi
+  done
   PY_LD="$CARRY/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   export LD_LIBRARY_PATH="$PY_LD"
   if ! libs_resolve "$bin/cuda_gpu_test" || ! "$bin/cuda_probe_test" --gtest_list_tests >/dev/null 2>&1; then
