@@ -496,7 +496,7 @@ run_steps() {
     bench_step 240 bench_cuda_cold json "--device cuda:0 --cold" "$dir" --device cuda:0 --cold --repeat 1
   fi
   # Reads into the pinned ring run one per slot: the default 16 x 16 MiB allows sixteen
-  # at a time, 4 x 64 MiB (the first default) four, 8 x 32 MiB eight, all 256 MiB. The
+  # at a time, 4 x 64 MiB (the first default) four, 8 x 32 MiB eight, all about 256 MiB. The
   # default is to be chosen from these (after the goal steps; --repeat 2 to save time).
   local slots slot_size
   for slots in 4 8; do

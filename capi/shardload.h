@@ -3,10 +3,11 @@
  * Provides opaque handles over the C++ library: `sl_checkpoint` (an opened checkpoint:
  * one .safetensors file, a sharded index, or a folder holding either), `sl_options`
  * (devices, strict matching, renames, aliases, casts, threads, I/O mode, progress,
- * verification against recorded hashes),
+ * verification against recorded hashes, host memory pool, cancel token),
  * `sl_report` (the load_state_dict-style match report), `sl_loaded` (tensors the loader
  * placed in its own arenas, exportable as DLPack tensors), `sl_host_pool` (arena memory
- * reused across loads), and writers for single-file and sharded checkpoints. Link with
+ * reused across loads), `sl_cancel_token` (stops loads from any thread), and writers for
+ * single-file and sharded checkpoints. Link with
  * libshardload.so (SONAME libshardload.so; it needs libsimdjson.so.14, libxxhash.so.0
  * and the C/C++ runtime at run time), which exports the `sl_*` symbols and, besides them, only two
  * weak libstdc++ std::string members that libstdc++ itself exports.
@@ -214,7 +215,7 @@ sl_status sl_checkpoint_read(const sl_checkpoint* checkpoint, size_t index, uint
 /* sl_options: how a load matches names and where it puts tensors. Defaults: device
  * "cpu", strict, no renames or aliases, aliases from __metadata__ on, no casts, threads
  * 0 (hardware threads), io "auto", no progress callback, no verification, no host
- * memory pool. */
+ * memory pool, no cancel token. */
 typedef struct sl_options sl_options;
 
 /* sl_progress_fn: called on the loading thread with (bytes read, bytes to read) — first
@@ -227,8 +228,9 @@ typedef int (*sl_progress_fn)(uint64_t done, uint64_t total, void* user_data);
 sl_status sl_options_new(sl_options** out);
 void sl_options_free(sl_options* options);
 
-/* sl_options_set_device: a device ("cpu", "cuda", "cuda:1") or a device map
- * "PATTERN=DEVICE,...,DEFAULT" (globs over target names; first match wins).
+/* sl_options_set_device: a device ("cpu", "cuda", "cuda:1"; torch's "cpu:N" is "cpu") or
+ * a device map "PATTERN=DEVICE,...,DEFAULT" (globs over target names, or "re:REGEX"
+ * whose commas inside open brackets or after '\' stay in the regex; first match wins).
  * Errors: SL_INVALID_ARGUMENT naming the bad entry; the options are unchanged then. */
 sl_status sl_options_set_device(sl_options* options, const char* device_or_map);
 
@@ -267,8 +269,7 @@ sl_status sl_options_set_progress(sl_options* options, sl_progress_fn fn, void* 
 
 /* sl_options_set_verify: nonzero checks every loaded tensor against the XXH3-64 hash its
  * checkpoint records (`shardload.xxh3.<name>` in a file's __metadata__ or the index's
- * "metadata", as SL_SAVE_CHECKSUMS, `shardload reshard` and `shardload hash --write`
- * record them) on the bytes the load read; tensors without a record are not checked.
+ * "metadata", as SL_SAVE_CHECKSUMS and `shardload reshard` record them) on the bytes the load read; tensors without a record are not checked.
  * A mismatch fails sl_load_into / sl_load_all with SL_DATA_LOSS "<file>: tensor 'w':
  * XXH3 of its N bytes is X, recorded Y". Default 0. Added in 0.1.1; sl_options is
  * opaque, so this is a new setter and no struct layout changes. */

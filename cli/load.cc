@@ -9,8 +9,8 @@
 // mismatch) or a load error, 2 on bad usage. --json prints exactly one object, also
 // on failure:
 //   {"matched":N,"missing":[...],"unexpected":[...],"mismatched":[{"name","checkpoint",
-//    "target"}],"renamed":[{"from","to"}],"bytes":N,"seconds":S,"gbps":G,"error":null|
-//    {"code","message"}}
+//    "target"}],"renamed":[{"from","to"}],"devices":{"cpu":{"tensors","bytes"},...},
+//    "bytes":N,"seconds":S,"gbps":G,"error":null|{"code","message"}}
 // lists sorted. A progress bar goes to stderr when it is a terminal.
 #include <simdjson.h>
 
@@ -35,8 +35,9 @@ namespace {
 
 constexpr char kLoadUsage[] =
     "usage: shardload load PATH [options]\n"
-    "  --device cpu|cuda|cuda:N   default device (default cpu)\n"
-    "  --device-map SPEC          'PATTERN=DEVICE,...,DEFAULT' (first match wins)\n"
+    "  --device cpu|cuda|cuda:N   default device (default cpu; cpu:N is cpu)\n"
+    "  --device-map SPEC          'PATTERN=DEVICE,...,DEFAULT' (first match wins; PATTERN a\n"
+    "                             glob, or re:REGEX)\n"
     "  --strict | --non-strict    fail on missing/unexpected keys (default strict)\n"
     "  --expect SPEC.json         targets: [{\"name\",\"dtype\",\"shape\"}] or inspect --json output\n"
     "  --rename RULE              's/REGEX/REPL/', 'strip:PREFIX' or 'add:PREFIX' (repeatable)\n"
