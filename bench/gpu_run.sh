@@ -146,7 +146,10 @@ bench_step() {
   # A failed or stopped bench: its last stderr line (the error, or under --json the
   # last number it measured before a time limit stopped it).
   err=""
-  [ $rc -ne 0 ] && err=$(tail -1 "$out/$name.err")
+  if [ $rc -ne 0 ]; then
+    err=$(tail -1 "$out/$name.err")
+    BENCH_FAILURES=$((${BENCH_FAILURES:-0} + 1))
+  fi
   say "shardload bench $label: rc=$rc $shown${err:+ $err}"
 }
 
@@ -532,6 +535,10 @@ run_steps() {
   fi
   say "ratios at the end:"
   ratios | tee -a "$summary"
+  if [ "${BENCH_FAILURES:-0}" -gt 0 ]; then
+    say "ERROR: $BENCH_FAILURES bench step(s) failed (rc != 0 above)"
+    failed=1
+  fi
   return $failed
 }
 

@@ -37,6 +37,7 @@ check() {
 }
 summary="$work/out/summary.txt"
 check "run exits 0" test $rc -eq 0
+check "no bench step failed" bash -c "! grep -q '^ERROR: ' '$work/out/summary.txt'"
 # What comes back from a device call is at most 8 files: the summary and one archive.
 check "OUTDIR holds summary.txt and the two archives only" test "$(ls "$work/out" | tr '\n' ' ')" = "gpu-run-logs.tar.gz summary.txt test-logs.tar.gz "
 check "the test archive holds the test logs" bash -c "tar -tzf '$work/out/test-logs.tar.gz' | grep -qx './cuda_gpu_test.log'"
