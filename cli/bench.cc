@@ -98,21 +98,15 @@ Result<BenchArgs> ParseBenchArgs(const Args& args) {
   return a;
 }
 
-std::string Num(double v) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%.3f", v);
+// Num: `v` with `decimals` decimals (3 for GB/s; 6 for seconds, so that a
+// sub-millisecond time does not print as 0).
+std::string Num(double v, int decimals = 3) {
+  char b[48];
+  std::snprintf(b, sizeof b, "%.*f", decimals, v);
   return b;
 }
 
 std::string OptNum(const Result<double>& v) { return v.ok() ? Num(*v) : "null"; }
-
-// Seconds: a duration with microseconds ("0.000540"); Num's 3 decimals would print a
-// sub-millisecond load as 0.
-std::string Seconds(double v) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%.6f", v);
-  return b;
-}
 
 // Failed: the error on stderr, and as {"error":{...}} on stdout under --json.
 int Failed(bool json, const Status& s) {
@@ -274,8 +268,8 @@ int Run(const BenchArgs& a) {
          ",\"load_into_fraction_of_binding\":" + Num(into_median / reuse_ceiling) +
          ",\"staging_bytes\":" + (a.device.is_cuda() ? std::to_string(CliStagingBytes()) : "null") +
          ",\"ring_bytes\":" + std::to_string(ring_bytes) +
-         ",\"last_arena_seconds\":" + Seconds(last.arena_seconds) +
-         ",\"last_seconds\":" + Seconds(last.seconds) +
+         ",\"last_arena_seconds\":" + Num(last.arena_seconds, 6) +
+         ",\"last_seconds\":" + Num(last.seconds, 6) +
          ",\"slots\":" + std::to_string(options.sink.slot_count) +
          ",\"slot_bytes\":" + std::to_string(options.sink.slot_bytes) + "}\n";
     std::cout << o;

@@ -10,7 +10,7 @@ so the runtime's archive always comes after its users on the link line.
 # (name, source, header, libraries of this package it uses, other dependencies)
 _LIBRARIES = [
     ("status", "status.cc", "status.h", [], ["//format:status"]),
-    ("runtime", "runtime.cc", "runtime.h", ["status"], ["//format:status"]),
+    ("runtime", "runtime.cc", "runtime.h", ["status"], ["//format:scoped_fd", "//format:status"]),
     ("cast", "cast.cc", "cast.h", ["runtime", "status"], ["//format:dtype", "//format:status"]),
     ("sink", "cuda_sink.cc", "cuda_sink.h", ["cast", "runtime", "status"], [
         "//format:dtype",

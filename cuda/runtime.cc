@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "cuda/status.h"
+#include "format/scoped_fd.h"
 
 namespace shardload::cuda {
 namespace {
@@ -251,31 +252,27 @@ namespace {
 // program's own executable), else through a pipe; true when the probe itself cannot
 // run (then the loads' reads will say what is wrong).
 bool KernelCanWriteInto(void* p) {
-  const int exe = ::open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
-  if (exe >= 0) {
+  // read_one: one byte from `fd` into p: 1, 0 at its end, or -errno.
+  auto read_one = [p](const ScopedFd& fd) -> ssize_t {
     ssize_t r;
     do {
-      r = ::pread(exe, p, 1, 0);
+      r = ::read(fd.get(), p, 1);
     } while (r < 0 && errno == EINTR);
-    const int err = errno;
-    ::close(exe);
+    return r < 0 ? -errno : r;
+  };
+  ScopedFd exe(::open("/proc/self/exe", O_RDONLY | O_CLOEXEC));
+  if (exe.valid()) {
+    const ssize_t r = read_one(exe);
     if (r == 1) return true;
-    if (r < 0 && err == EFAULT) return false;
+    if (r == -EFAULT) return false;
   }
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return true;
+  ScopedFd out(fds[0]);
+  ScopedFd in(fds[1]);
   const char byte = 0;
-  bool ok = true;
-  if (::write(fds[1], &byte, 1) == 1) {
-    ssize_t r;
-    do {
-      r = ::read(fds[0], p, 1);
-    } while (r < 0 && errno == EINTR);
-    ok = !(r < 0 && errno == EFAULT);
-  }
-  ::close(fds[0]);
-  ::close(fds[1]);
-  return ok;
+  if (::write(in.get(), &byte, 1) != 1) return true;
+  return read_one(out) != -EFAULT;
 }
 
 }  // namespace

@@ -195,51 +195,41 @@ Result<std::unique_ptr<HostArena>> HostArena::Allocate(uint64_t bytes,
   }
   uint64_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
   int threads = ResolveThreadCount(options.prefault_threads);
-  HostArenaPoolState::Entry reuse{};
-  if (state != nullptr && state->Take(rounded, &reuse)) {
-    bool populated = reuse.populated;
-    int error = 0;
-    if (options.prefault && !populated) {
-      PrefaultResult r = PrefaultParallel(reuse.data, reuse.mapped, threads, options.cancel);
-      populated = r.completed;
-      error = r.error;
+  // The memory: a cached mapping of the pool, else a fresh one.
+  HostArenaPoolState::Entry memory{};
+  const bool reused = state != nullptr && state->Take(rounded, &memory);
+  if (!reused) {
+    // Map one huge page more than needed, then trim, so the arena starts 2 MiB aligned.
+    uint64_t mapped = rounded + kHugePage;
+    // Without MAP_NORESERVE: the kernel's overcommit check refuses an arena the machine
+    // clearly cannot hold here, as an error, instead of the OOM killer during the load.
+    void* raw = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) {
+      return ResourceExhaustedError("cannot allocate a host arena of " + std::to_string(bytes) +
+                                    " bytes: " + std::strerror(errno));
     }
-    g_live_arenas.fetch_add(1);
-    // A failed populate means memory is short: unmap the mapping rather than keep it
-    // cached (no pool state for it).
-    std::unique_ptr<HostArena> arena(new HostArena(reuse.data, bytes, reuse.mapped, populated,
-                                                   true, error != 0 ? nullptr : std::move(state)));
-    if (error != 0) return PrefaultFailed(bytes, error);  // unmapped
-    if (options.cancel != nullptr && options.cancel->load()) {
-      return CancelledError("load cancelled");  // the arena goes back to the pool
-    }
-    return arena;
+    uintptr_t begin = reinterpret_cast<uintptr_t>(raw);
+    uintptr_t aligned = (begin + kHugePage - 1) / kHugePage * kHugePage;
+    if (aligned > begin) ::munmap(raw, aligned - begin);
+    uintptr_t end = begin + mapped;
+    if (end > aligned + rounded) ::munmap(reinterpret_cast<void*>(aligned + rounded), end - (aligned + rounded));
+    memory = HostArenaPoolState::Entry{reinterpret_cast<std::byte*>(aligned), rounded, false};
+    if (options.huge_pages) ::madvise(memory.data, rounded, MADV_HUGEPAGE);  // advisory
   }
-  // Map one huge page more than needed, then trim, so the arena starts 2 MiB aligned.
-  uint64_t mapped = rounded + kHugePage;
-  // Without MAP_NORESERVE: the kernel's overcommit check refuses an arena the machine
-  // clearly cannot hold here, as an error, instead of the OOM killer during the load.
-  void* raw = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (raw == MAP_FAILED) {
-    return ResourceExhaustedError("cannot allocate a host arena of " + std::to_string(bytes) +
-                                  " bytes: " + std::strerror(errno));
-  }
-  uintptr_t begin = reinterpret_cast<uintptr_t>(raw);
-  uintptr_t aligned = (begin + kHugePage - 1) / kHugePage * kHugePage;
-  if (aligned > begin) ::munmap(raw, aligned - begin);
-  uintptr_t end = begin + mapped;
-  if (end > aligned + rounded) ::munmap(reinterpret_cast<void*>(aligned + rounded), end - (aligned + rounded));
-  std::byte* data = reinterpret_cast<std::byte*>(aligned);
-  if (options.huge_pages) ::madvise(data, rounded, MADV_HUGEPAGE);  // advisory; failure is fine
   PrefaultResult prefaulted;
-  if (options.prefault) prefaulted = PrefaultParallel(data, rounded, threads, options.cancel);
+  prefaulted.completed = memory.populated;
+  if (options.prefault && !memory.populated) {
+    prefaulted = PrefaultParallel(memory.data, memory.mapped, threads, options.cancel);
+  }
   g_live_arenas.fetch_add(1);
+  // A failed populate means memory is short: the mapping is unmapped rather than kept
+  // in the pool (the arena gets no pool state).
   std::unique_ptr<HostArena> arena(
-      new HostArena(data, bytes, rounded, prefaulted.completed, false,
+      new HostArena(memory.data, bytes, memory.mapped, prefaulted.completed, reused,
                     prefaulted.error != 0 ? nullptr : std::move(state)));
   if (prefaulted.error != 0) return PrefaultFailed(bytes, prefaulted.error);  // unmapped
   if (options.cancel != nullptr && options.cancel->load()) {
-    return CancelledError("load cancelled");  // unmapped (or pooled) by the arena
+    return CancelledError("load cancelled");  // unmapped, or back in the pool it came from
   }
   return arena;
 }

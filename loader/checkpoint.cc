@@ -620,9 +620,8 @@ Status CheckShardFile(const ShardInfo& shard, const ReadableFile& file) {
   SL_ASSIGN_OR_RETURN(std::span<const std::byte> bytes,
                       file.ReadWindowAt(0, 8 + n, std::span<std::byte>(buffer.get(),
                                                                        8 + n + 8192)));
-  uint64_t length = 0;
-  for (int i = 7; i >= 0; --i) length = (length << 8) | std::to_integer<uint64_t>(bytes[i]);
-  if (length != n || Xxh3(bytes.subspan(8)) != shard.header_xxh3) {
+  Result<uint64_t> length = ParseHeaderLength(bytes.first(8), shard.size, shard.file);
+  if (!length.ok() || *length != n || Xxh3(bytes.subspan(8)) != shard.header_xxh3) {
     return DataLossError(shard.file + ": file was replaced since the checkpoint was opened "
                          "and its header differs (open the checkpoint again)");
   }

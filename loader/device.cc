@@ -117,8 +117,7 @@ Result<Device> ParseDevice(std::string_view text) {
   int index = 0;
   auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), index);
   if (ec != std::errc() || ptr != digits.data() + digits.size()) return InvalidDevice(text);
-  if (kind == Device::Kind::kCpu) return Device{kind, 0};
-  return Device{kind, index};
+  return Device{kind, index}.Normalized();
 }
 
 Status DeviceMap::AddRule(std::string_view pattern, Device device) {

@@ -116,8 +116,6 @@ class FdFile {
       : path_(std::move(path)),
         fd_(std::move(o.fd)),
         size_(static_cast<uint64_t>(o.st.st_size)),
-        dev_(o.st.st_dev),
-        ino_(o.st.st_ino),
         identity_(IdentityOf(o.st)) {}
 
   Status CheckUnchangedImpl() const {
@@ -131,7 +129,8 @@ class FdFile {
       if (err == ENOENT) return DataLossError(path_ + ": file was removed while loading");
       return ErrnoToStatus(err, path_ + ": stat");
     }
-    if (st.st_ino != ino_ || st.st_dev != dev_) {
+    if (static_cast<uint64_t>(st.st_ino) != identity_.inode ||
+        static_cast<uint64_t>(st.st_dev) != identity_.device) {
       return DataLossError(path_ + ": file was replaced while loading (inode changed)");
     }
     return OkStatus();
@@ -171,9 +170,7 @@ class FdFile {
   std::string path_;
   Fd fd_;
   uint64_t size_;
-  dev_t dev_;
-  ino_t ino_;
-  FileIdentity identity_;
+  FileIdentity identity_;  // at open; CheckUnchangedImpl compares its device and inode
 };
 
 // ---------------------------------------------------------------------------------

@@ -408,7 +408,7 @@ class _Slice:
         return rows[(local,) + tuple(key[1:])]
 
 
-class safe_open:
+class safe_open(_lib.Closing):
     """Context manager compatible with ``safetensors.safe_open(..., framework="pt")``.
 
     ``verify=True`` (not in safetensors) checks every tensor read against its recorded
@@ -427,16 +427,9 @@ class safe_open:
                                  "framework '%s' is not supported (only \"pt\")" % framework)
         self._device = _device_string(device)
         self._verify = bool(verify)
-        _lib.check_pool(pool)
+        HostMemoryPool.check_argument(pool, "pool")
         self._pool = pool
         self._ckpt = _Checkpoint(filename)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
 
     def close(self):
         # Dropping the reference closes the handle at once unless a slice still uses it.

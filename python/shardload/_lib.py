@@ -267,6 +267,18 @@ class _SharedHandle(Closing):
     def closed(self):
         return not self._handle
 
+    @classmethod
+    def check_argument(cls, value, argument):
+        """TypeError unless ``value`` (the keyword ``argument``) is a ``cls`` or None;
+        ValueError if it is closed."""
+        if value is None:
+            return
+        if not isinstance(value, cls):
+            raise TypeError("%s must be a shardload.%s or None, got %s" %
+                            (argument, cls.__name__, type(value).__name__))
+        if value.closed:
+            raise ValueError("%s is closed" % cls.__name__)
+
     def close(self):
         """Drop this object's reference (idempotent)."""
         if getattr(self, "_lock", None) is None:
@@ -332,17 +344,6 @@ class HostMemoryPool(_SharedHandle):
             self.max_cached_bytes, self.cached_bytes)
 
 
-def check_pool(pool):
-    """TypeError unless ``pool`` is a HostMemoryPool or None; ValueError if it is closed."""
-    if pool is None:
-        return
-    if not isinstance(pool, HostMemoryPool):
-        raise TypeError("pool must be a shardload.HostMemoryPool or None, got %s" %
-                        type(pool).__name__)
-    if pool.closed:
-        raise ValueError("HostMemoryPool is closed")
-
-
 class CancelToken(_SharedHandle):
     """Stops loads from any thread (an ``sl_cancel_token``).
 
@@ -389,17 +390,6 @@ class CancelToken(_SharedHandle):
         return "CancelToken(cancelled=%s)" % self.cancelled
 
 
-def check_cancel_token(token):
-    """TypeError unless ``token`` is a CancelToken or None; ValueError if it is closed."""
-    if token is None:
-        return
-    if not isinstance(token, CancelToken):
-        raise TypeError("cancel must be a shardload.CancelToken or None, got %s" %
-                        type(token).__name__)
-    if token.closed:
-        raise ValueError("CancelToken is closed")
-
-
 class Options(Closing):
     """An owned sl_options handle."""
 
@@ -422,10 +412,10 @@ class Options(Closing):
         check(l.sl_options_set_io(h, io.encode()))
         check(l.sl_options_set_verify(h, 1 if verify else 0))
         if pool is not None:
-            check_pool(pool)
+            HostMemoryPool.check_argument(pool, "pool")
             pool.attach(h)  # raises ValueError too if it was closed since
         if cancel is not None:
-            check_cancel_token(cancel)
+            CancelToken.check_argument(cancel, "cancel")
             cancel.attach(h)  # raises ValueError too if it was closed since
         if progress is not None:
             if not callable(progress):
