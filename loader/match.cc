@@ -46,7 +46,10 @@ bool IsFloatCastDtype(Dtype d) {
 }
 
 // ConvertSedReplacement: sed replacement syntax → std::regex_replace format syntax.
-Result<std::string> ConvertSedReplacement(std::string_view sed) {
+// A group reference becomes two digits ("\1" → "$01"): "$1" before a digit would read
+// as a two-digit group ("\10" is group 1 then '0' in sed). A reference past the
+// regex's `groups` capture groups is an error, as in sed.
+Result<std::string> ConvertSedReplacement(std::string_view sed, unsigned groups) {
   std::string out;
   for (size_t i = 0; i < sed.size(); ++i) {
     char c = sed[i];
@@ -56,7 +59,12 @@ Result<std::string> ConvertSedReplacement(std::string_view sed) {
       if (n == '0') {
         out += "$&";
       } else if (n >= '1' && n <= '9') {
-        out += '$';
+        if (static_cast<unsigned>(n - '0') > groups) {
+          return InvalidArgumentError(std::string("replacement refers to group \\") + n +
+                                      " but the regex has " + std::to_string(groups) +
+                                      (groups == 1 ? " group" : " groups"));
+        }
+        out += "$0";
         out += n;
       } else if (n == 'n') {
         out += '\n';
@@ -90,11 +98,25 @@ std::string ReplacementToSed(std::string_view fmt) {
         ++i;
         continue;
       }
-      if (n >= '1' && n <= '9') {
-        out += '\\';
-        out += n;
-        ++i;
-        continue;
+      if (n >= '0' && n <= '9') {
+        // "$N" or "$NM" (std::regex_replace reads up to two digits); "$0N" is what
+        // ConvertSedReplacement writes.
+        size_t group = n - '0';
+        size_t end = i + 2;
+        if (end < fmt.size() && fmt[end] >= '0' && fmt[end] <= '9') {
+          group = group * 10 + (fmt[end] - '0');
+          ++end;
+        }
+        if (group <= 9) {
+          if (group == 0) {
+            out += '&';
+          } else {
+            out += '\\';
+            out += static_cast<char>('0' + group);
+          }
+          i = end - 1;
+          continue;
+        }
       }
       if (n == '$') {
         out += '$';
@@ -426,7 +448,7 @@ Result<RenameRule> ParseRenameRule(std::string_view expr) {
   } catch (const std::regex_error& e) {
     return bad(e.what());
   }
-  Result<std::string> replacement = ConvertSedReplacement(parts[1]);
+  Result<std::string> replacement = ConvertSedReplacement(parts[1], rule.regex->mark_count());
   if (!replacement.ok()) return bad(replacement.status().message());
   rule.text = std::move(parts[0]);
   rule.replacement = std::move(*replacement);

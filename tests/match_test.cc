@@ -227,6 +227,14 @@ TEST(RenameRuleTest, ParsesSedStripAndAdd) {
   EXPECT_EQ(*groups->Apply("h.12.attn.w"), "model.layers.12.attn.w");
   EXPECT_EQ(groups->ToString(), "s/^h\\.([0-9]+)\\./model.layers.\\1./");
 
+  // A group reference followed by a digit is that group and then the digit, as in sed
+  // (std::regex_replace alone would read "$10" as group 10).
+  Result<RenameRule> digit = ParseRenameRule("s/^layers\\.(\\d)\\./layers.\\10.\\0/");
+  ASSERT_TRUE(digit.ok()) << digit.status().ToString();
+  EXPECT_EQ(*digit->Apply("layers.1.w"), "layers.10.layers.1.w");
+  EXPECT_EQ(digit->ToString(), "s/^layers\\.(\\d)\\./layers.\\10.&/");
+  EXPECT_EQ(*ParseRenameRule(digit->ToString())->Apply("layers.1.w"), "layers.10.layers.1.w");
+
   Result<RenameRule> first = ParseRenameRule("s/a/[&]/");
   ASSERT_TRUE(first.ok());
   EXPECT_EQ(*first->Apply("banana"), "b[a]nana");
@@ -269,6 +277,8 @@ TEST(RenameRuleTest, RejectsMalformedRulesWithExactMessages) {
       {"s/a/b\\/", "missing closing delimiter"},
       {"strip:", "empty prefix"},
       {"add:", "empty prefix"},
+      {"s/^(a)\\.weight/\\2/", "replacement refers to group \\2 but the regex has 1 group"},
+      {"s/a/\\1/", "replacement refers to group \\1 but the regex has 0 groups"},
   };
   for (const Case& c : cases) {
     Result<RenameRule> r = ParseRenameRule(c.expr);
