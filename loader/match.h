@@ -30,8 +30,10 @@
 //      modes) and dtype (else an error unless `allow_cast` and both are F32/F16/BF16).
 //   6. Unused checkpoint tensors are unexpected; unmatched targets are missing. In
 //      strict mode (default) either fails the load; otherwise they are only reported.
-// Not mirrored: torch's legacy rule that loads a 1-element [N] input into a 0-dim
-// parameter (here a size mismatch), and torch's silent overwrite on prefix collisions.
+// Not mirrored: torch's legacy rule that loads a 1-dim input into a 0-dim parameter
+// (torch 2.x: a [1] input; 1.x: element 0 of any [N]; here a size mismatch, while the
+// Python load_model hands such entries to torch), and torch's silent overwrite on
+// prefix collisions.
 #ifndef SHARDLOAD_LOADER_MATCH_H_
 #define SHARDLOAD_LOADER_MATCH_H_
 

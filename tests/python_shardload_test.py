@@ -1347,6 +1347,77 @@ class PythonTest(unittest.TestCase):
         self.assertIs(dst.head.weight, dst.embed.weight)
         self.assertEqual(len(list(dst.parameters())), len(list(src.parameters())))
 
+    def test_load_model_assign_keeps_the_loaded_member_of_a_tie(self):
+        # A checkpoint holding only the second name of a tie (no save_model note): the
+        # tie ends up on the loaded tensor, not on the first name's old one; with both
+        # names stored the last in module order wins, as torch's copying load does. A
+        # meta model finds its ties by object (it has no memory to compare).
+        if "assign" not in __import__("inspect").signature(
+                torch.nn.Module.load_state_dict).parameters:
+            self.skipTest("load_state_dict(assign=True) needs torch 2.1")
+        src = Tiny()
+        rest = {k: v for k, v in src.state_dict().items() if not k.startswith(("embed", "head"))}
+        only_head = self.path("head.safetensors")
+        shardload.save_file(dict(rest, **{"head.weight": src.head.weight.detach()}), only_head)
+        only_embed = self.path("embed.safetensors")
+        shardload.save_file(dict(rest, **{"embed.weight": src.embed.weight.detach()}),
+                            only_embed)
+        cases = [(only_head, src.head.weight), (only_embed, src.embed.weight)]
+        for path, want in cases:
+            for device in ("cpu", "meta"):
+                with torch.device(device):
+                    dst = Tiny(tie=True)
+                self.assertEqual(shardload.load_model(dst, path, assign=True), (set(), []),
+                                 (path, device))
+                self.assertIs(dst.head.weight, dst.embed.weight)
+                self.assertEqual(dst.embed.weight.device.type, "cpu")
+                self.assertTrue(torch.equal(dst.embed.weight, want), (path, device))
+        both = self.path("both.safetensors")
+        shardload.save_file(src.state_dict(), both)
+        dst = Tiny(tie=True)
+        report = shardload.load_state_dict_into(dst, both, assign=True)
+        self.assertEqual(report["missing"], [])
+        self.assertIs(dst.head.weight, dst.embed.weight)
+        self.assertTrue(torch.equal(dst.embed.weight, src.head.weight))
+        ref = Tiny(tie=True)
+        ref.load_state_dict(src.state_dict())
+        self.assertTrue(torch.equal(ref.embed.weight, dst.embed.weight))
+
+    def test_load_model_one_element_into_a_scalar_like_torch(self):
+        # torch loads a [1] value into a 0-dim parameter (its 0.3 compatibility rule).
+        class Scalar(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.p = torch.nn.Parameter(torch.tensor(0.0))
+
+        path = self.path("s.safetensors")
+        shardload.save_file({"p": torch.tensor([5.0])}, path)
+        ours, ref = Scalar(), Scalar()
+        self.assertEqual(shardload.load_model(ours, path), (set(), []))
+        ref.load_state_dict(shardload.load_file(path))
+        self.assertEqual(ours.p.shape, torch.Size([]))
+        self.assertEqual(float(ours.p), float(ref.p))
+        self.assertEqual(float(ours.p), 5.0)
+
+    def test_lazy_modules_load_through_torch(self):
+        # A lazy module's uninitialized parameters take their shapes in torch's
+        # load_state_dict; the direct path must not touch them.
+        class Lazy(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = torch.nn.LazyLinear(2)
+
+        path = self.path("l.safetensors")
+        weight = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+        shardload.save_file({"lin.weight": weight, "lin.bias": torch.ones(2)}, path)
+        m = Lazy()
+        report = shardload.load_state_dict_into(m, path)
+        self.assertEqual(sorted(report["matched"]), ["lin.bias", "lin.weight"])
+        self.assertTrue(torch.equal(m.lin.weight, weight))
+        m = Lazy()
+        self.assertEqual(shardload.load_model(m, path), (set(), []))
+        self.assertTrue(torch.equal(m.lin.weight, weight))
+
     def test_load_model_tie_to_part_of_a_tensor(self):
         # The model ties "head" to the first rows of "embed": save_model writes embed
         # and the note head -> embed; loading it back reports nothing missing.

@@ -541,15 +541,23 @@ def _covers_storage(t):
     return t.data_ptr() == ptr and t.numel() * t.element_size() == nbytes
 
 
-def _remove_duplicate_names(state_dict, preferred_names=()):
+def _remove_duplicate_names(state_dict, preferred_names=(), module=None):
     """keep name -> names to drop, for tied tensors (as safetensors.torch does: groups of
     tensors that overlap in memory keep the alphabetically first name among those
     covering the whole storage, preferring `preferred_names`). RuntimeError in
-    safetensors' words when no tensor of a group covers its storage."""
+    safetensors' words when no tensor of a group covers its storage. With ``module``,
+    meta-device entries (no memory to compare) are grouped by the module's own ties:
+    one Parameter or buffer object under several names."""
     preferred = set(preferred_names)
     out = {}
-    for group in _overlapping_groups(state_dict):
-        complete = {n for n in group if _covers_storage(state_dict[n])}
+    groups = _overlapping_groups(state_dict)
+    if module is not None:
+        groups += [set(names) for names in _tied_names(module)
+                   if all(n in state_dict and state_dict[n].device.type == "meta"
+                          for n in names)]
+    for group in groups:
+        complete = {n for n in group
+                    if state_dict[n].device.type == "meta" or _covers_storage(state_dict[n])}
         if not complete:
             raise RuntimeError(
                 "Error while trying to find names to remove to save state dict, but found no "
@@ -582,7 +590,9 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     load_state_dict.
     Returns the report: a dict with lists "matched", "missing", "unexpected",
     "mismatched", "renamed". Raises ShardloadError with the PyTorch-style message when
-    ``strict`` and keys are missing or unexpected, or on size mismatches; with
+    ``strict`` and keys are missing or unexpected, on size mismatches, and on dtype
+    mismatches (in both modes, unlike torch, which converts: ``allow_cast=True``
+    converts between F32, F16 and BF16 on load; load_model converts every pair); with
     ``verify``, ShardloadError("data_loss", ...) for a tensor whose bytes differ from
     its recorded XXH3 (the module may then be partly written). ``progress``: as in
     load_file. ``pool``: a HostMemoryPool for the fallback's temporary arena (the
@@ -591,7 +601,8 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     does); checked for being open either way. ``assign``: as torch's
     ``load_state_dict(assign=True)`` (torch 2.1 and later): the module's entries become
     the loaded tensors, zero-copy views of the loader's arena on ``device``, instead of
-    being written into; what a model built on the meta device needs. ShardloadError
+    being written into; what a model built on the meta device needs. Tied entries stay
+    one object, the last loaded name's in module order. ShardloadError
     ("unimplemented") on an older torch. ``cancel``: as in load_file (the module may
     then be partly written)."""
     with _Checkpoint(filename) as ckpt:
@@ -635,8 +646,8 @@ def _load_state_dict(module, ckpt, strict, device, *, renames, allow_cast, threa
         dev = torch.device("cuda", torch.cuda.current_device())
     state = module.state_dict(keep_vars=True)
     direct = not torch_path and \
-        all(isinstance(t, torch.Tensor) and t.is_contiguous() and t.device == dev
-            for t in state.values())
+        all(isinstance(t, torch.Tensor) and not _is_uninitialized(t) and
+            t.is_contiguous() and t.device == dev for t in state.values())
     if direct:
         return _load_into_state(ckpt, state, dev, strict=strict, renames=renames,
                                 allow_cast=allow_cast, threads=threads, verify=verify,
@@ -655,7 +666,7 @@ def _load_state_dict(module, ckpt, strict, device, *, renames, allow_cast, threa
     if assign:
         tied = _tied_names(module)
         result = module.load_state_dict(loaded, strict=strict, assign=True)
-        _retie(module, tied)
+        _retie(module, tied, loaded)
     else:
         result = module.load_state_dict(loaded, strict=strict)
     return {"matched": sorted(set(state) - set(result.missing_keys)),
@@ -663,26 +674,42 @@ def _load_state_dict(module, ckpt, strict, device, *, renames, allow_cast, threa
             "unexpected": list(result.unexpected_keys), "mismatched": [], "renamed": []}
 
 
+def _is_uninitialized(t):
+    """Whether ``t`` is a lazy module's parameter or buffer not yet given a shape (torch
+    shapes it in load_state_dict; most tensor methods raise on it)."""
+    mixin = getattr(_torch().nn.parameter, "UninitializedTensorMixin", None)
+    return mixin is not None and isinstance(t, mixin)
+
+
 def _tied_names(module):
     """Groups of parameter or buffer names that are one object in ``module`` (tied
     weights: ``head.weight = embed.weight``), each group as a list of names."""
     groups = {}
-    for name, p in module.named_parameters(remove_duplicate=False):
-        groups.setdefault(("p", id(p)), []).append(name)
-    for name, b in module.named_buffers(remove_duplicate=False):
-        groups.setdefault(("b", id(b)), []).append(name)
+    # named_modules(remove_duplicate=False) is in torch 1.13; named_parameters' is not.
+    for prefix, m in module.named_modules(remove_duplicate=False):
+        dot = prefix + "." if prefix else ""
+        for kind, members in (("p", m._parameters), ("b", m._buffers)):
+            for name, t in members.items():
+                if t is not None:
+                    groups.setdefault((kind, id(t)), []).append(dot + name)
     return [names for names in groups.values() if len(names) > 1]
 
 
-def _retie(module, groups):
-    """Make each group of names one object again, the first name's (after
-    load_state_dict(assign=True), which gives every name its own Parameter)."""
+def _retie(module, groups, loaded):
+    """Make each group of names one object again (after load_state_dict(assign=True),
+    which gives every name its own Parameter): the object of the group's last name
+    (in module order) that ``loaded`` holds, as torch's copying load leaves the last
+    entry's values in shared storage; the first name's when none was loaded."""
     for names in groups:
-        owner, _, attr = names[0].rpartition(".")
-        first = getattr(module.get_submodule(owner) if owner else module, attr)
-        for name in names[1:]:
+        fed = [n for n in names if n in loaded]
+        keep = fed[-1] if fed else names[0]
+        owner, _, attr = keep.rpartition(".")
+        kept = getattr(module.get_submodule(owner) if owner else module, attr)
+        for name in names:
+            if name == keep:
+                continue
             owner, _, attr = name.rpartition(".")
-            setattr(module.get_submodule(owner) if owner else module, attr, first)
+            setattr(module.get_submodule(owner) if owner else module, attr, kept)
 
 
 def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, verify,
@@ -762,8 +789,9 @@ def load_model(model, filename, strict=True, device="cpu", *, verify=False, prog
     load_state_dict_into."""
     model_state = model.state_dict()
     with _Checkpoint(filename) as ckpt:
-        file_keys = ckpt.names
-        to_removes = _remove_duplicate_names(model_state, preferred_names=file_keys)
+        file_keys = set(ckpt.names)
+        to_removes = _remove_duplicate_names(model_state, preferred_names=file_keys,
+                                             module=model)
         # Through torch's own load_state_dict when the model has load hooks (torch runs
         # them, safetensors' load_model too), or for an entry fed from another dtype the
         # loader does not convert (F32/F16/BF16 it does; an F32 value for an int64
@@ -773,12 +801,19 @@ def load_model(model, filename, strict=True, device="cpu", *, verify=False, prog
             k = ckpt.index.get(name)
             if k is None or not hasattr(t, "dtype"):
                 continue
+            if _is_uninitialized(t):
+                torch_path = True  # a lazy module: torch gives it its shape
+                continue
             try:
                 wanted = _dtype_name(t.dtype)
             except ShardloadError:  # no safetensors dtype: torch words the error
                 wanted = None
             stored = ckpt.dtypes[k]
             if stored != wanted and not (stored in _CASTABLE and wanted in _CASTABLE):
+                torch_path = True
+            if t.dim() == 0 and len(ckpt.shapes[k]) == 1:
+                # torch loads a 1-dim value into a 0-dim entry (its 0.3 compatibility
+                # rule: a [1] value in 2.x, element 0 of any [N] in 1.x).
                 torch_path = True
         report = _load_state_dict(model, ckpt, False, device, renames=(), allow_cast=True,
                                   threads=0, verify=verify, progress=progress, pool=pool,
@@ -843,6 +878,8 @@ def _overlapping_groups(tensors):
     followed by its filter: same storage and intersecting byte ranges)."""
     by_storage = {}
     for k, v in tensors.items():
+        if _is_uninitialized(v):
+            continue  # a lazy module's entry: no memory yet
         ptr, nbytes = _storage_of(v)
         if v.device.type != "meta" and ptr != 0 and nbytes != 0:
             by_storage.setdefault((v.device, ptr, nbytes), []).append(k)
