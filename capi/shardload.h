@@ -43,7 +43,9 @@
  * Signals: a load with io "mmap" installs, once per process, a SIGBUS handler
  * (SA_SIGINFO | SA_NODEFER | SA_ONSTACK) that turns a fault inside the loader's own
  * copies from a mapping (a file truncated under it) into SL_DATA_LOSS and passes every
- * other SIGBUS to the handler installed before it. The other io modes install nothing.
+ * other SIGBUS to the action installed before it (a handler; the default action; or,
+ * for a SIGBUS sent with kill to a process that ignored it, nothing). The other io
+ * modes install nothing.
  *
  * Errors: every fallible call returns an `sl_status`. When it is not SL_OK, the message
  * (naming the file and, where it applies, the tensor) is available from sl_last_error()

@@ -236,17 +236,25 @@ class PreadFile final : public ReadableFile {
 thread_local sigjmp_buf* t_bus_jump = nullptr;
 struct sigaction g_previous_bus_action;
 
+// BusHandler: a fault (si_code > 0: raised by the kernel for an access) inside a
+// guarded copy jumps back to it. Everything else gets what the handler installed
+// before ours would have done: a SIGBUS sent by kill/raise (si_code <= 0) to a
+// process that ignored SIGBUS is ignored, and kills it under the default action; a
+// fault outside a guarded copy kills it in both cases (the kernel does not let a
+// process ignore a fault), by restoring the default action and returning, which
+// re-executes the access.
 void BusHandler(int sig, siginfo_t* info, void* context) {
-  if (t_bus_jump != nullptr) siglongjmp(*t_bus_jump, 1);
+  const bool fault = info != nullptr && info->si_code > 0;
+  if (fault && t_bus_jump != nullptr) siglongjmp(*t_bus_jump, 1);
   const struct sigaction& prev = g_previous_bus_action;
   if (prev.sa_flags & SA_SIGINFO) {
     if (prev.sa_sigaction != nullptr) prev.sa_sigaction(sig, info, context);
     return;
   }
+  if (prev.sa_handler == SIG_IGN && !fault) return;
   if (prev.sa_handler == SIG_DFL || prev.sa_handler == SIG_IGN) {
-    // Restore the default action; returning re-executes the faulting access, which
-    // then terminates the process as it would have without us.
     ::signal(SIGBUS, SIG_DFL);
+    if (!fault) ::raise(SIGBUS);  // SA_NODEFER: delivered now, with the default action
     return;
   }
   prev.sa_handler(sig);
