@@ -505,6 +505,8 @@ class StagedFile {
     return OkStatus();
   }
 
+  const std::string& path() const { return path_; }
+
  private:
   TempFileGuard guard_;
   std::string temp_;
@@ -519,6 +521,17 @@ Status CreateTempFile(const std::string& path, std::string* temp, Fd* fd) {
     int raw = ::open(temp->c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (raw >= 0) {
       fd->Reset(raw);
+      // A file replaced keeps its permissions and, where this process may set them,
+      // its owner: private weights (0600) must not become world-readable.
+      struct stat old;
+      if (::stat(path.c_str(), &old) == 0 && S_ISREG(old.st_mode)) {
+        if (::fchmod(raw, old.st_mode & 07777) != 0) {
+          return ErrnoToStatus(errno, *temp + ": copy the permissions of " + path);
+        }
+        if (::fchown(raw, old.st_uid, old.st_gid) != 0 && errno != EPERM && errno != EINVAL) {
+          return ErrnoToStatus(errno, *temp + ": copy the owner of " + path);
+        }
+      }
       return OkStatus();
     }
     if (errno != EEXIST || attempt >= 16) {
@@ -575,6 +588,73 @@ Result<std::unique_ptr<StagedFile>> StageTextFile(const std::string& path, std::
   if (options.sync && ::fsync(fd.get()) != 0) return ErrnoToStatus(errno, path + ": fsync");
   SL_RETURN_IF_ERROR(fd.Close(path));
   return staged;
+}
+
+// PublishTogether: rename staged `files` into place as one change, as far as a folder
+// allows. With `last_is_index`, the old index (if any) is moved aside first and the new
+// one renamed in last: a process killed half-way leaves shard files and no index, a
+// folder that refuses to open ("several .safetensors files and no index"), never an
+// old index over a mix of old and new shards. Each file replaced is kept under a hidden
+// backup name (a hard link where the file system allows) until every rename is done;
+// on an error the folder is restored and the error says so, or names what could not be
+// restored. The backups are removed on success.
+Status PublishTogether(std::span<const std::unique_ptr<StagedFile>> files, bool last_is_index) {
+  struct Undo {
+    std::string path;
+    std::string backup;  // the old file, to rename back; empty: there was none
+  };
+  std::vector<Undo> undo;
+  auto backup_name = [](const std::string& path) {
+    auto [dir, base] = SplitDirBase(path);
+    return (dir == "/" ? "/" : dir + "/") + "." + base + ".old." + UniqueSuffix();
+  };
+  auto restore = [&](const Status& error) {
+    std::vector<std::string> failed;
+    for (auto it = undo.rbegin(); it != undo.rend(); ++it) {
+      if (it->backup.empty()) {
+        if (::unlink(it->path.c_str()) != 0 && errno != ENOENT) failed.push_back(it->path);
+      } else if (::rename(it->backup.c_str(), it->path.c_str()) != 0) {
+        failed.push_back(it->path + " (the old file is " + it->backup + ")");
+      }
+    }
+    if (failed.empty()) return Status(error.code(), error.message() + " (nothing was replaced)");
+    std::string list;
+    for (const std::string& f : failed) list += (list.empty() ? "" : ", ") + f;
+    return Status(error.code(), error.message() + "; could not restore " + list);
+  };
+  // SetAside: keep the file now at `path` (if any) under a backup name, moved (`move`)
+  // or hard-linked (else; a move where links are refused).
+  auto set_aside = [&](const std::string& path, bool move) -> Status {
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0) {
+      if (errno != ENOENT) return ErrnoToStatus(errno, path);
+      undo.push_back({path, ""});
+      return OkStatus();
+    }
+    if (S_ISDIR(st.st_mode)) return OkStatus();  // the rename over it fails: nothing to undo
+    std::string backup = backup_name(path);
+    if (move || ::link(path.c_str(), backup.c_str()) != 0) {
+      if (::rename(path.c_str(), backup.c_str()) != 0) {
+        return ErrnoToStatus(errno, path + ": keep the old file as " + backup);
+      }
+    }
+    undo.push_back({path, std::move(backup)});
+    return OkStatus();
+  };
+  const size_t shard_count = last_is_index && !files.empty() ? files.size() - 1 : files.size();
+  if (shard_count < files.size()) {
+    if (Status s = set_aside(files.back()->path(), /*move=*/true); !s.ok()) return restore(s);
+  }
+  for (size_t i = 0; i < files.size(); ++i) {
+    if (i < shard_count) {
+      if (Status s = set_aside(files[i]->path(), /*move=*/false); !s.ok()) return restore(s);
+    }
+    if (Status s = files[i]->Publish(); !s.ok()) return restore(s);
+  }
+  for (const Undo& u : undo) {
+    if (!u.backup.empty()) ::unlink(u.backup.c_str());  // a left-over is hidden and harmless
+  }
+  return OkStatus();
 }
 
 }  // namespace
@@ -810,8 +890,9 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
   }
   const std::string base = dir.empty() || dir.back() == '/' ? dir : dir + "/";
   // Every file is written and fsynced under a temporary name first; only when all of
-  // them are complete are they renamed into place, the index last. A failure before
-  // that (a full disk, a generator's error) leaves whatever the folder held untouched.
+  // them are complete are they renamed into place (PublishTogether: the old index set
+  // aside first, the new one last). A failure before that (a full disk, a generator's
+  // error) leaves whatever the folder held untouched; a failed rename restores it.
   std::vector<std::unique_ptr<StagedFile>> staged;
   for (size_t s = 0; s < plan.shards.size(); ++s) {
     std::vector<TensorToWrite> shard;
@@ -832,7 +913,7 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
                         StageTextFile(base + plan.index_file, index_text, options.write));
     staged.push_back(std::move(index));
   }
-  for (std::unique_ptr<StagedFile>& file : staged) SL_RETURN_IF_ERROR(file->Publish());
+  SL_RETURN_IF_ERROR(PublishTogether(staged, !plan.index_file.empty()));
   if (options.write.sync) SL_RETURN_IF_ERROR(SyncDirectory(dir));
   if (options.remove_stale) {
     std::set<std::string> keep(plan.files.begin(), plan.files.end());

@@ -212,15 +212,19 @@ struct ShardedWriteResult {
 // WriteSharded: PlanShards, then write every shard into the existing folder `dir`
 // (each shard's __metadata__ is {"format": "pt"}) and the index (when there are 2+
 // shards). Every file is first written and fsynced under a temporary name; only when
-// all are complete are they renamed into place, shards first and the index last, and
-// the folder fsynced. So an error while writing (a full disk, a generator's error)
-// leaves the folder as it was, temporary files removed, and an earlier checkpoint
-// there intact; the folder needs room for the new files next to the old ones.
-// (Renames failing midway, or a crash between them, can still leave a mix: refused by a
-// load as an inconsistent shard set when the layouts differ, but loading silently when
-// old and new share file names and tensor layout; recorded XXH3s in the new index,
-// WriteShardedWithChecksums, let a verifying load catch that.) Errors: those of
-// PlanShards, SerializeIndex and WriteFile; not_found when `dir` does not exist.
+// all are complete are they renamed into place, and the folder fsynced. So an error
+// while writing (a full disk, a generator's error) leaves the folder as it was,
+// temporary files removed, and an earlier checkpoint there intact; the folder needs
+// room for the new files next to the old ones. The renames: the old index is moved
+// aside to a hidden backup first, each replaced shard is kept as a hidden backup (a
+// hard link), the new index goes in last. A rename that fails restores every file
+// (the error ends "(nothing was replaced)", or names what could not be restored); a
+// process killed between the renames leaves shards without an index, which a load
+// refuses ("several .safetensors files and no index"), never an old index over a mix
+// of old and new shards (the old index and shards are then the hidden
+// ".<name>.old.<unique>" files). Replaced files keep their permissions (and owner,
+// where allowed). Errors: those of PlanShards, SerializeIndex and WriteFile;
+// not_found when `dir` does not exist.
 Result<ShardedWriteResult> WriteSharded(const std::string& dir,
                                         std::span<const TensorToWrite> tensors,
                                         const ShardOptions& options);

@@ -607,6 +607,64 @@ TEST(ShardTest, FailedShardedWriteLeavesTheFolderAsItWas) {
   for (const std::string& f : before) EXPECT_EQ(ReadAll(dir + "/" + f), old_bytes[f]) << f;
 }
 
+TEST(ShardTest, FailedRenameRestoresTheFolder) {
+  // The third shard's name is taken by a folder, so its rename fails after the old
+  // index was set aside and two shards were replaced: both shards and the index come
+  // back (the same inodes), and no backup or temporary file stays.
+  std::string dir = MakeScratchDir("sharded_restore");
+  ShardOptions o;
+  o.num_shards = 3;
+  ASSERT_TRUE(WriteSharded(dir, SizedTensors({8, 8, 8}), o).ok());
+  const std::string third = dir + "/model-00003-of-00003.safetensors";
+  ASSERT_EQ(unlink(third.c_str()), 0);
+  ASSERT_EQ(mkdir(third.c_str(), 0755), 0);
+  std::vector<std::string> before = ListDir(dir);
+  std::map<std::string, std::string> old_bytes;
+  std::map<std::string, ino_t> old_inodes;
+  for (const std::string& f : before) {
+    struct stat st;
+    ASSERT_EQ(stat((dir + "/" + f).c_str(), &st), 0);
+    old_inodes[f] = st.st_ino;
+    if (S_ISREG(st.st_mode)) old_bytes[f] = ReadAll(dir + "/" + f);
+  }
+  Result<ShardedWriteResult> r = WriteSharded(dir, SizedTensors({16, 16, 16}), o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
+  EXPECT_EQ(r.status().message(), third + ": rename: Is a directory (nothing was replaced)");
+  EXPECT_EQ(ListDir(dir), before);
+  for (const std::string& f : before) {
+    struct stat st;
+    ASSERT_EQ(stat((dir + "/" + f).c_str(), &st), 0);
+    EXPECT_EQ(st.st_ino, old_inodes[f]) << f;
+    if (old_bytes.count(f)) EXPECT_EQ(ReadAll(dir + "/" + f), old_bytes[f]) << f;
+  }
+  // Once the folder is gone, the write goes through and leaves no backups.
+  ASSERT_EQ(rmdir(third.c_str()), 0);
+  ASSERT_TRUE(WriteSharded(dir, SizedTensors({16, 16, 16}), o).ok());
+  EXPECT_EQ(ListDir(dir), (std::vector<std::string>{"model-00001-of-00003.safetensors",
+                                                    "model-00002-of-00003.safetensors",
+                                                    "model-00003-of-00003.safetensors",
+                                                    "model.safetensors.index.json"}));
+}
+
+TEST(WriterTest, ReplacedFilesKeepTheirPermissions) {
+  std::string dir = MakeScratchDir("mode");
+  std::string path = dir + "/model.safetensors";
+  std::string v(16, 'a');
+  auto tensors = V{TensorToWrite::FromBytes("w", Dtype::kU8, {16}, Bytes(v))};
+  ASSERT_TRUE(WriteFile(path, tensors, std::nullopt).ok());
+  ASSERT_EQ(chmod(path.c_str(), 0600), 0);
+  ASSERT_TRUE(WriteFile(path, tensors, std::nullopt).ok());
+  struct stat st;
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  ShardOptions o;
+  o.num_shards = 1;
+  ASSERT_TRUE(WriteSharded(dir, tensors, o).ok());
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+}
+
 // Round trip through the project's header parser: every dtype, names that need
 // escaping, metadata, scalar and empty tensors.
 TEST(WriterRoundTripTest, ParseBufferReadsBackWhatWasWritten) {
