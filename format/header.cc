@@ -20,10 +20,14 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <cstdint>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <new>
 #include <numeric>
+#include <random>
 #include <string>
 #include <utility>
 
@@ -271,49 +275,61 @@ Status HeaderParser::ReadTensor(std::string_view name, simdjson::dom::element va
   return OkStatus();
 }
 
-// InShapeOrOffsets: whether the number at `hit` (outside strings, at nesting depth 3:
-// inside an array inside a tensor entry) is a direct element of that entry's "shape" or
-// "data_offsets" array: walking back over the array's numbers, commas and whitespace
-// reaches '[', then ':', then the key, itself opening after '{' or ','. Those arrays
-// hold plain numbers once valid, so the walk is short.
-bool InShapeOrOffsets(const char* json, const char* hit) {
-  const char* p = hit;
-  auto skip_back = [&](auto keep) {
-    while (p > json && keep(p[-1])) --p;
-  };
-  auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
-  skip_back([&](char c) {
-    return is_space(c) || c == ',' || c == '-' || c == '+' || c == '.' || c == 'e' ||
-           c == 'E' || (c >= '0' && c <= '9');
-  });
-  if (p == json || p[-1] != '[') return false;
-  --p;
-  skip_back(is_space);
-  if (p == json || p[-1] != ':') return false;
-  --p;
-  skip_back(is_space);
-  for (std::string_view key : {std::string_view("\"shape\""), std::string_view("\"data_offsets\"")}) {
-    if (static_cast<size_t>(p - json) < key.size() ||
-        std::string_view(p - key.size(), key.size()) != key) {
-      continue;
+// HexDigit: the value of hex digit `c`, or -1.
+int HexDigit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// JsonKeyIs: whether the raw (still escaped) string contents [begin, end) of valid JSON
+// decode to the ASCII text `want` ("\u0073hape" is "shape").
+bool JsonKeyIs(const char* begin, const char* end, std::string_view want) {
+  size_t k = 0;
+  for (const char* p = begin; p < end; ++k) {
+    char c = *p++;
+    if (c == '\\') {
+      if (p >= end) return false;
+      char e = *p++;
+      if (e == 'u') {
+        if (end - p < 4) return false;
+        int v = 0;
+        for (int i = 0; i < 4; ++i) {
+          int d = HexDigit(*p++);
+          if (d < 0) return false;
+          v = v * 16 + d;
+        }
+        if (v > 0x7f) return false;  // `want` is ASCII
+        c = static_cast<char>(v);
+      } else {
+        // '"', '\\' and '/' stand for themselves; b, f, n, r, t decode to controls,
+        // which `want` never holds.
+        if (e == 'b' || e == 'f' || e == 'n' || e == 'r' || e == 't') return false;
+        c = e;
+      }
     }
-    p -= key.size();  // at the key's opening quote, which must open a key ("a\"shape": no)
-    skip_back(is_space);
-    return p > json && (p[-1] == '{' || p[-1] == ',');
+    if (k >= want.size() || want[k] != c) return false;
   }
-  return false;
+  return k == want.size();
 }
 
 // CheckNoNegativeZero: simdjson reads the integer `-0` as 0, but the reference
 // (serde_json) reads it as the float -0.0, which it rejects as a shape or offset entry
-// and ignores in fields it does not know. So a `-0` in a "shape" or "data_offsets"
-// array is rejected, anywhere else accepted. Only the bytes around a "-0" pair are
-// examined closely; finding them is one memchr pass.
+// and ignores in fields it does not know. So a `-0` that is a direct element of a
+// tensor's "shape" or "data_offsets" array (keys compared after unescaping) is
+// rejected, anywhere else accepted. Finding "-0" pairs is one memchr pass; the bytes
+// before each are classified once, in one forward scan (string state, depth, and
+// whether the array open at depth 3 is a shape or data_offsets array): linear time
+// whatever the header holds.
 Status HeaderParser::CheckNoNegativeZero(const char* json, size_t size) const {
   const char* end = json + size;
   const char* p = json;  // string-state scan position; bytes before it are classified
   bool in_string = false;
   int depth = 0;  // open objects and arrays before p, outside strings
+  const char* key_begin = nullptr;  // contents of the last string opened at depth 2
+  const char* key_end = nullptr;
+  bool checked_array = false;  // the container open at depth 3 is shape/data_offsets
   for (const char* hit = json;
        (hit = static_cast<const char*>(std::memchr(hit, '-', end - hit))) != nullptr; ++hit) {
     if (hit + 1 >= end || hit[1] != '0') continue;
@@ -327,17 +343,26 @@ Status HeaderParser::CheckNoNegativeZero(const char* json, size_t size) const {
       }
       if (c == '"') {
         in_string = !in_string;
+        if (depth == 2) (in_string ? key_begin : key_end) = in_string ? p + 1 : p;
       } else if (!in_string) {
-        if (c == '{' || c == '[') ++depth;
+        if (c == '{' || c == '[') {
+          ++depth;
+          // A container opening at depth 3 is the value of the key just read at depth 2.
+          if (depth == 3) {
+            checked_array = c == '[' && key_begin != nullptr && key_end >= key_begin &&
+                            (JsonKeyIs(key_begin, key_end, "shape") ||
+                             JsonKeyIs(key_begin, key_end, "data_offsets"));
+          }
+        }
         if (c == '}' || c == ']') --depth;
       }
       ++p;
     }
-    if (p != hit || in_string || depth != 3) continue;
+    if (p != hit || in_string || depth != 3 || !checked_array) continue;
     const char* next = hit + 2;
     bool is_float = next < end && (*next == '.' || *next == 'e' || *next == 'E');
     bool is_exponent = hit > json && (hit[-1] == 'e' || hit[-1] == 'E');
-    if (!is_float && !is_exponent && InShapeOrOffsets(json, hit)) {
+    if (!is_float && !is_exponent) {
       return Error(StatusCode::kInvalidArgument,
                    "header has the number -0 at header byte " + std::to_string(hit - json) +
                        "; shape and data_offsets entries must be non-negative integers");
@@ -502,6 +527,22 @@ Result<Header> HeaderParser::Parse(const char* json, size_t size, bool padded,
 
 }  // namespace
 
+uint64_t NameHash(std::string_view name) {
+  static const uint64_t seed = [] {
+    uint64_t s = static_cast<uint64_t>(
+        std::chrono::steady_clock::now().time_since_epoch().count());
+    s ^= reinterpret_cast<uintptr_t>(&s);  // ASLR
+    try {
+      std::random_device rd;
+      s ^= (uint64_t{rd()} << 32) ^ rd();
+    } catch (const std::exception&) {
+      // No random device: the clock and the stack address above still vary.
+    }
+    return s;
+  }();
+  return XXH3_64bits_withSeed(name.data(), name.size(), seed);
+}
+
 size_t NameIndex::Build(const std::vector<TensorInfo>& tensors) {
   size_ = 0;
   slots_.clear();
@@ -520,7 +561,7 @@ size_t NameIndex::Build(const std::vector<TensorInfo>& tensors) {
     const size_t n = std::min(kBlock, tensors.size() - base);
     for (size_t k = 0; k < n; ++k) {
       const std::string& name = tensors[base + k].name;
-      hashes[k] = XXH3_64bits(name.data(), name.size());
+      hashes[k] = NameHash(name);
       __builtin_prefetch(&slots[static_cast<size_t>(hashes[k]) & mask], 1);
     }
     for (size_t k = 0; k < n; ++k) {
@@ -545,7 +586,7 @@ size_t NameIndex::Build(const std::vector<TensorInfo>& tensors) {
 
 size_t NameIndex::Lookup(std::string_view name, const std::vector<TensorInfo>& tensors) const {
   if (slots_.empty()) return kNotFound;
-  uint64_t hash = XXH3_64bits(name.data(), name.size());
+  uint64_t hash = NameHash(name);
   uint64_t tag = hash & 0xFFFFFFFF00000000ull;
   const size_t mask = slots_.size() - 1;
   for (size_t s = static_cast<size_t>(hash) & mask;; s = (s + 1) & mask) {

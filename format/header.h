@@ -44,10 +44,16 @@ struct TensorInfo {
   friend bool operator==(const TensorInfo&, const TensorInfo&) = default;
 };
 
+// NameHash: the XXH3-64 hash of `name` under a seed chosen at random once per process,
+// so a file cannot be crafted to send many names to one slot of a hash index (a
+// flooding attack on linear probing). Values differ between processes: never store
+// them. Thread-safe.
+uint64_t NameHash(std::string_view name);
+
 // NameIndex: a flat open-addressing hash index from tensor name to position in a
 // `std::vector<TensorInfo>` it does not own (normally Header::tensors). One array of
 // power-of-two size (at least twice the entry count), each slot holding a position and
-// 32 bits of the name's XXH3 hash; linear probing; names are compared against the
+// 32 bits of the name's NameHash; linear probing; names are compared against the
 // vector, so an index is only meaningful together with the vector it was built from
 // (positions, not pointers: copying or moving the pair keeps it valid).
 // Thread safety: const methods may run concurrently; Build needs exclusive access.

@@ -46,6 +46,7 @@ std::optional<uint64_t> ParseDecimal(std::string_view s) {
 Status ReadMetadata(simdjson::dom::element value, std::string_view label, ShardIndex& index) {
   using T = simdjson::dom::element_type;
   std::string l(label);
+  if (value.type() == T::NULL_VALUE) return OkStatus();  // as absent, like __metadata__: null
   if (value.type() != T::OBJECT) {
     return InvalidArgumentError(l + ": metadata must be an object, got " +
                                 std::string(TypeName(value.type())));

@@ -43,7 +43,8 @@ struct ShardIndex {
   // other value as its JSON text (numbers in decimal, `true`, `null`, objects and
   // arrays minified).
   std::map<std::string, std::string> metadata;
-  // has_metadata: whether the index has a "metadata" object (an empty `{}` counts).
+  // has_metadata: whether the index has a "metadata" object (an empty `{}` counts;
+  // `"metadata": null` is read as absent, an array or other value is an error).
   bool has_metadata = false;
   // total_size: metadata.total_size when it is an unsigned integer (or a string of
   // decimal digits that fits in 64 bits); advisory, never checked here.

@@ -10,6 +10,7 @@
 #include <numeric>
 #include <unordered_map>
 
+#include "format/header.h"
 #include "format/text.h"
 
 namespace shardload {
@@ -166,16 +167,16 @@ std::string LeadingComponents(const std::vector<std::string_view>& names) {
   return std::string(common.substr(0, dot + 1));
 }
 
-// NameIndex: an open-addressing (linear probing) hash index from names to uint32 ids,
+// NameIdIndex: an open-addressing (linear probing) hash index from names to uint32 ids,
 // kept at most ~2/3 full. It stores views: the caller keeps every inserted name alive
 // for the index's lifetime. One flat allocation instead of a node per name, which
 // matters for checkpoints of tens of thousands of tensors.
-class NameIndex {
+class NameIdIndex {
  public:
   static constexpr uint32_t kNone = std::numeric_limits<uint32_t>::max();
 
-  // NameIndex: an empty index sized for `expected` names (it grows past that).
-  explicit NameIndex(size_t expected) { Reset(CapacityFor(expected)); }
+  // NameIdIndex: an empty index sized for `expected` names (it grows past that).
+  explicit NameIdIndex(size_t expected) { Reset(CapacityFor(expected)); }
 
   // Insert: add `name` → `id` unless `name` is present. Returns the id already held
   // for `name`, or kNone when it was added.
@@ -210,11 +211,9 @@ class NameIndex {
     uint32_t id = kNone;
   };
 
-  // Hash: the low 32 bits of std::hash (murmur-based in libstdc++, well mixed), enough
-  // to index up to 2^32 slots.
-  static uint32_t Hash(std::string_view name) {
-    return static_cast<uint32_t>(std::hash<std::string_view>{}(name));
-  }
+  // Hash: the low 32 bits of NameHash (seeded per process, so names from a file cannot
+  // be chosen to collide), enough to index up to 2^32 slots.
+  static uint32_t Hash(std::string_view name) { return static_cast<uint32_t>(NameHash(name)); }
 
   static size_t CapacityFor(size_t expected) {
     size_t capacity = 16;
@@ -297,10 +296,10 @@ struct PrefixOp {
 
   // Lookup: index.Find(*Transform(name)), or kNone when the op does not apply, without
   // building a string for a strip (`scratch` holds the name an add builds).
-  uint32_t Lookup(std::string_view name, const NameIndex& index, std::string* scratch) const {
+  uint32_t Lookup(std::string_view name, const NameIdIndex& index, std::string* scratch) const {
     if (strip) {
       if (name.size() <= prefix.size() || name.substr(0, prefix.size()) != prefix) {
-        return NameIndex::kNone;
+        return NameIdIndex::kNone;
       }
       return index.Find(name.substr(prefix.size()));
     }
@@ -462,10 +461,10 @@ Result<MatchReport> Match(std::span<const StoredTensor> stored,
   if (stored.size() > kMaxCount || targets.size() > kMaxCount) {
     return InvalidArgumentError("too many tensors to match (more than 2^32 - 1)");
   }
-  constexpr uint32_t kNone = NameIndex::kNone;
+  constexpr uint32_t kNone = NameIdIndex::kNone;
 
   // ---- Validate the inputs.
-  NameIndex target_by_name(targets.size());
+  NameIdIndex target_by_name(targets.size());
   for (uint32_t t = 0; t < targets.size(); ++t) {
     const Target& target = targets[t];
     if (target_by_name.Insert(target.name, t) != kNone) {
@@ -474,7 +473,7 @@ Result<MatchReport> Match(std::span<const StoredTensor> stored,
     Result<uint64_t> bytes = TensorByteSize(target.dtype, target.shape);
     if (!bytes.ok()) return bytes.status().WithPrefix("target " + Single(target.name));
   }
-  NameIndex stored_by_name(stored.size());
+  NameIdIndex stored_by_name(stored.size());
   for (uint32_t s = 0; s < stored.size(); ++s) {
     const StoredTensor& st = stored[s];
     if (stored_by_name.Insert(st.name, s) != kNone) {
@@ -529,7 +528,7 @@ Result<MatchReport> Match(std::span<const StoredTensor> stored,
       if (name != stored[s].name) model_name[s] = owned_names.emplace_back(std::move(name));
     }
     // Without renames the names are the stored names, already known to be distinct.
-    NameIndex by_model_name(stored.size());
+    NameIdIndex by_model_name(stored.size());
     std::map<uint32_t, std::vector<uint32_t>> groups;  // first holder → all holders
     for (uint32_t s = 0; s < stored.size(); ++s) {
       uint32_t first = by_model_name.Insert(model_name[s], s);
@@ -577,7 +576,7 @@ Result<MatchReport> Match(std::span<const StoredTensor> stored,
     for (uint32_t t = 0; t < targets.size(); ++t) {
       if (source[t] == kNone) unmatched_target_names.push_back(targets[t].name);
     }
-    NameIndex unmatched_targets(unmatched_target_names.size());
+    NameIdIndex unmatched_targets(unmatched_target_names.size());
     for (uint32_t t = 0; t < targets.size(); ++t) {
       if (source[t] == kNone) unmatched_targets.Insert(targets[t].name, t);
     }
@@ -629,7 +628,7 @@ Result<MatchReport> Match(std::span<const StoredTensor> stored,
   // ---- 4. Aliases (tied weights). Caller entries first; they win per target.
   std::unordered_map<uint32_t, uint32_t> alias_source;  // target → stored
   if (!caller_alias.empty()) {
-    NameIndex by_final_name(stored.size());  // non-colliding; the first holder wins
+    NameIdIndex by_final_name(stored.size());  // non-colliding; the first holder wins
     for (uint32_t s = 0; s < stored.size(); ++s) {
       if (!colliding[s]) by_final_name.Insert(model_name[s], s);
     }

@@ -4,6 +4,7 @@
 #include "format/header.h"
 
 #include <gtest/gtest.h>
+#include <xxhash.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -148,6 +149,24 @@ TEST(HeaderTest, NegativeZeroIsRejectedButNotInStringsOrExponents) {
               1);
     ASSERT_TRUE(h.ok()) << ignored << ": " << h.status().ToString();
   }
+  // Keys are compared after unescaping, as the reference reads them.
+  for (const char* key : {"\\u0073hape", "sh\\u0061pe", "\\u0064ata_offsets"}) {
+    const bool offsets = std::string(key).find("offsets") != std::string::npos;
+    const std::string escaped =
+        offsets ? std::string("{\"a\":{\"dtype\":\"U8\",\"shape\":[0],\"") + key + "\":[0,-0]}}"
+                : std::string("{\"a\":{\"dtype\":\"U8\",\"") + key +
+                      "\":[1,-0],\"data_offsets\":[0,0]}}";
+    ExpectError(Parse(escaped, 0), StatusCode::kInvalidArgument,
+                "header has the number -0 at header byte " + std::to_string(escaped.find("-0")) +
+                    "; shape and data_offsets entries must be non-negative integers");
+  }
+  // Many -0s in an ignored array are classified in one pass (a walk back from each
+  // one used to make this quadratic: minutes for a few hundred KiB).
+  std::string many = "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":[-0";
+  for (int i = 1; i < 300000; ++i) many += ",-0";
+  many += "]}}";
+  h = Parse(many, 1);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
   // In __metadata__ a number is a type error, as in the reference.
   ExpectError(Parse("{\"__metadata__\":{\"k\":-0}}"), StatusCode::kInvalidArgument,
               "__metadata__ key 'k' must map to a string, got a number");
@@ -350,6 +369,15 @@ TEST(HeaderTest, ReturnsOffsetOrderIndexAndFrame) {
   EXPECT_EQ(h->Find(nul_name)->size(), 8u);
   EXPECT_EQ(h->Find("n"), nullptr);  // the NUL is part of the name, not its end
   EXPECT_EQ(h->metadata.at("format"), "pt");
+}
+
+TEST(NameIndexTest, NamesAreHashedWithAProcessSeed) {
+  // Unseeded XXH3 would let a file choose names that share a slot; the seed (random,
+  // once per process) is applied and stable within the process.
+  for (std::string_view name : {"", "w", "model.layers.0.mlp.down_proj.weight"}) {
+    EXPECT_NE(NameHash(name), XXH3_64bits(name.data(), name.size())) << name;
+    EXPECT_EQ(NameHash(name), NameHash(std::string(name))) << name;
+  }
 }
 
 TEST(NameIndexTest, LookupFindsEveryNameAndNothingElse) {

@@ -78,6 +78,7 @@ std::vector<IndexCase> IndexCases() {
        bad_name("x", "'.safetensors' has nothing before .safetensors")},
       {"metadata/not_object", "{\"metadata\":[],\"weight_map\":{}}",
        InvalidArgumentError(L("metadata must be an object, got an array"))},
+      {"metadata/null_is_absent", "{\"metadata\":null,\"weight_map\":{}}", OkStatus()},
       {"metadata/duplicate_key", "{\"metadata\":{\"k\":1,\"k\":2},\"weight_map\":{}}",
        InvalidArgumentError(L("metadata has duplicate key 'k'"))},
   };
