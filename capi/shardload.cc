@@ -611,8 +611,9 @@ sl_status sl_options_set_auto_prefix(sl_options* options, int enabled) {
 sl_status sl_options_add_alias(sl_options* options, const char* target_name,
                                const char* stored_name) {
   return SetOption(options, [&](sl_options& o) {
-    if (target_name == nullptr || stored_name == nullptr || *target_name == '\0' ||
-        *stored_name == '\0') {
+    if (target_name == nullptr) return Fail(NullArgument("target_name"));
+    if (stored_name == nullptr) return Fail(NullArgument("stored_name"));
+    if (*target_name == '\0' || *stored_name == '\0') {
       return Fail(StatusCode::kInvalidArgument, "empty alias name");
     }
     o.load.match.aliases.emplace_back(target_name, stored_name);
@@ -787,6 +788,9 @@ sl_status sl_load_into(const sl_checkpoint* checkpoint, const sl_target* targets
     Result<std::vector<Target>> converted = ToTargets(targets, target_count);
     if (!converted.ok()) return Fail(converted.status());
     const Checkpoint& ckpt = checkpoint->ckpt;
+    if (options->cancel != nullptr && options->cancel->load()) {
+      return Fail(StatusCode::kCancelled, "load cancelled");  // before any work, as promised
+    }
     // Match first so that the report reaches the caller also when matching fails.
     Result<MatchReport> report =
         shardload::Match(ckpt.tensors(), ckpt.metadata(), *converted, options->load.match);
@@ -819,22 +823,27 @@ sl_status sl_load_all(const sl_checkpoint* checkpoint, const sl_options* options
     Result<std::vector<Target>> converted = ToTargets(targets, target_count);
     if (!converted.ok()) return Fail(converted.status());
     const Checkpoint& ckpt = checkpoint->ckpt;
-    std::optional<MatchReport> pre;
-    if (!converted->empty()) {
-      Result<MatchReport> report =
-          shardload::Match(ckpt.tensors(), ckpt.metadata(), *converted, options->load.match);
-      if (!report.ok()) return Fail(report.status());
-      if (!report->status.ok()) {
-        Status failed = report->status;
-        GiveReport(std::move(report).value(), report_out);
-        return Fail(failed);
-      }
-      pre = std::move(report).value();
+    if (options->cancel != nullptr && options->cancel->load()) {
+      return Fail(StatusCode::kCancelled, "load cancelled");  // before any work, as promised
+    }
+    // No targets: one per stored tensor, made here (as LoadAll would) so that the report
+    // of a load failing after matching reaches the caller too.
+    if (converted->empty()) {
+      converted = shardload::CheckpointTargets(ckpt, options->load.match);
+      if (!converted.ok()) return Fail(converted.status());
+    }
+    Result<MatchReport> pre =
+        shardload::Match(ckpt.tensors(), ckpt.metadata(), *converted, options->load.match);
+    if (!pre.ok()) return Fail(pre.status());
+    if (!pre->status.ok()) {
+      Status failed = pre->status;
+      GiveReport(std::move(pre).value(), report_out);
+      return Fail(failed);
     }
     LoadOptions load = EffectiveOptions(options, *converted);
     Result<LoadedCheckpoint> loaded = shardload::LoadAll(ckpt, load, *converted);
     if (!loaded.ok()) {
-      if (pre) GiveReport(std::move(*pre), report_out);
+      GiveReport(std::move(pre).value(), report_out);
       return Fail(loaded.status());
     }
     GiveReport(loaded->report, report_out);
@@ -861,7 +870,7 @@ sl_status sl_loaded_get(const sl_loaded* loaded, size_t index, sl_loaded_tensor*
     out->shape = t.shape.data();
     out->ndim = t.shape.size();
     out->device = loaded->state->devices[index].c_str();
-    out->data = t.data;
+    out->data = t.bytes == 0 ? nullptr : t.data;  // the header's promise
     out->bytes = t.bytes;
     return SL_OK;
   });

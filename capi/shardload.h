@@ -164,6 +164,7 @@ sl_status sl_checkpoint_find(const sl_checkpoint* checkpoint, const char* name,
 
 /* sl_checkpoint_metadata_count / sl_checkpoint_metadata: the checkpoint's metadata
  * (a single file's __metadata__, or a sharded index's "metadata"), sorted by key.
+ * Any out pointer may be NULL (that output is not written).
  * Errors: SL_OUT_OF_RANGE for an index past the end. */
 size_t sl_checkpoint_metadata_count(const sl_checkpoint* checkpoint);
 sl_status sl_checkpoint_metadata(const sl_checkpoint* checkpoint, size_t index,
@@ -223,7 +224,9 @@ typedef struct sl_options sl_options;
 /* sl_progress_fn: called on the loading thread with (bytes read, bytes to read) — first
  * (0, total), last (total, total). Return nonzero to go on, 0 to cancel the load, which
  * then fails with SL_CANCELLED; the answer to the last call, made once every byte is
- * in place, is ignored (there is nothing left to cancel: the load succeeds). */
+ * in place, is ignored (there is nothing left to cancel: the load succeeds). The first
+ * call is answered before any byte is read, also when total is 0 (a load of zero bytes
+ * starts with (0, 0), and 0 to that call cancels it). */
 typedef int (*sl_progress_fn)(uint64_t done, uint64_t total, void* user_data);
 
 /* sl_options_new: default options into *out. sl_options_free: release (NULL: no-op). */
@@ -249,7 +252,8 @@ sl_status sl_options_add_rename(sl_options* options, const char* rule);
 sl_status sl_options_set_auto_prefix(sl_options* options, int enabled);
 
 /* sl_options_add_alias: tied weight — a target with no stored tensor of its own is
- * filled from `stored_name`. Errors: SL_INVALID_ARGUMENT for empty names. */
+ * filled from `stored_name`. Errors: SL_INVALID_ARGUMENT "target_name is NULL" /
+ * "stored_name is NULL", and "empty alias name" for an empty one. */
 sl_status sl_options_add_alias(sl_options* options, const char* target_name,
                                const char* stored_name);
 
@@ -403,7 +407,8 @@ sl_status sl_report_status(const sl_report* report, const char** message);
 size_t sl_report_count(const sl_report* report, int list);
 
 /* sl_report_item: entry `index` of `list` as a borrowed name (length in *len when len is
- * not NULL). Errors: SL_OUT_OF_RANGE; SL_INVALID_ARGUMENT for an unknown list. */
+ * not NULL; `name` may be NULL too). Errors: SL_OUT_OF_RANGE; SL_INVALID_ARGUMENT for
+ * an unknown list. */
 sl_status sl_report_item(const sl_report* report, int list, size_t index,
                          const char** name, size_t* len);
 
@@ -413,8 +418,8 @@ sl_status sl_report_item(const sl_report* report, int list, size_t index,
 sl_status sl_report_mismatch(const sl_report* report, size_t index, const char** name,
                              const char** checkpoint, const char** target, int* is_error);
 
-/* sl_report_renamed: SL_REPORT_RENAMED entry `index`: original and new name. Errors:
- * SL_OUT_OF_RANGE for an index past the end. */
+/* sl_report_renamed: SL_REPORT_RENAMED entry `index`: original and new name. Any out
+ * pointer may be NULL. Errors: SL_OUT_OF_RANGE for an index past the end. */
 sl_status sl_report_renamed(const sl_report* report, size_t index, const char** from,
                             const char** to);
 
@@ -553,8 +558,12 @@ sl_status sl_save_file(const char* path, const sl_tensor_view* tensors, size_t t
  * "<prefix>.safetensors.index.json", or "<prefix>.safetensors" when one shard suffices.
  * prefix NULL = "model". Metadata goes to the index's "metadata" (each shard's
  * __metadata__ is {"format": "pt"}), or, when one shard suffices, into the file's
- * __metadata__ over {"format": "pt"} (a user "format" wins). Errors: the
- * writer's; SL_INVALID_ARGUMENT "invalid byte size '...': ...". */
+ * __metadata__ over {"format": "pt"} (a user "format" wins). The files are renamed
+ * into place together (the old index set aside first, the new one last): a failed
+ * rename restores the folder, a process killed between renames leaves shards with no
+ * index (which a load refuses), never an old index over mixed shards. Errors: the
+ * writer's; SL_INVALID_ARGUMENT "invalid byte size '...': ..." and "max_shard_size must
+ * be > 0"; SL_OUT_OF_RANGE "byte size '...' does not fit in 64 bits". */
 sl_status sl_save_sharded(const char* dir, const sl_tensor_view* tensors, size_t tensor_count,
                           const char* max_shard_size, const char* prefix,
                           const char* const* metadata_keys, const char* const* metadata_values,

@@ -687,6 +687,71 @@ static void TestDlpackHugeDimsAndNullNames(void) {
   CHECK(access(Path("unnamed.safetensors"), F_OK) != 0);
 }
 
+/* Failed loads still hand back their report (also without targets, where the loader
+ * makes one target per stored tensor); a cancelled token wins over a strict failure;
+ * a zero-byte tensor's data is NULL; NULL alias names are named. */
+static int StopAtOnce(uint64_t done, uint64_t total, void* user) {
+  (void)done;
+  (void)total;
+  (void)user;
+  return 0;
+}
+
+static void TestFailedLoadReportsAndZeroBytes(void) {
+  sl_checkpoint* ck = NULL;
+  sl_options* opt = NULL;
+  sl_loaded* loaded = NULL;
+  sl_report* report = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("single.safetensors"), &ck));
+  CHECK_OK(sl_options_new(&opt));
+  CHECK_OK(sl_options_set_progress(opt, StopAtOnce, NULL));
+  CHECK_ERR(sl_load_all(ck, opt, NULL, 0, &loaded, &report), SL_CANCELLED,
+            "load cancelled by the progress callback");
+  CHECK(loaded == NULL && report != NULL);
+  CHECK(sl_report_count(report, SL_REPORT_MATCHED) == 5);
+  sl_report_free(report);
+  report = NULL;
+  CHECK_OK(sl_options_set_progress(opt, NULL, NULL));
+
+  sl_cancel_token* token = NULL;
+  CHECK_OK(sl_cancel_token_new(&token));
+  CHECK_OK(sl_cancel_token_cancel(token));
+  CHECK_OK(sl_options_set_cancel_token(opt, token));
+  uint64_t shape[1] = {3};
+  float buf[3];
+  sl_target missing = {"not_there", 9, "F32", shape, 1, NULL, buf};
+  CHECK_ERR(sl_load_into(ck, &missing, 1, opt, &report), SL_CANCELLED, "load cancelled");
+  CHECK(report == NULL);
+  sl_target no_data = {"not_there", 9, "F32", shape, 1, NULL, NULL};
+  CHECK_ERR(sl_load_all(ck, opt, &no_data, 1, &loaded, &report), SL_CANCELLED, "load cancelled");
+  CHECK(loaded == NULL && report == NULL);
+  sl_cancel_token_free(token);
+  CHECK_OK(sl_options_set_cancel_token(opt, NULL));
+
+  CHECK_ERR(sl_options_add_alias(opt, NULL, "a"), SL_INVALID_ARGUMENT, "target_name is NULL");
+  CHECK_ERR(sl_options_add_alias(opt, "x", NULL), SL_INVALID_ARGUMENT, "stored_name is NULL");
+  CHECK_ERR(sl_options_add_alias(opt, "", "a"), SL_INVALID_ARGUMENT, "empty alias name");
+  sl_checkpoint_free(ck);
+
+  uint64_t s23[2] = {2, 3}, s0[1] = {0};
+  float a[6] = {1, 2, 3, 4, 5, 6};
+  sl_tensor_view views[2] = {{"a", 1, "F32", s23, 2, a}, {"z", 1, "F32", s0, 1, NULL}};
+  CHECK_OK(sl_save_file(Path("zero.safetensors"), views, 2, NULL, NULL, 0));
+  CHECK_OK(sl_checkpoint_open(Path("zero.safetensors"), &ck));
+  CHECK_OK(sl_load_all(ck, opt, NULL, 0, &loaded, NULL));
+  size_t iz = 99, ia = 99;
+  CHECK_OK(sl_loaded_find(loaded, "z", 1, &iz));
+  CHECK_OK(sl_loaded_find(loaded, "a", 1, &ia));
+  sl_loaded_tensor tz, ta;
+  CHECK_OK(sl_loaded_get(loaded, iz, &tz));
+  CHECK_OK(sl_loaded_get(loaded, ia, &ta));
+  CHECK(tz.data == NULL && tz.bytes == 0);
+  CHECK(ta.data != NULL && ta.bytes == 24 && memcmp(ta.data, a, 24) == 0);
+  sl_loaded_free(loaded);
+  sl_options_free(opt);
+  sl_checkpoint_free(ck);
+}
+
 /* Catalog warnings: an index listing nothing opens, and says so. */
 static void TestCheckpointWarnings(void) {
   char dir[8300];
@@ -1404,6 +1469,7 @@ int main(void) {
   RunCase("DeviceMapOnHost", TestDeviceMapOnHost);
   RunCase("CancelToken", TestCancelToken);
   RunCase("CheckpointWarnings", TestCheckpointWarnings);
+  RunCase("FailedLoadReportsAndZeroBytes", TestFailedLoadReportsAndZeroBytes);
   RunCase("DlpackHugeDimsAndNullNames", TestDlpackHugeDimsAndNullNames);
   RunCase("MetadataWithNul", TestMetadataWithNul);
   RunCase("SaveFlags", TestSaveFlags);
