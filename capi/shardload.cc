@@ -113,11 +113,41 @@ std::atomic<size_t> g_live_arena_sets{0};
 // ----------------------------------------------------------------- handle types
 
 struct sl_checkpoint {
-  explicit sl_checkpoint(Checkpoint c) : ckpt(std::move(c)) {
+  explicit sl_checkpoint(Checkpoint c) : ckpt(std::move(c)), files(ckpt.shards().size()) {
     for (const auto& [k, v] : ckpt.metadata()) metadata.emplace_back(&k, &v);
   }
+
+  // File: shard `shard` opened for sl_checkpoint_read, checked against what the
+  // catalog read (CheckShardFile) when first opened, and kept open from then on: later
+  // reads see that file whatever happens to its path. Thread-safe; the pointer stays
+  // valid until the handle is freed.
+  shardload::Result<const shardload::ReadableFile*> File(size_t shard) const {
+    std::lock_guard<std::mutex> lock(files_mu);
+    if (files[shard] == nullptr) {
+      const shardload::ShardInfo& info = ckpt.shards()[shard];
+      shardload::Result<std::unique_ptr<shardload::ReadableFile>> file =
+          shardload::OpenFile(info.path, shardload::IoMode::kPread);
+      if (!file.ok()) return file.status().Relabeled(info.path, info.file);
+      SL_RETURN_IF_ERROR(shardload::CheckShardFile(info, **file));
+      files[shard] = shardload::DetachFromPath(std::move(*file));
+    }
+    return files[shard].get();
+  }
+
+  // HeldFiles: the shards opened so far (nullptr for the others), for
+  // LoadOptions::shard_files: loads read the same files as sl_checkpoint_read.
+  std::vector<const shardload::ReadableFile*> HeldFiles() const {
+    std::lock_guard<std::mutex> lock(files_mu);
+    std::vector<const shardload::ReadableFile*> out;
+    out.reserve(files.size());
+    for (const auto& f : files) out.push_back(f.get());
+    return out;
+  }
+
   Checkpoint ckpt;
   std::vector<std::pair<const std::string*, const std::string*>> metadata;
+  mutable std::mutex files_mu;
+  mutable std::vector<std::unique_ptr<shardload::ReadableFile>> files;  // guarded by files_mu
 };
 
 struct sl_host_pool {
@@ -428,7 +458,7 @@ const char* sl_last_error(void) { return t_last_error.c_str(); }
 
 sl_status sl_last_error_code(void) { return t_last_code; }
 
-const char* sl_version(void) { return "0.1.2"; }
+const char* sl_version(void) { return "0.1.3"; }
 
 int sl_cuda_device_count(void) { return Backend()->DeviceCount(); }
 
@@ -565,15 +595,24 @@ sl_status sl_checkpoint_read(const sl_checkpoint* checkpoint, size_t index, uint
     if (bytes == 0) return SL_OK;
     if (dst == nullptr) return Fail(NullArgument("dst"));
     const shardload::ShardInfo& shard = checkpoint->ckpt.shards()[t.shard];
-    shardload::Result<std::unique_ptr<shardload::ReadableFile>> file =
-        shardload::OpenFile(shard.path, shardload::IoMode::kPread);
-    if (!file.ok()) return Fail(file.status().Relabeled(shard.path, shard.file));
-    if (shardload::Status s = shardload::CheckShardFile(shard, **file); !s.ok()) return Fail(s);
+    shardload::Result<const shardload::ReadableFile*> file = checkpoint->File(t.shard);
+    if (!file.ok()) return Fail(file.status());
     shardload::Status read = (*file)->ReadAt(
         t.file_offset + offset, std::span<std::byte>(static_cast<std::byte*>(dst), bytes));
     if (!read.ok()) {
       return Fail(shardload::Status(read.code(), read.Relabeled(shard.path, shard.file).message() +
                                                      " (reading tensor " + QuoteName(t.name) + ")"));
+    }
+    return SL_OK;
+  });
+}
+
+sl_status sl_checkpoint_hold_files(const sl_checkpoint* checkpoint) {
+  return Guard([&] {
+    if (checkpoint == nullptr) return Fail(NullArgument("checkpoint"));
+    for (size_t i = 0; i < checkpoint->files.size(); ++i) {
+      shardload::Result<const shardload::ReadableFile*> file = checkpoint->File(i);
+      if (!file.ok()) return Fail(file.status());
     }
     return SL_OK;
   });
@@ -801,6 +840,8 @@ sl_status sl_load_into(const sl_checkpoint* checkpoint, const sl_target* targets
       return Fail(failed);
     }
     LoadOptions load = EffectiveOptions(options, *converted);
+    const std::vector<const shardload::ReadableFile*> held = checkpoint->HeldFiles();
+    load.shard_files = held;
     Result<shardload::LoadResult> result = shardload::LoadInto(ckpt, *converted, load);
     if (!result.ok()) {
       GiveReport(std::move(report).value(), report_out);
@@ -841,6 +882,8 @@ sl_status sl_load_all(const sl_checkpoint* checkpoint, const sl_options* options
       return Fail(failed);
     }
     LoadOptions load = EffectiveOptions(options, *converted);
+    const std::vector<const shardload::ReadableFile*> held = checkpoint->HeldFiles();
+    load.shard_files = held;
     Result<LoadedCheckpoint> loaded = shardload::LoadAll(ckpt, load, *converted);
     if (!loaded.ok()) {
       GiveReport(std::move(pre).value(), report_out);

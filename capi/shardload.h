@@ -110,7 +110,7 @@ const char* sl_last_error(void);
  * none). */
 sl_status sl_last_error_code(void);
 
-/* sl_version: the library version, "0.1.2" for this header. Static string. */
+/* sl_version: the library version, "0.1.3" for this header. Static string. */
 const char* sl_version(void);
 
 /* sl_cuda_device_count: how many CUDA devices the library can load onto: 0 without a
@@ -203,8 +203,11 @@ sl_status sl_checkpoint_shard(const sl_checkpoint* checkpoint, size_t index, con
 
 /* sl_checkpoint_read: copy bytes [offset, offset + bytes) of stored tensor `index` into
  * host memory `dst` with positional reads (safe against truncated files). Used for
- * slices. Errors: SL_OUT_OF_RANGE for a bad index or a range past the tensor's end
- * ("tensor 'x': bytes [offset, offset + bytes) are outside its N bytes", with the
+ * slices. The first read from a shard opens it and checks it is the file the
+ * checkpoint was opened from (or holds the same header); the handle then keeps it open:
+ * later reads, and loads from the handle, see that file even if its path is renamed
+ * over or deleted (see sl_checkpoint_hold_files to pin every shard at once). Thread-safe. Errors:
+ * SL_OUT_OF_RANGE for a bad index or a range past the tensor's end ("tensor 'x': bytes [offset, offset + bytes) are outside its N bytes", with the
  * numbers); the shard's open errors; SL_DATA_LOSS when the shard's size or header
  * changed since the checkpoint was opened ("<file>: file is now N bytes, but its header
  * was read from M bytes", "<file>: file was replaced since the checkpoint was opened
@@ -212,6 +215,17 @@ sl_status sl_checkpoint_shard(const sl_checkpoint* checkpoint, size_t index, con
  * ("<file>: ... (reading tensor 'x')"). */
 sl_status sl_checkpoint_read(const sl_checkpoint* checkpoint, size_t index, uint64_t offset,
                              uint64_t bytes, void* dst);
+
+/* sl_checkpoint_hold_files: open every shard now, as sl_checkpoint_read's first read of
+ * it would, and keep them open until sl_checkpoint_free, so that reads see the files
+ * as they were when the checkpoint was opened (safetensors' safe_open maps its file at
+ * open): a checkpoint saved again over the same names, a deleted file or a changed
+ * working directory do not affect them. Loads from this handle (sl_load_into,
+ * sl_load_all) read the files it holds too, with positional reads whatever the io
+ * option says. Costs one descriptor per shard. Errors: the
+ * shards' open errors and the data_loss errors of sl_checkpoint_read (a shard replaced
+ * between sl_checkpoint_open and this call). Added in 0.1.3. */
+sl_status sl_checkpoint_hold_files(const sl_checkpoint* checkpoint);
 
 /* ----------------------------------------------------------------- options */
 

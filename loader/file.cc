@@ -886,6 +886,38 @@ Result<std::unique_ptr<MappedFile>> MappedFile::FromDescriptor(int fd, const std
   return MapOpened(path, std::move(o));
 }
 
+namespace {
+
+// Detached: see DetachFromPath.
+class Detached final : public ReadableFile {
+ public:
+  explicit Detached(std::unique_ptr<ReadableFile> f) : f_(std::move(f)) {}
+  const std::string& path() const override { return f_->path(); }
+  uint64_t size() const override { return f_->size(); }
+  Status ReadAt(uint64_t offset, std::span<std::byte> out) const override {
+    return f_->ReadAt(offset, out);
+  }
+  Status ReadVAt(uint64_t offset, std::span<const iovec> iov) const override {
+    return f_->ReadVAt(offset, iov);
+  }
+  Status CheckUnchanged() const override { return OkStatus(); }  // reads check the size
+  Result<std::span<const std::byte>> ReadWindowAt(uint64_t offset, uint64_t length,
+                                                  std::span<std::byte> buffer) const override {
+    return f_->ReadWindowAt(offset, length, buffer);
+  }
+  std::optional<FileIdentity> identity() const override { return f_->identity(); }
+  bool direct_io() const override { return f_->direct_io(); }
+
+ private:
+  std::unique_ptr<ReadableFile> f_;
+};
+
+}  // namespace
+
+std::unique_ptr<ReadableFile> DetachFromPath(std::unique_ptr<ReadableFile> file) {
+  return std::make_unique<Detached>(std::move(file));
+}
+
 Result<std::unique_ptr<ReadableFile>> OpenFile(const std::string& path, IoMode mode,
                                                const UringOptions& uring) {
   switch (mode) {

@@ -125,6 +125,13 @@ Status ValidateUringOptions(const UringOptions& options);
 Result<std::unique_ptr<ReadableFile>> OpenFile(const std::string& path, IoMode mode,
                                                const UringOptions& uring = {});
 
+// DetachFromPath: `file` with a CheckUnchanged that no longer looks at its path, for a
+// file held open on purpose so that readers keep seeing it after its path is renamed
+// over or removed (the C API's sl_checkpoint_hold_files). Every read still checks the
+// open file's size (data_loss when it shrank); everything else is `file`'s. Not for
+// files opened per load, where a replaced path must fail the load.
+std::unique_ptr<ReadableFile> DetachFromPath(std::unique_ptr<ReadableFile> file);
+
 // MappedFile: a whole file mapped read-only, for zero-copy views.
 // The mapping is made from the descriptor that was opened and fstat'ed, never by
 // re-opening the path, so a file renamed over the path in the meantime is not mapped

@@ -31,9 +31,11 @@ double SecondsSince(Clock::time_point start) {
 IoMode ResolveIoMode(IoMode mode) { return mode == IoMode::kAuto ? kAutoIoMode : mode; }
 
 // OpenShards: a ReadableFile for every shard some span reads (nullptr for the others),
-// each checked against the size its header was read from.
+// each checked against the size its header was read from; `held[i]`, where given, is
+// used for shard i as it is (checked when it was opened).
 Status OpenShards(const Checkpoint& ckpt, std::span<const ReadSpan> spans, IoMode mode,
-                  const UringOptions& uring, std::vector<std::unique_ptr<ReadableFile>>* owned,
+                  const UringOptions& uring, std::span<const ReadableFile* const> held,
+                  std::vector<std::unique_ptr<ReadableFile>>* owned,
                   std::vector<const ReadableFile*>* files) {
   const std::vector<ShardInfo>& shards = ckpt.shards();
   std::vector<bool> used(shards.size(), false);
@@ -45,6 +47,10 @@ Status OpenShards(const Checkpoint& ckpt, std::span<const ReadSpan> spans, IoMod
   files->assign(shards.size(), nullptr);
   for (size_t i = 0; i < shards.size(); ++i) {
     if (!used[i]) continue;
+    if (i < held.size() && held[i] != nullptr) {
+      (*files)[i] = held[i];
+      continue;
+    }
     SL_ASSIGN_OR_RETURN((*owned)[i], OpenFile(shards[i].path, mode, uring));
     SL_RETURN_IF_ERROR(CheckShardFile(shards[i], *(*owned)[i]));
     (*files)[i] = (*owned)[i].get();
@@ -112,7 +118,8 @@ Status Execute(const Checkpoint& ckpt, const LoadPlan& plan, const LoadOptions& 
   stats->io = ResolveIoMode(options.io);
   stats->threads = StreamThreadCount(options.threads, plan.spans.size());
   SL_RETURN_IF_ERROR(CheckCancel(options));
-  SL_RETURN_IF_ERROR(OpenShards(ckpt, plan.spans, stats->io, options.uring, &owned, &files));
+  SL_RETURN_IF_ERROR(
+      OpenShards(ckpt, plan.spans, stats->io, options.uring, options.shard_files, &owned, &files));
   SL_RETURN_IF_ERROR(sink->Begin(plan.destinations, options.sink.slot_bytes));
   SL_RETURN_IF_ERROR(Stream(files, plan.spans, *sink, stream_options));
   if (verifier != nullptr) SL_RETURN_IF_ERROR(verifier->Finish());
@@ -377,7 +384,8 @@ Result<VerifyReport> VerifyCheckpoint(const Checkpoint& checkpoint, const LoadOp
   }
   std::vector<std::unique_ptr<ReadableFile>> owned;
   std::vector<const ReadableFile*> files;
-  SL_RETURN_IF_ERROR(OpenShards(checkpoint, spans, ResolveIoMode(options.io), options.uring, &owned, &files));
+  SL_RETURN_IF_ERROR(
+      OpenShards(checkpoint, spans, ResolveIoMode(options.io), options.uring, {}, &owned, &files));
   SL_ASSIGN_OR_RETURN(std::unique_ptr<HostSink> ring, HostSink::Create(options.sink));
   ReadOnlySink sink(std::move(ring));
   SL_RETURN_IF_ERROR(sink.Begin({}, options.sink.slot_bytes));

@@ -91,6 +91,13 @@ struct LoadOptions {
   // backend: reaches cuda devices; nullptr (default) means host only, and a load with
   // any cuda destination then fails with failed_precondition.
   DeviceBackend* backend = nullptr;
+  // shard_files: files already open for the checkpoint's shards (index i: shards()[i];
+  // nullptr, or an index past the end, means "open the path as usual"), read instead of
+  // opening the shard again, whatever `io` says; each must be the shard's file, checked
+  // with CheckShardFile when it was opened (the C API's sl_checkpoint_hold_files). Not
+  // owned; they must outlive the load. LoadInto/LoadAll only (VerifyCheckpoint opens its
+  // own). Default empty.
+  std::span<const ReadableFile* const> shard_files;
   // verify: check every loaded tensor against the XXH3 hash its checkpoint records
   // (shard `__metadata__` or index "metadata", format/checksum.h) on the bytes this
   // load actually read, while streaming: each region is hashed on the reader thread

@@ -117,7 +117,7 @@ static void WriteSingle(void) {
 /* ---------------------------------------------------------------- cases */
 
 static void TestVersionAndNames(void) {
-  CHECK(strcmp(sl_version(), "0.1.2") == 0);
+  CHECK(strcmp(sl_version(), "0.1.3") == 0);
   CHECK(strcmp(sl_status_name(SL_OK), "ok") == 0);
   CHECK(strcmp(sl_status_name(SL_DATA_LOSS), "data_loss") == 0);
   CHECK(strcmp(sl_status_name(SL_INVALID_ARGUMENT), "invalid_argument") == 0);
@@ -750,6 +750,48 @@ static void TestFailedLoadReportsAndZeroBytes(void) {
   sl_loaded_free(loaded);
   sl_options_free(opt);
   sl_checkpoint_free(ck);
+}
+
+/* Reads keep the shard they first opened; sl_checkpoint_hold_files pins every shard
+ * at once: the same names saved again, or the file deleted, do not change what a
+ * checkpoint handle reads (safetensors' safe_open maps its file at open). */
+static void TestReadsKeepTheirFiles(void) {
+  uint64_t shape[1] = {4};
+  float v1[4] = {1, 2, 3, 4}, v2[4] = {5, 6, 7, 8};
+  sl_tensor_view first = {"w", 1, "F32", shape, 1, v1};
+  sl_tensor_view second = {"w", 1, "F32", shape, 1, v2};
+  const char* path = Path("held.safetensors");
+  float got[4] = {0};
+  for (int hold = 0; hold < 2; ++hold) {
+    CHECK_OK(sl_save_file(path, &first, 1, NULL, NULL, 0));
+    sl_checkpoint* ck = NULL;
+    CHECK_OK(sl_checkpoint_open(path, &ck));
+    if (hold) {
+      CHECK_OK(sl_checkpoint_hold_files(ck));
+    } else {
+      CHECK_OK(sl_checkpoint_read(ck, 0, 0, 4, got));  /* the first read opens it */
+    }
+    CHECK_OK(sl_save_file(path, &second, 1, NULL, NULL, 0));  /* same layout, new values */
+    CHECK_OK(sl_checkpoint_read(ck, 0, 0, sizeof got, got));
+    CHECK(memcmp(got, v1, sizeof got) == 0);
+    CHECK(unlink(path) == 0);
+    memset(got, 0, sizeof got);
+    CHECK_OK(sl_checkpoint_read(ck, 0, 4, 8, got));
+    CHECK(got[0] == 2 && got[1] == 3);
+    /* Loads from the handle read the held file too, whatever the io mode. */
+    sl_options* opt = NULL;
+    sl_loaded* loaded = NULL;
+    CHECK_OK(sl_options_new(&opt));
+    CHECK_OK(sl_options_set_io(opt, hold ? "mmap" : "pread"));
+    CHECK_OK(sl_load_all(ck, opt, NULL, 0, &loaded, NULL));
+    sl_loaded_tensor t;
+    CHECK_OK(sl_loaded_get(loaded, 0, &t));
+    CHECK(t.bytes == 16 && memcmp(t.data, v1, 16) == 0);
+    sl_loaded_free(loaded);
+    sl_options_free(opt);
+    sl_checkpoint_free(ck);
+  }
+  CHECK_ERR(sl_checkpoint_hold_files(NULL), SL_INVALID_ARGUMENT, "checkpoint is NULL");
 }
 
 /* Catalog warnings: an index listing nothing opens, and says so. */
@@ -1470,6 +1512,7 @@ int main(void) {
   RunCase("CancelToken", TestCancelToken);
   RunCase("CheckpointWarnings", TestCheckpointWarnings);
   RunCase("FailedLoadReportsAndZeroBytes", TestFailedLoadReportsAndZeroBytes);
+  RunCase("ReadsKeepTheirFiles", TestReadsKeepTheirFiles);
   RunCase("DlpackHugeDimsAndNullNames", TestDlpackHugeDimsAndNullNames);
   RunCase("MetadataWithNul", TestMetadataWithNul);
   RunCase("SaveFlags", TestSaveFlags);
