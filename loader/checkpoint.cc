@@ -70,7 +70,12 @@ Result<std::vector<ShardHeader>> ReadAllHeaders(const std::vector<ShardInfo>& sh
   std::atomic<size_t> next{0};
   auto work = [&] {
     for (size_t i = next.fetch_add(1); i < shards.size(); i = next.fetch_add(1)) {
-      results[i].emplace(ReadShardHeader(shards[i].path, shards[i].file));
+      try {
+        results[i].emplace(ReadShardHeader(shards[i].path, shards[i].file));
+      } catch (const std::bad_alloc&) {
+        results[i].emplace(ResourceExhaustedError(shards[i].file +
+                                                  ": out of memory while reading its header"));
+      }
     }
   };
   RunParts(std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(threads), shards.size())),

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <exception>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -23,21 +24,35 @@ inline int ResolveThreadCount(int threads) {
 
 // RunParts: call part(i) for every i in [0, parts): i >= 1 each on a new thread, 0 on
 // the calling thread; a part whose thread cannot be started runs on the calling thread
-// instead. Returns once every part has returned. `part` must not throw (an exception
-// on a started thread would end the process): parts record their errors themselves.
+// instead. Returns once every part has returned. Parts record their errors themselves;
+// an exception a part throws anyway (std::bad_alloc from deep inside a parser) is
+// caught on its thread and, once every part has returned, the first one is rethrown on
+// the calling thread, where the caller's handlers see it (it would end the process
+// from a started thread).
 template <typename F>
 void RunParts(size_t parts, F&& part) {
+  std::mutex mu;
+  std::exception_ptr first;
+  auto run = [&](size_t i) {
+    try {
+      part(i);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!first) first = std::current_exception();
+    }
+  };
   std::vector<std::thread> pool;
   pool.reserve(parts > 0 ? parts - 1 : 0);  // emplace_back below never reallocates
   for (size_t i = 1; i < parts; ++i) {
     try {
-      pool.emplace_back([&part, i] { part(i); });
+      pool.emplace_back([&run, i] { run(i); });
     } catch (const std::exception&) {  // system_error, or bad_alloc for its state
-      part(i);  // no thread to be had
+      run(i);  // no thread to be had
     }
   }
-  if (parts > 0) part(0);
+  if (parts > 0) run(0);
   for (std::thread& t : pool) t.join();
+  if (first) std::rethrow_exception(first);
 }
 
 }  // namespace shardload
