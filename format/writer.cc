@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -288,6 +289,30 @@ bool IsOurCheckpointFile(const std::string& name, const std::string& prefix) {
     if (rest[i] < '0' || rest[i] > '9') return false;
   }
   return true;
+}
+
+// LeftoverOfDeadWriter: whether `name` is a temporary (".<file>.tmp.<pid>.…") or backup
+// (".<file>.old.<pid>.…") file of one of our checkpoint files (IsOurCheckpointFile)
+// whose writing process no longer exists (a writer killed mid-write: nothing will
+// rename or remove it). Files of this process and of live processes are kept.
+bool LeftoverOfDeadWriter(const std::string& name, const std::string& prefix) {
+  if (name.empty() || name[0] != '.') return false;
+  for (std::string_view tag : {".tmp.", ".old."}) {
+    size_t at = name.rfind(tag);
+    while (at != std::string::npos && at > 1) {
+      std::string file = name.substr(1, at - 1);
+      size_t digits = at + tag.size();
+      size_t end = digits;
+      while (end < name.size() && name[end] >= '0' && name[end] <= '9') ++end;
+      if (IsOurCheckpointFile(file, prefix) && end > digits && end - digits <= 9 &&
+          end < name.size() && name[end] == '.') {
+        pid_t pid = static_cast<pid_t>(std::stol(name.substr(digits, end - digits)));
+        return pid != ::getpid() && ::kill(pid, 0) != 0 && errno == ESRCH;
+      }
+      at = at == 0 ? std::string::npos : name.rfind(tag, at - 1);
+    }
+  }
+  return false;
 }
 
 }  // namespace
@@ -923,7 +948,10 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
     std::vector<std::string> stale;
     while (dirent* e = ::readdir(d.get())) {
       std::string name = e->d_name;
-      if (!keep.count(name) && IsOurCheckpointFile(name, options.prefix)) stale.push_back(name);
+      if (!keep.count(name) && (IsOurCheckpointFile(name, options.prefix) ||
+                                LeftoverOfDeadWriter(name, options.prefix))) {
+        stale.push_back(name);
+      }
     }
     std::sort(stale.begin(), stale.end());
     for (const std::string& name : stale) {

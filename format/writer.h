@@ -168,7 +168,9 @@ struct ShardOptions {
   // remove_stale: after a successful write, delete files in the folder from an
   // earlier write with the same prefix ("<prefix>-NNNNN-of-NNNNN.safetensors",
   // "<prefix>.safetensors", the index) that the new checkpoint does not use, like
-  // huggingface_hub. Default true.
+  // huggingface_hub, and the hidden temporary and backup files of such files left by a
+  // writer that was killed (".<file>.tmp.<pid>.…" / ".<file>.old.<pid>.…" whose
+  // process no longer exists). Default true.
   bool remove_stale = true;
   // write: options for each file.
   WriteOptions write;

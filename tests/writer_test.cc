@@ -647,6 +647,34 @@ TEST(ShardTest, FailedRenameRestoresTheFolder) {
                                                     "model.safetensors.index.json"}));
 }
 
+TEST(ShardTest, LeftoversOfKilledWritersAreRemoved) {
+  // A killed writer's hidden temporary and backup files (its pid no longer exists:
+  // 999999999 is above any pid_max) go with the next successful write; those of this
+  // process, and files that are not ours, stay.
+  std::string dir = MakeScratchDir("leftovers");
+  const std::string self = std::to_string(getpid());
+  const std::vector<std::string> dead = {".model-00001-of-00002.safetensors.tmp.999999999.0.ab",
+                                         ".model.safetensors.index.json.old.999999999.3.cd",
+                                         ".model.safetensors.tmp.999999999.1.ef"};
+  const std::vector<std::string> kept = {".model.safetensors.tmp." + self + ".7.aa",
+                                         ".other.safetensors.tmp.999999999.0.ab",
+                                         ".model.safetensors.tmp.x.0.ab", "config.json"};
+  for (const std::string& f : dead) std::ofstream(dir + "/" + f) << "x";
+  for (const std::string& f : kept) std::ofstream(dir + "/" + f) << "x";
+  ShardOptions o;
+  o.num_shards = 2;
+  Result<ShardedWriteResult> r = WriteSharded(dir, SizedTensors({8, 8}), o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  std::vector<std::string> removed = dead;
+  std::sort(removed.begin(), removed.end());
+  EXPECT_EQ(r->removed, removed);
+  std::vector<std::string> left = kept;
+  left.insert(left.end(), {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                           "model.safetensors.index.json"});
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(ListDir(dir), left);
+}
+
 TEST(WriterTest, ReplacedFilesKeepTheirPermissions) {
   std::string dir = MakeScratchDir("mode");
   std::string path = dir + "/model.safetensors";
