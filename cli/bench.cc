@@ -14,6 +14,8 @@
 // LoadAll's binding ceiling is the lowest of memcpy (hot) or the O_DIRECT read (cold),
 // the fresh-memory fill (cpu), and the H2D copy (cuda); the pooled LoadAll and LoadInto
 // write memory that already exists, so theirs leaves the fresh-memory fill out.
+// A cuda device that does not exist fails before anything is measured. Warnings of the
+// catalog go to stderr as "shardload bench: warning: ...".
 // Exit 1 on any error, 2 on bad usage.
 #include <algorithm>
 #include <cstdio>
@@ -144,6 +146,7 @@ Result<std::vector<double>> Timed(const BenchArgs& a, const std::string& label, 
 int Run(const BenchArgs& a) {
   Result<Checkpoint> ckpt = Checkpoint::Open(a.path);
   if (!ckpt.ok()) return Failed(a.json, ckpt.status());
+  PrintWarnings("bench", ckpt->warnings());
   std::vector<std::string> paths;
   for (const ShardInfo& s : ckpt->shards()) paths.push_back(s.path);
   LoadOptions options = a.options;
@@ -152,6 +155,14 @@ int Run(const BenchArgs& a) {
     if (options.backend == nullptr) {
       return Failed(a.json, FailedPreconditionError(a.device.ToString() +
                                             " needs the CUDA backend, which this build lacks"));
+    }
+    // A missing device fails now, not after the ceilings (seconds, and a read of the
+    // whole checkpoint): the error the load would give ("cuda:1: no such CUDA device
+    // (1 device)").
+    if (a.device.index >= options.backend->DeviceCount()) {
+      Result<std::string> d = options.backend->DescribeDevice(a.device.index);
+      return Failed(a.json, d.ok() ? InvalidArgumentError(a.device.ToString() + ": no such CUDA device")
+                                   : d.status());
     }
   }
   if (a.cold) {

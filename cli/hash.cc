@@ -10,6 +10,8 @@
 // JSON output (--json):
 //   {"tensors":[{"name":"a","dtype":"F32","shape":[2,3],"xxh3":"2d06800538d394c2"}],
 //    "digest":"9a1c...","total_bytes":48,"recorded":2,"matched":2}
+// A name with a control character is printed JSON-quoted (OneLineText). Warnings of
+// the catalog go to stderr first, as "shardload hash: warning: ...".
 // Errors: one line on stderr, exit 1 (and {"error":{"code","message"}} on stdout under
 // --json); usage errors exit 2.
 #include <cstdio>
@@ -37,16 +39,6 @@ constexpr char kHashUsage[] =
     "  --json      {\"tensors\":[{\"name\",\"dtype\",\"shape\",\"xxh3\"}],\"digest\",\"total_bytes\",\n"
     "              \"recorded\",\"matched\"}\n"
     "  --no-check  do not fail when a hash recorded in the file differs or is malformed\n";
-
-// TextName: the name as is, or JSON-quoted when it holds a control character (so one
-// tensor is always one line).
-std::string TextName(std::string_view s) {
-  for (char ch : s) {
-    unsigned char c = static_cast<unsigned char>(ch);
-    if (c < 0x20 || c == 0x7f) return JsonQuoted(s);
-  }
-  return std::string(s);
-}
 
 int Fail(const Status& status, bool json) {
   std::cerr << "shardload hash: " << status.message() << "\n";
@@ -87,6 +79,7 @@ int RunHash(const Args& args) {
 
   Result<Checkpoint> ckpt = Checkpoint::Open(path);
   if (!ckpt.ok()) return Fail(ckpt.status(), json);
+  PrintWarnings("hash", ckpt->warnings());
   HashOptions options;
   options.check_recorded = check;
   Result<CheckpointDigest> digest = HashCheckpoint(*ckpt, options);
@@ -115,7 +108,7 @@ int RunHash(const Args& args) {
   } else {
     for (const TensorDigest& t : digest->tensors) {
       std::cout << FormatXxh3(t.xxh3) << "  " << DtypeName(t.dtype) << ShapeToString(t.shape)
-                << "  " << TextName(t.name) << "\n";
+                << "  " << OneLineText(t.name) << "\n";
     }
     std::cout << "digest " << FormatXxh3(all) << "  " << digest->tensors.size()
               << " tensors, " << ckpt->total_bytes() << " bytes\n";
@@ -129,7 +122,6 @@ int RunHash(const Args& args) {
       }
     }
   }
-  for (const std::string& w : ckpt->warnings()) std::cerr << "warning: " << w << "\n";
   return 0;
 }
 

@@ -13,10 +13,14 @@
 // `__metadata__` are not shown for sharded checkpoints. Strings are escaped (quote,
 // backslash, control characters, NUL as \u0000); valid UTF-8 is passed through and
 // bytes that are not valid UTF-8 (possible only in paths) become \ufffd.
+// In the summary, file names and metadata keys and values that hold a control
+// character are JSON-quoted (OneLineText), so one entry is always one line.
 // Warnings of the catalog go to stderr as "shardload inspect: warning: ..." under --json
 // (stdout stays pure JSON) and into the summary otherwise.
 // Errors: exit 1 (2 for bad usage) with "shardload inspect: <message>" on stderr, and
-// under --json {"error":{"code":"<StatusCodeName>","message":"..."}} on stdout.
+// under --json {"error":{"code":"<StatusCodeName>","message":"..."}} on stdout; output
+// that cannot be written is exit 1 with "shardload inspect: cannot write output:
+// <strerror>".
 // The JSON is rendered into a fixed 256 KiB block written out each time it fills.
 #include <malloc.h>
 #include <sys/mman.h>
@@ -35,6 +39,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/load_common.h"
 #include "format/dtype.h"
 #include "format/status.h"
 #include "format/text.h"
@@ -104,11 +109,13 @@ class OutputBuffer {
     size_ = static_cast<size_t>(end - data_);
   }
 
-  // Flush: writes what is buffered; false when this or any earlier write failed.
+  // Flush: writes what is buffered; false when this or any earlier write failed
+  // (write_errno() then says why).
   bool Flush() {
     Drain();
-    return !write_failed_;
+    return write_errno_ == 0;
   }
+  int write_errno() const { return write_errno_; }
 
  private:
   void Drain();
@@ -116,7 +123,7 @@ class OutputBuffer {
   int fd_;
   char* data_ = nullptr;
   size_t size_ = 0;
-  bool write_failed_ = false;
+  int write_errno_ = 0;  // errno of the failed write; 0 while none failed
 };
 
 // kInspectJson: how `inspect --json` writes strings (DEL as it is, an invalid byte —
@@ -138,21 +145,29 @@ std::string HumanBytes(uint64_t n) {
   return buf;
 }
 
-bool WriteAll(int fd, std::string_view data) {
+// WriteAll: all of `data` to `fd`; 0, or the errno of the write that failed.
+int WriteAll(int fd, std::string_view data) {
   while (!data.empty()) {
     ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return n < 0 ? errno : EIO;
     data.remove_prefix(static_cast<size_t>(n));
   }
-  return true;
+  return 0;
+}
+
+// CannotWrite: "shardload inspect: cannot write output: <strerror>" on stderr (as
+// cli/main.cc says it for the commands that write through stdio); returns 1.
+int CannotWrite(int err) {
+  std::string message =
+      "shardload inspect: cannot write output: " + std::string(std::strerror(err)) + "\n";
+  WriteAll(STDERR_FILENO, message);
+  return 1;
 }
 
 void OutputBuffer::Drain() {
-  if (!write_failed_ && size_ > 0) {
-    write_failed_ = !WriteAll(fd_, std::string_view(data_, size_));
+  if (write_errno_ == 0 && size_ > 0) {
+    write_errno_ = WriteAll(fd_, std::string_view(data_, size_));
   }
   size_ = 0;
 }
@@ -226,7 +241,8 @@ std::string RenderHuman(const Checkpoint& ckpt) {
   }
   out += "files:\n";
   for (const ShardInfo& s : ckpt.shards()) {
-    out += "  " + s.file + "  " + HumanBytes(s.size) + " (" + std::to_string(s.size) + " bytes)\n";
+    out += "  " + OneLineText(s.file) + "  " + HumanBytes(s.size) + " (" +
+           std::to_string(s.size) + " bytes)\n";
   }
   out += "tensors: " + std::to_string(ckpt.tensors().size()) + "\n";
   out += "total bytes: " + HumanBytes(ckpt.total_bytes()) + " (" +
@@ -247,7 +263,9 @@ std::string RenderHuman(const Checkpoint& ckpt) {
   }
   if (!ckpt.metadata().empty()) {
     out += "metadata:\n";
-    for (const auto& [k, v] : ckpt.metadata()) out += "  " + k + " = " + v + "\n";
+    for (const auto& [k, v] : ckpt.metadata()) {
+      out += "  " + OneLineText(k) + " = " + OneLineText(v) + "\n";
+    }
   }
   if (!ckpt.warnings().empty()) {
     out += "warnings:\n";
@@ -287,7 +305,7 @@ int Fail(const Status& status, bool json, int exit_code) {
     out += ",\"message\":";
     AppendJsonStringTo(out, status.message(), kInspectJson);
     out += "}}\n";
-    WriteAll(STDOUT_FILENO, out);
+    if (int err = WriteAll(STDOUT_FILENO, out); err != 0) CannotWrite(err);
   }
   return exit_code;
 }
@@ -303,8 +321,8 @@ int RunInspect(const Args& args) {
     if (a == "--json") {
       json = true;
     } else if (a == "--help" || a == "-h") {
-      WriteAll(STDOUT_FILENO, kInspectUsage);
-      return 0;
+      int err = WriteAll(STDOUT_FILENO, kInspectUsage);
+      return err == 0 ? 0 : CannotWrite(err);
     } else if (a.size() > 1 && a[0] == '-' && bad.empty()) {
       bad = "unknown option '" + a + "'";
     } else if (a.size() <= 1 || a[0] != '-') {
@@ -330,7 +348,7 @@ int RunInspect(const Args& args) {
   Result<Checkpoint> ckpt = Checkpoint::Open(path);
   if (!ckpt.ok()) return Fail(ckpt.status(), json, 1);
 
-  bool written = false;
+  int write_errno = 0;
   if (json) {
     std::string warn;
     for (const std::string& w : ckpt->warnings()) warn += "shardload inspect: warning: " + w + "\n";
@@ -340,9 +358,10 @@ int RunInspect(const Args& args) {
       return Fail(ResourceExhaustedError("cannot allocate memory for the output"), json, 1);
     }
     RenderJson(*ckpt, out);
-    written = out.Flush();
+    out.Flush();
+    write_errno = out.write_errno();
   } else {
-    written = WriteAll(STDOUT_FILENO, RenderHuman(*ckpt));
+    write_errno = WriteAll(STDOUT_FILENO, RenderHuman(*ckpt));
   }
   // The catalog is kept, not destroyed: freeing 100k names and shapes one by one
   // costs more than the process exit that reclaims them anyway. (Held by a static, so
@@ -350,12 +369,7 @@ int RunInspect(const Args& args) {
   static Checkpoint* kept = nullptr;
   delete kept;  // only when RunInspect runs twice in one process
   kept = new Checkpoint(std::move(*ckpt));
-  if (!written) {
-    std::string err = "shardload inspect: cannot write output\n";
-    WriteAll(STDERR_FILENO, err);
-    return 1;
-  }
-  return 0;
+  return write_errno == 0 ? 0 : CannotWrite(write_errno);
 }
 
 }  // namespace shardload::cli

@@ -4,7 +4,10 @@
 // Without --expect every stored tensor is loaded into a loader-owned arena (load_file
 // style); with --expect SPEC.json the targets are those of the spec (a JSON array of
 // {"name","dtype","shape"} or the output of `inspect --json`), loaded the same way,
-// and matched load_state_dict style (strict unless --non-strict). Exit status: 0 on
+// and matched load_state_dict style (strict unless --non-strict); an empty spec is a
+// model without tensors: strict, every stored tensor is unexpected and the load fails;
+// non-strict, nothing is loaded. The spec is read to its end, so it may be a pipe
+// (--expect <(shardload inspect m --json)). Exit status: 0 on
 // success, 1 on a failed match (strict missing/unexpected keys, any size or dtype
 // mismatch) or a load error, 2 on bad usage. --json prints exactly one object, also
 // on failure:
@@ -12,8 +15,12 @@
 //    "target"}],"renamed":[{"from","to"}],"devices":{"cpu":{"tensors","bytes"},...},
 //    "bytes":N,"seconds":S,"gbps":G,"error":null|{"code","message"}}
 // lists sorted. A progress bar goes to stderr when it is a terminal.
+#include <fcntl.h>
 #include <simdjson.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -101,7 +108,14 @@ Result<LoadArgs> ParseLoadArgs(const Args& args) {
       if (eq == std::string::npos || eq == 0 || eq + 1 == v.size()) {
         return InvalidArgumentError("invalid --alias '" + v + "': expected TARGET=STORED");
       }
-      a.options.match.aliases.emplace_back(v.substr(0, eq), v.substr(eq + 1));
+      std::string target = v.substr(0, eq);
+      for (const auto& [earlier, stored] : a.options.match.aliases) {
+        if (earlier == target) {  // as Match would say, but as the usage error it is
+          return InvalidArgumentError("alias for " + QuoteForMessage(target, '\'') +
+                                      " is given twice");
+        }
+      }
+      a.options.match.aliases.emplace_back(std::move(target), v.substr(eq + 1));
     } else if (f.Is("--threads")) {
       SL_ASSIGN_OR_RETURN(int64_t n, f.IntValue(0, 256));
       a.options.threads = static_cast<int>(n);
@@ -118,14 +132,51 @@ Result<LoadArgs> ParseLoadArgs(const Args& args) {
   return a;
 }
 
+// kMaxExpectBytes: the largest --expect file read (inspect --json of a 100k-tensor
+// checkpoint is about 15 MB).
+constexpr size_t kMaxExpectBytes = size_t{1} << 30;
+
+// ReadExpectFile: the whole of `path`, read to its end with read(2), so that a pipe
+// (`--expect <(cmd)`), a FIFO (which, like cat, waits for a writer) or a character
+// device works as well as a file. Errors name the path: not_found and the other
+// errno codes of open/read ("<path>: No such file or directory"), invalid_argument
+// "<path>: is a directory" and "<path>: more than 1073741824 bytes".
+Result<simdjson::padded_string> ReadExpectFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoToStatus(errno, path);
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return ErrnoToStatus(errno, path);
+  if (S_ISDIR(st.st_mode)) return InvalidArgumentError(path + ": is a directory");
+  std::string data;
+  if (S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) <= kMaxExpectBytes) {
+    data.reserve(static_cast<size_t>(st.st_size));
+  }
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoToStatus(errno, path);
+    if (n == 0) break;
+    if (data.size() + static_cast<size_t>(n) > kMaxExpectBytes) {
+      return InvalidArgumentError(path + ": more than " + std::to_string(kMaxExpectBytes) + " bytes");
+    }
+    data.append(buf, static_cast<size_t>(n));
+  }
+  return simdjson::padded_string(data);
+}
+
 // ParseExpect: targets from a JSON array of {"name","dtype","shape"}, or from an object
-// with a "tensors" array (the output of `inspect --json`).
+// with a "tensors" array (the output of `inspect --json`). An empty list is a model
+// with no tensors (every stored tensor is then unexpected).
 Result<std::vector<Target>> ParseExpect(const std::string& path) {
+  SL_ASSIGN_OR_RETURN(simdjson::padded_string json, ReadExpectFile(path));
   simdjson::dom::parser parser;
   simdjson::dom::element root;
-  if (auto err = parser.load(path).get(root); err) {
-    // simdjson says only "Error reading the file."; errno says why (fopen's).
-    if (int e = errno; err == simdjson::IO_ERROR && e != 0) return ErrnoToStatus(e, path);
+  if (auto err = parser.parse(json).get(root); err) {
     return InvalidArgumentError(path + ": " + simdjson::error_message(err));
   }
   simdjson::dom::array list;
@@ -184,8 +235,10 @@ std::map<Device, Placed> Placement(const LoadedCheckpoint* loaded) {
   return out;
 }
 
-std::string ReportJson(const MatchReport& r, const LoadedCheckpoint* loaded, const Status& error) {
-  const LoadStats* stats = loaded;
+// ReportJson: the --json object. `stats` and `placement`: what a load did (nullptr and
+// empty when it did not run).
+std::string ReportJson(const MatchReport& r, const LoadStats* stats,
+                       const std::map<Device, Placed>& placement, const Status& error) {
   std::string o = "{\"matched\":" + std::to_string(r.matched.size()) + ",\"missing\":[";
   for (size_t i = 0; i < r.missing.size(); ++i) o += (i ? "," : "") + JsonQuoted(r.missing[i]);
   o += "],\"unexpected\":[";
@@ -203,7 +256,7 @@ std::string ReportJson(const MatchReport& r, const LoadedCheckpoint* loaded, con
   }
   o += "],\"devices\":{";
   bool first = true;
-  for (const auto& [device, placed] : Placement(loaded)) {
+  for (const auto& [device, placed] : placement) {
     o += (first ? "" : ",") + JsonQuoted(device.ToString()) + ":{\"tensors\":" +
          std::to_string(placed.tensors) + ",\"bytes\":" + std::to_string(placed.bytes) + "}";
     first = false;
@@ -222,9 +275,30 @@ std::string ReportJson(const MatchReport& r, const LoadedCheckpoint* loaded, con
 }
 
 int Fail(const LoadArgs& a, const MatchReport& report, const Status& s) {
-  if (a.json) std::cout << ReportJson(report, nullptr, s);
+  if (a.json) std::cout << ReportJson(report, nullptr, {}, s);
   PrintError("load", s);
   return 1;
+}
+
+// PrintLoaded: the report of a load that succeeded, as text or (--json) JSON.
+void PrintLoaded(const LoadArgs& a, const MatchReport& report, const LoadStats& stats,
+                 size_t tensors, const std::map<Device, Placed>& placement) {
+  if (a.json) {
+    std::cout << ReportJson(report, &stats, placement, OkStatus());
+    return;
+  }
+  std::cout << report.ToString();
+  std::printf("loaded %zu tensors, %.3f GB in %.3f s: %.2f GB/s (io %s, %d threads)\n",
+              tensors, stats.delivered_bytes / 1e9, stats.seconds, stats.gbps(),
+              std::string(IoModeName(stats.io)).c_str(), stats.threads);
+  std::string where = "placed:";
+  for (const auto& [device, placed] : placement) {
+    where += " " + device.ToString() + " " + std::to_string(placed.tensors) + " tensors " +
+             std::to_string(placed.bytes) + " bytes;";
+  }
+  if (where.back() == ';') where.pop_back();
+  if (placement.empty()) where += " nothing";
+  std::cout << where << "\n";
 }
 
 }  // namespace
@@ -245,26 +319,27 @@ int RunLoad(const Args& args) {
   }
   Result<Checkpoint> ckpt = Checkpoint::Open(a.path);
   if (!ckpt.ok()) return Fail(a, empty, ckpt.status());
-  for (const std::string& w : ckpt->warnings()) std::cerr << "shardload load: warning: " << w << "\n";
+  PrintWarnings("load", ckpt->warnings());
 
+  // The targets: the --expect spec's (possibly none: a model without tensors, for
+  // which every stored tensor is unexpected), or one per stored tensor.
   std::vector<Target> targets;
   if (!a.expect.empty()) {
     Result<std::vector<Target>> t = ParseExpect(a.expect);
     if (!t.ok()) return Fail(a, empty, t.status());
     targets = std::move(*t);
-  }
-  // Match first, so that a failed match still prints its whole report.
-  if (targets.empty()) {
+  } else {
     Result<std::vector<Target>> all = CheckpointTargets(*ckpt, a.options.match);
     if (!all.ok()) return Fail(a, empty, all.status());
     targets = std::move(*all);
   }
+  // Match first, so that a failed match still prints its whole report.
   std::span<const Target> match_targets = targets;
   Result<MatchReport> report = Match(ckpt->tensors(), ckpt->metadata(), match_targets, a.options.match);
   if (!report.ok()) return Fail(a, empty, report.status());
   if (!report->status.ok()) {
     if (a.json) {
-      std::cout << ReportJson(*report, nullptr, report->status);
+      std::cout << ReportJson(*report, nullptr, {}, report->status);
     } else {
       std::cout << report->ToString();
     }
@@ -273,23 +348,17 @@ int RunLoad(const Args& args) {
   }
 
   if (!a.json) a.options.progress = MakeProgressBar();
+  if (targets.empty()) {
+    // No target (an empty --expect, non-strict; or a checkpoint without tensors):
+    // nothing to load. Not LoadAll, which takes no targets as "every stored tensor".
+    Result<LoadResult> none = LoadInto(*ckpt, {}, a.options);
+    if (!none.ok()) return Fail(a, *report, none.status());
+    PrintLoaded(a, none->report, *none, 0, {});
+    return 0;
+  }
   Result<LoadedCheckpoint> loaded = LoadAll(*ckpt, a.options, match_targets);
   if (!loaded.ok()) return Fail(a, *report, loaded.status());
-  if (a.json) {
-    std::cout << ReportJson(loaded->report, &*loaded, OkStatus());
-  } else {
-    std::cout << loaded->report.ToString();
-    std::printf("loaded %zu tensors, %.3f GB in %.3f s: %.2f GB/s (io %s, %d threads)\n",
-                loaded->tensors.size(), loaded->delivered_bytes / 1e9, loaded->seconds,
-                loaded->gbps(), std::string(IoModeName(loaded->io)).c_str(), loaded->threads);
-    std::string where = "placed:";
-    for (const auto& [device, placed] : Placement(&*loaded)) {
-      where += " " + device.ToString() + " " + std::to_string(placed.tensors) + " tensors " +
-               std::to_string(placed.bytes) + " bytes;";
-    }
-    if (where.back() == ';') where.pop_back();
-    std::cout << where << "\n";
-  }
+  PrintLoaded(a, loaded->report, *loaded, loaded->tensors.size(), Placement(&*loaded));
   return 0;
 }
 

@@ -68,6 +68,25 @@ Result<bool> ParseSinkFlag(FlagReader& flags, SinkOptions* sink) {
   return false;
 }
 
+Result<int> ParseShardCount(std::string_view value) {
+  int64_t n = 0;
+  auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+  if (ec != std::errc() || end != value.data() + value.size() || n < 1 ||
+      static_cast<uint64_t>(n) > kMaxShardFiles) {
+    return InvalidArgumentError("invalid --shards '" + std::string(value) +
+                                "': expected an integer in 1.." + std::to_string(kMaxShardFiles) +
+                                " (the most shard files a reader accepts)");
+  }
+  return static_cast<int>(n);
+}
+
+Status CheckShardFileCount(const ShardPlan& plan, std::string_view max_shard_size) {
+  if (plan.files.size() <= kMaxShardFiles) return OkStatus();
+  return InvalidArgumentError("--max-shard-size " + std::string(max_shard_size) + " needs " +
+                              std::to_string(plan.files.size()) + " shard files, more than the " +
+                              std::to_string(kMaxShardFiles) + " a reader accepts");
+}
+
 std::function<bool(uint64_t, uint64_t)> MakeProgressBar() {
   if (!::isatty(STDERR_FILENO)) return {};
   auto last = std::make_shared<std::chrono::steady_clock::time_point>();
@@ -87,6 +106,20 @@ std::function<bool(uint64_t, uint64_t)> MakeProgressBar() {
 
 void PrintError(std::string_view cmd, const Status& status) {
   std::cerr << "shardload " << cmd << ": " << status.message() << "\n";
+}
+
+void PrintWarnings(std::string_view cmd, const std::vector<std::string>& warnings) {
+  for (const std::string& w : warnings) {
+    std::cerr << "shardload " << cmd << ": warning: " << w << "\n";
+  }
+}
+
+std::string OneLineText(std::string_view s) {
+  for (char ch : s) {
+    unsigned char c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c == 0x7f) return JsonQuoted(s);
+  }
+  return std::string(s);
 }
 
 std::string StatusJson(const Status& status) {

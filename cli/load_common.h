@@ -16,10 +16,13 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "cli/commands.h"
 #include "format/status.h"
+#include "format/writer.h"
 #include "loader/backend.h"
+#include "loader/checkpoint.h"
 
 namespace shardload::cli {
 
@@ -55,12 +58,37 @@ class FlagReader {
 // invalid_argument naming the flag and its valid range.
 Result<bool> ParseSinkFlag(FlagReader& flags, SinkOptions* sink);
 
+// kMaxShardFiles: the most shard files a checkpoint's index may name for the reader
+// (CatalogOptions::max_shards, by default): the writers (`reshard`, `write-sample`)
+// refuse to make more, so that what they write can be read back.
+inline constexpr size_t kMaxShardFiles = CatalogOptions{}.max_shards;
+
+// ParseShardCount: a --shards value, an integer in 1..kMaxShardFiles. Errors:
+// invalid_argument "invalid --shards '0': expected an integer in 1..10000 (the most
+// shard files a reader accepts)".
+Result<int> ParseShardCount(std::string_view value);
+
+// CheckShardFileCount: OK when `plan` (made with --max-shard-size `max_shard_size`) has
+// at most kMaxShardFiles files, else invalid_argument "--max-shard-size 1KB needs 20001
+// shard files, more than the 10000 a reader accepts".
+Status CheckShardFileCount(const ShardPlan& plan, std::string_view max_shard_size);
+
 // MakeProgressBar: a progress callback drawing "[#####     ] 45%  1.02/2.25 GB" on
 // stderr when stderr is a terminal, or an empty function when it is not.
 std::function<bool(uint64_t, uint64_t)> MakeProgressBar();
 
 // PrintError: "shardload CMD: message" on stderr.
 void PrintError(std::string_view cmd, const Status& status);
+
+// PrintWarnings: each of a catalog's warnings (Checkpoint::warnings()) on stderr as
+// "shardload CMD: warning: <warning>", as the commands print them right after opening
+// a checkpoint.
+void PrintWarnings(std::string_view cmd, const std::vector<std::string>& warnings);
+
+// OneLineText: `s` as it is, or JSON-quoted (JsonQuoted) when it holds a control
+// character or DEL, so that a name or metadata value printed in text output is always
+// one line and cannot move the terminal's cursor.
+std::string OneLineText(std::string_view s);
 
 // StatusJson: {"code":"<StatusCodeName>","message":"..."} for a non-OK status, as the
 // commands' --json output reports errors.

@@ -18,14 +18,16 @@
 //   wrote 5 files into /tmp/llama-2g: 291 tensors, 16060522496 bytes; XXH3 verified
 //   digest 9e3c5a0d1b2f4e67
 //
+// Options take "--flag value" or "--flag=value". More shard files than a reader accepts
+// (kMaxShardFiles), from --shards or --max-shard-size, is a usage error, found before
+// any tensor is read or anything written. Warnings of the source's catalog go to stderr as
+// "shardload reshard: warning: ...".
 // Errors: one line on stderr and exit 1; usage errors exit 2; 128 + N after signal N
 // (OUT is left as it was when the signal stopped the write; the message says when it
 // came too late to stop it).
-#include <sys/stat.h>
-
-#include <cerrno>
 #include <climits>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -34,6 +36,7 @@
 
 #include "cli/commands.h"
 #include "cli/interrupt.h"
+#include "cli/load_common.h"
 #include "format/checksum.h"
 #include "format/checksum_writer.h"
 #include "format/writer.h"
@@ -48,16 +51,18 @@ constexpr char kReshardUsage[] =
     "usage: shardload reshard PATH OUT (--max-shard-size S | --shards N) [--prefix P]\n"
     "                         [--no-checksums] [--no-sync]\n"
     "\n"
-    "Rewrite the checkpoint at PATH into new shards in the folder OUT (created when\n"
-    "missing; it must not be PATH's folder). Files of an earlier checkpoint with the\n"
-    "same prefix in OUT are replaced, or removed when unused, once the new one is\n"
-    "complete; on an error OUT is left as it was.\n"
+    "Rewrite the checkpoint at PATH into new shards in the folder OUT (created, with its\n"
+    "parents, when missing; it must not be PATH's folder). Files of an earlier\n"
+    "checkpoint with the same prefix in OUT are replaced, or removed when unused, once\n"
+    "the new one is complete; on an error OUT is left as it was.\n"
     "  --max-shard-size S  split greedily like huggingface_hub (e.g. 5GB, 2GiB)\n"
     "  --shards N          split into exactly N shards of balanced size\n"
+    "                      (either way, at most 10000: the most a reader accepts)\n"
     "  --prefix P          file names P-00001-of-0000N.safetensors (default model)\n"
     "  --no-checksums      do not hash: no check of the source's recorded XXH3, no\n"
     "                      new records, no read-back\n"
     "  --no-sync           skip fsync (scratch data only)\n";
+static_assert(kMaxShardFiles == 10'000, "kReshardUsage names the limit");
 
 int Fail(const std::string& message) {
   std::cerr << "shardload reshard: " << message << "\n";
@@ -78,49 +83,50 @@ std::string RealPath(const std::string& path) {
 }  // namespace
 
 int RunReshard(const Args& args) {
-  std::vector<std::string> positional;
-  std::optional<uint64_t> max_shard_size;
-  std::optional<int> shards;
-  std::string prefix = "model";
-  bool checksums = true, sync = true;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    auto value = [&](std::string* out) {
-      if (i + 1 >= args.size()) return false;
-      *out = args[++i];
-      return true;
-    };
-    std::string v;
+  for (const std::string& a : args) {
     if (a == "--help" || a == "-h") {
       std::cout << kReshardUsage;
       return 0;
-    } else if (a == "--max-shard-size") {
-      if (!value(&v)) return Usage("--max-shard-size needs a value");
-      Result<uint64_t> size = ParseByteSize(v);
+    }
+  }
+  std::vector<std::string> positional;
+  std::optional<uint64_t> max_shard_size;
+  std::string max_shard_size_text;
+  std::optional<int> shards;
+  std::string prefix = "model";
+  bool checksums = true, sync = true;
+  FlagReader f(args);  // "--flag value" and "--flag=value", as the other commands
+  while (f.Next()) {
+    if (f.IsPositional()) {
+      positional.push_back(f.arg());
+    } else if (f.Is("--max-shard-size")) {
+      Result<std::string> v = f.Value();
+      if (!v.ok()) return Usage(v.status().message());
+      Result<uint64_t> size = ParseByteSize(*v);
       if (!size.ok()) return Usage(size.status().message());
       max_shard_size = *size;
-    } else if (a == "--shards") {
-      if (!value(&v)) return Usage("--shards needs a value");
-      char* end = nullptr;
-      long n = std::strtol(v.c_str(), &end, 10);
-      if (v.empty() || *end != '\0' || n < 1 || n > 100000) {
-        return Usage("--shards must be an integer between 1 and 100000, got '" + v + "'");
-      }
-      shards = static_cast<int>(n);
-    } else if (a == "--prefix") {
-      if (!value(&v)) return Usage("--prefix needs a value");
-      prefix = v;
-    } else if (a == "--no-checksums") {
+      max_shard_size_text = *v;
+    } else if (f.Is("--shards")) {
+      Result<std::string> v = f.Value();
+      if (!v.ok()) return Usage(v.status().message());
+      Result<int> n = ParseShardCount(*v);
+      if (!n.ok()) return Usage(n.status().message());
+      shards = *n;
+    } else if (f.Is("--prefix")) {
+      Result<std::string> v = f.Value();
+      if (!v.ok()) return Usage(v.status().message());
+      prefix = *v;
+    } else if (f.Is("--no-checksums")) {
       checksums = false;
-    } else if (a == "--no-sync") {
+    } else if (f.Is("--no-sync")) {
       sync = false;
-    } else if (a.starts_with("-")) {
-      return Usage("unknown option '" + a + "'");
     } else {
-      positional.push_back(a);
+      return Usage("unknown option '" + f.arg() + "'");
     }
   }
   if (positional.size() != 2) return Usage("expected PATH and OUT");
+  if (positional[0].empty()) return Usage("PATH is empty");
+  if (positional[1].empty()) return Usage("OUT is empty");
   if (max_shard_size.has_value() == shards.has_value()) {
     return Usage("give exactly one of --max-shard-size and --shards");
   }
@@ -128,6 +134,7 @@ int RunReshard(const Args& args) {
 
   Result<Checkpoint> ckpt = Checkpoint::Open(positional[0]);
   if (!ckpt.ok()) return Fail(ckpt.status().message());
+  PrintWarnings("reshard", ckpt->warnings());
   std::string out_real = RealPath(out);  // empty while OUT does not exist
   if (!out_real.empty() && out_real == RealPath(ckpt->folder())) {
     return Fail(out + ": is the checkpoint's own folder; write the new shards elsewhere");
@@ -162,9 +169,12 @@ int RunReshard(const Args& args) {
     if (k == "total_size" || k.starts_with(kChecksumKeyPrefix)) continue;
     options.metadata.emplace(k, v);
   }
-  // Option errors (more shards than tensors, a bad prefix) before OUT is created.
-  if (Result<ShardPlan> plan = PlanShards(tensors, options); !plan.ok()) {
-    return Usage(plan.status().message());
+  // Option errors (more shards than tensors or than a reader accepts, a bad prefix)
+  // before OUT is created.
+  Result<ShardPlan> plan = PlanShards(tensors, options);
+  if (!plan.ok()) return Usage(plan.status().message());
+  if (Status count = CheckShardFileCount(*plan, max_shard_size_text); !count.ok()) {
+    return Usage(count.message());
   }
   StopOnSignals();
   std::optional<ChecksumMap> sums;
@@ -183,9 +193,9 @@ int RunReshard(const Args& args) {
     }
     sums = std::move(*computed);
   }
-  if (::mkdir(out.c_str(), 0755) != 0 && errno != EEXIST) {
-    return Fail(ErrnoToStatus(errno, out + ": mkdir").message());
-  }
+  std::error_code ec;
+  std::filesystem::create_directories(out, ec);  // with its parents, as write-sample
+  if (ec) return Fail(out + ": cannot create directory: " + ec.message());
   Result<ShardedWriteResult> written = sums ? WriteShardedWithChecksums(out, tensors, options, *sums)
                                             : WriteSharded(out, tensors, options);
   if (int sig = EndStopOnSignals(); sig != 0) {
@@ -206,8 +216,13 @@ int RunReshard(const Args& args) {
     list_removed();
     return 0;
   }
-  // Read the result back: every record written must match the bytes on disk.
-  Result<Checkpoint> result = Checkpoint::Open(out);
+  // Read the result back: every record written must match the bytes on disk. Exactly
+  // the index (or single file) just written: OUT may hold other checkpoints, and a
+  // folder would resolve to its `model` one whatever --prefix said.
+  const std::string written_path =
+      out + "/" + (written->plan.index_file.empty() ? written->plan.files.at(0)
+                                                    : written->plan.index_file);
+  Result<Checkpoint> result = Checkpoint::Open(written_path);
   if (!result.ok()) return Fail(result.status().message());
   Result<CheckpointDigest> digest = HashCheckpoint(*result);
   if (!digest.ok()) return Fail(digest.status().message());

@@ -6,7 +6,8 @@
 // its own stderr line, followed by "N of M recorded tensors do not match their XXH3";
 // bad usage exits 2. With no records it says so and checks consistency only.
 // --json prints {"ok":true,"files":N,"bytes":N,"seconds":S,"gbps":G,"recorded":R} or
-// {"ok":false,"error":{"code","message"},"mismatched":[{"name","message"}]}.
+// {"ok":false,"error":{"code","message"},"mismatched":[{"name","message"}]} ("mismatched"
+// only when records differ; a usage error under --json too, with exit 2).
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -66,12 +67,23 @@ int RunVerify(const Args& args) {
     }
   }
   if (usage.ok() && path.empty()) usage = InvalidArgumentError("missing PATH");
-  if (!usage.ok()) return UsageError("verify", usage, kVerifyUsage, args);
+  if (!usage.ok()) {
+    // As UsageError, but under --json verify's own error object ("ok":false).
+    for (const std::string& arg : args) {
+      if (arg == "--json") {
+        PrintJsonError(usage, nullptr);
+        break;
+      }
+    }
+    PrintError("verify", usage);
+    std::cerr << kVerifyUsage;
+    return 2;
+  }
   if (!json) options.progress = MakeProgressBar();
   options.verify = true;  // hash every recorded tensor in the same pass, listing mismatches
   Result<Checkpoint> ckpt = Checkpoint::Open(path);
   if (ckpt.ok()) {
-    for (const std::string& w : ckpt->warnings()) std::cerr << "shardload verify: warning: " << w << "\n";
+    PrintWarnings("verify", ckpt->warnings());
   }
   Result<VerifyReport> r = ckpt.ok() ? VerifyCheckpoint(*ckpt, options) : Result<VerifyReport>(ckpt.status());
   if (!r.ok()) {

@@ -1,9 +1,10 @@
 // `shardload write-sample DIR --size S [--shards N | --max-shard-size S]
 //                          [--layout llama|moe|tiny] [--dtype bf16] [--seed N]`
 // Writes a synthetic checkpoint with real Hugging Face tensor names (cli/sample_model.h).
-// Errors: one line on stderr; exit 2 for usage errors (unknown or malformed options),
-// 1 for anything else, 128 + N after signal N (DIR is left as it was when the signal
-// stopped the write; the message says when it came too late to stop it).
+// Errors: one line on stderr; exit 2 for usage errors (unknown or malformed options, a
+// --size the layout cannot have, more shard files than a reader accepts), 1 for
+// anything else, 128 + N after signal N (DIR is left as it was when the signal stopped
+// the write; the message says when it came too late to stop it).
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -13,6 +14,7 @@
 
 #include "cli/commands.h"
 #include "cli/interrupt.h"
+#include "cli/load_common.h"
 #include "cli/sample_model.h"
 #include "format/dtype.h"
 #include "format/writer.h"
@@ -23,6 +25,7 @@ namespace {
 constexpr char kHelp[] =
     "usage: shardload write-sample DIR [--size S] [--shards N | --max-shard-size S]\n"
     "                              [--layout llama|moe|tiny] [--dtype D] [--seed N]\n"
+    "                              [--no-sync]\n"
     "\n"
     "Writes a synthetic checkpoint into DIR (created when missing): real Hugging Face\n"
     "tensor names, shapes scaled to about --size bytes of tensor data, deterministic\n"
@@ -31,13 +34,16 @@ constexpr char kHelp[] =
     "error, SIGINT or SIGTERM before that, DIR is left as it was.\n"
     "\n"
     "  --size S            tensor bytes, e.g. 2GiB, 500MB (default 1GiB; ignored by tiny)\n"
-    "  --shards N          split into exactly N shards of balanced size (default 1)\n"
-    "  --max-shard-size S  split greedily like huggingface_hub instead (e.g. 5GB)\n"
+    "  --shards N          split into exactly N shards of balanced size (default 1;\n"
+    "                      at most 10000, the most a reader accepts)\n"
+    "  --max-shard-size S  split greedily like huggingface_hub instead (e.g. 5GB; into\n"
+    "                      at most 10000 shards)\n"
     "  --layout L          llama (dense), moe (~19k small expert tensors at a few GiB),\n"
     "                      tiny (a few KB, for tests); default llama\n"
     "  --dtype D           element type, e.g. bf16, f16, f32, f8_e4m3 (default bf16)\n"
     "  --seed N            generator seed (default 0)\n"
     "  --no-sync           skip fsync (scratch data only)\n";
+static_assert(kMaxShardFiles == 10'000, "kHelp names the limit");
 
 int Fail(const std::string& message) {
   std::cerr << "shardload write-sample: " << message << "\n";
@@ -87,6 +93,7 @@ int RunWriteSample(const Args& args) {
   ShardOptions shards;
   shards.num_shards = 1;
   bool have_shards = false, have_max = false;
+  std::string max_shard_size_text;
   std::string layout_name = "llama";
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -117,11 +124,9 @@ int RunWriteSample(const Args& args) {
         if (!size.ok()) return Usage(size.status().message());
         sample.target_bytes = *size;
       } else if (key == "--shards") {
-        uint64_t n = 0;
-        if (!ParseUint(value, &n) || n == 0 || n > 99999) {
-          return Usage("--shards must be an integer in [1, 99999], got '" + value + "'");
-        }
-        shards.num_shards = static_cast<int>(n);
+        Result<int> n = ParseShardCount(value);
+        if (!n.ok()) return Usage(n.status().message());
+        shards.num_shards = *n;
         have_shards = true;
       } else if (key == "--max-shard-size") {
         Result<uint64_t> size = ParseByteSize(value);
@@ -130,6 +135,7 @@ int RunWriteSample(const Args& args) {
         shards.max_shard_size = *size;
         shards.num_shards = 0;
         have_max = true;
+        max_shard_size_text = value;
       } else if (key == "--layout") {
         Result<SampleLayout> layout = ParseSampleLayout(value);
         if (!layout.ok()) return Usage(layout.status().message());
@@ -153,10 +159,21 @@ int RunWriteSample(const Args& args) {
   if (have_shards && have_max) return Usage("--shards and --max-shard-size are exclusive");
 
   Result<SampleModel> model = BuildSampleModel(sample);
-  if (!model.ok()) return Fail(model.status().message());
-  // Option errors (more shards than tensors) before DIR is created.
-  if (Result<ShardPlan> plan = PlanShards(model->tensors, shards); !plan.ok()) {
-    return Usage(plan.status().message());
+  if (!model.ok()) {
+    // invalid_argument: options the generator cannot honour (a --size out of range).
+    if (model.status().code() == StatusCode::kInvalidArgument) {
+      return Usage(model.status().message());
+    }
+    return Fail(model.status().message());
+  }
+  // Option errors (more shards than tensors or than a reader accepts) before DIR is
+  // created.
+  Result<ShardPlan> planned = PlanShards(model->tensors, shards);
+  if (!planned.ok()) return Usage(planned.status().message());
+  if (have_max) {
+    if (Status count = CheckShardFileCount(*planned, max_shard_size_text); !count.ok()) {
+      return Usage(count.message());
+    }
   }
   for (TensorToWrite& t : model->tensors) t.fill = Interruptible(std::move(t.fill));
 

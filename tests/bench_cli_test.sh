@@ -108,4 +108,12 @@ out="$("$bin" bench "$tmp/m" --repeat x --json 2>/dev/null)"; rc=$?
 check "a usage error under --json exits 2 with the error object" test $rc -eq 2 -a "$out" = \
   '{"error":{"code":"invalid_argument","message":"invalid --repeat '"'x'"': expected an integer in 1..1000"}}'
 
+# A cuda device that does not exist fails at once, before any ceiling is measured
+# (under --json each measured number would be on stderr).
+out="$("$bin" bench "$tmp/m" --device cuda:99 --json 2>"$tmp/err")"; rc=$?
+check "bench --device cuda:99 exits 1" test $rc -eq 1
+check "bench --device cuda:99: only the error on stderr, nothing measured" grep -qx 'shardload bench: cuda:99: no such CUDA device ([0-9]* devices\?\(: .*\)\?)' "$tmp/err"
+check "bench --device cuda:99: one line on stderr" test "$(wc -l <"$tmp/err")" -eq 1
+check "bench --device cuda:99: the error object" grep -q '^{"error":{"code":"invalid_argument","message":"cuda:99: no such CUDA device (' <<<"$out"
+
 cli_check_done

@@ -51,6 +51,10 @@ check "load report names the placement" grep -q '^placed: cpu [0-9]* tensors [0-
 "$bin" load "$tmp/m" --device cuda:2 >"$tmp/out" 2>"$tmp/err"; rc=$?
 check "load --device cuda:2 exits 1" test $rc -eq 1
 check "load --device cuda:2 names the device" grep -qx 'shardload load: cuda:2: no such CUDA device (2 devices)' "$tmp/err"
+"$bin" bench "$tmp/m" --device cuda:2 --json >"$tmp/out" 2>"$tmp/err"; rc=$?
+check "bench --device cuda:2 exits 1" test $rc -eq 1
+check "bench --device cuda:2: the load's error, before any ceiling is measured" test \
+  "$(cat "$tmp/err")" = 'shardload bench: cuda:2: no such CUDA device (2 devices)'
 
 # Checksums recorded by reshard, checked while streaming onto a device.
 "$bin" reshard "$tmp/m" "$tmp/r" --shards 2 --no-sync >/dev/null 2>"$tmp/err" ||

@@ -141,6 +141,66 @@ err="$("$bin" load "$tmp/m3" --expect "$tmp/twice.json" 2>&1 >/dev/null)"
 check "--expect with a name twice names the file and entry" test "$err" = \
   "shardload load: $tmp/twice.json: tensors[1]: name 'a' is given twice"
 
+# --expect with an empty list: a model without tensors (PyTorch's load_state_dict of an
+# empty module), not "no --expect". Strict: every stored tensor is unexpected.
+echo '[]' >"$tmp/none.json"
+echo '{"tensors":[]}' >"$tmp/none-object.json"
+for spec in none none-object; do
+  out="$("$bin" load "$tmp/m3" --expect "$tmp/$spec.json" --json 2>"$tmp/err")"; rc=$?
+  check "--expect $spec.json: strict fails (exit 1)" test $rc -eq 1
+  check "--expect $spec.json: every stored tensor unexpected, nothing loaded" python3 - "$out" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["matched"] == 0 and r["missing"] == [] and len(r["unexpected"]) == 21, r
+assert r["unexpected"][0] == "lm_head.weight" and r["devices"] == {} and r["bytes"] == 0, r
+e = r["error"]
+assert e["code"] == "invalid_argument", e
+assert e["message"].startswith('Error(s) in loading state_dict: Unexpected key(s) in state_dict: "lm_head.weight", "model.embed_tokens.weight", '), e
+PY
+  check "--expect $spec.json: the strict error on stderr" grep -q '^shardload load: Error(s) in loading state_dict: Unexpected key(s) in state_dict: "lm_head.weight", ' "$tmp/err"
+done
+out="$("$bin" load "$tmp/m3" --expect "$tmp/none.json" --non-strict --json 2>"$tmp/err")"; rc=$?
+check "--expect [] --non-strict exits 0" test $rc -eq 0
+check "--expect [] --non-strict loads nothing, reports 21 unexpected" python3 - "$out" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["matched"] == 0 and len(r["unexpected"]) == 21 and r["error"] is None, r
+assert r["devices"] == {} and r["bytes"] == 0, r
+PY
+out="$("$bin" load "$tmp/m3" --expect "$tmp/none.json" --non-strict 2>/dev/null)"; rc=$?
+check "--expect [] --non-strict (text) exits 0" test $rc -eq 0
+check "--expect [] --non-strict (text): 21 unexpected" grep -qx 'unexpected: 21' <<<"$out"
+check "--expect [] --non-strict (text): loaded 0, placed nothing" test "$(tail -n 2 <<<"$out" | sed 's/ in .*//')" = "loaded 0 tensors, 0.000 GB
+placed: nothing"
+
+# --expect read to its end: a pipe, a FIFO; a directory is refused by name.
+out="$("$bin" load "$tmp/m3" --expect <("$bin" inspect "$tmp/m3" --json) --json 2>"$tmp/err")"; rc=$?
+check "--expect from a pipe exits 0" test $rc -eq 0
+check "--expect from a pipe: 21 matched" grep -q '^{"matched":21,"missing":\[\],"unexpected":\[\]' <<<"$out"
+mkfifo "$tmp/fifo"
+("$bin" inspect "$tmp/m3" --json >"$tmp/fifo" &)
+out="$(timeout 60 "$bin" load "$tmp/m3" --expect "$tmp/fifo" --json 2>"$tmp/err")"; rc=$?
+check "--expect from a FIFO exits 0" test $rc -eq 0
+check "--expect from a FIFO: 21 matched" grep -q '^{"matched":21,' <<<"$out"
+out="$("$bin" load "$tmp/m3" --expect "$tmp/m3" --json 2>"$tmp/err")"; rc=$?
+check "--expect of a directory exits 1" test $rc -eq 1
+check "--expect of a directory: named" test "$(cat "$tmp/err")" = "shardload load: $tmp/m3: is a directory"
+check "--expect of a directory: error object" grep -qF '"error":{"code":"invalid_argument","message":"'"$tmp/m3"': is a directory"}}' <<<"$out"
+printf '[{"name":' >"$tmp/cut.json"
+err="$("$bin" load "$tmp/m3" --expect "$tmp/cut.json" 2>&1 >/dev/null)"; rc=$?
+check "--expect of broken JSON exits 1 naming the file" test $rc -eq 1 -a "${err%%: *}" = "shardload load"
+check "--expect of broken JSON: the path in the message" grep -qF "$tmp/cut.json: " <<<"$err"
+
+# An alias given twice is bad usage (exit 2), found before the checkpoint is opened.
+err="$("$bin" load "$tmp/none" --alias T=A --alias T=B 2>&1 >/dev/null)"; rc=$?
+check "--alias T=A --alias T=B exits 2" test $rc -eq 2
+check "--alias given twice: named" test "$(head -n 1 <<<"$err")" = "shardload load: alias for 'T' is given twice"
+
+# verify --json: a usage error is verify's own error object ("ok":false).
+out="$("$bin" verify "$tmp/m3" --bogus --json 2>/dev/null)"; rc=$?
+check "verify --json usage error: exit 2 and ok:false" test $rc -eq 2 -a "$out" = \
+  '{"ok":false,"error":{"code":"invalid_argument","message":"unexpected argument '"'--bogus'"'"}}'
+
 # More shards than the soft open-file limit: the command raises it to the hard limit
 # (a load keeps every shard open). Only where the hard limit leaves room.
 if [ "$(ulimit -Hn)" = unlimited ] || [ "$(ulimit -Hn)" -gt 1200 ]; then

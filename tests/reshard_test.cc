@@ -119,8 +119,24 @@ TEST(ReshardTest, Errors) {
   RunResult bad_n = Reshard(src + " /tmp/x --shards 0");
   EXPECT_EQ(bad_n.exit_code, 2);
   EXPECT_TRUE(bad_n.err.starts_with(
-      "shardload reshard: --shards must be an integer between 1 and 100000, got '0'\n"))
+      "shardload reshard: invalid --shards '0': expected an integer in 1..10000 (the most "
+      "shard files a reader accepts)\nusage:"))
       << bad_n.err;
+  // More shard files than the reader accepts (CatalogOptions::max_shards) is refused.
+  RunResult over = Reshard(src + " /tmp/x --shards=10001");
+  EXPECT_EQ(over.exit_code, 2);
+  EXPECT_TRUE(over.err.starts_with(
+      "shardload reshard: invalid --shards '10001': expected an integer in 1..10000 (the "
+      "most shard files a reader accepts)\nusage:"))
+      << over.err;
+  RunResult empty_out = Reshard(src + " '' --shards 2");
+  EXPECT_EQ(empty_out.exit_code, 2);
+  EXPECT_TRUE(empty_out.err.starts_with("shardload reshard: OUT is empty\nusage:"))
+      << empty_out.err;
+  RunResult no_value = Reshard(src + " /tmp/x --shards");
+  EXPECT_EQ(no_value.exit_code, 2);
+  EXPECT_TRUE(no_value.err.starts_with("shardload reshard: --shards needs a value\nusage:"))
+      << no_value.err;
   // Option errors are found before OUT is created.
   std::string many = MakeTestDir("many") + "/out";
   RunResult too_many = Reshard(src + " " + many + " --shards 5");
@@ -136,6 +152,72 @@ TEST(ReshardTest, Errors) {
   RunResult missing = Reshard("/nonexistent/ckpt /tmp/x --shards 1");
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_EQ(missing.err, "shardload reshard: /nonexistent/ckpt: no such file or directory\n");
+}
+
+TEST(ReshardTest, FlagsTakeInlineValuesAndOutGetsItsParents) {
+  std::string src = Source();
+  std::string out = MakeTestDir("inline") + "/a/b/out";  // neither a nor a/b exists
+  RunResult r = Reshard(src + " " + out + " --shards=2 --prefix=p --no-sync");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(r.out.starts_with("wrote 3 files into " + out + ": 4 tensors, 13470 bytes; "))
+      << r.out;
+  Result<Checkpoint> two = Checkpoint::Open(out + "/p.safetensors.index.json");
+  ASSERT_TRUE(two.ok()) << two.status().ToString();
+  EXPECT_EQ(two->shards().size(), 2u);
+  r = Reshard(src + " " + out + " --max-shard-size=1GB --prefix=q --no-sync");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(Checkpoint::Open(out + "/q.safetensors").ok());
+}
+
+TEST(ReshardTest, ReadsBackWhatItWroteNotAnotherCheckpointInOut) {
+  // OUT already holds a `model` checkpoint (other tensors, no records), which opening
+  // the folder resolves to; the read-back must open the --prefix files just written.
+  std::string src = Source();
+  const std::string digest = FormatXxh3(LayoutFreeDigest(Digest(src).tensors));
+  // A single model.safetensors there; one new file q.safetensors.
+  std::string single_out = MakeTestDir("other_single");
+  ASSERT_TRUE(WriteFile(single_out + "/model.safetensors",
+                        SafetensorsBytes({{"old", "U8", {3}, ""}})));
+  std::optional<std::string> old_bytes = ReadFile(single_out + "/model.safetensors");
+  RunResult single = Reshard(src + " " + single_out + " --shards 1 --prefix q --no-sync");
+  EXPECT_EQ(single.exit_code, 0) << single.err;
+  EXPECT_EQ(single.out, "wrote 1 file into " + single_out +
+                            ": 4 tensors, 13470 bytes; XXH3 verified\ndigest " + digest + "\n");
+  EXPECT_EQ(single.err, "");
+  EXPECT_EQ(ReadFile(single_out + "/model.safetensors"), old_bytes);
+  // A sharded model checkpoint there (its index); two new shards and p's index.
+  std::string sharded_out = MakeTestDir("other_sharded");
+  ASSERT_TRUE(WriteFile(sharded_out + "/old.safetensors", SafetensorsBytes({{"old", "U8", {3}, ""}})));
+  ASSERT_TRUE(WriteFile(sharded_out + "/model.safetensors.index.json",
+                        IndexJson({{"old", "old.safetensors"}})));
+  RunResult sharded = Reshard(src + " " + sharded_out + " --shards 2 --prefix p --no-sync");
+  EXPECT_EQ(sharded.exit_code, 0) << sharded.err;
+  EXPECT_EQ(sharded.out, "wrote 3 files into " + sharded_out +
+                             ": 4 tensors, 13470 bytes; XXH3 verified\ndigest " + digest + "\n");
+  EXPECT_EQ(sharded.err, "");
+  Result<Checkpoint> old = Checkpoint::Open(sharded_out);
+  ASSERT_TRUE(old.ok()) << old.status().ToString();
+  EXPECT_EQ(old->tensors().size(), 1u);  // still the old `model` one
+}
+
+TEST(ReshardTest, MoreShardFilesThanAReaderAcceptsIsRefusedUpFront) {
+  // 10001 one-byte tensors split at 1 byte each: 10001 shard files, one more than a
+  // reader accepts. Refused before OUT is made, as --shards 10001 is.
+  std::vector<FixtureTensor> tensors;
+  for (int i = 0; i < 10001; ++i) tensors.push_back({"t" + std::to_string(i), "U8", {1}, ""});
+  std::string src = MakeTestDir("wide");
+  ASSERT_TRUE(WriteFile(src + "/model.safetensors", SafetensorsBytes(tensors)));
+  std::string out = MakeTestDir("wide_out") + "/out";
+  RunResult r = Reshard(src + " " + out + " --max-shard-size 1 --no-sync");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(r.err.starts_with("shardload reshard: --max-shard-size 1 needs 10001 shard files, "
+                                "more than the 10000 a reader accepts\nusage:"))
+      << r.err;
+  EXPECT_NE(::access(out.c_str(), F_OK), 0);
+  // 2 bytes a shard: 5001 files, which a reader takes.
+  RunResult ok = Reshard(src + " " + out + " --max-shard-size 2 --no-sync --no-checksums");
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_EQ(ok.out, "wrote 5002 files into " + out + ": 10001 tensors, 10001 bytes\n");
 }
 
 TEST(ReshardTest, CorruptSourceIsRefusedBeforeAnythingIsWritten) {
