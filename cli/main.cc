@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <new>
 #include <streambuf>
 #include <string>
 
@@ -146,5 +147,14 @@ int main(int argc, char** argv) {
   }
   std::string cmd = argv[1];
   shardload::cli::Args args(argv + 2, argv + argc);
-  return FinishStdout(cmd, Dispatch(cmd, args));
+  int rc = 1;
+  try {
+    rc = Dispatch(cmd, args);
+  } catch (const std::bad_alloc&) {
+    // An allocation the library could not turn into a status (it returns
+    // resource_exhausted where it can): a message and exit 1, not an abort.
+    std::cerr << "shardload " << cmd << ": out of memory\n";
+    rc = 1;
+  }
+  return FinishStdout(cmd, rc);
 }
