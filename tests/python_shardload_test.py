@@ -183,11 +183,6 @@ class PythonTest(unittest.TestCase):
             shardload.save({"t": torch.zeros(4, 4).t()})
 
     def test_errors(self):
-        missing = self.path("nope.safetensors")
-        with self.assertRaises(shardload.ShardloadError) as cm:
-            shardload.load_file(missing)
-        self.assertEqual(cm.exception.code, "not_found")
-        self.assertEqual(str(cm.exception), missing + ": no such file or directory")
         shardload.save_file({"w": torch.ones(3)}, self.path("w.safetensors"))
         with self.assertRaises(shardload.ShardloadError) as cm:
             shardload.load_file(self.path("w.safetensors"), device="gpu")
@@ -198,6 +193,84 @@ class PythonTest(unittest.TestCase):
             shardload.save_file({"w": [1, 2]}, self.path("x.safetensors"))
         self.assertEqual(str(cm.exception), "Key `w` is invalid, expected torch.Tensor but "
                          "received <class 'list'>")
+
+    def test_a_missing_path_is_file_not_found(self):
+        # As open(), torch.load and safetensors: FileNotFoundError (ENOENT, the path as
+        # given), which stays a ShardloadError("not_found") for callers catching that.
+        import errno
+        import pathlib
+        import pickle
+        shardload.save_file({"w": torch.ones(3)}, self.path("w.safetensors"))
+        missing = self.path("nope.safetensors")
+        through_file = self.path("w.safetensors/x.safetensors")  # ENOTDIR
+        loaders = {
+            "load_file": shardload.load_file,
+            "safe_open": lambda p: shardload.safe_open(p, framework="pt"),
+            "load_model": lambda p: shardload.load_model(Tiny(), p),
+            "load_state_dict_into": lambda p: shardload.load_state_dict_into(Tiny(), p),
+        }
+        for path, filename in ((missing, missing), (through_file, through_file), ("", ""),
+                               (pathlib.Path(missing), missing),
+                               (os.fsencode(missing), os.fsencode(missing))):
+            for what, load in loaders.items():
+                with self.assertRaises(FileNotFoundError) as cm:
+                    load(path)
+                e = cm.exception
+                self.assertIsInstance(e, shardload.ShardloadError, what)
+                self.assertIsInstance(e, shardload.ShardloadFileNotFoundError, what)
+                self.assertEqual((e.errno, e.filename, e.code), (errno.ENOENT, filename,
+                                                                  "not_found"), what)
+                self.assertEqual(str(e), "[Errno 2] No such file or directory: %r" % filename)
+                self.assertEqual(e.message, str(e))
+        back = pickle.loads(pickle.dumps(e))
+        self.assertEqual((type(back), back.errno, back.filename, str(back)),
+                         (type(e), e.errno, e.filename, str(e)))
+        if st is not None:  # the reference raises that type too (with its own words)
+            with self.assertRaises(FileNotFoundError):
+                st.load_file(missing)
+            with self.assertRaises(FileNotFoundError):
+                st_safe_open(missing, framework="pt")
+        # A path that exists but holds no checkpoint, or an index naming a missing
+        # shard: ShardloadError, not FileNotFoundError.
+        os.mkdir(self.path("sharded"))
+        shardload.save_sharded({"a": torch.ones(1000), "b": torch.ones(1000)},
+                               self.path("sharded"), max_shard_size=4000)
+        os.unlink(self.path("sharded/model-00002-of-00002.safetensors"))
+        os.mkdir(self.path("none"))
+        for path, message in (
+                (self.path("none"), self.path("none") + ": folder holds no .safetensors file "
+                 "or index"),
+                (self.path("sharded"), "model.safetensors.index.json: shard "
+                 "'model-00002-of-00002.safetensors' does not exist")):
+            with self.assertRaises(shardload.ShardloadError) as cm:
+                shardload.load_file(path)
+            self.assertNotIsInstance(cm.exception, OSError)
+            self.assertEqual((cm.exception.code, str(cm.exception)), ("not_found", message))
+
+    def test_device_none_is_cpu(self):
+        # safetensors' load_file, safe_open and load_model take device=None as cpu.
+        src = Tiny()
+        path = self.path("n.safetensors")
+        shardload.save_file(src.state_dict(), path)
+        loaded = shardload.load_file(path, device=None)
+        self.assertEqual(loaded["head.weight"].device, torch.device("cpu"))
+        self.assertTrue(torch.equal(loaded["head.weight"], src.head.weight))
+        with shardload.safe_open(path, framework="pt", device=None) as f:
+            self.assertTrue(torch.equal(f.get_tensor("proj.bias"), src.proj.bias))
+            self.assertTrue(torch.equal(f.get_slice("embed.weight")[2:4],
+                                        src.embed.weight[2:4]))
+        dst = Tiny()
+        self.assertEqual(shardload.load_model(dst, path, device=None), (set(), []))
+        self.assertTrue(torch.equal(dst.proj.weight, src.proj.weight))
+        dst = Tiny()
+        report = shardload.load_state_dict_into(dst, path, device=None)
+        self.assertEqual(report["missing"], [])
+        self.assertTrue(torch.equal(dst.embed.weight, src.embed.weight))
+        if st is not None:
+            ref = st.load_file(path, device=None)
+            self.assertEqual(list(loaded), list(ref))
+            for name in ref:
+                self.assertTrue(same(loaded[name], ref[name]), name)
 
     def test_bare_cuda_means_the_current_device(self):
         # torch and safetensors read device="cuda" as torch.cuda.current_device(); so does
@@ -350,6 +423,52 @@ class PythonTest(unittest.TestCase):
         with self.assertRaises(shardload.ShardloadError) as cm:
             shardload.load_model(Tiny(), self.path("m.safetensors"), progress=lambda d, t: False)
         self.assertEqual(cm.exception.code, "cancelled")
+
+    def test_progress_raising_at_the_last_call_frees_the_load(self):
+        # The library ignores the answer to the last call (total, total): the load has
+        # succeeded. An exception raised there still reaches the caller, and the load's
+        # arena must be freed (it was kept alive by nothing, for good).
+        lib = _lib.lib()
+        tensors = {"w%d" % i: torch.full((256,), float(i)) for i in range(4)}
+        path = self.path("p.safetensors")
+        shardload.save_file(tensors, path)
+
+        class Stop(Exception):
+            pass
+
+        def at_end(kind):
+            def progress(done, total):
+                if done == total:
+                    raise kind("stop at %d/%d" % (done, total))
+            return progress
+
+        odd = Tiny()  # a non-contiguous entry: load_state_dict_into's fallback (load_file)
+        odd.proj.weight = torch.nn.Parameter(torch.zeros(4, 4).t())
+        model_path, bn_path = self.path("m.safetensors"), self.path("b.safetensors")
+        shardload.save_file(Tiny().state_dict(), model_path)
+        shardload.save_file(torch.nn.BatchNorm1d(3).state_dict(), bn_path)  # torch's path
+        nbytes = lambda m: sum(v.numel() * v.element_size() for v in m.state_dict().values())
+        loads = [
+            ("load_file", lambda p: shardload.load_file(path, progress=p), 4096),
+            ("fallback", lambda p: shardload.load_state_dict_into(odd, model_path, progress=p),
+             nbytes(Tiny())),
+            ("load_model", lambda p: shardload.load_model(torch.nn.BatchNorm1d(3), bn_path,
+                                                          progress=p),
+             nbytes(torch.nn.BatchNorm1d(3))),
+        ]
+        for kind in (Stop, KeyboardInterrupt):
+            for what, load, total in loads:
+                gc.collect()
+                before = lib.sl_live_arena_sets()
+                with self.assertRaises(kind) as cm:
+                    load(at_end(kind))
+                self.assertEqual(str(cm.exception), "stop at %d/%d" % (total, total), what)
+                del cm
+                gc.collect()
+                self.assertEqual(lib.sl_live_arena_sets(), before, (what, kind))
+        # False at the last call is too late to cancel: the load succeeds.
+        loaded = shardload.load_file(path, progress=lambda d, t: d != t)
+        self.assertTrue(torch.equal(loaded["w2"], tensors["w2"]))
 
     def test_cpu_with_an_index_is_cpu(self):
         # torch's "cpu:N" devices are the one host memory: loads take them as "cpu".
@@ -662,6 +781,35 @@ class PythonTest(unittest.TestCase):
             self.assertEqual(st.load_model(r, path, strict=False), (set(), ["b.weight"]))
             self.assertTrue(torch.equal(r.a.weight, expect.a.weight))
 
+    def test_save_resolves_conjugate_and_negative_views(self):
+        # x.conj() of a complex tensor and x._neg_view() are lazy: their memory holds
+        # x's values. What is written is the values they show (safetensors writes x's).
+        x = torch.tensor([1 + 2j, -3 + 0.5j, 0 - 4j], dtype=torch.complex64)
+        y = torch.tensor([1.5, -2.0, 0.25])
+        tensors = {"conj": x.conj(), "neg": y._neg_view(),
+                   "both": x.clone()._neg_view().conj()}
+        self.assertTrue(tensors["conj"].is_conj() and tensors["neg"].is_neg())
+        self.assertTrue(tensors["both"].is_conj() and tensors["both"].is_neg())
+        expected = {"conj": [1 - 2j, -3 - 0.5j, 0 + 4j], "neg": [-1.5, 2.0, -0.25],
+                    "both": [-1 + 2j, 3 + 0.5j, 0 - 4j]}
+
+        def check(loaded, names):
+            for name in names:
+                self.assertEqual(loaded[name].tolist(), expected[name], name)
+
+        shardload.save_file(tensors, self.path("c.safetensors"))
+        check(shardload.load_file(self.path("c.safetensors")), tensors)
+        check(shardload.load(shardload.save(tensors)), tensors)
+        os.mkdir(self.path("sharded"))
+        shardload.save_sharded(tensors, self.path("sharded"))
+        check(shardload.load_file(self.path("sharded")), tensors)
+        m = torch.nn.Module()
+        m.register_buffer("conj", x.conj())
+        shardload.save_model(m, self.path("m.safetensors"))
+        check(shardload.load_file(self.path("m.safetensors")), ["conj"])
+        self.assertEqual((x.tolist(), y.tolist()),
+                         ([1 + 2j, -3 + 0.5j, 0 - 4j], [1.5, -2.0, 0.25]))  # untouched
+
     def test_save_non_str_names_are_type_errors(self):
         out = self.path("names.safetensors")
         for tensors, message in [
@@ -774,30 +922,76 @@ class PythonTest(unittest.TestCase):
             (shardload.ShardloadWarning,
              "model.safetensors.index.json: weight_map is empty; the checkpoint has no tensors")])
 
-    def test_safe_open_refuses_a_shard_replaced_with_another_layout(self):
-        # A file of the same size with another header renamed over the one safe_open
-        # read: its tensors are not where the handle thinks, so reads fail (data_loss)
-        # instead of returning other bytes. A touched file (same bytes) still reads.
-        path = self.path("r.safetensors")
+    def test_safe_open_reads_the_files_it_opened(self):
+        # As safetensors maps its file at open, safe_open holds every shard open from
+        # the start (sl_checkpoint_hold_files): a file of the same size with another
+        # header renamed over the path, a deleted file, or a relative path after
+        # os.chdir do not change what it reads (each read used to open the path again:
+        # the replaced file was refused, a deleted one or a chdir failed not_found).
+        os.mkdir(self.path("d"))
+        path = self.path("d/r.safetensors")
         shardload.save_file({"a": torch.zeros(4), "b": torch.ones(4)}, path)
         with open(path, "rb") as f:
             data = f.read()
-        with shardload.safe_open(path, framework="pt") as f:
-            os.utime(path, (12345, 12345))
-            self.assertTrue(torch.equal(f.get_tensor("a"), torch.zeros(4)))
-            swapped = data.replace(b'"a":', b'"c":', 1).replace(b'"b":', b'"a":', 1)
-            self.assertEqual(len(swapped), len(data))
+        swapped = data.replace(b'"a":', b'"c":', 1).replace(b'"b":', b'"a":', 1)
+        self.assertEqual(len(swapped), len(data))
+        reads = {"get_tensor": lambda h: h.get_tensor("a").tolist(),
+                 "get_slice": lambda h: h.get_slice("a")[1:3].tolist(),
+                 "get_tensors": lambda h: h.get_tensors()["a"].tolist()}
+        expected = {"get_tensor": [0.0] * 4, "get_slice": [0.0] * 2, "get_tensors": [0.0] * 4}
+        cwd = os.getcwd()
+        os.chdir(self.dir)
+        try:
+            with shardload.safe_open("d/r.safetensors", framework="pt") as f:
+                handles = [f]
+                if st is not None:
+                    handles.append(st_safe_open("d/r.safetensors", framework="pt"))
+                with open(path + ".new", "wb") as g:
+                    g.write(swapped)
+                os.replace(path + ".new", path)
+                self.assertTrue(torch.equal(shardload.load_file(path)["a"], torch.ones(4)))
+                for h in handles:
+                    self.assertEqual({k: read(h) for k, read in reads.items()}, expected)
+                rows = f.get_slice("b")
+                os.unlink(path)
+                os.chdir(self.path("d"))
+                for h in handles:
+                    self.assertEqual({k: read(h) for k, read in reads.items()}, expected)
+            self.assertEqual(rows[0:2].tolist(), [1.0, 1.0])  # a slice keeps the files too
+        finally:
+            os.chdir(cwd)
+        # The files are checked when they are opened: one replaced between the catalog
+        # read (sl_checkpoint_open) and the hold is refused.
+        shardload.save_file({"a": torch.zeros(4), "b": torch.ones(4)}, path)
+        with shardload._Checkpoint(path) as ckpt:
             with open(path + ".new", "wb") as g:
                 g.write(swapped)
             os.replace(path + ".new", path)
-            expected = ("data_loss", "r.safetensors: file was replaced since the checkpoint "
-                        "was opened and its header differs (open the checkpoint again)")
-            for read in (lambda: f.get_tensor("a"), lambda: f.get_slice("a")[0:2],
-                         lambda: f.get_tensors()):
+            with self.assertRaises(shardload.ShardloadError) as cm:
+                _lib.check(_lib.lib().sl_checkpoint_hold_files(ckpt.handle))
+        self.assertEqual((cm.exception.code, str(cm.exception)), (
+            "data_loss", "r.safetensors: file was replaced since the checkpoint was opened and "
+            "its header differs (open the checkpoint again)"))
+
+    def test_safe_open_fails_reads_of_a_file_truncated_in_place(self):
+        # A held file cut short under safe_open: reads fail with data_loss (safetensors'
+        # mapping faults there: SIGBUS ends the process).
+        path = self.path("t.safetensors")
+        shardload.save_file({"a": torch.zeros(1000), "b": torch.ones(1000)}, path)
+        with shardload.safe_open(path, framework="pt") as f:
+            os.truncate(path, 200)
+            for read in (lambda: f.get_tensor("b"), lambda: f.get_slice("b")[0:2]):
                 with self.assertRaises(shardload.ShardloadError) as cm:
                     read()
-                self.assertEqual((cm.exception.code, str(cm.exception)), expected)
-        self.assertTrue(torch.equal(shardload.load_file(path)["a"], torch.ones(4)))
+                self.assertEqual((cm.exception.code, str(cm.exception)), (
+                    "data_loss", "t.safetensors: file shrank to 200 bytes while reading "
+                    "(expected 8136) (reading tensor 'b')"))
+            with self.assertRaises(shardload.ShardloadError) as cm:
+                f.get_tensors()
+            self.assertEqual(cm.exception.code, "data_loss")
+            self.assertTrue(str(cm.exception).startswith(
+                path + ": file shrank to 200 bytes while reading (expected 8136)"),
+                str(cm.exception))
 
     def test_safe_open_metadata_empty_and_absent(self):
         t = {"w": torch.ones(2)}
@@ -1230,6 +1424,58 @@ class PythonTest(unittest.TestCase):
         missing, unexpected = shardload.load_model(dst, self.path("m.safetensors"), strict=False)
         self.assertEqual((missing, unexpected), ({"proj.bias"}, ["extra.weight"]))
         self.assertTrue(torch.equal(dst.proj.weight, src.proj.weight))
+
+    def test_load_model_unexpected_keys_in_reference_order(self):
+        # safetensors' load_model lists what torch's load_state_dict reports for
+        # load_file's dict: module by module (root first, then children depth first),
+        # each module's _extra_state key first, then its keys in file order; tied
+        # names the file holds come after. Dtypes spread the keys over the file:
+        # F64 first, then F32 by name, I8 last.
+        state = Tiny().state_dict()
+        state.update({"zz.w": torch.ones(2, dtype=torch.float64),
+                      "embed.a": torch.ones(2, dtype=torch.float64),
+                      "embed._extra_state": torch.ones(1), "embed.x.y": torch.ones(1),
+                      "proj.extra": torch.ones(3), "aa.w": torch.ones(2, dtype=torch.int8)})
+        path = self.path("u.safetensors")
+        shardload.save_file(state, path)
+        with shardload.safe_open(path) as f:
+            self.assertEqual([k for k in f.offset_keys() if k not in Tiny().state_dict()],
+                             ["embed.a", "zz.w", "embed._extra_state", "embed.x.y",
+                              "proj.extra", "aa.w"])
+        expected = ["zz.w", "aa.w", "embed._extra_state", "embed.a", "embed.x.y", "proj.extra"]
+        for tie, tail in ((False, []), (True, ["head.weight"])):
+            got = shardload.load_model(Tiny(tie), path, strict=False)
+            self.assertEqual(got, (set(), expected + tail), tie)
+            if st is not None:
+                self.assertEqual(got, tuple(st.load_model(Tiny(tie), path, strict=False)), tie)
+
+    def test_load_state_dict_into_strict_writes_nothing_in_place(self):
+        # The direct path matches every name before reading: a strict load with a
+        # missing key leaves the module as it was. The fallback is torch's
+        # load_state_dict, which writes the keys that match and then raises.
+        src = Tiny()
+        state = src.state_dict()
+        del state["proj.bias"]
+        path = self.path("s.safetensors")
+        shardload.save_file(state, path)
+        dst = Tiny()
+        before = {k: v.clone() for k, v in dst.state_dict().items()}
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shardload.load_state_dict_into(dst, path)
+        self.assertEqual((cm.exception.code, str(cm.exception)), (
+            "invalid_argument",
+            "Error(s) in loading state_dict: Missing key(s) in state_dict: \"proj.bias\"."))
+        for k, v in dst.state_dict().items():
+            self.assertTrue(torch.equal(v, before[k]), k)
+        odd = Tiny()
+        odd.proj.weight = torch.nn.Parameter(torch.zeros(4, 4).t())  # not contiguous
+        with self.assertRaises(RuntimeError) as cm:
+            shardload.load_state_dict_into(odd, path)
+        self.assertNotIsInstance(cm.exception, shardload.ShardloadError)
+        self.assertTrue(str(cm.exception).startswith(
+            "Error(s) in loading state_dict for Tiny:\n\tMissing key(s) in state_dict: "
+            "\"proj.bias\"."), str(cm.exception))
+        self.assertTrue(torch.equal(odd.embed.weight, src.embed.weight))
 
     def test_load_model_size_mismatch(self):
         state = Tiny().state_dict()

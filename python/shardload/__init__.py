@@ -34,13 +34,13 @@ import os
 
 import warnings
 
-from ._lib import (CancelToken, HostMemoryPool, ShardloadError, ShardloadWarning,  # noqa: F401
-                   set_library_path)
+from ._lib import (CancelToken, HostMemoryPool, ShardloadError,  # noqa: F401
+                   ShardloadFileNotFoundError, ShardloadWarning, set_library_path)
 from . import _lib
 
 __all__ = ["load_file", "load", "safe_open", "load_model", "load_state_dict_into",
            "save_file", "save", "save_sharded", "save_model", "HostMemoryPool", "CancelToken",
-           "ShardloadError", "ShardloadWarning",
+           "ShardloadError", "ShardloadFileNotFoundError", "ShardloadWarning",
            "set_library_path", "version", "cuda_device_count"]
 
 
@@ -188,6 +188,20 @@ def _path_bytes(path):
                         "not %s" % type(path).__name__) from None
 
 
+def _names_no_file(status, raw):
+    """Whether a failed sl_checkpoint_open says that path ``raw`` (bytes) itself does
+    not exist: not_found "<path>: no such file or directory" (ENOENT, or ENOTDIR for a
+    path through a file), or the empty path, which the library refuses as
+    invalid_argument and open() and safetensors as a missing file. A path that exists
+    but fails otherwise (a folder without a checkpoint, an index naming a missing
+    shard, permissions) is left to ShardloadError."""
+    if not raw:
+        return True
+    l = _lib.lib()
+    return l.sl_status_name(status) == b"not_found" and \
+        l.sl_last_error() == raw + b": no such file or directory"
+
+
 class _Checkpoint(_lib.Closing):
     """An owned sl_checkpoint handle. ``infos`` point into the handle (valid until
     close()); ``names``, ``shapes`` and ``dtypes`` are Python copies that stay valid."""
@@ -196,7 +210,13 @@ class _Checkpoint(_lib.Closing):
         self.handle = None  # set first: __del__ runs also when the open below fails
         l = _lib.lib()
         h = ctypes.c_void_p()
-        _lib.check(l.sl_checkpoint_open(_path_bytes(path), ctypes.byref(h)))
+        raw = _path_bytes(path)
+        status = l.sl_checkpoint_open(raw, ctypes.byref(h))
+        if status != 0 and _names_no_file(status, raw):
+            # As open(), torch.load and safetensors: FileNotFoundError (ENOENT, the
+            # path as given), which is a ShardloadError("not_found") too.
+            raise ShardloadFileNotFoundError(os.fspath(path))
+        _lib.check(status)
         self.handle = h
         for i in range(l.sl_checkpoint_warning_count(h)):
             text = ctypes.c_char_p()
@@ -256,8 +276,12 @@ def _load_all(ckpt, options):
     """Every tensor of an open checkpoint as a dict of zero-copy torch tensors."""
     l = _lib.lib()
     loaded = ctypes.c_void_p()
-    options.check(l.sl_load_all(ckpt.handle, options.handle, None, 0, ctypes.byref(loaded), None))
     try:
+        # In the try: a progress callable that raised at its last call (total, total)
+        # leaves a complete load behind (the library ignores that call's answer), which
+        # must be freed when check() raises what the callable raised.
+        options.check(l.sl_load_all(ckpt.handle, options.handle, None, 0, ctypes.byref(loaded),
+                                    None))
         by_name = {}
         for i in range(l.sl_loaded_count(loaded)):
             info = _lib.LoadedTensor()
@@ -272,26 +296,32 @@ def _load_all(ckpt, options):
             out[name] = by_name[name]
         return out
     finally:
-        l.sl_loaded_free(loaded)
+        l.sl_loaded_free(loaded)  # NULL (a failed load): no-op
 
 
 def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verify=False,
               progress=None, pool=None, cancel=None):
     """Load every tensor of a checkpoint (file, index .json or folder) as torch tensors.
 
-    ``device``: "cpu", "cuda" (the current CUDA device, as in torch), "cuda:N", an int
-    (CUDA ordinal), a torch.device or a device map "PATTERN=DEVICE,...,DEFAULT". ``renames``: sed-style rules applied to names.
+    ``device``: "cpu" (or None, as safetensors takes it), "cuda" (the current CUDA
+    device, as in torch), "cuda:N", an int (CUDA ordinal), a torch.device or a device
+    map "PATTERN=DEVICE,...,DEFAULT". ``renames``: sed-style rules applied to names.
     ``verify``: check each tensor against the XXH3 the checkpoint records
     (``shardload.xxh3.<name>`` metadata, see ``save_file(checksums=True)``); a mismatch
     raises ShardloadError("data_loss", "<file>: tensor 'w': XXH3 of its N bytes is X,
     recorded Y"). ``progress``: called as progress(bytes_done, bytes_total) on this
-    thread, first (0, total), last (total, total); returning False cancels the load
-    (ShardloadError "cancelled"), an exception it raises cancels it and propagates.
+    thread, first (0, total), last (total, total), once every byte is in place.
+    Returning False from any call but the last cancels the load (ShardloadError
+    "cancelled"); the last call's answer is ignored, as the C API ignores it (the load
+    has succeeded). An exception it raises, at any call, propagates, and the load's
+    memory is freed (raised at the last call, it discards a complete load).
     ``pool``: a HostMemoryPool to take the host arena from; the arena returns to it
     once every returned cpu tensor has been garbage-collected (None: fresh memory).
     ``cancel``: a CancelToken that another thread may cancel (ShardloadError
     "cancelled", "load cancelled").
-    Raises ShardloadError (code and message from the library) on any failure,
+    Raises ShardloadFileNotFoundError, both a FileNotFoundError (as open() and
+    safetensors raise it) and a ShardloadError("not_found"), when ``filename`` does not
+    exist; ShardloadError (code and message from the library) on any other failure,
     ValueError for a closed pool or token."""
     with _Checkpoint(filename) as ckpt, \
             _lib.Options(device=_device_string(device), strict=False, renames=renames,
@@ -321,7 +351,10 @@ def load(data, *, pool=None):
 def _device_string(device):
     """The device (map) string for the C API. A bare "cuda" (or torch.device("cuda")) is
     the current CUDA device, as torch and safetensors read it, when torch sees one;
-    "cpu:N" is "cpu" (torch's cpu tensors all report device "cpu")."""
+    "cpu:N" is "cpu" (torch's cpu tensors all report device "cpu"); None is "cpu", as
+    safetensors' load_file, safe_open and load_model take it."""
+    if device is None:
+        return "cpu"
     if isinstance(device, int):
         return "cuda:%d" % device
     text = str(device)
@@ -419,7 +452,12 @@ class safe_open(_lib.Closing):
     ``verify`` (as in load_file); a plain cpu get_tensor reads into a torch-allocated
     tensor and does not use it. TypeError / ValueError here for a bad or closed pool.
     After close(), every method raises ShardloadError("failed_precondition", "File is
-    closed"); slices taken before keep working (they hold the file open)."""
+    closed"); slices taken before keep working (they hold the checkpoint handle).
+    Every shard is opened here and held until the handle goes (one descriptor each),
+    as safetensors maps its file at open: saving the checkpoint again over the same
+    names, deleting it or os.chdir do not change what is read; a held file truncated
+    in place fails reads past its end with ShardloadError("data_loss") (safetensors'
+    mapping faults: SIGBUS). ``device``: as in load_file (None is cpu)."""
 
     def __init__(self, filename, framework="pt", device="cpu", *, verify=False, pool=None):
         if framework not in ("pt", "torch"):
@@ -429,7 +467,16 @@ class safe_open(_lib.Closing):
         self._verify = bool(verify)
         HostMemoryPool.check_argument(pool, "pool")
         self._pool = pool
-        self._ckpt = _Checkpoint(filename)
+        ckpt = _Checkpoint(filename)
+        # Open every shard now and read those files until the handle goes, as
+        # safetensors maps its file at open: saving the checkpoint again over the same
+        # names, deleting it or os.chdir do not change what this object reads.
+        try:
+            _lib.check(_lib.lib().sl_checkpoint_hold_files(ckpt.handle))
+        except BaseException:
+            ckpt.close()
+            raise
+        self._ckpt = ckpt
 
     def close(self):
         # Dropping the reference closes the handle at once unless a slice still uses it.
@@ -488,10 +535,10 @@ class safe_open(_lib.Closing):
         raw = name.encode("utf-8", "surrogateescape")
         target = _lib.Target(raw, len(raw), info.dtype, info.shape, info.ndim, None, None)
         loaded = ctypes.c_void_p()
-        with self._options() as options:
-            _lib.check(l.sl_load_all(ckpt.handle, options.handle, ctypes.byref(target), 1,
-                                     ctypes.byref(loaded), None))
         try:
+            with self._options() as options:
+                _lib.check(l.sl_load_all(ckpt.handle, options.handle, ctypes.byref(target), 1,
+                                         ctypes.byref(loaded), None))
             li = _lib.LoadedTensor()
             _lib.check(l.sl_loaded_get(loaded, 0, ctypes.byref(li)))
             return _from_loaded(loaded, 0, li)
@@ -594,17 +641,23 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     mismatches (in both modes, unlike torch, which converts: ``allow_cast=True``
     converts between F32, F16 and BF16 on load; load_model converts every pair); with
     ``verify``, ShardloadError("data_loss", ...) for a tensor whose bytes differ from
-    its recorded XXH3 (the module may then be partly written). ``progress``: as in
-    load_file. ``pool``: a HostMemoryPool for the fallback's temporary arena (the
-    direct path allocates nothing but scratch copies of tied entries that several
-    checkpoint tensors could feed, copied in state_dict order afterwards as torch
-    does); checked for being open either way. ``assign``: as torch's
-    ``load_state_dict(assign=True)`` (torch 2.1 and later): the module's entries become
-    the loaded tensors, zero-copy views of the loader's arena on ``device``, instead of
-    being written into; what a model built on the meta device needs. Tied entries stay
-    one object, the last loaded name's in module order. ShardloadError
-    ("unimplemented") on an older torch. ``cancel``: as in load_file (the module may
-    then be partly written)."""
+    its recorded XXH3 (the module may then be partly written). With ``strict`` and
+    keys missing or unexpected, the direct path writes nothing (the names are matched
+    before anything is read), where torch's load_state_dict first writes the keys that
+    match and then raises; the fallback is torch's load_state_dict, so there the
+    matching keys are written and the error is torch's RuntimeError ("Error(s) in
+    loading state_dict for Module: ..."). ``device``: as in load_file (None is cpu).
+    ``progress``: as in load_file (after an exception it raises, even at its last
+    call, the module may be written in part or in whole). ``pool``: a HostMemoryPool
+    for the fallback's temporary arena (the direct path allocates nothing but scratch
+    copies of tied entries that several checkpoint tensors could feed, copied in
+    state_dict order afterwards as torch does); checked for being open either way.
+    ``assign``: as torch's ``load_state_dict(assign=True)`` (torch 2.1 and later): the
+    module's entries become the loaded tensors, zero-copy views of the loader's arena
+    on ``device``, instead of being written into; what a model built on the meta device
+    needs. Tied entries stay one object, the last loaded name's in module order.
+    ShardloadError ("unimplemented") on an older torch. ``cancel``: as in load_file
+    (the module may then be partly written)."""
     with _Checkpoint(filename) as ckpt:
         return _load_state_dict(module, ckpt, strict, device, renames=renames,
                                 allow_cast=allow_cast, threads=threads, verify=verify,
@@ -631,9 +684,12 @@ def _needs_torch_load(module, state):
 
 
 def _load_state_dict(module, ckpt, strict, device, *, renames, allow_cast, threads, verify,
-                     progress, pool, torch_path=False, assign=False, cancel=None):
+                     progress, pool, torch_path=False, assign=False, cancel=None,
+                     torch_order=False):
     """load_state_dict_into on an open checkpoint; ``torch_path`` (implied by
-    ``assign``) forces the fallback through torch's load_state_dict."""
+    ``assign``) forces the fallback through torch's load_state_dict. ``torch_order``:
+    the direct path lists "unexpected" in the order torch's load_state_dict would
+    (_torch_unexpected_order over the file's order), as the fallback's come."""
     torch = _torch()
     if assign:
         import inspect
@@ -649,9 +705,13 @@ def _load_state_dict(module, ckpt, strict, device, *, renames, allow_cast, threa
         all(isinstance(t, torch.Tensor) and not _is_uninitialized(t) and
             t.is_contiguous() and t.device == dev for t in state.values())
     if direct:
-        return _load_into_state(ckpt, state, dev, strict=strict, renames=renames,
-                                allow_cast=allow_cast, threads=threads, verify=verify,
-                                progress=progress, pool=pool, cancel=cancel)
+        lists = _load_into_state(ckpt, state, dev, strict=strict, renames=renames,
+                                 allow_cast=allow_cast, threads=threads, verify=verify,
+                                 progress=progress, pool=pool, cancel=cancel)
+        if torch_order and lists is not None:
+            lists["unexpected"] = _torch_unexpected_order(module, ckpt.offset_order(),
+                                                          lists["unexpected"])
+        return lists
     with _lib.Options(device=str(dev), strict=False, renames=renames, threads=threads,
                       verify=verify, progress=progress, pool=pool, cancel=cancel) as options:
         loaded = _load_all(ckpt, options)
@@ -672,6 +732,43 @@ def _load_state_dict(module, ckpt, strict, device, *, renames, allow_cast, threa
     return {"matched": sorted(set(state) - set(result.missing_keys)),
             "missing": list(result.missing_keys),
             "unexpected": list(result.unexpected_keys), "mismatched": [], "renamed": []}
+
+
+def _torch_unexpected_order(module, keys, unexpected):
+    """``unexpected`` (names among ``keys``) in the order torch's load_state_dict lists
+    them for a state_dict whose keys come in ``keys`` order. Torch visits the modules
+    depth first (a module, then its non-None children in registration order) and each
+    lists the keys it does not know: first ``<prefix>_extra_state`` (when it has no
+    extra state), then the others in state_dict order. A key is listed by the deepest
+    module its dotted prefix names. Names torch never visits (under a child that is
+    None) come last, in ``keys`` order. (torch 1.x also leaves out a key that extends
+    a parameter name, "w.x", or names a child module; both are listed here, where
+    torch 2.x puts them.)"""
+    visit_order = {}
+
+    def visit(m, prefix):
+        visit_order[prefix] = len(visit_order)
+        for name, child in m._modules.items():
+            if child is not None:
+                visit(child, prefix + name + ".")
+
+    visit(module, "")
+    position = {k: i for i, k in enumerate(keys)}
+    rank = {}
+    for key in unexpected:
+        m, prefix = module, ""
+        while True:
+            head, dot, _ = key[len(prefix):].partition(".")
+            if not dot or head not in m._modules:
+                break
+            m, prefix = m._modules[head], prefix + head + "."
+            if m is None:
+                break
+        where = visit_order.get(prefix, len(visit_order)) if m is not None else \
+            len(visit_order)
+        rank[key] = (where, 0 if key == prefix + "_extra_state" else 1,
+                     position.get(key, len(position)), key)
+    return sorted(unexpected, key=rank.__getitem__)
 
 
 def _is_uninitialized(t):
@@ -753,13 +850,13 @@ def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, 
             # allocator just handed to a scratch tensor. Let that work finish first.
             torch.cuda.synchronize(dev)
         report = ctypes.c_void_p()
-        with torch.no_grad():
-            status = l.sl_load_into(ckpt.handle, targets, len(state), options.handle,
-                                    ctypes.byref(report))
         try:
+            with torch.no_grad():
+                status = l.sl_load_into(ckpt.handle, targets, len(state), options.handle,
+                                        ctypes.byref(report))
             lists = _lib.report_lists(report) if report.value else None
         finally:
-            l.sl_report_free(report)
+            l.sl_report_free(report)  # NULL: no-op
         options.check(status)
         if scratch:
             matched = set(lists["matched"])
@@ -779,14 +876,16 @@ def load_model(model, filename, strict=True, device="cpu", *, verify=False, prog
                pool=None, assign=False, cancel=None):
     """Like safetensors.torch.load_model: load into ``model``, returning
     ``(missing, unexpected)``; tied weights (shared storage in the model, aliases that
-    save_model wrote to __metadata__) are not reported missing. A tensor stored in
-    another dtype than its model entry is converted, as torch's load_state_dict does
-    (F32/F16/BF16 by the loader, others through torch). With ``strict``,
-    missing or unexpected keys raise RuntimeError in safetensors' wording (after the
-    matching keys were loaded, as safetensors does). ``verify``, ``progress``: as in
-    load_file; ``pool``, ``assign`` (not in safetensors: a model built on the meta
-    device takes the loaded tensors themselves, zero-copy), ``cancel``: as in
-    load_state_dict_into."""
+    save_model wrote to __metadata__) are not reported missing. ``unexpected`` comes in
+    the reference's order: as torch's load_state_dict lists the file's keys (module by
+    module, each module's in file order), then tied names the file also holds. A
+    tensor stored in another dtype than its model entry is converted, as torch's
+    load_state_dict does (F32/F16/BF16 by the loader, others through torch). With
+    ``strict``, missing or unexpected keys raise RuntimeError in safetensors' wording (after the
+    matching keys were loaded, as safetensors does). ``device``, ``verify``,
+    ``progress``: as in load_file; ``pool``, ``assign`` (not in safetensors: a model
+    built on the meta device takes the loaded tensors themselves, zero-copy),
+    ``cancel``: as in load_state_dict_into."""
     model_state = model.state_dict()
     with _Checkpoint(filename) as ckpt:
         file_keys = set(ckpt.names)
@@ -817,7 +916,8 @@ def load_model(model, filename, strict=True, device="cpu", *, verify=False, prog
                 torch_path = True
         report = _load_state_dict(model, ckpt, False, device, renames=(), allow_cast=True,
                                   threads=0, verify=verify, progress=progress, pool=pool,
-                                  torch_path=torch_path, assign=assign, cancel=cancel)
+                                  torch_path=torch_path, assign=assign, cancel=cancel,
+                                  torch_order=True)
     missing = set(report["missing"])
     unexpected = list(report["unexpected"])
     for group in to_removes.values():
@@ -938,11 +1038,18 @@ def _check_save_file_tensors(tensors):
 def _views(tensors):
     """TensorView array for a dict of tensors (checked by _check_tensor_dict), plus the
     objects that keep it valid. Tensors are copied to host memory and made contiguous
-    where they are not."""
+    where they are not; lazy conjugate and negative views (``x.conj()`` of a complex
+    tensor, ``x._neg_view()``), whose memory holds x's values, are materialized (the
+    reference writes x's bytes for them)."""
     keep = []
     views = (_lib.TensorView * max(len(tensors), 1))()
     for i, (name, t) in enumerate(tensors.items()):
-        c = t.detach().to("cpu").contiguous()
+        c = t.detach().to("cpu")
+        if getattr(c, "is_conj", None) is not None and c.is_conj():
+            c = c.resolve_conj()
+        if getattr(c, "is_neg", None) is not None and c.is_neg():
+            c = c.resolve_neg()
+        c = c.contiguous()
         raw = name.encode("utf-8", "surrogateescape")
         shape = _lib.shape_array(_stored_shape(c))
         dname = _dtype_name(c.dtype).encode()

@@ -6,6 +6,7 @@ The library is found, in order: the path given to ``set_library_path``; the
 the same files work on any CPython 3 with ctypes.
 """
 import ctypes
+import errno
 import os
 import threading
 
@@ -21,6 +22,22 @@ class ShardloadError(RuntimeError):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class ShardloadFileNotFoundError(ShardloadError, FileNotFoundError):
+    """A checkpoint path that does not exist: a FileNotFoundError as open(), torch.load
+    and safetensors raise it (``errno`` ENOENT, ``filename`` the path as given, str()
+    "[Errno 2] No such file or directory: 'PATH'"), and still a ShardloadError with
+    code "not_found" (Python allows the two bases: OSError's instance layout extends
+    BaseException's, which RuntimeError keeps)."""
+
+    def __init__(self, filename):
+        FileNotFoundError.__init__(self, errno.ENOENT, os.strerror(errno.ENOENT), filename)
+        self.code = "not_found"
+        self.message = str(self)
+
+    def __reduce__(self):  # OSError's would call __init__ with (errno, strerror, filename)
+        return type(self), (self.filename,)
 
 
 class ShardloadWarning(UserWarning):
@@ -112,6 +129,7 @@ _SIGNATURES = {
     "sl_checkpoint_shard": (ctypes.c_int, [_P, ctypes.c_size_t, ctypes.POINTER(ctypes.c_char_p)]),
     "sl_checkpoint_read": (ctypes.c_int, [_P, ctypes.c_size_t, ctypes.c_uint64,
                                           ctypes.c_uint64, _P]),
+    "sl_checkpoint_hold_files": (ctypes.c_int, [_P]),
     "sl_options_new": (ctypes.c_int, [ctypes.POINTER(_P)]),
     "sl_options_free": (None, [_P]),
     "sl_options_set_device": (ctypes.c_int, [_P, ctypes.c_char_p]),
@@ -423,8 +441,11 @@ class Options(Closing):
                                 type(progress).__name__)
 
             def trampoline(done, total, _user):
-                # Runs on the loading thread (the caller's). False cancels; an exception
-                # cancels too and is raised again by check() once the load returns.
+                # Runs on the loading thread (the caller's). False cancels, but for the
+                # last call (total, total), whose answer the library ignores: the load
+                # has succeeded then. An exception cancels likewise and is raised again by
+                # check() once the load returns (the caller frees what a load that went
+                # on to succeed holds).
                 if self.error is not None:
                     return 0
                 try:
