@@ -818,6 +818,38 @@ void sl_report_free(sl_report* report) { delete report; }
 
 // ----------------------------------------------------------------- loads
 
+namespace {
+
+// PrepareLoad: the steps sl_load_into and sl_load_all share before loading: the cancel
+// token checked (SL_CANCELLED before any work, as the header promises); `targets`
+// matched first, so that the report reaches the caller also when matching fails (on
+// SL_OK *report holds it for a load that fails later); *load the effective options,
+// reading the files the handle holds (*held keeps their list alive for the load).
+sl_status PrepareLoad(const sl_checkpoint* checkpoint, const sl_options* options,
+                      const std::vector<Target>& targets, sl_report** report_out,
+                      std::optional<MatchReport>* report, LoadOptions* load,
+                      std::vector<const shardload::ReadableFile*>* held) {
+  if (options->cancel != nullptr && options->cancel->load()) {
+    return Fail(StatusCode::kCancelled, "load cancelled");
+  }
+  const Checkpoint& ckpt = checkpoint->ckpt;
+  Result<MatchReport> matched =
+      shardload::Match(ckpt.tensors(), ckpt.metadata(), targets, options->load.match);
+  if (!matched.ok()) return Fail(matched.status());
+  if (!matched->status.ok()) {
+    Status failed = matched->status;
+    GiveReport(std::move(matched).value(), report_out);
+    return Fail(failed);
+  }
+  *report = std::move(matched).value();
+  *load = EffectiveOptions(options, targets);
+  *held = checkpoint->HeldFiles();
+  load->shard_files = *held;
+  return SL_OK;
+}
+
+}  // namespace
+
 sl_status sl_load_into(const sl_checkpoint* checkpoint, const sl_target* targets,
                        size_t target_count, const sl_options* options, sl_report** report_out) {
   return Guard([&] {
@@ -827,24 +859,16 @@ sl_status sl_load_into(const sl_checkpoint* checkpoint, const sl_target* targets
     Result<std::vector<Target>> converted = ToTargets(targets, target_count);
     if (!converted.ok()) return Fail(converted.status());
     const Checkpoint& ckpt = checkpoint->ckpt;
-    if (options->cancel != nullptr && options->cancel->load()) {
-      return Fail(StatusCode::kCancelled, "load cancelled");  // before any work, as promised
+    std::optional<MatchReport> report;
+    LoadOptions load;
+    std::vector<const shardload::ReadableFile*> held;
+    if (sl_status s = PrepareLoad(checkpoint, options, *converted, report_out, &report, &load, &held);
+        s != SL_OK) {
+      return s;
     }
-    // Match first so that the report reaches the caller also when matching fails.
-    Result<MatchReport> report =
-        shardload::Match(ckpt.tensors(), ckpt.metadata(), *converted, options->load.match);
-    if (!report.ok()) return Fail(report.status());
-    if (!report->status.ok()) {
-      Status failed = report->status;
-      GiveReport(std::move(report).value(), report_out);
-      return Fail(failed);
-    }
-    LoadOptions load = EffectiveOptions(options, *converted);
-    const std::vector<const shardload::ReadableFile*> held = checkpoint->HeldFiles();
-    load.shard_files = held;
     Result<shardload::LoadResult> result = shardload::LoadInto(ckpt, *converted, load);
     if (!result.ok()) {
-      GiveReport(std::move(report).value(), report_out);
+      GiveReport(std::move(*report), report_out);
       return Fail(result.status());
     }
     GiveReport(std::move(result->report), report_out);
@@ -864,29 +888,22 @@ sl_status sl_load_all(const sl_checkpoint* checkpoint, const sl_options* options
     Result<std::vector<Target>> converted = ToTargets(targets, target_count);
     if (!converted.ok()) return Fail(converted.status());
     const Checkpoint& ckpt = checkpoint->ckpt;
-    if (options->cancel != nullptr && options->cancel->load()) {
-      return Fail(StatusCode::kCancelled, "load cancelled");  // before any work, as promised
-    }
     // No targets: one per stored tensor, made here (as LoadAll would) so that the report
     // of a load failing after matching reaches the caller too.
     if (converted->empty()) {
       converted = shardload::CheckpointTargets(ckpt, options->load.match);
       if (!converted.ok()) return Fail(converted.status());
     }
-    Result<MatchReport> pre =
-        shardload::Match(ckpt.tensors(), ckpt.metadata(), *converted, options->load.match);
-    if (!pre.ok()) return Fail(pre.status());
-    if (!pre->status.ok()) {
-      Status failed = pre->status;
-      GiveReport(std::move(pre).value(), report_out);
-      return Fail(failed);
+    std::optional<MatchReport> pre;
+    LoadOptions load;
+    std::vector<const shardload::ReadableFile*> held;
+    if (sl_status s = PrepareLoad(checkpoint, options, *converted, report_out, &pre, &load, &held);
+        s != SL_OK) {
+      return s;
     }
-    LoadOptions load = EffectiveOptions(options, *converted);
-    const std::vector<const shardload::ReadableFile*> held = checkpoint->HeldFiles();
-    load.shard_files = held;
     Result<LoadedCheckpoint> loaded = shardload::LoadAll(ckpt, load, *converted);
     if (!loaded.ok()) {
-      GiveReport(std::move(pre).value(), report_out);
+      GiveReport(std::move(*pre), report_out);
       return Fail(loaded.status());
     }
     GiveReport(loaded->report, report_out);
