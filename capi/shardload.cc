@@ -820,32 +820,16 @@ void sl_report_free(sl_report* report) { delete report; }
 
 namespace {
 
-// PrepareLoad: the steps sl_load_into and sl_load_all share before loading: the cancel
-// token checked (SL_CANCELLED before any work, as the header promises); `targets`
-// matched first, so that the report reaches the caller also when matching fails (on
-// SL_OK *report holds it for a load that fails later); *load the effective options,
-// reading the files the handle holds (*held keeps their list alive for the load).
-sl_status PrepareLoad(const sl_checkpoint* checkpoint, const sl_options* options,
-                      const std::vector<Target>& targets, sl_report** report_out,
-                      std::optional<MatchReport>* report, LoadOptions* load,
-                      std::vector<const shardload::ReadableFile*>* held) {
-  if (options->cancel != nullptr && options->cancel->load()) {
-    return Fail(StatusCode::kCancelled, "load cancelled");
-  }
-  const Checkpoint& ckpt = checkpoint->ckpt;
-  Result<MatchReport> matched =
-      shardload::Match(ckpt.tensors(), ckpt.metadata(), targets, options->load.match);
-  if (!matched.ok()) return Fail(matched.status());
-  if (!matched->status.ok()) {
-    Status failed = matched->status;
-    GiveReport(std::move(matched).value(), report_out);
-    return Fail(failed);
-  }
-  *report = std::move(matched).value();
-  *load = EffectiveOptions(options, targets);
+// HandleLoadOptions: the effective options of a load from `checkpoint`, reading the
+// files the handle holds (*held keeps their list alive for the load). LoadInto/LoadAll
+// check the cancel token before anything else, matching included.
+LoadOptions HandleLoadOptions(const sl_checkpoint* checkpoint, const sl_options* options,
+                              const std::vector<Target>& targets,
+                              std::vector<const shardload::ReadableFile*>* held) {
+  LoadOptions load = EffectiveOptions(options, targets);
   *held = checkpoint->HeldFiles();
-  load->shard_files = *held;
-  return SL_OK;
+  load.shard_files = *held;
+  return load;
 }
 
 }  // namespace
@@ -858,17 +842,14 @@ sl_status sl_load_into(const sl_checkpoint* checkpoint, const sl_target* targets
     if (options == nullptr) return Fail(NullArgument("options"));
     Result<std::vector<Target>> converted = ToTargets(targets, target_count);
     if (!converted.ok()) return Fail(converted.status());
-    const Checkpoint& ckpt = checkpoint->ckpt;
-    std::optional<MatchReport> report;
-    LoadOptions load;
     std::vector<const shardload::ReadableFile*> held;
-    if (sl_status s = PrepareLoad(checkpoint, options, *converted, report_out, &report, &load, &held);
-        s != SL_OK) {
-      return s;
-    }
-    Result<shardload::LoadResult> result = shardload::LoadInto(ckpt, *converted, load);
+    LoadOptions load = HandleLoadOptions(checkpoint, options, *converted, &held);
+    // The report reaches the caller also when the load fails after matching.
+    std::optional<MatchReport> failed;
+    Result<shardload::LoadResult> result =
+        shardload::LoadInto(checkpoint->ckpt, *converted, load, &failed);
     if (!result.ok()) {
-      GiveReport(std::move(*report), report_out);
+      if (failed) GiveReport(std::move(*failed), report_out);
       return Fail(result.status());
     }
     GiveReport(std::move(result->report), report_out);
@@ -887,23 +868,14 @@ sl_status sl_load_all(const sl_checkpoint* checkpoint, const sl_options* options
     if (out == nullptr) return Fail(NullArgument("out"));
     Result<std::vector<Target>> converted = ToTargets(targets, target_count);
     if (!converted.ok()) return Fail(converted.status());
-    const Checkpoint& ckpt = checkpoint->ckpt;
-    // No targets: one per stored tensor, made here (as LoadAll would) so that the report
-    // of a load failing after matching reaches the caller too.
-    if (converted->empty()) {
-      converted = shardload::CheckpointTargets(ckpt, options->load.match);
-      if (!converted.ok()) return Fail(converted.status());
-    }
-    std::optional<MatchReport> pre;
-    LoadOptions load;
     std::vector<const shardload::ReadableFile*> held;
-    if (sl_status s = PrepareLoad(checkpoint, options, *converted, report_out, &pre, &load, &held);
-        s != SL_OK) {
-      return s;
-    }
-    Result<LoadedCheckpoint> loaded = shardload::LoadAll(ckpt, load, *converted);
+    LoadOptions load = HandleLoadOptions(checkpoint, options, *converted, &held);
+    // The report reaches the caller also when the load fails after matching (also with
+    // no targets, where LoadAll makes one per stored tensor).
+    std::optional<MatchReport> failed;
+    Result<LoadedCheckpoint> loaded = shardload::LoadAll(checkpoint->ckpt, load, *converted, &failed);
     if (!loaded.ok()) {
-      GiveReport(std::move(*pre), report_out);
+      if (failed) GiveReport(std::move(*failed), report_out);
       return Fail(loaded.status());
     }
     GiveReport(loaded->report, report_out);

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <thread>
 #include <unordered_set>
 #include <utility>
@@ -129,10 +130,12 @@ Status Execute(const Checkpoint& ckpt, const LoadPlan& plan, const LoadOptions& 
   return OkStatus();
 }
 
+// MatchAndPlan: validate, match (setting *report and *matched) and plan.
 Result<LoadPlan> MatchAndPlan(const Checkpoint& ckpt, std::span<const Target> targets,
-                              const LoadOptions& options, MatchReport* report) {
+                              const LoadOptions& options, MatchReport* report, bool* matched) {
   SL_RETURN_IF_ERROR(ValidateLoadOptions(options));
   SL_ASSIGN_OR_RETURN(*report, Match(ckpt.tensors(), ckpt.metadata(), targets, options.match));
+  *matched = true;
   if (!report->status.ok()) return report->status;
   PlanOptions plan_options;
   plan_options.max_span_bytes = options.sink.slot_bytes;
@@ -204,25 +207,34 @@ const LoadedTensor* LoadedCheckpoint::Find(std::string_view name) const {
 }
 
 Result<LoadResult> LoadInto(const Checkpoint& checkpoint, std::span<const Target> targets,
-                            const LoadOptions& options) {
+                            const LoadOptions& options, std::optional<MatchReport>* failed_report) {
   Clock::time_point start = Clock::now();
   SL_RETURN_IF_ERROR(CheckCancel(options));
   LoadResult result;
-  SL_ASSIGN_OR_RETURN(LoadPlan plan, MatchAndPlan(checkpoint, targets, options, &result.report));
-  for (const Destination& d : plan.destinations) {
-    if (d.ptr == nullptr && d.bytes > 0) {
-      return InvalidArgumentError("target " + QuoteNameForMessage(d.name) +
-                                  " has no data pointer: LoadInto writes into caller memory "
-                                  "(use LoadAll for loader-owned arenas)");
+  bool matched = false;
+  auto run = [&]() -> Status {
+    SL_ASSIGN_OR_RETURN(LoadPlan plan,
+                        MatchAndPlan(checkpoint, targets, options, &result.report, &matched));
+    for (const Destination& d : plan.destinations) {
+      if (d.ptr == nullptr && d.bytes > 0) {
+        return InvalidArgumentError("target " + QuoteNameForMessage(d.name) +
+                                    " has no data pointer: LoadInto writes into caller memory "
+                                    "(use LoadAll for loader-owned arenas)");
+      }
     }
+    return Execute(checkpoint, plan, options, result.report, &result);
+  };
+  if (Status s = run(); !s.ok()) {
+    if (failed_report != nullptr && matched) failed_report->emplace(std::move(result.report));
+    return s;
   }
-  SL_RETURN_IF_ERROR(Execute(checkpoint, plan, options, result.report, &result));
   result.seconds = SecondsSince(start);
   return result;
 }
 
 Result<LoadedCheckpoint> LoadAll(const Checkpoint& checkpoint, const LoadOptions& options,
-                                 std::span<const Target> targets) {
+                                 std::span<const Target> targets,
+                                 std::optional<MatchReport>* failed_report) {
   Clock::time_point start = Clock::now();
   SL_RETURN_IF_ERROR(CheckCancel(options));
   std::vector<Target> all;
@@ -238,50 +250,59 @@ Result<LoadedCheckpoint> LoadAll(const Checkpoint& checkpoint, const LoadOptions
     }
   }
   LoadedCheckpoint out;
-  SL_ASSIGN_OR_RETURN(LoadPlan plan, MatchAndPlan(checkpoint, targets, options, &out.report));
-  SL_ASSIGN_OR_RETURN(ArenaLayout layout, LayoutArenas(plan.destinations, plan.spans, 256));
-  std::map<Device, void*> bases;
-  HostArenaOptions arena_options = options.host_arena;
-  if (arena_options.cancel == nullptr) arena_options.cancel = options.cancel;
-  const Clock::time_point arenas_start = Clock::now();
-  for (const auto& [device, bytes] : layout.bytes_per_device) {
-    SL_RETURN_IF_ERROR(CheckCancel(options));
-    if (device.is_cpu()) {
-      if (out.host_arena_ != nullptr) {  // MakePlan normalizes cpu devices: one arena
-        return InternalError("a second host arena was laid out (" + device.ToString() + ")");
+  bool matched = false;
+  auto run = [&]() -> Status {
+    SL_ASSIGN_OR_RETURN(LoadPlan plan,
+                        MatchAndPlan(checkpoint, targets, options, &out.report, &matched));
+    SL_ASSIGN_OR_RETURN(ArenaLayout layout, LayoutArenas(plan.destinations, plan.spans, 256));
+    std::map<Device, void*> bases;
+    HostArenaOptions arena_options = options.host_arena;
+    if (arena_options.cancel == nullptr) arena_options.cancel = options.cancel;
+    const Clock::time_point arenas_start = Clock::now();
+    for (const auto& [device, bytes] : layout.bytes_per_device) {
+      SL_RETURN_IF_ERROR(CheckCancel(options));
+      if (device.is_cpu()) {
+        if (out.host_arena_ != nullptr) {  // MakePlan normalizes cpu devices: one arena
+          return InternalError("a second host arena was laid out (" + device.ToString() + ")");
+        }
+        SL_ASSIGN_OR_RETURN(out.host_arena_, HostArena::Allocate(bytes, arena_options,
+                                                                 options.host_arena_pool));
+        bases[device] = out.host_arena_->data();
+      } else {
+        if (options.backend == nullptr) {
+          return FailedPreconditionError("tensors go to " + device.ToString() +
+                                         " but no device backend was given (LoadOptions::backend)");
+        }
+        SL_ASSIGN_OR_RETURN(std::unique_ptr<DeviceAllocation> a,
+                            options.backend->Allocate(device, bytes));
+        bases[device] = a->data();
+        out.device_arenas_.push_back(std::move(a));
       }
-      SL_ASSIGN_OR_RETURN(out.host_arena_, HostArena::Allocate(bytes, arena_options,
-                                                               options.host_arena_pool));
-      bases[device] = out.host_arena_->data();
-    } else {
-      if (options.backend == nullptr) {
-        return FailedPreconditionError("tensors go to " + device.ToString() +
-                                       " but no device backend was given (LoadOptions::backend)");
-      }
-      SL_ASSIGN_OR_RETURN(std::unique_ptr<DeviceAllocation> a,
-                          options.backend->Allocate(device, bytes));
-      bases[device] = a->data();
-      out.device_arenas_.push_back(std::move(a));
     }
-  }
-  out.arena_seconds = SecondsSince(arenas_start);
-  SL_RETURN_IF_ERROR(AssignArenaPointers(layout, bases, &plan.destinations));
-  if (out.host_arena_ != nullptr && out.host_arena_->reused()) {
-    ZeroArenaPadding(*out.host_arena_, plan.destinations);
-  }
-  SL_RETURN_IF_ERROR(Execute(checkpoint, plan, options, out.report, &out));
-  out.tensors.reserve(plan.destinations.size());
-  for (size_t i = 0; i < plan.destinations.size(); ++i) {
-    Destination& d = plan.destinations[i];
-    const Target& t = targets[out.report.matched[i].target];
-    out.tensors.push_back(
-        LoadedTensor{std::move(d.name), d.dst_dtype, t.shape, d.device, d.ptr, d.bytes});
-  }
-  // Destinations follow report.matched, which Match sorts by target name, so this is
-  // normally already in order; names are distinct, so skipping the sort then is exact.
-  auto by_name = [](const LoadedTensor& a, const LoadedTensor& b) { return a.name < b.name; };
-  if (!std::is_sorted(out.tensors.begin(), out.tensors.end(), by_name)) {
-    std::sort(out.tensors.begin(), out.tensors.end(), by_name);
+    out.arena_seconds = SecondsSince(arenas_start);
+    SL_RETURN_IF_ERROR(AssignArenaPointers(layout, bases, &plan.destinations));
+    if (out.host_arena_ != nullptr && out.host_arena_->reused()) {
+      ZeroArenaPadding(*out.host_arena_, plan.destinations);
+    }
+    SL_RETURN_IF_ERROR(Execute(checkpoint, plan, options, out.report, &out));
+    out.tensors.reserve(plan.destinations.size());
+    for (size_t i = 0; i < plan.destinations.size(); ++i) {
+      Destination& d = plan.destinations[i];
+      const Target& t = targets[out.report.matched[i].target];
+      out.tensors.push_back(
+          LoadedTensor{std::move(d.name), d.dst_dtype, t.shape, d.device, d.ptr, d.bytes});
+    }
+    // Destinations follow report.matched, which Match sorts by target name, so this is
+    // normally already in order; names are distinct, so skipping the sort then is exact.
+    auto by_name = [](const LoadedTensor& a, const LoadedTensor& b) { return a.name < b.name; };
+    if (!std::is_sorted(out.tensors.begin(), out.tensors.end(), by_name)) {
+      std::sort(out.tensors.begin(), out.tensors.end(), by_name);
+    }
+    return OkStatus();
+  };
+  if (Status s = run(); !s.ok()) {
+    if (failed_report != nullptr && matched) failed_report->emplace(std::move(out.report));
+    return s;
   }
   out.seconds = SecondsSince(start);
   return out;

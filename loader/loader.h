@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -164,7 +165,8 @@ class LoadedCheckpoint : public LoadStats {
 
  private:
   friend Result<LoadedCheckpoint> LoadAll(const Checkpoint&, const LoadOptions&,
-                                          std::span<const Target>);
+                                          std::span<const Target>,
+                                          std::optional<MatchReport>*);
   std::unique_ptr<HostArena> host_arena_;
   std::vector<std::unique_ptr<DeviceAllocation>> device_arenas_;
 };
@@ -186,9 +188,13 @@ class LoadedCheckpoint : public LoadStats {
 // package does with torch.cuda.synchronize). A cuda:N target whose memory is pinned
 // host memory or another device's is invalid_argument "tensor 'x' (cuda:N):
 // destination memory at 0x... is cuda:M memory, not memory of cuda:N". The copies
-// are complete when LoadInto returns.
+// are complete when LoadInto returns. `failed_report`, when given, receives the match
+// report if the call fails after matching ran (a strict failure, a size mismatch, or
+// any later error), so that a caller can show what was matched; it is left alone
+// otherwise (on success the report is LoadResult::report).
 Result<LoadResult> LoadInto(const Checkpoint& checkpoint, std::span<const Target> targets,
-                            const LoadOptions& options);
+                            const LoadOptions& options,
+                            std::optional<MatchReport>* failed_report = nullptr);
 
 // LoadAll: load every tensor (when `targets` is empty: one target per stored tensor,
 // named after the renames in options.match, with its stored dtype and shape) or the
@@ -196,8 +202,10 @@ Result<LoadResult> LoadInto(const Checkpoint& checkpoint, std::span<const Target
 // device. Errors: as LoadInto, plus resource_exhausted when an arena cannot be had and
 // invalid_argument "target 'x' has a data pointer: LoadAll places tensors in its own
 // arenas (use LoadInto for caller memory)". On error every arena is freed.
+// `failed_report`: as LoadInto's.
 Result<LoadedCheckpoint> LoadAll(const Checkpoint& checkpoint, const LoadOptions& options,
-                                 std::span<const Target> targets = {});
+                                 std::span<const Target> targets = {},
+                                 std::optional<MatchReport>* failed_report = nullptr);
 
 // CheckpointTargets: one target per stored tensor of `checkpoint` (name order), named as
 // `match.renames` rewrite it, with the stored dtype and shape, no device and no data:

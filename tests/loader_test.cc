@@ -325,6 +325,42 @@ TEST_F(LoaderTest, CancelFreesTheArenaAndTheRing) {
   EXPECT_EQ(LiveStagingRings(), rings);
 }
 
+TEST_F(LoaderTest, FailedLoadsHandBackTheirReportOnceMatchingRan) {
+  // Cancelled before matching: no report.
+  std::atomic<bool> cancel{true};
+  options_.cancel = &cancel;
+  std::optional<MatchReport> report;
+  EXPECT_EQ(LoadAll(*ckpt_, options_, {}, &report).status().code(), StatusCode::kCancelled);
+  EXPECT_FALSE(report.has_value());
+  // Cancelled after matching (by the progress callback): every stored tensor matched.
+  options_.cancel = nullptr;
+  options_.progress = [](uint64_t, uint64_t) { return false; };
+  EXPECT_EQ(LoadAll(*ckpt_, options_, {}, &report).status().code(), StatusCode::kCancelled);
+  ASSERT_TRUE(report.has_value());
+  EXPECT_EQ(report->matched.size(), src_.size());
+  // A strict failure: the report says why.
+  options_.progress = nullptr;
+  report.reset();
+  std::vector<Target> targets = {Target{"nope", Dtype::kF32, {2}, std::nullopt, nullptr}};
+  Status strict = LoadAll(*ckpt_, options_, targets, &report).status();
+  EXPECT_EQ(strict.code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(report.has_value());
+  EXPECT_EQ(report->missing, std::vector<std::string>{"nope"});
+  EXPECT_EQ(report->unexpected.size(), src_.size());
+  EXPECT_EQ(report->status, strict);
+  report.reset();
+  std::vector<float> buf(2);
+  targets[0].data = buf.data();
+  EXPECT_EQ(LoadInto(*ckpt_, targets, options_, &report).status(), strict);
+  ASSERT_TRUE(report.has_value());
+  EXPECT_EQ(report->missing, std::vector<std::string>{"nope"});
+  // Invalid options fail before matching: no report.
+  report.reset();
+  options_.threads = -1;
+  EXPECT_EQ(LoadAll(*ckpt_, options_, {}, &report).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_FALSE(report.has_value());
+}
+
 TEST_F(LoaderTest, ArenaFollowsFileOrder) {
   // Stored tensors in read order: by shard, then file offset. Their arena addresses
   // must rise in that order (target-name order differs: embed is written first, lm_head
