@@ -117,21 +117,45 @@ struct sl_checkpoint {
     for (const auto& [k, v] : ckpt.metadata()) metadata.emplace_back(&k, &v);
   }
 
-  // File: shard `shard` opened for sl_checkpoint_read, checked against what the
-  // catalog read (CheckShardFile) when first opened, and kept open from then on: later
-  // reads see that file whatever happens to its path. Thread-safe; the pointer stays
-  // valid until the handle is freed.
-  shardload::Result<const shardload::ReadableFile*> File(size_t shard) const {
-    std::lock_guard<std::mutex> lock(files_mu);
-    if (files[shard] == nullptr) {
-      const shardload::ShardInfo& info = ckpt.shards()[shard];
-      shardload::Result<std::unique_ptr<shardload::ReadableFile>> file =
-          shardload::OpenFile(info.path, shardload::IoMode::kPread);
-      if (!file.ok()) return file.status().Relabeled(info.path, info.file);
-      SL_RETURN_IF_ERROR(shardload::CheckShardFile(info, **file));
-      files[shard] = shardload::DetachFromPath(std::move(*file));
+  // kMaxKeptFiles: how many shards sl_checkpoint_read keeps open on its own (beyond
+  // that, a shard is opened for each read, as before 0.1.3, so a long-lived handle on
+  // a checkpoint of thousands of shards does not run out of descriptors);
+  // sl_checkpoint_hold_files keeps every shard whatever this says.
+  static constexpr size_t kMaxKeptFiles = 64;
+
+  // FileRef: a shard's file for one use: a kept one (`owned` empty), or one opened for
+  // this use alone.
+  struct FileRef {
+    const shardload::ReadableFile* file = nullptr;
+    std::unique_ptr<shardload::ReadableFile> owned;
+  };
+
+  // File: shard `shard` for a read: the kept file, else opened (and kept while fewer
+  // than kMaxKeptFiles are, or always with `keep`), so that later reads see that file
+  // whatever happens to its path; checked against what the catalog read
+  // (CheckShardFile, through the descriptor) on every use, so a file written to in
+  // place since is data_loss, never read at the old offsets. Thread-safe; a kept
+  // file stays valid until the handle is freed.
+  shardload::Result<FileRef> File(size_t shard, bool keep = false) const {
+    const shardload::ShardInfo& info = ckpt.shards()[shard];
+    FileRef ref;
+    {
+      std::lock_guard<std::mutex> lock(files_mu);
+      if (files[shard] == nullptr) {
+        shardload::Result<std::unique_ptr<shardload::ReadableFile>> file =
+            shardload::OpenFile(info.path, shardload::IoMode::kPread);
+        if (!file.ok()) return file.status().Relabeled(info.path, info.file);
+        if (keep || kept_files < kMaxKeptFiles) {
+          files[shard] = shardload::DetachFromPath(std::move(*file));
+          ++kept_files;
+        } else {
+          ref.owned = std::move(*file);
+        }
+      }
+      ref.file = ref.owned != nullptr ? ref.owned.get() : files[shard].get();
     }
-    return files[shard].get();
+    SL_RETURN_IF_ERROR(shardload::CheckShardFile(info, *ref.file));
+    return ref;
   }
 
   // HeldFiles: the shards opened so far (nullptr for the others), for
@@ -148,6 +172,7 @@ struct sl_checkpoint {
   std::vector<std::pair<const std::string*, const std::string*>> metadata;
   mutable std::mutex files_mu;
   mutable std::vector<std::unique_ptr<shardload::ReadableFile>> files;  // guarded by files_mu
+  mutable size_t kept_files = 0;                                         // guarded by files_mu
 };
 
 struct sl_host_pool {
@@ -595,9 +620,9 @@ sl_status sl_checkpoint_read(const sl_checkpoint* checkpoint, size_t index, uint
     if (bytes == 0) return SL_OK;
     if (dst == nullptr) return Fail(NullArgument("dst"));
     const shardload::ShardInfo& shard = checkpoint->ckpt.shards()[t.shard];
-    shardload::Result<const shardload::ReadableFile*> file = checkpoint->File(t.shard);
+    shardload::Result<sl_checkpoint::FileRef> file = checkpoint->File(t.shard);
     if (!file.ok()) return Fail(file.status());
-    shardload::Status read = (*file)->ReadAt(
+    shardload::Status read = file->file->ReadAt(
         t.file_offset + offset, std::span<std::byte>(static_cast<std::byte*>(dst), bytes));
     if (!read.ok()) {
       return Fail(shardload::Status(read.code(), read.Relabeled(shard.path, shard.file).message() +
@@ -611,7 +636,7 @@ sl_status sl_checkpoint_hold_files(const sl_checkpoint* checkpoint) {
   return Guard([&] {
     if (checkpoint == nullptr) return Fail(NullArgument("checkpoint"));
     for (size_t i = 0; i < checkpoint->files.size(); ++i) {
-      shardload::Result<const shardload::ReadableFile*> file = checkpoint->File(i);
+      shardload::Result<sl_checkpoint::FileRef> file = checkpoint->File(i, /*keep=*/true);
       if (!file.ok()) return Fail(file.status());
     }
     return SL_OK;

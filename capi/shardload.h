@@ -203,10 +203,12 @@ sl_status sl_checkpoint_shard(const sl_checkpoint* checkpoint, size_t index, con
 
 /* sl_checkpoint_read: copy bytes [offset, offset + bytes) of stored tensor `index` into
  * host memory `dst` with positional reads (safe against truncated files). Used for
- * slices. The first read from a shard opens it and checks it is the file the
- * checkpoint was opened from (or holds the same header); the handle then keeps it open:
- * later reads, and loads from the handle, see that file even if its path is renamed
- * over or deleted (see sl_checkpoint_hold_files to pin every shard at once). Thread-safe. Errors:
+ * slices. The first read from a shard opens it; the handle keeps the first 64 shards
+ * it reads open (later ones are opened for each read): later reads, and loads from the
+ * handle, see a kept file even if its path is renamed over or deleted (see
+ * sl_checkpoint_hold_files to keep every shard). Every read checks, through the open
+ * descriptor, that the file still has the layout the checkpoint was opened with (a
+ * file written to in place since is SL_DATA_LOSS). Thread-safe. Errors:
  * SL_OUT_OF_RANGE for a bad index or a range past the tensor's end ("tensor 'x': bytes [offset, offset + bytes) are outside its N bytes", with the
  * numbers); the shard's open errors; SL_DATA_LOSS when the shard's size or header
  * changed since the checkpoint was opened ("<file>: file is now N bytes, but its header

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -291,28 +292,35 @@ bool IsOurCheckpointFile(const std::string& name, const std::string& prefix) {
   return true;
 }
 
-// LeftoverOfDeadWriter: whether `name` is a temporary (".<file>.tmp.<pid>.…") or backup
-// (".<file>.old.<pid>.…") file of one of our checkpoint files (IsOurCheckpointFile)
-// whose writing process no longer exists (a writer killed mid-write: nothing will
-// rename or remove it). Files of this process and of live processes are kept.
+// LeftoverOfDeadWriter: whether `name` is, exactly in UniqueSuffix's format, a
+// temporary (".<file>.tmp.<pid>.<n>.<16 hex>") or backup (".<file>.old.<pid>.<n>.<16
+// hex>") file of one of our checkpoint files (IsOurCheckpointFile) whose writing process
+// no longer exists (a writer killed mid-write: nothing will rename or remove it). Files
+// of this process and of live processes are kept. A writer in another PID namespace
+// looks dead here: writing one checkpoint from two places at once is not supported.
 bool LeftoverOfDeadWriter(const std::string& name, const std::string& prefix) {
-  if (name.empty() || name[0] != '.') return false;
-  for (std::string_view tag : {".tmp.", ".old."}) {
-    size_t at = name.rfind(tag);
-    while (at != std::string::npos && at > 1) {
-      std::string file = name.substr(1, at - 1);
-      size_t digits = at + tag.size();
-      size_t end = digits;
-      while (end < name.size() && name[end] >= '0' && name[end] <= '9') ++end;
-      if (IsOurCheckpointFile(file, prefix) && end > digits && end - digits <= 9 &&
-          end < name.size() && name[end] == '.') {
-        pid_t pid = static_cast<pid_t>(std::stol(name.substr(digits, end - digits)));
-        return pid != ::getpid() && ::kill(pid, 0) != 0 && errno == ESRCH;
-      }
-      at = at == 0 ? std::string::npos : name.rfind(tag, at - 1);
+  // From the end: 16 hex digits, '.', counter digits, '.', pid digits, ".tmp."/".old.".
+  auto digits_before = [&](size_t end, bool hex) {  // start of the digit run ending at `end`
+    size_t i = end;
+    while (i > 0 && (std::isdigit(static_cast<unsigned char>(name[i - 1])) ||
+                     (hex && name[i - 1] >= 'a' && name[i - 1] <= 'f'))) {
+      --i;
     }
-  }
-  return false;
+    return i;
+  };
+  if (name.size() < 2 || name[0] != '.') return false;
+  size_t hex = digits_before(name.size(), true);
+  if (name.size() - hex != 16 || hex == 0 || name[hex - 1] != '.') return false;
+  size_t counter = digits_before(hex - 1, false);
+  if (counter == hex - 1 || counter == 0 || name[counter - 1] != '.') return false;
+  size_t pid_start = digits_before(counter - 1, false);
+  size_t pid_len = counter - 1 - pid_start;
+  if (pid_len == 0 || pid_len > 9 || pid_start < 5) return false;
+  std::string_view tag(name.data() + pid_start - 5, 5);
+  if (tag != ".tmp." && tag != ".old.") return false;
+  if (!IsOurCheckpointFile(name.substr(1, pid_start - 6), prefix)) return false;
+  const pid_t pid = static_cast<pid_t>(std::stol(name.substr(pid_start, pid_len)));
+  return pid != ::getpid() && ::kill(pid, 0) != 0 && errno == ESRCH;
 }
 
 }  // namespace
@@ -547,15 +555,13 @@ Status CreateTempFile(const std::string& path, std::string* temp, Fd* fd) {
     if (raw >= 0) {
       fd->Reset(raw);
       // A file replaced keeps its permissions and, where this process may set them,
-      // its owner: private weights (0600) must not become world-readable.
+      // its owner: private weights (0600) must not become world-readable. Best effort:
+      // a file system that refuses chmod/chown (some FUSE and CIFS mounts) still gets
+      // the file, with the permissions it gives new files.
       struct stat old;
       if (::stat(path.c_str(), &old) == 0 && S_ISREG(old.st_mode)) {
-        if (::fchmod(raw, old.st_mode & 07777) != 0) {
-          return ErrnoToStatus(errno, *temp + ": copy the permissions of " + path);
-        }
-        if (::fchown(raw, old.st_uid, old.st_gid) != 0 && errno != EPERM && errno != EINVAL) {
-          return ErrnoToStatus(errno, *temp + ": copy the owner of " + path);
-        }
+        (void)!::fchmod(raw, old.st_mode & 07777);
+        (void)!::fchown(raw, old.st_uid, old.st_gid);
       }
       return OkStatus();
     }
@@ -640,6 +646,10 @@ Status PublishTogether(std::span<const std::unique_ptr<StagedFile>> files, bool 
         if (::unlink(it->path.c_str()) != 0 && errno != ENOENT) failed.push_back(it->path);
       } else if (::rename(it->backup.c_str(), it->path.c_str()) != 0) {
         failed.push_back(it->path + " (the old file is " + it->backup + ")");
+      } else {
+        // When the failed rename left the path in place, the backup is a hard link to
+        // it and rename(2) of one link over another does nothing: remove it.
+        ::unlink(it->backup.c_str());
       }
     }
     if (failed.empty()) return Status(error.code(), error.message() + " (nothing was replaced)");
@@ -945,13 +955,12 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
     if (!plan.index_file.empty()) keep.insert(plan.index_file);
     std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), &::closedir);
     if (!d) return ErrnoToStatus(errno, dir + ": list directory");
-    std::vector<std::string> stale;
+    std::vector<std::string> stale, leftovers;
     while (dirent* e = ::readdir(d.get())) {
       std::string name = e->d_name;
-      if (!keep.count(name) && (IsOurCheckpointFile(name, options.prefix) ||
-                                LeftoverOfDeadWriter(name, options.prefix))) {
-        stale.push_back(name);
-      }
+      if (keep.count(name)) continue;
+      if (IsOurCheckpointFile(name, options.prefix)) stale.push_back(name);
+      if (LeftoverOfDeadWriter(name, options.prefix)) leftovers.push_back(name);
     }
     std::sort(stale.begin(), stale.end());
     for (const std::string& name : stale) {
@@ -960,6 +969,13 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
       }
       result.removed.push_back(name);
     }
+    // Best effort: a leftover that cannot be removed (another user's, in a sticky
+    // folder) does not fail a write that has succeeded.
+    std::sort(leftovers.begin(), leftovers.end());
+    for (const std::string& name : leftovers) {
+      if (::unlink((base + name).c_str()) == 0) result.removed.push_back(name);
+    }
+    std::sort(result.removed.begin(), result.removed.end());
   }
   return result;
 }

@@ -606,12 +606,14 @@ std::pair<uint64_t, uint64_t> Checkpoint::DataOffsets(const StoredTensor& t) con
 }
 
 Status CheckShardFile(const ShardInfo& shard, const ReadableFile& file) {
-  if (file.size() != shard.size) {
-    return DataLossError(shard.file + ": file is now " + std::to_string(file.size()) +
+  uint64_t size = 0;
+  std::optional<FileIdentity> now;
+  SL_RETURN_IF_ERROR(file.Stat(&size, &now));
+  if (size != shard.size) {
+    return DataLossError(shard.file + ": file is now " + std::to_string(size) +
                          " bytes, but its header was read from " + std::to_string(shard.size) +
                          " bytes");
   }
-  std::optional<FileIdentity> now = file.identity();
   if (!now.has_value() || *now == shard.identity) return OkStatus();
   // Changed on disk since Open: the layout still holds if the header bytes are the same.
   const uint64_t n = shard.header_length;

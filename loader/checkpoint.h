@@ -66,7 +66,8 @@ struct ShardInfo {
 class ReadableFile;
 
 // CheckShardFile: OK when `file`, opened from `shard.path` after the checkpoint was
-// opened, still has the layout the catalog read: the same size, and either the same
+// opened (or held open since), has now (ReadableFile::Stat: its descriptor, not its
+// path) the layout the catalog read: the same size, and either the same
 // FileIdentity (device, inode, mtime, ctime) or, when that differs (a rewrite, a
 // rename over it, but also a chmod, a `touch` or a FUSE inode renumbering), the same
 // header bytes, read again from `file` and compared by XXH3. Tensor bytes themselves

@@ -136,6 +136,15 @@ class FdFile {
     return OkStatus();
   }
 
+  // StatImpl: ReadableFile::Stat through the descriptor.
+  Status StatImpl(uint64_t* size, std::optional<FileIdentity>* identity) const {
+    struct stat st;
+    if (::fstat(fd_.get(), &st) != 0) return ErrnoToStatus(errno, path_ + ": fstat");
+    *size = static_cast<uint64_t>(st.st_size);
+    *identity = IdentityOf(st);
+    return OkStatus();
+  }
+
   // CurrentSizeCovers: OK when the file is still at least `end` bytes long.
   // Buffered reads call it AFTER copying too: a truncation that races a read can zero
   // the tail of the page holding the new end of file while the kernel copies it, and the
@@ -183,6 +192,9 @@ class PreadFile final : public ReadableFile {
   uint64_t size() const override { return f_.size_; }
   Status CheckUnchanged() const override { return f_.CheckUnchangedImpl(); }
   std::optional<FileIdentity> identity() const override { return f_.identity_; }
+  Status Stat(uint64_t* size, std::optional<FileIdentity>* identity) const override {
+    return f_.StatImpl(size, identity);
+  }
 
   Status ReadAt(uint64_t offset, std::span<std::byte> out) const override {
     SL_RETURN_IF_ERROR(CheckRange(f_.path_, offset, out.size(), f_.size_));
@@ -337,6 +349,9 @@ class MappedFileImpl final : public MappedFile {
   uint64_t size() const override { return f_.size_; }
   Status CheckUnchanged() const override { return f_.CheckUnchangedImpl(); }
   std::optional<FileIdentity> identity() const override { return f_.identity_; }
+  Status Stat(uint64_t* size, std::optional<FileIdentity>* identity) const override {
+    return f_.StatImpl(size, identity);
+  }
 
   std::span<const std::byte> Bytes() const override {
     if (f_.size_ == 0) return {};
@@ -397,6 +412,9 @@ class DirectFile final : public ReadableFile {
   uint64_t size() const override { return f_.size_; }
   Status CheckUnchanged() const override { return f_.CheckUnchangedImpl(); }
   std::optional<FileIdentity> identity() const override { return f_.identity_; }
+  Status Stat(uint64_t* size, std::optional<FileIdentity>* identity) const override {
+    return f_.StatImpl(size, identity);
+  }
   bool direct_io() const override { return true; }
 
   Result<std::span<const std::byte>> ReadWindowAt(uint64_t offset, uint64_t length,
@@ -553,6 +571,9 @@ class UringFile final : public ReadableFile {
   uint64_t size() const override { return f_.size_; }
   Status CheckUnchanged() const override { return f_.CheckUnchangedImpl(); }
   std::optional<FileIdentity> identity() const override { return f_.identity_; }
+  Status Stat(uint64_t* size, std::optional<FileIdentity>* identity) const override {
+    return f_.StatImpl(size, identity);
+  }
   bool direct_io() const override { return options_.direct; }
 
   Status ReadAt(uint64_t offset, std::span<std::byte> out) const override {
@@ -900,12 +921,17 @@ class Detached final : public ReadableFile {
   Status ReadVAt(uint64_t offset, std::span<const iovec> iov) const override {
     return f_->ReadVAt(offset, iov);
   }
-  Status CheckUnchanged() const override { return OkStatus(); }  // reads check the size
+  // The path no longer matters; CheckShardFile (Stat) and every read's size check
+  // still watch the file itself.
+  Status CheckUnchanged() const override { return OkStatus(); }
   Result<std::span<const std::byte>> ReadWindowAt(uint64_t offset, uint64_t length,
                                                   std::span<std::byte> buffer) const override {
     return f_->ReadWindowAt(offset, length, buffer);
   }
   std::optional<FileIdentity> identity() const override { return f_->identity(); }
+  Status Stat(uint64_t* size, std::optional<FileIdentity>* identity) const override {
+    return f_->Stat(size, identity);
+  }
   bool direct_io() const override { return f_->direct_io(); }
 
  private:

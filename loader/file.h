@@ -82,6 +82,16 @@ class ReadableFile {
   // opened from a path, such as test doubles).
   virtual std::optional<FileIdentity> identity() const { return std::nullopt; }
 
+  // Stat: the open file's size and identity now (fstat on its descriptor), which differ
+  // from size() and identity() once the file was written to in place since it was
+  // opened. Files without a descriptor (test doubles) give size() and identity().
+  // Errors: fstat's, as ErrnoToStatus(errno, "<path>: fstat").
+  virtual Status Stat(uint64_t* size, std::optional<FileIdentity>* identity) const {
+    *size = this->size();
+    *identity = this->identity();
+    return OkStatus();
+  }
+
   // direct_io: true when reads bypass the page cache (O_DIRECT). The streaming engine
   // then reads aligned windows into staging slots rather than into destination memory.
   virtual bool direct_io() const { return false; }

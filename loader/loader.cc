@@ -32,8 +32,8 @@ double SecondsSince(Clock::time_point start) {
 IoMode ResolveIoMode(IoMode mode) { return mode == IoMode::kAuto ? kAutoIoMode : mode; }
 
 // OpenShards: a ReadableFile for every shard some span reads (nullptr for the others),
-// each checked against the size its header was read from; `held[i]`, where given, is
-// used for shard i as it is (checked when it was opened).
+// each checked against the layout its header was read from (CheckShardFile); `held[i]`,
+// where given, is used for shard i (checked the same way, through its descriptor).
 Status OpenShards(const Checkpoint& ckpt, std::span<const ReadSpan> spans, IoMode mode,
                   const UringOptions& uring, std::span<const ReadableFile* const> held,
                   std::vector<std::unique_ptr<ReadableFile>>* owned,
@@ -49,6 +49,7 @@ Status OpenShards(const Checkpoint& ckpt, std::span<const ReadSpan> spans, IoMod
   for (size_t i = 0; i < shards.size(); ++i) {
     if (!used[i]) continue;
     if (i < held.size() && held[i] != nullptr) {
+      SL_RETURN_IF_ERROR(CheckShardFile(shards[i], *held[i]));  // written to in place since?
       (*files)[i] = held[i];
       continue;
     }

@@ -94,9 +94,10 @@ struct LoadOptions {
   DeviceBackend* backend = nullptr;
   // shard_files: files already open for the checkpoint's shards (index i: shards()[i];
   // nullptr, or an index past the end, means "open the path as usual"), read instead of
-  // opening the shard again, whatever `io` says; each must be the shard's file, checked
-  // with CheckShardFile when it was opened (the C API's sl_checkpoint_hold_files). Not
-  // owned; they must outlive the load. LoadInto/LoadAll only (VerifyCheckpoint opens its
+  // opening the shard again, whatever `io` says; each is checked with CheckShardFile
+  // (through its descriptor: a file written to in place since is caught, a path renamed
+  // over is not its concern) before the load (the C API's sl_checkpoint_hold_files).
+  // Not owned; they must outlive the load. LoadInto/LoadAll only (VerifyCheckpoint opens its
   // own). Default empty.
   std::span<const ReadableFile* const> shard_files;
   // verify: check every loaded tensor against the XXH3 hash its checkpoint records

@@ -6,9 +6,11 @@
  * metadata, checksums), verify against recorded hashes, host memory pools (reuse,
  * limits, trim, lifetime against exports), and the exact code and message of errors. Prints "N passed, N failed" and exits non-zero on any failure. */
 #define _DEFAULT_SOURCE /* mincore */
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -760,7 +762,8 @@ static void TestReadsKeepTheirFiles(void) {
   float v1[4] = {1, 2, 3, 4}, v2[4] = {5, 6, 7, 8};
   sl_tensor_view first = {"w", 1, "F32", shape, 1, v1};
   sl_tensor_view second = {"w", 1, "F32", shape, 1, v2};
-  const char* path = Path("held.safetensors");
+  char path[8300];
+  snprintf(path, sizeof path, "%s", Path("held.safetensors"));  /* Path's buffer is reused */
   float got[4] = {0};
   for (int hold = 0; hold < 2; ++hold) {
     CHECK_OK(sl_save_file(path, &first, 1, NULL, NULL, 0));
@@ -792,6 +795,82 @@ static void TestReadsKeepTheirFiles(void) {
     sl_checkpoint_free(ck);
   }
   CHECK_ERR(sl_checkpoint_hold_files(NULL), SL_INVALID_ARGUMENT, "checkpoint is NULL");
+
+  /* A held file written to in place (same inode) with another header: data_loss from
+   * reads and loads, never the old offsets read in the new bytes. */
+  sl_tensor_view renamed = {"x", 1, "F32", shape, 1, v2};
+  CHECK_OK(sl_save_file(path, &first, 1, NULL, NULL, 0));
+  CHECK_OK(sl_save_file(Path("other.safetensors"), &renamed, 1, NULL, NULL, 0));
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open(path, &ck));
+  CHECK_OK(sl_checkpoint_hold_files(ck));
+  char bytes[4096];
+  FILE* in = fopen(Path("other.safetensors"), "rb");
+  size_t n = in != NULL ? fread(bytes, 1, sizeof bytes, in) : 0;
+  if (in != NULL) fclose(in);
+  FILE* out = fopen(path, "r+b");
+  CHECK(out != NULL && n > 0);
+  if (out != NULL) {
+    CHECK(fwrite(bytes, 1, n, out) == n);
+    fclose(out);
+  }
+  /* A later write's time (this one may fall in the same timestamp tick as the save). */
+  struct timespec times[2] = {{12345, 0}, {12345, 0}};
+  CHECK(utimensat(AT_FDCWD, path, times, 0) == 0);
+  const char* want =
+      "held.safetensors: file was replaced since the checkpoint was opened and its header "
+      "differs (open the checkpoint again)";
+  CHECK_ERR(sl_checkpoint_read(ck, 0, 0, sizeof got, got), SL_DATA_LOSS, want);
+  sl_options* opt = NULL;
+  sl_loaded* loaded = NULL;
+  CHECK_OK(sl_options_new(&opt));
+  CHECK_ERR(sl_load_all(ck, opt, NULL, 0, &loaded, NULL), SL_DATA_LOSS, want);
+  CHECK(loaded == NULL);
+  sl_options_free(opt);
+  sl_checkpoint_free(ck);
+}
+
+/* CountOpenFds: entries of /proc/self/fd (-1 when unreadable). */
+static int CountOpenFds(void) {
+  DIR* d = opendir("/proc/self/fd");
+  if (d == NULL) return -1;
+  int n = 0;
+  while (readdir(d) != NULL) ++n;
+  closedir(d);
+  return n;
+}
+
+/* A handle keeps at most 64 shards open on its own; sl_checkpoint_hold_files keeps all. */
+static void TestKeptFilesAreBounded(void) {
+  enum { kShards = 80 };
+  static float values[kShards];
+  static char names[kShards][8];
+  static uint64_t one[1] = {1};
+  sl_tensor_view views[kShards];
+  for (int i = 0; i < kShards; ++i) {
+    values[i] = (float)i;
+    snprintf(names[i], sizeof names[i], "t%02d", i);
+    views[i] = (sl_tensor_view){names[i], 3, "F32", one, 1, &values[i]};
+  }
+  char dir[8300];
+  snprintf(dir, sizeof dir, "%s", Path("many"));
+  mkdir(dir, 0755);
+  CHECK_OK(sl_save_sharded(dir, views, kShards, "4B", NULL, NULL, NULL, 0));
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open(dir, &ck));
+  CHECK(sl_checkpoint_shard_count(ck) == kShards);
+  int before = CountOpenFds();
+  for (size_t i = 0; i < kShards; ++i) {
+    float got = -1;
+    CHECK_OK(sl_checkpoint_read(ck, i, 0, 4, &got));
+    CHECK(got == (float)i);
+  }
+  int kept = CountOpenFds() - before;
+  CHECK(kept == 64);
+  CHECK_OK(sl_checkpoint_hold_files(ck));
+  CHECK(CountOpenFds() - before == kShards);
+  sl_checkpoint_free(ck);
+  CHECK(CountOpenFds() == before);
 }
 
 /* Catalog warnings: an index listing nothing opens, and says so. */
@@ -1513,6 +1592,7 @@ int main(void) {
   RunCase("CheckpointWarnings", TestCheckpointWarnings);
   RunCase("FailedLoadReportsAndZeroBytes", TestFailedLoadReportsAndZeroBytes);
   RunCase("ReadsKeepTheirFiles", TestReadsKeepTheirFiles);
+  RunCase("KeptFilesAreBounded", TestKeptFilesAreBounded);
   RunCase("DlpackHugeDimsAndNullNames", TestDlpackHugeDimsAndNullNames);
   RunCase("MetadataWithNul", TestMetadataWithNul);
   RunCase("SaveFlags", TestSaveFlags);

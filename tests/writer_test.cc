@@ -653,12 +653,18 @@ TEST(ShardTest, LeftoversOfKilledWritersAreRemoved) {
   // process, and files that are not ours, stay.
   std::string dir = MakeScratchDir("leftovers");
   const std::string self = std::to_string(getpid());
-  const std::vector<std::string> dead = {".model-00001-of-00002.safetensors.tmp.999999999.0.ab",
-                                         ".model.safetensors.index.json.old.999999999.3.cd",
-                                         ".model.safetensors.tmp.999999999.1.ef"};
-  const std::vector<std::string> kept = {".model.safetensors.tmp." + self + ".7.aa",
-                                         ".other.safetensors.tmp.999999999.0.ab",
-                                         ".model.safetensors.tmp.x.0.ab", "config.json"};
+  const std::string hex = "0123456789abcdef";
+  const std::vector<std::string> dead = {
+      ".model-00001-of-00002.safetensors.tmp.999999999.0." + hex,
+      ".model.safetensors.index.json.old.999999999.3." + hex,
+      ".model.safetensors.tmp.999999999.12." + hex};
+  const std::vector<std::string> kept = {
+      ".model.safetensors.tmp." + self + ".7." + hex,        // this process: alive
+      ".other.safetensors.tmp.999999999.0." + hex,           // another prefix
+      ".model.safetensors.tmp.x.0." + hex,                   // no pid
+      ".model.safetensors.old.20240105.bak",                 // a user's backup
+      ".model.safetensors.tmp.999999999.0.0123456789abcde",  // 15 hex digits
+      "config.json"};
   for (const std::string& f : dead) std::ofstream(dir + "/" + f) << "x";
   for (const std::string& f : kept) std::ofstream(dir + "/" + f) << "x";
   ShardOptions o;

@@ -441,6 +441,10 @@ class _Slice:
         return rows[(local,) + tuple(key[1:])]
 
 
+# _HOLD_MAX_SHARDS: safe_open holds every shard open from the start up to this many.
+_HOLD_MAX_SHARDS = 64
+
+
 class safe_open(_lib.Closing):
     """Context manager compatible with ``safetensors.safe_open(..., framework="pt")``.
 
@@ -470,9 +474,13 @@ class safe_open(_lib.Closing):
         ckpt = _Checkpoint(filename)
         # Open every shard now and read those files until the handle goes, as
         # safetensors maps its file at open: saving the checkpoint again over the same
-        # names, deleting it or os.chdir do not change what this object reads.
+        # names, deleting it or os.chdir do not change what this object reads. A folder
+        # of more than _HOLD_MAX_SHARDS shards is not held at once (one descriptor per
+        # shard could exhaust the process's limit): the library keeps the first 64 it
+        # reads and opens the others for each read.
         try:
-            _lib.check(_lib.lib().sl_checkpoint_hold_files(ckpt.handle))
+            if _lib.lib().sl_checkpoint_shard_count(ckpt.handle) <= _HOLD_MAX_SHARDS:
+                _lib.check(_lib.lib().sl_checkpoint_hold_files(ckpt.handle))
         except BaseException:
             ckpt.close()
             raise
