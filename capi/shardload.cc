@@ -113,7 +113,8 @@ std::atomic<size_t> g_live_arena_sets{0};
 // ----------------------------------------------------------------- handle types
 
 struct sl_checkpoint {
-  explicit sl_checkpoint(Checkpoint c) : ckpt(std::move(c)), files(ckpt.shards().size()) {
+  explicit sl_checkpoint(Checkpoint c)
+      : ckpt(std::move(c)), files(ckpt.shards().size()), verified(ckpt.shards().size()) {
     for (const auto& [k, v] : ckpt.metadata()) metadata.emplace_back(&k, &v);
   }
 
@@ -154,7 +155,20 @@ struct sl_checkpoint {
       }
       ref.file = ref.owned != nullptr ? ref.owned.get() : files[shard].get();
     }
+    // A kept file that passed the check as it is now needs no second one: after a
+    // touch (identity changed, same header) each check would read the header again.
+    uint64_t size = 0;
+    std::optional<shardload::FileIdentity> now;
+    SL_RETURN_IF_ERROR(ref.file->Stat(&size, &now));
+    if (ref.owned == nullptr && size == info.size && now.has_value()) {
+      std::lock_guard<std::mutex> lock(files_mu);
+      if (verified[shard] == now) return ref;
+    }
     SL_RETURN_IF_ERROR(shardload::CheckShardFile(info, *ref.file));
+    if (ref.owned == nullptr) {
+      std::lock_guard<std::mutex> lock(files_mu);
+      verified[shard] = now;  // as it was before the check: a later change is seen
+    }
     return ref;
   }
 
@@ -173,6 +187,8 @@ struct sl_checkpoint {
   mutable std::mutex files_mu;
   mutable std::vector<std::unique_ptr<shardload::ReadableFile>> files;  // guarded by files_mu
   mutable size_t kept_files = 0;                                         // guarded by files_mu
+  // verified[i]: the identity kept file i had when it last passed CheckShardFile.
+  mutable std::vector<std::optional<shardload::FileIdentity>> verified;  // guarded by files_mu
 };
 
 struct sl_host_pool {
