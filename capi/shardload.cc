@@ -25,6 +25,7 @@
 #include "cuda/cuda_backend.h"
 #include "format/checksum_writer.h"
 #include "format/dtype.h"
+#include "format/scoped_fd.h"
 #include "format/status.h"
 #include "format/text.h"
 #include "format/writer.h"
@@ -135,41 +136,62 @@ struct sl_checkpoint {
   // than kMaxKeptFiles are, or always with `keep`), so that later reads see that file
   // whatever happens to its path; checked against what the catalog read
   // (CheckShardFile, through the descriptor) on every use, so a file written to in
-  // place since is data_loss, never read at the old offsets. Thread-safe; a kept
-  // file stays valid until the handle is freed.
+  // place since is data_loss, never read at the old offsets. A file that fails the
+  // check when first opened is not kept (a later use opens the path again, so a shard
+  // put back as it was reads again). Opens and checks run outside the lock.
+  // Thread-safe; a kept file stays valid until the handle is freed.
   shardload::Result<FileRef> File(size_t shard, bool keep = false) const {
     const shardload::ShardInfo& info = ckpt.shards()[shard];
     FileRef ref;
     {
       std::lock_guard<std::mutex> lock(files_mu);
+      ref.file = files[shard].get();
+    }
+    uint64_t size = 0;
+    std::optional<shardload::FileIdentity> now;
+    if (ref.file == nullptr) {
+      shardload::Result<std::unique_ptr<shardload::ReadableFile>> file =
+          shardload::OpenFile(info.path, shardload::IoMode::kPread);
+      if (!file.ok()) return file.status().Relabeled(info.path, info.file);
+      SL_RETURN_IF_ERROR((*file)->Stat(&size, &now));
+      SL_RETURN_IF_ERROR(shardload::CheckShardFile(info, **file));
+      std::lock_guard<std::mutex> lock(files_mu);
       if (files[shard] == nullptr) {
-        shardload::Result<std::unique_ptr<shardload::ReadableFile>> file =
-            shardload::OpenFile(info.path, shardload::IoMode::kPread);
-        if (!file.ok()) return file.status().Relabeled(info.path, info.file);
         if (keep || kept_files < kMaxKeptFiles) {
           files[shard] = shardload::DetachFromPath(std::move(*file));
           ++kept_files;
+          Verified(shard, size, now);
+          ref.file = files[shard].get();
         } else {
           ref.owned = std::move(*file);
+          ref.file = ref.owned.get();
         }
+        return ref;
       }
-      ref.file = ref.owned != nullptr ? ref.owned.get() : files[shard].get();
+      ref.file = files[shard].get();  // another thread kept one meanwhile: use (check) it
     }
     // A kept file that passed the check as it is now needs no second one: after a
     // touch (identity changed, same header) each check would read the header again.
-    uint64_t size = 0;
-    std::optional<shardload::FileIdentity> now;
     SL_RETURN_IF_ERROR(ref.file->Stat(&size, &now));
-    if (ref.owned == nullptr && size == info.size && now.has_value()) {
+    if (size == info.size && now.has_value()) {
       std::lock_guard<std::mutex> lock(files_mu);
       if (verified[shard] == now) return ref;
     }
     SL_RETURN_IF_ERROR(shardload::CheckShardFile(info, *ref.file));
-    if (ref.owned == nullptr) {
-      std::lock_guard<std::mutex> lock(files_mu);
-      verified[shard] = now;  // as it was before the check: a later change is seen
-    }
+    std::lock_guard<std::mutex> lock(files_mu);
+    Verified(shard, size, now);  // as it was before the check: a later change is seen
     return ref;
+  }
+
+  // Verified: record that kept file `shard`, of `size` bytes and identity `now` (taken
+  // before its check), passed CheckShardFile; only a settled identity is cached (a
+  // write in the same timestamp tick would keep it, see IdentityIsSettled). Requires
+  // files_mu.
+  void Verified(size_t shard, uint64_t size, const std::optional<shardload::FileIdentity>& now)
+      const {
+    const bool settled = size == ckpt.shards()[shard].size && now.has_value() &&
+                         shardload::IdentityIsSettled(*now, shardload::RealtimeNs());
+    verified[shard] = settled ? now : std::nullopt;
   }
 
   // HeldFiles: the shards opened so far (nullptr for the others), for
@@ -187,7 +209,8 @@ struct sl_checkpoint {
   mutable std::mutex files_mu;
   mutable std::vector<std::unique_ptr<shardload::ReadableFile>> files;  // guarded by files_mu
   mutable size_t kept_files = 0;                                         // guarded by files_mu
-  // verified[i]: the identity kept file i had when it last passed CheckShardFile.
+  // verified[i]: the settled identity kept file i had when it last passed
+  // CheckShardFile (nullopt: check again on next use).
   mutable std::vector<std::optional<shardload::FileIdentity>> verified;  // guarded by files_mu
 };
 

@@ -12,6 +12,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -86,6 +87,28 @@ inline FileIdentity IdentityOf(const struct stat& st) {
                           static_cast<int64_t>(st.st_mtim.tv_nsec),
                       static_cast<int64_t>(st.st_ctim.tv_sec) * 1'000'000'000 +
                           static_cast<int64_t>(st.st_ctim.tv_nsec)};
+}
+
+// kIdentitySettleNs: how old a file's last change must be before an unchanged
+// FileIdentity may stand for "not written since" (2 s: coarse kernel timestamp ticks
+// and NFS attribute times are well below that).
+inline constexpr int64_t kIdentitySettleNs = 2'000'000'000;
+
+// IdentityIsSettled: whether `identity`'s last change (mtime and ctime) is at least
+// kIdentitySettleNs older than `now_ns` (CLOCK_REALTIME, ns). A write in the same
+// timestamp tick as an fstat leaves the identity unchanged, so a cache keyed on an
+// identity that is not settled could miss it (git's "racily clean" entries): callers
+// cache only settled identities. A change time in the future is not settled.
+inline bool IdentityIsSettled(const FileIdentity& identity, int64_t now_ns) {
+  return identity.mtime_ns <= now_ns - kIdentitySettleNs &&
+         identity.ctime_ns <= now_ns - kIdentitySettleNs;
+}
+
+// RealtimeNs: CLOCK_REALTIME in ns, the clock file timestamps are taken from.
+inline int64_t RealtimeNs() {
+  struct timespec ts;
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
 // OpenRegularFile: `path` opened read-only (O_NONBLOCK: opening a FIFO must not wait

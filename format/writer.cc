@@ -315,7 +315,7 @@ bool LeftoverOfDeadWriter(const std::string& name, const std::string& prefix) {
   if (counter == hex - 1 || counter == 0 || name[counter - 1] != '.') return false;
   size_t pid_start = digits_before(counter - 1, false);
   size_t pid_len = counter - 1 - pid_start;
-  if (pid_len == 0 || pid_len > 9 || pid_start < 5) return false;
+  if (pid_len == 0 || pid_len > 9 || pid_start < 6) return false;
   std::string_view tag(name.data() + pid_start - 5, 5);
   if (tag != ".tmp." && tag != ".old.") return false;
   if (!IsOurCheckpointFile(name.substr(1, pid_start - 6), prefix)) return false;
@@ -547,21 +547,25 @@ class StagedFile {
 };
 
 // CreateTempFile: a new, uniquely named ".<base>.tmp.<suffix>" file next to `path`.
+// A file replaced keeps its permissions and, where this process may set them, its
+// owner: private weights (0600) must not become world-readable. The temp file is
+// created with the old file's permission bits (so it is never more open than the old
+// one, whatever follows); then owner and the remaining bits (setgid, sticky) are set,
+// best effort: a file system that refuses chown/chmod (some FUSE and CIFS mounts)
+// still gets the file, with at most the old file's permissions.
 Status CreateTempFile(const std::string& path, std::string* temp, Fd* fd) {
   auto [dir, base] = SplitDirBase(path);
+  struct stat old;
+  const bool replacing = ::stat(path.c_str(), &old) == 0 && S_ISREG(old.st_mode);
+  const mode_t create_mode = replacing ? (old.st_mode & 0777) : 0666;
   for (int attempt = 0;; ++attempt) {
     *temp = (dir == "/" ? "/" : dir + "/") + "." + base + ".tmp." + UniqueSuffix();
-    int raw = ::open(temp->c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    int raw = ::open(temp->c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, create_mode);
     if (raw >= 0) {
       fd->Reset(raw);
-      // A file replaced keeps its permissions and, where this process may set them,
-      // its owner: private weights (0600) must not become world-readable. Best effort:
-      // a file system that refuses chmod/chown (some FUSE and CIFS mounts) still gets
-      // the file, with the permissions it gives new files.
-      struct stat old;
-      if (::stat(path.c_str(), &old) == 0 && S_ISREG(old.st_mode)) {
+      if (replacing) {
+        (void)!::fchown(raw, old.st_uid, old.st_gid);  // before chmod: chown clears setgid
         (void)!::fchmod(raw, old.st_mode & 07777);
-        (void)!::fchown(raw, old.st_uid, old.st_gid);
       }
       return OkStatus();
     }

@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include "format/scoped_fd.h"
 #include "tests/io_util.h"
 
 namespace shardload {
@@ -275,5 +276,30 @@ TEST(FileTest, IoModeNames) {
   EXPECT_EQ(bad.status().message(), "invalid io mode 'Direct': expected auto, pread, mmap, direct or uring");
 }
 
+// A cache keyed on a file's identity may only hold identities whose last change is
+// older than a timestamp tick could hide (IdentityIsSettled), judged on both times.
+TEST(FileTest, IdentityIsSettledOnlyWellAfterTheLastChange) {
+  const int64_t now = int64_t{1'700'000'000} * 1'000'000'000;
+  FileIdentity id{1, 2, now - 5'000'000'000, now - 5'000'000'000};
+  EXPECT_TRUE(IdentityIsSettled(id, now));
+  id.ctime_ns = now - kIdentitySettleNs;
+  EXPECT_TRUE(IdentityIsSettled(id, now));
+  id.ctime_ns = now - kIdentitySettleNs + 1;  // a touch or write just now
+  EXPECT_FALSE(IdentityIsSettled(id, now));
+  id.ctime_ns = now - 5'000'000'000;
+  id.mtime_ns = now - 1'000;  // a modification time just now
+  EXPECT_FALSE(IdentityIsSettled(id, now));
+  id.mtime_ns = now + 60'000'000'000;  // in the future (clock skew, NFS)
+  EXPECT_FALSE(IdentityIsSettled(id, now));
+  // A file just written here is not settled by the real clock.
+  const std::string path = TempDir("file") + "/fresh";
+  ASSERT_TRUE(WriteBytes(path, RandomBytes(8, 1)));
+  struct stat st;
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_FALSE(IdentityIsSettled(IdentityOf(st), RealtimeNs()));
+  EXPECT_TRUE(IdentityIsSettled(IdentityOf(st), RealtimeNs() + 3'000'000'000));
+}
+
 }  // namespace
 }  // namespace shardload
+

@@ -636,7 +636,9 @@ TEST(ShardTest, FailedRenameRestoresTheFolder) {
     struct stat st;
     ASSERT_EQ(stat((dir + "/" + f).c_str(), &st), 0);
     EXPECT_EQ(st.st_ino, old_inodes[f]) << f;
-    if (old_bytes.count(f)) EXPECT_EQ(ReadAll(dir + "/" + f), old_bytes[f]) << f;
+    if (old_bytes.count(f)) {
+      EXPECT_EQ(ReadAll(dir + "/" + f), old_bytes[f]) << f;
+    }
   }
   // Once the folder is gone, the write goes through and leaves no backups.
   ASSERT_EQ(rmdir(third.c_str()), 0);
