@@ -192,6 +192,10 @@ struct CudaSink::Impl {
   Status first_error;
   uint64_t seq = 0;
   uint64_t load_slot_bytes = 0;
+  // home_device: the first device this load copies to (-1: none). A reader makes it
+  // current before its first CUDA call (AcquireSlot's event queries): on a fresh
+  // thread device 0 is current, and the runtime would bind device 0's context.
+  int home_device = -1;
 
   ~Impl();
 
@@ -217,8 +221,10 @@ struct CudaSink::Impl {
     for (int d : slot.devices) {
       Status s = devices[d]->events[id].Synchronize();
       if (!s.ok() && first.ok()) {
-        first = Status(s.code(), "copy of " + SlotWhat(slot) + " to " + CudaDeviceLabel(d) +
-                                     " failed: " + s.message());
+        // An asynchronous error surfaces at the first wait after it: the fault may lie
+        // in an earlier copy or kernel on that device than this slot's.
+        first = Status(s.code(), "copies to " + CudaDeviceLabel(d) + " failed, first seen at " +
+                                     SlotWhat(slot) + ": " + s.message());
       }
     }
     slot.devices.clear();
@@ -651,6 +657,9 @@ Status CudaSink::Begin(std::span<const Destination> destinations, uint64_t slot_
 
   m.destinations.assign(destinations.begin(), destinations.end());
   m.load_slot_bytes = slot_bytes;
+  m.home_device = static_cast<int>(
+      std::find(cuda_used.begin(), cuda_used.end(), true) - cuda_used.begin());
+  if (m.home_device >= static_cast<int>(cuda_used.size())) m.home_device = -1;
   m.first_error = OkStatus();
   m.aborted = false;
   m.seq = 0;
@@ -661,6 +670,17 @@ Status CudaSink::Begin(std::span<const Destination> destinations, uint64_t slot_
 Result<StagingSlot> CudaSink::AcquireSlot() {
   Impl& m = *impl_;
   std::unique_lock<std::mutex> lock(m.mu);
+  if (m.begun && m.home_device >= 0) {
+    // Readers are the loader's own threads: the device stays current (as in Deliver).
+    const int home = m.home_device;
+    lock.unlock();
+    Status s = MakeDeviceCurrent(home);
+    lock.lock();
+    if (!s.ok()) {
+      m.RecordErrorLocked(s);
+      return s;
+    }
+  }
   while (true) {
     if (m.aborted) return CancelledError("cuda sink: the load was aborted");
     if (!m.begun) return FailedPreconditionError("cuda sink: AcquireSlot outside Begin..Finish");

@@ -89,7 +89,10 @@ class StagingPool {
 // Commit, ReleaseSlot, DirectTargets concurrently; Begin, Finish, Abort from the
 // driving thread). Lifetime: destinations passed to Begin must stay valid until
 // Finish/Abort returns; the sink must not be destroyed while readers use it. After a
-// Commit returns (OK or not) the slot is no longer the caller's.
+// Commit returns (OK or not) the slot is no longer the caller's. AcquireSlot and
+// Commit leave a device of the load current on the calling thread (MakeDeviceCurrent:
+// a fresh reader thread would otherwise bind device 0's context), so readers are
+// threads the loader owns, never the caller's.
 class CudaSink final : public Sink {
  public:
   // Create: a sink with `options` (validated) taking its ring from `pool` when it fits

@@ -297,8 +297,10 @@ Result<PinnedBuffer> PinnedBuffer::Allocate(uint64_t bytes, PinnedMode mode) {
     }
     buffer.data_ = p;
     buffer.size_ = bytes;
-    if (KernelCanWriteInto(p)) return buffer;
-    buffer.Reset();  // reads into it would fail with EFAULT: register plain memory
+    // The header promises page alignment (O_DIRECT windows are read into the slots);
+    // cudaHostAlloc gives it in practice but does not document it.
+    if (reinterpret_cast<uintptr_t>(p) % kPage == 0 && KernelCanWriteInto(p)) return buffer;
+    buffer.Reset();  // misaligned, or reads into it would fail with EFAULT: register
     buffer.mode_ = mode = PinnedMode::kHostRegister;
   }
   const uint64_t rounded = RoundUpToPage(bytes);

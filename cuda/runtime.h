@@ -134,7 +134,8 @@ class PinnedBuffer {
   // Allocate: `bytes` (> 0) of pinned memory. kHostAlloc memory is probed with a
   // one-byte read(2) into it: where the kernel cannot write there (EFAULT, as with
   // cudaHostAlloc memory under some gVisor versions, which would make every file read
-  // into a staging slot fail), it is freed and kHostRegister memory is returned
+  // into a staging slot fail), or where it is not 4096-aligned (cudaHostAlloc does
+  // not document its alignment), it is freed and kHostRegister memory is returned
   // instead; mode() says which. Errors: invalid_argument for 0 bytes;
   // resource_exhausted "cudaHostAlloc: cudaErrorMemoryAllocation: out of memory
   // (allocating N bytes of pinned memory)"; unavailable without a driver.

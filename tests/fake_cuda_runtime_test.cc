@@ -129,6 +129,7 @@ class FakeCudaTest : public ::testing::Test {
     fake::ClearFailures();
     fake::PauseStreams(false);
     fake::SetHostAllocKernelInaccessible(false);
+    fake::SetHostAllocMisaligned(false);
   }
 };
 
@@ -277,6 +278,26 @@ TEST_F(FakeCudaTest, PinnedMemoryTheKernelCannotWriteIsReplacedByRegisteredMemor
   ExpectNothingLive();
 }
 
+// cudaHostAlloc documents no alignment; staging slots take O_DIRECT windows, so
+// PinnedBuffer registers page-aligned memory instead of keeping a misaligned block.
+TEST_F(FakeCudaTest, MisalignedPinnedMemoryIsReplacedByRegisteredMemory) {
+  fake::SetHostAllocMisaligned(true);
+  {
+    Result<PinnedBuffer> b = PinnedBuffer::Allocate(2 * 4096);
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    EXPECT_EQ(b->mode(), PinnedMode::kHostRegister);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(b->data()) % 4096, 0u);
+    EXPECT_EQ(fake::Snapshot().live_pinned_bytes, 2 * 4096u);
+  }
+  fake::SetHostAllocMisaligned(false);
+  {
+    Result<PinnedBuffer> b = PinnedBuffer::Allocate(2 * 4096);
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    EXPECT_EQ(b->mode(), PinnedMode::kHostAlloc);
+  }
+  ExpectNothingLive();
+}
+
 TEST_F(FakeCudaTest, ASlotIsReusedOnlyAfterItsCopiesComplete) {
   Stored stored = WriteSharded("fake_reuse", 1, 4, 8192);
   Result<Checkpoint> ckpt = Checkpoint::Open(stored.dir);
@@ -357,16 +378,28 @@ TEST_F(FakeCudaTest, AnAsynchronousCopyFaultNamesTensorAndDeviceAndFreesEverythi
     ASSERT_FALSE(all.ok());
     EXPECT_EQ(all.status().code(), StatusCode::kInternal);
     const std::string m = all.status().message();
-    EXPECT_EQ(m.rfind("copy of tensor 'layers.", 0), 0u) << m;
-    EXPECT_NE(m.find(" to cuda:1 failed: "), std::string::npos) << m;
-    EXPECT_NE(m.find("(cuda:1): cudaErrorIllegalAddress: an illegal memory access was encountered"),
-              std::string::npos)
-        << m;
+    EXPECT_EQ(m.rfind("copies to cuda:1 failed, first seen at tensor 'layers.", 0), 0u) << m;
+    const std::string sticky =
+        "(cuda:1): cudaErrorIllegalAddress: an illegal memory access was encountered (a sticky "
+        "error: CUDA on this device is unusable in this process until it restarts)";
+    EXPECT_NE(m.find(sticky), std::string::npos) << m;
     EXPECT_EQ(fake::Snapshot().live_device_allocations, 0u);
     // Nothing pinned beyond the one ring the backend keeps for the next load.
     EXPECT_EQ(fake::Snapshot().live_pinned_bytes, backend.cached_staging_bytes());
-    // The failed stream went with its sink: the next load is whole.
+    // As on a real GPU, cuda:1 stays unusable in this process: the next load onto it
+    // fails at once with the same error and takes nothing; cuda:0 still loads.
     Result<LoadedCheckpoint> again = LoadAll(*ckpt, Options(&backend, "cuda:1", 2, 16384));
+    ASSERT_FALSE(again.ok());
+    EXPECT_EQ(again.status().code(), StatusCode::kInternal);
+    EXPECT_NE(again.status().message().find(sticky), std::string::npos)
+        << again.status().message();
+    EXPECT_EQ(fake::Snapshot().live_device_allocations, 0u);
+    Result<LoadedCheckpoint> on0 = LoadAll(*ckpt, Options(&backend, "cuda:0", 2, 16384));
+    ASSERT_TRUE(on0.ok()) << on0.status().ToString();
+    ExpectByteExact(stored, *on0);
+    // In a new process (the fake's ClearFailures) the same load is whole.
+    fake::ClearFailures();
+    again = LoadAll(*ckpt, Options(&backend, "cuda:1", 2, 16384));
     ASSERT_TRUE(again.ok()) << again.status().ToString();
     ExpectByteExact(stored, *again);
   }
@@ -419,12 +452,21 @@ TEST_F(FakeCudaTest, CastKernelFailuresNameTheTensor) {
     fake::FailAsync("LaunchCastKernel", 0, kLaunchFailure);
     r = LoadInto(*ckpt, targets, o);
     ASSERT_FALSE(r.ok());
-    EXPECT_EQ(r.status().message().rfind("copy of tensor 'layers.0.0.weight' to cuda:0 failed: ", 0),
+    EXPECT_EQ(r.status().message().rfind(
+                  "copies to cuda:0 failed, first seen at tensor 'layers.0.0.weight': ", 0),
               0u)
         << r.status().message();
     EXPECT_NE(r.status().message().find("cudaErrorLaunchFailure: unspecified launch failure"),
               std::string::npos);
-    // Without injected failures the same load is exact (the kernel's host twin).
+    // The launch failure is sticky: cuda:0 fails every later load of this process.
+    r = LoadInto(*ckpt, targets, o);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.status().message().find("cudaErrorLaunchFailure: unspecified launch failure (a "
+                                        "sticky error"),
+              std::string::npos)
+        << r.status().message();
+    // In a new process the same load is exact (the kernel's host twin).
+    fake::ClearFailures();
     r = LoadInto(*ckpt, targets, o);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
   }

@@ -72,15 +72,20 @@ void FailCall(std::string_view call, int after, int error);
 // FailAsync: the (after + 1)-th queued operation of kind `call` ("cudaMemcpyAsync" or
 // "LaunchCastKernel") from now is accepted, then fails when the stream runs it: it
 // writes nothing, and the stream, every event recorded on it afterwards, and
-// cudaStreamSynchronize / cudaDeviceSynchronize report `error` from then on (CUDA's
-// sticky errors), until the stream is destroyed. Thread-safe.
+// cudaStreamSynchronize / cudaDeviceSynchronize report `error` from then on, until
+// the stream is destroyed. When `error` is one of CUDA's sticky errors (illegal
+// address, launch failure, ...), the stream's device is poisoned, as a real context
+// is for the rest of the process: every later call while that device is current
+// fails with `error` (frees and destroys still release, but report it), and queued
+// work on any of its streams fails too; ClearFailures ends it. Thread-safe.
 void FailAsync(std::string_view call, int after, int error);
 
 // ForgetContexts: clear Counters::contexts (as if no device had a context yet), so a
 // test can see which devices one load touches. Thread-safe.
 void ForgetContexts();
 
-// ClearFailures: drop pending FailCall / FailAsync rules. Thread-safe.
+// ClearFailures: drop pending FailCall / FailAsync rules and heal poisoned devices
+// (what only a new process does for a real GPU). Thread-safe.
 void ClearFailures();
 
 // SetHostAllocKernelInaccessible: while true, cudaHostAlloc hands out memory the
@@ -88,6 +93,11 @@ void ClearFailures();
 // as some gVisor versions did with real pinned memory. Host code cannot touch it
 // either, so only PinnedBuffer's probe may meet it before it is freed. Thread-safe.
 void SetHostAllocKernelInaccessible(bool inaccessible);
+
+// SetHostAllocMisaligned: while true, cudaHostAlloc hands out memory 256 bytes past a
+// page boundary (the real call documents no alignment; PinnedBuffer promises 4096).
+// Thread-safe.
+void SetHostAllocMisaligned(bool misaligned);
 
 // PauseStreams: while true, no stream starts another queued operation (one already
 // running finishes), so queued work stays pending for as long as a test needs; a

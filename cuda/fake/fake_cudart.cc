@@ -113,6 +113,7 @@ struct PinnedRange {
   uint64_t bytes = 0;
   bool host_alloc = false;  // cudaHostAlloc (else cudaHostRegister)
   uint64_t unmapped = 0;    // > 0: a PROT_NONE mapping of this size (munmap, not free)
+  uint64_t misaligned = 0;  // > 0: handed out this far into its allocation (free that)
 };
 
 struct State {
@@ -129,6 +130,12 @@ struct State {
   int max_delay_us = 200;
   bool paused = false;  // PauseStreams: workers start nothing new
   bool host_alloc_kernel_inaccessible = false;  // SetHostAllocKernelInaccessible
+  bool host_alloc_misaligned = false;           // SetHostAllocMisaligned
+  // poisoned[d]: the sticky error an asynchronous fault left on device d (CUDA's
+  // context is then unusable: every later call on it fails with that error, and so
+  // does queued work on any of its streams), cudaSuccess while healthy. ClearFailures
+  // resets it (a new process, for the fake).
+  cudaError_t poisoned[kDevices] = {};
   // context[d]: whether a real runtime would have created device d's primary context
   // by now: cudaSetDevice(d) (CUDA >= 12 initializes it), or a call that needs a
   // context made while d was current. ForgetContexts clears it.
@@ -190,6 +197,32 @@ bool ValidDevice(int device) { return device >= 0 && device < kDevices; }
 
 // UseContext: a call that needs a context on the current device (see State::context).
 void UseContext(State& s) { s.context[current_device] = true; }
+
+// IsSticky: the asynchronous errors that leave the context unusable (as
+// cuda/status.cc's list).
+bool IsSticky(cudaError_t e) {
+  switch (e) {
+    case cudaErrorIllegalAddress:
+    case cudaErrorLaunchTimeout:
+    case cudaErrorAssert:
+    case cudaErrorHardwareStackError:
+    case cudaErrorIllegalInstruction:
+    case cudaErrorMisalignedAddress:
+    case cudaErrorInvalidAddressSpace:
+    case cudaErrorInvalidPc:
+    case cudaErrorLaunchFailure:
+    case cudaErrorECCUncorrectable:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Poisoned: the current device's sticky error (through Fail), or cudaSuccess.
+cudaError_t Poisoned(State& s) {
+  const cudaError_t p = s.poisoned[current_device];
+  return p == cudaSuccess ? p : Fail(s, p);
+}
 
 // DeviceOf: the device whose address range holds `p`, or -1 (host memory).
 int DeviceOf(const State& s, const void* p) {
@@ -265,7 +298,9 @@ void Worker(CUstream_st* stream) {
       s.cv.wait(lock, [&] { return e->completed >= op.generation; });
     }
     const int max_delay = s.max_delay_us;
-    const bool skip = stream->error != cudaSuccess;  // a failed stream runs nothing more
+    // A failed stream, or any stream of a poisoned device, runs nothing more.
+    const cudaError_t poisoned = s.poisoned[stream->device];
+    const bool skip = stream->error != cudaSuccess || poisoned != cudaSuccess;
     lock.unlock();
     if (max_delay > 0 && op.kind != OpKind::kWait) {
       std::uniform_int_distribution<int> delay(0, max_delay);
@@ -283,8 +318,12 @@ void Worker(CUstream_st* stream) {
         RunCast(op);
       }
     }
+    if (failure == cudaSuccess && poisoned != cudaSuccess) failure = poisoned;
     lock.lock();
     if (failure != cudaSuccess && stream->error == cudaSuccess) stream->error = failure;
+    if (IsSticky(failure) && s.poisoned[stream->device] == cudaSuccess) {
+      s.poisoned[stream->device] = failure;
+    }
     if (op.kind == OpKind::kRecord) {
       CUevent_st* e = op.event;
       if (op.generation > e->completed) {
@@ -478,12 +517,19 @@ void ClearFailures() {
   std::lock_guard<std::mutex> lock(s.mu);
   s.call_rules.clear();
   s.async_rules.clear();
+  for (cudaError_t& p : s.poisoned) p = cudaSuccess;
 }
 
 void SetHostAllocKernelInaccessible(bool inaccessible) {
   State& s = S();
   std::lock_guard<std::mutex> lock(s.mu);
   s.host_alloc_kernel_inaccessible = inaccessible;
+}
+
+void SetHostAllocMisaligned(bool misaligned) {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  s.host_alloc_misaligned = misaligned;
 }
 
 void PauseStreams(bool paused) {
@@ -513,6 +559,7 @@ int LaunchCast(CastKind kind, const void* src, void* dst, uint64_t count, CUstre
   std::lock_guard<std::mutex> lock(s.mu);
   if (count == 0) return cudaSuccess;
   if (cudaError_t e = Injected(s, "LaunchCastKernel"); e != cudaSuccess) return Fail(s, e);
+  if (cudaError_t p = s.poisoned[current_device]; p != cudaSuccess) return Fail(s, p);
   UseContext(s);
   if (src == nullptr || dst == nullptr) return Fail(s, cudaErrorInvalidValue);
   // A launch goes to a stream of the current device, or fails (as with real kernels).
@@ -588,6 +635,7 @@ using shardload::cuda::fake::kPage;
 using shardload::cuda::fake::last_error;
 using shardload::cuda::fake::LiveEvent;
 using shardload::cuda::fake::LiveStream;
+using shardload::cuda::fake::Poisoned;
 using shardload::cuda::fake::Op;
 using shardload::cuda::fake::OpKind;
 using shardload::cuda::fake::PinnedContains;
@@ -604,6 +652,13 @@ using shardload::cuda::fake::WaitStreamLocked;
   do {                                                                    \
     if (cudaError_t injected = Injected(s, name); injected != cudaSuccess) \
       return Fail(s, injected);                                           \
+  } while (0)
+
+// FAKE_STICKY: a call on the current device's context fails with the device's sticky
+// error once it is poisoned.
+#define FAKE_STICKY(s)                                                          \
+  do {                                                                          \
+    if (cudaError_t p = s.poisoned[current_device]; p != cudaSuccess) return Fail(s, p); \
   } while (0)
 
 extern "C" {
@@ -675,6 +730,7 @@ cudaError_t CUDARTAPI cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   State& s = S();
   std::lock_guard<std::mutex> lock(s.mu);
   FAKE_INJECT(s, "cudaMemGetInfo");
+  FAKE_STICKY(s);
   UseContext(s);
   if (free_bytes == nullptr || total_bytes == nullptr) return Fail(s, cudaErrorInvalidValue);
   *total_bytes = kDeviceBytes;
@@ -686,6 +742,7 @@ cudaError_t CUDARTAPI cudaMalloc(void** ptr, size_t size) {
   State& s = S();
   std::lock_guard<std::mutex> lock(s.mu);
   FAKE_INJECT(s, "cudaMalloc");
+  FAKE_STICKY(s);
   UseContext(s);
   if (ptr == nullptr) return Fail(s, cudaErrorInvalidValue);
   if (size == 0) {
@@ -733,7 +790,8 @@ cudaError_t CUDARTAPI cudaFree(void* ptr) {
   const uint64_t lo = (off + kPage - 1) / kPage * kPage;
   const uint64_t hi = (off + bytes) / kPage * kPage;
   if (hi > lo) madvise(d.backing + lo, hi - lo, MADV_DONTNEED);
-  return cudaSuccess;
+  return Poisoned(s);  // released, but the call reports a poisoned context
+
 }
 
 cudaError_t CUDARTAPI cudaHostAlloc(void** ptr, size_t size, unsigned int flags) {
@@ -741,6 +799,7 @@ cudaError_t CUDARTAPI cudaHostAlloc(void** ptr, size_t size, unsigned int flags)
   std::lock_guard<std::mutex> lock(s.mu);
   (void)flags;
   FAKE_INJECT(s, "cudaHostAlloc");
+  FAKE_STICKY(s);
   UseContext(s);
   if (ptr == nullptr || size == 0) return Fail(s, cudaErrorInvalidValue);
   const uint64_t rounded = (size + kPage - 1) / kPage * kPage;
@@ -749,6 +808,16 @@ cudaError_t CUDARTAPI cudaHostAlloc(void** ptr, size_t size, unsigned int flags)
     if (m == MAP_FAILED) return Fail(s, cudaErrorMemoryAllocation);
     AddPinnedLocked(s, static_cast<std::byte*>(m), size, /*host_alloc=*/true, rounded);
     *ptr = m;
+    return cudaSuccess;
+  }
+  if (s.host_alloc_misaligned) {
+    constexpr uint64_t kOffset = 256;
+    void* base = std::aligned_alloc(kPage, rounded + kPage);
+    if (base == nullptr) return Fail(s, cudaErrorMemoryAllocation);
+    std::byte* p = static_cast<std::byte*>(base) + kOffset;
+    AddPinnedLocked(s, p, size, /*host_alloc=*/true);
+    s.pinned[p].misaligned = kOffset;
+    *ptr = p;
     return cudaSuccess;
   }
   void* p = std::aligned_alloc(kPage, rounded);
@@ -766,13 +835,15 @@ cudaError_t CUDARTAPI cudaFreeHost(void* ptr) {
   auto it = s.pinned.find(static_cast<std::byte*>(ptr));
   if (it == s.pinned.end() || !it->second.host_alloc) return Fail(s, cudaErrorInvalidValue);
   const uint64_t unmapped = it->second.unmapped;
+  const uint64_t misaligned = it->second.misaligned;
   ReleasePinnedLocked(s, lock, it->first);
   if (unmapped > 0) {
     ::munmap(ptr, unmapped);
   } else {
-    std::free(ptr);
+    std::free(static_cast<std::byte*>(ptr) - misaligned);
   }
-  return cudaSuccess;
+  return Poisoned(s);  // released, but the call reports a poisoned context
+
 }
 
 cudaError_t CUDARTAPI cudaHostRegister(void* ptr, size_t size, unsigned int flags) {
@@ -780,6 +851,7 @@ cudaError_t CUDARTAPI cudaHostRegister(void* ptr, size_t size, unsigned int flag
   std::lock_guard<std::mutex> lock(s.mu);
   (void)flags;
   FAKE_INJECT(s, "cudaHostRegister");
+  FAKE_STICKY(s);
   UseContext(s);
   if (ptr == nullptr || size == 0 || DeviceOf(s, ptr) >= 0) return Fail(s, cudaErrorInvalidValue);
   const auto* p = static_cast<const std::byte*>(ptr);
@@ -801,7 +873,8 @@ cudaError_t CUDARTAPI cudaHostUnregister(void* ptr) {
     return Fail(s, cudaErrorHostMemoryNotRegistered);
   }
   ReleasePinnedLocked(s, lock, it->first);
-  return cudaSuccess;
+  return Poisoned(s);  // released, but the call reports a poisoned context
+
 }
 
 cudaError_t CUDARTAPI cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags) {
@@ -809,6 +882,7 @@ cudaError_t CUDARTAPI cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned i
   std::lock_guard<std::mutex> lock(s.mu);
   (void)flags;
   FAKE_INJECT(s, "cudaStreamCreateWithFlags");
+  FAKE_STICKY(s);
   UseContext(s);
   if (stream == nullptr) return Fail(s, cudaErrorInvalidValue);
   auto* st = new CUstream_st();
@@ -834,13 +908,16 @@ cudaError_t CUDARTAPI cudaStreamDestroy(cudaStream_t stream) {
   lock.lock();
   s.streams.erase(stream);
   delete stream;
-  return cudaSuccess;
+  return Poisoned(s);  // released, but the call reports a poisoned context
+
 }
 
 cudaError_t CUDARTAPI cudaStreamSynchronize(cudaStream_t stream) {
   State& s = S();
   std::unique_lock<std::mutex> lock(s.mu);
   FAKE_INJECT(s, "cudaStreamSynchronize");
+  FAKE_STICKY(s);
+  UseContext(s);  // as the runtime binds the current device's context
   if (!LiveStream(s, stream)) return Fail(s, cudaErrorInvalidResourceHandle);
   WaitStreamLocked(s, lock, stream, stream->queued);
   if (stream->error != cudaSuccess) return Fail(s, stream->error);
@@ -853,6 +930,7 @@ cudaError_t CUDARTAPI cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event
   std::lock_guard<std::mutex> lock(s.mu);
   (void)flags;
   FAKE_INJECT(s, "cudaStreamWaitEvent");
+  FAKE_STICKY(s);
   UseContext(s);
   if (!LiveStream(s, stream) || !LiveEvent(s, event)) {
     return Fail(s, cudaErrorInvalidResourceHandle);
@@ -870,6 +948,7 @@ cudaError_t CUDARTAPI cudaDeviceSynchronize(void) {
   State& s = S();
   std::unique_lock<std::mutex> lock(s.mu);
   FAKE_INJECT(s, "cudaDeviceSynchronize");
+  FAKE_STICKY(s);
   UseContext(s);
   WaitDeviceLocked(s, lock, current_device);
   for (CUstream_st* st : s.streams) {
@@ -882,6 +961,7 @@ cudaError_t CUDARTAPI cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int 
   State& s = S();
   std::lock_guard<std::mutex> lock(s.mu);
   FAKE_INJECT(s, "cudaEventCreateWithFlags");
+  FAKE_STICKY(s);
   UseContext(s);
   if (event == nullptr) return Fail(s, cudaErrorInvalidValue);
   auto* e = new CUevent_st();
@@ -914,13 +994,15 @@ cudaError_t CUDARTAPI cudaEventDestroy(cudaEvent_t event) {
     delete e;
     return true;
   });
-  return cudaSuccess;
+  return Poisoned(s);  // released, but the call reports a poisoned context
+
 }
 
 cudaError_t CUDARTAPI cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   State& s = S();
   std::lock_guard<std::mutex> lock(s.mu);
   FAKE_INJECT(s, "cudaEventRecord");
+  FAKE_STICKY(s);
   UseContext(s);
   if (!LiveEvent(s, event) || !LiveStream(s, stream) || event->device != stream->device) {
     return Fail(s, cudaErrorInvalidResourceHandle);
@@ -937,6 +1019,8 @@ cudaError_t CUDARTAPI cudaEventQuery(cudaEvent_t event) {
   State& s = S();
   std::lock_guard<std::mutex> lock(s.mu);
   FAKE_INJECT(s, "cudaEventQuery");
+  FAKE_STICKY(s);
+  UseContext(s);  // as the runtime binds the current device's context
   if (!LiveEvent(s, event)) return Fail(s, cudaErrorInvalidResourceHandle);
   if (event->completed < event->recorded) return Fail(s, cudaErrorNotReady);
   if (event->error != cudaSuccess) return Fail(s, event->error);
@@ -947,6 +1031,8 @@ cudaError_t CUDARTAPI cudaEventSynchronize(cudaEvent_t event) {
   State& s = S();
   std::unique_lock<std::mutex> lock(s.mu);
   FAKE_INJECT(s, "cudaEventSynchronize");
+  FAKE_STICKY(s);
+  UseContext(s);  // as the runtime binds the current device's context
   if (!LiveEvent(s, event)) return Fail(s, cudaErrorInvalidResourceHandle);
   const uint64_t target = event->recorded;
   s.cv.wait(lock, [&] { return event->completed >= target; });
@@ -975,6 +1061,7 @@ cudaError_t CUDARTAPI cudaMemcpyAsync(void* dst, const void* src, size_t count,
   State& s = S();
   std::unique_lock<std::mutex> lock(s.mu);
   FAKE_INJECT(s, "cudaMemcpyAsync");
+  FAKE_STICKY(s);
   UseContext(s);
   if (!LiveStream(s, stream)) return Fail(s, cudaErrorInvalidResourceHandle);
   if (count == 0) return cudaSuccess;
@@ -1021,6 +1108,7 @@ cudaError_t CUDARTAPI cudaMemcpy(void* dst, const void* src, size_t count,
   State& s = S();
   std::lock_guard<std::mutex> lock(s.mu);
   FAKE_INJECT(s, "cudaMemcpy");
+  FAKE_STICKY(s);
   UseContext(s);
   if (count == 0) return cudaSuccess;
   CopyArgs args;
@@ -1036,6 +1124,7 @@ cudaError_t CUDARTAPI cudaPointerGetAttributes(struct cudaPointerAttributes* att
   State& s = S();
   std::lock_guard<std::mutex> lock(s.mu);
   FAKE_INJECT(s, "cudaPointerGetAttributes");
+  FAKE_STICKY(s);
   UseContext(s);
   if (attributes == nullptr) return Fail(s, cudaErrorInvalidValue);
   *attributes = cudaPointerAttributes{};
@@ -1063,6 +1152,7 @@ cudaError_t CUDARTAPI cudaMemset(void* ptr, int value, size_t count) {
   State& s = S();
   std::lock_guard<std::mutex> lock(s.mu);
   FAKE_INJECT(s, "cudaMemset");
+  FAKE_STICKY(s);
   UseContext(s);
   if (count == 0) return cudaSuccess;
   const int dev = DeviceOf(s, ptr);
