@@ -522,7 +522,7 @@ const char* sl_last_error(void) { return t_last_error.c_str(); }
 
 sl_status sl_last_error_code(void) { return t_last_code; }
 
-const char* sl_version(void) { return "0.1.3"; }
+const char* sl_version(void) { return "0.1.4"; }
 
 int sl_cuda_device_count(void) { return Backend()->DeviceCount(); }
 
@@ -721,6 +721,12 @@ sl_status sl_options_add_alias(sl_options* options, const char* target_name,
     }
     o.load.match.aliases.emplace_back(target_name, stored_name);
     return SL_OK;
+  });
+}
+
+sl_status sl_options_set_metadata_aliases(sl_options* options, int enabled) {
+  return SetFlag(options, enabled, [](shardload::LoadOptions& l) -> bool& {
+    return l.match.aliases_from_metadata;
   });
 }
 

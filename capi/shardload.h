@@ -110,7 +110,7 @@ const char* sl_last_error(void);
  * none). */
 sl_status sl_last_error_code(void);
 
-/* sl_version: the library version, "0.1.3" for this header. Static string. */
+/* sl_version: the library version, "0.1.4" for this header. Static string. */
 const char* sl_version(void);
 
 /* sl_cuda_device_count: how many CUDA devices the library can load onto: 0 without a
@@ -272,6 +272,13 @@ sl_status sl_options_set_auto_prefix(sl_options* options, int enabled);
  * "stored_name is NULL", and "empty alias name" for an empty one. */
 sl_status sl_options_add_alias(sl_options* options, const char* target_name,
                                const char* stored_name);
+
+/* sl_options_set_metadata_aliases: nonzero (default) also fills a target the file
+ * lacks from the tensor a `__metadata__` entry names (the "dropped name" -> "kept
+ * name" notes safetensors' save_model writes for tied weights; only for a target of
+ * the stored tensor's shape); 0 leaves such targets missing, as safetensors'
+ * load_model does (it ties through the model, not the file). Added in 0.1.4. */
+sl_status sl_options_set_metadata_aliases(sl_options* options, int enabled);
 
 /* sl_options_set_allow_cast: nonzero accepts F32/F16/BF16 differences (converted while
  * loading). Default 0. */

@@ -119,7 +119,7 @@ static void WriteSingle(void) {
 /* ---------------------------------------------------------------- cases */
 
 static void TestVersionAndNames(void) {
-  CHECK(strcmp(sl_version(), "0.1.3") == 0);
+  CHECK(strcmp(sl_version(), "0.1.4") == 0);
   CHECK(strcmp(sl_status_name(SL_OK), "ok") == 0);
   CHECK(strcmp(sl_status_name(SL_DATA_LOSS), "data_loss") == 0);
   CHECK(strcmp(sl_status_name(SL_INVALID_ARGUMENT), "invalid_argument") == 0);
@@ -1327,6 +1327,37 @@ static int IsHex16(const char* v) {
   return 1;
 }
 
+/* save_model's tie notes in __metadata__ fill a target the file lacks, unless
+ * sl_options_set_metadata_aliases(0) (what safetensors' load_model does). */
+static void TestMetadataAliases(void) {
+  float e[2] = {3, 4};
+  uint64_t shape[1] = {2};
+  sl_tensor_view t = {"embed", 5, "F32", shape, 1, e};
+  const char* keys[1] = {"head"};
+  const char* values[1] = {"embed"};
+  CHECK_OK(sl_save_file(Path("tied.safetensors"), &t, 1, keys, values, 1));
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("tied.safetensors"), &ck));
+  float embed[2] = {0}, head[2] = {0};
+  sl_target targets[2] = {{"embed", 5, "F32", shape, 1, NULL, embed},
+                          {"head", 4, "F32", shape, 1, NULL, head}};
+  sl_options* opt = NULL;
+  CHECK_OK(sl_options_new(&opt));
+  CHECK_OK(sl_load_into(ck, targets, 2, opt, NULL));
+  CHECK(head[0] == 3 && head[1] == 4);
+  CHECK_OK(sl_options_set_metadata_aliases(opt, 0));
+  head[0] = head[1] = 0;
+  CHECK_ERR(sl_load_into(ck, targets, 2, opt, NULL), SL_INVALID_ARGUMENT,
+            "Error(s) in loading state_dict: Missing key(s) in state_dict: \"head\".");
+  CHECK(head[0] == 0 && head[1] == 0);
+  CHECK_OK(sl_options_set_metadata_aliases(opt, 1));
+  CHECK_OK(sl_load_into(ck, targets, 2, opt, NULL));
+  CHECK(head[0] == 3 && head[1] == 4);
+  CHECK_ERR(sl_options_set_metadata_aliases(NULL, 0), SL_INVALID_ARGUMENT, "options is NULL");
+  sl_options_free(opt);
+  sl_checkpoint_free(ck);
+}
+
 static void TestSaveFlags(void) {
   float x[2] = {1, 2};
   uint64_t shape[1] = {2};
@@ -1615,6 +1646,7 @@ int main(void) {
   RunCase("SaveFlags", TestSaveFlags);
   RunCase("VerifySingleFile", TestVerifySingleFile);
   RunCase("VerifySharded", TestVerifySharded);
+  RunCase("MetadataAliases", TestMetadataAliases);
   RunCase("HostPoolReuse", TestHostPoolReuse);
   RunCase("HostPoolLifetimeAndLimit", TestHostPoolLifetimeAndLimit);
   RunCase("HostPoolOutlivedByExport", TestHostPoolOutlivedByExport);

@@ -633,6 +633,13 @@ class PythonTest(unittest.TestCase):
         # save_sharded copies instead of refusing (huggingface_hub-style writer).
         shardload.save_sharded({"a": w.t()}, self.dir)
         self.assertTrue(torch.equal(shardload.load_file(self.dir)["a"], w.t().contiguous()))
+        # Tied tensors would be written twice and load back untied: refused.
+        with self.assertRaises(RuntimeError) as cm:
+            shardload.save_sharded({"embed": w, "head": w}, self.dir)
+        self.assertEqual(str(cm.exception),
+                         "Some tensors share memory, which save_sharded would write once per "
+                         "name and load back untied: [['embed', 'head']]. Keep one name of "
+                         "each group (tie the others again after loading), or clone them.")
 
     @needs_reference
     def test_save_model_bytes_match_reference(self):
@@ -1219,6 +1226,17 @@ class PythonTest(unittest.TestCase):
             with self.assertRaises(shardload.ShardloadError) as cm:
                 f.get_tensor("nope")
             self.assertEqual(str(cm.exception), "tensor 'nope' is not in the checkpoint")
+        # framework: safetensors' names for torch are taken; a non-str is a TypeError.
+        for framework in ("torch", "pytorch"):
+            with shardload.safe_open(self.path("s.safetensors"), framework=framework) as f:
+                self.assertTrue(torch.equal(f.get_tensor("v"), v))
+        with self.assertRaises(TypeError) as cm:
+            shardload.safe_open(self.path("s.safetensors"), framework=None)
+        self.assertEqual(str(cm.exception), "framework must be a str such as \"pt\", not NoneType")
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shardload.safe_open(self.path("s.safetensors"), framework="flax")
+        self.assertEqual((cm.exception.code, str(cm.exception)),
+                         ("unimplemented", "framework 'flax' is not supported (only \"pt\")"))
 
     @needs_reference
     def test_safe_open_matches_reference(self):
@@ -1489,14 +1507,57 @@ class PythonTest(unittest.TestCase):
         self.assertTrue(torch.equal(odd.embed.weight, src.embed.weight))
 
     def test_load_model_size_mismatch(self):
-        state = Tiny().state_dict()
+        # As safetensors' load_model: torch's own error (in either strict), raised after
+        # the keys that fit were loaded.
+        src = Tiny()
+        state = src.state_dict()
         state["proj.bias"] = torch.zeros(5)
-        shardload.save_file(state, self.path("m.safetensors"))
-        with self.assertRaises(shardload.ShardloadError) as cm:
-            shardload.load_model(Tiny(), self.path("m.safetensors"), strict=False)
-        self.assertEqual(str(cm.exception),
-                         "Error(s) in loading state_dict: size mismatch for proj.bias: copying a "
-                         "param with shape [5] from checkpoint, the shape in current model is [4].")
+        path = self.path("m.safetensors")
+        shardload.save_file(state, path)
+        want = ("Error(s) in loading state_dict for Tiny:\n\tsize mismatch for proj.bias: "
+                "copying a param with shape torch.Size([5]) from checkpoint, the shape in "
+                "current model is torch.Size([4]).")
+        for strict in (True, False):
+            dst = Tiny()
+            with self.assertRaises(RuntimeError) as cm:
+                shardload.load_model(dst, path, strict=strict)
+            self.assertEqual(str(cm.exception), want)
+            self.assertTrue(torch.equal(dst.proj.weight, src.proj.weight))
+            if st is not None:
+                with self.assertRaises(RuntimeError) as ref:
+                    st.load_model(Tiny(), path, strict=strict)
+                self.assertEqual(str(ref.exception), want)
+
+    def test_load_model_extra_state_goes_to_set_extra_state(self):
+        # An _extra_state entry is a value get_extra_state made, not module storage:
+        # only torch's load_state_dict hands it to set_extra_state (both paths).
+        class WithExtra(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = torch.nn.Linear(2, 2)
+                self.v = 0
+
+            def get_extra_state(self):
+                return torch.tensor(self.v)
+
+            def set_extra_state(self, state):
+                self.v = int(state)
+
+        src = WithExtra()
+        src.v = 5
+        path = self.path("x.safetensors")
+        shardload.save_file(src.state_dict(), path)
+        dst = WithExtra()
+        self.assertEqual(shardload.load_model(dst, path), (set(), []))
+        self.assertEqual(dst.v, 5)
+        self.assertTrue(torch.equal(dst.lin.weight, src.lin.weight))
+        into = WithExtra()
+        report = shardload.load_state_dict_into(into, path)
+        self.assertEqual((into.v, report["missing"], report["unexpected"]), (5, [], []))
+        if st is not None:
+            ref = WithExtra()
+            st.load_model(ref, path)
+            self.assertEqual(ref.v, 5)
 
     def test_tied_weights(self):
         src = Tiny(tie=True)
@@ -1508,10 +1569,26 @@ class PythonTest(unittest.TestCase):
         self.assertEqual(shardload.load_model(dst, self.path("t.safetensors")), (set(), []))
         self.assertTrue(torch.equal(dst.head.weight, src.embed.weight))
         self.assertEqual(dst.head.weight.data_ptr(), dst.embed.weight.data_ptr())
-        # An untied model is filled through the metadata alias.
+        # An untied model is not filled through the file's tie note (safetensors ties
+        # through the model only): strict reports the entry missing.
+        with self.assertRaises(RuntimeError) as cm:
+            shardload.load_model(Tiny(), self.path("t.safetensors"))
+        self.assertEqual(str(cm.exception), "Error(s) in loading state_dict for Tiny:\n"
+                         "    Missing key(s) in state_dict: \"head.weight\"")
         untied = Tiny()
-        self.assertEqual(shardload.load_model(untied, self.path("t.safetensors")), (set(), []))
-        self.assertTrue(torch.equal(untied.head.weight, src.embed.weight))
+        before = untied.head.weight.detach().clone()
+        self.assertEqual(shardload.load_model(untied, self.path("t.safetensors"), strict=False),
+                         ({"head.weight"}, []))
+        self.assertTrue(torch.equal(untied.head.weight, before))
+        self.assertTrue(torch.equal(untied.embed.weight, src.embed.weight))
+        if st is not None:
+            self.assertEqual(tuple(st.load_model(Tiny(), self.path("t.safetensors"),
+                                                 strict=False)), ({"head.weight"}, []))
+        # load_state_dict_into (the library's own API) still fills it from the note.
+        into = Tiny()
+        report = shardload.load_state_dict_into(into, self.path("t.safetensors"))
+        self.assertEqual(report["missing"], [])
+        self.assertTrue(torch.equal(into.head.weight, src.embed.weight))
 
     @needs_reference
     def test_tied_weights_match_reference(self):

@@ -448,6 +448,9 @@ _HOLD_MAX_SHARDS = 64
 class safe_open(_lib.Closing):
     """Context manager compatible with ``safetensors.safe_open(..., framework="pt")``.
 
+    ``framework``: "pt" (also "torch", "pytorch", as safetensors takes them); other
+    strings raise ShardloadError("unimplemented"), a non-str TypeError.
+
     ``verify=True`` (not in safetensors) checks every tensor read against its recorded
     XXH3: get_tensor/get_tensors then load through the verifying loader, and get_slice
     reads (and checks) the whole tensor before indexing it; a mismatch raises
@@ -464,7 +467,10 @@ class safe_open(_lib.Closing):
     mapping faults: SIGBUS). ``device``: as in load_file (None is cpu)."""
 
     def __init__(self, filename, framework="pt", device="cpu", *, verify=False, pool=None):
-        if framework not in ("pt", "torch"):
+        if not isinstance(framework, str):
+            raise TypeError("framework must be a str such as \"pt\", not %s"
+                            % type(framework).__name__)
+        if framework not in ("pt", "torch", "pytorch"):
             raise ShardloadError("unimplemented",
                                  "framework '%s' is not supported (only \"pt\")" % framework)
         self._device = _device_string(device)
@@ -641,8 +647,8 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     Every state_dict entry that is contiguous, of a supported dtype and on the target
     device becomes a target whose memory the loader writes directly (no intermediate
     copy; modules' load_state_dict hooks and _load_from_state_dict overrides do not run:
-    load_model runs them); modules with other entries fall back to load_file +
-    load_state_dict.
+    load_model runs them); modules with other entries, or with extra state (which only
+    set_extra_state can take), fall back to load_file + load_state_dict.
     Returns the report: a dict with lists "matched", "missing", "unexpected",
     "mismatched", "renamed". Raises ShardloadError with the PyTorch-style message when
     ``strict`` and keys are missing or unexpected, on size mismatches, and on dtype
@@ -676,8 +682,7 @@ def _needs_torch_load(module, state):
     """Whether only torch's own load_state_dict loads ``module`` as torch would: a
     module that overrides load_state_dict / _load_from_state_dict (BatchNorm fills in a
     missing num_batches_tracked there) or has load_state_dict hooks. Writing into
-    parameter storage directly would skip that code (load_model's concern; extra state
-    is checked by every path)."""
+    parameter storage directly would skip that code (load_model's concern)."""
     torch = _torch()
     base = torch.nn.Module
     if type(module).load_state_dict is not base.load_state_dict:
@@ -688,16 +693,31 @@ def _needs_torch_load(module, state):
         if getattr(m, "_load_state_dict_pre_hooks", None) or \
                 getattr(m, "_load_state_dict_post_hooks", None):
             return True
+    return _has_extra_state(module)
+
+
+def _has_extra_state(module):
+    """Whether a submodule of ``module`` keeps extra state (overrides get_extra_state
+    or set_extra_state): its ``_extra_state`` entry is a value get_extra_state made,
+    not storage of the module, so writing into it would change nothing; only torch's
+    load_state_dict hands the loaded value to set_extra_state."""
+    base = _torch().nn.Module
+    for m in module.modules():
+        for attr in ("get_extra_state", "set_extra_state"):
+            if getattr(type(m), attr, None) is not getattr(base, attr, None):
+                return True
     return False
 
 
 def _load_state_dict(module, ckpt, strict, device, *, renames, allow_cast, threads, verify,
                      progress, pool, torch_path=False, assign=False, cancel=None,
-                     torch_order=False):
+                     torch_order=False, metadata_aliases=True):
     """load_state_dict_into on an open checkpoint; ``torch_path`` (implied by
     ``assign``) forces the fallback through torch's load_state_dict. ``torch_order``:
     the direct path lists "unexpected" in the order torch's load_state_dict would
-    (_torch_unexpected_order over the file's order), as the fallback's come."""
+    (_torch_unexpected_order over the file's order), as the fallback's come.
+    ``metadata_aliases``: fill entries the file lacks from save_model's tie notes in
+    __metadata__ (load_model does not: safetensors ties through the model only)."""
     torch = _torch()
     if assign:
         import inspect
@@ -709,13 +729,14 @@ def _load_state_dict(module, ckpt, strict, device, *, renames, allow_cast, threa
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
     state = module.state_dict(keep_vars=True)
-    direct = not torch_path and \
+    direct = not torch_path and not _has_extra_state(module) and \
         all(isinstance(t, torch.Tensor) and not _is_uninitialized(t) and
             t.is_contiguous() and t.device == dev for t in state.values())
     if direct:
         lists = _load_into_state(ckpt, state, dev, strict=strict, renames=renames,
                                  allow_cast=allow_cast, threads=threads, verify=verify,
-                                 progress=progress, pool=pool, cancel=cancel)
+                                 progress=progress, pool=pool, cancel=cancel,
+                                 metadata_aliases=metadata_aliases)
         if torch_order and lists is not None:
             lists["unexpected"] = _torch_unexpected_order(module, ckpt.offset_order(),
                                                           lists["unexpected"])
@@ -723,7 +744,7 @@ def _load_state_dict(module, ckpt, strict, device, *, renames, allow_cast, threa
     with _lib.Options(device=str(dev), strict=False, renames=renames, threads=threads,
                       verify=verify, progress=progress, pool=pool, cancel=cancel) as options:
         loaded = _load_all(ckpt, options)
-    if not renames:
+    if not renames and metadata_aliases:
         # save_model's tie notes (dropped name -> kept name), as the direct path reads
         # them: only for a model entry of the same shape that the file lacks.
         for key, value in ckpt.metadata().items():
@@ -818,13 +839,14 @@ def _retie(module, groups, loaded):
 
 
 def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, verify,
-                     progress, pool, cancel):
+                     progress, pool, cancel, metadata_aliases=True):
     """load_state_dict_into's direct path: the loader writes each entry of ``state``
     (contiguous, on ``dev``) in place. Returns the report lists."""
     torch = _torch()
     options = _lib.Options(device=str(dev), strict=strict, renames=renames,
                            allow_cast=allow_cast, threads=threads, verify=verify,
-                           progress=progress, pool=pool, cancel=cancel)
+                           progress=progress, pool=pool, cancel=cancel,
+                           metadata_aliases=metadata_aliases)
     l = _lib.lib()
     try:
         keep = []
@@ -835,8 +857,9 @@ def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, 
         scratch = {}
         groups = _overlapping_groups(state)
         # Names a checkpoint tensor can feed: its own, and save_model's aliases.
-        fed = set(ckpt.names) | {k for k, v in ckpt.metadata().items()
-                                 if v in ckpt.index} if groups else set()
+        fed = set(ckpt.names) | ({k for k, v in ckpt.metadata().items()
+                                  if v in ckpt.index} if metadata_aliases else set()) \
+            if groups else set()
         for group in groups:
             if renames or len(group & fed) > 1:
                 for name in group:
@@ -883,8 +906,13 @@ _CASTABLE = {"F32", "F16", "BF16"}
 def load_model(model, filename, strict=True, device="cpu", *, verify=False, progress=None,
                pool=None, assign=False, cancel=None):
     """Like safetensors.torch.load_model: load into ``model``, returning
-    ``(missing, unexpected)``; tied weights (shared storage in the model, aliases that
-    save_model wrote to __metadata__) are not reported missing. ``unexpected`` comes in
+    ``(missing, unexpected)``; tied weights (entries sharing storage in the model) are
+    not reported missing. As in safetensors, the tie notes save_model writes to
+    __metadata__ fill nothing: an untied model whose file lacks an entry reports it
+    missing. A size mismatch raises torch's own RuntimeError ("size mismatch for ...",
+    after the other keys were loaded, as safetensors does), in either ``strict``.
+    Modules with extra state (get_extra_state / set_extra_state) get it through
+    set_extra_state. ``unexpected`` comes in
     the reference's order: as torch's load_state_dict lists the file's keys (module by
     module, each module's in file order), then tied names the file also holds. A
     tensor stored in another dtype than its model entry is converted, as torch's
@@ -918,6 +946,10 @@ def load_model(model, filename, strict=True, device="cpu", *, verify=False, prog
             stored = ckpt.dtypes[k]
             if stored != wanted and not (stored in _CASTABLE and wanted in _CASTABLE):
                 torch_path = True
+            if list(ckpt.shapes[k]) != list(_stored_shape(t)):
+                # A size mismatch: torch's load_state_dict loads the other keys and
+                # raises its own error ("size mismatch for ..."), as safetensors does.
+                torch_path = True
             if t.dim() == 0 and len(ckpt.shapes[k]) == 1:
                 # torch loads a 1-dim value into a 0-dim entry (its 0.3 compatibility
                 # rule: a [1] value in 2.x, element 0 of any [N] in 1.x).
@@ -925,7 +957,7 @@ def load_model(model, filename, strict=True, device="cpu", *, verify=False, prog
         report = _load_state_dict(model, ckpt, False, device, renames=(), allow_cast=True,
                                   threads=0, verify=verify, progress=progress, pool=pool,
                                   torch_path=torch_path, assign=assign, cancel=cancel,
-                                  torch_order=True)
+                                  torch_order=True, metadata_aliases=False)
     missing = set(report["missing"])
     unexpected = list(report["unexpected"])
     for group in to_removes.values():
@@ -1170,9 +1202,18 @@ def save_sharded(tensors, folder, max_shard_size="5GB", metadata=None, prefix="m
     to the index's "metadata" next to total_size, each shard's ``__metadata__`` being
     {"format": "pt"}; with one shard it is merged into the file's ``__metadata__`` over
     {"format": "pt"}. ``checksums``: record each tensor's XXH3 in the index and, per
-    shard, in that shard's ``__metadata__``."""
+    shard, in that shard's ``__metadata__``. Tensors sharing memory (tied weights) are
+    refused with RuntimeError, as save_file refuses them: they would be written twice
+    and load back untied; save one name of each group and tie them again after
+    loading."""
     _check_tensor_dict(tensors)
     _check_names(tensors)
+    shared = _overlapping_groups(tensors)
+    if shared:
+        raise RuntimeError("Some tensors share memory, which save_sharded would write once "
+                           "per name and load back untied: %s. Keep one name of each group "
+                           "(tie the others again after loading), or clone them."
+                           % [sorted(g) for g in shared])
     keys, values, count = _metadata_arrays(metadata)
     views, keep = _views(tensors)
     size = str(max_shard_size) if isinstance(max_shard_size, int) else max_shard_size

@@ -137,6 +137,7 @@ _SIGNATURES = {
     "sl_options_add_rename": (ctypes.c_int, [_P, ctypes.c_char_p]),
     "sl_options_add_alias": (ctypes.c_int, [_P, ctypes.c_char_p, ctypes.c_char_p]),
     "sl_options_set_allow_cast": (ctypes.c_int, [_P, ctypes.c_int]),
+    "sl_options_set_metadata_aliases": (ctypes.c_int, [_P, ctypes.c_int]),
     "sl_options_set_threads": (ctypes.c_int, [_P, ctypes.c_int]),
     "sl_options_set_io": (ctypes.c_int, [_P, ctypes.c_char_p]),
     "sl_options_set_progress": (ctypes.c_int, [_P, PROGRESS_FN, _P]),
@@ -412,7 +413,8 @@ class Options(Closing):
     """An owned sl_options handle."""
 
     def __init__(self, device="cpu", strict=True, renames=(), aliases=(), allow_cast=False,
-                 threads=0, io="auto", verify=False, progress=None, pool=None, cancel=None):
+                 threads=0, io="auto", verify=False, progress=None, pool=None, cancel=None,
+                 metadata_aliases=True):
         self.handle = None  # set first: __del__ runs also when a setter below fails
         self.error = None  # an exception the progress callable raised
         l = lib()
@@ -426,6 +428,8 @@ class Options(Closing):
         for target, stored in aliases:
             check(l.sl_options_add_alias(h, target.encode(), stored.encode()))
         check(l.sl_options_set_allow_cast(h, 1 if allow_cast else 0))
+        if not metadata_aliases:
+            check(l.sl_options_set_metadata_aliases(h, 0))
         check(l.sl_options_set_threads(h, int(threads)))
         check(l.sl_options_set_io(h, io.encode()))
         check(l.sl_options_set_verify(h, 1 if verify else 0))
