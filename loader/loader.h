@@ -83,7 +83,9 @@ struct LoadOptions {
   // tensors. Default 1 MiB.
   uint64_t max_gap_bytes = 1 << 20;
   // progress: (bytes read, bytes to read); first (0, total), last (total, total).
-  // Return false to cancel. Called on the thread that called the load. Default none.
+  // Return false to cancel. Called on the thread that called the load. An exception it
+  // throws fails the load (internal "progress callback: unexpected exception: ...",
+  // see StreamOptions::progress). Default none.
   std::function<bool(uint64_t done, uint64_t total)> progress;
   // cancel: set to true from any thread to stop the load (cancelled "load cancelled"):
   // checked before the arenas are allocated, every 64 MiB per thread of the host

@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <exception>
 #include <mutex>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -15,19 +16,29 @@
 namespace shardload {
 namespace {
 
-// InterleaveShards: span indices ordered round-robin over shards (each shard's spans
-// keep their planned, offset-sorted order), so neighbouring readers hit different files.
-std::vector<size_t> InterleaveShards(std::span<const ReadSpan> spans, size_t shard_count) {
-  std::vector<std::vector<size_t>> per_shard(shard_count);
-  for (size_t i = 0; i < spans.size(); ++i) per_shard[spans[i].shard].push_back(i);
-  std::vector<size_t> order;
-  order.reserve(spans.size());
-  for (size_t round = 0; order.size() < spans.size(); ++round) {
-    for (const std::vector<size_t>& s : per_shard) {
-      if (round < s.size()) order.push_back(s[round]);
-    }
+// ExceptionStatus: an exception caught where a Status is returned: resource_exhausted
+// for bad_alloc, internal otherwise; `where` says what threw.
+Status ExceptionStatus(const std::string& where, std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::bad_alloc&) {
+    return ResourceExhaustedError(where + ": out of memory");
+  } catch (const std::exception& ex) {
+    return InternalError(where + ": unexpected exception: " + ex.what());
+  } catch (...) {
+    return InternalError(where + ": unexpected exception");
   }
-  return order;
+}
+
+// CallProgress: options.progress(done, total) into *go_on; an exception it throws
+// becomes an internal (or resource_exhausted) error naming the callback.
+Status CallProgress(const StreamOptions& options, uint64_t done, uint64_t total, bool* go_on) {
+  try {
+    *go_on = options.progress(done, total);
+    return OkStatus();
+  } catch (...) {
+    return ExceptionStatus("progress callback", std::current_exception());
+  }
 }
 
 // Shared state of one Stream call.
@@ -188,13 +199,13 @@ void ReadLoop(std::span<const ReadableFile* const> files, std::span<const ReadSp
     bool stopped = false;
     try {
       st = DeliverSpan(file, span, sink, options, run, iov, &stopped);
-    } catch (const std::exception& e) {
-      // Out of memory on a reader thread (an allocation in an observer, a sink or a
-      // message): an error for the load, never std::terminate.
-      st = ResourceExhaustedError(file.path() + ": reading bytes [" +
-                                  std::to_string(span.file_offset) + ", " +
-                                  std::to_string(span.file_offset + span.length) +
-                                  "): " + e.what());
+    } catch (...) {
+      // An exception on a reader thread (out of memory in an observer, a sink or a
+      // message; an observer's own): an error for the load, never std::terminate.
+      st = ExceptionStatus(file.path() + ": reading bytes [" +
+                               std::to_string(span.file_offset) + ", " +
+                               std::to_string(span.file_offset + span.length) + ")",
+                           std::current_exception());
     }
     if (stopped) break;
     if (!st.ok()) {
@@ -215,6 +226,29 @@ void ReadLoop(std::span<const ReadableFile* const> files, std::span<const ReadSp
 }
 
 }  // namespace
+
+std::vector<size_t> InterleaveShards(std::span<const ReadSpan> spans, size_t shard_count) {
+  std::vector<std::vector<size_t>> per_shard(shard_count);
+  for (size_t i = 0; i < spans.size(); ++i) per_shard[spans[i].shard].push_back(i);
+  // Shards that still have spans: each round visits only those, so the cost is
+  // O(spans + shards), not rounds x shards (one big shard among thousands of small
+  // ones with tiny slots made the latter ~10^10 steps).
+  std::vector<size_t> active;
+  for (size_t s = 0; s < shard_count; ++s) {
+    if (!per_shard[s].empty()) active.push_back(s);
+  }
+  std::vector<size_t> order;
+  order.reserve(spans.size());
+  for (size_t round = 0; !active.empty(); ++round) {
+    size_t kept = 0;
+    for (size_t s : active) {
+      order.push_back(per_shard[s][round]);
+      if (round + 1 < per_shard[s].size()) active[kept++] = s;
+    }
+    active.resize(kept);
+  }
+  return order;
+}
 
 int StreamThreadCount(int threads, size_t span_count) {
   return static_cast<int>(
@@ -240,8 +274,10 @@ Status Stream(std::span<const ReadableFile* const> files, std::span<const ReadSp
     return abort_with(CancelledError("load cancelled"));
   }
 
-  if (options.progress && !options.progress(0, total)) {
-    return abort_with(CancelledError("load cancelled by the progress callback"));
+  if (options.progress) {
+    bool go_on = true;
+    if (Status s = CallProgress(options, 0, total, &go_on); !s.ok()) return abort_with(s);
+    if (!go_on) return abort_with(CancelledError("load cancelled by the progress callback"));
   }
 
   const std::vector<size_t> order = InterleaveShards(spans, files.size());
@@ -286,13 +322,14 @@ Status Stream(std::span<const ReadableFile* const> files, std::span<const ReadSp
       }
       if (options.progress && done != reported && !run.stop.load() && done != total) {
         lock.unlock();
-        bool go_on = options.progress(done, total);
-        lock.lock();
-        if (!go_on) {
-          lock.unlock();
+        bool go_on = true;
+        Status s = CallProgress(options, done, total, &go_on);
+        if (!s.ok()) {
+          run.Fail(std::move(s));  // the readers stop; joined below
+        } else if (!go_on) {
           run.Fail(CancelledError("load cancelled by the progress callback"));
-          lock.lock();
         }
+        lock.lock();
       }
       reported = done;
       if (finished) break;
@@ -310,7 +347,10 @@ Status Stream(std::span<const ReadableFile* const> files, std::span<const ReadSp
     if (Status s = CheckFiles(files, spans); !s.ok()) return abort_with(s);
   }
   if (Status s = sink.Finish(); !s.ok()) return abort_with(s);
-  if (options.progress) options.progress(total, total);  // complete: nothing left to cancel
+  if (options.progress) {  // complete: nothing left to cancel, but a throw is an error
+    bool ignored = true;
+    SL_RETURN_IF_ERROR(CallProgress(options, total, total, &ignored));
+  }
   return OkStatus();
 }
 

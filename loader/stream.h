@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <vector>
 
 #include "format/status.h"
 #include "loader/file.h"
@@ -36,7 +37,10 @@ struct StreamOptions {
   // first (0, total) before any read, then non-decreasing values as spans complete,
   // and last (total, total) once the sink has finished. Returning
   // false before that cancels the load (Stream then returns cancelled); the final
-  // call's answer is ignored. Default: none.
+  // call's answer is ignored. An exception it throws fails the load with internal
+  // "progress callback: unexpected exception: <what>" (resource_exhausted "progress
+  // callback: out of memory" for bad_alloc), after the readers have stopped (from the
+  // final call: the bytes are in place, but the load reports that error). Default: none.
   std::function<bool(uint64_t done, uint64_t total)> progress;
   // cancel: when it becomes true the load stops and returns cancelled. Default: none.
   const std::atomic<bool>* cancel = nullptr;
@@ -69,12 +73,19 @@ struct StreamOptions {
 // threads) and `span_count` spans: never more than the spans, at least one.
 int StreamThreadCount(int threads, size_t span_count);
 
+// InterleaveShards: the order Stream reads `spans` in: indices round-robin over the
+// shards that still have spans (span.shard < shard_count), each shard's spans in
+// their given order, so neighbouring readers hit different files. O(spans + shards).
+std::vector<size_t> InterleaveShards(std::span<const ReadSpan> spans, size_t shard_count);
+
 // Stream: read every span of `spans` from `files[span.shard]` and deliver it to `sink`.
 // The caller has called sink.Begin(...); Stream calls sink.Finish() on success and
 // sink.Abort() on failure. Errors: invalid_argument for bad options or a span that
 // names a missing shard or passes its file's end ("<path>: span [a, b) passes the end of
 // the file (N bytes)"); the first error of a read, an observe_region call, a commit or
-// the final Finish; data_loss
+// the final Finish; an exception thrown on a reader thread (by an observer or a sink) as
+// internal "<path>: reading bytes [a, b): unexpected exception: <what>"
+// (resource_exhausted "...: out of memory" for bad_alloc); data_loss
 // from CheckUnchanged; cancelled "load cancelled" (cancel flag) or "load cancelled by the
 // progress callback". Thread safety: `files` must allow concurrent reads (every
 // ReadableFile does); the call itself blocks until all readers have stopped.

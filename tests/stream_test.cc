@@ -291,6 +291,31 @@ TEST_F(StreamTest, ProgressCallbackCancels) {
   EXPECT_EQ(sink_->slots_in_use(), 0);
 }
 
+// A progress callback that throws fails the load with an error naming it, never
+// std::terminate (readers still running when the exception left Stream did that);
+// bad_alloc is resource_exhausted, anything else internal.
+TEST_F(StreamTest, ProgressCallbackThatThrowsFailsTheLoad) {
+  for (bool at_start : {true, false}) {
+    for (bool oom : {false, true}) {
+      ASSERT_TRUE(sink_->Begin(fx_.destinations, 4096).ok());
+      StreamOptions opt;
+      opt.threads = 2;
+      opt.progress = [&](uint64_t done, uint64_t) -> bool {
+        if (at_start == (done == 0)) {
+          if (oom) throw std::bad_alloc();
+          throw std::runtime_error("boom");
+        }
+        return true;
+      };
+      Status s = Stream(opened_.files, fx_.spans, *sink_, opt);
+      EXPECT_EQ(s, oom ? ResourceExhaustedError("progress callback: out of memory")
+                       : InternalError("progress callback: unexpected exception: boom"))
+          << at_start;
+      EXPECT_EQ(sink_->slots_in_use(), 0);
+    }
+  }
+}
+
 TEST_F(StreamTest, SpanNamingAMissingShard) {
   std::vector<ReadSpan> spans = fx_.spans;
   spans.push_back({7, 0, 10, {}});
@@ -347,23 +372,50 @@ TEST_F(StreamTest, RegionOutsideItsDestinationFailsAndFreesSlots) {
 
 // An exception on a reader thread (out of memory in an observer, say) is an error of
 // the load naming the file and bytes, never std::terminate; the slot goes back.
-TEST_F(StreamTest, ExceptionOnAReaderIsResourceExhaustedAndFreesSlots) {
+// bad_alloc is resource_exhausted; any other exception internal, not "out of memory".
+TEST_F(StreamTest, ExceptionOnAReaderIsAnErrorAndFreesSlots) {
   for (bool direct : {false, true}) {
-    ASSERT_TRUE(sink_->Begin(fx_.destinations, 4096).ok());
-    StreamOptions opt;
-    opt.threads = 1;  // the first span read is the first in the plan
-    opt.allow_direct_targets = direct;
-    opt.observe_region = [](const ReadSpan&, const CopyRegion&,
-                            std::span<const std::byte>) -> Status { throw std::bad_alloc(); };
-    Status s = Stream(opened_.files, fx_.spans, *sink_, opt);
-    const ReadSpan& first = fx_.spans[0];
-    EXPECT_EQ(s, ResourceExhaustedError(fx_.shards[first.shard].path + ": reading bytes [" +
-                                        std::to_string(first.file_offset) + ", " +
-                                        std::to_string(first.file_offset + first.length) +
-                                        "): std::bad_alloc"))
-        << direct;
-    EXPECT_EQ(sink_->slots_in_use(), 0);
+    for (bool oom : {true, false}) {
+      ASSERT_TRUE(sink_->Begin(fx_.destinations, 4096).ok());
+      StreamOptions opt;
+      opt.threads = 1;  // the first span read is the first in the plan
+      opt.allow_direct_targets = direct;
+      opt.observe_region = [oom](const ReadSpan&, const CopyRegion&,
+                                 std::span<const std::byte>) -> Status {
+        if (oom) throw std::bad_alloc();
+        throw std::out_of_range("observer index");
+      };
+      Status s = Stream(opened_.files, fx_.spans, *sink_, opt);
+      const ReadSpan& first = fx_.spans[0];
+      const std::string where = fx_.shards[first.shard].path + ": reading bytes [" +
+                                std::to_string(first.file_offset) + ", " +
+                                std::to_string(first.file_offset + first.length) + ")";
+      EXPECT_EQ(s, oom ? ResourceExhaustedError(where + ": out of memory")
+                       : InternalError(where + ": unexpected exception: observer index"))
+          << direct;
+      EXPECT_EQ(sink_->slots_in_use(), 0);
+    }
   }
+}
+
+// Shards are interleaved round-robin, each keeping its own order, also when one
+// shard has far more spans than the others.
+TEST(InterleaveTest, RoundRobinOverShardsThatStillHaveSpans) {
+  std::vector<ReadSpan> spans;
+  auto add = [&](uint32_t shard, uint64_t offset) {
+    ReadSpan s;
+    s.shard = shard;
+    s.file_offset = offset;
+    s.length = 1;
+    spans.push_back(s);
+  };
+  for (uint64_t i = 0; i < 4; ++i) add(0, i);  // spans 0..3
+  add(1, 0);                                    // 4
+  add(2, 0);                                    // 5
+  add(2, 1);                                    // 6
+  EXPECT_EQ(InterleaveShards(spans, 4),
+            (std::vector<size_t>{0, 4, 5, 1, 6, 2, 3}));
+  EXPECT_TRUE(InterleaveShards({}, 3).empty());
 }
 
 TEST_F(StreamTest, StagingRingsAreFreedWithTheSink) {
