@@ -49,12 +49,33 @@ using shardload::Status;
 using shardload::StatusCode;
 using shardload::Target;
 
-thread_local std::string t_last_error;
+thread_local std::string t_last_error = [] {
+  std::string s;
+  s.reserve(64);  // FailOutOfMemory's message fits without allocating
+  return s;
+}();
 thread_local sl_status t_last_code = SL_OK;
+
+// FailOutOfMemory: record resource_exhausted "out of host memory" without allocating
+// (reserved at thread start), so a bad_alloc never escapes an extern "C" function.
+sl_status FailOutOfMemory() noexcept {
+  static constexpr char kMessage[] = "out of host memory";
+  t_last_code = SL_RESOURCE_EXHAUSTED;
+  if (t_last_error.capacity() >= sizeof kMessage - 1) {
+    t_last_error.assign(kMessage);  // fits: no allocation
+  } else {
+    t_last_error.clear();
+  }
+  return t_last_code;
+}
 
 // Fail: record `status` as this thread's last error and return its code.
 sl_status Fail(const Status& status) {
-  t_last_error = status.message();
+  try {
+    t_last_error = status.message();
+  } catch (const std::bad_alloc&) {
+    return FailOutOfMemory();
+  }
   t_last_code = static_cast<sl_status>(status.code());
   return t_last_code;
 }
@@ -78,11 +99,19 @@ sl_status Guard(F&& body) {
   try {
     return body();
   } catch (const std::bad_alloc&) {
-    return Fail(StatusCode::kResourceExhausted, "out of host memory");
+    return FailOutOfMemory();
   } catch (const std::exception& e) {
-    return Fail(StatusCode::kInternal, std::string("unexpected exception: ") + e.what());
+    try {  // the message itself may not fit in memory
+      return Fail(StatusCode::kInternal, std::string("unexpected exception: ") + e.what());
+    } catch (...) {
+      return FailOutOfMemory();
+    }
   } catch (...) {
-    return Fail(StatusCode::kInternal, "unexpected exception");
+    try {
+      return Fail(StatusCode::kInternal, "unexpected exception");
+    } catch (...) {
+      return FailOutOfMemory();
+    }
   }
 }
 

@@ -25,9 +25,12 @@
  *     sl_loaded_tensor t;
  *     sl_loaded_get(loaded, 0, &t);              // t.name, t.dtype, t.shape, t.data
  *     DLManagedTensor* dl = NULL;
- *     sl_loaded_export_dlpack(loaded, 0, 0, &dl);  // keeps the arena alive
- *     sl_loaded_free(loaded);                    // dl stays valid
- *     dl->deleter(dl);                           // last reference: arena freed
+ *     if (sl_loaded_export_dlpack(loaded, 0, 0, &dl) == SL_OK) {  // keeps the arena
+ *       sl_loaded_free(loaded);                  // dl stays valid
+ *       loaded = NULL;
+ *       dl->deleter(dl);                         // last reference: arena freed
+ *     }
+ *     sl_loaded_free(loaded);                    // NULL: no-op
  *   }
  *   sl_options_free(opt);
  *   sl_checkpoint_free(ckpt);

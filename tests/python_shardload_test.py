@@ -151,6 +151,37 @@ class PythonTest(unittest.TestCase):
         gc.collect()
         self.assertEqual(lib.sl_live_arena_sets(), before)
 
+    def test_an_exception_around_from_dlpack_frees_each_export_once(self):
+        # Torch owns an export once from_dlpack took it (the capsule renamed
+        # "used_dltensor"): an exception after that (a KeyboardInterrupt on return)
+        # must not free it a second time (a double free); one before it must free it.
+        from torch.utils import dlpack
+        lib = _lib.lib()
+        shardload.save_file({"x": torch.ones(3)}, self.path("i.safetensors"))
+        gc.collect()
+        before = lib.sl_live_arena_sets()
+        original = dlpack.from_dlpack
+
+        def taken_then_interrupted(capsule):
+            t = original(capsule)
+            del t
+            raise KeyboardInterrupt
+
+        def interrupted_before(capsule):
+            raise KeyboardInterrupt
+
+        for replacement in (taken_then_interrupted, interrupted_before):
+            dlpack.from_dlpack = replacement
+            try:
+                with self.assertRaises(KeyboardInterrupt):
+                    shardload.load_file(self.path("i.safetensors"))
+            finally:
+                dlpack.from_dlpack = original
+            gc.collect()
+            self.assertEqual(lib.sl_live_arena_sets(), before, replacement.__name__)
+        self.assertTrue(torch.equal(shardload.load_file(self.path("i.safetensors"))["x"],
+                                    torch.ones(3)))
+
     def test_load_bytes(self):
         shardload.save_file({"w": torch.ones(3)}, self.path("b.safetensors"))
         with open(self.path("b.safetensors"), "rb") as f:

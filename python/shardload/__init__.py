@@ -131,11 +131,8 @@ _CAPSULE_NAME = b"dltensor"
 _pythonapi = ctypes.pythonapi
 _pythonapi.PyCapsule_New.restype = ctypes.py_object
 _pythonapi.PyCapsule_New.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
-
-
-class _DLTensorHead(ctypes.Structure):
-    _fields_ = [("data", ctypes.c_void_p), ("device_type", ctypes.c_int),
-                ("device_id", ctypes.c_int32)]
+_pythonapi.PyCapsule_IsValid.restype = ctypes.c_int
+_pythonapi.PyCapsule_IsValid.argtypes = [ctypes.py_object, ctypes.c_char_p]
 
 
 _DELETER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
@@ -159,11 +156,15 @@ def _from_loaded(loaded, index, info):
     managed = ctypes.c_void_p()
     _lib.check(l.sl_loaded_export_dlpack(loaded, index, 0 if native else _lib.SL_DLPACK_AS_BYTES,
                                          ctypes.byref(managed)))
+    capsule = None
     try:
         capsule = _pythonapi.PyCapsule_New(managed, _CAPSULE_NAME, None)
         tensor = dlpack.from_dlpack(capsule)
     except BaseException:
-        _call_deleter(managed.value)
+        # Once torch took the tensor it renamed the capsule ("used_dltensor") and calls
+        # the deleter itself when its tensor goes: only an untaken one is ours to free.
+        if capsule is None or _pythonapi.PyCapsule_IsValid(capsule, _CAPSULE_NAME):
+            _call_deleter(managed.value)
         raise
     if not native:
         shape = _torch_shape(_decode(info.name, info.name_len), dtype_name,
