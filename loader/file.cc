@@ -89,11 +89,15 @@ Result<Opened> AdoptFd(int fd, const std::string& path) {
   o.fd = Fd(fd);
   if (::fstat(fd, &o.st) != 0) return ErrnoToStatus(errno, path + ": fstat");
   if (S_ISDIR(o.st.st_mode)) return InvalidArgumentError(path + ": is a directory");
+  if (!S_ISREG(o.st.st_mode)) return InvalidArgumentError(path + ": not a regular file");
   return o;
 }
 
 Result<Opened> OpenForRead(const std::string& path, int extra_flags) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | extra_flags);
+  // O_NONBLOCK: a path that became a FIFO since the catalog read it must not block
+  // the open until a writer comes (AdoptFd then refuses it); cleared again for the
+  // regular file, where io_uring would otherwise answer -EAGAIN instead of waiting.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | extra_flags);
   if (fd < 0) {
     int err = errno;
     if (err == EINVAL && (extra_flags & O_DIRECT)) {
@@ -101,11 +105,19 @@ Result<Opened> OpenForRead(const std::string& path, int extra_flags) {
       if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
         return InvalidArgumentError(path + ": is a directory");
       }
+      if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+        return InvalidArgumentError(path + ": not a regular file");
+      }
       return UnimplementedError(path + ": the filesystem refuses O_DIRECT");
     }
     return ErrnoToStatus(err, path);
   }
-  return AdoptFd(fd, path);
+  SL_ASSIGN_OR_RETURN(Opened o, AdoptFd(fd, path));
+  const int flags = ::fcntl(o.fd.get(), F_GETFL);
+  if (flags < 0 || ::fcntl(o.fd.get(), F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    return ErrnoToStatus(errno, path + ": fcntl");
+  }
+  return o;
 }
 
 // FdFile: the state shared by every mode: the path, the size and identity at open,

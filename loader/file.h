@@ -127,8 +127,9 @@ Status ValidateUringOptions(const UringOptions& options);
 
 // OpenFile: open `path` for reading in `mode` (kAuto means kPread here; the streaming
 // engine resolves kAuto before calling); `uring` applies to kUring only.
-// Errors: not_found, permission_denied, invalid_argument for a directory or bad
-// `uring`; unimplemented when kDirect (or kUring with uring.direct) is refused by the
+// Errors: not_found, permission_denied, invalid_argument "<path>: is a directory",
+// "<path>: not a regular file" (a FIFO, which is never waited on, or a device) or a
+// bad `uring`; unimplemented when kDirect (or kUring with uring.direct) is refused by the
 // filesystem; for kUring, failed_precondition "<path>: io_uring is unavailable:
 // io_uring_setup: <strerror> (<ERRNO>)" when the kernel or a sandbox refuses io_uring
 // (a first read of the file through the ring is made here to be sure).
@@ -161,7 +162,7 @@ class MappedFile : public ReadableFile {
   // descriptor is closed when the MappedFile goes, or at once on error). `path` names
   // it in messages and is what CheckUnchanged compares the descriptor's inode with.
   // Errors: invalid_argument "<path>: invalid file descriptor -1" (nothing closed),
-  // "<path>: is a directory"; otherwise as Open.
+  // "<path>: is a directory", "<path>: not a regular file"; otherwise as Open.
   static Result<std::unique_ptr<MappedFile>> FromDescriptor(int fd, const std::string& path);
   // Bytes: the whole mapping. The data section of a safetensors file need not be
   // aligned for its dtype: copy (memcpy) rather than reinterpret_cast unaligned data.
