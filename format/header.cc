@@ -27,6 +27,7 @@
 #include <memory>
 #include <new>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <string>
 #include <utility>
@@ -36,6 +37,7 @@
 #include "format/scoped_fd.h"
 #include "format/text.h"
 #include "format/json_kind.h"
+#include "format/json_syntax.h"
 
 namespace shardload {
 namespace {
@@ -469,9 +471,15 @@ Result<Header> HeaderParser::Parse(const char* json, size_t size, bool padded,
         return Error(StatusCode::kResourceExhausted,
                      "cannot allocate memory to parse a header of " + std::to_string(size) +
                          " bytes");
-      default:
+      default: {
+        std::string what = "header is not valid JSON";
+        if (std::optional<uint64_t> at = JsonSyntaxErrorOffset({json, size})) {
+          what += " at header byte " + std::to_string(*at) + " (file offset " +
+                  std::to_string(8 + *at) + ")";
+        }
         return Error(StatusCode::kInvalidArgument,
-                     std::string("header is not valid JSON: ") + simdjson::error_message(err));
+                     what + ": " + simdjson::error_message(err));
+      }
     }
   }
   SL_RETURN_IF_ERROR(CheckNoNegativeZero(json, size));

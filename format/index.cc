@@ -17,6 +17,7 @@
 #include "format/scoped_fd.h"
 #include "format/text.h"
 #include "format/json_kind.h"
+#include "format/json_syntax.h"
 
 namespace shardload {
 namespace {
@@ -94,7 +95,11 @@ Result<ShardIndex> ParseIndexImpl(std::string_view json, std::string_view label,
     return ResourceExhaustedError(l + ": cannot allocate memory to parse the index");
   }
   if (err) {
-    return InvalidArgumentError(l + ": index is not valid JSON: " + simdjson::error_message(err));
+    std::string what = l + ": index is not valid JSON";
+    if (std::optional<uint64_t> at = JsonSyntaxErrorOffset(json)) {
+      what += " at byte " + std::to_string(*at);
+    }
+    return InvalidArgumentError(what + ": " + simdjson::error_message(err));
   }
   using T = simdjson::dom::element_type;
   if (root.type() != T::OBJECT) {

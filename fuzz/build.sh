@@ -27,7 +27,7 @@ cxx="${CXX:-clang++}"
 jobs="${JOBS:-2}"
 
 # The library sources each target links (keep in step with the Bazel deps).
-format_srcs="format/status.cc format/dtype.cc format/text.cc format/header.cc"
+format_srcs="format/status.cc format/dtype.cc format/text.cc format/json_syntax.cc format/header.cc"
 declare -A target_srcs=(
   [header_fuzzer]="$format_srcs"
   [index_fuzzer]="$format_srcs format/index.cc"

@@ -107,7 +107,8 @@ TEST(HeaderTest, RejectsInvalidUtf8) {
 
 TEST(HeaderTest, RejectsLoneSurrogateEscapes) {
   ExpectError(Parse("{\"\\udfff\":{}}"), StatusCode::kInvalidArgument,
-              "header is not valid JSON: Problem while parsing a string");
+              "header is not valid JSON at header byte 2 (file offset 10): Problem while parsing "
+              "a string");
 }
 
 TEST(HeaderTest, WhitespaceAroundTheObjectOnly) {
@@ -115,8 +116,8 @@ TEST(HeaderTest, WhitespaceAroundTheObjectOnly) {
   ASSERT_TRUE(h.ok()) << h.status().ToString();
   EXPECT_EQ(h->tensors.size(), 1u);
   ExpectError(Parse("{} ;"), StatusCode::kInvalidArgument,
-              "header is not valid JSON: The JSON document has an improper structure: missing or "
-              "superfluous commas, braces, missing keys, etc.");
+              "header is not valid JSON at header byte 3 (file offset 11): The JSON document has "
+              "an improper structure: missing or superfluous commas, braces, missing keys, etc.");
 }
 
 TEST(HeaderTest, TopLevelMustBeAnObject) {

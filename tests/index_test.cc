@@ -41,7 +41,7 @@ std::vector<IndexCase> IndexCases() {
       {"valid/odd_shard_names", "{\"weight_map\":{\"a\":\"weights_a.safetensors\",\"b\":\"..x.safetensors\"}}",
        OkStatus()},
       {"valid/unknown_top_level_key", "{\"other\":[1,{}],\"weight_map\":{\"a\":\"m.safetensors\"}}", OkStatus()},
-      {"syntax/not_json", "{\"weight_map\":", InvalidArgumentError(L("index is not valid JSON: " + tape))},
+      {"syntax/not_json", "{\"weight_map\":", InvalidArgumentError(L("index is not valid JSON at byte 14: " + tape))},
       {"syntax/utf8", "{\"weight_map\":{\"\xff\":\"a.safetensors\"}}",
        InvalidArgumentError(L("index is not valid UTF-8"))},
       {"syntax/top_array", "[]", InvalidArgumentError(L("index must be a JSON object, got an array"))},

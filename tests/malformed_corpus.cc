@@ -49,8 +49,10 @@ std::string L(std::string_view message) {
 Status Invalid(std::string_view m) { return InvalidArgumentError(L(m)); }
 Status Loss(std::string_view m) { return DataLossError(L(m)); }
 Status Range(std::string_view m) { return OutOfRangeError(L(m)); }
-Status Json(std::string_view simdjson_text) {
-  return Invalid("header is not valid JSON: " + std::string(simdjson_text));
+// Json: simdjson's description of a syntax error found at header byte `at`.
+Status Json(std::string_view simdjson_text, uint64_t at) {
+  return Invalid("header is not valid JSON at header byte " + std::to_string(at) +
+                 " (file offset " + std::to_string(8 + at) + "): " + std::string(simdjson_text));
 }
 
 // WideName: realistic MoE tensor names.
@@ -78,7 +80,7 @@ void AddFraming(Builder& b) {
   b.Bad("framing/empty_file", "", Loss("file is 0 bytes, too small for the 8-byte header length"));
   b.Bad("framing/seven_bytes", std::string(7, '\0'),
         Loss("file is 7 bytes, too small for the 8-byte header length"));
-  b.Bad("framing/length_zero", Le64(0), Json(kEmptyError));
+  b.Bad("framing/length_zero", Le64(0), Json(kEmptyError, 0));
   b.Bad("framing/length_60_nothing_after", Le64(60),
         Loss("header length 60 runs past the end of the file (8 bytes)"));
   b.Bad("framing/one_byte_short", Le64(3) + "{}", Loss("header length 3 runs past the end of the file (10 bytes)"));
@@ -106,29 +108,30 @@ void AddSyntax(Builder& b) {
         Invalid("header is not valid UTF-8"));
   b.Bad("syntax/above_u10ffff", File("{\"\xf4\x90\x80\x80\"" + entry, 1),
         Invalid("header is not valid UTF-8"));
-  b.Bad("syntax/bom", File("\xef\xbb\xbf{}"), Json(kTapeError));
-  b.Bad("syntax/truncated_json", File("{"), Json(kTapeError));
+  b.Bad("syntax/bom", File("\xef\xbb\xbf{}"), Json(kTapeError, 0));
+  b.Bad("syntax/truncated_json", File("{"), Json(kTapeError, 1));
   b.Valid("syntax/leading_whitespace", File("\t\n\r {}"), 0);
   b.Valid("syntax/trailing_whitespace", File("{} \r\n\t"), 0);
-  b.Bad("syntax/trailing_nuls", File(std::string("{}\0\0", 4)), Json(kTapeError));
-  b.Bad("syntax/two_values", File("{}{}"), Json(kTapeError));
-  b.Bad("syntax/trailing_garbage", File("{} x"), Json(kTapeError));
+  b.Bad("syntax/trailing_nuls", File(std::string("{}\0\0", 4)), Json(kTapeError, 2));
+  b.Bad("syntax/two_values", File("{}{}"), Json(kTapeError, 2));
+  b.Bad("syntax/trailing_garbage", File("{} x"), Json(kTapeError, 3));
   b.Bad("syntax/top_array", File("[]"), Invalid("header must be a JSON object, got an array"));
   b.Bad("syntax/top_null", File("null"), Invalid("header must be a JSON object, got null"));
   b.Bad("syntax/top_string", File("\"x\""), Invalid("header must be a JSON object, got a string"));
   b.Bad("syntax/top_number", File("1"), Invalid("header must be a JSON object, got a number"));
-  b.Bad("syntax/comment", File("{/* c */}"), Json(kTapeError));
-  b.Bad("syntax/trailing_comma", File("{" + T("a", "U8", "[1]", 0, 1) + ",}", 1), Json(kTapeError));
-  b.Bad("syntax/single_quotes", File("{'a':1}"), Json(kTapeError));
+  b.Bad("syntax/comment", File("{/* c */}"), Json(kTapeError, 1));
+  const std::string comma = "{" + T("a", "U8", "[1]", 0, 1) + ",}";
+  b.Bad("syntax/trailing_comma", File(comma, 1), Json(kTapeError, comma.size() - 1));
+  b.Bad("syntax/single_quotes", File("{'a':1}"), Json(kTapeError, 1));
   b.Bad("syntax/nan_literal", File("{\"a\":{\"dtype\":\"U8\",\"shape\":[NaN],\"data_offsets\":[0,1]}}", 1),
-        Json(kTapeError));
+        Json(kTapeError, 28));
   b.Bad("syntax/leading_zero", File("{\"a\":{\"dtype\":\"U8\",\"shape\":[01],\"data_offsets\":[0,1]}}", 1),
-        Json(kNumberError));
-  b.Bad("syntax/raw_newline_in_key", File("{\"a\nb\"" + entry, 1), Json(kUnescapedError));
-  b.Bad("syntax/raw_control_in_key", File("{\"a\x01\"" + entry, 1), Json(kUnescapedError));
-  b.Bad("syntax/lone_high_surrogate", File("{\"\\ud800\"" + entry, 1), Json(kStringError));
-  b.Bad("syntax/lone_low_surrogate", File("{\"\\udc00\"" + entry, 1), Json(kStringError));
-  b.Bad("syntax/invalid_escape", File("{\"\\q\"" + entry, 1), Json(kStringError));
+        Json(kNumberError, 29));
+  b.Bad("syntax/raw_newline_in_key", File("{\"a\nb\"" + entry, 1), Json(kUnescapedError, 3));
+  b.Bad("syntax/raw_control_in_key", File("{\"a\x01\"" + entry, 1), Json(kUnescapedError, 3));
+  b.Bad("syntax/lone_high_surrogate", File("{\"\\ud800\"" + entry, 1), Json(kStringError, 2));
+  b.Bad("syntax/lone_low_surrogate", File("{\"\\udc00\"" + entry, 1), Json(kStringError, 2));
+  b.Bad("syntax/invalid_escape", File("{\"\\q\"" + entry, 1), Json(kStringError, 2));
   b.Valid("syntax/surrogate_pair", File("{\"\\ud83d\\ude00\"" + entry, 1), 1);
   b.Valid("syntax/nul_in_name", File("{\"\\u0000abc\"" + entry, 1), 1);
   // An unknown field nested 100,000 levels deep.
@@ -220,7 +223,7 @@ void AddShape(Builder& b) {
         Range("tensor 'a': overflow computing element count of shape [4194305, 4194305, "
               "211106198978564]"));
   b.Bad("shape/above_u64", File("{" + T("a", "U8", "[18446744073709551616]", 0, 1) + "}", 1),
-        Json(kNumberError));
+        Json(kNumberError, 28));
   b.Bad("shape/f4_odd", File("{" + T("a", "F4", "[3]", 0, 2) + "}", 2),
         Invalid("tensor 'a': F4[3] is 12 bits, which does not end on a byte boundary"));
   b.Bad("shape/f6_two", File("{" + T("a", "F6_E3M2", "[2]", 0, 2) + "}", 2),
