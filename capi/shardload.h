@@ -211,9 +211,11 @@ sl_status sl_checkpoint_shard(const sl_checkpoint* checkpoint, size_t index, con
  * handle, see a kept file even if its path is renamed over or deleted (see
  * sl_checkpoint_hold_files to keep every shard). Every read checks, through the open
  * descriptor, that the file still has the layout the checkpoint was opened with (a
- * file written to in place since is SL_DATA_LOSS). Thread-safe. Errors:
+ * file written to in place since is SL_DATA_LOSS); a shard that fails that check when
+ * first opened is not kept, so a later read opens its path again. Thread-safe. Errors:
  * SL_OUT_OF_RANGE for a bad index or a range past the tensor's end ("tensor 'x': bytes [offset, offset + bytes) are outside its N bytes", with the
- * numbers); the shard's open errors; SL_DATA_LOSS when the shard's size or header
+ * numbers); the shard's open errors (SL_INVALID_ARGUMENT "<file>: not a regular file"
+ * for a path that is now a FIFO or a device, among them); SL_DATA_LOSS when the shard's size or header
  * changed since the checkpoint was opened ("<file>: file is now N bytes, but its header
  * was read from M bytes", "<file>: file was replaced since the checkpoint was opened
  * and its header differs (open the checkpoint again)"), or when a read comes up short

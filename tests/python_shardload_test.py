@@ -1267,7 +1267,8 @@ class PythonTest(unittest.TestCase):
         with self.assertRaises(shardload.ShardloadError) as cm:
             shardload.safe_open(self.path("s.safetensors"), framework="flax")
         self.assertEqual((cm.exception.code, str(cm.exception)),
-                         ("unimplemented", "framework 'flax' is not supported (only \"pt\")"))
+                         ("unimplemented", "framework 'flax' is not supported (only \"pt\", "
+                          "\"torch\" or \"pytorch\")"))
 
     @needs_reference
     def test_safe_open_matches_reference(self):

@@ -473,7 +473,8 @@ class safe_open(_lib.Closing):
                             % type(framework).__name__)
         if framework not in ("pt", "torch", "pytorch"):
             raise ShardloadError("unimplemented",
-                                 "framework '%s' is not supported (only \"pt\")" % framework)
+                                 "framework '%s' is not supported (only \"pt\", \"torch\" "
+                                 "or \"pytorch\")" % framework)
         self._device = _device_string(device)
         self._verify = bool(verify)
         HostMemoryPool.check_argument(pool, "pool")
@@ -651,8 +652,9 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     load_model runs them); modules with other entries, or with extra state (which only
     set_extra_state can take), fall back to load_file + load_state_dict.
     Returns the report: a dict with lists "matched", "missing", "unexpected",
-    "mismatched", "renamed". Raises ShardloadError with the PyTorch-style message when
-    ``strict`` and keys are missing or unexpected, on size mismatches, and on dtype
+    "mismatched", "renamed". On the direct path, raises ShardloadError with the
+    PyTorch-style message when ``strict`` and keys are missing or unexpected, on size
+    mismatches, and on dtype
     mismatches (in both modes, unlike torch, which converts: ``allow_cast=True``
     converts between F32, F16 and BF16 on load; load_model converts every pair); with
     ``verify``, ShardloadError("data_loss", ...) for a tensor whose bytes differ from
@@ -1227,7 +1229,9 @@ def save_sharded(tensors, folder, max_shard_size="5GB", metadata=None, prefix="m
 def save_model(model, filename, metadata=None, force_contiguous=True):
     """Like safetensors.torch.save_model (same bytes): tied tensors are written once and
     the dropped names recorded in __metadata__ (dropped -> kept; a user entry of that
-    name wins), which load_model reads back. Without ties and metadata, no __metadata__
+    name wins). load_model, as safetensors', ties through the model and does not read
+    them; load_state_dict_into and the C API fill a missing entry from them. Without
+    ties and metadata, no __metadata__
     is written. ``force_contiguous=False`` leaves non-contiguous tensors to save_file's
     ValueError, extended with safetensors' hint."""
     state = model.state_dict()
