@@ -18,6 +18,7 @@
 // catalog go to stderr as "shardload bench: warning: ...".
 // Exit 1 on any error, 2 on bad usage.
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -63,8 +64,10 @@ Result<BenchArgs> ParseBenchArgs(const Args& args) {
       SL_ASSIGN_OR_RETURN(std::string v, f.Value());
       SL_ASSIGN_OR_RETURN(a.options.io, ParseIoMode(v));
     } else if (f.Is("--cold")) {
+      SL_RETURN_IF_ERROR(f.NoValue());
       a.cold = true;
     } else if (f.Is("--json")) {
+      SL_RETURN_IF_ERROR(f.NoValue());
       a.json = true;
     } else if (f.Is("--repeat")) {
       SL_ASSIGN_OR_RETURN(int64_t n, f.IntValue(1, 1000));
@@ -85,6 +88,7 @@ Result<BenchArgs> ParseBenchArgs(const Args& args) {
       SL_ASSIGN_OR_RETURN(int64_t n, f.IntValue(4096, int64_t{1} << 30));
       a.options.uring.chunk_bytes = static_cast<uint64_t>(n);
     } else if (f.Is("--uring-direct")) {
+      SL_RETURN_IF_ERROR(f.NoValue());
       uring_flag = true;
       a.options.uring.direct = true;
     } else {
@@ -102,7 +106,10 @@ Result<BenchArgs> ParseBenchArgs(const Args& args) {
 
 // Num: `v` with `decimals` decimals (3 for GB/s; 6 for seconds, so that a
 // sub-millisecond time does not print as 0).
+// Num: `v` with `decimals` decimals; "null" when it is not finite (a ratio over a
+// ceiling of 0, which a run reading no bytes could measure), so --json stays JSON.
 std::string Num(double v, int decimals = 3) {
+  if (!std::isfinite(v)) return "null";
   char b[48];
   std::snprintf(b, sizeof b, "%.*f", decimals, v);
   return b;

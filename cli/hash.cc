@@ -84,6 +84,12 @@ int RunHash(const Args& args) {
   options.check_recorded = check;
   Result<CheckpointDigest> digest = HashCheckpoint(*ckpt, options);
   if (!digest.ok()) return Fail(digest.status(), json);
+  if (digest->malformed > 0) {
+    std::cerr << "shardload hash: warning: " << digest->malformed
+              << (digest->malformed == 1 ? " XXH3 record is" : " XXH3 records are")
+              << " not 16 hex digits and " << (digest->malformed == 1 ? "was" : "were")
+              << " skipped\n";
+  }
 
   const uint64_t all = LayoutFreeDigest(digest->tensors);
   if (json) {

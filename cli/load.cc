@@ -74,12 +74,16 @@ Result<LoadArgs> ParseLoadArgs(const Args& args) {
       if (!a.path.empty()) return InvalidArgumentError("unexpected argument '" + f.arg() + "'");
       a.path = f.arg();
     } else if (f.Is("--json")) {
+      SL_RETURN_IF_ERROR(f.NoValue());
       a.json = true;
     } else if (f.Is("--verify")) {
+      SL_RETURN_IF_ERROR(f.NoValue());
       a.options.verify = true;
     } else if (f.Is("--strict")) {
+      SL_RETURN_IF_ERROR(f.NoValue());
       a.options.match.strict = true;
     } else if (f.Is("--non-strict")) {
+      SL_RETURN_IF_ERROR(f.NoValue());
       a.options.match.strict = false;
     } else if (f.Is("--device")) {
       SL_ASSIGN_OR_RETURN(std::string v, f.Value());
@@ -99,8 +103,10 @@ Result<LoadArgs> ParseLoadArgs(const Args& args) {
       SL_ASSIGN_OR_RETURN(RenameRule rule, ParseRenameRule(v));
       a.options.match.renames.push_back(std::move(rule));
     } else if (f.Is("--auto-prefix")) {
+      SL_RETURN_IF_ERROR(f.NoValue());
       a.options.match.auto_prefix = true;
     } else if (f.Is("--allow-cast")) {
+      SL_RETURN_IF_ERROR(f.NoValue());
       a.options.match.allow_cast = true;
     } else if (f.Is("--alias")) {
       SL_ASSIGN_OR_RETURN(std::string v, f.Value());

@@ -38,6 +38,12 @@ Result<std::string> FlagReader::Value() {
   return args_[next_++];
 }
 
+Status FlagReader::NoValue() const {
+  if (!has_inline_) return OkStatus();
+  return InvalidArgumentError(name_ + " takes no value (got '" + name_ + "=" + inline_value_ +
+                              "')");
+}
+
 Result<int64_t> FlagReader::IntValue(int64_t lo, int64_t hi) {
   SL_ASSIGN_OR_RETURN(std::string v, Value());
   int64_t n = 0;

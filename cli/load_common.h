@@ -41,6 +41,10 @@ class FlagReader {
   Result<std::string> Value();
   // IntValue: Value() as a decimal integer in [lo, hi]. Errors name the flag.
   Result<int64_t> IntValue(int64_t lo, int64_t hi);
+  // NoValue: OK for a flag written alone; a switch given an inline value ("--cold=no",
+  // which would otherwise count as --cold) is invalid_argument "--cold takes no value
+  // (got '--cold=no')".
+  Status NoValue() const;
 
  private:
   const Args& args_;

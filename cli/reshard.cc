@@ -117,8 +117,10 @@ int RunReshard(const Args& args) {
       if (!v.ok()) return Usage(v.status().message());
       prefix = *v;
     } else if (f.Is("--no-checksums")) {
+      if (Status s = f.NoValue(); !s.ok()) return Usage(s.message());
       checksums = false;
     } else if (f.Is("--no-sync")) {
+      if (Status s = f.NoValue(); !s.ok()) return Usage(s.message());
       sync = false;
     } else {
       return Usage("unknown option '" + f.arg() + "'");

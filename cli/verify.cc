@@ -54,6 +54,7 @@ int RunVerify(const Args& args) {
     } else if (f.IsPositional() && path.empty()) {
       path = f.arg();
     } else if (f.Is("--json")) {
+      usage = f.NoValue();
       json = true;
     } else if (f.Is("--threads")) {
       Result<int64_t> n = f.IntValue(0, 256);

@@ -111,14 +111,14 @@ void AddChecksumsToMetadata(const ChecksumMap& checksums,
 }
 
 Result<ChecksumMap> ParseChecksumMetadata(const std::map<std::string, std::string>& metadata,
-                                          std::string_view label) {
+                                          std::string_view label, bool in_index) {
   ChecksumMap out;
   // Keys sharing the prefix are contiguous in the sorted map.
   for (auto it = metadata.lower_bound(std::string(kChecksumKeyPrefix));
        it != metadata.end() && it->first.starts_with(kChecksumKeyPrefix); ++it) {
     Result<uint64_t> hash = ParseXxh3(it->second);
     if (!hash.ok()) {
-      return DataLossError(std::string(label) + ": __metadata__ key " +
+      return DataLossError(std::string(label) + (in_index ? ": metadata key " : ": __metadata__ key ") +
                            QuoteNameForMessage(it->first) + ": " +
                            hash.status().message());
     }

@@ -101,11 +101,12 @@ void AddChecksumsToMetadata(const ChecksumMap& checksums,
 
 // ParseChecksumMetadata: the hashes recorded in `metadata` (keys starting with
 // kChecksumKeyPrefix; other keys are ignored). An empty map when the file records none.
-// `label` (the file name) starts error messages.
+// `label` (the file name) starts error messages; `in_index`: the map is an index
+// file's "metadata" rather than a shard's `__metadata__`.
 // Errors: data_loss "<label>: __metadata__ key 'shardload.xxh3.w': 'xyz' is not a
-// 16-digit hex XXH3 value".
+// 16-digit hex XXH3 value" ("<label>: metadata key ..." with `in_index`).
 Result<ChecksumMap> ParseChecksumMetadata(const std::map<std::string, std::string>& metadata,
-                                          std::string_view label);
+                                          std::string_view label, bool in_index = false);
 
 // CheckTensorChecksum: OK when `actual` == `expected`, else data_loss
 // "<label>: tensor 'w': XXH3 of its 12 bytes is 0123456789abcdef, recorded 2d06800538d394c2"

@@ -60,24 +60,33 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
   const std::vector<size_t> order = ckpt.FileOrder();
 
   // The records: each shard's, and the whole checkpoint's in the index's metadata.
-  // Without check_recorded, a file whose records do not parse contributes none.
+  // Without check_recorded, a malformed record is skipped (and counted); the file's
+  // other records still count.
   auto records_of = [&](const std::map<std::string, std::string>& metadata, const std::string& label,
-                        ChecksumMap* out) -> Status {
-    Result<ChecksumMap> parsed = ParseChecksumMetadata(metadata, label);
+                        bool in_index, ChecksumMap* out) -> Status {
+    Result<ChecksumMap> parsed = ParseChecksumMetadata(metadata, label, in_index);
     if (parsed.ok()) {
       *out = std::move(*parsed);
-    } else if (options.check_recorded) {
-      return parsed.status();
+      return OkStatus();
+    }
+    if (options.check_recorded) return parsed.status();
+    for (auto it = metadata.lower_bound(std::string(kChecksumKeyPrefix));
+         it != metadata.end() && it->first.starts_with(kChecksumKeyPrefix); ++it) {
+      if (Result<uint64_t> hash = ParseXxh3(it->second); hash.ok()) {
+        out->emplace(it->first.substr(kChecksumKeyPrefix.size()), *hash);
+      } else {
+        ++result.malformed;
+      }
     }
     return OkStatus();
   };
   std::vector<ChecksumMap> recorded(shards.size());
   for (size_t i = 0; i < shards.size(); ++i) {
-    SL_RETURN_IF_ERROR(records_of(shards[i].metadata, shards[i].file, &recorded[i]));
+    SL_RETURN_IF_ERROR(records_of(shards[i].metadata, shards[i].file, false, &recorded[i]));
   }
   ChecksumMap index_recorded;
   if (ckpt.sharded()) {
-    SL_RETURN_IF_ERROR(records_of(ckpt.metadata(), ckpt.index_file(), &index_recorded));
+    SL_RETURN_IF_ERROR(records_of(ckpt.metadata(), ckpt.index_file(), true, &index_recorded));
   }
 
   // Runs of `order` of about equal bytes, one per thread.
@@ -202,7 +211,8 @@ Result<RecordedChecksums> RecordedChecksums::FromCheckpoint(const Checkpoint& ck
   }
   ChecksumMap index_sums;
   if (ckpt.sharded()) {
-    SL_ASSIGN_OR_RETURN(index_sums, ParseChecksumMetadata(ckpt.metadata(), ckpt.index_file()));
+    SL_ASSIGN_OR_RETURN(index_sums,
+                        ParseChecksumMetadata(ckpt.metadata(), ckpt.index_file(), true));
   }
   for (const StoredTensor& t : ckpt.tensors()) {
     if (t.shard >= shards.size()) continue;

@@ -72,6 +72,9 @@ struct CheckpointDigest {
   std::vector<TensorDigest> tensors;
   size_t recorded = 0;  // tensors with a recorded hash (shard or index)
   size_t matched = 0;   // ... whose bytes match every record
+  // malformed: records skipped because their value is not 16 hex digits (only without
+  // HashOptions::check_recorded, which fails on the first instead).
+  size_t malformed = 0;
 };
 
 // HashCheckpoint: hash every tensor of `ckpt` (on options.threads threads).

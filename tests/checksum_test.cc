@@ -168,6 +168,11 @@ TEST(ChecksumMetadataTest, MalformedValueIsDataLoss) {
   EXPECT_EQ(r.status().message(),
             "model-00001-of-00002.safetensors: __metadata__ key 'shardload.xxh3.w2': 'zz' is "
             "not a 16-digit hex XXH3 value");
+  // An index's records live in its "metadata", not in a __metadata__.
+  r = ParseChecksumMetadata(md, "model.safetensors.index.json", /*in_index=*/true);
+  EXPECT_EQ(r.status(), DataLossError("model.safetensors.index.json: metadata key "
+                                      "'shardload.xxh3.w2': 'zz' is not a 16-digit hex XXH3 "
+                                      "value"));
 }
 
 TEST(ChecksumMetadataTest, CheckTensorChecksum) {

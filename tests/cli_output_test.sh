@@ -4,7 +4,8 @@
 # "shardload CMD: cannot write output: <strerror>" (a small output failing at the final
 # flush, a large one failing midway); catalog warnings go to stderr as
 # "shardload CMD: warning: ..." before any output, from every command that opens a
-# checkpoint; and inspect's summary JSON-quotes metadata holding control characters.
+# checkpoint; inspect's summary JSON-quotes metadata holding control characters; and a
+# switch written with a value ("--cold=no") is a usage error.
 # Usage: cli_output_test.sh PATH_TO_SHARDLOAD
 set -uo pipefail
 source "$(dirname "$0")/cli_check.sh"
@@ -94,5 +95,19 @@ check "inspect: a value with control characters JSON-quoted" \
 check "inspect: a key with a tab JSON-quoted" grep -qxF '  "bad\tkey" = plain' <<<"$out"
 check "inspect: no raw escape character" test "$(tr -d -c '\033' <<<"$out" | wc -c)" -eq 0
 check "inspect: plain metadata as it is" grep -qxF '  total_size = 12448' <<<"$out"
+
+# --- a switch given a value is a usage error, never read as the switch (--cold=no
+# used to run a cold benchmark, dropping the page cache).
+for args in "bench $tmp/m --cold=no" "load $tmp/m --json=0" "verify $tmp/m --json=false" \
+            "load $tmp/m --verify=1" "reshard $tmp/m $tmp/r2 --no-sync=yes"; do
+  cmd="${args%% *}"
+  flag="${args##* }"
+  # shellcheck disable=SC2086
+  err="$("$bin" $args 2>&1 >/dev/null)"; rc=$?
+  check "$args: exit 2" test $rc -eq 2
+  check "$args: says the switch takes no value" \
+    grep -qF -- "${flag%%=*} takes no value (got '$flag')" <<<"$err"
+done
+check "reshard with a refused switch wrote nothing" test ! -e "$tmp/r2"
 
 cli_check_done

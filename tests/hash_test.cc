@@ -228,15 +228,26 @@ TEST(HashCheckpointTest, MalformedRecordedHashIsDataLoss) {
             "model.safetensors: __metadata__ key 'shardload.xxh3.big': '12' is not a 16-digit "
             "hex XXH3 value");
   // Without checking (hash --no-check) the digests are still computed; the malformed
-  // file's records are left out.
-  Result<Checkpoint> ckpt = Checkpoint::Open(SingleFile({{"shardload.xxh3.big", "12"}}));
+  // record is skipped and counted, the file's other records still count.
+  std::map<std::string, std::string> md = {{"shardload.xxh3.big", "12"}};
+  AddChecksumsToMetadata({{"c.w", HashOf(Tensors()[4])}}, md);
+  const std::string dir = SingleFile(md);
+  Result<Checkpoint> ckpt = Checkpoint::Open(dir);
   ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
   HashOptions no_check;
   no_check.check_recorded = false;
   Result<CheckpointDigest> unchecked = HashCheckpoint(*ckpt, no_check);
   ASSERT_TRUE(unchecked.ok()) << unchecked.status().ToString();
-  EXPECT_EQ(unchecked->recorded, 0u);
+  EXPECT_EQ(unchecked->recorded, 1u);
+  EXPECT_EQ(unchecked->matched, 1u);
+  EXPECT_EQ(unchecked->malformed, 1u);
   EXPECT_FALSE(unchecked->tensors.empty());
+  RunResult cli = RunShardload("hash --no-check " + dir);
+  EXPECT_EQ(cli.exit_code, 0);
+  EXPECT_EQ(cli.err, "shardload hash: warning: 1 XXH3 record is not 16 hex digits and was "
+                     "skipped\n");
+  EXPECT_TRUE(cli.out.ends_with("records 1 of 5 tensors carry an XXH3 record; all match\n"))
+      << cli.out;
 }
 
 TEST(HashCheckpointTest, InvalidChunkSize) {
