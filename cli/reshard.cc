@@ -150,9 +150,12 @@ int RunReshard(const Args& args) {
     if (Status same = CheckShardFile(s, **f); !same.ok()) return Fail(same.message());
     files.push_back(std::move(*f));
   }
+  // Tensors in source order (shard, then offset), not by name: a hub checkpoint's
+  // shards follow its layers, and a name sort puts layers.10 before layers.2.
   std::vector<TensorToWrite> tensors;
   tensors.reserve(ckpt->tensors().size());
-  for (const StoredTensor& t : ckpt->tensors()) {
+  for (size_t k : ckpt->FileOrder()) {
+    const StoredTensor& t = ckpt->tensors()[k];
     const ReadableFile* file = files[t.shard].get();
     const uint64_t base = t.file_offset;
     tensors.push_back(TensorToWrite::FromGenerator(

@@ -632,8 +632,11 @@ Result<std::unique_ptr<StagedFile>> StageTextFile(const std::string& path, std::
 // old index over a mix of old and new shards. Each file replaced is kept under a hidden
 // backup name (a hard link where the file system allows) until every rename is done;
 // on an error the folder is restored and the error says so, or names what could not be
-// restored. The backups are removed on success.
-Status PublishTogether(std::span<const std::unique_ptr<StagedFile>> files, bool last_is_index) {
+// restored. The backups are removed on success. `retire`: paths of the other layout's
+// entry point (see the loop below), moved aside before anything is published and
+// removed with the backups.
+Status PublishTogether(std::span<const std::unique_ptr<StagedFile>> files, bool last_is_index,
+                       std::span<const std::string> retire) {
   struct Undo {
     std::string path;
     std::string backup;  // the old file, to rename back; empty: there was none
@@ -680,6 +683,13 @@ Status PublishTogether(std::span<const std::unique_ptr<StagedFile>> files, bool 
     undo.push_back({path, std::move(backup)});
     return OkStatus();
   };
+  // The other layout's entry point goes first (a single file replacing a sharded
+  // checkpoint retires its index; an index replacing a single file retires that file):
+  // at no moment do two entry points name different checkpoints, which loaders would
+  // choose between differently (shardload the index, transformers the single file).
+  for (const std::string& path : retire) {
+    if (Status s = set_aside(path, /*move=*/true); !s.ok()) return restore(s);
+  }
   const size_t shard_count = last_is_index && !files.empty() ? files.size() - 1 : files.size();
   if (shard_count < files.size()) {
     if (Status s = set_aside(files.back()->path(), /*move=*/true); !s.ok()) return restore(s);
@@ -952,7 +962,18 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
                         StageTextFile(base + plan.index_file, index_text, options.write));
     staged.push_back(std::move(index));
   }
-  SL_RETURN_IF_ERROR(PublishTogether(staged, !plan.index_file.empty()));
+  std::vector<std::string> retire;
+  std::string retired_name;  // the other layout's entry point, when there was one
+  if (options.remove_stale) {
+    const std::string single = options.prefix + ".safetensors";
+    const std::string index = single + ".index.json";
+    const std::string name = plan.index_file.empty() ? index : single;
+    retire.push_back(base + name);
+    struct stat old;
+    if (::lstat(retire.back().c_str(), &old) == 0 && !S_ISDIR(old.st_mode)) retired_name = name;
+  }
+  SL_RETURN_IF_ERROR(PublishTogether(staged, !plan.index_file.empty(), retire));
+  if (!retired_name.empty()) result.removed.push_back(retired_name);
   if (options.write.sync) SL_RETURN_IF_ERROR(SyncDirectory(dir));
   if (options.remove_stale) {
     std::set<std::string> keep(plan.files.begin(), plan.files.end());
@@ -980,6 +1001,7 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
       if (::unlink((base + name).c_str()) == 0) result.removed.push_back(name);
     }
     std::sort(result.removed.begin(), result.removed.end());
+    if (options.write.sync && !result.removed.empty()) SL_RETURN_IF_ERROR(SyncDirectory(dir));
   }
   return result;
 }

@@ -170,7 +170,12 @@ struct ShardOptions {
   // "<prefix>.safetensors", the index) that the new checkpoint does not use, like
   // huggingface_hub, and the hidden temporary and backup files of such files left by a
   // writer that was killed (".<file>.tmp.<pid>.…" / ".<file>.old.<pid>.…" whose
-  // process no longer exists). Default true.
+  // process no longer exists). It also makes a layout change safe to interrupt: the
+  // other layout's entry point (the old index when one file is written, the old
+  // "<prefix>.safetensors" when an index is) is moved aside before anything new is
+  // published, so no moment has two entry points naming different checkpoints
+  // (shardload prefers the index, transformers the single file), and listed in
+  // `removed`. Default true.
   bool remove_stale = true;
   // write: options for each file.
   WriteOptions write;

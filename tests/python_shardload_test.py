@@ -664,6 +664,16 @@ class PythonTest(unittest.TestCase):
         # save_sharded copies instead of refusing (huggingface_hub-style writer).
         shardload.save_sharded({"a": w.t()}, self.dir)
         self.assertTrue(torch.equal(shardload.load_file(self.dir)["a"], w.t().contiguous()))
+        # A NUL in a path or prefix is refused as open() refuses it (the C API would
+        # cut the name short there: 'x\0y' would write 'x').
+        for call in (lambda: shardload.save_file({"a": w}, self.path("x\0y.safetensors")),
+                     lambda: shardload.save_sharded({"a": w}, self.dir + "\0zzz"),
+                     lambda: shardload.save_sharded({"a": w}, self.dir, prefix="model\0v2"),
+                     lambda: shardload.load_file(self.path("x\0y.safetensors"))):
+            with self.assertRaises(ValueError) as cm:
+                call()
+            self.assertEqual(str(cm.exception), "embedded null byte")
+        self.assertFalse(os.path.exists(self.path("x")))
         # Tied tensors would be written twice and load back untied: refused.
         with self.assertRaises(RuntimeError) as cm:
             shardload.save_sharded({"embed": w, "head": w}, self.dir)

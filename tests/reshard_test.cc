@@ -88,6 +88,30 @@ TEST(ReshardTest, ThreeBalancedShardsHoldTheSameTensors) {
   EXPECT_EQ(ckpt->index_total_size(), 13470u);
 }
 
+// New shards follow the source's order (shard, then offset), not the names' sort: a
+// checkpoint whose shards go layer by layer keeps layers.2 next to layers.3, not after
+// layers.10 and layers.11.
+TEST(ReshardTest, ShardsFollowTheSourceOrder) {
+  std::string src = MakeTestDir("layers_src");
+  std::vector<std::pair<std::string, std::string>> map;
+  for (int layer = 0; layer < 12; ++layer) {
+    const std::string name = "layers." + std::to_string(layer) + ".w";
+    const std::string file = "s" + std::to_string(100 + layer) + ".safetensors";
+    ASSERT_TRUE(WriteFile(src + "/" + file, SafetensorsBytes({{name, "U8", {16}, ""}})));
+    map.emplace_back(name, file);
+  }
+  ASSERT_TRUE(WriteFile(src + "/model.safetensors.index.json", IndexJson(map, {}, 12 * 16)));
+  std::string out = MakeTestDir("layers_out");
+  RunResult r = Reshard(src + " " + out + " --shards 6 --no-sync --no-checksums");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Result<Checkpoint> ckpt = Checkpoint::Open(out);
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
+  for (const StoredTensor& t : ckpt->tensors()) {
+    const int layer = std::stoi(t.name.substr(7));
+    EXPECT_EQ(t.shard, static_cast<uint32_t>(layer / 2)) << t.name;
+  }
+}
+
 TEST(ReshardTest, OneFileWithoutChecksums) {
   std::string src = Source();
   std::string out = MakeTestDir("one");

@@ -566,10 +566,15 @@ TEST(ShardTest, WriteShardedFilesIndexAndStaleCleanup) {
                                                     "model-00002-of-00002.safetensors",
                                                     "model.safetensors.index.json",
                                                     "other-00001-of-00002.safetensors"}));
-  // One shard: model.safetensors with user metadata in its header, and no index.
+  // One shard: model.safetensors with user metadata in its header, and no index. The
+  // old index (the other layout's entry point) was set aside before model.safetensors
+  // went in, so no moment had both naming different checkpoints; it is reported removed.
   o.num_shards = 0;
   r = WriteSharded(dir, t, o);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->removed, (std::vector<std::string>{"model-00001-of-00002.safetensors",
+                                                  "model-00002-of-00002.safetensors",
+                                                  "model.safetensors.index.json"}));
   EXPECT_EQ(ListDir(dir), (std::vector<std::string>{"config.json", "model.safetensors",
                                                     "other-00001-of-00002.safetensors"}));
   Result<std::string> single = SerializeToString(t, Metadata{{"format", "pt"}, {"note", "hi"}});
@@ -605,6 +610,41 @@ TEST(ShardTest, FailedShardedWriteLeavesTheFolderAsItWas) {
                                       "device full"));
   EXPECT_EQ(ListDir(dir), before);
   for (const std::string& f : before) EXPECT_EQ(ReadAll(dir + "/" + f), old_bytes[f]) << f;
+}
+
+// Changing layout retires the other layout's entry point (the old index before a
+// single file goes in, the old single file before an index goes in); a failed rename
+// puts it back as it was.
+TEST(ShardTest, FailedLayoutChangeRestoresTheOtherEntryPoint) {
+  for (bool to_single : {true, false}) {
+    std::string dir = MakeScratchDir(to_single ? "layout_to_single" : "layout_to_sharded");
+    ShardOptions o;
+    o.num_shards = to_single ? 2 : 0;
+    ASSERT_TRUE(WriteSharded(dir, SizedTensors({8, 8}), o).ok());
+    const std::string entry = dir + (to_single ? "/model.safetensors.index.json"
+                                               : "/model.safetensors");
+    struct stat st;
+    ASSERT_EQ(stat(entry.c_str(), &st), 0);
+    const ino_t inode = st.st_ino;
+    const std::string bytes = ReadAll(entry);
+    // A folder where the new layout's last file goes makes its rename fail.
+    const std::string blocked = dir + (to_single ? "/model.safetensors"
+                                                 : "/model-00002-of-00002.safetensors");
+    ASSERT_EQ(mkdir(blocked.c_str(), 0755), 0);
+    o.num_shards = to_single ? 0 : 2;
+    Result<ShardedWriteResult> r = WriteSharded(dir, SizedTensors({16, 16}), o);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().message(), blocked + ": rename: Is a directory (nothing was replaced)");
+    ASSERT_EQ(stat(entry.c_str(), &st), 0) << to_single;
+    EXPECT_EQ(st.st_ino, inode);
+    EXPECT_EQ(ReadAll(entry), bytes);
+    ASSERT_EQ(rmdir(blocked.c_str()), 0);
+    r = WriteSharded(dir, SizedTensors({16, 16}), o);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_NE(stat(entry.c_str(), &st), 0) << "the other layout's entry point is gone";
+    EXPECT_NE(std::find(r->removed.begin(), r->removed.end(),
+                        entry.substr(dir.size() + 1)), r->removed.end());
+  }
 }
 
 TEST(ShardTest, FailedRenameRestoresTheFolder) {

@@ -181,12 +181,17 @@ def _decode(ptr, length):
 
 def _path_bytes(path):
     """A path argument as bytes for the C API: str, bytes or os.PathLike, as open()
-    takes them; TypeError (safetensors' words) for anything else, such as None."""
+    takes them; TypeError (safetensors' words) for anything else, such as None;
+    ValueError("embedded null byte"), as open() says, for a path holding a NUL (the C
+    API would read it cut short there)."""
     try:
-        return os.fsencode(path)
+        raw = os.fsencode(path)
     except TypeError:
         raise TypeError("argument 'filename': expected str, bytes or os.PathLike object, "
                         "not %s" % type(path).__name__) from None
+    if b"\0" in raw:
+        raise ValueError("embedded null byte")
+    return raw
 
 
 def _names_no_file(status, raw):
@@ -1211,6 +1216,10 @@ def save_sharded(tensors, folder, max_shard_size="5GB", metadata=None, prefix="m
     loading."""
     _check_tensor_dict(tensors)
     _check_names(tensors)
+    if not isinstance(prefix, str):
+        raise TypeError("prefix must be a str, not %s" % type(prefix).__name__)
+    if "\0" in prefix:
+        raise ValueError("embedded null byte")
     shared = _overlapping_groups(tensors)
     if shared:
         raise RuntimeError("Some tensors share memory, which save_sharded would write once "
