@@ -304,8 +304,9 @@ sl_status sl_options_set_progress(sl_options* options, sl_progress_fn fn, void* 
 /* sl_options_set_verify: nonzero checks every loaded tensor against the XXH3-64 hash its
  * checkpoint records (`shardload.xxh3.<name>` in a file's __metadata__ or the index's
  * "metadata", as SL_SAVE_CHECKSUMS and `shardload reshard` record them) on the bytes the load read; tensors without a record are not checked.
- * A mismatch fails sl_load_into / sl_load_all with SL_DATA_LOSS "<file>: tensor 'w':
- * XXH3 of its N bytes is X, recorded Y". Default 0. Added in 0.1.1; sl_options is
+ * A mismatch fails sl_load_into / sl_load_all with SL_DATA_LOSS "<file>: tensor 'w' at
+ * bytes [a, b): XXH3 of its N bytes is X, recorded Y" (<file> holds the tensor; " in
+ * <index>" ends it when the record is the index's). Default 0. Added in 0.1.1; sl_options is
  * opaque, so this is a new setter and no struct layout changes. */
 sl_status sl_options_set_verify(sl_options* options, int verify);
 

@@ -127,12 +127,17 @@ Result<ChecksumMap> ParseChecksumMetadata(const std::map<std::string, std::strin
   return out;
 }
 
-Status CheckTensorChecksum(std::string_view label, std::string_view tensor_name,
-                           uint64_t bytes, uint64_t expected, uint64_t actual) {
+Status CheckTensorChecksum(std::string_view file, std::string_view tensor_name,
+                           uint64_t file_offset, uint64_t bytes, uint64_t expected,
+                           uint64_t actual, std::string_view recorded_in) {
   if (expected == actual) return OkStatus();
-  return DataLossError(std::string(label) + ": tensor " + QuoteNameForMessage(tensor_name) +
-                       ": XXH3 of its " + std::to_string(bytes) + " bytes is " +
-                       FormatXxh3(actual) + ", recorded " + FormatXxh3(expected));
+  std::string message = std::string(file) + ": tensor " + QuoteNameForMessage(tensor_name) +
+                        " at bytes [" + std::to_string(file_offset) + ", " +
+                        std::to_string(file_offset + bytes) + "): XXH3 of its " +
+                        std::to_string(bytes) + " bytes is " + FormatXxh3(actual) +
+                        ", recorded " + FormatXxh3(expected);
+  if (!recorded_in.empty()) message += " in " + std::string(recorded_in);
+  return DataLossError(std::move(message));
 }
 
 }  // namespace shardload

@@ -109,10 +109,14 @@ Result<ChecksumMap> ParseChecksumMetadata(const std::map<std::string, std::strin
                                           std::string_view label, bool in_index = false);
 
 // CheckTensorChecksum: OK when `actual` == `expected`, else data_loss
-// "<label>: tensor 'w': XXH3 of its 12 bytes is 0123456789abcdef, recorded 2d06800538d394c2"
-// where 12 is `bytes`, the tensor's size.
-Status CheckTensorChecksum(std::string_view label, std::string_view tensor_name,
-                           uint64_t bytes, uint64_t expected, uint64_t actual);
+// "<file>: tensor 'w' at bytes [80, 92): XXH3 of its 12 bytes is 0123456789abcdef,
+// recorded 2d06800538d394c2" where `file` holds the tensor's bytes, at `file_offset`
+// (absolute in the file), `bytes` long; with a non-empty `recorded_in` (the record is
+// kept in another file: an index) the message ends "..., recorded 2d06800538d394c2 in
+// model.safetensors.index.json".
+Status CheckTensorChecksum(std::string_view file, std::string_view tensor_name,
+                           uint64_t file_offset, uint64_t bytes, uint64_t expected,
+                           uint64_t actual, std::string_view recorded_in = {});
 
 }  // namespace shardload
 

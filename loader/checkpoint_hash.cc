@@ -180,8 +180,8 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
     TensorDigest& d = result.tensors[idx];
     // The shard's own record first, then the index's; every record present must match.
     bool any = false, all_match = true;
-    for (auto [sums, label] : {std::pair(&recorded[t.shard], &shards[t.shard].file),
-                               std::pair(&index_recorded, &ckpt.index_file())}) {
+    for (auto [sums, in_index] : {std::pair(&recorded[t.shard], false),
+                                  std::pair(&index_recorded, true)}) {
       auto it = sums->find(t.name);
       if (it == sums->end()) continue;
       if (!any) d.recorded = it->second;
@@ -189,7 +189,9 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
       if (it->second != d.xxh3) {
         all_match = false;
         if (options.check_recorded) {
-          return CheckTensorChecksum(*label, t.name, t.bytes, it->second, d.xxh3);
+          return CheckTensorChecksum(shards[t.shard].file, t.name, t.file_offset, t.bytes,
+                                     it->second, d.xxh3,
+                                     in_index ? std::string_view(ckpt.index_file()) : "");
         }
       }
     }
@@ -217,9 +219,10 @@ Result<RecordedChecksums> RecordedChecksums::FromCheckpoint(const Checkpoint& ck
   for (const StoredTensor& t : ckpt.tensors()) {
     if (t.shard >= shards.size()) continue;
     Record r;
+    r.shard_file = shards[t.shard].file;
+    r.file_offset = t.file_offset;
     if (auto it = per_shard[t.shard].find(t.name); it != per_shard[t.shard].end()) {
       r.shard = it->second;
-      r.shard_file = shards[t.shard].file;
     }
     if (auto it = index_sums.find(t.name); it != index_sums.end()) r.index = it->second;
     if (r.shard || r.index) out.records_.emplace(t.name, std::move(r));
@@ -243,10 +246,12 @@ Status RecordedChecksums::CheckXxh3(std::string_view name, uint64_t bytes, uint6
   if (it == records_.end()) return OkStatus();
   const Record& r = it->second;
   if (r.shard) {
-    SL_RETURN_IF_ERROR(CheckTensorChecksum(r.shard_file, name, bytes, *r.shard, actual));
+    SL_RETURN_IF_ERROR(
+        CheckTensorChecksum(r.shard_file, name, r.file_offset, bytes, *r.shard, actual));
   }
   if (r.index) {
-    SL_RETURN_IF_ERROR(CheckTensorChecksum(index_file_, name, bytes, *r.index, actual));
+    SL_RETURN_IF_ERROR(CheckTensorChecksum(r.shard_file, name, r.file_offset, bytes, *r.index,
+                                           actual, index_file_));
   }
   return OkStatus();
 }

@@ -82,9 +82,9 @@ struct CheckpointDigest {
 // loader/file.h with " (reading tensor 'w')" appended; CheckShardFile's data_loss for a
 // shard whose size or header changed since the checkpoint was opened (never SIGBUS); the
 // malformed-value error of ParseChecksumMetadata (shard or index); with
-// check_recorded, data_loss "<file>: tensor 'w': XXH3 of its N bytes is X, recorded Y"
-// at the first mismatch in file order, <file> being the shard or the index that holds
-// the record. Of several errors, the one at the earliest tensor in file order is
+// check_recorded, data_loss "<file>: tensor 'w' at bytes [a, b): XXH3 of its N bytes is
+// X, recorded Y" at the first mismatch in file order, <file> being the shard holding the
+// tensor (" in <index>" appended when the record is the index's). Of several errors, the one at the earliest tensor in file order is
 // returned, whatever the thread count (records are parsed before any read). A record naming a tensor that is not there (in that shard, or in the
 // checkpoint for the index) is ignored.
 // Thread safety: reads `ckpt` through const methods only; may run concurrently with
@@ -94,7 +94,7 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
 // HashMismatch: a tensor whose bytes differ from the XXH3 its checkpoint records.
 struct HashMismatch {
   std::string name;
-  Status error;  // data_loss "<file>: tensor 'w': XXH3 of its N bytes is X, recorded Y"
+  Status error;  // data_loss "<file>: tensor 'w' at bytes [a, b): XXH3 of its N bytes is X, recorded Y"
 };
 
 // RecordedChecksums: every hash a checkpoint records (shard `__metadata__` and index
@@ -117,7 +117,8 @@ class RecordedChecksums {
   // Find: the recorded hash of `name` (the shard's record when both exist), or nullptr.
   const uint64_t* Find(std::string_view name) const;
   // Check: OK when `name` has no record or every record equals Xxh3(bytes); else
-  // data_loss from CheckTensorChecksum labelled with the file holding the record.
+  // data_loss from CheckTensorChecksum: the file holding the tensor, its byte range,
+  // and " in <index>" when the failing record is the index's.
   Status Check(std::string_view name, std::span<const std::byte> bytes) const;
   // CheckXxh3: as Check, for a tensor of `bytes` bytes whose XXH3 `actual` was computed
   // elsewhere (while streaming, or by HashCheckpoint).
@@ -127,7 +128,8 @@ class RecordedChecksums {
   struct Record {
     std::optional<uint64_t> shard;  // from the tensor's shard
     std::optional<uint64_t> index;  // from the index
-    std::string shard_file;
+    std::string shard_file;         // the file holding the tensor's bytes
+    uint64_t file_offset = 0;       // where they start in it
   };
   std::map<std::string, Record, std::less<>> records_;
   std::string index_file_;

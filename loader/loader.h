@@ -110,8 +110,9 @@ struct LoadOptions {
   // tensor split over several spans is hashed piece by piece in file order; a piece that
   // arrives before its predecessor is copied aside until the gap is filled (at most the
   // tensor's size, in practice a few spans). Tensors without a record are not checked.
-  // A mismatch fails the load with data_loss "<file>: tensor 'w': XXH3 of its N bytes
-  // is X, recorded Y" (<file>: the shard or index holding the record). Default false.
+  // A mismatch fails the load with data_loss "<file>: tensor 'w' at bytes [a, b): XXH3
+  // of its N bytes is X, recorded Y" (<file>: the shard holding the tensor; " in
+  // <index>" appended when the index's record differs). Default false.
   bool verify = false;
 };
 

@@ -58,7 +58,7 @@ class StreamVerifier {
   // Observe: `bytes` are the source bytes of `region` (region.length of them, at
   // source offset region.dst_offset of tensor region.dest). Errors: data_loss from
   // RecordedChecksums::CheckXxh3 once the tensor is complete and differs ("<file>:
-  // tensor 'w': XXH3 of its N bytes is X, recorded Y"); internal for a region naming no
+  // tensor 'w' at bytes [a, b): XXH3 of its N bytes is X, recorded Y"); internal for a region naming no
   // destination, of the wrong length, passing the tensor's end or repeating a piece.
   Status Observe(const CopyRegion& region, std::span<const std::byte> bytes);
 

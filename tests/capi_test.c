@@ -1468,8 +1468,9 @@ static void TestVerifySingleFile(void) {
   /* The message names the file by its name in the checkpoint's folder. */
   char expect[256];
   snprintf(expect, sizeof expect,
-           "verify.safetensors: tensor 'b': XXH3 of its 32 bytes is %s, recorded %s", actual_b,
-           recorded_b);
+           "verify.safetensors: tensor 'b' at bytes [%llu, %llu): XXH3 of its 32 bytes is %s, "
+           "recorded %s", (unsigned long long)b_offset, (unsigned long long)(b_offset + 32),
+           actual_b, recorded_b);
   CHECK_OK(sl_checkpoint_open(file, &ck));
   if (ck == NULL) return;
   loaded = (sl_loaded*)0x1;
@@ -1573,8 +1574,9 @@ static void TestVerifySharded(void) {
   sl_checkpoint_free(fck);
   char expect[8500];
   snprintf(expect, sizeof expect,
-           "model-00003-of-00003.safetensors: tensor 'l2': XXH3 of its 256 bytes is %s, "
-           "recorded %s", actual_l2, recorded_l2);
+           "model-00003-of-00003.safetensors: tensor 'l2' at bytes [%llu, %llu): XXH3 of its 256 "
+           "bytes is %s, recorded %s", (unsigned long long)info.file_offset,
+           (unsigned long long)(info.file_offset + 256), actual_l2, recorded_l2);
   CHECK_OK(sl_checkpoint_open(Path("vsharded"), &ck));
   if (ck != NULL) {
     loaded = (sl_loaded*)0x1;

@@ -176,13 +176,19 @@ TEST(ChecksumMetadataTest, MalformedValueIsDataLoss) {
 }
 
 TEST(ChecksumMetadataTest, CheckTensorChecksum) {
-  EXPECT_TRUE(CheckTensorChecksum("m.safetensors", "w", 12, 5, 5).ok());
-  Status s = CheckTensorChecksum("m.safetensors", "layers.3.w", 12, 0x2D06800538D394C2ULL,
+  EXPECT_TRUE(CheckTensorChecksum("m.safetensors", "w", 80, 12, 5, 5).ok());
+  Status s = CheckTensorChecksum("m.safetensors", "layers.3.w", 80, 12, 0x2D06800538D394C2ULL,
                                  0x0123456789abcdefULL);
   EXPECT_EQ(s.code(), StatusCode::kDataLoss);
   EXPECT_EQ(s.message(),
-            "m.safetensors: tensor 'layers.3.w': XXH3 of its 12 bytes is 0123456789abcdef, "
-            "recorded 2d06800538d394c2");
+            "m.safetensors: tensor 'layers.3.w' at bytes [80, 92): XXH3 of its 12 bytes is "
+            "0123456789abcdef, recorded 2d06800538d394c2");
+  // A record kept in the index: the tensor's own file still starts the message.
+  s = CheckTensorChecksum("model-00002-of-00003.safetensors", "w", 1000, 24, 1, 2,
+                          "model.safetensors.index.json");
+  EXPECT_EQ(s, DataLossError("model-00002-of-00003.safetensors: tensor 'w' at bytes [1000, "
+                             "1024): XXH3 of its 24 bytes is 0000000000000002, recorded "
+                             "0000000000000001 in model.safetensors.index.json"));
 }
 
 }  // namespace

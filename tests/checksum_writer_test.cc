@@ -127,7 +127,9 @@ TEST(ChecksumWriterTest, ShardedRecordsInEachShardAndTheIndexAndAMismatchIsCaugh
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), StatusCode::kDataLoss);
   EXPECT_EQ(bad.status().message(),
-            ckpt->shards()[c->shard].file + ": tensor 'c': XXH3 of its 3 bytes is " +
+            ckpt->shards()[c->shard].file + ": tensor 'c' at bytes [" +
+                std::to_string(c->file_offset) + ", " + std::to_string(c->file_offset + 3) +
+                "): XXH3 of its 3 bytes is " +
                 FormatXxh3(Xxh3(std::as_bytes(std::span(changed)))) + ", recorded " +
                 FormatXxh3(Xxh3(std::as_bytes(std::span(f.c)))));
 }

@@ -78,7 +78,7 @@ PY
 first="$(python3 -c "import json,struct,sys; f=open(sys.argv[1],'rb'); n=struct.unpack('<Q',f.read(8))[0]; print(sorted(k for k in json.loads(f.read(n)) if k!='__metadata__')[0])" "$tmp/r/model-00001-of-00002.safetensors")"
 "$bin" load "$tmp/r" --device cuda:0 --verify >/dev/null 2>"$tmp/err"; rc=$?
 check "load --verify of a corrupted tensor exits 1" test $rc -eq 1
-check "the corrupted tensor is named" grep -q "^shardload load: model-00001-of-00002.safetensors: tensor '$first': XXH3 of its [0-9]* bytes is [0-9a-f]*, recorded [0-9a-f]*$" "$tmp/err"
+check "the corrupted tensor is named" grep -q "^shardload load: model-00001-of-00002.safetensors: tensor '$first' at bytes \[[0-9]*, [0-9]*): XXH3 of its [0-9]* bytes is [0-9a-f]*, recorded [0-9a-f]*$" "$tmp/err"
 cat "$tmp/err"
 
 out="$("$bin" bench "$tmp/m" --device cuda:0 --repeat 2 --io pread --threads 2 --json 2>"$tmp/err")"; rc=$?

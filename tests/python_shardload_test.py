@@ -1100,6 +1100,12 @@ class PythonTest(unittest.TestCase):
             f.seek(offset)
             f.write(bytes([b ^ 1]))
 
+    def at(self, path, name):
+        """" at bytes [a, b)": where stored tensor `name` lies in the file at `path`."""
+        n, h = self.header(path)
+        begin, end = h[name]["data_offsets"]
+        return " at bytes [%d, %d)" % (8 + n + begin, 8 + n + end)
+
     def xxh3_of(self, name, tensor):
         """The XXH3 a checksummed save records for `tensor` (hex)."""
         p = self.path("hash-%s.safetensors" % name)
@@ -1120,8 +1126,8 @@ class PythonTest(unittest.TestCase):
         self.flip_byte(path, "w")
         bad = w.clone()
         bad.view(torch.uint8)[0, 0] ^= 1
-        message = "c.safetensors: tensor 'w': XXH3 of its 48 bytes is %s, recorded %s" % (
-            self.xxh3_of("w", bad), md["shardload.xxh3.w"])
+        message = "c.safetensors: tensor 'w'%s: XXH3 of its 48 bytes is %s, recorded %s" % (
+            self.at(path, "w"), self.xxh3_of("w", bad), md["shardload.xxh3.w"])
         with self.assertRaises(shardload.ShardloadError) as cm:
             shardload.load_file(path, verify=True)
         self.assertEqual((cm.exception.code, str(cm.exception)), ("data_loss", message))
@@ -1154,8 +1160,8 @@ class PythonTest(unittest.TestCase):
         self.flip_byte(path, "proj.bias", byte=5)
         bad = src.proj.bias.detach().clone()
         bad.view(torch.uint8)[5] ^= 1
-        message = ("m.safetensors: tensor 'proj.bias': XXH3 of its 16 bytes is %s, recorded %s"
-                   % (self.xxh3_of("proj.bias", bad), recorded))
+        message = ("m.safetensors: tensor 'proj.bias'%s: XXH3 of its 16 bytes is %s, recorded %s"
+                   % (self.at(path, "proj.bias"), self.xxh3_of("proj.bias", bad), recorded))
         with self.assertRaises(shardload.ShardloadError) as cm:
             shardload.load_model(Tiny(), path, verify=True)
         self.assertEqual((cm.exception.code, str(cm.exception)), ("data_loss", message))
@@ -1191,8 +1197,9 @@ class PythonTest(unittest.TestCase):
         with self.assertRaises(shardload.ShardloadError) as cm:
             shardload.load_file(self.dir, verify=True)
         self.assertEqual((cm.exception.code, str(cm.exception)), (
-            "data_loss", "model-00002-of-00003.safetensors: tensor 'layer.1.w': XXH3 of its 256 "
-            "bytes is %s, recorded %s" % (self.xxh3_of("layer.1.w", bad),
+            "data_loss", "model-00002-of-00003.safetensors: tensor 'layer.1.w'%s: XXH3 of its 256 "
+            "bytes is %s, recorded %s" % (self.at(shard2, "layer.1.w"),
+                                          self.xxh3_of("layer.1.w", bad),
                                           index["shardload.xxh3.layer.1.w"])))
 
     # -------------------------------------------------------------- safe_open edge cases
@@ -1446,8 +1453,8 @@ class PythonTest(unittest.TestCase):
         with self.assertRaises(shardload.ShardloadError) as cm:
             shardload.load_file(path, device="cuda:0", verify=True)
         self.assertEqual((cm.exception.code, str(cm.exception)), (
-            "data_loss", "c.safetensors: tensor 'w': XXH3 of its 48 bytes is %s, recorded %s"
-            % (self.xxh3_of("w", bad), recorded)))
+            "data_loss", "c.safetensors: tensor 'w'%s: XXH3 of its 48 bytes is %s, recorded %s"
+            % (self.at(path, "w"), self.xxh3_of("w", bad), recorded)))
 
     # -------------------------------------------------------------- load_model
 

@@ -314,8 +314,8 @@ def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verif
     map "PATTERN=DEVICE,...,DEFAULT". ``renames``: sed-style rules applied to names.
     ``verify``: check each tensor against the XXH3 the checkpoint records
     (``shardload.xxh3.<name>`` metadata, see ``save_file(checksums=True)``); a mismatch
-    raises ShardloadError("data_loss", "<file>: tensor 'w': XXH3 of its N bytes is X,
-    recorded Y"). ``progress``: called as progress(bytes_done, bytes_total) on this
+    raises ShardloadError("data_loss", "<file>: tensor 'w' at bytes [a, b): XXH3 of its N
+    bytes is X, recorded Y"). ``progress``: called as progress(bytes_done, bytes_total) on this
     thread, first (0, total), last (total, total), once every byte is in place.
     Returning False from any call but the last cancels the load (ShardloadError
     "cancelled"); the last call's answer is ignored, as the C API ignores it (the load
