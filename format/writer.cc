@@ -251,6 +251,19 @@ std::pair<std::string, std::string> SplitDirBase(const std::string& path) {
   return {path.substr(0, slash), path.substr(slash + 1)};
 }
 
+// HiddenSibling: the path of a hidden file next to `path` for `tag` ("tmp" or "old"):
+// "<dir>/.<base>.<tag>.<UniqueSuffix>". A base too long for that to fit in a file name
+// (255 bytes) is cut short in the hidden name, so a checkpoint file whose own name is
+// near the limit can still be written (its leftovers, if a writer dies, are then not
+// recognized by the stale sweep).
+std::string HiddenSibling(const std::string& path, std::string_view tag) {
+  constexpr size_t kNameMax = 255;
+  auto [dir, base] = SplitDirBase(path);
+  const std::string suffix = "." + std::string(tag) + "." + UniqueSuffix();
+  if (1 + base.size() + suffix.size() > kNameMax) base.resize(kNameMax - 1 - suffix.size());
+  return (dir == "/" ? "/" : dir + "/") + "." + base + suffix;
+}
+
 Status SyncDirectory(const std::string& dir) {
   Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (fd.get() < 0) return ErrnoToStatus(errno, dir + ": open directory");
@@ -554,12 +567,12 @@ class StagedFile {
 // best effort: a file system that refuses chown/chmod (some FUSE and CIFS mounts)
 // still gets the file, with at most the old file's permissions.
 Status CreateTempFile(const std::string& path, std::string* temp, Fd* fd) {
-  auto [dir, base] = SplitDirBase(path);
+  const std::string dir = SplitDirBase(path).first;
   struct stat old;
   const bool replacing = ::stat(path.c_str(), &old) == 0 && S_ISREG(old.st_mode);
   const mode_t create_mode = replacing ? (old.st_mode & 0777) : 0666;
   for (int attempt = 0;; ++attempt) {
-    *temp = (dir == "/" ? "/" : dir + "/") + "." + base + ".tmp." + UniqueSuffix();
+    *temp = HiddenSibling(path, "tmp");
     int raw = ::open(temp->c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, create_mode);
     if (raw >= 0) {
       fd->Reset(raw);
@@ -642,10 +655,7 @@ Status PublishTogether(std::span<const std::unique_ptr<StagedFile>> files, bool 
     std::string backup;  // the old file, to rename back; empty: there was none
   };
   std::vector<Undo> undo;
-  auto backup_name = [](const std::string& path) {
-    auto [dir, base] = SplitDirBase(path);
-    return (dir == "/" ? "/" : dir + "/") + "." + base + ".old." + UniqueSuffix();
-  };
+  auto backup_name = [](const std::string& path) { return HiddenSibling(path, "old"); };
   auto restore = [&](const Status& error) {
     std::vector<std::string> failed;
     for (auto it = undo.rbegin(); it != undo.rend(); ++it) {

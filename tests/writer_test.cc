@@ -647,6 +647,28 @@ TEST(ShardTest, FailedLayoutChangeRestoresTheOtherEntryPoint) {
   }
 }
 
+// A file name near the 255-byte limit still gets a temporary (and a backup) name: the
+// hidden names cut the base short instead of failing with ENAMETOOLONG.
+TEST(ShardTest, NamesNearTheLengthLimitCanBeWrittenAndReplaced) {
+  std::string dir = MakeScratchDir("long_names");
+  const std::string name = std::string(240, 'x') + ".safetensors";  // 252 bytes
+  ASSERT_EQ(name.size(), 252u);
+  std::vector<TensorToWrite> t = SizedTensors({8});
+  for (int round = 0; round < 2; ++round) {  // the second replaces the first
+    Status s = WriteFile(dir + "/" + name, t, Metadata{{"format", "pt"}});
+    ASSERT_TRUE(s.ok()) << s.ToString();
+  }
+  ShardOptions o;
+  o.prefix = std::string(228, 'p');  // "<prefix>.safetensors.index.json": 252 bytes
+  o.num_shards = 0;
+  for (int round = 0; round < 2; ++round) {
+    o.num_shards = round == 0 ? 0 : 1;
+    Result<ShardedWriteResult> r = WriteSharded(dir, t, o);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+  }
+  EXPECT_EQ(ListDir(dir), (std::vector<std::string>{o.prefix + ".safetensors", name}));
+}
+
 TEST(ShardTest, FailedRenameRestoresTheFolder) {
   // The third shard's name is taken by a folder, so its rename fails after the old
   // index was set aside and two shards were replaced: both shards and the index come
