@@ -178,6 +178,9 @@ struct sl_checkpoint {
     }
     uint64_t size = 0;
     std::optional<shardload::FileIdentity> now;
+    // The clock is read before each Stat: an identity counts as settled only when its
+    // last change was 2 s before the Stat, however long the check after it takes.
+    int64_t clock_ns = shardload::RealtimeNs();
     if (ref.file == nullptr) {
       shardload::Result<std::unique_ptr<shardload::ReadableFile>> file =
           shardload::OpenFile(info.path, shardload::IoMode::kPread);
@@ -189,7 +192,7 @@ struct sl_checkpoint {
         if (keep || kept_files < kMaxKeptFiles) {
           files[shard] = shardload::DetachFromPath(std::move(*file));
           ++kept_files;
-          Verified(shard, size, now);
+          Verified(shard, size, now, clock_ns);
           ref.file = files[shard].get();
         } else {
           ref.owned = std::move(*file);
@@ -201,6 +204,7 @@ struct sl_checkpoint {
     }
     // A kept file that passed the check as it is now needs no second one: after a
     // touch (identity changed, same header) each check would read the header again.
+    clock_ns = shardload::RealtimeNs();
     SL_RETURN_IF_ERROR(ref.file->Stat(&size, &now));
     if (size == info.size && now.has_value()) {
       std::lock_guard<std::mutex> lock(files_mu);
@@ -208,18 +212,18 @@ struct sl_checkpoint {
     }
     SL_RETURN_IF_ERROR(shardload::CheckShardFile(info, *ref.file));
     std::lock_guard<std::mutex> lock(files_mu);
-    Verified(shard, size, now);  // as it was before the check: a later change is seen
+    Verified(shard, size, now, clock_ns);  // as it was before the check: a later change is seen
     return ref;
   }
 
   // Verified: record that kept file `shard`, of `size` bytes and identity `now` (taken
-  // before its check), passed CheckShardFile; only a settled identity is cached (a
-  // write in the same timestamp tick would keep it, see IdentityIsSettled). Requires
-  // files_mu.
-  void Verified(size_t shard, uint64_t size, const std::optional<shardload::FileIdentity>& now)
-      const {
+  // before its check, at `clock_ns` or later), passed CheckShardFile; only a settled
+  // identity is cached (a write in the same timestamp tick would keep it, see
+  // IdentityIsSettled). Requires files_mu.
+  void Verified(size_t shard, uint64_t size, const std::optional<shardload::FileIdentity>& now,
+                int64_t clock_ns) const {
     const bool settled = size == ckpt.shards()[shard].size && now.has_value() &&
-                         shardload::IdentityIsSettled(*now, shardload::RealtimeNs());
+                         shardload::IdentityIsSettled(*now, clock_ns);
     verified[shard] = settled ? now : std::nullopt;
   }
 

@@ -1,8 +1,9 @@
 // format/json_syntax.cc — see json_syntax.h.
 #include "format/json_syntax.h"
 
-#include <cfloat>
+#include <algorithm>
 #include <charconv>
+#include <cstdint>
 #include <system_error>
 #include <vector>
 
@@ -73,7 +74,10 @@ bool Scanner::ScanString() {
       continue;
     }
     const size_t escape = i_;
-    if (i_ + 1 >= text_.size()) return false;
+    if (i_ + 1 >= text_.size()) {  // ends in the escape: too early
+      i_ = text_.size();
+      return false;
+    }
     const char e = text_[i_ + 1];
     if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' || e == 'r' ||
         e == 't') {
@@ -142,13 +146,39 @@ bool Scanner::ScanNumber() {
   const std::from_chars_result r = std::from_chars(first, last, value);
   bool overflow = false;
   if (r.ec == std::errc::result_out_of_range) {
-    // Beyond even long double: an overflow when the exponent is positive.
+    // Beyond even long double (|exponent| in the thousands): decide by the decimal
+    // magnitude, integer digits (or minus the fraction's leading zeros) plus exponent.
     const std::string_view number(first, static_cast<size_t>(last - first));
+    size_t k = negative ? 1 : 0;
+    while (k < number.size() && number[k] == '0') ++k;
+    int64_t magnitude = 0;
+    while (k < number.size() && IsDigit(number[k])) {
+      ++k;
+      ++magnitude;
+    }
+    if (magnitude == 0 && k < number.size() && number[k] == '.') {
+      ++k;
+      while (k < number.size() && number[k] == '0') {
+        ++k;
+        --magnitude;
+      }
+    }
     const size_t e = number.find_first_of("eE");
-    overflow = e != std::string_view::npos && e + 1 < number.size() && number[e + 1] != '-';
+    if (e != std::string_view::npos) {
+      size_t j = e + 1;
+      const bool minus = j < number.size() && number[j] == '-';
+      if (j < number.size() && (number[j] == '-' || number[j] == '+')) ++j;
+      int64_t exponent = 0;
+      for (; j < number.size(); ++j) {
+        exponent = std::min<int64_t>(exponent * 10 + (number[j] - '0'), int64_t{1} << 40);
+      }
+      magnitude += minus ? -exponent : exponent;
+    }
+    overflow = magnitude > 0;
   } else if (r.ec == std::errc()) {
-    overflow = value > static_cast<long double>(DBL_MAX) ||
-               value < -static_cast<long double>(DBL_MAX);
+    // Rounds to infinity from half an ulp above DBL_MAX (2^1024 - 2^970) on.
+    constexpr long double kRoundsToInfinity = 0x1.fffffffffffff8p1023L;
+    overflow = value >= kRoundsToInfinity || value <= -kRoundsToInfinity;
   }
   if (overflow) {
     i_ = start;

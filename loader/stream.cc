@@ -202,10 +202,15 @@ void ReadLoop(std::span<const ReadableFile* const> files, std::span<const ReadSp
     } catch (...) {
       // An exception on a reader thread (out of memory in an observer, a sink or a
       // message; an observer's own): an error for the load, never std::terminate.
-      st = ExceptionStatus(file.path() + ": reading bytes [" +
-                               std::to_string(span.file_offset) + ", " +
-                               std::to_string(span.file_offset + span.length) + ")",
-                           std::current_exception());
+      std::exception_ptr error = std::current_exception();
+      try {
+        st = ExceptionStatus(file.path() + ": reading bytes [" +
+                                 std::to_string(span.file_offset) + ", " +
+                                 std::to_string(span.file_offset + span.length) + ")",
+                             error);
+      } catch (...) {  // no memory even for the message
+        st = ResourceExhaustedError("out of memory");
+      }
     }
     if (stopped) break;
     if (!st.ok()) {

@@ -54,6 +54,8 @@ TEST(JsonSyntaxTest, TheOffsetIsTheFirstByteThatCannotContinueTheText) {
       {"[-9223372036854775809]", 1}, // below -2^63
       {"[1e400]", 1},                // not a finite double
       {"[-2.5E+99999]", 1},
+      {"[1.7976931348623158e308,x]", 24},  // a valid number, then the error
+      {"\"ab\\", 4},                       // ends in an escape
       {"{\"a\":1]", 6},              // the wrong closer
       {"[1}", 2},
   };
@@ -65,8 +67,15 @@ TEST(JsonSyntaxTest, TheOffsetIsTheFirstByteThatCannotContinueTheText) {
 // Numbers at the edges of double: as simdjson decides.
 TEST(JsonSyntaxTest, NumberRangeAsSimdjson) {
   simdjson::dom::parser parser;
-  for (std::string text : {"[1e-400]", "[1.7976931348623157e308]", "[1.8e308]", "[-1e309]",
-                           "[0.0000001e-99999]", "[123456789012345678901234567890.5]"}) {
+  const std::string long_integer_part = "[1" + std::string(5000, '0') + ".0]";
+  const std::string long_fraction = "[0." + std::string(5000, '0') + "1e4990]";
+  for (std::string text :
+       {std::string("[1e-400]"), std::string("[1.7976931348623157e308]"),
+        std::string("[1.7976931348623158e308]"),  // rounds down to DBL_MAX
+        std::string("[1.797693134862315807e308]"), std::string("[1.8e308]"),
+        std::string("[-1e309]"), std::string("[0.0000001e-99999]"),
+        std::string("[123456789012345678901234567890.5]"), long_integer_part, long_fraction,
+        std::string("[1e99999999999999999999999]")}) {
     simdjson::dom::element root;
     const bool valid = !parser.parse(text).get(root);
     EXPECT_EQ(JsonSyntaxErrorOffset(text).has_value(), !valid) << text;

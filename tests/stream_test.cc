@@ -4,11 +4,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <new>
 #include <cstring>
 #include <random>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -295,22 +298,33 @@ TEST_F(StreamTest, ProgressCallbackCancels) {
 // std::terminate (readers still running when the exception left Stream did that);
 // bad_alloc is resource_exhausted, anything else internal.
 TEST_F(StreamTest, ProgressCallbackThatThrowsFailsTheLoad) {
-  for (bool at_start : {true, false}) {
+  enum class When { kStart, kMidLoad, kEnd };
+  for (When when : {When::kStart, When::kMidLoad, When::kEnd}) {
     for (bool oom : {false, true}) {
       ASSERT_TRUE(sink_->Begin(fx_.destinations, 4096).ok());
       StreamOptions opt;
-      opt.threads = 2;
-      opt.progress = [&](uint64_t done, uint64_t) -> bool {
-        if (at_start == (done == 0)) {
+      opt.threads = 1;
+      // Slow spans, so the progress loop (20 ms tick) sees the load part done.
+      opt.observe_region = [](const ReadSpan&, const CopyRegion&,
+                              std::span<const std::byte>) -> Status {
+        std::this_thread::sleep_for(std::chrono::milliseconds(30));
+        return OkStatus();
+      };
+      bool threw = false;
+      opt.progress = [&](uint64_t done, uint64_t total) -> bool {
+        const When now = done == 0 ? When::kStart : done == total ? When::kEnd : When::kMidLoad;
+        if (now == when) {
+          threw = true;
           if (oom) throw std::bad_alloc();
           throw std::runtime_error("boom");
         }
         return true;
       };
       Status s = Stream(opened_.files, fx_.spans, *sink_, opt);
+      ASSERT_TRUE(threw) << static_cast<int>(when);
       EXPECT_EQ(s, oom ? ResourceExhaustedError("progress callback: out of memory")
                        : InternalError("progress callback: unexpected exception: boom"))
-          << at_start;
+          << static_cast<int>(when);
       EXPECT_EQ(sink_->slots_in_use(), 0);
     }
   }

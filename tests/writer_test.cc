@@ -649,6 +649,29 @@ TEST(ShardTest, FailedLayoutChangeRestoresTheOtherEntryPoint) {
 
 // A file name near the 255-byte limit still gets a temporary (and a backup) name: the
 // hidden names cut the base short instead of failing with ENAMETOOLONG.
+// The other layout's entry point goes before anything new is published, not in the
+// sweep of old files afterwards: a sweep that stops early (here a folder it cannot
+// unlink; in life a killed writer) must not leave the old index next to the new single
+// file, which shardload and transformers would load differently.
+TEST(ShardTest, TheOldIndexIsGoneBeforeTheSweep) {
+  std::string dir = MakeScratchDir("retire_first");
+  ShardOptions o;
+  o.num_shards = 2;
+  ASSERT_TRUE(WriteSharded(dir, SizedTensors({8, 8}), o).ok());
+  // A folder named like an old shard sorts before the index in the sweep.
+  ASSERT_EQ(mkdir((dir + "/model-00001-of-00009.safetensors").c_str(), 0755), 0);
+  o.num_shards = 0;
+  Result<ShardedWriteResult> r = WriteSharded(dir, SizedTensors({8, 8}), o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(),
+            dir + "/model-00001-of-00009.safetensors: remove stale checkpoint file: Is a "
+                  "directory");
+  struct stat st;
+  EXPECT_EQ(stat((dir + "/model.safetensors").c_str(), &st), 0);
+  EXPECT_NE(stat((dir + "/model.safetensors.index.json").c_str(), &st), 0)
+      << "the old index is still next to the new single file";
+}
+
 TEST(ShardTest, NamesNearTheLengthLimitCanBeWrittenAndReplaced) {
   std::string dir = MakeScratchDir("long_names");
   const std::string name = std::string(240, 'x') + ".safetensors";  // 252 bytes
