@@ -674,13 +674,29 @@ class PythonTest(unittest.TestCase):
                 call()
             self.assertEqual(str(cm.exception), "embedded null byte")
         self.assertFalse(os.path.exists(self.path("x")))
-        # Tied tensors would be written twice and load back untied: refused.
-        with self.assertRaises(RuntimeError) as cm:
-            shardload.save_sharded({"embed": w, "head": w}, self.dir)
-        self.assertEqual(str(cm.exception),
-                         "Some tensors share memory, which save_sharded would write once per "
-                         "name and load back untied: [['embed', 'head']]. Keep one name of "
-                         "each group (tie the others again after loading), or clone them.")
+        # Tied tensors are written once with a tie note, as huggingface_hub does.
+        tied_dir = os.path.join(self.dir, "tied")
+        os.mkdir(tied_dir)
+        shardload.save_sharded({"head": w, "embed": w, "bias": torch.ones(2)}, tied_dir,
+                               metadata={"note": "x"})
+        with shardload.safe_open(tied_dir) as f:
+            self.assertEqual(sorted(f.keys()), ["bias", "embed"])
+            self.assertEqual(f.metadata(), {"format": "pt", "head": "embed", "note": "x"})
+
+        class Tied(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.embed = torch.nn.Parameter(torch.zeros(w.shape))
+                self.head = torch.nn.Parameter(torch.zeros(w.shape))
+                self.bias = torch.nn.Parameter(torch.zeros(2))
+
+        into = Tied()
+        report = shardload.load_state_dict_into(into, tied_dir)
+        self.assertEqual(report["missing"], [])
+        self.assertTrue(torch.equal(into.head, w) and torch.equal(into.embed, w))
+        # A group where no tensor covers the storage is refused, as save_model does.
+        with self.assertRaises(RuntimeError):
+            shardload.save_sharded({"a": w[:2], "b": w[1:]}, tied_dir)
 
     @needs_reference
     def test_save_model_bytes_match_reference(self):

@@ -1211,21 +1211,25 @@ def save_sharded(tensors, folder, max_shard_size="5GB", metadata=None, prefix="m
     {"format": "pt"}; with one shard it is merged into the file's ``__metadata__`` over
     {"format": "pt"}. ``checksums``: record each tensor's XXH3 in the index and, per
     shard, in that shard's ``__metadata__``. Tensors sharing memory (tied weights) are
-    refused with RuntimeError, as save_file refuses them: they would be written twice
-    and load back untied; save one name of each group and tie them again after
-    loading."""
+    written once, as huggingface_hub's save_torch_state_dict and save_model do: each
+    group keeps its alphabetically first name among those covering the whole storage,
+    and the dropped names go to the metadata as "dropped -> kept" notes (a user entry of
+    that name wins), which load_state_dict_into and the C API read back; a group where
+    no tensor covers the storage raises save_model's RuntimeError."""
     _check_tensor_dict(tensors)
     _check_names(tensors)
     if not isinstance(prefix, str):
         raise TypeError("prefix must be a str, not %s" % type(prefix).__name__)
     if "\0" in prefix:
         raise ValueError("embedded null byte")
-    shared = _overlapping_groups(tensors)
-    if shared:
-        raise RuntimeError("Some tensors share memory, which save_sharded would write once "
-                           "per name and load back untied: %s. Keep one name of each group "
-                           "(tie the others again after loading), or clone them."
-                           % [sorted(g) for g in shared])
+    to_removes = _remove_duplicate_names(tensors)
+    if to_removes:
+        tensors = dict(tensors)
+        metadata = dict(metadata) if metadata is not None else {}
+        for keep_name, names in to_removes.items():
+            for name in names:
+                metadata.setdefault(name, keep_name)
+                del tensors[name]
     keys, values, count = _metadata_arrays(metadata)
     views, keep = _views(tensors)
     size = str(max_shard_size) if isinstance(max_shard_size, int) else max_shard_size
