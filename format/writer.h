@@ -123,8 +123,10 @@ Result<std::string> SerializeToString(std::span<const TensorToWrite> tensors,
 // WriteFile: write `tensors` to `path` atomically: a uniquely named temporary file
 // in the same directory is written, fsynced, renamed over `path`, and the directory
 // is fsynced. An existing file at `path` is never truncated or modified in place
-// (readers that mapped it keep seeing the old bytes). On any error the temporary
-// file is removed and `path` is untouched. Errors: those of SerializeHeader with
+// (readers that mapped it keep seeing the old bytes). On any error before the rename
+// the temporary file is removed and `path` is untouched; an error fsyncing the
+// directory after the rename ("<dir>: fsync") is reported with the new file already
+// in place (its name may not survive a power loss). Errors: those of SerializeHeader with
 // `path` as label, generator errors ("<path>: tensor 'w': <generator message>"),
 // and system errors ("<path>: write: No space left on device", codes from errno).
 // Thread safety: distinct paths may be written concurrently.
