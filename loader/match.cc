@@ -152,19 +152,39 @@ std::string EscapeDelimiter(std::string_view s) {
   return out;
 }
 
-// LeadingComponents: the longest prefix ending in '.' shared by every name in `names`
-// (empty when there is none or `names` is empty).
-std::string LeadingComponents(const std::vector<std::string_view>& names) {
-  if (names.empty()) return "";
-  std::string_view common = names[0];
+// kPrefixDepth: auto_prefix candidates are a name's first 1..kPrefixDepth dotted
+// components ("encoder.", "encoder.layers.", ...), never the whole name.
+constexpr int kPrefixDepth = 3;
+// kMaxComputedPrefixes: how many of the most frequent computed candidates are tried.
+constexpr size_t kMaxComputedPrefixes = 8;
+
+// FrequentLeadingComponents: the leading-component prefixes (see kPrefixDepth) that at
+// least two of `names` share, most frequent first (ties by name), at most
+// kMaxComputedPrefixes. A prefix seen in one name only is no evidence of a wrapper: a
+// lone leftover "final_norm.scale" must not make "strip:final_norm." pair it with an
+// unrelated "scale".
+std::vector<std::string> FrequentLeadingComponents(const std::vector<std::string_view>& names) {
+  std::unordered_map<std::string_view, size_t> count;
   for (std::string_view n : names) {
-    size_t k = 0;
-    while (k < common.size() && k < n.size() && common[k] == n[k]) ++k;
-    common = common.substr(0, k);
+    size_t end = 0;
+    for (int depth = 0; depth < kPrefixDepth; ++depth) {
+      const size_t dot = n.find('.', end);
+      if (dot == std::string_view::npos || dot + 1 >= n.size()) break;
+      end = dot + 1;
+      ++count[n.substr(0, end)];
+    }
   }
-  size_t dot = common.rfind('.');
-  if (dot == std::string_view::npos) return "";
-  return std::string(common.substr(0, dot + 1));
+  std::vector<std::pair<std::string_view, size_t>> ranked;
+  for (const auto& [prefix, c] : count) {
+    if (c >= 2) ranked.emplace_back(prefix, c);
+  }
+  std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) {
+    return a.second != b.second ? a.second > b.second : a.first < b.first;
+  });
+  if (ranked.size() > kMaxComputedPrefixes) ranked.resize(kMaxComputedPrefixes);
+  std::vector<std::string> out;
+  for (const auto& [prefix, c] : ranked) out.emplace_back(prefix);
+  return out;
 }
 
 // NameIdIndex: an open-addressing (linear probing) hash index from names to uint32 ids,
@@ -588,25 +608,31 @@ Result<MatchReport> Match(std::span<const StoredTensor> stored,
       unmatched_stored_names.push_back(model_name[s]);
     }
     if (!unmatched_target_names.empty() && !unmatched_stored.empty()) {
-      std::vector<std::string> prefixes = {"module.", "model.",
-                                           LeadingComponents(unmatched_stored_names),
-                                           LeadingComponents(unmatched_target_names)};
+      // The wrappers PyTorch adds ("module." from DataParallel, "model.") may win with
+      // one match; a prefix computed from the names needs two.
+      std::vector<std::string> prefixes = {"module.", "model."};
+      const size_t standard = prefixes.size();
+      for (const std::vector<std::string_view>* names :
+           {&unmatched_stored_names, &unmatched_target_names}) {
+        for (std::string& p : FrequentLeadingComponents(*names)) {
+          prefixes.push_back(std::move(p));
+        }
+      }
       size_t best_count = 0;
       std::vector<std::string> seen;
       std::string scratch;
-      for (const std::string& prefix : prefixes) {
-        if (prefix.empty() ||
-            std::find(seen.begin(), seen.end(), prefix) != seen.end()) {
-          continue;
-        }
+      for (size_t i = 0; i < prefixes.size(); ++i) {
+        const std::string& prefix = prefixes[i];
+        if (std::find(seen.begin(), seen.end(), prefix) != seen.end()) continue;
         seen.push_back(prefix);
+        const size_t needed = i < standard ? 1 : 2;
         for (bool strip : {true, false}) {
           PrefixOp op{strip, prefix};
           size_t count = 0;
           for (uint32_t s : unmatched_stored) {
             if (op.Lookup(model_name[s], unmatched_targets, &scratch) != kNone) ++count;
           }
-          if (count > best_count) {
+          if (count >= needed && count > best_count) {
             best_count = count;
             chosen = op;
           }

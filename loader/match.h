@@ -122,13 +122,15 @@ struct MatchOptions {
   // renames: applied in order to every checkpoint name (default none).
   std::vector<RenameRule> renames;
   // auto_prefix: opt-in (default false). When some targets stay unmatched after
-  // renames, try each candidate prefix P ("module.", "model.", the longest common
-  // run of leading dotted components of the unmatched checkpoint names, and that of
-  // the unmatched target names) with each of two operations — strip P from a
-  // checkpoint name, or add P to it. The (operation, P) that matches the most still
-  // unmatched targets wins (ties: the order just given, strip before add); it is
-  // applied only to names it makes match, recorded in MatchReport::auto_prefix, and
-  // its rewrites are listed in `renamed`.
+  // renames, try each candidate prefix P ("module.", "model.", then the first one to
+  // three dotted components of the unmatched checkpoint names and of the unmatched
+  // target names that at least two names share, the eight most frequent of each side)
+  // with each of two operations — strip P from a checkpoint name, or add P to it. The
+  // (operation, P) that matches the most still unmatched targets wins (ties: the order
+  // just given, strip before add); a computed P must match at least two (one leftover
+  // "final_norm.scale" must not pair with an unrelated "scale"), "module." and
+  // "model." one. It is applied only to names it makes match, recorded in
+  // MatchReport::auto_prefix, and its rewrites are listed in `renamed`.
   bool auto_prefix = false;
   // aliases: target name → stored name (tied weights). A target with no checkpoint
   // tensor of its own is filled from the aliased one. The stored name is looked up

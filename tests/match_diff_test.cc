@@ -33,16 +33,28 @@ std::string RefPlain(std::string_view s) {
   return q.substr(1, q.size() - 2);
 }
 
-std::string RefLeading(const std::vector<std::string>& names) {
-  if (names.empty()) return "";
-  std::string common = names[0];
+// RefFrequent: prefixes made of a name's first 1..3 dotted components (never the whole
+// name) that at least two names share, most frequent first, then by name; at most 8.
+std::vector<std::string> RefFrequent(const std::vector<std::string>& names) {
+  std::map<std::string, size_t> count;
   for (const std::string& n : names) {
-    size_t k = 0;
-    while (k < common.size() && k < n.size() && common[k] == n[k]) ++k;
-    common.resize(k);
+    std::vector<size_t> dots;
+    for (size_t i = 0; i < n.size() && dots.size() < 3; ++i) {
+      if (n[i] == '.') dots.push_back(i);
+    }
+    for (size_t d : dots) {
+      if (d + 1 < n.size()) ++count[n.substr(0, d + 1)];
+    }
   }
-  size_t dot = common.rfind('.');
-  return dot == std::string::npos ? "" : common.substr(0, dot + 1);
+  std::vector<std::pair<size_t, std::string>> ranked;  // (-count as order, name)
+  for (const auto& [p, c] : count) {
+    if (c >= 2) ranked.emplace_back(c, p);
+  }
+  std::stable_sort(ranked.begin(), ranked.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<std::string> out;
+  for (size_t i = 0; i < ranked.size() && i < 8; ++i) out.push_back(ranked[i].second);
+  return out;
 }
 
 std::optional<std::string> RefTransform(bool strip, const std::string& prefix,
@@ -120,12 +132,14 @@ MatchReport Reference(const std::vector<StoredTensor>& stored,
       if (!used[s] && !colliding[s]) open_stored_names.push_back(model[s]);
     }
     if (!open_targets.empty() && !open_stored_names.empty()) {
-      std::vector<std::string> candidates = {"module.", "model.", RefLeading(open_stored_names),
-                                             RefLeading(open_target_names)};
+      std::vector<std::string> candidates = {"module.", "model."};
+      for (const std::string& p : RefFrequent(open_stored_names)) candidates.push_back(p);
+      for (const std::string& p : RefFrequent(open_target_names)) candidates.push_back(p);
       std::vector<std::string> tried;
       size_t best = 0;
-      for (const std::string& p : candidates) {
-        if (p.empty() || std::count(tried.begin(), tried.end(), p) > 0) continue;
+      for (size_t i = 0; i < candidates.size(); ++i) {
+        const std::string& p = candidates[i];
+        if (std::count(tried.begin(), tried.end(), p) > 0) continue;
         tried.push_back(p);
         for (bool strip : {true, false}) {
           size_t count = 0;
@@ -133,7 +147,7 @@ MatchReport Reference(const std::vector<StoredTensor>& stored,
             std::optional<std::string> to = RefTransform(strip, p, name);
             if (to && open_targets.count(*to) > 0) ++count;
           }
-          if (count > best) {
+          if (count >= (i < 2 ? 1u : 2u) && count > best) {
             best = count;
             chosen = std::make_pair(strip, p);
           }

@@ -412,6 +412,55 @@ TEST(MatchTest, AutoPrefixFindsTheLongestCommonLeadingComponents) {
   EXPECT_EQ(r2.auto_prefix, "add:backbone.encoder.");
 }
 
+// A prefix taken from one leftover name is no evidence of a wrapper: it must not pair
+// two unrelated tensors (strict would then pass with a wrong tensor loaded).
+TEST(MatchTest, AutoPrefixNeedsTwoNamesForAComputedPrefix) {
+  MatchOptions options;
+  options.auto_prefix = true;
+  auto stored = Catalog({{"blocks.0.w", Dtype::kF32, {4}}, {"blocks.1.w", Dtype::kF32, {4}},
+                         {"final_norm.scale", Dtype::kF32, {4}}});
+  auto targets = Targets({{"blocks.0.w", Dtype::kF32, {4}}, {"blocks.1.w", Dtype::kF32, {4}},
+                          {"scale", Dtype::kF32, {4}}});
+  MatchReport r = MustMatch(stored, targets, options);
+  EXPECT_EQ(r.auto_prefix, "");
+  EXPECT_EQ(r.status.message(),
+            "Error(s) in loading state_dict: Missing key(s) in state_dict: \"scale\". "
+            "Unexpected key(s) in state_dict: \"final_norm.scale\".");
+  // The add direction: one target's leading components do not make "bias" its tensor.
+  auto stored2 = Catalog({{"blocks.0.w", Dtype::kF32, {4}}, {"bias", Dtype::kF32, {4}}});
+  auto targets2 = Targets({{"blocks.0.w", Dtype::kF32, {4}},
+                           {"blocks.0.attn.out.bias", Dtype::kF32, {4}}});
+  MatchReport r2 = MustMatch(stored2, targets2, options);
+  EXPECT_EQ(r2.auto_prefix, "");
+  EXPECT_FALSE(r2.status.ok());
+}
+
+// The prefix is a wrapper's leading components, not everything the names share:
+// "encoder.layers.N.w" loads into "layers.N.w", and one extra missing target does not
+// stop "transformer." from being added.
+TEST(MatchTest, AutoPrefixFindsTheWrapperNotTheWholeCommonPrefix) {
+  MatchOptions options;
+  options.auto_prefix = true;
+  auto stored = Catalog({{"encoder.layers.0.w", Dtype::kF32, {1}},
+                         {"encoder.layers.1.w", Dtype::kF32, {1}}});
+  auto targets = Targets({{"layers.0.w", Dtype::kF32, {1}}, {"layers.1.w", Dtype::kF32, {1}}});
+  MatchReport r = MustMatch(stored, targets, options);
+  EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_EQ(r.auto_prefix, "strip:encoder.");
+  auto stored2 = Catalog({{"h.0.w", Dtype::kF32, {1}}, {"h.1.w", Dtype::kF32, {1}},
+                          {"wte", Dtype::kF32, {1}}});
+  auto targets2 = Targets({{"transformer.h.0.w", Dtype::kF32, {1}},
+                           {"transformer.h.1.w", Dtype::kF32, {1}},
+                           {"transformer.wte", Dtype::kF32, {1}},
+                           {"lm_head.weight", Dtype::kF32, {1}}});
+  MatchOptions non_strict = options;
+  non_strict.strict = false;
+  MatchReport r2 = MustMatch(stored2, targets2, non_strict);
+  EXPECT_EQ(r2.auto_prefix, "add:transformer.");
+  EXPECT_EQ(r2.matched.size(), 3u);
+  EXPECT_EQ(r2.missing, (std::vector<std::string>{"lm_head.weight"}));
+}
+
 TEST(MatchTest, AutoPrefixDoesNothingWhenNoPrefixHelps) {
   auto stored = Catalog({{"x.a", Dtype::kF32, {1}}, {"y.b", Dtype::kF32, {1}}});
   auto targets = Targets({{"z.a", Dtype::kF32, {1}}});
