@@ -923,15 +923,28 @@ void sl_report_free(sl_report* report) { delete report; }
 
 namespace {
 
+// LoadKeepAlive: what one load's LoadOptions point into, owned for the whole call: the
+// list of files the handle holds, and references to the options' pool and cancel flag
+// (so a progress callback that changes or frees the options cannot free them under
+// the load).
+struct LoadKeepAlive {
+  std::vector<const shardload::ReadableFile*> held;
+  std::shared_ptr<shardload::HostArenaPool> pool;
+  std::shared_ptr<std::atomic<bool>> cancel;
+};
+
 // HandleLoadOptions: the effective options of a load from `checkpoint`, reading the
-// files the handle holds (*held keeps their list alive for the load). LoadInto/LoadAll
-// check the cancel token before anything else, matching included.
+// files the handle holds (*keep keeps what they point into alive for the load).
+// LoadInto/LoadAll check the cancel token before anything else, matching included.
 LoadOptions HandleLoadOptions(const sl_checkpoint* checkpoint, const sl_options* options,
-                              const std::vector<Target>& targets,
-                              std::vector<const shardload::ReadableFile*>* held) {
+                              const std::vector<Target>& targets, LoadKeepAlive* keep) {
   LoadOptions load = EffectiveOptions(options, targets);
-  *held = checkpoint->HeldFiles();
-  load.shard_files = *held;
+  keep->held = checkpoint->HeldFiles();
+  keep->pool = options->host_pool;
+  keep->cancel = options->cancel;
+  load.shard_files = keep->held;
+  load.host_arena_pool = keep->pool.get();
+  load.cancel = keep->cancel.get();
   return load;
 }
 
@@ -945,8 +958,8 @@ sl_status sl_load_into(const sl_checkpoint* checkpoint, const sl_target* targets
     if (options == nullptr) return Fail(NullArgument("options"));
     Result<std::vector<Target>> converted = ToTargets(targets, target_count);
     if (!converted.ok()) return Fail(converted.status());
-    std::vector<const shardload::ReadableFile*> held;
-    LoadOptions load = HandleLoadOptions(checkpoint, options, *converted, &held);
+    LoadKeepAlive keep;
+    LoadOptions load = HandleLoadOptions(checkpoint, options, *converted, &keep);
     // The report reaches the caller also when the load fails after matching.
     std::optional<MatchReport> failed;
     Result<shardload::LoadResult> result =
@@ -971,8 +984,8 @@ sl_status sl_load_all(const sl_checkpoint* checkpoint, const sl_options* options
     if (out == nullptr) return Fail(NullArgument("out"));
     Result<std::vector<Target>> converted = ToTargets(targets, target_count);
     if (!converted.ok()) return Fail(converted.status());
-    std::vector<const shardload::ReadableFile*> held;
-    LoadOptions load = HandleLoadOptions(checkpoint, options, *converted, &held);
+    LoadKeepAlive keep;
+    LoadOptions load = HandleLoadOptions(checkpoint, options, *converted, &keep);
     // The report reaches the caller also when the load fails after matching (also with
     // no targets, where LoadAll makes one per stored tensor).
     std::optional<MatchReport> failed;

@@ -63,12 +63,15 @@
  * released by its `*_free` function. Every `*_free` accepts NULL (a no-op); freeing the
  * same handle twice is a programming error (not detected). Strings and arrays that a
  * getter returns are borrowed from the handle they came from and stay valid until it
- * is freed (or, for sl_last_error, until the thread's next failing call).
+ * is freed (or, for sl_last_error, until the thread's next failing call). A handle
+ * passed to a call must stay valid until the call returns, also from inside that
+ * call's callbacks (a progress callback must not free the checkpoint it is loading).
  *
  * Thread safety: sl_checkpoint and sl_loaded may be read and loaded from concurrently
  * (getters, sl_load_*, exports, DLPack deleters may run on any thread); an
  * sl_host_pool may be used from any thread. An sl_options must not be modified while a
- * load that uses it runs; an sl_report is immutable.
+ * load that uses it runs (a load keeps its own references to the options' pool and
+ * cancel token, so even then neither is freed under it); an sl_report is immutable.
  */
 #ifndef SHARDLOAD_CAPI_SHARDLOAD_H_
 #define SHARDLOAD_CAPI_SHARDLOAD_H_

@@ -598,12 +598,13 @@ Status CudaSink::Begin(std::span<const Destination> destinations, uint64_t slot_
   if (!m.ring || !m.ring->Fits(count, slot_bytes, need_pinned, m.options.pinned_mode)) {
     m.ring.reset();
     if (m.pool) {
+      std::unique_ptr<StagingRing> unfit;  // freed after the lock (cudaFreeHost is slow)
       std::lock_guard<std::mutex> pool_lock(m.pool->state_->mu);
       std::unique_ptr<StagingRing>& cached = m.pool->state_->ring;
       if (cached && cached->Fits(count, slot_bytes, need_pinned, m.options.pinned_mode)) {
         m.ring = std::move(cached);
       } else {
-        cached.reset();  // a ring that does not fit would only add to the memory held
+        unfit = std::move(cached);  // a ring that does not fit would only add to the memory held
       }
     }
     if (!m.ring) {

@@ -93,6 +93,24 @@ Status CheckCancel(const LoadOptions& options) {
   return OkStatus();
 }
 
+// HostDestinationsOverlap: whether the memory of two host destinations overlaps
+// (LoadInto targets sharing a buffer: tied weights given twice).
+bool HostDestinationsOverlap(std::span<const Destination> destinations) {
+  std::vector<std::pair<uintptr_t, uintptr_t>> ranges;  // [begin, end)
+  for (const Destination& d : destinations) {
+    if (d.device.is_cuda() || d.ptr == nullptr || d.bytes == 0) continue;
+    uint64_t bytes = d.bytes;
+    if (d.src_dtype != d.dst_dtype) bytes = bytes / DtypeBits(d.src_dtype) * DtypeBits(d.dst_dtype);
+    const auto begin = reinterpret_cast<uintptr_t>(d.ptr);
+    ranges.emplace_back(begin, begin + bytes);
+  }
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    if (ranges[i].first < ranges[i - 1].second) return true;
+  }
+  return false;
+}
+
 // Execute: begin the sink, open the shards and stream the plan.
 Status Execute(const Checkpoint& ckpt, const LoadPlan& plan, const LoadOptions& options,
                const MatchReport& report, LoadStats* stats) {
@@ -113,6 +131,11 @@ Status Execute(const Checkpoint& ckpt, const LoadPlan& plan, const LoadOptions& 
     }
     verifier = std::make_unique<StreamVerifier>(std::move(sums), sources);
     stream_options.observe_region = verifier->Observer();
+    // Bytes read straight into a destination are hashed there, after the read; another
+    // reader filling an overlapping destination could change them in between and fail
+    // an intact checkpoint. Overlapping targets go through the staging slots instead,
+    // where each span is hashed before it is copied out.
+    if (HostDestinationsOverlap(plan.destinations)) stream_options.allow_direct_targets = false;
   }
   SL_ASSIGN_OR_RETURN(std::unique_ptr<Sink> sink, MakeSink(plan.destinations, options));
   std::vector<std::unique_ptr<ReadableFile>> owned;

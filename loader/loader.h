@@ -185,7 +185,9 @@ class LoadedCheckpoint : public LoadStats {
 // its recorded XXH3; cancelled). Thread safety: concurrent loads are
 // independent. Targets whose buffers overlap (tied weights) are written in no defined
 // order, possibly by several threads at once: give them separate buffers, or one
-// target and an alias, unless they receive the same stored tensor.
+// target and an alias, unless they receive the same stored tensor (with
+// options.verify, such targets are read through the staging slots, so the hashes are
+// of the bytes read, whatever the other writers do).
 // Device targets: the copies run on the backend's own streams, which do not wait for
 // GPU work queued elsewhere; no work may still read or write target memory when
 // LoadInto is called (synchronize the streams that used it first, as the Python
