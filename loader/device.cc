@@ -5,6 +5,7 @@
 #include <charconv>
 #include <limits>
 #include <set>
+#include <vector>
 
 namespace shardload {
 namespace {
@@ -120,11 +121,84 @@ Result<Device> ParseDevice(std::string_view text) {
   return Device{kind, index}.Normalized();
 }
 
+bool RegexHasNestedQuantifiers(std::string_view p) {
+  // unbounded_at: the length of an unbounded quantifier at p[j] ('*', '+', "{n,}"),
+  // else 0.
+  auto unbounded_at = [&](size_t j) -> size_t {
+    if (j >= p.size()) return 0;
+    if (p[j] == '*' || p[j] == '+') return 1;
+    if (p[j] == '{') {
+      const size_t close = p.find('}', j);
+      if (close == std::string_view::npos) return 0;
+      const std::string_view body = p.substr(j + 1, close - j - 1);
+      if (!body.empty() && body.back() == ',') return close - j + 1;
+    }
+    return 0;
+  };
+  std::vector<bool> open = {false};  // per open group: holds an unbounded quantifier
+  size_t i = 0;
+  while (i < p.size()) {
+    bool atom_holds_unbounded = false;
+    const char c = p[i];
+    if (c == '\\') {
+      i += 2;
+    } else if (c == '[') {  // a class: skip to its ']' (a ']' first is literal)
+      size_t j = i + 1;
+      if (j < p.size() && p[j] == '^') ++j;
+      if (j < p.size() && p[j] == ']') ++j;
+      while (j < p.size() && p[j] != ']') j += p[j] == '\\' ? 2 : 1;
+      i = j + 1;
+    } else if (c == '(') {
+      open.push_back(false);
+      ++i;
+      continue;
+    } else if (c == ')') {
+      atom_holds_unbounded = open.back();
+      if (open.size() > 1) open.pop_back();
+      ++i;
+    } else if (c == '|') {
+      ++i;
+      continue;
+    } else {
+      ++i;
+    }
+    if (const size_t q = unbounded_at(i); q > 0) {
+      if (atom_holds_unbounded) return true;
+      open.back() = true;
+      i += q;
+    } else {
+      if (atom_holds_unbounded) open.back() = true;
+      if (i < p.size() && p[i] == '{') {  // a bounded quantifier: skip it
+        const size_t close = p.find('}', i);
+        if (close != std::string_view::npos) i = close + 1;
+      }
+    }
+    if (i < p.size() && p[i] == '?') ++i;  // optional, or a lazy quantifier's '?'
+  }
+  return false;
+}
+
 Status DeviceMap::AddRule(std::string_view pattern, Device device) {
   Rule rule;
   rule.pattern = std::string(pattern);
   rule.device = device.Normalized();
-  if (pattern.substr(0, kRegexPrefix.size()) == kRegexPrefix) {
+  if (pattern.substr(0, kRegexPrefix.size()) != kRegexPrefix) {
+    if (pattern.find('=') != std::string_view::npos) {
+      return InvalidArgumentError("invalid device-map pattern '" + std::string(pattern) +
+                                  "': a glob pattern cannot hold '=' (a typo such as "
+                                  "'w==cpu'?); use re: for such names");
+    }
+    if (pattern.find_first_of("[]") != std::string_view::npos) {
+      return InvalidArgumentError("invalid device-map pattern '" + std::string(pattern) +
+                                  "': globs match '*' and '?' only; write a character class "
+                                  "as re:");
+    }
+  } else {
+    if (RegexHasNestedQuantifiers(pattern.substr(kRegexPrefix.size()))) {
+      return InvalidArgumentError("invalid device-map pattern '" + std::string(pattern) +
+                                  "': nested quantifiers can take exponential time; write it "
+                                  "without a quantified group that holds '*' or '+'");
+    }
     try {
       rule.re = std::regex(std::string(pattern.substr(kRegexPrefix.size())),
                            std::regex::ECMAScript);

@@ -42,6 +42,14 @@ struct Device {
 // Whether the CUDA device exists is checked at load time, not here.
 Result<Device> ParseDevice(std::string_view text);
 
+// RegexHasNestedQuantifiers: whether ECMAScript regex `pattern` applies an unbounded
+// quantifier ('*', '+', "{n,}") to a group that itself holds one, as "(a+)+" or
+// "(.*\.)*weight": std::regex backtracks through such a pattern in time exponential in
+// the name's length (seconds for a 25-byte name), and names come from checkpoints.
+// Rename rules and device-map regexes with nested quantifiers are refused. A guard,
+// not a proof: alternations such as "(a|a)*" can still backtrack badly. Pure function.
+bool RegexHasNestedQuantifiers(std::string_view pattern);
+
 // DeviceMap: ordered (pattern → device) rules plus a default device.
 // A pattern is a glob over the whole tensor name (target name, after renames):
 // `*` matches any run of characters, `?` one character, everything else itself.
@@ -55,7 +63,9 @@ class DeviceMap {
   explicit DeviceMap(Device default_device) : default_(default_device.Normalized()) {}
 
   // AddRule: append a rule; rules are tried in order. Errors: invalid_argument for a
-  // malformed regex ("invalid device-map pattern 're:(': ...").
+  // malformed regex ("invalid device-map pattern 're:(': ..."), a regex with nested
+  // quantifiers ("... nested quantifiers can take exponential time ..."), and a glob
+  // holding '=' (a typo such as "w==cpu") or '[' / ']' (classes need "re:").
   Status AddRule(std::string_view pattern, Device device);
   void set_default(Device d) { default_ = d.Normalized(); }
   const Device& default_device() const { return default_; }

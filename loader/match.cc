@@ -462,6 +462,10 @@ Result<RenameRule> ParseRenameRule(std::string_view expr) {
     rule.global = true;
   }
   if (parts[0].empty()) return bad("empty regex");
+  if (RegexHasNestedQuantifiers(parts[0])) {
+    return bad("nested quantifiers can take exponential time; write it without a "
+               "quantified group that holds '*' or '+'");
+  }
   try {
     rule.regex = std::make_shared<const std::regex>(parts[0], std::regex::ECMAScript);
   } catch (const std::regex_error& e) {

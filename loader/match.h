@@ -110,7 +110,8 @@ struct RenameRule {
 //   "strip:PREFIX"  same as RenameRule::StripPrefix(PREFIX)
 //   "add:PREFIX"    same as RenameRule::AddPrefix(PREFIX)
 // Errors: invalid_argument "invalid rename rule 'EXPR': <why>" for anything else
-// (missing delimiter, unknown flag, empty regex, a malformed regex, an empty prefix).
+// (missing delimiter, unknown flag, empty regex, a malformed regex, a regex with nested
+// quantifiers (RegexHasNestedQuantifiers), an empty prefix).
 Result<RenameRule> ParseRenameRule(std::string_view expr);
 
 // MatchOptions: how checkpoint names are reconciled with targets. The key-matching

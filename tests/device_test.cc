@@ -74,9 +74,9 @@ TEST(DeviceMapTest, GlobEdgeCases) {
   EXPECT_EQ(map.Resolve(""), Cuda(2));
   // Characters that are special in regexes are literal in globs.
   DeviceMap lit(kCpu);
-  ASSERT_TRUE(lit.AddRule("w.(0)+[1]", Cuda(4)).ok());
-  EXPECT_EQ(lit.Resolve("w.(0)+[1]"), Cuda(4));
-  EXPECT_EQ(lit.Resolve("wx(0)+[1]"), kCpu);
+  ASSERT_TRUE(lit.AddRule("w.(0)+{1}", Cuda(4)).ok());
+  EXPECT_EQ(lit.Resolve("w.(0)+{1}"), Cuda(4));
+  EXPECT_EQ(lit.Resolve("wx(0)+{1}"), kCpu);
   // Names with NUL bytes are compared by length, not as C strings.
   DeviceMap nul(kCpu);
   ASSERT_TRUE(nul.AddRule(std::string("a\0b", 3), Cuda(5)).ok());
@@ -100,6 +100,37 @@ TEST(DeviceMapTest, RegexRulesSkipNamesLongerThan1024Bytes) {
   EXPECT_EQ(map.Resolve(std::string(1024, 'a')), Cuda(1));
   // 50,000 bytes would overflow the stack inside std::regex; the glob still applies.
   EXPECT_EQ(map.Resolve(std::string(50000, 'a')), Cuda(2));
+}
+
+// Typos a glob would take silently, and regexes std::regex could spend exponential time
+// on, are refused when the rule is added.
+TEST(DeviceMapTest, TyposAndExponentialRegexesAreRefused) {
+  DeviceMap map;
+  EXPECT_EQ(map.AddRule("lm_head.weight=", Cuda(0)),
+            InvalidArgumentError("invalid device-map pattern 'lm_head.weight=': a glob pattern "
+                                 "cannot hold '=' (a typo such as 'w==cpu'?); use re: for such "
+                                 "names"));
+  EXPECT_EQ(map.AddRule("layers.[12].w", Cuda(0)),
+            InvalidArgumentError("invalid device-map pattern 'layers.[12].w': globs match '*' "
+                                 "and '?' only; write a character class as re:"));
+  EXPECT_EQ(map.AddRule("re:(.*\\.)*weight", Cuda(0)),
+            InvalidArgumentError("invalid device-map pattern 're:(.*\\.)*weight': nested "
+                                 "quantifiers can take exponential time; write it without a "
+                                 "quantified group that holds '*' or '+'"));
+  Result<DeviceMap> typo = ParseDeviceMap("lm_head.weight==cpu,cpu");
+  EXPECT_EQ(typo.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(map.AddRule("re:layers\\.[12]\\..*", Cuda(0)).ok());
+}
+
+TEST(DeviceMapTest, NestedQuantifierDetection) {
+  for (std::string_view bad : {"(a+)+", "(a*)*", "(.*\\.)*w", "((a)+)*", "(a+){2,}",
+                               "(?:x*y)+z", "(a|b+)*"}) {
+    EXPECT_TRUE(RegexHasNestedQuantifiers(bad)) << bad;
+  }
+  for (std::string_view ok : {"a+b*", "(ab)+", "(a+)?", "(a+){2}", "(a+){1,3}", "[(+]*",
+                              "\\(a+\\)+", "layers\\.[0-9]+\\..*", "(a)(b+)", "^model\\.(.*)$"}) {
+    EXPECT_FALSE(RegexHasNestedQuantifiers(ok)) << ok;
+  }
 }
 
 TEST(DeviceMapTest, MalformedRegexIsAnError) {

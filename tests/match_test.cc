@@ -279,6 +279,8 @@ TEST(RenameRuleTest, RejectsMalformedRulesWithExactMessages) {
       {"add:", "empty prefix"},
       {"s/^(a)\\.weight/\\2/", "replacement refers to group \\2 but the regex has 1 group"},
       {"s/a/\\1/", "replacement refers to group \\1 but the regex has 0 groups"},
+      {"s/^(a+)+$/x/", "nested quantifiers can take exponential time; write it without a "
+                       "quantified group that holds '*' or '+'"},
   };
   for (const Case& c : cases) {
     Result<RenameRule> r = ParseRenameRule(c.expr);
