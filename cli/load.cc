@@ -253,14 +253,16 @@ std::string ReportJson(const MatchReport& r, const LoadStats* stats,
   for (size_t i = 0; i < r.mismatched.size(); ++i) {
     const Mismatch& m = r.mismatched[i];
     o += (i ? "," : "") + std::string("{\"name\":") + JsonQuoted(m.name) +
-         ",\"checkpoint\":" + JsonQuoted(m.checkpoint) + ",\"target\":" + JsonQuoted(m.target) + "}";
+         ",\"stored_name\":" + JsonQuoted(m.stored_name) +
+         ",\"checkpoint\":" + JsonQuoted(m.checkpoint) + ",\"target\":" + JsonQuoted(m.target) +
+         ",\"error\":" + (m.is_error ? "true" : "false") + "}";
   }
   o += "],\"renamed\":[";
   for (size_t i = 0; i < r.renamed.size(); ++i) {
     o += (i ? "," : "") + std::string("{\"from\":") + JsonQuoted(r.renamed[i].from) +
          ",\"to\":" + JsonQuoted(r.renamed[i].to) + "}";
   }
-  o += "],\"devices\":{";
+  o += "],\"auto_prefix\":" + JsonQuoted(r.auto_prefix) + ",\"devices\":{";
   bool first = true;
   for (const auto& [device, placed] : placement) {
     o += (first ? "" : ",") + JsonQuoted(device.ToString()) + ":{\"tensors\":" +

@@ -12,7 +12,7 @@ cli_check_tiny_checkpoint "$tmp/m"
 
 out="$("$bin" load "$tmp/m" --json 2>"$tmp/err")"; rc=$?
 check "load exits 0" test $rc -eq 0
-check "load --json: 21 matched, nothing else, all on cpu" grep -q '^{"matched":21,"missing":\[\],"unexpected":\[\],"mismatched":\[\],"renamed":\[\],"devices":{"cpu":{"tensors":21,"bytes":12448}},"bytes":12448,"seconds":[0-9.]*,"gbps":[0-9.]*,"error":null}$' <<<"$out"
+check "load --json: 21 matched, nothing else, all on cpu" grep -q '^{"matched":21,"missing":\[\],"unexpected":\[\],"mismatched":\[\],"renamed":\[\],"auto_prefix":"","devices":{"cpu":{"tensors":21,"bytes":12448}},"bytes":12448,"seconds":[0-9.]*,"gbps":[0-9.]*,"error":null}$' <<<"$out"
 check "quiet stderr when not a terminal" test ! -s "$tmp/err"
 
 for io in pread mmap direct uring auto; do
@@ -37,7 +37,7 @@ out="$("$bin" load "$tmp/m" --expect "$tmp/model.json" --json 2>"$tmp/err")"; rc
 check "strict mismatch exits 1" test $rc -eq 1
 check "missing listed" grep -q '"missing":\["extra.bias"\]' <<<"$out"
 check "unexpected listed, sorted" grep -q '"unexpected":\["lm_head.weight","model.layers.0.input_layernorm.weight",' <<<"$out"
-check "size mismatch listed" grep -q '"mismatched":\[{"name":"model.embed_tokens.weight","checkpoint":"BF16\[32, 16\]","target":"BF16\[32, 15\]"}\]' <<<"$out"
+check "size mismatch listed" grep -q '"mismatched":\[{"name":"model.embed_tokens.weight","stored_name":"model.embed_tokens.weight","checkpoint":"BF16\[32, 16\]","target":"BF16\[32, 15\]","error":true}\]' <<<"$out"
 check "error object" grep -q '"error":{"code":"invalid_argument","message":"Error(s) in loading state_dict: ' <<<"$out"
 check "one-line reason on stderr" grep -q '^shardload load: Error(s) in loading state_dict' "$tmp/err"
 
@@ -96,7 +96,7 @@ cat >"$tmp/tied.json" <<'JSON'
 JSON
 out="$("$bin" load "$tmp/m2" --expect "$tmp/tied.json" --non-strict --json 2>/dev/null)"; rc=$?
 check "F32 target of a BF16 tensor fails without --allow-cast" test $rc -eq 1
-check "dtype mismatch named" grep -q '"mismatched":\[{"name":"model.norm.weight","checkpoint":"BF16\[16\]","target":"F32\[16\]"}' <<<"$out"
+check "dtype mismatch named" grep -q '"mismatched":\[{"name":"model.norm.weight","stored_name":"model.norm.weight","checkpoint":"BF16\[16\]","target":"F32\[16\]","error":true}' <<<"$out"
 out="$("$bin" load "$tmp/m2" --expect "$tmp/tied.json" --non-strict --allow-cast --alias tied.head=model.embed_tokens.weight --json 2>/dev/null)"; rc=$?
 check "--allow-cast --alias exits 0" test $rc -eq 0
 check "--alias fills the tied head: 3 matched, none missing" grep -q '^{"matched":3,"missing":\[\],' <<<"$out"
