@@ -5,6 +5,8 @@
 
 #include <string>
 
+#include "cuda/sticky_errors.h"
+
 namespace shardload::cuda {
 
 std::string CudaDeviceLabel(int device) { return "cuda:" + std::to_string(device); }
@@ -28,20 +30,12 @@ Status CudaCallStatus(int error, std::string_view call, int device) {
   std::string message(call);
   if (device != kNoDevice) message += "(" + CudaDeviceLabel(device) + ")";
   message += ": " + CudaErrorName(error) + ": " + CudaErrorText(error);
+  if (IsStickyCudaError(error)) {
+    // Sticky: the device's context in this process fails every later call.
+    return InternalError(message + " (a sticky error: CUDA on this device is unusable in "
+                                   "this process until it restarts)");
+  }
   switch (static_cast<cudaError_t>(error)) {
-    case cudaErrorIllegalAddress:
-    case cudaErrorLaunchTimeout:
-    case cudaErrorAssert:
-    case cudaErrorHardwareStackError:
-    case cudaErrorIllegalInstruction:
-    case cudaErrorMisalignedAddress:
-    case cudaErrorInvalidAddressSpace:
-    case cudaErrorInvalidPc:
-    case cudaErrorLaunchFailure:
-    case cudaErrorECCUncorrectable:
-      // Sticky: the device's context in this process fails every later call.
-      return InternalError(message + " (a sticky error: CUDA on this device is unusable in "
-                                     "this process until it restarts)");
     case cudaErrorMemoryAllocation:
       return ResourceExhaustedError(std::move(message));
     case cudaErrorNoDevice:

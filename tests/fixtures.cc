@@ -9,7 +9,10 @@
 #include <fstream>
 #include <sstream>
 
+#include <gtest/gtest.h>
+
 #include "format/dtype.h"
+#include "loader/checkpoint.h"
 
 namespace shardload::testing {
 
@@ -160,6 +163,20 @@ RunResult RunShardload(const std::string& args) {
   r.out = ReadFile(scratch + "/out").value_or("<no stdout>");
   r.err = ReadFile(scratch + "/err").value_or("<no stderr>");
   return r;
+}
+
+std::string ByteRangeText(const std::string& path, const std::string& name) {
+  Result<Checkpoint> ckpt = Checkpoint::Open(path);
+  EXPECT_TRUE(ckpt.ok()) << ckpt.status().ToString();
+  if (!ckpt.ok()) return "";
+  for (const StoredTensor& t : ckpt->tensors()) {
+    if (t.name == name) {
+      return " at bytes [" + std::to_string(t.file_offset) + ", " +
+             std::to_string(t.file_offset + t.bytes) + ")";
+    }
+  }
+  ADD_FAILURE() << name << " is not in " << path;
+  return "";
 }
 
 }  // namespace shardload::testing

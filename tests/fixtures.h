@@ -79,6 +79,11 @@ struct RunResult {
 // //cli:shardload in its data) through the shell, capturing stdout and stderr.
 RunResult RunShardload(const std::string& args);
 
+// ByteRangeText: " at bytes [a, b)", where stored tensor `name` of the checkpoint at
+// `path` lies in its file (as checksum mismatch messages say it); a test failure and
+// "" when the checkpoint does not open or lacks the tensor.
+std::string ByteRangeText(const std::string& path, const std::string& name);
+
 }  // namespace shardload::testing
 
 #endif  // SHARDLOAD_TESTS_FIXTURES_H_

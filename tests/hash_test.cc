@@ -17,6 +17,7 @@
 namespace shardload {
 namespace {
 
+using ::shardload::testing::ByteRangeText;
 using ::shardload::testing::FixtureTensor;
 using ::shardload::testing::IndexJson;
 using ::shardload::testing::MakeTestDir;
@@ -30,19 +31,6 @@ using ::shardload::testing::WriteFile;
 constexpr char kShard1[] = "model-00001-of-00002.safetensors";
 constexpr char kShard2[] = "model-00002-of-00002.safetensors";
 
-// At: " at bytes [a, b)", where tensor `name` of the checkpoint at `path` lies in its file.
-std::string At(const std::string& path, const std::string& name) {
-  Result<Checkpoint> ckpt = Checkpoint::Open(path);
-  EXPECT_TRUE(ckpt.ok()) << ckpt.status().ToString();
-  for (const StoredTensor& t : ckpt->tensors()) {
-    if (t.name == name) {
-      return " at bytes [" + std::to_string(t.file_offset) + ", " +
-             std::to_string(t.file_offset + t.bytes) + ")";
-    }
-  }
-  ADD_FAILURE() << name << " is not in " << path;
-  return "";
-}
 
 // The tensors every fixture here holds; "big" spans several 4 KiB chunks.
 const std::vector<FixtureTensor>& Tensors() {
@@ -153,7 +141,7 @@ TEST(HashCheckpointTest, ThreadCountChangesNeitherDigestsNorTheError) {
     HashOptions o;
     o.threads = threads;
     Result<CheckpointDigest> d = HashDir(dir, o);
-    EXPECT_EQ(d.status(), DataLossError(std::string(kShard1) + ": tensor 'c.w'" + At(dir, "c.w") +
+    EXPECT_EQ(d.status(), DataLossError(std::string(kShard1) + ": tensor 'c.w'" + ByteRangeText(dir, "c.w") +
                                         ": XXH3 of its 7 bytes is " + Hex(t[4]) +
                                         ", recorded 0000000000000001"))
         << threads;
@@ -222,7 +210,7 @@ TEST(HashCheckpointTest, RecordedHashesAreChecked) {
   Result<CheckpointDigest> bad = HashDir(dir);
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), StatusCode::kDataLoss);
-  EXPECT_EQ(bad.status().message(), "model.safetensors: tensor 'big'" + At(dir, "big") +
+  EXPECT_EQ(bad.status().message(), "model.safetensors: tensor 'big'" + ByteRangeText(dir, "big") +
                                         ": XXH3 of its 10000 bytes is " +
                                         FormatXxh3(HashOf(t[2])) + ", recorded 0123456789abcdef");
 
@@ -317,7 +305,7 @@ TEST(HashCheckpointTest, SameSizeChangeIsCaughtByRecordedHashes) {
   std::string b = TensorData(tensors[1]);
   b.replace(b.size() - 10, 10, std::string(10, '\0'));
   EXPECT_EQ(d.status().message(),
-            "model.safetensors: tensor 'b'" + At(path, "b") + ": XXH3 of its 5000 bytes is " +
+            "model.safetensors: tensor 'b'" + ByteRangeText(path, "b") + ": XXH3 of its 5000 bytes is " +
                 FormatXxh3(Xxh3(std::as_bytes(std::span(b)))) + ", recorded " +
                 FormatXxh3(HashOf(tensors[1])));
 }
@@ -354,12 +342,12 @@ TEST(RecordedChecksumsTest, ShardAndIndexRecordsCheckLoadedBytes) {
   EXPECT_TRUE(sums->Check("b.w", std::as_bytes(std::span(b))).ok());
   EXPECT_TRUE(sums->Check("a.w", std::as_bytes(std::span(a))).ok());  // no record
   Status bad_big = sums->Check("big", std::as_bytes(std::span(big)));
-  EXPECT_EQ(bad_big, DataLossError(std::string(kShard1) + ": tensor 'big'" + At(dir, "big") +
+  EXPECT_EQ(bad_big, DataLossError(std::string(kShard1) + ": tensor 'big'" + ByteRangeText(dir, "big") +
                                    ": XXH3 of its 10000 bytes is " + Hex(t[2]) +
                                    ", recorded 0000000000000007 in model.safetensors.index.json"));
   c[0] ^= 1;
   Status bad_c = sums->Check("c.w", std::as_bytes(std::span(c)));
-  EXPECT_EQ(bad_c, DataLossError(std::string(kShard1) + ": tensor 'c.w'" + At(dir, "c.w") +
+  EXPECT_EQ(bad_c, DataLossError(std::string(kShard1) + ": tensor 'c.w'" + ByteRangeText(dir, "c.w") +
                                  ": XXH3 of its 7 bytes is " +
                                  FormatXxh3(Xxh3(std::as_bytes(std::span(c)))) +
                                  ", recorded " + Hex(t[4])));
@@ -427,7 +415,7 @@ TEST(HashCliTest, RecordedMismatchFailsUnlessNoCheck) {
   std::map<std::string, std::string> md;
   AddChecksumsToMetadata({{"c.w", 1}}, md);
   std::string dir = SingleFile(md);
-  std::string msg = "model.safetensors: tensor 'c.w'" + At(dir, "c.w") + ": XXH3 of its 7 bytes is " +
+  std::string msg = "model.safetensors: tensor 'c.w'" + ByteRangeText(dir, "c.w") + ": XXH3 of its 7 bytes is " +
                     Hex(Tensors()[4]) + ", recorded 0000000000000001";
   RunResult r = RunHashCli(dir + " --json");
   EXPECT_EQ(r.exit_code, 1);

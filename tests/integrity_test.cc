@@ -24,6 +24,7 @@
 namespace shardload {
 namespace {
 
+using ::shardload::testing::ByteRangeText;
 using ::shardload::testing::MakeTestDir;
 using ::shardload::testing::RunResult;
 using ::shardload::testing::RunShardload;
@@ -31,20 +32,6 @@ using ::shardload::testing::PatternBytes;
 using ::shardload::testing::ReadFile;
 
 // Three tensors: a (F32[64], 256 bytes), big (U8[20000], split by 4 KiB slots), c (F32[3]).
-// RangeOf: " at bytes [a, b)", where tensor `name` lies in the file at `path`.
-std::string RangeOf(const std::string& path, const std::string& name) {
-  Result<Checkpoint> ckpt = Checkpoint::Open(path);
-  EXPECT_TRUE(ckpt.ok()) << ckpt.status().ToString();
-  for (const StoredTensor& t : ckpt->tensors()) {
-    if (t.name == name) {
-      return " at bytes [" + std::to_string(t.file_offset) + ", " +
-             std::to_string(t.file_offset + t.bytes) + ")";
-    }
-  }
-  ADD_FAILURE() << name << " is not in " << path;
-  return "";
-}
-
 struct Model {
   std::string a = PatternBytes(256, 1);
   std::string big = PatternBytes(20000, 2);
@@ -87,7 +74,7 @@ struct Model {
     data[at] = static_cast<char>(~data[at]);
     file[t->file_offset + at] = data[at];
     EXPECT_TRUE(::shardload::testing::WriteFile(path, file));
-    return "model.safetensors: tensor '" + name + "'" + RangeOf(path, name) +
+    return "model.safetensors: tensor '" + name + "'" + ByteRangeText(path, name) +
            ": XXH3 of its " + std::to_string(data.size()) +
            " bytes is " + FormatXxh3(Xxh3(Bytes(data))) + ", recorded " + FormatXxh3(before);
   }
@@ -356,7 +343,7 @@ TEST(LoadVerifyTest, LargeTensorOnTheDirectPathIsHashedInPieces) {
   ASSERT_TRUE(again.ok());
   Result<LoadedCheckpoint> r = LoadAll(*again, o);
   EXPECT_EQ(r.status().code(), StatusCode::kDataLoss);
-  EXPECT_EQ(r.status().message(), "model.safetensors: tensor 'large'" + RangeOf(path, "large") +
+  EXPECT_EQ(r.status().message(), "model.safetensors: tensor 'large'" + ByteRangeText(path, "large") +
                                       ": XXH3 of its 1300000 bytes is " +
                                       FormatXxh3(Xxh3(Model::Bytes(bad))) + ", recorded " +
                                       FormatXxh3(Xxh3(Model::Bytes(data))));
@@ -404,7 +391,7 @@ TEST(StreamVerifierTest, PiecesInAnyOrderGiveTheWholeHash) {
   StreamVerifier v(Sums(m), sources);
   Status s = Feed(v, bad, {16384, 8192, 0}, 8192);
   EXPECT_EQ(s.code(), StatusCode::kDataLoss);
-  EXPECT_EQ(s.message(), "model.safetensors: tensor 'big'" + RangeOf(m.path, "big") +
+  EXPECT_EQ(s.message(), "model.safetensors: tensor 'big'" + ByteRangeText(m.path, "big") +
                              ": XXH3 of its 20000 bytes is " +
                              FormatXxh3(Xxh3(Model::Bytes(bad))) + ", recorded " +
                              FormatXxh3(Xxh3(Model::Bytes(m.big))));

@@ -32,6 +32,7 @@
 #include "cuda/cast_kernels.h"
 #include "cuda/cast_math.h"
 #include "cuda/fake/fake_control.h"
+#include "cuda/sticky_errors.h"
 
 struct CUevent_st {
   int device = 0;
@@ -198,25 +199,9 @@ bool ValidDevice(int device) { return device >= 0 && device < kDevices; }
 // UseContext: a call that needs a context on the current device (see State::context).
 void UseContext(State& s) { s.context[current_device] = true; }
 
-// IsSticky: the asynchronous errors that leave the context unusable (as
-// cuda/status.cc's list).
-bool IsSticky(cudaError_t e) {
-  switch (e) {
-    case cudaErrorIllegalAddress:
-    case cudaErrorLaunchTimeout:
-    case cudaErrorAssert:
-    case cudaErrorHardwareStackError:
-    case cudaErrorIllegalInstruction:
-    case cudaErrorMisalignedAddress:
-    case cudaErrorInvalidAddressSpace:
-    case cudaErrorInvalidPc:
-    case cudaErrorLaunchFailure:
-    case cudaErrorECCUncorrectable:
-      return true;
-    default:
-      return false;
-  }
-}
+// IsSticky: the asynchronous errors that leave the context unusable (the list
+// cuda/status.cc words, cuda/sticky_errors.h).
+bool IsSticky(cudaError_t e) { return IsStickyCudaError(e); }
 
 // Poisoned: the current device's sticky error (through Fail), or cudaSuccess.
 cudaError_t Poisoned(State& s) {
