@@ -99,10 +99,8 @@ bool HostDestinationsOverlap(std::span<const Destination> destinations) {
   std::vector<std::pair<uintptr_t, uintptr_t>> ranges;  // [begin, end)
   for (const Destination& d : destinations) {
     if (d.device.is_cuda() || d.ptr == nullptr || d.bytes == 0) continue;
-    uint64_t bytes = d.bytes;
-    if (d.src_dtype != d.dst_dtype) bytes = bytes / DtypeBits(d.src_dtype) * DtypeBits(d.dst_dtype);
     const auto begin = reinterpret_cast<uintptr_t>(d.ptr);
-    ranges.emplace_back(begin, begin + bytes);
+    ranges.emplace_back(begin, begin + d.bytes);  // d.bytes: at the destination dtype
   }
   std::sort(ranges.begin(), ranges.end());
   for (size_t i = 1; i < ranges.size(); ++i) {
