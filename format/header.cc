@@ -277,14 +277,6 @@ Status HeaderParser::ReadTensor(std::string_view name, simdjson::dom::element va
   return OkStatus();
 }
 
-// HexDigit: the value of hex digit `c`, or -1.
-int HexDigit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 // JsonKeyIs: whether the raw (still escaped) string contents [begin, end) of valid JSON
 // decode to the ASCII text `want` ("\u0073hape" is "shape").
 bool JsonKeyIs(const char* begin, const char* end, std::string_view want) {
@@ -298,7 +290,7 @@ bool JsonKeyIs(const char* begin, const char* end, std::string_view want) {
         if (end - p < 4) return false;
         int v = 0;
         for (int i = 0; i < 4; ++i) {
-          int d = HexDigit(*p++);
+          int d = HexDigitValue(*p++);
           if (d < 0) return false;
           v = v * 16 + d;
         }

@@ -7,19 +7,13 @@
 #include <system_error>
 #include <vector>
 
+#include "format/text.h"
+
 namespace shardload {
 namespace {
 
 bool IsWhitespace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
-
-// HexValue: the value of hex digit `c`, or -1.
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 
 // Scanner: one pass over the text; each Scan* function starts at text[i] and either
 // advances i past what it read (true) or leaves i at the offending byte (false).
@@ -50,7 +44,7 @@ bool Scanner::ScanEscapeUnit(uint32_t* unit) {
   if (i_ + 6 > text_.size() || text_[i_] != '\\' || text_[i_ + 1] != 'u') return false;
   uint32_t v = 0;
   for (size_t k = 2; k < 6; ++k) {
-    const int h = HexValue(text_[i_ + k]);
+    const int h = HexDigitValue(text_[i_ + k]);
     if (h < 0) return false;
     v = v * 16 + static_cast<uint32_t>(h);
   }
@@ -142,12 +136,14 @@ bool Scanner::ScanNumber() {
   // A finite double, as simdjson requires (1e400 is an error; underflow is not).
   const char* first = text_.data() + start;
   const char* last = text_.data() + i_;
-  long double value = 0;
+  double value = 0;
   const std::from_chars_result r = std::from_chars(first, last, value);
   bool overflow = false;
   if (r.ec == std::errc::result_out_of_range) {
-    // Beyond even long double (|exponent| in the thousands): decide by the decimal
-    // magnitude, integer digits (or minus the fraction's leading zeros) plus exponent.
+    // Out of range is overflow (rounds to infinity) or underflow (rounds to zero); the
+    // decimal magnitude tells them apart: integer digits (or minus the fraction's
+    // leading zeros) plus the exponent, above 300 for any overflow and below -300 for
+    // any underflow.
     const std::string_view number(first, static_cast<size_t>(last - first));
     size_t k = negative ? 1 : 0;
     while (k < number.size() && number[k] == '0') ++k;
@@ -175,10 +171,6 @@ bool Scanner::ScanNumber() {
       magnitude += minus ? -exponent : exponent;
     }
     overflow = magnitude > 0;
-  } else if (r.ec == std::errc()) {
-    // Rounds to infinity from half an ulp above DBL_MAX (2^1024 - 2^970) on.
-    constexpr long double kRoundsToInfinity = 0x1.fffffffffffff8p1023L;
-    overflow = value >= kRoundsToInfinity || value <= -kRoundsToInfinity;
   }
   if (overflow) {
     i_ = start;

@@ -2,7 +2,7 @@
 //
 // Provides `AppendJsonString` / `JsonQuoted` (a string as a JSON string literal),
 // `AppendJsonStringTo` (the same for any output buffer, with the two styles the writer
-// and `inspect --json` need), `Utf8SequenceLength`, and
+// and `inspect --json` need), `Utf8SequenceLength`, `HexDigitValue`, and
 // `QuoteForMessage` (a tensor name inside an error message, one line whatever it holds).
 // Tensor names may hold any Unicode, NUL and control characters included.
 //
@@ -18,6 +18,14 @@
 #include <string_view>
 
 namespace shardload {
+
+// HexDigitValue: the value of the hex digit `c` (either case), or -1 when `c` is not one.
+inline int HexDigitValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
 
 // Utf8SequenceLength: the length of the valid UTF-8 sequence starting at s[i] (i <
 // s.size()), or 0 when the bytes there are not one (an ASCII byte is not a sequence
