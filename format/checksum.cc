@@ -24,13 +24,6 @@ const XXH3_state_t* State(const unsigned char* storage) {
 
 constexpr char kHexDigits[] = "0123456789abcdef";
 
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 }  // namespace
 
 Xxh3Hasher::Xxh3Hasher() {
@@ -85,7 +78,7 @@ Result<uint64_t> ParseXxh3(std::string_view text) {
   uint64_t value = 0;
   bool ok = text.size() == 16;
   for (size_t i = 0; ok && i < text.size(); ++i) {
-    int digit = HexValue(text[i]);
+    int digit = HexDigitValue(text[i]);
     if (digit < 0) ok = false;
     value = (value << 4) | static_cast<uint64_t>(digit & 0xf);
   }
@@ -111,12 +104,17 @@ void AddChecksumsToMetadata(const ChecksumMap& checksums,
 }
 
 Result<ChecksumMap> ParseChecksumMetadata(const std::map<std::string, std::string>& metadata,
-                                          std::string_view label, bool in_index) {
+                                          std::string_view label, bool in_index,
+                                          size_t* skipped_malformed) {
   ChecksumMap out;
   // Keys sharing the prefix are contiguous in the sorted map.
   for (auto it = metadata.lower_bound(std::string(kChecksumKeyPrefix));
        it != metadata.end() && it->first.starts_with(kChecksumKeyPrefix); ++it) {
     Result<uint64_t> hash = ParseXxh3(it->second);
+    if (!hash.ok() && skipped_malformed != nullptr) {
+      ++*skipped_malformed;
+      continue;
+    }
     if (!hash.ok()) {
       return DataLossError(std::string(label) + (in_index ? ": metadata key " : ": __metadata__ key ") +
                            QuoteNameForMessage(it->first) + ": " +

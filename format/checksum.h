@@ -26,7 +26,8 @@
 //   std::map<std::string, std::string> md = header.metadata;
 //   AddChecksumsToMetadata({{"w", h.Digest()}}, md);          // md["shardload.xxh3.w"]
 //   SL_ASSIGN_OR_RETURN(ChecksumMap recorded, ParseChecksumMetadata(md, "model.safetensors"));
-//   SL_RETURN_IF_ERROR(CheckTensorChecksum("model.safetensors", "w", recorded.at("w"), got));
+//   SL_RETURN_IF_ERROR(CheckTensorChecksum("model.safetensors", "w", /*file_offset=*/80,
+//                                          /*bytes=*/12, recorded.at("w"), got));
 #ifndef SHARDLOAD_FORMAT_CHECKSUM_H_
 #define SHARDLOAD_FORMAT_CHECKSUM_H_
 
@@ -102,11 +103,14 @@ void AddChecksumsToMetadata(const ChecksumMap& checksums,
 // ParseChecksumMetadata: the hashes recorded in `metadata` (keys starting with
 // kChecksumKeyPrefix; other keys are ignored). An empty map when the file records none.
 // `label` (the file name) starts error messages; `in_index`: the map is an index
-// file's "metadata" rather than a shard's `__metadata__`.
+// file's "metadata" rather than a shard's `__metadata__`. With `skipped_malformed`,
+// a value that is not an XXH3 is left out and counted there (added to it) instead.
 // Errors: data_loss "<label>: __metadata__ key 'shardload.xxh3.w': 'xyz' is not a
-// 16-digit hex XXH3 value" ("<label>: metadata key ..." with `in_index`).
+// 16-digit hex XXH3 value" ("<label>: metadata key ..." with `in_index`); none with
+// `skipped_malformed`.
 Result<ChecksumMap> ParseChecksumMetadata(const std::map<std::string, std::string>& metadata,
-                                          std::string_view label, bool in_index = false);
+                                          std::string_view label, bool in_index = false,
+                                          size_t* skipped_malformed = nullptr);
 
 // CheckTensorChecksum: OK when `actual` == `expected`, else data_loss
 // "<file>: tensor 'w' at bytes [80, 92): XXH3 of its 12 bytes is 0123456789abcdef,

@@ -64,20 +64,8 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
   // other records still count.
   auto records_of = [&](const std::map<std::string, std::string>& metadata, const std::string& label,
                         bool in_index, ChecksumMap* out) -> Status {
-    Result<ChecksumMap> parsed = ParseChecksumMetadata(metadata, label, in_index);
-    if (parsed.ok()) {
-      *out = std::move(*parsed);
-      return OkStatus();
-    }
-    if (options.check_recorded) return parsed.status();
-    for (auto it = metadata.lower_bound(std::string(kChecksumKeyPrefix));
-         it != metadata.end() && it->first.starts_with(kChecksumKeyPrefix); ++it) {
-      if (Result<uint64_t> hash = ParseXxh3(it->second); hash.ok()) {
-        out->emplace(it->first.substr(kChecksumKeyPrefix.size()), *hash);
-      } else {
-        ++result.malformed;
-      }
-    }
+    SL_ASSIGN_OR_RETURN(*out, ParseChecksumMetadata(metadata, label, in_index,
+                                                    options.check_recorded ? nullptr : &result.malformed));
     return OkStatus();
   };
   std::vector<ChecksumMap> recorded(shards.size());
@@ -219,13 +207,14 @@ Result<RecordedChecksums> RecordedChecksums::FromCheckpoint(const Checkpoint& ck
   for (const StoredTensor& t : ckpt.tensors()) {
     if (t.shard >= shards.size()) continue;
     Record r;
-    r.shard_file = shards[t.shard].file;
-    r.file_offset = t.file_offset;
     if (auto it = per_shard[t.shard].find(t.name); it != per_shard[t.shard].end()) {
       r.shard = it->second;
     }
     if (auto it = index_sums.find(t.name); it != index_sums.end()) r.index = it->second;
-    if (r.shard || r.index) out.records_.emplace(t.name, std::move(r));
+    if (!r.shard && !r.index) continue;
+    r.shard_file = shards[t.shard].file;
+    r.file_offset = t.file_offset;
+    out.records_.emplace(t.name, std::move(r));
   }
   return out;
 }

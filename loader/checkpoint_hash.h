@@ -45,12 +45,14 @@ struct HashOptions {
   // about equal bytes, with its own file handles and buffer; 0 (default) = the
   // hardware's threads. Must be in [0, 256]. Results and errors do not depend on it.
   int threads = 0;
-  // check_recorded: when true (default), a tensor whose shard records a hash that
-  // differs from its bytes fails the call with data_loss (CheckTensorChecksum's
-  // message, labelled with the shard file), and so does a malformed record (data_loss
-  // "<file>: __metadata__ key 'shardload.xxh3.w': 'zz' is not a 16-digit hex XXH3
-  // value"); when false, mismatches are only reported through TensorDigest::recorded,
-  // and a file whose records do not parse contributes none.
+  // check_recorded: when true (default), a tensor whose shard or index records a hash
+  // that differs from its bytes fails the call with data_loss (CheckTensorChecksum's
+  // message: the shard file holding the tensor, " in <index>" for the index's record),
+  // and so does a malformed record (data_loss "<file>: __metadata__ key
+  // 'shardload.xxh3.w': 'zz' is not a 16-digit hex XXH3 value"); when false,
+  // mismatches are only reported through TensorDigest::recorded, and a malformed record
+  // is skipped and counted in CheckpointDigest::malformed (the file's other records
+  // still count).
   bool check_recorded = true;
 };
 
@@ -80,9 +82,9 @@ struct CheckpointDigest {
 // HashCheckpoint: hash every tensor of `ckpt` (on options.threads threads).
 // Errors: invalid_argument for bad options; the shard open/read errors of
 // loader/file.h with " (reading tensor 'w')" appended; CheckShardFile's data_loss for a
-// shard whose size or header changed since the checkpoint was opened (never SIGBUS); the
-// malformed-value error of ParseChecksumMetadata (shard or index); with
-// check_recorded, data_loss "<file>: tensor 'w' at bytes [a, b): XXH3 of its N bytes is
+// shard whose size or header changed since the checkpoint was opened (never SIGBUS); with
+// check_recorded, the malformed-value error of ParseChecksumMetadata (shard or index) and
+// data_loss "<file>: tensor 'w' at bytes [a, b): XXH3 of its N bytes is
 // X, recorded Y" at the first mismatch in file order, <file> being the shard holding the
 // tensor (" in <index>" appended when the record is the index's). Of several errors, the one at the earliest tensor in file order is
 // returned, whatever the thread count (records are parsed before any read). A record naming a tensor that is not there (in that shard, or in the
