@@ -639,17 +639,17 @@ Result<std::unique_ptr<StagedFile>> StageTextFile(const std::string& path, std::
 }
 
 // PublishTogether: rename staged `files` into place as one change, as far as a folder
-// allows. With `last_is_index`, the old index (if any) is moved aside first and the new
-// one renamed in last: a process killed half-way leaves shard files and no index, a
+// allows. With `last_is_index`, the old index (if any) is moved aside first (after
+// `retire`) and the new one renamed in last: a process killed half-way leaves shard files and no index, a
 // folder that refuses to open ("several .safetensors files and no index"), never an
 // old index over a mix of old and new shards. Each file replaced is kept under a hidden
 // backup name (a hard link where the file system allows) until every rename is done;
 // on an error the folder is restored and the error says so, or names what could not be
-// restored. The backups are removed on success. `retire`: paths of the other layout's
-// entry point (see the loop below), moved aside before anything is published and
-// removed with the backups.
+// restored. The backups are removed on success. `retire`: the path of the other
+// layout's entry point, or empty (see below), moved aside before anything is published
+// and removed with the backups; `*retired` is set on success when a file was there.
 Status PublishTogether(std::span<const std::unique_ptr<StagedFile>> files, bool last_is_index,
-                       std::span<const std::string> retire) {
+                       const std::string& retire, bool* retired) {
   struct Undo {
     std::string path;
     std::string backup;  // the old file, to rename back; empty: there was none
@@ -697,8 +697,10 @@ Status PublishTogether(std::span<const std::unique_ptr<StagedFile>> files, bool 
   // checkpoint retires its index; an index replacing a single file retires that file):
   // at no moment do two entry points name different checkpoints, which loaders would
   // choose between differently (shardload the index, transformers the single file).
-  for (const std::string& path : retire) {
-    if (Status s = set_aside(path, /*move=*/true); !s.ok()) return restore(s);
+  bool retired_a_file = false;
+  if (!retire.empty()) {
+    if (Status s = set_aside(retire, /*move=*/true); !s.ok()) return restore(s);
+    retired_a_file = !undo.empty() && !undo.back().backup.empty();
   }
   const size_t shard_count = last_is_index && !files.empty() ? files.size() - 1 : files.size();
   if (shard_count < files.size()) {
@@ -713,6 +715,7 @@ Status PublishTogether(std::span<const std::unique_ptr<StagedFile>> files, bool 
   for (const Undo& u : undo) {
     if (!u.backup.empty()) ::unlink(u.backup.c_str());  // a left-over is hidden and harmless
   }
+  *retired = retired_a_file;
   return OkStatus();
 }
 
@@ -949,8 +952,8 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
   }
   const std::string base = dir.empty() || dir.back() == '/' ? dir : dir + "/";
   // Every file is written and fsynced under a temporary name first; only when all of
-  // them are complete are they renamed into place (PublishTogether: the old index set
-  // aside first, the new one last). A failure before that (a full disk, a generator's
+  // them are complete are they renamed into place (PublishTogether: the other layout's
+  // entry point and the old index set aside first, the new index last). A failure before that (a full disk, a generator's
   // error) leaves whatever the folder held untouched; a failed rename restores it.
   std::vector<std::unique_ptr<StagedFile>> staged;
   for (size_t s = 0; s < plan.shards.size(); ++s) {
@@ -972,18 +975,15 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
                         StageTextFile(base + plan.index_file, index_text, options.write));
     staged.push_back(std::move(index));
   }
-  std::vector<std::string> retire;
-  std::string retired_name;  // the other layout's entry point, when there was one
+  std::string retired_name;  // the other layout's entry point
   if (options.remove_stale) {
     const std::string single = options.prefix + ".safetensors";
-    const std::string index = single + ".index.json";
-    const std::string name = plan.index_file.empty() ? index : single;
-    retire.push_back(base + name);
-    struct stat old;
-    if (::lstat(retire.back().c_str(), &old) == 0 && !S_ISDIR(old.st_mode)) retired_name = name;
+    retired_name = plan.index_file.empty() ? single + ".index.json" : single;
   }
-  SL_RETURN_IF_ERROR(PublishTogether(staged, !plan.index_file.empty(), retire));
-  if (!retired_name.empty()) result.removed.push_back(retired_name);
+  bool retired = false;
+  SL_RETURN_IF_ERROR(PublishTogether(staged, !plan.index_file.empty(),
+                                     retired_name.empty() ? "" : base + retired_name, &retired));
+  if (retired) result.removed.push_back(retired_name);
   if (options.write.sync) SL_RETURN_IF_ERROR(SyncDirectory(dir));
   if (options.remove_stale) {
     std::set<std::string> keep(plan.files.begin(), plan.files.end());
@@ -997,6 +997,7 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
       if (IsOurCheckpointFile(name, options.prefix)) stale.push_back(name);
       if (LeftoverOfDeadWriter(name, options.prefix)) leftovers.push_back(name);
     }
+    const size_t removed_before_sweep = result.removed.size();
     std::sort(stale.begin(), stale.end());
     for (const std::string& name : stale) {
       if (::unlink((base + name).c_str()) != 0 && errno != ENOENT) {
@@ -1010,8 +1011,9 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
     for (const std::string& name : leftovers) {
       if (::unlink((base + name).c_str()) == 0) result.removed.push_back(name);
     }
+    const bool swept = result.removed.size() > removed_before_sweep;
     std::sort(result.removed.begin(), result.removed.end());
-    if (options.write.sync && !result.removed.empty()) SL_RETURN_IF_ERROR(SyncDirectory(dir));
+    if (options.write.sync && swept) SL_RETURN_IF_ERROR(SyncDirectory(dir));
   }
   return result;
 }

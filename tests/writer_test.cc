@@ -647,8 +647,6 @@ TEST(ShardTest, FailedLayoutChangeRestoresTheOtherEntryPoint) {
   }
 }
 
-// A file name near the 255-byte limit still gets a temporary (and a backup) name: the
-// hidden names cut the base short instead of failing with ENAMETOOLONG.
 // The other layout's entry point goes before anything new is published, not in the
 // sweep of old files afterwards: a sweep that stops early (here a folder it cannot
 // unlink; in life a killed writer) must not leave the old index next to the new single
@@ -672,6 +670,8 @@ TEST(ShardTest, TheOldIndexIsGoneBeforeTheSweep) {
       << "the old index is still next to the new single file";
 }
 
+// A file name near the 255-byte limit still gets a temporary (and a backup) name: the
+// hidden names cut the base short instead of failing with ENAMETOOLONG.
 TEST(ShardTest, NamesNearTheLengthLimitCanBeWrittenAndReplaced) {
   std::string dir = MakeScratchDir("long_names");
   const std::string name = std::string(240, 'x') + ".safetensors";  // 252 bytes
@@ -682,8 +682,7 @@ TEST(ShardTest, NamesNearTheLengthLimitCanBeWrittenAndReplaced) {
     ASSERT_TRUE(s.ok()) << s.ToString();
   }
   ShardOptions o;
-  o.prefix = std::string(228, 'p');  // "<prefix>.safetensors.index.json": 252 bytes
-  o.num_shards = 0;
+  o.prefix = std::string(228, 'p');  // "<prefix>.safetensors": 240 bytes (one tensor: one file)
   for (int round = 0; round < 2; ++round) {
     o.num_shards = round == 0 ? 0 : 1;
     Result<ShardedWriteResult> r = WriteSharded(dir, t, o);
