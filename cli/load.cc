@@ -245,24 +245,9 @@ std::map<Device, Placed> Placement(const LoadedCheckpoint* loaded) {
 // empty when it did not run).
 std::string ReportJson(const MatchReport& r, const LoadStats* stats,
                        const std::map<Device, Placed>& placement, const Status& error) {
-  std::string o = "{\"matched\":" + std::to_string(r.matched.size()) + ",\"missing\":[";
-  for (size_t i = 0; i < r.missing.size(); ++i) o += (i ? "," : "") + JsonQuoted(r.missing[i]);
-  o += "],\"unexpected\":[";
-  for (size_t i = 0; i < r.unexpected.size(); ++i) o += (i ? "," : "") + JsonQuoted(r.unexpected[i]);
-  o += "],\"mismatched\":[";
-  for (size_t i = 0; i < r.mismatched.size(); ++i) {
-    const Mismatch& m = r.mismatched[i];
-    o += (i ? "," : "") + std::string("{\"name\":") + JsonQuoted(m.name) +
-         ",\"stored_name\":" + JsonQuoted(m.stored_name) +
-         ",\"checkpoint\":" + JsonQuoted(m.checkpoint) + ",\"target\":" + JsonQuoted(m.target) +
-         ",\"error\":" + (m.is_error ? "true" : "false") + "}";
-  }
-  o += "],\"renamed\":[";
-  for (size_t i = 0; i < r.renamed.size(); ++i) {
-    o += (i ? "," : "") + std::string("{\"from\":") + JsonQuoted(r.renamed[i].from) +
-         ",\"to\":" + JsonQuoted(r.renamed[i].to) + "}";
-  }
-  o += "],\"auto_prefix\":" + JsonQuoted(r.auto_prefix) + ",\"devices\":{";
+  std::string o = "{\"matched\":" + std::to_string(r.matched.size()) + ",";
+  r.AppendListsJson(&o);
+  o += ",\"devices\":{";
   bool first = true;
   for (const auto& [device, placed] : placement) {
     o += (first ? "" : ",") + JsonQuoted(device.ToString()) + ":{\"tensors\":" +

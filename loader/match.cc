@@ -463,8 +463,7 @@ Result<RenameRule> ParseRenameRule(std::string_view expr) {
   }
   if (parts[0].empty()) return bad("empty regex");
   if (RegexHasNestedQuantifiers(parts[0])) {
-    return bad("nested quantifiers can take exponential time; write it without a "
-               "quantified group that holds '*' or '+'");
+    return bad(kNestedQuantifiersRefusal);
   }
   try {
     rule.regex = std::make_shared<const std::regex>(parts[0], std::regex::ECMAScript);
@@ -846,16 +845,25 @@ std::string MatchReport::ToJson() const {
     AppendJsonString(&out, DtypeName(m.dtype));
     out += "}";
   }
+  out += "],";
+  AppendListsJson(&out);
+  out += "}";
+  return out;
+}
+
+void MatchReport::AppendListsJson(std::string* out_ptr) const {
+  std::string& out = *out_ptr;
   auto names = [&](const char* key, const std::vector<std::string>& list) {
-    out += std::string("],\"") + key + "\":[";
+    out += std::string("\"") + key + "\":[";
     for (size_t i = 0; i < list.size(); ++i) {
       if (i > 0) out += ",";
       AppendJsonString(&out, list[i]);
     }
+    out += "],";
   };
   names("missing", missing);
   names("unexpected", unexpected);
-  out += "],\"mismatched\":[";
+  out += "\"mismatched\":[";
   for (size_t i = 0; i < mismatched.size(); ++i) {
     const Mismatch& m = mismatched[i];
     if (i > 0) out += ",";
@@ -882,8 +890,6 @@ std::string MatchReport::ToJson() const {
   }
   out += "],\"auto_prefix\":";
   AppendJsonString(&out, auto_prefix);
-  out += "}";
-  return out;
 }
 
 }  // namespace shardload

@@ -213,6 +213,10 @@ struct MatchReport {
   // "renamed":[{"from","to"}],"auto_prefix":".."}. Names are JSON-escaped (bytes
   // that are not valid UTF-8 become \u00XX).
   std::string ToJson() const;
+  // AppendListsJson: append ToJson's members from "missing" to "auto_prefix", as
+  // `"missing":[..],...,"auto_prefix":".."` (no braces, no leading comma), for callers
+  // that embed them in an object of their own (`shardload load --json`).
+  void AppendListsJson(std::string* out) const;
 };
 
 // Match: reconcile `stored` (a checkpoint catalog) and its `metadata` with `targets`
