@@ -4,6 +4,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -26,6 +27,10 @@ constexpr uint64_t kMinSlotBytes = 4096;
 constexpr uint64_t kMaxSlotBytes = uint64_t{1} << 30;
 constexpr int kMaxSlots = 64;
 constexpr int kMaxStreams = 16;
+
+// next_load_id: the number the next Begin gives its load (CudaSink::Impl::load_id), from
+// 1; shared by every sink so that a thread never mistakes one sink's load for another's.
+std::atomic<uint64_t> next_load_id{1};
 
 std::string DeviceText(const Device& device) {
   return device.is_cpu() ? std::string("cpu") : CudaDeviceLabel(device.index);
@@ -193,9 +198,13 @@ struct CudaSink::Impl {
   uint64_t seq = 0;
   uint64_t load_slot_bytes = 0;
   // home_device: the first device this load copies to (-1: none). A reader makes it
-  // current before its first CUDA call (AcquireSlot's event queries): on a fresh
-  // thread device 0 is current, and the runtime would bind device 0's context.
+  // current before its first CUDA call of the load (AcquireSlot's event queries): on a
+  // fresh thread device 0 is current, and the runtime would bind device 0's context.
+  // Later slots need nothing: Deliver leaves another device of the same load current.
   int home_device = -1;
+  // load_id: this load's number among all sinks' loads (next_load_id), so that a reader
+  // thread sets home_device once per load, not once per slot.
+  uint64_t load_id = 0;
 
   ~Impl();
 
@@ -588,8 +597,8 @@ Status CudaSink::Begin(std::span<const Destination> destinations, uint64_t slot_
   std::vector<bool> cuda_used;
   std::vector<bool> cuda_cast;
   SL_RETURN_IF_ERROR(m.ValidateDestinations(destinations, &cuda_used, &cuda_cast));
-  const bool need_pinned =
-      std::find(cuda_used.begin(), cuda_used.end(), true) != cuda_used.end();
+  const auto first_used = std::find(cuda_used.begin(), cuda_used.end(), true);
+  const bool need_pinned = first_used != cuda_used.end();
   const int count = m.options.ring.slot_count;
   const uint64_t ring_slot_bytes = m.options.ring.slot_bytes;
 
@@ -658,9 +667,8 @@ Status CudaSink::Begin(std::span<const Destination> destinations, uint64_t slot_
 
   m.destinations.assign(destinations.begin(), destinations.end());
   m.load_slot_bytes = slot_bytes;
-  m.home_device = static_cast<int>(
-      std::find(cuda_used.begin(), cuda_used.end(), true) - cuda_used.begin());
-  if (m.home_device >= static_cast<int>(cuda_used.size())) m.home_device = -1;
+  m.home_device = need_pinned ? static_cast<int>(first_used - cuda_used.begin()) : -1;
+  m.load_id = next_load_id.fetch_add(1, std::memory_order_relaxed);
   m.first_error = OkStatus();
   m.aborted = false;
   m.seq = 0;
@@ -671,9 +679,12 @@ Status CudaSink::Begin(std::span<const Destination> destinations, uint64_t slot_
 Result<StagingSlot> CudaSink::AcquireSlot() {
   Impl& m = *impl_;
   std::unique_lock<std::mutex> lock(m.mu);
-  if (m.begun && m.home_device >= 0) {
+  // The load this thread last set a device for (Impl::load_id).
+  thread_local uint64_t thread_load_id = 0;
+  if (m.begun && m.home_device >= 0 && thread_load_id != m.load_id) {
     // Readers are the loader's own threads: the device stays current (as in Deliver).
     const int home = m.home_device;
+    const uint64_t load_id = m.load_id;
     lock.unlock();
     Status s = MakeDeviceCurrent(home);
     lock.lock();
@@ -681,6 +692,7 @@ Result<StagingSlot> CudaSink::AcquireSlot() {
       m.RecordErrorLocked(s);
       return s;
     }
+    thread_load_id = load_id;
   }
   while (true) {
     if (m.aborted) return CancelledError("cuda sink: the load was aborted");

@@ -9,7 +9,7 @@ so the runtime's archive always comes after its users on the link line.
 
 # (name, source, header, libraries of this package it uses, other dependencies)
 _LIBRARIES = [
-    ("status", "status.cc", "status.h", ["sticky_errors"], ["//format:status"]),
+    ("status", "status.cc", "status.h", [], ["//cuda:sticky_errors", "//format:status"]),
     ("runtime", "runtime.cc", "runtime.h", ["status"], ["//format:scoped_fd", "//format:status"]),
     ("cast", "cast.cc", "cast.h", ["runtime", "status"], ["//format:dtype", "//format:status"]),
     ("sink", "cuda_sink.cc", "cuda_sink.h", ["cast", "runtime", "status"], [
@@ -34,7 +34,7 @@ def shardload_cuda_libraries(suffix, runtime, kernels):
       kernels: the label providing LaunchCastKernel (cuda/cast_kernels.h); used by cast.
     """
     for name, src, hdr, local, other in _LIBRARIES:
-        deps = [":" + d + ("" if d == "sticky_errors" else suffix) for d in local] + other
+        deps = [":" + d + suffix for d in local] + other
         if name == "cast" and kernels != runtime:
             deps.append(kernels)
         native.cc_library(

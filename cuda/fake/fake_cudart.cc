@@ -199,10 +199,6 @@ bool ValidDevice(int device) { return device >= 0 && device < kDevices; }
 // UseContext: a call that needs a context on the current device (see State::context).
 void UseContext(State& s) { s.context[current_device] = true; }
 
-// IsSticky: the asynchronous errors that leave the context unusable (the list
-// cuda/status.cc words, cuda/sticky_errors.h).
-bool IsSticky(cudaError_t e) { return IsStickyCudaError(e); }
-
 // Poisoned: the current device's sticky error (through Fail), or cudaSuccess.
 cudaError_t Poisoned(State& s) {
   const cudaError_t p = s.poisoned[current_device];
@@ -306,7 +302,7 @@ void Worker(CUstream_st* stream) {
     if (failure == cudaSuccess && poisoned != cudaSuccess) failure = poisoned;
     lock.lock();
     if (failure != cudaSuccess && stream->error == cudaSuccess) stream->error = failure;
-    if (IsSticky(failure) && s.poisoned[stream->device] == cudaSuccess) {
+    if (IsStickyCudaError(failure) && s.poisoned[stream->device] == cudaSuccess) {
       s.poisoned[stream->device] = failure;
     }
     if (op.kind == OpKind::kRecord) {
@@ -544,7 +540,7 @@ int LaunchCast(CastKind kind, const void* src, void* dst, uint64_t count, CUstre
   std::lock_guard<std::mutex> lock(s.mu);
   if (count == 0) return cudaSuccess;
   if (cudaError_t e = Injected(s, "LaunchCastKernel"); e != cudaSuccess) return Fail(s, e);
-  if (cudaError_t p = s.poisoned[current_device]; p != cudaSuccess) return Fail(s, p);
+  if (cudaError_t p = Poisoned(s); p != cudaSuccess) return p;
   UseContext(s);
   if (src == nullptr || dst == nullptr) return Fail(s, cudaErrorInvalidValue);
   // A launch goes to a stream of the current device, or fails (as with real kernels).
@@ -643,7 +639,7 @@ using shardload::cuda::fake::WaitStreamLocked;
 // error once it is poisoned.
 #define FAKE_STICKY(s)                                                          \
   do {                                                                          \
-    if (cudaError_t p = s.poisoned[current_device]; p != cudaSuccess) return Fail(s, p); \
+    if (cudaError_t p = Poisoned(s); p != cudaSuccess) return p;                \
   } while (0)
 
 extern "C" {
