@@ -49,33 +49,29 @@ using shardload::Status;
 using shardload::StatusCode;
 using shardload::Target;
 
-thread_local std::string t_last_error = [] {
-  std::string s;
-  s.reserve(64);  // FailOutOfMemory's message fits without allocating
-  return s;
-}();
+thread_local std::string t_last_error;
 thread_local sl_status t_last_code = SL_OK;
+// t_out_of_memory: the last error is FailOutOfMemory's (its message is static, so
+// recording it needs no memory); constant-initialized, so setting it cannot throw.
+thread_local bool t_out_of_memory = false;
+constexpr char kOutOfMemoryMessage[] = "out of host memory";
 
-// FailOutOfMemory: record resource_exhausted "out of host memory" without allocating
-// (reserved at thread start), so a bad_alloc never escapes an extern "C" function.
+// FailOutOfMemory: record resource_exhausted "out of host memory" without allocating,
+// so a bad_alloc never escapes an extern "C" function.
 sl_status FailOutOfMemory() noexcept {
-  static constexpr char kMessage[] = "out of host memory";
+  t_out_of_memory = true;
   t_last_code = SL_RESOURCE_EXHAUSTED;
-  if (t_last_error.capacity() >= sizeof kMessage - 1) {
-    t_last_error.assign(kMessage);  // fits: no allocation
-  } else {
-    t_last_error.clear();
-  }
   return t_last_code;
 }
 
-// Fail: record `status` as this thread's last error and return its code.
-sl_status Fail(const Status& status) {
+// Fail: record `status` as this thread's last error and return its code. Never throws.
+sl_status Fail(const Status& status) noexcept {
   try {
     t_last_error = status.message();
-  } catch (const std::bad_alloc&) {
+  } catch (...) {
     return FailOutOfMemory();
   }
+  t_out_of_memory = false;
   t_last_code = static_cast<sl_status>(status.code());
   return t_last_code;
 }
@@ -93,6 +89,18 @@ sl_status OutOfRange(const char* what, size_t index, size_t count, const char* u
 }
 
 
+// FailUnexpected: internal "unexpected exception[: <what>]" (out of memory when even
+// that message does not fit). Never throws.
+sl_status FailUnexpected(const char* what) noexcept {
+  try {
+    std::string message = "unexpected exception";
+    if (what != nullptr) message += std::string(": ") + what;
+    return Fail(Status(StatusCode::kInternal, std::move(message)));
+  } catch (...) {
+    return FailOutOfMemory();
+  }
+}
+
 // Guard: run `body` (returning sl_status), converting any exception to an error.
 template <typename F>
 sl_status Guard(F&& body) {
@@ -101,17 +109,9 @@ sl_status Guard(F&& body) {
   } catch (const std::bad_alloc&) {
     return FailOutOfMemory();
   } catch (const std::exception& e) {
-    try {  // the message itself may not fit in memory
-      return Fail(StatusCode::kInternal, std::string("unexpected exception: ") + e.what());
-    } catch (...) {
-      return FailOutOfMemory();
-    }
+    return FailUnexpected(e.what());
   } catch (...) {
-    try {
-      return Fail(StatusCode::kInternal, "unexpected exception");
-    } catch (...) {
-      return FailOutOfMemory();
-    }
+    return FailUnexpected(nullptr);
   }
 }
 
@@ -176,17 +176,17 @@ struct sl_checkpoint {
       std::lock_guard<std::mutex> lock(files_mu);
       ref.file = files[shard].get();
     }
-    uint64_t size = 0;
-    std::optional<shardload::FileIdentity> now;
-    // The clock is read before each Stat: an identity counts as settled only when its
-    // last change was 2 s before the Stat, however long the check after it takes.
-    int64_t clock_ns = shardload::RealtimeNs();
+    // The clock is read before each fstat (the open's, or Stat): an identity counts as
+    // settled only when its last change was 2 s before the fstat, however long the
+    // check after it takes.
     if (ref.file == nullptr) {
+      const int64_t clock_ns = shardload::RealtimeNs();
       shardload::Result<std::unique_ptr<shardload::ReadableFile>> file =
           shardload::OpenFile(info.path, shardload::IoMode::kPread);
       if (!file.ok()) return file.status().Relabeled(info.path, info.file);
-      SL_RETURN_IF_ERROR((*file)->Stat(&size, &now));
-      SL_RETURN_IF_ERROR(shardload::CheckShardFile(info, **file));
+      const uint64_t size = (*file)->size();  // as the open's fstat found them
+      const std::optional<shardload::FileIdentity> now = (*file)->identity();
+      SL_RETURN_IF_ERROR(shardload::CheckShardFile(info, **file, size, now));
       std::lock_guard<std::mutex> lock(files_mu);
       if (files[shard] == nullptr) {
         if (keep || kept_files < kMaxKeptFiles) {
@@ -204,13 +204,15 @@ struct sl_checkpoint {
     }
     // A kept file that passed the check as it is now needs no second one: after a
     // touch (identity changed, same header) each check would read the header again.
-    clock_ns = shardload::RealtimeNs();
+    const int64_t clock_ns = shardload::RealtimeNs();
+    uint64_t size = 0;
+    std::optional<shardload::FileIdentity> now;
     SL_RETURN_IF_ERROR(ref.file->Stat(&size, &now));
     if (size == info.size && now.has_value()) {
       std::lock_guard<std::mutex> lock(files_mu);
       if (verified[shard] == now) return ref;
     }
-    SL_RETURN_IF_ERROR(shardload::CheckShardFile(info, *ref.file));
+    SL_RETURN_IF_ERROR(shardload::CheckShardFile(info, *ref.file, size, now));
     std::lock_guard<std::mutex> lock(files_mu);
     Verified(shard, size, now, clock_ns);  // as it was before the check: a later change is seen
     return ref;
@@ -364,7 +366,8 @@ Result<std::vector<Target>> ToTargets(const sl_target* targets, size_t count) {
 }
 
 // EffectiveOptions: the stored options with the C progress callback bound and the
-// CUDA backend attached when any device involved is a cuda device.
+// CUDA backend attached when any device involved is a cuda device (the host pool and
+// the cancel flag are attached by HandleLoadOptions, which keeps them alive).
 LoadOptions EffectiveOptions(const sl_options* options, const std::vector<Target>& targets) {
   LoadOptions load = options->load;
   if (options->progress != nullptr) {
@@ -378,8 +381,6 @@ LoadOptions EffectiveOptions(const sl_options* options, const std::vector<Target
   for (const Device& d : load.devices.Devices()) cuda = cuda || d.is_cuda();
   for (const Target& t : targets) cuda = cuda || (t.device && t.device->is_cuda());
   if (cuda) load.backend = Backend();
-  load.host_arena_pool = options->host_pool.get();
-  load.cancel = options->cancel.get();
   return load;
 }
 
@@ -551,7 +552,9 @@ const char* sl_status_name(int status) {
   }
 }
 
-const char* sl_last_error(void) { return t_last_error.c_str(); }
+const char* sl_last_error(void) {
+  return t_out_of_memory ? kOutOfMemoryMessage : t_last_error.c_str();
+}
 
 sl_status sl_last_error_code(void) { return t_last_code; }
 
@@ -925,8 +928,9 @@ namespace {
 
 // LoadKeepAlive: what one load's LoadOptions point into, owned for the whole call: the
 // list of files the handle holds, and references to the options' pool and cancel flag
-// (so a progress callback that changes or frees the options cannot free them under
-// the load).
+// (a safety net: should a progress callback call sl_options_set_host_pool or
+// sl_options_set_cancel_token during the load, which the header forbids, the load's
+// pool and flag still live until it returns).
 struct LoadKeepAlive {
   std::vector<const shardload::ReadableFile*> held;
   std::shared_ptr<shardload::HostArenaPool> pool;

@@ -609,6 +609,11 @@ Status CheckShardFile(const ShardInfo& shard, const ReadableFile& file) {
   uint64_t size = 0;
   std::optional<FileIdentity> now;
   SL_RETURN_IF_ERROR(file.Stat(&size, &now));
+  return CheckShardFile(shard, file, size, now);
+}
+
+Status CheckShardFile(const ShardInfo& shard, const ReadableFile& file, uint64_t size,
+                      const std::optional<FileIdentity>& now) {
   if (size != shard.size) {
     return DataLossError(shard.file + ": file is now " + std::to_string(size) +
                          " bytes, but its header was read from " + std::to_string(shard.size) +

@@ -78,6 +78,12 @@ class ReadableFile;
 // the tensors would be read at the old offsets); the re-read's own errors. Thread-safe.
 Status CheckShardFile(const ShardInfo& shard, const ReadableFile& file);
 
+// CheckShardFile: the same for a caller that has just taken `file`'s `size` and
+// identity `now` (ReadableFile::Stat, or size() and identity() right after opening it):
+// checked as they are, without a second fstat.
+Status CheckShardFile(const ShardInfo& shard, const ReadableFile& file, uint64_t size,
+                      const std::optional<FileIdentity>& now);
+
 // Checkpoint: an opened checkpoint's catalog. Move-only.
 // Thread safety: every const method may be called concurrently from several threads
 // (the lazy mappings behind MappedBytes are created under a per-shard lock).

@@ -196,8 +196,7 @@ Status DeviceMap::AddRule(std::string_view pattern, Device device) {
   } else {
     if (RegexHasNestedQuantifiers(pattern.substr(kRegexPrefix.size()))) {
       return InvalidArgumentError("invalid device-map pattern '" + std::string(pattern) +
-                                  "': nested quantifiers can take exponential time; write it "
-                                  "without a quantified group that holds '*' or '+'");
+                                  "': " + std::string(kNestedQuantifiersRefusal));
     }
     try {
       rule.re = std::regex(std::string(pattern.substr(kRegexPrefix.size())),

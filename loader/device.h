@@ -50,6 +50,12 @@ Result<Device> ParseDevice(std::string_view text);
 // not a proof: alternations such as "(a|a)*" can still backtrack badly. Pure function.
 bool RegexHasNestedQuantifiers(std::string_view pattern);
 
+// kNestedQuantifiersRefusal: the reason given when RegexHasNestedQuantifiers refuses a
+// pattern, for both callers' messages.
+inline constexpr std::string_view kNestedQuantifiersRefusal =
+    "nested quantifiers can take exponential time; write it without a quantified group "
+    "that holds '*' or '+'";
+
 // DeviceMap: ordered (pattern → device) rules plus a default device.
 // A pattern is a glob over the whole tensor name (target name, after renames):
 // `*` matches any run of characters, `?` one character, everything else itself.

@@ -102,11 +102,9 @@ Result<Opened> OpenForRead(const std::string& path, int extra_flags) {
     int err = errno;
     if (err == EINVAL && (extra_flags & O_DIRECT)) {
       struct stat st;
-      if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
-        return InvalidArgumentError(path + ": is a directory");
-      }
       if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
-        return InvalidArgumentError(path + ": not a regular file");
+        return InvalidArgumentError(path + (S_ISDIR(st.st_mode) ? ": is a directory"
+                                                                : ": not a regular file"));
       }
       return UnimplementedError(path + ": the filesystem refuses O_DIRECT");
     }

@@ -17,16 +17,23 @@ namespace shardload {
 namespace {
 
 // ExceptionStatus: an exception caught where a Status is returned: resource_exhausted
-// for bad_alloc, internal otherwise; `where` says what threw.
-Status ExceptionStatus(const std::string& where, std::exception_ptr e) {
+// for bad_alloc, internal otherwise; `where()` (a callable returning std::string) says
+// what threw. With no memory even for that message: resource_exhausted "out of
+// memory". Never throws.
+template <typename Where>
+Status ExceptionStatus(const Where& where, std::exception_ptr e) noexcept {
   try {
-    std::rethrow_exception(e);
-  } catch (const std::bad_alloc&) {
-    return ResourceExhaustedError(where + ": out of memory");
-  } catch (const std::exception& ex) {
-    return InternalError(where + ": unexpected exception: " + ex.what());
-  } catch (...) {
-    return InternalError(where + ": unexpected exception");
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::bad_alloc&) {
+      return ResourceExhaustedError(where() + ": out of memory");
+    } catch (const std::exception& ex) {
+      return InternalError(where() + ": unexpected exception: " + ex.what());
+    } catch (...) {
+      return InternalError(where() + ": unexpected exception");
+    }
+  } catch (...) {  // building the message failed
+    return ResourceExhaustedError("out of memory");
   }
 }
 
@@ -37,7 +44,8 @@ Status CallProgress(const StreamOptions& options, uint64_t done, uint64_t total,
     *go_on = options.progress(done, total);
     return OkStatus();
   } catch (...) {
-    return ExceptionStatus("progress callback", std::current_exception());
+    return ExceptionStatus([] { return std::string("progress callback"); },
+                           std::current_exception());
   }
 }
 
@@ -202,15 +210,12 @@ void ReadLoop(std::span<const ReadableFile* const> files, std::span<const ReadSp
     } catch (...) {
       // An exception on a reader thread (out of memory in an observer, a sink or a
       // message; an observer's own): an error for the load, never std::terminate.
-      std::exception_ptr error = std::current_exception();
-      try {
-        st = ExceptionStatus(file.path() + ": reading bytes [" +
-                                 std::to_string(span.file_offset) + ", " +
-                                 std::to_string(span.file_offset + span.length) + ")",
-                             error);
-      } catch (...) {  // no memory even for the message
-        st = ResourceExhaustedError("out of memory");
-      }
+      st = ExceptionStatus(
+          [&] {
+            return file.path() + ": reading bytes [" + std::to_string(span.file_offset) + ", " +
+                   std::to_string(span.file_offset + span.length) + ")";
+          },
+          std::current_exception());
     }
     if (stopped) break;
     if (!st.ok()) {
