@@ -698,6 +698,76 @@ class PythonTest(unittest.TestCase):
         with self.assertRaises(RuntimeError):
             shardload.save_sharded({"a": w[:2], "b": w[1:]}, tied_dir)
 
+    def test_save_sharded_writes_views_sharing_memory_as_copies(self):
+        # Only exact ties (one storage, offset, dtype, shape and stride under several
+        # names) are written once with a tie note; any other view of the kept tensor's
+        # memory holds other values and is written as its own copy. w is square, so a
+        # dropped transpose would load back with w's values under its name.
+        w = torch.arange(16.0).reshape(4, 4)
+        z = torch.tensor([1 + 2j, 3 - 1j, -0.5 + 0j])
+        cases = {
+            "transposed": {"a": w, "b": w.t()},
+            "partial": {"a": w, "b": w[:1]},
+            "reinterpreted": {"a": w, "b": w.view(torch.int32)},
+            "conjugate": {"a": z, "b": z.conj()},
+            # Both cover the storage: "a", the transpose, is kept and "b" is copied.
+            "kept_transposed": {"a": w.t(), "b": w},
+            # "b" and "c" are ties of each other but not of the kept "a".
+            "two_partial": {"a": w, "b": w[:1], "c": w[:1]},
+        }
+        for label, tensors in cases.items():
+            folder = os.path.join(self.dir, label)
+            os.mkdir(folder)
+            shardload.save_sharded(tensors, folder, metadata={"note": "x"})
+            loaded = shardload.load_file(folder)
+            self.assertEqual(sorted(loaded), sorted(tensors), label)
+            for name, t in tensors.items():
+                self.assertTrue(torch.equal(loaded[name], t.resolve_conj()), (label, name))
+            with shardload.safe_open(folder) as f:
+                self.assertEqual(f.metadata(), {"format": "pt", "note": "x"}, label)
+        # An exact tie is still dropped with its note, next to a view that is copied.
+        folder = os.path.join(self.dir, "tie_and_view")
+        os.mkdir(folder)
+        metadata = {"note": "x"}
+        shardload.save_sharded({"a": w, "b": w, "c": w.t()}, folder, metadata=metadata)
+        self.assertEqual(metadata, {"note": "x"})  # the caller's dict is left alone
+        with shardload.safe_open(folder) as f:
+            self.assertEqual(sorted(f.keys()), ["a", "c"])
+            self.assertEqual(f.metadata(), {"format": "pt", "b": "a", "note": "x"})
+        loaded = shardload.load_file(folder)
+        self.assertTrue(torch.equal(loaded["a"], w) and torch.equal(loaded["c"], w.t()))
+
+        class Three(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                for name in "abc":
+                    self.register_parameter(name, torch.nn.Parameter(torch.zeros(4, 4)))
+
+        into = Three()
+        report = shardload.load_state_dict_into(into, folder)
+        self.assertEqual(report["missing"], [])
+        self.assertTrue(torch.equal(into.a, w) and torch.equal(into.b, w) and
+                        torch.equal(into.c, w.t()))
+
+    def test_save_with_ties_checks_the_metadata_type_first(self):
+        # With tied tensors the metadata gets tie notes; a non-dict is refused with
+        # save_file's TypeError before that, as it is without ties.
+        w = torch.ones(2, 2)
+        message = "argument 'metadata': 'list' object is not an instance of 'dict'"
+        with self.assertRaises(TypeError) as cm:
+            shardload.save_sharded({"a": w, "b": w}, self.dir, metadata=[("x", "y")])
+        self.assertEqual(str(cm.exception), message)
+        out = self.path("m.safetensors")
+        for tie in (True, False):
+            with self.assertRaises(TypeError) as cm:
+                shardload.save_model(Tiny(tie=tie), out, metadata=[("x", "y")])
+            self.assertEqual(str(cm.exception), message)
+            self.assertFalse(os.path.exists(out))
+        if st is not None:  # the reference's save_file wording, without ties
+            with self.assertRaises(TypeError) as ref:
+                st.save_model(Tiny(), self.path("r.safetensors"), metadata=[("x", "y")])
+            self.assertEqual(str(ref.exception), message)
+
     @needs_reference
     def test_save_model_bytes_match_reference(self):
         for tie in (False, True):

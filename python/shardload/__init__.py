@@ -690,7 +690,9 @@ def _needs_torch_load(module, state):
     """Whether only torch's own load_state_dict loads ``module`` as torch would: a
     module that overrides load_state_dict / _load_from_state_dict (BatchNorm fills in a
     missing num_batches_tracked there) or has load_state_dict hooks. Writing into
-    parameter storage directly would skip that code (load_model's concern)."""
+    parameter storage directly would skip that code (load_model's concern). Extra state
+    (_has_extra_state) is not checked here: _load_state_dict, which load_model calls,
+    takes torch's path for it itself."""
     torch = _torch()
     base = torch.nn.Module
     if type(module).load_state_dict is not base.load_state_dict:
@@ -701,7 +703,7 @@ def _needs_torch_load(module, state):
         if getattr(m, "_load_state_dict_pre_hooks", None) or \
                 getattr(m, "_load_state_dict_post_hooks", None):
             return True
-    return _has_extra_state(module)
+    return False
 
 
 def _has_extra_state(module):
@@ -864,10 +866,13 @@ def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, 
         # are copied in state_dict order afterwards.
         scratch = {}
         groups = _overlapping_groups(state)
-        # Names a checkpoint tensor can feed: its own, and save_model's aliases.
-        fed = set(ckpt.names) | ({k for k, v in ckpt.metadata().items()
-                                  if v in ckpt.index} if metadata_aliases else set()) \
-            if groups else set()
+        # Names a checkpoint tensor can feed: its own, and save_model's aliases
+        # (needed only when some entries share memory).
+        fed = set()
+        if groups:
+            fed = set(ckpt.names)
+            if metadata_aliases:
+                fed |= {k for k, v in ckpt.metadata().items() if v in ckpt.index}
         for group in groups:
             if renames or len(group & fed) > 1:
                 for name in group:
@@ -957,10 +962,9 @@ def load_model(model, filename, strict=True, device="cpu", *, verify=False, prog
             if list(ckpt.shapes[k]) != list(_stored_shape(t)):
                 # A size mismatch: torch's load_state_dict loads the other keys and
                 # raises its own error ("size mismatch for ..."), as safetensors does.
-                torch_path = True
-            if t.dim() == 0 and len(ckpt.shapes[k]) == 1:
-                # torch loads a 1-dim value into a 0-dim entry (its 0.3 compatibility
-                # rule: a [1] value in 2.x, element 0 of any [N] in 1.x).
+                # This also covers a 1-dim value for a 0-dim entry ([N] != []), which
+                # torch loads (its 0.3 compatibility rule: a [1] value in 2.x, element 0
+                # of any [N] in 1.x).
                 torch_path = True
         report = _load_state_dict(model, ckpt, False, device, renames=(), allow_cast=True,
                                   threads=0, verify=verify, progress=progress, pool=pool,
@@ -1136,12 +1140,8 @@ def _quote_name(name):
 
 def _metadata_arrays(metadata):
     """C arrays for a str -> str dict; TypeError worded like safetensors otherwise."""
-    if metadata is None:
-        metadata = {}
-    if not isinstance(metadata, dict):
-        raise TypeError("argument 'metadata': %s is not an instance of 'dict'" %
-                        _type_phrase(metadata))
-    items = list(metadata.items())
+    _check_metadata_type(metadata)
+    items = list(metadata.items()) if metadata is not None else []
     for k, v in items:
         for x in (k, v):
             if not isinstance(x, str):
@@ -1158,6 +1158,50 @@ def _metadata_arrays(metadata):
     keys = (ctypes.c_char_p * max(len(items), 1))(*[k.encode() for k, _ in items])
     values = (ctypes.c_char_p * max(len(items), 1))(*[v.encode() for _, v in items])
     return keys, values, len(items)
+
+
+def _is_exact_tie(t, kept):
+    """Whether ``t`` is the very tensor ``kept`` is under another name (tied weights):
+    the same storage, storage offset, dtype, shape and stride, and the same lazy
+    conjugate / negative bits (whose values _views writes). A transposed, sliced or
+    reinterpreted view of ``kept``'s memory is not: it holds other values."""
+    def lazy_bits(x):
+        return [getattr(x, attr)() if hasattr(x, attr) else False
+                for attr in ("is_conj", "is_neg")]
+
+    return (t.device == kept.device and _storage_of(t) == _storage_of(kept) and
+            t.storage_offset() == kept.storage_offset() and t.dtype == kept.dtype and
+            t.shape == kept.shape and t.stride() == kept.stride() and
+            lazy_bits(t) == lazy_bits(kept))
+
+
+def _check_metadata_type(metadata):
+    """save_file's TypeError, in safetensors' words, for ``metadata`` neither None nor a
+    dict."""
+    if metadata is not None and not isinstance(metadata, dict):
+        raise TypeError("argument 'metadata': %s is not an instance of 'dict'" %
+                        _type_phrase(metadata))
+
+
+def _drop_tied_names(tensors, to_removes, metadata, exact_ties_only=False):
+    """(tensors, metadata) without the names ``to_removes`` (_remove_duplicate_names:
+    kept name -> names) drops, each recorded in the metadata as a "dropped -> kept" note
+    (a user entry of that name wins), as safetensors' save_model does. Both are new
+    dicts when a name is dropped; the caller's are left alone. ``exact_ties_only``:
+    drop only the names whose tensor is an exact tie of the kept one (_is_exact_tie);
+    the other members of a group stay, to be written as their own contiguous copies.
+    A metadata that is neither None nor a dict raises save_file's TypeError first."""
+    _check_metadata_type(metadata)
+    dropped = [(keep, name) for keep, names in to_removes.items() for name in names
+               if not exact_ties_only or _is_exact_tie(tensors[name], tensors[keep])]
+    if not dropped:
+        return tensors, metadata
+    tensors = dict(tensors)
+    metadata = dict(metadata) if metadata is not None else {}
+    for keep, name in dropped:
+        metadata.setdefault(name, keep)
+        del tensors[name]
+    return tensors, metadata
 
 
 def save_file(tensors, filename, metadata=None, *, checksums=False):
@@ -1210,26 +1254,24 @@ def save_sharded(tensors, folder, max_shard_size="5GB", metadata=None, prefix="m
     to the index's "metadata" next to total_size, each shard's ``__metadata__`` being
     {"format": "pt"}; with one shard it is merged into the file's ``__metadata__`` over
     {"format": "pt"}. ``checksums``: record each tensor's XXH3 in the index and, per
-    shard, in that shard's ``__metadata__``. Tensors sharing memory (tied weights) are
-    written once, as huggingface_hub's save_torch_state_dict and save_model do: each
-    group keeps its alphabetically first name among those covering the whole storage,
-    and the dropped names go to the metadata as "dropped -> kept" notes (a user entry of
-    that name wins), which load_state_dict_into and the C API read back; a group where
-    no tensor covers the storage raises save_model's RuntimeError."""
+    shard, in that shard's ``__metadata__``. Tensors sharing memory are grouped as
+    save_model groups them: each group keeps its alphabetically first name among those
+    covering the whole storage, and a group where no tensor covers the storage raises
+    save_model's RuntimeError. Tied weights (names of the very tensor the kept one is:
+    same storage, offset, dtype, shape and stride) are written once, as
+    huggingface_hub's save_torch_state_dict and save_model do: the dropped names go to
+    the metadata as "dropped -> kept" notes (a user entry of that name wins), which
+    load_state_dict_into and the C API read back. Other members of a group (a
+    transposed or partial view of the kept tensor) hold other values: each is written
+    as its own contiguous copy, as non-contiguous tensors are."""
     _check_tensor_dict(tensors)
     _check_names(tensors)
     if not isinstance(prefix, str):
         raise TypeError("prefix must be a str, not %s" % type(prefix).__name__)
     if "\0" in prefix:
         raise ValueError("embedded null byte")
-    to_removes = _remove_duplicate_names(tensors)
-    if to_removes:
-        tensors = dict(tensors)
-        metadata = dict(metadata) if metadata is not None else {}
-        for keep_name, names in to_removes.items():
-            for name in names:
-                metadata.setdefault(name, keep_name)
-                del tensors[name]
+    tensors, metadata = _drop_tied_names(tensors, _remove_duplicate_names(tensors), metadata,
+                                         exact_ties_only=True)
     keys, values, count = _metadata_arrays(metadata)
     views, keep = _views(tensors)
     size = str(max_shard_size) if isinstance(max_shard_size, int) else max_shard_size
@@ -1248,15 +1290,7 @@ def save_model(model, filename, metadata=None, force_contiguous=True):
     is written. ``force_contiguous=False`` leaves non-contiguous tensors to save_file's
     ValueError, extended with safetensors' hint."""
     state = model.state_dict()
-    to_removes = _remove_duplicate_names(state)
-    if metadata is not None:
-        metadata = dict(metadata)
-    for keep_name, names in to_removes.items():
-        for name in names:
-            if metadata is None:
-                metadata = {}
-            metadata.setdefault(name, keep_name)
-            del state[name]
+    state, metadata = _drop_tied_names(state, _remove_duplicate_names(state), metadata)
     if force_contiguous:
         state = {k: v.contiguous() for k, v in state.items()}
     try:
