@@ -169,11 +169,9 @@ std::string ByteRangeText(const std::string& path, const std::string& name) {
   Result<Checkpoint> ckpt = Checkpoint::Open(path);
   EXPECT_TRUE(ckpt.ok()) << ckpt.status().ToString();
   if (!ckpt.ok()) return "";
-  for (const StoredTensor& t : ckpt->tensors()) {
-    if (t.name == name) {
-      return " at bytes [" + std::to_string(t.file_offset) + ", " +
-             std::to_string(t.file_offset + t.bytes) + ")";
-    }
+  if (const StoredTensor* t = ckpt->Find(name)) {
+    return " at bytes [" + std::to_string(t->file_offset) + ", " +
+           std::to_string(t->file_offset + t->bytes) + ")";
   }
   ADD_FAILURE() << name << " is not in " << path;
   return "";
