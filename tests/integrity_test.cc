@@ -290,6 +290,39 @@ TEST(LoadVerifyTest, LoadIntoCallerBuffersFailsToo) {
   EXPECT_EQ(r.status().message(), want);
 }
 
+// SharedTarget: a LoadInto target placed `offset` bytes into a shared buffer.
+struct SharedTarget {
+  std::string name;
+  Dtype dtype;
+  uint64_t elements;
+  size_t offset;
+};
+
+// ExpectOverlappingTargetsLoad: write `tensors` with recorded checksums into a fresh
+// `dir_name`, then load `targets`, all in one 4 MiB buffer, with verify 30 times: every
+// load must succeed (a race shows in some loads only).
+void ExpectOverlappingTargetsLoad(const std::string& dir_name,
+                                  const std::vector<TensorToWrite>& tensors,
+                                  const std::vector<SharedTarget>& targets, bool allow_cast) {
+  const std::string path = MakeTestDir(dir_name) + "/model.safetensors";
+  WriteOptions w;
+  w.sync = false;
+  ASSERT_TRUE(WriteFileWithChecksums(path, tensors, Metadata{{"format", "pt"}}, w).ok());
+  Result<Checkpoint> ckpt = Checkpoint::Open(path);
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
+  std::vector<std::byte> shared(4 << 20);
+  std::vector<Target> load_targets;
+  for (const SharedTarget& t : targets) {
+    load_targets.push_back({t.name, t.dtype, {t.elements}, std::nullopt, shared.data() + t.offset});
+  }
+  LoadOptions o = Verifying(64 << 10, 2);
+  o.match.allow_cast = allow_cast;
+  for (int round = 0; round < 30; ++round) {
+    Result<LoadResult> r = LoadInto(*ckpt, load_targets, o);
+    ASSERT_TRUE(r.ok()) << round << ": " << r.status().ToString();
+  }
+}
+
 // Two targets sharing one buffer (tied weights given twice) with verify: each tensor is
 // hashed as read, never after the other reader wrote over the shared buffer, so an
 // intact checkpoint never fails. (Read straight into the buffer and hashed there, it
@@ -300,25 +333,12 @@ TEST(LoadVerifyTest, OverlappingTargetsNeverFailAnIntactCheckpoint) {
   // order); ThreadSanitizer rightly reports that race, which is not what is tested.
   GTEST_SKIP() << "overlapping targets race by design";
 #endif
-  const std::string dir = MakeTestDir("overlap");
-  const std::string path = dir + "/model.safetensors";
   const std::string x = PatternBytes(4 << 20, 5), y = PatternBytes(4 << 20, 6);
-  std::vector<TensorToWrite> tensors = {
-      TensorToWrite::FromBytes("x", Dtype::kU8, {4 << 20}, Model::Bytes(x)),
-      TensorToWrite::FromBytes("y", Dtype::kU8, {4 << 20}, Model::Bytes(y))};
-  WriteOptions w;
-  w.sync = false;
-  ASSERT_TRUE(WriteFileWithChecksums(path, tensors, Metadata{{"format", "pt"}}, w).ok());
-  Result<Checkpoint> ckpt = Checkpoint::Open(path);
-  ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
-  std::vector<std::byte> shared(4 << 20);
-  std::vector<Target> targets = {{"x", Dtype::kU8, {4 << 20}, std::nullopt, shared.data()},
-                                 {"y", Dtype::kU8, {4 << 20}, std::nullopt, shared.data()}};
-  LoadOptions o = Verifying(64 << 10, 2);
-  for (int round = 0; round < 30; ++round) {
-    Result<LoadResult> r = LoadInto(*ckpt, targets, o);
-    ASSERT_TRUE(r.ok()) << round << ": " << r.status().ToString();
-  }
+  ExpectOverlappingTargetsLoad(
+      "overlap",
+      {TensorToWrite::FromBytes("x", Dtype::kU8, {4 << 20}, Model::Bytes(x)),
+       TensorToWrite::FromBytes("y", Dtype::kU8, {4 << 20}, Model::Bytes(y))},
+      {{"x", Dtype::kU8, 4 << 20, 0}, {"y", Dtype::kU8, 4 << 20, 0}}, /*allow_cast=*/false);
 }
 
 // The same with a cast: the F32 -> F16 target's memory is its F16 size (2 MiB), which
@@ -329,27 +349,13 @@ TEST(LoadVerifyTest, OverlapWithACastTargetIsMeasuredAtTheDestinationDtype) {
 #if defined(__SANITIZE_THREAD__)
   GTEST_SKIP() << "overlapping targets race by design";
 #endif
-  const std::string dir = MakeTestDir("overlap-cast");
-  const std::string path = dir + "/model.safetensors";
   const std::string x = PatternBytes(4 << 20, 7), y = PatternBytes(2 << 20, 8);
-  std::vector<TensorToWrite> tensors = {
-      TensorToWrite::FromBytes("x", Dtype::kF32, {1 << 20}, Model::Bytes(x)),
-      TensorToWrite::FromBytes("y", Dtype::kF16, {1 << 20}, Model::Bytes(y))};
-  WriteOptions w;
-  w.sync = false;
-  ASSERT_TRUE(WriteFileWithChecksums(path, tensors, Metadata{{"format", "pt"}}, w).ok());
-  Result<Checkpoint> ckpt = Checkpoint::Open(path);
-  ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
-  std::vector<std::byte> shared(4 << 20);
-  std::vector<Target> targets = {
-      {"x", Dtype::kF16, {1 << 20}, std::nullopt, shared.data()},
-      {"y", Dtype::kF16, {1 << 20}, std::nullopt, shared.data() + (3 << 19)}};
-  LoadOptions o = Verifying(64 << 10, 2);
-  o.match.allow_cast = true;
-  for (int round = 0; round < 30; ++round) {
-    Result<LoadResult> r = LoadInto(*ckpt, targets, o);
-    ASSERT_TRUE(r.ok()) << round << ": " << r.status().ToString();
-  }
+  ExpectOverlappingTargetsLoad(
+      "overlap-cast",
+      {TensorToWrite::FromBytes("x", Dtype::kF32, {1 << 20}, Model::Bytes(x)),
+       TensorToWrite::FromBytes("y", Dtype::kF16, {1 << 20}, Model::Bytes(y))},
+      {{"x", Dtype::kF16, 1 << 20, 0}, {"y", Dtype::kF16, 1 << 20, 3 << 19}},
+      /*allow_cast=*/true);
 }
 
 // A tensor above the direct path's 512 KiB observation piece: read and hashed in pieces.
