@@ -640,9 +640,9 @@ Result<std::unique_ptr<StagedFile>> StageTextFile(const std::string& path, std::
 
 // PublishTogether: rename staged `files` into place as one change, as far as a folder
 // allows. With `last_is_index`, the old index (if any) is moved aside first (after
-// `retire`) and the new one renamed in last: a process killed half-way leaves shard files and no index, a
-// folder that refuses to open ("several .safetensors files and no index"), never an
-// old index over a mix of old and new shards. Each file replaced is kept under a hidden
+// `retire`) and the new one renamed in last: a process killed half-way leaves shard
+// files and no index, a folder that refuses to open ("several .safetensors files and
+// no index"), never an old index over a mix of old and new shards. Each file replaced is kept under a hidden
 // backup name (a hard link where the file system allows) until every rename is done;
 // on an error the folder is restored and the error says so, or names what could not be
 // restored. The backups are removed on success. `retire`: the path of the other
@@ -953,8 +953,9 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
   const std::string base = dir.empty() || dir.back() == '/' ? dir : dir + "/";
   // Every file is written and fsynced under a temporary name first; only when all of
   // them are complete are they renamed into place (PublishTogether: the other layout's
-  // entry point and the old index set aside first, the new index last). A failure before that (a full disk, a generator's
-  // error) leaves whatever the folder held untouched; a failed rename restores it.
+  // entry point and the old index set aside first, the new index last). A failure
+  // before that (a full disk, a generator's error) leaves whatever the folder held
+  // untouched; a failed rename restores it.
   std::vector<std::unique_ptr<StagedFile>> staged;
   for (size_t s = 0; s < plan.shards.size(); ++s) {
     std::vector<TensorToWrite> shard;
