@@ -1694,6 +1694,43 @@ class PythonTest(unittest.TestCase):
             st.load_model(ref, path)
             self.assertEqual(ref.v, 5)
 
+    def test_extra_state_that_is_not_a_tensor(self):
+        # get_extra_state may return any object (a dict here), which no .safetensors
+        # file holds: load_model reports the entry missing as torch's load_state_dict
+        # does (safetensors' load_model fails on it with an AttributeError), and
+        # save_model refuses it with save_file's ValueError.
+        class WithDict(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = torch.nn.Linear(2, 2)
+                self.cfg = {"a": 1}
+
+            def get_extra_state(self):
+                return self.cfg
+
+            def set_extra_state(self, state):
+                self.cfg = state
+
+        src = WithDict()
+        path = self.path("d.safetensors")
+        shardload.save_file({k: v for k, v in src.state_dict().items()
+                             if isinstance(v, torch.Tensor)}, path)
+        with self.assertRaises(RuntimeError) as cm:
+            shardload.load_model(WithDict(), path)
+        with self.assertRaises(RuntimeError) as torch_cm:
+            WithDict().load_state_dict({k: v for k, v in src.state_dict().items()
+                                        if isinstance(v, torch.Tensor)})
+        self.assertIn('Missing key(s) in state_dict: "_extra_state"', str(cm.exception))
+        self.assertIn('Missing key(s) in state_dict: "_extra_state"', str(torch_cm.exception))
+        dst = WithDict()
+        self.assertEqual(shardload.load_model(dst, path, strict=False), ({"_extra_state"}, []))
+        self.assertTrue(torch.equal(dst.lin.weight, src.lin.weight))
+        with self.assertRaises(ValueError) as cm:
+            shardload.save_model(src, self.path("e.safetensors"))
+        self.assertEqual(str(cm.exception), "Key `_extra_state` is invalid, expected "
+                         "torch.Tensor but received <class 'dict'>")
+        self.assertFalse(os.path.exists(self.path("e.safetensors")))
+
     def test_tied_weights(self):
         src = Tiny(tie=True)
         shardload.save_model(src, self.path("t.safetensors"))

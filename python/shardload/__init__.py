@@ -1029,7 +1029,10 @@ def _overlapping_groups(tensors):
     """Sets of names whose tensors overlap in memory (safetensors' _find_shared_tensors
     followed by its filter: same storage and intersecting byte ranges)."""
     by_storage = {}
+    torch = _torch()
     for k, v in tensors.items():
+        if not torch.is_tensor(v):
+            continue  # extra state that is not a tensor (get_extra_state's dict)
         if _is_uninitialized(v):
             continue  # a lazy module's entry: no memory yet
         ptr, nbytes = _storage_of(v)
@@ -1290,6 +1293,7 @@ def save_model(model, filename, metadata=None, force_contiguous=True):
     is written. ``force_contiguous=False`` leaves non-contiguous tensors to save_file's
     ValueError, extended with safetensors' hint."""
     state = model.state_dict()
+    _check_tensor_dict(state)  # extra state that is not a tensor: save_file's ValueError
     state, metadata = _drop_tied_names(state, _remove_duplicate_names(state), metadata)
     if force_contiguous:
         state = {k: v.contiguous() for k, v in state.items()}
