@@ -19,6 +19,7 @@
 #include <optional>
 #include <vector>
 #include "format/scoped_fd.h"
+#include "loader/bus_guard.h"
 #include "loader/uring.h"
 
 namespace shardload {
@@ -248,66 +249,6 @@ class PreadFile final : public ReadableFile {
  private:
   FdFile f_;
 };
-
-// ---------------------------------------------------------------------------------
-// SIGBUS guard for copies out of a mapping. The size is checked before every copy;
-// this guard closes the remaining window (the file truncated between the check and
-// the copy): a fault inside a guarded copy jumps back and becomes data_loss. Faults
-// anywhere else go to the handler that was installed before ours.
-
-thread_local sigjmp_buf* t_bus_jump = nullptr;
-struct sigaction g_previous_bus_action;
-
-// BusHandler: a fault (si_code > 0: raised by the kernel for an access) inside a
-// guarded copy jumps back to it. Everything else gets what the handler installed
-// before ours would have done: a SIGBUS sent by kill/raise (si_code <= 0) to a
-// process that ignored SIGBUS is ignored, and kills it under the default action; a
-// fault outside a guarded copy kills it in both cases (the kernel does not let a
-// process ignore a fault), by restoring the default action and returning, which
-// re-executes the access.
-void BusHandler(int sig, siginfo_t* info, void* context) {
-  const bool fault = info != nullptr && info->si_code > 0;
-  if (fault && t_bus_jump != nullptr) siglongjmp(*t_bus_jump, 1);
-  const struct sigaction& prev = g_previous_bus_action;
-  if (prev.sa_flags & SA_SIGINFO) {
-    if (prev.sa_sigaction != nullptr) prev.sa_sigaction(sig, info, context);
-    return;
-  }
-  if (prev.sa_handler == SIG_IGN && !fault) return;
-  if (prev.sa_handler == SIG_DFL || prev.sa_handler == SIG_IGN) {
-    ::signal(SIGBUS, SIG_DFL);
-    if (!fault) ::raise(SIGBUS);  // SA_NODEFER: delivered now, with the default action
-    return;
-  }
-  prev.sa_handler(sig);
-}
-
-void InstallBusGuard() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    struct sigaction sa;
-    std::memset(&sa, 0, sizeof(sa));
-    sa.sa_sigaction = BusHandler;
-    sigemptyset(&sa.sa_mask);
-    // SA_ONSTACK: run on the thread's alternate signal stack where it has one, as
-    // runtimes that install those (Go) require of handlers set up by foreign code.
-    sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
-    ::sigaction(SIGBUS, &sa, &g_previous_bus_action);
-  });
-}
-
-// GuardedCopy: memcpy that returns false instead of dying when the source faults.
-__attribute__((noinline)) bool GuardedCopy(void* dst, const void* src, size_t n) {
-  sigjmp_buf jump;
-  if (sigsetjmp(jump, 0) != 0) {
-    t_bus_jump = nullptr;
-    return false;
-  }
-  t_bus_jump = &jump;
-  std::memcpy(dst, src, n);
-  t_bus_jump = nullptr;
-  return true;
-}
 
 // ---------------------------------------------------------------------------------
 // MappedFile
