@@ -565,11 +565,16 @@ class StagedFile {
 // created with the old file's permission bits (so it is never more open than the old
 // one, whatever follows); then owner and the remaining bits (setgid, sticky) are set,
 // best effort: a file system that refuses chown/chmod (some FUSE and CIFS mounts)
-// still gets the file, with at most the old file's permissions.
-Status CreateTempFile(const std::string& path, std::string* temp, Fd* fd) {
+// still gets the file, with at most the old file's permissions. A new name (`path`
+// absent) takes them from `like` when that is a regular file: the checkpoint being
+// replaced, whose new shard names differ from the old ones when the layout changes.
+Status CreateTempFile(const std::string& path, const std::string& like, std::string* temp,
+                      Fd* fd) {
   const std::string dir = SplitDirBase(path).first;
   struct stat old;
-  const bool replacing = ::stat(path.c_str(), &old) == 0 && S_ISREG(old.st_mode);
+  const bool replacing =
+      (::stat(path.c_str(), &old) == 0 && S_ISREG(old.st_mode)) ||
+      (!like.empty() && ::stat(like.c_str(), &old) == 0 && S_ISREG(old.st_mode));
   const mode_t create_mode = replacing ? (old.st_mode & 0777) : 0666;
   for (int attempt = 0;; ++attempt) {
     *temp = HiddenSibling(path, "tmp");
@@ -588,11 +593,12 @@ Status CreateTempFile(const std::string& path, std::string* temp, Fd* fd) {
   }
 }
 
-// StageFile: WriteFile up to, not including, the rename.
+// StageFile: WriteFile up to, not including, the rename. `like`: see CreateTempFile.
 Result<std::unique_ptr<StagedFile>> StageFile(const std::string& path,
                                               std::span<const TensorToWrite> tensors,
                                               const std::optional<Metadata>& metadata,
-                                              const WriteOptions& options) {
+                                              const WriteOptions& options,
+                                              const std::string& like = "") {
   if (options.buffer_bytes < kMinBuffer || options.buffer_bytes > kMaxBuffer) {
     return InvalidArgumentError(path + ": write buffer_bytes " +
                                 std::to_string(options.buffer_bytes) +
@@ -604,7 +610,7 @@ Result<std::unique_ptr<StagedFile>> StageFile(const std::string& path,
   SL_ASSIGN_OR_RETURN(FileLayout layout, SerializeHeader(tensors, metadata, path));
   std::string temp;
   Fd fd;
-  SL_RETURN_IF_ERROR(CreateTempFile(path, &temp, &fd));
+  SL_RETURN_IF_ERROR(CreateTempFile(path, like, &temp, &fd));
   auto staged = std::make_unique<StagedFile>(temp, path);  // removes temp on any error
 
   BufferedWriter writer(fd.get(), path);
@@ -626,10 +632,11 @@ Result<std::unique_ptr<StagedFile>> StageFile(const std::string& path,
 
 // StageTextFile: a small text file, staged like StageFile.
 Result<std::unique_ptr<StagedFile>> StageTextFile(const std::string& path, std::string_view text,
-                                                  const WriteOptions& options) {
+                                                  const WriteOptions& options,
+                                                  const std::string& like = "") {
   std::string temp;
   Fd fd;
-  SL_RETURN_IF_ERROR(CreateTempFile(path, &temp, &fd));
+  SL_RETURN_IF_ERROR(CreateTempFile(path, like, &temp, &fd));
   auto staged = std::make_unique<StagedFile>(temp, path);
   SL_RETURN_IF_ERROR(
       WriteAll(fd.get(), reinterpret_cast<const std::byte*>(text.data()), text.size(), path));
@@ -956,6 +963,17 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
   // entry point and the old index set aside first, the new index last). A failure
   // before that (a full disk, a generator's error) leaves whatever the folder held
   // untouched; a failed rename restores it.
+  // like: the entry point of the checkpoint being replaced (its index, else its single
+  // file), whose permissions and owner files under new names take (CreateTempFile).
+  std::string like;
+  for (const std::string& name : {options.prefix + ".safetensors.index.json",
+                                  options.prefix + ".safetensors"}) {
+    struct stat st;
+    if (::stat((base + name).c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+      like = base + name;
+      break;
+    }
+  }
   std::vector<std::unique_ptr<StagedFile>> staged;
   for (size_t s = 0; s < plan.shards.size(); ++s) {
     std::vector<TensorToWrite> shard;
@@ -966,14 +984,15 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
       for (auto& [k, v] : options.shard_metadata(s, plan.shards[s])) shard_metadata[k] = v;
     }
     SL_ASSIGN_OR_RETURN(std::unique_ptr<StagedFile> file,
-                        StageFile(base + plan.files[s], shard, shard_metadata, options.write));
+                        StageFile(base + plan.files[s], shard, shard_metadata, options.write,
+                                  like));
     staged.push_back(std::move(file));
     SL_ASSIGN_OR_RETURN(FileLayout layout, SerializeHeader(shard, shard_metadata, plan.files[s]));
     result.file_sizes.push_back(layout.file_size);
   }
   if (!plan.index_file.empty()) {
     SL_ASSIGN_OR_RETURN(std::unique_ptr<StagedFile> index,
-                        StageTextFile(base + plan.index_file, index_text, options.write));
+                        StageTextFile(base + plan.index_file, index_text, options.write, like));
     staged.push_back(std::move(index));
   }
   std::string retired_name;  // the other layout's entry point

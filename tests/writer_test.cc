@@ -785,6 +785,28 @@ TEST(WriterTest, ReplacedFilesKeepTheirPermissions) {
   EXPECT_EQ(st.st_mode & 07777, 0600u);
 }
 
+// A layout change writes files under new names (model.safetensors -> shards and an
+// index, 2 shards -> 3): they take the replaced checkpoint's permissions, not the
+// umask's, so a private checkpoint stays private.
+TEST(WriterTest, ALayoutChangeKeepsTheCheckpointsPermissions) {
+  std::string dir = MakeScratchDir("mode_layout");
+  const std::vector<TensorToWrite> tensors = SizedTensors({64, 64, 64});
+  ShardOptions o;
+  o.num_shards = 0;
+  ASSERT_TRUE(WriteSharded(dir, tensors, o).ok());
+  ASSERT_EQ(chmod((dir + "/model.safetensors").c_str(), 0600), 0);
+  for (int shards : {2, 3, 0}) {
+    o.num_shards = shards;
+    Result<ShardedWriteResult> r = WriteSharded(dir, tensors, o);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    for (const std::string& name : ListDir(dir)) {
+      struct stat st;
+      ASSERT_EQ(stat((dir + "/" + name).c_str(), &st), 0);
+      EXPECT_EQ(st.st_mode & 07777, 0600u) << name << " after writing " << shards << " shards";
+    }
+  }
+}
+
 // Round trip through the project's header parser: every dtype, names that need
 // escaping, metadata, scalar and empty tensors.
 TEST(WriterRoundTripTest, ParseBufferReadsBackWhatWasWritten) {
