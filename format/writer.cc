@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -999,6 +1000,16 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
   if (options.remove_stale) {
     const std::string single = options.prefix + ".safetensors";
     retired_name = plan.index_file.empty() ? single + ".index.json" : single;
+  }
+  // Writers into one folder take turns from the first rename to the end of the sweep
+  // (flock on the folder itself, released when `folder_lock` closes), so two writes at
+  // once leave one checkpoint or the other, never shards of both under one index.
+  // Best effort: where the folder cannot be locked (some network file systems), the
+  // write goes on unlocked.
+  Fd folder_lock(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (folder_lock.get() >= 0) {
+    while (::flock(folder_lock.get(), LOCK_EX) != 0 && errno == EINTR) {
+    }
   }
   bool retired = false;
   SL_RETURN_IF_ERROR(PublishTogether(staged, !plan.index_file.empty(),

@@ -232,8 +232,12 @@ struct ShardedWriteResult {
 // refuses ("several .safetensors files and no index"), never an old index over a mix
 // of old and new shards (the old index and shards are then the hidden
 // ".<name>.old.<unique>" files). Replaced files keep their permissions (and owner,
-// where allowed). Errors: those of PlanShards, SerializeIndex and WriteFile;
-// not_found when `dir` does not exist.
+// where allowed); files under new names take those of the checkpoint replaced.
+// Thread safety: writers into the same folder (threads or processes) publish one at
+// a time (an flock on the folder from the first rename to the end of the sweep), so
+// the last one's checkpoint is what remains, whole; best effort where the file system
+// refuses flock on a folder. Errors: those of PlanShards, SerializeIndex and
+// WriteFile; not_found when `dir` does not exist.
 Result<ShardedWriteResult> WriteSharded(const std::string& dir,
                                         std::span<const TensorToWrite> tensors,
                                         const ShardOptions& options);
