@@ -706,6 +706,50 @@ def _needs_torch_load(module, state):
     return False
 
 
+def _state_dict_is_custom(module):
+    """Whether some module of ``module``'s tree makes its own state_dict: it overrides
+    ``state_dict`` or ``_save_to_state_dict``, or has state-dict hooks (torch's
+    ``_register_state_dict_hook`` / ``register_state_dict_post_hook`` in
+    ``_state_dict_hooks``, ``register_state_dict_pre_hook`` in ``_state_dict_pre_hooks``
+    on torch 2.x). Its entries may then be copies (another dtype, another device) or
+    leave names out, and writing into them would load nothing; torch's load_state_dict,
+    which never calls state_dict, loads such a module as usual."""
+    base = _torch().nn.Module
+    for m in module.modules():
+        for attr in ("state_dict", "_save_to_state_dict"):
+            if getattr(type(m), attr, None) is not getattr(base, attr, None):
+                return True
+        if getattr(m, "_state_dict_hooks", None) or getattr(m, "_state_dict_pre_hooks", None):
+            return True
+    return False
+
+
+def _state_is_module_storage(module, state):
+    """Whether ``state`` (``module.state_dict(keep_vars=True)``) holds exactly the
+    module's own storage: every tensor entry is the very object its module registered
+    under that name in ``_parameters`` / ``_buffers`` (found by walking the named modules
+    with the key's prefix; tied parameters are found under each of their names), and no
+    persistent parameter or buffer is left out. Non-persistent buffers are not state
+    entries; entries that are not tensors (extra state) are left to the caller. One dict
+    lookup per entry: the direct path writes into ``state``'s tensors, which must be the
+    module's, not copies a state_dict override or hook made."""
+    torch = _torch()
+    expected = {}
+    for prefix, m in module.named_modules(remove_duplicate=False):
+        dot = prefix + "." if prefix else ""
+        for name, t in m._parameters.items():
+            if t is not None:
+                expected[dot + name] = t
+        non_persistent = getattr(m, "_non_persistent_buffers_set", ())
+        for name, t in m._buffers.items():
+            if t is not None and name not in non_persistent:
+                expected[dot + name] = t
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and expected.get(key) is not value:
+            return False
+    return all(key in state for key in expected)
+
+
 def _has_extra_state(module):
     """Whether a submodule of ``module`` keeps extra state (overrides get_extra_state
     or set_extra_state): its ``_extra_state`` entry is a value get_extra_state made,
@@ -739,9 +783,13 @@ def _load_state_dict(module, ckpt, strict, device, *, renames, allow_cast, threa
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
     state = module.state_dict(keep_vars=True)
+    # The direct path writes into the tensors of ``state``: only when they are the
+    # module's own parameters and buffers (not copies that a state_dict override or
+    # hook returns, and with no name left out), each a contiguous tensor on ``dev``.
     direct = not torch_path and not _has_extra_state(module) and \
         all(isinstance(t, torch.Tensor) and not _is_uninitialized(t) and
-            t.is_contiguous() and t.device == dev for t in state.values())
+            t.is_contiguous() and t.device == dev for t in state.values()) and \
+        not _state_dict_is_custom(module) and _state_is_module_storage(module, state)
     if direct:
         lists = _load_into_state(ckpt, state, dev, strict=strict, renames=renames,
                                  allow_cast=allow_cast, threads=threads, verify=verify,
@@ -756,11 +804,14 @@ def _load_state_dict(module, ckpt, strict, device, *, renames, allow_cast, threa
         loaded = _load_all(ckpt, options)
     if not renames and metadata_aliases:
         # save_model's tie notes (dropped name -> kept name), as the direct path reads
-        # them: only for a model entry of the same shape that the file lacks.
+        # them: only for a model entry of the same shape that the file lacks, and not
+        # for one sharing memory inexactly with the kept entry (_unsafe_note).
+        grouped = set().union(*_overlapping_groups(state))
         for key, value in ckpt.metadata().items():
             if key in state and key not in loaded and value in loaded and \
                     isinstance(state[key], torch.Tensor) and \
-                    loaded[value].shape == state[key].shape:
+                    loaded[value].shape == state[key].shape and \
+                    not _unsafe_note(state, grouped, key, value):
                 loaded[key] = loaded[value]
     if assign:
         tied = _tied_names(module)
@@ -768,7 +819,10 @@ def _load_state_dict(module, ckpt, strict, device, *, renames, allow_cast, threa
         _retie(module, tied, loaded)
     else:
         result = module.load_state_dict(loaded, strict=strict)
-    return {"matched": sorted(set(state) - set(result.missing_keys)),
+    # Matched: the module's entries torch did not report missing, and the file's keys
+    # it took (a state_dict hook may leave a name out of ``state`` that torch loads).
+    taken = set(loaded) - set(result.unexpected_keys)
+    return {"matched": sorted((set(state) | taken) - set(result.missing_keys)),
             "missing": list(result.missing_keys),
             "unexpected": list(result.unexpected_keys), "mismatched": [], "renamed": []}
 
@@ -848,31 +902,82 @@ def _retie(module, groups, loaded):
             setattr(module.get_submodule(owner) if owner else module, attr, kept)
 
 
-def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, verify,
-                     progress, pool, cancel, metadata_aliases=True):
-    """load_state_dict_into's direct path: the loader writes each entry of ``state``
-    (contiguous, on ``dev``) in place. Returns the report lists."""
+def _bump_version(t):
+    """Tell autograd that ``t``'s memory was written (as an in-place op would): bump its
+    version counter, so that a backward through a graph that saved the old values
+    raises "modified by an inplace operation" instead of using the new ones, as after
+    torch's load_state_dict (whose copy_ bumps it). torch 2.x has
+    torch.autograd.graph.increment_version; on 1.13 an in-place op on an empty view,
+    which shares the counter and touches no memory, does the same. Inference tensors
+    keep no counter (and refuse in-place ops outside inference mode): left alone."""
     torch = _torch()
+    if getattr(t, "is_inference", None) is not None and t.is_inference():
+        return
+    increment = getattr(getattr(torch.autograd, "graph", None), "increment_version", None)
+    if increment is not None:
+        increment(t)
+        return
+    with torch.no_grad():
+        t.as_strided([0], [1]).zero_()
+
+
+def _tie_notes(ckpt):
+    """save_model's tie notes in ``ckpt``: dropped name -> kept name, for each metadata
+    entry whose value names a stored tensor and whose key does not (the entries the
+    loader reads as notes)."""
+    return {k: v for k, v in ckpt.metadata().items() if v in ckpt.index and k not in ckpt.index}
+
+
+def _unsafe_note(state, grouped, key, value):
+    """Whether filling entry ``key`` of ``state`` with stored tensor ``value`` (a tie
+    note) could write wrong values into the module: ``key`` shares memory with other
+    entries (it is in ``grouped``, the names of _overlapping_groups) but is not an exact
+    tie of the entry ``value`` names. A transposed view of ``value`` filled with its
+    values would transpose it through the view; an entry sharing memory with nothing
+    (an untied model) or an exact tie is safe."""
+    if key not in grouped:
+        return False
+    return value not in state or not _is_exact_tie(state[key], state[value])
+
+
+def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, verify,
+                     progress, pool, cancel, metadata_aliases=True, io="auto"):
+    """load_state_dict_into's direct path: the loader writes each entry of ``state``
+    (contiguous, on ``dev``) in place. Returns the report lists. Every entry written
+    gets its autograd version bumped (_bump_version); after a failure that may have
+    written part of the module, every entry does."""
+    torch = _torch()
+    # Entries sharing memory (tied weights) that several checkpoint tensors may feed:
+    # the loader writes its targets in no set order, torch in state_dict order (the
+    # last entry wins). Such entries load into scratch tensors that are copied in
+    # state_dict order afterwards.
+    groups = _overlapping_groups(state)
+    grouped = set().union(*groups) if groups else set()
+    # Tie notes the loader may fill entries from. None: the loader's own reading of
+    # them (sl_options_set_metadata_aliases), used unless an entry sharing memory
+    # inexactly could be fed by one; then the safe notes are passed as aliases instead.
+    aliases = []
+    notes = _tie_notes(ckpt) if metadata_aliases and groups else {}
+    if notes and any(not _is_exact_tie(state[a], state[b])
+                     for group in groups for a in group for b in group if a < b):
+        metadata_aliases = False
+        if not renames:  # with renames, which entry a note feeds is the loader's call
+            aliases = [(k, v) for k, v in notes.items()
+                       if k in state and "\0" not in k + v and
+                       not _unsafe_note(state, grouped, k, v) and
+                       list(ckpt.shapes[ckpt.index[v]]) == _stored_shape(state[k])]
+        notes = dict(aliases)
     options = _lib.Options(device=str(dev), strict=strict, renames=renames,
-                           allow_cast=allow_cast, threads=threads, verify=verify,
-                           progress=progress, pool=pool, cancel=cancel,
+                           aliases=aliases, allow_cast=allow_cast, threads=threads, io=io,
+                           verify=verify, progress=progress, pool=pool, cancel=cancel,
                            metadata_aliases=metadata_aliases)
     l = _lib.lib()
     try:
         keep = []
-        # Entries sharing memory (tied weights) that several checkpoint tensors may
-        # feed: the loader writes its targets in no set order, torch in state_dict
-        # order (the last entry wins). Such entries load into scratch tensors that
-        # are copied in state_dict order afterwards.
         scratch = {}
-        groups = _overlapping_groups(state)
-        # Names a checkpoint tensor can feed: its own, and save_model's aliases
-        # (needed only when some entries share memory).
-        fed = set()
-        if groups:
-            fed = set(ckpt.names)
-            if metadata_aliases:
-                fed |= {k for k, v in ckpt.metadata().items() if v in ckpt.index}
+        # Names a checkpoint tensor can feed: its own, and tie notes (needed only when
+        # some entries share memory).
+        fed = set(ckpt.names) | set(notes) if groups else set()
         for group in groups:
             if renames or len(group & fed) > 1:
                 for name in group:
@@ -901,13 +1006,24 @@ def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, 
             lists = _lib.report_lists(report) if report.value else None
         finally:
             l.sl_report_free(report)  # NULL: no-op
+        if status != 0 or options.error is not None:
+            # A failed match (invalid_argument: missing, unexpected or mismatched keys)
+            # writes nothing; any other failure (I/O, verify, cancel, an exception from
+            # progress) may have written part of the module.
+            if options.error is not None or l.sl_status_name(status) != b"invalid_argument":
+                for t in state.values():
+                    if t.numel():
+                        _bump_version(t)
         options.check(status)
+        matched = set(lists["matched"])
         if scratch:
-            matched = set(lists["matched"])
             with torch.no_grad():
                 for name in state:
                     if name in scratch and name in matched:
-                        state[name].copy_(scratch[name])
+                        state[name].copy_(scratch[name])  # bumps the version itself
+        for name in matched:
+            if name not in scratch and state[name].numel():
+                _bump_version(state[name])
         return lists
     finally:
         options.close()

@@ -426,7 +426,8 @@ class Options(Closing):
         for r in renames:
             check(l.sl_options_add_rename(h, r.encode()))
         for target, stored in aliases:
-            check(l.sl_options_add_alias(h, target.encode(), stored.encode()))
+            check(l.sl_options_add_alias(h, target.encode("utf-8", "surrogateescape"),
+                                         stored.encode("utf-8", "surrogateescape")))
         check(l.sl_options_set_allow_cast(h, 1 if allow_cast else 0))
         if not metadata_aliases:
             check(l.sl_options_set_metadata_aliases(h, 0))
