@@ -1032,7 +1032,11 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
     std::sort(stale.begin(), stale.end());
     for (const std::string& name : stale) {
       if (::unlink((base + name).c_str()) != 0 && errno != ENOENT) {
-        return ErrnoToStatus(errno, base + name + ": remove stale checkpoint file");
+        // The new checkpoint is in place by now: say so, the error is only the leftover.
+        const Status error = ErrnoToStatus(errno, base + name + ": remove stale checkpoint file");
+        return Status(error.code(), error.message() +
+                                        " (the new checkpoint is in place; this old file is "
+                                        "left next to it)");
       }
       result.removed.push_back(name);
     }

@@ -665,7 +665,8 @@ TEST(ShardTest, TheOldIndexIsGoneBeforeTheSweep) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().message(),
             dir + "/model-00001-of-00009.safetensors: remove stale checkpoint file: Is a "
-                  "directory");
+                  "directory (the new checkpoint is in place; this old file is left next to "
+                  "it)");
   struct stat st;
   EXPECT_EQ(stat((dir + "/model.safetensors").c_str(), &st), 0);
   EXPECT_NE(stat((dir + "/model.safetensors.index.json").c_str(), &st), 0)

@@ -1179,6 +1179,29 @@ def _overlapping_groups(tensors):
     return groups
 
 
+def _check_shared_flatten(tensors):
+    """save_model's refusal of a model where an entry sharing its storage with another
+    is a view that cannot be flattened (a transpose, every other row): safetensors
+    flattens each member of a shared storage with ``view(-1)`` to find its end, and
+    torch's RuntimeError ("view size is not compatible with input tensor's size and
+    stride ...") ends the save. Raised here the same way, torch's own error, before
+    anything is written: dropping such an entry with a tie note would have
+    load_state_dict_into fill it with the kept tensor's values through the view."""
+    by_storage = {}
+    torch = _torch()
+    for k, v in tensors.items():
+        if not torch.is_tensor(v) or _is_uninitialized(v):
+            continue
+        ptr, nbytes = _storage_of(v)
+        if v.device.type != "meta" and ptr != 0 and nbytes != 0:
+            by_storage.setdefault((v.device, ptr, nbytes), []).append(v)
+    for members in by_storage.values():
+        if len(members) > 1:
+            for v in members:
+                if v.nelement():
+                    v.view(-1)
+
+
 def _span_bytes(t):
     """Bytes from a strided tensor's first element to the end of its last one."""
     last = sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()))
@@ -1410,6 +1433,7 @@ def save_model(model, filename, metadata=None, force_contiguous=True):
     ValueError, extended with safetensors' hint."""
     state = model.state_dict()
     _check_tensor_dict(state)  # extra state that is not a tensor: save_file's ValueError
+    _check_shared_flatten(state)
     state, metadata = _drop_tied_names(state, _remove_duplicate_names(state), metadata)
     if force_contiguous:
         state = {k: v.contiguous() for k, v in state.items()}
