@@ -137,8 +137,12 @@ int RunReshard(const Args& args) {
   Result<Checkpoint> ckpt = Checkpoint::Open(positional[0]);
   if (!ckpt.ok()) return Fail(ckpt.status().message());
   PrintWarnings("reshard", ckpt->warnings());
-  std::string out_real = RealPath(out);  // empty while OUT does not exist
-  if (!out_real.empty() && out_real == RealPath(ckpt->folder())) {
+  // OUT as it will be once created: its existing part resolved, the rest (which
+  // create_directories makes real folders) normalized, so "dir/new/.." is dir.
+  std::error_code out_ec;
+  std::string out_real = std::filesystem::weakly_canonical(out, out_ec).string();
+  while (out_real.size() > 1 && out_real.back() == '/') out_real.pop_back();  // "dir/new/.."
+  if (!out_ec && !out_real.empty() && out_real == RealPath(ckpt->folder())) {
     return Fail(out + ": is the checkpoint's own folder; write the new shards elsewhere");
   }
 
