@@ -2093,6 +2093,377 @@ class PythonTest(unittest.TestCase):
                 shardload.HostMemoryPool(max_cached_bytes=bad)
             self.assertEqual(str(cm.exception), message)
 
+    # -------------------------------------------------------------- black-box findings
+
+    def test_modules_whose_state_dict_is_not_their_storage_load_through_torch(self):
+        # A state_dict that returns copies (an overridden state_dict, state-dict hooks)
+        # or leaves a name out: writing into its tensors would load nothing. Such
+        # modules go through torch's load_state_dict, which reads no state_dict.
+        path = self.path("hook.safetensors")
+        shardload.save_file({"weight": torch.ones(2, 2), "bias": torch.ones(2)}, path)
+
+        def zeroed_linear():
+            m = torch.nn.Linear(2, 2)
+            with torch.no_grad():
+                m.weight.zero_()
+                m.bias.zero_()
+            return m
+
+        def copy_hook(module, sd, prefix, local_metadata):
+            for k in list(sd):
+                sd[k] = sd[k].detach().clone()
+            return sd
+
+        def drop_hook(module, sd, prefix, local_metadata):
+            sd.pop(prefix + "bias", None)
+            return sd
+
+        def with_hook(hook):
+            def make():
+                m = zeroed_linear()
+                m._register_state_dict_hook(hook)
+                return m
+            return make
+
+        def with_instance_state_dict():
+            # No hook and no override on the class: only the check that each entry
+            # is the module's own tensor finds these copies.
+            m = zeroed_linear()
+            plain = m.state_dict
+            m.state_dict = lambda *a, **k: type(plain())(
+                (n, v.detach().clone()) for n, v in plain(*a, **k).items())
+            return m
+
+        makers = {"copy hook": with_hook(copy_hook), "drop hook": with_hook(drop_hook),
+                  "instance state_dict": with_instance_state_dict}
+        if hasattr(torch.nn.Module, "register_state_dict_post_hook"):
+            def with_post_hook():
+                m = zeroed_linear()
+                m.register_state_dict_post_hook(
+                    lambda mod, sd, prefix, lm: sd.update({k: v.clone()
+                                                           for k, v in sd.items()}))
+                return m
+            makers["post hook"] = with_post_hook
+        if hasattr(torch.nn.Module, "register_state_dict_pre_hook"):
+            def with_pre_hook():
+                m = zeroed_linear()
+                m.register_state_dict_pre_hook(lambda mod, prefix, keep_vars: None)
+                return m
+            makers["pre hook"] = with_pre_hook
+        for label, make in makers.items():
+            for strict in (True, False):
+                m = make()
+                self.assertEqual(shardload.load_model(m, path, strict=strict), (set(), []),
+                                 label)
+                self.assertTrue(torch.equal(m.weight.detach(), torch.ones(2, 2)), label)
+                self.assertTrue(torch.equal(m.bias.detach(), torch.ones(2)), label)
+                m = make()
+                report = shardload.load_state_dict_into(m, path, strict=strict)
+                self.assertEqual((report["matched"], report["missing"], report["unexpected"]),
+                                 (["bias", "weight"], [], []), label)
+                self.assertTrue(torch.equal(m.weight.detach(), torch.ones(2, 2)), label)
+                self.assertTrue(torch.equal(m.bias.detach(), torch.ones(2)), label)
+                if st is not None:
+                    ref = make()
+                    self.assertEqual(tuple(st.load_model(ref, path, strict=strict)),
+                                     (set(), []), label)
+                    self.assertTrue(torch.equal(ref.weight.detach(), m.weight.detach()))
+
+        class SaveFP32(torch.nn.Module):
+            """bf16 weights, checkpointed in fp32 by an overridden state_dict."""
+
+            def __init__(self):
+                super().__init__()
+                self.lin = torch.nn.Linear(2, 2).bfloat16()
+                with torch.no_grad():
+                    self.lin.weight.zero_()
+                    self.lin.bias.zero_()
+
+            def state_dict(self, *a, **k):
+                sd = super().state_dict(*a, **k)
+                return type(sd)((n, v.float()) for n, v in sd.items())
+
+        fp32 = self.path("fp32.safetensors")
+        shardload.save_file({"lin.weight": torch.ones(2, 2), "lin.bias": torch.ones(2)}, fp32)
+        m = SaveFP32()
+        self.assertEqual(shardload.load_model(m, fp32), (set(), []))
+        self.assertTrue(torch.equal(m.lin.weight.float(), torch.ones(2, 2)))
+        m = SaveFP32()
+        shardload.load_state_dict_into(m, fp32, allow_cast=True)
+        self.assertTrue(torch.equal(m.lin.weight.float(), torch.ones(2, 2)))
+        self.assertEqual(m.lin.weight.dtype, torch.bfloat16)
+        # Modules whose state_dict is their storage (tied weights, BatchNorm's buffers,
+        # a non-persistent buffer) still take the direct path: a strict load with an
+        # unexpected key raises the library's error, before writing anything.
+        class NonPersistent(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = torch.nn.Linear(2, 2)
+                self.register_buffer("scratch", torch.zeros(3), persistent=False)
+
+        for module in (Tiny(tie=True), torch.nn.BatchNorm1d(2), NonPersistent()):
+            state = module.state_dict(keep_vars=True)
+            self.assertTrue(shardload._state_is_module_storage(module, state))
+            self.assertFalse(shardload._state_dict_is_custom(module))
+            extra = self.path("extra.safetensors")
+            shardload.save_file(dict({k: v.detach().clone() for k, v in state.items()},
+                                     extra_key=torch.zeros(1)), extra)
+            with self.assertRaises(shardload.ShardloadError) as cm:
+                shardload.load_state_dict_into(module, extra)
+            self.assertEqual(cm.exception.code, "invalid_argument")
+
+    def test_direct_loads_bump_the_autograd_version(self):
+        # Writing a parameter in place is an in-place change to autograd: a backward
+        # through a graph that saved the old weight must raise, as after torch's
+        # load_state_dict, instead of computing gradients with the new weight.
+        torch.manual_seed(0)
+        path = self.path("v.safetensors")
+        shardload.save_file(torch.nn.Linear(3, 3).state_dict(), path)
+
+        def loads():
+            yield "torch", lambda m: m.load_state_dict(shardload.load_file(path))
+            yield "load_model", lambda m: shardload.load_model(m, path)
+            yield "load_state_dict_into", lambda m: shardload.load_state_dict_into(m, path)
+
+        for label, load in loads():
+            m = torch.nn.Linear(3, 3)
+            loss = (m(torch.randn(2, 3, requires_grad=True)) ** 2).sum()
+            before = m.weight._version
+            load(m)
+            self.assertGreater(m.weight._version, before, label)
+            with self.assertRaises(RuntimeError) as cm:
+                loss.backward()
+            self.assertIn("modified by an inplace operation", str(cm.exception), label)
+        # Tied weights, and a load in inference mode: bumped too.
+        tiny = self.path("tiny.safetensors")
+        shardload.save_model(Tiny(tie=True), tiny)
+        m = Tiny(tie=True)
+        versions = {k: v._version for k, v in m.state_dict(keep_vars=True).items()}
+        with torch.inference_mode():
+            shardload.load_model(m, tiny)
+        for k, v in m.state_dict(keep_vars=True).items():
+            self.assertGreater(v._version, versions[k], k)
+        # Tensors made in inference mode keep no version: loaded all the same.
+        with torch.inference_mode():
+            m = torch.nn.Linear(3, 3)
+        shardload.load_state_dict_into(m, path)
+        self.assertTrue(torch.equal(m.weight, shardload.load_file(path)["weight"]))
+        # A strict load that fails matching writes nothing and bumps nothing.
+        m = torch.nn.Linear(3, 4)
+        before = m.weight._version
+        with self.assertRaises(shardload.ShardloadError):
+            shardload.load_state_dict_into(m, path)
+        self.assertEqual(m.weight._version, before)
+
+    def test_tie_notes_never_fill_an_inexact_view(self):
+        # A buffer that is a transposed view of a parameter: safetensors' save_model
+        # fails with torch's view error (it flattens each member of a shared storage),
+        # and so does save_model here, instead of dropping the view with a tie note.
+        class Transposed(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.w = torch.nn.Parameter(torch.randn(3, 3))
+                self.register_buffer("wt", self.w.data.t())
+
+        src = Transposed()
+        out = self.path("t.safetensors")
+        with self.assertRaises(RuntimeError) as cm:
+            shardload.save_model(src, out)
+        self.assertIn("view size is not compatible with input tensor's size and stride",
+                      str(cm.exception))
+        self.assertFalse(os.path.exists(out))
+        if st is not None:
+            with self.assertRaises(RuntimeError) as ref:
+                st.save_model(src, self.path("r.safetensors"))
+            self.assertEqual(str(ref.exception), str(cm.exception))
+        # A file with such a note (as shardload wrote them before): filling "wt" from
+        # "w" would write w's values through the transposed view, transposing w.
+        # The entry is left missing instead, as torch leaves it for that file.
+        shardload.save_file({"w": src.w.detach()}, out, metadata={"wt": "w"})
+        dst = Transposed()
+        report = shardload.load_state_dict_into(dst, out, strict=False)
+        self.assertEqual((report["matched"], report["missing"]), (["w"], ["wt"]))
+        self.assertTrue(torch.equal(dst.w.detach(), src.w.detach()))
+        self.assertTrue(torch.equal(dst.wt, src.w.detach().t()))
+        with self.assertRaises(RuntimeError):
+            shardload.load_state_dict_into(Transposed(), out)
+        self.assertEqual(shardload.load_model(dst, out), (set(), []))
+        # The same on the direct path: a conjugate view (contiguous, so written in
+        # place) filled from the note would conjugate the parameter under it.
+        class Conjugate(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.p = torch.nn.Parameter(torch.zeros(3, dtype=torch.complex64))
+                self.register_buffer("pc", self.p.data.conj())
+
+        z = torch.tensor([1 + 2j, 3 - 1j, -0.5 + 1j], dtype=torch.complex64)
+        shardload.save_file({"p": z}, out, metadata={"pc": "p"})
+        dst = Conjugate()
+        report = shardload.load_state_dict_into(dst, out, strict=False)
+        self.assertEqual((report["matched"], report["missing"]), (["p"], ["pc"]))
+        self.assertTrue(torch.equal(dst.p.detach(), z))
+        # Exact ties and untied models are still filled from the notes.
+        shardload.save_file({"p": z}, out, metadata={"pc": "p", "q": "p"})
+
+        class Pair(torch.nn.Module):
+            def __init__(self, tie):
+                super().__init__()
+                self.p = torch.nn.Parameter(torch.zeros(3, dtype=torch.complex64))
+                self.q = self.p if tie else torch.nn.Parameter(torch.zeros(3, dtype=z.dtype))
+                self.register_buffer("pc", self.p.data.conj())
+
+        for tie in (True, False):
+            dst = Pair(tie)
+            report = shardload.load_state_dict_into(dst, out, strict=False)
+            self.assertEqual(report["missing"], ["pc"], tie)
+            self.assertTrue(torch.equal(dst.p.detach(), z) and torch.equal(dst.q.detach(), z))
+
+    def test_get_slice_list_keys_index_like_torch(self):
+        # A list holding a slice, Ellipsis, None, a tensor or a sequence indexes one
+        # dimension per item, as a tuple (torch's rule for short lists, which
+        # safetensors follows); other lists are one index.
+        import warnings
+        full = torch.arange(24.0).reshape(4, 3, 2)
+        path = self.path("l.safetensors")
+        shardload.save_file({"a": full}, path)
+        keys = [[0, 1], [1, 2], [slice(0, 2), 1], [0, slice(None)], [[0, 1]],
+                [Ellipsis, 1], [None, 0], [True, False, True, False], [0], [-1],
+                [torch.tensor(1), 0], [[0, 1], [1, 2]], [(0, 1)], [slice(1, 3), [0, 2]],
+                [0, [0, 2]], [[True, False, True, False]], [[]], [], [0] * 33,
+                [slice(1, None, 2)]]
+        with shardload.safe_open(path) as f:
+            for key in keys:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    want = full[key]
+                    got = f.get_slice("a")[key]
+                self.assertEqual(got.shape, want.shape, key)
+                self.assertTrue(torch.equal(got, want), key)
+            for key in ([slice(None)] * 4, [5], [slice(None)] * 32):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    with self.assertRaises(Exception) as want:
+                        full[key]
+                    with self.assertRaises(Exception) as got:
+                        f.get_slice("a")[key]
+                self.assertEqual((type(got.exception), str(got.exception)),
+                                 (type(want.exception), str(want.exception)), key)
+        if st is not None:
+            with st_safe_open(path, "pt") as ref, shardload.safe_open(path) as f:
+                for key in keys:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        self.assertTrue(torch.equal(f.get_slice("a")[key],
+                                                    ref.get_slice("a")[key]), key)
+
+    def test_backend_keyword_like_reference(self):
+        # safetensors 0.8's backend= ("mmap" | "pread") on load_file, safe_open and
+        # load_model: the io mode of that name, validated with the reference's errors.
+        path = self.path("b.safetensors")
+        tensors = {"a": torch.arange(6.0).reshape(2, 3), "b": torch.tensor(5)}
+        shardload.save_file(tensors, path)
+        for backend in ("mmap", "pread"):
+            loaded = shardload.load_file(path, backend=backend)
+            self.assertTrue(all(torch.equal(loaded[k], v) for k, v in tensors.items()))
+            with shardload.safe_open(path, "pt", backend=backend) as f:
+                self.assertEqual(sorted(f.get_tensors()), ["a", "b"])
+                self.assertTrue(torch.equal(f.get_tensor("a"), tensors["a"]))
+            missing, unexpected = shardload.load_model(torch.nn.Module(), path, strict=False,
+                                                       backend=backend)
+            self.assertEqual((missing, sorted(unexpected)), (set(), ["a", "b"]))
+            self.assertEqual(shardload._backend_io(backend), backend)
+        self.assertEqual(shardload._backend_io(shardload._NO_BACKEND, "direct"), "direct")
+        cases = [("bad", shardload.ShardloadError,
+                  'backend "bad" is invalid (expected one of: "mmap", "pread")'),
+                 ("auto", shardload.ShardloadError,
+                  'backend "auto" is invalid (expected one of: "mmap", "pread")'),
+                 (None, TypeError, "argument 'backend': 'None' is not an instance of 'str'"),
+                 (1, TypeError, "argument 'backend': 'int' object is not an instance of 'str'")]
+        for backend, kind, message in cases:
+            calls = [lambda: shardload.load_file(path, backend=backend),
+                     lambda: shardload.safe_open(path, "pt", backend=backend),
+                     lambda: shardload.load_model(torch.nn.Module(), path, backend=backend)]
+            refs = [] if st is None else [
+                lambda: st.load_file(path, backend=backend),
+                lambda: st_safe_open(path, "pt", backend=backend),
+                lambda: st.load_model(torch.nn.Module(), path, backend=backend)]
+            for call in calls:
+                with self.assertRaises(kind) as cm:
+                    call()
+                self.assertEqual(str(cm.exception), message)
+            for call in refs:
+                with self.assertRaises(Exception) as cm:
+                    call()
+                self.assertEqual(str(cm.exception), message)
+        with self.assertRaises(ValueError) as cm:
+            shardload.load_file(path, io="direct", backend="pread")
+        self.assertEqual(str(cm.exception),
+                         "backend='pread' and io='direct' disagree: give one of them")
+        self.assertEqual(sorted(shardload.load_file(path, io="pread", backend="pread")),
+                         ["a", "b"])
+
+    def test_threads_are_checked_before_the_c_call(self):
+        # The C API takes an int: 2**32 + 3 would wrap to 3. Checked in Python for
+        # every function that takes threads.
+        path = self.path("t.safetensors")
+        shardload.save_file({"weight": torch.ones(2, 2), "bias": torch.ones(2)}, path)
+        calls = [lambda t: shardload.load_file(path, threads=t),
+                 lambda t: shardload.load_state_dict_into(torch.nn.Linear(2, 2), path,
+                                                          threads=t),
+                 lambda t: shardload.load_state_dict_into(torch.nn.Linear(2, 2), path,
+                                                          threads=t, renames=["s/^x//"])]
+        for bad, kind, message in (
+                (2 ** 32, ValueError, "threads must be between 0 and 256, got 4294967296"),
+                (2 ** 32 + 3, ValueError, "threads must be between 0 and 256, got 4294967299"),
+                (-2 ** 32 + 2, ValueError,
+                 "threads must be between 0 and 256, got -4294967294"),
+                (257, ValueError, "threads must be between 0 and 256, got 257"),
+                (-1, ValueError, "threads must be between 0 and 256, got -1"),
+                (True, TypeError, "threads must be an int, got bool"),
+                (2.9, TypeError, "threads must be an int, got float"),
+                ("4", TypeError, "threads must be an int, got str")):
+            for call in calls:
+                with self.assertRaises(kind) as cm:
+                    call(bad)
+                self.assertEqual(str(cm.exception), message)
+        for good in (0, 1, 256):
+            for call in calls:
+                call(good)
+
+    def test_max_shard_size_parses_like_huggingface_hub(self):
+        # Strings with a TB/GB/MB/KB unit (any case) as huggingface_hub's
+        # parse_size_to_int reads them; binary units and plain numbers as before.
+        tensors = {"a%d" % i: torch.zeros(250) for i in range(8)}  # 1000 bytes each
+
+        def shards(size):
+            folder = tempfile.mkdtemp(dir=self.dir)
+            shardload.save_sharded(tensors, folder, max_shard_size=size)
+            return len([n for n in os.listdir(folder) if n.endswith(".safetensors")])
+
+        for size, count in (("1kb", 8), ("1Kb", 8), (" 2KB ", 4), ("2kB", 4), ("3kb", 3),
+                            ("2.5KB", 4), ("0.003MB", 3), ("1e0KB", 8), ("4 KB", 2),
+                            ("2KiB", 4), ("3000", 3), ("3000B", 3), (3000, 3)):
+            self.assertEqual(shards(size), count, size)
+        for size, kind, message in (
+                ("xKB", ValueError, "Could not parse the size value from 'xKB': could not "
+                                    "convert string to float: 'x'"),
+                (" KB", ValueError, "Could not parse the size value from 'KB': could not "
+                                    "convert string to float: ''"),
+                ("-1KB", ValueError, "max_shard_size must be > 0, got '-1KB' (-1000 bytes)"),
+                (1500.0, TypeError,
+                 "max_shard_size must be an int or a str such as \"5GB\", not float"),
+                (None, TypeError,
+                 "max_shard_size must be an int or a str such as \"5GB\", not NoneType"),
+                (True, TypeError,
+                 "max_shard_size must be an int or a str such as \"5GB\", not bool")):
+            with self.assertRaises(kind) as cm:
+                shards(size)
+            self.assertEqual(str(cm.exception), message, size)
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shards("1K")
+        self.assertEqual(str(cm.exception), "invalid byte size '1K': unknown unit 'K' "
+                         "(use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")
+
 
 class _XmlResult(unittest.TextTestResult):
     def __init__(self, *a, **k):

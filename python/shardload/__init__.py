@@ -305,8 +305,39 @@ def _load_all(ckpt, options):
         l.sl_loaded_free(loaded)  # NULL (a failed load): no-op
 
 
+class _Unset:
+    """The default of ``backend=``: not given (``io`` decides)."""
+
+    def __repr__(self):
+        return "<unset>"
+
+
+_NO_BACKEND = _Unset()
+_BACKENDS = ("mmap", "pread")
+
+
+def _backend_io(backend, io="auto"):
+    """The io mode for safetensors 0.8's ``backend=`` keyword ("mmap" memory-maps the
+    file, "pread" reads it with pread(2)), validated as safetensors validates it:
+    TypeError for a non-str, ShardloadError("invalid_argument") with safetensors' words
+    for another string. Not given (_NO_BACKEND): ``io`` as it is. Given together with an
+    ``io`` other than "auto" and itself: ValueError."""
+    if backend is _NO_BACKEND:
+        return io
+    if not isinstance(backend, str):
+        raise TypeError("argument 'backend': %s is not an instance of 'str'" %
+                        _type_phrase(backend))
+    if backend not in _BACKENDS:
+        raise ShardloadError("invalid_argument",
+                             'backend "%s" is invalid (expected one of: "mmap", "pread")' %
+                             backend.replace("\\", "\\\\").replace('"', '\\"'))
+    if io not in ("auto", backend):
+        raise ValueError("backend=%r and io=%r disagree: give one of them" % (backend, io))
+    return backend
+
+
 def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verify=False,
-              progress=None, pool=None, cancel=None):
+              progress=None, pool=None, cancel=None, backend=_NO_BACKEND):
     """Load every tensor of a checkpoint (file, index .json or folder) as torch tensors.
 
     ``device``: "cpu" (or None, as safetensors takes it), "cuda" (the current CUDA
@@ -325,10 +356,18 @@ def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verif
     once every returned cpu tensor has been garbage-collected (None: fresh memory).
     ``cancel``: a CancelToken that another thread may cancel (ShardloadError
     "cancelled", "load cancelled").
+    ``threads``: reader threads, an int from 0 (as many as hardware threads) to 256
+    (TypeError / ValueError otherwise). ``io``: "auto", "pread", "mmap", "direct" or
+    "uring". ``backend``: safetensors 0.8's keyword, "mmap" or "pread", the io mode of
+    that name (an invalid one raises as safetensors does: TypeError for a non-str,
+    ShardloadError "invalid_argument" 'backend "x" is invalid (expected one of: "mmap",
+    "pread")'); not given, ``io`` decides; given with another ``io`` than "auto",
+    ValueError.
     Raises ShardloadFileNotFoundError, both a FileNotFoundError (as open() and
     safetensors raise it) and a ShardloadError("not_found"), when ``filename`` does not
     exist; ShardloadError (code and message from the library) on any other failure,
     ValueError for a closed pool or token."""
+    io = _backend_io(backend, io)
     with _Checkpoint(filename) as ckpt, \
             _lib.Options(device=_device_string(device), strict=False, renames=renames,
                          threads=threads, io=io, verify=verify, progress=progress,
@@ -379,6 +418,23 @@ def _device_string(device):
 
 # ----------------------------------------------------------------------------- safe_open
 
+_pythonapi.PySequence_Check.restype = ctypes.c_int
+_pythonapi.PySequence_Check.argtypes = [ctypes.py_object]
+
+
+def _list_is_tuple(key):
+    """Whether torch reads list ``key`` as a tuple of indices, one per dimension (x[[0,
+    slice(None)]] as x[0, :]) rather than as one index (x[[0, 1]], rows 0 and 1): its
+    rule (treatSequenceAsTuple, numpy's old heuristic; deprecated with a warning in
+    torch 2.x) for a list of fewer than 32 items, one of which is a tensor, a sequence,
+    a slice, Ellipsis or None. safetensors' slices read lists as torch does."""
+    torch = _torch()
+    if len(key) >= 32:
+        return False
+    return any(isinstance(e, (torch.Tensor, slice)) or e is Ellipsis or e is None or
+               _pythonapi.PySequence_Check(e) for e in key)
+
+
 def _bool_lists_as_masks(key):
     """`key` with each list of Python bools as a bool tensor: torch reads such a list
     as a mask, but cannot size one on the meta device."""
@@ -416,12 +472,23 @@ class _Slice:
         shape = self._ckpt.torch_shape(self._name)  # keys index torch's shape
         if len(shape) == 0:  # a scalar: read it, torch indexes it (and words errors)
             return self._read_rows(0, 0)[key]
-        key = _bool_lists_as_masks(key)
+        as_tuple = isinstance(key, list) and _list_is_tuple(key)
+        if as_tuple:  # its items index the dimensions, as in a tuple
+            key = list(_bool_lists_as_masks(tuple(key)))
+        else:
+            key = _bool_lists_as_masks(key)
         # safetensors fails on invalid keys exactly as torch indexing does: index a
         # storage-less tensor of the same shape first to raise the same errors (too many
-        # indices, zero or negative steps, out-of-range ints) before reading anything.
+        # indices, zero or negative steps, out-of-range ints) before reading anything
+        # (and the warning torch 2.x gives for a list read as a tuple).
         torch.empty(shape, dtype=torch.uint8, device="meta")[key]
-        if not isinstance(key, tuple):
+        if as_tuple:
+            key = tuple(key)
+        elif not isinstance(key, tuple):
+            if not isinstance(key, (int, slice)) or isinstance(key, bool):
+                # One index that is neither an int nor a slice (a list, a mask, a
+                # tensor, Ellipsis, None, ...): read everything, let torch index.
+                return self._read_rows(0, shape[0])[key]
             key = (key,)
         first = key[0] if key else slice(None)
         if isinstance(first, int) and not isinstance(first, bool):  # torch: bool = mask
@@ -470,9 +537,14 @@ class safe_open(_lib.Closing):
     as safetensors maps its file at open: saving the checkpoint again over the same
     names, deleting it or os.chdir do not change what is read; a held file truncated
     in place fails reads past its end with ShardloadError("data_loss") (safetensors'
-    mapping faults: SIGBUS). ``device``: as in load_file (None is cpu)."""
+    mapping faults: SIGBUS). ``device``: as in load_file (None is cpu). ``backend``:
+    safetensors 0.8's keyword ("mmap" or "pread"), validated as there and used as the
+    io mode of the loads through the loader (get_tensors, ``verify``); plain
+    get_tensor and get_slice read the rows they need with positional reads either
+    way."""
 
-    def __init__(self, filename, framework="pt", device="cpu", *, verify=False, pool=None):
+    def __init__(self, filename, framework="pt", device="cpu", *, verify=False, pool=None,
+                 backend=_NO_BACKEND):
         if not isinstance(framework, str):
             raise TypeError("framework must be a str such as \"pt\", not %s"
                             % type(framework).__name__)
@@ -481,6 +553,7 @@ class safe_open(_lib.Closing):
                                  "framework '%s' is not supported (only \"pt\", \"torch\" "
                                  "or \"pytorch\")" % framework)
         self._device = _device_string(device)
+        self._io = _backend_io(backend)
         self._verify = bool(verify)
         HostMemoryPool.check_argument(pool, "pool")
         self._pool = pool
@@ -524,8 +597,8 @@ class safe_open(_lib.Closing):
 
     def _options(self):
         """Non-strict load options for this handle's device, verify and pool."""
-        return _lib.Options(device=self._device, strict=False, verify=self._verify,
-                            pool=self._pool)
+        return _lib.Options(device=self._device, strict=False, io=self._io,
+                            verify=self._verify, pool=self._pool)
 
     def get_tensors(self):
         """Every tensor as a dict in file order (like safetensors' get_tensors), loaded
@@ -655,7 +728,20 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     device becomes a target whose memory the loader writes directly (no intermediate
     copy; modules' load_state_dict hooks and _load_from_state_dict overrides do not run:
     load_model runs them); modules with other entries, or with extra state (which only
-    set_extra_state can take), fall back to load_file + load_state_dict.
+    set_extra_state can take), fall back to load_file + load_state_dict. So do modules
+    whose state_dict is not their storage: a module of the tree overriding state_dict
+    or _save_to_state_dict or holding state-dict hooks (its entries may be copies, or
+    leave names out), or any tensor entry that is not the very Parameter or buffer its
+    module registered under that name (a state_dict replaced on the instance). Every
+    tensor the direct path writes has its autograd version bumped, as torch's copy_
+    does: a backward through a graph that saved the old values raises "modified by an
+    inplace operation" instead of using the new ones (after a failure past matching,
+    every entry's is bumped; a failed match writes and bumps nothing).
+    A save_model tie note fills an entry the file lacks only when that entry is an
+    exact tie of the kept one in ``module`` or shares memory with no other entry: an
+    entry that views the kept tensor otherwise (a transpose, a conjugate) is left
+    missing, as writing the kept values through it would change the kept tensor.
+    ``threads``: as in load_file.
     Returns the report: a dict with lists "matched", "missing", "unexpected",
     "mismatched", "renamed". On the direct path, raises ShardloadError with the
     PyTorch-style message when ``strict`` and keys are missing or unexpected, on size
@@ -765,11 +851,12 @@ def _has_extra_state(module):
 
 def _load_state_dict(module, ckpt, strict, device, *, renames, allow_cast, threads, verify,
                      progress, pool, torch_path=False, assign=False, cancel=None,
-                     torch_order=False, metadata_aliases=True):
-    """load_state_dict_into on an open checkpoint; ``torch_path`` (implied by
-    ``assign``) forces the fallback through torch's load_state_dict. ``torch_order``:
-    the direct path lists "unexpected" in the order torch's load_state_dict would
-    (_torch_unexpected_order over the file's order), as the fallback's come.
+                     torch_order=False, metadata_aliases=True, io="auto"):
+    """load_state_dict_into on an open checkpoint (``io``: the loader's io mode);
+    ``torch_path`` (implied by ``assign``) forces the fallback through torch's
+    load_state_dict. ``torch_order``: the direct path lists "unexpected" in the order
+    torch's load_state_dict would (_torch_unexpected_order over the file's order), as
+    the fallback's come.
     ``metadata_aliases``: fill entries the file lacks from save_model's tie notes in
     __metadata__ (load_model does not: safetensors ties through the model only)."""
     torch = _torch()
@@ -794,13 +881,14 @@ def _load_state_dict(module, ckpt, strict, device, *, renames, allow_cast, threa
         lists = _load_into_state(ckpt, state, dev, strict=strict, renames=renames,
                                  allow_cast=allow_cast, threads=threads, verify=verify,
                                  progress=progress, pool=pool, cancel=cancel,
-                                 metadata_aliases=metadata_aliases)
+                                 metadata_aliases=metadata_aliases, io=io)
         if torch_order and lists is not None:
             lists["unexpected"] = _torch_unexpected_order(module, ckpt.offset_order(),
                                                           lists["unexpected"])
         return lists
     with _lib.Options(device=str(dev), strict=False, renames=renames, threads=threads,
-                      verify=verify, progress=progress, pool=pool, cancel=cancel) as options:
+                      io=io, verify=verify, progress=progress, pool=pool,
+                      cancel=cancel) as options:
         loaded = _load_all(ckpt, options)
     if not renames and metadata_aliases:
         # save_model's tie notes (dropped name -> kept name), as the direct path reads
@@ -953,9 +1041,10 @@ def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, 
     # state_dict order afterwards.
     groups = _overlapping_groups(state)
     grouped = set().union(*groups) if groups else set()
-    # Tie notes the loader may fill entries from. None: the loader's own reading of
-    # them (sl_options_set_metadata_aliases), used unless an entry sharing memory
-    # inexactly could be fed by one; then the safe notes are passed as aliases instead.
+    # Tie notes the loader may fill entries from. The loader reads them itself
+    # (sl_options_set_metadata_aliases) unless some entries share memory inexactly;
+    # then its reading is turned off and the safe notes (_unsafe_note) are passed as
+    # aliases instead.
     aliases = []
     notes = _tie_notes(ckpt) if metadata_aliases and groups else {}
     if notes and any(not _is_exact_tie(state[a], state[b])
@@ -1033,7 +1122,7 @@ _CASTABLE = {"F32", "F16", "BF16"}
 
 
 def load_model(model, filename, strict=True, device="cpu", *, verify=False, progress=None,
-               pool=None, assign=False, cancel=None):
+               pool=None, assign=False, cancel=None, backend=_NO_BACKEND):
     """Like safetensors.torch.load_model: load into ``model``, returning
     ``(missing, unexpected)``; tied weights (entries sharing storage in the model) are
     not reported missing. As in safetensors, the tie notes save_model writes to
@@ -1050,7 +1139,12 @@ def load_model(model, filename, strict=True, device="cpu", *, verify=False, prog
     matching keys were loaded, as safetensors does). ``device``, ``verify``,
     ``progress``: as in load_file; ``pool``, ``assign`` (not in safetensors: a model
     built on the meta device takes the loaded tensors themselves, zero-copy),
-    ``cancel``: as in load_state_dict_into."""
+    ``cancel``: as in load_state_dict_into. ``backend``: as in load_file (safetensors
+    0.8's "mmap" or "pread": the loader's io mode of that name).
+    Writing straight into the model's storage, the version counter of every tensor
+    written is bumped as torch's copy_ bumps it (a backward through a graph that saved
+    the old values raises instead of using the new ones)."""
+    io = _backend_io(backend)
     model_state = model.state_dict()
     with _Checkpoint(filename) as ckpt:
         file_keys = set(ckpt.names)
@@ -1085,7 +1179,7 @@ def load_model(model, filename, strict=True, device="cpu", *, verify=False, prog
         report = _load_state_dict(model, ckpt, False, device, renames=(), allow_cast=True,
                                   threads=0, verify=verify, progress=progress, pool=pool,
                                   torch_path=torch_path, assign=assign, cancel=cancel,
-                                  torch_order=True, metadata_aliases=False)
+                                  torch_order=True, metadata_aliases=False, io=io)
     missing = set(report["missing"])
     unexpected = list(report["unexpected"])
     for group in to_removes.values():
@@ -1395,7 +1489,11 @@ def save_sharded(tensors, folder, max_shard_size="5GB", metadata=None, prefix="m
     int (bytes) or text such as "5GB", "500MB", "2GiB". ``metadata`` (str -> str) goes
     to the index's "metadata" next to total_size, each shard's ``__metadata__`` being
     {"format": "pt"}; with one shard it is merged into the file's ``__metadata__`` over
-    {"format": "pt"}. ``checksums``: record each tensor's XXH3 in the index and, per
+    {"format": "pt"}. ``max_shard_size`` strings ending in TB/GB/MB/KB (any case) are
+    read as huggingface_hub reads them (powers of ten, a float before the unit, its
+    ValueErrors); others ("2GiB", "1000", "600B") as the library reads them; float,
+    None and other types raise TypeError (_shard_size_text). ``checksums``: record
+    each tensor's XXH3 in the index and, per
     shard, in that shard's ``__metadata__``. Tensors sharing memory are grouped as
     save_model groups them: each group keeps its alphabetically first name among those
     covering the whole storage, and a group where no tensor covers the storage raises
@@ -1416,11 +1514,49 @@ def save_sharded(tensors, folder, max_shard_size="5GB", metadata=None, prefix="m
                                          exact_ties_only=True)
     keys, values, count = _metadata_arrays(metadata)
     views, keep = _views(tensors)
-    size = str(max_shard_size) if isinstance(max_shard_size, int) else max_shard_size
+    size = _shard_size_text(max_shard_size)
     _lib.check(_lib.lib().sl_save_sharded_ex(_path_bytes(folder), views, len(tensors),
                                              size.encode(), prefix.encode(), keys, values, count,
                                              _lib.SL_SAVE_CHECKSUMS if checksums else 0))
     del keep
+
+
+_HUB_SIZE_UNITS = {"TB": 10**12, "GB": 10**9, "MB": 10**6, "KB": 10**3}
+
+
+def _shard_size_text(size):
+    """save_sharded's ``max_shard_size`` as the byte-size text the C API parses. An int
+    (not a bool) as it is. A str ending (after strip(), upper-cased) in TB, GB, MB or KB
+    as huggingface_hub's parse_size_to_int reads it: powers of ten, the number before
+    the unit read by float() ("1.5KB", " 2kb ", "1e3KB"), int(value * multiplier) bytes,
+    and its ValueErrors ("Unit ... not supported" does not arise here: other strings go
+    on to the library; "Could not parse the size value from '...': ..."); ValueError too
+    for a size that is not a finite count above zero. Other strings ("2GiB", "1000",
+    "600B") go to the library, whose parser takes binary units, bytes and plain
+    numbers (ShardloadError "invalid_argument" for what it cannot read). TypeError for
+    other types."""
+    if isinstance(size, bool) or not isinstance(size, (int, str)):
+        raise TypeError("max_shard_size must be an int or a str such as \"5GB\", not %s" %
+                        type(size).__name__)
+    if isinstance(size, int):
+        return str(size)
+    text = size.strip()
+    multiplier = _HUB_SIZE_UNITS.get(text[-2:].upper())
+    if multiplier is None:
+        if "\0" in size:  # the C API would read it cut short there
+            raise ValueError("embedded null byte")
+        return size
+    try:
+        value = float(text[:-2].strip())
+    except ValueError as e:
+        raise ValueError("Could not parse the size value from '%s': %s" % (text, e)) from e
+    try:
+        count = int(value * multiplier)
+    except (OverflowError, ValueError) as e:  # inf, nan
+        raise ValueError("Could not parse the size value from '%s': %s" % (text, e)) from e
+    if count <= 0:
+        raise ValueError("max_shard_size must be > 0, got '%s' (%d bytes)" % (size, count))
+    return str(count)
 
 
 def save_model(model, filename, metadata=None, force_contiguous=True):
@@ -1429,7 +1565,11 @@ def save_model(model, filename, metadata=None, force_contiguous=True):
     name wins). load_model, as safetensors', ties through the model and does not read
     them; load_state_dict_into and the C API fill a missing entry from them. Without
     ties and metadata, no __metadata__
-    is written. ``force_contiguous=False`` leaves non-contiguous tensors to save_file's
+    is written. A model where an entry sharing storage with another cannot be flattened
+    (a buffer that is a transpose of a parameter) raises torch's RuntimeError ("view
+    size is not compatible with input tensor's size and stride ..."), as safetensors'
+    save_model does, and writes nothing (a tie note for such a view would not give its
+    values back). ``force_contiguous=False`` leaves non-contiguous tensors to save_file's
     ValueError, extended with safetensors' hint."""
     state = model.state_dict()
     _check_tensor_dict(state)  # extra state that is not a tensor: save_file's ValueError

@@ -409,6 +409,20 @@ class CancelToken(_SharedHandle):
         return "CancelToken(cancelled=%s)" % self.cancelled
 
 
+MAX_THREADS = 256  # sl_options_set_threads' limit
+
+
+def check_threads(threads):
+    """The ``threads`` argument of every loading function: an int from 0 (hardware
+    threads) to MAX_THREADS. TypeError for anything else than an int (bool too, as
+    HostMemoryPool's max_cached_bytes), ValueError out of range, both before the C call
+    (its C int would wrap 2**32 + 3 to 3)."""
+    if isinstance(threads, bool) or not isinstance(threads, int):
+        raise TypeError("threads must be an int, got %s" % type(threads).__name__)
+    if not 0 <= threads <= MAX_THREADS:
+        raise ValueError("threads must be between 0 and %d, got %d" % (MAX_THREADS, threads))
+
+
 class Options(Closing):
     """An owned sl_options handle."""
 
@@ -417,6 +431,9 @@ class Options(Closing):
                  metadata_aliases=True):
         self.handle = None  # set first: __del__ runs also when a setter below fails
         self.error = None  # an exception the progress callable raised
+        check_threads(threads)  # before the C call, whose int would wrap
+        if not isinstance(io, str):
+            raise TypeError("io must be a str, got %s" % type(io).__name__)
         l = lib()
         h = ctypes.c_void_p()
         check(l.sl_options_new(ctypes.byref(h)))
@@ -431,7 +448,7 @@ class Options(Closing):
         check(l.sl_options_set_allow_cast(h, 1 if allow_cast else 0))
         if not metadata_aliases:
             check(l.sl_options_set_metadata_aliases(h, 0))
-        check(l.sl_options_set_threads(h, int(threads)))
+        check(l.sl_options_set_threads(h, threads))
         check(l.sl_options_set_io(h, io.encode()))
         check(l.sl_options_set_verify(h, 1 if verify else 0))
         if pool is not None:
