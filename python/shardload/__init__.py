@@ -729,10 +729,11 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     copy; modules' load_state_dict hooks and _load_from_state_dict overrides do not run:
     load_model runs them); modules with other entries, or with extra state (which only
     set_extra_state can take), fall back to load_file + load_state_dict. So do modules
-    whose state_dict is not their storage: a module of the tree overriding state_dict
-    or _save_to_state_dict or holding state-dict hooks (its entries may be copies, or
-    leave names out), or any tensor entry that is not the very Parameter or buffer its
-    module registered under that name (a state_dict replaced on the instance). Every
+    whose state_dict is not their storage: any tensor entry that is not the very
+    Parameter or buffer its module registered under that name, or a persistent one left
+    out (a state_dict or _save_to_state_dict override, a state-dict hook or a
+    state_dict replaced on the instance that returns copies or other names; hooks that
+    only add metadata, as spectral_norm's, keep the direct path). Every
     tensor the direct path writes has its autograd version bumped, as torch's copy_
     does: a backward through a graph that saved the old values raises "modified by an
     inplace operation" instead of using the new ones (after a failure past matching,
@@ -788,24 +789,6 @@ def _needs_torch_load(module, state):
             return True
         if getattr(m, "_load_state_dict_pre_hooks", None) or \
                 getattr(m, "_load_state_dict_post_hooks", None):
-            return True
-    return False
-
-
-def _state_dict_is_custom(module):
-    """Whether some module of ``module``'s tree makes its own state_dict: it overrides
-    ``state_dict`` or ``_save_to_state_dict``, or has state-dict hooks (torch's
-    ``_register_state_dict_hook`` / ``register_state_dict_post_hook`` in
-    ``_state_dict_hooks``, ``register_state_dict_pre_hook`` in ``_state_dict_pre_hooks``
-    on torch 2.x). Its entries may then be copies (another dtype, another device) or
-    leave names out, and writing into them would load nothing; torch's load_state_dict,
-    which never calls state_dict, loads such a module as usual."""
-    base = _torch().nn.Module
-    for m in module.modules():
-        for attr in ("state_dict", "_save_to_state_dict"):
-            if getattr(type(m), attr, None) is not getattr(base, attr, None):
-                return True
-        if getattr(m, "_state_dict_hooks", None) or getattr(m, "_state_dict_pre_hooks", None):
             return True
     return False
 
@@ -876,7 +859,7 @@ def _load_state_dict(module, ckpt, strict, device, *, renames, allow_cast, threa
     direct = not torch_path and not _has_extra_state(module) and \
         all(isinstance(t, torch.Tensor) and not _is_uninitialized(t) and
             t.is_contiguous() and t.device == dev for t in state.values()) and \
-        not _state_dict_is_custom(module) and _state_is_module_storage(module, state)
+        _state_is_module_storage(module, state)
     if direct:
         lists = _load_into_state(ckpt, state, dev, strict=strict, renames=renames,
                                  allow_cast=allow_cast, threads=threads, verify=verify,

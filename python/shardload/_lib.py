@@ -7,6 +7,7 @@ the same files work on any CPython 3 with ctypes.
 """
 import ctypes
 import errno
+import operator
 import os
 import threading
 
@@ -416,11 +417,17 @@ def check_threads(threads):
     """The ``threads`` argument of every loading function: an int from 0 (hardware
     threads) to MAX_THREADS. TypeError for anything else than an int (bool too, as
     HostMemoryPool's max_cached_bytes), ValueError out of range, both before the C call
-    (its C int would wrap 2**32 + 3 to 3)."""
-    if isinstance(threads, bool) or not isinstance(threads, int):
+    (its C int would wrap 2**32 + 3 to 3). Integers of other types (numpy's) count as
+    ints (operator.index); returns the value as an int."""
+    if isinstance(threads, bool):
         raise TypeError("threads must be an int, got %s" % type(threads).__name__)
+    try:
+        threads = operator.index(threads)
+    except TypeError:
+        raise TypeError("threads must be an int, got %s" % type(threads).__name__) from None
     if not 0 <= threads <= MAX_THREADS:
         raise ValueError("threads must be between 0 and %d, got %d" % (MAX_THREADS, threads))
+    return threads
 
 
 class Options(Closing):
@@ -431,7 +438,7 @@ class Options(Closing):
                  metadata_aliases=True):
         self.handle = None  # set first: __del__ runs also when a setter below fails
         self.error = None  # an exception the progress callable raised
-        check_threads(threads)  # before the C call, whose int would wrap
+        threads = check_threads(threads)  # before the C call, whose int would wrap
         if not isinstance(io, str):
             raise TypeError("io must be a str, got %s" % type(io).__name__)
         l = lib()
