@@ -1030,13 +1030,12 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
     }
     const size_t removed_before_sweep = result.removed.size();
     std::sort(stale.begin(), stale.end());
+    Status first_failure;  // the first stale file that could not be removed
+    size_t left = 0;
     for (const std::string& name : stale) {
       if (::unlink((base + name).c_str()) != 0 && errno != ENOENT) {
-        // The new checkpoint is in place by now: say so, the error is only the leftover.
-        const Status error = ErrnoToStatus(errno, base + name + ": remove stale checkpoint file");
-        return Status(error.code(), error.message() +
-                                        " (the new checkpoint is in place; this old file is "
-                                        "left next to it)");
+        if (left++ == 0) first_failure = ErrnoToStatus(errno, base + name + ": remove stale checkpoint file");
+        continue;  // the others are still removed
       }
       result.removed.push_back(name);
     }
@@ -1049,6 +1048,14 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
     const bool swept = result.removed.size() > removed_before_sweep;
     std::sort(result.removed.begin(), result.removed.end());
     if (options.write.sync && swept) SL_RETURN_IF_ERROR(SyncDirectory(dir));
+    if (left > 0) {
+      // The new checkpoint is in place by now: say so, the error is only the leftovers.
+      return Status(first_failure.code(),
+                    first_failure.message() + " (the new checkpoint is in place; " +
+                        (left == 1 ? std::string("this old file is")
+                                   : std::to_string(left) + " old files are") +
+                        " left next to it)");
+    }
   }
   return result;
 }

@@ -177,9 +177,10 @@ struct ShardOptions {
   // "<prefix>.safetensors" when an index is) is moved aside before anything new is
   // published, so no moment has two entry points naming different checkpoints
   // (shardload prefers the index, transformers the single file), and listed in
-  // `removed`. A stale file that cannot be removed fails the call after the new
-  // checkpoint was published: "<file>: remove stale checkpoint file: <reason> (the new
-  // checkpoint is in place; this old file is left next to it)". Default true.
+  // `removed`. Stale files that cannot be removed fail the call after the new
+  // checkpoint was published and the others were removed: "<file>: remove stale
+  // checkpoint file: <reason> (the new checkpoint is in place; this old file is left
+  // next to it)" for the first, "N old files are" when several. Default true.
   bool remove_stale = true;
   // write: options for each file.
   WriteOptions write;

@@ -673,6 +673,28 @@ TEST(ShardTest, TheOldIndexIsGoneBeforeTheSweep) {
       << "the old index is still next to the new single file";
 }
 
+// Stale files that cannot be removed do not stop the sweep: the others go, and the error
+// counts what is left.
+TEST(ShardTest, TheSweepGoesOnPastAFileItCannotRemove) {
+  std::string dir = MakeScratchDir("sweep_on");
+  ShardOptions o;
+  o.num_shards = 2;
+  ASSERT_TRUE(WriteSharded(dir, SizedTensors({8, 8}), o).ok());
+  // Folders named like old shards, one sorting before the old shards, one after.
+  ASSERT_EQ(mkdir((dir + "/model-00001-of-00001.safetensors").c_str(), 0755), 0);
+  ASSERT_EQ(mkdir((dir + "/model-00003-of-00003.safetensors").c_str(), 0755), 0);
+  o.num_shards = 0;
+  Result<ShardedWriteResult> r = WriteSharded(dir, SizedTensors({8, 8}), o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(),
+            dir + "/model-00001-of-00001.safetensors: remove stale checkpoint file: Is a "
+                  "directory (the new checkpoint is in place; 2 old files are left next to "
+                  "it)");
+  EXPECT_EQ(ListDir(dir), (std::vector<std::string>{"model-00001-of-00001.safetensors",
+                                                    "model-00003-of-00003.safetensors",
+                                                    "model.safetensors"}));
+}
+
 // A file name near the 255-byte limit still gets a temporary (and a backup) name: the
 // hidden names cut the base short instead of failing with ENAMETOOLONG.
 TEST(ShardTest, NamesNearTheLengthLimitCanBeWrittenAndReplaced) {
