@@ -5,6 +5,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <mutex>
 
@@ -16,6 +17,19 @@ namespace {
 // otherwise drop the store before the copy as dead (it did, at -O2), leaving the
 // handler nothing to jump to.
 thread_local sigjmp_buf* volatile t_bus_jump = nullptr;
+// t_copy_dst, t_copy_bytes: the destination of this thread's guarded copy, for telling a
+// fault writing it from one reading the source (set before t_bus_jump).
+thread_local char* volatile t_copy_dst = nullptr;
+thread_local volatile size_t t_copy_bytes = 0;
+
+// InDestination: whether fault address `addr` lies in the pages of the current copy's
+// destination (the kernel reports the faulting address; whole pages, to be safe).
+bool InDestination(const void* addr) {
+  const auto a = reinterpret_cast<uintptr_t>(addr);
+  const auto first = reinterpret_cast<uintptr_t>(t_copy_dst) & ~uintptr_t{4095};
+  const uintptr_t end = reinterpret_cast<uintptr_t>(t_copy_dst) + t_copy_bytes;
+  return t_copy_dst != nullptr && a >= first && a < ((end + 4095) & ~uintptr_t{4095});
+}
 struct sigaction g_previous_bus_action;
 
 // BusHandler: a fault (si_code > 0: raised by the kernel for an access) inside a
@@ -27,7 +41,7 @@ struct sigaction g_previous_bus_action;
 // re-executes the access.
 void BusHandler(int sig, siginfo_t* info, void* context) {
   const bool fault = info != nullptr && info->si_code > 0;
-  if (fault && t_bus_jump != nullptr) siglongjmp(*t_bus_jump, 1);
+  if (fault && t_bus_jump != nullptr) siglongjmp(*t_bus_jump, InDestination(info->si_addr) ? 2 : 1);
   const struct sigaction& prev = g_previous_bus_action;
   if (prev.sa_flags & SA_SIGINFO) {
     if (prev.sa_sigaction != nullptr) prev.sa_sigaction(sig, info, context);
@@ -58,18 +72,30 @@ void InstallBusGuard() {
   });
 }
 
-__attribute__((noinline)) bool GuardedCopy(void* dst, const void* src, size_t n) {
+__attribute__((noinline)) CopyFault GuardedCopy(void* dst, const void* src, size_t n) {
   sigjmp_buf jump;
-  if (sigsetjmp(jump, 0) != 0) {
-    t_bus_jump = nullptr;
-    return false;
+  // sigsetjmp as the whole controlling expression, one of the forms C allows.
+  switch (sigsetjmp(jump, 0)) {
+    case 0:
+      break;
+    case 2:
+      t_bus_jump = nullptr;
+      t_copy_dst = nullptr;
+      return CopyFault::kDestination;
+    default:
+      t_bus_jump = nullptr;
+      t_copy_dst = nullptr;
+      return CopyFault::kSource;
   }
+  t_copy_dst = static_cast<char*>(dst);
+  t_copy_bytes = n;
   t_bus_jump = &jump;
   std::atomic_signal_fence(std::memory_order_seq_cst);  // stored before the copy starts
   std::memcpy(dst, src, n);
   std::atomic_signal_fence(std::memory_order_seq_cst);  // cleared only after it ends
   t_bus_jump = nullptr;
-  return true;
+  t_copy_dst = nullptr;
+  return CopyFault::kNone;
 }
 
 }  // namespace shardload

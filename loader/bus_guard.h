@@ -1,13 +1,13 @@
 // loader/bus_guard.h — copies out of a file mapping that survive the file shrinking.
 //
 // Provides `InstallBusGuard` (a process-wide SIGBUS handler, installed once) and
-// `GuardedCopy` (memcpy that returns false, instead of killing the process, when its
-// source faults: the mapped file was truncated under it). The mmap reader (loader/
+// `GuardedCopy` (memcpy that reports a SIGBUS, instead of dying of it, and which side
+// faulted: the mapped source file truncated under it, or the destination). The mmap reader (loader/
 // file.cc) checks the file size before every copy; this closes the window between that
 // check and the copy.
 //
 //   InstallBusGuard();
-//   if (!GuardedCopy(dst, mapping + offset, n)) return DataLossError(...);
+//   if (GuardedCopy(dst, mapping + offset, n) == CopyFault::kSource) return DataLossError(...);
 #ifndef SHARDLOAD_LOADER_BUS_GUARD_H_
 #define SHARDLOAD_LOADER_BUS_GUARD_H_
 
@@ -22,11 +22,18 @@ namespace shardload {
 // has one. Thread-safe.
 void InstallBusGuard();
 
-// GuardedCopy: copy `n` bytes from `src` to `dst`; false when reading `src` raised
-// SIGBUS (then `dst` holds an unspecified prefix of the bytes), true otherwise.
-// Requires InstallBusGuard() first. Faults writing `dst` are not guarded against (the
-// caller owns that memory). Thread-safe; async-signal-safe it is not.
-bool GuardedCopy(void* dst, const void* src, size_t n);
+// CopyFault: how a GuardedCopy ended.
+enum class CopyFault {
+  kNone,         // copied
+  kSource,       // reading `src` raised SIGBUS (its file shrank under the mapping)
+  kDestination,  // writing `dst` raised SIGBUS (memory backed by a full tmpfs, a
+                 // truncated file, ...: the caller's memory, not the source's fault)
+};
+
+// GuardedCopy: copy `n` bytes from `src` to `dst`; on a SIGBUS inside the copy, which
+// side faulted (by the fault address; then `dst` holds an unspecified prefix of the
+// bytes). Requires InstallBusGuard() first. Thread-safe; not async-signal-safe.
+CopyFault GuardedCopy(void* dst, const void* src, size_t n);
 
 }  // namespace shardload
 

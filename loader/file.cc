@@ -324,8 +324,14 @@ class MappedFileImpl final : public MappedFile {
     uint64_t pos = offset;
     for (const iovec& v : iov) {
       if (v.iov_len == 0) continue;
-      if (!GuardedCopy(v.iov_base, base + pos, v.iov_len)) {
-        return ShortReadError(f_.fd_.get(), f_.path_, f_.size_, pos);
+      const CopyFault fault = GuardedCopy(v.iov_base, base + pos, v.iov_len);
+      if (fault == CopyFault::kSource) return ShortReadError(f_.fd_.get(), f_.path_, f_.size_, pos);
+      if (fault == CopyFault::kDestination) {
+        return ResourceExhaustedError(
+            f_.path_ + ": copying bytes [" + std::to_string(pos) + ", " +
+            std::to_string(pos + v.iov_len) +
+            ") out of the mapping: writing the destination memory raised SIGBUS (memory "
+            "backed by a full tmpfs or a truncated file?); the file itself is intact");
       }
       pos += v.iov_len;
     }

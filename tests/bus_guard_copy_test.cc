@@ -43,7 +43,7 @@ class GuardedCopyTest : public ::testing::Test {
 
 TEST_F(GuardedCopyTest, CopiesAnIntactMapping) {
   std::string dst(kBytes, '\0');
-  EXPECT_TRUE(GuardedCopy(dst.data(), map_, kBytes));
+  EXPECT_EQ(GuardedCopy(dst.data(), map_, kBytes), CopyFault::kNone);
   EXPECT_EQ(dst, std::string(kBytes, 'x'));
 }
 
@@ -51,12 +51,36 @@ TEST_F(GuardedCopyTest, ATruncatedSourceIsFalseNotSigbus) {
   ASSERT_EQ(::ftruncate(fd_, 4096), 0);  // pages 1..3 of the mapping now fault
   std::string dst(kBytes, '\0');
   for (int round = 0; round < 3; ++round) {  // the guard is re-armed each time
-    EXPECT_FALSE(GuardedCopy(dst.data(), map_, kBytes)) << round;
-    EXPECT_FALSE(GuardedCopy(dst.data(), static_cast<char*>(map_) + 2 * 4096, 100)) << round;
+    EXPECT_EQ(GuardedCopy(dst.data(), map_, kBytes), CopyFault::kSource) << round;
+    EXPECT_EQ(GuardedCopy(dst.data(), static_cast<char*>(map_) + 2 * 4096, 100),
+              CopyFault::kSource)
+        << round;
   }
   // The page still backed by the file copies as before.
-  EXPECT_TRUE(GuardedCopy(dst.data(), map_, 4096));
+  EXPECT_EQ(GuardedCopy(dst.data(), map_, 4096), CopyFault::kNone);
   EXPECT_EQ(dst.substr(0, 4096), std::string(4096, 'x'));
+}
+
+// A destination that faults (memory mapped from a file truncated since) is told apart
+// from a faulting source: the caller's memory, not the checkpoint.
+TEST_F(GuardedCopyTest, AFaultingDestinationIsToldApart) {
+  char path[] = "/tmp/shardload_bus_guard_dst_XXXXXX";
+  const int fd = ::mkstemp(path);
+  ASSERT_GE(fd, 0);
+  ::unlink(path);
+  ASSERT_EQ(::ftruncate(fd, kBytes), 0);
+  void* dst = ::mmap(nullptr, kBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ASSERT_NE(dst, MAP_FAILED);
+  ASSERT_EQ(::ftruncate(fd, 0), 0);
+  const std::string src(kBytes, 'y');
+  EXPECT_EQ(GuardedCopy(dst, src.data(), kBytes), CopyFault::kDestination);
+  EXPECT_EQ(GuardedCopy(static_cast<char*>(dst) + 4096, src.data(), 10), CopyFault::kDestination);
+  // And a source fault still reads as one afterwards.
+  ASSERT_EQ(::ftruncate(fd_, 0), 0);
+  std::string out(kBytes, '\0');
+  EXPECT_EQ(GuardedCopy(out.data(), map_, kBytes), CopyFault::kSource);
+  ::munmap(dst, kBytes);
+  ::close(fd);
 }
 
 }  // namespace
