@@ -41,7 +41,7 @@ constexpr char kHashUsage[] =
     "  --no-check  do not fail when a hash recorded in the file differs or is malformed\n";
 
 int Fail(const Status& status, bool json) {
-  std::cerr << "shardload hash: " << status.message() << "\n";
+  std::cerr << "shardload hash: " << OneLineMessage(status.message()) << "\n";
   if (json) {
     std::cout << "{\"error\":" << StatusJson(status) << "}\n";
   }

@@ -297,7 +297,7 @@ void ReserveHugePageHeap(size_t bytes) {
 }
 
 int Fail(const Status& status, bool json, int exit_code) {
-  std::string err = "shardload inspect: " + status.message() + "\n";
+  std::string err = "shardload inspect: " + OneLineMessage(status.message()) + "\n";
   WriteAll(STDERR_FILENO, err);
   if (json) {
     std::string out = "{\"error\":{\"code\":";

@@ -110,13 +110,33 @@ std::function<bool(uint64_t, uint64_t)> MakeProgressBar() {
   };
 }
 
+std::string OneLineMessage(std::string_view message) {
+  std::string out;
+  out.reserve(message.size());
+  for (char ch : message) {
+    const unsigned char c = static_cast<unsigned char>(ch);
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c < 0x20 || c == 0x7f) {
+      char buf[5];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
 void PrintError(std::string_view cmd, const Status& status) {
-  std::cerr << "shardload " << cmd << ": " << status.message() << "\n";
+  std::cerr << "shardload " << cmd << ": " << OneLineMessage(status.message()) << "\n";
 }
 
 void PrintWarnings(std::string_view cmd, const std::vector<std::string>& warnings) {
   for (const std::string& w : warnings) {
-    std::cerr << "shardload " << cmd << ": warning: " << w << "\n";
+    std::cerr << "shardload " << cmd << ": warning: " << OneLineMessage(w) << "\n";
   }
 }
 

@@ -89,6 +89,11 @@ void PrintError(std::string_view cmd, const Status& status);
 // a checkpoint.
 void PrintWarnings(std::string_view cmd, const std::vector<std::string>& warnings);
 
+// OneLineMessage: an error or warning message for stderr with its control characters
+// escaped ("\n" as the two characters \n, others as \xHH), so that it stays the one
+// line the CLI promises even when a file name holds a newline.
+std::string OneLineMessage(std::string_view message);
+
 // OneLineText: `s` as it is, or JSON-quoted (JsonQuoted) when it holds a control
 // character or DEL, so that a name or metadata value printed in text output is always
 // one line and cannot move the terminal's cursor.

@@ -65,12 +65,12 @@ constexpr char kReshardUsage[] =
 static_assert(kMaxShardFiles == 10'000, "kReshardUsage names the limit");
 
 int Fail(const std::string& message) {
-  std::cerr << "shardload reshard: " << message << "\n";
+  std::cerr << "shardload reshard: " << OneLineMessage(message) << "\n";
   return 1;
 }
 
 int Usage(const std::string& message) {
-  std::cerr << "shardload reshard: " << message << "\n" << kReshardUsage;
+  std::cerr << "shardload reshard: " << OneLineMessage(message) << "\n" << kReshardUsage;
   return 2;
 }
 

@@ -46,12 +46,12 @@ constexpr char kHelp[] =
 static_assert(kMaxShardFiles == 10'000, "kHelp names the limit");
 
 int Fail(const std::string& message) {
-  std::cerr << "shardload write-sample: " << message << "\n";
+  std::cerr << "shardload write-sample: " << OneLineMessage(message) << "\n";
   return 1;
 }
 
 int Usage(const std::string& message) {
-  std::cerr << "shardload write-sample: " << message << "\n";
+  std::cerr << "shardload write-sample: " << OneLineMessage(message) << "\n";
   return 2;
 }
 

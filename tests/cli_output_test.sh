@@ -57,6 +57,18 @@ else
   echo "skip: /dev/full is not writable here"
 fi
 
+# An error naming a file whose name holds a newline is still one line on stderr.
+nl_dir="$tmp/two
+lines"
+mkdir -p "$nl_dir"
+for cmd in inspect hash load verify bench; do
+  err="$("$bin" "$cmd" "$nl_dir" 2>&1 >/dev/null)"
+  check "$cmd of a folder named with a newline: one line on stderr" \
+    test "$(printf '%s\n' "$err" | wc -l)" -eq 1
+  check "$cmd of a folder named with a newline: the name escaped" \
+    grep -qF 'two\nlines' <<<"$err"
+done
+
 # A pipe whose reader went away: SIGPIPE ends the command, as usual (no message).
 "$bin" hash "$tmp/big" 2>"$tmp/err" | head -c 1 >/dev/null
 check "hash into a closed pipe: killed by SIGPIPE, nothing on stderr" test ! -s "$tmp/err"
