@@ -325,7 +325,7 @@ int RunInspect(const Args& args) {
       return err == 0 ? 0 : CannotWrite(err);
     } else if (a.size() > 1 && a[0] == '-' && bad.empty()) {
       bad = "unknown option '" + a + "'";
-    } else if (a.size() <= 1 || a[0] != '-') {
+    } else if (!a.empty() && (a.size() == 1 || a[0] != '-')) {  // "" is no PATH, as elsewhere
       path = a;
       ++paths;
     }

@@ -199,6 +199,11 @@ TEST(InspectErrors, BadUsage) {
   EXPECT_EQ(none.out, "{\"error\":{\"code\":\"invalid_argument\",\"message\":\"missing PATH\"}}\n");
   EXPECT_EQ(none.err.rfind("shardload inspect: missing PATH\nusage: shardload inspect", 0), 0u)
       << none.err;
+  // An empty PATH is no PATH, as for the other commands.
+  RunResult empty = RunInspect("''");
+  EXPECT_EQ(empty.exit_code, 2);
+  EXPECT_EQ(empty.err.rfind("shardload inspect: missing PATH\nusage: shardload inspect", 0), 0u)
+      << empty.err;
   RunResult flag = RunInspect("--frobnicate x");
   EXPECT_EQ(flag.exit_code, 2);
   EXPECT_EQ(flag.out, "");
