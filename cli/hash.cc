@@ -54,22 +54,27 @@ int RunHash(const Args& args) {
   bool json = false;
   bool check = true;
   std::string path;
-  for (const std::string& a : args) {
-    if (a == "--help" || a == "-h") {
+  FlagReader f(args);
+  while (f.Next()) {
+    if (f.Is("--help") || f.Is("-h")) {
       std::cout << kHashUsage;
       return 0;
-    } else if (a == "--json") {
-      json = true;
-    } else if (a == "--no-check") {
-      check = false;
-    } else if (a.starts_with("-")) {
-      return UsageError("hash", InvalidArgumentError("unknown option '" + a + "'"), kHashUsage,
-                        args);
+    } else if (f.Is("--json") || f.Is("--no-check")) {
+      if (Status s = f.NoValue(); !s.ok()) return UsageError("hash", s, kHashUsage, args);
+      if (f.Is("--json")) {
+        json = true;
+      } else {
+        check = false;
+      }
+    } else if (!f.IsPositional() || f.arg() == "-") {
+      return UsageError("hash", InvalidArgumentError("unknown option '" + f.arg() + "'"),
+                        kHashUsage, args);
     } else if (path.empty()) {
-      path = a;
+      path = f.arg();
     } else {
       return UsageError("hash",
-                        InvalidArgumentError("more than one PATH ('" + path + "', '" + a + "')"),
+                        InvalidArgumentError("more than one PATH ('" + path + "', '" + f.arg() +
+                                             "')"),
                         kHashUsage, args);
     }
   }

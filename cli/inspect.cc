@@ -323,6 +323,8 @@ int RunInspect(const Args& args) {
     } else if (a == "--help" || a == "-h") {
       int err = WriteAll(STDOUT_FILENO, kInspectUsage);
       return err == 0 ? 0 : CannotWrite(err);
+    } else if (a.starts_with("--json=") && bad.empty()) {  // as FlagReader::NoValue words it
+      bad = "--json takes no value (got '" + a + "')";
     } else if (a.size() > 1 && a[0] == '-' && bad.empty()) {
       bad = "unknown option '" + a + "'";
     } else if (!a.empty() && (a.size() == 1 || a[0] != '-')) {  // "" is no PATH, as elsewhere

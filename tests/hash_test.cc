@@ -449,6 +449,11 @@ TEST(HashCliTest, UsageErrors) {
   RunResult bad = RunHashCli("--frobnicate x");
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_TRUE(bad.err.starts_with("shardload hash: unknown option '--frobnicate'\n")) << bad.err;
+  // A switch given a value is refused as in the other commands, not taken as unknown.
+  RunResult valued = RunHashCli("x --json=1");
+  EXPECT_EQ(valued.exit_code, 2);
+  EXPECT_TRUE(valued.err.starts_with("shardload hash: --json takes no value (got '--json=1')\n"))
+      << valued.err;
   RunResult two = RunHashCli("a b");
   EXPECT_EQ(two.exit_code, 2);
   EXPECT_TRUE(two.err.starts_with("shardload hash: more than one PATH ('a', 'b')\n")) << two.err;

@@ -204,6 +204,10 @@ TEST(InspectErrors, BadUsage) {
   EXPECT_EQ(empty.exit_code, 2);
   EXPECT_EQ(empty.err.rfind("shardload inspect: missing PATH\nusage: shardload inspect", 0), 0u)
       << empty.err;
+  RunResult valued = RunInspect("--json=1 x");
+  EXPECT_EQ(valued.exit_code, 2);
+  EXPECT_EQ(valued.err.rfind("shardload inspect: --json takes no value (got '--json=1')\n", 0), 0u)
+      << valued.err;
   RunResult flag = RunInspect("--frobnicate x");
   EXPECT_EQ(flag.exit_code, 2);
   EXPECT_EQ(flag.out, "");
