@@ -93,7 +93,8 @@ Result<std::vector<ShardHeader>> ReadAllHeaders(const std::vector<ShardInfo>& sh
 // Candidates: the names in `dir` that end in `suffix` (regular files or links to them),
 // sorted.
 Result<std::vector<std::string>> ListCandidates(const fs::path& dir, std::string_view suffix,
-                                                const std::string& label) {
+                                                const std::string& label,
+                                                std::vector<std::string>* skipped = nullptr) {
   std::error_code ec;
   fs::directory_iterator it(dir, ec);
   if (ec) return ErrnoToStatus(ec.value(), label + ": cannot list folder");
@@ -103,7 +104,10 @@ Result<std::vector<std::string>> ListCandidates(const fs::path& dir, std::string
     std::string name = it->path().filename().string();
     if (!EndsWith(name, suffix)) continue;
     std::error_code type_ec;
-    if (!fs::is_regular_file(it->path(), type_ec)) continue;  // follows symlinks
+    if (!fs::is_regular_file(it->path(), type_ec)) {  // follows symlinks
+      if (skipped != nullptr) skipped->push_back(std::move(name));
+      continue;
+    }
     out.push_back(std::move(name));
   }
   if (ec) return ErrnoToStatus(ec.value(), label + ": cannot list folder");
@@ -169,7 +173,9 @@ Result<Resolved> Resolve(const std::string& path) {
       return InvalidArgumentError(path + ": folder holds several index files and no " +
                                   std::string(kDefaultIndex) + ": " + JoinNames(indexes));
     }
-    SL_ASSIGN_OR_RETURN(std::vector<std::string> files, ListCandidates(path, kFileSuffix, path));
+    std::vector<std::string> not_files;  // named like files but folders, broken links, ...
+    SL_ASSIGN_OR_RETURN(std::vector<std::string> files,
+                        ListCandidates(path, kFileSuffix, path, &not_files));
     if (std::find(files.begin(), files.end(), kDefaultFile) != files.end()) {
       r.file = kDefaultFile;
       return r;
@@ -179,7 +185,12 @@ Result<Resolved> Resolve(const std::string& path) {
       return r;
     }
     if (files.empty()) {
-      return NotFoundError(path + ": folder holds no .safetensors file or index");
+      std::string why;
+      if (!not_files.empty()) {
+        std::sort(not_files.begin(), not_files.end());
+        why = " (not regular files, or links to none: " + JoinNames(not_files) + ")";
+      }
+      return NotFoundError(path + ": folder holds no .safetensors file or index" + why);
     }
     return InvalidArgumentError(path + ": folder holds several .safetensors files and no index: " +
                                 JoinNames(files));

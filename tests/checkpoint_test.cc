@@ -249,6 +249,18 @@ TEST(CheckpointOpen, EmptyFolderIsNotFound) {
   EXPECT_EQ(c.status(), NotFoundError(dir + ": folder holds no .safetensors file or index"));
 }
 
+// A folder whose only .safetensors entries are a broken link and a folder says so,
+// rather than only that it holds none.
+TEST(CheckpointOpen, BrokenLinksAndFoldersNamedLikeFilesAreNamed) {
+  std::string dir = MakeTestDir("broken_link");
+  ASSERT_EQ(::symlink((dir + "/gone.safetensors").c_str(), (dir + "/model.safetensors").c_str()), 0);
+  ASSERT_EQ(::mkdir((dir + "/x.safetensors").c_str(), 0755), 0);
+  Result<Checkpoint> c = Checkpoint::Open(dir);
+  EXPECT_EQ(c.status(), NotFoundError(dir + ": folder holds no .safetensors file or index (not "
+                                            "regular files, or links to none: "
+                                            "model.safetensors, x.safetensors)"));
+}
+
 TEST(CheckpointOpen, MissingPathIsNotFound) {
   std::string dir = MakeTestDir("missing");
   Result<Checkpoint> c = Checkpoint::Open(dir + "/nope.safetensors");
