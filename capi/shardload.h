@@ -57,7 +57,10 @@
  * out pointer returns SL_INVALID_ARGUMENT ("<what> is NULL") when one is NULL, besides
  * the errors listed with it; counts and other non-status getters return 0 for NULL.
  * Shapes whose element count overflows 64 bits are SL_OUT_OF_RANGE ("overflow
- * computing element count") wherever a shape is taken (targets, tensors to save).
+ * computing element count") wherever a shape is taken (targets, tensors to save), and
+ * so are shapes whose size in bits does (2^61 bytes or more: "overflow computing byte
+ * size of U8[...]"). Messages carry names as given: bytes of a name that are not UTF-8
+ * are copied as they are (bindings should decode lossily).
  *
  * Ownership: each `*_new` / `*_open` / `sl_load_*` output is owned by the caller and is
  * released by its `*_free` function. Every `*_free` accepts NULL (a no-op); freeing the
@@ -222,7 +225,8 @@ sl_status sl_checkpoint_shard(const sl_checkpoint* checkpoint, size_t index, con
  * changed since the checkpoint was opened ("<file>: file is now N bytes, but its header
  * was read from M bytes", "<file>: file was replaced since the checkpoint was opened
  * and its header differs (open the checkpoint again)"), or when a read comes up short
- * ("<file>: ... (reading tensor 'x')"). */
+ * ("<file>: ... (reading tensor 'x')"). `dst` may be NULL when `bytes` is 0 (nothing is
+ * written); otherwise NULL is SL_INVALID_ARGUMENT. */
 sl_status sl_checkpoint_read(const sl_checkpoint* checkpoint, size_t index, uint64_t offset,
                              uint64_t bytes, void* dst);
 
@@ -446,16 +450,22 @@ sl_status sl_report_item(const sl_report* report, int list, size_t index,
 
 /* sl_report_mismatch: details of SL_REPORT_MISMATCHED entry `index`: the stored and
  * target dtype+shape ("F32[10, 5]") and whether it is an error (0: an allowed cast).
- * Any out pointer may be NULL. Errors: SL_OUT_OF_RANGE for an index past the end. */
+ * Any out pointer may be NULL. `name` is NUL-terminated: for names holding NUL bytes,
+ * use sl_report_item(SL_REPORT_MISMATCHED) (with its length) or sl_report_json.
+ * Errors: SL_OUT_OF_RANGE for an index past the end. */
 sl_status sl_report_mismatch(const sl_report* report, size_t index, const char** name,
                              const char** checkpoint, const char** target, int* is_error);
 
 /* sl_report_renamed: SL_REPORT_RENAMED entry `index`: original and new name. Any out
- * pointer may be NULL. Errors: SL_OUT_OF_RANGE for an index past the end. */
+ * pointer may be NULL. Both are NUL-terminated: for names holding NUL bytes, take the
+ * original from sl_report_item(SL_REPORT_RENAMED) (with its length) and both from
+ * sl_report_json. Errors: SL_OUT_OF_RANGE for an index past the end. */
 sl_status sl_report_renamed(const sl_report* report, size_t index, const char** from,
                             const char** to);
 
-/* sl_report_json: the whole report as JSON (see MatchReport::ToJson). Borrowed. */
+/* sl_report_json: the whole report as JSON (see MatchReport::ToJson). Borrowed; "" (not
+ * NULL) for a NULL report. Names are JSON-escaped as \u00XX per byte where they are not
+ * valid UTF-8. */
 const char* sl_report_json(const sl_report* report);
 
 /* sl_report_free: release (NULL: no-op). */
