@@ -1034,7 +1034,9 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
     size_t left = 0;
     for (const std::string& name : stale) {
       if (::unlink((base + name).c_str()) != 0 && errno != ENOENT) {
-        if (left++ == 0) first_failure = ErrnoToStatus(errno, base + name + ": remove stale checkpoint file");
+        if (left++ == 0) {
+          first_failure = ErrnoToStatus(errno, base + name + ": remove stale checkpoint file");
+        }
         continue;  // the others are still removed
       }
       result.removed.push_back(name);
