@@ -197,8 +197,9 @@ void RenderJson(const Checkpoint& ckpt, OutputBuffer& out) {
     AppendJsonStringTo(f, s.file, kInspectJson);
     files.push_back(std::move(f));
   }
-  // Names live in their own heap blocks, which are not in catalog (name) order when the
-  // writer's order differed: fetch a few entries ahead.
+  // Names (and shapes of rank > Shape::kInlineDims) live in their own heap blocks, which
+  // are not in catalog (name) order when the writer's order differed: fetch a few
+  // entries ahead.
   constexpr size_t kAhead = 8;
   const std::vector<StoredTensor>& tensors = ckpt.tensors();
   for (size_t i = 0; i < tensors.size(); ++i) {

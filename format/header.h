@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "format/dtype.h"
+#include "format/shape.h"
 #include "format/scoped_fd.h"
 #include "format/status.h"
 
@@ -36,7 +37,7 @@ inline constexpr uint64_t kMaxHeaderLength = 100'000'000;
 struct TensorInfo {
   std::string name;
   Dtype dtype = Dtype::kU8;
-  std::vector<uint64_t> shape;
+  Shape shape;
   uint64_t begin = 0;
   uint64_t end = 0;
 

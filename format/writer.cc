@@ -339,7 +339,7 @@ bool LeftoverOfDeadWriter(const std::string& name, const std::string& prefix) {
 
 }  // namespace
 
-TensorToWrite TensorToWrite::FromBytes(std::string name, Dtype dtype, std::vector<uint64_t> shape,
+TensorToWrite TensorToWrite::FromBytes(std::string name, Dtype dtype, Shape shape,
                                        std::span<const std::byte> data) {
   TensorToWrite t;
   t.name = std::move(name);
@@ -350,7 +350,7 @@ TensorToWrite TensorToWrite::FromBytes(std::string name, Dtype dtype, std::vecto
 }
 
 TensorToWrite TensorToWrite::FromGenerator(std::string name, Dtype dtype,
-                                           std::vector<uint64_t> shape, TensorFill fill) {
+                                           Shape shape, TensorFill fill) {
   TensorToWrite t;
   t.name = std::move(name);
   t.dtype = dtype;

@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "format/dtype.h"
+#include "format/shape.h"
 #include "format/status.h"
 
 namespace shardload {
@@ -61,15 +62,15 @@ using TensorFill = std::function<Status(uint64_t offset, std::span<std::byte> ou
 struct TensorToWrite {
   std::string name;
   Dtype dtype = Dtype::kU8;
-  std::vector<uint64_t> shape;
+  Shape shape;
   std::span<const std::byte> data;
   TensorFill fill;
 
   // FromBytes: a tensor whose bytes are `data` (not copied; must outlive the write).
-  static TensorToWrite FromBytes(std::string name, Dtype dtype, std::vector<uint64_t> shape,
+  static TensorToWrite FromBytes(std::string name, Dtype dtype, Shape shape,
                                  std::span<const std::byte> data);
   // FromGenerator: a tensor whose bytes are produced by `fill` while writing.
-  static TensorToWrite FromGenerator(std::string name, Dtype dtype, std::vector<uint64_t> shape,
+  static TensorToWrite FromGenerator(std::string name, Dtype dtype, Shape shape,
                                      TensorFill fill);
 };
 

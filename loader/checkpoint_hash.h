@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "format/dtype.h"
+#include "format/shape.h"
 #include "format/status.h"
 #include "loader/checkpoint.h"
 
@@ -61,7 +62,7 @@ struct HashOptions {
 struct TensorDigest {
   std::string name;
   Dtype dtype = Dtype::kU8;
-  std::vector<uint64_t> shape;
+  Shape shape;
   uint64_t bytes = 0;
   uint64_t xxh3 = 0;
   std::optional<uint64_t> recorded;

@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "format/dtype.h"
+#include "format/shape.h"
 #include "format/status.h"
 #include "loader/arena.h"
 #include "loader/backend.h"
@@ -144,7 +145,7 @@ struct LoadResult : LoadStats {
 struct LoadedTensor {
   std::string name;  // target name (after renames)
   Dtype dtype = Dtype::kU8;
-  std::vector<uint64_t> shape;
+  Shape shape;
   Device device;
   void* data = nullptr;  // host pointer on cpu, device pointer on cuda; 256-byte aligned
   uint64_t bytes = 0;

@@ -49,6 +49,7 @@
 #include <vector>
 
 #include "format/dtype.h"
+#include "format/shape.h"
 #include "format/status.h"
 #include "loader/device.h"
 #include "loader/stored_tensor.h"
@@ -62,7 +63,7 @@ namespace shardload {
 struct Target {
   std::string name;
   Dtype dtype = Dtype::kF32;
-  std::vector<uint64_t> shape;
+  Shape shape;
   std::optional<Device> device;
   void* data = nullptr;
 };

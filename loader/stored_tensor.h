@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "format/dtype.h"
+#include "format/shape.h"
 
 namespace shardload {
 
@@ -23,7 +24,7 @@ namespace shardload {
 struct StoredTensor {
   std::string name;
   Dtype dtype = Dtype::kU8;
-  std::vector<uint64_t> shape;
+  Shape shape;
   uint32_t shard = 0;
   uint64_t file_offset = 0;
   uint64_t bytes = 0;

@@ -574,7 +574,7 @@ class RandomWriter {
   }
 
  private:
-  std::string ShapeJson(const std::vector<uint64_t>& shape) {
+  std::string ShapeJson(std::span<const uint64_t> shape) {
     std::string s = "[" + Ws();
     for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + Ws() + std::to_string(shape[i]) + Ws();
     return s + "]";
