@@ -2,19 +2,22 @@
 // the shard set as a whole (see loader/checkpoint.h for the rules and messages).
 #include "loader/checkpoint.h"
 
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <atomic>
 #include <bit>
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <filesystem>
 #include <mutex>
-#include <numeric>
 #include <new>
+#include <numeric>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -23,6 +26,7 @@
 #include "format/checksum.h"
 #include "format/header.h"
 #include "format/index.h"
+#include "format/scoped_fd.h"
 #include "format/text.h"
 #include "loader/file.h"
 #include "loader/parallel.h"
@@ -115,6 +119,30 @@ Result<std::vector<std::string>> ListCandidates(const fs::path& dir, std::string
   return out;
 }
 
+// ShardNumberOf: (i, n) for a file named like the hub's shards,
+// "<prefix>-<i>-of-<n>.safetensors" with decimal i and n (any width, at most 9
+// digits); std::nullopt for any other name.
+std::optional<std::pair<uint64_t, uint64_t>> ShardNumberOf(std::string_view name) {
+  if (!EndsWith(name, kFileSuffix)) return std::nullopt;
+  name.remove_suffix(kFileSuffix.size());
+  auto trailing_number = [](std::string_view& s) -> std::optional<uint64_t> {
+    size_t digits = 0;
+    while (digits < s.size() && std::isdigit(static_cast<unsigned char>(s[s.size() - 1 - digits]))) {
+      ++digits;
+    }
+    if (digits == 0 || digits > 9) return std::nullopt;
+    uint64_t v = std::stoull(std::string(s.substr(s.size() - digits)));
+    s.remove_suffix(digits);
+    return v;
+  };
+  std::optional<uint64_t> n = trailing_number(name);
+  if (!n || !EndsWith(name, "-of-")) return std::nullopt;
+  name.remove_suffix(4);
+  std::optional<uint64_t> i = trailing_number(name);
+  if (!i || !EndsWith(name, "-")) return std::nullopt;
+  return std::make_pair(*i, *n);
+}
+
 std::string JoinNames(const std::vector<std::string>& names) {
   std::string out;
   for (const std::string& n : names) {
@@ -147,31 +175,45 @@ Result<Resolved> Resolve(const std::string& path) {
   Resolved r;
   if (S_ISDIR(st.st_mode)) {
     r.folder = path;
-    SL_ASSIGN_OR_RETURN(std::vector<std::string> indexes, ListCandidates(path, kIndexSuffix, path));
-    if (std::find(indexes.begin(), indexes.end(), kDefaultIndex) != indexes.end()) {
-      r.file = kDefaultIndex;
-      r.is_index = true;
+    std::vector<std::string> not_indexes;  // named like an index but folders, broken links
+    SL_ASSIGN_OR_RETURN(std::vector<std::string> indexes,
+                        ListCandidates(path, kIndexSuffix, path, &not_indexes));
+    // An index chosen while model.safetensors is also there: two checkpoints in one
+    // folder, and transformers' from_pretrained would take the single file. Say which
+    // one this is.
+    auto warn_if_single_too = [&] {
       struct stat single;
       if (::stat(JoinPath(path, std::string(kDefaultFile)).c_str(), &single) == 0 &&
           S_ISREG(single.st_mode)) {
-        // Two checkpoints in one folder; transformers' from_pretrained would take the
-        // single file. Say which one this is.
         std::string folder = path;
         while (folder.size() > 1 && folder.back() == '/') folder.pop_back();
-        r.warnings.push_back(folder + ": holds both " + std::string(kDefaultIndex) + " and " +
+        r.warnings.push_back(folder + ": holds both " + r.file + " and " +
                              std::string(kDefaultFile) + "; loading the index (transformers "
                              "loads " + std::string(kDefaultFile) + ")");
       }
+    };
+    if (std::find(indexes.begin(), indexes.end(), kDefaultIndex) != indexes.end()) {
+      r.file = kDefaultIndex;
+      r.is_index = true;
+      warn_if_single_too();
       return r;
     }
     if (indexes.size() == 1) {
       r.file = indexes[0];
       r.is_index = true;
+      warn_if_single_too();
       return r;
     }
     if (indexes.size() > 1) {
       return InvalidArgumentError(path + ": folder holds several index files and no " +
                                   std::string(kDefaultIndex) + ": " + JoinNames(indexes));
+    }
+    if (!not_indexes.empty()) {
+      // The index is meant to be there; falling through to the shard files would give
+      // a misleading "no index".
+      std::sort(not_indexes.begin(), not_indexes.end());
+      return InvalidArgumentError(JoinPath(path, not_indexes[0]) +
+                                  ": not a regular file (a folder, or a link to none)");
     }
     std::vector<std::string> not_files;  // named like files but folders, broken links, ...
     SL_ASSIGN_OR_RETURN(std::vector<std::string> files,
@@ -181,6 +223,16 @@ Result<Resolved> Resolve(const std::string& path) {
       return r;
     }
     if (files.size() == 1) {
+      // A lone "<prefix>-00001-of-00003.safetensors" is one shard of a sharded
+      // checkpoint whose index and other shards are missing (a copy that stopped, a
+      // writer killed between its renames): not a checkpoint to load as it stands.
+      if (std::optional<std::pair<uint64_t, uint64_t>> part = ShardNumberOf(files[0]);
+          part && part->second > 1) {
+        return InvalidArgumentError(
+            path + ": folder holds only " + files[0] + " (shard " + std::to_string(part->first) +
+            " of " + std::to_string(part->second) + ") and no index; give the file's own path "
+            "to load it alone");
+      }
       r.file = files[0];
       return r;
     }
@@ -375,6 +427,21 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
   if (options.max_shards < 1) {
     return InvalidArgumentError("CatalogOptions.max_shards must be at least 1");
   }
+  if (options.writer_wait_ms < 0) {
+    return InvalidArgumentError("CatalogOptions.writer_wait_ms must be >= 0, got " +
+                                std::to_string(options.writer_wait_ms));
+  }
+  // Hold the folder's shared lock from the listing to the last shard header, so that a
+  // shardload writer replacing the checkpoint (which renames its files one by one under
+  // the exclusive lock) is seen entirely before or entirely after. Files are checked
+  // against the identities read here when loads open them later.
+  std::string lock_dir = path;
+  if (struct stat st; ::stat(path.c_str(), &st) == 0 && !S_ISDIR(st.st_mode)) {
+    fs::path p(path);
+    lock_dir = p.has_parent_path() ? p.parent_path().string() : std::string(".");
+  }
+  SL_ASSIGN_OR_RETURN(ScopedFd folder_lock,
+                      LockFolder(lock_dir, LOCK_SH, options.writer_wait_ms));
   SL_ASSIGN_OR_RETURN(Resolved where, Resolve(path));
 
   Checkpoint ckpt;
@@ -413,6 +480,7 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
 
   int threads = options.read_threads == 0 ? kDefaultReadThreads : options.read_threads;
   SL_ASSIGN_OR_RETURN(std::vector<ShardHeader> headers, ReadAllHeaders(ckpt.shards_, threads));
+  folder_lock.Reset();
 
   size_t tensor_count = 0;
   for (size_t i = 0; i < headers.size(); ++i) {
@@ -527,7 +595,8 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
     const StoredTensor& b = ckpt.tensors_[i];
     if (a.name == b.name) {
       uint32_t lo = std::min(a.shard, b.shard), hi = std::max(a.shard, b.shard);
-      return InvalidArgumentError("tensor " + QuoteNameForMessage(a.name) + " is stored in both " +
+      return InvalidArgumentError(ckpt.index_file_ + ": tensor " + QuoteNameForMessage(a.name) +
+                                  " is stored in both " +
                                   QuoteForMessage(ckpt.shards_[lo].file, '\'') + " and " +
                                   QuoteForMessage(ckpt.shards_[hi].file, '\''));
     }

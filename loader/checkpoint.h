@@ -49,6 +49,10 @@ struct CatalogOptions {
   // max_shards: the most shard files an index may name. Default 10000 (as
   // huggingface.js); must be at least 1; may be raised above the default.
   size_t max_shards = 10000;
+  // writer_wait_ms: how long Open waits while a shardload writer holds the folder's
+  // lock (LockFolder in format/scoped_fd.h: from a rewrite's first rename to the end
+  // of its sweep) before failing with unavailable. Default 60000; must be >= 0.
+  int64_t writer_wait_ms = 60000;
 };
 
 // ShardInfo: one file of the checkpoint (the only file for a single-file checkpoint).
@@ -97,7 +101,11 @@ class Checkpoint {
   //    safetensors file;
   //  - a folder: its "model.safetensors.index.json", else its only
   //    "*.safetensors.index.json", else "model.safetensors", else its only
-  //    "*.safetensors".
+  //    "*.safetensors" (unless that is named like one shard of several,
+  //    "<p>-00001-of-00003.safetensors": an error below).
+  // The folder's shared lock (LockFolder, format/scoped_fd.h) is held from the listing
+  // to the last shard header, waiting up to options.writer_wait_ms for a shardload
+  // writer to finish publishing a rewrite.
   // Errors:
   //  - invalid_argument "checkpoint path is empty"; not_found "<path>: no such file or
   //    directory"; invalid_argument "<path>: not a regular file or folder";
@@ -105,7 +113,14 @@ class Checkpoint {
   //    without candidates;
   //  - invalid_argument "<path>: folder holds several .safetensors files and no index:
   //    a.safetensors, b.safetensors" (sorted; the same for several index files and no
-  //    model.safetensors.index.json);
+  //    model.safetensors.index.json); invalid_argument "<path>: folder holds only
+  //    model-00001-of-00003.safetensors (shard 1 of 3) and no index; give the file's
+  //    own path to load it alone"; invalid_argument "<path>/<name>.safetensors.index.json:
+  //    not a regular file (a folder, or a link to none)" when no index is usable but one
+  //    is named there;
+  //  - unavailable "<folder>: another process has held this folder's write lock for
+  //    more than N ms (a checkpoint being rewritten); try again";
+  //    invalid_argument "CatalogOptions.writer_wait_ms must be >= 0, got -1";
   //  - the index parser's errors (format/index.h), labelled with the index's file name;
   //    invalid_argument "<index>: index names more than M shard files" (max_shards);
   //  - not_found "<index>: shard 'f' does not exist", checked for every shard before
@@ -116,14 +131,14 @@ class Checkpoint {
   //    invalid_argument "<index>: shard 'f' is not a regular file";
   //  - header errors of each shard (format/header.h), labelled with the shard's file;
   //  - invalid_argument "<index>: index maps 'x' to 'f' but that shard has no tensor 'x'";
-  //  - invalid_argument "tensor 'x' is stored in both 'a' and 'b'";
+  //  - invalid_argument "<index>: tensor 'x' is stored in both 'a' and 'b'";
   //  - with strict_index, invalid_argument "<index>: shard 'f' holds tensor 'y', which
   //    the index does not list" (plus " (and N more)" when there are others).
   //  - resource_exhausted when memory runs out (no exception leaves Open).
   // Warnings (warnings()): unlisted tensors without strict_index, one per tensor;
   // "<index>: weight_map is empty; the checkpoint has no tensors"; "<folder>: holds
-  // both model.safetensors.index.json and model.safetensors; loading the index
-  // (transformers loads model.safetensors)";
+  // both <index> and model.safetensors; loading the index (transformers loads
+  // model.safetensors)" (the folder's index chosen over a single file next to it);
   // "<index>: metadata total_size is N but the shards hold M tensor bytes".
   // Thread safety: Open may run concurrently with other Opens; it starts up to
   // `read_threads` threads and joins them before returning.

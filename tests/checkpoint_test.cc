@@ -3,10 +3,12 @@
 #include "loader/checkpoint.h"
 
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <random>
 #include <set>
@@ -15,6 +17,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "format/scoped_fd.h"
 #include "tests/fixtures.h"
 
 namespace shardload {
@@ -354,6 +357,88 @@ TEST(CheckpointOpen, FolderWithOnlyANonDefaultIndex) {
   EXPECT_EQ(c->tensors().size(), 3u);
 }
 
+TEST(CheckpointOpen, NonDefaultIndexNextToModelSafetensorsIsSaid) {
+  Sharded s = WriteSharded("otherindex_single", /*write_index=*/false);
+  ASSERT_TRUE(WriteFile(s.dir + "/foo.safetensors.index.json", IndexJson(s.weight_map, {}, s.total)));
+  ASSERT_TRUE(WriteFile(s.dir + "/model.safetensors", SafetensorsBytes({{"m", "U8", {1}, ""}})));
+  Result<Checkpoint> c = Checkpoint::Open(s.dir);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->index_file(), "foo.safetensors.index.json");
+  EXPECT_EQ(c->warnings(), std::vector<std::string>{
+                               s.dir + ": holds both foo.safetensors.index.json and "
+                               "model.safetensors; loading the index (transformers loads "
+                               "model.safetensors)"});
+}
+
+TEST(CheckpointOpen, IndexThatIsAFolderIsNamedNotReportedMissing) {
+  Sharded s = WriteSharded("index_is_dir", /*write_index=*/false);
+  ASSERT_EQ(::mkdir((s.dir + "/" + kIndex).c_str(), 0755), 0);
+  Result<Checkpoint> c = Checkpoint::Open(s.dir);
+  EXPECT_EQ(c.status(), InvalidArgumentError(s.dir + "/" + kIndex +
+                                             ": not a regular file (a folder, or a link to none)"));
+}
+
+TEST(CheckpointOpen, LoneShardOfASetIsNotTakenForASingleFile) {
+  // What a copy that stopped, or a writer killed between its renames (after setting the
+  // old model.safetensors aside), leaves: shard 1 of 3 and nothing else.
+  std::string dir = MakeTestDir("lone_shard");
+  const std::string shard = "model-00001-of-00003.safetensors";
+  ASSERT_TRUE(WriteFile(dir + "/" + shard, SafetensorsBytes({{"w", "U8", {3}, ""}})));
+  Result<Checkpoint> c = Checkpoint::Open(dir);
+  EXPECT_EQ(c.status(), InvalidArgumentError(dir + ": folder holds only " + shard +
+                                             " (shard 1 of 3) and no index; give the file's own "
+                                             "path to load it alone"));
+  Result<Checkpoint> alone = Checkpoint::Open(dir + "/" + shard);  // asked for by name
+  ASSERT_TRUE(alone.ok()) << alone.status().ToString();
+  EXPECT_EQ(alone->tensors().size(), 1u);
+  // "1 of 1", and names that only look similar, are single files.
+  for (const char* name : {"model-00001-of-00001.safetensors", "model-of-00003.safetensors",
+                           "model-x1-of-00003.safetensors", "model-00001-of-3x.safetensors",
+                           "00001-of-00003.safetensors"}) {
+    std::string d = MakeTestDir("single_like");
+    ASSERT_TRUE(WriteFile(d + "/" + name, SafetensorsBytes({{"w", "U8", {3}, ""}})));
+    Result<Checkpoint> one = Checkpoint::Open(d);
+    EXPECT_TRUE(one.ok()) << name << ": " << one.status().ToString();
+  }
+}
+
+TEST(CheckpointOpen, WaitsForAWriterHoldingTheFolderLock) {
+  Sharded s = WriteSharded("writer_lock");
+  {
+    Result<ScopedFd> held = LockFolder(s.dir, LOCK_EX, kWaitForever);
+    ASSERT_TRUE(held.ok() && held->valid());
+    CatalogOptions quick;
+    quick.writer_wait_ms = 30;
+    Result<Checkpoint> c = Checkpoint::Open(s.dir, quick);
+    EXPECT_EQ(c.status(),
+              Status(StatusCode::kUnavailable,
+                     s.dir + ": another process has held this folder's write lock for more "
+                             "than 30 ms (a checkpoint being rewritten); try again"));
+  }
+  // A "writer" replaces both shards and the index one rename at a time under the lock,
+  // as WriteSharded does; an Open started meanwhile must see only the new files.
+  std::vector<FixtureTensor> new1 = {{"x.w", "U8", {4}, ""}};
+  std::vector<FixtureTensor> new2 = {{"y.w", "U8", {6}, ""}};
+  ASSERT_TRUE(WriteFile(s.dir + "/.n1", SafetensorsBytes(new1)));
+  ASSERT_TRUE(WriteFile(s.dir + "/.n2", SafetensorsBytes(new2)));
+  ASSERT_TRUE(WriteFile(s.dir + "/.ni", IndexJson({{"x.w", kShard1}, {"y.w", kShard2}})));
+  Result<ScopedFd> lock = LockFolder(s.dir, LOCK_EX, kWaitForever);
+  ASSERT_TRUE(lock.ok() && lock->valid());
+  Result<Checkpoint> seen = InternalError("not run");
+  std::thread reader([&] { seen = Checkpoint::Open(s.dir); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the reader is waiting
+  ASSERT_EQ(::rename((s.dir + "/.n1").c_str(), (s.dir + "/" + kShard1).c_str()), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_EQ(::rename((s.dir + "/.n2").c_str(), (s.dir + "/" + kShard2).c_str()), 0);
+  ASSERT_EQ(::rename((s.dir + "/.ni").c_str(), (s.dir + "/" + kIndex).c_str()), 0);
+  lock->Reset();
+  reader.join();
+  ASSERT_TRUE(seen.ok()) << seen.status().ToString();
+  std::vector<std::string> names;
+  for (const StoredTensor& t : seen->tensors()) names.push_back(t.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"x.w", "y.w"}));
+}
+
 TEST(CheckpointShardSet, MissingShardIsNamedBeforeAnyHeaderIsRead) {
   Sharded s = WriteSharded("missingshard");
   // Shard 1 is corrupt; it would fail to parse, but the missing shard 3 is found first.
@@ -528,7 +613,8 @@ TEST(CheckpointShardSet, TensorStoredInTwoShards) {
   s.shard2.push_back({"a.w", "BF16", {5}, ""});
   ASSERT_TRUE(WriteFile(s.dir + "/" + kShard2, SafetensorsBytes(s.shard2)));
   Result<Checkpoint> c = Checkpoint::Open(s.dir);
-  EXPECT_EQ(c.status(), InvalidArgumentError("tensor 'a.w' is stored in both '" +
+  EXPECT_EQ(c.status(), InvalidArgumentError(std::string(kIndex) +
+                                             ": tensor 'a.w' is stored in both '" +
                                              std::string(kShard1) + "' and '" + kShard2 + "'"));
 }
 
@@ -545,8 +631,8 @@ TEST(CheckpointShardSet, NamesInShardSetMessagesAreEscaped) {
   ASSERT_TRUE(WriteFile(s.dir + "/" + kIndex, IndexJson(s.weight_map)));
   Result<Checkpoint> c = Checkpoint::Open(s.dir);
   EXPECT_EQ(c.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(c.status().message(), ("tensor 'it's\\x0aodd' is stored in both '" +
-                                   std::string(kShard1) + "' and '" + kShard2 + "'"));
+  EXPECT_EQ(c.status().message(), std::string(kIndex) + ": tensor 'it's\\x0aodd' is stored in both '" +
+                                       kShard1 + "' and '" + kShard2 + "'");
 }
 
 TEST(CheckpointShardSet, UnlistedTensorIsAnErrorWhenStrict) {
