@@ -233,9 +233,9 @@ void RenderJson(const Checkpoint& ckpt, OutputBuffer& out) {
 
 std::string RenderHuman(const Checkpoint& ckpt) {
   std::string out;
-  out += "checkpoint: " + ckpt.folder();
+  out += "checkpoint: " + OneLineText(ckpt.folder());
   if (ckpt.sharded()) {
-    out += " (index " + ckpt.index_file() + ", " + std::to_string(ckpt.shards().size()) +
+    out += " (index " + OneLineText(ckpt.index_file()) + ", " + std::to_string(ckpt.shards().size()) +
            (ckpt.shards().size() == 1 ? " shard)\n" : " shards)\n");
   } else {
     out += " (single file)\n";

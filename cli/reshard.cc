@@ -25,6 +25,8 @@
 // Errors: one line on stderr and exit 1; usage errors exit 2; 128 + N after signal N
 // (OUT is left as it was when the signal stopped the write; the message says when it
 // came too late to stop it).
+#include <sys/stat.h>
+
 #include <climits>
 #include <cstdlib>
 #include <filesystem>
@@ -142,7 +144,12 @@ int RunReshard(const Args& args) {
   std::error_code out_ec;
   std::string out_real = std::filesystem::weakly_canonical(out, out_ec).string();
   while (out_real.size() > 1 && out_real.back() == '/') out_real.pop_back();  // "dir/new/.."
-  if (!out_ec && !out_real.empty() && out_real == RealPath(ckpt->folder())) {
+  // The same folder under another path (a bind mount) has the same device and inode.
+  struct stat out_st, src_st;
+  const bool same_inode = ::stat(out.c_str(), &out_st) == 0 &&
+                          ::stat(ckpt->folder().c_str(), &src_st) == 0 &&
+                          out_st.st_dev == src_st.st_dev && out_st.st_ino == src_st.st_ino;
+  if (same_inode || (!out_ec && !out_real.empty() && out_real == RealPath(ckpt->folder()))) {
     return Fail(out + ": is the checkpoint's own folder; write the new shards elsewhere");
   }
 
@@ -207,18 +214,25 @@ int RunReshard(const Args& args) {
   if (ec) return Fail(out + ": cannot create directory: " + ec.message());
   Result<ShardedWriteResult> written = sums ? WriteShardedWithChecksums(out, tensors, options, *sums)
                                             : WriteSharded(out, tensors, options);
-  if (int sig = EndStopOnSignals(); sig != 0) {
+  // The handlers stay installed through the read-back below (ended on every return):
+  // a signal there no longer stops anything, and is reported once the read-back is
+  // over instead of killing the process without a word.
+  struct EndSignalsOnReturn {
+    ~EndSignalsOnReturn() { EndStopOnSignals(); }
+  } end_signals;
+  if (int sig = InterruptSignal(); sig != 0) {
     return SignalExit("reshard", sig, !written.ok(), out, ", not read back");
   }
   if (!written.ok()) return Fail(written.status().message());
+  PrintWarnings("reshard", written->warnings);
 
   const size_t file_count =
       written->plan.files.size() + (written->plan.index_file.empty() ? 0 : 1);
   std::cout << "wrote " << file_count << (file_count == 1 ? " file" : " files") << " into "
-            << out << ": " << tensors.size() << " tensors, " << written->plan.total_size
+            << OneLineText(out) << ": " << tensors.size() << " tensors, " << written->plan.total_size
             << " bytes";
   auto list_removed = [&] {
-    for (const std::string& r : written->removed) std::cout << "  removed stale " << r << "\n";
+    for (const std::string& r : written->removed) std::cout << "  removed stale " << OneLineText(r) << "\n";
   };
   if (!checksums) {
     std::cout << "\n";
@@ -242,6 +256,10 @@ int RunReshard(const Args& args) {
   std::cout << "; XXH3 verified\ndigest " << FormatXxh3(LayoutFreeDigest(digest->tensors))
             << "\n";
   list_removed();
+  if (int sig = InterruptSignal(); sig != 0) {
+    std::cout.flush();
+    return SignalExit("reshard", sig, /*stopped=*/false, out, " (read back and verified first)");
+  }
   return 0;
 }
 

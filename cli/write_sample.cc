@@ -192,19 +192,21 @@ int RunWriteSample(const Args& args) {
   for (uint64_t s : written->file_sizes) file_bytes += s;
   const ShardPlan& plan = written->plan;
   std::printf("wrote %s: layout %s, %s, %zu tensors, %llu tensor bytes (%s) in %zu file%s\n",
-              dir.c_str(), layout_name.c_str(), std::string(DtypeName(sample.dtype)).c_str(),
+              OneLineText(dir).c_str(), layout_name.c_str(), std::string(DtypeName(sample.dtype)).c_str(),
               model->tensors.size(), static_cast<unsigned long long>(model->total_bytes),
               HumanBytes(model->total_bytes).c_str(), plan.files.size(),
               plan.files.size() == 1 ? "" : "s");
   std::printf("  model: %s; seed %llu\n", model->Describe().c_str(),
               static_cast<unsigned long long>(sample.seed));
   for (size_t s = 0; s < plan.files.size(); ++s) {
-    std::printf("  %s  %llu bytes  %zu tensors\n", plan.files[s].c_str(),
+    std::printf("  %s  %llu bytes  %zu tensors\n", OneLineText(plan.files[s]).c_str(),
                 static_cast<unsigned long long>(written->file_sizes[s]), plan.shards[s].size());
   }
-  if (!plan.index_file.empty()) std::printf("  %s\n", plan.index_file.c_str());
-  for (const std::string& r : written->removed) std::printf("  removed stale %s\n", r.c_str());
+  if (!plan.index_file.empty()) std::printf("  %s\n", OneLineText(plan.index_file).c_str());
+  for (const std::string& r : written->removed) std::printf("  removed stale %s\n", OneLineText(r).c_str());
   std::printf("  %.2f s, %.0f MB/s\n", seconds, seconds > 0 ? file_bytes / seconds / 1e6 : 0.0);
+  std::fflush(stdout);
+  PrintWarnings("write-sample", written->warnings);
   return 0;
 }
 

@@ -281,10 +281,12 @@ std::string ShardFileName(const std::string& prefix, size_t index, size_t count)
 }
 
 Status ValidatePrefix(const std::string& prefix) {
-  if (prefix.empty() || prefix == "." || prefix == ".." ||
-      prefix.find('/') != std::string::npos || prefix.find('\0') != std::string::npos) {
+  if (prefix.empty() || prefix.front() == '.' || prefix.find('/') != std::string::npos ||
+      prefix.find('\0') != std::string::npos) {
+    // A leading '.' would make hidden files, named like the writers' own temporaries.
     return InvalidArgumentError("invalid shard prefix " + Quote(prefix) +
-                                ": must be a non-empty file name without '/'");
+                                ": must be a non-empty file name without '/' that does not "
+                                "start with '.'");
   }
   return OkStatus();
 }
@@ -940,6 +942,43 @@ Result<std::string> SerializeIndex(std::span<const TensorToWrite> tensors, const
   return out;
 }
 
+// RivalCheckpointWarning: when, once `plan` is written into `dir` (and the folder's
+// earlier files of `prefix` swept), a load of the folder (the folder rule of
+// Checkpoint::Open: model.safetensors.index.json, else the only index, else
+// model.safetensors, else the only .safetensors file) would not choose the new entry
+// point because of another checkpoint's files there, the warning that says so (see
+// ShardedWriteResult::warnings); else "". Looked at before anything is written.
+Result<std::string> RivalCheckpointWarning(const std::string& dir, const std::string& prefix,
+                                           const ShardPlan& plan) {
+  constexpr std::string_view kIndexSuffix = ".safetensors.index.json";
+  constexpr std::string_view kFileSuffix = ".safetensors";
+  const bool sharded = !plan.index_file.empty();
+  const std::string entry = sharded ? plan.index_file : plan.files.front();
+  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), &::closedir);
+  if (!d) return ErrnoToStatus(errno, dir + ": list directory");
+  std::vector<std::string> rivals;
+  while (dirent* e = ::readdir(d.get())) {
+    const std::string name = e->d_name;
+    if (IsOurCheckpointFile(name, prefix) || name.front() == '.') continue;
+    const bool is_index = name.ends_with(kIndexSuffix);
+    if (!is_index && !name.ends_with(kFileSuffix)) continue;
+    bool rival;
+    if (sharded) {  // only another index can win over (or tie with) ours
+      rival = is_index && entry != "model.safetensors.index.json";
+    } else {  // any index wins; so do model.safetensors and, for another name, any file
+      rival = is_index || entry != "model.safetensors";
+    }
+    if (rival) rivals.push_back(name);
+  }
+  if (rivals.empty()) return std::string();
+  std::sort(rivals.begin(), rivals.end());
+  std::string base = dir;
+  while (base.size() > 1 && base.back() == '/') base.pop_back();
+  return base + ": also holds " + rivals.front() + (rivals.size() > 1 ? " (and more)" : "") +
+         " of another checkpoint, which a load of the folder chooses instead of the new " +
+         entry + "; load the new one by its path, " + base + "/" + entry;
+}
+
 Result<ShardedWriteResult> WriteSharded(const std::string& dir,
                                         std::span<const TensorToWrite> tensors,
                                         const ShardOptions& options) {
@@ -950,6 +989,8 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
   ShardedWriteResult result;
   SL_ASSIGN_OR_RETURN(result.plan, PlanShards(tensors, options));
   const ShardPlan& plan = result.plan;
+  SL_ASSIGN_OR_RETURN(std::string rival, RivalCheckpointWarning(dir, options.prefix, plan));
+  if (!rival.empty()) result.warnings.push_back(std::move(rival));
   std::string index_text;
   if (!plan.index_file.empty()) {
     SL_ASSIGN_OR_RETURN(index_text, SerializeIndex(tensors, plan, options.metadata));
@@ -1002,15 +1043,12 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
     retired_name = plan.index_file.empty() ? single + ".index.json" : single;
   }
   // Writers into one folder take turns from the first rename to the end of the sweep
-  // (flock on the folder itself, released when `folder_lock` closes), so two writes at
-  // once leave one checkpoint or the other, never shards of both under one index.
-  // Best effort: where the folder cannot be locked (some network file systems), the
-  // write goes on unlocked.
-  Fd folder_lock(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (folder_lock.get() >= 0) {
-    while (::flock(folder_lock.get(), LOCK_EX) != 0 && errno == EINTR) {
-    }
-  }
+  // (LockFolder, released when `folder_lock` closes), so two writes at once leave one
+  // checkpoint or the other, never shards of both under one index; readers
+  // (Checkpoint::Open) wait for the same lock, so none catalogs a mix of old and new
+  // files. Best effort: where the folder cannot be locked (some network file systems),
+  // the write goes on unlocked.
+  SL_ASSIGN_OR_RETURN(Fd folder_lock, LockFolder(dir, LOCK_EX, kWaitForever));
   bool retired = false;
   SL_RETURN_IF_ERROR(PublishTogether(staged, !plan.index_file.empty(),
                                      retired_name.empty() ? "" : base + retired_name, &retired));

@@ -220,6 +220,11 @@ struct ShardedWriteResult {
   ShardPlan plan;
   std::vector<uint64_t> file_sizes;  // per shard file, in bytes
   std::vector<std::string> removed;  // stale files deleted (remove_stale)
+  // warnings: what the caller should pass on; today one kind: the folder also holds
+  // another checkpoint that a load of the folder would choose instead of this one
+  // ("<dir>: also holds <file> of another checkpoint, which a load of the folder
+  // chooses instead of the new <entry>; load the new one by its path, <dir>/<entry>").
+  std::vector<std::string> warnings;
 };
 
 // WriteSharded: PlanShards, then write every shard into the existing folder `dir`

@@ -1,6 +1,7 @@
 // Tests of `shardload inspect` (cli/inspect.cc): the binary is run as a subprocess on
 // fixtures, and its stdout, stderr and exit status are checked exactly.
 #include <stdio.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -254,6 +255,25 @@ TEST(InspectHuman, HumanUnits) {
   EXPECT_NE(r.out.find("total bytes: 3.00 KiB (3072 bytes)\n"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("  F32                   1 tensors  3.00 KiB\n"), std::string::npos)
       << r.out;
+}
+
+// A folder whose name holds a newline stays on the summary's one line (JSON-quoted, as
+// names are), and so do the write commands' reports of it.
+TEST(InspectHuman, FolderNameWithANewlineStaysOnOneLine) {
+  std::string dir = MakeTestDir("odd") + "/new\nline";
+  ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
+  ASSERT_TRUE(WriteFile(dir + "/m.safetensors", SafetensorsBytes({{"w", "U8", {3}, ""}})));
+  std::string quoted = dir.substr(0, dir.size() - 9) + "/new\\nline";
+  RunResult r = RunInspect("'" + dir + "'");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.substr(0, r.out.find('\n')),
+            "checkpoint: \"" + quoted + "\" (single file)");
+  RunResult w = RunShardload("write-sample '" + dir + "/out' --layout tiny --no-sync");
+  EXPECT_EQ(w.exit_code, 0) << w.err;
+  EXPECT_TRUE(w.out.starts_with("wrote \"" + quoted + "/out\": layout tiny")) << w.out;
+  RunResult re = RunShardload("reshard '" + dir + "/out' '" + dir + "/re' --shards 2 --no-sync");
+  EXPECT_EQ(re.exit_code, 0) << re.err;
+  EXPECT_TRUE(re.out.starts_with("wrote 3 files into \"" + quoted + "/re\": ")) << re.out;
 }
 
 // Every ASCII byte (NUL and controls included) and multi-byte UTF-8 in a name must come

@@ -217,7 +217,11 @@ TEST(ReshardTest, ReadsBackWhatItWroteNotAnotherCheckpointInOut) {
   EXPECT_EQ(single.exit_code, 0) << single.err;
   EXPECT_EQ(single.out, "wrote 1 file into " + single_out +
                             ": 4 tensors, 13470 bytes; XXH3 verified\ndigest " + digest + "\n");
-  EXPECT_EQ(single.err, "");
+  // The write says that a load of OUT still finds the other checkpoint.
+  EXPECT_EQ(single.err, "shardload reshard: warning: " + single_out +
+                            ": also holds model.safetensors of another checkpoint, which a load "
+                            "of the folder chooses instead of the new q.safetensors; load the "
+                            "new one by its path, " + single_out + "/q.safetensors\n");
   EXPECT_EQ(ReadFile(single_out + "/model.safetensors"), old_bytes);
   // A sharded model checkpoint there (its index); two new shards and p's index.
   std::string sharded_out = MakeTestDir("other_sharded");
@@ -228,7 +232,11 @@ TEST(ReshardTest, ReadsBackWhatItWroteNotAnotherCheckpointInOut) {
   EXPECT_EQ(sharded.exit_code, 0) << sharded.err;
   EXPECT_EQ(sharded.out, "wrote 3 files into " + sharded_out +
                              ": 4 tensors, 13470 bytes; XXH3 verified\ndigest " + digest + "\n");
-  EXPECT_EQ(sharded.err, "");
+  EXPECT_EQ(sharded.err, "shardload reshard: warning: " + sharded_out +
+                             ": also holds model.safetensors.index.json of another checkpoint, "
+                             "which a load of the folder chooses instead of the new "
+                             "p.safetensors.index.json; load the new one by its path, " +
+                             sharded_out + "/p.safetensors.index.json\n");
   Result<Checkpoint> old = Checkpoint::Open(sharded_out);
   ASSERT_TRUE(old.ok()) << old.status().ToString();
   EXPECT_EQ(old->tensors().size(), 1u);  // still the old `model` one

@@ -494,9 +494,15 @@ TEST(ShardTest, InvalidShardOptions) {
   o = ShardOptions();
   o.prefix = "a/b";
   r = PlanShards(SizedTensors({1}), o);
-  EXPECT_EQ(r.status().message(), "invalid shard prefix 'a/b': must be a non-empty file name without '/'");
+  EXPECT_EQ(r.status().message(),
+            "invalid shard prefix 'a/b': must be a non-empty file name without '/' that does not "
+            "start with '.'");
   o.prefix = "..";
   EXPECT_FALSE(PlanShards(SizedTensors({1}), o).ok());
+  o.prefix = ".hidden";  // would look like the writers' own temporary files
+  EXPECT_EQ(PlanShards(SizedTensors({1}), o).status().message(),
+            "invalid shard prefix '.hidden': must be a non-empty file name without '/' that "
+            "does not start with '.'");
 }
 
 // Same text as Python's json.dumps(index, indent=2, sort_keys=True) + "\n" (generated
@@ -686,6 +692,38 @@ TEST(ShardTest, TheOldIndexIsGoneBeforeTheSweep) {
   EXPECT_EQ(ListDir(dir), (std::vector<std::string>{"model-00001-of-00001.safetensors",
                                                     "model-00001-of-00009.safetensors",
                                                     "model.safetensors"}));
+}
+
+// A write whose result a load of the folder would not choose (another checkpoint's
+// entry point wins under the folder rule) succeeds and says so; writes the folder rule
+// does choose say nothing.
+TEST(ShardTest, AnotherCheckpointThatALoadWouldChooseIsWarnedAbout) {
+  std::string dir = MakeScratchDir("rival");
+  ShardOptions foo;
+  foo.prefix = "foo";
+  foo.num_shards = 2;
+  ASSERT_TRUE(WriteSharded(dir, SizedTensors({8, 8}), foo).ok());  // foo's index
+  ShardOptions single;  // model.safetensors: the folder rule takes foo's index first
+  Result<ShardedWriteResult> r = WriteSharded(dir, SizedTensors({8}), single);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->warnings, std::vector<std::string>{
+                             dir + ": also holds foo.safetensors.index.json of another "
+                                   "checkpoint, which a load of the folder chooses instead of "
+                                   "the new model.safetensors; load the new one by its path, " +
+                             dir + "/model.safetensors"});
+  ShardOptions sharded;  // model.safetensors.index.json wins over any other index
+  sharded.num_shards = 2;
+  r = WriteSharded(dir, SizedTensors({8, 8}), sharded);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r->warnings.empty());
+  foo.num_shards = 3;  // foo again: now model's index wins over it
+  r = WriteSharded(dir, SizedTensors({8, 8, 8}), foo);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->warnings, std::vector<std::string>{
+                             dir + ": also holds model.safetensors.index.json of another "
+                                   "checkpoint, which a load of the folder chooses instead of "
+                                   "the new foo.safetensors.index.json; load the new one by "
+                                   "its path, " + dir + "/foo.safetensors.index.json"});
 }
 
 // A file name near the 255-byte limit still gets a temporary (and a backup) name: the
