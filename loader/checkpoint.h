@@ -39,6 +39,12 @@ namespace shardload {
 
 // CatalogOptions: how Checkpoint::Open treats a shard set. Invalid values (see each
 // field) make Open fail with invalid_argument before any file is touched.
+// kDefaultWriterWaitMs: how long a reader waits for a shardload writer that holds a
+// checkpoint folder's lock while it publishes a rewrite (60 s): Checkpoint::Open by
+// default (CatalogOptions::writer_wait_ms), and loads and HashCheckpoint while they
+// open the shard files they read.
+inline constexpr int64_t kDefaultWriterWaitMs = 60000;
+
 struct CatalogOptions {
   // strict_index: a tensor stored in a shard but absent from the index's weight_map is
   // an error when true (default), a warning in Checkpoint::warnings() when false.
@@ -51,8 +57,9 @@ struct CatalogOptions {
   size_t max_shards = 10000;
   // writer_wait_ms: how long Open waits while a shardload writer holds the folder's
   // lock (LockFolder in format/scoped_fd.h: from a rewrite's first rename to the end
-  // of its sweep) before failing with unavailable. Default 60000; must be >= 0.
-  int64_t writer_wait_ms = 60000;
+  // of its sweep) before failing with unavailable. Default kDefaultWriterWaitMs;
+  // must be >= 0.
+  int64_t writer_wait_ms = kDefaultWriterWaitMs;
 };
 
 // ShardInfo: one file of the checkpoint (the only file for a single-file checkpoint).

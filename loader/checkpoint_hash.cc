@@ -1,6 +1,8 @@
 // loader/checkpoint_hash.cc — per-tensor XXH3 over a whole checkpoint (see the header).
 #include "loader/checkpoint_hash.h"
 
+#include <sys/file.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <memory>
@@ -8,6 +10,7 @@
 #include <utility>
 
 #include "format/checksum.h"
+#include "format/scoped_fd.h"
 #include "format/text.h"
 #include "loader/file.h"
 #include "loader/parallel.h"
@@ -102,28 +105,39 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
     Status status;
   };
   std::vector<RunError> errors(run_begin.size() - 1);
+  // Every shard holding a tensor is opened (and checked against its catalogued layout)
+  // before any is read, under the folder's shared lock: a shardload writer publishing a
+  // rewrite renames its files one at a time under the exclusive lock, and
+  // CheckShardFile accepts a shard replaced by one of the same layout, so files opened
+  // over the course of the hash could be of two saves. An open's failure is reported
+  // at the first tensor of that shard that a run reaches, as a read error would be.
+  std::vector<std::unique_ptr<ReadableFile>> files(shards.size());
+  std::vector<Status> open_status(shards.size());
+  {
+    std::vector<bool> used(shards.size(), false);
+    for (const StoredTensor& t : tensors) used[t.shard] = true;
+    SL_ASSIGN_OR_RETURN(ScopedFd folder_lock,
+                        LockFolder(ckpt.folder(), LOCK_SH, kDefaultWriterWaitMs));
+    for (size_t i = 0; i < shards.size(); ++i) {
+      if (!used[i]) continue;
+      Result<std::unique_ptr<ReadableFile>> opened = OpenFile(shards[i].path, IoMode::kPread);
+      if (!opened.ok()) {
+        open_status[i] = opened.status();
+      } else if (Status same = CheckShardFile(shards[i], **opened); !same.ok()) {
+        open_status[i] = same;
+      } else {
+        files[i] = std::move(opened).value();
+      }
+    }
+  }
   const size_t buffer_bytes = static_cast<size_t>(std::min(options.chunk_bytes, largest));
   auto hash_run_or_throw = [&](size_t r, size_t* at) {
     std::vector<std::byte> buffer(buffer_bytes);
-    std::unique_ptr<ReadableFile> file;
-    size_t open_shard = shards.size();  // none yet
     for (size_t pos = run_begin[r]; pos < run_begin[r + 1]; ++pos) {
       *at = pos;
       const StoredTensor& t = tensors[order[pos]];
-      const ShardInfo& shard = shards[t.shard];
-      Status st;
-      if (t.shard != open_shard) {
-        file.reset();
-        Result<std::unique_ptr<ReadableFile>> opened = OpenFile(shard.path, IoMode::kPread);
-        if (!opened.ok()) {
-          st = opened.status();
-        } else if (Status same = CheckShardFile(shard, **opened); !same.ok()) {
-          st = same;
-        } else {
-          file = std::move(opened).value();
-          open_shard = t.shard;
-        }
-      }
+      const ReadableFile* file = files[t.shard].get();
+      Status st = open_status[t.shard];
       Xxh3Hasher hasher;
       for (uint64_t done = 0; st.ok() && done < t.bytes;) {
         size_t n = static_cast<size_t>(std::min<uint64_t>(t.bytes - done, buffer.size()));

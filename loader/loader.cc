@@ -2,6 +2,8 @@
 // sink → stream.
 #include "loader/loader.h"
 
+#include <sys/file.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -12,6 +14,7 @@
 #include <utility>
 
 #include "format/header.h"
+#include "format/scoped_fd.h"
 #include "format/text.h"
 #include "loader/checkpoint_hash.h"
 #include "loader/stream_verifier.h"
@@ -46,6 +49,12 @@ Status OpenShards(const Checkpoint& ckpt, std::span<const ReadSpan> spans, IoMod
   owned->clear();
   owned->resize(shards.size());
   files->assign(shards.size(), nullptr);
+  // All of them under the folder's shared lock. A shardload writer renames a rewrite's
+  // files in one at a time under the exclusive lock, and CheckShardFile accepts a shard
+  // replaced since Open by one of the same layout (a reload after a save): unlocked,
+  // some files opened here could be of the old save and some of the new.
+  SL_ASSIGN_OR_RETURN(ScopedFd folder_lock,
+                      LockFolder(ckpt.folder(), LOCK_SH, kDefaultWriterWaitMs));
   for (size_t i = 0; i < shards.size(); ++i) {
     if (!used[i]) continue;
     if (i < held.size() && held[i] != nullptr) {

@@ -5,22 +5,29 @@
 #include "loader/loader.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <regex>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "format/checksum.h"
+#include "format/scoped_fd.h"
 #include "format/writer.h"
 #include "loader/cast.h"
 #include "loader/host_sink.h"
@@ -564,6 +571,51 @@ TEST_F(LoaderTest, ShardReplacedWithAnotherLayoutSinceOpenIsDataLoss) {
   ASSERT_EQ(std::fputc('Z', f), 'Z');
   std::fclose(f);
   EXPECT_EQ(LoadAll(*again, options_).status(), DataLossError(replaced));
+}
+
+// A rewrite of the same layout (a training run saving over its last checkpoint)
+// published while a load and a hash open their shards, renamed in one file at a time
+// under the folder's exclusive lock as WriteSharded does: each sees one save, here
+// the new one, never some shards of each. (Before the readers took the lock, both read
+// shard 0 of the new save and the other shards of the old one, and said nothing.)
+TEST_F(LoaderTest, ALoadAndAHashOpenTheirShardsFromOneSave) {
+  const std::vector<ShardInfo>& shards = ckpt_->shards();
+  ASSERT_EQ(shards.size(), 3u);
+  for (size_t i = 0; i < shards.size(); ++i) {  // the new save, staged under hidden names
+    std::ifstream in(shards[i].path, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    for (size_t k = shards[i].data_start; k < bytes.size(); ++k) bytes[k] ^= 0x5a;
+    ASSERT_TRUE(testing::WriteBytes(dir_ + "/.new" + std::to_string(i),
+                                    std::as_bytes(std::span(bytes.data(), bytes.size()))));
+  }
+  auto publish = [&](size_t i) {
+    ASSERT_EQ(::rename((dir_ + "/.new" + std::to_string(i)).c_str(), shards[i].path.c_str()), 0);
+  };
+  Result<ScopedFd> lock = LockFolder(dir_, LOCK_EX, kWaitForever);
+  ASSERT_TRUE(lock.ok() && lock->valid());
+  publish(0);
+  Result<LoadedCheckpoint> loaded = InternalError("not run");
+  Result<CheckpointDigest> hashed = InternalError("not run");
+  std::thread load([&] { loaded = LoadAll(*ckpt_, options_); });
+  std::thread hash([&] { hashed = HashCheckpoint(*ckpt_); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));  // both are waiting
+  publish(1);
+  publish(2);
+  lock->Reset();
+  load.join();
+  hash.join();
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  ASSERT_TRUE(hashed.ok()) << hashed.status().ToString();
+  for (const Source& s : src_) {
+    std::vector<std::byte> now = s.bytes;
+    for (std::byte& b : now) b ^= std::byte{0x5a};
+    const LoadedTensor* t = loaded->Find(s.name);
+    ASSERT_NE(t, nullptr) << s.name;
+    ASSERT_EQ(t->bytes, now.size());
+    EXPECT_TRUE(now.empty() || std::memcmp(t->data, now.data(), now.size()) == 0) << s.name;
+    const StoredTensor* st = ckpt_->Find(s.name);
+    EXPECT_EQ(hashed->tensors[st - ckpt_->tensors().data()].xxh3, Xxh3(now)) << s.name;
+  }
 }
 
 TEST_F(LoaderTest, ShardShrinkingMidLoadNamesTheTensorsOfTheFailedRead) {
