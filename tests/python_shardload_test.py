@@ -349,8 +349,8 @@ class PythonTest(unittest.TestCase):
             with self.assertRaises(shardload.ShardloadError) as cm:
                 shardload.load_file(self.path("f8.safetensors"))
             self.assertEqual(cm.exception.code, "unimplemented")
-            self.assertEqual(str(cm.exception),
-                             "dtype F8_E4M3 is not supported by torch %s" % torch.__version__)
+            self.assertEqual(str(cm.exception), "f8.safetensors: tensor 'f8': dtype F8_E4M3 "
+                             "is not supported by torch %s" % torch.__version__)
             return
         t = torch.tensor([1.0, 2.0, -1.0, 0.0]).to(torch.float8_e4m3fn).reshape(2, 2)
         shardload.save_file({"f8": t}, self.path("f8.safetensors"))
@@ -616,7 +616,7 @@ class PythonTest(unittest.TestCase):
         with shardload.safe_open(self.dir, framework="pt") as f:
             self.assertEqual(f.metadata()["note"], "x")
             self.assertEqual(f.keys(), sorted(tensors))
-        with self.assertRaises(shardload.ShardloadError) as cm:
+        with self.assertRaises(ValueError) as cm:
             shardload.save_sharded(tensors, self.dir, max_shard_size="12XB")
         self.assertEqual(str(cm.exception), "invalid byte size '12XB': unknown unit 'XB' "
                          "(use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")
@@ -1169,6 +1169,16 @@ class PythonTest(unittest.TestCase):
         self.assertEqual(os.listdir(one), ["model.safetensors"])
         _, h = self.header(os.path.join(one, "model.safetensors"))
         self.assertEqual(h["__metadata__"], {"format": "mine", "note": "n"})
+        # A user "total_size" is refused where an index holds the writer's own (which
+        # the loader checks); with one shard it is a key like any other.
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shardload.save_sharded(tensors, self.dir, max_shard_size="256B",
+                                   metadata={"total_size": "7"})
+        self.assertEqual((cm.exception.code, str(cm.exception)),
+                         ("invalid_argument", "index metadata key 'total_size' is reserved"))
+        shardload.save_sharded(tensors, one, metadata={"total_size": "7"})
+        _, h = self.header(os.path.join(one, "model.safetensors"))
+        self.assertEqual(h["__metadata__"], {"format": "pt", "total_size": "7"})
 
     # -------------------------------------------------------------- verify
 
@@ -2244,10 +2254,11 @@ class PythonTest(unittest.TestCase):
             shardload.load_model(m, tiny)
         for k, v in m.state_dict(keep_vars=True).items():
             self.assertGreater(v._version, versions[k], k)
-        # Tensors made in inference mode keep no version: loaded all the same.
+        # Tensors made in inference mode keep no version: loaded all the same (in
+        # inference mode: outside it they are refused, as torch refuses them).
         with torch.inference_mode():
             m = torch.nn.Linear(3, 3)
-        shardload.load_state_dict_into(m, path)
+            shardload.load_state_dict_into(m, path)
         self.assertTrue(torch.equal(m.weight, shardload.load_file(path)["weight"]))
         # A strict load that fails matching writes nothing and bumps nothing.
         m = torch.nn.Linear(3, 4)
@@ -2288,7 +2299,15 @@ class PythonTest(unittest.TestCase):
         self.assertTrue(torch.equal(dst.wt, src.w.detach().t()))
         with self.assertRaises(RuntimeError):
             shardload.load_state_dict_into(Transposed(), out)
-        self.assertEqual(shardload.load_model(dst, out), (set(), []))
+        # load_model refuses such a model as safetensors' does: its view error.
+        with self.assertRaises(RuntimeError) as cm:
+            shardload.load_model(dst, out)
+        self.assertIn("view size is not compatible with input tensor's size and stride",
+                      str(cm.exception))
+        if st is not None:
+            with self.assertRaises(RuntimeError) as ref:
+                st.load_model(dst, out)
+            self.assertEqual(str(ref.exception), str(cm.exception))
         # The same on the direct path: a conjugate view (contiguous, so written in
         # place) filled from the note would conjugate the parameter under it.
         class Conjugate(torch.nn.Module):
@@ -2466,10 +2485,213 @@ class PythonTest(unittest.TestCase):
             with self.assertRaises(kind) as cm:
                 shards(size)
             self.assertEqual(str(cm.exception), message, size)
-        with self.assertRaises(shardload.ShardloadError) as cm:
+        with self.assertRaises(ValueError) as cm:
             shards("1K")
         self.assertEqual(str(cm.exception), "invalid byte size '1K': unknown unit 'K' "
                          "(use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")
+
+    def test_every_invalid_max_shard_size_is_a_value_error(self):
+        # One class for every size save_sharded cannot use, whichever parser read it,
+        # with a message naming the value; nothing is written.
+        tensors = {"a": torch.zeros(4)}
+        for size, message in (
+                (0, "max_shard_size must be > 0, got 0"),
+                (-5, "max_shard_size must be > 0, got -5"),
+                ("0", "max_shard_size must be > 0, got '0'"),
+                ("0KB", "max_shard_size must be > 0, got '0KB' (0 bytes)"),
+                ("abc", "invalid byte size 'abc': expected a number such as 5GB, 2GiB or "
+                        "1048576"),
+                ("1K", "invalid byte size '1K': unknown unit 'K' (use B, KB, MB, GB, TB, KiB, "
+                       "MiB, GiB, TiB)"),
+                ("99999999999999999999", "byte size '99999999999999999999' does not fit in "
+                                         "64 bits"),
+                (2 ** 64, "byte size '18446744073709551616' does not fit in 64 bits")):
+            with self.assertRaises(ValueError) as cm:
+                shardload.save_sharded(tensors, self.dir, max_shard_size=size)
+            self.assertIs(type(cm.exception), ValueError, size)
+            self.assertEqual(str(cm.exception), message, size)
+        self.assertEqual(os.listdir(self.dir), [])
+
+    def test_inference_tensors_outside_inference_mode(self):
+        # torch's load_state_dict writes a module made under torch.inference_mode() and
+        # then raises; load_model goes through it, as safetensors' does.
+        # load_state_dict_into refuses before writing anything.
+        path = self.path("inf.safetensors")
+        shardload.save_file({"weight": torch.ones(2, 2), "bias": torch.ones(2)}, path)
+
+        def fresh():
+            with torch.inference_mode():
+                return torch.nn.Linear(2, 2)
+
+        ref = fresh()
+        with self.assertRaises(RuntimeError) as torch_error:
+            ref.load_state_dict(shardload.load_file(path))
+        self.assertIn("Inplace update to inference tensor outside InferenceMode is not "
+                      "allowed", str(torch_error.exception))
+        m = fresh()
+        with self.assertRaises(RuntimeError) as cm:
+            shardload.load_model(m, path)
+        self.assertIs(type(cm.exception), RuntimeError)
+        self.assertEqual(str(cm.exception), str(torch_error.exception))
+        self.assertTrue(torch.equal(m.weight, ref.weight) and torch.equal(m.bias, ref.bias))
+        if st is not None:
+            with self.assertRaises(RuntimeError) as st_error:
+                st.load_model(fresh(), path)
+            self.assertEqual(str(st_error.exception), str(cm.exception))
+        m = fresh()
+        before = m.weight.clone()
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shardload.load_state_dict_into(m, path)
+        self.assertEqual((cm.exception.code, str(cm.exception)), (
+            "failed_precondition", "Error(s) in loading state_dict: inference tensors cannot "
+            "be written outside inference mode: 'weight', 'bias' (made under "
+            "torch.inference_mode(); load under it too)"))
+        self.assertTrue(torch.equal(m.weight, before))
+        # Under inference mode both write them, as torch does.
+        with torch.inference_mode():
+            for load in (shardload.load_model, shardload.load_state_dict_into):
+                m = fresh()
+                load(m, path)
+                self.assertTrue(torch.equal(m.weight, torch.ones(2, 2)), load.__name__)
+
+    def test_models_with_tensors_not_covering_their_storage_are_refused(self):
+        # safetensors' save_model and load_model refuse any entry, or group of entries
+        # overlapping in memory, none of which covers its whole storage (parameters
+        # slicing one fused tensor, an expanded buffer), with one RuntimeError.
+        template = (
+            "Error while trying to find names to remove to save state dict, but found no "
+            "suitable name to keep for saving amongst: %s. None is covering the entire "
+            "storage.Refusing to save/load the model since you could be storing much more "
+            "memory than needed. Please refer to "
+            "https://huggingface.co/docs/safetensors/torch_shared_tensors for more "
+            "information. Or open an issue.")
+
+        class Fused(torch.nn.Module):
+            def __init__(self, overlap):
+                super().__init__()
+                big = torch.zeros(10)
+                self.a = torch.nn.Parameter(big[:6] if overlap else big[:5])
+                self.b = torch.nn.Parameter(big[4:] if overlap else big[5:])
+
+        class Expanded(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.register_buffer("e", torch.ones(3, 1).expand(3, 4))
+
+        fused = self.path("fused.safetensors")
+        shardload.save_file({"a": torch.ones(5), "b": torch.ones(5)}, fused)
+        expanded = self.path("expanded.safetensors")
+        shardload.save_file({"e": torch.ones(3, 4)}, expanded)
+        out = self.path("out.safetensors")
+        cases = [
+            ("fused", lambda: Fused(False), fused, ["{'a'}"], {}),
+            ("fused, overlapping", lambda: Fused(True), fused, ["{'a', 'b'}", "{'b', 'a'}"],
+             {}),
+            ("expanded", Expanded, expanded, ["{'e'}"], {}),
+            ("expanded, not contiguous", Expanded, expanded, ["{'e'}"],
+             {"force_contiguous": False})]
+        for label, make, path, groups, save_args in cases:
+            calls = [("save_model", lambda m, lib: lib.save_model(m, out, **save_args))]
+            if not save_args:
+                calls.append(("load_model", lambda m, lib: lib.load_model(m, path)))
+            for name, call in calls:
+                m = make()
+                before = {k: v.clone() for k, v in m.state_dict().items()}
+                with self.assertRaises(RuntimeError) as cm:
+                    call(m, shardload)
+                self.assertIs(type(cm.exception), RuntimeError, (label, name))
+                self.assertIn(str(cm.exception), [template % g for g in groups], (label, name))
+                self.assertFalse(os.path.exists(out), (label, name))
+                for k, v in m.state_dict().items():
+                    self.assertTrue(torch.equal(v, before[k]), (label, name, k))
+                if st is not None:
+                    with self.assertRaises(RuntimeError) as ref:
+                        call(make(), st)
+                    self.assertEqual(str(ref.exception), str(cm.exception), (label, name))
+
+    def test_empty_entries_bump_the_version_like_torch(self):
+        # torch's copy_ bumps the version of a tensor with no elements too.
+        path = self.path("z.safetensors")
+        shardload.save_file({"weight": torch.zeros(3, 0), "bias": torch.ones(3)}, path)
+
+        def loaded_versions(load):
+            with warnings_caught():  # "Initializing zero-element tensors is a no-op"
+                m = torch.nn.Linear(0, 3)
+            before = (m.weight._version, m.bias._version)
+            load(m)
+            return (m.weight._version - before[0], m.bias._version - before[1])
+
+        expected = loaded_versions(lambda m: m.load_state_dict(shardload.load_file(path)))
+        self.assertEqual(expected, (1, 1))
+        self.assertEqual(loaded_versions(lambda m: shardload.load_model(m, path)), expected)
+        self.assertEqual(loaded_versions(lambda m: shardload.load_state_dict_into(m, path)),
+                         expected)
+
+    def test_bare_cuda_without_a_device_fails_like_load_file(self):
+        # A bare "cuda" where torch sees no device: cuda:0, as load_file reads it, and
+        # the same ShardloadError, not torch's error from torch.cuda.current_device().
+        if torch.cuda.is_available() or shardload.cuda_device_count() > 0:
+            self.skipTest("a CUDA device is present")
+        path = self.path("w.safetensors")
+        shardload.save_file(torch.nn.Linear(2, 2).state_dict(), path)
+        with self.assertRaises(shardload.ShardloadError) as ref:
+            shardload.load_file(path, device="cuda")
+        self.assertTrue(str(ref.exception).startswith("cuda:0: no such CUDA device (0 devices"),
+                        str(ref.exception))
+        for device in ("cuda", torch.device("cuda")):
+            for load in (shardload.load_model, shardload.load_state_dict_into):
+                with self.assertRaises(shardload.ShardloadError) as cm:
+                    load(torch.nn.Linear(2, 2), path, device=device)
+                self.assertEqual((cm.exception.code, str(cm.exception)),
+                                 (ref.exception.code, str(ref.exception)), (device, load))
+
+    def test_load_state_dict_into_lists_keys_in_torch_order(self):
+        # "missing" in the module's state_dict order, "unexpected" as torch lists them
+        # (module by module), not sorted.
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.proj = torch.nn.Linear(2, 2)
+                self.head = torch.nn.Linear(2, 2)
+
+        path = self.path("k.safetensors")
+        shardload.save_file({"zz": torch.zeros(1), "head.weight": torch.ones(2, 2),
+                             "head.extra": torch.zeros(1), "aa": torch.zeros(1)}, path)
+        ref = Net().load_state_dict(shardload.load_file(path), strict=False)
+        report = shardload.load_state_dict_into(Net(), path, strict=False)
+        self.assertEqual((report["missing"], report["unexpected"]),
+                         (list(ref.missing_keys), list(ref.unexpected_keys)))
+        self.assertEqual((report["missing"], report["unexpected"]),
+                         (["proj.weight", "proj.bias", "head.bias"],
+                          ["aa", "zz", "head.extra"]))
+
+    def test_unsupported_dtype_errors_name_the_tensor_and_file(self):
+        # A dtype the installed torch lacks (F6 in every torch; U16 before 2.3) names
+        # the tensor and its shard, as the library's messages do.
+        missing = ["F6_E2M3"] + ([] if hasattr(torch, "uint16") else ["U16"])
+        for dtype in missing:
+            folder = tempfile.mkdtemp(dir=self.dir)
+            data = (ctypes.c_uint8 * 8)()
+            shape = _lib.shape_array([4])
+            views = (_lib.TensorView * 2)(
+                _lib.TensorView(b"ok", 2, b"I8", shape, 1, ctypes.addressof(data)),
+                _lib.TensorView(b"odd", 3, dtype.encode(), shape, 1, ctypes.addressof(data)))
+            _lib.check(_lib.lib().sl_save_sharded(folder.encode(), views, 2, b"4", None,
+                                                  None, None, 0))
+            with open(os.path.join(folder, "model.safetensors.index.json")) as f:
+                shard = json.load(f)["weight_map"]["odd"]
+            self.assertRegex(shard, r"^model-0000[12]-of-00002\.safetensors$")
+            message = ("%s: tensor 'odd': dtype %s is not supported by torch %s" %
+                       (shard, dtype, torch.__version__))
+            with shardload.safe_open(folder) as f:
+                self.assertEqual(f.get_tensor("ok").tolist(), [0, 0, 0, 0])
+                calls = [lambda: f.get_tensor("odd"), lambda: f.get_slice("odd")[0:2],
+                         lambda: shardload.load_file(folder)]
+                for call in calls:
+                    with self.assertRaises(shardload.ShardloadError) as cm:
+                        call()
+                    self.assertEqual((cm.exception.code, str(cm.exception)),
+                                     ("unimplemented", message), dtype)
 
 
 class _XmlResult(unittest.TextTestResult):

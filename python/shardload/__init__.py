@@ -236,11 +236,26 @@ class _Checkpoint(_lib.Closing):
         self.names = [_decode(i.name, i.name_len) for i in self.infos]
         self.shapes = [[i.shape[d] for d in range(i.ndim)] for i in self.infos]
         self.dtypes = [i.dtype.decode() for i in self.infos]
+        self.files = [i.file.decode("utf-8", "surrogateescape") for i in self.infos]
         self.index = {n: k for k, n in enumerate(self.names)}
 
-    def torch_shape(self, name):
-        """The torch shape of stored tensor ``name`` (_torch_shape of its stored one)."""
+    def torch_dtype(self, name):
+        """The torch dtype of stored tensor ``name``. ShardloadError("unimplemented",
+        "<file>: tensor 'x': dtype U16 is not supported by torch 1.13.0") when the
+        installed torch lacks it (<file>: its shard, as the checkpoint names it, as in
+        the library's messages)."""
         k = self.index[name]
+        try:
+            return _torch_dtype(self.dtypes[k])
+        except ShardloadError as e:
+            raise ShardloadError(e.code, "%s: tensor %s: %s" % (
+                self.files[k], _quote_name(name), e.message)) from None
+
+    def torch_shape(self, name):
+        """The torch shape of stored tensor ``name`` (_torch_shape of its stored one);
+        torch_dtype's error first for a dtype the installed torch lacks."""
+        k = self.index[name]
+        self.torch_dtype(name)
         return _torch_shape(name, self.dtypes[k], self.shapes[k])
 
     def offset_order(self):
@@ -279,7 +294,12 @@ class _Checkpoint(_lib.Closing):
 
 
 def _load_all(ckpt, options):
-    """Every tensor of an open checkpoint as a dict of zero-copy torch tensors."""
+    """Every tensor of an open checkpoint as a dict of zero-copy torch tensors.
+    A dtype the installed torch lacks raises ShardloadError ("unimplemented", naming
+    the first such tensor in file order and its file) before anything is read."""
+    order = ckpt.offset_order()
+    for name in order:
+        ckpt.torch_dtype(name)
     l = _lib.lib()
     loaded = ctypes.c_void_p()
     try:
@@ -295,7 +315,7 @@ def _load_all(ckpt, options):
             by_name[_decode(info.name, info.name_len)] = _from_loaded(loaded, i, info)
         # Like safetensors: file order (shard, then offset); renamed names follow, sorted.
         out = {}
-        for name in ckpt.offset_order():
+        for name in order:
             if name in by_name:
                 out[name] = by_name.pop(name)
         for name in sorted(by_name):
@@ -643,7 +663,7 @@ class safe_open(_lib.Closing):
         """Rows [lo, hi) of dimension 0 (the whole tensor for a scalar), on the device."""
         torch = _torch()
         info = self._info(ckpt, name)
-        dtype = _torch_dtype(ckpt.dtypes[ckpt.index[name]])
+        dtype = ckpt.torch_dtype(name)
         shape = ckpt.torch_shape(name)
         if self._verify:  # a hash covers the whole tensor: read and check all of it
             whole = self._loaded_tensor(ckpt, name)
@@ -682,16 +702,20 @@ def _covers_storage(t):
     return t.data_ptr() == ptr and t.numel() * t.element_size() == nbytes
 
 
-def _remove_duplicate_names(state_dict, preferred_names=(), module=None):
+def _remove_duplicate_names(state_dict, preferred_names=(), module=None, singles=False):
     """keep name -> names to drop, for tied tensors (as safetensors.torch does: groups of
     tensors that overlap in memory keep the alphabetically first name among those
     covering the whole storage, preferring `preferred_names`). RuntimeError in
-    safetensors' words when no tensor of a group covers its storage. With ``module``,
-    meta-device entries (no memory to compare) are grouped by the module's own ties:
-    one Parameter or buffer object under several names."""
+    safetensors' words when no tensor of a group covers its storage, for the first such
+    group in _overlapping_groups' order. ``singles`` (save_model and load_model, as
+    safetensors 0.8's): a tensor overlapping no other is a group of its own, so one
+    that does not cover its storage either (a slice of a fused tensor, an expanded
+    buffer) raises that RuntimeError too. With ``module``, meta-device entries (no
+    memory to compare) are grouped by the module's own ties: one Parameter or buffer
+    object under several names."""
     preferred = set(preferred_names)
     out = {}
-    groups = _overlapping_groups(state_dict)
+    groups = _overlapping_groups(state_dict, singles=singles)
     if module is not None:
         groups += [set(names) for names in _tied_names(module)
                    if all(n in state_dict and state_dict[n].device.type == "meta"
@@ -707,6 +731,8 @@ def _remove_duplicate_names(state_dict, preferred_names=(), module=None):
                 "memory than needed. Please refer to "
                 "https://huggingface.co/docs/safetensors/torch_shared_tensors for more "
                 "information. Or open an issue." % group)
+        if len(group) < 2:
+            continue
         keep = sorted(complete)[0]
         pref = complete & preferred
         if pref:
@@ -733,29 +759,38 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     Parameter or buffer its module registered under that name, or a persistent one left
     out (a state_dict or _save_to_state_dict override, a state-dict hook or a
     state_dict replaced on the instance that returns copies or other names; hooks that
-    only add metadata, as spectral_norm's, keep the direct path). Every
-    tensor the direct path writes has its autograd version bumped, as torch's copy_
-    does: a backward through a graph that saved the old values raises "modified by an
-    inplace operation" instead of using the new ones (after a failure past matching,
-    every entry's is bumped; a failed match writes and bumps nothing).
+    only add metadata, as spectral_norm's, keep the direct path). Every tensor the
+    direct path writes (an empty one too) has its autograd version bumped, as torch's
+    copy_ does: a backward through a graph that saved the old values raises "modified
+    by an inplace operation" instead of using the new ones (after a failure past
+    matching, every entry's is bumped; a failed match writes and bumps nothing).
     A save_model tie note fills an entry the file lacks only when that entry is an
     exact tie of the kept one in ``module`` or shares memory with no other entry: an
     entry that views the kept tensor otherwise (a transpose, a conjugate) is left
     missing, as writing the kept values through it would change the kept tensor.
     ``threads``: as in load_file.
     Returns the report: a dict with lists "matched", "missing", "unexpected",
-    "mismatched", "renamed". On the direct path, raises ShardloadError with the
-    PyTorch-style message when ``strict`` and keys are missing or unexpected, on size
-    mismatches, and on dtype
-    mismatches (in both modes, unlike torch, which converts: ``allow_cast=True``
-    converts between F32, F16 and BF16 on load; load_model converts every pair); with
-    ``verify``, ShardloadError("data_loss", ...) for a tensor whose bytes differ from
-    its recorded XXH3 (the module may then be partly written). With ``strict`` and
-    keys missing or unexpected, the direct path writes nothing (the names are matched
-    before anything is read), where torch's load_state_dict first writes the keys that
-    match and then raises; the fallback is torch's load_state_dict, so there the
-    matching keys are written and the error is torch's RuntimeError ("Error(s) in
-    loading state_dict for Module: ..."). ``device``: as in load_file (None is cpu).
+    "mismatched", "renamed"; "missing" and "unexpected" in the order torch's
+    load_state_dict lists them (missing in the module's state_dict order, unexpected
+    module by module as torch visits them), the others sorted. A module holding
+    inference tensors (made under torch.inference_mode()) is refused outside inference
+    mode, unless ``assign``, before any tensor is read or written:
+    ShardloadError("failed_precondition", "Error(s) in loading state_dict: inference
+    tensors cannot be written outside inference mode: 'weight', 'bias' (...)"), where
+    torch's load_state_dict writes them and then raises. On the direct path, raises
+    ShardloadError with the PyTorch-style message when ``strict`` and keys are missing
+    or unexpected, on size mismatches, and on dtype mismatches (in both modes, unlike
+    torch, which converts: ``allow_cast=True`` converts between F32, F16 and BF16 on
+    load; load_model converts every pair); with ``verify``, ShardloadError("data_loss",
+    ...) for a tensor whose bytes differ from its recorded XXH3 (the module may then be
+    partly written). With ``strict`` and keys missing or unexpected, the direct path
+    writes nothing (the names are matched before anything is read), where torch's
+    load_state_dict first writes the keys that match and then raises; the fallback is
+    torch's load_state_dict, so there the matching keys are written and the error is
+    torch's RuntimeError ("Error(s) in loading state_dict for Module: ..."). ``device``:
+    as in load_file (None is cpu; a bare "cuda" where torch sees no CUDA device is
+    cuda:0, whose load fails as in load_file: ShardloadError "cuda:0: no such CUDA
+    device (...)").
     ``progress``: as in load_file (after an exception it raises, even at its last
     call, the module may be written in part or in whole). ``pool``: a HostMemoryPool
     for the fallback's temporary arena (the direct path allocates nothing but scratch
@@ -768,6 +803,14 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     ShardloadError ("unimplemented") on an older torch. ``cancel``: as in load_file
     (the module may then be partly written)."""
     with _Checkpoint(filename) as ckpt:
+        if not assign:
+            refused = _inference_entries(module.state_dict(keep_vars=True))
+            if refused:
+                raise ShardloadError(
+                    "failed_precondition",
+                    "Error(s) in loading state_dict: inference tensors cannot be written "
+                    "outside inference mode: %s (made under torch.inference_mode(); load "
+                    "under it too)" % ", ".join(_quote_name(k) for k in refused))
         return _load_state_dict(module, ckpt, strict, device, renames=renames,
                                 allow_cast=allow_cast, threads=threads, verify=verify,
                                 progress=progress, pool=pool, assign=assign, cancel=cancel)
@@ -819,6 +862,18 @@ def _state_is_module_storage(module, state):
     return all(key in state for key in expected)
 
 
+def _inference_entries(state):
+    """Names of ``state``'s entries that are inference tensors (made under
+    torch.inference_mode()) when inference mode is off: torch refuses to write them
+    then ("Inplace update to inference tensor outside InferenceMode is not allowed").
+    Empty inside inference mode, where writing them is allowed."""
+    torch = _torch()
+    if torch.is_inference_mode_enabled():
+        return []
+    return [k for k, t in state.items() if isinstance(t, torch.Tensor) and
+            not _is_uninitialized(t) and t.is_inference()]
+
+
 def _has_extra_state(module):
     """Whether a submodule of ``module`` keeps extra state (overrides get_extra_state
     or set_extra_state): its ``_extra_state`` entry is a value get_extra_state made,
@@ -834,12 +889,12 @@ def _has_extra_state(module):
 
 def _load_state_dict(module, ckpt, strict, device, *, renames, allow_cast, threads, verify,
                      progress, pool, torch_path=False, assign=False, cancel=None,
-                     torch_order=False, metadata_aliases=True, io="auto"):
+                     metadata_aliases=True, io="auto"):
     """load_state_dict_into on an open checkpoint (``io``: the loader's io mode);
     ``torch_path`` (implied by ``assign``) forces the fallback through torch's
-    load_state_dict. ``torch_order``: the direct path lists "unexpected" in the order
-    torch's load_state_dict would (_torch_unexpected_order over the file's order), as
-    the fallback's come.
+    load_state_dict. The report's "missing" and "unexpected" come in the order torch's
+    load_state_dict gives them, on either path: missing in the module's state_dict
+    order, unexpected as _torch_unexpected_order puts the file's keys.
     ``metadata_aliases``: fill entries the file lacks from save_model's tie notes in
     __metadata__ (load_model does not: safetensors ties through the model only)."""
     torch = _torch()
@@ -851,7 +906,10 @@ def _load_state_dict(module, ckpt, strict, device, *, renames, allow_cast, threa
         torch_path = True
     dev = torch.device(_device_string(device))
     if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
+        # A bare "cuda" that torch, seeing no device, left unresolved (_device_string):
+        # cuda:0, as the library reads it, whose load then fails as load_file's does
+        # (ShardloadError "cuda:0: no such CUDA device (...)").
+        dev = torch.device("cuda", 0)
     state = module.state_dict(keep_vars=True)
     # The direct path writes into the tensors of ``state``: only when they are the
     # module's own parameters and buffers (not copies that a state_dict override or
@@ -865,7 +923,10 @@ def _load_state_dict(module, ckpt, strict, device, *, renames, allow_cast, threa
                                  allow_cast=allow_cast, threads=threads, verify=verify,
                                  progress=progress, pool=pool, cancel=cancel,
                                  metadata_aliases=metadata_aliases, io=io)
-        if torch_order and lists is not None:
+        if lists is not None:  # the library sorts them; torch's order instead
+            position = {k: i for i, k in enumerate(state)}
+            lists["missing"] = sorted(lists["missing"],
+                                      key=lambda k: position.get(k, len(position)))
             lists["unexpected"] = _torch_unexpected_order(module, ckpt.offset_order(),
                                                           lists["unexpected"])
         return lists
@@ -1014,9 +1075,10 @@ def _unsafe_note(state, grouped, key, value):
 def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, verify,
                      progress, pool, cancel, metadata_aliases=True, io="auto"):
     """load_state_dict_into's direct path: the loader writes each entry of ``state``
-    (contiguous, on ``dev``) in place. Returns the report lists. Every entry written
-    gets its autograd version bumped (_bump_version); after a failure that may have
-    written part of the module, every entry does."""
+    (contiguous, on ``dev``) in place. Returns the report lists. Every entry matched
+    gets its autograd version bumped (_bump_version), an empty one too, as torch's
+    copy_ bumps it; after a failure that may have written part of the module, every
+    entry does."""
     torch = _torch()
     # Entries sharing memory (tied weights) that several checkpoint tensors may feed:
     # the loader writes its targets in no set order, torch in state_dict order (the
@@ -1064,7 +1126,7 @@ def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, 
             # Zero-element entries get a valid dummy address: nothing is written.
             targets[i] = _lib.Target(raw, len(raw), dname, shape, t.dim(), None,
                                      dst.data_ptr() if t.numel() else _EMPTY_ADDRESS)
-        if dev.type == "cuda":
+        if dev.type == "cuda" and state:  # no entries: no work of torch's to wait for
             # The loader's copies run on its own streams, which do not wait for work
             # torch queued on its streams: kernels still writing these parameters (a
             # model initialized on the GPU) or still reading a block the caching
@@ -1084,8 +1146,7 @@ def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, 
             # progress) may have written part of the module.
             if options.error is not None or l.sl_status_name(status) != b"invalid_argument":
                 for t in state.values():
-                    if t.numel():
-                        _bump_version(t)
+                    _bump_version(t)
         options.check(status)
         matched = set(lists["matched"])
         if scratch:
@@ -1094,8 +1155,8 @@ def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, 
                     if name in scratch and name in matched:
                         state[name].copy_(scratch[name])  # bumps the version itself
         for name in matched:
-            if name not in scratch and state[name].numel():
-                _bump_version(state[name])
+            if name not in scratch:
+                _bump_version(state[name])  # also an empty one, as copy_ bumps it
         return lists
     finally:
         options.close()
@@ -1126,18 +1187,31 @@ def load_model(model, filename, strict=True, device="cpu", *, verify=False, prog
     0.8's "mmap" or "pread": the loader's io mode of that name).
     Writing straight into the model's storage, the version counter of every tensor
     written is bumped as torch's copy_ bumps it (a backward through a graph that saved
-    the old values raises instead of using the new ones)."""
+    the old values raises instead of using the new ones; an empty tensor's too).
+    Refused as safetensors refuses them, with its RuntimeErrors, before any tensor is
+    loaded: an entry that overlaps no other and does not cover its storage (a slice of
+    a fused tensor, an expanded buffer: "... None is covering the entire storage ..."),
+    a group of overlapping entries none of which covers it, and an entry sharing its
+    storage that cannot be flattened (torch's "view size is not compatible ...").
+    Inference tensors (made under torch.inference_mode()) outside inference mode load
+    through torch's load_state_dict, whose RuntimeError ("... Inplace update to
+    inference tensor outside InferenceMode is not allowed ...") comes after it wrote
+    them, as in safetensors."""
     io = _backend_io(backend)
     model_state = model.state_dict()
     with _Checkpoint(filename) as ckpt:
         file_keys = set(ckpt.names)
+        _check_shared_flatten(model_state)  # safetensors' view error, as in save_model
         to_removes = _remove_duplicate_names(model_state, preferred_names=file_keys,
-                                             module=model)
+                                             module=model, singles=True)
         # Through torch's own load_state_dict when the model has load hooks (torch runs
         # them, safetensors' load_model too), or for an entry fed from another dtype the
         # loader does not convert (F32/F16/BF16 it does; an F32 value for an int64
         # buffer goes through torch's copy_).
         torch_path = _needs_torch_load(model, model_state)
+        # Inference tensors outside inference mode: torch's load_state_dict writes what
+        # it can and raises its RuntimeError for them, as safetensors' load_model does.
+        torch_path = torch_path or bool(_inference_entries(model_state))
         for name, t in model_state.items():
             k = ckpt.index.get(name)
             if k is None or not hasattr(t, "dtype"):
@@ -1162,7 +1236,7 @@ def load_model(model, filename, strict=True, device="cpu", *, verify=False, prog
         report = _load_state_dict(model, ckpt, False, device, renames=(), allow_cast=True,
                                   threads=0, verify=verify, progress=progress, pool=pool,
                                   torch_path=torch_path, assign=assign, cancel=cancel,
-                                  torch_order=True, metadata_aliases=False, io=io)
+                                  metadata_aliases=False, io=io)
     missing = set(report["missing"])
     unexpected = list(report["unexpected"])
     for group in to_removes.values():
@@ -1218,9 +1292,12 @@ def _storage_of(t):
         return 0, 0
 
 
-def _overlapping_groups(tensors):
+def _overlapping_groups(tensors, singles=False):
     """Sets of names whose tensors overlap in memory (safetensors' _find_shared_tensors
-    followed by its filter: same storage and intersecting byte ranges)."""
+    followed by its filter: same storage and intersecting byte ranges), in its order:
+    storages by their first name in ``tensors``' order, then by address within one.
+    ``singles``: also a set of one name for each tensor (with memory) that overlaps no
+    other, as safetensors 0.8 lists them."""
     by_storage = {}
     torch = _torch()
     for k, v in tensors.items():
@@ -1234,6 +1311,8 @@ def _overlapping_groups(tensors):
     groups = []
     for names in by_storage.values():
         if len(names) < 2:
+            if singles:
+                groups.append(set(names))
             continue
         areas = []
         for name in names:
@@ -1245,13 +1324,13 @@ def _overlapping_groups(tensors):
         last_stop = areas[0][1]
         for start, stop, name in areas[1:]:
             if start >= last_stop:
-                if len(current) > 1:
+                if len(current) > 1 or singles:
                     groups.append(current)
                 current = {name}
             else:
                 current.add(name)
             last_stop = stop
-        if len(current) > 1:
+        if len(current) > 1 or singles:
             groups.append(current)
     return groups
 
@@ -1472,10 +1551,17 @@ def save_sharded(tensors, folder, max_shard_size="5GB", metadata=None, prefix="m
     int (bytes) or text such as "5GB", "500MB", "2GiB". ``metadata`` (str -> str) goes
     to the index's "metadata" next to total_size, each shard's ``__metadata__`` being
     {"format": "pt"}; with one shard it is merged into the file's ``__metadata__`` over
-    {"format": "pt"}. ``max_shard_size`` strings ending in TB/GB/MB/KB (any case) are
+    {"format": "pt"}. A "total_size" key, which huggingface_hub lets replace the
+    index's, is refused when an index is written (ShardloadError "invalid_argument",
+    "index metadata key 'total_size' is reserved"): the index's total_size is the
+    writer's count of the shards' tensor bytes, which shardload's loader checks (and
+    warns about when it disagrees); with one shard it is written like any other key.
+    ``max_shard_size`` strings ending in TB/GB/MB/KB (any case) are
     read as huggingface_hub reads them (powers of ten, a float before the unit, its
-    ValueErrors); others ("2GiB", "1000", "600B") as the library reads them; float,
-    None and other types raise TypeError (_shard_size_text). ``checksums``: record
+    ValueErrors); others ("2GiB", "1000", "600B") as the library reads them. Every
+    invalid size raises ValueError naming it, before anything is written (0 or less,
+    text neither reads: "invalid byte size '1K': unknown unit 'K' ..."); float, None
+    and other types raise TypeError (_shard_size_text). ``checksums``: record
     each tensor's XXH3 in the index and, per
     shard, in that shard's ``__metadata__``. Tensors sharing memory are grouped as
     save_model groups them: each group keeps its alphabetically first name among those
@@ -1493,18 +1579,35 @@ def save_sharded(tensors, folder, max_shard_size="5GB", metadata=None, prefix="m
         raise TypeError("prefix must be a str, not %s" % type(prefix).__name__)
     if "\0" in prefix:
         raise ValueError("embedded null byte")
+    size = _shard_size_text(max_shard_size)
     tensors, metadata = _drop_tied_names(tensors, _remove_duplicate_names(tensors), metadata,
                                          exact_ties_only=True)
     keys, values, count = _metadata_arrays(metadata)
     views, keep = _views(tensors)
-    size = _shard_size_text(max_shard_size)
-    _lib.check(_lib.lib().sl_save_sharded_ex(_path_bytes(folder), views, len(tensors),
-                                             size.encode(), prefix.encode(), keys, values, count,
-                                             _lib.SL_SAVE_CHECKSUMS if checksums else 0))
+    status = _lib.lib().sl_save_sharded_ex(_path_bytes(folder), views, len(tensors),
+                                           size.encode(), prefix.encode(), keys, values, count,
+                                           _lib.SL_SAVE_CHECKSUMS if checksums else 0)
     del keep
+    _check_shard_size_status(status, max_shard_size)
+    _lib.check(status)
 
 
 _HUB_SIZE_UNITS = {"TB": 10**12, "GB": 10**9, "MB": 10**6, "KB": 10**3}
+
+
+def _check_shard_size_status(status, size):
+    """ValueError when sl_save_sharded failed (``status``) because it refused
+    max_shard_size ``size`` (its documented errors: invalid_argument "invalid byte size
+    '...': ..." and "max_shard_size must be > 0", out_of_range "byte size '...' does not
+    fit in 64 bits"), with the library's message, or for a size of 0 one that names
+    ``size``. Nothing for other failures or success."""
+    if status == 0:
+        return
+    message = _lib.lib().sl_last_error().decode("utf-8", "replace")
+    if message == "max_shard_size must be > 0":
+        raise ValueError("max_shard_size must be > 0, got %r" % (size,))
+    if message.startswith(("invalid byte size '", "byte size '")):
+        raise ValueError(message)
 
 
 def _shard_size_text(size):
@@ -1514,14 +1617,17 @@ def _shard_size_text(size):
     the unit read by float() ("1.5KB", " 2kb ", "1e3KB"), int(value * multiplier) bytes,
     and its ValueErrors ("Unit ... not supported" does not arise here: other strings go
     on to the library; "Could not parse the size value from '...': ..."); ValueError too
-    for a size that is not a finite count above zero. Other strings ("2GiB", "1000",
-    "600B") go to the library, whose parser takes binary units, bytes and plain
-    numbers (ShardloadError "invalid_argument" for what it cannot read). TypeError for
-    other types."""
+    for a size that is not a finite count above zero, an int included ("max_shard_size
+    must be > 0, got -5"). Other strings ("2GiB", "1000", "600B") go to the library,
+    whose parser takes binary units, bytes and plain numbers; what it refuses
+    save_sharded raises as ValueError (_check_shard_size_status). TypeError for other
+    types."""
     if isinstance(size, bool) or not isinstance(size, (int, str)):
         raise TypeError("max_shard_size must be an int or a str such as \"5GB\", not %s" %
                         type(size).__name__)
     if isinstance(size, int):
+        if size <= 0:
+            raise ValueError("max_shard_size must be > 0, got %d" % size)
         return str(size)
     text = size.strip()
     multiplier = _HUB_SIZE_UNITS.get(text[-2:].upper())
@@ -1552,12 +1658,16 @@ def save_model(model, filename, metadata=None, force_contiguous=True):
     (a buffer that is a transpose of a parameter) raises torch's RuntimeError ("view
     size is not compatible with input tensor's size and stride ..."), as safetensors'
     save_model does, and writes nothing (a tie note for such a view would not give its
-    values back). ``force_contiguous=False`` leaves non-contiguous tensors to save_file's
-    ValueError, extended with safetensors' hint."""
+    values back). So does, with safetensors' RuntimeError ("... None is covering the
+    entire storage ..."), a model with an entry or group of overlapping entries none of
+    which covers its storage (a slice of a fused tensor, an expanded buffer), whatever
+    ``force_contiguous`` says. ``force_contiguous=False`` leaves non-contiguous tensors
+    to save_file's ValueError, extended with safetensors' hint."""
     state = model.state_dict()
     _check_tensor_dict(state)  # extra state that is not a tensor: save_file's ValueError
     _check_shared_flatten(state)
-    state, metadata = _drop_tied_names(state, _remove_duplicate_names(state), metadata)
+    state, metadata = _drop_tied_names(state, _remove_duplicate_names(state, singles=True),
+                                       metadata)
     if force_contiguous:
         state = {k: v.contiguous() for k, v in state.items()}
     try:
