@@ -453,8 +453,14 @@ Result<Header> HeaderParser::Parse(const char* json, size_t size, bool padded,
   if (!err) err = parser->parse(json, size, /*realloc_if_needed=*/!padded).get(root);
   if (err) {
     switch (err) {
-      case simdjson::UTF8_ERROR:
-        return Error(StatusCode::kInvalidArgument, "header is not valid UTF-8");
+      case simdjson::UTF8_ERROR: {
+        std::string what = "header is not valid UTF-8";
+        if (std::optional<size_t> at = Utf8ErrorOffset({json, size})) {
+          what += " at header byte " + std::to_string(*at) + " (file offset " +
+                  std::to_string(8 + *at) + ")";
+        }
+        return Error(StatusCode::kInvalidArgument, what);
+      }
       case simdjson::DEPTH_ERROR:
         return Error(StatusCode::kInvalidArgument,
                      "header nests deeper than " + std::to_string(options_.max_depth) +

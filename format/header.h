@@ -126,7 +126,10 @@ Result<uint64_t> ParseHeaderLength(std::span<const std::byte> prefix, uint64_t f
                                    std::string_view label);
 
 // ParseHeader: validate the N header bytes `json` of a file of `file_size` bytes.
-// `label` (usually the file name) starts every error message.
+// `label` (usually the file name) starts every error message. Byte errors say where:
+// "<label>: header is not valid JSON at header byte N (file offset N+8): <simdjson
+// error text>", "<label>: header is not valid UTF-8 at header byte N (file offset
+// N+8)" (the first byte of the first invalid sequence).
 // Thread safety: reentrant; no shared state.
 Result<Header> ParseHeader(std::string_view json, uint64_t file_size, std::string_view label,
                            const ParseOptions& options = {});

@@ -90,7 +90,15 @@ Result<ShardIndex> ParseIndexImpl(std::string_view json, std::string_view label,
   simdjson::dom::element root;
   simdjson::error_code err = parser.allocate(std::max<size_t>(json.size(), 64), kIndexMaxDepth);
   if (!err) err = parser.parse(padded).get(root);
-  if (err == simdjson::UTF8_ERROR) return InvalidArgumentError(l + ": index is not valid UTF-8");
+  if (err == simdjson::UTF8_ERROR) {
+    std::string what = l + ": index is not valid UTF-8";
+    if (std::optional<size_t> at = Utf8ErrorOffset(json)) what += " at byte " + std::to_string(*at);
+    return InvalidArgumentError(what);
+  }
+  if (err == simdjson::DEPTH_ERROR) {
+    return InvalidArgumentError(l + ": index nests deeper than " + std::to_string(kIndexMaxDepth) +
+                                " levels");
+  }
   if (err == simdjson::MEMALLOC) {
     return ResourceExhaustedError(l + ": cannot allocate memory to parse the index");
   }

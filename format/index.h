@@ -63,7 +63,8 @@ Status ValidateShardFileName(std::string_view name, std::string_view label);
 // ParseIndex: parse the index JSON `json`; `label` (usually the index file name)
 // starts every error message. Errors (all invalid_argument):
 //   "<label>: index is not valid JSON at byte N: <simdjson error text>" (" at byte N"
-//   where the offending byte is known; also "... not valid UTF-8")
+//   where the offending byte is known); "<label>: index is not valid UTF-8 at byte N";
+//   "<label>: index nests deeper than 64 levels"
 //   "<label>: index must be a JSON object, got an array"
 //   "<label>: duplicate key 'weight_map'"       (any duplicate key at top level)
 //   "<label>: missing 'weight_map'" / "<label>: weight_map must be an object, got ..."

@@ -2,7 +2,7 @@
 //
 // Provides `AppendJsonString` / `JsonQuoted` (a string as a JSON string literal),
 // `AppendJsonStringTo` (the same for any output buffer, with the two styles the writer
-// and `inspect --json` need), `Utf8SequenceLength`, `HexDigitValue`, and
+// and `inspect --json` need), `Utf8SequenceLength`, `Utf8ErrorOffset`, `HexDigitValue`, and
 // `QuoteForMessage` (a tensor name inside an error message, one line whatever it holds).
 // Tensor names may hold any Unicode, NUL and control characters included.
 //
@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <optional>
 #include <string_view>
 
 namespace shardload {
@@ -52,6 +53,23 @@ inline size_t Utf8SequenceLength(std::string_view s, size_t i) {
     return 4;
   }
   return 0;
+}
+
+// Utf8ErrorOffset: the offset of the first byte of `s` that does not start a valid
+// UTF-8 sequence (Utf8SequenceLength's rules: no overlong forms, surrogates or values
+// past U+10FFFF), or nullopt when `s` is valid. Linear; meant for error messages (the
+// parsers validate with simdjson first). Thread-safe (pure function).
+inline std::optional<size_t> Utf8ErrorOffset(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    if (static_cast<unsigned char>(s[i]) < 0x80) {
+      ++i;
+      continue;
+    }
+    const size_t len = Utf8SequenceLength(s, i);
+    if (len == 0) return i;
+    i += len;
+  }
+  return std::nullopt;
 }
 
 // JsonStringStyle: the two choices on which JSON string writers differ.

@@ -102,7 +102,10 @@ TEST(HeaderTest, ParseHeaderChecksLengthAndFileSizeItself) {
 // ---------------------------------------------------------------- JSON
 
 TEST(HeaderTest, RejectsInvalidUtf8) {
-  ExpectError(Parse("{\"\xc0\xaf\":{}}"), StatusCode::kInvalidArgument, "header is not valid UTF-8");
+  ExpectError(Parse("{\"\xc0\xaf\":{}}"), StatusCode::kInvalidArgument,
+              "header is not valid UTF-8 at header byte 2 (file offset 10)");
+  ExpectError(Parse("{\"ok\":{},\"a\xe2\x82\xac\xed\xa0\x80\":{}}"), StatusCode::kInvalidArgument,
+              "header is not valid UTF-8 at header byte 14 (file offset 22)");
 }
 
 TEST(HeaderTest, RejectsLoneSurrogateEscapes) {

@@ -102,12 +102,12 @@ void AddFraming(Builder& b) {
 
 void AddSyntax(Builder& b) {
   std::string entry = ":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}";
-  b.Bad("syntax/byte_ff", File("{\"\xff\"" + entry, 1), Invalid("header is not valid UTF-8"));
-  b.Bad("syntax/overlong_utf8", File("{\"\xc0\xaf\"" + entry, 1), Invalid("header is not valid UTF-8"));
+  b.Bad("syntax/byte_ff", File("{\"\xff\"" + entry, 1), Invalid("header is not valid UTF-8 at header byte 2 (file offset 10)"));
+  b.Bad("syntax/overlong_utf8", File("{\"\xc0\xaf\"" + entry, 1), Invalid("header is not valid UTF-8 at header byte 2 (file offset 10)"));
   b.Bad("syntax/encoded_surrogate", File("{\"\xed\xa0\x80\"" + entry, 1),
-        Invalid("header is not valid UTF-8"));
+        Invalid("header is not valid UTF-8 at header byte 2 (file offset 10)"));
   b.Bad("syntax/above_u10ffff", File("{\"\xf4\x90\x80\x80\"" + entry, 1),
-        Invalid("header is not valid UTF-8"));
+        Invalid("header is not valid UTF-8 at header byte 2 (file offset 10)"));
   b.Bad("syntax/bom", File("\xef\xbb\xbf{}"), Json(kTapeError, 0));
   b.Bad("syntax/truncated_json", File("{"), Json(kTapeError, 1));
   b.Valid("syntax/leading_whitespace", File("\t\n\r {}"), 0);
