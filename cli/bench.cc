@@ -39,7 +39,7 @@ namespace {
 constexpr char kBenchUsage[] =
     "usage: shardload bench PATH [--device cpu|cuda:N] [--io auto|pread|mmap|direct|uring] [--cold]\n"
     "                      [--repeat N] [--threads N] [--slots N] [--slot-size SIZE]\n"
-    "                      [--uring-depth N] [--uring-chunk BYTES] [--uring-direct] [--json]\n";
+    "                      [--uring-depth N] [--uring-chunk SIZE] [--uring-direct] [--json]\n";
 
 struct BenchArgs {
   std::string path;
@@ -85,8 +85,13 @@ Result<BenchArgs> ParseBenchArgs(const Args& args) {
       a.options.uring.queue_depth = static_cast<int>(n);
     } else if (f.Is("--uring-chunk")) {
       uring_flag = true;
-      SL_ASSIGN_OR_RETURN(int64_t n, f.IntValue(4096, int64_t{1} << 30));
-      a.options.uring.chunk_bytes = static_cast<uint64_t>(n);
+      SL_ASSIGN_OR_RETURN(std::string v, f.Value());
+      Result<uint64_t> bytes = ParseByteSize(v);  // "64KiB" as --slot-size takes it
+      if (!bytes.ok() || *bytes < 4096 || *bytes > (uint64_t{1} << 30)) {
+        return InvalidArgumentError("invalid --uring-chunk '" + v +
+                                    "': expected a size in 4KiB..1GiB");
+      }
+      a.options.uring.chunk_bytes = *bytes;
     } else if (f.Is("--uring-direct")) {
       SL_RETURN_IF_ERROR(f.NoValue());
       uring_flag = true;
