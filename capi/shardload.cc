@@ -710,6 +710,12 @@ sl_status sl_checkpoint_read(const sl_checkpoint* checkpoint, size_t index, uint
 sl_status sl_checkpoint_hold_files(const sl_checkpoint* checkpoint) {
   return Guard([&] {
     if (checkpoint == nullptr) return Fail(NullArgument("checkpoint"));
+    // All under the folder's shared lock, as loads open theirs: the files kept are of
+    // one save even when a rewrite of the same layout is being published.
+    shardload::Result<shardload::FolderLock> lock =
+        shardload::LockFolder(checkpoint->ckpt.folder(), shardload::FolderLock::kShared,
+                              shardload::kDefaultFolderLockWaitMs);
+    if (!lock.ok()) return Fail(lock.status());
     for (size_t i = 0; i < checkpoint->files.size(); ++i) {
       shardload::Result<sl_checkpoint::FileRef> file = checkpoint->File(i, /*keep=*/true);
       if (!file.ok()) return Fail(file.status());

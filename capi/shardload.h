@@ -136,7 +136,10 @@ typedef struct sl_checkpoint sl_checkpoint;
 /* sl_checkpoint_open: open `path` (a .safetensors file, an index .json, or a folder).
  * On success *out is a new handle. Errors: SL_INVALID_ARGUMENT for NULL arguments, and
  * every error of Checkpoint::Open (not found, malformed headers, bad shard sets), with
- * the message naming the file. */
+ * the message naming the file; SL_UNAVAILABLE "<folder>: gave up after 60000 ms waiting
+ * for the folder's lock, ..." when a shardload writer publishing a rewrite there holds
+ * the folder's lock that long. Loads (sl_load_*) and sl_checkpoint_hold_files wait the
+ * same way while they open the shard files, so that all of them are of one save. */
 sl_status sl_checkpoint_open(const char* path, sl_checkpoint** out);
 
 /* sl_checkpoint_free: release the handle (NULL: no-op). Tensors already loaded from it

@@ -155,11 +155,10 @@ int RunReshard(const Args& args) {
 
   // One open file per source shard; generators read through them.
   std::vector<std::unique_ptr<ReadableFile>> files;
-  for (const ShardInfo& s : ckpt->shards()) {
-    Result<std::unique_ptr<ReadableFile>> f = OpenFile(s.path, IoMode::kPread);
-    if (!f.ok()) return Fail(f.status().message());
-    if (Status same = CheckShardFile(s, **f); !same.ok()) return Fail(same.message());
-    files.push_back(std::move(*f));
+  if (Status opened = OpenShardFiles(*ckpt, std::vector<bool>(ckpt->shards().size(), true),
+                                     IoMode::kPread, UringOptions(), &files);
+      !opened.ok()) {
+    return Fail(opened.message());
   }
   // Tensors in source order (shard, then offset), not by name: a hub checkpoint's
   // shards follow its layers, and a name sort puts layers.10 before layers.2.
@@ -224,6 +223,7 @@ int RunReshard(const Args& args) {
     return SignalExit("reshard", sig, !written.ok(), out, ", not read back");
   }
   if (!written.ok()) return Fail(written.status().message());
+  files.clear();  // the source is read: its descriptors are not needed for the read-back
   PrintWarnings("reshard", written->warnings);
 
   const size_t file_count =
@@ -247,7 +247,16 @@ int RunReshard(const Args& args) {
                                                     : written->plan.index_file);
   Result<Checkpoint> result = Checkpoint::Open(written_path);
   if (!result.ok()) return Fail(result.status().message());
-  Result<CheckpointDigest> digest = HashCheckpoint(*result);
+  // A signal stops the read-back between chunks; it is reported either way.
+  HashOptions read_back;
+  read_back.cancelled = [] { return InterruptSignal() != 0; };
+  Result<CheckpointDigest> digest = HashCheckpoint(*result, read_back);
+  if (int sig = InterruptSignal(); sig != 0 && !digest.ok()) {
+    std::cout << "\n";
+    list_removed();
+    std::cout.flush();
+    return SignalExit("reshard", sig, /*stopped=*/false, out, "; the read-back was stopped");
+  }
   if (!digest.ok()) return Fail(digest.status().message());
   if (digest->recorded != result->tensors().size()) {
     return Fail(out + ": " + std::to_string(digest->recorded) + " of " +

@@ -2,8 +2,7 @@
 //
 // Provides `ScopedFd`, the project's one RAII owner of a file descriptor: closed by the
 // destructor, movable, never copied; `OpenRegularFile` and `PreadFully`, the open and
-// read steps the header and index readers share; `LockFolder`, the folder lock that
-// writers and readers of sharded checkpoints take.
+// read steps the header and index readers share.
 //
 //   ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
 //   if (!fd.valid()) return ErrnoToStatus(errno, path + ": open");
@@ -12,13 +11,11 @@
 #define SHARDLOAD_FORMAT_SCOPED_FD_H_
 
 #include <fcntl.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -125,48 +122,6 @@ inline Result<ScopedFd> OpenRegularFile(const std::string& path, uint64_t* size)
   if (::fstat(fd.get(), &st) != 0) return ErrnoToStatus(errno, path);
   if (!S_ISREG(st.st_mode)) return InvalidArgumentError(path + ": not a regular file");
   *size = static_cast<uint64_t>(st.st_size);
-  return fd;
-}
-
-// kWaitForever: LockFolder's `max_wait_ms` for "block until the lock is granted".
-inline constexpr int64_t kWaitForever = -1;
-
-// LockFolder: an flock(2) of `operation` (LOCK_EX or LOCK_SH) on the folder `dir`,
-// held until the returned descriptor closes. The protocol of sharded checkpoints:
-// writers hold LOCK_EX from their first rename into the folder to the end of their
-// sweep of stale files, and Checkpoint::Open holds LOCK_SH while it lists the folder,
-// reads the index and reads every shard's header, so a catalog is never built from
-// files of two different writes. Best effort: a folder that cannot be opened (no read
-// permission) or locked (a file system without flock) gives an invalid descriptor and
-// no error. Waits up to `max_wait_ms` (kWaitForever: without limit), polling; after
-// that, unavailable "<dir>: another process has held this folder's write lock for
-// more than N ms (a checkpoint being rewritten); try again". Thread safety: each call
-// opens its own descriptor, so threads of one process exclude each other like
-// processes do.
-inline Result<ScopedFd> LockFolder(const std::string& dir, int operation, int64_t max_wait_ms) {
-  ScopedFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd.valid()) return ScopedFd();
-  if (max_wait_ms == kWaitForever) {
-    while (::flock(fd.get(), operation) != 0) {
-      if (errno != EINTR) return ScopedFd();  // ENOLCK, EOPNOTSUPP...: unlocked
-    }
-    return fd;
-  }
-  int64_t waited_us = 0, step_us = 100;
-  while (::flock(fd.get(), operation | LOCK_NB) != 0) {
-    if (errno == EINTR) continue;
-    if (errno != EWOULDBLOCK) return ScopedFd();
-    if (waited_us >= max_wait_ms * 1000) {
-      return Status(StatusCode::kUnavailable,
-                    dir + ": another process has held this folder's write lock for more than " +
-                        std::to_string(max_wait_ms) +
-                        " ms (a checkpoint being rewritten); try again");
-    }
-    struct timespec ts = {0, step_us * 1000};
-    ::nanosleep(&ts, nullptr);
-    waited_us += step_us;
-    step_us = std::min<int64_t>(step_us * 2, 20'000);
-  }
   return fd;
 }
 

@@ -19,6 +19,7 @@
 #include <set>
 #include <utility>
 
+#include "format/folder_lock.h"
 #include "format/scoped_fd.h"
 #include "format/text.h"
 
@@ -942,24 +943,26 @@ Result<std::string> SerializeIndex(std::span<const TensorToWrite> tensors, const
   return out;
 }
 
-// RivalCheckpointWarning: when, once `plan` is written into `dir` (and the folder's
-// earlier files of `prefix` swept), a load of the folder (the folder rule of
-// Checkpoint::Open: model.safetensors.index.json, else the only index, else
-// model.safetensors, else the only .safetensors file) would not choose the new entry
-// point because of another checkpoint's files there, the warning that says so (see
-// ShardedWriteResult::warnings); else "". Looked at before anything is written.
-Result<std::string> RivalCheckpointWarning(const std::string& dir, const std::string& prefix,
-                                           const ShardPlan& plan) {
+// RivalCheckpointWarning: when, once `plan` is written into `dir`, a load of the folder
+// (the folder rule of Checkpoint::Open: model.safetensors.index.json, else the only
+// index, else model.safetensors, else the only .safetensors file) would not load the
+// new checkpoint because of another checkpoint's files there, the warning that says so
+// (see ShardedWriteResult::warnings); else "". Files of `prefix` count as the old
+// version of this checkpoint, replaced or swept, only with `remove_stale`. Looked at
+// before anything is written; a folder that cannot be listed gives no warning.
+std::string RivalCheckpointWarning(const std::string& dir, const std::string& prefix,
+                                   bool remove_stale, const ShardPlan& plan) {
   constexpr std::string_view kIndexSuffix = ".safetensors.index.json";
   constexpr std::string_view kFileSuffix = ".safetensors";
   const bool sharded = !plan.index_file.empty();
   const std::string entry = sharded ? plan.index_file : plan.files.front();
   std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), &::closedir);
-  if (!d) return ErrnoToStatus(errno, dir + ": list directory");
+  if (!d) return "";
   std::vector<std::string> rivals;
   while (dirent* e = ::readdir(d.get())) {
     const std::string name = e->d_name;
-    if (IsOurCheckpointFile(name, prefix) || name.front() == '.') continue;
+    if (name == entry || name.front() == '.') continue;
+    if (remove_stale && IsOurCheckpointFile(name, prefix)) continue;
     const bool is_index = name.ends_with(kIndexSuffix);
     if (!is_index && !name.ends_with(kFileSuffix)) continue;
     bool rival;
@@ -970,13 +973,13 @@ Result<std::string> RivalCheckpointWarning(const std::string& dir, const std::st
     }
     if (rival) rivals.push_back(name);
   }
-  if (rivals.empty()) return std::string();
+  if (rivals.empty()) return "";
   std::sort(rivals.begin(), rivals.end());
   std::string base = dir;
   while (base.size() > 1 && base.back() == '/') base.pop_back();
   return base + ": also holds " + rivals.front() + (rivals.size() > 1 ? " (and more)" : "") +
-         " of another checkpoint, which a load of the folder chooses instead of the new " +
-         entry + "; load the new one by its path, " + base + "/" + entry;
+         " of another checkpoint, so a load of the folder will not load the new " + entry +
+         "; load it by its path, " + base + "/" + entry;
 }
 
 Result<ShardedWriteResult> WriteSharded(const std::string& dir,
@@ -989,8 +992,10 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
   ShardedWriteResult result;
   SL_ASSIGN_OR_RETURN(result.plan, PlanShards(tensors, options));
   const ShardPlan& plan = result.plan;
-  SL_ASSIGN_OR_RETURN(std::string rival, RivalCheckpointWarning(dir, options.prefix, plan));
-  if (!rival.empty()) result.warnings.push_back(std::move(rival));
+  if (std::string rival = RivalCheckpointWarning(dir, options.prefix, options.remove_stale, plan);
+      !rival.empty()) {
+    result.warnings.push_back(std::move(rival));
+  }
   std::string index_text;
   if (!plan.index_file.empty()) {
     SL_ASSIGN_OR_RETURN(index_text, SerializeIndex(tensors, plan, options.metadata));
@@ -1043,12 +1048,17 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
     retired_name = plan.index_file.empty() ? single + ".index.json" : single;
   }
   // Writers into one folder take turns from the first rename to the end of the sweep
-  // (LockFolder, released when `folder_lock` closes), so two writes at once leave one
+  // (LockFolder, released when `folder_lock` goes), so two writes at once leave one
   // checkpoint or the other, never shards of both under one index; readers
-  // (Checkpoint::Open) wait for the same lock, so none catalogs a mix of old and new
-  // files. Best effort: where the folder cannot be locked (some network file systems),
-  // the write goes on unlocked.
-  SL_ASSIGN_OR_RETURN(Fd folder_lock, LockFolder(dir, LOCK_EX, kWaitForever));
+  // (Checkpoint::Open, loads, HashCheckpoint) hold it shared while they open files, so
+  // none reads a mix of old and new files. Best effort: where the folder cannot be
+  // locked (some network file systems), the write goes on unlocked.
+  Result<FolderLock> folder_lock =
+      LockFolder(dir, FolderLock::kExclusive, kDefaultFolderLockWaitMs);
+  if (!folder_lock.ok()) {
+    return Status(folder_lock.status().code(),
+                  folder_lock.status().message() + " (nothing was replaced)");
+  }
   bool retired = false;
   SL_RETURN_IF_ERROR(PublishTogether(staged, !plan.index_file.empty(),
                                      retired_name.empty() ? "" : base + retired_name, &retired));

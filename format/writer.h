@@ -221,9 +221,10 @@ struct ShardedWriteResult {
   std::vector<uint64_t> file_sizes;  // per shard file, in bytes
   std::vector<std::string> removed;  // stale files deleted (remove_stale)
   // warnings: what the caller should pass on; today one kind: the folder also holds
-  // another checkpoint that a load of the folder would choose instead of this one
-  // ("<dir>: also holds <file> of another checkpoint, which a load of the folder
-  // chooses instead of the new <entry>; load the new one by its path, <dir>/<entry>").
+  // another checkpoint, which a load of the folder would choose instead of this one (or
+  // fail on: several indexes) — "<dir>: also holds <file> of another checkpoint, so a
+  // load of the folder will not load the new <entry>; load it by its path,
+  // <dir>/<entry>". The CLI writers print them; the C API and Python drop them.
   std::vector<std::string> warnings;
 };
 

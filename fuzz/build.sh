@@ -31,7 +31,7 @@ format_srcs="format/status.cc format/dtype.cc format/text.cc format/json_syntax.
 declare -A target_srcs=(
   [header_fuzzer]="$format_srcs"
   [index_fuzzer]="$format_srcs format/index.cc"
-  [checkpoint_fuzzer]="$format_srcs format/index.cc format/checksum.cc loader/bus_guard.cc loader/file.cc loader/uring.cc
+  [checkpoint_fuzzer]="$format_srcs format/index.cc format/checksum.cc format/folder_lock.cc loader/bus_guard.cc loader/file.cc loader/uring.cc
                        loader/checkpoint.cc loader/checkpoint_hash.cc"
 )
 

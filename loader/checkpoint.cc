@@ -2,7 +2,6 @@
 // the shard set as a whole (see loader/checkpoint.h for the rules and messages).
 #include "loader/checkpoint.h"
 
-#include <sys/file.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -208,19 +207,19 @@ Result<Resolved> Resolve(const std::string& path) {
       return InvalidArgumentError(path + ": folder holds several index files and no " +
                                   std::string(kDefaultIndex) + ": " + JoinNames(indexes));
     }
-    if (!not_indexes.empty()) {
-      // The index is meant to be there; falling through to the shard files would give
-      // a misleading "no index".
-      std::sort(not_indexes.begin(), not_indexes.end());
-      return InvalidArgumentError(JoinPath(path, not_indexes[0]) +
-                                  ": not a regular file (a folder, or a link to none)");
-    }
     std::vector<std::string> not_files;  // named like files but folders, broken links, ...
     SL_ASSIGN_OR_RETURN(std::vector<std::string> files,
                         ListCandidates(path, kFileSuffix, path, &not_files));
     if (std::find(files.begin(), files.end(), kDefaultFile) != files.end()) {
-      r.file = kDefaultFile;
+      r.file = kDefaultFile;  // as transformers, whatever else is there
       return r;
+    }
+    if (!not_indexes.empty()) {
+      // An index is meant to be there; going on to the shard files would give a
+      // misleading "no index".
+      std::sort(not_indexes.begin(), not_indexes.end());
+      return InvalidArgumentError(JoinPath(path, not_indexes[0]) +
+                                  ": not a regular file (a folder, or a link to none)");
     }
     if (files.size() == 1) {
       // A lone "<prefix>-00001-of-00003.safetensors" is one shard of a sharded
@@ -440,8 +439,8 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
     fs::path p(path);
     lock_dir = p.has_parent_path() ? p.parent_path().string() : std::string(".");
   }
-  SL_ASSIGN_OR_RETURN(ScopedFd folder_lock,
-                      LockFolder(lock_dir, LOCK_SH, options.writer_wait_ms));
+  SL_ASSIGN_OR_RETURN(FolderLock folder_lock,
+                      LockFolder(lock_dir, FolderLock::kShared, options.writer_wait_ms));
   SL_ASSIGN_OR_RETURN(Resolved where, Resolve(path));
 
   Checkpoint ckpt;
@@ -480,7 +479,7 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
 
   int threads = options.read_threads == 0 ? kDefaultReadThreads : options.read_threads;
   SL_ASSIGN_OR_RETURN(std::vector<ShardHeader> headers, ReadAllHeaders(ckpt.shards_, threads));
-  folder_lock.Reset();
+  folder_lock.Release();
 
   size_t tensor_count = 0;
   for (size_t i = 0; i < headers.size(); ++i) {
@@ -716,6 +715,32 @@ Status CheckShardFile(const ShardInfo& shard, const ReadableFile& file, uint64_t
   if (!length.ok() || *length != n || Xxh3(bytes.subspan(8)) != shard.header_xxh3) {
     return DataLossError(shard.file + ": file was replaced since the checkpoint was opened "
                          "and its header differs (open the checkpoint again)");
+  }
+  return OkStatus();
+}
+
+Status OpenShardFiles(const Checkpoint& ckpt, const std::vector<bool>& used, IoMode mode,
+                      const UringOptions& uring,
+                      std::vector<std::unique_ptr<ReadableFile>>* files,
+                      std::vector<Status>* errors) {
+  const std::vector<ShardInfo>& shards = ckpt.shards();
+  files->clear();
+  files->resize(shards.size());
+  if (errors != nullptr) errors->assign(shards.size(), OkStatus());
+  if (std::find(used.begin(), used.end(), true) == used.end()) return OkStatus();
+  SL_ASSIGN_OR_RETURN(FolderLock folder_lock,
+                      LockFolder(ckpt.folder(), FolderLock::kShared, kDefaultFolderLockWaitMs));
+  for (size_t i = 0; i < shards.size() && i < used.size(); ++i) {
+    if (!used[i]) continue;
+    Result<std::unique_ptr<ReadableFile>> opened = OpenFile(shards[i].path, mode, uring);
+    Status st = opened.ok() ? CheckShardFile(shards[i], **opened) : opened.status();
+    if (st.ok()) {
+      (*files)[i] = std::move(opened).value();
+    } else if (errors != nullptr) {
+      (*errors)[i] = std::move(st);
+    } else {
+      return st;
+    }
   }
   return OkStatus();
 }

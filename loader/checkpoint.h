@@ -31,20 +31,16 @@
 #include <string_view>
 #include <vector>
 
+#include "format/folder_lock.h"
 #include "format/scoped_fd.h"
 #include "format/status.h"
+#include "loader/file.h"
 #include "loader/stored_tensor.h"
 
 namespace shardload {
 
 // CatalogOptions: how Checkpoint::Open treats a shard set. Invalid values (see each
 // field) make Open fail with invalid_argument before any file is touched.
-// kDefaultWriterWaitMs: how long a reader waits for a shardload writer that holds a
-// checkpoint folder's lock while it publishes a rewrite (60 s): Checkpoint::Open by
-// default (CatalogOptions::writer_wait_ms), and loads and HashCheckpoint while they
-// open the shard files they read.
-inline constexpr int64_t kDefaultWriterWaitMs = 60000;
-
 struct CatalogOptions {
   // strict_index: a tensor stored in a shard but absent from the index's weight_map is
   // an error when true (default), a warning in Checkpoint::warnings() when false.
@@ -56,10 +52,10 @@ struct CatalogOptions {
   // huggingface.js); must be at least 1; may be raised above the default.
   size_t max_shards = 10000;
   // writer_wait_ms: how long Open waits while a shardload writer holds the folder's
-  // lock (LockFolder in format/scoped_fd.h: from a rewrite's first rename to the end
-  // of its sweep) before failing with unavailable. Default kDefaultWriterWaitMs;
-  // must be >= 0.
-  int64_t writer_wait_ms = kDefaultWriterWaitMs;
+  // lock (format/folder_lock.h: from a rewrite's first rename to the end of its sweep)
+  // before failing with unavailable. Default kDefaultFolderLockWaitMs (60 s); must be
+  // >= 0. (Loads and HashCheckpoint wait the default while they open shard files.)
+  int64_t writer_wait_ms = kDefaultFolderLockWaitMs;
 };
 
 // ShardInfo: one file of the checkpoint (the only file for a single-file checkpoint).
@@ -74,7 +70,7 @@ struct ShardInfo {
   uint64_t header_xxh3 = 0;   // XXH3-64 of its JSON header bytes
 };
 
-class ReadableFile;
+class Checkpoint;
 
 // CheckShardFile: OK when `file`, opened from `shard.path` after the checkpoint was
 // opened (or held open since), has now (ReadableFile::Stat: its descriptor, not its
@@ -95,6 +91,20 @@ Status CheckShardFile(const ShardInfo& shard, const ReadableFile& file);
 Status CheckShardFile(const ShardInfo& shard, const ReadableFile& file, uint64_t size,
                       const std::optional<FileIdentity>& now);
 
+// OpenShardFiles: the files of every shard i with `used[i]` (`used` has one entry per
+// shard), opened with OpenFile in `mode` and checked with CheckShardFile, all while the
+// folder's shared lock is held (LockFolder, waiting up to kDefaultFolderLockWaitMs): a
+// shardload writer renames a rewrite's files in one by one under the exclusive lock,
+// and CheckShardFile accepts a shard replaced since Open by one of the same layout, so
+// files opened apart could be of two saves. No lock is taken when nothing is used.
+// `files` gets one entry per shard (null where unused). Errors: the lock's unavailable;
+// then the first shard's failure, in shard order — or, with `errors`, none: errors[i]
+// says why shard i could not be opened and files[i] stays null. Thread-safe.
+Status OpenShardFiles(const Checkpoint& ckpt, const std::vector<bool>& used, IoMode mode,
+                      const UringOptions& uring,
+                      std::vector<std::unique_ptr<ReadableFile>>* files,
+                      std::vector<Status>* errors = nullptr);
+
 // Checkpoint: an opened checkpoint's catalog. Move-only.
 // Thread safety: every const method may be called concurrently from several threads
 // (the lazy mappings behind MappedBytes are created under a per-shard lock).
@@ -110,7 +120,7 @@ class Checkpoint {
   //    "*.safetensors.index.json", else "model.safetensors", else its only
   //    "*.safetensors" (unless that is named like one shard of several,
   //    "<p>-00001-of-00003.safetensors": an error below).
-  // The folder's shared lock (LockFolder, format/scoped_fd.h) is held from the listing
+  // The folder's shared lock (LockFolder, format/folder_lock.h) is held from the listing
   // to the last shard header, waiting up to options.writer_wait_ms for a shardload
   // writer to finish publishing a rewrite.
   // Errors:
@@ -124,7 +134,7 @@ class Checkpoint {
   //    model-00001-of-00003.safetensors (shard 1 of 3) and no index; give the file's
   //    own path to load it alone"; invalid_argument "<path>/<name>.safetensors.index.json:
   //    not a regular file (a folder, or a link to none)" when no index is usable but one
-  //    is named there;
+  //    is named there, and no model.safetensors either;
   //  - unavailable "<folder>: another process has held this folder's write lock for
   //    more than N ms (a checkpoint being rewritten); try again";
   //    invalid_argument "CatalogOptions.writer_wait_ms must be >= 0, got -1";

@@ -1,8 +1,6 @@
 // loader/checkpoint_hash.cc — per-tensor XXH3 over a whole checkpoint (see the header).
 #include "loader/checkpoint_hash.h"
 
-#include <sys/file.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <memory>
@@ -10,7 +8,6 @@
 #include <utility>
 
 #include "format/checksum.h"
-#include "format/scoped_fd.h"
 #include "format/text.h"
 #include "loader/file.h"
 #include "loader/parallel.h"
@@ -111,24 +108,13 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
   // CheckShardFile accepts a shard replaced by one of the same layout, so files opened
   // over the course of the hash could be of two saves. An open's failure is reported
   // at the first tensor of that shard that a run reaches, as a read error would be.
-  std::vector<std::unique_ptr<ReadableFile>> files(shards.size());
-  std::vector<Status> open_status(shards.size());
+  std::vector<std::unique_ptr<ReadableFile>> files;
+  std::vector<Status> open_status;
   {
     std::vector<bool> used(shards.size(), false);
     for (const StoredTensor& t : tensors) used[t.shard] = true;
-    SL_ASSIGN_OR_RETURN(ScopedFd folder_lock,
-                        LockFolder(ckpt.folder(), LOCK_SH, kDefaultWriterWaitMs));
-    for (size_t i = 0; i < shards.size(); ++i) {
-      if (!used[i]) continue;
-      Result<std::unique_ptr<ReadableFile>> opened = OpenFile(shards[i].path, IoMode::kPread);
-      if (!opened.ok()) {
-        open_status[i] = opened.status();
-      } else if (Status same = CheckShardFile(shards[i], **opened); !same.ok()) {
-        open_status[i] = same;
-      } else {
-        files[i] = std::move(opened).value();
-      }
-    }
+    SL_RETURN_IF_ERROR(
+        OpenShardFiles(ckpt, used, IoMode::kPread, UringOptions(), &files, &open_status));
   }
   const size_t buffer_bytes = static_cast<size_t>(std::min(options.chunk_bytes, largest));
   auto hash_run_or_throw = [&](size_t r, size_t* at) {
@@ -140,6 +126,10 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
       Status st = open_status[t.shard];
       Xxh3Hasher hasher;
       for (uint64_t done = 0; st.ok() && done < t.bytes;) {
+        if (options.cancelled && options.cancelled()) {
+          st = CancelledError("hashing cancelled");
+          break;
+        }
         size_t n = static_cast<size_t>(std::min<uint64_t>(t.bytes - done, buffer.size()));
         std::span<std::byte> piece(buffer.data(), n);
         Status read = file->ReadAt(t.file_offset + done, piece);

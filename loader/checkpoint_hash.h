@@ -43,7 +43,8 @@ struct HashOptions {
   // 8 MiB, see bench/RESULTS.md); must be in [4096, 1 GiB].
   uint64_t chunk_bytes = uint64_t{1} << 20;
   // threads: how many threads read and hash, each a run of tensors in file order of
-  // about equal bytes, with its own file handles and buffer; 0 (default) = the
+  // about equal bytes, with its own buffer (the shard files are opened together
+  // first: OpenShardFiles, checkpoint.h); 0 (default) = the
   // hardware's threads. Must be in [0, 256]. Results and errors do not depend on it.
   int threads = 0;
   // check_recorded: when true (default), a tensor whose shard or index records a hash
@@ -55,6 +56,10 @@ struct HashOptions {
   // is skipped and counted in CheckpointDigest::malformed (the file's other records
   // still count).
   bool check_recorded = true;
+  // cancelled: when set, called before each chunk is read (from the hashing threads,
+  // so it must be thread-safe); once it returns true the call fails with cancelled
+  // "hashing cancelled". Default none.
+  std::function<bool()> cancelled;
 };
 
 // TensorDigest: one tensor's identity and the XXH3-64 of its bytes. `recorded` is the

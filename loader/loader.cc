@@ -2,8 +2,6 @@
 // sink → stream.
 #include "loader/loader.h"
 
-#include <sys/file.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -14,7 +12,6 @@
 #include <utility>
 
 #include "format/header.h"
-#include "format/scoped_fd.h"
 #include "format/text.h"
 #include "loader/checkpoint_hash.h"
 #include "loader/stream_verifier.h"
@@ -46,25 +43,21 @@ Status OpenShards(const Checkpoint& ckpt, std::span<const ReadSpan> spans, IoMod
   for (const ReadSpan& s : spans) {
     if (s.shard < used.size()) used[s.shard] = true;
   }
-  owned->clear();
-  owned->resize(shards.size());
+  // The shards no held file covers, opened together under the folder's lock.
+  std::vector<bool> to_open = used;
+  for (size_t i = 0; i < held.size() && i < to_open.size(); ++i) {
+    if (held[i] != nullptr) to_open[i] = false;
+  }
+  SL_RETURN_IF_ERROR(OpenShardFiles(ckpt, to_open, mode, uring, owned));
   files->assign(shards.size(), nullptr);
-  // All of them under the folder's shared lock. A shardload writer renames a rewrite's
-  // files in one at a time under the exclusive lock, and CheckShardFile accepts a shard
-  // replaced since Open by one of the same layout (a reload after a save): unlocked,
-  // some files opened here could be of the old save and some of the new.
-  SL_ASSIGN_OR_RETURN(ScopedFd folder_lock,
-                      LockFolder(ckpt.folder(), LOCK_SH, kDefaultWriterWaitMs));
   for (size_t i = 0; i < shards.size(); ++i) {
     if (!used[i]) continue;
-    if (i < held.size() && held[i] != nullptr) {
+    if (!to_open[i]) {
       SL_RETURN_IF_ERROR(CheckShardFile(shards[i], *held[i]));  // written to in place since?
       (*files)[i] = held[i];
-      continue;
+    } else {
+      (*files)[i] = (*owned)[i].get();
     }
-    SL_ASSIGN_OR_RETURN((*owned)[i], OpenFile(shards[i].path, mode, uring));
-    SL_RETURN_IF_ERROR(CheckShardFile(shards[i], *(*owned)[i]));
-    (*files)[i] = (*owned)[i].get();
   }
   return OkStatus();
 }

@@ -182,7 +182,9 @@ class LoadedCheckpoint : public LoadStats {
 // no data pointer: LoadInto writes into caller memory (use LoadAll for loader-owned
 // arenas)"; failed_precondition "tensor 'x' goes to cuda:0 but no device backend was
 // given"; the plan's, open, read, sink and stream errors (data_loss for files changed
-// since the header was read, or with options.verify a tensor whose bytes differ from
+// since the header was read; unavailable when a shardload writer holds the folder's
+// lock for longer than kDefaultFolderLockWaitMs while the shard files are opened:
+// OpenShardFiles, checkpoint.h; or with options.verify a tensor whose bytes differ from
 // its recorded XXH3; cancelled). Thread safety: concurrent loads are
 // independent. Targets whose buffers overlap (tied weights) are written in no defined
 // order, possibly by several threads at once: give them separate buffers, or one
@@ -239,7 +241,8 @@ struct VerifyReport {
 // beyond the ring: early pieces of split tensors held until their predecessors are
 // hashed (StreamVerifier; at worst about threads - 1 slots per tensor).
 // Errors: CheckShardFile's data_loss (checkpoint.h: other size, or replaced or
-// modified since Open) and "<file>: header changed while verifying"; the stream's read errors;
+// modified since Open) and "<file>: header changed while verifying"; OpenShardFiles'
+// unavailable; the stream's read errors;
 // cancelled; with options.verify, ParseChecksumMetadata's data_loss for a malformed
 // record.
 Result<VerifyReport> VerifyCheckpoint(const Checkpoint& checkpoint, const LoadOptions& options);

@@ -3,7 +3,6 @@
 #include "loader/checkpoint.h"
 
 #include <stdlib.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,7 +16,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "format/scoped_fd.h"
+#include "format/folder_lock.h"
 #include "tests/fixtures.h"
 
 namespace shardload {
@@ -376,6 +375,11 @@ TEST(CheckpointOpen, IndexThatIsAFolderIsNamedNotReportedMissing) {
   Result<Checkpoint> c = Checkpoint::Open(s.dir);
   EXPECT_EQ(c.status(), InvalidArgumentError(s.dir + "/" + kIndex +
                                              ": not a regular file (a folder, or a link to none)"));
+  // A model.safetensors there is what transformers would load: so does Open.
+  ASSERT_TRUE(WriteFile(s.dir + "/model.safetensors", SafetensorsBytes({{"m", "U8", {1}, ""}})));
+  Result<Checkpoint> single = Checkpoint::Open(s.dir);
+  ASSERT_TRUE(single.ok()) << single.status().ToString();
+  EXPECT_EQ(single->shards()[0].file, "model.safetensors");
 }
 
 TEST(CheckpointOpen, LoneShardOfASetIsNotTakenForASingleFile) {
@@ -405,15 +409,16 @@ TEST(CheckpointOpen, LoneShardOfASetIsNotTakenForASingleFile) {
 TEST(CheckpointOpen, WaitsForAWriterHoldingTheFolderLock) {
   Sharded s = WriteSharded("writer_lock");
   {
-    Result<ScopedFd> held = LockFolder(s.dir, LOCK_EX, kWaitForever);
-    ASSERT_TRUE(held.ok() && held->valid());
+    Result<FolderLock> held = LockFolder(s.dir, FolderLock::kExclusive, kDefaultFolderLockWaitMs);
+    ASSERT_TRUE(held.ok() && held->held());
     CatalogOptions quick;
     quick.writer_wait_ms = 30;
     Result<Checkpoint> c = Checkpoint::Open(s.dir, quick);
     EXPECT_EQ(c.status(),
               Status(StatusCode::kUnavailable,
-                     s.dir + ": another process has held this folder's write lock for more "
-                             "than 30 ms (a checkpoint being rewritten); try again"));
+                     s.dir + ": gave up after 30 ms waiting for the folder's lock, held by "
+                             "another shardload reader or writer of the checkpoint there (a "
+                             "rewrite being published, or a catalog being read); try again"));
   }
   // A "writer" replaces both shards and the index one rename at a time under the lock,
   // as WriteSharded does; an Open started meanwhile must see only the new files.
@@ -422,8 +427,8 @@ TEST(CheckpointOpen, WaitsForAWriterHoldingTheFolderLock) {
   ASSERT_TRUE(WriteFile(s.dir + "/.n1", SafetensorsBytes(new1)));
   ASSERT_TRUE(WriteFile(s.dir + "/.n2", SafetensorsBytes(new2)));
   ASSERT_TRUE(WriteFile(s.dir + "/.ni", IndexJson({{"x.w", kShard1}, {"y.w", kShard2}})));
-  Result<ScopedFd> lock = LockFolder(s.dir, LOCK_EX, kWaitForever);
-  ASSERT_TRUE(lock.ok() && lock->valid());
+  Result<FolderLock> lock = LockFolder(s.dir, FolderLock::kExclusive, kDefaultFolderLockWaitMs);
+  ASSERT_TRUE(lock.ok() && lock->held());
   Result<Checkpoint> seen = InternalError("not run");
   std::thread reader([&] { seen = Checkpoint::Open(s.dir); });
   std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the reader is waiting
@@ -431,7 +436,7 @@ TEST(CheckpointOpen, WaitsForAWriterHoldingTheFolderLock) {
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   ASSERT_EQ(::rename((s.dir + "/.n2").c_str(), (s.dir + "/" + kShard2).c_str()), 0);
   ASSERT_EQ(::rename((s.dir + "/.ni").c_str(), (s.dir + "/" + kIndex).c_str()), 0);
-  lock->Reset();
+  lock->Release();
   reader.join();
   ASSERT_TRUE(seen.ok()) << seen.status().ToString();
   std::vector<std::string> names;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -264,6 +265,19 @@ TEST(HashCheckpointTest, InvalidChunkSize) {
     EXPECT_EQ(d.status().message(), "HashOptions.chunk_bytes is " + std::to_string(chunk) +
                                         ", must be between 4096 and 1073741824");
   }
+}
+
+TEST(HashCheckpointTest, CancelledStopsBetweenChunks) {
+  std::atomic<int> calls{0};
+  HashOptions options;
+  options.chunk_bytes = 4096;
+  options.threads = 1;
+  options.cancelled = [&] { return ++calls > 2; };  // two chunks, then stop
+  Result<CheckpointDigest> d = HashDir(Sharded(), options);
+  EXPECT_EQ(d.status(), CancelledError("hashing cancelled"));
+  EXPECT_EQ(calls.load(), 3);
+  options.cancelled = [] { return false; };
+  EXPECT_TRUE(HashDir(Sharded(), options).ok());
 }
 
 TEST(HashCheckpointTest, FileTruncatedAfterOpenIsDataLossNotACrash) {

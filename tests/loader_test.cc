@@ -5,7 +5,6 @@
 #include "loader/loader.h"
 
 #include <fcntl.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -27,7 +26,7 @@
 #include <gtest/gtest.h>
 
 #include "format/checksum.h"
-#include "format/scoped_fd.h"
+#include "format/folder_lock.h"
 #include "format/writer.h"
 #include "loader/cast.h"
 #include "loader/host_sink.h"
@@ -591,8 +590,8 @@ TEST_F(LoaderTest, ALoadAndAHashOpenTheirShardsFromOneSave) {
   auto publish = [&](size_t i) {
     ASSERT_EQ(::rename((dir_ + "/.new" + std::to_string(i)).c_str(), shards[i].path.c_str()), 0);
   };
-  Result<ScopedFd> lock = LockFolder(dir_, LOCK_EX, kWaitForever);
-  ASSERT_TRUE(lock.ok() && lock->valid());
+  Result<FolderLock> lock = LockFolder(dir_, FolderLock::kExclusive, kDefaultFolderLockWaitMs);
+  ASSERT_TRUE(lock.ok() && lock->held());
   publish(0);
   Result<LoadedCheckpoint> loaded = InternalError("not run");
   Result<CheckpointDigest> hashed = InternalError("not run");
@@ -601,7 +600,7 @@ TEST_F(LoaderTest, ALoadAndAHashOpenTheirShardsFromOneSave) {
   std::this_thread::sleep_for(std::chrono::milliseconds(150));  // both are waiting
   publish(1);
   publish(2);
-  lock->Reset();
+  lock->Release();
   load.join();
   hash.join();
   ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();

@@ -219,9 +219,9 @@ TEST(ReshardTest, ReadsBackWhatItWroteNotAnotherCheckpointInOut) {
                             ": 4 tensors, 13470 bytes; XXH3 verified\ndigest " + digest + "\n");
   // The write says that a load of OUT still finds the other checkpoint.
   EXPECT_EQ(single.err, "shardload reshard: warning: " + single_out +
-                            ": also holds model.safetensors of another checkpoint, which a load "
-                            "of the folder chooses instead of the new q.safetensors; load the "
-                            "new one by its path, " + single_out + "/q.safetensors\n");
+                            ": also holds model.safetensors of another checkpoint, so a load "
+                            "of the folder will not load the new q.safetensors; load it by its "
+                            "path, " + single_out + "/q.safetensors\n");
   EXPECT_EQ(ReadFile(single_out + "/model.safetensors"), old_bytes);
   // A sharded model checkpoint there (its index); two new shards and p's index.
   std::string sharded_out = MakeTestDir("other_sharded");
@@ -234,8 +234,8 @@ TEST(ReshardTest, ReadsBackWhatItWroteNotAnotherCheckpointInOut) {
                              ": 4 tensors, 13470 bytes; XXH3 verified\ndigest " + digest + "\n");
   EXPECT_EQ(sharded.err, "shardload reshard: warning: " + sharded_out +
                              ": also holds model.safetensors.index.json of another checkpoint, "
-                             "which a load of the folder chooses instead of the new "
-                             "p.safetensors.index.json; load the new one by its path, " +
+                             "so a load of the folder will not load the new "
+                             "p.safetensors.index.json; load it by its path, " +
                              sharded_out + "/p.safetensors.index.json\n");
   Result<Checkpoint> old = Checkpoint::Open(sharded_out);
   ASSERT_TRUE(old.ok()) << old.status().ToString();

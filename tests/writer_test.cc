@@ -708,8 +708,8 @@ TEST(ShardTest, AnotherCheckpointThatALoadWouldChooseIsWarnedAbout) {
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->warnings, std::vector<std::string>{
                              dir + ": also holds foo.safetensors.index.json of another "
-                                   "checkpoint, which a load of the folder chooses instead of "
-                                   "the new model.safetensors; load the new one by its path, " +
+                                   "checkpoint, so a load of the folder will not load the new "
+                                   "model.safetensors; load it by its path, " +
                              dir + "/model.safetensors"});
   ShardOptions sharded;  // model.safetensors.index.json wins over any other index
   sharded.num_shards = 2;
@@ -721,9 +721,31 @@ TEST(ShardTest, AnotherCheckpointThatALoadWouldChooseIsWarnedAbout) {
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->warnings, std::vector<std::string>{
                              dir + ": also holds model.safetensors.index.json of another "
-                                   "checkpoint, which a load of the folder chooses instead of "
-                                   "the new foo.safetensors.index.json; load the new one by "
-                                   "its path, " + dir + "/foo.safetensors.index.json"});
+                                   "checkpoint, so a load of the folder will not load the new "
+                                   "foo.safetensors.index.json; load it by its path, " + dir +
+                                   "/foo.safetensors.index.json"});
+  // Two indexes of other names: a load of the folder fails, and the warning still holds.
+  std::string two = MakeScratchDir("rival_two");
+  ASSERT_TRUE(WriteSharded(two, SizedTensors({8, 8, 8}), foo).ok());
+  ShardOptions bar = foo;
+  bar.prefix = "bar";
+  r = WriteSharded(two, SizedTensors({8, 8, 8}), bar);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->warnings, std::vector<std::string>{
+                             two + ": also holds foo.safetensors.index.json of another "
+                                   "checkpoint, so a load of the folder will not load the new "
+                                   "bar.safetensors.index.json; load it by its path, " + two +
+                                   "/bar.safetensors.index.json"});
+  // Without the sweep, this checkpoint's own old index stays and wins over a new single
+  // file: said too.
+  ShardOptions keep;
+  keep.remove_stale = false;
+  r = WriteSharded(dir, SizedTensors({8}), keep);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->warnings.size(), 1u);
+  EXPECT_TRUE(r->warnings[0].starts_with(dir + ": also holds foo.safetensors.index.json (and "
+                                               "more) of another checkpoint"))
+      << r->warnings[0];
 }
 
 // A file name near the 255-byte limit still gets a temporary (and a backup) name: the
