@@ -192,6 +192,7 @@ int RunReshard(const Args& args) {
     return Usage(count.message());
   }
   StopOnSignals();
+  options.cancelled = [] { return InterruptSignal() != 0; };  // while waiting to publish
   std::optional<ChecksumMap> sums;
   if (checksums) {
     // Hash the source once and check what it records, before OUT is touched (a refusal

@@ -183,6 +183,7 @@ int RunWriteSample(const Args& args) {
 
   StopOnSignals();
   auto start = std::chrono::steady_clock::now();
+  shards.cancelled = [] { return InterruptSignal() != 0; };  // while waiting to publish
   Result<ShardedWriteResult> written = WriteSharded(dir, model->tensors, shards);
   if (int sig = EndStopOnSignals(); sig != 0) return SignalExit("write-sample", sig, !written.ok(), dir);
   if (!written.ok()) return Fail(written.status().message());

@@ -76,7 +76,8 @@ void FolderLock::Release() {
   if (fd_ >= 0) CloseRegistered(std::exchange(fd_, -1));  // closing unlocks
 }
 
-Result<FolderLock> LockFolder(const std::string& dir, FolderLock::Mode mode, int64_t max_wait_ms) {
+Result<FolderLock> LockFolder(const std::string& dir, FolderLock::Mode mode, int64_t max_wait_ms,
+                              const std::function<bool()>& cancelled) {
   constexpr int64_t kMaxWaitMs = int64_t{1} << 40;  // about 35 years
   const int64_t wait_ms = std::clamp<int64_t>(max_wait_ms, 0, kMaxWaitMs);
   const int operation = mode == FolderLock::kExclusive ? LOCK_EX : LOCK_SH;
@@ -88,6 +89,9 @@ Result<FolderLock> LockFolder(const std::string& dir, FolderLock::Mode mode, int
   while (::flock(fd, operation | LOCK_NB) != 0) {
     if (errno == EINTR) continue;
     if (errno != EWOULDBLOCK) return FolderLock();  // ENOLCK, EOPNOTSUPP...: unlocked
+    if (cancelled && cancelled()) {
+      return CancelledError(dir + ": stopped while waiting for the folder's lock");
+    }
     const auto waited = std::chrono::steady_clock::now() - start;
     if (waited >= std::chrono::milliseconds(wait_ms)) {
       return Status(StatusCode::kUnavailable,

@@ -13,6 +13,7 @@
 #define SHARDLOAD_FORMAT_FOLDER_LOCK_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "format/status.h"
@@ -45,7 +46,8 @@ class FolderLock {
   void Release();
 
  private:
-  friend Result<FolderLock> LockFolder(const std::string& dir, Mode mode, int64_t max_wait_ms);
+  friend Result<FolderLock> LockFolder(const std::string& dir, Mode mode, int64_t max_wait_ms,
+                                       const std::function<bool()>& cancelled);
   explicit FolderLock(int fd) : fd_(fd) {}
   int fd_ = -1;
 };
@@ -57,8 +59,11 @@ class FolderLock {
 // system without flock) gives a FolderLock that holds nothing, and no error. After the
 // wait: unavailable "<dir>: gave up after N ms waiting for the folder's lock, held by
 // another shardload reader or writer of the checkpoint there (a rewrite being
-// published, or a catalog being read); try again". Thread-safe.
-Result<FolderLock> LockFolder(const std::string& dir, FolderLock::Mode mode, int64_t max_wait_ms);
+// published, or a catalog being read); try again". `cancelled`, when set, is asked at
+// every poll (from this thread); once it returns true: cancelled "<dir>: stopped while
+// waiting for the folder's lock". Thread-safe.
+Result<FolderLock> LockFolder(const std::string& dir, FolderLock::Mode mode, int64_t max_wait_ms,
+                              const std::function<bool()>& cancelled = {});
 
 }  // namespace shardload
 

@@ -974,7 +974,11 @@ std::string RivalCheckpointWarning(const std::string& dir, const std::string& pr
     if (rival) rivals.push_back(name);
   }
   if (rivals.empty()) return "";
-  std::sort(rivals.begin(), rivals.end());
+  // An index first: it is what decides a load of the folder.
+  std::sort(rivals.begin(), rivals.end(), [&](const std::string& a, const std::string& b) {
+    const bool ai = a.ends_with(kIndexSuffix), bi = b.ends_with(kIndexSuffix);
+    return ai != bi ? ai : a < b;
+  });
   std::string base = dir;
   while (base.size() > 1 && base.back() == '/') base.pop_back();
   return base + ": also holds " + rivals.front() + (rivals.size() > 1 ? " (and more)" : "") +
@@ -1054,7 +1058,7 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
   // none reads a mix of old and new files. Best effort: where the folder cannot be
   // locked (some network file systems), the write goes on unlocked.
   Result<FolderLock> folder_lock =
-      LockFolder(dir, FolderLock::kExclusive, kDefaultFolderLockWaitMs);
+      LockFolder(dir, FolderLock::kExclusive, kDefaultFolderLockWaitMs, options.cancelled);
   if (!folder_lock.ok()) {
     return Status(folder_lock.status().code(),
                   folder_lock.status().message() + " (nothing was replaced)");

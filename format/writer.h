@@ -185,6 +185,11 @@ struct ShardOptions {
   bool remove_stale = true;
   // write: options for each file.
   WriteOptions write;
+  // cancelled: when set, asked while the write waits for the folder's lock before
+  // publishing (LockFolder, format/folder_lock.h; generators check for themselves);
+  // once it returns true the write fails with cancelled "<dir>: stopped while waiting
+  // for the folder's lock (nothing was replaced)". Default none.
+  std::function<bool()> cancelled;
 };
 
 // ShardPlan: the split, before any I/O. `shards[s]` lists input indices in order;

@@ -434,8 +434,10 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
   // shardload writer replacing the checkpoint (which renames its files one by one under
   // the exclusive lock) is seen entirely before or entirely after. Files are checked
   // against the identities read here when loads open them later.
+  // A path that is not a folder locks the folder holding it: also one that is missing
+  // for now (a writer sets the old index aside before it publishes the new one).
   std::string lock_dir = path;
-  if (struct stat st; ::stat(path.c_str(), &st) == 0 && !S_ISDIR(st.st_mode)) {
+  if (struct stat st; ::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     fs::path p(path);
     lock_dir = p.has_parent_path() ? p.parent_path().string() : std::string(".");
   }

@@ -444,6 +444,24 @@ TEST(CheckpointOpen, WaitsForAWriterHoldingTheFolderLock) {
   EXPECT_EQ(names, (std::vector<std::string>{"x.w", "y.w"}));
 }
 
+// Given the index's own path, Open waits for the folder's lock too, though a writer
+// has the old index set aside (its path missing) while it publishes.
+TEST(CheckpointOpen, AnIndexPathMissingWhileAWriterPublishesIsWaitedFor) {
+  Sharded s = WriteSharded("index_path_lock");
+  const std::string index = s.dir + "/" + kIndex;
+  Result<FolderLock> lock = LockFolder(s.dir, FolderLock::kExclusive, 0);
+  ASSERT_TRUE(lock.ok() && lock->held());
+  ASSERT_EQ(::rename(index.c_str(), (s.dir + "/.index.old").c_str()), 0);
+  Result<Checkpoint> seen = InternalError("not run");
+  std::thread reader([&] { seen = Checkpoint::Open(index); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_EQ(::rename((s.dir + "/.index.old").c_str(), index.c_str()), 0);
+  lock->Release();
+  reader.join();
+  ASSERT_TRUE(seen.ok()) << seen.status().ToString();
+  EXPECT_EQ(seen->tensors().size(), 3u);
+}
+
 TEST(CheckpointShardSet, MissingShardIsNamedBeforeAnyHeaderIsRead) {
   Sharded s = WriteSharded("missingshard");
   // Shard 1 is corrupt; it would fail to parse, but the missing shard 3 is found first.

@@ -21,6 +21,7 @@
 
 #include <gtest/gtest.h>
 
+#include "format/folder_lock.h"
 #include "format/header.h"
 
 namespace shardload {
@@ -746,6 +747,27 @@ TEST(ShardTest, AnotherCheckpointThatALoadWouldChooseIsWarnedAbout) {
   EXPECT_TRUE(r->warnings[0].starts_with(dir + ": also holds foo.safetensors.index.json (and "
                                                "more) of another checkpoint"))
       << r->warnings[0];
+}
+
+// A write that must wait for the folder's lock (a reader holding it) can be called off
+// while it waits: nothing is replaced, nothing is left behind. (A CLI writer sent
+// SIGTERM there used to wait on, then publish, then say the signal came too late.)
+TEST(ShardTest, AWriteWaitingForTheFolderLockCanBeCancelled) {
+  std::string dir = MakeScratchDir("lock_cancel");
+  ShardOptions o;
+  o.num_shards = 2;
+  ASSERT_TRUE(WriteSharded(dir, SizedTensors({8, 8}), o).ok());
+  const std::vector<std::string> before = ListDir(dir);
+  Result<FolderLock> reader = LockFolder(dir, FolderLock::kShared, 0);
+  ASSERT_TRUE(reader.ok() && reader->held());
+  int polls = 0;
+  o.cancelled = [&] { return ++polls == 3; };
+  o.num_shards = 1;
+  Result<ShardedWriteResult> r = WriteSharded(dir, SizedTensors({8, 8}), o);
+  EXPECT_EQ(r.status(), CancelledError(dir + ": stopped while waiting for the folder's lock "
+                                             "(nothing was replaced)"));
+  EXPECT_EQ(polls, 3);
+  EXPECT_EQ(ListDir(dir), before);
 }
 
 // A file name near the 255-byte limit still gets a temporary (and a backup) name: the
