@@ -2627,6 +2627,30 @@ class PythonTest(unittest.TestCase):
         self.assertEqual(loaded_versions(lambda m: shardload.load_state_dict_into(m, path)),
                          expected)
 
+    def test_stored_bool_bytes_load_as_zero_or_one_like_torch(self):
+        # A bool stored as byte 2 or 255 is True; copying it into a module, torch's
+        # copy_ writes 1 (and safetensors' load_model goes through copy_). load_file
+        # hands the stored bytes back as they are, as safetensors' load_file does.
+        path = self.path("b.safetensors")
+        raw = torch.tensor([0, 1, 2, 255], dtype=torch.uint8)
+        shardload.save_file({"flags": raw.view(torch.bool)}, path)
+        self.assertEqual(shardload.load_file(path)["flags"].view(torch.uint8).tolist(),
+                         [0, 1, 2, 255])
+
+        class M(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.register_buffer("flags", torch.zeros(4, dtype=torch.bool))
+
+        expected = M()
+        expected.load_state_dict(shardload.load_file(path))
+        self.assertEqual(expected.flags.view(torch.uint8).tolist(), [0, 1, 1, 1])
+        for load in (shardload.load_model, shardload.load_state_dict_into):
+            m = M()
+            load(m, path)
+            self.assertEqual(m.flags.view(torch.uint8).tolist(), [0, 1, 1, 1], load.__name__)
+            self.assertEqual(m.flags._version, expected.flags._version, load.__name__)
+
     def test_bare_cuda_without_a_device_fails_like_load_file(self):
         # A bare "cuda" where torch sees no device: cuda:0, as load_file reads it, and
         # the same ShardloadError, not torch's error from torch.cuda.current_device().

@@ -772,7 +772,9 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     Returns the report: a dict with lists "matched", "missing", "unexpected",
     "mismatched", "renamed"; "missing" and "unexpected" in the order torch's
     load_state_dict lists them (missing in the module's state_dict order, unexpected
-    module by module as torch visits them), the others sorted. A module holding
+    module by module as torch visits them), the others sorted (so are the names in the
+    direct path's strict-failure message, the library's). Stored bools are written as
+    torch's copy_ writes them, 0 or 1 (a stored byte 2 becomes 1). A module holding
     inference tensors (made under torch.inference_mode()) is refused outside inference
     mode, unless ``assign``, before any tensor is read or written:
     ShardloadError("failed_precondition", "Error(s) in loading state_dict: inference
@@ -1157,6 +1159,13 @@ def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, 
         for name in matched:
             if name not in scratch:
                 _bump_version(state[name])  # also an empty one, as copy_ bumps it
+        with torch.no_grad():
+            for name in matched:
+                t = state[name]
+                if t.dtype == torch.bool and t.numel():
+                    # Stored bools are bytes; any nonzero one is True. torch's copy_
+                    # writes 0/1, and so must a load (a 2 would compare unequal to True).
+                    t.data.view(torch.uint8).clamp_(max=1)
         return lists
     finally:
         options.close()
