@@ -17,10 +17,13 @@ static_assert(std::atomic<int>::is_always_lock_free);
 
 extern "C" void RecordStopSignal(int sig) { g_signal.store(sig, std::memory_order_relaxed); }
 
-constexpr int kStopSignals[] = {SIGINT, SIGTERM};
+// SIGHUP: the terminal of an interactive write was closed (under nohup it is ignored,
+// and stays so).
+constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP};
+constexpr int kStopSignalCount = sizeof(kStopSignals) / sizeof(kStopSignals[0]);
 // The dispositions StopOnSignals replaced, restored by EndStopOnSignals.
-struct sigaction g_saved[2];
-bool g_installed[2] = {false, false};
+struct sigaction g_saved[kStopSignalCount];
+bool g_installed[kStopSignalCount] = {};
 
 }  // namespace
 
@@ -29,7 +32,7 @@ void StopOnSignals() {
   sa.sa_handler = RecordStopSignal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESETHAND;  // no SA_RESTART: a blocked write returns EINTR and retries
-  for (int k = 0; k < 2; ++k) {
+  for (int k = 0; k < kStopSignalCount; ++k) {
     struct sigaction current;
     ::sigaction(kStopSignals[k], nullptr, &current);
     // A signal the process was started ignoring (a background job's SIGINT, nohup)
@@ -42,7 +45,7 @@ void StopOnSignals() {
 int InterruptSignal() { return g_signal.load(std::memory_order_relaxed); }
 
 int EndStopOnSignals() {
-  for (int k = 0; k < 2; ++k) {
+  for (int k = 0; k < kStopSignalCount; ++k) {
     if (g_installed[k]) ::sigaction(kStopSignals[k], &g_saved[k], nullptr);
     g_installed[k] = false;
   }

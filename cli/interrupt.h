@@ -20,7 +20,7 @@
 
 namespace shardload::cli {
 
-// StopOnSignals: installs the one-shot SIGINT/SIGTERM handlers (SA_RESETHAND), except
+// StopOnSignals: installs the one-shot SIGINT/SIGTERM/SIGHUP handlers (SA_RESETHAND), except
 // for a signal the process ignores (it stays ignored). Call once, from the main
 // thread, before writing.
 void StopOnSignals();
@@ -28,7 +28,7 @@ void StopOnSignals();
 // InterruptSignal: the signal that arrived since StopOnSignals, or 0. Any thread.
 int InterruptSignal();
 
-// EndStopOnSignals: SIGINT and SIGTERM get back the dispositions StopOnSignals found;
+// EndStopOnSignals: SIGINT, SIGTERM and SIGHUP get back the dispositions StopOnSignals found;
 // returns InterruptSignal(). Call when the writing is over, whatever its outcome: a signal
 // that came after the last generator call did not stop the write, so the caller must
 // tell "interrupted, nothing changed" (the write failed) from "done anyway".

@@ -95,6 +95,11 @@ check "SIGINT exits 130" test $rc -eq 130
 check "SIGINT says so" test "$(cat "$tmp/sig.err")" = \
   "shardload write-sample: interrupted by signal 2; $tmp/sig is as it was"
 check "SIGINT leaves the folder as it was" test "$(cd "$tmp/sig" && ls -A && md5sum ./*)" = "$before"
+interrupt_write HUP; rc=$?
+check "SIGHUP (the terminal closed) exits 129" test $rc -eq 129
+check "SIGHUP says so" test "$(cat "$tmp/sig.err")" = \
+  "shardload write-sample: interrupted by signal 1; $tmp/sig is as it was"
+check "SIGHUP leaves the folder as it was" test "$(cd "$tmp/sig" && ls -A && md5sum ./*)" = "$before"
 
 # The Hugging Face reference reads what we wrote (skipped without it).
 if python3 -c 'import safetensors, numpy' >/dev/null 2>&1; then
