@@ -50,6 +50,8 @@ using shardload::StatusCode;
 using shardload::Target;
 
 thread_local std::string t_last_error;
+// t_last_save_warning: the warnings of this thread's last sl_save_sharded(_ex) call.
+thread_local std::string t_last_save_warning;
 thread_local sl_status t_last_code = SL_OK;
 // t_out_of_memory: the last error is FailOutOfMemory's (its message is static, so
 // recording it needs no memory); constant-initialized, so setting it cannot throw.
@@ -1165,6 +1167,7 @@ sl_status sl_save_sharded_ex(const char* dir, const sl_tensor_view* tensors,
                              const char* const* metadata_keys,
                              const char* const* metadata_values, size_t metadata_count,
                              int flags) {
+  t_last_save_warning.clear();
   return Guard([&] {
     if (dir == nullptr) return Fail(NullArgument("dir"));
     if ((flags & ~SL_SAVE_CHECKSUMS) != 0) return UnknownSaveFlags(flags);
@@ -1185,8 +1188,13 @@ sl_status sl_save_sharded_ex(const char* dir, const sl_tensor_view* tensors,
             ? shardload::WriteShardedWithChecksums(dir, *write, options)
             : shardload::WriteSharded(dir, *write, options);
     if (!r.ok()) return Fail(r.status());
+    for (const std::string& w : r->warnings) {
+      t_last_save_warning += (t_last_save_warning.empty() ? "" : "\n") + w;
+    }
     return SL_OK;
   });
 }
+
+const char* sl_last_save_warning(void) { return t_last_save_warning.c_str(); }
 
 }  // extern "C"

@@ -643,6 +643,14 @@ sl_status sl_save_sharded_ex(const char* dir, const sl_tensor_view* tensors,
                              const char* const* metadata_values, size_t metadata_count,
                              int flags);
 
+/* sl_last_save_warning: what this thread's last sl_save_sharded / sl_save_sharded_ex
+ * call found worth saying, one warning per line, or "" (also after a failed call):
+ * today, that the folder holds another checkpoint which a load of the folder would
+ * pick, or fail on, instead of the new one ("<dir>: also holds <file> of another
+ * checkpoint, so a load of the folder will not load the new <entry>; load it by its
+ * path, <dir>/<entry>"). Valid until this thread's next save call. Never NULL. */
+const char* sl_last_save_warning(void);
+
 #ifdef __cplusplus
 }  /* extern "C" */
 #endif

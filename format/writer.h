@@ -229,7 +229,8 @@ struct ShardedWriteResult {
   // another checkpoint, which a load of the folder would choose instead of this one (or
   // fail on: several indexes) — "<dir>: also holds <file> of another checkpoint, so a
   // load of the folder will not load the new <entry>; load it by its path,
-  // <dir>/<entry>". The CLI writers print them; the C API and Python drop them.
+  // <dir>/<entry>". The CLI writers print them, the C API hands them out
+  // (sl_last_save_warning) and Python's save_sharded warns (ShardloadWarning).
   std::vector<std::string> warnings;
 };
 

@@ -2627,6 +2627,23 @@ class PythonTest(unittest.TestCase):
         self.assertEqual(loaded_versions(lambda m: shardload.load_state_dict_into(m, path)),
                          expected)
 
+    def test_save_sharded_warns_when_another_checkpoint_would_be_loaded(self):
+        folder = self.path("two")
+        os.makedirs(folder)
+        shardload.save_sharded({"a": torch.ones(4), "b": torch.ones(4)}, folder,
+                               max_shard_size=16)
+        with warnings_caught() as caught:
+            shardload.save_sharded({"c": torch.ones(4)}, folder, prefix="other")
+        self.assertEqual([str(w.message) for w in caught if w.category is shardload.ShardloadWarning],
+                         [folder + ": also holds model.safetensors.index.json (and more) of "
+                          "another checkpoint, so a load of the folder will not load the new "
+                          "other.safetensors; load it by its path, " + folder +
+                          "/other.safetensors"])
+        with warnings_caught() as caught:  # the model checkpoint again: no warning
+            shardload.save_sharded({"a": torch.ones(4), "b": torch.ones(4)}, folder,
+                                   max_shard_size=16)
+        self.assertEqual([w for w in caught if w.category is shardload.ShardloadWarning], [])
+
     def test_stored_bool_bytes_load_as_zero_or_one_like_torch(self):
         # A bool stored as byte 2 or 255 is True; copying it into a module, torch's
         # copy_ writes 1 (and safetensors' load_model goes through copy_). load_file

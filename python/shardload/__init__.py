@@ -1581,7 +1581,11 @@ def save_sharded(tensors, folder, max_shard_size="5GB", metadata=None, prefix="m
     the metadata as "dropped -> kept" notes (a user entry of that name wins), which
     load_state_dict_into and the C API read back. Other members of a group (a
     transposed or partial view of the kept tensor) hold other values: each is written
-    as its own contiguous copy, as non-contiguous tensors are."""
+    as its own contiguous copy, as non-contiguous tensors are. When the folder holds
+    another checkpoint that a load of the folder would take (or fail on) instead of
+    this one, the save succeeds and warns (ShardloadWarning "<folder>: also holds
+    <file> of another checkpoint, so a load of the folder will not load the new
+    <entry>; load it by its path, ...")."""
     _check_tensor_dict(tensors)
     _check_names(tensors)
     if not isinstance(prefix, str):
@@ -1599,6 +1603,8 @@ def save_sharded(tensors, folder, max_shard_size="5GB", metadata=None, prefix="m
     del keep
     _check_shard_size_status(status, max_shard_size)
     _lib.check(status)
+    for text in _lib.lib().sl_last_save_warning().decode("utf-8", "replace").splitlines():
+        warnings.warn(text, ShardloadWarning, stacklevel=2)
 
 
 _HUB_SIZE_UNITS = {"TB": 10**12, "GB": 10**9, "MB": 10**6, "KB": 10**3}

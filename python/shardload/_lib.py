@@ -106,6 +106,7 @@ _P = ctypes.c_void_p
 _SIGNATURES = {
     "sl_status_name": (ctypes.c_char_p, [ctypes.c_int]),
     "sl_last_error": (ctypes.c_char_p, []),
+    "sl_last_save_warning": (ctypes.c_char_p, []),
     "sl_version": (ctypes.c_char_p, []),
     "sl_cuda_device_count": (ctypes.c_int, []),
     "sl_checkpoint_open": (ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(_P)]),
