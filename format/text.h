@@ -14,8 +14,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <string>
 #include <optional>
+#include <string>
 #include <string_view>
 
 namespace shardload {
@@ -57,10 +57,16 @@ inline size_t Utf8SequenceLength(std::string_view s, size_t i) {
 
 // Utf8ErrorOffset: the offset of the first byte of `s` that does not start a valid
 // UTF-8 sequence (Utf8SequenceLength's rules: no overlong forms, surrogates or values
-// past U+10FFFF), or nullopt when `s` is valid. Linear; meant for error messages (the
-// parsers validate with simdjson first). Thread-safe (pure function).
+// past U+10FFFF), or nullopt when `s` is valid. Linear, 8 ASCII bytes at a time (the
+// writer checks megabytes of tensor names with it). Thread-safe (pure function).
 inline std::optional<size_t> Utf8ErrorOffset(std::string_view s) {
+  constexpr uint64_t kHighBits = 0x8080808080808080ULL;
   for (size_t i = 0; i < s.size();) {
+    uint64_t word;
+    if (s.size() - i >= 8 && (std::memcpy(&word, s.data() + i, 8), word & kHighBits) == 0) {
+      i += 8;  // 8 ASCII bytes
+      continue;
+    }
     if (static_cast<unsigned char>(s[i]) < 0x80) {
       ++i;
       continue;

@@ -79,15 +79,6 @@ size_t DecodeUtf8(std::string_view s, size_t i, uint32_t* cp) {
   return len;
 }
 
-// Load8 / kHighs: 8 bytes at a time for IsValidUtf8 (the header of a big checkpoint is
-// megabytes of names; a per-byte loop would dominate).
-constexpr uint64_t kHighs = 0x8080808080808080ULL;
-uint64_t Load8(const char* p) {
-  uint64_t w;
-  std::memcpy(&w, p, 8);
-  return w;
-}
-
 void AppendHex4(std::string* out, uint32_t v) {
   static constexpr char kHex[] = "0123456789abcdef";
   *out += "\\u";
@@ -363,24 +354,9 @@ TensorToWrite TensorToWrite::FromGenerator(std::string name, Dtype dtype,
 }
 
 bool IsValidUtf8(std::string_view s, size_t* bad_offset) {
-  for (size_t i = 0; i < s.size();) {
-    if (s.size() - i >= 8 && (Load8(s.data() + i) & kHighs) == 0) {  // 8 ASCII bytes
-      i += 8;
-      continue;
-    }
-    if (static_cast<unsigned char>(s[i]) < 0x80) {
-      ++i;
-      continue;
-    }
-    uint32_t cp;
-    size_t len = DecodeUtf8(s, i, &cp);
-    if (len == 0) {
-      if (bad_offset) *bad_offset = i;
-      return false;
-    }
-    i += len;
-  }
-  return true;
+  const std::optional<size_t> bad = Utf8ErrorOffset(s);
+  if (bad && bad_offset) *bad_offset = *bad;
+  return !bad;
 }
 
 std::string EscapeJsonString(std::string_view s) {

@@ -25,7 +25,6 @@
 #include "format/checksum.h"
 #include "format/header.h"
 #include "format/index.h"
-#include "format/scoped_fd.h"
 #include "format/text.h"
 #include "loader/file.h"
 #include "loader/parallel.h"

@@ -102,12 +102,9 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
     Status status;
   };
   std::vector<RunError> errors(run_begin.size() - 1);
-  // Every shard holding a tensor is opened (and checked against its catalogued layout)
-  // before any is read, under the folder's shared lock: a shardload writer publishing a
-  // rewrite renames its files one at a time under the exclusive lock, and
-  // CheckShardFile accepts a shard replaced by one of the same layout, so files opened
-  // over the course of the hash could be of two saves. An open's failure is reported
-  // at the first tensor of that shard that a run reaches, as a read error would be.
+  // Every shard holding a tensor is opened before any is read (OpenShardFiles: together,
+  // under the folder's lock, so all are of one save). An open's failure is reported at
+  // the first tensor of that shard that a run reaches, as a read error would be.
   std::vector<std::unique_ptr<ReadableFile>> files;
   std::vector<Status> open_status;
   {

@@ -332,6 +332,13 @@ TEST(CheckpointOpen, ShardedByIndexPath) {
   ExpectShardedCatalog(*c, s);
 }
 
+// HoldsBothWarning: Open's warning for a folder whose `index` is loaded while a
+// model.safetensors lies next to it.
+std::vector<std::string> HoldsBothWarning(const std::string& dir, const std::string& index) {
+  return {dir + ": holds both " + index + " and model.safetensors; loading the index "
+          "(transformers loads model.safetensors)"};
+}
+
 TEST(CheckpointOpen, FolderIndexWinsOverFiles) {
   Sharded s = WriteSharded("indexwins");
   ASSERT_TRUE(WriteFile(s.dir + "/model.safetensors", SafetensorsBytes({{"m", "U8", {1}, ""}})));
@@ -340,10 +347,7 @@ TEST(CheckpointOpen, FolderIndexWinsOverFiles) {
   EXPECT_TRUE(c->sharded());
   EXPECT_EQ(c->Find("m"), nullptr);
   // Said, since transformers would take the single file.
-  EXPECT_EQ(c->warnings(), std::vector<std::string>{
-                               s.dir + ": holds both model.safetensors.index.json and "
-                               "model.safetensors; loading the index (transformers loads "
-                               "model.safetensors)"});
+  EXPECT_EQ(c->warnings(), HoldsBothWarning(s.dir, kIndex));
 }
 
 TEST(CheckpointOpen, FolderWithOnlyANonDefaultIndex) {
@@ -363,10 +367,7 @@ TEST(CheckpointOpen, NonDefaultIndexNextToModelSafetensorsIsSaid) {
   Result<Checkpoint> c = Checkpoint::Open(s.dir);
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->index_file(), "foo.safetensors.index.json");
-  EXPECT_EQ(c->warnings(), std::vector<std::string>{
-                               s.dir + ": holds both foo.safetensors.index.json and "
-                               "model.safetensors; loading the index (transformers loads "
-                               "model.safetensors)"});
+  EXPECT_EQ(c->warnings(), HoldsBothWarning(s.dir, "foo.safetensors.index.json"));
 }
 
 TEST(CheckpointOpen, IndexThatIsAFolderIsNamedNotReportedMissing) {

@@ -695,6 +695,14 @@ TEST(ShardTest, TheOldIndexIsGoneBeforeTheSweep) {
                                                     "model.safetensors"}));
 }
 
+// RivalWarning: ShardedWriteResult::warnings when `rival` in `dir` keeps a load of the
+// folder from loading the new `entry`.
+std::vector<std::string> RivalWarning(const std::string& dir, const std::string& rival,
+                                      const std::string& entry) {
+  return {dir + ": also holds " + rival + " of another checkpoint, so a load of the folder "
+          "will not load the new " + entry + "; load it by its path, " + dir + "/" + entry};
+}
+
 // A write whose result a load of the folder would not choose (another checkpoint's
 // entry point wins under the folder rule) succeeds and says so; writes the folder rule
 // does choose say nothing.
@@ -707,11 +715,7 @@ TEST(ShardTest, AnotherCheckpointThatALoadWouldChooseIsWarnedAbout) {
   ShardOptions single;  // model.safetensors: the folder rule takes foo's index first
   Result<ShardedWriteResult> r = WriteSharded(dir, SizedTensors({8}), single);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
-  EXPECT_EQ(r->warnings, std::vector<std::string>{
-                             dir + ": also holds foo.safetensors.index.json of another "
-                                   "checkpoint, so a load of the folder will not load the new "
-                                   "model.safetensors; load it by its path, " +
-                             dir + "/model.safetensors"});
+  EXPECT_EQ(r->warnings, RivalWarning(dir, "foo.safetensors.index.json", "model.safetensors"));
   ShardOptions sharded;  // model.safetensors.index.json wins over any other index
   sharded.num_shards = 2;
   r = WriteSharded(dir, SizedTensors({8, 8}), sharded);
@@ -720,11 +724,8 @@ TEST(ShardTest, AnotherCheckpointThatALoadWouldChooseIsWarnedAbout) {
   foo.num_shards = 3;  // foo again: now model's index wins over it
   r = WriteSharded(dir, SizedTensors({8, 8, 8}), foo);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
-  EXPECT_EQ(r->warnings, std::vector<std::string>{
-                             dir + ": also holds model.safetensors.index.json of another "
-                                   "checkpoint, so a load of the folder will not load the new "
-                                   "foo.safetensors.index.json; load it by its path, " + dir +
-                                   "/foo.safetensors.index.json"});
+  EXPECT_EQ(r->warnings,
+            RivalWarning(dir, "model.safetensors.index.json", "foo.safetensors.index.json"));
   // Two indexes of other names: a load of the folder fails, and the warning still holds.
   std::string two = MakeScratchDir("rival_two");
   ASSERT_TRUE(WriteSharded(two, SizedTensors({8, 8, 8}), foo).ok());
@@ -732,11 +733,8 @@ TEST(ShardTest, AnotherCheckpointThatALoadWouldChooseIsWarnedAbout) {
   bar.prefix = "bar";
   r = WriteSharded(two, SizedTensors({8, 8, 8}), bar);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
-  EXPECT_EQ(r->warnings, std::vector<std::string>{
-                             two + ": also holds foo.safetensors.index.json of another "
-                                   "checkpoint, so a load of the folder will not load the new "
-                                   "bar.safetensors.index.json; load it by its path, " + two +
-                                   "/bar.safetensors.index.json"});
+  EXPECT_EQ(r->warnings,
+            RivalWarning(two, "foo.safetensors.index.json", "bar.safetensors.index.json"));
   // Without the sweep, this checkpoint's own old index stays and wins over a new single
   // file: said too.
   ShardOptions keep;
