@@ -8,11 +8,11 @@
 // tensors sorted by name, `file` relative to the checkpoint folder, `data_offsets` as
 // in the shard's header. `metadata` is the index's "metadata" object for a sharded
 // checkpoint and the file's `__metadata__` for a single file (an empty object when it
-// has none); its values are always strings (an index's non-string values, such as a
-// numeric total_size, as their JSON text: "total_size":"41"). Shards' own
-// `__metadata__` are not shown for sharded checkpoints. Strings are escaped (quote,
-// backslash, control characters, NUL as \u0000); valid UTF-8 is passed through and
-// bytes that are not valid UTF-8 (possible only in paths) become \ufffd.
+// has none); its values are as the index wrote them (a numeric total_size stays a
+// number, "total_size":41; a string stays a string; objects and arrays are minified).
+// Shards' own `__metadata__` are not shown for sharded checkpoints. Strings are escaped
+// (quote, backslash, control characters, NUL as \u0000); valid UTF-8 is passed through
+// and bytes that are not valid UTF-8 (possible only in paths) become \ufffd.
 // In the summary, file names and metadata keys and values that hold a control
 // character are JSON-quoted (OneLineText), so one entry is always one line.
 // Warnings of the catalog go to stderr as "shardload inspect: warning: ..." under --json
@@ -186,7 +186,11 @@ void RenderJson(const Checkpoint& ckpt, OutputBuffer& out) {
     first = false;
     AppendJsonStringTo(out, k, kInspectJson);
     out += ':';
-    AppendJsonStringTo(out, v, kInspectJson);
+    if (ckpt.metadata_json().contains(k)) {
+      out += v;  // JSON text as the index had it (minified by the parser)
+    } else {
+      AppendJsonStringTo(out, v, kInspectJson);
+    }
   }
   out += "},\"tensors\":[";
   // File names escaped once per shard, not once per tensor.

@@ -9,7 +9,9 @@
 // the file's `__metadata__` when one shard results), and the written checkpoint is
 // read back and checked against those records before the command reports success.
 // The source's metadata is carried over (without "total_size", which the writer
-// recomputes, and without old "shardload.xxh3.*" records). The new files replace
+// recomputes, and without old "shardload.xxh3.*" records); an index's values that are
+// not strings (a numeric "total_parameters") stay what they were in a new index, and
+// become their JSON text in a single file's `__metadata__`. The new files replace
 // OUT's earlier checkpoint of the same prefix only once all are written (its files the
 // new one does not use are then removed, and listed); on an error, SIGINT or SIGTERM,
 // OUT is left as it was.
@@ -183,6 +185,7 @@ int RunReshard(const Args& args) {
   for (const auto& [k, v] : ckpt->metadata()) {
     if (k == "total_size" || k.starts_with(kChecksumKeyPrefix)) continue;
     options.metadata.emplace(k, v);
+    if (ckpt->metadata_json().contains(k)) options.metadata_json.emplace(k);  // 7 stays 7
   }
   // Option errors (more shards than tensors or than a reader accepts, a bad prefix)
   // before OUT is created.

@@ -56,7 +56,8 @@ Status ReadMetadata(simdjson::dom::element value, std::string_view label, ShardI
   simdjson::dom::object object = value.get_object().value_unsafe();
   for (simdjson::dom::key_value_pair kv : object) {
     std::string text;
-    if (kv.value.type() == T::STRING) {
+    const bool is_string = kv.value.type() == T::STRING;
+    if (is_string) {
       text = std::string(kv.value.get_string().value_unsafe());
     } else {
       text = simdjson::to_string(kv.value);  // numbers in decimal, others minified
@@ -74,6 +75,7 @@ Status ReadMetadata(simdjson::dom::element value, std::string_view label, ShardI
     if (!index.metadata.try_emplace(std::string(kv.key), std::move(text)).second) {
       return InvalidArgumentError(l + ": metadata has duplicate key " + Quote(kv.key));
     }
+    if (!is_string) index.metadata_json.emplace(kv.key);
   }
   return OkStatus();
 }

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -43,6 +44,10 @@ struct ShardIndex {
   // other value as its JSON text (numbers in decimal, `true`, `null`, objects and
   // arrays minified).
   std::map<std::string, std::string> metadata;
+  // metadata_json: the keys of `metadata` whose value is not a JSON string, so that
+  // their text above is JSON to be written back as it is (total_size: 41 and
+  // total_size: "41" both read as "41" in `metadata`; only the first is listed here).
+  std::set<std::string, std::less<>> metadata_json;
   // has_metadata: whether the index has a "metadata" object (an empty `{}` counts;
   // `"metadata": null` is read as absent, an array or other value is an error).
   bool has_metadata = false;

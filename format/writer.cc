@@ -19,6 +19,8 @@
 #include <set>
 #include <utility>
 
+#include <simdjson.h>
+
 #include "format/folder_lock.h"
 #include "format/scoped_fd.h"
 #include "format/text.h"
@@ -30,6 +32,15 @@ constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the reference's MAX_HEADER
 constexpr size_t kMinBuffer = 4096;
 constexpr size_t kMaxBuffer = size_t{1} << 30;
 constexpr uint64_t kMaxInMemoryFile = uint64_t{1} << 30;
+
+// IsOneJsonValue: whether `text` is exactly one JSON value (whitespace around it
+// allowed), nesting at most 64 levels as an index may.
+bool IsOneJsonValue(std::string_view text) {
+  simdjson::dom::parser parser(text.size() + 64);
+  simdjson::dom::element value;
+  if (parser.allocate(std::max<size_t>(text.size(), 64), 65)) return false;
+  return !parser.parse(text.data(), text.size()).get(value);
+}
 
 std::string Quote(std::string_view name) {
   // Names in messages: printable as-is, except that control bytes are escaped so a
@@ -876,7 +887,8 @@ Result<ShardPlan> PlanShards(std::span<const TensorToWrite> tensors, const Shard
 }
 
 Result<std::string> SerializeIndex(std::span<const TensorToWrite> tensors, const ShardPlan& plan,
-                                   const Metadata& user_metadata) {
+                                   const Metadata& user_metadata,
+                                   const std::set<std::string, std::less<>>& json_keys) {
   std::map<std::string, std::string> meta;  // key → JSON value text, sorted
   meta["total_size"] = std::to_string(plan.total_size);
   for (const auto& [k, v] : user_metadata) {
@@ -885,7 +897,15 @@ Result<std::string> SerializeIndex(std::span<const TensorToWrite> tensors, const
     }
     SL_RETURN_IF_ERROR(CheckUtf8(k, "index metadata key", k, "index"));
     SL_RETURN_IF_ERROR(CheckUtf8(v, "index metadata value of", k, "index"));
-    meta[k] = EscapePythonJsonString(v);
+    if (json_keys.contains(k)) {
+      if (!IsOneJsonValue(v)) {
+        return InvalidArgumentError("index metadata value of " + Quote(k) +
+                                    " is not one JSON value: " + Quote(v));
+      }
+      meta[k] = v;
+    } else {
+      meta[k] = EscapePythonJsonString(v);
+    }
   }
   std::map<std::string_view, size_t> weight_map;  // name → shard
   for (size_t s = 0; s < plan.shards.size(); ++s) {
@@ -978,7 +998,8 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
   }
   std::string index_text;
   if (!plan.index_file.empty()) {
-    SL_ASSIGN_OR_RETURN(index_text, SerializeIndex(tensors, plan, options.metadata));
+    SL_ASSIGN_OR_RETURN(index_text,
+                        SerializeIndex(tensors, plan, options.metadata, options.metadata_json));
   }
   Metadata file_metadata = {{"format", "pt"}};
   if (plan.shards.size() == 1) {

@@ -34,6 +34,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -164,6 +165,12 @@ struct ShardOptions {
   // "total_size" is reserved there). One shard: merged into the file's __metadata__
   // over {"format": "pt"} (a user "format" wins, as in huggingface_hub). Default empty.
   Metadata metadata;
+  // metadata_json: keys of `metadata` whose value is the text of one JSON value (a
+  // number, true/false/null, an object, an array), written into a sharded index as it
+  // is rather than as a string, so "total_parameters": 7 stays a number when a
+  // checkpoint is resharded. One shard: the text is stored as a string, since
+  // `__metadata__` holds only strings. Default empty.
+  std::set<std::string, std::less<>> metadata_json;
   // shard_metadata: extra `__metadata__` entries for each shard file (sharded writes
   // only), given the shard's number and the input indices it holds; merged over
   // {"format": "pt"}. Used to record per-tensor checksums in every shard. Default none.
@@ -216,9 +223,13 @@ Result<ShardPlan> PlanShards(std::span<const TensorToWrite> tensors, const Shard
 // like Python's `json.dumps(index, indent=2, sort_keys=True) + "\n"` (the form
 // transformers writes; non-ASCII escaped as \uXXXX):
 //   {"metadata": {"total_size": N, ...user}, "weight_map": {name: file, ...}}.
-// Errors: invalid_argument when user metadata uses "total_size" or is not UTF-8.
+// The values of keys in `json_keys` (ShardOptions::metadata_json) are JSON text written
+// as it is, after a check that it is one JSON value. Errors: invalid_argument when user
+// metadata uses "total_size" or is not UTF-8, and "index metadata value of 'k' is not
+// one JSON value: <text>" for a bad value of a `json_keys` key.
 Result<std::string> SerializeIndex(std::span<const TensorToWrite> tensors, const ShardPlan& plan,
-                                   const Metadata& user_metadata);
+                                   const Metadata& user_metadata,
+                                   const std::set<std::string, std::less<>>& json_keys = {});
 
 // ShardedWriteResult: what WriteSharded wrote (file names relative to the folder).
 struct ShardedWriteResult {

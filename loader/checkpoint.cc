@@ -469,6 +469,7 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
     }
     weight_map = std::move(index.weight_map);
     ckpt.metadata_ = std::move(index.metadata);
+    ckpt.metadata_json_ = std::move(index.metadata_json);
     ckpt.has_metadata_ = index.has_metadata;
     ckpt.index_total_size_ = index.total_size;
   } else {

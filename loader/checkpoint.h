@@ -26,6 +26,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -195,6 +196,11 @@ class Checkpoint {
   // gives it (string values as they are, any other value as its JSON text, so a
   // numeric total_size appears as "41"); for a single file, its `__metadata__`.
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // metadata_json: the keys of metadata() whose value in the index was not a JSON
+  // string (a number, true/false/null, an object or an array): their text in metadata()
+  // is that JSON value, to be written back unquoted. Always empty for a single file,
+  // whose `__metadata__` holds strings only.
+  const std::set<std::string, std::less<>>& metadata_json() const { return metadata_json_; }
   // has_metadata: whether that metadata object is there at all: true for an empty `{}`,
   // false when absent (or, for a single file, `null`), as safetensors tells them apart.
   bool has_metadata() const { return has_metadata_; }
@@ -236,6 +242,7 @@ class Checkpoint {
   std::vector<StoredTensor> tensors_;
   std::vector<ShardInfo> shards_;
   std::map<std::string, std::string> metadata_;
+  std::set<std::string, std::less<>> metadata_json_;
   bool has_metadata_ = false;
   std::optional<uint64_t> index_total_size_;
   uint64_t total_bytes_ = 0;

@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -129,6 +130,9 @@ TEST(IndexTest, WeightMapSortedShardsDistinctAndSorted) {
                                                              {"ratio", "0.5"},
                                                              {"nested", R"({"a":[1,true,null]})"},
                                                              {"flag", "false"}}));
+  EXPECT_EQ(r->metadata_json,
+            (std::set<std::string, std::less<>>{"total_size", "total_parameters", "ratio",
+                                                "nested", "flag"}));  // not "format"
   ASSERT_NE(r->ShardOf("m.w"), nullptr);
   EXPECT_EQ(*r->ShardOf("m.w"), "model-00002-of-00002.safetensors");
   EXPECT_EQ(r->ShardOf("m"), nullptr);

@@ -51,7 +51,7 @@ TEST(InspectJson, ShardedCheckpointExactly) {
     EXPECT_EQ(r.out,
               "{\"files\":[\"model-00001-of-00002.safetensors\","
               "\"model-00002-of-00002.safetensors\"],"
-              "\"metadata\":{\"producer\":\"test \\\"q\\\"\",\"total_size\":\"41\"},"
+              "\"metadata\":{\"producer\":\"test \\\"q\\\"\",\"total_size\":41},"
               "\"tensors\":["
               "{\"name\":\"a.w\",\"dtype\":\"BF16\",\"shape\":[5],\"data_offsets\":[24,34],"
               "\"file\":\"model-00001-of-00002.safetensors\"},"
@@ -134,7 +134,7 @@ TEST(InspectJson, WarningsGoToStderrAndStdoutStaysJson) {
   EXPECT_EQ(r.err, "shardload inspect: warning: model.safetensors.index.json: metadata "
                    "total_size is 7 but the shards hold 41 tensor bytes\n");
   EXPECT_EQ(r.out.rfind("{\"files\":[", 0), 0u) << r.out;
-  EXPECT_NE(r.out.find("\"metadata\":{\"total_size\":\"7\"},"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"metadata\":{\"total_size\":7},"), std::string::npos) << r.out;
 }
 
 TEST(InspectJson, EmptyMetadataIsAnEmptyObject) {

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -111,6 +112,42 @@ TEST(ReshardTest, ShardsFollowTheSourceOrder) {
     const int layer = std::stoi(t.name.substr(7));
     EXPECT_EQ(t.shard, static_cast<uint32_t>(layer / 2)) << t.name;
   }
+}
+
+// An index's values that are not strings (transformers writes a numeric
+// "total_parameters") stay JSON values in the new index, and become their text in a
+// single file's __metadata__, which holds strings only.
+TEST(ReshardTest, IndexMetadataKeepsItsJsonTypes) {
+  std::string src = MakeTestDir("typed_src");
+  ASSERT_TRUE(WriteFile(src + "/a.safetensors", SafetensorsBytes({{"w1", "U8", {8}, ""}})));
+  ASSERT_TRUE(WriteFile(src + "/b.safetensors", SafetensorsBytes({{"w2", "U8", {8}, ""}})));
+  ASSERT_TRUE(WriteFile(src + "/model.safetensors.index.json",
+                        "{\"metadata\": {\"total_size\": 16, \"total_parameters\": 16, "
+                        "\"flags\": {\"a\": [1, true, null]}, \"producer\": \"7\"},\n"
+                        " \"weight_map\": {\"w1\": \"a.safetensors\", \"w2\": \"b.safetensors\"}}"));
+  std::string out = MakeTestDir("typed_out");
+  RunResult r = Reshard(src + " " + out + " --shards 2 --no-sync --no-checksums");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::optional<std::string> index = ReadFile(out + "/model.safetensors.index.json");
+  ASSERT_TRUE(index.has_value());
+  EXPECT_NE(index->find("\n    \"flags\": {\"a\":[1,true,null]},\n    \"producer\": \"7\",\n"
+                        "    \"total_parameters\": 16,\n    \"total_size\": 16\n"),
+            std::string::npos)
+      << *index;
+  Result<Checkpoint> ckpt = Checkpoint::Open(out);
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
+  EXPECT_EQ(ckpt->metadata_json(),
+            (std::set<std::string, std::less<>>{"flags", "total_parameters", "total_size"}));
+  EXPECT_EQ(ckpt->metadata().at("producer"), "7");
+
+  std::string one = MakeTestDir("typed_one");
+  r = Reshard(src + " " + one + " --shards 1 --no-sync --no-checksums");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Result<Checkpoint> file = Checkpoint::Open(one + "/model.safetensors");
+  ASSERT_TRUE(file.ok()) << file.status().ToString();
+  EXPECT_EQ(file->metadata().at("total_parameters"), "16");
+  EXPECT_EQ(file->metadata().at("flags"), "{\"a\":[1,true,null]}");
+  EXPECT_TRUE(file->metadata_json().empty());
 }
 
 TEST(ReshardTest, OneFileWithoutChecksums) {

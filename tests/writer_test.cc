@@ -538,6 +538,28 @@ TEST(ShardTest, IndexTextMatchesPythonJsonDumps) {
   EXPECT_EQ(reserved.status().message(), "index metadata key 'total_size' is reserved");
 }
 
+// Values named in json_keys are written as the JSON they are, after a check.
+TEST(ShardTest, IndexMetadataJsonValuesAreWrittenAsTheyAre) {
+  std::vector<TensorToWrite> t = SizedTensors({4});
+  ShardPlan plan;
+  plan.shards = {{0}};
+  plan.files = {"model-00001-of-00001.safetensors"};
+  plan.total_size = 4;
+  Result<std::string> text = SerializeIndex(
+      t, plan, {{"n", "8030261248"}, {"o", R"({"a":[1,true,null]})"}, {"s", "7"}}, {"n", "o"});
+  ASSERT_TRUE(text.ok()) << text.status().ToString();
+  EXPECT_NE(text->find("\"n\": 8030261248,\n    \"o\": {\"a\":[1,true,null]},\n    \"s\": \"7\",\n"),
+            std::string::npos)
+      << *text;
+  for (const char* bad : {"", "1 2", "{\"a\":", "nul", "[1,]"}) {
+    Result<std::string> r = SerializeIndex(t, plan, {{"n", bad}}, {"n"});
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(r.status().message(),
+              std::string("index metadata value of 'n' is not one JSON value: '") + bad + "'");
+  }
+}
+
 TEST(ShardTest, WriteShardedFilesIndexAndStaleCleanup) {
   std::string dir = MakeScratchDir("sharded");
   std::vector<TensorToWrite> t = SizedTensors({8, 8, 8, 8, 8, 8});
