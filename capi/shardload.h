@@ -9,8 +9,9 @@
  * reused across loads), `sl_cancel_token` (stops loads from any thread), and writers for
  * single-file and sharded checkpoints. Link with
  * libshardload.so (SONAME libshardload.so; it needs libsimdjson.so.14, libxxhash.so.0
- * and the C/C++ runtime at run time), which exports the `sl_*` symbols and, besides them, only two
- * weak libstdc++ std::string members that libstdc++ itself exports.
+ * and the C/C++ runtime at run time), which exports the `sl_*` symbols and, besides them, only one
+ * or two weak libstdc++ std::string members that libstdc++ itself exports. Install this
+ * header next to dlpack.h (it includes "dlpack.h" from its own folder).
  *
  *   sl_checkpoint* ckpt = NULL;
  *   if (sl_checkpoint_open("/models/llama", &ckpt) != SL_OK) {
@@ -82,7 +83,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "capi/dlpack.h"
+#include "dlpack.h" /* capi/dlpack.h: found next to this header */
 
 #ifdef __cplusplus
 extern "C" {
@@ -222,8 +223,8 @@ sl_status sl_checkpoint_shard(const sl_checkpoint* checkpoint, size_t index, con
  * descriptor, that the file still has the layout the checkpoint was opened with (a
  * file written to in place since is SL_DATA_LOSS); a shard that fails that check when
  * first opened is not kept, so a later read opens its path again. Thread-safe. Errors:
- * SL_OUT_OF_RANGE for a bad index or a range past the tensor's end ("tensor 'x': bytes [offset, offset + bytes) are outside its N bytes", with the
- * numbers); the shard's open errors (SL_INVALID_ARGUMENT "<file>: not a regular file"
+ * SL_OUT_OF_RANGE for a bad index or a range past the tensor's end ("tensor 'x': bytes [60, 60 + 8) are outside its 64 bytes": offset and bytes as
+ * given, since their sum may not fit in 64 bits); the shard's open errors (SL_INVALID_ARGUMENT "<file>: not a regular file"
  * for a path that is now a FIFO or a device, among them); SL_DATA_LOSS when the shard's size or header
  * changed since the checkpoint was opened ("<file>: file is now N bytes, but its header
  * was read from M bytes", "<file>: file was replaced since the checkpoint was opened

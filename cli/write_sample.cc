@@ -50,8 +50,11 @@ int Fail(const std::string& message) {
   return 1;
 }
 
+// Usage: bad usage, exit 2; the reason ends with a pointer to --help (the help text is
+// long) unless it shows the usage itself.
 int Usage(const std::string& message) {
-  std::cerr << "shardload write-sample: " << OneLineMessage(message) << "\n";
+  std::cerr << "shardload write-sample: " << OneLineMessage(message)
+            << (message.find("(usage: ") == std::string::npos ? " (see --help)" : "") << "\n";
   return 2;
 }
 
@@ -111,7 +114,7 @@ int RunWriteSample(const Args& args) {
       if (eq != std::string::npos) key = a.substr(0, eq);
       if (key != "--size" && key != "--shards" && key != "--max-shard-size" &&
           key != "--layout" && key != "--dtype" && key != "--seed") {
-        return Usage("unknown option '" + key + "' (see --help)");
+        return Usage("unknown option '" + key + "'");
       }
       if (eq != std::string::npos) {
         value = a.substr(eq + 1);

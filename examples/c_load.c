@@ -2,7 +2,8 @@
  * (recording each tensor's XXH3), open it, list it, load it into loader-owned memory
  * checking those hashes, hand one tensor out as DLPack.
  *
- *   bazel build //examples:c_load && bazel-bin/examples/c_load /tmp/ckpt
+ *   bazel build //examples:c_load && mkdir -p /tmp/ckpt && bazel-bin/examples/c_load /tmp/ckpt
+ * (DIR must exist: sl_save_sharded does not create folders)
  */
 #include <stdio.h>
 #include <string.h>

@@ -4,8 +4,13 @@
 # std::string members that libsimdjson.so imports: gold keeps a shared library's
 # references exported whatever the version script says (they are the same weak
 # template instantiations libstdc++ itself exports, so nothing is interposed).
+# Then the headers installed side by side in one folder (as a distribution ships them)
+# compile as C99 with -pedantic, and a program linked against the .so runs.
+# Usage: capi_exports_test.sh LIBSHARDLOAD_SO SHARDLOAD_H DLPACK_H
 set -euo pipefail
 lib="$1"
+header="$2"
+dlpack="$3"
 if ! command -v nm >/dev/null; then echo "SKIP: nm not found"; exit 0; fi
 syms=$(nm -D --defined-only "$lib" | awk '{print $3}')
 allowed='^(sl_.*|_ZNSt7__cxx1112basic_stringIcSt11char_traitsIcESaIcEE10_M_disposeEv|_ZNSt7__cxx1112basic_stringIcSt11char_traitsIcESaIcEE9_M_createERmm)$'
@@ -26,3 +31,29 @@ if command -v readelf >/dev/null; then
 fi
 n=$(echo "$syms" | grep -c '^sl_')
 echo "libshardload.so exports $n sl_* symbols and no C++ library symbol"
+
+# Installed layout: include/shardload.h next to include/dlpack.h, lib/libshardload.so.
+if ! command -v cc >/dev/null; then echo "SKIP: no C compiler for the installed-header check"; exit 0; fi
+dir="$(mktemp -d "${TEST_TMPDIR:-/tmp}/capi_install.XXXXXX")"
+mkdir -p "$dir/include" "$dir/lib"
+cp "$header" "$dir/include/shardload.h"
+cp "$dlpack" "$dir/include/dlpack.h"
+cp "$lib" "$dir/lib/libshardload.so"
+cat >"$dir/use.c" <<'EOF'
+#include <shardload.h>
+#include <stdio.h>
+int main(void) {
+  sl_checkpoint* ckpt = NULL;
+  int s = sl_checkpoint_open("/nonexistent/shardload-install-check", &ckpt);
+  DLManagedTensor* unused = NULL;
+  (void)unused;
+  printf("%s|%s\n", sl_status_name(s), sl_last_error());
+  return s == SL_NOT_FOUND && ckpt == NULL ? 0 : 1;
+}
+EOF
+cc -std=c99 -pedantic -Wall -Werror -I"$dir/include" "$dir/use.c" -o "$dir/use" \
+  -L"$dir/lib" -lshardload -Wl,-rpath,"$dir/lib"
+out="$("$dir/use")" || { echo "installed-header program failed: $out"; exit 1; }
+want="not_found|/nonexistent/shardload-install-check: no such file or directory"
+[ "$out" = "$want" ] || { echo "installed-header program printed '$out', not '$want'"; exit 1; }
+echo "the headers compile side by side in one folder and link against the .so"

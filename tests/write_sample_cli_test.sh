@@ -28,25 +28,25 @@ expect_error() {  # expect_error EXIT_CODE MESSAGE ARGS... (2: bad usage, 1: the
   err="$("$bin" write-sample "$@" 2>&1 >/dev/null)"; rc=$?
   check "error '$msg' (exit $want)" test $rc -eq "$want" -a "$err" = "shardload write-sample: $msg"
 }
-expect_error 2 "target size 1000 bytes is too small for layout llama (minimum 65536)" "$tmp/x" --size 1KB
-expect_error 2 "target size 0 bytes is too small for layout llama (minimum 65536)" "$tmp/x" --size 0
-expect_error 2 "target size 10 bytes is too small for layout moe (minimum 65536)" "$tmp/x" --size 10 --layout moe
-expect_error 2 "target size 18446744073709551615 bytes is larger than the 1 PiB this generator supports" "$tmp/x" --size 18446744073709551615
-expect_error 2 "invalid byte size '5Gb': a lowercase 'b' means bits; use 'B' for bytes" "$tmp/x" --size 5Gb
-expect_error 2 "unknown dtype 'f5'" "$tmp/x" --dtype f5
-expect_error 2 "unknown layout 'gpt' (use llama, moe or tiny)" "$tmp/x" --layout gpt
-expect_error 2 "num_shards 50 exceeds the number of tensors (21)" "$tmp/x" --layout tiny --shards 50
-expect_error 2 "invalid --shards '0': expected an integer in 1..10000 (the most shard files a reader accepts)" "$tmp/x" --shards 0
-expect_error 2 "invalid --shards '10001': expected an integer in 1..10000 (the most shard files a reader accepts)" "$tmp/x" --shards=10001
-expect_error 2 "invalid --shards '99999': expected an integer in 1..10000 (the most shard files a reader accepts)" "$tmp/x" --shards 99999
+expect_error 2 "target size 1000 bytes is too small for layout llama (minimum 65536) (see --help)" "$tmp/x" --size 1KB
+expect_error 2 "target size 0 bytes is too small for layout llama (minimum 65536) (see --help)" "$tmp/x" --size 0
+expect_error 2 "target size 10 bytes is too small for layout moe (minimum 65536) (see --help)" "$tmp/x" --size 10 --layout moe
+expect_error 2 "target size 18446744073709551615 bytes is larger than the 1 PiB this generator supports (see --help)" "$tmp/x" --size 18446744073709551615
+expect_error 2 "invalid byte size '5Gb': a lowercase 'b' means bits; use 'B' for bytes (see --help)" "$tmp/x" --size 5Gb
+expect_error 2 "unknown dtype 'f5' (see --help)" "$tmp/x" --dtype f5
+expect_error 2 "unknown layout 'gpt' (use llama, moe or tiny) (see --help)" "$tmp/x" --layout gpt
+expect_error 2 "num_shards 50 exceeds the number of tensors (21) (see --help)" "$tmp/x" --layout tiny --shards 50
+expect_error 2 "invalid --shards '0': expected an integer in 1..10000 (the most shard files a reader accepts) (see --help)" "$tmp/x" --shards 0
+expect_error 2 "invalid --shards '10001': expected an integer in 1..10000 (the most shard files a reader accepts) (see --help)" "$tmp/x" --shards=10001
+expect_error 2 "invalid --shards '99999': expected an integer in 1..10000 (the most shard files a reader accepts) (see --help)" "$tmp/x" --shards 99999
 # A --max-shard-size that splits ~19k tensors one per file: refused before writing.
-expect_error 2 "--max-shard-size 1 needs 18771 shard files, more than the 10000 a reader accepts" "$tmp/x" --layout moe --size 256MiB --max-shard-size 1
-expect_error 2 "--shards and --max-shard-size are exclusive" "$tmp/x" --shards 2 --max-shard-size 1MB
+expect_error 2 "--max-shard-size 1 needs 18771 shard files, more than the 10000 a reader accepts (see --help)" "$tmp/x" --layout moe --size 256MiB --max-shard-size 1
+expect_error 2 "--shards and --max-shard-size are exclusive (see --help)" "$tmp/x" --shards 2 --max-shard-size 1MB
 expect_error 2 "missing DIR (usage: shardload write-sample DIR --size 2GiB --shards 3)" --size 1GB
 expect_error 2 "unknown option '--sise' (see --help)" "$tmp/x" --sise 1GB
 expect_error 2 "unknown option '--json' (see --help)" "$tmp/x" --json
 expect_error 2 "unknown option '--bogus' (see --help)" "$tmp/x" --bogus=1
-expect_error 2 "option --seed needs a value" "$tmp/x" --seed
+expect_error 2 "option --seed needs a value (see --help)" "$tmp/x" --seed
 check "no DIR is made for a usage error" test ! -e "$tmp/x"
 touch "$tmp/file"
 expect_error 1 "$tmp/file/d: cannot create directory: Not a directory" "$tmp/file/d" --layout tiny
