@@ -48,7 +48,8 @@ constexpr size_t kMaxShapeDimsInMessage = 16;
 constexpr int kMinDepth = 3;
 constexpr int kMaxDepth = 10000;
 // kReusedParserLimit: headers up to this size are parsed with a per-thread parser
-// whose buffers are kept for the next call (resident: about 4x the largest header).
+// whose buffers are kept for the next call (resident: about 3x the largest header,
+// measured: ~30 MB per thread after a 10.5 MB header).
 constexpr size_t kReusedParserLimit = 16u << 20;
 
 constexpr std::string_view kMetadataKey = "__metadata__";
