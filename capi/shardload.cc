@@ -182,6 +182,25 @@ struct sl_checkpoint {
     // settled only when its last change was 2 s before the fstat, however long the
     // check after it takes.
     if (ref.file == nullptr) {
+      // The kept files are of one save: a file to be kept is opened under the folder's
+      // shared lock (no shardload writer publishes meanwhile), and kept only if every
+      // file kept before is still the one its path names. Otherwise (a rewrite since)
+      // it is read this once. `keep` (sl_checkpoint_hold_files) has done both already.
+      shardload::FolderLock folder_lock;  // until the file is in `files`
+      bool may_keep = keep;
+      if (!keep) {
+        {
+          std::lock_guard<std::mutex> lock(files_mu);
+          may_keep = kept_files < kMaxKeptFiles;
+        }
+        if (may_keep) {
+          shardload::Result<shardload::FolderLock> taken = shardload::LockFolder(
+              ckpt.folder(), shardload::FolderLock::kShared, shardload::kDefaultFolderLockWaitMs);
+          if (!taken.ok()) return taken.status();
+          folder_lock = std::move(taken).value();
+          may_keep = KeptFilesStillAtPaths().ok();
+        }
+      }
       const int64_t clock_ns = shardload::RealtimeNs();
       shardload::Result<std::unique_ptr<shardload::ReadableFile>> file =
           shardload::OpenFile(info.path, shardload::IoMode::kPread);
@@ -191,7 +210,7 @@ struct sl_checkpoint {
       SL_RETURN_IF_ERROR(shardload::CheckShardFile(info, **file, size, now));
       std::lock_guard<std::mutex> lock(files_mu);
       if (files[shard] == nullptr) {
-        if (keep || kept_files < kMaxKeptFiles) {
+        if (may_keep && (keep || kept_files < kMaxKeptFiles)) {
           files[shard] = shardload::DetachFromPath(std::move(*file));
           ++kept_files;
           Verified(shard, size, now, clock_ns);
@@ -218,6 +237,21 @@ struct sl_checkpoint {
     std::lock_guard<std::mutex> lock(files_mu);
     Verified(shard, size, now, clock_ns);  // as it was before the check: a later change is seen
     return ref;
+  }
+
+  // KeptFilesStillAtPaths: OK when every kept file is still the file its path names
+  // (CheckStillAtPath), so that files opened from the paths now are of the same save;
+  // else the first one's data_loss. Call it under the folder's shared lock.
+  shardload::Status KeptFilesStillAtPaths() const {
+    for (size_t i = 0; i < ckpt.shards().size(); ++i) {
+      const shardload::ReadableFile* kept = nullptr;
+      {
+        std::lock_guard<std::mutex> lock(files_mu);
+        kept = files[i].get();
+      }
+      if (kept != nullptr) SL_RETURN_IF_ERROR(shardload::CheckStillAtPath(ckpt.shards()[i], *kept));
+    }
+    return shardload::OkStatus();
   }
 
   // Verified: record that kept file `shard`, of `size` bytes and identity `now` (taken
@@ -560,18 +594,28 @@ const char* sl_last_error(void) {
 
 sl_status sl_last_error_code(void) { return t_last_code; }
 
-const char* sl_version(void) { return "0.1.4"; }
+const char* sl_version(void) { return "0.1.5"; }
 
 int sl_cuda_device_count(void) { return Backend()->DeviceCount(); }
 
 // ----------------------------------------------------------------- checkpoints
 
 sl_status sl_checkpoint_open(const char* path, sl_checkpoint** out) {
+  return sl_checkpoint_open_with(path, nullptr, out);
+}
+
+sl_status sl_checkpoint_open_with(const char* path, const sl_options* options,
+                                  sl_checkpoint** out) {
   return Guard([&] {
     if (path == nullptr) return Fail(NullArgument("path"));
     if (out == nullptr) return Fail(NullArgument("out"));
     *out = nullptr;
-    Result<Checkpoint> ckpt = Checkpoint::Open(path);
+    shardload::CatalogOptions catalog;
+    if (options != nullptr && options->cancel != nullptr) {
+      std::shared_ptr<std::atomic<bool>> flag = options->cancel;  // outlives the call
+      catalog.cancelled = [flag] { return flag->load(std::memory_order_relaxed); };
+    }
+    Result<Checkpoint> ckpt = Checkpoint::Open(path, catalog);
     if (!ckpt.ok()) return Fail(ckpt.status());
     *out = new sl_checkpoint(std::move(ckpt).value());
     return SL_OK;
@@ -718,6 +762,11 @@ sl_status sl_checkpoint_hold_files(const sl_checkpoint* checkpoint) {
         shardload::LockFolder(checkpoint->ckpt.folder(), shardload::FolderLock::kShared,
                               shardload::kDefaultFolderLockWaitMs);
     if (!lock.ok()) return Fail(lock.status());
+    // Files kept by earlier reads join the held set only if they are of the save there
+    // now, the one the others are opened from.
+    if (shardload::Status kept = checkpoint->KeptFilesStillAtPaths(); !kept.ok()) {
+      return Fail(kept);
+    }
     for (size_t i = 0; i < checkpoint->files.size(); ++i) {
       shardload::Result<sl_checkpoint::FileRef> file = checkpoint->File(i, /*keep=*/true);
       if (!file.ok()) return Fail(file.status());

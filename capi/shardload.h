@@ -120,7 +120,7 @@ const char* sl_last_error(void);
  * none). */
 sl_status sl_last_error_code(void);
 
-/* sl_version: the library version, "0.1.4" for this header. Static string. */
+/* sl_version: the library version, "0.1.5" for this header. Static string. */
 const char* sl_version(void);
 
 /* sl_cuda_device_count: how many CUDA devices the library can load onto: 0 without a
@@ -219,7 +219,13 @@ sl_status sl_checkpoint_shard(const sl_checkpoint* checkpoint, size_t index, con
  * slices. The first read from a shard opens it; the handle keeps the first 64 shards
  * it reads open (later ones are opened for each read): later reads, and loads from the
  * handle, see a kept file even if its path is renamed over or deleted (see
- * sl_checkpoint_hold_files to keep every shard). Every read checks, through the open
+ * sl_checkpoint_hold_files to keep every shard). The kept files are all of one save: a
+ * shard is kept only when opened under the folder's lock while every file kept before
+ * is still the one its path names (0.1.5; after a rewrite the new files are read once
+ * each, not kept), and a load that reads kept files and opens the other shards fails
+ * with SL_DATA_LOSS "<file>: replaced on disk since this checkpoint handle opened it,
+ * so it and the shards opened now would be of two saves (open the checkpoint again)"
+ * (or "removed from disk ...") rather than mix them. Every read checks, through the open
  * descriptor, that the file still has the layout the checkpoint was opened with (a
  * file written to in place since is SL_DATA_LOSS); a shard that fails that check when
  * first opened is not kept, so a later read opens its path again. Thread-safe. Errors:
@@ -242,7 +248,10 @@ sl_status sl_checkpoint_read(const sl_checkpoint* checkpoint, size_t index, uint
  * sl_load_all) read the files it holds too, with positional reads whatever the io
  * option says. Costs one descriptor per shard. Errors: the
  * shards' open errors and the data_loss errors of sl_checkpoint_read (a shard replaced
- * between sl_checkpoint_open and this call). Added in 0.1.3. */
+ * between sl_checkpoint_open and this call), and SL_DATA_LOSS "<file>: replaced on disk
+ * since this checkpoint handle opened it, ..." when a file that earlier reads kept is
+ * no longer the one at its path (0.1.5: the held files would be of two saves). Added
+ * in 0.1.3. */
 sl_status sl_checkpoint_hold_files(const sl_checkpoint* checkpoint);
 
 /* ----------------------------------------------------------------- options */
@@ -410,9 +419,10 @@ void sl_cancel_token_free(sl_cancel_token* token);
 /* sl_cancel_token_cancel: cancel every load using the token, running or later: each
  * stops at its next check — before its arenas are allocated, every 64 MiB per thread
  * while the host arena is pre-faulted, before the shards are opened, and before each
- * span is read (a span is at most one staging slot, 16 MiB by default) — and fails
- * with SL_CANCELLED "load cancelled", its arenas freed. Errors: SL_INVALID_ARGUMENT
- * "token is NULL". */
+ * span is read (a span is at most one staging slot, 16 MiB by default), and while it
+ * waits for the folder's lock to open the shards (0.1.5) — and fails with SL_CANCELLED
+ * "load cancelled", its arenas freed. sl_checkpoint_open_with stops a wait for the
+ * folder's lock on it too. Errors: SL_INVALID_ARGUMENT "token is NULL". */
 sl_status sl_cancel_token_cancel(sl_cancel_token* token);
 
 /* sl_cancel_token_is_cancelled: 1 once cancelled, else 0 (0 for NULL). */
@@ -423,6 +433,15 @@ int sl_cancel_token_is_cancelled(const sl_cancel_token* token);
  * first. Not while a load uses the options. Errors: SL_INVALID_ARGUMENT "options is
  * NULL". */
 sl_status sl_options_set_cancel_token(sl_options* options, sl_cancel_token* token);
+
+/* sl_checkpoint_open_with: sl_checkpoint_open, with what of `options` applies to
+ * opening (NULL: none): its cancel token, once cancelled, stops a wait for the folder's
+ * lock (a shardload writer publishing there) with SL_CANCELLED "<folder>: stopped while
+ * waiting for the folder's lock", where sl_checkpoint_open waits up to 60 s. The
+ * options are only read during the call. Errors: those of sl_checkpoint_open. Added in
+ * 0.1.5. */
+sl_status sl_checkpoint_open_with(const char* path, const sl_options* options,
+                                  sl_checkpoint** out);
 
 /* ----------------------------------------------------------------- match report */
 

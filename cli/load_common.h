@@ -65,7 +65,7 @@ Result<bool> ParseSinkFlag(FlagReader& flags, SinkOptions* sink);
 // kMaxShardFiles: the most shard files a checkpoint's index may name for the reader
 // (CatalogOptions::max_shards, by default): the writers (`reshard`, `write-sample`)
 // refuse to make more, so that what they write can be read back.
-inline constexpr size_t kMaxShardFiles = CatalogOptions{}.max_shards;
+inline constexpr size_t kMaxShardFiles = kMaxShardCount;
 
 // ParseShardCount: a --shards value, an integer in 1..kMaxShardFiles. Errors:
 // invalid_argument "invalid --shards '0': expected an integer in 1..10000 (the most

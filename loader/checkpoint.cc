@@ -440,8 +440,8 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
     fs::path p(path);
     lock_dir = p.has_parent_path() ? p.parent_path().string() : std::string(".");
   }
-  SL_ASSIGN_OR_RETURN(FolderLock folder_lock,
-                      LockFolder(lock_dir, FolderLock::kShared, options.writer_wait_ms));
+  SL_ASSIGN_OR_RETURN(FolderLock folder_lock, LockFolder(lock_dir, FolderLock::kShared,
+                                                         options.writer_wait_ms, options.cancelled));
   SL_ASSIGN_OR_RETURN(Resolved where, Resolve(path));
 
   Checkpoint ckpt;
@@ -721,21 +721,47 @@ Status CheckShardFile(const ShardInfo& shard, const ReadableFile& file, uint64_t
   return OkStatus();
 }
 
+Status CheckStillAtPath(const ShardInfo& shard, const ReadableFile& file) {
+  uint64_t size = 0;
+  std::optional<FileIdentity> held;
+  SL_RETURN_IF_ERROR(file.Stat(&size, &held));
+  if (!held.has_value()) return OkStatus();
+  struct stat st;
+  if (::stat(shard.path.c_str(), &st) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) {
+      return DataLossError(shard.file + ": removed from disk since this checkpoint handle "
+                           "opened it, so it and the shards opened now would be of two saves "
+                           "(open the checkpoint again)");
+    }
+    return ErrnoToStatus(errno, shard.path + ": stat");
+  }
+  const FileIdentity now = IdentityOf(st);
+  if (now.device != held->device || now.inode != held->inode) {
+    return DataLossError(shard.file + ": replaced on disk since this checkpoint handle "
+                         "opened it, so it and the shards opened now would be of two saves "
+                         "(open the checkpoint again)");
+  }
+  return OkStatus();
+}
+
 Status OpenShardFiles(const Checkpoint& ckpt, const std::vector<bool>& used, IoMode mode,
                       const UringOptions& uring,
                       std::vector<std::unique_ptr<ReadableFile>>* files,
-                      std::vector<Status>* errors) {
+                      std::vector<Status>* errors, const std::function<bool()>& cancelled) {
   const std::vector<ShardInfo>& shards = ckpt.shards();
   files->clear();
   files->resize(shards.size());
   if (errors != nullptr) errors->assign(shards.size(), OkStatus());
   if (std::find(used.begin(), used.end(), true) == used.end()) return OkStatus();
-  SL_ASSIGN_OR_RETURN(FolderLock folder_lock,
-                      LockFolder(ckpt.folder(), FolderLock::kShared, kDefaultFolderLockWaitMs));
+  SL_ASSIGN_OR_RETURN(FolderLock folder_lock, LockFolder(ckpt.folder(), FolderLock::kShared,
+                                                         kDefaultFolderLockWaitMs, cancelled));
   for (size_t i = 0; i < shards.size() && i < used.size(); ++i) {
     if (!used[i]) continue;
     Result<std::unique_ptr<ReadableFile>> opened = OpenFile(shards[i].path, mode, uring);
-    Status st = opened.ok() ? CheckShardFile(shards[i], **opened) : opened.status();
+    // Checked on what the open saw: the size the file's reads are bounded by.
+    Status st = opened.ok() ? CheckShardFile(shards[i], **opened, (*opened)->size(),
+                                             (*opened)->identity())
+                            : opened.status();
     if (st.ok()) {
       (*files)[i] = std::move(opened).value();
     } else if (errors != nullptr) {

@@ -23,6 +23,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -33,6 +34,7 @@
 #include <vector>
 
 #include "format/folder_lock.h"
+#include "format/index.h"
 #include "format/scoped_fd.h"
 #include "format/status.h"
 #include "loader/file.h"
@@ -51,12 +53,16 @@ struct CatalogOptions {
   int read_threads = 0;
   // max_shards: the most shard files an index may name. Default 10000 (as
   // huggingface.js); must be at least 1; may be raised above the default.
-  size_t max_shards = 10000;
+  size_t max_shards = kMaxShardCount;
   // writer_wait_ms: how long Open waits while a shardload writer holds the folder's
   // lock (format/folder_lock.h: from a rewrite's first rename to the end of its sweep)
   // before failing with unavailable. Default kDefaultFolderLockWaitMs (60 s); must be
   // >= 0. (Loads and HashCheckpoint wait the default while they open shard files.)
   int64_t writer_wait_ms = kDefaultFolderLockWaitMs;
+  // cancelled: when set, asked at every poll while Open waits for the folder's lock
+  // (from the calling thread); once it returns true Open fails with cancelled
+  // "<folder>: stopped while waiting for the folder's lock". Default none.
+  std::function<bool()> cancelled;
 };
 
 // ShardInfo: one file of the checkpoint (the only file for a single-file checkpoint).
@@ -92,19 +98,32 @@ Status CheckShardFile(const ShardInfo& shard, const ReadableFile& file);
 Status CheckShardFile(const ShardInfo& shard, const ReadableFile& file, uint64_t size,
                       const std::optional<FileIdentity>& now);
 
+// CheckStillAtPath: OK when `file`, opened earlier from `shard.path`, is still the file
+// that path names (the same device and inode: fstat of its descriptor against stat of
+// the path), so that files opened from the paths now are of the same save as it. Call
+// it under the folder's shared lock. Files without an identity (test doubles) pass.
+// Errors (data_loss): "<file>: replaced on disk since this checkpoint handle opened it,
+// so it and the shards opened now would be of two saves (open the checkpoint again)",
+// and "removed from disk ..." likewise; stat's other errors. Thread-safe.
+Status CheckStillAtPath(const ShardInfo& shard, const ReadableFile& file);
+
 // OpenShardFiles: the files of every shard i with `used[i]` (`used` has one entry per
-// shard), opened with OpenFile in `mode` and checked with CheckShardFile, all while the
-// folder's shared lock is held (LockFolder, waiting up to kDefaultFolderLockWaitMs): a
-// shardload writer renames a rewrite's files in one by one under the exclusive lock,
-// and CheckShardFile accepts a shard replaced since Open by one of the same layout, so
-// files opened apart could be of two saves. No lock is taken when nothing is used.
-// `files` gets one entry per shard (null where unused). Errors: the lock's unavailable;
-// then the first shard's failure, in shard order — or, with `errors`, none: errors[i]
-// says why shard i could not be opened and files[i] stays null. Thread-safe.
+// shard), opened with OpenFile in `mode` and checked with CheckShardFile (on the size
+// and identity the open saw, which later reads go by), all while the folder's shared
+// lock is held (LockFolder, waiting up to kDefaultFolderLockWaitMs, and asking
+// `cancelled`, when set, at every poll): a shardload writer renames a rewrite's files
+// in one by one under the exclusive lock, and CheckShardFile accepts a shard replaced
+// since Open by one of the same layout, so files opened apart could be of two saves.
+// No lock is taken when nothing is used. `files` gets one entry per shard (null where
+// unused). Errors: the lock's unavailable, or cancelled "<folder>: stopped while
+// waiting for the folder's lock"; then the first shard's failure, in shard order — or,
+// with `errors`, none: errors[i] says why shard i could not be opened and files[i]
+// stays null. Thread-safe.
 Status OpenShardFiles(const Checkpoint& ckpt, const std::vector<bool>& used, IoMode mode,
                       const UringOptions& uring,
                       std::vector<std::unique_ptr<ReadableFile>>* files,
-                      std::vector<Status>* errors = nullptr);
+                      std::vector<Status>* errors = nullptr,
+                      const std::function<bool()>& cancelled = {});
 
 // Checkpoint: an opened checkpoint's catalog. Move-only.
 // Thread safety: every const method may be called concurrently from several threads

@@ -110,8 +110,10 @@ Result<CheckpointDigest> HashCheckpoint(const Checkpoint& ckpt, const HashOption
   {
     std::vector<bool> used(shards.size(), false);
     for (const StoredTensor& t : tensors) used[t.shard] = true;
-    SL_RETURN_IF_ERROR(
-        OpenShardFiles(ckpt, used, IoMode::kPread, UringOptions(), &files, &open_status));
+    Status opened = OpenShardFiles(ckpt, used, IoMode::kPread, UringOptions(), &files,
+                                   &open_status, options.cancelled);
+    if (opened.code() == StatusCode::kCancelled) return CancelledError("hashing cancelled");
+    SL_RETURN_IF_ERROR(opened);
   }
   const size_t buffer_bytes = static_cast<size_t>(std::min(options.chunk_bytes, largest));
   auto hash_run_or_throw = [&](size_t r, size_t* at) {

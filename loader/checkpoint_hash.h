@@ -57,8 +57,9 @@ struct HashOptions {
   // still count).
   bool check_recorded = true;
   // cancelled: when set, called before each chunk is read (from the hashing threads,
-  // so it must be thread-safe); once it returns true the call fails with cancelled
-  // "hashing cancelled". Default none.
+  // so it must be thread-safe) and while waiting for the folder's lock to open the
+  // shards; once it returns true the call fails with cancelled "hashing cancelled".
+  // Default none.
   std::function<bool()> cancelled;
 };
 

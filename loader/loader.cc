@@ -3,14 +3,17 @@
 #include "loader/loader.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <optional>
 #include <thread>
 #include <unordered_set>
 #include <utility>
 
+#include "format/folder_lock.h"
 #include "format/header.h"
 #include "format/text.h"
 #include "loader/checkpoint_hash.h"
@@ -34,8 +37,14 @@ IoMode ResolveIoMode(IoMode mode) { return mode == IoMode::kAuto ? kAutoIoMode :
 // OpenShards: a ReadableFile for every shard some span reads (nullptr for the others),
 // each checked against the layout its header was read from (CheckShardFile); `held[i]`,
 // where given, is used for shard i (checked the same way, through its descriptor).
+// When a load reads some held files and opens others, the held ones must still be the
+// files their paths name (CheckStillAtPath, under the folder's lock that the opening
+// takes too): a handle that kept a shard open across a rewrite of the same layout
+// would otherwise mix that save's shard with the new save's others. A set `cancel`
+// stops a wait for the folder's lock with cancelled "load cancelled".
 Status OpenShards(const Checkpoint& ckpt, std::span<const ReadSpan> spans, IoMode mode,
                   const UringOptions& uring, std::span<const ReadableFile* const> held,
+                  const std::atomic<bool>* cancel,
                   std::vector<std::unique_ptr<ReadableFile>>* owned,
                   std::vector<const ReadableFile*>* files) {
   const std::vector<ShardInfo>& shards = ckpt.shards();
@@ -45,10 +54,31 @@ Status OpenShards(const Checkpoint& ckpt, std::span<const ReadSpan> spans, IoMod
   }
   // The shards no held file covers, opened together under the folder's lock.
   std::vector<bool> to_open = used;
+  bool reads_held = false;
   for (size_t i = 0; i < held.size() && i < to_open.size(); ++i) {
+    if (held[i] != nullptr && used[i]) reads_held = true;
     if (held[i] != nullptr) to_open[i] = false;
   }
-  SL_RETURN_IF_ERROR(OpenShardFiles(ckpt, to_open, mode, uring, owned));
+  const bool opens_some = std::find(to_open.begin(), to_open.end(), true) != to_open.end();
+  std::function<bool()> cancelled;
+  if (cancel != nullptr) cancelled = [cancel] { return cancel->load(std::memory_order_relaxed); };
+  auto as_load_cancel = [](Status s) {
+    return s.code() == StatusCode::kCancelled ? CancelledError("load cancelled") : s;
+  };
+  FolderLock folder_lock;  // held from the held files' check to the last open
+  if (reads_held && opens_some) {
+    Result<FolderLock> lock =
+        LockFolder(ckpt.folder(), FolderLock::kShared, kDefaultFolderLockWaitMs, cancelled);
+    if (!lock.ok()) return as_load_cancel(lock.status());
+    folder_lock = std::move(lock).value();
+    for (size_t i = 0; i < held.size() && i < used.size(); ++i) {
+      if (held[i] != nullptr && used[i]) SL_RETURN_IF_ERROR(CheckStillAtPath(shards[i], *held[i]));
+    }
+  }
+  if (Status opened = OpenShardFiles(ckpt, to_open, mode, uring, owned, nullptr, cancelled);
+      !opened.ok()) {
+    return as_load_cancel(std::move(opened));
+  }
   files->assign(shards.size(), nullptr);
   for (size_t i = 0; i < shards.size(); ++i) {
     if (!used[i]) continue;
@@ -144,7 +174,8 @@ Status Execute(const Checkpoint& ckpt, const LoadPlan& plan, const LoadOptions& 
   stats->threads = StreamThreadCount(options.threads, plan.spans.size());
   SL_RETURN_IF_ERROR(CheckCancel(options));
   SL_RETURN_IF_ERROR(
-      OpenShards(ckpt, plan.spans, stats->io, options.uring, options.shard_files, &owned, &files));
+      OpenShards(ckpt, plan.spans, stats->io, options.uring, options.shard_files, options.cancel,
+                 &owned, &files));
   SL_RETURN_IF_ERROR(sink->Begin(plan.destinations, options.sink.slot_bytes));
   SL_RETURN_IF_ERROR(Stream(files, plan.spans, *sink, stream_options));
   if (verifier != nullptr) SL_RETURN_IF_ERROR(verifier->Finish());
@@ -430,7 +461,8 @@ Result<VerifyReport> VerifyCheckpoint(const Checkpoint& checkpoint, const LoadOp
   std::vector<std::unique_ptr<ReadableFile>> owned;
   std::vector<const ReadableFile*> files;
   SL_RETURN_IF_ERROR(
-      OpenShards(checkpoint, spans, ResolveIoMode(options.io), options.uring, {}, &owned, &files));
+      OpenShards(checkpoint, spans, ResolveIoMode(options.io), options.uring, {}, options.cancel,
+                 &owned, &files));
   SL_ASSIGN_OR_RETURN(std::unique_ptr<HostSink> ring, HostSink::Create(options.sink));
   ReadOnlySink sink(std::move(ring));
   SL_RETURN_IF_ERROR(sink.Begin({}, options.sink.slot_bytes));

@@ -90,7 +90,8 @@ struct LoadOptions {
   std::function<bool(uint64_t done, uint64_t total)> progress;
   // cancel: set to true from any thread to stop the load (cancelled "load cancelled"):
   // checked before the arenas are allocated, every 64 MiB per thread of the host
-  // arena's prefault, before the shards are opened, and before each span. Default none.
+  // arena's prefault, before the shards are opened and while waiting for the folder's
+  // lock to open them, and before each span. Default none.
   const std::atomic<bool>* cancel = nullptr;
   // backend: reaches cuda devices; nullptr (default) means host only, and a load with
   // any cuda destination then fails with failed_precondition.
@@ -99,7 +100,11 @@ struct LoadOptions {
   // nullptr, or an index past the end, means "open the path as usual"), read instead of
   // opening the shard again, whatever `io` says; each is checked with CheckShardFile
   // (through its descriptor: a file written to in place since is caught, a path renamed
-  // over is not its concern) before the load (the C API's sl_checkpoint_hold_files).
+  // over is not its concern when every shard read is held; when the load opens others
+  // too, each held file read must still be the one its path names, else data_loss
+  // "<file>: replaced on disk since this checkpoint handle opened it, so it and the
+  // shards opened now would be of two saves ...": CheckStillAtPath, checkpoint.h)
+  // before the load (the C API's sl_checkpoint_hold_files).
   // Not owned; they must outlive the load. LoadInto/LoadAll only (VerifyCheckpoint opens its
   // own). Default empty.
   std::span<const ReadableFile* const> shard_files;

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -119,7 +120,7 @@ static void WriteSingle(void) {
 /* ---------------------------------------------------------------- cases */
 
 static void TestVersionAndNames(void) {
-  CHECK(strcmp(sl_version(), "0.1.4") == 0);
+  CHECK(strcmp(sl_version(), "0.1.5") == 0);
   CHECK(strcmp(sl_status_name(SL_OK), "ok") == 0);
   CHECK(strcmp(sl_status_name(SL_DATA_LOSS), "data_loss") == 0);
   CHECK(strcmp(sl_status_name(SL_INVALID_ARGUMENT), "invalid_argument") == 0);
@@ -890,6 +891,143 @@ static void TestKeptFilesAreBounded(void) {
   CHECK(CountOpenFds() == before);
 }
 
+/* The files a handle keeps are of one save: once a rewrite of the same layout has
+ * replaced a kept shard, a load that would read it next to shards opened now fails
+ * (it would mix two saves), a read of another shard sees the new file without keeping
+ * it, and sl_checkpoint_hold_files refuses; a kept file removed from disk likewise. */
+static void TestKeptFilesAreOfOneSave(void) {
+  static uint64_t four[1] = {4};
+  float old_a[4] = {1, 2, 3, 4}, old_b[4] = {5, 6, 7, 8};
+  float new_a[4] = {9, 10, 11, 12}, new_b[4] = {13, 14, 15, 16};
+  sl_tensor_view old_save[2] = {{"a", 1, "F32", four, 1, old_a}, {"b", 1, "F32", four, 1, old_b}};
+  sl_tensor_view new_save[2] = {{"a", 1, "F32", four, 1, new_a}, {"b", 1, "F32", four, 1, new_b}};
+  char dir[8300];
+  snprintf(dir, sizeof dir, "%s", Path("onesave"));
+  mkdir(dir, 0755);
+  CHECK_OK(sl_save_sharded(dir, old_save, 2, "16B", NULL, NULL, NULL, 0));
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open(dir, &ck));
+  CHECK(sl_checkpoint_shard_count(ck) == 2);
+  size_t ia = 99, ib = 99;
+  for (size_t i = 0; i < sl_checkpoint_tensor_count(ck); ++i) {
+    sl_tensor_info info;
+    CHECK_OK(sl_checkpoint_tensor(ck, i, &info));
+    if (strcmp(info.name, "a") == 0) ia = i;
+    if (strcmp(info.name, "b") == 0) ib = i;
+  }
+  CHECK(ia < 2 && ib < 2);
+  sl_tensor_info info_a;
+  CHECK_OK(sl_checkpoint_tensor(ck, ia, &info_a));
+  char file_a[256];  /* info_a.file is the handle's: copied to outlive it */
+  snprintf(file_a, sizeof file_a, "%s", info_a.file);
+  char want[8600];
+  snprintf(want, sizeof want,
+           "%s: replaced on disk since this checkpoint handle opened it, so it and the shards "
+           "opened now would be of two saves (open the checkpoint again)",
+           file_a);
+  float got[4] = {0};
+  CHECK_OK(sl_checkpoint_read(ck, ia, 0, sizeof got, got));  /* keeps a's shard */
+  CHECK(memcmp(got, old_a, sizeof got) == 0);
+  CHECK_OK(sl_save_sharded(dir, new_save, 2, "16B", NULL, NULL, NULL, 0));
+
+  sl_options* opt = NULL;
+  sl_loaded* loaded = NULL;
+  CHECK_OK(sl_options_new(&opt));
+  CHECK_ERR(sl_load_all(ck, opt, NULL, 0, &loaded, NULL), SL_DATA_LOSS, want);
+  CHECK(loaded == NULL);
+  int fds = CountOpenFds();
+  CHECK_OK(sl_checkpoint_read(ck, ib, 0, sizeof got, got));  /* the new b, read once */
+  CHECK(memcmp(got, new_b, sizeof got) == 0);
+  CHECK(CountOpenFds() == fds);                                /* and not kept */
+  CHECK_OK(sl_checkpoint_read(ck, ia, 0, sizeof got, got));  /* the kept a: still old */
+  CHECK(memcmp(got, old_a, sizeof got) == 0);
+  CHECK_ERR(sl_load_all(ck, opt, NULL, 0, &loaded, NULL), SL_DATA_LOSS, want);
+  CHECK_ERR(sl_checkpoint_hold_files(ck), SL_DATA_LOSS, want);
+  sl_checkpoint_free(ck);
+
+  /* A fresh handle holding every file reads the new save whole. */
+  CHECK_OK(sl_checkpoint_open(dir, &ck));
+  CHECK_OK(sl_checkpoint_hold_files(ck));
+  CHECK_OK(sl_load_all(ck, opt, NULL, 0, &loaded, NULL));
+  size_t la = 99, lb = 99;
+  CHECK_OK(sl_loaded_find(loaded, "a", 1, &la));
+  CHECK_OK(sl_loaded_find(loaded, "b", 1, &lb));
+  sl_loaded_tensor ta, tb;
+  CHECK_OK(sl_loaded_get(loaded, la, &ta));
+  CHECK_OK(sl_loaded_get(loaded, lb, &tb));
+  CHECK(ta.bytes == 16 && memcmp(ta.data, new_a, 16) == 0);
+  CHECK(tb.bytes == 16 && memcmp(tb.data, new_b, 16) == 0);
+  sl_loaded_free(loaded);
+  sl_checkpoint_free(ck);
+
+  /* A kept file whose path was removed. */
+  CHECK_OK(sl_checkpoint_open(dir, &ck));
+  CHECK_OK(sl_checkpoint_read(ck, ia, 0, sizeof got, got));
+  char kept_path[8700];
+  snprintf(kept_path, sizeof kept_path, "%s/%s", dir, file_a);
+  CHECK(unlink(kept_path) == 0);
+  snprintf(want, sizeof want,
+           "%s: removed from disk since this checkpoint handle opened it, so it and the shards "
+           "opened now would be of two saves (open the checkpoint again)",
+           file_a);
+  CHECK_ERR(sl_load_all(ck, opt, NULL, 0, &loaded, NULL), SL_DATA_LOSS, want);
+  sl_checkpoint_free(ck);
+  sl_options_free(opt);
+}
+
+/* CancelAfter: cancels the token `arg` 0.2 s after it starts. */
+static void* CancelAfter(void* arg) {
+  struct timespec ts = {0, 200 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+  sl_cancel_token_cancel((sl_cancel_token*)arg);
+  return NULL;
+}
+
+/* A cancel token stops opens and loads waiting for the folder's lock, which a writer
+ * publishing a rewrite holds (taken here with flock, as format/folder_lock.cc does). */
+static void TestCancelWhileWaitingForTheFolderLock(void) {
+  static uint64_t four[1] = {4};
+  float a[4] = {1, 2, 3, 4}, b[4] = {5, 6, 7, 8};
+  sl_tensor_view views[2] = {{"a", 1, "F32", four, 1, a}, {"b", 1, "F32", four, 1, b}};
+  char dir[8300];
+  snprintf(dir, sizeof dir, "%s", Path("lockwait"));
+  mkdir(dir, 0755);
+  CHECK_OK(sl_save_sharded(dir, views, 2, "16B", NULL, NULL, NULL, 0));
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open_with(dir, NULL, &ck));  /* NULL options: a plain open */
+  sl_options* opt = NULL;
+  sl_cancel_token* token = NULL;
+  CHECK_OK(sl_options_new(&opt));
+  CHECK_OK(sl_cancel_token_new(&token));
+  CHECK_OK(sl_options_set_cancel_token(opt, token));
+  int writer = open(dir, O_RDONLY | O_DIRECTORY);
+  CHECK(writer >= 0 && flock(writer, LOCK_EX) == 0);
+
+  pthread_t t;
+  CHECK(pthread_create(&t, NULL, CancelAfter, token) == 0);
+  sl_loaded* loaded = NULL;
+  CHECK_ERR(sl_load_all(ck, opt, NULL, 0, &loaded, NULL), SL_CANCELLED, "load cancelled");
+  CHECK(loaded == NULL);
+  pthread_join(t, NULL);
+
+  sl_checkpoint* waiting = NULL;
+  char want[8400];
+  snprintf(want, sizeof want, "%s: stopped while waiting for the folder's lock", dir);
+  CHECK_ERR(sl_checkpoint_open_with(dir, opt, &waiting), SL_CANCELLED, want);
+  CHECK(waiting == NULL);
+  close(writer);  /* the writer is done: both go through with a fresh token */
+  sl_cancel_token_free(token);
+  CHECK_OK(sl_cancel_token_new(&token));
+  CHECK_OK(sl_options_set_cancel_token(opt, token));
+  CHECK_OK(sl_checkpoint_open_with(dir, opt, &waiting));
+  CHECK_OK(sl_load_all(waiting, opt, NULL, 0, &loaded, NULL));
+  sl_loaded_free(loaded);
+  sl_checkpoint_free(waiting);
+  sl_cancel_token_free(token);
+  sl_options_free(opt);
+  sl_checkpoint_free(ck);
+}
+
 /* Catalog warnings: an index listing nothing opens, and says so. */
 static void TestCheckpointWarnings(void) {
   char dir[8300];
@@ -1643,6 +1781,8 @@ int main(void) {
   RunCase("FailedLoadReportsAndZeroBytes", TestFailedLoadReportsAndZeroBytes);
   RunCase("ReadsKeepTheirFiles", TestReadsKeepTheirFiles);
   RunCase("KeptFilesAreBounded", TestKeptFilesAreBounded);
+  RunCase("KeptFilesAreOfOneSave", TestKeptFilesAreOfOneSave);
+  RunCase("CancelWhileWaitingForTheFolderLock", TestCancelWhileWaitingForTheFolderLock);
   RunCase("DlpackHugeDimsAndNullNames", TestDlpackHugeDimsAndNullNames);
   RunCase("MetadataWithNul", TestMetadataWithNul);
   RunCase("SaveFlags", TestSaveFlags);

@@ -17,6 +17,7 @@
 
 #include "gtest/gtest.h"
 #include "format/folder_lock.h"
+#include "loader/checkpoint_hash.h"
 #include "tests/fixtures.h"
 
 namespace shardload {
@@ -443,6 +444,28 @@ TEST(CheckpointOpen, WaitsForAWriterHoldingTheFolderLock) {
   std::vector<std::string> names;
   for (const StoredTensor& t : seen->tensors()) names.push_back(t.name);
   EXPECT_EQ(names, (std::vector<std::string>{"x.w", "y.w"}));
+}
+
+// Open, a hash and OpenShardFiles waiting for a writer's lock stop once cancelled.
+TEST(CheckpointOpen, AWaitForTheFolderLockCanBeCancelled) {
+  Sharded s = WriteSharded("cancel_lock");
+  Result<Checkpoint> ckpt = Checkpoint::Open(s.dir);
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
+  Result<FolderLock> held = LockFolder(s.dir, FolderLock::kExclusive, kDefaultFolderLockWaitMs);
+  ASSERT_TRUE(held.ok() && held->held());
+  int asked = 0;
+  CatalogOptions options;
+  options.cancelled = [&] { return ++asked == 3; };
+  EXPECT_EQ(Checkpoint::Open(s.dir, options).status(),
+            CancelledError(s.dir + ": stopped while waiting for the folder's lock"));
+  EXPECT_EQ(asked, 3);
+  HashOptions hash;
+  hash.cancelled = [] { return true; };
+  EXPECT_EQ(HashCheckpoint(*ckpt, hash).status(), CancelledError("hashing cancelled"));
+  std::vector<std::unique_ptr<ReadableFile>> files;
+  EXPECT_EQ(OpenShardFiles(*ckpt, std::vector<bool>(ckpt->shards().size(), true),
+                           IoMode::kPread, UringOptions(), &files, nullptr, [] { return true; }),
+            CancelledError(s.dir + ": stopped while waiting for the folder's lock"));
 }
 
 // Given the index's own path, Open waits for the folder's lock too, though a writer

@@ -515,6 +515,30 @@ class PythonTest(unittest.TestCase):
         self.assertEqual(shardload._device_string("cpu:3"), "cpu")
         self.assertEqual(shardload._device_string("cpu:03"), "cpu:03")  # refused later
 
+    def test_cancel_token_stops_a_wait_for_the_folder_lock(self):
+        # A writer publishing a rewrite holds the folder's lock (flock, exclusive): a
+        # load_file with a token waits for it, and stops once the token is cancelled.
+        import fcntl
+        folder = self.path("lockwait")
+        os.mkdir(folder)
+        shardload.save_sharded({"a": torch.ones(4), "b": torch.zeros(4)}, folder,
+                               max_shard_size=16)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            token = shardload.CancelToken()
+            timer = threading.Timer(0.2, token.cancel)
+            timer.start()
+            with self.assertRaises(shardload.ShardloadError) as cm:
+                shardload.load_file(folder, cancel=token)
+            timer.join()
+            self.assertEqual((cm.exception.code, str(cm.exception)),
+                             ("cancelled", folder + ": stopped while waiting for the folder's lock"))
+        finally:
+            os.close(fd)
+        loaded = shardload.load_file(folder, cancel=shardload.CancelToken())
+        self.assertTrue(torch.equal(loaded["a"], torch.ones(4)))
+
     def test_cancel_token(self):
         tensors = {"w%d" % i: torch.full((256,), float(i)) for i in range(4)}
         path = self.path("c.safetensors")

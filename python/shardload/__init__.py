@@ -210,14 +210,20 @@ def _names_no_file(status, raw):
 
 class _Checkpoint(_lib.Closing):
     """An owned sl_checkpoint handle. ``infos`` point into the handle (valid until
-    close()); ``names``, ``shapes`` and ``dtypes`` are Python copies that stay valid."""
+    close()); ``names``, ``shapes`` and ``dtypes`` are Python copies that stay valid.
+    ``cancel`` (a CancelToken) stops a wait for the folder's lock (a writer publishing
+    there) with ShardloadError("cancelled")."""
 
-    def __init__(self, path):
+    def __init__(self, path, cancel=None):
         self.handle = None  # set first: __del__ runs also when the open below fails
         l = _lib.lib()
         h = ctypes.c_void_p()
         raw = _path_bytes(path)
-        status = l.sl_checkpoint_open(raw, ctypes.byref(h))
+        if cancel is None:
+            status = l.sl_checkpoint_open(raw, ctypes.byref(h))
+        else:
+            with _lib.Options(cancel=cancel) as opening:
+                status = l.sl_checkpoint_open_with(raw, opening.handle, ctypes.byref(h))
         if status != 0 and _names_no_file(status, raw):
             # As open(), torch.load and safetensors: FileNotFoundError (ENOENT, the
             # path as given), which is a ShardloadError("not_found") too.
@@ -375,7 +381,8 @@ def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verif
     ``pool``: a HostMemoryPool to take the host arena from; the arena returns to it
     once every returned cpu tensor has been garbage-collected (None: fresh memory).
     ``cancel``: a CancelToken that another thread may cancel (ShardloadError
-    "cancelled", "load cancelled").
+    "cancelled", "load cancelled"; while the open waits for a writer publishing in the
+    folder: "<folder>: stopped while waiting for the folder's lock").
     ``threads``: reader threads, an int from 0 (as many as hardware threads) to 256
     (TypeError / ValueError otherwise). ``io``: "auto", "pread", "mmap", "direct" or
     "uring". ``backend``: safetensors 0.8's keyword, "mmap" or "pread", the io mode of
@@ -388,7 +395,7 @@ def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verif
     exist; ShardloadError (code and message from the library) on any other failure,
     ValueError for a closed pool or token."""
     io = _backend_io(backend, io)
-    with _Checkpoint(filename) as ckpt, \
+    with _Checkpoint(filename, cancel) as ckpt, \
             _lib.Options(device=_device_string(device), strict=False, renames=renames,
                          threads=threads, io=io, verify=verify, progress=progress,
                          pool=pool, cancel=cancel) as options:
@@ -804,7 +811,7 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     needs. Tied entries stay one object, the last loaded name's in module order.
     ShardloadError ("unimplemented") on an older torch. ``cancel``: as in load_file
     (the module may then be partly written)."""
-    with _Checkpoint(filename) as ckpt:
+    with _Checkpoint(filename, cancel) as ckpt:
         if not assign:
             refused = _inference_entries(module.state_dict(keep_vars=True))
             if refused:
@@ -1208,7 +1215,7 @@ def load_model(model, filename, strict=True, device="cpu", *, verify=False, prog
     them, as in safetensors."""
     io = _backend_io(backend)
     model_state = model.state_dict()
-    with _Checkpoint(filename) as ckpt:
+    with _Checkpoint(filename, cancel) as ckpt:
         file_keys = set(ckpt.names)
         _check_shared_flatten(model_state)  # safetensors' view error, as in save_model
         to_removes = _remove_duplicate_names(model_state, preferred_names=file_keys,

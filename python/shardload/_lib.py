@@ -110,6 +110,7 @@ _SIGNATURES = {
     "sl_version": (ctypes.c_char_p, []),
     "sl_cuda_device_count": (ctypes.c_int, []),
     "sl_checkpoint_open": (ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(_P)]),
+    "sl_checkpoint_open_with": (ctypes.c_int, [ctypes.c_char_p, _P, ctypes.POINTER(_P)]),
     "sl_checkpoint_free": (None, [_P]),
     "sl_checkpoint_tensor_count": (ctypes.c_size_t, [_P]),
     "sl_checkpoint_tensor": (ctypes.c_int, [_P, ctypes.c_size_t, ctypes.POINTER(TensorInfo)]),
