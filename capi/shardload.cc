@@ -167,7 +167,7 @@ struct sl_checkpoint {
   // than kMaxKeptFiles are, or always with `keep`), so that later reads see that file
   // whatever happens to its path; checked against what the catalog read
   // (CheckShardFile, through the descriptor) on every use, so a file written to in
-  // place since is data_loss, never read at the old offsets. A file that fails the
+  // place since is aborted or data_loss, never read at the old offsets. A file that fails the
   // check when first opened is not kept (a later use opens the path again, so a shard
   // put back as it was reads again). Opens and checks run outside the lock.
   // Thread-safe; a kept file stays valid until the handle is freed.
@@ -184,27 +184,37 @@ struct sl_checkpoint {
     if (ref.file == nullptr) {
       // The kept files are of one save: a file to be kept is opened under the folder's
       // shared lock (no shardload writer publishes meanwhile), and kept only if every
-      // file kept before is still the one its path names. Otherwise (a rewrite since)
-      // it is read this once. `keep` (sl_checkpoint_hold_files) has done both already.
+      // file kept before is still the one its path names. Otherwise it is read this
+      // once: while a writer holds the lock (tried, never waited for: a read does not
+      // block), and for good once a rewrite has replaced a kept file (`kept_stale`).
+      // `keep` (sl_checkpoint_hold_files) holds the lock and has checked already.
       shardload::FolderLock folder_lock;  // until the file is in `files`
       bool may_keep = keep;
       if (!keep) {
         {
           std::lock_guard<std::mutex> lock(files_mu);
-          may_keep = kept_files < kMaxKeptFiles;
+          may_keep = kept_files < kMaxKeptFiles && !kept_stale;
         }
         if (may_keep) {
           shardload::Result<shardload::FolderLock> taken = shardload::LockFolder(
-              ckpt.folder(), shardload::FolderLock::kShared, shardload::kDefaultFolderLockWaitMs);
-          if (!taken.ok()) return taken.status();
-          folder_lock = std::move(taken).value();
-          may_keep = KeptFilesStillAtPaths().ok();
+              ckpt.folder(), shardload::FolderLock::kShared, /*max_wait_ms=*/0);
+          may_keep = taken.ok();
+          if (may_keep) {
+            folder_lock = std::move(taken).value();
+            if (!KeptFilesStillAtPaths().ok()) {
+              may_keep = false;
+              std::lock_guard<std::mutex> lock(files_mu);
+              kept_stale = true;
+            }
+          }
         }
       }
       const int64_t clock_ns = shardload::RealtimeNs();
       shardload::Result<std::unique_ptr<shardload::ReadableFile>> file =
           shardload::OpenFile(info.path, shardload::IoMode::kPread);
-      if (!file.ok()) return file.status().Relabeled(info.path, info.file);
+      if (!file.ok()) {
+        return shardload::ShardGoneIfNotFound(info, file.status().Relabeled(info.path, info.file));
+      }
       const uint64_t size = (*file)->size();  // as the open's fstat found them
       const std::optional<shardload::FileIdentity> now = (*file)->identity();
       SL_RETURN_IF_ERROR(shardload::CheckShardFile(info, **file, size, now));
@@ -241,7 +251,7 @@ struct sl_checkpoint {
 
   // KeptFilesStillAtPaths: OK when every kept file is still the file its path names
   // (CheckStillAtPath), so that files opened from the paths now are of the same save;
-  // else the first one's data_loss. Call it under the folder's shared lock.
+  // else the first one's aborted. Call it under the folder's shared lock.
   shardload::Status KeptFilesStillAtPaths() const {
     for (size_t i = 0; i < ckpt.shards().size(); ++i) {
       const shardload::ReadableFile* kept = nullptr;
@@ -280,6 +290,9 @@ struct sl_checkpoint {
   mutable std::mutex files_mu;
   mutable std::vector<std::unique_ptr<shardload::ReadableFile>> files;  // guarded by files_mu
   mutable size_t kept_files = 0;                                         // guarded by files_mu
+  // kept_stale: a kept file was found replaced or removed at its path: no file is kept
+  // any more (the kept ones and the new ones would be of two saves).
+  mutable bool kept_stale = false;                                       // guarded by files_mu
   // verified[i]: the settled identity kept file i had when it last passed
   // CheckShardFile (nullopt: check again on next use).
   mutable std::vector<std::optional<shardload::FileIdentity>> verified;  // guarded by files_mu

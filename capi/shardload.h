@@ -140,7 +140,9 @@ typedef struct sl_checkpoint sl_checkpoint;
  * the message naming the file; SL_UNAVAILABLE "<folder>: gave up after 60000 ms waiting
  * for the folder's lock, ..." when a shardload writer publishing a rewrite there holds
  * the folder's lock that long. Loads (sl_load_*) and sl_checkpoint_hold_files wait the
- * same way while they open the shard files, so that all of them are of one save. */
+ * same way while they open the shard files, so that all of them are of one save; a
+ * rewrite published after the open fails them with SL_ABORTED (open the checkpoint
+ * again and retry). */
 sl_status sl_checkpoint_open(const char* path, sl_checkpoint** out);
 
 /* sl_checkpoint_free: release the handle (NULL: no-op). Tensors already loaded from it
@@ -220,22 +222,28 @@ sl_status sl_checkpoint_shard(const sl_checkpoint* checkpoint, size_t index, con
  * it reads open (later ones are opened for each read): later reads, and loads from the
  * handle, see a kept file even if its path is renamed over or deleted (see
  * sl_checkpoint_hold_files to keep every shard). The kept files are all of one save: a
- * shard is kept only when opened under the folder's lock while every file kept before
- * is still the one its path names (0.1.5; after a rewrite the new files are read once
- * each, not kept), and a load that reads kept files and opens the other shards fails
- * with SL_DATA_LOSS "<file>: replaced on disk since this checkpoint handle opened it,
+ * shard is kept only when opened under the folder's lock (tried, never waited for:
+ * while a shardload writer publishes, the read goes ahead without keeping) while every
+ * file kept before is still the one its path names (0.1.5; once a rewrite has replaced
+ * a kept file, no more files are kept and the new ones are read once each), and a load
+ * that reads kept files and opens the other shards fails
+ * with SL_ABORTED "<file>: replaced on disk since this checkpoint handle opened it,
  * so it and the shards opened now would be of two saves (open the checkpoint again)"
  * (or "removed from disk ...") rather than mix them. Every read checks, through the open
  * descriptor, that the file still has the layout the checkpoint was opened with (a
- * file written to in place since is SL_DATA_LOSS); a shard that fails that check when
+ * file written to in place since is SL_DATA_LOSS or SL_ABORTED, below); a shard that fails that check when
  * first opened is not kept, so a later read opens its path again. Thread-safe. Errors:
  * SL_OUT_OF_RANGE for a bad index or a range past the tensor's end ("tensor 'x': bytes [60, 60 + 8) are outside its 64 bytes": offset and bytes as
  * given, since their sum may not fit in 64 bits); the shard's open errors (SL_INVALID_ARGUMENT "<file>: not a regular file"
- * for a path that is now a FIFO or a device, among them); SL_DATA_LOSS when the shard's size or header
- * changed since the checkpoint was opened ("<file>: file is now N bytes, but its header
- * was read from M bytes", "<file>: file was replaced since the checkpoint was opened
- * and its header differs (open the checkpoint again)"), or when a read comes up short
- * ("<file>: ... (reading tensor 'x')"). `dst` may be NULL when `bytes` is 0 (nothing is
+ * for a path that is now a FIFO or a device, among them); SL_DATA_LOSS when the shard's
+ * size changed in place since the checkpoint was opened ("<file>: file is now N bytes,
+ * but its header was read from M bytes") or a read comes up short; SL_ABORTED when a
+ * rewrite raced the handle: another file at the path ("<file>: file was replaced since
+ * the checkpoint was opened: it is now N bytes, M when its header was read (open the
+ * checkpoint again)"), a changed header ("<file>: file was replaced since the
+ * checkpoint was opened and its header differs (open the checkpoint again)"), or the
+ * file gone ("<file>: removed since the checkpoint was opened ..."). A short read
+ * says "<file>: ... (reading tensor 'x')". `dst` may be NULL when `bytes` is 0 (nothing is
  * written); otherwise NULL is SL_INVALID_ARGUMENT. */
 sl_status sl_checkpoint_read(const sl_checkpoint* checkpoint, size_t index, uint64_t offset,
                              uint64_t bytes, void* dst);
@@ -247,8 +255,8 @@ sl_status sl_checkpoint_read(const sl_checkpoint* checkpoint, size_t index, uint
  * working directory do not affect them. Loads from this handle (sl_load_into,
  * sl_load_all) read the files it holds too, with positional reads whatever the io
  * option says. Costs one descriptor per shard. Errors: the
- * shards' open errors and the data_loss errors of sl_checkpoint_read (a shard replaced
- * between sl_checkpoint_open and this call), and SL_DATA_LOSS "<file>: replaced on disk
+ * shards' open errors and the SL_ABORTED / SL_DATA_LOSS errors of sl_checkpoint_read (a
+ * shard replaced between sl_checkpoint_open and this call), and SL_ABORTED "<file>: replaced on disk
  * since this checkpoint handle opened it, ..." when a file that earlier reads kept is
  * no longer the one at its path (0.1.5: the held files would be of two saves). Added
  * in 0.1.3. */
@@ -519,7 +527,10 @@ typedef struct sl_target {
  * error nothing may be assumed written. Errors: invalid targets or options
  * (SL_INVALID_ARGUMENT), SL_INVALID_ARGUMENT "cuda:N: no such CUDA device (M devices:
  * <probe's reason>)" for a cuda target the machine lacks (sl_cuda_device_count() says
- * how many there are), read errors, SL_DATA_LOSS, SL_CANCELLED. Targets whose
+ * how many there are), read errors, SL_DATA_LOSS, SL_ABORTED (a rewrite of the
+ * checkpoint raced the load: "<file>: file was replaced while loading (inode changed)",
+ * "... since the checkpoint was opened and its header differs (open the checkpoint
+ * again)"; open it again and retry), SL_CANCELLED. Targets whose
  * memory overlaps (tied weights) are written in no defined order, possibly at once:
  * give such targets separate buffers, or one target and an alias, unless they are
  * known to receive the same stored tensor. Device targets: the copies run on the

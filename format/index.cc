@@ -23,9 +23,6 @@ namespace shardload {
 namespace {
 
 constexpr std::string_view kSuffix = ".safetensors";
-// kIndexMaxDepth: an index needs 2 levels (3 with nested metadata values); deeper
-// input is rejected by the parser, never recursed into.
-constexpr size_t kIndexMaxDepth = 64;
 
 std::string Quote(std::string_view text) { return QuoteNameForMessage(text); }
 

@@ -34,6 +34,12 @@ inline constexpr size_t kMaxShardCount = 10'000;
 // 1M-tensor index is about 80 MB).
 inline constexpr uint64_t kMaxIndexFileSize = 256ull << 20;
 
+// kIndexMaxDepth: the deepest nesting ParseIndex accepts, in simdjson's count (an index
+// needs 2 levels, 3 with nested metadata values); deeper input is rejected by the
+// parser, never recursed into. A metadata value sits 2 levels down, so a writer may
+// nest one at most kIndexMaxDepth - 2 deep.
+inline constexpr size_t kIndexMaxDepth = 64;
+
 // ShardIndex: a parsed, validated index.
 struct ShardIndex {
   // weight_map: (tensor name, shard file name), sorted by tensor name, names unique.

@@ -96,6 +96,7 @@ inline Status InternalError(std::string m) { return Status(StatusCode::kInternal
 inline Status CancelledError(std::string m) { return Status(StatusCode::kCancelled, std::move(m)); }
 inline Status UnimplementedError(std::string m) { return Status(StatusCode::kUnimplemented, std::move(m)); }
 inline Status UnavailableError(std::string m) { return Status(StatusCode::kUnavailable, std::move(m)); }
+inline Status AbortedError(std::string m) { return Status(StatusCode::kAborted, std::move(m)); }
 
 // ErrnoToStatus: a Status for a failed system call: "<what>: <strerror(err)>", with a
 // code chosen from errno (ENOENT → not_found, EACCES → permission_denied,

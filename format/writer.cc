@@ -22,6 +22,7 @@
 #include <simdjson.h>
 
 #include "format/folder_lock.h"
+#include "format/index.h"
 #include "format/scoped_fd.h"
 #include "format/text.h"
 
@@ -34,11 +35,12 @@ constexpr size_t kMaxBuffer = size_t{1} << 30;
 constexpr uint64_t kMaxInMemoryFile = uint64_t{1} << 30;
 
 // IsOneJsonValue: whether `text` is exactly one JSON value (whitespace around it
-// allowed), nesting at most 64 levels as an index may.
+// allowed) that an index can hold as a metadata value: nested at most
+// kIndexMaxDepth - 2 deep, since it sits 2 levels below the index's root.
 bool IsOneJsonValue(std::string_view text) {
   simdjson::dom::parser parser(text.size() + 64);
   simdjson::dom::element value;
-  if (parser.allocate(std::max<size_t>(text.size(), 64), 65)) return false;
+  if (parser.allocate(std::max<size_t>(text.size(), 64), kIndexMaxDepth - 2)) return false;
   return !parser.parse(text.data(), text.size()).get(value);
 }
 

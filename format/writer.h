@@ -224,7 +224,9 @@ Result<ShardPlan> PlanShards(std::span<const TensorToWrite> tensors, const Shard
 // transformers writes; non-ASCII escaped as \uXXXX):
 //   {"metadata": {"total_size": N, ...user}, "weight_map": {name: file, ...}}.
 // The values of keys in `json_keys` (ShardOptions::metadata_json) are JSON text written
-// as it is, after a check that it is one JSON value. Errors: invalid_argument when user
+// as it is (not re-indented, re-sorted or \u-escaped: the one exception to the
+// json.dumps form), after a check that it is one JSON value an index reader accepts
+// (nested at most kIndexMaxDepth - 2 deep). Errors: invalid_argument when user
 // metadata uses "total_size" or is not UTF-8, and "index metadata value of 'k' is not
 // one JSON value: <text>" for a bad value of a `json_keys` key.
 Result<std::string> SerializeIndex(std::span<const TensorToWrite> tensors, const ShardPlan& plan,

@@ -696,12 +696,23 @@ Status CheckShardFile(const ShardInfo& shard, const ReadableFile& file) {
 Status CheckShardFile(const ShardInfo& shard, const ReadableFile& file, uint64_t size,
                       const std::optional<FileIdentity>& now) {
   if (size != shard.size) {
+    if (now.has_value() &&
+        (now->device != shard.identity.device || now->inode != shard.identity.inode)) {
+      return AbortedError(shard.file + ": file was replaced since the checkpoint was opened: "
+                          "it is now " + std::to_string(size) + " bytes, " +
+                          std::to_string(shard.size) +
+                          " when its header was read (open the checkpoint again)");
+    }
     return DataLossError(shard.file + ": file is now " + std::to_string(size) +
                          " bytes, but its header was read from " + std::to_string(shard.size) +
                          " bytes");
   }
   if (!now.has_value() || *now == shard.identity) return OkStatus();
   // Changed on disk since Open: the layout still holds if the header bytes are the same.
+  return CheckShardHeaderBytes(shard, file);
+}
+
+Status CheckShardHeaderBytes(const ShardInfo& shard, const ReadableFile& file) {
   const uint64_t n = shard.header_length;
   std::unique_ptr<std::byte, decltype(&std::free)> buffer(
       static_cast<std::byte*>(std::aligned_alloc(4096, (8 + n + 8192 + 4095) / 4096 * 4096)),
@@ -715,8 +726,8 @@ Status CheckShardFile(const ShardInfo& shard, const ReadableFile& file, uint64_t
                                                                        8 + n + 8192)));
   Result<uint64_t> length = ParseHeaderLength(bytes.first(8), shard.size, shard.file);
   if (!length.ok() || *length != n || Xxh3(bytes.subspan(8)) != shard.header_xxh3) {
-    return DataLossError(shard.file + ": file was replaced since the checkpoint was opened "
-                         "and its header differs (open the checkpoint again)");
+    return AbortedError(shard.file + ": file was replaced since the checkpoint was opened "
+                        "and its header differs (open the checkpoint again)");
   }
   return OkStatus();
 }
@@ -729,7 +740,7 @@ Status CheckStillAtPath(const ShardInfo& shard, const ReadableFile& file) {
   struct stat st;
   if (::stat(shard.path.c_str(), &st) != 0) {
     if (errno == ENOENT || errno == ENOTDIR) {
-      return DataLossError(shard.file + ": removed from disk since this checkpoint handle "
+      return AbortedError(shard.file + ": removed from disk since this checkpoint handle "
                            "opened it, so it and the shards opened now would be of two saves "
                            "(open the checkpoint again)");
     }
@@ -737,31 +748,49 @@ Status CheckStillAtPath(const ShardInfo& shard, const ReadableFile& file) {
   }
   const FileIdentity now = IdentityOf(st);
   if (now.device != held->device || now.inode != held->inode) {
-    return DataLossError(shard.file + ": replaced on disk since this checkpoint handle "
+    return AbortedError(shard.file + ": replaced on disk since this checkpoint handle "
                          "opened it, so it and the shards opened now would be of two saves "
                          "(open the checkpoint again)");
   }
   return OkStatus();
 }
 
+Status ShardGoneIfNotFound(const ShardInfo& shard, Status open_error) {
+  if (open_error.code() != StatusCode::kNotFound) return open_error;
+  return AbortedError(shard.file + ": removed since the checkpoint was opened (open the "
+                      "checkpoint again)");
+}
+
 Status OpenShardFiles(const Checkpoint& ckpt, const std::vector<bool>& used, IoMode mode,
                       const UringOptions& uring,
                       std::vector<std::unique_ptr<ReadableFile>>* files,
                       std::vector<Status>* errors, const std::function<bool()>& cancelled) {
+  files->clear();
+  files->resize(ckpt.shards().size());
+  if (errors != nullptr) errors->assign(ckpt.shards().size(), OkStatus());
+  if (std::find(used.begin(), used.end(), true) == used.end()) return OkStatus();
+  SL_ASSIGN_OR_RETURN(FolderLock folder_lock, LockFolder(ckpt.folder(), FolderLock::kShared,
+                                                         kDefaultFolderLockWaitMs, cancelled));
+  return OpenShardFilesUnderLock(ckpt, used, mode, uring, files, errors);
+}
+
+Status OpenShardFilesUnderLock(const Checkpoint& ckpt, const std::vector<bool>& used,
+                               IoMode mode, const UringOptions& uring,
+                               std::vector<std::unique_ptr<ReadableFile>>* files,
+                               std::vector<Status>* errors) {
   const std::vector<ShardInfo>& shards = ckpt.shards();
   files->clear();
   files->resize(shards.size());
   if (errors != nullptr) errors->assign(shards.size(), OkStatus());
-  if (std::find(used.begin(), used.end(), true) == used.end()) return OkStatus();
-  SL_ASSIGN_OR_RETURN(FolderLock folder_lock, LockFolder(ckpt.folder(), FolderLock::kShared,
-                                                         kDefaultFolderLockWaitMs, cancelled));
   for (size_t i = 0; i < shards.size() && i < used.size(); ++i) {
     if (!used[i]) continue;
     Result<std::unique_ptr<ReadableFile>> opened = OpenFile(shards[i].path, mode, uring);
-    // Checked on what the open saw: the size the file's reads are bounded by.
-    Status st = opened.ok() ? CheckShardFile(shards[i], **opened, (*opened)->size(),
-                                             (*opened)->identity())
-                            : opened.status();
+    // Checked on what the open saw: the size the file's reads are bounded by. A shard
+    // gone since Open was removed by a rewrite (or by hand): open the checkpoint again.
+    Status st = !opened.ok() ? opened.status()
+                             : CheckShardFile(shards[i], **opened, (*opened)->size(),
+                                              (*opened)->identity());
+    st = ShardGoneIfNotFound(shards[i], std::move(st));
     if (st.ok()) {
       (*files)[i] = std::move(opened).value();
     } else if (errors != nullptr) {
@@ -782,8 +811,10 @@ Result<std::span<const std::byte>> Checkpoint::MappedBytes(std::string_view name
   {
     std::lock_guard<std::mutex> lock(slot.mu);
     if (slot.map == nullptr) {
-      SL_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> m, MappedFile::Open(shard.path));
-      SL_RETURN_IF_ERROR(CheckShardFile(shard, *m));
+      Result<std::unique_ptr<MappedFile>> opened = MappedFile::Open(shard.path);
+      if (!opened.ok()) return ShardGoneIfNotFound(shard, opened.status());
+      std::unique_ptr<MappedFile> m = std::move(opened).value();
+      SL_RETURN_IF_ERROR(CheckShardFile(shard, *m, m->size(), m->identity()));  // as mapped
       slot.map = std::move(m);
     }
     map = slot.map.get();
@@ -801,8 +832,10 @@ Result<std::vector<std::byte>> Checkpoint::ReadTensor(std::string_view name) con
   const StoredTensor* t = Find(name);
   if (t == nullptr) return NotFoundError("tensor " + QuoteNameForMessage(name) + " is not in the checkpoint");
   const ShardInfo& shard = shards_[t->shard];
-  SL_ASSIGN_OR_RETURN(std::unique_ptr<ReadableFile> f, OpenFile(shard.path, IoMode::kPread));
-  SL_RETURN_IF_ERROR(CheckShardFile(shard, *f));
+  Result<std::unique_ptr<ReadableFile>> opened = OpenFile(shard.path, IoMode::kPread);
+  if (!opened.ok()) return ShardGoneIfNotFound(shard, opened.status());
+  std::unique_ptr<ReadableFile> f = std::move(opened).value();
+  SL_RETURN_IF_ERROR(CheckShardFile(shard, *f, f->size(), f->identity()));  // reads go by these
   std::vector<std::byte> out;
   try {
     out.resize(t->bytes);

@@ -85,11 +85,15 @@ class Checkpoint;
 // FileIdentity (device, inode, mtime, ctime) or, when that differs (a rewrite, a
 // rename over it, but also a chmod, a `touch` or a FUSE inode renumbering), the same
 // header bytes, read again from `file` and compared by XXH3. Tensor bytes themselves
-// are not compared (LoadOptions::verify does that). Errors (data_loss): "<file>: file
-// is now N bytes, but its header was read from M bytes"; "<file>: file was replaced
-// since the checkpoint was opened and its header differs (open the checkpoint again)"
-// (a Hugging Face download renames new files over old ones, possibly of the same size:
-// the tensors would be read at the old offsets); the re-read's own errors. Thread-safe.
+// are not compared (LoadOptions::verify does that). Errors: aborted (a rewrite raced
+// the caller) "<file>: file was replaced since the checkpoint was opened: it is now N
+// bytes, M when its header was read (open the checkpoint again)" for another file of
+// another size, and "<file>: file was replaced since the checkpoint was opened and its
+// header differs (open the checkpoint again)" (a Hugging Face download renames new
+// files over old ones, possibly of the same size: the tensors would be read at the old
+// offsets); data_loss "<file>: file is now N bytes, but its header was read from M
+// bytes" for the same file grown or cut short in place; the re-read's own errors.
+// Thread-safe.
 Status CheckShardFile(const ShardInfo& shard, const ReadableFile& file);
 
 // CheckShardFile: the same for a caller that has just taken `file`'s `size` and
@@ -98,14 +102,26 @@ Status CheckShardFile(const ShardInfo& shard, const ReadableFile& file);
 Status CheckShardFile(const ShardInfo& shard, const ReadableFile& file, uint64_t size,
                       const std::optional<FileIdentity>& now);
 
+// CheckShardHeaderBytes: OK when `file`'s header bytes (read again through it) are
+// those the catalog read (length and XXH3), whatever its identity says (a write in
+// the same timestamp tick keeps it). Errors: CheckShardFile's aborted "... its header
+// differs ..."; resource_exhausted for the buffer; the read's errors. Thread-safe.
+Status CheckShardHeaderBytes(const ShardInfo& shard, const ReadableFile& file);
+
 // CheckStillAtPath: OK when `file`, opened earlier from `shard.path`, is still the file
 // that path names (the same device and inode: fstat of its descriptor against stat of
 // the path), so that files opened from the paths now are of the same save as it. Call
 // it under the folder's shared lock. Files without an identity (test doubles) pass.
-// Errors (data_loss): "<file>: replaced on disk since this checkpoint handle opened it,
-// so it and the shards opened now would be of two saves (open the checkpoint again)",
-// and "removed from disk ..." likewise; stat's other errors. Thread-safe.
+// Errors (aborted: a rewrite raced the caller): "<file>: replaced on disk since this
+// checkpoint handle opened it, so it and the shards opened now would be of two saves
+// (open the checkpoint again)", and "removed from disk ..." likewise; stat's other
+// errors. Thread-safe.
 Status CheckStillAtPath(const ShardInfo& shard, const ReadableFile& file);
+
+// ShardGoneIfNotFound: `open_error` (from opening `shard.path` after Open), except that
+// not_found becomes aborted "<file>: removed since the checkpoint was opened (open the
+// checkpoint again)": the catalog found the file, so a rewrite (or a person) removed it.
+Status ShardGoneIfNotFound(const ShardInfo& shard, Status open_error);
 
 // OpenShardFiles: the files of every shard i with `used[i]` (`used` has one entry per
 // shard), opened with OpenFile in `mode` and checked with CheckShardFile (on the size
@@ -118,12 +134,20 @@ Status CheckStillAtPath(const ShardInfo& shard, const ReadableFile& file);
 // unused). Errors: the lock's unavailable, or cancelled "<folder>: stopped while
 // waiting for the folder's lock"; then the first shard's failure, in shard order — or,
 // with `errors`, none: errors[i] says why shard i could not be opened and files[i]
-// stays null. Thread-safe.
+// stays null. A shard whose path is gone since Open is aborted "<file>: removed since
+// the checkpoint was opened (open the checkpoint again)". Thread-safe.
 Status OpenShardFiles(const Checkpoint& ckpt, const std::vector<bool>& used, IoMode mode,
                       const UringOptions& uring,
                       std::vector<std::unique_ptr<ReadableFile>>* files,
                       std::vector<Status>* errors = nullptr,
                       const std::function<bool()>& cancelled = {});
+
+// OpenShardFilesUnderLock: OpenShardFiles for a caller that already holds the folder's
+// shared lock (and checks something else under it too); takes no lock itself.
+Status OpenShardFilesUnderLock(const Checkpoint& ckpt, const std::vector<bool>& used,
+                               IoMode mode, const UringOptions& uring,
+                               std::vector<std::unique_ptr<ReadableFile>>* files,
+                               std::vector<Status>* errors = nullptr);
 
 // Checkpoint: an opened checkpoint's catalog. Move-only.
 // Thread safety: every const method may be called concurrently from several threads
@@ -239,15 +263,15 @@ class Checkpoint {
   // Hazard: if another process truncates the shard after it was mapped, touching the
   // view raises SIGBUS; that is the caller's risk (ReadTensor is the safe path).
   // Errors: not_found "tensor 'x' is not in the checkpoint"; the mapping's open errors;
-  // CheckShardFile's data_loss when the shard changed since Open (checked when it is
-  // first mapped).
+  // CheckShardFile's aborted or data_loss when the shard changed since Open (checked
+  // when it is first mapped, on the size it was mapped at).
   Result<std::span<const std::byte>> MappedBytes(std::string_view name) const;
 
   // ReadTensor: a copy of tensor `name`'s bytes, read with positional reads (safe
   // against truncation: a shorter file gives data_loss, never SIGBUS).
   // Errors: not_found as above; open and read errors of the shard; CheckShardFile's
-  // data_loss when the shard changed since Open; the read's data_loss when it shrinks
-  // while read.
+  // aborted or data_loss when the shard changed since Open (on the size its open saw);
+  // the read's data_loss when it shrinks while read.
   Result<std::vector<std::byte>> ReadTensor(std::string_view name) const;
 
  private:

@@ -88,8 +88,9 @@ struct CheckpointDigest {
 
 // HashCheckpoint: hash every tensor of `ckpt` (on options.threads threads).
 // Errors: invalid_argument for bad options; the shard open/read errors of
-// loader/file.h with " (reading tensor 'w')" appended; CheckShardFile's data_loss for a
-// shard whose size or header changed since the checkpoint was opened (never SIGBUS); with
+// loader/file.h with " (reading tensor 'w')" appended; CheckShardFile's aborted (a
+// shard replaced or removed since the checkpoint was opened: a rewrite raced the hash)
+// or data_loss (its size changed in place; never SIGBUS); with
 // check_recorded, the malformed-value error of ParseChecksumMetadata (shard or index) and
 // data_loss "<file>: tensor 'w' at bytes [a, b): XXH3 of its N bytes is
 // X, recorded Y" at the first mismatch in file order, <file> being the shard holding the

@@ -137,12 +137,14 @@ class FdFile {
     }
     if (::stat(path_.c_str(), &st) != 0) {
       int err = errno;
-      if (err == ENOENT) return DataLossError(path_ + ": file was removed while loading");
+      if (err == ENOENT || err == ENOTDIR) {
+        return AbortedError(path_ + ": file was removed while loading");
+      }
       return ErrnoToStatus(err, path_ + ": stat");
     }
     if (static_cast<uint64_t>(st.st_ino) != identity_.inode ||
         static_cast<uint64_t>(st.st_dev) != identity_.device) {
-      return DataLossError(path_ + ": file was replaced while loading (inode changed)");
+      return AbortedError(path_ + ": file was replaced while loading (inode changed)");
     }
     return OkStatus();
   }

@@ -11,8 +11,8 @@
 //                   chunks of each read in flight per calling thread, buffered or
 //                   O_DIRECT (UringOptions).
 // The size is taken at open; every read checks it again when the file may have been
-// truncated, so a file truncated or replaced mid-load gives data_loss, never SIGBUS
-// and never stale or zero bytes reported as success.
+// truncated, so a file truncated mid-load gives data_loss and one replaced or removed
+// gives aborted, never SIGBUS and never stale or zero bytes reported as success.
 //
 //   SL_ASSIGN_OR_RETURN(std::unique_ptr<ReadableFile> f, OpenFile(path, IoMode::kPread));
 //   std::vector<std::byte> buf(4096);
@@ -65,8 +65,10 @@ class ReadableFile {
   // order (preadv where the mode allows, else a loop). Same errors as ReadAt.
   virtual Status ReadVAt(uint64_t offset, std::span<const iovec> iov) const;
 
-  // CheckUnchanged: data_loss if the file on disk is now shorter than size() or is no
-  // longer the same inode (replaced by rename).
+  // CheckUnchanged: data_loss if the file on disk is now shorter than size(); aborted
+  // ("<path>: file was replaced while loading (inode changed)", "<path>: file was
+  // removed while loading") when its path no longer names the same inode (a rewrite
+  // renamed over it: what was read is of one save, but no longer the current one).
   virtual Status CheckUnchanged() const = 0;
 
   // ReadWindowAt: read [offset, offset + length) into `buffer` and return the part of

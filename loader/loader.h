@@ -101,7 +101,7 @@ struct LoadOptions {
   // opening the shard again, whatever `io` says; each is checked with CheckShardFile
   // (through its descriptor: a file written to in place since is caught, a path renamed
   // over is not its concern when every shard read is held; when the load opens others
-  // too, each held file read must still be the one its path names, else data_loss
+  // too, each held file read must still be the one its path names, else aborted
   // "<file>: replaced on disk since this checkpoint handle opened it, so it and the
   // shards opened now would be of two saves ...": CheckStillAtPath, checkpoint.h)
   // before the load (the C API's sl_checkpoint_hold_files).
@@ -186,8 +186,10 @@ class LoadedCheckpoint : public LoadStats {
 // status (strict failures, size mismatches) unchanged; invalid_argument "target 'x' has
 // no data pointer: LoadInto writes into caller memory (use LoadAll for loader-owned
 // arenas)"; failed_precondition "tensor 'x' goes to cuda:0 but no device backend was
-// given"; the plan's, open, read, sink and stream errors (data_loss for files changed
-// since the header was read; unavailable when a shardload writer holds the folder's
+// given"; the plan's, open, read, sink and stream errors (aborted when a rewrite of the
+// checkpoint raced the load: files replaced or removed since the header was read or
+// while they were read — open the checkpoint again and retry; data_loss for files cut
+// short or changed in size in place; unavailable when a shardload writer holds the folder's
 // lock for longer than kDefaultFolderLockWaitMs while the shard files are opened:
 // OpenShardFiles, checkpoint.h; or with options.verify a tensor whose bytes differ from
 // its recorded XXH3; cancelled). Thread safety: concurrent loads are
@@ -245,9 +247,10 @@ struct VerifyReport {
 // the report rather than failing the call: one read of the files checks both. Memory
 // beyond the ring: early pieces of split tensors held until their predecessors are
 // hashed (StreamVerifier; at worst about threads - 1 slots per tensor).
-// Errors: CheckShardFile's data_loss (checkpoint.h: other size, or replaced or
-// modified since Open) and "<file>: header changed while verifying"; OpenShardFiles'
-// unavailable; the stream's read errors;
+// Errors: CheckShardFile's aborted or data_loss (checkpoint.h: replaced, or another
+// size or header, since Open; checked when the files are opened and again after the
+// read, through their descriptors, header bytes included); OpenShardFiles' errors; the
+// stream's read errors (aborted "file was replaced while loading" among them);
 // cancelled; with options.verify, ParseChecksumMetadata's data_loss for a malformed
 // record.
 Result<VerifyReport> VerifyCheckpoint(const Checkpoint& checkpoint, const LoadOptions& options);

@@ -35,6 +35,7 @@ echo "libshardload.so exports $n sl_* symbols and no C++ library symbol"
 # Installed layout: include/shardload.h next to include/dlpack.h, lib/libshardload.so.
 if ! command -v cc >/dev/null; then echo "SKIP: no C compiler for the installed-header check"; exit 0; fi
 dir="$(mktemp -d "${TEST_TMPDIR:-/tmp}/capi_install.XXXXXX")"
+trap 'rm -rf "$dir"' EXIT
 mkdir -p "$dir/include" "$dir/lib"
 cp "$header" "$dir/include/shardload.h"
 cp "$dlpack" "$dir/include/dlpack.h"

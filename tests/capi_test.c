@@ -797,7 +797,7 @@ static void TestReadsKeepTheirFiles(void) {
   }
   CHECK_ERR(sl_checkpoint_hold_files(NULL), SL_INVALID_ARGUMENT, "checkpoint is NULL");
 
-  /* A held file written to in place (same inode) with another header: data_loss from
+  /* A held file written to in place (same inode) with another header: aborted from
    * reads and loads, never the old offsets read in the new bytes. */
   sl_tensor_view renamed = {"x", 1, "F32", shape, 1, v2};
   CHECK_OK(sl_save_file(path, &first, 1, NULL, NULL, 0));
@@ -821,22 +821,22 @@ static void TestReadsKeepTheirFiles(void) {
   const char* want =
       "held.safetensors: file was replaced since the checkpoint was opened and its header "
       "differs (open the checkpoint again)";
-  CHECK_ERR(sl_checkpoint_read(ck, 0, 0, sizeof got, got), SL_DATA_LOSS, want);
+  CHECK_ERR(sl_checkpoint_read(ck, 0, 0, sizeof got, got), SL_ABORTED, want);
   sl_options* opt = NULL;
   sl_loaded* loaded = NULL;
   CHECK_OK(sl_options_new(&opt));
-  CHECK_ERR(sl_load_all(ck, opt, NULL, 0, &loaded, NULL), SL_DATA_LOSS, want);
+  CHECK_ERR(sl_load_all(ck, opt, NULL, 0, &loaded, NULL), SL_ABORTED, want);
   CHECK(loaded == NULL);
   sl_options_free(opt);
   sl_checkpoint_free(ck);
 
-  /* A path replaced by another layout before the first read: data_loss, and the file
+  /* A path replaced by another layout before the first read: aborted, and the file
    * is not kept, so once the shard is put back as it was, reads and loads work. */
   CHECK_OK(sl_save_file(path, &first, 1, NULL, NULL, 0));
   CHECK_OK(sl_checkpoint_open(path, &ck));
   CHECK_OK(sl_save_file(path, &renamed, 1, NULL, NULL, 0));
-  CHECK_ERR(sl_checkpoint_read(ck, 0, 0, sizeof got, got), SL_DATA_LOSS, want);
-  CHECK_ERR(sl_checkpoint_hold_files(ck), SL_DATA_LOSS, want);
+  CHECK_ERR(sl_checkpoint_read(ck, 0, 0, sizeof got, got), SL_ABORTED, want);
+  CHECK_ERR(sl_checkpoint_hold_files(ck), SL_ABORTED, want);
   CHECK_OK(sl_save_file(path, &first, 1, NULL, NULL, 0));
   memset(got, 0, sizeof got);
   CHECK_OK(sl_checkpoint_read(ck, 0, 0, sizeof got, got));
@@ -926,14 +926,25 @@ static void TestKeptFilesAreOfOneSave(void) {
            "opened now would be of two saves (open the checkpoint again)",
            file_a);
   float got[4] = {0};
+  /* While a writer holds the folder's lock, a read goes ahead (it never waits) but keeps
+   * nothing: the file it opened could be of the save being published. */
+  int writer = open(dir, O_RDONLY | O_DIRECTORY);
+  CHECK(writer >= 0 && flock(writer, LOCK_EX) == 0);
+  int fds_before = CountOpenFds();
+  CHECK_OK(sl_checkpoint_read(ck, ia, 0, sizeof got, got));
+  CHECK(memcmp(got, old_a, sizeof got) == 0);
+  CHECK(CountOpenFds() == fds_before);
+  close(writer);
+  fds_before = CountOpenFds();
   CHECK_OK(sl_checkpoint_read(ck, ia, 0, sizeof got, got));  /* keeps a's shard */
   CHECK(memcmp(got, old_a, sizeof got) == 0);
+  CHECK(CountOpenFds() == fds_before + 1);
   CHECK_OK(sl_save_sharded(dir, new_save, 2, "16B", NULL, NULL, NULL, 0));
 
   sl_options* opt = NULL;
   sl_loaded* loaded = NULL;
   CHECK_OK(sl_options_new(&opt));
-  CHECK_ERR(sl_load_all(ck, opt, NULL, 0, &loaded, NULL), SL_DATA_LOSS, want);
+  CHECK_ERR(sl_load_all(ck, opt, NULL, 0, &loaded, NULL), SL_ABORTED, want);
   CHECK(loaded == NULL);
   int fds = CountOpenFds();
   CHECK_OK(sl_checkpoint_read(ck, ib, 0, sizeof got, got));  /* the new b, read once */
@@ -941,8 +952,8 @@ static void TestKeptFilesAreOfOneSave(void) {
   CHECK(CountOpenFds() == fds);                                /* and not kept */
   CHECK_OK(sl_checkpoint_read(ck, ia, 0, sizeof got, got));  /* the kept a: still old */
   CHECK(memcmp(got, old_a, sizeof got) == 0);
-  CHECK_ERR(sl_load_all(ck, opt, NULL, 0, &loaded, NULL), SL_DATA_LOSS, want);
-  CHECK_ERR(sl_checkpoint_hold_files(ck), SL_DATA_LOSS, want);
+  CHECK_ERR(sl_load_all(ck, opt, NULL, 0, &loaded, NULL), SL_ABORTED, want);
+  CHECK_ERR(sl_checkpoint_hold_files(ck), SL_ABORTED, want);
   sl_checkpoint_free(ck);
 
   /* A fresh handle holding every file reads the new save whole. */
@@ -970,7 +981,7 @@ static void TestKeptFilesAreOfOneSave(void) {
            "%s: removed from disk since this checkpoint handle opened it, so it and the shards "
            "opened now would be of two saves (open the checkpoint again)",
            file_a);
-  CHECK_ERR(sl_load_all(ck, opt, NULL, 0, &loaded, NULL), SL_DATA_LOSS, want);
+  CHECK_ERR(sl_load_all(ck, opt, NULL, 0, &loaded, NULL), SL_ABORTED, want);
   sl_checkpoint_free(ck);
   sl_options_free(opt);
 }

@@ -129,18 +129,18 @@ TEST_P(FileModeTest, TruncatedFileIsDataLossNeverSigbus) {
   EXPECT_EQ(s.message(), shrank);
 }
 
-TEST_P(FileModeTest, ReplacedFileIsDataLoss) {
+TEST_P(FileModeTest, ReplacedFileIsAborted) {
   std::string dir = TempDir("file");
   ASSERT_TRUE(WriteBytes(dir + "/f", RandomBytes(5000, 6)));
   OPEN_OR_SKIP(f, dir + "/f");
   ASSERT_TRUE(WriteBytes(dir + "/g", RandomBytes(5000, 7)));
   ASSERT_EQ(std::rename((dir + "/g").c_str(), (dir + "/f").c_str()), 0);
   Status s = f->CheckUnchanged();
-  EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+  EXPECT_EQ(s.code(), StatusCode::kAborted);
   EXPECT_EQ(s.message(), dir + "/f: file was replaced while loading (inode changed)");
   ASSERT_EQ(std::remove((dir + "/f").c_str()), 0);
   s = f->CheckUnchanged();
-  EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+  EXPECT_EQ(s.code(), StatusCode::kAborted);
   EXPECT_EQ(s.message(), dir + "/f: file was removed while loading");
 }
 
@@ -252,7 +252,7 @@ TEST(FileTest, MappingIsOfTheOpenedFileNotOfWhatThePathNamesNow) {
     ASSERT_TRUE((*m)->ReadAt(original.size() - 100, out).ok());
     EXPECT_EQ(0, std::memcmp(out.data(), original.data() + original.size() - 100, 100));
     Status s = (*m)->CheckUnchanged();
-    EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+    EXPECT_EQ(s.code(), StatusCode::kAborted);
     EXPECT_EQ(s.message(), dir + "/f: file was replaced while loading (inode changed)");
     m->reset();
     EXPECT_EQ(::fcntl(fd, F_GETFD), -1);  // the MappedFile owned and closed it

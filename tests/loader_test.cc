@@ -492,6 +492,34 @@ TEST_F(LoaderTest, ShardChangedSinceOpenIsDataLoss) {
   EXPECT_EQ(v.status().message(), a.status().message());
 }
 
+// Another file renamed over a shard, or the shard removed, since Open: a rewrite raced
+// the load (aborted: open the checkpoint again), not a damaged file.
+TEST_F(LoaderTest, ShardReplacedOrRemovedSinceOpenIsAborted) {
+  const ShardInfo& shard = ckpt_->shards()[1];
+  ASSERT_TRUE(testing::WriteBytes(shard.path + ".new", std::vector<std::byte>(100)));
+  ASSERT_EQ(std::rename((shard.path + ".new").c_str(), shard.path.c_str()), 0);
+  const Status replaced =
+      AbortedError(shard.file + ": file was replaced since the checkpoint was opened: it is now "
+                                "100 bytes, " + std::to_string(shard.size) +
+                   " when its header was read (open the checkpoint again)");
+  int arenas = LiveHostArenas();
+  EXPECT_EQ(LoadAll(*ckpt_, options_).status(), replaced);
+  EXPECT_EQ(VerifyCheckpoint(*ckpt_, options_).status(), replaced);
+  EXPECT_EQ(HashCheckpoint(*ckpt_).status().code(), StatusCode::kAborted);
+  ASSERT_EQ(std::remove(shard.path.c_str()), 0);
+  const Status removed = AbortedError(
+      shard.file + ": removed since the checkpoint was opened (open the checkpoint again)");
+  EXPECT_EQ(LoadAll(*ckpt_, options_).status(), removed);
+  EXPECT_EQ(VerifyCheckpoint(*ckpt_, options_).status(), removed);
+  for (const StoredTensor& t : ckpt_->tensors()) {
+    if (t.shard != 1) continue;
+    EXPECT_EQ(ckpt_->ReadTensor(t.name).status(), removed);
+    EXPECT_EQ(ckpt_->MappedBytes(t.name).status(), removed);
+    break;
+  }
+  EXPECT_EQ(LiveHostArenas(), arenas);
+}
+
 // ReadFile: the whole file at `path`.
 std::vector<std::byte> ReadFile(const std::string& path) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
@@ -504,7 +532,7 @@ std::vector<std::byte> ReadFile(const std::string& path) {
   return out;
 }
 
-TEST_F(LoaderTest, ShardReplacedWithAnotherLayoutSinceOpenIsDataLoss) {
+TEST_F(LoaderTest, ShardReplacedWithAnotherLayoutSinceOpenIsAborted) {
   // A file of the same size renamed over a shard (what a Hugging Face download does)
   // whose header differs: its tensors are no longer where the catalog says, so every
   // later read refuses it instead of loading whatever is there now.
@@ -535,13 +563,13 @@ TEST_F(LoaderTest, ShardReplacedWithAnotherLayoutSinceOpenIsDataLoss) {
     options_.io = mode;
     Result<LoadedCheckpoint> r = LoadAll(*ckpt_, options_);
     if (r.status().code() == StatusCode::kUnimplemented) continue;  // no O_DIRECT here
-    EXPECT_EQ(r.status(), DataLossError(replaced)) << IoModeName(mode);
-    EXPECT_EQ(VerifyCheckpoint(*ckpt_, options_).status(), DataLossError(replaced));
+    EXPECT_EQ(r.status(), AbortedError(replaced)) << IoModeName(mode);
+    EXPECT_EQ(VerifyCheckpoint(*ckpt_, options_).status(), AbortedError(replaced));
   }
   options_.io = IoMode::kPread;
   EXPECT_EQ(LiveHostArenas(), arenas);
-  EXPECT_EQ(ckpt_->ReadTensor(in_shard).status(), DataLossError(replaced));
-  EXPECT_EQ(ckpt_->MappedBytes(in_shard).status(), DataLossError(replaced));
+  EXPECT_EQ(ckpt_->ReadTensor(in_shard).status(), AbortedError(replaced));
+  EXPECT_EQ(ckpt_->MappedBytes(in_shard).status(), AbortedError(replaced));
 
   // The same header again (a new file of the same layout; only the data may differ):
   // it loads, and what it loads is that file's bytes.
@@ -569,7 +597,7 @@ TEST_F(LoaderTest, ShardReplacedWithAnotherLayoutSinceOpenIsDataLoss) {
   ASSERT_EQ(std::fseek(f, static_cast<long>(8 + at + 1), SEEK_SET), 0);
   ASSERT_EQ(std::fputc('Z', f), 'Z');
   std::fclose(f);
-  EXPECT_EQ(LoadAll(*again, options_).status(), DataLossError(replaced));
+  EXPECT_EQ(LoadAll(*again, options_).status(), AbortedError(replaced));
 }
 
 // A rewrite of the same layout (a training run saving over its last checkpoint)

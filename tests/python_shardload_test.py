@@ -1128,13 +1128,13 @@ class PythonTest(unittest.TestCase):
             with self.assertRaises(shardload.ShardloadError) as cm:
                 _lib.check(_lib.lib().sl_checkpoint_hold_files(ckpt.handle))
         self.assertEqual((cm.exception.code, str(cm.exception)), (
-            "data_loss", "r.safetensors: file was replaced since the checkpoint was opened and "
+            "aborted", "r.safetensors: file was replaced since the checkpoint was opened and "
             "its header differs (open the checkpoint again)"))
 
     def test_safe_open_fails_reads_of_a_file_truncated_in_place(self):
         # A held file cut short under safe_open: reads fail with data_loss (safetensors'
         # mapping faults there: SIGBUS ends the process). Written over in place with
-        # another header (same inode): data_loss too, never the old offsets.
+        # another header (same inode): aborted (reopen and retry), never the old offsets.
         path = self.path("t.safetensors")
         shardload.save_file({"a": torch.zeros(1000), "b": torch.ones(1000)}, path)
         reads = (lambda f: f.get_tensor("b"), lambda f: f.get_slice("b")[0:2],
@@ -1159,7 +1159,7 @@ class PythonTest(unittest.TestCase):
                 with self.assertRaises(shardload.ShardloadError) as cm:
                     read(f)
                 self.assertEqual((cm.exception.code, str(cm.exception)), (
-                    "data_loss", "t.safetensors: file was replaced since the checkpoint was "
+                    "aborted", "t.safetensors: file was replaced since the checkpoint was "
                     "opened and its header differs (open the checkpoint again)"))
 
     def test_safe_open_metadata_empty_and_absent(self):

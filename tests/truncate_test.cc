@@ -169,7 +169,7 @@ TEST_P(TruncateTest, ReplacedByRenameMidLoad) {
         ASSERT_EQ(std::rename(other.c_str(), path_.c_str()), 0);
       },
       &aborted);
-  EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+  EXPECT_EQ(s.code(), StatusCode::kAborted);
   EXPECT_EQ(s.message(), path_ + ": file was replaced while loading (inode changed)");
   EXPECT_TRUE(aborted);
 }

@@ -795,7 +795,7 @@ TEST_F(UringLoadTest, VerifyFindsAFlippedByte) {
     f.write(&flipped, 1);
   }
   // Opened again: a change after Open is refused before any byte is read (loader_test's
-  // ShardReplacedOrModifiedSinceOpenIsDataLoss); this is corruption already on disk.
+  // ShardChangedSinceOpenIsDataLoss); this is corruption already on disk.
   Result<Checkpoint> reopened = Checkpoint::Open(m_.dir);
   ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
   LoadOptions o = UringLoad(4096, 2);
@@ -976,7 +976,7 @@ TEST_P(UringStreamTest, TruncatedMidLoadIsDataLoss) {
   EXPECT_EQ(slots_left_, 0);
 }
 
-TEST_P(UringStreamTest, ReplacedMidLoadIsDataLoss) {
+TEST_P(UringStreamTest, ReplacedMidLoadIsAborted) {
   std::atomic<int> completions{0};
   Status s = Run(
       [&](uint64_t, uint32_t, int32_t res) {
@@ -989,7 +989,7 @@ TEST_P(UringStreamTest, ReplacedMidLoadIsDataLoss) {
       },
       StreamOptions{});
   SKIP_IF_REFUSED();
-  EXPECT_EQ(s, DataLossError(path_ + ": file was replaced while loading (inode changed)"));
+  EXPECT_EQ(s, AbortedError(path_ + ": file was replaced while loading (inode changed)"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Paths, UringStreamTest,

@@ -23,6 +23,7 @@
 
 #include "format/folder_lock.h"
 #include "format/header.h"
+#include "format/index.h"
 
 namespace shardload {
 namespace {
@@ -551,6 +552,21 @@ TEST(ShardTest, IndexMetadataJsonValuesAreWrittenAsTheyAre) {
   EXPECT_NE(text->find("\"n\": 8030261248,\n    \"o\": {\"a\":[1,true,null]},\n    \"s\": \"7\",\n"),
             std::string::npos)
       << *text;
+  // What the writer accepts, the reader accepts, at every depth (a value sits 2 levels
+  // below the index's root).
+  bool some_refused = false;
+  for (int depth = 1; depth <= 70; ++depth) {
+    const std::string nested = std::string(depth, '[') + "1" + std::string(depth, ']');
+    Result<std::string> written = SerializeIndex(t, plan, {{"n", nested}}, {"n"});
+    if (!written.ok()) {
+      some_refused = true;
+      EXPECT_GE(depth, 60);
+      continue;
+    }
+    Result<ShardIndex> read = ParseIndex(*written, "index");
+    EXPECT_TRUE(read.ok()) << depth << ": " << read.status().ToString();
+  }
+  EXPECT_TRUE(some_refused);
   for (const char* bad : {"", "1 2", "{\"a\":", "nul", "[1,]"}) {
     Result<std::string> r = SerializeIndex(t, plan, {{"n", bad}}, {"n"});
     ASSERT_FALSE(r.ok()) << bad;

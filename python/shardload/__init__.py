@@ -564,7 +564,11 @@ class safe_open(_lib.Closing):
     as safetensors maps its file at open: saving the checkpoint again over the same
     names, deleting it or os.chdir do not change what is read; a held file truncated
     in place fails reads past its end with ShardloadError("data_loss") (safetensors'
-    mapping faults: SIGBUS). ``device``: as in load_file (None is cpu). ``backend``:
+    mapping faults: SIGBUS), and one written over in place with another header fails
+    them with ShardloadError("aborted", "... file was replaced since the checkpoint was
+    opened and its header differs (open the checkpoint again)"). A folder of more than
+    64 shards is not held whole: after a rewrite there, get_tensors raises
+    ShardloadError("aborted", "... would be of two saves ...") rather than mix them. ``device``: as in load_file (None is cpu). ``backend``:
     safetensors 0.8's keyword ("mmap" or "pread"), validated as there and used as the
     io mode of the loads through the loader (get_tensors, ``verify``); plain
     get_tensor and get_slice read the rows they need with positional reads either
