@@ -195,7 +195,7 @@ struct sl_checkpoint {
           std::lock_guard<std::mutex> lock(files_mu);
           may_keep = kept_files < kMaxKeptFiles && !kept_stale;
         }
-        if (may_keep) {
+        if (may_keep && ckpt.sharded()) {  // one file: nothing to be of two saves
           shardload::Result<shardload::FolderLock> taken = shardload::LockFolder(
               ckpt.folder(), shardload::FolderLock::kShared, /*max_wait_ms=*/0);
           may_keep = taken.ok();
@@ -770,15 +770,20 @@ sl_status sl_checkpoint_hold_files(const sl_checkpoint* checkpoint) {
   return Guard([&] {
     if (checkpoint == nullptr) return Fail(NullArgument("checkpoint"));
     // All under the folder's shared lock, as loads open theirs: the files kept are of
-    // one save even when a rewrite of the same layout is being published.
-    shardload::Result<shardload::FolderLock> lock =
-        shardload::LockFolder(checkpoint->ckpt.folder(), shardload::FolderLock::kShared,
-                              shardload::kDefaultFolderLockWaitMs);
-    if (!lock.ok()) return Fail(lock.status());
-    // Files kept by earlier reads join the held set only if they are of the save there
-    // now, the one the others are opened from.
-    if (shardload::Status kept = checkpoint->KeptFilesStillAtPaths(); !kept.ok()) {
-      return Fail(kept);
+    // one save even when a rewrite of the same layout is being published. (One file is
+    // whole by itself: no lock, and a file kept by an earlier read is simply held.)
+    shardload::FolderLock folder_lock;
+    if (checkpoint->ckpt.sharded()) {
+      shardload::Result<shardload::FolderLock> lock =
+          shardload::LockFolder(checkpoint->ckpt.folder(), shardload::FolderLock::kShared,
+                                shardload::kDefaultFolderLockWaitMs);
+      if (!lock.ok()) return Fail(lock.status());
+      folder_lock = std::move(lock).value();
+      // Files kept by earlier reads join the held set only if they are of the save
+      // there now, the one the others are opened from.
+      if (shardload::Status kept = checkpoint->KeptFilesStillAtPaths(); !kept.ok()) {
+        return Fail(kept);
+      }
     }
     for (size_t i = 0; i < checkpoint->files.size(); ++i) {
       shardload::Result<sl_checkpoint::FileRef> file = checkpoint->File(i, /*keep=*/true);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -50,6 +51,11 @@ void RaiseOpenFileLimit() {
     ::setrlimit(RLIMIT_NOFILE, &r);  // best effort: on failure the old limit stays
   }
 }
+
+// IgnoreFileSizeSignal: SIGXFSZ ignored, so that a write past RLIMIT_FSIZE (`ulimit -f`)
+// fails with EFBIG ("File too large"), which the writers report and clean up after,
+// instead of killing the command with its temporary file left behind.
+void IgnoreFileSizeSignal() { std::signal(SIGXFSZ, SIG_IGN); }
 
 // g_stdout_errno: errno of the first write to fd 1 that failed; 0 while none has.
 int g_stdout_errno = 0;
@@ -136,6 +142,7 @@ int Dispatch(const std::string& cmd, const shardload::cli::Args& args) {
 
 int main(int argc, char** argv) {
   RaiseOpenFileLimit();
+  IgnoreFileSizeSignal();
   RouteStdout();
   if (argc < 2) {
     std::cerr << kUsage;

@@ -28,6 +28,7 @@
 // (OUT is left as it was when the signal stopped the write; the message says when it
 // came too late to stop it).
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <climits>
 #include <cstdlib>
@@ -213,8 +214,21 @@ int RunReshard(const Args& args) {
     sums = std::move(*computed);
   }
   std::error_code ec;
+  std::vector<std::filesystem::path> made;  // the folders about to be made, deepest first
+  for (std::filesystem::path p = out; !p.empty() && !std::filesystem::exists(p, ec);
+       p = p.parent_path()) {
+    made.push_back(p);
+    if (p == p.parent_path()) break;
+  }
   std::filesystem::create_directories(out, ec);  // with its parents, as write-sample
   if (ec) return Fail(out + ": cannot create directory: " + ec.message());
+  // remove_made_out: a write that failed leaves none of the empty folders it made
+  // (rmdir removes only an empty folder, and never one that was there before).
+  auto remove_made_out = [&] {
+    for (const std::filesystem::path& p : made) {
+      if (::rmdir(p.c_str()) != 0) break;
+    }
+  };
   Result<ShardedWriteResult> written = sums ? WriteShardedWithChecksums(out, tensors, options, *sums)
                                             : WriteSharded(out, tensors, options);
   // The handlers stay installed through the read-back below (ended on every return):
@@ -224,9 +238,13 @@ int RunReshard(const Args& args) {
     ~EndSignalsOnReturn() { EndStopOnSignals(); }
   } end_signals;
   if (int sig = InterruptSignal(); sig != 0) {
+    if (!written.ok()) remove_made_out();
     return SignalExit("reshard", sig, !written.ok(), out, ", not read back");
   }
-  if (!written.ok()) return Fail(written.status().message());
+  if (!written.ok()) {
+    remove_made_out();
+    return Fail(written.status().message());
+  }
   files.clear();  // the source is read: its descriptors are not needed for the read-back
   PrintWarnings("reshard", written->warnings);
 
@@ -237,6 +255,14 @@ int RunReshard(const Args& args) {
             << " bytes";
   auto list_removed = [&] {
     for (const std::string& r : written->removed) std::cout << "  removed stale " << OneLineText(r) << "\n";
+  };
+  // read_back_failed: the "wrote ..." line ended (so the error on stderr does not run
+  // into it) and the removed files listed before the error.
+  auto read_back_failed = [&](const std::string& message) {
+    std::cout << "; read-back failed\n";
+    list_removed();
+    std::cout.flush();
+    return Fail(message);
   };
   if (!checksums) {
     std::cout << "\n";
@@ -250,7 +276,7 @@ int RunReshard(const Args& args) {
       out + "/" + (written->plan.index_file.empty() ? written->plan.files.at(0)
                                                     : written->plan.index_file);
   Result<Checkpoint> result = Checkpoint::Open(written_path);
-  if (!result.ok()) return Fail(result.status().message());
+  if (!result.ok()) return read_back_failed(result.status().message());
   // A signal stops the read-back between chunks; it is reported either way.
   HashOptions read_back;
   read_back.cancelled = [] { return InterruptSignal() != 0; };
@@ -261,10 +287,11 @@ int RunReshard(const Args& args) {
     std::cout.flush();
     return SignalExit("reshard", sig, /*stopped=*/false, out, "; the read-back was stopped");
   }
-  if (!digest.ok()) return Fail(digest.status().message());
+  if (!digest.ok()) return read_back_failed(digest.status().message());
   if (digest->recorded != result->tensors().size()) {
-    return Fail(out + ": " + std::to_string(digest->recorded) + " of " +
-                std::to_string(result->tensors().size()) + " tensors carry an XXH3 record");
+    return read_back_failed(out + ": " + std::to_string(digest->recorded) + " of " +
+                            std::to_string(result->tensors().size()) +
+                            " tensors carry an XXH3 record");
   }
   std::cout << "; XXH3 verified\ndigest " << FormatXxh3(LayoutFreeDigest(digest->tensors))
             << "\n";

@@ -96,9 +96,10 @@ Result<FolderLock> LockFolder(const std::string& dir, FolderLock::Mode mode, int
     if (waited >= std::chrono::milliseconds(wait_ms)) {
       return Status(StatusCode::kUnavailable,
                     dir + ": gave up after " + std::to_string(wait_ms) +
-                        " ms waiting for the folder's lock, held by another shardload reader "
-                        "or writer of the checkpoint there (a rewrite being published, or a "
-                        "catalog being read); try again");
+                        " ms waiting for the folder's lock, held by another process (a "
+                        "shardload writer publishing a rewrite there, a reader opening the "
+                        "checkpoint, or any program holding an flock on the folder); try "
+                        "again");
     }
     struct timespec ts = {0, static_cast<long>(step_us * 1000)};
     ::nanosleep(&ts, nullptr);

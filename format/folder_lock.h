@@ -58,8 +58,10 @@ class FolderLock {
 // folder that cannot be opened (no read permission, not a folder) or locked (a file
 // system without flock) gives a FolderLock that holds nothing, and no error. After the
 // wait: unavailable "<dir>: gave up after N ms waiting for the folder's lock, held by
-// another shardload reader or writer of the checkpoint there (a rewrite being
-// published, or a catalog being read); try again". `cancelled`, when set, is asked at
+// another process (a shardload writer publishing a rewrite there, a reader opening the
+// checkpoint, or any program holding an flock on the folder); try again". The lock is
+// cooperative: any process that may open the folder for reading can hold it, and so
+// delay (then fail) shardload's readers and writers there. `cancelled`, when set, is asked at
 // every poll (from this thread); once it returns true: cancelled "<dir>: stopped while
 // waiting for the folder's lock". Thread-safe.
 Result<FolderLock> LockFolder(const std::string& dir, FolderLock::Mode mode, int64_t max_wait_ms,

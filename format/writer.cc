@@ -270,13 +270,30 @@ std::string HiddenSibling(const std::string& path, std::string_view tag) {
   return (dir == "/" ? "/" : dir + "/") + "." + base + suffix;
 }
 
-Status SyncDirectory(const std::string& dir) {
+// OpenFolder: the folder `dir` opened for reading, before anything is published into
+// it: the fsync that makes the renames durable and the sweep's listing need it, and a
+// folder that cannot be opened (write and search permission, but no read) must fail
+// the write before any file is replaced, not after. Errors: "<dir>: open directory:
+// <strerror> (nothing was replaced)".
+Result<Fd> OpenFolder(const std::string& dir) {
   Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (fd.get() < 0) return ErrnoToStatus(errno, dir + ": open directory");
-  if (::fsync(fd.get()) != 0 && errno != EINVAL && errno != EROFS) {
-    return ErrnoToStatus(errno, dir + ": fsync directory");
+  if (fd.get() < 0) {
+    Status s = ErrnoToStatus(errno, dir + ": open directory");
+    return Status(s.code(), s.message() + " (nothing was replaced)");
   }
-  return fd.Close(dir);
+  return fd;
+}
+
+// SyncFolder: fsync the folder `folder` (OpenFolder's) after the renames into it.
+// Errors: "<dir>: fsync directory: <strerror> (the new files are in place, but their
+// names may not be on disk yet)".
+Status SyncFolder(const Fd& folder, const std::string& dir) {
+  if (::fsync(folder.get()) != 0 && errno != EINVAL && errno != EROFS) {
+    Status s = ErrnoToStatus(errno, dir + ": fsync directory");
+    return Status(s.code(), s.message() + " (the new files are in place, but their names may "
+                                          "not be on disk yet)");
+  }
+  return OkStatus();
 }
 
 std::string ShardFileName(const std::string& prefix, size_t index, size_t count) {
@@ -553,30 +570,39 @@ class StagedFile {
 };
 
 // CreateTempFile: a new, uniquely named ".<base>.tmp.<suffix>" file next to `path`.
-// A file replaced keeps its permissions and, where this process may set them, its
+// A file replaced keeps its permission bits and, where this process may set it, its
 // owner: private weights (0600) must not become world-readable. The temp file is
 // created with the old file's permission bits (so it is never more open than the old
-// one, whatever follows); then owner and the remaining bits (setgid, sticky) are set,
-// best effort: a file system that refuses chown/chmod (some FUSE and CIFS mounts)
-// still gets the file, with at most the old file's permissions. A new name (`path`
-// absent) takes them from `like` when that is a regular file: the checkpoint being
-// replaced, whose new shard names differ from the old ones when the layout changes.
+// one, whatever follows), plus read and write for its owner (the writer reads its
+// files back); then the owner is set, best effort: a file system that refuses
+// chown/chmod (some FUSE and CIFS mounts) still gets the file, with at most the old
+// file's permissions. Setuid/setgid bits are not carried (writing clears them). A new
+// name (`path` absent) takes them from `like` when that is a regular file: the
+// checkpoint being replaced, whose new shard names differ from the old ones when the
+// layout changes. Only a regular file's attributes are carried, never a symlink
+// target's, and in a folder with the sticky bit (shared by users, like /tmp) only
+// those of a file this process's user owns: another user's file there must not make
+// this one theirs, or world-writable.
 Status CreateTempFile(const std::string& path, const std::string& like, std::string* temp,
                       Fd* fd) {
   const std::string dir = SplitDirBase(path).first;
+  struct stat folder;
+  const bool shared_folder = ::stat(dir.c_str(), &folder) == 0 && (folder.st_mode & S_ISVTX);
   struct stat old;
-  const bool replacing =
-      (::stat(path.c_str(), &old) == 0 && S_ISREG(old.st_mode)) ||
-      (!like.empty() && ::stat(like.c_str(), &old) == 0 && S_ISREG(old.st_mode));
-  const mode_t create_mode = replacing ? (old.st_mode & 0777) : 0666;
+  auto carries = [&](const std::string& from) {
+    return !from.empty() && ::lstat(from.c_str(), &old) == 0 && S_ISREG(old.st_mode) &&
+           (!shared_folder || old.st_uid == ::geteuid());
+  };
+  const bool replacing = carries(path) || carries(like);
+  const mode_t create_mode = replacing ? ((old.st_mode & 0777) | 0600) : 0666;
   for (int attempt = 0;; ++attempt) {
     *temp = HiddenSibling(path, "tmp");
     int raw = ::open(temp->c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, create_mode);
     if (raw >= 0) {
       fd->Reset(raw);
       if (replacing) {
-        (void)!::fchown(raw, old.st_uid, old.st_gid);  // before chmod: chown clears setgid
-        (void)!::fchmod(raw, old.st_mode & 07777);
+        (void)!::fchown(raw, old.st_uid, old.st_gid);
+        (void)!::fchmod(raw, create_mode);  // exactly these bits, whatever the umask took
       }
       return OkStatus();
     }
@@ -679,7 +705,8 @@ Status PublishTogether(std::span<const std::unique_ptr<StagedFile>> files, bool 
   auto set_aside = [&](const std::string& path, bool move) -> Status {
     struct stat st;
     if (::lstat(path.c_str(), &st) != 0) {
-      if (errno != ENOENT) return ErrnoToStatus(errno, path);
+      // A name too long for the file system names no file either.
+      if (errno != ENOENT && errno != ENAMETOOLONG) return ErrnoToStatus(errno, path);
       undo.push_back({path, ""});
       return OkStatus();
     }
@@ -725,8 +752,13 @@ Status WriteFile(const std::string& path, std::span<const TensorToWrite> tensors
                  const std::optional<Metadata>& metadata, const WriteOptions& options) {
   SL_ASSIGN_OR_RETURN(std::unique_ptr<StagedFile> staged,
                       StageFile(path, tensors, metadata, options));
+  const std::string dir = SplitDirBase(path).first;
+  Fd folder;
+  if (options.sync) {
+    SL_ASSIGN_OR_RETURN(folder, OpenFolder(dir));
+  }
   SL_RETURN_IF_ERROR(staged->Publish());
-  if (options.sync) SL_RETURN_IF_ERROR(SyncDirectory(SplitDirBase(path).first));
+  if (options.sync) SL_RETURN_IF_ERROR(SyncFolder(folder, dir));
   return OkStatus();
 }
 
@@ -1062,16 +1094,28 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
     return Status(folder_lock.status().code(),
                   folder_lock.status().message() + " (nothing was replaced)");
   }
+  Fd folder;  // opened before publishing: nothing after the renames needs a new open
+  if (options.write.sync || options.remove_stale) {
+    SL_ASSIGN_OR_RETURN(folder, OpenFolder(dir));
+  }
   bool retired = false;
   SL_RETURN_IF_ERROR(PublishTogether(staged, !plan.index_file.empty(),
                                      retired_name.empty() ? "" : base + retired_name, &retired));
   if (retired) result.removed.push_back(retired_name);
-  if (options.write.sync) SL_RETURN_IF_ERROR(SyncDirectory(dir));
+  if (options.write.sync) SL_RETURN_IF_ERROR(SyncFolder(folder, dir));
   if (options.remove_stale) {
     std::set<std::string> keep(plan.files.begin(), plan.files.end());
     if (!plan.index_file.empty()) keep.insert(plan.index_file);
-    std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), &::closedir);
-    if (!d) return ErrnoToStatus(errno, dir + ": list directory");
+    const int listing = ::fcntl(folder.get(), F_DUPFD_CLOEXEC, 0);  // closedir closes it
+    std::unique_ptr<DIR, int (*)(DIR*)> d(listing >= 0 ? ::fdopendir(listing) : nullptr,
+                                          &::closedir);
+    if (!d) {
+      const int err = errno;
+      if (listing >= 0) ::close(listing);
+      Status s = ErrnoToStatus(err, dir + ": list directory");
+      return Status(s.code(), s.message() + " (the new checkpoint is in place; old files of "
+                                            "the prefix may be left next to it)");
+    }
     std::vector<std::string> stale, leftovers;
     while (dirent* e = ::readdir(d.get())) {
       std::string name = e->d_name;
@@ -1100,7 +1144,7 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
     }
     const bool swept = result.removed.size() > removed_before_sweep;
     std::sort(result.removed.begin(), result.removed.end());
-    if (options.write.sync && swept) SL_RETURN_IF_ERROR(SyncDirectory(dir));
+    if (options.write.sync && swept) SL_RETURN_IF_ERROR(SyncFolder(folder, dir));
     if (left > 0) {
       // The new checkpoint is in place by now: say so, the error is only the leftovers.
       return Status(first_failure.code(),

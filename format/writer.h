@@ -126,9 +126,11 @@ Result<std::string> SerializeToString(std::span<const TensorToWrite> tensors,
 // in the same directory is written, fsynced, renamed over `path`, and the directory
 // is fsynced. An existing file at `path` is never truncated or modified in place
 // (readers that mapped it keep seeing the old bytes). On any error before the rename
-// the temporary file is removed and `path` is untouched; an error fsyncing the
-// directory after the rename ("<dir>: fsync") is reported with the new file already
-// in place (its name may not survive a power loss). Errors: those of SerializeHeader with
+// the temporary file is removed and `path` is untouched; with `sync`, the directory is
+// opened before the rename (a folder that cannot be: "<dir>: open directory: ...
+// (nothing was replaced)"), and an error fsyncing it after the rename ("<dir>: fsync
+// directory: ... (the new files are in place, but their names may not be on disk
+// yet)") is reported with the new file in place. Errors: those of SerializeHeader with
 // `path` as label, generator errors ("<path>: tensor 'w': <generator message>"),
 // and system errors ("<path>: write: No space left on device", codes from errno).
 // Thread safety: distinct paths may be written concurrently.
@@ -261,7 +263,11 @@ struct ShardedWriteResult {
 // refuses ("several .safetensors files and no index"), never an old index over a mix
 // of old and new shards (the old index and shards are then the hidden
 // ".<name>.old.<unique>" files). Replaced files keep their permissions (and owner,
-// where allowed); files under new names take those of the checkpoint replaced.
+// where allowed); files under new names take those of the checkpoint replaced (see
+// CreateTempFile in writer.cc: regular files only, and in a sticky folder only the
+// writing user's). The folder is opened before anything is published (its fsync and
+// the sweep need it): one that cannot be ("<dir>: open directory: Permission denied
+// (nothing was replaced)") fails the write with the old checkpoint untouched.
 // Thread safety: writers into the same folder (threads or processes) publish one at
 // a time (an flock on the folder from the first rename to the end of the sweep), so
 // the last one's checkpoint is what remains, whole; best effort where the file system

@@ -107,6 +107,11 @@ Result<std::vector<std::string>> ListCandidates(const fs::path& dir, std::string
     if (!EndsWith(name, suffix)) continue;
     std::error_code type_ec;
     if (!fs::is_regular_file(it->path(), type_ec)) {  // follows symlinks
+      // A folder that may be listed but not searched (no x permission): its entries
+      // cannot be looked at, which is not the same as their being folders or broken.
+      if (type_ec.value() == EACCES || type_ec.value() == EPERM) {
+        return ErrnoToStatus(type_ec.value(), it->path().string());
+      }
       if (skipped != nullptr) skipped->push_back(std::move(name));
       continue;
     }
@@ -433,15 +438,25 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
   // shardload writer replacing the checkpoint (which renames its files one by one under
   // the exclusive lock) is seen entirely before or entirely after. Files are checked
   // against the identities read here when loads open them later.
-  // A path that is not a folder locks the folder holding it: also one that is missing
-  // for now (a writer sets the old index aside before it publishes the new one).
+  // An index path locks the folder holding it, also while it is missing (a writer sets
+  // the old index aside before it publishes the new one), and so does a missing path.
+  // The path of a single .safetensors file that is there takes no lock: one file is
+  // replaced by one rename, so it is always whole, and a lock on, say, /tmp would let
+  // any user who can read /tmp hold up every load of a file in it.
   std::string lock_dir = path;
-  if (struct stat st; ::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+  bool lock = true;
+  struct stat st;
+  const bool found = ::stat(path.c_str(), &st) == 0;
+  if (!found || !S_ISDIR(st.st_mode)) {
     fs::path p(path);
     lock_dir = p.has_parent_path() ? p.parent_path().string() : std::string(".");
+    lock = !(found && S_ISREG(st.st_mode) && !EndsWith(path, ".json"));
   }
-  SL_ASSIGN_OR_RETURN(FolderLock folder_lock, LockFolder(lock_dir, FolderLock::kShared,
-                                                         options.writer_wait_ms, options.cancelled));
+  FolderLock folder_lock;
+  if (lock) {
+    SL_ASSIGN_OR_RETURN(folder_lock, LockFolder(lock_dir, FolderLock::kShared,
+                                                options.writer_wait_ms, options.cancelled));
+  }
   SL_ASSIGN_OR_RETURN(Resolved where, Resolve(path));
 
   Checkpoint ckpt;
@@ -769,8 +784,11 @@ Status OpenShardFiles(const Checkpoint& ckpt, const std::vector<bool>& used, IoM
   files->resize(ckpt.shards().size());
   if (errors != nullptr) errors->assign(ckpt.shards().size(), OkStatus());
   if (std::find(used.begin(), used.end(), true) == used.end()) return OkStatus();
-  SL_ASSIGN_OR_RETURN(FolderLock folder_lock, LockFolder(ckpt.folder(), FolderLock::kShared,
-                                                         kDefaultFolderLockWaitMs, cancelled));
+  FolderLock folder_lock;  // one file (not sharded) is whole by itself: no lock
+  if (ckpt.sharded()) {
+    SL_ASSIGN_OR_RETURN(folder_lock, LockFolder(ckpt.folder(), FolderLock::kShared,
+                                                kDefaultFolderLockWaitMs, cancelled));
+  }
   return OpenShardFilesUnderLock(ckpt, used, mode, uring, files, errors);
 }
 

@@ -384,6 +384,27 @@ TEST(CheckpointOpen, IndexThatIsAFolderIsNamedNotReportedMissing) {
   EXPECT_EQ(single->shards()[0].file, "model.safetensors");
 }
 
+// A single file's path takes no folder lock: one file is always whole, and a lock on
+// its folder (any user who can read /tmp could take one) must not hold up its loads.
+TEST(CheckpointOpen, ASingleFileIsOpenedAndReadWithoutTheFolderLock) {
+  std::string dir = MakeTestDir("single_nolock");
+  ASSERT_TRUE(WriteFile(dir + "/w.safetensors", SafetensorsBytes({{"w", "U8", {16}, ""}})));
+  Result<FolderLock> held = LockFolder(dir, FolderLock::kExclusive, kDefaultFolderLockWaitMs);
+  ASSERT_TRUE(held.ok() && held->held());
+  CatalogOptions quick;
+  quick.writer_wait_ms = 30;
+  Result<Checkpoint> c = Checkpoint::Open(dir + "/w.safetensors", quick);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  std::vector<std::unique_ptr<ReadableFile>> files;
+  EXPECT_TRUE(OpenShardFiles(*c, {true}, IoMode::kPread, UringOptions(), &files).ok());
+  EXPECT_NE(files[0], nullptr);
+  EXPECT_TRUE(HashCheckpoint(*c).ok());
+  // The folder's own path (or a missing file's) still waits for the lock.
+  EXPECT_EQ(Checkpoint::Open(dir, quick).status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(Checkpoint::Open(dir + "/gone.safetensors", quick).status().code(),
+            StatusCode::kUnavailable);
+}
+
 TEST(CheckpointOpen, LoneShardOfASetIsNotTakenForASingleFile) {
   // What a copy that stopped, or a writer killed between its renames (after setting the
   // old model.safetensors aside), leaves: shard 1 of 3 and nothing else.
@@ -419,8 +440,9 @@ TEST(CheckpointOpen, WaitsForAWriterHoldingTheFolderLock) {
     EXPECT_EQ(c.status(),
               Status(StatusCode::kUnavailable,
                      s.dir + ": gave up after 30 ms waiting for the folder's lock, held by "
-                             "another shardload reader or writer of the checkpoint there (a "
-                             "rewrite being published, or a catalog being read); try again"));
+                             "another process (a shardload writer publishing a rewrite there, "
+                             "a reader opening the checkpoint, or any program holding an flock "
+                             "on the folder); try again"));
   }
   // A "writer" replaces both shards and the index one rename at a time under the lock,
   // as WriteSharded does; an Open started meanwhile must see only the new files.

@@ -22,9 +22,9 @@ using ::shardload::testing::WriteFile;
 
 std::string GaveUp(const std::string& dir, int64_t ms) {
   return dir + ": gave up after " + std::to_string(ms) +
-         " ms waiting for the folder's lock, held by another shardload reader or writer of "
-         "the checkpoint there (a rewrite being published, or a catalog being read); try "
-         "again";
+         " ms waiting for the folder's lock, held by another process (a shardload writer "
+         "publishing a rewrite there, a reader opening the checkpoint, or any program "
+         "holding an flock on the folder); try again";
 }
 
 TEST(FolderLockTest, ReadersShareWritersExclude) {

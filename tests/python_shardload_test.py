@@ -515,6 +515,27 @@ class PythonTest(unittest.TestCase):
         self.assertEqual(shardload._device_string("cpu:3"), "cpu")
         self.assertEqual(shardload._device_string("cpu:03"), "cpu:03")  # refused later
 
+    def test_more_shards_than_the_soft_open_file_limit(self):
+        # A load keeps every shard open: the package raises the soft RLIMIT_NOFILE (up to
+        # the hard one) for a checkpoint that needs more, as the shardload command does.
+        import resource
+        folder = self.path("many")
+        os.mkdir(folder)
+        tensors = {"t%03d" % i: torch.full((1,), float(i)) for i in range(300)}
+        shardload.save_sharded(tensors, folder, max_shard_size=4)
+        self.assertEqual(len([f for f in os.listdir(folder) if f.endswith(".safetensors")]), 300)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard < 600:
+            self.skipTest("hard open-file limit %d" % hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, hard))
+        try:
+            loaded = shardload.load_file(folder)
+            self.assertEqual(len(loaded), 300)
+            self.assertTrue(torch.equal(loaded["t299"], tensors["t299"]))
+            self.assertGreaterEqual(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 300)
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
     def test_cancel_token_stops_a_wait_for_the_folder_lock(self):
         # A writer publishing a rewrite holds the folder's lock (flock, exclusive): a
         # load_file with a token waits for it, and stops once the token is cancelled.

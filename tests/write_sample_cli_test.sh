@@ -101,6 +101,19 @@ check "SIGHUP says so" test "$(cat "$tmp/sig.err")" = \
   "shardload write-sample: interrupted by signal 1; $tmp/sig is as it was"
 check "SIGHUP leaves the folder as it was" test "$(cd "$tmp/sig" && ls -A && md5sum ./*)" = "$before"
 
+# A file-size limit (ulimit -f): the write fails with EFBIG instead of SIGXFSZ killing
+# the command, and the checkpoint already there stays, without a temporary file.
+err="$( (ulimit -f 64; "$bin" write-sample "$tmp/sig" --size 8MiB --no-sync) 2>&1 >/dev/null)"; rc=$?
+check "ulimit -f: exit 1, not a signal" test $rc -eq 1
+check "ulimit -f: says the file is too large" grep -q "File too large" <<<"$err"
+check "ulimit -f: the folder is as it was" test "$(cd "$tmp/sig" && ls -A && md5sum ./*)" = "$before"
+
+# reshard failing the same way into a new OUT leaves none of the folders it made.
+err="$( (ulimit -f 2; "$bin" reshard "$tmp/a" "$tmp/made/out" --shards 2 --no-sync) 2>&1 >/dev/null)"; rc=$?
+check "reshard under ulimit -f: exit 1" test $rc -eq 1
+check "reshard under ulimit -f: says the file is too large" grep -q "File too large" <<<"$err"
+check "reshard under ulimit -f: the folders it made are gone" test ! -e "$tmp/made"
+
 # The Hugging Face reference reads what we wrote (skipped without it).
 if python3 -c 'import safetensors, numpy' >/dev/null 2>&1; then
   "$bin" write-sample "$tmp/g" --layout tiny --max-shard-size 4KB --dtype f16 >/dev/null 2>&1

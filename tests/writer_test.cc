@@ -966,6 +966,52 @@ TEST(WriterTest, ReplacedFilesKeepTheirPermissions) {
   EXPECT_EQ(st.st_mode & 07777, 0600u);
 }
 
+// Only a regular file passes its mode and owner on, never a symlink's target, and in
+// a sticky folder (/tmp) only the writing user's file: another user's file planted
+// there must not make the new checkpoint theirs or world-writable. Owners other than
+// the writer's need root to set up (the test skips otherwise).
+TEST(WriterTest, AttributesComeOnlyFromTheWritersOwnRegularFiles) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to give files another owner";
+  const uid_t other = 12345;
+  std::string v(16, 'a');
+  auto tensors = V{TensorToWrite::FromBytes("w", Dtype::kU8, {16}, Bytes(v))};
+  auto plant = [&](const std::string& path, mode_t mode) {
+    ASSERT_TRUE(WriteFile(path, tensors, std::nullopt).ok());
+    ASSERT_EQ(::chown(path.c_str(), other, other), 0);
+    ASSERT_EQ(::chmod(path.c_str(), mode), 0);
+  };
+  const mode_t umask_now = ::umask(022);
+  // An ordinary folder: the replaced file's owner and mode stay (plus u+rw).
+  std::string plain = MakeScratchDir("owner_plain");
+  plant(plain + "/model.safetensors", 0640);
+  ASSERT_TRUE(WriteFile(plain + "/model.safetensors", tensors, std::nullopt).ok());
+  struct stat st;
+  ASSERT_EQ(::lstat((plain + "/model.safetensors").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, other);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+  // A sticky folder: another user's file passes nothing on.
+  std::string sticky = MakeScratchDir("owner_sticky");
+  ASSERT_EQ(::chmod(sticky.c_str(), 01777), 0);
+  plant(sticky + "/model.safetensors", 0666);
+  ASSERT_TRUE(WriteFile(sticky + "/model.safetensors", tensors, std::nullopt).ok());
+  ASSERT_EQ(::lstat((sticky + "/model.safetensors").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0u);
+  EXPECT_EQ(st.st_mode & 07777, 0644u);
+  // A symlink to another user's world-writable file: replaced by a regular file of the
+  // writer's, the target untouched.
+  std::string linked = MakeScratchDir("owner_link");
+  plant(linked + "/target.bin", 0666);
+  ASSERT_EQ(::symlink("target.bin", (linked + "/model.safetensors").c_str()), 0);
+  ASSERT_TRUE(WriteFile(linked + "/model.safetensors", tensors, std::nullopt).ok());
+  ASSERT_EQ(::lstat((linked + "/model.safetensors").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  EXPECT_EQ(st.st_uid, 0u);
+  EXPECT_EQ(st.st_mode & 07777, 0644u);
+  ASSERT_EQ(::lstat((linked + "/target.bin").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, other);
+  ::umask(umask_now);
+}
+
 // A layout change writes files under new names (model.safetensors -> shards and an
 // index, 2 shards -> 3): they take the replaced checkpoint's permissions, not the
 // umask's, so a private checkpoint stays private.

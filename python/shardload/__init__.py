@@ -208,6 +208,26 @@ def _names_no_file(status, raw):
         l.sl_last_error() == raw + b": no such file or directory"
 
 
+def _raise_open_file_limit(shards):
+    """A load keeps every shard open at once: when a checkpoint has more shards than the
+    soft RLIMIT_NOFILE leaves room for (usually 1024), raise it, up to the hard limit,
+    as the shardload command does (best effort; a process's limits are its own)."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = shards + 256  # the shards, and room for what the process has open already
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return
+    new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if new > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        except (ValueError, OSError):
+            pass
+
+
 class _Checkpoint(_lib.Closing):
     """An owned sl_checkpoint handle. ``infos`` point into the handle (valid until
     close()); ``names``, ``shapes`` and ``dtypes`` are Python copies that stay valid.
@@ -230,6 +250,7 @@ class _Checkpoint(_lib.Closing):
             raise ShardloadFileNotFoundError(os.fspath(path))
         _lib.check(status)
         self.handle = h
+        _raise_open_file_limit(l.sl_checkpoint_shard_count(h))
         for i in range(l.sl_checkpoint_warning_count(h)):
             text = ctypes.c_char_p()
             _lib.check(l.sl_checkpoint_warning(h, i, ctypes.byref(text)))
