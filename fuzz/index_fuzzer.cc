@@ -6,6 +6,9 @@
 //  - shard_files is the sorted, de-duplicated set of weight_map's shard names, at most
 //    kMaxShardCount, each passing ValidateShardFileName;
 //  - total_size, when set, is the decimal value of metadata["total_size"] (digits only);
+//  - every metadata_json key is a metadata key whose text is itself JSON: put back into
+//    an index as it is, it parses to the same text, again listed as JSON (what reshard
+//    relies on when it writes such values into a new index);
 //  - parsing is deterministic (a second parse gives the same result or the same error).
 #include <cstddef>
 #include <cstdint>
@@ -36,7 +39,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   Check(index->weight_map == again->weight_map && index->metadata == again->metadata &&
-        index->shard_files == again->shard_files && index->total_size == again->total_size);
+        index->shard_files == again->shard_files && index->total_size == again->total_size &&
+        index->metadata_json == again->metadata_json);
+  for (const std::string& key : index->metadata_json) {
+    auto it = index->metadata.find(key);
+    Check(it != index->metadata.end() && !it->second.empty());
+    Result<ShardIndex> rewrapped =
+        ParseIndex("{\"metadata\":{\"k\":" + it->second + "},\"weight_map\":{}}", "re");
+    Check(rewrapped.ok() && rewrapped->metadata_json.count("k") == 1 &&
+          rewrapped->metadata.at("k") == it->second);
+  }
 
   std::set<std::string> shards;
   for (size_t i = 0; i < index->weight_map.size(); ++i) {
