@@ -322,8 +322,16 @@ int RunInspect(const Args& args) {
   std::string path;
   int paths = 0;
   std::string bad;
+  bool options_ended = false;  // after a bare "--": a PATH that starts with "--"
   for (const std::string& a : args) {
-    if (a == "--json") {
+    if (!options_ended && a == "--") {
+      options_ended = true;
+    } else if (options_ended) {
+      if (!a.empty()) {
+        path = a;
+        ++paths;
+      }
+    } else if (a == "--json") {
       json = true;
     } else if (a == "--help" || a == "-h") {
       int err = WriteAll(STDOUT_FILENO, kInspectUsage);

@@ -16,9 +16,13 @@ namespace shardload::cli {
 
 bool FlagReader::Next() {
   if (next_ >= args_.size()) return false;
+  if (!options_ended_ && args_[next_] == "--") {  // the rest are positional
+    options_ended_ = true;
+    if (++next_ >= args_.size()) return false;
+  }
   const std::string& a = args_[next_++];
   has_inline_ = false;
-  positional_ = !(a.size() > 1 && a[0] == '-');
+  positional_ = options_ended_ || !(a.size() > 1 && a[0] == '-');
   if (!positional_ && a.rfind("--", 0) == 0) {
     size_t eq = a.find('=');
     if (eq != std::string::npos) {

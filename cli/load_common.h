@@ -30,7 +30,8 @@ namespace shardload::cli {
 class FlagReader {
  public:
   explicit FlagReader(const Args& args) : args_(args) {}
-  // Next: advance to the next argument; false at the end.
+  // Next: advance to the next argument; false at the end. A bare "--" is skipped and
+  // makes every later argument positional (a path that starts with "--").
   bool Next();
   // arg: the current argument's flag name ("--threads") or the positional itself.
   const std::string& arg() const { return name_; }
@@ -53,6 +54,7 @@ class FlagReader {
   std::string inline_value_;
   bool has_inline_ = false;
   bool positional_ = false;
+  bool options_ended_ = false;  // after a bare "--": every argument is positional
 };
 
 

@@ -98,8 +98,18 @@ int RunWriteSample(const Args& args) {
   bool have_shards = false, have_max = false;
   std::string max_shard_size_text;
   std::string layout_name = "llama";
+  bool options_ended = false;  // after a bare "--": a DIR that starts with "--"
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
+    if (!options_ended && a == "--") {
+      options_ended = true;
+      continue;
+    }
+    if (options_ended) {
+      if (!dir.empty()) return Usage("unexpected argument '" + a + "' (one DIR only)");
+      dir = a;
+      continue;
+    }
     if (a == "--help" || a == "-h") {
       std::cout << kHelp;
       return 0;

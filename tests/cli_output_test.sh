@@ -122,4 +122,20 @@ for args in "bench $tmp/m --cold=no" "load $tmp/m --json=0" "verify $tmp/m --jso
 done
 check "reshard with a refused switch wrote nothing" test ! -e "$tmp/r2"
 
+# --- a bare "--" ends the options: paths that start with "--" (run from $tmp).
+bin="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
+(cd "$tmp" && "$bin" write-sample --no-sync --layout tiny -- --dash >/dev/null 2>&1)
+check "write-sample -- --dash: writes the folder '--dash'" test -f "$tmp/--dash/model.safetensors"
+for cmd in inspect hash verify load; do
+  (cd "$tmp" && "$bin" $cmd -- --dash >/dev/null 2>&1); rc=$?
+  check "$cmd -- --dash: exit 0" test $rc -eq 0
+done
+(cd "$tmp" && "$bin" reshard -- --dash --dash-out >/dev/null 2>&1); rc=$?
+check "reshard -- --dash --dash-out (no --shards): exit 2" test $rc -eq 2
+(cd "$tmp" && "$bin" reshard --shards 2 --no-sync -- --dash --dash-out >/dev/null 2>&1); rc=$?
+check "reshard --shards 2 -- --dash --dash-out: exit 0" test $rc -eq 0
+check "reshard wrote the folder '--dash-out'" test -f "$tmp/--dash-out/model.safetensors.index.json"
+err="$("$bin" inspect --dash 2>&1)"; rc=$?
+check "without --, '--dash' is an unknown option (exit 2)" test $rc -eq 2
+
 cli_check_done
