@@ -212,6 +212,16 @@ struct sl_checkpoint {
       const int64_t clock_ns = shardload::RealtimeNs();
       shardload::Result<std::unique_ptr<shardload::ReadableFile>> file =
           shardload::OpenFile(info.path, shardload::IoMode::kPread);
+      if (!file.ok() && file.status().code() == shardload::StatusCode::kNotFound &&
+          !ckpt.sharded() && !folder_lock.held()) {
+        // A single file missing for a moment (a writer without hard links sets it
+        // aside): the folder's lock waits for that writer, then the path is opened again.
+        shardload::Result<shardload::FolderLock> taken = shardload::LockFolder(
+            ckpt.folder(), shardload::FolderLock::kShared, shardload::kDefaultFolderLockWaitMs);
+        if (!taken.ok()) return taken.status();
+        folder_lock = std::move(taken).value();
+        file = shardload::OpenFile(info.path, shardload::IoMode::kPread);
+      }
       if (!file.ok()) {
         return shardload::ShardGoneIfNotFound(info, file.status().Relabeled(info.path, info.file));
       }

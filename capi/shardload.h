@@ -138,9 +138,11 @@ typedef struct sl_checkpoint sl_checkpoint;
  * On success *out is a new handle. Errors: SL_INVALID_ARGUMENT for NULL arguments, and
  * every error of Checkpoint::Open (not found, malformed headers, bad shard sets), with
  * the message naming the file; SL_UNAVAILABLE "<folder>: gave up after 60000 ms waiting
- * for the folder's lock, ..." when a shardload writer publishing a rewrite there holds
- * the folder's lock that long. Loads (sl_load_*) and sl_checkpoint_hold_files wait the
- * same way while they open the shard files, so that all of them are of one save; a
+ * for the folder's lock, ..." when another process (a shardload writer publishing a
+ * rewrite there, or any program holding an flock on the folder) holds the folder's lock
+ * that long. Loads (sl_load_*) and sl_checkpoint_hold_files of a sharded checkpoint
+ * wait the same way while they open the shard files, so that all of them are of one
+ * save; the path of a single .safetensors file takes no lock (it is whole by itself). A
  * rewrite published after the open fails them with SL_ABORTED (open the checkpoint
  * again and retry). */
 sl_status sl_checkpoint_open(const char* path, sl_checkpoint** out);

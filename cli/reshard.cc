@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <climits>
 #include <cstdlib>
 #include <filesystem>
@@ -214,11 +215,22 @@ int RunReshard(const Args& args) {
     sums = std::move(*computed);
   }
   std::error_code ec;
-  std::vector<std::filesystem::path> made;  // the folders about to be made, deepest first
-  for (std::filesystem::path p = out; !p.empty() && !std::filesystem::exists(p, ec);
-       p = p.parent_path()) {
-    made.push_back(p);
-    if (p == p.parent_path()) break;
+  // made: the folders about to be made, deepest first: the missing trailing parts of
+  // OUT, stopping at the first that exists (or cannot be looked at, or is "." / "..";
+  // a path with ".." in it is left alone: its parts need not be what they spell).
+  std::vector<std::filesystem::path> made;
+  {
+    std::filesystem::path p = std::filesystem::path(out).lexically_normal();
+    if (p.filename().empty()) p = p.parent_path();  // "a/b/" names "a/b"
+    bool dotdot = false;
+    for (const auto& part : p) dotdot |= part == "..";
+    while (!dotdot && !p.empty() && p.filename() != "." && p.filename() != "..") {
+      std::error_code look;
+      if (std::filesystem::exists(p, look) || look) break;
+      made.push_back(p);
+      if (p == p.parent_path()) break;
+      p = p.parent_path();
+    }
   }
   std::filesystem::create_directories(out, ec);  // with its parents, as write-sample
   if (ec) return Fail(out + ": cannot create directory: " + ec.message());
@@ -226,7 +238,7 @@ int RunReshard(const Args& args) {
   // (rmdir removes only an empty folder, and never one that was there before).
   auto remove_made_out = [&] {
     for (const std::filesystem::path& p : made) {
-      if (::rmdir(p.c_str()) != 0) break;
+      if (::rmdir(p.c_str()) != 0 && errno != ENOENT) break;  // not empty: keep the rest
     }
   };
   Result<ShardedWriteResult> written = sums ? WriteShardedWithChecksums(out, tensors, options, *sums)

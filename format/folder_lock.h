@@ -2,9 +2,10 @@
 //
 // Provides `FolderLock` (an flock(2) on a folder, held until it is destroyed) and
 // `LockFolder`. The protocol: a shardload writer holds the exclusive lock from its
-// first rename into the folder to the end of its sweep of stale files; readers hold
-// the shared lock while they list the folder, read the index and open the shard files
-// they read, so what they open is all of one save. Children made by fork() do not keep
+// first rename into the folder to the end of its sweep of stale files; readers of a
+// sharded checkpoint (or of a folder) hold the shared lock while they list the folder,
+// read the index and open the shard files they read, so what they open is all of one
+// save (a single file's path needs no lock: one rename replaces it whole). Children made by fork() do not keep
 // a lock their parent holds (their copies of its descriptor are closed in the child).
 //
 //   SL_ASSIGN_OR_RETURN(FolderLock lock, LockFolder(dir, FolderLock::kShared, 60000));

@@ -601,7 +601,8 @@ Status CreateTempFile(const std::string& path, const std::string& like, std::str
     if (raw >= 0) {
       fd->Reset(raw);
       if (replacing) {
-        (void)!::fchown(raw, old.st_uid, old.st_gid);
+        // A user who may not give the file away may still keep its group (one of theirs).
+        if (::fchown(raw, old.st_uid, old.st_gid) != 0) (void)!::fchown(raw, -1, old.st_gid);
         (void)!::fchmod(raw, create_mode);  // exactly these bits, whatever the umask took
       }
       return OkStatus();
@@ -705,8 +706,10 @@ Status PublishTogether(std::span<const std::unique_ptr<StagedFile>> files, bool 
   auto set_aside = [&](const std::string& path, bool move) -> Status {
     struct stat st;
     if (::lstat(path.c_str(), &st) != 0) {
-      // A name too long for the file system names no file either.
-      if (errno != ENOENT && errno != ENAMETOOLONG) return ErrnoToStatus(errno, path);
+      // A name too long for the file system names no file, and none can appear there:
+      // nothing to set aside or to undo.
+      if (errno == ENAMETOOLONG) return OkStatus();
+      if (errno != ENOENT) return ErrnoToStatus(errno, path);
       undo.push_back({path, ""});
       return OkStatus();
     }
@@ -750,11 +753,19 @@ Status PublishTogether(std::span<const std::unique_ptr<StagedFile>> files, bool 
 
 Status WriteFile(const std::string& path, std::span<const TensorToWrite> tensors,
                  const std::optional<Metadata>& metadata, const WriteOptions& options) {
+  const std::string dir = SplitDirBase(path).first;
+  Fd folder;  // opened before anything is written (see OpenFolder)
+  if (options.sync) {
+    Result<Fd> opened = OpenFolder(dir);
+    if (opened.ok()) {
+      folder = std::move(opened).value();
+    } else if (opened.status().code() != StatusCode::kNotFound) {
+      return opened.status();
+    }  // a missing folder: StageFile's error names the file
+  }
   SL_ASSIGN_OR_RETURN(std::unique_ptr<StagedFile> staged,
                       StageFile(path, tensors, metadata, options));
-  const std::string dir = SplitDirBase(path).first;
-  Fd folder;
-  if (options.sync) {
+  if (options.sync && !folder.valid()) {
     SL_ASSIGN_OR_RETURN(folder, OpenFolder(dir));
   }
   SL_RETURN_IF_ERROR(staged->Publish());
@@ -917,6 +928,16 @@ Result<ShardPlan> PlanShards(std::span<const TensorToWrite> tensors, const Shard
                              : ShardFileName(options.prefix, s, plan.shards.size()));
   }
   if (plan.shards.size() > 1) plan.index_file = options.prefix + ".safetensors.index.json";
+  // Names a file system cannot hold (NAME_MAX, 255 bytes on Linux file systems) fail
+  // here, before anything is written, rather than at the first rename.
+  constexpr size_t kNameMax = 255;
+  for (const std::string* name : {&plan.files.back(), &plan.index_file}) {
+    if (name->size() > kNameMax) {
+      return InvalidArgumentError("shard prefix is too long: file name " + Quote(*name) +
+                                  " would be " + std::to_string(name->size()) +
+                                  " bytes, more than the 255 a file name may have");
+    }
+  }
   return plan;
 }
 
@@ -1022,6 +1043,12 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
   struct stat st;
   if (::stat(dir.c_str(), &st) != 0) return ErrnoToStatus(errno, dir);
   if (!S_ISDIR(st.st_mode)) return InvalidArgumentError(dir + ": not a directory");
+  // Opened first, before anything is written: nothing after the renames needs a new
+  // open (the fsync, the sweep's listing and unlinks go through it).
+  Fd folder;
+  if (options.write.sync || options.remove_stale) {
+    SL_ASSIGN_OR_RETURN(folder, OpenFolder(dir));
+  }
 
   ShardedWriteResult result;
   SL_ASSIGN_OR_RETURN(result.plan, PlanShards(tensors, options));
@@ -1094,10 +1121,6 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
     return Status(folder_lock.status().code(),
                   folder_lock.status().message() + " (nothing was replaced)");
   }
-  Fd folder;  // opened before publishing: nothing after the renames needs a new open
-  if (options.write.sync || options.remove_stale) {
-    SL_ASSIGN_OR_RETURN(folder, OpenFolder(dir));
-  }
   bool retired = false;
   SL_RETURN_IF_ERROR(PublishTogether(staged, !plan.index_file.empty(),
                                      retired_name.empty() ? "" : base + retired_name, &retired));
@@ -1128,7 +1151,7 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
     Status first_failure;  // the first stale file that could not be removed
     size_t left = 0;
     for (const std::string& name : stale) {
-      if (::unlink((base + name).c_str()) != 0 && errno != ENOENT) {
+      if (::unlinkat(folder.get(), name.c_str(), 0) != 0 && errno != ENOENT) {
         if (left++ == 0) {
           first_failure = ErrnoToStatus(errno, base + name + ": remove stale checkpoint file");
         }
@@ -1140,7 +1163,7 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
     // folder) does not fail a write that has succeeded.
     std::sort(leftovers.begin(), leftovers.end());
     for (const std::string& name : leftovers) {
-      if (::unlink((base + name).c_str()) == 0) result.removed.push_back(name);
+      if (::unlinkat(folder.get(), name.c_str(), 0) == 0) result.removed.push_back(name);
     }
     const bool swept = result.removed.size() > removed_before_sweep;
     std::sort(result.removed.begin(), result.removed.end());

@@ -109,8 +109,14 @@ Result<std::vector<std::string>> ListCandidates(const fs::path& dir, std::string
     if (!fs::is_regular_file(it->path(), type_ec)) {  // follows symlinks
       // A folder that may be listed but not searched (no x permission): its entries
       // cannot be looked at, which is not the same as their being folders or broken.
+      // (A link whose target is out of reach is skipped like a broken one: the entry
+      // itself can be looked at.)
       if (type_ec.value() == EACCES || type_ec.value() == EPERM) {
-        return ErrnoToStatus(type_ec.value(), it->path().string());
+        std::error_code link_ec;
+        (void)fs::symlink_status(it->path(), link_ec);  // only the error matters
+        if (link_ec.value() == EACCES || link_ec.value() == EPERM) {
+          return ErrnoToStatus(link_ec.value(), it->path().string());
+        }
       }
       if (skipped != nullptr) skipped->push_back(std::move(name));
       continue;
@@ -413,7 +419,16 @@ Checkpoint::~Checkpoint() = default;
 
 Result<Checkpoint> Checkpoint::Open(const std::string& path, const CatalogOptions& options) {
   try {
-    return OpenImpl(path, options);
+    // A single file's path is opened without the folder lock; should the file be
+    // missing meanwhile (a writer without hard links sets it aside for a moment, or
+    // converts the checkpoint to shards), the open is done again under the lock, which
+    // waits for that writer.
+    bool unlocked = false;
+    Result<Checkpoint> opened = OpenImpl(path, options, /*allow_unlocked=*/true, &unlocked);
+    if (unlocked && !opened.ok() && opened.status().code() == StatusCode::kNotFound) {
+      opened = OpenImpl(path, options, /*allow_unlocked=*/false, &unlocked);
+    }
+    return opened;
   } catch (const std::bad_alloc&) {
     return ResourceExhaustedError(path + ": out of memory building the checkpoint catalog");
   } catch (const std::exception& e) {  // e.g. std::filesystem or std::thread internals
@@ -421,7 +436,8 @@ Result<Checkpoint> Checkpoint::Open(const std::string& path, const CatalogOption
   }
 }
 
-Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOptions& options) {
+Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOptions& options,
+                                        bool allow_unlocked, bool* unlocked) {
   if (options.read_threads < 0 || options.read_threads > kMaxReadThreads) {
     return InvalidArgumentError("CatalogOptions.read_threads must be between 0 and " +
                                 std::to_string(kMaxReadThreads) + ", got " +
@@ -450,8 +466,9 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
   if (!found || !S_ISDIR(st.st_mode)) {
     fs::path p(path);
     lock_dir = p.has_parent_path() ? p.parent_path().string() : std::string(".");
-    lock = !(found && S_ISREG(st.st_mode) && !EndsWith(path, ".json"));
+    lock = !(allow_unlocked && found && S_ISREG(st.st_mode) && !EndsWith(path, ".json"));
   }
+  *unlocked = !lock;
   FolderLock folder_lock;
   if (lock) {
     SL_ASSIGN_OR_RETURN(folder_lock, LockFolder(lock_dir, FolderLock::kShared,
@@ -784,11 +801,23 @@ Status OpenShardFiles(const Checkpoint& ckpt, const std::vector<bool>& used, IoM
   files->resize(ckpt.shards().size());
   if (errors != nullptr) errors->assign(ckpt.shards().size(), OkStatus());
   if (std::find(used.begin(), used.end(), true) == used.end()) return OkStatus();
-  FolderLock folder_lock;  // one file (not sharded) is whole by itself: no lock
-  if (ckpt.sharded()) {
-    SL_ASSIGN_OR_RETURN(folder_lock, LockFolder(ckpt.folder(), FolderLock::kShared,
-                                                kDefaultFolderLockWaitMs, cancelled));
+  FolderLock folder_lock;
+  if (!ckpt.sharded()) {
+    // One file is whole by itself: no lock, unless it is missing for a moment (a
+    // writer without hard links sets it aside), when the lock waits for that writer.
+    std::vector<Status> first(ckpt.shards().size());
+    Status st = OpenShardFilesUnderLock(ckpt, used, mode, uring, files, &first);
+    if (st.ok() && first[0].code() != StatusCode::kAborted) {
+      if (first[0].ok()) return OkStatus();
+      if (errors != nullptr) {
+        *errors = std::move(first);
+        return OkStatus();
+      }
+      return first[0];
+    }
   }
+  SL_ASSIGN_OR_RETURN(folder_lock, LockFolder(ckpt.folder(), FolderLock::kShared,
+                                              kDefaultFolderLockWaitMs, cancelled));
   return OpenShardFilesUnderLock(ckpt, used, mode, uring, files, errors);
 }
 

@@ -54,10 +54,11 @@ struct CatalogOptions {
   // max_shards: the most shard files an index may name. Default 10000 (as
   // huggingface.js); must be at least 1; may be raised above the default.
   size_t max_shards = kMaxShardCount;
-  // writer_wait_ms: how long Open waits while a shardload writer holds the folder's
-  // lock (format/folder_lock.h: from a rewrite's first rename to the end of its sweep)
-  // before failing with unavailable. Default kDefaultFolderLockWaitMs (60 s); must be
-  // >= 0. (Loads and HashCheckpoint wait the default while they open shard files.)
+  // writer_wait_ms: how long Open waits while another process holds the folder's lock
+  // (format/folder_lock.h; a shardload writer holds it from a rewrite's first rename
+  // to the end of its sweep) before failing with unavailable. Default
+  // kDefaultFolderLockWaitMs (60 s); must be >= 0. (Loads and HashCheckpoint of a
+  // sharded checkpoint wait the default while they open shard files.)
   int64_t writer_wait_ms = kDefaultFolderLockWaitMs;
   // cancelled: when set, asked at every poll while Open waits for the folder's lock
   // (from the calling thread); once it returns true Open fails with cancelled
@@ -130,7 +131,9 @@ Status ShardGoneIfNotFound(const ShardInfo& shard, Status open_error);
 // `cancelled`, when set, at every poll): a shardload writer renames a rewrite's files
 // in one by one under the exclusive lock, and CheckShardFile accepts a shard replaced
 // since Open by one of the same layout, so files opened apart could be of two saves.
-// No lock is taken when nothing is used. `files` gets one entry per shard (null where
+// No lock is taken when nothing is used, nor for a checkpoint of one file (whole by
+// itself), unless that file is missing at first (a writer without hard links sets it
+// aside for a moment): then it is opened again under the lock. `files` gets one entry per shard (null where
 // unused). Errors: the lock's unavailable, or cancelled "<folder>: stopped while
 // waiting for the folder's lock"; then the first shard's failure, in shard order — or,
 // with `errors`, none: errors[i] says why shard i could not be opened and files[i]
@@ -166,7 +169,9 @@ class Checkpoint {
   //    "<p>-00001-of-00003.safetensors": an error below).
   // The folder's shared lock (LockFolder, format/folder_lock.h) is held from the listing
   // to the last shard header, waiting up to options.writer_wait_ms for a shardload
-  // writer to finish publishing a rewrite.
+  // writer to finish publishing a rewrite. The path of a single .safetensors file that
+  // exists takes no lock (one file is whole by itself; should it be missing at first, a
+  // writer without hard links having set it aside, Open runs again under the lock).
   // Errors:
   //  - invalid_argument "checkpoint path is empty"; not_found "<path>: no such file or
   //    directory"; invalid_argument "<path>: not a regular file or folder";
@@ -179,8 +184,9 @@ class Checkpoint {
   //    own path to load it alone"; invalid_argument "<path>/<name>.safetensors.index.json:
   //    not a regular file (a folder, or a link to none)" when no index is usable but one
   //    is named there, and no model.safetensors either;
-  //  - unavailable "<folder>: another process has held this folder's write lock for
-  //    more than N ms (a checkpoint being rewritten); try again";
+  //  - unavailable "<folder>: gave up after N ms waiting for the folder's lock, held by
+  //    another process (...); try again" (LockFolder's); cancelled "<folder>: stopped
+  //    while waiting for the folder's lock" (options.cancelled);
   //    invalid_argument "CatalogOptions.writer_wait_ms must be >= 0, got -1";
   //  - the index parser's errors (format/index.h), labelled with the index's file name;
   //    invalid_argument "<index>: index names more than M shard files" (max_shards);
@@ -277,8 +283,10 @@ class Checkpoint {
  private:
   struct Lazy;  // per-shard mappings and their locks
   Checkpoint();
-  // OpenImpl: Open without the catch-all for allocation failures.
-  static Result<Checkpoint> OpenImpl(const std::string& path, const CatalogOptions& options);
+  // OpenImpl: Open without the catch-all for allocation failures; a single file's
+  // path skips the folder lock when `allow_unlocked` (then `*unlocked` is set).
+  static Result<Checkpoint> OpenImpl(const std::string& path, const CatalogOptions& options,
+                                     bool allow_unlocked, bool* unlocked);
 
   std::string folder_;
   std::string index_file_;

@@ -189,9 +189,10 @@ class LoadedCheckpoint : public LoadStats {
 // given"; the plan's, open, read, sink and stream errors (aborted when a rewrite of the
 // checkpoint raced the load: files replaced or removed since the header was read or
 // while they were read — open the checkpoint again and retry; data_loss for files cut
-// short or changed in size in place; unavailable when a shardload writer holds the folder's
-// lock for longer than kDefaultFolderLockWaitMs while the shard files are opened:
-// OpenShardFiles, checkpoint.h; or with options.verify a tensor whose bytes differ from
+// short or changed in size in place; unavailable when another process (a shardload
+// writer publishing) holds the folder's lock for longer than kDefaultFolderLockWaitMs
+// while a sharded checkpoint's files are opened: OpenShardFiles, checkpoint.h; or with
+// options.verify a tensor whose bytes differ from
 // its recorded XXH3; cancelled). Thread safety: concurrent loads are
 // independent. Targets whose buffers overlap (tied weights) are written in no defined
 // order, possibly by several threads at once: give them separate buffers, or one

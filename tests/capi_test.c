@@ -986,6 +986,39 @@ static void TestKeptFilesAreOfOneSave(void) {
   sl_options_free(opt);
 }
 
+/* A single file takes no folder lock: while another process holds its folder's lock
+ * (any user who can read /tmp could), its opens, reads, holds and loads go ahead. */
+static void TestASingleFileIgnoresTheFolderLock(void) {
+  static uint64_t four[1] = {4};
+  float a[4] = {1, 2, 3, 4};
+  sl_tensor_view view = {"a", 1, "F32", four, 1, a};
+  char dir[8300], file[8400];
+  snprintf(dir, sizeof dir, "%s", Path("single_nolock"));
+  mkdir(dir, 0755);
+  snprintf(file, sizeof file, "%s/w.safetensors", dir);
+  CHECK_OK(sl_save_file(file, &view, 1, NULL, NULL, 0));
+  int holder = open(dir, O_RDONLY | O_DIRECTORY);
+  CHECK(holder >= 0 && flock(holder, LOCK_EX) == 0);
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open(file, &ck));
+  float got[4] = {0};
+  CHECK_OK(sl_checkpoint_read(ck, 0, 0, sizeof got, got));
+  CHECK(memcmp(got, a, sizeof got) == 0);
+  CHECK_OK(sl_checkpoint_hold_files(ck));
+  sl_options* opt = NULL;
+  sl_loaded* loaded = NULL;
+  CHECK_OK(sl_options_new(&opt));
+  CHECK_OK(sl_load_all(ck, opt, NULL, 0, &loaded, NULL));
+  sl_loaded_free(loaded);
+  sl_checkpoint_free(ck);
+  CHECK_OK(sl_checkpoint_open(file, &ck));  /* a fresh handle: files opened by the load */
+  CHECK_OK(sl_load_all(ck, opt, NULL, 0, &loaded, NULL));
+  sl_loaded_free(loaded);
+  sl_checkpoint_free(ck);
+  sl_options_free(opt);
+  close(holder);
+}
+
 /* CancelAfter: cancels the token `arg` 0.2 s after it starts. */
 static void* CancelAfter(void* arg) {
   struct timespec ts = {0, 200 * 1000 * 1000};
@@ -1794,6 +1827,7 @@ int main(void) {
   RunCase("KeptFilesAreBounded", TestKeptFilesAreBounded);
   RunCase("KeptFilesAreOfOneSave", TestKeptFilesAreOfOneSave);
   RunCase("CancelWhileWaitingForTheFolderLock", TestCancelWhileWaitingForTheFolderLock);
+  RunCase("ASingleFileIgnoresTheFolderLock", TestASingleFileIgnoresTheFolderLock);
   RunCase("DlpackHugeDimsAndNullNames", TestDlpackHugeDimsAndNullNames);
   RunCase("MetadataWithNul", TestMetadataWithNul);
   RunCase("SaveFlags", TestSaveFlags);

@@ -113,6 +113,43 @@ err="$( (ulimit -f 2; "$bin" reshard "$tmp/a" "$tmp/made/out" --shards 2 --no-sy
 check "reshard under ulimit -f: exit 1" test $rc -eq 1
 check "reshard under ulimit -f: says the file is too large" grep -q "File too large" <<<"$err"
 check "reshard under ulimit -f: the folders it made are gone" test ! -e "$tmp/made"
+(ulimit -f 2; "$bin" reshard "$tmp/a" "$tmp/made2/out/" --shards 2 --no-sync) >/dev/null 2>&1
+check "reshard into OUT/ (a trailing slash): the folders it made are gone" test ! -e "$tmp/made2"
+mkdir -p "$tmp/kept"
+(ulimit -f 2; "$bin" reshard "$tmp/a" "$tmp/kept/new/./" --shards 2 --no-sync) >/dev/null 2>&1
+check "reshard into an existing folder's new child: the child is gone, the folder stays" \
+  test -d "$tmp/kept" -a ! -e "$tmp/kept/new"
+
+# Permissions, as an unprivileged user (root runs the suite; skipped otherwise). The
+# binary is copied where that user can reach it.
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+  pdir="$(mktemp -d /tmp/shardload_perm.XXXXXX)"  # removed at the end of this block
+  chmod 755 "$pdir"
+  cp "$bin" "$pdir/shardload" && chmod 755 "$pdir/shardload"
+  as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups -- "$@"; }
+  # A folder one may write into but not read: refused before anything is replaced.
+  "$pdir/shardload" write-sample "$pdir/wx" --layout tiny --shards 3 --no-sync >/dev/null
+  chown -R 65534:65534 "$pdir/wx" && chmod 0333 "$pdir/wx"
+  before_wx="$(cd "$pdir/wx" && ls -A && md5sum ./*)"
+  for sync in "" --no-sync; do
+    err="$(as_nobody "$pdir/shardload" write-sample "$pdir/wx" --layout tiny --shards 2 --seed 4 $sync 2>&1 >/dev/null)"; rc=$?
+    check "write-only folder ($sync): exit 1" test $rc -eq 1
+    check "write-only folder ($sync): says nothing was replaced" test "$err" = \
+      "shardload write-sample: $pdir/wx: open directory: Permission denied (nothing was replaced)"
+    check "write-only folder ($sync): the checkpoint is as it was" \
+      test "$(cd "$pdir/wx" && ls -A && md5sum ./*)" = "$before_wx"
+  done
+  # A folder one may list but not search: permission_denied naming the entry.
+  "$pdir/shardload" write-sample "$pdir/rx" --layout tiny --no-sync >/dev/null
+  chmod 0744 "$pdir/rx"
+  err="$(as_nobody "$pdir/shardload" inspect "$pdir/rx" 2>&1 >/dev/null)"; rc=$?
+  check "unsearchable folder: exit 1" test $rc -eq 1
+  check "unsearchable folder: permission denied, naming the file" test "$err" = \
+    "shardload inspect: $pdir/rx/model.safetensors: Permission denied"
+  rm -rf "$pdir"
+else
+  echo "skip: permission cases need root and setpriv"
+fi
 
 # The Hugging Face reference reads what we wrote (skipped without it).
 if python3 -c 'import safetensors, numpy' >/dev/null 2>&1; then

@@ -825,6 +825,28 @@ TEST(ShardTest, NamesNearTheLengthLimitCanBeWrittenAndReplaced) {
     ASSERT_TRUE(r.ok()) << r.status().ToString();
   }
   EXPECT_EQ(ListDir(dir), (std::vector<std::string>{o.prefix + ".safetensors", name}));
+
+  // A single file's name may be 255 bytes even where the other layout's index name
+  // (23 bytes longer) could not exist: written and replaced. A prefix whose names do
+  // not fit is refused before anything is written.
+  std::string dir2 = MakeScratchDir("long_prefix");
+  o.prefix = std::string(243, 'q');  // "<prefix>.safetensors": 255 bytes
+  o.num_shards = 1;
+  for (int round = 0; round < 2; ++round) {
+    Result<ShardedWriteResult> r = WriteSharded(dir2, t, o);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+  }
+  EXPECT_EQ(ListDir(dir2), (std::vector<std::string>{o.prefix + ".safetensors"}));
+  o.prefix = std::string(244, 'q');
+  EXPECT_EQ(WriteSharded(dir2, t, o).status(),
+            InvalidArgumentError("shard prefix is too long: file name '" + o.prefix +
+                                 ".safetensors' would be 256 bytes, more than the 255 a "
+                                 "file name may have"));
+  o.prefix = std::string(229, 'q');  // shard names "<prefix>-00001-of-00002...": 256 bytes
+  o.num_shards = 2;
+  std::vector<TensorToWrite> two = SizedTensors({8, 8});
+  EXPECT_EQ(WriteSharded(dir2, two, o).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(ListDir(dir2), (std::vector<std::string>{std::string(243, 'q') + ".safetensors"}));
 }
 
 // Two writers into one folder at once, the same tensor names and shard names, other

@@ -217,7 +217,11 @@ def _raise_open_file_limit(shards):
     except ImportError:  # not POSIX
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = shards + 256  # the shards, and room for what the process has open already
+    try:
+        open_now = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        open_now = 256
+    want = shards + open_now + 64  # the shards next to what is open already
     if soft == resource.RLIM_INFINITY or soft >= want:
         return
     new = want if hard == resource.RLIM_INFINITY else min(want, hard)
@@ -404,6 +408,9 @@ def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verif
     ``cancel``: a CancelToken that another thread may cancel (ShardloadError
     "cancelled", "load cancelled"; while the open waits for a writer publishing in the
     folder: "<folder>: stopped while waiting for the folder's lock").
+    A checkpoint of more shards than the process's soft open-file limit leaves room for
+    raises that limit (RLIMIT_NOFILE, up to the hard limit): a load keeps every shard
+    open at once.
     ``threads``: reader threads, an int from 0 (as many as hardware threads) to 256
     (TypeError / ValueError otherwise). ``io``: "auto", "pread", "mmap", "direct" or
     "uring". ``backend``: safetensors 0.8's keyword, "mmap" or "pread", the io mode of
