@@ -142,7 +142,9 @@ typedef struct sl_checkpoint sl_checkpoint;
  * rewrite there, or any program holding an flock on the folder) holds the folder's lock
  * that long. Loads (sl_load_*) and sl_checkpoint_hold_files of a sharded checkpoint
  * wait the same way while they open the shard files, so that all of them are of one
- * save; the path of a single .safetensors file takes no lock (it is whole by itself). A
+ * save; the path of a single file (any regular file not ending in .json) takes no lock
+ * (it is whole by itself; should it be missing at first, the open waits for the lock
+ * and tries again). A
  * rewrite published after the open fails them with SL_ABORTED (open the checkpoint
  * again and retry). */
 sl_status sl_checkpoint_open(const char* path, sl_checkpoint** out);
@@ -225,7 +227,10 @@ sl_status sl_checkpoint_shard(const sl_checkpoint* checkpoint, size_t index, con
  * handle, see a kept file even if its path is renamed over or deleted (see
  * sl_checkpoint_hold_files to keep every shard). The kept files are all of one save: a
  * shard is kept only when opened under the folder's lock (tried, never waited for:
- * while a shardload writer publishes, the read goes ahead without keeping) while every
+ * while a shardload writer publishes, the read goes ahead without keeping; the one
+ * wait is for a single-file handle whose file is missing at first, set aside by a
+ * writer without hard links: the read waits for that writer's lock as a load does, up
+ * to 60 s, SL_UNAVAILABLE after that) while every
  * file kept before is still the one its path names (0.1.5; once a rewrite has replaced
  * a kept file, no more files are kept and the new ones are read once each), and a load
  * that reads kept files and opens the other shards fails

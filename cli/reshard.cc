@@ -220,10 +220,10 @@ int RunReshard(const Args& args) {
   // a path with ".." in it is left alone: its parts need not be what they spell).
   std::vector<std::filesystem::path> made;
   {
+    bool dotdot = false;
+    for (const auto& part : std::filesystem::path(out)) dotdot |= part == "..";
     std::filesystem::path p = std::filesystem::path(out).lexically_normal();
     if (p.filename().empty()) p = p.parent_path();  // "a/b/" names "a/b"
-    bool dotdot = false;
-    for (const auto& part : p) dotdot |= part == "..";
     while (!dotdot && !p.empty() && p.filename() != "." && p.filename() != "..") {
       std::error_code look;
       if (std::filesystem::exists(p, look) || look) break;

@@ -574,7 +574,9 @@ class StagedFile {
 // owner: private weights (0600) must not become world-readable. The temp file is
 // created with the old file's permission bits (so it is never more open than the old
 // one, whatever follows), plus read and write for its owner (the writer reads its
-// files back); then the owner is set, best effort: a file system that refuses
+// files back); then the owner and group are set, best effort (a writer that cannot
+// keep the old group drops the group bits, so they do not open the file to its own
+// group instead): a file system that refuses
 // chown/chmod (some FUSE and CIFS mounts) still gets the file, with at most the old
 // file's permissions. Setuid/setgid bits are not carried (writing clears them). A new
 // name (`path` absent) takes them from `like` when that is a regular file: the
@@ -603,7 +605,10 @@ Status CreateTempFile(const std::string& path, const std::string& like, std::str
       if (replacing) {
         // A user who may not give the file away may still keep its group (one of theirs).
         if (::fchown(raw, old.st_uid, old.st_gid) != 0) (void)!::fchown(raw, -1, old.st_gid);
-        (void)!::fchmod(raw, create_mode);  // exactly these bits, whatever the umask took
+        // Group bits meant for the old group must not open the file to another one.
+        struct stat now;
+        const bool group_kept = ::fstat(raw, &now) == 0 && now.st_gid == old.st_gid;
+        (void)!::fchmod(raw, group_kept ? create_mode : (create_mode & ~mode_t{070}));
       }
       return OkStatus();
     }
@@ -1043,15 +1048,14 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
   struct stat st;
   if (::stat(dir.c_str(), &st) != 0) return ErrnoToStatus(errno, dir);
   if (!S_ISDIR(st.st_mode)) return InvalidArgumentError(dir + ": not a directory");
-  // Opened first, before anything is written: nothing after the renames needs a new
-  // open (the fsync, the sweep's listing and unlinks go through it).
+  ShardedWriteResult result;
+  SL_ASSIGN_OR_RETURN(result.plan, PlanShards(tensors, options));
+  // Opened before anything is written: nothing after the renames needs a new open (the
+  // fsync, the sweep's listing and unlinks go through it).
   Fd folder;
   if (options.write.sync || options.remove_stale) {
     SL_ASSIGN_OR_RETURN(folder, OpenFolder(dir));
   }
-
-  ShardedWriteResult result;
-  SL_ASSIGN_OR_RETURN(result.plan, PlanShards(tensors, options));
   const ShardPlan& plan = result.plan;
   if (std::string rival = RivalCheckpointWarning(dir, options.prefix, options.remove_stale, plan);
       !rival.empty()) {

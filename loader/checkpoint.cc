@@ -807,7 +807,10 @@ Status OpenShardFiles(const Checkpoint& ckpt, const std::vector<bool>& used, IoM
     // writer without hard links sets it aside), when the lock waits for that writer.
     std::vector<Status> first(ckpt.shards().size());
     Status st = OpenShardFilesUnderLock(ckpt, used, mode, uring, files, &first);
-    if (st.ok() && first[0].code() != StatusCode::kAborted) {
+    struct stat gone;
+    const bool missing = !first[0].ok() && ::stat(ckpt.shards()[0].path.c_str(), &gone) != 0 &&
+                         errno == ENOENT;
+    if (st.ok() && !missing) {
       if (first[0].ok()) return OkStatus();
       if (errors != nullptr) {
         *errors = std::move(first);

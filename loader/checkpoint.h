@@ -169,9 +169,10 @@ class Checkpoint {
   //    "<p>-00001-of-00003.safetensors": an error below).
   // The folder's shared lock (LockFolder, format/folder_lock.h) is held from the listing
   // to the last shard header, waiting up to options.writer_wait_ms for a shardload
-  // writer to finish publishing a rewrite. The path of a single .safetensors file that
-  // exists takes no lock (one file is whole by itself; should it be missing at first, a
-  // writer without hard links having set it aside, Open runs again under the lock).
+  // writer to finish publishing a rewrite. The path of a single file (a regular file
+  // whose name does not end in ".json") takes no lock (one file is whole by itself;
+  // should it be missing at first, a writer without hard links having set it aside,
+  // Open runs again under the lock).
   // Errors:
   //  - invalid_argument "checkpoint path is empty"; not_found "<path>: no such file or
   //    directory"; invalid_argument "<path>: not a regular file or folder";

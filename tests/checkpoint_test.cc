@@ -399,6 +399,11 @@ TEST(CheckpointOpen, ASingleFileIsOpenedAndReadWithoutTheFolderLock) {
   EXPECT_TRUE(OpenShardFiles(*c, {true}, IoMode::kPread, UringOptions(), &files).ok());
   EXPECT_NE(files[0], nullptr);
   EXPECT_TRUE(HashCheckpoint(*c).ok());
+  // A file replaced by another layout is aborted at once: only a missing file waits.
+  ASSERT_TRUE(WriteFile(dir + "/w.new", SafetensorsBytes({{"v", "U8", {16}, ""}})));
+  ASSERT_EQ(::rename((dir + "/w.new").c_str(), (dir + "/w.safetensors").c_str()), 0);
+  EXPECT_EQ(OpenShardFiles(*c, {true}, IoMode::kPread, UringOptions(), &files).code(),
+            StatusCode::kAborted);
   // The folder's own path (or a missing file's) still waits for the lock.
   EXPECT_EQ(Checkpoint::Open(dir, quick).status().code(), StatusCode::kUnavailable);
   EXPECT_EQ(Checkpoint::Open(dir + "/gone.safetensors", quick).status().code(),

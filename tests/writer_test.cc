@@ -5,12 +5,15 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
@@ -827,7 +830,7 @@ TEST(ShardTest, NamesNearTheLengthLimitCanBeWrittenAndReplaced) {
   EXPECT_EQ(ListDir(dir), (std::vector<std::string>{o.prefix + ".safetensors", name}));
 
   // A single file's name may be 255 bytes even where the other layout's index name
-  // (23 bytes longer) could not exist: written and replaced. A prefix whose names do
+  // (11 bytes longer) could not exist: written and replaced. A prefix whose names do
   // not fit is refused before anything is written.
   std::string dir2 = MakeScratchDir("long_prefix");
   o.prefix = std::string(243, 'q');  // "<prefix>.safetensors": 255 bytes
@@ -1032,6 +1035,45 @@ TEST(WriterTest, AttributesComeOnlyFromTheWritersOwnRegularFiles) {
   ASSERT_EQ(::lstat((linked + "/target.bin").c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, other);
   ::umask(umask_now);
+}
+
+// A writer that may not keep the replaced file's group (not root, not a member) drops
+// the group bits: they were meant for the old group, not for the writer's own.
+TEST(WriterTest, AGroupThatCannotBeKeptLosesItsBits) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to set up another user's files";
+  const uid_t nobody = 65534;
+  const gid_t other_group = 54321;  // nobody is not a member
+  // Under /tmp: the test's scratch folders may sit under a root-only path.
+  char templ[] = "/tmp/shardload_group.XXXXXX";
+  ASSERT_NE(::mkdtemp(templ), nullptr);
+  const std::string dir = templ;
+  ASSERT_EQ(::chown(dir.c_str(), nobody, nobody), 0);
+  const std::string path = dir + "/model.safetensors";
+  std::string v(16, 'a');
+  auto tensors = V{TensorToWrite::FromBytes("w", Dtype::kU8, {16}, Bytes(v))};
+  ASSERT_TRUE(WriteFile(path, tensors, std::nullopt).ok());
+  ASSERT_EQ(::chown(path.c_str(), nobody, other_group), 0);
+  ASSERT_EQ(::chmod(path.c_str(), 0640), 0);
+  // The write runs in a child that drops to nobody.
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(nobody, nobody, nobody) != 0 ||
+        ::setresuid(nobody, nobody, nobody) != 0) {
+      ::_exit(2);
+    }
+    ::_exit(WriteFile(path, tensors, std::nullopt).ok() ? 0 : 3);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  struct stat st;
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, nobody);
+  EXPECT_NE(st.st_gid, other_group);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  std::filesystem::remove_all(dir);
 }
 
 // A layout change writes files under new names (model.safetensors -> shards and an
