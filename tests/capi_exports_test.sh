@@ -52,8 +52,14 @@ int main(void) {
   return s == SL_NOT_FOUND && ckpt == NULL ? 0 : 1;
 }
 EOF
-cc -std=c99 -pedantic -Wall -Werror -I"$dir/include" "$dir/use.c" -o "$dir/use" \
-  -L"$dir/lib" -lshardload -Wl,-rpath,"$dir/lib"
+# A sanitizer build of the library needs its runtime first in the program: build the
+# program with the same sanitizers.
+sanitize=()
+all_syms="$(nm -D "$lib")"  # no pipe into grep -q (SIGPIPE under pipefail)
+grep -q ' U __asan_init' <<<"$all_syms" && sanitize+=(-fsanitize=address)
+grep -q ' U __ubsan_' <<<"$all_syms" && sanitize+=(-fsanitize=undefined)
+cc -std=c99 -pedantic -Wall -Werror "${sanitize[@]}" -I"$dir/include" "$dir/use.c" \
+  -o "$dir/use" -L"$dir/lib" -lshardload -Wl,-rpath,"$dir/lib"
 out="$("$dir/use")" || { echo "installed-header program failed: $out"; exit 1; }
 want="not_found|/nonexistent/shardload-install-check: no such file or directory"
 [ "$out" = "$want" ] || { echo "installed-header program printed '$out', not '$want'"; exit 1; }
