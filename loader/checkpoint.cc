@@ -801,26 +801,18 @@ Status OpenShardFiles(const Checkpoint& ckpt, const std::vector<bool>& used, IoM
   files->resize(ckpt.shards().size());
   if (errors != nullptr) errors->assign(ckpt.shards().size(), OkStatus());
   if (std::find(used.begin(), used.end(), true) == used.end()) return OkStatus();
-  FolderLock folder_lock;
   if (!ckpt.sharded()) {
     // One file is whole by itself: no lock, unless it is missing for a moment (a
     // writer without hard links sets it aside), when the lock waits for that writer.
-    std::vector<Status> first(ckpt.shards().size());
-    Status st = OpenShardFilesUnderLock(ckpt, used, mode, uring, files, &first);
+    Status st = OpenShardFilesUnderLock(ckpt, used, mode, uring, files, errors);
+    const Status& failure = errors != nullptr ? (*errors)[0] : st;
     struct stat gone;
-    const bool missing = !first[0].ok() && ::stat(ckpt.shards()[0].path.c_str(), &gone) != 0 &&
-                         errno == ENOENT;
-    if (st.ok() && !missing) {
-      if (first[0].ok()) return OkStatus();
-      if (errors != nullptr) {
-        *errors = std::move(first);
-        return OkStatus();
-      }
-      return first[0];
+    if (failure.ok() || ::stat(ckpt.shards()[0].path.c_str(), &gone) == 0 || errno != ENOENT) {
+      return st;
     }
   }
-  SL_ASSIGN_OR_RETURN(folder_lock, LockFolder(ckpt.folder(), FolderLock::kShared,
-                                              kDefaultFolderLockWaitMs, cancelled));
+  SL_ASSIGN_OR_RETURN(FolderLock folder_lock, LockFolder(ckpt.folder(), FolderLock::kShared,
+                                                         kDefaultFolderLockWaitMs, cancelled));
   return OpenShardFilesUnderLock(ckpt, used, mode, uring, files, errors);
 }
 
@@ -834,22 +826,25 @@ Status OpenShardFilesUnderLock(const Checkpoint& ckpt, const std::vector<bool>& 
   if (errors != nullptr) errors->assign(shards.size(), OkStatus());
   for (size_t i = 0; i < shards.size() && i < used.size(); ++i) {
     if (!used[i]) continue;
-    Result<std::unique_ptr<ReadableFile>> opened = OpenFile(shards[i].path, mode, uring);
-    // Checked on what the open saw: the size the file's reads are bounded by. A shard
-    // gone since Open was removed by a rewrite (or by hand): open the checkpoint again.
-    Status st = !opened.ok() ? opened.status()
-                             : CheckShardFile(shards[i], **opened, (*opened)->size(),
-                                              (*opened)->identity());
-    st = ShardGoneIfNotFound(shards[i], std::move(st));
-    if (st.ok()) {
+    Result<std::unique_ptr<ReadableFile>> opened = OpenShardChecked(shards[i], mode, uring);
+    if (opened.ok()) {
       (*files)[i] = std::move(opened).value();
     } else if (errors != nullptr) {
-      (*errors)[i] = std::move(st);
+      (*errors)[i] = opened.status();
     } else {
-      return st;
+      return opened.status();
     }
   }
   return OkStatus();
+}
+
+Result<std::unique_ptr<ReadableFile>> OpenShardChecked(const ShardInfo& shard, IoMode mode,
+                                                       const UringOptions& uring) {
+  Result<std::unique_ptr<ReadableFile>> opened = OpenFile(shard.path, mode, uring);
+  if (!opened.ok()) return ShardGoneIfNotFound(shard, opened.status());
+  // Checked on what the open saw: the size the file's reads are bounded by.
+  SL_RETURN_IF_ERROR(CheckShardFile(shard, **opened, (*opened)->size(), (*opened)->identity()));
+  return opened;
 }
 
 Result<std::span<const std::byte>> Checkpoint::MappedBytes(std::string_view name) const {
@@ -882,10 +877,8 @@ Result<std::vector<std::byte>> Checkpoint::ReadTensor(std::string_view name) con
   const StoredTensor* t = Find(name);
   if (t == nullptr) return NotFoundError("tensor " + QuoteNameForMessage(name) + " is not in the checkpoint");
   const ShardInfo& shard = shards_[t->shard];
-  Result<std::unique_ptr<ReadableFile>> opened = OpenFile(shard.path, IoMode::kPread);
-  if (!opened.ok()) return ShardGoneIfNotFound(shard, opened.status());
-  std::unique_ptr<ReadableFile> f = std::move(opened).value();
-  SL_RETURN_IF_ERROR(CheckShardFile(shard, *f, f->size(), f->identity()));  // reads go by these
+  SL_ASSIGN_OR_RETURN(std::unique_ptr<ReadableFile> f,
+                      OpenShardChecked(shard, IoMode::kPread, UringOptions()));
   std::vector<std::byte> out;
   try {
     out.resize(t->bytes);

@@ -124,6 +124,13 @@ Status CheckStillAtPath(const ShardInfo& shard, const ReadableFile& file);
 // checkpoint again)": the catalog found the file, so a rewrite (or a person) removed it.
 Status ShardGoneIfNotFound(const ShardInfo& shard, Status open_error);
 
+// OpenShardChecked: shard `shard`'s file, opened with OpenFile in `mode` and checked
+// with CheckShardFile on the size and identity the open saw (which its reads go by).
+// Errors: ShardGoneIfNotFound's aborted for a file gone since Open; OpenFile's other
+// errors; CheckShardFile's. Takes no lock. Thread-safe.
+Result<std::unique_ptr<ReadableFile>> OpenShardChecked(const ShardInfo& shard, IoMode mode,
+                                                       const UringOptions& uring);
+
 // OpenShardFiles: the files of every shard i with `used[i]` (`used` has one entry per
 // shard), opened with OpenFile in `mode` and checked with CheckShardFile (on the size
 // and identity the open saw, which later reads go by), all while the folder's shared

@@ -755,6 +755,19 @@ static void TestFailedLoadReportsAndZeroBytes(void) {
   sl_checkpoint_free(ck);
 }
 
+/* LoadedNamed: tensor `name` of a loaded result into *out; 1 when found, else 0. */
+static int LoadedNamed(const sl_loaded* loaded, const char* name, sl_loaded_tensor* out) {
+  size_t index = 0;
+  return sl_loaded_find(loaded, name, strlen(name), &index) == SL_OK &&
+         sl_loaded_get(loaded, index, out) == SL_OK;
+}
+
+/* LoadedData: the data pointer of tensor `name` of a loaded result (NULL if absent). */
+static void* LoadedData(const sl_loaded* loaded, const char* name) {
+  sl_loaded_tensor t;
+  return LoadedNamed(loaded, name, &t) ? t.data : NULL;
+}
+
 /* Reads keep the shard they first opened; sl_checkpoint_hold_files pins every shard
  * at once: the same names saved again, or the file deleted, do not change what a
  * checkpoint handle reads (safetensors' safe_open maps its file at open). */
@@ -960,12 +973,8 @@ static void TestKeptFilesAreOfOneSave(void) {
   CHECK_OK(sl_checkpoint_open(dir, &ck));
   CHECK_OK(sl_checkpoint_hold_files(ck));
   CHECK_OK(sl_load_all(ck, opt, NULL, 0, &loaded, NULL));
-  size_t la = 99, lb = 99;
-  CHECK_OK(sl_loaded_find(loaded, "a", 1, &la));
-  CHECK_OK(sl_loaded_find(loaded, "b", 1, &lb));
   sl_loaded_tensor ta, tb;
-  CHECK_OK(sl_loaded_get(loaded, la, &ta));
-  CHECK_OK(sl_loaded_get(loaded, lb, &tb));
+  CHECK(LoadedNamed(loaded, "a", &ta) && LoadedNamed(loaded, "b", &tb));
   CHECK(ta.bytes == 16 && memcmp(ta.data, new_a, 16) == 0);
   CHECK(tb.bytes == 16 && memcmp(tb.data, new_b, 16) == 0);
   sl_loaded_free(loaded);
@@ -1223,15 +1232,6 @@ static void CheckSingleBytes(const sl_loaded* loaded) {
     CHECK_OK(sl_loaded_get(loaded, index, &t));
     CHECK(t.bytes == want[i].size && memcmp(t.data, want[i].bytes, want[i].size) == 0);
   }
-}
-
-/* LoadedData: the data pointer of tensor `name` of a loaded result (NULL if absent). */
-static void* LoadedData(const sl_loaded* loaded, const char* name) {
-  size_t index = 0;
-  sl_loaded_tensor t;
-  if (sl_loaded_find(loaded, name, strlen(name), &index) != SL_OK) return NULL;
-  if (sl_loaded_get(loaded, index, &t) != SL_OK) return NULL;
-  return t.data;
 }
 
 /* OpenPooled: single.safetensors, fresh options and a pool of `max_cached` bytes set on
