@@ -1,0 +1,3 @@
+module shardload.example/go_load
+
+go 1.19
