@@ -28,6 +28,7 @@
 #include "format/scoped_fd.h"
 #include "format/status.h"
 #include "format/text.h"
+#include "format/version.h"
 #include "format/writer.h"
 #include "loader/arena.h"
 #include "loader/checkpoint.h"
@@ -617,7 +618,7 @@ const char* sl_last_error(void) {
 
 sl_status sl_last_error_code(void) { return t_last_code; }
 
-const char* sl_version(void) { return "0.1.5"; }
+const char* sl_version(void) { return shardload::kVersion; }
 
 int sl_cuda_device_count(void) { return Backend()->DeviceCount(); }
 

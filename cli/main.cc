@@ -19,6 +19,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "format/version.h"
 
 namespace {
 
@@ -37,6 +38,7 @@ constexpr char kUsage[] =
     "  write-sample DIR [--size S] [--shards N | --max-shard-size S] [options]\n"
     "                                   write a synthetic checkpoint\n"
     "  devices [--json]                 cpu and the CUDA devices loads can use (or why none)\n"
+    "  --version                        print \"shardload VERSION\" (also: version)\n"
     "\n"
     "Run 'shardload COMMAND --help' for a command's options. Exit status: 0 on success,\n"
     "1 on an error (also when the output cannot be written), 2 on bad usage.\n";
@@ -150,6 +152,14 @@ int main(int argc, char** argv) {
   }
   if (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
     std::cout << kUsage;  // asked for: to stdout, as each command's --help
+    return FinishStdout("", 0);
+  }
+  if (std::strcmp(argv[1], "--version") == 0 || std::strcmp(argv[1], "version") == 0) {
+    if (argc > 2) {
+      std::cerr << "shardload: " << argv[1] << " takes no arguments\n" << kUsage;
+      return 2;
+    }
+    std::printf("shardload %s\n", shardload::kVersion);
     return FinishStdout("", 0);
   }
   std::string cmd = argv[1];

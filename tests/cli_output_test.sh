@@ -45,6 +45,7 @@ if [ -w /dev/full ]; then
     full_fails 1 "shardload $cmd" "$cmd" --help
   done
   full_fails 1 "shardload" --help
+  full_fails 1 "shardload" --version
   # A usage error keeps its exit status; the lost error object is reported too.
   full_fails 2 "shardload hash" hash "$tmp/m" --bogus --json
   # Output larger than stdio's buffer: the write that fails comes before the end.
@@ -56,6 +57,18 @@ if [ -w /dev/full ]; then
 else
   echo "skip: /dev/full is not writable here"
 fi
+
+# --version (and `version`): one line on stdout, exit 0; arguments after it are bad usage.
+out="$("$bin" --version 2>&1)"; rc=$?
+check "--version exits 0" test $rc -eq 0
+check "--version prints 'shardload X.Y.Z' (got '$out')" \
+  grep -qxE 'shardload [0-9]+\.[0-9]+\.[0-9]+' <<<"$out"
+check "version prints the same" test "$("$bin" version 2>&1)" = "$out"
+err="$("$bin" --version extra 2>&1 >/dev/null)"; rc=$?
+check "--version extra: exit 2" test $rc -eq 2
+check "--version extra: says so" test "$(head -n 1 <<<"$err")" = \
+  "shardload: --version takes no arguments"
+check "--help lists --version" grep -q -- '--version' <<<"$("$bin" --help)"
 
 # An error naming a file whose name holds a newline is still one line on stderr.
 nl_dir="$tmp/two
