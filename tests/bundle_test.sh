@@ -3,7 +3,8 @@
 # build a bundle with tools/make_bundle.sh (what tools/package ships), unpack its
 # tarball somewhere else, and use it from there with nothing else pointing at it: the
 # command, a C program built with its pkg-config file, and the Python package; each
-# must find the bundled libraries through the RUNPATHs, not the build tree.
+# must find the bundled libraries through the RUNPATHs, not the build tree. Then the
+# wheel, installed by pip into a folder of its own and loaded from there.
 set -uo pipefail
 source "$(dirname "$0")/cli_check.sh"
 make_bundle="$1"; shift
@@ -30,6 +31,11 @@ check "make_bundle names a tarball ($tarball)" test -f "$tarball"
 version="$("$1" --version)"; version="${version#shardload }"
 name="shardload-$version-linux-$(uname -m)"
 check "the bundle is named $name" test "$(basename "$tarball")" = "$name.tar.gz"
+wheel="$(sed -n 2p <<<"$out")"
+check "make_bundle names a wheel ($wheel)" \
+  test "$(basename "$wheel")" = "shardload-$version-py3-none-linux_$(uname -m).whl"
+check "the wheel exists" test -f "$wheel"
+cp "$wheel" "$tmp/" && wheel="$tmp/$(basename "$wheel")"
 
 # Unpack elsewhere and remove what it was made from: nothing may refer back to it.
 mkdir -p "$tmp/elsewhere" && tar -C "$tmp/elsewhere" -xzf "$tarball"
@@ -101,6 +107,22 @@ PY
 )"
   check "Python loads with the bundled package ($out)" \
     test "$out" = "$version 21 $b/python/shardload/libshardload.so"
+  # The wheel, installed offline by pip into a folder of its own.
+  "$py" -m pip install --quiet --root-user-action=ignore --no-deps --no-index --target "$tmp/site" "$wheel"
+  check "pip installs the wheel" test -f "$tmp/site/shardload/libshardload.so"
+  check "pip recorded it" test -f "$tmp/site/shardload-$version.dist-info/RECORD"
+  out="$(env -u SHARDLOAD_LIBRARY PYTHONPATH="$tmp/site" "$py" - "$tmp/ck" <<'PY'
+import sys, shardload
+from shardload import _lib
+t = shardload.load_file(sys.argv[1])
+print(shardload.version(), len(t), _lib._lib._name)
+PY
+)"
+  check "Python loads with the installed wheel ($out)" \
+    test "$out" = "$version 21 $tmp/site/shardload/libshardload.so"
+  got="$(ldd "$tmp/site/shardload/libshardload.so" | awk '$1 == "libsimdjson.so.14" { print $3 }')"
+  check "the wheel's library finds its own libsimdjson (ldd: $got)" \
+    test "$(realpath -m "$got")" = "$(realpath -m "$tmp/site/shardload/libsimdjson.so.14")"
 else
   echo "note: no interpreter with torch here; the Python part was not run"
 fi

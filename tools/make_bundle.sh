@@ -16,8 +16,11 @@
 #                                     folder into site-packages)
 #     README.txt                      what is inside and what the host needs
 #   DEST/shardload-VERSION-linux-ARCH.tar.gz
+#   DEST/shardload-VERSION-py3-none-linux_ARCH.whl   the Python package and its
+#                                     libraries as a wheel (tools/make_wheel.py):
+#                                     pip install it --no-deps
 #
-# The last line printed is the bundle folder. Existing output of the same name is
+# It prints the tarball, the wheel and the bundle folder, one per line. Existing output of the same name is
 # replaced only once the new one is complete.
 set -euo pipefail
 if [ $# -lt 6 ]; then
@@ -103,8 +106,11 @@ statically). The folder can be moved: nothing in it refers to where it was made.
 EOF
 
 tar -C "$stage" -czf "$stage/$name.tar.gz" "$name"
+wheel="$(python3 "$(dirname "$0")/make_wheel.py" "$stage/wheel" "$version" "$root"/python/shardload/*)"
 rm -rf "$dest/$name" "$dest/$name.tar.gz"
 mv "$root" "$dest/$name"
 mv "$stage/$name.tar.gz" "$dest/$name.tar.gz"
+mv "$wheel" "$dest/"
 echo "$dest/$name.tar.gz"
+echo "$dest/$(basename "$wheel")"
 echo "$dest/$name"
