@@ -11,7 +11,7 @@ tmp="${TEST_TMPDIR:-$(mktemp -d)}"
 
 # A sanitizer build of the library needs its runtime loaded first, which the Rust and
 # Go runtimes here are not built for (tools/test leaves this test out of its ASan pass).
-if nm -D "$lib" | grep -qE ' U __(asan_init|ubsan_)'; then
+if grep -qE ' U __(asan_init|ubsan_)' <<<"$(nm -D "$lib")"; then
   why="libshardload.so is a sanitizer build; foreign runtimes cannot load it"
   echo "SKIP: $why"
   if [ -n "${XML_OUTPUT_FILE:-}" ]; then  # a skipped case for Bazel and tools/count_tests.py

@@ -22,7 +22,7 @@ skip() {
 }
 # A sanitizer build needs its runtime loaded first, which a plain C program or Python
 # does not do (tools/test leaves this test out of its ASan pass).
-nm -D "$lib" | grep -qE ' U __(asan_init|ubsan_)' && skip "libshardload.so is a sanitizer build"
+grep -qE ' U __(asan_init|ubsan_)' <<<"$(nm -D "$lib")" && skip "libshardload.so is a sanitizer build"
 
 out="$("$make_bundle" "$tmp/dist" "$@")"; rc=$?
 check "make_bundle exits 0" test $rc -eq 0
