@@ -92,6 +92,24 @@ DeviceProperties ProbeOne(int index) {
   return props;
 }
 
+// DriverVersionNote: after cudaErrorInsufficientDriver, which the runtime returns both
+// without any NVIDIA driver and with one too old for it, which of the two it is
+// (cudaDriverGetVersion reports 0 when no driver is installed).
+std::string DriverVersionNote() {
+  int driver = 0;
+  if (cudaDriverGetVersion(&driver) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return "";
+  }
+  auto cuda_version = [](int v) {
+    return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10);
+  };
+  if (driver == 0) return " (no NVIDIA driver is installed: libcuda.so.1 was not found)";
+  return " (the installed driver supports CUDA " + cuda_version(driver) +
+         "; this build's CUDA " + cuda_version(CUDART_VERSION) +
+         " runtime needs a driver of that version or newer, r580 or newer for CUDA 13)";
+}
+
 const ProbeState& Probe() {
   static const ProbeState* state = [] {
     auto* s = new ProbeState();  // process lifetime: never destroyed (no teardown order issues)
@@ -101,6 +119,9 @@ const ProbeState& Probe() {
       (void)cudaGetLastError();
       s->count = 0;
       s->status = CudaCallStatus(err, "cudaGetDeviceCount", kNoDevice);
+      if (err == cudaErrorInsufficientDriver) {
+        s->status = Status(s->status.code(), s->status.message() + DriverVersionNote());
+      }
       return s;
     }
     s->count = std::max(count, 0);

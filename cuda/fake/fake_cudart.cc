@@ -667,6 +667,15 @@ cudaError_t CUDARTAPI cudaGetDeviceCount(int* count) {
   return cudaSuccess;
 }
 
+cudaError_t CUDARTAPI cudaDriverGetVersion(int* version) {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  FAKE_INJECT(s, "cudaDriverGetVersion");
+  if (version == nullptr) return Fail(s, cudaErrorInvalidValue);
+  *version = CUDART_VERSION;  // a driver exactly as new as the runtime
+  return cudaSuccess;
+}
+
 cudaError_t CUDARTAPI cudaGetDeviceProperties(struct cudaDeviceProp* prop, int device) {
   State& s = S();
   std::lock_guard<std::mutex> lock(s.mu);
