@@ -24,6 +24,7 @@ skip() {
 # does not do (tools/test leaves this test out of its ASan pass).
 grep -qE ' U __(asan_init|ubsan_)' <<<"$(nm -D "$lib")" && skip "libshardload.so is a sanitizer build"
 
+export SOURCE_DATE_EPOCH=1767225600  # what tools/package sets from the commit
 out="$("$make_bundle" "$tmp/dist" "$@")"; rc=$?
 check "make_bundle exits 0" test $rc -eq 0
 tarball="$(sed -n 1p <<<"$out")"
@@ -36,6 +37,13 @@ check "make_bundle names a wheel ($wheel)" \
   test "$(basename "$wheel")" = "shardload-$version-py3-none-linux_$(uname -m).whl"
 check "the wheel exists" test -f "$wheel"
 cp "$wheel" "$tmp/" && wheel="$tmp/$(basename "$wheel")"
+# The same inputs and SOURCE_DATE_EPOCH give the same tarball and wheel, byte for byte.
+out2="$("$make_bundle" "$tmp/dist2" "$@")"
+check "the tarball is reproducible" cmp -s "$tarball" "$(sed -n 1p <<<"$out2")"
+check "the wheel is reproducible" cmp -s "$wheel" "$(sed -n 2p <<<"$out2")"
+check "tar entries are root's, sorted, dated SOURCE_DATE_EPOCH" test \
+  "$(tar -tvzf "$tarball" | awk '{ print $2, $4, $5 }' | sort -u)" = "0/0 2026-01-01 00:00"
+rm -rf "$tmp/dist2"
 
 # Unpack elsewhere and remove what it was made from: nothing may refer back to it.
 mkdir -p "$tmp/elsewhere" && tar -C "$tmp/elsewhere" -xzf "$tarball"
@@ -56,6 +64,18 @@ for dep in libsimdjson.so.14 libxxhash.so.0; do
   done
 done
 check "libstdc++ is the host's, not bundled" test ! -e "$b/lib/libstdc++.so.6"
+for pkg in libsimdjson14 libxxhash0; do
+  check "licenses/$pkg.copyright shipped" test -s "$b/licenses/$pkg.copyright"
+  check "THIRD_PARTY_NOTICES names $pkg" grep -q "Debian package $pkg " "$b/licenses/THIRD_PARTY_NOTICES.txt"
+done
+check "THIRD_PARTY_NOTICES names the CUDA runtime" grep -q 'NVIDIA CUDA runtime' "$b/licenses/THIRD_PARTY_NOTICES.txt"
+# Other libraries of the same names on LD_LIBRARY_PATH (stubs that would fail at the
+# first simdjson call) do not replace the bundled ones: DT_RPATH is searched first.
+mkdir -p "$tmp/stubs"
+for dep in libsimdjson.so.14 libxxhash.so.0; do
+  cc -shared -fPIC -Wl,-soname,"$dep" -x c /dev/null -o "$tmp/stubs/$dep"
+done
+
 check "README names the glibc it needs" grep -qE '^The host provides glibc [0-9]+\.[0-9]+ or newer' "$b/README.txt"
 
 # The command, with a bare environment.
@@ -63,6 +83,8 @@ run() { env -i PATH=/usr/bin:/bin HOME="$tmp" "$@"; }
 check "bin/shardload --version" test "$(run "$b/bin/shardload" --version)" = "shardload $version"
 run "$b/bin/shardload" write-sample "$tmp/ck" --layout tiny --shards 2 --seed 3 --no-sync >/dev/null
 check "bin/shardload write-sample + verify" run "$b/bin/shardload" verify "$tmp/ck"
+check "bin/shardload ignores stubs on LD_LIBRARY_PATH" \
+  run env LD_LIBRARY_PATH="$tmp/stubs" "$b/bin/shardload" hash "$tmp/ck"
 
 # A C program built with the pkg-config file only.
 cat >"$tmp/app.c" <<'C'
@@ -87,6 +109,8 @@ cc -std=c99 -Wall -Werror "$tmp/app.c" -o "$tmp/app" $(pkg-config --cflags --lib
   -Wl,-rpath,"$libdir"
 check "C program built with pkg-config" test -x "$tmp/app"
 check "C program loads from the bundle" test "$(run "$tmp/app" "$tmp/ck")" = "$version 21 tensors"
+check "C program ignores stubs on LD_LIBRARY_PATH" \
+  test "$(run env LD_LIBRARY_PATH="$tmp/stubs" "$tmp/app" "$tmp/ck")" = "$version 21 tensors"
 got="$(ldd "$tmp/app" | awk '$1 == "libshardload.so" { print $3 }')"
 check "C program uses the bundled library (ldd: $got)" \
   test "$(realpath -m "$got")" = "$(realpath -m "$b/lib/libshardload.so")"

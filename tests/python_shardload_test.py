@@ -2027,6 +2027,51 @@ class PythonTest(unittest.TestCase):
         self.assertIsNotNone(m)
         self.assertEqual(shardload.version(), m.group(1))
 
+    def test_package_version_and_library_version_check(self):
+        self.assertEqual(shardload.__version__, shardload.version())
+        for ok in ["0.1.5", "0.1.10", "0.2.0", "1.0.0"]:
+            _lib.check_library_version(ok, "/x/libshardload.so")  # no error
+        for old in ["0.1.4", "0.0.9", "0.1", "garbage", ""]:
+            with self.assertRaises(shardload.ShardloadError) as cm:
+                _lib.check_library_version(old, "/x/libshardload.so")
+            self.assertEqual(cm.exception.code, "failed_precondition")
+            self.assertEqual(str(cm.exception),
+                             "/x/libshardload.so is shardload %s; this Python package (0.1.5) "
+                             "needs 0.1.5 or newer (use the libshardload.so that came with "
+                             "it)" % old)
+
+    def _run_python(self, code, cwd, env_library):
+        import subprocess
+        env = {k: v for k, v in os.environ.items() if k not in ("SHARDLOAD_LIBRARY",
+                                                                "LD_LIBRARY_PATH")}
+        env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(shardload.__file__)))
+        env["SHARDLOAD_LIBRARY"] = env_library
+        return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env,
+                              capture_output=True, text=True)
+
+    def test_relative_library_path_is_the_file_checked(self):
+        # SHARDLOAD_LIBRARY=libshardload.so from the library's folder: that file, not a
+        # search of LD_LIBRARY_PATH and the loader cache for the bare name.
+        real = os.path.realpath(_lib._explicit_path)
+        r = self._run_python("import shardload; from shardload import _lib; "
+                             "print(shardload.version(), _lib._lib._name)",
+                             os.path.dirname(real), os.path.basename(real))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.split(), [shardload.version(), real])
+
+    def test_library_that_cannot_load_is_a_shardload_error(self):
+        bad = self.path("libshardload.so")
+        with open(bad, "w") as f:
+            f.write("not a shared library\n")
+        r = self._run_python(
+            "import shardload\n"
+            "try:\n    shardload.version()\n"
+            "except shardload.ShardloadError as e:\n    print(e.code, '|', e)\n",
+            self.dir, bad)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(r.stdout.startswith("failed_precondition | cannot load %s: " % bad),
+                        r.stdout)
+
     def test_host_pool_reuses_memory_with_reference_bytes(self):
         tensors = sample_tensors()
         path = self.path("p.safetensors")

@@ -14,6 +14,7 @@
 #     python/shardload/               the Python package with its own copies of the
 #                                     libraries (PYTHONPATH=.../python, or copy the
 #                                     folder into site-packages)
+#     licenses/                       the bundled libraries' licences and notices
 #     README.txt                      what is inside and what the host needs
 #   DEST/shardload-VERSION-linux-ARCH.tar.gz
 #   DEST/shardload-VERSION-py3-none-linux_ARCH.whl   the Python package and its
@@ -55,17 +56,47 @@ host_provided() {
     *) return 1 ;;
   esac
 }
+# Every bundled library comes with its licence: the copyright file of the Debian
+# package that installed it (dpkg -S), else the build fails rather than ship it bare.
+mkdir -p "$root/licenses"
+notices=()
 bundled=()
 for file in "$bin" "$lib"; do
   while read -r dep; do
     [ -n "$dep" ] || continue
     host_provided "$dep" && continue
     [ -e "$root/lib/$(basename "$dep")" ] && continue
-    install -m 0644 "$(readlink -f "$dep")" "$root/lib/$(basename "$dep")"
+    real="$(readlink -f "$dep")"
+    install -m 0644 "$real" "$root/lib/$(basename "$dep")"
     bundled+=("$(basename "$dep")")
+    pkg="$(dpkg -S "$real" 2>/dev/null | head -n 1 | cut -d: -f1)" || pkg=""
+    if [ -z "$pkg" ] || [ ! -f "/usr/share/doc/$pkg/copyright" ]; then
+      echo "make_bundle: no licence found for $real (not from a Debian package?)" >&2
+      exit 1
+    fi
+    install -m 0644 "/usr/share/doc/$pkg/copyright" "$root/licenses/$pkg.copyright"
+    notices+=("$(basename "$dep"): Debian package $pkg $(dpkg-query -W -f '${Version}' "$pkg"), licence in licenses/$pkg.copyright")
   done < <(ldd "$file" | awk '/=> \// { print $3 }')
 done
 for f in libshardload.so "${bundled[@]}"; do cp "$root/lib/$f" "$root/python/shardload/"; done
+# The CUDA runtime is linked into both binaries (libcudart_static.a).
+cudart_licence="$(ls /usr/local/cuda/dist-info/nvidia_cuda_runtime-*/licenses/License.txt 2>/dev/null |
+                  head -n 1)" || cudart_licence=""
+if [ -n "$cudart_licence" ]; then
+  install -m 0644 "$cudart_licence" "$root/licenses/cuda_runtime.License.txt"
+  cudart_where="licenses/cuda_runtime.License.txt"
+else
+  cudart_where="the CUDA Toolkit's EULA (docs.nvidia.com/cuda/eula)"
+fi
+{
+  echo "Third-party software in this bundle"
+  echo
+  for n in "${notices[@]}"; do echo "- $n"; done
+  echo "- The NVIDIA CUDA runtime, linked statically into bin/shardload and"
+  echo "  lib/libshardload.so (python/shardload's copy too): NVIDIA's licence, $cudart_where."
+  echo "- include/shardload/dlpack.h restates the memory layout of DLPack"
+  echo "  (github.com/dmlc/dlpack, Apache-2.0), in shardload's own words."
+} >"$root/licenses/THIRD_PARTY_NOTICES.txt"
 
 cat >"$root/lib/pkgconfig/shardload.pc" <<EOF
 prefix=\${pcfiledir}/../..
@@ -91,22 +122,34 @@ cat >"$root/README.txt" <<EOF
 shardload $version for Linux $(uname -m)
 
 bin/shardload            the command: bin/shardload --help
-lib/libshardload.so      the C API (include/shardload/shardload.h; only sl_* exported)
-lib/pkgconfig            cc app.c \$(pkg-config --cflags --libs shardload) \\
-                           -Wl,-rpath,\$(pkg-config --variable=libdir shardload)
-                         with PKG_CONFIG_PATH=<this folder>/lib/pkgconfig
-python/shardload         the Python package (ctypes; any CPython 3, torch for tensors):
-                         PYTHONPATH=<this folder>/python, or copy the folder into
-                         site-packages
+lib/libshardload.so      the C API (include/shardload/shardload.h); it exports the sl_*
+                         functions and nothing else of its own
+lib/pkgconfig            B=<this folder>; export PKG_CONFIG_PATH="\$B/lib/pkgconfig"
+                         cc app.c \$(pkg-config --cflags --libs shardload) -Wl,-rpath,"\$B/lib"
+                         (pkg-config escapes spaces and shell characters in the
+                         folder's path: for such a folder, pass -I"\$B/include/shardload"
+                         -L"\$B/lib" -lshardload yourself)
+python/shardload         the Python package (ctypes; CPython 3.8 or newer, torch for
+                         tensors): PYTHONPATH=<this folder>/python, or copy the folder
+                         into site-packages; or pip install the .whl made with it
+licenses/                the licences of the bundled third-party software
 
-Bundled: ${bundled[*]:-nothing} (found next to the binaries through their RUNPATH).
+Bundled: ${bundled[*]:-nothing}, in lib/ (and python/shardload/), where bin/shardload
+and libshardload.so look first (RPATH \$ORIGIN/../lib and \$ORIGIN, searched before
+LD_LIBRARY_PATH). Link or copy the folders as a whole: a symbolic link to
+libshardload.so alone makes \$ORIGIN its own folder.
 The host provides glibc ${glibc:-?} or newer, libstdc++ with GLIBCXX_${glibcxx:-?} or
 newer, and, for GPUs, an NVIDIA driver r580 or newer (the CUDA 13 runtime is linked in
 statically). The folder can be moved: nothing in it refers to where it was made.
 EOF
 
-tar -C "$stage" -czf "$stage/$name.tar.gz" "$name"
-wheel="$(python3 "$(dirname "$0")/make_wheel.py" "$stage/wheel" "$version" "$root"/python/shardload/*)"
+# Reproducible: names sorted, one timestamp (SOURCE_DATE_EPOCH, which tools/package
+# sets to the commit's time; 0 without it), owner root, gzip without a timestamp.
+find "$root" -exec touch -h -d "@${SOURCE_DATE_EPOCH:-0}" {} +
+tar -C "$stage" --sort=name --mtime="@${SOURCE_DATE_EPOCH:-0}" --owner=0 --group=0 \
+  --numeric-owner -cf - "$name" | gzip -n >"$stage/$name.tar.gz"
+wheel="$(python3 "$(dirname "$0")/make_wheel.py" "$stage/wheel" "$version" "$root"/python/shardload/* \
+         --licenses "$root"/licenses/*)"
 rm -rf "$dest/$name" "$dest/$name.tar.gz"
 mv "$root" "$dest/$name"
 mv "$stage/$name.tar.gz" "$dest/$name.tar.gz"

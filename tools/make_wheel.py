@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """tools/make_wheel.py — write the Python package and its native libraries as a wheel.
 
-Usage: make_wheel.py OUT_DIR VERSION FILE...
+Usage: make_wheel.py OUT_DIR VERSION FILE... [--licenses LICENCE_FILE...]
 
 FILEs (the package's .py files, libshardload.so and the libraries it needs from
 next to itself) all go into the wheel's `shardload/` folder, where the package looks
@@ -11,7 +11,8 @@ per interpreter), for Linux hosts with the glibc and libstdc++ the bundle's READ
 names (not a manylinux wheel: it is not built against an old glibc). Written with the
 standard library only (no setuptools or wheel package); `pip install FILE.whl
 --no-deps` installs it offline. Prints the wheel's path. An existing wheel of the same
-name is replaced atomically.
+name is replaced atomically. LICENCE_FILEs go into the wheel's
+`shardload-VERSION.dist-info/licenses/`.
 """
 import base64
 import hashlib
@@ -33,6 +34,10 @@ def main(argv):
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 2
     out_dir, version, files = argv[1], argv[2], argv[3:]
+    licences = []
+    if "--licenses" in files:
+        at = files.index("--licenses")
+        files, licences = files[:at], files[at + 1:]
     if not re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+", version):
         print("make_wheel: version must be X.Y.Z, got %r" % version, file=sys.stderr)
         return 2
@@ -50,13 +55,16 @@ def main(argv):
         "Version: %s\n"
         "Summary: Load safetensors checkpoints (one file or a sharded folder) into host or "
         "GPU memory; torch tensors through DLPack\n"
-        "Requires-Python: >=3.11\n"
+        "Requires-Python: >=3.8\n"
         "Provides-Extra: torch\n"
         "Requires-Dist: torch; extra == \"torch\"\n" % version).encode()
     wheel = ("Wheel-Version: 1.0\n"
              "Generator: shardload tools/make_wheel.py\n"
              "Root-Is-Purelib: false\n"
              "Tag: %s\n" % tag).encode()
+    for path in sorted(licences, key=os.path.basename):
+        with open(path, "rb") as f:
+            entries.append((dist_info + "/licenses/" + os.path.basename(path), f.read(), 0o644))
     entries.append((dist_info + "/METADATA", metadata, 0o644))
     entries.append((dist_info + "/WHEEL", wheel, 0o644))
     record_lines = ["%s,%s,%d" % (name, record_hash(data), len(data)) for name, data, _ in entries]

@@ -50,8 +50,12 @@ def cuda_device_count():
     return _lib.lib().sl_cuda_device_count()
 
 
+__version__ = _lib.PACKAGE_VERSION
+
+
 def version():
-    """The native library's version string."""
+    """The native library's version string (``__version__`` is this package's; the
+    library is at least as new)."""
     return _lib.lib().sl_version().decode()
 
 

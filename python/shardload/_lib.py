@@ -191,9 +191,35 @@ _SIGNATURES = {
 }
 
 
+# PACKAGE_VERSION: this package's version; the library it loads must be at least as
+# new (its C API only grows: a newer one has every function this package binds).
+PACKAGE_VERSION = "0.1.5"
+
+
+def _version_tuple(text):
+    try:
+        return tuple(int(part) for part in text.split("."))
+    except ValueError:
+        return None
+
+
+def check_library_version(found, path):
+    """Raise ShardloadError("failed_precondition") unless the library version ``found``
+    (sl_version's text) is PACKAGE_VERSION or newer."""
+    have, need = _version_tuple(found), _version_tuple(PACKAGE_VERSION)
+    if have is None or have < need:
+        raise ShardloadError(
+            "failed_precondition",
+            "%s is shardload %s; this Python package (%s) needs %s or newer "
+            "(use the libshardload.so that came with it)" % (path, found, PACKAGE_VERSION,
+                                                             PACKAGE_VERSION))
+
+
 def set_library_path(path):
-    """Use the libshardload.so at ``path`` (before the first call into the library)."""
+    """Use the libshardload.so at ``path`` (before the first call into the library). A
+    relative path is taken from the current folder now."""
     global _explicit_path, _lib
+    path = os.path.abspath(path)
     with _lock:
         if _lib is not None and _explicit_path != path:
             raise RuntimeError("libshardload.so is already loaded from another path")
@@ -205,7 +231,9 @@ def _candidates():
         return [_explicit_path]
     env = os.environ.get("SHARDLOAD_LIBRARY")
     if env:
-        return [env]
+        # Absolute, so that ctypes opens the file checked here instead of searching
+        # LD_LIBRARY_PATH and the loader's cache for a bare name.
+        return [os.path.abspath(env)]
     return [os.path.join(os.path.dirname(os.path.abspath(__file__)), "libshardload.so")]
 
 
@@ -221,7 +249,14 @@ def lib():
                     "not_found",
                     "libshardload.so not found (looked at %s); call "
                     "shardload.set_library_path(PATH) or set SHARDLOAD_LIBRARY" % ", ".join(paths))
-            handle = ctypes.CDLL(path)
+            try:
+                handle = ctypes.CDLL(path)
+            except OSError as e:  # e.g. a library it needs is missing or broken
+                raise ShardloadError("failed_precondition",
+                                     "cannot load %s: %s" % (path, e)) from e
+            handle.sl_version.restype = ctypes.c_char_p
+            handle.sl_version.argtypes = []
+            check_library_version(handle.sl_version().decode(errors="replace"), path)
             for name, (restype, argtypes) in _SIGNATURES.items():
                 fn = getattr(handle, name)
                 fn.restype = restype
