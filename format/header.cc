@@ -111,7 +111,19 @@ class HeaderParser {
   // last_dtype_name_ views DtypeName's static text.
   mutable std::string_view last_dtype_name_;
   mutable Dtype last_dtype_ = Dtype::kU8;
+  mutable int last_dtype_bits_ = DtypeBits(Dtype::kU8);  // DtypeBits(last_dtype_)
 };
+
+// ReadSmallUnsigned: `value` as a non-negative integer below 2^63 (simdjson stores
+// every integer below 2^63 as INT64), or false for anything else, which the caller
+// then hands to HeaderParser::ReadUnsigned for the value or the error. No Status on
+// the common path.
+inline bool ReadSmallUnsigned(simdjson::dom::element value, uint64_t& out) {
+  simdjson::simdjson_result<int64_t> v = value.get_int64();
+  if (v.error() != simdjson::SUCCESS || v.value_unsafe() < 0) return false;
+  out = static_cast<uint64_t>(v.value_unsafe());
+  return true;
+}
 
 Status HeaderParser::ReadUnsigned(std::string_view name, std::string_view field, size_t index,
                                   simdjson::dom::element value, uint64_t& out) const {
@@ -204,6 +216,7 @@ Status HeaderParser::ReadTensor(std::string_view name, simdjson::dom::element va
       out.dtype = *dtype;
       last_dtype_name_ = DtypeName(*dtype);
       last_dtype_ = *dtype;
+      last_dtype_bits_ = DtypeBits(*dtype);
     } else if (KeyIs(key, "shape")) {
       if (have_shape) return TensorError(StatusCode::kInvalidArgument, name, "duplicate field 'shape'");
       have_shape = true;
@@ -216,8 +229,9 @@ Status HeaderParser::ReadTensor(std::string_view name, simdjson::dom::element va
       size_t i = 0;
       for (simdjson::dom::element dim : dims) {
         uint64_t d = 0;
-        SL_RETURN_IF_ERROR(ReadUnsigned(name, "shape", i++, dim, d));
+        if (!ReadSmallUnsigned(dim, d)) SL_RETURN_IF_ERROR(ReadUnsigned(name, "shape", i, dim, d));
         out.shape.push_back(d);
+        ++i;
       }
     } else if (KeyIs(key, "data_offsets")) {
       if (have_offsets) {
@@ -233,7 +247,9 @@ Status HeaderParser::ReadTensor(std::string_view name, simdjson::dom::element va
       size_t count = 0;
       simdjson::dom::array elements = kv.value.get_array().value_unsafe();
       for (simdjson::dom::element e : elements) {
-        if (count < 2) SL_RETURN_IF_ERROR(ReadUnsigned(name, "data_offsets", count, e, offsets[count]));
+        if (count < 2 && !ReadSmallUnsigned(e, offsets[count])) {
+          SL_RETURN_IF_ERROR(ReadUnsigned(name, "data_offsets", count, e, offsets[count]));
+        }
         ++count;
       }
       if (count != 2) {
@@ -257,6 +273,17 @@ Status HeaderParser::ReadTensor(std::string_view name, simdjson::dom::element va
     return TensorError(StatusCode::kInvalidArgument, name,
                        "data_offsets " + Range(out.begin, out.end) + " end before they begin");
   }
+  // The byte size as TensorByteSize computes it, inline and without a Result;
+  // TensorByteSize itself (for its message) only when the product overflows, ends off
+  // a byte boundary or does not match.
+  const uint64_t dtype_bits = static_cast<uint64_t>(
+      out.dtype == last_dtype_ ? last_dtype_bits_ : DtypeBits(out.dtype));
+  uint64_t elements = 1;
+  bool size_fault = false;
+  for (uint64_t d : out.shape) size_fault |= __builtin_mul_overflow(elements, d, &elements);
+  uint64_t bits = 0;
+  size_fault |= __builtin_mul_overflow(elements, dtype_bits, &bits);
+  if (!size_fault && bits % 8 == 0 && out.end - out.begin == bits / 8) return OkStatus();
   Result<uint64_t> bytes = TensorByteSize(out.dtype, out.shape);
   if (!bytes.ok()) {
     // Keep dtype.h's wording for ordinary shapes; abbreviate pathological ones.
