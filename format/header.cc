@@ -524,7 +524,7 @@ Result<Header> HeaderParser::Parse(const char* json, size_t size, bool padded,
       continue;
     }
     TensorInfo& t = header.tensors.emplace_back();
-    t.name.assign(kv.key.data(), kv.key.size());
+    t.name = std::string(kv.key);  // constructed at its size: cheaper than assign()
     if (Status s = ReadTensor(kv.key, kv.value, t); !s.ok()) {
       // An entry whose name comes again is one the reference ignores (it keeps the
       // last): the duplicate is the fault to report, not what is wrong with this one.
