@@ -79,6 +79,45 @@ bool KeyIs(std::string_view key, const char (&literal)[N]) {
   return key.size() == N - 1 && std::memcmp(key.data(), literal, N - 1) == 0;
 }
 
+// OffsetLess: the order of Header::tensors: by begin, then end, then name.
+bool OffsetLess(const TensorInfo& a, const TensorInfo& b) {
+  if (a.begin != b.begin) return a.begin < b.begin;
+  if (a.end != b.end) return a.end < b.end;
+  return a.name < b.name;
+}
+
+// OrderScan: the order and tiling checks, done one tensor at a time as the tensors
+// are appended (while each is still in cache) instead of in passes over the vector.
+// Add(tensors, i) takes tensors[i], after tensors[0, i) were added in order.
+struct OrderScan {
+  // kNoFault: `fault` when the tensors added so far tile [0, running) exactly.
+  static constexpr size_t kNoFault = ~size_t{0};
+
+  void Add(const std::vector<TensorInfo>& tensors, size_t i) {
+    if (!sorted) return;
+    const TensorInfo& t = tensors[i];
+    if (i > 0 && OffsetLess(t, tensors[i - 1])) {  // std::is_sorted's test
+      sorted = false;
+      return;
+    }
+    if (fault != kNoFault) return;
+    if (t.begin != running) {
+      fault = i;
+    } else {
+      running = t.end;
+    }
+  }
+
+  // sorted: the tensors added are in OffsetLess order (the fields below only mean
+  // something while this holds).
+  bool sorted = true;
+  // fault: the first position whose begin is not the end of the one before (a gap
+  // when greater, an overlap when less), or kNoFault.
+  size_t fault = kNoFault;
+  // running: the end of the tiling before `fault` (of all the tensors when none).
+  uint64_t running = 0;
+};
+
 // Context of one header parse: builds the messages.
 class HeaderParser {
  public:
@@ -103,7 +142,11 @@ class HeaderParser {
   Status ReadTensor(std::string_view name, simdjson::dom::element value, TensorInfo& out) const;
   Status ReadUnsigned(std::string_view name, std::string_view field, size_t index,
                       simdjson::dom::element value, uint64_t& out) const;
-  Status CheckTiling(Header& header) const;
+  // CheckTiling: sort header.tensors into OffsetLess order (permuting `hashes`, their
+  // NameHash values, alike), index the names, then check that the tensors tile
+  // [0, data end) and set header.data_size. `scan` is the OrderScan of the tensors
+  // as parsed.
+  Status CheckTiling(Header& header, std::vector<uint64_t>& hashes, OrderScan scan) const;
 
   std::string_view label_;
   const ParseOptions& options_;
@@ -393,46 +436,45 @@ Status HeaderParser::CheckNoNegativeZero(const char* json, size_t size) const {
   return OkStatus();
 }
 
-Status HeaderParser::CheckTiling(Header& header) const {
+Status HeaderParser::CheckTiling(Header& header, std::vector<uint64_t>& hashes,
+                                 OrderScan scan) const {
   std::vector<TensorInfo>& tensors = header.tensors;
-  auto less = [](const TensorInfo& a, const TensorInfo& b) {
-    if (a.begin != b.begin) return a.begin < b.begin;
-    if (a.end != b.end) return a.end < b.end;
-    return a.name < b.name;
-  };
   // Writers usually emit offset order; sort (an index, then one permutation) only
   // when needed.
-  if (!std::is_sorted(tensors.begin(), tensors.end(), less)) {
+  if (!scan.sorted) {
     std::vector<uint32_t> order(tensors.size());
     std::iota(order.begin(), order.end(), 0u);
     std::sort(order.begin(), order.end(),
-              [&](uint32_t a, uint32_t b) { return less(tensors[a], tensors[b]); });
+              [&](uint32_t a, uint32_t b) { return OffsetLess(tensors[a], tensors[b]); });
     std::vector<TensorInfo> sorted;
     sorted.reserve(tensors.size());
-    for (uint32_t i : order) sorted.push_back(std::move(tensors[i]));
+    std::vector<uint64_t> sorted_hashes(tensors.size());
+    for (size_t k = 0; k < order.size(); ++k) {
+      sorted.push_back(std::move(tensors[order[k]]));
+      sorted_hashes[k] = hashes[order[k]];
+    }
     tensors = std::move(sorted);
+    hashes = std::move(sorted_hashes);
+    scan = OrderScan();
+    for (size_t i = 0; i < tensors.size(); ++i) scan.Add(tensors, i);
   }
-  if (size_t dup = header.by_name.Build(tensors); dup != NameIndex::kNotFound) {
+  if (size_t dup = header.by_name.Build(tensors, hashes); dup != NameIndex::kNotFound) {
     return Error(StatusCode::kInvalidArgument,
                  "duplicate tensor name " + QuoteForMessage(tensors[dup].name));
   }
-  uint64_t running = 0;
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    const TensorInfo& t = tensors[i];
-    if (t.begin > running) {
+  if (scan.fault != OrderScan::kNoFault) {
+    const TensorInfo& t = tensors[scan.fault];
+    if (t.begin > scan.running) {
       return TensorError(StatusCode::kInvalidArgument, t.name,
                          "data_offsets " + Range(t.begin, t.end) + " leave a gap after byte " +
-                             std::to_string(running));
+                             std::to_string(scan.running));
     }
-    if (t.begin < running) {
-      const TensorInfo& prev = tensors[i - 1];  // running > 0 implies i > 0
-      return TensorError(StatusCode::kInvalidArgument, t.name,
-                         "data_offsets " + Range(t.begin, t.end) + " overlap tensor " +
-                             QuoteForMessage(prev.name) + " at " + Range(prev.begin, prev.end));
-    }
-    running = t.end;
+    const TensorInfo& prev = tensors[scan.fault - 1];  // running > 0 implies fault > 0
+    return TensorError(StatusCode::kInvalidArgument, t.name,
+                       "data_offsets " + Range(t.begin, t.end) + " overlap tensor " +
+                           QuoteForMessage(prev.name) + " at " + Range(prev.begin, prev.end));
   }
-  header.data_size = running;
+  header.data_size = scan.running;
   return OkStatus();
 }
 
@@ -515,6 +557,10 @@ Result<Header> HeaderParser::Parse(const char* json, size_t size, bool padded,
   }
   simdjson::dom::object top = root.get_object().value_unsafe();
   header.tensors.reserve(top.size());  // saturates at 2^24-1; only a hint
+  // hashes[i]: NameHash(header.tensors[i].name), computed while the name is in cache.
+  std::vector<uint64_t> hashes;
+  hashes.reserve(top.size());
+  OrderScan scan;
   bool have_metadata = false;
   for (simdjson::dom::key_value_pair kv : top) {
     if (kv.key == kMetadataKey) {
@@ -537,8 +583,10 @@ Result<Header> HeaderParser::Parse(const char* json, size_t size, bool padded,
       }
       return s;
     }
+    hashes.push_back(NameHash(kv.key));
+    scan.Add(header.tensors, header.tensors.size() - 1);
   }
-  SL_RETURN_IF_ERROR(CheckTiling(header));
+  SL_RETURN_IF_ERROR(CheckTiling(header, hashes, scan));
 
   uint64_t data_end = 0;
   if (__builtin_add_overflow(header.data_start, header.data_size, &data_end)) {
@@ -577,7 +625,8 @@ uint64_t NameHash(std::string_view name) {
   return XXH3_64bits_withSeed(name.data(), name.size(), seed);
 }
 
-size_t NameIndex::Build(const std::vector<TensorInfo>& tensors) {
+template <typename HashOf>
+size_t NameIndex::BuildWith(const std::vector<TensorInfo>& tensors, HashOf hash_of) {
   size_ = 0;
   slots_.clear();
   // Capacity: a power of two at least twice the entry count (load <= 1/2), min 8.
@@ -586,22 +635,28 @@ size_t NameIndex::Build(const std::vector<TensorInfo>& tensors) {
   slots_.assign(capacity, 0);
   const size_t mask = capacity - 1;
   uint64_t* slots = slots_.data();
-  // In blocks: hash a block of names (read in order), prefetch their slots, then
-  // insert, so that the random slot accesses of a block overlap instead of each
-  // waiting for its own cache miss.
+  // In blocks, one ahead: hash the next block of names (read in order) and prefetch
+  // their slots, then insert this block's, so that the random slot accesses overlap
+  // each other and the hashing instead of each waiting for its own cache miss.
   constexpr size_t kBlock = 32;
-  uint64_t hashes[kBlock];
-  for (size_t base = 0; base < tensors.size(); base += kBlock) {
-    const size_t n = std::min(kBlock, tensors.size() - base);
+  uint64_t hashes[2][kBlock];
+  const size_t count = tensors.size();
+  auto hash_block = [&](size_t base, uint64_t* out) {
+    const size_t n = std::min(kBlock, count - base);
     for (size_t k = 0; k < n; ++k) {
-      const std::string& name = tensors[base + k].name;
-      hashes[k] = NameHash(name);
-      __builtin_prefetch(&slots[static_cast<size_t>(hashes[k]) & mask], 1);
+      out[k] = hash_of(base + k);
+      __builtin_prefetch(&slots[static_cast<size_t>(out[k]) & mask], 1);
     }
+  };
+  if (count > 0) hash_block(0, hashes[0]);
+  for (size_t base = 0, b = 0; base < count; base += kBlock, b ^= 1) {
+    if (base + kBlock < count) hash_block(base + kBlock, hashes[b ^ 1]);
+    const uint64_t* block = hashes[b];
+    const size_t n = std::min(kBlock, count - base);
     for (size_t k = 0; k < n; ++k) {
       const size_t i = base + k;
-      const uint64_t tag = hashes[k] & 0xFFFFFFFF00000000ull;
-      for (size_t s = static_cast<size_t>(hashes[k]) & mask;; s = (s + 1) & mask) {
+      const uint64_t tag = block[k] & 0xFFFFFFFF00000000ull;
+      for (size_t s = static_cast<size_t>(block[k]) & mask;; s = (s + 1) & mask) {
         uint64_t slot = slots[s];
         if (slot == 0) {
           slots[s] = tag | (static_cast<uint64_t>(i) + 1);
@@ -616,6 +671,15 @@ size_t NameIndex::Build(const std::vector<TensorInfo>& tensors) {
     }
   }
   return kNotFound;
+}
+
+size_t NameIndex::Build(const std::vector<TensorInfo>& tensors) {
+  return BuildWith(tensors, [&](size_t i) { return NameHash(tensors[i].name); });
+}
+
+size_t NameIndex::Build(const std::vector<TensorInfo>& tensors,
+                        std::span<const uint64_t> hashes) {
+  return BuildWith(tensors, [&](size_t i) { return hashes[i]; });
 }
 
 size_t NameIndex::Lookup(std::string_view name, const std::vector<TensorInfo>& tensors) const {

@@ -73,6 +73,11 @@ class NameIndex {
   // entries before it). Allocates one array; throws std::bad_alloc like std::vector.
   size_t Build(const std::vector<TensorInfo>& tensors);
 
+  // Build (with hashes): the same, with the names' hashes given: `hashes` holds
+  // NameHash(tensors[i].name) at index i for every tensor (hashes.size() ==
+  // tensors.size(); a wrong hash gives an index that misses names). Hashes no name.
+  size_t Build(const std::vector<TensorInfo>& tensors, std::span<const uint64_t> hashes);
+
   // Lookup: the position in `tensors` (the vector given to Build) of the tensor
   // called `name`, or kNotFound. O(1) expected; computes one hash, no allocation.
   size_t Lookup(std::string_view name, const std::vector<TensorInfo>& tensors) const;
@@ -83,6 +88,10 @@ class NameIndex {
   bool empty() const { return size_ == 0; }
 
  private:
+  // BuildWith: Build, with the hash of tensors[i].name from hash_of(i).
+  template <typename HashOf>
+  size_t BuildWith(const std::vector<TensorInfo>& tensors, HashOf hash_of);
+
   // Each slot: (hash >> 32) << 32 | (position + 1); 0 is an empty slot.
   std::vector<uint64_t> slots_;
   size_t size_ = 0;
