@@ -690,6 +690,7 @@ size_t NameIndex::Build(const std::vector<TensorInfo>& tensors) {
 
 size_t NameIndex::Build(const std::vector<TensorInfo>& tensors,
                         std::span<const uint64_t> hashes) {
+  if (hashes.size() != tensors.size()) return Build(tensors);
   return BuildWith(tensors, [&](size_t i) { return hashes[i]; });
 }
 

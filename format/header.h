@@ -74,8 +74,9 @@ class NameIndex {
   size_t Build(const std::vector<TensorInfo>& tensors);
 
   // Build (with hashes): the same, with the names' hashes given: `hashes` holds
-  // NameHash(tensors[i].name) at index i for every tensor (hashes.size() ==
-  // tensors.size(); a wrong hash gives an index that misses names). Hashes no name.
+  // NameHash(tensors[i].name) at index i, and then no name is hashed (a wrong hash
+  // gives an index that misses that name). When hashes.size() != tensors.size() the
+  // hashes are ignored and the names hashed, as Build(tensors) does.
   size_t Build(const std::vector<TensorInfo>& tensors, std::span<const uint64_t> hashes);
 
   // Lookup: the position in `tensors` (the vector given to Build) of the tensor

@@ -15,6 +15,7 @@
 #include <map>
 #include <random>
 #include <set>
+#include <span>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -408,6 +409,28 @@ TEST(NameIndexTest, LookupFindsEveryNameAndNothingElse) {
   tensors.pop_back();
   ASSERT_EQ(index.Build(tensors), NameIndex::kNotFound);  // rebuilt from scratch
   EXPECT_EQ(index.size(), tensors.size());
+}
+
+TEST(NameIndexTest, BuildWithHashesMatchesBuild) {
+  std::vector<TensorInfo> tensors;
+  for (int i = 0; i < 300; ++i) tensors.push_back({"w" + std::to_string(i)});
+  tensors.push_back({""});
+  std::vector<uint64_t> hashes;
+  for (const TensorInfo& t : tensors) hashes.push_back(NameHash(t.name));
+  NameIndex index;
+  ASSERT_EQ(index.Build(tensors, hashes), NameIndex::kNotFound);
+  EXPECT_EQ(index.size(), tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) EXPECT_EQ(index.Lookup(tensors[i].name, tensors), i);
+  EXPECT_EQ(index.Lookup("w300", tensors), NameIndex::kNotFound);
+  // A repeated name: the position of the second occurrence, as Build(tensors) gives.
+  tensors.push_back({"w17"});
+  hashes.push_back(NameHash("w17"));
+  EXPECT_EQ(index.Build(tensors, hashes), tensors.size() - 1);
+  EXPECT_EQ(index.Build(tensors), tensors.size() - 1);
+  // Hashes of the wrong count are ignored: the names are hashed.
+  tensors.pop_back();
+  ASSERT_EQ(index.Build(tensors, std::span<const uint64_t>(hashes).first(3)), NameIndex::kNotFound);
+  for (size_t i = 0; i < tensors.size(); ++i) EXPECT_EQ(index.Lookup(tensors[i].name, tensors), i);
 }
 
 TEST(HeaderTest, ConcurrentParsesOnTwoThreads) {
