@@ -155,6 +155,11 @@ int main(int argc, char** argv) {
     return FinishStdout("", 0);
   }
   if (std::strcmp(argv[1], "--version") == 0 || std::strcmp(argv[1], "version") == 0) {
+    if (argc == 3 && (std::strcmp(argv[2], "--help") == 0 || std::strcmp(argv[2], "-h") == 0)) {
+      std::cout << "usage: shardload --version   (also: shardload version)\n"
+                   "prints \"shardload VERSION\", the library's version\n";
+      return FinishStdout(argv[1], 0);
+    }
     if (argc > 2) {
       std::cerr << "shardload: " << argv[1] << " takes no arguments\n" << kUsage;
       return 2;

@@ -105,9 +105,11 @@ std::string DriverVersionNote() {
     return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10);
   };
   if (driver == 0) return " (no NVIDIA driver is installed: libcuda.so.1 was not found)";
-  return " (the installed driver supports CUDA " + cuda_version(driver) +
-         "; this build's CUDA " + cuda_version(CUDART_VERSION) +
-         " runtime needs a driver of that version or newer, r580 or newer for CUDA 13)";
+  std::string note = " (the installed driver supports CUDA " + cuda_version(driver) +
+                     "; this build's CUDA " + cuda_version(CUDART_VERSION) +
+                     " runtime needs a driver for that version or newer";
+  if (CUDART_VERSION / 1000 == 13) note += ": r580 or newer";
+  return note + ")";
 }
 
 const ProbeState& Probe() {

@@ -7,7 +7,11 @@ set -euo pipefail
 c_load="$1"; lib="$(realpath "$2")"; header="$(realpath "$3")"
 rust_src="$4"; go_main="$5"; go_mod="$6"
 libdir="$(dirname "$lib")"; incdir="$(dirname "$header")"  # dlpack.h is next to shardload.h
-tmp="${TEST_TMPDIR:-$(mktemp -d)}"
+if [ -n "${TEST_TMPDIR:-}" ]; then
+  tmp="$TEST_TMPDIR"
+else
+  tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+fi
 
 # A sanitizer build of the library needs its runtime loaded first, which the Rust and
 # Go runtimes here are not built for (tools/test leaves this test out of its ASan pass).
@@ -20,11 +24,14 @@ if grep -qE ' U __(asan_init|ubsan_)' <<<"$(nm -D "$lib")"; then
   fi
   exit 0
 fi
+# find_tool NAME: Debian's (what tools/setup installs), else the first on PATH.
 find_tool() {
-  command -v "$1" 2>/dev/null || { [ -x "/usr/bin/$1" ] && echo "/usr/bin/$1"; } ||
+  if [ -x "/usr/bin/$1" ]; then echo "/usr/bin/$1"; return; fi
+  command -v "$1" 2>/dev/null ||
     { echo "$1 not found: run tools/setup (it installs Debian's rustc and golang-go)" >&2; exit 1; }
 }
 rustc="$(find_tool rustc)"; go="$(find_tool go)"
+echo "using $("$rustc" --version) and $("$go" version)"
 
 ckpt="$tmp/ffi_ckpt"
 rm -rf "$ckpt"; mkdir -p "$ckpt"
@@ -35,7 +42,7 @@ expect() { grep -qxF -- "$1" <<<"$2" || { echo "missing line: $1"; exit 1; }; }
 # Rust: rustc alone, warnings as errors.
 "$rustc" --edition 2021 -D warnings -L "native=$libdir" -l dylib=shardload \
   -C "link-arg=-Wl,-rpath,$libdir" "$rust_src" -o "$tmp/rust_load"
-out=$("$tmp/rust_load" "$ckpt")
+out=$("$tmp/rust_load" "$ckpt" 2>&1) || { echo "$out"; echo "rust_load failed"; exit 1; }
 echo "$out"
 expect "  layers.1.weight F32 [8, 8] in model-00002-of-00003.safetensors" "$out"
 expect 'non-strict: matched ["layers.0.weight", "layers.1.weight", "layers.2.weight"], missing ["head.weight"], unexpected []' "$out"
@@ -51,19 +58,26 @@ expect "error: not_found: $ckpt/none: no such file or directory" "$err"
 
 # Go: cgo with the installed-header layout (shardload.h next to dlpack.h), offline
 # (GOPROXY=off, GOFLAGS=-mod=mod: the module has no dependencies), with cgo's pointer
-# checks at their strictest.
+# checks at their strictest: GODEBUG=cgocheck=2 at run time up to Go 1.20, the
+# cgocheck2 experiment at build time from Go 1.21 on (which refuses the GODEBUG form).
+go_minor="$("$go" env GOVERSION | sed -nE 's/^go1\.([0-9]+).*/\1/p')"
+strict_build=(); strict_run=(GODEBUG=cgocheck=2)
+if [ -n "$go_minor" ] && [ "$go_minor" -ge 21 ]; then
+  strict_build=(GOEXPERIMENT=cgocheck2); strict_run=()
+fi
 mkdir -p "$tmp/go_load"
 cp "$go_main" "$tmp/go_load/main.go"; cp "$go_mod" "$tmp/go_load/go.mod"
 (cd "$tmp/go_load" &&
   HOME="$tmp" GOCACHE="$tmp/gocache" GOPATH="$tmp/gopath" GOPROXY=off GOFLAGS=-mod=mod \
   CGO_ENABLED=1 CGO_CFLAGS="-I$incdir" CGO_LDFLAGS="-L$libdir -Wl,-rpath,$libdir" \
-  "$go" build -o "$tmp/go_load_bin" .)
-out=$(GODEBUG=cgocheck=2 "$tmp/go_load_bin" "$ckpt")
+  env "${strict_build[@]}" "$go" build -o "$tmp/go_load_bin" .)
+out=$(env "${strict_run[@]}" "$tmp/go_load_bin" "$ckpt" 2>&1) ||
+  { echo "$out"; echo "go_load failed"; exit 1; }
 echo "$out"
 expect "3 tensors in 3 shards" "$out"
 expect "loaded with verify: matched 3, missing 0, unexpected 0" "$out"
 expect "  layers.2.weight F32 [8 8] on cpu: first 200 last 263" "$out"
-expect "goroutine sums: [2016 8416 14816]" "$out"
+expect "goroutine sums: [2016 8416 14816], equal to the serial sums: true" "$out"
 expect "4 concurrent loads: errors [<nil> <nil> <nil> <nil>], layers.1.weight[0] [100 100 100 100], live arenas 0" "$out"
 expect "subset: matched [layers.2.weight], missing [lm_head.weight], unexpected [layers.0.weight layers.1.weight], loaded 1" "$out"
 expect 'subset, strict: invalid_argument: Error(s) in loading state_dict: Missing key(s) in state_dict: "lm_head.weight". Unexpected key(s) in state_dict: "layers.0.weight", "layers.1.weight". (report missing [lm_head.weight])' "$out"

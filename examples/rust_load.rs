@@ -156,8 +156,7 @@ mod ffi {
             name_len: usize,
             index: *mut usize,
         ) -> c_int;
-        pub fn sl_loaded_get(loaded: *const Loaded, index: usize, out: *mut LoadedTensor)
-            -> c_int;
+        pub fn sl_loaded_get(loaded: *const Loaded, index: usize, out: *mut LoadedTensor) -> c_int;
         pub fn sl_loaded_export_dlpack(
             loaded: *mut Loaded,
             index: usize,
@@ -184,20 +183,21 @@ impl fmt::Display for Error {
 }
 
 /// Text from a borrowed C string, decoded lossily (names may hold any bytes).
-fn text(p: *const c_char) -> String {
+/// Safety: `p` is NULL or a NUL-terminated string valid for the call.
+unsafe fn text(p: *const c_char) -> String {
     if p.is_null() {
         return String::new();
     }
-    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    CStr::from_ptr(p).to_string_lossy().into_owned()
 }
 
 /// Text of `len` bytes at `p` (tensor names carry their length; they may hold NULs).
-fn text_n(p: *const c_char, len: usize) -> String {
+/// Safety: `p` points at `len` readable bytes (any pointer when `len` is 0).
+unsafe fn text_n(p: *const c_char, len: usize) -> String {
     if len == 0 {
         return String::new();
     }
-    let bytes = unsafe { std::slice::from_raw_parts(p as *const u8, len) };
-    String::from_utf8_lossy(bytes).into_owned()
+    String::from_utf8_lossy(std::slice::from_raw_parts(p as *const u8, len)).into_owned()
 }
 
 /// Ok for SL_OK (0), otherwise the thread's last error.
@@ -205,17 +205,22 @@ fn check(status: c_int) -> Result<(), Error> {
     if status == 0 {
         return Ok(());
     }
-    Err(Error {
-        code: text(unsafe { ffi::sl_status_name(status) }),
-        message: text(unsafe { ffi::sl_last_error() }),
-    })
+    // Both strings are static or the thread's last error, valid until its next failure.
+    unsafe {
+        Err(Error {
+            code: text(ffi::sl_status_name(status)),
+            message: text(ffi::sl_last_error()),
+        })
+    }
 }
 
-fn shape_of(p: *const u64, ndim: usize) -> Vec<u64> {
+/// The `ndim` dimensions at `p`, copied.
+/// Safety: `p` points at `ndim` readable u64 (any pointer when `ndim` is 0).
+unsafe fn shape_of(p: *const u64, ndim: usize) -> Vec<u64> {
     if ndim == 0 {
         return Vec::new();
     }
-    unsafe { std::slice::from_raw_parts(p, ndim) }.to_vec()
+    std::slice::from_raw_parts(p, ndim).to_vec()
 }
 
 /// Checkpoint: an opened checkpoint (headers only), freed on drop. The C handle may be
@@ -251,12 +256,15 @@ impl Checkpoint {
                 bytes: 0,
             };
             check(unsafe { ffi::sl_checkpoint_tensor(self.0, i, &mut info) })?;
-            out.push((
-                text_n(info.name, info.name_len),
-                text(info.dtype),
-                shape_of(info.shape, info.ndim),
-                text(info.file),
-            ));
+            // Borrowed from the checkpoint, which outlives this call: copied now.
+            out.push(unsafe {
+                (
+                    text_n(info.name, info.name_len),
+                    text(info.dtype),
+                    shape_of(info.shape, info.ndim),
+                    text(info.file),
+                )
+            });
         }
         Ok(out)
     }
@@ -304,9 +312,11 @@ impl Report {
             .map(|i| {
                 let mut name = ptr::null();
                 let mut len = 0usize;
-                // Cannot fail for i < count.
-                let _ = unsafe { ffi::sl_report_item(self.0, list, i, &mut name, &mut len) };
-                text_n(name, len)
+                // Cannot fail for i < count; the name lives as long as the report.
+                unsafe {
+                    let _ = ffi::sl_report_item(self.0, list, i, &mut name, &mut len);
+                    text_n(name, len)
+                }
             })
             .collect()
     }
@@ -328,7 +338,11 @@ struct Parameter {
 impl Parameter {
     fn zeros(name: &str, shape: &[u64]) -> Parameter {
         let count = shape.iter().product::<u64>() as usize;
-        Parameter { name: name.to_string(), shape: shape.to_vec(), data: vec![0.0; count] }
+        Parameter {
+            name: name.to_string(),
+            shape: shape.to_vec(),
+            data: vec![0.0; count],
+        }
     }
 }
 
@@ -354,10 +368,20 @@ fn load_state_dict(
         .collect();
     let mut report = ptr::null_mut();
     let status = unsafe {
-        ffi::sl_load_into(checkpoint.0, targets.as_ptr(), targets.len(), options.0, &mut report)
+        ffi::sl_load_into(
+            checkpoint.0,
+            targets.as_ptr(),
+            targets.len(),
+            options.0,
+            &mut report,
+        )
     };
     let outcome = check(status);
-    let report = if report.is_null() { None } else { Some(Report(report)) };
+    let report = if report.is_null() {
+        None
+    } else {
+        Some(Report(report))
+    };
     (report, outcome)
 }
 
@@ -369,7 +393,12 @@ impl Loaded {
     fn find(&self, name: &str) -> Result<ffi::LoadedTensor, Error> {
         let mut index = 0usize;
         check(unsafe {
-            ffi::sl_loaded_find(self.0, name.as_ptr() as *const c_char, name.len(), &mut index)
+            ffi::sl_loaded_find(
+                self.0,
+                name.as_ptr() as *const c_char,
+                name.len(),
+                &mut index,
+            )
         })?;
         let mut t = ffi::LoadedTensor {
             name: ptr::null(),
@@ -389,7 +418,12 @@ impl Loaded {
     fn export(&self, name: &str) -> Result<DlPack, Error> {
         let mut index = 0usize;
         check(unsafe {
-            ffi::sl_loaded_find(self.0, name.as_ptr() as *const c_char, name.len(), &mut index)
+            ffi::sl_loaded_find(
+                self.0,
+                name.as_ptr() as *const c_char,
+                name.len(),
+                &mut index,
+            )
         })?;
         let mut dl = ptr::null_mut();
         check(unsafe { ffi::sl_loaded_export_dlpack(self.0, index, 0, &mut dl) })?;
@@ -417,7 +451,7 @@ impl Drop for DlPack {
 }
 
 fn run(path: &str) -> Result<(), Error> {
-    println!("shardload {}", text(unsafe { ffi::sl_version() }));
+    println!("shardload {}", unsafe { text(ffi::sl_version()) });
     let checkpoint = Checkpoint::open(path)?;
     for (name, dtype, shape, file) in checkpoint.tensors()? {
         println!("  {} {} {:?} in {}", name, dtype, shape, file);
@@ -430,7 +464,8 @@ fn run(path: &str) -> Result<(), Error> {
         Parameter::zeros("layers.2.weight", &[8, 8]),
         Parameter::zeros("head.weight", &[8]),
     ];
-    let (report, outcome) = load_state_dict(&checkpoint, &mut model, &Options::new()?.strict(false)?);
+    let (report, outcome) =
+        load_state_dict(&checkpoint, &mut model, &Options::new()?.strict(false)?);
     outcome?;
     let report = report.expect("a report");
     println!(
@@ -451,7 +486,10 @@ fn run(path: &str) -> Result<(), Error> {
         Ok(()) => panic!("a strict load with a missing key succeeded"),
         Err(e) => println!("strict: {}", e),
     }
-    println!("strict report missing {:?}", report.map(|r| r.names(ffi::REPORT_MISSING)));
+    println!(
+        "strict report missing {:?}",
+        report.map(|r| r.names(ffi::REPORT_MISSING))
+    );
 
     // A bad device string is refused by the options, with the C API's message.
     match Options::new()?.device("gpu:0") {
@@ -463,16 +501,27 @@ fn run(path: &str) -> Result<(), Error> {
     let defaults = Options::new()?;
     let mut loaded = ptr::null_mut();
     check(unsafe {
-        ffi::sl_load_all(checkpoint.0, defaults.0, ptr::null(), 0, &mut loaded, ptr::null_mut())
+        ffi::sl_load_all(
+            checkpoint.0,
+            defaults.0,
+            ptr::null(),
+            0,
+            &mut loaded,
+            ptr::null_mut(),
+        )
     })?;
     let loaded = Loaded(loaded);
     let t = loaded.find("layers.2.weight")?;
+    // Host memory of t.bytes bytes (the device is "cpu"), alive as long as `loaded`.
+    let (name, device, dtype) =
+        unsafe { (text_n(t.name, t.name_len), text(t.device), text(t.dtype)) };
+    assert!(device == "cpu" && dtype == "F32" && t.bytes == 256 && !t.data.is_null());
     let values = unsafe { std::slice::from_raw_parts(t.data as *const f32, 64) };
     println!(
         "loaded {} tensors; {} on {}: first {} last {}",
         unsafe { ffi::sl_loaded_count(loaded.0) },
-        text_n(t.name, t.name_len),
-        text(t.device),
+        name,
+        device,
         values[0],
         values[63]
     );
@@ -490,7 +539,9 @@ fn run(path: &str) -> Result<(), Error> {
         unsafe { ffi::sl_live_arena_sets() }
     );
     drop(dl);
-    println!("after the deleter: live arenas {}", unsafe { ffi::sl_live_arena_sets() });
+    println!("after the deleter: live arenas {}", unsafe {
+        ffi::sl_live_arena_sets()
+    });
     Ok(())
 }
 

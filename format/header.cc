@@ -97,34 +97,41 @@ bool OffsetLess(const TensorInfo& a, const TensorInfo& b) {
 
 // OrderScan: the order and tiling checks, done one tensor at a time as the tensors
 // are appended (while each is still in cache) instead of in passes over the vector.
-// Add(tensors, i) takes tensors[i], after tensors[0, i) were added in order.
-struct OrderScan {
-  // kNoFault: `fault` when the tensors added so far tile [0, running) exactly.
+// Not thread-safe; a value type (CheckTiling takes a copy and may restart it).
+class OrderScan {
+ public:
+  // kNoFault: fault() when the tensors added so far tile [0, running()) exactly.
   static constexpr size_t kNoFault = ~size_t{0};
 
+  // Add: takes tensors[i], after tensors[0, i) were added in order.
   void Add(const std::vector<TensorInfo>& tensors, size_t i) {
-    if (!sorted) return;
+    if (!sorted_) return;
     const TensorInfo& t = tensors[i];
     if (i > 0 && OffsetLess(t, tensors[i - 1])) {  // std::is_sorted's test
-      sorted = false;
+      sorted_ = false;
       return;
     }
-    if (fault != kNoFault) return;
-    if (t.begin != running) {
-      fault = i;
+    if (fault_ != kNoFault) return;
+    if (t.begin != running_) {
+      fault_ = i;
     } else {
-      running = t.end;
+      running_ = t.end;
     }
   }
 
-  // sorted: the tensors added are in OffsetLess order (the fields below only mean
-  // something while this holds).
-  bool sorted = true;
+  // sorted: whether the tensors added are in OffsetLess order (fault() and running()
+  // only mean something while this holds).
+  bool sorted() const { return sorted_; }
   // fault: the first position whose begin is not the end of the one before (a gap
   // when greater, an overlap when less), or kNoFault.
-  size_t fault = kNoFault;
-  // running: the end of the tiling before `fault` (of all the tensors when none).
-  uint64_t running = 0;
+  size_t fault() const { return fault_; }
+  // running: the end of the tiling before fault() (of all the tensors when none).
+  uint64_t running() const { return running_; }
+
+ private:
+  bool sorted_ = true;
+  size_t fault_ = kNoFault;
+  uint64_t running_ = 0;
 };
 
 // Context of one header parse: builds the messages.
@@ -452,7 +459,7 @@ Status HeaderParser::CheckTiling(Header& header, std::vector<uint64_t>& hashes,
   std::vector<TensorInfo>& tensors = header.tensors;
   // Writers usually emit offset order; sort (an index, then one permutation) only
   // when needed.
-  if (!scan.sorted) {
+  if (!scan.sorted()) {
     std::vector<uint32_t> order(tensors.size());
     std::iota(order.begin(), order.end(), 0u);
     std::sort(order.begin(), order.end(),
@@ -473,19 +480,19 @@ Status HeaderParser::CheckTiling(Header& header, std::vector<uint64_t>& hashes,
     return Error(StatusCode::kInvalidArgument,
                  "duplicate tensor name " + QuoteForMessage(tensors[dup].name));
   }
-  if (scan.fault != OrderScan::kNoFault) {
-    const TensorInfo& t = tensors[scan.fault];
-    if (t.begin > scan.running) {
+  if (scan.fault() != OrderScan::kNoFault) {
+    const TensorInfo& t = tensors[scan.fault()];
+    if (t.begin > scan.running()) {
       return TensorError(StatusCode::kInvalidArgument, t.name,
                          "data_offsets " + Range(t.begin, t.end) + " leave a gap after byte " +
-                             std::to_string(scan.running));
+                             std::to_string(scan.running()));
     }
-    const TensorInfo& prev = tensors[scan.fault - 1];  // running > 0 implies fault > 0
+    const TensorInfo& prev = tensors[scan.fault() - 1];  // running > 0 implies fault > 0
     return TensorError(StatusCode::kInvalidArgument, t.name,
                        "data_offsets " + Range(t.begin, t.end) + " overlap tensor " +
                            QuoteForMessage(prev.name) + " at " + Range(prev.begin, prev.end));
   }
-  header.data_size = scan.running;
+  header.data_size = scan.running();
   return OkStatus();
 }
 

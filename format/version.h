@@ -9,6 +9,10 @@ namespace shardload {
 
 // kVersion: "MAJOR.MINOR.PATCH" of this source tree, NUL-terminated, static. It goes up
 // with every addition to the C API (capi/shardload.h notes each function's "Added in").
+// Two other places state it and must change with it: sl_version's comment in
+// capi/shardload.h and PACKAGE_VERSION in python/shardload/_lib.py (the Python package
+// cannot ask the library which version it is meant for); python_shardload_test checks
+// that all three agree.
 inline constexpr char kVersion[] = "0.1.5";
 
 }  // namespace shardload

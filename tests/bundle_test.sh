@@ -37,12 +37,15 @@ check "make_bundle names a wheel ($wheel)" \
   test "$(basename "$wheel")" = "shardload-$version-py3-none-linux_$(uname -m).whl"
 check "the wheel exists" test -f "$wheel"
 cp "$wheel" "$tmp/" && wheel="$tmp/$(basename "$wheel")"
-# The same inputs and SOURCE_DATE_EPOCH give the same tarball and wheel, byte for byte.
-out2="$("$make_bundle" "$tmp/dist2" "$@")"
+# The same inputs and SOURCE_DATE_EPOCH give the same tarball and wheel, byte for byte,
+# whatever the caller's umask.
+out2="$(umask 002 && "$make_bundle" "$tmp/dist2" "$@")"
 check "the tarball is reproducible" cmp -s "$tarball" "$(sed -n 1p <<<"$out2")"
 check "the wheel is reproducible" cmp -s "$wheel" "$(sed -n 2p <<<"$out2")"
 check "tar entries are root's, sorted, dated SOURCE_DATE_EPOCH" test \
-  "$(tar -tvzf "$tarball" | awk '{ print $2, $4, $5 }' | sort -u)" = "0/0 2026-01-01 00:00"
+  "$(TZ=UTC tar -tvzf "$tarball" | awk '{ print $2, $4, $5 }' | sort -u)" = "0/0 2026-01-01 00:00"
+check "no group- or world-writable entry in the tarball" \
+  test -z "$(tar -tvzf "$tarball" | awk 'substr($1, 6, 1) == "w" || substr($1, 9, 1) == "w"')"
 rm -rf "$tmp/dist2"
 
 # Unpack elsewhere and remove what it was made from: nothing may refer back to it.
@@ -115,39 +118,46 @@ got="$(ldd "$tmp/app" | awk '$1 == "libshardload.so" { print $3 }')"
 check "C program uses the bundled library (ldd: $got)" \
   test "$(realpath -m "$got")" = "$(realpath -m "$b/lib/libshardload.so")"
 
-# The Python package from the bundle's python/ (no SHARDLOAD_LIBRARY), with torch when
-# an interpreter here has it.
-py=""
-for cand in /usr/bin/python3 python3; do
-  command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import torch' >/dev/null 2>&1 && { py="$cand"; break; }
-done
-if [ -n "$py" ]; then
-  out="$(env -u SHARDLOAD_LIBRARY PYTHONPATH="$b/python" "$py" - "$tmp/ck" <<'PY'
+# The Python package from the bundle's python/ and from the wheel, installed offline
+# by pip into a folder of its own (no SHARDLOAD_LIBRARY): the library version from
+# any interpreter with pip, and a load_file where one also has torch.
+# py_probe DIR: "<version> <library path>[ <tensors loaded>]" with PYTHONPATH=DIR.
+py_probe() {
+  env -u SHARDLOAD_LIBRARY PYTHONPATH="$1" "$py" - "$tmp/ck" <<'PY'
 import sys, shardload
 from shardload import _lib
-t = shardload.load_file(sys.argv[1])
-print(shardload.version(), len(t), _lib._lib._name)
+out = [shardload.version(), _lib._lib._name]
+try:
+    import torch  # noqa: F401
+except ImportError:
+    pass
+else:
+    out.append(str(len(shardload.load_file(sys.argv[1]))))
+print(" ".join(out))
 PY
-)"
-  check "Python loads with the bundled package ($out)" \
-    test "$out" = "$version 21 $b/python/shardload/libshardload.so"
-  # The wheel, installed offline by pip into a folder of its own.
+}
+py=""
+for cand in /usr/bin/python3 python3; do
+  command -v "$cand" >/dev/null 2>&1 && "$cand" -m pip --version >/dev/null 2>&1 && { py="$cand"; break; }
+done
+check "an interpreter with pip is here (tools/setup's /usr/bin/python3)" test -n "$py"
+if [ -n "$py" ]; then
+  torch_part=""
+  "$py" -c 'import torch' >/dev/null 2>&1 && torch_part=" 21"
+  [ -z "$torch_part" ] && echo "note: $py has no torch; load_file is not tried"
+  out="$(py_probe "$b/python")"
+  check "Python uses the bundled package ($out)" \
+    test "$out" = "$version $b/python/shardload/libshardload.so$torch_part"
   "$py" -m pip install --quiet --root-user-action=ignore --no-deps --no-index --target "$tmp/site" "$wheel"
   check "pip installs the wheel" test -f "$tmp/site/shardload/libshardload.so"
   check "pip recorded it" test -f "$tmp/site/shardload-$version.dist-info/RECORD"
-  out="$(env -u SHARDLOAD_LIBRARY PYTHONPATH="$tmp/site" "$py" - "$tmp/ck" <<'PY'
-import sys, shardload
-from shardload import _lib
-t = shardload.load_file(sys.argv[1])
-print(shardload.version(), len(t), _lib._lib._name)
-PY
-)"
-  check "Python loads with the installed wheel ($out)" \
-    test "$out" = "$version 21 $tmp/site/shardload/libshardload.so"
+  check "the wheel carries the licences" \
+    test -s "$tmp/site/shardload-$version.dist-info/licenses/THIRD_PARTY_NOTICES.txt"
+  out="$(py_probe "$tmp/site")"
+  check "Python uses the installed wheel ($out)" \
+    test "$out" = "$version $tmp/site/shardload/libshardload.so$torch_part"
   got="$(ldd "$tmp/site/shardload/libshardload.so" | awk '$1 == "libsimdjson.so.14" { print $3 }')"
   check "the wheel's library finds its own libsimdjson (ldd: $got)" \
     test "$(realpath -m "$got")" = "$(realpath -m "$tmp/site/shardload/libsimdjson.so.14")"
-else
-  echo "note: no interpreter with torch here; the Python part was not run"
 fi
 cli_check_done

@@ -69,6 +69,10 @@ check "--version extra: exit 2" test $rc -eq 2
 check "--version extra: says so" test "$(head -n 1 <<<"$err")" = \
   "shardload: --version takes no arguments"
 check "--help lists --version" grep -q -- '--version' <<<"$("$bin" --help)"
+out="$("$bin" version --help)"; rc=$?
+check "version --help exits 0" test $rc -eq 0
+check "version --help prints its usage" test "$(head -n 1 <<<"$out")" = \
+  "usage: shardload --version   (also: shardload version)"
 
 # An error naming a file whose name holds a newline is still one line on stderr.
 nl_dir="$tmp/two

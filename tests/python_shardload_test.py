@@ -2031,7 +2031,7 @@ class PythonTest(unittest.TestCase):
         self.assertEqual(shardload.__version__, shardload.version())
         for ok in ["0.1.5", "0.1.10", "0.2.0", "1.0.0"]:
             _lib.check_library_version(ok, "/x/libshardload.so")  # no error
-        for old in ["0.1.4", "0.0.9", "0.1", "garbage", ""]:
+        for old in ["0.1.4", "0.0.9", "0.1", "garbage", "", " 0.1.5", "1_0.0.0", "0.1.6rc1"]:
             with self.assertRaises(shardload.ShardloadError) as cm:
                 _lib.check_library_version(old, "/x/libshardload.so")
             self.assertEqual(cm.exception.code, "failed_precondition")
@@ -2071,6 +2071,37 @@ class PythonTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertTrue(r.stdout.startswith("failed_precondition | cannot load %s: " % bad),
                         r.stdout)
+
+    def _stub_library(self, name, c_source):
+        import subprocess
+        src, lib = self.path(name + ".c"), self.path(name + ".so")
+        with open(src, "w") as f:
+            f.write(c_source)
+        r = subprocess.run(["cc", "-shared", "-fPIC", "-o", lib, src], capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            self.skipTest("no C compiler to build a stub library: %s" % r.stderr)
+        return lib
+
+    def test_older_or_foreign_library_is_refused_on_first_use(self):
+        # Through lib() itself, in a fresh interpreter: an older library is named with
+        # its version; one without the functions the package binds is not usable.
+        probe = ("import shardload\n"
+                 "try:\n    shardload.cuda_device_count()\n"
+                 "except shardload.ShardloadError as e:\n    print(e.code, '|', e)\n")
+        old = self._stub_library("old", 'const char* sl_version(void) { return "0.1.4"; }\n')
+        r = self._run_python(probe, self.dir, old)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.strip(),
+                         "failed_precondition | %s is shardload 0.1.4; this Python package "
+                         "(0.1.5) needs 0.1.5 or newer (use the libshardload.so that came "
+                         "with it)" % old)
+        foreign = self._stub_library("foreign", "int unrelated(void) { return 1; }\n")
+        r = self._run_python(probe, self.dir, foreign)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(r.stdout.startswith(
+            "failed_precondition | %s is not a usable libshardload.so: " % foreign), r.stdout)
+        self.assertIn("sl_version", r.stdout)
 
     def test_host_pool_reuses_memory_with_reference_bytes(self):
         tensors = sample_tensors()

@@ -21,9 +21,15 @@
 #                                     libraries as a wheel (tools/make_wheel.py):
 #                                     pip install it --no-deps
 #
-# It prints the tarball, the wheel and the bundle folder, one per line. Existing output of the same name is
-# replaced only once the new one is complete.
+# It prints the tarball, the wheel and the bundle folder, one per line. Everything is
+# assembled in a hidden folder of DEST and moved into place at the end; output of the
+# same names is removed just before (nothing is left half-written on a failure).
+# Needs ldd, objdump (binutils), dpkg, tar, gzip and python3.
 set -euo pipefail
+umask 022  # the bundle's modes (and so the tarball's bytes) do not depend on the caller's
+for tool in ldd objdump dpkg dpkg-query tar gzip python3; do
+  command -v "$tool" >/dev/null || { echo "make_bundle: $tool is needed" >&2; exit 1; }
+done
 if [ $# -lt 6 ]; then
   echo "usage: $0 DEST SHARDLOAD LIBSHARDLOAD SHARDLOAD_H DLPACK_H PY_FILE..." >&2
   exit 2
@@ -61,7 +67,26 @@ host_provided() {
 mkdir -p "$root/licenses"
 notices=()
 bundled=()
+# licence_package FILE: the Debian package that installed FILE (tried as linked, as
+# resolved, and without a merged-/usr prefix, which dpkg may record either way).
+licence_package() {
+  local path pkg
+  for path in "$1" "$(readlink -f "$1")" "$(readlink -f "$1" | sed 's|^/usr/|/|')"; do
+    pkg="$(dpkg -S "$path" 2>/dev/null | grep -v '^diversion by' | head -n 1 | cut -d: -f1)" ||
+      true
+    [ -n "$pkg" ] && { echo "$pkg"; return 0; }
+  done
+  return 0
+}
 for file in "$bin" "$lib"; do
+  # The libraries the build linked, not those a caller's LD_LIBRARY_PATH would pick.
+  deps="$(env -u LD_LIBRARY_PATH ldd "$file")" ||
+    { echo "make_bundle: ldd $file failed" >&2; exit 1; }
+  if grep -q 'not found' <<<"$deps"; then
+    echo "make_bundle: $file needs libraries this machine lacks:" >&2
+    grep 'not found' <<<"$deps" >&2
+    exit 1
+  fi
   while read -r dep; do
     [ -n "$dep" ] || continue
     host_provided "$dep" && continue
@@ -69,14 +94,14 @@ for file in "$bin" "$lib"; do
     real="$(readlink -f "$dep")"
     install -m 0644 "$real" "$root/lib/$(basename "$dep")"
     bundled+=("$(basename "$dep")")
-    pkg="$(dpkg -S "$real" 2>/dev/null | head -n 1 | cut -d: -f1)" || pkg=""
+    pkg="$(licence_package "$dep")"
     if [ -z "$pkg" ] || [ ! -f "/usr/share/doc/$pkg/copyright" ]; then
       echo "make_bundle: no licence found for $real (not from a Debian package?)" >&2
       exit 1
     fi
     install -m 0644 "/usr/share/doc/$pkg/copyright" "$root/licenses/$pkg.copyright"
     notices+=("$(basename "$dep"): Debian package $pkg $(dpkg-query -W -f '${Version}' "$pkg"), licence in licenses/$pkg.copyright")
-  done < <(ldd "$file" | awk '/=> \// { print $3 }')
+  done < <(awk '/=> \// { print $3 }' <<<"$deps")
 done
 for f in libshardload.so "${bundled[@]}"; do cp "$root/lib/$f" "$root/python/shardload/"; done
 # The CUDA runtime is linked into both binaries (libcudart_static.a).
@@ -113,8 +138,8 @@ EOF
 # newest_version PREFIX FILE...: the newest PREFIX_x.y symbol version the files need.
 newest_version() {
   local prefix="$1"; shift
-  objdump -T "$@" 2>/dev/null | grep -o "(${prefix}_[0-9.]*)" | tr -d '()' |
-    sed "s/^${prefix}_//" | sort -uV | tail -n 1
+  { objdump -T "$@" 2>/dev/null || true; } | { grep -o "(${prefix}_[0-9.]*)" || true; } |
+    tr -d '()' | sed "s/^${prefix}_//" | sort -uV | tail -n 1
 }
 glibc="$(newest_version GLIBC "$root/bin/shardload" "$root"/lib/*.so*)"
 glibcxx="$(newest_version GLIBCXX "$root/bin/shardload" "$root"/lib/*.so*)"
@@ -140,7 +165,7 @@ LD_LIBRARY_PATH). Link or copy the folders as a whole: a symbolic link to
 libshardload.so alone makes \$ORIGIN its own folder.
 The host provides glibc ${glibc:-?} or newer, libstdc++ with GLIBCXX_${glibcxx:-?} or
 newer, and, for GPUs, an NVIDIA driver r580 or newer (the CUDA 13 runtime is linked in
-statically). The folder can be moved: nothing in it refers to where it was made.
+statically; \`bin/shardload devices\` says what it finds). The folder can be moved: nothing in it refers to where it was made.
 EOF
 
 # Reproducible: names sorted, one timestamp (SOURCE_DATE_EPOCH, which tools/package

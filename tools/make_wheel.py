@@ -21,6 +21,7 @@ import platform
 import re
 import sys
 import tempfile
+import time
 import zipfile
 
 
@@ -71,6 +72,10 @@ def main(argv):
     record_lines.append(dist_info + "/RECORD,,")
     entries.append((dist_info + "/RECORD", ("\n".join(record_lines) + "\n").encode(), 0o644))
 
+    # Entry dates: SOURCE_DATE_EPOCH (tools/package sets the commit's time), else 1980-01-01
+    # (zip's earliest), so that the same inputs give the same bytes.
+    epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "315532800"))
+    date_time = time.gmtime(max(epoch, 315532800))[:6]
     os.makedirs(out_dir, exist_ok=True)
     name = "shardload-%s-%s.whl" % (version, tag)
     fd, tmp = tempfile.mkstemp(prefix="." + name, dir=out_dir)
@@ -78,7 +83,7 @@ def main(argv):
         with os.fdopen(fd, "wb") as raw:
             with zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as z:
                 for arcname, data, mode in entries:
-                    info = zipfile.ZipInfo(arcname, date_time=(2026, 1, 1, 0, 0, 0))
+                    info = zipfile.ZipInfo(arcname, date_time=date_time)
                     info.external_attr = (0o100000 | mode) << 16  # a regular file, its mode
                     info.compress_type = zipfile.ZIP_DEFLATED
                     z.writestr(info, data)

@@ -73,8 +73,12 @@ func Open(path string) (*Checkpoint, error) {
 	return &Checkpoint{h}, nil
 }
 
-// Close frees the handle; tensors loaded from it stay valid.
-func (c *Checkpoint) Close() { C.sl_checkpoint_free(c.h) }
+// Close frees the handle (a second Close does nothing); tensors loaded from it stay
+// valid.
+func (c *Checkpoint) Close() {
+	C.sl_checkpoint_free(c.h)
+	c.h = nil
+}
 
 // Options are load options; Close frees them.
 type Options struct{ h *C.sl_options }
@@ -88,7 +92,11 @@ func NewOptions() (*Options, error) {
 	return &Options{h}, nil
 }
 
-func (o *Options) Close() { C.sl_options_free(o.h) }
+// Close frees the options (a second Close does nothing).
+func (o *Options) Close() {
+	C.sl_options_free(o.h)
+	o.h = nil
+}
 
 func flag(b bool) C.int {
 	if b {
@@ -237,7 +245,8 @@ func run(path string) error {
 			t.Data[0], t.Data[len(t.Data)-1])
 	}
 
-	// Readers on several goroutines share the arena; sums are checked against a serial pass.
+	// Readers on several goroutines share the arena; each sum is checked against a
+	// serial pass over the same tensor.
 	var wg sync.WaitGroup
 	sums := make([]float64, 8)
 	for g := range sums {
@@ -250,7 +259,15 @@ func run(path string) error {
 		}(g)
 	}
 	wg.Wait()
-	fmt.Printf("goroutine sums: %v\n", sums[:3])
+	same := true
+	for g, sum := range sums {
+		serial := 0.0
+		for _, v := range weights.byName[fmt.Sprintf("layers.%d.weight", g%3)].Data {
+			serial += float64(v)
+		}
+		same = same && sum == serial
+	}
+	fmt.Printf("goroutine sums: %v, equal to the serial sums: %v\n", sums[:3], same)
 	weights.Close()
 
 	// Concurrent loads of one checkpoint handle (it is safe to share).
@@ -303,7 +320,9 @@ func run(path string) error {
 		return err
 	}
 	defer C.sl_cancel_token_free(token)
-	C.sl_cancel_token_cancel(token)
+	if err := call(func() C.sl_status { return C.sl_cancel_token_cancel(token) }); err != nil {
+		return err
+	}
 	if err := call(func() C.sl_status { return C.sl_options_set_cancel_token(partial.h, token) }); err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import ctypes
 import errno
 import operator
 import os
+import re
 import threading
 
 _lock = threading.Lock()
@@ -197,10 +198,9 @@ PACKAGE_VERSION = "0.1.5"
 
 
 def _version_tuple(text):
-    try:
-        return tuple(int(part) for part in text.split("."))
-    except ValueError:
-        return None
+    """(major, minor, patch) of "X.Y.Z" (digits only), else None."""
+    m = re.fullmatch(r"([0-9]+)\.([0-9]+)\.([0-9]+)", text)
+    return tuple(int(g) for g in m.groups()) if m else None
 
 
 def check_library_version(found, path):
@@ -254,13 +254,17 @@ def lib():
             except OSError as e:  # e.g. a library it needs is missing or broken
                 raise ShardloadError("failed_precondition",
                                      "cannot load %s: %s" % (path, e)) from e
-            handle.sl_version.restype = ctypes.c_char_p
-            handle.sl_version.argtypes = []
-            check_library_version(handle.sl_version().decode(errors="replace"), path)
-            for name, (restype, argtypes) in _SIGNATURES.items():
-                fn = getattr(handle, name)
-                fn.restype = restype
-                fn.argtypes = argtypes
+            try:
+                handle.sl_version.restype = ctypes.c_char_p
+                handle.sl_version.argtypes = []
+                check_library_version(handle.sl_version().decode(errors="replace"), path)
+                for name, (restype, argtypes) in _SIGNATURES.items():
+                    fn = getattr(handle, name)
+                    fn.restype = restype
+                    fn.argtypes = argtypes
+            except AttributeError as e:  # a function missing: not (this) libshardload.so
+                raise ShardloadError("failed_precondition",
+                                     "%s is not a usable libshardload.so: %s" % (path, e)) from e
             _lib = handle
         return _lib
 
