@@ -2879,6 +2879,12 @@ class _XmlResult(unittest.TextTestResult):
 
 
 def main():
+    reference = "(not installed)"
+    if st is not None:
+        import safetensors
+        reference = safetensors.__version__
+    print("python %s, torch %s, safetensors %s" % (sys.version.split()[0], torch.__version__,
+                                                   reference), flush=True)
     shardload.set_library_path(os.path.abspath(sys.argv[1]))
     suite = unittest.defaultTestLoader.loadTestsFromTestCase(PythonTest)
     runner = unittest.TextTestRunner(verbosity=2, resultclass=_XmlResult)
