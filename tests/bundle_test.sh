@@ -160,4 +160,16 @@ if [ -n "$py" ]; then
   check "the wheel's library finds its own libsimdjson (ldd: $got)" \
     test "$(realpath -m "$got")" = "$(realpath -m "$tmp/site/shardload/libsimdjson.so.14")"
 fi
+# The wheel on the GPU machine's interpreter (Python 3.12 with torch 2.11), installed
+# with that interpreter's own pip, where tools/setup could make it.
+py312=/opt/shardload/torch-2.11-py312/bin/python
+if [ -x "$py312" ] && "$py312" -c 'import torch' >/dev/null 2>&1; then
+  py="$py312"
+  "$py" -m pip install --quiet --no-deps --no-index --target "$tmp/site312" "$wheel"
+  out="$(py_probe "$tmp/site312")"
+  check "Python 3.12 uses the installed wheel ($out)" \
+    test "$out" = "$version $tmp/site312/shardload/libshardload.so 21"
+else
+  echo "note: no $py312 with torch (tools/setup makes it where pyenv has a 3.12)"
+fi
 cli_check_done
