@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# examples/python_example_test.sh — run examples/python_model.py (through
-# python/run_with_torch.sh, which skips without torch) and check its report.
+# examples/python_example_test.sh LIBSHARDLOAD [--python PY] — run
+# examples/python_model.py (through python/run_with_torch.sh, which skips without torch;
+# with PY only, when given) and check its report.
 set -euo pipefail
-out=$(python/run_with_torch.sh examples/python_model.py "$1" "${TEST_TMPDIR:-/tmp}/py_example")
+lib="$1"; shift
+out=$(python/run_with_torch.sh "$@" examples/python_model.py "$lib" "${TEST_TMPDIR:-/tmp}/py_example")
 echo "$out"
 if grep -q '^SKIP' <<<"$out"; then exit 0; fi
 for line in "matched 7, missing 0, unexpected 0, mismatched 0" "weights equal: True" \

@@ -28,4 +28,5 @@ if [ -z "$py" ]; then
   exit 0
 fi
 export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}"
+echo "run_with_torch: $py ($("$py" -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__)'))" >&2
 exec "$py" "$script" "$PWD/$lib" "$@"
