@@ -2,8 +2,9 @@
 // serving process would hold weights: open a checkpoint once, load it into the
 // loader's own host arena (checking recorded hashes), view each tensor as a []float32
 // without copying, serve reads from several goroutines, and free the arena at the end.
-// Also: a named subset with non-strict matching and its report, a cancelled load, and
-// the error for a missing path.
+// Also: load_state_dict into buffers the program allocates in C memory, a named subset
+// with non-strict matching and its report, a cancelled load, and the error for a
+// missing path.
 //
 // Built and run by //examples:ffi_examples_test on the checkpoint examples/c_load
 // writes (three F32 [8, 8] tensors, layers.{0,1,2}.weight):
@@ -209,6 +210,61 @@ func (c *Checkpoint) Load(o *Options, names []string, shapes [][]uint64) (*Weigh
 	return w, report, nil
 }
 
+// LoadInto loads the named F32 tensors (load_state_dict) into buffers this program
+// allocates with C.malloc (cgo lets C write only into C memory, or pinned Go memory
+// from Go 1.21), returned as []float32 views; free them with FreeBuffers.
+func (c *Checkpoint) LoadInto(o *Options, names []string, shapes [][]uint64) ([][]float32, Report, error) {
+	var cmem []unsafe.Pointer
+	defer func() {
+		for _, p := range cmem {
+			C.free(p)
+		}
+	}()
+	dtype := C.CString("F32")
+	cmem = append(cmem, unsafe.Pointer(dtype))
+	targets := make([]C.sl_target, len(names)) // Go memory holding only C pointers
+	buffers := make([][]float32, len(names))
+	for i, name := range names {
+		count := 1
+		for _, d := range shapes[i] {
+			count *= int(d)
+		}
+		cname := C.CString(name)
+		shape := (*C.uint64_t)(C.malloc(C.size_t(8 * (len(shapes[i]) + 1))))
+		cmem = append(cmem, unsafe.Pointer(cname), unsafe.Pointer(shape))
+		for k, d := range shapes[i] {
+			unsafe.Slice(shape, len(shapes[i]))[k] = C.uint64_t(d)
+		}
+		data := C.calloc(C.size_t(count), 4)
+		buffers[i] = unsafe.Slice((*float32)(data), count)
+		targets[i] = C.sl_target{name: cname, name_len: C.size_t(len(name)), dtype: dtype,
+			shape: shape, ndim: C.size_t(len(shapes[i])), data: data}
+	}
+	var r *C.sl_report
+	err := call(func() C.sl_status {
+		return C.sl_load_into(c.h, &targets[0], C.size_t(len(targets)), o.h, &r)
+	})
+	var report Report
+	if r != nil {
+		report = reportOf(r)
+		C.sl_report_free(r)
+	}
+	if err != nil {
+		FreeBuffers(buffers)
+		return nil, report, err
+	}
+	return buffers, report, nil
+}
+
+// FreeBuffers frees buffers LoadInto allocated.
+func FreeBuffers(buffers [][]float32) {
+	for _, b := range buffers {
+		if len(b) > 0 {
+			C.free(unsafe.Pointer(&b[0]))
+		}
+	}
+}
+
 // Close frees the arena; the Tensors' Data must not be used after it.
 func (w *Weights) Close() {
 	C.sl_loaded_free(w.h)
@@ -289,6 +345,16 @@ func run(path string) error {
 	wg.Wait()
 	fmt.Printf("4 concurrent loads: errors %v, layers.1.weight[0] %v, live arenas %d\n",
 		errs, firsts, C.sl_live_arena_sets())
+
+	// load_state_dict into buffers the program owns (C memory), strict by default.
+	model := []string{"layers.0.weight", "layers.1.weight", "layers.2.weight"}
+	buffers, report, err := ckpt.LoadInto(opts, model, [][]uint64{{8, 8}, {8, 8}, {8, 8}})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("load_state_dict into C buffers: matched %d, layers.2.weight[9] = %g\n",
+		len(report.Matched), buffers[2][9])
+	FreeBuffers(buffers)
 
 	// A named subset, non-strict: what a partial model would take.
 	partial, err := NewOptions()
