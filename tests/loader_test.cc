@@ -264,7 +264,9 @@ TEST_F(LoaderTest, CpuDevicesWithAnIndexShareTheOneHostArena) {
     ASSERT_NE(t, nullptr) << s.name;
     EXPECT_EQ(t->device, (Device{Device::Kind::kCpu, 0})) << s.name;
     ASSERT_EQ(t->bytes, s.bytes.size());
-    if (!s.bytes.empty()) EXPECT_EQ(0, std::memcmp(t->data, s.bytes.data(), t->bytes)) << s.name;
+    if (!s.bytes.empty()) {
+      EXPECT_EQ(0, std::memcmp(t->data, s.bytes.data(), t->bytes)) << s.name;
+    }
   }
   options_.devices.set_default(Device{Device::Kind::kCpu, 5});
   Result<LoadedCheckpoint> by_map = LoadAll(*ckpt_, options_);
