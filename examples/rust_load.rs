@@ -223,9 +223,27 @@ unsafe fn shape_of(p: *const u64, ndim: usize) -> Vec<u64> {
     std::slice::from_raw_parts(p, ndim).to_vec()
 }
 
-/// Checkpoint: an opened checkpoint (headers only), freed on drop. The C handle may be
-/// used from several threads at once, so the wrapper is Send + Sync.
-struct Checkpoint(*mut ffi::Checkpoint);
+/// owned_handle!(Name, ffi::Type, free_fn): a wrapper owning one C handle, freed on drop.
+macro_rules! owned_handle {
+    ($(#[$doc:meta])* $name:ident, $ffi:ty, $free:path) => {
+        $(#[$doc])*
+        struct $name(*mut $ffi);
+
+        impl Drop for $name {
+            fn drop(&mut self) {
+                unsafe { $free(self.0) }
+            }
+        }
+    };
+}
+
+owned_handle!(
+    /// Checkpoint: an opened checkpoint (headers only), freed on drop. The C handle may
+    /// be used from several threads at once, so the wrapper is Send + Sync.
+    Checkpoint,
+    ffi::Checkpoint,
+    ffi::sl_checkpoint_free
+);
 unsafe impl Send for Checkpoint {}
 unsafe impl Sync for Checkpoint {}
 
@@ -270,14 +288,12 @@ impl Checkpoint {
     }
 }
 
-impl Drop for Checkpoint {
-    fn drop(&mut self) {
-        unsafe { ffi::sl_checkpoint_free(self.0) }
-    }
-}
-
-/// Options: load options (device "cpu", strict by default), freed on drop.
-struct Options(*mut ffi::Options);
+owned_handle!(
+    /// Options: load options (device "cpu", strict by default), freed on drop.
+    Options,
+    ffi::Options,
+    ffi::sl_options_free
+);
 
 impl Options {
     fn new() -> Result<Options, Error> {
@@ -296,14 +312,12 @@ impl Options {
     }
 }
 
-impl Drop for Options {
-    fn drop(&mut self) {
-        unsafe { ffi::sl_options_free(self.0) }
-    }
-}
-
-/// Report: a load's match report, freed on drop.
-struct Report(*mut ffi::Report);
+owned_handle!(
+    /// Report: a load's match report, freed on drop.
+    Report,
+    ffi::Report,
+    ffi::sl_report_free
+);
 
 impl Report {
     fn names(&self, list: c_int) -> Vec<String> {
@@ -319,12 +333,6 @@ impl Report {
                 }
             })
             .collect()
-    }
-}
-
-impl Drop for Report {
-    fn drop(&mut self) {
-        unsafe { ffi::sl_report_free(self.0) }
     }
 }
 
@@ -385,12 +393,17 @@ fn load_state_dict(
     (report, outcome)
 }
 
-/// Loaded: tensors in the loader's own arena (one reference), freed on drop; DLPack
-/// exports keep the arena alive after that.
-struct Loaded(*mut ffi::Loaded);
+owned_handle!(
+    /// Loaded: tensors in the loader's own arena (one reference), freed on drop; DLPack
+    /// exports keep the arena alive after that.
+    Loaded,
+    ffi::Loaded,
+    ffi::sl_loaded_free
+);
 
 impl Loaded {
-    fn find(&self, name: &str) -> Result<ffi::LoadedTensor, Error> {
+    /// index_of: the position of tensor `name`.
+    fn index_of(&self, name: &str) -> Result<usize, Error> {
         let mut index = 0usize;
         check(unsafe {
             ffi::sl_loaded_find(
@@ -400,6 +413,11 @@ impl Loaded {
                 &mut index,
             )
         })?;
+        Ok(index)
+    }
+
+    fn find(&self, name: &str) -> Result<ffi::LoadedTensor, Error> {
+        let index = self.index_of(name)?;
         let mut t = ffi::LoadedTensor {
             name: ptr::null(),
             name_len: 0,
@@ -416,24 +434,10 @@ impl Loaded {
 
     /// export: tensor `name` as a DLPack tensor that owns a reference to the arena.
     fn export(&self, name: &str) -> Result<DlPack, Error> {
-        let mut index = 0usize;
-        check(unsafe {
-            ffi::sl_loaded_find(
-                self.0,
-                name.as_ptr() as *const c_char,
-                name.len(),
-                &mut index,
-            )
-        })?;
+        let index = self.index_of(name)?;
         let mut dl = ptr::null_mut();
         check(unsafe { ffi::sl_loaded_export_dlpack(self.0, index, 0, &mut dl) })?;
         Ok(DlPack(dl))
-    }
-}
-
-impl Drop for Loaded {
-    fn drop(&mut self) {
-        unsafe { ffi::sl_loaded_free(self.0) }
     }
 }
 

@@ -904,20 +904,25 @@ static void TestKeptFilesAreBounded(void) {
   CHECK(CountOpenFds() == before);
 }
 
+/* SaveTwoShards: F32[4] tensors "a" and "b" as two 16-byte shards in the existing
+ * folder `dir` (sl_save_sharded). */
+static void SaveTwoShards(const char* dir, float a[4], float b[4]) {
+  static uint64_t four[1] = {4};
+  sl_tensor_view views[2] = {{"a", 1, "F32", four, 1, a}, {"b", 1, "F32", four, 1, b}};
+  CHECK_OK(sl_save_sharded(dir, views, 2, "16B", NULL, NULL, NULL, 0));
+}
+
 /* The files a handle keeps are of one save: once a rewrite of the same layout has
  * replaced a kept shard, a load that would read it next to shards opened now fails
  * (it would mix two saves), a read of another shard sees the new file without keeping
  * it, and sl_checkpoint_hold_files refuses; a kept file removed from disk likewise. */
 static void TestKeptFilesAreOfOneSave(void) {
-  static uint64_t four[1] = {4};
   float old_a[4] = {1, 2, 3, 4}, old_b[4] = {5, 6, 7, 8};
   float new_a[4] = {9, 10, 11, 12}, new_b[4] = {13, 14, 15, 16};
-  sl_tensor_view old_save[2] = {{"a", 1, "F32", four, 1, old_a}, {"b", 1, "F32", four, 1, old_b}};
-  sl_tensor_view new_save[2] = {{"a", 1, "F32", four, 1, new_a}, {"b", 1, "F32", four, 1, new_b}};
   char dir[8300];
   snprintf(dir, sizeof dir, "%s", Path("onesave"));
   mkdir(dir, 0755);
-  CHECK_OK(sl_save_sharded(dir, old_save, 2, "16B", NULL, NULL, NULL, 0));
+  SaveTwoShards(dir, old_a, old_b);
   sl_checkpoint* ck = NULL;
   CHECK_OK(sl_checkpoint_open(dir, &ck));
   CHECK(sl_checkpoint_shard_count(ck) == 2);
@@ -952,7 +957,7 @@ static void TestKeptFilesAreOfOneSave(void) {
   CHECK_OK(sl_checkpoint_read(ck, ia, 0, sizeof got, got));  /* keeps a's shard */
   CHECK(memcmp(got, old_a, sizeof got) == 0);
   CHECK(CountOpenFds() == fds_before + 1);
-  CHECK_OK(sl_save_sharded(dir, new_save, 2, "16B", NULL, NULL, NULL, 0));
+  SaveTwoShards(dir, new_a, new_b);
 
   sl_options* opt = NULL;
   sl_loaded* loaded = NULL;
@@ -1039,13 +1044,11 @@ static void* CancelAfter(void* arg) {
 /* A cancel token stops opens and loads waiting for the folder's lock, which a writer
  * publishing a rewrite holds (taken here with flock, as format/folder_lock.cc does). */
 static void TestCancelWhileWaitingForTheFolderLock(void) {
-  static uint64_t four[1] = {4};
   float a[4] = {1, 2, 3, 4}, b[4] = {5, 6, 7, 8};
-  sl_tensor_view views[2] = {{"a", 1, "F32", four, 1, a}, {"b", 1, "F32", four, 1, b}};
   char dir[8300];
   snprintf(dir, sizeof dir, "%s", Path("lockwait"));
   mkdir(dir, 0755);
-  CHECK_OK(sl_save_sharded(dir, views, 2, "16B", NULL, NULL, NULL, 0));
+  SaveTwoShards(dir, a, b);
   sl_checkpoint* ck = NULL;
   CHECK_OK(sl_checkpoint_open_with(dir, NULL, &ck));  /* NULL options: a plain open */
   sl_options* opt = NULL;

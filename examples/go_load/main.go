@@ -147,18 +147,16 @@ func reportOf(r *C.sl_report) Report {
 	return Report{list(C.SL_REPORT_MATCHED), list(C.SL_REPORT_MISSING), list(C.SL_REPORT_UNEXPECTED)}
 }
 
-// Load loads every stored tensor (names nil) or the named F32 tensors of the given
-// shapes into the loader's arena.
-func (c *Checkpoint) Load(o *Options, names []string, shapes [][]uint64) (*Weights, Report, error) {
-	// Targets point at C memory only (names, dtype, shapes), as cgo requires of Go
-	// memory passed to C.
-	var targets []C.sl_target
+// f32Targets: one F32 sl_target per name and shape, their names, dtype and shapes in C
+// memory (cgo forbids Go memory passed to C from holding Go pointers); data stays nil.
+// free releases that memory once the call that takes the targets has returned.
+func f32Targets(names []string, shapes [][]uint64) (targets []C.sl_target, free func()) {
 	var cmem []unsafe.Pointer
-	defer func() {
+	free = func() {
 		for _, p := range cmem {
 			C.free(p)
 		}
-	}()
+	}
 	dtype := C.CString("F32")
 	cmem = append(cmem, unsafe.Pointer(dtype))
 	for i, name := range names {
@@ -172,6 +170,23 @@ func (c *Checkpoint) Load(o *Options, names []string, shapes [][]uint64) (*Weigh
 		targets = append(targets, C.sl_target{name: cname, name_len: C.size_t(len(name)),
 			dtype: dtype, shape: shape, ndim: C.size_t(len(shapes[i]))})
 	}
+	return targets, free
+}
+
+// takeReport: the report's lists (empty for nil), the C report freed.
+func takeReport(r *C.sl_report) Report {
+	if r == nil {
+		return Report{}
+	}
+	defer C.sl_report_free(r)
+	return reportOf(r)
+}
+
+// Load loads every stored tensor (names nil) or the named F32 tensors of the given
+// shapes into the loader's arena.
+func (c *Checkpoint) Load(o *Options, names []string, shapes [][]uint64) (*Weights, Report, error) {
+	targets, free := f32Targets(names, shapes)
+	defer free()
 	var tp *C.sl_target
 	if len(targets) > 0 {
 		tp = &targets[0]
@@ -181,11 +196,7 @@ func (c *Checkpoint) Load(o *Options, names []string, shapes [][]uint64) (*Weigh
 	err := call(func() C.sl_status {
 		return C.sl_load_all(c.h, o.h, tp, C.size_t(len(targets)), &h, &r)
 	})
-	var report Report
-	if r != nil {
-		report = reportOf(r)
-		C.sl_report_free(r)
-	}
+	report := takeReport(r)
 	if err != nil {
 		return nil, report, err
 	}
@@ -211,44 +222,25 @@ func (c *Checkpoint) Load(o *Options, names []string, shapes [][]uint64) (*Weigh
 }
 
 // LoadInto loads the named F32 tensors (load_state_dict) into buffers this program
-// allocates with C.malloc (cgo lets C write only into C memory, or pinned Go memory
+// allocates with C.calloc (cgo lets C write only into C memory, or pinned Go memory
 // from Go 1.21), returned as []float32 views; free them with FreeBuffers.
 func (c *Checkpoint) LoadInto(o *Options, names []string, shapes [][]uint64) ([][]float32, Report, error) {
-	var cmem []unsafe.Pointer
-	defer func() {
-		for _, p := range cmem {
-			C.free(p)
-		}
-	}()
-	dtype := C.CString("F32")
-	cmem = append(cmem, unsafe.Pointer(dtype))
-	targets := make([]C.sl_target, len(names)) // Go memory holding only C pointers
+	targets, free := f32Targets(names, shapes)
+	defer free()
 	buffers := make([][]float32, len(names))
-	for i, name := range names {
+	for i := range targets {
 		count := 1
 		for _, d := range shapes[i] {
 			count *= int(d)
 		}
-		cname := C.CString(name)
-		shape := (*C.uint64_t)(C.malloc(C.size_t(8 * (len(shapes[i]) + 1))))
-		cmem = append(cmem, unsafe.Pointer(cname), unsafe.Pointer(shape))
-		for k, d := range shapes[i] {
-			unsafe.Slice(shape, len(shapes[i]))[k] = C.uint64_t(d)
-		}
-		data := C.calloc(C.size_t(count), 4)
-		buffers[i] = unsafe.Slice((*float32)(data), count)
-		targets[i] = C.sl_target{name: cname, name_len: C.size_t(len(name)), dtype: dtype,
-			shape: shape, ndim: C.size_t(len(shapes[i])), data: data}
+		targets[i].data = C.calloc(C.size_t(count), 4)
+		buffers[i] = unsafe.Slice((*float32)(targets[i].data), count)
 	}
 	var r *C.sl_report
 	err := call(func() C.sl_status {
 		return C.sl_load_into(c.h, &targets[0], C.size_t(len(targets)), o.h, &r)
 	})
-	var report Report
-	if r != nil {
-		report = reportOf(r)
-		C.sl_report_free(r)
-	}
+	report := takeReport(r)
 	if err != nil {
 		FreeBuffers(buffers)
 		return nil, report, err
