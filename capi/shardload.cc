@@ -1153,9 +1153,11 @@ sl_status sl_loaded_export_dlpack(sl_loaded* loaded, size_t index, int flags,
       const uint64_t limit = k + 1 == t.shape.size() && element_bytes > 1 ? kMaxDim / element_bytes
                                                                           : kMaxDim;
       if (t.shape[k] > limit) {
+        const std::string scaled =
+            limit == kMaxDim ? "" : " times " + std::to_string(element_bytes) + " bytes";
         return Fail(StatusCode::kOutOfRange,
                     "tensor " + QuoteName(t.name) + ": dimension " + std::to_string(k) + " (" +
-                        std::to_string(t.shape[k]) + ") does not fit DLPack's int64_t");
+                        std::to_string(t.shape[k]) + ")" + scaled + " does not fit DLPack's int64_t");
       }
     }
     auto e = std::make_unique<Export>();

@@ -600,7 +600,8 @@ sl_status sl_loaded_find(const sl_loaded* loaded, const char* name, size_t name_
  * thread). Dtype codes: F16/F32/F64 float, BF16 bfloat, I* int, U* uint, BOOL bool
  * (code 6, DLPack 0.8), C64 complex. Errors: SL_OUT_OF_RANGE for an index past the
  * end, and "tensor 'x': dimension K (N) does not fit DLPack's int64_t" (a zero-element
- * tensor may declare dimensions up to 2^64 - 1); SL_INVALID_ARGUMENT for unknown flags;
+ * tensor may declare dimensions up to 2^64 - 1; as bytes, "dimension K (N) times 4 bytes
+ * does not fit ..." for the scaled last dimension); SL_INVALID_ARGUMENT for unknown flags;
  * SL_UNIMPLEMENTED "tensor 'x': dtype F8_E4M3 has no DLPack type; export it with
  * SL_DLPACK_AS_BYTES" for F4/F6/F8 dtypes without the flag. */
 sl_status sl_loaded_export_dlpack(sl_loaded* loaded, size_t index, int flags,

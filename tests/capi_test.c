@@ -660,7 +660,8 @@ static void TestDlpackHugeDimsAndNullNames(void) {
   if (dl != NULL) dl->deleter(dl);
   dl = NULL;
   CHECK_ERR(sl_loaded_export_dlpack(loaded, ib, SL_DLPACK_AS_BYTES, &dl), SL_OUT_OF_RANGE,
-            "tensor 'big': dimension 1 (4611686018427387904) does not fit DLPack's int64_t");
+            "tensor 'big': dimension 1 (4611686018427387904) times 4 bytes does not fit "
+            "DLPack's int64_t");
   sl_loaded_free(loaded);
   sl_options_free(opt);
   sl_checkpoint_free(ck);

@@ -10,6 +10,7 @@ import gc
 import json
 import os
 import re
+import struct
 import sys
 import tempfile
 import threading
@@ -2826,6 +2827,79 @@ class PythonTest(unittest.TestCase):
         self.assertEqual((report["missing"], report["unexpected"]),
                          (["proj.weight", "proj.bias", "head.bias"],
                           ["aa", "zz", "head.extra"]))
+
+    def test_empty_tensors_of_dtypes_dlpack_lacks(self):
+        # Dtypes exported as bytes and viewed back (U16/U32/U64, BOOL, F8): an empty one
+        # with several dimensions came back as torch's (5, 0) byte tensor, strides (1, 1),
+        # which view(uint32) refused (RuntimeError "stride(0) must be divisible by 4").
+        # Found by the reference differential fuzzer (docs/HARDENING.md).
+        names = [("U16", "uint16"), ("U32", "uint32"), ("U64", "uint64"), ("BOOL", "bool"),
+                 ("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2")]
+        dtypes = [(st_name, getattr(torch, attr)) for st_name, attr in names
+                  if hasattr(torch, attr)]
+        self.assertIn("BOOL", [d for d, _ in dtypes])
+        tensors = {}
+        for st_name, dtype in dtypes:
+            for shape in [(5, 0), (0, 3), (2, 0, 4), (0,)]:
+                tensors["%s_%s" % (st_name, "x".join(map(str, shape)))] = torch.zeros(
+                    shape, dtype=dtype)
+            tensors[st_name + "_full"] = torch.ones(2, 3, dtype=dtype)
+        path = self.path("empty.safetensors")
+        shardload.save_file(tensors, path)
+        loaded = shardload.load_file(path)
+        with shardload.safe_open(path, framework="pt") as f:
+            opened = {name: f.get_tensor(name) for name in f.keys()}
+            sliced = {name: f.get_slice(name)[0:1] for name in f.keys()}
+        for name, t in tensors.items():
+            for got in (loaded[name], opened[name]):
+                self.assertEqual((got.dtype, tuple(got.shape)), (t.dtype, tuple(t.shape)), name)
+                self.assertTrue(same(got, t), name)
+            self.assertEqual((sliced[name].dtype, tuple(sliced[name].shape)),
+                             (t.dtype, tuple(t[0:1].shape)), name)
+        if st is not None:
+            ref = st.load_file(path)
+            for name in tensors:
+                self.assertEqual((loaded[name].dtype, loaded[name].shape),
+                                 (ref[name].dtype, ref[name].shape), name)
+
+    def test_dimensions_past_int64(self):
+        # A zero-element tensor may declare any 64-bit dimension. Past torch's int64 the
+        # tensor cannot exist in torch: a ShardloadError naming it (the reference raises
+        # torch's TypeError "Overflow when unpacking long long"), from every reader.
+        # Up to 2^63 - 1 it loads, also as a dtype exported as bytes, whose byte count
+        # (2 * (2^63 - 1)) would not fit (found by fuzz/reference_diff.py).
+        def write(dtype, shape):
+            h = json.dumps({"x": {"dtype": dtype, "shape": shape,
+                                  "data_offsets": [0, 0]}}).encode()
+            path = self.path("big.safetensors")
+            with open(path, "wb") as f:
+                f.write(struct.pack("<Q", len(h)) + h)
+            return path
+
+        readers = [lambda p: shardload.load_file(p)["x"],
+                   lambda p: shardload.safe_open(p).get_tensor("x"),
+                   lambda p: shardload.safe_open(p).get_slice("x")[:]]
+        dtypes = ["F32", "I8", "BOOL"] + (["U16"] if hasattr(torch, "uint16") else [])
+        for dtype in dtypes:
+            for shape, k in [([0, 1 << 63], 1), ([1 << 63, 0], 0), ([0, (1 << 64) - 1], 1)]:
+                path = write(dtype, shape)
+                for read in readers:
+                    with self.assertRaises(shardload.ShardloadError) as cm:
+                        read(path)
+                    self.assertEqual((cm.exception.code, cm.exception.message),
+                                     ("out_of_range",
+                                      "tensor 'x': dimension %d (%d) does not fit torch's "
+                                      "int64 sizes" % (k, shape[k])), (dtype, shape))
+                with shardload.safe_open(path) as f:  # the stored shape, as safetensors
+                    self.assertEqual(f.get_slice("x").get_shape(), shape)
+            path = write(dtype, [0, (1 << 63) - 1])
+            for read in readers:
+                t = read(path)
+                self.assertEqual((str(t.dtype), tuple(t.shape)),
+                                 (str(shardload._torch_dtype(dtype)), (0, (1 << 63) - 1)), dtype)
+        if hasattr(torch, "float4_e2m1fn_x2"):  # F4's torch shape halves the last one
+            t = shardload.load_file(write("F4", [0, 1 << 63]))["x"]
+            self.assertEqual(tuple(t.shape), (0, 1 << 62))
 
     def test_unsupported_dtype_errors_name_the_tensor_and_file(self):
         # A dtype the installed torch lacks (F6 in every torch; U16 before 2.3) names

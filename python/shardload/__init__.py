@@ -95,20 +95,33 @@ def _torch_dtype(name):
                          (name, torch.__version__))
 
 
+_MAX_DIM = (1 << 63) - 1  # torch sizes are int64
+
+
 def _torch_shape(name, dtype_name, shape):
     """The torch shape of a stored tensor: its stored shape, but for a packed dtype
     (F4) the last dimension divided by the values per element. ShardloadError
-    ("invalid_argument") when that does not divide, as safetensors refuses it."""
+    ("invalid_argument") when that does not divide, as safetensors refuses it;
+    ShardloadError("out_of_range") for a dimension past torch's int64 sizes (a
+    zero-element tensor may declare any 64-bit dimension)."""
     per = _PACKED.get(dtype_name)
     if per is None:
-        return list(shape)
+        return _checked_dims(name, list(shape))
     if not shape or shape[-1] % per:
         raise ShardloadError("invalid_argument",
                              "tensor %s: dtype %s loads as %s, which needs a last dimension "
                              "divisible by %d; got %s" % (_quote_name(name), dtype_name,
                                                           _torch_dtype(dtype_name), per,
                                                           list(shape)))
-    return list(shape[:-1]) + [shape[-1] // per]
+    return _checked_dims(name, list(shape[:-1]) + [shape[-1] // per])
+
+
+def _checked_dims(name, shape):
+    for k, d in enumerate(shape):
+        if d > _MAX_DIM:
+            raise ShardloadError("out_of_range", "tensor %s: dimension %d (%d) does not fit "
+                                 "torch's int64 sizes" % (_quote_name(name), k, d))
+    return shape
 
 
 def _stored_shape(t):
@@ -157,6 +170,13 @@ def _from_loaded(loaded, index, info):
     dtype_name = info.dtype.decode()
     target_dtype = _torch_dtype(dtype_name)
     native = dtype_name in _DLPACK_NATIVE
+    # out_of_range for a dimension past int64, worded as get_tensor words it.
+    shape = _torch_shape(_decode(info.name, info.name_len), dtype_name,
+                         [info.shape[i] for i in range(info.ndim)])
+    if not native and 0 in shape:
+        # No bytes to view: torch's empty byte tensor has strides view() refuses for a
+        # wider dtype, and as bytes the last dimension may overflow int64.
+        return torch.empty(shape, dtype=target_dtype, device=info.device.decode())
     managed = ctypes.c_void_p()
     _lib.check(l.sl_loaded_export_dlpack(loaded, index, 0 if native else _lib.SL_DLPACK_AS_BYTES,
                                          ctypes.byref(managed)))
@@ -171,8 +191,6 @@ def _from_loaded(loaded, index, info):
             _call_deleter(managed.value)
         raise
     if not native:
-        shape = _torch_shape(_decode(info.name, info.name_len), dtype_name,
-                             [info.shape[i] for i in range(info.ndim)])
         tensor = tensor.view(target_dtype).reshape(shape)
     return tensor
 
