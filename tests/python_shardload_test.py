@@ -2900,6 +2900,25 @@ class PythonTest(unittest.TestCase):
         if hasattr(torch, "float4_e2m1fn_x2"):  # F4's torch shape halves the last one
             t = shardload.load_file(write("F4", [0, 1 << 63]))["x"]
             self.assertEqual(tuple(t.shape), (0, 1 << 62))
+        # Each dimension fits but torch's strides overflow: torch 2.11 refuses
+        # [0, 2^40, 2^40] ("Stride calculation overflowed"), and shardload says so with
+        # out_of_range, where the reference raises torch's RuntimeError. (Shapes whose
+        # running product overflows before the zero, [2^40, 2^40, 0], which torch also
+        # refuses, are refused by the format's own size check, as by the reference.)
+        shape = [0, 1 << 40, 1 << 40]
+        try:
+            torch.empty(shape, device="meta")
+        except RuntimeError as e:  # torch 2.11
+            path = write("F32", shape)
+            for read in readers:
+                with self.assertRaises(shardload.ShardloadError) as cm:
+                    read(path)
+                self.assertEqual((cm.exception.code, cm.exception.message),
+                                 ("out_of_range", "tensor 'x': shape %s does not fit torch's "
+                                  "int64 sizes (%s)" % (shape, str(e).splitlines()[0])))
+        else:  # torch 1.13 makes it
+            self.assertEqual(tuple(shardload.load_file(write("F32", shape))["x"].shape),
+                             tuple(shape))
 
     def test_unsupported_dtype_errors_name_the_tensor_and_file(self):
         # A dtype the installed torch lacks (F6 in every torch; U16 before 2.3) names

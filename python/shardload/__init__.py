@@ -117,10 +117,25 @@ def _torch_shape(name, dtype_name, shape):
 
 
 def _checked_dims(name, shape):
+    """``shape`` when torch can make a tensor of it, else ShardloadError("out_of_range").
+    A zero-element tensor may declare any 64-bit dimensions (others have their bytes in
+    the file, so their sizes are small enough): torch refuses a dimension past int64,
+    and shapes whose strides or running size product overflow, by rules that differ
+    between torch versions, so such a shape is tried on the meta device (no memory)."""
     for k, d in enumerate(shape):
         if d > _MAX_DIM:
             raise ShardloadError("out_of_range", "tensor %s: dimension %d (%d) does not fit "
                                  "torch's int64 sizes" % (_quote_name(name), k, d))
+    bound = 1  # bounds every stride and running product torch computes
+    for d in shape:
+        bound *= max(d, 1)
+    if 0 in shape and bound > 1 << 62:
+        try:
+            _torch().empty(shape, dtype=_torch().uint8, device="meta")
+        except RuntimeError as e:
+            raise ShardloadError("out_of_range", "tensor %s: shape %s does not fit torch's "
+                                 "int64 sizes (%s)" % (_quote_name(name), shape,
+                                                       str(e).splitlines()[0])) from None
     return shape
 
 
