@@ -1,0 +1,521 @@
+#!/usr/bin/env python3
+"""fuzz/reference_diff.py — differential fuzzing of shardload against the Hugging Face
+reference reader (the ``safetensors`` package, framework "pt").
+
+    reference_diff.py [LIBSHARDLOAD] [--seed N] [--cases N] [--seconds S] [--keep DIR]
+                      [--verbose]
+
+Each case is a generated .safetensors file: a valid one (random names, dtypes, shapes,
+bytes and metadata), the same after structural mutations of its header (dtypes,
+shapes, offsets, key sets, metadata shapes, duplicate keys, overflowing shapes, serde's
+enum and sequence forms, deep nesting, short or long data) or after byte-level mutations of its JSON text (escapes, numbers written
+as 0.0 / -0 / 00 / 0e0, trailing commas, NULs, invalid UTF-8), sometimes with a wrong
+length prefix. Both readers open it and report keys, metadata, each tensor's dtype,
+shape and bytes (shardload's through torch, so only where the installed torch has the
+dtype, and twice: ``safe_open`` / ``get_tensor`` and ``load_file``). The two
+must agree: both accept with identical results, or both reject. The reference's
+answer is its Rust parser's (``safetensors.deserialize``: raw bytes for every dtype)
+plus ``safe_open(...).metadata()``.
+
+Intended differences, where shardload is stricter than the reference (INTENDED below;
+docs/ARCHITECTURE.md), are counted under their name and not failures: a key given twice,
+a dtype in serde's enum form ({"F32": null}), an entry in serde's sequence form, an
+unknown field nested past 32 levels. Everything else is a failure: a different verdict or different contents, or any
+exception from shardload other than ShardloadError (a crash in the Python layer). A
+crash of the native library ends the process, which fails the same way.
+
+Prints one line per distinct failure (with the case's header) and a summary; exits 1 on
+any failure. Deterministic for a seed. LIBSHARDLOAD: the library to use (else the
+package's own lookup, e.g. SHARDLOAD_LIBRARY). When torch or safetensors cannot be
+imported it exits 2, or, under Bazel (XML_OUTPUT_FILE set; //tests:reference_diff_test
+through python/run_with_torch.sh), prints SKIP and writes a skipped JUnit case.
+"""
+import argparse
+import json
+import os
+import random
+import struct
+import sys
+import tempfile
+import time
+
+# The DTYPES the generator draws from: every safetensors dtype, a few near misses, and
+# their element sizes in bits (None: not a dtype).
+DTYPE_BITS = {
+    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "I16": 16,
+    "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32, "C64": 64,
+    "F64": 64, "I64": 64, "U64": 64, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
+}
+NEAR_MISSES = ["f32", "F128", "I4", "E8M0", "FP4", "", "F32 ", "B0OL", "C128"]
+NAMES = ["a", "b", "w.0", "x", "layer.1.weight", "\u00e9", "", "\u0000z", " a", "a b",
+         "\u4e2d", "__metadata", "__metadata__x", "\U0001f600"]
+# INTENDED: where shardload rejects on purpose what the reference reads (docs/
+# ARCHITECTURE.md, "Where the project is stricter than the reference"), by the words of
+# shardload's error.
+# INTENDED_WRITES: where the writers differ on purpose. The reference writes a header
+# that is not JSON ({},"__metadata__":{}}) for no tensors and empty metadata, and
+# cannot read the file back (safetensors issues #466 / #601, still so in 0.8.0).
+INTENDED_WRITES = {"reference-writes-invalid"}
+INTENDED = {
+    "duplicate-key": "duplicate",                          # the reference keeps the last
+    "dtype-as-map": "dtype must be a string, got an object",   # serde's {"F32": null}
+    "entry-as-array": "entry must be an object, got an array",  # serde's field sequence
+    "deep-nesting": "header nests deeper than",            # past ParseOptions::max_depth
+}
+UNKNOWN = object()  # metadata the reference could not be asked for
+
+
+def nbytes(dtype, shape):
+    count = 1
+    for d in shape:
+        count *= d
+    bits = count * DTYPE_BITS[dtype]
+    return bits // 8 if bits % 8 == 0 else None
+
+
+def valid_case(r):
+    """A well-formed header (as a dict) and its data."""
+    hdr, data = {}, bytearray()
+    for i in range(r.choice([0, 1, 2, 3, 4, 5, 8])):
+        name = r.choice(NAMES) + str(i)
+        for _ in range(10):
+            dtype = r.choice(list(DTYPE_BITS))
+            shape = [r.choice([0, 1, 1, 2, 3, 4, 5, 8]) for _ in range(r.choice([0, 1, 1, 2, 2, 3, 4]))]
+            size = nbytes(dtype, shape)
+            if size is not None:
+                break
+        else:
+            dtype, shape, size = "U8", [1], 1
+        if dtype == "BOOL":
+            blob = bytes(r.choice([0, 1]) for _ in range(size))
+        else:
+            blob = bytes(r.getrandbits(8) for _ in range(size))
+        hdr[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + size]}
+        data += blob
+    if r.random() < 0.5:
+        hdr["__metadata__"] = {"format": "pt", "k": r.choice(["v", "", "\u00fc", "1"])}
+    return hdr, bytes(data)
+
+
+def two_ints(v):
+    return isinstance(v, list) and len(v) == 2 and all(type(x) is int for x in v)
+
+
+def mutate_structure(hdr, data, r):
+    """One structural change to a header dict and/or the data. May return a list of
+    (key, value) pairs instead of a dict, to write a key twice."""
+    keys = [k for k in hdr if k != "__metadata__" and isinstance(hdr[k], dict)]
+    k = r.choice(keys) if keys else None
+    t = hdr[k] if k is not None else None
+    m = r.randrange(23)
+    if m == 0 and t is not None:
+        t["dtype"] = r.choice(list(DTYPE_BITS) + NEAR_MISSES)
+    elif m == 1 and t is not None:
+        t["shape"] = r.choice([[-1], [1.0], ["2"], [2**63], [2**64], [2**64 - 1], None, "x",
+                               [1, [2]], [True], [0] * r.randint(0, 9), [1] * 70,
+                               [2**32, 2**32], [0, 2**63], [2**40, 2**40, 0], [2**62, 4, 0],
+                               [0, 2**64], [3, 2**61], [0, 2**40, 2**40], [0, 3, 2**62],
+                               [2**62, 0, 2**62]])
+    elif m == 2 and t is not None:
+        t["data_offsets"] = r.choice([[0], [1, 0], [0, 2**64], [-1, 0], [0.0, 0.0], None,
+                                      [0, 0, 0], ["0", "0"], [2**63, 2**63],
+                                      [0, len(data) + 1], [2**64 - 1, 2**64 - 1]])
+    elif m == 3 and t is not None and two_ints(t.get("data_offsets")):
+        t["data_offsets"][0] += r.choice([-1, 1])
+    elif m == 4 and t is not None and two_ints(t.get("data_offsets")):
+        t["data_offsets"][1] += r.choice([-1, 1])
+    elif m == 5 and t:
+        del t[r.choice(list(t))]
+    elif m == 6 and t is not None:
+        t[r.choice(["extra", "dtype2", "Dtype", "DATA_OFFSETS"])] = r.choice([1, "x", None, [], {}])
+    elif m == 7:
+        hdr["__metadata__"] = r.choice([None, [], {"a": 1}, {"a": None}, {"a": ["x"]},
+                                        {"a": {"b": "c"}}, {}, "x", {"": ""}, {"a": True}])
+    elif m == 8 and k is not None:
+        hdr[k] = r.choice([None, [], "x", 1, {}])
+    elif m == 9:
+        data += b"\0" * r.randint(1, 9)
+    elif m == 10 and data:
+        data = data[:-r.randint(1, min(9, len(data)))]
+    elif m == 11 and t is not None:  # the same key twice
+        pairs = list(hdr.items())
+        pairs.insert(r.randrange(len(pairs) + 1), (k, dict(t) if r.random() < 0.5 else
+                                                   dict(t, shape=[7])))
+        return pairs, data
+    elif m == 12 and "__metadata__" in hdr and isinstance(hdr["__metadata__"], dict):
+        return list(hdr.items()) + [("__metadata__", {"format": "np"})], data
+    elif m == 13 and t is not None and len(keys) > 1:
+        t["data_offsets"] = hdr[r.choice(keys)].get("data_offsets")
+    elif m == 14 and len(keys) > 1:  # two tensors' ranges swapped
+        a, b = r.sample(keys, 2)
+        hdr[a]["data_offsets"], hdr[b]["data_offsets"] = (hdr[b].get("data_offsets"),
+                                                          hdr[a].get("data_offsets"))
+    elif m == 15 and t is not None:
+        t["dtype"] = "BOOL"
+    elif m == 16 and t is not None and isinstance(t.get("dtype"), str):
+        t["dtype"] = t["dtype"].lower()
+    elif m == 17 and k is not None:  # renamed to something odd
+        hdr[r.choice(["__metadata__", "", "\ud800", "a\u0000", "x" * 300])] = hdr.pop(k)
+    elif m == 18 and t is not None:
+        t["shape"] = list(reversed(t.get("shape") or [])) + [1]
+    elif m == 19:
+        hdr = {"__metadata__": hdr.pop("__metadata__", {"a": "b"}), **hdr}
+    elif m == 20 and t is not None and isinstance(t.get("dtype"), str):  # serde's enum form
+        t["dtype"] = {t["dtype"]: None}
+    elif m == 21 and t is not None and {"dtype", "shape", "data_offsets"} <= set(t):
+        hdr[k] = [t["dtype"], t["shape"], t["data_offsets"]]  # serde's sequence form
+    elif m == 22 and t is not None:  # an unknown field nested deep
+        depth = r.choice([20, 30, 31, 32, 40, 100, 126, 127, 128, 129, 200])
+        t["deep"] = json.loads("[" * depth + "]" * depth)
+    return hdr, data
+
+
+def dump(hdr, r):
+    pairs = hdr if isinstance(hdr, list) else list(hdr.items())
+    sep = r.choice([(",", ":"), (", ", ": ")])
+    ascii_only = r.random() < 0.5
+    inner = sep[0].join(json.dumps(k, ensure_ascii=ascii_only) + sep[1] +
+                        json.dumps(v, ensure_ascii=ascii_only, separators=sep) for k, v in pairs)
+    return ("{" + inner + "}").encode("utf-8", "surrogatepass")
+
+
+def mutate_text(b, r):
+    """One byte-level change to the JSON text."""
+    m = r.randrange(16)
+    b = bytearray(b)
+    if m == 0 and b:
+        b[r.randrange(len(b))] = r.getrandbits(8)
+    elif m == 1 and b:
+        del b[r.randrange(len(b))]
+    elif m == 2:
+        b.insert(r.randrange(len(b) + 1), r.choice(b' \t\n\r,:{}[]"\\0e.-+\x00\x7f\xc3\xff'))
+    elif m == 3:
+        b[0:0] = b" " * r.randint(1, 3)
+    elif m == 4:
+        b += r.choice([b" ", b"\n", b"\x00", b"  ", b"\t", b"}", b" x", b"\r\n"])
+    replacements = {5: (b'"', b"'"), 6: (b":", b" : "), 7: (b"0", b"0.0"), 8: (b"0", b"-0"),
+                    9: (b"0", b"00"), 10: (b"0", b"0e0"), 11: (b'"a', b'"\\u0061'),
+                    12: (b'"', b'"\\ud800'), 13: (b"}", b",}"), 14: (b'"F', b'"\\u0046'),
+                    15: (b"]", b",]")}
+    if m in replacements:
+        old, new = replacements[m]
+        return bytes(b).replace(old, new, 1)
+    return bytes(b)
+
+
+def make_case(r):
+    hdr, data = valid_case(r)
+    for _ in range(r.choice([0, 0, 1, 1, 2])):
+        hdr, data = mutate_structure(hdr, data, r)
+        if isinstance(hdr, list):
+            break
+    text = dump(hdr, r)
+    if r.random() < 0.35:
+        text = mutate_text(text, r)
+    if r.random() < 0.7:
+        text += b" " * (-len(text) % 8)
+    prefix = len(text)
+    if r.random() < 0.04:
+        prefix = max(0, prefix + r.choice([-1, 1, 7, -8, 2**40, 2**63]))
+    return struct.pack("<Q", prefix) + text + data
+
+
+def tensor_bytes(torch, t):
+    return t.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b""
+
+
+def read_reference(path, torch, safetensors):
+    """('ok', result) or ('err', message). The tensors come from the reference's Rust
+    parser (safetensors.deserialize: names, dtype strings, shapes, raw bytes, whatever
+    torch has), the metadata from safe_open, which refuses the dtypes its torch mapping
+    lacks ("Dtype not understood: F6_E2M3"): then the metadata is not compared."""
+    with open(path, "rb") as f:
+        buf = f.read()
+    try:
+        tensors = {name: [info["dtype"], list(info["shape"]), bytes(info["data"])]
+                   for name, info in safetensors.deserialize(buf)}
+    except Exception as e:  # safetensors_rust.SafetensorError and friends
+        return "err", "%s: %s" % (type(e).__name__, e)
+    try:
+        with safetensors.safe_open(path, framework="pt") as f:
+            metadata = f.metadata()
+    except Exception as e:
+        if "Dtype not understood" not in str(e):
+            return "err", "safe_open: %s: %s" % (type(e).__name__, e)
+        metadata = UNKNOWN
+    return "ok", {"metadata": metadata, "tensors": tensors}
+
+
+def torch_lacks(e):
+    """Whether shardload's error says the installed torch cannot hold the tensor (no
+    such dtype, F4 with an odd last dimension, a dimension past int64), not that the
+    file is bad."""
+    return (e.code == "unimplemented" or
+            (e.code == "invalid_argument" and " loads as torch." in e.message) or
+            (e.code == "out_of_range" and "does not fit torch's int64 sizes" in e.message))
+
+
+def read_shardload(path, torch, shardload):
+    """('ok', result), ('err', message) or ('crash', message)."""
+    try:
+        with shardload.safe_open(path, framework="pt") as f:
+            result = {"metadata": f.metadata(), "tensors": {}}
+            for name in f.keys():
+                s = f.get_slice(name)
+                entry = [s.get_dtype(), list(s.get_shape()), None]
+                try:
+                    entry[2] = tensor_bytes(torch, f.get_tensor(name))
+                except shardload.ShardloadError as e:
+                    if not torch_lacks(e):
+                        raise
+                    entry[2] = "no torch dtype: %s" % e
+                result["tensors"][name] = entry
+        try:
+            whole = shardload.load_file(path)
+        except shardload.ShardloadError as e:
+            if not torch_lacks(e):
+                raise
+            whole = None
+        if whole is not None:
+            if list(whole) != list(result["tensors"]) and sorted(whole) != sorted(result["tensors"]):
+                return "crash", "load_file keys %r != safe_open keys %r" % (list(whole), list(result["tensors"]))
+            for name, t in whole.items():
+                if tensor_bytes(torch, t) != result["tensors"][name][2]:
+                    return "crash", "load_file and get_tensor disagree on %r" % name
+        return "ok", result
+    except shardload.ShardloadError as e:
+        return "err", "%s: %s" % (e.code, e.message)
+    except Exception as e:  # a bug in the Python layer (torch's messages run on for pages)
+        return "crash", "%s: %s" % (type(e).__name__, (str(e).splitlines() or [""])[0])
+
+
+def compare(ref, ours):
+    """None when they agree, the name of an intended difference, or a description."""
+    if ours[0] == "crash":
+        return "shardload raised " + ours[1]
+    if ref[0] == "err" and ours[0] == "err":
+        return None
+    if ref[0] == "ok" and ours[0] == "err":
+        for name, words in INTENDED.items():
+            if words in ours[1]:
+                return name
+        return "reference accepts, shardload rejects"
+    if ref[0] == "err":
+        return "reference rejects, shardload accepts"
+    a, b = ref[1], ours[1]
+    if a["metadata"] is not UNKNOWN and a["metadata"] != b["metadata"]:
+        return "metadata differs: %r vs %r" % (a["metadata"], b["metadata"])
+    if sorted(a["tensors"]) != sorted(b["tensors"]):
+        return "tensor names differ"
+    for name, (dtype, shape, data) in a["tensors"].items():
+        odtype, oshape, odata = b["tensors"][name]
+        if (dtype, shape) != (odtype, oshape):
+            return "tensor %r: %s %s vs %s %s" % (name, dtype, shape, odtype, oshape)
+        if isinstance(odata, bytes) and data != odata:  # else torch lacks the dtype
+            return "tensor %r: bytes differ" % name
+    return None
+
+
+# ----------------------------------------------------------------------------- writers
+
+TORCH_DTYPES = ["float32", "float16", "bfloat16", "float64", "int64", "int32", "int16",
+                "int8", "uint8", "bool", "complex64", "uint16", "uint32", "uint64",
+                "float8_e4m3fn", "float8_e5m2", "float8_e8m0fnu"]
+
+
+def random_tensor(torch, r, dtype):
+    shape = [r.choice([0, 1, 2, 3, 5]) for _ in range(r.choice([0, 1, 1, 2, 2, 3]))]
+    count = 1
+    for d in shape:
+        count *= d
+    if dtype == torch.bool:
+        return torch.tensor([r.choice([0, 1]) for _ in range(count)], dtype=torch.uint8
+                            ).bool().reshape(shape)
+    size = torch.empty(0, dtype=dtype).element_size()
+    raw = torch.tensor([r.getrandbits(8) for _ in range(count * size)], dtype=torch.uint8)
+    return raw.view(dtype).reshape(shape)
+
+
+def make_write_case(torch, r):
+    """(tensors, metadata) for both writers: random tensors and metadata, sometimes
+    with what both must refuse (shared memory, non-contiguous, non-tensor values,
+    non-str metadata)."""
+    dtypes = [getattr(torch, d) for d in TORCH_DTYPES if hasattr(torch, d)]
+    tensors = {}
+    for i in range(r.choice([0, 1, 2, 3, 4, 6])):
+        tensors[r.choice(NAMES) + r.choice(["", str(i), "x"])] = random_tensor(
+            torch, r, r.choice(dtypes))
+    m = r.randrange(12)
+    names = list(tensors)
+    if m == 0 and names:  # the same tensor twice
+        tensors[names[0] + "_tied"] = tensors[names[0]]
+    elif m == 1 and names and tensors[names[0]].numel() > 1:  # a view into another
+        tensors[names[0] + "_view"] = tensors[names[0]].reshape(-1)[1:]
+    elif m == 2:  # non-contiguous
+        tensors["t"] = torch.arange(6, dtype=torch.float32).reshape(2, 3).t()
+    elif m == 3:
+        tensors["n"] = r.choice([1, None, [1.0], "x"])
+    metadata = r.choice([None, None, {}, {"format": "pt"}])
+    if r.random() < 0.3:
+        metadata = {r.choice(["format", "k", "\u00e9", "z", "a", ""]) + str(k):
+                    r.choice(["pt", "", "v", "\u00fc"]) for k in range(r.randint(0, 4))}
+    if r.random() < 0.03:
+        metadata = r.choice([{"a": 1}, {1: "a"}, ["a"], "x", {"a": None}])
+    return tensors, metadata
+
+
+def parse_file(data):
+    """(header dict, data bytes) of a file, or None when its header is not JSON."""
+    if len(data) < 8:
+        return None
+    n = struct.unpack("<Q", data[:8])[0]
+    try:
+        return json.loads(data[8:8 + n]), data[8 + n:]
+    except ValueError:
+        return None
+
+
+def write_both(torch, st, shardload, tensors, metadata, tmp):
+    """The two writers' outcomes: ('ok', bytes) or ('err', 'Type: message')."""
+    out = []
+    for i, save in enumerate((st.save_file, shardload.save_file)):
+        path = os.path.join(tmp, "w%d.safetensors" % i)
+        try:
+            save(tensors, path, metadata=metadata)
+            with open(path, "rb") as f:
+                out.append(("ok", f.read()))
+        except shardload.ShardloadError as e:
+            out.append(("err", "ShardloadError: %s: %s" % (e.code, e.message)))
+        except Exception as e:
+            out.append(("err", "%s: %s" % (type(e).__name__, e)))
+    return out
+
+
+def compare_writes(safetensors, ref, ours, tensors, metadata):
+    """None when the writers agree (the same bytes, or with metadata of several keys,
+    which the reference writes in hash order, the same parsed header and data; or the
+    same exception type and message), the name of an intended difference, or a
+    description."""
+    if ref[0] == "err" or ours[0] == "err":
+        if ref == ours:
+            return None
+        return "writers differ: reference %s / shardload %s" % (
+            ref[1] if ref[0] == "err" else "writes", ours[1] if ours[0] == "err" else "writes")
+    try:
+        safetensors.deserialize(ours[1])
+    except Exception as e:
+        return "the reference cannot read shardload's file: %s" % e
+    if ref[1] == ours[1]:
+        return None
+    if parse_file(ref[1]) is None and parse_file(ours[1]) is not None and \
+            not tensors and metadata == {}:
+        return "reference-writes-invalid"
+    if isinstance(metadata, dict) and len(metadata) > 1 and \
+            parse_file(ref[1]) == parse_file(ours[1]):
+        return None
+    return "files differ"
+
+
+def run_writes(args, cases, torch, safetensors, st, shardload, r, tmp):
+    counts, failures = {"same-write": 0, "same-refusal": 0}, {}
+    for i in range(cases):
+        tensors, metadata = make_write_case(torch, r)
+        ref, ours = write_both(torch, st, shardload, tensors, metadata, tmp)
+        verdict = compare_writes(safetensors, ref, ours, tensors, metadata)
+        if verdict is None:
+            counts["same-write" if ref[0] == "ok" else "same-refusal"] += 1
+        elif verdict in INTENDED_WRITES:
+            counts[verdict] = counts.get(verdict, 0) + 1
+        else:
+            kind = verdict.split(":")[0]
+            failures[kind] = failures.get(kind, 0) + 1
+            if failures[kind] == 1 or args.verbose:
+                print("case %d: %s\n  tensors: %s\n  metadata: %r" % (
+                    i, verdict, {k: (str(v.dtype), tuple(v.shape)) if hasattr(v, "dtype") else v
+                                 for k, v in tensors.items()}, metadata))
+    return counts, failures
+
+
+def run_reads(args, torch, safetensors, shardload, r, tmp):
+    counts, failures = {"same-accept": 0, "same-reject": 0}, {}
+    path = os.path.join(tmp, "case.safetensors")
+    for i in range(args.cases):
+        buf = make_case(r)
+        with open(path, "wb") as f:
+            f.write(buf)
+        ref = read_reference(path, torch, safetensors)
+        ours = read_shardload(path, torch, shardload)
+        verdict = compare(ref, ours)
+        if verdict is None:
+            counts["same-accept" if ref[0] == "ok" else "same-reject"] += 1
+        elif verdict in INTENDED:
+            counts[verdict] = counts.get(verdict, 0) + 1
+        else:
+            kind = verdict.split(":")[0]
+            failures[kind] = failures.get(kind, 0) + 1
+            if failures[kind] == 1 or args.verbose:
+                size = struct.unpack("<Q", buf[:8])[0]
+                print("case %d: %s\n  header: %r\n  reference: %s\n  shardload: %s" % (
+                    i, verdict, buf[8:8 + min(size, 400)],
+                    ref[1] if ref[0] == "err" else "accepts",
+                    ours[1] if ours[0] != "ok" else "accepts"))
+            if args.keep:
+                os.makedirs(args.keep, exist_ok=True)
+                with open(os.path.join(args.keep, "case-%d-%d.safetensors" % (args.seed, i)),
+                          "wb") as f:
+                    f.write(buf)
+    return counts, failures
+
+
+def skip(why):
+    """Exit status 2, or under Bazel a skipped JUnit case and 0."""
+    xml = os.environ.get("XML_OUTPUT_FILE")
+    if not xml:
+        print(why, file=sys.stderr)
+        return 2
+    print("SKIP: " + why)
+    with open(xml, "w") as f:
+        f.write('<?xml version="1.0" encoding="UTF-8"?>\n<testsuites><testsuite '
+                'name="reference_diff" tests="1" skipped="1"><testcase name="reference_diff" '
+                'classname="reference_diff"><skipped message="%s"/></testcase></testsuite>'
+                '</testsuites>\n' % why)
+    return 0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("library", nargs="?", help="libshardload.so to load")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--cases", type=int, default=2000, help="read cases")
+    parser.add_argument("--write-cases", type=int, default=0, help="write cases")
+    parser.add_argument("--keep", help="write each failing read case into this folder")
+    parser.add_argument("--verbose", action="store_true", help="print every failing case")
+    args = parser.parse_args()
+    try:
+        import torch
+        import safetensors
+        import safetensors.torch as st
+        import shardload
+    except ImportError as e:
+        return skip("reference_diff: cannot import %s" % e.name)
+    if args.library:
+        shardload.set_library_path(os.path.abspath(args.library))
+    status = 0
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TEST_TMPDIR")) as tmp:
+        for what, n, run in [
+                ("reads", args.cases, lambda r: run_reads(args, torch, safetensors, shardload, r, tmp)),
+                ("writes", args.write_cases,
+                 lambda r: run_writes(args, n, torch, safetensors, st, shardload, r, tmp))]:
+            if n == 0:
+                continue
+            counts, failures = run(random.Random(args.seed))
+            print("reference_diff %s: seed %d, %d cases: %s; %d failures%s" % (
+                what, args.seed, n, ", ".join("%s %d" % kv for kv in sorted(counts.items())),
+                sum(failures.values()), "" if not failures else " (" + ", ".join(
+                    "%s: %d" % kv for kv in sorted(failures.items())) + ")"))
+            status = 1 if failures else status
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
