@@ -1035,6 +1035,29 @@ class PythonTest(unittest.TestCase):
                 self.assertEqual(list(got.shape), list(w[key].shape), key)
                 self.assertTrue(torch.equal(got, w[key]), key)
 
+    def test_get_slice_several_ellipses_index_like_torch(self):
+        # torch 2.11 takes several Ellipses in one key on a CPU tensor ((..., 2:2, ...,
+        # 0:) of a [3, 3, 2] tensor is [3, 0, 2]) but refuses them on the meta device
+        # ("Dimension out of range"), which get_slice used to check keys with; torch
+        # 1.13 refuses both. Found by fuzz/reference_diff.py --slice-cases.
+        w = torch.arange(18, dtype=torch.float32).reshape(3, 3, 2)
+        shardload.save_file({"w": w}, self.path("e.safetensors"))
+        keys = [(Ellipsis, slice(2, 2), Ellipsis, slice(0, None)),
+                (Ellipsis, Ellipsis), (Ellipsis, 1, Ellipsis), [slice(1, 3), Ellipsis, Ellipsis],
+                (slice(None), Ellipsis, Ellipsis, 0)]
+        with shardload.safe_open(self.path("e.safetensors")) as f:
+            for key in keys:
+                try:
+                    want = w[key]
+                except IndexError as e:
+                    with self.assertRaises(IndexError) as cm:
+                        f.get_slice("w")[key]
+                    self.assertEqual(str(cm.exception), str(e), key)
+                    continue
+                got = f.get_slice("w")[key]
+                self.assertEqual(list(got.shape), list(want.shape), key)
+                self.assertTrue(torch.equal(got, want), key)
+
     def test_get_slice_bool_list_masks(self):
         w = torch.arange(12, dtype=torch.float32).reshape(3, 4)
         shardload.save_file({"w": w}, self.path("m.safetensors"))
@@ -2919,6 +2942,22 @@ class PythonTest(unittest.TestCase):
         else:  # torch 1.13 makes it
             self.assertEqual(tuple(shardload.load_file(write("F32", shape))["x"].shape),
                              tuple(shape))
+        # Near 2^62: torch 1.13 makes [0, 3, 2^62 - 10^7] with torch.empty but its
+        # reshape fails ("Expected !is_symbolic()"); every reader gives the shape there
+        # (torch 2.11: out_of_range, its strides overflow). Found by reference_diff.py.
+        shape = [0, 3, (1 << 62) - 10**7]
+        path = write("I32", shape)
+        try:
+            torch.empty(shape, dtype=torch.int32, device="meta")
+            want = tuple(shape)
+        except RuntimeError:
+            want = "out_of_range"
+        for read in readers:
+            try:
+                got = tuple(read(path).shape)
+            except shardload.ShardloadError as e:
+                got = e.code
+            self.assertEqual(got, want)
 
     def test_unsupported_dtype_errors_name_the_tensor_and_file(self):
         # A dtype the installed torch lacks (F6 in every torch; U16 before 2.3) names

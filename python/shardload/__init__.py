@@ -570,10 +570,12 @@ class _Slice:
         else:
             key = _bool_lists_as_masks(key)
         # safetensors fails on invalid keys exactly as torch indexing does: index a
-        # storage-less tensor of the same shape first to raise the same errors (too many
-        # indices, zero or negative steps, out-of-range ints) before reading anything
-        # (and the warning torch 2.x gives for a list read as a tuple).
-        torch.empty(shape, dtype=torch.uint8, device="meta")[key]
+        # one-byte tensor expanded to the same shape (a view, no memory) first to raise
+        # the same errors (too many indices, zero or negative steps, out-of-range ints)
+        # before reading anything (and the warning torch 2.x gives for a list read as a
+        # tuple). Not the meta device: torch 2.11 refuses several Ellipses there and
+        # takes them on CPU tensors.
+        torch.zeros((), dtype=torch.uint8).expand(shape)[key]
         if as_tuple:
             key = tuple(key)
         elif not isinstance(key, tuple):
@@ -753,10 +755,13 @@ class safe_open(_lib.Closing):
             row_bytes, lo, hi = info.bytes, 0, 1
             out_shape = []
         nbytes = (hi - lo) * row_bytes
+        if nbytes == 0:
+            # Nothing to read or view (torch 1.13's reshape of an empty byte tensor fails
+            # on dimensions near 2^62, "Expected !is_symbolic()"): make it.
+            return torch.empty(out_shape, dtype=dtype, device=self._device)
         buf = torch.empty(nbytes, dtype=torch.uint8)
-        if nbytes:
-            _lib.check(_lib.lib().sl_checkpoint_read(ckpt.handle, ckpt.index[name],
-                                                     lo * row_bytes, nbytes, buf.data_ptr()))
+        _lib.check(_lib.lib().sl_checkpoint_read(ckpt.handle, ckpt.index[name],
+                                                 lo * row_bytes, nbytes, buf.data_ptr()))
         t = buf.view(dtype).reshape(out_shape)
         if self._device != "cpu":
             t = t.to(self._device)
