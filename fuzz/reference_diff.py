@@ -1,34 +1,52 @@
 #!/usr/bin/env python3
-"""fuzz/reference_diff.py — differential fuzzing of shardload against the Hugging Face
-reference reader (the ``safetensors`` package, framework "pt").
+"""fuzz/reference_diff.py — differential fuzzing of shardload's Python package against
+the Hugging Face reference (the ``safetensors`` package, framework "pt").
 
-    reference_diff.py [LIBSHARDLOAD] [--seed N] [--cases N] [--seconds S] [--keep DIR]
-                      [--verbose]
+    reference_diff.py [LIBSHARDLOAD] [--seed N] [--cases N] [--write-cases N]
+                      [--model-cases N] [--slice-cases N] [--keep DIR] [--verbose]
 
-Each case is a generated .safetensors file: a valid one (random names, dtypes, shapes,
-bytes and metadata), the same after structural mutations of its header (dtypes,
-shapes, offsets, key sets, metadata shapes, duplicate keys, overflowing shapes, serde's
-enum and sequence forms, deep nesting, short or long data) or after byte-level mutations of its JSON text (escapes, numbers written
-as 0.0 / -0 / 00 / 0e0, trailing commas, NULs, invalid UTF-8), sometimes with a wrong
-length prefix. Both readers open it and report keys, metadata, each tensor's dtype,
-shape and bytes (shardload's through torch, so only where the installed torch has the
-dtype, and twice: ``safe_open`` / ``get_tensor`` and ``load_file``). The two
-must agree: both accept with identical results, or both reject. The reference's
-answer is its Rust parser's (``safetensors.deserialize``: raw bytes for every dtype)
-plus ``safe_open(...).metadata()``.
+Reads (--cases, default 2000). Each case is a generated .safetensors file: a valid one
+(random names, dtypes, shapes, bytes and metadata), the same after structural mutations
+of its header (dtypes, shapes, offsets, key sets, metadata shapes, duplicate keys,
+overflowing shapes, serde's enum and sequence forms, deep nesting, short or long data)
+or after byte-level mutations of its JSON text (escapes, numbers written as 0.0 / -0 /
+00 / 0e0, trailing commas, NULs, invalid UTF-8), sometimes with a wrong length prefix.
+Both readers open it and report keys, metadata, each tensor's dtype, shape and bytes.
+The reference's answer is its Rust parser's (``safetensors.deserialize``: raw bytes for
+every dtype) plus ``safe_open(...).metadata()``; shardload's goes through torch (bytes
+only where the installed torch has the dtype), twice: ``safe_open`` / ``get_tensor`` and
+``load_file``. Both must accept with identical results, or both reject. Intended
+differences, where shardload is stricter (INTENDED below; docs/ARCHITECTURE.md), are
+counted by name: a key given twice, a dtype in serde's enum form ({"F32": null}), an
+entry in serde's sequence form, an unknown field nested past 32 levels.
 
-Intended differences, where shardload is stricter than the reference (INTENDED below;
-docs/ARCHITECTURE.md), are counted under their name and not failures: a key given twice,
-a dtype in serde's enum form ({"F32": null}), an entry in serde's sequence form, an
-unknown field nested past 32 levels. Everything else is a failure: a different verdict or different contents, or any
-exception from shardload other than ShardloadError (a crash in the Python layer). A
-crash of the native library ends the process, which fails the same way.
+Writes (--write-cases). Random tensor dicts and metadata, sometimes with what both must
+refuse, go to ``safetensors.torch.save_file`` and ``shardload.save_file``: the same bytes
+(for metadata of two or more keys, which the reference writes in hash order, the same
+parsed header and data) and a file the reference reads back, or the same exception type
+and message. Intended: INTENDED_WRITES.
 
-Prints one line per distinct failure (with the case's header) and a summary; exits 1 on
-any failure. Deterministic for a seed. LIBSHARDLOAD: the library to use (else the
-package's own lookup, e.g. SHARDLOAD_LIBRARY). When torch or safetensors cannot be
-imported it exits 2, or, under Bazel (XML_OUTPUT_FILE set; //tests:reference_diff_test
-through python/run_with_torch.sh), prints SKIP and writes a skipped JUnit case.
+load_model (--model-cases). Small random models (embeddings, linears, norms with
+buffers, nested blocks, tied heads, other dtypes) and checkpoints saved from them by
+``save_model`` or from a mutated state dict (keys dropped or added, shapes or dtypes
+changed) go to ``safetensors.torch.load_model`` and ``shardload.load_model`` on equal
+copies, strict or not: the same (missing, unexpected) lists in the same order, or the
+same exception type and message, and the same model contents afterwards.
+
+get_slice (--slice-cases). Random keys (ints, slices with any bounds and steps, int
+lists, bools, Ellipsis, None, tuples and lists of them) index ``get_slice(name)`` of
+random tensors through both ``safe_open``: the same tensor, or the same exception type
+and message (for keys with several Ellipses, the same type: torch's words there depend
+on the tensor's strides).
+
+Everything else is a failure, and so is any exception from shardload other than
+ShardloadError where the reference raises none (a crash in the Python layer). A crash of
+the native library ends the process, which fails the same way. Prints each distinct
+failure once (--verbose: every one) and a summary per mode; exits 1 on any failure.
+Deterministic for a seed. LIBSHARDLOAD: the library to use (else the package's own
+lookup, e.g. SHARDLOAD_LIBRARY). When torch or safetensors cannot be imported it exits
+2, or, under Bazel (XML_OUTPUT_FILE set; //tests:reference_diff_test through
+python/run_with_torch.sh), prints SKIP and writes a skipped JUnit case.
 """
 import argparse
 import json
@@ -37,7 +55,6 @@ import random
 import struct
 import sys
 import tempfile
-import time
 
 # The DTYPES the generator draws from: every safetensors dtype, a few near misses, and
 # their element sizes in bits (None: not a dtype).
@@ -436,6 +453,198 @@ def run_writes(args, cases, torch, safetensors, st, shardload, r, tmp):
     return counts, failures
 
 
+# ----------------------------------------------------------------------------- load_model
+
+def random_module(torch, r, tie):
+    """A small model: Linear / Embedding / LayerNorm / BatchNorm1d layers (parameters,
+    buffers, num_batches_tracked), sometimes a bias-free layer, a non-persistent buffer,
+    a nested block, a tied head."""
+    nn = torch.nn
+    width = r.choice([2, 3, 4])
+    root = nn.Module()
+    root.embed = nn.Embedding(r.choice([3, 5]), width)
+    layers = []
+    for _ in range(r.choice([0, 1, 2, 3])):
+        kind = r.randrange(4)
+        if kind == 0:
+            layers.append(nn.Linear(width, width, bias=r.random() < 0.7))
+        elif kind == 1:
+            layers.append(nn.LayerNorm(width))
+        elif kind == 2:
+            layers.append(nn.BatchNorm1d(width))
+        else:
+            block = nn.Module()
+            block.inner = nn.Linear(width, width)
+            if r.random() < 0.5:
+                block.register_buffer("scale", torch.ones(width), persistent=r.random() < 0.5)
+            layers.append(block)
+    root.layers = nn.ModuleList(layers)
+    root.head = nn.Linear(width, root.embed.num_embeddings, bias=False)
+    if tie:
+        root.head.weight = root.embed.weight
+    return root
+
+
+def mutate_state(torch, r, state):
+    """A checkpoint dict from a model's state_dict: sometimes a key dropped, an extra
+    key, a shape changed, a dtype changed, or a tied entry left out."""
+    state = {k: v.detach().clone() for k, v in state.items()}
+    keys = list(state)
+    for _ in range(r.choice([0, 0, 1, 2])):
+        m = r.randrange(5)
+        if m == 0 and keys:
+            state.pop(r.choice(keys), None)
+        elif m == 1:
+            state[r.choice(["extra", "layers.9.weight", "head.bias", "embed.weight2"])] = \
+                torch.zeros(2)
+        elif m == 2 and keys:
+            k = r.choice(keys)
+            if k in state and state[k].dim() > 0:
+                state[k] = torch.zeros([d + 1 for d in state[k].shape], dtype=state[k].dtype)
+        elif m == 3 and keys:
+            k = r.choice(keys)
+            if k in state and state[k].is_floating_point():
+                state[k] = state[k].to(r.choice([torch.float16, torch.bfloat16, torch.float64]))
+        elif m == 4 and keys:
+            k = r.choice(keys)
+            if k in state and state[k].is_floating_point():
+                state[k] = state[k].to(torch.int64)
+    return state
+
+
+def load_outcome(torch, fn, model):
+    """('ok', (missing, unexpected), state bytes) or ('err', 'Type: message', state bytes):
+    what load_model returned or raised, and the model's entries after it."""
+    try:
+        result = fn()
+        out = ("ok", (list(result[0]), list(result[1])))
+    except Exception as e:
+        out = ("err", "%s: %s" % (type(e).__name__, e))
+    state = {k: (str(v.dtype), tuple(v.shape), tensor_bytes(torch, v.detach()))
+             for k, v in model.state_dict().items()}
+    return out + (state,)
+
+
+def run_models(args, cases, torch, st, shardload, r, tmp):
+    import copy
+    counts, failures = {"same-result": 0, "same-error": 0}, {}
+    path = os.path.join(tmp, "model.safetensors")
+    for i in range(cases):
+        torch.manual_seed(r.getrandbits(32))
+        tie = r.random() < 0.4
+        source = random_module(torch, r, tie and r.random() < 0.8)
+        target = random_module(torch, r, tie) if r.random() < 0.3 else copy.deepcopy(source)
+        if target is not source and r.random() < 0.5:
+            target = copy.deepcopy(source)
+            if r.random() < 0.5:  # tie or untie the head in the target only
+                if target.head.weight is target.embed.weight:
+                    target.head.weight = torch.nn.Parameter(target.embed.weight.detach().clone())
+                elif target.head.weight.shape == target.embed.weight.shape:
+                    target.head.weight = target.embed.weight
+        if r.random() < 0.5:
+            st.save_model(source, path)
+        else:
+            state = mutate_state(torch, r, source.state_dict())
+            # a dict without shared storage, as save_file needs
+            st.save_file({k: v.contiguous().clone() for k, v in state.items()}, path)
+        if r.random() < 0.25:  # a model in another dtype than the file's float32
+            target = target.to(r.choice([torch.float16, torch.bfloat16, torch.float64]))
+        strict = r.random() < 0.5
+        with torch.no_grad():
+            for p in target.parameters():
+                p.zero_()
+        a, b = copy.deepcopy(target), copy.deepcopy(target)
+        ref = load_outcome(torch, lambda: st.load_model(a, path, strict=strict), a)
+        ours = load_outcome(torch, lambda: shardload.load_model(b, path, strict=strict), b)
+        if ref == ours:
+            counts["same-result" if ref[0] == "ok" else "same-error"] += 1
+            continue
+        if ref[:2] != ours[:2]:
+            verdict = "load_model differs: reference %s / shardload %s" % (ref[1], ours[1])
+        else:
+            verdict = "model contents differ after load_model: %s" % sorted(
+                k for k in set(ref[2]) | set(ours[2]) if ref[2].get(k) != ours[2].get(k))
+        kind = verdict.split(":")[0]
+        failures[kind] = failures.get(kind, 0) + 1
+        if failures[kind] == 1 or args.verbose:
+            print("case %d: %s\n  strict %s, file %s\n  model %s" % (
+                i, verdict, strict,
+                {k: (str(v.dtype), tuple(v.shape)) for k, v in st.load_file(path).items()},
+                {k: tuple(v.shape) for k, v in target.state_dict().items()}))
+    return counts, failures
+
+
+# ----------------------------------------------------------------------------- get_slice
+
+def random_index(r, ndim):
+    """One index item or a tuple / list of them: ints (negative, out of range), slices
+    (open ends, negative bounds, steps including 0 and negative), int lists, bools,
+    Ellipsis, None."""
+    def item():
+        m = r.randrange(12)
+        if m < 3:
+            return r.randint(-4, 4)
+        if m < 8:
+            return slice(r.choice([None, -5, -2, -1, 0, 1, 2, 3, 7]),
+                         r.choice([None, -5, -2, -1, 0, 1, 2, 3, 7]),
+                         r.choice([None, None, 1, 2, 3, -1, 0]))
+        if m == 8:  # an int list (advanced indexing), maybe out of range
+            return [r.randint(-3, 3) for _ in range(r.randint(0, 3))]
+        if m == 9:
+            return r.choice([True, False])
+        return r.choice([Ellipsis, None])
+    m = r.randrange(6)
+    if m == 0:
+        return item()
+    items = [item() for _ in range(r.randint(0, ndim + 1))]
+    return items if m == 5 else tuple(items)
+
+
+def slice_outcome(torch, fn):
+    try:
+        t = fn()
+        return ("ok", str(t.dtype), tuple(t.shape), tensor_bytes(torch, t))
+    except Exception as e:
+        return ("err", "%s: %s" % (type(e).__name__, e))
+
+
+def run_slices(args, cases, torch, st, shardload, r, tmp):
+    import warnings
+    counts, failures = {"same-tensor": 0, "same-error": 0}, {}
+    path = os.path.join(tmp, "slices.safetensors")
+    dtypes = [torch.float32, torch.float16, torch.int64, torch.uint8, torch.bool]
+    for i in range(cases):
+        if i % 50 == 0:  # a new file every 50 keys
+            tensors = {"t%d" % k: random_tensor(torch, r, r.choice(dtypes)) for k in range(4)}
+            st.save_file(tensors, path)
+        name = r.choice(list(tensors))
+        key = random_index(r, tensors[name].dim())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with st.safe_open(path, framework="pt") as f:
+                ref = slice_outcome(torch, lambda: f.get_slice(name)[key])
+            with shardload.safe_open(path, framework="pt") as f:
+                ours = slice_outcome(torch, lambda: f.get_slice(name)[key])
+        if ref == ours:
+            counts["same-tensor" if ref[0] == "ok" else "same-error"] += 1
+            continue
+        items = key if isinstance(key, (tuple, list)) else (key,)
+        if ref[0] == ours[0] == "err" and ref[1].split(":")[0] == ours[1].split(":")[0] and \
+                sum(1 for k in items if k is Ellipsis) > 1:
+            # torch's own handling of several Ellipses names out-of-range dimensions
+            # with sizes that depend on the tensor's strides (size 1 or 0 for a
+            # dimension 3 of a 3-d tensor): the same error, other words.
+            counts["several-ellipses-error-words"] = counts.get("several-ellipses-error-words", 0) + 1
+            continue
+        verdict = "get_slice differs"
+        failures[verdict] = failures.get(verdict, 0) + 1
+        if failures[verdict] <= 3 or args.verbose:
+            print("case %d: %s: shape %s key %r\n  reference: %s\n  shardload: %s" % (
+                i, verdict, tuple(tensors[name].shape), key, ref[:3] if ref[0] == "ok" else ref[1],
+                ours[:3] if ours[0] == "ok" else ours[1]))
+    return counts, failures
+
+
 def run_reads(args, torch, safetensors, shardload, r, tmp):
     counts, failures = {"same-accept": 0, "same-reject": 0}, {}
     path = os.path.join(tmp, "case.safetensors")
@@ -488,6 +697,8 @@ def main():
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--cases", type=int, default=2000, help="read cases")
     parser.add_argument("--write-cases", type=int, default=0, help="write cases")
+    parser.add_argument("--model-cases", type=int, default=0, help="load_model cases")
+    parser.add_argument("--slice-cases", type=int, default=0, help="get_slice cases")
     parser.add_argument("--keep", help="write each failing read case into this folder")
     parser.add_argument("--verbose", action="store_true", help="print every failing case")
     args = parser.parse_args()
@@ -505,7 +716,11 @@ def main():
         for what, n, run in [
                 ("reads", args.cases, lambda r: run_reads(args, torch, safetensors, shardload, r, tmp)),
                 ("writes", args.write_cases,
-                 lambda r: run_writes(args, n, torch, safetensors, st, shardload, r, tmp))]:
+                 lambda r: run_writes(args, n, torch, safetensors, st, shardload, r, tmp)),
+                ("load_model", args.model_cases,
+                 lambda r: run_models(args, n, torch, st, shardload, r, tmp)),
+                ("get_slice", args.slice_cases,
+                 lambda r: run_slices(args, n, torch, st, shardload, r, tmp))]:
             if n == 0:
                 continue
             counts, failures = run(random.Random(args.seed))
