@@ -885,7 +885,16 @@ Result<ShardPlan> PlanShards(std::span<const TensorToWrite> tensors, const Shard
   } else if (options.num_shards == 0) {
     std::vector<size_t> current;
     uint64_t current_size = 0;
+    // huggingface_hub groups tensors by storage, and every empty torch tensor has the
+    // same one (null, 0 bytes): the zero-byte tensors after the first join its shard.
+    size_t first_empty = tensors.size();
+    std::vector<size_t> later_empty;
     for (size_t i = 0; i < tensors.size(); ++i) {
+      if (sizes[i] == 0 && first_empty != tensors.size()) {
+        later_empty.push_back(i);
+        continue;
+      }
+      if (sizes[i] == 0) first_empty = i;
       if (sizes[i] > options.max_shard_size) {
         plan.shards.push_back({i});  // oversize: its own shard, the current one continues
         continue;
@@ -899,6 +908,13 @@ Result<ShardPlan> PlanShards(std::span<const TensorToWrite> tensors, const Shard
       current_size += sizes[i];
     }
     if (!current.empty()) plan.shards.push_back(std::move(current));
+    for (std::vector<size_t>& shard : plan.shards) {
+      if (later_empty.empty() || std::find(shard.begin(), shard.end(), first_empty) == shard.end()) {
+        continue;
+      }
+      shard.insert(shard.end(), later_empty.begin(), later_empty.end());
+      break;
+    }
   } else {
     const size_t n = tensors.size();
     const size_t shards = static_cast<size_t>(options.num_shards);

@@ -213,7 +213,10 @@ struct ShardPlan {
 
 // PlanShards: split `tensors` (pure, no I/O). Greedy (num_shards == 0): walk the
 // tensors in the given order, start a new shard when adding the next tensor would
-// pass max_shard_size; a tensor larger than the maximum gets a shard of its own.
+// pass max_shard_size; a tensor larger than the maximum gets a shard of its own; the
+// zero-byte tensors after the first go into the first one's shard (huggingface_hub's
+// split groups tensors by storage, and empty torch tensors all have the null one), so
+// that the files are those save_torch_state_dict writes.
 // Balanced (num_shards = N): cut the ordered list into N contiguous non-empty runs
 // whose byte totals are as close to total/N as the tensor boundaries allow.
 // No tensors → one empty shard. Errors: invalid_argument for invalid options

@@ -442,6 +442,27 @@ TEST(ShardTest, OversizeTensorGetsItsOwnShard) {
             (std::vector<std::vector<size_t>>{{1}, {0, 2}, {3}}));
 }
 
+// Zero-byte tensors after the first go where the first went: huggingface_hub groups
+// tensors by storage and every empty torch tensor has the same (null) one. Found by
+// comparing with save_torch_state_dict (fuzz/reference_diff.py --shard-cases).
+TEST(ShardTest, EmptyTensorsJoinTheFirstEmptyOnesShard) {
+  ShardOptions o;
+  o.max_shard_size = 8;
+  // 8 | 0 (first empty, joins the open shard) | 8 → new shard | 0 → shard 0 | 8 | 0 → shard 0
+  EXPECT_EQ(Shards(PlanShards(SizedTensors({8, 0, 8, 0, 8, 0}), o)),
+            (std::vector<std::vector<size_t>>{{0, 1, 3, 5}, {2}, {4}}));
+  // The first empty one may land after an oversize shard; the others follow it there.
+  EXPECT_EQ(Shards(PlanShards(SizedTensors({20, 4, 0, 8, 0}), o)),
+            (std::vector<std::vector<size_t>>{{0}, {1, 2, 4}, {3}}));
+  // Only empty tensors: one shard.
+  EXPECT_EQ(Shards(PlanShards(SizedTensors({0, 0, 0}), o)),
+            (std::vector<std::vector<size_t>>{{0, 1, 2}}));
+  // Balanced splits (shardload's own, no hub counterpart) cut the ordered list as before.
+  o.num_shards = 2;
+  EXPECT_EQ(Shards(PlanShards(SizedTensors({8, 0, 8, 0}), o)),
+            (std::vector<std::vector<size_t>>{{0}, {1, 2, 3}}));
+}
+
 TEST(ShardTest, SingleShardHasNoIndexAndPrefixIsConfigurable) {
   ShardOptions o;
   o.prefix = "diffusion_pytorch_model";
