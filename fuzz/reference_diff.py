@@ -3,7 +3,8 @@
 the Hugging Face reference (the ``safetensors`` package, framework "pt").
 
     reference_diff.py [LIBSHARDLOAD] [--seed N] [--cases N] [--write-cases N]
-                      [--model-cases N] [--slice-cases N] [--keep DIR] [--verbose]
+                      [--model-cases N] [--slice-cases N] [--shard-cases N]
+                      [--keep DIR] [--verbose]
 
 Reads (--cases, default 2000). Each case is a generated .safetensors file: a valid one
 (random names, dtypes, shapes, bytes and metadata), the same after structural mutations
@@ -31,13 +32,23 @@ buffers, nested blocks, tied heads, other dtypes) and checkpoints saved from the
 ``save_model`` or from a mutated state dict (keys dropped or added, shapes or dtypes
 changed) go to ``safetensors.torch.load_model`` and ``shardload.load_model`` on equal
 copies, strict or not: the same (missing, unexpected) lists in the same order, or the
-same exception type and message, and the same model contents afterwards.
+same exception type and message, and the same model contents afterwards. Where the
+checkpoint comes from ``save_model``, shardload's ``save_model`` of the same model must
+write the same parsed header and data.
 
 get_slice (--slice-cases). Random keys (ints, slices with any bounds and steps, int
 lists, bools, Ellipsis, None, tuples and lists of them) index ``get_slice(name)`` of
 random tensors through both ``safe_open``: the same tensor, or the same exception type
 and message (for keys with several Ellipses, the same type: torch's words there depend
 on the tensor's strides).
+
+save_sharded (--shard-cases; needs huggingface_hub, skipped without it). Random state
+dicts (empty tensors, tied names, a non-contiguous tensor, odd names), max_shard_size
+values (ints, hub-style "1KB" / "0.1KB" strings, invalid ones) and metadata go to
+huggingface_hub's ``save_torch_state_dict`` and ``shardload.save_sharded``: the same
+file names, each shard's parsed header and data, and the index as JSON; or the same
+exception type. Intended: shardload refuses a max_shard_size of 0 or less, for which
+the hub writes a shard per tensor.
 
 Everything else is a failure, and so is any exception from shardload other than
 ShardloadError where the reference raises none (a crash in the Python layer). A crash of
@@ -462,7 +473,7 @@ def random_module(torch, r, tie):
     nn = torch.nn
     width = r.choice([2, 3, 4])
     root = nn.Module()
-    root.embed = nn.Embedding(r.choice([3, 5]), width)
+    root.embed = nn.Embedding(r.choice([0, 3, 5]), width)
     layers = []
     for _ in range(r.choice([0, 1, 2, 3])):
         kind = r.randrange(4)
@@ -527,6 +538,8 @@ def load_outcome(torch, fn, model):
 
 def run_models(args, cases, torch, st, shardload, r, tmp):
     import copy
+    import warnings
+    warnings.filterwarnings("ignore", "Initializing zero-element tensors")  # Embedding(0, n)
     counts, failures = {"same-result": 0, "same-error": 0}, {}
     path = os.path.join(tmp, "model.safetensors")
     for i in range(cases):
@@ -543,6 +556,16 @@ def run_models(args, cases, torch, st, shardload, r, tmp):
                     target.head.weight = target.embed.weight
         if r.random() < 0.5:
             st.save_model(source, path)
+            # shardload's save_model: the same parsed header (its metadata holds a note
+            # per tied name dropped, several keys in the reference's hash order) and data
+            ours_path = os.path.join(tmp, "model_ours.safetensors")
+            shardload.save_model(source, ours_path)
+            with open(path, "rb") as f, open(ours_path, "rb") as g:
+                if parse_file(f.read()) != parse_file(g.read()):
+                    failures["save_model differs"] = failures.get("save_model differs", 0) + 1
+                    print("case %d: save_model differs" % i)
+                    continue
+            counts["same-save_model"] = counts.get("same-save_model", 0) + 1
         else:
             state = mutate_state(torch, r, source.state_dict())
             # a dict without shared storage, as save_file needs
@@ -645,6 +668,77 @@ def run_slices(args, cases, torch, st, shardload, r, tmp):
     return counts, failures
 
 
+# ----------------------------------------------------------------------------- save_sharded
+
+def run_shards(args, cases, torch, shardload, r, tmp):
+    """shardload.save_sharded against huggingface_hub's save_torch_state_dict."""
+    import shutil
+    try:
+        from huggingface_hub import save_torch_state_dict
+    except ImportError:
+        print("reference_diff save_sharded: huggingface_hub is not importable; skipped")
+        return None, None
+    counts, failures = {"same-files": 0, "same-error": 0}, {}
+    dtypes = [torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.uint8, torch.bool]
+    for i in range(cases):
+        sd = {}
+        for j in range(r.randint(1, 12)):
+            name = r.choice(["layers.%d.w" % j, "embed", "head.weight", "norm.%d" % j,
+                             "a%d" % j, "z%d" % j, "\u00e9%d" % j])
+            sd[name] = random_tensor(torch, r, r.choice(dtypes))
+        names = list(sd)
+        if r.random() < 0.3:  # a tied name: the very same tensor
+            sd[r.choice(names) + "_tied"] = sd[r.choice(names)]
+        if r.random() < 0.2:  # non-contiguous, sharing nothing
+            sd["nc"] = torch.arange(12, dtype=torch.float32).reshape(3, 4).t()
+        size = r.choice([1, 10, 64, 100, 200, 500, 1000, 5000, "1KB", "0.1KB", "1kb", "5GB",
+                         0, -1, "0KB", "1K"])
+        metadata = r.choice([None, None, {}, {"k": "v"}, {"a": "1", "b": "2"}])
+        folders = [os.path.join(tmp, "hub%d" % i), os.path.join(tmp, "ours%d" % i)]
+        outcomes = []
+        for folder, save in zip(folders, (save_torch_state_dict, shardload.save_sharded)):
+            os.makedirs(folder)
+            try:  # both get their own dicts: the hub's writer edits them in place
+                save(dict(sd), folder, max_shard_size=size,
+                     metadata=None if metadata is None else dict(metadata))
+                files = {}
+                for f in sorted(os.listdir(folder)):
+                    with open(os.path.join(folder, f), "rb") as fh:
+                        data = fh.read()
+                    files[f] = json.loads(data) if f.endswith(".json") else parse_file(data)
+                outcomes.append(("ok", files))
+            except Exception as e:
+                outcomes.append(("err", type(e).__name__, str(e)))
+            shutil.rmtree(folder)
+        hub, ours = outcomes
+        if hub[0] == ours[0] == "err" and hub[1] == ours[1]:
+            counts["same-error"] += 1  # words differ where documented (EMBEDDING.md)
+            continue
+        if hub == ours:
+            counts["same-files"] += 1
+            continue
+        if hub[0] == "ok" and ours[0] == "err" and ours[1] == "ValueError" and \
+                ours[2].startswith("max_shard_size must be > 0"):
+            # intended: the hub writes one shard per tensor for a size of 0 or less
+            counts["nonpositive-size-refused"] = counts.get("nonpositive-size-refused", 0) + 1
+            continue
+        verdict = "save_sharded differs"
+        if hub[0] == ours[0] == "ok":
+            if sorted(hub[1]) != sorted(ours[1]):
+                verdict += ": files %s vs %s" % (sorted(hub[1]), sorted(ours[1]))
+            else:
+                verdict += ": %s" % [f for f in hub[1] if hub[1][f] != ours[1][f]]
+        else:
+            verdict += ": hub %s / shardload %s" % (hub[1:] if hub[0] == "err" else "writes",
+                                                   ours[1:] if ours[0] == "err" else "writes")
+        failures[verdict.split(":")[0]] = failures.get(verdict.split(":")[0], 0) + 1
+        if failures[verdict.split(":")[0]] <= 3 or args.verbose:
+            print("case %d: %s\n  tensors %s, max_shard_size %r, metadata %r" % (
+                i, verdict, {k: (str(v.dtype), tuple(v.shape)) for k, v in sd.items()}, size,
+                metadata))
+    return counts, failures
+
+
 def run_reads(args, torch, safetensors, shardload, r, tmp):
     counts, failures = {"same-accept": 0, "same-reject": 0}, {}
     path = os.path.join(tmp, "case.safetensors")
@@ -699,6 +793,8 @@ def main():
     parser.add_argument("--write-cases", type=int, default=0, help="write cases")
     parser.add_argument("--model-cases", type=int, default=0, help="load_model cases")
     parser.add_argument("--slice-cases", type=int, default=0, help="get_slice cases")
+    parser.add_argument("--shard-cases", type=int, default=0,
+                        help="save_sharded cases (needs huggingface_hub)")
     parser.add_argument("--keep", help="write each failing read case into this folder")
     parser.add_argument("--verbose", action="store_true", help="print every failing case")
     args = parser.parse_args()
@@ -720,10 +816,14 @@ def main():
                 ("load_model", args.model_cases,
                  lambda r: run_models(args, n, torch, st, shardload, r, tmp)),
                 ("get_slice", args.slice_cases,
-                 lambda r: run_slices(args, n, torch, st, shardload, r, tmp))]:
+                 lambda r: run_slices(args, n, torch, st, shardload, r, tmp)),
+                ("save_sharded", args.shard_cases,
+                 lambda r: run_shards(args, n, torch, shardload, r, tmp))]:
             if n == 0:
                 continue
             counts, failures = run(random.Random(args.seed))
+            if counts is None:
+                continue
             print("reference_diff %s: seed %d, %d cases: %s; %d failures%s" % (
                 what, args.seed, n, ", ".join("%s %d" % kv for kv in sorted(counts.items())),
                 sum(failures.values()), "" if not failures else " (" + ", ".join(
