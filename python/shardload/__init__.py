@@ -570,12 +570,17 @@ class _Slice:
         else:
             key = _bool_lists_as_masks(key)
         # safetensors fails on invalid keys exactly as torch indexing does: index a
-        # one-byte tensor expanded to the same shape (a view, no memory) first to raise
-        # the same errors (too many indices, zero or negative steps, out-of-range ints)
-        # before reading anything (and the warning torch 2.x gives for a list read as a
-        # tuple). Not the meta device: torch 2.11 refuses several Ellipses there and
-        # takes them on CPU tensors.
-        torch.zeros((), dtype=torch.uint8).expand(shape)[key]
+        # storage-less tensor of the same shape first to raise the same errors (too many
+        # indices, zero or negative steps, out-of-range ints) before reading anything
+        # (and the warning torch 2.x gives for a list read as a tuple). A key the meta
+        # device refuses is tried again on a one-byte CPU tensor expanded to the shape,
+        # whose answer is the one that counts: torch 2.11 refuses several Ellipses on
+        # meta tensors and takes them on CPU ones. (Not the expanded tensor first: an
+        # advanced index would make a result of its size there, the meta device none.)
+        try:
+            torch.empty(shape, dtype=torch.uint8, device="meta")[key]
+        except Exception:
+            torch.zeros((), dtype=torch.uint8).expand(shape)[key]
         if as_tuple:
             key = tuple(key)
         elif not isinstance(key, tuple):
