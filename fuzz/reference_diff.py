@@ -12,11 +12,13 @@ of its header (dtypes, shapes, offsets, key sets, metadata shapes, duplicate key
 overflowing shapes, serde's enum and sequence forms, deep nesting, short or long data)
 or after byte-level mutations of its JSON text (escapes, numbers written as 0.0 / -0 /
 00 / 0e0, trailing commas, NULs, invalid UTF-8), sometimes with a wrong length prefix.
-Both readers open it and report keys, metadata, each tensor's dtype, shape and bytes.
-The reference's answer is its Rust parser's (``safetensors.deserialize``: raw bytes for
-every dtype) plus ``safe_open(...).metadata()``; shardload's goes through torch (bytes
+Both readers open it and report keys, metadata, offset order, each tensor's dtype,
+shape and bytes. The reference's answer is its Rust parser's (``safetensors.deserialize``:
+raw bytes for every dtype) plus ``safe_open``'s ``metadata()`` and ``offset_keys()``
+(tensors with equal offsets, empty ones, compared as a set: the reference puts them in
+hash order); shardload's goes through torch (bytes
 only where the installed torch has the dtype), twice: ``safe_open`` / ``get_tensor`` and
-``load_file``. Both must accept with identical results, or both reject. Intended
+``load_file`` (and ``get_tensors`` must follow ``offset_keys``). Both must accept with identical results, or both reject. Intended
 differences, where shardload is stricter (INTENDED below; docs/ARCHITECTURE.md), are
 counted by name: a key given twice, a dtype in serde's enum form ({"F32": null}), an
 entry in serde's sequence form, an unknown field nested past 32 levels.
@@ -266,12 +268,15 @@ def read_reference(path, torch, safetensors):
         return "err", "%s: %s" % (type(e).__name__, e)
     try:
         with safetensors.safe_open(path, framework="pt") as f:
-            metadata = f.metadata()
+            metadata, order = f.metadata(), f.offset_keys()
     except Exception as e:
         if "Dtype not understood" not in str(e):
             return "err", "safe_open: %s: %s" % (type(e).__name__, e)
-        metadata = UNKNOWN
-    return "ok", {"metadata": metadata, "tensors": tensors}
+        metadata = order = UNKNOWN
+    header = parse_file(buf)[0]  # the reference took it, so it is JSON
+    offsets = {k: tuple(v[2] if isinstance(v, list) else v["data_offsets"])  # serde's forms
+               for k, v in header.items() if k != "__metadata__"}
+    return "ok", {"metadata": metadata, "tensors": tensors, "order": order, "offsets": offsets}
 
 
 def torch_lacks(e):
@@ -287,7 +292,13 @@ def read_shardload(path, torch, shardload):
     """('ok', result), ('err', message) or ('crash', message)."""
     try:
         with shardload.safe_open(path, framework="pt") as f:
-            result = {"metadata": f.metadata(), "tensors": {}}
+            result = {"metadata": f.metadata(), "tensors": {}, "order": f.offset_keys()}
+            try:  # get_tensors: every tensor, in offset order
+                if list(f.get_tensors()) != result["order"]:
+                    return "crash", "get_tensors' order %r is not offset_keys'" % list(f.get_tensors())
+            except shardload.ShardloadError as e:
+                if not torch_lacks(e):
+                    raise
             for name in f.keys():
                 s = f.get_slice(name)
                 entry = [s.get_dtype(), list(s.get_shape()), None]
@@ -317,6 +328,19 @@ def read_shardload(path, torch, shardload):
         return "crash", "%s: %s" % (type(e).__name__, (str(e).splitlines() or [""])[0])
 
 
+def grouped(order, offsets):
+    """offset_keys as runs of names with the same data_offsets, each run a set: the
+    reference orders tensors with equal offsets (empty ones) in hash order, which
+    changes from process to process."""
+    runs = []
+    for name in order:
+        if runs and offsets.get(name) == runs[-1][0]:
+            runs[-1][1].add(name)
+        else:
+            runs.append((offsets.get(name), {name}))
+    return runs
+
+
 def compare(ref, ours):
     """None when they agree, the name of an intended difference, or a description."""
     if ours[0] == "crash":
@@ -331,6 +355,9 @@ def compare(ref, ours):
     if ref[0] == "err":
         return "reference rejects, shardload accepts"
     a, b = ref[1], ours[1]
+    if a["order"] is not UNKNOWN and grouped(a["order"], a["offsets"]) != \
+            grouped(b["order"], a["offsets"]):
+        return "offset_keys differ: %r vs %r" % (a["order"], b["order"])
     if a["metadata"] is not UNKNOWN and a["metadata"] != b["metadata"]:
         return "metadata differs: %r vs %r" % (a["metadata"], b["metadata"])
     if sorted(a["tensors"]) != sorted(b["tensors"]):
