@@ -1058,6 +1058,30 @@ class PythonTest(unittest.TestCase):
                 self.assertEqual(list(got.shape), list(want.shape), key)
                 self.assertTrue(torch.equal(got, want), key)
 
+    def test_get_slice_checks_index_arrays_before_reading(self):
+        # The meta device checks no index values: an out-of-range list or tensor index
+        # would reach the read tensor, which on a GPU means a device-side assert that
+        # ruins the process's CUDA context. They are checked on the CPU first, with
+        # torch's words, before any byte is read.
+        w = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+        shardload.save_file({"w": w}, self.path("i.safetensors"))
+        keys = [[0, 5], torch.tensor([7]), (slice(None), [1, 9]), [[0], [4]],
+                (0, torch.tensor([-5]))]
+        with shardload.safe_open(self.path("i.safetensors")) as f:
+            s = f.get_slice("w")
+            original = shardload._Slice._read_rows
+            shardload._Slice._read_rows = lambda *a: self.fail("read before the key was checked")
+            try:
+                for key in keys:
+                    with self.assertRaises(IndexError) as want:
+                        w[key]
+                    with self.assertRaises(IndexError) as got:
+                        s[key]
+                    self.assertEqual(str(got.exception), str(want.exception), key)
+            finally:
+                shardload._Slice._read_rows = original
+            self.assertTrue(torch.equal(s[[0, 2]], w[[0, 2]]))
+
     def test_get_slice_bool_list_masks(self):
         w = torch.arange(12, dtype=torch.float32).reshape(3, 4)
         shardload.save_file({"w": w}, self.path("m.safetensors"))

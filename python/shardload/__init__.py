@@ -537,6 +537,11 @@ def _bool_lists_as_masks(key):
     return tuple(fix(k) for k in key) if isinstance(key, tuple) else fix(key)
 
 
+def _has_index_arrays(items):
+    """Whether an index's items hold index arrays: lists, tuples, tensors, arrays."""
+    return any(isinstance(k, (list, tuple)) or hasattr(k, "__array__") for k in items)
+
+
 class _Slice:
     """A lazy view of one stored tensor; indexing reads only the rows it needs. It
     keeps the checkpoint open: it works after its safe_open is closed, as in
@@ -575,11 +580,18 @@ class _Slice:
         # (and the warning torch 2.x gives for a list read as a tuple). A key the meta
         # device refuses is tried again on a one-byte CPU tensor expanded to the shape,
         # whose answer is the one that counts: torch 2.11 refuses several Ellipses on
-        # meta tensors and takes them on CPU ones. (Not the expanded tensor first: an
-        # advanced index would make a result of its size there, the meta device none.)
-        try:
-            torch.empty(shape, dtype=torch.uint8, device="meta")[key]
-        except Exception:
+        # meta tensors and takes them on CPU ones. A key holding index arrays (lists,
+        # tensors) goes to that CPU tensor in any case: the meta device checks none of
+        # their values, and an out-of-range one reaching a CUDA tensor would be a
+        # device-side assert, fatal to the process's CUDA context, where this raises
+        # IndexError (it makes a byte per element of the result; the meta device none).
+        on_cpu = _has_index_arrays(key if as_tuple or isinstance(key, tuple) else (key,))
+        if not on_cpu:
+            try:
+                torch.empty(shape, dtype=torch.uint8, device="meta")[key]
+            except Exception:
+                on_cpu = True
+        if on_cpu:
             torch.zeros((), dtype=torch.uint8).expand(shape)[key]
         if as_tuple:
             key = tuple(key)
