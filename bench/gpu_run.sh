@@ -455,6 +455,22 @@ run_steps() {
       say "  failed in python: $(grep -E '^(FAIL|ERROR): ' "$out/python_test.log" | head -20 | tr '\n' ' ')"
     fi
   fi
+  if [ "${SKIP_TESTS:-0}" != "1" ] && [ "${SKIP_PYTHON:-0}" != "1" ] &&
+    LD_LIBRARY_PATH="$PY_LD" "$PY" -c 'import sys, torch, safetensors; sys.exit(0 if torch.cuda.is_available() else 1)' >/dev/null 2>&1 &&
+    ! out_of_time "reference_diff --device cuda:0"; then
+    # fuzz/reference_diff.py with CUDA tensors: generated files read by shardload onto
+    # cuda:0 against the reference's parse, and get_slice keys through both readers on
+    # cuda:0 (docs/HARDENING.md).
+    PYTHONPATH="$ROOT/python${PYTHONPATH:+:$PYTHONPATH}" LD_LIBRARY_PATH="$PY_LD" limit 120 \
+      "$PY" "$ROOT/fuzz/reference_diff.py" "$bin/libshardload.so" --device cuda:0 --seed 31 \
+      --cases 1500 --slice-cases 1500 > "$out/reference_diff_cuda.log" 2>&1
+    local drc=$?
+    say "reference_diff --device cuda:0: rc=$drc $(grep -h '^reference_diff' "$out/reference_diff_cuda.log" | tr '\n' ' ')"
+    if [ $drc -ne 0 ]; then
+      failed=1
+      say "  $(grep -v '^reference_diff' "$out/reference_diff_cuda.log" | head -8 | cut -c1-300 | tr '\n' ' ')"
+    fi
+  fi
   # The test logs now, in their own archive: a call stopped at its time limit later
   # still brings back why a test failed.
   if [ "${SKIP_TESTS:-0}" != "1" ]; then

@@ -4,7 +4,7 @@ the Hugging Face reference (the ``safetensors`` package, framework "pt").
 
     reference_diff.py [LIBSHARDLOAD] [--seed N] [--cases N] [--write-cases N]
                       [--model-cases N] [--slice-cases N] [--shard-cases N]
-                      [--keep DIR] [--verbose]
+                      [--device DEV] [--keep DIR] [--verbose]
 
 Reads (--cases, default 2000). Each case is a generated .safetensors file: a valid one
 (random names, dtypes, shapes, bytes and metadata), the same after structural mutations
@@ -37,6 +37,10 @@ copies, strict or not: the same (missing, unexpected) lists in the same order, o
 same exception type and message, and the same model contents afterwards. Where the
 checkpoint comes from ``save_model``, shardload's ``save_model`` of the same model must
 write the same parsed header and data.
+
+--device DEV (default cpu; cuda:0 in bench/gpu_run.sh): shardload's reads and both
+readers' get_slice put their tensors there, and they must arrive there; the bytes are
+compared on the host.
 
 get_slice (--slice-cases). Random keys (ints, slices with any bounds and steps, int
 lists, bools, Ellipsis, None, tuples and lists of them) index ``get_slice(name)`` of
@@ -251,6 +255,7 @@ def make_case(r):
 
 
 def tensor_bytes(torch, t):
+    t = t.detach().cpu()
     return t.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b""
 
 
@@ -288,10 +293,17 @@ def torch_lacks(e):
             (e.code == "out_of_range" and "does not fit torch's int64 sizes" in e.message))
 
 
-def read_shardload(path, torch, shardload):
-    """('ok', result), ('err', message) or ('crash', message)."""
+def read_shardload(path, torch, shardload, device="cpu"):
+    """('ok', result), ('err', message) or ('crash', message). Tensors are read onto
+    ``device`` and must arrive there."""
+    want = torch.device(device)
+
+    def on_device(t):
+        if t.device != want:
+            raise RuntimeError("a tensor came back on %s, not %s" % (t.device, want))
+        return t
     try:
-        with shardload.safe_open(path, framework="pt") as f:
+        with shardload.safe_open(path, framework="pt", device=device) as f:
             result = {"metadata": f.metadata(), "tensors": {}, "order": f.offset_keys()}
             try:  # get_tensors: every tensor, in offset order
                 if list(f.get_tensors()) != result["order"]:
@@ -303,14 +315,14 @@ def read_shardload(path, torch, shardload):
                 s = f.get_slice(name)
                 entry = [s.get_dtype(), list(s.get_shape()), None]
                 try:
-                    entry[2] = tensor_bytes(torch, f.get_tensor(name))
+                    entry[2] = tensor_bytes(torch, on_device(f.get_tensor(name)))
                 except shardload.ShardloadError as e:
                     if not torch_lacks(e):
                         raise
                     entry[2] = "no torch dtype: %s" % e
                 result["tensors"][name] = entry
         try:
-            whole = shardload.load_file(path)
+            whole = shardload.load_file(path, device=device)
         except shardload.ShardloadError as e:
             if not torch_lacks(e):
                 raise
@@ -319,7 +331,7 @@ def read_shardload(path, torch, shardload):
             if list(whole) != list(result["tensors"]) and sorted(whole) != sorted(result["tensors"]):
                 return "crash", "load_file keys %r != safe_open keys %r" % (list(whole), list(result["tensors"]))
             for name, t in whole.items():
-                if tensor_bytes(torch, t) != result["tensors"][name][2]:
+                if tensor_bytes(torch, on_device(t)) != result["tensors"][name][2]:
                     return "crash", "load_file and get_tensor disagree on %r" % name
         return "ok", result
     except shardload.ShardloadError as e:
@@ -653,7 +665,7 @@ def random_index(r, ndim):
 def slice_outcome(torch, fn):
     try:
         t = fn()
-        return ("ok", str(t.dtype), tuple(t.shape), tensor_bytes(torch, t))
+        return ("ok", str(t.dtype), tuple(t.shape), str(t.device), tensor_bytes(torch, t))
     except Exception as e:
         return ("err", "%s: %s" % (type(e).__name__, e))
 
@@ -671,9 +683,9 @@ def run_slices(args, cases, torch, st, shardload, r, tmp):
         key = random_index(r, tensors[name].dim())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with st.safe_open(path, framework="pt") as f:
+            with st.safe_open(path, framework="pt", device=args.device) as f:
                 ref = slice_outcome(torch, lambda: f.get_slice(name)[key])
-            with shardload.safe_open(path, framework="pt") as f:
+            with shardload.safe_open(path, framework="pt", device=args.device) as f:
                 ours = slice_outcome(torch, lambda: f.get_slice(name)[key])
         if ref == ours:
             counts["same-tensor" if ref[0] == "ok" else "same-error"] += 1
@@ -690,8 +702,8 @@ def run_slices(args, cases, torch, st, shardload, r, tmp):
         failures[verdict] = failures.get(verdict, 0) + 1
         if failures[verdict] <= 3 or args.verbose:
             print("case %d: %s: shape %s key %r\n  reference: %s\n  shardload: %s" % (
-                i, verdict, tuple(tensors[name].shape), key, ref[:3] if ref[0] == "ok" else ref[1],
-                ours[:3] if ours[0] == "ok" else ours[1]))
+                i, verdict, tuple(tensors[name].shape), key, ref[:4] if ref[0] == "ok" else ref[1],
+                ours[:4] if ours[0] == "ok" else ours[1]))
     return counts, failures
 
 
@@ -774,7 +786,7 @@ def run_reads(args, torch, safetensors, shardload, r, tmp):
         with open(path, "wb") as f:
             f.write(buf)
         ref = read_reference(path, torch, safetensors)
-        ours = read_shardload(path, torch, shardload)
+        ours = read_shardload(path, torch, shardload, args.device)
         verdict = compare(ref, ours)
         if verdict is None:
             counts["same-accept" if ref[0] == "ok" else "same-reject"] += 1
@@ -822,6 +834,9 @@ def main():
     parser.add_argument("--slice-cases", type=int, default=0, help="get_slice cases")
     parser.add_argument("--shard-cases", type=int, default=0,
                         help="save_sharded cases (needs huggingface_hub)")
+    parser.add_argument("--device", default="cpu",
+                        help="where shardload's reads and both get_slice put tensors (cuda:0 "
+                             "on a GPU machine; the reference's parse stays on the host)")
     parser.add_argument("--keep", help="write each failing read case into this folder")
     parser.add_argument("--verbose", action="store_true", help="print every failing case")
     args = parser.parse_args()
@@ -834,6 +849,13 @@ def main():
         return skip("reference_diff: cannot import %s" % e.name)
     if args.library:
         shardload.set_library_path(os.path.abspath(args.library))
+    if args.device != "cpu" and not (torch.cuda.is_available() and
+                                     shardload.cuda_device_count() > 0):
+        print("reference_diff: --device %s needs a CUDA device that torch and shardload both "
+              "see (torch: %d, shardload: %d)" % (
+                  args.device, torch.cuda.device_count() if torch.cuda.is_available() else 0,
+                  shardload.cuda_device_count()), file=sys.stderr)
+        return 2
     status = 0
     with tempfile.TemporaryDirectory(dir=os.environ.get("TEST_TMPDIR")) as tmp:
         for what, n, run in [
