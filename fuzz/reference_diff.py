@@ -53,7 +53,8 @@ dicts (empty tensors, tied names, a non-contiguous tensor, odd names), max_shard
 values (ints, hub-style "1KB" / "0.1KB" strings, invalid ones) and metadata go to
 huggingface_hub's ``save_torch_state_dict`` and ``shardload.save_sharded``: the same
 file names, each shard's parsed header and data, and the index as JSON; or the same
-exception type. Intended: shardload refuses a max_shard_size of 0 or less, for which
+exception type. ``shardload.load_file`` of the hub's folder must return what the
+reference's ``load_file`` of each of its shards returns, merged. Intended: shardload refuses a max_shard_size of 0 or less, for which
 the hub writes a shard per tensor.
 
 Everything else is a failure, and so is any exception from shardload other than
@@ -709,7 +710,7 @@ def run_slices(args, cases, torch, st, shardload, r, tmp):
 
 # ----------------------------------------------------------------------------- save_sharded
 
-def run_shards(args, cases, torch, shardload, r, tmp):
+def run_shards(args, cases, torch, st, shardload, r, tmp):
     """shardload.save_sharded against huggingface_hub's save_torch_state_dict."""
     import shutil
     try:
@@ -745,6 +746,21 @@ def run_shards(args, cases, torch, shardload, r, tmp):
                     with open(os.path.join(folder, f), "rb") as fh:
                         data = fh.read()
                     files[f] = json.loads(data) if f.endswith(".json") else parse_file(data)
+                if save is save_torch_state_dict:
+                    # shardload reads the hub's folder as the reference reads its shards
+                    merged = {}
+                    for f in files:
+                        if f.endswith(".safetensors"):
+                            merged.update(st.load_file(os.path.join(folder, f)))
+                    got = shardload.load_file(folder)
+                    summary = lambda d: {k: (str(v.dtype), tuple(v.shape), tensor_bytes(torch, v))
+                                         for k, v in d.items()}
+                    if summary(got) != summary(merged):
+                        counts_key = "load_file of the hub's folder differs"
+                        failures[counts_key] = failures.get(counts_key, 0) + 1
+                        print("case %d: %s: %s vs %s" % (i, counts_key, sorted(got), sorted(merged)))
+                    else:
+                        counts["same-load"] = counts.get("same-load", 0) + 1
                 outcomes.append(("ok", files))
             except Exception as e:
                 outcomes.append(("err", type(e).__name__, str(e)))
@@ -867,7 +883,7 @@ def main():
                 ("get_slice", args.slice_cases,
                  lambda r: run_slices(args, n, torch, st, shardload, r, tmp)),
                 ("save_sharded", args.shard_cases,
-                 lambda r: run_shards(args, n, torch, shardload, r, tmp))]:
+                 lambda r: run_shards(args, n, torch, st, shardload, r, tmp))]:
             if n == 0:
                 continue
             counts, failures = run(random.Random(args.seed))
