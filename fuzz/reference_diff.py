@@ -36,7 +36,10 @@ changed) go to ``safetensors.torch.load_model`` and ``shardload.load_model`` on 
 copies, strict or not: the same (missing, unexpected) lists in the same order, or the
 same exception type and message, and the same model contents afterwards. Where the
 checkpoint comes from ``save_model``, shardload's ``save_model`` of the same model must
-write the same parsed header and data.
+write the same parsed header and data; and, where huggingface_hub is installed, its
+``save_torch_model`` writes the model as a sharded folder that its ``load_torch_model``
+and shardload's ``load_model`` load alike (sorted lists; intended differences in tied
+names and BatchNorm counters: compare_hub_sharded).
 
 --device DEV (default cpu; cuda:0 in bench/gpu_run.sh): shardload's reads and both
 readers' get_slice put their tensors there, and they must arrive there; the bytes are
@@ -70,6 +73,7 @@ import argparse
 import json
 import os
 import random
+import re
 import struct
 import sys
 import tempfile
@@ -576,12 +580,98 @@ def load_outcome(torch, fn, model):
     return out + (state,)
 
 
+def explained_strict_error(message, hub_raised, tied, counts):
+    """Whether a strict error one side raised (and the other did not) names only tied
+    entries, or, the hub's, BatchNorm num_batches_tracked entries (compare_hub_sharded);
+    counts it."""
+    names = set(re.findall(r'"([^"]*)"', message))
+    batchnorm = {k for k in names if hub_raised and k.endswith(".num_batches_tracked")}
+    rest = names - batchnorm
+    if not names or not rest <= tied:
+        return False
+    for kind, hit in (("tie-semantics", rest), ("hub-missing-num_batches_tracked", batchnorm)):
+        if hit:
+            counts[kind] = counts.get(kind, 0) + 1
+    return True
+
+
+def compare_hub_sharded(torch, shardload, hub, r, i, source, target, strict, tmp, counts,
+                        failures):
+    """huggingface_hub's save_torch_model writes ``source`` as a sharded folder; its
+    load_torch_model and shardload's load_model load it into equal copies of
+    ``target``: the same sorted (missing, unexpected) and contents, or the same
+    exception type. Intended ("tie-semantics"): differences only in the names the
+    target ties together. The hub runs torch's load_state_dict shard by shard, which
+    wants every name of a tied group; shardload, as safetensors' load_model, wants one
+    (a tied name the file lacks is not missing, a second one the file holds is
+    unexpected); and the hub's missing list names a BatchNorm's num_batches_tracked
+    that torch's load_state_dict fills in (counted as hub-missing-num_batches_tracked)."""
+    import copy
+    import shutil
+    folder = os.path.join(tmp, "hub_model%d" % i)
+    os.makedirs(folder)
+    hub.save_torch_model(source, folder, max_shard_size=r.choice([64, 200, 1000, "5GB"]))
+    a, b = copy.deepcopy(target), copy.deepcopy(target)
+    theirs = load_outcome(torch, lambda: hub.load_torch_model(a, folder, strict=strict), a)
+    ours = load_outcome(torch, lambda: shardload.load_model(b, folder, strict=strict), b)
+    shutil.rmtree(folder)
+    state = target.state_dict()
+    tied = {k for k, v in state.items() for k2, v2 in state.items()
+            if k != k2 and v.numel() and v.data_ptr() == v2.data_ptr()}
+
+    def tie_only(names):  # a difference only in names the target ties together
+        return bool(names) and set(names) <= tied
+
+    def untied_contents(outcome):
+        return {k: v for k, v in outcome[2].items() if k not in tied}
+    verdict = None
+    if theirs[0] == ours[0] == "ok":
+        (hm, hu), (om, ou) = theirs[1], ours[1]
+        # The hub computes "missing" itself (model keys less file keys), so a BatchNorm's
+        # num_batches_tracked, which torch's load_state_dict fills in when the file lacks
+        # it (and so does not report, nor do safetensors and shardload), is in its list.
+        batchnorm = {k for k in set(hm) - set(om) if k.endswith(".num_batches_tracked")}
+        if batchnorm:
+            counts["hub-missing-num_batches_tracked"] = \
+                counts.get("hub-missing-num_batches_tracked", 0) + 1
+            hm = [k for k in hm if k not in batchnorm]
+        differ = (set(hm) ^ set(om)) | (set(hu) ^ set(ou))
+        if not differ:
+            if theirs[2] != ours[2]:
+                verdict = "hub sharded load: contents differ"
+        elif tie_only(differ) and untied_contents(theirs) == untied_contents(ours):
+            counts["tie-semantics"] = counts.get("tie-semantics", 0) + 1
+            return
+        else:
+            verdict = "hub sharded load differs: %s / %s" % (theirs[1], ours[1])
+    elif theirs[0] == ours[0] == "err":
+        if theirs[1].split(":")[0] != ours[1].split(":")[0]:
+            verdict = "hub sharded load: errors differ: %s / %s" % (theirs[1], ours[1])
+    elif strict and explained_strict_error(theirs[1] if theirs[0] == "err" else ours[1],
+                                           theirs[0] == "err", tied, counts):
+        return  # one side's strict error names only entries explained above
+    else:
+        verdict = "hub sharded load: hub %s / shardload %s" % (theirs[1], ours[1])
+    if verdict is None:
+        counts["same-hub-sharded"] = counts.get("same-hub-sharded", 0) + 1
+        return
+    kind = verdict.split(":")[0]
+    failures[kind] = failures.get(kind, 0) + 1
+    if failures[kind] <= 3:
+        print("case %d: %s\n  strict %s, model %s" % (
+            i, verdict, strict, {k: tuple(v.shape) for k, v in state.items()}))
+
+
 def run_models(args, cases, torch, st, shardload, r, tmp):
     import copy
     import warnings
     warnings.filterwarnings("ignore", "Initializing zero-element tensors")  # Embedding(0, n)
     counts, failures = {"same-result": 0, "same-error": 0}, {}
     path = os.path.join(tmp, "model.safetensors")
+    try:
+        import huggingface_hub as hub
+    except ImportError:
+        hub = None
     for i in range(cases):
         torch.manual_seed(r.getrandbits(32))
         tie = r.random() < 0.4
@@ -594,7 +684,8 @@ def run_models(args, cases, torch, st, shardload, r, tmp):
                     target.head.weight = torch.nn.Parameter(target.embed.weight.detach().clone())
                 elif target.head.weight.shape == target.embed.weight.shape:
                     target.head.weight = target.embed.weight
-        if r.random() < 0.5:
+        from_save_model = r.random() < 0.5
+        if from_save_model:
             st.save_model(source, path)
             # shardload's save_model: the same parsed header (its metadata holds a note
             # per tied name dropped, several keys in the reference's hash order) and data
@@ -619,6 +710,9 @@ def run_models(args, cases, torch, st, shardload, r, tmp):
         a, b = copy.deepcopy(target), copy.deepcopy(target)
         ref = load_outcome(torch, lambda: st.load_model(a, path, strict=strict), a)
         ours = load_outcome(torch, lambda: shardload.load_model(b, path, strict=strict), b)
+        if hub is not None and from_save_model:
+            compare_hub_sharded(torch, shardload, hub, r, i, source, target, strict, tmp,
+                                counts, failures)
         if ref == ours:
             counts["same-result" if ref[0] == "ok" else "same-error"] += 1
             continue
