@@ -4,7 +4,7 @@ the Hugging Face reference (the ``safetensors`` package, framework "pt").
 
     reference_diff.py [LIBSHARDLOAD] [--seed N] [--cases N] [--write-cases N]
                       [--model-cases N] [--slice-cases N] [--shard-cases N]
-                      [--device DEV] [--keep DIR] [--verbose]
+                      [--cli SHARDLOAD] [--device DEV] [--keep DIR] [--verbose]
 
 Reads (--cases, default 2000). Each case is a generated .safetensors file: a valid one
 (random names, dtypes, shapes, bytes and metadata), the same after structural mutations
@@ -40,6 +40,10 @@ write the same parsed header and data; and, where huggingface_hub is installed, 
 ``save_torch_model`` writes the model as a sharded folder that its ``load_torch_model``
 and shardload's ``load_model`` load alike (sorted lists; intended differences in tied
 names and BatchNorm counters: compare_hub_sharded).
+
+--cli SHARDLOAD: every read case also goes to ``SHARDLOAD inspect --json``, which must
+refuse what the Python readers refuse with the same code and message, list what the
+reference reads, and never crash.
 
 --device DEV (default cpu; cuda:0 in bench/gpu_run.sh): shardload's reads and both
 readers' get_slice put their tensors there, and they must arrive there; the bytes are
@@ -888,6 +892,44 @@ def run_shards(args, cases, torch, st, shardload, r, tmp):
     return counts, failures
 
 
+def read_cli(cli, path):
+    """``shardload inspect --json PATH``: ('ok', {name: (dtype, shape)}, metadata),
+    ('err', 'code: message') or ('crash', why) (a signal, another exit status, or
+    output that is not the documented JSON)."""
+    import subprocess
+    run = subprocess.run([cli, "inspect", "--json", path], capture_output=True)
+    try:
+        out = json.loads(run.stdout)
+        if run.returncode == 0:
+            return ("ok", {t["name"]: (t["dtype"], t["shape"]) for t in out["tensors"]},
+                    out.get("metadata"))
+        if run.returncode == 1:
+            return ("err", "%s: %s" % (out["error"]["code"], out["error"]["message"]))
+    except (ValueError, KeyError, TypeError):
+        pass
+    return ("crash", "exit status %d, stdout %r, stderr %r" % (
+        run.returncode, run.stdout[:200], run.stderr[:200]))
+
+
+def compare_cli(ref, ours, cli):
+    """None when ``shardload inspect --json`` agrees with the Python readers' verdict
+    (the same error code and message, or the reference's names, dtypes, shapes and
+    metadata), else a description."""
+    if cli[0] == "crash":
+        return "inspect crashed: " + cli[1]
+    if ours[0] == "err":
+        return None if cli == ours else "inspect says %r, safe_open %r" % (cli[1:], ours[1])
+    if cli[0] != "ok":
+        return "inspect refuses what safe_open reads: %s" % cli[1]
+    want = {k: (v[0], v[1]) for k, v in ref[1]["tensors"].items()}
+    if cli[1] != want:
+        return "inspect lists other tensors"
+    metadata = ref[1]["metadata"]
+    if metadata is not UNKNOWN and (cli[2] or None) != (metadata or None):  # {} = none
+        return "inspect's metadata %r, the reference's %r" % (cli[2], metadata)
+    return None
+
+
 def run_reads(args, torch, safetensors, shardload, r, tmp):
     counts, failures = {"same-accept": 0, "same-reject": 0}, {}
     path = os.path.join(tmp, "case.safetensors")
@@ -898,6 +940,11 @@ def run_reads(args, torch, safetensors, shardload, r, tmp):
         ref = read_reference(path, torch, safetensors)
         ours = read_shardload(path, torch, shardload, args.device)
         verdict = compare(ref, ours)
+        if args.cli and (verdict is None or verdict in INTENDED) and ours[0] != "crash":
+            cli_verdict = compare_cli(ref, ours, read_cli(args.cli, path))
+            if cli_verdict is None:
+                counts["inspect-agrees"] = counts.get("inspect-agrees", 0) + 1
+            verdict = cli_verdict or verdict
         if verdict is None:
             counts["same-accept" if ref[0] == "ok" else "same-reject"] += 1
         elif verdict in INTENDED:
@@ -944,6 +991,7 @@ def main():
     parser.add_argument("--slice-cases", type=int, default=0, help="get_slice cases")
     parser.add_argument("--shard-cases", type=int, default=0,
                         help="save_sharded cases (needs huggingface_hub)")
+    parser.add_argument("--cli", help="also run `SHARDLOAD inspect --json` on every read case")
     parser.add_argument("--device", default="cpu",
                         help="where shardload's reads and both get_slice put tensors (cuda:0 "
                              "on a GPU machine; the reference's parse stays on the host)")
