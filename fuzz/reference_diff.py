@@ -82,8 +82,8 @@ import struct
 import sys
 import tempfile
 
-# The DTYPES the generator draws from: every safetensors dtype, a few near misses, and
-# their element sizes in bits (None: not a dtype).
+# DTYPE_BITS: every safetensors dtype the generator draws from, with its element size
+# in bits; NEAR_MISSES: strings that are not dtypes.
 DTYPE_BITS = {
     "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "I16": 16,
     "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32, "C64": 64,
@@ -92,13 +92,13 @@ DTYPE_BITS = {
 NEAR_MISSES = ["f32", "F128", "I4", "E8M0", "FP4", "", "F32 ", "B0OL", "C128"]
 NAMES = ["a", "b", "w.0", "x", "layer.1.weight", "\u00e9", "", "\u0000z", " a", "a b",
          "\u4e2d", "__metadata", "__metadata__x", "\U0001f600"]
-# INTENDED: where shardload rejects on purpose what the reference reads (docs/
-# ARCHITECTURE.md, "Where the project is stricter than the reference"), by the words of
-# shardload's error.
 # INTENDED_WRITES: where the writers differ on purpose. The reference writes a header
 # that is not JSON ({},"__metadata__":{}}) for no tensors and empty metadata, and
 # cannot read the file back (safetensors issues #466 / #601, still so in 0.8.0).
 INTENDED_WRITES = {"reference-writes-invalid"}
+# INTENDED: where shardload rejects on purpose what the reference reads (docs/
+# ARCHITECTURE.md, "Where the project is stricter than the reference"), by the words of
+# shardload's error.
 INTENDED = {
     "duplicate-key": "duplicate",                          # the reference keeps the last
     "dtype-as-map": "dtype must be a string, got an object",   # serde's {"F32": null}
