@@ -328,6 +328,8 @@ struct sl_options {
   // cancel: the flag of sl_options_set_cancel_token (a reference of its own, like
   // host_pool); load.cancel points at it per load.
   std::shared_ptr<std::atomic<bool>> cancel;
+  // strict_index: sl_options_set_strict_index, for sl_checkpoint_open_with.
+  bool strict_index = true;
 };
 
 struct sl_report {
@@ -635,6 +637,7 @@ sl_status sl_checkpoint_open_with(const char* path, const sl_options* options,
     if (out == nullptr) return Fail(NullArgument("out"));
     *out = nullptr;
     shardload::CatalogOptions catalog;
+    if (options != nullptr) catalog.strict_index = options->strict_index;
     if (options != nullptr && options->cancel != nullptr) {
       std::shared_ptr<std::atomic<bool>> flag = options->cancel;  // outlives the call
       catalog.cancelled = [flag] { return flag->load(std::memory_order_relaxed); };
@@ -819,6 +822,13 @@ sl_status sl_options_set_device(sl_options* options, const char* device_or_map) 
 
 sl_status sl_options_set_strict(sl_options* options, int strict) {
   return SetFlag(options, strict, [](shardload::LoadOptions& l) -> bool& { return l.match.strict; });
+}
+
+sl_status sl_options_set_strict_index(sl_options* options, int strict) {
+  return SetOption(options, [&](sl_options& o) {
+    o.strict_index = strict != 0;
+    return SL_OK;
+  });
 }
 
 sl_status sl_options_add_rename(sl_options* options, const char* rule) {

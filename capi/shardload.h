@@ -120,7 +120,7 @@ const char* sl_last_error(void);
  * none). */
 sl_status sl_last_error_code(void);
 
-/* sl_version: the library version, "0.1.5" for this header. Static string. */
+/* sl_version: the library version, "0.1.6" for this header. Static string. */
 const char* sl_version(void);
 
 /* sl_cuda_device_count: how many CUDA devices the library can load onto: 0 without a
@@ -207,9 +207,10 @@ int sl_checkpoint_has_metadata(const sl_checkpoint* checkpoint);
 /* sl_checkpoint_warning_count / sl_checkpoint_warning: what Checkpoint::Open found
  * questionable but not wrong enough to refuse, as one-line messages naming the file
  * (an empty weight_map, a total_size that disagrees, a folder holding both an index
- * and model.safetensors; a shard tensor the index does not list is an error here). Borrowed strings, valid until
- * the checkpoint is freed. Errors: SL_OUT_OF_RANGE for an index past the end. Added in
- * 0.1.2. */
+ * and model.safetensors; a shard tensor the index does not list, which is an error
+ * unless sl_options_set_strict_index(options, 0) was given to sl_checkpoint_open_with).
+ * Borrowed strings, valid until the checkpoint is freed. Errors: SL_OUT_OF_RANGE for
+ * an index past the end. Added in 0.1.2. */
 size_t sl_checkpoint_warning_count(const sl_checkpoint* checkpoint);
 sl_status sl_checkpoint_warning(const sl_checkpoint* checkpoint, size_t index,
                                 const char** message);
@@ -297,6 +298,15 @@ sl_status sl_options_set_device(sl_options* options, const char* device_or_map);
 
 /* sl_options_set_strict: nonzero (default) fails loads with missing or unexpected keys. */
 sl_status sl_options_set_strict(sl_options* options, int strict);
+
+/* sl_options_set_strict_index: nonzero (default) makes sl_checkpoint_open_with of a
+ * sharded checkpoint fail when a shard holds a tensor its index does not list:
+ * SL_INVALID_ARGUMENT "<index>: shard 'f' holds tensor 'y', which the index does not
+ * list" (" (and N more)"). 0 keeps such tensors in the catalog, loaded like the listed
+ * ones, each with a warning (sl_checkpoint_warning), as huggingface_hub and transformers
+ * load whole shards. Only sl_checkpoint_open_with reads it (sl_checkpoint_open is
+ * strict). Errors: SL_INVALID_ARGUMENT "options is NULL". Added in 0.1.6. */
+sl_status sl_options_set_strict_index(sl_options* options, int strict);
 
 /* sl_options_add_rename: append a rename rule applied to checkpoint names: sed-style
  * "s/REGEX/REPL/[g]", "strip:PREFIX" or "add:PREFIX".
@@ -452,9 +462,9 @@ sl_status sl_options_set_cancel_token(sl_options* options, sl_cancel_token* toke
 /* sl_checkpoint_open_with: sl_checkpoint_open, with what of `options` applies to
  * opening (NULL: none): its cancel token, once cancelled, stops a wait for the folder's
  * lock (a shardload writer publishing there) with SL_CANCELLED "<folder>: stopped while
- * waiting for the folder's lock", where sl_checkpoint_open waits up to 60 s. The
- * options are only read during the call. Errors: those of sl_checkpoint_open. Added in
- * 0.1.5. */
+ * waiting for the folder's lock", where sl_checkpoint_open waits up to 60 s; and its
+ * sl_options_set_strict_index (0.1.6). The options are only read during the call.
+ * Errors: those of sl_checkpoint_open. Added in 0.1.5. */
 sl_status sl_checkpoint_open_with(const char* path, const sl_options* options,
                                   sl_checkpoint** out);
 

@@ -49,9 +49,13 @@ namespace shardload::cli {
 namespace {
 
 constexpr char kInspectUsage[] =
-    "usage: shardload inspect PATH [--json]\n"
-    "  PATH    a .safetensors file, a *.safetensors.index.json, or a folder holding either\n"
-    "  --json  machine-readable output: files, metadata, tensors (sorted by name), total_bytes\n";
+    "usage: shardload inspect PATH [--json] [--lenient-index]\n"
+    "  PATH             a .safetensors file, a *.safetensors.index.json, or a folder holding\n"
+    "                   either\n"
+    "  --json           machine-readable output: files, metadata, tensors (sorted by name),\n"
+    "                   total_bytes\n"
+    "  --lenient-index  also list tensors a shard holds but the index does not list (a\n"
+    "                   warning each; default: an error)\n";
 
 // OutputBuffer: the JSON text, rendered into one fixed block (kOutputChunk bytes) that
 // is written to `fd` each time it fills, and by Flush at the end, so the memory touched
@@ -319,6 +323,7 @@ int Fail(const Status& status, bool json, int exit_code) {
 
 int RunInspect(const Args& args) {
   bool json = false;
+  CatalogOptions catalog;
   std::string path;
   int paths = 0;
   std::string bad;
@@ -333,11 +338,14 @@ int RunInspect(const Args& args) {
       }
     } else if (a == "--json") {
       json = true;
+    } else if (a == "--lenient-index") {
+      catalog.strict_index = false;
     } else if (a == "--help" || a == "-h") {
       int err = WriteAll(STDOUT_FILENO, kInspectUsage);
       return err == 0 ? 0 : CannotWrite(err);
-    } else if (a.starts_with("--json=") && bad.empty()) {  // as FlagReader::NoValue words it
-      bad = "--json takes no value (got '" + a + "')";
+    } else if ((a.starts_with("--json=") || a.starts_with("--lenient-index=")) && bad.empty()) {
+      // as FlagReader::NoValue words it
+      bad = a.substr(0, a.find('=')) + " takes no value (got '" + a + "')";
     } else if (a.size() > 1 && a[0] == '-' && bad.empty()) {
       bad = "unknown option '" + a + "'";
     } else if (!a.empty() && (a.size() == 1 || a[0] != '-')) {  // "" is no PATH, as elsewhere
@@ -360,7 +368,7 @@ int RunInspect(const Args& args) {
   // (Process-wide malloc policy, set by the command, never by the library.)
   ::mallopt(M_TRIM_THRESHOLD, 1 << 30);
   ReserveHugePageHeap(kHugePageHeapBytes);
-  Result<Checkpoint> ckpt = Checkpoint::Open(path);
+  Result<Checkpoint> ckpt = Checkpoint::Open(path, catalog);
   if (!ckpt.ok()) return Fail(ckpt.status(), json, 1);
 
   int write_errno = 0;

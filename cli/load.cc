@@ -56,12 +56,15 @@ constexpr char kLoadUsage[] =
     "  --slots N                  staging slots in the ring (default 16)\n"
     "  --slot-size SIZE           bytes per slot, a multiple of 4096 (default 16MiB minus 8KiB)\n"
     "  --verify                   check recorded XXH3 hashes on the bytes read\n"
+    "  --lenient-index            also load tensors a shard holds but the index does not\n"
+    "                             list (a warning each; default: an error)\n"
     "  --json                     one JSON object on stdout\n";
 
 struct LoadArgs {
   std::string path;
   std::string expect;
   bool json = false;
+  CatalogOptions catalog;  // --lenient-index: strict_index false
   LoadOptions options;
 };
 
@@ -79,6 +82,9 @@ Result<LoadArgs> ParseLoadArgs(const Args& args) {
     } else if (f.Is("--verify")) {
       SL_RETURN_IF_ERROR(f.NoValue());
       a.options.verify = true;
+    } else if (f.Is("--lenient-index")) {
+      SL_RETURN_IF_ERROR(f.NoValue());
+      a.catalog.strict_index = false;
     } else if (f.Is("--strict")) {
       SL_RETURN_IF_ERROR(f.NoValue());
       a.options.match.strict = true;
@@ -310,7 +316,7 @@ int RunLoad(const Args& args) {
   for (const Device& d : a.options.devices.Devices()) {
     if (d.is_cuda()) a.options.backend = CliBackend();
   }
-  Result<Checkpoint> ckpt = Checkpoint::Open(a.path);
+  Result<Checkpoint> ckpt = Checkpoint::Open(a.path, a.catalog);
   if (!ckpt.ok()) return Fail(a, empty, ckpt.status());
   PrintWarnings("load", ckpt->warnings());
 

@@ -55,7 +55,7 @@ namespace {
 
 constexpr char kReshardUsage[] =
     "usage: shardload reshard PATH OUT (--max-shard-size S | --shards N) [--prefix P]\n"
-    "                         [--no-checksums] [--no-sync]\n"
+    "                         [--no-checksums] [--no-sync] [--lenient-index]\n"
     "\n"
     "Rewrite the checkpoint at PATH into new shards in the folder OUT (created, with its\n"
     "parents, when missing; it must not be PATH's folder). Files of an earlier\n"
@@ -67,7 +67,9 @@ constexpr char kReshardUsage[] =
     "  --prefix P          file names P-00001-of-0000N.safetensors (default model)\n"
     "  --no-checksums      do not hash: no check of the source's recorded XXH3, no\n"
     "                      new records, no read-back\n"
-    "  --no-sync           skip fsync (scratch data only)\n";
+    "  --no-sync           skip fsync (scratch data only)\n"
+    "  --lenient-index     also take tensors a shard of PATH holds but its index does not\n"
+    "                      list (a warning each; default: an error): the new index lists them\n";
 static_assert(kMaxShardFiles == 10'000, "kReshardUsage names the limit");
 
 int Fail(const std::string& message) {
@@ -101,6 +103,7 @@ int RunReshard(const Args& args) {
   std::optional<int> shards;
   std::string prefix = "model";
   bool checksums = true, sync = true;
+  CatalogOptions catalog;  // --lenient-index: strict_index false
   FlagReader f(args);  // "--flag value" and "--flag=value", as the other commands
   while (f.Next()) {
     if (f.IsPositional()) {
@@ -128,6 +131,9 @@ int RunReshard(const Args& args) {
     } else if (f.Is("--no-sync")) {
       if (Status s = f.NoValue(); !s.ok()) return Usage(s.message());
       sync = false;
+    } else if (f.Is("--lenient-index")) {
+      if (Status s = f.NoValue(); !s.ok()) return Usage(s.message());
+      catalog.strict_index = false;
     } else {
       return Usage("unknown option '" + f.arg() + "'");
     }
@@ -140,7 +146,7 @@ int RunReshard(const Args& args) {
   }
   const std::string& out = positional[1];
 
-  Result<Checkpoint> ckpt = Checkpoint::Open(positional[0]);
+  Result<Checkpoint> ckpt = Checkpoint::Open(positional[0], catalog);
   if (!ckpt.ok()) return Fail(ckpt.status().message());
   PrintWarnings("reshard", ckpt->warnings());
   // OUT as it will be once created: its existing part resolved, the rest (which

@@ -120,7 +120,7 @@ static void WriteSingle(void) {
 /* ---------------------------------------------------------------- cases */
 
 static void TestVersionAndNames(void) {
-  CHECK(strcmp(sl_version(), "0.1.5") == 0);
+  CHECK(strcmp(sl_version(), "0.1.6") == 0);
   CHECK(strcmp(sl_status_name(SL_OK), "ok") == 0);
   CHECK(strcmp(sl_status_name(SL_DATA_LOSS), "data_loss") == 0);
   CHECK(strcmp(sl_status_name(SL_INVALID_ARGUMENT), "invalid_argument") == 0);
@@ -1085,18 +1085,24 @@ static void TestCancelWhileWaitingForTheFolderLock(void) {
   sl_checkpoint_free(ck);
 }
 
+/* WriteIndex: `text` as dir/model.safetensors.index.json; 0 (a failed CHECK) when the
+ * file cannot be written. */
+static int WriteIndex(const char* dir, const char* text) {
+  char index[8400];
+  snprintf(index, sizeof index, "%s/model.safetensors.index.json", dir);
+  FILE* f = fopen(index, "w");
+  CHECK(f != NULL);
+  if (f == NULL) return 0;
+  fputs(text, f);
+  return fclose(f) == 0;
+}
+
 /* Catalog warnings: an index listing nothing opens, and says so. */
 static void TestCheckpointWarnings(void) {
   char dir[8300];
   snprintf(dir, sizeof dir, "%s", Path("emptymap"));
   mkdir(dir, 0755);
-  char index[8400];
-  snprintf(index, sizeof index, "%s/model.safetensors.index.json", dir);
-  FILE* f = fopen(index, "w");
-  CHECK(f != NULL);
-  if (f == NULL) return;
-  fputs("{\"metadata\": {}, \"weight_map\": {}}", f);
-  fclose(f);
+  if (!WriteIndex(dir, "{\"metadata\": {}, \"weight_map\": {}}")) return;
   sl_checkpoint* ck = NULL;
   CHECK_OK(sl_checkpoint_open(dir, &ck));
   CHECK(sl_checkpoint_tensor_count(ck) == 0);
@@ -1107,6 +1113,47 @@ static void TestCheckpointWarnings(void) {
                                "checkpoint has no tensors") == 0);
   CHECK_ERR(sl_checkpoint_warning(ck, 1, &w), SL_OUT_OF_RANGE,
             "warning index 1 is out of range (1 warnings)");
+  sl_checkpoint_free(ck);
+}
+
+/* A shard holding a tensor its index does not list: sl_checkpoint_open refuses it;
+ * sl_checkpoint_open_with options of sl_options_set_strict_index(0) opens it with the
+ * tensor in the catalog (loaded like the others) and a warning naming it. */
+static void TestLenientIndex(void) {
+  char dir[8300];
+  snprintf(dir, sizeof dir, "%s", Path("unlisted"));
+  mkdir(dir, 0755);
+  /* One shard holding "a" and "b", under an index that lists only "a". */
+  float ab[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  static uint64_t four[1] = {4};
+  sl_tensor_view views[2] = {{"a", 1, "F32", four, 1, ab}, {"b", 1, "F32", four, 1, ab + 4}};
+  CHECK_OK(sl_save_sharded(dir, views, 2, "1GB", NULL, NULL, NULL, 0));  /* model.safetensors */
+  char single[8400], shard[8400];
+  snprintf(single, sizeof single, "%s/model.safetensors", dir);
+  snprintf(shard, sizeof shard, "%s/model-00001-of-00001.safetensors", dir);
+  CHECK(rename(single, shard) == 0);
+  if (!WriteIndex(dir, "{\"weight_map\": {\"a\": \"model-00001-of-00001.safetensors\"}}")) return;
+  sl_checkpoint* ck = NULL;
+  const char* want = "model.safetensors.index.json: shard 'model-00001-of-00001.safetensors' "
+                     "holds tensor 'b', which the index does not list";
+  CHECK_ERR(sl_checkpoint_open(dir, &ck), SL_INVALID_ARGUMENT, want);
+  CHECK(ck == NULL);
+  sl_options* opt = NULL;
+  CHECK_OK(sl_options_new(&opt));
+  CHECK_ERR(sl_checkpoint_open_with(dir, opt, &ck), SL_INVALID_ARGUMENT, want);
+  CHECK_OK(sl_options_set_strict_index(opt, 0));
+  CHECK_OK(sl_checkpoint_open_with(dir, opt, &ck));
+  CHECK(sl_checkpoint_tensor_count(ck) == 2);
+  CHECK(sl_checkpoint_warning_count(ck) == 1);
+  const char* w = NULL;
+  CHECK_OK(sl_checkpoint_warning(ck, 0, &w));
+  CHECK(w != NULL && strcmp(w, want) == 0);
+  float got[8] = {0};
+  sl_target targets[2] = {{"a", 1, "F32", four, 1, "cpu", got}, {"b", 1, "F32", four, 1, "cpu", got + 4}};
+  CHECK_OK(sl_load_into(ck, targets, 2, opt, NULL));
+  CHECK(memcmp(got, ab, sizeof got) == 0);
+  CHECK_ERR(sl_options_set_strict_index(NULL, 0), SL_INVALID_ARGUMENT, "options is NULL");
+  sl_options_free(opt);
   sl_checkpoint_free(ck);
 }
 
@@ -1830,6 +1877,7 @@ int main(void) {
   RunCase("ReadsKeepTheirFiles", TestReadsKeepTheirFiles);
   RunCase("KeptFilesAreBounded", TestKeptFilesAreBounded);
   RunCase("KeptFilesAreOfOneSave", TestKeptFilesAreOfOneSave);
+  RunCase("LenientIndex", TestLenientIndex);
   RunCase("CancelWhileWaitingForTheFolderLock", TestCancelWhileWaitingForTheFolderLock);
   RunCase("ASingleFileIgnoresTheFolderLock", TestASingleFileIgnoresTheFolderLock);
   RunCase("DlpackHugeDimsAndNullNames", TestDlpackHugeDimsAndNullNames);

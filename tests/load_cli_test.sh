@@ -211,6 +211,39 @@ if [ "$(ulimit -Hn)" = unlimited ] || [ "$(ulimit -Hn)" -gt 1200 ]; then
   rm -rf "$tmp/many"
 fi
 
+# A shard holding a tensor its index does not list (transformers and huggingface_hub
+# load whole shards, so they take it): an error naming it by default; with
+# --lenient-index load, inspect and reshard take it, with a warning, and reshard's new
+# index lists it.
+cli_check_tiny_checkpoint "$tmp/unlisted"
+shard="$(python3 - "$tmp/unlisted" <<'PY'
+import json, os, sys
+p = os.path.join(sys.argv[1], "model.safetensors.index.json")
+index = json.load(open(p))
+print(index["weight_map"].pop("model.norm.weight"))
+json.dump(index, open(p, "w"))
+PY
+)"
+want="model.safetensors.index.json: shard '$shard' holds tensor 'model.norm.weight', which the index does not list"
+out="$("$bin" load "$tmp/unlisted" 2>&1)"; rc=$?
+check "an unlisted tensor: load exits 1" test $rc -eq 1
+check "... naming the tensor and its shard" grep -qF "shardload load: $want" <<<"$out"
+out="$("$bin" load "$tmp/unlisted" --lenient-index --json 2>"$tmp/err")"; rc=$?
+check "--lenient-index: load exits 0 with all 21 tensors" bash -c "test $rc -eq 0 && grep -q '^{\"matched\":21,' <<<'$out'"
+check "... and a warning naming it" grep -qF "shardload load: warning: $want" "$tmp/err"
+out="$("$bin" inspect "$tmp/unlisted" --json 2>&1)"; rc=$?
+check "inspect of it exits 1" test $rc -eq 1
+n="$("$bin" inspect "$tmp/unlisted" --json --lenient-index 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["tensors"]))')"
+check "inspect --lenient-index lists 21 tensors" test "$n" = 21
+check "inspect --lenient-index=x is a usage error" bash -c "'$bin' inspect '$tmp/unlisted' --lenient-index=x >/dev/null 2>&1; test \$? -eq 2"
+"$bin" reshard "$tmp/unlisted" "$tmp/fixed" --shards 2 --no-sync >/dev/null 2>&1; rc=$?
+check "reshard of it exits 1" test $rc -eq 1
+"$bin" reshard "$tmp/unlisted" "$tmp/fixed" --shards 2 --no-sync --lenient-index >/dev/null 2>"$tmp/err"; rc=$?
+check "reshard --lenient-index exits 0" test $rc -eq 0
+check "reshard --lenient-index warns" grep -qF "warning: $want" "$tmp/err"
+out="$("$bin" load "$tmp/fixed" --json 2>/dev/null)"; rc=$?
+check "the resharded checkpoint loads strictly, all 21 tensors" bash -c "test $rc -eq 0 && grep -q '^{\"matched\":21,' <<<'$out'"
+
 # Usage errors under --json: the error object on stdout too, for every command.
 for cmd in "load $tmp/m --threads abc" "verify $tmp/m --bogus" "hash $tmp/m --bogus" "devices --bogus"; do
   out="$("$bin" $cmd --json 2>/dev/null)"; rc=$?

@@ -2077,15 +2077,15 @@ class PythonTest(unittest.TestCase):
 
     def test_package_version_and_library_version_check(self):
         self.assertEqual(shardload.__version__, shardload.version())
-        for ok in ["0.1.5", "0.1.10", "0.2.0", "1.0.0"]:
+        for ok in ["0.1.6", "0.1.10", "0.2.0", "1.0.0"]:
             _lib.check_library_version(ok, "/x/libshardload.so")  # no error
-        for old in ["0.1.4", "0.0.9", "0.1", "garbage", "", " 0.1.5", "1_0.0.0", "0.1.6rc1"]:
+        for old in ["0.1.5", "0.0.9", "0.1", "garbage", "", " 0.1.6", "1_0.0.0", "0.1.7rc1"]:
             with self.assertRaises(shardload.ShardloadError) as cm:
                 _lib.check_library_version(old, "/x/libshardload.so")
             self.assertEqual(cm.exception.code, "failed_precondition")
             self.assertEqual(str(cm.exception),
-                             "/x/libshardload.so is shardload %s; this Python package (0.1.5) "
-                             "needs 0.1.5 or newer (use the libshardload.so that came with "
+                             "/x/libshardload.so is shardload %s; this Python package (0.1.6) "
+                             "needs 0.1.6 or newer (use the libshardload.so that came with "
                              "it)" % old)
 
     def _run_python(self, code, cwd, env_library):
@@ -2142,7 +2142,7 @@ class PythonTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout.strip(),
                          "failed_precondition | %s is shardload 0.1.4; this Python package "
-                         "(0.1.5) needs 0.1.5 or newer (use the libshardload.so that came "
+                         "(0.1.6) needs 0.1.6 or newer (use the libshardload.so that came "
                          "with it)" % old)
         foreign = self._stub_library("foreign", "int unrelated(void) { return 1; }\n")
         r = self._run_python(probe, self.dir, foreign)
@@ -2908,6 +2908,55 @@ class PythonTest(unittest.TestCase):
             for name in tensors:
                 self.assertEqual((loaded[name].dtype, loaded[name].shape),
                                  (ref[name].dtype, ref[name].shape), name)
+
+    def test_strict_index(self):
+        # A shard holding a tensor its index does not list: refused by default, naming
+        # it; strict_index=False takes it, with a ShardloadWarning, in every reader
+        # (huggingface_hub's and transformers' sharded loads read whole shards).
+        folder = tempfile.mkdtemp(dir=self.dir)
+        tensors = {"a": torch.arange(4.0), "b": torch.arange(4.0) + 10, "c": torch.ones(4)}
+        shardload.save_sharded(tensors, folder, max_shard_size=32)  # a+b, c
+        index_path = os.path.join(folder, "model.safetensors.index.json")
+        with open(index_path) as f:
+            index = json.load(f)
+        shard = index["weight_map"].pop("b")
+        self.assertEqual(shard, index["weight_map"]["a"])
+        with open(index_path, "w") as f:
+            json.dump(index, f)
+        want = ("model.safetensors.index.json: shard '%s' holds tensor 'b', which the index "
+                "does not list" % shard)
+
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                for name in "abc":
+                    self.register_buffer(name, torch.zeros(4))
+
+        strict_calls = [lambda **k: shardload.load_file(folder, **k),
+                        lambda **k: shardload.safe_open(folder, **k).keys(),
+                        lambda **k: shardload.load_model(Net(), folder, **k),
+                        lambda **k: shardload.load_state_dict_into(Net(), folder, **k)]
+        for call in strict_calls:
+            with self.assertRaises(shardload.ShardloadError) as cm:
+                call()
+            self.assertEqual((cm.exception.code, cm.exception.message),
+                             ("invalid_argument", want))
+        with warnings_caught() as log:
+            loaded = shardload.load_file(folder, strict_index=False)
+        self.assertEqual([str(w.message) for w in log], [want])
+        self.assertTrue(all(issubclass(w.category, shardload.ShardloadWarning) for w in log))
+        for name, t in tensors.items():
+            self.assertTrue(torch.equal(loaded[name], t), name)
+        with warnings_caught():
+            with shardload.safe_open(folder, strict_index=False) as f:
+                self.assertEqual(sorted(f.keys()), ["a", "b", "c"])
+                self.assertTrue(torch.equal(f.get_tensor("b"), tensors["b"]))
+            net = Net()
+            self.assertEqual(shardload.load_model(net, folder, strict_index=False),
+                             (set(), []))
+            self.assertTrue(torch.equal(net.b, tensors["b"]))
+            report = shardload.load_state_dict_into(Net(), folder, strict_index=False)
+            self.assertEqual((report["missing"], report["unexpected"]), ([], []))
 
     def test_dimensions_past_int64(self):
         # A zero-element tensor may declare any 64-bit dimension. Past torch's int64 the

@@ -273,17 +273,17 @@ class _Checkpoint(_lib.Closing):
     """An owned sl_checkpoint handle. ``infos`` point into the handle (valid until
     close()); ``names``, ``shapes`` and ``dtypes`` are Python copies that stay valid.
     ``cancel`` (a CancelToken) stops a wait for the folder's lock (a writer publishing
-    there) with ShardloadError("cancelled")."""
+    there) with ShardloadError("cancelled"). ``strict_index``: as in load_file."""
 
-    def __init__(self, path, cancel=None):
+    def __init__(self, path, cancel=None, strict_index=True):
         self.handle = None  # set first: __del__ runs also when the open below fails
         l = _lib.lib()
         h = ctypes.c_void_p()
         raw = _path_bytes(path)
-        if cancel is None:
+        if cancel is None and strict_index:
             status = l.sl_checkpoint_open(raw, ctypes.byref(h))
         else:
-            with _lib.Options(cancel=cancel) as opening:
+            with _lib.Options(cancel=cancel, strict_index=strict_index) as opening:
                 status = l.sl_checkpoint_open_with(raw, opening.handle, ctypes.byref(h))
         if status != 0 and _names_no_file(status, raw):
             # As open(), torch.load and safetensors: FileNotFoundError (ENOENT, the
@@ -425,7 +425,7 @@ def _backend_io(backend, io="auto"):
 
 
 def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verify=False,
-              progress=None, pool=None, cancel=None, backend=_NO_BACKEND):
+              progress=None, pool=None, cancel=None, backend=_NO_BACKEND, strict_index=True):
     """Load every tensor of a checkpoint (file, index .json or folder) as torch tensors.
 
     ``device``: "cpu" (or None, as safetensors takes it), "cuda" (the current CUDA
@@ -445,6 +445,11 @@ def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verif
     ``cancel``: a CancelToken that another thread may cancel (ShardloadError
     "cancelled", "load cancelled"; while the open waits for a writer publishing in the
     folder: "<folder>: stopped while waiting for the folder's lock").
+    ``strict_index`` (not in safetensors): a shard holding a tensor its index does not
+    list fails the open (True, the default: ShardloadError("invalid_argument",
+    "model.safetensors.index.json: shard 'f' holds tensor 'y', which the index does not
+    list")); False loads such tensors too, with a ShardloadWarning each, as
+    huggingface_hub's and transformers' sharded loads, which read whole shards, do.
     A checkpoint of more shards than the process's soft open-file limit leaves room for
     raises that limit (RLIMIT_NOFILE, up to the hard limit): a load keeps every shard
     open at once.
@@ -460,7 +465,7 @@ def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verif
     exist; ShardloadError (code and message from the library) on any other failure,
     ValueError for a closed pool or token."""
     io = _backend_io(backend, io)
-    with _Checkpoint(filename, cancel) as ckpt, \
+    with _Checkpoint(filename, cancel, strict_index) as ckpt, \
             _lib.Options(device=_device_string(device), strict=False, renames=renames,
                          threads=threads, io=io, verify=verify, progress=progress,
                          pool=pool, cancel=cancel) as options:
@@ -656,10 +661,10 @@ class safe_open(_lib.Closing):
     safetensors 0.8's keyword ("mmap" or "pread"), validated as there and used as the
     io mode of the loads through the loader (get_tensors, ``verify``); plain
     get_tensor and get_slice read the rows they need with positional reads either
-    way."""
+    way. ``strict_index``: as in load_file."""
 
     def __init__(self, filename, framework="pt", device="cpu", *, verify=False, pool=None,
-                 backend=_NO_BACKEND):
+                 backend=_NO_BACKEND, strict_index=True):
         if not isinstance(framework, str):
             raise TypeError("framework must be a str such as \"pt\", not %s"
                             % type(framework).__name__)
@@ -672,7 +677,7 @@ class safe_open(_lib.Closing):
         self._verify = bool(verify)
         HostMemoryPool.check_argument(pool, "pool")
         self._pool = pool
-        ckpt = _Checkpoint(filename)
+        ckpt = _Checkpoint(filename, strict_index=strict_index)
         # Open every shard now and read those files until the handle goes, as
         # safetensors maps its file at open: saving the checkpoint again over the same
         # names, deleting it or os.chdir do not change what this object reads. A folder
@@ -845,7 +850,7 @@ _EMPTY_ADDRESS = ctypes.addressof(_EMPTY)
 
 def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames=(),
                          allow_cast=False, threads=0, verify=False, progress=None, pool=None,
-                         assign=False, cancel=None):
+                         assign=False, cancel=None, strict_index=True):
     """load_state_dict straight into ``module``'s parameter and buffer storage.
 
     Every state_dict entry that is contiguous, of a supported dtype and on the target
@@ -901,8 +906,8 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     on ``device``, instead of being written into; what a model built on the meta device
     needs. Tied entries stay one object, the last loaded name's in module order.
     ShardloadError ("unimplemented") on an older torch. ``cancel``: as in load_file
-    (the module may then be partly written)."""
-    with _Checkpoint(filename, cancel) as ckpt:
+    (the module may then be partly written). ``strict_index``: as in load_file."""
+    with _Checkpoint(filename, cancel, strict_index) as ckpt:
         if not assign:
             refused = _inference_entries(module.state_dict(keep_vars=True))
             if refused:
@@ -1273,7 +1278,7 @@ _CASTABLE = {"F32", "F16", "BF16"}
 
 
 def load_model(model, filename, strict=True, device="cpu", *, verify=False, progress=None,
-               pool=None, assign=False, cancel=None, backend=_NO_BACKEND):
+               pool=None, assign=False, cancel=None, backend=_NO_BACKEND, strict_index=True):
     """Like safetensors.torch.load_model: load into ``model``, returning
     ``(missing, unexpected)``; tied weights (entries sharing storage in the model) are
     not reported missing. As in safetensors, the tie notes save_model writes to
@@ -1291,7 +1296,8 @@ def load_model(model, filename, strict=True, device="cpu", *, verify=False, prog
     ``progress``: as in load_file; ``pool``, ``assign`` (not in safetensors: a model
     built on the meta device takes the loaded tensors themselves, zero-copy),
     ``cancel``: as in load_state_dict_into. ``backend``: as in load_file (safetensors
-    0.8's "mmap" or "pread": the loader's io mode of that name).
+    0.8's "mmap" or "pread": the loader's io mode of that name). ``strict_index``: as
+    in load_file.
     Writing straight into the model's storage, the version counter of every tensor
     written is bumped as torch's copy_ bumps it (a backward through a graph that saved
     the old values raises instead of using the new ones; an empty tensor's too).
@@ -1306,7 +1312,7 @@ def load_model(model, filename, strict=True, device="cpu", *, verify=False, prog
     them, as in safetensors."""
     io = _backend_io(backend)
     model_state = model.state_dict()
-    with _Checkpoint(filename, cancel) as ckpt:
+    with _Checkpoint(filename, cancel, strict_index) as ckpt:
         file_keys = set(ckpt.names)
         _check_shared_flatten(model_state)  # safetensors' view error, as in save_model
         to_removes = _remove_duplicate_names(model_state, preferred_names=file_keys,

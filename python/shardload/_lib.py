@@ -138,6 +138,7 @@ _SIGNATURES = {
     "sl_options_free": (None, [_P]),
     "sl_options_set_device": (ctypes.c_int, [_P, ctypes.c_char_p]),
     "sl_options_set_strict": (ctypes.c_int, [_P, ctypes.c_int]),
+    "sl_options_set_strict_index": (ctypes.c_int, [_P, ctypes.c_int]),
     "sl_options_add_rename": (ctypes.c_int, [_P, ctypes.c_char_p]),
     "sl_options_add_alias": (ctypes.c_int, [_P, ctypes.c_char_p, ctypes.c_char_p]),
     "sl_options_set_allow_cast": (ctypes.c_int, [_P, ctypes.c_int]),
@@ -194,7 +195,7 @@ _SIGNATURES = {
 
 # PACKAGE_VERSION: this package's version; the library it loads must be at least as
 # new (its C API only grows: a newer one has every function this package binds).
-PACKAGE_VERSION = "0.1.5"
+PACKAGE_VERSION = "0.1.6"
 
 
 def _version_tuple(text):
@@ -476,7 +477,7 @@ class Options(Closing):
 
     def __init__(self, device="cpu", strict=True, renames=(), aliases=(), allow_cast=False,
                  threads=0, io="auto", verify=False, progress=None, pool=None, cancel=None,
-                 metadata_aliases=True):
+                 metadata_aliases=True, strict_index=True):
         self.handle = None  # set first: __del__ runs also when a setter below fails
         self.error = None  # an exception the progress callable raised
         threads = check_threads(threads)  # before the C call, whose int would wrap
@@ -488,6 +489,8 @@ class Options(Closing):
         self.handle = h
         check(l.sl_options_set_device(h, str(device).encode()))
         check(l.sl_options_set_strict(h, 1 if strict else 0))
+        if not strict_index:
+            check(l.sl_options_set_strict_index(h, 0))
         for r in renames:
             check(l.sl_options_add_rename(h, r.encode()))
         for target, stored in aliases:
