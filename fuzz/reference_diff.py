@@ -61,7 +61,9 @@ values (ints, hub-style "1KB" / "0.1KB" strings, invalid ones) and metadata go t
 huggingface_hub's ``save_torch_state_dict`` and ``shardload.save_sharded``: the same
 file names, each shard's parsed header and data, and the index as JSON; or the same
 exception type. ``shardload.load_file`` of the hub's folder must return what the
-reference's ``load_file`` of each of its shards returns, merged. Intended: shardload refuses a max_shard_size of 0 or less, for which
+reference's ``load_file`` of each of its shards returns, merged; and with one tensor
+dropped from its index (its shard still listed), a default load must refuse it and
+``strict_index=False`` load every tensor of the listed shards, as the hub's loader does. Intended: shardload refuses a max_shard_size of 0 or less, for which
 the hub writes a shard per tensor.
 
 Everything else is a failure, and so is any exception from shardload other than
@@ -808,6 +810,51 @@ def run_slices(args, cases, torch, st, shardload, r, tmp):
 
 # ----------------------------------------------------------------------------- save_sharded
 
+def unlisted_index(torch, st, shardload, folder, files, r, i, counts, failures, summary):
+    """Drops from the hub folder's index one tensor whose shard stays listed through
+    another: a default load must refuse it naming the tensor, and strict_index=False
+    must load what the hub's sharded loader loads (every tensor of the listed shards),
+    with a warning."""
+    import warnings
+    index = files.get("model.safetensors.index.json")
+    if index is None:
+        return
+    weight_map = index["weight_map"]
+    shards = [weight_map[k] for k in weight_map]
+    candidates = [k for k in weight_map if shards.count(weight_map[k]) > 1]
+    if not candidates:
+        return
+    dropped = r.choice(candidates)
+    edited = dict(index, weight_map={k: v for k, v in weight_map.items() if k != dropped})
+    with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
+        json.dump(edited, f)
+    want = ("model.safetensors.index.json: shard '%s' holds tensor %s, which the index does "
+            "not list" % (weight_map[dropped], shardload._quote_name(dropped)))
+    verdict = None
+    try:
+        shardload.load_file(folder)
+        verdict = "an unlisted tensor loads by default"
+    except shardload.ShardloadError as e:
+        if (e.code, e.message) != ("invalid_argument", want):
+            verdict = "an unlisted tensor: %s: %s" % (e.code, e.message)
+    merged = {}
+    for f in set(edited["weight_map"].values()):
+        merged.update(st.load_file(os.path.join(folder, f)))
+    with warnings.catch_warnings(record=True) as log:
+        warnings.simplefilter("always")
+        got = shardload.load_file(folder, strict_index=False)
+    if verdict is None and summary(got) != summary(merged):
+        verdict = "strict_index=False loads %s, the hub's way %s" % (sorted(got), sorted(merged))
+    if verdict is None and [str(w.message) for w in log] != [want]:
+        verdict = "strict_index=False warns %r" % [str(w.message) for w in log]
+    if verdict is None:
+        counts["same-unlisted"] = counts.get("same-unlisted", 0) + 1
+        return
+    kind = verdict.split(":")[0]
+    failures[kind] = failures.get(kind, 0) + 1
+    print("case %d: %s" % (i, verdict))
+
+
 def run_shards(args, cases, torch, st, shardload, r, tmp):
     """shardload.save_sharded against huggingface_hub's save_torch_state_dict."""
     import shutil
@@ -859,6 +906,8 @@ def run_shards(args, cases, torch, st, shardload, r, tmp):
                         print("case %d: %s: %s vs %s" % (i, counts_key, sorted(got), sorted(merged)))
                     else:
                         counts["same-load"] = counts.get("same-load", 0) + 1
+                    unlisted_index(torch, st, shardload, folder, files, r, i, counts, failures,
+                                   summary)
                 outcomes.append(("ok", files))
             except Exception as e:
                 outcomes.append(("err", type(e).__name__, str(e)))
