@@ -76,6 +76,7 @@ lookup, e.g. SHARDLOAD_LIBRARY). When torch or safetensors cannot be imported it
 python/run_with_torch.sh), prints SKIP and writes a skipped JUnit case.
 """
 import argparse
+import collections
 import json
 import os
 import random
@@ -108,6 +109,22 @@ INTENDED = {
     "deep-nesting": "header nests deeper than",            # past ParseOptions::max_depth
 }
 UNKNOWN = object()  # metadata the reference could not be asked for
+
+
+def new_tally(*agreeing):
+    """(counts, failures) of one mode: Counters, `counts` starting with the `agreeing`
+    keys at 0 so that the summary names them even when none occurred."""
+    return collections.Counter(dict.fromkeys(agreeing, 0)), collections.Counter()
+
+
+def fail(failures, verdict, case, details=None, shown=1, verbose=False):
+    """Counts `verdict` in `failures` under its kind (its text before the first ':') and
+    prints "case N: <verdict><details()>" for the first `shown` of that kind, or for
+    every one with `verbose`; `details` is only called to print."""
+    kind = verdict.split(":")[0]
+    failures[kind] += 1
+    if failures[kind] <= shown or verbose:
+        print("case %d: %s%s" % (case, verdict, details() if details else ""))
 
 
 def nbytes(dtype, shape):
@@ -495,7 +512,7 @@ def compare_writes(safetensors, ref, ours, tensors, metadata):
 
 
 def run_writes(args, cases, torch, safetensors, st, shardload, r, tmp):
-    counts, failures = {"same-write": 0, "same-refusal": 0}, {}
+    counts, failures = new_tally("same-write", "same-refusal")
     for i in range(cases):
         tensors, metadata = make_write_case(torch, r)
         ref, ours = write_both(torch, st, shardload, tensors, metadata, tmp)
@@ -503,14 +520,11 @@ def run_writes(args, cases, torch, safetensors, st, shardload, r, tmp):
         if verdict is None:
             counts["same-write" if ref[0] == "ok" else "same-refusal"] += 1
         elif verdict in INTENDED_WRITES:
-            counts[verdict] = counts.get(verdict, 0) + 1
+            counts[verdict] += 1
         else:
-            kind = verdict.split(":")[0]
-            failures[kind] = failures.get(kind, 0) + 1
-            if failures[kind] == 1 or args.verbose:
-                print("case %d: %s\n  tensors: %s\n  metadata: %r" % (
-                    i, verdict, {k: (str(v.dtype), tuple(v.shape)) if hasattr(v, "dtype") else v
-                                 for k, v in tensors.items()}, metadata))
+            fail(failures, verdict, i, lambda: "\n  tensors: %s\n  metadata: %r" % (
+                {k: (str(v.dtype), tuple(v.shape)) if hasattr(v, "dtype") else v
+                 for k, v in tensors.items()}, metadata), verbose=args.verbose)
     return counts, failures
 
 
@@ -597,7 +611,7 @@ def explained_strict_error(message, hub_raised, tied, counts):
         return False
     for kind, hit in (("tie-semantics", rest), ("hub-missing-num_batches_tracked", batchnorm)):
         if hit:
-            counts[kind] = counts.get(kind, 0) + 1
+            counts[kind] += 1
     return True
 
 
@@ -638,15 +652,14 @@ def compare_hub_sharded(torch, shardload, hub, r, i, source, target, strict, tmp
         # it (and so does not report, nor do safetensors and shardload), is in its list.
         batchnorm = {k for k in set(hm) - set(om) if k.endswith(".num_batches_tracked")}
         if batchnorm:
-            counts["hub-missing-num_batches_tracked"] = \
-                counts.get("hub-missing-num_batches_tracked", 0) + 1
+            counts["hub-missing-num_batches_tracked"] += 1
             hm = [k for k in hm if k not in batchnorm]
         differ = (set(hm) ^ set(om)) | (set(hu) ^ set(ou))
         if not differ:
             if theirs[2] != ours[2]:
                 verdict = "hub sharded load: contents differ"
         elif tie_only(differ) and untied_contents(theirs) == untied_contents(ours):
-            counts["tie-semantics"] = counts.get("tie-semantics", 0) + 1
+            counts["tie-semantics"] += 1
             return
         else:
             verdict = "hub sharded load differs: %s / %s" % (theirs[1], ours[1])
@@ -659,20 +672,17 @@ def compare_hub_sharded(torch, shardload, hub, r, i, source, target, strict, tmp
     else:
         verdict = "hub sharded load: hub %s / shardload %s" % (theirs[1], ours[1])
     if verdict is None:
-        counts["same-hub-sharded"] = counts.get("same-hub-sharded", 0) + 1
+        counts["same-hub-sharded"] += 1
         return
-    kind = verdict.split(":")[0]
-    failures[kind] = failures.get(kind, 0) + 1
-    if failures[kind] <= 3:
-        print("case %d: %s\n  strict %s, model %s" % (
-            i, verdict, strict, {k: tuple(v.shape) for k, v in state.items()}))
+    fail(failures, verdict, i, lambda: "\n  strict %s, model %s" % (
+        strict, {k: tuple(v.shape) for k, v in state.items()}), shown=3)
 
 
 def run_models(args, cases, torch, st, shardload, r, tmp):
     import copy
     import warnings
     warnings.filterwarnings("ignore", "Initializing zero-element tensors")  # Embedding(0, n)
-    counts, failures = {"same-result": 0, "same-error": 0}, {}
+    counts, failures = new_tally("same-result", "same-error")
     path = os.path.join(tmp, "model.safetensors")
     try:
         import huggingface_hub as hub
@@ -699,10 +709,9 @@ def run_models(args, cases, torch, st, shardload, r, tmp):
             shardload.save_model(source, ours_path)
             with open(path, "rb") as f, open(ours_path, "rb") as g:
                 if parse_file(f.read()) != parse_file(g.read()):
-                    failures["save_model differs"] = failures.get("save_model differs", 0) + 1
-                    print("case %d: save_model differs" % i)
+                    fail(failures, "save_model differs", i, verbose=True)
                     continue
-            counts["same-save_model"] = counts.get("same-save_model", 0) + 1
+            counts["same-save_model"] += 1
         else:
             state = mutate_state(torch, r, source.state_dict())
             # a dict without shared storage, as save_file needs
@@ -727,13 +736,9 @@ def run_models(args, cases, torch, st, shardload, r, tmp):
         else:
             verdict = "model contents differ after load_model: %s" % sorted(
                 k for k in set(ref[2]) | set(ours[2]) if ref[2].get(k) != ours[2].get(k))
-        kind = verdict.split(":")[0]
-        failures[kind] = failures.get(kind, 0) + 1
-        if failures[kind] == 1 or args.verbose:
-            print("case %d: %s\n  strict %s, file %s\n  model %s" % (
-                i, verdict, strict,
-                {k: (str(v.dtype), tuple(v.shape)) for k, v in st.load_file(path).items()},
-                {k: tuple(v.shape) for k, v in target.state_dict().items()}))
+        fail(failures, verdict, i, lambda: "\n  strict %s, file %s\n  model %s" % (
+            strict, {k: (str(v.dtype), tuple(v.shape)) for k, v in st.load_file(path).items()},
+            {k: tuple(v.shape) for k, v in target.state_dict().items()}), verbose=args.verbose)
     return counts, failures
 
 
@@ -773,7 +778,7 @@ def slice_outcome(torch, fn):
 
 def run_slices(args, cases, torch, st, shardload, r, tmp):
     import warnings
-    counts, failures = {"same-tensor": 0, "same-error": 0}, {}
+    counts, failures = new_tally("same-tensor", "same-error")
     path = os.path.join(tmp, "slices.safetensors")
     dtypes = [torch.float32, torch.float16, torch.int64, torch.uint8, torch.bool]
     for i in range(cases):
@@ -797,14 +802,13 @@ def run_slices(args, cases, torch, st, shardload, r, tmp):
             # torch's own handling of several Ellipses names out-of-range dimensions
             # with sizes that depend on the tensor's strides (size 1 or 0 for a
             # dimension 3 of a 3-d tensor): the same error, other words.
-            counts["several-ellipses-error-words"] = counts.get("several-ellipses-error-words", 0) + 1
+            counts["several-ellipses-error-words"] += 1
             continue
-        verdict = "get_slice differs"
-        failures[verdict] = failures.get(verdict, 0) + 1
-        if failures[verdict] <= 3 or args.verbose:
-            print("case %d: %s: shape %s key %r\n  reference: %s\n  shardload: %s" % (
-                i, verdict, tuple(tensors[name].shape), key, ref[:4] if ref[0] == "ok" else ref[1],
-                ours[:4] if ours[0] == "ok" else ours[1]))
+        fail(failures, "get_slice differs", i, lambda: ": shape %s key %r\n  reference: %s\n"
+             "  shardload: %s" % (tuple(tensors[name].shape), key,
+                                  ref[:4] if ref[0] == "ok" else ref[1],
+                                  ours[:4] if ours[0] == "ok" else ours[1]),
+             shown=3, verbose=args.verbose)
     return counts, failures
 
 
@@ -848,11 +852,9 @@ def unlisted_index(torch, st, shardload, folder, files, r, i, counts, failures, 
     if verdict is None and [str(w.message) for w in log] != [want]:
         verdict = "strict_index=False warns %r" % [str(w.message) for w in log]
     if verdict is None:
-        counts["same-unlisted"] = counts.get("same-unlisted", 0) + 1
+        counts["same-unlisted"] += 1
         return
-    kind = verdict.split(":")[0]
-    failures[kind] = failures.get(kind, 0) + 1
-    print("case %d: %s" % (i, verdict))
+    fail(failures, verdict, i, verbose=True)
 
 
 def run_shards(args, cases, torch, st, shardload, r, tmp):
@@ -863,7 +865,7 @@ def run_shards(args, cases, torch, st, shardload, r, tmp):
     except ImportError:
         print("reference_diff save_sharded: huggingface_hub is not importable; skipped")
         return None, None
-    counts, failures = {"same-files": 0, "same-error": 0}, {}
+    counts, failures = new_tally("same-files", "same-error")
     dtypes = [torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.uint8, torch.bool]
     for i in range(cases):
         sd = {}
@@ -901,11 +903,10 @@ def run_shards(args, cases, torch, st, shardload, r, tmp):
                     summary = lambda d: {k: (str(v.dtype), tuple(v.shape), tensor_bytes(torch, v))
                                          for k, v in d.items()}
                     if summary(got) != summary(merged):
-                        counts_key = "load_file of the hub's folder differs"
-                        failures[counts_key] = failures.get(counts_key, 0) + 1
-                        print("case %d: %s: %s vs %s" % (i, counts_key, sorted(got), sorted(merged)))
+                        fail(failures, "load_file of the hub's folder differs", i,
+                             lambda: ": %s vs %s" % (sorted(got), sorted(merged)), verbose=True)
                     else:
-                        counts["same-load"] = counts.get("same-load", 0) + 1
+                        counts["same-load"] += 1
                     unlisted_index(torch, st, shardload, folder, files, r, i, counts, failures,
                                    summary)
                 outcomes.append(("ok", files))
@@ -922,7 +923,7 @@ def run_shards(args, cases, torch, st, shardload, r, tmp):
         if hub[0] == "ok" and ours[0] == "err" and ours[1] == "ValueError" and \
                 ours[2].startswith("max_shard_size must be > 0"):
             # intended: the hub writes one shard per tensor for a size of 0 or less
-            counts["nonpositive-size-refused"] = counts.get("nonpositive-size-refused", 0) + 1
+            counts["nonpositive-size-refused"] += 1
             continue
         verdict = "save_sharded differs"
         if hub[0] == ours[0] == "ok":
@@ -933,11 +934,9 @@ def run_shards(args, cases, torch, st, shardload, r, tmp):
         else:
             verdict += ": hub %s / shardload %s" % (hub[1:] if hub[0] == "err" else "writes",
                                                    ours[1:] if ours[0] == "err" else "writes")
-        failures[verdict.split(":")[0]] = failures.get(verdict.split(":")[0], 0) + 1
-        if failures[verdict.split(":")[0]] <= 3 or args.verbose:
-            print("case %d: %s\n  tensors %s, max_shard_size %r, metadata %r" % (
-                i, verdict, {k: (str(v.dtype), tuple(v.shape)) for k, v in sd.items()}, size,
-                metadata))
+        fail(failures, verdict, i, lambda: "\n  tensors %s, max_shard_size %r, metadata %r" % (
+            {k: (str(v.dtype), tuple(v.shape)) for k, v in sd.items()}, size, metadata),
+            shown=3, verbose=args.verbose)
     return counts, failures
 
 
@@ -980,7 +979,7 @@ def compare_cli(ref, ours, cli):
 
 
 def run_reads(args, torch, safetensors, shardload, r, tmp):
-    counts, failures = {"same-accept": 0, "same-reject": 0}, {}
+    counts, failures = new_tally("same-accept", "same-reject")
     path = os.path.join(tmp, "case.safetensors")
     for i in range(args.cases):
         buf = make_case(r)
@@ -992,21 +991,17 @@ def run_reads(args, torch, safetensors, shardload, r, tmp):
         if args.cli and (verdict is None or verdict in INTENDED) and ours[0] != "crash":
             cli_verdict = compare_cli(ref, ours, read_cli(args.cli, path))
             if cli_verdict is None:
-                counts["inspect-agrees"] = counts.get("inspect-agrees", 0) + 1
+                counts["inspect-agrees"] += 1
             verdict = cli_verdict or verdict
         if verdict is None:
             counts["same-accept" if ref[0] == "ok" else "same-reject"] += 1
         elif verdict in INTENDED:
-            counts[verdict] = counts.get(verdict, 0) + 1
+            counts[verdict] += 1
         else:
-            kind = verdict.split(":")[0]
-            failures[kind] = failures.get(kind, 0) + 1
-            if failures[kind] == 1 or args.verbose:
-                size = struct.unpack("<Q", buf[:8])[0]
-                print("case %d: %s\n  header: %r\n  reference: %s\n  shardload: %s" % (
-                    i, verdict, buf[8:8 + min(size, 400)],
-                    ref[1] if ref[0] == "err" else "accepts",
-                    ours[1] if ours[0] != "ok" else "accepts"))
+            fail(failures, verdict, i, lambda: "\n  header: %r\n  reference: %s\n  shardload: %s" % (
+                buf[8:8 + min(struct.unpack("<Q", buf[:8])[0], 400)],
+                ref[1] if ref[0] == "err" else "accepts",
+                ours[1] if ours[0] != "ok" else "accepts"), verbose=args.verbose)
             if args.keep:
                 os.makedirs(args.keep, exist_ok=True)
                 with open(os.path.join(args.keep, "case-%d-%d.safetensors" % (args.seed, i)),

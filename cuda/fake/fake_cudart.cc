@@ -658,22 +658,28 @@ const char* CUDARTAPI cudaGetErrorString(cudaError_t error) {
   return info != nullptr ? info->text : "unrecognized error code";
 }
 
-cudaError_t CUDARTAPI cudaGetDeviceCount(int* count) {
+namespace {
+
+// ReportInt: the body of a call that only reports one int: an injected failure of
+// `call`, cudaErrorInvalidValue for a NULL `out`, else *out = value.
+cudaError_t ReportInt(const char* call, int* out, int value) {
   State& s = S();
   std::lock_guard<std::mutex> lock(s.mu);
-  FAKE_INJECT(s, "cudaGetDeviceCount");
-  if (count == nullptr) return Fail(s, cudaErrorInvalidValue);
-  *count = kDevices;
+  FAKE_INJECT(s, call);
+  if (out == nullptr) return Fail(s, cudaErrorInvalidValue);
+  *out = value;
   return cudaSuccess;
 }
 
+}  // namespace
+
+cudaError_t CUDARTAPI cudaGetDeviceCount(int* count) {
+  return ReportInt("cudaGetDeviceCount", count, kDevices);
+}
+
 cudaError_t CUDARTAPI cudaDriverGetVersion(int* version) {
-  State& s = S();
-  std::lock_guard<std::mutex> lock(s.mu);
-  FAKE_INJECT(s, "cudaDriverGetVersion");
-  if (version == nullptr) return Fail(s, cudaErrorInvalidValue);
-  *version = CUDART_VERSION;  // a driver exactly as new as the runtime
-  return cudaSuccess;
+  // A driver exactly as new as the runtime.
+  return ReportInt("cudaDriverGetVersion", version, CUDART_VERSION);
 }
 
 cudaError_t CUDARTAPI cudaGetDeviceProperties(struct cudaDeviceProp* prop, int device) {
