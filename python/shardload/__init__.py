@@ -185,9 +185,14 @@ def _from_loaded(loaded, index, info):
     dtype_name = info.dtype.decode()
     target_dtype = _torch_dtype(dtype_name)
     native = dtype_name in _DLPACK_NATIVE
-    # out_of_range for a dimension past int64, worded as get_tensor words it.
-    shape = _torch_shape(_decode(info.name, info.name_len), dtype_name,
-                         [info.shape[i] for i in range(info.ndim)])
+    # The torch shape where it is needed: to view bytes as a non-native dtype, and for
+    # a tensor of no bytes, whose dimensions only there can pass int64 or torch's
+    # limits (out_of_range, worded as get_tensor words it). Not otherwise: it costs
+    # per tensor, and a checkpoint may hold tens of thousands.
+    shape = None
+    if not native or info.bytes == 0:
+        shape = _torch_shape(_decode(info.name, info.name_len), dtype_name,
+                             [info.shape[i] for i in range(info.ndim)])
     if not native and 0 in shape:
         # No bytes to view: torch's empty byte tensor has strides view() refuses for a
         # wider dtype, and as bytes the last dimension may overflow int64.
