@@ -804,8 +804,17 @@ Result<std::span<const std::byte>> ReadableFile::ReadWindowAt(uint64_t offset, u
     return InvalidArgumentError(path() + ": read of " + std::to_string(length) +
                                 " bytes into a buffer of " + std::to_string(buffer.size()));
   }
-  SL_RETURN_IF_ERROR(ReadAt(offset, buffer.first(length)));
-  return std::span<const std::byte>(buffer.data(), length);
+  // Land the bytes at the file's phase (address ≡ offset mod kCopyPhaseBytes) where the
+  // buffer has room: the kernel's copy out of the page cache then runs with source and
+  // destination aligned alike, 14-40% faster than mutually misaligned on the machines
+  // measured (bench/RESULTS.md, "File phase").
+  const uint64_t shift =
+      (offset - reinterpret_cast<uintptr_t>(buffer.data())) & (kCopyPhaseBytes - 1);
+  std::span<std::byte> out = buffer.size() - length >= shift
+                                 ? buffer.subspan(shift, length)
+                                 : buffer.first(length);
+  SL_RETURN_IF_ERROR(ReadAt(offset, out));
+  return std::span<const std::byte>(out.data(), length);
 }
 
 std::string_view IoModeName(IoMode mode) {

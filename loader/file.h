@@ -44,6 +44,13 @@ enum class IoMode { kAuto, kPread, kMmap, kDirect, kUring };
 std::string_view IoModeName(IoMode mode);
 Result<IoMode> ParseIoMode(std::string_view text);
 
+// kCopyPhaseBytes: the alignment unit of a copy out of the page cache. A buffered read
+// whose destination address is congruent to its file offset modulo this runs at full
+// speed; a mutually misaligned one ran 14-40% slower on the x86 hosts measured
+// (bench/RESULTS.md, "File phase"). Staged reads (ReadWindowAt) and LoadAll's
+// `ArenaPlacement::kFilePhase` keep the two congruent.
+inline constexpr uint64_t kCopyPhaseBytes = 64;
+
 // ReadableFile: an open, read-only file of a fixed expected size.
 // Thread safety: ReadAt / ReadVAt may be called concurrently from several threads.
 class ReadableFile {
@@ -72,8 +79,9 @@ class ReadableFile {
   virtual Status CheckUnchanged() const = 0;
 
   // ReadWindowAt: read [offset, offset + length) into `buffer` and return the part of
-  // `buffer` that holds exactly those bytes. Buffered modes read to the start of
-  // `buffer` (needs `length` bytes); DirectFile reads the 4096-aligned window around
+  // `buffer` that holds exactly those bytes. Buffered modes read to `buffer` plus the
+  // 0..63 bytes that put the first byte at an address ≡ offset (mod kCopyPhaseBytes)
+  // when the buffer has room for that, else to its start (needs `length` bytes); DirectFile reads the 4096-aligned window around
   // the range (buffer 4096-aligned and at least length + 8192 bytes) and returns the
   // trimmed middle. Errors: those of ReadAt; invalid_argument for a buffer that is too
   // small or misaligned. Thread safety: as ReadAt.

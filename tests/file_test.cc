@@ -90,7 +90,31 @@ TEST_P(FileModeTest, ReadWindowAtReturnsExactlyTheRange) {
     ASSERT_TRUE(got.ok()) << got.status().ToString();
     ASSERT_EQ(got->size(), len);
     EXPECT_EQ(0, std::memcmp(got->data(), data.data() + off, len)) << off;
+    // The buffer has room, so the bytes sit at the file's phase (kCopyPhaseBytes).
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(got->data()) % kCopyPhaseBytes, off % kCopyPhaseBytes)
+        << off;
   }
+}
+
+TEST_P(FileModeTest, ReadWindowAtWithoutRoomToShiftReadsToTheBufferStart) {
+  std::string dir = TempDir("file");
+  std::vector<std::byte> data = RandomBytes(5000, 7);
+  ASSERT_TRUE(WriteBytes(dir + "/f", data));
+  OPEN_OR_SKIP(f, dir + "/f");
+  if (f->direct_io()) GTEST_SKIP() << "O_DIRECT reads whole 4096-byte windows";
+  alignas(4096) static std::byte buffer[4096 + 64];
+  // Room for the 24-byte shift: phase kept. Exactly `length` bytes: read to the start.
+  Result<std::span<const std::byte>> shifted = f->ReadWindowAt(88, 1000, {buffer, 1024});
+  ASSERT_TRUE(shifted.ok()) << shifted.status().ToString();
+  EXPECT_EQ(shifted->data(), buffer + 24);
+  EXPECT_EQ(0, std::memcmp(shifted->data(), data.data() + 88, 1000));
+  Result<std::span<const std::byte>> tight = f->ReadWindowAt(88, 1000, {buffer, 1000});
+  ASSERT_TRUE(tight.ok()) << tight.status().ToString();
+  EXPECT_EQ(tight->data(), buffer);
+  EXPECT_EQ(0, std::memcmp(tight->data(), data.data() + 88, 1000));
+  Result<std::span<const std::byte>> small = f->ReadWindowAt(88, 1000, {buffer, 999});
+  EXPECT_EQ(small.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(small.status().message(), dir + "/f: read of 1000 bytes into a buffer of 999");
 }
 
 TEST_P(FileModeTest, ReadPastEndIsOutOfRange) {
