@@ -7,11 +7,17 @@
 //
 // Per round, for each checkpoint in turn: LoadInto the buffers of an earlier LoadAll
 // (load_state_dict style; pages already faulted in), then LoadAll through a per-checkpoint
-// HostArenaPool (a server's reload; round 0 fills the pool and is not counted). Default
-// LoadOptions (host, pread, hardware threads). Prints the median and best GB/s of each
-// and the ratio MANY / FEW (first / second argument); LoadStats::seconds covers the whole
-// call: Match, MakePlan, arena placement, the reads and the copies.
+// HostArenaPool (a server's reload; round 0 fills the pool and is not counted); then the
+// same two with ArenaPlacement::kFilePhase (LoadInto into a file-phase LoadAll's
+// buffers, and a pooled file-phase LoadAll). Otherwise default LoadOptions (host, pread,
+// hardware threads). Prints each checkpoint's shard data phases (the file offset of
+// each shard's first tensor modulo 64: the copy out of the page cache is slower when
+// source and destination differ there, see bench/RESULTS.md "File phase"), then the
+// median and best GB/s of each and the ratio MANY / FEW (first / second argument);
+// LoadStats::seconds covers the whole call: Match, MakePlan, arena placement, the
+// reads and the copies.
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -32,12 +38,41 @@ namespace {
 struct Case {
   std::string path;
   std::optional<Checkpoint> checkpoint;  // set once opened (no default constructor)
-  LoadedCheckpoint owner;
+  LoadedCheckpoint owner;        // aligned layout
+  LoadedCheckpoint phase_owner;  // file-phase layout
   std::vector<Target> targets;
+  std::vector<Target> phase_targets;
   HostArenaPool pool;
+  HostArenaPool phase_pool;
+  std::string phases;  // shard data phases mod 64, e.g. "24 32 48 24"
   std::vector<double> into_gbps;
   std::vector<double> pooled_gbps;
+  std::vector<double> into_phase_gbps;
+  std::vector<double> pooled_phase_gbps;
 };
+
+// TargetsInto: one target per tensor of `loaded`, pointing at its memory.
+std::vector<Target> TargetsInto(const LoadedCheckpoint& loaded) {
+  std::vector<Target> out;
+  for (const LoadedTensor& t : loaded.tensors) {
+    out.push_back(Target{t.name, t.dtype, t.shape, t.device, t.data});
+  }
+  return out;
+}
+
+// ShardPhases: each shard's smallest tensor file offset modulo 64, space-separated.
+std::string ShardPhases(const Checkpoint& checkpoint) {
+  std::vector<uint64_t> first(checkpoint.shards().size(), UINT64_MAX);
+  for (const StoredTensor& t : checkpoint.tensors()) {
+    first[t.shard] = std::min(first[t.shard], t.file_offset);
+  }
+  std::string out;
+  for (uint64_t f : first) {
+    if (!out.empty()) out += ' ';
+    out += f == UINT64_MAX ? "-" : std::to_string(f % 64);
+  }
+  return out;
+}
 
 double Best(const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); }
 
@@ -66,9 +101,14 @@ int Run(int argc, char** argv) {
     Result<LoadedCheckpoint> owner = LoadAll(*c->checkpoint, LoadOptions{});
     if (!owner.ok()) return Fail(c->path, owner.status());
     c->owner = std::move(*owner);
-    for (const LoadedTensor& t : c->owner.tensors) {
-      c->targets.push_back(Target{t.name, t.dtype, t.shape, t.device, t.data});
-    }
+    c->targets = TargetsInto(c->owner);
+    LoadOptions phase;
+    phase.host_placement = ArenaPlacement::kFilePhase;
+    Result<LoadedCheckpoint> phase_owner = LoadAll(*c->checkpoint, phase);
+    if (!phase_owner.ok()) return Fail(c->path, phase_owner.status());
+    c->phase_owner = std::move(*phase_owner);
+    c->phase_targets = TargetsInto(c->phase_owner);
+    c->phases = ShardPhases(*c->checkpoint);
     cases.push_back(std::move(c));
   }
   for (int r = 0; r < rounds; ++r) {
@@ -81,18 +121,31 @@ int Run(int argc, char** argv) {
       Result<LoadedCheckpoint> loaded = LoadAll(*c->checkpoint, pooled);
       if (!loaded.ok()) return Fail(c->path, loaded.status());
       if (r > 0) c->pooled_gbps.push_back(loaded->gbps());
+
+      Result<LoadResult> into_phase = LoadInto(*c->checkpoint, c->phase_targets, LoadOptions{});
+      if (!into_phase.ok()) return Fail(c->path, into_phase.status());
+      c->into_phase_gbps.push_back(into_phase->gbps());
+      LoadOptions pooled_phase;
+      pooled_phase.host_arena_pool = &c->phase_pool;
+      pooled_phase.host_placement = ArenaPlacement::kFilePhase;
+      Result<LoadedCheckpoint> phase_loaded = LoadAll(*c->checkpoint, pooled_phase);
+      if (!phase_loaded.ok()) return Fail(c->path, phase_loaded.status());
+      if (r > 0) c->pooled_phase_gbps.push_back(phase_loaded->gbps());
     }
   }
   const Case& many = *cases[0];
   const Case& few = *cases[1];
-  std::printf("%s: %zu tensors; %s: %zu tensors; %d rounds\n", many.path.c_str(),
-              many.targets.size(), few.path.c_str(), few.targets.size(), rounds);
+  std::printf("%s: %zu tensors, shard phases %s; %s: %zu tensors, shard phases %s; %d rounds\n",
+              many.path.c_str(), many.targets.size(), many.phases.c_str(), few.path.c_str(),
+              few.targets.size(), few.phases.c_str(), rounds);
   auto line = [](const char* what, const std::vector<double>& a, const std::vector<double>& b) {
     std::printf("%-16s median %6.2f / %6.2f GB/s = %.3f   best %6.2f / %6.2f GB/s = %.3f\n", what,
                 Median(a), Median(b), Median(a) / Median(b), Best(a), Best(b), Best(a) / Best(b));
   };
   line("LoadInto", many.into_gbps, few.into_gbps);
   line("pooled LoadAll", many.pooled_gbps, few.pooled_gbps);
+  line("LoadInto phase", many.into_phase_gbps, few.into_phase_gbps);
+  line("pooled phase", many.pooled_phase_gbps, few.pooled_phase_gbps);
   return 0;
 }
 

@@ -883,6 +883,11 @@ sl_status sl_options_set_io(sl_options* options, const char* mode) {
                    [](sl_options& o, shardload::IoMode m) { o.load.io = m; });
 }
 
+sl_status sl_options_set_host_placement(sl_options* options, const char* placement) {
+  return SetParsed(options, placement, "placement", shardload::ParseArenaPlacement,
+                   [](sl_options& o, shardload::ArenaPlacement p) { o.load.host_placement = p; });
+}
+
 sl_status sl_options_set_progress(sl_options* options, sl_progress_fn fn, void* user_data) {
   return SetOption(options, [&](sl_options& o) {
     o.progress = fn;

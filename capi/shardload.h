@@ -120,7 +120,7 @@ const char* sl_last_error(void);
  * none). */
 sl_status sl_last_error_code(void);
 
-/* sl_version: the library version, "0.1.6" for this header. Static string. */
+/* sl_version: the library version, "0.1.7" for this header. Static string. */
 const char* sl_version(void);
 
 /* sl_cuda_device_count: how many CUDA devices the library can load onto: 0 without a
@@ -344,6 +344,20 @@ sl_status sl_options_set_threads(sl_options* options, int threads);
  * to 32 idle io_uring rings (one descriptor each) cached in the process for later
  * loads, after every handle is freed too. */
 sl_status sl_options_set_io(sl_options* options, const char* mode);
+
+/* sl_options_set_host_placement: where sl_load_all puts host (cpu) tensors in its arena.
+ * "aligned" (default): every tensor's data 256-byte aligned. "file-phase": a tensor
+ * loaded without a cast starts at an address congruent to its offset in its file
+ * modulo 256, so it is as aligned as it is in the file (8 bytes at least in a valid
+ * safetensors file; a data section starts at 8 + the header's length) and neighbours
+ * in a file are neighbours in memory; the copy out of the page cache is then faster
+ * for the many files whose data section does not start on a 64-byte boundary
+ * (bench/RESULTS.md, "File phase"). Cast and cuda tensors stay 256-byte aligned; a
+ * DLPack export of a file-phase tensor carries its address in `data` (byte_offset 0),
+ * as torch exports its own tensors. sl_load_into ignores it. Errors:
+ * SL_INVALID_ARGUMENT "invalid arena placement 'x': expected aligned or file-phase".
+ * Added in 0.1.7. */
+sl_status sl_options_set_host_placement(sl_options* options, const char* placement);
 
 /* sl_options_set_progress: progress callback and its user data (fn NULL: none). */
 sl_status sl_options_set_progress(sl_options* options, sl_progress_fn fn, void* user_data);
@@ -577,7 +591,8 @@ sl_status sl_load_all(const sl_checkpoint* checkpoint, const sl_options* options
 
 /* sl_loaded_tensor: one loaded tensor; pointers borrowed from the sl_loaded. `device`
  * is "cpu" or "cuda:N"; `data` is a host or device pointer, 256-byte aligned (NULL for
- * a tensor of zero bytes). */
+ * a tensor of zero bytes; a cpu tensor of a "file-phase" load: as aligned as in its
+ * file, see sl_options_set_host_placement). */
 typedef struct sl_loaded_tensor {
   const char* name;
   size_t name_len;

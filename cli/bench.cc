@@ -39,6 +39,7 @@ namespace {
 constexpr char kBenchUsage[] =
     "usage: shardload bench PATH [--device cpu|cuda:N] [--io auto|pread|mmap|direct|uring] [--cold]\n"
     "                      [--repeat N] [--threads N] [--slots N] [--slot-size SIZE]\n"
+    "                      [--placement aligned|file-phase]\n"
     "                      [--uring-depth N] [--uring-chunk SIZE] [--uring-direct] [--json]\n";
 
 struct BenchArgs {
@@ -63,6 +64,9 @@ Result<BenchArgs> ParseBenchArgs(const Args& args) {
     } else if (f.Is("--io")) {
       SL_ASSIGN_OR_RETURN(std::string v, f.Value());
       SL_ASSIGN_OR_RETURN(a.options.io, ParseIoMode(v));
+    } else if (f.Is("--placement")) {
+      SL_ASSIGN_OR_RETURN(std::string v, f.Value());
+      SL_ASSIGN_OR_RETURN(a.options.host_placement, ParseArenaPlacement(v));
     } else if (f.Is("--cold")) {
       SL_RETURN_IF_ERROR(f.NoValue());
       a.cold = true;
@@ -275,6 +279,7 @@ int Run(const BenchArgs& a) {
                                ",\"direct\":" + (options.uring.direct ? "true" : "false") + "}"
                          : std::string()) +
                     ",\"cold\":" + (a.cold ? "true" : "false") +
+                    ",\"placement\":" + JsonQuoted(ArenaPlacementName(options.host_placement)) +
                     ",\"ceilings\":{\"memcpy_gbps\":" + OptNum(memcpy_gbps) +
                     ",\"buffered_read_gbps\":" + OptNum(dd_gbps) +
                     ",\"direct_read_gbps\":" + OptNum(direct_gbps) +
@@ -298,9 +303,10 @@ int Run(const BenchArgs& a) {
     std::cout << o;
     return 0;
   }
-  std::printf("checkpoint: %zu files, %.3f GB of tensors (%s load, io %s, %d threads, %s)\n",
+  std::printf("checkpoint: %zu files, %.3f GB of tensors (%s load, io %s, %d threads, %s%s)\n",
               paths.size(), last.delivered_bytes / 1e9, a.cold ? "cold" : "hot",
-              std::string(IoModeName(last.io)).c_str(), last.threads, a.device.ToString().c_str());
+              std::string(IoModeName(last.io)).c_str(), last.threads, a.device.ToString().c_str(),
+              options.host_placement == ArenaPlacement::kFilePhase ? ", file-phase placement" : "");
   std::printf("ceilings (same run):\n");
   std::printf("  memcpy, %d threads           %8s GB/s\n", hw, Num(*memcpy_gbps).c_str());
   std::printf("  buffered read, bs=16M (dd)   %8s GB/s%s\n", Num(*dd_gbps).c_str(),

@@ -55,6 +55,8 @@ constexpr char kLoadUsage[] =
     "  --io auto|pread|mmap|direct|uring  how files are read (default auto)\n"
     "  --slots N                  staging slots in the ring (default 16)\n"
     "  --slot-size SIZE           bytes per slot, a multiple of 4096 (default 16MiB minus 8KiB)\n"
+    "  --placement aligned|file-phase  host tensors 256-byte aligned (default), or each at\n"
+    "                             its file offset's phase mod 256 (faster copy, see docs)\n"
     "  --verify                   check recorded XXH3 hashes on the bytes read\n"
     "  --lenient-index            also load tensors a shard holds but the index does not\n"
     "                             list (a warning each; default: an error)\n"
@@ -134,6 +136,9 @@ Result<LoadArgs> ParseLoadArgs(const Args& args) {
     } else if (f.Is("--io")) {
       SL_ASSIGN_OR_RETURN(std::string v, f.Value());
       SL_ASSIGN_OR_RETURN(a.options.io, ParseIoMode(v));
+    } else if (f.Is("--placement")) {
+      SL_ASSIGN_OR_RETURN(std::string v, f.Value());
+      SL_ASSIGN_OR_RETURN(a.options.host_placement, ParseArenaPlacement(v));
     } else if (Result<bool> sink = ParseSinkFlag(f, &a.options.sink); !sink.ok()) {
       return sink.status();
     } else if (!*sink) {

@@ -45,6 +45,7 @@
 #include "loader/device.h"
 #include "loader/file.h"
 #include "loader/match.h"
+#include "loader/plan.h"
 
 namespace shardload {
 
@@ -80,6 +81,13 @@ struct LoadOptions {
   // unmapped when the result is destroyed. A reused arena's padding between tensors is
   // zeroed, so a LoadAll result holds the same bytes either way.
   HostArenaPool* host_arena_pool = nullptr;
+  // host_placement: where LoadAll puts host tensors in its arena (see ArenaPlacement,
+  // loader/plan.h). kAligned (default): every tensor 256-byte aligned. kFilePhase: an
+  // uncast cpu tensor keeps its file offset modulo 256 (as aligned as in the file, 8
+  // bytes at least for a valid safetensors file), which makes the copy out of the page
+  // cache faster for shards whose data section is not 64-byte aligned (most files
+  // written by other tools). LoadInto ignores it (the caller's memory is where it is).
+  ArenaPlacement host_placement = ArenaPlacement::kAligned;
   // max_gap_bytes: the largest hole of unloaded bytes one read may cover to join two
   // tensors. Default 1 MiB.
   uint64_t max_gap_bytes = 1 << 20;
@@ -153,6 +161,7 @@ struct LoadedTensor {
   Shape shape;
   Device device;
   void* data = nullptr;  // host pointer on cpu, device pointer on cuda; 256-byte aligned
+                         // (a cpu tensor under ArenaPlacement::kFilePhase: as in the file)
   uint64_t bytes = 0;
 };
 

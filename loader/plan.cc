@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <numeric>
 #include <string>
+#include <string_view>
 #include <tuple>
 
 #include "format/text.h"
@@ -197,14 +198,31 @@ Result<LoadPlan> MakePlan(std::span<const StoredTensor> stored, const MatchRepor
   return plan;
 }
 
+Result<ArenaPlacement> ParseArenaPlacement(std::string_view text) {
+  if (text == "aligned") return ArenaPlacement::kAligned;
+  if (text == "file-phase") return ArenaPlacement::kFilePhase;
+  return InvalidArgumentError("invalid arena placement '" + std::string(text) +
+                              "': expected aligned or file-phase");
+}
+
+std::string_view ArenaPlacementName(ArenaPlacement placement) {
+  return placement == ArenaPlacement::kFilePhase ? "file-phase" : "aligned";
+}
+
 Result<ArenaLayout> LayoutArenas(std::span<const Destination> destinations,
-                                 std::span<const ReadSpan> spans, uint64_t alignment) {
+                                 std::span<const ReadSpan> spans, uint64_t alignment,
+                                 ArenaPlacement placement) {
   if (alignment == 0 || (alignment & (alignment - 1)) != 0) {
     return InvalidArgumentError("arena alignment must be a power of two, got " +
                                 std::to_string(alignment));
   }
   // Placement order: each destination at its first region in span order (file order
   // within a shard), then those that no region reaches, in destination order.
+  // With kFilePhase, `phase[i]` is the file offset of destination i's first byte
+  // modulo `alignment` (the first region met is the tensor's first piece: a split
+  // tensor's pieces come in file order), for the destinations it applies to.
+  const bool file_phase = placement == ArenaPlacement::kFilePhase;
+  std::vector<uint64_t> phase(file_phase ? destinations.size() : 0, 0);
   std::vector<size_t> order;
   order.reserve(destinations.size());
   std::vector<bool> placed(destinations.size(), false);
@@ -218,6 +236,10 @@ Result<ArenaLayout> LayoutArenas(std::span<const Destination> destinations,
       if (placed[r.dest]) continue;
       placed[r.dest] = true;
       order.push_back(r.dest);
+      const Destination& d = destinations[r.dest];
+      if (file_phase && d.device.is_cpu() && d.src_dtype == d.dst_dtype) {
+        phase[r.dest] = (spans[s].file_offset + r.src_offset - r.dst_offset) & (alignment - 1);
+      }
     }
   }
   for (size_t i = 0; i < destinations.size(); ++i) {
@@ -235,6 +257,9 @@ Result<ArenaLayout> LayoutArenas(std::span<const Destination> destinations,
       return OutOfRangeError("arena for " + d.device.ToString() + " exceeds 2^64 bytes");
     }
     uint64_t offset = (end + alignment - 1) & ~(alignment - 1);
+    if (file_phase) {  // the first offset >= end congruent to the phase (0 when aligned)
+      offset = end + ((phase[i] - end) & (alignment - 1));
+    }
     if (offset > kMax - d.bytes || offset + d.bytes == kNotInArena) {
       return OutOfRangeError("arena for " + d.device.ToString() + " exceeds 2^64 bytes");
     }

@@ -38,6 +38,7 @@
 #include <limits>
 #include <map>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "format/status.h"
@@ -88,6 +89,24 @@ Result<LoadPlan> MakePlan(std::span<const StoredTensor> stored, const MatchRepor
                           std::span<const Target> targets, const DeviceMap& devices,
                           const PlanOptions& options);
 
+// ArenaPlacement: where LayoutArenas puts a host (cpu) tensor inside its alignment unit.
+//   kAligned (the default everywhere): every tensor starts on an `alignment` boundary.
+//   kFilePhase: a cpu tensor read without a cast starts at an offset congruent to its
+//     first byte's file offset modulo `alignment`, so it is as aligned as it is in the
+//     file, up to `alignment` (a safetensors file's data section starts at 8 + the header
+//     length: 8-byte alignment is all the format promises), and neighbours in the file
+//     are neighbours in memory with no padding between them. The kernel's copy out of
+//     the page cache then runs with source and destination aligned alike, which was
+//     14-40% faster for files whose data section does not start on a 64-byte boundary
+//     (bench/RESULTS.md, "File phase"). Cast and device tensors stay `alignment`-aligned.
+enum class ArenaPlacement { kAligned, kFilePhase };
+
+// ParseArenaPlacement: "aligned" or "file-phase". Errors: invalid_argument "invalid
+// arena placement 'x': expected aligned or file-phase".
+Result<ArenaPlacement> ParseArenaPlacement(std::string_view text);
+// ArenaPlacementName: "aligned" or "file-phase".
+std::string_view ArenaPlacementName(ArenaPlacement placement);
+
 // kNotInArena: ArenaLayout offset of a destination that has its own memory.
 inline constexpr uint64_t kNotInArena = std::numeric_limits<uint64_t>::max();
 
@@ -110,13 +129,15 @@ struct ArenaLayout {
 // copies), and a tied stored tensor's destinations are placed one after the other,
 // each with its own space. Each offset is aligned to `alignment` (default 256, what
 // CUDA allocations and vectorized casts want), so tensors whose size is not a multiple
-// of it are followed by padding. `destinations` and `spans` must be one plan's (the
-// offsets index `destinations`). Pure and thread-safe.
+// of it are followed by padding; with `placement` kFilePhase, uncast cpu tensors keep
+// their file offset's phase instead (see ArenaPlacement). `destinations` and `spans`
+// must be one plan's (the offsets index `destinations`). Pure and thread-safe.
 // Errors: invalid_argument "arena alignment must be a power of two, got N";
 // invalid_argument "span 3 has a region for destination 9, but there are 4
 // destinations"; out_of_range "arena for cuda:0 exceeds 2^64 bytes" on overflow.
 Result<ArenaLayout> LayoutArenas(std::span<const Destination> destinations,
-                                 std::span<const ReadSpan> spans, uint64_t alignment = 256);
+                                 std::span<const ReadSpan> spans, uint64_t alignment = 256,
+                                 ArenaPlacement placement = ArenaPlacement::kAligned);
 
 // AssignArenaPointers: set ptr = bases[device] + offsets[i] for each arena-placed
 // destination of `destinations` (the same list `layout` was made from). Errors:

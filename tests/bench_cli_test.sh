@@ -18,6 +18,7 @@ import json, sys
 r = json.loads(sys.argv[1])
 assert r["files"] == 3 and r["bytes"] == 12448, r
 assert r["device"] == "cpu" and r["io"] == "pread" and r["threads"] == 2 and r["cold"] is False, r
+assert r["placement"] == "aligned", r
 c = r["ceilings"]
 for k in ("memcpy_gbps", "buffered_read_gbps", "fresh_memory_gbps"):
     assert isinstance(c[k], float) and c[k] > 0, (k, c)
@@ -109,6 +110,15 @@ import json, sys
 r = json.loads(sys.argv[1])
 assert r["io"] == "uring", r' "$out"
 fi
+out="$("$bin" bench "$tmp/m" --placement file-phase --repeat 1 --json 2>/dev/null)"; rc=$?
+check "bench --placement file-phase exits 0" test $rc -eq 0
+check "bench --placement file-phase says so" python3 -c '
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["placement"] == "file-phase" and r["median_gbps"] > 0, r' "$out"
+out="$("$bin" bench "$tmp/m" --placement phase 2>&1)"; rc=$?
+check "bench --placement phase is a usage error" test $rc -eq 2
+check "... that names the choices" grep -q "^shardload bench: invalid arena placement 'phase': expected aligned or file-phase$" <<<"$out"
 out="$("$bin" bench 2>&1)"; rc=$?
 check "no PATH is a usage error" test $rc -eq 2
 check "no PATH says so" grep -q 'missing PATH' <<<"$out"

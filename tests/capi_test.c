@@ -120,7 +120,7 @@ static void WriteSingle(void) {
 /* ---------------------------------------------------------------- cases */
 
 static void TestVersionAndNames(void) {
-  CHECK(strcmp(sl_version(), "0.1.6") == 0);
+  CHECK(strcmp(sl_version(), "0.1.7") == 0);
   CHECK(strcmp(sl_status_name(SL_OK), "ok") == 0);
   CHECK(strcmp(sl_status_name(SL_DATA_LOSS), "data_loss") == 0);
   CHECK(strcmp(sl_status_name(SL_INVALID_ARGUMENT), "invalid_argument") == 0);
@@ -552,6 +552,65 @@ static void TestProgressAndCancel(void) {
   CHECK(sl_last_error_code() == SL_CANCELLED);
   CHECK(loaded == NULL);
   CHECK(g_progress_calls == 1);
+  sl_options_free(opt);
+  sl_checkpoint_free(ck);
+}
+
+/* "file-phase" placement: each cpu tensor's address is congruent to its file offset
+ * modulo 256, the bytes are the same, a DLPack export carries that address; a cast
+ * tensor stays 256-byte aligned. */
+static void TestHostPlacement(void) {
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("single.safetensors"), &ck));
+  sl_options* opt = NULL;
+  CHECK_OK(sl_options_new(&opt));
+  CHECK_ERR(sl_options_set_host_placement(opt, "packed"), SL_INVALID_ARGUMENT,
+            "invalid arena placement 'packed': expected aligned or file-phase");
+  CHECK_ERR(sl_options_set_host_placement(opt, NULL), SL_INVALID_ARGUMENT, "placement is NULL");
+  CHECK_ERR(sl_options_set_host_placement(NULL, "aligned"), SL_INVALID_ARGUMENT,
+            "options is NULL");
+  CHECK_OK(sl_options_set_host_placement(opt, "file-phase"));
+  sl_loaded* loaded = NULL;
+  CHECK_OK(sl_load_all(ck, opt, NULL, 0, &loaded, NULL));
+  if (loaded == NULL) return;
+  int off_boundary = 0;
+  for (size_t i = 0; i < sl_checkpoint_tensor_count(ck); ++i) {
+    sl_tensor_info info;
+    CHECK_OK(sl_checkpoint_tensor(ck, i, &info));
+    size_t at = 99;
+    CHECK_OK(sl_loaded_find(loaded, info.name, info.name_len, &at));
+    sl_loaded_tensor t;
+    CHECK_OK(sl_loaded_get(loaded, at, &t));
+    if (t.bytes == 0) continue;
+    CHECK((uintptr_t)t.data % 256 == info.file_offset % 256);
+    off_boundary += info.file_offset % 256 != 0;
+  }
+  CHECK(off_boundary > 0);
+  size_t ia = 99;
+  CHECK_OK(sl_loaded_find(loaded, "a", 1, &ia));
+  sl_loaded_tensor a;
+  CHECK_OK(sl_loaded_get(loaded, ia, &a));
+  CHECK(memcmp(a.data, g_a, sizeof g_a) == 0);
+  DLManagedTensor* da = NULL;
+  CHECK_OK(sl_loaded_export_dlpack(loaded, ia, 0, &da));
+  if (da != NULL) {
+    CHECK(da->dl_tensor.data == a.data && da->dl_tensor.byte_offset == 0);
+    da->deleter(da);
+  }
+  sl_loaded_free(loaded);
+
+  /* A cast target (a is F32, asked for as F16): 256-byte aligned under file-phase too. */
+  CHECK_OK(sl_options_set_allow_cast(opt, 1));
+  CHECK_OK(sl_options_set_strict(opt, 0));
+  uint64_t shape[2] = {2, 3};
+  sl_target target = {"a", 1, "F16", shape, 2, NULL, NULL};
+  loaded = NULL;
+  CHECK_OK(sl_load_all(ck, opt, &target, 1, &loaded, NULL));
+  if (loaded != NULL) {
+    CHECK_OK(sl_loaded_get(loaded, 0, &a));
+    CHECK(strcmp(a.dtype, "F16") == 0 && (uintptr_t)a.data % 256 == 0);
+    sl_loaded_free(loaded);
+  }
   sl_options_free(opt);
   sl_checkpoint_free(ck);
 }
@@ -1869,6 +1928,7 @@ int main(void) {
   RunCase("LoadAllWithTargets", TestLoadAllWithTargets);
   RunCase("ProgressAndCancel", TestProgressAndCancel);
   RunCase("OptionErrors", TestOptionErrors);
+  RunCase("HostPlacement", TestHostPlacement);
   RunCase("FreeNullAndWriteErrors", TestFreeNullAndWriteErrors);
   RunCase("DeviceMapOnHost", TestDeviceMapOnHost);
   RunCase("CancelToken", TestCancelToken);

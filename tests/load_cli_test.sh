@@ -21,6 +21,15 @@ for io in pread mmap direct uring auto; do
   check "--io $io loads" test $rc -eq 0
 done
 
+for placement in aligned file-phase; do
+  out="$("$bin" load "$tmp/m" --json --placement $placement 2>&1)"; rc=$?
+  check "--placement $placement loads" test $rc -eq 0
+  check "--placement $placement: 21 matched on cpu" grep -q '^{"matched":21,.*"devices":{"cpu":{"tensors":21,"bytes":12448}}' <<<"$out"
+done
+"$bin" load "$tmp/m" --placement packed >/dev/null 2>"$tmp/err"; rc=$?
+check "bad --placement exits 2" test $rc -eq 2
+check "bad --placement names the choices" grep -q "^shardload load: invalid arena placement 'packed': expected aligned or file-phase$" "$tmp/err"
+
 # --expect from inspect --json: everything matches.
 "$bin" inspect --json "$tmp/m" >"$tmp/spec.json"
 out="$("$bin" load "$tmp/m" --expect "$tmp/spec.json" --json 2>/dev/null)"; rc=$?

@@ -131,6 +131,99 @@ TEST_F(LoaderTest, LoadAllEveryIoModeIsByteExact) {
   }
 }
 
+// ArenaPlacement::kFilePhase: the same bytes as the default, each host tensor at an
+// address congruent to its file offset modulo 256, in every io mode; the pooled
+// reload of such a layout still zeroes the bytes between tensors.
+TEST_F(LoaderTest, LoadAllFilePhaseKeepsEachTensorsFileOffsetPhase) {
+  std::map<std::string, uint64_t> file_offset;
+  for (const StoredTensor& t : ckpt_->tensors()) file_offset[t.name] = t.file_offset;
+  int checked_phases = 0;
+  for (IoMode mode : {IoMode::kPread, IoMode::kMmap, IoMode::kDirect, IoMode::kUring}) {
+    for (int threads : {1, 3}) {
+      LoadOptions o = options_;
+      o.io = mode;
+      o.threads = threads;
+      o.host_placement = ArenaPlacement::kFilePhase;
+      Result<LoadedCheckpoint> all = LoadAll(*ckpt_, o);
+      if (!all.ok() && all.status().code() == StatusCode::kUnimplemented) {
+        std::printf("skipping %s: %s\n", std::string(IoModeName(mode)).c_str(),
+                    all.status().message().c_str());
+        continue;
+      }
+      ASSERT_TRUE(all.ok()) << all.status().ToString();
+      ASSERT_EQ(all->tensors.size(), src_.size());
+      for (const Source& s : src_) {
+        const LoadedTensor* t = all->Find(s.name);
+        ASSERT_NE(t, nullptr) << s.name;
+        ASSERT_EQ(t->bytes, s.bytes.size());
+        if (s.bytes.empty()) continue;
+        EXPECT_EQ(reinterpret_cast<uintptr_t>(t->data) % 256, file_offset.at(s.name) % 256)
+            << s.name << " via " << IoModeName(mode);
+        checked_phases += file_offset.at(s.name) % 256 != 0;
+        EXPECT_EQ(0, std::memcmp(t->data, s.bytes.data(), s.bytes.size()))
+            << s.name << " via " << IoModeName(mode);
+      }
+    }
+  }
+  EXPECT_GT(checked_phases, 0);  // the files do have tensors off a 256-byte boundary
+
+  // A cast tensor stays 256-byte aligned; the uncast ones keep their phase.
+  std::vector<Target> targets;
+  for (const Source& s : src_) targets.push_back(Target{s.name, s.dtype, s.shape});
+  for (Target& t : targets) {
+    if (t.name == "model.layers.0.mlp.w") t.dtype = Dtype::kF32;  // stored BF16
+  }
+  LoadOptions cast = options_;
+  cast.match.allow_cast = true;
+  cast.host_placement = ArenaPlacement::kFilePhase;
+  Result<LoadedCheckpoint> cast_all = LoadAll(*ckpt_, cast, targets);
+  ASSERT_TRUE(cast_all.ok()) << cast_all.status().ToString();
+  const LoadedTensor* widened = cast_all->Find("model.layers.0.mlp.w");
+  ASSERT_NE(widened, nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(widened->data) % 256, 0u);
+  const LoadedTensor* norm = cast_all->Find("model.layers.1.norm");
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(norm->data) % 256,
+            file_offset.at("model.layers.1.norm") % 256);
+
+  // Pooled: scribble over the first arena, then the reload holds zeros between tensors.
+  HostArenaPool pool;
+  LoadOptions pooled = options_;
+  pooled.host_arena_pool = &pool;
+  pooled.host_placement = ArenaPlacement::kFilePhase;
+  // Used ranges of a result, by address (empty tensors left out).
+  auto ranges = [](const LoadedCheckpoint& c) {
+    std::vector<std::pair<std::byte*, uint64_t>> used;
+    for (const LoadedTensor& t : c.tensors) {
+      if (t.data != nullptr) used.emplace_back(static_cast<std::byte*>(t.data), t.bytes);
+    }
+    std::sort(used.begin(), used.end());
+    return used;
+  };
+  {
+    Result<LoadedCheckpoint> a = LoadAll(*ckpt_, pooled);
+    ASSERT_TRUE(a.ok()) << a.status().ToString();
+    auto used = ranges(*a);
+    std::memset(used.front().first, 0xAB,
+                used.back().first + used.back().second - used.front().first);
+  }
+  Result<LoadedCheckpoint> b = LoadAll(*ckpt_, pooled);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  auto used = ranges(*b);
+  size_t gap_bytes = 0, nonzero = 0;
+  for (size_t i = 0; i + 1 < used.size(); ++i) {
+    for (const std::byte* p = used[i].first + used[i].second; p < used[i + 1].first; ++p) {
+      ++gap_bytes;
+      nonzero += *p != std::byte{0};
+    }
+  }
+  EXPECT_GT(gap_bytes, 0u);  // the layout has padding to check
+  EXPECT_EQ(nonzero, 0u);
+  for (const LoadedTensor& t : b->tensors) {
+    const Source& s = Find(src_, t.name);
+    if (!s.bytes.empty()) EXPECT_EQ(0, std::memcmp(t.data, s.bytes.data(), s.bytes.size()));
+  }
+}
+
 // LoadAll without targets makes one per renamed stored name; renames that map two
 // stored names together are then Match's collision, not a duplicate target.
 TEST_F(LoaderTest, LoadAllWithCollidingRenamesNamesTheCollision) {

@@ -389,6 +389,72 @@ TEST(ArenaLayoutTest, SplitTensorIsPlacedOnceAtItsFirstPiece) {
   EXPECT_EQ(layout->bytes_per_device, (std::map<Device, uint64_t>{{kCpu, 10512}}));
 }
 
+TEST(ArenaLayoutTest, FilePhaseKeepsEachHostTensorsFileOffsetModuloTheAlignment) {
+  // As DestinationsFollowFileOrderAcrossShards: shard 0 holds d @100 (400 bytes),
+  // b @500 (10), e @510 (empty); shard 1 holds a @100 (12), c @112 (256).
+  auto stored = Catalog({{"a", Dtype::kF32, {3}, 1},
+                         {"d", Dtype::kF32, {100}, 0},
+                         {"b", Dtype::kF16, {5}, 0},
+                         {"c", Dtype::kF32, {64}, 1},
+                         {"e", Dtype::kF32, {0}, 0}});
+  std::vector<Target> targets = SameTargets(stored);
+  LoadPlan plan = MustPlan(stored, MustMatch(stored, targets), targets);
+  Result<ArenaLayout> layout =
+      LayoutArenas(plan.destinations, plan.spans, 256, ArenaPlacement::kFilePhase);
+  ASSERT_TRUE(layout.ok()) << layout.status().ToString();
+  // d at 100 (≡ 100), b right after it at 500 (≡ 500), a at 612 (≡ 100: shard 1's
+  // first tensor), c right after it at 624 (≡ 112); e, which no read reaches, aligned.
+  EXPECT_EQ(Offsets(plan, *layout),
+            (OffsetMap{{"d", 100}, {"b", 500}, {"a", 612}, {"c", 624}, {"e", 1024}}));
+  EXPECT_EQ(layout->bytes_per_device, (std::map<Device, uint64_t>{{kCpu, 1024}}));
+  // Neighbours in a span are neighbours in memory: each region at span offset + base.
+  for (const ReadSpan& span : plan.spans) {
+    const uint64_t base = layout->offsets[span.regions[0].dest];
+    for (const CopyRegion& r : span.regions) {
+      EXPECT_EQ(layout->offsets[r.dest] + r.dst_offset, base + r.src_offset)
+          << plan.destinations[r.dest].name;
+    }
+  }
+  // kAligned (the default) is the layout of DestinationsFollowFileOrderAcrossShards.
+  Result<ArenaLayout> aligned =
+      LayoutArenas(plan.destinations, plan.spans, 256, ArenaPlacement::kAligned);
+  ASSERT_TRUE(aligned.ok());
+  EXPECT_EQ(Offsets(plan, *aligned),
+            (OffsetMap{{"d", 0}, {"b", 512}, {"a", 768}, {"c", 1024}, {"e", 1280}}));
+}
+
+TEST(ArenaLayoutTest, FilePhaseLeavesCastDeviceAndSplitTensorsAsTheyShouldBe) {
+  // x (F16, cast to F32) @100, y (cuda:0) @116, z (cpu) @132 split into 4096-byte spans.
+  auto stored = Catalog({{"x", Dtype::kF16, {8}}, {"y", Dtype::kU8, {16}},
+                         {"z", Dtype::kF32, {2500}}});
+  std::vector<Target> targets = {Target{"x", Dtype::kF32, {8}}, Target{"y", Dtype::kU8, {16}},
+                                 Target{"z", Dtype::kF32, {2500}}};
+  targets[1].device = Cuda(0);
+  MatchOptions cast;
+  cast.allow_cast = true;
+  PlanOptions options;
+  options.max_span_bytes = 4096;
+  LoadPlan plan = MustPlan(stored, MustMatch(stored, targets, cast), targets, options);
+  ASSERT_GT(plan.spans.size(), 2u);
+  Result<ArenaLayout> layout =
+      LayoutArenas(plan.destinations, plan.spans, 256, ArenaPlacement::kFilePhase);
+  ASSERT_TRUE(layout.ok()) << layout.status().ToString();
+  // The cast x is aligned (0); y is alone in cuda:0's arena (0); z keeps 132's phase.
+  EXPECT_EQ(Offsets(plan, *layout), (OffsetMap{{"x", 0}, {"y", 0}, {"z", 132}}));
+  EXPECT_EQ(layout->bytes_per_device,
+            (std::map<Device, uint64_t>{{kCpu, 132 + 10000}, {Cuda(0), 16}}));
+}
+
+TEST(ArenaLayoutTest, ArenaPlacementNamesParse) {
+  EXPECT_EQ(*ParseArenaPlacement("aligned"), ArenaPlacement::kAligned);
+  EXPECT_EQ(*ParseArenaPlacement("file-phase"), ArenaPlacement::kFilePhase);
+  EXPECT_EQ(ArenaPlacementName(ArenaPlacement::kAligned), "aligned");
+  EXPECT_EQ(ArenaPlacementName(ArenaPlacement::kFilePhase), "file-phase");
+  Result<ArenaPlacement> bad = ParseArenaPlacement("phase");
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad.status().message(), "invalid arena placement 'phase': expected aligned or file-phase");
+}
+
 TEST(ArenaLayoutTest, TiedDestinationsEachGetTheirOwnSpace) {
   // norm comes first in the file, then embed, which also feeds lm_head.
   auto stored = Catalog({{"norm", Dtype::kF32, {1}}, {"embed", Dtype::kF32, {64}}});

@@ -125,6 +125,36 @@ class PythonTest(unittest.TestCase):
         for name in ref:
             self.assertTrue(same(ours[name], ref[name]), name)
 
+    def test_load_file_placement(self):
+        # "file-phase": each cpu tensor at its file offset modulo 256, same values as the
+        # default "aligned" load, whose tensors all start on a 256-byte boundary.
+        tensors = sample_tensors()
+        path = self.path("p.safetensors")
+        shardload.save_file(tensors, path)
+        with open(path, "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            header = json.loads(f.read(n))
+        aligned = shardload.load_file(path)
+        phase = shardload.load_file(path, placement="file-phase")
+        off_boundary = 0
+        for name, t in tensors.items():
+            self.assertTrue(same(phase[name], t), name)
+            self.assertTrue(same(aligned[name], t), name)
+            if t.numel() == 0:
+                continue
+            offset = 8 + n + header[name]["data_offsets"][0]
+            self.assertEqual(phase[name].data_ptr() % 256, offset % 256, name)
+            self.assertEqual(aligned[name].data_ptr() % 256, 0, name)
+            off_boundary += offset % 256 != 0
+        self.assertGreater(off_boundary, 0)
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shardload.load_file(path, placement="packed")
+        self.assertEqual((cm.exception.code, cm.exception.message),
+                         ("invalid_argument",
+                          "invalid arena placement 'packed': expected aligned or file-phase"))
+        with self.assertRaises(TypeError):
+            shardload.load_file(path, placement=1)
+
     @needs_reference
     def test_save_file_bytes_match_reference(self):
         tensors = sample_tensors()
@@ -2077,15 +2107,15 @@ class PythonTest(unittest.TestCase):
 
     def test_package_version_and_library_version_check(self):
         self.assertEqual(shardload.__version__, shardload.version())
-        for ok in ["0.1.6", "0.1.10", "0.2.0", "1.0.0"]:
+        for ok in ["0.1.7", "0.1.10", "0.2.0", "1.0.0"]:
             _lib.check_library_version(ok, "/x/libshardload.so")  # no error
-        for old in ["0.1.5", "0.0.9", "0.1", "garbage", "", " 0.1.6", "1_0.0.0", "0.1.7rc1"]:
+        for old in ["0.1.6", "0.0.9", "0.1", "garbage", "", " 0.1.7", "1_0.0.0", "0.1.8rc1"]:
             with self.assertRaises(shardload.ShardloadError) as cm:
                 _lib.check_library_version(old, "/x/libshardload.so")
             self.assertEqual(cm.exception.code, "failed_precondition")
             self.assertEqual(str(cm.exception),
-                             "/x/libshardload.so is shardload %s; this Python package (0.1.6) "
-                             "needs 0.1.6 or newer (use the libshardload.so that came with "
+                             "/x/libshardload.so is shardload %s; this Python package (0.1.7) "
+                             "needs 0.1.7 or newer (use the libshardload.so that came with "
                              "it)" % old)
 
     def _run_python(self, code, cwd, env_library):
@@ -2142,7 +2172,7 @@ class PythonTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout.strip(),
                          "failed_precondition | %s is shardload 0.1.4; this Python package "
-                         "(0.1.6) needs 0.1.6 or newer (use the libshardload.so that came "
+                         "(0.1.7) needs 0.1.7 or newer (use the libshardload.so that came "
                          "with it)" % old)
         foreign = self._stub_library("foreign", "int unrelated(void) { return 1; }\n")
         r = self._run_python(probe, self.dir, foreign)

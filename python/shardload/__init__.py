@@ -430,7 +430,8 @@ def _backend_io(backend, io="auto"):
 
 
 def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verify=False,
-              progress=None, pool=None, cancel=None, backend=_NO_BACKEND, strict_index=True):
+              progress=None, pool=None, cancel=None, backend=_NO_BACKEND, strict_index=True,
+              placement="aligned"):
     """Load every tensor of a checkpoint (file, index .json or folder) as torch tensors.
 
     ``device``: "cpu" (or None, as safetensors takes it), "cuda" (the current CUDA
@@ -458,6 +459,14 @@ def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verif
     A checkpoint of more shards than the process's soft open-file limit leaves room for
     raises that limit (RLIMIT_NOFILE, up to the hard limit): a load keeps every shard
     open at once.
+    ``placement`` (not in safetensors): "aligned" (default) puts every cpu tensor's data
+    on a 256-byte boundary; "file-phase" puts each at its file offset modulo 256 (as
+    aligned as in the file, 8 bytes at least, as safetensors' own cpu tensors, which
+    are views of the mapped file), which makes the copy out of the page cache faster for
+    files whose data section does not start on a 64-byte boundary (most of them; see
+    bench/RESULTS.md "File phase"). cuda tensors are 256-byte aligned either way. Any
+    other value raises ShardloadError("invalid_argument", "invalid arena placement 'x':
+    expected aligned or file-phase"); a non-str raises TypeError.
     ``threads``: reader threads, an int from 0 (as many as hardware threads) to 256
     (TypeError / ValueError otherwise). ``io``: "auto", "pread", "mmap", "direct" or
     "uring". ``backend``: safetensors 0.8's keyword, "mmap" or "pread", the io mode of
@@ -473,7 +482,7 @@ def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verif
     with _Checkpoint(filename, cancel, strict_index) as ckpt, \
             _lib.Options(device=_device_string(device), strict=False, renames=renames,
                          threads=threads, io=io, verify=verify, progress=progress,
-                         pool=pool, cancel=cancel) as options:
+                         pool=pool, cancel=cancel, placement=placement) as options:
         return _load_all(ckpt, options)
 
 

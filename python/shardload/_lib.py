@@ -145,6 +145,7 @@ _SIGNATURES = {
     "sl_options_set_metadata_aliases": (ctypes.c_int, [_P, ctypes.c_int]),
     "sl_options_set_threads": (ctypes.c_int, [_P, ctypes.c_int]),
     "sl_options_set_io": (ctypes.c_int, [_P, ctypes.c_char_p]),
+    "sl_options_set_host_placement": (ctypes.c_int, [_P, ctypes.c_char_p]),
     "sl_options_set_progress": (ctypes.c_int, [_P, PROGRESS_FN, _P]),
     "sl_options_set_verify": (ctypes.c_int, [_P, ctypes.c_int]),
     "sl_options_set_host_pool": (ctypes.c_int, [_P, _P]),
@@ -195,7 +196,7 @@ _SIGNATURES = {
 
 # PACKAGE_VERSION: this package's version; the library it loads must be at least as
 # new (its C API only grows: a newer one has every function this package binds).
-PACKAGE_VERSION = "0.1.6"
+PACKAGE_VERSION = "0.1.7"
 
 
 def _version_tuple(text):
@@ -477,12 +478,14 @@ class Options(Closing):
 
     def __init__(self, device="cpu", strict=True, renames=(), aliases=(), allow_cast=False,
                  threads=0, io="auto", verify=False, progress=None, pool=None, cancel=None,
-                 metadata_aliases=True, strict_index=True):
+                 metadata_aliases=True, strict_index=True, placement="aligned"):
         self.handle = None  # set first: __del__ runs also when a setter below fails
         self.error = None  # an exception the progress callable raised
         threads = check_threads(threads)  # before the C call, whose int would wrap
         if not isinstance(io, str):
             raise TypeError("io must be a str, got %s" % type(io).__name__)
+        if not isinstance(placement, str):
+            raise TypeError("placement must be a str, got %s" % type(placement).__name__)
         l = lib()
         h = ctypes.c_void_p()
         check(l.sl_options_new(ctypes.byref(h)))
@@ -501,6 +504,8 @@ class Options(Closing):
             check(l.sl_options_set_metadata_aliases(h, 0))
         check(l.sl_options_set_threads(h, threads))
         check(l.sl_options_set_io(h, io.encode()))
+        if placement != "aligned":
+            check(l.sl_options_set_host_placement(h, placement.encode()))
         check(l.sl_options_set_verify(h, 1 if verify else 0))
         if pool is not None:
             HostMemoryPool.check_argument(pool, "pool")
