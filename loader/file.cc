@@ -30,6 +30,19 @@ constexpr uint64_t kDirectAlignment = 4096;
 constexpr uint64_t kMaxSyscallBytes = 1ull << 30;
 // kDirectBounceBytes: bounce buffer size for DirectFile::ReadAt into unaligned memory.
 constexpr uint64_t kDirectBounceBytes = 8ull << 20;
+// kShiftChunkBytes: the piece size of a phase-shifted read (PreadPhased); small enough
+// that a piece is still in the CPU's cache when it is moved into place.
+constexpr uint64_t kShiftChunkBytes = 256ull << 10;
+
+// PhaseShift: how far PreadPhased moves a read of file `offset` into `memory` (0: read
+// in place). Measured on the AMD EPYC host (bench/RESULTS.md, "File phase"), the
+// kernel's copy out of the page cache runs at full speed when source and destination
+// differ by a multiple of 32 bytes, and 20-26% slower otherwise; so only those reads
+// are shifted, by the distance that aligns them to kCopyPhaseBytes.
+uint64_t PhaseShift(uint64_t offset, const void* memory) {
+  const uint64_t delta = offset - reinterpret_cast<uintptr_t>(memory);
+  return delta % 32 == 0 ? 0 : delta & (kCopyPhaseBytes - 1);
+}
 
 using Fd = ScopedFd;
 
@@ -189,6 +202,25 @@ class FdFile {
     return OkStatus();
   }
 
+  // PreadPhased: as PreadAll, but when PhaseShift says `out` is off the file's phase
+  // and it spans more than two kShiftChunkBytes pieces, each piece but the last is read
+  // aligned with its source, d (< 64) bytes further on in `out`, and moved back by d
+  // while it is in cache: the kernel's copy out of the page cache runs at the aligned
+  // rate, and the move costs less than what that saves (bench/RESULTS.md, "File
+  // phase"). A piece's d extra bytes land inside `out`, on bytes the next piece
+  // rewrites; the last piece is read in place.
+  Status PreadPhased(uint64_t offset, std::span<std::byte> out) const {
+    const uint64_t shift = PhaseShift(offset, out.data());
+    if (shift == 0 || out.size() <= 2 * kShiftChunkBytes) return PreadAll(offset, out);
+    uint64_t done = 0;
+    for (; out.size() - done > kShiftChunkBytes + kCopyPhaseBytes; done += kShiftChunkBytes) {
+      std::byte* piece = out.data() + done;
+      SL_RETURN_IF_ERROR(PreadAll(offset + done, {piece + shift, kShiftChunkBytes}));
+      std::memmove(piece, piece + shift, kShiftChunkBytes);
+    }
+    return PreadAll(offset + done, out.subspan(done));
+  }
+
   std::string path_;
   Fd fd_;
   uint64_t size_;
@@ -211,14 +243,39 @@ class PreadFile final : public ReadableFile {
 
   Status ReadAt(uint64_t offset, std::span<std::byte> out) const override {
     SL_RETURN_IF_ERROR(CheckRange(f_.path_, offset, out.size(), f_.size_));
-    SL_RETURN_IF_ERROR(f_.PreadAll(offset, out));
+    SL_RETURN_IF_ERROR(f_.PreadPhased(offset, out));
     return f_.CurrentSizeCovers(offset + out.size());  // see CurrentSizeCovers
   }
 
+  // ReadVAt: runs of segments go to one preadv, except that a segment PreadPhased
+  // would shift (long, not at the file's phase) is read by it alone.
   Status ReadVAt(uint64_t offset, std::span<const iovec> iov) const override {
     uint64_t total = 0;
     for (const iovec& v : iov) total += v.iov_len;
     SL_RETURN_IF_ERROR(CheckRange(f_.path_, offset, total, f_.size_));
+    uint64_t pos = offset;
+    size_t run = 0;  // first segment not yet read
+    for (size_t i = 0; i <= iov.size(); ++i) {
+      const bool shifted = i < iov.size() && iov[i].iov_len > 2 * kShiftChunkBytes &&
+                           PhaseShift(pos, iov[i].iov_base) != 0;
+      if (i == iov.size() || shifted) {
+        uint64_t run_bytes = 0;
+        for (size_t k = run; k < i; ++k) run_bytes += iov[k].iov_len;
+        SL_RETURN_IF_ERROR(PreadvAll(pos - run_bytes, iov.subspan(run, i - run)));
+        if (i == iov.size()) break;
+        SL_RETURN_IF_ERROR(
+            f_.PreadPhased(pos, {static_cast<std::byte*>(iov[i].iov_base), iov[i].iov_len}));
+        run = i + 1;
+      }
+      pos += iov[i].iov_len;
+    }
+    return f_.CurrentSizeCovers(offset + total);  // see CurrentSizeCovers
+  }
+
+ private:
+  // PreadvAll: preadv of every byte `iov` names at `offset` (EINTR, short reads and
+  // more than IOV_MAX segments handled).
+  Status PreadvAll(uint64_t offset, std::span<const iovec> iov) const {
     std::vector<iovec> pending(iov.begin(), iov.end());
     size_t first = 0;
     uint64_t pos = offset;
@@ -245,10 +302,9 @@ class PreadFile final : public ReadableFile {
         if (v.iov_len == 0) ++first;
       }
     }
-    return f_.CurrentSizeCovers(offset + total);  // see CurrentSizeCovers
+    return OkStatus();
   }
 
- private:
   FdFile f_;
 };
 

@@ -96,6 +96,79 @@ TEST_P(FileModeTest, ReadWindowAtReturnsExactlyTheRange) {
   }
 }
 
+// Long reads into memory that is not at the file's phase (PreadFile reads those in
+// shifted pieces): byte-exact for every phase pair, and nothing written outside the
+// destination, through ReadAt and through ReadVAt with segments of every kind.
+TEST_P(FileModeTest, LongReadsOffTheFilesPhaseAreExactAndStayInTheirMemory) {
+  std::string dir = TempDir("file");
+  constexpr size_t kFile = (3u << 20) + 8195;
+  std::vector<std::byte> data = RandomBytes(kFile, 11);
+  ASSERT_TRUE(WriteBytes(dir + "/f", data));
+  OPEN_OR_SKIP(f, dir + "/f");
+  constexpr size_t kGuard = 4096;
+  std::vector<std::byte> memory(kFile + 2 * kGuard + 4096);
+  std::byte* base = reinterpret_cast<std::byte*>(
+      (reinterpret_cast<uintptr_t>(memory.data()) + kGuard + 4095) / 4096 * 4096);
+  auto fill = [&] { std::fill(memory.begin(), memory.end(), std::byte{0xEE}); };
+  // Everything outside [dst, dst + n) still 0xEE, and [dst, dst + n) the file's bytes.
+  auto check = [&](const std::byte* dst, uint64_t offset, size_t n, const std::string& what) {
+    EXPECT_EQ(0, std::memcmp(dst, data.data() + offset, n)) << what;
+    size_t outside = 0;
+    for (const std::byte* p = memory.data(); p < memory.data() + memory.size(); ++p) {
+      if ((p < dst || p >= dst + n) && *p != std::byte{0xEE}) ++outside;
+    }
+    EXPECT_EQ(outside, 0u) << what;
+  };
+  for (uint64_t offset : {0u, 3u, 24u, 4096u + 63u}) {
+    for (size_t dst_phase : {0u, 8u, 40u, 63u}) {
+      for (size_t n : {size_t{512} << 10, (size_t{512} << 10) + 1, (size_t{1} << 20) + 5,
+                       size_t{3} << 20}) {
+        const std::string what = "offset " + std::to_string(offset) + " dst +" +
+                                 std::to_string(dst_phase) + " n " + std::to_string(n);
+        fill();
+        std::byte* dst = base + dst_phase;
+        Status s = f->ReadAt(offset, {dst, n});
+        ASSERT_TRUE(s.ok()) << what << ": " << s.ToString();
+        check(dst, offset, n, "ReadAt " + what);
+      }
+    }
+  }
+  // ReadVAt: a small segment, a long one off the phase, a long one on it, an empty one,
+  // another long one off it, a small tail; laid out with holes between them.
+  const size_t sizes[] = {100, (1u << 20) + 5, 3u << 18, 0, (1u << 19) + 999, 33};
+  fill();
+  std::vector<iovec> iov;
+  std::vector<std::pair<std::byte*, uint64_t>> where;  // (memory, file offset)
+  uint64_t offset = 5, pos = 5;
+  std::byte* at = base + 8;
+  for (size_t n : sizes) {
+    // The third segment is put at the file's phase; the others are not.
+    std::byte* seg = at;
+    if (iov.size() == 2) {
+      seg = at + ((pos - reinterpret_cast<uintptr_t>(at)) & (kCopyPhaseBytes - 1));
+    }
+    iov.push_back({seg, n});
+    where.emplace_back(seg, pos);
+    pos += n;
+    at = seg + n + 40;
+  }
+  ASSERT_LE(at, memory.data() + memory.size());
+  ASSERT_TRUE(f->ReadVAt(offset, iov).ok());
+  size_t outside = 0;
+  for (size_t k = 0; k < iov.size(); ++k) {
+    EXPECT_EQ(0, std::memcmp(where[k].first, data.data() + where[k].second, iov[k].iov_len)) << k;
+  }
+  for (const std::byte* p = memory.data(); p < memory.data() + memory.size(); ++p) {
+    bool inside = false;
+    for (const iovec& v : iov) {
+      inside |= p >= static_cast<std::byte*>(v.iov_base) &&
+                p < static_cast<std::byte*>(v.iov_base) + v.iov_len;
+    }
+    if (!inside && *p != std::byte{0xEE}) ++outside;
+  }
+  EXPECT_EQ(outside, 0u);
+}
+
 TEST_P(FileModeTest, ReadWindowAtWithoutRoomToShiftReadsToTheBufferStart) {
   std::string dir = TempDir("file");
   std::vector<std::byte> data = RandomBytes(5000, 7);
