@@ -37,8 +37,8 @@ constexpr uint64_t kShiftChunkBytes = 256ull << 10;
 // PhaseShift: how far PreadPhased moves a read of file `offset` into `memory` (0: read
 // in place). Measured on the AMD EPYC host (bench/RESULTS.md, "File phase"), the
 // kernel's copy out of the page cache runs at full speed when source and destination
-// differ by a multiple of 32 bytes, and 20-26% slower otherwise; so only those reads
-// are shifted, by the distance that aligns them to kCopyPhaseBytes.
+// differ by a multiple of 32 bytes, and at 0.68-0.87x that otherwise; so only those
+// reads are shifted, by the distance that aligns them to kCopyPhaseBytes.
 uint64_t PhaseShift(uint64_t offset, const void* memory) {
   const uint64_t delta = offset - reinterpret_cast<uintptr_t>(memory);
   return delta % 32 == 0 ? 0 : delta & (kCopyPhaseBytes - 1);
@@ -862,7 +862,7 @@ Result<std::span<const std::byte>> ReadableFile::ReadWindowAt(uint64_t offset, u
   }
   // Land the bytes at the file's phase (address ≡ offset mod kCopyPhaseBytes) where the
   // buffer has room: the kernel's copy out of the page cache then runs with source and
-  // destination aligned alike, 14-40% faster than mutually misaligned on the machines
+  // destination aligned alike, 15-45% faster than mutually misaligned on the host
   // measured (bench/RESULTS.md, "File phase").
   const uint64_t shift =
       (offset - reinterpret_cast<uintptr_t>(buffer.data())) & (kCopyPhaseBytes - 1);

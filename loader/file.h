@@ -46,11 +46,12 @@ Result<IoMode> ParseIoMode(std::string_view text);
 
 // kCopyPhaseBytes: the alignment unit of a copy out of the page cache. A buffered read
 // whose destination address is congruent to its file offset modulo this runs at full
-// speed; on the AMD EPYC host measured, one whose two addresses differ by other than a
-// multiple of 32 ran 20-40% slower (bench/RESULTS.md, "File phase"). Staged reads
-// (ReadWindowAt) and LoadAll's `ArenaPlacement::kFilePhase` keep the two congruent;
-// pread reads of more than 512 KiB into memory off that phase (LoadInto's caller
-// buffers) are read in 256 KiB pieces at the phase and moved into place.
+// speed; on the AMD EPYC host measured, one whose two addresses differ by other than
+// a multiple of 32 ran at 0.68-0.87x the aligned rate (bench/RESULTS.md, "File
+// phase"). Staged reads (ReadWindowAt) and LoadAll's `ArenaPlacement::kFilePhase` keep
+// the two congruent; pread reads of more than 512 KiB into memory off that phase
+// (LoadInto's caller buffers) are read in 256 KiB pieces at the phase and moved into
+// place.
 inline constexpr uint64_t kCopyPhaseBytes = 64;
 
 // ReadableFile: an open, read-only file of a fixed expected size.

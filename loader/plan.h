@@ -97,7 +97,7 @@ Result<LoadPlan> MakePlan(std::span<const StoredTensor> stored, const MatchRepor
 //     length: 8-byte alignment is all the format promises), and neighbours in the file
 //     are neighbours in memory with no padding between them. The kernel's copy out of
 //     the page cache then runs with source and destination aligned alike, which was
-//     14-40% faster for files whose data section does not start on a 64-byte boundary
+//     15-45% faster for files whose data section does not start on a 64-byte boundary
 //     (bench/RESULTS.md, "File phase"). Cast and device tensors stay `alignment`-aligned.
 enum class ArenaPlacement { kAligned, kFilePhase };
 
