@@ -348,9 +348,9 @@ sl_status sl_options_set_io(sl_options* options, const char* mode);
 /* sl_options_set_host_placement: where sl_load_all puts host (cpu) tensors in its arena.
  * "aligned" (default): every tensor's data 256-byte aligned. "file-phase": a tensor
  * loaded without a cast starts at an address congruent to its offset in its file
- * modulo 256, so it is as aligned as it is in the file (8 bytes at least in a valid
- * safetensors file; a data section starts at 8 + the header's length) and neighbours
- * in a file are neighbours in memory; the copy out of the page cache is then faster
+ * modulo 256, so it is as aligned as it is in the file (files the reference writes
+ * keep every tensor aligned to its element size; a tensor a file leaves off that is
+ * placed 256-byte aligned instead) and neighbours in a file are neighbours in memory; the copy out of the page cache is then faster
  * for the many files whose data section does not start on a 64-byte boundary
  * (bench/RESULTS.md, "File phase"). Cast and cuda tensors stay 256-byte aligned; a
  * DLPack export of a file-phase tensor carries its address in `data` (byte_offset 0),

@@ -862,7 +862,7 @@ Result<std::span<const std::byte>> ReadableFile::ReadWindowAt(uint64_t offset, u
   }
   // Land the bytes at the file's phase (address ≡ offset mod kCopyPhaseBytes) where the
   // buffer has room: the kernel's copy out of the page cache then runs with source and
-  // destination aligned alike, 15-45% faster than mutually misaligned on the host
+  // destination aligned alike, 15-47% faster than mutually misaligned on the host
   // measured (bench/RESULTS.md, "File phase").
   const uint64_t shift =
       (offset - reinterpret_cast<uintptr_t>(buffer.data())) & (kCopyPhaseBytes - 1);

@@ -84,9 +84,9 @@ class ReadableFile {
   // ReadWindowAt: read [offset, offset + length) into `buffer` and return the part of
   // `buffer` that holds exactly those bytes. Buffered modes read to `buffer` plus the
   // 0..63 bytes that put the first byte at an address ≡ offset (mod kCopyPhaseBytes)
-  // when the buffer has room for that, else to its start (needs `length` bytes); DirectFile reads the 4096-aligned window around
-  // the range (buffer 4096-aligned and at least length + 8192 bytes) and returns the
-  // trimmed middle. Errors: those of ReadAt; invalid_argument for a buffer that is too
+  // when the buffer has room for that, else to its start (needs `length` bytes);
+  // DirectFile reads the 4096-aligned window around the range (buffer 4096-aligned and
+  // at least length + 8192 bytes) and returns the trimmed middle. Errors: those of ReadAt; invalid_argument for a buffer that is too
   // small or misaligned. Thread safety: as ReadAt.
   virtual Result<std::span<const std::byte>> ReadWindowAt(uint64_t offset, uint64_t length,
                                                           std::span<std::byte> buffer) const;

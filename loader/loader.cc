@@ -308,7 +308,7 @@ Result<LoadedCheckpoint> LoadAll(const Checkpoint& checkpoint, const LoadOptions
     SL_ASSIGN_OR_RETURN(LoadPlan plan,
                         MatchAndPlan(checkpoint, targets, options, &out.report, &matched));
     SL_ASSIGN_OR_RETURN(ArenaLayout layout, LayoutArenas(plan.destinations, plan.spans, 256,
-                                                                 options.host_placement));
+                                                         options.host_placement));
     std::map<Device, void*> bases;
     HostArenaOptions arena_options = options.host_arena;
     if (arena_options.cancel == nullptr) arena_options.cancel = options.cancel;

@@ -83,10 +83,11 @@ struct LoadOptions {
   HostArenaPool* host_arena_pool = nullptr;
   // host_placement: where LoadAll puts host tensors in its arena (see ArenaPlacement,
   // loader/plan.h). kAligned (default): every tensor 256-byte aligned. kFilePhase: an
-  // uncast cpu tensor keeps its file offset modulo 256 (as aligned as in the file, 8
-  // bytes at least for a valid safetensors file), which makes the copy out of the page
-  // cache faster for shards whose data section is not 64-byte aligned (most files
-  // written by other tools). LoadInto ignores it (the caller's memory is where it is).
+  // uncast cpu tensor keeps its file offset modulo 256 (as aligned as in the file, and
+  // never off its element size: see ArenaPlacement), which makes the copy out of the
+  // page cache faster for shards whose data section is not 64-byte aligned (most files:
+  // the reference writer, and ours, pad headers to 8 bytes only). LoadInto ignores it
+  // (the caller's memory is where it is).
   ArenaPlacement host_placement = ArenaPlacement::kAligned;
   // max_gap_bytes: the largest hole of unloaded bytes one read may cover to join two
   // tensors. Default 1 MiB.

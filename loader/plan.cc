@@ -8,6 +8,7 @@
 #include <string_view>
 #include <tuple>
 
+#include "format/dtype.h"
 #include "format/text.h"
 
 namespace shardload {
@@ -237,8 +238,12 @@ Result<ArenaLayout> LayoutArenas(std::span<const Destination> destinations,
       placed[r.dest] = true;
       order.push_back(r.dest);
       const Destination& d = destinations[r.dest];
-      if (file_phase && d.device.is_cpu() && d.src_dtype == d.dst_dtype) {
-        phase[r.dest] = (spans[s].file_offset + r.src_offset - r.dst_offset) & (alignment - 1);
+      const uint64_t at = spans[s].file_offset + r.src_offset - r.dst_offset;
+      // Only where the file keeps the element alignment the reference writer gives
+      // (its reader does not check it: a hand-made header may leave a tensor off it).
+      if (file_phase && d.device.is_cpu() && d.src_dtype == d.dst_dtype &&
+          at % static_cast<uint64_t>(DtypeAlignment(d.src_dtype)) == 0) {
+        phase[r.dest] = at & (alignment - 1);
       }
     }
   }

@@ -93,11 +93,14 @@ Result<LoadPlan> MakePlan(std::span<const StoredTensor> stored, const MatchRepor
 //   kAligned (the default everywhere): every tensor starts on an `alignment` boundary.
 //   kFilePhase: a cpu tensor read without a cast starts at an offset congruent to its
 //     first byte's file offset modulo `alignment`, so it is as aligned as it is in the
-//     file, up to `alignment` (a safetensors file's data section starts at 8 + the header
-//     length: 8-byte alignment is all the format promises), and neighbours in the file
-//     are neighbours in memory with no padding between them. The kernel's copy out of
+//     file, up to `alignment`, and neighbours in the file are neighbours in memory with
+//     no padding between them. A data section starts at 8 + the header length, which
+//     the reference writer pads to a multiple of 8 and keeps every tensor aligned to its
+//     element size; a tensor whose file offset is not (possible in a hand-made file: no
+//     reader checks it) is placed `alignment`-aligned instead, so a tensor is always at
+//     least element-aligned. The kernel's copy out of
 //     the page cache then runs with source and destination aligned alike, which was
-//     15-45% faster for files whose data section does not start on a 64-byte boundary
+//     15-47% faster for files whose data section does not start on a 64-byte boundary
 //     (bench/RESULTS.md, "File phase"). Cast and device tensors stay `alignment`-aligned.
 enum class ArenaPlacement { kAligned, kFilePhase };
 

@@ -445,6 +445,20 @@ TEST(ArenaLayoutTest, FilePhaseLeavesCastDeviceAndSplitTensorsAsTheyShouldBe) {
             (std::map<Device, uint64_t>{{kCpu, 132 + 10000}, {Cuda(0), 16}}));
 }
 
+TEST(ArenaLayoutTest, FilePhaseNeverPlacesATensorOffItsElementAlignment) {
+  // A hand-made file: 3 bytes of U8, then an F32 at file offset 103 (not 4-aligned),
+  // then an I16 at 115 (not 2-aligned), then U8 at 119 (any offset is aligned for it).
+  auto stored = Catalog({{"u", Dtype::kU8, {3}}, {"f", Dtype::kF32, {3}},
+                         {"h", Dtype::kI16, {2}}, {"b", Dtype::kU8, {5}}});
+  std::vector<Target> targets = SameTargets(stored);
+  LoadPlan plan = MustPlan(stored, MustMatch(stored, targets), targets);
+  Result<ArenaLayout> layout =
+      LayoutArenas(plan.destinations, plan.spans, 256, ArenaPlacement::kFilePhase);
+  ASSERT_TRUE(layout.ok()) << layout.status().ToString();
+  // u keeps phase 100; f and h are placed aligned (256, 512); b keeps phase 119 (631).
+  EXPECT_EQ(Offsets(plan, *layout), (OffsetMap{{"u", 100}, {"f", 256}, {"h", 512}, {"b", 631}}));
+}
+
 TEST(ArenaLayoutTest, ArenaPlacementNamesParse) {
   EXPECT_EQ(*ParseArenaPlacement("aligned"), ArenaPlacement::kAligned);
   EXPECT_EQ(*ParseArenaPlacement("file-phase"), ArenaPlacement::kFilePhase);

@@ -461,8 +461,9 @@ def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verif
     open at once.
     ``placement`` (not in safetensors): "aligned" (default) puts every cpu tensor's data
     on a 256-byte boundary; "file-phase" puts each at its file offset modulo 256 (as
-    aligned as in the file, 8 bytes at least, as safetensors' own cpu tensors, which
-    are views of the mapped file), which makes the copy out of the page cache faster for
+    aligned as in the file, like safetensors' own cpu tensors, which are views of the
+    mapped file; never off its element size: a tensor a file leaves off that is
+    placed aligned), which makes the copy out of the page cache faster for
     files whose data section does not start on a 64-byte boundary (most of them; see
     bench/RESULTS.md "File phase"). cuda tensors are 256-byte aligned either way. Any
     other value raises ShardloadError("invalid_argument", "invalid arena placement 'x':
