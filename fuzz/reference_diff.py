@@ -18,7 +18,9 @@ raw bytes for every dtype) plus ``safe_open``'s ``metadata()`` and ``offset_keys
 (tensors with equal offsets, empty ones, compared as a set: the reference puts them in
 hash order); shardload's goes through torch (bytes
 only where the installed torch has the dtype), twice: ``safe_open`` / ``get_tensor`` and
-``load_file`` (and ``get_tensors`` must follow ``offset_keys``). Both must accept with identical results, or both reject. Intended
+``load_file``, the latter also with ``placement="file-phase"`` (the same bytes, and no
+tensor off its element size), and ``get_tensors`` must follow ``offset_keys``. Both must
+accept with identical results, or both reject. Intended
 differences, where shardload is stricter (INTENDED below; docs/ARCHITECTURE.md), are
 counted by name: a key given twice, a dtype in serde's enum form ({"F32": null}), an
 entry in serde's sequence form, an unknown field nested past 32 levels.
@@ -361,6 +363,14 @@ def read_shardload(path, torch, shardload, device="cpu"):
             for name, t in whole.items():
                 if tensor_bytes(torch, on_device(t)) != result["tensors"][name][2]:
                     return "crash", "load_file and get_tensor disagree on %r" % name
+            # File-phase placement: the same bytes, and never off a tensor's element size.
+            phased = shardload.load_file(path, device=device, placement="file-phase")
+            for name, t in phased.items():
+                if tensor_bytes(torch, on_device(t)) != result["tensors"][name][2]:
+                    return "crash", "file-phase load_file and get_tensor disagree on %r" % name
+                if t.numel() and t.data_ptr() % t.element_size():
+                    return "crash", "file-phase %r at %#x, off its %d-byte elements" % (
+                        name, t.data_ptr(), t.element_size())
         return "ok", result
     except shardload.ShardloadError as e:
         return "err", "%s: %s" % (e.code, e.message)
