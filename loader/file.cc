@@ -40,8 +40,9 @@ constexpr uint64_t kShiftChunkBytes = 256ull << 10;
 // differ by a multiple of 32 bytes, and at 0.68-0.87x that otherwise; so only those
 // reads are shifted, by the distance that aligns them to kCopyPhaseBytes.
 uint64_t PhaseShift(uint64_t offset, const void* memory) {
-  const uint64_t delta = offset - reinterpret_cast<uintptr_t>(memory);
-  return delta % 32 == 0 ? 0 : delta & (kCopyPhaseBytes - 1);
+  const uint64_t shift =
+      PhaseDistance(offset, reinterpret_cast<uintptr_t>(memory), kCopyPhaseBytes);
+  return shift % 32 == 0 ? 0 : shift;
 }
 
 using Fd = ScopedFd;
@@ -865,7 +866,7 @@ Result<std::span<const std::byte>> ReadableFile::ReadWindowAt(uint64_t offset, u
   // destination aligned alike, 15-47% faster than mutually misaligned on the host
   // measured (bench/RESULTS.md, "File phase").
   const uint64_t shift =
-      (offset - reinterpret_cast<uintptr_t>(buffer.data())) & (kCopyPhaseBytes - 1);
+      PhaseDistance(offset, reinterpret_cast<uintptr_t>(buffer.data()), kCopyPhaseBytes);
   std::span<std::byte> out = buffer.size() - length >= shift
                                  ? buffer.subspan(shift, length)
                                  : buffer.first(length);

@@ -54,6 +54,12 @@ Result<IoMode> ParseIoMode(std::string_view text);
 // place.
 inline constexpr uint64_t kCopyPhaseBytes = 64;
 
+// PhaseDistance: (to - from) modulo `modulus` (a power of two), computed without an
+// unsigned wrap: how many bytes past `from` the next position congruent to `to` is.
+inline constexpr uint64_t PhaseDistance(uint64_t to, uint64_t from, uint64_t modulus) {
+  return ((to & (modulus - 1)) + modulus - (from & (modulus - 1))) & (modulus - 1);
+}
+
 // ReadableFile: an open, read-only file of a fixed expected size.
 // Thread safety: ReadAt / ReadVAt may be called concurrently from several threads.
 class ReadableFile {

@@ -238,11 +238,14 @@ Result<ArenaLayout> LayoutArenas(std::span<const Destination> destinations,
       placed[r.dest] = true;
       order.push_back(r.dest);
       const Destination& d = destinations[r.dest];
-      const uint64_t at = spans[s].file_offset + r.src_offset - r.dst_offset;
+      if (!file_phase || !d.device.is_cpu() || d.src_dtype != d.dst_dtype) continue;
+      // The tensor's first byte in the file: the region's, less its offset in the tensor.
+      const uint64_t region_at = spans[s].file_offset + r.src_offset;
+      if (region_at < r.dst_offset) continue;  // not a plan's span: keep it aligned
+      const uint64_t at = region_at - r.dst_offset;
       // Only where the file keeps the element alignment the reference writer gives
       // (its reader does not check it: a hand-made header may leave a tensor off it).
-      if (file_phase && d.device.is_cpu() && d.src_dtype == d.dst_dtype &&
-          at % static_cast<uint64_t>(DtypeAlignment(d.src_dtype)) == 0) {
+      if (at % static_cast<uint64_t>(DtypeAlignment(d.src_dtype)) == 0) {
         phase[r.dest] = at & (alignment - 1);
       }
     }
@@ -262,8 +265,9 @@ Result<ArenaLayout> LayoutArenas(std::span<const Destination> destinations,
       return OutOfRangeError("arena for " + d.device.ToString() + " exceeds 2^64 bytes");
     }
     uint64_t offset = (end + alignment - 1) & ~(alignment - 1);
-    if (file_phase) {  // the first offset >= end congruent to the phase (0 when aligned)
-      offset = end + ((phase[i] - end) & (alignment - 1));
+    if (file_phase) {  // the first offset >= end congruent to the phase (0 when aligned);
+                       // phase[i] < alignment, so nothing wraps
+      offset = end + ((phase[i] + alignment - (end & (alignment - 1))) & (alignment - 1));
     }
     if (offset > kMax - d.bytes || offset + d.bytes == kNotInArena) {
       return OutOfRangeError("arena for " + d.device.ToString() + " exceeds 2^64 bytes");

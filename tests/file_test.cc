@@ -145,7 +145,7 @@ TEST_P(FileModeTest, LongReadsOffTheFilesPhaseAreExactAndStayInTheirMemory) {
     // The third segment is put at the file's phase; the others are not.
     std::byte* seg = at;
     if (iov.size() == 2) {
-      seg = at + ((pos - reinterpret_cast<uintptr_t>(at)) & (kCopyPhaseBytes - 1));
+      seg = at + PhaseDistance(pos, reinterpret_cast<uintptr_t>(at), kCopyPhaseBytes);
     }
     iov.push_back({seg, n});
     where.emplace_back(seg, pos);
