@@ -6,8 +6,9 @@
 //   bazel build -c opt //bench:copy_phase_bench
 //   bazel-out/k8-opt/bin/bench/copy_phase_bench FILE 9
 //
-// FILE (at least 64 MiB, in the page cache; the bench reads it once first) is read by
-// every hardware thread in 16 MiB pieces into a 2 MiB-aligned destination of its size,
+// FILE (at least 1 MiB, in the page cache; the bench reads it once first) is read by
+// every hardware thread in 16 MiB pieces (one piece of the file's size, rounded down to
+// 4 KiB, for a smaller file) into a 2 MiB-aligned destination of its size,
 // from file offset P, for P in {0, 8, 24, 32, 56}: once with plain pread(2) in place,
 // once through ReadableFile::ReadAt of an IoMode::kPread file. All ten cases run once
 // per round, so they see the same machine state; printed are the medians in GB/s and
@@ -32,7 +33,7 @@
 namespace shardload::bench {
 namespace {
 
-constexpr uint64_t kPiece = uint64_t{16} << 20;
+constexpr uint64_t kMaxPiece = uint64_t{16} << 20;
 constexpr uint64_t kPhases[] = {0, 8, 24, 32, 56};
 
 int Run(int argc, char** argv) {
@@ -57,11 +58,13 @@ int Run(int argc, char** argv) {
     return 1;
   }
   const uint64_t file_size = (*file)->size();
-  if (file_size < (uint64_t{64} << 20)) {
-    std::fprintf(stderr, "copy_phase_bench: %s: needs at least 64 MiB\n", path.c_str());
+  if (file_size < (uint64_t{1} << 20) + 64) {
+    std::fprintf(stderr, "copy_phase_bench: %s: needs at least 1 MiB\n", path.c_str());
     return 2;
   }
-  const uint64_t bytes = (file_size - 64) / kPiece * kPiece;  // room for every phase
+  // Whole pieces, with room after them for every phase.
+  const uint64_t piece = std::min(kMaxPiece, (file_size - 64) / 4096 * 4096);
+  const uint64_t bytes = (file_size - 64) / piece * piece;
   Result<std::unique_ptr<HostArena>> arena = HostArena::Allocate(bytes, HostArenaOptions{});
   if (!arena.ok()) {
     std::fprintf(stderr, "copy_phase_bench: %s\n", arena.status().ToString().c_str());
@@ -77,12 +80,12 @@ int Run(int argc, char** argv) {
     const auto start = std::chrono::steady_clock::now();
     for (int t = 0; t < threads; ++t) {
       pool.emplace_back([&, t] {
-        for (uint64_t at = t * kPiece; at < bytes; at += threads * kPiece) {
+        for (uint64_t at = t * piece; at < bytes; at += threads * piece) {
           if (library) {
-            failed[t] |= !(*file)->ReadAt(phase + at, {dst + at, kPiece}).ok();
+            failed[t] |= !(*file)->ReadAt(phase + at, {dst + at, piece}).ok();
           } else {
-            failed[t] |= ::pread(fd.get(), dst + at, kPiece, static_cast<off_t>(phase + at)) !=
-                         static_cast<ssize_t>(kPiece);
+            failed[t] |= ::pread(fd.get(), dst + at, piece, static_cast<off_t>(phase + at)) !=
+                         static_cast<ssize_t>(piece);
           }
         }
       });

@@ -9,7 +9,8 @@
 #                                   #   root with .carry/ carried: the CUDA tests, the
 #                                   #   Python tests with CUDA tensors, cuda_bench,
 #                                   #   a >=16 GB sample, `shardload bench --device cuda:0`
-#                                   #   hot, cold and MoE vs llama, `shardload load`, and
+#                                   #   hot, cold and MoE vs llama, `shardload load`,
+#                                   #   copy_phase_bench on a sample shard, and
 #                                   #   the Hugging Face reference
 #                                   #   (safetensors.torch.load_file(..., device="cuda:0"))
 #                                   #   timed in the same run; OUTDIR (default $OUT, else
@@ -41,6 +42,7 @@ BINARIES=(
   "tests/cuda_cast_math_test"
   "tests/cuda_loader_test"
   "bench/cuda_bench"
+  "bench/copy_phase_bench"
   "cli/shardload"
   "capi/libshardload.so"
 )
@@ -533,6 +535,15 @@ run_steps() {
 
   cuda_bench_step
   bench_step 180 bench_cpu json "--device cpu" "$dir" --device cpu --repeat "$repeat"
+  if [ -x "$bin/copy_phase_bench" ] && ! out_of_time "copy_phase_bench"; then
+    # The page-cache copy by file-offset/destination phase on this machine's CPU: the
+    # 32-byte rule of loader/file.cc's PhaseShift was measured on an AMD host only
+    # (bench/RESULTS.md "File phase").
+    local first_shard
+    first_shard="$(ls "$dir"/*.safetensors | head -n 1)"
+    limit 60 "$bin/copy_phase_bench" "$first_shard" 5 > "$out/copy_phase.txt" 2>&1
+    say "copy_phase_bench: rc=$? $(tail -n +2 "$out/copy_phase.txt" | tr -s ' ' | tr '\n' ';')"
+  fi
   if [ "${SKIP_IO_MODES:-0}" != "1" ]; then
     local mode modes=(mmap direct uring) cold_modes=(direct uring)
     if [ "$gvisor" = 1 ]; then

@@ -47,6 +47,7 @@ for t in cuda_probe_test cuda_cast_math_test cuda_sink_host_test cuda_gpu_test c
 done
 check "cuda_gpu_test ran its GPU cases (none skipped)" bash -c "! grep -q '^test cuda_gpu_test: .*SKIPPED' '$summary'"
 check "cuda_bench ran" grep -q "^cuda_bench: rc=0 gpu \"shardload fake CUDA device 0 (cuda:0, 4.0 GiB)\"" "$summary"
+check "copy_phase_bench ran on a sample shard" grep -q "^copy_phase_bench: rc=0 .*phase 8 ReadableFile [0-9.]* GB/s" "$summary"
 check "the sample was written" grep -q "^sample: $work/sample-48MiB (48MiB, 3 shards, llama) written in [0-9]* s$" "$summary"
 check "the MoE sample was written" grep -q "^sample: $work/sample-48MiB-moe-24MiB (24MiB, 4 shards, moe) written" "$summary"
 check "the machine line names the kernel" grep -q "^machine: nproc=[0-9]* kernel=$(uname -r) " "$summary"
