@@ -90,6 +90,17 @@ Result<int> ParseShardCount(std::string_view value) {
   return static_cast<int>(n);
 }
 
+Result<uint64_t> ParseDataAlignment(std::string_view value) {
+  uint64_t n = 0;
+  auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+  if (ec != std::errc() || end != value.data() + value.size() || n < 8 || n > 65536 ||
+      (n & (n - 1)) != 0) {
+    return InvalidArgumentError("invalid --align-data '" + std::string(value) +
+                                "': expected a power of two from 8 to 65536");
+  }
+  return n;
+}
+
 Status CheckShardFileCount(const ShardPlan& plan, std::string_view max_shard_size) {
   if (plan.files.size() <= kMaxShardFiles) return OkStatus();
   return InvalidArgumentError("--max-shard-size " + std::string(max_shard_size) + " needs " +

@@ -74,6 +74,11 @@ inline constexpr size_t kMaxShardFiles = kMaxShardCount;
 // shard files a reader accepts)".
 Result<int> ParseShardCount(std::string_view value);
 
+// ParseDataAlignment: an --align-data value (WriteOptions::data_alignment), a power
+// of two from 8 to 65536. Errors: invalid_argument "invalid --align-data '100':
+// expected a power of two from 8 to 65536".
+Result<uint64_t> ParseDataAlignment(std::string_view value);
+
 // CheckShardFileCount: OK when `plan` (made with --max-shard-size `max_shard_size`) has
 // at most kMaxShardFiles files, else invalid_argument "--max-shard-size 1KB needs 20001
 // shard files, more than the 10000 a reader accepts".

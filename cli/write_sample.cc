@@ -25,7 +25,7 @@ namespace {
 constexpr char kHelp[] =
     "usage: shardload write-sample DIR [--size S] [--shards N | --max-shard-size S]\n"
     "                              [--layout llama|moe|tiny] [--dtype D] [--seed N]\n"
-    "                              [--no-sync]\n"
+    "                              [--align-data N] [--no-sync]\n"
     "\n"
     "Writes a synthetic checkpoint into DIR (created when missing): real Hugging Face\n"
     "tensor names, shapes scaled to about --size bytes of tensor data, deterministic\n"
@@ -42,6 +42,8 @@ constexpr char kHelp[] =
     "                      tiny (a few KB, for tests); default llama\n"
     "  --dtype D           element type, e.g. bf16, f16, f32, f8_e4m3 (default bf16)\n"
     "  --seed N            generator seed (default 0)\n"
+    "  --align-data N      pad each header so the data section starts at a multiple of N\n"
+    "                      bytes (a power of two, 8..65536; default 8, as safetensors)\n"
     "  --no-sync           skip fsync (scratch data only)\n";
 static_assert(kMaxShardFiles == 10'000, "kHelp names the limit");
 
@@ -123,7 +125,7 @@ int RunWriteSample(const Args& args) {
       size_t eq = a.find('=');
       if (eq != std::string::npos) key = a.substr(0, eq);
       if (key != "--size" && key != "--shards" && key != "--max-shard-size" &&
-          key != "--layout" && key != "--dtype" && key != "--seed") {
+          key != "--layout" && key != "--dtype" && key != "--seed" && key != "--align-data") {
         return Usage("unknown option '" + key + "'");
       }
       if (eq != std::string::npos) {
@@ -158,6 +160,10 @@ int RunWriteSample(const Args& args) {
         Result<Dtype> dtype = DtypeFromName(Upper(value));
         if (!dtype.ok()) return Usage("unknown dtype '" + value + "'");
         sample.dtype = *dtype;
+      } else if (key == "--align-data") {
+        Result<uint64_t> alignment = ParseDataAlignment(value);
+        if (!alignment.ok()) return Usage(alignment.status().message());
+        shards.write.data_alignment = *alignment;
       } else if (key == "--seed") {
         if (!ParseUint(value, &sample.seed)) {
           return Usage("--seed must be an unsigned integer, got '" + value + "'");

@@ -396,9 +396,35 @@ std::string EscapeJsonString(std::string_view s) {
   return out;
 }
 
+namespace {
+
+// DataAlignmentError: the error for a data_alignment that is not a power of two from 8
+// to 65536, or OK.
+Status DataAlignmentError(uint64_t data_alignment, std::string_view label) {
+  if (data_alignment >= 8 && data_alignment <= 65536 &&
+      (data_alignment & (data_alignment - 1)) == 0) {
+    return OkStatus();
+  }
+  return InvalidArgumentError(std::string(label) + ": data_alignment " +
+                              std::to_string(data_alignment) +
+                              " is not a power of two from 8 to 65536");
+}
+
+}  // namespace
+
+Status ValidateWriteOptions(const WriteOptions& options, std::string_view label) {
+  if (options.buffer_bytes < kMinBuffer || options.buffer_bytes > kMaxBuffer) {
+    return InvalidArgumentError(std::string(label) + ": write buffer_bytes " +
+                                std::to_string(options.buffer_bytes) +
+                                " is outside [4096, 1073741824]");
+  }
+  return DataAlignmentError(options.data_alignment, label);
+}
+
 Result<FileLayout> SerializeHeader(std::span<const TensorToWrite> tensors,
                                    const std::optional<Metadata>& metadata,
-                                   std::string_view label) {
+                                   std::string_view label, uint64_t data_alignment) {
+  SL_RETURN_IF_ERROR(DataAlignmentError(data_alignment, label));
   const std::string lbl(label);
   std::vector<uint64_t> sizes(tensors.size());
   std::set<std::string_view> seen;
@@ -495,7 +521,10 @@ Result<FileLayout> SerializeHeader(std::span<const TensorToWrite> tensors,
     }
   }
   json += '}';
-  uint64_t n = (json.size() + 7) / 8 * 8;
+  // The smallest padded length n >= the JSON's with 8 + n a multiple of the alignment
+  // (for 8, the reference's next multiple of 8).
+  const uint64_t a = data_alignment;
+  uint64_t n = (8 + json.size() + a - 1) / a * a - 8;
   if (n > kMaxHeaderBytes) {
     return ResourceExhaustedError(lbl + ": header is " + std::to_string(n) +
                                   " bytes, over the limit of " +
@@ -624,15 +653,12 @@ Result<std::unique_ptr<StagedFile>> StageFile(const std::string& path,
                                               const std::optional<Metadata>& metadata,
                                               const WriteOptions& options,
                                               const std::string& like = "") {
-  if (options.buffer_bytes < kMinBuffer || options.buffer_bytes > kMaxBuffer) {
-    return InvalidArgumentError(path + ": write buffer_bytes " +
-                                std::to_string(options.buffer_bytes) +
-                                " is outside [4096, 1073741824]");
-  }
+  SL_RETURN_IF_ERROR(ValidateWriteOptions(options, path));
   if (path.empty() || path.back() == '/') {
     return InvalidArgumentError("invalid output path '" + path + "': names a directory");
   }
-  SL_ASSIGN_OR_RETURN(FileLayout layout, SerializeHeader(tensors, metadata, path));
+  SL_ASSIGN_OR_RETURN(FileLayout layout,
+                      SerializeHeader(tensors, metadata, path, options.data_alignment));
   std::string temp;
   Fd fd;
   SL_RETURN_IF_ERROR(CreateTempFile(path, like, &temp, &fd));
@@ -1116,7 +1142,8 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
                         StageFile(base + plan.files[s], shard, shard_metadata, options.write,
                                   like));
     staged.push_back(std::move(file));
-    SL_ASSIGN_OR_RETURN(FileLayout layout, SerializeHeader(shard, shard_metadata, plan.files[s]));
+    SL_ASSIGN_OR_RETURN(FileLayout layout, SerializeHeader(shard, shard_metadata, plan.files[s],
+                                                           options.write.data_alignment));
     result.file_sizes.push_back(layout.file_size);
   }
   if (!plan.index_file.empty()) {

@@ -84,7 +84,21 @@ struct WriteOptions {
   // sync: fsync the file before the rename and the directory after it. Default true
   // (durable); false is only for scratch files where speed matters more.
   bool sync = true;
+  // data_alignment: the header is padded with spaces so that the data section starts
+  // at a multiple of this many bytes from the start of the file. Default 8, what the
+  // reference writer does (the files are then byte-identical to its). A power of two
+  // from 8 to 65536: 64 puts tensors whose offsets are multiples of 64 on cache lines,
+  // so a loader's copy out of the page cache into aligned memory runs at full speed
+  // (docs/ARCHITECTURE.md "File phase"); 4096 puts them on pages (O_DIRECT windows, GPU
+  // direct-storage reads). Every reader accepts the padding (the format allows
+  // trailing whitespace in the header).
+  uint64_t data_alignment = 8;
 };
+
+// ValidateWriteOptions: invalid_argument "<label>: write buffer_bytes N is outside
+// [4096, 1073741824]" or "<label>: data_alignment N is not a power of two from 8 to
+// 65536".
+Status ValidateWriteOptions(const WriteOptions& options, std::string_view label);
 
 // FileLayout: where each tensor goes in a file. `order[i]` is the index (into the
 // input) of the i-th tensor in the file; `begin[k]`/`end[k]` are the data_offsets of
@@ -98,9 +112,11 @@ struct FileLayout {
   uint64_t file_size = 0;
 };
 
-// SerializeHeader: validate `tensors` and lay them out. `label` (a file name) starts
-// every error message. `metadata` absent → no `__metadata__` key; present but
-// empty → `"__metadata__":{}` (as the reference does).
+// SerializeHeader: validate `tensors` and lay them out, the header padded so that the
+// data section starts at a multiple of `data_alignment` (8 by default, as the reference;
+// a power of two, see WriteOptions). `label` (a file name) starts every error message.
+// `metadata` absent → no `__metadata__` key; present but empty → `"__metadata__":{}`
+// (as the reference does).
 // Errors (invalid_argument unless noted):
 //   "<label>: duplicate tensor name 'w'"
 //   "<label>: tensor name '__metadata__' is reserved"
@@ -113,7 +129,7 @@ struct FileLayout {
 // Thread safety: reentrant.
 Result<FileLayout> SerializeHeader(std::span<const TensorToWrite> tensors,
                                    const std::optional<Metadata>& metadata,
-                                   std::string_view label);
+                                   std::string_view label, uint64_t data_alignment = 8);
 
 // SerializeToString: the whole file in memory (for small files and tests). Same
 // errors as SerializeHeader, plus generator errors; resource_exhausted when the file

@@ -90,6 +90,35 @@ TEST(ReshardTest, ThreeBalancedShardsHoldTheSameTensors) {
   EXPECT_EQ(ckpt->index_total_size(), 13470u);
 }
 
+// --align-data: every new shard's data section starts on the boundary, the tensors are
+// the same, and a value that is not a power of two from 8 to 65536 is bad usage.
+TEST(ReshardTest, AlignDataPutsEveryDataSectionOnTheBoundary) {
+  std::string src = Source();
+  for (const char* a : {"64", "4096"}) {
+    std::string out = MakeTestDir("out") + "/aligned";
+    RunResult r = Reshard(src + " " + out + " --shards 3 --no-sync --align-data " + a);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(Digest(out).tensors.size(), 4u);
+    for (size_t i = 0; i < 4; ++i) {
+      EXPECT_EQ(Digest(out).tensors[i].xxh3, Digest(src).tensors[i].xxh3);
+    }
+    Result<Checkpoint> ckpt = Checkpoint::Open(out);
+    ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
+    for (const StoredTensor& t : ckpt->tensors()) {
+      uint64_t first = UINT64_MAX;  // the shard's first tensor: where its data starts
+      for (const StoredTensor& u : ckpt->tensors()) {
+        if (u.shard == t.shard) first = std::min(first, u.file_offset);
+      }
+      EXPECT_EQ(first % std::stoull(a), 0u) << t.name << " --align-data " << a;
+    }
+  }
+  RunResult bad = Reshard(src + " /tmp/x --shards 2 --align-data 48");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_TRUE(bad.err.starts_with("shardload reshard: invalid --align-data '48': expected a "
+                                  "power of two from 8 to 65536\nusage:"))
+      << bad.err;
+}
+
 // New shards follow the source's order (shard, then offset), not the names' sort: a
 // checkpoint whose shards go layer by layer keeps layers.2 next to layers.3, not after
 // layers.10 and layers.11.

@@ -22,6 +22,46 @@ check "rewrite exits 0" test $rc -eq 0
 check "single model.safetensors" test "$(ls "$tmp/a")" = "model.safetensors"
 check "stale shards reported" grep -q "removed stale model-00001-of-00003.safetensors" <<<"$out"
 
+# --align-data: the data sections start on the boundary; their tensors are those of the
+# default layout (same seed), and the reference's parser (safetensors.deserialize, where
+# the package is importable) reads the same from them.
+"$bin" write-sample "$tmp/al" --layout tiny --shards 3 --seed 5 --align-data 4096 >/dev/null 2>&1
+check "--align-data 4096: every data section at a multiple of 4096" python3 - "$tmp/al" <<'PY'
+import glob, struct, sys
+files = sorted(glob.glob(sys.argv[1] + "/*.safetensors"))
+assert len(files) == 3, files
+for f in files:
+    with open(f, "rb") as fh:
+        n = struct.unpack("<Q", fh.read(8))[0]
+        assert (8 + n) % 4096 == 0, (f, n)
+PY
+check "--align-data 4096: the same tensors as the default layout" python3 - "$tmp/al" "$tmp/b" <<'PY'
+import glob, json, struct, sys
+def tensors(folder):
+    out = {}
+    for f in sorted(glob.glob(folder + "/*.safetensors")):
+        data = open(f, "rb").read()
+        n = struct.unpack("<Q", data[:8])[0]
+        header = json.loads(data[8:8 + n])
+        header.pop("__metadata__", None)
+        for name, e in header.items():
+            b, end = e["data_offsets"]
+            out[name] = (e["dtype"], e["shape"], data[8 + n + b:8 + n + end])
+    return out
+a, b = tensors(sys.argv[1]), tensors(sys.argv[2])
+assert a == b and len(a) == 21, (len(a), len(b))
+try:
+    import safetensors
+except ImportError:
+    print("safetensors not importable: reference parse skipped")
+    sys.exit(0)
+ref = {}
+for f in sorted(glob.glob(sys.argv[1] + "/*.safetensors")):
+    for name, e in safetensors.deserialize(open(f, "rb").read()):
+        ref[name] = (e["dtype"], list(e["shape"]), bytes(e["data"]))
+assert ref == a, sorted(set(ref) ^ set(a))
+PY
+
 expect_error() {  # expect_error EXIT_CODE MESSAGE ARGS... (2: bad usage, 1: the rest)
   local want="$1" msg="$2"; shift 2
   local err rc
@@ -34,6 +74,7 @@ expect_error 2 "target size 10 bytes is too small for layout moe (minimum 65536)
 expect_error 2 "target size 18446744073709551615 bytes is larger than the 1 PiB this generator supports (see --help)" "$tmp/x" --size 18446744073709551615
 expect_error 2 "invalid byte size '5Gb': a lowercase 'b' means bits; use 'B' for bytes (see --help)" "$tmp/x" --size 5Gb
 expect_error 2 "unknown dtype 'f5' (see --help)" "$tmp/x" --dtype f5
+expect_error 2 "invalid --align-data '4': expected a power of two from 8 to 65536 (see --help)" "$tmp/x" --align-data 4
 expect_error 2 "unknown layout 'gpt' (use llama, moe or tiny) (see --help)" "$tmp/x" --layout gpt
 expect_error 2 "num_shards 50 exceeds the number of tensors (21) (see --help)" "$tmp/x" --layout tiny --shards 50
 expect_error 2 "invalid --shards '0': expected an integer in 1..10000 (the most shard files a reader accepts) (see --help)" "$tmp/x" --shards 0
@@ -54,10 +95,10 @@ expect_error 1 "$tmp/file/d: cannot create directory: Not a directory" "$tmp/fil
 # --help: the usage line names every option.
 out="$("$bin" write-sample --help)"; rc=$?
 check "--help exits 0" test $rc -eq 0
-check "--help's usage line has [--no-sync]" test "$(head -n 3 <<<"$out")" = \
+check "--help's usage line has [--align-data N] [--no-sync]" test "$(head -n 3 <<<"$out")" = \
 "usage: shardload write-sample DIR [--size S] [--shards N | --max-shard-size S]
                               [--layout llama|moe|tiny] [--dtype D] [--seed N]
-                              [--no-sync]"
+                              [--align-data N] [--no-sync]"
 
 # A signal while writing: the temporary file goes, the checkpoint already there stays.
 # SIGTERM: a background job of a script starts with SIGINT ignored, and an ignored

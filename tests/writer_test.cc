@@ -353,6 +353,59 @@ TEST(WriterTest, WriteFileSystemAndOptionErrors) {
   EXPECT_EQ(ListDir(dir), std::vector<std::string>{"d"});
 }
 
+// data_alignment: the header is padded with spaces so the data section starts on the
+// boundary; the default 8 is the reference's layout (checked byte for byte above).
+TEST(WriterTest, DataAlignmentPadsTheHeaderToTheBoundary) {
+  std::string dir = MakeScratchDir("align");
+  std::string data = FromHex("0000803f00000040");
+  std::vector<TensorToWrite> t = {TensorToWrite::FromBytes("w", Dtype::kF32, {2}, Bytes(data))};
+  const std::string json = R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  for (uint64_t a : {8u, 64u, 4096u, 65536u}) {
+    Result<FileLayout> layout = SerializeHeader(t, std::nullopt, "x", a);
+    ASSERT_TRUE(layout.ok()) << layout.status().ToString();
+    EXPECT_EQ(layout->prefix.size() % a, 0u) << a;  // 8 + N
+    EXPECT_LT(layout->prefix.size() - 8 - json.size(), a) << a;  // the least padding
+    EXPECT_EQ(layout->prefix.substr(8, json.size()), json);
+    EXPECT_EQ(layout->prefix.find_first_not_of(' ', 8 + json.size()), std::string::npos);
+    WriteOptions options;
+    options.data_alignment = a;
+    const std::string path = dir + "/m" + std::to_string(a) + ".safetensors";
+    ASSERT_TRUE(WriteFile(path, t, std::nullopt, options).ok());
+    Result<Header> h = ReadHeaderFile(path);
+    ASSERT_TRUE(h.ok()) << h.status().ToString();
+    EXPECT_EQ(h->data_start % a, 0u);
+    EXPECT_EQ(ReadAll(path).substr(h->data_start), data);
+  }
+  EXPECT_EQ(SerializeHeader(t, std::nullopt, "x", 8)->prefix,
+            ExpectedFile(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}  )", ""));
+  for (uint64_t bad : {0u, 4u, 100u, 131072u}) {
+    Result<FileLayout> layout = SerializeHeader(t, std::nullopt, "x", bad);
+    EXPECT_EQ(layout.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(layout.status().message(),
+              "x: data_alignment " + std::to_string(bad) + " is not a power of two from 8 to 65536");
+    WriteOptions options;
+    options.data_alignment = bad;
+    Status s = WriteFile(dir + "/bad.safetensors", t, std::nullopt, options);
+    EXPECT_EQ(s.message(), dir + "/bad.safetensors: data_alignment " + std::to_string(bad) +
+                               " is not a power of two from 8 to 65536");
+  }
+  // Sharded: every shard's data section on the boundary.
+  ShardOptions sharded;
+  sharded.num_shards = 2;
+  sharded.write.data_alignment = 4096;
+  std::vector<TensorToWrite> two = {TensorToWrite::FromBytes("a", Dtype::kF32, {2}, Bytes(data)),
+                                    TensorToWrite::FromBytes("b", Dtype::kF32, {2}, Bytes(data))};
+  ASSERT_EQ(mkdir((dir + "/sharded").c_str(), 0755), 0);
+  Result<ShardedWriteResult> r = WriteSharded(dir + "/sharded", two, sharded);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  for (const std::string& f : {"model-00001-of-00002.safetensors",
+                               "model-00002-of-00002.safetensors"}) {
+    Result<Header> h = ReadHeaderFile(dir + "/sharded/" + f);
+    ASSERT_TRUE(h.ok()) << h.status().ToString();
+    EXPECT_EQ(h->data_start, 4096u) << f;
+  }
+}
+
 TEST(ByteSizeTest, ParsesDecimalAndBinaryUnits) {
   const std::pair<const char*, uint64_t> good[] = {
       {"123", 123},
