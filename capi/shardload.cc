@@ -538,6 +538,18 @@ sl_status UnknownSaveFlags(int flags) {
   return Fail(StatusCode::kInvalidArgument, "unknown save flags " + std::to_string(flags));
 }
 
+// SaveWriteOptions: the WriteOptions the SL_SAVE_ALIGN_ flags ask for, into *out.
+// SL_OK, or the error for both at once.
+sl_status SaveWriteOptions(int flags, shardload::WriteOptions* out) {
+  if ((flags & SL_SAVE_ALIGN_64) != 0 && (flags & SL_SAVE_ALIGN_4096) != 0) {
+    return Fail(StatusCode::kInvalidArgument,
+                "SL_SAVE_ALIGN_64 and SL_SAVE_ALIGN_4096 are exclusive");
+  }
+  if ((flags & SL_SAVE_ALIGN_64) != 0) out->data_alignment = 64;
+  if ((flags & SL_SAVE_ALIGN_4096) != 0) out->data_alignment = 4096;
+  return SL_OK;
+}
+
 // NewHandle: the body of every handle constructor without inputs to check: `out` must
 // not be NULL, then *out = make() (NULL while make runs, so a failure leaves it NULL).
 template <typename T, typename Make>
@@ -1232,7 +1244,12 @@ sl_status sl_save_file_ex(const char* path, const sl_tensor_view* tensors, size_
                           size_t metadata_count, int flags) {
   return Guard([&] {
     if (path == nullptr) return Fail(NullArgument("path"));
-    if ((flags & ~(SL_SAVE_EMPTY_METADATA | SL_SAVE_CHECKSUMS)) != 0) return UnknownSaveFlags(flags);
+    if ((flags & ~(SL_SAVE_EMPTY_METADATA | SL_SAVE_CHECKSUMS | SL_SAVE_ALIGN_64 |
+                   SL_SAVE_ALIGN_4096)) != 0) {
+      return UnknownSaveFlags(flags);
+    }
+    shardload::WriteOptions write_options;
+    if (sl_status s = SaveWriteOptions(flags, &write_options); s != SL_OK) return s;
     Result<std::vector<shardload::TensorToWrite>> write = ToWrite(tensors, tensor_count);
     if (!write.ok()) return Fail(write.status().WithPrefix(path));
     std::optional<shardload::Metadata> metadata;
@@ -1242,8 +1259,8 @@ sl_status sl_save_file_ex(const char* path, const sl_tensor_view* tensors, size_
       metadata = std::move(m).value();
     }
     Status s = (flags & SL_SAVE_CHECKSUMS) != 0
-                   ? shardload::WriteFileWithChecksums(path, *write, metadata)
-                   : shardload::WriteFile(path, *write, metadata);
+                   ? shardload::WriteFileWithChecksums(path, *write, metadata, write_options)
+                   : shardload::WriteFile(path, *write, metadata, write_options);
     if (!s.ok()) return Fail(s);
     return SL_OK;
   });
@@ -1265,10 +1282,13 @@ sl_status sl_save_sharded_ex(const char* dir, const sl_tensor_view* tensors,
   t_last_save_warning.clear();
   return Guard([&] {
     if (dir == nullptr) return Fail(NullArgument("dir"));
-    if ((flags & ~SL_SAVE_CHECKSUMS) != 0) return UnknownSaveFlags(flags);
+    if ((flags & ~(SL_SAVE_CHECKSUMS | SL_SAVE_ALIGN_64 | SL_SAVE_ALIGN_4096)) != 0) {
+      return UnknownSaveFlags(flags);
+    }
+    shardload::ShardOptions options;
+    if (sl_status s = SaveWriteOptions(flags, &options.write); s != SL_OK) return s;
     Result<std::vector<shardload::TensorToWrite>> write = ToWrite(tensors, tensor_count);
     if (!write.ok()) return Fail(write.status().WithPrefix(dir));
-    shardload::ShardOptions options;
     if (max_shard_size != nullptr) {
       Result<uint64_t> size = shardload::ParseByteSize(max_shard_size);
       if (!size.ok()) return Fail(size.status());

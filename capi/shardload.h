@@ -688,18 +688,25 @@ sl_status sl_save_sharded(const char* dir, const sl_tensor_view* tensors, size_t
  *   `shardload.xxh3.<name>` metadata (format/checksum_writer.h): in the file's
  *   __metadata__; sharded, in the index's "metadata" and in each shard's __metadata__
  *   for its own tensors. A user key of that form for a written tensor is replaced.
- *   Loads with sl_options_set_verify check them. */
+ *   Loads with sl_options_set_verify check them.
+ * SL_SAVE_ALIGN_64, SL_SAVE_ALIGN_4096 (at most one; added in 0.1.7): pad each
+ *   header with spaces so that every file's data section starts at a multiple of 64
+ *   (cache lines: loads into aligned memory copy at the full rate) or 4096 bytes
+ *   (pages) instead of 8; without them the bytes are the reference's. Both at once is
+ *   SL_INVALID_ARGUMENT "SL_SAVE_ALIGN_64 and SL_SAVE_ALIGN_4096 are exclusive". */
 #define SL_SAVE_EMPTY_METADATA 1
 #define SL_SAVE_CHECKSUMS 2
+#define SL_SAVE_ALIGN_64 4
+#define SL_SAVE_ALIGN_4096 8
 
 /* sl_save_file_ex: sl_save_file with `flags`. Errors: those of sl_save_file, and
- * SL_INVALID_ARGUMENT "unknown save flags N" for bits other than the two above. */
+ * SL_INVALID_ARGUMENT "unknown save flags N" for bits other than those above. */
 sl_status sl_save_file_ex(const char* path, const sl_tensor_view* tensors, size_t tensor_count,
                           const char* const* metadata_keys, const char* const* metadata_values,
                           size_t metadata_count, int flags);
 
-/* sl_save_sharded_ex: sl_save_sharded with `flags` (SL_SAVE_CHECKSUMS only; metadata
- * goes where sl_save_sharded puts it). Errors: those of sl_save_sharded, and
+/* sl_save_sharded_ex: sl_save_sharded with `flags` (SL_SAVE_CHECKSUMS and the
+ * SL_SAVE_ALIGN_ flags; metadata goes where sl_save_sharded puts it). Errors: those of sl_save_sharded, and
  * SL_INVALID_ARGUMENT "unknown save flags N" for any other bit. */
 sl_status sl_save_sharded_ex(const char* dir, const sl_tensor_view* tensors,
                              size_t tensor_count, const char* max_shard_size, const char* prefix,

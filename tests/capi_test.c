@@ -1650,6 +1650,60 @@ static void TestMetadataAliases(void) {
   sl_checkpoint_free(ck);
 }
 
+/* HeaderLength: the 8-byte length prefix of a file (0 when it cannot be read). */
+static uint64_t HeaderLength(const char* path) {
+  uint64_t n = 0;
+  FILE* f = fopen(path, "rb");
+  if (f == NULL) return 0;
+  if (fread(&n, 8, 1, f) != 1) n = 0;
+  fclose(f);
+  return n;
+}
+
+/* SL_SAVE_ALIGN_64 / SL_SAVE_ALIGN_4096: the data section on the boundary, the same
+ * tensors read back; both at once is an error. */
+static void TestSaveAlign(void) {
+  float x[3] = {1, 2, 3};
+  uint64_t shape[1] = {3};
+  sl_tensor_view t[2] = {{"x", 1, "F32", shape, 1, x}, {"y", 1, "F32", shape, 1, x}};
+  /* This name makes the reference layout end off a 64-byte boundary (8 + 64 = 72). */
+  t[0].name = "xyzwvutsrq";
+  t[0].name_len = 10;
+  CHECK_OK(sl_save_file_ex(Path("plain.safetensors"), t, 1, NULL, NULL, 0, 0));
+  CHECK(8 + HeaderLength(Path("plain.safetensors")) == 72);
+  CHECK_OK(sl_save_file_ex(Path("a64.safetensors"), t, 1, NULL, NULL, 0, SL_SAVE_ALIGN_64));
+  CHECK((8 + HeaderLength(Path("a64.safetensors"))) % 64 == 0);
+  CHECK_OK(sl_save_file_ex(Path("a4k.safetensors"), t, 1, NULL, NULL, 0,
+                           SL_SAVE_ALIGN_4096 | SL_SAVE_CHECKSUMS));
+  CHECK(8 + HeaderLength(Path("a4k.safetensors")) == 4096);
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("a4k.safetensors"), &ck));
+  if (ck != NULL) {
+    sl_tensor_info info;
+    CHECK_OK(sl_checkpoint_tensor(ck, 0, &info));
+    CHECK(info.file_offset == 4096 && info.bytes == sizeof x);
+    float back[3] = {0, 0, 0};
+    CHECK_OK(sl_checkpoint_read(ck, 0, 0, sizeof back, back));
+    CHECK(memcmp(back, x, sizeof x) == 0);
+    sl_checkpoint_free(ck);
+  }
+  char dir[8300];
+  snprintf(dir, sizeof dir, "%s", Path("aligned_shards"));
+  CHECK(mkdir(dir, 0755) == 0);
+  CHECK_OK(sl_save_sharded_ex(dir, t, 2, "12B", NULL, NULL, NULL, 0, SL_SAVE_ALIGN_4096));
+  char shard[8400];
+  for (int k = 1; k <= 2; ++k) {
+    snprintf(shard, sizeof shard, "%s/model-0000%d-of-00002.safetensors", dir, k);
+    CHECK(8 + HeaderLength(shard) == 4096);
+  }
+  CHECK_ERR(sl_save_file_ex(Path("both.safetensors"), t, 1, NULL, NULL, 0,
+                            SL_SAVE_ALIGN_64 | SL_SAVE_ALIGN_4096),
+            SL_INVALID_ARGUMENT, "SL_SAVE_ALIGN_64 and SL_SAVE_ALIGN_4096 are exclusive");
+  CHECK_ERR(sl_save_sharded_ex(dir, t, 2, NULL, NULL, NULL, NULL, 0,
+                               SL_SAVE_ALIGN_64 | SL_SAVE_ALIGN_4096),
+            SL_INVALID_ARGUMENT, "SL_SAVE_ALIGN_64 and SL_SAVE_ALIGN_4096 are exclusive");
+}
+
 static void TestSaveFlags(void) {
   float x[2] = {1, 2};
   uint64_t shape[1] = {2};
@@ -1682,8 +1736,8 @@ static void TestSaveFlags(void) {
                            SL_SAVE_EMPTY_METADATA));
   ReadHeaderText(Path("md.safetensors"), header, sizeof header);
   CHECK(StartsWith(header, "{\"__metadata__\":{\"a\":\"1\",\"b\":\"2\"},\"x\":{"));
-  CHECK_ERR(sl_save_file_ex(Path("f.safetensors"), &t, 1, NULL, NULL, 0, 4), SL_INVALID_ARGUMENT,
-            "unknown save flags 4");
+  CHECK_ERR(sl_save_file_ex(Path("f.safetensors"), &t, 1, NULL, NULL, 0, 16),
+            SL_INVALID_ARGUMENT, "unknown save flags 16");
   CHECK_ERR(sl_save_sharded_ex(g_dir, &t, 1, NULL, "flags", NULL, NULL, 0,
                                SL_SAVE_EMPTY_METADATA),
             SL_INVALID_ARGUMENT, "unknown save flags 1");
@@ -1943,6 +1997,7 @@ int main(void) {
   RunCase("DlpackHugeDimsAndNullNames", TestDlpackHugeDimsAndNullNames);
   RunCase("MetadataWithNul", TestMetadataWithNul);
   RunCase("SaveFlags", TestSaveFlags);
+  RunCase("SaveAlign", TestSaveAlign);
   RunCase("VerifySingleFile", TestVerifySingleFile);
   RunCase("VerifySharded", TestVerifySharded);
   RunCase("MetadataAliases", TestMetadataAliases);

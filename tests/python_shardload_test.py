@@ -155,6 +155,49 @@ class PythonTest(unittest.TestCase):
         with self.assertRaises(TypeError):
             shardload.load_file(path, placement=1)
 
+    def test_save_align(self):
+        # align=64/4096: every data section on the boundary, the same tensors back (also
+        # through the reference where installed); align=8 is the default layout.
+        tensors = sample_tensors()
+        def data_start(path):
+            with open(path, "rb") as f:
+                return 8 + struct.unpack("<Q", f.read(8))[0]
+        shardload.save_file(tensors, self.path("d.safetensors"))
+        shardload.save_file(tensors, self.path("a8.safetensors"), align=8)
+        with open(self.path("d.safetensors"), "rb") as f, \
+                open(self.path("a8.safetensors"), "rb") as g:
+            self.assertEqual(f.read(), g.read())
+        for align in (64, 4096):
+            path = self.path("a%d.safetensors" % align)
+            shardload.save_file(tensors, path, align=align)
+            self.assertEqual(data_start(path) % align, 0)
+            loaded = shardload.load_file(path)
+            for name, t in tensors.items():
+                self.assertTrue(same(loaded[name], t), name)
+            if st is not None:
+                ref = st.load_file(path)
+                for name, t in tensors.items():
+                    if name in ref:
+                        self.assertTrue(same(ref[name], t), name)
+            self.assertEqual(shardload.save(tensors, align=align), open(path, "rb").read())
+        folder = tempfile.mkdtemp(dir=self.dir)
+        big = {"a": torch.arange(64.0), "b": torch.arange(64.0) + 1}
+        shardload.save_sharded(big, folder, max_shard_size=256, align=4096)
+        shards = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors"))
+        self.assertEqual(len(shards), 2)
+        for f in shards:
+            self.assertEqual(data_start(os.path.join(folder, f)), 4096)
+        for name, t in shardload.load_file(folder).items():
+            self.assertTrue(torch.equal(t, big[name]), name)
+        with self.assertRaises(ValueError) as cm:
+            shardload.save_file(tensors, self.path("bad.safetensors"), align=128)
+        self.assertEqual(str(cm.exception), "align must be 8, 64 or 4096, got 128")
+        with self.assertRaises(TypeError):
+            shardload.save_sharded(big, folder, align="64")
+        with self.assertRaises(TypeError):
+            shardload.save_file(tensors, self.path("bad.safetensors"), align=True)
+        self.assertFalse(os.path.exists(self.path("bad.safetensors")))
+
     @needs_reference
     def test_save_file_bytes_match_reference(self):
         tensors = sample_tensors()

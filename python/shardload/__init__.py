@@ -1630,7 +1630,18 @@ def _drop_tied_names(tensors, to_removes, metadata, exact_ties_only=False):
     return tensors, metadata
 
 
-def save_file(tensors, filename, metadata=None, *, checksums=False):
+def _align_flags(align):
+    """The SL_SAVE_ALIGN_ flag for a save's ``align``: 8 (the reference's layout, no
+    flag), 64 or 4096. TypeError for a non-int (bool included), ValueError otherwise."""
+    if not isinstance(align, int) or isinstance(align, bool):
+        raise TypeError("align must be an int, not %s" % type(align).__name__)
+    flags = {8: 0, 64: _lib.SL_SAVE_ALIGN_64, 4096: _lib.SL_SAVE_ALIGN_4096}.get(align)
+    if flags is None:
+        raise ValueError("align must be 8, 64 or 4096, got %d" % align)
+    return flags
+
+
+def save_file(tensors, filename, metadata=None, *, checksums=False, align=8):
     """Write ``tensors`` (dict name -> torch tensor) to one .safetensors file atomically,
     as safetensors.torch.save_file does: the same bytes when ``metadata`` has at most
     one key (the reference writes several keys in hash order, this writer sorts them;
@@ -1638,24 +1649,29 @@ def save_file(tensors, filename, metadata=None, *, checksums=False):
     ``__metadata__`` (an empty dict writes ``{}``, None writes none); other types raise
     TypeError as safetensors does. ``checksums`` (not in safetensors): also record each
     tensor's XXH3 as ``shardload.xxh3.<name>`` metadata, for ``verify=True`` loads.
+    ``align`` (not in safetensors): 8 (default) writes safetensors' layout; 64 or 4096
+    pads the header with spaces so the data section starts on that boundary, which
+    every reader accepts and which makes loads into aligned memory faster
+    (docs/ARCHITECTURE.md "File phase"); other values raise ValueError.
     Refused like safetensors does: a non-dict or non-tensor values (ValueError), sparse
     or non-contiguous tensors (ValueError), tensors sharing memory (RuntimeError; use
     save_model). Tensors on a GPU are copied to host memory first."""
     _check_tensor_dict(tensors)
     _check_save_file_tensors(tensors)
     _check_names(tensors)  # safetensors checks the names before the metadata
+    align_flags = _align_flags(align)
     keys, values, count = _metadata_arrays(metadata)
     views, keep = _views(tensors)
     flags = (0 if metadata is None else _lib.SL_SAVE_EMPTY_METADATA) | \
-        (_lib.SL_SAVE_CHECKSUMS if checksums else 0)
+        (_lib.SL_SAVE_CHECKSUMS if checksums else 0) | align_flags
     _lib.check(_lib.lib().sl_save_file_ex(_path_bytes(filename), views, len(tensors), keys,
                                           values, count, flags))
     del keep
 
 
-def save(tensors, metadata=None, *, checksums=False):
+def save(tensors, metadata=None, *, checksums=False, align=8):
     """Like safetensors.torch.save: the bytes of the .safetensors file that
-    ``save_file(tensors, path, metadata, checksums=checksums)`` writes. Unlike
+    ``save_file(tensors, path, metadata, checksums=checksums, align=align)`` writes. Unlike
     safetensors, which builds them in memory, they are written to a temporary file
     under ``tempfile.gettempdir()`` (which needs room for them: ShardloadError
     "resource_exhausted"/"data_loss" from the writer otherwise), read back and removed.
@@ -1664,7 +1680,7 @@ def save(tensors, metadata=None, *, checksums=False):
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "tensors.safetensors")
         try:
-            save_file(tensors, path, metadata=metadata, checksums=checksums)
+            save_file(tensors, path, metadata=metadata, checksums=checksums, align=align)
         except ShardloadError as e:  # name the bytes, not the temporary file
             raise ShardloadError(e.code, e.message.replace(path, "<bytes>")) from None
         with open(path, "rb") as f:
@@ -1672,7 +1688,7 @@ def save(tensors, metadata=None, *, checksums=False):
 
 
 def save_sharded(tensors, folder, max_shard_size="5GB", metadata=None, prefix="model", *,
-                 checksums=False):
+                 checksums=False, align=8):
     """Write a huggingface_hub-style sharded checkpoint into the existing ``folder``:
     ``<prefix>-0000k-of-0000n.safetensors`` plus ``<prefix>.safetensors.index.json``,
     or ``<prefix>.safetensors`` alone when one shard suffices. ``max_shard_size``: an
@@ -1691,7 +1707,8 @@ def save_sharded(tensors, folder, max_shard_size="5GB", metadata=None, prefix="m
     text neither reads: "invalid byte size '1K': unknown unit 'K' ..."); float, None
     and other types raise TypeError (_shard_size_text). ``checksums``: record
     each tensor's XXH3 in the index and, per
-    shard, in that shard's ``__metadata__``. Tensors sharing memory are grouped as
+    shard, in that shard's ``__metadata__``. ``align``: as in save_file, for every
+    shard. Tensors sharing memory are grouped as
     save_model groups them: each group keeps its alphabetically first name among those
     covering the whole storage, and a group where no tensor covers the storage raises
     save_model's RuntimeError. Tied weights (names of the very tensor the kept one is:
@@ -1712,13 +1729,15 @@ def save_sharded(tensors, folder, max_shard_size="5GB", metadata=None, prefix="m
     if "\0" in prefix:
         raise ValueError("embedded null byte")
     size = _shard_size_text(max_shard_size)
+    align_flags = _align_flags(align)
     tensors, metadata = _drop_tied_names(tensors, _remove_duplicate_names(tensors), metadata,
                                          exact_ties_only=True)
     keys, values, count = _metadata_arrays(metadata)
     views, keep = _views(tensors)
     status = _lib.lib().sl_save_sharded_ex(_path_bytes(folder), views, len(tensors),
                                            size.encode(), prefix.encode(), keys, values, count,
-                                           _lib.SL_SAVE_CHECKSUMS if checksums else 0)
+                                           (_lib.SL_SAVE_CHECKSUMS if checksums else 0) |
+                                           align_flags)
     del keep
     _check_shard_size_status(status, max_shard_size)
     _lib.check(status)
