@@ -1,5 +1,6 @@
 // `shardload reshard PATH OUT (--max-shard-size S | --shards N) [--prefix P]
-// [--no-checksums] [--no-sync] [--align-data N] [--lenient-index]`: rewrite a checkpoint into new shards.
+// [--no-checksums] [--no-sync] [--align-data N] [--lenient-index]`: rewrite a
+// checkpoint into new shards.
 //
 // Every tensor is streamed from its source shard with positional reads (never the whole
 // tensor in memory) into huggingface_hub-style shards written by format/writer.h. By
