@@ -129,6 +129,20 @@ def fail(failures, verdict, case, details=None, shown=1, verbose=False):
         print("case %d: %s%s" % (case, verdict, details() if details else ""))
 
 
+def tally(counts, failures, verdict, agreed, intended, case, details, verbose):
+    """Counts one case: under `agreed` when `verdict` is None, under its own name when it
+    is one of the `intended` differences, else as a failure (see fail). True for a
+    failure."""
+    if verdict is None:
+        counts[agreed] += 1
+    elif verdict in intended:
+        counts[verdict] += 1
+    else:
+        fail(failures, verdict, case, details, verbose=verbose)
+        return True
+    return False
+
+
 def nbytes(dtype, shape):
     count = 1
     for d in shape:
@@ -527,14 +541,10 @@ def run_writes(args, cases, torch, safetensors, st, shardload, r, tmp):
         tensors, metadata = make_write_case(torch, r)
         ref, ours = write_both(torch, st, shardload, tensors, metadata, tmp)
         verdict = compare_writes(safetensors, ref, ours, tensors, metadata)
-        if verdict is None:
-            counts["same-write" if ref[0] == "ok" else "same-refusal"] += 1
-        elif verdict in INTENDED_WRITES:
-            counts[verdict] += 1
-        else:
-            fail(failures, verdict, i, lambda: "\n  tensors: %s\n  metadata: %r" % (
-                {k: (str(v.dtype), tuple(v.shape)) if hasattr(v, "dtype") else v
-                 for k, v in tensors.items()}, metadata), verbose=args.verbose)
+        tally(counts, failures, verdict, "same-write" if ref[0] == "ok" else "same-refusal",
+              INTENDED_WRITES, i, lambda: "\n  tensors: %s\n  metadata: %r" % (
+                  {k: (str(v.dtype), tuple(v.shape)) if hasattr(v, "dtype") else v
+                   for k, v in tensors.items()}, metadata), args.verbose)
     return counts, failures
 
 
@@ -1003,15 +1013,13 @@ def run_reads(args, torch, safetensors, shardload, r, tmp):
             if cli_verdict is None:
                 counts["inspect-agrees"] += 1
             verdict = cli_verdict or verdict
-        if verdict is None:
-            counts["same-accept" if ref[0] == "ok" else "same-reject"] += 1
-        elif verdict in INTENDED:
-            counts[verdict] += 1
-        else:
-            fail(failures, verdict, i, lambda: "\n  header: %r\n  reference: %s\n  shardload: %s" % (
+        failed = tally(
+            counts, failures, verdict, "same-accept" if ref[0] == "ok" else "same-reject",
+            INTENDED, i, lambda: "\n  header: %r\n  reference: %s\n  shardload: %s" % (
                 buf[8:8 + min(struct.unpack("<Q", buf[:8])[0], 400)],
                 ref[1] if ref[0] == "err" else "accepts",
-                ours[1] if ours[0] != "ok" else "accepts"), verbose=args.verbose)
+                ours[1] if ours[0] != "ok" else "accepts"), args.verbose)
+        if failed:
             if args.keep:
                 os.makedirs(args.keep, exist_ok=True)
                 with open(os.path.join(args.keep, "case-%d-%d.safetensors" % (args.seed, i)),

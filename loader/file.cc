@@ -255,18 +255,18 @@ class PreadFile final : public ReadableFile {
     for (const iovec& v : iov) total += v.iov_len;
     SL_RETURN_IF_ERROR(CheckRange(f_.path_, offset, total, f_.size_));
     uint64_t pos = offset;
-    size_t run = 0;  // first segment not yet read
+    size_t run = 0;            // first segment not yet read
+    uint64_t run_pos = offset;  // its file offset
     for (size_t i = 0; i <= iov.size(); ++i) {
       const bool shifted = i < iov.size() && iov[i].iov_len > 2 * kShiftChunkBytes &&
                            PhaseShift(pos, iov[i].iov_base) != 0;
       if (i == iov.size() || shifted) {
-        uint64_t run_bytes = 0;
-        for (size_t k = run; k < i; ++k) run_bytes += iov[k].iov_len;
-        SL_RETURN_IF_ERROR(PreadvAll(pos - run_bytes, iov.subspan(run, i - run)));
+        SL_RETURN_IF_ERROR(PreadvAll(run_pos, iov.subspan(run, i - run)));
         if (i == iov.size()) break;
         SL_RETURN_IF_ERROR(
             f_.PreadPhased(pos, {static_cast<std::byte*>(iov[i].iov_base), iov[i].iov_len}));
         run = i + 1;
+        run_pos = pos + iov[i].iov_len;
       }
       pos += iov[i].iov_len;
     }

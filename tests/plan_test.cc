@@ -309,14 +309,20 @@ std::map<std::string, uint64_t> Offsets(const LoadPlan& plan, const ArenaLayout&
 
 using OffsetMap = std::map<std::string, uint64_t>;
 
+// TwoShards: shard 0 holds d @100 (400 bytes), b @500 (10), e @510 (empty); shard 1
+// holds a @100 (12), c @112 (256). Listed in name order a, d, b, c, e.
+std::vector<StoredTensor> TwoShards() {
+  return Catalog({{"a", Dtype::kF32, {3}, 1},
+                  {"d", Dtype::kF32, {100}, 0},
+                  {"b", Dtype::kF16, {5}, 0},
+                  {"c", Dtype::kF32, {64}, 1},
+                  {"e", Dtype::kF32, {0}, 0}});
+}
+
 TEST(ArenaLayoutTest, DestinationsFollowFileOrderAcrossShards) {
   // File order: shard 0 holds d, b, e (empty); shard 1 holds a, c. Destination (name)
   // order is a, b, c, d, e; the arena must follow the reads instead.
-  auto stored = Catalog({{"a", Dtype::kF32, {3}, 1},
-                         {"d", Dtype::kF32, {100}, 0},
-                         {"b", Dtype::kF16, {5}, 0},
-                         {"c", Dtype::kF32, {64}, 1},
-                         {"e", Dtype::kF32, {0}, 0}});
+  auto stored = TwoShards();
   std::vector<Target> targets = SameTargets(stored);
   LoadPlan plan = MustPlan(stored, MustMatch(stored, targets), targets);
   ASSERT_EQ(DescribeAll(plan), (Strings{"shard 0 @100+410: [0+400->3@0] [400+10->1@0]",
@@ -390,13 +396,7 @@ TEST(ArenaLayoutTest, SplitTensorIsPlacedOnceAtItsFirstPiece) {
 }
 
 TEST(ArenaLayoutTest, FilePhaseKeepsEachHostTensorsFileOffsetModuloTheAlignment) {
-  // As DestinationsFollowFileOrderAcrossShards: shard 0 holds d @100 (400 bytes),
-  // b @500 (10), e @510 (empty); shard 1 holds a @100 (12), c @112 (256).
-  auto stored = Catalog({{"a", Dtype::kF32, {3}, 1},
-                         {"d", Dtype::kF32, {100}, 0},
-                         {"b", Dtype::kF16, {5}, 0},
-                         {"c", Dtype::kF32, {64}, 1},
-                         {"e", Dtype::kF32, {0}, 0}});
+  auto stored = TwoShards();
   std::vector<Target> targets = SameTargets(stored);
   LoadPlan plan = MustPlan(stored, MustMatch(stored, targets), targets);
   Result<ArenaLayout> layout =
