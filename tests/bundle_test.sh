@@ -33,9 +33,43 @@ version="$("$1" --version)"; version="${version#shardload }"
 name="shardload-$version-linux-$(uname -m)"
 check "the bundle is named $name" test "$(basename "$tarball")" = "$name.tar.gz"
 wheel="$(sed -n 2p <<<"$out")"
-check "make_bundle names a wheel ($wheel)" \
-  test "$(basename "$wheel")" = "shardload-$version-py3-none-linux_$(uname -m).whl"
+# The wheel's platform is the oldest manylinux its libraries meet (tools/make_wheel.py):
+# on Debian 12, manylinux_2_35 (libstdc++'s GLIBCXX_3.4.30), never older than the glibc
+# the bundle's README names.
+wheel_re="^shardload-$version-py3-none-manylinux_2_([0-9]+)_$(uname -m)\\.whl\$"
+check "make_bundle names a manylinux wheel ($wheel)" grep -qE "$wheel_re" <<<"$(basename "$wheel")"
 check "the wheel exists" test -f "$wheel"
+tag_minor="$(basename "$wheel" | sed -nE "s/$wheel_re/\\1/p")"
+readme_glibc="$(tar -xzOf "$tarball" "$name/README.txt" |
+  sed -nE 's/^The host provides glibc 2\.([0-9]+) or newer.*/\1/p')"
+check "the wheel's manylinux_2_$tag_minor is no older than the README's glibc 2.$readme_glibc" \
+  test "${tag_minor:-0}" -ge "${readme_glibc:-999}"
+# auditwheel (the PyPA's checker, where tools/setup could install it) reads the same tag.
+if python3 -m auditwheel --version >/dev/null 2>&1; then
+  aw="$(python3 -m auditwheel show "$wheel" 2>&1)"
+  check "auditwheel agrees: manylinux_2_${tag_minor}_$(uname -m)" \
+    grep -q "consistent with the following platform tag: \"manylinux_2_${tag_minor}_$(uname -m)\"" \
+    <<<"$(tr -s ' \n' ' ' <<<"$aw")"
+else
+  echo "note: no auditwheel for python3; the wheel's tag is not cross-checked"
+fi
+# A library that needs one manylinux does not allow gives a linux_ wheel, with the
+# reason; a truncated ELF file is refused with its name.
+mkdir -p "$tmp/mw" && cc -shared -fPIC -Wl,-soname,libodd.so.1 -x c /dev/null -o "$tmp/mw/libodd.so.1"
+cc -shared -fPIC -x c /dev/null -o "$tmp/mw/libuser.so" -L"$tmp/mw" -Wl,--no-as-needed -l:libodd.so.1
+mw="$(dirname "$make_bundle")/make_wheel.py"
+out_mw="$(python3 "$mw" "$tmp/mw/out" 1.2.3 "$tmp/mw/libuser.so" 2>"$tmp/mw/err")"; rc=$?
+check "make_wheel: outside library -> exit 0" test $rc -eq 0
+check "make_wheel: outside library -> linux_ tag ($out_mw)" \
+  test "$(basename "$out_mw")" = "shardload-1.2.3-py3-none-linux_$(uname -m).whl"
+check "make_wheel: outside library -> says why" test "$(cat "$tmp/mw/err")" = \
+  "make_wheel: tagging linux_$(uname -m), not manylinux: libuser.so needs libodd.so.1, which manylinux does not allow"
+head -c 100 "$tmp/mw/libuser.so" >"$tmp/mw/libcut.so"
+python3 "$mw" "$tmp/mw/out2" 1.2.3 "$tmp/mw/libcut.so" >/dev/null 2>"$tmp/mw/err"; rc=$?
+check "make_wheel: truncated ELF -> exit 1" test $rc -eq 1
+check "make_wheel: truncated ELF -> names the file and offset" grep -qE \
+  "^make_wheel: $tmp/mw/libcut.so: ELF structure at byte [0-9]+ runs past the end \(100 bytes\)\$" "$tmp/mw/err"
+check "make_wheel: truncated ELF -> no wheel" test ! -e "$tmp/mw/out2"
 cp "$wheel" "$tmp/" && wheel="$tmp/$(basename "$wheel")"
 # The same inputs and SOURCE_DATE_EPOCH give the same tarball and wheel, byte for byte,
 # whatever the caller's umask.

@@ -17,8 +17,9 @@
 #     licenses/                       the bundled libraries' licences and notices
 #     README.txt                      what is inside and what the host needs
 #   DEST/shardload-VERSION-linux-ARCH.tar.gz
-#   DEST/shardload-VERSION-py3-none-linux_ARCH.whl   the Python package and its
-#                                     libraries as a wheel (tools/make_wheel.py):
+#   DEST/shardload-VERSION-py3-none-manylinux_2_N_ARCH.whl   the Python package
+#                                     and its libraries as a wheel
+#                                     (tools/make_wheel.py picks N):
 #                                     pip install it --no-deps
 #
 # It prints the tarball, the wheel and the bundle folder, one per line. Everything is
