@@ -618,9 +618,23 @@ Result<Header> HeaderParser::Parse(const char* json, size_t size, bool padded,
                      std::to_string(file_size) + " bytes");
   }
   if (data_end > file_size) {
+    // Name the first tensor (in file order) that the end of the file cuts into.
+    const TensorInfo* cut = nullptr;
+    for (const TensorInfo& t : header.tensors) {
+      if (header.data_start + t.end > file_size && (cut == nullptr || t.begin < cut->begin)) {
+        cut = &t;
+      }
+    }
+    std::string first;
+    if (cut != nullptr) {
+      first = "; tensor " + QuoteForMessage(cut->name) + " at file bytes [" +
+              std::to_string(header.data_start + cut->begin) + ", " +
+              std::to_string(header.data_start + cut->end) + ") is the first cut off";
+    }
     return Error(StatusCode::kDataLoss,
                  "data section ends at byte " + std::to_string(data_end) +
-                     " but the file is truncated at " + std::to_string(file_size) + " bytes");
+                     " but the file is truncated at " + std::to_string(file_size) + " bytes" +
+                     first);
   }
   return header;
 }

@@ -310,7 +310,26 @@ TEST(HeaderTest, DataEndsExactlyAtEndOfFile) {
                   std::to_string(end + 1) + " bytes");
   ExpectError(Parse(json, 3), StatusCode::kDataLoss,
               "data section ends at byte " + std::to_string(end) + " but the file is truncated at " +
-                  std::to_string(end - 1) + " bytes");
+                  std::to_string(end - 1) + " bytes; tensor 'a' at file bytes [" +
+                  std::to_string(end - 4) + ", " + std::to_string(end) + ") is the first cut off");
+}
+
+// A truncated file's error names the first tensor the end cuts into, in file order
+// (not header order), also when the cut falls between tensors.
+TEST(HeaderTest, TruncationNamesTheFirstTensorCutOff) {
+  std::string json = "{" + Entry("z", "U8", "[4]", 0, 4) + "," + Entry("b", "U8", "[4]", 4, 8) +
+                     "," + Entry("a", "U8", "[4]", 8, 12) + "}";
+  uint64_t start = 8 + json.size();
+  ExpectError(Parse(json, 6), StatusCode::kDataLoss,
+              "data section ends at byte " + std::to_string(start + 12) +
+                  " but the file is truncated at " + std::to_string(start + 6) +
+                  " bytes; tensor 'b' at file bytes [" + std::to_string(start + 4) + ", " +
+                  std::to_string(start + 8) + ") is the first cut off");
+  ExpectError(Parse(json, 8), StatusCode::kDataLoss,
+              "data section ends at byte " + std::to_string(start + 12) +
+                  " but the file is truncated at " + std::to_string(start + 8) +
+                  " bytes; tensor 'a' at file bytes [" + std::to_string(start + 8) + ", " +
+                  std::to_string(start + 12) + ") is the first cut off");
 }
 
 TEST(HeaderTest, DuplicateTensorNamesHaveTheirOwnError) {

@@ -288,7 +288,9 @@ void AddOffsets(Builder& b) {
     std::string json = "{" + T("a", "U8", "[9007199254740993]", 0, 9007199254740993ull) + "}";
     b.Bad("offsets/above_2_53", File(json, 8),
           Loss("data section ends at byte " + std::to_string(8 + json.size() + 9007199254740993ull) +
-               " but the file is truncated at " + std::to_string(8 + json.size() + 8) + " bytes"));
+               " but the file is truncated at " + std::to_string(8 + json.size() + 8) +
+               " bytes; tensor 'a' at file bytes [" + std::to_string(8 + json.size()) + ", " +
+               std::to_string(8 + json.size() + 9007199254740993ull) + ") is the first cut off"));
   }
   {
     // Eight U8 tensors of 2^61-1 bytes: data end 2^64-8; 8 + N + that wraps.
@@ -316,7 +318,8 @@ void AddCoverage(Builder& b) {
                 std::to_string(end + 22) + " bytes"));
   b.Bad("coverage/truncated", File(json, 14),
         Loss("data section ends at byte " + std::to_string(end) + " but the file is truncated at " +
-             std::to_string(end - 2) + " bytes"));
+             std::to_string(end - 2) + " bytes; tensor 'a' at file bytes [" +
+             std::to_string(end - 16) + ", " + std::to_string(end) + ") is the first cut off"));
   b.Valid("coverage/empty_header", File("{}"), 0);
   b.Bad("coverage/empty_header_one_extra_byte", File("{}", 1),
         Invalid("data section ends at byte 10 but the file has 11 bytes"));
