@@ -210,21 +210,40 @@ Status DeviceMap::AddRule(std::string_view pattern, Device device) {
   return OkStatus();
 }
 
-Device DeviceMap::Resolve(std::string_view name) const {
-  for (const Rule& rule : rules_) {
+size_t DeviceMap::FirstRule(std::string_view name) const {
+  for (size_t i = 0; i < rules_.size(); ++i) {
+    const Rule& rule = rules_[i];
     std::string_view pattern = rule.pattern;
     if (pattern.substr(0, kRegexPrefix.size()) == kRegexPrefix) {
       if (name.size() > kMaxRegexNameBytes) continue;  // see device.h
       try {
-        if (std::regex_match(name.begin(), name.end(), rule.re)) return rule.device;
+        if (std::regex_match(name.begin(), name.end(), rule.re)) return i;
       } catch (const std::regex_error&) {
         // The engine gave up (complexity limits): the rule does not match this name.
       }
     } else if (GlobMatch(pattern, name)) {
-      return rule.device;
+      return i;
     }
   }
-  return default_;
+  return rules_.size();
+}
+
+Device DeviceMap::Resolve(std::string_view name) const {
+  const size_t i = FirstRule(name);
+  return i < rules_.size() ? rules_[i].device : default_;
+}
+
+std::vector<std::string> DeviceMap::UnusedRules(std::span<const std::string> names) const {
+  std::vector<bool> used(rules_.size(), false);
+  for (const std::string& name : names) {
+    const size_t i = FirstRule(name);
+    if (i < rules_.size()) used[i] = true;
+  }
+  std::vector<std::string> out;
+  for (size_t i = 0; i < rules_.size(); ++i) {
+    if (!used[i]) out.push_back(rules_[i].pattern + "=" + rules_[i].device.ToString());
+  }
+  return out;
 }
 
 std::vector<Device> DeviceMap::Devices() const {
@@ -253,13 +272,20 @@ Result<DeviceMap> ParseDeviceMap(std::string_view text) {
       return InvalidArgumentError("invalid device-map entry '" + std::string(entry) +
                                   "': " + std::string(why));
     };
+    // bad_device: a device that does not parse; only a regex's open '[', '{' or '('
+    // keeps a comma inside an entry, so one there is what went wrong.
+    auto bad_device = [&](std::string_view device_text, const Status& why) {
+      if (device_text.find(',') == std::string_view::npos) return bad_entry(why.message());
+      return bad_entry(why.message() + " (a re: pattern's '[', '{' or '(' left open took " +
+                       "the comma into this entry)");
+    };
     if (entry.empty()) return bad_entry("empty entry");
     // A device never contains '=', so the last '=' separates pattern from device
     // (a regex pattern may contain '=' itself).
     size_t eq = entry.rfind('=');
     if (eq == std::string_view::npos) {
       Result<Device> device = ParseDevice(entry);
-      if (!device.ok()) return bad_entry(device.status().message());
+      if (!device.ok()) return bad_device(entry, device.status());
       if (default_set) return bad_entry("the default device is already set");
       map.set_default(*device);
       default_set = true;
@@ -268,7 +294,7 @@ Result<DeviceMap> ParseDeviceMap(std::string_view text) {
       std::string_view device_text = Trim(entry.substr(eq + 1));
       if (pattern.empty()) return bad_entry("empty pattern");
       Result<Device> device = ParseDevice(device_text);
-      if (!device.ok()) return bad_entry(device.status().message());
+      if (!device.ok()) return bad_device(device_text, device.status());
       Status added = map.AddRule(pattern, *device);
       if (!added.ok()) return bad_entry(added.message());
     }

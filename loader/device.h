@@ -10,6 +10,7 @@
 #define SHARDLOAD_LOADER_DEVICE_H_
 
 #include <regex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -82,7 +83,15 @@ class DeviceMap {
   // Devices: every distinct device the map can produce (rules and default), sorted.
   std::vector<Device> Devices() const;
 
+  // UnusedRules: "PATTERN=DEVICE" of each rule that gives none of `names` its device
+  // (it matches none of them, or only names an earlier rule takes), in rule order: a
+  // pattern with a typo, or a device that a load would never check. Never fails.
+  std::vector<std::string> UnusedRules(std::span<const std::string> names) const;
+
  private:
+  // FirstRule: the index of the first rule matching `name`, or rules_.size().
+  size_t FirstRule(std::string_view name) const;
+
   struct Rule {
     std::string pattern;
     std::regex re;

@@ -207,7 +207,27 @@ TEST(ParseDeviceMapTest, RegexMayHoldCommas) {
   ASSERT_FALSE(open.ok());
   EXPECT_EQ(open.status().message(),
             "invalid device-map entry 're:a{1,2,cpu': invalid device 're:a{1,2,cpu': "
-            "expected cpu, cuda or cuda:N");
+            "expected cpu, cuda or cuda:N (a re: pattern's '[', '{' or '(' left open took "
+            "the comma into this entry)");
+  // The same after an '=': the device is what the open bracket left, the hint says why.
+  Result<DeviceMap> open_eq = ParseDeviceMap("re:[=cpu,cpu");
+  ASSERT_FALSE(open_eq.ok());
+  EXPECT_EQ(open_eq.status().message(),
+            "invalid device-map entry 're:[=cpu,cpu': invalid device 'cpu,cpu': expected cpu, "
+            "cuda or cuda:N (a re: pattern's '[', '{' or '(' left open took the comma into "
+            "this entry)");
+}
+
+TEST(DeviceMapTest, UnusedRulesNamesRulesThatPlaceNothing) {
+  Result<DeviceMap> m =
+      ParseDeviceMap("lm_head.*=cpu,typo.*=cuda:7,re:layers\\.[0-9]+\\..*=cuda:0,layers.1.*=cuda:1,cpu");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  std::vector<std::string> names = {"lm_head.weight", "layers.0.w", "layers.1.w", "norm"};
+  // typo.* matches nothing; layers.1.* matches, but the regex before it takes the name.
+  EXPECT_EQ(m->UnusedRules(names),
+            (std::vector<std::string>{"typo.*=cuda:7", "layers.1.*=cuda:1"}));
+  EXPECT_EQ(m->UnusedRules({}).size(), 4u);
+  EXPECT_TRUE(DeviceMap(Device{}).UnusedRules(names).empty());
 }
 
 TEST(ParseDeviceMapTest, ErrorsNameTheEntry) {
