@@ -176,7 +176,10 @@ Status Execute(const Checkpoint& ckpt, const LoadPlan& plan, const LoadOptions& 
                  &owned, &files));
   SL_RETURN_IF_ERROR(sink->Begin(plan.destinations, options.sink.slot_bytes));
   SL_RETURN_IF_ERROR(Stream(files, plan.spans, *sink, stream_options));
-  if (verifier != nullptr) SL_RETURN_IF_ERROR(verifier->Finish());
+  if (verifier != nullptr) {
+    SL_RETURN_IF_ERROR(verifier->Finish());
+    stats->verified = verifier->recorded();
+  }
   stats->read_bytes = plan.read_bytes;
   stats->delivered_bytes = plan.delivered_bytes;
   stats->tensors = plan.destinations.size();

@@ -146,6 +146,8 @@ struct LoadStats {
                                  // not the staging ring, made once per backend or sink)
   IoMode io = IoMode::kPread;    // the mode used (kAuto resolved)
   int threads = 0;               // reader threads started (at most one per span)
+  size_t verified = 0;           // LoadOptions::verify: tensors checked against a
+                                 // recorded XXH3 (all matched); 0 when none has a record
   // gbps: delivered_bytes / seconds in GB/s (10^9 bytes per second); 0 when no time.
   double gbps() const { return seconds > 0 ? delivered_bytes / seconds / 1e9 : 0; }
 };
