@@ -101,7 +101,7 @@ Result<BenchArgs> ParseBenchArgs(const Args& args) {
       uring_flag = true;
       a.options.uring.direct = true;
     } else {
-      return InvalidArgumentError("unexpected argument '" + f.arg() + "'");
+      return f.Unexpected();
     }
   }
   if (a.path.empty()) return InvalidArgumentError("missing PATH");
@@ -303,9 +303,10 @@ int Run(const BenchArgs& a) {
     std::cout << o;
     return 0;
   }
-  std::printf("checkpoint: %zu files, %.3f GB of tensors (%s load, io %s, %d threads, %s%s)\n",
-              paths.size(), last.delivered_bytes / 1e9, a.cold ? "cold" : "hot",
-              std::string(IoModeName(last.io)).c_str(), last.threads, a.device.ToString().c_str(),
+  std::printf("checkpoint: %s, %.3f GB of tensors (%s load, io %s, %s, %s%s)\n",
+              Counted(paths.size(), "file").c_str(), last.delivered_bytes / 1e9,
+              a.cold ? "cold" : "hot", std::string(IoModeName(last.io)).c_str(),
+              Counted(last.threads, "thread").c_str(), a.device.ToString().c_str(),
               options.host_placement == ArenaPlacement::kFilePhase ? ", file-phase placement" : "");
   std::printf("ceilings (same run):\n");
   std::printf("  memcpy, %d threads           %8s GB/s\n", hw, Num(*memcpy_gbps).c_str());
@@ -314,8 +315,8 @@ int Run(const BenchArgs& a) {
   std::printf("  O_DIRECT read, 8 in flight   %8s GB/s\n", OptNum(direct_gbps).c_str());
   if (a.device.is_cuda()) std::printf("  pinned H2D                   %8s GB/s\n", OptNum(h2d_gbps).c_str());
   if (fresh_gbps.ok()) std::printf("  fresh memory fill, %d threads %7s GB/s\n", hw, Num(*fresh_gbps).c_str());
-  std::printf("load (LoadAll, arena included), %d runs: best %s GB/s, median %s GB/s\n", a.repeat,
-              Num(best).c_str(), Num(median).c_str());
+  std::printf("load (LoadAll, arena included), %s: best %s GB/s, median %s GB/s\n",
+              Counted(a.repeat, "run").c_str(), Num(best).c_str(), Num(median).c_str());
   std::printf("median = %.2f x the binding ceiling (%s), %.2f x the buffered read\n", median / ceiling,
               binding.c_str(), median / *dd_gbps);
   if (pooled_median.ok()) {

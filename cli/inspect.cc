@@ -241,7 +241,10 @@ void RenderJson(const Checkpoint& ckpt, OutputBuffer& out) {
 
 std::string RenderHuman(const Checkpoint& ckpt) {
   std::string out;
-  out += "checkpoint: " + OneLineText(ckpt.folder());
+  // A single file is named itself (a folder may hold other files); a sharded one by
+  // its folder, with the index.
+  out += "checkpoint: " +
+         OneLineText(ckpt.sharded() || ckpt.shards().empty() ? ckpt.folder() : ckpt.shards()[0].path);
   if (ckpt.sharded()) {
     out += " (index " + OneLineText(ckpt.index_file()) + ", " + std::to_string(ckpt.shards().size()) +
            (ckpt.shards().size() == 1 ? " shard)\n" : " shards)\n");

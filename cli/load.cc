@@ -13,8 +13,13 @@
 // on failure:
 //   {"matched":N,"missing":[...],"unexpected":[...],"mismatched":[{"name","checkpoint",
 //    "target"}],"renamed":[{"from","to"}],"devices":{"cpu":{"tensors","bytes"},...},
-//    "bytes":N,"seconds":S,"gbps":G,"error":null|{"code","message"}}
-// lists sorted. A progress bar goes to stderr when it is a terminal.
+//    "bytes":N,"seconds":S,"gbps":G,"io":"pread"|null,"threads":N,"verified":N|null,
+//    "error":null|{"code","message"}}
+// lists sorted ("io" null and "threads" 0 when no load ran; "verified": with --verify,
+// the tensors checked against a recorded XXH3, else null). A progress bar goes to
+// stderr when it is a terminal. Warnings on stderr: an --alias whose target is not a
+// target or whose stored tensor does not exist, a --device-map rule that places no
+// tensor, and --verify on a checkpoint that records no hashes (nothing checked).
 #include <fcntl.h>
 #include <simdjson.h>
 #include <sys/stat.h>
@@ -51,7 +56,7 @@ constexpr char kLoadUsage[] =
     "  --auto-prefix              reconcile one common prefix (module., model.) when keys differ\n"
     "  --alias TARGET=STORED      fill TARGET from stored tensor STORED (tied weights; repeatable)\n"
     "  --allow-cast               F32/F16/BF16 targets may load tensors of another of those dtypes\n"
-    "  --threads N                reader threads (default: hardware threads)\n"
+    "  --threads N                reader threads, 0..256 (default 0: hardware threads)\n"
     "  --io auto|pread|mmap|direct|uring  how files are read (default auto)\n"
     "  --slots N                  staging slots in the ring (default 16)\n"
     "  --slot-size SIZE           bytes per slot, a multiple of 4096 (default 16MiB minus 8KiB)\n"
@@ -74,6 +79,16 @@ Result<LoadArgs> ParseLoadArgs(const Args& args) {
   LoadArgs a;
   FlagReader f(args);
   bool have_device = false, have_map = false;
+  std::string strictness;  // the first of --strict / --non-strict given
+  auto set_strictness = [&](bool strict) -> Status {
+    SL_RETURN_IF_ERROR(f.NoValue());
+    if (!strictness.empty() && strictness != f.arg()) {
+      return InvalidArgumentError("--strict and --non-strict are exclusive");
+    }
+    strictness = f.arg();
+    a.options.match.strict = strict;
+    return OkStatus();
+  };
   while (f.Next()) {
     if (f.IsPositional()) {
       if (!a.path.empty()) return InvalidArgumentError("unexpected argument '" + f.arg() + "'");
@@ -87,12 +102,8 @@ Result<LoadArgs> ParseLoadArgs(const Args& args) {
     } else if (f.Is("--lenient-index")) {
       SL_RETURN_IF_ERROR(f.NoValue());
       a.catalog.strict_index = false;
-    } else if (f.Is("--strict")) {
-      SL_RETURN_IF_ERROR(f.NoValue());
-      a.options.match.strict = true;
-    } else if (f.Is("--non-strict")) {
-      SL_RETURN_IF_ERROR(f.NoValue());
-      a.options.match.strict = false;
+    } else if (f.Is("--strict") || f.Is("--non-strict")) {
+      SL_RETURN_IF_ERROR(set_strictness(f.Is("--strict")));
     } else if (f.Is("--device")) {
       SL_ASSIGN_OR_RETURN(std::string v, f.Value());
       SL_ASSIGN_OR_RETURN(Device d, ParseDevice(v));
@@ -253,9 +264,10 @@ std::map<Device, Placed> Placement(const LoadedCheckpoint* loaded) {
 }
 
 // ReportJson: the --json object. `stats` and `placement`: what a load did (nullptr and
-// empty when it did not run).
+// empty when it did not run); `verify`: whether --verify was given.
 std::string ReportJson(const MatchReport& r, const LoadStats* stats,
-                       const std::map<Device, Placed>& placement, const Status& error) {
+                       const std::map<Device, Placed>& placement, bool verify,
+                       const Status& error) {
   std::string o = "{\"matched\":" + std::to_string(r.matched.size()) + ",";
   r.AppendListsJson(&o);
   o += ",\"devices\":{";
@@ -266,10 +278,14 @@ std::string ReportJson(const MatchReport& r, const LoadStats* stats,
     first = false;
   }
   char nums[160];
-  std::snprintf(nums, sizeof nums, "},\"bytes\":%llu,\"seconds\":%.6f,\"gbps\":%.3f,\"error\":",
+  std::snprintf(nums, sizeof nums, "},\"bytes\":%llu,\"seconds\":%.6f,\"gbps\":%.3f,\"io\":",
                 static_cast<unsigned long long>(stats ? stats->delivered_bytes : 0),
                 stats ? stats->seconds : 0.0, stats ? stats->gbps() : 0.0);
   o += nums;
+  o += stats ? JsonQuoted(IoModeName(stats->io)) : std::string("null");
+  o += ",\"threads\":" + std::to_string(stats ? stats->threads : 0) + ",\"verified\":";
+  o += stats && verify ? std::to_string(stats->verified) : std::string("null");
+  o += ",\"error\":";
   if (error.ok()) {
     o += "null";
   } else {
@@ -278,8 +294,40 @@ std::string ReportJson(const MatchReport& r, const LoadStats* stats,
   return o + "}\n";
 }
 
+// LoadNotes: the warnings for arguments that did nothing: an --alias whose target is
+// not among `targets` (ignored, as Match ignores it) or that found no stored tensor (its
+// target stays missing), and --device-map rules that place none of the matched targets.
+std::vector<std::string> LoadNotes(const LoadArgs& a, std::span<const Target> targets,
+                                   const MatchReport& report) {
+  std::vector<std::string> notes;
+  std::set<std::string_view> target_names, missing(report.missing.begin(), report.missing.end());
+  for (const Target& t : targets) target_names.insert(t.name);
+  for (const auto& [target, stored] : a.options.match.aliases) {
+    std::string alias = QuoteForMessage(target + "=" + stored, '\'');
+    if (!target_names.contains(target)) {
+      notes.push_back("--alias " + alias + ": no target is called " +
+                      QuoteForMessage(target, '\'') +
+                      (a.expect.empty() ? " (without --expect the targets are the "
+                                          "checkpoint's own tensors); ignored"
+                                        : "; ignored"));
+    } else if (missing.contains(target)) {
+      notes.push_back("--alias " + alias + ": the checkpoint has no tensor " +
+                      QuoteForMessage(stored, '\'') + " (after renames), so " +
+                      QuoteForMessage(target, '\'') + " stays missing");
+    }
+  }
+  std::vector<std::string> matched;
+  matched.reserve(report.matched.size());
+  for (const MatchedPair& m : report.matched) matched.push_back(m.target_name);
+  for (const std::string& rule : a.options.devices.UnusedRules(matched)) {
+    notes.push_back("--device-map rule " + QuoteForMessage(rule, '\'') +
+                    " places no tensor (no matched name reaches it)");
+  }
+  return notes;
+}
+
 int Fail(const LoadArgs& a, const MatchReport& report, const Status& s) {
-  if (a.json) std::cout << ReportJson(report, nullptr, {}, s);
+  if (a.json) std::cout << ReportJson(report, nullptr, {}, a.options.verify, s);
   PrintError("load", s);
   return 1;
 }
@@ -287,14 +335,23 @@ int Fail(const LoadArgs& a, const MatchReport& report, const Status& s) {
 // PrintLoaded: the report of a load that succeeded, as text or (--json) JSON.
 void PrintLoaded(const LoadArgs& a, const MatchReport& report, const LoadStats& stats,
                  size_t tensors, const std::map<Device, Placed>& placement) {
+  if (a.options.verify && stats.verified == 0 && tensors > 0) {
+    PrintWarnings("load", {"--verify: the checkpoint records no XXH3 hash for the tensors "
+                           "loaded, so none was checked (reshard writes them)"});
+  }
   if (a.json) {
-    std::cout << ReportJson(report, &stats, placement, OkStatus());
+    std::cout << ReportJson(report, &stats, placement, a.options.verify, OkStatus());
     return;
   }
   std::cout << report.ToString();
-  std::printf("loaded %zu tensors, %.3f GB in %.3f s: %.2f GB/s (io %s, %d threads)\n",
-              tensors, stats.delivered_bytes / 1e9, stats.seconds, stats.gbps(),
-              std::string(IoModeName(stats.io)).c_str(), stats.threads);
+  std::printf("loaded %s, %.3f GB in %.3f s: %.2f GB/s (io %s, %s)\n",
+              Counted(tensors, "tensor").c_str(), stats.delivered_bytes / 1e9, stats.seconds,
+              stats.gbps(), std::string(IoModeName(stats.io)).c_str(),
+              Counted(stats.threads, "thread").c_str());
+  if (a.options.verify) {
+    std::printf("verified: %zu of %zu tensors against their recorded XXH3\n", stats.verified,
+                tensors);
+  }
   std::string where = "placed:";
   for (const auto& [device, placed] : placement) {
     where += " " + device.ToString() + " " + std::to_string(placed.tensors) + " tensors " +
@@ -341,9 +398,10 @@ int RunLoad(const Args& args) {
   std::span<const Target> match_targets = targets;
   Result<MatchReport> report = Match(ckpt->tensors(), ckpt->metadata(), match_targets, a.options.match);
   if (!report.ok()) return Fail(a, empty, report.status());
+  PrintWarnings("load", LoadNotes(a, targets, *report));
   if (!report->status.ok()) {
     if (a.json) {
-      std::cout << ReportJson(*report, nullptr, {}, report->status);
+      std::cout << ReportJson(*report, nullptr, {}, a.options.verify, report->status);
     } else {
       std::cout << report->ToString();
     }

@@ -48,6 +48,11 @@ Status FlagReader::NoValue() const {
                               "')");
 }
 
+Status FlagReader::Unexpected() const {
+  return InvalidArgumentError((positional_ ? "unexpected argument '" : "unknown option '") +
+                              name_ + "'");
+}
+
 Result<int64_t> FlagReader::IntValue(int64_t lo, int64_t hi) {
   SL_ASSIGN_OR_RETURN(std::string v, Value());
   int64_t n = 0;
@@ -153,6 +158,10 @@ void PrintWarnings(std::string_view cmd, const std::vector<std::string>& warning
   for (const std::string& w : warnings) {
     std::cerr << "shardload " << cmd << ": warning: " << OneLineMessage(w) << "\n";
   }
+}
+
+std::string Counted(uint64_t n, std::string_view noun) {
+  return std::to_string(n) + " " + std::string(noun) + (n == 1 ? "" : "s");
 }
 
 std::string OneLineText(std::string_view s) {

@@ -46,6 +46,10 @@ class FlagReader {
   // which would otherwise count as --cold) is invalid_argument "--cold takes no value
   // (got '--cold=no')".
   Status NoValue() const;
+  // Unexpected: the usage error for an argument the command does not take:
+  // invalid_argument "unknown option '--x'" for a flag (the name, without an inline
+  // value), "unexpected argument 'x'" for a positional.
+  Status Unexpected() const;
 
  private:
   const Args& args_;
@@ -100,6 +104,9 @@ void PrintWarnings(std::string_view cmd, const std::vector<std::string>& warning
 // escaped ("\n" as the two characters \n, others as \xHH), so that it stays the one
 // line the CLI promises even when a file name holds a newline.
 std::string OneLineMessage(std::string_view message);
+
+// Counted: "1 file", "3 files": `n` and `noun`, with an "s" unless n is 1.
+std::string Counted(uint64_t n, std::string_view noun);
 
 // OneLineText: `s` as it is, or JSON-quoted (JsonQuoted) when it holds a control
 // character or DEL, so that a name or metadata value printed in text output is always

@@ -176,7 +176,8 @@ int RunReshard(const Args& args) {
                           ::stat(ckpt->folder().c_str(), &src_st) == 0 &&
                           out_st.st_dev == src_st.st_dev && out_st.st_ino == src_st.st_ino;
   if (same_inode || (!out_ec && !out_real.empty() && out_real == RealPath(ckpt->folder()))) {
-    return Fail(out + ": is the checkpoint's own folder; write the new shards elsewhere");
+    // A usage error (the help says OUT must not be PATH's folder), found once PATH is open.
+    return Usage(out + ": is the checkpoint's own folder; write the new shards elsewhere");
   }
 
   // One open file per source shard; generators read through them.

@@ -23,7 +23,15 @@ namespace shardload::cli {
 namespace {
 
 constexpr char kVerifyUsage[] =
-    "usage: shardload verify PATH [--io auto|pread|mmap|direct|uring] [--threads N] [--json]\n";
+    "usage: shardload verify PATH [--io auto|pread|mmap|direct|uring] [--threads N] [--json]\n"
+    "  reads every byte of every shard: checks that the files hold what their headers\n"
+    "  and index say, and each tensor against its recorded XXH3 hash where the\n"
+    "  checkpoint records one (reshard writes them); exit 1 on the first problem found\n"
+    "  (every hash mismatch is listed)\n"
+    "  --io MODE     how files are read (default auto)\n"
+    "  --threads N   reader threads, 0..256 (default 0: hardware threads)\n"
+    "  --json        one JSON object on stdout: {\"ok\",\"files\",\"bytes\",\"seconds\",\n"
+    "                \"gbps\",\"recorded\"}, or {\"ok\":false,\"error\"[,\"mismatched\"]}\n";
 
 void PrintJsonError(const Status& s, const std::vector<HashMismatch>* mismatches) {
   std::cout << "{\"ok\":false,\"error\":" << StatusJson(s);
@@ -64,7 +72,7 @@ int RunVerify(const Args& args) {
       Result<IoMode> m = v.ok() ? ParseIoMode(*v) : Result<IoMode>(v.status());
       if (m.ok()) options.io = *m; else usage = m.status();
     } else {
-      usage = InvalidArgumentError("unexpected argument '" + f.arg() + "'");
+      usage = f.Unexpected();
     }
   }
   if (usage.ok() && path.empty()) usage = InvalidArgumentError("missing PATH");
@@ -108,8 +116,9 @@ int RunVerify(const Args& args) {
                 r->files, static_cast<unsigned long long>(r->bytes), r->seconds, gbps,
                 r->recorded);
   } else {
-    std::printf("OK: %zu files, %llu bytes read in %.3f s (%.2f GB/s)\n", r->files,
-                static_cast<unsigned long long>(r->bytes), r->seconds, gbps);
+    std::printf("OK: %s, %llu bytes read in %.3f s (%.2f GB/s)\n",
+                Counted(r->files, "file").c_str(), static_cast<unsigned long long>(r->bytes),
+                r->seconds, gbps);
     if (r->recorded == 0) {
       std::printf("no XXH3 records: checked consistency only\n");
     } else {

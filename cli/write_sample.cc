@@ -40,7 +40,9 @@ constexpr char kHelp[] =
     "                      at most 10000 shards)\n"
     "  --layout L          llama (dense), moe (~19k small expert tensors at a few GiB),\n"
     "                      tiny (a few KB, for tests); default llama\n"
-    "  --dtype D           element type, e.g. bf16, f16, f32, f8_e4m3 (default bf16)\n"
+    "  --dtype D           element type: a safetensors name (bf16, f16, f32, f8_e4m3, i64,\n"
+    "                      bool, ...) or a torch one (bfloat16, float16, half, float32,\n"
+    "                      float8_e4m3fn, int64, ...; torch. optional); default bf16\n"
     "  --seed N            generator seed (default 0)\n"
     "  --align-data N      pad each header so the data section starts at a multiple of N\n"
     "                      bytes (a power of two, 8..65536; default 8, as safetensors)\n"
@@ -76,6 +78,43 @@ bool ParseUint(const std::string& s, uint64_t* out) {
 std::string Upper(std::string s) {
   for (char& c : s) c = static_cast<char>(c >= 'a' && c <= 'z' ? c - 32 : c);
   return s;
+}
+
+// ParseSampleDtype: a --dtype value: a safetensors dtype name in any case ("bf16",
+// "F8_E4M3") or a torch dtype name, with or without "torch." ("bfloat16", "half",
+// "torch.float8_e4m3fn"). Errors: invalid_argument "unknown dtype 'x': expected one of
+// bool, f4, ... (safetensors names, any case) or a torch name such as bfloat16".
+Result<Dtype> ParseSampleDtype(std::string_view value) {
+  static constexpr std::pair<std::string_view, Dtype> kTorchNames[] = {
+      {"bool", Dtype::kBOOL},          {"uint8", Dtype::kU8},
+      {"int8", Dtype::kI8},            {"int16", Dtype::kI16},
+      {"short", Dtype::kI16},          {"uint16", Dtype::kU16},
+      {"float16", Dtype::kF16},        {"half", Dtype::kF16},
+      {"bfloat16", Dtype::kBF16},      {"int32", Dtype::kI32},
+      {"int", Dtype::kI32},            {"uint32", Dtype::kU32},
+      {"float32", Dtype::kF32},        {"float", Dtype::kF32},
+      {"complex64", Dtype::kC64},      {"cfloat", Dtype::kC64},
+      {"float64", Dtype::kF64},        {"double", Dtype::kF64},
+      {"int64", Dtype::kI64},          {"long", Dtype::kI64},
+      {"uint64", Dtype::kU64},         {"float8_e5m2", Dtype::kF8_E5M2},
+      {"float8_e4m3fn", Dtype::kF8_E4M3}, {"float8_e8m0fnu", Dtype::kF8_E8M0},
+      {"float8_e4m3fnuz", Dtype::kF8_E4M3FNUZ}, {"float8_e5m2fnuz", Dtype::kF8_E5M2FNUZ},
+  };
+  std::string_view name = value;
+  if (name.starts_with("torch.")) name.remove_prefix(6);
+  for (const auto& [torch_name, dtype] : kTorchNames) {
+    if (name == torch_name) return dtype;
+  }
+  if (Result<Dtype> d = DtypeFromName(Upper(std::string(value))); d.ok()) return d;
+  std::string names;
+  for (int i = 0; i < kDtypeCount; ++i) {
+    std::string lower(DtypeName(static_cast<Dtype>(i)));
+    for (char& c : lower) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    names += (i ? ", " : "") + lower;
+  }
+  return InvalidArgumentError("unknown dtype '" + std::string(value) + "': expected one of " +
+                              names + " (safetensors names, any case) or a torch name such "
+                              "as bfloat16");
 }
 
 std::string HumanBytes(uint64_t n) {
@@ -157,8 +196,8 @@ int RunWriteSample(const Args& args) {
         sample.layout = *layout;
         layout_name = value;
       } else if (key == "--dtype") {
-        Result<Dtype> dtype = DtypeFromName(Upper(value));
-        if (!dtype.ok()) return Usage("unknown dtype '" + value + "'");
+        Result<Dtype> dtype = ParseSampleDtype(value);
+        if (!dtype.ok()) return Usage(dtype.status().message());
         sample.dtype = *dtype;
       } else if (key == "--align-data") {
         Result<uint64_t> alignment = ParseDataAlignment(value);

@@ -257,6 +257,24 @@ TEST(InspectHuman, HumanUnits) {
       << r.out;
 }
 
+// A single file is named itself, whether given as the file or as its folder; a sharded
+// checkpoint by its folder.
+TEST(InspectHuman, NamesTheSingleFileItself) {
+  std::string dir = MakeTestDir("named");
+  ASSERT_TRUE(WriteFile(dir + "/m.safetensors", SafetensorsBytes({{"w", "U8", {3}, ""}})));
+  for (const std::string& path : {dir + "/m.safetensors", dir}) {
+    RunResult r = RunInspect(path);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out.substr(0, r.out.find('\n')),
+              "checkpoint: " + dir + "/m.safetensors (single file)") << path;
+  }
+  RunResult w = RunShardload("write-sample '" + dir + "/sharded' --layout tiny --shards 2 --no-sync");
+  ASSERT_EQ(w.exit_code, 0) << w.err;
+  RunResult r = RunInspect(dir + "/sharded");
+  EXPECT_EQ(r.out.substr(0, r.out.find('\n')),
+            "checkpoint: " + dir + "/sharded (index model.safetensors.index.json, 2 shards)");
+}
+
 // A folder whose name holds a newline stays on the summary's one line (JSON-quoted, as
 // names are), and so do the write commands' reports of it.
 TEST(InspectHuman, FolderNameWithANewlineStaysOnOneLine) {
@@ -267,7 +285,7 @@ TEST(InspectHuman, FolderNameWithANewlineStaysOnOneLine) {
   RunResult r = RunInspect("'" + dir + "'");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out.substr(0, r.out.find('\n')),
-            "checkpoint: \"" + quoted + "\" (single file)");
+            "checkpoint: \"" + quoted + "/m.safetensors\" (single file)");
   RunResult w = RunShardload("write-sample '" + dir + "/out' --layout tiny --no-sync");
   EXPECT_EQ(w.exit_code, 0) << w.err;
   EXPECT_TRUE(w.out.starts_with("wrote \"" + quoted + "/out\": layout tiny")) << w.out;

@@ -91,7 +91,7 @@ TEST(VerifyCliTest, CleanFileMatchesEveryRecord) {
   Model m;
   RunResult r = RunCli("verify " + m.dir);
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(r.out.rfind("OK: 1 files, ", 0), 0u) << r.out;
+  EXPECT_EQ(r.out.rfind("OK: 1 file, ", 0), 0u) << r.out;
   EXPECT_EQ(SecondLine(r.out), "XXH3: all 3 recorded tensors match\n");
   EXPECT_EQ(r.err, "");
 }

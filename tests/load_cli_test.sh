@@ -12,7 +12,7 @@ cli_check_tiny_checkpoint "$tmp/m"
 
 out="$("$bin" load "$tmp/m" --json 2>"$tmp/err")"; rc=$?
 check "load exits 0" test $rc -eq 0
-check "load --json: 21 matched, nothing else, all on cpu" grep -q '^{"matched":21,"missing":\[\],"unexpected":\[\],"mismatched":\[\],"renamed":\[\],"auto_prefix":"","devices":{"cpu":{"tensors":21,"bytes":12448}},"bytes":12448,"seconds":[0-9.]*,"gbps":[0-9.]*,"error":null}$' <<<"$out"
+check "load --json: 21 matched, nothing else, all on cpu" grep -q '^{"matched":21,"missing":\[\],"unexpected":\[\],"mismatched":\[\],"renamed":\[\],"auto_prefix":"","devices":{"cpu":{"tensors":21,"bytes":12448}},"bytes":12448,"seconds":[0-9.]*,"gbps":[0-9.]*,"io":"pread","threads":[0-9]*,"verified":null,"error":null}$' <<<"$out"
 check "quiet stderr when not a terminal" test ! -s "$tmp/err"
 
 for io in pread mmap direct uring auto; do
@@ -205,10 +205,59 @@ err="$("$bin" load "$tmp/none" --alias T=A --alias T=B 2>&1 >/dev/null)"; rc=$?
 check "--alias T=A --alias T=B exits 2" test $rc -eq 2
 check "--alias given twice: named" test "$(head -n 1 <<<"$err")" = "shardload load: alias for 'T' is given twice"
 
+# --strict and --non-strict together are bad usage, in either order; one of them twice
+# is not.
+for order in "--strict --non-strict" "--non-strict --strict"; do
+  # shellcheck disable=SC2086
+  err="$("$bin" load "$tmp/m2" $order 2>&1 >/dev/null)"; rc=$?
+  check "load $order: exit 2" test $rc -eq 2
+  check "load $order: named" test "$(head -n 1 <<<"$err")" = \
+    "shardload load: --strict and --non-strict are exclusive"
+done
+check "load --strict --strict loads" "$bin" load "$tmp/m2" --strict --strict
+
+# --verify says what it checked: nothing on write-sample's files (no records: a warning
+# and "verified": 0), every tensor once reshard has recorded their XXH3.
+out="$("$bin" load "$tmp/m2" --verify 2>"$tmp/err")"; rc=$?
+check "load --verify without records exits 0" test $rc -eq 0
+check "load --verify without records: 0 of 21" grep -qx 'verified: 0 of 21 tensors against their recorded XXH3' <<<"$out"
+check "load --verify without records: a warning" test "$(cat "$tmp/err")" = \
+  "shardload load: warning: --verify: the checkpoint records no XXH3 hash for the tensors loaded, so none was checked (reshard writes them)"
+out="$("$bin" load "$tmp/m2" --verify --json 2>/dev/null)"
+check "load --verify --json without records: verified 0" grep -q '"threads":[0-9]*,"verified":0,"error":null}$' <<<"$out"
+"$bin" reshard "$tmp/m2" "$tmp/hashed" --shards 2 --no-sync >/dev/null
+out="$("$bin" load "$tmp/hashed" --verify 2>"$tmp/err")"; rc=$?
+check "load --verify with records exits 0" test $rc -eq 0
+check "load --verify with records: 21 of 21" grep -qx 'verified: 21 of 21 tensors against their recorded XXH3' <<<"$out"
+check "load --verify with records: no warning" test ! -s "$tmp/err"
+out="$("$bin" load "$tmp/hashed" --verify --json 2>/dev/null)"
+check "load --verify --json with records: verified 21" grep -q '"verified":21,"error":null}$' <<<"$out"
+
+# Arguments that would do nothing are named: an --alias for a name that is not a
+# target, an --alias whose stored tensor does not exist, a --device-map rule no tensor
+# reaches (a typo, or a GPU that is never checked).
+err="$("$bin" load "$tmp/m2" --alias foo.weight=model.embed_tokens.weight 2>&1 >/dev/null)"; rc=$?
+check "--alias for no target: exit 0" test $rc -eq 0
+check "--alias for no target: warned" test "$err" = \
+  "shardload load: warning: --alias 'foo.weight=model.embed_tokens.weight': no target is called 'foo.weight' (without --expect the targets are the checkpoint's own tensors); ignored"
+"$bin" inspect "$tmp/m2" --json | python3 -c '
+import json, sys
+t = json.load(sys.stdin)["tensors"]
+t.append({"name": "tied.weight", "dtype": t[0]["dtype"], "shape": t[0]["shape"]})
+json.dump(t, open(sys.argv[1], "w"))' "$tmp/alias_spec.json"
+err="$("$bin" load "$tmp/m2" --expect "$tmp/alias_spec.json" --alias tied.weight=nonexist 2>&1 >/dev/null)"; rc=$?
+check "--alias to no stored tensor: exit 1 (missing)" test $rc -eq 1
+check "--alias to no stored tensor: warned first" test "$(head -n 1 <<<"$err")" = \
+  "shardload load: warning: --alias 'tied.weight=nonexist': the checkpoint has no tensor 'nonexist' (after renames), so 'tied.weight' stays missing"
+err="$("$bin" load "$tmp/m2" --device-map 'nomatch*=cuda:7,model.norm.*=cpu,lm_head.weight=cpu,cpu' 2>&1 >/dev/null)"; rc=$?
+check "--device-map with an unused rule: exit 0" test $rc -eq 0
+check "--device-map with an unused rule: that rule named" test "$err" = \
+  "shardload load: warning: --device-map rule 'nomatch*=cuda:7' places no tensor (no matched name reaches it)"
+
 # verify --json: a usage error is verify's own error object ("ok":false).
 out="$("$bin" verify "$tmp/m3" --bogus --json 2>/dev/null)"; rc=$?
 check "verify --json usage error: exit 2 and ok:false" test $rc -eq 2 -a "$out" = \
-  '{"ok":false,"error":{"code":"invalid_argument","message":"unexpected argument '"'--bogus'"'"}}'
+  '{"ok":false,"error":{"code":"invalid_argument","message":"unknown option '"'--bogus'"'"}}'
 
 # More shards than the soft open-file limit: the command raises it to the hard limit
 # (a load keeps every shard open). Only where the hard limit leaves room.

@@ -73,7 +73,16 @@ expect_error 2 "target size 0 bytes is too small for layout llama (minimum 65536
 expect_error 2 "target size 10 bytes is too small for layout moe (minimum 65536) (see --help)" "$tmp/x" --size 10 --layout moe
 expect_error 2 "target size 18446744073709551615 bytes is larger than the 1 PiB this generator supports (see --help)" "$tmp/x" --size 18446744073709551615
 expect_error 2 "invalid byte size '5Gb': a lowercase 'b' means bits; use 'B' for bytes (see --help)" "$tmp/x" --size 5Gb
-expect_error 2 "unknown dtype 'f5' (see --help)" "$tmp/x" --dtype f5
+expect_error 2 "unknown dtype 'f5': expected one of bool, f4, f6_e2m3, f6_e3m2, u8, i8, f8_e5m2, f8_e4m3, f8_e8m0, f8_e4m3fnuz, f8_e5m2fnuz, i16, u16, f16, bf16, i32, u32, f32, c64, f64, i64, u64 (safetensors names, any case) or a torch name such as bfloat16 (see --help)" "$tmp/x" --dtype f5
+expect_error 2 "unknown dtype 'torch.f16': expected one of bool, f4, f6_e2m3, f6_e3m2, u8, i8, f8_e5m2, f8_e4m3, f8_e8m0, f8_e4m3fnuz, f8_e5m2fnuz, i16, u16, f16, bf16, i32, u32, f32, c64, f64, i64, u64 (safetensors names, any case) or a torch name such as bfloat16 (see --help)" "$tmp/x" --dtype torch.f16
+# torch's dtype names (with or without "torch.") and safetensors' in any case.
+for pair in bfloat16:BF16 torch.float16:F16 half:F16 float8_e4m3fn:F8_E4M3 torch.int64:I64 \
+            F8_E5M2:F8_E5M2 bool:BOOL; do
+  "$bin" write-sample "$tmp/dt" --layout tiny --dtype "${pair%%:*}" --no-sync >/dev/null 2>&1
+  got="$("$bin" inspect "$tmp/dt" --json | python3 -c 'import json, sys
+print(sorted({t["dtype"] for t in json.load(sys.stdin)["tensors"]}))')"
+  check "--dtype ${pair%%:*} writes ${pair#*:}" test "$got" = "['${pair#*:}']"
+done
 expect_error 2 "invalid --align-data '4': expected a power of two from 8 to 65536 (see --help)" "$tmp/x" --align-data 4
 expect_error 2 "unknown layout 'gpt' (use llama, moe or tiny) (see --help)" "$tmp/x" --layout gpt
 expect_error 2 "num_shards 50 exceeds the number of tensors (21) (see --help)" "$tmp/x" --layout tiny --shards 50
