@@ -654,7 +654,8 @@ Result<std::unique_ptr<StagedFile>> StageFile(const std::string& path,
                                               const WriteOptions& options,
                                               const std::string& like = "") {
   SL_RETURN_IF_ERROR(ValidateWriteOptions(options, path));
-  if (path.empty() || path.back() == '/') {
+  if (path.empty()) return InvalidArgumentError("invalid output path '': empty");
+  if (path.back() == '/') {
     return InvalidArgumentError("invalid output path '" + path + "': names a directory");
   }
   SL_ASSIGN_OR_RETURN(FileLayout layout,

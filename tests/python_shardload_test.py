@@ -287,13 +287,63 @@ class PythonTest(unittest.TestCase):
         with self.assertRaises(ValueError):  # refused as save_file refuses it
             shardload.save({"t": torch.zeros(4, 4).t()})
 
+    def test_error_pickles(self):
+        # A multiprocessing worker's error crosses to the parent by pickle: every
+        # ShardloadError must come back whole (code, message, type), and copy too.
+        import copy
+        import pickle
+        bad = self.path("bad.safetensors")
+        with open(bad, "wb") as f:
+            f.write(b"\x05\0\0\0\0\0\0\0{abc}")
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shardload.load_file(bad)
+        for err in (cm.exception, shardload.ShardloadError("data_loss", "m"),
+                    _lib.ShardloadFileNotFoundError(self.path("none"))):
+            for back in (pickle.loads(pickle.dumps(err)), copy.copy(err)):
+                self.assertIs(type(back), type(err))
+                self.assertEqual((back.code, back.message, str(back)),
+                                 (err.code, err.message, str(err)))
+
+    def test_safe_open_whatever_the_default_device(self):
+        # safe_open reads into a host buffer of its own: torch's default device (meta
+        # here, cuda on a serving host) must not decide where that buffer lives.
+        if not hasattr(torch, "set_default_device"):
+            self.skipTest("torch %s has no default device" % torch.__version__)
+        t = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+        shardload.save_file({"w": t}, self.path("d.safetensors"))
+        torch.set_default_device("meta")
+        try:
+            with shardload.safe_open(self.path("d.safetensors"), "pt") as f:
+                whole, row, part = f.get_tensor("w"), f.get_slice("w")[1], f.get_slice("w")[:, 1:]
+        finally:
+            torch.set_default_device(None)
+        for got, want in ((whole, t), (row, t[1]), (part, t[:, 1:])):
+            self.assertEqual(got.device.type, "cpu")
+            self.assertTrue(torch.equal(got, want))
+
     def test_errors(self):
         shardload.save_file({"w": torch.ones(3)}, self.path("w.safetensors"))
         with self.assertRaises(shardload.ShardloadError) as cm:
             shardload.load_file(self.path("w.safetensors"), device="gpu")
         self.assertEqual(cm.exception.code, "invalid_argument")
-        self.assertEqual(str(cm.exception), "invalid device-map entry 'gpu': invalid device "
-                         "'gpu': expected cpu, cuda or cuda:N")
+        self.assertEqual(str(cm.exception), "invalid device 'gpu': expected cpu, cuda or cuda:N "
+                         "(shardload loads into host memory and onto CUDA GPUs; for another "
+                         "torch device, load onto cpu and move the tensors with .to())")
+        # A torch device the loader does not drive: the same words, from every entry point.
+        for call in (lambda: shardload.load_file(self.path("w.safetensors"), device="mps"),
+                     lambda: shardload.safe_open(self.path("w.safetensors"), "pt", device="xpu:0"),
+                     lambda: shardload.load_model(torch.nn.Linear(1, 1), self.path("w.safetensors"),
+                                                  device=torch.device("meta"))):
+            with self.assertRaises(shardload.ShardloadError) as cm:
+                call()
+            self.assertEqual(cm.exception.code, "invalid_argument")
+            self.assertRegex(str(cm.exception), r"^invalid device '(mps|xpu:0|meta)': expected cpu, "
+                             r"cuda or cuda:N \(shardload loads")
+        # A device map keeps the map's own error, naming the entry.
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shardload.load_file(self.path("w.safetensors"), device="w=mps,cpu")
+        self.assertEqual(str(cm.exception), "invalid device-map entry 'w=mps': invalid device "
+                         "'mps': expected cpu, cuda or cuda:N")
         with self.assertRaises(ValueError) as cm:  # safetensors' type and words
             shardload.save_file({"w": [1, 2]}, self.path("x.safetensors"))
         self.assertEqual(str(cm.exception), "Key `w` is invalid, expected torch.Tensor but "

@@ -321,6 +321,13 @@ TEST(WriterTest, ReplacesAtomicallyAndFailuresLeaveOldFileUntouched) {
   EXPECT_EQ(invalid.code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(ReadAll(path), old_bytes);
   EXPECT_EQ(ListDir(dir), std::vector<std::string>{"model.safetensors"});
+  // Paths that name no file: each refused with its own reason, nothing written.
+  const V one{TensorToWrite::FromBytes("w", Dtype::kU8, {4096}, Bytes(v2))};
+  EXPECT_EQ(WriteFile("", one, std::nullopt),
+            InvalidArgumentError("invalid output path '': empty"));
+  EXPECT_EQ(WriteFile(dir + "/", one, std::nullopt),
+            InvalidArgumentError("invalid output path '" + dir + "/': names a directory"));
+  EXPECT_EQ(ListDir(dir), std::vector<std::string>{"model.safetensors"});
 
   // Successful rewrite: new inode, new bytes; the old mapping still reads the old bytes.
   ASSERT_TRUE(WriteFile(path, V{TensorToWrite::FromBytes("w", Dtype::kU8, {4096}, Bytes(v2))},

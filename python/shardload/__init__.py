@@ -31,6 +31,7 @@ The native library is found as described in ``shardload._lib``
 """
 import ctypes
 import os
+import re
 
 import warnings
 
@@ -525,7 +526,17 @@ def _device_string(device):
             return text
         if torch.cuda.is_available():
             return "cuda:%d" % torch.cuda.current_device()
+    if "=" not in text and "," not in text and not _PLAIN_DEVICE.fullmatch(text):
+        # One device, not a map: say so, and what to do for torch's other devices.
+        raise ShardloadError(
+            "invalid_argument", "invalid device %s: expected cpu, cuda or cuda:N (shardload "
+            "loads into host memory and onto CUDA GPUs; for another torch device, load onto "
+            "cpu and move the tensors with .to())" % _quote_name(text))
     return text
+
+
+# _PLAIN_DEVICE: the one-device strings the library takes (loader/device.h ParseDevice).
+_PLAIN_DEVICE = re.compile(r"cpu|cuda|(cpu|cuda):(0|[1-9][0-9]{0,9})")
 
 
 # ----------------------------------------------------------------------------- safe_open
@@ -612,7 +623,7 @@ class _Slice:
             except Exception:
                 on_cpu = True
         if on_cpu:
-            torch.zeros((), dtype=torch.uint8).expand(shape)[key]
+            torch.zeros((), dtype=torch.uint8, device="cpu").expand(shape)[key]
         if as_tuple:
             key = tuple(key)
         elif not isinstance(key, tuple):
@@ -796,7 +807,7 @@ class safe_open(_lib.Closing):
             # Nothing to read or view (torch 1.13's reshape of an empty byte tensor fails
             # on dimensions near 2^62, "Expected !is_symbolic()"): make it.
             return torch.empty(out_shape, dtype=dtype, device=self._device)
-        buf = torch.empty(nbytes, dtype=torch.uint8)
+        buf = torch.empty(nbytes, dtype=torch.uint8, device="cpu")  # whatever the default
         _lib.check(_lib.lib().sl_checkpoint_read(ckpt.handle, ckpt.index[name],
                                                  lo * row_bytes, nbytes, buf.data_ptr()))
         t = buf.view(dtype).reshape(out_shape)

@@ -25,6 +25,9 @@ class ShardloadError(RuntimeError):
         self.code = code
         self.message = message
 
+    def __reduce__(self):  # pickle / copy (a multiprocessing worker's error): both args
+        return type(self), (self.code, self.message), self.__dict__
+
 
 class ShardloadFileNotFoundError(ShardloadError, FileNotFoundError):
     """A checkpoint path that does not exist: a FileNotFoundError as open(), torch.load
@@ -222,7 +225,7 @@ def check_library_version(found, path):
 def set_library_path(path):
     """Use the libshardload.so at ``path`` (before the first call into the library). A
     relative path is taken from the current folder now."""
-    global _explicit_path, _lib
+    global _explicit_path
     path = os.path.abspath(path)
     with _lock:
         if _lib is not None and _explicit_path != path:
