@@ -39,13 +39,14 @@ namespace {
 constexpr char kBenchUsage[] =
     "usage: shardload bench PATH [--device cpu|cuda:N] [--io auto|pread|mmap|direct|uring] [--cold]\n"
     "                      [--repeat N] [--threads N] [--slots N] [--slot-size SIZE]\n"
-    "                      [--placement aligned|file-phase]\n"
+    "                      [--placement aligned|file-phase] [--lenient-index]\n"
     "                      [--uring-depth N] [--uring-chunk SIZE] [--uring-direct] [--json]\n";
 
 struct BenchArgs {
   std::string path;
   Device device;
   LoadOptions options;
+  CatalogOptions catalog;  // --lenient-index: strict_index false
   bool cold = false;
   bool json = false;
   int repeat = 3;
@@ -70,6 +71,9 @@ Result<BenchArgs> ParseBenchArgs(const Args& args) {
     } else if (f.Is("--cold")) {
       SL_RETURN_IF_ERROR(f.NoValue());
       a.cold = true;
+    } else if (f.Is("--lenient-index")) {
+      SL_RETURN_IF_ERROR(f.NoValue());
+      a.catalog.strict_index = false;
     } else if (f.Is("--json")) {
       SL_RETURN_IF_ERROR(f.NoValue());
       a.json = true;
@@ -160,7 +164,7 @@ Result<std::vector<double>> Timed(const BenchArgs& a, const std::string& label, 
 }
 
 int Run(const BenchArgs& a) {
-  Result<Checkpoint> ckpt = Checkpoint::Open(a.path);
+  Result<Checkpoint> ckpt = OpenCheckpoint(a.path, a.catalog);
   if (!ckpt.ok()) return Failed(a.json, ckpt.status());
   PrintWarnings("bench", ckpt->warnings());
   std::vector<std::string> paths;

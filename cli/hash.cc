@@ -31,14 +31,16 @@ namespace shardload::cli {
 namespace {
 
 constexpr char kHashUsage[] =
-    "usage: shardload hash PATH [--json] [--no-check]\n"
+    "usage: shardload hash PATH [--json] [--no-check] [--lenient-index]\n"
     "\n"
     "Print the XXH3-64 of every tensor's bytes, sorted by name, and a digest of the\n"
     "whole checkpoint that does not depend on its sharding.\n"
     "  PATH        a .safetensors file, an index .json, or a checkpoint folder\n"
     "  --json      {\"tensors\":[{\"name\",\"dtype\",\"shape\",\"xxh3\"}],\"digest\",\"total_bytes\",\n"
     "              \"recorded\",\"matched\"}\n"
-    "  --no-check  do not fail when a hash recorded in the file differs or is malformed\n";
+    "  --no-check  do not fail when a hash recorded in the file differs or is malformed\n"
+    "  --lenient-index  also hash tensors a shard holds but the index does not list (a\n"
+    "              warning each; default: an error)\n";
 
 int Fail(const Status& status, bool json) {
   std::cerr << "shardload hash: " << OneLineMessage(status.message()) << "\n";
@@ -53,18 +55,21 @@ int Fail(const Status& status, bool json) {
 int RunHash(const Args& args) {
   bool json = false;
   bool check = true;
+  CatalogOptions catalog;  // --lenient-index: strict_index false
   std::string path;
   FlagReader f(args);
   while (f.Next()) {
     if (f.Is("--help") || f.Is("-h")) {
       std::cout << kHashUsage;
       return 0;
-    } else if (f.Is("--json") || f.Is("--no-check")) {
+    } else if (f.Is("--json") || f.Is("--no-check") || f.Is("--lenient-index")) {
       if (Status s = f.NoValue(); !s.ok()) return UsageError("hash", s, kHashUsage, args);
       if (f.Is("--json")) {
         json = true;
-      } else {
+      } else if (f.Is("--no-check")) {
         check = false;
+      } else {
+        catalog.strict_index = false;
       }
     } else if (!f.IsPositional() || f.arg() == "-") {
       return UsageError("hash", InvalidArgumentError("unknown option '" + f.arg() + "'"),
@@ -82,7 +87,7 @@ int RunHash(const Args& args) {
     return UsageError("hash", InvalidArgumentError("missing PATH"), kHashUsage, args);
   }
 
-  Result<Checkpoint> ckpt = Checkpoint::Open(path);
+  Result<Checkpoint> ckpt = OpenCheckpoint(path, catalog);
   if (!ckpt.ok()) return Fail(ckpt.status(), json);
   PrintWarnings("hash", ckpt->warnings());
   HashOptions options;

@@ -371,7 +371,7 @@ int RunInspect(const Args& args) {
   // (Process-wide malloc policy, set by the command, never by the library.)
   ::mallopt(M_TRIM_THRESHOLD, 1 << 30);
   ReserveHugePageHeap(kHugePageHeapBytes);
-  Result<Checkpoint> ckpt = Checkpoint::Open(path, catalog);
+  Result<Checkpoint> ckpt = OpenCheckpoint(path, catalog);
   if (!ckpt.ok()) return Fail(ckpt.status(), json, 1);
 
   int write_errno = 0;

@@ -378,7 +378,7 @@ int RunLoad(const Args& args) {
   for (const Device& d : a.options.devices.Devices()) {
     if (d.is_cuda()) a.options.backend = CliBackend();
   }
-  Result<Checkpoint> ckpt = Checkpoint::Open(a.path, a.catalog);
+  Result<Checkpoint> ckpt = OpenCheckpoint(a.path, a.catalog);
   if (!ckpt.ok()) return Fail(a, empty, ckpt.status());
   PrintWarnings("load", ckpt->warnings());
 

@@ -160,6 +160,16 @@ void PrintWarnings(std::string_view cmd, const std::vector<std::string>& warning
   }
 }
 
+Result<Checkpoint> OpenCheckpoint(const std::string& path, const CatalogOptions& catalog) {
+  Result<Checkpoint> ckpt = Checkpoint::Open(path, catalog);
+  if (ckpt.ok() || !catalog.strict_index || ckpt.status().code() != StatusCode::kInvalidArgument ||
+      ckpt.status().message().find(", which the index does not list") == std::string::npos) {
+    return ckpt;
+  }
+  return Status(StatusCode::kInvalidArgument,
+                ckpt.status().message() + " (--lenient-index loads it, with a warning)");
+}
+
 std::string Counted(uint64_t n, std::string_view noun) {
   return std::to_string(n) + " " + std::string(noun) + (n == 1 ? "" : "s");
 }

@@ -105,6 +105,11 @@ void PrintWarnings(std::string_view cmd, const std::vector<std::string>& warning
 // line the CLI promises even when a file name holds a newline.
 std::string OneLineMessage(std::string_view message);
 
+// OpenCheckpoint: Checkpoint::Open(path, catalog) for a command that takes
+// --lenient-index: an index that leaves a shard's tensor unlisted fails as there, with
+// " (--lenient-index loads it, with a warning)" after the message (strict_index only).
+Result<Checkpoint> OpenCheckpoint(const std::string& path, const CatalogOptions& catalog);
+
 // Counted: "1 file", "3 files": `n` and `noun`, with an "s" unless n is 1.
 std::string Counted(uint64_t n, std::string_view noun);
 

@@ -33,7 +33,7 @@ constexpr char kUsage[] =
     "  load PATH [options]              load a checkpoint; report matching and throughput\n"
     "  verify PATH [options]            read every byte; check consistency and recorded hashes\n"
     "  bench PATH [options]             load throughput against same-run ceilings\n"
-    "  hash PATH [--json] [--no-check]  per-tensor XXH3 hashes and a layout-free digest\n"
+    "  hash PATH [options]              per-tensor XXH3 hashes and a layout-free digest\n"
     "  reshard PATH OUT (--max-shard-size S | --shards N) [options]\n"
     "                                   rewrite a checkpoint into new shards\n"
     "  write-sample DIR [--size S] [--shards N | --max-shard-size S] [options]\n"

@@ -162,7 +162,7 @@ int RunReshard(const Args& args) {
   }
   const std::string& out = positional[1];
 
-  Result<Checkpoint> ckpt = Checkpoint::Open(positional[0], catalog);
+  Result<Checkpoint> ckpt = OpenCheckpoint(positional[0], catalog);
   if (!ckpt.ok()) return Fail(ckpt.status().message());
   PrintWarnings("reshard", ckpt->warnings());
   // OUT as it will be once created: its existing part resolved, the rest (which

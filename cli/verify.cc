@@ -23,13 +23,16 @@ namespace shardload::cli {
 namespace {
 
 constexpr char kVerifyUsage[] =
-    "usage: shardload verify PATH [--io auto|pread|mmap|direct|uring] [--threads N] [--json]\n"
+    "usage: shardload verify PATH [--io auto|pread|mmap|direct|uring] [--threads N]\n"
+    "                       [--lenient-index] [--json]\n"
     "  reads every byte of every shard: checks that the files hold what their headers\n"
     "  and index say, and each tensor against its recorded XXH3 hash where the\n"
     "  checkpoint records one (reshard writes them); exit 1 on the first problem found\n"
     "  (every hash mismatch is listed)\n"
     "  --io MODE     how files are read (default auto)\n"
     "  --threads N   reader threads, 0..256 (default 0: hardware threads)\n"
+    "  --lenient-index  also read tensors a shard holds but the index does not list (a\n"
+    "                warning each; default: an error)\n"
     "  --json        one JSON object on stdout: {\"ok\",\"files\",\"bytes\",\"seconds\",\n"
     "                \"gbps\",\"recorded\"}, or {\"ok\":false,\"error\"[,\"mismatched\"]}\n";
 
@@ -52,6 +55,7 @@ void PrintJsonError(const Status& s, const std::vector<HashMismatch>* mismatches
 int RunVerify(const Args& args) {
   std::string path;
   bool json = false;
+  CatalogOptions catalog;  // --lenient-index: strict_index false
   LoadOptions options;
   FlagReader f(args);
   Status usage;
@@ -64,6 +68,9 @@ int RunVerify(const Args& args) {
     } else if (f.Is("--json")) {
       usage = f.NoValue();
       json = true;
+    } else if (f.Is("--lenient-index")) {
+      usage = f.NoValue();
+      catalog.strict_index = false;
     } else if (f.Is("--threads")) {
       Result<int64_t> n = f.IntValue(0, 256);
       if (n.ok()) options.threads = static_cast<int>(*n); else usage = n.status();
@@ -90,7 +97,7 @@ int RunVerify(const Args& args) {
   }
   if (!json) options.progress = MakeProgressBar();
   options.verify = true;  // hash every recorded tensor in the same pass, listing mismatches
-  Result<Checkpoint> ckpt = Checkpoint::Open(path);
+  Result<Checkpoint> ckpt = OpenCheckpoint(path, catalog);
   if (ckpt.ok()) {
     PrintWarnings("verify", ckpt->warnings());
   }

@@ -285,7 +285,8 @@ PY
 want="model.safetensors.index.json: shard '$shard' holds tensor 'model.norm.weight', which the index does not list"
 out="$("$bin" load "$tmp/unlisted" 2>&1)"; rc=$?
 check "an unlisted tensor: load exits 1" test $rc -eq 1
-check "... naming the tensor and its shard" grep -qF "shardload load: $want" <<<"$out"
+check "... naming the tensor and its shard, and the flag" \
+  grep -qxF "shardload load: $want (--lenient-index loads it, with a warning)" <<<"$out"
 out="$("$bin" load "$tmp/unlisted" --lenient-index --json 2>"$tmp/err")"; rc=$?
 check "--lenient-index: load exits 0 with all 21 tensors" bash -c "test $rc -eq 0 && grep -q '^{\"matched\":21,' <<<'$out'"
 check "... and a warning naming it" grep -qF "shardload load: warning: $want" "$tmp/err"
@@ -301,6 +302,20 @@ check "reshard --lenient-index exits 0" test $rc -eq 0
 check "reshard --lenient-index warns" grep -qF "warning: $want" "$tmp/err"
 out="$("$bin" load "$tmp/fixed" --json 2>/dev/null)"; rc=$?
 check "the resharded checkpoint loads strictly, all 21 tensors" bash -c "test $rc -eq 0 && grep -q '^{\"matched\":21,' <<<'$out'"
+# hash, verify and bench: refused the same way (naming the flag), taken with it.
+for cmd in hash verify "bench --repeat 1"; do
+  # shellcheck disable=SC2086
+  err="$("$bin" $cmd "$tmp/unlisted" 2>&1 >/dev/null)"; rc=$?
+  check "$cmd of it exits 1, naming the flag" test $rc -eq 1 -a \
+    "$(tail -n 1 <<<"$err")" = "shardload ${cmd%% *}: $want (--lenient-index loads it, with a warning)"
+  # shellcheck disable=SC2086
+  "$bin" $cmd "$tmp/unlisted" --lenient-index >"$tmp/out" 2>"$tmp/err"; rc=$?
+  check "$cmd --lenient-index exits 0" test $rc -eq 0
+  check "$cmd --lenient-index warns" grep -qxF "shardload ${cmd%% *}: warning: $want" "$tmp/err"
+done
+check "hash --lenient-index: the same digest as the resharded copy" test \
+  "$("$bin" hash "$tmp/unlisted" --lenient-index --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["digest"])')" = \
+  "$("$bin" hash "$tmp/fixed" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["digest"])')"
 
 # Usage errors under --json: the error object on stdout too, for every command.
 for cmd in "load $tmp/m --threads abc" "verify $tmp/m --bogus" "hash $tmp/m --bogus" "devices --bogus"; do

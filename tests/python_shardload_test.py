@@ -265,7 +265,7 @@ class PythonTest(unittest.TestCase):
             shardload.load(data[:-4])
         self.assertEqual((cm.exception.code, str(cm.exception)), (
             "data_loss", "<bytes>: data section ends at byte 76 but the file is truncated "
-            "at 72 bytes"))
+            "at 72 bytes; tensor 'w' at file bytes [64, 76) is the first cut off"))
 
     def test_save_bytes(self):
         tensors = {"w": torch.arange(6, dtype=torch.float16).reshape(2, 3),
@@ -637,7 +637,10 @@ class PythonTest(unittest.TestCase):
             shardload.load_model(dst, self.path("cpuN.safetensors"), device=device)
             self.assertTrue(torch.equal(dst.head.weight, src.head.weight))
         self.assertEqual(shardload._device_string("cpu:3"), "cpu")
-        self.assertEqual(shardload._device_string("cpu:03"), "cpu:03")  # refused later
+        with self.assertRaises(shardload.ShardloadError) as cm:  # torch's, not ours
+            shardload._device_string("cpu:03")
+        self.assertTrue(str(cm.exception).startswith("invalid device 'cpu:03': expected cpu, "
+                                                     "cuda or cuda:N"), str(cm.exception))
 
     def test_more_shards_than_the_soft_open_file_limit(self):
         # A load keeps every shard open: the package raises the soft RLIMIT_NOFILE (up to
