@@ -556,9 +556,14 @@ typedef struct sl_target {
  * report whenever matching ran, also when the load then failed (strict failures and
  * size mismatches come back as SL_INVALID_ARGUMENT with the report's message). On any
  * error nothing may be assumed written. Errors: invalid targets or options
- * (SL_INVALID_ARGUMENT), SL_INVALID_ARGUMENT "cuda:N: no such CUDA device (M devices:
- * <probe's reason>)" for a cuda target the machine lacks (sl_cuda_device_count() says
- * how many there are), read errors, SL_DATA_LOSS, SL_ABORTED (a rewrite of the
+ * (SL_INVALID_ARGUMENT), SL_INVALID_ARGUMENT "tensor 'x': cuda:N: no such CUDA device (M
+ * devices: <probe's reason>)" for a cuda target the machine lacks (sl_load_all says it
+ * without the "tensor 'x': ", as the device map decides it for every tensor;
+ * sl_cuda_device_count() says how many there are), read errors, SL_DATA_LOSS (a
+ * shard shortened while it is read: "<path>: file shrank to N bytes while reading
+ * (expected M) (bytes [a, b) of tensor 'x')", <path> the shard's path as opened, the
+ * checkpoint's folder included; a read span of several tensors says "(bytes [a, b):
+ * tensors 'x' to 'y' (N))"), SL_ABORTED (a rewrite of the
  * checkpoint raced the load: "<file>: file was replaced while loading (inode changed)",
  * "... since the checkpoint was opened and its header differs (open the checkpoint
  * again)"; open it again and retry), SL_CANCELLED. Targets whose
