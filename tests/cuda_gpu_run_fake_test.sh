@@ -21,6 +21,10 @@ for pair in "$@"; do
   # Symlinks keep each binary's $ORIGIN-relative libraries (Bazel's _solib) resolvable.
   ln -s "$(readlink -f "${pair#*=}")" "$work/carry/bin/${pair%%=*}" || exit 1
 done
+# SOURCES.sha256 as prepare writes it (here for the script alone, the one source the
+# runfiles surely hold): matching, so no stale warning.
+root="$(cd "$(dirname "$script")/.." && pwd)"
+(cd "$root" && sha256sum bench/gpu_run.sh) > "$work/carry/SOURCES.sha256"
 # The cold bench drops the page cache, which needs root; elsewhere it is left out.
 skip_cold=0
 [ "$(id -u)" -eq 0 ] || skip_cold=1
@@ -53,6 +57,22 @@ check "the MoE sample was written" grep -q "^sample: $work/sample-48MiB-moe-24Mi
 check "the machine line names the kernel" grep -q "^machine: nproc=[0-9]* kernel=$(uname -r) " "$summary"
 check "the ratios are printed after the cold step and at the end" \
   bash -c "grep -qx 'ratios so far:' '$summary' && grep -qx 'ratios at the end:' '$summary'"
+check "the carried sources match: no stale warning" bash -c "! grep -q '^WARNING' '$summary'"
+check "the disk line says where the samples go" grep -q "^disk: samples under $work (.*): .* free of " "$summary"
+check "the ratios are also printed right after the hot goal steps" grep -qx 'ratios after the hot goal steps:' "$summary"
+# Binaries built from other sources: said at the top, the run goes on.
+mkdir -p "$work/stale" && cp -r "$work/carry/." "$work/stale/"
+echo "0000000000000000000000000000000000000000000000000000000000000000  bench/gpu_run.sh" >"$work/stale/SOURCES.sha256"
+CARRY_DIR="$work/stale" SKIP_TESTS=1 SKIP_SAMPLE=1 SKIP_CUDA_BENCH=1 \
+  "$script" run "$work/out-stale" >"$work/stale.log" 2>&1
+check "stale binaries are named" grep -qx "WARNING: the carried binaries are stale: built from other versions of bench/gpu_run.sh (run prepare again)" "$work/out-stale/summary.txt"
+# Less than 60 s of the budget left: a bench is not started (it would be cut short and
+# read as a failure).
+CARRY_DIR="$work/carry" SKIP_TESTS=1 SAMPLE_DIR="$work/sample" SAMPLE_SIZE=48MiB SAMPLE_SHARDS=3 \
+  SKIP_MOE=1 SKIP_COLD=1 SKIP_IO_MODES=1 SKIP_CUDA_BENCH=1 RUN_BUDGET_S=50 \
+  "$script" run "$work/out-late" >"$work/late.log" 2>&1
+check "a run near its budget does not start a bench (exit 0)" test $? -eq 0
+check "... and says so" grep -q "^shardload bench --device cuda:0: skipped (less than 60 s of the RUN_BUDGET_S=50 left)$" "$work/out-late/summary.txt"
 # A fractional STEP_LIMIT_SCALE used to abort the whole run at its first step (bash
 # arithmetic) and still exit 0; it is refused before anything runs.
 CARRY_DIR="$work/carry" STEP_LIMIT_SCALE=0.5 "$script" run "$work/out-bad-scale" >"$work/bad_scale.log" 2>&1
