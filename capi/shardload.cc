@@ -32,6 +32,7 @@
 #include "format/writer.h"
 #include "loader/arena.h"
 #include "loader/checkpoint.h"
+#include "loader/checkpoint_hash.h"
 #include "loader/device.h"
 #include "loader/file.h"
 #include "loader/loader.h"
@@ -45,6 +46,7 @@ using shardload::Dtype;
 using shardload::LoadedCheckpoint;
 using shardload::LoadOptions;
 using shardload::MatchReport;
+using shardload::RecordedChecksums;
 using shardload::Result;
 using shardload::Status;
 using shardload::StatusCode;
@@ -760,6 +762,17 @@ sl_status sl_checkpoint_shard(const sl_checkpoint* checkpoint, size_t index, con
     const auto& shards = checkpoint->ckpt.shards();
     if (index >= shards.size()) return OutOfRange("shard index", index, shards.size(), "shards");
     *file = shards[index].file.c_str();
+    return SL_OK;
+  });
+}
+
+sl_status sl_checkpoint_recorded_hash_count(const sl_checkpoint* checkpoint, size_t* count) {
+  return Guard([&] {
+    if (checkpoint == nullptr) return Fail(NullArgument("checkpoint"));
+    if (count == nullptr) return Fail(NullArgument("count"));
+    Result<RecordedChecksums> sums = RecordedChecksums::FromCheckpoint(checkpoint->ckpt);
+    if (!sums.ok()) return Fail(sums.status());
+    *count = sums->size();
     return SL_OK;
   });
 }

@@ -120,7 +120,7 @@ const char* sl_last_error(void);
  * none). */
 sl_status sl_last_error_code(void);
 
-/* sl_version: the library version, "0.1.7" for this header. Static string. */
+/* sl_version: the library version, "0.1.8" for this header. Static string. */
 const char* sl_version(void);
 
 /* sl_cuda_device_count: how many CUDA devices the library can load onto: 0 without a
@@ -214,6 +214,16 @@ int sl_checkpoint_has_metadata(const sl_checkpoint* checkpoint);
 size_t sl_checkpoint_warning_count(const sl_checkpoint* checkpoint);
 sl_status sl_checkpoint_warning(const sl_checkpoint* checkpoint, size_t index,
                                 const char** message);
+
+/* sl_checkpoint_recorded_hash_count: in *count, how many stored tensors have an XXH3
+ * recorded for them (a shard's __metadata__ or the index's "metadata", as
+ * sl_options_set_verify checks them; a record naming a tensor that is not stored where
+ * it says does not count). 0 means a verifying load checks nothing. Parses the records
+ * each call. Errors: SL_INVALID_ARGUMENT for a NULL argument; SL_DATA_LOSS "<file>:
+ * __metadata__ key 'shardload.xxh3.w': 'xyz' is not a 16-digit hex XXH3 value"
+ * ("<index>: metadata key ..." for the index's) for a malformed record.
+ * Thread-safe. Added in 0.1.8. */
+sl_status sl_checkpoint_recorded_hash_count(const sl_checkpoint* checkpoint, size_t* count);
 
 /* sl_checkpoint_shard_count / sl_checkpoint_shard: the shard files (relative to the
  * checkpoint folder) in index order, or the single file. Errors: SL_OUT_OF_RANGE for

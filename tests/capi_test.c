@@ -120,7 +120,7 @@ static void WriteSingle(void) {
 /* ---------------------------------------------------------------- cases */
 
 static void TestVersionAndNames(void) {
-  CHECK(strcmp(sl_version(), "0.1.7") == 0);
+  CHECK(strcmp(sl_version(), "0.1.8") == 0);
   CHECK(strcmp(sl_status_name(SL_OK), "ok") == 0);
   CHECK(strcmp(sl_status_name(SL_DATA_LOSS), "data_loss") == 0);
   CHECK(strcmp(sl_status_name(SL_INVALID_ARGUMENT), "invalid_argument") == 0);
@@ -1779,6 +1779,31 @@ static void TestVerifySingleFile(void) {
   CHECK_OK(sl_checkpoint_open(file, &ck));
   if (ck == NULL) return;
   CHECK(sl_checkpoint_metadata_count(ck) == 3);
+  /* Both tensors have a record; a file saved without checksums has none. */
+  size_t recorded = 99;
+  CHECK_OK(sl_checkpoint_recorded_hash_count(ck, &recorded));
+  CHECK(recorded == 2);
+  CHECK_ERR(sl_checkpoint_recorded_hash_count(NULL, &recorded), SL_INVALID_ARGUMENT,
+            "checkpoint is NULL");
+  CHECK_ERR(sl_checkpoint_recorded_hash_count(ck, NULL), SL_INVALID_ARGUMENT, "count is NULL");
+  {
+    sl_checkpoint* plain = NULL;
+    CHECK_OK(sl_save_file_ex(Path("verify_plain.safetensors"), t, 2, NULL, NULL, 0, 0));
+    CHECK_OK(sl_checkpoint_open(Path("verify_plain.safetensors"), &plain));
+    recorded = 99;
+    CHECK_OK(sl_checkpoint_recorded_hash_count(plain, &recorded));
+    CHECK(recorded == 0);
+    sl_checkpoint_free(plain);
+    /* A malformed record: the verifying load's error. */
+    const char* bad_keys[1] = {"shardload.xxh3.a"};
+    const char* bad_values[1] = {"xyz"};
+    CHECK_OK(sl_save_file_ex(Path("verify_bad.safetensors"), t, 2, bad_keys, bad_values, 1, 0));
+    CHECK_OK(sl_checkpoint_open(Path("verify_bad.safetensors"), &plain));
+    CHECK_ERR(sl_checkpoint_recorded_hash_count(plain, &recorded), SL_DATA_LOSS,
+              "verify_bad.safetensors: __metadata__ key 'shardload.xxh3.a': 'xyz' is not a "
+              "16-digit hex XXH3 value");
+    sl_checkpoint_free(plain);
+  }
   CHECK(MetadataValue(ck, "format") != NULL && strcmp(MetadataValue(ck, "format"), "pt") == 0);
   CHECK(IsHex16(MetadataValue(ck, "shardload.xxh3.a")));
   char recorded_b[17] = {0};

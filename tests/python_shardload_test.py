@@ -1464,6 +1464,33 @@ class PythonTest(unittest.TestCase):
         with shardload.safe_open(path) as f:  # no verify: positional reads, no check
             self.assertTrue(torch.equal(f.get_tensor("w"), bad))
 
+    def test_verify_warns_when_nothing_is_recorded(self):
+        # verify=True on a checkpoint without XXH3 records (a Hugging Face download)
+        # checks nothing: each entry point says so once, and still loads.
+        import warnings as w
+        plain, summed = self.path("plain.safetensors"), self.path("summed.safetensors")
+        src = Tiny()
+        shardload.save_file(src.state_dict(), plain)
+        shardload.save_file(src.state_dict(), summed, checksums=True)
+        want = ("verify=True: %s records no XXH3 hash for its tensors, so none is checked "
+                "(save_file/save_sharded(..., checksums=True) or shardload reshard record "
+                "them)" % plain)
+        calls = (lambda p: shardload.load_file(p, verify=True),
+                 lambda p: shardload.safe_open(p, "pt", verify=True).close(),
+                 lambda p: shardload.load_model(Tiny(), p, verify=True),
+                 lambda p: shardload.load_state_dict_into(Tiny(), p, verify=True))
+        for call in calls:
+            with w.catch_warnings(record=True) as caught:
+                w.simplefilter("always")
+                call(plain)
+            said = [str(x.message) for x in caught if issubclass(x.category, shardload.ShardloadWarning)]
+            self.assertEqual(said, [want])
+            with w.catch_warnings(record=True) as caught:
+                w.simplefilter("always")
+                call(summed)
+                shardload.load_file(plain)  # no verify: nothing to say
+            self.assertEqual([x for x in caught if issubclass(x.category, shardload.ShardloadWarning)], [])
+
     def test_verify_load_model(self):
         src = Tiny()
         path = self.path("m.safetensors")
@@ -2203,15 +2230,15 @@ class PythonTest(unittest.TestCase):
 
     def test_package_version_and_library_version_check(self):
         self.assertEqual(shardload.__version__, shardload.version())
-        for ok in ["0.1.7", "0.1.10", "0.2.0", "1.0.0"]:
+        for ok in ["0.1.8", "0.1.10", "0.2.0", "1.0.0"]:
             _lib.check_library_version(ok, "/x/libshardload.so")  # no error
-        for old in ["0.1.6", "0.0.9", "0.1", "garbage", "", " 0.1.7", "1_0.0.0", "0.1.8rc1"]:
+        for old in ["0.1.7", "0.0.9", "0.1", "garbage", "", " 0.1.8", "1_0.0.0", "0.1.8rc1"]:
             with self.assertRaises(shardload.ShardloadError) as cm:
                 _lib.check_library_version(old, "/x/libshardload.so")
             self.assertEqual(cm.exception.code, "failed_precondition")
             self.assertEqual(str(cm.exception),
-                             "/x/libshardload.so is shardload %s; this Python package (0.1.7) "
-                             "needs 0.1.7 or newer (use the libshardload.so that came with "
+                             "/x/libshardload.so is shardload %s; this Python package (0.1.8) "
+                             "needs 0.1.8 or newer (use the libshardload.so that came with "
                              "it)" % old)
 
     def _run_python(self, code, cwd, env_library):
@@ -2268,7 +2295,7 @@ class PythonTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout.strip(),
                          "failed_precondition | %s is shardload 0.1.4; this Python package "
-                         "(0.1.7) needs 0.1.7 or newer (use the libshardload.so that came "
+                         "(0.1.8) needs 0.1.8 or newer (use the libshardload.so that came "
                          "with it)" % old)
         foreign = self._stub_library("foreign", "int unrelated(void) { return 1; }\n")
         r = self._run_python(probe, self.dir, foreign)

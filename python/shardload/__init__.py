@@ -279,9 +279,11 @@ class _Checkpoint(_lib.Closing):
     """An owned sl_checkpoint handle. ``infos`` point into the handle (valid until
     close()); ``names``, ``shapes`` and ``dtypes`` are Python copies that stay valid.
     ``cancel`` (a CancelToken) stops a wait for the folder's lock (a writer publishing
-    there) with ShardloadError("cancelled"). ``strict_index``: as in load_file."""
+    there) with ShardloadError("cancelled"). ``strict_index``: as in load_file.
+    ``verify``: the load will verify; a ShardloadWarning says so when the checkpoint
+    records no XXH3 for any of its tensors (nothing would be checked)."""
 
-    def __init__(self, path, cancel=None, strict_index=True):
+    def __init__(self, path, cancel=None, strict_index=True, verify=False):
         self.handle = None  # set first: __del__ runs also when the open below fails
         l = _lib.lib()
         h = ctypes.c_void_p()
@@ -312,6 +314,15 @@ class _Checkpoint(_lib.Closing):
         self.dtypes = [i.dtype.decode() for i in self.infos]
         self.files = [i.file.decode("utf-8", "surrogateescape") for i in self.infos]
         self.index = {n: k for k, n in enumerate(self.names)}
+        recorded = ctypes.c_size_t()
+        # A malformed record is left for the verifying load to report (data_loss).
+        if verify and self.infos and \
+                l.sl_checkpoint_recorded_hash_count(h, ctypes.byref(recorded)) == 0 and \
+                recorded.value == 0:
+            warnings.warn("verify=True: %s records no XXH3 hash for its tensors, so none is "
+                          "checked (save_file/save_sharded(..., checksums=True) or shardload "
+                          "reshard record them)" % os.fsdecode(_path_bytes(path)),
+                          ShardloadWarning, stacklevel=3)
 
     def torch_dtype(self, name):
         """The torch dtype of stored tensor ``name``. ShardloadError("unimplemented",
@@ -481,7 +492,7 @@ def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verif
     exist; ShardloadError (code and message from the library) on any other failure,
     ValueError for a closed pool or token."""
     io = _backend_io(backend, io)
-    with _Checkpoint(filename, cancel, strict_index) as ckpt, \
+    with _Checkpoint(filename, cancel, strict_index, verify) as ckpt, \
             _lib.Options(device=_device_string(device), strict=False, renames=renames,
                          threads=threads, io=io, verify=verify, progress=progress,
                          pool=pool, cancel=cancel, placement=placement) as options:
@@ -703,7 +714,7 @@ class safe_open(_lib.Closing):
         self._verify = bool(verify)
         HostMemoryPool.check_argument(pool, "pool")
         self._pool = pool
-        ckpt = _Checkpoint(filename, strict_index=strict_index)
+        ckpt = _Checkpoint(filename, strict_index=strict_index, verify=self._verify)
         # Open every shard now and read those files until the handle goes, as
         # safetensors maps its file at open: saving the checkpoint again over the same
         # names, deleting it or os.chdir do not change what this object reads. A folder
@@ -933,7 +944,7 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     needs. Tied entries stay one object, the last loaded name's in module order.
     ShardloadError ("unimplemented") on an older torch. ``cancel``: as in load_file
     (the module may then be partly written). ``strict_index``: as in load_file."""
-    with _Checkpoint(filename, cancel, strict_index) as ckpt:
+    with _Checkpoint(filename, cancel, strict_index, verify) as ckpt:
         if not assign:
             refused = _inference_entries(module.state_dict(keep_vars=True))
             if refused:
@@ -1338,7 +1349,7 @@ def load_model(model, filename, strict=True, device="cpu", *, verify=False, prog
     them, as in safetensors."""
     io = _backend_io(backend)
     model_state = model.state_dict()
-    with _Checkpoint(filename, cancel, strict_index) as ckpt:
+    with _Checkpoint(filename, cancel, strict_index, verify) as ckpt:
         file_keys = set(ckpt.names)
         _check_shared_flatten(model_state)  # safetensors' view error, as in save_model
         to_removes = _remove_duplicate_names(model_state, preferred_names=file_keys,

@@ -135,6 +135,7 @@ _SIGNATURES = {
                                                 ctypes.POINTER(_P),
                                                 ctypes.POINTER(ctypes.c_size_t)]),
     "sl_checkpoint_shard_count": (ctypes.c_size_t, [_P]),
+    "sl_checkpoint_recorded_hash_count": (ctypes.c_int, [_P, ctypes.POINTER(ctypes.c_size_t)]),
     "sl_checkpoint_shard": (ctypes.c_int, [_P, ctypes.c_size_t, ctypes.POINTER(ctypes.c_char_p)]),
     "sl_checkpoint_read": (ctypes.c_int, [_P, ctypes.c_size_t, ctypes.c_uint64,
                                           ctypes.c_uint64, _P]),
@@ -201,7 +202,7 @@ _SIGNATURES = {
 
 # PACKAGE_VERSION: this package's version; the library it loads must be at least as
 # new (its C API only grows: a newer one has every function this package binds).
-PACKAGE_VERSION = "0.1.7"
+PACKAGE_VERSION = "0.1.8"
 
 
 def _version_tuple(text):
