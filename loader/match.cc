@@ -803,10 +803,13 @@ std::string MatchReport::ToString() const {
   };
   list("missing", missing);
   list("unexpected", unexpected);
-  out += "mismatched: " + std::to_string(mismatched.size()) + "\n";
+  // Allowed casts are listed with the matched pairs above ("(cast A -> B)"), not here:
+  // this list is what failed (the JSON keeps both, with "error").
+  size_t errors = 0;
+  for (const Mismatch& m : mismatched) errors += m.is_error;
+  out += "mismatched: " + std::to_string(errors) + "\n";
   for (const Mismatch& m : mismatched) {
-    out += "  " + Quote(m.name) + ": checkpoint " + m.checkpoint + ", model " + m.target +
-           (m.is_error ? "" : " (cast)") + "\n";
+    if (m.is_error) out += "  " + Quote(m.name) + ": checkpoint " + m.checkpoint + ", model " + m.target + "\n";
   }
   out += "renamed: " + std::to_string(renamed.size()) + "\n";
   for (const Renamed& r : renamed) out += "  " + Quote(r.from) + " -> " + Quote(r.to) + "\n";

@@ -206,7 +206,9 @@ struct MatchReport {
   std::vector<Renamed> renamed;
   std::string auto_prefix;  // "" or the chosen rewrite: "strip:module." / "add:model."
 
-  // ToString: a multi-line human summary (counts, then each list).
+  // ToString: a multi-line human summary (counts, then each list; allowed casts appear
+  // among the matched pairs as "(cast A -> B)", and "mismatched" counts and lists only
+  // the failing entries).
   std::string ToString() const;
   // ToJson: {"ok":bool,"error":{"code","message"}|null,"matched":[{"stored","target",
   // "via_rename","via_alias","stored_dtype","dtype"}],"missing":[..],"unexpected":[..],
