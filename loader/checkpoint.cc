@@ -2,6 +2,7 @@
 // the shard set as a whole (see loader/checkpoint.h for the rules and messages).
 #include "loader/checkpoint.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -25,6 +26,7 @@
 #include "format/checksum.h"
 #include "format/header.h"
 #include "format/index.h"
+#include "format/scoped_fd.h"
 #include "format/text.h"
 #include "loader/file.h"
 #include "loader/parallel.h"
@@ -171,6 +173,20 @@ struct Resolved {
   std::vector<std::string> warnings;
 };
 
+// StartsLikeSafetensors: whether the file at `path` opens as a safetensors file does:
+// an 8-byte little-endian header length below 2^32 (its bytes 4..7 zero: a JSON text,
+// an index, holds no NUL) and a header starting with '{'. Used for a file named *.json,
+// which is otherwise read as an index (safetensors itself loads any name). False when
+// it cannot be read (the open that follows reports that).
+bool StartsLikeSafetensors(const std::string& path) {
+  ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return false;
+  char head[9];
+  Result<size_t> n = PreadFully(fd.get(), head, sizeof head, 0, path);
+  if (!n.ok() || *n != sizeof head) return false;
+  return head[4] == 0 && head[5] == 0 && head[6] == 0 && head[7] == 0 && head[8] == '{';
+}
+
 // Resolve: apply the file / index / folder rules of Checkpoint::Open.
 Result<Resolved> Resolve(const std::string& path) {
   if (path.empty()) return InvalidArgumentError("checkpoint path is empty");
@@ -262,7 +278,7 @@ Result<Resolved> Resolve(const std::string& path) {
   fs::path p(path);
   r.folder = p.has_parent_path() ? p.parent_path().string() : std::string(".");
   r.file = p.filename().string();
-  r.is_index = EndsWith(r.file, ".json");
+  r.is_index = EndsWith(r.file, ".json") && !StartsLikeSafetensors(path);
   return r;
 }
 

@@ -168,7 +168,8 @@ Status OpenShardFilesUnderLock(const Checkpoint& ckpt, const std::vector<bool>& 
 class Checkpoint {
  public:
   // Open: resolve `path` and build the catalog.
-  //  - a file ending in ".json" is a sharded index; any other file is a single
+  //  - a file ending in ".json" is a sharded index, unless it starts as a safetensors
+  //    file does (an 8-byte length below 2^32, then '{'); any other file is a single
   //    safetensors file;
   //  - a folder: its "model.safetensors.index.json", else its only
   //    "*.safetensors.index.json", else "model.safetensors", else its only

@@ -173,6 +173,31 @@ TEST(CheckpointOpen, CatalogGathersEntriesAcrossShardsInNameOrder) {
   EXPECT_EQ(c->total_bytes(), 3u + 8 + 8 + 5 + 8 + 1);
 }
 
+// A safetensors file named *.json (safetensors loads any name) opens as one; an index
+// still opens as an index, and text that is neither stays the index parser's error.
+TEST(CheckpointOpen, SafetensorsFileNamedJsonIsNotAnIndex) {
+  std::string dir = MakeTestDir("json_named");
+  std::string bytes = SafetensorsBytes({{"w", "F32", {2}, ""}});
+  ASSERT_TRUE(WriteFile(dir + "/weights.json", bytes));
+  Result<Checkpoint> c = Checkpoint::Open(dir + "/weights.json");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_FALSE(c->sharded());
+  ASSERT_EQ(c->tensors().size(), 1u);
+  EXPECT_EQ(c->tensors()[0].name, "w");
+  ASSERT_TRUE(WriteFile(dir + "/w.safetensors", bytes));
+  ASSERT_TRUE(WriteFile(dir + "/idx.json", "{\"weight_map\":{\"w\":\"w.safetensors\"}}"));
+  Result<Checkpoint> index = Checkpoint::Open(dir + "/idx.json");
+  ASSERT_TRUE(index.ok()) << index.status().ToString();
+  EXPECT_TRUE(index->sharded());
+  EXPECT_EQ(index->index_file(), "idx.json");
+  // Eight bytes then '{' but a length with high bytes set: text, read as an index.
+  ASSERT_TRUE(WriteFile(dir + "/text.json", "12345678{}"));
+  Result<Checkpoint> text = Checkpoint::Open(dir + "/text.json");
+  ASSERT_FALSE(text.ok());
+  EXPECT_EQ(text.status().code(), StatusCode::kInvalidArgument) << text.status().ToString();
+  EXPECT_TRUE(text.status().message().starts_with("text.json: ")) << text.status().ToString();
+}
+
 TEST(CheckpointOpen, RelativeFileNameHasDotFolder) {
   std::string dir = MakeTestDir("relative");
   ASSERT_TRUE(WriteFile(dir + "/m.safetensors", SafetensorsBytes({{"x", "U8", {1}, ""}})));
