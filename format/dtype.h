@@ -5,7 +5,8 @@
 //
 //   Result<Dtype> d = DtypeFromName("BF16");          // ok, Dtype::kBF16
 //   DtypeBits(Dtype::kF4);                             // 4
-//   Result<uint64_t> n = TensorByteSize(Dtype::kF32, {4096, 4096});  // 67108864
+//   Result<uint64_t> n = TensorByteSize(Dtype::kF32, Shape{4096, 4096});  // 67108864
+//                                      // (Shape: format/shape.h)
 #ifndef SHARDLOAD_FORMAT_DTYPE_H_
 #define SHARDLOAD_FORMAT_DTYPE_H_
 

@@ -6,7 +6,8 @@
 //
 //   ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
 //   if (!fd.valid()) return ErrnoToStatus(errno, path + ": open");
-//   ::pread(fd.get(), buf, n, 0);           // closed when fd goes out of scope
+//   SL_ASSIGN_OR_RETURN(size_t got, PreadFully(fd.get(), buf, n, 0, path));
+//   // fd is closed when it goes out of scope
 #ifndef SHARDLOAD_FORMAT_SCOPED_FD_H_
 #define SHARDLOAD_FORMAT_SCOPED_FD_H_
 

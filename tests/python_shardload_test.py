@@ -870,6 +870,22 @@ class PythonTest(unittest.TestCase):
         with self.assertRaises(RuntimeError):
             shardload.save_sharded({"a": w[:2], "b": w[1:]}, tied_dir)
 
+    def test_save_sharded_makes_a_missing_folder(self):
+        # As huggingface_hub's save_torch_state_dict: the folder and its parents are made.
+        t = {"a": torch.arange(8.0), "b": torch.ones(3, dtype=torch.int64)}
+        folder = self.path("new/deeper/ckpt")
+        shardload.save_sharded(t, folder, max_shard_size="40B")
+        got = shardload.load_file(folder)
+        self.assertEqual(sorted(got), ["a", "b"])
+        self.assertTrue(torch.equal(got["a"], t["a"]) and torch.equal(got["b"], t["b"]))
+        # A file where the folder should be is refused, the file left as it was.
+        with open(self.path("afile"), "w") as f:
+            f.write("x")
+        with self.assertRaises(FileExistsError):
+            shardload.save_sharded(t, self.path("afile"))
+        with open(self.path("afile")) as f:
+            self.assertEqual(f.read(), "x")
+
     def test_save_sharded_writes_views_sharing_memory_as_copies(self):
         # Only exact ties (one storage, offset, dtype, shape and stride under several
         # names) are written once with a tie note; any other view of the kept tensor's

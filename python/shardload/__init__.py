@@ -1711,7 +1711,8 @@ def save(tensors, metadata=None, *, checksums=False, align=8):
 
 def save_sharded(tensors, folder, max_shard_size="5GB", metadata=None, prefix="model", *,
                  checksums=False, align=8):
-    """Write a huggingface_hub-style sharded checkpoint into the existing ``folder``:
+    """Write a huggingface_hub-style sharded checkpoint into ``folder`` (made, parents
+    too, when missing, as huggingface_hub's save_torch_state_dict makes it):
     ``<prefix>-0000k-of-0000n.safetensors`` plus ``<prefix>.safetensors.index.json``,
     or ``<prefix>.safetensors`` alone when one shard suffices. ``max_shard_size``: an
     int (bytes) or text such as "5GB", "500MB", "2GiB". ``metadata`` (str -> str) goes
@@ -1756,6 +1757,7 @@ def save_sharded(tensors, folder, max_shard_size="5GB", metadata=None, prefix="m
                                          exact_ties_only=True)
     keys, values, count = _metadata_arrays(metadata)
     views, keep = _views(tensors)
+    os.makedirs(os.fsdecode(_path_bytes(folder)), exist_ok=True)
     status = _lib.lib().sl_save_sharded_ex(_path_bytes(folder), views, len(tensors),
                                            size.encode(), prefix.encode(), keys, values, count,
                                            (_lib.SL_SAVE_CHECKSUMS if checksums else 0) |
