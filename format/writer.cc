@@ -16,6 +16,7 @@
 #include <memory>
 #include <new>
 #include <random>
+#include <map>
 #include <set>
 #include <utility>
 
@@ -1187,13 +1188,50 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
       return Status(s.code(), s.message() + " (the new checkpoint is in place; old files of "
                                             "the prefix may be left next to it)");
     }
-    std::vector<std::string> stale, leftovers;
+    std::vector<std::string> stale, leftovers, other_indexes;
     while (dirent* e = ::readdir(d.get())) {
       std::string name = e->d_name;
       if (keep.count(name)) continue;
       if (IsOurCheckpointFile(name, options.prefix)) stale.push_back(name);
       if (LeftoverOfDeadWriter(name, options.prefix)) leftovers.push_back(name);
+      if (name.ends_with(".index.json") && name.front() != '.' &&
+          !IsOurCheckpointFile(name, options.prefix)) {
+        other_indexes.push_back(name);
+      }
     }
+    // Files another checkpoint's index names are that checkpoint's, whatever their
+    // names: kept (huggingface_hub's sweep would delete them). An index that cannot be
+    // read might name any of them: then none is removed.
+    std::map<std::string, std::string> claimed;  // file -> the index naming it
+    std::sort(other_indexes.begin(), other_indexes.end());
+    for (const std::string& index : other_indexes) {
+      Result<ShardIndex> other = ReadIndexFile(base + index);
+      if (!other.ok()) {
+        for (const std::string& name : stale) claimed.emplace(name, "");
+        result.warnings.push_back(base + index + ": cannot be read (" + other.status().message() +
+                                  "), so the old files of prefix " + Quote(options.prefix) +
+                                  " it may name are kept");
+        continue;
+      }
+      for (const std::string& file : other->shard_files) claimed.emplace(file, index);
+    }
+    std::sort(stale.begin(), stale.end());  // warnings in name order
+    std::erase_if(stale, [&](const std::string& name) {
+      auto it = claimed.find(name);
+      if (it != claimed.end()) {
+        if (!it->second.empty()) {
+          result.warnings.push_back(base + name + ": kept: " + it->second + " names it");
+        }
+        return true;
+      }
+      struct stat entry;
+      if (::fstatat(folder.get(), name.c_str(), &entry, AT_SYMLINK_NOFOLLOW) == 0 &&
+          !S_ISREG(entry.st_mode) && !S_ISLNK(entry.st_mode)) {
+        result.warnings.push_back(base + name + ": kept: not a file");
+        return true;
+      }
+      return false;
+    });
     const size_t removed_before_sweep = result.removed.size();
     std::sort(stale.begin(), stale.end());
     Status first_failure;  // the first stale file that could not be removed

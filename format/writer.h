@@ -206,7 +206,14 @@ struct ShardOptions {
   // `removed`. Stale files that cannot be removed fail the call after the new
   // checkpoint was published and the others were removed: "<file>: remove stale
   // checkpoint file: <reason> (the new checkpoint is in place; this old file is left
-  // next to it)" for the first, "N old files are" when several. Default true.
+  // next to it)" for the first, "N old files are" when several. Kept, each with a
+  // warning (ShardedWriteResult::warnings), rather than removed: a file another index
+  // in the folder names ("<dir>/<file>: kept: <other index> names it"), every
+  // candidate when another index cannot be read ("<dir>/<index>: cannot be read
+  // (<reason>), so the old files of prefix 'model' it may name are kept"), and
+  // anything not a regular file or symlink, such as a folder of a shard's name
+  // ("<dir>/<file>: kept: not a file").
+  // Default true.
   bool remove_stale = true;
   // write: options for each file.
   WriteOptions write;
@@ -259,11 +266,11 @@ struct ShardedWriteResult {
   ShardPlan plan;
   std::vector<uint64_t> file_sizes;  // per shard file, in bytes
   std::vector<std::string> removed;  // stale files deleted (remove_stale)
-  // warnings: what the caller should pass on; today one kind: the folder also holds
-  // another checkpoint, which a load of the folder would choose instead of this one (or
-  // fail on: several indexes) — "<dir>: also holds <file> of another checkpoint, so a
-  // load of the folder will not load the new <entry>; load it by its path,
-  // <dir>/<entry>". The CLI writers print them, the C API hands them out
+  // warnings: what the caller should pass on: the folder also holds another
+  // checkpoint, which a load of the folder would choose instead of this one (or fail
+  // on: several indexes) — "<dir>: also holds <file> of another checkpoint, so a load
+  // of the folder will not load the new <entry>; load it by its path, <dir>/<entry>";
+  // and the stale files the sweep kept (ShardOptions::remove_stale). The CLI writers print them, the C API hands them out
   // (sl_last_save_warning) and Python's save_sharded warns (ShardloadWarning).
   std::vector<std::string> warnings;
 };

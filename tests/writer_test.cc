@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -791,30 +792,60 @@ TEST(ShardTest, TheOldIndexIsGoneBeforeTheSweep) {
   ASSERT_EQ(mkdir((dir + "/model-00001-of-00009.safetensors").c_str(), 0755), 0);
   o.num_shards = 0;
   Result<ShardedWriteResult> r = WriteSharded(dir, SizedTensors({8, 8}), o);
-  ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status().message(),
-            dir + "/model-00001-of-00009.safetensors: remove stale checkpoint file: Is a "
-                  "directory (the new checkpoint is in place; this old file is left next to "
-                  "it)");
+  // A folder is not a file of the old checkpoint: kept, with a warning; the write
+  // succeeds, the old shards go.
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->warnings, std::vector<std::string>{
+                             dir + "/model-00001-of-00009.safetensors: kept: not a file"});
   struct stat st;
   EXPECT_EQ(stat((dir + "/model.safetensors").c_str(), &st), 0);
   EXPECT_NE(stat((dir + "/model.safetensors.index.json").c_str(), &st), 0)
       << "the old index is still next to the new single file";
-  // Stale files that cannot be removed do not stop the sweep: the others go (the old
-  // shards, sorting after the first folder), and the error counts what is left.
-  ASSERT_EQ(mkdir((dir + "/model-00001-of-00001.safetensors").c_str(), 0755), 0);
-  o.num_shards = 2;
-  ASSERT_FALSE(WriteSharded(dir, SizedTensors({8, 8}), o).ok());  // the folders stay
-  o.num_shards = 0;
-  r = WriteSharded(dir, SizedTensors({8, 8}), o);
-  ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status().message(),
-            dir + "/model-00001-of-00001.safetensors: remove stale checkpoint file: Is a "
-                  "directory (the new checkpoint is in place; 2 old files are left next to "
-                  "it)");
-  EXPECT_EQ(ListDir(dir), (std::vector<std::string>{"model-00001-of-00001.safetensors",
-                                                    "model-00001-of-00009.safetensors",
+  EXPECT_EQ(ListDir(dir), (std::vector<std::string>{"model-00001-of-00009.safetensors",
                                                     "model.safetensors"}));
+}
+
+// The sweep removes only what no other checkpoint claims: a file another index in the
+// folder names is kept, with a warning, also when its name is one of the prefix's; an
+// index that cannot be read keeps every candidate. Unclaimed old shards still go.
+TEST(ShardTest, TheSweepKeepsFilesAnotherIndexNames) {
+  std::string dir = MakeScratchDir("sweep_claims");
+  ShardOptions o;
+  o.num_shards = 3;
+  ASSERT_TRUE(WriteSharded(dir, SizedTensors({8, 8, 8}), o).ok());
+  // Another checkpoint whose index names the old shards 1 and 2 (not 3).
+  ASSERT_EQ(rename((dir + "/model.safetensors.index.json").c_str(),
+                   (dir + "/base.safetensors.index.json").c_str()), 0);
+  std::string index = ReadAll(dir + "/base.safetensors.index.json");
+  ASSERT_NE(index.find("model-00003-of-00003.safetensors"), std::string::npos);
+  const std::string one = ReadAll(dir + "/model-00001-of-00003.safetensors");
+  o.num_shards = 2;
+  Result<ShardedWriteResult> r = WriteSharded(dir, SizedTensors({8, 8}), o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  // base names all three old shards: all kept.
+  EXPECT_EQ(r->warnings,
+            (std::vector<std::string>{
+                dir + "/model-00001-of-00003.safetensors: kept: base.safetensors.index.json names it",
+                dir + "/model-00002-of-00003.safetensors: kept: base.safetensors.index.json names it",
+                dir + "/model-00003-of-00003.safetensors: kept: base.safetensors.index.json names it"}));
+  EXPECT_EQ(ReadAll(dir + "/model-00001-of-00003.safetensors"), one);
+  // An unclaimed file of the prefix goes; with an unreadable other index, nothing does.
+  ASSERT_TRUE(std::ofstream(dir + "/model-00001-of-00009.safetensors") << "junk");
+  r = WriteSharded(dir, SizedTensors({8, 8}), o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->removed, std::vector<std::string>{"model-00001-of-00009.safetensors"});
+  ASSERT_TRUE(std::ofstream(dir + "/model-00001-of-00009.safetensors") << "junk");
+  ASSERT_TRUE(std::ofstream(dir + "/broken.safetensors.index.json") << "{");
+  r = WriteSharded(dir, SizedTensors({8, 8}), o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r->removed.empty());
+  const auto broken = std::find_if(r->warnings.begin(), r->warnings.end(), [&](const std::string& w) {
+    return w.starts_with(dir + "/broken.safetensors.index.json: cannot be read (");
+  });
+  ASSERT_NE(broken, r->warnings.end()) << ::testing::PrintToString(r->warnings);
+  EXPECT_TRUE(broken->ends_with("), so the old files of prefix 'model' it may name are kept"))
+      << *broken;
+  EXPECT_EQ(ReadAll(dir + "/model-00001-of-00009.safetensors"), "junk");
 }
 
 // RivalWarning: ShardedWriteResult::warnings when `rival` in `dir` keeps a load of the
