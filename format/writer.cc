@@ -337,7 +337,11 @@ bool IsOurCheckpointFile(const std::string& name, const std::string& prefix) {
 // no longer exists (a writer killed mid-write: nothing will rename or remove it). Files
 // of this process and of live processes are kept. A writer in another PID namespace
 // looks dead here: writing one checkpoint from two places at once is not supported.
-bool LeftoverOfDeadWriter(const std::string& name, const std::string& prefix) {
+// DeadWritersLeftover: whether `name` is, in UniqueSuffix's format, a hidden file of
+// kind `tag` (".tmp." or ".old.") whose base name passes `ours` and whose writing
+// process no longer exists (see LeftoverOfDeadWriter).
+template <typename Ours>
+bool DeadWritersLeftover(const std::string& name, Ours ours, bool temp_only) {
   // From the end: 16 hex digits, '.', counter digits, '.', pid digits, ".tmp."/".old.".
   auto digits_before = [&](size_t end, bool hex) {  // start of the digit run ending at `end`
     size_t i = end;
@@ -356,10 +360,35 @@ bool LeftoverOfDeadWriter(const std::string& name, const std::string& prefix) {
   size_t pid_len = counter - 1 - pid_start;
   if (pid_len == 0 || pid_len > 9 || pid_start < 6) return false;
   std::string_view tag(name.data() + pid_start - 5, 5);
-  if (tag != ".tmp." && tag != ".old.") return false;
-  if (!IsOurCheckpointFile(name.substr(1, pid_start - 6), prefix)) return false;
+  if (tag != ".tmp." && (temp_only || tag != ".old.")) return false;
+  if (!ours(name.substr(1, pid_start - 6))) return false;
   const pid_t pid = static_cast<pid_t>(std::stol(name.substr(pid_start, pid_len)));
   return pid != ::getpid() && ::kill(pid, 0) != 0 && errno == ESRCH;
+}
+
+bool LeftoverOfDeadWriter(const std::string& name, const std::string& prefix) {
+  return DeadWritersLeftover(
+      name, [&](const std::string& base) { return IsOurCheckpointFile(base, prefix); },
+      /*temp_only=*/false);
+}
+
+// SweepDeadTemporaries: remove the temporary files of `base` (".<base>.tmp.<pid>...")
+// in `dir` that killed writers of that file left (their pid gone). Best effort, for
+// WriteFile after it has published: returns whether it removed any.
+bool SweepDeadTemporaries(const std::string& dir, const std::string& base) {
+  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), &::closedir);
+  if (!d) return false;
+  std::vector<std::string> dead;
+  while (dirent* e = ::readdir(d.get())) {
+    std::string name = e->d_name;
+    if (DeadWritersLeftover(name, [&](const std::string& b) { return b == base; },
+                            /*temp_only=*/true)) {
+      dead.push_back(std::move(name));
+    }
+  }
+  bool removed = false;
+  for (const std::string& name : dead) removed |= ::unlinkat(dirfd(d.get()), name.c_str(), 0) == 0;
+  return removed;
 }
 
 }  // namespace
@@ -803,6 +832,10 @@ Status WriteFile(const std::string& path, std::span<const TensorToWrite> tensors
   }
   SL_RETURN_IF_ERROR(staged->Publish());
   if (options.sync) SL_RETURN_IF_ERROR(SyncFolder(folder, dir));
+  // A killed earlier write of this file left its temporary: gone now (best effort).
+  if (SweepDeadTemporaries(dir, SplitDirBase(path).second) && options.sync) {
+    (void)SyncFolder(folder, dir);
+  }
   return OkStatus();
 }
 

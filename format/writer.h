@@ -146,7 +146,9 @@ Result<std::string> SerializeToString(std::span<const TensorToWrite> tensors,
 // opened before the rename (a folder that cannot be: "<dir>: open directory: ...
 // (nothing was replaced)"), and an error fsyncing it after the rename ("<dir>: fsync
 // directory: ... (the new files are in place, but their names may not be on disk
-// yet)") is reported with the new file in place. Errors: those of SerializeHeader with
+// yet)") is reported with the new file in place. After the rename, the temporaries of
+// `path` that killed earlier writes left (".<base>.tmp.<pid>.…" whose pid no longer
+// exists in this PID namespace) are removed, best effort. Errors: those of SerializeHeader with
 // `path` as label, generator errors ("<path>: tensor 'w': <generator message>"),
 // and system errors ("<path>: write: No space left on device", codes from errno).
 // Thread safety: distinct paths may be written concurrently.

@@ -1188,6 +1188,33 @@ TEST(WriterTest, AGroupThatCannotBeKeptLosesItsBits) {
   std::filesystem::remove_all(dir);
 }
 
+// A single-file write removes what killed writes of the same file left (temporaries
+// of a dead pid), and nothing else: a live writer's, another file's, a backup.
+TEST(WriterTest, WriteFileSweepsTemporariesOfDeadWritesOfItself) {
+  std::string dir = MakeScratchDir("single_sweep");
+  const pid_t gone = ::fork();
+  ASSERT_GE(gone, 0);
+  if (gone == 0) ::_exit(0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(gone, &status, 0), gone);  // reaped: its pid names no process
+  const std::string dead = std::to_string(gone), live = std::to_string(::getppid());
+  const std::vector<std::string> names = {
+      ".m.safetensors.tmp." + dead + ".3.0123456789abcdef",   // removed
+      ".m.safetensors.tmp." + live + ".3.0123456789abcdef",   // a live process's
+      ".n.safetensors.tmp." + dead + ".3.0123456789abcdef",   // another file's
+      ".m.safetensors.tmp." + dead + ".3.0123456789abcdeg",   // not the format
+  };
+  for (const std::string& n : names) ASSERT_TRUE(std::ofstream(dir + "/" + n) << "x");
+  std::string v(16, 'a');
+  ASSERT_TRUE(WriteFile(dir + "/m.safetensors",
+                        V{TensorToWrite::FromBytes("w", Dtype::kU8, {16}, Bytes(v))},
+                        std::nullopt).ok());
+  std::vector<std::string> want(names.begin() + 1, names.end());
+  want.push_back("m.safetensors");
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(ListDir(dir), want);
+}
+
 // A layout change writes files under new names (model.safetensors -> shards and an
 // index, 2 shards -> 3): they take the replaced checkpoint's permissions, not the
 // umask's, so a private checkpoint stays private.
