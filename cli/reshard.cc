@@ -14,8 +14,10 @@
 // not strings (a numeric "total_parameters") stay what they were in a new index, and
 // become their JSON text in a single file's `__metadata__`. The new files replace
 // OUT's earlier checkpoint of the same prefix only once all are written (its files the
-// new one does not use are then removed, and listed); on an error, SIGINT or SIGTERM,
-// OUT is left as it was.
+// new one does not use are then removed, and listed); on an error, SIGINT or SIGTERM
+// while writing, OUT is left as it was. The read-back runs once the new files are in
+// place: when it fails, they stay (the error says so; PATH is untouched, so the
+// command can be run again).
 //
 //   shardload reshard /models/llama /tmp/llama-2g --max-shard-size 2GB
 //   wrote 5 files into /tmp/llama-2g: 291 tensors, 16060522496 bytes; XXH3 verified
@@ -61,7 +63,9 @@ constexpr char kReshardUsage[] =
     "Rewrite the checkpoint at PATH into new shards in the folder OUT (created, with its\n"
     "parents, when missing; it must not be PATH's folder). Files of an earlier\n"
     "checkpoint with the same prefix in OUT are replaced, or removed when unused, once\n"
-    "the new one is complete; on an error OUT is left as it was.\n"
+    "the new one is complete; on an error while writing OUT is left as it was. The\n"
+    "new files are then read back and checked (unless --no-checksums); a failed check\n"
+    "is an error that leaves them in place (PATH is untouched: run it again).\n"
     "  --max-shard-size S  split greedily like huggingface_hub (e.g. 5GB, 2GiB)\n"
     "  --shards N          split into exactly N shards of balanced size\n"
     "                      (either way, at most 10000: the most a reader accepts)\n"
@@ -298,7 +302,9 @@ int RunReshard(const Args& args) {
     std::cout << "; read-back failed\n";
     list_removed();
     std::cout.flush();
-    return Fail(message);
+    return Fail("read-back of " + out + " failed: " + message +
+                " (the new checkpoint is in place there, unverified; " + positional[0] +
+                " is untouched: run reshard again)");
   };
   if (!checksums) {
     std::cout << "\n";
