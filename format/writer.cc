@@ -13,10 +13,10 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <new>
 #include <random>
-#include <map>
 #include <set>
 #include <utility>
 
@@ -331,15 +331,13 @@ bool IsOurCheckpointFile(const std::string& name, const std::string& prefix) {
   return true;
 }
 
-// LeftoverOfDeadWriter: whether `name` is, exactly in UniqueSuffix's format, a
-// temporary (".<file>.tmp.<pid>.<n>.<16 hex>") or backup (".<file>.old.<pid>.<n>.<16
-// hex>") file of one of our checkpoint files (IsOurCheckpointFile) whose writing process
-// no longer exists (a writer killed mid-write: nothing will rename or remove it). Files
-// of this process and of live processes are kept. A writer in another PID namespace
-// looks dead here: writing one checkpoint from two places at once is not supported.
-// DeadWritersLeftover: whether `name` is, in UniqueSuffix's format, a hidden file of
-// kind `tag` (".tmp." or ".old.") whose base name passes `ours` and whose writing
-// process no longer exists (see LeftoverOfDeadWriter).
+// DeadWritersLeftover: whether `name` is, exactly in UniqueSuffix's format, a
+// temporary (".<file>.tmp.<pid>.<n>.<16 hex>") or, unless `temp_only`, a backup
+// (".<file>.old.<pid>.<n>.<16 hex>") file whose <file> passes `ours` and whose writing
+// process no longer exists (a writer killed mid-write: nothing will rename or remove
+// it). Files of this process and of live processes are kept. A writer in another PID
+// namespace looks dead here: writing one checkpoint from two places at once is not
+// supported (docs/ARCHITECTURE.md "Atomic writers").
 template <typename Ours>
 bool DeadWritersLeftover(const std::string& name, Ours ours, bool temp_only) {
   // From the end: 16 hex digits, '.', counter digits, '.', pid digits, ".tmp."/".old.".
@@ -366,6 +364,8 @@ bool DeadWritersLeftover(const std::string& name, Ours ours, bool temp_only) {
   return pid != ::getpid() && ::kill(pid, 0) != 0 && errno == ESRCH;
 }
 
+// LeftoverOfDeadWriter: DeadWritersLeftover for the temporaries and backups of one of
+// our checkpoint files (IsOurCheckpointFile).
 bool LeftoverOfDeadWriter(const std::string& name, const std::string& prefix) {
   return DeadWritersLeftover(
       name, [&](const std::string& base) { return IsOurCheckpointFile(base, prefix); },
@@ -1266,7 +1266,6 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
       return false;
     });
     const size_t removed_before_sweep = result.removed.size();
-    std::sort(stale.begin(), stale.end());
     Status first_failure;  // the first stale file that could not be removed
     size_t left = 0;
     for (const std::string& name : stale) {
