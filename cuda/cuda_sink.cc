@@ -267,7 +267,7 @@ struct CudaSink::Impl {
       }
       if (in_flight.empty()) {
         if (!reclaiming) break;
-        cv.wait(lock);
+        WaitNotified(cv, lock);
         continue;
       }
       lock.unlock();
@@ -719,7 +719,7 @@ Result<StagingSlot> CudaSink::AcquireSlot() {
       return m.MakeSlot(i);
     }
     if (oldest < 0) {  // every slot is lent or being reclaimed by another reader
-      m.cv.wait(lock);
+      WaitNotified(m.cv, lock);
       continue;
     }
     m.slots[oldest].state = SlotState::kReclaiming;

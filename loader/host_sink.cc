@@ -95,7 +95,7 @@ Status HostSink::Begin(std::span<const Destination> destinations, uint64_t slot_
 
 Result<StagingSlot> HostSink::AcquireSlot() {
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return aborted_ || !free_.empty(); });
+  while (!aborted_ && free_.empty()) WaitNotified(cv_, lock);
   if (aborted_) return CancelledError("load aborted");
   if (ring_ == nullptr) return FailedPreconditionError("host sink used before Begin");
   int id = free_.back();

@@ -15,14 +15,33 @@
 
 #include <sys/uio.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
 #include <span>
 #include <vector>
 
 #include "format/dtype.h"
 #include "format/status.h"
 #include "loader/device.h"
+
+namespace shardload {
+
+// WaitNotified: what `cv.wait(lock)` does (returns after a notification or a spurious
+// wake-up; the caller re-checks its condition), through `wait_until` on the steady
+// clock. The reason is the binary's portability: libstdc++ 12 moved
+// condition_variable::wait(unique_lock&) to a new symbol version (GLIBCXX_3.4.30),
+// which would make libshardload.so need GCC 12's libstdc++ at run time (no
+// manylinux_2_34 wheel, no RHEL 9), while wait_until is inlined into a
+// pthread_cond_clockwait call. The sinks' waits go through this; plain cv.wait is
+// not used in the library.
+inline void WaitNotified(std::condition_variable& cv, std::unique_lock<std::mutex>& lock) {
+  cv.wait_until(lock, std::chrono::steady_clock::now() + std::chrono::hours(1));
+}
+
+}  // namespace shardload
 
 namespace shardload {
 

@@ -12,8 +12,9 @@ native files meet, read from their ELF dynamic sections: every library they need
 outside the wheel is one manylinux allows (glibc's, libstdc++, libgcc_s, ...), and
 the newest symbol version they need of each (GLIBC_, GLIBCXX_, CXXABI_, GCC_) is
 within what that manylinux allows (the table below, auditwheel's policy for x86_64).
-Built on Debian 12 that is `manylinux_2_35_<machine>` (libstdc++'s GLIBCXX_3.4.30),
-so pip refuses it on an older host instead of installing a package that cannot load.
+Built on Debian 12 that is `manylinux_2_34_<machine>` (glibc 2.34's pthread symbols;
+libstdc++ up to GLIBCXX_3.4.29), so pip refuses it on an older host instead of
+installing a package that cannot load.
 Files that meet no manylinux give `linux_<machine>`, with a warning on stderr.
 Written with the standard library only (no setuptools or wheel package); `pip install
 FILE.whl --no-deps` installs it offline. Prints the wheel's path. An existing wheel of the same
