@@ -339,6 +339,18 @@ class PythonTest(unittest.TestCase):
             self.assertEqual(cm.exception.code, "invalid_argument")
             self.assertRegex(str(cm.exception), r"^invalid device '(mps|xpu:0|meta)': expected cpu, "
                              r"cuda or cuda:N \(shardload loads")
+        # The device is checked before the file is opened (safetensors' order): a
+        # missing file with a bad device names the device.
+        for call in (lambda: shardload.load_file(self.path("none.safetensors"), device="mps"),
+                     lambda: shardload.safe_open(self.path("none.safetensors"), "pt", device="mps"),
+                     lambda: shardload.load_model(torch.nn.Linear(1, 1), self.path("none.safetensors"),
+                                                  device="mps"),
+                     lambda: shardload.load_state_dict_into(torch.nn.Linear(1, 1),
+                                                            self.path("none.safetensors"),
+                                                            device="mps")):
+            with self.assertRaises(shardload.ShardloadError) as cm:
+                call()
+            self.assertTrue(str(cm.exception).startswith("invalid device 'mps'"), str(cm.exception))
         # A device map keeps the map's own error, naming the entry.
         with self.assertRaises(shardload.ShardloadError) as cm:
             shardload.load_file(self.path("w.safetensors"), device="w=mps,cpu")

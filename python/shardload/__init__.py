@@ -492,8 +492,9 @@ def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verif
     exist; ShardloadError (code and message from the library) on any other failure,
     ValueError for a closed pool or token."""
     io = _backend_io(backend, io)
+    device = _device_string(device)  # a bad device is refused first, as safetensors does
     with _Checkpoint(filename, cancel, strict_index, verify) as ckpt, \
-            _lib.Options(device=_device_string(device), strict=False, renames=renames,
+            _lib.Options(device=device, strict=False, renames=renames,
                          threads=threads, io=io, verify=verify, progress=progress,
                          pool=pool, cancel=cancel, placement=placement) as options:
         return _load_all(ckpt, options)
@@ -944,6 +945,7 @@ def load_state_dict_into(module, filename, strict=True, device="cpu", *, renames
     needs. Tied entries stay one object, the last loaded name's in module order.
     ShardloadError ("unimplemented") on an older torch. ``cancel``: as in load_file
     (the module may then be partly written). ``strict_index``: as in load_file."""
+    _device_string(device)  # a bad device is refused before the file is opened
     with _Checkpoint(filename, cancel, strict_index, verify) as ckpt:
         if not assign:
             refused = _inference_entries(module.state_dict(keep_vars=True))
@@ -1348,6 +1350,7 @@ def load_model(model, filename, strict=True, device="cpu", *, verify=False, prog
     inference tensor outside InferenceMode is not allowed ...") comes after it wrote
     them, as in safetensors."""
     io = _backend_io(backend)
+    _device_string(device)  # a bad device is refused before the file is opened
     model_state = model.state_dict()
     with _Checkpoint(filename, cancel, strict_index, verify) as ckpt:
         file_keys = set(ckpt.names)
