@@ -163,7 +163,7 @@ void PrintWarnings(std::string_view cmd, const std::vector<std::string>& warning
 Result<Checkpoint> OpenCheckpoint(const std::string& path, const CatalogOptions& catalog) {
   Result<Checkpoint> ckpt = Checkpoint::Open(path, catalog);
   if (ckpt.ok() || !catalog.strict_index || ckpt.status().code() != StatusCode::kInvalidArgument ||
-      ckpt.status().message().find(", which the index does not list") == std::string::npos) {
+      ckpt.status().message().find(kUnlistedTensorPhrase) == std::string::npos) {
     return ckpt;
   }
   return Status(StatusCode::kInvalidArgument,

@@ -668,7 +668,7 @@ Result<Checkpoint> Checkpoint::OpenImpl(const std::string& path, const CatalogOp
     }
     auto describe = [&](const StoredTensor& t) {
       return ckpt.index_file_ + ": shard " + QuoteForMessage(ckpt.shards_[t.shard].file, '\'') +
-             " holds tensor " + QuoteNameForMessage(t.name) + ", which the index does not list";
+             " holds tensor " + QuoteNameForMessage(t.name) + std::string(kUnlistedTensorPhrase);
     };
     if (!unlisted.empty() && options.strict_index) {
       std::string msg = describe(*unlisted[0]);

@@ -42,6 +42,11 @@
 
 namespace shardload {
 
+// kUnlistedTensorPhrase: how Open's error (and, without strict_index, its warning) for
+// a shard tensor the index does not list ends, for callers that recognize it (the CLI
+// adds its --lenient-index hint).
+inline constexpr std::string_view kUnlistedTensorPhrase = ", which the index does not list";
+
 // CatalogOptions: how Checkpoint::Open treats a shard set. Invalid values (see each
 // field) make Open fail with invalid_argument before any file is touched.
 struct CatalogOptions {

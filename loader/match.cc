@@ -809,7 +809,8 @@ std::string MatchReport::ToString() const {
   for (const Mismatch& m : mismatched) errors += m.is_error;
   out += "mismatched: " + std::to_string(errors) + "\n";
   for (const Mismatch& m : mismatched) {
-    if (m.is_error) out += "  " + Quote(m.name) + ": checkpoint " + m.checkpoint + ", model " + m.target + "\n";
+    if (!m.is_error) continue;
+    out += "  " + Quote(m.name) + ": checkpoint " + m.checkpoint + ", model " + m.target + "\n";
   }
   out += "renamed: " + std::to_string(renamed.size()) + "\n";
   for (const Renamed& r : renamed) out += "  " + Quote(r.from) + " -> " + Quote(r.to) + "\n";

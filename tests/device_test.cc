@@ -202,20 +202,18 @@ TEST(ParseDeviceMapTest, RegexMayHoldCommas) {
   ASSERT_TRUE(escaped.ok()) << escaped.status().ToString();
   EXPECT_EQ(escaped->Resolve("a{x"), Cuda(1));
   EXPECT_EQ(escaped->Resolve("{y"), Cuda(0));
-  // A regex whose bracket never closes is reported whole.
-  Result<DeviceMap> open = ParseDeviceMap("re:a{1,2,cpu");
-  ASSERT_FALSE(open.ok());
-  EXPECT_EQ(open.status().message(),
-            "invalid device-map entry 're:a{1,2,cpu': invalid device 're:a{1,2,cpu': "
-            "expected cpu, cuda or cuda:N (a re: pattern's '[', '{' or '(' left open took "
-            "the comma into this entry)");
-  // The same after an '=': the device is what the open bracket left, the hint says why.
-  Result<DeviceMap> open_eq = ParseDeviceMap("re:[=cpu,cpu");
-  ASSERT_FALSE(open_eq.ok());
-  EXPECT_EQ(open_eq.status().message(),
-            "invalid device-map entry 're:[=cpu,cpu': invalid device 'cpu,cpu': expected cpu, "
-            "cuda or cuda:N (a re: pattern's '[', '{' or '(' left open took the comma into "
-            "this entry)");
+  // A regex whose bracket never closes is reported whole; after an '=' the device is
+  // what the open bracket left. Either way the hint says why.
+  const std::string hint =
+      " (a re: pattern's '[', '{' or '(' left open took the comma into this entry)";
+  for (const auto& [text, device] : {std::pair<std::string, std::string>{"re:a{1,2,cpu", "re:a{1,2,cpu"},
+                                     {"re:[=cpu,cpu", "cpu,cpu"}}) {
+    Result<DeviceMap> open = ParseDeviceMap(text);
+    ASSERT_FALSE(open.ok()) << text;
+    EXPECT_EQ(open.status().message(), "invalid device-map entry '" + text +
+                                           "': invalid device '" + device +
+                                           "': expected cpu, cuda or cuda:N" + hint);
+  }
 }
 
 TEST(DeviceMapTest, UnusedRulesNamesRulesThatPlaceNothing) {
