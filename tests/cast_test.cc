@@ -135,6 +135,48 @@ TEST(CastTest, CastElementsUnalignedAndBetweenHalfTypes) {
   }
 }
 
+// CastElements over every 16-bit pattern and random F32 bits, for each of the six
+// pairs, equals the element-wise conversion through F32 (the per-pair loops).
+TEST(CastTest, CastElementsEqualsElementwiseForEveryPair) {
+  std::vector<uint16_t> halves(0x10000);
+  for (uint32_t h = 0; h < 0x10000; ++h) halves[h] = static_cast<uint16_t>(h);
+  std::vector<uint32_t> singles(0x10000);
+  std::mt19937 rng(7);
+  for (uint32_t& x : singles) x = rng();
+  singles[0] = 0x7fc00001u;  // a NaN with a payload
+  auto as_f32 = [](Dtype d, const std::byte* p) {
+    uint16_t h;
+    uint32_t x;
+    switch (d) {
+      case Dtype::kF16: std::memcpy(&h, p, 2); return F16BitsToF32(h);
+      case Dtype::kBF16: std::memcpy(&h, p, 2); return BF16BitsToF32(h);
+      default: std::memcpy(&x, p, 4); return F(x);
+    }
+  };
+  const Dtype kinds[] = {Dtype::kF32, Dtype::kF16, Dtype::kBF16};
+  for (Dtype src : kinds) {
+    for (Dtype dst : kinds) {
+      if (src == dst) continue;
+      const auto* in = src == Dtype::kF32 ? reinterpret_cast<const std::byte*>(singles.data())
+                                          : reinterpret_cast<const std::byte*>(halves.data());
+      const size_t in_size = src == Dtype::kF32 ? 4 : 2, out_size = dst == Dtype::kF32 ? 4 : 2;
+      std::vector<std::byte> out(0x10000 * out_size);
+      ASSERT_TRUE(CastElements(src, dst, in, 0x10000, out.data()).ok());
+      for (size_t i = 0; i < 0x10000; ++i) {
+        const float v = as_f32(src, in + i * in_size);
+        uint32_t want = 0, got = 0;
+        if (dst == Dtype::kF32) {
+          want = Bits(v);
+        } else {
+          want = dst == Dtype::kF16 ? F32ToF16Bits(v) : F32ToBF16Bits(v);
+        }
+        std::memcpy(&got, out.data() + i * out_size, out_size);
+        ASSERT_EQ(got, want) << DtypeName(src) << " -> " << DtypeName(dst) << " element " << i;
+      }
+    }
+  }
+}
+
 TEST(CastTest, UnsupportedCasts) {
   EXPECT_TRUE(CastSupported(Dtype::kI32, Dtype::kI32));
   EXPECT_TRUE(CastSupported(Dtype::kBF16, Dtype::kF16));
