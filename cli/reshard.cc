@@ -8,16 +8,18 @@
 // records (a corrupt source fails before anything is written, instead of being copied
 // under fresh records), then recorded (format/checksum_writer.h: in the new index, or
 // the file's `__metadata__` when one shard results), and the written checkpoint is
-// read back and checked against those records before the command reports success.
+// read back and checked against those records before it is published.
 // The source's metadata is carried over (without "total_size", which the writer
 // recomputes, and without old "shardload.xxh3.*" records); an index's values that are
 // not strings (a numeric "total_parameters") stay what they were in a new index, and
 // become their JSON text in a single file's `__metadata__`. The new files replace
 // OUT's earlier checkpoint of the same prefix only once all are written (its files the
 // new one does not use are then removed, and listed); on an error, SIGINT or SIGTERM
-// while writing, OUT is left as it was. The read-back runs once the new files are in
-// place: when it fails, they stay (the error says so; PATH is untouched, so the
-// command can be run again).
+// while writing or reading back, OUT is left as it was: the read-back hashes each new
+// shard under its temporary name (ShardOptions::check_staged) and compares every tensor
+// with the source's XXH3 and the shard's own record. Once published, the new index (or
+// single file) is opened once more; should that fail, the new files stay (the error
+// says so; PATH is untouched, so the command can be run again).
 //
 //   shardload reshard /models/llama /tmp/llama-2g --max-shard-size 2GB
 //   wrote 5 files into /tmp/llama-2g: 291 tensors, 16060522496 bytes; XXH3 verified
@@ -48,6 +50,7 @@
 #include "cli/load_common.h"
 #include "format/checksum.h"
 #include "format/checksum_writer.h"
+#include "format/text.h"
 #include "format/writer.h"
 #include "loader/checkpoint.h"
 #include "loader/checkpoint_hash.h"
@@ -63,9 +66,8 @@ constexpr char kReshardUsage[] =
     "Rewrite the checkpoint at PATH into new shards in the folder OUT (created, with its\n"
     "parents, when missing; it must not be PATH's folder). Files of an earlier\n"
     "checkpoint with the same prefix in OUT are replaced, or removed when unused, once\n"
-    "the new one is complete; on an error while writing OUT is left as it was. The\n"
-    "new files are then read back and checked (unless --no-checksums); a failed check\n"
-    "is an error that leaves them in place (PATH is untouched: run it again).\n"
+    "the new one is complete and (unless --no-checksums) read back and checked against\n"
+    "the source's XXH3; on an error OUT is left as it was.\n"
     "  --max-shard-size S  split greedily like huggingface_hub (e.g. 5GB, 2GiB)\n"
     "  --shards N          split into exactly N shards of balanced size\n"
     "                      (either way, at most 10000: the most a reader accepts)\n"
@@ -269,6 +271,30 @@ int RunReshard(const Args& args) {
       if (::rmdir(p.c_str()) != 0 && errno != ENOENT) break;  // not empty: keep the rest
     }
   };
+  // The read-back: each new shard, complete under its temporary name, is opened and
+  // hashed before anything is published; a tensor missing, or whose bytes or record
+  // differ from what the source hashed to, fails the write with OUT as it was.
+  std::vector<TensorDigest> read_back;  // every tensor's digest, read from the new files
+  if (sums) {
+    options.check_staged = [&](std::span<const StagedShardFile> files) -> Status {
+      for (const StagedShardFile& f : files) {
+        if (f.shard < 0) continue;  // the index: checked once published (Checkpoint::Open below)
+        std::vector<std::string> names;
+        for (size_t i : plan->shards[static_cast<size_t>(f.shard)]) names.push_back(tensors[i].name);
+        HashOptions hash;
+        hash.cancelled = [] { return InterruptSignal() != 0; };
+        Result<std::vector<TensorDigest>> digests =
+            CheckWrittenFile(f.temp_path, f.name, names, *sums, hash);
+        if (!digests.ok()) {
+          if (InterruptSignal() != 0) return digests.status();
+          const Status& s = digests.status();
+          return Status(s.code(), out + ": read-back before publishing failed: " + s.message());
+        }
+        read_back.insert(read_back.end(), digests->begin(), digests->end());
+      }
+      return OkStatus();
+    };
+  }
   Result<ShardedWriteResult> written = sums ? WriteShardedWithChecksums(out, tensors, options, *sums)
                                             : WriteSharded(out, tensors, options);
   // The handlers stay installed through the read-back below (ended on every return):
@@ -303,39 +329,29 @@ int RunReshard(const Args& args) {
     list_removed();
     std::cout.flush();
     return Fail("read-back of " + out + " failed: " + message +
-                " (the new checkpoint is in place there, unverified; " + positional[0] +
-                " is untouched: run reshard again)");
+                " (the new checkpoint is in place there, its shards verified before they "
+                "were published; " + positional[0] + " is untouched: run reshard again)");
   };
   if (!checksums) {
     std::cout << "\n";
     list_removed();
     return 0;
   }
-  // Read the result back: every record written must match the bytes on disk. Exactly
-  // the index (or single file) just written: OUT may hold other checkpoints, and a
-  // folder would resolve to its `model` one whatever --prefix said.
+  // The shards were read back before they were published (check_staged above); what
+  // is left is the published set itself: exactly the index (or single file) just
+  // written opens, and lists the tensors read back (OUT may hold other checkpoints, and
+  // a folder would resolve to its `model` one whatever --prefix said).
   const std::string written_path =
       out + "/" + (written->plan.index_file.empty() ? written->plan.files.at(0)
                                                     : written->plan.index_file);
   Result<Checkpoint> result = Checkpoint::Open(written_path);
   if (!result.ok()) return read_back_failed(result.status().message());
-  // A signal stops the read-back between chunks; it is reported either way.
-  HashOptions read_back;
-  read_back.cancelled = [] { return InterruptSignal() != 0; };
-  Result<CheckpointDigest> digest = HashCheckpoint(*result, read_back);
-  if (int sig = InterruptSignal(); sig != 0 && !digest.ok()) {
-    std::cout << "\n";
-    list_removed();
-    std::cout.flush();
-    return SignalExit("reshard", sig, /*stopped=*/false, out, "; the read-back was stopped");
+  if (result->tensors().size() != read_back.size()) {
+    return read_back_failed(written_path + ": lists " + std::to_string(result->tensors().size()) +
+                            " tensors, the shards read back hold " +
+                            std::to_string(read_back.size()));
   }
-  if (!digest.ok()) return read_back_failed(digest.status().message());
-  if (digest->recorded != result->tensors().size()) {
-    return read_back_failed(out + ": " + std::to_string(digest->recorded) + " of " +
-                            std::to_string(result->tensors().size()) +
-                            " tensors carry an XXH3 record");
-  }
-  std::cout << "; XXH3 verified\ndigest " << FormatXxh3(LayoutFreeDigest(digest->tensors))
+  std::cout << "; XXH3 verified\ndigest " << FormatXxh3(LayoutFreeDigest(read_back))
             << "\n";
   list_removed();
   if (int sig = InterruptSignal(); sig != 0) {

@@ -621,6 +621,7 @@ class StagedFile {
   }
 
   const std::string& path() const { return path_; }
+  const std::string& temp() const { return temp_; }
 
  private:
   TempFileGuard guard_;
@@ -1185,6 +1186,17 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
     SL_ASSIGN_OR_RETURN(std::unique_ptr<StagedFile> index,
                         StageTextFile(base + plan.index_file, index_text, options.write, like));
     staged.push_back(std::move(index));
+  }
+  if (options.check_staged) {
+    std::vector<StagedShardFile> files;
+    for (size_t i = 0; i < staged.size(); ++i) {
+      const bool index = i == plan.shards.size();
+      files.push_back({index ? plan.index_file : plan.files[i], staged[i]->temp(),
+                       index ? -1 : static_cast<int>(i)});
+    }
+    if (Status s = options.check_staged(files); !s.ok()) {
+      return Status(s.code(), s.message() + " (nothing was replaced)");
+    }
   }
   std::string retired_name;  // the other layout's entry point
   if (options.remove_stale) {

@@ -169,6 +169,15 @@ Result<uint64_t> ParseByteSize(std::string_view text);
 inline constexpr uint64_t kDefaultMaxShardSize = 5'000'000'000;
 
 // ShardOptions: how WriteSharded splits a checkpoint.
+// StagedShardFile: one file of a sharded write, complete and synced under its
+// temporary name, not yet published (ShardOptions::check_staged).
+struct StagedShardFile {
+  std::string name;       // its file name once published ("model-00001-of-00002.safetensors")
+  std::string temp_path;  // where it is now: a hidden file in the same folder
+  // shard: the shard's number in ShardPlan::shards, or -1 for the index.
+  int shard = -1;
+};
+
 struct ShardOptions {
   // max_shard_size: greedy split limit in tensor bytes (headers not counted), used
   // when num_shards is 0. Default 5 GB. Must be > 0.
@@ -219,6 +228,15 @@ struct ShardOptions {
   bool remove_stale = true;
   // write: options for each file.
   WriteOptions write;
+  // check_staged: when set, called once with every file of the write (the shards in
+  // order, then the index) once all are written and synced under their temporary
+  // names, before the folder is locked and anything is published: a caller can read
+  // the new files back there (e.g. Checkpoint::Open of each temp_path and
+  // HashCheckpoint) and refuse them. An error it returns fails the write with its code
+  // and message + " (nothing was replaced)"; the temporary files are removed. Called on
+  // the writing thread; the files must not be changed, renamed or removed. Default
+  // none.
+  std::function<Status(std::span<const StagedShardFile>)> check_staged;
   // cancelled: when set, asked while the write waits for the folder's lock before
   // publishing (LockFolder, format/folder_lock.h; generators check for themselves);
   // once it returns true the write fails with cancelled "<dir>: stopped while waiting
@@ -295,7 +313,9 @@ struct ShardedWriteResult {
 // CreateTempFile in writer.cc: regular files only, and in a sticky folder only the
 // writing user's). The folder is opened before anything is published (its fsync and
 // the sweep need it): one that cannot be ("<dir>: open directory: Permission denied
-// (nothing was replaced)") fails the write with the old checkpoint untouched.
+// (nothing was replaced)") fails the write with the old checkpoint untouched. With
+// ShardOptions::check_staged, the caller sees the complete temporary files before any
+// rename and may refuse them (the write then fails the same way).
 // Thread safety: writers into the same folder (threads or processes) publish one at
 // a time (an flock on the folder from the first rename to the end of the sweep), so
 // the last one's checkpoint is what remains, whole; best effort where the file system

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <set>
 #include <string_view>
 #include <utility>
 
@@ -246,6 +247,47 @@ Status RecordedChecksums::CheckXxh3(std::string_view name, uint64_t bytes, uint6
                                            actual, index_file_));
   }
   return OkStatus();
+}
+
+Result<std::vector<TensorDigest>> CheckWrittenFile(const std::string& path, const std::string& label,
+                                                   std::span<const std::string> names,
+                                                   const ChecksumMap& expected,
+                                                   const HashOptions& options) {
+  // relabel: an error of the open or the hash, naming `label` where it named the file.
+  auto relabel = [&](const Status& s) {
+    const std::string base = path.substr(path.find_last_of('/') + 1);
+    std::string message = s.message();
+    for (size_t at = message.find(base); !base.empty() && at != std::string::npos;
+         at = message.find(base, at + label.size())) {
+      message.replace(at, base.size(), label);
+    }
+    return Status(s.code(), std::move(message));
+  };
+  Result<Checkpoint> file = Checkpoint::Open(path);
+  if (!file.ok()) return relabel(file.status());
+  Result<CheckpointDigest> hashed = HashCheckpoint(*file, options);
+  if (!hashed.ok()) return relabel(hashed.status());
+  CheckpointDigest& digest = *hashed;
+  if (digest.tensors.size() != names.size() || digest.recorded != names.size()) {
+    return DataLossError(label + ": holds " + std::to_string(digest.tensors.size()) +
+                         " tensors, " + std::to_string(digest.recorded) +
+                         " with an XXH3 record; " + std::to_string(names.size()) +
+                         " were written");
+  }
+  std::set<std::string_view> written(names.begin(), names.end());
+  for (const TensorDigest& t : digest.tensors) {
+    auto want = expected.find(t.name);
+    if (!written.contains(t.name) || want == expected.end()) {
+      return DataLossError(label + ": holds tensor " + QuoteNameForMessage(t.name) +
+                           ", which was not written to it");
+    }
+    if (want->second != t.xxh3) {
+      return DataLossError(label + ": tensor " + QuoteNameForMessage(t.name) +
+                           ": XXH3 of its bytes is " + FormatXxh3(t.xxh3) + ", expected " +
+                           FormatXxh3(want->second));
+    }
+  }
+  return std::move(digest.tensors);
 }
 
 uint64_t LayoutFreeDigest(std::span<const TensorDigest> tensors) {

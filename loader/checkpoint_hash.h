@@ -28,6 +28,7 @@
 #include <string_view>
 #include <vector>
 
+#include "format/checksum.h"
 #include "format/dtype.h"
 #include "format/shape.h"
 #include "format/status.h"
@@ -144,6 +145,23 @@ class RecordedChecksums {
   std::map<std::string, Record, std::less<>> records_;
   std::string index_file_;
 };
+
+// CheckWrittenFile: read back one safetensors file a writer just made (e.g. a staged
+// shard, ShardOptions::check_staged in format/writer.h): open `path` as a one-file
+// checkpoint, hash every tensor (HashCheckpoint with `options`, so each record the file
+// carries is checked against its bytes), and check that the file holds exactly the
+// tensors `names` (any order), each with an XXH3 record of its own, equal to
+// `expected` (e.g. the source's hashes, from ComputeChecksums). Returns the digests
+// sorted by name (HashCheckpoint's order). `label` names the file in errors (its final name when `path` is a
+// temporary one). Errors: Checkpoint::Open's and HashCheckpoint's, with `label` where
+// they named `path`'s file; data_loss "<label>: holds N tensors, M with an XXH3 record; K
+// were written", "<label>: holds tensor 'w', which was not written to it" and
+// "<label>: tensor 'w': XXH3 of its bytes is X, expected Y".
+// Thread safety: reads only its arguments; may run concurrently with other calls.
+Result<std::vector<TensorDigest>> CheckWrittenFile(const std::string& path, const std::string& label,
+                                                   std::span<const std::string> names,
+                                                   const ChecksumMap& expected,
+                                                   const HashOptions& options = {});
 
 // LayoutFreeDigest: the XXH3-64 of a canonical serialization of `tensors` sorted by
 // name: for each tensor, little-endian u64 length + name bytes, u64 length + dtype

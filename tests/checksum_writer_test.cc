@@ -2,7 +2,12 @@
 // records read back through Checkpoint + HashCheckpoint, and the wrappers' errors.
 #include "format/checksum_writer.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstring>
+#include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -167,6 +172,146 @@ TEST(ChecksumWriterTest, Errors) {
   Status s = WriteFileWithChecksums(dir + "/m.safetensors", failing, std::nullopt);
   EXPECT_EQ(s, DataLossError(dir + "/m.safetensors: tensor 'g': source vanished"));
   EXPECT_FALSE(testing::ReadFile(dir + "/m.safetensors").has_value());
+}
+
+// Names of the files in `dir`, sorted.
+std::vector<std::string> FilesIn(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    names.push_back(e.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// check_staged sees every file complete under its temporary name before anything is
+// published: the shards read back clean there (CheckWrittenFile), the index comes last.
+TEST(ChecksumWriterTest, StagedShardsReadBackBeforePublishing) {
+  Fixture f;
+  std::string dir = MakeTestDir("cw-staged");
+  Result<ChecksumMap> sums = ComputeChecksums(f.tensors, dir);
+  ASSERT_TRUE(sums.ok()) << sums.status().ToString();
+  ShardOptions options;
+  options.num_shards = 2;
+  options.write.sync = false;
+  Result<ShardPlan> plan = PlanShards(f.tensors, options);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  ASSERT_EQ(plan->shards, (std::vector<std::vector<size_t>>{{0}, {1, 2}}));
+  std::vector<StagedShardFile> seen;
+  std::vector<std::string> read_back;
+  options.check_staged = [&](std::span<const StagedShardFile> files) {
+    seen.assign(files.begin(), files.end());
+    EXPECT_EQ(FilesIn(dir).size(), 3u);  // the three temporaries only: nothing published
+    for (const StagedShardFile& file : files) {
+      EXPECT_EQ(file.temp_path.rfind(dir + "/." + file.name + ".tmp.", 0), 0u) << file.temp_path;
+      if (file.shard < 0) continue;
+      std::vector<std::string> names;
+      for (size_t i : plan->shards[static_cast<size_t>(file.shard)]) {
+        names.push_back(f.tensors[i].name);
+      }
+      Result<std::vector<TensorDigest>> d =
+          CheckWrittenFile(file.temp_path, file.name, names, *sums);
+      if (!d.ok()) return d.status();
+      for (const TensorDigest& t : *d) read_back.push_back(t.name);
+    }
+    return OkStatus();
+  };
+  Result<ShardedWriteResult> r = WriteShardedWithChecksums(dir, f.tensors, options, *sums);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_EQ(seen[0].name, "model-00001-of-00002.safetensors");
+  EXPECT_EQ(seen[0].shard, 0);
+  EXPECT_EQ(seen[1].name, "model-00002-of-00002.safetensors");
+  EXPECT_EQ(seen[1].shard, 1);
+  EXPECT_EQ(seen[2].name, "model.safetensors.index.json");
+  EXPECT_EQ(seen[2].shard, -1);
+  EXPECT_EQ(read_back, (std::vector<std::string>{"a", "big", "c"}));
+  EXPECT_EQ(FilesIn(dir), (std::vector<std::string>{"model-00001-of-00002.safetensors",
+                                                    "model-00002-of-00002.safetensors",
+                                                    "model.safetensors.index.json"}));
+}
+
+// A refusal from check_staged fails the write; what the folder held stays, byte for
+// byte, and no temporary file is left.
+TEST(ChecksumWriterTest, RefusedStagedFilesReplaceNothing) {
+  Fixture f;
+  std::string dir = MakeTestDir("cw-refused");
+  ShardOptions options;
+  options.write.sync = false;
+  ASSERT_TRUE(WriteShardedWithChecksums(dir, f.tensors, options).ok());
+  const std::optional<std::string> before = testing::ReadFile(dir + "/model.safetensors");
+  ASSERT_TRUE(before.has_value());
+  std::vector<TensorToWrite> other = f.tensors;
+  other.pop_back();
+  options.num_shards = 2;
+  options.check_staged = [](std::span<const StagedShardFile>) {
+    return DataLossError("the bytes differ");
+  };
+  Result<ShardedWriteResult> r = WriteShardedWithChecksums(dir, other, options);
+  EXPECT_EQ(r.status(), DataLossError("the bytes differ (nothing was replaced)"));
+  EXPECT_EQ(FilesIn(dir), std::vector<std::string>{"model.safetensors"});
+  EXPECT_EQ(testing::ReadFile(dir + "/model.safetensors"), before);
+}
+
+// CheckWrittenFile's refusals: a tensor whose bytes are not the expected ones, one not
+// meant for the file, a file without records, and an unreadable file, each named by
+// its label.
+TEST(ChecksumWriterTest, CheckWrittenFileErrors) {
+  Fixture f;
+  std::string dir = MakeTestDir("cw-check");
+  const std::string path = dir + "/.m.safetensors.tmp.1";
+  ASSERT_TRUE(WriteFileWithChecksums(path, f.tensors, std::nullopt).ok());
+  Result<ChecksumMap> sums = ComputeChecksums(f.tensors, path);
+  ASSERT_TRUE(sums.ok());
+  const std::vector<std::string> names = {"a", "big", "c"};
+  Result<std::vector<TensorDigest>> good = CheckWrittenFile(path, "m.safetensors", names, *sums);
+  ASSERT_TRUE(good.ok()) << good.status().ToString();
+  ASSERT_EQ(good->size(), 3u);
+  EXPECT_EQ(good->at(0).name, "a");  // sorted by name
+
+  ChecksumMap wrong = *sums;
+  wrong["c"] ^= 1;
+  EXPECT_EQ(CheckWrittenFile(path, "m.safetensors", names, wrong).status(),
+            DataLossError("m.safetensors: tensor 'c': XXH3 of its bytes is " +
+                          FormatXxh3(sums->at("c")) + ", expected " + FormatXxh3(wrong["c"])));
+  const std::vector<std::string> other_names = {"a", "big", "d"};
+  EXPECT_EQ(CheckWrittenFile(path, "m.safetensors", other_names, *sums).status(),
+            DataLossError("m.safetensors: holds tensor 'c', which was not written to it"));
+  const std::vector<std::string> two = {"a", "big"};
+  EXPECT_EQ(CheckWrittenFile(path, "m.safetensors", two, *sums).status(),
+            DataLossError("m.safetensors: holds 3 tensors, 3 with an XXH3 record; 2 were written"));
+
+  const std::string plain = dir + "/plain.safetensors";
+  ASSERT_TRUE(WriteFile(plain, f.tensors, std::nullopt).ok());
+  EXPECT_EQ(CheckWrittenFile(plain, "p.safetensors", names, *sums).status(),
+            DataLossError("p.safetensors: holds 3 tensors, 0 with an XXH3 record; 3 were written"));
+
+  // A record that disagrees with the bytes on disk is HashCheckpoint's error, naming
+  // the label rather than the temporary name.
+  Result<Checkpoint> ckpt = Checkpoint::Open(path);
+  ASSERT_TRUE(ckpt.ok());
+  const StoredTensor* c = ckpt->Find("c");
+  ASSERT_NE(c, nullptr);
+  const uint64_t offset = c->file_offset;
+  ckpt = InvalidArgumentError("closed");
+  FILE* fp = std::fopen(path.c_str(), "r+b");
+  ASSERT_NE(fp, nullptr);
+  ASSERT_EQ(std::fseek(fp, static_cast<long>(offset), SEEK_SET), 0);
+  ASSERT_NE(std::fputc((f.c[0] ^ 0x40) & 0xff, fp), EOF);
+  std::fclose(fp);
+  std::string changed = f.c;
+  changed[0] = static_cast<char>(changed[0] ^ 0x40);
+  EXPECT_EQ(CheckWrittenFile(path, "m.safetensors", names, *sums).status(),
+            DataLossError("m.safetensors: tensor 'c' at bytes [" + std::to_string(offset) + ", " +
+                          std::to_string(offset + 3) + "): XXH3 of its 3 bytes is " +
+                          FormatXxh3(Xxh3(std::as_bytes(std::span(changed)))) + ", recorded " +
+                          FormatXxh3(sums->at("c"))));
+
+  ASSERT_EQ(::truncate(path.c_str(), 20), 0);
+  Result<std::vector<TensorDigest>> cut = CheckWrittenFile(path, "m.safetensors", names, *sums);
+  ASSERT_FALSE(cut.ok());
+  EXPECT_TRUE(cut.status().message().starts_with("m.safetensors: ")) << cut.status().ToString();
+  EXPECT_EQ(cut.status().message().find(".tmp."), std::string::npos) << cut.status().ToString();
 }
 
 }  // namespace
