@@ -66,9 +66,12 @@ __global__ void CastKernel(const void* __restrict__ src, Out* __restrict__ dst, 
 
 template <typename In, typename Out, typename Op>
 int Launch(const void* src, void* dst, uint64_t count, cudaStream_t stream) {
+  // Refused before any launch: an invalid argument, not the sticky fault a misaligned
+  // store in the kernel would be.
   if (reinterpret_cast<uintptr_t>(dst) % sizeof(Out) != 0) {
-    return static_cast<int>(cudaErrorMisalignedAddress);
+    return static_cast<int>(cudaErrorInvalidValue);
   }
+  (void)cudaGetLastError();  // so that the check after the launch sees only the launch's
   uint64_t blocks = (count + kThreads - 1) / kThreads;
   if (blocks > kMaxBlocks) blocks = kMaxBlocks;
   if (reinterpret_cast<uintptr_t>(src) % sizeof(In) == 0) {

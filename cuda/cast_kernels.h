@@ -30,8 +30,10 @@ enum class CastKind : int {
 
 // LaunchCastKernel: convert `count` elements from device memory `src` into device
 // memory `dst` (which must not overlap) on `stream`, on the calling thread's current
-// device (the stream's). `src` and `dst` must be aligned to their element sizes.
-// Returns the cudaError_t of the launch as an int (0 = queued); errors of the kernel
+// device (the stream's). `dst` must be aligned to its element size
+// (cudaErrorInvalidValue, before any launch, otherwise); `src` may be at any byte.
+// Clears the thread's last CUDA error first. Returns the cudaError_t of the launch as
+// an int (0 = queued); errors of the kernel
 // itself surface at the next synchronisation of the stream. count == 0 launches
 // nothing. Thread safety: may be called concurrently (different or the same stream).
 int LaunchCastKernel(CastKind kind, const void* src, void* dst, uint64_t count,

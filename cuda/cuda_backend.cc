@@ -172,7 +172,8 @@ Result<double> CudaBackend::MeasureHostToDeviceGBps(const Device& device, uint64
     return InvalidArgumentError("measure host-to-device: repeats " + std::to_string(repeats) +
                                 " is out of range 1..1000");
   }
-  SL_ASSIGN_OR_RETURN(PinnedBuffer host, PinnedBuffer::Allocate(bytes, options_.pinned_mode));
+  SL_ASSIGN_OR_RETURN(PinnedBuffer host,
+                      PinnedBuffer::Allocate(bytes, options_.pinned_mode, device.index));
   std::memset(host.data(), 0x5a, bytes);
   SL_ASSIGN_OR_RETURN(DeviceBuffer dev, DeviceBuffer::Allocate(device.index, bytes));
   return MeasureCopyGBps(device.index, dev.data(), host.data(), bytes, /*host_to_device=*/true,

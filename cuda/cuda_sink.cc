@@ -70,8 +70,10 @@ struct StagingRing {
 
 namespace {
 
+// AllocateRing: `pinned` memory is allocated (and freed) with `device` current, the
+// load's first CUDA device, so that it binds no context on the calling thread's device.
 Result<std::unique_ptr<StagingRing>> AllocateRing(int count, uint64_t slot_bytes, bool pinned,
-                                           PinnedMode mode) {
+                                                  PinnedMode mode, int device) {
   auto ring = std::make_unique<StagingRing>();
   ring->slot_count = count;
   ring->slot_bytes = (slot_bytes + kPage - 1) / kPage * kPage;
@@ -79,7 +81,7 @@ Result<std::unique_ptr<StagingRing>> AllocateRing(int count, uint64_t slot_bytes
   const uint64_t total = ring->total_bytes();  // ≤ 64 × (1 GiB + 8 KiB): no overflow
   ring->pinned = pinned;
   if (pinned) {
-    SL_ASSIGN_OR_RETURN(ring->pinned_memory, PinnedBuffer::Allocate(total, mode));
+    SL_ASSIGN_OR_RETURN(ring->pinned_memory, PinnedBuffer::Allocate(total, mode, device));
     ring->requested_mode = mode;
   } else {
     auto* p = static_cast<std::byte*>(std::aligned_alloc(kPage, total));
@@ -617,8 +619,9 @@ Status CudaSink::Begin(std::span<const Destination> destinations, uint64_t slot_
       }
     }
     if (!m.ring) {
-      SL_ASSIGN_OR_RETURN(m.ring,
-                          AllocateRing(count, ring_slot_bytes, need_pinned, m.options.pinned_mode));
+      const int home = need_pinned ? static_cast<int>(first_used - cuda_used.begin()) : kNoDevice;
+      SL_ASSIGN_OR_RETURN(m.ring, AllocateRing(count, ring_slot_bytes, need_pinned,
+                                               m.options.pinned_mode, home));
       ++m.ring_allocations;
     }
   }

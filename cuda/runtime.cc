@@ -1,6 +1,7 @@
 // The CUDA runtime probe and RAII handles (see cuda/runtime.h).
 #include "cuda/runtime.h"
 
+#include <cuda.h>  // CUdevice, CUresult: the driver calls PrimaryContextActive makes
 #include <cuda_runtime_api.h>
 
 #include <fcntl.h>
@@ -13,6 +14,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -214,8 +216,57 @@ Result<ScopedDevice> ScopedDevice::Enter(int device) {
 ScopedDevice::ScopedDevice(ScopedDevice&& other) noexcept
     : previous_(other.previous_), restore_(std::exchange(other.restore_, false)) {}
 
+namespace {
+
+// PrimaryContextQuery: the driver's cuDeviceGet and cuDevicePrimaryCtxGetState, looked
+// up once through the runtime (both null where it cannot give them).
+struct PrimaryContextQuery {
+  CUresult (*get)(CUdevice*, int) = nullptr;
+  CUresult (*state)(CUdevice, unsigned int*, int*) = nullptr;
+};
+
+const PrimaryContextQuery& DriverQuery() {
+  static const PrimaryContextQuery query = [] {
+    PrimaryContextQuery q;
+    void* get = nullptr;
+    void* state = nullptr;
+    cudaDriverEntryPointQueryResult found_get = cudaDriverEntryPointSymbolNotFound;
+    cudaDriverEntryPointQueryResult found_state = cudaDriverEntryPointSymbolNotFound;
+    // 12000: the ABI of CUDA 12, which both symbols have had since CUDA 2-7.
+    if (cudaGetDriverEntryPointByVersion("cuDeviceGet", &get, 12000, cudaEnableDefault,
+                                         &found_get) == cudaSuccess &&
+        cudaGetDriverEntryPointByVersion("cuDevicePrimaryCtxGetState", &state, 12000,
+                                         cudaEnableDefault, &found_state) == cudaSuccess &&
+        found_get == cudaDriverEntryPointSuccess && found_state == cudaDriverEntryPointSuccess &&
+        get != nullptr && state != nullptr) {
+      q.get = reinterpret_cast<CUresult (*)(CUdevice*, int)>(get);
+      q.state = reinterpret_cast<CUresult (*)(CUdevice, unsigned int*, int*)>(state);
+    }
+    (void)cudaGetLastError();
+    return q;
+  }();
+  return query;
+}
+
+// PrimaryContextActive: whether `device`'s primary context exists (so making it
+// current creates nothing); true when the driver cannot say.
+bool PrimaryContextActive(int device) {
+  const PrimaryContextQuery& q = DriverQuery();
+  if (q.get == nullptr) return true;
+  CUdevice handle = 0;
+  unsigned int flags = 0;
+  int active = 0;
+  if (q.get(&handle, device) != CUDA_SUCCESS || q.state(handle, &flags, &active) != CUDA_SUCCESS) {
+    return true;
+  }
+  return active != 0;
+}
+
+}  // namespace
+
 ScopedDevice::~ScopedDevice() {
-  if (restore_ && cudaSetDevice(previous_) != cudaSuccess) (void)cudaGetLastError();
+  if (!restore_ || !PrimaryContextActive(previous_)) return;
+  if (cudaSetDevice(previous_) != cudaSuccess) (void)cudaGetLastError();
 }
 
 Status MakeDeviceCurrent(int device) {
@@ -300,16 +351,22 @@ bool KernelCanWriteInto(void* p) {
 
 }  // namespace
 
-Result<PinnedBuffer> PinnedBuffer::Allocate(uint64_t bytes, PinnedMode mode) {
+Result<PinnedBuffer> PinnedBuffer::Allocate(uint64_t bytes, PinnedMode mode, int device) {
   if (bytes == 0) return InvalidArgumentError("pinned buffer of 0 bytes requested");
   if (bytes > (uint64_t{1} << 46)) {
     return InvalidArgumentError("pinned buffer of " + std::to_string(bytes) +
                                 " bytes requested (more than 64 TiB)");
   }
+  std::optional<ScopedDevice> scope;
+  if (device != kNoDevice) {
+    SL_ASSIGN_OR_RETURN(ScopedDevice entered, ScopedDevice::Enter(device));
+    scope.emplace(std::move(entered));
+  }
   const std::string what =
       " (allocating " + std::to_string(bytes) + " bytes of pinned memory)";
   PinnedBuffer buffer;
   buffer.mode_ = mode;
+  buffer.device_ = device;
   if (mode == PinnedMode::kHostAlloc) {
     void* p = nullptr;
     cudaError_t err = cudaHostAlloc(&p, bytes, cudaHostAllocPortable);
@@ -346,7 +403,8 @@ Result<PinnedBuffer> PinnedBuffer::Allocate(uint64_t bytes, PinnedMode mode) {
 PinnedBuffer::PinnedBuffer(PinnedBuffer&& other) noexcept
     : data_(std::exchange(other.data_, nullptr)),
       size_(std::exchange(other.size_, 0)),
-      mode_(other.mode_) {}
+      mode_(other.mode_),
+      device_(other.device_) {}
 
 PinnedBuffer& PinnedBuffer::operator=(PinnedBuffer&& other) noexcept {
   if (this != &other) {
@@ -354,6 +412,7 @@ PinnedBuffer& PinnedBuffer::operator=(PinnedBuffer&& other) noexcept {
     data_ = std::exchange(other.data_, nullptr);
     size_ = std::exchange(other.size_, 0);
     mode_ = other.mode_;
+    device_ = other.device_;
   }
   return *this;
 }
@@ -362,10 +421,18 @@ PinnedBuffer::~PinnedBuffer() { Reset(); }
 
 void PinnedBuffer::Reset() {
   if (data_ == nullptr) return;
+  // Freed with the allocating device current, when there was one (a failure to switch
+  // still frees: the free itself then reports what is wrong).
+  std::optional<Result<ScopedDevice>> scope;
+  if (device_ != kNoDevice) scope.emplace(ScopedDevice::Enter(device_));
   if (mode_ == PinnedMode::kHostAlloc) {
     if (cudaFreeHost(data_) != cudaSuccess) (void)cudaGetLastError();
+  } else if (cudaHostUnregister(data_) != cudaSuccess) {
+    // Still registered as far as the driver knows (e.g. after a sticky error): giving
+    // the range back to the heap could hand registered memory to a later
+    // cudaHostRegister, which then fails. Leaked instead.
+    (void)cudaGetLastError();
   } else {
-    if (cudaHostUnregister(data_) != cudaSuccess) (void)cudaGetLastError();
     std::free(data_);
   }
   data_ = nullptr;

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <string>
 
+#include "cuda/status.h"
 #include "format/status.h"
 
 struct CUstream_st;  // CUDA's opaque stream (cudaStream_t is CUstream_st*)
@@ -79,8 +80,13 @@ struct MemoryInfo {
 // GetMemoryInfo: cudaMemGetInfo on `device`. Errors: CheckDevice's, or the CUDA error.
 Result<MemoryInfo> GetMemoryInfo(int device);
 
-// ScopedDevice: makes `device` current for the calling thread and restores the
-// previous current device when destroyed. Move-only; use on one thread.
+// ScopedDevice: makes `device` current for the calling thread and, when destroyed,
+// makes the previous current device current again if that device's primary context
+// is active (as PyTorch's device guard does): on a thread that never chose a device,
+// the "previous" device is device 0 with no context, and since CUDA 12 cudaSetDevice
+// would create one there (hundreds of MiB of a GPU the caller never used), so the
+// thread is left on `device` instead. Where the driver cannot be asked whether a
+// context is active, the previous device is restored. Move-only; use on one thread.
 class ScopedDevice {
  public:
   // Enter: cudaGetDevice + cudaSetDevice(device). Errors: CheckDevice's or CUDA's.
@@ -136,10 +142,16 @@ class PinnedBuffer {
   // cudaHostAlloc memory under some gVisor versions, which would make every file read
   // into a staging slot fail), or where it is not 4096-aligned (cudaHostAlloc does
   // not document its alignment), it is freed and kHostRegister memory is returned
-  // instead; mode() says which. Errors: invalid_argument for 0 bytes;
-  // resource_exhausted "cudaHostAlloc: cudaErrorMemoryAllocation: out of memory
-  // (allocating N bytes of pinned memory)"; unavailable without a driver.
-  static Result<PinnedBuffer> Allocate(uint64_t bytes, PinnedMode mode = PinnedMode::kHostAlloc);
+  // instead; mode() says which. `device`: when a device index, the memory is
+  // allocated and later freed with that device current (ScopedDevice), so neither
+  // binds a context on the calling thread's device (device 0 on a fresh thread); the
+  // memory is portable either way (usable by every device's copies). kNoDevice
+  // (default): the calling thread's current device. Errors: invalid_argument for 0
+  // bytes; resource_exhausted "cudaHostAlloc: cudaErrorMemoryAllocation: out of memory
+  // (allocating N bytes of pinned memory)"; unavailable without a driver; CheckDevice's
+  // for a bad `device`.
+  static Result<PinnedBuffer> Allocate(uint64_t bytes, PinnedMode mode = PinnedMode::kHostAlloc,
+                                       int device = kNoDevice);
   PinnedBuffer(PinnedBuffer&& other) noexcept;
   PinnedBuffer& operator=(PinnedBuffer&& other) noexcept;
   PinnedBuffer(const PinnedBuffer&) = delete;
@@ -155,6 +167,7 @@ class PinnedBuffer {
   void* data_ = nullptr;
   uint64_t size_ = 0;
   PinnedMode mode_ = PinnedMode::kHostAlloc;
+  int device_ = kNoDevice;  // made current to free the memory (Allocate's `device`)
 };
 
 // DeviceBuffer: `bytes` of memory on one device (cudaMalloc: 256-byte aligned), freed

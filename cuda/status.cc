@@ -44,6 +44,10 @@ Status CudaCallStatus(int error, std::string_view call, int device) {
     case cudaErrorDevicesUnavailable:
     case cudaErrorSystemDriverMismatch:
     case cudaErrorCompatNotSupportedOnDevice:
+    case cudaErrorStubLibrary:              // only the driver's stub library is installed
+    case cudaErrorCallRequiresNewerDriver:
+    case cudaErrorSystemNotReady:           // a driver daemon (Fabric Manager) is not running
+    case cudaErrorCudartUnloading:          // the process is exiting
       return UnavailableError(std::move(message));
     case cudaErrorInvalidValue:
     case cudaErrorInvalidDevice:

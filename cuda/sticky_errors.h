@@ -14,7 +14,9 @@ namespace shardload::cuda {
 // IsStickyCudaError: whether `error` is one of the asynchronous faults after which the
 // device's context fails every later call of the process (illegal address, launch
 // failure and timeout, device assert, hardware stack error, illegal or misaligned
-// access, invalid PC, uncorrectable ECC). Pure function.
+// access, invalid PC, uncorrectable ECC; and the codes CUDA 13's driver_types.h marks
+// "the process must be terminated and relaunched": a contained error, a tensor memory
+// leak, a terminated MPS client, an external device's error). Pure function.
 inline bool IsStickyCudaError(int error) {
   switch (static_cast<cudaError_t>(error)) {
     case cudaErrorIllegalAddress:
@@ -27,6 +29,10 @@ inline bool IsStickyCudaError(int error) {
     case cudaErrorInvalidPc:
     case cudaErrorLaunchFailure:
     case cudaErrorECCUncorrectable:
+    case cudaErrorContained:
+    case cudaErrorTensorMemoryLeak:
+    case cudaErrorMpsClientTerminated:
+    case cudaErrorExternalDevice:
       return true;
     default:
       return false;

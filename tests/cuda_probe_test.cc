@@ -51,6 +51,18 @@ TEST(CudaStatusTest, NamesCallDeviceAndCudaError) {
   EXPECT_TRUE(s.message().ends_with(sticky)) << s.message();
   EXPECT_FALSE(CudaCallStatus(kCudaErrorMemoryAllocation, "cudaMalloc", 3).message().ends_with(sticky));
   EXPECT_EQ(CudaErrorName(987654), "cudaErrorUnknownCode(987654)");
+  // No usable CUDA, in other words: a stub driver library (34), a driver too old for
+  // the call (36), a driver daemon not running (802), the runtime unloading (4).
+  for (int code : {34, 36, 802, 4}) {
+    EXPECT_EQ(CudaCallStatus(code, "cudaSetDevice", 0).code(), StatusCode::kUnavailable) << code;
+  }
+  // The codes CUDA 13 marks "the process must be terminated and relaunched": a
+  // contained error (226), a tensor memory leak (721), a terminated MPS client (810),
+  // an external device's error (911).
+  for (int code : {226, 721, 810, 911}) {
+    EXPECT_TRUE(CudaCallStatus(code, "cudaStreamSynchronize", 0).message().ends_with(sticky))
+        << code;
+  }
 }
 
 TEST(CudaProbeTest, DeviceCountIsStableAndConsistent) {

@@ -16,6 +16,8 @@
 #include <cstring>
 #include <iostream>
 #include <map>
+#include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -574,6 +576,52 @@ TEST_F(FakeCudaTest, ALoadOntoOneDeviceMakesNoContextOnAnother) {
     const fake::Counters c = fake::Snapshot();
     EXPECT_FALSE(c.contexts[0]);
     EXPECT_TRUE(c.contexts[1]);
+  });
+  rank.join();
+  ExpectNothingLive();
+}
+
+// The same from a thread that never chose a device (its current device is an untouched
+// cuda:0), with the results freed on another such thread (as a DLPack deleter or a
+// garbage collector may run), the backend and its cached staging ring too: the caller's
+// thread is left on cuda:1 rather than set back to cuda:0, which would create a context
+// there; the ring is pinned and freed with cuda:1 current, and every free selects the
+// memory's device first.
+TEST_F(FakeCudaTest, AFreshThreadLoadingOntoOneDeviceMakesNoContextOnDevice0) {
+  Stored stored = WriteSharded("fake_fresh_contexts", 2, 3, 5000);
+  Result<Checkpoint> ckpt = Checkpoint::Open(stored.dir);
+  ASSERT_TRUE(ckpt.ok());
+  fake::ForgetContexts();
+  std::optional<LoadedCheckpoint> loaded;
+  auto backend = std::make_unique<CudaBackend>();  // its staging ring freed on `releaser`
+  std::thread loader([&] {
+    LoadOptions o = Options(backend.get(), "cuda:1", 2, 8192);
+    Result<LoadedCheckpoint> all = LoadAll(*ckpt, o);
+    ASSERT_TRUE(all.ok()) << all.status().ToString();
+    ExpectByteExact(stored, *all);
+    loaded.emplace(std::move(*all));
+    EXPECT_EQ(fake::CurrentDevice(), 1);  // left on the load's device
+  });
+  loader.join();
+  std::thread releaser([&] {
+    EXPECT_GT(backend->cached_staging_bytes(), 0u);
+    backend->ReleaseCachedStaging();  // the pinned ring first, on a thread still on cuda:0
+    loaded.reset();
+    backend.reset();
+  });
+  releaser.join();
+  const fake::Counters c = fake::Snapshot();
+  EXPECT_FALSE(c.contexts[0]);
+  EXPECT_TRUE(c.contexts[1]);
+  // A device whose context is active is made current again.
+  std::thread rank([&] {
+    ASSERT_TRUE(MakeDeviceCurrent(1).ok());
+    {
+      Result<ScopedDevice> on0 = ScopedDevice::Enter(0);
+      ASSERT_TRUE(on0.ok());
+      EXPECT_EQ(fake::CurrentDevice(), 0);
+    }
+    EXPECT_EQ(fake::CurrentDevice(), 1);
   });
   rank.join();
   ExpectNothingLive();

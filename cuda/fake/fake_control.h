@@ -51,8 +51,9 @@ struct Counters {
   uint64_t host_release_with_pending_work = 0;
   // contexts[d]: whether a real CUDA >= 12 runtime would hold a context on device d by
   // now: cudaSetDevice(d) creates one, as does any call needing a context (allocation,
-  // stream, event, copy, launch, synchronize) made while d was current. A live value,
-  // cleared only by ForgetContexts.
+  // free, stream, event, copy, launch, synchronize, their destruction) made while d was
+  // current. A live value, cleared only by ForgetContexts. The driver's
+  // cuDevicePrimaryCtxGetState (through cudaGetDriverEntryPointByVersion) reports it.
   bool contexts[kDevices] = {};
 };
 
@@ -83,6 +84,9 @@ void FailAsync(std::string_view call, int after, int error);
 // ForgetContexts: clear Counters::contexts (as if no device had a context yet), so a
 // test can see which devices one load touches. Thread-safe.
 void ForgetContexts();
+
+// CurrentDevice: the calling thread's current device (what cudaGetDevice reports).
+int CurrentDevice();
 
 // ClearFailures: drop pending FailCall / FailAsync rules and heal poisoned devices
 // (what only a new process does for a real GPU). Thread-safe.

@@ -9,6 +9,7 @@
 // worker thread; an operation stays at the head of its queue while it runs, so the
 // host memory it reads or writes is known to be in use until it completes. Events
 // count how often they were recorded and how many of those records have run.
+#include <cuda.h>
 #include <cuda_runtime_api.h>
 #include <sys/mman.h>
 
@@ -472,6 +473,8 @@ void ForgetContexts() {
   for (bool& c : s.context) c = false;
 }
 
+int CurrentDevice() { return current_device; }
+
 void ResetCounters() {
   State& s = S();
   std::lock_guard<std::mutex> lock(s.mu);
@@ -539,6 +542,7 @@ int LaunchCast(CastKind kind, const void* src, void* dst, uint64_t count, CUstre
   State& s = S();
   std::lock_guard<std::mutex> lock(s.mu);
   if (count == 0) return cudaSuccess;
+  last_error = cudaSuccess;  // as LaunchCastKernel clears it before launching
   if (cudaError_t e = Injected(s, "LaunchCastKernel"); e != cudaSuccess) return Fail(s, e);
   if (cudaError_t p = Poisoned(s); p != cudaSuccess) return p;
   UseContext(s);
@@ -564,7 +568,7 @@ int LaunchCast(CastKind kind, const void* src, void* dst, uint64_t count, CUstre
     default:
       return Fail(s, cudaErrorInvalidValue);
   }
-  if (reinterpret_cast<uintptr_t>(dst) % out != 0) return Fail(s, cudaErrorMisalignedAddress);
+  if (reinterpret_cast<uintptr_t>(dst) % out != 0) return Fail(s, cudaErrorInvalidValue);
   Op op;
   op.kind = OpKind::kCast;
   op.cast = kind;
@@ -671,7 +675,46 @@ cudaError_t ReportInt(const char* call, int* out, int value) {
   return cudaSuccess;
 }
 
+// The two driver calls the runtime hands out (cudaGetDriverEntryPointByVersion): a
+// device's handle is its index, and its primary context is active once
+// State::context says a real runtime would have made it.
+CUresult FakeCuDeviceGet(CUdevice* device, int ordinal) {
+  if (device == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  if (!ValidDevice(ordinal)) return CUDA_ERROR_INVALID_DEVICE;
+  *device = ordinal;
+  return CUDA_SUCCESS;
+}
+
+CUresult FakeCuDevicePrimaryCtxGetState(CUdevice device, unsigned int* flags, int* active) {
+  State& s = S();
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (flags == nullptr || active == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  if (!ValidDevice(device)) return CUDA_ERROR_INVALID_DEVICE;
+  *flags = 0;
+  *active = s.context[device] ? 1 : 0;
+  return CUDA_SUCCESS;
+}
+
 }  // namespace
+
+cudaError_t CUDARTAPI cudaGetDriverEntryPointByVersion(const char* symbol, void** func,
+                                                       unsigned int cuda_version,
+                                                       unsigned long long flags,
+                                                       cudaDriverEntryPointQueryResult* status) {
+  (void)flags;
+  if (symbol == nullptr || func == nullptr) return last_error = cudaErrorInvalidValue;
+  if (cuda_version > CUDART_VERSION) return last_error = cudaErrorInvalidValue;
+  const std::string_view name(symbol);
+  *func = nullptr;
+  if (name == "cuDeviceGet") *func = reinterpret_cast<void*>(&FakeCuDeviceGet);
+  if (name == "cuDevicePrimaryCtxGetState") {
+    *func = reinterpret_cast<void*>(&FakeCuDevicePrimaryCtxGetState);
+  }
+  if (status != nullptr) {
+    *status = *func != nullptr ? cudaDriverEntryPointSuccess : cudaDriverEntryPointSymbolNotFound;
+  }
+  return cudaSuccess;
+}
 
 cudaError_t CUDARTAPI cudaGetDeviceCount(int* count) {
   return ReportInt("cudaGetDeviceCount", count, kDevices);
@@ -771,6 +814,7 @@ cudaError_t CUDARTAPI cudaFree(void* ptr) {
   State& s = S();
   std::unique_lock<std::mutex> lock(s.mu);
   FAKE_INJECT(s, "cudaFree");
+  UseContext(s);  // as the runtime binds the current device's context
   if (ptr == nullptr) return cudaSuccess;
   const int dev = DeviceOf(s, ptr);
   if (dev < 0) return Fail(s, cudaErrorInvalidValue);
@@ -827,6 +871,7 @@ cudaError_t CUDARTAPI cudaFreeHost(void* ptr) {
   State& s = S();
   std::unique_lock<std::mutex> lock(s.mu);
   FAKE_INJECT(s, "cudaFreeHost");
+  UseContext(s);  // as the runtime binds the current device's context
   if (ptr == nullptr) return cudaSuccess;
   auto it = s.pinned.find(static_cast<std::byte*>(ptr));
   if (it == s.pinned.end() || !it->second.host_alloc) return Fail(s, cudaErrorInvalidValue);
@@ -864,6 +909,7 @@ cudaError_t CUDARTAPI cudaHostUnregister(void* ptr) {
   State& s = S();
   std::unique_lock<std::mutex> lock(s.mu);
   FAKE_INJECT(s, "cudaHostUnregister");
+  UseContext(s);  // as the runtime binds the current device's context
   auto it = s.pinned.find(static_cast<std::byte*>(ptr));
   if (it == s.pinned.end() || it->second.host_alloc) {
     return Fail(s, cudaErrorHostMemoryNotRegistered);
@@ -894,6 +940,7 @@ cudaError_t CUDARTAPI cudaStreamDestroy(cudaStream_t stream) {
   State& s = S();
   std::unique_lock<std::mutex> lock(s.mu);
   FAKE_INJECT(s, "cudaStreamDestroy");
+  UseContext(s);  // as the runtime binds the current device's context
   if (!LiveStream(s, stream)) return Fail(s, cudaErrorInvalidResourceHandle);
   // Queued work completes before the stream goes away (the real call returns at once;
   // waiting here only changes timing).
@@ -972,6 +1019,7 @@ cudaError_t CUDARTAPI cudaEventDestroy(cudaEvent_t event) {
   State& s = S();
   std::lock_guard<std::mutex> lock(s.mu);
   FAKE_INJECT(s, "cudaEventDestroy");
+  UseContext(s);  // as the runtime binds the current device's context
   if (!LiveEvent(s, event)) return Fail(s, cudaErrorInvalidResourceHandle);
   s.events.erase(event);
   // Freed once no queued record or wait names it (the real call may also return
