@@ -153,22 +153,28 @@ check "SIGHUP leaves the folder as it was" test "$(cd "$tmp/sig" && ls -A && md5
 
 # A file-size limit (ulimit -f): the write fails with EFBIG instead of SIGXFSZ killing
 # the command, and the checkpoint already there stays, without a temporary file.
-err="$( (ulimit -f 64; "$bin" write-sample "$tmp/sig" --size 8MiB --no-sync) 2>&1 >/dev/null)"; rc=$?
-check "ulimit -f: exit 1, not a signal" test $rc -eq 1
-check "ulimit -f: says the file is too large" grep -q "File too large" <<<"$err"
-check "ulimit -f: the folder is as it was" test "$(cd "$tmp/sig" && ls -A && md5sum ./*)" = "$before"
+# ThreadSanitizer's runtime cannot start under such a limit (it dies of SIGBUS before
+# main); the plain and ASan passes run these checks.
+if (ulimit -f 2; "$bin" --help 2>&1 >/dev/null) | grep -q "ThreadSanitizer"; then
+  echo "skip: under ThreadSanitizer the command cannot start with ulimit -f 2: ulimit checks left out"
+else
+  err="$( (ulimit -f 64; "$bin" write-sample "$tmp/sig" --size 8MiB --no-sync) 2>&1 >/dev/null)"; rc=$?
+  check "ulimit -f: exit 1, not a signal" test $rc -eq 1
+  check "ulimit -f: says the file is too large" grep -q "File too large" <<<"$err"
+  check "ulimit -f: the folder is as it was" test "$(cd "$tmp/sig" && ls -A && md5sum ./*)" = "$before"
 
-# reshard failing the same way into a new OUT leaves none of the folders it made.
-err="$( (ulimit -f 2; "$bin" reshard "$tmp/a" "$tmp/made/out" --shards 2 --no-sync) 2>&1 >/dev/null)"; rc=$?
-check "reshard under ulimit -f: exit 1" test $rc -eq 1
-check "reshard under ulimit -f: says the file is too large" grep -q "File too large" <<<"$err"
-check "reshard under ulimit -f: the folders it made are gone" test ! -e "$tmp/made"
-(ulimit -f 2; "$bin" reshard "$tmp/a" "$tmp/made2/out/" --shards 2 --no-sync) >/dev/null 2>&1
-check "reshard into OUT/ (a trailing slash): the folders it made are gone" test ! -e "$tmp/made2"
-mkdir -p "$tmp/kept"
-(ulimit -f 2; "$bin" reshard "$tmp/a" "$tmp/kept/new/./" --shards 2 --no-sync) >/dev/null 2>&1
-check "reshard into an existing folder's new child: the child is gone, the folder stays" \
-  test -d "$tmp/kept" -a ! -e "$tmp/kept/new"
+  # reshard failing the same way into a new OUT leaves none of the folders it made.
+  err="$( (ulimit -f 2; "$bin" reshard "$tmp/a" "$tmp/made/out" --shards 2 --no-sync) 2>&1 >/dev/null)"; rc=$?
+  check "reshard under ulimit -f: exit 1" test $rc -eq 1
+  check "reshard under ulimit -f: says the file is too large" grep -q "File too large" <<<"$err"
+  check "reshard under ulimit -f: the folders it made are gone" test ! -e "$tmp/made"
+  (ulimit -f 2; "$bin" reshard "$tmp/a" "$tmp/made2/out/" --shards 2 --no-sync) >/dev/null 2>&1
+  check "reshard into OUT/ (a trailing slash): the folders it made are gone" test ! -e "$tmp/made2"
+  mkdir -p "$tmp/kept"
+  (ulimit -f 2; "$bin" reshard "$tmp/a" "$tmp/kept/new/./" --shards 2 --no-sync) >/dev/null 2>&1
+  check "reshard into an existing folder's new child: the child is gone, the folder stays" \
+    test -d "$tmp/kept" -a ! -e "$tmp/kept/new"
+fi
 
 # Permissions, as an unprivileged user (root runs the suite; skipped otherwise). The
 # binary is copied where that user can reach it.
