@@ -454,6 +454,40 @@ class PythonTest(unittest.TestCase):
         with mock.patch.object(torch.cuda, "is_available", return_value=False):
             self.assertEqual(shardload._device_string("cuda"), "cuda")
 
+    def test_loads_onto_cuda_run_under_torchs_device_guard(self):
+        # Which device torch's guard makes current around a CUDA load (simulated: torch
+        # with three CUDA devices, its guard recorded): the lowest one the device or map
+        # names, none for host loads or past torch's devices; tensor-name patterns that
+        # spell "cuda" are not devices.
+        from unittest import mock
+        entered = []
+
+        class Guard:
+            def __init__(self, index):
+                self.index = index
+
+            def __enter__(self):
+                entered.append(self.index)
+
+            def __exit__(self, *exc):
+                entered.append(-1)
+
+        cases = [("cpu", []), ("cuda:1", [1, -1]), ("cuda", [0, -1]),
+                 ("lm_head.*=cuda:2,cuda:1", [1, -1]), ("a.cuda=cpu,cpu", []),
+                 ("re:x\\.[0-9]{1,2}=cuda:2,cpu", [2, -1]), ("cuda:3", []),
+                 ("w*=cuda,cuda:2", [0, -1])]
+        with mock.patch.object(torch.cuda, "is_available", return_value=True), \
+                mock.patch.object(torch.cuda, "device_count", return_value=3), \
+                mock.patch.object(torch.cuda, "device", Guard):
+            for device, want in cases:
+                del entered[:]
+                with shardload._cuda_device_guard(device):
+                    pass
+                self.assertEqual(entered, want, device)
+        with mock.patch.object(torch.cuda, "is_available", return_value=False):
+            with shardload._cuda_device_guard("cuda:0"):
+                pass  # no torch CUDA: no guard (the library reports the missing device)
+
     def test_cuda_views_agree(self):
         # One clear failure, instead of every test_cuda_* case failing or skipping, when
         # torch and shardload disagree (e.g. a driver too old for CUDA 13).
@@ -1681,8 +1715,10 @@ class PythonTest(unittest.TestCase):
         tensors = sample_tensors()
         st.save_file(tensors, self.path("g.safetensors"), metadata={"k": "v"})
         ref = st.load_file(self.path("g.safetensors"), device="cuda:0")
+        current = torch.cuda.current_device()
         for device in ("cuda:0", "cuda", 0, torch.device("cuda", 0)):
             ours = shardload.load_file(self.path("g.safetensors"), device=device)
+            self.assertEqual(torch.cuda.current_device(), current)  # torch's guard kept it
             self.assertEqual(sorted(ours), sorted(ref))
             for name, t in ref.items():
                 self.assertEqual(ours[name].device, torch.device("cuda", 0), (device, name))

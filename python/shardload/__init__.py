@@ -29,6 +29,7 @@ A load can be stopped from another thread with a ``CancelToken`` (``cancel=token
 The native library is found as described in ``shardload._lib``
 (``set_library_path``, ``SHARDLOAD_LIBRARY``, or next to this package).
 """
+import contextlib
 import ctypes
 import os
 import re
@@ -391,8 +392,9 @@ def _load_all(ckpt, options):
         # In the try: a progress callable that raised at its last call (total, total)
         # leaves a complete load behind (the library ignores that call's answer), which
         # must be freed when check() raises what the callable raised.
-        options.check(l.sl_load_all(ckpt.handle, options.handle, None, 0, ctypes.byref(loaded),
-                                    None))
+        with _cuda_device_guard(options.device):
+            options.check(l.sl_load_all(ckpt.handle, options.handle, None, 0,
+                                        ctypes.byref(loaded), None))
         by_name = {}
         for i in range(l.sl_loaded_count(loaded)):
             info = _lib.LoadedTensor()
@@ -545,6 +547,43 @@ def _device_string(device):
             "loads into host memory and onto CUDA GPUs; for another torch device, load onto "
             "cpu and move the tensors with .to())" % _quote_name(text))
     return text
+
+
+# _CUDA_DEVICE: a CUDA device as a device map's entries end ("cuda" alone reads as
+# cuda:0, as the library reads it).
+_CUDA_DEVICE = re.compile(r"cuda(?::([0-9]{1,10}))?")
+
+
+def _cuda_devices_named(device):
+    """The CUDA device indexes a device or device-map string names: each entry's text
+    after its last '=' (a device never holds ',' or '='; a regex pattern's commas only
+    split off pieces that end in no device)."""
+    named = []
+    for entry in str(device).split(","):
+        m = _CUDA_DEVICE.fullmatch(entry.rsplit("=", 1)[-1].strip())
+        if m:
+            named.append(int(m.group(1) or 0))
+    return named
+
+
+@contextlib.contextmanager
+def _cuda_device_guard(device):
+    """Runs a load with the lowest CUDA device ``device`` (a device or device-map string)
+    names made current through torch's own device guard, as safetensors' torch calls
+    run. The library makes a load's device current for its calls and, on a thread whose
+    previous device has no CUDA context yet, leaves it so rather than make a context
+    there; torch's guard then gives torch back its current device the same way, without
+    making one either, so torch.cuda.current_device() is what it was. Nothing when no
+    CUDA device is named, torch has no CUDA, or the index is past torch's devices (the
+    library's own error follows)."""
+    named = _cuda_devices_named(device)
+    torch = _torch() if named else None
+    if not named or not torch.cuda.is_available() or \
+            min(named) >= torch.cuda.device_count():
+        yield
+        return
+    with torch.cuda.device(min(named)):
+        yield
 
 
 # _PLAIN_DEVICE: the one-device strings the library takes (loader/device.h ParseDevice).
@@ -788,7 +827,7 @@ class safe_open(_lib.Closing):
         target = _lib.Target(raw, len(raw), info.dtype, info.shape, info.ndim, None, None)
         loaded = ctypes.c_void_p()
         try:
-            with self._options() as options:
+            with self._options() as options, _cuda_device_guard(self._device):
                 _lib.check(l.sl_load_all(ckpt.handle, options.handle, ctypes.byref(target), 1,
                                          ctypes.byref(loaded), None))
             li = _lib.LoadedTensor()
@@ -1278,7 +1317,7 @@ def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, 
             torch.cuda.synchronize(dev)
         report = ctypes.c_void_p()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), _cuda_device_guard(dev):
                 status = l.sl_load_into(ckpt.handle, targets, len(state), options.handle,
                                         ctypes.byref(report))
             lists = _lib.report_lists(report) if report.value else None

@@ -496,7 +496,8 @@ class Options(Closing):
         h = ctypes.c_void_p()
         check(l.sl_options_new(ctypes.byref(h)))
         self.handle = h
-        check(l.sl_options_set_device(h, str(device).encode()))
+        self.device = str(device)
+        check(l.sl_options_set_device(h, self.device.encode()))
         check(l.sl_options_set_strict(h, 1 if strict else 0))
         if not strict_index:
             check(l.sl_options_set_strict_index(h, 0))
