@@ -17,9 +17,10 @@
 // new one does not use are then removed, and listed); on an error, SIGINT or SIGTERM
 // while writing or reading back, OUT is left as it was: the read-back hashes each new
 // shard under its temporary name (ShardOptions::check_staged) and compares every tensor
-// with the source's XXH3 and the shard's own record. Once published, the new index (or
-// single file) is opened once more; should that fail, the new files stay (the error
-// says so; PATH is untouched, so the command can be run again).
+// with the source's XXH3 and the shard's own record, and checks the new index's weight
+// map. Once published, the new index (or single file) is opened once more; should that
+// fail, the new files stay (the error says so; PATH is untouched, so the command can be
+// run again).
 //
 //   shardload reshard /models/llama /tmp/llama-2g --max-shard-size 2GB
 //   wrote 5 files into /tmp/llama-2g: 291 tensors, 16060522496 bytes; XXH3 verified
@@ -43,6 +44,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cli/commands.h"
@@ -67,7 +69,7 @@ constexpr char kReshardUsage[] =
     "parents, when missing; it must not be PATH's folder). Files of an earlier\n"
     "checkpoint with the same prefix in OUT are replaced, or removed when unused, once\n"
     "the new one is complete and (unless --no-checksums) read back and checked against\n"
-    "the source's XXH3; on an error OUT is left as it was.\n"
+    "the source's XXH3; on an error while writing or reading back, OUT is left as it was.\n"
     "  --max-shard-size S  split greedily like huggingface_hub (e.g. 5GB, 2GiB)\n"
     "  --shards N          split into exactly N shards of balanced size\n"
     "                      (either way, at most 10000: the most a reader accepts)\n"
@@ -277,22 +279,37 @@ int RunReshard(const Args& args) {
   std::vector<TensorDigest> read_back;  // every tensor's digest, read from the new files
   if (sums) {
     options.check_staged = [&](std::span<const StagedShardFile> files) -> Status {
+      auto failed = [&](const Status& s) {
+        return Status(s.code(), out + ": read-back before publishing failed: " + s.message());
+      };
       for (const StagedShardFile& f : files) {
-        if (f.shard < 0) continue;  // the index: checked once published (Checkpoint::Open below)
+        const std::string label = "new " + f.name;  // not the old file of that name in OUT
+        if (f.shard < 0) {
+          std::vector<std::pair<std::string, std::string>> weight_map;
+          for (size_t s = 0; s < plan->shards.size(); ++s) {
+            for (size_t i : plan->shards[s]) {
+              weight_map.emplace_back(tensors[i].name, plan->files[s]);
+            }
+          }
+          Status s = CheckWrittenIndex(f.temp_path, label, weight_map);
+          if (!s.ok()) return failed(s);
+          continue;
+        }
         std::vector<std::string> names;
-        for (size_t i : plan->shards[static_cast<size_t>(f.shard)]) names.push_back(tensors[i].name);
+        for (size_t i : plan->shards[static_cast<size_t>(f.shard)]) {
+          names.push_back(tensors[i].name);
+        }
         HashOptions hash;
         hash.cancelled = [] { return InterruptSignal() != 0; };
         Result<std::vector<TensorDigest>> digests =
-            CheckWrittenFile(f.temp_path, f.name, names, *sums, hash);
+            CheckWrittenFile(f.temp_path, label, names, *sums, hash);
         if (!digests.ok()) {
           if (InterruptSignal() != 0) return digests.status();
-          const Status& s = digests.status();
-          return Status(s.code(), out + ": read-back before publishing failed: " + s.message());
+          return failed(digests.status());
         }
         read_back.insert(read_back.end(), digests->begin(), digests->end());
       }
-      return OkStatus();
+      return OkStatus();  // a signal during the last chunk: options.cancelled, asked next
     };
   }
   Result<ShardedWriteResult> written = sums ? WriteShardedWithChecksums(out, tensors, options, *sums)
@@ -305,7 +322,9 @@ int RunReshard(const Args& args) {
   } end_signals;
   if (int sig = InterruptSignal(); sig != 0) {
     if (!written.ok()) remove_made_out();
-    return SignalExit("reshard", sig, !written.ok(), out, ", not read back");
+    return SignalExit("reshard", sig, !written.ok(), out,
+                      sums ? " (its shards and index read back before publishing)"
+                           : " (--no-checksums: not read back)");
   }
   if (!written.ok()) {
     remove_made_out();
@@ -337,10 +356,10 @@ int RunReshard(const Args& args) {
     list_removed();
     return 0;
   }
-  // The shards were read back before they were published (check_staged above); what
-  // is left is the published set itself: exactly the index (or single file) just
-  // written opens, and lists the tensors read back (OUT may hold other checkpoints, and
-  // a folder would resolve to its `model` one whatever --prefix said).
+  // The shards and index were read back before they were published (check_staged
+  // above); what is left is the published set itself: exactly the index (or single
+  // file) just written opens, and lists the tensors read back (OUT may hold other
+  // checkpoints, and a folder would resolve to its `model` one whatever --prefix said).
   const std::string written_path =
       out + "/" + (written->plan.index_file.empty() ? written->plan.files.at(0)
                                                     : written->plan.index_file);

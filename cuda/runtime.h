@@ -3,8 +3,8 @@
 // Provides the process-wide device probe (`DeviceCount`, `GetDeviceProperties`; no
 // driver or no device simply means 0 devices, never a crash or an exception), memory
 // queries and synchronous copies used by tests and benchmarks, and move-only owners of
-// every CUDA handle the package uses: `ScopedDevice` (cudaSetDevice, restored on
-// destruction), `PinnedBuffer` (page-locked host memory by cudaHostAlloc or by
+// every CUDA handle the package uses: `ScopedDevice` (cudaSetDevice; the previous
+// device restored on destruction where its context exists), `PinnedBuffer` (page-locked host memory by cudaHostAlloc or by
 // aligned_alloc + cudaHostRegister), `DeviceBuffer` (cudaMalloc/cudaFree), `Stream`
 // and `Event`. No CUDA header is included here: streams and events appear as pointers
 // to CUDA's opaque `CUstream_st` / `CUevent_st`, which is what cudaStream_t and
@@ -132,8 +132,10 @@ enum class PinnedMode {
 const char* PinnedModeName(PinnedMode mode);
 
 // PinnedBuffer: page-locked host memory, at least 4096-aligned, freed (and
-// unregistered) by the destructor. Move-only. Thread safety: the memory is the
-// caller's to share; the object itself is not synchronised.
+// unregistered) by the destructor; registered memory whose cudaHostUnregister fails
+// (e.g. after a sticky error) is leaked rather than handed back to the heap still
+// registered. Move-only. Thread safety: the memory is the caller's to share; the
+// object itself is not synchronised.
 class PinnedBuffer {
  public:
   PinnedBuffer() = default;

@@ -1197,6 +1197,9 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
     if (Status s = options.check_staged(files); !s.ok()) {
       return Status(s.code(), s.message() + " (nothing was replaced)");
     }
+    if (options.cancelled && options.cancelled()) {  // e.g. a signal during the check
+      return CancelledError(dir + ": stopped before publishing (nothing was replaced)");
+    }
   }
   std::string retired_name;  // the other layout's entry point
   if (options.remove_stale) {

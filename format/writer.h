@@ -168,9 +168,9 @@ Result<uint64_t> ParseByteSize(std::string_view text);
 // kDefaultMaxShardSize: huggingface_hub's default max_shard_size ("5GB").
 inline constexpr uint64_t kDefaultMaxShardSize = 5'000'000'000;
 
-// ShardOptions: how WriteSharded splits a checkpoint.
-// StagedShardFile: one file of a sharded write, complete and synced under its
-// temporary name, not yet published (ShardOptions::check_staged).
+// StagedShardFile: one file of a sharded write, complete under its temporary name
+// (and synced, unless WriteOptions::sync is false), not yet published
+// (ShardOptions::check_staged).
 struct StagedShardFile {
   std::string name;       // its file name once published ("model-00001-of-00002.safetensors")
   std::string temp_path;  // where it is now: a hidden file in the same folder
@@ -178,6 +178,7 @@ struct StagedShardFile {
   int shard = -1;
 };
 
+// ShardOptions: how WriteSharded splits a checkpoint.
 struct ShardOptions {
   // max_shard_size: greedy split limit in tensor bytes (headers not counted), used
   // when num_shards is 0. Default 5 GB. Must be > 0.
@@ -229,18 +230,20 @@ struct ShardOptions {
   // write: options for each file.
   WriteOptions write;
   // check_staged: when set, called once with every file of the write (the shards in
-  // order, then the index) once all are written and synced under their temporary
-  // names, before the folder is locked and anything is published: a caller can read
-  // the new files back there (e.g. Checkpoint::Open of each temp_path and
-  // HashCheckpoint) and refuse them. An error it returns fails the write with its code
-  // and message + " (nothing was replaced)"; the temporary files are removed. Called on
-  // the writing thread; the files must not be changed, renamed or removed. Default
+  // order, then the index) once all are written (and synced, unless write.sync is
+  // false) under their temporary names, before the folder is locked and anything is
+  // published: a caller can read the new files back there (CheckWrittenFile and
+  // CheckWrittenIndex, loader/checkpoint_hash.h) and refuse them. An error it returns
+  // fails the write with its code and message + " (nothing was replaced)"; the
+  // temporary files are removed. `cancelled` is asked once more right after it. Called
+  // on the writing thread; the files must not be changed, renamed or removed. Default
   // none.
   std::function<Status(std::span<const StagedShardFile>)> check_staged;
-  // cancelled: when set, asked while the write waits for the folder's lock before
-  // publishing (LockFolder, format/folder_lock.h; generators check for themselves);
-  // once it returns true the write fails with cancelled "<dir>: stopped while waiting
-  // for the folder's lock (nothing was replaced)". Default none.
+  // cancelled: when set, asked after check_staged (when set) and while the write waits
+  // for the folder's lock before publishing (LockFolder, format/folder_lock.h;
+  // generators check for themselves); once it returns true the write fails with
+  // cancelled "<dir>: stopped before publishing (nothing was replaced)", or "<dir>:
+  // stopped while waiting for the folder's lock (nothing was replaced)". Default none.
   std::function<bool()> cancelled;
 };
 

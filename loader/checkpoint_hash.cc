@@ -3,12 +3,14 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <set>
 #include <string_view>
 #include <utility>
 
 #include "format/checksum.h"
+#include "format/index.h"
 #include "format/text.h"
 #include "loader/file.h"
 #include "loader/parallel.h"
@@ -249,20 +251,30 @@ Status RecordedChecksums::CheckXxh3(std::string_view name, uint64_t bytes, uint6
   return OkStatus();
 }
 
-Result<std::vector<TensorDigest>> CheckWrittenFile(const std::string& path, const std::string& label,
+namespace {
+
+// Relabel: `s` naming `label` wherever it named `path` or its file name (the longer
+// first: an error may name either).
+Status Relabel(const Status& s, const std::string& path, const std::string& label) {
+  std::string message = s.message();
+  const std::string base = path.substr(path.find_last_of('/') + 1);
+  for (const std::string& name : {path, base}) {
+    for (size_t at = message.find(name); !name.empty() && at != std::string::npos;
+         at = message.find(name, at + label.size())) {
+      message.replace(at, name.size(), label);
+    }
+  }
+  return Status(s.code(), std::move(message));
+}
+
+}  // namespace
+
+Result<std::vector<TensorDigest>> CheckWrittenFile(const std::string& path,
+                                                   const std::string& label,
                                                    std::span<const std::string> names,
                                                    const ChecksumMap& expected,
                                                    const HashOptions& options) {
-  // relabel: an error of the open or the hash, naming `label` where it named the file.
-  auto relabel = [&](const Status& s) {
-    const std::string base = path.substr(path.find_last_of('/') + 1);
-    std::string message = s.message();
-    for (size_t at = message.find(base); !base.empty() && at != std::string::npos;
-         at = message.find(base, at + label.size())) {
-      message.replace(at, base.size(), label);
-    }
-    return Status(s.code(), std::move(message));
-  };
+  auto relabel = [&](const Status& s) { return Relabel(s, path, label); };
   Result<Checkpoint> file = Checkpoint::Open(path);
   if (!file.ok()) return relabel(file.status());
   Result<CheckpointDigest> hashed = HashCheckpoint(*file, options);
@@ -288,6 +300,31 @@ Result<std::vector<TensorDigest>> CheckWrittenFile(const std::string& path, cons
     }
   }
   return std::move(digest.tensors);
+}
+
+Status CheckWrittenIndex(const std::string& path, const std::string& label,
+                         std::span<const std::pair<std::string, std::string>> weight_map) {
+  Result<ShardIndex> index = ReadIndexFile(path);
+  if (!index.ok()) return Relabel(index.status(), path, label);
+  if (index->weight_map.size() != weight_map.size()) {
+    return DataLossError(label + ": lists " + std::to_string(index->weight_map.size()) +
+                         " tensors; " + std::to_string(weight_map.size()) + " were written");
+  }
+  std::map<std::string_view, std::string_view> written;
+  for (const auto& [name, file] : weight_map) written.emplace(name, file);
+  for (const auto& [name, file] : index->weight_map) {
+    auto it = written.find(name);
+    if (it == written.end()) {
+      return DataLossError(label + ": lists tensor " + QuoteNameForMessage(name) +
+                           ", which was not written");
+    }
+    if (it->second != file) {
+      return DataLossError(label + ": maps tensor " + QuoteNameForMessage(name) + " to " +
+                           QuoteForMessage(file, '\'') + "; it was written to " +
+                           QuoteForMessage(it->second, '\''));
+    }
+  }
+  return OkStatus();
 }
 
 uint64_t LayoutFreeDigest(std::span<const TensorDigest> tensors) {

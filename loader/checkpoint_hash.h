@@ -26,6 +26,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "format/checksum.h"
@@ -152,16 +153,29 @@ class RecordedChecksums {
 // carries is checked against its bytes), and check that the file holds exactly the
 // tensors `names` (any order), each with an XXH3 record of its own, equal to
 // `expected` (e.g. the source's hashes, from ComputeChecksums). Returns the digests
-// sorted by name (HashCheckpoint's order). `label` names the file in errors (its final name when `path` is a
-// temporary one). Errors: Checkpoint::Open's and HashCheckpoint's, with `label` where
-// they named `path`'s file; data_loss "<label>: holds N tensors, M with an XXH3 record; K
-// were written", "<label>: holds tensor 'w', which was not written to it" and
-// "<label>: tensor 'w': XXH3 of its bytes is X, expected Y".
+// sorted by name (HashCheckpoint's order). `label` names the file in errors (e.g. "new
+// <final name>" when `path` is a temporary one). Errors: Checkpoint::Open's and
+// HashCheckpoint's, with `label` where they named `path` or its file name; data_loss
+// "<label>: holds N tensors, M with an XXH3 record; K were written", "<label>: holds
+// tensor 'w', which was not written to it" and "<label>: tensor 'w': XXH3 of its bytes
+// is X, expected Y".
 // Thread safety: reads only its arguments; may run concurrently with other calls.
-Result<std::vector<TensorDigest>> CheckWrittenFile(const std::string& path, const std::string& label,
+Result<std::vector<TensorDigest>> CheckWrittenFile(const std::string& path,
+                                                   const std::string& label,
                                                    std::span<const std::string> names,
                                                    const ChecksumMap& expected,
                                                    const HashOptions& options = {});
+
+// CheckWrittenIndex: read back an index file a writer just made (e.g. the staged
+// index of ShardOptions::check_staged): `path` must parse as an index
+// (ReadIndexFile) whose weight map is exactly `weight_map` (tensor name → shard file
+// name, any order). `label` names the file in errors. Errors: ReadIndexFile's, with
+// `label` where they named `path`; data_loss "<label>: lists N tensors; M were
+// written", "<label>: lists tensor 'w', which was not written" and "<label>: maps
+// tensor 'w' to 'a.safetensors'; it was written to 'b.safetensors'".
+// Thread safety: reads only its arguments; may run concurrently with other calls.
+Status CheckWrittenIndex(const std::string& path, const std::string& label,
+                         std::span<const std::pair<std::string, std::string>> weight_map);
 
 // LayoutFreeDigest: the XXH3-64 of a canonical serialization of `tensors` sorted by
 // name: for each tensor, little-endian u64 length + name bytes, u64 length + dtype

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <optional>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -184,6 +185,14 @@ std::vector<std::string> FilesIn(const std::string& dir) {
   return names;
 }
 
+// TwoShards: options for a two-shard write without fsync.
+ShardOptions TwoShards() {
+  ShardOptions options;
+  options.write.sync = false;
+  options.num_shards = 2;
+  return options;
+}
+
 // check_staged sees every file complete under its temporary name before anything is
 // published: the shards read back clean there (CheckWrittenFile), the index comes last.
 TEST(ChecksumWriterTest, StagedShardsReadBackBeforePublishing) {
@@ -191,9 +200,7 @@ TEST(ChecksumWriterTest, StagedShardsReadBackBeforePublishing) {
   std::string dir = MakeTestDir("cw-staged");
   Result<ChecksumMap> sums = ComputeChecksums(f.tensors, dir);
   ASSERT_TRUE(sums.ok()) << sums.status().ToString();
-  ShardOptions options;
-  options.num_shards = 2;
-  options.write.sync = false;
+  ShardOptions options = TwoShards();
   Result<ShardPlan> plan = PlanShards(f.tensors, options);
   ASSERT_TRUE(plan.ok()) << plan.status().ToString();
   ASSERT_EQ(plan->shards, (std::vector<std::vector<size_t>>{{0}, {1, 2}}));
@@ -251,6 +258,63 @@ TEST(ChecksumWriterTest, RefusedStagedFilesReplaceNothing) {
   EXPECT_EQ(r.status(), DataLossError("the bytes differ (nothing was replaced)"));
   EXPECT_EQ(FilesIn(dir), std::vector<std::string>{"model.safetensors"});
   EXPECT_EQ(testing::ReadFile(dir + "/model.safetensors"), before);
+}
+
+// A cancellation that arrives during check_staged (a signal while the last shard is
+// read back) is seen before anything is published.
+TEST(ChecksumWriterTest, CancelledDuringTheStagedCheckReplacesNothing) {
+  Fixture f;
+  std::string dir = MakeTestDir("cw-cancel-staged");
+  ShardOptions options = TwoShards();
+  bool stop = false;
+  options.cancelled = [&] { return stop; };
+  options.check_staged = [&](std::span<const StagedShardFile>) {
+    stop = true;  // after the check's own last look
+    return OkStatus();
+  };
+  Result<ShardedWriteResult> r = WriteShardedWithChecksums(dir, f.tensors, options);
+  EXPECT_EQ(r.status(), CancelledError(dir + ": stopped before publishing (nothing was replaced)"));
+  EXPECT_EQ(FilesIn(dir), std::vector<std::string>{});
+}
+
+// CheckWrittenIndex: the staged index of a write lists exactly the tensors written, each
+// in the file it went to; its refusals name the label.
+TEST(ChecksumWriterTest, CheckWrittenIndex) {
+  Fixture f;
+  std::string dir = MakeTestDir("cw-index");
+  ShardOptions options = TwoShards();
+  using WeightMap = std::vector<std::pair<std::string, std::string>>;
+  const WeightMap right = {{"a", "model-00001-of-00002.safetensors"},
+                           {"big", "model-00002-of-00002.safetensors"},
+                           {"c", "model-00002-of-00002.safetensors"}};
+  std::vector<Status> results;
+  options.check_staged = [&](std::span<const StagedShardFile> files) {
+    const std::string& index = files.back().temp_path;
+    EXPECT_EQ(files.back().shard, -1);
+    const WeightMap moved = {right[0], right[1], {"c", "model-00001-of-00002.safetensors"}};
+    const WeightMap fewer = {right[0], right[1]};
+    const WeightMap other = {right[0], right[1], {"d", "model-00002-of-00002.safetensors"}};
+    for (const WeightMap* m : {&right, &moved, &fewer, &other}) {
+      results.push_back(CheckWrittenIndex(index, "new model.safetensors.index.json", *m));
+    }
+    ::truncate(index.c_str(), 10);
+    results.push_back(CheckWrittenIndex(index, "new model.safetensors.index.json", right));
+    return OkStatus();
+  };
+  ASSERT_TRUE(WriteShardedWithChecksums(dir, f.tensors, options).ok());
+  ASSERT_EQ(results.size(), 5u);
+  EXPECT_TRUE(results[0].ok()) << results[0].ToString();
+  EXPECT_EQ(results[1], DataLossError("new model.safetensors.index.json: maps tensor 'c' to "
+                                      "'model-00002-of-00002.safetensors'; it was written to "
+                                      "'model-00001-of-00002.safetensors'"));
+  EXPECT_EQ(results[2],
+            DataLossError("new model.safetensors.index.json: lists 3 tensors; 2 were written"));
+  EXPECT_EQ(results[3], DataLossError("new model.safetensors.index.json: lists tensor 'c', "
+                                      "which was not written"));
+  EXPECT_EQ(results[4].code(), StatusCode::kInvalidArgument) << results[4].ToString();
+  EXPECT_TRUE(results[4].message().starts_with("new model.safetensors.index.json: "))
+      << results[4].ToString();
+  EXPECT_EQ(results[4].message().find(".tmp."), std::string::npos) << results[4].ToString();
 }
 
 // CheckWrittenFile's refusals: a tensor whose bytes are not the expected ones, one not

@@ -176,6 +176,54 @@ else
     test -d "$tmp/kept" -a ! -e "$tmp/kept/new"
 fi
 
+# reshard reads every new shard back before publishing it: a shard whose bytes change
+# on disk before the read-back reaches them, or a signal during the read-back, leaves
+# OUT as it was. The command is stopped (SIGSTOP) once its staged index exists (the
+# shards are then complete and the read-back starting) and nothing new is in place yet;
+# a try that finds the new files already published (the read-back of 512 MiB outran
+# this poll) is run again.
+"$bin" write-sample "$tmp/rb-src" --size 512MiB --no-sync >/dev/null 2>&1
+stopped_in_read_back() {  # stopped_in_read_back: start reshard into $tmp/rb, stop it there
+  rm -rf "$tmp/rb" && "$bin" write-sample "$tmp/rb" --layout tiny --shards 3 --no-sync >/dev/null
+  rb_before="$(cd "$tmp/rb" && ls -A && md5sum ./*)"
+  "$bin" reshard "$tmp/rb-src" "$tmp/rb" --shards 2 --no-sync >"$tmp/rb.out" 2>"$tmp/rb.err" &
+  rb_pid=$!
+  for _ in $(seq 3000); do  # at most ~30 s
+    compgen -G "$tmp/rb/.model.safetensors.index.json.tmp.*" >/dev/null && break
+    kill -0 $rb_pid 2>/dev/null || break
+    sleep 0.01
+  done
+  kill -STOP $rb_pid 2>/dev/null
+  if compgen -G "$tmp/rb/.model.safetensors.index.json.tmp.*" >/dev/null &&
+     ! compgen -G "$tmp/rb/model-*-of-00002.safetensors" >/dev/null; then
+    return 0
+  fi
+  kill -CONT $rb_pid 2>/dev/null; wait $rb_pid
+  return 1
+}
+for try in 1 2 3; do stopped_in_read_back && break; done
+check "reshard stopped in its read-back (try $try)" test -n "$(compgen -G "$tmp/rb/.model-00002-of-00002.safetensors.tmp.*")"
+python3 - "$(compgen -G "$tmp/rb/.model-00002-of-00002.safetensors.tmp.*")" <<'PY'
+import sys
+with open(sys.argv[1], "r+b") as f:  # the last byte: the shard's last tensor
+    f.seek(-1, 2)
+    b = f.read(1)[0]
+    f.seek(-1, 2)
+    f.write(bytes([b ^ 0x40]))
+PY
+kill -CONT $rb_pid; wait $rb_pid; rc=$?
+check "a byte changed before the read-back: exit 1" test $rc -eq 1
+check "... the error names the new shard and the read-back" grep -Eq "^shardload reshard: $tmp/rb: read-back before publishing failed: new model-00002-of-00002.safetensors: tensor '[^']+' at bytes \[[0-9]+, [0-9]+\): XXH3 of its [0-9]+ bytes is [0-9a-f]{16}, recorded [0-9a-f]{16} \(nothing was replaced\)$" "$tmp/rb.err"
+check "... OUT is as it was, without temporary files" test "$(cd "$tmp/rb" && ls -A && md5sum ./*)" = "$rb_before"
+for try in 1 2 3; do stopped_in_read_back && break; done
+# SIGTERM: a script's background job starts with SIGINT ignored (see above).
+kill -TERM $rb_pid; kill -CONT $rb_pid; wait $rb_pid; rc=$?
+check "SIGTERM during the read-back: exit 143" test $rc -eq 143
+check "... says OUT is as it was" test "$(cat "$tmp/rb.err")" = \
+  "shardload reshard: interrupted by signal 15; $tmp/rb is as it was"
+check "... and it is, without temporary files" test "$(cd "$tmp/rb" && ls -A && md5sum ./*)" = "$rb_before"
+rm -rf "$tmp/rb-src" "$tmp/rb"
+
 # Permissions, as an unprivileged user (root runs the suite; skipped otherwise). The
 # binary is copied where that user can reach it.
 if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then

@@ -554,13 +554,55 @@ def _device_string(device):
 _CUDA_DEVICE = re.compile(r"cuda(?::([0-9]{1,10}))?")
 
 
+def _regex_entry_continues(entry):
+    """Whether a device-map entry cut at a comma is a "re:" pattern with a '{', '[' or '('
+    still open, or ending in an escaping backslash: the comma belongs to the regex (the
+    library's EntryContinues, loader/device.cc)."""
+    if not entry.startswith("re:"):
+        return False
+    braces = parens = 0
+    in_class = False
+    i = 3
+    while i < len(entry):
+        c = entry[i]
+        if c == "\\":
+            if i + 1 == len(entry):
+                return True  # an escaped comma
+            i += 1
+        elif in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "{":
+            braces += 1
+        elif c == "}":
+            braces = max(0, braces - 1)
+        elif c == "(":
+            parens += 1
+        elif c == ")":
+            parens = max(0, parens - 1)
+        i += 1
+    return in_class or braces > 0 or parens > 0
+
+
 def _cuda_devices_named(device):
-    """The CUDA device indexes a device or device-map string names: each entry's text
-    after its last '=' (a device never holds ',' or '='; a regex pattern's commas only
-    split off pieces that end in no device)."""
+    """The CUDA device indexes a device or device-map string names: the map is cut into
+    entries as the library cuts it, and each entry's device is its text after the last
+    '=' (a device never holds '=')."""
     named = []
-    for entry in str(device).split(","):
-        m = _CUDA_DEVICE.fullmatch(entry.rsplit("=", 1)[-1].strip())
+    entries, start, pos, text = [], 0, 0, str(device)
+    while True:
+        comma = text.find(",", pos)
+        entry = (text[start:] if comma < 0 else text[start:comma]).strip(" \t")
+        if comma >= 0 and _regex_entry_continues(entry):
+            pos = comma + 1
+            continue
+        entries.append(entry)
+        if comma < 0:
+            break
+        start = pos = comma + 1
+    for entry in entries:
+        m = _CUDA_DEVICE.fullmatch(entry.rsplit("=", 1)[-1].strip(" \t"))
         if m:
             named.append(int(m.group(1) or 0))
     return named
@@ -573,9 +615,11 @@ def _cuda_device_guard(device):
     run. The library makes a load's device current for its calls and, on a thread whose
     previous device has no CUDA context yet, leaves it so rather than make a context
     there; torch's guard then gives torch back its current device the same way, without
-    making one either, so torch.cuda.current_device() is what it was. Nothing when no
-    CUDA device is named, torch has no CUDA, or the index is past torch's devices (the
-    library's own error follows)."""
+    making one either, so torch.cuda.current_device() is what it was after the load. A
+    map that names a device it gives no tensor still has that device made current (and
+    its context made) when it is the lowest named. Nothing when no CUDA device is
+    named, torch has no CUDA, or the index is past torch's devices (the library's own
+    error follows)."""
     named = _cuda_devices_named(device)
     torch = _torch() if named else None
     if not named or not torch.cuda.is_available() or \
