@@ -42,7 +42,10 @@ struct Counters {
   uint64_t live_streams = 0;
   uint64_t live_events = 0;
   uint64_t async_copies = 0;          // cudaMemcpyAsync calls queued
-  uint64_t pageable_async_copies = 0; // ... whose host side was not pinned memory
+  uint64_t pageable_async_copies = 0; // ... whose host side was not pinned memory (for
+                                      // the stream's device: memory pinned without the
+                                      // Portable flag is pinned only for the device
+                                      // current when it was allocated or registered)
   uint64_t kernel_launches = 0;       // LaunchCastKernel calls queued
   uint64_t failed_calls = 0;          // calls that returned an error (injected or not)
   // host_release_with_pending_work: cudaFreeHost / cudaHostUnregister of memory that

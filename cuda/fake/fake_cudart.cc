@@ -116,6 +116,12 @@ struct PinnedRange {
   bool host_alloc = false;  // cudaHostAlloc (else cudaHostRegister)
   uint64_t unmapped = 0;    // > 0: a PROT_NONE mapping of this size (munmap, not free)
   uint64_t misaligned = 0;  // > 0: handed out this far into its allocation (free that)
+  // portable: allocated or registered with the Portable flag, so pinned for every
+  // device; otherwise only for `device`, the one current then (CUDA: "the memory
+  // returned by this call will be considered as pinned memory only by the CUDA context
+  // that is current when the call is made"), and pageable for copies on other devices.
+  bool portable = false;
+  int device = 0;
 };
 
 struct State {
@@ -230,14 +236,17 @@ std::byte* Translate(State& s, int device, const void* p, uint64_t bytes) {
   return d.backing + off;
 }
 
-// PinnedContains: whether host range [p, p + bytes) lies inside one pinned range.
-bool PinnedContains(const State& s, const void* p, uint64_t bytes) {
+// PinnedContains: whether host range [p, p + bytes) lies inside one pinned range that
+// is pinned for `device` (portable, or allocated with `device` current); any device
+// when `device` is -1.
+bool PinnedContains(const State& s, const void* p, uint64_t bytes, int device = -1) {
   const auto* b = static_cast<const std::byte*>(p);
   auto it = s.pinned.upper_bound(b);
   if (it == s.pinned.begin()) return false;
   --it;
   return b >= it->first && b - it->first <= static_cast<std::ptrdiff_t>(it->second.bytes) &&
-         bytes <= it->second.bytes - static_cast<uint64_t>(b - it->first);
+         bytes <= it->second.bytes - static_cast<uint64_t>(b - it->first) &&
+         (device < 0 || it->second.portable || it->second.device == device);
 }
 
 bool LiveStream(const State& s, CUstream_st* stream) { return s.streams.count(stream) > 0; }
@@ -356,8 +365,8 @@ void WaitHostRangeLocked(State& s, std::unique_lock<std::mutex>& lock, const std
 // AddPinnedLocked / ReleasePinnedLocked: record a pinned range; forget the one starting
 // at `p` once no queued operation uses it any more.
 void AddPinnedLocked(State& s, const std::byte* p, uint64_t bytes, bool host_alloc,
-                     uint64_t unmapped = 0) {
-  s.pinned[p] = {bytes, host_alloc, unmapped};
+                     bool portable, uint64_t unmapped = 0) {
+  s.pinned[p] = {bytes, host_alloc, unmapped, 0, portable, current_device};
   s.counters.live_pinned_bytes += bytes;
   s.counters.peak_pinned_bytes = std::max(s.counters.peak_pinned_bytes, s.counters.live_pinned_bytes);
 }
@@ -837,7 +846,7 @@ cudaError_t CUDARTAPI cudaFree(void* ptr) {
 cudaError_t CUDARTAPI cudaHostAlloc(void** ptr, size_t size, unsigned int flags) {
   State& s = S();
   std::lock_guard<std::mutex> lock(s.mu);
-  (void)flags;
+  const bool portable = (flags & cudaHostAllocPortable) != 0;
   FAKE_INJECT(s, "cudaHostAlloc");
   FAKE_STICKY(s);
   UseContext(s);
@@ -846,7 +855,7 @@ cudaError_t CUDARTAPI cudaHostAlloc(void** ptr, size_t size, unsigned int flags)
   if (s.host_alloc_kernel_inaccessible) {
     void* m = ::mmap(nullptr, rounded, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) return Fail(s, cudaErrorMemoryAllocation);
-    AddPinnedLocked(s, static_cast<std::byte*>(m), size, /*host_alloc=*/true, rounded);
+    AddPinnedLocked(s, static_cast<std::byte*>(m), size, /*host_alloc=*/true, portable, rounded);
     *ptr = m;
     return cudaSuccess;
   }
@@ -855,14 +864,14 @@ cudaError_t CUDARTAPI cudaHostAlloc(void** ptr, size_t size, unsigned int flags)
     void* base = std::aligned_alloc(kPage, rounded + kPage);
     if (base == nullptr) return Fail(s, cudaErrorMemoryAllocation);
     std::byte* p = static_cast<std::byte*>(base) + kOffset;
-    AddPinnedLocked(s, p, size, /*host_alloc=*/true);
+    AddPinnedLocked(s, p, size, /*host_alloc=*/true, portable);
     s.pinned[p].misaligned = kOffset;
     *ptr = p;
     return cudaSuccess;
   }
   void* p = std::aligned_alloc(kPage, rounded);
   if (p == nullptr) return Fail(s, cudaErrorMemoryAllocation);
-  AddPinnedLocked(s, static_cast<std::byte*>(p), size, /*host_alloc=*/true);
+  AddPinnedLocked(s, static_cast<std::byte*>(p), size, /*host_alloc=*/true, portable);
   *ptr = p;
   return cudaSuccess;
 }
@@ -890,7 +899,7 @@ cudaError_t CUDARTAPI cudaFreeHost(void* ptr) {
 cudaError_t CUDARTAPI cudaHostRegister(void* ptr, size_t size, unsigned int flags) {
   State& s = S();
   std::lock_guard<std::mutex> lock(s.mu);
-  (void)flags;
+  const bool portable = (flags & cudaHostRegisterPortable) != 0;
   FAKE_INJECT(s, "cudaHostRegister");
   FAKE_STICKY(s);
   UseContext(s);
@@ -901,7 +910,7 @@ cudaError_t CUDARTAPI cudaHostRegister(void* ptr, size_t size, unsigned int flag
       return Fail(s, cudaErrorHostMemoryAlreadyRegistered);
     }
   }
-  AddPinnedLocked(s, p, size, /*host_alloc=*/false);
+  AddPinnedLocked(s, p, size, /*host_alloc=*/false, portable);
   return cudaSuccess;
 }
 
@@ -1121,7 +1130,7 @@ cudaError_t CUDARTAPI cudaMemcpyAsync(void* dst, const void* src, size_t count,
   ++s.counters.async_copies;
   bool pageable_dst = false;
   if (args.src_host && !args.dst_host) {
-    if (PinnedContains(s, src, count)) {
+    if (PinnedContains(s, src, count, stream->device)) {
       op.host_lo = args.src;  // read when the copy runs: must stay untouched until then
       op.host_bytes = count;
     } else {
@@ -1129,7 +1138,7 @@ cudaError_t CUDARTAPI cudaMemcpyAsync(void* dst, const void* src, size_t count,
       op.staged.assign(args.src, args.src + count);
     }
   } else if (args.dst_host && !args.src_host) {
-    if (PinnedContains(s, dst, count)) {
+    if (PinnedContains(s, dst, count, stream->device)) {
       op.host_lo = args.dst;
       op.host_bytes = count;
     } else {
