@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <ctime>
 #include <map>
 #include <memory>
 #include <new>
@@ -331,15 +332,22 @@ bool IsOurCheckpointFile(const std::string& name, const std::string& prefix) {
   return true;
 }
 
-// DeadWritersLeftover: whether `name` is, exactly in UniqueSuffix's format, a
-// temporary (".<file>.tmp.<pid>.<n>.<16 hex>") or, unless `temp_only`, a backup
-// (".<file>.old.<pid>.<n>.<16 hex>") file whose <file> passes `ours` and whose writing
-// process no longer exists (a writer killed mid-write: nothing will rename or remove
-// it). Files of this process and of live processes are kept. A writer in another PID
-// namespace looks dead here: writing one checkpoint from two places at once is not
-// supported (docs/ARCHITECTURE.md "Atomic writers").
+// kLeftoverGraceSeconds: how long after its last write a dead-looking writer's file
+// (DeadWritersLeftover) is kept anyway: a writer in another PID namespace (a container
+// sharing the folder) looks dead here while it is still writing.
+constexpr time_t kLeftoverGraceSeconds = 600;
+
+// DeadWritersLeftover: whether `name`, in the folder open as `dir_fd`, is, exactly in
+// UniqueSuffix's format, a temporary (".<file>.tmp.<pid>.<n>.<16 hex>") or, unless
+// `temp_only`, a backup (".<file>.old.<pid>.<n>.<16 hex>") file whose <file> passes
+// `ours`, whose writing process no longer exists (a writer killed mid-write: nothing
+// will rename or remove it) and which has not been written to for
+// kLeftoverGraceSeconds. Files of this process and of live processes are kept, and so
+// are recent ones: a writer in another PID namespace looks dead here, but while it
+// writes its file keeps changing (one idle longer than that, e.g. waiting for the
+// folder's lock, can still lose it, and then fails with "nothing was replaced").
 template <typename Ours>
-bool DeadWritersLeftover(const std::string& name, Ours ours, bool temp_only) {
+bool DeadWritersLeftover(int dir_fd, const std::string& name, Ours ours, bool temp_only) {
   // From the end: 16 hex digits, '.', counter digits, '.', pid digits, ".tmp."/".old.".
   auto digits_before = [&](size_t end, bool hex) {  // start of the digit run ending at `end`
     size_t i = end;
@@ -361,14 +369,17 @@ bool DeadWritersLeftover(const std::string& name, Ours ours, bool temp_only) {
   if (tag != ".tmp." && (temp_only || tag != ".old.")) return false;
   if (!ours(name.substr(1, pid_start - 6))) return false;
   const pid_t pid = static_cast<pid_t>(std::stol(name.substr(pid_start, pid_len)));
-  return pid != ::getpid() && ::kill(pid, 0) != 0 && errno == ESRCH;
+  if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) return false;
+  struct stat st;
+  if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return false;
+  return ::time(nullptr) - st.st_mtime >= kLeftoverGraceSeconds;
 }
 
 // LeftoverOfDeadWriter: DeadWritersLeftover for the temporaries and backups of one of
 // our checkpoint files (IsOurCheckpointFile).
-bool LeftoverOfDeadWriter(const std::string& name, const std::string& prefix) {
+bool LeftoverOfDeadWriter(int dir_fd, const std::string& name, const std::string& prefix) {
   return DeadWritersLeftover(
-      name, [&](const std::string& base) { return IsOurCheckpointFile(base, prefix); },
+      dir_fd, name, [&](const std::string& base) { return IsOurCheckpointFile(base, prefix); },
       /*temp_only=*/false);
 }
 
@@ -381,7 +392,8 @@ bool SweepDeadTemporaries(const std::string& dir, const std::string& base) {
   std::vector<std::string> dead;
   while (dirent* e = ::readdir(d.get())) {
     std::string name = e->d_name;
-    if (DeadWritersLeftover(name, [&](const std::string& b) { return b == base; },
+    if (DeadWritersLeftover(dirfd(d.get()), name,
+                            [&](const std::string& b) { return b == base; },
                             /*temp_only=*/true)) {
       dead.push_back(std::move(name));
     }
@@ -1241,7 +1253,7 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
       std::string name = e->d_name;
       if (keep.count(name)) continue;
       if (IsOurCheckpointFile(name, options.prefix)) stale.push_back(name);
-      if (LeftoverOfDeadWriter(name, options.prefix)) leftovers.push_back(name);
+      if (LeftoverOfDeadWriter(folder.get(), name, options.prefix)) leftovers.push_back(name);
       if (name.ends_with(".index.json") && name.front() != '.' &&
           !IsOurCheckpointFile(name, options.prefix)) {
         other_indexes.push_back(name);

@@ -8,6 +8,7 @@
 #include <grp.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1051,10 +1052,20 @@ TEST(ShardTest, FailedRenameRestoresTheFolder) {
                                                     "model.safetensors.index.json"}));
 }
 
+// Age: set `path`'s modification time `seconds` into the past.
+void Age(const std::string& path, int seconds) {
+  struct timespec times[2];
+  ASSERT_EQ(clock_gettime(CLOCK_REALTIME, &times[0]), 0);
+  times[0].tv_sec -= seconds;
+  times[1] = times[0];
+  ASSERT_EQ(utimensat(AT_FDCWD, path.c_str(), times, 0), 0) << path;
+}
+
 TEST(ShardTest, LeftoversOfKilledWritersAreRemoved) {
   // A killed writer's hidden temporary and backup files (its pid no longer exists:
-  // 999999999 is above any pid_max) go with the next successful write; those of this
-  // process, and files that are not ours, stay.
+  // 999999999 is above any pid_max; unchanged for an hour) go with the next successful
+  // write; those of this process, files that are not ours, and a dead-looking writer's
+  // file written 5 minutes ago (a writer in another PID namespace looks dead) stay.
   std::string dir = MakeScratchDir("leftovers");
   const std::string self = std::to_string(getpid());
   const std::string hex = "0123456789abcdef";
@@ -1069,8 +1080,13 @@ TEST(ShardTest, LeftoversOfKilledWritersAreRemoved) {
       ".model.safetensors.old.20240105.bak",                 // a user's backup
       ".model.safetensors.tmp.999999999.0.0123456789abcde",  // 15 hex digits
       "config.json"};
+  const std::string recent = ".model-00002-of-00002.safetensors.tmp.999999999.1." + hex;
   for (const std::string& f : dead) std::ofstream(dir + "/" + f) << "x";
   for (const std::string& f : kept) std::ofstream(dir + "/" + f) << "x";
+  std::ofstream(dir + "/" + recent) << "x";
+  for (const std::string& f : dead) Age(dir + "/" + f, 3600);
+  for (const std::string& f : kept) Age(dir + "/" + f, 3600);
+  Age(dir + "/" + recent, 300);
   ShardOptions o;
   o.num_shards = 2;
   Result<ShardedWriteResult> r = WriteSharded(dir, SizedTensors({8, 8}), o);
@@ -1080,7 +1096,7 @@ TEST(ShardTest, LeftoversOfKilledWritersAreRemoved) {
   EXPECT_EQ(r->removed, removed);
   std::vector<std::string> left = kept;
   left.insert(left.end(), {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
-                           "model.safetensors.index.json"});
+                           "model.safetensors.index.json", recent});
   std::sort(left.begin(), left.end());
   EXPECT_EQ(ListDir(dir), left);
 }
@@ -1204,13 +1220,22 @@ TEST(WriterTest, WriteFileSweepsTemporariesOfDeadWritesOfItself) {
       ".n.safetensors.tmp." + dead + ".3.0123456789abcdef",   // another file's
       ".m.safetensors.tmp." + dead + ".3.0123456789abcdeg",   // not the format
   };
-  for (const std::string& n : names) ASSERT_TRUE(std::ofstream(dir + "/" + n) << "x");
+  for (const std::string& n : names) {
+    ASSERT_TRUE(std::ofstream(dir + "/" + n) << "x");
+    Age(dir + "/" + n, 3600);
+  }
+  // A dead-looking writer's temporary written a minute ago stays (another PID
+  // namespace's writer may still be at it).
+  const std::string recent = ".m.safetensors.tmp." + dead + ".4.0123456789abcdef";
+  ASSERT_TRUE(std::ofstream(dir + "/" + recent) << "x");
+  Age(dir + "/" + recent, 60);
   std::string v(16, 'a');
   ASSERT_TRUE(WriteFile(dir + "/m.safetensors",
                         V{TensorToWrite::FromBytes("w", Dtype::kU8, {16}, Bytes(v))},
                         std::nullopt).ok());
   std::vector<std::string> want(names.begin() + 1, names.end());
   want.push_back("m.safetensors");
+  want.push_back(recent);
   std::sort(want.begin(), want.end());
   EXPECT_EQ(ListDir(dir), want);
 }
