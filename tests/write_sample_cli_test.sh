@@ -180,9 +180,9 @@ fi
 # on disk before the read-back reaches them, or a signal during the read-back, leaves
 # OUT as it was. The command is stopped (SIGSTOP) once its staged index exists (the
 # shards are then complete and the read-back starting) and nothing new is in place yet;
-# a try that finds the new files already published (the read-back of 512 MiB outran
+# a try that finds the new files already published (the read-back of 1 GiB outran
 # this poll) is run again.
-"$bin" write-sample "$tmp/rb-src" --size 512MiB --no-sync >/dev/null 2>&1
+"$bin" write-sample "$tmp/rb-src" --size 1GiB --no-sync >/dev/null 2>&1
 stopped_in_read_back() {  # stopped_in_read_back: start reshard into $tmp/rb, stop it there
   rm -rf "$tmp/rb" && "$bin" write-sample "$tmp/rb" --layout tiny --shards 3 --no-sync >/dev/null
   rb_before="$(cd "$tmp/rb" && ls -A && md5sum ./*)"
