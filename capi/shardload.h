@@ -78,11 +78,12 @@
  * cancel token, so even then neither is freed under it); an sl_report is immutable.
  *
  * The calling thread's CUDA device: a load onto a GPU and the free of device tensors
- * (sl_loaded_free, DLPack deleters) make the tensors' device current for their CUDA
+ * (sl_loaded_free, DLPack deleters) make a device of theirs current for their CUDA
  * calls, then make the thread's previous device current again only when that device's
- * CUDA context exists; a thread that never chose a device (device 0, no context) is
- * left on the tensors' device instead of being given a context on device 0. A thread
- * that then relies on the default device should call cudaSetDevice(0) first.
+ * primary context is active (or the driver cannot say); a thread that never chose a
+ * device (device 0, no context) is left on a device of the load (its first) instead
+ * of being given a context on device 0. A thread that then relies on the default
+ * device should call cudaSetDevice(0) first.
  */
 #ifndef SHARDLOAD_CAPI_SHARDLOAD_H_
 #define SHARDLOAD_CAPI_SHARDLOAD_H_

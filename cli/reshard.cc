@@ -6,9 +6,11 @@
 // tensor in memory) into huggingface_hub-style shards written by format/writer.h. By
 // default each tensor's XXH3 is computed first and checked against any hash the source
 // records (a corrupt source fails before anything is written, instead of being copied
-// under fresh records), then recorded (format/checksum_writer.h: in the new index, or
-// the file's `__metadata__` when one shard results), and the written checkpoint is
-// read back and checked against those records before it is published.
+// under fresh records), then recorded (format/checksum_writer.h: in each shard's
+// `__metadata__`, and in the new index when there is one), and each new shard is read
+// back and checked against the source's hashes and its own records, and the new
+// index's weight map against the plan, before anything is published (the index's copy
+// of the records is not read back).
 // The source's metadata is carried over (without "total_size", which the writer
 // recomputes, and without old "shardload.xxh3.*" records); an index's values that are
 // not strings (a numeric "total_parameters") stay what they were in a new index, and
@@ -69,7 +71,9 @@ constexpr char kReshardUsage[] =
     "parents, when missing; it must not be PATH's folder). Files of an earlier\n"
     "checkpoint with the same prefix in OUT are replaced, or removed when unused, once\n"
     "the new one is complete and (unless --no-checksums) read back and checked against\n"
-    "the source's XXH3; on an error while writing or reading back, OUT is left as it was.\n"
+    "the source's XXH3; on an error while writing or while reading back the unpublished\n"
+    "files, OUT is left as it was (should the published checkpoint then fail to open,\n"
+    "the new files stay and the error says so).\n"
     "  --max-shard-size S  split greedily like huggingface_hub (e.g. 5GB, 2GiB)\n"
     "  --shards N          split into exactly N shards of balanced size\n"
     "                      (either way, at most 10000: the most a reader accepts)\n"
@@ -314,23 +318,23 @@ int RunReshard(const Args& args) {
   }
   Result<ShardedWriteResult> written = sums ? WriteShardedWithChecksums(out, tensors, options, *sums)
                                             : WriteSharded(out, tensors, options);
-  // The handlers stay installed through the read-back below (ended on every return):
-  // a signal there no longer stops anything, and is reported once the read-back is
-  // over instead of killing the process without a word.
+  // The handlers stay installed through the final open of the published checkpoint
+  // below (ended on every return): a signal there no longer stops anything, and is
+  // reported once it is over instead of killing the process without a word.
   struct EndSignalsOnReturn {
     ~EndSignalsOnReturn() { EndStopOnSignals(); }
   } end_signals;
   if (int sig = InterruptSignal(); sig != 0) {
     if (!written.ok()) remove_made_out();
     return SignalExit("reshard", sig, !written.ok(), out,
-                      sums ? " (its shards and index read back before publishing)"
+                      sums ? " (read back before publishing)"
                            : " (--no-checksums: not read back)");
   }
   if (!written.ok()) {
     remove_made_out();
     return Fail(written.status().message());
   }
-  files.clear();  // the source is read: its descriptors are not needed for the read-back
+  files.clear();  // the source is read: its descriptors are not needed any more
   PrintWarnings("reshard", written->warnings);
 
   const size_t file_count =

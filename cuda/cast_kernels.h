@@ -30,12 +30,12 @@ enum class CastKind : int {
 
 // LaunchCastKernel: convert `count` elements from device memory `src` into device
 // memory `dst` (which must not overlap) on `stream`, on the calling thread's current
-// device (the stream's). `dst` must be aligned to its element size
-// (cudaErrorInvalidValue, before any launch, otherwise); `src` may be at any byte.
-// Clears the thread's last CUDA error first. Returns the cudaError_t of the launch as
-// an int (0 = queued); errors of the kernel
-// itself surface at the next synchronisation of the stream. count == 0 launches
-// nothing. Thread safety: may be called concurrently (different or the same stream).
+// device (the stream's). `dst` must be aligned to its element size and `src`, `dst`
+// non-null (cudaErrorInvalidValue, before any launch, otherwise); `src` may be at any
+// byte. Before launching (not on those refusals) it clears the thread's last CUDA
+// error, so the result is the launch's own: the cudaError_t as an int (0 = queued);
+// errors of the kernel itself surface at the next synchronisation of the stream.
+// count == 0 launches nothing. Thread safety: may be called concurrently (different or the same stream).
 int LaunchCastKernel(CastKind kind, const void* src, void* dst, uint64_t count,
                      CUstream_st* stream);
 

@@ -147,11 +147,12 @@ class PinnedBuffer {
   // instead; mode() says which. `device`: when a device index, the memory is
   // allocated and later freed with that device current (ScopedDevice), so neither
   // binds a context on the calling thread's device (device 0 on a fresh thread); the
-  // memory is portable either way (usable by every device's copies). kNoDevice
-  // (default): the calling thread's current device. Errors: invalid_argument for 0
-  // bytes; resource_exhausted "cudaHostAlloc: cudaErrorMemoryAllocation: out of memory
-  // (allocating N bytes of pinned memory)"; unavailable without a driver; CheckDevice's
-  // for a bad `device`.
+  // memory is portable either way (usable by every device's copies); the allocating
+  // thread, and later the freeing one, may be left on `device` (ScopedDevice's rule).
+  // kNoDevice (default): the calling thread's current device. Errors: invalid_argument
+  // for 0 bytes; resource_exhausted "cudaHostAlloc: cudaErrorMemoryAllocation: out of
+  // memory (allocating N bytes of pinned memory)"; unavailable without a driver;
+  // ScopedDevice::Enter's for `device` (CheckDevice's, cudaGetDevice/cudaSetDevice).
   static Result<PinnedBuffer> Allocate(uint64_t bytes, PinnedMode mode = PinnedMode::kHostAlloc,
                                        int device = kNoDevice);
   PinnedBuffer(PinnedBuffer&& other) noexcept;

@@ -37,8 +37,9 @@ std::string CudaErrorText(int error);
 // "<call>(cuda:<device>): <error name>: <error text>" (without "(cuda:N)" when device
 // is kNoDevice). Codes: cudaErrorMemoryAllocation → resource_exhausted;
 // cudaErrorNoDevice / cudaErrorInsufficientDriver / driver-not-loaded style errors
-// (also a stub driver library, a driver daemon not running, the runtime unloading at
-// exit) → unavailable; cudaErrorInvalidValue / cudaErrorInvalidDevice → invalid_argument;
+// (also a stub driver library, a driver too old for the call, a driver daemon not
+// running, the runtime unloading at exit) → unavailable; cudaErrorInvalidValue /
+// cudaErrorInvalidDevice / cudaErrorInvalidDevicePointer → invalid_argument;
 // anything else → internal. The sticky errors (illegal address, launch failure and
 // timeout, misaligned address, illegal instruction, device assert, uncorrectable ECC...)
 // end with " (a sticky error: CUDA on this device is unusable in this process until it

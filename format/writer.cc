@@ -332,20 +332,22 @@ bool IsOurCheckpointFile(const std::string& name, const std::string& prefix) {
   return true;
 }
 
-// kLeftoverGraceSeconds: how long after its last write a dead-looking writer's file
+// kLeftoverGraceSeconds: how long after its last change a dead-looking writer's file
 // (DeadWritersLeftover) is kept anyway: a writer in another PID namespace (a container
-// sharing the folder) looks dead here while it is still writing.
+// sharing the folder) looks dead here while it is still writing (WriteSharded touches
+// its finished temporaries after each shard).
 constexpr time_t kLeftoverGraceSeconds = 600;
 
 // DeadWritersLeftover: whether `name`, in the folder open as `dir_fd`, is, exactly in
 // UniqueSuffix's format, a temporary (".<file>.tmp.<pid>.<n>.<16 hex>") or, unless
 // `temp_only`, a backup (".<file>.old.<pid>.<n>.<16 hex>") file whose <file> passes
 // `ours`, whose writing process no longer exists (a writer killed mid-write: nothing
-// will rename or remove it) and which has not been written to for
-// kLeftoverGraceSeconds. Files of this process and of live processes are kept, and so
-// are recent ones: a writer in another PID namespace looks dead here, but while it
-// writes its file keeps changing (one idle longer than that, e.g. waiting for the
-// folder's lock, can still lose it, and then fails with "nothing was replaced").
+// will rename or remove it) and which has not changed for kLeftoverGraceSeconds.
+// Files of this process and of live processes are kept, and so are recent ones: a
+// writer in another PID namespace looks dead here, but while it writes, its files keep
+// changing (a single shard taking longer than that to write, or a check_staged
+// read-back that long, can still lose one; that write then fails, "nothing was
+// replaced").
 template <typename Ours>
 bool DeadWritersLeftover(int dir_fd, const std::string& name, Ours ours, bool temp_only) {
   // From the end: 16 hex digits, '.', counter digits, '.', pid digits, ".tmp."/".old.".
@@ -1189,6 +1191,12 @@ Result<ShardedWriteResult> WriteSharded(const std::string& dir,
     SL_ASSIGN_OR_RETURN(std::unique_ptr<StagedFile> file,
                         StageFile(base + plan.files[s], shard, shard_metadata, options.write,
                                   like));
+    // The finished temporaries look fresh while later shards are written: a writer in
+    // another PID namespace takes them for a dead writer's once they sit unchanged for
+    // kLeftoverGraceSeconds (best effort: a failed touch changes nothing else).
+    for (const auto& earlier : staged) {
+      (void)::utimensat(AT_FDCWD, earlier->temp().c_str(), nullptr, 0);
+    }
     staged.push_back(std::move(file));
     SL_ASSIGN_OR_RETURN(FileLayout layout, SerializeHeader(shard, shard_metadata, plan.files[s],
                                                            options.write.data_alignment));

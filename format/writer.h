@@ -231,7 +231,8 @@ struct ShardOptions {
   // write: options for each file.
   WriteOptions write;
   // check_staged: when set, called once with every file of the write (the shards in
-  // order, then the index) once all are written (and synced, unless write.sync is
+  // order, then the index; the span and its paths are valid during the call only)
+  // once all are written (and synced, unless write.sync is
   // false) under their temporary names, before the folder is locked and anything is
   // published: a caller can read the new files back there (CheckWrittenFile and
   // CheckWrittenIndex, loader/checkpoint_hash.h) and refuse them. An error it returns
@@ -324,7 +325,10 @@ struct ShardedWriteResult {
 // a time (an flock on the folder from the first rename to the end of the sweep), so
 // the last one's checkpoint is what remains, whole; best effort where the file system
 // refuses flock on a folder. Errors: those of PlanShards, SerializeIndex and
-// WriteFile; not_found when `dir` does not exist.
+// WriteFile; not_found when `dir` does not exist; check_staged's error, its message
+// + " (nothing was replaced)"; cancelled "<dir>: stopped before publishing (nothing
+// was replaced)" and "<dir>: stopped while waiting for the folder's lock (nothing was
+// replaced)" (ShardOptions::cancelled).
 Result<ShardedWriteResult> WriteSharded(const std::string& dir,
                                         std::span<const TensorToWrite> tensors,
                                         const ShardOptions& options);

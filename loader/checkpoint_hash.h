@@ -151,13 +151,15 @@ class RecordedChecksums {
 // shard, ShardOptions::check_staged in format/writer.h): open `path` as a one-file
 // checkpoint, hash every tensor (HashCheckpoint with `options`, so each record the file
 // carries is checked against its bytes), and check that the file holds exactly the
-// tensors `names` (any order), each with an XXH3 record of its own, equal to
-// `expected` (e.g. the source's hashes, from ComputeChecksums). Returns the digests
+// tensors `names` (any order), each with an XXH3 record of its own (checked against
+// its bytes when options.check_recorded, the default), equal to `expected` (e.g. the
+// source's hashes, from ComputeChecksums). Returns the digests
 // sorted by name (HashCheckpoint's order). `label` names the file in errors (e.g. "new
 // <final name>" when `path` is a temporary one). Errors: Checkpoint::Open's and
 // HashCheckpoint's, with `label` where they named `path` or its file name; data_loss
 // "<label>: holds N tensors, M with an XXH3 record; K were written", "<label>: holds
-// tensor 'w', which was not written to it" and "<label>: tensor 'w': XXH3 of its bytes
+// tensor 'w', which was not written to it" (not among `names`, or without an entry in
+// `expected`) and "<label>: tensor 'w': XXH3 of its bytes
 // is X, expected Y".
 // Thread safety: reads only its arguments; may run concurrently with other calls.
 Result<std::vector<TensorDigest>> CheckWrittenFile(const std::string& path,
@@ -170,9 +172,9 @@ Result<std::vector<TensorDigest>> CheckWrittenFile(const std::string& path,
 // index of ShardOptions::check_staged): `path` must parse as an index
 // (ReadIndexFile) whose weight map is exactly `weight_map` (tensor name → shard file
 // name, any order). `label` names the file in errors. Errors: ReadIndexFile's, with
-// `label` where they named `path`; data_loss "<label>: lists N tensors; M were
-// written", "<label>: lists tensor 'w', which was not written" and "<label>: maps
-// tensor 'w' to 'a.safetensors'; it was written to 'b.safetensors'".
+// `label` where they named `path` or its file name; data_loss "<label>: lists N
+// tensors; M were written", "<label>: lists tensor 'w', which was not written" and
+// "<label>: maps tensor 'w' to 'a.safetensors'; it was written to 'b.safetensors'".
 // Thread safety: reads only its arguments; may run concurrently with other calls.
 Status CheckWrittenIndex(const std::string& path, const std::string& label,
                          std::span<const std::pair<std::string, std::string>> weight_map);

@@ -8,8 +8,8 @@
 #include <grp.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <sstream>
@@ -1099,6 +1100,43 @@ TEST(ShardTest, LeftoversOfKilledWritersAreRemoved) {
                            "model.safetensors.index.json", recent});
   std::sort(left.begin(), left.end());
   EXPECT_EQ(ListDir(dir), left);
+}
+
+// A sharded write touches its finished temporaries after each shard, so that they do
+// not look like a dead writer's leftovers (unchanged for 10 minutes) to a writer in
+// another PID namespace while later shards are written: shard 1's temporary, aged an
+// hour while shard 2 is written, is fresh again while shard 3 is.
+TEST(ShardTest, FinishedTemporariesStayFreshWhileLaterShardsAreWritten) {
+  std::string dir = MakeScratchDir("touch");
+  auto first_temp = [&] {
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+      if (e.path().filename().string().starts_with(".model-00001-of-00003.safetensors.tmp.")) {
+        return e.path().string();
+      }
+    }
+    return std::string();
+  };
+  time_t seen_mtime = 0;
+  auto tensor = [&](const char* name, std::function<void()> on_fill) {
+    return TensorToWrite::FromGenerator(name, Dtype::kU8, {8},
+                                        [on_fill](uint64_t, std::span<std::byte> out) {
+                                          on_fill();
+                                          std::fill(out.begin(), out.end(), std::byte{7});
+                                          return OkStatus();
+                                        });
+  };
+  const std::vector<TensorToWrite> tensors = {
+      tensor("a", [] {}),
+      tensor("b", [&] { Age(first_temp(), 3600); }),
+      tensor("c", [&] {
+        struct stat st;
+        if (::stat(first_temp().c_str(), &st) == 0) seen_mtime = st.st_mtime;
+      })};
+  ShardOptions o;
+  o.num_shards = 3;
+  o.write.sync = false;
+  ASSERT_TRUE(WriteSharded(dir, tensors, o).ok());
+  EXPECT_GT(seen_mtime, ::time(nullptr) - 60);  // touched after shard 2, not an hour old
 }
 
 TEST(WriterTest, ReplacedFilesKeepTheirPermissions) {
