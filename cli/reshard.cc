@@ -9,8 +9,8 @@
 // under fresh records), then recorded (format/checksum_writer.h: in each shard's
 // `__metadata__`, and in the new index when there is one), and each new shard is read
 // back and checked against the source's hashes and its own records, and the new
-// index's weight map against the plan, before anything is published (the index's copy
-// of the records is not read back).
+// index's weight map against the plan and its records against the source's hashes,
+// before anything is published.
 // The source's metadata is carried over (without "total_size", which the writer
 // recomputes, and without old "shardload.xxh3.*" records); an index's values that are
 // not strings (a numeric "total_parameters") stay what they were in a new index, and
@@ -20,7 +20,7 @@
 // while writing or reading back, OUT is left as it was: the read-back hashes each new
 // shard under its temporary name (ShardOptions::check_staged) and compares every tensor
 // with the source's XXH3 and the shard's own record, and checks the new index's weight
-// map. Once published, the new index (or single file) is opened once more; should that
+// map and XXH3 records. Once published, the new index (or single file) is opened once more; should that
 // fail, the new files stay (the error says so; PATH is untouched, so the command can be
 // run again).
 //
@@ -295,7 +295,7 @@ int RunReshard(const Args& args) {
               weight_map.emplace_back(tensors[i].name, plan->files[s]);
             }
           }
-          Status s = CheckWrittenIndex(f.temp_path, label, weight_map);
+          Status s = CheckWrittenIndex(f.temp_path, label, weight_map, &*sums);
           if (!s.ok()) return failed(s);
           continue;
         }

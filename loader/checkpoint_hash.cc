@@ -303,7 +303,8 @@ Result<std::vector<TensorDigest>> CheckWrittenFile(const std::string& path,
 }
 
 Status CheckWrittenIndex(const std::string& path, const std::string& label,
-                         std::span<const std::pair<std::string, std::string>> weight_map) {
+                         std::span<const std::pair<std::string, std::string>> weight_map,
+                         const ChecksumMap* records) {
   Result<ShardIndex> index = ReadIndexFile(path);
   if (!index.ok()) return Relabel(index.status(), path, label);
   if (index->weight_map.size() != weight_map.size()) {
@@ -322,6 +323,19 @@ Status CheckWrittenIndex(const std::string& path, const std::string& label,
       return DataLossError(label + ": maps tensor " + QuoteNameForMessage(name) + " to " +
                            QuoteForMessage(file, '\'') + "; it was written to " +
                            QuoteForMessage(it->second, '\''));
+    }
+  }
+  if (records == nullptr) return OkStatus();
+  SL_ASSIGN_OR_RETURN(ChecksumMap recorded,
+                      ParseChecksumMetadata(index->metadata, label, /*in_index=*/true));
+  for (const auto& [name, want] : *records) {
+    auto it = recorded.find(name);
+    if (it == recorded.end()) {
+      return DataLossError(label + ": records no XXH3 for tensor " + QuoteNameForMessage(name));
+    }
+    if (it->second != want) {
+      return DataLossError(label + ": records XXH3 " + FormatXxh3(it->second) + " for tensor " +
+                           QuoteNameForMessage(name) + "; its bytes hash to " + FormatXxh3(want));
     }
   }
   return OkStatus();

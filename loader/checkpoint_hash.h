@@ -175,9 +175,14 @@ Result<std::vector<TensorDigest>> CheckWrittenFile(const std::string& path,
 // `label` where they named `path` or its file name; data_loss "<label>: lists N
 // tensors; M were written", "<label>: lists tensor 'w', which was not written" and
 // "<label>: maps tensor 'w' to 'a.safetensors'; it was written to 'b.safetensors'".
+// With `records`, the index's "metadata" must also hold each of those tensors' XXH3
+// (format/checksum.h) with that value: ParseChecksumMetadata's data_loss for a
+// malformed one, data_loss "<label>: records no XXH3 for tensor 'w'" and "<label>:
+// records XXH3 X for tensor 'w'; its bytes hash to Y".
 // Thread safety: reads only its arguments; may run concurrently with other calls.
 Status CheckWrittenIndex(const std::string& path, const std::string& label,
-                         std::span<const std::pair<std::string, std::string>> weight_map);
+                         std::span<const std::pair<std::string, std::string>> weight_map,
+                         const ChecksumMap* records = nullptr);
 
 // LayoutFreeDigest: the XXH3-64 of a canonical serialization of `tensors` sorted by
 // name: for each tensor, little-endian u64 length + name bytes, u64 length + dtype

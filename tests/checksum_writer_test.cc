@@ -288,6 +288,7 @@ TEST(ChecksumWriterTest, CheckWrittenIndex) {
                            {"big", "model-00002-of-00002.safetensors"},
                            {"c", "model-00002-of-00002.safetensors"}};
   std::vector<Status> results;
+  uint64_t recorded_big = 0;
   options.check_staged = [&](std::span<const StagedShardFile> files) {
     const std::string& index = files.back().temp_path;
     EXPECT_EQ(files.back().shard, -1);
@@ -297,12 +298,22 @@ TEST(ChecksumWriterTest, CheckWrittenIndex) {
     for (const WeightMap* m : {&right, &moved, &fewer, &other}) {
       results.push_back(CheckWrittenIndex(index, "new model.safetensors.index.json", *m));
     }
+    // The index's XXH3 records: right, one wrong, one missing.
+    ChecksumMap sums = *ComputeChecksums(f.tensors, dir);
+    results.push_back(CheckWrittenIndex(index, "new model.safetensors.index.json", right, &sums));
+    ChecksumMap wrong = sums;
+    wrong["big"] ^= 1;
+    results.push_back(CheckWrittenIndex(index, "new model.safetensors.index.json", right, &wrong));
+    ChecksumMap extra = sums;
+    extra["d"] = 5;
+    results.push_back(CheckWrittenIndex(index, "new model.safetensors.index.json", right, &extra));
+    recorded_big = sums.at("big");
     ::truncate(index.c_str(), 10);
     results.push_back(CheckWrittenIndex(index, "new model.safetensors.index.json", right));
     return OkStatus();
   };
   ASSERT_TRUE(WriteShardedWithChecksums(dir, f.tensors, options).ok());
-  ASSERT_EQ(results.size(), 5u);
+  ASSERT_EQ(results.size(), 8u);
   EXPECT_TRUE(results[0].ok()) << results[0].ToString();
   EXPECT_EQ(results[1], DataLossError("new model.safetensors.index.json: maps tensor 'c' to "
                                       "'model-00002-of-00002.safetensors'; it was written to "
@@ -311,10 +322,16 @@ TEST(ChecksumWriterTest, CheckWrittenIndex) {
             DataLossError("new model.safetensors.index.json: lists 3 tensors; 2 were written"));
   EXPECT_EQ(results[3], DataLossError("new model.safetensors.index.json: lists tensor 'c', "
                                       "which was not written"));
-  EXPECT_EQ(results[4].code(), StatusCode::kInvalidArgument) << results[4].ToString();
-  EXPECT_TRUE(results[4].message().starts_with("new model.safetensors.index.json: "))
-      << results[4].ToString();
-  EXPECT_EQ(results[4].message().find(".tmp."), std::string::npos) << results[4].ToString();
+  EXPECT_TRUE(results[4].ok()) << results[4].ToString();
+  EXPECT_EQ(results[5], DataLossError("new model.safetensors.index.json: records XXH3 " +
+                                      FormatXxh3(recorded_big) + " for tensor 'big'; its bytes "
+                                      "hash to " + FormatXxh3(recorded_big ^ 1)));
+  EXPECT_EQ(results[6],
+            DataLossError("new model.safetensors.index.json: records no XXH3 for tensor 'd'"));
+  EXPECT_EQ(results[7].code(), StatusCode::kInvalidArgument) << results[7].ToString();
+  EXPECT_TRUE(results[7].message().starts_with("new model.safetensors.index.json: "))
+      << results[7].ToString();
+  EXPECT_EQ(results[7].message().find(".tmp."), std::string::npos) << results[7].ToString();
 }
 
 // CheckWrittenFile's refusals: a tensor whose bytes are not the expected ones, one not
