@@ -20,9 +20,9 @@
 // while writing or reading back, OUT is left as it was: the read-back hashes each new
 // shard under its temporary name (ShardOptions::check_staged) and compares every tensor
 // with the source's XXH3 and the shard's own record, and checks the new index's weight
-// map and XXH3 records. Once published, the new index (or single file) is opened once more; should that
-// fail, the new files stay (the error says so; PATH is untouched, so the command can be
-// run again).
+// map and XXH3 records. Once published, the new index (or single file) is opened once
+// more; should that fail, the new files stay (the error says so; PATH is untouched, so
+// the command can be run again).
 //
 //   shardload reshard /models/llama /tmp/llama-2g --max-shard-size 2GB
 //   wrote 5 files into /tmp/llama-2g: 291 tensors, 16060522496 bytes; XXH3 verified

@@ -35,7 +35,8 @@ enum class CastKind : int {
 // byte. Before launching (not on those refusals) it clears the thread's last CUDA
 // error, so the result is the launch's own: the cudaError_t as an int (0 = queued);
 // errors of the kernel itself surface at the next synchronisation of the stream.
-// count == 0 launches nothing. Thread safety: may be called concurrently (different or the same stream).
+// count == 0 launches nothing. Thread safety: may be called concurrently (different or
+// the same stream).
 int LaunchCastKernel(CastKind kind, const void* src, void* dst, uint64_t count,
                      CUstream_st* stream);
 

@@ -4,9 +4,9 @@
 // driver or no device simply means 0 devices, never a crash or an exception), memory
 // queries and synchronous copies used by tests and benchmarks, and move-only owners of
 // every CUDA handle the package uses: `ScopedDevice` (cudaSetDevice; the previous
-// device restored on destruction where its context exists), `PinnedBuffer` (page-locked host memory by cudaHostAlloc or by
-// aligned_alloc + cudaHostRegister), `DeviceBuffer` (cudaMalloc/cudaFree), `Stream`
-// and `Event`. No CUDA header is included here: streams and events appear as pointers
+// device restored on destruction where its primary context is active),
+// `PinnedBuffer` (page-locked host memory by cudaHostAlloc or by aligned_alloc +
+// cudaHostRegister), `DeviceBuffer` (cudaMalloc/cudaFree), `Stream` and `Event`. No CUDA header is included here: streams and events appear as pointers
 // to CUDA's opaque `CUstream_st` / `CUevent_st`, which is what cudaStream_t and
 // cudaEvent_t are.
 //

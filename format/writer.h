@@ -148,8 +148,8 @@ Result<std::string> SerializeToString(std::span<const TensorToWrite> tensors,
 // directory: ... (the new files are in place, but their names may not be on disk
 // yet)") is reported with the new file in place. After the rename, the temporaries of
 // `path` that killed earlier writes left (".<base>.tmp.<pid>.…" whose pid no longer
-// exists in this PID namespace, unchanged for 10 minutes) are removed, best effort. Errors: those of SerializeHeader with
-// `path` as label, generator errors ("<path>: tensor 'w': <generator message>"),
+// exists in this PID namespace, unchanged for 10 minutes) are removed, best effort.
+// Errors: those of SerializeHeader with `path` as label, generator errors ("<path>: tensor 'w': <generator message>"),
 // and system errors ("<path>: write: No space left on device", codes from errno).
 // Thread safety: distinct paths may be written concurrently.
 Status WriteFile(const std::string& path, std::span<const TensorToWrite> tensors,
@@ -211,15 +211,15 @@ struct ShardOptions {
   // huggingface_hub, and the hidden temporary and backup files of such files left by a
   // writer that was killed (".<file>.tmp.<pid>.…" / ".<file>.old.<pid>.…" whose
   // process no longer exists and which have not changed for 10 minutes: a writer in
-  // another PID namespace looks dead here while it writes). It also makes a layout change safe to interrupt: the
-  // other layout's entry point (the old index when one file is written, the old
-  // "<prefix>.safetensors" when an index is) is moved aside before anything new is
-  // published, so no moment has two entry points naming different checkpoints
-  // (shardload prefers the index, transformers the single file), and listed in
-  // `removed`. Stale files that cannot be removed fail the call after the new
-  // checkpoint was published and the others were removed: "<file>: remove stale
-  // checkpoint file: <reason> (the new checkpoint is in place; this old file is left
-  // next to it)" for the first, "N old files are" when several. Kept, each with a
+  // another PID namespace looks dead here while it writes). It also makes a layout
+  // change safe to interrupt: the other layout's entry point (the old index when one
+  // file is written, the old "<prefix>.safetensors" when an index is) is moved aside
+  // before anything new is published, so no moment has two entry points naming
+  // different checkpoints (shardload prefers the index, transformers the single
+  // file), and listed in `removed`. Stale files that cannot be removed fail the call
+  // after the new checkpoint was published and the others were removed: "<file>:
+  // remove stale checkpoint file: <reason> (the new checkpoint is in place; this old
+  // file is left next to it)" for the first, "N old files are" when several. Kept, each with a
   // warning (ShardedWriteResult::warnings), rather than removed: a file another index
   // in the folder names ("<dir>/<file>: kept: <other index> names it"), every
   // candidate when another index cannot be read ("<dir>/<index>: cannot be read
