@@ -845,6 +845,23 @@ sl_status sl_options_set_device(sl_options* options, const char* device_or_map) 
                    [](sl_options& o, shardload::DeviceMap map) { o.load.devices = std::move(map); });
 }
 
+sl_status sl_device_map_first_cuda(const char* device_or_map, int* device) {
+  return Guard([&] {
+    if (device_or_map == nullptr) return Fail(NullArgument("device_or_map"));
+    if (device == nullptr) return Fail(NullArgument("device"));
+    Result<shardload::DeviceMap> map = shardload::ParseDeviceMap(device_or_map);
+    if (!map.ok()) return Fail(map.status());
+    *device = -1;
+    for (const shardload::Device& d : map->Devices()) {  // sorted: the first CUDA one
+      if (d.is_cuda()) {
+        *device = d.index;
+        break;
+      }
+    }
+    return SL_OK;
+  });
+}
+
 sl_status sl_options_set_strict(sl_options* options, int strict) {
   return SetFlag(options, strict, [](shardload::LoadOptions& l) -> bool& { return l.match.strict; });
 }

@@ -314,6 +314,15 @@ void sl_options_free(sl_options* options);
  * Errors: SL_INVALID_ARGUMENT naming the bad entry; the options are unchanged then. */
 sl_status sl_options_set_device(sl_options* options, const char* device_or_map);
 
+/* sl_device_map_first_cuda: in *device, the lowest CUDA device index that
+ * `device_or_map` (as sl_options_set_device takes it, "cuda" reading as cuda:0) names
+ * in its rules or default, or -1 when it names none: the device a load with it makes
+ * current first (bindings that keep their own notion of the current device, like
+ * torch's, guard the load with it). Errors: SL_INVALID_ARGUMENT for a NULL argument
+ * and sl_options_set_device's for a map that does not parse. Thread-safe. Added in
+ * 0.1.9. */
+sl_status sl_device_map_first_cuda(const char* device_or_map, int* device);
+
 /* sl_options_set_strict: nonzero (default) fails loads with missing or unexpected keys. */
 sl_status sl_options_set_strict(sl_options* options, int strict);
 

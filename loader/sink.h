@@ -41,10 +41,6 @@ inline void WaitNotified(std::condition_variable& cv, std::unique_lock<std::mute
   cv.wait_until(lock, std::chrono::steady_clock::now() + std::chrono::hours(1));
 }
 
-}  // namespace shardload
-
-namespace shardload {
-
 // Destination: the memory one matched target is written to.
 // `ptr` is a host pointer for a cpu device and a device pointer for a cuda device;
 // `bytes` is the size at the destination dtype. The memory is owned by the caller

@@ -622,6 +622,31 @@ static void TestOptionErrors(void) {
             "invalid device-map entry 'gpu': invalid device 'gpu': expected cpu, cuda or cuda:N");
   CHECK_OK(sl_options_set_device(opt, "lm_head.*=cpu,cuda:1"));
   CHECK_OK(sl_options_set_device(opt, "cpu"));
+  /* The lowest CUDA device a device or map names (-1: none), as the library reads it:
+   * commas inside a regex pattern, and names that spell "cuda", are not devices. */
+  {
+    const struct {
+      const char* map;
+      int want;
+    } cases[] = {{"cpu", -1},
+                 {"cuda", 0},
+                 {"cuda:2", 2},
+                 {"lm_head.*=cuda:3,cuda:1", 1},
+                 {"a.cuda=cpu,cpu", -1},
+                 {"re:(x=cuda:1,y)=cpu,cpu", -1},
+                 {"re:x\\.[0-9]{1,2}=cuda:2,cpu", 2}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
+      int device = 7;
+      CHECK_OK(sl_device_map_first_cuda(cases[i].map, &device));
+      CHECK(device == cases[i].want);
+    }
+    int device = 7;
+    CHECK_ERR(sl_device_map_first_cuda("gpu", &device), SL_INVALID_ARGUMENT,
+              "invalid device-map entry 'gpu': invalid device 'gpu': expected cpu, cuda or cuda:N");
+    CHECK_ERR(sl_device_map_first_cuda(NULL, &device), SL_INVALID_ARGUMENT,
+              "device_or_map is NULL");
+    CHECK_ERR(sl_device_map_first_cuda("cpu", NULL), SL_INVALID_ARGUMENT, "device is NULL");
+  }
   CHECK_ERR(sl_options_set_threads(opt, -1), SL_INVALID_ARGUMENT,
             "threads must be between 0 and 256, got -1");
   CHECK_ERR(sl_options_set_threads(opt, 257), SL_INVALID_ARGUMENT,

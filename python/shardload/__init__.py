@@ -549,65 +549,6 @@ def _device_string(device):
     return text
 
 
-# _CUDA_DEVICE: a CUDA device as a device map's entries end ("cuda" alone reads as
-# cuda:0, as the library reads it).
-_CUDA_DEVICE = re.compile(r"cuda(?::([0-9]{1,10}))?")
-
-
-def _regex_entry_continues(entry):
-    """Whether a device-map entry cut at a comma is a "re:" pattern with a '{', '[' or '('
-    still open, or ending in an escaping backslash: the comma belongs to the regex (the
-    library's EntryContinues, loader/device.cc)."""
-    if not entry.startswith("re:"):
-        return False
-    braces = parens = 0
-    in_class = False
-    i = 3
-    while i < len(entry):
-        c = entry[i]
-        if c == "\\":
-            if i + 1 == len(entry):
-                return True  # an escaped comma
-            i += 1
-        elif in_class:
-            in_class = c != "]"
-        elif c == "[":
-            in_class = True
-        elif c == "{":
-            braces += 1
-        elif c == "}":
-            braces = max(0, braces - 1)
-        elif c == "(":
-            parens += 1
-        elif c == ")":
-            parens = max(0, parens - 1)
-        i += 1
-    return in_class or braces > 0 or parens > 0
-
-
-def _cuda_devices_named(device):
-    """The CUDA device indexes a device or device-map string names: the map is cut into
-    entries as the library cuts it, and each entry's device is its text after the last
-    '=' (a device never holds '=')."""
-    named = []
-    entries, start, pos, text = [], 0, 0, str(device)
-    while True:
-        comma = text.find(",", pos)
-        entry = (text[start:] if comma < 0 else text[start:comma]).strip(" \t")
-        if comma >= 0 and _regex_entry_continues(entry):
-            pos = comma + 1
-            continue
-        entries.append(entry)
-        if comma < 0:
-            break
-        start = pos = comma + 1
-    for entry in entries:
-        m = _CUDA_DEVICE.fullmatch(entry.rsplit("=", 1)[-1].strip(" \t"))
-        if m:
-            named.append(int(m.group(1) or 0))
-    return named
-
-
 @contextlib.contextmanager
 def _cuda_device_guard(device):
     """Runs a load with the lowest CUDA device ``device`` (a device or device-map string)
@@ -619,14 +560,18 @@ def _cuda_device_guard(device):
     map that names a device it gives no tensor still has that device made current (and
     its context made) when it is the lowest named. Nothing when no CUDA device is
     named, torch has no CUDA, or the index is past torch's devices (the library's own
-    error follows)."""
-    named = _cuda_devices_named(device)
-    torch = _torch() if named else None
-    if not named or not torch.cuda.is_available() or \
-            min(named) >= torch.cuda.device_count():
+    error follows). The library reads the map (sl_device_map_first_cuda); one it refuses
+    gets no guard (the load reports it)."""
+    first = ctypes.c_int(-1)
+    if _lib.lib().sl_device_map_first_cuda(str(device).encode(), ctypes.byref(first)) != 0 \
+            or first.value < 0:
         yield
         return
-    with torch.cuda.device(min(named)):
+    torch = _torch()
+    if not torch.cuda.is_available() or first.value >= torch.cuda.device_count():
+        yield
+        return
+    with torch.cuda.device(first.value):
         yield
 
 

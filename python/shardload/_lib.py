@@ -136,6 +136,7 @@ _SIGNATURES = {
                                                 ctypes.POINTER(ctypes.c_size_t)]),
     "sl_checkpoint_shard_count": (ctypes.c_size_t, [_P]),
     "sl_checkpoint_recorded_hash_count": (ctypes.c_int, [_P, ctypes.POINTER(ctypes.c_size_t)]),
+    "sl_device_map_first_cuda": (ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]),
     "sl_checkpoint_shard": (ctypes.c_int, [_P, ctypes.c_size_t, ctypes.POINTER(ctypes.c_char_p)]),
     "sl_checkpoint_read": (ctypes.c_int, [_P, ctypes.c_size_t, ctypes.c_uint64,
                                           ctypes.c_uint64, _P]),
