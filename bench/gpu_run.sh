@@ -178,6 +178,11 @@ bench_step() {
     fi
   fi
   say "shardload bench $label: rc=$rc $shown${err:+ $err}"
+  # A load that could not pin its staging ring ran from pageable memory: its rates are
+  # not the pinned path's (docs/GPU.md).
+  if grep -q "pinned staging memory was refused" "$out/$name.err" 2>/dev/null; then
+    say "WARNING: shardload bench $label staged through pageable memory (pinning refused): $(grep -m1 -o 'pinned staging memory was refused.*' "$out/$name.err" | head -c 400)"
+  fi
 }
 
 # reference_step DIR REPEAT: the Hugging Face reference in the same run (uses run's

@@ -337,6 +337,7 @@ struct sl_options {
 struct sl_report {
   MatchReport report;
   std::string json;
+  std::vector<std::string> warnings;  // LoadStats::warnings of a load that succeeded
 };
 
 namespace {
@@ -448,31 +449,35 @@ LoadOptions EffectiveOptions(const sl_options* options, const std::vector<Target
   return load;
 }
 
-std::string_view ReportItem(const MatchReport& r, sl_report_list list, size_t i) {
+std::string_view ReportItem(const sl_report& report, sl_report_list list, size_t i) {
+  const MatchReport& r = report.report;
   switch (list) {
     case SL_REPORT_MATCHED: return r.matched[i].target_name;
     case SL_REPORT_MISSING: return r.missing[i];
     case SL_REPORT_UNEXPECTED: return r.unexpected[i];
     case SL_REPORT_MISMATCHED: return r.mismatched[i].name;
     case SL_REPORT_RENAMED: return r.renamed[i].from;
+    case SL_REPORT_WARNINGS: return report.warnings[i];
   }
   return {};
 }
 
-size_t ReportCount(const MatchReport& r, int list) {
+size_t ReportCount(const sl_report& report, int list) {
+  const MatchReport& r = report.report;
   switch (list) {
     case SL_REPORT_MATCHED: return r.matched.size();
     case SL_REPORT_MISSING: return r.missing.size();
     case SL_REPORT_UNEXPECTED: return r.unexpected.size();
     case SL_REPORT_MISMATCHED: return r.mismatched.size();
     case SL_REPORT_RENAMED: return r.renamed.size();
+    case SL_REPORT_WARNINGS: return report.warnings.size();
   }
   return 0;
 }
 
-void GiveReport(MatchReport report, sl_report** out) {
+void GiveReport(MatchReport report, sl_report** out, std::vector<std::string> warnings = {}) {
   if (out == nullptr) return;
-  auto* r = new sl_report{std::move(report), ""};
+  auto* r = new sl_report{std::move(report), "", std::move(warnings)};
   r->json = r->report.ToJson();
   *out = r;
 }
@@ -1013,20 +1018,20 @@ sl_status sl_report_status(const sl_report* report, const char** message) {
 }
 
 size_t sl_report_count(const sl_report* report, int list) {
-  return report == nullptr ? 0 : ReportCount(report->report, list);
+  return report == nullptr ? 0 : ReportCount(*report, list);
 }
 
 sl_status sl_report_item(const sl_report* report, int list, size_t index,
                          const char** name, size_t* len) {
   return Guard([&] {
     if (report == nullptr) return Fail(NullArgument("report"));
-    if (list < SL_REPORT_MATCHED || list > SL_REPORT_RENAMED) {
+    if (list < SL_REPORT_MATCHED || list > SL_REPORT_WARNINGS) {
       return Fail(StatusCode::kInvalidArgument, "unknown report list " + std::to_string(list));
     }
-    size_t count = ReportCount(report->report, list);
+    size_t count = ReportCount(*report, list);
     if (index >= count) return OutOfRange("report entry", index, count, "entries");
     std::string_view item =
-        ReportItem(report->report, static_cast<sl_report_list>(list), index);
+        ReportItem(*report, static_cast<sl_report_list>(list), index);
     if (name != nullptr) *name = item.data();
     if (len != nullptr) *len = item.size();
     return SL_OK;
@@ -1115,7 +1120,7 @@ sl_status sl_load_into(const sl_checkpoint* checkpoint, const sl_target* targets
       if (failed) GiveReport(std::move(*failed), report_out);
       return Fail(result.status());
     }
-    GiveReport(std::move(result->report), report_out);
+    GiveReport(std::move(result->report), report_out, std::move(result->warnings));
     return SL_OK;
   });
 }
@@ -1141,7 +1146,7 @@ sl_status sl_load_all(const sl_checkpoint* checkpoint, const sl_options* options
       if (failed) GiveReport(std::move(*failed), report_out);
       return Fail(loaded.status());
     }
-    GiveReport(loaded->report, report_out);
+    GiveReport(loaded->report, report_out, loaded->warnings);
     auto state = std::make_shared<LoadedState>(std::move(loaded).value());
     *out = new sl_loaded{std::move(state)};
     return SL_OK;

@@ -128,7 +128,7 @@ const char* sl_last_error(void);
  * none). */
 sl_status sl_last_error_code(void);
 
-/* sl_version: the library version, "0.1.9" for this header. Static string. */
+/* sl_version: the library version, "0.1.10" for this header. Static string. */
 const char* sl_version(void);
 
 /* sl_cuda_device_count: how many CUDA devices the library can load onto: 0 without a
@@ -520,7 +520,11 @@ typedef enum sl_report_list {
   SL_REPORT_MISSING = 1,    /* target names with no stored tensor */
   SL_REPORT_UNEXPECTED = 2, /* stored names (after renames) no target wanted */
   SL_REPORT_MISMATCHED = 3, /* target names whose shape/dtype differ (or were cast) */
-  SL_REPORT_RENAMED = 4     /* original stored names that rename rules rewrote */
+  SL_REPORT_RENAMED = 4,    /* original stored names that rename rules rewrote */
+  SL_REPORT_WARNINGS = 5    /* lines about how a load that succeeded ran, e.g. "pinned
+                               staging memory was refused (...): the copies to the GPU
+                               ran from N bytes of pageable memory instead, ..." (since
+                               0.1.10; not in sl_report_json) */
 } sl_report_list;
 
 /* sl_report_status: SL_OK when the load could go on, else the failure's code;
@@ -581,7 +585,10 @@ typedef struct sl_target {
 /* sl_load_into: load_state_dict — load the checkpoint into the targets' memory, which
  * must stay valid for the call. When report_out is not NULL it receives the match
  * report whenever matching ran, also when the load then failed (strict failures and
- * size mismatches come back as SL_INVALID_ARGUMENT with the report's message). On any
+ * size mismatches come back as SL_INVALID_ARGUMENT with the report's message); after
+ * a load that succeeded its SL_REPORT_WARNINGS list says what the caller should know
+ * about how it ran (a CUDA load that staged through pageable memory because pinned
+ * memory was refused: slower, but complete). On any
  * error nothing may be assumed written. Errors: invalid targets or options
  * (SL_INVALID_ARGUMENT), SL_INVALID_ARGUMENT "tensor 'x': cuda:N: no such CUDA device (M
  * devices: <probe's reason>)" for a cuda target the machine lacks (sl_load_all says it
@@ -613,7 +620,7 @@ typedef struct sl_loaded sl_loaded;
  * options' renames) or the given targets (each `data` must be NULL) into arenas.
  * report_out (may be NULL) receives the report whenever matching ran, also when the
  * load failed after it (free it with sl_report_free in either case; it stays NULL when
- * the call failed before matching). On error *out is NULL and every arena is freed.
+ * the call failed before matching), with SL_REPORT_WARNINGS as in sl_load_into. On error *out is NULL and every arena is freed.
  * Errors: as sl_load_into, plus SL_INVALID_ARGUMENT "target 'x' has a data pointer:
  * LoadAll places tensors in its own arenas (use LoadInto for caller memory)" and
  * SL_RESOURCE_EXHAUSTED when an arena cannot be allocated. */

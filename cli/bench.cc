@@ -15,7 +15,8 @@
 // the fresh-memory fill (cpu), and the H2D copy (cuda); the pooled LoadAll and LoadInto
 // write memory that already exists, so theirs leaves the fresh-memory fill out.
 // A cuda device that does not exist fails before anything is measured. Warnings of the
-// catalog go to stderr as "shardload bench: warning: ...".
+// catalog, and of the load (pinned staging refused), go to stderr as
+// "shardload bench: warning: ...".
 // Exit 1 on any error, 2 on bad usage.
 #include <algorithm>
 #include <cmath>
@@ -218,6 +219,7 @@ int Run(const BenchArgs& a) {
     return loaded.gbps();
   });
   if (!runs.ok()) return Failed(a.json, runs.status());
+  PrintWarnings("bench", last.warnings);
   double best = *std::max_element(runs->begin(), runs->end());
   double median = bench::Median(*runs);
 

@@ -335,6 +335,7 @@ int Fail(const LoadArgs& a, const MatchReport& report, const Status& s) {
 // PrintLoaded: the report of a load that succeeded, as text or (--json) JSON.
 void PrintLoaded(const LoadArgs& a, const MatchReport& report, const LoadStats& stats,
                  size_t tensors, const std::map<Device, Placed>& placement) {
+  PrintWarnings("load", stats.warnings);
   if (a.options.verify && stats.verified == 0 && tensors > 0) {
     PrintWarnings("load", {"--verify: the checkpoint records no XXH3 hash for the tensors "
                            "loaded, so none was checked (reshard writes them)"});

@@ -84,6 +84,7 @@ Result<std::unique_ptr<Sink>> CudaBackend::MakeSink(const SinkOptions& options) 
   sink_options.ring = options;
   sink_options.pinned_mode = options_.pinned_mode;
   sink_options.streams_per_device = options_.streams_per_device;
+  sink_options.pageable_fallback = options_.pageable_fallback;
   SL_ASSIGN_OR_RETURN(std::unique_ptr<CudaSink> sink, CudaSink::Create(sink_options, pool_));
   return std::unique_ptr<Sink>(std::move(sink));
 }

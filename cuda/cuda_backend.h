@@ -35,6 +35,9 @@ struct CudaBackendOptions {
   PinnedMode pinned_mode = PinnedMode::kHostAlloc;
   // streams_per_device: copy streams per device in each sink. Default 2; valid 1..16.
   int streams_per_device = 2;
+  // pageable_fallback: stage through pageable memory, with a warning in the load's
+  // LoadStats::warnings, when pinned memory is refused (CudaSinkOptions). Default true.
+  bool pageable_fallback = true;
 };
 
 // CudaBackend: see the top of this file. Thread safety: every method may be called
@@ -59,8 +62,9 @@ class CudaBackend final : public DeviceBackend {
   // ("cuda:0: no such CUDA device (0 devices: cudaGetDeviceCount: cudaErrorInsufficientDriver:
   // ...)"); resource_exhausted "cuda:0: out of memory allocating N bytes (F bytes free of T)".
   Result<std::unique_ptr<DeviceAllocation>> Allocate(const Device& device, uint64_t bytes) override;
-  // MakeSink: a CudaSink with `options` and this backend's pinned mode and streams,
-  // taking the cached staging ring. Errors: invalid_argument for options out of range.
+  // MakeSink: a CudaSink with `options` and this backend's pinned mode, streams and
+  // pageable fallback, taking the cached staging ring. Errors: invalid_argument for
+  // options out of range.
   Result<std::unique_ptr<Sink>> MakeSink(const SinkOptions& options) override;
   // MeasureHostToDeviceGBps: best of `repeats` (1..1000) timed cudaMemcpyAsync of
   // `bytes` (1 .. 16 GiB) from one pinned buffer to one device buffer (one untimed

@@ -54,6 +54,9 @@ struct StagingRing {
   PinnedBuffer pinned_memory;
   PinnedMode requested_mode = PinnedMode::kHostAlloc;  // pinned_memory.mode() may differ
   std::unique_ptr<std::byte, FreeDeleter> host_memory;
+  // pinning_refused: for a ring made for CUDA copies whose pinned memory could not be
+  // had (pinned is then false and host_memory holds the slots), why; OK otherwise.
+  Status pinning_refused;
   int slot_count = 0;
   uint64_t slot_bytes = 0;  // span bytes a slot takes (rounded up to 4096)
   uint64_t stride = 0;      // slot_bytes + kSlotPadding
@@ -62,9 +65,15 @@ struct StagingRing {
     return pinned ? static_cast<std::byte*>(pinned_memory.data()) : host_memory.get();
   }
   uint64_t total_bytes() const { return stride * static_cast<uint64_t>(slot_count); }
-  bool Fits(int count, uint64_t bytes, bool need_pinned, PinnedMode mode) const {
-    return slot_count == count && slot_bytes >= bytes &&
-           (!need_pinned || (pinned && requested_mode == mode));
+  // Fits: whether a load with this geometry may use the ring. A load with CUDA
+  // destinations needs pinned memory of the requested mode, or, with the pageable
+  // fallback on, a ring whose pinning was already refused (not asked for again).
+  bool Fits(int count, uint64_t bytes, bool need_pinned, PinnedMode mode,
+            bool pageable_fallback) const {
+    if (slot_count != count || slot_bytes < bytes) return false;
+    if (!need_pinned) return true;
+    if (requested_mode != mode) return false;
+    return pinned || (pageable_fallback && !pinning_refused.ok());
   }
 };
 
@@ -72,25 +81,38 @@ namespace {
 
 // AllocateRing: `pinned` memory is allocated (and freed) with `device` current, the
 // load's first CUDA device, so that it binds no context on the calling thread's device.
+// When pinned memory is refused and `pageable_fallback` is on, the ring is pageable
+// memory instead and says why in pinning_refused (invalid_argument, a caller's
+// mistake, is returned as it is).
 Result<std::unique_ptr<StagingRing>> AllocateRing(int count, uint64_t slot_bytes, bool pinned,
-                                                  PinnedMode mode, int device) {
+                                                  PinnedMode mode, int device,
+                                                  bool pageable_fallback) {
   auto ring = std::make_unique<StagingRing>();
   ring->slot_count = count;
   ring->slot_bytes = (slot_bytes + kPage - 1) / kPage * kPage;
   ring->stride = ring->slot_bytes + kSlotPadding;
+  ring->requested_mode = mode;
   const uint64_t total = ring->total_bytes();  // ≤ 64 × (1 GiB + 8 KiB): no overflow
-  ring->pinned = pinned;
   if (pinned) {
-    SL_ASSIGN_OR_RETURN(ring->pinned_memory, PinnedBuffer::Allocate(total, mode, device));
-    ring->requested_mode = mode;
-  } else {
-    auto* p = static_cast<std::byte*>(std::aligned_alloc(kPage, total));
-    if (p == nullptr) {
-      return ResourceExhaustedError("cuda sink: out of host memory allocating a staging ring of " +
-                                    std::to_string(total) + " bytes");
+    Result<PinnedBuffer> memory = PinnedBuffer::Allocate(total, mode, device);
+    if (memory.ok()) {
+      ring->pinned = true;
+      ring->pinned_memory = std::move(memory).value();
+      return ring;
     }
-    ring->host_memory.reset(p);
+    if (!pageable_fallback || memory.status().code() == StatusCode::kInvalidArgument) {
+      return memory.status();
+    }
+    ring->pinning_refused = memory.status();
   }
+  auto* p = static_cast<std::byte*>(std::aligned_alloc(kPage, total));
+  if (p == nullptr) {
+    return ResourceExhaustedError(
+        "cuda sink: out of host memory allocating a staging ring of " + std::to_string(total) +
+        " bytes" +
+        (ring->pinning_refused.ok() ? "" : " (pinned: " + ring->pinning_refused.message() + ")"));
+  }
+  ring->host_memory.reset(p);
   return ring;
 }
 
@@ -207,6 +229,8 @@ struct CudaSink::Impl {
   // load_id: this load's number among all sinks' loads (next_load_id), so that a reader
   // thread sets home_device once per load, not once per slot.
   uint64_t load_id = 0;
+  // load_warnings: Warnings() of the load Begin last prepared.
+  std::vector<std::string> load_warnings;
 
   ~Impl();
 
@@ -606,13 +630,15 @@ Status CudaSink::Begin(std::span<const Destination> destinations, uint64_t slot_
 
   // The ring: keep ours if it fits, else try the pool's, else allocate (ours freed first
   // so staging memory never exceeds one ring per sink).
-  if (!m.ring || !m.ring->Fits(count, slot_bytes, need_pinned, m.options.pinned_mode)) {
+  const bool fallback = m.options.pageable_fallback;
+  if (!m.ring || !m.ring->Fits(count, slot_bytes, need_pinned, m.options.pinned_mode, fallback)) {
     m.ring.reset();
     if (m.pool) {
       std::unique_ptr<StagingRing> unfit;  // freed after the lock (cudaFreeHost is slow)
       std::lock_guard<std::mutex> pool_lock(m.pool->state_->mu);
       std::unique_ptr<StagingRing>& cached = m.pool->state_->ring;
-      if (cached && cached->Fits(count, slot_bytes, need_pinned, m.options.pinned_mode)) {
+      if (cached &&
+          cached->Fits(count, slot_bytes, need_pinned, m.options.pinned_mode, fallback)) {
         m.ring = std::move(cached);
       } else {
         unfit = std::move(cached);  // a ring that does not fit would only add to the memory held
@@ -621,11 +647,18 @@ Status CudaSink::Begin(std::span<const Destination> destinations, uint64_t slot_
     if (!m.ring) {
       const int home = need_pinned ? static_cast<int>(first_used - cuda_used.begin()) : kNoDevice;
       SL_ASSIGN_OR_RETURN(m.ring, AllocateRing(count, ring_slot_bytes, need_pinned,
-                                               m.options.pinned_mode, home));
+                                               m.options.pinned_mode, home, fallback));
       ++m.ring_allocations;
     }
   }
   m.slots.assign(count, Slot());
+  m.load_warnings.clear();
+  if (need_pinned && !m.ring->pinned) {
+    m.load_warnings.push_back(
+        "pinned staging memory was refused (" + m.ring->pinning_refused.message() +
+        "): the copies to the GPU ran from " + std::to_string(m.ring->total_bytes()) +
+        " bytes of pageable memory instead, which is slower (the CUDA driver stages them)");
+  }
 
   // Devices: streams, one event per slot, cast scratch where casts land.
   if (m.devices.size() < cuda_used.size()) m.devices.resize(cuda_used.size());
@@ -861,6 +894,11 @@ uint64_t CudaSink::staging_bytes() const {
 bool CudaSink::staging_is_pinned() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   return impl_->ring && impl_->ring->pinned;
+}
+
+std::vector<std::string> CudaSink::Warnings() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->load_warnings;
 }
 
 int CudaSink::ring_allocations() const {

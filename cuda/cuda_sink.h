@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "cuda/runtime.h"
@@ -56,6 +57,15 @@ struct CudaSinkOptions {
   // streams_per_device: copy streams per device, used round-robin by commits.
   // Default 2. Valid: 1..16.
   int streams_per_device = 2;
+  // pageable_fallback: when pinned memory for the ring is refused (cudaHostAlloc and
+  // cudaHostRegister both fail: memory pressure, a sandbox that cannot pin), stage
+  // through pageable memory instead of failing Begin, and say so in Warnings(). The
+  // copies still work (the driver stages pageable memory itself, returning once the
+  // slot's bytes are taken) but run slower. The pageable ring is kept and reused like
+  // a pinned one, so pinning is not asked for again until the ring is dropped (a new
+  // geometry, StagingPool::Clear). Default true; false: Begin fails with the
+  // allocation's error.
+  bool pageable_fallback = true;
 };
 
 // ValidateCudaSinkOptions: invalid_argument naming the field and its valid range
@@ -105,7 +115,8 @@ class CudaSink final : public Sink {
 
   // Begin: validates every destination (an existing device, a non-null pointer when it
   // has bytes, a convertible dtype pair, element-aligned cast destinations), then
-  // prepares the ring (pinned when any destination is on CUDA), streams, events and
+  // prepares the ring (pinned when any destination is on CUDA; pageable when pinning
+  // is refused, see CudaSinkOptions::pageable_fallback), streams, events and
   // cast scratch. Errors: invalid_argument naming the tensor ("tensor 'w': cuda:0: no
   // such CUDA device (0 devices: ...)", "tensor 'w': cannot convert I32 to F32 ..."),
   // invalid_argument when slot_bytes is 0 or larger than the ring's slot size,
@@ -142,6 +153,12 @@ class CudaSink final : public Sink {
   // Abort: wakes waiting readers (they get cancelled), waits for queued device work to
   // drain, drops everything and ends the load. Never fails.
   void Abort() override;
+
+  // Warnings: for the load Begin last prepared, one line when its CUDA copies stage
+  // through pageable memory because pinning was refused ("pinned staging memory was
+  // refused (cudaHostAlloc: ...): the copies to the GPU ran from N bytes of pageable
+  // memory instead, ..."); empty otherwise. Thread-safe.
+  std::vector<std::string> Warnings() const override;
 
   // Introspection for tests and benchmarks (thread-safe).
   // staging_bytes: bytes of staging memory held by this sink now.

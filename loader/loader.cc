@@ -176,6 +176,7 @@ Status Execute(const Checkpoint& ckpt, const LoadPlan& plan, const LoadOptions& 
                  &owned, &files));
   SL_RETURN_IF_ERROR(sink->Begin(plan.destinations, options.sink.slot_bytes));
   SL_RETURN_IF_ERROR(Stream(files, plan.spans, *sink, stream_options));
+  stats->warnings = sink->Warnings();
   if (verifier != nullptr) {
     SL_RETURN_IF_ERROR(verifier->Finish());
     stats->verified = verifier->recorded();

@@ -148,6 +148,10 @@ struct LoadStats {
   int threads = 0;               // reader threads started (at most one per span)
   size_t verified = 0;           // LoadOptions::verify: tensors checked against a
                                  // recorded XXH3 (all matched); 0 when none has a record
+  // warnings: what the caller should be told about how the load ran, one line each
+  // (Sink::Warnings: a CUDA load that staged through pageable memory because pinned
+  // memory was refused); empty normally.
+  std::vector<std::string> warnings;
   // gbps: delivered_bytes / seconds in GB/s (10^9 bytes per second); 0 when no time.
   double gbps() const { return seconds > 0 ? delivered_bytes / seconds / 1e9 : 0; }
 };

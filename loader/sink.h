@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <mutex>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "format/dtype.h"
@@ -132,6 +133,11 @@ class Sink {
   // Abort: stop, wait for in-flight work to drain and drop it; after Abort no
   // destination may be assumed written. Never fails.
   virtual void Abort() = 0;
+
+  // Warnings: what the caller of the load Begin last prepared should be told about how
+  // it ran (one line each, e.g. a CUDA sink staging through pageable memory because
+  // pinning was refused). Read after Finish. Default: none.
+  virtual std::vector<std::string> Warnings() const { return {}; }
 };
 
 }  // namespace shardload

@@ -120,7 +120,7 @@ static void WriteSingle(void) {
 /* ---------------------------------------------------------------- cases */
 
 static void TestVersionAndNames(void) {
-  CHECK(strcmp(sl_version(), "0.1.9") == 0);
+  CHECK(strcmp(sl_version(), "0.1.10") == 0);
   CHECK(strcmp(sl_status_name(SL_OK), "ok") == 0);
   CHECK(strcmp(sl_status_name(SL_DATA_LOSS), "data_loss") == 0);
   CHECK(strcmp(sl_status_name(SL_INVALID_ARGUMENT), "invalid_argument") == 0);
@@ -327,6 +327,12 @@ static void TestLoadIntoStrictFailure(void) {
               "report entry 1 is out of range (1 entries)");
     CHECK_ERR(sl_report_item(report, 9, 0, &name, &len), SL_INVALID_ARGUMENT,
               "unknown report list 9");
+    CHECK_ERR(sl_report_item(report, 6, 0, &name, &len), SL_INVALID_ARGUMENT,
+              "unknown report list 6");
+    /* A failed load reports no warnings about how it ran. */
+    CHECK(sl_report_count(report, SL_REPORT_WARNINGS) == 0);
+    CHECK_ERR(sl_report_item(report, SL_REPORT_WARNINGS, 0, &name, &len), SL_OUT_OF_RANGE,
+              "report entry 0 is out of range (0 entries)");
     CHECK(strstr(sl_report_json(report), "\"missing\":[\"extra\"]") != NULL);
   }
   /* Nothing is written on failure. */
@@ -459,6 +465,7 @@ static void TestShardedRenamesAndAliases(void) {
   CHECK(memcmp(head, w0, sizeof w0) == 0);
   CHECK(sl_report_count(report, SL_REPORT_MATCHED) == 4);
   CHECK(sl_report_count(report, SL_REPORT_RENAMED) == 3);
+  CHECK(sl_report_count(report, SL_REPORT_WARNINGS) == 0); /* a host load: nothing to say */
   const char *from = NULL, *to = NULL;
   CHECK_OK(sl_report_renamed(report, 0, &from, &to));
   CHECK(from && strcmp(from, "module.l0.weight") == 0 && strcmp(to, "l0.weight") == 0);

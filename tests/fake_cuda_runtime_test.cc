@@ -485,24 +485,99 @@ TEST_F(FakeCudaTest, AllocationFailuresAreResourceExhaustedAndFreeWhatWasTaken) 
   Result<Checkpoint> ckpt = Checkpoint::Open(stored.dir);
   ASSERT_TRUE(ckpt.ok());
   {
-    CudaBackend backend;
-    // Pinned staging cannot be had.
+    // Pinned staging cannot be had, and the pageable fallback is off.
+    CudaBackendOptions strict;
+    strict.pageable_fallback = false;
+    Result<std::unique_ptr<CudaBackend>> no_fallback = CudaBackend::Create(strict);
+    ASSERT_TRUE(no_fallback.ok());
     fake::FailCall("cudaHostAlloc", 0, kMemoryAllocation);
-    Result<LoadedCheckpoint> all = LoadAll(*ckpt, Options(&backend, "cuda:0", 2, 65536));
+    Result<LoadedCheckpoint> all = LoadAll(*ckpt, Options(no_fallback->get(), "cuda:0", 2, 65536));
     ASSERT_FALSE(all.ok());
     EXPECT_EQ(all.status().code(), StatusCode::kResourceExhausted);
     EXPECT_EQ(all.status().message(),
               "cudaHostAlloc: cudaErrorMemoryAllocation: out of memory (allocating " +
                   std::to_string(2 * (65536 + 8192)) + " bytes of pinned memory)");
     EXPECT_EQ(fake::Snapshot().live_device_allocations, 0u);
+    EXPECT_EQ(fake::Snapshot().live_pinned_bytes, 0u);
+  }
+  {
+    CudaBackend backend;
     // The second device's arena cannot be had: the first one's is freed.
     fake::FailCall("cudaMalloc", 1, kMemoryAllocation);
-    all = LoadAll(*ckpt, Options(&backend, "layers.1.*=cuda:1,cuda:0", 2, 65536));
+    Result<LoadedCheckpoint> all = LoadAll(*ckpt, Options(&backend, "layers.1.*=cuda:1,cuda:0", 2, 65536));
     ASSERT_FALSE(all.ok());
     EXPECT_EQ(all.status().code(), StatusCode::kResourceExhausted);
     EXPECT_EQ(all.status().message().rfind("cuda:1: out of memory allocating ", 0), 0u)
         << all.status().message();
     EXPECT_EQ(fake::Snapshot().live_device_allocations, 0u);
+  }
+  ExpectNothingLive();
+}
+
+// Where memory cannot be pinned at all (cudaHostAlloc memory the kernel cannot read
+// into, as under some gVisor versions, and cudaHostRegister refused), a load stages
+// through pageable memory: byte-exact, with a warning that names the refusal, no
+// pinned memory held, and the pageable ring reused by the next load without asking
+// for pinned memory again.
+TEST_F(FakeCudaTest, RefusedPinningStagesThroughPageableMemoryWithAWarning) {
+  constexpr int kNotSupported = 801;
+  Stored stored = WriteSharded("fake_pageable", 2, 5, 3000);
+  Result<Checkpoint> ckpt = Checkpoint::Open(stored.dir);
+  ASSERT_TRUE(ckpt.ok());
+  const uint64_t ring = 3 * (16384 + 8192);
+  const std::string warning =
+      "pinned staging memory was refused (cudaHostRegister: cudaErrorNotSupported: operation "
+      "not supported (allocating " + std::to_string(ring) + " bytes of pinned memory)): the "
+      "copies to the GPU ran from " + std::to_string(ring) + " bytes of pageable memory "
+      "instead, which is slower (the CUDA driver stages them)";
+  {
+    CudaBackend backend;
+    fake::SetHostAllocKernelInaccessible(true);
+    fake::FailCall("cudaHostRegister", 0, kNotSupported);
+    Result<LoadedCheckpoint> all = LoadAll(*ckpt, Options(&backend, "cuda:0", 3, 16384));
+    fake::SetHostAllocKernelInaccessible(false);
+    ASSERT_TRUE(all.ok()) << all.status().ToString();
+    ExpectByteExact(stored, *all);
+    ASSERT_EQ(all->warnings.size(), 1u);
+    EXPECT_EQ(all->warnings[0], warning);
+    fake::Counters c = fake::Snapshot();
+    EXPECT_GT(c.pageable_async_copies, 0u);
+    EXPECT_EQ(c.pageable_async_copies, c.async_copies);
+    EXPECT_EQ(c.live_pinned_bytes, 0u);
+    EXPECT_EQ(c.peak_pinned_bytes, ring);  // the cudaHostAlloc memory, until its probe failed
+    EXPECT_EQ(backend.cached_staging_bytes(), ring);
+
+    // The next load, into existing buffers, reuses that ring: no pinned allocation is
+    // tried (the pending failure below stays pending), and it warns again.
+    fake::FailCall("cudaHostAlloc", 0, kMemoryAllocation);
+    std::vector<Target> targets;
+    for (const LoadedTensor& t : all->tensors) {
+      targets.push_back(Target{t.name, t.dtype, t.shape, t.device, t.data});
+      ASSERT_TRUE(FillDevice(0, t.data, 0, t.bytes).ok());
+    }
+    Result<LoadResult> into = LoadInto(*ckpt, targets, Options(&backend, "cuda:0", 3, 16384));
+    ASSERT_TRUE(into.ok()) << into.status().ToString();
+    EXPECT_EQ(into->warnings, std::vector<std::string>{warning});
+    ExpectByteExact(stored, *all);
+    Result<PinnedBuffer> probe = PinnedBuffer::Allocate(4096);
+    ASSERT_FALSE(probe.ok());  // the rule was still pending
+    EXPECT_EQ(probe.status().code(), StatusCode::kResourceExhausted);
+
+    // A host-only load through the same backend's ring says nothing.
+    Result<LoadedCheckpoint> host = LoadAll(*ckpt, Options(&backend, "cpu", 3, 16384));
+    ASSERT_TRUE(host.ok()) << host.status().ToString();
+    EXPECT_TRUE(host->warnings.empty());
+
+    // Once the ring is released, pinning is asked for again, and a pinned load warns
+    // about nothing.
+    backend.ReleaseCachedStaging();
+    fake::ResetCounters();
+    Result<LoadedCheckpoint> pinned = LoadAll(*ckpt, Options(&backend, "cuda:0", 3, 16384));
+    ASSERT_TRUE(pinned.ok()) << pinned.status().ToString();
+    ExpectByteExact(stored, *pinned);
+    EXPECT_TRUE(pinned->warnings.empty());
+    EXPECT_EQ(fake::Snapshot().pageable_async_copies, 0u);
+    EXPECT_EQ(fake::Snapshot().peak_pinned_bytes, ring);
   }
   ExpectNothingLive();
 }

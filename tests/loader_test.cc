@@ -224,7 +224,9 @@ TEST_F(LoaderTest, LoadAllFilePhaseKeepsEachTensorsFileOffsetPhase) {
   EXPECT_EQ(nonzero, 0u);
   for (const LoadedTensor& t : b->tensors) {
     const Source& s = Find(src_, t.name);
-    if (!s.bytes.empty()) EXPECT_EQ(0, std::memcmp(t.data, s.bytes.data(), s.bytes.size()));
+    if (!s.bytes.empty()) {
+      EXPECT_EQ(0, std::memcmp(t.data, s.bytes.data(), s.bytes.size()));
+    }
   }
 }
 

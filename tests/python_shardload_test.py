@@ -2292,18 +2292,61 @@ class PythonTest(unittest.TestCase):
         m = re.search(r'sl_version: the library version, "([0-9.]+)"', header)
         self.assertIsNotNone(m)
         self.assertEqual(shardload.version(), m.group(1))
+        lists = dict(re.findall(r"SL_REPORT_([A-Z]+) = (\d+)", header))
+        self.assertEqual(lists, {"MATCHED": "0", "MISSING": "1", "UNEXPECTED": "2",
+                                 "MISMATCHED": "3", "RENAMED": "4", "WARNINGS": "5"})
+        for name, value in lists.items():
+            self.assertEqual(getattr(_lib, "REPORT_" + name), int(value), name)
+
+    def test_a_loads_warnings_reach_python_as_shardload_warnings(self):
+        # What a load reports about how it ran (SL_REPORT_WARNINGS: a CUDA load staging
+        # through pageable memory because pinning was refused, which needs a GPU or the
+        # fake runtime to happen) is raised as a ShardloadWarning by every load path,
+        # once the load succeeded. The library's lists are read for real (empty for a
+        # host load); one line is added to them here.
+        path = self.path("w.safetensors")
+        shardload.save_file({"weight": torch.arange(6.0).reshape(2, 3), "bias": torch.ones(2)},
+                            path, checksums=True)
+        real = _lib.report_warnings
+        seen = []
+
+        def with_a_line(report):
+            self.assertTrue(report.value)  # the load asked for its report
+            lines = real(report)
+            seen.append(list(lines))
+            return lines + ["pinned staging memory was refused (test)"]
+
+        loads = {
+            "load_file": lambda: shardload.load_file(path),
+            # (on cpu only a verified read goes through the loader)
+            "get_tensor": lambda: shardload.safe_open(path, "pt", verify=True).get_tensor("weight"),
+            "load_model": lambda: shardload.load_model(torch.nn.Linear(3, 2), path),
+        }
+        for what, load in loads.items():
+            with self.subTest(what):
+                seen.clear()
+                _lib.report_warnings = with_a_line
+                try:
+                    with warnings_caught() as caught:
+                        load()
+                finally:
+                    _lib.report_warnings = real
+                self.assertEqual(seen, [[]])
+                self.assertEqual([str(w.message) for w in caught
+                                  if w.category is shardload.ShardloadWarning],
+                                 ["pinned staging memory was refused (test)"])
 
     def test_package_version_and_library_version_check(self):
         self.assertEqual(shardload.__version__, shardload.version())
-        for ok in ["0.1.9", "0.1.10", "0.2.0", "1.0.0"]:
+        for ok in ["0.1.10", "0.1.11", "0.2.0", "1.0.0"]:
             _lib.check_library_version(ok, "/x/libshardload.so")  # no error
-        for old in ["0.1.8", "0.0.9", "0.1", "garbage", "", " 0.1.9", "1_0.0.0", "0.1.9rc1"]:
+        for old in ["0.1.9", "0.1.8", "0.0.10", "0.1", "garbage", "", " 0.1.10", "1_0.0.0", "0.1.10rc1"]:
             with self.assertRaises(shardload.ShardloadError) as cm:
                 _lib.check_library_version(old, "/x/libshardload.so")
             self.assertEqual(cm.exception.code, "failed_precondition")
             self.assertEqual(str(cm.exception),
-                             "/x/libshardload.so is shardload %s; this Python package (0.1.9) "
-                             "needs 0.1.9 or newer (use the libshardload.so that came with "
+                             "/x/libshardload.so is shardload %s; this Python package (0.1.10) "
+                             "needs 0.1.10 or newer (use the libshardload.so that came with "
                              "it)" % old)
 
     def _run_python(self, code, cwd, env_library):
@@ -2360,7 +2403,7 @@ class PythonTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout.strip(),
                          "failed_precondition | %s is shardload 0.1.4; this Python package "
-                         "(0.1.9) needs 0.1.9 or newer (use the libshardload.so that came "
+                         "(0.1.10) needs 0.1.10 or newer (use the libshardload.so that came "
                          "with it)" % old)
         foreign = self._stub_library("foreign", "int unrelated(void) { return 1; }\n")
         r = self._run_python(probe, self.dir, foreign)

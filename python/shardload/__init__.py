@@ -379,6 +379,14 @@ class _Checkpoint(_lib.Closing):
             self.handle = None
 
 
+def _warn_load(lines):
+    """A ShardloadWarning for each line a successful load reported about how it ran
+    (_lib.report_warnings: a CUDA load staged through pageable memory because pinning
+    was refused). Called once the load's result is complete."""
+    for text in lines:
+        warnings.warn(text, ShardloadWarning, stacklevel=4)
+
+
 def _load_all(ckpt, options):
     """Every tensor of an open checkpoint as a dict of zero-copy torch tensors.
     A dtype the installed torch lacks raises ShardloadError ("unimplemented", naming
@@ -388,13 +396,15 @@ def _load_all(ckpt, options):
         ckpt.torch_dtype(name)
     l = _lib.lib()
     loaded = ctypes.c_void_p()
+    report = ctypes.c_void_p()
     try:
         # In the try: a progress callable that raised at its last call (total, total)
         # leaves a complete load behind (the library ignores that call's answer), which
         # must be freed when check() raises what the callable raised.
         with _cuda_device_guard(options.device):
             options.check(l.sl_load_all(ckpt.handle, options.handle, None, 0,
-                                        ctypes.byref(loaded), None))
+                                        ctypes.byref(loaded), ctypes.byref(report)))
+        load_warnings = _lib.report_warnings(report)
         by_name = {}
         for i in range(l.sl_loaded_count(loaded)):
             info = _lib.LoadedTensor()
@@ -407,8 +417,10 @@ def _load_all(ckpt, options):
                 out[name] = by_name.pop(name)
         for name in sorted(by_name):
             out[name] = by_name[name]
+        _warn_load(load_warnings)
         return out
     finally:
+        l.sl_report_free(report)  # NULL: no-op
         l.sl_loaded_free(loaded)  # NULL (a failed load): no-op
 
 
@@ -815,14 +827,19 @@ class safe_open(_lib.Closing):
         raw = name.encode("utf-8", "surrogateescape")
         target = _lib.Target(raw, len(raw), info.dtype, info.shape, info.ndim, None, None)
         loaded = ctypes.c_void_p()
+        report = ctypes.c_void_p()
         try:
             with self._options() as options, _cuda_device_guard(self._device):
                 _lib.check(l.sl_load_all(ckpt.handle, options.handle, ctypes.byref(target), 1,
-                                         ctypes.byref(loaded), None))
+                                         ctypes.byref(loaded), ctypes.byref(report)))
+            load_warnings = _lib.report_warnings(report)
             li = _lib.LoadedTensor()
             _lib.check(l.sl_loaded_get(loaded, 0, ctypes.byref(li)))
-            return _from_loaded(loaded, 0, li)
+            tensor = _from_loaded(loaded, 0, li)
+            _warn_load(load_warnings)
+            return tensor
         finally:
+            l.sl_report_free(report)
             l.sl_loaded_free(loaded)
 
     def _read_rows(self, ckpt, name, lo, hi):
@@ -1310,6 +1327,7 @@ def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, 
                 status = l.sl_load_into(ckpt.handle, targets, len(state), options.handle,
                                         ctypes.byref(report))
             lists = _lib.report_lists(report) if report.value else None
+            load_warnings = _lib.report_warnings(report) if status == 0 else []
         finally:
             l.sl_report_free(report)  # NULL: no-op
         if status != 0 or options.error is not None:
@@ -1336,6 +1354,7 @@ def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, 
                     # Stored bools are bytes; any nonzero one is True. torch's copy_
                     # writes 0/1, and so must a load (a 2 would compare unequal to True).
                     t.data.view(torch.uint8).clamp_(max=1)
+        _warn_load(load_warnings)
         return lists
     finally:
         options.close()

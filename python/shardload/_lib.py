@@ -106,7 +106,8 @@ SL_SAVE_EMPTY_METADATA = 1
 SL_SAVE_CHECKSUMS = 2
 SL_SAVE_ALIGN_64 = 4
 SL_SAVE_ALIGN_4096 = 8
-REPORT_MATCHED, REPORT_MISSING, REPORT_UNEXPECTED, REPORT_MISMATCHED, REPORT_RENAMED = range(5)
+(REPORT_MATCHED, REPORT_MISSING, REPORT_UNEXPECTED, REPORT_MISMATCHED, REPORT_RENAMED,
+ REPORT_WARNINGS) = range(6)
 
 _P = ctypes.c_void_p
 _SIGNATURES = {
@@ -203,7 +204,7 @@ _SIGNATURES = {
 
 # PACKAGE_VERSION: this package's version; the library it loads must be at least as
 # new (its C API only grows: a newer one has every function this package binds).
-PACKAGE_VERSION = "0.1.9"
+PACKAGE_VERSION = "0.1.10"
 
 
 def _version_tuple(text):
@@ -554,6 +555,20 @@ class Options(Closing):
         if self.handle:
             lib().sl_options_free(self.handle)
             self.handle = None
+
+
+def report_warnings(report):
+    """The SL_REPORT_WARNINGS lines of a report handle (none for NULL), decoded."""
+    l = lib()
+    out = []
+    if not report.value:
+        return out
+    for i in range(l.sl_report_count(report, REPORT_WARNINGS)):
+        p = ctypes.c_void_p()
+        n = ctypes.c_size_t()
+        check(l.sl_report_item(report, REPORT_WARNINGS, i, ctypes.byref(p), ctypes.byref(n)))
+        out.append(ctypes.string_at(p, n.value).decode("utf-8", "replace"))
+    return out
 
 
 def report_lists(report):
