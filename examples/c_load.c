@@ -63,6 +63,15 @@ int main(int argc, char** argv) {
   printf("matched %zu, missing %zu, unexpected %zu\n",
          sl_report_count(report, SL_REPORT_MATCHED), sl_report_count(report, SL_REPORT_MISSING),
          sl_report_count(report, SL_REPORT_UNEXPECTED));
+  /* How the load ran, when there is something to say (a GPU load that could not pin
+   * its staging memory): a server would log these. */
+  for (size_t i = 0; i < sl_report_count(report, SL_REPORT_WARNINGS); ++i) {
+    const char* line = NULL;
+    size_t len = 0;
+    if (sl_report_item(report, SL_REPORT_WARNINGS, i, &line, &len) == SL_OK) {
+      fprintf(stderr, "warning: %.*s\n", (int)len, line);
+    }
+  }
   for (size_t i = 0; i < sl_loaded_count(loaded); ++i) {
     sl_loaded_tensor t;
     if (sl_loaded_get(loaded, i, &t) != SL_OK) return Fail("sl_loaded_get");

@@ -5,6 +5,7 @@
 //   bazel build //examples:cpp_load && bazel-bin/examples/cpp_load /models/tiny
 #include <cstdio>
 #include <cstring>
+#include <string>
 
 #include "format/dtype.h"
 #include "format/status.h"
@@ -27,6 +28,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", loaded.status().ToString().c_str());
     return 1;
   }
+  // How the load ran, when there is something to say (a GPU load that could not pin its
+  // staging memory): a server would log these.
+  for (const std::string& w : loaded->warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
   std::printf("%zu shard(s), %zu tensor(s)\n", ckpt->shards().size(), loaded->tensors.size());
   for (const shardload::LoadedTensor& t : loaded->tensors) {
     std::printf("%s %s %s on %s", t.name.c_str(), std::string(shardload::DtypeName(t.dtype)).c_str(),
