@@ -134,8 +134,8 @@ const char* DtypeCName(Dtype dtype) {
 
 // Backend: the process-wide CUDA backend, created on first use and never destroyed
 // (device arenas must not outlive it, and DLPack deleters may run at any time).
-shardload::DeviceBackend* Backend() {
-  static shardload::DeviceBackend* backend = new shardload::cuda::CudaBackend();
+shardload::cuda::CudaBackend* Backend() {
+  static shardload::cuda::CudaBackend* const backend = new shardload::cuda::CudaBackend();
   return backend;
 }
 
@@ -334,10 +334,14 @@ struct sl_options {
   bool strict_index = true;
 };
 
+// sl_report: a load's MatchReport, the lines of SL_REPORT_WARNINGS (LoadStats::warnings
+// of a load that succeeded) and its JSON, made on the first sl_report_json call (most
+// callers never ask, and a 100k-tensor report takes tens of milliseconds to render).
 struct sl_report {
   MatchReport report;
-  std::string json;
-  std::vector<std::string> warnings;  // LoadStats::warnings of a load that succeeded
+  std::vector<std::string> warnings;
+  mutable std::once_flag json_once;
+  mutable std::string json;
 };
 
 namespace {
@@ -477,9 +481,7 @@ size_t ReportCount(const sl_report& report, int list) {
 
 void GiveReport(MatchReport report, sl_report** out, std::vector<std::string> warnings = {}) {
   if (out == nullptr) return;
-  auto* r = new sl_report{std::move(report), "", std::move(warnings)};
-  r->json = r->report.ToJson();
-  *out = r;
+  *out = new sl_report{std::move(report), std::move(warnings)};
 }
 
 Status NullArgument(const char* what) {
@@ -642,6 +644,10 @@ sl_status sl_last_error_code(void) { return t_last_code; }
 const char* sl_version(void) { return shardload::kVersion; }
 
 int sl_cuda_device_count(void) { return Backend()->DeviceCount(); }
+
+uint64_t sl_cuda_staging_bytes(void) { return Backend()->cached_staging_bytes(); }
+
+uint64_t sl_cuda_release_staging(void) { return Backend()->ReleaseCachedStaging(); }
 
 // ----------------------------------------------------------------- checkpoints
 
@@ -1065,7 +1071,13 @@ sl_status sl_report_renamed(const sl_report* report, size_t index, const char** 
 }
 
 const char* sl_report_json(const sl_report* report) {
-  return report == nullptr ? "" : report->json.c_str();
+  if (report == nullptr) return "";
+  try {
+    std::call_once(report->json_once, [report] { report->json = report->report.ToJson(); });
+  } catch (...) {  // out of memory rendering it: the once flag lets a later call retry
+    return "";
+  }
+  return report->json.c_str();
 }
 
 void sl_report_free(sl_report* report) { delete report; }
@@ -1146,7 +1158,7 @@ sl_status sl_load_all(const sl_checkpoint* checkpoint, const sl_options* options
       if (failed) GiveReport(std::move(*failed), report_out);
       return Fail(loaded.status());
     }
-    GiveReport(loaded->report, report_out, loaded->warnings);
+    GiveReport(std::move(loaded->report), report_out, std::move(loaded->warnings));
     auto state = std::make_shared<LoadedState>(std::move(loaded).value());
     *out = new sl_loaded{std::move(state)};
     return SL_OK;

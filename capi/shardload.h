@@ -137,6 +137,18 @@ const char* sl_version(void);
  * use; never fails; thread-safe. Added in 0.1.1. */
 int sl_cuda_device_count(void);
 
+/* sl_cuda_staging_bytes: host memory the library keeps between GPU loads for staging
+ * (one ring for the process: 256 MiB by default, pinned unless pinning was refused; 0
+ * before the first GPU load and after sl_cuda_release_staging). A load running now
+ * holds its ring itself and is not counted. Never fails; thread-safe. Added in 0.1.10. */
+uint64_t sl_cuda_staging_bytes(void);
+
+/* sl_cuda_release_staging: free that memory now, e.g. once a server has loaded its
+ * weights and wants its pinned memory back; the next GPU load allocates a ring again.
+ * Loads running meanwhile keep theirs and hand it back when they end. Returns the
+ * bytes freed. Never fails; thread-safe. Added in 0.1.10. */
+uint64_t sl_cuda_release_staging(void);
+
 /* ----------------------------------------------------------------- checkpoints */
 
 /* sl_checkpoint: an opened checkpoint's catalog (headers only; no tensor data read). */
@@ -511,7 +523,8 @@ sl_status sl_checkpoint_open_with(const char* path, const sl_options* options,
 
 /* ----------------------------------------------------------------- match report */
 
-/* sl_report: what matched, what is missing, unexpected, mismatched or renamed. */
+/* sl_report: what matched, what is missing, unexpected, mismatched or renamed, and
+ * (SL_REPORT_WARNINGS) what a load that succeeded says about how it ran. */
 typedef struct sl_report sl_report;
 
 /* sl_report_list: which list of a report to read. */
@@ -620,7 +633,8 @@ typedef struct sl_loaded sl_loaded;
  * options' renames) or the given targets (each `data` must be NULL) into arenas.
  * report_out (may be NULL) receives the report whenever matching ran, also when the
  * load failed after it (free it with sl_report_free in either case; it stays NULL when
- * the call failed before matching), with SL_REPORT_WARNINGS as in sl_load_into. On error *out is NULL and every arena is freed.
+ * the call failed before matching), with SL_REPORT_WARNINGS as in sl_load_into. On
+ * error *out is NULL and every arena is freed.
  * Errors: as sl_load_into, plus SL_INVALID_ARGUMENT "target 'x' has a data pointer:
  * LoadAll places tensors in its own arenas (use LoadInto for caller memory)" and
  * SL_RESOURCE_EXHAUSTED when an arena cannot be allocated. */

@@ -24,6 +24,8 @@ DeviceBackend* CliBackend() { return Backend(); }
 
 uint64_t CliStagingBytes() { return Backend()->cached_staging_bytes(); }
 
+bool CliStagingPinned() { return Backend()->cached_staging_is_pinned(); }
+
 Status CliDeviceProbe() {
   (void)Backend()->DeviceCount();  // the probe runs once, on first use
   return cuda::ProbeStatus();

@@ -26,6 +26,10 @@ DeviceBackend* CliBackend();
 // for the next load: one ring at most. Thread-safe.
 uint64_t CliStagingBytes();
 
+// CliStagingPinned: whether that memory is pinned (false when there is none, or when
+// pinning was refused and the loads staged through pageable memory).
+bool CliStagingPinned();
+
 // CliDeviceProbe: why the backend sees no CUDA device (the CUDA probe's error, e.g.
 // unavailable "cudaGetDeviceCount: cudaErrorInsufficientDriver: ..."), or OK when the
 // probe succeeded. Thread-safe.

@@ -301,6 +301,9 @@ int Run(const BenchArgs& a) {
          ",\"pooled_fraction_of_binding\":" + OptNum(pooled_fraction) +
          ",\"load_into_fraction_of_binding\":" + Num(into_median / reuse_ceiling) +
          ",\"staging_bytes\":" + (a.device.is_cuda() ? std::to_string(CliStagingBytes()) : "null") +
+         ",\"staging_pinned\":" +
+         (a.device.is_cuda() ? (CliStagingPinned() ? "true" : "false") : "null") +
+         ",\"warnings\":" + JsonStringList(last.warnings) +
          ",\"ring_bytes\":" + std::to_string(ring_bytes) +
          ",\"last_arena_seconds\":" + Num(last.arena_seconds, 6) +
          ",\"last_seconds\":" + Num(last.seconds, 6) +
@@ -334,8 +337,9 @@ int Run(const BenchArgs& a) {
               Num(into_median).c_str(), into_median / reuse_ceiling, reuse_binding.c_str(),
               into_median / *dd_gbps);
   if (a.device.is_cuda()) {
-    std::printf("pinned staging held after the loads: %llu bytes (the ring: %llu bytes)\n",
+    std::printf("staging held after the loads: %llu bytes, %s (the ring: %llu bytes)\n",
                 static_cast<unsigned long long>(CliStagingBytes()),
+                CliStagingPinned() ? "pinned" : "pageable: pinning was refused",
                 static_cast<unsigned long long>(ring_bytes));
   }
   return 0;

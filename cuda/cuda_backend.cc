@@ -183,6 +183,8 @@ Result<double> CudaBackend::MeasureHostToDeviceGBps(const Device& device, uint64
 
 uint64_t CudaBackend::cached_staging_bytes() const { return pool_->cached_bytes(); }
 
-void CudaBackend::ReleaseCachedStaging() { pool_->Clear(); }
+bool CudaBackend::cached_staging_is_pinned() const { return pool_->cached_is_pinned(); }
+
+uint64_t CudaBackend::ReleaseCachedStaging() { return pool_->Clear(); }
 
 }  // namespace shardload::cuda

@@ -75,8 +75,13 @@ class CudaBackend final : public DeviceBackend {
 
   // cached_staging_bytes: pinned (or host) staging memory kept for the next sink.
   uint64_t cached_staging_bytes() const;
-  // ReleaseCachedStaging: free that memory now.
-  void ReleaseCachedStaging();
+  // cached_staging_is_pinned: whether that memory is pinned (false when there is none,
+  // or when it is the pageable ring of loads whose pinning was refused).
+  bool cached_staging_is_pinned() const;
+  // ReleaseCachedStaging: free that memory now (the next GPU load allocates a ring
+  // again; loads running meanwhile keep theirs and hand it back when they end).
+  // Returns the bytes freed.
+  uint64_t ReleaseCachedStaging();
   // options: the options in use.
   const CudaBackendOptions& options() const { return options_; }
 

@@ -65,15 +65,16 @@ struct StagingRing {
     return pinned ? static_cast<std::byte*>(pinned_memory.data()) : host_memory.get();
   }
   uint64_t total_bytes() const { return stride * static_cast<uint64_t>(slot_count); }
-  // Fits: whether a load with this geometry may use the ring. A load with CUDA
-  // destinations needs pinned memory of the requested mode, or, with the pageable
-  // fallback on, a ring whose pinning was already refused (not asked for again).
-  bool Fits(int count, uint64_t bytes, bool need_pinned, PinnedMode mode,
-            bool pageable_fallback) const {
-    if (slot_count != count || slot_bytes < bytes) return false;
-    if (!need_pinned) return true;
-    if (requested_mode != mode) return false;
-    return pinned || (pageable_fallback && !pinning_refused.ok());
+  // Fits: whether a load with this geometry may use the ring as it is (a load with
+  // CUDA destinations needs pinned memory of the requested mode).
+  bool Fits(int count, uint64_t bytes, bool need_pinned, PinnedMode mode) const {
+    return slot_count == count && slot_bytes >= bytes &&
+           (!need_pinned || (pinned && requested_mode == mode));
+  }
+  // FitsPageable: whether the ring is pageable memory of a geometry that fits, which a
+  // load whose pinned memory is refused may stage through (pageable_fallback).
+  bool FitsPageable(int count, uint64_t bytes) const {
+    return !pinned && slot_count == count && slot_bytes >= bytes;
   }
 };
 
@@ -81,38 +82,27 @@ namespace {
 
 // AllocateRing: `pinned` memory is allocated (and freed) with `device` current, the
 // load's first CUDA device, so that it binds no context on the calling thread's device.
-// When pinned memory is refused and `pageable_fallback` is on, the ring is pageable
-// memory instead and says why in pinning_refused (invalid_argument, a caller's
-// mistake, is returned as it is).
+// Errors: PinnedBuffer::Allocate's (resource_exhausted when pinned memory is refused),
+// resource_exhausted when plain memory cannot be had.
 Result<std::unique_ptr<StagingRing>> AllocateRing(int count, uint64_t slot_bytes, bool pinned,
-                                                  PinnedMode mode, int device,
-                                                  bool pageable_fallback) {
+                                                  PinnedMode mode, int device) {
   auto ring = std::make_unique<StagingRing>();
   ring->slot_count = count;
   ring->slot_bytes = (slot_bytes + kPage - 1) / kPage * kPage;
   ring->stride = ring->slot_bytes + kSlotPadding;
   ring->requested_mode = mode;
   const uint64_t total = ring->total_bytes();  // ≤ 64 × (1 GiB + 8 KiB): no overflow
+  ring->pinned = pinned;
   if (pinned) {
-    Result<PinnedBuffer> memory = PinnedBuffer::Allocate(total, mode, device);
-    if (memory.ok()) {
-      ring->pinned = true;
-      ring->pinned_memory = std::move(memory).value();
-      return ring;
+    SL_ASSIGN_OR_RETURN(ring->pinned_memory, PinnedBuffer::Allocate(total, mode, device));
+  } else {
+    auto* p = static_cast<std::byte*>(std::aligned_alloc(kPage, total));
+    if (p == nullptr) {
+      return ResourceExhaustedError("cuda sink: out of host memory allocating a staging ring of " +
+                                    std::to_string(total) + " bytes");
     }
-    if (!pageable_fallback || memory.status().code() == StatusCode::kInvalidArgument) {
-      return memory.status();
-    }
-    ring->pinning_refused = memory.status();
+    ring->host_memory.reset(p);
   }
-  auto* p = static_cast<std::byte*>(std::aligned_alloc(kPage, total));
-  if (p == nullptr) {
-    return ResourceExhaustedError(
-        "cuda sink: out of host memory allocating a staging ring of " + std::to_string(total) +
-        " bytes" +
-        (ring->pinning_refused.ok() ? "" : " (pinned: " + ring->pinning_refused.message() + ")"));
-  }
-  ring->host_memory.reset(p);
   return ring;
 }
 
@@ -138,10 +128,11 @@ bool StagingPool::cached_is_pinned() const {
   return state_->ring && state_->ring->pinned;
 }
 
-void StagingPool::Clear() {
-  std::unique_ptr<StagingRing> dropped;
+uint64_t StagingPool::Clear() {
+  std::unique_ptr<StagingRing> dropped;  // freed after the lock (cudaFreeHost is slow)
   std::lock_guard<std::mutex> lock(state_->mu);
   dropped = std::move(state_->ring);
+  return dropped ? dropped->total_bytes() : 0;
 }
 
 // ---- options -----------------------------------------------------------------------
@@ -601,10 +592,15 @@ CudaSink::~CudaSink() {
     }
   }
   if (impl_->pool && impl_->ring) {
-    std::unique_ptr<StagingRing> previous;
+    std::unique_ptr<StagingRing> dropped;  // freed after the lock
     std::lock_guard<std::mutex> lock(impl_->pool->state_->mu);
-    previous = std::move(impl_->pool->state_->ring);
-    impl_->pool->state_->ring = std::move(impl_->ring);
+    std::unique_ptr<StagingRing>& cached = impl_->pool->state_->ring;
+    if (cached && cached->pinned && !impl_->ring->pinned) {
+      dropped = std::move(impl_->ring);  // a pinned ring is worth more than a pageable one
+    } else {
+      dropped = std::move(cached);
+      cached = std::move(impl_->ring);
+    }
   }
 }
 
@@ -615,6 +611,7 @@ Status CudaSink::Begin(std::span<const Destination> destinations, uint64_t slot_
     return FailedPreconditionError(
         "cuda sink: Begin called while a load is open (call Finish or Abort first)");
   }
+  m.load_warnings.clear();
   if (slot_bytes == 0 || slot_bytes > m.options.ring.slot_bytes) {
     return InvalidArgumentError("cuda sink: spans of " + std::to_string(slot_bytes) +
                                 " bytes do not fit its slots of " +
@@ -629,30 +626,56 @@ Status CudaSink::Begin(std::span<const Destination> destinations, uint64_t slot_
   const uint64_t ring_slot_bytes = m.options.ring.slot_bytes;
 
   // The ring: keep ours if it fits, else try the pool's, else allocate (ours freed first
-  // so staging memory never exceeds one ring per sink).
-  const bool fallback = m.options.pageable_fallback;
-  if (!m.ring || !m.ring->Fits(count, slot_bytes, need_pinned, m.options.pinned_mode, fallback)) {
+  // so staging memory never exceeds one ring per sink). A pageable ring of this geometry
+  // is kept aside while pinned memory is asked for again (every load: pinning refused
+  // once may be granted later), to stage through should it be refused again.
+  if (!m.ring || !m.ring->Fits(count, slot_bytes, need_pinned, m.options.pinned_mode)) {
+    const bool fallback = need_pinned && m.options.pageable_fallback;
+    std::unique_ptr<StagingRing> spare;
+    if (fallback && m.ring && m.ring->FitsPageable(count, slot_bytes)) spare = std::move(m.ring);
     m.ring.reset();
     if (m.pool) {
       std::unique_ptr<StagingRing> unfit;  // freed after the lock (cudaFreeHost is slow)
       std::lock_guard<std::mutex> pool_lock(m.pool->state_->mu);
       std::unique_ptr<StagingRing>& cached = m.pool->state_->ring;
-      if (cached &&
-          cached->Fits(count, slot_bytes, need_pinned, m.options.pinned_mode, fallback)) {
+      if (cached && cached->Fits(count, slot_bytes, need_pinned, m.options.pinned_mode)) {
         m.ring = std::move(cached);
+      } else if (fallback && !spare && cached && cached->FitsPageable(count, slot_bytes)) {
+        spare = std::move(cached);
       } else {
         unfit = std::move(cached);  // a ring that does not fit would only add to the memory held
       }
     }
     if (!m.ring) {
       const int home = need_pinned ? static_cast<int>(first_used - cuda_used.begin()) : kNoDevice;
-      SL_ASSIGN_OR_RETURN(m.ring, AllocateRing(count, ring_slot_bytes, need_pinned,
-                                               m.options.pinned_mode, home, fallback));
-      ++m.ring_allocations;
+      Result<std::unique_ptr<StagingRing>> made =
+          AllocateRing(count, ring_slot_bytes, need_pinned, m.options.pinned_mode, home);
+      if (made.ok()) {
+        m.ring = std::move(made).value();
+        ++m.ring_allocations;
+      } else if (!fallback || made.status().code() != StatusCode::kResourceExhausted) {
+        return made.status();
+      } else {
+        // Pinned memory refused: stage through pageable memory (the spare, else new).
+        if (!spare) {
+          Result<std::unique_ptr<StagingRing>> plain =
+              AllocateRing(count, ring_slot_bytes, /*pinned=*/false, m.options.pinned_mode,
+                           kNoDevice);
+          if (!plain.ok()) {
+            return Status(plain.status().code(),
+                          plain.status().message() + " (after pinned memory was refused: " +
+                              made.status().message() + ")");
+          }
+          spare = std::move(plain).value();
+          ++m.ring_allocations;
+        }
+        spare->requested_mode = m.options.pinned_mode;
+        spare->pinning_refused = made.status();
+        m.ring = std::move(spare);
+      }
     }
   }
   m.slots.assign(count, Slot());
-  m.load_warnings.clear();
   if (need_pinned && !m.ring->pinned) {
     m.load_warnings.push_back(
         "pinned staging memory was refused (" + m.ring->pinning_refused.message() +

@@ -1,7 +1,8 @@
 // cuda/cuda_sink.h — the Sink that streams checkpoint bytes into GPU memory.
 //
 // Provides `CudaSink` (implements loader/sink.h) and `StagingPool`. The sink owns a
-// ring of staging slots in pinned host memory (each slot is slot_bytes + 8 KiB,
+// ring of staging slots in pinned host memory (pageable where pinning is refused, see
+// CudaSinkOptions::pageable_fallback; each slot is slot_bytes + 8 KiB,
 // 4096-aligned, so O_DIRECT windows fit; by default 16 × 16 MiB = 256 MiB in all). Reader threads fill a
 // slot; Commit issues one cudaMemcpyAsync per run of contiguous regions on a
 // per-device stream (round-robin over `streams_per_device` streams), records the
@@ -57,14 +58,16 @@ struct CudaSinkOptions {
   // streams_per_device: copy streams per device, used round-robin by commits.
   // Default 2. Valid: 1..16.
   int streams_per_device = 2;
-  // pageable_fallback: when pinned memory for the ring is refused (cudaHostAlloc and
-  // cudaHostRegister both fail: memory pressure, a sandbox that cannot pin), stage
-  // through pageable memory instead of failing Begin, and say so in Warnings(). The
-  // copies still work (the driver stages pageable memory itself, returning once the
-  // slot's bytes are taken) but run slower. The pageable ring is kept and reused like
-  // a pinned one, so pinning is not asked for again until the ring is dropped (a new
-  // geometry, StagingPool::Clear). Default true; false: Begin fails with the
-  // allocation's error.
+  // pageable_fallback: when pinned memory for the ring is refused (PinnedBuffer's
+  // resource_exhausted: out of memory, or a sandbox that cannot pin: cudaHostAlloc
+  // memory the kernel cannot read into and cudaHostRegister refused), stage through
+  // pageable memory instead of failing Begin, and say so in Warnings(). The copies
+  // still work (the driver stages pageable memory itself; a slot is reused only after
+  // its copies' event completed, as with pinned memory) but run slower. Pinning is
+  // asked for again at every Begin, so a load after the refusal ends is pinned; the
+  // pageable ring is kept for the next refusal meanwhile (it never displaces a pinned
+  // ring in a StagingPool). Other errors (no usable device, a sticky error) fail Begin
+  // either way. Default true; false: Begin fails with the allocation's error.
   bool pageable_fallback = true;
 };
 
@@ -86,8 +89,8 @@ class StagingPool {
   uint64_t cached_bytes() const;
   // cached_is_pinned: whether the held ring is pinned memory.
   bool cached_is_pinned() const;
-  // Clear: free the held ring.
-  void Clear();
+  // Clear: free the held ring; returns its bytes (0 when empty).
+  uint64_t Clear();
 
  private:
   friend class CudaSink;

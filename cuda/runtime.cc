@@ -393,7 +393,11 @@ Result<PinnedBuffer> PinnedBuffer::Allocate(uint64_t bytes, PinnedMode mode, int
     (void)cudaGetLastError();
     std::free(p);
     Status s = CudaCallStatus(err, "cudaHostRegister", kNoDevice);
-    return Status(s.code(), s.message() + what);
+    // These arguments are valid (page-aligned heap memory, portable flag), so "not
+    // supported" or "invalid value" is the platform refusing to pin it (a sandbox, a
+    // kernel without support): pinned memory cannot be had, as when out of memory.
+    const bool refused = err == cudaErrorNotSupported || err == cudaErrorInvalidValue;
+    return Status(refused ? StatusCode::kResourceExhausted : s.code(), s.message() + what);
   }
   buffer.data_ = p;
   buffer.size_ = bytes;

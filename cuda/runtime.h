@@ -150,9 +150,13 @@ class PinnedBuffer {
   // memory is portable either way (usable by every device's copies); the allocating
   // thread, and later the freeing one, may be left on `device` (ScopedDevice's rule).
   // kNoDevice (default): the calling thread's current device. Errors: invalid_argument
-  // for 0 bytes; resource_exhausted "cudaHostAlloc: cudaErrorMemoryAllocation: out of
-  // memory (allocating N bytes of pinned memory)"; unavailable without a driver;
-  // ScopedDevice::Enter's for `device` (CheckDevice's, cudaGetDevice/cudaSetDevice).
+  // for 0 bytes; resource_exhausted whenever pinned memory is refused: "cudaHostAlloc:
+  // cudaErrorMemoryAllocation: out of memory (allocating N bytes of pinned memory)",
+  // and cudaHostRegister's cudaErrorMemoryAllocation, cudaErrorNotSupported and
+  // cudaErrorInvalidValue (what a platform that cannot pin answers to valid arguments);
+  // unavailable without a driver; other CUDA errors as CudaCallStatus maps them (a
+  // sticky one is internal); ScopedDevice::Enter's for `device` (CheckDevice's,
+  // cudaGetDevice/cudaSetDevice).
   static Result<PinnedBuffer> Allocate(uint64_t bytes, PinnedMode mode = PinnedMode::kHostAlloc,
                                        int device = kNoDevice);
   PinnedBuffer(PinnedBuffer&& other) noexcept;

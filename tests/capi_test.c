@@ -695,6 +695,76 @@ static void TestOptionErrors(void) {
   sl_checkpoint_free(ck);
 }
 
+/* g_fake_cuda: run over libshardload_fake.so (the --fake-cuda argument of fake_capi_test). */
+static int g_fake_cuda = 0;
+
+/* A GPU load whose staging memory cannot be pinned (the fake runtime's
+ * SHARDLOAD_FAKE_CUDA_CANNOT_PIN, so only over the fake) stages through pageable memory
+ * and says so in its report's SL_REPORT_WARNINGS, from sl_load_all and sl_load_into;
+ * once memory can be pinned again, the next load says nothing. */
+static void TestPageableStagingWarns(void) {
+  /* The ring an earlier GPU load left (none without a device) is released, so the
+   * loads below allocate theirs. */
+  const uint64_t held = sl_cuda_staging_bytes();
+  CHECK(held == (sl_cuda_device_count() > 0 ? 256ull << 20 : 0));
+  CHECK(sl_cuda_release_staging() == held);
+  CHECK(sl_cuda_staging_bytes() == 0);
+  CHECK(sl_cuda_release_staging() == 0);
+  if (!g_fake_cuda) {
+    printf("  (needs the fake CUDA runtime: fake_capi_test)\n");
+    return;
+  }
+  static const char kPrefix[] =
+      "pinned staging memory was refused (cudaHostRegister: cudaErrorNotSupported: "
+      "operation not supported (allocating ";
+  sl_checkpoint* ck = NULL;
+  CHECK_OK(sl_checkpoint_open(Path("single.safetensors"), &ck));
+  sl_options* opt = NULL;
+  CHECK_OK(sl_options_new(&opt));
+  CHECK_OK(sl_options_set_device(opt, "cuda:0"));
+  setenv("SHARDLOAD_FAKE_CUDA_CANNOT_PIN", "1", 1);
+  sl_loaded* loaded = NULL;
+  sl_report* report = NULL;
+  CHECK_OK(sl_load_all(ck, opt, NULL, 0, &loaded, &report));
+  CHECK(sl_report_count(report, SL_REPORT_WARNINGS) == 1);
+  const char* line = NULL;
+  size_t len = 0;
+  CHECK_OK(sl_report_item(report, SL_REPORT_WARNINGS, 0, &line, &len));
+  CHECK(line != NULL && len > sizeof kPrefix - 1 && memcmp(line, kPrefix, sizeof kPrefix - 1) == 0);
+  CHECK(strstr(sl_report_json(report), "pinned") == NULL); /* the JSON is the match report */
+  sl_report_free(report);
+
+  /* sl_load_into onto the same device memory: the same line. */
+  size_t n = sl_loaded_count(loaded);
+  sl_target targets[8];
+  CHECK(n > 0 && n <= 8);
+  for (size_t i = 0; i < n && i < 8; ++i) {
+    sl_loaded_tensor t;
+    CHECK_OK(sl_loaded_get(loaded, i, &t));
+    sl_target target = {t.name, t.name_len, t.dtype, t.shape, t.ndim, t.device, t.data};
+    targets[i] = target;
+  }
+  report = NULL;
+  CHECK_OK(sl_load_into(ck, targets, n, opt, &report));
+  CHECK(sl_report_count(report, SL_REPORT_WARNINGS) == 1);
+  CHECK_OK(sl_report_item(report, SL_REPORT_WARNINGS, 0, &line, &len));
+  CHECK(line != NULL && len > sizeof kPrefix - 1 && memcmp(line, kPrefix, sizeof kPrefix - 1) == 0);
+  sl_report_free(report);
+
+  CHECK(sl_cuda_staging_bytes() == 256ull << 20); /* the pageable ring, kept */
+
+  /* Pinning works again: the next load asks for it, and says nothing. */
+  unsetenv("SHARDLOAD_FAKE_CUDA_CANNOT_PIN");
+  report = NULL;
+  CHECK_OK(sl_load_into(ck, targets, n, opt, &report));
+  CHECK(sl_report_count(report, SL_REPORT_WARNINGS) == 0);
+  sl_report_free(report);
+  CHECK(sl_cuda_release_staging() == 256ull << 20); /* now a pinned ring */
+  sl_loaded_free(loaded);
+  sl_options_free(opt);
+  sl_checkpoint_free(ck);
+}
+
 static void TestFreeNullAndWriteErrors(void) {
   sl_checkpoint_free(NULL);
   sl_options_free(NULL);
@@ -2024,7 +2094,8 @@ static void TestMetadataWithNul(void) {
   sl_checkpoint_free(ck);
 }
 
-int main(void) {
+int main(int argc, char** argv) {
+  g_fake_cuda = argc > 1 && strcmp(argv[1], "--fake-cuda") == 0;
   const char* tmp = getenv("TEST_TMPDIR");
   snprintf(g_dir, sizeof g_dir, "%s/capi_test", tmp != NULL ? tmp : "/tmp");
   mkdir(g_dir, 0755);
@@ -2039,6 +2110,7 @@ int main(void) {
   RunCase("LoadAllWithTargets", TestLoadAllWithTargets);
   RunCase("ProgressAndCancel", TestProgressAndCancel);
   RunCase("OptionErrors", TestOptionErrors);
+  RunCase("PageableStagingWarns", TestPageableStagingWarns);
   RunCase("HostPlacement", TestHostPlacement);
   RunCase("FreeNullAndWriteErrors", TestFreeNullAndWriteErrors);
   RunCase("DeviceMapOnHost", TestDeviceMapOnHost);

@@ -5,7 +5,8 @@
 # `--verify` checks hashes on device loads and names a corrupted tensor, a missing
 # device is a clear error, and `bench --device cuda:0 --json` reports the pinned H2D
 # ceiling with ratios that are the quotients of the numbers they name, and holds one
-# staging ring after its loads.
+# staging ring after its loads; where memory cannot be pinned, loads and bench stage
+# through pageable memory and warn.
 # Usage: fake_cuda_cli_test.sh PATH_TO_SHARDLOAD_FAKE_CUDA
 set -uo pipefail
 source "$(dirname "$0")/cli_check.sh"
@@ -93,6 +94,7 @@ assert isinstance(c["h2d_gbps"], float) and c["h2d_gbps"] > 0, c
 assert r["pooled_median_gbps"] is None and r["pooled_fraction_of_binding"] is None, r
 # The pinned staging the backend holds after all those loads is one ring, no more.
 assert r["ring_bytes"] == 16 * (16 << 20) and r["staging_bytes"] == r["ring_bytes"], r
+assert r["staging_pinned"] is True and r["warnings"] == [], r
 assert (r["slots"], r["slot_bytes"]) == (16, (16 << 20) - 8192), r
 reuse = min(c["memcpy_gbps"], c["h2d_gbps"])
 assert r["reuse_binding"] == ("h2d" if c["h2d_gbps"] < c["memcpy_gbps"] else "memcpy"), r
@@ -101,6 +103,32 @@ def quotient_of(ratio, n, d):
     return max(n - e, 0) / (d + e) - e <= ratio <= (n + e) / max(d - e, 1e-9) + e
 assert quotient_of(r["load_into_fraction_of_binding"], r["load_into_median_gbps"], reuse), r
 PY
+
+# Memory that cannot be pinned (the fake's SHARDLOAD_FAKE_CUDA_CANNOT_PIN): the loads
+# stage through pageable memory, succeed, and say so on stderr and in --json.
+refusal='pinned staging memory was refused (cudaHostRegister: cudaErrorNotSupported: operation not supported (allocating 268435456 bytes of pinned memory)): the copies to the GPU ran from 268435456 bytes of pageable memory instead, which is slower (the CUDA driver stages them)'
+out="$(SHARDLOAD_FAKE_CUDA_CANNOT_PIN=1 "$bin" load "$tmp/m" --device cuda:0 --json 2>"$tmp/err")"; rc=$?
+check "load onto cuda:0 without pinned memory exits 0" test $rc -eq 0
+check "load without pinned memory: the warning on stderr" test "$(cat "$tmp/err")" = "shardload load: warning: $refusal"
+check "load --json without pinned memory: the warning in \"warnings\"" python3 - "$out" "$refusal" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["warnings"] == [sys.argv[2]] and r["error"] is None, r
+assert r["devices"] == {"cuda:0": {"tensors": 21, "bytes": 12448}}, r
+PY
+out="$(SHARDLOAD_FAKE_CUDA_CANNOT_PIN=1 "$bin" bench "$tmp/m" --device cuda:0 --repeat 1 --threads 2 --json 2>"$tmp/err")"; rc=$?
+check "bench without pinned memory exits 0" test $rc -eq 0
+check "bench without pinned memory: the warning on stderr" grep -qxF "shardload bench: warning: $refusal" "$tmp/err"
+check "bench --json without pinned memory: pageable staging, the warning" python3 - "$out" "$refusal" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["staging_pinned"] is False and r["staging_bytes"] == r["ring_bytes"], r
+assert r["warnings"] == [sys.argv[2]], r
+assert r["ceilings"]["h2d_gbps"] is None, r  # the pinned ceiling cannot be measured either
+PY
+out="$("$bin" load "$tmp/m" --device cuda:0 --json 2>"$tmp/err")"; rc=$?
+check "load onto cuda:0 with pinned memory: no warning" test $rc -eq 0 -a ! -s "$tmp/err"
+check "load --json with pinned memory: no warnings" grep -q '"warnings":\[\],"error":null}$' <<<"$out"
 
 out="$("$bin" devices)"; rc=$?
 check "devices lists cpu and the two fake devices" test "$out" = "cpu

@@ -23,12 +23,14 @@
 #include <vector>
 
 #include "cuda/cuda_backend.h"
+#include "cuda/cuda_sink.h"
 #include "cuda/fake/fake_control.h"
 #include "cuda/runtime.h"
 #include "loader/checkpoint.h"
 #include "loader/device.h"
 #include "loader/file.h"
 #include "loader/loader.h"
+#include "loader/sink.h"
 #include "tests/fixtures.h"
 
 namespace shardload::cuda {
@@ -504,7 +506,8 @@ TEST_F(FakeCudaTest, AllocationFailuresAreResourceExhaustedAndFreeWhatWasTaken) 
     CudaBackend backend;
     // The second device's arena cannot be had: the first one's is freed.
     fake::FailCall("cudaMalloc", 1, kMemoryAllocation);
-    Result<LoadedCheckpoint> all = LoadAll(*ckpt, Options(&backend, "layers.1.*=cuda:1,cuda:0", 2, 65536));
+    Result<LoadedCheckpoint> all =
+        LoadAll(*ckpt, Options(&backend, "layers.1.*=cuda:1,cuda:0", 2, 65536));
     ASSERT_FALSE(all.ok());
     EXPECT_EQ(all.status().code(), StatusCode::kResourceExhausted);
     EXPECT_EQ(all.status().message().rfind("cuda:1: out of memory allocating ", 0), 0u)
@@ -516,20 +519,21 @@ TEST_F(FakeCudaTest, AllocationFailuresAreResourceExhaustedAndFreeWhatWasTaken) 
 
 // Where memory cannot be pinned at all (cudaHostAlloc memory the kernel cannot read
 // into, as under some gVisor versions, and cudaHostRegister refused), a load stages
-// through pageable memory: byte-exact, with a warning that names the refusal, no
-// pinned memory held, and the pageable ring reused by the next load without asking
-// for pinned memory again.
+// through pageable memory: byte-exact, with a warning that names the refusal and no
+// pinned memory held. The next load asks for pinned memory again: refused again, it
+// stages through the same pageable ring; granted, it is pinned and says nothing.
 TEST_F(FakeCudaTest, RefusedPinningStagesThroughPageableMemoryWithAWarning) {
   constexpr int kNotSupported = 801;
   Stored stored = WriteSharded("fake_pageable", 2, 5, 3000);
   Result<Checkpoint> ckpt = Checkpoint::Open(stored.dir);
   ASSERT_TRUE(ckpt.ok());
   const uint64_t ring = 3 * (16384 + 8192);
-  const std::string warning =
-      "pinned staging memory was refused (cudaHostRegister: cudaErrorNotSupported: operation "
-      "not supported (allocating " + std::to_string(ring) + " bytes of pinned memory)): the "
-      "copies to the GPU ran from " + std::to_string(ring) + " bytes of pageable memory "
-      "instead, which is slower (the CUDA driver stages them)";
+  auto warning = [&](const std::string& refusal) {
+    return "pinned staging memory was refused (" + refusal + " (allocating " +
+           std::to_string(ring) + " bytes of pinned memory)): the copies to the GPU ran from " +
+           std::to_string(ring) + " bytes of pageable memory instead, which is slower (the "
+           "CUDA driver stages them)";
+  };
   {
     CudaBackend backend;
     fake::SetHostAllocKernelInaccessible(true);
@@ -538,8 +542,9 @@ TEST_F(FakeCudaTest, RefusedPinningStagesThroughPageableMemoryWithAWarning) {
     fake::SetHostAllocKernelInaccessible(false);
     ASSERT_TRUE(all.ok()) << all.status().ToString();
     ExpectByteExact(stored, *all);
-    ASSERT_EQ(all->warnings.size(), 1u);
-    EXPECT_EQ(all->warnings[0], warning);
+    EXPECT_EQ(all->warnings,
+              std::vector<std::string>{warning(
+                  "cudaHostRegister: cudaErrorNotSupported: operation not supported")});
     fake::Counters c = fake::Snapshot();
     EXPECT_GT(c.pageable_async_copies, 0u);
     EXPECT_EQ(c.pageable_async_copies, c.async_copies);
@@ -547,39 +552,107 @@ TEST_F(FakeCudaTest, RefusedPinningStagesThroughPageableMemoryWithAWarning) {
     EXPECT_EQ(c.peak_pinned_bytes, ring);  // the cudaHostAlloc memory, until its probe failed
     EXPECT_EQ(backend.cached_staging_bytes(), ring);
 
-    // The next load, into existing buffers, reuses that ring: no pinned allocation is
-    // tried (the pending failure below stays pending), and it warns again.
-    fake::FailCall("cudaHostAlloc", 0, kMemoryAllocation);
+    // Refused again (out of memory now), into existing buffers: the same warning with
+    // the new reason, the bytes exact.
     std::vector<Target> targets;
     for (const LoadedTensor& t : all->tensors) {
       targets.push_back(Target{t.name, t.dtype, t.shape, t.device, t.data});
       ASSERT_TRUE(FillDevice(0, t.data, 0, t.bytes).ok());
     }
+    fake::FailCall("cudaHostAlloc", 0, kMemoryAllocation);
     Result<LoadResult> into = LoadInto(*ckpt, targets, Options(&backend, "cuda:0", 3, 16384));
     ASSERT_TRUE(into.ok()) << into.status().ToString();
-    EXPECT_EQ(into->warnings, std::vector<std::string>{warning});
+    EXPECT_EQ(into->warnings, std::vector<std::string>{warning(
+                                  "cudaHostAlloc: cudaErrorMemoryAllocation: out of memory")});
     ExpectByteExact(stored, *all);
-    Result<PinnedBuffer> probe = PinnedBuffer::Allocate(4096);
-    ASSERT_FALSE(probe.ok());  // the rule was still pending
-    EXPECT_EQ(probe.status().code(), StatusCode::kResourceExhausted);
+    EXPECT_EQ(fake::Snapshot().live_pinned_bytes, 0u);
 
-    // A host-only load through the same backend's ring says nothing.
-    Result<LoadedCheckpoint> host = LoadAll(*ckpt, Options(&backend, "cpu", 3, 16384));
-    ASSERT_TRUE(host.ok()) << host.status().ToString();
-    EXPECT_TRUE(host->warnings.empty());
-
-    // Once the ring is released, pinning is asked for again, and a pinned load warns
-    // about nothing.
-    backend.ReleaseCachedStaging();
+    // Granted again: pinned, no pageable copy, no warning.
     fake::ResetCounters();
-    Result<LoadedCheckpoint> pinned = LoadAll(*ckpt, Options(&backend, "cuda:0", 3, 16384));
-    ASSERT_TRUE(pinned.ok()) << pinned.status().ToString();
-    ExpectByteExact(stored, *pinned);
-    EXPECT_TRUE(pinned->warnings.empty());
+    for (const LoadedTensor& t : all->tensors) ASSERT_TRUE(FillDevice(0, t.data, 0, t.bytes).ok());
+    into = LoadInto(*ckpt, targets, Options(&backend, "cuda:0", 3, 16384));
+    ASSERT_TRUE(into.ok()) << into.status().ToString();
+    EXPECT_TRUE(into->warnings.empty());
+    ExpectByteExact(stored, *all);
     EXPECT_EQ(fake::Snapshot().pageable_async_copies, 0u);
-    EXPECT_EQ(fake::Snapshot().peak_pinned_bytes, ring);
+    EXPECT_EQ(fake::Snapshot().live_pinned_bytes, ring);
   }
   ExpectNothingLive();
+}
+
+// Only a refusal of pinned memory falls back: an allocation that fails because CUDA is
+// unusable fails the load with that error, as it did before the fallback existed.
+TEST_F(FakeCudaTest, OtherPinnedAllocationErrorsStillFailTheLoad) {
+  constexpr int kDevicesUnavailable = 46;
+  Stored stored = WriteSharded("fake_pinned_errors", 1, 2, 1000);
+  Result<Checkpoint> ckpt = Checkpoint::Open(stored.dir);
+  ASSERT_TRUE(ckpt.ok());
+  {
+    CudaBackend backend;
+    fake::FailCall("cudaHostAlloc", 0, kDevicesUnavailable);
+    Result<LoadedCheckpoint> all = LoadAll(*ckpt, Options(&backend, "cuda:0", 2, 16384));
+    ASSERT_FALSE(all.ok());
+    EXPECT_EQ(all.status().code(), StatusCode::kUnavailable);
+    EXPECT_EQ(all.status().message().rfind("cudaHostAlloc: cudaErrorDevicesUnavailable: ", 0), 0u)
+        << all.status().message();
+    EXPECT_EQ(backend.cached_staging_bytes(), 0u);  // no pageable ring was made
+    // The next load pins as usual.
+    all = LoadAll(*ckpt, Options(&backend, "cuda:0", 2, 16384));
+    ASSERT_TRUE(all.ok()) << all.status().ToString();
+    ExpectByteExact(stored, *all);
+    EXPECT_TRUE(all->warnings.empty());
+  }
+  ExpectNothingLive();
+}
+
+// Two sinks of one pool, one staging through pageable memory (pinning refused) and one
+// pinned: whichever is destroyed last, the pool keeps the pinned ring.
+TEST_F(FakeCudaTest, APoolKeepsAPinnedRingOverAPageableOne) {
+  constexpr int kNotSupported = 801;
+  CudaBackend backend;
+  Result<std::unique_ptr<DeviceAllocation>> memory = backend.Allocate(kCuda0, 4096);
+  ASSERT_TRUE(memory.ok());
+  Destination d;
+  d.ptr = (*memory)->data();
+  d.bytes = 4096;
+  d.device = kCuda0;
+  d.src_dtype = d.dst_dtype = Dtype::kF32;
+  d.name = "w";
+  CudaSinkOptions o;
+  o.ring.slot_count = 2;
+  o.ring.slot_bytes = 16384;
+  const uint64_t ring = 2 * (16384 + 8192);
+  for (bool pageable_last : {true, false}) {
+    SCOPED_TRACE(pageable_last ? "pageable sink destroyed last" : "pinned sink destroyed last");
+    auto pool = std::make_shared<StagingPool>();
+    Result<std::unique_ptr<CudaSink>> pageable = CudaSink::Create(o, pool);
+    Result<std::unique_ptr<CudaSink>> pinned = CudaSink::Create(o, pool);
+    ASSERT_TRUE(pageable.ok() && pinned.ok());
+    fake::SetHostAllocKernelInaccessible(true);
+    fake::FailCall("cudaHostRegister", 0, kNotSupported);
+    Status begun = (*pageable)->Begin(std::span<const Destination>(&d, 1), 16384);
+    fake::SetHostAllocKernelInaccessible(false);
+    ASSERT_TRUE(begun.ok()) << begun.ToString();
+    EXPECT_FALSE((*pageable)->staging_is_pinned());
+    EXPECT_EQ((*pageable)->Warnings().size(), 1u);
+    ASSERT_TRUE((*pinned)->Begin(std::span<const Destination>(&d, 1), 16384).ok());
+    EXPECT_TRUE((*pinned)->staging_is_pinned());
+    EXPECT_TRUE((*pinned)->Warnings().empty());
+    ASSERT_TRUE((*pageable)->Finish().ok());
+    ASSERT_TRUE((*pinned)->Finish().ok());
+    if (pageable_last) {
+      pinned->reset();
+      pageable->reset();
+    } else {
+      pageable->reset();
+      pinned->reset();
+    }
+    EXPECT_TRUE(pool->cached_is_pinned());
+    EXPECT_EQ(pool->cached_bytes(), ring);
+    EXPECT_EQ(fake::Snapshot().live_pinned_bytes, ring);
+    pool->Clear();
+    EXPECT_EQ(fake::Snapshot().live_pinned_bytes, 0u);
+  }
 }
 
 TEST_F(FakeCudaTest, CancelWhileCopiesArePendingFreesEverything) {

@@ -12,7 +12,7 @@ cli_check_tiny_checkpoint "$tmp/m"
 
 out="$("$bin" load "$tmp/m" --json 2>"$tmp/err")"; rc=$?
 check "load exits 0" test $rc -eq 0
-check "load --json: 21 matched, nothing else, all on cpu" grep -q '^{"matched":21,"missing":\[\],"unexpected":\[\],"mismatched":\[\],"renamed":\[\],"auto_prefix":"","devices":{"cpu":{"tensors":21,"bytes":12448}},"bytes":12448,"seconds":[0-9.]*,"gbps":[0-9.]*,"io":"pread","threads":[0-9]*,"verified":null,"error":null}$' <<<"$out"
+check "load --json: 21 matched, nothing else, all on cpu" grep -q '^{"matched":21,"missing":\[\],"unexpected":\[\],"mismatched":\[\],"renamed":\[\],"auto_prefix":"","devices":{"cpu":{"tensors":21,"bytes":12448}},"bytes":12448,"seconds":[0-9.]*,"gbps":[0-9.]*,"io":"pread","threads":[0-9]*,"verified":null,"warnings":\[\],"error":null}$' <<<"$out"
 check "quiet stderr when not a terminal" test ! -s "$tmp/err"
 
 for io in pread mmap direct uring auto; do
@@ -224,14 +224,14 @@ check "load --verify without records: 0 of 21" grep -qx 'verified: 0 of 21 tenso
 check "load --verify without records: a warning" test "$(cat "$tmp/err")" = \
   "shardload load: warning: --verify: the checkpoint records no XXH3 hash for the tensors loaded, so none was checked (reshard writes them)"
 out="$("$bin" load "$tmp/m2" --verify --json 2>/dev/null)"
-check "load --verify --json without records: verified 0" grep -q '"threads":[0-9]*,"verified":0,"error":null}$' <<<"$out"
+check "load --verify --json without records: verified 0" grep -q '"threads":[0-9]*,"verified":0,"warnings":\[\],"error":null}$' <<<"$out"
 "$bin" reshard "$tmp/m2" "$tmp/hashed" --shards 2 --no-sync >/dev/null
 out="$("$bin" load "$tmp/hashed" --verify 2>"$tmp/err")"; rc=$?
 check "load --verify with records exits 0" test $rc -eq 0
 check "load --verify with records: 21 of 21" grep -qx 'verified: 21 of 21 tensors against their recorded XXH3' <<<"$out"
 check "load --verify with records: no warning" test ! -s "$tmp/err"
 out="$("$bin" load "$tmp/hashed" --verify --json 2>/dev/null)"
-check "load --verify --json with records: verified 21" grep -q '"verified":21,"error":null}$' <<<"$out"
+check "load --verify --json with records: verified 21" grep -q '"verified":21,"warnings":\[\],"error":null}$' <<<"$out"
 
 # Arguments that would do nothing are named: an --alias for a name that is not a
 # target, an --alias whose stored tensor does not exist, a --device-map rule no tensor

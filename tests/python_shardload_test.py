@@ -500,6 +500,23 @@ class PythonTest(unittest.TestCase):
                          "torch sees %d CUDA devices, shardload %d (its CUDA 13 runtime needs "
                          "driver >= 580)" % (theirs, ours))
 
+    def test_cuda_staging_is_held_until_released(self):
+        # No GPU load, no staging ring; after one (where there is a device), the ring is
+        # held for the next load until release_cuda_staging() frees it.
+        shardload.release_cuda_staging()
+        self.assertEqual(shardload.cuda_staging_bytes(), 0)
+        self.assertEqual(shardload.release_cuda_staging(), 0)
+        if not (torch.cuda.is_available() and shardload.cuda_device_count() > 0):
+            return
+        shardload.save_file({"w": torch.ones(3)}, self.path("w.safetensors"))
+        with warnings_caught() as caught:
+            loaded = shardload.load_file(self.path("w.safetensors"), device="cuda:0")
+        self.assertEqual([w for w in caught if w.category is shardload.ShardloadWarning], [])
+        self.assertTrue(torch.equal(loaded["w"].cpu(), torch.ones(3)))
+        self.assertEqual(shardload.cuda_staging_bytes(), 256 << 20)
+        self.assertEqual(shardload.release_cuda_staging(), 256 << 20)
+        self.assertEqual(shardload.cuda_staging_bytes(), 0)
+
     def test_cuda_without_device(self):
         if torch.cuda.is_available() or shardload.cuda_device_count() > 0:
             self.skipTest("a CUDA device is present")
@@ -2332,15 +2349,19 @@ class PythonTest(unittest.TestCase):
                 finally:
                     _lib.report_warnings = real
                 self.assertEqual(seen, [[]])
-                self.assertEqual([str(w.message) for w in caught
-                                  if w.category is shardload.ShardloadWarning],
+                said = [w for w in caught if w.category is shardload.ShardloadWarning]
+                self.assertEqual([str(w.message) for w in said],
                                  ["pinned staging memory was refused (test)"])
+                # Attributed to the caller (here, the lambda in this file), not to a
+                # frame inside the package, whatever the load path's depth.
+                self.assertEqual(os.path.abspath(said[0].filename), os.path.abspath(__file__))
 
     def test_package_version_and_library_version_check(self):
         self.assertEqual(shardload.__version__, shardload.version())
         for ok in ["0.1.10", "0.1.11", "0.2.0", "1.0.0"]:
             _lib.check_library_version(ok, "/x/libshardload.so")  # no error
-        for old in ["0.1.9", "0.1.8", "0.0.10", "0.1", "garbage", "", " 0.1.10", "1_0.0.0", "0.1.10rc1"]:
+        for old in ["0.1.9", "0.1.8", "0.0.10", "0.1", "garbage", "", " 0.1.10", "1_0.0.0",
+                    "0.1.10rc1"]:
             with self.assertRaises(shardload.ShardloadError) as cm:
                 _lib.check_library_version(old, "/x/libshardload.so")
             self.assertEqual(cm.exception.code, "failed_precondition")

@@ -101,6 +101,13 @@ void ClearFailures();
 // either, so only PinnedBuffer's probe may meet it before it is freed. Thread-safe.
 void SetHostAllocKernelInaccessible(bool inaccessible);
 
+// The environment variable SHARDLOAD_FAKE_CUDA_CANNOT_PIN (set and not "0"), read at
+// each call, has the same effect on cudaHostAlloc and also makes cudaHostRegister fail
+// with cudaErrorNotSupported: memory cannot be pinned at all, as in a sandbox that
+// cannot pin. It is for the test twins that cannot call these controls (the
+// `shardload_fake_cuda` command, C programs over `libshardload_fake.so`); the fake is
+// never part of the library, which reads no environment variable.
+
 // SetHostAllocMisaligned: while true, cudaHostAlloc hands out memory 256 bytes past a
 // page boundary (the real call documents no alignment; PinnedBuffer promises 4096).
 // Thread-safe.

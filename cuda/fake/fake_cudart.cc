@@ -61,7 +61,6 @@ struct Op {
   std::byte* dst = nullptr;
   const std::byte* src = nullptr;
   uint64_t bytes = 0;
-  std::vector<std::byte> staged;  // the snapshot of a pageable source
   // kCast
   CastKind cast = CastKind::kF32ToF16;
   uint64_t count = 0;
@@ -304,7 +303,7 @@ void Worker(CUstream_st* stream) {
       failure = op.deferred_error;
     } else if (!skip) {
       if (op.kind == OpKind::kCopy && op.bytes > 0) {
-        std::memcpy(op.dst, op.staged.empty() ? op.src : op.staged.data(), op.bytes);
+        std::memcpy(op.dst, op.src, op.bytes);
       } else if (op.kind == OpKind::kCast) {
         RunCast(op);
       }
@@ -405,6 +404,8 @@ constexpr ErrorInfo kErrors[] = {
     {cudaErrorInsufficientDriver, "cudaErrorInsufficientDriver",
      "CUDA driver version is insufficient for CUDA runtime version"},
     {cudaErrorNoDevice, "cudaErrorNoDevice", "no CUDA-capable device is detected"},
+    {cudaErrorDevicesUnavailable, "cudaErrorDevicesUnavailable",
+     "CUDA-capable device(s) is/are busy or unavailable"},
     {cudaErrorInvalidDevice, "cudaErrorInvalidDevice", "invalid device ordinal"},
     {cudaErrorInvalidDevicePointer, "cudaErrorInvalidDevicePointer", "invalid device pointer"},
     {cudaErrorInvalidResourceHandle, "cudaErrorInvalidResourceHandle", "invalid resource handle"},
@@ -843,6 +844,13 @@ cudaError_t CUDARTAPI cudaFree(void* ptr) {
 
 }
 
+// CannotPin: the environment's SHARDLOAD_FAKE_CUDA_CANNOT_PIN (fake_control.h), read at
+// each call so that a test program may change it between loads.
+bool CannotPin() {
+  const char* v = std::getenv("SHARDLOAD_FAKE_CUDA_CANNOT_PIN");
+  return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
+}
+
 cudaError_t CUDARTAPI cudaHostAlloc(void** ptr, size_t size, unsigned int flags) {
   State& s = S();
   std::lock_guard<std::mutex> lock(s.mu);
@@ -852,7 +860,7 @@ cudaError_t CUDARTAPI cudaHostAlloc(void** ptr, size_t size, unsigned int flags)
   UseContext(s);
   if (ptr == nullptr || size == 0) return Fail(s, cudaErrorInvalidValue);
   const uint64_t rounded = (size + kPage - 1) / kPage * kPage;
-  if (s.host_alloc_kernel_inaccessible) {
+  if (s.host_alloc_kernel_inaccessible || CannotPin()) {
     void* m = ::mmap(nullptr, rounded, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) return Fail(s, cudaErrorMemoryAllocation);
     AddPinnedLocked(s, static_cast<std::byte*>(m), size, /*host_alloc=*/true, portable, rounded);
@@ -904,6 +912,7 @@ cudaError_t CUDARTAPI cudaHostRegister(void* ptr, size_t size, unsigned int flag
   FAKE_STICKY(s);
   UseContext(s);
   if (ptr == nullptr || size == 0 || DeviceOf(s, ptr) >= 0) return Fail(s, cudaErrorInvalidValue);
+  if (CannotPin()) return Fail(s, cudaErrorNotSupported);
   const auto* p = static_cast<const std::byte*>(ptr);
   for (const auto& [start, range] : s.pinned) {
     if (start < p + size && p < start + range.bytes) {
@@ -1134,8 +1143,11 @@ cudaError_t CUDARTAPI cudaMemcpyAsync(void* dst, const void* src, size_t count,
       op.host_lo = args.src;  // read when the copy runs: must stay untouched until then
       op.host_bytes = count;
     } else {
-      ++s.counters.pageable_async_copies;  // the runtime stages it now, synchronously
-      op.staged.assign(args.src, args.src + count);
+      // The real driver stages a pageable source into its own pinned memory, at the
+      // call or later ("may synchronize with the stream and stage the copy"): the fake
+      // takes the later, reading the source when the copy runs, so a caller that
+      // reuses it before the copy completed shows wrong bytes.
+      ++s.counters.pageable_async_copies;
     }
   } else if (args.dst_host && !args.src_host) {
     if (PinnedContains(s, dst, count, stream->device)) {

@@ -33,6 +33,7 @@ import contextlib
 import ctypes
 import os
 import re
+import sys
 
 import warnings
 
@@ -43,13 +44,27 @@ from . import _lib
 __all__ = ["load_file", "load", "safe_open", "load_model", "load_state_dict_into",
            "save_file", "save", "save_sharded", "save_model", "HostMemoryPool", "CancelToken",
            "ShardloadError", "ShardloadFileNotFoundError", "ShardloadWarning",
-           "set_library_path", "version", "cuda_device_count"]
+           "set_library_path", "version", "cuda_device_count", "cuda_staging_bytes",
+           "release_cuda_staging"]
 
 
 def cuda_device_count():
     """How many CUDA devices shardload can load onto (its own CUDA 13 runtime's view: 0
     without a device, or with a driver older than r580, even where torch sees some)."""
     return _lib.lib().sl_cuda_device_count()
+
+
+def cuda_staging_bytes():
+    """Host memory shardload keeps between GPU loads to stage them through (one ring for
+    the process: 256 MiB, pinned unless pinning was refused; 0 before the first GPU
+    load and after release_cuda_staging())."""
+    return _lib.lib().sl_cuda_staging_bytes()
+
+
+def release_cuda_staging():
+    """Free that memory now (e.g. once a server has loaded its weights and wants its
+    pinned memory back); the next GPU load allocates it again. Returns the bytes freed."""
+    return _lib.lib().sl_cuda_release_staging()
 
 
 __version__ = _lib.PACKAGE_VERSION
@@ -382,9 +397,17 @@ class _Checkpoint(_lib.Closing):
 def _warn_load(lines):
     """A ShardloadWarning for each line a successful load reported about how it ran
     (_lib.report_warnings: a CUDA load staged through pageable memory because pinning
-    was refused). Called once the load's result is complete."""
+    was refused), attributed to the first caller outside this package (load_file,
+    get_tensor, load_model, ... reach here through different depths). Called once the
+    load's result is complete."""
+    if not lines:
+        return
+    here = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(0), 1
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == here:
+        frame, level = frame.f_back, level + 1
     for text in lines:
-        warnings.warn(text, ShardloadWarning, stacklevel=4)
+        warnings.warn(text, ShardloadWarning, stacklevel=level)
 
 
 def _load_all(ckpt, options):

@@ -47,7 +47,9 @@ class ShardloadFileNotFoundError(ShardloadError, FileNotFoundError):
 
 class ShardloadWarning(UserWarning):
     """What opening a checkpoint found questionable but loadable (an empty weight_map,
-    a total_size that disagrees, ...), issued through the warnings module."""
+    a total_size that disagrees, ...), or what a load that succeeded says about how it
+    ran (a GPU load staged through pageable memory because pinning was refused),
+    issued through the warnings module."""
 
 
 class TensorInfo(ctypes.Structure):
@@ -116,6 +118,8 @@ _SIGNATURES = {
     "sl_last_save_warning": (ctypes.c_char_p, []),
     "sl_version": (ctypes.c_char_p, []),
     "sl_cuda_device_count": (ctypes.c_int, []),
+    "sl_cuda_staging_bytes": (ctypes.c_uint64, []),
+    "sl_cuda_release_staging": (ctypes.c_uint64, []),
     "sl_checkpoint_open": (ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(_P)]),
     "sl_checkpoint_open_with": (ctypes.c_int, [ctypes.c_char_p, _P, ctypes.POINTER(_P)]),
     "sl_checkpoint_free": (None, [_P]),
