@@ -173,6 +173,9 @@ Result<double> OneSinkRun(const Args& a, const std::vector<std::byte>& source, v
   o.ring.slot_bytes = slot_bytes;
   o.streams_per_device = streams;
   o.pinned_mode = mode;
+  // This measures the pinned path: where pinned memory is refused the run fails (with
+  // the refusal) rather than printing pageable rates under a pinned mode's label.
+  o.pageable_fallback = false;
   SL_ASSIGN_OR_RETURN(std::unique_ptr<CudaSink> sink, CudaSink::Create(o, pool));
   Destination d;
   d.ptr = dst;

@@ -571,9 +571,10 @@ sl_status sl_report_mismatch(const sl_report* report, size_t index, const char**
 sl_status sl_report_renamed(const sl_report* report, size_t index, const char** from,
                             const char** to);
 
-/* sl_report_json: the whole report as JSON (see MatchReport::ToJson). Borrowed; "" (not
- * NULL) for a NULL report. Names are JSON-escaped as \u00XX per byte where they are not
- * valid UTF-8. */
+/* sl_report_json: the whole report as JSON (see MatchReport::ToJson), rendered on the
+ * first call (thread-safe). Borrowed; "" (not NULL) for a NULL report, and when memory
+ * to render it ran out (a later call tries again). Names are JSON-escaped as \u00XX
+ * per byte where they are not valid UTF-8. */
 const char* sl_report_json(const sl_report* report);
 
 /* sl_report_free: release (NULL: no-op). */

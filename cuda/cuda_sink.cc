@@ -65,20 +65,28 @@ struct StagingRing {
     return pinned ? static_cast<std::byte*>(pinned_memory.data()) : host_memory.get();
   }
   uint64_t total_bytes() const { return stride * static_cast<uint64_t>(slot_count); }
-  // Fits: whether a load with this geometry may use the ring as it is (a load with
-  // CUDA destinations needs pinned memory of the requested mode).
-  bool Fits(int count, uint64_t bytes, bool need_pinned, PinnedMode mode) const {
-    return slot_count == count && slot_bytes >= bytes &&
-           (!need_pinned || (pinned && requested_mode == mode));
-  }
-  // FitsPageable: whether the ring is pageable memory of a geometry that fits, which a
-  // load whose pinned memory is refused may stage through (pageable_fallback).
-  bool FitsPageable(int count, uint64_t bytes) const {
-    return !pinned && slot_count == count && slot_bytes >= bytes;
+  // Fits: whether a load with this geometry may use the ring as it is. A load with CUDA
+  // destinations needs pinned memory of the requested mode, or, with the pageable
+  // fallback on (`pageable_fallback`), a pageable ring whose pinning the platform
+  // refused outright (unimplemented: asking again would be refused again).
+  bool Fits(int count, uint64_t bytes, bool need_pinned, PinnedMode mode,
+            bool pageable_fallback) const {
+    if (slot_count != count || slot_bytes < bytes) return false;
+    if (!need_pinned) return true;
+    if (requested_mode != mode) return false;
+    return pinned ||
+           (pageable_fallback && pinning_refused.code() == StatusCode::kUnimplemented);
   }
 };
 
 namespace {
+
+// IsPinningRefusal: whether a PinnedBuffer::Allocate error means pinned memory cannot be
+// had (resource_exhausted: not now; unimplemented: not on this platform), rather than
+// that CUDA is unusable.
+bool IsPinningRefusal(const Status& s) {
+  return s.code() == StatusCode::kResourceExhausted || s.code() == StatusCode::kUnimplemented;
+}
 
 // AllocateRing: `pinned` memory is allocated (and freed) with `device` current, the
 // load's first CUDA device, so that it binds no context on the calling thread's device.
@@ -626,22 +634,20 @@ Status CudaSink::Begin(std::span<const Destination> destinations, uint64_t slot_
   const uint64_t ring_slot_bytes = m.options.ring.slot_bytes;
 
   // The ring: keep ours if it fits, else try the pool's, else allocate (ours freed first
-  // so staging memory never exceeds one ring per sink). A pageable ring of this geometry
-  // is kept aside while pinned memory is asked for again (every load: pinning refused
-  // once may be granted later), to stage through should it be refused again.
-  if (!m.ring || !m.ring->Fits(count, slot_bytes, need_pinned, m.options.pinned_mode)) {
-    const bool fallback = need_pinned && m.options.pageable_fallback;
-    std::unique_ptr<StagingRing> spare;
-    if (fallback && m.ring && m.ring->FitsPageable(count, slot_bytes)) spare = std::move(m.ring);
+  // so staging memory never exceeds one ring per sink). Where pinned memory is refused
+  // (pageable_fallback), a pageable ring instead; one refused because the platform
+  // cannot pin (unimplemented) fits later loads as it is, while one refused for want of
+  // memory (resource_exhausted) does not: each later load asks for pinned memory again.
+  const bool fallback = need_pinned && m.options.pageable_fallback;
+  if (!m.ring || !m.ring->Fits(count, slot_bytes, need_pinned, m.options.pinned_mode, fallback)) {
     m.ring.reset();
     if (m.pool) {
       std::unique_ptr<StagingRing> unfit;  // freed after the lock (cudaFreeHost is slow)
       std::lock_guard<std::mutex> pool_lock(m.pool->state_->mu);
       std::unique_ptr<StagingRing>& cached = m.pool->state_->ring;
-      if (cached && cached->Fits(count, slot_bytes, need_pinned, m.options.pinned_mode)) {
+      if (cached &&
+          cached->Fits(count, slot_bytes, need_pinned, m.options.pinned_mode, fallback)) {
         m.ring = std::move(cached);
-      } else if (fallback && !spare && cached && cached->FitsPageable(count, slot_bytes)) {
-        spare = std::move(cached);
       } else {
         unfit = std::move(cached);  // a ring that does not fit would only add to the memory held
       }
@@ -650,29 +656,20 @@ Status CudaSink::Begin(std::span<const Destination> destinations, uint64_t slot_
       const int home = need_pinned ? static_cast<int>(first_used - cuda_used.begin()) : kNoDevice;
       Result<std::unique_ptr<StagingRing>> made =
           AllocateRing(count, ring_slot_bytes, need_pinned, m.options.pinned_mode, home);
-      if (made.ok()) {
-        m.ring = std::move(made).value();
-        ++m.ring_allocations;
-      } else if (!fallback || made.status().code() != StatusCode::kResourceExhausted) {
-        return made.status();
-      } else {
-        // Pinned memory refused: stage through pageable memory (the spare, else new).
-        if (!spare) {
-          Result<std::unique_ptr<StagingRing>> plain =
-              AllocateRing(count, ring_slot_bytes, /*pinned=*/false, m.options.pinned_mode,
-                           kNoDevice);
-          if (!plain.ok()) {
-            return Status(plain.status().code(),
-                          plain.status().message() + " (after pinned memory was refused: " +
-                              made.status().message() + ")");
-          }
-          spare = std::move(plain).value();
-          ++m.ring_allocations;
+      if (!made.ok() && fallback && IsPinningRefusal(made.status())) {
+        const Status refused = made.status();
+        made = AllocateRing(count, ring_slot_bytes, /*pinned=*/false, m.options.pinned_mode,
+                            kNoDevice);
+        if (!made.ok()) {
+          return Status(made.status().code(), made.status().message() +
+                                                  " (after pinned memory was refused: " +
+                                                  refused.message() + ")");
         }
-        spare->requested_mode = m.options.pinned_mode;
-        spare->pinning_refused = made.status();
-        m.ring = std::move(spare);
+        (*made)->pinning_refused = refused;
       }
+      if (!made.ok()) return made.status();
+      m.ring = std::move(made).value();
+      ++m.ring_allocations;
     }
   }
   m.slots.assign(count, Slot());

@@ -59,15 +59,19 @@ struct CudaSinkOptions {
   // Default 2. Valid: 1..16.
   int streams_per_device = 2;
   // pageable_fallback: when pinned memory for the ring is refused (PinnedBuffer's
-  // resource_exhausted: out of memory, or a sandbox that cannot pin: cudaHostAlloc
-  // memory the kernel cannot read into and cudaHostRegister refused), stage through
-  // pageable memory instead of failing Begin, and say so in Warnings(). The copies
-  // still work (the driver stages pageable memory itself; a slot is reused only after
-  // its copies' event completed, as with pinned memory) but run slower. Pinning is
-  // asked for again at every Begin, so a load after the refusal ends is pinned; the
-  // pageable ring is kept for the next refusal meanwhile (it never displaces a pinned
-  // ring in a StagingPool). Other errors (no usable device, a sticky error) fail Begin
-  // either way. Default true; false: Begin fails with the allocation's error.
+  // resource_exhausted, out of pinned memory, or unimplemented, a platform that cannot
+  // pin: cudaHostAlloc memory the kernel cannot read into and cudaHostRegister
+  // refused, as in some sandboxes), stage through pageable memory instead of failing
+  // Begin, and say so in Warnings(). The copies still work (the driver stages pageable
+  // memory itself; a slot is reused only after its copies' event completed, as with
+  // pinned memory) but run slower. After a shortage every later Begin asks for pinned
+  // memory again (so the slowdown ends with its cause); after an unimplemented refusal
+  // the pageable ring is kept and reused without asking again (it would only be
+  // refused again, at the cost of a full allocation) until the ring is dropped
+  // (StagingPool::Clear, CudaBackend::ReleaseCachedStaging, another geometry). A
+  // pageable ring never displaces a pinned one in a StagingPool. Other errors (no
+  // usable device, a sticky error) fail Begin either way. Default true; false: Begin
+  // fails with the allocation's error.
   bool pageable_fallback = true;
 };
 

@@ -373,7 +373,9 @@ Result<PinnedBuffer> PinnedBuffer::Allocate(uint64_t bytes, PinnedMode mode, int
     if (err != cudaSuccess) {
       (void)cudaGetLastError();
       Status s = CudaCallStatus(err, "cudaHostAlloc", kNoDevice);
-      return Status(s.code(), s.message() + what);
+      // "Not supported": this platform cannot pin memory at all.
+      return Status(err == cudaErrorNotSupported ? StatusCode::kUnimplemented : s.code(),
+                    s.message() + what);
     }
     buffer.data_ = p;
     buffer.size_ = bytes;
@@ -395,9 +397,9 @@ Result<PinnedBuffer> PinnedBuffer::Allocate(uint64_t bytes, PinnedMode mode, int
     Status s = CudaCallStatus(err, "cudaHostRegister", kNoDevice);
     // These arguments are valid (page-aligned heap memory, portable flag), so "not
     // supported" or "invalid value" is the platform refusing to pin it (a sandbox, a
-    // kernel without support): pinned memory cannot be had, as when out of memory.
-    const bool refused = err == cudaErrorNotSupported || err == cudaErrorInvalidValue;
-    return Status(refused ? StatusCode::kResourceExhausted : s.code(), s.message() + what);
+    // kernel without support), not a passing shortage.
+    const bool cannot_pin = err == cudaErrorNotSupported || err == cudaErrorInvalidValue;
+    return Status(cannot_pin ? StatusCode::kUnimplemented : s.code(), s.message() + what);
   }
   buffer.data_ = p;
   buffer.size_ = bytes;

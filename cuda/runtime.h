@@ -150,10 +150,11 @@ class PinnedBuffer {
   // memory is portable either way (usable by every device's copies); the allocating
   // thread, and later the freeing one, may be left on `device` (ScopedDevice's rule).
   // kNoDevice (default): the calling thread's current device. Errors: invalid_argument
-  // for 0 bytes; resource_exhausted whenever pinned memory is refused: "cudaHostAlloc:
-  // cudaErrorMemoryAllocation: out of memory (allocating N bytes of pinned memory)",
-  // and cudaHostRegister's cudaErrorMemoryAllocation, cudaErrorNotSupported and
-  // cudaErrorInvalidValue (what a platform that cannot pin answers to valid arguments);
+  // for 0 bytes; when pinned memory is refused, resource_exhausted for a shortage
+  // ("cudaHostAlloc: cudaErrorMemoryAllocation: out of memory (allocating N bytes of
+  // pinned memory)", or cudaHostRegister's) and unimplemented where the platform cannot
+  // pin at all (cudaErrorNotSupported from either call; cudaHostRegister's
+  // cudaErrorInvalidValue, its answer to these valid arguments in such places);
   // unavailable without a driver; other CUDA errors as CudaCallStatus maps them (a
   // sticky one is internal); ScopedDevice::Enter's for `device` (CheckDevice's,
   // cudaGetDevice/cudaSetDevice).

@@ -520,8 +520,9 @@ TEST_F(FakeCudaTest, AllocationFailuresAreResourceExhaustedAndFreeWhatWasTaken) 
 // Where memory cannot be pinned at all (cudaHostAlloc memory the kernel cannot read
 // into, as under some gVisor versions, and cudaHostRegister refused), a load stages
 // through pageable memory: byte-exact, with a warning that names the refusal and no
-// pinned memory held. The next load asks for pinned memory again: refused again, it
-// stages through the same pageable ring; granted, it is pinned and says nothing.
+// pinned memory held; later loads reuse that ring without asking again (it would be
+// refused again) until the backend releases it. After a shortage (out of memory) the
+// next load asks again, and once granted it is pinned and says nothing.
 TEST_F(FakeCudaTest, RefusedPinningStagesThroughPageableMemoryWithAWarning) {
   constexpr int kNotSupported = 801;
   Stored stored = WriteSharded("fake_pageable", 2, 5, 3000);
@@ -529,11 +530,14 @@ TEST_F(FakeCudaTest, RefusedPinningStagesThroughPageableMemoryWithAWarning) {
   ASSERT_TRUE(ckpt.ok());
   const uint64_t ring = 3 * (16384 + 8192);
   auto warning = [&](const std::string& refusal) {
-    return "pinned staging memory was refused (" + refusal + " (allocating " +
-           std::to_string(ring) + " bytes of pinned memory)): the copies to the GPU ran from " +
-           std::to_string(ring) + " bytes of pageable memory instead, which is slower (the "
-           "CUDA driver stages them)";
+    return std::vector<std::string>{
+        "pinned staging memory was refused (" + refusal + " (allocating " +
+        std::to_string(ring) + " bytes of pinned memory)): the copies to the GPU ran from " +
+        std::to_string(ring) + " bytes of pageable memory instead, which is slower (the CUDA "
+        "driver stages them)"};
   };
+  const std::string kCannotPin = "cudaHostRegister: cudaErrorNotSupported: operation not supported";
+  const std::string kShortage = "cudaHostAlloc: cudaErrorMemoryAllocation: out of memory";
   {
     CudaBackend backend;
     fake::SetHostAllocKernelInaccessible(true);
@@ -542,18 +546,17 @@ TEST_F(FakeCudaTest, RefusedPinningStagesThroughPageableMemoryWithAWarning) {
     fake::SetHostAllocKernelInaccessible(false);
     ASSERT_TRUE(all.ok()) << all.status().ToString();
     ExpectByteExact(stored, *all);
-    EXPECT_EQ(all->warnings,
-              std::vector<std::string>{warning(
-                  "cudaHostRegister: cudaErrorNotSupported: operation not supported")});
+    EXPECT_EQ(all->warnings, warning(kCannotPin));
     fake::Counters c = fake::Snapshot();
     EXPECT_GT(c.pageable_async_copies, 0u);
     EXPECT_EQ(c.pageable_async_copies, c.async_copies);
     EXPECT_EQ(c.live_pinned_bytes, 0u);
     EXPECT_EQ(c.peak_pinned_bytes, ring);  // the cudaHostAlloc memory, until its probe failed
     EXPECT_EQ(backend.cached_staging_bytes(), ring);
+    EXPECT_FALSE(backend.cached_staging_is_pinned());
 
-    // Refused again (out of memory now), into existing buffers: the same warning with
-    // the new reason, the bytes exact.
+    // The next load, into existing buffers, reuses that ring without asking for pinned
+    // memory (the failure below stays pending) and warns again.
     std::vector<Target> targets;
     for (const LoadedTensor& t : all->tensors) {
       targets.push_back(Target{t.name, t.dtype, t.shape, t.device, t.data});
@@ -562,12 +565,25 @@ TEST_F(FakeCudaTest, RefusedPinningStagesThroughPageableMemoryWithAWarning) {
     fake::FailCall("cudaHostAlloc", 0, kMemoryAllocation);
     Result<LoadResult> into = LoadInto(*ckpt, targets, Options(&backend, "cuda:0", 3, 16384));
     ASSERT_TRUE(into.ok()) << into.status().ToString();
-    EXPECT_EQ(into->warnings, std::vector<std::string>{warning(
-                                  "cudaHostAlloc: cudaErrorMemoryAllocation: out of memory")});
+    EXPECT_EQ(into->warnings, warning(kCannotPin));
+    ExpectByteExact(stored, *all);
+    Result<PinnedBuffer> probe = PinnedBuffer::Allocate(4096);
+    ASSERT_FALSE(probe.ok());  // the rule was still pending
+    EXPECT_EQ(probe.status().code(), StatusCode::kResourceExhausted);
+
+    // Released, the next load asks again: refused for want of memory now, it warns so.
+    EXPECT_EQ(backend.ReleaseCachedStaging(), ring);
+    EXPECT_EQ(backend.cached_staging_bytes(), 0u);
+    for (const LoadedTensor& t : all->tensors) ASSERT_TRUE(FillDevice(0, t.data, 0, t.bytes).ok());
+    fake::FailCall("cudaHostAlloc", 0, kMemoryAllocation);
+    into = LoadInto(*ckpt, targets, Options(&backend, "cuda:0", 3, 16384));
+    ASSERT_TRUE(into.ok()) << into.status().ToString();
+    EXPECT_EQ(into->warnings, warning(kShortage));
     ExpectByteExact(stored, *all);
     EXPECT_EQ(fake::Snapshot().live_pinned_bytes, 0u);
 
-    // Granted again: pinned, no pageable copy, no warning.
+    // After a shortage the next load asks again without being told: granted, it is
+    // pinned, copies nothing from pageable memory and says nothing.
     fake::ResetCounters();
     for (const LoadedTensor& t : all->tensors) ASSERT_TRUE(FillDevice(0, t.data, 0, t.bytes).ok());
     into = LoadInto(*ckpt, targets, Options(&backend, "cuda:0", 3, 16384));
@@ -576,6 +592,7 @@ TEST_F(FakeCudaTest, RefusedPinningStagesThroughPageableMemoryWithAWarning) {
     ExpectByteExact(stored, *all);
     EXPECT_EQ(fake::Snapshot().pageable_async_copies, 0u);
     EXPECT_EQ(fake::Snapshot().live_pinned_bytes, ring);
+    EXPECT_TRUE(backend.cached_staging_is_pinned());
   }
   ExpectNothingLive();
 }
