@@ -90,8 +90,8 @@ bool IsPinningRefusal(const Status& s) {
 
 // AllocateRing: `pinned` memory is allocated (and freed) with `device` current, the
 // load's first CUDA device, so that it binds no context on the calling thread's device.
-// Errors: PinnedBuffer::Allocate's (resource_exhausted when pinned memory is refused),
-// resource_exhausted when plain memory cannot be had.
+// Errors: PinnedBuffer::Allocate's (resource_exhausted or unimplemented when pinned
+// memory is refused), resource_exhausted when plain memory cannot be had.
 Result<std::unique_ptr<StagingRing>> AllocateRing(int count, uint64_t slot_bytes, bool pinned,
                                                   PinnedMode mode, int device) {
   auto ring = std::make_unique<StagingRing>();
@@ -639,7 +639,8 @@ Status CudaSink::Begin(std::span<const Destination> destinations, uint64_t slot_
   // cannot pin (unimplemented) fits later loads as it is, while one refused for want of
   // memory (resource_exhausted) does not: each later load asks for pinned memory again.
   const bool fallback = need_pinned && m.options.pageable_fallback;
-  if (!m.ring || !m.ring->Fits(count, slot_bytes, need_pinned, m.options.pinned_mode, fallback)) {
+  if (!m.ring ||
+      !m.ring->Fits(count, slot_bytes, need_pinned, m.options.pinned_mode, fallback)) {
     m.ring.reset();
     if (m.pool) {
       std::unique_ptr<StagingRing> unfit;  // freed after the lock (cudaFreeHost is slow)

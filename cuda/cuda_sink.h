@@ -2,8 +2,8 @@
 //
 // Provides `CudaSink` (implements loader/sink.h) and `StagingPool`. The sink owns a
 // ring of staging slots in pinned host memory (pageable where pinning is refused, see
-// CudaSinkOptions::pageable_fallback; each slot is slot_bytes + 8 KiB,
-// 4096-aligned, so O_DIRECT windows fit; by default 16 × 16 MiB = 256 MiB in all). Reader threads fill a
+// CudaSinkOptions::pageable_fallback; each slot is slot_bytes + 8 KiB, 4096-aligned, so
+// O_DIRECT windows fit; by default 16 × 16 MiB = 256 MiB in all). Reader threads fill a
 // slot; Commit issues one cudaMemcpyAsync per run of contiguous regions on a
 // per-device stream (round-robin over `streams_per_device` streams), records the
 // slot's event on every device it touched and returns without waiting, so the read
