@@ -404,7 +404,8 @@ def _warn_load(lines):
         return
     here = os.path.dirname(os.path.abspath(__file__))
     frame, level = sys._getframe(0), 1
-    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == here:
+    while frame is not None and \
+            os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == here:
         frame, level = frame.f_back, level + 1
     for text in lines:
         warnings.warn(text, ShardloadWarning, stacklevel=level)
