@@ -342,8 +342,13 @@ ref = find(f"{out}/reference.txt", r"gbps=([0-9.]+)")
 ceiling = find(f"{out}/cuda_bench.txt", r"h2d_pinned_best_gbps=([0-9.]+)")
 same_run_h2d = (bench.get("ceilings") or {}).get("h2d_gbps")
 if bench.get("ring_bytes"):
-    print(f"pinned: staging held after the loads {bench.get('staging_bytes')} bytes; "
-          f"the ring {bench.get('ring_bytes')} bytes")
+    if bench.get("staging_pinned") is False:
+        print(f"WARNING: pinned: none; staging held after the loads {bench.get('staging_bytes')} "
+              f"bytes of PAGEABLE memory (pinning refused: {'; '.join(bench.get('warnings') or [])}); "
+              f"the ring {bench.get('ring_bytes')} bytes")
+    else:
+        print(f"pinned: staging held after the loads {bench.get('staging_bytes')} bytes; "
+              f"the ring {bench.get('ring_bytes')} bytes")
 if bench.get("last_seconds"):
     print(f"time: the last LoadAll onto cuda:0 took {bench['last_seconds']} s, of which "
           f"{bench.get('last_arena_seconds')} s allocating its arena (cudaMalloc); "

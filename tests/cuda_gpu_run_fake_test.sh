@@ -123,5 +123,17 @@ check "the pinned line is printed" grep -q "^pinned: staging held after the load
 check "load --device cuda:0 ran" grep -q '^shardload load --device cuda:0: rc=0 "gbps":' "$summary"
 check "the reference skips without torch CUDA" grep -q "^SKIP: " "$summary"
 check "the ratio lines are printed" grep -q "^ratio: shardload bench's own pinned H2D ceiling [0-9.]* GB/s; load / that = [0-9.]*$" "$summary"
+# Memory that cannot be pinned (the fake's SHARDLOAD_FAKE_CUDA_CANNOT_PIN, as in a
+# sandbox that refuses to pin): the GPU steps still run, and the summary says that they
+# staged through pageable memory, so their rates are not taken for the pinned path's.
+SHARDLOAD_FAKE_CUDA_CANNOT_PIN=1 CARRY_DIR="$work/carry" SKIP_TESTS=1 SAMPLE_DIR="$work/sample" \
+  SAMPLE_SIZE=48MiB SAMPLE_SHARDS=3 SKIP_MOE=1 SKIP_COLD=1 SKIP_IO_MODES=1 SKIP_CUDA_BENCH=1 \
+  "$script" run "$work/out-pageable" >"$work/pageable.log" 2>&1
+check "a run that cannot pin exits 0" test $? -eq 0
+pageable="$work/out-pageable/summary.txt"
+check "... its bench onto cuda:0 ran" grep -q '^shardload bench --device cuda:0: rc=0 ' "$pageable"
+check "... and is flagged as pageable" grep -q "^WARNING: shardload bench --device cuda:0 staged through pageable memory (pinning refused): pinned staging memory was refused (cudaHostRegister: cudaErrorNotSupported: operation not supported (allocating 268435456 bytes of pinned memory))" "$pageable"
+check "... the staging line says PAGEABLE" grep -q "^WARNING: pinned: none; staging held after the loads 268435456 bytes of PAGEABLE memory (pinning refused: pinned staging memory was refused" "$pageable"
+check "... load --device cuda:0 ran" grep -q '^shardload load --device cuda:0: rc=0 "gbps":' "$pageable"
 echo "$fails failed"
 [ "$fails" -eq 0 ]
