@@ -286,6 +286,8 @@ int Run(const BenchArgs& a) {
   // cuda load what the backend still holds: pinned memory stays within one ring.
   const uint64_t ring_bytes = RingBytes(options.sink);
   if (a.json) {
+    std::string warnings_json;
+    AppendJsonStringArray(&warnings_json, warnings);
     std::string o = "{\"files\":" + std::to_string(paths.size()) +
                     ",\"bytes\":" + std::to_string(last.delivered_bytes) +
                     ",\"device\":" + JsonQuoted(a.device.ToString()) +
@@ -315,7 +317,7 @@ int Run(const BenchArgs& a) {
          ",\"staging_bytes\":" + (a.device.is_cuda() ? std::to_string(CliStagingBytes()) : "null") +
          ",\"staging_pinned\":" +
          (a.device.is_cuda() ? (CliStagingPinned() ? "true" : "false") : "null") +
-         ",\"warnings\":" + JsonStringList(warnings) +
+         ",\"warnings\":" + warnings_json +
          ",\"ring_bytes\":" + std::to_string(ring_bytes) +
          ",\"last_arena_seconds\":" + Num(last.arena_seconds, 6) +
          ",\"last_seconds\":" + Num(last.seconds, 6) +

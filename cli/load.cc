@@ -285,7 +285,8 @@ std::string ReportJson(const MatchReport& r, const LoadStats* stats,
   o += stats ? JsonQuoted(IoModeName(stats->io)) : std::string("null");
   o += ",\"threads\":" + std::to_string(stats ? stats->threads : 0) + ",\"verified\":";
   o += stats && verify ? std::to_string(stats->verified) : std::string("null");
-  o += ",\"warnings\":" + JsonStringList(stats ? stats->warnings : std::vector<std::string>());
+  o += ",\"warnings\":";
+  AppendJsonStringArray(&o, stats ? stats->warnings : std::vector<std::string>());
   o += ",\"error\":";
   if (error.ok()) {
     o += "null";

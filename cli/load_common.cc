@@ -187,12 +187,6 @@ std::string StatusJson(const Status& status) {
          ",\"message\":" + JsonQuoted(status.message()) + "}";
 }
 
-std::string JsonStringList(const std::vector<std::string>& items) {
-  std::string out = "[";
-  for (size_t i = 0; i < items.size(); ++i) out += (i ? "," : "") + JsonQuoted(items[i]);
-  return out + "]";
-}
-
 int UsageError(std::string_view cmd, const Status& status, std::string_view usage,
                const Args& args) {
   for (const std::string& a : args) {

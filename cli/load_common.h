@@ -122,10 +122,6 @@ std::string OneLineText(std::string_view s);
 // commands' --json output reports errors.
 std::string StatusJson(const Status& status);
 
-// JsonStringList: `items` as a JSON array of strings ("[]" when empty), as the commands'
-// --json output lists warnings.
-std::string JsonStringList(const std::vector<std::string>& items);
-
 // UsageError: a command's bad usage: "shardload CMD: message" and `usage` on stderr,
 // plus {"error":{...}} on stdout when `args` hold "--json" (the output a script asked
 // for, even when the arguments are wrong). Returns 2, the exit status for bad usage.

@@ -16,6 +16,15 @@ void AppendHexEscape(std::string* out, const char* format, unsigned char c) {
 
 void AppendJsonString(std::string* out, std::string_view s) { AppendJsonStringTo(*out, s); }
 
+void AppendJsonStringArray(std::string* out, std::span<const std::string> items) {
+  *out += '[';
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) *out += ',';
+    AppendJsonString(out, items[i]);
+  }
+  *out += ']';
+}
+
 std::string JsonQuoted(std::string_view s) {
   std::string out;
   out.reserve(s.size() + 2);

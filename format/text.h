@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -165,6 +166,10 @@ void AppendJsonString(std::string* out, std::string_view s);
 
 // JsonQuoted: AppendJsonString into a new string.
 std::string JsonQuoted(std::string_view s);
+
+// AppendJsonStringArray: append `items` to `out` as a JSON array of strings ("[]" when
+// empty), each as AppendJsonString writes it. Never fails.
+void AppendJsonStringArray(std::string* out, std::span<const std::string> items);
 
 // QuoteForMessage: `s` between two `quote` characters, with `quote`, '\' and control
 // bytes (and DEL) escaped as \<quote>, \\ and \xHH, so an error message stays on one

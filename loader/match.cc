@@ -858,12 +858,9 @@ std::string MatchReport::ToJson() const {
 void MatchReport::AppendListsJson(std::string* out_ptr) const {
   std::string& out = *out_ptr;
   auto names = [&](const char* key, const std::vector<std::string>& list) {
-    out += std::string("\"") + key + "\":[";
-    for (size_t i = 0; i < list.size(); ++i) {
-      if (i > 0) out += ",";
-      AppendJsonString(&out, list[i]);
-    }
-    out += "],";
+    out += std::string("\"") + key + "\":";
+    AppendJsonStringArray(&out, list);
+    out += ",";
   };
   names("missing", missing);
   names("unexpected", unexpected);

@@ -560,10 +560,16 @@ TEST_F(FakeCudaTest, RefusedPinningStagesThroughPageableMemoryWithAWarning) {
     std::vector<Target> targets;
     for (const LoadedTensor& t : all->tensors) {
       targets.push_back(Target{t.name, t.dtype, t.shape, t.device, t.data});
-      ASSERT_TRUE(FillDevice(0, t.data, 0, t.bytes).ok());
     }
+    // reload: zero the loaded tensors on the device, then load into them again.
+    auto reload = [&]() {
+      for (const LoadedTensor& t : all->tensors) {
+        EXPECT_TRUE(FillDevice(0, t.data, 0, t.bytes).ok());
+      }
+      return LoadInto(*ckpt, targets, Options(&backend, "cuda:0", 3, 16384));
+    };
     fake::FailCall("cudaHostAlloc", 0, kMemoryAllocation);
-    Result<LoadResult> into = LoadInto(*ckpt, targets, Options(&backend, "cuda:0", 3, 16384));
+    Result<LoadResult> into = reload();
     ASSERT_TRUE(into.ok()) << into.status().ToString();
     EXPECT_EQ(into->warnings, warning(kCannotPin));
     ExpectByteExact(stored, *all);
@@ -574,9 +580,8 @@ TEST_F(FakeCudaTest, RefusedPinningStagesThroughPageableMemoryWithAWarning) {
     // Released, the next load asks again: refused for want of memory now, it warns so.
     EXPECT_EQ(backend.ReleaseCachedStaging(), ring);
     EXPECT_EQ(backend.cached_staging_bytes(), 0u);
-    for (const LoadedTensor& t : all->tensors) ASSERT_TRUE(FillDevice(0, t.data, 0, t.bytes).ok());
     fake::FailCall("cudaHostAlloc", 0, kMemoryAllocation);
-    into = LoadInto(*ckpt, targets, Options(&backend, "cuda:0", 3, 16384));
+    into = reload();
     ASSERT_TRUE(into.ok()) << into.status().ToString();
     EXPECT_EQ(into->warnings, warning(kShortage));
     ExpectByteExact(stored, *all);
@@ -585,8 +590,7 @@ TEST_F(FakeCudaTest, RefusedPinningStagesThroughPageableMemoryWithAWarning) {
     // After a shortage the next load asks again without being told: granted, it is
     // pinned, copies nothing from pageable memory and says nothing.
     fake::ResetCounters();
-    for (const LoadedTensor& t : all->tensors) ASSERT_TRUE(FillDevice(0, t.data, 0, t.bytes).ok());
-    into = LoadInto(*ckpt, targets, Options(&backend, "cuda:0", 3, 16384));
+    into = reload();
     ASSERT_TRUE(into.ok()) << into.status().ToString();
     EXPECT_TRUE(into->warnings.empty());
     ExpectByteExact(stored, *all);

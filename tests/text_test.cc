@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 namespace shardload {
 namespace {
@@ -30,6 +31,15 @@ TEST(TextTest, AppendJsonStringAppends) {
   out += ",";
   AppendJsonString(&out, "");
   EXPECT_EQ(out, "[\"a\",\"\"");
+}
+
+TEST(TextTest, AppendJsonStringArrayAppendsEachItemQuoted) {
+  std::string out = "x=";
+  AppendJsonStringArray(&out, {});
+  EXPECT_EQ(out, "x=[]");
+  const std::vector<std::string> items = {"a", "q\"b", std::string("n\0l", 3)};
+  AppendJsonStringArray(&out, items);
+  EXPECT_EQ(out, "x=[][\"a\",\"q\\\"b\",\"n\\u0000l\"]");
 }
 
 TEST(TextTest, AppendJsonStringToStylesInsideAndOutsideLongAsciiRuns) {

@@ -561,32 +561,29 @@ class Options(Closing):
             self.handle = None
 
 
-def report_warnings(report):
-    """The SL_REPORT_WARNINGS lines of a report handle (none for NULL), decoded."""
+def _report_items(report, which, errors):
+    """The entries of list `which` of a report handle (none for NULL), decoded as UTF-8
+    with `errors`."""
     l = lib()
-    out = []
+    items = []
     if not report.value:
-        return out
-    for i in range(l.sl_report_count(report, REPORT_WARNINGS)):
+        return items
+    for i in range(l.sl_report_count(report, which)):
         p = ctypes.c_void_p()
         n = ctypes.c_size_t()
-        check(l.sl_report_item(report, REPORT_WARNINGS, i, ctypes.byref(p), ctypes.byref(n)))
-        out.append(ctypes.string_at(p, n.value).decode("utf-8", "replace"))
-    return out
+        check(l.sl_report_item(report, which, i, ctypes.byref(p), ctypes.byref(n)))
+        items.append(ctypes.string_at(p, n.value).decode("utf-8", errors))
+    return items
+
+
+def report_warnings(report):
+    """The SL_REPORT_WARNINGS lines of a report handle (none for NULL), decoded."""
+    return _report_items(report, REPORT_WARNINGS, "replace")
 
 
 def report_lists(report):
     """A report handle as a dict of lists (names decoded as UTF-8 with surrogateescape)."""
-    l = lib()
-    out = {}
-    for key, which in (("matched", REPORT_MATCHED), ("missing", REPORT_MISSING),
-                       ("unexpected", REPORT_UNEXPECTED), ("mismatched", REPORT_MISMATCHED),
-                       ("renamed", REPORT_RENAMED)):
-        items = []
-        for i in range(l.sl_report_count(report, which)):
-            p = ctypes.c_void_p()
-            n = ctypes.c_size_t()
-            check(l.sl_report_item(report, which, i, ctypes.byref(p), ctypes.byref(n)))
-            items.append(ctypes.string_at(p, n.value).decode("utf-8", "surrogateescape"))
-        out[key] = items
-    return out
+    return {key: _report_items(report, which, "surrogateescape")
+            for key, which in (("matched", REPORT_MATCHED), ("missing", REPORT_MISSING),
+                               ("unexpected", REPORT_UNEXPECTED),
+                               ("mismatched", REPORT_MISMATCHED), ("renamed", REPORT_RENAMED))}
