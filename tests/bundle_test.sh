@@ -93,7 +93,8 @@ rm -rf "$tmp/dist"
 b="$tmp/elsewhere/$name"
 for f in bin/shardload lib/libshardload.so lib/pkgconfig/shardload.pc \
          include/shardload/shardload.h include/shardload/dlpack.h README.txt \
-         python/shardload/__init__.py python/shardload/_lib.py python/shardload/libshardload.so; do
+         python/shardload/__init__.py python/shardload/_lib.py python/shardload/numpy.py \
+         python/shardload/libshardload.so; do
   check "bundle holds $f" test -f "$b/$f"
 done
 for dep in libsimdjson.so.14 libxxhash.so.0; do
@@ -159,10 +160,13 @@ check "C program uses the bundled library (ldd: $got)" \
 
 # The Python package from the bundle's python/ and from the wheel, installed offline
 # by pip into a folder of its own (no SHARDLOAD_LIBRARY): the library version from
-# any interpreter with pip, and a load_file where one also has torch.
-# py_probe DIR: "<version> <library path>[ <tensors loaded>]" with PYTHONPATH=DIR.
+# any interpreter with pip, a load_file where one also has torch, and a
+# shardload.numpy save_file + load_file where it has numpy (in a file of its own: the
+# sample's BF16 has no numpy type).
+# py_probe DIR: "<version> <library path>[ <tensors loaded>][ np <arrays loaded>]"
+# with PYTHONPATH=DIR.
 py_probe() {
-  env -u SHARDLOAD_LIBRARY PYTHONPATH="$1" "$py" - "$tmp/ck" <<'PY'
+  env -u SHARDLOAD_LIBRARY PYTHONPATH="$1" "$py" - "$tmp/ck" "$tmp" <<'PY'
 import sys, shardload
 from shardload import _lib
 out = [shardload.version(), _lib._lib._name]
@@ -172,6 +176,15 @@ except ImportError:
     pass
 else:
     out.append(str(len(shardload.load_file(sys.argv[1]))))
+try:
+    import numpy  # noqa: F401
+except ImportError:
+    pass
+else:
+    import os, shardload.numpy
+    path = os.path.join(sys.argv[2], "np.safetensors")
+    shardload.numpy.save_file({"a": numpy.arange(3), "b": numpy.ones(2, numpy.float16)}, path)
+    out.append("np %d" % len(shardload.numpy.load_file(path)))
 print(" ".join(out))
 PY
 }
@@ -184,6 +197,7 @@ if [ -n "$py" ]; then
   torch_part=""
   "$py" -c 'import torch' >/dev/null 2>&1 && torch_part=" 21"
   [ -z "$torch_part" ] && echo "note: $py has no torch; load_file is not tried"
+  "$py" -c 'import numpy' >/dev/null 2>&1 && torch_part="$torch_part np 2"
   out="$(py_probe "$b/python")"
   check "Python uses the bundled package ($out)" \
     test "$out" = "$version $b/python/shardload/libshardload.so$torch_part"
@@ -207,7 +221,7 @@ if [ -x "$py312" ] && "$py312" -c 'import torch' >/dev/null 2>&1; then
   "$py" -m pip install --quiet --no-deps --no-index --target "$tmp/site312" "$wheel"
   out="$(py_probe "$tmp/site312")"
   check "Python 3.12 uses the installed wheel ($out)" \
-    test "$out" = "$version $tmp/site312/shardload/libshardload.so 21"
+    test "$out" = "$version $tmp/site312/shardload/libshardload.so 21 np 2"
 else
   echo "note: no $py312 with torch (tools/setup makes it where pyenv has a 3.12)"
 fi

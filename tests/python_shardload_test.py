@@ -15,10 +15,10 @@ import sys
 import tempfile
 import threading
 import unittest
-import xml.etree.ElementTree as ET
 
 import torch
 
+import py_junit
 import shardload
 from shardload import _lib
 
@@ -3343,28 +3343,6 @@ class PythonTest(unittest.TestCase):
                                      ("unimplemented", message), dtype)
 
 
-class _XmlResult(unittest.TextTestResult):
-    def __init__(self, *a, **k):
-        super().__init__(*a, **k)
-        self.cases = []
-
-    def addSuccess(self, test):
-        super().addSuccess(test)
-        self.cases.append((test.id(), None))
-
-    def addFailure(self, test, err):
-        super().addFailure(test, err)
-        self.cases.append((test.id(), ("failure", self._exc_info_to_string(err, test))))
-
-    def addError(self, test, err):
-        super().addError(test, err)
-        self.cases.append((test.id(), ("error", self._exc_info_to_string(err, test))))
-
-    def addSkip(self, test, reason):
-        super().addSkip(test, reason)
-        self.cases.append((test.id(), ("skipped", reason)))
-
-
 def main():
     reference = "(not installed)"
     if st is not None:
@@ -3373,24 +3351,7 @@ def main():
     print("python %s, torch %s, safetensors %s" % (sys.version.split()[0], torch.__version__,
                                                    reference), flush=True)
     shardload.set_library_path(os.path.abspath(sys.argv[1]))
-    suite = unittest.defaultTestLoader.loadTestsFromTestCase(PythonTest)
-    runner = unittest.TextTestRunner(verbosity=2, resultclass=_XmlResult)
-    result = runner.run(suite)
-    out = os.environ.get("XML_OUTPUT_FILE")
-    if out:
-        suites = ET.Element("testsuites")
-        s = ET.SubElement(suites, "testsuite", name="python_shardload_test",
-                          tests=str(len(result.cases)),
-                          failures=str(len(result.failures)), errors=str(len(result.errors)))
-        for name, outcome in result.cases:
-            case = ET.SubElement(s, "testcase", name=name, classname="PythonTest")
-            if outcome is not None:
-                ET.SubElement(case, outcome[0], message=outcome[1][:200]).text = outcome[1]
-        ET.ElementTree(suites).write(out)
-    passed = len(result.cases) - len(result.failures) - len(result.errors) - len(result.skipped)
-    print("%d passed, %d failed, %d skipped" % (passed, len(result.failures) + len(result.errors),
-                                                len(result.skipped)))
-    sys.exit(0 if result.wasSuccessful() else 1)
+    py_junit.run(PythonTest, "python_shardload_test")
 
 
 if __name__ == "__main__":

@@ -192,10 +192,12 @@ def main(argv):
         "Name: shardload\n"
         "Version: %s\n"
         "Summary: Load safetensors checkpoints (one file or a sharded folder) into host or "
-        "GPU memory; torch tensors through DLPack\n"
+        "GPU memory; torch tensors through DLPack, or numpy arrays\n"
         "Requires-Python: >=3.8\n"
         "Provides-Extra: torch\n"
-        "Requires-Dist: torch; extra == \"torch\"\n" % version).encode()
+        "Requires-Dist: torch; extra == \"torch\"\n"
+        "Provides-Extra: numpy\n"
+        "Requires-Dist: numpy; extra == \"numpy\"\n" % version).encode()
     wheel = ("Wheel-Version: 1.0\n"
              "Generator: shardload tools/make_wheel.py\n"
              "Root-Is-Purelib: false\n"

@@ -418,6 +418,15 @@ def _load_all(ckpt, options):
     order = ckpt.offset_order()
     for name in order:
         ckpt.torch_dtype(name)
+    return _load_all_as(ckpt, options, _from_loaded, order)
+
+
+def _load_all_as(ckpt, options, convert, order):
+    """Every tensor of an open checkpoint, loaded in one sl_load_all with ``options``,
+    as a dict name -> convert(loaded, index, info) (a zero-copy tensor or array that
+    holds its own reference on the arenas), in ``order`` (ckpt.offset_order(): file
+    order, shard then offset, as safetensors orders them), the renamed names after
+    them, sorted. The caller checks first that every tensor converts."""
     l = _lib.lib()
     loaded = ctypes.c_void_p()
     report = ctypes.c_void_p()
@@ -433,8 +442,7 @@ def _load_all(ckpt, options):
         for i in range(l.sl_loaded_count(loaded)):
             info = _lib.LoadedTensor()
             _lib.check(l.sl_loaded_get(loaded, i, ctypes.byref(info)))
-            by_name[_decode(info.name, info.name_len)] = _from_loaded(loaded, i, info)
-        # Like safetensors: file order (shard, then offset); renamed names follow, sorted.
+            by_name[_decode(info.name, info.name_len)] = convert(loaded, i, info)
         out = {}
         for name in order:
             if name in by_name:
@@ -541,13 +549,19 @@ def load_file(filename, device="cpu", *, renames=(), threads=0, io="auto", verif
 def load(data, *, pool=None):
     """Like safetensors.torch.load: tensors from the bytes of a .safetensors file.
     ``pool``: as in load_file."""
+    return _load_bytes(data, lambda path: load_file(path, pool=pool))
+
+
+def _load_bytes(data, load_path):
+    """load_path(path) of a temporary file holding ``data``, removed after; errors name
+    ``<bytes>``, not the temporary file."""
     import tempfile
     fd, path = tempfile.mkstemp(suffix=".safetensors")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         try:
-            return load_file(path, pool=pool)
+            return load_path(path)
         except ShardloadError as e:  # name the bytes, not the temporary file
             message = e.message.replace(path, "<bytes>").replace(os.path.basename(path),
                                                                  "<bytes>")
@@ -737,10 +751,14 @@ _HOLD_MAX_SHARDS = 64
 
 
 class safe_open(_lib.Closing):
-    """Context manager compatible with ``safetensors.safe_open(..., framework="pt")``.
+    """Context manager compatible with ``safetensors.safe_open(..., framework="pt")``
+    and ``framework="np"``.
 
-    ``framework``: "pt" (also "torch", "pytorch", as safetensors takes them); other
-    strings raise ShardloadError("unimplemented"), a non-str TypeError.
+    ``framework``: "pt" (also "torch", "pytorch", as safetensors takes them) for torch
+    tensors, "np" (or "numpy") for numpy arrays, which need no torch (the dtypes numpy
+    has; device "cpu" only, any other raising ShardloadError("invalid_argument"); see
+    shardload.numpy for how get_slice indexes them); other strings raise
+    ShardloadError("unimplemented"), a non-str TypeError.
 
     ``verify=True`` (not in safetensors) checks every tensor read against its recorded
     XXH3: get_tensor/get_tensors then load through the verifying loader, and get_slice
@@ -770,11 +788,19 @@ class safe_open(_lib.Closing):
         if not isinstance(framework, str):
             raise TypeError("framework must be a str such as \"pt\", not %s"
                             % type(framework).__name__)
-        if framework not in ("pt", "torch", "pytorch"):
+        if framework not in ("pt", "torch", "pytorch", "np", "numpy"):
             raise ShardloadError("unimplemented",
-                                 "framework '%s' is not supported (only \"pt\", \"torch\" "
-                                 "or \"pytorch\")" % framework)
+                                 "framework '%s' is not supported (only \"pt\", \"torch\", "
+                                 "\"pytorch\", \"np\" or \"numpy\")" % framework)
+        self._numpy = None  # the shardload.numpy module for numpy arrays
+        if framework in ("np", "numpy"):
+            from . import numpy as numpy_arrays
+            self._numpy = numpy_arrays
         self._device = _device_string(device)
+        if self._numpy is not None and self._device != "cpu":
+            raise ShardloadError("invalid_argument", "device %s is not supported for "
+                                 "framework numpy (numpy arrays are in host memory: use "
+                                 "\"cpu\")" % _quote_name(self._device))
         self._io = _backend_io(backend)
         self._verify = bool(verify)
         HostMemoryPool.check_argument(pool, "pool")
@@ -827,6 +853,8 @@ class safe_open(_lib.Closing):
         in one pass with zero-copy tensors as load_file returns."""
         ckpt = self._open()
         with self._options() as options:
+            if self._numpy is not None:
+                return self._numpy._load_all(ckpt, options)
             return _load_all(ckpt, options)
 
     @staticmethod
@@ -842,6 +870,8 @@ class safe_open(_lib.Closing):
     def get_slice(self, name):
         ckpt = self._open()
         self._info(ckpt, name)
+        if self._numpy is not None:
+            return self._numpy._Slice(self, ckpt, name)
         return _Slice(self, ckpt, name)
 
     def _loaded_tensor(self, ckpt, name):
@@ -859,7 +889,10 @@ class safe_open(_lib.Closing):
             load_warnings = _lib.report_warnings(report)
             li = _lib.LoadedTensor()
             _lib.check(l.sl_loaded_get(loaded, 0, ctypes.byref(li)))
-            tensor = _from_loaded(loaded, 0, li)
+            if self._numpy is not None:
+                tensor = self._numpy._convert_loaded(loaded, 0, li)
+            else:
+                tensor = _from_loaded(loaded, 0, li)
             _warn_load(load_warnings)
             return tensor
         finally:
@@ -899,6 +932,9 @@ class safe_open(_lib.Closing):
     def get_tensor(self, name):
         ckpt = self._open()
         self._info(ckpt, name)  # TypeError / not_found
+        if self._numpy is not None:
+            shape = self._numpy._np_shape(ckpt, name)
+            return self._numpy._read_rows(self, ckpt, name, 0, shape[0] if shape else 1)
         shape = ckpt.torch_shape(name)
         if self._device == "cpu" and not self._verify:
             return self._read_rows(ckpt, name, 0, shape[0] if shape else 1)
@@ -1772,11 +1808,18 @@ def save(tensors, metadata=None, *, checksums=False, align=8):
     under ``tempfile.gettempdir()`` (which needs room for them: ShardloadError
     "resource_exhausted"/"data_loss" from the writer otherwise), read back and removed.
     Refuses what save_file refuses; errors name ``<bytes>``, not the temporary file."""
+    return _save_bytes(lambda path: save_file(tensors, path, metadata=metadata,
+                                              checksums=checksums, align=align))
+
+
+def _save_bytes(save_path):
+    """The bytes save_path(path) writes to a file in a temporary folder (removed after);
+    errors name ``<bytes>``, not the temporary file."""
     import tempfile
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "tensors.safetensors")
         try:
-            save_file(tensors, path, metadata=metadata, checksums=checksums, align=align)
+            save_path(path)
         except ShardloadError as e:  # name the bytes, not the temporary file
             raise ShardloadError(e.code, e.message.replace(path, "<bytes>")) from None
         with open(path, "rb") as f:
