@@ -1709,7 +1709,7 @@ class PythonTest(unittest.TestCase):
             shardload.safe_open(self.path("s.safetensors"), framework="flax")
         self.assertEqual((cm.exception.code, str(cm.exception)),
                          ("unimplemented", "framework 'flax' is not supported (only \"pt\", "
-                          "\"torch\" or \"pytorch\")"))
+                          "\"torch\", \"pytorch\", \"np\" or \"numpy\")"))
 
     @needs_reference
     def test_safe_open_matches_reference(self):
