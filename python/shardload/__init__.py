@@ -424,7 +424,8 @@ def _load_all(ckpt, options):
 def _load_all_as(ckpt, options, convert, order):
     """Every tensor of an open checkpoint, loaded in one sl_load_all with ``options``,
     as a dict name -> convert(loaded, index, info) (a zero-copy tensor or array that
-    holds its own reference on the arenas), in ``order`` (ckpt.offset_order(): file
+    holds its own reference on the arenas; ``info`` is reused for the next tensor once
+    convert returns), in ``order`` (ckpt.offset_order(): file
     order, shard then offset, as safetensors orders them), the renamed names after
     them, sorted. The caller checks first that every tensor converts."""
     l = _lib.lib()
@@ -439,9 +440,10 @@ def _load_all_as(ckpt, options, convert, order):
                                         ctypes.byref(loaded), ctypes.byref(report)))
         load_warnings = _lib.report_warnings(report)
         by_name = {}
+        info = _lib.LoadedTensor()  # one for all: convert reads it before it returns
+        info_ref = ctypes.byref(info)
         for i in range(l.sl_loaded_count(loaded)):
-            info = _lib.LoadedTensor()
-            _lib.check(l.sl_loaded_get(loaded, i, ctypes.byref(info)))
+            _lib.check(l.sl_loaded_get(loaded, i, info_ref))
             by_name[_decode(info.name, info.name_len)] = convert(loaded, i, info)
         out = {}
         for name in order:
@@ -890,7 +892,7 @@ class safe_open(_lib.Closing):
             li = _lib.LoadedTensor()
             _lib.check(l.sl_loaded_get(loaded, 0, ctypes.byref(li)))
             if self._numpy is not None:
-                tensor = self._numpy._convert_loaded(loaded, 0, li)
+                tensor = self._numpy._array_maker()(loaded, 0, li)
             else:
                 tensor = _from_loaded(loaded, 0, li)
             _warn_load(load_warnings)

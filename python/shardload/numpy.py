@@ -92,8 +92,8 @@ def _np_shape(ckpt, name):
 
 
 class _Export:
-    """Owns one DLPack export of a loaded tensor, a reference on the loader's arenas,
-    and drops it (the export's deleter) when collected."""
+    """Owns one DLPack export of a loaded tensor, which holds a reference on all of
+    that load's arenas, and drops it (the export's deleter) when collected."""
 
     __slots__ = ("_managed",)
 
@@ -106,19 +106,31 @@ class _Export:
             _call_deleter(managed)
 
 
-def _from_loaded(loaded, index, info, shape, dtype):
-    """A writable numpy array viewing tensor ``index`` of an sl_loaded (zero-copy),
-    keeping the arenas alive through a DLPack export of it (np.from_dlpack would make
-    the array read-only, where safetensors' arrays are writable)."""
-    if info.bytes == 0:
-        return np.empty(shape, dtype=dtype)
-    managed = ctypes.c_void_p()
-    _lib.check(_lib.lib().sl_loaded_export_dlpack(loaded, index, _lib.SL_DLPACK_AS_BYTES,
-                                                  ctypes.byref(managed)))
-    owner = _Export(managed.value)
-    memory = (ctypes.c_uint8 * info.bytes).from_address(info.data)
-    memory.owner = owner  # the array's base is `memory`, which keeps the export
-    return np.frombuffer(memory, dtype=np.uint8).view(dtype).reshape(shape)
+def _array_maker():
+    """A convert(loaded, index, info) for _load_all_as: a writable numpy array viewing
+    loaded tensor ``index`` (zero-copy; its dtype and shape, checked by _np_shape under
+    its stored name). Every array of one load keeps that load's arenas alive through
+    one shared DLPack export, made for its first tensor of any bytes: each array's base
+    is a ctypes array over its bytes that holds the export (np.from_dlpack would make
+    the arrays read-only, where safetensors' are writable)."""
+    owner = None
+
+    def convert(loaded, index, info):
+        nonlocal owner
+        shape = tuple(info.shape[i] for i in range(info.ndim))
+        dtype = _NP_DTYPES[info.dtype.decode()]
+        if info.bytes == 0:
+            return np.empty(shape, dtype=dtype)
+        if owner is None:
+            managed = ctypes.c_void_p()
+            _lib.check(_lib.lib().sl_loaded_export_dlpack(
+                loaded, index, _lib.SL_DLPACK_AS_BYTES, ctypes.byref(managed)))
+            owner = _Export(managed.value)
+        memory = (ctypes.c_uint8 * info.bytes).from_address(info.data)
+        memory.owner = owner  # the array's base is `memory`, which keeps the export
+        return np.frombuffer(memory, dtype=np.uint8).view(dtype).reshape(shape)
+
+    return convert
 
 
 def _load_all(ckpt, options):
@@ -128,14 +140,7 @@ def _load_all(ckpt, options):
     order = ckpt.offset_order()
     for name in order:
         _np_shape(ckpt, name)
-    return _load_all_as(ckpt, options, _convert_loaded, order)
-
-
-def _convert_loaded(loaded, index, info):
-    """_from_loaded with the loaded tensor's own dtype and shape (checked by _np_shape
-    under its stored name)."""
-    shape = tuple(info.shape[i] for i in range(info.ndim))
-    return _from_loaded(loaded, index, info, shape, _NP_DTYPES[info.dtype.decode()])
+    return _load_all_as(ckpt, options, _array_maker(), order)
 
 
 def _read_rows(owner, ckpt, name, lo, hi):
