@@ -128,7 +128,7 @@ const char* sl_last_error(void);
  * none). */
 sl_status sl_last_error_code(void);
 
-/* sl_version: the library version, "0.1.10" for this header. Static string. */
+/* sl_version: the library version, "0.1.11" for this header. Static string. */
 const char* sl_version(void);
 
 /* sl_cuda_device_count: how many CUDA devices the library can load onto: 0 without a

@@ -120,7 +120,7 @@ static void WriteSingle(void) {
 /* ---------------------------------------------------------------- cases */
 
 static void TestVersionAndNames(void) {
-  CHECK(strcmp(sl_version(), "0.1.10") == 0);
+  CHECK(strcmp(sl_version(), "0.1.11") == 0);
   CHECK(strcmp(sl_status_name(SL_OK), "ok") == 0);
   CHECK(strcmp(sl_status_name(SL_DATA_LOSS), "data_loss") == 0);
   CHECK(strcmp(sl_status_name(SL_INVALID_ARGUMENT), "invalid_argument") == 0);

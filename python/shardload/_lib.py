@@ -208,7 +208,7 @@ _SIGNATURES = {
 
 # PACKAGE_VERSION: this package's version; the library it loads must be at least as
 # new (its C API only grows: a newer one has every function this package binds).
-PACKAGE_VERSION = "0.1.10"
+PACKAGE_VERSION = "0.1.11"
 
 
 def _version_tuple(text):
