@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """fuzz/reference_diff.py — differential fuzzing of shardload's Python package against
-the Hugging Face reference (the ``safetensors`` package, framework "pt").
+the Hugging Face reference (the ``safetensors`` package, frameworks "pt" and "np").
 
     reference_diff.py [LIBSHARDLOAD] [--seed N] [--cases N] [--write-cases N]
                       [--model-cases N] [--slice-cases N] [--shard-cases N]
+                      [--numpy-cases N] [--numpy-write-cases N] [--numpy-slice-cases N]
                       [--cli SHARDLOAD] [--device DEV] [--keep DIR] [--verbose]
 
 Reads (--cases, default 2000). Each case is a generated .safetensors file: a valid one
@@ -25,12 +26,35 @@ differences, where shardload is stricter (INTENDED below; docs/ARCHITECTURE.md),
 counted by name: a key given twice, a dtype in serde's enum form ({"F32": null}), an
 entry in serde's sequence form, an unknown field nested past 32 levels.
 
+numpy reads (--numpy-cases, default --cases: the same generated files). The reference
+reads each with ``safe_open(framework="np")`` (metadata, offset_keys, get_tensor) and
+``safetensors.numpy.load_file``, which must agree with each other; shardload with
+``safe_open(path, framework="np")`` and ``shardload.numpy.load_file`` (also with
+``placement="file-phase"``), each array of numpy's type for its dtype, its shape,
+C-contiguous and writable. The same verdicts as the torch reads (INTENDED_NUMPY), and
+a tensor numpy cannot hold, a dtype numpy lacks (BF16, F8, F4, F6) or a shape it cannot
+have, must be refused by both: counted as numpy-lacks-dtype / numpy-lacks-shape
+(shardload raises ShardloadError "unimplemented" / "out_of_range", the reference numpy's
+TypeError, AttributeError or ValueError).
 Writes (--write-cases). Random tensor dicts and metadata, sometimes with what both must
 refuse, go to ``safetensors.torch.save_file`` and ``shardload.save_file``: the same bytes
 (for metadata of two or more keys, which the reference writes in hash order, the same
 parsed header and data) and a file the reference reads back, or the same exception type
 and message. Intended: INTENDED_WRITES.
 
+numpy writes (--numpy-write-cases). Random array dicts (the 13 dtypes safetensors.numpy
+writes, scalars, empty shapes, odd names, an array under two names), metadata None, {}
+or some keys, sometimes a non-contiguous or big-endian array, or what both must refuse
+(a non-array value, a non-dict, a name that is not a str, a dtype safetensors lacks:
+complex128, longdouble, object, str, datetime, structured), go to
+``safetensors.numpy.save_file`` and ``shardload.numpy.save_file``, compared as the
+torch writes are; shardload's file must hold each array's values (C order,
+little-endian). Intended (INTENDED_NUMPY_WRITES, docs/EMBEDDING.md): for a
+non-contiguous array safetensors 0.8 writes the memory under the view (then its file
+for the arrays' contiguous copies must be shardload's; an array with negative strides,
+whose memory it would read past, reaches it as that copy only); a non-array value or
+non-dict is ValueError (safetensors: an AttributeError), a dtype it lacks
+ShardloadError "invalid_argument" (safetensors: SafetensorError "Unknown dtype").
 load_model (--model-cases). Small random models (embeddings, linears, norms with
 buffers, nested blocks, tied heads, other dtypes) and checkpoints saved from them by
 ``save_model`` or from a mutated state dict (keys dropped or added, shapes or dtypes
@@ -56,6 +80,15 @@ lists, bools, Ellipsis, None, tuples and lists of them) index ``get_slice(name)`
 random tensors through both ``safe_open``: the same tensor, or the same exception type
 and message (for keys with several Ellipses, the same type: torch's words there depend
 on the tensor's strides).
+
+numpy get_slice (--numpy-slice-cases). The same random keys index ``get_slice`` of
+random arrays through ``safe_open(framework="np")``: shardload's must be numpy's
+``full[key]`` (the same dtype, shape and bytes, or numpy's exception type and message);
+the reference's must be the same array for the keys it takes as numpy does
+(simple_key: ints in range, slices with positive steps selecting within bounds,
+Ellipsis, tuples of those, on arrays without a zero-size dimension). It is not asked
+for other keys: it refuses lists, None and negative steps, reads a bool as an int, and
+fails or panics on empty selections (docs/EMBEDDING.md).
 
 save_sharded (--shard-cases; needs huggingface_hub, skipped without it). Random state
 dicts (empty tensors, tied names, a non-contiguous tensor, odd names), max_shard_size
@@ -111,6 +144,19 @@ INTENDED = {
     "deep-nesting": "header nests deeper than",            # past ParseOptions::max_depth
 }
 UNKNOWN = object()  # metadata the reference could not be asked for
+# NP_DTYPES: the dtypes numpy has a type for (those safetensors.numpy maps), with that
+# type's dtype.str, little-endian as stored.
+NP_DTYPES = {
+    "F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
+    "I8": "|i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "|u1", "BOOL": "|b1",
+    "C64": "<c8",
+}
+# INTENDED_NUMPY: where the numpy readers differ on purpose (docs/EMBEDDING.md, "numpy
+# arrays"): INTENDED, and a tensor numpy cannot hold, which both refuse with other
+# exceptions (shardload's ShardloadError "unimplemented" for a dtype numpy lacks,
+# "out_of_range" for a shape it cannot have; numpy's TypeError, AttributeError or
+# ValueError through the reference).
+INTENDED_NUMPY = dict(INTENDED, **{"numpy-lacks-dtype": None, "numpy-lacks-shape": None})
 
 
 def new_tally(*agreeing):
@@ -303,11 +349,13 @@ def tensor_bytes(torch, t):
     return t.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b""
 
 
-def read_reference(path, torch, safetensors):
+def read_reference(path, safetensors, numpy_arrays=False):
     """('ok', result) or ('err', message). The tensors come from the reference's Rust
     parser (safetensors.deserialize: names, dtype strings, shapes, raw bytes, whatever
     torch has), the metadata from safe_open, which refuses the dtypes its torch mapping
-    lacks ("Dtype not understood: F6_E2M3"): then the metadata is not compared."""
+    lacks ("Dtype not understood: F6_E2M3"): then the metadata is not compared. With
+    ``numpy_arrays``, safe_open(framework="np") gives the metadata and each tensor's
+    bytes (reference_arrays)."""
     with open(path, "rb") as f:
         buf = f.read()
     try:
@@ -316,16 +364,59 @@ def read_reference(path, torch, safetensors):
     except Exception as e:  # safetensors_rust.SafetensorError and friends
         return "err", "%s: %s" % (type(e).__name__, e)
     try:
-        with safetensors.safe_open(path, framework="pt") as f:
+        with safetensors.safe_open(path, framework="np" if numpy_arrays else "pt") as f:
             metadata, order = f.metadata(), f.offset_keys()
+            if numpy_arrays:
+                reference_arrays(f, path, tensors)
     except Exception as e:
         if "Dtype not understood" not in str(e):
             return "err", "safe_open: %s: %s" % (type(e).__name__, e)
         metadata = order = UNKNOWN
+        for entry in tensors.values():  # the reference's numpy readers refuse the file
+            if numpy_arrays:
+                entry[2] = view_as_numpy(entry, "safe_open: %s" % e)
     header = parse_file(buf)[0]  # the reference took it, so it is JSON
     offsets = {k: tuple(v[2] if isinstance(v, list) else v["data_offsets"])  # serde's forms
                for k, v in header.items() if k != "__metadata__"}
     return "ok", {"metadata": metadata, "tensors": tensors, "order": order, "offsets": offsets}
+
+
+def view_as_numpy(entry, why):
+    """The bytes of the parser's [dtype, shape, raw bytes] ``entry`` as the reference's
+    numpy code views them (safetensors.numpy.load: frombuffer, reshape), or "cannot
+    hold: ..." (``why`` for a dtype numpy lacks, numpy's ValueError for a shape)."""
+    import numpy as np
+    if entry[0] not in NP_DTYPES:
+        return "cannot hold: " + why
+    try:
+        return np.frombuffer(entry[2], dtype=NP_DTYPES[entry[0]]).reshape(entry[1]).tobytes()
+    except ValueError as e:
+        return "cannot hold: ValueError: %s" % e
+
+
+def reference_arrays(f, path, tensors):
+    """Replaces the parser's bytes in ``tensors`` by those of the reference's numpy
+    arrays (``f``: its safe_open(framework="np")): numpy_bytes of get_tensor, or "cannot
+    hold: ..." where numpy has no such dtype (numpy's TypeError or AttributeError) or
+    shape (its ValueError). safetensors.numpy.load_file must agree: the same arrays, or
+    an error where get_tensor raised one."""
+    import safetensors.numpy as sn
+    arrays = {}  # tensors stays the parser's until every get_tensor has answered
+    for name, entry in tensors.items():
+        try:
+            arrays[name] = numpy_bytes(f.get_tensor(name), *entry[:2])
+        except (TypeError, AttributeError, ValueError) as e:
+            arrays[name] = "cannot hold: %s: %s" % (type(e).__name__, e)
+    try:
+        whole = sn.load_file(path)
+    except (TypeError, AttributeError, ValueError):
+        whole = None
+    if whole is None and all(isinstance(v, bytes) for v in arrays.values()) or \
+            whole is not None and {k: numpy_bytes(v, *tensors[k][:2])
+                                   for k, v in whole.items()} != arrays:
+        raise RuntimeError("the reference's numpy load_file and get_tensor disagree")
+    for name, data in arrays.items():
+        tensors[name][2] = data
 
 
 def torch_lacks(e):
@@ -337,54 +428,118 @@ def torch_lacks(e):
             (e.code == "out_of_range" and "does not fit torch's int64 sizes" in e.message))
 
 
-def read_shardload(path, torch, shardload, device="cpu"):
-    """('ok', result), ('err', message) or ('crash', message). Tensors are read onto
-    ``device`` and must arrive there."""
-    want = torch.device(device)
+def numpy_lacks(e):
+    """Whether shardload's error says numpy cannot hold the tensor: a dtype numpy lacks
+    (BF16, the F8 family, F4/F6), or a shape numpy cannot have (more dimensions than it
+    takes, a zero-element shape whose size overflows)."""
+    return ((e.code == "unimplemented" and "has no numpy type" in e.message) or
+            (e.code == "out_of_range" and "numpy's" in e.message))
 
-    def on_device(t):
-        if t.device != want:
-            raise RuntimeError("a tensor came back on %s, not %s" % (t.device, want))
-        return t
+
+def numpy_bytes(a, dtype, shape):
+    """The bytes of an array read as stored tensor ``dtype``/``shape``, which must be
+    an np.ndarray of numpy's type for that dtype (little-endian), of that shape,
+    C-contiguous and writable (as safetensors.numpy gives them); RuntimeError if not."""
+    import numpy as np
+    if not isinstance(a, np.ndarray):
+        raise RuntimeError("got a %s, not an np.ndarray" % type(a).__name__)
+    if (a.dtype.str, a.shape) != (NP_DTYPES.get(dtype), tuple(shape)):
+        raise RuntimeError("a %s%s array for %s%s" % (a.dtype.str, a.shape, dtype, shape))
+    if not (a.flags.c_contiguous and a.flags.writeable):
+        raise RuntimeError("an array that is not C-contiguous and writable: %s" % a.flags)
+    return a.tobytes()
+
+
+class TorchReads:
+    """How read_shardload drives shardload's torch readers: tensors on ``device``,
+    compared as bytes where the installed torch has their dtype."""
+    framework = "pt"
+
+    def __init__(self, torch, shardload, device):
+        self.torch, self.shardload, self.device = torch, shardload, device
+        self.want = torch.device(device)
+
+    def open(self, path):
+        return self.shardload.safe_open(path, framework="pt", device=self.device)
+
+    def load_file(self, path, **kwargs):
+        return self.shardload.load_file(path, device=self.device, **kwargs)
+
+    def data(self, t, dtype, shape):
+        if t.device != self.want:
+            raise RuntimeError("a tensor came back on %s, not %s" % (t.device, self.want))
+        return tensor_bytes(self.torch, t)
+
+    lacks = staticmethod(torch_lacks)
+
+    @staticmethod
+    def misaligned(t):
+        return t.numel() and t.data_ptr() % t.element_size()
+
+
+class NumpyReads:
+    """How read_shardload drives shardload's numpy readers (safe_open(framework="np"),
+    shardload.numpy.load_file): arrays checked and compared by numpy_bytes."""
+    framework = "np"
+
+    def __init__(self, shardload):
+        import shardload.numpy as snp
+        self.shardload, self.load_file = shardload, snp.load_file
+
+    def open(self, path):
+        return self.shardload.safe_open(path, framework="np")
+
+    data = staticmethod(numpy_bytes)
+    lacks = staticmethod(numpy_lacks)
+
+    @staticmethod
+    def misaligned(a):
+        return a.size and a.ctypes.data % a.itemsize
+
+
+def read_shardload(path, shardload, reads):
+    """('ok', result), ('err', message) or ('crash', message), read the way ``reads``
+    (TorchReads, NumpyReads) says: through ``safe_open`` and ``load_file``, twice."""
     try:
-        with shardload.safe_open(path, framework="pt", device=device) as f:
+        with reads.open(path) as f:
             result = {"metadata": f.metadata(), "tensors": {}, "order": f.offset_keys()}
             try:  # get_tensors: every tensor, in offset order
                 if list(f.get_tensors()) != result["order"]:
                     return "crash", "get_tensors' order %r is not offset_keys'" % list(f.get_tensors())
             except shardload.ShardloadError as e:
-                if not torch_lacks(e):
+                if not reads.lacks(e):
                     raise
             for name in f.keys():
                 s = f.get_slice(name)
                 entry = [s.get_dtype(), list(s.get_shape()), None]
                 try:
-                    entry[2] = tensor_bytes(torch, on_device(f.get_tensor(name)))
+                    entry[2] = reads.data(f.get_tensor(name), *entry[:2])
                 except shardload.ShardloadError as e:
-                    if not torch_lacks(e):
+                    if not reads.lacks(e):
                         raise
-                    entry[2] = "no torch dtype: %s" % e
+                    entry[2] = "cannot hold: %s: %s" % (e.code, e.message)
                 result["tensors"][name] = entry
         try:
-            whole = shardload.load_file(path, device=device)
+            whole = reads.load_file(path)
         except shardload.ShardloadError as e:
-            if not torch_lacks(e):
+            if not reads.lacks(e):
                 raise
             whole = None
         if whole is not None:
             if list(whole) != list(result["tensors"]) and sorted(whole) != sorted(result["tensors"]):
                 return "crash", "load_file keys %r != safe_open keys %r" % (list(whole), list(result["tensors"]))
             for name, t in whole.items():
-                if tensor_bytes(torch, on_device(t)) != result["tensors"][name][2]:
+                if reads.data(t, *result["tensors"][name][:2]) != result["tensors"][name][2]:
                     return "crash", "load_file and get_tensor disagree on %r" % name
             # File-phase placement: the same bytes, and never off a tensor's element size.
-            phased = shardload.load_file(path, device=device, placement="file-phase")
+            phased = reads.load_file(path, placement="file-phase")
             for name, t in phased.items():
-                if tensor_bytes(torch, on_device(t)) != result["tensors"][name][2]:
+                if reads.data(t, *result["tensors"][name][:2]) != result["tensors"][name][2]:
                     return "crash", "file-phase load_file and get_tensor disagree on %r" % name
-                if t.numel() and t.data_ptr() % t.element_size():
-                    return "crash", "file-phase %r at %#x, off its %d-byte elements" % (
-                        name, t.data_ptr(), t.element_size())
+                if reads.misaligned(t):
+                    return "crash", "file-phase %r off its element size" % name
+        elif all(isinstance(v[2], bytes) for v in result["tensors"].values()):
+            return "crash", "load_file refuses a file whose every tensor get_tensor reads"
         return "ok", result
     except shardload.ShardloadError as e:
         return "err", "%s: %s" % (e.code, e.message)
@@ -435,6 +590,30 @@ def compare(ref, ours):
     return None
 
 
+def compare_numpy(ref, ours):
+    """compare() for the numpy readers, where a tensor numpy cannot hold is refused by
+    both (get_tensor and load_file) rather than compared: "numpy-lacks-dtype" or
+    "numpy-lacks-shape" when one is, shardload's refusal the one for its kind."""
+    verdict = compare(ref, ours)
+    if verdict is not None or ref[0] != "ok":
+        return verdict
+    verdict = None
+    for name, (dtype, shape, data) in ours[1]["tensors"].items():
+        theirs = ref[1]["tensors"][name][2]
+        if isinstance(data, bytes) and isinstance(theirs, bytes):
+            continue
+        if isinstance(data, bytes) or isinstance(theirs, bytes):
+            return "one reader refuses a tensor: %r (%s %s): reference %s / shardload %s" % (
+                name, dtype, shape, theirs if isinstance(theirs, str) else "reads it",
+                data if isinstance(data, str) else "reads it")
+        lacks_dtype = dtype not in NP_DTYPES
+        if ("has no numpy type" in data) != lacks_dtype:
+            return "shardload's refusal names another cause: %r (%s %s): %s" % (
+                name, dtype, shape, data)
+        verdict = "numpy-lacks-dtype" if lacks_dtype else verdict or "numpy-lacks-shape"
+    return verdict
+
+
 # ----------------------------------------------------------------------------- writers
 
 TORCH_DTYPES = ["float32", "float16", "bfloat16", "float64", "int64", "int32", "int16",
@@ -442,8 +621,12 @@ TORCH_DTYPES = ["float32", "float16", "bfloat16", "float64", "int64", "int32", "
                 "float8_e4m3fn", "float8_e5m2", "float8_e8m0fnu"]
 
 
+def random_shape(r):
+    return [r.choice([0, 1, 2, 3, 5]) for _ in range(r.choice([0, 1, 1, 2, 2, 3]))]
+
+
 def random_tensor(torch, r, dtype):
-    shape = [r.choice([0, 1, 2, 3, 5]) for _ in range(r.choice([0, 1, 1, 2, 2, 3]))]
+    shape = random_shape(r)
     count = 1
     for d in shape:
         count *= d
@@ -494,10 +677,11 @@ def parse_file(data):
         return None
 
 
-def write_both(torch, st, shardload, tensors, metadata, tmp):
-    """The two writers' outcomes: ('ok', bytes) or ('err', 'Type: message')."""
+def write_both(shardload, metadata, tmp, *writes):
+    """The outcomes of ``writes`` ((save_file, tensors) pairs, the reference's first),
+    each ('ok', bytes) or ('err', 'Type: message')."""
     out = []
-    for i, save in enumerate((st.save_file, shardload.save_file)):
+    for i, (save, tensors) in enumerate(writes):
         path = os.path.join(tmp, "w%d.safetensors" % i)
         try:
             save(tensors, path, metadata=metadata)
@@ -539,12 +723,141 @@ def run_writes(args, cases, torch, safetensors, st, shardload, r, tmp):
     counts, failures = new_tally("same-write", "same-refusal")
     for i in range(cases):
         tensors, metadata = make_write_case(torch, r)
-        ref, ours = write_both(torch, st, shardload, tensors, metadata, tmp)
+        ref, ours = write_both(shardload, metadata, tmp, (st.save_file, tensors),
+                               (shardload.save_file, tensors))
         verdict = compare_writes(safetensors, ref, ours, tensors, metadata)
         tally(counts, failures, verdict, "same-write" if ref[0] == "ok" else "same-refusal",
               INTENDED_WRITES, i, lambda: "\n  tensors: %s\n  metadata: %r" % (
                   {k: (str(v.dtype), tuple(v.shape)) if hasattr(v, "dtype") else v
                    for k, v in tensors.items()}, metadata), args.verbose)
+    return counts, failures
+
+
+# NUMPY_WRITE_DTYPES: the numpy dtypes safetensors.numpy writes (F64 ... BOOL, C64);
+# NUMPY_UNWRITABLE: numpy dtypes both writers must refuse.
+NUMPY_WRITE_DTYPES = ["float64", "float32", "float16", "int64", "int32", "int16", "int8",
+                      "uint64", "uint32", "uint16", "uint8", "bool", "complex64"]
+NUMPY_UNWRITABLE = ["complex128", "longdouble", "object", "<U2", "datetime64[s]", "i4,f4",
+                    "V3"]
+# INTENDED_NUMPY_WRITES: where the numpy writers differ on purpose (docs/EMBEDDING.md,
+# "numpy arrays"): INTENDED_WRITES; safetensors 0.8 writes the memory under a
+# non-contiguous array, not its values; a non-dict or a non-array value is ValueError
+# (safetensors: an AttributeError from its code), a dtype safetensors has no name for
+# ShardloadError "invalid_argument" (safetensors: its SafetensorError).
+INTENDED_NUMPY_WRITES = INTENDED_WRITES | {"reference-writes-view-memory",
+                                           "non-array-refused", "no-safetensors-dtype"}
+
+
+def random_array(np, r, dtype, shape=None):
+    shape = random_shape(r) if shape is None else shape
+    count = 1
+    for d in shape:
+        count *= d
+    if dtype == "bool":
+        return np.array([r.choice([False, True]) for _ in range(count)], dtype=bool).reshape(shape)
+    raw = bytes(r.getrandbits(8) for _ in range(count * np.dtype(dtype).itemsize))
+    return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+
+
+def make_numpy_write_case(np, r):
+    """(arrays, metadata) for both numpy writers: random arrays of every dtype
+    safetensors.numpy writes, scalars, empty shapes, odd names, and sometimes a
+    non-contiguous or big-endian array, or what both must refuse (a non-array value,
+    a dtype safetensors lacks, a name that is not a str, a non-dict)."""
+    arrays = {}
+    for i in range(r.choice([0, 1, 2, 3, 4, 6])):
+        arrays[r.choice(NAMES) + r.choice(["", str(i), "x"])] = random_array(
+            np, r, r.choice(NUMPY_WRITE_DTYPES))
+    m = r.randrange(13)
+    names = list(arrays)
+    dtype = r.choice(NUMPY_WRITE_DTYPES)
+    base = random_array(np, r, dtype, [r.randint(1, 4), r.randint(2, 4)])
+    if m == 0:  # non-contiguous, its memory starting where it starts
+        arrays["v"] = r.choice([base.T, base[::2], base[:, 1:], base[1:, ::2]])
+    elif m == 1:  # negative strides
+        arrays["v"] = r.choice([base[::-1], base[:, ::-1], base.T[::-1]])
+    elif m == 2:  # big-endian (one-byte dtypes have no byte order)
+        arrays["be"] = base.astype(base.dtype.newbyteorder(">"))
+    elif m == 3:  # big-endian and non-contiguous
+        arrays["be"] = base.astype(base.dtype.newbyteorder(">")).T
+    elif m == 4:  # a scalar
+        arrays["s"] = np.array(r.choice([0, 1, 7]), dtype=dtype)
+    elif m == 5:
+        arrays[r.choice(["n", "a"])] = r.choice([1, None, [1.0], "x", np.float32(1), b"ab"])
+    elif m == 6:
+        arrays["u"] = np.zeros(r.choice([(2,), (), (0, 3)]), dtype=r.choice(NUMPY_UNWRITABLE))
+    elif m == 7:
+        arrays[r.choice([1, None, b"x", ("a",)])] = base
+    elif m == 8:
+        arrays = r.choice([[base], None, "x", (("a", base),)])
+    elif m == 9 and names:  # one array under two names; a view into another
+        arrays[names[0] + "_tied"] = arrays[names[0]]
+        arrays[names[0] + "_view"] = arrays[names[0]].reshape(-1)[1:]
+    metadata = r.choice([None, None, {}, {"format": "np"}])
+    if r.random() < 0.3:
+        metadata = {r.choice(["format", "k", "\u00e9", "z", "a", ""]) + str(k):
+                    r.choice(["np", "", "v", "\u00fc"]) for k in range(r.randint(0, 4))}
+    if r.random() < 0.03:
+        metadata = r.choice([{"a": 1}, {1: "a"}, ["a"], "x", {"a": None}])
+    return arrays, metadata
+
+
+def numpy_refusal(ref, ours):
+    """The intended difference two refusals of the numpy writers are, or None."""
+    if ref[0] != "err" or ours[0] != "err":
+        return None
+    if ref[1].startswith("AttributeError: ") and ours[1].startswith("ValueError: ") and \
+            ("expected numpy.ndarray" in ours[1] or "Expected a dict" in ours[1]):
+        return "non-array-refused"
+    if ref[1].startswith("SafetensorError: Unknown dtype") and \
+            ours[1].startswith("ShardloadError: invalid_argument: ") and \
+            "has no safetensors dtype" in ours[1]:
+        return "no-safetensors-dtype"
+    return None
+
+
+def holds_values(data, canonical):
+    """None when the file ``data`` holds each array of ``canonical`` (C order,
+    little-endian) under its name with its bytes, else a description."""
+    header, blob = parse_file(data)
+    for name, a in canonical.items():
+        entry = header.get(name)
+        if entry is None or entry["shape"] != list(a.shape) or \
+                blob[entry["data_offsets"][0]:entry["data_offsets"][1]] != a.tobytes():
+            return "shardload's file does not hold an array's values: %r" % name
+    return None
+
+
+def run_numpy_writes(args, cases, safetensors, shardload, r, tmp):
+    """shardload.numpy.save_file against safetensors.numpy.save_file."""
+    import numpy as np
+    import safetensors.numpy as sn
+    import shardload.numpy as snp
+    counts, failures = new_tally("same-write", "same-refusal")
+    for i in range(cases):
+        arrays, metadata = make_numpy_write_case(np, r)
+        canonical = {k: v.astype(v.dtype.newbyteorder("<"), order="C")  # 0-d kept
+                     for k, v in arrays.items() if isinstance(v, np.ndarray) and
+                     v.dtype.name in NUMPY_WRITE_DTYPES} if isinstance(arrays, dict) else {}
+        views = [k for k, v in canonical.items() if not arrays[k].flags.c_contiguous]
+        # safetensors 0.8 reads a view's nbytes from its first element on: past the
+        # memory of one with negative strides, so it gets the values instead.
+        backwards = any(s < 0 for k in views for s in arrays[k].strides)
+        ref, ours = write_both(shardload, metadata, tmp, (sn.save_file, {
+            **arrays, **canonical} if backwards else arrays), (snp.save_file, arrays))
+        verdict = numpy_refusal(ref, ours) or compare_writes(safetensors, ref, ours,
+                                                             arrays, metadata)
+        if ours[0] == "ok" and verdict in (None, "files differ"):
+            if views and not backwards and verdict is not None:  # the values, written
+                ref = write_both(shardload, metadata, tmp, (sn.save_file, canonical))[0]
+                verdict = compare_writes(safetensors, ref, ours, arrays, metadata) or \
+                    "reference-writes-view-memory"
+            verdict = holds_values(ours[1], canonical) or verdict
+        tally(counts, failures, verdict, "same-write" if ref[0] == "ok" else "same-refusal",
+              INTENDED_NUMPY_WRITES, i, lambda: "\n  arrays: %s\n  metadata: %r" % (
+                  {k: (v.dtype.str, v.shape, v.strides) if hasattr(v, "dtype") else v
+                   for k, v in arrays.items()} if isinstance(arrays, dict) else arrays,
+                  metadata), args.verbose)
     return counts, failures
 
 
@@ -832,6 +1145,85 @@ def run_slices(args, cases, torch, st, shardload, r, tmp):
     return counts, failures
 
 
+def simple_key(key, shape):
+    """Whether safetensors 0.8's numpy get_slice takes ``key`` as numpy does: ints in
+    range, slices with a step of 1 or more and bounds in [0, size] that select at least
+    one index, at most one Ellipsis, no more items than dimensions, a tuple of those; of
+    an array without zero-size dimensions. (It refuses lists, None and negative steps,
+    reads a bool as an int, and refuses an empty selection or panics on it.)"""
+    items = list(key) if isinstance(key, tuple) else [key]
+    if not all(k is Ellipsis or isinstance(k, slice) or type(k) is int for k in items):
+        return False
+    ellipses = [i for i, k in enumerate(items) if k is Ellipsis]
+    if len(ellipses) > 1 or len(items) - len(ellipses) > len(shape) or 0 in shape:
+        return False
+    dims = list(range(len(items)))
+    if ellipses:
+        e = ellipses[0]
+        dims = dims[:e] + [None] + list(range(len(shape) - (len(items) - e - 1), len(shape)))
+    for k, d in zip(items, dims):
+        if type(k) is int and not 0 <= k < shape[d]:
+            return False
+        if isinstance(k, slice):
+            bounds = [b for b in (k.start, k.stop) if b is not None]
+            if (k.step is not None and k.step < 1) or not all(0 <= b <= shape[d] for b in bounds) \
+                    or not range(*k.indices(shape[d])):
+                return False
+    return True
+
+
+def array_outcome(fn):
+    try:
+        a = fn()
+        return ("ok", a.dtype.str, a.shape, a.tobytes())
+    except BaseException as e:  # the reference's Rust panics are BaseExceptions
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        return ("err", "%s: %s" % (type(e).__name__, e))
+
+
+def run_numpy_slices(args, cases, shardload, r, tmp):
+    """get_slice of safe_open(framework="np"): shardload's must index as numpy indexes
+    the whole array (the same array, or numpy's exception type and message), and the
+    reference's must give the same array for the keys it takes as numpy does
+    (simple_key; for the others only numpy is asked)."""
+    import warnings
+    import numpy as np
+    import safetensors
+    import safetensors.numpy as sn
+    counts, failures = new_tally("same-array", "numpy-only-array", "numpy-only-error")
+    path = os.path.join(tmp, "np_slices.safetensors")
+    for i in range(cases):
+        if i % 50 == 0:  # a new file every 50 keys
+            arrays = {"t%d" % k: random_array(np, r, r.choice(["float32", "float16", "int64",
+                                                               "uint8", "bool"]))
+                      for k in range(4)}
+            sn.save_file(arrays, path)
+        name = r.choice(list(arrays))
+        full = arrays[name]
+        key = random_index(r, full.ndim)
+        ref = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want = array_outcome(lambda: full[key])
+            if simple_key(key, full.shape):
+                with safetensors.safe_open(path, framework="np") as f:
+                    ref = array_outcome(lambda: f.get_slice(name)[key])
+            with shardload.safe_open(path, framework="np") as f:
+                ours = array_outcome(lambda: f.get_slice(name)[key])
+        verdict = None
+        if ours != want:
+            verdict = "get_slice is not numpy's"
+        elif ref is not None and ref != ours:
+            verdict = "get_slice differs from the reference's"
+        tally(counts, failures, verdict, "same-array" if ref else "numpy-only-" + (
+            "array" if want[0] == "ok" else "error"), (), i,
+            lambda: ": shape %s key %r\n  numpy: %s\n  reference: %s\n  shardload: %s" % (
+                full.shape, key, *(o[:3] if o and o[0] == "ok" else o and o[1]
+                                   for o in (want, ref, ours))), args.verbose)
+    return counts, failures
+
+
 # ----------------------------------------------------------------------------- save_sharded
 
 def unlisted_index(torch, st, shardload, folder, files, r, i, counts, failures, summary):
@@ -998,24 +1390,29 @@ def compare_cli(ref, ours, cli):
     return None
 
 
-def run_reads(args, torch, safetensors, shardload, r, tmp):
+def run_reads(args, cases, reads, safetensors, shardload, r, tmp):
+    """Generated files read by the reference and by shardload the way ``reads`` says
+    (TorchReads; NumpyReads: both packages' numpy readers, compare_numpy)."""
     counts, failures = new_tally("same-accept", "same-reject")
     path = os.path.join(tmp, "case.safetensors")
-    for i in range(args.cases):
+    numpy_arrays = reads.framework == "np"
+    intended = INTENDED_NUMPY if numpy_arrays else INTENDED
+    for i in range(cases):
         buf = make_case(r)
         with open(path, "wb") as f:
             f.write(buf)
-        ref = read_reference(path, torch, safetensors)
-        ours = read_shardload(path, torch, shardload, args.device)
-        verdict = compare(ref, ours)
-        if args.cli and (verdict is None or verdict in INTENDED) and ours[0] != "crash":
+        ref = read_reference(path, safetensors, numpy_arrays)
+        ours = read_shardload(path, shardload, reads)
+        verdict = (compare_numpy if numpy_arrays else compare)(ref, ours)
+        if args.cli and not numpy_arrays and (verdict is None or verdict in INTENDED) and \
+                ours[0] != "crash":
             cli_verdict = compare_cli(ref, ours, read_cli(args.cli, path))
             if cli_verdict is None:
                 counts["inspect-agrees"] += 1
             verdict = cli_verdict or verdict
         failed = tally(
             counts, failures, verdict, "same-accept" if ref[0] == "ok" else "same-reject",
-            INTENDED, i, lambda: "\n  header: %r\n  reference: %s\n  shardload: %s" % (
+            intended, i, lambda: "\n  header: %r\n  reference: %s\n  shardload: %s" % (
                 buf[8:8 + min(struct.unpack("<Q", buf[:8])[0], 400)],
                 ref[1] if ref[0] == "err" else "accepts",
                 ours[1] if ours[0] != "ok" else "accepts"), args.verbose)
@@ -1053,6 +1450,13 @@ def main():
     parser.add_argument("--slice-cases", type=int, default=0, help="get_slice cases")
     parser.add_argument("--shard-cases", type=int, default=0,
                         help="save_sharded cases (needs huggingface_hub)")
+    parser.add_argument("--numpy-cases", type=int, default=None,
+                        help="read cases through the numpy readers (default: --cases; the "
+                             "same files as the first ones of --cases)")
+    parser.add_argument("--numpy-write-cases", type=int, default=0,
+                        help="numpy write cases (safetensors.numpy.save_file)")
+    parser.add_argument("--numpy-slice-cases", type=int, default=0,
+                        help="get_slice cases through safe_open(framework=\"np\")")
     parser.add_argument("--cli", help="also run `SHARDLOAD inspect --json` on every read case")
     parser.add_argument("--device", default="cpu",
                         help="where shardload's reads and both get_slice put tensors (cuda:0 "
@@ -1076,16 +1480,27 @@ def main():
                   args.device, torch.cuda.device_count() if torch.cuda.is_available() else 0,
                   shardload.cuda_device_count()), file=sys.stderr)
         return 2
+    if args.numpy_cases is None:
+        args.numpy_cases = args.cases
     status = 0
     with tempfile.TemporaryDirectory(dir=os.environ.get("TEST_TMPDIR")) as tmp:
         for what, n, run in [
-                ("reads", args.cases, lambda r: run_reads(args, torch, safetensors, shardload, r, tmp)),
+                ("reads", args.cases,
+                 lambda r: run_reads(args, n, TorchReads(torch, shardload, args.device),
+                                     safetensors, shardload, r, tmp)),
+                ("numpy reads", args.numpy_cases,
+                 lambda r: run_reads(args, n, NumpyReads(shardload), safetensors, shardload, r,
+                                     tmp)),
                 ("writes", args.write_cases,
                  lambda r: run_writes(args, n, torch, safetensors, st, shardload, r, tmp)),
+                ("numpy writes", args.numpy_write_cases,
+                 lambda r: run_numpy_writes(args, n, safetensors, shardload, r, tmp)),
                 ("load_model", args.model_cases,
                  lambda r: run_models(args, n, torch, st, shardload, r, tmp)),
                 ("get_slice", args.slice_cases,
                  lambda r: run_slices(args, n, torch, st, shardload, r, tmp)),
+                ("numpy get_slice", args.numpy_slice_cases,
+                 lambda r: run_numpy_slices(args, n, shardload, r, tmp)),
                 ("save_sharded", args.shard_cases,
                  lambda r: run_shards(args, n, torch, st, shardload, r, tmp))]:
             if n == 0:
