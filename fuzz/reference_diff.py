@@ -156,7 +156,30 @@ NP_DTYPES = {
 # exceptions (shardload's ShardloadError "unimplemented" for a dtype numpy lacks,
 # "out_of_range" for a shape it cannot have; numpy's TypeError, AttributeError or
 # ValueError through the reference).
-INTENDED_NUMPY = dict(INTENDED, **{"numpy-lacks-dtype": None, "numpy-lacks-shape": None})
+# Where the ml_dtypes package is importable, BF16 and the F8 family load as its types
+# (ML_DTYPES): the reference's too once it is imported (main imports it), but its loads
+# of the F8 types fail (AttributeError "module 'numpy' has no attribute
+# 'float8_e4m3fn'"), where shardload's read the stored bytes: "reference-cannot-load-f8".
+INTENDED_NUMPY = dict(INTENDED, **{"numpy-lacks-dtype": None, "numpy-lacks-shape": None,
+                                   "reference-cannot-load-f8": None})
+ML_DTYPES = {"BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+             "F8_E8M0": "float8_e8m0fnu", "F8_E4M3FNUZ": "float8_e4m3fnuz",
+             "F8_E5M2FNUZ": "float8_e5m2fnuz"}
+try:
+    import ml_dtypes  # noqa: F401  (also lets the reference's numpy readers name them)
+except ImportError:
+    ml_dtypes = None
+
+
+def numpy_dtype(dtype):
+    """The np.dtype shardload.numpy gives stored ``dtype`` (numpy's, or ml_dtypes' where
+    importable), or None where it refuses it."""
+    import numpy as np
+    if dtype in NP_DTYPES:
+        return np.dtype(NP_DTYPES[dtype])
+    if ml_dtypes is not None and hasattr(ml_dtypes, ML_DTYPES.get(dtype, "-")):
+        return np.dtype(getattr(ml_dtypes, ML_DTYPES[dtype]))
+    return None
 
 
 def new_tally(*agreeing):
@@ -366,19 +389,20 @@ def read_reference(path, safetensors, numpy_arrays=False):
     try:
         with safetensors.safe_open(path, framework="np" if numpy_arrays else "pt") as f:
             metadata, order = f.metadata(), f.offset_keys()
-            if numpy_arrays:
-                reference_arrays(f, path, tensors)
+            f8_refused = reference_arrays(f, path, tensors) if numpy_arrays else set()
     except Exception as e:
         if "Dtype not understood" not in str(e):
             return "err", "safe_open: %s: %s" % (type(e).__name__, e)
         metadata = order = UNKNOWN
+        f8_refused = set()
         for entry in tensors.values():  # the reference's numpy readers refuse the file
             if numpy_arrays:
                 entry[2] = view_as_numpy(entry, "safe_open: %s" % e)
     header = parse_file(buf)[0]  # the reference took it, so it is JSON
     offsets = {k: tuple(v[2] if isinstance(v, list) else v["data_offsets"])  # serde's forms
                for k, v in header.items() if k != "__metadata__"}
-    return "ok", {"metadata": metadata, "tensors": tensors, "order": order, "offsets": offsets}
+    return "ok", {"metadata": metadata, "tensors": tensors, "order": order, "offsets": offsets,
+                  "f8_refused": f8_refused}
 
 
 def view_as_numpy(entry, why):
@@ -386,10 +410,10 @@ def view_as_numpy(entry, why):
     numpy code views them (safetensors.numpy.load: frombuffer, reshape), or "cannot
     hold: ..." (``why`` for a dtype numpy lacks, numpy's ValueError for a shape)."""
     import numpy as np
-    if entry[0] not in NP_DTYPES:
+    if numpy_dtype(entry[0]) is None:
         return "cannot hold: " + why
     try:
-        return np.frombuffer(entry[2], dtype=NP_DTYPES[entry[0]]).reshape(entry[1]).tobytes()
+        return np.frombuffer(entry[2], dtype=numpy_dtype(entry[0])).reshape(entry[1]).tobytes()
     except ValueError as e:
         return "cannot hold: ValueError: %s" % e
 
@@ -399,14 +423,19 @@ def reference_arrays(f, path, tensors):
     arrays (``f``: its safe_open(framework="np")): numpy_bytes of get_tensor, or "cannot
     hold: ..." where numpy has no such dtype (numpy's TypeError or AttributeError) or
     shape (its ValueError). safetensors.numpy.load_file must agree: the same arrays, or
-    an error where get_tensor raised one."""
+    an error where get_tensor raised one. An F8 tensor the reference cannot load where
+    shardload loads it as ml_dtypes' type keeps the parser's bytes, viewed as that type
+    (view_as_numpy), and its name goes to the returned set."""
     import safetensors.numpy as sn
     arrays = {}  # tensors stays the parser's until every get_tensor has answered
+    f8_refused = set()
     for name, entry in tensors.items():
         try:
             arrays[name] = numpy_bytes(f.get_tensor(name), *entry[:2])
         except (TypeError, AttributeError, ValueError) as e:
             arrays[name] = "cannot hold: %s: %s" % (type(e).__name__, e)
+            if entry[0].startswith("F8_") and numpy_dtype(entry[0]) is not None:
+                f8_refused.add(name)
     try:
         whole = sn.load_file(path)
     except (TypeError, AttributeError, ValueError):
@@ -416,7 +445,8 @@ def reference_arrays(f, path, tensors):
                                    for k, v in whole.items()} != arrays:
         raise RuntimeError("the reference's numpy load_file and get_tensor disagree")
     for name, data in arrays.items():
-        tensors[name][2] = data
+        tensors[name][2] = view_as_numpy(tensors[name], "") if name in f8_refused else data
+    return f8_refused
 
 
 def torch_lacks(e):
@@ -443,7 +473,7 @@ def numpy_bytes(a, dtype, shape):
     import numpy as np
     if not isinstance(a, np.ndarray):
         raise RuntimeError("got a %s, not an np.ndarray" % type(a).__name__)
-    if (a.dtype.str, a.shape) != (NP_DTYPES.get(dtype), tuple(shape)):
+    if (a.dtype, a.shape) != (numpy_dtype(dtype), tuple(shape)):
         raise RuntimeError("a %s%s array for %s%s" % (a.dtype.str, a.shape, dtype, shape))
     if not (a.flags.c_contiguous and a.flags.writeable):
         raise RuntimeError("an array that is not C-contiguous and writable: %s" % a.flags)
@@ -606,11 +636,13 @@ def compare_numpy(ref, ours):
             return "one reader refuses a tensor: %r (%s %s): reference %s / shardload %s" % (
                 name, dtype, shape, theirs if isinstance(theirs, str) else "reads it",
                 data if isinstance(data, str) else "reads it")
-        lacks_dtype = dtype not in NP_DTYPES
+        lacks_dtype = numpy_dtype(dtype) is None
         if ("has no numpy type" in data) != lacks_dtype:
             return "shardload's refusal names another cause: %r (%s %s): %s" % (
                 name, dtype, shape, data)
         verdict = "numpy-lacks-dtype" if lacks_dtype else verdict or "numpy-lacks-shape"
+    if verdict is None and ref[1]["f8_refused"]:
+        return "reference-cannot-load-f8"
     return verdict
 
 
@@ -739,6 +771,9 @@ NUMPY_WRITE_DTYPES = ["float64", "float32", "float16", "int64", "int32", "int16"
                       "uint64", "uint32", "uint16", "uint8", "bool", "complex64"]
 NUMPY_UNWRITABLE = ["complex128", "longdouble", "object", "<U2", "datetime64[s]", "i4,f4",
                     "V3"]
+# NUMPY_ML_WRITE_DTYPES: ml_dtypes' types both write (as BF16 and F8_*) where it is
+# importable, drawn for the plain arrays of a case.
+NUMPY_ML_WRITE_DTYPES = list(ML_DTYPES.values()) if ml_dtypes is not None else []
 # INTENDED_NUMPY_WRITES: where the numpy writers differ on purpose (docs/EMBEDDING.md,
 # "numpy arrays"): INTENDED_WRITES; safetensors 0.8 writes the memory under a
 # non-contiguous array, not its values; a non-dict or a non-array value is ValueError
@@ -767,7 +802,7 @@ def make_numpy_write_case(np, r):
     arrays = {}
     for i in range(r.choice([0, 1, 2, 3, 4, 6])):
         arrays[r.choice(NAMES) + r.choice(["", str(i), "x"])] = random_array(
-            np, r, r.choice(NUMPY_WRITE_DTYPES))
+            np, r, r.choice(NUMPY_WRITE_DTYPES + NUMPY_ML_WRITE_DTYPES))
     m = r.randrange(13)
     names = list(arrays)
     dtype = r.choice(NUMPY_WRITE_DTYPES)
@@ -836,9 +871,10 @@ def run_numpy_writes(args, cases, safetensors, shardload, r, tmp):
     counts, failures = new_tally("same-write", "same-refusal")
     for i in range(cases):
         arrays, metadata = make_numpy_write_case(np, r)
+        writable = NUMPY_WRITE_DTYPES + NUMPY_ML_WRITE_DTYPES
         canonical = {k: v.astype(v.dtype.newbyteorder("<"), order="C")  # 0-d kept
                      for k, v in arrays.items() if isinstance(v, np.ndarray) and
-                     v.dtype.name in NUMPY_WRITE_DTYPES} if isinstance(arrays, dict) else {}
+                     v.dtype.name in writable} if isinstance(arrays, dict) else {}
         views = [k for k, v in canonical.items() if not arrays[k].flags.c_contiguous]
         # safetensors 0.8 reads a view's nbytes from its first element on: past the
         # memory of one with negative strides, so it gets the values instead.

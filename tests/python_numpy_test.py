@@ -36,6 +36,20 @@ NP_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.
              "C64": np.complex64}
 
 
+try:
+    import ml_dtypes
+except ImportError:  # optional: BF16 and F8 arrays need it
+    ml_dtypes = None
+
+# The dtypes that load as ml_dtypes' types where it is importable.
+ML_DTYPES = {"BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+             "F8_E8M0": "float8_e8m0fnu", "F8_E4M3FNUZ": "float8_e4m3fnuz",
+             "F8_E5M2FNUZ": "float8_e5m2fnuz"}
+LACKS = ("%s: tensor 'w': dtype %s has no numpy type (numpy takes F64, F32, F16, I64, I32, "
+         "I16, I8, U64, U32, U16, U8, BOOL, C64, and with the ml_dtypes package BF16, F8_E4M3, "
+         "F8_E5M2, F8_E8M0, F8_E4M3FNUZ, F8_E5M2FNUZ; load it as a torch tensor instead)")
+
+
 def needs_reference(fn):
     return unittest.skipIf(sn is None, "safetensors is not importable")(fn)
 
@@ -214,6 +228,40 @@ class NumpyTest(unittest.TestCase):
         self.assertEqual(cm.exception.code, "invalid_argument")
         self.assertTrue(cm.exception.message.startswith("<bytes>: "), cm.exception.message)
 
+    def test_load_file_options_reach_the_loader(self):
+        folder = self.path("unlisted")
+        os.mkdir(folder)
+        snp.save_file({"a": np.arange(3, dtype=np.int8), "extra": np.ones(2, np.int8)},
+                      os.path.join(folder, "model-00001-of-00001.safetensors"))
+        with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
+            json.dump({"metadata": {}, "weight_map": {"a": "model-00001-of-00001.safetensors"}},
+                      f)
+        self.assertError("invalid_argument", "model.safetensors.index.json: shard "
+                         "'model-00001-of-00001.safetensors' holds tensor 'extra', which the "
+                         "index does not list",
+                         snp.load_file, folder)
+        with self.assertWarns(shardload.ShardloadWarning):
+            got = snp.load_file(folder, strict_index=False)
+        self.assertEqual(sorted(got), ["a", "extra"])
+        p = self.path("o.safetensors")
+        # Odd data offsets: a 1-byte tensor first, so the others sit off 256-byte phase.
+        raw_file(p, [("b", "U8", [1], b"\1"), ("c", "U8", [5], bytes(range(5))),
+                     ("d", "U8", [3], b"xyz")])
+        data_start = 8 + struct.unpack("<Q", open(p, "rb").read(8))[0]
+        offsets = {"b": 0, "c": 1, "d": 6}
+        aligned = snp.load_file(p)
+        phased = snp.load_file(p, placement="file-phase")
+        for k, off in offsets.items():
+            self.assertEqual(aligned[k].ctypes.data % 256, 0, k)
+            self.assertEqual(phased[k].ctypes.data % 256, (data_start + off) % 256, k)
+            self.assertTrue(same(phased[k], aligned[k]), k)
+        with self.assertRaises(TypeError) as cm:
+            snp.load_file(p, threads=1.5)
+        self.assertEqual(str(cm.exception), "threads must be an int, got float")
+        token = shardload.CancelToken()
+        token.cancel()
+        self.assertError("cancelled", "load cancelled", snp.load_file, p, cancel=token)
+
     def test_options_backend_progress_and_pool(self):
         p = self.path("a.safetensors")
         arrays = sample_arrays()
@@ -238,20 +286,66 @@ class NumpyTest(unittest.TestCase):
     # ------------------------------------------------------------------ dtypes and shapes
 
     def test_a_dtype_numpy_lacks_is_refused_naming_tensor_and_file(self):
-        p = self.path("bf.safetensors")
-        raw_file(p, [("ok", "F32", [1], b"\0" * 4), ("w", "BF16", [2], b"\0" * 4)])
+        p = self.path("f6.safetensors")
+        raw_file(p, [("ok", "F32", [1], b"\0" * 4), ("w", "F6_E2M3", [4], b"\0" * 3)])
         # The file as the checkpoint names it (its shard name), as the library's errors do.
-        message = ("bf.safetensors: tensor 'w': dtype BF16 has no numpy type (numpy takes F64, "
-                   "F32, F16, I64, I32, I16, I8, U64, U32, U16, U8, BOOL, C64; load it as a "
-                   "torch tensor instead)")
+        message = LACKS % ("f6.safetensors", "F6_E2M3")
         self.assertError("unimplemented", message, snp.load_file, p)
         with shardload.safe_open(p, "np") as f:
             self.assertError("unimplemented", message, f.get_tensor, "w")
             self.assertError("unimplemented", message, f.get_tensors)
             s = f.get_slice("w")  # the slice's shape and dtype need no numpy type
-            self.assertEqual((s.get_shape(), s.get_dtype()), ([2], "BF16"))
+            self.assertEqual((s.get_shape(), s.get_dtype()), ([4], "F6_E2M3"))
             self.assertError("unimplemented", message, s.__getitem__, 0)
             self.assertEqual(f.get_tensor("ok").tolist(), [0.0])
+
+    def test_bf16_and_f8_without_ml_dtypes_are_refused(self):
+        p = self.path("bf.safetensors")
+        raw_file(p, [("w", "BF16", [2], b"\0\x3f\0\xc0")])
+        script = (
+            "import sys\n"
+            "sys.modules['ml_dtypes'] = None  # any import of ml_dtypes now fails\n"
+            "import shardload, shardload.numpy as snp\n"
+            "shardload.set_library_path(sys.argv[1])\n"
+            "try:\n"
+            "    snp.load_file(sys.argv[2])\n"
+            "except shardload.ShardloadError as e:\n"
+            "    print(e.code, e.message)\n")
+        out = subprocess.run([sys.executable, "-c", script, _lib.lib()._name, p],
+                             capture_output=True, text=True, cwd=self.dir,
+                             env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stdout, "unimplemented %s\n" % (LACKS % ("bf.safetensors", "BF16")))
+
+    @unittest.skipIf(ml_dtypes is None, "ml_dtypes is not importable")
+    def test_bf16_and_f8_load_and_save_as_ml_dtypes(self):
+        rng = np.random.default_rng(3)
+        arrays = {}
+        for st, name in ML_DTYPES.items():
+            raw = rng.integers(0, 256, size=6, dtype=np.uint8)
+            if st == "BF16":
+                raw = raw[:6].copy()
+            arrays[st.lower()] = raw.view(getattr(ml_dtypes, name)).reshape(
+                (3,) if st == "BF16" else (2, 3))
+        arrays["bf16_t"] = np.arange(6, dtype=np.float32).astype(ml_dtypes.bfloat16).reshape(2, 3).T
+        p = self.path("ml.safetensors")
+        snp.save_file(arrays, p)
+        got = snp.load_file(p)
+        with shardload.safe_open(p, "np") as f:
+            self.assertEqual({k: f.get_slice(k).get_dtype() for k in f.keys()},
+                             dict({st.lower(): st for st in ML_DTYPES}, bf16_t="BF16"))
+            for k, a in arrays.items():
+                for mine in (got[k], f.get_tensor(k), f.get_slice(k)[:]):
+                    self.assertEqual(mine.dtype, a.dtype, k)
+                    self.assertEqual(mine.shape, a.shape, k)
+                    self.assertEqual(mine.tobytes(), np.ascontiguousarray(a).tobytes(), k)
+        if sn is not None:  # the reference writes the same bytes for contiguous arrays
+            contiguous = {k: a for k, a in arrays.items() if k != "bf16_t"}
+            self.assertEqual(snp.save(contiguous), sn.save(contiguous))
+            # The reference loads BF16 alone (its F8 loads fail, its load() has no BF16).
+            only = self.path("bf16.safetensors")
+            snp.save_file({"bf16": arrays["bf16"]}, only)
+            self.assertTrue(same(sn.load_file(only)["bf16"], arrays["bf16"]))
 
     def test_shapes_numpy_cannot_have_are_out_of_range(self):
         p = self.path("big.safetensors")
@@ -309,15 +403,32 @@ class NumpyTest(unittest.TestCase):
         with self.assertRaises(ValueError) as cm:
             snp.save_file({"w": np.zeros(1)}, p, align=16)
         self.assertEqual(str(cm.exception), "align must be 8, 64 or 4096, got 16")
-        names = ("bool, complex64, float16, float32, float64, int16, int32, int64, int8, "
-                 "uint16, uint32, uint64, uint8")
+        names = ("bfloat16, bool, complex64, float16, float32, float64, float8_e4m3fn, "
+                 "float8_e4m3fnuz, float8_e5m2, float8_e5m2fnuz, float8_e8m0fnu, int16, int32, "
+                 "int64, int8, uint16, uint32, uint64, uint8")
         for bad, shown in [(np.zeros(1, np.complex128), "complex128"),
                            (np.array(["a"]), "<U1"), (np.array([None]), "object"),
                            (np.zeros(1, [("x", np.int8)]), "[('x', 'i1')]")]:
             self.assertError("invalid_argument", "tensor 'w': numpy dtype %s has no "
                              "safetensors dtype (numpy dtypes that have one: %s)" % (shown, names),
                              snp.save_file, {"w": bad}, p)
+        # safetensors' order: each entry's value and dtype in dict order, then the names,
+        # then the metadata.
+        complex128 = "numpy dtype complex128 has no safetensors dtype (numpy dtypes that " \
+                     "have one: %s)" % names
+        self.assertError("invalid_argument", "tensor 1: " + complex128,
+                         snp.save_file, {1: np.zeros(1, np.complex128)}, p)
+        self.assertError("invalid_argument", "tensor 'b': " + complex128, snp.save_file,
+                         {"a": np.zeros(1), "b": np.zeros(1, np.complex128)}, p,
+                         metadata={"k": 1})
+        with self.assertRaises(ValueError):  # a value before a later entry's dtype
+            snp.save_file({"a": [1], "b": np.zeros(1, np.complex128)}, p)
+        with self.assertRaises(TypeError) as cm:  # names before the metadata
+            snp.save_file({1: np.zeros(1)}, p, metadata=["a"])
+        self.assertIn("argument 'tensor_dict'", str(cm.exception))
         self.assertFalse(os.path.exists(p))  # nothing was written by any refusal
+        self.assertError("invalid_argument", "<bytes>: tensor name '__metadata__' is reserved",
+                         snp.save, {"__metadata__": np.zeros(1)})
 
     def test_save_replaces_atomically_and_records_checksums(self):
         p = self.path("c.safetensors")
@@ -417,7 +528,9 @@ class NumpyTest(unittest.TestCase):
             s = f.get_slice("w")
             for key, rows in [(slice(0, 7), (0, 7)), (slice(6, 0, -3), (3, 7)), ((5, 1), (5, 6)),
                               (-1, (7, 8)), (slice(2, 8, 5), (2, 8)), (slice(3, 3), (0, 0)),
-                              ([0, 7], (0, 8)), (Ellipsis, (0, 8))]:
+                              ([0, 7], (0, 8)), (Ellipsis, (0, 8)), (np.int64(-2), (6, 7)),
+                              ((np.uint8(3), slice(1, 3)), (3, 4)),
+                              (slice(np.int32(1), np.int64(4)), (1, 4))]:
                 reads.clear()
                 self.assertTrue(same(np.asarray(s[key]), np.asarray(full[key])), key)
                 self.assertEqual(reads, [(rows[0] * row, (rows[1] - rows[0]) * row)]
@@ -425,6 +538,58 @@ class NumpyTest(unittest.TestCase):
             reads.clear()
             self.assertEqual(f.get_tensor("w").tolist(), full.tolist())
             self.assertEqual(reads, [(0, 8 * row)])
+
+    def test_verified_reads_give_the_values_they_select(self):
+        p = self.path("v.safetensors")
+        full = np.arange(6 * 3, dtype=np.int32).reshape(6, 3)
+        snp.save_file({"w": full, "s": np.array(5, np.int8)}, p, checksums=True)
+        l = _lib.lib()
+        gc.collect()
+        before = l.sl_live_arena_sets()
+        with shardload.safe_open(p, "np", verify=True) as f:
+            got = f.get_tensor("w")
+            self.assertIs(type(got), np.ndarray)
+            self.assertTrue(same(got, full))
+            self.assertTrue(same(f.get_tensor("s"), np.array(5, np.int8)))
+            for key in [slice(1, 4), slice(None, None, -2), 2, (slice(4, 1, -1), 0)]:
+                self.assertTrue(same(np.asarray(f.get_slice("w")[key]), np.asarray(full[key])),
+                                key)
+            part = f.get_slice("w")[1:3]
+        del got
+        gc.collect()
+        self.assertEqual(l.sl_live_arena_sets(), before)  # a slice keeps a copy, not the load
+        self.assertEqual(part.tolist(), full[1:3].tolist())
+
+    def test_verify_warns_when_the_file_records_no_hash(self):
+        p = self.path("n.safetensors")
+        snp.save_file({"w": np.arange(3, dtype=np.int8)}, p)
+        with self.assertWarns(shardload.ShardloadWarning) as cm:
+            snp.load_file(p, verify=True)
+        self.assertIn("records no XXH3 hash", str(cm.warning))
+
+    def test_save_keeps_its_copies_alive_while_writing(self):
+        # Several non-contiguous arrays past malloc's mmap threshold: a copy freed
+        # before the write is unmapped, and the write fails or writes other bytes.
+        base = np.arange(1024 * 1024, dtype=np.float32).reshape(1024, 1024)
+        arrays = {"t": base.T, "r": base[::-1], "c": base[:, ::-1], "be": base.astype(">f4")}
+        got = snp.load(snp.save(arrays))
+        for k, a in arrays.items():
+            self.assertTrue(np.array_equal(got[k], a), k)
+
+    def test_dimensions_past_numpy_1s_32(self):
+        p = self.path("d.safetensors")
+        raw_file(p, [("deep", "U8", [1] * 40, b"\7")])
+        if int(np.__version__.split(".")[0]) >= 2:  # numpy 2 takes 64 dimensions
+            self.assertEqual(snp.load_file(p)["deep"].shape, (1,) * 40)
+            with shardload.safe_open(p, "np") as f:
+                self.assertEqual(f.get_tensor("deep").ravel().tolist(), [7])
+                self.assertEqual(f.get_slice("deep")[0].shape, (1,) * 39)
+            return
+        for read in (lambda: snp.load_file(p),
+                     lambda: shardload.safe_open(p, "np").get_tensor("deep")):
+            with self.assertRaises(shardload.ShardloadError) as cm:
+                read()
+            self.assertEqual(cm.exception.code, "out_of_range")
 
     def test_no_torch_is_imported(self):
         p = self.path("t.safetensors")

@@ -14,21 +14,31 @@ shardload adds (sharded folders and indexes, parallel reads, ``verify``):
         rows = f.get_slice("embed.weight")[0:16]          # reads only those rows
 
 numpy has a type for F64, F32, F16, I64..I8, U64..U8, BOOL and C64 (the dtypes
-``safetensors.numpy`` maps); a tensor of another dtype (BF16, the F8 family, ...) is
-refused with ShardloadError("unimplemented") naming it and its file, before anything
-is read (load it with the torch functions instead). Arrays are little-endian as
-stored, C-contiguous and writable; those of ``load_file`` are zero-copy views of the
-loader's host arena, freed when the last array that uses it is.
+``safetensors.numpy`` maps). BF16 and the F8 family (F8_E4M3, F8_E5M2, F8_E8M0,
+F8_E4M3FNUZ, F8_E5M2FNUZ) load and save as the types of the ml_dtypes package
+(``ml_dtypes.bfloat16``, ``float8_e4m3fn``, ...; JAX depends on it) where it can be
+imported. A tensor of any other dtype (F4, F6, or those without ml_dtypes) is refused
+with ShardloadError("unimplemented") naming it and its file, before anything is read
+(load it with the torch functions instead). Arrays are little-endian as stored,
+C-contiguous and writable; those of ``load_file`` are zero-copy views of the loader's
+host arena, freed when the last array that uses it is.
 
 Where this module and safetensors.numpy differ on purpose:
 - ``save_file`` / ``save`` write a non-contiguous array (a transposed or strided view)
   as its values in C order, as ``arr.tobytes()`` gives them; safetensors 0.8 writes the
   bytes of the memory under it, which are other values.
 - ``get_slice`` indexes as numpy indexes the whole array (negative steps, ``None``,
-  index lists, boolean masks, slices past the end), reading only the rows of
-  dimension 0 that a leading int or slice selects; safetensors 0.8 refuses lists,
-  ``None`` and negative steps, fails on slices past the end, and reads ``True`` as 1.
-- A dtype numpy lacks is ShardloadError("unimplemented"), not numpy's TypeError.
+  index lists, boolean masks, slices past the end, zero-element tensors; an int per
+  dimension gives a numpy scalar, not a 0-d array), reading only the rows of dimension
+  0 that a leading int or slice selects; safetensors 0.8 refuses lists, ``None`` and
+  negative steps, fails on slices past the end and on every key of a zero-element
+  tensor, and reads ``True`` as 1.
+- A dtype numpy lacks is ShardloadError("unimplemented"), not numpy's TypeError or
+  AttributeError; the F8 types load (safetensors 0.8 saves them with ml_dtypes but
+  fails to load them), and ml_dtypes is imported when needed (safetensors needs the
+  caller to have imported it).
+- ``load(data)`` returns file order (safetensors.numpy.load its own order), and takes
+  any bytes-like object.
 """
 import ctypes
 import operator
@@ -40,6 +50,7 @@ from . import _lib
 from . import (_NO_BACKEND, _Checkpoint, _align_flags, _backend_io, _call_deleter,
                _check_names, _load_all_as, _load_bytes, _metadata_arrays, _path_bytes,
                _quote_name, _save_bytes)
+from . import _Slice as _TorchSlice
 from ._lib import ShardloadError
 
 __all__ = ["load_file", "load", "save_file", "save"]
@@ -53,8 +64,36 @@ _NP_DTYPES = {
     "U16": np.dtype("<u2"), "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
     "C64": np.dtype("<c8"),
 }
+# _ML_DTYPES: safetensors dtype -> the type of the ml_dtypes package (JAX's; it adds
+# them to numpy) it loads as, where that package can be imported. F4 and F6 have none
+# (safetensors packs F4 two to a byte; ml_dtypes' float4_e2m1fn takes a byte each).
+_ML_DTYPES = {"BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+              "F8_E8M0": "float8_e8m0fnu", "F8_E4M3FNUZ": "float8_e4m3fnuz",
+              "F8_E5M2FNUZ": "float8_e5m2fnuz"}
 # _ST_DTYPES: numpy dtype name (byte order aside) -> safetensors dtype.
 _ST_DTYPES = {dt.name: st for st, dt in _NP_DTYPES.items()}
+_ST_DTYPES.update({name: st for st, name in _ML_DTYPES.items()})
+
+_ml_dtypes = None  # the ml_dtypes module once looked for; False where it cannot be imported
+
+
+def _numpy_dtype(st):
+    """The numpy dtype safetensors dtype ``st`` loads as, or None: numpy's own, or, for
+    BF16 and the F8 family, ml_dtypes' where that package can be imported (imported on
+    first need; safetensors.numpy needs the caller to have imported it)."""
+    global _ml_dtypes
+    dt = _NP_DTYPES.get(st)
+    if dt is not None or st not in _ML_DTYPES:
+        return dt
+    if _ml_dtypes is None:
+        try:
+            import ml_dtypes
+            _ml_dtypes = ml_dtypes
+        except ImportError:
+            _ml_dtypes = False
+    found = getattr(_ml_dtypes, _ML_DTYPES[st], None) if _ml_dtypes else None
+    return np.dtype(found) if found is not None else None
+
 
 _MAX_DIM = (1 << 63) - 1  # numpy sizes are intp
 
@@ -63,12 +102,13 @@ def _np_dtype(ckpt, name):
     """The numpy dtype of stored tensor ``name``; ShardloadError("unimplemented",
     "<file>: tensor 'x': dtype BF16 has no numpy type (...)") when numpy has none."""
     k = ckpt.index[name]
-    dt = _NP_DTYPES.get(ckpt.dtypes[k])
+    dt = _numpy_dtype(ckpt.dtypes[k])
     if dt is None:
         raise ShardloadError("unimplemented", "%s: tensor %s: dtype %s has no numpy type "
-                             "(numpy takes %s; load it as a torch tensor instead)" % (
+                             "(numpy takes %s, and with the ml_dtypes package %s; load it "
+                             "as a torch tensor instead)" % (
                                  ckpt.files[k], _quote_name(name), ckpt.dtypes[k],
-                                 ", ".join(_NP_DTYPES)))
+                                 ", ".join(_NP_DTYPES), ", ".join(_ML_DTYPES)))
     return dt
 
 
@@ -118,7 +158,7 @@ def _array_maker():
     def convert(loaded, index, info):
         nonlocal owner
         shape = tuple(info.shape[i] for i in range(info.ndim))
-        dtype = _NP_DTYPES[info.dtype.decode()]
+        dtype = _numpy_dtype(info.dtype.decode())
         if info.bytes == 0:
             return np.empty(shape, dtype=dtype)
         if owner is None:
@@ -176,25 +216,11 @@ def _is_int_index(k):
     return isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_))
 
 
-class _Slice:
+class _Slice(_TorchSlice):
     """safe_open(framework="np").get_slice(name): a lazy view of one stored tensor that
     indexes as numpy indexes the whole array, reading only the rows of dimension 0 a
     leading int or slice selects. It keeps the checkpoint open (works after its
-    safe_open is closed, as in safetensors)."""
-
-    def __init__(self, owner, ckpt, name):
-        self._owner = owner
-        self._ckpt = ckpt
-        self._name = name
-        k = ckpt.index[name]
-        self._shape = ckpt.shapes[k]
-        self._dtype = ckpt.dtypes[k]
-
-    def get_shape(self):
-        return list(self._shape)
-
-    def get_dtype(self):
-        return self._dtype
+    safe_open is closed, as in safetensors). get_shape and get_dtype: the torch one's."""
 
     def _read_rows(self, lo, hi):
         return _read_rows(self._owner, self._ckpt, self._name, lo, hi)
@@ -212,8 +238,7 @@ class _Slice:
             i = operator.index(first)
             i = i + shape[0] if i < 0 else i
             return self._read_rows(i, i + 1)[(0,) + tuple(items[1:])]
-        if not isinstance(first, slice) or not isinstance(key, tuple) and \
-                not isinstance(key, slice):
+        if not isinstance(first, slice):
             # Ellipsis, None, masks, index arrays (a list key is one): read everything.
             return self._read_rows(0, shape[0])[key]
         start, stop, step = first.indices(shape[0])
@@ -254,8 +279,10 @@ def load(data):
 # ----------------------------------------------------------------------------- saving
 
 def _check_arrays(tensor_dict):
-    """ValueError for a non-dict or a value that is not a numpy array; TypeError, in
-    safetensors' words, for a name that is not a str."""
+    """The save functions' refusals, in safetensors.numpy's order (each entry in dict
+    order, then the names): ValueError for a non-dict or a value that is not a numpy
+    array, ShardloadError("invalid_argument") for a dtype safetensors has no name for,
+    TypeError, in safetensors' words, for a name that is not a str."""
     if not isinstance(tensor_dict, dict):
         raise ValueError("Expected a dict of [str, numpy.ndarray] but received %s" %
                          type(tensor_dict))
@@ -263,23 +290,24 @@ def _check_arrays(tensor_dict):
         if not isinstance(v, np.ndarray):
             raise ValueError("Key `%s` is invalid, expected numpy.ndarray but received %s" %
                              (k, type(v)))
+        if v.dtype.name not in _ST_DTYPES:  # the name says nothing of byte order
+            raise ShardloadError("invalid_argument", "tensor %s: numpy dtype %s has no "
+                                 "safetensors dtype (numpy dtypes that have one: %s)" % (
+                                     _quote_name(k) if isinstance(k, str) else repr(k),
+                                     v.dtype, ", ".join(sorted(_ST_DTYPES))))
     _check_names(tensor_dict)
 
 
 def _views(tensor_dict):
-    """TensorView array for a dict of numpy arrays, plus the objects that keep it valid:
-    each array as its values in C order, little-endian (a copy where it is not so
-    already). ShardloadError("invalid_argument") for a dtype safetensors has none for."""
+    """TensorView array for a dict of numpy arrays checked by _check_arrays, plus the
+    objects that keep it valid: each array as its values in C order, little-endian (a
+    copy where it is not so already)."""
     keep = []
     views = (_lib.TensorView * max(len(tensor_dict), 1))()
     for i, (name, a) in enumerate(tensor_dict.items()):
-        st = _ST_DTYPES.get(a.dtype.name)  # the name says nothing of byte order
-        if st is None:
-            raise ShardloadError("invalid_argument", "tensor %s: numpy dtype %s has no "
-                                 "safetensors dtype (numpy dtypes that have one: %s)" % (
-                                     _quote_name(name), a.dtype,
-                                     ", ".join(sorted(_ST_DTYPES))))
-        c = np.asarray(a, dtype=_NP_DTYPES[st], order="C")  # C order, little-endian, 0-d kept
+        st = _ST_DTYPES[a.dtype.name]
+        # C order, little-endian (ml_dtypes' types have one byte order), 0-d kept.
+        c = np.asarray(a, dtype=_NP_DTYPES.get(st, a.dtype), order="C")
         raw = name.encode("utf-8", "surrogateescape")
         shape = _lib.shape_array(c.shape)
         dname = st.encode()
