@@ -326,7 +326,7 @@ class _Checkpoint(_lib.Closing):
             _lib.check(l.sl_checkpoint_tensor(h, i, ctypes.byref(info)))
             self.infos.append(info)
         self.names = [_decode(i.name, i.name_len) for i in self.infos]
-        self.shapes = [[i.shape[d] for d in range(i.ndim)] for i in self.infos]
+        self.shapes = [i.shape[:i.ndim] for i in self.infos]  # lists of ints
         self.dtypes = [i.dtype.decode() for i in self.infos]
         self.files = [i.file.decode("utf-8", "surrogateescape") for i in self.infos]
         self.index = {n: k for k, n in enumerate(self.names)}
@@ -442,9 +442,13 @@ def _load_all_as(ckpt, options, convert, order):
         by_name = {}
         info = _lib.LoadedTensor()  # one for all: convert reads it before it returns
         info_ref = ctypes.byref(info)
+        get, string_at = l.sl_loaded_get, ctypes.string_at  # per tensor: looked up once
         for i in range(l.sl_loaded_count(loaded)):
-            _lib.check(l.sl_loaded_get(loaded, i, info_ref))
-            by_name[_decode(info.name, info.name_len)] = convert(loaded, i, info)
+            status = get(loaded, i, info_ref)
+            if status:
+                _lib.check(status)
+            name = string_at(info.name, info.name_len).decode("utf-8", "surrogateescape")
+            by_name[name] = convert(loaded, i, info)
         out = {}
         for name in order:
             if name in by_name:

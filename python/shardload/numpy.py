@@ -154,21 +154,26 @@ def _array_maker():
     is a ctypes array over its bytes that holds the export (np.from_dlpack would make
     the arrays read-only, where safetensors' are writable)."""
     owner = None
+    dtypes = {}  # dtype name as the library gives it (bytes) -> numpy dtype
 
     def convert(loaded, index, info):
         nonlocal owner
-        shape = tuple(info.shape[i] for i in range(info.ndim))
-        dtype = _numpy_dtype(info.dtype.decode())
-        if info.bytes == 0:
+        shape = tuple(info.shape[:info.ndim])
+        name = info.dtype
+        dtype = dtypes.get(name)
+        if dtype is None:
+            dtype = dtypes[name] = _numpy_dtype(name.decode())
+        nbytes = info.bytes
+        if nbytes == 0:
             return np.empty(shape, dtype=dtype)
         if owner is None:
             managed = ctypes.c_void_p()
             _lib.check(_lib.lib().sl_loaded_export_dlpack(
                 loaded, index, _lib.SL_DLPACK_AS_BYTES, ctypes.byref(managed)))
             owner = _Export(managed.value)
-        memory = (ctypes.c_uint8 * info.bytes).from_address(info.data)
+        memory = (ctypes.c_uint8 * nbytes).from_address(info.data)
         memory.owner = owner  # the array's base is `memory`, which keeps the export
-        return np.frombuffer(memory, dtype=np.uint8).view(dtype).reshape(shape)
+        return np.ndarray(shape, dtype, memory)
 
     return convert
 
@@ -178,8 +183,12 @@ def _load_all(ckpt, options):
     order (renamed names after, sorted), as shardload._load_all gives torch tensors.
     A dtype numpy lacks raises before anything is read."""
     order = ckpt.offset_order()
-    for name in order:
-        _np_shape(ckpt, name)
+    held = {st for st in set(ckpt.dtypes) if _numpy_dtype(st) is not None}
+    index, dtypes, shapes = ckpt.index, ckpt.dtypes, ckpt.shapes
+    for name in order:  # _np_shape's checks, for the tensors that may fail them
+        k = index[name]
+        if dtypes[k] not in held or 0 in shapes[k] or len(shapes[k]) > 32:
+            _np_shape(ckpt, name)
     return _load_all_as(ckpt, options, _array_maker(), order)
 
 
