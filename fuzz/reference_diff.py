@@ -806,6 +806,8 @@ def make_numpy_write_case(np, r):
     m = r.randrange(13)
     names = list(arrays)
     dtype = r.choice(NUMPY_WRITE_DTYPES)
+    if m in (2, 3) and NUMPY_ML_WRITE_DTYPES and r.random() < 0.5:
+        dtype = r.choice(NUMPY_ML_WRITE_DTYPES)  # big-endian ml_dtypes keep their name
     base = random_array(np, r, dtype, [r.randint(1, 4), r.randint(2, 4)])
     if m == 0:  # non-contiguous, its memory starting where it starts
         arrays["v"] = r.choice([base.T, base[::2], base[:, 1:], base[1:, ::2]])

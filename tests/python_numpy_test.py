@@ -220,6 +220,56 @@ class NumpyTest(unittest.TestCase):
         gc.collect()
         self.assertEqual(l.sl_live_arena_sets(), before)
 
+    def test_one_export_per_load_keeps_every_array_of_it(self):
+        # The export is made for the first tensor (by name) with bytes: here "a", which
+        # the file holds last, after a zero-byte tensor and "b".
+        p = self.path("e.safetensors")
+        raw_file(p, [("c", "F32", [0, 3], b""),
+                     ("b", "F32", [3], np.arange(3, dtype="<f4").tobytes()),
+                     ("a", "I16", [2], np.array([7, -8], "<i2").tobytes())])
+        exports = []
+        real = _lib.lib()
+
+        class Recording:  # the library, with sl_loaded_export_dlpack's indexes noted
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+            def sl_loaded_export_dlpack(self, loaded, index, flags, out):
+                exports.append(index)
+                return real.sl_loaded_export_dlpack(loaded, index, flags, out)
+
+        gc.collect()
+        before = real.sl_live_arena_sets()
+        with unittest.mock.patch.object(_lib, "lib", lambda: Recording()):
+            got = snp.load_file(p)
+        self.assertEqual(list(got), ["c", "b", "a"])
+        self.assertEqual(len(exports), 1)
+        b = got["b"][1:]
+        del got
+        gc.collect()
+        self.assertEqual(real.sl_live_arena_sets(), before + 1)  # `b` holds "a"'s export
+        self.assertEqual(b.tolist(), [1.0, 2.0])
+        del b
+        gc.collect()
+        self.assertEqual(real.sl_live_arena_sets(), before)
+
+    def test_a_failing_loaded_get_raises(self):
+        p = self.path("g.safetensors")
+        snp.save_file({"a": np.arange(2, dtype=np.int8), "b": np.ones(2, np.int8)}, p)
+        real = _lib.lib()
+
+        class Failing:  # sl_loaded_get fails for the second tensor (as past the end)
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+            def sl_loaded_get(self, loaded, index, out):
+                return real.sl_loaded_get(loaded, index + 100 * (index == 1), out)
+
+        with unittest.mock.patch.object(_lib, "lib", lambda: Failing()):
+            with self.assertRaises(shardload.ShardloadError) as cm:
+                snp.load_file(p)
+        self.assertEqual(cm.exception.code, "out_of_range")
+
     def test_load_bytes_names_the_bytes_in_errors(self):
         arrays = {"w": np.arange(3, dtype=np.int16)}
         self.assertTrue(same(snp.load(snp.save(arrays))["w"], arrays["w"]))
@@ -347,6 +397,33 @@ class NumpyTest(unittest.TestCase):
             snp.save_file({"bf16": arrays["bf16"]}, only)
             self.assertTrue(same(sn.load_file(only)["bf16"], arrays["bf16"]))
 
+    @unittest.skipIf(ml_dtypes is None, "ml_dtypes is not importable")
+    def test_big_endian_ml_dtypes_arrays_are_written_as_their_values(self):
+        # numpy byte-swaps ml_dtypes' types, and a big-endian one keeps its name.
+        bf = np.array([[1.5, -2.0, 3.0], [0.25, 8.0, -0.5]], dtype=ml_dtypes.bfloat16)
+        be = bf.astype(bf.dtype.newbyteorder(">"))
+        self.assertEqual(be.dtype.name, "bfloat16")
+        f8 = np.array([1.0, -2.0], dtype=ml_dtypes.float8_e4m3fn)
+        arrays = {"be": be, "be_t": be.T, "f8_be": f8.astype(f8.dtype.newbyteorder(">"))}
+        got = snp.load(snp.save(arrays))
+        for k, a in arrays.items():
+            self.assertEqual(got[k].dtype, np.dtype(a.dtype.type), k)
+            self.assertEqual(got[k].astype(np.float32).tolist(), a.astype(np.float32).tolist(),
+                             k)
+        if sn is not None:  # the reference byte-swaps a big-endian array of any dtype
+            self.assertEqual(snp.save({"be": be}), sn.save({"be": be}))
+
+    @unittest.skipIf(ml_dtypes is None, "ml_dtypes is not importable")
+    def test_an_f8_tensor_first_by_name_loads(self):
+        # The load's one export is made for the first tensor by name with bytes, F8 here
+        # (no DLPack type: it is exported as bytes).
+        p = self.path("f8first.safetensors")
+        raw_file(p, [("a", "F8_E4M3", [2], b"\x38\x40"), ("b", "F32", [1], b"\0\0\x80\x3f")])
+        got = snp.load_file(p)
+        self.assertEqual(got["a"].dtype, np.dtype(ml_dtypes.float8_e4m3fn))
+        self.assertEqual(got["a"].astype(np.float32).tolist(), [1.0, 2.0])
+        self.assertEqual(got["b"].tolist(), [1.0])
+
     def test_shapes_numpy_cannot_have_are_out_of_range(self):
         p = self.path("big.safetensors")
         raw_file(p, [("huge", "F32", [0, 2**63], b""), ("wide", "F32", [0, 2**62], b""),
@@ -363,9 +440,16 @@ class NumpyTest(unittest.TestCase):
                 f.get_tensor("deep")
             self.assertEqual(cm.exception.code, "out_of_range")
             self.assertIn("maximum supported dimension", cm.exception.message)
+        # load_file's check runs in file order: the zero-element "huge" first.
+        self.assertError("out_of_range", "tensor 'huge': dimension 1 (%d) does not fit "
+                         "numpy's int64 sizes" % 2**63, snp.load_file, p)
+        # A tensor with bytes past numpy's dimensions (32 in 1.x, 64 in 2.x) alone.
+        deep = self.path("deep.safetensors")
+        raw_file(deep, [("deep", "U8", [1] * 70, b"\1")])
         with self.assertRaises(shardload.ShardloadError) as cm:
-            snp.load_file(p)
+            snp.load_file(deep)
         self.assertEqual(cm.exception.code, "out_of_range")
+        self.assertIn("tensor 'deep': shape", cm.exception.message)
 
     # ------------------------------------------------------------------ saving
 

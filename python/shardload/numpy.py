@@ -315,8 +315,11 @@ def _views(tensor_dict):
     views = (_lib.TensorView * max(len(tensor_dict), 1))()
     for i, (name, a) in enumerate(tensor_dict.items()):
         st = _ST_DTYPES[a.dtype.name]
-        # C order, little-endian (ml_dtypes' types have one byte order), 0-d kept.
-        c = np.asarray(a, dtype=_NP_DTYPES.get(st, a.dtype), order="C")
+        # C order, little-endian (ml_dtypes' types too: numpy byte-swaps them, and
+        # keeps a big-endian one's name), 0-d kept.
+        dtype = _NP_DTYPES.get(st)
+        c = np.asarray(a, dtype=a.dtype.newbyteorder("<") if dtype is None else dtype,
+                       order="C")
         raw = name.encode("utf-8", "surrogateescape")
         shape = _lib.shape_array(c.shape)
         dname = st.encode()
