@@ -352,20 +352,32 @@ class NumpyTest(unittest.TestCase):
     def test_bf16_and_f8_without_ml_dtypes_are_refused(self):
         p = self.path("bf.safetensors")
         raw_file(p, [("w", "BF16", [2], b"\0\x3f\0\xc0")])
-        script = (
-            "import sys\n"
-            "sys.modules['ml_dtypes'] = None  # any import of ml_dtypes now fails\n"
-            "import shardload, shardload.numpy as snp\n"
-            "shardload.set_library_path(sys.argv[1])\n"
-            "try:\n"
-            "    snp.load_file(sys.argv[2])\n"
-            "except shardload.ShardloadError as e:\n"
-            "    print(e.code, e.message)\n")
-        out = subprocess.run([sys.executable, "-c", script, _lib.lib()._name, p],
-                             capture_output=True, text=True, cwd=self.dir,
-                             env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
-        self.assertEqual(out.returncode, 0, out.stderr)
-        self.assertEqual(out.stdout, "unimplemented %s\n" % (LACKS % ("bf.safetensors", "BF16")))
+        broken = self.path("broken")  # an ml_dtypes whose import fails with its own error
+        os.makedirs(os.path.join(broken, "ml_dtypes"))
+        with open(os.path.join(broken, "ml_dtypes", "__init__.py"), "w") as f:
+            f.write("raise RuntimeError('built for another numpy')\n")
+        for setup, note in [
+                ("sys.modules['ml_dtypes'] = None  # any import of ml_dtypes now fails", ""),
+                ("sys.path.insert(0, %r)" % broken, ""),
+                ("import types; sys.modules['ml_dtypes'] = types.ModuleType('ml_dtypes'); "
+                 "sys.modules['ml_dtypes'].__version__ = '0.0.1'  # one without the types",
+                 " (the installed ml_dtypes 0.0.1 has no bfloat16)")]:
+            script = (
+                "import sys\n" + setup + "\n"
+                "import shardload, shardload.numpy as snp\n"
+                "shardload.set_library_path(sys.argv[1])\n"
+                "for _ in range(2):  # the second time from what the first found\n"
+                "    try:\n"
+                "        snp.load_file(sys.argv[2])\n"
+                "    except shardload.ShardloadError as e:\n"
+                "        print(e.code, e.message)\n")
+            out = subprocess.run([sys.executable, "-c", script, _lib.lib()._name, p],
+                                 capture_output=True, text=True, cwd=self.dir,
+                                 env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+            self.assertEqual(out.returncode, 0, out.stderr)
+            message = (LACKS % ("bf.safetensors", "BF16")).replace(
+                "F8_E5M2FNUZ;", "F8_E5M2FNUZ%s;" % note)
+            self.assertEqual(out.stdout, "unimplemented %s\n" % message * 2, setup)
 
     @unittest.skipIf(ml_dtypes is None, "ml_dtypes is not importable")
     def test_bf16_and_f8_load_and_save_as_ml_dtypes(self):

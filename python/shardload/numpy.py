@@ -89,7 +89,7 @@ def _numpy_dtype(st):
         try:
             import ml_dtypes
             _ml_dtypes = ml_dtypes
-        except ImportError:
+        except Exception:  # not installed, or broken (its own error): not importable
             _ml_dtypes = False
     found = getattr(_ml_dtypes, _ML_DTYPES[st], None) if _ml_dtypes else None
     return np.dtype(found) if found is not None else None
@@ -104,11 +104,15 @@ def _np_dtype(ckpt, name):
     k = ckpt.index[name]
     dt = _numpy_dtype(ckpt.dtypes[k])
     if dt is None:
+        older = ""  # an ml_dtypes too old to have the type
+        if _ml_dtypes and ckpt.dtypes[k] in _ML_DTYPES:
+            older = " (the installed ml_dtypes %s has no %s)" % (
+                getattr(_ml_dtypes, "__version__", "?"), _ML_DTYPES[ckpt.dtypes[k]])
         raise ShardloadError("unimplemented", "%s: tensor %s: dtype %s has no numpy type "
-                             "(numpy takes %s, and with the ml_dtypes package %s; load it "
+                             "(numpy takes %s, and with the ml_dtypes package %s%s; load it "
                              "as a torch tensor instead)" % (
                                  ckpt.files[k], _quote_name(name), ckpt.dtypes[k],
-                                 ", ".join(_NP_DTYPES), ", ".join(_ML_DTYPES)))
+                                 ", ".join(_NP_DTYPES), ", ".join(_ML_DTYPES), older))
     return dt
 
 
