@@ -26,6 +26,10 @@ reloads or swaps weights skips the kernel's page faults and zeroing):
 
 A load can be stopped from another thread with a ``CancelToken`` (``cancel=token``).
 
+numpy arrays without torch (safetensors.numpy's functions; BF16 and F8 through
+ml_dtypes where it is installed): ``import shardload.numpy`` (``load_file``, ``load``,
+``save_file``, ``save``) and ``safe_open(path, framework="np")``.
+
 The native library is found as described in ``shardload._lib``
 (``set_library_path``, ``SHARDLOAD_LIBRARY``, or next to this package).
 """
