@@ -689,13 +689,19 @@ def make_write_case(torch, r):
         tensors["t"] = torch.arange(6, dtype=torch.float32).reshape(2, 3).t()
     elif m == 3:
         tensors["n"] = r.choice([1, None, [1.0], "x"])
-    metadata = r.choice([None, None, {}, {"format": "pt"}])
+    return tensors, random_metadata(r, "pt")
+
+
+def random_metadata(r, fmt):
+    """Metadata for a write case: None, {}, {"format": fmt}, a few str keys and values,
+    or (3%) what the writers must refuse (non-str keys or values, a non-dict)."""
+    metadata = r.choice([None, None, {}, {"format": fmt}])
     if r.random() < 0.3:
         metadata = {r.choice(["format", "k", "\u00e9", "z", "a", ""]) + str(k):
-                    r.choice(["pt", "", "v", "\u00fc"]) for k in range(r.randint(0, 4))}
+                    r.choice([fmt, "", "v", "\u00fc"]) for k in range(r.randint(0, 4))}
     if r.random() < 0.03:
         metadata = r.choice([{"a": 1}, {1: "a"}, ["a"], "x", {"a": None}])
-    return tensors, metadata
+    return metadata
 
 
 def parse_file(data):
@@ -830,13 +836,7 @@ def make_numpy_write_case(np, r):
     elif m == 9 and names:  # one array under two names; a view into another
         arrays[names[0] + "_tied"] = arrays[names[0]]
         arrays[names[0] + "_view"] = arrays[names[0]].reshape(-1)[1:]
-    metadata = r.choice([None, None, {}, {"format": "np"}])
-    if r.random() < 0.3:
-        metadata = {r.choice(["format", "k", "\u00e9", "z", "a", ""]) + str(k):
-                    r.choice(["np", "", "v", "\u00fc"]) for k in range(r.randint(0, 4))}
-    if r.random() < 0.03:
-        metadata = r.choice([{"a": 1}, {1: "a"}, ["a"], "x", {"a": None}])
-    return arrays, metadata
+    return arrays, random_metadata(r, "np")
 
 
 def numpy_refusal(ref, ours):

@@ -29,6 +29,23 @@ class _XmlResult(unittest.TextTestResult):
         self.cases.append((test.id(), ("skipped", reason)))
 
 
+def main(case_class, suite_name, framework):
+    """A test script's main: prints the interpreter's, ``framework``'s ("torch" or
+    "numpy") and safetensors' versions, points shardload at the library in argv[1] and
+    runs ``case_class`` (run)."""
+    import importlib
+    versions = ["python " + sys.version.split()[0]]
+    for name in (framework, "safetensors"):
+        try:
+            versions.append("%s %s" % (name, importlib.import_module(name).__version__))
+        except ImportError:  # the reference is optional
+            versions.append("%s (not installed)" % name)
+    print(", ".join(versions), flush=True)
+    import shardload
+    shardload.set_library_path(os.path.abspath(sys.argv[1]))
+    run(case_class, suite_name)
+
+
 def run(case_class, suite_name):
     """Runs every test of ``case_class``; exits 0 when all passed (or skipped), else 1."""
     suite = unittest.defaultTestLoader.loadTestsFromTestCase(case_class)

@@ -707,16 +707,5 @@ class NumpyTest(unittest.TestCase):
         self.assertEqual(out.stdout, "[1, 2, 3] [2, 3] ['v'] [0, 1, 2]\n")
 
 
-def main():
-    reference = "(not installed)"
-    if sn is not None:
-        import safetensors
-        reference = safetensors.__version__
-    print("python %s, numpy %s, safetensors %s" % (sys.version.split()[0], np.__version__,
-                                                   reference), flush=True)
-    shardload.set_library_path(os.path.abspath(sys.argv[1]))
-    py_junit.run(NumpyTest, "python_numpy_test")
-
-
 if __name__ == "__main__":
-    main()
+    py_junit.main(NumpyTest, "python_numpy_test", "numpy")

@@ -3343,16 +3343,5 @@ class PythonTest(unittest.TestCase):
                                      ("unimplemented", message), dtype)
 
 
-def main():
-    reference = "(not installed)"
-    if st is not None:
-        import safetensors
-        reference = safetensors.__version__
-    print("python %s, torch %s, safetensors %s" % (sys.version.split()[0], torch.__version__,
-                                                   reference), flush=True)
-    shardload.set_library_path(os.path.abspath(sys.argv[1]))
-    py_junit.run(PythonTest, "python_shardload_test")
-
-
 if __name__ == "__main__":
-    main()
+    py_junit.main(PythonTest, "python_shardload_test", "torch")

@@ -756,6 +756,16 @@ class _Slice:
         return rows[(local,) + tuple(key[1:])]
 
 
+def _row_span(info, shape, lo, hi):
+    """(byte offset in the tensor, byte count, shape as a list) of rows [lo, hi) of
+    dimension 0 of a stored tensor (``info``, its shape ``shape``); the whole tensor, of
+    shape [], for a scalar."""
+    if not shape:
+        return 0, info.bytes, []
+    row_bytes = info.bytes // shape[0] if shape[0] else 0
+    return lo * row_bytes, (hi - lo) * row_bytes, [hi - lo] + list(shape[1:])
+
+
 # _HOLD_MAX_SHARDS: safe_open holds every shard open from the start up to this many.
 _HOLD_MAX_SHARDS = 64
 
@@ -920,20 +930,14 @@ class safe_open(_lib.Closing):
             if not shape or (lo, hi) == (0, shape[0]):
                 return whole
             return whole[lo:hi].clone()  # do not keep the whole tensor alive for a slice
-        if shape:
-            row_bytes = info.bytes // shape[0] if shape[0] else 0
-            out_shape = [hi - lo] + shape[1:]
-        else:
-            row_bytes, lo, hi = info.bytes, 0, 1
-            out_shape = []
-        nbytes = (hi - lo) * row_bytes
+        offset, nbytes, out_shape = _row_span(info, shape, lo, hi)
         if nbytes == 0:
             # Nothing to read or view (torch 1.13's reshape of an empty byte tensor fails
             # on dimensions near 2^62, "Expected !is_symbolic()"): make it.
             return torch.empty(out_shape, dtype=dtype, device=self._device)
         buf = torch.empty(nbytes, dtype=torch.uint8, device="cpu")  # whatever the default
-        _lib.check(_lib.lib().sl_checkpoint_read(ckpt.handle, ckpt.index[name],
-                                                 lo * row_bytes, nbytes, buf.data_ptr()))
+        _lib.check(_lib.lib().sl_checkpoint_read(ckpt.handle, ckpt.index[name], offset,
+                                                 nbytes, buf.data_ptr()))
         t = buf.view(dtype).reshape(out_shape)
         if self._device != "cpu":
             t = t.to(self._device)

@@ -42,14 +42,13 @@ Where this module and safetensors.numpy differ on purpose:
 """
 import ctypes
 import operator
-import os
 
 import numpy as np
 
 from . import _lib
 from . import (_NO_BACKEND, _Checkpoint, _align_flags, _backend_io, _call_deleter,
                _check_names, _load_all_as, _load_bytes, _metadata_arrays, _path_bytes,
-               _quote_name, _save_bytes)
+               _quote_name, _row_span, _save_bytes)
 from . import _Slice as _TorchSlice
 from ._lib import ShardloadError
 
@@ -200,33 +199,26 @@ def _read_rows(owner, ckpt, name, lo, hi):
     """Rows [lo, hi) of dimension 0 of ``name`` (the whole tensor for a scalar) as a
     new numpy array, read with positional reads (through the verifying loader, whole,
     when ``owner`` verifies)."""
-    dtype = _np_dtype(ckpt, name)
-    shape = _np_shape(ckpt, name)
-    info = ckpt.infos[ckpt.index[name]]
+    shape = _np_shape(ckpt, name)  # checks the dtype too
+    k = ckpt.index[name]
+    dtype, info = _numpy_dtype(ckpt.dtypes[k]), ckpt.infos[k]
     if owner._verify:  # a hash covers the whole tensor: read and check all of it
         whole = owner._loaded_tensor(ckpt, name)
         if not shape or (lo, hi) == (0, shape[0]):
             return whole
         return whole[lo:hi].copy()  # do not keep the whole tensor alive for a slice
-    if shape:
-        row_bytes = info.bytes // shape[0] if shape[0] else 0
-        out_shape = (hi - lo,) + shape[1:]
-    else:
-        row_bytes, lo, hi = info.bytes, 0, 1
-        out_shape = ()
-    nbytes = (hi - lo) * row_bytes
+    offset, nbytes, out_shape = _row_span(info, shape, lo, hi)
     if nbytes == 0:
         return np.empty(out_shape, dtype=dtype)
     buf = np.empty(nbytes, dtype=np.uint8)
-    _lib.check(_lib.lib().sl_checkpoint_read(ckpt.handle, ckpt.index[name], lo * row_bytes,
-                                             nbytes, buf.ctypes.data))
+    _lib.check(_lib.lib().sl_checkpoint_read(ckpt.handle, k, offset, nbytes, buf.ctypes.data))
     return buf.view(dtype).reshape(out_shape)
 
 
 def _is_int_index(k):
     """Whether numpy reads ``k`` as one integer index (not a bool, which it reads as a
     mask)."""
-    return isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_))
+    return isinstance(k, (int, np.integer)) and not isinstance(k, bool)  # np.bool_: no int
 
 
 class _Slice(_TorchSlice):
