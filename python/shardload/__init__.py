@@ -35,6 +35,7 @@ The native library is found as described in ``shardload._lib``
 """
 import contextlib
 import ctypes
+import math
 import os
 import re
 import sys
@@ -104,12 +105,20 @@ def _torch():
     return torch
 
 
+# _TORCH_DTYPES: stored dtype -> torch dtype, as _torch_dtype found them.
+_TORCH_DTYPES = {}
+
+
 def _torch_dtype(name):
+    dt = _TORCH_DTYPES.get(name)
+    if dt is not None:
+        return dt
     torch = _torch()
     for st, attr in _DTYPE_NAMES:
         if st == name:
             dt = getattr(torch, attr, None)
             if dt is not None:
+                _TORCH_DTYPES[name] = dt
                 return dt
             break
     raise ShardloadError("unimplemented", "dtype %s is not supported by torch %s" %
@@ -943,14 +952,45 @@ class safe_open(_lib.Closing):
             t = t.to(self._device)
         return t
 
+    def _read_whole(self, ckpt, name):
+        """Tensor ``name`` read whole into new cpu memory (a numpy array, or a torch
+        tensor allocated by torch) with one positional read; None where get_tensor takes
+        the general path: ``verify``, a device other than cpu, a tensor of no bytes.
+        Raises get_tensor's errors: TypeError, not_found, then a dtype or shape the
+        framework lacks; ShardloadError from the read."""
+        info = self._info(ckpt, name)  # TypeError / not_found
+        if self._numpy is not None:
+            shape, dtype = self._numpy._np_shape_dtype(ckpt, name)
+        else:
+            shape, dtype = ckpt.torch_shape(name), ckpt.torch_dtype(name)
+        if self._verify or self._device != "cpu" or info.bytes == 0:
+            return None
+        if self._numpy is not None:
+            np = self._numpy.np
+            # Bytes, then viewed: ml_dtypes' types have no buffer-protocol format, and
+            # from_buffer is cheaper than .ctypes.data.
+            buf = np.empty(info.bytes, np.uint8)
+            address = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+            out = buf.view(dtype).reshape(shape)  # raises if the sizes disagree (never)
+        else:
+            out = _torch().empty(shape, dtype=dtype, device="cpu")  # whatever the default
+            if out.numel() * out.element_size() != info.bytes:
+                return None
+            address = out.data_ptr()
+        _lib.check(_lib.lib().sl_checkpoint_read(ckpt.handle, ckpt.index[name], 0,
+                                                 info.bytes, address))
+        return out
+
     def get_tensor(self, name):
         ckpt = self._open()
-        self._info(ckpt, name)  # TypeError / not_found
+        out = self._read_whole(ckpt, name)
+        if out is not None:
+            return out
         if self._numpy is not None:
             shape = self._numpy._np_shape(ckpt, name)
             return self._numpy._read_rows(self, ckpt, name, 0, shape[0] if shape else 1)
-        shape = ckpt.torch_shape(name)
-        if self._device == "cpu" and not self._verify:
+        if self._device == "cpu" and not self._verify:  # a tensor of no bytes
+            shape = ckpt.torch_shape(name)
             return self._read_rows(ckpt, name, 0, shape[0] if shape else 1)
         return self._loaded_tensor(ckpt, name)
 

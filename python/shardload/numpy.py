@@ -119,6 +119,11 @@ def _np_shape(ckpt, name):
     """The stored shape of ``name`` as a numpy shape; _np_dtype's error first, then
     ShardloadError("out_of_range") for a shape numpy cannot have (a zero-element tensor
     may declare any 64-bit dimensions)."""
+    return _np_shape_dtype(ckpt, name)[0]
+
+
+def _np_shape_dtype(ckpt, name):
+    """(_np_shape, _np_dtype) of ``name``, with their errors in that order."""
     dtype = _np_dtype(ckpt, name)
     shape = ckpt.shapes[ckpt.index[name]]
     for k, d in enumerate(shape):
@@ -131,7 +136,7 @@ def _np_shape(ckpt, name):
         except (ValueError, OverflowError, MemoryError) as e:
             raise ShardloadError("out_of_range", "tensor %s: shape %s does not fit numpy's "
                                  "sizes (%s)" % (_quote_name(name), list(shape), e)) from None
-    return tuple(shape)
+    return tuple(shape), dtype
 
 
 class _Export:
@@ -199,9 +204,9 @@ def _read_rows(owner, ckpt, name, lo, hi):
     """Rows [lo, hi) of dimension 0 of ``name`` (the whole tensor for a scalar) as a
     new numpy array, read with positional reads (through the verifying loader, whole,
     when ``owner`` verifies)."""
-    shape = _np_shape(ckpt, name)  # checks the dtype too
+    shape, dtype = _np_shape_dtype(ckpt, name)
     k = ckpt.index[name]
-    dtype, info = _numpy_dtype(ckpt.dtypes[k]), ckpt.infos[k]
+    info = ckpt.infos[k]
     if owner._verify:  # a hash covers the whole tensor: read and check all of it
         whole = owner._loaded_tensor(ckpt, name)
         if not shape or (lo, hi) == (0, shape[0]):
