@@ -680,22 +680,48 @@ size_t sl_checkpoint_tensor_count(const sl_checkpoint* checkpoint) {
   return checkpoint == nullptr ? 0 : checkpoint->ckpt.tensors().size();
 }
 
+namespace {
+
+// FillTensorInfo: the C view of stored tensor `index` (< the tensor count) of `checkpoint`.
+void FillTensorInfo(const sl_checkpoint& checkpoint, size_t index, sl_tensor_info* out) {
+  const shardload::StoredTensor& t = checkpoint.ckpt.tensors()[index];
+  out->name = t.name.c_str();
+  out->name_len = t.name.size();
+  out->dtype = DtypeCName(t.dtype);
+  out->shape = t.shape.data();
+  out->ndim = t.shape.size();
+  out->file = checkpoint.ckpt.shards()[t.shard].file.c_str();
+  out->file_offset = t.file_offset;
+  out->bytes = t.bytes;
+}
+
+}  // namespace
+
 sl_status sl_checkpoint_tensor(const sl_checkpoint* checkpoint, size_t index,
                                sl_tensor_info* out) {
   return Guard([&] {
     if (checkpoint == nullptr) return Fail(NullArgument("checkpoint"));
     if (out == nullptr) return Fail(NullArgument("out"));
-    const auto& tensors = checkpoint->ckpt.tensors();
-    if (index >= tensors.size()) return OutOfRange("tensor index", index, tensors.size(), "tensors");
-    const shardload::StoredTensor& t = tensors[index];
-    out->name = t.name.c_str();
-    out->name_len = t.name.size();
-    out->dtype = DtypeCName(t.dtype);
-    out->shape = t.shape.data();
-    out->ndim = t.shape.size();
-    out->file = checkpoint->ckpt.shards()[t.shard].file.c_str();
-    out->file_offset = t.file_offset;
-    out->bytes = t.bytes;
+    const size_t count = checkpoint->ckpt.tensors().size();
+    if (index >= count) return OutOfRange("tensor index", index, count, "tensors");
+    FillTensorInfo(*checkpoint, index, out);
+    return SL_OK;
+  });
+}
+
+sl_status sl_checkpoint_tensors(const sl_checkpoint* checkpoint, size_t first, size_t count,
+                                sl_tensor_info* out) {
+  return Guard([&] {
+    if (checkpoint == nullptr) return Fail(NullArgument("checkpoint"));
+    if (out == nullptr && count > 0) return Fail(NullArgument("out"));
+    const size_t total = checkpoint->ckpt.tensors().size();
+    if (first > total || count > total - first) {
+      return Fail(StatusCode::kOutOfRange,
+                  "tensors [" + std::to_string(first) + ", " + std::to_string(first) + " + " +
+                      std::to_string(count) + ") are out of range (" + std::to_string(total) +
+                      " tensors)");
+    }
+    for (size_t i = 0; i < count; ++i) FillTensorInfo(*checkpoint, first + i, &out[i]);
     return SL_OK;
   });
 }

@@ -1,7 +1,7 @@
 // format/version.h — shardload's version, in one place for the library, the C API
 // (sl_version) and the command (`shardload --version`).
 //
-//   std::printf("shardload %s\n", shardload::kVersion);   // "shardload 0.1.11"
+//   std::printf("shardload %s\n", shardload::kVersion);   // "shardload 0.1.12"
 #ifndef SHARDLOAD_FORMAT_VERSION_H_
 #define SHARDLOAD_FORMAT_VERSION_H_
 
@@ -13,7 +13,7 @@ namespace shardload {
 // capi/shardload.h and PACKAGE_VERSION in python/shardload/_lib.py (the Python package
 // cannot ask the library which version it is meant for); python_shardload_test checks
 // that all three agree.
-inline constexpr char kVersion[] = "0.1.11";
+inline constexpr char kVersion[] = "0.1.12";
 
 }  // namespace shardload
 

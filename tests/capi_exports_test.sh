@@ -22,7 +22,7 @@ for f in sl_checkpoint_open sl_load_into sl_load_all sl_loaded_export_dlpack sl_
          sl_host_pool_new sl_host_pool_free sl_host_pool_cached_bytes sl_host_pool_trim \
          sl_options_set_host_pool sl_cancel_token_new sl_cancel_token_cancel \
          sl_options_set_cancel_token sl_checkpoint_hold_files sl_options_set_metadata_aliases sl_last_save_warning sl_checkpoint_open_with \
-         sl_cuda_staging_bytes sl_cuda_release_staging; do
+         sl_cuda_staging_bytes sl_cuda_release_staging sl_checkpoint_tensors; do
   grep -qx "$f" <<<"$syms" || { echo "missing export $f"; exit 1; }  # no pipe: grep -q quits early (SIGPIPE under pipefail)
 done
 # The fake CUDA runtime (and the environment variable only it reads) stays out of the

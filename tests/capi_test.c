@@ -120,7 +120,7 @@ static void WriteSingle(void) {
 /* ---------------------------------------------------------------- cases */
 
 static void TestVersionAndNames(void) {
-  CHECK(strcmp(sl_version(), "0.1.11") == 0);
+  CHECK(strcmp(sl_version(), "0.1.12") == 0);
   CHECK(strcmp(sl_status_name(SL_OK), "ok") == 0);
   CHECK(strcmp(sl_status_name(SL_DATA_LOSS), "data_loss") == 0);
   CHECK(strcmp(sl_status_name(SL_INVALID_ARGUMENT), "invalid_argument") == 0);
@@ -162,6 +162,42 @@ static void TestOpenAndList(void) {
             "tensor 'zz' is not in the checkpoint");
   CHECK_ERR(sl_checkpoint_tensor(ck, 5, &a), SL_OUT_OF_RANGE,
             "tensor index 5 is out of range (5 tensors)");
+
+  /* The whole listing in one call: the same entries as one call each. */
+  sl_tensor_info all[6];
+  memset(all, 0xAB, sizeof all);
+  CHECK_OK(sl_checkpoint_tensors(ck, 0, 5, all));
+  for (size_t i = 0; i < 5; ++i) {
+    sl_tensor_info one;
+    CHECK_OK(sl_checkpoint_tensor(ck, i, &one));
+    CHECK(all[i].name == one.name && all[i].name_len == one.name_len);
+    CHECK(all[i].dtype == one.dtype && all[i].shape == one.shape && all[i].ndim == one.ndim);
+    CHECK(all[i].file == one.file && all[i].file_offset == one.file_offset);
+    CHECK(all[i].bytes == one.bytes);
+  }
+  unsigned char untouched[sizeof(sl_tensor_info)];
+  memset(untouched, 0xAB, sizeof untouched);
+  CHECK(memcmp(&all[5], untouched, sizeof untouched) == 0); /* past count: not written */
+  /* A window: tensors 3 and 4 ("f8", "n\0l") into out[0..2). */
+  sl_tensor_info part2[2];
+  CHECK_OK(sl_checkpoint_tensors(ck, 3, 2, part2));
+  CHECK(part2[0].name_len == 2 && memcmp(part2[0].name, "f8", 2) == 0);
+  CHECK(part2[1].name_len == 3 && memcmp(part2[1].name, "n\0l", 3) == 0);
+  CHECK_OK(sl_checkpoint_tensors(ck, 5, 0, NULL)); /* empty, at the end */
+  memset(all, 0xAB, sizeof all);
+  CHECK_ERR(sl_checkpoint_tensors(ck, 4, 2, all), SL_OUT_OF_RANGE,
+            "tensors [4, 4 + 2) are out of range (5 tensors)");
+  CHECK(memcmp(&all[0], untouched, sizeof untouched) == 0); /* nothing written */
+  CHECK_ERR(sl_checkpoint_tensors(ck, 6, 0, all), SL_OUT_OF_RANGE,
+            "tensors [6, 6 + 0) are out of range (5 tensors)");
+  CHECK_ERR(sl_checkpoint_tensors(ck, SIZE_MAX, 2, all), SL_OUT_OF_RANGE,
+            "tensors [18446744073709551615, 18446744073709551615 + 2) are out of range "
+            "(5 tensors)");
+  CHECK_ERR(sl_checkpoint_tensors(ck, 1, SIZE_MAX, all), SL_OUT_OF_RANGE,
+            "tensors [1, 1 + 18446744073709551615) are out of range (5 tensors)");
+  CHECK_ERR(sl_checkpoint_tensors(ck, 0, 1, NULL), SL_INVALID_ARGUMENT, "out is NULL");
+  CHECK_ERR(sl_checkpoint_tensors(NULL, 0, 0, all), SL_INVALID_ARGUMENT,
+            "checkpoint is NULL");
 
   CHECK(sl_checkpoint_metadata_count(ck) == 1);
   const char *k = NULL, *v = NULL;

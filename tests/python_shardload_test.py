@@ -2358,16 +2358,16 @@ class PythonTest(unittest.TestCase):
 
     def test_package_version_and_library_version_check(self):
         self.assertEqual(shardload.__version__, shardload.version())
-        for ok in ["0.1.11", "0.1.12", "0.2.0", "1.0.0"]:
+        for ok in ["0.1.12", "0.1.13", "0.2.0", "1.0.0"]:
             _lib.check_library_version(ok, "/x/libshardload.so")  # no error
-        for old in ["0.1.10", "0.1.9", "0.0.11", "0.1", "garbage", "", " 0.1.11", "1_0.0.0",
-                    "0.1.11rc1"]:
+        for old in ["0.1.11", "0.1.9", "0.0.12", "0.1", "garbage", "", " 0.1.12", "1_0.0.0",
+                    "0.1.12rc1"]:
             with self.assertRaises(shardload.ShardloadError) as cm:
                 _lib.check_library_version(old, "/x/libshardload.so")
             self.assertEqual(cm.exception.code, "failed_precondition")
             self.assertEqual(str(cm.exception),
-                             "/x/libshardload.so is shardload %s; this Python package (0.1.11) "
-                             "needs 0.1.11 or newer (use the libshardload.so that came with "
+                             "/x/libshardload.so is shardload %s; this Python package (0.1.12) "
+                             "needs 0.1.12 or newer (use the libshardload.so that came with "
                              "it)" % old)
 
     def _run_python(self, code, cwd, env_library):
@@ -2424,7 +2424,7 @@ class PythonTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout.strip(),
                          "failed_precondition | %s is shardload 0.1.4; this Python package "
-                         "(0.1.11) needs 0.1.11 or newer (use the libshardload.so that came "
+                         "(0.1.12) needs 0.1.12 or newer (use the libshardload.so that came "
                          "with it)" % old)
         foreign = self._stub_library("foreign", "int unrelated(void) { return 1; }\n")
         r = self._run_python(probe, self.dir, foreign)

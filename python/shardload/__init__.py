@@ -333,11 +333,10 @@ class _Checkpoint(_lib.Closing):
             text = ctypes.c_char_p()
             _lib.check(l.sl_checkpoint_warning(h, i, ctypes.byref(text)))
             warnings.warn(text.value.decode("utf-8", "replace"), ShardloadWarning, stacklevel=3)
-        self.infos = []
-        for i in range(l.sl_checkpoint_tensor_count(h)):
-            info = _lib.TensorInfo()
-            _lib.check(l.sl_checkpoint_tensor(h, i, ctypes.byref(info)))
-            self.infos.append(info)
+        count = l.sl_checkpoint_tensor_count(h)
+        listing = (_lib.TensorInfo * count)()  # one call for all (elements view it)
+        _lib.check(l.sl_checkpoint_tensors(h, 0, count, listing))
+        self.infos = list(listing)
         self.names = [_decode(i.name, i.name_len) for i in self.infos]
         self.shapes = [i.shape[:i.ndim] for i in self.infos]  # lists of ints
         self.dtypes = [i.dtype.decode() for i in self.infos]

@@ -125,6 +125,8 @@ _SIGNATURES = {
     "sl_checkpoint_free": (None, [_P]),
     "sl_checkpoint_tensor_count": (ctypes.c_size_t, [_P]),
     "sl_checkpoint_tensor": (ctypes.c_int, [_P, ctypes.c_size_t, ctypes.POINTER(TensorInfo)]),
+    "sl_checkpoint_tensors": (ctypes.c_int, [_P, ctypes.c_size_t, ctypes.c_size_t,
+                                             ctypes.POINTER(TensorInfo)]),
     "sl_checkpoint_find": (ctypes.c_int, [_P, ctypes.c_char_p, ctypes.c_size_t,
                                           ctypes.POINTER(ctypes.c_size_t)]),
     "sl_checkpoint_metadata_count": (ctypes.c_size_t, [_P]),
@@ -208,7 +210,7 @@ _SIGNATURES = {
 
 # PACKAGE_VERSION: this package's version; the library it loads must be at least as
 # new (its C API only grows: a newer one has every function this package binds).
-PACKAGE_VERSION = "0.1.11"
+PACKAGE_VERSION = "0.1.12"
 
 
 def _version_tuple(text):
