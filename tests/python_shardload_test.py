@@ -229,12 +229,11 @@ class PythonTest(unittest.TestCase):
         # Torch owns an export once from_dlpack took it (the capsule renamed
         # "used_dltensor"): an exception after that (a KeyboardInterrupt on return)
         # must not free it a second time (a double free); one before it must free it.
-        from torch.utils import dlpack
         lib = _lib.lib()
         shardload.save_file({"x": torch.ones(3)}, self.path("i.safetensors"))
         gc.collect()
         before = lib.sl_live_arena_sets()
-        original = dlpack.from_dlpack
+        original = torch.from_dlpack  # what the package calls
 
         def taken_then_interrupted(capsule):
             t = original(capsule)
@@ -245,12 +244,12 @@ class PythonTest(unittest.TestCase):
             raise KeyboardInterrupt
 
         for replacement in (taken_then_interrupted, interrupted_before):
-            dlpack.from_dlpack = replacement
+            torch.from_dlpack = replacement
             try:
                 with self.assertRaises(KeyboardInterrupt):
                     shardload.load_file(self.path("i.safetensors"))
             finally:
-                dlpack.from_dlpack = original
+                torch.from_dlpack = original
             gc.collect()
             self.assertEqual(lib.sl_live_arena_sets(), before, replacement.__name__)
         self.assertTrue(torch.equal(shardload.load_file(self.path("i.safetensors"))["x"],

@@ -210,7 +210,6 @@ def _call_deleter(managed):
 def _from_loaded(loaded, index, info):
     """A torch tensor viewing tensor `index` of an sl_loaded (zero-copy)."""
     torch = _torch()
-    from torch.utils import dlpack
     l = _lib.lib()
     dtype_name = info.dtype.decode()
     target_dtype = _torch_dtype(dtype_name)
@@ -233,7 +232,7 @@ def _from_loaded(loaded, index, info):
     capsule = None
     try:
         capsule = _pythonapi.PyCapsule_New(managed, _CAPSULE_NAME, None)
-        tensor = dlpack.from_dlpack(capsule)
+        tensor = torch.from_dlpack(capsule)  # torch.utils.dlpack's, imported by torch
     except BaseException:
         # Once torch took the tensor it renamed the capsule ("used_dltensor") and calls
         # the deleter itself when its tensor goes: only an untaken one is ours to free.
@@ -380,12 +379,13 @@ class _Checkpoint(_lib.Closing):
         for i in range(l.sl_checkpoint_shard_count(self.handle)):
             f = ctypes.c_char_p()
             _lib.check(l.sl_checkpoint_shard(self.handle, i, ctypes.byref(f)))
-            shard_rank[f.value] = i
-        infos = self.infos
-        order = sorted(range(len(infos)),
-                       key=lambda k: (shard_rank.get(infos[k].file, 0), infos[k].file_offset,
-                                      infos[k].bytes))
-        return [self.names[k] for k in order]
+            shard_rank[f.value.decode("utf-8", "surrogateescape")] = i  # as self.files
+        files, names = self.files, self.names
+        # Each info's fields read once (ctypes field reads cost per read); the index
+        # last keeps ties in name order, as a stable sort would.
+        keys = sorted((shard_rank.get(files[k], 0), info.file_offset, info.bytes, k)
+                      for k, info in enumerate(self.infos))
+        return [names[key[3]] for key in keys]
 
     def metadata(self):
         l = _lib.lib()
