@@ -330,6 +330,16 @@ class NumpyTest(unittest.TestCase):
         self.assertError("invalid_argument",
                          'backend "nope" is invalid (expected one of: "mmap", "pread")',
                          snp.load_file, p, backend="nope")
+        # A non-str, None too, refused as safetensors.numpy refuses it.
+        for bad, phrase in ((None, "'None'"), (1, "'int' object")):
+            with self.assertRaises(TypeError) as cm:
+                snp.load_file(p, backend=bad)
+            self.assertEqual(str(cm.exception),
+                             "argument 'backend': %s is not an instance of 'str'" % phrase)
+            if sn is not None:
+                with self.assertRaises(TypeError) as theirs:
+                    sn.load_file(p, backend=bad)
+                self.assertEqual(str(cm.exception), str(theirs.exception))
         with self.assertRaises(shardload.ShardloadFileNotFoundError):
             snp.load_file(self.path("missing.safetensors"))
 

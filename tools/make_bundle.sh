@@ -4,8 +4,8 @@
 # with -c opt and calls this; tests/bundle_test.sh calls it on the test's own build):
 #
 #   DEST/shardload-VERSION-linux-ARCH/
-#     bin/shardload                   the command (RUNPATH $ORIGIN/../lib)
-#     lib/libshardload.so             the C API (RUNPATH $ORIGIN)
+#     bin/shardload                   the command (DT_RPATH $ORIGIN/../lib)
+#     lib/libshardload.so             the C API (DT_RPATH $ORIGIN)
 #     lib/libsimdjson.so.14 ...       every library they need that is not part of the
 #                                     C/C++ runtime (glibc, libstdc++, libgcc_s) or the
 #                                     CUDA driver, which the host must provide

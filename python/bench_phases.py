@@ -1,0 +1,78 @@
+"""python/bench_phases.py — where the time of a Python ``load_file`` goes, phase by
+phase, next to the C load inside it (host, page cache, pooled arena).
+
+    PYTHONPATH=python PY python/bench_phases.py LIBRARY CHECKPOINT [REPEATS]
+
+CHECKPOINT: a file or sharded folder, e.g. one written by
+`shardload write-sample /tmp/moe --layout moe --size 1GiB --shards 2` (18,771 tensors).
+Runs what ``shardload.load_file(CHECKPOINT, pool=pool)`` runs, with a clock between the
+phases, best of REPEATS (default 5) for each phase:
+  open     the checkpoint handle and its Python listing (names, shapes, dtypes, files);
+  order    the file order the result dict follows (safetensors' order);
+  load     sl_load_all, the C load (a reload into the pooled arena: one copy);
+  convert  one zero-copy torch tensor per loaded tensor (DLPack export, capsule,
+           torch.from_dlpack) and the result dict;
+and the whole load_file the same way. Prints milliseconds and microseconds per tensor.
+"""
+import ctypes
+import sys
+import time
+
+import shardload
+from shardload import _lib
+
+
+def main():
+    shardload.set_library_path(sys.argv[1])
+    path = sys.argv[2]
+    repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 5
+    pool = shardload.HostMemoryPool()
+    shardload.load_file(path, pool=pool)  # page cache and pool warm
+    l = _lib.lib()
+    best = {}
+    count = 0
+    for _ in range(repeats):
+        times = {}
+        t0 = time.perf_counter()
+        ckpt = shardload._Checkpoint(path)
+        times["open"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        order = ckpt.offset_order()
+        times["order"] = time.perf_counter() - t0
+        loaded, report = ctypes.c_void_p(), ctypes.c_void_p()
+        with _lib.Options(device="cpu", pool=pool) as options:
+            t0 = time.perf_counter()
+            _lib.check(l.sl_load_all(ckpt.handle, options.handle, None, 0,
+                                     ctypes.byref(loaded), ctypes.byref(report)))
+            times["load"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        info = _lib.LoadedTensor()
+        out = {}
+        count = l.sl_loaded_count(loaded)
+        for i in range(count):
+            _lib.check(l.sl_loaded_get(loaded, i, ctypes.byref(info)))
+            name = ctypes.string_at(info.name, info.name_len).decode("utf-8",
+                                                                      "surrogateescape")
+            out[name] = shardload._from_loaded(loaded, i, info)
+        result = {name: out[name] for name in order}
+        times["convert"] = time.perf_counter() - t0
+        l.sl_report_free(report)
+        l.sl_loaded_free(loaded)
+        del out, result
+        ckpt.close()
+        cached = pool.cached_bytes
+        t0 = time.perf_counter()
+        whole = shardload.load_file(path, pool=pool)
+        times["load_file, whole"] = time.perf_counter() - t0
+        del whole
+        print("cached before the whole load: %d bytes" % cached)
+        for k, v in times.items():
+            best[k] = min(best.get(k, v), v)
+    print("python %s, shardload %s, %d tensors, best of %d" % (
+        sys.version.split()[0], shardload.version(), count, repeats))
+    for k, v in best.items():
+        print("  %-18s %8.1f ms  %6.2f us/tensor" % (k, v * 1e3, v / count * 1e6))
+
+
+if __name__ == "__main__":
+    main()
