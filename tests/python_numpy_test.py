@@ -358,6 +358,15 @@ class NumpyTest(unittest.TestCase):
             self.assertEqual((s.get_shape(), s.get_dtype()), ([4], "F6_E2M3"))
             self.assertError("unimplemented", message, s.__getitem__, 0)
             self.assertEqual(f.get_tensor("ok").tolist(), [0.0])
+        # The dtype is checked before the shape: an F4 tensor of no bytes whose dimension
+        # numpy could not hold is refused for its dtype, by every reader.
+        p = self.path("f4.safetensors")
+        raw_file(p, [("w", "F4", [0, 2 ** 64 - 2], b"")])
+        message = LACKS % ("f4.safetensors", "F4")
+        self.assertError("unimplemented", message, snp.load_file, p)
+        with shardload.safe_open(p, "np") as f:
+            self.assertError("unimplemented", message, f.get_tensor, "w")
+            self.assertError("unimplemented", message, f.get_slice("w").__getitem__, 0)
 
     def test_bf16_and_f8_without_ml_dtypes_are_refused(self):
         p = self.path("bf.safetensors")

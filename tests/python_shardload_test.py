@@ -593,6 +593,107 @@ class PythonTest(unittest.TestCase):
             "needs a last dimension divisible by 2; got [2, 3]"))
 
 
+    def write_raw(self, name, entries, metadata=None):
+        """A .safetensors file written by hand (entries: name -> (dtype, shape, bytes),
+        laid out in that order); its path."""
+        header, data = {}, b""
+        if metadata is not None:
+            header["__metadata__"] = metadata
+        for key, (dtype, shape, raw) in entries.items():
+            header[key] = {"dtype": dtype, "shape": shape,
+                           "data_offsets": [len(data), len(data) + len(raw)]}
+            data += raw
+        text = json.dumps(header).encode()
+        text += b" " * (-len(text) % 8)
+        path = self.path(name)
+        with open(path, "wb") as f:
+            f.write(struct.pack("<Q", len(text)) + text + data)
+        return path
+
+    def test_float4_under_deterministic_algorithms(self):
+        # torch.use_deterministic_algorithms(True) makes torch fill new memory, and torch
+        # 2.11 has no fill for float4_e2m1fn_x2 (NotImplementedError from torch.empty):
+        # every F4 result is made as bytes and viewed, as safetensors' loads work there.
+        if not hasattr(torch, "float4_e2m1fn_x2"):
+            self.skipTest("torch %s has no float4_e2m1fn_x2" % torch.__version__)
+        f4 = torch.float4_e2m1fn_x2
+        x = torch.tensor([[0x21], [0x43]], dtype=torch.uint8)
+        path = self.write_raw("f4.safetensors", {"x": ("F4", [2, 2], bytes([0x21, 0x43])),
+                                                 "e": ("F4", [0, 2], b"")})
+        module = torch.nn.Module()  # two names for one buffer, both in the file
+        module.register_buffer("x", torch.zeros(2, 1, dtype=torch.uint8).view(f4))
+        module.register_buffer("e", torch.zeros(0, 1, dtype=torch.uint8).view(f4))
+        before = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True)
+        try:
+            with self.assertRaises(NotImplementedError):  # what the byte view avoids
+                torch.empty(1, dtype=f4)
+            with shardload.safe_open(path) as f:
+                got = {"x": f.get_tensor("x"), "e": f.get_tensor("e"),
+                       "slice": f.get_slice("e")[0:0]}
+            loaded = shardload.load_file(path)
+            tied = torch.nn.Module()
+            tied.register_buffer("a", torch.zeros(2, 1, dtype=torch.uint8).view(f4))
+            tied.register_buffer("b", tied.a)
+            tied_path = self.write_raw("tied.safetensors", {
+                "a": ("F4", [2, 2], bytes([1, 2])), "b": ("F4", [2, 2], bytes([3, 4]))})
+            report = shardload.load_state_dict_into(tied, tied_path)  # through scratch
+            self.assertEqual(shardload.load_model(module, path), (set(), []))
+        finally:
+            torch.use_deterministic_algorithms(before)
+        self.assertEqual((got["x"].dtype, got["x"].view(torch.uint8).tolist()),
+                         (f4, x.tolist()))
+        for t in (got["e"], got["slice"], loaded["e"]):
+            self.assertEqual((t.dtype, list(t.shape)), (f4, [0, 1]))
+        self.assertEqual(loaded["x"].view(torch.uint8).tolist(), x.tolist())
+        self.assertEqual(module.x.view(torch.uint8).tolist(), x.tolist())
+        self.assertEqual((report["missing"], report["unexpected"]), ([], []))
+        # Entries sharing memory are written in state_dict order: the last one wins.
+        self.assertEqual(tied.a.view(torch.uint8).tolist(), [[3], [4]])
+
+    def test_get_tensor_on_a_missing_cuda_device_is_not_read_to_cpu(self):
+        shardload.save_file({"x": torch.arange(4.0)}, self.path("d.safetensors"))
+        with shardload.safe_open(self.path("d.safetensors"), "pt", device="cuda:99") as f:
+            with self.assertRaises(shardload.ShardloadError) as cm:
+                f.get_tensor("x")
+        self.assertEqual(cm.exception.code, "invalid_argument")
+        self.assertIn("cuda:99: no such CUDA device", str(cm.exception))
+
+    def test_verify_get_tensor_checks_the_torch_shape_before_loading(self):
+        if not hasattr(torch, "float4_e2m1fn_x2"):
+            self.skipTest("torch %s has no float4_e2m1fn_x2" % torch.__version__)
+        path = self.write_raw("f4odd.safetensors", {"g": ("F4", [2, 1], b"\x21")},
+                              metadata={"shardload.xxh3.g": "0000000000000000"})
+        with shardload.safe_open(path, "pt", verify=True) as f:
+            with self.assertRaises(shardload.ShardloadError) as cm:
+                f.get_tensor("g")
+        self.assertEqual((cm.exception.code, str(cm.exception)), (
+            "invalid_argument", "tensor 'g': dtype F4 loads as torch.float4_e2m1fn_x2, which "
+            "needs a last dimension divisible by 2; got [2, 1]"))
+
+    def test_plain_cpu_get_tensor_never_loads_through_the_loader(self):
+        # Without verify, a cpu get_tensor is positional reads (one, or none for a tensor
+        # of no bytes), never a load through the loader, for both frameworks.
+        shardload.save_file({"w": torch.arange(6.0).reshape(2, 3), "e": torch.zeros(0, 4),
+                             "s": torch.tensor(1.5), "b": torch.zeros(0, 3, dtype=torch.bool)},
+                            self.path("n.safetensors"))
+        original = shardload.safe_open._loaded_tensor
+
+        def refuse(*args):
+            raise AssertionError("get_tensor went through the loader")
+
+        shardload.safe_open._loaded_tensor = refuse
+        try:
+            for framework in ("pt", "np"):
+                with shardload.safe_open(self.path("n.safetensors"), framework) as f:
+                    self.assertEqual(list(f.get_tensor("e").shape), [0, 4])
+                    self.assertEqual(list(f.get_tensor("b").shape), [0, 3])
+                    self.assertEqual(f.get_tensor("w").tolist(), [[0, 1, 2], [3, 4, 5]])
+                    self.assertEqual(float(f.get_tensor("s")), 1.5)
+        finally:
+            shardload.safe_open._loaded_tensor = original
+
+
     def test_progress_and_cancel(self):
         tensors = {"w%d" % i: torch.full((256,), float(i)) for i in range(4)}
         path = self.path("p.safetensors")

@@ -95,6 +95,8 @@ _DTYPE_NAMES = [
 # Stored dtypes whose torch dtype packs several values in one element: F4 loads as
 # torch.float4_e2m1fn_x2 (two values a byte), its last dimension halved, as safetensors.
 _PACKED = {"F4": 2}
+# _PACKED_ATTRS: the torch attribute names of the packed dtypes.
+_PACKED_ATTRS = [attr for st, attr in _DTYPE_NAMES if st in _PACKED]
 # Dtypes torch takes natively through DLPack in every version we support; the others
 # are exported as bytes and reinterpreted with Tensor.view(dtype).
 _DLPACK_NATIVE = {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "C64"}
@@ -103,6 +105,17 @@ _DLPACK_NATIVE = {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", 
 def _torch():
     import torch  # imported lazily: the C API part of this package needs no torch
     return torch
+
+
+def _torch_empty(shape, dtype, device="cpu"):
+    """torch.empty(shape, dtype=dtype, device=device), also for the packed dtypes
+    (F4's float4_e2m1fn_x2) under torch.use_deterministic_algorithms(True), where torch
+    fills new memory and has no fill for them (NotImplementedError): those are made as
+    bytes (one element a byte) and viewed."""
+    torch = _torch()
+    if any(dtype is getattr(torch, attr, None) for attr in _PACKED_ATTRS):
+        return torch.empty(shape, dtype=torch.uint8, device=device).view(dtype)
+    return torch.empty(shape, dtype=dtype, device=device)
 
 
 # _TORCH_DTYPES: stored dtype -> torch dtype, as _torch_dtype found them.
@@ -225,7 +238,7 @@ def _from_loaded(loaded, index, info):
     if not native and 0 in shape:
         # No bytes to view: torch's empty byte tensor has strides view() refuses for a
         # wider dtype, and as bytes the last dimension may overflow int64.
-        return torch.empty(shape, dtype=target_dtype, device=info.device.decode())
+        return _torch_empty(shape, target_dtype, info.device.decode())
     managed = ctypes.c_void_p()
     _lib.check(l.sl_loaded_export_dlpack(loaded, index, 0 if native else _lib.SL_DLPACK_AS_BYTES,
                                          ctypes.byref(managed)))
@@ -942,7 +955,7 @@ class safe_open(_lib.Closing):
         if nbytes == 0:
             # Nothing to read or view (torch 1.13's reshape of an empty byte tensor fails
             # on dimensions near 2^62, "Expected !is_symbolic()"): make it.
-            return torch.empty(out_shape, dtype=dtype, device=self._device)
+            return _torch_empty(out_shape, dtype, self._device)
         buf = torch.empty(nbytes, dtype=torch.uint8, device="cpu")  # whatever the default
         _lib.check(_lib.lib().sl_checkpoint_read(ckpt.handle, ckpt.index[name], offset,
                                                  nbytes, buf.data_ptr()))
@@ -972,7 +985,7 @@ class safe_open(_lib.Closing):
             address = ctypes.addressof(ctypes.c_char.from_buffer(buf))
             out = buf.view(dtype).reshape(shape)  # raises if the sizes disagree (never)
         else:
-            out = _torch().empty(shape, dtype=dtype, device="cpu")  # whatever the default
+            out = _torch_empty(shape, dtype)  # on cpu whatever torch's default device
             if out.numel() * out.element_size() != info.bytes:
                 return None
             address = out.data_ptr()
@@ -1417,7 +1430,8 @@ def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, 
         for group in groups:
             if renames or len(group & fed) > 1:
                 for name in group:
-                    scratch[name] = torch.empty_like(state[name])
+                    t = state[name]  # contiguous, as every entry the loader writes
+                    scratch[name] = _torch_empty(t.shape, t.dtype, t.device)
         targets = (_lib.Target * max(len(state), 1))()
         for i, (name, t) in enumerate(state.items()):
             raw = name.encode("utf-8", "surrogateescape")

@@ -123,7 +123,8 @@ def _np_shape(ckpt, name):
 
 
 def _np_shape_dtype(ckpt, name):
-    """(_np_shape, _np_dtype) of ``name``, with their errors in that order."""
+    """(shape, dtype) of ``name``: _np_shape's and _np_dtype's answers, with
+    _np_dtype's error first, then the shape's."""
     dtype = _np_dtype(ckpt, name)
     shape = ckpt.shapes[ckpt.index[name]]
     for k, d in enumerate(shape):
