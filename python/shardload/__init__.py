@@ -95,8 +95,10 @@ _DTYPE_NAMES = [
 # Stored dtypes whose torch dtype packs several values in one element: F4 loads as
 # torch.float4_e2m1fn_x2 (two values a byte), its last dimension halved, as safetensors.
 _PACKED = {"F4": 2}
-# _PACKED_ATTRS: the torch attribute names of the packed dtypes.
+# _PACKED_ATTRS: the torch attribute names of the packed dtypes; _packed_torch_dtypes:
+# those the installed torch has (set by _torch_empty on first use).
 _PACKED_ATTRS = [attr for st, attr in _DTYPE_NAMES if st in _PACKED]
+_packed_torch_dtypes = None
 # Dtypes torch takes natively through DLPack in every version we support; the others
 # are exported as bytes and reinterpreted with Tensor.view(dtype).
 _DLPACK_NATIVE = {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "C64"}
@@ -112,8 +114,12 @@ def _torch_empty(shape, dtype, device="cpu"):
     (F4's float4_e2m1fn_x2) under torch.use_deterministic_algorithms(True), where torch
     fills new memory and has no fill for them (NotImplementedError): those are made as
     bytes (one element a byte) and viewed."""
+    global _packed_torch_dtypes
     torch = _torch()
-    if any(dtype is getattr(torch, attr, None) for attr in _PACKED_ATTRS):
+    if _packed_torch_dtypes is None:
+        _packed_torch_dtypes = frozenset(getattr(torch, attr) for attr in _PACKED_ATTRS
+                                         if hasattr(torch, attr))
+    if dtype in _packed_torch_dtypes:
         return torch.empty(shape, dtype=torch.uint8, device=device).view(dtype)
     return torch.empty(shape, dtype=dtype, device=device)
 
