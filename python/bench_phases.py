@@ -47,13 +47,14 @@ def main():
             times["load"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         info = _lib.LoadedTensor()
+        convert = shardload._tensor_maker()  # what load_file converts with
         out = {}
         count = l.sl_loaded_count(loaded)
         for i in range(count):
             _lib.check(l.sl_loaded_get(loaded, i, ctypes.byref(info)))
             name = ctypes.string_at(info.name, info.name_len).decode("utf-8",
                                                                       "surrogateescape")
-            out[name] = shardload._from_loaded(loaded, i, info)
+            out[name] = convert(loaded, i, info)
         result = {name: out[name] for name in order}
         times["convert"] = time.perf_counter() - t0
         l.sl_report_free(report)

@@ -209,7 +209,9 @@ def _dtype_name(torch_dtype):
 # ----------------------------------------------------------------------------- DLPack
 
 _CAPSULE_NAME = b"dltensor"
-_pythonapi = ctypes.pythonapi
+# Our own handle on the interpreter's C API (what ctypes.pythonapi is), so that setting
+# these functions' argtypes changes nothing for other users of ctypes.pythonapi.
+_pythonapi = ctypes.PyDLL(None)
 _pythonapi.PyCapsule_New.restype = ctypes.py_object
 _pythonapi.PyCapsule_New.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
 _pythonapi.PyCapsule_IsValid.restype = ctypes.c_int
@@ -248,19 +250,48 @@ def _from_loaded(loaded, index, info):
     managed = ctypes.c_void_p()
     _lib.check(l.sl_loaded_export_dlpack(loaded, index, 0 if native else _lib.SL_DLPACK_AS_BYTES,
                                          ctypes.byref(managed)))
+    tensor = _adopt_export(managed.value, torch)
+    if not native:
+        tensor = tensor.view(target_dtype).reshape(shape)
+    return tensor
+
+
+def _adopt_export(managed, torch):
+    """The torch tensor of DLManagedTensor ``managed`` (an address), which torch then
+    owns (its deleter runs when the tensor goes); freed here when torch did not take it
+    (an exception, a KeyboardInterrupt too, before or inside torch.from_dlpack)."""
     capsule = None
     try:
         capsule = _pythonapi.PyCapsule_New(managed, _CAPSULE_NAME, None)
-        tensor = torch.from_dlpack(capsule)  # torch.utils.dlpack's, imported by torch
+        return torch.from_dlpack(capsule)  # torch.utils.dlpack's, imported by torch
     except BaseException:
         # Once torch took the tensor it renamed the capsule ("used_dltensor") and calls
         # the deleter itself when its tensor goes: only an untaken one is ours to free.
         if capsule is None or _pythonapi.PyCapsule_IsValid(capsule, _CAPSULE_NAME):
-            _call_deleter(managed.value)
+            _call_deleter(managed)
         raise
-    if not native:
-        tensor = tensor.view(target_dtype).reshape(shape)
-    return tensor
+
+
+def _tensor_maker():
+    """A convert(loaded, index, info) for _load_all_as: _from_loaded, with what it
+    would look up for every tensor looked up once per load on its common path (a tensor
+    of some bytes whose dtype torch takes through DLPack); other tensors go through
+    _from_loaded itself."""
+    torch = _torch()
+    export = _lib.lib().sl_loaded_export_dlpack
+    native = {name.encode() for name in _DLPACK_NATIVE}
+    managed = ctypes.c_void_p()
+    managed_ref = ctypes.byref(managed)
+
+    def convert(loaded, index, info):
+        if info.bytes == 0 or info.dtype not in native:
+            return _from_loaded(loaded, index, info)
+        status = export(loaded, index, 0, managed_ref)
+        if status:
+            _lib.check(status)
+        return _adopt_export(managed.value, torch)
+
+    return convert
 
 
 def _decode(ptr, length):
@@ -449,7 +480,7 @@ def _load_all(ckpt, options):
     order = ckpt.offset_order()
     for name in order:
         ckpt.torch_dtype(name)
-    return _load_all_as(ckpt, options, _from_loaded, order)
+    return _load_all_as(ckpt, options, _tensor_maker(), order)
 
 
 def _load_all_as(ckpt, options, convert, order):
