@@ -9,7 +9,8 @@
 #                                   #   root with .carry/ carried: the CUDA tests, the
 #                                   #   Python tests with CUDA tensors, cuda_bench,
 #                                   #   a >=16 GB sample, `shardload bench --device cuda:0`
-#                                   #   hot, cold and MoE vs llama, `shardload load`,
+#                                   #   hot, cold and MoE vs llama (and Python's
+#                                   #   load_file phases on the MoE sample), `shardload load`,
 #                                   #   copy_phase_bench on a sample shard, and
 #                                   #   the Hugging Face reference
 #                                   #   (safetensors.torch.load_file(..., device="cuda:0"))
@@ -603,6 +604,18 @@ run_steps() {
           "$sample_root-$size-$layout-$moe_size" --device cuda:0 --repeat "$repeat"
       done
     done
+    # The same MoE sample through Python's load_file onto cuda:0, phase by phase: its
+    # per-tensor cost (about 4 us a tensor on the host) next to the C load inside it
+    # (bench/RESULTS.md "Where a 19k-tensor load_file's time goes").
+    if [ "$moe_ok" = 1 ] && [ "$torch_cuda" = 1 ] && [ "${SKIP_PYTHON:-0}" != "1" ] &&
+      ! out_of_time "python load_file phases"; then
+      PYTHONPATH="$ROOT/python${PYTHONPATH:+:$PYTHONPATH}" LD_LIBRARY_PATH="$PY_LD" limit 90 \
+        "$PY" "$ROOT/python/bench_phases.py" "$bin/libshardload.so" \
+        "$sample_root-$size-moe-$moe_size" 3 cuda:0 > "$out/python_phases_moe.txt" 2>&1
+      say "python load_file phases (moe, cuda:0): rc=$? $(tail -n 6 "$out/python_phases_moe.txt" | tr -s ' ' | tr '\n' ';')"
+    elif [ "$moe_ok" = 1 ] && [ "$torch_cuda" = 0 ]; then
+      say "python load_file phases (moe, cuda:0): skipped ($PY: no torch with CUDA)"
+    fi
   fi
   if [ "$skip_cold" != "1" ]; then
     # Cold: the page cache is dropped before every load and before the O_DIRECT ceiling.
