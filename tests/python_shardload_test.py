@@ -1416,6 +1416,13 @@ class PythonTest(unittest.TestCase):
                 call()
             self.assertEqual((cm.exception.code, str(cm.exception)),
                              ("failed_precondition", "File is closed"))
+        # A name that is not a str is a TypeError first, closed or not, as safetensors'
+        # argument parsing comes before its closed-file check.
+        for call in (lambda: f.get_tensor(1), lambda: f.get_slice(1)):
+            with self.assertRaises(TypeError) as cm:
+                call()
+            self.assertEqual(str(cm.exception),
+                             "argument 'name': 'int' object is not an instance of 'str'")
 
     def test_names_and_paths_of_the_wrong_type(self):
         w = torch.ones(2)

@@ -936,16 +936,23 @@ class safe_open(_lib.Closing):
             return _load_all(ckpt, options)
 
     @staticmethod
-    def _info(ckpt, name):
+    def _check_name(name):
+        """TypeError, in safetensors' words, for a name that is not a str (before any
+        other check, a closed file's too, as safetensors' argument parsing comes first)."""
         if not isinstance(name, str):
             raise TypeError("argument 'name': %s is not an instance of 'str'" %
                             _type_phrase(name))
+
+    @staticmethod
+    def _info(ckpt, name):
+        safe_open._check_name(name)
         try:
             return ckpt.infos[ckpt.index[name]]
         except KeyError:
             raise ShardloadError("not_found", "tensor '%s' is not in the checkpoint" % name)
 
     def get_slice(self, name):
+        self._check_name(name)
         ckpt = self._open()
         self._info(ckpt, name)
         if self._numpy is not None:
@@ -1031,6 +1038,7 @@ class safe_open(_lib.Closing):
         return out
 
     def get_tensor(self, name):
+        self._check_name(name)
         ckpt = self._open()
         out = self._read_whole(ckpt, name)
         if out is not None:
