@@ -96,7 +96,7 @@ _DTYPE_NAMES = [
 # torch.float4_e2m1fn_x2 (two values a byte), its last dimension halved, as safetensors.
 _PACKED = {"F4": 2}
 # _PACKED_ATTRS: the torch attribute names of the packed dtypes; _packed_torch_dtypes:
-# those the installed torch has (set by _torch_empty on first use).
+# those the installed torch has (set by _packed_dtypes on first use).
 _PACKED_ATTRS = [attr for st, attr in _DTYPE_NAMES if st in _PACKED]
 _packed_torch_dtypes = None
 # Dtypes torch takes natively through DLPack in every version we support; the others
@@ -109,17 +109,23 @@ def _torch():
     return torch
 
 
+def _packed_dtypes():
+    """The packed torch dtypes (F4's float4_e2m1fn_x2) the installed torch has."""
+    global _packed_torch_dtypes
+    if _packed_torch_dtypes is None:
+        torch = _torch()
+        _packed_torch_dtypes = frozenset(getattr(torch, attr) for attr in _PACKED_ATTRS
+                                         if hasattr(torch, attr))
+    return _packed_torch_dtypes
+
+
 def _torch_empty(shape, dtype, device="cpu"):
     """torch.empty(shape, dtype=dtype, device=device), also for the packed dtypes
     (F4's float4_e2m1fn_x2) under torch.use_deterministic_algorithms(True), where torch
     fills new memory and has no fill for them (NotImplementedError): those are made as
     bytes (one element a byte) and viewed."""
-    global _packed_torch_dtypes
     torch = _torch()
-    if _packed_torch_dtypes is None:
-        _packed_torch_dtypes = frozenset(getattr(torch, attr) for attr in _PACKED_ATTRS
-                                         if hasattr(torch, attr))
-    if dtype in _packed_torch_dtypes:
+    if dtype in _packed_dtypes():
         return torch.empty(shape, dtype=torch.uint8, device=device).view(dtype)
     return torch.empty(shape, dtype=dtype, device=device)
 
@@ -192,15 +198,23 @@ def _stored_shape(t):
     """The shape to store for torch tensor ``t``: for torch.float4_e2m1fn_x2 (F4) the
     last dimension counts values, twice the elements, as safetensors writes it."""
     shape = list(t.shape)
-    if shape and t.dtype == getattr(_torch(), "float4_e2m1fn_x2", None):
+    if shape and t.dtype in _packed_dtypes():
         shape[-1] *= _PACKED["F4"]
     return shape
 
 
+# _ST_NAMES: torch dtype -> safetensors dtype, as _dtype_name found them.
+_ST_NAMES = {}
+
+
 def _dtype_name(torch_dtype):
+    st = _ST_NAMES.get(torch_dtype)
+    if st is not None:
+        return st
     torch = _torch()
     for st, attr in _DTYPE_NAMES:
         if getattr(torch, attr, None) == torch_dtype:
+            _ST_NAMES[torch_dtype] = st
             return st
     raise ShardloadError("invalid_argument", "torch dtype %s has no safetensors dtype" %
                          torch_dtype)
@@ -1478,11 +1492,14 @@ def _load_into_state(ckpt, state, dev, *, strict, renames, allow_cast, threads, 
                     t = state[name]  # contiguous, as every entry the loader writes
                     scratch[name] = _torch_empty(t.shape, t.dtype, t.device)
         targets = (_lib.Target * max(len(state), 1))()
+        dtype_names = {}  # torch dtype -> its safetensors name, encoded once per load
         for i, (name, t) in enumerate(state.items()):
             raw = name.encode("utf-8", "surrogateescape")
             shape = _lib.shape_array(_stored_shape(t))
             keep.append((raw, shape))
-            dname = _dtype_name(t.dtype).encode()
+            dname = dtype_names.get(t.dtype)
+            if dname is None:
+                dname = dtype_names[t.dtype] = _dtype_name(t.dtype).encode()
             dst = scratch.get(name, t)
             # Zero-element entries get a valid dummy address: nothing is written.
             targets[i] = _lib.Target(raw, len(raw), dname, shape, t.dim(), None,
