@@ -6,10 +6,11 @@
 Writes, once, under the folder given: one file of 20,000 F32 tensors of 1 KiB and one of
 64 F32 tensors of 16 MiB (through safetensors.numpy). For each file and each framework
 ("np", and "pt" where torch imports) it opens the file and calls get_tensor for every
-key in keys() order (name order, here also file order), best of REPEATS (default 7) rounds, shardload's and
-safetensors' loops alternated within each round so that a noisy machine weighs on both
-alike, and prints both times, the ratio, and the per-call microseconds. Every result is
-read one byte per 4 KiB page (safetensors' torch tensors may be views of its mapping).
+key in keys() order (name order, here also file order), best of REPEATS (default 7)
+rounds, shardload's and safetensors' loops alternated within each round so that a noisy
+machine weighs on both alike, and prints both times, the ratio, and the per-call
+microseconds. Every result is read one byte per 4 KiB page (safetensors' torch tensors
+may be views of its mapping).
 """
 import os
 import sys

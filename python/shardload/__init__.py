@@ -35,7 +35,6 @@ The native library is found as described in ``shardload._lib``
 """
 import contextlib
 import ctypes
-import math
 import os
 import re
 import sys

@@ -264,15 +264,16 @@ class _Slice(_TorchSlice):
 
 # ----------------------------------------------------------------------------- loading
 
-def load_file(filename, *, backend=_NO_BACKEND, threads=0, io="auto", verify=False, progress=None,
-              pool=None, cancel=None, strict_index=True, renames=(), placement="aligned"):
+def load_file(filename, *, backend=_NO_BACKEND, threads=0, io="auto", verify=False,
+              progress=None, pool=None, cancel=None, strict_index=True, renames=(),
+              placement="aligned"):
     """Load every tensor of a checkpoint (file, index .json or folder) as numpy arrays,
     as safetensors.numpy.load_file does (dict name -> np.ndarray, in file order), with
     parallel reads into one host arena. ``backend``: safetensors 0.8's keyword
     ("mmap" or "pread"), the io mode of that name, validated as there (a non-str, None
-    too, is TypeError); ``io``, ``threads``, ``verify``,
-    ``progress``, ``pool``, ``cancel``, ``strict_index``, ``renames`` and
-    ``placement``: as in shardload.load_file. Raises ShardloadFileNotFoundError for a
+    too, is TypeError); ``io``, ``threads``, ``verify``, ``progress``, ``pool``,
+    ``cancel``, ``strict_index``, ``renames`` and ``placement``: as in
+    shardload.load_file. Raises ShardloadFileNotFoundError for a
     path that does not exist, ShardloadError("unimplemented") for a tensor whose dtype
     numpy lacks (naming it and its file; nothing is read), ShardloadError otherwise."""
     io = _backend_io(backend, io)
