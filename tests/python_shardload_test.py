@@ -1948,6 +1948,29 @@ class PythonTest(unittest.TestCase):
             self.assertTrue(torch.equal(ours.state_dict()[k], v), k)
 
     @needs_cuda
+    def test_cuda_tied_scratch_is_made_on_the_device(self):
+        # Entries sharing memory load through scratch tensors (_load_into_state), which
+        # must be on the entries' device.
+        path = self.write_raw("t.safetensors", {"a": ("F32", [2], struct.pack("<2f", 1, 2)),
+                                                "b": ("F32", [2], struct.pack("<2f", 3, 4))})
+        tied = torch.nn.Module()
+        tied.register_buffer("a", torch.zeros(2, device="cuda:0"))
+        tied.register_buffer("b", tied.a)
+        original, devices = shardload._torch_empty, []
+
+        def recording(shape, dtype, device="cpu"):
+            devices.append(torch.device(device))
+            return original(shape, dtype, device)
+
+        shardload._torch_empty = recording
+        try:
+            shardload.load_state_dict_into(tied, path, device="cuda:0")
+        finally:
+            shardload._torch_empty = original
+        self.assertEqual(devices, [torch.device("cuda", 0)] * 2)
+        self.assertEqual(tied.a.cpu().tolist(), [3.0, 4.0])
+
+    @needs_cuda
     def test_cuda_cast_on_device(self):
         g = torch.Generator().manual_seed(11)
         w = torch.randn(257, 129, generator=g)
@@ -3448,6 +3471,118 @@ class PythonTest(unittest.TestCase):
                         call()
                     self.assertEqual((cm.exception.code, str(cm.exception)),
                                      ("unimplemented", message), dtype)
+
+    def test_load_model_gives_each_dtype_its_own_name(self):
+        # load_state_dict_into encodes each dtype's name once per load: entries of
+        # different dtypes (smaller ones first, so a wrong name would cast short, not
+        # overrun) each keep their own.
+        m = torch.nn.Module()
+        m.register_buffer("h", torch.zeros(3, dtype=torch.float16))
+        m.register_buffer("b", torch.zeros(3, dtype=torch.bool))
+        m.register_buffer("bf", torch.zeros(3, dtype=torch.bfloat16))
+        m.register_buffer("i8", torch.zeros(3, dtype=torch.int8))
+        m.register_buffer("f", torch.zeros(3, dtype=torch.float32))
+        m.register_buffer("i64", torch.zeros(3, dtype=torch.int64))
+        m.register_buffer("d", torch.zeros(3, dtype=torch.float64))
+        src = {"h": torch.tensor([0.5, 1.5, -2.0], dtype=torch.float16),
+               "b": torch.tensor([True, False, True]),
+               "bf": torch.tensor([3.0, -1.0, 0.25], dtype=torch.bfloat16),
+               "i8": torch.tensor([-7, 0, 9], dtype=torch.int8),
+               "f": torch.tensor([1.25, -3.5, 7.0]),
+               "i64": torch.tensor([1 << 40, -5, 6]),
+               "d": torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64)}
+        shardload.save_file(src, self.path("mixed.safetensors"))
+        for load in (lambda: shardload.load_model(m, self.path("mixed.safetensors")),
+                     lambda: shardload.load_state_dict_into(m, self.path("mixed.safetensors"))):
+            for v in m.state_dict().values():
+                v.zero_()
+            load()
+            for k, v in m.state_dict().items():
+                self.assertTrue(same(v, src[k]), k)
+
+    def test_the_package_has_its_own_handle_on_the_python_c_api(self):
+        # Another package setting ctypes.pythonapi.PyCapsule_New's types (as some do)
+        # changes nothing for load_file, which sets its own on its own handle.
+        path = self.path("c.safetensors")
+        shardload.save_file({"x": torch.arange(3.0)}, path)
+        fn = ctypes.pythonapi.PyCapsule_New
+        saved = (fn.restype, fn.argtypes)
+        fn.restype, fn.argtypes = ctypes.c_void_p, None
+        try:
+            got = shardload.load_file(path)
+        finally:
+            fn.restype, fn.argtypes = saved
+        self.assertEqual(got["x"].tolist(), [0.0, 1.0, 2.0])
+
+    def test_a_zero_dimensional_float4_is_refused_in_safetensors_words(self):
+        # A 0-dim float4_e2m1fn_x2 has no last dimension to double: stored as F4[] (4 bits)
+        # save_file refuses it; a load into such an entry goes through torch.
+        if not hasattr(torch, "float4_e2m1fn_x2"):
+            self.skipTest("torch %s has no float4_e2m1fn_x2" % torch.__version__)
+        s = torch.zeros((), dtype=torch.uint8).view(torch.float4_e2m1fn_x2)
+        with self.assertRaises(shardload.ShardloadError) as cm:
+            shardload.save_file({"s": s}, self.path("s.safetensors"))
+        self.assertEqual(cm.exception.code, "invalid_argument")
+        self.assertIn("F4[] is 4 bits", str(cm.exception))
+        path = self.write_raw("f4.safetensors", {"s": ("F4", [2], b"\x21")})
+        m = torch.nn.Module()
+        m.register_buffer("s", s.clone())
+        # Its torch shape [1] for a 0-dim entry: torch's load_state_dict takes it.
+        self.assertEqual(shardload.load_model(m, path), (set(), []))
+        self.assertEqual(m.s.view(torch.uint8).item(), 0x21)
+
+    def test_a_failing_export_raises_and_adopts_nothing(self):
+        # load_file's converter checks sl_loaded_export_dlpack's status before it adopts
+        # the export (a failed one leaves no tensor to adopt).
+        path = self.path("e.safetensors")
+        shardload.save_file({"a": torch.arange(3.0), "b": torch.ones(2)}, path)
+        real = _lib.lib()
+
+        class Failing:  # the export of the first tensor fails (an index past the end)
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+            def sl_loaded_export_dlpack(self, loaded, index, flags, out):
+                return real.sl_loaded_export_dlpack(loaded, index + 100 * (index == 0),
+                                                    flags, out)
+
+        original = _lib.lib
+        _lib.lib = lambda: Failing()
+        try:
+            with self.assertRaises(shardload.ShardloadError) as cm:
+                shardload.load_file(path)
+        finally:
+            _lib.lib = original
+        self.assertEqual(cm.exception.code, "out_of_range")
+
+    def test_load_file_adopts_native_dtypes_without_the_general_converter(self):
+        # The per-load converter takes a DLPack-native tensor of some bytes straight
+        # from the export; _from_loaded handles the rest (no bytes, viewed dtypes).
+        shardload.save_file({"f": torch.arange(4.0), "e": torch.zeros(0, 2),
+                             "b": torch.tensor([True, False])}, self.path("n.safetensors"))
+        original, seen = shardload._from_loaded, []
+
+        def counting(loaded, index, info):
+            seen.append(ctypes.string_at(info.name, info.name_len).decode())
+            return original(loaded, index, info)
+
+        shardload._from_loaded = counting
+        try:
+            got = shardload.load_file(self.path("n.safetensors"))
+        finally:
+            shardload._from_loaded = original
+        self.assertEqual(sorted(seen), ["b", "e"])
+        self.assertEqual((got["f"].tolist(), got["b"].tolist(), list(got["e"].shape)),
+                         ([0.0, 1.0, 2.0, 3.0], [True, False], [0, 2]))
+
+    def test_packed_results_are_made_on_the_device_asked(self):
+        # _torch_empty makes float4 results as bytes viewed, on the device asked (meta
+        # here: no memory; cuda for a zero-element F4 load or tied scratch).
+        if not hasattr(torch, "float4_e2m1fn_x2"):
+            self.skipTest("torch %s has no float4_e2m1fn_x2" % torch.__version__)
+        for dtype in (torch.float4_e2m1fn_x2, torch.float32):
+            t = shardload._torch_empty([2, 3], dtype, "meta")
+            self.assertEqual((t.device.type, t.dtype, list(t.shape)), ("meta", dtype, [2, 3]))
 
 
 if __name__ == "__main__":
