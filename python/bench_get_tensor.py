@@ -14,13 +14,13 @@ may be views of its mapping).
 """
 import os
 import sys
-import time
 
 import numpy as np
 from safetensors import safe_open as st_safe_open
 import safetensors.numpy as sn
 
 import shardload
+from bench_rounds import best_of
 
 try:
     import torch
@@ -61,15 +61,8 @@ def main():
         for fw in frameworks:
             runs = {"shardload": lambda: loop(shardload.safe_open, path, fw),
                     "safetensors": lambda: loop(st_safe_open, path, fw)}
-            for fn in runs.values():  # warm the page cache
-                fn()
-            times = {k: [] for k in runs}
-            for _ in range(repeats):
-                for k, fn in runs.items():
-                    t0 = time.perf_counter()
-                    fn()
-                    times[k].append(time.perf_counter() - t0)
-            ours, theirs = min(times["shardload"]), min(times["safetensors"])
+            best = best_of(runs, repeats)
+            ours, theirs = best["shardload"], best["safetensors"]
             print("%-14s framework=%s: shardload %.4f s (%.1f us/call), safetensors "
                   "%.4f s (%.1f us/call): %.2fx safetensors' time" % (
                       label, fw, ours, ours / count * 1e6, theirs, theirs / count * 1e6,

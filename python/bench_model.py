@@ -17,12 +17,12 @@ Also the ceiling: one torch copy of as many bytes between two host tensors.
 """
 import os
 import sys
-import time
 
 import torch
 import safetensors.torch as st
 
 import shardload
+from bench_rounds import best_of
 
 
 class Stack(torch.nn.Module):
@@ -30,18 +30,6 @@ class Stack(torch.nn.Module):
         super().__init__()
         self.layers = torch.nn.ModuleList(torch.nn.Linear(width, width)
                                           for _ in range(layers))
-
-
-def best_of(runs, repeats):
-    for fn in runs.values():  # warm the page cache and the allocator
-        fn()
-    times = {k: [] for k in runs}
-    for _ in range(repeats):
-        for k, fn in runs.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: min(v) for k, v in times.items()}
 
 
 def main():

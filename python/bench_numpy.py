@@ -20,12 +20,12 @@ it. Prints one line per measurement and the ratios against safetensors.
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
 import shardload
 import shardload.numpy as snp
+from bench_rounds import best_of
 
 try:
     import safetensors.numpy as sn
@@ -93,15 +93,7 @@ def main():
         if sn is not None:
             runs["safetensors.numpy.load_file per file"] = \
                 lambda: [touch(sn.load_file(f)) for f in files]
-        for fn in runs.values():  # warm the page cache and the pool
-            fn()
-        times = {k: [] for k in runs}
-        for _ in range(repeats):
-            for k, fn in runs.items():
-                t0 = time.perf_counter()
-                fn()
-                times[k].append(time.perf_counter() - t0)
-        best = {k: min(v) for k, v in times.items()}
+        best = best_of(runs, repeats)  # after one warming call each (page cache, pool)
         print("%s (%.0f MB):" % (label, nbytes / 1e6))
         ref = best.get("safetensors.numpy.load_file per file")
         for k, t in best.items():
