@@ -997,17 +997,25 @@ class safe_open(_lib.Closing):
             l.sl_report_free(report)
             l.sl_loaded_free(loaded)
 
+    def _verified_rows(self, ckpt, name, shape, lo, hi):
+        """Rows [lo, hi) of dimension 0 of ``name`` (of ``shape``; the whole tensor for
+        a scalar) when this handle verifies: a hash covers the whole tensor, so all of it
+        is loaded and checked (_loaded_tensor), and a part of it is copied out, so as not
+        to keep the whole tensor alive for a slice."""
+        whole = self._loaded_tensor(ckpt, name)
+        if not shape or (lo, hi) == (0, shape[0]):
+            return whole
+        part = whole[lo:hi]
+        return part.copy() if self._numpy is not None else part.clone()
+
     def _read_rows(self, ckpt, name, lo, hi):
         """Rows [lo, hi) of dimension 0 (the whole tensor for a scalar), on the device."""
         torch = _torch()
         info = self._info(ckpt, name)
         dtype = ckpt.torch_dtype(name)
         shape = ckpt.torch_shape(name)
-        if self._verify:  # a hash covers the whole tensor: read and check all of it
-            whole = self._loaded_tensor(ckpt, name)
-            if not shape or (lo, hi) == (0, shape[0]):
-                return whole
-            return whole[lo:hi].clone()  # do not keep the whole tensor alive for a slice
+        if self._verify:
+            return self._verified_rows(ckpt, name, shape, lo, hi)
         offset, nbytes, out_shape = _row_span(info, shape, lo, hi)
         if nbytes == 0:
             # Nothing to read or view (torch 1.13's reshape of an empty byte tensor fails

@@ -208,11 +208,8 @@ def _read_rows(owner, ckpt, name, lo, hi):
     shape, dtype = _np_shape_dtype(ckpt, name)
     k = ckpt.index[name]
     info = ckpt.infos[k]
-    if owner._verify:  # a hash covers the whole tensor: read and check all of it
-        whole = owner._loaded_tensor(ckpt, name)
-        if not shape or (lo, hi) == (0, shape[0]):
-            return whole
-        return whole[lo:hi].copy()  # do not keep the whole tensor alive for a slice
+    if owner._verify:
+        return owner._verified_rows(ckpt, name, shape, lo, hi)
     offset, nbytes, out_shape = _row_span(info, shape, lo, hi)
     if nbytes == 0:
         return np.empty(out_shape, dtype=dtype)
